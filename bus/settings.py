@@ -1,0 +1,126 @@
+"""The one settings object: every knob, typed, from the environment, each with a safe default.
+
+See README.md ("Configuration") for the table; API.md fixes the names of the public ones.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _bool(v: str | None, default: bool = False) -> bool:
+    if v is None or v == "":
+        return default
+    return v.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    v = env.get(name)
+    return int(v) if v not in (None, "") else default
+
+
+def _float(env: dict[str, str], name: str, default: float) -> float:
+    v = env.get(name)
+    return float(v) if v not in (None, "") else default
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    key: str
+    user: str
+    admin: bool = False
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path(".cairn")
+    database_url: str | None = None
+    kafka_bootstrap: str | None = None
+    embedded_kafka_port: int = 9092
+    embedded_pg_port: int = 5433
+    blob_store: str = ""
+    topic_prefix: str = "cairn"
+    kafka_partitions: int = 8
+    kafka_idempotence: bool = True
+    jwt_secret: str | None = None
+    jwt_public_key: str | None = None
+    api_keys: tuple[ApiKey, ...] = ()
+    fetch_allow_private: bool = False
+    command_timeout: float = 15.0
+    default_chunk_size: int = 8 * 1024 * 1024
+    max_chunk_size: int = 256 * 1024 * 1024
+    max_upload_bytes: int = 1 << 40
+    log_level: str = "info"
+    log_json: bool | None = None
+    instance_id: str = field(default_factory=lambda: secrets.token_hex(4))
+
+    @property
+    def blobs_url(self) -> str:
+        return self.blob_store or f"file://{(self.data_dir / 'blobs').resolve()}"
+
+    def topic(self, aggregate: str) -> str:
+        return f"{self.topic_prefix}.{aggregate}"
+
+    def command_topic(self, aggregate: str) -> str:
+        return f"{self.topic_prefix}.commands.{aggregate}"
+
+    @property
+    def reply_topic(self) -> str:
+        return f"{self.topic_prefix}.replies"
+
+    def resolved_jwt_secret(self) -> str:
+        """CAIRN_JWT_SECRET, else a secret generated once into the data dir."""
+        if self.jwt_secret:
+            return self.jwt_secret
+        path = self.data_dir / "jwt-secret"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(secrets.token_urlsafe(48))
+            tmp.chmod(0o600)
+            try:
+                # link() fails if another process won the race: everybody reads the winner's.
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink(missing_ok=True)
+        return path.read_text().strip()
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+        keys = []
+        for item in (env.get("CAIRN_API_KEYS") or "").split(","):
+            parts = item.strip().split(":")
+            if len(parts) >= 2 and parts[0] and parts[1]:
+                keys.append(ApiKey(parts[0], parts[1], len(parts) > 2 and parts[2] == "admin"))
+        json_env = env.get("CAIRN_LOG_JSON")
+        return cls(
+            host=env.get("CAIRN_HOST") or "127.0.0.1",
+            port=_int(env, "CAIRN_PORT", 8000),
+            data_dir=Path(env.get("CAIRN_DATA_DIR") or ".cairn"),
+            database_url=env.get("CAIRN_DATABASE_URL") or None,
+            kafka_bootstrap=env.get("CAIRN_KAFKA_BOOTSTRAP") or None,
+            embedded_kafka_port=_int(env, "CAIRN_EMBEDDED_KAFKA_PORT", 9092),
+            embedded_pg_port=_int(env, "CAIRN_EMBEDDED_PG_PORT", 5433),
+            blob_store=env.get("CAIRN_BLOB_STORE") or "",
+            topic_prefix=env.get("CAIRN_TOPIC_PREFIX") or "cairn",
+            kafka_partitions=_int(env, "CAIRN_KAFKA_PARTITIONS", 8),
+            kafka_idempotence=_bool(env.get("CAIRN_KAFKA_IDEMPOTENCE"), True),
+            jwt_secret=env.get("CAIRN_JWT_SECRET") or None,
+            jwt_public_key=env.get("CAIRN_JWT_PUBLIC_KEY") or None,
+            api_keys=tuple(keys),
+            fetch_allow_private=_bool(env.get("CAIRN_FETCH_ALLOW_PRIVATE")),
+            command_timeout=_float(env, "CAIRN_COMMAND_TIMEOUT", 15.0),
+            default_chunk_size=_int(env, "CAIRN_DEFAULT_CHUNK_BYTES", 8 * 1024 * 1024),
+            max_chunk_size=_int(env, "CAIRN_MAX_CHUNK_BYTES", 256 * 1024 * 1024),
+            max_upload_bytes=_int(env, "CAIRN_MAX_UPLOAD_BYTES", 1 << 40),
+            log_level=env.get("CAIRN_LOG_LEVEL") or "info",
+            log_json=None if json_env in (None, "") else _bool(json_env),
+        )

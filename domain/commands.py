@@ -1,0 +1,165 @@
+"""Commands: requests to change one aggregate, as they travel on the bus.
+
+A command carries everything `decide` needs, including the time (`at`): the domain never
+reads a clock. `caller` is the authenticated user; aggregates check ownership themselves so
+that another user's id behaves exactly like an id that does not exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+JSON = dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Command:
+    type: ClassVar[str] = "Command"
+    aggregate: ClassVar[str] = ""
+
+    aggregate_id: str
+    caller: str
+    at: datetime
+    admin: bool = False
+    command_id: str = ""
+
+    @property
+    def stream_id(self) -> str:
+        from domain.events import stream_id_for
+
+        return stream_id_for(self.aggregate, self.aggregate_id)
+
+    def payload(self) -> JSON:
+        """The command-specific fields (everything but the envelope)."""
+        base = {f.name for f in dataclasses.fields(Command)}
+        return {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in base
+        }
+
+
+# ---- uploads -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class InitiateUpload(Command):
+    type: ClassVar[str] = "InitiateUpload"
+    aggregate: ClassVar[str] = "uploads"
+
+    file_name: str
+    file_size: int
+    chunk_size: int
+    content_type: str = "application/octet-stream"
+    sha256: str | None = None
+    bucket: str = "default"
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreChunk(Command):
+    type: ClassVar[str] = "StoreChunk"
+    aggregate: ClassVar[str] = "uploads"
+
+    index: int
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompleteUpload(Command):
+    """`sha256` is the digest of the assembled bytes, computed by the adapter."""
+
+    type: ClassVar[str] = "CompleteUpload"
+    aggregate: ClassVar[str] = "uploads"
+
+    file_id: str
+    sha256: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AbortUpload(Command):
+    type: ClassVar[str] = "AbortUpload"
+    aggregate: ClassVar[str] = "uploads"
+
+
+@dataclass(frozen=True, kw_only=True)
+class FailUpload(Command):
+    type: ClassVar[str] = "FailUpload"
+    aggregate: ClassVar[str] = "uploads"
+
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExpireUpload(Command):
+    type: ClassVar[str] = "ExpireUpload"
+    aggregate: ClassVar[str] = "uploads"
+
+
+# ---- files ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class CreateFile(Command):
+    type: ClassVar[str] = "CreateFile"
+    aggregate: ClassVar[str] = "files"
+
+    owner: str
+    name: str
+    size: int
+    content_type: str
+    sha256: str
+    manifest: list[JSON]
+    bucket: str = "default"
+    metadata: dict[str, str] = field(default_factory=dict)
+    upload_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeleteFile(Command):
+    type: ClassVar[str] = "DeleteFile"
+    aggregate: ClassVar[str] = "files"
+
+
+COMMANDS: dict[str, type[Command]] = {
+    c.type: c
+    for c in (
+        InitiateUpload,
+        StoreChunk,
+        CompleteUpload,
+        AbortUpload,
+        FailUpload,
+        ExpireUpload,
+        CreateFile,
+        DeleteFile,
+    )
+}
+
+
+def command_to_dict(cmd: Command) -> JSON:
+    return {
+        "type": cmd.type,
+        "aggregate": cmd.aggregate,
+        "aggregate_id": cmd.aggregate_id,
+        "caller": cmd.caller,
+        "admin": cmd.admin,
+        "at": cmd.at.isoformat(),
+        "command_id": cmd.command_id,
+        "data": cmd.payload(),
+    }
+
+
+def command_from_dict(d: JSON) -> Command:
+    cls = COMMANDS.get(str(d.get("type")))
+    if cls is None:
+        raise ValueError(f"unknown command type {d.get('type')!r}")
+    return cls(
+        aggregate_id=str(d["aggregate_id"]),
+        caller=str(d["caller"]),
+        admin=bool(d.get("admin", False)),
+        at=datetime.fromisoformat(str(d["at"])),
+        command_id=str(d.get("command_id") or ""),
+        **dict(d.get("data") or {}),
+    )

@@ -1,0 +1,65 @@
+"""Domain errors: what a command can be refused for. The API maps these to HTTP in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DomainError(Exception):
+    """A command was refused. `code` is stable and machine-readable; `details` is JSON."""
+
+    kind = "invalid"
+
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "code": self.code,
+            "message": self.message,
+            "details": self.details,
+        }
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> DomainError:
+        cls = _KINDS.get(str(d.get("kind")), DomainError)
+        return cls(str(d["code"]), str(d["message"]), dict(d.get("details") or {}))
+
+
+class InvalidInput(DomainError):
+    """The request itself is wrong (400)."""
+
+    kind = "invalid"
+
+
+class NotFound(DomainError):
+    """No such aggregate, or it belongs to someone else (404: never reveal others' ids)."""
+
+    kind = "not_found"
+
+
+class Conflict(DomainError):
+    """The request conflicts with the aggregate's current state (409)."""
+
+    kind = "conflict"
+
+
+class Unprocessable(DomainError):
+    """Well-formed but semantically wrong, e.g. a checksum that does not match (422)."""
+
+    kind = "unprocessable"
+
+
+class Gone(DomainError):
+    """The aggregate existed but is no longer usable (410)."""
+
+    kind = "gone"
+
+
+_KINDS: dict[str, type[DomainError]] = {
+    c.kind: c for c in (InvalidInput, NotFound, Conflict, Unprocessable, Gone)
+}

@@ -1,0 +1,86 @@
+"""Ports: the small protocols every adapter implements. Each has one contract test suite.
+
+Only typing lives here; implementations are in `bus/` (event store, blob store, clock).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Protocol
+
+from domain.events import EventMeta, NewEvent, RecordedEvent
+
+
+class ConcurrencyError(Exception):
+    """The stream's version was not the expected one: reload, decide again, retry."""
+
+    def __init__(self, stream_id: str, expected: int, actual: int) -> None:
+        super().__init__(f"{stream_id}: expected version {expected}, found {actual}")
+        self.stream_id = stream_id
+        self.expected = expected
+        self.actual = actual
+
+
+class DuplicateCommand(Exception):
+    """The command id was already applied; `events` are what it appended then."""
+
+    def __init__(self, command_id: str, events: list[RecordedEvent]) -> None:
+        super().__init__(f"command {command_id} was already applied")
+        self.command_id = command_id
+        self.events = events
+
+
+class EventStore(Protocol):
+    async def append(
+        self,
+        stream_id: str,
+        expected_version: int,
+        events: Sequence[NewEvent],
+        meta: EventMeta,
+        command_id: str | None = None,
+    ) -> list[RecordedEvent]:
+        """Append atomically iff the stream is at `expected_version` (0 = new stream).
+
+        With `command_id`, the same id twice raises DuplicateCommand instead of appending."""
+        ...
+
+    async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]: ...
+
+    async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        """Events with position > after_position, in position order."""
+        ...
+
+    async def stream_version(self, stream_id: str) -> int: ...
+
+
+class BlobWriter(Protocol):
+    async def write(self, data: bytes) -> None: ...
+
+
+class BlobStore(Protocol):
+    """Content-addressed chunk storage. `put_stream` is durable when it returns."""
+
+    async def put_stream(
+        self, chunks: AsyncIterator[bytes], *, max_bytes: int | None = None
+    ) -> tuple[str, int]:
+        """Store the bytes; return (sha256 hex, size). Nothing is kept if it raises."""
+        ...
+
+    async def exists(self, sha256: str) -> bool: ...
+
+    async def size(self, sha256: str) -> int | None: ...
+
+    def open_range(
+        self, sha256: str, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """Stream bytes [offset, offset+length) of one chunk."""
+        ...
+
+    async def delete(self, sha256: str) -> None: ...
+
+    async def ping(self) -> None: ...
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...

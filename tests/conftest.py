@@ -1,0 +1,100 @@
+"""Shared fixtures: the real embedded PostgreSQL and Tansu broker, started once per session.
+
+Each test gets its own database (cloned from a migrated template, so it is cheap) and its
+own topic prefix, so tests never see each other's events."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+import pytest_asyncio
+
+from bus import db
+from bus.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
+from bus.eventstore import PostgresEventStore
+from bus.settings import Settings
+
+TEMPLATE = "cairn_template"
+
+
+@pytest.fixture(scope="session")
+def infra_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("infra")
+
+
+@pytest.fixture(scope="session")
+def pg_server(infra_dir: Path) -> Iterator[EmbeddedPostgres]:
+    pg = EmbeddedPostgres(infra_dir / "pg", free_port())
+    pg.start()
+    yield pg
+    pg.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_server(infra_dir: Path) -> Iterator[EmbeddedKafka]:
+    k = EmbeddedKafka(free_port(), log_path=infra_dir / "tansu.log")
+    k.start()
+    yield k
+    k.stop()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def template_url(pg_server: EmbeddedPostgres) -> str:
+    url = await db.ensure_database(pg_server.url, TEMPLATE)
+    await db.migrate(url)
+    return url
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def db_url(pg_server: EmbeddedPostgres, template_url: str) -> AsyncIterator[str]:
+    name = f"t_{secrets.token_hex(6)}"
+    conn = await asyncpg.connect(pg_server.url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
+    finally:
+        await conn.close()
+    base = pg_server.url.rpartition("/")[0]
+    yield f"{base}/{name}"
+    conn = await asyncpg.connect(pg_server.url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
+    p = await db.create_pool(db_url, min_size=1, max_size=20)
+    yield p
+    await p.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def event_store(pool: asyncpg.Pool) -> PostgresEventStore:
+    return PostgresEventStore(pool)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str, kafka_server: EmbeddedKafka) -> Settings:
+    """Settings for one test: its own database, topic prefix, data dir and blob store."""
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=db_url,
+        kafka_bootstrap=kafka_server.bootstrap,
+        kafka_idempotence=False,
+        kafka_partitions=4,
+        topic_prefix=f"t{secrets.token_hex(5)}",
+        blob_store=f"file://{tmp_path / 'blobs'}",
+        jwt_secret="test-secret-" + "x" * 32,
+        command_timeout=20.0,
+        log_json=False,
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault("CAIRN_LOG_LEVEL", "warning")
