@@ -61,6 +61,26 @@ class RecordedEvent:
     def aggregate_id(self) -> str:
         return self.stream_id.split("-", 1)[1]
 
+    @staticmethod
+    def from_envelope(env: JSON, traceparent: str | None = None) -> RecordedEvent:
+        """Parse the Kafka JSON value (see `envelope`), upcasting old schema versions."""
+        return upcast_recorded(
+            RecordedEvent(
+                id=str(env["id"]),
+                stream_id=str(env["stream_id"]),
+                version=int(env["version"]),
+                position=int(env["position"]),
+                type=str(env["type"]),
+                schema_version=int(env["schema_version"]),
+                data=dict(env["data"]),
+                occurred_at=datetime.fromisoformat(str(env["occurred_at"])),
+                owner=env.get("owner"),
+                correlation_id=env.get("correlation_id"),
+                causation_id=env.get("causation_id"),
+                traceparent=traceparent,
+            )
+        )
+
     def envelope(self) -> JSON:
         """The JSON value published on Kafka (see API.md)."""
         return {
