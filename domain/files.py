@@ -50,9 +50,10 @@ def decide(state: FileState | None, cmd: Command) -> list[NewEvent]:
             if state.upload_id is not None and state.upload_id == cmd.upload_id:
                 return []
             raise Conflict("file_exists", "a file with this id exists", {"id": cmd.aggregate_id})
-        if cmd.size < 0 or sum(int(c["size"]) for c in cmd.manifest) != cmd.size:
+        sizes = [int(c["size"]) for c in cmd.manifest]
+        if cmd.size < 0 or any(n < 0 for n in sizes) or sum(sizes) != cmd.size:
             raise InvalidInput("invalid_manifest", "the manifest does not add up to the file size")
-        if not all(SHA256_RE.match(str(c["sha256"])) for c in cmd.manifest):
+        if not all(SHA256_RE.fullmatch(str(c["sha256"])) for c in cmd.manifest):
             raise InvalidInput("invalid_manifest", "manifest chunks need sha256 digests")
         return [
             NewEvent(

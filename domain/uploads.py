@@ -8,6 +8,7 @@ them durable. The last chunk alone may be short; sizes are Python ints (64-bit i
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -25,7 +26,7 @@ from domain.commands import (
 from domain.errors import Conflict, Gone, InvalidInput, NotFound, Unprocessable
 from domain.events import JSON, NewEvent, register_event, upcaster
 
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+SHA256_RE = re.compile(r"[0-9a-f]{64}")  # use with fullmatch: `$` would admit a trailing newline
 MAX_FILE_NAME = 1024
 
 
@@ -139,7 +140,7 @@ def _active(state: UploadState) -> None:
 def _validate_initiate(cmd: InitiateUpload) -> None:
     if not isinstance(cmd.file_name, str) or not cmd.file_name.strip():
         raise InvalidInput("invalid_file_name", "file_name must be a non-empty string")
-    if len(cmd.file_name) > MAX_FILE_NAME or any(ord(c) < 32 or c == "\x7f" for c in cmd.file_name):
+    if len(cmd.file_name) > MAX_FILE_NAME or any(unicodedata.category(c) == "Cc" for c in cmd.file_name):
         raise InvalidInput("invalid_file_name", "file_name is too long or has control characters")
     if isinstance(cmd.file_size, bool) or not isinstance(cmd.file_size, int) or cmd.file_size < 0:
         raise InvalidInput("invalid_file_size", "file_size must be a non-negative integer")
@@ -149,7 +150,7 @@ def _validate_initiate(cmd: InitiateUpload) -> None:
         or cmd.chunk_size < 1
     ):
         raise InvalidInput("invalid_chunk_size", "chunk_size must be a positive integer")
-    if cmd.sha256 is not None and not SHA256_RE.match(cmd.sha256):
+    if cmd.sha256 is not None and not SHA256_RE.fullmatch(cmd.sha256):
         raise InvalidInput("invalid_sha256", "sha256 must be 64 lowercase hex digits")
 
 
@@ -160,11 +161,17 @@ def decide(state: UploadState | None, cmd: Command) -> list[NewEvent]:
     if isinstance(cmd, InitiateUpload):
         _validate_initiate(cmd)
         if state is not None:
-            if (
+            same = (
                 state.owner == cmd.caller
                 and state.file_name == cmd.file_name
                 and state.file_size == cmd.file_size
-            ):
+                and state.chunk_size == cmd.chunk_size
+                and state.sha256 == cmd.sha256
+                and state.content_type == cmd.content_type
+                and state.bucket == cmd.bucket
+                and state.metadata == dict(cmd.metadata)
+            )
+            if same:  # the very same request again: already applied
                 return []
             raise Conflict(
                 "upload_exists", "an upload with this id exists", {"id": cmd.aggregate_id}
@@ -217,7 +224,7 @@ def decide(state: UploadState | None, cmd: Command) -> list[NewEvent]:
                 f"chunk {cmd.index} must be {expected} bytes, got {cmd.size}",
                 {"index": cmd.index, "expected": expected, "received": cmd.size},
             )
-        if not SHA256_RE.match(cmd.sha256):
+        if not SHA256_RE.fullmatch(cmd.sha256):
             raise InvalidInput("invalid_sha256", "chunk sha256 must be 64 lowercase hex digits")
         return [
             NewEvent(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -98,3 +99,8 @@ def settings(tmp_path: Path, db_url: str, kafka_server: EmbeddedKafka) -> Settin
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("CAIRN_LOG_LEVEL", "warning")
+    # A private base temp dir per session: pytest prunes old numbered dirs under the shared
+    # /tmp/pytest-of-<user>, which would pull the embedded Postgres out from under a
+    # concurrently running session.
+    if not config.option.basetemp:
+        config.option.basetemp = tempfile.mkdtemp(prefix="cairn-tests-")
