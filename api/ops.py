@@ -1,0 +1,77 @@
+"""Operations endpoints: liveness, readiness (Postgres, Kafka, blob store), Prometheus metrics.
+
+Lag gauges are computed from Postgres at scrape time, so the API's /metrics tells the
+relay's and the projections' lag even though those run in other processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from litestar import MediaType, Request, Response, get
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
+
+from api.asyncapi import asyncapi_document
+from api.context import ctx
+
+RELAY_LAG = Gauge("cairn_relay_lag_events", "Events appended but not yet published to Kafka")
+PROJECTION_LAG = Gauge(
+    "cairn_projection_lag_events",
+    "Events published but not yet applied by a projection",
+    ["projection"],
+)
+EVENTS_TOTAL = Gauge("cairn_events_total", "Events in the event store (last position)")
+
+
+@get("/health", include_in_schema=True, tags=["ops"], summary="Liveness")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/ready", tags=["ops"], summary="Readiness: Postgres, Kafka and the blob store are reachable")
+async def ready(request: Request[Any, Any, Any]) -> Response[Any]:
+    c = ctx(request)
+    checks: dict[str, str] = {}
+
+    async def check(name: str, coro: Any) -> None:
+        try:
+            await asyncio.wait_for(coro, 5)
+            checks[name] = "ok"
+        except Exception as e:
+            checks[name] = f"error: {type(e).__name__}"
+
+    await asyncio.gather(
+        check("postgres", c.pool.fetchval("SELECT 1")),
+        check("kafka", c.bus.ping()),
+        check("blob_store", c.blobs.ping()),
+    )
+    ok = all(v == "ok" for v in checks.values())
+    return Response(
+        {"status": "ready" if ok else "unavailable", "checks": checks},
+        status_code=200 if ok else 503,
+    )
+
+
+@get("/metrics", tags=["ops"], summary="Prometheus metrics", media_type=MediaType.TEXT)
+async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
+    c = ctx(request)
+    try:
+        async with c.pool.acquire() as conn:
+            last = await conn.fetchval("SELECT coalesce(max(position), 0) FROM eventstore.events")
+            relay = await conn.fetchval(
+                "SELECT coalesce(max(position), 0) FROM eventstore.relay_checkpoints WHERE name = 'main'"
+            )
+            EVENTS_TOTAL.set(last)
+            RELAY_LAG.set(max(0, last - relay))
+            rows = await conn.fetch("SELECT projection, last_position FROM readmodel.status")
+            for r in rows:
+                PROJECTION_LAG.labels(r["projection"]).set(max(0, last - (r["last_position"] or 0)))
+    except Exception:  # metrics must answer even when Postgres does not
+        pass
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+@get("/schema/asyncapi.json", tags=["ops"], summary="AsyncAPI document of the Kafka topics")
+async def asyncapi(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    return asyncapi_document(ctx(request).settings)

@@ -1,0 +1,461 @@
+"""Blob store adapters: content-addressed chunk storage on the local filesystem.
+
+Every byte a user uploads or the URL cache fetches lands here as a chunk named by its
+sha256; events only ever carry (sha256, size). So the store must be fast (it sits on the
+upload path), durable when `put_stream` returns (the caller appends an event right after,
+and a 2xx means durable), and must never expose a partial blob. `read_manifest` and
+`hash_manifest` turn an ordered list of chunks back into one file's bytes or digest.
+
+Layout under the root: `chunks/<sha[0:2]>/<sha[2:4]>/<sha>` for blobs, `tmp/` for puts in
+flight (same filesystem, so the final rename is atomic). All blocking I/O and hashing runs
+in the default thread pool; the event loop only shuffles buffer references.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import unquote
+
+from domain.ports import BlobStore
+
+T = TypeVar("T")
+
+# Incoming pieces (typically 16-64 KiB from an HTTP body) are gathered into buffers of
+# this size before one thread hop hashes and writes them: big enough that the per-hop
+# overhead (~50 us) and per-call costs vanish and that hashlib/os.write release the GIL,
+# small enough that a put holds at most ~2 buffers (8 MiB) of memory.
+WRITE_BUFFER = 4 * 1024 * 1024
+# Pieces yielded by `open_range`: one thread hop per MiB.
+READ_PIECE = 1024 * 1024
+# Reads for the local `hash_manifest` fast path; the whole loop runs in one thread.
+HASH_READ = 4 * 1024 * 1024
+
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+
+# Tasks that finish discarding a failed put after its coroutine is gone (see _discard):
+# held here so they are not garbage collected mid-flight.
+_CLEANUPS: set[asyncio.Task[None]] = set()
+
+
+class BlobNotFound(Exception):
+    """No blob with this digest is stored."""
+
+    def __init__(self, sha256: str) -> None:
+        super().__init__(f"blob {sha256} not found")
+        self.sha256 = sha256
+
+
+class BlobTooLarge(Exception):
+    """The stream went past `max_bytes`; nothing was kept."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"blob larger than the limit of {limit} bytes")
+        self.limit = limit
+
+
+def is_sha256(s: str) -> bool:
+    """A well-formed digest as this store names blobs: 64 lowercase hex digits."""
+    return _SHA256_RE.fullmatch(s) is not None
+
+
+async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_range(sha256: str, size: int, offset: int, length: int | None) -> int:
+    """Validate [offset, offset+length) against a chunk of `size` bytes; return the length.
+
+    A range past the end is rejected, not clamped: the manifest math upstream knows every
+    size exactly, so a short read would only hide an off-by-one (HTTP Range clamping is the
+    API's job, against the file's size)."""
+    if offset < 0 or (length is not None and length < 0):
+        raise ValueError(f"negative offset/length for blob {sha256}")
+    if offset > size:
+        raise ValueError(f"offset {offset} past the end of blob {sha256} ({size} bytes)")
+    if length is None:
+        return size - offset
+    if offset + length > size:
+        raise ValueError(
+            f"range [{offset}, {offset + length}) past the end of blob {sha256} ({size} bytes)"
+        )
+    return length
+
+
+class LocalBlobStore:
+    """Blobs as files under `root`, named by sha256. Implements domain.ports.BlobStore."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._chunks = root / "chunks"
+        self._tmp = root / "tmp"
+        # Runs once at startup, before the loop serves anything: blocking is fine here.
+        self._chunks.mkdir(parents=True, exist_ok=True)
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        # Fan-out directories whose entry in their parent is known to be on disk (see
+        # _commit). Only ever grows; set.add is atomic under the GIL, and a race only
+        # costs a redundant fsync.
+        self._durable_dirs: set[str] = set()
+
+    # -- naming --------------------------------------------------------------------
+
+    def path_of(self, sha256: str) -> Path:
+        """Where the blob lives (whether or not it exists), e.g. to sendfile it.
+
+        Raises ValueError for anything that is not a digest, so a digest taken from a URL
+        can never walk out of the store."""
+        if not is_sha256(sha256):
+            raise ValueError(f"not a sha256 hex digest: {sha256!r}")
+        return self._chunks / sha256[0:2] / sha256[2:4] / sha256
+
+    # -- writing -------------------------------------------------------------------
+
+    async def put_stream(
+        self, chunks: AsyncIterator[bytes], *, max_bytes: int | None = None
+    ) -> tuple[str, int]:
+        """Store the stream; return (sha256 hex, size) once it is durable on disk.
+
+        Pipelined: while a thread hashes and writes buffer N, the loop gathers buffer N+1.
+        Buffers are handed over strictly one at a time, because both the hash state and
+        the file offset are sequential. If anything fails (the source raising on a client
+        disconnect, BlobTooLarge, disk full, cancellation) the temp file is removed and the
+        error re-raised: no partial blob, no litter in tmp/. (Cancelled during the final
+        commit, the complete blob may stay: harmless, and deleting it could pull it from
+        under a concurrent put of the same bytes that already returned.)"""
+        opening = asyncio.get_running_loop().run_in_executor(None, self._open_tmp)
+        try:
+            fd, tmp = await asyncio.shield(opening)
+        except BaseException:
+            # Cancelled while the file was being created: remove it once it exists.
+            await _in_background(_remove_opened(opening))
+            raise
+        hasher = hashlib.sha256()
+        total = 0
+        batch: list[bytes] = []
+        batched = 0
+        inflight: asyncio.Future[None] | None = None
+        try:
+            async for piece in chunks:
+                if not piece:
+                    continue
+                total += len(piece)
+                if max_bytes is not None and total > max_bytes:
+                    raise BlobTooLarge(max_bytes)
+                batch.append(piece)
+                batched += len(piece)
+                if batched >= WRITE_BUFFER:
+                    if inflight is not None:
+                        # Shielded, here and below: a cancellation must not mark the
+                        # thread's future done while the thread still uses fd (_discard
+                        # waits on it).
+                        await asyncio.shield(inflight)
+                    inflight = self._absorb(fd, hasher, batch)
+                    batch, batched = [], 0
+            if batch:
+                if inflight is not None:
+                    await asyncio.shield(inflight)
+                inflight = self._absorb(fd, hasher, batch)
+            if inflight is not None:
+                await asyncio.shield(inflight)
+            digest = hasher.hexdigest()
+            # The commit closes fd itself; from here on a failure must not close it again.
+            closer, fd = fd, -1
+            inflight = asyncio.get_running_loop().run_in_executor(
+                None, self._commit, closer, tmp, digest
+            )
+            await asyncio.shield(inflight)
+            return digest, total
+        except BaseException:
+            await _discard(inflight, fd, tmp)
+            raise
+
+    def _absorb(self, fd: int, hasher: Any, batch: list[bytes]) -> asyncio.Future[None]:
+        """Start hashing and writing one buffer in a thread; the future is done with both."""
+
+        def work() -> None:
+            # bytes.join releases the GIL for big joins; one buffer is then hashed and
+            # written with one call each.
+            data = batch[0] if len(batch) == 1 else b"".join(batch)
+            hasher.update(data)
+            _write_all(fd, data)
+
+        return asyncio.get_running_loop().run_in_executor(None, work)
+
+    def _open_tmp(self) -> tuple[int, Path]:
+        # A fresh random name per put: concurrent puts, even of the same bytes, never share
+        # a temp file. O_EXCL makes a (practically impossible) name collision loud.
+        path = self._tmp / f"{secrets.token_hex(12)}.part"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        return fd, path
+
+    def _commit(self, fd: int, tmp: Path, digest: str) -> None:
+        """Make the temp file the blob, durably. Ordering matters:
+
+        1. fsync the data before the rename, so the name never points at unwritten bytes;
+        2. rename over any existing copy: the same digest means the same bytes, so one
+           file remains (dedup). Renaming even when the blob exists, instead of dropping
+           ours, closes two races: a concurrent put that renamed but has not yet fsynced
+           the directory (we fsync it ourselves below) and a concurrent delete between an
+           exists-check and our return;
+        3. fsync the directory holding the new entry, and once per fan-out directory the
+           parents holding it, so the name itself survives a crash."""
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        final = self.path_of(digest)
+        leaf = final.parent
+        leaf.mkdir(parents=True, exist_ok=True)
+        os.rename(tmp, final)
+        _fsync_dir(leaf)
+        key = digest[0:4]
+        if key not in self._durable_dirs:
+            # The leaf (and its parent) may have just been created, by us or by a
+            # concurrent put that has not fsynced yet: make both entries durable.
+            _fsync_dir(leaf.parent)
+            _fsync_dir(self._chunks)
+            self._durable_dirs.add(key)
+
+    def sweep_tmp(self, older_than: float = 24 * 3600) -> int:
+        """Remove temp files a crashed process left behind; return how many.
+
+        Only files older than `older_than` seconds: other processes may share the root and
+        have puts in flight. Blocking: call it at startup or from a thread."""
+        cutoff = time.time() - older_than
+        removed = 0
+        for p in self._tmp.iterdir():
+            try:
+                if p.stat().st_mtime < cutoff:
+                    p.unlink()
+                    removed += 1
+            except FileNotFoundError:  # a put finished or another sweeper got there first
+                pass
+        return removed
+
+    # -- reading and the rest -------------------------------------------------------
+
+    async def size(self, sha256: str) -> int | None:
+        if not is_sha256(sha256):
+            return None
+        return await _in_thread(self._size_sync, sha256)
+
+    def _size_sync(self, sha256: str) -> int | None:
+        try:
+            return self.path_of(sha256).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    async def exists(self, sha256: str) -> bool:
+        return await self.size(sha256) is not None
+
+    async def delete(self, sha256: str) -> None:
+        """Remove the blob; a missing (or malformed) digest is fine.
+
+        Not fsynced: a delete undone by a crash only leaves garbage for the next GC pass.
+        Callers must make sure nothing references the blob, or is uploading it, anymore."""
+        if is_sha256(sha256):
+            await _in_thread(self._delete_sync, sha256)
+
+    def _delete_sync(self, sha256: str) -> None:
+        try:
+            self.path_of(sha256).unlink()
+        except FileNotFoundError:
+            pass
+
+    async def ping(self) -> None:
+        """Raise (OSError) unless a file can be created and removed in the store."""
+        await _in_thread(self._ping_sync)
+
+    def _ping_sync(self) -> None:
+        fd, path = self._open_tmp()
+        try:
+            _write_all(fd, b"ping")
+        finally:
+            os.close(fd)
+            path.unlink()
+
+    async def open_range(
+        self, sha256: str, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """Stream bytes [offset, offset+length) of one blob in ~1 MiB pieces.
+
+        Lazy like any async generator: BlobNotFound / ValueError (bad range) surface on
+        the first iteration. The file stays open while iterating, so a concurrent delete
+        does not cut a read short."""
+        if not is_sha256(sha256):
+            raise BlobNotFound(sha256)
+        fd, size = await _in_thread(self._open_read, sha256)
+        try:
+            remaining = _check_range(sha256, size, offset, length)
+            pos = offset
+            while remaining > 0:
+                data = await _in_thread(os.pread, fd, min(READ_PIECE, remaining), pos)
+                if not data:
+                    raise OSError(f"blob {sha256} shrank while being read")
+                pos += len(data)
+                remaining -= len(data)
+                yield data
+        finally:
+            # Closing a regular file does not block. A pread still running in a thread
+            # after a cancellation only reads into a result nobody will look at.
+            os.close(fd)
+
+    def _open_read(self, sha256: str) -> tuple[int, int]:
+        try:
+            fd = os.open(self.path_of(sha256), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise BlobNotFound(sha256) from None
+        try:
+            return fd, os.fstat(fd).st_size
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _hash_into(self, hasher: Any, sha256: str, size: int) -> None:
+        """Feed exactly `size` bytes of one blob to `hasher`, all in the calling thread."""
+        try:
+            fd = os.open(self.path_of(sha256), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise BlobNotFound(sha256) from None
+        with open(fd, "rb", buffering=0, closefd=True) as f:
+            buf = bytearray(min(HASH_READ, max(size, 1)))
+            view = memoryview(buf)
+            remaining = size
+            while remaining > 0:
+                n = f.readinto(view[: min(len(buf), remaining)])
+                if not n:
+                    raise ValueError(f"blob {sha256} is shorter than its manifest size {size}")
+                hasher.update(view[:n])
+                remaining -= n
+            if f.read(1):
+                raise ValueError(f"blob {sha256} is longer than its manifest size {size}")
+
+
+async def _discard(inflight: asyncio.Future[None] | None, fd: int, tmp: Path) -> None:
+    """Remove a failed put's temp file, after its in-flight write has finished.
+
+    The write thread cannot be interrupted, and closing or unlinking under it could let it
+    write into a reused descriptor: so the cleanup waits for it first."""
+
+    async def cleanup() -> None:
+        if inflight is not None:
+            try:
+                await inflight
+            except BaseException:  # the put already failed; this error adds nothing
+                pass
+        await _in_thread(_remove_tmp, fd, tmp)
+
+    await _in_background(cleanup())
+
+
+async def _remove_opened(opening: asyncio.Future[tuple[int, Path]]) -> None:
+    try:
+        fd, tmp = await opening
+    except BaseException:  # nothing was created
+        return
+    await _in_thread(_remove_tmp, fd, tmp)
+
+
+async def _in_background(cleanup: Coroutine[Any, Any, None]) -> None:
+    """Run a cleanup in a task of its own and wait for it through a shield.
+
+    So a second cancellation of the caller cannot stop the cleanup half-way: the caller
+    stops waiting, the task still finishes (and is held in _CLEANUPS until then)."""
+    task = asyncio.get_running_loop().create_task(cleanup)
+    _CLEANUPS.add(task)
+    task.add_done_callback(_CLEANUPS.discard)
+    await asyncio.shield(task)
+
+
+def _remove_tmp(fd: int, tmp: Path) -> None:
+    if fd >= 0:
+        os.close(fd)
+    try:
+        tmp.unlink()
+    except FileNotFoundError:  # the failure came after the rename: nothing to remove
+        pass
+
+
+async def read_manifest(
+    store: BlobStore, manifest: Sequence[tuple[str, int]], start: int = 0, end: int | None = None
+) -> AsyncIterator[bytes]:
+    """Stream bytes [start, end) of the file made of the ordered chunks (sha256, size).
+
+    Chunks wholly before `start` are skipped without being opened. A range past the end of
+    the file is rejected with ValueError (see _check_range); so is start > end."""
+    total = sum(size for _, size in manifest)
+    if end is None:
+        end = total
+    if not 0 <= start <= end <= total:
+        raise ValueError(f"range [{start}, {end}) outside a file of {total} bytes")
+    chunk_start = 0
+    for sha256, size in manifest:
+        chunk_end = chunk_start + size
+        if chunk_start >= end:
+            break
+        lo = max(start, chunk_start) - chunk_start
+        hi = min(end, chunk_end) - chunk_start
+        if hi > lo:  # also skips empty chunks: nothing to open for them
+            async for piece in store.open_range(sha256, lo, hi - lo):
+                yield piece
+        chunk_start = chunk_end
+
+
+async def hash_manifest(store: BlobStore, manifest: Sequence[tuple[str, int]]) -> str:
+    """The sha256 hex of the concatenated chunks, streamed and hashed off the loop.
+
+    Each chunk must have exactly its manifest size (ValueError otherwise); a missing chunk
+    raises BlobNotFound."""
+    hasher = hashlib.sha256()
+    if isinstance(store, LocalBlobStore):
+        # Fast path: one thread hop per chunk, which reads it in big pieces and hashes
+        # them without touching the loop. Chunks go one after another (one hash state).
+        for sha256, size in manifest:
+            await _in_thread(store._hash_into, hasher, sha256, size)
+        return hasher.hexdigest()
+    for sha256, size in manifest:
+        # A chunk longer than its manifest says would go unnoticed by the range read.
+        actual = await store.size(sha256)
+        if actual is None:
+            raise BlobNotFound(sha256)
+        if actual != size:
+            raise ValueError(f"blob {sha256} has {actual} bytes, its manifest says {size}")
+        async for piece in store.open_range(sha256, 0, size):
+            await _in_thread(hasher.update, piece)
+    return hasher.hexdigest()
+
+
+def open_blob_store(url: str) -> LocalBlobStore:
+    """The store a `CAIRN_BLOB_STORE` URL names: `file:///abs/path` or `file://relative`."""
+    if url.startswith("file://"):
+        rest = unquote(url[len("file://") :])
+        if rest.startswith("localhost/"):  # file://localhost/abs/path is file:///abs/path
+            rest = rest[len("localhost") :]
+        if not rest:
+            raise ValueError(f"blob store URL without a path: {url!r}")
+        return LocalBlobStore(Path(rest))
+    if url.startswith("s3://"):
+        raise NotImplementedError("S3 blob store arrives with the S3 issue")
+    raise ValueError(f"unsupported blob store URL: {url!r}")

@@ -1,0 +1,105 @@
+"""The process kinds Cairn runs, each scalable on its own: api, actors, relay, projector, handlers.
+
+`cairn run KIND` runs one in the foreground (what production deploys); `cairn up` starts
+them all as child processes of one supervisor. Each runner returns when `stop` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from bus.settings import Settings
+
+Runner = Callable[[Settings, asyncio.Event], Awaitable[None]]
+
+
+def _quiet_server_class() -> type:
+    import contextlib
+
+    import uvicorn
+
+    class QuietServer(uvicorn.Server):
+        # The process's signals belong to `cairn run` (which sets the stop event), not to
+        # uvicorn, which would otherwise re-raise them after shutting down.
+        @contextlib.contextmanager
+        def capture_signals(self):  # type: ignore[no-untyped-def]
+            yield
+
+    return QuietServer
+
+
+async def run_api(settings: Settings, stop: asyncio.Event) -> None:
+    import uvicorn
+
+    from api.app import create_app
+
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+    server = _quiet_server_class()(config)
+    task = asyncio.create_task(server.serve())
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    server.should_exit = True
+    await task
+    stopper.cancel()
+
+
+async def run_actors(settings: Settings, stop: asyncio.Event) -> None:
+    from bus.actors import ActorHost
+    from bus.db import create_pool
+
+    pool = await create_pool(settings.database_url or "", min_size=2, max_size=20)
+    try:
+        await ActorHost(settings, pool).run(stop)
+    finally:
+        await pool.close()
+
+
+async def run_relay(settings: Settings, stop: asyncio.Event) -> None:
+    from bus.db import create_pool
+    from bus.relay import Relay
+
+    pool = await create_pool(settings.database_url or "", min_size=2, max_size=5)
+    try:
+        await Relay(settings, pool).run(stop)
+    finally:
+        await pool.close()
+
+
+async def run_projector(settings: Settings, stop: asyncio.Event) -> None:
+    from bus.db import create_pool
+    from projections.runner import Projector
+
+    pool = await create_pool(settings.database_url or "", min_size=2, max_size=10)
+    try:
+        await Projector(settings, pool).run(stop)
+    finally:
+        await pool.close()
+
+
+async def run_handlers(settings: Settings, stop: asyncio.Event) -> None:
+    from bus.db import create_pool
+    from handlers.runner import Handlers
+
+    pool = await create_pool(settings.database_url or "", min_size=2, max_size=10)
+    try:
+        await Handlers(settings, pool).run(stop)
+    finally:
+        await pool.close()
+
+
+RUNNERS: dict[str, Runner] = {
+    "api": run_api,
+    "actors": run_actors,
+    "relay": run_relay,
+    "projector": run_projector,
+    "handlers": run_handlers,
+}

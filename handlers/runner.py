@@ -1,0 +1,87 @@
+"""The handlers process: consumes domain events and issues follow-up commands.
+
+At-least-once: offsets are committed only after every follow-up command of a batch was
+accepted by the actors; a redelivered event produces the same command id again, which the
+actors recognise, so the effect happens once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import asyncpg
+import orjson
+from aiokafka.structs import OffsetAndMetadata
+
+from bus.commandbus import BusUnavailable, CommandBus
+from bus.eventstore import PostgresEventStore
+from bus.kafka import header, make_consumer
+from bus.logs import get_logger
+from bus.settings import Settings
+from domain.errors import DomainError
+from domain.events import RecordedEvent
+from handlers import files_from_uploads
+
+log = get_logger(__name__)
+
+
+class Handlers:
+    def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
+        self.settings = settings
+        self.store = PostgresEventStore(pool)
+        self.group_id = f"{settings.topic_prefix}-handlers"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        bus = CommandBus(self.settings)
+        await bus.start()
+        consumer = make_consumer(
+            self.settings, self.settings.topic("uploads"), group_id=self.group_id
+        )
+        await consumer.start()
+        try:
+            while not stop.is_set():
+                getter = asyncio.ensure_future(consumer.getmany(timeout_ms=1000))
+                stopper = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                stopper.cancel()
+                if not getter.done():
+                    getter.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await getter
+                    break
+                batch = getter.result()
+                for tp, records in batch.items():
+                    done = None
+                    for rec in records:
+                        if not await self._handle(bus, rec.value, rec.headers):
+                            break  # retry this record later: do not commit past it
+                        done = rec.offset
+                    if done is not None:
+                        await consumer.commit({tp: OffsetAndMetadata(done + 1, "")})
+                    if done != records[-1].offset:
+                        consumer.seek(tp, (done + 1) if done is not None else records[0].offset)
+                        await asyncio.sleep(1)  # back off before retrying a failed command
+        finally:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            await bus.stop()
+
+    async def _handle(self, bus: CommandBus, value: bytes, headers: object) -> bool:
+        try:
+            ev = RecordedEvent.from_envelope(orjson.loads(value), header(headers, "traceparent"))  # type: ignore[arg-type]
+        except Exception as e:
+            log.warning("malformed event skipped", error=str(e))
+            return True
+        cmd = await files_from_uploads.command_for(ev, self.store)
+        if cmd is None:
+            return True
+        try:
+            await bus.send(cmd, correlation_id=ev.correlation_id, traceparent=ev.traceparent)
+        except DomainError as e:
+            log.warning("follow-up command refused", event_type=ev.type, code=e.code)
+            return True
+        except BusUnavailable as e:
+            log.warning("follow-up command not confirmed; will retry", error=str(e))
+            return False
+        return True

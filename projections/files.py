@@ -1,0 +1,81 @@
+"""The files read model: one row per file (deleted ones kept, marked), plus file usage per day.
+
+Listing, filtering and the "known sha256" lookup read from here; the manifest itself is not
+copied (only its length): serving loads the file aggregate, which is the authority.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import asyncpg
+
+from domain import files as f
+from domain.events import RecordedEvent
+from projections.base import Projection, as_uuid, bump_usage, event_time, utc_day
+
+
+class FilesProjection(Projection):
+    name: ClassVar[str] = "files"
+    aggregates: ClassVar[tuple[str, ...]] = ("files",)
+    tables: ClassVar[tuple[str, ...]] = ("readmodel.files",)
+
+    async def reset(self, conn: asyncpg.Connection) -> None:
+        await super().reset(conn)
+        # usage_daily is shared with the uploads projection: zero only our columns, then drop
+        # rows nobody contributes to (the incremental path never creates all-zero rows).
+        await conn.execute("UPDATE readmodel.usage_daily SET files_created = 0, files_deleted = 0")
+        await conn.execute(
+            "DELETE FROM readmodel.usage_daily WHERE uploads_started = 0"
+            " AND uploads_completed = 0 AND bytes_uploaded = 0"
+            " AND files_created = 0 AND files_deleted = 0"
+        )
+
+    async def apply(self, conn: asyncpg.Connection, ev: RecordedEvent) -> None:
+        at = event_time(ev)
+        file_id = as_uuid(ev.aggregate_id)
+        d = ev.data
+
+        if ev.type == f.CREATED:
+            owner = str(d["owner"])
+            upload_id = d.get("upload_id")
+            await conn.execute(
+                """
+                INSERT INTO readmodel.files (
+                    id, owner, name, size, content_type, sha256, bucket, metadata, upload_id,
+                    chunk_count, created_at, updated_at, last_version)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12)
+                """,
+                file_id,
+                owner,
+                str(d["name"]),
+                int(d["size"]),
+                str(d["content_type"]),
+                str(d["sha256"]),
+                str(d.get("bucket") or "default"),
+                dict(d.get("metadata") or {}),
+                as_uuid(upload_id) if upload_id else None,
+                len(d["manifest"]),
+                at,
+                ev.version,
+            )
+            await bump_usage(conn, owner, utc_day(at), files_created=1)
+            return
+
+        if ev.type == f.DELETED:
+            owner = await conn.fetchval(
+                "UPDATE readmodel.files SET deleted_at = $2, updated_at = $2, last_version = $3"
+                " WHERE id = $1 RETURNING owner",
+                file_id,
+                at,
+                ev.version,
+            )
+            if owner is not None:
+                await bump_usage(conn, owner, utc_day(at), files_deleted=1)
+            return
+
+        # An event type this code does not know yet (a newer producer): record that the row
+        # has seen it and change nothing else; a rebuild after upgrading picks it up.
+        await conn.execute(
+            "UPDATE readmodel.files SET last_version = $2 WHERE id = $1", file_id, ev.version
+        )

@@ -1,0 +1,310 @@
+"""The projector process: consumes domain events from Kafka and keeps the read models current.
+
+Exactly-once effect from at-least-once delivery: each poll batch is applied in ONE Postgres
+transaction (effects + per-stream checkpoints, see `apply_event`), and Kafka offsets are
+committed only after that transaction commits. A crash between the two redelivers the
+batch, and the checkpoints turn the redelivery into no-ops.
+
+Failures are split in two. Transient ones (Postgres unreachable, deadlock, serialization)
+roll the batch back and retry it with backoff, committing nothing to Kafka, so no event is
+lost. Deterministic ones (a message that is not an event, an event whose data the
+projection cannot apply) are logged, counted and skipped, so one bad message cannot stall
+the projection forever; the event store still holds the truth for a later rebuild.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+import orjson
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from prometheus_client import Counter, Gauge
+
+from bus.eventstore import PostgresEventStore
+from bus.kafka import ensure_topics, header, make_consumer
+from bus.settings import Settings
+from domain.events import RecordedEvent
+from projections.base import PROJECTION_LOCK, Projection, apply_event, record_status
+from projections.rebuild import PROJECTIONS
+
+log = logging.getLogger("cairn.projections")
+
+PROJECTION_LAG = Gauge(
+    "cairn_projection_lag_seconds",
+    "Age of the last applied event when it was applied (now - occurred_at); 0 while idle"
+    " at the head of the topics.",
+    ["projection"],
+)
+EVENTS_APPLIED = Counter(
+    "cairn_projection_events_applied",
+    "Events applied to a projection (gap fills included, duplicates excluded).",
+    ["projection"],
+)
+DUPLICATES_SKIPPED = Counter(
+    "cairn_projection_duplicates_skipped",
+    "Deliveries skipped because the projection had already applied the event.",
+    ["projection"],
+)
+MESSAGES_SKIPPED = Counter(
+    "cairn_projection_messages_skipped",
+    "Messages skipped without effect: malformed (not an event) or unappliable (poison).",
+    ["reason"],
+)
+
+# Postgres failures worth retrying: the same batch may well succeed a moment later.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.TransactionRollbackError,
+    asyncpg.exceptions.LockNotAvailableError,
+)
+
+MAX_BACKOFF = 5.0
+
+
+@dataclass
+class _Outcome:
+    applied: dict[str, int]
+    duplicates: dict[str, int]
+    # Per projection, the applied event with the highest position (for status and lag).
+    last: dict[str, RecordedEvent]
+    poisoned: int = 0
+
+
+class _Poison(Exception):
+    """A deterministic failure while applying a batch without isolation."""
+
+
+class Projector:
+    """Runs `projections` (default: all registered) off their aggregates' topics."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        projections: Iterable[Projection] | None = None,
+        *,
+        max_batch: int = 500,
+    ) -> None:
+        if projections is None:
+            projections = PROJECTIONS.values()
+        self.settings = settings
+        self.pool = pool
+        self.projections = list(projections)
+        self.max_batch = max_batch
+        self.event_store = PostgresEventStore(pool)
+        self.group_id = f"{settings.topic_prefix}-projector"
+        self.topics = sorted({settings.topic(a) for p in self.projections for a in p.aggregates})
+        # Next offset whose effect is committed in Postgres, per partition; bounded by the
+        # partition count. Lets callers (tests, health checks) await progress.
+        self._processed: dict[tuple[str, int], int] = {}
+        self._progress = asyncio.Condition()
+
+    # ---- progress --------------------------------------------------------------------
+
+    def processed_offset(self, topic: str, partition: int) -> int:
+        """The next offset of (topic, partition) not yet applied (0 = nothing yet)."""
+        return self._processed.get((topic, partition), 0)
+
+    async def wait_processed(
+        self, topic: str, partition: int, offset: int, timeout: float = 30.0
+    ) -> None:
+        """Wait until the message at `offset` has been applied (or skipped) and committed."""
+        async with asyncio.timeout(timeout), self._progress:
+            await self._progress.wait_for(lambda: self.processed_offset(topic, partition) > offset)
+
+    # ---- the loop --------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await ensure_topics(self.settings, self.topics)
+        consumer = make_consumer(
+            self.settings, *self.topics, group_id=self.group_id, max_poll_records=self.max_batch
+        )
+        if not await self._start(consumer, stop):
+            return
+        log.info("projector started", extra={"topics": self.topics, "group": self.group_id})
+        try:
+            while not stop.is_set():
+                try:
+                    # The poll timeout bounds how long `stop` can go unnoticed.
+                    batch = await consumer.getmany(timeout_ms=200, max_records=self.max_batch)
+                except KafkaError as e:
+                    # aiokafka reconnects by itself; an error surfacing here is logged and the
+                    # poll retried after a pause (cut short by `stop`).
+                    log.warning("kafka poll failed: %r", e)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=1.0)
+                    continue
+                if not batch:
+                    # Idle at the head of every assigned partition: nothing is lagging.
+                    for p in self.projections:
+                        PROJECTION_LAG.labels(p.name).set(0)
+                    continue
+                messages = [m for tp in sorted(batch) for m in batch[tp]]
+                if not await self._apply_with_retry(messages, stop):
+                    break  # stopped while Postgres was failing: Kafka will redeliver
+                offsets = {tp: msgs[-1].offset + 1 for tp, msgs in batch.items()}
+                try:
+                    await consumer.commit(offsets)
+                except (CommitFailedError, KafkaError) as e:
+                    # A rebalance took the partitions away: the new owner gets the batch
+                    # again and skips it through the checkpoints. Nothing to undo.
+                    log.warning("offset commit failed, batch will be redelivered: %s", e)
+                await self._mark_processed(offsets)
+        finally:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            log.info("projector stopped")
+
+    @staticmethod
+    async def _start(consumer: AIOKafkaConsumer, stop: asyncio.Event) -> bool:
+        """Start the consumer unless `stop` comes first; joining a group can take seconds."""
+        starting = asyncio.create_task(consumer.start())
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not starting.done():
+                starting.cancel()
+                await asyncio.wait({starting})
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+        if starting.cancelled():
+            return False
+        starting.result()  # raises if the broker could not be reached
+        return True
+
+    async def _mark_processed(self, offsets: dict[TopicPartition, int]) -> None:
+        async with self._progress:
+            for tp, nxt in offsets.items():
+                key = (tp.topic, tp.partition)
+                self._processed[key] = max(nxt, self._processed.get(key, 0))
+            self._progress.notify_all()
+
+    def _parse(self, messages: Sequence[ConsumerRecord]) -> list[RecordedEvent]:
+        events = []
+        for m in messages:
+            try:
+                if m.value is None:
+                    raise ValueError("empty message")
+                env = orjson.loads(m.value)
+                if not isinstance(env, dict):
+                    raise ValueError("not a JSON object")
+                events.append(RecordedEvent.from_envelope(env, header(m.headers, "traceparent")))
+            except Exception as e:
+                MESSAGES_SKIPPED.labels("malformed").inc()
+                log.error(
+                    "skipping malformed message %s[%d]@%d: %r",
+                    m.topic,
+                    m.partition,
+                    m.offset,
+                    e,
+                )
+        return events
+
+    async def _apply_with_retry(
+        self, messages: Sequence[ConsumerRecord], stop: asyncio.Event
+    ) -> bool:
+        """Apply a batch, retrying transient failures; False if stopped before success."""
+        events = self._parse(messages)
+        delay = 0.1
+        isolate = False
+        while True:
+            # Raced against `stop`: a batch can wait a long time for the projection lock
+            # (a rebuild holds it exclusively). Cancelling rolls the transaction back and
+            # leaves the offsets uncommitted, so the batch is simply redelivered later.
+            attempt = asyncio.create_task(self._apply_batch(events, isolate=isolate))
+            stopping = asyncio.create_task(stop.wait())
+            try:
+                await asyncio.wait({attempt, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+                if not attempt.done():
+                    attempt.cancel()
+                    await asyncio.wait({attempt})
+            if attempt.cancelled():
+                return False
+            try:
+                outcome = attempt.result()
+                break
+            except _Poison:
+                # Fast path failed on a bad event: redo the batch one savepoint per event,
+                # so only the bad ones are skipped.
+                isolate = True
+            except TRANSIENT_ERRORS as e:
+                log.warning("projection batch failed, retrying in %.1fs: %r", delay, e)
+                # Backoff before retrying, cut short by `stop`.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                if stop.is_set():
+                    return False
+                delay = min(delay * 2, MAX_BACKOFF)
+        now = datetime.now(UTC)
+        for name, n in outcome.applied.items():
+            EVENTS_APPLIED.labels(name).inc(n)
+        for name, n in outcome.duplicates.items():
+            DUPLICATES_SKIPPED.labels(name).inc(n)
+        for name, ev in outcome.last.items():
+            PROJECTION_LAG.labels(name).set(max((now - ev.occurred_at).total_seconds(), 0.0))
+        if outcome.poisoned:
+            MESSAGES_SKIPPED.labels("unappliable").inc(outcome.poisoned)
+        return True
+
+    async def _apply_batch(self, events: Sequence[RecordedEvent], *, isolate: bool) -> _Outcome:
+        out = _Outcome(applied={}, duplicates={}, last={})
+        async with self.pool.acquire() as conn, conn.transaction():
+            # Shared: live batches run side by side; a rebuild (exclusive) waits for them
+            # and they wait for it.
+            await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", PROJECTION_LOCK)
+            for ev in events:
+                for p in self.projections:
+                    if ev.aggregate not in p.aggregates:
+                        continue
+                    try:
+                        if isolate:
+                            async with conn.transaction():  # a savepoint
+                                n = await apply_event(
+                                    conn, p, ev, self.event_store, update_status=False
+                                )
+                        else:
+                            n = await apply_event(
+                                conn, p, ev, self.event_store, update_status=False
+                            )
+                    except TRANSIENT_ERRORS:
+                        raise
+                    except Exception as e:
+                        if not isolate:
+                            raise _Poison from e
+                        out.poisoned += 1
+                        log.error(
+                            "skipping event %s (%s v%d) for projection %s: %r",
+                            ev.id,
+                            ev.stream_id,
+                            ev.version,
+                            p.name,
+                            e,
+                        )
+                        continue
+                    if n:
+                        out.applied[p.name] = out.applied.get(p.name, 0) + n
+                        prev = out.last.get(p.name)
+                        if prev is None or ev.position > prev.position:
+                            out.last[p.name] = ev
+                    else:
+                        out.duplicates[p.name] = out.duplicates.get(p.name, 0) + 1
+            # One status write per projection per batch, last thing before commit.
+            for name, ev in out.last.items():
+                await record_status(conn, name, ev)
+        return out

@@ -1,0 +1,126 @@
+"""The uploads read model: one row per upload with its progress, plus upload usage per day.
+
+The API lists uploads and shows progress from here instead of folding event streams per
+request. Counters are increments (`bytes_received + size`), which is only correct because
+`apply_event` guarantees each event is applied exactly once and in stream order.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import asyncpg
+
+from domain import uploads as u
+from domain.events import RecordedEvent
+from projections.base import Projection, as_uuid, bump_usage, event_time, utc_day
+
+
+class UploadsProjection(Projection):
+    name: ClassVar[str] = "uploads"
+    aggregates: ClassVar[tuple[str, ...]] = ("uploads",)
+    tables: ClassVar[tuple[str, ...]] = ("readmodel.uploads",)
+
+    async def reset(self, conn: asyncpg.Connection) -> None:
+        await super().reset(conn)
+        # usage_daily is shared with the files projection: zero only our columns, then drop
+        # rows nobody contributes to (the incremental path never creates all-zero rows).
+        await conn.execute(
+            "UPDATE readmodel.usage_daily"
+            " SET uploads_started = 0, uploads_completed = 0, bytes_uploaded = 0"
+        )
+        await conn.execute(
+            "DELETE FROM readmodel.usage_daily WHERE uploads_started = 0"
+            " AND uploads_completed = 0 AND bytes_uploaded = 0"
+            " AND files_created = 0 AND files_deleted = 0"
+        )
+
+    async def apply(self, conn: asyncpg.Connection, ev: RecordedEvent) -> None:
+        at = event_time(ev)
+        upload_id = as_uuid(ev.aggregate_id)
+        d = ev.data
+
+        if ev.type == u.INITIATED:
+            owner = str(d["owner"])
+            await conn.execute(
+                """
+                INSERT INTO readmodel.uploads (
+                    id, owner, file_name, file_size, chunk_size, total_chunks, content_type,
+                    bucket, sha256, status, metadata, created_at, updated_at, last_version)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'INITIATED', $10, $11, $11, $12)
+                """,
+                upload_id,
+                owner,
+                str(d["file_name"]),
+                int(d["file_size"]),
+                int(d["chunk_size"]),
+                int(d["total_chunks"]),
+                str(d.get("content_type") or "application/octet-stream"),
+                str(d.get("bucket") or "default"),
+                d.get("sha256"),
+                dict(d.get("metadata") or {}),
+                at,
+                ev.version,
+            )
+            await bump_usage(conn, owner, utc_day(at), uploads_started=1)
+            return
+
+        if ev.type == u.CHUNK_STORED:
+            size = int(d["size"])
+            owner = await conn.fetchval(
+                """
+                UPDATE readmodel.uploads SET
+                    chunks_received = chunks_received + 1,
+                    bytes_received = bytes_received + $2,
+                    status = CASE WHEN status = 'INITIATED' THEN 'IN_PROGRESS' ELSE status END,
+                    updated_at = $3,
+                    last_version = $4
+                WHERE id = $1
+                RETURNING owner
+                """,
+                upload_id,
+                size,
+                at,
+                ev.version,
+            )
+            if owner is not None:
+                await bump_usage(conn, owner, utc_day(at), bytes_uploaded=size)
+            return
+
+        if ev.type == u.COMPLETED:
+            owner = await conn.fetchval(
+                "UPDATE readmodel.uploads SET status = 'COMPLETED', file_id = $2,"
+                " completed_at = $3, updated_at = $3, last_version = $4"
+                " WHERE id = $1 RETURNING owner",
+                upload_id,
+                as_uuid(d["file_id"]),
+                at,
+                ev.version,
+            )
+            if owner is not None:
+                await bump_usage(conn, owner, utc_day(at), uploads_completed=1)
+            return
+
+        if ev.type in (u.ABORTED, u.FAILED, u.EXPIRED):
+            status = {
+                u.ABORTED: u.UploadStatus.ABORTED,
+                u.FAILED: u.UploadStatus.FAILED,
+                u.EXPIRED: u.UploadStatus.EXPIRED,
+            }[ev.type]
+            reason = str(d.get("reason")) if ev.type == u.FAILED else None
+            await conn.execute(
+                "UPDATE readmodel.uploads SET status = $2, failure_reason = $3,"
+                " updated_at = $4, last_version = $5 WHERE id = $1",
+                upload_id,
+                status.value,
+                reason,
+                at,
+                ev.version,
+            )
+            return
+
+        # An event type this code does not know yet (a newer producer): record that the row
+        # has seen it and change nothing else; a rebuild after upgrading picks it up.
+        await conn.execute(
+            "UPDATE readmodel.uploads SET last_version = $2 WHERE id = $1", upload_id, ev.version
+        )

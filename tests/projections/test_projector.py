@@ -1,0 +1,293 @@
+"""The live projector against the real broker: rows, duplicates, gaps, bad messages, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import timedelta
+
+import asyncpg
+import orjson
+from prometheus_client import REGISTRY
+
+from bus.eventstore import PostgresEventStore
+from bus.settings import Settings
+from domain.events import RecordedEvent
+from projections import queries
+from projections.base import PROJECTION_LOCK
+from projections.runner import Projector
+from tests.projections.conftest import T0, LiveProjector, Publisher, Writer, sha
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def usage(pool: asyncpg.Pool, owner: str) -> dict[str, int]:
+    # Summed over days: events an hour apart may straddle UTC midnight.
+    r = await pool.fetchrow(
+        "SELECT coalesce(sum(uploads_started), 0)::bigint AS uploads_started,"
+        " coalesce(sum(uploads_completed), 0)::bigint AS uploads_completed,"
+        " coalesce(sum(bytes_uploaded), 0)::bigint AS bytes_uploaded,"
+        " coalesce(sum(files_created), 0)::bigint AS files_created,"
+        " coalesce(sum(files_deleted), 0)::bigint AS files_deleted"
+        " FROM readmodel.usage_daily WHERE owner = $1",
+        owner,
+    )
+    return dict(r)
+
+
+async def test_projector_builds_upload_and_file_rows(
+    pool: asyncpg.Pool, writer: Writer, publisher: Publisher, projector: LiveProjector
+) -> None:
+    applied_before = metric("cairn_projection_events_applied_total", projection="uploads")
+    uid, fid, done = await writer.upload("alice", "report.pdf", 250, content_type="application/pdf")
+    uid2, _, partial = await writer.upload("alice", "big.iso", 300, chunks=2, complete=False)
+    assert fid is not None
+    await projector.caught_up(await publisher.send(done + partial))
+
+    up = await pool.fetchrow("SELECT * FROM readmodel.uploads WHERE id = $1", uuid.UUID(uid))
+    assert up["owner"] == "alice" and up["file_name"] == "report.pdf"
+    assert (up["file_size"], up["chunk_size"], up["total_chunks"]) == (250, 100, 3)
+    assert (up["chunks_received"], up["bytes_received"]) == (3, 250)
+    assert up["status"] == "COMPLETED" and str(up["file_id"]) == fid
+    assert up["content_type"] == "application/pdf" and up["bucket"] == "default"
+    assert up["metadata"] == {"k": "report.pdf"}
+    assert up["created_at"] == T0 and up["completed_at"] == T0 + timedelta(seconds=4)
+    assert up["updated_at"] == up["completed_at"]
+    assert up["last_version"] == 5  # initiated, 3 chunks, completed
+
+    up2 = await pool.fetchrow("SELECT * FROM readmodel.uploads WHERE id = $1", uuid.UUID(uid2))
+    assert (up2["status"], up2["chunks_received"], up2["bytes_received"]) == ("IN_PROGRESS", 2, 200)
+    assert up2["file_id"] is None and up2["completed_at"] is None
+
+    f = await pool.fetchrow("SELECT * FROM readmodel.files WHERE id = $1", uuid.UUID(fid))
+    assert (f["owner"], f["name"], f["size"], f["chunk_count"]) == ("alice", "report.pdf", 250, 3)
+    assert str(f["upload_id"]) == uid and f["deleted_at"] is None and f["last_version"] == 1
+    assert f["sha256"] == sha(f"{uid}:all") and f["content_type"] == "application/pdf"
+
+    assert await usage(pool, "alice") == {
+        "uploads_started": 2,
+        "uploads_completed": 1,
+        "bytes_uploaded": 450,
+        "files_created": 1,
+        "files_deleted": 0,
+    }
+    # Checkpoints and status: every stream at its last version, status at the last position.
+    everything = done + partial
+    cps = {
+        (r["projection"], r["stream_id"]): r["version"]
+        for r in await pool.fetch("SELECT * FROM readmodel.applied")
+    }
+    assert cps == {
+        ("uploads", f"upload-{uid}"): 5,
+        ("uploads", f"upload-{uid2}"): 3,
+        ("files", f"file-{fid}"): 1,
+    }
+    status = {r["projection"]: r for r in await pool.fetch("SELECT * FROM readmodel.status")}
+    uploads_last = max(e.position for e in everything if e.aggregate == "uploads")
+    assert status["uploads"]["last_position"] == uploads_last
+    assert status["files"]["last_position"] == max(
+        e.position for e in everything if e.aggregate == "files"
+    )
+    assert (
+        metric("cairn_projection_events_applied_total", projection="uploads") - applied_before == 8
+    )
+    assert (
+        REGISTRY.get_sample_value("cairn_projection_lag_seconds", {"projection": "uploads"})
+        is not None
+    )
+
+    # Deleting the file hides it from queries and counts in usage.
+    deleted = await writer.delete_file("alice", fid, T0 + timedelta(minutes=5))
+    await projector.caught_up(await publisher.send(deleted))
+    f = await pool.fetchrow("SELECT * FROM readmodel.files WHERE id = $1", uuid.UUID(fid))
+    assert f["deleted_at"] == T0 + timedelta(minutes=5) and f["last_version"] == 2
+    assert await queries.get_file(pool, fid, "alice") is None
+    assert (await usage(pool, "alice"))["files_deleted"] == 1
+
+
+async def test_duplicate_deliveries_are_applied_once(
+    pool: asyncpg.Pool, writer: Writer, publisher: Publisher, projector: LiveProjector
+) -> None:
+    dups_before = metric("cairn_projection_duplicates_skipped_total", projection="uploads")
+    uid, _, events = await writer.upload("carol", "twice.bin", 1000, chunk_size=300)
+    # Everything twice, plus a replay of the first events after the last one.
+    sent = await publisher.send(events)
+    sent += await publisher.send(events)
+    sent += await publisher.send(events[:3])
+    await projector.caught_up(sent)
+
+    up = await queries.get_upload(pool, uid, "carol")
+    assert up is not None
+    assert (up["chunks_received"], up["bytes_received"], up["status"]) == (4, 1000, "COMPLETED")
+    assert up["progress"] == 1.0
+    assert await usage(pool, "carol") == {
+        "uploads_started": 1,
+        "uploads_completed": 1,
+        "bytes_uploaded": 1000,
+        "files_created": 1,
+        "files_deleted": 0,
+    }
+    assert await pool.fetchval("SELECT count(*) FROM readmodel.files WHERE owner = 'carol'") == 1
+    uploads_events = sum(1 for e in events if e.aggregate == "uploads")
+    assert (
+        metric("cairn_projection_duplicates_skipped_total", projection="uploads") - dups_before
+        == uploads_events + 3
+    )
+
+
+async def test_gap_is_filled_from_the_event_store(
+    pool: asyncpg.Pool, writer: Writer, publisher: Publisher, projector: LiveProjector
+) -> None:
+    uid, _, events = await writer.upload("dave", "gap.bin", 300, chunks=2, complete=False)
+    assert [e.version for e in events] == [1, 2, 3]
+    # Versions 1 and 2 never reach Kafka (lost by the broker): only 3 is delivered.
+    await projector.caught_up(await publisher.send(events[2:]))
+
+    up = await queries.get_upload(pool, uid, "dave")
+    assert up is not None
+    assert (up["status"], up["chunks_received"], up["bytes_received"]) == ("IN_PROGRESS", 2, 200)
+    assert (
+        await pool.fetchval(
+            "SELECT version FROM readmodel.applied WHERE stream_id = $1", f"upload-{uid}"
+        )
+        == 3
+    )
+    # The lost events arriving late are now duplicates.
+    await projector.caught_up(await publisher.send(events[:2]))
+    up = await queries.get_upload(pool, uid, "dave")
+    assert up is not None and up["bytes_received"] == 200
+    assert (await usage(pool, "dave"))["bytes_uploaded"] == 200
+
+
+async def test_malformed_and_unappliable_messages_are_skipped(
+    pool: asyncpg.Pool,
+    writer: Writer,
+    publisher: Publisher,
+    projector: LiveProjector,
+    event_store: PostgresEventStore,
+) -> None:
+    malformed_before = metric("cairn_projection_messages_skipped_total", reason="malformed")
+    poison_before = metric("cairn_projection_messages_skipped_total", reason="unappliable")
+    uid, _, good = await writer.upload("erin", "ok.bin", 200, complete=False)
+    bad_id = str(uuid.uuid4())
+    sent = [
+        await publisher.send_raw("uploads", bad_id, b"not json at all"),
+        await publisher.send_raw("uploads", bad_id, b"[1, 2, 3]"),
+        await publisher.send_raw("uploads", bad_id, orjson.dumps({"id": "x", "type": "Nope"})),
+    ]
+    # Well-formed envelopes the projection cannot apply: missing data, and an id that is
+    # not a uuid. Both are versions 1 of streams the event store has never seen.
+    poison = RecordedEvent(
+        id=str(uuid.uuid4()),
+        stream_id=f"upload-{bad_id}",
+        version=1,
+        position=10**9,
+        type="UploadInitiated",
+        schema_version=2,
+        data={"owner": "erin"},
+        occurred_at=T0,
+    )
+    not_uuid = RecordedEvent(**{**poison.__dict__, "stream_id": "upload-not-a-uuid"})
+    sent += await publisher.send([poison, not_uuid])
+    sent += await publisher.send(good)
+    await projector.caught_up(sent)
+    assert not projector.task.done()
+
+    up = await queries.get_upload(pool, uid, "erin")
+    assert up is not None and up["bytes_received"] == 200
+    assert await pool.fetchval("SELECT count(*) FROM readmodel.uploads WHERE owner = 'erin'") == 1
+    assert (
+        metric("cairn_projection_messages_skipped_total", reason="malformed") - malformed_before
+        == 3
+    )
+    assert (
+        metric("cairn_projection_messages_skipped_total", reason="unappliable") - poison_before == 2
+    )
+    assert await event_store.stream_version(f"upload-{bad_id}") == 0
+
+
+async def test_two_projectors_in_one_group_apply_each_event_once(
+    settings: Settings, pool: asyncpg.Pool, writer: Writer, publisher: Publisher
+) -> None:
+    """Scaled out (and through the rebalance when the second joins), still exactly once."""
+    stop = asyncio.Event()
+    a, b = Projector(settings, pool), Projector(settings, pool)
+    tasks = [asyncio.create_task(p.run(stop)) for p in (a, b)]
+    try:
+        owners = [f"user{i}" for i in range(6)]
+        events = []
+        for o in owners:
+            events += (await writer.upload(o, "f.bin", 500))[2]
+        sent = await publisher.send(events)
+        sent += await publisher.send(events)  # and every message twice
+        for md in sent:
+            waits = [
+                asyncio.create_task(p.wait_processed(md.topic, md.partition, md.offset, 60))
+                for p in (a, b)
+            ]
+            done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for w in pending:
+                w.cancel()
+            for w in done:
+                w.result()
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
+    for o in owners:
+        assert await usage(pool, o) == {
+            "uploads_started": 1,
+            "uploads_completed": 1,
+            "bytes_uploaded": 500,
+            "files_created": 1,
+            "files_deleted": 0,
+        }
+
+
+async def test_projector_stops_promptly(
+    settings: Settings, pool: asyncpg.Pool, writer: Writer, publisher: Publisher
+) -> None:
+    # While still joining the consumer group (which takes the embedded broker seconds).
+    stop = asyncio.Event()
+    task = asyncio.create_task(Projector(settings, pool).run(stop))
+    await asyncio.sleep(0)
+    stop.set()
+    await asyncio.wait_for(task, timeout=3)
+
+    # And while running.
+    stop = asyncio.Event()
+    p = Projector(settings, pool)
+    task = asyncio.create_task(p.run(stop))
+    _, _, events = await writer.upload("frank", "x", 10, chunks=0, complete=False)
+    [md] = await publisher.send(events)
+    await p.wait_processed(md.topic, md.partition, md.offset, timeout=60)
+    stop.set()
+    await asyncio.wait_for(task, timeout=3)
+
+    # And while its batch waits for the projection lock (as during a long rebuild): the
+    # batch is abandoned uncommitted, and a later projector applies it.
+    stop = asyncio.Event()
+    p = Projector(settings, pool)
+    task = asyncio.create_task(p.run(stop))
+    async with pool.acquire() as rebuilder, rebuilder.transaction():
+        await rebuilder.execute("SELECT pg_advisory_xact_lock($1)", PROJECTION_LOCK)
+        uid, _, events = await writer.upload("frank", "y", 10, chunks=0, complete=False)
+        [md] = await publisher.send(events)
+        deadline = time.monotonic() + 60
+        while not await pool.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'"
+        ):
+            assert time.monotonic() < deadline and not task.done()
+            await asyncio.sleep(0.02)
+        stop.set()
+        await asyncio.wait_for(task, timeout=3)
+    assert await queries.get_upload(pool, uid, "frank") is None
+    stop = asyncio.Event()
+    p = Projector(settings, pool)
+    task = asyncio.create_task(p.run(stop))
+    await p.wait_processed(md.topic, md.partition, md.offset, timeout=60)
+    stop.set()
+    await asyncio.wait_for(task, timeout=3)
+    assert await queries.get_upload(pool, uid, "frank") is not None
