@@ -19,6 +19,7 @@ from api.files import FilesController
 from api.middleware import request_id_middleware
 from api.ops import asyncapi, health, metrics, ready
 from api.uploads import UploadsController
+from bus import tracing
 from bus.blobstore import open_blob_store
 from bus.commandbus import CommandBus
 from bus.db import create_pool
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await pool.close()
 
     configure(settings.log_level, settings.log_json)
+    tracing.setup("api")
     exc_handlers: dict[Any, Any] = {Exception: handle_exception}
     return Litestar(
         route_handlers=[

@@ -19,6 +19,7 @@ from bus.blobstore import LocalBlobStore
 from bus.commandbus import CommandBus, CommandResult
 from bus.eventstore import PostgresEventStore
 from bus.settings import Settings
+from bus.tracing import current_traceparent
 from domain.aggregates import AGGREGATES
 from domain.commands import Command
 from domain.errors import NotFound
@@ -81,9 +82,7 @@ class AppContext:
 
     async def send(self, request: Request[Any, Any, Any], cmd: Command) -> CommandResult:
         rid = str(request.scope.get("state", {}).get("request_id") or "") or None
-        return await self.bus.send(
-            cmd, correlation_id=rid, traceparent=request.headers.get("traceparent")
-        )
+        return await self.bus.send(cmd, correlation_id=rid, traceparent=current_traceparent())
 
 
 def ctx(request: Request[Any, Any, Any]) -> AppContext:

@@ -1,4 +1,5 @@
-"""Request ids: accepted from the client (if sane) or generated, bound to logs, echoed back."""
+"""Request ids (accepted from the client if sane, or generated; bound to logs, echoed back)
+and the request's server span, child of the client's `traceparent`."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import uuid
 
 import structlog
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from opentelemetry.trace import SpanKind
 
 from api.errors import SAFE_REQUEST_ID
+from bus.tracing import span
 
 
 def request_id_middleware(app: ASGIApp) -> ASGIApp:
@@ -33,7 +36,15 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
                 message["headers"] = hdrs
             await send(message)
 
-        with structlog.contextvars.bound_contextvars(request_id=rid):
+        incoming = None
+        for k, v in scope["headers"]:
+            if k == b"traceparent":
+                incoming = v.decode("latin-1")
+        name = f"HTTP {scope.get('method', 'WS')} {scope['path']}"
+        with (
+            structlog.contextvars.bound_contextvars(request_id=rid),
+            span(name, incoming, SpanKind.SERVER, request_id=rid),
+        ):
             await app(scope, receive, send_with_id)
 
     return middleware

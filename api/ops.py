@@ -14,6 +14,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_lat
 
 from api.asyncapi import asyncapi_document
 from api.context import ctx
+from domain.events import stream_id_for
+from projections.rebuild import PROJECTIONS
 
 RELAY_LAG = Gauge("cairn_relay_lag_events", "Events appended but not yet published to Kafka")
 PROJECTION_LAG = Gauge(
@@ -66,7 +68,18 @@ async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
             RELAY_LAG.set(max(0, last - relay))
             rows = await conn.fetch("SELECT projection, last_position FROM readmodel.status")
             for r in rows:
-                PROJECTION_LAG.labels(r["projection"]).set(max(0, last - (r["last_position"] or 0)))
+                projection = PROJECTIONS.get(r["projection"])
+                if projection is None:
+                    continue
+                # Count only the events this projection consumes (its aggregates' streams).
+                prefixes = [f"{stream_id_for(a, '')}%" for a in projection.aggregates]
+                behind = await conn.fetchval(
+                    "SELECT count(*) FROM eventstore.events"
+                    " WHERE position > $1 AND stream_id LIKE ANY($2::text[])",
+                    r["last_position"] or 0,
+                    prefixes,
+                )
+                PROJECTION_LAG.labels(r["projection"]).set(behind)
     except Exception:  # metrics must answer even when Postgres does not
         pass
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

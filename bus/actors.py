@@ -26,11 +26,13 @@ import orjson
 import structlog
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
+from opentelemetry.trace import SpanKind
 
 from bus.eventstore import PostgresEventStore
 from bus.kafka import COMMAND_AGGREGATES, header, make_consumer, make_producer
 from bus.logs import get_logger
 from bus.settings import Settings
+from bus.tracing import current_traceparent, span
 from domain.aggregates import AGGREGATES
 from domain.commands import Command, command_from_dict
 from domain.errors import DomainError, InvalidInput
@@ -256,11 +258,18 @@ class ActorHost:
             correlation_id=body.get("correlation_id"), command_id=cmd.command_id
         ):
             try:
-                reply = await self.actors.execute(
-                    cmd,
-                    correlation_id=body.get("correlation_id"),
-                    traceparent=body.get("traceparent"),
-                )
+                with span(
+                    f"command {cmd.type}",
+                    body.get("traceparent"),
+                    SpanKind.CONSUMER,
+                    command_id=cmd.command_id,
+                    stream_id=cmd.stream_id,
+                ):
+                    reply = await self.actors.execute(
+                        cmd,
+                        correlation_id=body.get("correlation_id"),
+                        traceparent=current_traceparent(),
+                    )
             except Exception:
                 # A bug or an infrastructure failure (Postgres down): do not skip the command.
                 # Re-raise so the batch is not committed and the command is redelivered.

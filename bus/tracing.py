@@ -1,0 +1,62 @@
+"""OpenTelemetry tracing: one trace from the HTTP request through Kafka to the handlers.
+
+The W3C `traceparent` travels on every command, is stored with every event and is sent as
+a Kafka header by the relay; each hop starts its span as a child of it. Spans are always
+created (so ids propagate); they are exported only when an exporter is configured:
+`CAIRN_TRACE_CONSOLE=true` prints them, or install an OTLP exporter and set it up here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+_propagator = TraceContextTextMapPropagator()
+_configured = False
+
+
+def setup(service: str) -> None:
+    """Install the SDK tracer provider once per process."""
+    global _configured
+    if _configured:
+        return
+    provider = TracerProvider(resource=Resource.create({"service.name": f"cairn-{service}"}))
+    if os.environ.get("CAIRN_TRACE_CONSOLE", "").lower() in {"1", "true", "yes"}:
+        provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+    trace.set_tracer_provider(provider)
+    _configured = True
+
+
+def _tracer() -> trace.Tracer:
+    return trace.get_tracer("cairn")
+
+
+def extract(traceparent: str | None) -> Context | None:
+    if not traceparent:
+        return None
+    return _propagator.extract({"traceparent": traceparent})
+
+
+def current_traceparent() -> str | None:
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier)
+    return carrier.get("traceparent")
+
+
+@contextmanager
+def span(
+    name: str, traceparent: str | None = None, kind: SpanKind = SpanKind.INTERNAL, **attributes: str
+) -> Iterator[Span]:
+    """A span, child of `traceparent` when given (else of the current context)."""
+    ctx = extract(traceparent)
+    with _tracer().start_as_current_span(name, context=ctx, kind=kind, attributes=attributes) as s:
+        yield s
