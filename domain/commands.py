@@ -49,12 +49,39 @@ class InitiateUpload(Command):
     aggregate: ClassVar[str] = "uploads"
 
     file_name: str
-    file_size: int
+    file_size: int | None
     chunk_size: int
     content_type: str = "application/octet-stream"
     sha256: str | None = None
     bucket: str = "default"
     metadata: dict[str, str] = field(default_factory=dict)
+    # "chunks": numbered chunks (native API); "stream": bytes appended at an offset (tus);
+    # "final": the concatenation of partial stream uploads (`parts`, `manifest`), complete.
+    mode: str = "chunks"
+    partial: bool = False
+    parts: list[str] = field(default_factory=list)
+    manifest: list[JSON] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AppendBytes(Command):
+    """Stream mode: `pieces` (already durable blobs, in order) continue the upload at `offset`."""
+
+    type: ClassVar[str] = "AppendBytes"
+    aggregate: ClassVar[str] = "uploads"
+
+    offset: int
+    pieces: list[JSON]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeclareLength(Command):
+    """Stream mode with a deferred length: the total size becomes known."""
+
+    type: ClassVar[str] = "DeclareLength"
+    aggregate: ClassVar[str] = "uploads"
+
+    file_size: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,6 +154,8 @@ COMMANDS: dict[str, type[Command]] = {
     c.type: c
     for c in (
         InitiateUpload,
+        AppendBytes,
+        DeclareLength,
         StoreChunk,
         CompleteUpload,
         AbortUpload,

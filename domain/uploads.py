@@ -16,8 +16,10 @@ from typing import Any
 
 from domain.commands import (
     AbortUpload,
+    AppendBytes,
     Command,
     CompleteUpload,
+    DeclareLength,
     ExpireUpload,
     FailUpload,
     InitiateUpload,
@@ -55,7 +57,7 @@ class UploadState:
     id: str
     owner: str
     file_name: str
-    file_size: int
+    file_size: int | None  # None: stream mode with the length deferred
     chunk_size: int
     total_chunks: int
     content_type: str
@@ -69,21 +71,37 @@ class UploadState:
     file_id: str | None = None
     completed_sha256: str | None = None
     failure: str | None = None
+    mode: str = "chunks"
+    partial: bool = False
+    parts: tuple[str, ...] = ()
+    offset: int = 0  # stream and final modes: bytes received so far
+    pieces: tuple[tuple[str, int], ...] = ()  # stream and final modes, in order
 
     @property
     def bytes_received(self) -> int:
-        return sum(c.size for c in self.chunks.values())
+        if self.mode == "chunks":
+            return sum(c.size for c in self.chunks.values())
+        return self.offset
 
     @property
     def missing_chunks(self) -> list[int]:
         return [i for i in range(self.total_chunks) if i not in self.chunks]
 
+    @property
+    def all_received(self) -> bool:
+        if self.mode == "chunks":
+            return not self.missing_chunks
+        return self.file_size is not None and self.offset == self.file_size
+
     def expected_chunk_size(self, index: int) -> int:
+        size = self.file_size or 0
         if index == self.total_chunks - 1:
-            return self.file_size - self.chunk_size * (self.total_chunks - 1)
+            return size - self.chunk_size * (self.total_chunks - 1)
         return self.chunk_size
 
     def manifest(self) -> list[JSON]:
+        if self.mode != "chunks":
+            return [{"sha256": sha, "size": n} for sha, n in self.pieces]
         return [
             {"sha256": self.chunks[i].sha256, "size": self.chunks[i].size}
             for i in range(self.total_chunks)
@@ -98,9 +116,12 @@ COMPLETED = "UploadCompleted"
 ABORTED = "UploadAborted"
 FAILED = "UploadFailed"
 EXPIRED = "UploadExpired"
+BYTES_APPENDED = "UploadBytesAppended"
+LENGTH_DECLARED = "UploadLengthDeclared"
+MODES = ("chunks", "stream", "final")
 
 register_event(INITIATED, 2)
-for _t in (CHUNK_STORED, COMPLETED, ABORTED, FAILED, EXPIRED):
+for _t in (CHUNK_STORED, COMPLETED, ABORTED, FAILED, EXPIRED, BYTES_APPENDED, LENGTH_DECLARED):
     register_event(_t, 1)
 
 
@@ -144,8 +165,19 @@ def _validate_initiate(cmd: InitiateUpload) -> None:
         unicodedata.category(c) == "Cc" for c in cmd.file_name
     ):
         raise InvalidInput("invalid_file_name", "file_name is too long or has control characters")
-    if isinstance(cmd.file_size, bool) or not isinstance(cmd.file_size, int) or cmd.file_size < 0:
+    if cmd.mode not in MODES:
+        raise InvalidInput("invalid_mode", f"mode must be one of {', '.join(MODES)}")
+    deferred = cmd.file_size is None and cmd.mode == "stream"
+    if not deferred and (
+        isinstance(cmd.file_size, bool) or not isinstance(cmd.file_size, int) or cmd.file_size < 0
+    ):
         raise InvalidInput("invalid_file_size", "file_size must be a non-negative integer")
+    if cmd.mode == "final":
+        _validate_pieces(cmd.manifest)
+        if sum(int(p["size"]) for p in cmd.manifest) != cmd.file_size or not cmd.parts:
+            raise InvalidInput("invalid_manifest", "a final upload's parts must add up to its size")
+    elif cmd.manifest or cmd.parts:
+        raise InvalidInput("invalid_manifest", "only a final upload names parts")
     if (
         isinstance(cmd.chunk_size, bool)
         or not isinstance(cmd.chunk_size, int)
@@ -154,6 +186,16 @@ def _validate_initiate(cmd: InitiateUpload) -> None:
         raise InvalidInput("invalid_chunk_size", "chunk_size must be a positive integer")
     if cmd.sha256 is not None and not SHA256_RE.fullmatch(cmd.sha256):
         raise InvalidInput("invalid_sha256", "sha256 must be 64 lowercase hex digits")
+
+
+def _validate_pieces(pieces: list[JSON]) -> None:
+    for p in pieces:
+        size = p.get("size") if isinstance(p, dict) else None
+        sha = p.get("sha256") if isinstance(p, dict) else None
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise InvalidInput("invalid_piece", "every piece needs a non-negative size")
+        if not isinstance(sha, str) or not SHA256_RE.fullmatch(sha):
+            raise InvalidInput("invalid_piece", "every piece needs a sha256")
 
 
 def decide(state: UploadState | None, cmd: Command) -> list[NewEvent]:
@@ -172,6 +214,9 @@ def decide(state: UploadState | None, cmd: Command) -> list[NewEvent]:
                 and state.content_type == cmd.content_type
                 and state.bucket == cmd.bucket
                 and state.metadata == dict(cmd.metadata)
+                and state.mode == cmd.mode
+                and state.partial == cmd.partial
+                and state.parts == tuple(cmd.parts)
             )
             if same:  # the very same request again: already applied
                 return []
@@ -187,7 +232,17 @@ def decide(state: UploadState | None, cmd: Command) -> list[NewEvent]:
                     "file_name": cmd.file_name,
                     "file_size": cmd.file_size,
                     "chunk_size": cmd.chunk_size,
-                    "total_chunks": total_chunks_for(cmd.file_size, cmd.chunk_size),
+                    "total_chunks": (
+                        total_chunks_for(cmd.file_size, cmd.chunk_size)
+                        if cmd.mode == "chunks" and cmd.file_size is not None
+                        else 0
+                    ),
+                    "mode": cmd.mode,
+                    "partial": cmd.partial,
+                    "parts": list(cmd.parts),
+                    "manifest": [
+                        {"sha256": p["sha256"], "size": int(p["size"])} for p in cmd.manifest
+                    ],
                     "content_type": cmd.content_type,
                     "sha256": cmd.sha256,
                     "bucket": cmd.bucket,
@@ -199,6 +254,65 @@ def decide(state: UploadState | None, cmd: Command) -> list[NewEvent]:
         ]
 
     st = _owned(state, cmd)
+
+    if isinstance(cmd, (StoreChunk, AppendBytes, DeclareLength)):
+        wanted = "chunks" if isinstance(cmd, StoreChunk) else "stream"
+        if st.mode != wanted:
+            raise Conflict(
+                "wrong_upload_mode",
+                f"this upload takes {'numbered chunks' if st.mode == 'chunks' else 'appended bytes'}",
+                {"mode": st.mode},
+            )
+
+    if isinstance(cmd, AppendBytes):
+        _active(st)
+        _validate_pieces(cmd.pieces)
+        if cmd.offset != st.offset:
+            raise Conflict(
+                "offset_mismatch",
+                f"the upload is at offset {st.offset}",
+                {"expected_offset": st.offset, "offset": cmd.offset},
+            )
+        size = sum(int(p["size"]) for p in cmd.pieces)
+        if st.file_size is not None and st.offset + size > st.file_size:
+            raise InvalidInput(
+                "length_exceeded",
+                "the bytes go past the upload's length",
+                {"length": st.file_size, "offset": st.offset, "size": size},
+            )
+        if size == 0:
+            return []
+        return [
+            NewEvent(
+                BYTES_APPENDED,
+                {
+                    "offset": cmd.offset,
+                    "size": size,
+                    "pieces": [{"sha256": p["sha256"], "size": int(p["size"])} for p in cmd.pieces],
+                    "at": cmd.at.isoformat(),
+                },
+            )
+        ]
+
+    if isinstance(cmd, DeclareLength):
+        if st.file_size is not None:
+            if st.file_size == cmd.file_size:
+                return []
+            raise Conflict(
+                "length_already_set", "the upload's length is already set", {"length": st.file_size}
+            )
+        _active(st)
+        if (
+            isinstance(cmd.file_size, bool)
+            or not isinstance(cmd.file_size, int)
+            or cmd.file_size < st.offset
+        ):
+            raise InvalidInput(
+                "invalid_file_size",
+                "the length must be an integer no smaller than the offset",
+                {"offset": st.offset},
+            )
+        return [NewEvent(LENGTH_DECLARED, {"file_size": cmd.file_size, "at": cmd.at.isoformat()})]
 
     if isinstance(cmd, StoreChunk):
         if st.status in ACTIVE or st.status == UploadStatus.COMPLETED:
@@ -245,12 +359,23 @@ def decide(state: UploadState | None, cmd: Command) -> list[NewEvent]:
         if st.status == UploadStatus.COMPLETED:
             return []
         _active(st)
-        missing = st.missing_chunks
-        if missing:
+        if st.partial:
             raise Conflict(
-                "chunks_missing",
-                f"{len(missing)} chunk(s) missing",
-                {"missing_chunks": missing[:1000], "missing_count": len(missing)},
+                "partial_upload", "a partial upload is completed by concatenation, not by itself"
+            )
+        if st.mode == "chunks":
+            missing = st.missing_chunks
+            if missing:
+                raise Conflict(
+                    "chunks_missing",
+                    f"{len(missing)} chunk(s) missing",
+                    {"missing_chunks": missing[:1000], "missing_count": len(missing)},
+                )
+        elif not st.all_received:
+            raise Conflict(
+                "upload_incomplete",
+                "not all bytes have arrived",
+                {"offset": st.offset, "length": st.file_size},
             )
         if st.sha256 is not None and st.sha256 != cmd.sha256:
             raise Unprocessable(
@@ -264,7 +389,7 @@ def decide(state: UploadState | None, cmd: Command) -> list[NewEvent]:
                 {
                     "file_id": cmd.file_id,
                     "sha256": cmd.sha256,
-                    "size": st.file_size,
+                    "size": st.bytes_received,
                     "manifest": st.manifest(),
                     "at": cmd.at.isoformat(),
                 },
@@ -303,7 +428,7 @@ def evolve(state: UploadState | None, type_: str, data: JSON) -> UploadState | N
             id=str(data["upload_id"]),
             owner=str(data["owner"]),
             file_name=str(data["file_name"]),
-            file_size=int(data["file_size"]),
+            file_size=None if data.get("file_size") is None else int(data["file_size"]),
             chunk_size=int(data["chunk_size"]),
             total_chunks=int(data["total_chunks"]),
             content_type=str(data.get("content_type") or "application/octet-stream"),
@@ -313,6 +438,11 @@ def evolve(state: UploadState | None, type_: str, data: JSON) -> UploadState | N
             status=UploadStatus.INITIATED,
             created_at=at or datetime.min,
             updated_at=at or datetime.min,
+            mode=str(data.get("mode") or "chunks"),
+            partial=bool(data.get("partial", False)),
+            parts=tuple(str(p) for p in data.get("parts") or ()),
+            pieces=tuple((str(p["sha256"]), int(p["size"])) for p in data.get("manifest") or ()),
+            offset=sum(int(p["size"]) for p in data.get("manifest") or ()),
         )
     if state is None:
         return None
@@ -326,6 +456,20 @@ def evolve(state: UploadState | None, type_: str, data: JSON) -> UploadState | N
             UploadStatus.IN_PROGRESS if state.status == UploadStatus.INITIATED else state.status
         )
         return replace(state, chunks=chunks, status=status, **stamp)
+    if type_ == BYTES_APPENDED:
+        added = tuple((str(p["sha256"]), int(p["size"])) for p in data["pieces"])
+        status = (
+            UploadStatus.IN_PROGRESS if state.status == UploadStatus.INITIATED else state.status
+        )
+        return replace(
+            state,
+            pieces=state.pieces + added,
+            offset=state.offset + int(data["size"]),
+            status=status,
+            **stamp,
+        )
+    if type_ == LENGTH_DECLARED:
+        return replace(state, file_size=int(data["file_size"]), **stamp)
     if type_ == COMPLETED:
         return replace(
             state,

@@ -13,9 +13,11 @@ import pytest
 from domain.commands import (
     COMMANDS,
     AbortUpload,
+    AppendBytes,
     Command,
     CompleteUpload,
     CreateFile,
+    DeclareLength,
     DeleteFile,
     ExpireUpload,
     FailUpload,
@@ -37,6 +39,10 @@ ENV: dict[str, Any] = {
 H = hashlib.sha256(b"x").hexdigest()
 
 SAMPLES: dict[str, Command] = {
+    "AppendBytes": AppendBytes(
+        **ENV, offset=1 << 33, pieces=[{"sha256": H, "size": 1 << 20}, {"sha256": H, "size": 7}]
+    ),
+    "DeclareLength": DeclareLength(**ENV, file_size=(1 << 33) + 5),
     "InitiateUpload": InitiateUpload(
         **ENV,
         file_name="résumé.pdf",
