@@ -27,6 +27,17 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
     return float(v) if v not in (None, "") else default
 
 
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """`1048576`, `512M`, `10G`, `1T` (binary units) -> bytes."""
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    unit = t[-1:] if t[-1:] in _UNITS and not t[-1:].isdigit() else ""
+    number = t[: len(t) - len(unit)] if unit else t
+    return int(float(number) * _UNITS[unit])
+
+
 @dataclass(frozen=True)
 class ApiKey:
     key: str
@@ -55,6 +66,15 @@ class Settings:
     default_chunk_size: int = 8 * 1024 * 1024
     max_chunk_size: int = 256 * 1024 * 1024
     max_upload_bytes: int = 1 << 40
+    upload_ttl: float = 24 * 3600
+    trust_proxy: bool = False
+    cors_origins: tuple[str, ...] = ("*",)
+    quota_bytes: int = 0
+    quotas: tuple[tuple[str, int], ...] = ()
+    max_inflight_per_upload: int = 16
+    max_inflight: int = 256
+    cleanup_interval: float = 300.0
+    gc_grace: float = 3600.0
     log_level: str = "info"
     log_json: bool | None = None
     instance_id: str = field(default_factory=lambda: secrets.token_hex(4))
@@ -62,6 +82,13 @@ class Settings:
     @property
     def blobs_url(self) -> str:
         return self.blob_store or f"file://{(self.data_dir / 'blobs').resolve()}"
+
+    def quota_for(self, user: str) -> int:
+        """Bytes `user` may store (0 = unlimited): a per-user override, else the default."""
+        for who, limit in self.quotas:
+            if who == user:
+                return limit
+        return self.quota_bytes
 
     def topic(self, aggregate: str) -> str:
         return f"{self.topic_prefix}.{aggregate}"
@@ -101,6 +128,14 @@ class Settings:
             if len(parts) >= 2 and parts[0] and parts[1]:
                 keys.append(ApiKey(parts[0], parts[1], len(parts) > 2 and parts[2] == "admin"))
         json_env = env.get("CAIRN_LOG_JSON")
+        quotas = []
+        for item in (env.get("CAIRN_QUOTAS") or "").split(","):
+            who, _, limit = item.strip().partition(":")
+            if who and limit:
+                quotas.append((who, parse_size(limit)))
+        origins = tuple(
+            o.strip() for o in (env.get("CAIRN_CORS_ORIGINS") or "*").split(",") if o.strip()
+        )
         return cls(
             host=env.get("CAIRN_HOST") or "127.0.0.1",
             port=_int(env, "CAIRN_PORT", 8000),
@@ -121,6 +156,15 @@ class Settings:
             default_chunk_size=_int(env, "CAIRN_DEFAULT_CHUNK_BYTES", 8 * 1024 * 1024),
             max_chunk_size=_int(env, "CAIRN_MAX_CHUNK_BYTES", 256 * 1024 * 1024),
             max_upload_bytes=_int(env, "CAIRN_MAX_UPLOAD_BYTES", 1 << 40),
+            upload_ttl=_float(env, "CAIRN_UPLOAD_TTL", 24 * 3600),
+            trust_proxy=_bool(env.get("CAIRN_TRUST_PROXY")),
+            cors_origins=origins or ("*",),
+            quota_bytes=parse_size(env.get("CAIRN_QUOTA_BYTES") or "0"),
+            quotas=tuple(quotas),
+            max_inflight_per_upload=_int(env, "CAIRN_MAX_INFLIGHT_PER_UPLOAD", 16),
+            max_inflight=_int(env, "CAIRN_MAX_INFLIGHT", 256),
+            cleanup_interval=_float(env, "CAIRN_CLEANUP_INTERVAL", 300.0),
+            gc_grace=_float(env, "CAIRN_GC_GRACE", 3600.0),
             log_level=env.get("CAIRN_LOG_LEVEL") or "info",
             log_json=None if json_env in (None, "") else _bool(json_env),
         )
