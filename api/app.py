@@ -71,7 +71,27 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware=[request_id_middleware],
         openapi_config=OpenAPIConfig(title="Cairn", version="0.1.0", path="/schema"),
         cors_config=CORSConfig(
-            allow_origins=["*"], expose_headers=["X-Request-ID", "X-Total-Count", "Location"]
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=[
+                "X-Request-ID",
+                "X-Total-Count",
+                "Location",
+                "Retry-After",
+                "ETag",
+                "Upload-Offset",
+                "Upload-Length",
+                "Upload-Metadata",
+                "Upload-Defer-Length",
+                "Upload-Expires",
+                "Upload-Concat",
+                "Tus-Version",
+                "Tus-Resumable",
+                "Tus-Extension",
+                "Tus-Max-Size",
+                "Tus-Checksum-Algorithm",
+            ],
         ),
         debug=False,
     )
