@@ -21,3 +21,12 @@ lint:
 # Print a JWT for SUBJECT.
 token SUBJECT *ARGS:
     uv run --locked cairn token {{SUBJECT}} {{ARGS}}
+
+# Benchmark Cairn against nginx, a bare streaming endpoint and the machine (tests/bench/).
+# `just bench --quick` is CI's smoke test; `just bench` the full figures; `--list` the scenarios.
+bench *ARGS:
+    uv run --locked python -m tests.bench {{ARGS}}
+
+# Validate deploy/ offline: manifests, compose schema, Dockerfile, and a multi-process run.
+deploy-check:
+    bash deploy/check.sh

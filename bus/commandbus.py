@@ -64,10 +64,7 @@ class CommandBus:
         await self._producer.start()
         self._consumer = make_consumer(self.settings, group_id=None, auto_offset_reset="latest")
         await self._consumer.start()
-        parts = self._consumer.partitions_for_topic(self.settings.reply_topic)
-        if not parts:
-            await self._consumer._client.force_metadata_update()
-            parts = self._consumer.partitions_for_topic(self.settings.reply_topic) or {0}
+        parts = await self._reply_partitions()
         tps = [TopicPartition(self.settings.reply_topic, p) for p in sorted(parts)]
         self._consumer.assign(tps)
         # Position at the end *before* any command is sent, so no reply can be missed.
@@ -75,6 +72,23 @@ class CommandBus:
         for tp in tps:
             await self._consumer.position(tp)
         self._reader = asyncio.create_task(self._read_replies())
+
+    async def _reply_partitions(self, timeout: float = 30.0) -> set[int]:
+        """Every partition of the reply topic. Reading only some would miss most replies,
+        so wait for the topic's metadata (it may be created a moment after we start) and
+        fail loudly rather than guess."""
+        assert self._consumer is not None
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            parts = self._consumer.partitions_for_topic(self.settings.reply_topic)
+            if parts:
+                return set(parts)
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(
+                    f"topic {self.settings.reply_topic} does not exist (run `cairn migrate` / create topics)"
+                )
+            await self._consumer._client.force_metadata_update()
+            await asyncio.sleep(0.2)
 
     async def stop(self) -> None:
         if self._reader:

@@ -76,7 +76,10 @@ async def ensure_topics(settings: Settings, topics: Iterable[str] | None = None)
         if wanted:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
-                    [NewTopic(t, settings.kafka_partitions, 1) for t in wanted]
+                    [
+                        NewTopic(t, settings.kafka_partitions, settings.kafka_replication_factor)
+                        for t in wanted
+                    ]
                 )
         # Metadata propagates asynchronously; wait until every topic is listed.
         for _ in range(100):

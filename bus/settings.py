@@ -58,6 +58,7 @@ class Settings:
     topic_prefix: str = "cairn"
     kafka_partitions: int = 8
     kafka_idempotence: bool = True
+    kafka_replication_factor: int = 1
     jwt_secret: str | None = None
     jwt_public_key: str | None = None
     api_keys: tuple[ApiKey, ...] = ()
@@ -148,6 +149,7 @@ class Settings:
             topic_prefix=env.get("CAIRN_TOPIC_PREFIX") or "cairn",
             kafka_partitions=_int(env, "CAIRN_KAFKA_PARTITIONS", 8),
             kafka_idempotence=_bool(env.get("CAIRN_KAFKA_IDEMPOTENCE"), True),
+            kafka_replication_factor=_int(env, "CAIRN_KAFKA_REPLICATION_FACTOR", 1),
             jwt_secret=env.get("CAIRN_JWT_SECRET") or None,
             jwt_public_key=env.get("CAIRN_JWT_PUBLIC_KEY") or None,
             api_keys=tuple(keys),

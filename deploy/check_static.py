@@ -1,0 +1,923 @@
+"""Offline checks of deploy/: what can be proven without a Docker engine or a cluster.
+
+Run by deploy/check.sh as
+    uv run --no-project --with pyyaml --with kubernetes-validate --with docker \
+        --with dockerfile-parse python deploy/check_static.py [--build-venv DIR]
+
+- every YAML file parses (duplicate keys are errors);
+- the compose file: services for every process kind, commands, env names known to
+  bus/settings.py, depends_on targets and their health checks / one-shot nature, volumes;
+- the Kubernetes manifests: the kustomization lists every file, the rendered output
+  validates against the Kubernetes schemas (strict), every ConfigMap / Secret / key / PVC /
+  volume / port a Deployment or Job references exists, env names are known settings,
+  probes hit real routes, Service and PDB selectors match the api pods;
+- the Dockerfile: base image, non-root numeric USER, ENTRYPOINT/CMD, layer order, every
+  COPY source exists and survives Dockerfile.dockerignore;
+- with --build-venv DIR: replays the Dockerfile's build stage (its COPYs and `uv sync`
+  RUNs) into DIR/app and checks the resulting environment (console script, migrations,
+  no dev dependencies). check_multiprocess.py then runs the processes from that venv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+K8S_VERSION = "1.30.0"  # the oldest Kubernetes these manifests are meant for
+SOURCE_DIRS = ("domain", "handlers", "projections", "api", "bus", "migrations")
+
+
+# ------------------------------------------------------------------ reporting
+
+
+class Report:
+    def __init__(self) -> None:
+        self.passed = 0
+        self.failed: list[str] = []
+        self.notes: list[str] = []
+        self.section = ""
+
+    def start(self, name: str) -> None:
+        self.section = name
+        print(f"\n== {name}")
+
+    def check(self, ok: bool, what: str) -> bool:
+        if ok:
+            self.passed += 1
+            print(f"  ok    {what}")
+        else:
+            self.failed.append(f"[{self.section}] {what}")
+            print(f"  FAIL  {what}")
+        return ok
+
+    def note(self, what: str) -> None:
+        self.notes.append(what)
+        print(f"  note  {what}")
+
+
+R = Report()
+
+
+# ------------------------------------------------------------------ YAML
+
+
+class StrictLoader(yaml.SafeLoader):  # type: ignore[misc]
+    """SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one)."""
+
+
+def _construct_mapping(loader: StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<:` merges; explicit keys may override merged ones
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_all(path: Path) -> list[Any]:
+    return [d for d in yaml.load_all(path.read_text(), Loader=StrictLoader) if d is not None]
+
+
+# ------------------------------------------------------------------ facts from the code
+
+
+def known_settings() -> set[str]:
+    """Every CAIRN_* name bus/settings.py reads."""
+    return set(re.findall(r'"(CAIRN_[A-Z0-9_]+)"', (ROOT / "bus/settings.py").read_text()))
+
+
+def process_kinds() -> list[str]:
+    """The keys of bus/processes.py RUNNERS, read without importing the project."""
+    tree = ast.parse((ROOT / "bus/processes.py").read_text())
+    for node in ast.walk(tree):
+        target = getattr(node, "target", None) or (getattr(node, "targets", None) or [None])[0]
+        if isinstance(target, ast.Name) and target.id == "RUNNERS":
+            value = node.value  # type: ignore[attr-defined]
+            return [k.value for k in value.keys]
+    raise SystemExit("RUNNERS not found in bus/processes.py")
+
+
+def api_routes() -> set[str]:
+    routes: set[str] = set()
+    for f in (ROOT / "api").glob("*.py"):
+        routes |= set(re.findall(r'@get\(\s*"(/[^"]*)"', f.read_text()))
+    return routes
+
+
+def console_scripts() -> dict[str, str]:
+    import tomllib
+
+    scripts: dict[str, str] = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"].get(
+        "scripts", {}
+    )
+    return scripts
+
+
+SETTINGS = known_settings()
+KINDS = process_kinds()
+TOPICS_SNIPPET = "ensure_topics(s)"
+
+
+def unknown_settings(names: Iterable[str]) -> list[str]:
+    return sorted(n for n in names if n.startswith("CAIRN_") and n not in SETTINGS)
+
+
+def comment_mentions(path: Path) -> set[str]:
+    names: set[str] = set()
+    for line in path.read_text().splitlines():
+        if "#" in line:
+            names |= set(re.findall(r"CAIRN_[A-Z0-9_]+", line.split("#", 1)[1]))
+    return names
+
+
+# ------------------------------------------------------------------ all YAML
+
+
+def check_yaml_parses() -> None:
+    R.start("YAML parses (duplicate keys refused)")
+    for path in sorted(DEPLOY.rglob("*.y*ml")):
+        try:
+            docs = load_all(path)
+            R.check(bool(docs), f"{path.relative_to(ROOT)}: {len(docs)} document(s)")
+        except yaml.YAMLError as e:
+            R.check(False, f"{path.relative_to(ROOT)}: {e}")
+
+
+# ------------------------------------------------------------------ compose
+
+
+_INTERP = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
+
+
+def interpolate(value: Any) -> Any:
+    """Compose's ${VAR:-default} with an empty environment: the defaults."""
+    if isinstance(value, str):
+        return _INTERP.sub(lambda m: m.group(2) or "", value)
+    return value
+
+
+def check_compose() -> None:
+    R.start("compose.yaml")
+    path = DEPLOY / "compose.yaml"
+    (doc,) = load_all(path)
+    services: dict[str, dict[str, Any]] = doc["services"]
+    expected = {"postgres", "kafka", "minio", "migrate", "topics", *KINDS}
+    R.check(expected <= set(services), f"services present: {', '.join(sorted(expected))}")
+
+    cairn = {n: s for n, s in services.items() if "build" in s}
+    R.check(
+        set(cairn) == {"migrate", "topics", *KINDS},
+        f"Cairn image used by exactly migrate, topics and the kinds ({', '.join(sorted(cairn))})",
+    )
+    for name, svc in cairn.items():
+        build = svc["build"]
+        dockerfile = (path.parent / build["context"] / build["dockerfile"]).resolve()
+        R.check(
+            dockerfile == DEPLOY / "Dockerfile"
+            and (path.parent / build["context"]).resolve() == ROOT,
+            f"{name}: builds deploy/Dockerfile with the repository root as context",
+        )
+        env = {k: interpolate(v) for k, v in (svc.get("environment") or {}).items()}
+        bad = unknown_settings(env)
+        R.check(
+            not bad,
+            f"{name}: env names known to bus/settings.py" + (f" (unknown: {bad})" if bad else ""),
+        )
+        R.check(
+            all(isinstance(v, str) for v in env.values()),
+            f"{name}: env values are strings (no YAML booleans/numbers)",
+        )
+        db = urlsplit(env.get("CAIRN_DATABASE_URL", ""))
+        R.check(
+            db.scheme.startswith("postgres") and db.hostname in services,
+            f"{name}: CAIRN_DATABASE_URL points at a service ({db.hostname})",
+        )
+        kafka_host = env.get("CAIRN_KAFKA_BOOTSTRAP", "").split(":")[0]
+        R.check(
+            kafka_host in services,
+            f"{name}: CAIRN_KAFKA_BOOTSTRAP points at a service ({kafka_host})",
+        )
+        R.check(
+            env.get("CAIRN_KAFKA_IDEMPOTENCE") == "true",
+            f"{name}: CAIRN_KAFKA_IDEMPOTENCE=true (real Kafka)",
+        )
+
+    for kind in KINDS:
+        svc = services.get(kind, {})
+        R.check(svc.get("command") == ["run", kind], f"{kind}: command is `cairn run {kind}`")
+        deps = svc.get("depends_on") or {}
+        R.check(
+            {"postgres", "kafka", "migrate", "topics"} <= set(deps),
+            f"{kind}: waits for postgres, kafka, migrate and topics",
+        )
+    R.check(
+        services["migrate"].get("command") == ["migrate"], "migrate: command is `cairn migrate`"
+    )
+    topics = services["topics"]
+    R.check(
+        topics.get("entrypoint") == ["python", "-c"]
+        and TOPICS_SNIPPET in " ".join(topics.get("command", [])),
+        "topics: python -c ... ensure_topics(Settings.from_env())",
+    )
+    for one_shot in ("migrate", "topics"):
+        R.check(services[one_shot].get("restart") == "no", f'{one_shot}: restart: "no" (one-shot)')
+        R.check(
+            one_shot not in (services[one_shot].get("depends_on") or {}),
+            f"{one_shot}: does not wait for itself",
+        )
+
+    for name, svc in services.items():
+        for dep, cond in (svc.get("depends_on") or {}).items():
+            condition = cond.get("condition") if isinstance(cond, dict) else "service_started"
+            ok = dep in services
+            if condition == "service_healthy":
+                ok = ok and "healthcheck" in services[dep]
+            if condition == "service_completed_successfully":
+                ok = ok and services[dep].get("restart") == "no"
+            R.check(ok, f"{name} -> {dep} ({condition}): target exists and fits the condition")
+
+    def hc(name: str) -> str:
+        test = services[name].get("healthcheck", {}).get("test", [])
+        return " ".join(test) if isinstance(test, list) else str(test)
+
+    R.check("pg_isready" in hc("postgres"), "postgres healthcheck: pg_isready")
+    R.check("kafka-broker-api-versions" in hc("kafka"), "kafka healthcheck: broker API versions")
+    R.check("/health" in hc("api"), "api healthcheck: GET /health")
+    kafka_env = services["kafka"]["environment"]
+    R.check(
+        "broker" in kafka_env.get("KAFKA_PROCESS_ROLES", "")
+        and "controller" in kafka_env.get("KAFKA_PROCESS_ROLES", ""),
+        "kafka: KRaft single node (broker,controller)",
+    )
+    R.check(
+        str(kafka_env.get("KAFKA_AUTO_CREATE_TOPICS_ENABLE")).lower() == "false",
+        "kafka: no topic auto-creation (the topics service creates them)",
+    )
+    R.check(
+        str(services["kafka"]["image"]).startswith("apache/kafka:3.9"), "kafka: apache/kafka:3.9.x"
+    )
+    R.check(str(services["postgres"]["image"]) == "postgres:17", "postgres: postgres:17")
+    api_ports = [interpolate(p) for p in services["api"].get("ports", [])]
+    R.check(
+        any(str(p).endswith(":8000") for p in api_ports), f"api: publishes port 8000 ({api_ports})"
+    )
+    for name in ("api", "actors"):
+        R.check("replicas" in (services[name].get("deploy") or {}), f"{name}: deploy.replicas hint")
+
+    volumes = set(doc.get("volumes") or {})
+    for name, svc in services.items():
+        for v in svc.get("volumes", []):
+            source = str(v).split(":")[0]
+            if not source.startswith((".", "/")):
+                R.check(source in volumes, f"{name}: volume {source} is declared")
+    blob_url = cairn["api"]["environment"].get("CAIRN_BLOB_STORE", "")
+    if blob_url.startswith("file://"):
+        blob_dir = blob_url[len("file://") :]
+        for name in ("api", "actors", "handlers"):
+            mounts = [str(v) for v in services[name].get("volumes", [])]
+            R.check(
+                any(m.split(":")[1] == blob_dir for m in mounts),
+                f"{name}: the shared blob volume is mounted at {blob_dir}",
+            )
+    for name in sorted(comment_mentions(path)):
+        if name not in SETTINGS:
+            R.note(
+                f"compose.yaml comments mention {name}, which bus/settings.py does not read (yet)"
+            )
+
+
+# ------------------------------------------------------------------ kubernetes
+
+
+def render_kustomization() -> list[dict[str, Any]] | None:
+    for cmd in (["kubectl", "kustomize", str(K8S)], ["kustomize", "build", str(K8S)]):
+        if shutil.which(cmd[0]):
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if R.check(
+                out.returncode == 0,
+                f"`{' '.join(cmd[:2])}` renders deploy/k8s"
+                + (f": {out.stderr.strip()}" if out.returncode else ""),
+            ):
+                return [d for d in yaml.safe_load_all(out.stdout) if d]
+            return None
+    R.note(
+        "neither kubectl nor kustomize is installed: checking the raw files, not the rendered output"
+    )
+    return None
+
+
+def containers(pod_spec: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for c in pod_spec.get("initContainers", []):
+        yield "init", c
+    for c in pod_spec.get("containers", []):
+        yield "main", c
+
+
+def check_k8s() -> None:
+    R.start("Kubernetes manifests")
+    (kust,) = load_all(K8S / "kustomization.yaml")
+    listed = list(kust.get("resources", []))
+    files = sorted(p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
+    R.check(
+        sorted(listed) == files,
+        f"kustomization lists every manifest ({len(files)} files) and nothing else",
+    )
+    R.check(len(listed) == len(set(listed)), "kustomization lists no file twice")
+    gen_files = [f for g in kust.get("configMapGenerator", []) for f in g.get("files", [])]
+    R.check(
+        all((K8S / f).is_file() for f in gen_files),
+        f"configMapGenerator files exist ({', '.join(gen_files)})",
+    )
+    other = sorted(p.name for p in K8S.iterdir() if p.suffix != ".yaml" and p.name not in gen_files)
+    R.check(
+        not other,
+        "no file in deploy/k8s that the kustomization leaves out"
+        + (f" ({other})" if other else ""),
+    )
+    for f in gen_files:
+        if f.endswith(".py"):
+            try:
+                ast.parse((K8S / f).read_text())
+                R.check(True, f"{f} is valid Python")
+            except SyntaxError as e:
+                R.check(False, f"{f}: {e}")
+
+    rendered = render_kustomization()
+    if rendered is not None:
+        docs = rendered
+    else:  # the raw files, plus what the configMapGenerator would make of its files
+        docs = [d for f in listed for d in load_all(K8S / f)]
+        for g in kust.get("configMapGenerator", []):
+            data = {Path(f).name: (K8S / f).read_text() for f in g.get("files", [])}
+            meta = {"name": g["name"], "namespace": kust.get("namespace")}
+            docs.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data})
+    kind_names = sorted(f"{d['kind']}/{d['metadata']['name']}" for d in docs)
+    print(f"  ..    resources: {', '.join(kind_names)}")
+
+    try:
+        import kubernetes_validate
+        from kubernetes_validate.utils import ValidationError
+    except ImportError:
+        R.note("kubernetes-validate is not installed: schema validation skipped")
+    else:
+        for d in docs:
+            name = f"{d['kind']}/{d['metadata']['name']}"
+            try:
+                kubernetes_validate.validate(d, K8S_VERSION, strict=True)
+                R.check(True, f"{name}: valid against the Kubernetes {K8S_VERSION} schema (strict)")
+            except ValidationError as e:
+                R.check(False, f"{name}: {e.message} at {'.'.join(map(str, e.path))}")
+
+    by_kind: dict[str, dict[str, dict[str, Any]]] = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
+    configmaps = {
+        n: set((d.get("data") or {}) | (d.get("binaryData") or {}))
+        for n, d in by_kind.get("ConfigMap", {}).items()
+    }
+    secrets = {
+        n: set((d.get("stringData") or {}) | (d.get("data") or {}))
+        for n, d in by_kind.get("Secret", {}).items()
+    }
+    pvcs = set(by_kind.get("PersistentVolumeClaim", {}))
+    namespace = kust.get("namespace")
+    R.check(
+        namespace in by_kind.get("Namespace", {}),
+        f"the kustomization's namespace {namespace!r} is created",
+    )
+    if rendered is not None:
+        R.check(
+            all(
+                d["metadata"].get("namespace") == namespace
+                for d in docs
+                if d["kind"] != "Namespace"
+            ),
+            f"every namespaced resource lands in {namespace!r}",
+        )
+
+    config = next((d for n, d in by_kind.get("ConfigMap", {}).items() if n == "cairn-config"), None)
+    R.check(config is not None, "ConfigMap cairn-config exists")
+    config_data: dict[str, str] = (config or {}).get("data", {})
+    bad = unknown_settings(config_data)
+    R.check(
+        not bad,
+        "cairn-config keys are settings bus/settings.py reads"
+        + (f" (unknown: {bad})" if bad else ""),
+    )
+    secret_doc = by_kind.get("Secret", {}).get("cairn-secrets", {})
+    bad = unknown_settings(secret_doc.get("stringData", {}))
+    R.check(
+        not bad,
+        "cairn-secrets keys are settings bus/settings.py reads"
+        + (f" (unknown: {bad})" if bad else ""),
+    )
+    if any("CHANGE-ME" in str(v) for v in secret_doc.get("stringData", {}).values()):
+        R.note("secret.yaml holds placeholders (CHANGE-ME): replace them before a real deployment")
+
+    workloads = {**by_kind.get("Deployment", {}), **by_kind.get("Job", {})}
+    for wname, w in workloads.items():
+        pod = w["spec"]["template"]["spec"]
+        sc = pod.get("securityContext", {})
+        R.check(
+            sc.get("runAsNonRoot") is True and sc.get("runAsUser") == 10001,
+            f"{wname}: runs as non-root uid 10001 (the image's USER)",
+        )
+        R.check(
+            pod.get("enableServiceLinks") is False,
+            f"{wname}: enableServiceLinks: false (no Service env vars in the CAIRN_ namespace)",
+        )
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        for v in volumes.values():
+            if "configMap" in v:
+                R.check(
+                    v["configMap"]["name"] in configmaps,
+                    f"{wname}: volume {v['name']} -> ConfigMap {v['configMap']['name']} exists",
+                )
+            if "persistentVolumeClaim" in v:
+                R.check(
+                    v["persistentVolumeClaim"]["claimName"] in pvcs,
+                    f"{wname}: volume {v['name']} -> PVC {v['persistentVolumeClaim']['claimName']} exists",
+                )
+            if "secret" in v:
+                R.check(
+                    v["secret"]["secretName"] in secrets,
+                    f"{wname}: volume {v['name']} -> Secret exists",
+                )
+        for role, c in containers(pod):
+            cname = f"{wname}/{c['name']}"
+            R.check(
+                str(c.get("image", "")).split(":")[0].split("/")[-1] == "cairn",
+                f"{cname}: uses the cairn image",
+            )
+            csc = c.get("securityContext", {})
+            R.check(
+                csc.get("allowPrivilegeEscalation") is False
+                and csc.get("capabilities", {}).get("drop") == ["ALL"],
+                f"{cname}: no privilege escalation, all capabilities dropped",
+            )
+            R.check(
+                "resources" in c and "requests" in c["resources"], f"{cname}: resource requests set"
+            )
+            names: set[str] = set()
+            for ef in c.get("envFrom", []):
+                if "configMapRef" in ef:
+                    ref = ef["configMapRef"]["name"]
+                    R.check(ref in configmaps, f"{cname}: envFrom ConfigMap {ref} exists")
+                    names |= configmaps.get(ref, set())
+                if "secretRef" in ef:
+                    ref = ef["secretRef"]["name"]
+                    R.check(ref in secrets, f"{cname}: envFrom Secret {ref} exists")
+                    names |= secrets.get(ref, set())
+            for var in c.get("env", []):
+                names.add(var["name"])
+                vf = var.get("valueFrom", {})
+                for ref_kind, store in (("configMapKeyRef", configmaps), ("secretKeyRef", secrets)):
+                    if ref_kind in vf:
+                        ref = vf[ref_kind]
+                        ok = ref["name"] in store and ref["key"] in store[ref["name"]]
+                        if not ok and ref.get("optional"):
+                            R.note(
+                                f"{cname}: optional {ref_kind} {ref['name']}/{ref['key']} is absent"
+                            )
+                        else:
+                            R.check(
+                                ok,
+                                f"{cname}: env {var['name']} <- {ref_kind} {ref['name']}/{ref['key']} exists",
+                            )
+            bad = unknown_settings(names)
+            R.check(
+                not bad,
+                f"{cname}: every env name is a known setting"
+                + (f" (unknown: {bad})" if bad else ""),
+            )
+            if TOPICS_SNIPPET not in " ".join(c.get("args", [])):  # topics need only Kafka
+                R.check("CAIRN_DATABASE_URL" in names, f"{cname}: gets CAIRN_DATABASE_URL")
+            for m in c.get("volumeMounts", []):
+                R.check(
+                    m["name"] in volumes,
+                    f"{cname}: mount {m['mountPath']} -> volume {m['name']} exists",
+                )
+            ports = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                http = c.get(probe, {}).get("httpGet")
+                if http:
+                    R.check(
+                        http["path"] in api_routes(),
+                        f"{cname}: {probe} GET {http['path']} is an API route",
+                    )
+                    R.check(
+                        http["port"] in ports or http["port"] in ports.values(),
+                        f"{cname}: {probe} port {http['port']} is declared",
+                    )
+            if ports:
+                R.check(
+                    str(next(iter(ports.values()))) == config_data.get("CAIRN_PORT"),
+                    f"{cname}: containerPort matches CAIRN_PORT",
+                )
+            if role == "init" and w["kind"] == "Deployment":
+                cmd = c.get("command", [])
+                script = cmd[-1] if cmd else ""
+                mount = next(
+                    (
+                        m
+                        for m in c.get("volumeMounts", [])
+                        if script.startswith(m["mountPath"] + "/")
+                    ),
+                    None,
+                )
+                R.check(
+                    mount is not None and Path(script).name in gen_files,
+                    f"{cname}: runs {script} from the mounted deploy-scripts ConfigMap",
+                )
+
+    deployments = by_kind.get("Deployment", {})
+    for kind in KINDS:
+        d = deployments.get(f"cairn-{kind}")
+        R.check(d is not None, f"Deployment cairn-{kind} exists")
+        if d is None:
+            continue
+        pod = d["spec"]["template"]["spec"]
+        main = pod["containers"][0]
+        R.check(
+            main.get("args") == ["run", kind] and "command" not in main,
+            f"cairn-{kind}: runs `cairn run {kind}` (the image ENTRYPOINT)",
+        )
+        R.check(
+            d["spec"]["selector"]["matchLabels"].items()
+            <= d["spec"]["template"]["metadata"]["labels"].items(),
+            f"cairn-{kind}: selector matches its pod labels",
+        )
+        R.check(
+            any(c["name"] == "wait-for-setup" for c in pod.get("initContainers", [])),
+            f"cairn-{kind}: waits for the setup Job (init container)",
+        )
+        replicas = d["spec"].get("replicas", 1)
+        if kind in ("actors", "projector", "handlers"):
+            R.check(
+                replicas <= int(config_data.get("CAIRN_KAFKA_PARTITIONS", "8")),
+                f"cairn-{kind}: {replicas} replica(s) <= CAIRN_KAFKA_PARTITIONS",
+            )
+        blob = config_data.get("CAIRN_BLOB_STORE", "")
+        if kind in ("api", "actors", "handlers") and blob.startswith("file://"):
+            mounts = {m["mountPath"]: m["name"] for m in main.get("volumeMounts", [])}
+            vol = {v["name"]: v for v in pod.get("volumes", [])}.get(
+                mounts.get(blob[len("file://") :], ""), {}
+            )
+            R.check(
+                "persistentVolumeClaim" in vol,
+                f"cairn-{kind}: the blob PVC is mounted at {blob[len('file://') :]}",
+            )
+
+    api = deployments.get("cairn-api", {})
+    api_labels = api.get("spec", {}).get("template", {}).get("metadata", {}).get("labels", {})
+    api_main = (api.get("spec", {}).get("template", {}).get("spec", {}).get("containers") or [{}])[
+        0
+    ]
+    R.check(
+        api_main.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/ready",
+        "cairn-api: readiness GET /ready",
+    )
+    R.check(
+        api_main.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/health",
+        "cairn-api: liveness GET /health",
+    )
+    R.check("limits" in api_main.get("resources", {}), "cairn-api: resource limits set")
+    for name, svc in by_kind.get("Service", {}).items():
+        R.check(
+            svc["spec"]["selector"].items() <= api_labels.items(),
+            f"Service {name}: selector matches the api pods",
+        )
+        port_names = {p.get("name") for p in api_main.get("ports", [])}
+        R.check(
+            all(p["targetPort"] in port_names for p in svc["spec"]["ports"]),
+            f"Service {name}: targetPort is a named api port",
+        )
+    for name, pdb in by_kind.get("PodDisruptionBudget", {}).items():
+        R.check(
+            pdb["spec"]["selector"]["matchLabels"].items() <= api_labels.items(),
+            f"PDB {name}: selector matches the api pods",
+        )
+        R.check(
+            pdb["spec"].get("minAvailable", 0) < api.get("spec", {}).get("replicas", 1),
+            f"PDB {name}: minAvailable below the api replicas (drains can proceed)",
+        )
+    relay = deployments.get("cairn-relay", {})
+    R.check(
+        relay.get("spec", {}).get("replicas", 1) >= 2,
+        "cairn-relay: a hot standby (leader election by advisory lock)",
+    )
+
+    job = by_kind.get("Job", {}).get("cairn-setup")
+    R.check(job is not None, "Job cairn-setup exists")
+    if job is not None:
+        pod = job["spec"]["template"]["spec"]
+        steps = [
+            c.get("args", []) for c in pod.get("initContainers", []) + pod.get("containers", [])
+        ]
+        R.check(
+            bool(steps) and steps[0] == ["migrate"], "cairn-setup: migrates first (init container)"
+        )
+        R.check(
+            any(TOPICS_SNIPPET in " ".join(a) for a in steps[1:]),
+            "cairn-setup: then creates the topics",
+        )
+    for name in sorted(set().union(*(comment_mentions(p) for p in K8S.glob("*.yaml")))):
+        if name not in SETTINGS:
+            R.note(f"k8s comments mention {name}, which bus/settings.py does not read (yet)")
+
+
+# ------------------------------------------------------------------ Dockerfile
+
+
+def dockerfile_stages() -> list[dict[str, Any]]:
+    from dockerfile_parse import DockerfileParser
+
+    parser = DockerfileParser(str(DEPLOY / "Dockerfile"))
+    args: dict[str, str] = {}
+    stages: list[dict[str, Any]] = []
+    for ins in parser.structure:
+        instr, value = ins["instruction"], ins["value"]
+        if instr == "COMMENT":
+            continue
+        if instr == "ARG":
+            name, _, default = value.partition("=")
+            if stages:
+                stages[-1]["args"][name.strip()] = default.strip()
+            else:
+                args[name.strip()] = default.strip()
+            continue
+        if instr == "FROM":
+            image = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), ""), value.split()[0])
+            stages.append(
+                {
+                    "from": image,
+                    "alias": value.split()[-1] if " AS " in value.upper() else None,
+                    "ins": [],
+                    "args": {},
+                }
+            )
+            continue
+        stages[-1]["ins"].append((instr, value))
+    return stages
+
+
+def dockerignore_included() -> set[str]:
+    from docker.utils.build import exclude_paths
+
+    patterns = [
+        line.strip()
+        for line in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
+    return set(exclude_paths(str(ROOT), patterns))
+
+
+def check_dockerfile() -> list[dict[str, Any]]:
+    R.start("Dockerfile")
+    stages = dockerfile_stages()
+    R.check(
+        len(stages) >= 1
+        and all(
+            s["from"] == "python:3.11-slim" or s["from"].startswith("python:3.11-slim")
+            for s in stages
+        ),
+        f"every stage is python:3.11-slim ({[s['from'] for s in stages]})",
+    )
+    build, final = stages[0], stages[-1]
+    ins = build["ins"]
+    R.check(
+        any("pip install" in v and "uv" in v for i, v in ins if i == "RUN"),
+        "build stage installs uv",
+    )
+    steps = [(i, v) for i, v in ins if i in ("COPY", "RUN")]
+    lock_copy = next(
+        (
+            n
+            for n, (i, v) in enumerate(steps)
+            if i == "COPY" and "pyproject.toml" in v and "uv.lock" in v
+        ),
+        None,
+    )
+    first_sync = next((n for n, (i, v) in enumerate(steps) if i == "RUN" and "uv sync" in v), None)
+    first_src = next(
+        (
+            n
+            for n, (i, v) in enumerate(steps)
+            if i == "COPY" and v.split()[0].rstrip("/") in SOURCE_DIRS
+        ),
+        None,
+    )
+    R.check(
+        None not in (lock_copy, first_sync, first_src) and lock_copy < first_sync < first_src,  # type: ignore[operator]
+        "pyproject.toml + uv.lock copied, dependencies synced, then the source (layer cache)",
+    )
+    syncs = [v for i, v in ins if i == "RUN" and "uv sync" in v]
+    R.check(
+        any("--locked" in v and "--no-dev" in v and "--no-install-project" in v for v in syncs),
+        "dependencies: uv sync --locked --no-dev --no-install-project",
+    )
+    R.check(
+        any("--locked" in v and "--no-dev" in v and "--no-install-project" not in v for v in syncs),
+        "project: uv sync --locked --no-dev",
+    )
+    copied = [
+        src
+        for i, v in ins
+        if i == "COPY"
+        for src in shlex.split(v)[:-1]
+        if not src.startswith("--")
+    ]
+    for d in SOURCE_DIRS:
+        R.check(any(c.rstrip("/") == d for c in copied), f"build stage copies {d}/")
+    import tomllib
+
+    wheel_pkgs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"][
+        "targets"
+    ]["wheel"]["packages"]
+    R.check(
+        set(wheel_pkgs) <= set(SOURCE_DIRS),
+        f"every package of the wheel is copied ({', '.join(wheel_pkgs)})",
+    )
+
+    included = dockerignore_included()
+    for i, v in ins:
+        if i != "COPY" or v.startswith("--from"):
+            continue
+        for src in shlex.split(v)[:-1]:
+            if src.startswith("--"):
+                continue
+            p = ROOT / src
+            ok = p.exists()
+            if p.is_dir():
+                files = [f for f in p.rglob("*") if f.is_file() and "__pycache__" not in f.parts]
+                ok = ok and all(str(f.relative_to(ROOT)) in included for f in files)
+            else:
+                ok = ok and src in included
+            R.check(ok, f"COPY {src}: exists and is not excluded by Dockerfile.dockerignore")
+    leaked = sorted(
+        p
+        for p in included
+        if p.split("/")[0] in {"tests", ".git", ".venv", ".cairn", "deploy"} or "__pycache__" in p
+    )
+    R.check(
+        not leaked,
+        "the build context leaves out tests/, .git, .venv, data dirs, __pycache__"
+        + (f" ({leaked[:5]})" if leaked else ""),
+    )
+
+    fins = final["ins"]
+    user = [v for i, v in fins if i == "USER"]
+    R.check(
+        bool(user) and re.fullmatch(r"[1-9]\d*(:\d+)?", user[-1]) is not None,
+        f"runtime USER is a non-root numeric uid ({user[-1] if user else None})",
+    )
+    R.check(
+        any(i == "COPY" and v.startswith("--from=build") for i, v in fins),
+        "runtime stage copies the venv and source from the build stage",
+    )
+    entry = [v for i, v in fins if i == "ENTRYPOINT"]
+    cmd = [v for i, v in fins if i == "CMD"]
+    R.check(bool(entry) and json.loads(entry[-1]) == ["cairn"], 'ENTRYPOINT ["cairn"]')
+    R.check(
+        "cairn" in console_scripts(), "`cairn` is a console script of the project (pyproject.toml)"
+    )
+    R.check(bool(cmd) and json.loads(cmd[-1]) == ["run", "api"], 'CMD ["run", "api"]')
+    env_text = " ".join(v for i, v in fins if i == "ENV")
+    R.check("/app/.venv/bin" in env_text, "the venv's bin is on PATH (cairn, python)")
+    env_names = set(re.findall(r"\b(CAIRN_[A-Z0-9_]+)=", env_text))
+    bad = unknown_settings(env_names)
+    R.check(not bad, f"image ENV names are known settings ({', '.join(sorted(env_names))})")
+    return stages
+
+
+def build_venv(stages: list[dict[str, Any]], out: Path) -> None:
+    """Replay the build stage's COPY and `uv sync` steps into out/app, then inspect it."""
+    R.start("Dockerfile build stage, replayed with the local uv (no engine needed)")
+    build = stages[0]
+    app = out / "app"
+    if out.exists():
+        shutil.rmtree(out)
+    app.mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("UV_", "VIRTUAL_ENV"))}
+    included = dockerignore_included()
+    workdir = app
+    local_uv = subprocess.run(["uv", "--version"], capture_output=True, text=True).stdout.split()[1]
+    wanted_uv = build["args"].get("UV_VERSION", "")
+    if wanted_uv != local_uv:
+        R.note(f"Dockerfile pins uv {wanted_uv}, this machine has {local_uv}")
+    for instr, value in build["ins"]:
+        if instr == "ENV":
+            for k, v in re.findall(r'(\w+)=("[^"]*"|\S+)', value):
+                env[k] = v.strip('"').replace("/app", str(app))
+        elif instr == "WORKDIR":
+            workdir = app if value == "/app" else Path(value)
+        elif instr == "COPY":
+            *srcs, dest = shlex.split(value)
+            for src in srcs:
+                target = (
+                    workdir / dest
+                    if not dest.startswith("/")
+                    else Path(dest.replace("/app", str(app)))
+                )
+                p = ROOT / src
+                if p.is_dir():
+                    for f in p.rglob("*"):
+                        rel = str(f.relative_to(ROOT))
+                        if f.is_file() and rel in included:
+                            (target / f.relative_to(p)).parent.mkdir(parents=True, exist_ok=True)
+                            shutil.copy2(f, target / f.relative_to(p))
+                else:
+                    shutil.copy2(p, target / p.name if str(dest).endswith("/") else target)
+        elif instr == "RUN":
+            command = re.sub(r"^(--mount=\S+\s+)+", "", value.strip())
+            if command.startswith("pip install"):
+                continue  # installs uv: this machine's uv stands in
+            # The image has exactly one Python 3.11; make uv pick a 3.11 here too.
+            run_env = {**env, "UV_PYTHON": "3.11"}
+            res = subprocess.run(
+                ["bash", "-euo", "pipefail", "-c", command],
+                cwd=workdir,
+                env=run_env,
+                capture_output=True,
+                text=True,
+            )
+            short = command if len(command) < 70 else command[:67] + "..."
+            if not R.check(res.returncode == 0, f"RUN {short}"):
+                print(res.stdout[-3000:], res.stderr[-3000:], sep="\n")
+                return
+    venv = app / ".venv"
+    cairn = venv / "bin" / "cairn"
+    res = subprocess.run([str(cairn), "--help"], capture_output=True, text=True)
+    R.check(res.returncode == 0 and "migrate" in res.stdout, "the venv's `cairn --help` works")
+    probe = (
+        "import importlib.util as u, bus.db as d; "
+        "print(sorted(p.name for p in d.MIGRATIONS_DIR.glob('*.sql'))); "
+        "print([m for m in ('pytest', 'mypy', 'ruff', 'hypothesis') if u.find_spec(m)])"
+    )
+    res = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True, cwd="/"
+    )
+    lines = res.stdout.splitlines()
+    R.check(
+        res.returncode == 0 and len(lines) == 2 and lines[0] not in ("", "[]"),
+        f"migrations found from the installed package: {lines[0] if lines else res.stderr[-300:]}",
+    )
+    R.check(len(lines) == 2 and lines[1] == "[]", "no dev dependencies in the image's venv")
+    version = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import sys; print(sys.version.split()[0])"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    R.check(version.startswith("3.11."), f"the venv runs Python {version} like python:3.11-slim")
+
+
+# ------------------------------------------------------------------ main
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--build-venv", type=Path, help="replay the Dockerfile build stage into this dir"
+    )
+    args = ap.parse_args()
+    print(f"settings known to bus/settings.py: {len(SETTINGS)}; process kinds: {', '.join(KINDS)}")
+    check_yaml_parses()
+    check_compose()
+    check_k8s()
+    stages = check_dockerfile()
+    if args.build_venv:
+        build_venv(stages, args.build_venv.resolve())
+    print(f"\n{R.passed} passed, {len(R.failed)} failed")
+    for f in R.failed:
+        print(f"  FAILED {f}")
+    for n in R.notes:
+        print(f"  NOTE   {n}")
+    return 1 if R.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
