@@ -1,0 +1,325 @@
+"""The README walkthrough, with real external clients: `cairn up`, `cairn token`, curl.
+
+What someone trying Cairn does in a terminal: start it, get a token, upload a file in
+chunks with curl (out of order, one chunk left out and resumed from the missing list),
+complete it, download it, and watch the events on the Kafka topics. Then Ctrl-C, start it
+again on the same data dir: the file is still there, and so is the upload in the listing
+(the read model lives in Postgres, not in the broker, which starts empty).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from bus.kafka import make_consumer
+from bus.settings import Settings
+from bus.supervisor import port_in_use
+from tests.faults.proc import Up, cairn_env, cleanup, cli, describe, poll, start_up
+
+CURL = shutil.which("curl")
+pytestmark = pytest.mark.skipif(CURL is None, reason="curl is not installed (apt-get install curl)")
+JSON_SINCE = (7, 82)  # curl --json
+
+# Over 1 MiB, so curl -T sends `Expect: 100-continue` first, as it does for real files.
+CHUNK = 1536 * 1024
+DATA_SIZE = 2 * CHUNK + 4321  # 3 chunks, the last one short
+RETRY_FOR = 90.0
+
+
+@pytest.fixture
+def curl_with_json() -> None:
+    assert CURL is not None
+    out = subprocess.run([CURL, "--version"], capture_output=True, text=True, check=True).stdout
+    version = out.split()[1]
+    if tuple(int(x) for x in version.split(".")[:2]) < JSON_SINCE:
+        pytest.skip(f"curl {version} has no --json (needs 7.82 or later)")
+
+
+@pytest.fixture
+def runs() -> Iterator[list[Up]]:
+    started: list[Up] = []
+    yield started
+    cleanup(started)  # a no-op when the test got to its end
+
+
+class Curl:
+    """curl as a subprocess: (HTTP status, body) of one request."""
+
+    def __init__(self, base: str, token: str, scratch: Path) -> None:
+        self.base = base
+        self.auth = f"Authorization: Bearer {token}"
+        self.scratch = scratch
+        self.n = 0
+
+    async def __call__(
+        self, *args: str, path: str, out: Path | None = None, auth: bool = True
+    ) -> tuple[int, bytes]:
+        self.n += 1
+        body = out or self.scratch / f"curl-{self.n}.body"
+        assert CURL is not None
+        proc = await asyncio.create_subprocess_exec(
+            CURL,
+            "-sS",
+            "-o",
+            str(body),
+            "-w",
+            "%{http_code}",
+            *(["-H", self.auth] if auth else []),
+            *args,
+            f"{self.base}{path}",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode == 0, f"curl {args} {path}: {stderr.decode()}"
+        return int(stdout), (b"" if out else body.read_bytes())
+
+    async def retrying(self, *args: str, path: str) -> tuple[int, bytes]:
+        """What a script does: retry on 503 (bus unavailable, actors still joining)."""
+        deadline = time.monotonic() + RETRY_FOR
+        while True:
+            status, body = await self(*args, path=path)
+            if status != 503 or time.monotonic() > deadline:
+                return status, body
+            await asyncio.sleep(0.5)
+
+
+def _j(body: bytes) -> Any:
+    return json.loads(body)
+
+
+async def read_topics(
+    bootstrap: str, upload_id: str, file_id: str, n_chunks: int, timeout: float = 60.0
+) -> list[dict[str, Any]]:
+    """This upload's and this file's events from `cairn.uploads` and `cairn.files`, as
+    {topic, key, headers, **value}, once all the expected ones have arrived (deduplicated by
+    event id: delivery is at least once)."""
+    settings = Settings(kafka_bootstrap=bootstrap)
+    consumer = make_consumer(
+        settings, settings.topic("uploads"), settings.topic("files"), group_id=None
+    )
+    await consumer.start()
+    seen: dict[str, dict[str, Any]] = {}
+    streams = {f"upload-{upload_id}", f"file-{file_id}"}
+
+    async def complete() -> bool:
+        batch = await consumer.getmany(timeout_ms=500)
+        for records in batch.values():
+            for r in records:
+                value = orjson.loads(r.value)
+                if value["stream_id"] in streams:
+                    seen.setdefault(
+                        value["id"],
+                        {
+                            "topic": r.topic,
+                            "key": r.key.decode() if r.key is not None else None,
+                            "headers": {k: v.decode() for k, v in r.headers},
+                            **value,
+                        },
+                    )
+        types = [e["type"] for e in seen.values()]
+        return (
+            "UploadCompleted" in types
+            and "FileCreated" in types
+            and types.count("UploadChunkStored") >= n_chunks
+        )
+
+    try:
+        await poll(
+            "the upload's events on the topics",
+            complete,
+            timeout,
+            lambda: "\n".join(
+                f"{e['stream_id']} {e['version']} {e['type']}" for e in seen.values()
+            ),
+            interval=0,
+        )
+    finally:
+        await consumer.stop()
+    return sorted(seen.values(), key=lambda e: (e["stream_id"], e["version"]))
+
+
+def check_events(events: list[dict[str, Any]], upload_id: str, file_id: str, n: int) -> None:
+    uploads = [e for e in events if e["stream_id"] == f"upload-{upload_id}"]
+    files = [e for e in events if e["stream_id"] == f"file-{file_id}"]
+    assert [e["type"] for e in uploads] == [
+        "UploadInitiated",
+        *["UploadChunkStored"] * n,
+        "UploadCompleted",
+    ]
+    assert [e["version"] for e in uploads] == list(range(1, n + 3))
+    assert sorted(e["data"]["index"] for e in uploads[1:-1]) == list(range(n))
+    assert all(e["topic"] == "cairn.uploads" and e["key"] == upload_id for e in uploads)
+    assert [e["type"] for e in files][:1] == ["FileCreated"]
+    assert all(e["topic"] == "cairn.files" and e["key"] == file_id for e in files)
+    for e in uploads + files:
+        assert e["owner"] == "alice"
+        assert e["headers"].get("event-id") == e["id"]
+        assert e["headers"].get("event-type") == e["type"]
+    positions = [e["position"] for e in sorted(uploads, key=lambda e: e["version"])]
+    assert positions == sorted(positions)
+
+
+@pytest.mark.timeout(300)
+async def test_readme_walkthrough_with_curl(
+    curl_with_json: None, tmp_path: Path, runs: list[Up]
+) -> None:
+    env = cairn_env(tmp_path / "data")
+    bootstrap = f"127.0.0.1:{env['CAIRN_EMBEDDED_KAFKA_PORT']}"
+    scratch = tmp_path / "client"
+    scratch.mkdir()
+    data = os.urandom(DATA_SIZE)
+    digest = hashlib.sha256(data).hexdigest()
+    (scratch / "walkthrough.bin").write_bytes(data)
+    parts = []
+    for i in range(0, len(data), CHUNK):
+        part = scratch / f"part-{i // CHUNK}"
+        part.write_bytes(data[i : i + CHUNK])
+        parts.append(part)
+    n = len(parts)
+    assert n == 3
+
+    # $ cairn up
+    first = start_up(env, tmp_path, "up1")
+    runs.append(first)
+    await first.wait_up()
+    banner = first.out.read_text()
+    assert f"{first.url}/v1" in banner and "cairn token alice" in banner
+
+    # $ cairn token alice
+    code, out, err = await cli(env, "token", "alice")
+    assert code == 0, err
+    token = out.strip()
+    assert token.count(".") == 2
+    curl = Curl(first.url, token, scratch)
+
+    status, body = await curl(path="/v1/uploads", auth=False)
+    assert status == 401, body  # no token, no listing
+
+    # $ curl -X POST .../v1/uploads -H 'Authorization: Bearer …' --json '{…}'
+    status, body = await curl.retrying(
+        "-X",
+        "POST",
+        "--json",
+        json.dumps(
+            {
+                "file_name": "walkthrough.bin",
+                "file_size": len(data),
+                "chunk_size": CHUNK,
+                "content_type": "application/x-walkthrough",
+                "sha256": digest,
+            }
+        ),
+        path="/v1/uploads",
+    )
+    assert status == 201, body
+    upload = _j(body)
+    uid = upload["id"]
+    assert upload["total_chunks"] == n and upload["status"] == "INITIATED"
+
+    # Chunks out of order, with both of curl's ways to PUT a file; chunk 1 "lost".
+    status, body = await curl.retrying("-T", str(parts[2]), path=f"/v1/uploads/{uid}/chunks/2")
+    assert status == 201, body
+    status, body = await curl.retrying(
+        "-X",
+        "PUT",
+        "--data-binary",
+        f"@{parts[0]}",
+        "-H",
+        "Content-Type: application/octet-stream",
+        "-H",
+        f"X-Chunk-SHA256: {hashlib.sha256(parts[0].read_bytes()).hexdigest()}",
+        path=f"/v1/uploads/{uid}/chunks/0",
+    )
+    assert status == 201, body
+    assert _j(body)["sha256"] == hashlib.sha256(parts[0].read_bytes()).hexdigest()
+    status, body = await curl(path=f"/v1/uploads/{uid}")
+    assert status == 200, body
+    state = _j(body)
+    assert state["status"] == "IN_PROGRESS" and state["missing_chunks"] == [1]
+    assert state["bytes_received"] == parts[0].stat().st_size + parts[2].stat().st_size
+
+    # Resume from what the server says is missing.
+    status, body = await curl(path=f"/v1/uploads/{uid}/missing-chunks")
+    assert status == 200 and _j(body)["missing_chunks"] == [1], body
+    status, body = await curl.retrying("-T", str(parts[1]), path=f"/v1/uploads/{uid}/chunks/1")
+    assert status == 201, body
+    status, body = await curl.retrying("-X", "POST", path=f"/v1/uploads/{uid}/complete")
+    assert status == 200, body
+    done = _j(body)
+    assert done["sha256"] == digest and done["size"] == len(data)
+    file_id = done["file_id"]
+
+    # $ curl -o copy.bin .../v1/files/ID/content
+    copy = scratch / "copy.bin"
+    status, _ = await curl(path=f"/v1/files/{file_id}/content", out=copy)
+    assert status == 200
+    assert hashlib.sha256(copy.read_bytes()).hexdigest() == digest
+    assert copy.read_bytes() == data
+    status, body = await curl(path=f"/v1/files/{file_id}")
+    assert status == 200, body
+    meta = _j(body)
+    assert meta["name"] == "walkthrough.bin" and meta["size"] == len(data)
+    assert meta["content_type"] == "application/x-walkthrough"
+
+    # The events, as any Kafka consumer sees them.
+    events = await read_topics(bootstrap, uid, file_id, n)
+    check_events(events, uid, file_id, n)
+
+    async def listed(c: Curl) -> dict[str, Any] | None:
+        status, body = await c(path="/v1/uploads")
+        assert status == 200, body
+        rows = [u for u in _j(body)["items"] if u["id"] == uid and u["status"] == "COMPLETED"]
+        return rows[0] if rows else None
+
+    row = await poll("the upload in the listing", lambda: listed(curl), 60)
+    assert row["file_id"] == file_id and row["bytes_received"] == len(data)
+
+    # Ctrl-C, and everything is gone.
+    assert await first.stop() == 0, first.log()
+    await poll(
+        "the first run's processes to be gone",
+        lambda: not first.left(),
+        30,
+        lambda: describe(first.left()),
+    )
+    assert not [p for p in first.ports() if port_in_use("127.0.0.1", p)]
+
+    # $ cairn up   (again, same data dir): the token still works, the secret was kept.
+    second = start_up(env, tmp_path, "up2")
+    runs.append(second)
+    await second.wait_up()
+    curl = Curl(second.url, token, scratch)
+    again = scratch / "again.bin"
+    status, _ = await curl(path=f"/v1/files/{file_id}/content", out=again)
+    assert status == 200
+    assert again.read_bytes() == data
+    row = await poll("the upload in the listing after the restart", lambda: listed(curl), 60)
+    assert row["file_id"] == file_id and row["bytes_received"] == len(data)
+    status, body = await curl(path=f"/v1/uploads/{uid}")
+    assert status == 200 and _j(body)["status"] == "COMPLETED", body
+
+    # The new embedded broker started empty; the relay republished the history into it.
+    events = await read_topics(bootstrap, uid, file_id, n)
+    check_events(events, uid, file_id, n)
+
+    assert await second.stop() == 0, second.log()
+    await poll(
+        "the second run's processes to be gone",
+        lambda: not second.left(),
+        30,
+        lambda: describe(second.left()),
+    )
+    assert not [p for p in second.ports() if port_in_use("127.0.0.1", p)]
