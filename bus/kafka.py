@@ -61,6 +61,11 @@ def make_consumer(
         "session_timeout_ms": 10000,
         "heartbeat_interval_ms": 1000,
         "max_poll_interval_ms": 300000,
+        # How long a fetch may wait for data. Commands and replies are latency-critical, and
+        # a broker that holds a fetch until this deadline (the embedded Tansu does) adds it to
+        # every command round trip: measured 258 ms p50 with aiokafka's 500 ms default vs
+        # ~7 ms at 10 ms. Real Kafka answers as soon as data arrives either way.
+        "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
     }
     opts.update(kw)
     return AIOKafkaConsumer(*topics, **opts)
