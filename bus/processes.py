@@ -42,6 +42,9 @@ async def run_api(settings: Settings, stop: asyncio.Event) -> None:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=5,
+        # Forwarded headers are trusted only when the operator says a proxy sets them.
+        proxy_headers=settings.trust_proxy,
+        forwarded_allow_ips="*" if settings.trust_proxy else None,
     )
     server = _quiet_server_class()(config)
     task = asyncio.create_task(server.serve())
