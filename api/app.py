@@ -18,6 +18,7 @@ from api.errors import handle_exception
 from api.files import FilesController
 from api.middleware import request_id_middleware
 from api.ops import asyncapi, health, metrics, ready
+from api.tus import TusController
 from api.uploads import UploadsController
 from bus import tracing
 from bus.blobstore import open_blob_store
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             metrics,
             asyncapi,
             UploadsController,
+            TusController,
             FilesController,
             AdminController,
         ],

@@ -20,8 +20,11 @@ from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, Quer
 from api.auth import Principal, provide_principal
 from api.context import ctx, now, parse_uuid
 from api.errors import ApiError
-from bus.blobstore import BlobTooLarge, hash_manifest
-from domain.commands import AbortUpload, CompleteUpload, CreateFile, InitiateUpload, StoreChunk
+from api.finish import MAX_MANIFEST_ENTRIES, finish_upload
+from api.idempotency import deduplicated, idempotent, note_body_digest, resource_id
+from api.limits import inflight_limited, quota_checked
+from bus.blobstore import BlobTooLarge
+from domain.commands import AbortUpload, InitiateUpload, StoreChunk
 from domain.uploads import SHA256_RE, UploadState, UploadStatus
 from projections import queries
 
@@ -49,10 +52,11 @@ def _upload_view(row: dict[str, Any]) -> dict[str, Any]:
             datetime.fromisoformat(updated) - datetime.fromisoformat(created)
         ).total_seconds()
         speed = received / max(elapsed, 0.001)
-        remaining = int(row.get("file_size") or 0) - received
+        size = row.get("file_size")
+        # A tus upload with a deferred length has no known remainder, so no ETA.
         eta = (
-            remaining / speed
-            if speed > 0 and out.get("status") in ("INITIATED", "IN_PROGRESS")
+            (int(size) - received) / speed
+            if size is not None and speed > 0 and out.get("status") in ("INITIATED", "IN_PROGRESS")
             else None
         )
     out["speed_bytes_per_second"] = speed
@@ -75,6 +79,8 @@ def _state_view(st: UploadState) -> dict[str, Any]:
             if st.file_size
             else (1.0 if st.status == UploadStatus.COMPLETED else 0.0),
             "status": st.status.value,
+            "mode": st.mode,
+            "partial": st.partial,
             "content_type": st.content_type,
             "bucket": st.bucket,
             "metadata": st.metadata,
@@ -95,6 +101,9 @@ class UploadsController(Controller):
     dependencies = {"principal": Provide(provide_principal)}
 
     @post("/", status_code=201, summary="Start a chunked upload")
+    @idempotent("create", 201)
+    @deduplicated
+    @quota_checked("create")
     async def create(
         self,
         request: Request[Any, Any, Any],
@@ -118,8 +127,24 @@ class UploadsController(Controller):
                 "chunk_size exceeds the maximum chunk size",
                 {"max_chunk_bytes": s.max_chunk_size},
             )
+        if (
+            isinstance(chunk_size, int)
+            and isinstance(data.file_size, int)
+            and chunk_size > 0
+            and -(-data.file_size // chunk_size) > MAX_MANIFEST_ENTRIES
+        ):
+            # A file's manifest travels in single bus messages; keep it within their size.
+            raise ApiError(
+                400,
+                "too_many_chunks",
+                f"a file holds at most {MAX_MANIFEST_ENTRIES} chunks: use a bigger chunk_size",
+                {
+                    "max_chunks": MAX_MANIFEST_ENTRIES,
+                    "min_chunk_size": -(-data.file_size // MAX_MANIFEST_ENTRIES),
+                },
+            )
         sha = data.sha256.lower() if isinstance(data.sha256, str) else None
-        upload_id = str(uuid.uuid4())
+        upload_id = resource_id(request) or str(uuid.uuid4())
         result = await c.send(
             request,
             InitiateUpload(
@@ -153,6 +178,9 @@ class UploadsController(Controller):
         summary="Upload one chunk (raw body)",
         status_code=201,
     )
+    @inflight_limited
+    @idempotent("chunk", 201)
+    @quota_checked("chunk")
     async def put_chunk(
         self,
         request: Request[Any, Any, Any],
@@ -184,6 +212,7 @@ class UploadsController(Controller):
             raise ApiError(400, "invalid_sha256", "X-Chunk-SHA256 must be 64 hex digits")
         try:
             digest, size = await c.blobs.put_stream(request.stream(), max_bytes=expected)
+            note_body_digest(request, digest)
         except BlobTooLarge:
             raise ApiError(
                 400,
@@ -253,6 +282,8 @@ class UploadsController(Controller):
             _upload_view(row)
             if row
             and row.get("chunks_received") == len(state.chunks)
+            and row.get("bytes_received") == state.bytes_received
+            and row.get("file_size") == state.file_size
             and row.get("status") == state.status.value
             else _state_view(state)
         )
@@ -285,6 +316,7 @@ class UploadsController(Controller):
         status_code=200,
         summary="Verify and turn the upload into a file",
     )
+    @idempotent("complete", 200)
     async def complete(
         self,
         request: Request[Any, Any, Any],
@@ -296,70 +328,19 @@ class UploadsController(Controller):
         state: UploadState | None = await c.load("uploads", f"upload-{upload_id}")
         if state is None or (state.owner != principal.user and not principal.admin):
             raise ApiError(404, "upload_not_found", "no such upload", {"id": upload_id})
-        if state.status != UploadStatus.COMPLETED:
-            missing = state.missing_chunks
-            if missing and state.status in (UploadStatus.INITIATED, UploadStatus.IN_PROGRESS):
-                raise ApiError(
-                    409,
-                    "chunks_missing",
-                    f"{len(missing)} chunk(s) missing",
-                    {"missing_chunks": missing[:1000], "missing_count": len(missing)},
-                )
-            digest = (
-                await hash_manifest(
-                    c.blobs,
-                    [
-                        (ch.sha256, ch.size)
-                        for ch in (state.chunks[i] for i in range(state.total_chunks))
-                    ],
-                )
-                if not missing
-                else ""
+        missing = state.missing_chunks
+        if missing and state.status in (UploadStatus.INITIATED, UploadStatus.IN_PROGRESS):
+            raise ApiError(
+                409,
+                "chunks_missing",
+                f"{len(missing)} chunk(s) missing",
+                {"missing_chunks": missing[:1000], "missing_count": len(missing)},
             )
-            result = await c.send(
-                request,
-                CompleteUpload(
-                    aggregate_id=upload_id,
-                    caller=principal.user,
-                    admin=principal.admin,
-                    at=now(),
-                    file_id=str(uuid.uuid4()),
-                    sha256=digest,
-                ),
-            )
-            st = result.state or {}
-            file_id = st["file_id"]
-            sha = st.get("completed_sha256")
-        else:
-            file_id, sha = state.file_id, state.completed_sha256
-        # Reload to build the file from what was really recorded (a concurrent complete may
-        # have won with its own file id; both answers name the same file).
-        state = await c.load("uploads", f"upload-{upload_id}")
-        assert state is not None and state.file_id == file_id
-        # The files handler does this too (from the UploadCompleted event) in case we crash
-        # here; the deterministic command id makes the two one.
-        await c.send(
-            request,
-            CreateFile(
-                aggregate_id=file_id,
-                caller=state.owner,
-                at=state.updated_at,
-                command_id=f"file-from-upload-{upload_id}",
-                owner=state.owner,
-                name=state.file_name,
-                size=state.file_size,
-                content_type=state.content_type,
-                sha256=str(sha),
-                manifest=state.manifest(),
-                bucket=state.bucket,
-                metadata=state.metadata,
-                upload_id=upload_id,
-            ),
-        )
+        state = await finish_upload(c, request, state, caller=principal.user, admin=principal.admin)
         return {
             "upload_id": upload_id,
-            "file_id": file_id,
-            "sha256": sha,
+            "file_id": state.file_id,
+            "sha256": state.completed_sha256,
             "size": state.file_size,
             "status": UploadStatus.COMPLETED.value,
         }
@@ -423,4 +404,7 @@ class UploadsController(Controller):
     async def stats(
         self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]
     ) -> dict[str, Any]:
-        return await queries.upload_stats(ctx(request).pool, principal.user)
+        pool = ctx(request).pool
+        out = await queries.upload_stats(pool, principal.user)
+        out["average_progress"] = await queries.upload_average_progress(pool, principal.user)
+        return out

@@ -284,6 +284,43 @@ class LocalBlobStore:
         except FileNotFoundError:
             pass
 
+    async def iter_blobs(self) -> AsyncIterator[tuple[str, int, float]]:
+        """Every stored blob as (sha256, size, mtime in epoch seconds), in no fixed order.
+
+        For the garbage collector, which needs to list what exists to find what nothing
+        references. Scans one top-level fan-out directory (1/256 of the store) per thread
+        hop, so memory stays bounded and the loop is never blocked. Blobs added or removed
+        while iterating may or may not appear; names that are not digests are skipped."""
+        try:
+            tops = sorted(await _in_thread(os.listdir, self._chunks))
+        except FileNotFoundError:
+            return
+        for top in tops:
+            for entry in await _in_thread(self._scan_top, self._chunks / top):
+                yield entry
+
+    @staticmethod
+    def _scan_top(top: Path) -> list[tuple[str, int, float]]:
+        out: list[tuple[str, int, float]] = []
+        try:
+            leaves = list(os.scandir(top))
+        except (FileNotFoundError, NotADirectoryError):
+            return out
+        for leaf in leaves:
+            try:
+                entries = list(os.scandir(leaf.path))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for e in entries:
+                if not is_sha256(e.name):
+                    continue
+                try:
+                    st = e.stat(follow_symlinks=False)
+                except FileNotFoundError:  # deleted since the listing
+                    continue
+                out.append((e.name, st.st_size, st.st_mtime))
+        return out
+
     async def ping(self) -> None:
         """Raise (OSError) unless a file can be created and removed in the store."""
         await _in_thread(self._ping_sync)

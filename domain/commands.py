@@ -121,8 +121,13 @@ class FailUpload(Command):
 
 @dataclass(frozen=True, kw_only=True)
 class ExpireUpload(Command):
+    """Expire an upload idle since `idle_before`: refused if it saw activity after that, so
+    a chunk that lands between the sweeper's check and this command keeps the upload alive."""
+
     type: ClassVar[str] = "ExpireUpload"
     aggregate: ClassVar[str] = "uploads"
+
+    idle_before: datetime | None = None
 
 
 # ---- files ---------------------------------------------------------------------------
@@ -168,6 +173,7 @@ COMMANDS: dict[str, type[Command]] = {
 
 
 def command_to_dict(cmd: Command) -> JSON:
+    payload = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in cmd.payload().items()}
     return {
         "type": cmd.type,
         "aggregate": cmd.aggregate,
@@ -176,7 +182,7 @@ def command_to_dict(cmd: Command) -> JSON:
         "admin": cmd.admin,
         "at": cmd.at.isoformat(),
         "command_id": cmd.command_id,
-        "data": cmd.payload(),
+        "data": payload,
     }
 
 
@@ -184,11 +190,15 @@ def command_from_dict(d: JSON) -> Command:
     cls = COMMANDS.get(str(d.get("type")))
     if cls is None:
         raise ValueError(f"unknown command type {d.get('type')!r}")
+    data = dict(d.get("data") or {})
+    for f in dataclasses.fields(cls):  # datetimes travel as ISO strings
+        if f.name in data and isinstance(data[f.name], str) and "datetime" in str(f.type):
+            data[f.name] = datetime.fromisoformat(data[f.name])
     return cls(
         aggregate_id=str(d["aggregate_id"]),
         caller=str(d["caller"]),
         admin=bool(d.get("admin", False)),
         at=datetime.fromisoformat(str(d["at"])),
         command_id=str(d.get("command_id") or ""),
-        **dict(d.get("data") or {}),
+        **data,
     )

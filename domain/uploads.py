@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -412,6 +412,12 @@ def decide(state: UploadState | None, cmd: Command) -> list[NewEvent]:
         if st.status == UploadStatus.EXPIRED:
             return []
         _active(st)
+        if cmd.idle_before is not None and _later(st.updated_at, cmd.idle_before):
+            raise Conflict(
+                "upload_active",
+                "the upload saw activity after the idle cutoff",
+                {"updated_at": st.updated_at.isoformat()},
+            )
         return [NewEvent(EXPIRED, {"at": cmd.at.isoformat()})]
 
     raise InvalidInput("unknown_command", f"uploads cannot handle {cmd.type}")
@@ -485,6 +491,15 @@ def evolve(state: UploadState | None, type_: str, data: JSON) -> UploadState | N
     if type_ == EXPIRED:
         return replace(state, status=UploadStatus.EXPIRED, **stamp)
     return state
+
+
+def _later(a: datetime, b: datetime) -> bool:
+    """a > b, treating a naive timestamp (only from malformed old data) as UTC."""
+    if a.tzinfo is None:
+        a = a.replace(tzinfo=UTC)
+    if b.tzinfo is None:
+        b = b.replace(tzinfo=UTC)
+    return a > b
 
 
 def _ts(v: object) -> datetime | None:

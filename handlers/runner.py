@@ -15,6 +15,7 @@ import orjson
 from aiokafka.structs import OffsetAndMetadata
 from opentelemetry.trace import SpanKind
 
+from bus.blobstore import open_blob_store
 from bus.commandbus import BusUnavailable, CommandBus
 from bus.eventstore import PostgresEventStore
 from bus.kafka import header, make_consumer
@@ -23,7 +24,7 @@ from bus.settings import Settings
 from bus.tracing import current_traceparent, span
 from domain.errors import DomainError
 from domain.events import RecordedEvent
-from handlers import files_from_uploads
+from handlers import cleanup, files_from_uploads
 
 log = get_logger(__name__)
 
@@ -31,7 +32,10 @@ log = get_logger(__name__)
 class Handlers:
     def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
         self.settings = settings
+        self.pool = pool
         self.store = PostgresEventStore(pool)
+        # Completing an upload needs the sha256 of its bytes (see files_from_uploads).
+        self.blobs = open_blob_store(settings.blobs_url)
         self.group_id = f"{settings.topic_prefix}-handlers"
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -41,6 +45,9 @@ class Handlers:
             self.settings, self.settings.topic("uploads"), group_id=self.group_id
         )
         await consumer.start()
+        # Expiry and garbage collection on a timer, next to the consumer; the advisory lock
+        # inside keeps it to one run at a time however many handlers processes there are.
+        cleaner = asyncio.create_task(cleanup.run_periodically(self.settings, self.pool, bus, stop))
         try:
             while not stop.is_set():
                 getter = asyncio.ensure_future(consumer.getmany(timeout_ms=1000))
@@ -65,6 +72,9 @@ class Handlers:
                         consumer.seek(tp, (done + 1) if done is not None else records[0].offset)
                         await asyncio.sleep(1)  # back off before retrying a failed command
         finally:
+            cleaner.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await cleaner
             with contextlib.suppress(Exception):
                 await consumer.stop()
             await bus.stop()
@@ -75,7 +85,7 @@ class Handlers:
         except Exception as e:
             log.warning("malformed event skipped", error=str(e))
             return True
-        cmd = await files_from_uploads.command_for(ev, self.store)
+        cmd = await files_from_uploads.command_for(ev, self.store, self.blobs)
         if cmd is None:
             return True
         try:

@@ -25,7 +25,7 @@ ORDERS = ("asc", "desc")
 _UPLOAD_COLUMNS = (
     "id, owner, file_name, file_size, chunk_size, total_chunks, chunks_received,"
     " bytes_received, content_type, bucket, sha256, status, file_id, metadata, failure_reason,"
-    " created_at, updated_at, completed_at"
+    " created_at, updated_at, completed_at, mode, partial"
 )
 _FILE_COLUMNS = (
     "id, owner, name, size, content_type, sha256, bucket, metadata, upload_id, chunk_count,"
@@ -48,6 +48,14 @@ def _uuid_or_none(value: str | uuid.UUID) -> uuid.UUID | None:
         return None
 
 
+def _progress(size: int | None, received: int, status: str) -> float:
+    if size is None:
+        # A deferred length (tus): no fraction to give until the upload completes.
+        return 1.0 if status == UploadStatus.COMPLETED.value else 0.0
+    # An empty file has nothing left to receive.
+    return min(received / size, 1.0) if size else 1.0
+
+
 def _upload_dict(r: asyncpg.Record) -> dict[str, Any]:
     size = r["file_size"]
     return {
@@ -59,9 +67,10 @@ def _upload_dict(r: asyncpg.Record) -> dict[str, Any]:
         "total_chunks": r["total_chunks"],
         "chunks_received": r["chunks_received"],
         "bytes_received": r["bytes_received"],
-        # An empty file has nothing left to receive.
-        "progress": min(r["bytes_received"] / size, 1.0) if size else 1.0,
+        "progress": _progress(size, r["bytes_received"], r["status"]),
         "status": r["status"],
+        "mode": r["mode"],
+        "partial": r["partial"],
         "content_type": r["content_type"],
         "bucket": r["bucket"],
         "sha256": r["sha256"],
@@ -209,7 +218,9 @@ async def upload_stats(
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         counts = await conn.fetch(
             "SELECT status, count(*) AS n, coalesce(sum(bytes_received), 0)::bigint AS received,"
-            " coalesce(sum(file_size), 0)::bigint AS size, max(updated_at) AS last"
+            " coalesce(sum(file_size), 0)::bigint AS size, max(updated_at) AS last,"
+            # Uploads whose length is deferred (tus) have nothing known to be pending.
+            " coalesce(sum(file_size - bytes_received), 0)::bigint AS pending"
             f" FROM readmodel.uploads {where.sql()} GROUP BY status",
             *where.args,
         )
@@ -245,7 +256,7 @@ async def upload_stats(
         "active": sum(by_status[s] for s in active),
         "bytes_received": sum(r["received"] for r in counts),
         "bytes_completed": sum(r["size"] for r in counts if r["status"] == "COMPLETED"),
-        "bytes_pending": sum(r["size"] - r["received"] for r in counts if r["status"] in active),
+        "bytes_pending": sum(r["pending"] for r in counts if r["status"] in active),
         "last_activity_at": _iso(max(lasts)) if lasts else None,
         "recent": recent,
     }
@@ -348,3 +359,20 @@ async def list_files(
         pool, "readmodel.files", _FILE_COLUMNS, where, order_by, limit, offset
     )
     return [_file_dict(r) for r in rows], total
+
+
+async def upload_average_progress(pool: asyncpg.Pool, owner: str | None) -> float | None:
+    """Mean progress (0..1) of the active uploads whose length is known; None if there are
+    none. Separate from `upload_stats` so that function keeps one owner."""
+    where = _Where()
+    where.conds.append("status IN ('INITIATED', 'IN_PROGRESS') AND file_size IS NOT NULL")
+    if owner is not None:
+        where.add("owner = ?", owner)
+    async with pool.acquire() as conn:
+        v = await conn.fetchval(
+            "SELECT avg(CASE WHEN file_size > 0"
+            " THEN least(bytes_received::float8 / file_size, 1.0) ELSE 1.0 END)"
+            f" FROM readmodel.uploads {where.sql()}",
+            *where.args,
+        )
+    return float(v) if v is not None else None

@@ -42,17 +42,22 @@ class UploadsProjection(Projection):
 
         if ev.type == u.INITIATED:
             owner = str(d["owner"])
+            size = d.get("file_size")
+            # A final (concatenated) upload starts with all its bytes: its parts' pieces.
+            received = sum(int(p["size"]) for p in d.get("manifest") or ())
             await conn.execute(
                 """
                 INSERT INTO readmodel.uploads (
                     id, owner, file_name, file_size, chunk_size, total_chunks, content_type,
-                    bucket, sha256, status, metadata, created_at, updated_at, last_version)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'INITIATED', $10, $11, $11, $12)
+                    bucket, sha256, status, metadata, created_at, updated_at, last_version,
+                    mode, partial, bytes_received)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'INITIATED', $10, $11, $11, $12,
+                        $13, $14, $15)
                 """,
                 upload_id,
                 owner,
                 str(d["file_name"]),
-                int(d["file_size"]),
+                None if size is None else int(size),
                 int(d["chunk_size"]),
                 int(d["total_chunks"]),
                 str(d.get("content_type") or "application/octet-stream"),
@@ -61,8 +66,43 @@ class UploadsProjection(Projection):
                 dict(d.get("metadata") or {}),
                 at,
                 ev.version,
+                str(d.get("mode") or "chunks"),
+                bool(d.get("partial", False)),
+                received,
             )
             await bump_usage(conn, owner, utc_day(at), uploads_started=1)
+            return
+
+        if ev.type == u.BYTES_APPENDED:
+            size = int(d["size"])
+            owner = await conn.fetchval(
+                """
+                UPDATE readmodel.uploads SET
+                    bytes_received = bytes_received + $2,
+                    status = CASE WHEN status = 'INITIATED' THEN 'IN_PROGRESS' ELSE status END,
+                    updated_at = $3,
+                    last_version = $4
+                WHERE id = $1
+                RETURNING owner
+                """,
+                upload_id,
+                size,
+                at,
+                ev.version,
+            )
+            if owner is not None:
+                await bump_usage(conn, owner, utc_day(at), bytes_uploaded=size)
+            return
+
+        if ev.type == u.LENGTH_DECLARED:
+            await conn.execute(
+                "UPDATE readmodel.uploads SET file_size = $2, updated_at = $3, last_version = $4"
+                " WHERE id = $1",
+                upload_id,
+                int(d["file_size"]),
+                at,
+                ev.version,
+            )
             return
 
         if ev.type == u.CHUNK_STORED:

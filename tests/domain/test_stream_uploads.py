@@ -167,3 +167,20 @@ def test_any_split_of_the_bytes_adds_up(sizes: list[int]) -> None:
         offset += n
     assert s.offset == total and s.all_received
     assert sum(p["size"] for p in s.manifest()) == total
+
+
+def test_expiry_is_refused_after_fresh_activity() -> None:
+    from datetime import timedelta
+
+    from domain.commands import ExpireUpload, command_from_dict, command_to_dict
+
+    s = run(init(), append(0, 4))  # last activity at T
+    late = ExpireUpload(
+        aggregate_id="u1", caller="alice", at=T, idle_before=T - timedelta(seconds=1)
+    )
+    assert refused(s, late, Conflict).code == "upload_active"
+    ok = ExpireUpload(aggregate_id="u1", caller="alice", at=T, idle_before=T + timedelta(seconds=1))
+    assert run(ok, state=s).status == UploadStatus.EXPIRED
+    # the cutoff survives the trip over the bus
+    back = command_from_dict(command_to_dict(ok))
+    assert isinstance(back, ExpireUpload) and back.idle_before == ok.idle_before

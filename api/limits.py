@@ -1,0 +1,190 @@
+"""Limits on the upload path: chunk PUTs in flight (429) and storage quotas (413).
+
+In flight. Every chunk PUT holds a slot from before its body is read until its answer:
+at most CAIRN_MAX_INFLIGHT_PER_UPLOAD per upload and CAIRN_MAX_INFLIGHT in total per API
+process. Over either limit the request is refused at once with 429 and Retry-After,
+before a byte of its body is read, so a flood of PUTs costs neither memory nor disk. The
+counters live in the process (one event loop): taking and returning a slot never awaits,
+so no lock is needed.
+
+Quotas. CAIRN_QUOTA_BYTES per owner (0 = unlimited), overridden per user by CAIRN_QUOTAS.
+Usage = bytes of the owner's live files + bytes declared by their active uploads. It is
+read from the read models, with two corrections for their lag: uploads initiated so
+recently that the uploads projection has not seen them are taken from the tail of the event
+store, and an upload completed a moment ago counts until its file appears (so bytes are
+neither missed nor counted twice around a completion). Creates racing each other within
+milliseconds may still both pass: the quota is a limit on what a user keeps, not a lock.
+A create or chunk that would go over is 413 `quota_exceeded` with {quota, used, requested}.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import asyncpg
+from litestar import Request
+
+from api.context import AppContext, ctx, parse_uuid
+from api.errors import ApiError
+from api.idempotency import Handler
+from domain.uploads import ACTIVE, INITIATED
+
+RETRY_AFTER = "1"
+# How far back in the event store to look for uploads the projection has not seen yet.
+UNPROJECTED_TAIL = 1000
+
+
+class InflightLimiter:
+    """Counts chunk PUTs in flight, per upload and in total."""
+
+    def __init__(self, per_upload: int, total: int) -> None:
+        self.per_upload = per_upload
+        self.total = total
+        self.in_flight = 0
+        self.by_upload: dict[str, int] = {}
+
+    @contextmanager
+    def hold(self, upload_id: str) -> Iterator[None]:
+        n = self.by_upload.get(upload_id, 0)
+        if self.total > 0 and self.in_flight >= self.total:
+            raise _too_many("global", self.total)
+        if self.per_upload > 0 and n >= self.per_upload:
+            raise _too_many("upload", self.per_upload)
+        self.in_flight += 1
+        self.by_upload[upload_id] = n + 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            left = self.by_upload[upload_id] - 1
+            if left:
+                self.by_upload[upload_id] = left
+            else:
+                del self.by_upload[upload_id]  # bounded by what is in flight
+
+
+def _too_many(scope: str, limit: int) -> ApiError:
+    return ApiError(
+        429,
+        "too_many_requests",
+        "too many chunk uploads in flight; retry shortly",
+        {"scope": scope, "limit": limit},
+        {"Retry-After": RETRY_AFTER},
+    )
+
+
+def limiter(request: Request[Any, Any, Any]) -> InflightLimiter:
+    """The process's limiter, made on first use (no await in between: no race)."""
+    state = request.app.state
+    found: InflightLimiter | None = getattr(state, "cairn_inflight", None)
+    if found is None:
+        s = ctx(request).settings
+        found = InflightLimiter(s.max_inflight_per_upload, s.max_inflight)
+        state.cairn_inflight = found
+    return found
+
+
+def inflight_limited(fn: Handler) -> Handler:
+    """Take an in-flight slot for the upload named by `upload_id` before anything else."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        request: Request[Any, Any, Any] = kwargs["request"]
+        with limiter(request).hold(str(kwargs["upload_id"]).lower()):
+            return await fn(*args, **kwargs)
+
+    return wrapper
+
+
+# ---- quotas ---------------------------------------------------------------------------
+
+
+async def storage_used(pool: asyncpg.Pool, owner: str, exclude_upload: str | None = None) -> int:
+    """Bytes counted against `owner`'s quota, leaving out one upload (and its file)."""
+    excluded = uuid.UUID(exclude_upload) if exclude_upload else None
+    active = [s.value for s in ACTIVE]
+    # An upload counts until its file exists (whichever read model is ahead), so around a
+    # completion the bytes are counted exactly once.
+    used = await pool.fetchval(
+        """
+        SELECT
+          (SELECT coalesce(sum(size), 0) FROM readmodel.files
+            WHERE owner = $1 AND deleted_at IS NULL AND upload_id IS DISTINCT FROM $2)
+        + (SELECT coalesce(sum(coalesce(u.file_size, u.bytes_received)), 0)
+             FROM readmodel.uploads u
+            WHERE u.owner = $1 AND u.id IS DISTINCT FROM $2
+              AND (u.status = ANY($3::text[])
+                   OR (u.status = 'COMPLETED' AND u.updated_at > now() - interval '1 hour'))
+              AND NOT EXISTS (SELECT 1 FROM readmodel.files f WHERE f.upload_id = u.id))
+        + (SELECT coalesce(sum((e.data->>'file_size')::bigint), 0)
+             FROM (SELECT data, owner FROM eventstore.events WHERE event_type = $4
+                    ORDER BY position DESC LIMIT $5) e
+            WHERE e.owner = $1
+              AND (e.data->>'upload_id')::uuid IS DISTINCT FROM $2
+              AND NOT EXISTS (SELECT 1 FROM readmodel.uploads u
+                               WHERE u.id = (e.data->>'upload_id')::uuid)
+              AND NOT EXISTS (SELECT 1 FROM readmodel.files f
+                               WHERE f.upload_id = (e.data->>'upload_id')::uuid))
+        """,
+        owner,
+        excluded,
+        active,
+        INITIATED,
+        UNPROJECTED_TAIL,
+    )
+    return int(used or 0)
+
+
+async def check_quota(
+    c: AppContext, owner: str, requested: int, exclude_upload: str | None = None
+) -> None:
+    """Raise 413 quota_exceeded if `requested` more bytes would take `owner` over quota."""
+    quota = c.settings.quota_for(owner)
+    if quota <= 0:
+        return
+    used = await storage_used(c.pool, owner, exclude_upload)
+    if used + requested > quota:
+        raise ApiError(
+            413,
+            "quota_exceeded",
+            "the storage quota would be exceeded",
+            {"quota": quota, "used": used, "requested": requested},
+        )
+
+
+def quota_checked(kind: Literal["create", "chunk"]) -> Callable[[Handler], Handler]:
+    """Check the quota before the handler runs (for a chunk: before its body is read).
+
+    A create asks for its declared size. A chunk belongs to an upload whose size already
+    counts, so it asks for that upload's size against everything else; it only trips when
+    the quota was lowered, or the owner's usage grew by other ways, since the create."""
+
+    def decorate(fn: Handler) -> Handler:
+        @functools.wraps(fn)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            request: Request[Any, Any, Any] = kwargs["request"]
+            principal = kwargs["principal"]
+            c = ctx(request)
+            if c.settings.quota_for(principal.user) > 0:
+                if kind == "create":
+                    size = kwargs["data"].file_size
+                    # Malformed or over the size limit: the handler's own answer is clearer.
+                    if (
+                        isinstance(size, int)
+                        and not isinstance(size, bool)
+                        and 0 <= size <= c.settings.max_upload_bytes
+                    ):
+                        await check_quota(c, principal.user, size)
+                else:
+                    upload_id = parse_uuid(kwargs["upload_id"], "upload_not_found", "upload")
+                    shape = await c.upload_shape(upload_id, principal)
+                    await check_quota(c, shape.owner, shape.file_size, upload_id)
+            return await fn(*args, **kwargs)
+
+        return wrapper
+
+    return decorate

@@ -1,0 +1,677 @@
+"""Uploads, complete: Idempotency-Key, deduplication, parallel chunks, quotas, in-flight
+limits, expiry and garbage collection, progress and stats, through the whole system.
+
+Three systems: the module's shared one (default settings), `limited` (small quota, small
+in-flight limits) and `expiring` (an upload TTL and GC grace of seconds, the periodic
+cleanup out of the way so each run is the test's own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import secrets
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import pytest_asyncio
+
+from bus import db
+from bus.blobstore import LocalBlobStore
+from bus.embedded import EmbeddedKafka, EmbeddedPostgres
+from bus.settings import Settings
+from tests.system import System, start_system, wait_until
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+CHUNK = 4 * 1024
+
+
+def user() -> str:
+    return f"u-{secrets.token_hex(4)}"
+
+
+def key() -> str:
+    return f"k-{secrets.token_hex(8)}"
+
+
+def pieces(data: bytes, chunk: int = CHUNK) -> list[bytes]:
+    return [data[i : i + chunk] for i in range(0, len(data), chunk)]
+
+
+def assert_error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"error", "request_id"} and body["error"]["code"] == code, body
+    assert body["request_id"] == r.headers["x-request-id"]
+    return body["error"]  # type: ignore[no-any-return]
+
+
+async def create(c: httpx.AsyncClient, size: int, **extra: Any) -> httpx.Response:
+    return await c.post(
+        "/v1/uploads", json={"file_name": "f.bin", "file_size": size, "chunk_size": CHUNK, **extra}
+    )
+
+
+async def new_upload(c: httpx.AsyncClient, size: int, **extra: Any) -> str:
+    r = await create(c, size, **extra)
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+async def upload_file(c: httpx.AsyncClient, data: bytes) -> str:
+    uid = await new_upload(c, len(data))
+    for i, p in enumerate(pieces(data)):
+        assert (await c.put(f"/v1/uploads/{uid}/chunks/{i}", content=p)).status_code == 201
+    r = await c.post(f"/v1/uploads/{uid}/complete")
+    assert r.status_code == 200, r.text
+    return str(r.json()["file_id"])
+
+
+async def count_events(pool: asyncpg.Pool, event_type: str, **where: str) -> int:
+    conds = ["event_type = $1"]
+    args: list[Any] = [event_type]
+    for column, value in where.items():
+        args.append(value)
+        conds.append(f"{column} = ${len(args)}")
+    return int(
+        await pool.fetchval(
+            f"SELECT count(*) FROM eventstore.events WHERE {' AND '.join(conds)}", *args
+        )
+    )
+
+
+async def in_read_model(pool: asyncpg.Pool, table: str, id_: str, **equal: Any) -> bool:
+    conds = "".join(f" AND {k} = ${i + 2}" for i, k in enumerate(equal))
+    return bool(
+        await pool.fetchval(
+            f"SELECT 1 FROM readmodel.{table} WHERE id = $1{conds}", uuid.UUID(id_), *equal.values()
+        )
+    )
+
+
+@asynccontextmanager
+async def custom_system(
+    pg_server: EmbeddedPostgres, kafka_server: EmbeddedKafka, **overrides: Any
+) -> AsyncIterator[System]:
+    """A whole system on its own database and topics, with some settings changed."""
+    name = f"m_{secrets.token_hex(6)}"
+    conn = await asyncpg.connect(pg_server.url)
+    await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "cairn_template"')
+    await conn.close()
+    url = f"{pg_server.url.rpartition('/')[0]}/{name}"
+    tmp = Path(tempfile.mkdtemp(prefix="cairn-sys-"))
+    settings = Settings(
+        **{
+            **Settings(
+                data_dir=tmp / "data",
+                database_url=url,
+                kafka_bootstrap=kafka_server.bootstrap,
+                kafka_idempotence=False,
+                kafka_partitions=4,
+                topic_prefix=f"m{secrets.token_hex(5)}",
+                blob_store=f"file://{tmp / 'blobs'}",
+                jwt_secret="test-secret-" + "z" * 32,
+                command_timeout=20.0,
+                log_json=False,
+            ).__dict__,
+            **overrides,
+        }
+    )
+    pool = await db.create_pool(url, min_size=1, max_size=20)
+    s = await start_system(settings, pool)
+    try:
+        yield s
+    finally:
+        await s.shutdown()
+        await pool.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def limited(
+    pg_server: EmbeddedPostgres, kafka_server: EmbeddedKafka, template_url: str
+) -> AsyncIterator[System]:
+    async with custom_system(
+        pg_server,
+        kafka_server,
+        quota_bytes=100_000,
+        quotas=(("vip", 10_000_000),),
+        max_inflight_per_upload=2,
+        max_inflight=3,
+    ) as s:
+        yield s
+
+
+TTL = 4.0
+GRACE = 3.0
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def expiring(
+    pg_server: EmbeddedPostgres, kafka_server: EmbeddedKafka, template_url: str
+) -> AsyncIterator[System]:
+    async with custom_system(
+        pg_server, kafka_server, upload_ttl=TTL, gc_grace=GRACE, cleanup_interval=3600.0
+    ) as s:
+        yield s
+
+
+async def let_time_pass(seconds: float) -> None:
+    """Expiry and grace are about wall-clock time: here time passing is the thing under
+    test, not a stand-in for an event (nothing could signal "4 seconds of inactivity")."""
+    await asyncio.sleep(seconds)
+
+
+async def let_time_pass_until(deadline: float) -> None:
+    """Until `deadline` (time.monotonic()), so that slow steps before do not add up."""
+    await let_time_pass(max(deadline - time.monotonic(), 0.0))
+
+
+# ---- idempotency ----------------------------------------------------------------------
+
+
+async def test_create_replayed_with_the_same_key_answers_the_same_and_creates_one(
+    shared_system: System,
+) -> None:
+    me = user()
+    k = key()
+    body = {"file_name": "a.bin", "file_size": 3 * CHUNK, "chunk_size": CHUNK}
+    async with shared_system.client(me) as c:
+        first = await c.post("/v1/uploads", json=body, headers={"Idempotency-Key": k})
+        assert first.status_code == 201, first.text
+        again = await c.post("/v1/uploads", json=body, headers={"Idempotency-Key": k})
+        assert again.status_code == 201
+        assert again.json() == first.json()
+        assert again.headers["location"] == first.headers["location"]
+        assert again.headers["idempotent-replayed"] == "true"
+        assert await count_events(shared_system.pool, "UploadInitiated", owner=me) == 1
+        # The same key for another request is refused, and changes nothing.
+        other = await c.post(
+            "/v1/uploads", json={**body, "file_size": 5}, headers={"Idempotency-Key": k}
+        )
+        assert_error(other, 409, "idempotency_key_reused")
+        assert_error(
+            await c.post(
+                f"/v1/uploads/{first.json()['id']}/complete", headers={"Idempotency-Key": k}
+            ),
+            409,
+            "idempotency_key_reused",
+        )
+        # Without a key, the same request is a new upload.
+        fresh = await c.post("/v1/uploads", json=body)
+        assert fresh.status_code == 201 and fresh.json()["id"] != first.json()["id"]
+        bad = await c.post("/v1/uploads", json=body, headers={"Idempotency-Key": "a b"})
+        assert_error(bad, 400, "invalid_idempotency_key")
+    # Keys are per caller: another user's identical key is theirs alone.
+    async with shared_system.client(user()) as other_user:
+        theirs = await other_user.post("/v1/uploads", json=body, headers={"Idempotency-Key": k})
+        assert theirs.status_code == 201 and theirs.json()["id"] != first.json()["id"]
+    assert await count_events(shared_system.pool, "UploadInitiated", owner=me) == 2
+
+
+async def test_chunk_replayed_with_the_same_key_is_recorded_once(shared_system: System) -> None:
+    data = os.urandom(2 * CHUNK)
+    parts = pieces(data)
+    k = key()
+    async with shared_system.client(user()) as c:
+        uid = await new_upload(c, len(data))
+        url = f"/v1/uploads/{uid}/chunks/0"
+        first = await c.put(url, content=parts[0], headers={"Idempotency-Key": k})
+        assert first.status_code == 201, first.text
+        again = await c.put(url, content=parts[0], headers={"Idempotency-Key": k})
+        # The first answer again (201, not the 200 of a plain repeat), recorded once.
+        assert again.status_code == 201 and again.json() == first.json()
+        assert again.headers["idempotent-replayed"] == "true"
+        stream = f"upload-{uid}"
+        assert await count_events(shared_system.pool, "UploadChunkStored", stream_id=stream) == 1
+        # Same key, other bytes: compared once the body is hashed.
+        assert_error(
+            await c.put(url, content=parts[1], headers={"Idempotency-Key": k}),
+            409,
+            "idempotency_key_reused",
+        )
+        # Same key, other chunk: refused before the body is read.
+        assert_error(
+            await c.put(
+                f"/v1/uploads/{uid}/chunks/1", content=parts[1], headers={"Idempotency-Key": k}
+            ),
+            409,
+            "idempotency_key_reused",
+        )
+        # Same key, same bytes, another declared checksum: another request.
+        assert_error(
+            await c.put(
+                url,
+                content=parts[0],
+                headers={
+                    "Idempotency-Key": k,
+                    "X-Chunk-SHA256": hashlib.sha256(parts[0]).hexdigest(),
+                },
+            ),
+            409,
+            "idempotency_key_reused",
+        )
+        assert await count_events(shared_system.pool, "UploadChunkStored", stream_id=stream) == 1
+
+
+async def test_complete_replays_success_and_refusal_alike(shared_system: System) -> None:
+    data = os.urandom(2 * CHUNK + 7)
+    parts = pieces(data)
+    async with shared_system.client(user()) as c:
+        uid = await new_upload(c, len(data))
+        for i in (0, 1):
+            assert (
+                await c.put(f"/v1/uploads/{uid}/chunks/{i}", content=parts[i])
+            ).status_code == 201
+        early = key()
+        refused = await c.post(f"/v1/uploads/{uid}/complete", headers={"Idempotency-Key": early})
+        err = assert_error(refused, 409, "chunks_missing")
+        assert (await c.put(f"/v1/uploads/{uid}/chunks/2", content=parts[2])).status_code == 201
+        # A refusal that changed nothing is an answer too: the same key gets it again, even
+        # though the upload could complete now.
+        replayed = await c.post(f"/v1/uploads/{uid}/complete", headers={"Idempotency-Key": early})
+        assert assert_error(replayed, 409, "chunks_missing") == err
+        k = key()
+        done = await c.post(f"/v1/uploads/{uid}/complete", headers={"Idempotency-Key": k})
+        assert done.status_code == 200, done.text
+        again = await c.post(f"/v1/uploads/{uid}/complete", headers={"Idempotency-Key": k})
+        assert again.status_code == 200 and again.json() == done.json()
+        file_id = done.json()["file_id"]
+        assert (await c.get(f"/v1/files/{file_id}/content")).content == data
+    pool = shared_system.pool
+    assert await count_events(pool, "UploadCompleted", stream_id=f"upload-{uid}") == 1
+    assert await count_events(pool, "FileCreated", stream_id=f"file-{file_id}") == 1
+
+
+async def test_concurrent_requests_with_one_key_run_once(shared_system: System) -> None:
+    me = user()
+    k = key()
+    body = {"file_name": "c.bin", "file_size": CHUNK, "chunk_size": CHUNK}
+    async with shared_system.client(me) as c:
+        answers = await asyncio.gather(
+            *(c.post("/v1/uploads", json=body, headers={"Idempotency-Key": k}) for _ in range(8))
+        )
+        ok = [r for r in answers if r.status_code == 201]
+        for r in answers:
+            if r.status_code != 201:
+                assert_error(r, 409, "idempotency_request_in_progress")
+                assert r.headers["retry-after"]
+        assert ok and all(r.json() == ok[0].json() for r in ok)
+        assert await count_events(shared_system.pool, "UploadInitiated", owner=me) == 1
+
+        # A chunk PUT held open (its body not finished) holds its key: a duplicate arriving
+        # meanwhile is told so, and does not run.
+        uid = ok[0].json()["id"]
+        data = os.urandom(CHUNK)
+        release = asyncio.Event()
+
+        async def held() -> AsyncIterator[bytes]:
+            yield data[:100]
+            await release.wait()
+            yield data[100:]
+
+        ck = key()
+        first = asyncio.create_task(
+            c.put(f"/v1/uploads/{uid}/chunks/0", content=held(), headers={"Idempotency-Key": ck})
+        )
+
+        async def claimed() -> bool:
+            return bool(
+                await shared_system.pool.fetchval(
+                    "SELECT 1 FROM api.idempotency_keys WHERE owner = $1 AND key = $2", me, ck
+                )
+            )
+
+        await wait_until(claimed)
+        dup = await c.put(
+            f"/v1/uploads/{uid}/chunks/0", content=data, headers={"Idempotency-Key": ck}
+        )
+        assert_error(dup, 409, "idempotency_request_in_progress")
+        release.set()
+        r = await first
+        assert r.status_code == 201, r.text
+        replay = await c.put(
+            f"/v1/uploads/{uid}/chunks/0", content=data, headers={"Idempotency-Key": ck}
+        )
+        assert replay.status_code == 201 and replay.json() == r.json()
+        stream = f"upload-{uid}"
+        assert await count_events(shared_system.pool, "UploadChunkStored", stream_id=stream) == 1
+
+
+# ---- deduplication --------------------------------------------------------------------
+
+
+async def test_known_content_of_my_own_is_a_file_at_once_and_nobody_elses_leaks(
+    shared_system: System,
+) -> None:
+    data = os.urandom(CHUNK + 10)
+    digest = hashlib.sha256(data).hexdigest()
+    alice, bob = user(), user()
+    async with shared_system.client(alice) as a, shared_system.client(bob) as b:
+        file_id = await upload_file(a, data)
+        await wait_until(lambda: in_read_model(shared_system.pool, "files", file_id))
+        r = await create(a, len(data), sha256=digest)
+        assert r.status_code == 201, r.text
+        got = r.json()
+        assert got["status"] == "COMPLETED" and got["file_id"] == file_id
+        assert got["total_chunks"] == 0 and got["id"] is None
+        assert r.headers["location"] == f"/v1/files/{file_id}"
+        assert (await a.get(f"/v1/files/{got['file_id']}/content")).content == data
+        # Same content, other size declared or other bucket: not the same file.
+        assert (await create(a, len(data) + 1, sha256=digest)).json()["status"] == "INITIATED"
+        assert (await create(a, len(data), sha256=digest, bucket="other")).json()[
+            "status"
+        ] == "INITIATED"
+
+        # Bob asking for alice's content gets exactly what unknown content gets.
+        unknown = hashlib.sha256(os.urandom(32)).hexdigest()
+        for_alices = await create(b, len(data), sha256=digest)
+        for_unknown = await create(b, len(data), sha256=unknown)
+        assert for_alices.status_code == for_unknown.status_code == 201
+        x, y = for_alices.json(), for_unknown.json()
+        assert x.keys() == y.keys()
+        assert {k: v for k, v in x.items() if k != "id"} == {
+            k: v for k, v in y.items() if k != "id"
+        }
+        assert x["status"] == "INITIATED" and x["file_id"] is None
+        assert file_id not in for_alices.text
+        # Bob's upload of the same bytes works, and makes bob's own file.
+        for i, p in enumerate(pieces(data)):
+            put = await b.put(f"/v1/uploads/{x['id']}/chunks/{i}", content=p)
+            assert put.status_code == 201
+        done = await b.post(f"/v1/uploads/{x['id']}/complete")
+        assert done.status_code == 200 and done.json()["file_id"] != file_id
+
+
+# ---- parallel chunks ------------------------------------------------------------------
+
+
+async def test_eight_parallel_chunk_uploads_lose_nothing(shared_system: System) -> None:
+    n = 96
+    data = os.urandom(n * CHUNK - 123)
+    parts = pieces(data)
+    async with shared_system.client(user()) as c:
+        uid = await new_upload(c, len(data), sha256=hashlib.sha256(data).hexdigest())
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for i in range(len(parts)):
+            queue.put_nowait(i)
+        statuses: list[int] = []
+
+        async def worker() -> None:
+            while not queue.empty():
+                i = queue.get_nowait()
+                r = await c.put(f"/v1/uploads/{uid}/chunks/{i}", content=parts[i])
+                statuses.append(r.status_code)
+
+        await asyncio.gather(*(worker() for _ in range(8)))
+        assert statuses == [201] * len(parts)
+        assert (await c.get(f"/v1/uploads/{uid}/missing-chunks")).json()["missing_chunks"] == []
+        r = await c.post(f"/v1/uploads/{uid}/complete")
+        assert r.status_code == 200, r.text
+        assert (await c.get(f"/v1/files/{r.json()['file_id']}/content")).content == data
+    stream = f"upload-{uid}"
+    assert await count_events(shared_system.pool, "UploadChunkStored", stream_id=stream) == len(
+        parts
+    )
+
+
+# ---- progress and stats ---------------------------------------------------------------
+
+
+async def test_progress_speed_eta_and_stats(shared_system: System) -> None:
+    data = os.urandom(4 * CHUNK)
+    parts = pieces(data)
+    async with shared_system.client(user()) as c:
+        uid = await new_upload(c, len(data))
+        for i in (0, 2):
+            assert (
+                await c.put(f"/v1/uploads/{uid}/chunks/{i}", content=parts[i])
+            ).status_code == 201
+        view = (await c.get(f"/v1/uploads/{uid}")).json()
+        assert view["progress"] == 0.5 and view["bytes_received"] == 2 * CHUNK
+        assert view["missing_chunks"] == [1, 3]
+        assert view["speed_bytes_per_second"] > 0 and view["eta_seconds"] >= 0
+
+        async def stats() -> dict[str, Any] | None:
+            s = (await c.get("/v1/uploads/stats")).json()
+            return s if s["bytes_received"] == 2 * CHUNK else None
+
+        s = await wait_until(stats)
+        assert s["active"] == 1 and s["average_progress"] == 0.5
+        assert s["bytes_pending"] == 2 * CHUNK and len(s["recent"]) == 7
+
+
+# ---- quotas ---------------------------------------------------------------------------
+
+
+async def test_quota_refuses_a_create_with_details(limited: System) -> None:
+    async with limited.client(user()) as c, limited.client("vip") as vip:
+        first = await new_upload(c, 60_000)
+        # Right after the first create: counted even before the read model shows it.
+        err = assert_error(await create(c, 50_000), 413, "quota_exceeded")
+        assert err["details"] == {"quota": 100_000, "used": 60_000, "requested": 50_000}
+        data = os.urandom(40_000)
+        second = await new_upload(c, len(data))  # exactly up to the quota
+        assert_error(await create(c, 1), 413, "quota_exceeded")
+        # A per-user override.
+        assert (await create(vip, 5_000_000)).status_code == 201
+        # An aborted upload no longer counts (once the read model has it).
+        assert (await c.delete(f"/v1/uploads/{first}")).status_code == 200
+        await wait_until(lambda: in_read_model(limited.pool, "uploads", first, status="ABORTED"))
+        assert (await create(c, 50_000)).status_code == 201
+        # An upload turning into a file counts once, whatever the read models show yet.
+        for i, p in enumerate(pieces(data)):
+            assert (await c.put(f"/v1/uploads/{second}/chunks/{i}", content=p)).status_code == 201
+        assert (await c.post(f"/v1/uploads/{second}/complete")).status_code == 200
+        err = assert_error(await create(c, 10_001), 413, "quota_exceeded")
+        assert err["details"]["used"] == 90_000
+        await wait_until(lambda: in_read_model(limited.pool, "uploads", second, status="COMPLETED"))
+        err = assert_error(await create(c, 10_001), 413, "quota_exceeded")
+        assert err["details"]["used"] == 90_000
+        assert (await create(c, 10_000)).status_code == 201
+
+
+async def test_quota_refuses_a_chunk_once_the_quota_shrank(limited: System) -> None:
+    data = os.urandom(60_000)
+    me = user()
+    async with limited.client(me) as c:
+        uid = await new_upload(c, len(data))
+        assert (
+            await c.put(f"/v1/uploads/{uid}/chunks/0", content=pieces(data)[0])
+        ).status_code == 201
+    # The same system, behind a second API process configured with a smaller quota.
+    smaller = Settings(**{**limited.settings.__dict__, "quota_bytes": 50_000})
+    api2 = await start_system(smaller, limited.pool, kinds=("api",))
+    try:
+        async with api2.client(me) as c2:
+            err = assert_error(
+                await c2.put(f"/v1/uploads/{uid}/chunks/1", content=pieces(data)[1]),
+                413,
+                "quota_exceeded",
+            )
+            assert err["details"] == {"quota": 50_000, "used": 0, "requested": 60_000}
+    finally:
+        await api2.shutdown()
+
+
+# ---- in-flight limits -----------------------------------------------------------------
+
+
+async def test_too_many_chunk_puts_in_flight_is_429_with_retry_after(limited: System) -> None:
+    async with limited.client("vip") as c:
+        a = await new_upload(c, 4 * CHUNK)
+        b = await new_upload(c, 4 * CHUNK)
+        release = asyncio.Event()
+        data = os.urandom(CHUNK)
+
+        async def held() -> AsyncIterator[bytes]:
+            yield data[:10]
+            await release.wait()
+            yield data[10:]
+
+        def put_held(uid: str, i: int, k: str) -> asyncio.Task[httpx.Response]:
+            return asyncio.create_task(
+                c.put(
+                    f"/v1/uploads/{uid}/chunks/{i}", content=held(), headers={"Idempotency-Key": k}
+                )
+            )
+
+        async def holding_slots(*keys: str) -> bool:
+            # A PUT claims its Idempotency-Key only once it holds its in-flight slot (the
+            # limit is checked first): the claimed rows say the slots are taken.
+            n = await limited.pool.fetchval(
+                "SELECT count(*) FROM api.idempotency_keys WHERE owner = 'vip'"
+                " AND key = ANY($1::text[])",
+                list(keys),
+            )
+            return bool(n == len(keys))
+
+        async def probe(uid: str) -> httpx.Response:
+            # Out of range on purpose: without a free slot it is 429 before anything is
+            # checked (or read); with one it would be a harmless 400.
+            return await c.put(f"/v1/uploads/{uid}/chunks/99", content=b"x")
+
+        keys = [key(), key()]
+        holding = [put_held(a, 0, keys[0]), put_held(a, 1, keys[1])]
+        await wait_until(lambda: holding_slots(*keys))
+        r = await probe(a)
+        err = assert_error(r, 429, "too_many_requests")
+        assert err["details"] == {"scope": "upload", "limit": 2}
+        assert r.headers["retry-after"] == "1"
+        assert (await probe(b)).status_code == 400  # another upload still has room
+        keys.append(key())
+        holding.append(put_held(b, 0, keys[2]))
+        await wait_until(lambda: holding_slots(*keys))
+        r = await probe(b)
+        assert assert_error(r, 429, "too_many_requests")["details"] == {
+            "scope": "global",
+            "limit": 3,
+        }
+        assert r.headers["retry-after"] == "1"
+        release.set()
+        assert [t.status_code for t in await asyncio.gather(*holding)] == [201, 201, 201]
+        # Slots are returned: the probe goes through to the handler again.
+        assert_error(
+            await c.put(f"/v1/uploads/{a}/chunks/99", content=b"x"), 400, "chunk_index_out_of_range"
+        )
+
+
+# ---- expiry and garbage collection ----------------------------------------------------
+
+
+async def cleanup(c: httpx.AsyncClient) -> dict[str, int]:
+    r = await c.post("/v1/admin/cleanup")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) == {"expired", "blobs_deleted", "bytes_freed", "idempotency_keys_deleted"}
+    return body  # type: ignore[no-any-return]
+
+
+async def test_cleanup_is_for_admins_only(shared_system: System) -> None:
+    async with shared_system.client(user()) as c:
+        assert_error(await c.post("/v1/admin/cleanup"), 403, "forbidden")
+    async with shared_system.client("root", admin=True) as admin:
+        await cleanup(admin)
+
+
+async def test_expiry_is_judged_on_last_activity(expiring: System) -> None:
+    data = os.urandom(3 * CHUNK)
+    parts = pieces(data)
+    async with expiring.client(user()) as c, expiring.client("root", admin=True) as admin:
+        stale = await new_upload(c, len(data))
+        busy = await new_upload(c, len(data))
+        for uid in (stale, busy):
+            assert (await c.put(f"/v1/uploads/{uid}/chunks/0", content=parts[0])).status_code == 201
+        last_stale_activity = time.monotonic()
+        await let_time_pass_until(last_stale_activity + TTL * 0.85)
+        # Both were created almost a TTL ago; only `busy` does something now, which gives
+        # it most of a TTL for the two cleanups below.
+        assert (await c.put(f"/v1/uploads/{busy}/chunks/1", content=parts[1])).status_code == 201
+        await wait_until(lambda: in_read_model(expiring.pool, "uploads", busy, chunks_received=2))
+        await let_time_pass_until(last_stale_activity + TTL + 0.3)
+        report = await cleanup(admin)
+        assert report["expired"] == 1
+        got = (await c.get(f"/v1/uploads/{stale}")).json()
+        assert got["status"] == "EXPIRED"
+        assert (await c.get(f"/v1/uploads/{busy}")).json()["status"] == "IN_PROGRESS"
+        assert_error(
+            await c.put(f"/v1/uploads/{stale}/chunks/1", content=parts[1]), 410, "upload_expired"
+        )
+        assert (await cleanup(admin))["expired"] == 0
+    pool = expiring.pool
+    assert await count_events(pool, "UploadExpired", stream_id=f"upload-{stale}") == 1
+    assert await count_events(pool, "UploadExpired", stream_id=f"upload-{busy}") == 0
+
+
+async def test_gc_collects_only_unreferenced_blobs_past_the_grace(expiring: System) -> None:
+    blobs = LocalBlobStore(Path(expiring.settings.blobs_url.removeprefix("file://")))
+    shared, only_file, only_upload = (os.urandom(CHUNK) for _ in range(3))
+    sha = {
+        name: hashlib.sha256(b).hexdigest()
+        for name, b in (("shared", shared), ("file", only_file), ("upload", only_upload))
+    }
+
+    def stored(name: str) -> bool:
+        return blobs.path_of(sha[name]).exists()
+
+    async def put_raw(data: bytes, age: float = 0.0) -> str:
+        async def one() -> AsyncIterator[bytes]:
+            yield data
+
+        digest, _ = await blobs.put_stream(one())
+        if age:
+            t = time.time() - age
+            os.utime(blobs.path_of(digest), (t, t))
+        return digest
+
+    async with expiring.client(user()) as c, expiring.client("root", admin=True) as admin:
+        file_id = await upload_file(c, only_file + shared)
+        doomed = await new_upload(c, 2 * CHUNK)
+        for i, p in enumerate((shared, only_upload)):
+            assert (await c.put(f"/v1/uploads/{doomed}/chunks/{i}", content=p)).status_code == 201
+        # Bytes written straight to the store that nothing references: an old one (a PUT
+        # whose command never came) and...
+        orphan = await put_raw(os.urandom(100), age=10 * GRACE)
+        await let_time_pass(TTL + 0.5)
+        await wait_until(lambda: in_read_model(expiring.pool, "uploads", doomed, chunks_received=2))
+        first = await cleanup(admin)
+        assert first["expired"] >= 1
+        assert not blobs.path_of(orphan).exists()
+        # The expired upload's chunks were released just now: kept for the grace, in case
+        # something read them a moment before.
+        assert stored("upload") and stored("shared") and stored("file")
+
+        freed = first["bytes_freed"]
+
+        async def upload_chunk_collected() -> bool:
+            nonlocal freed
+            freed += (await cleanup(admin))["bytes_freed"]
+            return not stored("upload")
+
+        await wait_until(upload_chunk_collected, timeout=30, interval=0.5)
+        assert freed >= CHUNK + 100
+        # ...a fresh one: its PUT may still be sending its command.
+        fresh = await put_raw(os.urandom(100))
+        await cleanup(admin)
+        assert blobs.path_of(fresh).exists()
+        # The chunk the expired upload shared with a live file stays, the file is intact.
+        assert stored("shared") and stored("file")
+        assert (await c.get(f"/v1/files/{file_id}/content")).content == only_file + shared
+
+        # A deleted file's chunks go the same way, once the grace has passed.
+        assert (await c.delete(f"/v1/files/{file_id}")).status_code == 200
+
+        async def file_chunks_collected() -> bool:
+            await cleanup(admin)
+            return not stored("file") and not stored("shared")
+
+        await wait_until(file_chunks_collected, timeout=30, interval=0.5)
