@@ -177,7 +177,9 @@ class ActorHost:
 
     async def run(self, stop: asyncio.Event) -> None:
         topics = [self.settings.command_topic(a) for a in COMMAND_AGGREGATES]
-        consumer = make_consumer(self.settings, group_id=self.group_id, max_poll_records=500)
+        consumer = make_consumer(
+            self.settings, group_id=self.group_id, latency_critical=True, max_poll_records=500
+        )
         producer = make_producer(self.settings)
         host = self
 

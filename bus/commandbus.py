@@ -62,7 +62,9 @@ class CommandBus:
     async def start(self) -> None:
         self._producer = make_producer(self.settings)
         await self._producer.start()
-        self._consumer = make_consumer(self.settings, group_id=None, auto_offset_reset="latest")
+        self._consumer = make_consumer(
+            self.settings, group_id=None, latency_critical=True, auto_offset_reset="latest"
+        )
         await self._consumer.start()
         parts = await self._reply_partitions()
         tps = [TopicPartition(self.settings.reply_topic, p) for p in sorted(parts)]

@@ -51,7 +51,11 @@ def make_producer(settings: Settings, **kw: object) -> AIOKafkaProducer:
 
 
 def make_consumer(
-    settings: Settings, *topics: str, group_id: str | None, **kw: object
+    settings: Settings,
+    *topics: str,
+    group_id: str | None,
+    latency_critical: bool = False,
+    **kw: object,
 ) -> AIOKafkaConsumer:
     opts: dict[str, object] = {
         "bootstrap_servers": assert_bootstrap(settings),
@@ -61,11 +65,17 @@ def make_consumer(
         "session_timeout_ms": 10000,
         "heartbeat_interval_ms": 1000,
         "max_poll_interval_ms": 300000,
-        # How long a fetch may wait for data. Commands and replies are latency-critical, and
-        # a broker that holds a fetch until this deadline (the embedded Tansu does) adds it to
-        # every command round trip: measured 258 ms p50 with aiokafka's 500 ms default vs
-        # ~7 ms at 10 ms. Real Kafka answers as soon as data arrives either way.
-        "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
+        # How long a fetch may wait for data. Real Kafka answers a fetch as soon as data
+        # arrives, so this only bounds idle polling there. The embedded Tansu holds every
+        # fetch until this deadline, which adds it to each command round trip (measured
+        # 258 ms p50 at aiokafka's 500 ms vs ~8 ms at 10 ms): `cairn up` sets 10 ms for
+        # the embedded broker, and only latency-critical consumers (commands, replies) use
+        # it; the others poll at 200 ms at most, which keeps an idle system idle.
+        "fetch_max_wait_ms": (
+            settings.kafka_fetch_max_wait_ms
+            if latency_critical
+            else max(settings.kafka_fetch_max_wait_ms, 200)
+        ),
     }
     opts.update(kw)
     return AIOKafkaConsumer(*topics, **opts)

@@ -59,7 +59,7 @@ class Settings:
     kafka_partitions: int = 8
     kafka_idempotence: bool = True
     kafka_replication_factor: int = 1
-    kafka_fetch_max_wait_ms: int = 10
+    kafka_fetch_max_wait_ms: int = 500
     jwt_secret: str | None = None
     jwt_public_key: str | None = None
     api_keys: tuple[ApiKey, ...] = ()
@@ -151,7 +151,7 @@ class Settings:
             kafka_partitions=_int(env, "CAIRN_KAFKA_PARTITIONS", 8),
             kafka_idempotence=_bool(env.get("CAIRN_KAFKA_IDEMPOTENCE"), True),
             kafka_replication_factor=_int(env, "CAIRN_KAFKA_REPLICATION_FACTOR", 1),
-            kafka_fetch_max_wait_ms=_int(env, "CAIRN_KAFKA_FETCH_MAX_WAIT_MS", 10),
+            kafka_fetch_max_wait_ms=_int(env, "CAIRN_KAFKA_FETCH_MAX_WAIT_MS", 500),
             jwt_secret=env.get("CAIRN_JWT_SECRET") or None,
             jwt_public_key=env.get("CAIRN_JWT_PUBLIC_KEY") or None,
             api_keys=tuple(keys),

@@ -454,6 +454,8 @@ class Supervisor:
         }
         if self._kafka is not None:
             env["CAIRN_KAFKA_IDEMPOTENCE"] = "false"  # Tansu has no InitProducerId
+            # Tansu holds fetches until their deadline: keep command latency low.
+            env.setdefault("CAIRN_KAFKA_FETCH_MAX_WAIT_MS", "10")
         return env
 
     async def _keep_running(self, kind: str) -> None:

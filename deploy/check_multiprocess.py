@@ -372,6 +372,7 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
             "CAIRN_DATABASE_URL": database_url,
             "CAIRN_KAFKA_BOOTSTRAP": kafka.bootstrap,
             "CAIRN_KAFKA_IDEMPOTENCE": "false",
+            "CAIRN_KAFKA_FETCH_MAX_WAIT_MS": "10",
             "CAIRN_BLOB_STORE": f"file://{workdir / 'blobs'}",
             "CAIRN_HOST": HOST,
         }

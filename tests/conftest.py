@@ -88,6 +88,7 @@ def settings(tmp_path: Path, db_url: str, kafka_server: EmbeddedKafka) -> Settin
         database_url=db_url,
         kafka_bootstrap=kafka_server.bootstrap,
         kafka_idempotence=False,
+        kafka_fetch_max_wait_ms=10,
         kafka_partitions=4,
         topic_prefix=f"t{secrets.token_hex(5)}",
         blob_store=f"file://{tmp_path / 'blobs'}",

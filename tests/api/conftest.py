@@ -40,6 +40,7 @@ async def shared_system(
         database_url=url,
         kafka_bootstrap=kafka_server.bootstrap,
         kafka_idempotence=False,
+        kafka_fetch_max_wait_ms=10,
         kafka_partitions=4,
         topic_prefix=f"m{secrets.token_hex(5)}",
         blob_store=f"file://{tmp / 'blobs'}",

@@ -1,0 +1,301 @@
+"""Bus scenarios: command round trip, append-to-read-model throughput, projection rebuild.
+
+- bus.command_rtt: `bus.commandbus.CommandBus` from the bench process against the running
+  system's broker and actor host, exactly as the API uses it. Two commands: InitiateUpload
+  of a new upload (decide + one append) and the same InitiateUpload again (an idempotent
+  replay: decided from the actor's cache, no append). The baseline is a two-hop Kafka echo
+  on the same broker (request topic -> echo consumer -> reply topic -> reply reader, the
+  same shape as command -> actor -> reply without Postgres), with Cairn's consumer
+  settings; when Cairn waits longer per fetch than 10 ms, also with a 10 ms wait, which
+  shows how much of the round trip is the consumers waiting on the broker (the embedded
+  Tansu holds a fetch until its deadline; CAIRN_KAFKA_FETCH_MAX_WAIT_MS sets Cairn's).
+- bus.append_to_projection: N InitiateUpload commands applied straight to the event store
+  through `bus.actors.Actors` (8 concurrent writers), then the time until
+  `readmodel.uploads` shows all N: relay -> Kafka -> projector -> Postgres.
+- bus.projection_rebuild: `projections.rebuild.rebuild` of every projection over the whole
+  event store, which by then holds every event the other scenarios appended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from aiokafka import TopicPartition
+
+from bus import db
+from bus.actors import Actors
+from bus.commandbus import CommandBus
+from bus.eventstore import PostgresEventStore
+from bus.kafka import ensure_topics, make_consumer, make_producer
+from bus.settings import Settings
+from domain.commands import InitiateUpload
+from projections.rebuild import PROJECTIONS, rebuild
+from tests.bench.core import Result, Row, Scenario, percentile
+from tests.bench.runner import Bench
+
+WARM_COMMANDS = 5
+ECHO_SHORT_WAIT_MS = 10
+REPLY_TIMEOUT = 20.0
+WRITERS = 8
+PROJECTION_TIMEOUT = 120.0
+
+
+def _initiate(aggregate_id: str, caller: str) -> InitiateUpload:
+    return InitiateUpload(
+        aggregate_id=aggregate_id,
+        caller=caller,
+        at=datetime.now(UTC),
+        file_name="bench.bin",
+        file_size=4096,
+        chunk_size=4096,
+    )
+
+
+@contextlib.asynccontextmanager
+async def _pool(bench: Bench) -> AsyncIterator[asyncpg.Pool]:
+    assert bench.cairn is not None
+    pool = await db.create_pool(bench.cairn.database_url, min_size=2, max_size=WRITERS + 4)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+# ---------------------------------------------------------------------------- command_rtt
+
+
+async def _timed(n: int, send: Any) -> list[float]:
+    out = []
+    for k in range(WARM_COMMANDS + n):
+        t = time.perf_counter()
+        await send()
+        if k >= WARM_COMMANDS:
+            out.append(time.perf_counter() - t)
+    return out
+
+
+async def kafka_echo(settings: Settings, n: int, **consumer_kw: Any) -> list[float]:
+    """Round trips through two topics on the broker: request -> echo -> reply."""
+    prefix = f"{settings.topic_prefix}.bench-echo-{secrets.token_hex(3)}"
+    req, rep = f"{prefix}.req", f"{prefix}.rep"
+    await ensure_topics(settings, [req, rep])
+    producer = make_producer(settings)
+    echo_in = make_consumer(settings, group_id=None, auto_offset_reset="latest", **consumer_kw)
+    replies = make_consumer(settings, group_id=None, auto_offset_reset="latest", **consumer_kw)
+    pending: dict[bytes, asyncio.Future[None]] = {}
+    tasks: list[asyncio.Task[None]] = []
+    await producer.start()
+    try:
+        for consumer, topic in ((echo_in, req), (replies, rep)):
+            await consumer.start()
+            tp = TopicPartition(topic, 0)
+            consumer.assign([tp])
+            await consumer.seek_to_end(tp)
+            await consumer.position(tp)
+
+        async def echo() -> None:  # the "actor": answer every request
+            while True:
+                batch = await echo_in.getmany(timeout_ms=1000)
+                for records in batch.values():
+                    for rec in records:
+                        await producer.send_and_wait(rep, key=rec.key, value=b"ok", partition=0)
+
+        async def read() -> None:  # the "API": resolve the waiting caller
+            while True:
+                batch = await replies.getmany(timeout_ms=1000)
+                for records in batch.values():
+                    for rec in records:
+                        fut = pending.get(rec.key or b"")
+                        if fut is not None and not fut.done():
+                            fut.set_result(None)
+
+        tasks = [asyncio.create_task(echo()), asyncio.create_task(read())]
+
+        async def once() -> None:
+            key = uuid.uuid4().hex.encode()
+            fut = asyncio.get_running_loop().create_future()
+            pending[key] = fut
+            try:
+                await producer.send_and_wait(req, key=key, value=b"ping", partition=0)
+                await asyncio.wait_for(fut, REPLY_TIMEOUT)
+            finally:
+                pending.pop(key, None)
+
+        return await _timed(n, once)
+    finally:
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        for c in (echo_in, replies):
+            with contextlib.suppress(Exception):
+                await c.stop()
+        with contextlib.suppress(Exception):
+            await producer.stop()
+
+
+async def command_rtt(bench: Bench, res: Result) -> None:
+    assert bench.cairn is not None
+    n = bench.scale.rtt_samples
+    settings = bench.cairn.settings()
+    bus = CommandBus(settings)
+    await bus.start()
+    try:
+
+        async def append() -> None:
+            r = await bus.send(_initiate(str(uuid.uuid4()), "bench-rtt"))
+            assert r.applied, "a new upload must append"
+
+        target = str(uuid.uuid4())
+        await bus.send(_initiate(target, "bench-rtt"))
+
+        async def replay() -> None:
+            r = await bus.send(_initiate(target, "bench-rtt"))
+            assert not r.applied, "a replay must not append"
+
+        appended = await _timed(n, append)
+        replayed = await _timed(n, replay)
+    finally:
+        await bus.stop()
+    # The echo with Cairn's own consumer settings; and, when Cairn waits longer per fetch
+    # than ECHO_SHORT_WAIT_MS, also with the short wait, to show what the wait costs.
+    wait = getattr(settings, "kafka_fetch_max_wait_ms", None)
+    baselines = [
+        (
+            "Kafka 2-hop echo, Cairn's consumer settings"
+            + ("" if wait is None else f" (fetch_max_wait_ms={wait})"),
+            await kafka_echo(settings, n),
+        )
+    ]
+    if wait is None or wait > ECHO_SHORT_WAIT_MS:
+        baselines.append(
+            (
+                f"Kafka 2-hop echo, fetch_max_wait_ms={ECHO_SHORT_WAIT_MS}",
+                await kafka_echo(settings, n, fetch_max_wait_ms=ECHO_SHORT_WAIT_MS),
+            )
+        )
+    for what, samples in (("append", appended), ("replay, no append", replayed)):
+        for p in (50, 99):
+            for name, base in baselines:
+                res.rows.append(
+                    Row(
+                        f"command RTT p{p}, {what}",
+                        "ms",
+                        [1000 * percentile(samples, p)],
+                        name,
+                        [1000 * percentile(base, p)],
+                        higher_is_better=False,
+                        kind="value",
+                    )
+                )
+    res.notes.append(
+        f"{n} sequential commands per variant after {WARM_COMMANDS} warm-up; CommandBus from "
+        "the bench process to the running actor host, as the API sends them"
+    )
+    res.extra["samples_ms"] = {
+        "append": [1000 * x for x in appended],
+        "replay": [1000 * x for x in replayed],
+        **{name: [1000 * x for x in base] for name, base in baselines},
+    }
+
+
+# ---------------------------------------------------------------------------- append_to_projection
+
+
+async def append_to_projection(bench: Bench, res: Result) -> None:
+    n_full = bench.scale.projection_events
+    e2e, appends, lags = [], [], []
+    async with _pool(bench) as pool:
+        actors = Actors(PostgresEventStore(pool))
+        for _, warmup in bench.iterations():
+            n = max(WRITERS, n_full // 10) if warmup else n_full
+            owner = f"bench-proj-{secrets.token_hex(4)}"
+            ids = [str(uuid.uuid4()) for _ in range(n)]
+
+            async def writer(mine: list[str], owner: str = owner) -> None:
+                for aid in mine:
+                    reply = await actors.execute(_initiate(aid, owner))
+                    if not reply.get("ok"):
+                        raise RuntimeError(f"append refused: {reply}")
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*[writer(ids[k::WRITERS]) for k in range(WRITERS)])
+            t_appended = time.perf_counter()
+            deadline = t_appended + PROJECTION_TIMEOUT
+            while True:
+                seen = await pool.fetchval(
+                    "SELECT count(*) FROM readmodel.uploads WHERE owner = $1", owner
+                )
+                if seen >= n:
+                    break
+                if time.perf_counter() > deadline:
+                    raise TimeoutError(
+                        f"read model shows {seen}/{n} uploads {PROJECTION_TIMEOUT:.0f} s after the appends"
+                    )
+                await asyncio.sleep(0.01)
+            t_end = time.perf_counter()
+            if not warmup:
+                e2e.append(n / (t_end - t0))
+                appends.append(n / (t_appended - t0))
+                lags.append(1000 * (t_end - t_appended))
+    res.rows += [
+        Row("append → read model", "events/s", e2e),
+        Row(f"append only ({WRITERS} writers)", "events/s", appends),
+        Row("read model lag after the last append", "ms", lags, higher_is_better=False),
+    ]
+    res.notes.append(
+        f"{n_full} UploadInitiated events per run, one per new stream, appended through "
+        "bus.actors.Actors straight into the event store; then relay → Kafka → projector"
+    )
+
+
+# ---------------------------------------------------------------------------- projection_rebuild
+
+
+async def projection_rebuild(bench: Bench, res: Result) -> None:
+    rates: dict[str, list[float]] = {name: [] for name in PROJECTIONS}
+    applied: dict[str, int] = {}
+    async with _pool(bench) as pool:
+        total = await pool.fetchval("SELECT count(*) FROM eventstore.events")
+        for _, warmup in bench.iterations():
+            for name in PROJECTIONS:
+                t0 = time.perf_counter()
+                count = await rebuild(pool, name)
+                dt = time.perf_counter() - t0
+                applied[name] = count
+                if not warmup:
+                    rates[name].append(count / dt)
+    for name, values in rates.items():
+        res.rows.append(Row(f"rebuild {name}", "events/s", values))
+    res.notes.append(
+        f"event store of {total} events; applied per rebuild: "
+        + ", ".join(f"{k} {v}" for k, v in applied.items())
+    )
+
+
+SCENARIOS = [
+    Scenario(
+        "bus.command_rtt",
+        "command round trip p50/p99 over Kafka to the actor host and back",
+        command_rtt,
+    ),
+    Scenario(
+        "bus.append_to_projection",
+        "events per second from append to the read model",
+        append_to_projection,
+    ),
+    Scenario(
+        "bus.projection_rebuild",
+        "projection rebuild events per second from the event store",
+        projection_rebuild,
+    ),
+]
