@@ -269,10 +269,7 @@ class UploadsController(Controller):
         principal: NamedDependency[Principal],
     ) -> dict[str, Any]:
         c = ctx(request)
-        upload_id = parse_uuid(upload_id, "upload_not_found", "upload")
-        state = await c.load("uploads", f"upload-{upload_id}")
-        if state is None or (state.owner != principal.user and not principal.admin):
-            raise ApiError(404, "upload_not_found", "no such upload", {"id": upload_id})
+        upload_id, state = await c.owned_upload(upload_id, principal)
         row = await queries.get_upload(
             c.pool, upload_id, None if principal.admin else principal.user
         )
@@ -298,10 +295,7 @@ class UploadsController(Controller):
         principal: NamedDependency[Principal],
     ) -> dict[str, Any]:
         c = ctx(request)
-        upload_id = parse_uuid(upload_id, "upload_not_found", "upload")
-        state = await c.load("uploads", f"upload-{upload_id}")
-        if state is None or (state.owner != principal.user and not principal.admin):
-            raise ApiError(404, "upload_not_found", "no such upload", {"id": upload_id})
+        upload_id, state = await c.owned_upload(upload_id, principal)
         missing = state.missing_chunks
         return {
             "upload_id": upload_id,
@@ -324,10 +318,7 @@ class UploadsController(Controller):
         principal: NamedDependency[Principal],
     ) -> dict[str, Any]:
         c = ctx(request)
-        upload_id = parse_uuid(upload_id, "upload_not_found", "upload")
-        state: UploadState | None = await c.load("uploads", f"upload-{upload_id}")
-        if state is None or (state.owner != principal.user and not principal.admin):
-            raise ApiError(404, "upload_not_found", "no such upload", {"id": upload_id})
+        upload_id, state = await c.owned_upload(upload_id, principal)
         missing = state.missing_chunks
         if missing and state.status in (UploadStatus.INITIATED, UploadStatus.IN_PROGRESS):
             raise ApiError(

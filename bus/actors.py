@@ -29,7 +29,7 @@ from aiokafka.structs import OffsetAndMetadata
 from opentelemetry.trace import SpanKind
 
 from bus.eventstore import PostgresEventStore
-from bus.kafka import COMMAND_AGGREGATES, header, make_consumer, make_producer
+from bus.kafka import COMMAND_AGGREGATES, header, make_consumer, make_producer, poll_until_stopped
 from bus.logs import get_logger
 from bus.settings import Settings
 from bus.tracing import current_traceparent, span
@@ -198,16 +198,9 @@ class ActorHost:
         log.info("actor host started", group=self.group_id)
         try:
             while not stop.is_set():
-                getter = asyncio.ensure_future(consumer.getmany(timeout_ms=1000))
-                stopper = asyncio.ensure_future(stop.wait())
-                await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                stopper.cancel()
-                if not getter.done():
-                    getter.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await getter
+                batch = await poll_until_stopped(consumer, stop)
+                if batch is None:
                     break
-                batch = getter.result()
                 if not batch:
                     continue
                 # Partitions are independent: run them concurrently, each strictly in order.

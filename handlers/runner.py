@@ -18,7 +18,7 @@ from opentelemetry.trace import SpanKind
 from bus.blobstore import open_blob_store
 from bus.commandbus import BusUnavailable, CommandBus
 from bus.eventstore import PostgresEventStore
-from bus.kafka import header, make_consumer
+from bus.kafka import header, make_consumer, poll_until_stopped
 from bus.logs import get_logger
 from bus.settings import Settings
 from bus.tracing import current_traceparent, span
@@ -50,16 +50,9 @@ class Handlers:
         cleaner = asyncio.create_task(cleanup.run_periodically(self.settings, self.pool, bus, stop))
         try:
             while not stop.is_set():
-                getter = asyncio.ensure_future(consumer.getmany(timeout_ms=1000))
-                stopper = asyncio.ensure_future(stop.wait())
-                await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                stopper.cancel()
-                if not getter.done():
-                    getter.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await getter
+                batch = await poll_until_stopped(consumer, stop)
+                if batch is None:
                     break
-                batch = getter.result()
                 for tp, records in batch.items():
                     done = None
                     for rec in records:
