@@ -2,10 +2,10 @@
 aggregate's "stream" and "final" modes.
 
 Extensions: creation, creation-with-upload, creation-defer-length, expiration, checksum
-(sha1, sha256, sha512, md5), termination, concatenation. Not checksum-trailer: ASGI has no
-way to hand request trailers to an application (uvicorn's h11 parser drops them, its
-httptools parser appends them to the request's header list with nothing telling them from
-headers, and only if they arrived before the app looked), so it is not advertised.
+(sha1, sha256, sha512, md5), checksum-trailer, termination, concatenation. ASGI has no way
+to hand request trailers to an application, so the API server runs uvicorn with a protocol
+subclass that collects them into a scope extension (bus/http_protocol.py); under another
+server a trailer-announced PATCH answers 400 missing_checksum_trailer and keeps nothing.
 
 The tus upload id (the last segment of Location) is the Cairn upload id: the native API's
 GET /v1/uploads/{id} shows the same upload, with its file_id once complete.
@@ -65,6 +65,7 @@ from api.errors import ApiError, error_response
 from api.finish import MAX_MANIFEST_ENTRIES, finish_upload
 from api.limits import check_quota, limiter
 from bus.commandbus import BusUnavailable
+from bus.http_protocol import TRAILERS_EXTENSION
 from bus.logs import get_logger
 from bus.settings import Settings
 from domain.commands import AbortUpload, AppendBytes, DeclareLength, ExpireUpload, InitiateUpload
@@ -81,6 +82,7 @@ EXTENSIONS = (
     "creation-defer-length",
     "expiration",
     "checksum",
+    "checksum-trailer",
     "termination",
     "concatenation",
 )
@@ -226,6 +228,16 @@ def _parse_int(value: str, header: str) -> int:
     if not _DIGITS.fullmatch(value):
         raise ApiError(400, "invalid_header", f"{header} must be a non-negative integer")
     return int(value)
+
+
+def _trailer(request: Request[Any, Any, Any], name: str) -> str | None:
+    """A request trailer field (see bus/http_protocol.py), or None."""
+    extensions: dict[Any, Any] = dict(request.scope.get("extensions") or {})
+    fields: list[tuple[bytes, bytes]] = list(extensions.get(TRAILERS_EXTENSION) or [])
+    for key, value in fields:
+        if key.decode("latin-1").lower() == name:
+            return str(value.decode("latin-1"))
+    return None
 
 
 def _parse_checksum(value: str | None) -> tuple[str, bytes] | None:
@@ -433,8 +445,12 @@ class Appender:
         *,
         limit: int,
         checksum: tuple[str, bytes] | None,
+        trailer: bool = False,
     ) -> None:
         self.c = c
+        # checksum-trailer: the algorithm and digest come after the body, so pieces are kept
+        # back (like a checksum header) and verified by re-reading them at the end.
+        self.trailer = trailer
         self.request = request
         self.principal = principal
         self.upload_id = state.id
@@ -464,7 +480,7 @@ class Appender:
             if len(self.buf) == PIECE:
                 await self._store(bytes(self.buf))
                 self.buf.clear()
-        if self.hasher is None:
+        if self.hasher is None and not self.trailer:
             self._reap()
             if self.committing is None and self._due():
                 batch = self._take()
@@ -552,13 +568,27 @@ class Appender:
         await self._store_tail()
         if self.hasher is not None and self.hasher.digest() != self.expected:
             raise ChecksumMismatch
+        if self.trailer:
+            await self._drain()
+            checksum = _parse_checksum(_trailer(self.request, "upload-checksum"))
+            if checksum is None:
+                raise ApiError(
+                    400, "missing_checksum_trailer", "the Upload-Checksum trailer is missing"
+                )
+            algorithm, expected = checksum
+            hasher = CHECKSUMS[algorithm]()
+            for piece in self.pending:
+                async for data in self.c.blobs.open_range(piece["sha256"]):
+                    hasher.update(data)
+            if hasher.digest() != expected:
+                raise ChecksumMismatch
         await self.commit()
 
     async def salvage(self) -> None:
         """The body ended early (client gone, or too long): keep what arrived, if allowed.
 
         With a checksum nothing can be verified, so nothing is kept."""
-        if self.hasher is not None:
+        if self.hasher is not None or self.trailer:
             return
         with contextlib.suppress(TooManyPieces):
             await self._store_tail()
@@ -586,6 +616,9 @@ async def _append_body(
 ) -> int:
     """Stream the request body onto the upload at its current offset; return the new offset.
 
+    Without an Upload-Checksum header, a `Trailer: Upload-Checksum` announcement makes the
+    body wait for its checksum in the trailer (checksum-trailer).
+
     Raises ApiError: 413 past the length (or the maximum size), 460 checksum mismatch, or a
     domain refusal in tus terms (409 another writer won, 404 terminated meanwhile...)."""
     if state.file_size is not None:
@@ -603,7 +636,11 @@ async def _append_body(
         )
     if declared is not None and len(state.pieces) + -(-declared // PIECE) > MAX_PIECES:
         raise _too_many_pieces()
-    appender = Appender(c, request, principal, state, limit=limit, checksum=checksum)
+    announced = (request.headers.get("trailer") or "").lower()
+    trailer = checksum is None and "upload-checksum" in [t.strip() for t in announced.split(",")]
+    appender = Appender(
+        c, request, principal, state, limit=limit, checksum=checksum, trailer=trailer
+    )
     try:
         try:
             async with contextlib.aclosing(_body(request)) as body:

@@ -33,6 +33,7 @@ async def run_api(settings: Settings, stop: asyncio.Event) -> None:
     import uvicorn
 
     from api.app import create_app
+    from bus.http_protocol import TrailerAwareHttpToolsProtocol
 
     config = uvicorn.Config(
         create_app(settings),
@@ -42,6 +43,7 @@ async def run_api(settings: Settings, stop: asyncio.Event) -> None:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=5,
+        http=TrailerAwareHttpToolsProtocol,
         # Forwarded headers are trusted only when the operator says a proxy sets them.
         proxy_headers=settings.trust_proxy,
         forwarded_allow_ips="*" if settings.trust_proxy else None,

@@ -142,6 +142,7 @@ async def test_options_discovery(shared_system: System) -> None:
                 "creation-defer-length",
                 "expiration",
                 "checksum",
+                "checksum-trailer",
                 "termination",
                 "concatenation",
             }
@@ -301,6 +302,64 @@ async def test_checksums(shared_system: System) -> None:
         assert r.status_code == 204
         _, content = await file_of(c, url)
         assert content == data
+
+
+async def _chunked_patch_with_trailer(
+    system: System, url: str, offset: int, data: bytes, trailer: str | None
+) -> int:
+    """A raw HTTP/1.1 PATCH with a chunked body and (optionally) an Upload-Checksum trailer:
+    httpx cannot send trailers."""
+    s = system.settings
+    reader, writer = await asyncio.open_connection(s.host, s.port)
+    try:
+        head = (
+            f"PATCH {url} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {system.token('trail')}\r\n"
+            "Tus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\n"
+            f"Upload-Offset: {offset}\r\nTransfer-Encoding: chunked\r\nTrailer: Upload-Checksum\r\n\r\n"
+        )
+        body = b"".join(
+            b"%x\r\n" % len(data[i : i + 1000]) + data[i : i + 1000] + b"\r\n"
+            for i in range(0, len(data), 1000)
+        )
+        end = b"0\r\n" + (f"Upload-Checksum: {trailer}\r\n".encode() if trailer else b"") + b"\r\n"
+        writer.write(head.encode() + body + end)
+        await writer.drain()
+        status_line = await reader.readline()
+        return int(status_line.split()[1])
+    finally:
+        writer.close()
+
+
+async def test_checksum_trailer(shared_system: System) -> None:
+    data = os.urandom(5000)
+    async with shared_system.client("trail") as c:
+        url = await create(c, len(data))
+        path = "/" + url.split("/", 3)[3] if url.startswith("http") else url
+        # a wrong digest in the trailer: 460, nothing kept
+        status = await _chunked_patch_with_trailer(
+            shared_system, path, 0, data[:3000], checksum("sha1", b"other")
+        )
+        assert status == 460
+        assert await offset_of(c, url) == 0
+        # announced but never sent: refused, nothing kept
+        assert await _chunked_patch_with_trailer(shared_system, path, 0, data[:3000], None) == 400
+        assert await offset_of(c, url) == 0
+        # the right digest: appended
+        assert (
+            await _chunked_patch_with_trailer(
+                shared_system, path, 0, data[:3000], checksum("sha256", data[:3000])
+            )
+            == 204
+        )
+        assert await offset_of(c, url) == 3000
+        assert (
+            await _chunked_patch_with_trailer(
+                shared_system, path, 3000, data[3000:], checksum("md5", data[3000:])
+            )
+            == 204
+        )
+        _, body = await file_of(c, url)
+        assert body == data
 
 
 async def test_length_zero_completes_at_once(shared_system: System) -> None:
