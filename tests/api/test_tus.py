@@ -913,3 +913,23 @@ async def test_handler_completes_uploads_the_api_left_full(shared_system: System
                 assert await wait_until(content) == expected
     finally:
         await bus.stop()
+
+
+async def test_cors_preflight_and_exposed_tus_headers(shared_system: System) -> None:
+    """Browser clients (tus-js-client, Uppy) need the preflight answered and the tus
+    headers exposed, or they cannot read Location and Upload-Offset."""
+    async with shared_system.client(None) as anon, shared_system.client("browser") as c:
+        r = await anon.options(
+            "/v1/tus",
+            headers={
+                "Origin": "https://app.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "tus-resumable,upload-length,authorization",
+            },
+        )
+        assert r.status_code in (200, 204)
+        assert r.headers["access-control-allow-origin"] in ("*", "https://app.example")
+        url = await create(c, 3)
+        r = await c.head(url, headers={**TUS, "Origin": "https://app.example"})
+        exposed = {h.strip().lower() for h in r.headers["access-control-expose-headers"].split(",")}
+        assert {"upload-offset", "upload-length", "location", "tus-resumable"} <= exposed
