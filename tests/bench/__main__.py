@@ -13,15 +13,14 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from tests.bench import bus, downloads, growth, pending, uploads
+from tests.bench import bus, downloads, growth, pending, tus, uploads
 from tests.bench.core import FULL, QUICK, Scenario, render_text, write_results
 
 _PENDING = {sc.name: sc for sc in pending.SCENARIOS}
 
 ALL: list[Scenario] = [
     *uploads.SCENARIOS,
-    _PENDING["upload.tus_single"],
-    _PENDING["upload.tus_parallel"],
+    *tus.SCENARIOS,
     *downloads.SCENARIOS,
     _PENDING["download.range_4k"],
     _PENDING["fetch.url_cache"],
@@ -59,7 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="small sizes, for CI (well under 3 min)")
     p.add_argument("--list", action="store_true", help="list the scenarios and exit")
     p.add_argument(
-        "--no-install", action="store_true", help="never apt-get install nginx when it is missing"
+        "--no-install",
+        action="store_true",
+        help="never install a missing baseline (apt-get nginx, npm ci the tus packages)",
     )
     p.add_argument("--keep", action="store_true", help="keep the temporary work dir")
     p.add_argument("--tmp", metavar="DIR", default=None, help="where the work dir goes")
@@ -95,7 +96,8 @@ async def _main(args: argparse.Namespace, scenarios: list[Scenario], command: st
         return 1
     ok = sum(r.status == "ok" for r in results)
     pend = sum(r.status == "pending" for r in results)
-    print(f"{ok} scenario(s) ran, {pend} pending, 0 errored")
+    skipped = sum(r.status == "skipped" for r in results)
+    print(f"{ok} scenario(s) ran, {pend} pending, {skipped} skipped, 0 errored")
     return 0
 
 

@@ -7,12 +7,17 @@
 - bare: `bare_app.py` under uvicorn, the least a Python streaming upload endpoint does.
 - curl: the client for nginx uploads and for every download (Cairn's included), so that a
   download compares servers, not clients.
+- @tus/server: the tus reference server (Node) with its file store, from `package.json`
+  in this folder (`npm ci` when node_modules is missing, unless --no-install), started as
+  `node tus_server.mjs` on a free port; tus-js-client from the same install is the one
+  client for it and for Cairn (`tus_client.mjs`, see tus.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -311,3 +316,103 @@ async def curl_download(
     got = int(float(out.strip() or 0))
     if got != expect_bytes:
         raise CurlError(f"GET {url}: {got} bytes, expected {expect_bytes}")
+
+
+# ---------------------------------------------------------------------------- tus (Node)
+
+NODE_DIR = Path(__file__).resolve().parent
+NPM_TIMEOUT = 300.0
+NODE_PACKAGES = ("@tus/server", "@tus/file-store", "tus-js-client")
+
+
+def _node_package_version(name: str) -> str | None:
+    try:
+        pkg = json.loads((NODE_DIR / "node_modules" / name / "package.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return str(pkg.get("version") or "?")
+
+
+def ensure_node_modules(install: bool) -> tuple[bool, str]:
+    """(node and the tus packages are ready, a note on how or why not)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None:
+        return False, "node is not installed"
+    versions = {n: _node_package_version(n) for n in NODE_PACKAGES}
+    how = "found"
+    if not all(versions.values()):
+        if npm is None:
+            return False, "npm is not installed (needed once for tests/bench/node_modules)"
+        if not install:
+            return False, "tests/bench/node_modules is missing (and --no-install)"
+        try:
+            out = subprocess.run(
+                [npm, "ci", "--no-audit", "--no-fund"],
+                cwd=NODE_DIR,
+                capture_output=True,
+                text=True,
+                timeout=NPM_TIMEOUT,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return False, f"npm ci timed out after {NPM_TIMEOUT:.0f} s"
+        if out.returncode != 0:
+            lines = (out.stderr or out.stdout).strip().splitlines()
+            return False, f"npm ci failed: {lines[-1] if lines else out.returncode}"
+        versions = {n: _node_package_version(n) for n in NODE_PACKAGES}
+        if not all(versions.values()):
+            return False, "npm ci did not install the tus packages"
+        how = "installed with npm ci"
+    node_version = subprocess.run(
+        [node, "--version"], capture_output=True, text=True, timeout=10, check=False
+    ).stdout.strip()
+    listed = ", ".join(f"{n} {v}" for n, v in versions.items())
+    return True, f"node {node_version}, {listed} ({how})"
+
+
+class TusServer:
+    """@tus/server with @tus/file-store (tus_server.mjs), storing under the work dir."""
+
+    def __init__(self, work: Path) -> None:
+        self.store = work / "tus-server"
+        self.port = free_port()
+        self.version = _node_package_version("@tus/server") or "?"
+        self.proc = Managed(
+            "tus-server",
+            ["node", str(NODE_DIR / "tus_server.mjs"), str(self.port), str(self.store)],
+            log=work / "tus-server.log",
+            cwd=NODE_DIR,
+            stop_signal=signal.SIGTERM,
+            stop_timeout=10.0,
+        )
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}/files"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def start(self) -> None:
+        self.store.mkdir(parents=True, exist_ok=True)
+        self.proc.start()
+        wait_until(
+            lambda: _port_open(self.port) or not self.proc.alive(),
+            30,
+            "@tus/server",
+            interval=0.05,
+        )
+        if not self.proc.alive():
+            raise RuntimeError(f"@tus/server did not start:\n{self.proc.log_tail()}")
+
+    def clear(self) -> None:
+        """Delete what earlier runs stored (no upload is in progress between runs)."""
+        for p in self.store.iterdir():
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+
+    def stop(self) -> None:
+        self.proc.stop()

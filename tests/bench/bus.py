@@ -88,8 +88,12 @@ async def kafka_echo(settings: Settings, n: int, **consumer_kw: Any) -> list[flo
     req, rep = f"{prefix}.req", f"{prefix}.rep"
     await ensure_topics(settings, [req, rep])
     producer = make_producer(settings)
-    echo_in = make_consumer(settings, group_id=None, auto_offset_reset="latest", **consumer_kw)
-    replies = make_consumer(settings, group_id=None, auto_offset_reset="latest", **consumer_kw)
+    echo_in = make_consumer(
+        settings, group_id=None, latency_critical=True, auto_offset_reset="latest", **consumer_kw
+    )
+    replies = make_consumer(
+        settings, group_id=None, latency_critical=True, auto_offset_reset="latest", **consumer_kw
+    )
     pending: dict[bytes, asyncio.Future[None]] = {}
     tasks: list[asyncio.Task[None]] = []
     await producer.start()

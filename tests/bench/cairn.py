@@ -76,6 +76,8 @@ class Cairn:
                 "CAIRN_DATABASE_URL": self.database_url,
                 "CAIRN_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
                 "CAIRN_KAFKA_IDEMPOTENCE": "false",  # Tansu has no InitProducerId
+                # what `cairn up` gives its own processes on the embedded broker
+                "CAIRN_KAFKA_FETCH_MAX_WAIT_MS": "10",
             }
         )
 

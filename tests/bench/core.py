@@ -42,6 +42,7 @@ class Scale:
     small_files: int  # upload.small_files: files per run (at most)
     small_concurrency: int
     small_seconds: float  # ... and at most this long per run
+    tus_chunk_bytes: int  # upload.tus_single / tus_parallel: tus-js-client's chunkSize
     download_bytes: int  # download.single
     rtt_samples: int  # bus.command_rtt: commands per variant
     projection_events: int  # bus.append_to_projection: events per run
@@ -61,6 +62,7 @@ QUICK = Scale(
     small_files=32,
     small_concurrency=16,
     small_seconds=10.0,
+    tus_chunk_bytes=8 * MiB,  # so that the 16 MiB file still takes several PATCHes
     download_bytes=16 * MiB,
     rtt_samples=20,
     projection_events=200,
@@ -80,6 +82,7 @@ FULL = Scale(
     small_files=1000,
     small_concurrency=32,
     small_seconds=30.0,
+    tus_chunk_bytes=64 * MiB,
     download_bytes=1 * GiB,
     rtt_samples=150,
     projection_events=5000,
@@ -146,7 +149,7 @@ class Scenario:
     description: str
     run: ScenarioFn | None = None  # None: the feature is not built yet (PENDING)
     pending: str | None = None  # why it is pending
-    needs: frozenset[str] = frozenset()  # "nginx", "bare"
+    needs: frozenset[str] = frozenset()  # "nginx", "bare", "tus"
     # For a pending scenario: the path its feature adds to Cairn's OpenAPI, if any.
     probe: str | None = None
 
@@ -277,6 +280,9 @@ def table_rows(results: Sequence[Result]) -> list[list[str]]:
         if r.status == "error":
             out.append([r.scenario, "ERROR", "—", "—", "—", "—"])
             continue
+        if r.status == "skipped":
+            out.append([r.scenario, "SKIPPED", "—", "—", "—", "—"])
+            continue
         for row in r.rows:
             metric = f"{row.metric} ({row.unit})"
             if row.baseline is None:
@@ -318,6 +324,14 @@ def _md_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def _baselines(meta: dict[str, Any]) -> str:
+    """The baselines the run started (those its scenarios did not need say "not started")."""
+    parts = [meta.get("nginx") or "nginx unavailable", meta["machine"].get("curl") or "no curl"]
+    if meta.get("tus") not in (None, "not started"):
+        parts.append(f"tus: {meta['tus']}")
+    return "; ".join(p for p in parts if p != "not started")
+
+
 def render_markdown(results: Sequence[Result], meta: dict[str, Any]) -> str:
     m = meta["machine"]
     parts = [
@@ -328,7 +342,7 @@ def render_markdown(results: Sequence[Result], meta: dict[str, Any]) -> str:
         "",
         f"Machine: {m['cpu']}, {m['cpus']} CPUs, {m['ram_gib']} GiB RAM, Linux {m['kernel']}, "
         f"Python {m['python']}; load average at start {m['loadavg_start']}. "
-        f"Baselines: {meta.get('nginx') or 'nginx unavailable'}; {m.get('curl') or 'no curl'}.",
+        f"Baselines: {_baselines(meta)}.",
         "",
         f"Each figure is the median of {meta['runs']} runs after {meta['warmup']} warm-up, "
         "with the range over the runs in brackets (latency percentiles pool every sample). "

@@ -1,8 +1,7 @@
 """Scenarios whose feature is not built yet: listed as PENDING by name, never faked.
 
 Each names the route that will bring it: when that route shows up in Cairn's OpenAPI the
-report says so, as a reminder to write the scenario (tus would then compare `tus-js-client`
-against Cairn and the `@tus/server` reference server from a package.json in this folder).
+report says so, as a reminder to write the scenario.
 """
 
 from __future__ import annotations
@@ -10,20 +9,6 @@ from __future__ import annotations
 from tests.bench.core import Scenario
 
 SCENARIOS = [
-    Scenario(
-        "upload.tus_single",
-        "",
-        pending="tus 1.0 upload of the single-stream file (tus-js-client) into Cairn vs the "
-        "@tus/server reference server: not written yet (tus was not built when this harness was)",
-        probe="/v1/tus",
-    ),
-    Scenario(
-        "upload.tus_parallel",
-        "",
-        pending="parallel tus uploads (tus-js-client) into Cairn vs @tus/server: not written "
-        "yet (tus was not built when this harness was)",
-        probe="/v1/tus",
-    ),
     Scenario(
         "download.range_4k",
         "",

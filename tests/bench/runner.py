@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from tests.bench import client as native
-from tests.bench.baselines import BareEndpoint, Nginx, ensure_nginx
+from tests.bench.baselines import BareEndpoint, Nginx, TusServer, ensure_nginx, ensure_node_modules
 from tests.bench.cairn import Cairn
 from tests.bench.core import MiB, Result, Scale, Scenario, machine_info
 from tests.bench.memory import Sampler, Window
@@ -44,6 +44,12 @@ class Bench:
         self.nginx_note = "not started"
         self.bare: BareEndpoint | None = None
         self.bare_note = "not started"
+        # tus: node + tus-js-client (the client for Cairn and the baseline alike), then the
+        # @tus/server baseline; either may be missing without that being an error.
+        self.node_ready = False
+        self.node_note = "not checked"
+        self.tus: TusServer | None = None
+        self.tus_note = "not started"
         self.sampler: Sampler | None = None
         self.openapi_paths: set[str] = set()
         self._versions: dict[Path, int] = {}
@@ -179,6 +185,23 @@ async def _start(bench: Bench, needs: set[str]) -> None:
             bare.stop()
             bench.bare_note = f"bare endpoint failed to start: {e}"
             _log(bench.bare_note)
+    if "tus" in needs:
+        ready, note = await asyncio.to_thread(ensure_node_modules, bench.install)
+        bench.node_ready, bench.node_note = ready, note
+        if not ready:
+            bench.tus_note = note
+            _log(f"tus: unavailable ({note})")
+        else:
+            tus = TusServer(bench.work)
+            try:
+                await asyncio.to_thread(tus.start)
+                bench.tus = tus
+                bench.tus_note = note
+                _log(f"tus: @tus/server {tus.version} on 127.0.0.1:{tus.port}; {note}")
+            except Exception as e:
+                tus.stop()
+                bench.tus_note = f"@tus/server failed to start: {e}"
+                _log(bench.tus_note)
     cairn = Cairn(bench.work)
     bench.cairn = cairn
     _log(f"cairn: starting `cairn up` in {cairn.data_dir} ...")
@@ -197,7 +220,7 @@ def _stop(bench: Bench) -> None:
     # Blocking on purpose: this also runs while the run is being cancelled (Ctrl-C).
     if bench.sampler is not None:
         bench.sampler.stop()
-    for what in (bench.cairn, bench.nginx, bench.bare):
+    for what in (bench.cairn, bench.nginx, bench.bare, bench.tus):
         if what is not None:
             with contextlib.suppress(Exception):
                 what.stop()
@@ -241,6 +264,8 @@ def _summary_line(r: Result) -> str:
     if r.status == "error":
         last = (r.error or "").strip().splitlines()[-1:] or ["?"]
         return f"  {r.scenario:<28} ERROR    ({r.seconds:.1f} s) {last[0]}"
+    if r.status == "skipped":
+        return f"  {r.scenario:<28} SKIPPED  {'; '.join(r.notes)}"
     first = r.rows[0] if r.rows else None
     fig = ""
     if first is not None and first.cairn_value is not None:
@@ -304,6 +329,7 @@ async def run(
         meta["cairn_start_seconds"] = bench.cairn.start_seconds if bench.cairn else None
         meta["nginx"] = bench.nginx_note
         meta["bare"] = bench.bare_note
+        meta["tus"] = bench.tus_note
         meta["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
         if keep:
             _log(f"kept the work dir {work}")
