@@ -124,8 +124,19 @@ async def test_two_actor_hosts_split_partitions_and_survive_one_stopping(
                     assert await put_with_retry(c, uid, i, b) in (200, 201)
 
             work = asyncio.gather(*[drive(uid) for uid in ids])
-            await asyncio.sleep(0.3)
-            stops[0].set()  # one host leaves the group mid-stream; the other takes over
+
+            # Stop one host once commands are flowing (a third of the chunks recorded), so it
+            # leaves mid-stream; the other takes over its partitions.
+            async def flowing() -> bool:
+                n = await pool.fetchval(
+                    "SELECT count(*) FROM eventstore.events WHERE event_type = 'UploadChunkStored'"
+                    " AND stream_id = ANY($1::text[])",
+                    [f"upload-{uid}" for uid in ids],
+                )
+                return int(n) >= len(ids)
+
+            await wait_until(flowing)
+            stops[0].set()
             await tasks[0]
             await work
             assert hosts[1].assigned and len(hosts[1].assigned) == 2 * fast.kafka_partitions
