@@ -230,6 +230,35 @@ def _parse_int(value: str, header: str) -> int:
     return int(value)
 
 
+async def _initiate(
+    c: AppContext,
+    request: Request[Any, Any, Any],
+    principal: Principal,
+    metadata: dict[str, str],
+    **upload: Any,
+) -> str:
+    """Create a stream or final upload named by its tus metadata; return its id."""
+    upload_id = str(uuid.uuid4())
+    try:
+        await c.send(
+            request,
+            InitiateUpload(
+                aggregate_id=upload_id,
+                caller=principal.user,
+                at=now(),
+                file_name=metadata.get("filename") or upload_id,
+                chunk_size=PIECE,
+                content_type=_content_type(metadata),
+                bucket=metadata.get("bucket") or "default",
+                metadata=metadata,
+                **upload,
+            ),
+        )
+    except DomainError as e:
+        raise _tus_error(e) from None
+    return upload_id
+
+
 def _trailer(request: Request[Any, Any, Any], name: str) -> str | None:
     """A request trailer field (see bus/http_protocol.py), or None."""
     extensions: dict[Any, Any] = dict(request.scope.get("extensions") or {})
@@ -774,26 +803,9 @@ class TusController(Controller):
         )
         # Checked before anything is created: a bad header must not leave an upload behind.
         checksum = _parse_checksum(request.headers.get("upload-checksum")) if with_body else None
-        upload_id = str(uuid.uuid4())
-        try:
-            await c.send(
-                request,
-                InitiateUpload(
-                    aggregate_id=upload_id,
-                    caller=principal.user,
-                    at=now(),
-                    file_name=metadata.get("filename") or upload_id,
-                    file_size=length,
-                    chunk_size=PIECE,
-                    content_type=_content_type(metadata),
-                    bucket=metadata.get("bucket") or "default",
-                    metadata=metadata,
-                    mode="stream",
-                    partial=partial,
-                ),
-            )
-        except DomainError as e:
-            raise _tus_error(e) from None
+        upload_id = await _initiate(
+            c, request, principal, metadata, file_size=length, mode="stream", partial=partial
+        )
         location = upload_url(request, upload_id)
         try:
             if with_body:
@@ -866,27 +878,16 @@ class TusController(Controller):
                 "the concatenation exceeds the maximum upload size",
                 {"max_upload_bytes": max_size(s), "size": size, "max_pieces": MAX_PIECES},
             )
-        upload_id = str(uuid.uuid4())
-        try:
-            await c.send(
-                request,
-                InitiateUpload(
-                    aggregate_id=upload_id,
-                    caller=principal.user,
-                    at=now(),
-                    file_name=metadata.get("filename") or upload_id,
-                    file_size=size,
-                    chunk_size=PIECE,
-                    content_type=_content_type(metadata),
-                    bucket=metadata.get("bucket") or "default",
-                    metadata=metadata,
-                    mode="final",
-                    parts=ids,
-                    manifest=manifest,
-                ),
-            )
-        except DomainError as e:
-            raise _tus_error(e) from None
+        upload_id = await _initiate(
+            c,
+            request,
+            principal,
+            metadata,
+            file_size=size,
+            mode="final",
+            parts=ids,
+            manifest=manifest,
+        )
         location = upload_url(request, upload_id)
         try:
             state = await _finish_if_full(c, request, principal, upload_id)

@@ -57,48 +57,38 @@ async def run_api(settings: Settings, stop: asyncio.Event) -> None:
     stopper.cancel()
 
 
-async def run_actors(settings: Settings, stop: asyncio.Event) -> None:
-    from bus.actors import ActorHost
+async def _with_pool(
+    settings: Settings, stop: asyncio.Event, component: str, max_size: int
+) -> None:
+    """Run `component` ("module:Class", imported lazily so each process loads only its own
+    code) as `Class(settings, pool).run(stop)` with a pool of its own."""
+    import importlib
+
     from bus.db import create_pool
 
-    pool = await create_pool(settings.database_url or "", min_size=2, max_size=20)
+    module, _, name = component.partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    pool = await create_pool(settings.database_url or "", min_size=2, max_size=max_size)
     try:
-        await ActorHost(settings, pool).run(stop)
+        await cls(settings, pool).run(stop)
     finally:
         await pool.close()
+
+
+async def run_actors(settings: Settings, stop: asyncio.Event) -> None:
+    await _with_pool(settings, stop, "bus.actors:ActorHost", 20)
 
 
 async def run_relay(settings: Settings, stop: asyncio.Event) -> None:
-    from bus.db import create_pool
-    from bus.relay import Relay
-
-    pool = await create_pool(settings.database_url or "", min_size=2, max_size=5)
-    try:
-        await Relay(settings, pool).run(stop)
-    finally:
-        await pool.close()
+    await _with_pool(settings, stop, "bus.relay:Relay", 5)
 
 
 async def run_projector(settings: Settings, stop: asyncio.Event) -> None:
-    from bus.db import create_pool
-    from projections.runner import Projector
-
-    pool = await create_pool(settings.database_url or "", min_size=2, max_size=10)
-    try:
-        await Projector(settings, pool).run(stop)
-    finally:
-        await pool.close()
+    await _with_pool(settings, stop, "projections.runner:Projector", 10)
 
 
 async def run_handlers(settings: Settings, stop: asyncio.Event) -> None:
-    from bus.db import create_pool
-    from handlers.runner import Handlers
-
-    pool = await create_pool(settings.database_url or "", min_size=2, max_size=10)
-    try:
-        await Handlers(settings, pool).run(stop)
-    finally:
-        await pool.close()
+    await _with_pool(settings, stop, "handlers.runner:Handlers", 10)
 
 
 RUNNERS: dict[str, Runner] = {
