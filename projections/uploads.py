@@ -73,11 +73,13 @@ class UploadsProjection(Projection):
             await bump_usage(conn, owner, utc_day(at), uploads_started=1)
             return
 
-        if ev.type == u.BYTES_APPENDED:
+        if ev.type in (u.BYTES_APPENDED, u.CHUNK_STORED):
+            # Bytes arrived: a numbered chunk (native) or appended pieces (tus).
             size = int(d["size"])
             owner = await conn.fetchval(
                 """
                 UPDATE readmodel.uploads SET
+                    chunks_received = chunks_received + $5,
                     bytes_received = bytes_received + $2,
                     status = CASE WHEN status = 'INITIATED' THEN 'IN_PROGRESS' ELSE status END,
                     updated_at = $3,
@@ -89,6 +91,7 @@ class UploadsProjection(Projection):
                 size,
                 at,
                 ev.version,
+                1 if ev.type == u.CHUNK_STORED else 0,
             )
             if owner is not None:
                 await bump_usage(conn, owner, utc_day(at), bytes_uploaded=size)
@@ -103,28 +106,6 @@ class UploadsProjection(Projection):
                 at,
                 ev.version,
             )
-            return
-
-        if ev.type == u.CHUNK_STORED:
-            size = int(d["size"])
-            owner = await conn.fetchval(
-                """
-                UPDATE readmodel.uploads SET
-                    chunks_received = chunks_received + 1,
-                    bytes_received = bytes_received + $2,
-                    status = CASE WHEN status = 'INITIATED' THEN 'IN_PROGRESS' ELSE status END,
-                    updated_at = $3,
-                    last_version = $4
-                WHERE id = $1
-                RETURNING owner
-                """,
-                upload_id,
-                size,
-                at,
-                ev.version,
-            )
-            if owner is not None:
-                await bump_usage(conn, owner, utc_day(at), bytes_uploaded=size)
             return
 
         if ev.type == u.COMPLETED:

@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import secrets
+import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import jwt
 
-from bus import tracing
+from bus import db, tracing
 from bus.embedded import free_port
 from bus.kafka import ensure_topics
 from bus.processes import RUNNERS
@@ -113,3 +118,39 @@ async def wait_until(predicate: Any, timeout: float = 30, interval: float = 0.05
         if time.monotonic() > end:
             raise TimeoutError("condition not met in time")
         await asyncio.sleep(interval)
+
+
+@asynccontextmanager
+async def isolated_system(
+    pg_url: str, kafka_bootstrap: str, **overrides: Any
+) -> AsyncIterator[System]:
+    """A whole system on its own database (cloned from the migrated template), topics,
+    data dir and blob store, with some settings changed."""
+    name = f"m_{secrets.token_hex(6)}"
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "cairn_template"')
+    finally:
+        await conn.close()
+    url = f"{pg_url.rpartition('/')[0]}/{name}"
+    tmp = Path(tempfile.mkdtemp(prefix="cairn-sys-"))
+    base = Settings(
+        data_dir=tmp / "data",
+        database_url=url,
+        kafka_bootstrap=kafka_bootstrap,
+        kafka_idempotence=False,
+        kafka_fetch_max_wait_ms=10,
+        kafka_partitions=4,
+        topic_prefix=f"m{secrets.token_hex(5)}",
+        blob_store=f"file://{tmp / 'blobs'}",
+        jwt_secret="test-secret-" + secrets.token_hex(16),
+        command_timeout=20.0,
+        log_json=False,
+    )
+    pool = await db.create_pool(url, min_size=1, max_size=20)
+    system = await start_system(dataclasses.replace(base, **overrides), pool)
+    try:
+        yield system
+    finally:
+        await system.shutdown()
+        await pool.close()

@@ -12,11 +12,10 @@ import asyncio
 import hashlib
 import os
 import secrets
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +24,10 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from bus import db
 from bus.blobstore import LocalBlobStore
 from bus.embedded import EmbeddedKafka, EmbeddedPostgres
 from bus.settings import Settings
-from tests.system import System, start_system, wait_until
+from tests.system import System, isolated_system, start_system, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -99,41 +97,11 @@ async def in_read_model(pool: asyncpg.Pool, table: str, id_: str, **equal: Any) 
     )
 
 
-@asynccontextmanager
-async def custom_system(
+def custom_system(
     pg_server: EmbeddedPostgres, kafka_server: EmbeddedKafka, **overrides: Any
-) -> AsyncIterator[System]:
+) -> AbstractAsyncContextManager[System]:
     """A whole system on its own database and topics, with some settings changed."""
-    name = f"m_{secrets.token_hex(6)}"
-    conn = await asyncpg.connect(pg_server.url)
-    await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "cairn_template"')
-    await conn.close()
-    url = f"{pg_server.url.rpartition('/')[0]}/{name}"
-    tmp = Path(tempfile.mkdtemp(prefix="cairn-sys-"))
-    settings = Settings(
-        **{
-            **Settings(
-                data_dir=tmp / "data",
-                database_url=url,
-                kafka_bootstrap=kafka_server.bootstrap,
-                kafka_idempotence=False,
-                kafka_partitions=4,
-                topic_prefix=f"m{secrets.token_hex(5)}",
-                blob_store=f"file://{tmp / 'blobs'}",
-                jwt_secret="test-secret-" + "z" * 32,
-                command_timeout=20.0,
-                log_json=False,
-            ).__dict__,
-            **overrides,
-        }
-    )
-    pool = await db.create_pool(url, min_size=1, max_size=20)
-    s = await start_system(settings, pool)
-    try:
-        yield s
-    finally:
-        await s.shutdown()
-        await pool.close()
+    return isolated_system(pg_server.url, kafka_server.bootstrap, **overrides)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
