@@ -11,12 +11,13 @@ up *ARGS:
 test *ARGS:
     uv run --locked pytest {{ARGS}}
 
-# ruff, and mypy (strict on domain/).
+# ruff, mypy (strict on domain/), and the import layering contract (pyproject.toml).
 lint:
     uv run --locked ruff check .
     uv run --locked ruff format --check .
     uv run --locked mypy domain
     uv run --locked mypy bus api projections handlers
+    uv run --locked lint-imports
 
 # Print a JWT for SUBJECT.
 token SUBJECT *ARGS:

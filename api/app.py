@@ -11,22 +11,22 @@ from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.openapi import OpenAPIConfig
 
-from api.admin import AdminController
 from api.auth import Authenticator
 from api.context import AppContext
 from api.errors import handle_exception
-from api.files import FilesController
 from api.middleware import request_id_middleware
-from api.ops import asyncapi, health, metrics, ready
-from api.tus import TusController
-from api.uploads import UploadsController
-from bus import tracing
-from bus.blobstore import open_blob_store
-from bus.commandbus import CommandBus
-from bus.db import create_pool
-from bus.eventstore import PostgresEventStore
-from bus.logs import configure
-from bus.settings import Settings
+from api.routes.admin import AdminController
+from api.routes.files import FilesController
+from api.routes.ops import asyncapi, health, metrics, ready
+from api.routes.uploads import UploadsController
+from api.tus.controller import TusController
+from bus.actors.commandbus import CommandBus
+from bus.blobs.local import open_blob_store
+from bus.config import tracing
+from bus.config.logs import configure
+from bus.config.settings import Settings
+from bus.store.db import create_pool
+from bus.store.eventstore import PostgresEventStore
 
 
 def create_app(settings: Settings | None = None) -> Litestar:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bus.kafka import AGGREGATES
-from bus.settings import Settings
+from bus.config.settings import Settings
+from bus.kafka.clients import AGGREGATES
 from domain import files, uploads  # noqa: F401  (registers event types)
 from domain.events import CURRENT_VERSIONS, STREAM_PREFIXES
 

@@ -14,7 +14,7 @@ import jwt
 from litestar import Request
 
 from api.errors import ApiError
-from bus.settings import Settings
+from bus.config.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,11 @@ import asyncpg
 from litestar import Request
 
 from api.auth import Authenticator, Principal
-from bus.blobstore import LocalBlobStore
-from bus.commandbus import CommandBus, CommandResult
-from bus.eventstore import PostgresEventStore
-from bus.settings import Settings
-from bus.tracing import current_traceparent
+from bus.actors.commandbus import CommandBus, CommandResult
+from bus.blobs.local import LocalBlobStore
+from bus.config.settings import Settings
+from bus.config.tracing import current_traceparent
+from bus.store.eventstore import PostgresEventStore
 from domain.aggregates import AGGREGATES
 from domain.commands import Command
 from domain.errors import NotFound

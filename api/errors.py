@@ -14,8 +14,8 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
-from bus.commandbus import BusUnavailable
-from bus.logs import get_logger
+from bus.actors.commandbus import BusUnavailable
+from bus.config.logs import get_logger
 from domain.errors import DomainError
 
 log = get_logger(__name__)

@@ -46,7 +46,6 @@ import inspect
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 import asyncpg
@@ -56,16 +55,15 @@ from litestar.params import HeaderParameter
 
 from api.context import ctx
 from api.errors import ApiError, handle_exception, request_id_of
-from bus.logs import get_logger
+from bus.config.logs import get_logger
+from bus.store.idempotency import KeyInProgress, KeyStore
 from domain.errors import DomainError
 from domain.uploads import SHA256_RE, UploadStatus
-from handlers.cleanup import IDEMPOTENCY_TTL
 from projections import queries
 
 log = get_logger(__name__)
 
 KEY_RE = re.compile(r"[\x21-\x7e]{1,255}")  # visible ASCII, like Stripe's keys
-PENDING_TIMEOUT = timedelta(minutes=10)
 _REPLAYED_HEADERS = ("location",)
 _BODY_DIGEST = "cairn.idempotency.body_sha256"
 _RESOURCE_ID = "cairn.idempotency.resource_id"
@@ -102,96 +100,10 @@ def _chunk_fingerprint(target: str, body_sha256: str, declared: str | None) -> s
     return _digest(target, body_sha256, (declared or "").lower())
 
 
-class KeyStore:
-    """The rows of api.idempotency_keys; every statement is one atomic round trip."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
-
-    async def claim(
-        self, owner: str, key: str, target: str, fingerprint: str | None
-    ) -> tuple[asyncpg.Record | None, asyncpg.Record | None]:
-        """(claim, None) if this request now holds the key, else (None, the existing row).
-
-        The claim has the row's `token` and `created_at`; a row taken over from a dead
-        holder keeps its `created_at` (the key's life and the create's id go on), an
-        expired one starts afresh."""
-        for _ in range(3):
-            token = uuid.uuid4()
-            # One statement: insert, or take over a row that expired or whose holder died;
-            # a live row is left alone (the WHERE fails and nothing is returned). The unique
-            # key makes a concurrent claimer wait for our commit and then see our row.
-            got = await self.pool.fetchrow(
-                """
-                INSERT INTO api.idempotency_keys AS k
-                    (owner, key, request_target, request_fingerprint, token)
-                VALUES ($1, $2, $3, $4, $5)
-                ON CONFLICT (owner, key) DO UPDATE SET
-                    request_target = excluded.request_target,
-                    request_fingerprint = excluded.request_fingerprint,
-                    token = excluded.token, status_code = NULL, response = NULL,
-                    response_headers = '{}'::jsonb, completed_at = NULL,
-                    created_at = CASE WHEN k.created_at < now() - $6::interval THEN now()
-                                      ELSE k.created_at END
-                WHERE k.created_at < now() - $6::interval
-                   OR (k.completed_at IS NULL AND k.created_at < now() - $7::interval)
-                RETURNING token, created_at
-                """,
-                owner,
-                key,
-                target,
-                fingerprint,
-                token,
-                IDEMPOTENCY_TTL,
-                PENDING_TIMEOUT,
-            )
-            if got is not None:
-                return got, None
-            row = await self.pool.fetchrow(
-                "SELECT request_target, request_fingerprint, status_code, response,"
-                " response_headers, completed_at FROM api.idempotency_keys"
-                " WHERE owner = $1 AND key = $2",
-                owner,
-                key,
-            )
-            if row is not None:
-                return None, row
-            # Released between the two statements: claim again.
-        raise ApiError(
-            409, "idempotency_request_in_progress", "a request with this key is in progress", {}
-        )
-
-    async def complete(
-        self,
-        owner: str,
-        key: str,
-        token: uuid.UUID,
-        fingerprint: str,
-        response: Response[Any],
-    ) -> None:
-        headers = {
-            k.lower(): v for k, v in response.headers.items() if k.lower() in _REPLAYED_HEADERS
-        }
-        await self.pool.execute(
-            "UPDATE api.idempotency_keys SET request_fingerprint = $4, status_code = $5,"
-            " response = $6, response_headers = $7, completed_at = now()"
-            " WHERE owner = $1 AND key = $2 AND token = $3",
-            owner,
-            key,
-            token,
-            fingerprint,
-            response.status_code or 200,
-            response.content,
-            headers,
-        )
-
-    async def release(self, owner: str, key: str, token: uuid.UUID) -> None:
-        await self.pool.execute(
-            "DELETE FROM api.idempotency_keys WHERE owner = $1 AND key = $2 AND token = $3",
-            owner,
-            key,
-            token,
-        )
+def _stored(response: Response[Any]) -> tuple[int, bytes, dict[str, str]]:
+    """What a replay needs of a response: status, body, and the headers worth replaying."""
+    headers = {k.lower(): v for k, v in response.headers.items() if k.lower() in _REPLAYED_HEADERS}
+    return response.status_code or 200, response.content, headers
 
 
 def _storable(response: Response[Any]) -> bool:
@@ -271,7 +183,10 @@ def idempotent(kind: Kind, status: int) -> Callable[[Handler], Handler]:
                 fingerprint = _digest(target, _canonical(kwargs["data"]))
             elif kind == "complete":
                 fingerprint = _digest(target)
-            claim, row = await keys.claim(owner, key, target, fingerprint)
+            try:
+                claim, row = await keys.claim(owner, key, target, fingerprint)
+            except KeyInProgress as e:
+                raise ApiError(409, "idempotency_request_in_progress", str(e), {}) from e
             if claim is None:
                 assert row is not None
                 if row["request_target"] != target:
@@ -312,7 +227,7 @@ def idempotent(kind: Kind, status: int) -> Callable[[Handler], Handler]:
                 response = handle_exception(request, exc)
                 fp = final_fingerprint()
                 if fp is not None and _storable(response):
-                    await _settle(keys.complete(owner, key, token, fp, response))
+                    await _settle(keys.complete(owner, key, token, fp, *_stored(response)))
                 else:
                     await _settle(keys.release(owner, key, token))
                 raise
@@ -327,7 +242,7 @@ def idempotent(kind: Kind, status: int) -> Callable[[Handler], Handler]:
             if fp is None:
                 await _settle(keys.release(owner, key, token))
             else:
-                await _settle(keys.complete(owner, key, token, fp, response))
+                await _settle(keys.complete(owner, key, token, fp, *_stored(response)))
             return response
 
         _declare_header(wrapper, fn)

@@ -10,7 +10,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from opentelemetry.trace import SpanKind
 
 from api.errors import SAFE_REQUEST_ID
-from bus.tracing import span
+from bus.config.tracing import span
 
 
 def request_id_middleware(app: ASGIApp) -> ASGIApp:

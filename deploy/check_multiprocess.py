@@ -43,8 +43,8 @@ from typing import Any, NoReturn
 import httpx
 import yaml
 
-from bus import db
-from bus.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
+from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
+from bus.store import db
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"

@@ -6,7 +6,7 @@ Run by deploy/check.sh as
 
 - every YAML file parses (duplicate keys are errors);
 - the compose file: services for every process kind, commands, env names known to
-  bus/settings.py, depends_on targets and their health checks / one-shot nature, volumes;
+  bus/config/settings.py, depends_on targets and their health checks / one-shot nature, volumes;
 - the Kubernetes manifests: the kustomization lists every file, the rendered output
   validates against the Kubernetes schemas (strict), every ConfigMap / Secret / key / PVC /
   volume / port a Deployment or Job references exists, env names are known settings,
@@ -106,19 +106,19 @@ def load_all(path: Path) -> list[Any]:
 
 
 def known_settings() -> set[str]:
-    """Every CAIRN_* name bus/settings.py reads."""
-    return set(re.findall(r'"(CAIRN_[A-Z0-9_]+)"', (ROOT / "bus/settings.py").read_text()))
+    """Every CAIRN_* name bus/config/settings.py reads."""
+    return set(re.findall(r'"(CAIRN_[A-Z0-9_]+)"', (ROOT / "bus/config/settings.py").read_text()))
 
 
 def process_kinds() -> list[str]:
-    """The keys of bus/processes.py RUNNERS, read without importing the project."""
-    tree = ast.parse((ROOT / "bus/processes.py").read_text())
+    """The keys of bus/run/processes.py KINDS, read without importing the project."""
+    tree = ast.parse((ROOT / "bus/run/processes.py").read_text())
     for node in ast.walk(tree):
         target = getattr(node, "target", None) or (getattr(node, "targets", None) or [None])[0]
-        if isinstance(target, ast.Name) and target.id == "RUNNERS":
+        if isinstance(target, ast.Name) and target.id == "KINDS":
             value = node.value  # type: ignore[attr-defined]
             return [k.value for k in value.keys]
-    raise SystemExit("RUNNERS not found in bus/processes.py")
+    raise SystemExit("KINDS not found in bus/run/processes.py")
 
 
 def api_routes() -> set[str]:
@@ -205,7 +205,8 @@ def check_compose() -> None:
         bad = unknown_settings(env)
         R.check(
             not bad,
-            f"{name}: env names known to bus/settings.py" + (f" (unknown: {bad})" if bad else ""),
+            f"{name}: env names known to bus/config/settings.py"
+            + (f" (unknown: {bad})" if bad else ""),
         )
         R.check(
             all(isinstance(v, str) for v in env.values()),
@@ -306,7 +307,7 @@ def check_compose() -> None:
     for name in sorted(comment_mentions(path)):
         if name not in SETTINGS:
             R.note(
-                f"compose.yaml comments mention {name}, which bus/settings.py does not read (yet)"
+                f"compose.yaml comments mention {name}, which bus/config/settings.py does not read (yet)"
             )
 
 
@@ -425,14 +426,14 @@ def check_k8s() -> None:
     bad = unknown_settings(config_data)
     R.check(
         not bad,
-        "cairn-config keys are settings bus/settings.py reads"
+        "cairn-config keys are settings bus/config/settings.py reads"
         + (f" (unknown: {bad})" if bad else ""),
     )
     secret_doc = by_kind.get("Secret", {}).get("cairn-secrets", {})
     bad = unknown_settings(secret_doc.get("stringData", {}))
     R.check(
         not bad,
-        "cairn-secrets keys are settings bus/settings.py reads"
+        "cairn-secrets keys are settings bus/config/settings.py reads"
         + (f" (unknown: {bad})" if bad else ""),
     )
     if any("CHANGE-ME" in str(v) for v in secret_doc.get("stringData", {}).values()):
@@ -647,7 +648,7 @@ def check_k8s() -> None:
         )
     for name in sorted(set().union(*(comment_mentions(p) for p in K8S.glob("*.yaml")))):
         if name not in SETTINGS:
-            R.note(f"k8s comments mention {name}, which bus/settings.py does not read (yet)")
+            R.note(f"k8s comments mention {name}, which bus/config/settings.py does not read (yet)")
 
 
 # ------------------------------------------------------------------ Dockerfile
@@ -874,7 +875,7 @@ def build_venv(stages: list[dict[str, Any]], out: Path) -> None:
     res = subprocess.run([str(cairn), "--help"], capture_output=True, text=True)
     R.check(res.returncode == 0 and "migrate" in res.stdout, "the venv's `cairn --help` works")
     probe = (
-        "import importlib.util as u, bus.db as d; "
+        "import importlib.util as u, bus.store.db as d; "
         "print(sorted(p.name for p in d.MIGRATIONS_DIR.glob('*.sql'))); "
         "print([m for m in ('pytest', 'mypy', 'ruff', 'hypothesis') if u.find_spec(m)])"
     )
@@ -904,7 +905,9 @@ def main() -> int:
         "--build-venv", type=Path, help="replay the Dockerfile build stage into this dir"
     )
     args = ap.parse_args()
-    print(f"settings known to bus/settings.py: {len(SETTINGS)}; process kinds: {', '.join(KINDS)}")
+    print(
+        f"settings known to bus/config/settings.py: {len(SETTINGS)}; process kinds: {', '.join(KINDS)}"
+    )
     check_yaml_parses()
     check_compose()
     check_k8s()

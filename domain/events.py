@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 JSON = dict[str, Any]
@@ -158,3 +158,15 @@ def upcast_recorded(ev: RecordedEvent) -> RecordedEvent:
     if version == ev.schema_version:
         return ev
     return replace(ev, schema_version=version, data=data)
+
+
+def event_time(ev: RecordedEvent) -> datetime:
+    """The domain time of the event (`data.at`), else when it was recorded; always aware."""
+    raw = ev.data.get("at")
+    at = ev.occurred_at
+    if isinstance(raw, str):
+        try:
+            at = datetime.fromisoformat(raw)
+        except ValueError:
+            pass
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)

@@ -16,14 +16,14 @@ chunked API keeps its explicit `complete` call: this handler never completes tho
 
 from __future__ import annotations
 
-import uuid
 from collections import OrderedDict
 
-from bus.blobstore import BlobNotFound, hash_manifest
-from bus.logs import get_logger
+from bus.blobs.local import BlobNotFound, hash_manifest
+from bus.config.logs import get_logger
 from domain.aggregates import AGGREGATES
 from domain.commands import Command, CompleteUpload, CreateFile
 from domain.events import RecordedEvent
+from domain.policies import complete_command_id, completion_file_id, file_command_id
 from domain.ports import BlobStore, EventStore
 from domain.uploads import (
     ACTIVE,
@@ -36,24 +36,7 @@ from domain.uploads import (
 
 log = get_logger(__name__)
 
-# Namespace of the file ids of completions done here (see completion_file_id).
-_FILE_IDS = uuid.UUID("6f9b7a52-2b1e-4c51-9a36-0d4c1f3e8a71")
-
 _MAY_REACH_LENGTH = (BYTES_APPENDED, LENGTH_DECLARED, INITIATED)
-
-
-def file_command_id(upload_id: str) -> str:
-    return f"file-from-upload-{upload_id}"
-
-
-def complete_command_id(upload_id: str) -> str:
-    return f"complete-upload-{upload_id}"
-
-
-def completion_file_id(upload_id: str) -> str:
-    """The file id of a completion done here: derived from the upload id, so a redelivered
-    event produces the very same command."""
-    return str(uuid.uuid5(_FILE_IDS, upload_id))
 
 
 async def command_for(ev: RecordedEvent, store: EventStore, blobs: BlobStore) -> Command | None:

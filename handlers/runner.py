@@ -15,16 +15,17 @@ import orjson
 from aiokafka.structs import OffsetAndMetadata
 from opentelemetry.trace import SpanKind
 
-from bus.blobstore import open_blob_store
-from bus.commandbus import BusUnavailable, CommandBus
-from bus.eventstore import PostgresEventStore
-from bus.kafka import header, make_consumer, poll_until_stopped
-from bus.logs import get_logger
-from bus.settings import Settings
-from bus.tracing import current_traceparent, span
+from bus import maintenance as cleanup
+from bus.actors.commandbus import BusUnavailable, CommandBus
+from bus.blobs.local import open_blob_store
+from bus.config.logs import get_logger
+from bus.config.settings import Settings
+from bus.config.tracing import current_traceparent, span
+from bus.kafka.clients import header, make_consumer, poll_until_stopped
+from bus.store.eventstore import PostgresEventStore
 from domain.errors import DomainError
 from domain.events import RecordedEvent
-from handlers import cleanup, files_from_uploads
+from handlers import files_from_uploads
 
 log = get_logger(__name__)
 

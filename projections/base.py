@@ -135,18 +135,6 @@ async def record_status(conn: asyncpg.Connection, projection: str, ev: RecordedE
 # ---- helpers for projections ---------------------------------------------------------
 
 
-def event_time(ev: RecordedEvent) -> datetime:
-    """The domain time of the event (`data.at`), else when it was recorded; always aware."""
-    raw = ev.data.get("at")
-    at = ev.occurred_at
-    if isinstance(raw, str):
-        try:
-            at = datetime.fromisoformat(raw)
-        except ValueError:
-            pass
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
-
-
 def utc_day(at: datetime) -> date:
     return at.astimezone(UTC).date()
 

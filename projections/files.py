@@ -11,8 +11,8 @@ from typing import ClassVar
 import asyncpg
 
 from domain import files as f
-from domain.events import RecordedEvent
-from projections.base import Projection, as_uuid, bump_usage, event_time, utc_day
+from domain.events import RecordedEvent, event_time
+from projections.base import Projection, as_uuid, bump_usage, utc_day
 
 
 class FilesProjection(Projection):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from bus.eventstore import PostgresEventStore
+from bus.store.eventstore import PostgresEventStore
 from domain.events import RecordedEvent
 from projections.base import PROJECTION_LOCK, Projection, apply_event, record_status
 from projections.files import FilesProjection

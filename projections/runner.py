@@ -27,9 +27,9 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from prometheus_client import Counter, Gauge
 
-from bus.eventstore import PostgresEventStore
-from bus.kafka import ensure_topics, header, make_consumer
-from bus.settings import Settings
+from bus.config.settings import Settings
+from bus.kafka.clients import ensure_topics, header, make_consumer
+from bus.store.eventstore import PostgresEventStore
 from domain.events import RecordedEvent
 from projections.base import PROJECTION_LOCK, Projection, apply_event, record_status
 from projections.rebuild import PROJECTIONS

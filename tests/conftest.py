@@ -15,10 +15,10 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from bus import db
-from bus.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
-from bus.eventstore import PostgresEventStore
-from bus.settings import Settings
+from bus.config.settings import Settings
+from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
+from bus.store import db
+from bus.store.eventstore import PostgresEventStore
 
 TEMPLATE = "cairn_template"
 

@@ -21,11 +21,12 @@ import asyncpg
 import httpx
 import jwt
 
-from bus import db, tracing
-from bus.embedded import free_port
-from bus.kafka import ensure_topics
-from bus.processes import RUNNERS
-from bus.settings import Settings
+from bus.config import tracing
+from bus.config.settings import Settings
+from bus.kafka.clients import ensure_topics
+from bus.run.embedded import free_port
+from bus.run.processes import RUNNERS
+from bus.store import db
 
 
 @dataclass

@@ -22,9 +22,9 @@ import time
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient
 
-from bus.db import MIGRATIONS_DIR
-from bus.kafka import all_topics
-from bus.settings import Settings
+from bus.config.settings import Settings
+from bus.kafka.clients import all_topics
+from bus.store.db import MIGRATIONS_DIR
 
 POLL_SECONDS = 2.0
 REPORT_EVERY = 30.0

@@ -5,8 +5,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest_asyncio
 
-from bus.embedded import EmbeddedKafka, EmbeddedPostgres
-from bus.settings import Settings
+from bus.config.settings import Settings
+from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from tests.system import System, isolated_system, start_system
 
 

@@ -9,7 +9,7 @@ import asyncpg
 import httpx
 import pytest_asyncio
 
-from bus.settings import ApiKey, Settings
+from bus.config.settings import ApiKey, Settings
 from tests.system import System, start_system, wait_until
 
 

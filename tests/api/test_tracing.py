@@ -6,7 +6,7 @@ import os
 
 import orjson
 
-from bus.kafka import header, make_consumer
+from bus.kafka.clients import header, make_consumer
 from tests.system import System, wait_until
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -31,10 +31,10 @@ import orjson
 import pytest
 import pytest_asyncio
 
-from api import tus
-from bus.blobstore import open_blob_store
-from bus.commandbus import CommandBus
-from bus.kafka import make_consumer
+from api.tus import controller as tus
+from bus.actors.commandbus import CommandBus
+from bus.blobs.local import open_blob_store
+from bus.kafka.clients import make_consumer
 from domain.commands import AppendBytes, InitiateUpload
 from handlers.files_from_uploads import completion_file_id
 from tests.system import System, start_system, wait_until

@@ -8,7 +8,7 @@ import os
 import httpx
 import orjson
 
-from bus.kafka import make_consumer
+from bus.kafka.clients import make_consumer
 from tests.system import System, wait_until
 
 CHUNK = 64 * 1024

@@ -24,9 +24,9 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from bus.blobstore import LocalBlobStore
-from bus.embedded import EmbeddedKafka, EmbeddedPostgres
-from bus.settings import Settings
+from bus.blobs.local import LocalBlobStore
+from bus.config.settings import Settings
+from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from tests.system import System, isolated_system, start_system, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import httpx
 
-from bus.embedded import free_port
+from bus.run.embedded import free_port
 from tests.bench.cairn import REPO
 from tests.bench.procs import Managed, wait_until
 

@@ -1,6 +1,6 @@
 """Bus scenarios: command round trip, append-to-read-model throughput, projection rebuild.
 
-- bus.command_rtt: `bus.commandbus.CommandBus` from the bench process against the running
+- bus.command_rtt: `bus.actors.commandbus.CommandBus` from the bench process against the running
   system's broker and actor host, exactly as the API uses it. Two commands: InitiateUpload
   of a new upload (decide + one append) and the same InitiateUpload again (an idempotent
   replay: decided from the actor's cache, no append). The baseline is a two-hop Kafka echo
@@ -10,7 +10,7 @@
   shows how much of the round trip is the consumers waiting on the broker (the embedded
   Tansu holds a fetch until its deadline; CAIRN_KAFKA_FETCH_MAX_WAIT_MS sets Cairn's).
 - bus.append_to_projection: N InitiateUpload commands applied straight to the event store
-  through `bus.actors.Actors` (8 concurrent writers), then the time until
+  through `bus.actors.host.Actors` (8 concurrent writers), then the time until
   `readmodel.uploads` shows all N: relay -> Kafka -> projector -> Postgres.
 - bus.projection_rebuild: `projections.rebuild.rebuild` of every projection over the whole
   event store, which by then holds every event the other scenarios appended.
@@ -30,12 +30,12 @@ from typing import Any
 import asyncpg
 from aiokafka import TopicPartition
 
-from bus import db
-from bus.actors import Actors
-from bus.commandbus import CommandBus
-from bus.eventstore import PostgresEventStore
-from bus.kafka import ensure_topics, make_consumer, make_producer
-from bus.settings import Settings
+from bus.actors.commandbus import CommandBus
+from bus.actors.host import Actors
+from bus.config.settings import Settings
+from bus.kafka.clients import ensure_topics, make_consumer, make_producer
+from bus.store import db
+from bus.store.eventstore import PostgresEventStore
 from domain.commands import InitiateUpload
 from projections.rebuild import PROJECTIONS, rebuild
 from tests.bench.core import Result, Row, Scenario, percentile
@@ -258,7 +258,7 @@ async def append_to_projection(bench: Bench, res: Result) -> None:
     ]
     res.notes.append(
         f"{n_full} UploadInitiated events per run, one per new stream, appended through "
-        "bus.actors.Actors straight into the event store; then relay → Kafka → projector"
+        "bus.actors.host.Actors straight into the event store; then relay → Kafka → projector"
     )
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import httpx
 import psutil
 
-from bus.cli import make_token
-from bus.embedded import EmbeddedPostgres, free_port
-from bus.settings import Settings
+from bus.config.settings import Settings
+from bus.run.cli import make_token
+from bus.run.embedded import EmbeddedPostgres, free_port
 from tests.bench.procs import Managed
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,7 +41,7 @@ class Cairn:
         self.token = ""
         self.proc = Managed(
             "cairn",
-            [sys.executable, "-m", "bus.cli", "up"],
+            [sys.executable, "-m", "bus.run.cli", "up"],
             log=work / "cairn.log",
             env=self._env(),
             cwd=REPO,

@@ -1,6 +1,6 @@
 """Peak RSS and CPU time of every Cairn process, sampled in a background thread.
 
-The processes are the supervisor (`cairn up`), its children `python -m bus.cli run KIND`
+The processes are the supervisor (`cairn up`), its children `python -m bus.run.cli run KIND`
 (labelled KIND), the Tansu broker (`tansu`) and PostgreSQL, which `pg_ctl` daemonises, so
 it is found through the cluster's `postmaster.pid` rather than the supervisor's tree. For
 postgres the peak is that of its largest process: every backend maps the same shared
@@ -33,7 +33,7 @@ def label_of(proc: psutil.Process, supervisor_pid: int) -> str | None:
         name = proc.name()
     except psutil.Error:
         return None
-    if "bus.cli" in cmd and "run" in cmd:
+    if "bus.run.cli" in cmd and "run" in cmd:
         i = cmd.index("run")
         return cmd[i + 1] if i + 1 < len(cmd) else "run"
     if "tansu" in name or any("tansu" in c for c in cmd[:1]):

@@ -24,15 +24,15 @@ import httpx
 import psutil
 import pytest
 
-from bus.embedded import EmbeddedPostgres, free_port
-from bus.supervisor import TANSU_PID_FILE
+from bus.run.embedded import EmbeddedPostgres, free_port
+from bus.run.supervisor import TANSU_PID_FILE
 
 T = TypeVar("T")
 
 BANNER = "Cairn is up."
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 60.0
-CLI = [sys.executable, "-m", "bus.cli"]
+CLI = [sys.executable, "-m", "bus.run.cli"]
 
 
 def cairn_env(data_dir: Path) -> dict[str, str]:

@@ -15,8 +15,8 @@ import asyncpg
 import httpx
 import pytest
 
-from bus.actors import ActorHost
-from bus.settings import Settings
+from bus.actors.host import ActorHost
+from bus.config.settings import Settings
 from tests.system import start_system, wait_until
 
 CHUNK = 32 * 1024

@@ -23,9 +23,9 @@ from typing import Any
 import orjson
 import pytest
 
-from bus.kafka import make_consumer
-from bus.settings import Settings
-from bus.supervisor import port_in_use
+from bus.config.settings import Settings
+from bus.kafka.clients import make_consumer
+from bus.run.supervisor import port_in_use
 from tests.faults.proc import Up, cairn_env, cleanup, cli, describe, poll, start_up
 
 CURL = shutil.which("curl")

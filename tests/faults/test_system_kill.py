@@ -37,8 +37,8 @@ import asyncpg
 import httpx
 import pytest
 
-from bus.eventstore import NOTIFY_CHANNEL
-from bus.supervisor import port_in_use
+from bus.run.supervisor import port_in_use
+from bus.store.eventstore import NOTIFY_CHANNEL
 from tests.faults.proc import (
     Up,
     cairn_env,

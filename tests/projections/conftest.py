@@ -16,9 +16,9 @@ import orjson
 import pytest_asyncio
 from aiokafka.structs import RecordMetadata
 
-from bus.eventstore import PostgresEventStore
-from bus.kafka import ensure_topics, headers, make_producer
-from bus.settings import Settings
+from bus.config.settings import Settings
+from bus.kafka.clients import ensure_topics, headers, make_producer
+from bus.store.eventstore import PostgresEventStore
 from domain.aggregates import AGGREGATES
 from domain.commands import (
     Command,

@@ -8,7 +8,7 @@ from dataclasses import replace
 import asyncpg
 import pytest
 
-from bus.eventstore import PostgresEventStore
+from bus.store.eventstore import PostgresEventStore
 from projections.base import GapNotFillable, apply_event
 from projections.uploads import UploadsProjection
 from tests.projections.conftest import Writer

@@ -11,8 +11,8 @@ import asyncpg
 import orjson
 from prometheus_client import REGISTRY
 
-from bus.eventstore import PostgresEventStore
-from bus.settings import Settings
+from bus.config.settings import Settings
+from bus.store.eventstore import PostgresEventStore
 from domain.events import RecordedEvent
 from projections import queries
 from projections.base import PROJECTION_LOCK

@@ -1,0 +1,62 @@
+"""Admin endpoints (admin role): rebuild a projection from the event store, run the cleanup."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, post
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath
+
+from api.auth import Principal, provide_principal, require_admin
+from api.context import ctx
+from api.errors import ApiError
+from bus.maintenance import CleanupBusy, run_cleanup
+from projections.rebuild import PROJECTIONS, rebuild
+
+
+class AdminController(Controller):
+    path = "/v1/admin"
+    tags = ["admin"]
+    dependencies = {"principal": Provide(provide_principal)}
+
+    @post(
+        "/projections/{name:str}/rebuild",
+        status_code=200,
+        summary="Rebuild a read model from the log",
+    )
+    async def rebuild_projection(
+        self,
+        request: Request[Any, Any, Any],
+        name: FromPath[str],
+        principal: NamedDependency[Principal],
+    ) -> dict[str, Any]:
+        require_admin(principal)
+        if name not in PROJECTIONS:
+            raise ApiError(
+                404, "projection_not_found", "no such projection", {"known": sorted(PROJECTIONS)}
+            )
+        applied = await rebuild(ctx(request).pool, name)
+        return {"projection": name, "events_applied": applied}
+
+    @post("/cleanup", status_code=200, summary="Expire stale uploads and collect garbage now")
+    async def cleanup(
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+    ) -> dict[str, Any]:
+        """What the handlers process does every CAIRN_CLEANUP_INTERVAL; waits for a run in
+        progress elsewhere to finish first. Answers the counts of this run."""
+        require_admin(principal)
+        c = ctx(request)
+        try:
+            report = await run_cleanup(c.settings, c.pool, c.bus, c.blobs, wait=True)
+        except CleanupBusy:
+            raise ApiError(
+                503,
+                "cleanup_busy",
+                "another cleanup is still running; retry later",
+                headers={"Retry-After": "10"},
+            ) from None
+        assert report is not None
+        return report.as_dict()

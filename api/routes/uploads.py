@@ -1,0 +1,401 @@
+"""The native chunked upload API: create, PUT numbered chunks (any order), complete, abort.
+
+Chunk bytes are streamed straight into the content-addressed blob store (hashed on the
+way, fsync'd) and only then is the StoreChunk command sent: when the PUT answers 2xx the
+chunk is durable and recorded. Nothing is buffered whole in memory.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, delete, get, post, put
+from litestar.di import NamedDependency, Provide
+from litestar.exceptions import InternalServerException
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
+
+from api.auth import Principal, provide_principal
+from api.completion import MAX_MANIFEST_ENTRIES, finish_upload
+from api.context import ctx, now, parse_uuid
+from api.errors import ApiError
+from api.idempotency import deduplicated, idempotent, note_body_digest, resource_id
+from api.limits import inflight_limited, quota_checked
+from bus.blobs.local import BlobTooLarge
+from domain.commands import AbortUpload, InitiateUpload, StoreChunk
+from domain.uploads import SHA256_RE, UploadState, UploadStatus
+from projections import queries
+
+
+@dataclass
+class CreateUploadBody:
+    file_name: FromPath[str]
+    file_size: int
+    content_type: str | None = None
+    chunk_size: int | None = None
+    sha256: str | None = None
+    bucket: str | None = None
+    metadata: dict[str, str] | None = None
+
+
+def _upload_view(row: dict[str, Any]) -> dict[str, Any]:
+    """Add speed and ETA, derived from bytes received over the upload's active time."""
+    out = dict(row)
+    created, updated = row.get("created_at"), row.get("updated_at")
+    speed = None
+    eta = None
+    received = int(row.get("bytes_received") or 0)
+    if created and updated and received:
+        elapsed = (
+            datetime.fromisoformat(updated) - datetime.fromisoformat(created)
+        ).total_seconds()
+        speed = received / max(elapsed, 0.001)
+        size = row.get("file_size")
+        # A tus upload with a deferred length has no known remainder, so no ETA.
+        eta = (
+            (int(size) - received) / speed
+            if size is not None and speed > 0 and out.get("status") in ("INITIATED", "IN_PROGRESS")
+            else None
+        )
+    out["speed_bytes_per_second"] = speed
+    out["eta_seconds"] = eta
+    return out
+
+
+def _state_view(st: UploadState) -> dict[str, Any]:
+    received = st.bytes_received
+    return _upload_view(
+        {
+            "id": st.id,
+            "file_name": st.file_name,
+            "file_size": st.file_size,
+            "chunk_size": st.chunk_size,
+            "total_chunks": st.total_chunks,
+            "chunks_received": len(st.chunks),
+            "bytes_received": received,
+            "progress": (received / st.file_size)
+            if st.file_size
+            else (1.0 if st.status == UploadStatus.COMPLETED else 0.0),
+            "status": st.status.value,
+            "mode": st.mode,
+            "partial": st.partial,
+            "content_type": st.content_type,
+            "bucket": st.bucket,
+            "metadata": st.metadata,
+            "sha256": st.sha256,
+            "file_id": st.file_id,
+            "created_at": st.created_at.isoformat(),
+            "updated_at": st.updated_at.isoformat(),
+            "completed_at": st.updated_at.isoformat()
+            if st.status == UploadStatus.COMPLETED
+            else None,
+        }
+    )
+
+
+class UploadsController(Controller):
+    path = "/v1/uploads"
+    tags = ["uploads"]
+    dependencies = {"principal": Provide(provide_principal)}
+
+    @post("/", status_code=201, summary="Start a chunked upload")
+    @idempotent("create", 201)
+    @deduplicated
+    @quota_checked("create")
+    async def create(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[CreateUploadBody],
+        principal: NamedDependency[Principal],
+    ) -> Response[Any]:
+        c = ctx(request)
+        s = c.settings
+        chunk_size = data.chunk_size if data.chunk_size is not None else s.default_chunk_size
+        if isinstance(data.file_size, int) and data.file_size > s.max_upload_bytes:
+            raise ApiError(
+                413,
+                "upload_too_large",
+                "file_size exceeds the maximum upload size",
+                {"max_upload_bytes": s.max_upload_bytes},
+            )
+        if isinstance(chunk_size, int) and chunk_size > s.max_chunk_size:
+            raise ApiError(
+                400,
+                "invalid_chunk_size",
+                "chunk_size exceeds the maximum chunk size",
+                {"max_chunk_bytes": s.max_chunk_size},
+            )
+        if (
+            isinstance(chunk_size, int)
+            and isinstance(data.file_size, int)
+            and chunk_size > 0
+            and -(-data.file_size // chunk_size) > MAX_MANIFEST_ENTRIES
+        ):
+            # A file's manifest travels in single bus messages; keep it within their size.
+            raise ApiError(
+                400,
+                "too_many_chunks",
+                f"a file holds at most {MAX_MANIFEST_ENTRIES} chunks: use a bigger chunk_size",
+                {
+                    "max_chunks": MAX_MANIFEST_ENTRIES,
+                    "min_chunk_size": -(-data.file_size // MAX_MANIFEST_ENTRIES),
+                },
+            )
+        sha = data.sha256.lower() if isinstance(data.sha256, str) else None
+        upload_id = resource_id(request) or str(uuid.uuid4())
+        result = await c.send(
+            request,
+            InitiateUpload(
+                aggregate_id=upload_id,
+                caller=principal.user,
+                at=now(),
+                file_name=data.file_name,
+                file_size=data.file_size,
+                chunk_size=chunk_size,
+                content_type=data.content_type or "application/octet-stream",
+                sha256=sha,
+                bucket=data.bucket or "default",
+                metadata=dict(data.metadata or {}),
+            ),
+        )
+        st = result.state or {}
+        body = {
+            "id": upload_id,
+            "chunk_size": st.get("chunk_size", chunk_size),
+            "total_chunks": st.get("total_chunks"),
+            "status": st.get("status"),
+            "file_id": st.get("file_id"),
+            "file_name": st.get("file_name"),
+            "file_size": st.get("file_size"),
+        }
+        return Response(body, status_code=201, headers={"Location": f"/v1/uploads/{upload_id}"})
+
+    @put(
+        "/{upload_id:str}/chunks/{index:int}",
+        request_max_body_size=None,
+        summary="Upload one chunk (raw body)",
+        status_code=201,
+    )
+    @inflight_limited
+    @idempotent("chunk", 201)
+    @quota_checked("chunk")
+    async def put_chunk(
+        self,
+        request: Request[Any, Any, Any],
+        upload_id: FromPath[str],
+        index: FromPath[int],
+        principal: NamedDependency[Principal],
+        chunk_sha256: Annotated[str | None, HeaderParameter(name="X-Chunk-SHA256")] = None,
+    ) -> Response[Any]:
+        c = ctx(request)
+        upload_id = parse_uuid(upload_id, "upload_not_found", "upload")
+        shape = await c.upload_shape(upload_id, principal)
+        if not 0 <= index < shape.total_chunks:
+            raise ApiError(
+                400,
+                "chunk_index_out_of_range",
+                f"chunk index must be in [0, {shape.total_chunks})",
+                {"index": index, "total_chunks": shape.total_chunks},
+            )
+        expected = shape.expected_size(index)
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) != expected):
+            raise ApiError(
+                400,
+                "wrong_chunk_size",
+                f"chunk {index} must be {expected} bytes",
+                {"index": index, "expected": expected, "received": declared},
+            )
+        if chunk_sha256 is not None and not SHA256_RE.fullmatch(chunk_sha256.lower()):
+            raise ApiError(400, "invalid_sha256", "X-Chunk-SHA256 must be 64 hex digits")
+        try:
+            digest, size = await c.blobs.put_stream(request.stream(), max_bytes=expected)
+            note_body_digest(request, digest)
+        except BlobTooLarge:
+            raise ApiError(
+                400,
+                "wrong_chunk_size",
+                f"chunk {index} must be {expected} bytes",
+                {"index": index, "expected": expected},
+            ) from None
+        except InternalServerException:
+            # The client went away mid-body: nothing was kept, nothing is recorded.
+            raise ApiError(400, "incomplete_body", "the request body ended early") from None
+        if size != expected:
+            raise ApiError(
+                400,
+                "wrong_chunk_size",
+                f"chunk {index} must be {expected} bytes",
+                {"index": index, "expected": expected, "received": size},
+            )
+        if chunk_sha256 is not None and chunk_sha256.lower() != digest:
+            raise ApiError(
+                400,
+                "checksum_mismatch",
+                "the chunk does not match X-Chunk-SHA256",
+                {"index": index, "declared": chunk_sha256.lower(), "actual": digest},
+            )
+        result = await c.send(
+            request,
+            StoreChunk(
+                aggregate_id=upload_id,
+                caller=principal.user,
+                admin=principal.admin,
+                at=now(),
+                index=index,
+                size=size,
+                sha256=digest,
+            ),
+        )
+        st = result.state or {}
+        body = {
+            "upload_id": upload_id,
+            "index": index,
+            "size": size,
+            "sha256": digest,
+            "chunks_received": st.get("chunks_received"),
+            "bytes_received": st.get("bytes_received"),
+            "status": st.get("status"),
+        }
+        return Response(body, status_code=201 if result.applied else 200)
+
+    @get("/{upload_id:str}", summary="An upload's state, progress, missing chunks, speed and ETA")
+    async def get_upload(
+        self,
+        request: Request[Any, Any, Any],
+        upload_id: FromPath[str],
+        principal: NamedDependency[Principal],
+    ) -> dict[str, Any]:
+        c = ctx(request)
+        upload_id, state = await c.owned_upload(upload_id, principal)
+        row = await queries.get_upload(
+            c.pool, upload_id, None if principal.admin else principal.user
+        )
+        # The projection is the read model; if it lags behind the log (just created), answer
+        # from the event store so a client never sees its own upload disappear.
+        view = (
+            _upload_view(row)
+            if row
+            and row.get("chunks_received") == len(state.chunks)
+            and row.get("bytes_received") == state.bytes_received
+            and row.get("file_size") == state.file_size
+            and row.get("status") == state.status.value
+            else _state_view(state)
+        )
+        view["missing_chunks"] = state.missing_chunks
+        return view
+
+    @get("/{upload_id:str}/missing-chunks", summary="Indexes of chunks not yet stored")
+    async def missing(
+        self,
+        request: Request[Any, Any, Any],
+        upload_id: FromPath[str],
+        principal: NamedDependency[Principal],
+    ) -> dict[str, Any]:
+        c = ctx(request)
+        upload_id, state = await c.owned_upload(upload_id, principal)
+        missing = state.missing_chunks
+        return {
+            "upload_id": upload_id,
+            "status": state.status.value,
+            "total_chunks": state.total_chunks,
+            "chunks_received": len(state.chunks),
+            "missing_chunks": missing,
+        }
+
+    @post(
+        "/{upload_id:str}/complete",
+        status_code=200,
+        summary="Verify and turn the upload into a file",
+    )
+    @idempotent("complete", 200)
+    async def complete(
+        self,
+        request: Request[Any, Any, Any],
+        upload_id: FromPath[str],
+        principal: NamedDependency[Principal],
+    ) -> dict[str, Any]:
+        c = ctx(request)
+        upload_id, state = await c.owned_upload(upload_id, principal)
+        missing = state.missing_chunks
+        if missing and state.status in (UploadStatus.INITIATED, UploadStatus.IN_PROGRESS):
+            raise ApiError(
+                409,
+                "chunks_missing",
+                f"{len(missing)} chunk(s) missing",
+                {"missing_chunks": missing[:1000], "missing_count": len(missing)},
+            )
+        state = await finish_upload(c, request, state, caller=principal.user, admin=principal.admin)
+        return {
+            "upload_id": upload_id,
+            "file_id": state.file_id,
+            "sha256": state.completed_sha256,
+            "size": state.file_size,
+            "status": UploadStatus.COMPLETED.value,
+        }
+
+    @delete("/{upload_id:str}", status_code=200, summary="Abort an upload")
+    async def abort(
+        self,
+        request: Request[Any, Any, Any],
+        upload_id: FromPath[str],
+        principal: NamedDependency[Principal],
+    ) -> dict[str, Any]:
+        c = ctx(request)
+        upload_id = parse_uuid(upload_id, "upload_not_found", "upload")
+        result = await c.send(
+            request,
+            AbortUpload(
+                aggregate_id=upload_id, caller=principal.user, admin=principal.admin, at=now()
+            ),
+        )
+        return {"id": upload_id, "status": (result.state or {}).get("status")}
+
+    @get("/", summary="List the caller's uploads")
+    async def list_uploads(
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        status: FromQuery[str | None] = None,
+        sort: FromQuery[str] = "created_at",
+        order: FromQuery[str] = "desc",
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 50,
+        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+    ) -> Response[Any]:
+        c = ctx(request)
+        if status is not None and status.upper() not in UploadStatus.__members__:
+            raise ApiError(
+                400, "invalid_status", "unknown status", {"allowed": list(UploadStatus.__members__)}
+            )
+        try:
+            rows, total = await queries.list_uploads(
+                c.pool,
+                principal.user,
+                status=status.upper() if status else None,
+                sort=sort,
+                order=order,
+                limit=limit,
+                offset=offset,
+            )
+        except ValueError as e:
+            raise ApiError(400, "invalid_query", str(e)) from None
+        return Response(
+            {
+                "items": [_upload_view(r) for r in rows],
+                "total": total,
+                "limit": limit,
+                "offset": offset,
+            },
+            headers={"X-Total-Count": str(total)},
+        )
+
+    @get("/stats", summary="Counts by status, bytes and recent activity for the caller")
+    async def stats(
+        self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]
+    ) -> dict[str, Any]:
+        pool = ctx(request).pool
+        out = await queries.upload_stats(pool, principal.user)
+        out["average_progress"] = await queries.upload_average_progress(pool, principal.user)
+        return out

@@ -1,0 +1,1056 @@
+"""tus 1.0 resumable uploads (https://tus.io/protocols/resumable-upload), over the upload
+aggregate's "stream" and "final" modes.
+
+Extensions: creation, creation-with-upload, creation-defer-length, expiration, checksum
+(sha1, sha256, sha512, md5), checksum-trailer, termination, concatenation. ASGI has no way
+to hand request trailers to an application, so the API server runs uvicorn with a protocol
+subclass that collects them into a scope extension (api/http/trailers.py); under another
+server a trailer-announced PATCH answers 400 missing_checksum_trailer and keeps nothing.
+
+The tus upload id (the last segment of Location) is the Cairn upload id: the native API's
+GET /v1/uploads/{id} shows the same upload, with its file_id once complete.
+
+Bytes: a PATCH body is cut into pieces of at most 1 MiB as it arrives; each full piece
+becomes a durable content-addressed blob at once, and the pieces are appended to the upload
+(AppendBytes, checked against the upload's offset by the domain) in batches: once a second
+has passed or 5 % of the length has gathered since the last batch (one batch in flight at
+a time, so never an event per TCP read), at the end of the body, and when the client goes
+away mid-body (the partial tail too). So a PATCH cut off mid-body keeps every byte the
+server got, in steps no coarser than 1 MiB, and the next HEAD reports them. With
+Upload-Checksum nothing may be kept before the whole body is verified: the pieces are
+still stored as they arrive, but appended only after the digest matched (on a mismatch
+they are left to the blob collector, unreferenced). An upload holds at most MAX_PIECES
+pieces (see there), which bounds Tus-Max-Size.
+
+Two PATCHes racing on one upload both append at the offset they were given; the domain
+accepts the first and refuses the other (409): each request appends its pieces strictly in
+order, and stops at its first refusal, so the bytes never interleave.
+
+Completion: when an upload reaches its length (end of a PATCH, creation with length 0, a
+final concatenation) it is finished into a file right away (api/completion.py), exactly as the
+native API's `complete` does; the files handler does the same if this process dies first.
+
+Locations: without CAIRN_TRUST_PROXY the Location is a path (tus allows relative URLs), so
+nothing a client controls (Host, X-Forwarded-*) ends up in it; with it, an absolute URL
+from Forwarded / X-Forwarded-Host / X-Forwarded-Proto.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hashlib
+import re
+import time
+import unicodedata
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from litestar import Controller, Request, Response, delete, head, patch, post
+from litestar.di import NamedDependency, Provide
+from litestar.enums import ScopeType
+from litestar.exceptions import InternalServerException
+from litestar.params import FromPath
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.auth import Principal, provide_principal
+from api.completion import MAX_MANIFEST_ENTRIES, finish_upload
+from api.context import AppContext, ctx, now, parse_uuid
+from api.errors import ApiError, error_response
+from api.http.trailers import TRAILERS_EXTENSION
+from api.limits import check_quota, limiter
+from bus.actors.commandbus import BusUnavailable
+from bus.config.logs import get_logger
+from bus.config.settings import Settings
+from domain.commands import AbortUpload, AppendBytes, DeclareLength, ExpireUpload, InitiateUpload
+from domain.errors import DomainError
+from domain.uploads import ACTIVE, UploadState, UploadStatus
+
+log = get_logger(__name__)
+
+TUS_VERSION = "1.0.0"
+_VERSION = TUS_VERSION.encode()
+EXTENSIONS = (
+    "creation",
+    "creation-with-upload",
+    "creation-defer-length",
+    "expiration",
+    "checksum",
+    "checksum-trailer",
+    "termination",
+    "concatenation",
+)
+CHECKSUMS: dict[str, Callable[[], Any]] = {
+    "sha1": hashlib.sha1,
+    "sha256": hashlib.sha256,
+    "sha512": hashlib.sha512,
+    "md5": hashlib.md5,
+}
+OFFSET_STREAM = "application/offset+octet-stream"
+PATH = "/v1/tus"
+
+# Durability granularity: a piece is made durable as soon as it is full.
+PIECE = 1024 * 1024
+# Progress throttling: append what is durable at most about once a second, or per this
+# fraction of the upload's length, whichever comes first.
+COMMIT_INTERVAL = 1.0
+COMMIT_FRACTION = 0.05
+# Pieces per AppendBytes: keeps one command (and its event) far below the bus's message
+# size limit, even for one big checksummed PATCH appended at its end.
+MAX_PIECES_PER_COMMIT = 2048
+# A file's manifest travels whole in single bus messages (UploadCompleted, CreateFile,
+# FileCreated, and a final upload's InitiateUpload), which must stay under the producer's
+# request size limit (4 MiB, about 45k pieces of ~90 bytes): past it a command fails and an
+# event would stall the relay. So an upload holds at most this many pieces, which with
+# full pieces caps a tus upload at ~39 GiB (fewer bytes if the client sends tiny PATCHes).
+MAX_PIECES = MAX_MANIFEST_ENTRIES
+
+_DIGITS = re.compile(r"[0-9]{1,19}")
+_HOST = re.compile(r"(?:[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+_UPLOAD_PATH = re.compile(r".*/v1/tus/([^/]+)/?")
+
+
+# ---- protocol headers ----------------------------------------------------------------
+
+
+def tus_middleware(app: ASGIApp) -> ASGIApp:
+    """`Tus-Resumable` on every answer, 412 for a request speaking another version, and
+    the OPTIONS (discovery) answer.
+
+    Runs inside the route's exception handler, so error answers get the header too."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await app(scope, receive, send)
+            return
+        method = str(scope.get("method"))
+
+        async def send_tus(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                hdrs = [h for h in message.get("headers", []) if h[0].lower() != b"tus-resumable"]
+                hdrs.append((b"tus-resumable", _VERSION))
+                message["headers"] = hdrs
+            await send(message)
+
+        if method == "OPTIONS":
+            # Discovery, answered here: clients ask it before they know which version to
+            # speak, and Litestar's automatic OPTIONS handler shadows a controller's own.
+            settings = scope["litestar_app"].state.cairn.settings
+            response: Response[Any] = Response(
+                None, status_code=204, headers=_discovery_headers(settings)
+            )
+        elif next((v for k, v in scope["headers"] if k == b"tus-resumable"), None) != _VERSION:
+            response = error_response(
+                Request(scope, receive),
+                412,
+                "unsupported_tus_version",
+                f"this server speaks tus {TUS_VERSION} (send Tus-Resumable: {TUS_VERSION})",
+                {"supported": [TUS_VERSION]},
+                {"Tus-Version": TUS_VERSION},
+            )
+        else:
+            await app(scope, receive, send_tus)
+            return
+        # (For HEAD, the server drops the error's body.)
+        asgi = response.to_asgi_response(app=None, request=Request(scope, receive))
+        await asgi(scope, receive, send_tus)
+
+    return middleware
+
+
+def max_size(settings: Settings) -> int:
+    """The largest tus upload: CAIRN_MAX_UPLOAD_BYTES, within the manifest's limit."""
+    return min(settings.max_upload_bytes, MAX_PIECES * PIECE)
+
+
+def _discovery_headers(settings: Settings) -> dict[str, str]:
+    return {
+        "Tus-Version": TUS_VERSION,
+        "Tus-Extension": ",".join(EXTENSIONS),
+        "Tus-Max-Size": str(max_size(settings)),
+        "Tus-Checksum-Algorithm": ",".join(CHECKSUMS),
+    }
+
+
+def parse_metadata(value: str | None) -> dict[str, str]:
+    """`Upload-Metadata`: comma-separated `key base64(value)` pairs, the value optional.
+
+    Values are decoded as UTF-8; a key without a value maps to "". Raises ApiError(400)."""
+    out: dict[str, str] = {}
+    if value is None or not value.strip():
+        return out
+    for item in value.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, _, encoded = item.partition(" ")
+        encoded = encoded.strip()
+        if not key or any(c.isspace() or unicodedata.category(c) == "Cc" for c in key):
+            raise ApiError(400, "invalid_metadata", "Upload-Metadata has an invalid key")
+        try:
+            decoded = base64.b64decode(encoded, validate=True).decode("utf-8") if encoded else ""
+        except (binascii.Error, ValueError):
+            raise ApiError(
+                400,
+                "invalid_metadata",
+                "Upload-Metadata values must be base64 of UTF-8 text",
+                {"key": key[:100]},
+            ) from None
+        out[key] = decoded
+    return out
+
+
+_MEDIA_TYPE = re.compile(r"[!-~][ -~]{0,254}")
+
+
+def _content_type(metadata: dict[str, str]) -> str:
+    """`filetype` becomes the file's Content-Type when served: visible ASCII only."""
+    value = metadata.get("filetype") or "application/octet-stream"
+    if not _MEDIA_TYPE.fullmatch(value):
+        raise ApiError(400, "invalid_metadata", "filetype must be a media type (printable ASCII)")
+    return value
+
+
+def encode_metadata(metadata: dict[str, str]) -> str:
+    return ",".join(
+        f"{k} {base64.b64encode(v.encode()).decode()}" if v else k for k, v in metadata.items()
+    )
+
+
+def _parse_int(value: str, header: str) -> int:
+    value = value.strip()
+    if not _DIGITS.fullmatch(value):
+        raise ApiError(400, "invalid_header", f"{header} must be a non-negative integer")
+    return int(value)
+
+
+async def _initiate(
+    c: AppContext,
+    request: Request[Any, Any, Any],
+    principal: Principal,
+    metadata: dict[str, str],
+    **upload: Any,
+) -> str:
+    """Create a stream or final upload named by its tus metadata; return its id."""
+    upload_id = str(uuid.uuid4())
+    try:
+        await c.send(
+            request,
+            InitiateUpload(
+                aggregate_id=upload_id,
+                caller=principal.user,
+                at=now(),
+                file_name=metadata.get("filename") or upload_id,
+                chunk_size=PIECE,
+                content_type=_content_type(metadata),
+                bucket=metadata.get("bucket") or "default",
+                metadata=metadata,
+                **upload,
+            ),
+        )
+    except DomainError as e:
+        raise _tus_error(e) from None
+    return upload_id
+
+
+def _trailer(request: Request[Any, Any, Any], name: str) -> str | None:
+    """A request trailer field (see api/http/trailers.py), or None."""
+    extensions: dict[Any, Any] = dict(request.scope.get("extensions") or {})
+    fields: list[tuple[bytes, bytes]] = list(extensions.get(TRAILERS_EXTENSION) or [])
+    for key, value in fields:
+        if key.decode("latin-1").lower() == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _parse_checksum(value: str | None) -> tuple[str, bytes] | None:
+    """`Upload-Checksum: <algorithm> <base64 digest>`; 400 for anything unknown or bent."""
+    if value is None:
+        return None
+    algorithm, _, encoded = value.strip().partition(" ")
+    algorithm = algorithm.lower()
+    if algorithm not in CHECKSUMS:
+        raise ApiError(
+            400,
+            "unsupported_checksum_algorithm",
+            f"unsupported checksum algorithm {algorithm[:32]!r}",
+            {"supported": list(CHECKSUMS)},
+        )
+    try:
+        digest = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, "invalid_checksum", "Upload-Checksum must be base64") from None
+    if len(digest) != CHECKSUMS[algorithm]().digest_size:
+        raise ApiError(400, "invalid_checksum", f"not a {algorithm} digest")
+    return algorithm, digest
+
+
+def _media_type(request: Request[Any, Any, Any]) -> str:
+    return (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+
+
+# ---- URLs ------------------------------------------------------------------------------
+
+
+def _forwarded(request: Request[Any, Any, Any]) -> tuple[str | None, str | None]:
+    """(proto, host) the client used, as the (trusted) proxy reports them.
+
+    RFC 7239 `Forwarded` wins over `X-Forwarded-Proto` / `X-Forwarded-Host`; with several
+    proxies the first element is the one facing the client."""
+    proto = host = None
+    fwd = request.headers.get("forwarded")
+    if fwd:
+        first = fwd.split(",", 1)[0]
+        for pair in first.split(";"):
+            name, _, val = pair.strip().partition("=")
+            val = val.strip().strip('"')
+            if name.lower() == "proto":
+                proto = val
+            elif name.lower() == "host":
+                host = val
+    proto = proto or (request.headers.get("x-forwarded-proto") or "").split(",", 1)[0].strip()
+    host = host or (request.headers.get("x-forwarded-host") or "").split(",", 1)[0].strip()
+    proto = proto.lower() if proto and proto.lower() in ("http", "https") else None
+    host = host if host and _HOST.fullmatch(host) else None
+    return proto, host
+
+
+def upload_url(request: Request[Any, Any, Any], upload_id: str) -> str:
+    root = str(request.scope.get("root_path") or "")
+    path = f"{root}{PATH}/{upload_id}"
+    if not ctx(request).settings.trust_proxy:
+        return path
+    proto, host = _forwarded(request)
+    host = host or request.headers.get("host")
+    if not host or not _HOST.fullmatch(host):
+        return path
+    return f"{proto or request.scope.get('scheme', 'http')}://{host}{path}"
+
+
+def _id_from_url(url: str) -> str:
+    m = _UPLOAD_PATH.fullmatch(urlsplit(url.strip()).path)
+    if not m:
+        raise ApiError(
+            400, "invalid_concat", "Upload-Concat names something that is not a tus upload URL"
+        )
+    try:
+        return str(uuid.UUID(m.group(1)))
+    except ValueError:
+        raise ApiError(
+            400, "invalid_concat_part", "a part is not a partial upload of yours", {"part": url}
+        ) from None
+
+
+# ---- upload state ----------------------------------------------------------------------
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
+def expires_at(state: UploadState, ttl: float) -> datetime | None:
+    """When an unfinished upload expires: its last activity plus the TTL."""
+    if state.status not in ACTIVE or state.mode == "final":
+        return None
+    return _aware(state.updated_at) + timedelta(seconds=ttl)
+
+
+def _http_date(t: datetime) -> str:
+    return format_datetime(t.astimezone(UTC), usegmt=True)
+
+
+def _not_found(upload_id: str) -> ApiError:
+    return ApiError(404, "upload_not_found", "no such upload", {"id": upload_id})
+
+
+def _tus_error(e: DomainError) -> DomainError | ApiError:
+    """A domain refusal in tus terms: a terminated upload is gone from the protocol's view
+    (404), an expired or failed one is 410, bytes past the length are 413. Anything else
+    keeps the one mapping of api/errors.py."""
+    if e.code == "upload_not_active":
+        status = e.details.get("status")
+        if status == UploadStatus.ABORTED.value:
+            return ApiError(404, "upload_not_found", "the upload was terminated", e.details)
+        if status in (UploadStatus.EXPIRED.value, UploadStatus.FAILED.value):
+            return ApiError(410, "upload_gone", e.message, e.details)
+    if e.code == "length_exceeded":
+        return ApiError(413, e.code, e.message, e.details)
+    return e
+
+
+async def _load(
+    c: AppContext, request: Request[Any, Any, Any], raw_id: str, principal: Principal
+) -> UploadState:
+    """The caller's tus upload, or 404 / 410 as the protocol wants them.
+
+    An upload idle for longer than the TTL answers 410 even before the expiry sweeper got
+    to it; it is expired here and now (the same idempotent command the sweeper sends)."""
+    upload_id = parse_uuid(raw_id, "upload_not_found", "upload")
+    state: UploadState | None = await c.load("uploads", f"upload-{upload_id}")
+    if (
+        state is None
+        or (state.owner != principal.user and not principal.admin)
+        or state.mode == "chunks"  # a native upload is no tus resource
+        or state.status == UploadStatus.ABORTED
+    ):
+        raise _not_found(upload_id)
+    if state.status in (UploadStatus.EXPIRED, UploadStatus.FAILED):
+        raise ApiError(410, "upload_gone", f"the upload is {state.status.value.lower()}")
+    exp = expires_at(state, c.settings.upload_ttl)
+    if exp is not None and now() >= exp:
+        with contextlib.suppress(DomainError, BusUnavailable):
+            await c.send(
+                request,
+                ExpireUpload(
+                    aggregate_id=upload_id,
+                    caller=state.owner,
+                    admin=principal.admin,
+                    at=now(),
+                    idle_before=state.updated_at,
+                ),
+            )
+        raise ApiError(410, "upload_expired", "the upload has expired", {"expired_at": str(exp)})
+    return state
+
+
+def _state_headers(state: UploadState, ttl: float) -> dict[str, str]:
+    headers = {"Upload-Offset": str(state.offset), "Cache-Control": "no-store"}
+    exp = expires_at(state, ttl)
+    if exp is not None:
+        headers["Upload-Expires"] = _http_date(exp)
+    return headers
+
+
+# ---- bytes -----------------------------------------------------------------------------
+
+
+class ChecksumMismatch(Exception):
+    pass
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class TooManyPieces(Exception):
+    pass
+
+
+class ClientGone(Exception):
+    pass
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+class Appender:
+    """One request body, appended to one stream upload at the offset the client named.
+
+    Two pipelines overlap with reading the body off the socket, each strictly ordered and
+    at most one step deep (so memory stays at about two pieces):
+
+    - pieces are made durable one after another, in body order (`storing`);
+    - durable pieces are appended one batch after another (`committing`), each AppendBytes
+      at the offset where the previous one ended. A command's round trip is much slower
+      than a socket read, so appends run in the background; pieces that become durable
+      meanwhile wait for the next batch.
+
+    The domain's offset check makes a concurrent writer's append, or ours, fail as a
+    whole; a request stops at its first refusal (raised at its next step)."""
+
+    def __init__(
+        self,
+        c: AppContext,
+        request: Request[Any, Any, Any],
+        principal: Principal,
+        state: UploadState,
+        *,
+        limit: int,
+        checksum: tuple[str, bytes] | None,
+        trailer: bool = False,
+    ) -> None:
+        self.c = c
+        # checksum-trailer: the algorithm and digest come after the body, so pieces are kept
+        # back (like a checksum header) and verified by re-reading them at the end.
+        self.trailer = trailer
+        self.request = request
+        self.principal = principal
+        self.upload_id = state.id
+        self.length = state.file_size
+        self.offset = state.offset  # where the next append goes: the upload's offset
+        self.limit = limit  # the most bytes this body may carry
+        self.room = MAX_PIECES - len(state.pieces)  # the most pieces it may add
+        self.hasher = CHECKSUMS[checksum[0]]() if checksum else None
+        self.expected = checksum[1] if checksum else b""
+        self.received = 0
+        self.buf = bytearray()
+        self.pending: list[dict[str, Any]] = []  # durable, not yet appended
+        self.pending_bytes = 0
+        self.storing: asyncio.Future[dict[str, Any]] | None = None
+        self.committing: asyncio.Future[None] | None = None
+        self.last_commit = time.monotonic()
+
+    async def feed(self, data: bytes) -> None:
+        if self.received + len(data) > self.limit:
+            raise BodyTooLarge
+        self.received += len(data)
+        view = memoryview(data)
+        while view:
+            room = PIECE - len(self.buf)
+            self.buf += view[:room]
+            view = view[room:]
+            if len(self.buf) == PIECE:
+                await self._store(bytes(self.buf))
+                self.buf.clear()
+        if self.hasher is None and not self.trailer:
+            self._reap()
+            if self.committing is None and self._due():
+                batch = self._take()
+                self.committing = asyncio.ensure_future(self._append(batch))
+
+    def _due(self) -> bool:
+        if not self.pending:
+            return False
+        return (
+            len(self.pending) >= MAX_PIECES_PER_COMMIT
+            or time.monotonic() - self.last_commit >= COMMIT_INTERVAL
+            or (self.length is not None and self.pending_bytes >= self.length * COMMIT_FRACTION)
+        )
+
+    async def _store(self, data: bytes) -> None:
+        if self.room <= 0:
+            raise TooManyPieces
+        self.room -= 1
+        await self._settle()
+        self.storing = asyncio.ensure_future(self._put(data))
+
+    async def _put(self, data: bytes) -> dict[str, Any]:
+        if self.hasher is not None:
+            # The digest covers pieces in order: only one _put runs at a time (see _store).
+            await asyncio.to_thread(self.hasher.update, data)
+        digest, size = await self.c.blobs.put_stream(_one(data))
+        return {"sha256": digest, "size": size}
+
+    async def _settle(self) -> None:
+        """Wait for the piece in flight; once durable it joins the pending pieces."""
+        if self.storing is not None:
+            task, self.storing = self.storing, None
+            piece = await task
+            self.pending.append(piece)
+            self.pending_bytes += int(piece["size"])
+
+    async def _store_tail(self) -> None:
+        if self.buf:
+            await self._store(bytes(self.buf))
+            self.buf.clear()
+        await self._settle()
+
+    def _take(self) -> list[dict[str, Any]]:
+        batch, self.pending, self.pending_bytes = self.pending, [], 0
+        self.last_commit = time.monotonic()
+        return batch
+
+    def _reap(self) -> None:
+        """If the append in flight is done, surface its refusal (or failure), if any."""
+        if self.committing is not None and self.committing.done():
+            task, self.committing = self.committing, None
+            task.result()
+
+    async def _drain(self) -> None:
+        """Wait for the append in flight; raise its refusal, if any."""
+        if self.committing is not None:
+            task, self.committing = self.committing, None
+            await task
+
+    async def _append(self, pieces: list[dict[str, Any]]) -> None:
+        """Append durable pieces, in order, in batches the bus can carry."""
+        for i in range(0, len(pieces), MAX_PIECES_PER_COMMIT):
+            batch = pieces[i : i + MAX_PIECES_PER_COMMIT]
+            await self.c.send(
+                self.request,
+                AppendBytes(
+                    aggregate_id=self.upload_id,
+                    caller=self.principal.user,
+                    admin=self.principal.admin,
+                    at=now(),
+                    offset=self.offset,
+                    pieces=batch,
+                ),
+            )
+            self.offset += sum(int(p["size"]) for p in batch)
+
+    async def commit(self) -> None:
+        """Append everything durable, after the append in flight."""
+        await self._drain()
+        if self.pending:
+            await self._append(self._take())
+
+    async def finish(self) -> None:
+        """The whole body arrived: store the tail, verify the checksum, append the rest."""
+        await self._store_tail()
+        if self.hasher is not None and self.hasher.digest() != self.expected:
+            raise ChecksumMismatch
+        if self.trailer:
+            await self._drain()
+            checksum = _parse_checksum(_trailer(self.request, "upload-checksum"))
+            if checksum is None:
+                raise ApiError(
+                    400, "missing_checksum_trailer", "the Upload-Checksum trailer is missing"
+                )
+            algorithm, expected = checksum
+            hasher = CHECKSUMS[algorithm]()
+            for piece in self.pending:
+                async for data in self.c.blobs.open_range(piece["sha256"]):
+                    hasher.update(data)
+            if hasher.digest() != expected:
+                raise ChecksumMismatch
+        await self.commit()
+
+    async def salvage(self) -> None:
+        """The body ended early (client gone, or too long): keep what arrived, if allowed.
+
+        With a checksum nothing can be verified, so nothing is kept."""
+        if self.hasher is not None or self.trailer:
+            return
+        with contextlib.suppress(TooManyPieces):
+            await self._store_tail()
+        await self._settle()
+        await self.commit()
+
+    async def close(self) -> None:
+        """Leave nothing running behind the request. A put cut short leaves an unreferenced
+        blob (garbage); an append cut short may still be applied, which only moves the
+        offset the client will ask for next."""
+        for task in (self.storing, self.committing):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+        self.storing = self.committing = None
+
+
+async def _append_body(
+    c: AppContext,
+    request: Request[Any, Any, Any],
+    principal: Principal,
+    state: UploadState,
+    checksum: tuple[str, bytes] | None,
+) -> int:
+    """Stream the request body onto the upload at its current offset; return the new offset.
+
+    Without an Upload-Checksum header, a `Trailer: Upload-Checksum` announcement makes the
+    body wait for its checksum in the trailer (checksum-trailer).
+
+    Raises ApiError: 413 past the length (or the maximum size), 460 checksum mismatch, or a
+    domain refusal in tus terms (409 another writer won, 404 terminated meanwhile...)."""
+    if state.file_size is not None:
+        limit = state.file_size - state.offset
+    else:
+        limit = max_size(c.settings) - state.offset
+    declared_h = request.headers.get("content-length")
+    declared = int(declared_h) if declared_h and _DIGITS.fullmatch(declared_h.strip()) else None
+    if declared is not None and declared > limit:
+        raise ApiError(
+            413,
+            "length_exceeded",
+            "the body goes past the upload's length",
+            {"offset": state.offset, "length": state.file_size, "body": declared},
+        )
+    if declared is not None and len(state.pieces) + -(-declared // PIECE) > MAX_PIECES:
+        raise _too_many_pieces()
+    announced = (request.headers.get("trailer") or "").lower()
+    trailer = checksum is None and "upload-checksum" in [t.strip() for t in announced.split(",")]
+    appender = Appender(
+        c, request, principal, state, limit=limit, checksum=checksum, trailer=trailer
+    )
+    try:
+        try:
+            async with contextlib.aclosing(_body(request)) as body:
+                async for data in body:
+                    await appender.feed(data)
+            await appender.finish()
+        except ClientGone:
+            # Keep what came. Nobody reads this answer; the next HEAD reports the offset.
+            await appender.salvage()
+            raise ApiError(400, "incomplete_body", "the request body ended early") from None
+        except BodyTooLarge:
+            await appender.salvage()
+            raise ApiError(
+                413,
+                "length_exceeded",
+                "the body goes past the upload's length",
+                {"offset": appender.offset, "length": state.file_size},
+            ) from None
+        except TooManyPieces:
+            await appender.salvage()
+            raise _too_many_pieces() from None
+        except ChecksumMismatch:
+            raise ApiError(
+                460,
+                "checksum_mismatch",
+                "the body does not match Upload-Checksum; nothing was kept",
+                {"offset": state.offset},
+            ) from None
+    except DomainError as e:
+        raise _tus_error(e) from None
+    finally:
+        await appender.close()
+    return appender.offset
+
+
+async def _body(request: Request[Any, Any, Any]) -> AsyncGenerator[bytes, None]:
+    """The request body as it arrives; ClientGone if the client disconnects mid-body."""
+    stream = request.stream()
+    while True:
+        try:
+            data = await anext(stream)
+        except StopAsyncIteration:
+            return
+        except InternalServerException:  # Litestar's word for a client gone mid-body
+            raise ClientGone from None
+        if data:
+            yield data
+
+
+def _too_many_pieces() -> ApiError:
+    return ApiError(
+        413,
+        "too_many_pieces",
+        f"an upload holds at most {MAX_PIECES} pieces of up to {PIECE} bytes: send bigger PATCHes",
+        {"max_pieces": MAX_PIECES, "piece_bytes": PIECE},
+    )
+
+
+async def _finish_if_full(
+    c: AppContext, request: Request[Any, Any, Any], principal: Principal, upload_id: str
+) -> UploadState | None:
+    """Turn the upload into a file if it has all its bytes (never a partial one)."""
+    state: UploadState | None = await c.load("uploads", f"upload-{upload_id}")
+    if state is None or state.partial or not state.all_received:
+        return state
+    try:
+        return await finish_upload(c, request, state, caller=principal.user, admin=principal.admin)
+    except BusUnavailable as e:
+        # The bytes are durable and the files handler completes the upload from its events;
+        # the client learns nothing it could act on from a failure here.
+        log.warning(
+            "upload full but not finished; the handler will", upload=upload_id, error=str(e)
+        )
+        return state
+
+
+# ---- the controller --------------------------------------------------------------------
+
+
+class TusController(Controller):
+    path = PATH
+    tags = ["uploads (tus)"]
+    dependencies = {"principal": Provide(provide_principal)}
+    middleware = [tus_middleware]
+
+    @post(
+        "/",
+        status_code=201,
+        request_max_body_size=None,
+        summary="Create a tus upload (creation, creation-with-upload, defer-length, concatenation)",
+    )
+    async def create(
+        self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]
+    ) -> Response[None]:
+        c = ctx(request)
+        s = c.settings
+        metadata = parse_metadata(request.headers.get("upload-metadata"))
+        concat = (request.headers.get("upload-concat") or "").strip()
+        partial = concat == "partial"
+        if concat and not partial:
+            kind, _, urls = concat.partition(";")
+            if kind.strip() != "final" or not urls.split():
+                raise ApiError(
+                    400, "invalid_concat", "Upload-Concat must be `partial` or `final;<urls>`"
+                )
+            return await self._create_final(request, principal, metadata, urls.split())
+        length_h = request.headers.get("upload-length")
+        defer_h = request.headers.get("upload-defer-length")
+        if (length_h is None) == (defer_h is None):
+            raise ApiError(
+                400,
+                "invalid_length",
+                "send exactly one of Upload-Length and Upload-Defer-Length",
+            )
+        if defer_h is not None and defer_h.strip() != "1":
+            raise ApiError(400, "invalid_length", "Upload-Defer-Length must be 1")
+        length = _parse_int(length_h, "Upload-Length") if length_h is not None else None
+        if length is not None and length > max_size(s):
+            raise ApiError(
+                413,
+                "upload_too_large",
+                "Upload-Length exceeds the maximum upload size",
+                {"max_upload_bytes": max_size(s)},
+                {"Tus-Max-Size": str(max_size(s))},
+            )
+        if length is not None:
+            await check_quota(c, principal.user, length)
+        with_body = _media_type(request) == OFFSET_STREAM and (
+            request.headers.get("content-length", "0").strip() not in ("", "0")
+            or "chunked" in (request.headers.get("transfer-encoding") or "").lower()
+        )
+        # Checked before anything is created: a bad header must not leave an upload behind.
+        checksum = _parse_checksum(request.headers.get("upload-checksum")) if with_body else None
+        upload_id = await _initiate(
+            c, request, principal, metadata, file_size=length, mode="stream", partial=partial
+        )
+        location = upload_url(request, upload_id)
+        try:
+            if with_body:
+                state = await c.load("uploads", f"upload-{upload_id}")
+                await _append_body(c, request, principal, state, checksum)
+            state = await _finish_if_full(c, request, principal, upload_id)
+        except ApiError as e:
+            # The upload exists: say where, so the client can resume it.
+            e.headers = {**e.headers, "Location": location}
+            raise
+        assert state is not None
+        headers = {"Location": location, **_state_headers(state, s.upload_ttl)}
+        return Response(None, status_code=201, headers=headers)
+
+    async def _create_final(
+        self,
+        request: Request[Any, Any, Any],
+        principal: Principal,
+        metadata: dict[str, str],
+        urls: list[str],
+    ) -> Response[None]:
+        """Concatenation: a final upload made of the caller's finished partial uploads.
+
+        No bytes move: its manifest is the parts' pieces, in order."""
+        c = ctx(request)
+        s = c.settings
+        ids = [_id_from_url(u) for u in urls]
+        manifest: list[dict[str, Any]] = []
+        for part_id in ids:
+            part: UploadState | None = await c.load("uploads", f"upload-{part_id}")
+            # Someone else's partial is answered like one that does not exist.
+            if (
+                part is None
+                or part.owner != principal.user
+                or part.mode != "stream"
+                or not part.partial
+            ):
+                raise ApiError(
+                    400,
+                    "invalid_concat_part",
+                    "a part is not a partial upload of yours",
+                    {"part": part_id},
+                )
+            exp = expires_at(part, s.upload_ttl)
+            if part.status not in ACTIVE or (exp is not None and now() >= exp):
+                raise ApiError(
+                    400,
+                    "invalid_concat_part",
+                    f"a part is {part.status.value.lower()}",
+                    {"part": part_id, "status": part.status.value},
+                )
+            if not part.all_received:
+                raise ApiError(
+                    400,
+                    "concat_part_unfinished",
+                    "a part has not received all its bytes",
+                    {"part": part_id, "offset": part.offset, "length": part.file_size},
+                )
+            manifest.extend(part.manifest())
+        size = sum(int(p["size"]) for p in manifest)
+        declared = request.headers.get("upload-length")
+        if declared is not None and _parse_int(declared, "Upload-Length") != size:
+            raise ApiError(
+                400, "invalid_length", "Upload-Length differs from the parts' total", {"size": size}
+            )
+        if size > max_size(s) or len(manifest) > MAX_PIECES:
+            raise ApiError(
+                413,
+                "upload_too_large",
+                "the concatenation exceeds the maximum upload size",
+                {"max_upload_bytes": max_size(s), "size": size, "max_pieces": MAX_PIECES},
+            )
+        upload_id = await _initiate(
+            c,
+            request,
+            principal,
+            metadata,
+            file_size=size,
+            mode="final",
+            parts=ids,
+            manifest=manifest,
+        )
+        location = upload_url(request, upload_id)
+        try:
+            state = await _finish_if_full(c, request, principal, upload_id)
+        except DomainError as e:
+            err = _tus_error(e)
+            if isinstance(err, ApiError):
+                err.headers = {**err.headers, "Location": location}
+            raise err from None
+        assert state is not None
+        headers = {"Location": location, **_state_headers(state, s.upload_ttl)}
+        return Response(None, status_code=201, headers=headers)
+
+    @head("/{upload_id:str}", summary="A tus upload's offset, length and metadata")
+    async def head_upload(
+        self,
+        request: Request[Any, Any, Any],
+        upload_id: FromPath[str],
+        principal: NamedDependency[Principal],
+    ) -> Response[None]:
+        return await self._head(request, upload_id, principal)
+
+    async def _head(
+        self, request: Request[Any, Any, Any], upload_id: str, principal: Principal
+    ) -> Response[None]:
+        c = ctx(request)
+        state = await _load(c, request, upload_id, principal)
+        headers = _state_headers(state, c.settings.upload_ttl)
+        if state.file_size is None:
+            headers["Upload-Defer-Length"] = "1"
+        else:
+            headers["Upload-Length"] = str(state.file_size)
+        if state.metadata:
+            headers["Upload-Metadata"] = encode_metadata(state.metadata)
+        if state.partial:
+            headers["Upload-Concat"] = "partial"
+        elif state.mode == "final":
+            urls = " ".join(upload_url(request, p) for p in state.parts)
+            headers["Upload-Concat"] = f"final;{urls}"
+        return Response(None, status_code=200, headers=headers)
+
+    @patch(
+        "/{upload_id:str}",
+        status_code=204,
+        request_max_body_size=None,
+        summary="Append bytes at Upload-Offset (application/offset+octet-stream)",
+    )
+    async def patch_upload(
+        self,
+        request: Request[Any, Any, Any],
+        upload_id: FromPath[str],
+        principal: NamedDependency[Principal],
+    ) -> Response[None]:
+        return await self._patch(request, upload_id, principal)
+
+    async def _patch(
+        self, request: Request[Any, Any, Any], upload_id: str, principal: Principal
+    ) -> Response[None]:
+        c = ctx(request)
+        s = c.settings
+        if _media_type(request) != OFFSET_STREAM:
+            raise ApiError(415, "unsupported_media_type", f"PATCH bodies must be {OFFSET_STREAM}")
+        state = await _load(c, request, upload_id, principal)
+        if state.mode == "final":
+            raise ApiError(403, "final_upload", "a final (concatenated) upload takes no bytes")
+        offset_h = request.headers.get("upload-offset")
+        if offset_h is None:
+            raise ApiError(400, "invalid_header", "Upload-Offset is required")
+        offset = _parse_int(offset_h, "Upload-Offset")
+        checksum = _parse_checksum(request.headers.get("upload-checksum"))
+        length_h = request.headers.get("upload-length")
+        length = _parse_int(length_h, "Upload-Length") if length_h is not None else None
+        # Everything that can refuse comes before anything changes.
+        if offset != state.offset:
+            raise ApiError(
+                409,
+                "offset_mismatch",
+                f"the upload is at offset {state.offset}",
+                {"expected_offset": state.offset, "offset": offset},
+            )
+        if length is not None and state.file_size is not None and length != state.file_size:
+            raise ApiError(400, "invalid_length", "Upload-Length differs from the upload's length")
+        if length is not None and state.file_size is None:
+            await check_quota(c, principal.user, length, exclude_upload=state.id)
+            if length > max_size(s):
+                raise ApiError(
+                    413,
+                    "upload_too_large",
+                    "Upload-Length exceeds the maximum upload size",
+                    {"max_upload_bytes": max_size(s)},
+                )
+            try:
+                await c.send(
+                    request,
+                    DeclareLength(
+                        aggregate_id=state.id,
+                        caller=principal.user,
+                        admin=principal.admin,
+                        at=now(),
+                        file_size=length,
+                    ),
+                )
+            except DomainError as e:
+                raise _tus_error(e) from None
+            reloaded = await c.load("uploads", f"upload-{state.id}")
+            assert reloaded is not None
+            state = reloaded
+        # The same per-upload and global in-flight limits as native chunk PUTs (429).
+        with limiter(request).hold(state.id):
+            new_offset = await _append_body(c, request, principal, state, checksum)
+        final = await _finish_if_full(c, request, principal, state.id)
+        headers = {"Upload-Offset": str(new_offset)}
+        if final is not None:
+            exp = expires_at(final, s.upload_ttl)
+            if exp is not None:
+                headers["Upload-Expires"] = _http_date(exp)
+        return Response(None, status_code=204, headers=headers)
+
+    @delete("/{upload_id:str}", status_code=204, summary="Terminate a tus upload")
+    async def delete_upload(
+        self,
+        request: Request[Any, Any, Any],
+        upload_id: FromPath[str],
+        principal: NamedDependency[Principal],
+    ) -> Response[None]:
+        return await self._delete(request, upload_id, principal)
+
+    async def _delete(
+        self, request: Request[Any, Any, Any], upload_id: str, principal: Principal
+    ) -> Response[None]:
+        c = ctx(request)
+        state = await _load(c, request, upload_id, principal)
+        try:
+            await c.send(
+                request,
+                AbortUpload(
+                    aggregate_id=state.id, caller=principal.user, admin=principal.admin, at=now()
+                ),
+            )
+        except DomainError as e:
+            raise _tus_error(e) from None
+        return Response(None, status_code=204)
+
+    @post(
+        "/{upload_id:str}",
+        request_max_body_size=None,
+        summary="X-HTTP-Method-Override: PATCH, DELETE or HEAD through POST",
+    )
+    async def override(
+        self,
+        request: Request[Any, Any, Any],
+        upload_id: FromPath[str],
+        principal: NamedDependency[Principal],
+    ) -> Response[None]:
+        method = (request.headers.get("x-http-method-override") or "").strip().upper()
+        if method == "PATCH":
+            return await self._patch(request, upload_id, principal)
+        if method == "DELETE":
+            return await self._delete(request, upload_id, principal)
+        if method == "HEAD":
+            return await self._head(request, upload_id, principal)
+        raise ApiError(
+            405,
+            "method_not_allowed",
+            "POST to an upload needs X-HTTP-Method-Override: PATCH, DELETE or HEAD",
+            headers={"Allow": "OPTIONS, HEAD, PATCH, DELETE, POST"},
+        )

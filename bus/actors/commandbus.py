@@ -1,0 +1,184 @@
+"""Sending commands over Kafka and awaiting their outcome (the API side of the actor model).
+
+A command goes to `{prefix}.commands.{aggregate}` keyed by aggregate id, so every command
+for one aggregate lands on one partition and is handled by one actor at a time. The actor
+answers on `{prefix}.replies`; every API instance reads all reply partitions (no consumer
+group) from the end and resolves the future waiting on that command id. Replies for other
+instances are ignored. A timeout does not mean failure: the command may still be applied,
+which is why every command is idempotent and the caller gets 503 + Retry-After to retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from bus.config.logs import get_logger
+from bus.config.settings import Settings
+from bus.kafka.clients import headers, make_consumer, make_producer
+from domain.commands import Command, command_to_dict
+from domain.errors import DomainError
+
+log = get_logger(__name__)
+
+
+class BusUnavailable(Exception):
+    """Kafka could not take the command, or no answer came in time: retry later (503)."""
+
+    def __init__(self, message: str, retry_after: int = 2) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass
+class CommandResult:
+    command_id: str
+    events: list[dict[str, Any]] = field(default_factory=list)
+    state: dict[str, Any] | None = None
+    version: int = 0
+    duplicate: bool = False
+
+    @property
+    def applied(self) -> bool:
+        """True if this command appended events (False: it was already applied before)."""
+        return bool(self.events) and not self.duplicate
+
+
+class CommandBus:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._producer: AIOKafkaProducer | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._producer = make_producer(self.settings)
+        await self._producer.start()
+        self._consumer = make_consumer(
+            self.settings, group_id=None, latency_critical=True, auto_offset_reset="latest"
+        )
+        await self._consumer.start()
+        parts = await self._reply_partitions()
+        tps = [TopicPartition(self.settings.reply_topic, p) for p in sorted(parts)]
+        self._consumer.assign(tps)
+        # Position at the end *before* any command is sent, so no reply can be missed.
+        await self._consumer.seek_to_end(*tps)
+        for tp in tps:
+            await self._consumer.position(tp)
+        self._reader = asyncio.create_task(self._read_replies())
+
+    async def _reply_partitions(self, timeout: float = 30.0) -> set[int]:
+        """Every partition of the reply topic. Reading only some would miss most replies,
+        so wait for the topic's metadata (it may be created a moment after we start) and
+        fail loudly rather than guess."""
+        assert self._consumer is not None
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            parts = self._consumer.partitions_for_topic(self.settings.reply_topic)
+            if parts:
+                return set(parts)
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(
+                    f"topic {self.settings.reply_topic} does not exist (run `cairn migrate` / create topics)"
+                )
+            await self._consumer._client.force_metadata_update()
+            await asyncio.sleep(0.2)
+
+    async def stop(self) -> None:
+        if self._reader:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(BusUnavailable("shutting down"))
+        if self._consumer:
+            await self._consumer.stop()
+        if self._producer:
+            await self._producer.stop()
+
+    async def ping(self) -> None:
+        assert self._producer is not None
+        await asyncio.wait_for(self._producer.client.fetch_all_metadata(), 5)
+
+    async def _read_replies(self) -> None:
+        assert self._consumer is not None
+        while True:
+            try:
+                batch = await self._consumer.getmany(timeout_ms=1000)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the broker went away: keep trying, waiting callers time out
+                log.warning("reply consumer error", error=str(e))
+                await asyncio.sleep(1)
+                continue
+            for records in batch.values():
+                for rec in records:
+                    cid = rec.key.decode() if rec.key else None
+                    fut = self._pending.get(cid or "")
+                    if fut is not None and not fut.done():
+                        try:
+                            fut.set_result(orjson.loads(rec.value))
+                        except orjson.JSONDecodeError:
+                            log.warning("bad reply", command_id=cid)
+
+    async def send(
+        self,
+        cmd: Command,
+        *,
+        correlation_id: str | None = None,
+        traceparent: str | None = None,
+        timeout: float | None = None,
+    ) -> CommandResult:
+        """Send `cmd` and wait for the actor's answer. Raises DomainError or BusUnavailable."""
+        assert self._producer is not None, "CommandBus.start() was not called"
+        command_id = cmd.command_id or str(uuid.uuid4())
+        body = command_to_dict(cmd)
+        body["command_id"] = command_id
+        body["correlation_id"] = correlation_id or command_id
+        body["traceparent"] = traceparent
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[command_id] = fut
+        limit = timeout or self.settings.command_timeout
+        try:
+            try:
+                await asyncio.wait_for(
+                    self._producer.send_and_wait(
+                        self.settings.command_topic(cmd.aggregate),
+                        key=cmd.aggregate_id.encode(),
+                        value=orjson.dumps(body),
+                        headers=headers(
+                            **{
+                                "command-id": command_id,
+                                "command-type": cmd.type,
+                                "traceparent": traceparent,
+                            }
+                        ),
+                    ),
+                    limit,
+                )
+            except (KafkaError, TimeoutError, OSError) as e:
+                raise BusUnavailable(f"the command bus is unavailable: {e}") from e
+            try:
+                reply = await asyncio.wait_for(fut, limit)
+            except TimeoutError as e:
+                raise BusUnavailable("no answer from the actors in time; retry", 1) from e
+        finally:
+            self._pending.pop(command_id, None)
+        if not reply.get("ok"):
+            raise DomainError.from_dict(reply["error"])
+        return CommandResult(
+            command_id=command_id,
+            events=list(reply.get("events") or []),
+            state=reply.get("state"),
+            version=int(reply.get("version") or 0),
+            duplicate=bool(reply.get("duplicate")),
+        )

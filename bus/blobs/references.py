@@ -1,0 +1,176 @@
+"""Which streams reference which chunk: the read model the blob garbage collector trusts.
+
+Why not a Kafka-fed projection like the others: the collector deletes bytes, so it must
+know every reference recorded up to the moment it decides. A projection fed from Kafka
+lags by an unknown amount (a stopped projector lags for hours), and a reference it has not
+seen yet can point at an *old* blob (a final tus upload or a file copy reuses the chunks of
+another stream), which no mtime-based grace would protect. So this table is maintained
+from the event store itself, in position order, with one position checkpoint, by
+`catch_up`, which the cleanup runs right before deciding. Reading `position > checkpoint`
+never skips an event: the event store serialises appends, so positions become visible in
+commit order (the relay relies on the same property).
+
+Why not compute the references in SQL from eventstore.events at every run: that rescans
+the whole history each time and reads raw JSON, bypassing the upcasters; this table is
+incremental and goes through `RecordedEvent` (upcast) like every other consumer.
+
+Rules (one row per (sha256, stream)):
+- UploadChunkStored, UploadBytesAppended, UploadInitiated (a final upload's manifest) and
+  FileCreated add live references;
+- UploadExpired, UploadAborted, UploadFailed release the upload's references; FileDeleted
+  releases the file's; FileCreated with an `upload_id` releases that upload's (the file now
+  holds the chunks, so deleting the file can free them). A completed upload whose file was
+  never created keeps its references: never wrong, at worst garbage kept.
+- A release keeps its time: a chunk is collectable only once its last reference was
+  released longer than the grace ago, which covers an operation that read a manifest just
+  before the release and records its own reference just after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from domain import files as f
+from domain import uploads as u
+from domain.events import RecordedEvent, event_time
+from domain.ports import EventStore
+
+PAGE = 5000
+
+RELEASING_UPLOAD_EVENTS = (u.EXPIRED, u.ABORTED, u.FAILED)
+
+
+def _pieces(items: Any) -> list[tuple[str, int]]:
+    out = []
+    for p in items or ():
+        if isinstance(p, dict) and isinstance(p.get("sha256"), str):
+            out.append((str(p["sha256"]), int(p.get("size") or 0)))
+    return out
+
+
+def effects(
+    events: Iterable[RecordedEvent],
+) -> tuple[dict[tuple[str, str], int], dict[str, datetime]]:
+    """What a run of events does: references added ((sha256, stream) -> size) and streams
+    released (stream -> when, the first release wins). Pure, for tests and `catch_up`."""
+    adds: dict[tuple[str, str], int] = {}
+    releases: dict[str, datetime] = {}
+
+    def add(stream: str, pieces: list[tuple[str, int]]) -> None:
+        for sha, size in pieces:
+            adds[(sha, stream)] = size
+
+    def release(stream: str, at: datetime) -> None:
+        releases.setdefault(stream, at)
+
+    for ev in events:
+        d = ev.data
+        if ev.aggregate == "uploads":
+            if ev.type == u.CHUNK_STORED:
+                add(ev.stream_id, [(str(d["sha256"]), int(d["size"]))])
+            elif ev.type == u.BYTES_APPENDED:
+                add(ev.stream_id, _pieces(d.get("pieces")))
+            elif ev.type == u.INITIATED:
+                add(ev.stream_id, _pieces(d.get("manifest")))
+            elif ev.type in RELEASING_UPLOAD_EVENTS:
+                release(ev.stream_id, event_time(ev))
+        elif ev.aggregate == "files":
+            if ev.type == f.CREATED:
+                add(ev.stream_id, _pieces(d.get("manifest")))
+                if d.get("upload_id"):
+                    release(f"upload-{d['upload_id']}", event_time(ev))
+            elif ev.type == f.DELETED:
+                release(ev.stream_id, event_time(ev))
+    return adds, releases
+
+
+async def _apply(
+    conn: asyncpg.Connection,
+    adds: dict[tuple[str, str], int],
+    releases: dict[str, datetime],
+) -> None:
+    # Adds before releases: the domain never adds to a stream after releasing it, so within
+    # one page every release comes after that stream's adds. (An add to a released stream
+    # would make its row live again: keeping bytes is the safe side.) The dicts are already
+    # de-duplicated, which ON CONFLICT DO UPDATE requires within one statement.
+    if adds:
+        keys = list(adds)
+        await conn.execute(
+            """
+            INSERT INTO readmodel.chunk_refs (sha256, stream_id, size)
+            SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
+            ON CONFLICT (sha256, stream_id) DO UPDATE SET released_at = NULL
+            """,
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [adds[k] for k in keys],
+        )
+    if releases:
+        streams = list(releases)
+        await conn.execute(
+            """
+            UPDATE readmodel.chunk_refs r SET released_at = x.at
+            FROM unnest($1::text[], $2::timestamptz[]) AS x(stream_id, at)
+            WHERE r.stream_id = x.stream_id AND r.released_at IS NULL
+            """,
+            streams,
+            [releases[s] for s in streams],
+        )
+
+
+async def catch_up(pool: asyncpg.Pool, store: EventStore, *, page: int = PAGE) -> int:
+    """Apply every event after the checkpoint; return the position now reached.
+
+    Each page commits together with the checkpoint (so a crash repeats nothing and skips
+    nothing), under a row lock on the checkpoint, so two callers never apply a page twice."""
+    async with pool.acquire() as conn:
+        while True:
+            async with conn.transaction():
+                position = int(
+                    await conn.fetchval(
+                        "SELECT position FROM readmodel.chunk_refs_position WHERE id FOR UPDATE"
+                    )
+                )
+                events = await store.read_all(position, limit=page)
+                if not events:
+                    return position
+                adds, releases = effects(events)
+                await _apply(conn, adds, releases)
+                await conn.execute(
+                    "UPDATE readmodel.chunk_refs_position SET position = $1, updated_at = now()"
+                    " WHERE id",
+                    events[-1].position,
+                )
+
+
+async def still_needed(
+    conn: asyncpg.Connection | asyncpg.Pool, shas: list[str], released_after: datetime
+) -> set[str]:
+    """Those of `shas` with a live reference or a reference released after `released_after`."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT sha256 FROM readmodel.chunk_refs WHERE sha256 = ANY($1::text[])"
+        " AND (released_at IS NULL OR released_at > $2)",
+        shas,
+        released_after,
+    )
+    return {r["sha256"] for r in rows}
+
+
+async def prune(conn: asyncpg.Connection | asyncpg.Pool, released_before: datetime) -> int:
+    """Forget references released before `released_before`: past the grace they no longer
+    keep anything alive, so they only cost space."""
+    status = await conn.execute(
+        "DELETE FROM readmodel.chunk_refs WHERE released_at IS NOT NULL AND released_at <= $1",
+        released_before,
+    )
+    return int(status.split()[-1])
+
+
+async def reset(conn: asyncpg.Connection) -> None:
+    """Forget everything: the next `catch_up` replays the whole event store."""
+    await conn.execute("DELETE FROM readmodel.chunk_refs")
+    await conn.execute("UPDATE readmodel.chunk_refs_position SET position = 0, updated_at = now()")

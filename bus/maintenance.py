@@ -1,0 +1,260 @@
+"""Cleanup: expire stale uploads, collect unreferenced chunks, forget old idempotency keys.
+
+Run every CAIRN_CLEANUP_INTERVAL by the handlers process and on demand by
+`POST /v1/admin/cleanup`. Only one run at a time across all processes: a session-level
+Postgres advisory lock (CLEANUP_LOCK) is held for the whole run, so two runs never decide
+about the same blobs concurrently (the periodic one skips its turn, the admin call waits).
+
+1. Expiry. An upload is stale when nothing happened to it for CAIRN_UPLOAD_TTL, judged on
+   its *last activity* (updated_at = time of its last event), not its creation. Candidates
+   come from the uploads read model; each is confirmed against the event store (the read
+   model may lag behind a chunk that just arrived) and expired by sending ExpireUpload
+   through the command bus with the command id `expire-upload-<id>`, so repeated runs (or a
+   run whose reply timed out) expire it once.
+2. Garbage collection. The chunk-reference table is caught up from the event store first
+   (see bus/blobs/references.py for why it is not Kafka-fed), then every blob older than
+   CAIRN_GC_GRACE on disk is deleted unless a live reference or a reference released less
+   than the grace ago holds it. The grace on the blob's mtime protects a chunk PUT whose
+   bytes are durable but whose StoreChunk is still in flight (nothing references it yet).
+3. Idempotency keys older than 24 hours are deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+
+from bus.actors.commandbus import BusUnavailable, CommandBus
+from bus.blobs import references as chunk_refs
+from bus.blobs.local import LocalBlobStore, open_blob_store
+from bus.config.logs import get_logger
+from bus.config.settings import Settings
+from bus.store import idempotency
+from bus.store.eventstore import PostgresEventStore
+from domain.aggregates import AGGREGATES
+from domain.commands import ExpireUpload
+from domain.errors import DomainError
+from domain.uploads import ACTIVE, UploadState
+
+log = get_logger(__name__)
+
+# In the project's advisory lock range (727_0xx, see bus/store/relay.py).
+CLEANUP_LOCK = 727_010
+# How long the admin endpoint waits for a run in another process to finish.
+ADMIN_LOCK_WAIT = timedelta(seconds=120)
+# Uploads examined per run, and blobs looked up per query.
+MAX_EXPIRE_PER_RUN = 10_000
+EXPIRE_CONCURRENCY = 16
+GC_BATCH = 1000
+
+
+@dataclass
+class CleanupReport:
+    expired: int = 0
+    blobs_deleted: int = 0
+    bytes_freed: int = 0
+    idempotency_keys_deleted: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class CleanupBusy(Exception):
+    """Another process holds the cleanup lock for longer than we were willing to wait."""
+
+
+def expire_command_id(upload_id: str) -> str:
+    return f"expire-upload-{upload_id}"
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+async def run_cleanup(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    bus: CommandBus,
+    blobs: LocalBlobStore,
+    *,
+    wait: bool = True,
+) -> CleanupReport | None:
+    """One full run. Returns None if `wait` is False and another run holds the lock."""
+    async with pool.acquire() as conn:
+        if wait:
+            try:
+                # Session-level settings end with the connection's return to the pool
+                # (asyncpg resets it), as does the lock if we forget to unlock.
+                await conn.execute(
+                    f"SET lock_timeout = {int(ADMIN_LOCK_WAIT.total_seconds() * 1000)}"
+                )
+                await conn.execute("SELECT pg_advisory_lock($1)", CLEANUP_LOCK)
+            except asyncpg.exceptions.LockNotAvailableError:
+                raise CleanupBusy("another cleanup is running") from None
+        elif not await conn.fetchval("SELECT pg_try_advisory_lock($1)", CLEANUP_LOCK):
+            return None
+        try:
+            now = datetime.now(UTC)
+            report = CleanupReport()
+            report.expired = await expire_stale_uploads(settings, pool, bus, now)
+            report.blobs_deleted, report.bytes_freed = await collect_garbage(
+                settings, pool, blobs, now
+            )
+            report.idempotency_keys_deleted = await idempotency.expire(pool)
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.execute("SELECT pg_advisory_unlock($1)", CLEANUP_LOCK)
+    log.info("cleanup done", **report.as_dict())
+    return report
+
+
+# ---- expiry ---------------------------------------------------------------------------
+
+
+async def expire_stale_uploads(
+    settings: Settings, pool: asyncpg.Pool, bus: CommandBus, now: datetime
+) -> int:
+    """Expire active uploads idle for the TTL; return how many this run expired."""
+    cutoff = now - timedelta(seconds=settings.upload_ttl)
+    rows = await pool.fetch(
+        "SELECT id FROM readmodel.uploads WHERE status = ANY($1::text[]) AND updated_at < $2"
+        " ORDER BY updated_at, id LIMIT $3",
+        [s.value for s in ACTIVE],
+        cutoff,
+        MAX_EXPIRE_PER_RUN,
+    )
+    store = PostgresEventStore(pool)
+    gate = asyncio.Semaphore(EXPIRE_CONCURRENCY)
+
+    async def expire(upload_id: str) -> bool:
+        async with gate:
+            state: UploadState | None = AGGREGATES["uploads"].fold(
+                await store.read_stream(f"upload-{upload_id}")
+            )
+            # The event store is the authority on the last activity: the read model may
+            # not show a chunk stored a moment ago.
+            if state is None or state.status not in ACTIVE or _aware(state.updated_at) >= cutoff:
+                return False
+            try:
+                result = await bus.send(
+                    ExpireUpload(
+                        aggregate_id=upload_id,
+                        caller=state.owner,
+                        admin=True,
+                        at=now,
+                        command_id=expire_command_id(upload_id),
+                        idle_before=cutoff,
+                    )
+                )
+            except DomainError as e:  # completed or aborted in the meantime
+                log.info("upload not expired", upload_id=upload_id, code=e.code)
+                return False
+            except BusUnavailable as e:  # the next run tries again (same command id)
+                log.warning("expiry not confirmed", upload_id=upload_id, error=str(e))
+                return False
+            return result.applied
+
+    done = await asyncio.gather(*(expire(str(r["id"])) for r in rows))
+    return sum(done)
+
+
+# ---- garbage collection ---------------------------------------------------------------
+
+
+async def collect_garbage(
+    settings: Settings, pool: asyncpg.Pool, blobs: LocalBlobStore, now: datetime
+) -> tuple[int, int]:
+    """Delete unreferenced blobs older than the grace; return (blobs deleted, bytes freed)."""
+    # Every reference recorded so far, including what expiry just appended, must be in the
+    # table before anything is judged unreferenced.
+    await chunk_refs.catch_up(pool, PostgresEventStore(pool))
+    grace = timedelta(seconds=settings.gc_grace)
+    cutoff = now - grace
+    deleted = freed = 0
+    batch: list[str] = []
+
+    async def sweep(shas: list[str]) -> None:
+        nonlocal deleted, freed
+        keep = await chunk_refs.still_needed(pool, shas, cutoff)
+        for sha in shas:
+            if sha in keep:
+                continue
+            size = await _collect(blobs, sha, cutoff.timestamp())
+            if size is not None:
+                deleted += 1
+                freed += size
+
+    async for sha, _size, mtime in blobs.iter_blobs():
+        if mtime >= cutoff.timestamp():
+            continue  # young: may belong to a chunk whose command is still in flight
+        batch.append(sha)
+        if len(batch) >= GC_BATCH:
+            await sweep(batch)
+            batch = []
+    if batch:
+        await sweep(batch)
+    await chunk_refs.prune(pool, cutoff)
+    return deleted, freed
+
+
+async def _collect(blobs: LocalBlobStore, sha: str, cutoff: float) -> int | None:
+    """Delete one blob unless it was (re)written after `cutoff`; return the bytes freed."""
+    return await asyncio.to_thread(_collect_local, blobs, sha, cutoff)
+
+
+def _collect_local(blobs: LocalBlobStore, sha: str, cutoff: float) -> int | None:
+    """Checking the mtime and then unlinking would race with a put of the same bytes that
+    renames a fresh copy over the blob in between (its StoreChunk would then point at
+    nothing). So the blob is first renamed away atomically; what was moved is then judged:
+    an old file is deleted, a fresh one (a put won the race) is put back. A put renaming
+    after our rename is untouched. The way back is fsynced so that it survives a crash."""
+    path = blobs.path_of(sha)
+    trash = blobs.root / "tmp" / f"gc-{sha}-{secrets.token_hex(6)}.part"
+    try:
+        os.rename(path, trash)
+    except FileNotFoundError:  # gone already (another store user, or a previous run)
+        return None
+    st = os.stat(trash)
+    if st.st_mtime >= cutoff:
+        os.rename(trash, path)
+        _fsync_dir(path.parent)
+        return None
+    os.unlink(trash)
+    return st.st_size
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---- the periodic task ----------------------------------------------------------------
+
+
+async def run_periodically(
+    settings: Settings, pool: asyncpg.Pool, bus: CommandBus, stop: asyncio.Event
+) -> None:
+    """Run the cleanup every `cleanup_interval` seconds until `stop` is set.
+
+    A failed run is logged and retried at the next tick; a run skipped because another
+    process holds the lock is simply that process's turn."""
+    blobs = open_blob_store(settings.blobs_url)
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=settings.cleanup_interval)
+        if stop.is_set():
+            return
+        try:
+            await run_cleanup(settings, pool, bus, blobs, wait=False)
+        except Exception:
+            log.exception("cleanup run failed")

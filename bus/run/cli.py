@@ -1,0 +1,311 @@
+"""The `cairn` command: the one entry point for running, operating and trying Cairn.
+
+    cairn up [--only KINDS]        everything on one machine (embedded Postgres and Kafka
+                                   where CAIRN_DATABASE_URL / CAIRN_KAFKA_BOOTSTRAP are unset)
+    cairn run KIND                 one process kind in the foreground (what production runs)
+    cairn token SUBJECT [--admin]  an HS256 JWT for the configured secret
+    cairn migrate                  apply the SQL migrations
+    cairn replay --from POSITION   republish the event log to Kafka from a position
+
+`cairn token` only mints HS256 tokens (CAIRN_JWT_SECRET, or the secret generated into the
+data dir). With CAIRN_JWT_PUBLIC_KEY (RS256) the tokens come from your identity provider.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from bus.config.settings import Settings
+from bus.run.processes import RUNNERS
+
+DEFAULT_TOKEN_TTL = 30 * 24 * 3600
+EXIT_FORCED = 130  # the shell convention for "ended by SIGINT"
+
+
+def _run_async(coro: Coroutine[Any, Any, int]) -> int:
+    """Run under uvloop when it is installed (it comes with uvicorn[standard])."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+# -------------------------------------------------------------------- cairn run
+
+
+async def _watch_supervisor(pid: int, stop: asyncio.Event) -> None:
+    """Set `stop` when the supervisor that spawned us is gone.
+
+    Children run in their own session (so a terminal Ctrl-C goes to the supervisor only);
+    the price is that a SIGKILLed supervisor would leave them running forever. A pidfd
+    becomes readable when the process exits, so this waits without polling.
+    """
+    from bus.config.logs import get_logger
+
+    loop = asyncio.get_running_loop()
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        stop.set()
+        return
+    except (OSError, AttributeError):
+        # No pidfd (old kernel, not Linux): nothing to await, so check for being
+        # re-parented once a second.
+        while os.getppid() == pid:  # noqa: ASYNC110
+            await asyncio.sleep(1.0)
+    else:
+        gone: asyncio.Future[None] = loop.create_future()
+
+        def exited() -> None:
+            if not gone.done():
+                gone.set_result(None)
+
+        loop.add_reader(fd, exited)
+        try:
+            await gone
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+    if not stop.is_set():
+        get_logger("bus.run.cli").warning("supervisor is gone; stopping", supervisor_pid=pid)
+        stop.set()
+
+
+async def _run_kind(settings: Settings, kind: str) -> int:
+    from bus.config.logs import get_logger
+
+    log = get_logger("bus.run.cli")
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    main_task = asyncio.current_task()
+    assert main_task is not None
+
+    def on_signal(signum: int) -> None:
+        # First signal: ask the runner to finish what it is doing and return. Only a second
+        # Ctrl-C (SIGINT) forces: an operator at a terminal who will not wait. A repeated
+        # SIGTERM does not, because it is not a human asking twice: uvicorn re-raises the
+        # SIGTERM it saw once it has shut down, and supervisors (ours, Kubernetes) escalate
+        # with SIGKILL on their own.
+        if not stop.is_set():
+            log.info("stopping", signal=signal.Signals(signum).name)
+            stop.set()
+        elif signum == signal.SIGINT and not main_task.done():
+            log.warning("forced stop")
+            main_task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    watcher: asyncio.Task[None] | None = None
+    supervisor_pid = os.environ.get("CAIRN_SUPERVISOR_PID", "")
+    if supervisor_pid.isdigit():
+        watcher = asyncio.create_task(_watch_supervisor(int(supervisor_pid), stop))
+    try:
+        await RUNNERS[kind](settings, stop)
+    except asyncio.CancelledError:
+        return EXIT_FORCED
+    except Exception:
+        log.exception("process failed", kind=kind)
+        return 1
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    if not stop.is_set():
+        log.error("process returned without being asked to stop", kind=kind)
+        return 1
+    log.info("stopped", kind=kind)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bus.config import tracing
+    from bus.config.logs import configure
+
+    settings = Settings.from_env()
+    configure(settings.log_level, settings.log_json, process=args.kind)
+    tracing.setup(args.kind)
+    return _run_async(_run_kind(settings, args.kind))
+
+
+# -------------------------------------------------------------------- cairn up
+
+
+def _kinds(value: str) -> list[str]:
+    kinds = [k.strip() for k in value.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in RUNNERS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown kind(s) {', '.join(unknown)}; choose from {', '.join(RUNNERS)}"
+        )
+    return kinds
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from bus.run.supervisor import Supervisor
+
+    return Supervisor(Settings.from_env(), kinds=args.only).run()
+
+
+# -------------------------------------------------------------------- cairn token
+
+
+def make_token(
+    settings: Settings, subject: str, admin: bool = False, ttl: int = DEFAULT_TOKEN_TTL
+) -> str:
+    import jwt
+
+    now = int(time.time())
+    claims = {
+        "sub": subject,
+        "roles": ["admin"] if admin else [],
+        "iat": now,
+        "exp": now + ttl,
+    }
+    return jwt.encode(claims, settings.resolved_jwt_secret(), algorithm="HS256")
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    if settings.jwt_public_key:
+        print(
+            "cairn: warning: CAIRN_JWT_PUBLIC_KEY is set, so the API expects RS256 tokens from "
+            "your identity provider; this is an HS256 token for the shared secret",
+            file=sys.stderr,
+        )
+    print(make_token(settings, args.subject, admin=args.admin, ttl=args.ttl))
+    return 0
+
+
+# -------------------------------------------------------------------- cairn migrate / replay
+
+
+async def _migrate(settings: Settings) -> int:
+    from bus.run.supervisor import database_for_command
+    from bus.store import db
+
+    async with database_for_command(settings) as url:
+        applied = await db.migrate(url)
+    print("applied: " + ", ".join(applied) if applied else "database is up to date")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    return _run_async(_migrate(Settings.from_env()))
+
+
+async def _replay(settings: Settings, from_position: int) -> int:
+    from bus.run.supervisor import RuntimeInfo, SupervisorError, database_for_command
+    from bus.store import db
+
+    if not settings.kafka_bootstrap:
+        running = RuntimeInfo.of_running(settings.data_dir.resolve())
+        if running is None:
+            # The embedded broker lives only as long as `cairn up`: a broker started just
+            # for the replay would forget everything the moment the command ends.
+            raise SupervisorError(
+                "CAIRN_KAFKA_BOOTSTRAP is not set and no `cairn up` is running on data dir "
+                f"{settings.data_dir.resolve()}; start it or point CAIRN_KAFKA_BOOTSTRAP at Kafka"
+            )
+        settings = dataclasses.replace(
+            settings,
+            kafka_bootstrap=running.kafka_bootstrap,
+            kafka_idempotence=settings.kafka_idempotence and not running.embedded_kafka,
+        )
+    from bus.store.relay import replay  # written alongside; imported only when needed
+
+    async with database_for_command(settings) as url:
+        pool = await db.create_pool(url, min_size=1, max_size=5)
+        try:
+            result = await replay(
+                dataclasses.replace(settings, database_url=url), pool, from_position
+            )
+        finally:
+            await pool.close()
+    print(f"republished {result} events from position {from_position}")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    return _run_async(_replay(Settings.from_env(), args.from_position))
+
+
+# -------------------------------------------------------------------- main
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cairn",
+        description="Cairn: a self-hosted file service. Configured by CAIRN_* variables.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="start everything in the foreground (Ctrl-C stops)")
+    up.add_argument(
+        "--only",
+        type=_kinds,
+        default=None,
+        metavar="KINDS",
+        help=f"comma-separated process kinds to start (default: all of {', '.join(RUNNERS)})",
+    )
+    up.set_defaults(func=cmd_up)
+
+    run = sub.add_parser("run", help="run one process kind in the foreground")
+    run.add_argument("kind", choices=list(RUNNERS), metavar="KIND", help=", ".join(RUNNERS))
+    run.set_defaults(func=cmd_run)
+
+    tok = sub.add_parser("token", help="print an HS256 JWT for the configured secret")
+    tok.add_argument("subject", metavar="SUBJECT", help="the user id (the `sub` claim)")
+    tok.add_argument("--admin", action="store_true", help="include the admin role")
+    tok.add_argument(
+        "--ttl",
+        type=int,
+        default=DEFAULT_TOKEN_TTL,
+        metavar="SECONDS",
+        help="lifetime in seconds (default: 30 days)",
+    )
+    tok.set_defaults(func=cmd_token)
+
+    mig = sub.add_parser("migrate", help="apply database migrations")
+    mig.set_defaults(func=cmd_migrate)
+
+    rep = sub.add_parser("replay", help="republish the event log to Kafka from a position")
+    rep.add_argument(
+        "--from",
+        dest="from_position",
+        type=int,
+        required=True,
+        metavar="POSITION",
+        help="global position to start from (0: the whole history)",
+    )
+    rep.set_defaults(func=cmd_replay)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from bus.run.supervisor import SupervisorError
+
+    args = _parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except SupervisorError as e:
+        print(f"cairn: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        # Only reachable before a command installed its own handlers (e.g. during imports).
+        return EXIT_FORCED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

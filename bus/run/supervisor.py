@@ -1,0 +1,563 @@
+"""`cairn up`: one foreground process that owns the embedded infrastructure and the children.
+
+Someone trying Cairn on a laptop should need one command and nothing but Python. The
+supervisor starts whatever is not configured externally (PostgreSQL, the Tansu broker),
+prepares it (database, migrations, topics, JWT secret), then runs every process kind as a
+child (`python -m bus.run.cli run KIND`, exactly what production runs one per container),
+restarts children that die, prints where everything is, and on Ctrl-C takes it all down in
+dependency order. Each child is its own OS process so that a crash or a blocked event loop
+in one kind cannot take the others with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import psutil
+
+from bus.config.logs import configure, get_logger
+from bus.config.settings import Settings
+from bus.kafka.clients import ensure_topics
+from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
+from bus.run.processes import RUNNERS
+from bus.store import db
+
+log = get_logger("bus.run.supervisor")
+
+DATABASE_NAME = "cairn"
+LOCK_FILE = "supervisor.pid"
+RUNTIME_FILE = "supervisor.json"
+TANSU_PID_FILE = "tansu.pid"
+
+# A child that keeps crashing is restarted after 0.5 s, 1 s, 2 s, ... up to 30 s, so a broken
+# kind neither spins the CPU nor stays down for long once its cause (say, Kafka) recovers.
+# A child that ran for STABLE_AFTER seconds before dying starts again from the minimum.
+BACKOFF_MIN = 0.5
+BACKOFF_MAX = 30.0
+STABLE_AFTER = 60.0
+# How long children get between SIGTERM and SIGKILL: enough to finish in-flight commands
+# and flush checkpoints, short enough that Ctrl-C still feels like it works.
+STOP_TIMEOUT = 10.0
+HEALTH_TIMEOUT = 120.0
+HEALTH_POLL = 0.25
+
+
+class SupervisorError(RuntimeError):
+    """A problem the user must fix (busy port, second instance): reported without a traceback."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether something already listens on host:port (we try to bind it ourselves)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        # SO_REUSEADDR: sockets in TIME_WAIT from a previous run must not count as "busy";
+        # on Linux a live listener still makes bind() fail.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _display_host(host: str) -> str:
+    return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for printing."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class DataDirLock:
+    """One Cairn process owning a data dir at a time (`supervisor.pid`, held with flock).
+
+    flock rather than "is the pid in the file alive": the kernel drops the lock when the
+    holder dies however it dies, so a stale file never blocks a start and a recycled pid
+    never fakes a live supervisor. The pid in the file is only for the error message.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / LOCK_FILE
+        self._fd: int | None = None
+
+    def holder(self) -> int | None:
+        """The pid of whoever holds the lock, None if nobody does (or it is us)."""
+        if self._fd is not None or not self.path.exists():
+            return None
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                text = self.path.read_text().strip()
+                return int(text) if text.isdigit() else -1
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            text = self.path.read_text().strip()
+            who = f"pid {text}" if text.isdigit() else "another process"
+            raise SupervisorError(
+                f"another Cairn supervisor or command ({who}) is already using data dir "
+                f"{self.path.parent}; stop it first, or point CAIRN_DATA_DIR elsewhere"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        # The file stays (only emptied): unlinking a locked file would let a process that
+        # opened the old inode and one that creates a new file both "hold" the lock.
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+            os.close(self._fd)
+            self._fd = None
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    """What a running supervisor started, for `cairn migrate` / `cairn replay` to reuse."""
+
+    pid: int
+    database_url: str
+    kafka_bootstrap: str
+    embedded_kafka: bool
+
+    def write(self, data_dir: Path) -> None:
+        path = data_dir / RUNTIME_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(dataclasses.asdict(self)))
+        tmp.chmod(0o600)
+        tmp.replace(path)
+
+    @classmethod
+    def of_running(cls, data_dir: Path) -> RuntimeInfo | None:
+        """The info of the supervisor holding data_dir's lock, None if none is running."""
+        holder = DataDirLock(data_dir).holder()
+        if holder is None:
+            return None
+        try:
+            info = cls(**json.loads((data_dir / RUNTIME_FILE).read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+        return info if info.pid == holder else None
+
+
+def _postmaster_of(pg_dir: Path) -> tuple[int, int] | None:
+    """(pid, port) from a cluster's postmaster.pid, if that postmaster is alive."""
+    try:
+        lines = (pg_dir / "postmaster.pid").read_text().splitlines()
+        pid, port = int(lines[0]), int(lines[3])
+    except (OSError, ValueError, IndexError):
+        return None
+    return (pid, port) if _alive(pid) else None
+
+
+def check_pg_port(settings: Settings) -> None:
+    port = settings.embedded_pg_port
+    if not port_in_use("127.0.0.1", port):
+        return
+    # Our own cluster left running by a supervisor that was SIGKILLed: EmbeddedPostgres
+    # stops it before starting, so the port is not really taken.
+    if (_postmaster_of(settings.data_dir / "pg") or (0, 0))[1] == port:
+        return
+    raise SupervisorError(
+        f"port {port} for the embedded PostgreSQL is already in use; set "
+        "CAIRN_EMBEDDED_PG_PORT to a free port, or CAIRN_DATABASE_URL to use an existing server"
+    )
+
+
+def _stale_tansu(data_dir: Path, port: int) -> psutil.Process | None:
+    """The broker a SIGKILLed supervisor left behind for this data dir, if still running."""
+    try:
+        proc = psutil.Process(int((data_dir / TANSU_PID_FILE).read_text().strip()))
+        cmdline = " ".join(proc.cmdline())
+    except (OSError, ValueError, psutil.Error):
+        return None
+    # Check it is really that broker, not a process that got the pid recycled.
+    if "tansu" in cmdline and f"127.0.0.1:{port}" in cmdline and _alive(proc.pid):
+        return proc
+    return None
+
+
+def check_kafka_port(settings: Settings) -> None:
+    port = settings.embedded_kafka_port
+    if not port_in_use("127.0.0.1", port) or _stale_tansu(settings.data_dir, port):
+        return
+    raise SupervisorError(
+        f"port {port} for the embedded Kafka broker is already in use; set "
+        "CAIRN_EMBEDDED_KAFKA_PORT to a free port, or CAIRN_KAFKA_BOOTSTRAP to use an "
+        "existing Kafka"
+    )
+
+
+def _kill_stale_tansu(data_dir: Path, port: int) -> None:
+    proc = _stale_tansu(data_dir, port)
+    if proc is None:
+        return
+    log.warning("stopping broker left by a previous run", pid=proc.pid)
+    with contextlib.suppress(psutil.Error):
+        proc.terminate()
+        try:
+            proc.wait(STOP_TIMEOUT)
+        except psutil.TimeoutExpired:
+            proc.kill()
+            proc.wait(STOP_TIMEOUT)
+    # Start-up polling: the kernel frees the listening port shortly after the exit.
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while port_in_use("127.0.0.1", port) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def start_embedded_postgres(settings: Settings) -> EmbeddedPostgres:
+    """Blocking: check the port, then start (initdb on first use) the data dir's cluster."""
+    check_pg_port(settings)
+    pg = EmbeddedPostgres(settings.data_dir / "pg", settings.embedded_pg_port)
+    pg.start()
+    return pg
+
+
+@contextlib.asynccontextmanager
+async def database_for_command(settings: Settings) -> AsyncIterator[str]:
+    """A database URL for one-shot commands (`cairn migrate`, `cairn replay`).
+
+    CAIRN_DATABASE_URL if set; else the embedded server of a running `cairn up` on this data
+    dir (starting a second server on the same files would stop the first one's); else the
+    embedded server started for the duration of the command, holding the data-dir lock so
+    that a `cairn up` started meanwhile refuses instead of fighting over the files.
+    """
+    if settings.database_url:
+        yield settings.database_url
+        return
+    data_dir = settings.data_dir.resolve()
+    running = RuntimeInfo.of_running(data_dir)
+    if running:
+        yield running.database_url
+        return
+    lock = DataDirLock(data_dir)
+    lock.acquire()
+    try:
+        pg = await asyncio.to_thread(
+            start_embedded_postgres, dataclasses.replace(settings, data_dir=data_dir)
+        )
+        try:
+            yield await db.ensure_database(pg.url, DATABASE_NAME)
+        finally:
+            await asyncio.to_thread(pg.stop)
+    finally:
+        lock.release()
+
+
+def _stderr_fd() -> int:
+    try:
+        return sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        return 2
+
+
+class Supervisor:
+    """Runs the embedded infrastructure and one child per process kind until told to stop."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        kinds: Iterable[str] | None = None,
+        *,
+        out: IO[str] | None = None,
+    ) -> None:
+        self.settings = dataclasses.replace(settings, data_dir=settings.data_dir.resolve())
+        self.kinds = list(RUNNERS) if kinds is None else list(dict.fromkeys(kinds))
+        unknown = [k for k in self.kinds if k not in RUNNERS]
+        if unknown:
+            raise SupervisorError(
+                f"unknown process kind(s) {', '.join(unknown)}; known: {', '.join(RUNNERS)}"
+            )
+        self.out = out or sys.stdout
+        self._lock = DataDirLock(self.settings.data_dir)
+        self._pg: EmbeddedPostgres | None = None
+        self._kafka: EmbeddedKafka | None = None
+        self._stop = asyncio.Event()
+        self._force = asyncio.Event()
+
+    # ---------------------------------------------------------------- entry point
+
+    def run(self) -> int:
+        """Run in the foreground until SIGINT/SIGTERM; 0 after a clean stop."""
+        # The lock comes first, before logging or any port check, so that a second
+        # `cairn up` on the same data dir says exactly that and touches nothing.
+        self._lock.acquire()
+        try:
+            configure(self.settings.log_level, self.settings.log_json, process="supervisor")
+            return asyncio.run(self._main())
+        finally:
+            self._lock.release()
+
+    def _on_signal(self, signum: int) -> None:
+        if not self._stop.is_set():
+            log.info("stopping; press Ctrl-C again to force", signal=signal.Signals(signum).name)
+            self._stop.set()
+        elif not self._force.is_set():
+            log.warning("forcing stop: killing children")
+            self._force.set()
+
+    async def _main(self) -> int:
+        loop = asyncio.get_running_loop()
+        # Handlers go in before anything is started so that a Ctrl-C during start-up still
+        # runs the teardown below instead of leaving Postgres and the broker behind.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        children: list[asyncio.Task[None]] = []
+        try:
+            ready = await self._start_infrastructure()
+            if ready and not self._stop.is_set():
+                children = [asyncio.create_task(self._keep_running(k)) for k in self.kinds]
+                banner = asyncio.create_task(self._announce_when_ready())
+                await self._stop.wait()
+                banner.cancel()
+        finally:
+            # Dependency order: children first (they flush to Kafka and Postgres while
+            # stopping), then the broker, then Postgres, which holds the source of truth.
+            self._stop.set()
+            if children:
+                await asyncio.gather(*children, return_exceptions=True)
+            await self._stop_infrastructure()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+        log.info("stopped")
+        return 130 if self._force.is_set() else 0
+
+    # ---------------------------------------------------------------- infrastructure
+
+    async def _start_infrastructure(self) -> bool:
+        """Start and prepare Postgres and Kafka; False if a stop was asked for meanwhile."""
+        s = self.settings
+        # Every port check up front: fail in a second, before initdb or a broker start.
+        if "api" in self.kinds and port_in_use(s.host, s.port):
+            raise SupervisorError(
+                f"port {s.port} for the API is already in use; set CAIRN_PORT to a free port"
+            )
+        if not s.database_url:
+            check_pg_port(s)
+        if not s.kafka_bootstrap:
+            check_kafka_port(s)
+        # Generated before any child starts: they all read the same file, so they agree.
+        s.resolved_jwt_secret()
+
+        database_url = s.database_url
+        if not database_url:
+            log.info("starting embedded PostgreSQL", port=s.embedded_pg_port)
+            self._pg = EmbeddedPostgres(s.data_dir / "pg", s.embedded_pg_port)
+            await asyncio.to_thread(self._pg.start)
+            database_url = await db.ensure_database(self._pg.url, DATABASE_NAME)
+        if self._stop.is_set():
+            return False
+
+        bootstrap = s.kafka_bootstrap
+        if not bootstrap:
+            log.info("starting embedded Kafka broker", port=s.embedded_kafka_port)
+            await asyncio.to_thread(_kill_stale_tansu, s.data_dir, s.embedded_kafka_port)
+            kafka = EmbeddedKafka(s.embedded_kafka_port, log_path=s.data_dir / "tansu.log")
+            self._kafka = kafka
+            await asyncio.to_thread(kafka.start)
+            if kafka.proc is not None:
+                (s.data_dir / TANSU_PID_FILE).write_text(f"{kafka.proc.pid}\n")
+            bootstrap = kafka.bootstrap
+        if self._stop.is_set():
+            return False
+
+        self.settings = s = dataclasses.replace(
+            s,
+            database_url=database_url,
+            kafka_bootstrap=bootstrap,
+            kafka_idempotence=s.kafka_idempotence and self._kafka is None,
+        )
+        applied = await db.migrate(database_url)
+        if applied:
+            log.info("migrations applied", names=applied)
+        await ensure_topics(s)
+        if self._kafka is not None:
+            # The embedded broker keeps nothing across restarts: rewind the relay so it
+            # republishes the whole history and the topics are complete again. Consumers
+            # dedupe by event id, so the repeats are harmless.
+            conn = await db.connect(database_url)
+            try:
+                await conn.execute("UPDATE eventstore.relay_checkpoints SET position = 0")
+            finally:
+                await conn.close()
+        RuntimeInfo(os.getpid(), database_url, bootstrap, self._kafka is not None).write(s.data_dir)
+        return True
+
+    async def _stop_infrastructure(self) -> None:
+        (self.settings.data_dir / RUNTIME_FILE).unlink(missing_ok=True)
+        if self._kafka is not None:
+            log.info("stopping embedded Kafka broker")
+            kafka, self._kafka = self._kafka, None
+            if self._force.is_set() and kafka.proc is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    kafka.proc.kill()
+            await asyncio.to_thread(kafka.stop)
+            (self.settings.data_dir / TANSU_PID_FILE).unlink(missing_ok=True)
+        if self._pg is not None:
+            log.info("stopping embedded PostgreSQL")
+            pg, self._pg = self._pg, None
+            await asyncio.to_thread(pg.stop)  # fast shutdown: rolls back open transactions
+
+    # ---------------------------------------------------------------- children
+
+    def _child_env(self) -> dict[str, str]:
+        s = self.settings
+        env = {
+            **os.environ,
+            "CAIRN_DATABASE_URL": s.database_url or "",
+            "CAIRN_KAFKA_BOOTSTRAP": s.kafka_bootstrap or "",
+            "CAIRN_DATA_DIR": str(s.data_dir),
+            # Lets a child notice it was orphaned (supervisor SIGKILLed) and stop itself.
+            "CAIRN_SUPERVISOR_PID": str(os.getpid()),
+        }
+        if self._kafka is not None:
+            env["CAIRN_KAFKA_IDEMPOTENCE"] = "false"  # Tansu has no InitProducerId
+            # Tansu holds fetches until their deadline: keep command latency low.
+            env.setdefault("CAIRN_KAFKA_FETCH_MAX_WAIT_MS", "10")
+        return env
+
+    async def _keep_running(self, kind: str) -> None:
+        """Run one kind until stop, restarting it with backoff whenever it dies."""
+        delay = BACKOFF_MIN
+        env = self._child_env()
+        while not self._stop.is_set():
+            started = time.monotonic()
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bus.run.cli",
+                "run",
+                kind,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=_stderr_fd(),
+                stderr=_stderr_fd(),
+                # Own session: a terminal Ctrl-C reaches only the supervisor, which then
+                # stops the children itself, in order, instead of everyone at once.
+                start_new_session=True,
+            )
+            log.info("child started", kind=kind, pid=proc.pid)
+            exited = asyncio.create_task(proc.wait())
+            stopping = asyncio.create_task(self._stop.wait())
+            await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if self._stop.is_set():
+                await self._stop_child(kind, proc)
+                exited.cancel()
+                return
+            code = exited.result()
+            if time.monotonic() - started >= STABLE_AFTER:
+                delay = BACKOFF_MIN
+            log.error("child died; restarting", kind=kind, exit_code=code, restart_in=delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    async def _stop_child(self, kind: str, proc: asyncio.subprocess.Process) -> None:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        exited = asyncio.create_task(proc.wait())
+        forced = asyncio.create_task(self._force.wait())
+        await asyncio.wait(
+            {exited, forced}, timeout=STOP_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+        )
+        forced.cancel()
+        if proc.returncode is None:
+            log.warning("child did not stop in time; killing it", kind=kind, pid=proc.pid)
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        await exited
+        log.info("child stopped", kind=kind, exit_code=proc.returncode)
+
+    # ---------------------------------------------------------------- banner
+
+    async def _announce_when_ready(self) -> None:
+        s = self.settings
+        base = f"http://{_display_host(s.host)}:{s.port}"
+        healthy = True
+        if "api" in self.kinds:
+            healthy = await self._wait_for_health(f"{base}/health")
+        self._print_banner(base, healthy)
+
+    async def _wait_for_health(self, url: str) -> bool:
+        # Bounded polling: the API child needs a moment to import and bind, and it may be
+        # restarted meanwhile, so there is nothing to await but the answer itself.
+        deadline = time.monotonic() + HEALTH_TIMEOUT
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(url)).status_code == 200:
+                        return True
+                await asyncio.sleep(HEALTH_POLL)
+        log.error("the API did not answer /health in time; see the logs above", url=url)
+        return False
+
+    def _print_banner(self, base: str, healthy: bool) -> None:
+        s = self.settings
+        rows: list[tuple[str, str]] = []
+        if "api" in self.kinds:
+            rows += [
+                ("API", f"{base}/v1"),
+                ("OpenAPI", f"{base}/schema/openapi.json"),
+                ("AsyncAPI", f"{base}/schema/asyncapi.json"),
+                ("Metrics", f"{base}/metrics"),
+                ("Health", f"{base}/health"),
+            ]
+        embedded_pg = " (embedded)" if self._pg is not None else ""
+        embedded_kafka = " (embedded)" if self._kafka is not None else ""
+        rows += [
+            ("Postgres", redact_url(s.database_url or "") + embedded_pg),
+            ("Kafka", (s.kafka_bootstrap or "") + embedded_kafka),
+            ("Data dir", str(s.data_dir)),
+            ("Processes", ", ".join(self.kinds) or "(none)"),
+        ]
+        width = max(len(k) for k, _ in rows)
+        head = "Cairn is up." if healthy else "Cairn started, but the API is not answering yet."
+        lines = [head, *(f"  {k:<{width}}  {v}" for k, v in rows)]
+        if "api" in self.kinds:
+            lines.append("Get a token:  cairn token alice   (add --admin for an admin token)")
+        lines.append("Press Ctrl-C to stop.")
+        print("\n".join(lines), file=self.out, flush=True)

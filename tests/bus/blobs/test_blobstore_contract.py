@@ -1,0 +1,539 @@
+"""One contract, every blob store: what the upload and serving paths rely on.
+
+Each implementation is one param of the `blobs` fixture, which also says how to look
+inside it (the stored objects, the leftovers of failed puts), so that "dedup" and "nothing
+partial is kept" are checked for real. Only "local" exists today; S3 becomes another param.
+
+Decision fixed here: a range past the end of a chunk (or of a manifest) is rejected with
+ValueError, never clamped; clamping HTTP ranges is the API's job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from bus.blobs.local import (
+    BlobNotFound,
+    BlobTooLarge,
+    LocalBlobStore,
+    hash_manifest,
+    open_blob_store,
+    read_manifest,
+)
+from domain.ports import BlobStore
+
+MiB = 1024 * 1024
+
+
+@dataclass
+class Blobs:
+    """A store under test plus two ways to look inside it."""
+
+    store: BlobStore
+    objects: Callable[[], list[str]]  # the digests of the blobs stored, as the backend sees them
+    leftovers: Callable[[], list[str]]  # whatever a put in flight or a failed put leaves around
+
+
+def _local(tmp_path: Path) -> Blobs:
+    root = tmp_path / "blobs"
+    store = LocalBlobStore(root)
+
+    def objects() -> list[str]:
+        return sorted(p.name for p in (root / "chunks").rglob("*") if p.is_file())
+
+    def leftovers() -> list[str]:
+        return sorted(p.name for p in (root / "tmp").iterdir())
+
+    return Blobs(store, objects, leftovers)
+
+
+@pytest.fixture(params=["local"])
+def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> Blobs:
+    if request.param == "local":
+        return _local(tmp_path)
+    raise AssertionError(request.param)
+
+
+class Recording:
+    """A BlobStore that only forwards, recording the ranges opened.
+
+    Also makes `hash_manifest` take its generic (non-local) path."""
+
+    def __init__(self, inner: BlobStore) -> None:
+        self.inner = inner
+        self.opened: list[tuple[str, int, int | None]] = []
+
+    async def put_stream(
+        self, chunks: AsyncIterator[bytes], *, max_bytes: int | None = None
+    ) -> tuple[str, int]:
+        return await self.inner.put_stream(chunks, max_bytes=max_bytes)
+
+    async def exists(self, sha256: str) -> bool:
+        return await self.inner.exists(sha256)
+
+    async def size(self, sha256: str) -> int | None:
+        return await self.inner.size(sha256)
+
+    def open_range(
+        self, sha256: str, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        self.opened.append((sha256, offset, length))
+        return self.inner.open_range(sha256, offset, length)
+
+    async def delete(self, sha256: str) -> None:
+        await self.inner.delete(sha256)
+
+    async def ping(self) -> None:
+        await self.inner.ping()
+
+
+async def feed(pieces: Iterable[bytes]) -> AsyncIterator[bytes]:
+    for p in pieces:
+        yield p
+
+
+def split(data: bytes, sizes: Sequence[int]) -> list[bytes]:
+    """Cut `data` into pieces of the given sizes, cycling them; the last one takes the rest."""
+    out, i, k = [], 0, 0
+    while i < len(data):
+        n = sizes[k % len(sizes)]
+        out.append(data[i : i + n])
+        i += n
+        k += 1
+    return out
+
+
+async def read_all(it: AsyncIterator[bytes]) -> bytes:
+    return b"".join([piece async for piece in it])
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# Big enough to span several write buffers and read pieces, with odd piece sizes.
+BIG = os.urandom(9 * MiB + 12345)
+
+
+# -- put / read -------------------------------------------------------------------------
+
+
+async def test_round_trip_returns_sha_and_size(blobs: Blobs) -> None:
+    s = blobs.store
+    digest, size = await s.put_stream(feed(split(BIG, [1, 7, 65536, 3 * MiB + 1, 0])))
+    assert (digest, size) == (sha(BIG), len(BIG))
+    assert await s.exists(digest)
+    assert await s.size(digest) == len(BIG)
+    assert await read_all(s.open_range(digest)) == BIG
+    assert blobs.objects() == [digest]
+    assert blobs.leftovers() == []
+
+
+async def test_empty_blob(blobs: Blobs) -> None:
+    s = blobs.store
+    assert await s.put_stream(feed([])) == (sha(b""), 0)
+    # Empty pieces are no content either.
+    assert await s.put_stream(feed([b"", b""])) == (sha(b""), 0)
+    assert await s.exists(sha(b""))
+    assert await s.size(sha(b"")) == 0
+    assert [p async for p in s.open_range(sha(b""))] == []
+    assert blobs.objects() == [sha(b"")]
+
+
+async def test_same_content_twice_is_stored_once(blobs: Blobs) -> None:
+    s = blobs.store
+    first = await s.put_stream(feed(split(BIG, [65536])))
+    second = await s.put_stream(feed(split(BIG, [1000, 4 * MiB])))  # cut differently
+    assert first == second == (sha(BIG), len(BIG))
+    assert blobs.objects() == [sha(BIG)]
+    assert blobs.leftovers() == []
+    assert await read_all(s.open_range(sha(BIG))) == BIG
+
+
+@pytest.mark.parametrize(
+    ("offset", "length"),
+    [
+        (0, 10),  # start
+        (0, None),  # everything
+        (5 * MiB + 3, 2 * MiB + 7),  # middle, across read pieces
+        (len(BIG) - 10, 10),  # end, exact
+        (len(BIG) - 10, None),  # end, open
+        (len(BIG), 0),  # empty at the very end
+        (len(BIG), None),
+        (123, 0),  # empty in the middle
+    ],
+)
+async def test_ranges(blobs: Blobs, offset: int, length: int | None) -> None:
+    digest, _ = await blobs.store.put_stream(feed([BIG]))
+    want = BIG[offset:] if length is None else BIG[offset : offset + length]
+    pieces = [p async for p in blobs.store.open_range(digest, offset, length)]
+    assert b"".join(pieces) == want
+    assert all(pieces), "no empty pieces"
+
+
+@pytest.mark.parametrize(
+    ("offset", "length"),
+    [
+        (len(BIG) - 10, 11),  # one byte past the end: rejected, not clamped
+        (0, len(BIG) + 1),
+        (len(BIG) + 1, None),  # starts past the end
+        (len(BIG) + 1, 0),
+        (-1, None),
+        (0, -1),
+    ],
+)
+async def test_ranges_outside_the_blob_are_rejected(
+    blobs: Blobs, offset: int, length: int | None
+) -> None:
+    digest, _ = await blobs.store.put_stream(feed([BIG]))
+    with pytest.raises(ValueError):
+        await read_all(blobs.store.open_range(digest, offset, length))
+
+
+# -- failures keep nothing ------------------------------------------------------------
+
+
+class Source:
+    """An upload body that counts what was taken from it and can fail or stall midway."""
+
+    def __init__(self, data: bytes, piece: int = 64 * 1024) -> None:
+        self.pieces = split(data, [piece])
+        self.taken = 0
+        self.stalled = asyncio.Event()
+
+    async def then_raise(self, after: int, exc: BaseException) -> AsyncIterator[bytes]:
+        for p in self.pieces[:after]:
+            self.taken += 1
+            yield p
+        raise exc
+
+    async def then_stall(self, after: int) -> AsyncIterator[bytes]:
+        for p in self.pieces[:after]:
+            self.taken += 1
+            yield p
+        self.stalled.set()
+        await asyncio.Event().wait()  # a client that went silent: only cancellation ends it
+
+    async def all(self) -> AsyncIterator[bytes]:
+        for p in self.pieces:
+            self.taken += 1
+            yield p
+
+
+async def test_max_bytes_exactly_is_accepted(blobs: Blobs) -> None:
+    got = await blobs.store.put_stream(feed(split(BIG, [65536])), max_bytes=len(BIG))
+    assert got == (sha(BIG), len(BIG))
+
+
+async def test_max_bytes_exceeded_keeps_nothing_and_stops_reading(blobs: Blobs) -> None:
+    limit = 6 * MiB + 1  # past at least one full write buffer, so a write was in flight
+    src = Source(BIG)
+    with pytest.raises(BlobTooLarge) as e:
+        await blobs.store.put_stream(src.all(), max_bytes=limit)
+    assert e.value.limit == limit
+    # It stopped at the first piece that crossed the limit, not at the end of the body.
+    assert src.taken == limit // (64 * 1024) + 1
+    assert not await blobs.store.exists(sha(BIG))
+    assert not await blobs.store.exists(sha(BIG[:limit]))
+    assert blobs.objects() == []
+    assert blobs.leftovers() == []
+    # The store still works after a failed put.
+    assert await blobs.store.put_stream(feed([b"x"])) == (sha(b"x"), 1)
+
+
+async def test_source_failing_midway_propagates_and_keeps_nothing(blobs: Blobs) -> None:
+    src = Source(BIG)
+    boom = ConnectionResetError("client went away")
+    with pytest.raises(ConnectionResetError) as e:
+        await blobs.store.put_stream(src.then_raise(100, boom))  # ~6.25 MiB in
+    assert e.value is boom
+    assert src.taken == 100
+    assert blobs.objects() == []
+    assert blobs.leftovers() == []
+
+
+async def test_source_failing_before_any_byte_keeps_nothing(blobs: Blobs) -> None:
+    with pytest.raises(ConnectionResetError):
+        await blobs.store.put_stream(Source(BIG).then_raise(0, ConnectionResetError()))
+    assert blobs.objects() == []
+    assert blobs.leftovers() == []
+
+
+async def assert_intact(blobs: Blobs) -> None:
+    """Every stored object is whole: its bytes hash to its name."""
+    for name in blobs.objects():
+        assert sha(await read_all(blobs.store.open_range(name))) == name
+
+
+async def test_put_cancelled_while_writing_keeps_nothing_partial(blobs: Blobs) -> None:
+    async def cancel_midway() -> AsyncIterator[bytes]:
+        for i, p in enumerate(split(BIG, [64 * 1024])):
+            if i == 70:  # past the first 4 MiB buffer: a write is, or was, in flight
+                task = asyncio.current_task()
+                assert task is not None
+                task.cancel()  # raised at the put's next await, whichever it is
+            yield p
+
+    task = asyncio.create_task(blobs.store.put_stream(cancel_midway()))
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert blobs.leftovers() == []
+    # Cancelled during its final commit, a put may leave the complete blob; never a part.
+    assert set(blobs.objects()) <= {sha(BIG)}
+    await assert_intact(blobs)
+
+
+async def test_cancelled_put_keeps_nothing(blobs: Blobs) -> None:
+    src = Source(BIG)
+    task = asyncio.create_task(blobs.store.put_stream(src.then_stall(100)))
+    await src.stalled.wait()
+    assert blobs.leftovers() != []  # the put really was in flight
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert blobs.objects() == []
+    assert blobs.leftovers() == []
+
+
+# -- concurrency ------------------------------------------------------------------------
+
+
+async def test_concurrent_puts_of_the_same_content(blobs: Blobs) -> None:
+    data = BIG[: 5 * MiB + 99]
+    results = await asyncio.gather(
+        *(blobs.store.put_stream(feed(split(data, [65536 + i]))) for i in range(20))
+    )
+    assert set(results) == {(sha(data), len(data))}
+    assert blobs.objects() == [sha(data)]
+    assert blobs.leftovers() == []
+    assert await read_all(blobs.store.open_range(sha(data))) == data
+
+
+async def test_concurrent_puts_of_different_contents(blobs: Blobs) -> None:
+    datas = [i.to_bytes(4, "big") + BIG[: MiB + i * 4099] for i in range(20)]
+    results = await asyncio.gather(
+        *(blobs.store.put_stream(feed(split(d, [65536]))) for d in datas)
+    )
+    assert results == [(sha(d), len(d)) for d in datas]
+    assert blobs.objects() == sorted(sha(d) for d in datas)
+    assert blobs.leftovers() == []
+    for d in datas:
+        assert await read_all(blobs.store.open_range(sha(d))) == d
+
+
+# -- delete, missing, ping --------------------------------------------------------------
+
+
+async def test_delete(blobs: Blobs) -> None:
+    s = blobs.store
+    keep, _ = await s.put_stream(feed([b"keep me"]))
+    gone, _ = await s.put_stream(feed([b"delete me"]))
+    await s.delete(gone)
+    assert not await s.exists(gone)
+    assert await s.size(gone) is None
+    with pytest.raises(BlobNotFound):
+        await read_all(s.open_range(gone))
+    await s.delete(gone)  # deleting a missing blob is fine
+    assert await s.exists(keep)
+    assert blobs.objects() == [keep]
+
+
+async def test_iter_blobs_lists_every_blob_with_size_and_mtime(blobs: Blobs) -> None:
+    s = blobs.store
+    listing = s.iter_blobs  # type: ignore[attr-defined]  # not on the domain port (yet)
+    assert [b async for b in listing()] == []
+    contents = [b"", b"one", b"two" * 1000, os.urandom(MiB + 5)]
+    before = time.time()
+    for c in contents:
+        await s.put_stream(feed([c]))
+    await s.put_stream(feed([b"one"]))  # the same bytes again: still one blob
+    listed = sorted([b async for b in listing()])
+    assert [(d, n) for d, n, _ in listed] == sorted((sha(c), len(c)) for c in contents)
+    # The mtime is when the blob was (last) written: the collector's grace is judged on it.
+    assert all(before - 2 <= m <= time.time() + 2 for _, _, m in listed)
+    await s.delete(sha(b"one"))
+    assert sha(b"one") not in {d async for d, _, _ in listing()}
+    assert blobs.leftovers() == []
+
+
+@pytest.mark.parametrize("digest", [sha(b"never stored"), "../../etc/passwd", "", "AB" * 32])
+async def test_missing_blob(blobs: Blobs, digest: str) -> None:
+    s = blobs.store
+    assert not await s.exists(digest)
+    assert await s.size(digest) is None
+    with pytest.raises(BlobNotFound):
+        await read_all(s.open_range(digest))
+    await s.delete(digest)
+
+
+async def test_ping(blobs: Blobs) -> None:
+    await blobs.store.ping()
+    assert blobs.leftovers() == []
+    assert blobs.objects() == []
+
+
+# -- manifests --------------------------------------------------------------------------
+
+# Chunk sizes with every kind of neighbour: empty chunks, 1-byte chunks, bigger ones.
+SMALL_CHUNKS = [b"abc", b"", b"d", b"efghi", b"", b"jklm", b"n"]
+
+
+async def store_chunks(store: BlobStore, chunks: Sequence[bytes]) -> list[tuple[str, int]]:
+    return [await store.put_stream(feed([c])) for c in chunks]
+
+
+async def test_read_manifest_every_boundary(blobs: Blobs) -> None:
+    manifest = await store_chunks(blobs.store, SMALL_CHUNKS)
+    whole = b"".join(SMALL_CHUNKS)
+    assert await read_all(read_manifest(blobs.store, manifest)) == whole
+    assert await read_all(read_manifest(blobs.store, manifest, 4)) == whole[4:]
+    for start in range(len(whole) + 1):
+        for end in range(start, len(whole) + 1):
+            got = await read_all(read_manifest(blobs.store, manifest, start, end))
+            assert got == whole[start:end], (start, end)
+
+
+async def test_read_manifest_across_big_chunks(blobs: Blobs) -> None:
+    chunks = [BIG[: 3 * MiB + 5], BIG[3 * MiB + 5 : 4 * MiB], BIG[4 * MiB : 6 * MiB + 1]]
+    manifest = await store_chunks(blobs.store, chunks)
+    whole = b"".join(chunks)
+    cuts = [0, 1, MiB - 1, MiB, 3 * MiB + 4, 3 * MiB + 5, 3 * MiB + 6, 4 * MiB, len(whole) - 1]
+    for start in cuts:
+        for end in [*cuts, len(whole)]:
+            if end >= start:
+                got = await read_all(read_manifest(blobs.store, manifest, start, end))
+                assert got == whole[start:end], (start, end)
+
+
+async def test_read_manifest_opens_only_the_chunks_it_needs(blobs: Blobs) -> None:
+    rec = Recording(blobs.store)
+    manifest = await store_chunks(rec, SMALL_CHUNKS)
+    # bytes [5, 10) are "fghi" + "j": the 3rd..5th chunks (the empty one included) are
+    # not opened, nor is anything after "j"; each chunk is opened once, at the right range.
+    assert await read_all(read_manifest(rec, manifest, 5, 10)) == b"fghij"
+    assert rec.opened == [(manifest[3][0], 1, 4), (manifest[5][0], 0, 1)]
+
+
+@pytest.mark.parametrize(("start", "end"), [(0, 15), (14, 15), (5, 4), (-1, 3)])
+async def test_read_manifest_rejects_ranges_outside_the_file(
+    blobs: Blobs, start: int, end: int
+) -> None:
+    manifest = await store_chunks(blobs.store, SMALL_CHUNKS)  # 14 bytes
+    with pytest.raises(ValueError):
+        await read_all(read_manifest(blobs.store, manifest, start, end))
+
+
+async def test_read_manifest_missing_chunk(blobs: Blobs) -> None:
+    manifest = [*await store_chunks(blobs.store, [b"abc"]), (sha(b"gone"), 4)]
+    with pytest.raises(BlobNotFound):
+        await read_all(read_manifest(blobs.store, manifest))
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["direct", "generic"])
+async def test_hash_manifest(blobs: Blobs, wrapped: bool) -> None:
+    store: BlobStore = Recording(blobs.store) if wrapped else blobs.store
+    chunks = [*SMALL_CHUNKS, BIG[: 5 * MiB + 1], b"", BIG[5 * MiB + 1 :]]
+    manifest = await store_chunks(store, chunks)
+    assert await hash_manifest(store, manifest) == sha(b"".join(chunks))
+    assert await hash_manifest(store, manifest[::-1]) == sha(b"".join(chunks[::-1]))
+    assert await hash_manifest(store, []) == sha(b"")
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["direct", "generic"])
+async def test_hash_manifest_refuses_a_wrong_manifest(blobs: Blobs, wrapped: bool) -> None:
+    store: BlobStore = Recording(blobs.store) if wrapped else blobs.store
+    [(digest, size)] = await store_chunks(store, [b"abcdef"])
+    with pytest.raises(BlobNotFound):
+        await hash_manifest(store, [(digest, size), (sha(b"gone"), 4)])
+    with pytest.raises(ValueError):
+        await hash_manifest(store, [(digest, size + 1)])
+    with pytest.raises(ValueError):
+        await hash_manifest(store, [(digest, size - 1)])
+
+
+# -- local only -------------------------------------------------------------------------
+
+
+async def test_local_layout_and_path_of(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    digest, _ = await store.put_stream(feed([b"hello"]))
+    path = tmp_path / "chunks" / digest[0:2] / digest[2:4] / digest
+    assert store.path_of(digest) == path
+    assert path.read_bytes() == b"hello"
+    for bad in ["../../etc/passwd", digest.upper(), digest[:-1], digest + "0"]:
+        with pytest.raises(ValueError):
+            store.path_of(bad)
+
+
+def test_open_blob_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = open_blob_store(f"file://{tmp_path / 'abs'}")
+    assert store.root == tmp_path / "abs"
+    assert (tmp_path / "abs" / "chunks").is_dir() and (tmp_path / "abs" / "tmp").is_dir()
+    assert open_blob_store(f"file://localhost{tmp_path / 'abs'}").root == tmp_path / "abs"
+    monkeypatch.chdir(tmp_path)
+    rel = open_blob_store("file://rel/blobs")
+    assert rel.root == Path("rel/blobs")
+    assert (tmp_path / "rel" / "blobs" / "chunks").is_dir()
+    with pytest.raises(NotImplementedError):
+        open_blob_store("s3://bucket/prefix")
+    for bad in ["file://", "http://x/y", "/just/a/path"]:
+        with pytest.raises(ValueError):
+            open_blob_store(bad)
+
+
+def test_sweep_tmp_removes_only_old_temp_files(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    old, fresh = tmp_path / "tmp" / "old.part", tmp_path / "tmp" / "fresh.part"
+    old.write_bytes(b"x")
+    fresh.write_bytes(b"y")
+    two_days_ago = time.time() - 2 * 24 * 3600
+    os.utime(old, (two_days_ago, two_days_ago))
+    assert store.sweep_tmp() == 1
+    assert sorted(p.name for p in (tmp_path / "tmp").iterdir()) == ["fresh.part"]
+
+
+async def test_local_write_failure_keeps_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blobs = _local(tmp_path)
+    writes = 0
+
+    def failing_write(fd: int, data: bytes | memoryview) -> None:
+        nonlocal writes
+        writes += 1
+        if writes == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        os.write(fd, data)
+
+    monkeypatch.setattr("bus.blobs.local._write_all", failing_write)
+    with pytest.raises(OSError) as e:
+        await blobs.store.put_stream(feed(split(BIG, [65536])))
+    assert e.value.errno == errno.ENOSPC
+    assert writes == 2
+    assert blobs.objects() == []
+    assert blobs.leftovers() == []
+
+
+async def test_local_fsync_failure_keeps_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blobs = _local(tmp_path)
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr("bus.blobs.local.os.fsync", failing_fsync)
+    with pytest.raises(OSError) as e:
+        await blobs.store.put_stream(feed([b"hello"]))
+    assert e.value.errno == errno.EIO
+    assert blobs.objects() == []
+    assert blobs.leftovers() == []

@@ -1,0 +1,149 @@
+"""The `cairn` command line: tokens, and the start-up errors `cairn up` gives before starting anything."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import jwt
+import pytest
+
+from bus.run.cli import DEFAULT_TOKEN_TTL, main
+from bus.run.embedded import free_port
+from bus.run.supervisor import DataDirLock
+
+CAIRN_VARS = (
+    "CAIRN_JWT_SECRET",
+    "CAIRN_JWT_PUBLIC_KEY",
+    "CAIRN_DATABASE_URL",
+    "CAIRN_KAFKA_BOOTSTRAP",
+)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in CAIRN_VARS:
+        monkeypatch.delenv(name, raising=False)
+    d = tmp_path / "data"
+    monkeypatch.setenv("CAIRN_DATA_DIR", str(d))
+    return d
+
+
+def _token(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    assert main(["token", *args]) == 0
+    return capsys.readouterr().out.strip()
+
+
+def test_token_verifies_with_the_generated_secret(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = int(time.time())
+    token = _token(capsys, "alice", "--admin")
+    secret = (data_dir / "jwt-secret").read_text().strip()
+    claims = jwt.decode(token, secret, algorithms=["HS256"])
+    assert claims["sub"] == "alice"
+    assert claims["roles"] == ["admin"]
+    assert before <= claims["iat"] <= int(time.time())
+    assert claims["exp"] - claims["iat"] == DEFAULT_TOKEN_TTL
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(token, "another-secret-" + "x" * 32, algorithms=["HS256"])
+
+
+def test_token_without_admin_and_with_ttl(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = _token(capsys, "bob", "--ttl", "60")
+    claims = jwt.decode(token, (data_dir / "jwt-secret").read_text().strip(), algorithms=["HS256"])
+    assert claims["sub"] == "bob"
+    assert claims["roles"] == []
+    assert claims["exp"] - claims["iat"] == 60
+
+
+def test_generated_secret_is_stable_across_calls(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = _token(capsys, "alice")
+    secret = (data_dir / "jwt-secret").read_text()
+    second = _token(capsys, "alice")
+    assert (data_dir / "jwt-secret").read_text() == secret
+    assert (data_dir / "jwt-secret").stat().st_mode & 0o077 == 0  # not readable by others
+    for token in (first, second):
+        assert jwt.decode(token, secret.strip(), algorithms=["HS256"])["sub"] == "alice"
+
+
+def test_token_uses_configured_secret(
+    data_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CAIRN_JWT_SECRET", "configured-" + "s" * 32)
+    token = _token(capsys, "carol")
+    assert jwt.decode(token, "configured-" + "s" * 32, algorithms=["HS256"])["sub"] == "carol"
+    assert not (data_dir / "jwt-secret").exists()
+
+
+def test_unknown_kind_is_a_usage_error(data_dir: Path) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["run", "nope"])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        main(["up", "--only", "api,nope"])
+    assert e.value.code == 2
+
+
+# ------------------------------------------------------------ `cairn up` refusing to start
+# Run as subprocesses: `up` configures logging and signal handling for the whole process.
+
+
+def _up(data_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if k not in CAIRN_VARS}
+    full.update(
+        CAIRN_DATA_DIR=str(data_dir),
+        CAIRN_PORT=str(free_port()),
+        CAIRN_EMBEDDED_PG_PORT=str(free_port()),
+        CAIRN_EMBEDDED_KAFKA_PORT=str(free_port()),
+    )
+    full.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "bus.run.cli", "up"],
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield s.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "variable", ["CAIRN_EMBEDDED_PG_PORT", "CAIRN_EMBEDDED_KAFKA_PORT", "CAIRN_PORT"]
+)
+def test_up_names_the_variable_of_a_busy_port(
+    tmp_path: Path, busy_port: int, variable: str
+) -> None:
+    result = _up(tmp_path / "data", **{variable: str(busy_port)})
+    assert result.returncode == 1, result.stderr
+    assert variable in result.stderr
+    assert str(busy_port) in result.stderr
+    assert not (tmp_path / "data" / "pg").exists()  # refused before starting anything
+
+
+def test_up_refuses_a_data_dir_in_use(tmp_path: Path) -> None:
+    lock = DataDirLock(tmp_path / "data")
+    lock.acquire()
+    try:
+        result = _up(tmp_path / "data")
+    finally:
+        lock.release()
+    assert result.returncode == 1, result.stderr
+    assert "already using data dir" in result.stderr
+    assert f"pid {os.getpid()}" in result.stderr

@@ -1,0 +1,251 @@
+"""`cairn up` end to end: embedded infrastructure, children, restarts, Ctrl-C, and a second start.
+
+The supervisor runs as a real subprocess on free ports and its own data dir. Process kinds
+whose module is not importable yet are left out (`--only`), so this test checks the
+supervisor itself whatever state the rest of the code base is in; once every kind exists
+it runs them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import psutil
+import pytest
+
+from bus.run.embedded import free_port
+from bus.run.processes import KINDS, RUNNERS
+from bus.run.supervisor import TANSU_PID_FILE, port_in_use
+
+START_TIMEOUT = 90.0
+STOP_TIMEOUT = 60.0
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:
+        return False
+
+
+AVAILABLE = [k for k in RUNNERS if _importable(KINDS[k][0].partition(":")[0])]
+
+
+def _alive(pid: int) -> bool:
+    # Zombies count as gone: postgres is re-parented to pid 1, which may never reap it.
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
+
+
+def _wait_until(what: str, check: Callable[[], Any], timeout: float, log: Callable[[], str]) -> Any:
+    """Start-up polling: these are other processes, so there is nothing to await."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}\n{log()}")
+        time.sleep(0.1)
+
+
+def _query(url: str, sql: str, *args: Any) -> Any:
+    async def go() -> Any:
+        conn = await asyncpg.connect(url)
+        try:
+            return await conn.fetchval(sql, *args)
+        finally:
+            await conn.close()
+
+    # A private loop: asyncio.run() would unset the loop pytest-asyncio keeps for the session.
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(go())
+    finally:
+        loop.close()
+
+
+@dataclass
+class Up:
+    """One `cairn up` subprocess with its output in files (a full pipe would block it)."""
+
+    proc: subprocess.Popen[bytes]
+    out: Path
+    err: Path
+
+    def log(self) -> str:
+        out = self.out.read_text(errors="replace")
+        err = self.err.read_text(errors="replace")[-6000:]
+        return f"--- stdout\n{out}\n--- stderr (tail)\n{err}"
+
+    def children(self, kind: str) -> list[int]:
+        pids = []
+        for child in psutil.Process(self.proc.pid).children():
+            try:
+                cmd = child.cmdline()
+            except psutil.Error:
+                continue
+            if cmd[-2:] == ["run", kind] and _alive(child.pid):
+                pids.append(child.pid)
+        return pids
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    e = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("CAIRN_DATABASE_URL", "CAIRN_KAFKA_BOOTSTRAP", "CAIRN_JWT_SECRET")
+    }
+    e.update(
+        CAIRN_DATA_DIR=str(tmp_path / "data"),
+        CAIRN_HOST="127.0.0.1",
+        CAIRN_PORT=str(free_port()),
+        CAIRN_EMBEDDED_PG_PORT=str(free_port()),
+        CAIRN_EMBEDDED_KAFKA_PORT=str(free_port()),
+        CAIRN_LOG_JSON="true",
+    )
+    return e
+
+
+@pytest.fixture
+def start(tmp_path: Path, env: dict[str, str]) -> Iterator[Callable[[], Up]]:
+    started: list[Up] = []
+
+    def _start() -> Up:
+        n = len(started)
+        out, err = tmp_path / f"up{n}.out", tmp_path / f"up{n}.err"
+        only = [] if AVAILABLE == list(RUNNERS) else ["--only", ",".join(AVAILABLE)]
+        with out.open("wb") as o, err.open("wb") as e:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "bus.run.cli", "up", *only],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=o,
+                stderr=e,
+            )
+        up = Up(proc, out, err)
+        started.append(up)
+        _wait_until(
+            "the ready banner",
+            lambda: "Cairn is up." in out.read_text() or proc.poll() is not None,
+            START_TIMEOUT,
+            up.log,
+        )
+        assert proc.poll() is None, f"cairn up exited with {proc.returncode}\n{up.log()}"
+        return up
+
+    yield _start
+    for up in started:  # only if a test failed half-way
+        if up.proc.poll() is None:
+            up.proc.kill()
+            up.proc.wait()
+
+
+def _stop(up: Up, data_dir: Path, ports: list[int]) -> None:
+    postmaster = int((data_dir / "pg" / "postmaster.pid").read_text().split()[0])
+    tansu = int((data_dir / TANSU_PID_FILE).read_text())
+    children = [c.pid for c in psutil.Process(up.proc.pid).children(recursive=True)]
+    assert _alive(postmaster) and _alive(tansu)
+
+    up.proc.send_signal(signal.SIGINT)
+    try:
+        code = up.proc.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"cairn up did not stop within {STOP_TIMEOUT}s\n{up.log()}")
+    assert code == 0, up.log()
+    left = [pid for pid in [postmaster, tansu, *children] if _alive(pid)]
+    assert not left, f"processes left running: {left}\n{up.log()}"
+    assert not [p for p in ports if port_in_use("127.0.0.1", p)]
+    assert not (data_dir / "supervisor.json").exists()
+
+
+@pytest.mark.timeout(240)
+def test_up_runs_everything_and_stops_cleanly(start: Callable[[], Up], env: dict[str, str]) -> None:
+    data_dir = Path(env["CAIRN_DATA_DIR"])
+    api_port, pg_port, kafka_port = (
+        int(env[k]) for k in ("CAIRN_PORT", "CAIRN_EMBEDDED_PG_PORT", "CAIRN_EMBEDDED_KAFKA_PORT")
+    )
+    db_url = f"postgresql://postgres@127.0.0.1:{pg_port}/cairn"
+    cli = [sys.executable, "-m", "bus.run.cli"]
+
+    up = start()
+    banner = up.out.read_text()
+    assert f"127.0.0.1:{kafka_port} (embedded)" in banner
+    assert f"{db_url} (embedded)" in banner
+    assert str(data_dir) in banner
+    if "api" in AVAILABLE:
+        assert f"http://127.0.0.1:{api_port}/schema/openapi.json" in banner
+        assert "cairn token alice" in banner
+        assert httpx.get(f"http://127.0.0.1:{api_port}/health", timeout=5).status_code == 200
+
+    assert _query(db_url, "SELECT count(*) FROM pg_namespace WHERE nspname = 'eventstore'") == 1
+    assert (data_dir / "jwt-secret").exists()  # generated before the children started
+    _query(
+        db_url,
+        "INSERT INTO eventstore.relay_checkpoints (name, position) VALUES ($1, 42)",
+        "test-marker",
+    )
+
+    # A second supervisor on the same data dir refuses, naming the first one.
+    second = subprocess.run([*cli, "up"], env=env, capture_output=True, text=True, timeout=60)
+    assert second.returncode == 1
+    assert f"pid {up.proc.pid}" in second.stderr
+
+    # One-shot commands reuse the running supervisor's infrastructure.
+    migrate = subprocess.run([*cli, "migrate"], env=env, capture_output=True, text=True, timeout=60)
+    assert migrate.returncode == 0, migrate.stderr
+    assert "up to date" in migrate.stdout
+    if "relay" in AVAILABLE:
+        replay = subprocess.run(
+            [*cli, "replay", "--from", "0"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert replay.returncode == 0, replay.stderr
+        assert "republished" in replay.stdout
+
+    # A child that dies is restarted, and the supervisor lives on.
+    if AVAILABLE:
+        kind = "relay" if "relay" in AVAILABLE else AVAILABLE[0]
+        [victim] = _wait_until(f"one {kind} child", lambda: up.children(kind), 30, up.log)
+        os.kill(victim, signal.SIGKILL)
+        _wait_until(
+            f"a new {kind} child",
+            lambda: [p for p in up.children(kind) if p != victim],
+            30,
+            up.log,
+        )
+        assert up.proc.poll() is None
+
+    _stop(up, data_dir, [api_port, pg_port, kafka_port])
+
+    # Without a supervisor, `cairn migrate` starts the embedded Postgres for itself.
+    migrate = subprocess.run([*cli, "migrate"], env=env, capture_output=True, text=True, timeout=90)
+    assert migrate.returncode == 0, migrate.stderr
+    assert "up to date" in migrate.stdout
+    assert not port_in_use("127.0.0.1", pg_port)
+
+    # Starting again keeps the data; the new (empty) embedded broker rewinds the relay.
+    up = start()
+    assert (
+        _query(
+            db_url,
+            "SELECT position FROM eventstore.relay_checkpoints WHERE name = $1",
+            "test-marker",
+        )
+        == 0
+    )
+    _stop(up, data_dir, [api_port, pg_port, kafka_port])

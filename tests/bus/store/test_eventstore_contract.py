@@ -1,0 +1,93 @@
+"""One contract, every event store: in-memory and Postgres must behave the same."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from bus.store.eventstore import InMemoryEventStore, PostgresEventStore
+from domain.events import EventMeta, NewEvent
+from domain.ports import ConcurrencyError, DuplicateCommand, EventStore
+
+META = EventMeta(occurred_at=datetime(2026, 1, 1, tzinfo=UTC), owner="alice", correlation_id="c1")
+
+
+@pytest.fixture(params=["memory", "postgres"])
+def store(request: pytest.FixtureRequest) -> EventStore:
+    # A sync fixture, so that the async `pool` fixture is only set up for the Postgres case.
+    if request.param == "memory":
+        return InMemoryEventStore()
+    pool: asyncpg.Pool = request.getfixturevalue("pool")
+    return PostgresEventStore(pool)
+
+
+def ev(n: int) -> NewEvent:
+    return NewEvent("Thing", {"n": n})
+
+
+async def test_append_and_read_stream(store: EventStore) -> None:
+    out = await store.append("upload-a", 0, [ev(1), ev(2)], META)
+    assert [e.version for e in out] == [1, 2]
+    assert out[0].position < out[1].position
+    got = await store.read_stream("upload-a")
+    assert [(e.version, e.data["n"]) for e in got] == [(1, 1), (2, 2)]
+    assert got[0].owner == "alice" and got[0].correlation_id == "c1"
+    assert await store.stream_version("upload-a") == 2
+    assert await store.stream_version("upload-none") == 0
+
+
+async def test_wrong_expected_version_is_refused_and_changes_nothing(store: EventStore) -> None:
+    await store.append("upload-a", 0, [ev(1)], META)
+    with pytest.raises(ConcurrencyError):
+        await store.append("upload-a", 0, [ev(2)], META)
+    with pytest.raises(ConcurrencyError):
+        await store.append("upload-a", 5, [ev(2)], META)
+    assert [e.data["n"] for e in await store.read_stream("upload-a")] == [1]
+
+
+async def test_read_all_in_position_order_from_a_position(store: EventStore) -> None:
+    await store.append("upload-a", 0, [ev(1)], META)
+    await store.append("upload-b", 0, [ev(2), ev(3)], META)
+    await store.append("upload-a", 1, [ev(4)], META)
+    all_ = await store.read_all(0)
+    assert [e.data["n"] for e in all_] == [1, 2, 3, 4]
+    assert [e.position for e in all_] == sorted(e.position for e in all_)
+    tail = await store.read_all(all_[1].position)
+    assert [e.data["n"] for e in tail] == [3, 4]
+    assert [e.data["n"] for e in await store.read_all(0, limit=2)] == [1, 2]
+
+
+async def test_concurrent_appends_to_one_stream_exactly_one_wins(store: EventStore) -> None:
+    await store.append("upload-a", 0, [ev(0)], META)
+    results = await asyncio.gather(
+        *[store.append("upload-a", 1, [ev(i)], META) for i in range(1, 11)], return_exceptions=True
+    )
+    wins = [r for r in results if not isinstance(r, BaseException)]
+    losses = [r for r in results if isinstance(r, ConcurrencyError)]
+    assert len(wins) == 1 and len(losses) == 9
+    assert await store.stream_version("upload-a") == 2
+
+
+async def test_concurrent_appends_to_different_streams_all_win(store: EventStore) -> None:
+    await asyncio.gather(*[store.append(f"upload-{i}", 0, [ev(i), ev(i)], META) for i in range(20)])
+    all_ = await store.read_all(0, limit=100)
+    assert len(all_) == 40
+    assert len({e.position for e in all_}) == 40
+    for i in range(20):
+        assert [e.version for e in await store.read_stream(f"upload-{i}")] == [1, 2]
+
+
+async def test_command_id_is_applied_once(store: EventStore) -> None:
+    first = await store.append("upload-a", 0, [ev(1), ev(2)], META, command_id="cmd-1")
+    with pytest.raises(DuplicateCommand) as info:
+        await store.append("upload-a", 2, [ev(1), ev(2)], META, command_id="cmd-1")
+    assert [e.id for e in info.value.events] == [e.id for e in first]
+    assert await store.stream_version("upload-a") == 2
+
+
+async def test_empty_append_is_a_no_op(store: EventStore) -> None:
+    assert await store.append("upload-a", 0, [], META) == []
+    assert await store.stream_version("upload-a") == 0

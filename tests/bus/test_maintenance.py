@@ -1,0 +1,291 @@
+"""The cleanup on its own: chunk references followed from the event store, which blobs the
+collector deletes, idempotency keys expiring, one run at a time, and the periodic run in
+the handlers process. Real Postgres (events appended through the domain), real files."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from bus import maintenance as cleanup
+from bus.actors.commandbus import CommandBus
+from bus.blobs import references as chunk_refs
+from bus.blobs.local import LocalBlobStore
+from bus.config.settings import Settings
+from bus.store.eventstore import PostgresEventStore
+from domain.aggregates import AGGREGATES
+from domain.commands import (
+    AbortUpload,
+    Command,
+    CompleteUpload,
+    CreateFile,
+    DeleteFile,
+    ExpireUpload,
+    InitiateUpload,
+    StoreChunk,
+)
+from domain.events import EventMeta
+from tests.system import start_system, wait_until
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+# Event times far enough back that any grace in these tests has passed (computed at import:
+# only ever compared with "now minus a minute or an hour").
+LONG_AGO = datetime.now(UTC) - timedelta(days=1)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def run(store: PostgresEventStore, cmd: Command) -> None:
+    """Decide and append, as an actor would (no bus: the bus is not under test here)."""
+    agg = AGGREGATES[cmd.aggregate]
+    events = await store.read_stream(cmd.stream_id)
+    new = agg.decide(agg.fold(events), cmd)
+    await store.append(
+        cmd.stream_id,
+        events[-1].version if events else 0,
+        new,
+        EventMeta(occurred_at=cmd.at, owner=cmd.caller),
+    )
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+async def upload(
+    store: PostgresEventStore, chunks: list[bytes], at: datetime = LONG_AGO
+) -> tuple[str, list[dict[str, object]]]:
+    """An upload (all chunks stored, not completed); returns its id and manifest."""
+    uid = str(uuid.uuid4())
+    size = len(chunks[0])
+    await run(
+        store,
+        InitiateUpload(
+            aggregate_id=uid,
+            caller="alice",
+            at=at,
+            file_name="f",
+            file_size=size * len(chunks),
+            chunk_size=size,
+        ),
+    )
+    for i, c in enumerate(chunks):
+        await run(
+            store,
+            StoreChunk(aggregate_id=uid, caller="alice", at=at, index=i, size=size, sha256=sha(c)),
+        )
+    return uid, [{"sha256": sha(c), "size": len(c)} for c in chunks]
+
+
+async def file_from(
+    store: PostgresEventStore, uid: str, manifest: list[dict[str, object]], at: datetime = LONG_AGO
+) -> str:
+    fid = str(uuid.uuid4())
+    await run(
+        store,
+        CompleteUpload(aggregate_id=uid, caller="alice", at=at, file_id=fid, sha256="0" * 64),
+    )
+    await run(
+        store,
+        CreateFile(
+            aggregate_id=fid,
+            caller="alice",
+            at=at,
+            owner="alice",
+            name="f",
+            size=sum(int(str(p["size"])) for p in manifest),
+            content_type="application/octet-stream",
+            sha256="0" * 64,
+            manifest=manifest,
+            upload_id=uid,
+        ),
+    )
+    return fid
+
+
+async def refs(pool: asyncpg.Pool) -> dict[tuple[str, str], bool]:
+    """(sha256, stream) -> live?"""
+    rows = await pool.fetch("SELECT sha256, stream_id, released_at FROM readmodel.chunk_refs")
+    return {(r["sha256"], r["stream_id"]): r["released_at"] is None for r in rows}
+
+
+async def test_chunk_refs_follow_the_event_store(
+    pool: asyncpg.Pool, event_store: PostgresEventStore
+) -> None:
+    a, b, c = b"a" * 8, b"b" * 8, b"c" * 8
+    uid, manifest = await upload(event_store, [a, b])
+    assert await refs(pool) == {}
+    reached = await chunk_refs.catch_up(pool, event_store)
+    assert reached == (await event_store.read_all(0, 1000))[-1].position
+    assert await refs(pool) == {(sha(a), f"upload-{uid}"): True, (sha(b), f"upload-{uid}"): True}
+    # Completing hands the chunks over to the file: the upload's references are released.
+    fid = await file_from(event_store, uid, manifest)
+    other, _ = await upload(event_store, [c])
+    await chunk_refs.catch_up(pool, event_store, page=2)  # several pages, same outcome
+    assert await refs(pool) == {
+        (sha(a), f"upload-{uid}"): False,
+        (sha(b), f"upload-{uid}"): False,
+        (sha(a), f"file-{fid}"): True,
+        (sha(b), f"file-{fid}"): True,
+        (sha(c), f"upload-{other}"): True,
+    }
+    await run(event_store, DeleteFile(aggregate_id=fid, caller="alice", at=now()))
+    await run(event_store, AbortUpload(aggregate_id=other, caller="alice", at=LONG_AGO))
+    await chunk_refs.catch_up(pool, event_store)
+    assert not any((await refs(pool)).values())
+    # Released times are the events' own: the deletion is recent, the abort is not.
+    recent = await chunk_refs.still_needed(
+        pool, [sha(a), sha(b), sha(c)], now() - timedelta(hours=1)
+    )
+    assert recent == {sha(a), sha(b)}
+    # Catching up again changes nothing; a reset replays the whole log to the same table.
+    before = await refs(pool)
+    await chunk_refs.catch_up(pool, event_store)
+    async with pool.acquire() as conn:
+        await chunk_refs.reset(conn)
+    await chunk_refs.catch_up(pool, event_store)
+    assert await refs(pool) == before
+
+
+async def put(blobs: LocalBlobStore, data: bytes, age: float) -> str:
+    async def one() -> AsyncIterator[bytes]:
+        yield data
+
+    digest, _ = await blobs.put_stream(one())
+    t = time.time() - age
+    os.utime(blobs.path_of(digest), (t, t))
+    return digest
+
+
+async def test_collector_deletes_only_unreferenced_blobs_past_the_grace(
+    settings: Settings, pool: asyncpg.Pool, event_store: PostgresEventStore, tmp_path: Path
+) -> None:
+    s = Settings(**{**settings.__dict__, "gc_grace": 60.0})
+    blobs = LocalBlobStore(tmp_path / "gc-blobs")
+    data = {name: name.encode() * 16 for name in ("kept", "also", "expired", "aborted", "stray")}
+    old = {name: await put(blobs, d, age=7200) for name, d in data.items()}
+    fresh = await put(blobs, b"fresh and unrecorded", age=0)
+
+    live, manifest = await upload(event_store, [data["kept"], data["also"]])
+    fid = await file_from(event_store, live, manifest)
+    expired, _ = await upload(event_store, [data["expired"]])
+    await run(event_store, ExpireUpload(aggregate_id=expired, caller="alice", admin=True, at=now()))
+    aborted, _ = await upload(event_store, [data["aborted"]])
+    await run(event_store, AbortUpload(aggregate_id=aborted, caller="alice", at=LONG_AGO))
+
+    deleted, freed = await cleanup.collect_garbage(s, pool, blobs, datetime.now(UTC))
+    gone = {name for name, digest in old.items() if not blobs.path_of(digest).exists()}
+    # Unreferenced ("stray") and released long ago ("aborted") go; a live file's chunks,
+    # chunks released just now ("expired") and a fresh blob stay.
+    assert gone == {"stray", "aborted"}
+    assert (deleted, freed) == (2, len(data["stray"]) + len(data["aborted"]))
+    assert blobs.path_of(fresh).exists()
+    assert list((tmp_path / "gc-blobs" / "tmp").iterdir()) == []
+    # Old released references are pruned; live ones and recent releases stay.
+    streams = {stream for _, stream in await refs(pool)}
+    assert f"upload-{aborted}" not in streams and f"upload-{expired}" in streams
+
+    # A file deleted long enough ago frees its chunks the same way.
+    await run(event_store, DeleteFile(aggregate_id=fid, caller="alice", at=LONG_AGO))
+    deleted, _ = await cleanup.collect_garbage(s, pool, blobs, datetime.now(UTC))
+    assert deleted == 2
+    assert not blobs.path_of(old["kept"]).exists() and not blobs.path_of(old["also"]).exists()
+    assert blobs.path_of(old["expired"]).exists()
+
+
+async def test_a_blob_rewritten_while_being_collected_is_put_back(tmp_path: Path) -> None:
+    """The race the rename-first collection closes: a PUT of the same bytes renamed a fresh
+    copy over the blob after it was listed as old."""
+    blobs = LocalBlobStore(tmp_path / "b")
+    path = blobs.path_of(sha(b"x"))
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"x")  # mtime now: "rewritten after the listing"
+    assert cleanup._collect_local(blobs, sha(b"x"), cutoff=time.time() - 60) is None
+    assert path.read_bytes() == b"x"
+    t = time.time() - 3600
+    os.utime(path, (t, t))
+    assert cleanup._collect_local(blobs, sha(b"x"), cutoff=time.time() - 60) == 1
+    assert not path.exists()
+    assert cleanup._collect_local(blobs, sha(b"x"), cutoff=time.time() - 60) is None
+
+
+async def test_old_idempotency_keys_are_deleted_and_one_run_at_a_time(
+    settings: Settings, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    for key, age in (("old", timedelta(hours=25)), ("new", timedelta(hours=1))):
+        await pool.execute(
+            "INSERT INTO api.idempotency_keys (owner, key, request_target, token, created_at)"
+            " VALUES ('alice', $1, 'POST /v1/uploads', $2, now() - $3::interval)",
+            key,
+            uuid.uuid4(),
+            age,
+        )
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    # Nothing to expire in this database, so the bus is never used (and need not run).
+    bus = CommandBus(settings)
+    holder = await pool.acquire()
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", cleanup.CLEANUP_LOCK)
+        # The periodic run skips its turn while another process holds the lock...
+        assert await cleanup.run_cleanup(settings, pool, bus, blobs, wait=False) is None
+        # ...the admin's run waits for it.
+        waiting = asyncio.create_task(cleanup.run_cleanup(settings, pool, bus, blobs, wait=True))
+
+        async def blocked() -> bool:
+            return bool(
+                await pool.fetchval(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                )
+            )
+
+        await wait_until(blocked)
+        assert not waiting.done()
+        await holder.execute("SELECT pg_advisory_unlock($1)", cleanup.CLEANUP_LOCK)
+        report = await waiting
+    finally:
+        await pool.release(holder)
+    assert report is not None and report.idempotency_keys_deleted == 1
+    assert [r["key"] for r in await pool.fetch("SELECT key FROM api.idempotency_keys")] == ["new"]
+    again = await cleanup.run_cleanup(settings, pool, bus, blobs, wait=False)
+    assert again is not None and again.idempotency_keys_deleted == 0
+
+
+@pytest.mark.timeout(120)
+async def test_the_handlers_process_expires_stale_uploads_by_itself(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    fast = Settings(**{**settings.__dict__, "upload_ttl": 1.0, "cleanup_interval": 0.3})
+    system = await start_system(fast, pool)
+    try:
+        async with system.client("alice") as c:
+            r = await c.post("/v1/uploads", json={"file_name": "f", "file_size": 10})
+            uid = r.json()["id"]
+
+            async def expired() -> bool:
+                got: httpx.Response = await c.get(f"/v1/uploads/{uid}")
+                return bool(got.json()["status"] == "EXPIRED")
+
+            await wait_until(expired, timeout=60, interval=0.2)
+            assert (
+                await c.put(f"/v1/uploads/{uid}/chunks/0", content=b"x" * 10)
+            ).status_code == 410
+    finally:
+        await system.shutdown()
+    n = await pool.fetchval(
+        "SELECT count(*) FROM eventstore.events WHERE stream_id = $1 AND event_type = 'UploadExpired'",
+        f"upload-{uid}",
+    )
+    assert n == 1
