@@ -20,7 +20,6 @@ import dataclasses
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
@@ -164,16 +163,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 def make_token(
     settings: Settings, subject: str, admin: bool = False, ttl: int = DEFAULT_TOKEN_TTL
 ) -> str:
-    import jwt
+    from bus.config.tokens import mint
 
-    now = int(time.time())
-    claims = {
-        "sub": subject,
-        "roles": ["admin"] if admin else [],
-        "iat": now,
-        "exp": now + ttl,
-    }
-    return jwt.encode(claims, settings.resolved_jwt_secret(), algorithm="HS256")
+    return mint(settings.resolved_jwt_secret(), subject, admin=admin, ttl=ttl)
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -182,6 +174,14 @@ def cmd_token(args: argparse.Namespace) -> int:
         print(
             "cairn: warning: CAIRN_JWT_PUBLIC_KEY is set, so the API expects RS256 tokens from "
             "your identity provider; this is an HS256 token for the shared secret",
+            file=sys.stderr,
+        )
+    elif not settings.jwt_secret and not (settings.data_dir / "jwt-secret").exists():
+        # The first use of this data dir: the secret is generated now, so only a server on
+        # this same data dir will accept the token. Say so, it is the usual mix-up.
+        print(
+            f"cairn: note: no JWT secret in data dir {settings.data_dir.resolve()} yet; "
+            "generating one. Only a server started on this data dir accepts this token.",
             file=sys.stderr,
         )
     print(make_token(settings, args.subject, admin=args.admin, ttl=args.ttl))
