@@ -20,7 +20,7 @@ from api.http.disposition import content_disposition
 from api.http.strict import strict_request
 from api.openapi import SECURED
 from api.schemas import BIGINT_MAX, File, FileDeleted, FilePage, ok
-from bus.blobs.local import read_manifest
+from bus.blobs.manifests import read_manifest
 from domain.commands import DeleteFile
 from domain.files import FileState
 from projections import queries

@@ -37,7 +37,7 @@ from api.schemas import (
     UploadStats,
     ok,
 )
-from bus.blobs.local import BlobTooLarge
+from bus.blobs.errors import BlobTooLarge
 from domain.commands import AbortUpload, InitiateUpload, StoreChunk
 from domain.errors import Conflict, Gone
 from domain.uploads import ACTIVE, SHA256_RE, UploadState, UploadStatus
