@@ -14,8 +14,10 @@ from litestar.openapi import OpenAPIConfig
 from api.auth import Authenticator
 from api.context import AppContext
 from api.errors import handle_exception
+from api.events.fanout import FanOut
 from api.middleware import request_id_middleware
 from api.routes.admin import AdminController
+from api.routes.events import EventsController, events_ws
 from api.routes.files import FilesController
 from api.routes.ops import asyncapi, health, metrics, ready
 from api.routes.uploads import UploadsController
@@ -48,9 +50,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
             bus=bus,
             auth=Authenticator(settings),
         )
+        # One reader of the event store feeds every live stream of this process.
+        events = FanOut(pool, settings.database_url or "", settings.events_queue_size)
+        await events.start()
+        app.state.events = events
         try:
             yield
         finally:
+            await events.stop()
             await bus.stop()
             await pool.close()
 
@@ -67,6 +74,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             TusController,
             FilesController,
             AdminController,
+            EventsController,
+            events_ws,
         ],
         lifespan=[lifespan],
         exception_handlers=exc_handlers,
@@ -79,6 +88,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             expose_headers=[
                 "X-Request-ID",
                 "X-Total-Count",
+                "Last-Event-ID",
                 "Location",
                 "Retry-After",
                 "ETag",
