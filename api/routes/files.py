@@ -17,7 +17,7 @@ from api.auth import Principal, provide_principal
 from api.context import ctx, now, parse_uuid
 from api.errors import ApiError
 from api.http.disposition import content_disposition
-from bus.blobs.local import read_manifest
+from bus.blobs.manifests import read_manifest
 from domain.commands import DeleteFile
 from domain.files import FileState
 from projections import queries
