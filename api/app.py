@@ -8,14 +8,15 @@ from typing import Any
 
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
-from litestar.openapi import OpenAPIConfig
 
 from api.auth import Authenticator
 from api.context import AppContext
 from api.errors import handle_exception
 from api.events.fanout import FanOut
 from api.middleware import request_id_middleware
+from api.openapi import openapi_config
 from api.routes.admin import AdminController
+from api.routes.docs import docs_assets, root
 from api.routes.events import EventsController, events_ws
 from api.routes.files import FilesController
 from api.routes.ops import asyncapi, health, metrics, ready
@@ -77,6 +78,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     exc_handlers: dict[Any, Any] = {Exception: handle_exception}
     return Litestar(
         route_handlers=[
+            root,
+            docs_assets(),
             health,
             ready,
             metrics,
@@ -91,7 +94,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[lifespan],
         exception_handlers=exc_handlers,
         middleware=[request_id_middleware],
-        openapi_config=OpenAPIConfig(title="Cairn", version="0.1.0", path="/schema"),
+        openapi_config=openapi_config("0.1.0"),
         cors_config=CORSConfig(
             allow_origins=list(settings.cors_origins),
             allow_methods=["*"],

@@ -62,6 +62,7 @@ class Settings:
     kafka_fetch_max_wait_ms: int = 500
     jwt_secret: str | None = None
     jwt_public_key: str | None = None
+    jwt_allow_no_exp: bool = False
     api_keys: tuple[ApiKey, ...] = ()
     fetch_allow_private: bool = False
     command_timeout: float = 15.0
@@ -171,6 +172,7 @@ class Settings:
             kafka_fetch_max_wait_ms=_int(env, "CAIRN_KAFKA_FETCH_MAX_WAIT_MS", 500),
             jwt_secret=env.get("CAIRN_JWT_SECRET") or None,
             jwt_public_key=env.get("CAIRN_JWT_PUBLIC_KEY") or None,
+            jwt_allow_no_exp=_bool(env.get("CAIRN_JWT_ALLOW_NO_EXP")),
             api_keys=tuple(keys),
             fetch_allow_private=_bool(env.get("CAIRN_FETCH_ALLOW_PRIVATE")),
             command_timeout=_float(env, "CAIRN_COMMAND_TIMEOUT", 15.0),
