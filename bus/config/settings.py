@@ -78,6 +78,10 @@ class Settings:
     max_inflight: int = 256
     cleanup_interval: float = 300.0
     gc_grace: float = 3600.0
+    sse_heartbeat: float = 15.0
+    events_queue_size: int = 1000
+    ws_max_message_bytes: int = 64 * 1024
+    ws_max_subscriptions: int = 100
     s3_endpoint: str | None = None
     s3_region: str | None = None
     s3_pool_size: int = 32
@@ -186,6 +190,10 @@ class Settings:
             max_inflight=_int(env, "CAIRN_MAX_INFLIGHT", 256),
             cleanup_interval=_float(env, "CAIRN_CLEANUP_INTERVAL", 300.0),
             gc_grace=_float(env, "CAIRN_GC_GRACE", 3600.0),
+            sse_heartbeat=_float(env, "CAIRN_SSE_HEARTBEAT", 15.0),
+            events_queue_size=_int(env, "CAIRN_EVENTS_QUEUE", 1000),
+            ws_max_message_bytes=_int(env, "CAIRN_WS_MAX_MESSAGE_BYTES", 64 * 1024),
+            ws_max_subscriptions=_int(env, "CAIRN_WS_MAX_SUBSCRIPTIONS", 100),
             s3_endpoint=env.get("CAIRN_S3_ENDPOINT") or None,
             s3_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
             s3_pool_size=_int(env, "CAIRN_S3_POOL_SIZE", 32),
