@@ -7,11 +7,11 @@ protocol); this module validates the request, authorises it and picks the resume
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, WebSocket, get, websocket
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath
+from litestar.params import FromPath, HeaderParameter, QueryParameter
 from litestar.response import Stream
 
 from api.auth import Principal, provide_principal
@@ -21,6 +21,7 @@ from api.events.fanout import Dropped, FanOut
 from api.events.filters import FILTERS, check_not_beyond, parse_position, selector_for
 from api.events.sse import sse_stream
 from api.events.websocket import EventSocket
+from api.openapi import SECURED
 from bus.store import feed
 
 _HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -75,10 +76,36 @@ def _stream(
     )
 
 
+# Documented for OpenAPI; the handlers read the raw query (a filter may repeat).
+Aggregate = Annotated[
+    str | None, QueryParameter(description="aggregate names, comma-separated: uploads, files, ...")
+]
+EventType = Annotated[str | None, QueryParameter(description="event types, comma-separated")]
+StreamFilter = Annotated[
+    str | None,
+    QueryParameter(description="aggregate ids or stream ids (upload-<uuid>), comma-separated"),
+]
+LastEventIdQuery = Annotated[
+    str | None,
+    QueryParameter(
+        description="resume after this position (when the Last-Event-ID header cannot be set)"
+    ),
+]
+LastEventIdHeader = Annotated[
+    str | None,
+    HeaderParameter(
+        header="Last-Event-ID",
+        required=False,
+        description="resume after this position; 0 replays all; beyond the newest event is 400",
+    ),
+]
+
+
 class EventsController(Controller):
     path = "/v1"
     tags = ["events"]
     dependencies = {"principal": Provide(provide_principal)}
+    security = SECURED
 
     @get(
         "/events",
@@ -92,7 +119,14 @@ class EventsController(Controller):
         ),
     )
     async def events(
-        self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        aggregate: Aggregate = None,
+        type: EventType = None,
+        stream: StreamFilter = None,
+        last_event_id: LastEventIdQuery = None,
+        last_event_id_header: LastEventIdHeader = None,
     ) -> Stream:
         query = _query(request, (*FILTERS, "last_event_id"))
         filters = {k: v for k, v in query.items() if k in FILTERS}
@@ -109,6 +143,9 @@ class EventsController(Controller):
         request: Request[Any, Any, Any],
         principal: NamedDependency[Principal],
         upload_id: FromPath[str],
+        type: EventType = None,
+        last_event_id: LastEventIdQuery = None,
+        last_event_id_header: LastEventIdHeader = None,
     ) -> Stream:
         query = _query(request, ("type", "last_event_id"))
         uid = parse_uuid(upload_id, "upload_not_found", "upload")
