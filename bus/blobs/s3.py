@@ -71,6 +71,7 @@ from botocore.exceptions import (
 
 from bus.blobs.errors import BlobCorrupt, BlobNotFound, BlobStoreUnavailable, BlobTooLarge
 from bus.blobs.local import _check_range, is_sha256
+from bus.config import metrics
 
 # Body pieces are gathered into buffers of this size before one thread hop hashes and
 # writes them to the spool file (same reasoning as the local store's WRITE_BUFFER).
@@ -242,6 +243,7 @@ class S3BlobStore:
             await asyncio.shield(loop.run_in_executor(None, f.seek, 0))
             await self._put_file(digest.hex(), digest, f, total)
             await _cleanup(_discard(None, f, path))
+            metrics.BLOB_WRITTEN_BYTES.inc(total)
             return digest.hex(), total
         except BaseException:
             # (Also reached if cancelled after S3 acknowledged: the complete blob stays,
@@ -328,11 +330,13 @@ class S3BlobStore:
                 if hasher is not None:
                     await asyncio.to_thread(hasher.update, data)
                 if held is not None:
+                    metrics.BLOB_READ_BYTES.inc(len(held))
                     yield held
                 held = data
         if hasher is not None and hasher.hexdigest() != sha256:
             raise BlobCorrupt(sha256, hasher.hexdigest())
         if held is not None:
+            metrics.BLOB_READ_BYTES.inc(len(held))
             yield held
 
     async def _get(self, sha256: str, start: int, end: int) -> AsyncIterator[bytes]:
