@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -28,6 +29,7 @@ from bus.config.logs import configure, get_logger
 from bus.config.settings import Settings
 from bus.store.db import create_pool
 from bus.store.eventstore import PostgresEventStore
+from bus.store.idempotency import KeyStore
 
 log = get_logger(__name__)
 
@@ -51,6 +53,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
         pool = await create_pool(settings.database_url or "", min_size=2, max_size=30)
         bus = CommandBus(settings)
         await bus.start()
+        # Only one live process listens on this host and port: claims held under this name
+        # belong to a predecessor that died, and retries of its requests may go ahead now.
+        holder = f"{socket.gethostname()}:{settings.port}"
+        released = await KeyStore(pool).release_holder(holder)
+        if released:
+            log.info("released idempotency claims of a previous run", count=released)
         app.state.cairn = AppContext(
             settings=settings,
             pool=pool,
@@ -58,6 +66,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             blobs=blobs,
             bus=bus,
             auth=Authenticator(settings),
+            holder=holder,
         )
         try:
             yield
