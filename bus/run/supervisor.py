@@ -55,6 +55,11 @@ STABLE_AFTER = 60.0
 STOP_TIMEOUT = 10.0
 HEALTH_TIMEOUT = 120.0
 HEALTH_POLL = 0.25
+# One stop request often arrives as several signals: a terminal's Ctrl-C or a service
+# manager's killpg reaches every process of the group, and wrappers such as `uv run` and
+# `just` forward what they got to us as well. Signals within this window of the first one
+# are that same request; only a later one is a person asking again, and forces.
+FORCE_AFTER = 1.0
 
 
 class SupervisorError(RuntimeError):
@@ -316,6 +321,7 @@ class Supervisor:
         self._kafka: EmbeddedKafka | None = None
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
+        self._first_signal: float | None = None
 
     # ---------------------------------------------------------------- entry point
 
@@ -331,11 +337,16 @@ class Supervisor:
             self._lock.release()
 
     def _on_signal(self, signum: int) -> None:
-        if not self._stop.is_set():
-            log.info("stopping; press Ctrl-C again to force", signal=signal.Signals(signum).name)
+        now = time.monotonic()
+        name = signal.Signals(signum).name
+        if self._first_signal is None:
+            self._first_signal = now
+            log.info("stopping; press Ctrl-C again to force", signal=name)
             self._stop.set()
+        elif now - self._first_signal <= FORCE_AFTER:
+            log.info("stop already under way; signal ignored", signal=name)
         elif not self._force.is_set():
-            log.warning("forcing stop: killing children")
+            log.warning("forcing stop: killing children", signal=name)
             self._force.set()
 
     async def _main(self) -> int:
