@@ -28,6 +28,11 @@ from domain.errors import DomainError
 
 log = get_logger(__name__)
 
+# A probe is a message on a command topic that the actor host answers at once without
+# touching any aggregate: a round trip through Kafka and the actors that changes nothing,
+# which is what readiness (/ready) means.
+PROBE_TYPE = "cairn.probe"
+
 
 class BusUnavailable(Exception):
     """Kafka could not take the command, or no answer came in time: retry later (503)."""
@@ -108,6 +113,31 @@ class CommandBus:
     async def ping(self) -> None:
         assert self._producer is not None
         await asyncio.wait_for(self._producer.client.fetch_all_metadata(), 5)
+
+    async def probe(self, timeout: float = 5.0) -> None:
+        """Send a probe through the actors and await its answer; BusUnavailable if none."""
+        assert self._producer is not None, "CommandBus.start() was not called"
+        command_id = f"probe-{uuid.uuid4()}"
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[command_id] = fut
+        try:
+            try:
+                await asyncio.wait_for(
+                    self._producer.send_and_wait(
+                        self.settings.command_topic("uploads"),
+                        key=command_id.encode(),
+                        value=orjson.dumps({"probe": True, "command_id": command_id}),
+                        headers=headers(**{"command-id": command_id, "command-type": PROBE_TYPE}),
+                    ),
+                    timeout,
+                )
+                reply = await asyncio.wait_for(fut, timeout)
+            except (KafkaError, TimeoutError, OSError) as e:
+                raise BusUnavailable(f"no command round trip: {type(e).__name__}") from e
+        finally:
+            self._pending.pop(command_id, None)
+        if not reply.get("ok"):
+            raise BusUnavailable("the actors refused the probe")
 
     async def _read_replies(self) -> None:
         assert self._consumer is not None
