@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,12 +64,18 @@ class CommandBus:
         self._consumer: AIOKafkaConsumer | None = None
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._reader: asyncio.Task[None] | None = None
+        self._reply_partitions_assigned: list[TopicPartition] = []
+        self._awaiting = 0  # commands and probes waiting for a reply
 
     async def start(self) -> None:
         self._producer = make_producer(self.settings)
         await self._producer.start()
+        # The start position is set explicitly below (the end). The reset policy applies
+        # only when that position vanishes, i.e. the broker lost the topic (the embedded
+        # one restarted): then every reply on the new topic is after our commands'
+        # resumption, and reading from its beginning cannot miss the one we wait for.
         self._consumer = make_consumer(
-            self.settings, group_id=None, latency_critical=True, auto_offset_reset="latest"
+            self.settings, group_id=None, latency_critical=True, auto_offset_reset="earliest"
         )
         await self._consumer.start()
         parts = await self._reply_partitions()
@@ -78,6 +85,11 @@ class CommandBus:
         await self._consumer.seek_to_end(*tps)
         for tp in tps:
             await self._consumer.position(tp)
+        # Idle until a command is sent (see _awaiting_reply): an idle API or handlers
+        # process then sends no fetches at all, instead of one every fetch wait (10 ms on
+        # the embedded broker, which holds each fetch that long).
+        self._reply_partitions_assigned = tps
+        self._consumer.pause(*tps)
         self._reader = asyncio.create_task(self._read_replies())
 
     async def _reply_partitions(self, timeout: float = 30.0) -> set[int]:
@@ -96,6 +108,25 @@ class CommandBus:
                 )
             await self._consumer._client.force_metadata_update()
             await asyncio.sleep(0.2)
+
+    @contextlib.contextmanager
+    def _awaiting_reply(self) -> Iterator[None]:
+        """Fetch replies while at least one command waits for its reply.
+
+        Resumed before the command is sent, so its reply (produced after it) is after the
+        paused position and cannot be missed; paused again when the last one is answered.
+        Replies for other instances that arrived meanwhile are read past on the next resume.
+        """
+        assert self._consumer is not None
+        if self._awaiting == 0:
+            self._consumer.resume(*self._reply_partitions_assigned)
+        self._awaiting += 1
+        try:
+            yield
+        finally:
+            self._awaiting -= 1
+            if self._awaiting == 0:
+                self._consumer.pause(*self._reply_partitions_assigned)
 
     async def stop(self) -> None:
         if self._reader:
@@ -121,7 +152,7 @@ class CommandBus:
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[command_id] = fut
         try:
-            try:
+            with self._awaiting_reply():
                 await asyncio.wait_for(
                     self._producer.send_and_wait(
                         self.settings.command_topic("uploads"),
@@ -132,8 +163,8 @@ class CommandBus:
                     timeout,
                 )
                 reply = await asyncio.wait_for(fut, timeout)
-            except (KafkaError, TimeoutError, OSError) as e:
-                raise BusUnavailable(f"no command round trip: {type(e).__name__}") from e
+        except (KafkaError, TimeoutError, OSError) as e:
+            raise BusUnavailable(f"no command round trip: {type(e).__name__}") from e
         finally:
             self._pending.pop(command_id, None)
         if not reply.get("ok"):
@@ -179,28 +210,29 @@ class CommandBus:
         self._pending[command_id] = fut
         limit = timeout or self.settings.command_timeout
         try:
-            try:
-                await asyncio.wait_for(
-                    self._producer.send_and_wait(
-                        self.settings.command_topic(cmd.aggregate),
-                        key=cmd.aggregate_id.encode(),
-                        value=orjson.dumps(body),
-                        headers=headers(
-                            **{
-                                "command-id": command_id,
-                                "command-type": cmd.type,
-                                "traceparent": traceparent,
-                            }
+            with self._awaiting_reply():
+                try:
+                    await asyncio.wait_for(
+                        self._producer.send_and_wait(
+                            self.settings.command_topic(cmd.aggregate),
+                            key=cmd.aggregate_id.encode(),
+                            value=orjson.dumps(body),
+                            headers=headers(
+                                **{
+                                    "command-id": command_id,
+                                    "command-type": cmd.type,
+                                    "traceparent": traceparent,
+                                }
+                            ),
                         ),
-                    ),
-                    limit,
-                )
-            except (KafkaError, TimeoutError, OSError) as e:
-                raise BusUnavailable(f"the command bus is unavailable: {e}") from e
-            try:
-                reply = await asyncio.wait_for(fut, limit)
-            except TimeoutError as e:
-                raise BusUnavailable("no answer from the actors in time; retry", 1) from e
+                        limit,
+                    )
+                except (KafkaError, TimeoutError, OSError) as e:
+                    raise BusUnavailable(f"the command bus is unavailable: {e}") from e
+                try:
+                    reply = await asyncio.wait_for(fut, limit)
+                except TimeoutError as e:
+                    raise BusUnavailable("no answer from the actors in time; retry", 1) from e
         finally:
             self._pending.pop(command_id, None)
         if not reply.get("ok"):
