@@ -14,6 +14,7 @@ import contextlib
 import uvicorn
 
 from api.app import create_app
+from api.http.access import access_log
 from api.http.drain import Drain
 from api.http.headlimits import HeadLimits, LimitedHttpToolsProtocol
 from bus.config.logs import get_logger
@@ -40,12 +41,15 @@ def head_limits(settings: Settings) -> HeadLimits:
 
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
-    app = Drain(create_app(settings))
+    app = create_app(settings)
+    drain = Drain(app)
     config = uvicorn.Config(
-        app,
+        # Our access log line per request, in the JSON stream, drained 503s included.
+        access_log(drain),
         host=settings.host,
         port=settings.port,
         log_level="warning",
+        log_config=None,  # uvicorn's loggers go through ours (bus/config/logs.py)
         access_log=False,
         lifespan="on",
         # Nothing is left for uvicorn to cancel once the drain is done (see below).
@@ -55,6 +59,9 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         # Forwarded headers are trusted only when the operator says a proxy sets them.
         proxy_headers=settings.trust_proxy,
         forwarded_allow_ips="*" if settings.trust_proxy else None,
+        # The WebSocket protocol layer refuses (1009) frames far over the app's own limit
+        # (api/events/websocket.py closes with a reason above ws_max_message_bytes).
+        ws_max_size=4 * settings.ws_max_message_bytes,
     )
     server = QuietServer(config)
     task = asyncio.create_task(server.serve())
@@ -62,9 +69,18 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
     stopper.cancel()
     if not task.done():
-        # Drain first (new requests 503, in-flight ones finish), then let uvicorn close.
-        cancelled = await app.drain(settings.drain_timeout)
+        # Drain first: new requests 503 from now on, and live event streams (which never
+        # finish on their own) are ended with a reason so clients resume elsewhere; the
+        # other requests in flight finish, or get 503 at the end of the drain.
+        drain.refuse_new()
+        events = getattr(app.state, "events", None)
+        if events is not None:
+            events.shutdown()
+        cancelled = await drain.drain(settings.drain_timeout)
         if cancelled:
             log.warning("requests still running at the end of the drain got 503", count=cancelled)
         server.should_exit = True
     await task
+    if not server.started and not stop.is_set():
+        # The lifespan failed (uvicorn logged why, e.g. the blob store is unreachable).
+        raise RuntimeError("the API did not start")

@@ -78,11 +78,15 @@ class Drain:
             if not self._inflight:
                 self._idle.set()
 
+    def refuse_new(self) -> None:
+        """From now on, answer every new request 503."""
+        self.draining = True
+
     async def drain(self, timeout: float) -> int:
         """Refuse new requests; wait up to `timeout` s for those in flight; cancel the rest.
 
         Returns how many requests had to be cancelled."""
-        self.draining = True
+        self.refuse_new()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), timeout)
         left = list(self._inflight)

@@ -29,6 +29,7 @@ from aiokafka.structs import OffsetAndMetadata
 from opentelemetry.trace import SpanKind
 
 from bus.actors.commandbus import PROBE_TYPE
+from bus.config import metrics
 from bus.config.logs import get_logger
 from bus.config.settings import Settings
 from bus.config.tracing import current_traceparent, span
@@ -280,7 +281,9 @@ class ActorHost:
                 # A bug or an infrastructure failure (Postgres down): do not skip the command.
                 # Re-raise so the batch is not committed and the command is redelivered.
                 log.exception("command failed", type=cmd.type)
+                metrics.COMMANDS_HANDLED.labels(cmd.type, "failed").inc()
                 raise
+        metrics.command_handled(cmd.type, reply)
         reply["command_id"] = cmd.command_id
         return cmd.command_id.encode(), reply
 

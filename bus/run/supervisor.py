@@ -17,6 +17,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import shlex
 import signal
 import socket
 import sys
@@ -33,7 +34,7 @@ import psutil
 from bus.config.logs import configure, get_logger
 from bus.config.settings import Settings
 from bus.kafka.clients import ensure_topics
-from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
+from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
 from bus.run.pidwait import wait_for_exit
 from bus.run.processes import RUNNERS
 from bus.store import db
@@ -307,6 +308,23 @@ def _stderr_fd() -> int:
         return 2
 
 
+def token_command(data_dir: Path) -> str:
+    """The command that mints a token this server accepts, as a user can paste it anywhere.
+
+    From a checkout (dev.py next to the code) the bootstrap works with nothing on PATH and
+    from any directory (it runs in the checkout, whose `.cairn` is the default data dir);
+    elsewhere `cairn` is the installed console script. A data dir other than the default
+    must be named, or the command would mint with another data dir's secret."""
+    checkout = Path(__file__).resolve().parents[2]
+    dev = checkout / "dev.py"
+    on_checkout = dev.exists()
+    command = f"python3 {shlex.quote(str(dev))} token alice" if on_checkout else "cairn token alice"
+    default_dir = (checkout if on_checkout else Path.cwd()) / ".cairn"
+    if data_dir.resolve() != default_dir.resolve() and not os.environ.get("CAIRN_JWT_SECRET"):
+        command = f"CAIRN_DATA_DIR={shlex.quote(str(data_dir))} {command}"
+    return command
+
+
 class Supervisor:
     """Runs the embedded infrastructure and one child per process kind until told to stop."""
 
@@ -336,6 +354,7 @@ class Supervisor:
         self._halt = {kind: asyncio.Event() for kind in self.kinds}
         self._restart: dict[str, asyncio.Event] = {kind: asyncio.Event() for kind in self.kinds}
         self._while_down: dict[str, Callable[[], Awaitable[None]]] = {}
+        self._metrics_ports: dict[str, int] = {}
 
     # ---------------------------------------------------------------- entry point
 
@@ -550,7 +569,16 @@ class Supervisor:
 
     # ---------------------------------------------------------------- children
 
-    def _child_env(self) -> dict[str, str]:
+    def _metrics_port(self, kind: str) -> int:
+        """Each non-api child's own metrics port: CAIRN_METRICS_PORT, +1, +2... in kind
+        order when set, else a free port; kept across restarts of the child."""
+        if kind not in self._metrics_ports:
+            base = self.settings.metrics_port
+            others = [k for k in self.kinds if k != "api"]
+            self._metrics_ports[kind] = base + others.index(kind) if base else free_port()
+        return self._metrics_ports[kind]
+
+    def _child_env(self, kind: str = "") -> dict[str, str]:
         s = self.settings
         env = {
             **os.environ,
@@ -560,6 +588,8 @@ class Supervisor:
             # Lets a child notice it was orphaned (supervisor SIGKILLed) and stop itself.
             "CAIRN_SUPERVISOR_PID": str(os.getpid()),
         }
+        if kind and kind != "api":
+            env["CAIRN_METRICS_PORT"] = str(self._metrics_port(kind))
         if self._kafka is not None:
             env["CAIRN_KAFKA_IDEMPOTENCE"] = "false"  # Tansu has no InitProducerId
             # Tansu holds fetches until their deadline: keep command latency low.
@@ -586,7 +616,7 @@ class Supervisor:
     async def _keep_running(self, kind: str) -> None:
         """Run one kind until stop, restarting it with backoff whenever it dies."""
         delay = BACKOFF_MIN
-        env = self._child_env()
+        env = self._child_env(kind)
         while not self._halt[kind].is_set():
             started = time.monotonic()
             proc = await asyncio.create_subprocess_exec(
@@ -687,6 +717,7 @@ class Supervisor:
         if "api" in self.kinds:
             rows += [
                 ("API", f"{base}/v1"),
+                ("API docs", f"{base}/schema/swagger"),
                 ("OpenAPI", f"{base}/schema/openapi.json"),
                 ("AsyncAPI", f"{base}/schema/asyncapi.json"),
                 ("Metrics", f"{base}/metrics"),
@@ -695,6 +726,12 @@ class Supervisor:
             ]
         embedded_pg = " (embedded)" if self._pg is not None else ""
         embedded_kafka = " (embedded)" if self._kafka is not None else ""
+        host = _display_host(s.metrics_host)
+        rows += [
+            (f"Metrics {k}", f"http://{host}:{self._metrics_port(k)}/metrics")
+            for k in self.kinds
+            if k != "api"
+        ]
         rows += [
             ("Postgres", redact_url(s.database_url or "") + embedded_pg),
             ("Kafka", (s.kafka_bootstrap or "") + embedded_kafka),
@@ -705,6 +742,6 @@ class Supervisor:
         head = "Cairn is up." if healthy else "Cairn started, but the API is not answering yet."
         lines = [head, *(f"  {k:<{width}}  {v}" for k, v in rows)]
         if "api" in self.kinds:
-            lines.append("Get a token:  cairn token alice   (add --admin for an admin token)")
+            lines.append(f"Get a token:  {token_command(s.data_dir)}   (add --admin for an admin)")
         lines.append("Press Ctrl-C to stop.")
         print("\n".join(lines), file=self.out, flush=True)

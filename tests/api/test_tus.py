@@ -33,7 +33,7 @@ import pytest_asyncio
 
 from api.tus import controller as tus
 from bus.actors.commandbus import CommandBus
-from bus.blobs.local import open_blob_store
+from bus.blobs.factory import open_blob_store
 from bus.kafka.clients import make_consumer
 from domain.commands import AppendBytes, InitiateUpload
 from handlers.files_from_uploads import completion_file_id
@@ -424,7 +424,7 @@ async def test_deferred_length(shared_system: System) -> None:
         _, content = await file_of(c, url)
         assert content == data
         row = await listed(c, url, status="COMPLETED")
-        assert row["file_size"] == row["bytes_received"] == len(data) and row["progress"] == 1.0
+        assert row["file_size"] == row["bytes_received"] == len(data) and row["progress"] == 100.0
         # ...or in an empty PATCH of its own, once everything has been sent.
         url = await create(c, None)
         assert (await patch(c, url, 0, data)).status_code == 204
@@ -860,7 +860,7 @@ async def test_handler_completes_uploads_the_api_left_full(shared_system: System
     """The API "dies" right after appending the last bytes (or after initiating a final
     upload), before completing: the files handler completes the upload from its events."""
     s = shared_system.settings
-    blobs = open_blob_store(s.blobs_url)
+    blobs = open_blob_store(s.blobs_url, s)
     bus = CommandBus(s)
     await bus.start()
 
