@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         blobs = open_blob_store(settings.blobs_url)
         # Temp files of bodies cut off by a crash (old ones only: other processes share it).
         await asyncio.to_thread(blobs.sweep_tmp)
-        app.state.cairn = AppContext(
+        app.state.cairn = c = AppContext(
             settings=settings,
             pool=pool,
             store=PostgresEventStore(pool),
@@ -48,9 +48,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
             bus=bus,
             auth=Authenticator(settings),
         )
+        flusher = asyncio.create_task(
+            c.downloads.run(pool, settings.download_flush_interval), name="download-counts"
+        )
         try:
             yield
         finally:
+            flusher.cancel()  # flushes what it holds once more before it ends
+            await asyncio.gather(flusher, return_exceptions=True)
             await bus.stop()
             await pool.close()
 
@@ -74,6 +79,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         openapi_config=OpenAPIConfig(title="Cairn", version="0.1.0", path="/schema"),
         cors_config=CORSConfig(
             allow_origins=list(settings.cors_origins),
+            # Auth is a header, never a cookie: no credentials, so a wildcard origin cannot
+            # read anything a user's browser session would unlock.
+            allow_credentials=False,
             allow_methods=["*"],
             allow_headers=["*"],
             expose_headers=[
@@ -82,6 +90,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "Location",
                 "Retry-After",
                 "ETag",
+                "Content-Range",
+                "Content-Length",
+                "Content-Disposition",
+                "Accept-Ranges",
+                "Last-Modified",
                 "Upload-Offset",
                 "Upload-Length",
                 "Upload-Metadata",

@@ -14,7 +14,9 @@ in the default thread pool; the event loop only shuffles buffer references.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hashlib
+import itertools
 import os
 import re
 import secrets
@@ -343,6 +345,11 @@ class LocalBlobStore:
         does not cut a read short."""
         if not is_sha256(sha256):
             raise BlobNotFound(sha256)
+        if length is not None and 0 < length <= READ_PIECE:
+            # A small range (a 4 KiB ranged GET): open, read and close in one thread hop
+            # instead of three; under hundreds of concurrent readers the hops dominate.
+            yield await _in_thread(self._read_small, sha256, offset, length)
+            return
         fd, size = await _in_thread(self._open_read, sha256)
         try:
             remaining = _check_range(sha256, size, offset, length)
@@ -357,6 +364,20 @@ class LocalBlobStore:
         finally:
             # Closing a regular file does not block. A pread still running in a thread
             # after a cancellation only reads into a result nobody will look at.
+            os.close(fd)
+
+    def _read_small(self, sha256: str, offset: int, length: int) -> bytes:
+        fd, size = self._open_read(sha256)
+        try:
+            _check_range(sha256, size, offset, length)
+            data = os.pread(fd, length, offset)
+            while len(data) < length:  # pread may return less (rare on regular files)
+                more = os.pread(fd, length - len(data), offset + len(data))
+                if not more:
+                    raise OSError(f"blob {sha256} shrank while being read")
+                data += more
+            return data
+        finally:
             os.close(fd)
 
     def _open_read(self, sha256: str) -> tuple[int, int]:
@@ -435,29 +456,42 @@ def _remove_tmp(fd: int, tmp: Path) -> None:
         pass
 
 
+def manifest_offsets(manifest: Sequence[tuple[str, int]]) -> list[int]:
+    """Where each chunk starts in the file, plus the file's size at the end."""
+    return [0, *itertools.accumulate(size for _, size in manifest)]
+
+
 async def read_manifest(
-    store: BlobStore, manifest: Sequence[tuple[str, int]], start: int = 0, end: int | None = None
+    store: BlobStore,
+    manifest: Sequence[tuple[str, int]],
+    start: int = 0,
+    end: int | None = None,
+    *,
+    offsets: Sequence[int] | None = None,
 ) -> AsyncIterator[bytes]:
     """Stream bytes [start, end) of the file made of the ordered chunks (sha256, size).
 
-    Chunks wholly before `start` are skipped without being opened. A range past the end of
-    the file is rejected with ValueError (see _check_range); so is start > end."""
-    total = sum(size for _, size in manifest)
+    Only the chunks overlapping the range are opened, and only their overlapping bytes
+    read: the first one is found by bisection over `offsets` (`manifest_offsets`, pass it
+    when reading several ranges of one file). A range past the end of the file is rejected
+    with ValueError (see _check_range); so is start > end."""
+    if offsets is None:
+        offsets = manifest_offsets(manifest)
+    total = offsets[-1]
     if end is None:
         end = total
     if not 0 <= start <= end <= total:
         raise ValueError(f"range [{start}, {end}) outside a file of {total} bytes")
-    chunk_start = 0
-    for sha256, size in manifest:
-        chunk_end = chunk_start + size
-        if chunk_start >= end:
-            break
+    i = max(0, bisect.bisect_right(offsets, start) - 1)
+    while i < len(manifest) and offsets[i] < end:
+        sha256, size = manifest[i]
+        chunk_start = offsets[i]
         lo = max(start, chunk_start) - chunk_start
-        hi = min(end, chunk_end) - chunk_start
+        hi = min(end, chunk_start + size) - chunk_start
         if hi > lo:  # also skips empty chunks: nothing to open for them
             async for piece in store.open_range(sha256, lo, hi - lo):
                 yield piece
-        chunk_start = chunk_end
+        i += 1
 
 
 async def hash_manifest(store: BlobStore, manifest: Sequence[tuple[str, int]]) -> str:

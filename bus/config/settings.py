@@ -77,6 +77,8 @@ class Settings:
     max_inflight: int = 256
     cleanup_interval: float = 300.0
     gc_grace: float = 3600.0
+    max_ranges: int = 100
+    download_flush_interval: float = 10.0
     log_level: str = "info"
     log_json: bool | None = None
     instance_id: str = field(default_factory=lambda: secrets.token_hex(4))
@@ -169,6 +171,8 @@ class Settings:
             max_inflight=_int(env, "CAIRN_MAX_INFLIGHT", 256),
             cleanup_interval=_float(env, "CAIRN_CLEANUP_INTERVAL", 300.0),
             gc_grace=_float(env, "CAIRN_GC_GRACE", 3600.0),
+            max_ranges=_int(env, "CAIRN_MAX_RANGES", 100),
+            download_flush_interval=_float(env, "CAIRN_DOWNLOAD_FLUSH_INTERVAL", 10.0),
             log_level=env.get("CAIRN_LOG_LEVEL") or "info",
             log_json=None if json_env in (None, "") else _bool(json_env),
         )
