@@ -21,12 +21,15 @@ from api.routes.ops import asyncapi, health, metrics, ready
 from api.routes.uploads import UploadsController
 from api.tus.controller import TusController
 from bus.actors.commandbus import CommandBus
-from bus.blobs.local import open_blob_store
+from bus.blobs.errors import BlobStoreUnavailable
+from bus.blobs.factory import open_blob_store
 from bus.config import tracing
-from bus.config.logs import configure
+from bus.config.logs import configure, get_logger
 from bus.config.settings import Settings
 from bus.store.db import create_pool
 from bus.store.eventstore import PostgresEventStore
+
+log = get_logger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -34,12 +37,20 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        blobs = open_blob_store(settings.blobs_url, settings)
+        try:
+            # Fail the start (the process exits non-zero) on a store that cannot be
+            # reached, with a message that names the setting to fix.
+            await blobs.ping()
+        except BlobStoreUnavailable as e:
+            log.error("blob store unavailable at start", error=str(e))
+            await blobs.close()
+            raise
+        # Leftovers of bodies cut off by a crash (old ones only: other processes share them).
+        await blobs.sweep()
         pool = await create_pool(settings.database_url or "", min_size=2, max_size=30)
         bus = CommandBus(settings)
         await bus.start()
-        blobs = open_blob_store(settings.blobs_url)
-        # Temp files of bodies cut off by a crash (old ones only: other processes share it).
-        await asyncio.to_thread(blobs.sweep_tmp)
         app.state.cairn = c = AppContext(
             settings=settings,
             pool=pool,
@@ -58,6 +69,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await asyncio.gather(flusher, return_exceptions=True)
             await bus.stop()
             await pool.close()
+            await blobs.close()
 
     configure(settings.log_level, settings.log_json)
     tracing.setup("api")

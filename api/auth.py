@@ -15,6 +15,7 @@ from litestar import Request
 
 from api.errors import ApiError
 from bus.config.settings import Settings
+from bus.config.tokens import bad_signature_message
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,11 @@ class Authenticator:
             raise ApiError(
                 401, "token_expired", "the token has expired", headers=_challenge()
             ) from e
+        except jwt.InvalidSignatureError as e:
+            message = "the token's signature does not match"
+            if isinstance(self.jwt_key, str) and self.algorithms == ["HS256"]:
+                message = bad_signature_message(token.strip(), self.jwt_key)
+            raise ApiError(401, "invalid_token", message, headers=_challenge()) from e
         except jwt.PyJWTError as e:
             raise ApiError(
                 401, "invalid_token", "the token is not valid", headers=_challenge()

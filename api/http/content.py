@@ -31,7 +31,7 @@ from api.http import conditionals
 from api.http.disposition import content_disposition
 from api.http.media import SANDBOX_CSP, is_active, served_type
 from api.http.ranges import ByteRange, MalformedRange, UnsatisfiableRange, parse_range
-from bus.blobs.local import manifest_offsets, read_manifest
+from bus.blobs.manifests import manifest_offsets, read_manifest
 from domain.ports import BlobStore
 
 CACHE_CONTROL = "private, max-age=0, must-revalidate"

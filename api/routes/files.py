@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from litestar import Controller, HttpMethod, Request, Response, delete, get, route
 from litestar.di import NamedDependency, Provide
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from api.auth import Principal, provide_principal
@@ -90,6 +91,14 @@ class FilesController(Controller):
         "/{file_id:str}/content",
         http_method=[HttpMethod.GET, HttpMethod.HEAD],
         summary="Download the file's bytes (Range, conditionals; HEAD for the headers only)",
+        responses={
+            206: ResponseSpec(
+                None, description="The requested range(s): one, or multipart/byteranges"
+            ),
+            304: ResponseSpec(None, description="Not modified (If-None-Match, If-Modified-Since)"),
+            412: ResponseSpec(None, description="If-Match or If-Unmodified-Since is false"),
+            416: ResponseSpec(None, description="No satisfiable range, or too many ranges"),
+        },
     )
     async def content(
         self,

@@ -23,7 +23,7 @@ from api.context import ctx, now, parse_uuid
 from api.errors import ApiError
 from api.idempotency import deduplicated, idempotent, note_body_digest, resource_id
 from api.limits import inflight_limited, quota_checked
-from bus.blobs.local import BlobTooLarge
+from bus.blobs.errors import BlobTooLarge
 from domain.commands import AbortUpload, InitiateUpload, StoreChunk
 from domain.uploads import SHA256_RE, UploadState, UploadStatus
 from projections import queries

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 
 import puremagic
 
-from bus.blobs.local import BlobNotFound, read_manifest
+from bus.blobs.errors import BlobCorrupt, BlobNotFound
+from bus.blobs.manifests import read_manifest
 from domain.ports import BlobStore
 
 GENERIC = "application/octet-stream"
@@ -69,6 +70,6 @@ async def content_type_of(
         head = b"".join(
             [p async for p in read_manifest(store, manifest, 0, min(total, SNIFF_BYTES))]
         )
-    except (BlobNotFound, ValueError, OSError):
+    except (BlobNotFound, BlobCorrupt, ValueError, OSError):
         head = b""  # bytes that cannot be read cannot be served either: judge by the name
     return detect(head, name, truncated=total > SNIFF_BYTES)

@@ -79,6 +79,14 @@ class Settings:
     gc_grace: float = 3600.0
     max_ranges: int = 100
     download_flush_interval: float = 10.0
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+    s3_pool_size: int = 32
+    s3_connect_timeout: float = 5.0
+    s3_read_timeout: float = 30.0
+    s3_max_attempts: int = 4
+    s3_range_bytes: int = 8 * 1024 * 1024
+    s3_spool_dir: Path | None = None
     log_level: str = "info"
     log_json: bool | None = None
     instance_id: str = field(default_factory=lambda: secrets.token_hex(4))
@@ -86,6 +94,11 @@ class Settings:
     @property
     def blobs_url(self) -> str:
         return self.blob_store or f"file://{(self.data_dir / 'blobs').resolve()}"
+
+    @property
+    def s3_spool_path(self) -> Path:
+        """Where the S3 store spools bodies while hashing them (local disk, not memory)."""
+        return self.s3_spool_dir or self.data_dir / "s3-spool"
 
     def quota_for(self, user: str) -> int:
         """Bytes `user` may store (0 = unlimited): a per-user override, else the default."""
@@ -173,6 +186,14 @@ class Settings:
             gc_grace=_float(env, "CAIRN_GC_GRACE", 3600.0),
             max_ranges=_int(env, "CAIRN_MAX_RANGES", 100),
             download_flush_interval=_float(env, "CAIRN_DOWNLOAD_FLUSH_INTERVAL", 10.0),
+            s3_endpoint=env.get("CAIRN_S3_ENDPOINT") or None,
+            s3_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
+            s3_pool_size=_int(env, "CAIRN_S3_POOL_SIZE", 32),
+            s3_connect_timeout=_float(env, "CAIRN_S3_CONNECT_TIMEOUT", 5.0),
+            s3_read_timeout=_float(env, "CAIRN_S3_READ_TIMEOUT", 30.0),
+            s3_max_attempts=_int(env, "CAIRN_S3_MAX_ATTEMPTS", 4),
+            s3_range_bytes=parse_size(env.get("CAIRN_S3_RANGE_BYTES") or "8M"),
+            s3_spool_dir=Path(env["CAIRN_S3_SPOOL_DIR"]) if env.get("CAIRN_S3_SPOOL_DIR") else None,
             log_level=env.get("CAIRN_LOG_LEVEL") or "info",
             log_json=None if json_env in (None, "") else _bool(json_env),
         )

@@ -1,0 +1,89 @@
+"""A file is an ordered manifest of chunks (sha256, size): read it back, or hash it.
+
+Written once against the BlobStore port, so serving and completion work on every store.
+A store that can hash a whole chunk without handing its bytes to the event loop (the
+local store: one thread hop per chunk instead of one per piece) says so by offering
+`hash_into` (the `HashesInPlace` protocol); that is a capability, not a backend check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import hashlib
+import itertools
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from bus.blobs.errors import BlobNotFound
+from domain.ports import BlobStore
+
+
+@runtime_checkable
+class HashesInPlace(Protocol):
+    def hash_into(self, hasher: Any, sha256: str, size: int) -> None:
+        """Feed exactly `size` bytes of one blob to `hasher` (blocking: run it in a thread).
+
+        BlobNotFound if missing, ValueError if its size differs."""
+        ...
+
+
+def manifest_offsets(manifest: Sequence[tuple[str, int]]) -> list[int]:
+    """Where each chunk starts in the file, plus the file's size at the end."""
+    return [0, *itertools.accumulate(size for _, size in manifest)]
+
+
+async def read_manifest(
+    store: BlobStore,
+    manifest: Sequence[tuple[str, int]],
+    start: int = 0,
+    end: int | None = None,
+    *,
+    offsets: Sequence[int] | None = None,
+) -> AsyncIterator[bytes]:
+    """Stream bytes [start, end) of the file made of the ordered chunks (sha256, size).
+
+    Only the chunks overlapping the range are opened, and only their overlapping bytes
+    read: the first one is found by bisection over `offsets` (`manifest_offsets`; pass it
+    when reading several ranges of one file). A range past the end of the file is rejected
+    with ValueError (see bus/blobs/local.py _check_range); so is start > end."""
+    if offsets is None:
+        offsets = manifest_offsets(manifest)
+    total = offsets[-1]
+    if end is None:
+        end = total
+    if not 0 <= start <= end <= total:
+        raise ValueError(f"range [{start}, {end}) outside a file of {total} bytes")
+    i = max(0, bisect.bisect_right(offsets, start) - 1)
+    while i < len(manifest) and offsets[i] < end:
+        sha256, size = manifest[i]
+        chunk_start = offsets[i]
+        lo = max(start, chunk_start) - chunk_start
+        hi = min(end, chunk_start + size) - chunk_start
+        if hi > lo:  # also skips empty chunks: nothing to open for them
+            async for piece in store.open_range(sha256, lo, hi - lo):
+                yield piece
+        i += 1
+
+
+async def hash_manifest(store: BlobStore, manifest: Sequence[tuple[str, int]]) -> str:
+    """The sha256 hex of the concatenated chunks, streamed and hashed off the loop.
+
+    Each chunk must have exactly its manifest size (ValueError otherwise); a missing chunk
+    raises BlobNotFound."""
+    hasher = hashlib.sha256()
+    if isinstance(store, HashesInPlace):
+        # Chunks go one after another (one hash state), each wholly in one thread hop.
+        for sha256, size in manifest:
+            await asyncio.to_thread(store.hash_into, hasher, sha256, size)
+        return hasher.hexdigest()
+    for sha256, size in manifest:
+        # A chunk longer than its manifest says would go unnoticed by the range read.
+        actual = await store.size(sha256)
+        if actual is None:
+            raise BlobNotFound(sha256)
+        if actual != size:
+            raise ValueError(f"blob {sha256} has {actual} bytes, its manifest says {size}")
+        async for piece in store.open_range(sha256, 0, size):
+            await asyncio.to_thread(hasher.update, piece)
+    return hasher.hexdigest()
