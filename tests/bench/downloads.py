@@ -177,7 +177,7 @@ async def range_4k(bench: Bench, res: Result) -> None:
     path = await bench.data("up-single", s.download_bytes)
     fid = await bench.in_cairn(path)
     cairn_url = f"{bench.cairn.url}/v1/files/{fid}/content"
-    per_reader = 10 if s.name == "quick" else 50
+    per_reader = 3 if s.name == "quick" else 50
     cairn_lat: list[float] = []
     ngx_lat: list[float] = []
     cairn_rate: list[float] = []
