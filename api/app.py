@@ -9,13 +9,16 @@ from typing import Any
 
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
-from litestar.openapi import OpenAPIConfig
 
 from api.auth import Authenticator
 from api.context import AppContext
 from api.errors import handle_exception
+from api.events.fanout import FanOut
 from api.middleware import request_id_middleware
+from api.openapi import openapi_config
 from api.routes.admin import AdminController
+from api.routes.docs import docs_assets, root
+from api.routes.events import EventsController, events_ws
 from api.routes.files import FilesController
 from api.routes.ops import asyncapi, health, metrics, ready
 from api.routes.uploads import UploadsController
@@ -59,6 +62,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             bus=bus,
             auth=Authenticator(settings),
         )
+        # One reader of the event store feeds every live stream of this process.
+        events = FanOut(pool, settings.database_url or "", settings.events_queue_size)
+        await events.start()
+        app.state.events = events
         flusher = asyncio.create_task(
             c.downloads.run(pool, settings.download_flush_interval), name="download-counts"
         )
@@ -67,6 +74,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         finally:
             flusher.cancel()  # flushes what it holds once more before it ends
             await asyncio.gather(flusher, return_exceptions=True)
+            await events.stop()
             await bus.stop()
             await pool.close()
             await blobs.close()
@@ -76,6 +84,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     exc_handlers: dict[Any, Any] = {Exception: handle_exception}
     return Litestar(
         route_handlers=[
+            root,
+            docs_assets(),
             health,
             ready,
             metrics,
@@ -84,11 +94,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
             TusController,
             FilesController,
             AdminController,
+            EventsController,
+            events_ws,
         ],
         lifespan=[lifespan],
         exception_handlers=exc_handlers,
         middleware=[request_id_middleware],
-        openapi_config=OpenAPIConfig(title="Cairn", version="0.1.0", path="/schema"),
+        openapi_config=openapi_config("0.1.0"),
         cors_config=CORSConfig(
             allow_origins=list(settings.cors_origins),
             # Auth is a header, never a cookie: no credentials, so a wildcard origin cannot
@@ -99,6 +111,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             expose_headers=[
                 "X-Request-ID",
                 "X-Total-Count",
+                "Last-Event-ID",
                 "Location",
                 "Retry-After",
                 "ETag",

@@ -22,6 +22,7 @@ from bus.config.tokens import bad_signature_message
 class Principal:
     user: str
     admin: bool = False
+    expires_at: float | None = None  # the token's `exp` (epoch seconds): live streams end there
 
 
 class Authenticator:
@@ -39,6 +40,8 @@ class Authenticator:
         else:
             self.jwt_key = settings.resolved_jwt_secret()
             self.algorithms = ["HS256"]
+        # A token without `exp` would be valid forever: refused unless the operator says so.
+        self.required_claims = ["sub"] if settings.jwt_allow_no_exp else ["sub", "exp"]
 
     def authenticate(self, headers: Any) -> Principal:
         api_key = headers.get("x-api-key")
@@ -61,11 +64,19 @@ class Authenticator:
                 token.strip(),
                 self.jwt_key,
                 algorithms=self.algorithms,
-                options={"require": ["sub"]},
+                options={"require": self.required_claims},
             )
         except jwt.ExpiredSignatureError as e:
             raise ApiError(
                 401, "token_expired", "the token has expired", headers=_challenge()
+            ) from e
+        except jwt.MissingRequiredClaimError as e:
+            raise ApiError(
+                401,
+                "invalid_token",
+                f"the token has no `{e.claim}` claim",
+                {"missing_claim": e.claim},
+                headers=_challenge(),
             ) from e
         except jwt.InvalidSignatureError as e:
             message = "the token's signature does not match"
@@ -80,7 +91,12 @@ class Authenticator:
         if not isinstance(sub, str) or not sub:
             raise ApiError(401, "invalid_token", "the token has no subject", headers=_challenge())
         roles = claims.get("roles") or []
-        return Principal(sub, isinstance(roles, list) and "admin" in roles)
+        exp = claims.get("exp")
+        return Principal(
+            sub,
+            isinstance(roles, list) and "admin" in roles,
+            float(exp) if isinstance(exp, int | float) else None,
+        )
 
 
 def _challenge() -> dict[str, str]:

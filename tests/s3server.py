@@ -198,6 +198,12 @@ class S3Server:
         r.raise_for_status()
         return r.json()  # type: ignore[no-any-return]
 
+    def state(self) -> dict[str, Any]:
+        """The faults still armed, and how many PUTs the checksum check rejected."""
+        r = httpx.get(f"{self.endpoint}/_faults", timeout=5)
+        r.raise_for_status()
+        return r.json()  # type: ignore[no-any-return]
+
     def create_bucket(self, name: str) -> None:
         # Path-style, unsigned: moto does not check signatures.
         httpx.put(f"{self.endpoint}/{name}", timeout=5).raise_for_status()

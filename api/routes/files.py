@@ -17,6 +17,9 @@ from api.auth import Principal, provide_principal
 from api.context import ctx, now, parse_uuid
 from api.errors import ApiError
 from api.http.content import ContentResponse, Representation, plan, stream_parts
+from api.http.strict import strict_request
+from api.openapi import SECURED
+from api.schemas import BIGINT_MAX, File, FileDeleted, FilePage, ok
 from domain.commands import DeleteFile
 from domain.files import FileState
 from projections import queries
@@ -75,8 +78,14 @@ class FilesController(Controller):
     path = "/v1/files"
     tags = ["files"]
     dependencies = {"principal": Provide(provide_principal)}
+    security = SECURED
 
-    @get("/{file_id:str}", summary="File metadata")
+    @get(
+        "/{file_id:str}",
+        summary="File metadata",
+        before_request=strict_request,
+        responses=ok(200, File, "The file's metadata"),
+    )
     async def get_file(
         self,
         request: Request[Any, Any, Any],
@@ -91,6 +100,7 @@ class FilesController(Controller):
         "/{file_id:str}/content",
         http_method=[HttpMethod.GET, HttpMethod.HEAD],
         summary="Download the file's bytes (Range, conditionals; HEAD for the headers only)",
+        before_request=strict_request,
         responses={
             206: ResponseSpec(
                 None, description="The requested range(s): one, or multipart/byteranges"
@@ -132,7 +142,13 @@ class FilesController(Controller):
         )
         return ContentResponse(body, status=p.status, headers=p.headers)
 
-    @delete("/{file_id:str}", status_code=200, summary="Delete a file")
+    @delete(
+        "/{file_id:str}",
+        status_code=200,
+        summary="Delete a file",
+        before_request=strict_request,
+        responses=ok(200, FileDeleted, "The file is deleted"),
+    )
     async def delete_file(
         self,
         request: Request[Any, Any, Any],
@@ -149,7 +165,12 @@ class FilesController(Controller):
         )
         return {"id": file_id, "deleted": True}
 
-    @get("/", summary="List the caller's files")
+    @get(
+        "/",
+        summary="List the caller's files",
+        before_request=strict_request,
+        responses=ok(200, FilePage, "A page of files; X-Total-Count holds the total"),
+    )
     async def list_files(
         self,
         request: Request[Any, Any, Any],
@@ -160,7 +181,7 @@ class FilesController(Controller):
         sort: FromQuery[str] = "created_at",
         order: FromQuery[str] = "desc",
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 50,
-        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+        offset: Annotated[int, QueryParameter(ge=0, le=BIGINT_MAX)] = 0,
     ) -> Response[Any]:
         c = ctx(request)
         try:

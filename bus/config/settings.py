@@ -62,6 +62,7 @@ class Settings:
     kafka_fetch_max_wait_ms: int = 500
     jwt_secret: str | None = None
     jwt_public_key: str | None = None
+    jwt_allow_no_exp: bool = False
     api_keys: tuple[ApiKey, ...] = ()
     fetch_allow_private: bool = False
     command_timeout: float = 15.0
@@ -79,6 +80,10 @@ class Settings:
     gc_grace: float = 3600.0
     max_ranges: int = 100
     download_flush_interval: float = 10.0
+    sse_heartbeat: float = 15.0
+    events_queue_size: int = 1000
+    ws_max_message_bytes: int = 64 * 1024
+    ws_max_subscriptions: int = 100
     s3_endpoint: str | None = None
     s3_region: str | None = None
     s3_pool_size: int = 32
@@ -169,6 +174,7 @@ class Settings:
             kafka_fetch_max_wait_ms=_int(env, "CAIRN_KAFKA_FETCH_MAX_WAIT_MS", 500),
             jwt_secret=env.get("CAIRN_JWT_SECRET") or None,
             jwt_public_key=env.get("CAIRN_JWT_PUBLIC_KEY") or None,
+            jwt_allow_no_exp=_bool(env.get("CAIRN_JWT_ALLOW_NO_EXP")),
             api_keys=tuple(keys),
             fetch_allow_private=_bool(env.get("CAIRN_FETCH_ALLOW_PRIVATE")),
             command_timeout=_float(env, "CAIRN_COMMAND_TIMEOUT", 15.0),
@@ -186,6 +192,10 @@ class Settings:
             gc_grace=_float(env, "CAIRN_GC_GRACE", 3600.0),
             max_ranges=_int(env, "CAIRN_MAX_RANGES", 100),
             download_flush_interval=_float(env, "CAIRN_DOWNLOAD_FLUSH_INTERVAL", 10.0),
+            sse_heartbeat=_float(env, "CAIRN_SSE_HEARTBEAT", 15.0),
+            events_queue_size=_int(env, "CAIRN_EVENTS_QUEUE", 1000),
+            ws_max_message_bytes=_int(env, "CAIRN_WS_MAX_MESSAGE_BYTES", 64 * 1024),
+            ws_max_subscriptions=_int(env, "CAIRN_WS_MAX_SUBSCRIPTIONS", 100),
             s3_endpoint=env.get("CAIRN_S3_ENDPOINT") or None,
             s3_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
             s3_pool_size=_int(env, "CAIRN_S3_POOL_SIZE", 32),
