@@ -16,7 +16,7 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from api.auth import Principal, provide_principal
 from api.context import ctx, now, parse_uuid
 from api.errors import ApiError
-from api.http.content import ContentResponse, Representation, plan, stream_parts
+from api.http.content import ContentResponse, Representation, plan, read_small
 from api.http.strict import strict_request
 from api.openapi import SECURED
 from api.schemas import BIGINT_MAX, File, FileDeleted, FilePage, ok
@@ -133,12 +133,11 @@ class FilesController(Controller):
             download=download,
             max_ranges=c.settings.max_ranges,
         )
-        counted = request.method == "GET" and p.status in (200, 206)
-        body = stream_parts(
-            c.blobs,
-            st.manifest,
-            p,
-            on_done=(lambda sent: c.downloads.record(st.id, sent)) if counted else None,
+        if request.method != "GET" or p.status not in (200, 206):
+            # HEAD, 304: no body, nothing read, not a download.
+            return ContentResponse(b"", status=p.status, headers=p.headers)
+        body = await read_small(
+            c.blobs, st.manifest, p, lambda sent: c.downloads.record(st.id, sent)
         )
         return ContentResponse(body, status=p.status, headers=p.headers)
 
