@@ -100,6 +100,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[lifespan],
         exception_handlers=exc_handlers,
         middleware=[request_id_middleware],
+        logging_config=None,  # Litestar's own would add a plain-text root handler
         openapi_config=openapi_config("0.1.0"),
         cors_config=CORSConfig(
             allow_origins=list(settings.cors_origins),

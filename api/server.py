@@ -11,6 +11,7 @@ import contextlib
 import uvicorn
 
 from api.app import create_app
+from api.http.access import access_log
 from api.http.trailers import TrailerAwareHttpToolsProtocol
 from bus.config.settings import Settings
 
@@ -26,10 +27,11 @@ class QuietServer(uvicorn.Server):
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     app = create_app(settings)
     config = uvicorn.Config(
-        app,
+        access_log(app),  # our access log line per request, in the JSON stream
         host=settings.host,
         port=settings.port,
         log_level="warning",
+        log_config=None,  # uvicorn's loggers go through ours (bus/config/logs.py)
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=5,

@@ -94,7 +94,7 @@ LastEventIdQuery = Annotated[
 LastEventIdHeader = Annotated[
     str | None,
     HeaderParameter(
-        header="Last-Event-ID",
+        name="Last-Event-ID",
         required=False,
         description="resume after this position; 0 replays all; beyond the newest event is 400",
     ),

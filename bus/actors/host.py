@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 from opentelemetry.trace import SpanKind
 
+from bus.config import metrics
 from bus.config.logs import get_logger
 from bus.config.settings import Settings
 from bus.config.tracing import current_traceparent, span
@@ -275,7 +276,9 @@ class ActorHost:
                 # A bug or an infrastructure failure (Postgres down): do not skip the command.
                 # Re-raise so the batch is not committed and the command is redelivered.
                 log.exception("command failed", type=cmd.type)
+                metrics.COMMANDS_HANDLED.labels(cmd.type, "failed").inc()
                 raise
+        metrics.command_handled(cmd.type, reply)
         reply["command_id"] = cmd.command_id
         return cmd.command_id.encode(), reply
 

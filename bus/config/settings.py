@@ -94,6 +94,8 @@ class Settings:
     s3_spool_dir: Path | None = None
     log_level: str = "info"
     log_json: bool | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0
     instance_id: str = field(default_factory=lambda: secrets.token_hex(4))
 
     @property
@@ -206,4 +208,6 @@ class Settings:
             s3_spool_dir=Path(env["CAIRN_S3_SPOOL_DIR"]) if env.get("CAIRN_S3_SPOOL_DIR") else None,
             log_level=env.get("CAIRN_LOG_LEVEL") or "info",
             log_json=None if json_env in (None, "") else _bool(json_env),
+            metrics_host=env.get("CAIRN_METRICS_HOST") or "127.0.0.1",
+            metrics_port=_int(env, "CAIRN_METRICS_PORT", 0),
         )
