@@ -80,6 +80,12 @@ class Settings:
     gc_grace: float = 3600.0
     max_ranges: int = 100
     download_flush_interval: float = 10.0
+    max_request_line_bytes: int = 8 * 1024
+    max_header_bytes: int = 32 * 1024
+    max_headers: int = 100
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 5.0
+    drain_timeout: float = 5.0
     sse_heartbeat: float = 15.0
     events_queue_size: int = 1000
     ws_max_message_bytes: int = 64 * 1024
@@ -194,6 +200,12 @@ class Settings:
             gc_grace=_float(env, "CAIRN_GC_GRACE", 3600.0),
             max_ranges=_int(env, "CAIRN_MAX_RANGES", 100),
             download_flush_interval=_float(env, "CAIRN_DOWNLOAD_FLUSH_INTERVAL", 10.0),
+            max_request_line_bytes=_int(env, "CAIRN_MAX_REQUEST_LINE_BYTES", 8 * 1024),
+            max_header_bytes=_int(env, "CAIRN_MAX_HEADER_BYTES", 32 * 1024),
+            max_headers=_int(env, "CAIRN_MAX_HEADERS", 100),
+            header_timeout=_float(env, "CAIRN_HEADER_TIMEOUT", 10.0),
+            keepalive_timeout=_float(env, "CAIRN_KEEPALIVE_TIMEOUT", 5.0),
+            drain_timeout=_float(env, "CAIRN_DRAIN_TIMEOUT", 5.0),
             sse_heartbeat=_float(env, "CAIRN_SSE_HEARTBEAT", 15.0),
             events_queue_size=_int(env, "CAIRN_EVENTS_QUEUE", 1000),
             ws_max_message_bytes=_int(env, "CAIRN_WS_MAX_MESSAGE_BYTES", 64 * 1024),
