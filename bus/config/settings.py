@@ -78,6 +78,12 @@ class Settings:
     max_inflight: int = 256
     cleanup_interval: float = 300.0
     gc_grace: float = 3600.0
+    max_request_line_bytes: int = 8 * 1024
+    max_header_bytes: int = 32 * 1024
+    max_headers: int = 100
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 5.0
+    drain_timeout: float = 5.0
     sse_heartbeat: float = 15.0
     events_queue_size: int = 1000
     ws_max_message_bytes: int = 64 * 1024
@@ -190,6 +196,12 @@ class Settings:
             max_inflight=_int(env, "CAIRN_MAX_INFLIGHT", 256),
             cleanup_interval=_float(env, "CAIRN_CLEANUP_INTERVAL", 300.0),
             gc_grace=_float(env, "CAIRN_GC_GRACE", 3600.0),
+            max_request_line_bytes=_int(env, "CAIRN_MAX_REQUEST_LINE_BYTES", 8 * 1024),
+            max_header_bytes=_int(env, "CAIRN_MAX_HEADER_BYTES", 32 * 1024),
+            max_headers=_int(env, "CAIRN_MAX_HEADERS", 100),
+            header_timeout=_float(env, "CAIRN_HEADER_TIMEOUT", 10.0),
+            keepalive_timeout=_float(env, "CAIRN_KEEPALIVE_TIMEOUT", 5.0),
+            drain_timeout=_float(env, "CAIRN_DRAIN_TIMEOUT", 5.0),
             sse_heartbeat=_float(env, "CAIRN_SSE_HEARTBEAT", 15.0),
             events_queue_size=_int(env, "CAIRN_EVENTS_QUEUE", 1000),
             ws_max_message_bytes=_int(env, "CAIRN_WS_MAX_MESSAGE_BYTES", 64 * 1024),
