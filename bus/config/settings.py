@@ -78,6 +78,8 @@ class Settings:
     max_inflight: int = 256
     cleanup_interval: float = 300.0
     gc_grace: float = 3600.0
+    max_ranges: int = 100
+    download_flush_interval: float = 10.0
     max_request_line_bytes: int = 8 * 1024
     max_header_bytes: int = 32 * 1024
     max_headers: int = 100
@@ -196,6 +198,8 @@ class Settings:
             max_inflight=_int(env, "CAIRN_MAX_INFLIGHT", 256),
             cleanup_interval=_float(env, "CAIRN_CLEANUP_INTERVAL", 300.0),
             gc_grace=_float(env, "CAIRN_GC_GRACE", 3600.0),
+            max_ranges=_int(env, "CAIRN_MAX_RANGES", 100),
+            download_flush_interval=_float(env, "CAIRN_DOWNLOAD_FLUSH_INTERVAL", 10.0),
             max_request_line_bytes=_int(env, "CAIRN_MAX_REQUEST_LINE_BYTES", 8 * 1024),
             max_header_bytes=_int(env, "CAIRN_MAX_HEADER_BYTES", 32 * 1024),
             max_headers=_int(env, "CAIRN_MAX_HEADERS", 100),
