@@ -23,6 +23,7 @@ from domain.aggregates import AGGREGATES
 from domain.commands import Command
 from domain.errors import NotFound
 from domain.ports import BlobStore
+from projections.downloads import DownloadCounter
 
 
 def now() -> datetime:
@@ -60,7 +61,10 @@ class AppContext:
     blobs: BlobStore
     bus: CommandBus
     auth: Authenticator
+    # Who holds this process's idempotency claims (bus/store/idempotency.py): host:port.
+    holder: str = ""
     shapes: OrderedDict[str, UploadShape] = field(default_factory=OrderedDict)
+    downloads: DownloadCounter = field(default_factory=DownloadCounter)
 
     async def load(self, aggregate: str, stream_id: str) -> Any:
         events = await self.store.read_stream(stream_id)
