@@ -25,6 +25,7 @@ from api.routes.ops import asyncapi, health, metrics, ready
 from api.routes.uploads import UploadsController
 from api.tus.controller import TusController
 from bus.actors.commandbus import CommandBus
+from bus.actors.wake import Nudger
 from bus.blobs.errors import BlobStoreUnavailable
 from bus.blobs.factory import open_blob_store
 from bus.config import tracing
@@ -54,7 +55,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         # Leftovers of bodies cut off by a crash (old ones only: other processes share them).
         await blobs.sweep()
         pool = await create_pool(settings.database_url or "", min_size=2, max_size=30)
-        bus = CommandBus(settings)
+        bus = CommandBus(settings, nudge=Nudger(pool))  # wakes an idle actor host
         await bus.start()
         # Only one live process listens on this host and port: claims held under this name
         # belong to a predecessor that died, and retries of its requests may go ahead now.

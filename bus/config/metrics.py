@@ -135,7 +135,7 @@ BLOB_WRITTEN_BYTES = Counter(
 )
 BLOB_READ_BYTES = Counter(
     "cairn_blob_read_bytes",
-    "Bytes read from the blob store: downloads, tus concatenation, completion's hash check.",
+    "Bytes read from the blob store: served, or sampled to detect a new file's type.",
 )
 
 

@@ -69,7 +69,7 @@ async def test_every_kind_serves_metrics_and_the_api_logs_requests(
         r = await c.post(f"/v1/uploads/{uid}/complete")
         assert r.status_code == 200, r.text
         file_id = r.json()["file_id"]
-        # Completion re-reads the chunks to hash them: read bytes before the download.
+        # Completion reads the file to detect its type: read bytes before the download.
         read_before = sample((await c.get("/metrics")).text, "cairn_blob_read_bytes_total") or 0
         r = await c.get(f"/v1/files/{file_id}/content")
         assert r.content == b"hello"
