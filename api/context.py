@@ -20,9 +20,10 @@ from bus.blobs.local import LocalBlobStore
 from bus.config.settings import Settings
 from bus.config.tracing import current_traceparent
 from bus.store.eventstore import PostgresEventStore
-from domain.aggregates import AGGREGATES
 from domain.commands import Command
 from domain.errors import NotFound
+from domain.registry import AGGREGATES
+from domain.uploads import expected_chunk_size
 
 
 def now() -> datetime:
@@ -47,9 +48,7 @@ class UploadShape:
     total_chunks: int
 
     def expected_size(self, index: int) -> int:
-        if index == self.total_chunks - 1:
-            return self.file_size - self.chunk_size * (self.total_chunks - 1)
-        return self.chunk_size
+        return expected_chunk_size(self.file_size, self.chunk_size, self.total_chunks, index)
 
 
 @dataclass

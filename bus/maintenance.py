@@ -38,9 +38,9 @@ from bus.config.logs import get_logger
 from bus.config.settings import Settings
 from bus.store import idempotency
 from bus.store.eventstore import PostgresEventStore
-from domain.aggregates import AGGREGATES
 from domain.commands import ExpireUpload
 from domain.errors import DomainError
+from domain.registry import AGGREGATES
 from domain.uploads import ACTIVE, UploadState
 
 log = get_logger(__name__)

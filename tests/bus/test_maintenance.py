@@ -23,7 +23,6 @@ from bus.blobs import references as chunk_refs
 from bus.blobs.local import LocalBlobStore
 from bus.config.settings import Settings
 from bus.store.eventstore import PostgresEventStore
-from domain.aggregates import AGGREGATES
 from domain.commands import (
     AbortUpload,
     Command,
@@ -35,6 +34,7 @@ from domain.commands import (
     StoreChunk,
 )
 from domain.events import EventMeta
+from domain.registry import AGGREGATES
 from tests.system import start_system, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -15,9 +15,9 @@ import asyncpg
 
 from bus.store.eventstore import PostgresEventStore
 from domain import uploads
-from domain.aggregates import AGGREGATES
 from domain.commands import CompleteUpload, StoreChunk
 from domain.events import EventMeta, RecordedEvent
+from domain.registry import AGGREGATES
 from domain.uploads import UploadStatus
 
 T0 = datetime(2025, 6, 1, 10, 0, tzinfo=UTC)
