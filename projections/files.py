@@ -10,6 +10,7 @@ from typing import ClassVar
 
 import asyncpg
 
+from domain import files
 from domain.events import RecordedEvent, event_time
 from domain.files.events import FileCreated, FileDeleted
 from projections.base import Projection, as_uuid, bump_usage, utc_day
@@ -17,7 +18,7 @@ from projections.base import Projection, as_uuid, bump_usage, utc_day
 
 class FilesProjection(Projection):
     name: ClassVar[str] = "files"
-    aggregates: ClassVar[tuple[str, ...]] = ("files",)
+    aggregates: ClassVar[tuple[str, ...]] = (files.AGGREGATE.name,)
     tables: ClassVar[tuple[str, ...]] = ("readmodel.files",)
 
     async def reset(self, conn: asyncpg.Connection) -> None:

@@ -11,6 +11,7 @@ from typing import ClassVar
 
 import asyncpg
 
+from domain import uploads
 from domain.events import RecordedEvent, event_time
 from domain.kernel import Event
 from domain.uploads import UploadStatus
@@ -29,7 +30,7 @@ from projections.base import Projection, as_uuid, bump_usage, utc_day
 
 class UploadsProjection(Projection):
     name: ClassVar[str] = "uploads"
-    aggregates: ClassVar[tuple[str, ...]] = ("uploads",)
+    aggregates: ClassVar[tuple[str, ...]] = (uploads.AGGREGATE.name,)
     tables: ClassVar[tuple[str, ...]] = ("readmodel.uploads",)
 
     async def reset(self, conn: asyncpg.Connection) -> None:

@@ -167,12 +167,12 @@ async def test_v2_code_continues_an_upload_started_under_v1(
         cmd = StoreChunk(
             aggregate_id=UID, caller="alice", at=T0, index=index, size=size, sha256=sha(index)
         )
-        new = uploads.decide(state, cmd)
+        new = agg.decide(state, cmd)
         await event_store.append(STREAM, version, new, meta)
         version += len(new)
         state = agg.fold(await event_store.read_stream(STREAM))
 
-    done = uploads.decide(
+    done = agg.decide(
         state,
         CompleteUpload(aggregate_id=UID, caller="alice", at=T0, file_id="f-1", sha256=sha("all")),
     )
