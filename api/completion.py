@@ -15,7 +15,7 @@ from typing import Any
 from litestar import Request
 
 from api.context import AppContext, now
-from bus.blobs.local import hash_manifest
+from bus.blobs.manifests import hash_manifest
 from domain import policies
 from domain.uploads import UploadState, UploadStatus
 

@@ -17,7 +17,8 @@ from opentelemetry.trace import SpanKind
 
 from bus import maintenance as cleanup
 from bus.actors.commandbus import BusUnavailable, CommandBus
-from bus.blobs.local import open_blob_store
+from bus.blobs.errors import BlobStoreUnavailable
+from bus.blobs.factory import open_blob_store
 from bus.config.logs import get_logger
 from bus.config.settings import Settings
 from bus.config.tracing import current_traceparent, span
@@ -36,7 +37,7 @@ class Handlers:
         self.pool = pool
         self.store = PostgresEventStore(pool)
         # Completing an upload needs the sha256 of its bytes (see files_from_uploads).
-        self.blobs = open_blob_store(settings.blobs_url)
+        self.blobs = open_blob_store(settings.blobs_url, settings)
         self.group_id = f"{settings.topic_prefix}-handlers"
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -48,7 +49,9 @@ class Handlers:
         await consumer.start()
         # Expiry and garbage collection on a timer, next to the consumer; the advisory lock
         # inside keeps it to one run at a time however many handlers processes there are.
-        cleaner = asyncio.create_task(cleanup.run_periodically(self.settings, self.pool, bus, stop))
+        cleaner = asyncio.create_task(
+            cleanup.run_periodically(self.settings, self.pool, bus, stop, self.blobs)
+        )
         try:
             while not stop.is_set():
                 batch = await poll_until_stopped(consumer, stop)
@@ -72,6 +75,7 @@ class Handlers:
             with contextlib.suppress(Exception):
                 await consumer.stop()
             await bus.stop()
+            await self.blobs.close()
 
     async def _handle(self, bus: CommandBus, value: bytes, headers: object) -> bool:
         try:
@@ -79,7 +83,11 @@ class Handlers:
         except Exception as e:
             log.warning("malformed event skipped", error=str(e))
             return True
-        cmd = await files_from_uploads.command_for(ev, self.store, self.blobs)
+        try:
+            cmd = await files_from_uploads.command_for(ev, self.store, self.blobs)
+        except BlobStoreUnavailable as e:
+            log.warning("blob store unavailable; will retry", error=str(e))
+            return False
         if cmd is None:
             return True
         try:
