@@ -10,10 +10,11 @@ readers only ever see the current version (the event store and `from_envelope` u
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 
 from domain.kernel import JSON, Event, NewEvent
 from domain.registry import STREAM_PREFIXES, aggregate_of, decode, stream_id_for, upcast
+from domain.values import aware
 
 __all__ = [
     "JSON",
@@ -125,4 +126,4 @@ def event_time(ev: RecordedEvent) -> datetime:
             at = datetime.fromisoformat(raw)
         except ValueError:
             pass
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    return aware(at)
