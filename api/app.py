@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,10 +13,12 @@ from litestar.config.cors import CORSConfig
 from api.auth import Authenticator
 from api.context import AppContext
 from api.errors import handle_exception
+from api.events.fanout import FanOut
 from api.middleware import request_id_middleware
 from api.openapi import openapi_config
 from api.routes.admin import AdminController
 from api.routes.docs import docs_assets, root
+from api.routes.events import EventsController, events_ws
 from api.routes.files import FilesController
 from api.routes.ops import asyncapi, health, metrics, ready
 from api.routes.uploads import UploadsController
@@ -51,7 +54,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         pool = await create_pool(settings.database_url or "", min_size=2, max_size=30)
         bus = CommandBus(settings)
         await bus.start()
-        app.state.cairn = AppContext(
+        app.state.cairn = c = AppContext(
             settings=settings,
             pool=pool,
             store=PostgresEventStore(pool),
@@ -59,9 +62,19 @@ def create_app(settings: Settings | None = None) -> Litestar:
             bus=bus,
             auth=Authenticator(settings),
         )
+        # One reader of the event store feeds every live stream of this process.
+        events = FanOut(pool, settings.database_url or "", settings.events_queue_size)
+        await events.start()
+        app.state.events = events
+        flusher = asyncio.create_task(
+            c.downloads.run(pool, settings.download_flush_interval), name="download-counts"
+        )
         try:
             yield
         finally:
+            flusher.cancel()  # flushes what it holds once more before it ends
+            await asyncio.gather(flusher, return_exceptions=True)
+            await events.stop()
             await bus.stop()
             await pool.close()
             await blobs.close()
@@ -81,21 +94,33 @@ def create_app(settings: Settings | None = None) -> Litestar:
             TusController,
             FilesController,
             AdminController,
+            EventsController,
+            events_ws,
         ],
         lifespan=[lifespan],
         exception_handlers=exc_handlers,
         middleware=[request_id_middleware],
+        logging_config=None,  # Litestar's own would add a plain-text root handler
         openapi_config=openapi_config("0.1.0"),
         cors_config=CORSConfig(
             allow_origins=list(settings.cors_origins),
+            # Auth is a header, never a cookie: no credentials, so a wildcard origin cannot
+            # read anything a user's browser session would unlock.
+            allow_credentials=False,
             allow_methods=["*"],
             allow_headers=["*"],
             expose_headers=[
                 "X-Request-ID",
                 "X-Total-Count",
+                "Last-Event-ID",
                 "Location",
                 "Retry-After",
                 "ETag",
+                "Content-Range",
+                "Content-Length",
+                "Content-Disposition",
+                "Accept-Ranges",
+                "Last-Modified",
                 "Upload-Offset",
                 "Upload-Length",
                 "Upload-Metadata",

@@ -16,6 +16,7 @@ from litestar import Request
 
 from api.context import AppContext, now
 from bus.blobs.manifests import hash_manifest
+from bus.blobs.sniff import content_type_of
 from domain import policies
 from domain.uploads import UploadState, UploadStatus
 
@@ -54,7 +55,15 @@ async def finish_upload(
         reloaded: UploadState | None = await c.load("uploads", f"upload-{upload_id}")
         assert reloaded is not None and reloaded.file_id is not None
         state = reloaded
-    create = policies.file_from_upload(state)
+    # Detected from the bytes (the handler detects it the same way, so the one CreateFile
+    # the actor applies carries the same type whoever sent it).
+    content_type = await content_type_of(
+        c.blobs,
+        [(p["sha256"], p["size"]) for p in state.manifest()],
+        state.file_name,
+        state.content_type,
+    )
+    create = policies.file_from_upload(state, content_type)
     assert create is not None  # completed: just checked, or reloaded after completing
     await c.send(request, create)
     return state

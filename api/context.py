@@ -24,6 +24,7 @@ from domain.errors import NotFound
 from domain.ports import BlobStore
 from domain.registry import AGGREGATES
 from domain.uploads import expected_chunk_size
+from projections.downloads import DownloadCounter
 
 
 def now() -> datetime:
@@ -60,6 +61,7 @@ class AppContext:
     bus: CommandBus
     auth: Authenticator
     shapes: OrderedDict[str, UploadShape] = field(default_factory=OrderedDict)
+    downloads: DownloadCounter = field(default_factory=DownloadCounter)
 
     async def load(self, aggregate: str, stream_id: str) -> Any:
         events = await self.store.read_stream(stream_id)

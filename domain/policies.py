@@ -70,8 +70,12 @@ def complete(
     )
 
 
-def file_from_upload(state: UploadState | None) -> CreateFile | None:
-    """The file a completed upload becomes (None while it is not completed)."""
+def file_from_upload(
+    state: UploadState | None, content_type: str | None = None
+) -> CreateFile | None:
+    """The file a completed upload becomes (None while it is not completed).
+
+    `content_type`: what the adapter detected from the bytes; by default the declared one."""
     if state is None or state.status != UploadStatus.COMPLETED or state.file_id is None:
         return None
     return CreateFile(
@@ -82,7 +86,7 @@ def file_from_upload(state: UploadState | None) -> CreateFile | None:
         owner=state.owner,
         name=state.file_name,
         size=state.bytes_received,
-        content_type=state.content_type,
+        content_type=content_type or state.content_type,
         sha256=str(state.completed_sha256),
         manifest=state.manifest(),
         bucket=state.bucket,

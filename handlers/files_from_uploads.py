@@ -20,6 +20,7 @@ from collections import OrderedDict
 
 from bus.blobs.errors import BlobCorrupt, BlobNotFound
 from bus.blobs.manifests import hash_manifest
+from bus.blobs.sniff import content_type_of
 from bus.config.logs import get_logger
 from domain import policies
 from domain.commands import Command
@@ -41,7 +42,7 @@ log = get_logger(__name__)
 async def command_for(ev: RecordedEvent, store: EventStore, blobs: BlobStore) -> Command | None:
     payload = ev.payload
     if isinstance(payload, UploadCompleted):
-        return await _create_file(ev, store)
+        return await _create_file(ev, store, blobs)
     if _may_reach_length(ev.aggregate_id, payload):
         return await _complete(ev, store, blobs)
     return None
@@ -84,12 +85,22 @@ def _may_reach_length(upload_id: str, ev: Event | None) -> bool:
     return size is None or ev.offset + ev.size >= size
 
 
-async def _create_file(ev: RecordedEvent, store: EventStore) -> Command | None:
+async def _create_file(ev: RecordedEvent, store: EventStore, blobs: BlobStore) -> Command | None:
     events = await store.read_stream(ev.stream_id)
     state: UploadState | None = AGGREGATES["uploads"].fold(
         e for e in events if e.version <= ev.version
     )
-    return policies.file_from_upload(state)
+    if state is None or state.file_id is None:
+        return None
+    # Detected exactly as the API's completion detects it (same bytes, same name), so the
+    # one CreateFile the actor applies carries the same type whoever sent it.
+    content_type = await content_type_of(
+        blobs,
+        [(p["sha256"], p["size"]) for p in state.manifest()],
+        state.file_name,
+        state.content_type,
+    )
+    return policies.file_from_upload(state, content_type)
 
 
 async def _complete(ev: RecordedEvent, store: EventStore, blobs: BlobStore) -> Command | None:

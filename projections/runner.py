@@ -25,8 +25,12 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
-from prometheus_client import Counter, Gauge
 
+from bus.config import metrics
+from bus.config.metrics import PROJECTION_DUPLICATES_SKIPPED as DUPLICATES_SKIPPED
+from bus.config.metrics import PROJECTION_EVENTS_APPLIED as EVENTS_APPLIED
+from bus.config.metrics import PROJECTION_LAG_SECONDS as PROJECTION_LAG
+from bus.config.metrics import PROJECTION_MESSAGES_SKIPPED as MESSAGES_SKIPPED
 from bus.config.settings import Settings
 from bus.kafka.clients import ensure_topics, header, make_consumer
 from bus.store.eventstore import PostgresEventStore
@@ -36,27 +40,6 @@ from projections.rebuild import PROJECTIONS
 
 log = logging.getLogger("cairn.projections")
 
-PROJECTION_LAG = Gauge(
-    "cairn_projection_lag_seconds",
-    "Age of the last applied event when it was applied (now - occurred_at); 0 while idle"
-    " at the head of the topics.",
-    ["projection"],
-)
-EVENTS_APPLIED = Counter(
-    "cairn_projection_events_applied",
-    "Events applied to a projection (gap fills included, duplicates excluded).",
-    ["projection"],
-)
-DUPLICATES_SKIPPED = Counter(
-    "cairn_projection_duplicates_skipped",
-    "Deliveries skipped because the projection had already applied the event.",
-    ["projection"],
-)
-MESSAGES_SKIPPED = Counter(
-    "cairn_projection_messages_skipped",
-    "Messages skipped without effect: malformed (not an event) or unappliable (poison).",
-    ["reason"],
-)
 
 # Postgres failures worth retrying: the same batch may well succeed a moment later.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -150,7 +133,9 @@ class Projector:
                     # Idle at the head of every assigned partition: nothing is lagging.
                     for p in self.projections:
                         PROJECTION_LAG.labels(p.name).set(0)
+                    metrics.observe_idle(self.group_id, self.topics)
                     continue
+                metrics.observe_fetch(self.group_id, consumer, batch)
                 messages = [m for tp in sorted(batch) for m in batch[tp]]
                 if not await self._apply_with_retry(messages, stop):
                     break  # stopped while Postgres was failing: Kafka will redeliver

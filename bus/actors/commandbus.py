@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from bus.config import metrics
 from bus.config.logs import get_logger
 from bus.config.settings import Settings
 from bus.kafka.clients import headers, make_consumer, make_producer
@@ -27,6 +29,11 @@ from domain.commands import Command, command_to_dict
 from domain.errors import DomainError
 
 log = get_logger(__name__)
+
+# A probe is a message on a command topic that the actor host answers at once without
+# touching any aggregate: a round trip through Kafka and the actors that changes nothing,
+# which is what readiness (/ready) means.
+PROBE_TYPE = "cairn.probe"
 
 
 class BusUnavailable(Exception):
@@ -58,12 +65,18 @@ class CommandBus:
         self._consumer: AIOKafkaConsumer | None = None
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._reader: asyncio.Task[None] | None = None
+        self._reply_partitions_assigned: list[TopicPartition] = []
+        self._awaiting = 0  # commands and probes waiting for a reply
 
     async def start(self) -> None:
         self._producer = make_producer(self.settings)
         await self._producer.start()
+        # The start position is set explicitly below (the end). The reset policy applies
+        # only when that position vanishes, i.e. the broker lost the topic (the embedded
+        # one restarted): then every reply on the new topic is after our commands'
+        # resumption, and reading from its beginning cannot miss the one we wait for.
         self._consumer = make_consumer(
-            self.settings, group_id=None, latency_critical=True, auto_offset_reset="latest"
+            self.settings, group_id=None, latency_critical=True, auto_offset_reset="earliest"
         )
         await self._consumer.start()
         parts = await self._reply_partitions()
@@ -73,6 +86,11 @@ class CommandBus:
         await self._consumer.seek_to_end(*tps)
         for tp in tps:
             await self._consumer.position(tp)
+        # Idle until a command is sent (see _awaiting_reply): an idle API or handlers
+        # process then sends no fetches at all, instead of one every fetch wait (10 ms on
+        # the embedded broker, which holds each fetch that long).
+        self._reply_partitions_assigned = tps
+        self._consumer.pause(*tps)
         self._reader = asyncio.create_task(self._read_replies())
 
     async def _reply_partitions(self, timeout: float = 30.0) -> set[int]:
@@ -92,6 +110,25 @@ class CommandBus:
             await self._consumer._client.force_metadata_update()
             await asyncio.sleep(0.2)
 
+    @contextlib.contextmanager
+    def _awaiting_reply(self) -> Iterator[None]:
+        """Fetch replies while at least one command waits for its reply.
+
+        Resumed before the command is sent, so its reply (produced after it) is after the
+        paused position and cannot be missed; paused again when the last one is answered.
+        Replies for other instances that arrived meanwhile are read past on the next resume.
+        """
+        assert self._consumer is not None
+        if self._awaiting == 0:
+            self._consumer.resume(*self._reply_partitions_assigned)
+        self._awaiting += 1
+        try:
+            yield
+        finally:
+            self._awaiting -= 1
+            if self._awaiting == 0:
+                self._consumer.pause(*self._reply_partitions_assigned)
+
     async def stop(self) -> None:
         if self._reader:
             self._reader.cancel()
@@ -108,6 +145,31 @@ class CommandBus:
     async def ping(self) -> None:
         assert self._producer is not None
         await asyncio.wait_for(self._producer.client.fetch_all_metadata(), 5)
+
+    async def probe(self, timeout: float = 5.0) -> None:
+        """Send a probe through the actors and await its answer; BusUnavailable if none."""
+        assert self._producer is not None, "CommandBus.start() was not called"
+        command_id = f"probe-{uuid.uuid4()}"
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[command_id] = fut
+        try:
+            with self._awaiting_reply():
+                await asyncio.wait_for(
+                    self._producer.send_and_wait(
+                        self.settings.command_topic("uploads"),
+                        key=command_id.encode(),
+                        value=orjson.dumps({"probe": True, "command_id": command_id}),
+                        headers=headers(**{"command-id": command_id, "command-type": PROBE_TYPE}),
+                    ),
+                    timeout,
+                )
+                reply = await asyncio.wait_for(fut, timeout)
+        except (KafkaError, TimeoutError, OSError) as e:
+            raise BusUnavailable(f"no command round trip: {type(e).__name__}") from e
+        finally:
+            self._pending.pop(command_id, None)
+        if not reply.get("ok"):
+            raise BusUnavailable("the actors refused the probe")
 
     async def _read_replies(self) -> None:
         assert self._consumer is not None
@@ -148,31 +210,36 @@ class CommandBus:
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[command_id] = fut
         limit = timeout or self.settings.command_timeout
+        timer = metrics.CommandTimer(cmd.type)
         try:
-            try:
-                await asyncio.wait_for(
-                    self._producer.send_and_wait(
-                        self.settings.command_topic(cmd.aggregate),
-                        key=cmd.aggregate_id.encode(),
-                        value=orjson.dumps(body),
-                        headers=headers(
-                            **{
-                                "command-id": command_id,
-                                "command-type": cmd.type,
-                                "traceparent": traceparent,
-                            }
+            with self._awaiting_reply():
+                try:
+                    await asyncio.wait_for(
+                        self._producer.send_and_wait(
+                            self.settings.command_topic(cmd.aggregate),
+                            key=cmd.aggregate_id.encode(),
+                            value=orjson.dumps(body),
+                            headers=headers(
+                                **{
+                                    "command-id": command_id,
+                                    "command-type": cmd.type,
+                                    "traceparent": traceparent,
+                                }
+                            ),
                         ),
-                    ),
-                    limit,
-                )
-            except (KafkaError, TimeoutError, OSError) as e:
-                raise BusUnavailable(f"the command bus is unavailable: {e}") from e
-            try:
-                reply = await asyncio.wait_for(fut, limit)
-            except TimeoutError as e:
-                raise BusUnavailable("no answer from the actors in time; retry", 1) from e
+                        limit,
+                    )
+                except (KafkaError, TimeoutError, OSError) as e:
+                    timer.done("unavailable")
+                    raise BusUnavailable(f"the command bus is unavailable: {e}") from e
+                try:
+                    reply = await asyncio.wait_for(fut, limit)
+                except TimeoutError as e:
+                    timer.done("unavailable")
+                    raise BusUnavailable("no answer from the actors in time; retry", 1) from e
         finally:
             self._pending.pop(command_id, None)
+        timer.done("ok" if reply.get("ok") else "refused")
         if not reply.get("ok"):
             raise DomainError.from_dict(reply["error"])
         return CommandResult(

@@ -28,6 +28,8 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 from opentelemetry.trace import SpanKind
 
+from bus.actors.commandbus import PROBE_TYPE
+from bus.config import metrics
 from bus.config.logs import get_logger
 from bus.config.settings import Settings
 from bus.config.tracing import current_traceparent, span
@@ -245,6 +247,10 @@ class ActorHost:
                 log.warning("reply not delivered", error=str(e))
 
     async def _handle(self, rec: ConsumerRecord[Any, Any]) -> tuple[bytes | None, dict[str, Any]]:
+        if header(rec.headers, "command-type") == PROBE_TYPE:
+            # Readiness probe (see CommandBus.probe): answered without touching anything.
+            probe_id = header(rec.headers, "command-id") or ""
+            return probe_id.encode(), {"ok": True, "probe": True, "command_id": probe_id}
         try:
             body = orjson.loads(rec.value)
             cmd = command_from_dict(body)
@@ -274,7 +280,9 @@ class ActorHost:
                 # A bug or an infrastructure failure (Postgres down): do not skip the command.
                 # Re-raise so the batch is not committed and the command is redelivered.
                 log.exception("command failed", type=cmd.type)
+                metrics.COMMANDS_HANDLED.labels(cmd.type, "failed").inc()
                 raise
+        metrics.command_handled(cmd.type, reply)
         reply["command_id"] = cmd.command_id
         return cmd.command_id.encode(), reply
 

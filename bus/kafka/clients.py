@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from bus.config import metrics
 from bus.config.settings import Settings
 from domain import registry
 
@@ -124,6 +125,11 @@ async def poll_until_stopped(
             await getter
         return None
     batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]] = getter.result()
+    group = getattr(consumer, "_group_id", None) or "none"
+    if batch:
+        metrics.observe_fetch(group, consumer, batch)
+    else:
+        metrics.observe_idle(group, {tp.topic for tp in consumer.assignment()})
     return batch
 
 

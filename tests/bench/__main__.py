@@ -13,7 +13,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from tests.bench import bus, downloads, growth, pending, tus, uploads
+from tests.bench import bus, downloads, growth, pending, s3, tus, uploads
 from tests.bench.core import FULL, QUICK, Scenario, render_text, write_results
 
 _PENDING = {sc.name: sc for sc in pending.SCENARIOS}
@@ -22,11 +22,11 @@ ALL: list[Scenario] = [
     *uploads.SCENARIOS,
     *tus.SCENARIOS,
     *downloads.SCENARIOS,
-    _PENDING["download.range_4k"],
     _PENDING["fetch.url_cache"],
     *bus.SCENARIOS,
     _PENDING["events.sse_latency"],
     *growth.SCENARIOS,
+    *s3.SCENARIOS,
 ]
 
 
