@@ -24,7 +24,7 @@ from bus.blobs.errors import BlobCorrupt, BlobStoreUnavailable
 from bus.blobs.manifests import hash_manifest
 from bus.blobs.s3 import READ_PIECE, SPOOL_SUFFIX, S3BlobStore, S3Options
 from bus.run.embedded import free_port
-from tests.s3server import S3Server
+from tests.s3server import REJECTED_KEY, S3Server
 
 MiB = 1024 * 1024
 DATA = os.urandom(5 * MiB + 321)
@@ -270,6 +270,22 @@ async def test_missing_credentials_name_the_variables(
     try:
         with pytest.raises(BlobStoreUnavailable, match="AWS_ACCESS_KEY_ID"):
             await store.ping()
+    finally:
+        await store.close()
+
+
+async def test_wrong_credentials_name_the_variables(
+    s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", REJECTED_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    store = make_store(s3_server, tmp_path, max_attempts=1)
+    try:
+        with pytest.raises(BlobStoreUnavailable, match=r"InvalidAccessKeyId.*AWS_ACCESS_KEY_ID"):
+            await store.put_stream(feed(b"bytes"))
+        with pytest.raises(BlobStoreUnavailable, match="AWS_ACCESS_KEY_ID"):
+            await store.ping()
+        assert list((tmp_path / "spool").iterdir()) == []
     finally:
         await store.close()
 
