@@ -1,13 +1,18 @@
-"""The AsyncAPI document for Kafka consumers: topics, keys, the envelope, event types."""
+"""The AsyncAPI document for Kafka consumers: topics, keys, the envelope, event types.
+
+Channels and messages come from the domain's registry; each message's `data` schema is
+derived from the typed event definition (msgspec's JSON Schema of the event dataclass), so
+the published schema cannot drift from what `decide` writes.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from bus.config.settings import Settings
-from bus.kafka.clients import AGGREGATES
-from domain import files, uploads  # noqa: F401  (registers event types)
-from domain.events import CURRENT_VERSIONS, STREAM_PREFIXES
+from domain.registry import AGGREGATES, EVENTS
 
 _ENVELOPE: dict[str, Any] = {
     "type": "object",
@@ -41,17 +46,19 @@ _ENVELOPE: dict[str, Any] = {
 }
 
 
-def _aggregate_of_type(event_type: str) -> str:
-    for prefix, name in STREAM_PREFIXES.items():
-        if event_type.lower().startswith(prefix):
-            return name
-    return "other"
+def _data_schemas() -> tuple[dict[str, Any], dict[str, Any]]:
+    """(event type -> schema of its `data`, shared definitions such as the manifest piece)."""
+    types = [cls for _, cls in EVENTS.values()]
+    refs, defs = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
+    return {cls.type: ref for cls, ref in zip(types, refs, strict=True)}, defs
 
 
 def asyncapi_document(settings: Settings) -> dict[str, Any]:
     channels: dict[str, Any] = {}
     messages: dict[str, Any] = {}
-    for event_type, version in sorted(CURRENT_VERSIONS.items()):
+    data_schemas, schemas = _data_schemas()
+    for event_type, (_, cls) in sorted(EVENTS.items()):
+        version = cls.schema_version
         messages[event_type] = {
             "name": event_type,
             "title": f"{event_type} (schema v{version})",
@@ -70,6 +77,7 @@ def asyncapi_document(settings: Settings) -> dict[str, Any]:
                     **_ENVELOPE["properties"],
                     "type": {"const": event_type},
                     "schema_version": {"const": version},
+                    "data": data_schemas[event_type],
                 },
             },
         }
@@ -80,8 +88,8 @@ def asyncapi_document(settings: Settings) -> dict[str, Any]:
             "description": f"Every event of the {agg} aggregates, keyed by aggregate id, in order per aggregate.",
             "messages": {
                 t: {"$ref": f"#/components/messages/{t}"}
-                for t in messages
-                if _aggregate_of_type(t) == agg
+                for t, (owner, _) in sorted(EVENTS.items())
+                if owner == agg
             },
         }
     return {
@@ -96,5 +104,5 @@ def asyncapi_document(settings: Settings) -> dict[str, Any]:
             f"consume_{agg}": {"action": "receive", "channel": {"$ref": f"#/channels/{agg}"}}
             for agg in AGGREGATES
         },
-        "components": {"messages": messages},
+        "components": {"messages": messages, "schemas": schemas},
     }
