@@ -58,3 +58,8 @@ COMMENT ON COLUMN readmodel.bucket_usage_by_owner.owner IS 'User id.';
 COMMENT ON COLUMN readmodel.bucket_usage_by_owner.buckets IS 'Live buckets the user owns.';
 COMMENT ON COLUMN readmodel.bucket_usage_by_owner.objects IS 'Live objects in them.';
 COMMENT ON COLUMN readmodel.bucket_usage_by_owner.bytes IS 'Their logical bytes (before chunk deduplication).';
+
+-- The buckets projection consumes the bucket streams (for readmodel.projection_lag).
+INSERT INTO readmodel.projection_streams (projection, stream_prefix)
+VALUES ('buckets', 'bucket-')
+ON CONFLICT DO NOTHING;

@@ -37,7 +37,8 @@ async def list_buckets(
         "SELECT name, owner, public, description, created_at, updated_at"
         " FROM readmodel.buckets WHERE deleted_at IS NULL"
         " AND ($1::text IS NULL OR owner = $1) AND ($2::text IS NULL OR name > $2)"
-        " ORDER BY name COLLATE \"C\" LIMIT $3",
+        # One collation for the order and the cursor comparison: nothing skipped or repeated.
+        " ORDER BY name LIMIT $3",
         owner,
         after,
         limit,

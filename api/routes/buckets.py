@@ -28,6 +28,7 @@ from domain.buckets.commands import UpdateBucket as UpdateBucketCommand
 from domain.buckets.names import is_bucket_name
 from domain.commands import DeleteFile
 from domain.errors import NotFound
+from domain.files import FileState
 from projections import bucket_queries
 
 # A forced delete sends one DeleteFile per object; this many are in flight at once
@@ -66,6 +67,29 @@ async def _visible_bucket(
     if st is None or not st.visible_to(principal.user, principal.admin):
         raise _not_found(name)
     return st
+
+
+async def _is_object(request: Request[Any, Any, Any], st: BucketState, file_id: str) -> bool:
+    """Is `file_id` a live object of bucket `st`, by its aggregate (the authority)? The
+    read model lags: it may still list an object deleted (or moved) a moment ago."""
+    f: FileState | None = await ctx(request).load("files", f"file-{file_id}")
+    return f is not None and not f.deleted and f.bucket == st.name and f.owner == st.owner
+
+
+async def _first_object(request: Request[Any, Any, Any], st: BucketState) -> str | None:
+    """One live object of the bucket, or None if it is empty.
+
+    Candidates come from the read model and are confirmed on their aggregates, so an object
+    deleted a moment ago never makes a bucket look non-empty. An object created within the
+    projector's lag is not seen yet (README, Buckets: emptiness is read-model-fresh)."""
+    after: str | None = None
+    c = ctx(request)
+    while ids := await bucket_queries.object_ids(c.pool, st.name, st.owner, 100, after=after):
+        for file_id in ids:
+            if await _is_object(request, st, file_id):
+                return file_id
+        after = ids[-1]
+    return None
 
 
 class BucketsController(Controller):
@@ -187,10 +211,7 @@ class BucketsController(Controller):
     ) -> dict[str, Any]:
         c = ctx(request)
         st = await _visible_bucket(request, name, principal)
-        # Emptiness comes from the read model: an object written within the projector's
-        # lag may not be seen yet (see README, Buckets).
-        ids = await bucket_queries.object_ids(c.pool, st.name, st.owner, _DELETE_PAGE)
-        if ids and not force:
+        if not force and await _first_object(request, st) is not None:
             usage = await bucket_queries.bucket_usage(c.pool, st.name, st.owner)
             raise ApiError(
                 409,
@@ -215,13 +236,15 @@ class BucketsController(Controller):
                     ),
                 )
 
-        # Keyset pages in id order: one pass, whatever the projector has applied meanwhile.
-        while ids:
-            await asyncio.gather(*(delete_one(i) for i in ids))
-            deleted += len(ids)
-            ids = await bucket_queries.object_ids(
-                c.pool, st.name, st.owner, _DELETE_PAGE, after=ids[-1]
-            )
+        # Keyset pages in id order: one pass, whatever the projector applies meanwhile.
+        after: str | None = None
+        while ids := await bucket_queries.object_ids(
+            c.pool, st.name, st.owner, _DELETE_PAGE, after=after
+        ):
+            live = [i for i in ids if await _is_object(request, st, i)]
+            await asyncio.gather(*(delete_one(i) for i in live))
+            deleted += len(live)
+            after = ids[-1]
         await c.send(
             request,
             DeleteBucket(
