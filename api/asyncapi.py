@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from bus.config.settings import Settings
+from domain.kernel import Event
 from domain.registry import AGGREGATES, EVENTS
 
 _ENVELOPE: dict[str, Any] = {
@@ -46,19 +47,21 @@ _ENVELOPE: dict[str, Any] = {
 }
 
 
-def _data_schemas() -> tuple[dict[str, Any], dict[str, Any]]:
-    """(event type -> schema of its `data`, shared definitions such as the manifest piece)."""
-    types = [cls for _, cls in EVENTS.values()]
-    refs, defs = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
-    return {cls.type: ref for cls, ref in zip(types, refs, strict=True)}, defs
+def _data_schema(cls: type[Event]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(schema of the event's `data`, the definitions it refers to under `#/$defs/`).
+
+    The definitions go into each message payload, so every payload schema stands alone:
+    a consumer can validate a message with it without resolving the rest of the document."""
+    (ref,), defs = msgspec.json.schema_components([cls], ref_template="#/$defs/{name}")
+    return ref, defs
 
 
 def asyncapi_document(settings: Settings) -> dict[str, Any]:
     channels: dict[str, Any] = {}
     messages: dict[str, Any] = {}
-    data_schemas, schemas = _data_schemas()
     for event_type, (_, cls) in sorted(EVENTS.items()):
         version = cls.schema_version
+        data, defs = _data_schema(cls)
         messages[event_type] = {
             "name": event_type,
             "title": f"{event_type} (schema v{version})",
@@ -77,8 +80,9 @@ def asyncapi_document(settings: Settings) -> dict[str, Any]:
                     **_ENVELOPE["properties"],
                     "type": {"const": event_type},
                     "schema_version": {"const": version},
-                    "data": data_schemas[event_type],
+                    "data": data,
                 },
+                "$defs": defs,
             },
         }
     for agg in AGGREGATES:
@@ -104,5 +108,5 @@ def asyncapi_document(settings: Settings) -> dict[str, Any]:
             f"consume_{agg}": {"action": "receive", "channel": {"$ref": f"#/channels/{agg}"}}
             for agg in AGGREGATES
         },
-        "components": {"messages": messages, "schemas": schemas},
+        "components": {"messages": messages},
     }

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from jsonschema import Draft202012Validator
 
 from api.asyncapi import asyncapi_document
 from bus.config.settings import Settings
@@ -29,13 +30,13 @@ def test_a_channel_per_aggregate_with_its_event_types() -> None:
 
 def test_each_message_has_its_schema_version_and_data_schema() -> None:
     doc = _doc()
-    schemas = doc["components"]["schemas"]
     for event_type, (_, cls) in EVENTS.items():
-        payload = doc["components"]["messages"][event_type]["payload"]["properties"]
-        assert payload["type"] == {"const": event_type}
-        assert payload["schema_version"] == {"const": cls.schema_version}
-        ref = payload["data"]["$ref"]
-        data_schema = schemas[ref.rsplit("/", 1)[1]]
+        payload = doc["components"]["messages"][event_type]["payload"]
+        Draft202012Validator.check_schema(payload)
+        props = payload["properties"]
+        assert props["type"] == {"const": event_type}
+        assert props["schema_version"] == {"const": cls.schema_version}
+        data_schema = _resolve(payload, props["data"])
         # Every field the event writes is described; the required ones are exactly those
         # without a default.
         _, golden = GOLDEN[event_type]
@@ -43,12 +44,41 @@ def test_each_message_has_its_schema_version_and_data_schema() -> None:
         assert "at" in data_schema["required"]
 
 
+def _resolve(payload: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    ref = schema.get("$ref")
+    return payload["$defs"][ref.removeprefix("#/$defs/")] if ref else schema
+
+
+def _data(event_type: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    payload = _doc()["components"]["messages"][event_type]["payload"]
+    return payload, _resolve(payload, payload["properties"]["data"])
+
+
 def test_schemas_describe_field_types_and_shared_pieces() -> None:
-    schemas = _doc()["components"]["schemas"]
-    chunk = schemas["UploadChunkStored"]["properties"]
-    assert chunk["size"] == {"type": "integer"} and chunk["sha256"] == {"type": "string"}
-    pieces = schemas["UploadBytesAppended"]["properties"]["pieces"]
-    assert pieces["items"] == {"$ref": "#/components/schemas/Piece"}
-    assert schemas["Piece"]["required"] == ["sha256", "size"]
-    size = schemas["UploadInitiated"]["properties"]["file_size"]
-    assert {"type": "null"} in size["anyOf"]  # a deferred length
+    _, chunk = _data("UploadChunkStored")
+    props = chunk["properties"]
+    assert props["size"] == {"type": "integer"} and props["sha256"] == {"type": "string"}
+    payload, appended = _data("UploadBytesAppended")
+    assert appended["properties"]["pieces"]["items"] == {"$ref": "#/$defs/Piece"}
+    assert payload["$defs"]["Piece"]["required"] == ["sha256", "size"]
+    _, initiated = _data("UploadInitiated")
+    assert {"type": "null"} in initiated["properties"]["file_size"]["anyOf"]  # deferred length
+
+
+def test_each_payload_schema_validates_a_stored_event_on_its_own() -> None:
+    """Without the rest of the document, as a plain consumer validates (tests/contract)."""
+    for event_type, (version, data) in GOLDEN.items():
+        payload, _ = _data(event_type)
+        envelope = {
+            "id": "6a4f1c2e-0000-4000-8000-000000000001",
+            "type": event_type,
+            "schema_version": version,
+            "stream_id": "upload-x",
+            "version": 1,
+            "position": 1,
+            "occurred_at": "2026-01-02T03:04:05+00:00",
+            "data": data,
+        }
+        assert list(Draft202012Validator(payload).iter_errors(envelope)) == []
+        broken = {**envelope, "data": {**data, "at": 5}}
+        assert list(Draft202012Validator(payload).iter_errors(broken)) != []
