@@ -52,7 +52,7 @@ async def test_usage_counts_the_owners_live_files_in_the_bucket(
 ) -> None:
     await writer.run(CreateBucket(aggregate_id="pics", caller="alice", at=T0))
     await rebuild(pool, "buckets")
-    _, f1, _ = await writer.upload("alice", "a.bin", 100, bucket="pics")
+    await writer.upload("alice", "a.bin", 100, bucket="pics")
     await writer.upload("alice", "b.bin", 50, bucket="pics")
     await writer.upload("alice", "c.bin", 7, bucket="default")  # not in the bucket
     await writer.upload("bob", "d.bin", 9, bucket="pics")  # not the owner's: not in it
