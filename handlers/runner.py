@@ -17,6 +17,7 @@ from opentelemetry.trace import SpanKind
 
 from bus import maintenance as cleanup
 from bus.actors.commandbus import BusUnavailable, CommandBus
+from bus.actors.wake import Nudger
 from bus.blobs.errors import BlobStoreUnavailable
 from bus.blobs.factory import open_blob_store
 from bus.config.logs import get_logger
@@ -41,7 +42,7 @@ class Handlers:
         self.group_id = f"{settings.topic_prefix}-handlers"
 
     async def run(self, stop: asyncio.Event) -> None:
-        bus = CommandBus(self.settings)
+        bus = CommandBus(self.settings, nudge=Nudger(self.pool))  # wakes idle actors
         await bus.start()
         consumer = make_consumer(
             self.settings, self.settings.topic("uploads"), group_id=self.group_id

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,8 +59,10 @@ class CommandResult:
 
 
 class CommandBus:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, nudge: Callable[[], None] | None = None) -> None:
         self.settings = settings
+        # Called before each command is sent: wakes an idle actor host (bus/actors/wake.py).
+        self._nudge = nudge
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
@@ -154,6 +156,8 @@ class CommandBus:
         self._pending[command_id] = fut
         try:
             with self._awaiting_reply():
+                if self._nudge is not None:
+                    self._nudge()
                 await asyncio.wait_for(
                     self._producer.send_and_wait(
                         self.settings.command_topic("uploads"),
@@ -213,6 +217,8 @@ class CommandBus:
         timer = metrics.CommandTimer(cmd.type)
         try:
             with self._awaiting_reply():
+                if self._nudge is not None:
+                    self._nudge()
                 try:
                     await asyncio.wait_for(
                         self._producer.send_and_wait(

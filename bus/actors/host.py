@@ -29,6 +29,7 @@ from aiokafka.structs import OffsetAndMetadata
 from opentelemetry.trace import SpanKind
 
 from bus.actors.commandbus import PROBE_TYPE
+from bus.actors.wake import IdleGate
 from bus.config import metrics
 from bus.config.logs import get_logger
 from bus.config.settings import Settings
@@ -182,6 +183,7 @@ class ActorHost:
         self.group_id = group_id or f"{settings.topic_prefix}-actors"
         self.processed = 0
         self.assigned: set[TopicPartition] = set()
+        self.pool = pool
 
     async def run(self, stop: asyncio.Event) -> None:
         topics = [self.settings.command_topic(a) for a in COMMAND_AGGREGATES]
@@ -203,12 +205,19 @@ class ActorHost:
         consumer.subscribe(topics, listener=Listener())
         await producer.start()
         await consumer.start()
+        # Idle: stop fetching until a sender's nudge (see bus/actors/wake.py).
+        gate = IdleGate(consumer)
+        await gate.listen(self.pool)
         log.info("actor host started", group=self.group_id)
         try:
             while not stop.is_set():
-                batch = await poll_until_stopped(consumer, stop)
+                await gate.wait_for_work(stop)
+                if stop.is_set():
+                    break
+                batch = await poll_until_stopped(consumer, stop, gate.poll_ms)
                 if batch is None:
                     break
+                gate.after_poll(bool(batch))
                 if not batch:
                     continue
                 # Partitions are independent: run them concurrently, each strictly in order.
@@ -220,6 +229,7 @@ class ActorHost:
                 }
                 await consumer.commit(offsets)
         finally:
+            await gate.close(self.pool)
             with contextlib.suppress(Exception):
                 await consumer.stop()
             with contextlib.suppress(Exception):

@@ -133,7 +133,10 @@ CONSUMER_LAG = Gauge(
 BLOB_WRITTEN_BYTES = Counter(
     "cairn_blob_written_bytes", "Bytes written durably into the blob store."
 )
-BLOB_READ_BYTES = Counter("cairn_blob_read_bytes", "Bytes read from the blob store and served.")
+BLOB_READ_BYTES = Counter(
+    "cairn_blob_read_bytes",
+    "Bytes read from the blob store: served, or sampled to detect a new file's type.",
+)
 
 
 # ---- hooks -----------------------------------------------------------------------------
