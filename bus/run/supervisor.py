@@ -30,6 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import psutil
 
+from bus.aio import Backoff, sleep_unless_stopped
 from bus.config.logs import configure, get_logger
 from bus.config.settings import Settings
 from bus.kafka.clients import ensure_topics
@@ -460,7 +461,7 @@ class Supervisor:
 
     async def _keep_running(self, kind: str) -> None:
         """Run one kind until stop, restarting it with backoff whenever it dies."""
-        delay = BACKOFF_MIN
+        backoff = Backoff(BACKOFF_MIN, BACKOFF_MAX, jitter=False)
         env = self._child_env()
         while not self._stop.is_set():
             started = time.monotonic()
@@ -489,11 +490,10 @@ class Supervisor:
                 return
             code = exited.result()
             if time.monotonic() - started >= STABLE_AFTER:
-                delay = BACKOFF_MIN
+                backoff.reset()
+            delay = backoff.next()
             log.error("child died; restarting", kind=kind, exit_code=code, restart_in=delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), delay)
-            delay = min(delay * 2, BACKOFF_MAX)
+            await sleep_unless_stopped(self._stop, delay)
 
     async def _stop_child(self, kind: str, proc: asyncio.subprocess.Process) -> None:
         if proc.returncode is None:
