@@ -1,11 +1,14 @@
-# Cairn tasks. `pip install uv rust-just` gives you `uv` and `just`; everything else
-# installs from pyproject.toml / uv.lock on first use.
+# Cairn tasks. `python3 dev.py RECIPE` runs them on a machine with nothing but Python (it
+# fetches pinned `uv` and `just` into .tools/bin); everything else installs from
+# pyproject.toml / uv.lock on first use.
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
-# Start Cairn on its embedded default (Postgres, Kafka broker, local blobs) or on what
-# CAIRN_DATABASE_URL / CAIRN_KAFKA_BOOTSTRAP / CAIRN_BLOB_STORE point at.
+# --no-dev: the running system needs no linters or test tools (--inexact keeps them if
+# `just test` installed them already, instead of uninstalling them on every start).
+# Without CAIRN_DATABASE_URL / CAIRN_KAFKA_BOOTSTRAP / CAIRN_BLOB_STORE, all embedded.
+# Start Cairn: Postgres, Kafka broker, blob store and the five process kinds.
 up *ARGS:
-    uv run --locked cairn up {{ARGS}}
+    uv run --locked --no-dev --inexact cairn up {{ARGS}}
 
 # The whole test suite, against the real embedded PostgreSQL and Tansu broker.
 test *ARGS:
@@ -21,7 +24,7 @@ lint:
 
 # Print a JWT for SUBJECT.
 token SUBJECT *ARGS:
-    uv run --locked cairn token {{SUBJECT}} {{ARGS}}
+    @uv run --quiet --locked --no-dev --inexact cairn token {{SUBJECT}} {{ARGS}}
 
 # Benchmark Cairn against nginx, a bare streaming endpoint and the machine (tests/bench/).
 # `just bench --quick` is CI's smoke test; `just bench` the full figures; `--list` the scenarios.

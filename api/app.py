@@ -2,31 +2,34 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
-from litestar.openapi import OpenAPIConfig
 
 from api.auth import Authenticator
 from api.context import AppContext
 from api.errors import handle_exception
 from api.middleware import request_id_middleware
+from api.openapi import openapi_config
 from api.routes.admin import AdminController
+from api.routes.docs import docs_assets, root
 from api.routes.files import FilesController
 from api.routes.ops import asyncapi, health, metrics, ready
 from api.routes.uploads import UploadsController
 from api.tus.controller import TusController
 from bus.actors.commandbus import CommandBus
-from bus.blobs.local import open_blob_store
+from bus.blobs.errors import BlobStoreUnavailable
+from bus.blobs.factory import open_blob_store
 from bus.config import tracing
-from bus.config.logs import configure
+from bus.config.logs import configure, get_logger
 from bus.config.settings import Settings
 from bus.store.db import create_pool
 from bus.store.eventstore import PostgresEventStore
+
+log = get_logger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -34,12 +37,20 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        blobs = open_blob_store(settings.blobs_url, settings)
+        try:
+            # Fail the start (the process exits non-zero) on a store that cannot be
+            # reached, with a message that names the setting to fix.
+            await blobs.ping()
+        except BlobStoreUnavailable as e:
+            log.error("blob store unavailable at start", error=str(e))
+            await blobs.close()
+            raise
+        # Leftovers of bodies cut off by a crash (old ones only: other processes share them).
+        await blobs.sweep()
         pool = await create_pool(settings.database_url or "", min_size=2, max_size=30)
         bus = CommandBus(settings)
         await bus.start()
-        blobs = open_blob_store(settings.blobs_url)
-        # Temp files of bodies cut off by a crash (old ones only: other processes share it).
-        await asyncio.to_thread(blobs.sweep_tmp)
         app.state.cairn = AppContext(
             settings=settings,
             pool=pool,
@@ -53,12 +64,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
         finally:
             await bus.stop()
             await pool.close()
+            await blobs.close()
 
     configure(settings.log_level, settings.log_json)
     tracing.setup("api")
     exc_handlers: dict[Any, Any] = {Exception: handle_exception}
     return Litestar(
         route_handlers=[
+            root,
+            docs_assets(),
             health,
             ready,
             metrics,
@@ -71,7 +85,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[lifespan],
         exception_handlers=exc_handlers,
         middleware=[request_id_middleware],
-        openapi_config=OpenAPIConfig(title="Cairn", version="0.1.0", path="/schema"),
+        openapi_config=openapi_config("0.1.0"),
         cors_config=CORSConfig(
             allow_origins=list(settings.cors_origins),
             allow_methods=["*"],

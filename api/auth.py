@@ -15,6 +15,7 @@ from litestar import Request
 
 from api.errors import ApiError
 from bus.config.settings import Settings
+from bus.config.tokens import bad_signature_message
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class Authenticator:
         else:
             self.jwt_key = settings.resolved_jwt_secret()
             self.algorithms = ["HS256"]
+        # A token without `exp` would be valid forever: refused unless the operator says so.
+        self.required_claims = ["sub"] if settings.jwt_allow_no_exp else ["sub", "exp"]
 
     def authenticate(self, headers: Any) -> Principal:
         api_key = headers.get("x-api-key")
@@ -60,12 +63,25 @@ class Authenticator:
                 token.strip(),
                 self.jwt_key,
                 algorithms=self.algorithms,
-                options={"require": ["sub"]},
+                options={"require": self.required_claims},
             )
         except jwt.ExpiredSignatureError as e:
             raise ApiError(
                 401, "token_expired", "the token has expired", headers=_challenge()
             ) from e
+        except jwt.MissingRequiredClaimError as e:
+            raise ApiError(
+                401,
+                "invalid_token",
+                f"the token has no `{e.claim}` claim",
+                {"missing_claim": e.claim},
+                headers=_challenge(),
+            ) from e
+        except jwt.InvalidSignatureError as e:
+            message = "the token's signature does not match"
+            if isinstance(self.jwt_key, str) and self.algorithms == ["HS256"]:
+                message = bad_signature_message(token.strip(), self.jwt_key)
+            raise ApiError(401, "invalid_token", message, headers=_challenge()) from e
         except jwt.PyJWTError as e:
             raise ApiError(
                 401, "invalid_token", "the token is not valid", headers=_challenge()

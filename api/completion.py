@@ -17,7 +17,7 @@ from typing import Any
 from litestar import Request
 
 from api.context import AppContext, now
-from bus.blobs.local import hash_manifest
+from bus.blobs.manifests import hash_manifest
 from domain.commands import CompleteUpload, CreateFile
 from domain.policies import file_command_id
 from domain.uploads import UploadState, UploadStatus

@@ -16,13 +16,13 @@ from litestar import Request
 
 from api.auth import Authenticator, Principal
 from bus.actors.commandbus import CommandBus, CommandResult
-from bus.blobs.local import LocalBlobStore
 from bus.config.settings import Settings
 from bus.config.tracing import current_traceparent
 from bus.store.eventstore import PostgresEventStore
 from domain.aggregates import AGGREGATES
 from domain.commands import Command
 from domain.errors import NotFound
+from domain.ports import BlobStore
 
 
 def now() -> datetime:
@@ -57,7 +57,7 @@ class AppContext:
     settings: Settings
     pool: asyncpg.Pool
     store: PostgresEventStore
-    blobs: LocalBlobStore
+    blobs: BlobStore
     bus: CommandBus
     auth: Authenticator
     shapes: OrderedDict[str, UploadShape] = field(default_factory=OrderedDict)

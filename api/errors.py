@@ -15,6 +15,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from bus.actors.commandbus import BusUnavailable
+from bus.blobs.errors import BlobCorrupt, BlobStoreUnavailable
 from bus.config.logs import get_logger
 from domain.errors import DomainError
 
@@ -110,6 +111,22 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
     if isinstance(exc, BusUnavailable):
         return error_response(
             request, 503, "bus_unavailable", str(exc), {}, {"Retry-After": str(exc.retry_after)}
+        )
+    if isinstance(exc, BlobStoreUnavailable):
+        # Nothing was recorded: the bytes were not acknowledged by the store.
+        log.warning("blob store unavailable", path=request.url.path, error=str(exc))
+        return error_response(
+            request,
+            503,
+            "blob_store_unavailable",
+            "the blob store is unavailable; retry later",
+            {},
+            {"Retry-After": str(exc.retry_after)},
+        )
+    if isinstance(exc, BlobCorrupt):
+        log.error("blob corrupt in the store", path=request.url.path, error=str(exc))
+        return error_response(
+            request, 500, "blob_corrupt", "stored bytes failed verification", {"sha256": exc.sha256}
         )
     if isinstance(exc, ValidationException):
         return error_response(

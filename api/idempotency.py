@@ -39,7 +39,6 @@ yet, and the create then proceeds as a normal upload (never wrong, just not dedu
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import hashlib
 import inspect
@@ -49,7 +48,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 import asyncpg
-import orjson
+import msgspec
 from litestar import Request, Response
 from litestar.params import HeaderParameter
 
@@ -91,9 +90,9 @@ def _digest(*parts: str) -> str:
 
 
 def _canonical(value: Any) -> str:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = dataclasses.asdict(value)
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    """The request body, canonical (sorted keys). It was decoded strictly and range-checked
+    (api/http/strict.py) before this runs, so every number fits."""
+    return msgspec.json.encode(msgspec.to_builtins(value), order="sorted").decode()
 
 
 def _chunk_fingerprint(target: str, body_sha256: str, declared: str | None) -> str:

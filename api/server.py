@@ -44,3 +44,6 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     server.should_exit = True
     await task
     stopper.cancel()
+    if not server.started and not stop.is_set():
+        # The lifespan failed (uvicorn logged why, e.g. the blob store is unreachable).
+        raise RuntimeError("the API did not start")

@@ -23,18 +23,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import secrets
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import asyncpg
 
 from bus.actors.commandbus import BusUnavailable, CommandBus
 from bus.aio import sleep_unless_stopped
 from bus.blobs import references as chunk_refs
-from bus.blobs.local import LocalBlobStore, open_blob_store
+from bus.blobs.factory import open_blob_store
 from bus.config.logs import get_logger
 from bus.config.settings import Settings
 from bus.store import idempotency
@@ -42,6 +39,7 @@ from bus.store.eventstore import PostgresEventStore
 from domain.aggregates import AGGREGATES
 from domain.commands import ExpireUpload
 from domain.errors import DomainError
+from domain.ports import BlobStore
 from domain.uploads import ACTIVE, UploadState
 
 log = get_logger(__name__)
@@ -83,7 +81,7 @@ async def run_cleanup(
     settings: Settings,
     pool: asyncpg.Pool,
     bus: CommandBus,
-    blobs: LocalBlobStore,
+    blobs: BlobStore,
     *,
     wait: bool = True,
 ) -> CleanupReport | None:
@@ -170,7 +168,7 @@ async def expire_stale_uploads(
 
 
 async def collect_garbage(
-    settings: Settings, pool: asyncpg.Pool, blobs: LocalBlobStore, now: datetime
+    settings: Settings, pool: asyncpg.Pool, blobs: BlobStore, now: datetime
 ) -> tuple[int, int]:
     """Delete unreferenced blobs older than the grace; return (blobs deleted, bytes freed)."""
     # Every reference recorded so far, including what expiry just appended, must be in the
@@ -184,16 +182,16 @@ async def collect_garbage(
     async def sweep(shas: list[str]) -> None:
         nonlocal deleted, freed
         keep = await chunk_refs.still_needed(pool, shas, cutoff)
-        for sha in shas:
-            if sha in keep:
-                continue
-            size = await _collect(blobs, sha, cutoff.timestamp())
-            if size is not None:
-                deleted += 1
-                freed += size
+        # The store re-checks "stored before the cutoff" as it deletes: a put of the same
+        # bytes since the listing keeps its blob.
+        gone = await blobs.delete_many(
+            [s for s in shas if s not in keep], stored_before=cutoff.timestamp()
+        )
+        deleted += len(gone)
+        freed += sum(gone.values())
 
-    async for sha, _size, mtime in blobs.iter_blobs():
-        if mtime >= cutoff.timestamp():
+    async for sha, _size, stored_at in blobs.iter_blobs():
+        if stored_at >= cutoff.timestamp():
             continue  # young: may belong to a chunk whose command is still in flight
         batch.append(sha)
         if len(batch) >= GC_BATCH:
@@ -205,51 +203,21 @@ async def collect_garbage(
     return deleted, freed
 
 
-async def _collect(blobs: LocalBlobStore, sha: str, cutoff: float) -> int | None:
-    """Delete one blob unless it was (re)written after `cutoff`; return the bytes freed."""
-    return await asyncio.to_thread(_collect_local, blobs, sha, cutoff)
-
-
-def _collect_local(blobs: LocalBlobStore, sha: str, cutoff: float) -> int | None:
-    """Checking the mtime and then unlinking would race with a put of the same bytes that
-    renames a fresh copy over the blob in between (its StoreChunk would then point at
-    nothing). So the blob is first renamed away atomically; what was moved is then judged:
-    an old file is deleted, a fresh one (a put won the race) is put back. A put renaming
-    after our rename is untouched. The way back is fsynced so that it survives a crash."""
-    path = blobs.path_of(sha)
-    trash = blobs.root / "tmp" / f"gc-{sha}-{secrets.token_hex(6)}.part"
-    try:
-        os.rename(path, trash)
-    except FileNotFoundError:  # gone already (another store user, or a previous run)
-        return None
-    st = os.stat(trash)
-    if st.st_mtime >= cutoff:
-        os.rename(trash, path)
-        _fsync_dir(path.parent)
-        return None
-    os.unlink(trash)
-    return st.st_size
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 # ---- the periodic task ----------------------------------------------------------------
 
 
 async def run_periodically(
-    settings: Settings, pool: asyncpg.Pool, bus: CommandBus, stop: asyncio.Event
+    settings: Settings,
+    pool: asyncpg.Pool,
+    bus: CommandBus,
+    stop: asyncio.Event,
+    blobs: BlobStore | None = None,
 ) -> None:
     """Run the cleanup every `cleanup_interval` seconds until `stop` is set.
 
     A failed run is logged and retried at the next tick; a run skipped because another
     process holds the lock is simply that process's turn."""
-    blobs = open_blob_store(settings.blobs_url)
+    blobs = blobs or open_blob_store(settings.blobs_url, settings)
     while not stop.is_set():
         if await sleep_unless_stopped(stop, settings.cleanup_interval):
             return

@@ -79,7 +79,24 @@ class BlobStore(Protocol):
 
     async def delete(self, sha256: str) -> None: ...
 
-    async def ping(self) -> None: ...
+    def iter_blobs(self) -> AsyncIterator[tuple[str, int, float]]:
+        """Every stored blob as (sha256, size, last written in epoch seconds), any order."""
+        ...
+
+    async def delete_many(self, shas: Sequence[str], *, stored_before: float) -> dict[str, int]:
+        """Delete, in batches, those of `shas` last written before `stored_before`;
+        return {sha256: size} of what was deleted. For the garbage collector."""
+        ...
+
+    async def sweep(self, older_than: float = 24 * 3600) -> int:
+        """Remove leftovers of failed puts older than `older_than` seconds; return how many."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise unless the store can be written right now (readiness, start-up check)."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 class Clock(Protocol):

@@ -161,10 +161,16 @@ def _active(state: UploadState) -> None:
 def _validate_initiate(cmd: InitiateUpload) -> None:
     if not isinstance(cmd.file_name, str) or not cmd.file_name.strip():
         raise InvalidInput("invalid_file_name", "file_name must be a non-empty string")
-    if len(cmd.file_name) > MAX_FILE_NAME or any(
-        unicodedata.category(c) == "Cc" for c in cmd.file_name
-    ):
-        raise InvalidInput("invalid_file_name", "file_name is too long or has control characters")
+    if len(cmd.file_name) > MAX_FILE_NAME:
+        raise InvalidInput("invalid_file_name", f"file_name is over {MAX_FILE_NAME} characters")
+    if any(unicodedata.category(c) == "Cc" for c in cmd.file_name):
+        raise InvalidInput("invalid_file_name", "file_name must not contain control characters")
+    if "/" in cmd.file_name or "\\" in cmd.file_name or not cmd.file_name.strip("."):
+        # A name, not a path: paths (folders) belong in object keys.
+        raise InvalidInput(
+            "invalid_file_name",
+            "file_name must be a name, not a path: no '/' or '\\', and not only dots",
+        )
     if cmd.mode not in MODES:
         raise InvalidInput("invalid_mode", f"mode must be one of {', '.join(MODES)}")
     deferred = cmd.file_size is None and cmd.mode == "stream"

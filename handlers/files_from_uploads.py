@@ -17,7 +17,8 @@ chunked API keeps its explicit `complete` call: this handler never completes tho
 from __future__ import annotations
 
 from bus.aio import BoundedLRU
-from bus.blobs.local import BlobNotFound, hash_manifest
+from bus.blobs.errors import BlobCorrupt, BlobNotFound
+from bus.blobs.manifests import hash_manifest
 from bus.config.logs import get_logger
 from domain.aggregates import AGGREGATES
 from domain.commands import Command, CompleteUpload, CreateFile
@@ -128,7 +129,7 @@ async def _complete(ev: RecordedEvent, store: EventStore, blobs: BlobStore) -> C
         return None
     try:
         digest = await hash_manifest(blobs, [(p["sha256"], p["size"]) for p in now.manifest()])
-    except (BlobNotFound, ValueError, OSError) as e:
+    except (BlobNotFound, BlobCorrupt, ValueError, OSError) as e:
         # A blob the events name is gone, has the wrong size or cannot be read: waiting
         # would not help this partition; the API (or an operator) can still complete it.
         log.error(

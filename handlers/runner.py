@@ -25,7 +25,8 @@ from opentelemetry.trace import SpanKind
 from bus import maintenance as cleanup
 from bus.actors.commandbus import BusUnavailable, CommandBus
 from bus.aio import Stopped, sleep_unless_stopped, unless_stopped
-from bus.blobs.local import open_blob_store
+from bus.blobs.errors import BlobStoreUnavailable
+from bus.blobs.factory import open_blob_store
 from bus.config.logs import get_logger
 from bus.config.settings import Settings
 from bus.config.tracing import current_traceparent, span
@@ -50,7 +51,7 @@ class Handlers:
         self.pool = pool
         self.store = PostgresEventStore(pool)
         # Completing an upload needs the sha256 of its bytes (see files_from_uploads).
-        self.blobs = open_blob_store(settings.blobs_url)
+        self.blobs = open_blob_store(settings.blobs_url, settings)
         self.group_id = f"{settings.topic_prefix}-handlers"
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -60,7 +61,9 @@ class Handlers:
         self.declare(broker, bus, stop)
         # Expiry and garbage collection on a timer, next to the consumer; the advisory lock
         # inside keeps it to one run at a time however many handlers processes there are.
-        cleaner = asyncio.create_task(cleanup.run_periodically(self.settings, self.pool, bus, stop))
+        cleaner = asyncio.create_task(
+            cleanup.run_periodically(self.settings, self.pool, bus, stop, self.blobs)
+        )
         try:
             with contextlib.suppress(Stopped):
                 await unless_stopped(broker.start(), stop)
@@ -72,6 +75,7 @@ class Handlers:
             with contextlib.suppress(Exception):
                 await broker.stop()
             await bus.stop()
+            await self.blobs.close()
 
     def declare(self, broker: KafkaBroker, bus: CommandBus, stop: asyncio.Event) -> None:
         """Declare the upload-event subscriber on `broker`."""
@@ -112,7 +116,11 @@ class Handlers:
         except Exception as e:
             log.warning("malformed event skipped", error=str(e))
             return True
-        cmd = await files_from_uploads.command_for(ev, self.store, self.blobs)
+        try:
+            cmd = await files_from_uploads.command_for(ev, self.store, self.blobs)
+        except BlobStoreUnavailable as e:
+            log.warning("blob store unavailable; will retry", error=str(e))
+            return False
         if cmd is None:
             return True
         try:

@@ -19,6 +19,7 @@ from bus.config.settings import Settings
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
 from bus.store import db
 from bus.store.eventstore import PostgresEventStore
+from tests.s3server import S3Server, use_test_credentials
 
 TEMPLATE = "cairn_template"
 
@@ -42,6 +43,16 @@ def kafka_server(infra_dir: Path) -> Iterator[EmbeddedKafka]:
     k.start()
     yield k
     k.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """The local S3-compatible server (moto plus checksum checks), one per session."""
+    use_test_credentials()
+    server = S3Server()
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -6,11 +6,15 @@ from typing import Any
 
 from litestar import Controller, Request, post
 from litestar.di import NamedDependency, Provide
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
 
 from api.auth import Principal, provide_principal, require_admin
 from api.context import ctx
 from api.errors import ApiError
+from api.http.strict import strict_request
+from api.openapi import SECURED
+from api.schemas import Rebuilt, ok
 from bus.maintenance import CleanupBusy, run_cleanup
 from projections.rebuild import PROJECTIONS, rebuild
 
@@ -19,11 +23,17 @@ class AdminController(Controller):
     path = "/v1/admin"
     tags = ["admin"]
     dependencies = {"principal": Provide(provide_principal)}
+    security = SECURED
+    before_request = strict_request  # type: ignore[assignment]  # (Litestar unbinds it)
 
     @post(
         "/projections/{name:str}/rebuild",
         status_code=200,
         summary="Rebuild a read model from the log",
+        responses={
+            **ok(200, Rebuilt, "The read model was rebuilt"),
+            403: ResponseSpec(None, description="The admin role is required"),
+        },
     )
     async def rebuild_projection(
         self,
@@ -39,7 +49,12 @@ class AdminController(Controller):
         applied = await rebuild(ctx(request).pool, name)
         return {"projection": name, "events_applied": applied}
 
-    @post("/cleanup", status_code=200, summary="Expire stale uploads and collect garbage now")
+    @post(
+        "/cleanup",
+        status_code=200,
+        summary="Expire stale uploads and collect garbage now",
+        responses={403: ResponseSpec(None, description="The admin role is required")},
+    )
     async def cleanup(
         self,
         request: Request[Any, Any, Any],

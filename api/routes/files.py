@@ -17,7 +17,10 @@ from api.auth import Principal, provide_principal
 from api.context import ctx, now, parse_uuid
 from api.errors import ApiError
 from api.http.disposition import content_disposition
-from bus.blobs.local import read_manifest
+from api.http.strict import strict_request
+from api.openapi import SECURED
+from api.schemas import BIGINT_MAX, File, FileDeleted, FilePage, ok
+from bus.blobs.manifests import read_manifest
 from domain.commands import DeleteFile
 from domain.files import FileState
 from projections import queries
@@ -65,8 +68,14 @@ class FilesController(Controller):
     path = "/v1/files"
     tags = ["files"]
     dependencies = {"principal": Provide(provide_principal)}
+    security = SECURED
 
-    @get("/{file_id:str}", summary="File metadata")
+    @get(
+        "/{file_id:str}",
+        summary="File metadata",
+        before_request=strict_request,
+        responses=ok(200, File, "The file's metadata"),
+    )
     async def get_file(
         self,
         request: Request[Any, Any, Any],
@@ -102,7 +111,13 @@ class FilesController(Controller):
         st = await _load_file(request, file_id, principal)
         return Response(None, media_type=st.content_type, headers=_content_headers(st, download))
 
-    @delete("/{file_id:str}", status_code=200, summary="Delete a file")
+    @delete(
+        "/{file_id:str}",
+        status_code=200,
+        summary="Delete a file",
+        before_request=strict_request,
+        responses=ok(200, FileDeleted, "The file is deleted"),
+    )
     async def delete_file(
         self,
         request: Request[Any, Any, Any],
@@ -119,7 +134,12 @@ class FilesController(Controller):
         )
         return {"id": file_id, "deleted": True}
 
-    @get("/", summary="List the caller's files")
+    @get(
+        "/",
+        summary="List the caller's files",
+        before_request=strict_request,
+        responses=ok(200, FilePage, "A page of files; X-Total-Count holds the total"),
+    )
     async def list_files(
         self,
         request: Request[Any, Any, Any],
@@ -130,7 +150,7 @@ class FilesController(Controller):
         sort: FromQuery[str] = "created_at",
         order: FromQuery[str] = "desc",
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 50,
-        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+        offset: Annotated[int, QueryParameter(ge=0, le=BIGINT_MAX)] = 0,
     ) -> Response[Any]:
         c = ctx(request)
         try:

@@ -8,7 +8,6 @@ chunk is durable and recorded. Nothing is buffered whole in memory.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -21,23 +20,31 @@ from api.auth import Principal, provide_principal
 from api.completion import MAX_MANIFEST_ENTRIES, finish_upload
 from api.context import ctx, now, parse_uuid
 from api.errors import ApiError
+from api.http.strict import strict_request
 from api.idempotency import deduplicated, idempotent, note_body_digest, resource_id
 from api.limits import inflight_limited, quota_checked
-from bus.blobs.local import BlobTooLarge
+from api.openapi import SECURED, raw_body
+from api.schemas import (
+    BIGINT_MAX,
+    ChunkStored,
+    CreateUpload,
+    MissingChunks,
+    Upload,
+    UploadAborted,
+    UploadCompleted,
+    UploadCreated,
+    UploadPage,
+    UploadStats,
+    ok,
+)
+from bus.blobs.errors import BlobTooLarge
 from domain.commands import AbortUpload, InitiateUpload, StoreChunk
-from domain.uploads import SHA256_RE, UploadState, UploadStatus
+from domain.errors import Conflict, Gone
+from domain.uploads import ACTIVE, SHA256_RE, UploadState, UploadStatus
 from projections import queries
 
-
-@dataclass
-class CreateUploadBody:
-    file_name: FromPath[str]
-    file_size: int
-    content_type: str | None = None
-    chunk_size: int | None = None
-    sha256: str | None = None
-    bucket: str | None = None
-    metadata: dict[str, str] | None = None
+# Pages: at most this many items; offsets within PostgreSQL's bigint.
+MAX_LIMIT = 1000
 
 
 def _upload_view(row: dict[str, Any]) -> dict[str, Any]:
@@ -99,15 +106,24 @@ class UploadsController(Controller):
     path = "/v1/uploads"
     tags = ["uploads"]
     dependencies = {"principal": Provide(provide_principal)}
+    security = SECURED
+    before_request = strict_request  # type: ignore[assignment]  # (Litestar unbinds it)
 
-    @post("/", status_code=201, summary="Start a chunked upload")
+    @post(
+        "/",
+        status_code=201,
+        summary="Start a chunked upload",
+        responses={
+            **ok(201, UploadCreated, "The upload (or, for known content, the file at once)"),
+        },
+    )
     @idempotent("create", 201)
     @deduplicated
     @quota_checked("create")
     async def create(
         self,
         request: Request[Any, Any, Any],
-        data: JSONBody[CreateUploadBody],
+        data: JSONBody[CreateUpload],
         principal: NamedDependency[Principal],
     ) -> Response[Any]:
         c = ctx(request)
@@ -177,6 +193,14 @@ class UploadsController(Controller):
         request_max_body_size=None,
         summary="Upload one chunk (raw body)",
         status_code=201,
+        operation_class=raw_body(
+            "application/octet-stream",
+            "The chunk's bytes: exactly chunk_size bytes (the last chunk: the remainder)",
+        ),
+        responses={
+            **ok(201, ChunkStored, "The chunk is durable and recorded"),
+            **ok(200, ChunkStored, "The same bytes were already stored for this index"),
+        },
     )
     @inflight_limited
     @idempotent("chunk", 201)
@@ -202,11 +226,12 @@ class UploadsController(Controller):
         expected = shape.expected_size(index)
         declared = request.headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) != expected):
+            await _refuse_if_inactive(request, upload_id)
+            details: dict[str, Any] = {"index": index, "expected": expected}
+            if declared.isdigit() and len(declared) < 20:
+                details["received"] = int(declared)
             raise ApiError(
-                400,
-                "wrong_chunk_size",
-                f"chunk {index} must be {expected} bytes",
-                {"index": index, "expected": expected, "received": declared},
+                400, "wrong_chunk_size", f"chunk {index} must be {expected} bytes", details
             )
         if chunk_sha256 is not None and not SHA256_RE.fullmatch(chunk_sha256.lower()):
             raise ApiError(400, "invalid_sha256", "X-Chunk-SHA256 must be 64 hex digits")
@@ -214,6 +239,7 @@ class UploadsController(Controller):
             digest, size = await c.blobs.put_stream(request.stream(), max_bytes=expected)
             note_body_digest(request, digest)
         except BlobTooLarge:
+            await _refuse_if_inactive(request, upload_id)
             raise ApiError(
                 400,
                 "wrong_chunk_size",
@@ -224,6 +250,7 @@ class UploadsController(Controller):
             # The client went away mid-body: nothing was kept, nothing is recorded.
             raise ApiError(400, "incomplete_body", "the request body ended early") from None
         if size != expected:
+            await _refuse_if_inactive(request, upload_id)
             raise ApiError(
                 400,
                 "wrong_chunk_size",
@@ -261,7 +288,11 @@ class UploadsController(Controller):
         }
         return Response(body, status_code=201 if result.applied else 200)
 
-    @get("/{upload_id:str}", summary="An upload's state, progress, missing chunks, speed and ETA")
+    @get(
+        "/{upload_id:str}",
+        summary="An upload's state, progress, missing chunks, speed and ETA",
+        responses=ok(200, Upload, "The upload"),
+    )
     async def get_upload(
         self,
         request: Request[Any, Any, Any],
@@ -287,7 +318,11 @@ class UploadsController(Controller):
         view["missing_chunks"] = state.missing_chunks
         return view
 
-    @get("/{upload_id:str}/missing-chunks", summary="Indexes of chunks not yet stored")
+    @get(
+        "/{upload_id:str}/missing-chunks",
+        summary="Indexes of chunks not yet stored",
+        responses=ok(200, MissingChunks, "The chunks still missing"),
+    )
     async def missing(
         self,
         request: Request[Any, Any, Any],
@@ -309,6 +344,7 @@ class UploadsController(Controller):
         "/{upload_id:str}/complete",
         status_code=200,
         summary="Verify and turn the upload into a file",
+        responses=ok(200, UploadCompleted, "The upload is complete; file_id names its file"),
     )
     @idempotent("complete", 200)
     async def complete(
@@ -336,7 +372,12 @@ class UploadsController(Controller):
             "status": UploadStatus.COMPLETED.value,
         }
 
-    @delete("/{upload_id:str}", status_code=200, summary="Abort an upload")
+    @delete(
+        "/{upload_id:str}",
+        status_code=200,
+        summary="Abort an upload",
+        responses=ok(200, UploadAborted, "The upload is aborted"),
+    )
     async def abort(
         self,
         request: Request[Any, Any, Any],
@@ -353,7 +394,11 @@ class UploadsController(Controller):
         )
         return {"id": upload_id, "status": (result.state or {}).get("status")}
 
-    @get("/", summary="List the caller's uploads")
+    @get(
+        "/",
+        summary="List the caller's uploads",
+        responses=ok(200, UploadPage, "A page of uploads; X-Total-Count holds the total"),
+    )
     async def list_uploads(
         self,
         request: Request[Any, Any, Any],
@@ -361,8 +406,8 @@ class UploadsController(Controller):
         status: FromQuery[str | None] = None,
         sort: FromQuery[str] = "created_at",
         order: FromQuery[str] = "desc",
-        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 50,
-        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = 50,
+        offset: Annotated[int, QueryParameter(ge=0, le=BIGINT_MAX)] = 0,
     ) -> Response[Any]:
         c = ctx(request)
         if status is not None and status.upper() not in UploadStatus.__members__:
@@ -391,7 +436,11 @@ class UploadsController(Controller):
             headers={"X-Total-Count": str(total)},
         )
 
-    @get("/stats", summary="Counts by status, bytes and recent activity for the caller")
+    @get(
+        "/stats",
+        summary="Counts by status, bytes and recent activity for the caller",
+        responses=ok(200, UploadStats, "The caller's upload statistics"),
+    )
     async def stats(
         self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]
     ) -> dict[str, Any]:
@@ -399,3 +448,18 @@ class UploadsController(Controller):
         out = await queries.upload_stats(pool, principal.user)
         out["average_progress"] = await queries.upload_average_progress(pool, principal.user)
         return out
+
+
+async def _refuse_if_inactive(request: Request[Any, Any, Any], upload_id: str) -> None:
+    """A chunk of the wrong size for an upload that takes no chunks any more says the
+    latter: the size is not what the client must fix."""
+    state: UploadState | None = await ctx(request).load("uploads", f"upload-{upload_id}")
+    if state is None or state.status in ACTIVE:
+        return
+    if state.status == UploadStatus.EXPIRED:
+        raise Gone("upload_expired", "the upload has expired", {"id": upload_id})
+    raise Conflict(
+        "upload_not_active",
+        f"the upload is {state.status.value}",
+        {"id": upload_id, "status": state.status.value},
+    )

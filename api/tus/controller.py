@@ -65,6 +65,7 @@ from api.context import AppContext, ctx, now, parse_uuid
 from api.errors import ApiError, error_response
 from api.http.trailers import TRAILERS_EXTENSION
 from api.limits import check_quota, limiter
+from api.openapi import SECURED, raw_body
 from bus.actors.commandbus import BusUnavailable
 from bus.config.logs import get_logger
 from bus.config.settings import Settings
@@ -746,6 +747,11 @@ async def _finish_if_full(
         return state
 
 
+def _empty(status: int, headers: dict[str, str]) -> Response[bytes]:
+    """An answer with no body at all (not JSON `null`), as tus clients expect."""
+    return Response(b"", status_code=status, headers=headers, media_type="text/plain")
+
+
 # ---- the controller --------------------------------------------------------------------
 
 
@@ -754,16 +760,20 @@ class TusController(Controller):
     tags = ["uploads (tus)"]
     dependencies = {"principal": Provide(provide_principal)}
     middleware = [tus_middleware]
+    security = SECURED
 
     @post(
         "/",
         status_code=201,
         request_max_body_size=None,
         summary="Create a tus upload (creation, creation-with-upload, defer-length, concatenation)",
+        operation_class=raw_body(
+            OFFSET_STREAM, "creation-with-upload: the first bytes of the upload", required=False
+        ),
     )
     async def create(
         self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]
-    ) -> Response[None]:
+    ) -> Response[Any]:
         c = ctx(request)
         s = c.settings
         metadata = parse_metadata(request.headers.get("upload-metadata"))
@@ -818,7 +828,7 @@ class TusController(Controller):
             raise
         assert state is not None
         headers = {"Location": location, **_state_headers(state, s.upload_ttl)}
-        return Response(None, status_code=201, headers=headers)
+        return _empty(201, headers)
 
     async def _create_final(
         self,
@@ -826,7 +836,7 @@ class TusController(Controller):
         principal: Principal,
         metadata: dict[str, str],
         urls: list[str],
-    ) -> Response[None]:
+    ) -> Response[Any]:
         """Concatenation: a final upload made of the caller's finished partial uploads.
 
         No bytes move: its manifest is the parts' pieces, in order."""
@@ -898,7 +908,7 @@ class TusController(Controller):
             raise err from None
         assert state is not None
         headers = {"Location": location, **_state_headers(state, s.upload_ttl)}
-        return Response(None, status_code=201, headers=headers)
+        return _empty(201, headers)
 
     @head("/{upload_id:str}", summary="A tus upload's offset, length and metadata")
     async def head_upload(
@@ -911,7 +921,7 @@ class TusController(Controller):
 
     async def _head(
         self, request: Request[Any, Any, Any], upload_id: str, principal: Principal
-    ) -> Response[None]:
+    ) -> Response[Any]:
         c = ctx(request)
         state = await _load(c, request, upload_id, principal)
         headers = _state_headers(state, c.settings.upload_ttl)
@@ -926,13 +936,14 @@ class TusController(Controller):
         elif state.mode == "final":
             urls = " ".join(upload_url(request, p) for p in state.parts)
             headers["Upload-Concat"] = f"final;{urls}"
-        return Response(None, status_code=200, headers=headers)
+        return _empty(200, headers)
 
     @patch(
         "/{upload_id:str}",
         status_code=204,
         request_max_body_size=None,
         summary="Append bytes at Upload-Offset (application/offset+octet-stream)",
+        operation_class=raw_body(OFFSET_STREAM, "The bytes to append at Upload-Offset"),
     )
     async def patch_upload(
         self,
@@ -1019,6 +1030,10 @@ class TusController(Controller):
     ) -> Response[None]:
         c = ctx(request)
         state = await _load(c, request, upload_id, principal)
+        if state.status == UploadStatus.COMPLETED:
+            # Terminating a finished upload answers 204 like any other (tus 1.0); its file
+            # is a file of its own now and stays (DELETE /v1/files/{id} removes it).
+            return Response(None, status_code=204)
         try:
             await c.send(
                 request,
@@ -1040,7 +1055,7 @@ class TusController(Controller):
         request: Request[Any, Any, Any],
         upload_id: FromPath[str],
         principal: NamedDependency[Principal],
-    ) -> Response[None]:
+    ) -> Response[Any]:
         method = (request.headers.get("x-http-method-override") or "").strip().upper()
         if method == "PATCH":
             return await self._patch(request, upload_id, principal)

@@ -3,8 +3,8 @@
 Every byte a user uploads or the URL cache fetches lands here as a chunk named by its
 sha256; events only ever carry (sha256, size). So the store must be fast (it sits on the
 upload path), durable when `put_stream` returns (the caller appends an event right after,
-and a 2xx means durable), and must never expose a partial blob. `read_manifest` and
-`hash_manifest` turn an ordered list of chunks back into one file's bytes or digest.
+and a 2xx means durable), and must never expose a partial blob. Manifests (a file as an
+ordered list of chunks) are read and hashed in bus/blobs/manifests.py, for every store.
 
 Layout under the root: `chunks/<sha[0:2]>/<sha[2:4]>/<sha>` for blobs, `tmp/` for puts in
 flight (same filesystem, so the final rename is atomic). All blocking I/O and hashing runs
@@ -22,9 +22,8 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import unquote
 
-from domain.ports import BlobStore
+from bus.blobs.errors import BlobNotFound, BlobTooLarge
 
 T = TypeVar("T")
 
@@ -43,22 +42,6 @@ _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 # Tasks that finish discarding a failed put after its coroutine is gone (see _discard):
 # held here so they are not garbage collected mid-flight.
 _CLEANUPS: set[asyncio.Task[None]] = set()
-
-
-class BlobNotFound(Exception):
-    """No blob with this digest is stored."""
-
-    def __init__(self, sha256: str) -> None:
-        super().__init__(f"blob {sha256} not found")
-        self.sha256 = sha256
-
-
-class BlobTooLarge(Exception):
-    """The stream went past `max_bytes`; nothing was kept."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"blob larger than the limit of {limit} bytes")
-        self.limit = limit
 
 
 def is_sha256(s: str) -> bool:
@@ -284,6 +267,48 @@ class LocalBlobStore:
         except FileNotFoundError:
             pass
 
+    async def delete_many(self, shas: Sequence[str], *, stored_before: float) -> dict[str, int]:
+        """Delete those of `shas` last written before `stored_before` (epoch seconds);
+        return {sha256: size} of what was deleted. One thread hop for the whole batch."""
+        return await _in_thread(self._delete_many_sync, list(shas), stored_before)
+
+    def _delete_many_sync(self, shas: list[str], stored_before: float) -> dict[str, int]:
+        freed: dict[str, int] = {}
+        for sha in shas:
+            if is_sha256(sha):
+                size = self._collect(sha, stored_before)
+                if size is not None:
+                    freed[sha] = size
+        return freed
+
+    def _collect(self, sha: str, stored_before: float) -> int | None:
+        """Checking the mtime and then unlinking would race with a put of the same bytes
+        that renames a fresh copy over the blob in between (its StoreChunk would then point
+        at nothing). So the blob is first renamed away atomically; what was moved is then
+        judged: an old file is deleted, a fresh one (a put won the race) is put back. A put
+        renaming after our rename is untouched. The way back is fsynced so that it
+        survives a crash."""
+        path = self.path_of(sha)
+        trash = self._tmp / f"gc-{sha}-{secrets.token_hex(6)}.part"
+        try:
+            os.rename(path, trash)
+        except FileNotFoundError:  # gone already (another store user, or a previous run)
+            return None
+        st = os.stat(trash)
+        if st.st_mtime >= stored_before:
+            os.rename(trash, path)
+            _fsync_dir(path.parent)
+            return None
+        os.unlink(trash)
+        return st.st_size
+
+    async def sweep(self, older_than: float = 24 * 3600) -> int:
+        """Remove what failed puts of crashed processes left behind (see sweep_tmp)."""
+        return await _in_thread(self.sweep_tmp, older_than)
+
+    async def close(self) -> None:
+        """Nothing to release: every operation opens and closes its own files."""
+
     async def iter_blobs(self) -> AsyncIterator[tuple[str, int, float]]:
         """Every stored blob as (sha256, size, mtime in epoch seconds), in no fixed order.
 
@@ -370,7 +395,7 @@ class LocalBlobStore:
             os.close(fd)
             raise
 
-    def _hash_into(self, hasher: Any, sha256: str, size: int) -> None:
+    def hash_into(self, hasher: Any, sha256: str, size: int) -> None:
         """Feed exactly `size` bytes of one blob to `hasher`, all in the calling thread."""
         try:
             fd = os.open(self.path_of(sha256), os.O_RDONLY | os.O_CLOEXEC)
@@ -433,66 +458,3 @@ def _remove_tmp(fd: int, tmp: Path) -> None:
         tmp.unlink()
     except FileNotFoundError:  # the failure came after the rename: nothing to remove
         pass
-
-
-async def read_manifest(
-    store: BlobStore, manifest: Sequence[tuple[str, int]], start: int = 0, end: int | None = None
-) -> AsyncIterator[bytes]:
-    """Stream bytes [start, end) of the file made of the ordered chunks (sha256, size).
-
-    Chunks wholly before `start` are skipped without being opened. A range past the end of
-    the file is rejected with ValueError (see _check_range); so is start > end."""
-    total = sum(size for _, size in manifest)
-    if end is None:
-        end = total
-    if not 0 <= start <= end <= total:
-        raise ValueError(f"range [{start}, {end}) outside a file of {total} bytes")
-    chunk_start = 0
-    for sha256, size in manifest:
-        chunk_end = chunk_start + size
-        if chunk_start >= end:
-            break
-        lo = max(start, chunk_start) - chunk_start
-        hi = min(end, chunk_end) - chunk_start
-        if hi > lo:  # also skips empty chunks: nothing to open for them
-            async for piece in store.open_range(sha256, lo, hi - lo):
-                yield piece
-        chunk_start = chunk_end
-
-
-async def hash_manifest(store: BlobStore, manifest: Sequence[tuple[str, int]]) -> str:
-    """The sha256 hex of the concatenated chunks, streamed and hashed off the loop.
-
-    Each chunk must have exactly its manifest size (ValueError otherwise); a missing chunk
-    raises BlobNotFound."""
-    hasher = hashlib.sha256()
-    if isinstance(store, LocalBlobStore):
-        # Fast path: one thread hop per chunk, which reads it in big pieces and hashes
-        # them without touching the loop. Chunks go one after another (one hash state).
-        for sha256, size in manifest:
-            await _in_thread(store._hash_into, hasher, sha256, size)
-        return hasher.hexdigest()
-    for sha256, size in manifest:
-        # A chunk longer than its manifest says would go unnoticed by the range read.
-        actual = await store.size(sha256)
-        if actual is None:
-            raise BlobNotFound(sha256)
-        if actual != size:
-            raise ValueError(f"blob {sha256} has {actual} bytes, its manifest says {size}")
-        async for piece in store.open_range(sha256, 0, size):
-            await _in_thread(hasher.update, piece)
-    return hasher.hexdigest()
-
-
-def open_blob_store(url: str) -> LocalBlobStore:
-    """The store a `CAIRN_BLOB_STORE` URL names: `file:///abs/path` or `file://relative`."""
-    if url.startswith("file://"):
-        rest = unquote(url[len("file://") :])
-        if rest.startswith("localhost/"):  # file://localhost/abs/path is file:///abs/path
-            rest = rest[len("localhost") :]
-        if not rest:
-            raise ValueError(f"blob store URL without a path: {url!r}")
-        return LocalBlobStore(Path(rest))
-    if url.startswith("s3://"):
-        raise NotImplementedError("S3 blob store arrives with the S3 issue")
-    raise ValueError(f"unsupported blob store URL: {url!r}")

@@ -62,6 +62,7 @@ class Settings:
     kafka_fetch_max_wait_ms: int = 500
     jwt_secret: str | None = None
     jwt_public_key: str | None = None
+    jwt_allow_no_exp: bool = False
     api_keys: tuple[ApiKey, ...] = ()
     fetch_allow_private: bool = False
     command_timeout: float = 15.0
@@ -77,6 +78,14 @@ class Settings:
     max_inflight: int = 256
     cleanup_interval: float = 300.0
     gc_grace: float = 3600.0
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+    s3_pool_size: int = 32
+    s3_connect_timeout: float = 5.0
+    s3_read_timeout: float = 30.0
+    s3_max_attempts: int = 4
+    s3_range_bytes: int = 8 * 1024 * 1024
+    s3_spool_dir: Path | None = None
     log_level: str = "info"
     log_json: bool | None = None
     instance_id: str = field(default_factory=lambda: secrets.token_hex(4))
@@ -84,6 +93,11 @@ class Settings:
     @property
     def blobs_url(self) -> str:
         return self.blob_store or f"file://{(self.data_dir / 'blobs').resolve()}"
+
+    @property
+    def s3_spool_path(self) -> Path:
+        """Where the S3 store spools bodies while hashing them (local disk, not memory)."""
+        return self.s3_spool_dir or self.data_dir / "s3-spool"
 
     def quota_for(self, user: str) -> int:
         """Bytes `user` may store (0 = unlimited): a per-user override, else the default."""
@@ -154,6 +168,7 @@ class Settings:
             kafka_fetch_max_wait_ms=_int(env, "CAIRN_KAFKA_FETCH_MAX_WAIT_MS", 500),
             jwt_secret=env.get("CAIRN_JWT_SECRET") or None,
             jwt_public_key=env.get("CAIRN_JWT_PUBLIC_KEY") or None,
+            jwt_allow_no_exp=_bool(env.get("CAIRN_JWT_ALLOW_NO_EXP")),
             api_keys=tuple(keys),
             fetch_allow_private=_bool(env.get("CAIRN_FETCH_ALLOW_PRIVATE")),
             command_timeout=_float(env, "CAIRN_COMMAND_TIMEOUT", 15.0),
@@ -169,6 +184,14 @@ class Settings:
             max_inflight=_int(env, "CAIRN_MAX_INFLIGHT", 256),
             cleanup_interval=_float(env, "CAIRN_CLEANUP_INTERVAL", 300.0),
             gc_grace=_float(env, "CAIRN_GC_GRACE", 3600.0),
+            s3_endpoint=env.get("CAIRN_S3_ENDPOINT") or None,
+            s3_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
+            s3_pool_size=_int(env, "CAIRN_S3_POOL_SIZE", 32),
+            s3_connect_timeout=_float(env, "CAIRN_S3_CONNECT_TIMEOUT", 5.0),
+            s3_read_timeout=_float(env, "CAIRN_S3_READ_TIMEOUT", 30.0),
+            s3_max_attempts=_int(env, "CAIRN_S3_MAX_ATTEMPTS", 4),
+            s3_range_bytes=parse_size(env.get("CAIRN_S3_RANGE_BYTES") or "8M"),
+            s3_spool_dir=Path(env["CAIRN_S3_SPOOL_DIR"]) if env.get("CAIRN_S3_SPOOL_DIR") else None,
             log_level=env.get("CAIRN_LOG_LEVEL") or "info",
             log_json=None if json_env in (None, "") else _bool(json_env),
         )

@@ -6,6 +6,7 @@
     cairn token SUBJECT [--admin]  an HS256 JWT for the configured secret
     cairn migrate                  apply the SQL migrations
     cairn replay --from POSITION   republish the event log to Kafka from a position
+    cairn blobs migrate --to URL   copy the blob store into another one (e.g. s3://...)
 
 `cairn token` only mints HS256 tokens (CAIRN_JWT_SECRET, or the secret generated into the
 data dir). With CAIRN_JWT_PUBLIC_KEY (RS256) the tokens come from your identity provider.
@@ -19,7 +20,6 @@ import dataclasses
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
@@ -163,16 +163,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 def make_token(
     settings: Settings, subject: str, admin: bool = False, ttl: int = DEFAULT_TOKEN_TTL
 ) -> str:
-    import jwt
+    from bus.config.tokens import mint
 
-    now = int(time.time())
-    claims = {
-        "sub": subject,
-        "roles": ["admin"] if admin else [],
-        "iat": now,
-        "exp": now + ttl,
-    }
-    return jwt.encode(claims, settings.resolved_jwt_secret(), algorithm="HS256")
+    return mint(settings.resolved_jwt_secret(), subject, admin=admin, ttl=ttl)
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -181,6 +174,14 @@ def cmd_token(args: argparse.Namespace) -> int:
         print(
             "cairn: warning: CAIRN_JWT_PUBLIC_KEY is set, so the API expects RS256 tokens from "
             "your identity provider; this is an HS256 token for the shared secret",
+            file=sys.stderr,
+        )
+    elif not settings.jwt_secret and not (settings.data_dir / "jwt-secret").exists():
+        # The first use of this data dir: the secret is generated now, so only a server on
+        # this same data dir will accept the token. Say so, it is the usual mix-up.
+        print(
+            f"cairn: note: no JWT secret in data dir {settings.data_dir.resolve()} yet; "
+            "generating one. Only a server started on this data dir accepts this token.",
             file=sys.stderr,
         )
     print(make_token(settings, args.subject, admin=args.admin, ttl=args.ttl))
@@ -240,6 +241,36 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return _run_async(_replay(Settings.from_env(), args.from_position))
 
 
+async def _migrate_blobs(settings: Settings, to: str, source_url: str | None) -> int:
+    from bus.blobs.factory import open_blob_store
+    from bus.blobs.migrate import migrate
+
+    source = open_blob_store(source_url or settings.blobs_url, settings)
+    target = open_blob_store(to, settings)
+    try:
+        await target.ping()
+        print(f"copying {source_url or settings.blobs_url} -> {to}", flush=True)
+        report = await migrate(source, target, progress=lambda r: print(r.line(), flush=True))
+    finally:
+        await source.close()
+        await target.close()
+    for sha in report.failed:
+        print(
+            f"cairn: blob {sha} does not match its name in the source: not copied", file=sys.stderr
+        )
+    return 1 if report.failed else 0
+
+
+def cmd_blobs_migrate(args: argparse.Namespace) -> int:
+    from bus.blobs.errors import BlobStoreUnavailable
+
+    try:
+        return _run_async(_migrate_blobs(Settings.from_env(), args.to, args.source))
+    except BlobStoreUnavailable as e:
+        print(f"cairn: error: {e}", file=sys.stderr)
+        return 1
+
+
 # -------------------------------------------------------------------- main
 
 
@@ -289,6 +320,21 @@ def _parser() -> argparse.ArgumentParser:
         help="global position to start from (0: the whole history)",
     )
     rep.set_defaults(func=cmd_replay)
+
+    blobs = sub.add_parser("blobs", help="blob store operations")
+    blobs_sub = blobs.add_subparsers(dest="blobs_command", required=True, metavar="ACTION")
+    bmig = blobs_sub.add_parser(
+        "migrate", help="copy every blob into another store (resumable, verified)"
+    )
+    bmig.add_argument("--to", required=True, metavar="URL", help="target, e.g. s3://bucket/prefix")
+    bmig.add_argument(
+        "--from",
+        dest="source",
+        default=None,
+        metavar="URL",
+        help="source (default: CAIRN_BLOB_STORE, else the data dir's local store)",
+    )
+    bmig.set_defaults(func=cmd_blobs_migrate)
     return p
 
 

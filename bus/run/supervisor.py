@@ -17,6 +17,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import shlex
 import signal
 import socket
 import sys
@@ -294,6 +295,23 @@ def _stderr_fd() -> int:
         return 2
 
 
+def token_command(data_dir: Path) -> str:
+    """The command that mints a token this server accepts, as a user can paste it anywhere.
+
+    From a checkout (dev.py next to the code) the bootstrap works with nothing on PATH and
+    from any directory (it runs in the checkout, whose `.cairn` is the default data dir);
+    elsewhere `cairn` is the installed console script. A data dir other than the default
+    must be named, or the command would mint with another data dir's secret."""
+    checkout = Path(__file__).resolve().parents[2]
+    dev = checkout / "dev.py"
+    on_checkout = dev.exists()
+    command = f"python3 {shlex.quote(str(dev))} token alice" if on_checkout else "cairn token alice"
+    default_dir = (checkout if on_checkout else Path.cwd()) / ".cairn"
+    if data_dir.resolve() != default_dir.resolve() and not os.environ.get("CAIRN_JWT_SECRET"):
+        command = f"CAIRN_DATA_DIR={shlex.quote(str(data_dir))} {command}"
+    return command
+
+
 class Supervisor:
     """Runs the embedded infrastructure and one child per process kind until told to stop."""
 
@@ -541,6 +559,7 @@ class Supervisor:
         if "api" in self.kinds:
             rows += [
                 ("API", f"{base}/v1"),
+                ("API docs", f"{base}/schema/swagger"),
                 ("OpenAPI", f"{base}/schema/openapi.json"),
                 ("AsyncAPI", f"{base}/schema/asyncapi.json"),
                 ("Metrics", f"{base}/metrics"),
@@ -558,6 +577,6 @@ class Supervisor:
         head = "Cairn is up." if healthy else "Cairn started, but the API is not answering yet."
         lines = [head, *(f"  {k:<{width}}  {v}" for k, v in rows)]
         if "api" in self.kinds:
-            lines.append("Get a token:  cairn token alice   (add --admin for an admin token)")
+            lines.append(f"Get a token:  {token_command(s.data_dir)}   (add --admin for an admin)")
         lines.append("Press Ctrl-C to stop.")
         print("\n".join(lines), file=self.out, flush=True)

@@ -33,7 +33,7 @@ import pytest_asyncio
 
 from api.tus import controller as tus
 from bus.actors.commandbus import CommandBus
-from bus.blobs.local import open_blob_store
+from bus.blobs.factory import open_blob_store
 from bus.kafka.clients import make_consumer
 from domain.commands import AppendBytes, InitiateUpload
 from handlers.files_from_uploads import completion_file_id
@@ -860,7 +860,7 @@ async def test_handler_completes_uploads_the_api_left_full(shared_system: System
     """The API "dies" right after appending the last bytes (or after initiating a final
     upload), before completing: the files handler completes the upload from its events."""
     s = shared_system.settings
-    blobs = open_blob_store(s.blobs_url)
+    blobs = open_blob_store(s.blobs_url, s)
     bus = CommandBus(s)
     await bus.start()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -21,6 +22,7 @@ from bus import maintenance as cleanup
 from bus.actors.commandbus import CommandBus
 from bus.blobs import references as chunk_refs
 from bus.blobs.local import LocalBlobStore
+from bus.blobs.s3 import S3BlobStore, S3Options
 from bus.config.settings import Settings
 from bus.store.eventstore import PostgresEventStore
 from domain.aggregates import AGGREGATES
@@ -35,6 +37,7 @@ from domain.commands import (
     StoreChunk,
 )
 from domain.events import EventMeta
+from tests.s3server import S3Server
 from tests.system import start_system, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -213,13 +216,55 @@ async def test_a_blob_rewritten_while_being_collected_is_put_back(tmp_path: Path
     path = blobs.path_of(sha(b"x"))
     path.parent.mkdir(parents=True)
     path.write_bytes(b"x")  # mtime now: "rewritten after the listing"
-    assert cleanup._collect_local(blobs, sha(b"x"), cutoff=time.time() - 60) is None
+    assert blobs._collect(sha(b"x"), stored_before=time.time() - 60) is None
     assert path.read_bytes() == b"x"
     t = time.time() - 3600
     os.utime(path, (t, t))
-    assert cleanup._collect_local(blobs, sha(b"x"), cutoff=time.time() - 60) == 1
+    assert blobs._collect(sha(b"x"), stored_before=time.time() - 60) == 1
     assert not path.exists()
-    assert cleanup._collect_local(blobs, sha(b"x"), cutoff=time.time() - 60) is None
+    assert blobs._collect(sha(b"x"), stored_before=time.time() - 60) is None
+
+
+async def test_collector_on_s3_deletes_unreferenced_blobs_in_batches(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    event_store: PostgresEventStore,
+    tmp_path: Path,
+    s3_server: S3Server,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same collector through the port on S3: listing with ListObjectsV2 and deleting
+    with DeleteObjects (batches made small here, so several are sent)."""
+    monkeypatch.setattr("bus.blobs.s3.DELETE_BATCH", 2)
+    bucket = f"gc{secrets.token_hex(6)}"
+    s3_server.create_bucket(bucket)
+    blobs = S3BlobStore(S3Options(bucket=bucket, endpoint=s3_server.endpoint, spool_dir=tmp_path))
+    try:
+
+        async def put_s3(data: bytes) -> str:
+            async def one() -> AsyncIterator[bytes]:
+                yield data
+
+            return (await blobs.put_stream(one()))[0]
+
+        kept = [b"kept-one" * 3, b"kept-two" * 3]
+        strays = [f"stray {i}".encode() for i in range(5)]
+        for d in kept + strays:
+            await put_s3(d)
+        await upload(event_store, kept)
+        s = Settings(**{**settings.__dict__, "gc_grace": 60.0})
+        # S3 cannot backdate LastModified: judge "now" from an hour ahead instead.
+        deleted, freed = await cleanup.collect_garbage(
+            s, pool, blobs, datetime.now(UTC) + timedelta(hours=1)
+        )
+        assert (deleted, freed) == (len(strays), sum(len(d) for d in strays))
+        assert sorted([d async for d, _, _ in blobs.iter_blobs()]) == sorted(sha(d) for d in kept)
+        # Nothing judged young is deleted: with "now" as now, every blob is in its grace.
+        await put_s3(b"young stray")
+        assert await cleanup.collect_garbage(s, pool, blobs, datetime.now(UTC)) == (0, 0)
+        assert await blobs.exists(sha(b"young stray"))
+    finally:
+        await blobs.close()
 
 
 async def test_old_idempotency_keys_are_deleted_and_one_run_at_a_time(

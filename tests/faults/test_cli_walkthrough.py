@@ -1,5 +1,9 @@
 """The README walkthrough, with real external clients: `cairn up`, `cairn token`, curl.
 
+`test_readme_first_upload_verbatim` runs the README's "A first upload" block exactly as
+printed, with bash, from the checkout; the longer test below goes further (out-of-order
+chunks, a restart, the events on the topics).
+
 What someone trying Cairn does in a terminal: start it, get a token, upload a file in
 chunks with curl (out of order, one chunk left out and resumed from the missing list),
 complete it, download it, and watch the events on the Kafka topics. Then Ctrl-C, start it
@@ -13,6 +17,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -20,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
@@ -36,6 +42,68 @@ JSON_SINCE = (7, 82)  # curl --json
 CHUNK = 1536 * 1024
 DATA_SIZE = 2 * CHUNK + 4321  # 3 chunks, the last one short
 RETRY_FOR = 90.0
+
+
+ROOT = Path(__file__).resolve().parents[2]
+UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
+def readme_block(heading: str) -> str:
+    """The first ```sh block after `heading` in README.md, as printed."""
+    text = (ROOT / "README.md").read_text()
+    after = text[text.index(heading) :]
+    match = re.search(r"^```sh\n(.*?)^```$", after, re.S | re.M)
+    assert match, f"no sh block after {heading!r}"
+    return match.group(1)
+
+
+@pytest.mark.timeout(300)
+async def test_readme_first_upload_verbatim(tmp_path: Path, runs: list[Up]) -> None:
+    script = readme_block("### A first upload")
+    # What the README promises of it: ids captured into variables, no placeholders.
+    assert "<" not in script.replace("<<", ""), "no placeholders to edit by hand"
+    env = cairn_env(tmp_path / "data")
+    up = start_up(env, tmp_path, "up")
+    runs.append(up)
+    await up.wait_up()
+    banner = up.out.read_text()
+    # The banner's token command, as printed, mints a token this server accepts.
+    command = next(line for line in banner.splitlines() if "token alice" in line)
+    command = command.split(":", 1)[1].split("(")[0].strip()
+    assert command.startswith(f"CAIRN_DATA_DIR={env['CAIRN_DATA_DIR']} python3 ")
+    before = set(os.listdir(ROOT))
+
+    # From the checkout, as the README says; CAIRN_PORT because this run is on a free port.
+    proc = await asyncio.create_subprocess_exec(
+        "bash",
+        "-euo",
+        "pipefail",
+        "-c",
+        f"TOKEN=$({command})\n" + 'curl -sf "http://127.0.0.1:$CAIRN_PORT/v1/uploads" '
+        '-H "Authorization: Bearer $TOKEN" >/dev/null\n' + script,
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out_b, err_b = await asyncio.wait_for(proc.communicate(), 240)
+    out, err = out_b.decode(), err_b.decode()
+    assert proc.returncode == 0, f"{out}\n{err}\n{up.log()}"
+    assert "same bytes" in out, out
+    upload_id = re.search(rf"^upload ({UUID})$", out, re.M)
+    file_id = re.search(rf"\bfile ({UUID})$", out, re.M)  # after a JSON without newline
+    assert upload_id and file_id, out
+    assert '"missing_chunks":[1,2]' in out.replace(" ", ""), out
+    assert set(os.listdir(ROOT)) == before, "the walkthrough wrote into the checkout"
+
+    # The file it made is there for alice, with the walkthrough's size.
+    token = (await cli(env, "token", "alice"))[1].strip()
+    async with httpx.AsyncClient(base_url=up.url, timeout=30) as c:
+        r = await c.get(
+            f"/v1/files/{file_id.group(1)}", headers={"Authorization": f"Bearer {token}"}
+        )
+    assert r.status_code == 200 and r.json()["size"] == 20_000_000, r.text
+    assert await up.stop() == 0, up.log()
 
 
 @pytest.fixture
@@ -196,7 +264,7 @@ async def test_readme_walkthrough_with_curl(
     runs.append(first)
     await first.wait_up()
     banner = first.out.read_text()
-    assert f"{first.url}/v1" in banner and "cairn token alice" in banner
+    assert f"{first.url}/v1" in banner and "token alice" in banner
 
     # $ cairn token alice
     code, out, err = await cli(env, "token", "alice")

@@ -14,22 +14,25 @@ import asyncio
 import errno
 import hashlib
 import os
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import botocore.session
 import pytest
+import pytest_asyncio
 
-from bus.blobs.local import (
-    BlobNotFound,
-    BlobTooLarge,
-    LocalBlobStore,
-    hash_manifest,
-    open_blob_store,
-    read_manifest,
-)
+from bus.blobs.errors import BlobNotFound, BlobTooLarge
+from bus.blobs.factory import open_blob_store
+from bus.blobs.local import LocalBlobStore
+from bus.blobs.manifests import hash_manifest, read_manifest
+from bus.blobs.s3 import S3BlobStore, S3Options
+from bus.config.settings import Settings
 from domain.ports import BlobStore
+from tests.s3server import S3Server
 
 MiB = 1024 * 1024
 
@@ -56,11 +59,52 @@ def _local(tmp_path: Path) -> Blobs:
     return Blobs(store, objects, leftovers)
 
 
-@pytest.fixture(params=["local"])
-def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> Blobs:
+def s3_peek(server: S3Server) -> Any:
+    """A plain (sync) botocore client: how the tests look into the bucket."""
+    return botocore.session.get_session().create_client(
+        "s3", endpoint_url=server.endpoint, region_name="us-east-1"
+    )
+
+
+def _s3(tmp_path: Path, server: S3Server) -> tuple[Blobs, S3BlobStore]:
+    bucket = f"t{secrets.token_hex(6)}"
+    server.create_bucket(bucket)
+    spool = tmp_path / "spool"
+    # Small ranged GETs, so a read of BIG spans several of them.
+    store = S3BlobStore(
+        S3Options(
+            bucket=bucket,
+            prefix="p/",
+            endpoint=server.endpoint,
+            spool_dir=spool,
+            range_bytes=3 * MiB,
+        )
+    )
+    peek = s3_peek(server)
+
+    def keys() -> list[str]:
+        pages = peek.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        return [o["Key"] for page in pages for o in page.get("Contents", ())]
+
+    def objects() -> list[str]:
+        return sorted(k.removeprefix("p/chunks/") for k in keys() if k.startswith("p/chunks/"))
+
+    def leftovers() -> list[str]:
+        stray = [k for k in keys() if not k.startswith("p/chunks/")]
+        uploads = peek.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+        return sorted([p.name for p in spool.iterdir()] + stray + [u["Key"] for u in uploads])
+
+    return Blobs(store, objects, leftovers), store
+
+
+@pytest_asyncio.fixture(params=["local", "s3"])
+async def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Blobs]:
     if request.param == "local":
-        return _local(tmp_path)
-    raise AssertionError(request.param)
+        yield _local(tmp_path)
+        return
+    b, store = _s3(tmp_path, request.getfixturevalue("s3_server"))
+    yield b
+    await store.close()
 
 
 class Recording:
@@ -92,8 +136,20 @@ class Recording:
     async def delete(self, sha256: str) -> None:
         await self.inner.delete(sha256)
 
+    def iter_blobs(self) -> AsyncIterator[tuple[str, int, float]]:
+        return self.inner.iter_blobs()
+
+    async def delete_many(self, shas: Sequence[str], *, stored_before: float) -> dict[str, int]:
+        return await self.inner.delete_many(shas, stored_before=stored_before)
+
+    async def sweep(self, older_than: float = 24 * 3600) -> int:
+        return await self.inner.sweep(older_than)
+
     async def ping(self) -> None:
         await self.inner.ping()
+
+    async def close(self) -> None:
+        await self.inner.close()
 
 
 async def feed(pieces: Iterable[bytes]) -> AsyncIterator[bytes]:
@@ -349,7 +405,7 @@ async def test_delete(blobs: Blobs) -> None:
 
 async def test_iter_blobs_lists_every_blob_with_size_and_mtime(blobs: Blobs) -> None:
     s = blobs.store
-    listing = s.iter_blobs  # type: ignore[attr-defined]  # not on the domain port (yet)
+    listing = s.iter_blobs
     assert [b async for b in listing()] == []
     contents = [b"", b"one", b"two" * 1000, os.urandom(MiB + 5)]
     before = time.time()
@@ -363,6 +419,30 @@ async def test_iter_blobs_lists_every_blob_with_size_and_mtime(blobs: Blobs) -> 
     await s.delete(sha(b"one"))
     assert sha(b"one") not in {d async for d, _, _ in listing()}
     assert blobs.leftovers() == []
+
+
+async def test_delete_many_deletes_only_what_was_stored_before(blobs: Blobs) -> None:
+    s = blobs.store
+    a, _ = await s.put_stream(feed([b"a"]))
+    bb, _ = await s.put_stream(feed([b"bb"]))
+    c, _ = await s.put_stream(feed([b"ccc"]))
+    now = time.time()
+    # Stored just now: not "before an hour ago", so nothing goes.
+    assert await s.delete_many([a, bb], stored_before=now - 3600) == {}
+    assert blobs.objects() == sorted([a, bb, c])
+    got = await s.delete_many(
+        [a, bb, sha(b"never stored"), "../../etc/passwd"], stored_before=now + 3600
+    )
+    assert got == {a: 1, bb: 2}
+    assert blobs.objects() == [c]
+    assert await s.delete_many([], stored_before=now + 3600) == {}
+    assert blobs.leftovers() == []
+
+
+async def test_sweep_keeps_blobs(blobs: Blobs) -> None:
+    digest, _ = await blobs.store.put_stream(feed([b"stays"]))
+    assert await blobs.store.sweep(older_than=0) == 0
+    assert blobs.objects() == [digest]
 
 
 @pytest.mark.parametrize("digest", [sha(b"never stored"), "../../etc/passwd", "", "AB" * 32])
@@ -476,16 +556,28 @@ async def test_local_layout_and_path_of(tmp_path: Path) -> None:
 
 def test_open_blob_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = open_blob_store(f"file://{tmp_path / 'abs'}")
+    assert isinstance(store, LocalBlobStore)
     assert store.root == tmp_path / "abs"
     assert (tmp_path / "abs" / "chunks").is_dir() and (tmp_path / "abs" / "tmp").is_dir()
-    assert open_blob_store(f"file://localhost{tmp_path / 'abs'}").root == tmp_path / "abs"
+    local = open_blob_store(f"file://localhost{tmp_path / 'abs'}")
+    assert isinstance(local, LocalBlobStore) and local.root == tmp_path / "abs"
     monkeypatch.chdir(tmp_path)
     rel = open_blob_store("file://rel/blobs")
-    assert rel.root == Path("rel/blobs")
+    assert isinstance(rel, LocalBlobStore) and rel.root == Path("rel/blobs")
     assert (tmp_path / "rel" / "blobs" / "chunks").is_dir()
-    with pytest.raises(NotImplementedError):
-        open_blob_store("s3://bucket/prefix")
-    for bad in ["file://", "http://x/y", "/just/a/path"]:
+    settings = Settings(data_dir=tmp_path / "data", s3_endpoint="http://127.0.0.1:9")
+    s3 = open_blob_store("s3://bucket/some/prefix/", settings)
+    assert isinstance(s3, S3BlobStore)
+    assert (s3.bucket, s3.prefix, s3.options.endpoint) == (
+        "bucket",
+        "some/prefix/",
+        settings.s3_endpoint,
+    )
+    assert s3.key_of("ab" * 32) == "some/prefix/chunks/" + "ab" * 32
+    assert s3.spool_dir == tmp_path / "data" / "s3-spool"
+    bare = open_blob_store("s3://bucket", settings)
+    assert isinstance(bare, S3BlobStore) and bare.prefix == ""
+    for bad in ["file://", "http://x/y", "/just/a/path", "s3://", "s3:///prefix"]:
         with pytest.raises(ValueError):
             open_blob_store(bad)
 

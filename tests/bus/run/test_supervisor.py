@@ -190,7 +190,7 @@ def test_up_runs_everything_and_stops_cleanly(start: Callable[[], Up], env: dict
     assert str(data_dir) in banner
     if "api" in AVAILABLE:
         assert f"http://127.0.0.1:{api_port}/schema/openapi.json" in banner
-        assert "cairn token alice" in banner
+        assert f"CAIRN_DATA_DIR={data_dir}" in banner and "token alice" in banner
         assert httpx.get(f"http://127.0.0.1:{api_port}/health", timeout=5).status_code == 200
 
     assert _query(db_url, "SELECT count(*) FROM pg_namespace WHERE nspname = 'eventstore'") == 1

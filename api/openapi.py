@@ -1,0 +1,184 @@
+"""The OpenAPI document (`/schema/openapi.json`) and its viewer (`/schema/swagger`).
+
+Litestar generates the document from the routes; this module adds what it cannot know:
+
+- the two ways to authenticate (bearer JWT, X-API-Key) as security schemes, required by
+  the controllers that use `SECURED`;
+- raw request bodies for the handlers that stream them (`raw_body(...)` as a route's
+  `operation_class`: chunk PUTs and tus PATCHes read the body themselves);
+- every error response in Cairn's one error shape (api/errors.py) instead of Litestar's
+  default one: `cairn_document` rewrites each 4xx/5xx response of the generated document
+  to the `Error` schema and adds the errors every route can answer (400, 401 when secured,
+  404 when the path names something, 500, and 503 for the command bus). It runs on the
+  document the render plugins are given, so the JSON and the viewer agree.
+
+The viewer is Swagger UI from the `swagger-ui-bundle-v2` wheel, served by Cairn itself
+under `/schema/assets/` (no CDN), so it works offline.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+from litestar import Request
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import (
+    Components,
+    OpenAPIMediaType,
+    Operation,
+    RequestBody,
+    Schema,
+    SecurityScheme,
+)
+from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
+
+from api.schemas import STRICT_BODIES
+
+ASSETS = "/schema/assets"
+SECURED: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]
+
+_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "Cairn's one error shape; request_id equals the X-Request-ID header.",
+    "required": ["error", "request_id"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message", "details"],
+            "properties": {
+                "code": {"type": "string", "description": "stable, machine-readable"},
+                "message": {"type": "string", "description": "for people"},
+                "details": {"type": "object", "additionalProperties": True},
+            },
+        },
+        "request_id": {"type": "string"},
+    },
+}
+_ERROR_REF = {"$ref": "#/components/schemas/Error"}
+_STANDARD = {
+    400: "Bad request: malformed input (see error.code and error.details)",
+    401: "Authentication required, or the credentials are not valid",
+    404: "No such resource (also the answer for another user's ids)",
+    500: "Internal error (logged with the request id)",
+    503: "A dependency is unavailable; retry after Retry-After seconds",
+}
+
+
+def raw_body(media_type: str, description: str, required: bool = True) -> type[Operation]:
+    """An Operation class documenting a raw (streamed) request body of `media_type`."""
+
+    @dataclass
+    class RawBodyOperation(Operation):
+        def __post_init__(self) -> None:
+            self.request_body = RequestBody(
+                content={
+                    media_type: OpenAPIMediaType(
+                        schema=Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+                    )
+                },
+                description=description,
+                required=required,
+            )
+
+    return RawBodyOperation
+
+
+def _error_content() -> dict[str, Any]:
+    return {"application/json": {"schema": dict(_ERROR_REF)}}
+
+
+def _finish(doc: dict[str, Any]) -> dict[str, Any]:
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Error"] = _ERROR_SCHEMA
+    for body in STRICT_BODIES:
+        if body.__name__ in schemas:
+            schemas[body.__name__]["additionalProperties"] = False
+    for path, item in doc.get("paths", {}).items():
+        for op in item.values():
+            if not isinstance(op, dict) or "responses" not in op:
+                continue
+            responses: dict[str, Any] = op["responses"]
+            for status, response in responses.items():
+                if status[:1] in ("4", "5"):
+                    response["content"] = _error_content()
+            wanted = {500}
+            if op.get("parameters") or op.get("requestBody"):
+                wanted.add(400)
+            if op.get("security") or doc.get("security"):
+                wanted.add(401)
+            if "{" in path:
+                wanted.add(404)
+            if path.startswith("/v1/"):
+                wanted.add(503)
+            for status_code in sorted(wanted):
+                responses.setdefault(
+                    str(status_code),
+                    {"description": _STANDARD[status_code], "content": _error_content()},
+                )
+    return doc
+
+
+_DONE: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+
+
+def cairn_document(schema: dict[str, Any]) -> dict[str, Any]:
+    """The generated document with Cairn's error shape everywhere (a copy, made once per
+    generated document: Litestar generates it once and hands the same dict over)."""
+    hit = _DONE.get(id(schema))
+    if hit is not None and hit[0] is schema:
+        return hit[1]
+    done = _finish(copy.deepcopy(schema))
+    _DONE.clear()
+    _DONE[id(schema)] = (schema, done)
+    return done
+
+
+class CairnJson(JsonRenderPlugin):
+    def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
+        return super().render(request, cairn_document(openapi_schema))
+
+
+class CairnSwagger(SwaggerRenderPlugin):
+    def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
+        return super().render(request, cairn_document(openapi_schema))
+
+
+def openapi_config(version: str) -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="Cairn",
+        version=version,
+        description="A self-hosted file service: resumable chunked and tus uploads, files."
+        " Authenticate with `Authorization: Bearer <JWT>` or `X-API-Key`; every error is"
+        ' `{"error": {"code", "message", "details"}, "request_id"}`.',
+        path="/schema",
+        components=Components(
+            security_schemes={
+                "bearer": SecurityScheme(
+                    type="http",
+                    scheme="bearer",
+                    bearer_format="JWT",
+                    description="A JWT with `sub` (the user) and optionally `roles: [admin]`"
+                    " (`just token alice` prints one).",
+                ),
+                "apiKey": SecurityScheme(
+                    type="apiKey",
+                    name="X-API-Key",
+                    security_scheme_in="header",
+                    description="A key from CAIRN_API_KEYS.",
+                ),
+            }
+        ),
+        render_plugins=[
+            CairnSwagger(
+                path=["/swagger", "/"],
+                js_url=f"{ASSETS}/swagger-ui-bundle.js",
+                css_url=f"{ASSETS}/swagger-ui.css",
+                standalone_preset_js_url=f"{ASSETS}/swagger-ui-standalone-preset.js",
+                favicon=f"<link rel='icon' type='image/png' href='{ASSETS}/favicon-32x32.png'>",
+            ),
+            CairnJson(),
+        ],
+    )

@@ -1,0 +1,175 @@
+"""The shapes of the API's bodies, as the OpenAPI document describes them.
+
+Request bodies here are what the handlers decode (strictly, see api/http/strict.py): unknown
+fields are refused and numbers are range-checked before anything else touches them.
+Response shapes document what the handlers answer (they build plain dicts, so replies keep
+their field order); `ok(...)` turns one into a route's documented success response.
+Fields that a newer server may add are allowed: clients must ignore unknown fields.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar.openapi.datastructures import ResponseSpec
+
+# Every size, count and offset fits PostgreSQL's bigint (larger is a 400 before anything
+# reads it; a size over the configured maximum is the handler's 413).
+BIGINT_MAX = (1 << 63) - 1
+Size = Annotated[int, msgspec.Meta(ge=0, le=BIGINT_MAX)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+Short = Annotated[str, msgspec.Meta(max_length=255)]
+
+
+class CreateUpload(msgspec.Struct, forbid_unknown_fields=True):
+    """Start a chunked upload. `file_name` is a name, not a path (no `/`, `\\`, `..`)."""
+
+    file_name: Name
+    file_size: Size
+    content_type: Short | None = None
+    chunk_size: Annotated[int, msgspec.Meta(ge=1, le=BIGINT_MAX)] | None = None
+    sha256: Annotated[str, msgspec.Meta(pattern="^[0-9a-fA-F]{64}$")] | None = None
+    bucket: Short | None = None
+    metadata: dict[Short, Annotated[str, msgspec.Meta(max_length=4096)]] | None = None
+
+
+class ErrorInfo(msgspec.Struct):
+    code: str
+    message: str
+    details: dict[str, Any]
+
+
+class Error(msgspec.Struct):
+    """Cairn's one error shape; `request_id` equals the X-Request-ID header."""
+
+    error: ErrorInfo
+    request_id: str
+
+
+class UploadCreated(msgspec.Struct):
+    id: str | None
+    chunk_size: int
+    total_chunks: int | None
+    status: str | None
+    file_id: str | None
+    file_name: str | None
+    file_size: int | None
+    deduplicated: bool = False
+
+
+class ChunkStored(msgspec.Struct):
+    upload_id: str
+    index: int
+    size: int
+    sha256: str
+    chunks_received: int | None
+    bytes_received: int | None
+    status: str | None
+
+
+class Upload(msgspec.Struct):
+    id: str
+    file_name: str
+    file_size: int | None
+    chunk_size: int
+    total_chunks: int
+    chunks_received: int
+    bytes_received: int
+    progress: float
+    status: str
+    mode: str
+    partial: bool
+    content_type: str
+    bucket: str
+    metadata: dict[str, str]
+    sha256: str | None
+    file_id: str | None
+    created_at: str
+    updated_at: str
+    completed_at: str | None
+    speed_bytes_per_second: float | None
+    eta_seconds: float | None
+    missing_chunks: list[int] | None = None
+
+
+class UploadPage(msgspec.Struct):
+    items: list[Upload]
+    total: int
+    limit: int
+    offset: int
+
+
+class MissingChunks(msgspec.Struct):
+    upload_id: str
+    status: str
+    total_chunks: int
+    chunks_received: int
+    missing_chunks: list[int]
+
+
+class UploadCompleted(msgspec.Struct):
+    upload_id: str
+    file_id: str | None
+    sha256: str | None
+    size: int | None
+    status: str
+
+
+class UploadAborted(msgspec.Struct):
+    id: str
+    status: str | None
+
+
+class UploadStats(msgspec.Struct):
+    total: int
+    by_status: dict[str, int]
+    active: int
+    bytes_received: int
+    bytes_completed: int
+    bytes_pending: int
+    last_activity_at: str | None
+    recent: list[dict[str, Any]]
+    average_progress: float | None
+
+
+class File(msgspec.Struct):
+    id: str
+    name: str
+    size: int
+    content_type: str
+    sha256: str
+    bucket: str
+    metadata: dict[str, str]
+    upload_id: str | None
+    chunk_count: int
+    created_at: str
+    updated_at: str
+
+
+class FilePage(msgspec.Struct):
+    items: list[File]
+    total: int
+    limit: int
+    offset: int
+
+
+class FileDeleted(msgspec.Struct):
+    id: str
+    deleted: bool
+
+
+class Rebuilt(msgspec.Struct):
+    projection: str
+    events_applied: int
+
+
+# Bodies that refuse unknown fields (documented with additionalProperties: false).
+STRICT_BODIES: tuple[type[msgspec.Struct], ...] = (CreateUpload,)
+
+
+def ok(status: int, shape: type[msgspec.Struct], description: str) -> dict[int, ResponseSpec]:
+    """A route's documented success response (the handler answers a dict of this shape)."""
+    return {
+        status: ResponseSpec(data_container=shape, description=description, generate_examples=False)
+    }

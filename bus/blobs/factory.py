@@ -1,0 +1,47 @@
+"""Which blob store a `CAIRN_BLOB_STORE` URL names, built with its settings.
+
+The one place that knows the implementations: everything else holds a
+domain.ports.BlobStore. `file:///abs/path` or `file://relative` is the local store;
+`s3://BUCKET[/prefix]` the S3 store, configured from the `CAIRN_S3_*` settings and the
+standard `AWS_*` variables.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote
+
+from bus.blobs.local import LocalBlobStore
+from bus.blobs.s3 import S3BlobStore, S3Options, parse_s3_url
+from bus.config.settings import Settings
+from domain.ports import BlobStore
+
+
+def s3_options(url: str, settings: Settings) -> S3Options:
+    bucket, prefix = parse_s3_url(url)
+    return S3Options(
+        bucket=bucket,
+        prefix=prefix,
+        endpoint=settings.s3_endpoint,
+        region=settings.s3_region,
+        pool_size=settings.s3_pool_size,
+        connect_timeout=settings.s3_connect_timeout,
+        read_timeout=settings.s3_read_timeout,
+        max_attempts=settings.s3_max_attempts,
+        range_bytes=settings.s3_range_bytes,
+        spool_dir=settings.s3_spool_path,
+    )
+
+
+def open_blob_store(url: str, settings: Settings | None = None) -> BlobStore:
+    """The store `url` names; `settings` (default: from the environment) configure S3."""
+    if url.startswith("file://"):
+        rest = unquote(url[len("file://") :])
+        if rest.startswith("localhost/"):  # file://localhost/abs/path is file:///abs/path
+            rest = rest[len("localhost") :]
+        if not rest:
+            raise ValueError(f"blob store URL without a path: {url!r}")
+        return LocalBlobStore(Path(rest))
+    if url.startswith("s3://"):
+        return S3BlobStore(s3_options(url, settings or Settings.from_env()))
+    raise ValueError(f"unsupported blob store URL: {url!r}")

@@ -1,0 +1,526 @@
+"""Blob store adapter: content-addressed chunks in an S3 bucket (AWS, MinIO, R2, Garage).
+
+`CAIRN_BLOB_STORE=s3://BUCKET[/prefix]`; a chunk lives at `<prefix>chunks/<sha256>`.
+Credentials and region come from the standard `AWS_*` variables (botocore's chain);
+`CAIRN_S3_ENDPOINT` points at a non-AWS server and switches to path-style addressing.
+
+Content addressing without buffering. A chunk's key is its sha256, known only when the
+stream ends. Two ways were measured (against the local moto server; see README,
+"S3 blob store"): (a) spool the body to a local temp file while hashing, then one PUT
+under the final key with the digest in `x-amz-checksum-sha256`; (b) stream to a
+temporary key, then CopyObject to the final key and delete the temporary one. (a) wins:
+one request instead of three, S3 verifies the digest we computed before it acknowledges
+(with (b) the checksum is only known once the bytes are already in S3, so the server
+could only verify it on the copy, which S3 does not do), and a copy of a large object is
+itself a full read and write on the server. The spool costs local disk of at most the
+chunk-size limit per PUT in flight (`CAIRN_S3_SPOOL_DIR`), never memory: bodies go to the
+file in 4 MiB buffers hashed in a thread, and aiohttp streams the file from disk.
+
+Durability: `put_stream` returns only after S3 answered 200 to a PUT that carried the
+sha256 checksum header, which S3 verifies against the bytes it received (a mismatch is
+400 BadDigest, and nothing is stored). botocore's own default CRC checksums are set to
+`when_required`: several S3-compatible servers reject or mishandle them, and the sha256
+we send is the stronger check. Payload signing is off (`UNSIGNED-PAYLOAD`): SigV4 would
+otherwise read the whole file on the event loop to sign it, and the checksum header
+already covers the body.
+
+Reading never calls `Body.read()` on a whole object: `open_range` issues ranged GETs of
+`CAIRN_S3_RANGE_BYTES` and yields ~1 MiB pieces; a read timeout or a connection cut while
+streaming resumes from the last byte received (up to `CAIRN_S3_MAX_ATTEMPTS` times).
+When a whole chunk is read, it is hashed on the way and its last piece is held back until
+the digest matches its name: a corrupt body fails the read (BlobCorrupt) instead of
+completing a response with wrong bytes.
+
+Garbage collection lists with ListObjectsV2 (LastModified is the "stored at" the grace is
+judged on: every put PUTs again, even for bytes already stored, so a re-upload refreshes
+it) and deletes with DeleteObjects, 1000 keys per request. Unlike the local store, S3
+offers no atomic "delete only if not rewritten since": a put of the very same bytes that
+lands between the collector's reference check and its DeleteObjects is lost. The
+collector narrows that window to one request, and the chunk-reference grace makes it a
+put of an *old, unreferenced* blob racing the collector; see bus/maintenance.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import os
+import secrets
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    HTTPClientError,
+    IncompleteReadError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
+)
+
+from bus.blobs.errors import BlobCorrupt, BlobNotFound, BlobStoreUnavailable, BlobTooLarge
+from bus.blobs.local import _check_range, is_sha256
+
+# Body pieces are gathered into buffers of this size before one thread hop hashes and
+# writes them to the spool file (same reasoning as the local store's WRITE_BUFFER).
+SPOOL_BUFFER = 4 * 1024 * 1024
+# Pieces yielded by `open_range`.
+READ_PIECE = 1024 * 1024
+# DeleteObjects takes at most 1000 keys per request.
+DELETE_BATCH = 1000
+SPOOL_SUFFIX = ".s3spool"
+
+
+@dataclass(frozen=True)
+class S3Options:
+    """Everything the S3 store is configured with (from bus/config/settings.py)."""
+
+    bucket: str
+    prefix: str = ""
+    endpoint: str | None = None
+    region: str | None = None
+    pool_size: int = 32
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    max_attempts: int = 4
+    range_bytes: int = 8 * 1024 * 1024
+    spool_dir: Path = Path(".cairn/s3-spool")
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """`s3://bucket[/prefix]` -> (bucket, prefix ending in "/" or empty)."""
+    rest = url.removeprefix("s3://")
+    bucket, _, prefix = rest.partition("/")
+    if not bucket:
+        raise ValueError(f"blob store URL without a bucket: {url!r}")
+    prefix = prefix.strip("/")
+    return bucket, f"{prefix}/" if prefix else ""
+
+
+def _code(e: ClientError) -> str:
+    return str(e.response.get("Error", {}).get("Code", ""))
+
+
+def _status(e: ClientError) -> int:
+    return int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+
+
+class S3BlobStore:
+    """Chunks as objects named by sha256 in one bucket. Implements domain.ports.BlobStore."""
+
+    def __init__(self, options: S3Options) -> None:
+        self.options = options
+        self.bucket = options.bucket
+        self.prefix = options.prefix
+        self.spool_dir = options.spool_dir
+        # Runs once at startup, before the loop serves anything: blocking is fine here.
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self._client: Any = None
+        self._client_cm: Any = None
+        self._client_lock = asyncio.Lock()
+
+    # -- the client ------------------------------------------------------------------
+
+    async def client(self) -> Any:
+        """The one aiobotocore client (its connection pool is shared by every request)."""
+        if self._client is None:
+            async with self._client_lock:
+                if self._client is None:
+                    o = self.options
+                    config = AioConfig(
+                        max_pool_connections=o.pool_size,
+                        connect_timeout=o.connect_timeout,
+                        read_timeout=o.read_timeout,
+                        retries={"max_attempts": o.max_attempts, "mode": "standard"},
+                        request_checksum_calculation="when_required",
+                        response_checksum_validation="when_required",
+                        s3={
+                            "addressing_style": "path" if o.endpoint else "auto",
+                            "payload_signing_enabled": False,
+                        },
+                    )
+                    region = o.region or (None if o.endpoint else "us-east-1")
+                    cm = get_session().create_client(
+                        "s3",
+                        endpoint_url=o.endpoint or None,
+                        region_name=region or "us-east-1",
+                        config=config,
+                    )
+                    self._client = await cm.__aenter__()
+                    self._client_cm = cm
+        return self._client
+
+    async def close(self) -> None:
+        if self._client_cm is not None:
+            cm, self._client_cm, self._client = self._client_cm, None, None
+            await cm.__aexit__(None, None, None)
+
+    def key_of(self, sha256: str) -> str:
+        if not is_sha256(sha256):
+            raise ValueError(f"not a sha256 hex digest: {sha256!r}")
+        return f"{self.prefix}chunks/{sha256}"
+
+    def _unavailable(self, e: Exception, doing: str) -> BlobStoreUnavailable:
+        """One message per cause, naming the setting an operator has to look at."""
+        where = self.options.endpoint or "AWS S3"
+        if isinstance(e, NoCredentialsError | PartialCredentialsError):
+            msg = "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        elif isinstance(e, ClientError):
+            code, status = _code(e), _status(e)
+            if code == "NoSuchBucket" or (doing == "head bucket" and status == 404):
+                msg = f"S3 bucket {self.bucket!r} does not exist (CAIRN_BLOB_STORE)"
+            elif status in (401, 403) or code in {
+                "InvalidAccessKeyId",
+                "SignatureDoesNotMatch",
+                "AccessDenied",
+            }:
+                msg = (
+                    f"S3 refused access to bucket {self.bucket!r} ({code or status}):"
+                    " check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+                )
+            else:
+                msg = f"S3 {doing} failed at {where}: {code or status} {e}"
+        elif isinstance(e, BotoConnectionError | HTTPClientError):
+            msg = f"S3 endpoint {where} unreachable (CAIRN_S3_ENDPOINT): {e}"
+        else:
+            msg = f"S3 {doing} failed at {where}: {e}"
+        return BlobStoreUnavailable(msg)
+
+    # -- writing -----------------------------------------------------------------------
+
+    async def put_stream(
+        self, chunks: AsyncIterator[bytes], *, max_bytes: int | None = None
+    ) -> tuple[str, int]:
+        """Spool while hashing, then one verified PUT; return (sha256 hex, size) once S3
+        acknowledged. On any failure (source error, BlobTooLarge, S3 down, cancellation)
+        the spool file is removed and nothing new is visible in the bucket."""
+        loop = asyncio.get_running_loop()
+        opening = loop.run_in_executor(None, self._open_spool)
+        try:
+            f, path = await asyncio.shield(opening)
+        except BaseException:
+            await _cleanup(_close_opened(opening))
+            raise
+        hasher = hashlib.sha256()
+        total = 0
+        batch: list[bytes] = []
+        batched = 0
+        inflight: asyncio.Future[None] | None = None
+        try:
+            async for piece in chunks:
+                if not piece:
+                    continue
+                total += len(piece)
+                if max_bytes is not None and total > max_bytes:
+                    raise BlobTooLarge(max_bytes)
+                batch.append(piece)
+                batched += len(piece)
+                if batched >= SPOOL_BUFFER:
+                    if inflight is not None:
+                        # Shielded: a cancellation must not leave the thread writing to a
+                        # file the cleanup closes (the cleanup waits for it instead).
+                        await asyncio.shield(inflight)
+                    inflight = loop.run_in_executor(None, _absorb, f, hasher, batch)
+                    batch, batched = [], 0
+            if batch:
+                if inflight is not None:
+                    await asyncio.shield(inflight)
+                inflight = loop.run_in_executor(None, _absorb, f, hasher, batch)
+            if inflight is not None:
+                await asyncio.shield(inflight)
+            digest = hasher.digest()
+            await asyncio.shield(loop.run_in_executor(None, f.seek, 0))
+            await self._put_file(digest.hex(), digest, f, total)
+            await _cleanup(_discard(None, f, path))
+            return digest.hex(), total
+        except BaseException:
+            # (Also reached if cancelled after S3 acknowledged: the complete blob stays,
+            # which is harmless, like the local store's cancelled commit.)
+            await _cleanup(_discard(inflight, f, path))
+            raise
+
+    async def _put_file(self, hexdigest: str, digest: bytes, f: Any, size: int) -> None:
+        client = await self.client()
+        try:
+            # botocore rewinds the file itself when it retries (5xx, connection reset).
+            await client.put_object(
+                Bucket=self.bucket,
+                Key=self.key_of(hexdigest),
+                Body=f,
+                ContentLength=size,
+                ChecksumAlgorithm="SHA256",
+                ChecksumSHA256=base64.b64encode(digest).decode(),
+            )
+        except (BotoCoreError, ClientError) as e:
+            raise self._unavailable(e, "PUT") from e
+
+    def _open_spool(self) -> tuple[Any, Path]:
+        # A fresh random name per put: concurrent puts, even of the same bytes, never share
+        # a spool file. Named (not O_TMPFILE) so `sweep` can find what a crash left behind.
+        path = self.spool_dir / f"{secrets.token_hex(12)}{SPOOL_SUFFIX}"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        return os.fdopen(fd, "w+b", buffering=0), path
+
+    async def sweep(self, older_than: float = 24 * 3600) -> int:
+        """Remove spool files a crashed process left behind (older ones only: other
+        processes may share the spool directory)."""
+        return await asyncio.to_thread(self._sweep_sync, older_than)
+
+    def _sweep_sync(self, older_than: float) -> int:
+        cutoff = time.time() - older_than
+        removed = 0
+        for p in self.spool_dir.glob(f"*{SPOOL_SUFFIX}"):
+            try:
+                if p.stat().st_mtime < cutoff:
+                    p.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
+
+    # -- reading -----------------------------------------------------------------------
+
+    async def size(self, sha256: str) -> int | None:
+        if not is_sha256(sha256):
+            return None
+        client = await self.client()
+        try:
+            head = await client.head_object(Bucket=self.bucket, Key=self.key_of(sha256))
+        except ClientError as e:
+            if _status(e) == 404 or _code(e) in {"404", "NoSuchKey", "NotFound"}:
+                return None
+            raise self._unavailable(e, "HEAD") from e
+        except BotoCoreError as e:
+            raise self._unavailable(e, "HEAD") from e
+        return int(head["ContentLength"])
+
+    async def exists(self, sha256: str) -> bool:
+        return await self.size(sha256) is not None
+
+    async def open_range(
+        self, sha256: str, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """Stream bytes [offset, offset+length) of one blob with ranged GETs.
+
+        Lazy like any async generator: BlobNotFound / ValueError (bad range) surface on the
+        first iteration. A whole-blob read is verified against the name (BlobCorrupt)."""
+        size = await self.size(sha256)
+        if size is None:
+            raise BlobNotFound(sha256)
+        n = _check_range(sha256, size, offset, length)
+        hasher = hashlib.sha256() if (offset == 0 and n == size) else None
+        pos, end = offset, offset + n
+        held: bytes | None = None
+        while pos < end:
+            upto = min(end, pos + self.options.range_bytes)
+            async for data in self._get(sha256, pos, upto):
+                pos += len(data)
+                if hasher is not None:
+                    await asyncio.to_thread(hasher.update, data)
+                if held is not None:
+                    yield held
+                held = data
+        if hasher is not None and hasher.hexdigest() != sha256:
+            raise BlobCorrupt(sha256, hasher.hexdigest())
+        if held is not None:
+            yield held
+
+    async def _get(self, sha256: str, start: int, end: int) -> AsyncIterator[bytes]:
+        """Bytes [start, end) in pieces of up to READ_PIECE, resuming after a read timeout
+        or a cut connection from the first byte not yet received. botocore retries the
+        request itself; this retries the *body*, which botocore cannot."""
+        client = await self.client()
+        pos = start
+        failures = 0
+        while pos < end:
+            try:
+                resp = await client.get_object(
+                    Bucket=self.bucket, Key=self.key_of(sha256), Range=f"bytes={pos}-{end - 1}"
+                )
+            except ClientError as e:
+                if _status(e) == 404 or _code(e) in {"NoSuchKey", "404"}:
+                    raise BlobNotFound(sha256) from None
+                raise self._unavailable(e, "GET") from e
+            except BotoCoreError as e:
+                raise self._unavailable(e, "GET") from e
+            body = resp["Body"]
+            try:
+                while pos < end:
+                    data = await _read_piece(body, min(READ_PIECE, end - pos))
+                    if not data:
+                        raise IncompleteReadError(actual_bytes=pos - start, expected_bytes=end)
+                    pos += len(data)
+                    failures = 0
+                    yield data
+            except (TimeoutError, HTTPClientError, IncompleteReadError) as e:
+                failures += 1
+                if failures >= self.options.max_attempts:
+                    raise self._unavailable(e, "GET body") from e
+                await asyncio.sleep(min(2.0, 0.05 * 2**failures))
+            finally:
+                body.close()
+
+    async def iter_blobs(self) -> AsyncIterator[tuple[str, int, float]]:
+        """Every stored chunk as (sha256, size, LastModified in epoch seconds), one
+        ListObjectsV2 page (1000 keys) at a time."""
+        client = await self.client()
+        prefix = f"{self.prefix}chunks/"
+        paginator = client.get_paginator("list_objects_v2")
+        try:
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for obj in page.get("Contents", ()):
+                    name = str(obj["Key"])[len(prefix) :]
+                    if is_sha256(name):
+                        yield name, int(obj["Size"]), obj["LastModified"].timestamp()
+        except (BotoCoreError, ClientError) as e:
+            raise self._unavailable(e, "LIST") from e
+
+    # -- deleting and the rest -----------------------------------------------------------
+
+    async def delete(self, sha256: str) -> None:
+        """Remove the blob; a missing (or malformed) digest is fine."""
+        if not is_sha256(sha256):
+            return
+        client = await self.client()
+        try:
+            await client.delete_object(Bucket=self.bucket, Key=self.key_of(sha256))
+        except (BotoCoreError, ClientError) as e:
+            raise self._unavailable(e, "DELETE") from e
+
+    async def delete_many(self, shas: Sequence[str], *, stored_before: float) -> dict[str, int]:
+        """DeleteObjects in batches of 1000. Each batch is re-listed first (one HEAD per
+        key would cost as much as the deletes): a key rewritten since `stored_before` is
+        kept. Returns {sha256: size} of what S3 reported deleted."""
+        wanted = sorted({s for s in shas if is_sha256(s)})
+        client = await self.client()
+        freed: dict[str, int] = {}
+        for i in range(0, len(wanted), DELETE_BATCH):
+            batch = wanted[i : i + DELETE_BATCH]
+            current = await self._stat_many(batch)
+            old = [s for s in batch if s in current and current[s][1] < stored_before]
+            if not old:
+                continue
+            try:
+                resp = await client.delete_objects(
+                    Bucket=self.bucket,
+                    Delete={"Objects": [{"Key": self.key_of(s)} for s in old], "Quiet": True},
+                )
+            except (BotoCoreError, ClientError) as e:
+                raise self._unavailable(e, "DeleteObjects") from e
+            failed = {str(err.get("Key", "")) for err in resp.get("Errors", ())}
+            for s in old:
+                if self.key_of(s) not in failed:
+                    freed[s] = current[s][0]
+        return freed
+
+    async def _stat_many(self, shas: list[str]) -> dict[str, tuple[int, float]]:
+        """(size, LastModified) of those of the sorted `shas` that exist, by listing from
+        the first: one request per 1000 keys when they are dense, a HEAD each otherwise."""
+        if len(shas) <= 8:
+            out: dict[str, tuple[int, float]] = {}
+            client = await self.client()
+            for s in shas:
+                try:
+                    h = await client.head_object(Bucket=self.bucket, Key=self.key_of(s))
+                except ClientError as e:
+                    if _status(e) == 404:
+                        continue
+                    raise self._unavailable(e, "HEAD") from e
+                except BotoCoreError as e:
+                    raise self._unavailable(e, "HEAD") from e
+                out[s] = (int(h["ContentLength"]), h["LastModified"].timestamp())
+            return out
+        wanted = set(shas)
+        found: dict[str, tuple[int, float]] = {}
+        client = await self.client()
+        prefix = f"{self.prefix}chunks/"
+        paginator = client.get_paginator("list_objects_v2")
+        start_after = self.key_of(shas[0])[:-1]  # just before the first key
+        try:
+            async for page in paginator.paginate(
+                Bucket=self.bucket, Prefix=prefix, StartAfter=start_after
+            ):
+                for obj in page.get("Contents", ()):
+                    name = str(obj["Key"])[len(prefix) :]
+                    if name in wanted:
+                        found[name] = (int(obj["Size"]), obj["LastModified"].timestamp())
+                    if name >= shas[-1]:
+                        return found
+        except (BotoCoreError, ClientError) as e:
+            raise self._unavailable(e, "LIST") from e
+        return found
+
+    async def ping(self) -> None:
+        """Raise BlobStoreUnavailable (naming the setting) unless the bucket answers."""
+        try:
+            client = await self.client()
+            await client.head_bucket(Bucket=self.bucket)
+        except (BotoCoreError, ClientError) as e:
+            raise self._unavailable(e, "head bucket") from e
+
+
+async def _read_piece(body: Any, want: int) -> bytes:
+    """Up to `want` bytes from a streaming body, gathered (aiohttp hands out ~64 KiB)."""
+    parts: list[bytes] = []
+    got = 0
+    while got < want:
+        data = await body.read(want - got)
+        if not data:
+            break
+        parts.append(data)
+        got += len(data)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _absorb(f: Any, hasher: Any, batch: list[bytes]) -> None:
+    data = batch[0] if len(batch) == 1 else b"".join(batch)
+    hasher.update(data)
+    view = memoryview(data)
+    while view:
+        n = f.write(view)
+        view = view[n:]
+
+
+async def _discard(inflight: asyncio.Future[None] | None, f: Any, path: Path) -> None:
+    """Close and remove a spool file, after its in-flight write has finished."""
+    if inflight is not None:
+        with contextlib.suppress(BaseException):
+            await inflight
+    await asyncio.to_thread(_remove_spool, f, path)
+
+
+async def _close_opened(opening: asyncio.Future[tuple[Any, Path]]) -> None:
+    try:
+        f, path = await opening
+    except BaseException:  # nothing was created
+        return
+    await asyncio.to_thread(_remove_spool, f, path)
+
+
+def _remove_spool(f: Any, path: Path) -> None:
+    with contextlib.suppress(Exception):
+        f.close()
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+_CLEANUPS: set[asyncio.Task[None]] = set()
+
+
+async def _cleanup(coro: Any) -> None:
+    """Run a cleanup in a task of its own, waited for through a shield: a second
+    cancellation of the caller cannot stop it half-way (held in _CLEANUPS until done)."""
+    task = asyncio.get_running_loop().create_task(coro)
+    _CLEANUPS.add(task)
+    task.add_done_callback(_CLEANUPS.discard)
+    await asyncio.shield(task)

@@ -1,0 +1,98 @@
+"""The OpenAPI document is complete and valid, and its viewer works without the internet."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from openapi_spec_validator import validate
+
+from tests.system import System
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
+ERROR_REF = "#/components/schemas/Error"
+
+
+async def _document(system: System) -> dict:
+    async with system.client(None) as c:
+        r = await c.get("/schema/openapi.json")
+        assert r.status_code == 200
+        return r.json()
+
+
+async def test_the_document_validates_and_describes_security_bodies_and_errors(
+    shared_system: System,
+) -> None:
+    doc = await _document(shared_system)
+    validate(doc)  # raises on any violation of the OpenAPI 3.1 schema
+    schemes = doc["components"]["securitySchemes"]
+    assert schemes["bearer"] == {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"} | {
+        "description": schemes["bearer"]["description"]
+    }
+    assert schemes["apiKey"]["in"] == "header" and schemes["apiKey"]["name"] == "X-API-Key"
+
+    operations = [
+        (path, method, op)
+        for path, item in doc["paths"].items()
+        for method, op in item.items()
+        if method in METHODS
+    ]
+    assert len(operations) > 15
+    for path, method, op in operations:
+        where = f"{method.upper()} {path}"
+        if path.startswith("/v1/"):
+            assert op.get("security") == [{"bearer": []}, {"apiKey": []}], where
+            assert "401" in op["responses"] and "503" in op["responses"], where
+        assert "500" in op["responses"], where
+        for status, response in op["responses"].items():
+            if status[0] in "45":
+                schema = response["content"]["application/json"]["schema"]
+                assert schema == {"$ref": ERROR_REF}, (where, status)
+    error = doc["components"]["schemas"]["Error"]
+    assert error["required"] == ["error", "request_id"]
+    assert error["properties"]["error"]["required"] == ["code", "message", "details"]
+
+    paths = doc["paths"]
+    chunk = paths["/v1/uploads/{upload_id}/chunks/{index}"]["put"]
+    assert chunk["requestBody"]["required"] is True
+    assert set(chunk["requestBody"]["content"]) == {"application/octet-stream"}
+    patch = paths["/v1/tus/{upload_id}"]["patch"]
+    assert set(patch["requestBody"]["content"]) == {"application/offset+octet-stream"}
+    create = paths["/v1/uploads"]["post"]
+    body = create["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    create_schema = doc["components"]["schemas"][body.rsplit("/", 1)[1]]
+    assert create_schema["additionalProperties"] is False
+    assert set(create_schema["required"]) == {"file_name", "file_size"}
+    # success responses carry real schemas
+    for path, method, status in [
+        ("/v1/uploads", "post", "201"),
+        ("/v1/uploads", "get", "200"),
+        ("/v1/uploads/{upload_id}", "get", "200"),
+        ("/v1/uploads/{upload_id}/chunks/{index}", "put", "201"),
+        ("/v1/uploads/{upload_id}/complete", "post", "200"),
+        ("/v1/files", "get", "200"),
+        ("/v1/files/{file_id}", "get", "200"),
+    ]:
+        schema = paths[path][method]["responses"][status]["content"]["application/json"]["schema"]
+        ref = schema["$ref"].rsplit("/", 1)[1]
+        assert doc["components"]["schemas"][ref]["properties"], (path, method)
+    assert "Idempotency-Key" in {p["name"] for p in create.get("parameters", [])}
+
+
+async def test_swagger_ui_is_served_from_cairn_itself(shared_system: System) -> None:
+    async with shared_system.client(None, follow_redirects=False) as c:
+        r = await c.get("/")
+        assert r.status_code in (302, 307) and r.headers["location"] == "/schema/swagger"
+        page = await c.get("/schema/swagger")
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        urls = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page.text)
+        assert len(urls) >= 4, urls  # css, bundle, preset, favicon
+        for url in urls:
+            assert url.startswith("/schema/assets/"), f"not served by Cairn: {url}"
+            asset = await c.get(url)
+            assert asset.status_code == 200 and len(asset.content) > 100, url
+        assert "SwaggerUIBundle" in page.text
+        bundle = await c.get("/schema/assets/swagger-ui-bundle.js")
+        assert b"SwaggerUIBundle" in bundle.content

@@ -1,0 +1,111 @@
+"""`cairn blobs migrate`: a local store copied into S3, resumably, each chunk verified."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from bus.blobs.local import LocalBlobStore
+from bus.blobs.migrate import MigrationReport, migrate
+from bus.blobs.s3 import S3BlobStore, S3Options
+from tests.s3server import S3Server
+
+ROOT = Path(__file__).resolve().parents[3]
+CONTENTS = [b"", b"one", b"two" * 1000, os.urandom(3 * 1024 * 1024 + 7)]
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+async def one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def filled(root: Path) -> LocalBlobStore:
+    store = LocalBlobStore(root)
+    for c in CONTENTS:
+        await store.put_stream(one(c))
+    return store
+
+
+def s3_store(server: S3Server, tmp_path: Path) -> S3BlobStore:
+    bucket = f"mig{secrets.token_hex(5)}"
+    server.create_bucket(bucket)
+    return S3BlobStore(
+        S3Options(bucket=bucket, prefix="x/", endpoint=server.endpoint, spool_dir=tmp_path / "sp")
+    )
+
+
+async def listing(store: S3BlobStore) -> list[tuple[str, int]]:
+    return sorted([(d, n) async for d, n, _ in store.iter_blobs()])
+
+
+async def test_migrate_copies_everything_then_resumes_with_nothing_to_do(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    source = await filled(tmp_path / "local")
+    target = s3_store(s3_server, tmp_path)
+    try:
+        # An earlier, interrupted run had copied one blob already.
+        await target.put_stream(one(CONTENTS[2]))
+        seen: list[str] = []
+        report = await migrate(source, target, progress=lambda r: seen.append(r.line()))
+        assert (report.total, report.copied, report.skipped, report.failed) == (4, 3, 1, [])
+        assert report.total_bytes == sum(len(c) for c in CONTENTS)
+        assert report.copied_bytes == report.total_bytes - len(CONTENTS[2])
+        assert seen[-1].startswith("4/4 blobs (3 copied, 1 already there, 0 failed)")
+        assert await listing(target) == sorted((sha(c), len(c)) for c in CONTENTS)
+        for c in CONTENTS:
+            assert b"".join([p async for p in target.open_range(sha(c))]) == c
+        again = await migrate(source, target)
+        assert (again.copied, again.skipped) == (0, 4)
+    finally:
+        await target.close()
+
+
+async def test_a_rotten_source_blob_is_reported_not_copied(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    source = await filled(tmp_path / "local")
+    rotten = sha(CONTENTS[1])
+    source.path_of(rotten).write_bytes(b"ONE")  # same size, other bytes
+    target = s3_store(s3_server, tmp_path)
+    try:
+        report: MigrationReport = await migrate(source, target)
+        assert report.failed == [rotten]
+        assert report.copied == 3
+        assert rotten not in {d for d, _ in await listing(target)}
+    finally:
+        await target.close()
+
+
+def test_cairn_blobs_migrate_prints_progress(s3_server: S3Server, tmp_path: Path) -> None:
+    import asyncio
+
+    asyncio.run(filled(tmp_path / "local"))
+    bucket = f"cli{secrets.token_hex(5)}"
+    s3_server.create_bucket(bucket)
+    env = {
+        **os.environ,
+        "CAIRN_S3_ENDPOINT": s3_server.endpoint,
+        "CAIRN_DATA_DIR": str(tmp_path / "data"),
+        "CAIRN_BLOB_STORE": f"file://{tmp_path / 'local'}",
+    }
+    cmd = [sys.executable, "-m", "bus.run.cli", "blobs", "migrate", "--to", f"s3://{bucket}"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, timeout=120)
+    out = proc.stdout.decode()
+    assert proc.returncode == 0, out + proc.stderr.decode()
+    assert "4/4 blobs (4 copied, 0 already there, 0 failed)" in out
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, timeout=120)
+    assert proc.returncode == 0
+    assert "4/4 blobs (0 copied, 4 already there, 0 failed)" in proc.stdout.decode()
+    bad = [*cmd[:-1], "s3://no-such-bucket-x"]
+    proc = subprocess.run(bad, cwd=ROOT, env=env, capture_output=True, timeout=120)
+    assert proc.returncode == 1
+    assert "CAIRN_BLOB_STORE" in proc.stderr.decode()

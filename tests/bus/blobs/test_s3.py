@@ -1,0 +1,313 @@
+"""What only the S3 store must show (the shared contract is test_blobstore_contract.py):
+durable only once S3 verified our sha256, botocore's CRC defaults off, ranged reads in
+bounded pieces, body read timeouts resumed, corrupt bodies caught by the chunk hash, and
+clear errors naming the setting when the endpoint, bucket or credentials are wrong.
+
+Against the local S3 server (tests/s3server.py: moto plus checksum checks and faults);
+the fault tests use a server of their own so that stopping it disturbs nobody."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import secrets
+import time
+import tracemalloc
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bus.blobs.errors import BlobCorrupt, BlobStoreUnavailable
+from bus.blobs.manifests import hash_manifest
+from bus.blobs.s3 import READ_PIECE, SPOOL_SUFFIX, S3BlobStore, S3Options
+from bus.run.embedded import free_port
+from tests.s3server import S3Server
+
+MiB = 1024 * 1024
+DATA = os.urandom(5 * MiB + 321)
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+async def feed(data: bytes, piece: int = 64 * 1024) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), piece):
+        yield data[i : i + piece]
+
+
+@pytest.fixture(scope="module")
+def faulty() -> Iterator[S3Server]:
+    """A server of this module's own, for faults (and for being stopped)."""
+    from tests.s3server import use_test_credentials
+
+    use_test_credentials()
+    server = S3Server()
+    server.start()
+    yield server
+    server.stop()
+
+
+def make_store(server: S3Server, tmp_path: Path, **options: Any) -> S3BlobStore:
+    bucket = f"t{secrets.token_hex(6)}"
+    server.create_bucket(bucket)
+    return S3BlobStore(
+        S3Options(bucket=bucket, endpoint=server.endpoint, spool_dir=tmp_path / "spool", **options)
+    )
+
+
+class Requests:
+    """Records what botocore sends (after it added its own headers), per operation."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, str]]] = []
+
+    def __call__(self, request: Any, event_name: str = "", **_: Any) -> None:
+        op = event_name.rsplit(".", 1)[-1]  # before-send.s3.<Operation>
+        self.sent.append(
+            (
+                op,
+                {
+                    k.lower(): v.decode() if isinstance(v, bytes) else str(v)
+                    for k, v in request.headers.items()
+                },
+            )
+        )
+
+    def of(self, op: str) -> list[dict[str, str]]:
+        return [h for o, h in self.sent if o == op]
+
+
+async def recording(store: S3BlobStore) -> Requests:
+    rec = Requests()
+    client = await store.client()
+    client.meta.events.register("before-send.s3.*", rec)
+    return rec
+
+
+async def test_put_carries_the_sha256_and_no_crc_and_reads_are_ranged(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    store = make_store(s3_server, tmp_path, range_bytes=2 * MiB)
+    try:
+        client = await store.client()
+        assert client.meta.config.request_checksum_calculation == "when_required"
+        assert client.meta.config.response_checksum_validation == "when_required"
+        rec = await recording(store)
+        digest, _ = await store.put_stream(feed(DATA))
+        [put] = rec.of("PutObject")
+        assert (
+            put["x-amz-checksum-sha256"] == base64.b64encode(hashlib.sha256(DATA).digest()).decode()
+        )
+        assert not [h for h in put if h.startswith("x-amz-checksum-crc")]
+        assert put["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"  # no body read to sign
+        assert put["content-length"] == str(len(DATA))
+
+        pieces = [p async for p in store.open_range(digest)]
+        assert b"".join(pieces) == DATA
+        assert max(len(p) for p in pieces) <= READ_PIECE
+        ranges = [h["range"] for h in rec.of("GetObject")]
+        # Only the bytes asked for, in GETs of at most range_bytes.
+        assert ranges == ["bytes=0-2097151", "bytes=2097152-4194303", "bytes=4194304-5243200"]
+        rec.sent.clear()
+        assert (
+            b"".join([p async for p in store.open_range(digest, 2 * MiB - 1, 3)])
+            == (DATA[2 * MiB - 1 : 2 * MiB + 2])
+        )
+        assert [h["range"] for h in rec.of("GetObject")] == ["bytes=2097151-2097153"]
+    finally:
+        await store.close()
+
+
+async def test_s3_rejects_bytes_that_do_not_match_the_checksum_and_nothing_is_kept(
+    s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spool file is damaged after hashing (a disk flipping a bit): the server verifies
+    the sha256 we sent, refuses the PUT, and the put fails with nothing stored."""
+    store = make_store(s3_server, tmp_path)
+    real_put = store._put_file
+
+    async def damaged(hexdigest: str, digest: bytes, f: Any, size: int) -> None:
+        f.seek(10)
+        f.write(b"X")
+        f.seek(0)
+        await real_put(hexdigest, digest, f, size)
+
+    monkeypatch.setattr(store, "_put_file", damaged)
+    before = s3_server.state()["rejected"]
+    try:
+        with pytest.raises(BlobStoreUnavailable, match="BadDigest"):
+            await store.put_stream(feed(DATA))
+        assert s3_server.state()["rejected"] > before
+        assert not await store.exists(sha(DATA))
+        assert [b async for b in store.iter_blobs()] == []
+        assert list((tmp_path / "spool").iterdir()) == []
+    finally:
+        await store.close()
+
+
+async def test_reading_a_big_object_holds_only_pieces_in_memory(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    big = os.urandom(48 * MiB)
+    store = make_store(s3_server, tmp_path)  # default 8 MiB ranged GETs
+    try:
+        digest, _ = await store.put_stream(feed(big, MiB))
+        hasher = hashlib.sha256()
+        tracemalloc.start()
+        try:
+            async for piece in store.open_range(digest):
+                hasher.update(piece)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert hasher.hexdigest() == digest
+        # A whole-object read would hold 48 MiB; pieces are 1 MiB, one is held back.
+        assert peak < 12 * MiB, peak
+    finally:
+        await store.close()
+
+
+async def test_a_read_timeout_mid_body_resumes_where_it_stopped(
+    faulty: S3Server, tmp_path: Path
+) -> None:
+    store = make_store(faulty, tmp_path, read_timeout=1.0)
+    try:
+        digest, _ = await store.put_stream(feed(DATA))
+        rec = await recording(store)
+        faulty.faults(stall_gets=1, stall_after=MiB + 7, stall_seconds=3)
+        assert b"".join([p async for p in store.open_range(digest)]) == DATA
+        assert faulty.state()["stall_gets"] == 0  # the stall happened
+        ranges = [h["range"] for h in rec.of("GetObject")]
+        # The retry asked for the rest only: it started past the first byte.
+        assert ranges[0] == f"bytes=0-{len(DATA) - 1}"
+        assert len(ranges) == 2 and ranges[1] != ranges[0]
+        start = int(ranges[1].removeprefix("bytes=").split("-")[0])
+        assert 0 < start <= MiB + 7
+    finally:
+        faulty.faults()
+        await store.close()
+
+
+async def test_a_body_that_keeps_stalling_fails_the_read(faulty: S3Server, tmp_path: Path) -> None:
+    store = make_store(faulty, tmp_path, read_timeout=0.5, max_attempts=2)
+    try:
+        digest, _ = await store.put_stream(feed(DATA))
+        faulty.faults(stall_gets=10, stall_after=1000, stall_seconds=2)
+        with pytest.raises(BlobStoreUnavailable):
+            async for _ in store.open_range(digest):
+                pass
+    finally:
+        faulty.faults()
+        await store.close()
+
+
+async def test_a_corrupt_body_fails_the_read_before_its_last_piece(
+    faulty: S3Server, tmp_path: Path
+) -> None:
+    store = make_store(faulty, tmp_path)
+    try:
+        digest, _ = await store.put_stream(feed(DATA))
+        faulty.faults(corrupt_gets=True)
+        got = bytearray()
+        with pytest.raises(BlobCorrupt) as e:
+            async for p in store.open_range(digest):
+                got += p
+        assert e.value.sha256 == digest
+        assert len(got) < len(DATA)  # the response never completes with wrong bytes
+        with pytest.raises(BlobCorrupt):
+            await hash_manifest(store, [(digest, len(DATA))])
+    finally:
+        faulty.faults()
+        await store.close()
+
+
+async def test_unreachable_endpoint_names_the_setting(tmp_path: Path) -> None:
+    store = S3BlobStore(
+        S3Options(
+            bucket="cairn",
+            endpoint=f"http://127.0.0.1:{free_port()}",
+            spool_dir=tmp_path,
+            connect_timeout=1,
+            max_attempts=1,
+        )
+    )
+    try:
+        with pytest.raises(BlobStoreUnavailable, match="CAIRN_S3_ENDPOINT"):
+            await store.ping()
+        with pytest.raises(BlobStoreUnavailable, match="CAIRN_S3_ENDPOINT"):
+            await store.put_stream(feed(b"bytes"))
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        await store.close()
+
+
+async def test_missing_bucket_names_the_setting(s3_server: S3Server, tmp_path: Path) -> None:
+    store = S3BlobStore(
+        S3Options(bucket="no-such-bucket-here", endpoint=s3_server.endpoint, spool_dir=tmp_path)
+    )
+    try:
+        with pytest.raises(BlobStoreUnavailable, match=r"does not exist \(CAIRN_BLOB_STORE\)"):
+            await store.ping()
+        with pytest.raises(BlobStoreUnavailable, match="CAIRN_BLOB_STORE"):
+            await store.put_stream(feed(b"bytes"))
+    finally:
+        await store.close()
+
+
+async def test_missing_credentials_name_the_variables(
+    s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    store = S3BlobStore(S3Options(bucket="cairn", endpoint=s3_server.endpoint, spool_dir=tmp_path))
+    try:
+        with pytest.raises(BlobStoreUnavailable, match="AWS_ACCESS_KEY_ID"):
+            await store.ping()
+    finally:
+        await store.close()
+
+
+async def test_s3_going_away_mid_put_keeps_nothing(tmp_path: Path) -> None:
+    from tests.s3server import use_test_credentials
+
+    use_test_credentials()
+    server = S3Server()
+    server.start()
+    store = make_store(server, tmp_path, max_attempts=2, connect_timeout=1)
+    try:
+
+        async def body() -> AsyncIterator[bytes]:
+            yield DATA[:MiB]
+            server.stop()  # S3 goes away while the body is still arriving
+            yield DATA[MiB:]
+
+        with pytest.raises(BlobStoreUnavailable, match="CAIRN_S3_ENDPOINT"):
+            await store.put_stream(body())
+        assert list((tmp_path / "spool").iterdir()) == []
+        with pytest.raises(BlobStoreUnavailable):
+            await store.ping()
+    finally:
+        server.stop()
+        await store.close()
+
+
+async def test_sweep_removes_only_old_spool_files(s3_server: S3Server, tmp_path: Path) -> None:
+    store = make_store(s3_server, tmp_path)
+    try:
+        spool = tmp_path / "spool"
+        old, fresh = spool / f"old{SPOOL_SUFFIX}", spool / f"fresh{SPOOL_SUFFIX}"
+        old.write_bytes(b"x")
+        fresh.write_bytes(b"y")
+        two_days_ago = time.time() - 2 * 24 * 3600
+        os.utime(old, (two_days_ago, two_days_ago))
+        assert await store.sweep() == 1
+        assert sorted(p.name for p in spool.iterdir()) == [fresh.name]
+    finally:
+        await store.close()
