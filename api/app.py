@@ -12,10 +12,12 @@ from litestar.config.cors import CORSConfig
 from api.auth import Authenticator
 from api.context import AppContext
 from api.errors import handle_exception
+from api.events.fanout import FanOut
 from api.middleware import request_id_middleware
 from api.openapi import openapi_config
 from api.routes.admin import AdminController
 from api.routes.docs import docs_assets, root
+from api.routes.events import EventsController, events_ws
 from api.routes.files import FilesController
 from api.routes.ops import asyncapi, health, metrics, ready
 from api.routes.uploads import UploadsController
@@ -59,9 +61,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
             bus=bus,
             auth=Authenticator(settings),
         )
+        # One reader of the event store feeds every live stream of this process.
+        events = FanOut(pool, settings.database_url or "", settings.events_queue_size)
+        await events.start()
+        app.state.events = events
         try:
             yield
         finally:
+            await events.stop()
             await bus.stop()
             await pool.close()
             await blobs.close()
@@ -81,10 +88,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
             TusController,
             FilesController,
             AdminController,
+            EventsController,
+            events_ws,
         ],
         lifespan=[lifespan],
         exception_handlers=exc_handlers,
         middleware=[request_id_middleware],
+        logging_config=None,  # Litestar's own would add a plain-text root handler
         openapi_config=openapi_config("0.1.0"),
         cors_config=CORSConfig(
             allow_origins=list(settings.cors_origins),
@@ -93,6 +103,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             expose_headers=[
                 "X-Request-ID",
                 "X-Total-Count",
+                "Last-Event-ID",
                 "Location",
                 "Retry-After",
                 "ETag",

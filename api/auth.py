@@ -22,6 +22,7 @@ from bus.config.tokens import bad_signature_message
 class Principal:
     user: str
     admin: bool = False
+    expires_at: float | None = None  # the token's `exp` (epoch seconds): live streams end there
 
 
 class Authenticator:
@@ -90,7 +91,12 @@ class Authenticator:
         if not isinstance(sub, str) or not sub:
             raise ApiError(401, "invalid_token", "the token has no subject", headers=_challenge())
         roles = claims.get("roles") or []
-        return Principal(sub, isinstance(roles, list) and "admin" in roles)
+        exp = claims.get("exp")
+        return Principal(
+            sub,
+            isinstance(roles, list) and "admin" in roles,
+            float(exp) if isinstance(exp, int | float) else None,
+        )
 
 
 def _challenge() -> dict[str, str]:

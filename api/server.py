@@ -11,6 +11,7 @@ import contextlib
 import uvicorn
 
 from api.app import create_app
+from api.http.access import access_log
 from api.http.trailers import TrailerAwareHttpToolsProtocol
 from bus.config.settings import Settings
 
@@ -24,11 +25,13 @@ class QuietServer(uvicorn.Server):
 
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        access_log(app),  # our access log line per request, in the JSON stream
         host=settings.host,
         port=settings.port,
         log_level="warning",
+        log_config=None,  # uvicorn's loggers go through ours (bus/config/logs.py)
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=5,
@@ -36,11 +39,19 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         # Forwarded headers are trusted only when the operator says a proxy sets them.
         proxy_headers=settings.trust_proxy,
         forwarded_allow_ips="*" if settings.trust_proxy else None,
+        # The WebSocket protocol layer refuses (1009) frames far over the app's own limit
+        # (api/events/websocket.py closes with a reason above ws_max_message_bytes).
+        ws_max_size=4 * settings.ws_max_message_bytes,
     )
     server = QuietServer(config)
     task = asyncio.create_task(server.serve())
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    # Live event streams never finish on their own: end them (with a reason, so clients
+    # resume elsewhere) before uvicorn waits for open requests to complete.
+    events = getattr(app.state, "events", None)
+    if events is not None:
+        events.shutdown()
     server.should_exit = True
     await task
     stopper.cancel()

@@ -404,17 +404,22 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
 
         # 4. every replica of every kind, init containers first
         api_urls: list[str] = []
+        metrics_urls: dict[str, str] = {}
         for name, d in deployments.items():
             pod = d["spec"]["template"]["spec"]
             replicas = d["spec"].get("replicas", 1)
             for c in pod.get("initContainers", []):
                 cluster.run(f"{name}-init-{c['name']}", c, m, timeout=30)
             for i in range(replicas):
-                extra: dict[str, str] = {}
+                extra: dict[str, str] = {"CAIRN_METRICS_HOST": HOST}
                 if name == "cairn-api":
                     port = free_port()
                     extra["CAIRN_PORT"] = str(port)
                     api_urls.append(f"http://{HOST}:{port}")
+                else:  # one port per process here; in a cluster each pod has its own IP
+                    metrics_port = free_port()
+                    extra["CAIRN_METRICS_PORT"] = str(metrics_port)
+                    metrics_urls[f"{name}-{i}"] = f"http://{HOST}:{metrics_port}/metrics"
                 cluster.start(f"{name}-{i}", pod["containers"][0], m, service=True, **extra)
             ok(
                 f"{name}: {replicas} process(es) of `{' '.join(argv(pod['containers'][0], bindir)[1:])}`"
@@ -425,6 +430,11 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
             wait_http(f"{url}/health", START_TIMEOUT, cluster)
             r = wait_http(f"{url}/ready", START_TIMEOUT, cluster)
             ok(f"{url}: /health 200, /ready 200 {r.json()['checks']}")
+        for proc_name, url in metrics_urls.items():
+            r = wait_http(url, START_TIMEOUT, cluster)
+            if "cairn_kafka_consumer_lag_messages" not in r.text:
+                fail(f"{proc_name}: {url} has no Cairn metrics", None)
+        ok(f"every non-api process serves /metrics on its own port ({len(metrics_urls)})")
 
         # 6. smoke
         if not args.no_smoke:

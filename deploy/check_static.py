@@ -123,7 +123,7 @@ def process_kinds() -> list[str]:
 
 def api_routes() -> set[str]:
     routes: set[str] = set()
-    for f in (ROOT / "api").glob("*.py"):
+    for f in (ROOT / "api").rglob("*.py"):  # routes live in api/routes/
         routes |= set(re.findall(r'@get\(\s*"(/[^"]*)"', f.read_text()))
     return routes
 
@@ -535,9 +535,12 @@ def check_k8s() -> None:
                         f"{cname}: {probe} port {http['port']} is declared",
                     )
             if ports:
+                # The api listens on CAIRN_PORT (and serves /metrics there); every other
+                # kind serves only its metrics, on CAIRN_METRICS_PORT.
+                setting = "CAIRN_PORT" if "api" in c.get("args", []) else "CAIRN_METRICS_PORT"
                 R.check(
-                    str(next(iter(ports.values()))) == config_data.get("CAIRN_PORT"),
-                    f"{cname}: containerPort matches CAIRN_PORT",
+                    str(next(iter(ports.values()))) == config_data.get(setting),
+                    f"{cname}: containerPort matches {setting}",
                 )
             if role == "init" and w["kind"] == "Deployment":
                 cmd = c.get("command", [])
@@ -556,6 +559,23 @@ def check_k8s() -> None:
                 )
 
     deployments = by_kind.get("Deployment", {})
+    for kind in KINDS:
+        # Prometheus scrapes every kind: annotations naming a declared port and /metrics.
+        d = deployments.get(f"cairn-{kind}")
+        if d is not None:
+            template = d["spec"]["template"]
+            notes = template.get("metadata", {}).get("annotations", {})
+            declared = {
+                str(p["containerPort"])
+                for c in template["spec"]["containers"]
+                for p in c.get("ports", [])
+            }
+            R.check(
+                notes.get("prometheus.io/scrape") == "true"
+                and notes.get("prometheus.io/path") == "/metrics"
+                and notes.get("prometheus.io/port") in declared,
+                f"cairn-{kind}: Prometheus scrape annotations on a declared port",
+            )
     for kind in KINDS:
         d = deployments.get(f"cairn-{kind}")
         R.check(d is not None, f"Deployment cairn-{kind} exists")

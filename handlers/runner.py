@@ -33,6 +33,7 @@ from bus.config.tracing import current_traceparent, span
 from bus.kafka.broker import (
     BATCH_TIMEOUT_MS_BACKGROUND,
     make_broker,
+    observe_batch,
     raw_records,
     subscriber_options,
 )
@@ -93,6 +94,7 @@ class Handlers:
             **subscriber_options(self.settings),
         )
         async def on_events(records: Any, msg: KafkaMessage) -> None:
+            observe_batch(self.group_id, msg.consumer, records)
             failed: set[tuple[str, int]] = set()
             for rec in records:
                 tp = (rec.topic, rec.partition)

@@ -48,12 +48,13 @@ def _uuid_or_none(value: str | uuid.UUID) -> uuid.UUID | None:
         return None
 
 
-def _progress(size: int | None, received: int, status: str) -> float:
+def progress_percent(size: int | None, received: int, completed: bool) -> float:
+    """Progress on the one scale used everywhere (REST and events): percent, 0-100."""
     if size is None:
         # A deferred length (tus): no fraction to give until the upload completes.
-        return 1.0 if status == UploadStatus.COMPLETED.value else 0.0
+        return 100.0 if completed else 0.0
     # An empty file has nothing left to receive.
-    return min(received / size, 1.0) if size else 1.0
+    return round(min(received / size, 1.0) * 100, 2) if size else 100.0
 
 
 def _upload_dict(r: asyncpg.Record) -> dict[str, Any]:
@@ -67,7 +68,9 @@ def _upload_dict(r: asyncpg.Record) -> dict[str, Any]:
         "total_chunks": r["total_chunks"],
         "chunks_received": r["chunks_received"],
         "bytes_received": r["bytes_received"],
-        "progress": _progress(size, r["bytes_received"], r["status"]),
+        "progress": progress_percent(
+            size, r["bytes_received"], r["status"] == UploadStatus.COMPLETED.value
+        ),
         "status": r["status"],
         "mode": r["mode"],
         "partial": r["partial"],
@@ -362,7 +365,7 @@ async def list_files(
 
 
 async def upload_average_progress(pool: asyncpg.Pool, owner: str | None) -> float | None:
-    """Mean progress (0..1) of the active uploads whose length is known; None if there are
+    """Mean progress (percent, 0-100) of the active uploads whose length is known; None if there are
     none. Separate from `upload_stats` so that function keeps one owner."""
     where = _Where()
     where.conds.append("status IN ('INITIATED', 'IN_PROGRESS') AND file_size IS NOT NULL")
@@ -370,8 +373,8 @@ async def upload_average_progress(pool: asyncpg.Pool, owner: str | None) -> floa
         where.add("owner = ?", owner)
     async with pool.acquire() as conn:
         v = await conn.fetchval(
-            "SELECT avg(CASE WHEN file_size > 0"
-            " THEN least(bytes_received::float8 / file_size, 1.0) ELSE 1.0 END)"
+            "SELECT round(avg(CASE WHEN file_size > 0"
+            " THEN least(bytes_received::numeric / file_size, 1.0) ELSE 1.0 END) * 100, 2)"
             f" FROM readmodel.uploads {where.sql()}",
             *where.args,
         )

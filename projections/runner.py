@@ -30,13 +30,18 @@ from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
-from prometheus_client import Counter, Gauge
 
 from bus.aio import Backoff, Stopped, sleep_unless_stopped, unless_stopped
+from bus.config import metrics
+from bus.config.metrics import PROJECTION_DUPLICATES_SKIPPED as DUPLICATES_SKIPPED
+from bus.config.metrics import PROJECTION_EVENTS_APPLIED as EVENTS_APPLIED
+from bus.config.metrics import PROJECTION_LAG_SECONDS as PROJECTION_LAG
+from bus.config.metrics import PROJECTION_MESSAGES_SKIPPED as MESSAGES_SKIPPED
 from bus.config.settings import Settings
 from bus.kafka.broker import (
     BATCH_TIMEOUT_MS_BACKGROUND,
     make_broker,
+    observe_batch,
     raw_records,
     subscriber_options,
 )
@@ -48,27 +53,6 @@ from projections.rebuild import PROJECTIONS
 
 log = logging.getLogger("cairn.projections")
 
-PROJECTION_LAG = Gauge(
-    "cairn_projection_lag_seconds",
-    "Age of the last applied event when it was applied (now - occurred_at); 0 while idle"
-    " at the head of the topics.",
-    ["projection"],
-)
-EVENTS_APPLIED = Counter(
-    "cairn_projection_events_applied",
-    "Events applied to a projection (gap fills included, duplicates excluded).",
-    ["projection"],
-)
-DUPLICATES_SKIPPED = Counter(
-    "cairn_projection_duplicates_skipped",
-    "Deliveries skipped because the projection had already applied the event.",
-    ["projection"],
-)
-MESSAGES_SKIPPED = Counter(
-    "cairn_projection_messages_skipped",
-    "Messages skipped without effect: malformed (not an event) or unappliable (poison).",
-    ["reason"],
-)
 
 # Postgres failures worth retrying: the same batch may well succeed a moment later.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -177,6 +161,7 @@ class Projector:
         )
         async def on_events(records: Any, msg: KafkaMessage) -> None:
             self._last_batch = time.monotonic()
+            observe_batch(self.group_id, msg.consumer, records)
             messages = sorted(records, key=lambda m: (m.topic, m.partition, m.offset))
             if not await self._apply_with_retry(messages, stop):
                 # Stopped while the batch could not be applied: rewind, Kafka redelivers it.
@@ -201,6 +186,7 @@ class Projector:
             if time.monotonic() - self._last_batch >= 1.0:
                 for p in self.projections:
                     PROJECTION_LAG.labels(p.name).set(0)
+                metrics.observe_idle(self.group_id, self.topics)
 
     async def _mark_processed(self, offsets: dict[TopicPartition, int]) -> None:
         async with self._progress:

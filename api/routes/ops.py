@@ -10,20 +10,14 @@ import asyncio
 from typing import Any
 
 from litestar import MediaType, Request, Response, get
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from api.asyncapi import asyncapi_document
 from api.context import ctx
+from bus.config.metrics import EVENT_STORE_POSITION, RELAY_LAG
+from bus.config.metrics import PROJECTION_LAG_EVENTS as PROJECTION_LAG
 from domain.events import stream_id_for
 from projections.rebuild import PROJECTIONS
-
-RELAY_LAG = Gauge("cairn_relay_lag_events", "Events appended but not yet published to Kafka")
-PROJECTION_LAG = Gauge(
-    "cairn_projection_lag_events",
-    "Events published but not yet applied by a projection",
-    ["projection"],
-)
-EVENTS_TOTAL = Gauge("cairn_events_total", "Events in the event store (last position)")
 
 
 @get("/health", include_in_schema=True, tags=["ops"], summary="Liveness")
@@ -64,7 +58,7 @@ async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
             relay = await conn.fetchval(
                 "SELECT coalesce(max(position), 0) FROM eventstore.relay_checkpoints WHERE name = 'main'"
             )
-            EVENTS_TOTAL.set(last)
+            EVENT_STORE_POSITION.set(last)
             RELAY_LAG.set(max(0, last - relay))
             rows = await conn.fetch("SELECT projection, last_position FROM readmodel.status")
             for r in rows:

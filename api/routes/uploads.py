@@ -82,9 +82,9 @@ def _state_view(st: UploadState) -> dict[str, Any]:
             "total_chunks": st.total_chunks,
             "chunks_received": len(st.chunks),
             "bytes_received": received,
-            "progress": (received / st.file_size)
-            if st.file_size
-            else (1.0 if st.status == UploadStatus.COMPLETED else 0.0),
+            "progress": queries.progress_percent(
+                st.file_size, received, st.status == UploadStatus.COMPLETED
+            ),
             "status": st.status.value,
             "mode": st.mode,
             "partial": st.partial,

@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from faststream.middlewares import AckPolicy
 
+from bus.config import metrics
 from bus.config.logs import get_logger
 from bus.config.settings import Settings
 from bus.kafka.broker import command_publishers, make_broker, raw_records, subscriber_options
@@ -145,6 +146,7 @@ class CommandBus:
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[command_id] = fut
         limit = timeout or self.settings.command_timeout
+        timer = metrics.CommandTimer(cmd.type)
         try:
             try:
                 await asyncio.wait_for(
@@ -160,13 +162,16 @@ class CommandBus:
                     limit,
                 )
             except (KafkaError, TimeoutError, OSError) as e:
+                timer.done("unavailable")
                 raise BusUnavailable(f"the command bus is unavailable: {e}") from e
             try:
                 reply = await asyncio.wait_for(fut, limit)
             except TimeoutError as e:
+                timer.done("unavailable")
                 raise BusUnavailable("no answer from the actors in time; retry", 1) from e
         finally:
             self._pending.pop(command_id, None)
+        timer.done("ok" if reply.get("ok") else "refused")
         if not reply.get("ok"):
             raise DomainError.from_dict(reply["error"])
         return CommandResult(

@@ -33,12 +33,14 @@ from faststream.middlewares import AckPolicy
 from opentelemetry.trace import SpanKind
 
 from bus.aio import Backoff, BoundedLRU, sleep_unless_stopped
+from bus.config import metrics
 from bus.config.logs import get_logger
 from bus.config.settings import Settings
 from bus.config.tracing import current_traceparent, span
 from bus.kafka.broker import (
     BATCH_TIMEOUT_MS,
     make_broker,
+    observe_batch,
     raw_records,
     reply_publisher,
     subscriber_options,
@@ -220,6 +222,7 @@ class ActorHost:
             **subscriber_options(self.settings, latency_critical=True),
         )
         async def on_commands(records: Any, msg: KafkaMessage) -> None:
+            observe_batch(host.group_id, msg.consumer, records)
             partitions: dict[tuple[str, int], list[ConsumerRecord[Any, Any]]] = {}
             for rec in records:
                 partitions.setdefault((rec.topic, rec.partition), []).append(rec)
@@ -309,6 +312,8 @@ class ActorHost:
                 # A bug or an infrastructure failure (Postgres down): do not skip the command.
                 # Re-raise so the batch is rewound and the command is redelivered.
                 log.exception("command failed", type=cmd.type)
+                metrics.COMMANDS_HANDLED.labels(cmd.type, "failed").inc()
                 raise
+        metrics.command_handled(cmd.type, reply)
         reply["command_id"] = cmd.command_id
         return cmd.command_id.encode(), reply

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bus.blobs.errors import BlobNotFound, BlobTooLarge
+from bus.config import metrics
 
 T = TypeVar("T")
 
@@ -169,6 +170,7 @@ class LocalBlobStore:
                 None, self._commit, closer, tmp, digest
             )
             await asyncio.shield(inflight)
+            metrics.BLOB_WRITTEN_BYTES.inc(total)
             return digest, total
         except BaseException:
             await _discard(inflight, fd, tmp)
@@ -378,6 +380,7 @@ class LocalBlobStore:
                     raise OSError(f"blob {sha256} shrank while being read")
                 pos += len(data)
                 remaining -= len(data)
+                metrics.BLOB_READ_BYTES.inc(len(data))
                 yield data
         finally:
             # Closing a regular file does not block. A pread still running in a thread

@@ -5,10 +5,11 @@ Credentials and region come from the standard `AWS_*` variables (botocore's chai
 `CAIRN_S3_ENDPOINT` points at a non-AWS server and switches to path-style addressing.
 
 Content addressing without buffering. A chunk's key is its sha256, known only when the
-stream ends. Two ways were measured (against the local moto server; see README,
-"S3 blob store"): (a) spool the body to a local temp file while hashing, then one PUT
+stream ends. Two ways were measured against the tests' local S3 server on this
+(loaded, 2-core) machine: (a) spool the body to a local temp file while hashing, then one PUT
 under the final key with the digest in `x-amz-checksum-sha256`; (b) stream to a
-temporary key, then CopyObject to the final key and delete the temporary one. (a) wins:
+temporary key, then CopyObject to the final key and delete the temporary one. (a) wins
+(8 MiB chunks: 24 vs 19 MiB/s; 64 MiB: 38 vs 32 MiB/s, (b) even sent from memory):
 one request instead of three, S3 verifies the digest we computed before it acknowledges
 (with (b) the checksum is only known once the bytes are already in S3, so the server
 could only verify it on the copy, which S3 does not do), and a copy of a large object is
@@ -70,6 +71,7 @@ from botocore.exceptions import (
 
 from bus.blobs.errors import BlobCorrupt, BlobNotFound, BlobStoreUnavailable, BlobTooLarge
 from bus.blobs.local import _check_range, is_sha256
+from bus.config import metrics
 
 # Body pieces are gathered into buffers of this size before one thread hop hashes and
 # writes them to the spool file (same reasoning as the local store's WRITE_BUFFER).
@@ -149,11 +151,10 @@ class S3BlobStore:
                             "payload_signing_enabled": False,
                         },
                     )
-                    region = o.region or (None if o.endpoint else "us-east-1")
                     cm = get_session().create_client(
                         "s3",
                         endpoint_url=o.endpoint or None,
-                        region_name=region or "us-east-1",
+                        region_name=o.region or "us-east-1",
                         config=config,
                     )
                     self._client = await cm.__aenter__()
@@ -242,6 +243,7 @@ class S3BlobStore:
             await asyncio.shield(loop.run_in_executor(None, f.seek, 0))
             await self._put_file(digest.hex(), digest, f, total)
             await _cleanup(_discard(None, f, path))
+            metrics.BLOB_WRITTEN_BYTES.inc(total)
             return digest.hex(), total
         except BaseException:
             # (Also reached if cancelled after S3 acknowledged: the complete blob stays,
@@ -328,11 +330,13 @@ class S3BlobStore:
                 if hasher is not None:
                     await asyncio.to_thread(hasher.update, data)
                 if held is not None:
+                    metrics.BLOB_READ_BYTES.inc(len(held))
                     yield held
                 held = data
         if hasher is not None and hasher.hexdigest() != sha256:
             raise BlobCorrupt(sha256, hasher.hexdigest())
         if held is not None:
+            metrics.BLOB_READ_BYTES.inc(len(held))
             yield held
 
     async def _get(self, sha256: str, start: int, end: int) -> AsyncIterator[bytes]:

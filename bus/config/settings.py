@@ -78,6 +78,10 @@ class Settings:
     max_inflight: int = 256
     cleanup_interval: float = 300.0
     gc_grace: float = 3600.0
+    sse_heartbeat: float = 15.0
+    events_queue_size: int = 1000
+    ws_max_message_bytes: int = 64 * 1024
+    ws_max_subscriptions: int = 100
     s3_endpoint: str | None = None
     s3_region: str | None = None
     s3_pool_size: int = 32
@@ -88,6 +92,8 @@ class Settings:
     s3_spool_dir: Path | None = None
     log_level: str = "info"
     log_json: bool | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0
     instance_id: str = field(default_factory=lambda: secrets.token_hex(4))
 
     @property
@@ -184,6 +190,10 @@ class Settings:
             max_inflight=_int(env, "CAIRN_MAX_INFLIGHT", 256),
             cleanup_interval=_float(env, "CAIRN_CLEANUP_INTERVAL", 300.0),
             gc_grace=_float(env, "CAIRN_GC_GRACE", 3600.0),
+            sse_heartbeat=_float(env, "CAIRN_SSE_HEARTBEAT", 15.0),
+            events_queue_size=_int(env, "CAIRN_EVENTS_QUEUE", 1000),
+            ws_max_message_bytes=_int(env, "CAIRN_WS_MAX_MESSAGE_BYTES", 64 * 1024),
+            ws_max_subscriptions=_int(env, "CAIRN_WS_MAX_SUBSCRIPTIONS", 100),
             s3_endpoint=env.get("CAIRN_S3_ENDPOINT") or None,
             s3_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
             s3_pool_size=_int(env, "CAIRN_S3_POOL_SIZE", 32),
@@ -194,4 +204,6 @@ class Settings:
             s3_spool_dir=Path(env["CAIRN_S3_SPOOL_DIR"]) if env.get("CAIRN_S3_SPOOL_DIR") else None,
             log_level=env.get("CAIRN_LOG_LEVEL") or "info",
             log_json=None if json_env in (None, "") else _bool(json_env),
+            metrics_host=env.get("CAIRN_METRICS_HOST") or "127.0.0.1",
+            metrics_port=_int(env, "CAIRN_METRICS_PORT", 0),
         )

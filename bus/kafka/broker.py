@@ -18,8 +18,10 @@ follow-up command), and on failure rewinds (`nack`) so that nothing is skipped.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+from aiokafka import TopicPartition
 from faststream.kafka import KafkaBroker
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
@@ -27,6 +29,7 @@ from faststream.kafka.publisher.usecase import DefaultPublisher
 from opentelemetry import trace
 from prometheus_client import REGISTRY
 
+from bus.config import metrics
 from bus.config.settings import Settings
 from bus.kafka.clients import COMMAND_AGGREGATES, assert_bootstrap
 
@@ -92,6 +95,14 @@ async def raw_records(msg: Any) -> Any:
     """Decoder that hands the handler the aiokafka records themselves (a tuple for a batch
     subscriber): Cairn parses its own envelopes and needs offsets and headers."""
     return msg.raw_message
+
+
+def observe_batch(group: str, consumer: Any, records: Iterable[Any]) -> None:
+    """Consumer lag metrics (bus/config/metrics.py) for one batch a subscriber received."""
+    batch: dict[TopicPartition, list[Any]] = {}
+    for rec in records:
+        batch.setdefault(TopicPartition(rec.topic, rec.partition), []).append(rec)
+    metrics.observe_fetch(group, consumer, batch)
 
 
 def reply_publisher(broker: KafkaBroker, settings: Settings) -> DefaultPublisher:

@@ -105,6 +105,13 @@ async def _run_kind(settings: Settings, kind: str) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
+    metrics_server = None
+    if kind != "api" and settings.metrics_port:
+        # The api serves /metrics on its own port; every other kind gets this small one.
+        from bus.config.metrics import serve
+
+        metrics_server = serve(settings.metrics_host, settings.metrics_port)
+        log.info("metrics", url=f"http://{settings.metrics_host}:{settings.metrics_port}/metrics")
     watcher: asyncio.Task[None] | None = None
     supervisor_pid = os.environ.get("CAIRN_SUPERVISOR_PID", "")
     if supervisor_pid.isdigit():
@@ -119,6 +126,8 @@ async def _run_kind(settings: Settings, kind: str) -> int:
     finally:
         if watcher is not None:
             watcher.cancel()
+        if metrics_server is not None:
+            metrics_server.shutdown()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     if not stop.is_set():

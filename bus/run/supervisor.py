@@ -35,7 +35,7 @@ from bus.aio import Backoff, sleep_unless_stopped
 from bus.config.logs import configure, get_logger
 from bus.config.settings import Settings
 from bus.kafka.clients import ensure_topics
-from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
+from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
 from bus.run.processes import RUNNERS
 from bus.store import db
 
@@ -335,6 +335,7 @@ class Supervisor:
         self._kafka: EmbeddedKafka | None = None
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
+        self._metrics_ports: dict[str, int] = {}
 
     # ---------------------------------------------------------------- entry point
 
@@ -461,7 +462,16 @@ class Supervisor:
 
     # ---------------------------------------------------------------- children
 
-    def _child_env(self) -> dict[str, str]:
+    def _metrics_port(self, kind: str) -> int:
+        """Each non-api child's own metrics port: CAIRN_METRICS_PORT, +1, +2... in kind
+        order when set, else a free port; kept across restarts of the child."""
+        if kind not in self._metrics_ports:
+            base = self.settings.metrics_port
+            others = [k for k in self.kinds if k != "api"]
+            self._metrics_ports[kind] = base + others.index(kind) if base else free_port()
+        return self._metrics_ports[kind]
+
+    def _child_env(self, kind: str = "") -> dict[str, str]:
         s = self.settings
         env = {
             **os.environ,
@@ -471,6 +481,8 @@ class Supervisor:
             # Lets a child notice it was orphaned (supervisor SIGKILLed) and stop itself.
             "CAIRN_SUPERVISOR_PID": str(os.getpid()),
         }
+        if kind and kind != "api":
+            env["CAIRN_METRICS_PORT"] = str(self._metrics_port(kind))
         if self._kafka is not None:
             env["CAIRN_KAFKA_IDEMPOTENCE"] = "false"  # Tansu has no InitProducerId
             # Tansu holds fetches until their deadline: keep command latency low.
@@ -480,7 +492,7 @@ class Supervisor:
     async def _keep_running(self, kind: str) -> None:
         """Run one kind until stop, restarting it with backoff whenever it dies."""
         backoff = Backoff(BACKOFF_MIN, BACKOFF_MAX, jitter=False)
-        env = self._child_env()
+        env = self._child_env(kind)
         while not self._stop.is_set():
             started = time.monotonic()
             proc = await asyncio.create_subprocess_exec(
@@ -567,6 +579,12 @@ class Supervisor:
             ]
         embedded_pg = " (embedded)" if self._pg is not None else ""
         embedded_kafka = " (embedded)" if self._kafka is not None else ""
+        host = _display_host(s.metrics_host)
+        rows += [
+            (f"Metrics {k}", f"http://{host}:{self._metrics_port(k)}/metrics")
+            for k in self.kinds
+            if k != "api"
+        ]
         rows += [
             ("Postgres", redact_url(s.database_url or "") + embedded_pg),
             ("Kafka", (s.kafka_bootstrap or "") + embedded_kafka),

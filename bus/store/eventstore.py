@@ -16,6 +16,7 @@ from datetime import datetime
 
 import asyncpg
 
+from bus.config import metrics
 from domain.events import EventMeta, NewEvent, RecordedEvent, upcast_recorded
 from domain.ports import ConcurrencyError, DuplicateCommand
 
@@ -130,6 +131,8 @@ class PostgresEventStore:
             await conn.execute(
                 "SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(rows[-1]["position"])
             )
+        for ev in events:  # committed
+            metrics.EVENTS_APPENDED.labels(ev.type).inc()
         return sorted((_row_to_event(r) for r in rows), key=lambda e: e.version)
 
     async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:

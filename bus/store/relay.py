@@ -30,9 +30,12 @@ import orjson
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from prometheus_client import Counter, Gauge
 
 from bus.aio import Backoff, Stopped, sleep_unless_stopped, unless_stopped
+from bus.config.metrics import RELAY_LEADER as LEADER
+from bus.config.metrics import RELAY_PUBLISH_ERRORS as PUBLISH_ERRORS
+from bus.config.metrics import RELAY_PUBLISHED as PUBLISHED
+from bus.config.metrics import RELAY_PUBLISHED_POSITION as PUBLISHED_POSITION
 from bus.config.settings import Settings
 from bus.kafka.clients import headers, make_producer
 from bus.store.eventstore import NOTIFY_CHANNEL, PostgresEventStore
@@ -44,17 +47,9 @@ log = structlog.get_logger(__name__)
 # different names do not block each other. 727_00x is the project's advisory lock range.
 RELAY_LOCK = 727_003
 
-# The lag itself (cairn_relay_lag_events) is exported by api/routes/ops.py from the checkpoint
-# table, so it is visible whichever process runs the relay; registering it here too would
-# collide when both modules share a process.
-PUBLISHED_POSITION = Gauge(
-    "cairn_relay_published_position", "Position of the last event acknowledged by Kafka", ["relay"]
-)
-PUBLISHED = Counter("cairn_relay_published_events", "Events published to Kafka", ["relay"])
-PUBLISH_ERRORS = Counter(
-    "cairn_relay_publish_errors", "Publish attempts that failed on Kafka (then retried)", ["relay"]
-)
-LEADER = Gauge("cairn_relay_leader", "1 while this process is the publishing relay", ["relay"])
+# Metrics are defined in bus/config/metrics.py; the lag itself (cairn_relay_lag_events) is
+# computed by the api's /metrics from the checkpoint table, so it is visible whichever
+# process runs the relay.
 
 # Bigger batches than aiokafka's 16 KiB default: the relay sends hundreds of small messages
 # per partition back to back, and with one request in flight per partition a small batch

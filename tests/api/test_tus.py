@@ -424,7 +424,7 @@ async def test_deferred_length(shared_system: System) -> None:
         _, content = await file_of(c, url)
         assert content == data
         row = await listed(c, url, status="COMPLETED")
-        assert row["file_size"] == row["bytes_received"] == len(data) and row["progress"] == 1.0
+        assert row["file_size"] == row["bytes_received"] == len(data) and row["progress"] == 100.0
         # ...or in an empty PATCH of its own, once everything has been sent.
         url = await create(c, None)
         assert (await patch(c, url, 0, data)).status_code == 204

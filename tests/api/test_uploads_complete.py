@@ -405,7 +405,7 @@ async def test_progress_speed_eta_and_stats(shared_system: System) -> None:
                 await c.put(f"/v1/uploads/{uid}/chunks/{i}", content=parts[i])
             ).status_code == 201
         view = (await c.get(f"/v1/uploads/{uid}")).json()
-        assert view["progress"] == 0.5 and view["bytes_received"] == 2 * CHUNK
+        assert view["progress"] == 50.0 and view["bytes_received"] == 2 * CHUNK
         assert view["missing_chunks"] == [1, 3]
         assert view["speed_bytes_per_second"] > 0 and view["eta_seconds"] >= 0
 
@@ -414,7 +414,7 @@ async def test_progress_speed_eta_and_stats(shared_system: System) -> None:
             return s if s["bytes_received"] == 2 * CHUNK else None
 
         s = await wait_until(stats)
-        assert s["active"] == 1 and s["average_progress"] == 0.5
+        assert s["active"] == 1 and s["average_progress"] == 50.0
         assert s["bytes_pending"] == 2 * CHUNK and len(s["recent"]) == 7
 
 

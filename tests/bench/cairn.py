@@ -30,8 +30,10 @@ EXTERNAL = ("CAIRN_DATABASE_URL", "CAIRN_KAFKA_BOOTSTRAP", "CAIRN_BLOB_STORE", "
 
 
 class Cairn:
-    def __init__(self, work: Path) -> None:
-        self.data_dir = work / "cairn"
+    def __init__(self, work: Path, env: dict[str, str] | None = None, name: str = "cairn") -> None:
+        """`env` adds settings on top of the default (e.g. an S3 blob store)."""
+        self.extra_env = env or {}
+        self.data_dir = work / name
         self.port = free_port()
         self.pg_port = free_port()
         self.kafka_port = free_port()
@@ -40,9 +42,9 @@ class Cairn:
         self.kafka_bootstrap = ""
         self.token = ""
         self.proc = Managed(
-            "cairn",
+            name,
             [sys.executable, "-m", "bus.run.cli", "up"],
-            log=work / "cairn.log",
+            log=work / f"{name}.log",
             env=self._env(),
             cwd=REPO,
             stop_signal=signal.SIGTERM,
@@ -58,6 +60,7 @@ class Cairn:
             CAIRN_EMBEDDED_PG_PORT=str(self.pg_port),
             CAIRN_EMBEDDED_KAFKA_PORT=str(self.kafka_port),
         )
+        env.update(self.extra_env)
         return env
 
     @property

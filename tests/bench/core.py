@@ -152,6 +152,9 @@ class Scenario:
     needs: frozenset[str] = frozenset()  # "nginx", "bare", "tus"
     # For a pending scenario: the path its feature adds to Cairn's OpenAPI, if any.
     probe: str | None = None
+    # Seconds on top of the scale's scenario timeout, for a scenario that starts a system
+    # of its own (s3.transfer: a second `cairn up` and the local S3 server).
+    extra_timeout: float = 0.0
 
     @property
     def group(self) -> str:

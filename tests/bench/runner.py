@@ -241,12 +241,13 @@ async def _run_one(bench: Bench, sc: Scenario) -> Result:
     res.extra["loadavg_before"] = [round(x, 2) for x in os.getloadavg()]
     with bench.window() as w:
         try:
-            async with asyncio.timeout(bench.scale.scenario_timeout):
+            async with asyncio.timeout(bench.scale.scenario_timeout + sc.extra_timeout):
                 await sc.run(bench, res)
         except TimeoutError:
             res.status = "error"
             res.error = (
-                f"timed out after {bench.scale.scenario_timeout:.0f} s\n" + traceback.format_exc()
+                f"timed out after {bench.scale.scenario_timeout + sc.extra_timeout:.0f} s\n"
+                + traceback.format_exc()
             )
         except Exception:
             res.status = "error"

@@ -122,7 +122,7 @@ async def test_duplicate_deliveries_are_applied_once(
     up = await queries.get_upload(pool, uid, "carol")
     assert up is not None
     assert (up["chunks_received"], up["bytes_received"], up["status"]) == (4, 1000, "COMPLETED")
-    assert up["progress"] == 1.0
+    assert up["progress"] == 100.0
     assert await usage(pool, "carol") == {
         "uploads_started": 1,
         "uploads_completed": 1,

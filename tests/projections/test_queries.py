@@ -82,16 +82,16 @@ async def test_upload_dict_shape(pool: asyncpg.Pool, writer: Writer) -> None:
         "updated_at",
         "completed_at",
     } <= set(u)
-    assert u["file_id"] == fid and u["progress"] == 1.0 and u["status"] == "COMPLETED"
+    assert u["file_id"] == fid and u["progress"] == 100.0 and u["status"] == "COMPLETED"
     assert datetime.fromisoformat(u["created_at"]) == T0
     assert datetime.fromisoformat(u["completed_at"]) == T0 + timedelta(seconds=4)
     assert u["metadata"] == {"k": "shape.bin"}
 
     p = await queries.get_upload(pool, part, "alice")
     assert p is not None
-    assert p["progress"] == 0.25 and p["completed_at"] is None and p["file_id"] is None
+    assert p["progress"] == 25.0 and p["completed_at"] is None and p["file_id"] is None
     e = await queries.get_upload(pool, empty, "alice")
-    assert e is not None and e["progress"] == 1.0 and e["status"] == "INITIATED"
+    assert e is not None and e["progress"] == 100.0 and e["status"] == "INITIATED"
 
     f = await queries.get_file(pool, fid or "", "alice")
     assert f is not None

@@ -1,0 +1,243 @@
+"""One feed per API process, fanned out to every SSE and WebSocket subscription.
+
+A single reader task follows the event store (bus/store/feed.py: LISTEN/NOTIFY wake-ups,
+reads by position; the module explains why the store and not a Kafka consumer) and hands
+each event to the subscriptions that may see it. Subscribers never query Postgres while
+live, so 1,000 clients cost one query per batch of events, not 1,000.
+
+Back-pressure: each subscription has a bounded queue. The reader hands out pages of at most
+half a queue and lets every subscriber run between pages; a subscriber that still falls
+`queue_size` events behind (its socket does not take its writes) is dropped with the reason `slow_consumer` (its queue is freed
+at once) instead of slowing the others down or growing memory; it reconnects with its last
+position and catches up from the store.
+
+Hand-over from history to live, without gap or duplicate: a subscription first reads the
+store itself (filtered in SQL) from its resume position up to the fan-out's `head`, the
+position up to which the reader has already handed events out. When it has caught up
+(`cursor >= head`), it attaches in the same synchronous step, so every later event reaches
+its queue; anything at or below its cursor that still arrives (its history read may have
+run ahead of the reader) is skipped by position.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from datetime import UTC, datetime
+
+import asyncpg
+from prometheus_client import Counter, Gauge, Histogram
+
+from bus.config.logs import get_logger
+from bus.store import feed
+from bus.store.feed import FeedEvent, Selector
+
+log = get_logger(__name__)
+
+DELIVERY_LATENCY = Histogram(
+    "cairn_event_delivery_latency_seconds",
+    "From an event's append in Postgres to its write on a live stream",
+    ["transport"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+ACTIVE = Gauge("cairn_event_subscriptions", "Open event-stream subscriptions", ["transport"])
+DROPPED = Counter(
+    "cairn_event_subscriptions_dropped_total",
+    "Event-stream subscriptions ended by the server",
+    ["reason"],
+)
+
+PAGE = 500  # events per history read (bounded memory per catching-up subscription)
+
+
+class Dropped(Exception):
+    """The server ended the subscription; `code` says why (slow_consumer, shutting_down)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Subscription:
+    """One stream's view of the feed: history from the store, then live from the fan-out."""
+
+    def __init__(
+        self, fanout: FanOut, selector: Selector, after: int, transport: str, queue_size: int
+    ) -> None:
+        self.fanout = fanout
+        self.selector = selector
+        self.cursor = after  # last position handed to the client (or skipped as not matching)
+        self.transport = transport
+        self.queue_size = queue_size
+        self.queue: deque[FeedEvent] = deque()
+        self.ready = asyncio.Event()
+        self.attached = False
+        self.dropped: Dropped | None = None
+        ACTIVE.labels(transport).inc()
+
+    # -- called by the fan-out's reader (synchronously, one event at a time) ---------------
+    def offer(self, ev: FeedEvent) -> None:
+        if self.dropped is not None:
+            return
+        if len(self.queue) >= self.queue_size:
+            self.drop(
+                "slow_consumer",
+                f"more than {self.queue_size} events behind; reconnect with the last position",
+            )
+            return
+        self.queue.append(ev)
+        self.ready.set()
+
+    def drop(self, code: str, message: str) -> None:
+        if self.dropped is None:
+            self.dropped = Dropped(code, message)
+            DROPPED.labels(code).inc()
+            self.queue.clear()  # free the backlog now, whatever the client does next
+            self.fanout.detach(self)
+            self.ready.set()
+
+    # -- called by the stream ---------------------------------------------------------------
+    async def next(self, timeout: float | None) -> list[FeedEvent]:
+        """The next events for this subscription ([] on timeout); raises Dropped."""
+        while not self.attached:
+            if self.dropped is not None:
+                raise self.dropped
+            head = self.fanout.head
+            if self.cursor >= head:
+                self.fanout.attach(self)  # no await between the check and the attach
+                break
+            page = await feed.read_after(
+                self.fanout.pool, self.cursor, head, self.selector, limit=PAGE
+            )
+            # Everything up to `head` has been scanned unless the page was full.
+            self.cursor = page[-1].position if len(page) == PAGE else head
+            if page:
+                return page
+        if not self.queue and self.dropped is None:
+            self.ready.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.ready.wait(), timeout)
+        if self.dropped is not None:
+            raise self.dropped
+        out = []
+        while self.queue:
+            ev = self.queue.popleft()
+            if ev.position > self.cursor:  # dedupe the hand-over by position
+                out.append(ev)
+                self.cursor = ev.position
+        return out
+
+    def delivered(self, events: list[FeedEvent]) -> None:
+        """Record the append-to-delivery latency of events just written to the client."""
+        now = datetime.now(UTC)
+        hist = DELIVERY_LATENCY.labels(self.transport)
+        for ev in events:
+            hist.observe(max(0.0, (now - ev.recorded_at).total_seconds()))
+
+    def close(self) -> None:
+        if self.dropped is None:
+            self.dropped = Dropped("closed", "closed")
+        self.fanout.detach(self)
+        self.queue.clear()
+        ACTIVE.labels(self.transport).dec()
+
+
+class FanOut:
+    """The API process's one reader of the event store, and its subscriptions."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        dsn: str,
+        queue_size: int = 1000,
+        poll_interval: float = 5.0,
+        batch: int = 1000,
+    ) -> None:
+        self.pool = pool
+        self.queue_size = queue_size
+        self.poll_interval = poll_interval
+        # Pages of at most half a queue, so a burst (a replay, a big append) never fills
+        # the queue of a client that keeps up.
+        self.page = max(1, min(batch, queue_size // 2))
+        self.listener = feed.Listener(dsn)
+        self.head = 0  # every event at or below it has been offered to attached subscribers
+        # By owner, so an event is matched only against its owner's and the admins' streams.
+        self._by_owner: dict[str | None, set[Subscription]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.closing = False
+
+    async def start(self) -> None:
+        self.head = await feed.head(self.pool)
+        self.listener.start()
+        self._task = asyncio.create_task(self._run(), name="event-fanout")
+
+    async def stop(self) -> None:
+        self.shutdown()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.listener.stop()
+
+    def shutdown(self) -> None:
+        """End every subscription (the server is stopping): clients resume elsewhere."""
+        self.closing = True
+        for subs in list(self._by_owner.values()):
+            for sub in list(subs):
+                sub.drop("shutting_down", "the server is shutting down; reconnect to resume")
+
+    def subscribe(self, selector: Selector, after: int | None, transport: str) -> Subscription:
+        """A subscription resuming after position `after` (None: live from now)."""
+        if self.closing:
+            raise Dropped("shutting_down", "the server is shutting down")
+        return Subscription(
+            self, selector, self.head if after is None else after, transport, self.queue_size
+        )
+
+    def attach(self, sub: Subscription) -> None:
+        sub.attached = True
+        if sub.dropped is None:
+            self._by_owner.setdefault(sub.selector.owner, set()).add(sub)
+
+    def detach(self, sub: Subscription) -> None:
+        subs = self._by_owner.get(sub.selector.owner)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._by_owner[sub.selector.owner]
+
+    def subscriber_count(self) -> int:
+        return sum(len(s) for s in self._by_owner.values())
+
+    async def _run(self) -> None:
+        wake = self.listener.wake
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), self.poll_interval)
+            wake.clear()  # before reading: a notify during the read wakes us again
+            try:
+                while True:
+                    events = await feed.read_after(self.pool, self.head, limit=self.page)
+                    self._publish(events)
+                    if len(events) < self.page:
+                        break
+                    # Let the subscribers' tasks (all made ready by this page) drain their
+                    # queues before the next page: only one that could not is "slow".
+                    await asyncio.sleep(0)
+            except (OSError, asyncpg.PostgresError) as e:
+                log.warning("event fan-out: reading the store failed, retrying", error=str(e))
+
+    def _publish(self, events: list[FeedEvent]) -> None:
+        # Synchronous: `head` and every queue move together (see the module docstring).
+        admins = self._by_owner.get(None, ())
+        for ev in events:
+            for sub in list(admins):
+                if sub.selector.matches(ev.event):
+                    sub.offer(ev)
+            if ev.event.owner is not None:
+                for sub in list(self._by_owner.get(ev.event.owner, ())):
+                    if sub.selector.matches(ev.event):
+                        sub.offer(ev)
+            self.head = ev.position

@@ -1,0 +1,109 @@
+"""Event-stream filters (`aggregate`, `type`, `stream`) and resume positions, validated once
+for SSE and WebSocket alike, and turned into a Selector bound to the caller.
+
+Authorisation lives here too: a non-admin's selector always carries `owner`, so another
+user's stream id simply matches nothing, exactly like an id that does not exist.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from api.auth import Principal
+from api.errors import ApiError
+from bus.store.feed import Selector
+from domain import files, uploads  # noqa: F401  (registers their event types)
+from domain.events import CURRENT_VERSIONS, STREAM_PREFIXES
+
+FILTERS = ("aggregate", "type", "stream")
+MAX_VALUES = 100  # values per filter
+
+
+def _values(name: str, raw: Any) -> list[str]:
+    """A filter's values: a comma-separated string, a list of strings, or absent."""
+    if raw is None:
+        return []
+    items: Iterable[Any] = raw if isinstance(raw, list) else [raw]
+    out: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise invalid(name, item, "must be a string or a list of strings")
+        out.extend(v.strip() for v in item.split(",") if v.strip())
+    if len(out) > MAX_VALUES:
+        raise invalid(name, f"{len(out)} values", f"at most {MAX_VALUES} values")
+    return out
+
+
+def invalid(name: str, value: Any, why: str, allowed: list[str] | None = None) -> ApiError:
+    details: dict[str, Any] = {"filter": name, "value": str(value)[:200]}
+    if allowed is not None:
+        details["allowed"] = allowed
+    return ApiError(400, "invalid_filter", f"invalid value for filter {name!r}: {why}", details)
+
+
+def _stream_ids(value: str) -> list[str]:
+    """`upload-<uuid>` names one stream; a bare `<uuid>` any aggregate's stream with that id."""
+    prefix, sep, rest = value.partition("-")
+    if sep and prefix in STREAM_PREFIXES:
+        try:
+            return [f"{prefix}-{uuid.UUID(rest)}"]
+        except ValueError:
+            pass
+    try:
+        aggregate_id = str(uuid.UUID(value))
+    except ValueError:
+        raise invalid(
+            "stream", value, "expected an aggregate id or a stream id like upload-<uuid>"
+        ) from None
+    return [f"{p}-{aggregate_id}" for p in STREAM_PREFIXES]
+
+
+def selector_for(who: Principal, filters: dict[str, Any]) -> Selector:
+    """Validate `filters` (400 `invalid_filter` naming the filter) and bind them to `who`."""
+    aggregates = _values("aggregate", filters.get("aggregate"))
+    known_aggregates = sorted(set(STREAM_PREFIXES.values()))
+    for a in aggregates:
+        if a not in known_aggregates:
+            raise invalid("aggregate", a, "unknown aggregate", known_aggregates)
+    types = _values("type", filters.get("type"))
+    for t in types:
+        if t not in CURRENT_VERSIONS:
+            raise invalid("type", t, "unknown event type", sorted(CURRENT_VERSIONS))
+    streams: list[str] = []
+    for s in _values("stream", filters.get("stream")):
+        streams.extend(_stream_ids(s))
+    return Selector(
+        owner=None if who.admin else who.user,
+        aggregates=frozenset(aggregates),
+        types=frozenset(types),
+        streams=frozenset(streams),
+    )
+
+
+def parse_position(value: Any, name: str) -> int | None:
+    """A resume position: a non-negative integer (0 = from the very beginning)."""
+    if value is None or value == "":
+        return None
+    text = str(value).strip()
+    if not text.isdigit() or len(text) > 18:
+        raise ApiError(
+            400,
+            "invalid_last_event_id",
+            f"{name} must be a non-negative integer (an event's position)",
+            {"value": text[:64]},
+        )
+    return int(text)
+
+
+def check_not_beyond(position: int | None, head: int, name: str) -> None:
+    """A position beyond the store's head was never handed out by this deployment (another
+    system, or a restored database): 400 rather than silently starting elsewhere."""
+    if position is not None and position > head:
+        raise ApiError(
+            400,
+            "last_event_id_beyond_head",
+            f"{name} {position} is beyond the newest event; start without it",
+            {"value": position, "head": head},
+        )

@@ -1,0 +1,54 @@
+"""Server-Sent Events framing of a subscription: events, heartbeats, and a reasoned end.
+
+Each event is `id: <global position>`, `event: <type>`, `data: <envelope JSON>`, so a
+browser's EventSource reconnects with `Last-Event-ID` and resumes exactly after it. A
+comment line (`: keepalive`) goes out whenever nothing else did for `heartbeat` seconds,
+so proxies keep idle streams open. When the server ends a stream (slow consumer, token
+expired, shutdown) its last message is `event: end` with the one error shape as data and no
+`id`, so the client's resume position stays on the last real event.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import orjson
+
+from api.auth import Principal
+from api.events.fanout import Dropped, Subscription
+
+RETRY_MS = 2000  # EventSource's reconnect delay after the server ends a stream
+
+
+def end_message(code: str, message: str, request_id: str) -> bytes:
+    body = {"error": {"code": code, "message": message, "details": {}}, "request_id": request_id}
+    return b"event: end\ndata: %s\n\n" % orjson.dumps(body)
+
+
+async def sse_stream(
+    sub: Subscription, who: Principal, heartbeat: float, request_id: str
+) -> AsyncIterator[bytes]:
+    try:
+        # The first bytes say where the stream starts (a comment: clients ignore it).
+        yield b"retry: %d\n: cairn events after position %d\n\n" % (RETRY_MS, sub.cursor)
+        while True:
+            wait = heartbeat
+            if who.expires_at is not None:
+                left = who.expires_at - time.time()
+                if left <= 0:
+                    yield end_message("token_expired", "the token has expired", request_id)
+                    return
+                wait = min(wait, left)
+            try:
+                events = await sub.next(wait)
+            except Dropped as d:
+                yield end_message(d.code, d.message, request_id)
+                return
+            if not events:
+                yield b": keepalive\n\n"
+                continue
+            yield b"".join(ev.sse() for ev in events)
+            sub.delivered(events)
+    finally:
+        sub.close()

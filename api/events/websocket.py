@@ -1,0 +1,267 @@
+"""The WebSocket event protocol: auth, subscribe / unsubscribe with filters and resume
+positions, an acknowledgement per subscription, events, and closes that say why.
+
+Browsers cannot set an Authorization header on a WebSocket, and a token in the URL ends up
+in access logs; so the token comes either as a `Sec-WebSocket-Protocol` value
+(`bearer.<jwt>` next to `cairn.events.v1`, which is the one the server selects) or in the
+first message (`{"type": "auth", "token": ...}` or `"api_key"`). README ("Live events")
+shows every message. Every subscription runs as its own task over the shared fan-out;
+writes to the socket go through one lock so frames never interleave.
+
+Close codes: 4401 authentication failed / token expired, 1007 a message that is not JSON,
+1003 a binary message, 1009 a message over the size limit, 1008 too many subscriptions,
+1013 a slow consumer (dropped; reconnect and resume), 1001 the server is shutting down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import orjson
+from litestar import WebSocket
+from litestar.exceptions import WebSocketDisconnect
+
+from api.auth import Authenticator, Principal
+from api.errors import ApiError
+from api.events.fanout import Dropped, FanOut, Subscription
+from api.events.filters import FILTERS, check_not_beyond, parse_position, selector_for
+from bus.config.settings import Settings
+from bus.store import feed
+
+SUBPROTOCOL = "cairn.events.v1"
+AUTH_TIMEOUT = 10.0  # seconds a connection may stay unauthenticated
+
+CLOSE_AUTH = 4401
+CLOSE_NOT_JSON = 1007
+CLOSE_BINARY = 1003
+CLOSE_TOO_BIG = 1009
+CLOSE_POLICY = 1008
+CLOSE_SLOW = 1013
+CLOSE_GOING_AWAY = 1001
+
+
+class Closing(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason[:120]  # a close reason must fit 123 bytes
+
+
+def offered_credentials(socket: WebSocket[Any, Any, Any]) -> dict[str, str] | None:
+    """Headers for the Authenticator from a `bearer.<token>` / `apikey.<key>` subprotocol."""
+    for proto in socket.scope.get("subprotocols") or []:
+        if proto.startswith("bearer."):
+            return {"authorization": f"Bearer {proto.removeprefix('bearer.')}"}
+        if proto.startswith("apikey."):
+            return {"x-api-key": proto.removeprefix("apikey.")}
+    return None
+
+
+class EventSocket:
+    def __init__(
+        self, socket: WebSocket[Any, Any, Any], fanout: FanOut, auth: Authenticator, s: Settings
+    ) -> None:
+        self.socket = socket
+        self.fanout = fanout
+        self.auth = auth
+        self.max_bytes = s.ws_max_message_bytes
+        self.max_subscriptions = s.ws_max_subscriptions
+        self.who: Principal | None = None
+        self.subs: dict[str, tuple[Subscription, asyncio.Task[None]]] = {}
+        self.send_lock = asyncio.Lock()
+        self.closing: Closing | None = None
+        self.closed = asyncio.Event()
+
+    async def send(self, message: dict[str, Any] | bytes) -> None:
+        data = message if isinstance(message, bytes) else orjson.dumps(message)
+        async with self.send_lock:
+            await self.socket.send_data(data.decode(), mode="text")
+
+    def close_with(self, code: int, reason: str) -> None:
+        """Ask the connection to close (from any task); the main loop does the closing."""
+        if self.closing is None:
+            self.closing = Closing(code, reason)
+        self.closed.set()
+
+    async def error(self, sub_id: Any, e: ApiError) -> None:
+        body = {"code": e.code, "message": e.message, "details": e.details}
+        await self.send({"type": "error", "id": sub_id, "error": body})
+
+    # -- the connection ----------------------------------------------------------------------
+    async def serve(self) -> None:
+        offered = self.socket.scope.get("subprotocols") or []
+        await self.socket.accept(subprotocols=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+        try:
+            creds = offered_credentials(self.socket)
+            if creds is not None:
+                self.authenticate(creds)
+            else:
+                msg = await self.receive(timeout=AUTH_TIMEOUT, auth=True)
+                if msg.get("type") != "auth":
+                    raise Closing(CLOSE_AUTH, "unauthorized: the first message must be auth")
+                if isinstance(msg.get("token"), str):
+                    self.authenticate({"authorization": f"Bearer {msg['token']}"})
+                elif isinstance(msg.get("api_key"), str):
+                    self.authenticate({"x-api-key": msg["api_key"]})
+                else:
+                    raise Closing(CLOSE_AUTH, "unauthorized: auth needs a token or an api_key")
+            assert self.who is not None
+            await self.send(
+                {"type": "authenticated", "user": self.who.user, "admin": self.who.admin}
+            )
+            while True:
+                await self.handle(await self.receive(timeout=None))
+        except Closing as c:
+            self.closing = self.closing or c
+        except WebSocketDisconnect:
+            return
+        finally:
+            for sub, task in self.subs.values():
+                task.cancel()
+                sub.close()
+            for _, task in self.subs.values():
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if self.closing is not None:
+            with contextlib.suppress(Exception):
+                await self.socket.close(self.closing.code, self.closing.reason)
+
+    def authenticate(self, creds: dict[str, str]) -> None:
+        try:
+            self.who = self.auth.authenticate(creds)
+        except ApiError as e:
+            raise Closing(CLOSE_AUTH, f"{e.code}: {e.message}") from None
+
+    async def receive(self, timeout: float | None, auth: bool = False) -> dict[str, Any]:
+        """The next client message as a JSON object; closes on anything else."""
+        deadline = time.time() + timeout if timeout is not None else None
+        if self.who is not None and self.who.expires_at is not None:
+            deadline = min(deadline or self.who.expires_at, self.who.expires_at)
+        recv = asyncio.ensure_future(self.socket.receive())
+        stop = asyncio.ensure_future(self.closed.wait())
+        try:
+            left = None if deadline is None else max(0.0, deadline - time.time())
+            done, _ = await asyncio.wait({recv, stop}, timeout=left, return_when="FIRST_COMPLETED")
+        finally:
+            stop.cancel()
+            if not recv.done():
+                recv.cancel()
+        if self.closing is not None:
+            raise self.closing
+        if recv not in done:
+            if auth:
+                raise Closing(CLOSE_AUTH, "unauthorized: no auth message in time")
+            raise Closing(CLOSE_AUTH, "token_expired: the token has expired")
+        event: dict[str, Any] = dict(recv.result())
+        if event["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(detail="disconnected", code=event.get("code", 1000))
+        text = event.get("text")
+        if not isinstance(text, str):
+            raise Closing(CLOSE_BINARY, "binary messages are not supported; send JSON text")
+        if len(text.encode()) > self.max_bytes:
+            raise Closing(CLOSE_TOO_BIG, f"message too big: limit {self.max_bytes} bytes")
+        try:
+            msg = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            raise Closing(CLOSE_NOT_JSON, "message is not JSON") from None
+        if not isinstance(msg, dict):
+            raise Closing(CLOSE_NOT_JSON, "message is not a JSON object")
+        return msg
+
+    # -- messages ------------------------------------------------------------------------------
+    async def handle(self, msg: dict[str, Any]) -> None:
+        kind = msg.get("type")
+        sub_id = msg.get("id")
+        if kind == "ping":
+            await self.send({"type": "pong", "id": sub_id})
+            return
+        if kind not in ("subscribe", "unsubscribe"):
+            await self.error(
+                sub_id,
+                ApiError(
+                    400,
+                    "unknown_message_type",
+                    "type must be subscribe, unsubscribe or ping",
+                    {"type": str(kind)[:64]},
+                ),
+            )
+            return
+        if not isinstance(sub_id, str) or not 0 < len(sub_id) <= 64:
+            await self.error(
+                sub_id, ApiError(400, "invalid_id", "id must be a string of 1 to 64 characters")
+            )
+            return
+        if kind == "unsubscribe":
+            entry = self.subs.pop(sub_id, None)
+            if entry is None:
+                await self.error(
+                    sub_id, ApiError(404, "unknown_subscription", "no such subscription")
+                )
+                return
+            entry[1].cancel()
+            entry[0].close()
+            await self.send({"type": "unsubscribed", "id": sub_id})
+            return
+        await self.subscribe(sub_id, msg)
+
+    async def subscribe(self, sub_id: str, msg: dict[str, Any]) -> None:
+        assert self.who is not None
+        if sub_id in self.subs:
+            await self.error(
+                sub_id, ApiError(409, "subscription_exists", "this id is already subscribed")
+            )
+            return
+        if len(self.subs) >= self.max_subscriptions:
+            await self.error(
+                sub_id,
+                ApiError(
+                    429,
+                    "too_many_subscriptions",
+                    f"at most {self.max_subscriptions} subscriptions per connection",
+                    {"limit": self.max_subscriptions},
+                ),
+            )
+            raise Closing(CLOSE_POLICY, f"too_many_subscriptions: limit {self.max_subscriptions}")
+        filters = msg.get("filters") or {}
+        try:
+            if not isinstance(filters, dict):
+                raise ApiError(400, "invalid_filter", "filters must be an object", {})
+            unknown = sorted(set(filters) - set(FILTERS))
+            if unknown:
+                raise ApiError(
+                    400,
+                    "invalid_filter",
+                    f"unknown filter {unknown[0]!r}",
+                    {"filter": unknown[0], "allowed": list(FILTERS)},
+                )
+            selector = selector_for(self.who, filters)
+            after = parse_position(msg.get("from"), "from")
+            if after is not None and after > self.fanout.head:
+                check_not_beyond(after, await feed.head(self.fanout.pool), "from")
+            sub = self.fanout.subscribe(selector, after, "ws")
+        except ApiError as e:
+            await self.error(sub_id, e)
+            return
+        except Dropped as d:
+            raise Closing(CLOSE_GOING_AWAY, f"{d.code}: {d.message}") from None
+        await self.send({"type": "subscribed", "id": sub_id, "from": sub.cursor})
+        self.subs[sub_id] = (sub, asyncio.create_task(self.pump(sub_id, sub)))
+
+    async def pump(self, sub_id: str, sub: Subscription) -> None:
+        prefix = b'{"type":"event","subscription":' + orjson.dumps(sub_id) + b',"event":'
+        try:
+            while True:
+                events = await sub.next(None)
+                for ev in events:
+                    await self.send(prefix + ev.json() + b"}")
+                sub.delivered(events)
+        except Dropped as d:
+            if d.code == "closed":
+                return
+            code = CLOSE_GOING_AWAY if d.code == "shutting_down" else CLOSE_SLOW
+            self.close_with(code, f"{d.code}: subscription {sub_id} {d.message}")
+        except WebSocketDisconnect:
+            self.closed.set()

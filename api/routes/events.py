@@ -1,0 +1,164 @@
+"""Live events over HTTP: `GET /v1/events` (SSE), `GET /v1/events/ws` (WebSocket) and the
+per-resource shortcut `GET /v1/uploads/{id}/events`.
+
+The streams themselves are in api/events/ (fan-out, filters, SSE framing, WebSocket
+protocol); this module validates the request, authorises it and picks the resume position.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Controller, Request, WebSocket, get, websocket
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, HeaderParameter, QueryParameter
+from litestar.response import Stream
+
+from api.auth import Principal, provide_principal
+from api.context import ctx, parse_uuid
+from api.errors import ApiError, request_id_of
+from api.events.fanout import Dropped, FanOut
+from api.events.filters import FILTERS, check_not_beyond, parse_position, selector_for
+from api.events.sse import sse_stream
+from api.events.websocket import EventSocket
+from api.openapi import SECURED
+from bus.store import feed
+
+_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _query(request: Request[Any, Any, Any], allowed: tuple[str, ...]) -> dict[str, Any]:
+    """Query parameters as {name: [values]}; unknown names are 400 like everywhere."""
+    params = request.query_params
+    unknown = sorted(k for k in params if k not in allowed)
+    if unknown:  # the same answer as api/http/strict.py gives for declared parameters
+        raise ApiError(
+            400,
+            "unknown_query_parameter",
+            f"unknown query parameter(s): {', '.join(u[:64] for u in unknown[:10])}",
+            {"unknown": [u[:64] for u in unknown[:10]], "allowed": sorted(allowed)},
+        )
+    return {name: params.getall(name) for name in params}
+
+
+async def _resume_position(request: Request[Any, Any, Any], query: dict[str, Any]) -> int | None:
+    """`Last-Event-ID` (the header EventSource sends on reconnect, or the query parameter
+    `last_event_id` for the first connection); beyond the store's head is 400."""
+    header = request.headers.get("last-event-id")
+    name = "Last-Event-ID"
+    raw: Any = header
+    if header is None and query.get("last_event_id"):
+        raw, name = query["last_event_id"][-1], "last_event_id"
+    after = parse_position(raw, name)
+    fanout = _fanout(request)
+    if after is not None and after > fanout.head:
+        check_not_beyond(after, await feed.head(ctx(request).pool), name)
+    return after
+
+
+def _fanout(request: Request[Any, Any, Any]) -> FanOut:
+    return request.app.state.events  # type: ignore[no-any-return]
+
+
+def _stream(
+    request: Request[Any, Any, Any], who: Principal, filters: dict[str, Any], after: int | None
+) -> Stream:
+    selector = selector_for(who, filters)
+    try:
+        sub = _fanout(request).subscribe(selector, after, "sse")
+    except Dropped as d:
+        raise ApiError(503, d.code, d.message, {}, {"Retry-After": "1"}) from None
+    settings = ctx(request).settings
+    return Stream(
+        sse_stream(sub, who, settings.sse_heartbeat, request_id_of(request)),
+        media_type="text/event-stream",
+        headers=_HEADERS,
+    )
+
+
+# Documented for OpenAPI; the handlers read the raw query (a filter may repeat).
+Aggregate = Annotated[
+    str | None, QueryParameter(description="aggregate names, comma-separated: uploads, files, ...")
+]
+EventType = Annotated[str | None, QueryParameter(description="event types, comma-separated")]
+StreamFilter = Annotated[
+    str | None,
+    QueryParameter(description="aggregate ids or stream ids (upload-<uuid>), comma-separated"),
+]
+LastEventIdQuery = Annotated[
+    str | None,
+    QueryParameter(
+        description="resume after this position (when the Last-Event-ID header cannot be set)"
+    ),
+]
+LastEventIdHeader = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Last-Event-ID",
+        required=False,
+        description="resume after this position; 0 replays all; beyond the newest event is 400",
+    ),
+]
+
+
+class EventsController(Controller):
+    path = "/v1"
+    tags = ["events"]
+    dependencies = {"principal": Provide(provide_principal)}
+    security = SECURED
+
+    @get(
+        "/events",
+        summary="Live events as Server-Sent Events, resumable with Last-Event-ID",
+        description=(
+            "Filters (comma-separated or repeated): `aggregate` (uploads, files, ...), `type`"
+            " (event type), `stream` (an aggregate id or stream id). `id:` is the event's"
+            " global position, `event:` its type, `data:` the envelope. Without"
+            " `Last-Event-ID` (header, or `last_event_id` query parameter) the stream starts"
+            " at the newest event; `0` replays everything you may see."
+        ),
+    )
+    async def events(
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        aggregate: Aggregate = None,
+        type: EventType = None,
+        stream: StreamFilter = None,
+        last_event_id: LastEventIdQuery = None,
+        last_event_id_header: LastEventIdHeader = None,
+    ) -> Stream:
+        query = _query(request, (*FILTERS, "last_event_id"))
+        filters = {k: v for k, v in query.items() if k in FILTERS}
+        selector_for(principal, filters)  # 400 before anything else
+        return _stream(request, principal, filters, await _resume_position(request, query))
+
+    @get(
+        "/uploads/{upload_id:str}/events",
+        summary="Live events of one upload (SSE), resumable with Last-Event-ID",
+        description="Another user's upload answers 404 like one that does not exist.",
+    )
+    async def upload_events(
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        upload_id: FromPath[str],
+        type: EventType = None,
+        last_event_id: LastEventIdQuery = None,
+        last_event_id_header: LastEventIdHeader = None,
+    ) -> Stream:
+        query = _query(request, ("type", "last_event_id"))
+        uid = parse_uuid(upload_id, "upload_not_found", "upload")
+        stream_id, owner = await feed.stream_owner(ctx(request).pool, [f"upload-{uid}"])
+        if not stream_id or (owner != principal.user and not principal.admin):
+            raise ApiError(404, "upload_not_found", "no such upload", {"id": uid})
+        filters = {"stream": [stream_id], "type": query.get("type")}
+        selector_for(principal, filters)
+        return _stream(request, principal, filters, await _resume_position(request, query))
+
+
+@websocket("/v1/events/ws", name="events_ws")
+async def events_ws(socket: WebSocket[Any, Any, Any]) -> None:
+    """Live events over a WebSocket: see README ("Live events") for the messages."""
+    c = socket.app.state.cairn
+    await EventSocket(socket, socket.app.state.events, c.auth, c.settings).serve()

@@ -1,0 +1,234 @@
+"""Live events over WebSocket: auth by subprotocol or first message, subscribe / ack / event /
+unsubscribe, resume from a position, and every close with its reason, with the `websockets`
+client against a whole running system."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.system import System
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+CHUNK = 4 * 1024
+
+
+def user() -> str:
+    return f"u-{secrets.token_hex(4)}"
+
+
+def ws_url(s: System) -> str:
+    return s.url.replace("http://", "ws://") + "/v1/events/ws"
+
+
+async def recv(ws: ClientConnection) -> dict[str, Any]:
+    return json.loads(await ws.recv())  # type: ignore[no-any-return]
+
+
+async def closed_with(ws: ClientConnection) -> tuple[int, str]:
+    """Read until the server closes; (code, reason) of its close frame."""
+    with pytest.raises(ConnectionClosed) as e:
+        while True:
+            await ws.recv()
+    assert e.value.rcvd is not None
+    return e.value.rcvd.code, e.value.rcvd.reason
+
+
+async def new_upload(c: httpx.AsyncClient) -> str:
+    r = await c.post(
+        "/v1/uploads", json={"file_name": "f.bin", "file_size": 2 * CHUNK, "chunk_size": CHUNK}
+    )
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+async def put_chunk(c: httpx.AsyncClient, uid: str, i: int) -> None:
+    r = await c.put(f"/v1/uploads/{uid}/chunks/{i}", content=bytes([i]) * CHUNK)
+    assert r.status_code == 201, r.text
+
+
+async def test_auth_by_subprotocol_subscribe_event_unsubscribe(shared_system: System) -> None:
+    me = user()
+    token = shared_system.token(me)
+    async with connect(
+        ws_url(shared_system), subprotocols=["cairn.events.v1", f"bearer.{token}"]
+    ) as ws:
+        # The server selects the protocol name, never echoes the token.
+        assert ws.subprotocol == "cairn.events.v1"
+        assert await recv(ws) == {"type": "authenticated", "user": me, "admin": False}
+        await ws.send(json.dumps({"type": "subscribe", "id": "mine", "filters": {}}))
+        ack = await recv(ws)
+        assert ack["type"] == "subscribed" and ack["id"] == "mine" and ack["from"] >= 0
+        await ws.send(
+            json.dumps(
+                {"type": "subscribe", "id": "chunks", "filters": {"type": "UploadChunkStored"}}
+            )
+        )
+        assert (await recv(ws))["type"] == "subscribed"
+        async with shared_system.client(me) as c:
+            uid = await new_upload(c)
+            await put_chunk(c, uid, 0)
+            got = [await recv(ws) for _ in range(3)]
+            by_sub: dict[str, list[dict[str, Any]]] = {}
+            for m in got:
+                assert m["type"] == "event"
+                by_sub.setdefault(m["subscription"], []).append(m["event"])
+            assert [e["type"] for e in by_sub["mine"]] == ["UploadInitiated", "UploadChunkStored"]
+            assert [e["type"] for e in by_sub["chunks"]] == ["UploadChunkStored"]
+            assert {e["stream_id"] for e in got[0:1] for e in [e["event"]]} == {f"upload-{uid}"}
+            await ws.send(json.dumps({"type": "unsubscribe", "id": "chunks"}))
+            assert await recv(ws) == {"type": "unsubscribed", "id": "chunks"}
+            await put_chunk(c, uid, 1)
+            m = await recv(ws)
+            assert m["subscription"] == "mine" and m["event"]["version"] == 3
+            await ws.send(json.dumps({"type": "ping", "id": "p"}))
+            assert await recv(ws) == {"type": "pong", "id": "p"}  # nothing of "chunks" came
+
+
+async def test_auth_by_first_message_and_resume_from_a_position(shared_system: System) -> None:
+    me = user()
+    async with shared_system.client(me) as c:
+        uid = await new_upload(c)
+        await put_chunk(c, uid, 0)
+        await put_chunk(c, uid, 1)
+    async with connect(ws_url(shared_system)) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": shared_system.token(me)}))
+        assert (await recv(ws))["type"] == "authenticated"
+        await ws.send(
+            json.dumps({"type": "subscribe", "id": "s", "filters": {"stream": uid}, "from": 0})
+        )
+        assert await recv(ws) == {"type": "subscribed", "id": "s", "from": 0}
+        events = [(await recv(ws))["event"] for _ in range(3)]
+        assert [e["version"] for e in events] == [1, 2, 3]
+        # Resume after the second: only the third again.
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "subscribe",
+                    "id": "again",
+                    "filters": {"stream": f"upload-{uid}"},
+                    "from": events[1]["position"],
+                }
+            )
+        )
+        assert (await recv(ws))["type"] == "subscribed"
+        m = await recv(ws)
+        assert m["subscription"] == "again" and m["event"]["id"] == events[2]["id"]
+
+
+async def test_another_users_stream_gives_nothing(shared_system: System) -> None:
+    alice, bob = user(), user()
+    async with shared_system.client(alice) as c:
+        ua = await new_upload(c)
+    async with connect(ws_url(shared_system)) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": shared_system.token(bob)}))
+        await recv(ws)
+        await ws.send(
+            json.dumps({"type": "subscribe", "id": "x", "filters": {"stream": ua}, "from": 0})
+        )
+        assert (await recv(ws))["type"] == "subscribed"  # same ack as for an unknown id
+        await ws.send(json.dumps({"type": "subscribe", "id": "all", "filters": {}, "from": 0}))
+        assert (await recv(ws))["type"] == "subscribed"
+        async with shared_system.client(bob) as c:
+            ub = await new_upload(c)
+        m = await recv(ws)  # bob's own event comes; alice's replay never did
+        assert m["subscription"] == "all" and m["event"]["stream_id"] == f"upload-{ub}"
+
+
+async def test_auth_failures_close_with_a_reason(shared_system: System) -> None:
+    forged = jwt.encode({"sub": "alice"}, "not-the-secret-" + "x" * 32, algorithm="HS256")
+    async with connect(
+        ws_url(shared_system), subprotocols=["cairn.events.v1", f"bearer.{forged}"]
+    ) as ws:
+        code, reason = await closed_with(ws)
+        assert code == 4401 and reason.startswith("invalid_token")
+    async with connect(ws_url(shared_system)) as ws:
+        await ws.send(json.dumps({"type": "subscribe", "id": "s"}))
+        code, reason = await closed_with(ws)
+        assert code == 4401 and "first message must be auth" in reason
+    async with connect(ws_url(shared_system)) as ws:
+        await ws.send(json.dumps({"type": "auth", "api_key": "nope"}))
+        code, reason = await closed_with(ws)
+        assert code == 4401 and reason.startswith("unauthorized")
+    expiring = jwt.encode(
+        {"sub": user(), "exp": int(time.time()) + 2},
+        shared_system.settings.resolved_jwt_secret(),
+        algorithm="HS256",
+    )
+    async with connect(ws_url(shared_system)) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": expiring}))
+        assert (await recv(ws))["type"] == "authenticated"
+        code, reason = await closed_with(ws)  # the server ends it when the token expires
+        assert code == 4401 and reason.startswith("token_expired")
+
+
+async def test_bad_messages(shared_system: System) -> None:
+    token = shared_system.token(user())
+    protos = ["cairn.events.v1", f"bearer.{token}"]
+    async with connect(ws_url(shared_system), subprotocols=protos) as ws:
+        await recv(ws)
+        await ws.send(json.dumps({"type": "subscribe", "id": "a", "filters": {"aggregate": "x"}}))
+        err = await recv(ws)
+        assert err["type"] == "error" and err["id"] == "a"
+        assert (
+            err["error"]["code"] == "invalid_filter"
+            and err["error"]["details"]["filter"] == "aggregate"
+        )
+        await ws.send(json.dumps({"type": "subscribe", "id": "b", "filters": {"colour": 1}}))
+        assert (await recv(ws))["error"]["details"]["filter"] == "colour"
+        await ws.send(json.dumps({"type": "subscribe", "id": "c", "from": "yesterday"}))
+        assert (await recv(ws))["error"]["code"] == "invalid_last_event_id"
+        await ws.send(json.dumps({"type": "subscribe", "id": "d", "from": 10**15}))
+        assert (await recv(ws))["error"]["code"] == "last_event_id_beyond_head"
+        await ws.send(json.dumps({"type": "unsubscribe", "id": "nope"}))
+        assert (await recv(ws))["error"]["code"] == "unknown_subscription"
+        await ws.send(json.dumps({"type": "dance"}))
+        assert (await recv(ws))["error"]["code"] == "unknown_message_type"
+        await ws.send(json.dumps({"type": "subscribe", "id": "e"}))
+        assert (await recv(ws))["type"] == "subscribed"
+        await ws.send(json.dumps({"type": "subscribe", "id": "e"}))
+        assert (await recv(ws))["error"]["code"] == "subscription_exists"
+        await ws.send("this is not json")
+        code, reason = await closed_with(ws)
+        assert code == 1007 and "not JSON" in reason
+    async with connect(ws_url(shared_system), subprotocols=protos) as ws:
+        await recv(ws)
+        await ws.send(json.dumps({"type": "ping", "pad": "x" * 70_000}))
+        code, reason = await closed_with(ws)
+        assert code == 1009 and "too big" in reason
+    async with connect(ws_url(shared_system), subprotocols=protos, max_size=None) as ws:
+        await recv(ws)
+        await ws.send(b"\x00\x01")
+        code, _ = await closed_with(ws)
+        assert code == 1003
+    # The process is unharmed.
+    async with shared_system.client(None) as c:
+        assert (await c.get("/health")).status_code == 200
+
+
+async def test_too_many_subscriptions(shared_system: System) -> None:
+    limit = shared_system.settings.ws_max_subscriptions
+    async with connect(
+        ws_url(shared_system),
+        subprotocols=["cairn.events.v1", f"bearer.{shared_system.token(user())}"],
+    ) as ws:
+        await recv(ws)
+        for i in range(limit):
+            await ws.send(json.dumps({"type": "subscribe", "id": f"s{i}"}))
+        for _ in range(limit):
+            assert (await recv(ws))["type"] == "subscribed"
+        await ws.send(json.dumps({"type": "subscribe", "id": "one-too-many"}))
+        err = await recv(ws)
+        assert err["error"]["code"] == "too_many_subscriptions"
+        assert err["error"]["details"]["limit"] == limit
+        code, reason = await closed_with(ws)
+        assert code == 1008 and reason.startswith("too_many_subscriptions")
