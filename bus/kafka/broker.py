@@ -18,6 +18,7 @@ follow-up command), and on failure rewinds (`nack`) so that nothing is skipped.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -40,6 +41,20 @@ BATCH_TIMEOUT_MS = 10
 # The same for consumers that are not latency-critical (projector, handlers): polls this
 # long keep an idle process idle, at the price of up to this much more delay after idling.
 BATCH_TIMEOUT_MS_BACKGROUND = 100
+
+
+class _TopicsAreOurs(logging.Filter):
+    """Drops FastStream's warning that it will not create topics: that is deliberate here
+    (see the module docstring), and it would be logged by every subscriber on every start."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Auto create topics is disabled" not in record.getMessage()
+
+
+# FastStream's records go through the standard library, so they reach the one JSON stream
+# of bus/config/logs.py instead of FastStream's own plain-text handler.
+_LOGGER = logging.getLogger("cairn.faststream")
+_LOGGER.addFilter(_TopicsAreOurs())
 
 
 def make_broker(settings: Settings, service: str, *, telemetry: bool = True) -> KafkaBroker:
@@ -67,7 +82,8 @@ def make_broker(settings: Settings, service: str, *, telemetry: bool = True) -> 
         middlewares=middlewares,
         # Cairn logs through structlog; FastStream's per-message access log at INFO would
         # double every line.
-        log_level=10,
+        logger=_LOGGER,
+        log_level=logging.DEBUG,
         graceful_timeout=15.0,
     )
 
