@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -53,7 +54,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         pool = await create_pool(settings.database_url or "", min_size=2, max_size=30)
         bus = CommandBus(settings)
         await bus.start()
-        app.state.cairn = AppContext(
+        app.state.cairn = c = AppContext(
             settings=settings,
             pool=pool,
             store=PostgresEventStore(pool),
@@ -65,9 +66,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
         events = FanOut(pool, settings.database_url or "", settings.events_queue_size)
         await events.start()
         app.state.events = events
+        flusher = asyncio.create_task(
+            c.downloads.run(pool, settings.download_flush_interval), name="download-counts"
+        )
         try:
             yield
         finally:
+            flusher.cancel()  # flushes what it holds once more before it ends
+            await asyncio.gather(flusher, return_exceptions=True)
             await events.stop()
             await bus.stop()
             await pool.close()
@@ -98,6 +104,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         openapi_config=openapi_config("0.1.0"),
         cors_config=CORSConfig(
             allow_origins=list(settings.cors_origins),
+            # Auth is a header, never a cookie: no credentials, so a wildcard origin cannot
+            # read anything a user's browser session would unlock.
+            allow_credentials=False,
             allow_methods=["*"],
             allow_headers=["*"],
             expose_headers=[
@@ -107,6 +116,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "Location",
                 "Retry-After",
                 "ETag",
+                "Content-Range",
+                "Content-Length",
+                "Content-Disposition",
+                "Accept-Ranges",
+                "Last-Modified",
                 "Upload-Offset",
                 "Upload-Length",
                 "Upload-Metadata",

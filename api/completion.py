@@ -18,6 +18,7 @@ from litestar import Request
 
 from api.context import AppContext, now
 from bus.blobs.manifests import hash_manifest
+from bus.blobs.sniff import content_type_of
 from domain.commands import CompleteUpload, CreateFile
 from domain.policies import file_command_id
 from domain.uploads import UploadState, UploadStatus
@@ -65,6 +66,10 @@ async def finish_upload(
         reloaded: UploadState | None = await c.load("uploads", f"upload-{upload_id}")
         assert reloaded is not None and reloaded.file_id is not None
         state = reloaded
+    manifest = state.manifest()
+    content_type = await content_type_of(
+        c.blobs, [(p["sha256"], p["size"]) for p in manifest], state.file_name, state.content_type
+    )
     await c.send(
         request,
         CreateFile(
@@ -75,9 +80,9 @@ async def finish_upload(
             owner=state.owner,
             name=state.file_name,
             size=state.bytes_received,
-            content_type=state.content_type,
+            content_type=content_type,
             sha256=str(state.completed_sha256),
-            manifest=state.manifest(),
+            manifest=manifest,
             bucket=state.bucket,
             metadata=state.metadata,
             upload_id=upload_id,

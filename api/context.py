@@ -23,6 +23,7 @@ from domain.aggregates import AGGREGATES
 from domain.commands import Command
 from domain.errors import NotFound
 from domain.ports import BlobStore
+from projections.downloads import DownloadCounter
 
 
 def now() -> datetime:
@@ -61,6 +62,7 @@ class AppContext:
     bus: CommandBus
     auth: Authenticator
     shapes: OrderedDict[str, UploadShape] = field(default_factory=OrderedDict)
+    downloads: DownloadCounter = field(default_factory=DownloadCounter)
 
     async def load(self, aggregate: str, stream_id: str) -> Any:
         events = await self.store.read_stream(stream_id)

@@ -145,6 +145,10 @@ class File(msgspec.Struct):
     chunk_count: int
     created_at: str
     updated_at: str
+    # Only on GET /v1/files/{id}: content GETs answered 200/206 and the bytes they sent, as
+    # last flushed by the API processes (CAIRN_DOWNLOAD_FLUSH_INTERVAL).
+    downloads: int | msgspec.UnsetType = msgspec.UNSET
+    bytes_sent: int | msgspec.UnsetType = msgspec.UNSET
 
 
 class FilePage(msgspec.Struct):

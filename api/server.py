@@ -1,7 +1,10 @@
 """The API process: uvicorn serving the Litestar app, with Cairn's HTTP protocol class.
 
 `bus/run/processes.py` names this runner ("api.server:run"); it is imported only by the
-process that serves HTTP."""
+process that serves HTTP. The protocol bounds request heads (api/http/headlimits.py) and
+hands request trailers to the app (api/http/trailers.py); the app is wrapped in a drain
+(api/http/drain.py) so that a stop answers what is in flight instead of cancelling it.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +15,12 @@ import uvicorn
 
 from api.app import create_app
 from api.http.access import access_log
-from api.http.trailers import TrailerAwareHttpToolsProtocol
+from api.http.drain import Drain
+from api.http.headlimits import HeadLimits, LimitedHttpToolsProtocol
+from bus.config.logs import get_logger
 from bus.config.settings import Settings
+
+log = get_logger(__name__)
 
 
 class QuietServer(uvicorn.Server):
@@ -24,18 +31,31 @@ class QuietServer(uvicorn.Server):
         yield
 
 
+def head_limits(settings: Settings) -> HeadLimits:
+    return HeadLimits(
+        max_request_line=settings.max_request_line_bytes,
+        max_header_bytes=settings.max_header_bytes,
+        max_headers=settings.max_headers,
+        header_timeout=settings.header_timeout,
+    )
+
+
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     app = create_app(settings)
+    drain = Drain(app)
     config = uvicorn.Config(
-        access_log(app),  # our access log line per request, in the JSON stream
+        # Our access log line per request, in the JSON stream, drained 503s included.
+        access_log(drain),
         host=settings.host,
         port=settings.port,
         log_level="warning",
         log_config=None,  # uvicorn's loggers go through ours (bus/config/logs.py)
         access_log=False,
         lifespan="on",
+        # Nothing is left for uvicorn to cancel once the drain is done (see below).
         timeout_graceful_shutdown=5,
-        http=TrailerAwareHttpToolsProtocol,
+        timeout_keep_alive=max(1, round(settings.keepalive_timeout)),
+        http=LimitedHttpToolsProtocol.with_limits(head_limits(settings)),
         # Forwarded headers are trusted only when the operator says a proxy sets them.
         proxy_headers=settings.trust_proxy,
         forwarded_allow_ips="*" if settings.trust_proxy else None,
@@ -47,14 +67,20 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     task = asyncio.create_task(server.serve())
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    # Live event streams never finish on their own: end them (with a reason, so clients
-    # resume elsewhere) before uvicorn waits for open requests to complete.
-    events = getattr(app.state, "events", None)
-    if events is not None:
-        events.shutdown()
-    server.should_exit = True
-    await task
     stopper.cancel()
+    if not task.done():
+        # Drain first: new requests 503 from now on, and live event streams (which never
+        # finish on their own) are ended with a reason so clients resume elsewhere; the
+        # other requests in flight finish, or get 503 at the end of the drain.
+        drain.refuse_new()
+        events = getattr(app.state, "events", None)
+        if events is not None:
+            events.shutdown()
+        cancelled = await drain.drain(settings.drain_timeout)
+        if cancelled:
+            log.warning("requests still running at the end of the drain got 503", count=cancelled)
+        server.should_exit = True
+    await task
     if not server.started and not stop.is_set():
         # The lifespan failed (uvicorn logged why, e.g. the blob store is unreachable).
         raise RuntimeError("the API did not start")

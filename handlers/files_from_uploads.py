@@ -19,6 +19,7 @@ from __future__ import annotations
 from bus.aio import BoundedLRU
 from bus.blobs.errors import BlobCorrupt, BlobNotFound
 from bus.blobs.manifests import hash_manifest
+from bus.blobs.sniff import content_type_of
 from bus.config.logs import get_logger
 from domain.aggregates import AGGREGATES
 from domain.commands import Command, CompleteUpload, CreateFile
@@ -41,7 +42,7 @@ _MAY_REACH_LENGTH = (BYTES_APPENDED, LENGTH_DECLARED, INITIATED)
 
 async def command_for(ev: RecordedEvent, store: EventStore, blobs: BlobStore) -> Command | None:
     if ev.type == COMPLETED:
-        return await _create_file(ev, store)
+        return await _create_file(ev, store, blobs)
     if ev.type in _MAY_REACH_LENGTH and _may_reach_length(ev):
         return await _complete(ev, store, blobs)
     return None
@@ -84,7 +85,7 @@ def _may_reach_length(ev: RecordedEvent) -> bool:
     return size is None or int(d["offset"]) + int(d["size"]) >= size
 
 
-async def _create_file(ev: RecordedEvent, store: EventStore) -> Command | None:
+async def _create_file(ev: RecordedEvent, store: EventStore, blobs: BlobStore) -> Command | None:
     upload_id = ev.aggregate_id
     events = await store.read_stream(ev.stream_id)
     state: UploadState | None = AGGREGATES["uploads"].fold(
@@ -92,6 +93,12 @@ async def _create_file(ev: RecordedEvent, store: EventStore) -> Command | None:
     )
     if state is None or state.file_id is None:
         return None
+    manifest = state.manifest()
+    # Detected exactly as the API's completion detects it (same bytes, same name), so the
+    # one CreateFile the actor applies carries the same type whoever sent it.
+    content_type = await content_type_of(
+        blobs, [(p["sha256"], p["size"]) for p in manifest], state.file_name, state.content_type
+    )
     return CreateFile(
         aggregate_id=state.file_id,
         caller=state.owner,
@@ -100,9 +107,9 @@ async def _create_file(ev: RecordedEvent, store: EventStore) -> Command | None:
         owner=state.owner,
         name=state.file_name,
         size=state.bytes_received,
-        content_type=state.content_type,
+        content_type=content_type,
         sha256=str(ev.data["sha256"]),
-        manifest=state.manifest(),
+        manifest=manifest,
         bucket=state.bucket,
         metadata=state.metadata,
         upload_id=upload_id,

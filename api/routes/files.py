@@ -8,22 +8,22 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from litestar import Controller, Request, Response, delete, get, head
+from litestar import Controller, HttpMethod, Request, Response, delete, get, route
 from litestar.di import NamedDependency, Provide
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, QueryParameter
-from litestar.response import Stream
 
 from api.auth import Principal, provide_principal
 from api.context import ctx, now, parse_uuid
 from api.errors import ApiError
-from api.http.disposition import content_disposition
+from api.http.content import ContentResponse, Representation, plan, read_small
 from api.http.strict import strict_request
 from api.openapi import SECURED
 from api.schemas import BIGINT_MAX, File, FileDeleted, FilePage, ok
-from bus.blobs.manifests import read_manifest
 from domain.commands import DeleteFile
 from domain.files import FileState
 from projections import queries
+from projections.downloads import downloads_of
 
 
 def file_view(st: FileState) -> dict[str, Any]:
@@ -53,15 +53,25 @@ async def _load_file(
     return st
 
 
-def _content_headers(st: FileState, download: bool) -> dict[str, str]:
-    return {
-        "Content-Length": str(st.size),
-        "ETag": f'"{st.sha256}"',
-        "Last-Modified": st.created_at.strftime("%a, %d %b %Y %H:%M:%S GMT"),
-        "Content-Disposition": content_disposition(st.name, download),
-        "Cache-Control": "private, max-age=0, must-revalidate",
-        "X-Content-Type-Options": "nosniff",
-    }
+_CONDITIONAL_FIELDS = (
+    "range",
+    "if-range",
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-unmodified-since",
+)
+
+
+def _request_fields(request: Request[Any, Any, Any]) -> dict[str, str]:
+    """The fields serving looks at; a field sent several times is one comma-joined list
+    (RFC 9110 §5.3), which leaves singleton fields such as Range invalid, as they are."""
+    out = {}
+    for name in _CONDITIONAL_FIELDS:
+        values = request.headers.getall(name, [])
+        if values:
+            out[name] = ", ".join(values)
+    return out
 
 
 class FilesController(Controller):
@@ -82,34 +92,54 @@ class FilesController(Controller):
         file_id: FromPath[str],
         principal: NamedDependency[Principal],
     ) -> dict[str, Any]:
-        return file_view(await _load_file(request, file_id, principal))
+        st = await _load_file(request, file_id, principal)
+        # Counts as last flushed by the API processes (CAIRN_DOWNLOAD_FLUSH_INTERVAL).
+        return {**file_view(st), **await downloads_of(ctx(request).pool, st.id)}
 
-    @get("/{file_id:str}/content", summary="Download the file's bytes")
+    @route(
+        "/{file_id:str}/content",
+        http_method=[HttpMethod.GET, HttpMethod.HEAD],
+        summary="Download the file's bytes (Range, conditionals; HEAD for the headers only)",
+        before_request=strict_request,
+        responses={
+            206: ResponseSpec(
+                None, description="The requested range(s): one, or multipart/byteranges"
+            ),
+            304: ResponseSpec(None, description="Not modified (If-None-Match, If-Modified-Since)"),
+            412: ResponseSpec(None, description="If-Match or If-Unmodified-Since is false"),
+            416: ResponseSpec(None, description="No satisfiable range, or too many ranges"),
+        },
+    )
     async def content(
         self,
         request: Request[Any, Any, Any],
         file_id: FromPath[str],
         principal: NamedDependency[Principal],
         download: FromQuery[bool] = False,
-    ) -> Stream:
+    ) -> ContentResponse:
         st = await _load_file(request, file_id, principal)
-        blobs = ctx(request).blobs
-        return Stream(
-            read_manifest(blobs, list(st.manifest)),
-            media_type=st.content_type,
-            headers=_content_headers(st, download),
+        c = ctx(request)
+        rep = Representation(
+            size=st.size,
+            etag=st.sha256,
+            last_modified=st.created_at,
+            content_type=st.content_type,
+            name=st.name,
         )
-
-    @head("/{file_id:str}/content", summary="The download's headers only")
-    async def content_head(
-        self,
-        request: Request[Any, Any, Any],
-        file_id: FromPath[str],
-        principal: NamedDependency[Principal],
-        download: FromQuery[bool] = False,
-    ) -> Response[None]:
-        st = await _load_file(request, file_id, principal)
-        return Response(None, media_type=st.content_type, headers=_content_headers(st, download))
+        p = plan(
+            request.method,
+            _request_fields(request),
+            rep,
+            download=download,
+            max_ranges=c.settings.max_ranges,
+        )
+        if request.method != "GET" or p.status not in (200, 206):
+            # HEAD, 304: no body, nothing read, not a download.
+            return ContentResponse(b"", status=p.status, headers=p.headers)
+        body = await read_small(
+            c.blobs, st.manifest, p, lambda sent: c.downloads.record(st.id, sent)
+        )
+        return ContentResponse(body, status=p.status, headers=p.headers)
 
     @delete(
         "/{file_id:str}",

@@ -8,14 +8,16 @@ instances are ignored. A timeout does not mean failure: the command may still be
 which is why every command is idempotent and the caller gets 503 + Retry-After to retry.
 
 Both directions go through FastStream (bus/kafka/broker.py): commands through one declared
-publisher per command topic, replies through a group-less subscriber that starts at the
-end of every reply partition before the first command can be sent.
+publisher per command topic, replies through a group-less subscriber on every reply
+partition, positioned at the end before the first command can be sent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +34,11 @@ from domain.commands import Command, command_to_dict
 from domain.errors import DomainError
 
 log = get_logger(__name__)
+
+# A probe is a message on a command topic that the actor host answers at once without
+# touching any aggregate: a round trip through Kafka and the actors that changes nothing,
+# which is what readiness (/ready) means.
+PROBE_TYPE = "cairn.probe"
 
 
 class BusUnavailable(Exception):
@@ -65,19 +72,23 @@ class CommandBus:
         self._broker = make_broker(settings, service)
         self._commands = command_publishers(self._broker, settings)
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        # No consumer group: every API instance reads every reply partition from the end
-        # (aiokafka assigns all partitions of the topic to a group-less subscription).
-        # Replies are never committed (ACK_FIRST with no group commits nothing).
+        self._reply_partitions_assigned: list[TopicPartition] = []
+        self._awaiting = 0  # commands and probes waiting for a reply
+        self._consumer: AIOKafkaConsumer | None = None
+        # No consumer group: every instance reads every reply partition (aiokafka assigns
+        # all partitions of the topic to a group-less subscription); nothing is committed.
+        # The start position is set explicitly in `start` (the end). The reset policy
+        # applies only when that position vanishes, i.e. the broker lost the topic (the
+        # embedded one restarted): then every reply on the new topic is after our
+        # commands' resumption, and reading from its beginning cannot miss the one we
+        # wait for.
         self._replies = self._broker.subscriber(
             settings.reply_topic,
             group_id=None,
             ack_policy=AckPolicy.ACK_FIRST,
             decoder=raw_records,
             title="replies",
-            **{
-                **subscriber_options(settings, latency_critical=True),
-                "auto_offset_reset": "latest",
-            },
+            **subscriber_options(settings, latency_critical=True),
         )
         self._replies(self._on_reply)
 
@@ -92,13 +103,18 @@ class CommandBus:
 
     async def start(self) -> None:
         await self._broker.start()
-        consumer = self._replies.consumer
+        self._consumer = consumer = self._replies.consumer
         assert consumer is not None
         tps = await self._reply_partitions(consumer)
         # Position at the end *before* any command is sent, so no reply can be missed.
         await consumer.seek_to_end(*tps)
         for tp in tps:
             await consumer.position(tp)
+        # Idle until a command is sent (see _awaiting_reply): an idle API or handlers
+        # process then sends no fetches at all, instead of one every fetch wait (10 ms on
+        # the embedded broker, which holds each fetch that long).
+        self._reply_partitions_assigned = tps
+        consumer.pause(*tps)
 
     async def _reply_partitions(
         self, consumer: AIOKafkaConsumer, timeout: float = 30.0
@@ -119,6 +135,25 @@ class CommandBus:
             await consumer._client.force_metadata_update()
             await asyncio.sleep(0.2)
 
+    @contextlib.contextmanager
+    def _awaiting_reply(self) -> Iterator[None]:
+        """Fetch replies while at least one command waits for its reply.
+
+        Resumed before the command is sent, so its reply (produced after it) is after the
+        paused position and cannot be missed; paused again when the last one is answered.
+        Replies for other instances that arrived meanwhile are read past on the next resume.
+        """
+        assert self._consumer is not None
+        if self._awaiting == 0:
+            self._consumer.resume(*self._reply_partitions_assigned)
+        self._awaiting += 1
+        try:
+            yield
+        finally:
+            self._awaiting -= 1
+            if self._awaiting == 0:
+                self._consumer.pause(*self._reply_partitions_assigned)
+
     async def stop(self) -> None:
         for fut in self._pending.values():
             if not fut.done():
@@ -129,6 +164,30 @@ class CommandBus:
         if not await self._broker.ping(timeout=5):
             raise ConnectionError("Kafka is not reachable")
 
+    async def probe(self, timeout: float = 5.0) -> None:
+        """Send a probe through the actors and await its answer; BusUnavailable if none."""
+        assert self._consumer is not None, "CommandBus.start() was not called"
+        command_id = f"probe-{uuid.uuid4()}"
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[command_id] = fut
+        try:
+            with self._awaiting_reply():
+                await asyncio.wait_for(
+                    self._commands["uploads"].publish(
+                        orjson.dumps({"probe": True, "command_id": command_id}),
+                        key=command_id.encode(),
+                        headers={"command-id": command_id, "command-type": PROBE_TYPE},
+                    ),
+                    timeout,
+                )
+                reply = await asyncio.wait_for(fut, timeout)
+        except (KafkaError, TimeoutError, OSError) as e:
+            raise BusUnavailable(f"no command round trip: {type(e).__name__}") from e
+        finally:
+            self._pending.pop(command_id, None)
+        if not reply.get("ok"):
+            raise BusUnavailable("the actors refused the probe")
+
     async def send(
         self,
         cmd: Command,
@@ -138,6 +197,7 @@ class CommandBus:
         timeout: float | None = None,
     ) -> CommandResult:
         """Send `cmd` and wait for the actor's answer. Raises DomainError or BusUnavailable."""
+        assert self._consumer is not None, "CommandBus.start() was not called"
         command_id = cmd.command_id or str(uuid.uuid4())
         body = command_to_dict(cmd)
         body["command_id"] = command_id
@@ -148,27 +208,28 @@ class CommandBus:
         limit = timeout or self.settings.command_timeout
         timer = metrics.CommandTimer(cmd.type)
         try:
-            try:
-                await asyncio.wait_for(
-                    self._commands[cmd.aggregate].publish(
-                        orjson.dumps(body),
-                        key=cmd.aggregate_id.encode(),
-                        headers={
-                            "command-id": command_id,
-                            "command-type": cmd.type,
-                            **({"traceparent": traceparent} if traceparent else {}),
-                        },
-                    ),
-                    limit,
-                )
-            except (KafkaError, TimeoutError, OSError) as e:
-                timer.done("unavailable")
-                raise BusUnavailable(f"the command bus is unavailable: {e}") from e
-            try:
-                reply = await asyncio.wait_for(fut, limit)
-            except TimeoutError as e:
-                timer.done("unavailable")
-                raise BusUnavailable("no answer from the actors in time; retry", 1) from e
+            with self._awaiting_reply():
+                try:
+                    await asyncio.wait_for(
+                        self._commands[cmd.aggregate].publish(
+                            orjson.dumps(body),
+                            key=cmd.aggregate_id.encode(),
+                            headers={
+                                "command-id": command_id,
+                                "command-type": cmd.type,
+                                **({"traceparent": traceparent} if traceparent else {}),
+                            },
+                        ),
+                        limit,
+                    )
+                except (KafkaError, TimeoutError, OSError) as e:
+                    timer.done("unavailable")
+                    raise BusUnavailable(f"the command bus is unavailable: {e}") from e
+                try:
+                    reply = await asyncio.wait_for(fut, limit)
+                except TimeoutError as e:
+                    timer.done("unavailable")
+                    raise BusUnavailable("no answer from the actors in time; retry", 1) from e
         finally:
             self._pending.pop(command_id, None)
         timer.done("ok" if reply.get("ok") else "refused")

@@ -32,6 +32,7 @@ from faststream.kafka.publisher.usecase import DefaultPublisher
 from faststream.middlewares import AckPolicy
 from opentelemetry.trace import SpanKind
 
+from bus.actors.commandbus import PROBE_TYPE
 from bus.aio import Backoff, BoundedLRU, sleep_unless_stopped
 from bus.config import metrics
 from bus.config.logs import get_logger
@@ -280,6 +281,10 @@ class ActorHost:
                 log.warning("reply not delivered", error=str(e))
 
     async def _handle(self, rec: ConsumerRecord[Any, Any]) -> tuple[bytes | None, dict[str, Any]]:
+        if header(rec.headers, "command-type") == PROBE_TYPE:
+            # Readiness probe (see CommandBus.probe): answered without touching anything.
+            probe_id = header(rec.headers, "command-id") or ""
+            return probe_id.encode(), {"ok": True, "probe": True, "command_id": probe_id}
         try:
             body = orjson.loads(rec.value)
             cmd = command_from_dict(body)

@@ -370,6 +370,11 @@ class LocalBlobStore:
         does not cut a read short."""
         if not is_sha256(sha256):
             raise BlobNotFound(sha256)
+        if length is not None and 0 < length <= READ_PIECE:
+            # A small range (a 4 KiB ranged GET): open, read and close in one thread hop
+            # instead of three; under hundreds of concurrent readers the hops dominate.
+            yield await _in_thread(self._read_small, sha256, offset, length)
+            return
         fd, size = await _in_thread(self._open_read, sha256)
         try:
             remaining = _check_range(sha256, size, offset, length)
@@ -385,6 +390,20 @@ class LocalBlobStore:
         finally:
             # Closing a regular file does not block. A pread still running in a thread
             # after a cancellation only reads into a result nobody will look at.
+            os.close(fd)
+
+    def _read_small(self, sha256: str, offset: int, length: int) -> bytes:
+        fd, size = self._open_read(sha256)
+        try:
+            _check_range(sha256, size, offset, length)
+            data = os.pread(fd, length, offset)
+            while len(data) < length:  # pread may return less (rare on regular files)
+                more = os.pread(fd, length - len(data), offset + len(data))
+                if not more:
+                    raise OSError(f"blob {sha256} shrank while being read")
+                data += more
+            return data
+        finally:
             os.close(fd)
 
     def _open_read(self, sha256: str) -> tuple[int, int]:

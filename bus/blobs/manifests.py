@@ -9,7 +9,9 @@ local store: one thread hop per chunk instead of one per piece) says so by offer
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hashlib
+import itertools
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -26,30 +28,42 @@ class HashesInPlace(Protocol):
         ...
 
 
+def manifest_offsets(manifest: Sequence[tuple[str, int]]) -> list[int]:
+    """Where each chunk starts in the file, plus the file's size at the end."""
+    return [0, *itertools.accumulate(size for _, size in manifest)]
+
+
 async def read_manifest(
-    store: BlobStore, manifest: Sequence[tuple[str, int]], start: int = 0, end: int | None = None
+    store: BlobStore,
+    manifest: Sequence[tuple[str, int]],
+    start: int = 0,
+    end: int | None = None,
+    *,
+    offsets: Sequence[int] | None = None,
 ) -> AsyncIterator[bytes]:
     """Stream bytes [start, end) of the file made of the ordered chunks (sha256, size).
 
-    Chunks wholly before `start` are skipped without being opened. A range past the end of
-    the file is rejected with ValueError (see bus/blobs/local.py _check_range); so is
-    start > end."""
-    total = sum(size for _, size in manifest)
+    Only the chunks overlapping the range are opened, and only their overlapping bytes
+    read: the first one is found by bisection over `offsets` (`manifest_offsets`; pass it
+    when reading several ranges of one file). A range past the end of the file is rejected
+    with ValueError (see bus/blobs/local.py _check_range); so is start > end."""
+    if offsets is None:
+        offsets = manifest_offsets(manifest)
+    total = offsets[-1]
     if end is None:
         end = total
     if not 0 <= start <= end <= total:
         raise ValueError(f"range [{start}, {end}) outside a file of {total} bytes")
-    chunk_start = 0
-    for sha256, size in manifest:
-        chunk_end = chunk_start + size
-        if chunk_start >= end:
-            break
+    i = max(0, bisect.bisect_right(offsets, start) - 1)
+    while i < len(manifest) and offsets[i] < end:
+        sha256, size = manifest[i]
+        chunk_start = offsets[i]
         lo = max(start, chunk_start) - chunk_start
-        hi = min(end, chunk_end) - chunk_start
+        hi = min(end, chunk_start + size) - chunk_start
         if hi > lo:  # also skips empty chunks: nothing to open for them
             async for piece in store.open_range(sha256, lo, hi - lo):
                 yield piece
-        chunk_start = chunk_end
+        i += 1
 
 
 async def hash_manifest(store: BlobStore, manifest: Sequence[tuple[str, int]]) -> str:

@@ -37,7 +37,12 @@ def _load(component: str) -> Any:  # a coroutine function or a class (see above)
     return getattr(importlib.import_module(module), name)
 
 
-def _runner(component: str, pool_size: int) -> Runner:
+def application_name(kind: str) -> str:
+    """The Postgres application_name of a process kind's connections."""
+    return f"cairn-{kind}"
+
+
+def _runner(kind: str, component: str, pool_size: int) -> Runner:
     async def run(settings: Settings, stop: asyncio.Event) -> None:
         target: Any = _load(component)
         if not inspect.isclass(target):
@@ -46,7 +51,13 @@ def _runner(component: str, pool_size: int) -> Runner:
         component_class: Any = target
         from bus.store.db import create_pool
 
-        pool = await create_pool(settings.database_url or "", min_size=2, max_size=pool_size)
+        pool = await create_pool(
+            settings.database_url or "",
+            min_size=2,
+            max_size=pool_size,
+            # Names the process in pg_stat_activity: /ready looks for the projector there.
+            server_settings={"application_name": application_name(kind)},
+        )
         try:
             await component_class(settings, pool).run(stop)
         finally:
@@ -56,4 +67,4 @@ def _runner(component: str, pool_size: int) -> Runner:
     return run
 
 
-RUNNERS: dict[str, Runner] = {kind: _runner(*spec) for kind, spec in KINDS.items()}
+RUNNERS: dict[str, Runner] = {kind: _runner(kind, *spec) for kind, spec in KINDS.items()}

@@ -22,7 +22,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -36,8 +36,10 @@ from bus.config.logs import configure, get_logger
 from bus.config.settings import Settings
 from bus.kafka.clients import ensure_topics
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
+from bus.run.pidwait import wait_for_exit
 from bus.run.processes import RUNNERS
 from bus.store import db
+from bus.store.relay import rewind_all
 
 log = get_logger("bus.run.supervisor")
 
@@ -57,6 +59,18 @@ STABLE_AFTER = 60.0
 STOP_TIMEOUT = 10.0
 HEALTH_TIMEOUT = 120.0
 HEALTH_POLL = 0.25
+# One stop request often arrives as several signals: a terminal's Ctrl-C or a service
+# manager's killpg reaches every process of the group, and wrappers such as `uv run` and
+# `just` forward what they got to us as well. Signals within this window of the first one
+# are that same request; only a later one is a person asking again, and forces.
+FORCE_AFTER = 1.0
+# Children stop in phases: first those that send commands (the API drains its requests, the
+# handlers finish a follow-up command) while the actors are still there to answer them,
+# then the rest. Stopping all at once had the handlers wait for replies that never came,
+# until they were killed. Kinds not named here stop in the last phase.
+STOP_PHASES: tuple[tuple[str, ...], ...] = (("api", "handlers"), ("actors", "projector", "relay"))
+# The banner waits for /ready (a command round trip) when every kind it needs runs here.
+READY_NEEDS = frozenset({"api", "actors", "relay", "projector"})
 
 
 class SupervisorError(RuntimeError):
@@ -335,6 +349,12 @@ class Supervisor:
         self._kafka: EmbeddedKafka | None = None
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
+        self._first_signal: float | None = None
+        # Per kind: set to stop that kind's child (in STOP_PHASES order), and a pending
+        # restart request with the step to run while the child is down.
+        self._halt = {kind: asyncio.Event() for kind in self.kinds}
+        self._restart: dict[str, asyncio.Event] = {kind: asyncio.Event() for kind in self.kinds}
+        self._while_down: dict[str, Callable[[], Awaitable[None]]] = {}
         self._metrics_ports: dict[str, int] = {}
 
     # ---------------------------------------------------------------- entry point
@@ -351,11 +371,16 @@ class Supervisor:
             self._lock.release()
 
     def _on_signal(self, signum: int) -> None:
-        if not self._stop.is_set():
-            log.info("stopping; press Ctrl-C again to force", signal=signal.Signals(signum).name)
+        now = time.monotonic()
+        name = signal.Signals(signum).name
+        if self._first_signal is None:
+            self._first_signal = now
+            log.info("stopping; press Ctrl-C again to force", signal=name)
             self._stop.set()
+        elif now - self._first_signal <= FORCE_AFTER:
+            log.info("stop already under way; signal ignored", signal=name)
         elif not self._force.is_set():
-            log.warning("forcing stop: killing children")
+            log.warning("forcing stop: killing children", signal=name)
             self._force.set()
 
     async def _main(self) -> int:
@@ -364,11 +389,13 @@ class Supervisor:
         # runs the teardown below instead of leaving Postgres and the broker behind.
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal, sig)
-        children: list[asyncio.Task[None]] = []
+        children: dict[str, asyncio.Task[None]] = {}
+        watchers: list[asyncio.Task[None]] = []
         try:
             ready = await self._start_infrastructure()
             if ready and not self._stop.is_set():
-                children = [asyncio.create_task(self._keep_running(k)) for k in self.kinds]
+                watchers = self._watch_infrastructure()
+                children = {k: asyncio.create_task(self._keep_running(k)) for k in self.kinds}
                 banner = asyncio.create_task(self._announce_when_ready())
                 await self._stop.wait()
                 banner.cancel()
@@ -376,8 +403,10 @@ class Supervisor:
             # Dependency order: children first (they flush to Kafka and Postgres while
             # stopping), then the broker, then Postgres, which holds the source of truth.
             self._stop.set()
-            if children:
-                await asyncio.gather(*children, return_exceptions=True)
+            for w in watchers:
+                w.cancel()
+            await asyncio.gather(*watchers, return_exceptions=True)
+            await self._stop_children(children)
             await self._stop_infrastructure()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
@@ -460,6 +489,85 @@ class Supervisor:
             pg, self._pg = self._pg, None
             await asyncio.to_thread(pg.stop)  # fast shutdown: rolls back open transactions
 
+    # ---------------------------------------------------------------- infrastructure watch
+
+    def _watch_infrastructure(self) -> list[asyncio.Task[None]]:
+        tasks = []
+        if self._kafka is not None:
+            tasks.append(asyncio.create_task(self._watch_kafka(self._kafka)))
+        if self._pg is not None:
+            tasks.append(asyncio.create_task(self._watch_postgres(self._pg)))
+        return tasks
+
+    async def _watch_kafka(self, kafka: EmbeddedKafka) -> None:
+        """Restart the embedded broker whenever it dies, and refill it.
+
+        It keeps everything in memory, so a restarted broker is empty: the topics are
+        created again and the relay republishes the history from Postgres, as on a full
+        restart. The relay child is stopped around the rewind of its checkpoint: a relay
+        pass that read the old checkpoint and was still retrying against the dead broker
+        could otherwise save it back after the rewind (checkpoints only move forward) and
+        leave the new broker without the events before it.
+        """
+        delay = BACKOFF_MIN
+        while True:
+            assert kafka.proc is not None
+            started = time.monotonic()
+            await wait_for_exit(kafka.proc.pid)
+            code = kafka.proc.wait()  # reap it: a dead child must not stay a zombie
+            if time.monotonic() - started >= STABLE_AFTER:
+                delay = BACKOFF_MIN
+            log.error("embedded Kafka broker died; restarting", exit_code=code, restart_in=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX)
+            try:
+                await asyncio.to_thread(kafka.start)
+            except Exception as e:
+                log.error("embedded Kafka broker did not start", error=str(e))
+                continue
+            (self.settings.data_dir / TANSU_PID_FILE).write_text(f"{kafka.proc.pid}\n")
+            try:
+                await ensure_topics(self.settings)
+            except Exception as e:
+                log.error("could not create the topics on the restarted broker", error=str(e))
+            if "relay" in self.kinds:
+                self.restart_child("relay", self._rewind_relay)
+            else:
+                await self._rewind_relay()
+            log.info("embedded Kafka broker restarted", pid=kafka.proc.pid)
+
+    async def _rewind_relay(self) -> None:
+        conn = await db.connect(self.settings.database_url or "")
+        try:
+            await rewind_all(conn)
+        finally:
+            await conn.close()
+
+    async def _watch_postgres(self, pg: EmbeddedPostgres) -> None:
+        """Restart the embedded PostgreSQL whenever its postmaster dies.
+
+        The children keep running: their pools reconnect, the relay re-runs its leader
+        election, and what was committed is on disk (fsync and synchronous_commit are on).
+        """
+        delay = BACKOFF_MIN
+        while True:
+            pid = (_postmaster_of(pg.data_dir) or (0, 0))[0]
+            if not pid:
+                log.error("embedded PostgreSQL is not running; starting it")
+            else:
+                started = time.monotonic()
+                await wait_for_exit(pid)
+                if time.monotonic() - started >= STABLE_AFTER:
+                    delay = BACKOFF_MIN
+                log.error("embedded PostgreSQL died; restarting", restart_in=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX)
+            try:
+                await asyncio.to_thread(pg.start)
+                log.info("embedded PostgreSQL restarted")
+            except Exception as e:
+                log.error("embedded PostgreSQL did not start", error=str(e))
+
     # ---------------------------------------------------------------- children
 
     def _metrics_port(self, kind: str) -> int:
@@ -489,11 +597,28 @@ class Supervisor:
             env.setdefault("CAIRN_KAFKA_FETCH_MAX_WAIT_MS", "10")
         return env
 
+    async def _stop_children(self, children: dict[str, asyncio.Task[None]]) -> None:
+        named = {k for phase in STOP_PHASES for k in phase}
+        phases = [*STOP_PHASES, tuple(k for k in children if k not in named)]
+        for phase in phases:
+            tasks = [children[k] for k in phase if k in children]
+            for kind in phase:
+                if kind in self._halt:
+                    self._halt[kind].set()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    def restart_child(self, kind: str, while_down: Callable[[], Awaitable[None]]) -> None:
+        """Stop `kind`'s child, run `while_down`, start it again (no backoff)."""
+        if kind in self._restart:
+            self._while_down[kind] = while_down
+            self._restart[kind].set()
+
     async def _keep_running(self, kind: str) -> None:
         """Run one kind until stop, restarting it with backoff whenever it dies."""
         backoff = Backoff(BACKOFF_MIN, BACKOFF_MAX, jitter=False)
         env = self._child_env(kind)
-        while not self._stop.is_set():
+        while not self._halt[kind].is_set():
             started = time.monotonic()
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -511,19 +636,36 @@ class Supervisor:
             )
             log.info("child started", kind=kind, pid=proc.pid)
             exited = asyncio.create_task(proc.wait())
-            stopping = asyncio.create_task(self._stop.wait())
-            await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
-            if self._stop.is_set():
+            halting = asyncio.create_task(self._halt[kind].wait())
+            restarting = asyncio.create_task(self._restart[kind].wait())
+            await asyncio.wait({exited, halting, restarting}, return_when=asyncio.FIRST_COMPLETED)
+            halting.cancel()
+            restarting.cancel()
+            if self._halt[kind].is_set():
                 await self._stop_child(kind, proc)
                 exited.cancel()
                 return
+            if self._restart[kind].is_set():
+                self._restart[kind].clear()
+                log.info("restarting child", kind=kind)
+                await self._stop_child(kind, proc)
+                exited.cancel()
+                step = self._while_down.pop(kind, None)
+                if step is not None:
+                    try:
+                        await step()
+                    except Exception:
+                        log.exception("step before restarting a child failed", kind=kind)
+                continue
             code = exited.result()
+            if self._stop.is_set():
+                await self._halt[kind].wait()  # stopping: not restarted, just awaited
+                return
             if time.monotonic() - started >= STABLE_AFTER:
                 backoff.reset()
             delay = backoff.next()
             log.error("child died; restarting", kind=kind, exit_code=code, restart_in=delay)
-            await sleep_unless_stopped(self._stop, delay)
+            await sleep_unless_stopped(self._halt[kind], delay)
 
     async def _stop_child(self, kind: str, proc: asyncio.subprocess.Process) -> None:
         if proc.returncode is None:
@@ -549,7 +691,11 @@ class Supervisor:
         base = f"http://{_display_host(s.host)}:{s.port}"
         healthy = True
         if "api" in self.kinds:
-            healthy = await self._wait_for_health(f"{base}/health")
+            # /ready is 200 once a command round trip works: the moment to say so.
+            path = "/ready" if READY_NEEDS <= set(self.kinds) else "/health"
+            healthy = await self._wait_for_health(f"{base}{path}")
+        if healthy:
+            log.info("ready")
         self._print_banner(base, healthy)
 
     async def _wait_for_health(self, url: str) -> bool:
@@ -562,7 +708,7 @@ class Supervisor:
                     if (await client.get(url)).status_code == 200:
                         return True
                 await asyncio.sleep(HEALTH_POLL)
-        log.error("the API did not answer /health in time; see the logs above", url=url)
+        log.error("the API did not answer 200 in time; see the logs above", url=url)
         return False
 
     def _print_banner(self, base: str, healthy: bool) -> None:
@@ -576,6 +722,7 @@ class Supervisor:
                 ("AsyncAPI", f"{base}/schema/asyncapi.json"),
                 ("Metrics", f"{base}/metrics"),
                 ("Health", f"{base}/health"),
+                ("Ready", f"{base}/ready"),
             ]
         embedded_pg = " (embedded)" if self._pg is not None else ""
         embedded_kafka = " (embedded)" if self._kafka is not None else ""

@@ -324,6 +324,16 @@ class Relay:
             await unless_stopped(self.publish_pending(), stop)
 
 
+async def rewind_all(conn: asyncpg.Connection) -> None:
+    """Move every relay's checkpoint back to the start, for a broker that lost everything.
+
+    The embedded broker keeps nothing across its restarts: with the checkpoints at 0 the
+    relays republish the whole history (each re-reads its checkpoint on every pass) and the
+    topics are complete again. Consumers dedupe by event id, so the repeats are harmless.
+    """
+    await conn.execute("UPDATE eventstore.relay_checkpoints SET position = 0")
+
+
 async def replay(
     settings: Settings,
     pool: asyncpg.Pool,

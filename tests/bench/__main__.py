@@ -22,7 +22,6 @@ ALL: list[Scenario] = [
     *uploads.SCENARIOS,
     *tus.SCENARIOS,
     *downloads.SCENARIOS,
-    _PENDING["download.range_4k"],
     _PENDING["fetch.url_cache"],
     *bus.SCENARIOS,
     _PENDING["events.sse_latency"],

@@ -3,17 +3,26 @@
 curl is the client on both sides (output to /dev/null), so the ratio compares servers. The
 files are the ones the upload scenarios left in Cairn when they ran (else they are uploaded
 first); the warm-up run downloads into a file once and checks its sha256 against the source.
+
+download.range_4k: 200 concurrent readers, each on its own keep-alive connection, send
+GETs of random 4 KiB-aligned 4 KiB ranges of the download.single file, one after another;
+latency is from writing the request to having the whole body. The client is a minimal
+asyncio HTTP/1.1 client (httpx would be the bottleneck), the same for Cairn and nginx;
+every answer must be a 206 of 4096 bytes, and the first range each reader gets is checked
+byte for byte against the source.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from tests.bench.baselines import curl_download
-from tests.bench.core import Result, Scenario, human_bytes, mb_per_s
+from tests.bench.core import Result, Row, Scenario, human_bytes, mb_per_s, percentile
 from tests.bench.runner import Bench
 from tests.bench.uploads import compare
 
@@ -95,6 +104,119 @@ async def parallel(bench: Bench, res: Result) -> None:
     )
 
 
+# ---------------------------------------------------------------------------- range_4k
+
+RANGE_BYTES = 4096
+READERS = 200
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value.strip())
+    return status, await reader.readexactly(length)
+
+
+async def _reader(
+    url: str, headers: dict[str, str], offsets: list[int], src: bytes | None, lat: list[float]
+) -> None:
+    """One keep-alive connection sending its ranged GETs one after another."""
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    try:
+        for k, off in enumerate(offsets):
+            req = (
+                f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n{extra}"
+                f"Range: bytes={off}-{off + RANGE_BYTES - 1}\r\n\r\n"
+            )
+            t0 = time.perf_counter()
+            writer.write(req.encode())
+            status, body = await _read_response(reader)
+            lat.append(time.perf_counter() - t0)
+            if status != 206 or len(body) != RANGE_BYTES:
+                raise AssertionError(f"{url}: {status} with {len(body)} bytes for a 4 KiB range")
+            if k == 0 and src is not None and body != src:
+                raise AssertionError(f"{url} served other bytes at {off}")
+    finally:
+        writer.close()
+
+
+async def _ranged_run(
+    url: str, headers: dict[str, str], path: Path, per_reader: int, seed: int, check: bool
+) -> tuple[list[float], float]:
+    """Latencies (s) of READERS x per_reader ranged GETs, and the run's wall time."""
+    size = path.stat().st_size
+    rnd = random.Random(seed)
+    plans = [
+        [rnd.randrange(0, size // RANGE_BYTES) * RANGE_BYTES for _ in range(per_reader)]
+        for _ in range(READERS)
+    ]
+    srcs: list[bytes | None] = [None] * READERS
+    if check:
+        with path.open("rb") as f:
+            for i, offs in enumerate(plans):
+                f.seek(offs[0])
+                srcs[i] = f.read(RANGE_BYTES)
+    lat: list[float] = []
+    t0 = time.perf_counter()
+    await asyncio.gather(
+        *[_reader(url, headers, offs, srcs[i], lat) for i, offs in enumerate(plans)]
+    )
+    return lat, time.perf_counter() - t0
+
+
+async def range_4k(bench: Bench, res: Result) -> None:
+    assert bench.cairn is not None
+    s = bench.scale
+    path = await bench.data("up-single", s.download_bytes)
+    fid = await bench.in_cairn(path)
+    cairn_url = f"{bench.cairn.url}/v1/files/{fid}/content"
+    per_reader = 3 if s.name == "quick" else 50
+    cairn_lat: list[float] = []
+    ngx_lat: list[float] = []
+    cairn_rate: list[float] = []
+    ngx_rate: list[float] = []
+    for i, warmup in bench.iterations():
+        lat, wall = await _ranged_run(cairn_url, bench.cairn.headers, path, per_reader, i, warmup)
+        if not warmup:
+            cairn_lat += lat
+            cairn_rate.append(len(lat) / wall)
+        if bench.nginx:
+            lat, wall = await _ranged_run(
+                bench.nginx.get_url(path.name), {}, path, per_reader, i, warmup
+            )
+            if not warmup:
+                ngx_lat += lat
+                ngx_rate.append(len(lat) / wall)
+    for p in (50, 99):
+        res.rows.append(
+            Row(
+                f"4 KiB range latency p{p}",
+                "ms",
+                [1000 * percentile(cairn_lat, p)],
+                NGINX,
+                [1000 * percentile(ngx_lat, p)] if ngx_lat else None,
+                None if bench.nginx else bench.nginx_note,
+                higher_is_better=False,
+                kind="value",
+            )
+        )
+    res.rows += compare(
+        "ranged reads", "req/s", cairn_rate, bench, ngx_rate, None, nginx_name=NGINX
+    )
+    res.notes.append(
+        f"{READERS} concurrent readers x {per_reader} GETs of a random 4 KiB-aligned 4 KiB "
+        f"range of a {human_bytes(s.download_bytes)} file per run, keep-alive; every answer a "
+        "206 of 4096 bytes; p50/p99 pooled over the measured runs"
+    )
+
+
 SCENARIOS = [
     Scenario(
         "download.single",
@@ -106,6 +228,12 @@ SCENARIOS = [
         "download.parallel",
         "concurrent downloads vs nginx sendfile",
         parallel,
+        needs=frozenset({"nginx"}),
+    ),
+    Scenario(
+        "download.range_4k",
+        "4 KiB ranged reads under 200 concurrent readers vs nginx",
+        range_4k,
         needs=frozenset({"nginx"}),
     ),
 ]

@@ -10,12 +10,6 @@ from tests.bench.core import Scenario
 
 SCENARIOS = [
     Scenario(
-        "download.range_4k",
-        "",
-        pending="4 KiB ranged reads under 200 concurrent readers vs nginx: HTTP Range on "
-        "/v1/files/{id}/content is not built yet",
-    ),
-    Scenario(
         "fetch.url_cache",
         "",
         pending="URL fetch into the cache (POST /v1/fetches) vs curl into a file: fetches are "

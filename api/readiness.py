@@ -1,0 +1,82 @@
+"""What `/ready` means: a command can be served now, end to end.
+
+Reachable Postgres and Kafka are not enough (after a start the API answered ready seconds
+before the actor host consumed anything). Ready means:
+
+- actors: a probe went through the command topic, the actor host and the reply topic
+  (`CommandBus.probe`), which also proves Kafka and this process's reply consumer;
+- relay: a relay holds the leader lock (bus/store/relay.py), so new events reach Kafka;
+- projector: a projector process is connected to this database (its connections carry the
+  application_name `cairn-projector`, see bus/run/processes.py), so read models follow;
+- postgres and the blob store answer.
+
+The answer is cached briefly (a success for `OK_FOR` seconds, a failure for `FAIL_FOR`):
+load balancers and `cairn up` poll /ready, and each check costs a command round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from api.context import AppContext
+from bus.run.processes import application_name
+from bus.store.relay import RELAY_LOCK
+
+OK_FOR = 1.5
+FAIL_FOR = 0.25
+CHECK_TIMEOUT = 5.0
+
+_PG_CHECK = """
+SELECT
+  EXISTS (SELECT 1 FROM pg_locks
+          WHERE locktype = 'advisory' AND classid = $1::int::oid AND objsubid = 2 AND granted
+            AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))
+    AS relay,
+  EXISTS (SELECT 1 FROM pg_stat_activity
+          WHERE application_name = $2 AND datname = current_database()) AS projector
+"""
+
+
+class Readiness:
+    def __init__(self) -> None:
+        self._checked_at = 0.0
+        self._result: tuple[bool, dict[str, str]] = (False, {})
+        self._lock = asyncio.Lock()
+
+    async def check(self, c: AppContext) -> tuple[bool, dict[str, str]]:
+        # One check at a time: concurrent pollers share it instead of each sending a probe.
+        async with self._lock:
+            ok, _ = self._result
+            if time.monotonic() - self._checked_at < (OK_FOR if ok else FAIL_FOR):
+                return self._result
+            self._result = await self._run(c)
+            self._checked_at = time.monotonic()
+            return self._result
+
+    @staticmethod
+    async def _run(c: AppContext) -> tuple[bool, dict[str, str]]:
+        checks: dict[str, str] = {}
+
+        async def check(name: str, coro: Any) -> Any:
+            try:
+                result = await asyncio.wait_for(coro, CHECK_TIMEOUT)
+                checks[name] = "ok"
+                return result
+            except Exception as e:
+                checks[name] = f"error: {type(e).__name__}"
+                return None
+
+        row, *_ = await asyncio.gather(
+            check(
+                "postgres",
+                c.pool.fetchrow(_PG_CHECK, RELAY_LOCK, application_name("projector")),
+            ),
+            check("actors", c.bus.probe(CHECK_TIMEOUT)),
+            check("blob_store", c.blobs.ping()),
+        )
+        if row is not None:
+            checks["relay"] = "ok" if row["relay"] else "error: no relay is publishing"
+            checks["projector"] = "ok" if row["projector"] else "error: no projector is running"
+        return all(v == "ok" for v in checks.values()), checks

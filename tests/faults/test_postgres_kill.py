@@ -1,0 +1,87 @@
+"""SIGKILL the embedded PostgreSQL's postmaster; the supervisor starts it again.
+
+What was acknowledged before the kill is still there (fsync and synchronous_commit are on),
+`/ready` says 503 during the outage and 200 after, and new commands are served again
+without restarting Cairn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.faults.proc import Up, cairn_env, cleanup, cli, poll, postgres_pids, start_up
+
+RETRY_FOR = 90.0
+
+
+@pytest.fixture
+def runs() -> Iterator[list[Up]]:
+    started: list[Up] = []
+    yield started
+    cleanup(started)
+
+
+async def send(c: httpx.AsyncClient, method: str, url: str, **kw: Any) -> httpx.Response:
+    deadline = time.monotonic() + RETRY_FOR
+    while True:
+        try:
+            r = await c.request(method, url, **kw)
+            if r.status_code < 500:
+                return r
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"{method} {url} still failing after {RETRY_FOR}s")
+        await asyncio.sleep(0.2)
+
+
+@pytest.mark.timeout(300)
+async def test_postgres_killed_is_restarted_and_keeps_what_was_acknowledged(
+    tmp_path: Path, runs: list[Up]
+) -> None:
+    env = cairn_env(tmp_path / "data")
+    up = start_up(env, tmp_path, "up")
+    runs.append(up)
+    await up.wait_up()
+    code, out, err = await cli(env, "token", "alice")
+    assert code == 0, err
+    auth = {"Authorization": f"Bearer {out.strip()}"}
+    async with httpx.AsyncClient(base_url=up.url, headers=auth, timeout=60) as c:
+        body = {"file_name": "a.bin", "file_size": 10, "chunk_size": 10}
+        r = await send(c, "POST", "/v1/uploads", json=body)
+        assert r.status_code == 201, r.text
+        before = r.json()["id"]
+
+        [postmaster, *_] = postgres_pids(up.data_dir)
+        os.kill(postmaster, signal.SIGKILL)
+
+        async def not_ready() -> bool:
+            return (await c.get("/ready")).status_code == 503
+
+        await poll("/ready to answer 503", not_ready, 30, up.log)
+
+        async def restarted() -> bool:
+            pids = postgres_pids(up.data_dir)
+            return bool(pids) and pids[0] != postmaster
+
+        await poll("a new postmaster", restarted, 60, up.log)
+
+        async def ready() -> bool:
+            return (await c.get("/ready")).status_code == 200
+
+        await poll("/ready to answer 200 again", ready, 60, up.log)
+        r = await send(c, "GET", f"/v1/uploads/{before}")
+        assert r.status_code == 200, r.text
+        r = await send(c, "POST", "/v1/uploads", json=body)
+        assert r.status_code == 201, r.text
+    assert await up.stop() == 0, up.log()
+    await poll("every process gone", lambda: not up.left(), 30, up.log)
