@@ -1,0 +1,159 @@
+"""The event topics as FastStream publisher declarations, and the AsyncAPI document built
+from them (served at /schema/asyncapi.json).
+
+Every event type at its current schema version is one declared publisher on its
+aggregate's topic, whose schema is the event envelope (API.md) with `type` and
+`schema_version` fixed and `data` typed by the event's own definition; FastStream turns
+the declarations into an AsyncAPI 3.0 document with one message per event type and
+version. Aggregates with no event type yet (reserved topics) get one envelope publisher.
+
+The event types come from `event_schemas()`, the one place that reads them from the
+domain: point it at the domain's registry of aggregates and typed events, and the
+document follows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from faststream.kafka import KafkaBroker
+from faststream.specification import AsyncAPI
+from pydantic import BaseModel, Field, create_model
+
+from bus.config.settings import Settings
+from bus.kafka.clients import AGGREGATES
+from domain import files, uploads  # noqa: F401  (registers event types)
+from domain.events import CURRENT_VERSIONS, STREAM_PREFIXES
+
+
+@dataclass(frozen=True)
+class EventSchema:
+    aggregate: str
+    type: str
+    version: int
+    # A type pydantic can describe (a dataclass, a msgspec-free model, a mapping).
+    data: Any
+
+
+def _aggregate_of_type(event_type: str) -> str | None:
+    for prefix, name in STREAM_PREFIXES.items():
+        if event_type.lower().startswith(prefix):
+            return name
+    return None
+
+
+def event_schemas() -> list[EventSchema]:
+    """Every event type at its current schema version, with the type of its `data`.
+
+    Events are `type` + `data: dict` today, so `data` is an object; typed event
+    definitions give each its own schema here."""
+    out = []
+    for event_type, version in sorted(CURRENT_VERSIONS.items()):
+        aggregate = _aggregate_of_type(event_type)
+        if aggregate is not None:
+            out.append(EventSchema(aggregate, event_type, version, dict[str, Any]))
+    return out
+
+
+# Headers of every event message (bus/store/relay.py `event_message`).
+EVENT_HEADERS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "event-id": {"type": "string", "description": "the envelope's id"},
+        "event-type": {"type": "string", "description": "the envelope's type"},
+        "schema-version": {"type": "string", "description": "the envelope's schema_version"},
+        "traceparent": {
+            "type": "string",
+            "description": "W3C trace context of the command that caused the event",
+        },
+        "content-type": {"const": "application/json"},
+    },
+}
+
+
+def envelope_model(event_type: str | None, version: int | None, data: Any) -> type[BaseModel]:
+    """The envelope (API.md) of one event type and version; any event when both are None."""
+    type_field: Any = (str, ...) if event_type is None else (Literal[event_type], ...)
+    version_field: Any = (int, ...) if version is None else (Literal[version], ...)
+    name = "Event" if event_type is None else f"{event_type}V{version}"
+    model: type[BaseModel] = create_model(
+        name,
+        id=(str, Field(description="event id; duplicates carry the same id")),
+        type=type_field,
+        schema_version=version_field,
+        stream_id=(str, Field(description="<aggregate>-<uuid>")),
+        version=(int, Field(description="1-based position within the stream")),
+        position=(int, Field(description="global position in the event store")),
+        occurred_at=(datetime, ...),
+        owner=(str | None, None),
+        correlation_id=(str | None, None),
+        causation_id=(str | None, None),
+        data=(data, ...),
+    )
+    return model
+
+
+def declare_event_publishers(
+    broker: KafkaBroker, settings: Settings, schemas: list[EventSchema] | None = None
+) -> None:
+    """One publisher per event type and version on its aggregate's topic."""
+    schemas = event_schemas() if schemas is None else schemas
+    for aggregate in AGGREGATES:
+        topic = settings.topic(aggregate)
+        mine = [s for s in schemas if s.aggregate == aggregate]
+        description = (
+            f"Every event of the {aggregate} aggregates, keyed by aggregate id, in order per"
+            " aggregate. At-least-once: `id` and (`stream_id`, `version`) identify duplicates."
+        )
+        if not mine:
+            broker.publisher(
+                topic,
+                title=topic,
+                description=description + " No event type is published here yet.",
+                schema=envelope_model(None, None, dict[str, Any]),
+            )
+        for s in mine:
+            broker.publisher(
+                topic,
+                title=f"{topic}:{s.type}",
+                description=f"{s.type} (schema v{s.version}). {description}",
+                schema=envelope_model(s.type, s.version, s.data),
+            )
+
+
+_DOCUMENTS: dict[tuple[str, str | None], dict[str, Any]] = {}
+
+
+def asyncapi_document(settings: Settings) -> dict[str, Any]:
+    """The document for these settings' topics, built once per process."""
+    key = (settings.topic_prefix, settings.kafka_bootstrap)
+    if key not in _DOCUMENTS:
+        _DOCUMENTS[key] = _document(settings)
+    return _DOCUMENTS[key]
+
+
+def _document(settings: Settings) -> dict[str, Any]:
+    # Never connected: only its declarations are read.
+    broker = KafkaBroker(settings.kafka_bootstrap or "localhost:9092")
+    declare_event_publishers(broker, settings)
+    doc: dict[str, Any] = (
+        AsyncAPI(
+            broker,
+            title="Cairn events",
+            version="1.0.0",
+            description="Domain events, one topic per aggregate type, keyed by aggregate id."
+            " At-least-once delivery: `id` and (`stream_id`, `version`) identify duplicates.",
+            schema_version="3.0.0",
+        )
+        .to_specification()
+        .to_jsonable()
+    )
+    # What FastStream does not declare: the headers the relay sends, and where the
+    # correlation id is (the envelope, not a header).
+    for message in doc.get("components", {}).get("messages", {}).values():
+        message["headers"] = EVENT_HEADERS
+        message["contentType"] = "application/json"
+        message["correlationId"] = {"location": "$message.payload#/correlation_id"}
+    return doc
