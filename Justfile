@@ -7,6 +7,7 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 # `just test` installed them already, instead of uninstalling them on every start).
 # Without CAIRN_DATABASE_URL / CAIRN_KAFKA_BOOTSTRAP / CAIRN_BLOB_STORE, all embedded.
 # Start Cairn: Postgres, Kafka broker, blob store and the five process kinds.
+# (dev.py runs this command itself rather than through just; keep the two in step.)
 up *ARGS:
     uv run --locked --no-dev --inexact cairn up {{ARGS}}
 

@@ -159,8 +159,17 @@ def main(argv):
     env["PATH"] = BIN + os.pathsep + env.get("PATH", "")
     just = os.path.join(BIN, "just")
     sys.stdout.flush()
-    # exec: signals (Ctrl-C, a service manager's SIGTERM) go straight to just, no middleman.
     os.chdir(ROOT)
+    if argv[0] == "up":
+        # `up` runs uv itself, not through just: on SIGINT/SIGTERM just always ends with
+        # "error: interrupted by SIGINT" and status 130, even when Cairn stopped cleanly
+        # (its documented signal handling), which makes a clean stop look like a failure
+        # to a service manager or script. uv exits with Cairn's own status. The command is
+        # the Justfile's `up` recipe; keep the two in step.
+        uv = os.path.join(BIN, "uv")
+        command = [uv, "run", "--locked", "--no-dev", "--inexact", "cairn", "up", *argv[1:]]
+        os.execve(uv, command, env)
+    # exec: signals (Ctrl-C, a service manager's SIGTERM) go straight to just, no middleman.
     os.execve(just, [just, "--justfile", os.path.join(ROOT, "Justfile"), *argv], env)
     return 1  # not reached
 

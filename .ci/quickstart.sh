@@ -90,4 +90,9 @@ if pgrep -g "$pgid" >/dev/null; then
     pgrep -a -g "$pgid" >&2
     exit 1
 fi
+if [ "$code" -ne 0 ]; then
+    # One signal, however delivered, is a clean stop: anything but 0 is a failure.
+    echo "quickstart: FAILED: exit $code after one SIGINT (expected 0)" >&2
+    exit 1
+fi
 echo "quickstart: stopped (exit $code) after $(($(date +%s) - done_at)) s; total $(($(date +%s) - start)) s"

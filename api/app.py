@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -24,6 +25,7 @@ from api.routes.ops import asyncapi, health, metrics, ready
 from api.routes.uploads import UploadsController
 from api.tus.controller import TusController
 from bus.actors.commandbus import CommandBus
+from bus.actors.wake import Nudger
 from bus.blobs.errors import BlobStoreUnavailable
 from bus.blobs.factory import open_blob_store
 from bus.config import tracing
@@ -31,6 +33,7 @@ from bus.config.logs import configure, get_logger
 from bus.config.settings import Settings
 from bus.store.db import create_pool
 from bus.store.eventstore import PostgresEventStore
+from bus.store.idempotency import KeyStore
 
 log = get_logger(__name__)
 
@@ -52,8 +55,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
         # Leftovers of bodies cut off by a crash (old ones only: other processes share them).
         await blobs.sweep()
         pool = await create_pool(settings.database_url or "", min_size=2, max_size=30)
-        bus = CommandBus(settings)
+        bus = CommandBus(settings, nudge=Nudger(pool))  # wakes an idle actor host
         await bus.start()
+        # Only one live process listens on this host and port: claims held under this name
+        # belong to a predecessor that died, and retries of its requests may go ahead now.
+        holder = f"{socket.gethostname()}:{settings.port}"
+        released = await KeyStore(pool).release_holder(holder)
+        if released:
+            log.info("released idempotency claims of a previous run", count=released)
         app.state.cairn = c = AppContext(
             settings=settings,
             pool=pool,
@@ -61,6 +70,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             blobs=blobs,
             bus=bus,
             auth=Authenticator(settings),
+            holder=holder,
         )
         # One reader of the event store feeds every live stream of this process.
         events = FanOut(pool, settings.database_url or "", settings.events_queue_size)

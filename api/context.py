@@ -61,6 +61,8 @@ class AppContext:
     blobs: BlobStore
     bus: CommandBus
     auth: Authenticator
+    # Who holds this process's idempotency claims (bus/store/idempotency.py): host:port.
+    holder: str = ""
     shapes: OrderedDict[str, UploadShape] = field(default_factory=OrderedDict)
     downloads: DownloadCounter = field(default_factory=DownloadCounter)
 

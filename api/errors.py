@@ -46,6 +46,7 @@ _HTTP_CODES = {
     416: "range_not_satisfiable",
     422: "unprocessable",
     429: "too_many_requests",
+    500: "internal_error",
     503: "unavailable",
 }
 
@@ -135,6 +136,21 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
     if isinstance(exc, HTTPException):
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         hdrs = dict(exc.headers or {})
+        if exc.status_code >= 500:
+            _log_server_error(request, exc)
+            return error_response(request, exc.status_code, code, "internal server error", {}, hdrs)
         return error_response(request, exc.status_code, code, str(exc.detail), {}, hdrs)
-    log.exception("unhandled error", path=request.url.path)
+    _log_server_error(request, exc)
     return error_response(request, 500, "internal_error", "internal server error")
+
+
+def _log_server_error(request: Request[Any, Any, Any], exc: BaseException) -> None:
+    """Every 500 is logged with its request id (the one the client sees) and traceback."""
+    log.error(
+        "unhandled error",
+        request_id=request_id_of(request),
+        method=request.method,
+        path=request.url.path,
+        error=repr(exc)[:500],
+        exc_info=exc,
+    )

@@ -2,17 +2,25 @@
 
 A client that did not get an answer (timeout, dropped connection) resends with the same
 `Idempotency-Key` and must not create a second upload. Keys are scoped per caller and
-stored in Postgres (`api.idempotency_keys`), so every API process sees them:
+stored in Postgres (`api.idempotency_keys`, bus/store/idempotency.py), so every API
+process sees them:
 
-1. Before running, the request *claims* the key by inserting a pending row (unique on
-   (owner, key)). A concurrent request with the same key finds the pending row and gets
-   409 `idempotency_request_in_progress` instead of running a second time.
-2. After a success, the answer (status, JSON body, Location) is stored in the row; later
-   requests with the same key and the same request get exactly that answer again
-   (`Idempotent-Replayed: true`). A refusal that changed nothing (a 4xx) is stored too.
+1. Before running, the request *claims* the key: a pending row (unique on (owner, key))
+   with a lease that this request renews every few seconds while it runs. A concurrent
+   request with the same key finds the live claim and gets 409
+   `idempotency_request_in_progress` instead of running a second time. When the holder
+   dies, its lease runs out within seconds and the next retry takes the claim over (a
+   restarted API process frees its predecessor's claims at once).
+2. After a success, the answer (status, exact body bytes, Location) is stored in the row;
+   later requests with the same key and the same request get exactly those bytes again
+   (`Idempotent-Replayed: true`). The first answer is sent as those same bytes, so a replay
+   is byte-identical to it. A refusal that changed nothing (a 4xx) is stored and replayed
+   too (with the replaying request's own `request_id`), if the request got as far as its
+   key: one refused before (malformed input, authentication, a chunk whose size is wrong,
+   429) stored nothing, and sending it again is refused again the same way.
 3. A 5xx / 503 (bus unavailable: the outcome is unknown, the client should retry), a 429,
-   or a body cut short deletes the pending row, so the retry runs for real. (Commands
-   are idempotent themselves, so a retry after an unknown outcome does no harm.)
+   or a body cut short releases the claim, so the retry runs for real. (Commands are
+   idempotent themselves, so a retry after an unknown outcome does no harm.)
 4. The same key with a different request is 409 `idempotency_key_reused`.
 
 What identifies a request (its fingerprint): method and path, plus the canonical JSON body
@@ -22,11 +30,12 @@ hands it over with `note_body_digest`), so a chunk's pending row carries no fing
 until then, and a repeated chunk PUT is compared only after its body was hashed.
 
 Keys expire after 24 hours (the cleanup deletes them; an expired row is also taken over by
-a new request). A pending row left by a crashed process is taken over after
-PENDING_TIMEOUT. A create with a key gets an upload id derived from (caller, key,
-fingerprint, when the key was first claimed), so even a takeover re-running the create
-names the same upload (the actor treats the same InitiateUpload again as already applied),
-while the same key reused after it expired makes a new one.
+a new request). A create with a key gets an upload id derived from (caller, key,
+fingerprint, when the key was first claimed); a released or taken-over claim keeps when it
+was first claimed, so a retry after a crash or an unknown outcome names the same upload as
+the request that died (the actor treats the same InitiateUpload again as already applied):
+no orphaned upload is left to count against the caller's quota. The same key reused after
+it expired makes a new one.
 
 Deduplication (`deduplicated`): a create whose `sha256` matches a live file the caller owns
 in the same bucket, with the same size, is answered at once with 201, status COMPLETED and
@@ -51,11 +60,12 @@ import asyncpg
 import msgspec
 from litestar import Request, Response
 from litestar.params import HeaderParameter
+from litestar.serialization import decode_json, encode_json
 
 from api.context import ctx
 from api.errors import ApiError, handle_exception, request_id_of
 from bus.config.logs import get_logger
-from bus.store.idempotency import KeyInProgress, KeyStore
+from bus.store.idempotency import RENEW_EVERY, KeyInProgress, KeyStore
 from domain.errors import DomainError
 from domain.uploads import SHA256_RE, UploadStatus
 from projections import queries
@@ -99,10 +109,21 @@ def _chunk_fingerprint(target: str, body_sha256: str, declared: str | None) -> s
     return _digest(target, body_sha256, (declared or "").lower())
 
 
-def _stored(response: Response[Any]) -> tuple[int, bytes, dict[str, str]]:
-    """What a replay needs of a response: status, body, and the headers worth replaying."""
+def _stored(response: Response[Any]) -> tuple[int, Any, dict[str, str], bytes]:
+    """What a replay needs of a response: status, body (as JSON and as the exact bytes),
+    and the headers worth replaying."""
     headers = {k.lower(): v for k, v in response.headers.items() if k.lower() in _REPLAYED_HEADERS}
-    return response.status_code or 200, response.content, headers
+    return response.status_code or 200, response.content, headers, encode_json(response.content)
+
+
+def _as_sent(response: Response[Any], body: bytes) -> Response[bytes]:
+    """`response` with its body as the bytes that were stored: first answer == replay."""
+    return Response(
+        body,
+        status_code=response.status_code,
+        headers=dict(response.headers),
+        media_type="application/json",
+    )
 
 
 def _storable(response: Response[Any]) -> bool:
@@ -137,13 +158,19 @@ async def _hash_body(stream: AsyncIterator[bytes], max_bytes: int) -> str | None
 
 
 def _replay(request: Request[Any, Any, Any], row: asyncpg.Record) -> Response[Any]:
-    body = row["response"]
-    if isinstance(body, dict) and "error" in body and "request_id" in body:
-        # The error itself is replayed; the request id is this request's (it is echoed in
-        # X-Request-ID and the error shape promises they match).
-        body = {**body, "request_id": request_id_of(request)}
     headers = {**dict(row["response_headers"] or {}), "Idempotent-Replayed": "true"}
-    return Response(body, status_code=int(row["status_code"]), headers=headers)
+    raw: bytes | None = row["response_body"]
+    if raw is None:  # stored before exact bodies were kept
+        raw = encode_json(row["response"])
+    status = int(row["status_code"])
+    if status >= 400:
+        body = decode_json(raw)  # keeps the key order
+        if isinstance(body, dict) and "error" in body and "request_id" in body:
+            # The error itself is replayed; the request id is this request's (it is echoed
+            # in X-Request-ID and the error shape promises they match).
+            body["request_id"] = request_id_of(request)
+            raw = encode_json(body)
+    return Response(raw, status_code=status, headers=headers, media_type="application/json")
 
 
 def _reused() -> ApiError:
@@ -183,7 +210,7 @@ def idempotent(kind: Kind, status: int) -> Callable[[Handler], Handler]:
             elif kind == "complete":
                 fingerprint = _digest(target)
             try:
-                claim, row = await keys.claim(owner, key, target, fingerprint)
+                claim, row = await keys.claim(owner, key, target, fingerprint, c.holder)
             except KeyInProgress as e:
                 raise ApiError(409, "idempotency_request_in_progress", str(e), {}) from e
             if claim is None:
@@ -220,9 +247,13 @@ def idempotent(kind: Kind, status: int) -> Callable[[Handler], Handler]:
                 body_sha = request.scope.get("state", {}).get(_BODY_DIGEST)
                 return _chunk_fingerprint(target, body_sha, declared) if body_sha else None
 
+            # Renew the lease while the request runs: it is what tells everybody else the
+            # holder is alive. (Cancelled below whatever happens.)
+            renewer = asyncio.create_task(_keep_leased(keys, owner, key, token))
             try:
                 result = await fn(*args, **kwargs)
             except (ApiError, DomainError) as exc:
+                renewer.cancel()
                 response = handle_exception(request, exc)
                 fp = final_fingerprint()
                 if fp is not None and _storable(response):
@@ -232,17 +263,20 @@ def idempotent(kind: Kind, status: int) -> Callable[[Handler], Handler]:
                 raise
             except BaseException:
                 # 5xx, bus unavailable (outcome unknown) or cancelled: let the client retry.
+                renewer.cancel()
                 await _settle(keys.release(owner, key, token))
                 raise
+            renewer.cancel()
             response = (
                 result if isinstance(result, Response) else Response(result, status_code=status)
             )
             fp = final_fingerprint()
             if fp is None:
                 await _settle(keys.release(owner, key, token))
-            else:
-                await _settle(keys.complete(owner, key, token, fp, *_stored(response)))
-            return response
+                return response
+            stored = _stored(response)
+            await _settle(keys.complete(owner, key, token, fp, *stored))
+            return _as_sent(response, stored[3])
 
         _declare_header(wrapper, fn)
         return wrapper
@@ -277,10 +311,22 @@ def _declare_header(wrapper: Handler, fn: Handler) -> None:
     wrapper.__annotations__ = {**fn.__annotations__, _PARAM: param.annotation}
 
 
+async def _keep_leased(keys: KeyStore, owner: str, key: str, token: uuid.UUID) -> None:
+    """Renew a claim's lease every RENEW_EVERY seconds until cancelled."""
+    while True:
+        await asyncio.sleep(RENEW_EVERY)
+        try:
+            if not await keys.renew(owner, key, token):
+                return  # completed or taken over: nothing left to hold
+        except Exception as e:
+            # Keep trying: one failed renewal leaves the lease two more chances to be renewed.
+            log.warning("idempotency lease not renewed", error=str(e))
+
+
 async def _settle(op: Awaitable[None]) -> None:
     """Write the key's outcome even if the request is being cancelled (shielded task), and
     never turn the request's own outcome into a different one: a failure here only leaves
-    a pending row, which expires after PENDING_TIMEOUT."""
+    a pending row, which is free again when its lease runs out."""
     task = asyncio.ensure_future(op)
     try:
         await asyncio.shield(task)

@@ -24,6 +24,7 @@ from opentelemetry.trace import SpanKind
 
 from bus import maintenance as cleanup
 from bus.actors.commandbus import BusUnavailable, CommandBus
+from bus.actors.wake import Nudger
 from bus.aio import Stopped, sleep_unless_stopped, unless_stopped
 from bus.blobs.errors import BlobStoreUnavailable
 from bus.blobs.factory import open_blob_store
@@ -56,7 +57,8 @@ class Handlers:
         self.group_id = f"{settings.topic_prefix}-handlers"
 
     async def run(self, stop: asyncio.Event) -> None:
-        bus = CommandBus(self.settings, service="handlers")
+        # The nudge wakes an idle actor host (bus/actors/wake.py).
+        bus = CommandBus(self.settings, service="handlers", nudge=Nudger(self.pool))
         await bus.start()
         broker = make_broker(self.settings, "handlers")
         self.declare(broker, bus, stop)

@@ -27,26 +27,17 @@ from collections import deque
 from datetime import UTC, datetime
 
 import asyncpg
-from prometheus_client import Counter, Gauge, Histogram
 
+from bus.config import metrics
 from bus.config.logs import get_logger
 from bus.store import feed
 from bus.store.feed import FeedEvent, Selector
 
 log = get_logger(__name__)
 
-DELIVERY_LATENCY = Histogram(
-    "cairn_event_delivery_latency_seconds",
-    "From an event's append in Postgres to its write on a live stream",
-    ["transport"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-)
-ACTIVE = Gauge("cairn_event_subscriptions", "Open event-stream subscriptions", ["transport"])
-DROPPED = Counter(
-    "cairn_event_subscriptions_dropped_total",
-    "Event-stream subscriptions ended by the server",
-    ["reason"],
-)
+DELIVERY_LATENCY = metrics.EVENT_DELIVERY_LATENCY
+ACTIVE = metrics.EVENT_SUBSCRIPTIONS
+DROPPED = metrics.EVENT_SUBSCRIPTIONS_DROPPED
 
 PAGE = 500  # events per history read (bounded memory per catching-up subscription)
 
@@ -75,7 +66,7 @@ class Subscription:
         self.ready = asyncio.Event()
         self.attached = False
         self.dropped: Dropped | None = None
-        ACTIVE.labels(transport).inc()
+        self.counted = False  # in the open-subscriptions gauge (from the first read on)
 
     # -- called by the fan-out's reader (synchronously, one event at a time) ---------------
     def offer(self, ev: FeedEvent) -> None:
@@ -101,6 +92,9 @@ class Subscription:
     # -- called by the stream ---------------------------------------------------------------
     async def next(self, timeout: float | None) -> list[FeedEvent]:
         """The next events for this subscription ([] on timeout); raises Dropped."""
+        if not self.counted:
+            self.counted = True
+            ACTIVE.labels(self.transport).inc()
         while not self.attached:
             if self.dropped is not None:
                 raise self.dropped
@@ -141,7 +135,9 @@ class Subscription:
             self.dropped = Dropped("closed", "closed")
         self.fanout.detach(self)
         self.queue.clear()
-        ACTIVE.labels(self.transport).dec()
+        if self.counted:
+            self.counted = False
+            ACTIVE.labels(self.transport).dec()
 
 
 class FanOut:
@@ -198,7 +194,9 @@ class FanOut:
 
     def attach(self, sub: Subscription) -> None:
         sub.attached = True
-        if sub.dropped is None:
+        if self.closing:  # it was catching up when the shutdown began
+            sub.drop("shutting_down", "the server is shutting down; reconnect to resume")
+        elif sub.dropped is None:
             self._by_owner.setdefault(sub.selector.owner, set()).add(sub)
 
     def detach(self, sub: Subscription) -> None:

@@ -10,17 +10,22 @@ server a trailer-announced PATCH answers 400 missing_checksum_trailer and keeps 
 The tus upload id (the last segment of Location) is the Cairn upload id: the native API's
 GET /v1/uploads/{id} shows the same upload, with its file_id once complete.
 
-Bytes: a PATCH body is cut into pieces of at most 1 MiB as it arrives; each full piece
-becomes a durable content-addressed blob at once, and the pieces are appended to the upload
-(AppendBytes, checked against the upload's offset by the domain) in batches: once a second
-has passed or 5 % of the length has gathered since the last batch (one batch in flight at
-a time, so never an event per TCP read), at the end of the body, and when the client goes
-away mid-body (the partial tail too). So a PATCH cut off mid-body keeps every byte the
-server got, in steps no coarser than 1 MiB, and the next HEAD reports them. With
-Upload-Checksum nothing may be kept before the whole body is verified: the pieces are
-still stored as they arrive, but appended only after the digest matched (on a mismatch
-they are left to the blob collector, unreferenced). An upload holds at most MAX_PIECES
-pieces (see there), which bounds Tus-Max-Size.
+Bytes: a PATCH body is cut into pieces as it arrives; each full piece becomes a durable
+content-addressed blob at once, and the pieces are appended to the upload (AppendBytes,
+checked against the upload's offset by the domain) in batches: once a second has passed or
+5 % of the length has gathered since the last batch (one batch in flight at a time, so
+never an event per TCP read), at the end of the body, and when the client goes away
+mid-body (the partial tail too). So a PATCH cut off mid-body keeps every byte the server
+got, and the next HEAD reports them. With Upload-Checksum nothing may be kept before the
+whole body is verified: the pieces are still stored as they arrive, but appended only
+after the digest matched (on a mismatch they are left to the blob collector, unreferenced).
+
+Piece sizes: an upload holds at most MAX_PIECES pieces (its manifest travels in single bus
+messages), so pieces grow with the offset where they start: 1 MiB for the first ~2 GiB,
+then offset / PIECE_GROWTH, up to MAX_PIECE (64 MiB, reached at 128 GiB). About 25,000
+pieces then reach 1 TiB, leaving room for the short tail piece each PATCH may end with, and
+Tus-Max-Size is CAIRN_MAX_UPLOAD_BYTES (1 TiB by default). A piece is held in memory while
+it fills (at most two per PATCH: one filling, one being stored).
 
 Two PATCHes racing on one upload both append at the offset they were given; the domain
 accepts the first and refuses the other (409): each request appends its pieces strictly in
@@ -41,6 +46,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import functools
 import hashlib
 import re
 import time
@@ -96,8 +102,10 @@ CHECKSUMS: dict[str, Callable[[], Any]] = {
 OFFSET_STREAM = "application/offset+octet-stream"
 PATH = "/v1/tus"
 
-# Durability granularity: a piece is made durable as soon as it is full.
+# Pieces: made durable as soon as they are full; their size grows with the offset (above).
 PIECE = 1024 * 1024
+MAX_PIECE = 64 * PIECE
+PIECE_GROWTH = 2000
 # Progress throttling: append what is durable at most about once a second, or per this
 # fraction of the upload's length, whichever comes first.
 COMMIT_INTERVAL = 1.0
@@ -108,9 +116,35 @@ MAX_PIECES_PER_COMMIT = 2048
 # A file's manifest travels whole in single bus messages (UploadCompleted, CreateFile,
 # FileCreated, and a final upload's InitiateUpload), which must stay under the producer's
 # request size limit (4 MiB, about 45k pieces of ~90 bytes): past it a command fails and an
-# event would stall the relay. So an upload holds at most this many pieces, which with
-# full pieces caps a tus upload at ~39 GiB (fewer bytes if the client sends tiny PATCHes).
+# event would stall the relay. So an upload holds at most this many pieces.
 MAX_PIECES = MAX_MANIFEST_ENTRIES
+
+
+def piece_at(offset: int) -> int:
+    """The size of a piece that starts at `offset` into its upload."""
+    grown = -(-(offset // PIECE_GROWTH) // PIECE) * PIECE  # offset / PIECE_GROWTH, in MiB
+    return min(max(PIECE, grown), MAX_PIECE)
+
+
+def pieces_between(start: int, end: int) -> int:
+    """How many full-size pieces cover bytes [start, end) of an upload (the last may be
+    short)."""
+    n = 0
+    while start < end:
+        start += piece_at(start)
+        n += 1
+    return n
+
+
+@functools.cache
+def reach(max_pieces: int) -> int:
+    """The most bytes a tus upload can hold: three quarters of its pieces full-size (about
+    1.4 TiB), the rest left for the short tail piece each PATCH may end with."""
+    position = 0
+    for _ in range(max_pieces * 3 // 4):
+        position += piece_at(position)
+    return position
+
 
 _DIGITS = re.compile(r"[0-9]{1,19}")
 _HOST = re.compile(r"(?:[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
@@ -166,8 +200,9 @@ def tus_middleware(app: ASGIApp) -> ASGIApp:
 
 
 def max_size(settings: Settings) -> int:
-    """The largest tus upload: CAIRN_MAX_UPLOAD_BYTES, within the manifest's limit."""
-    return min(settings.max_upload_bytes, MAX_PIECES * PIECE)
+    """The largest tus upload: CAIRN_MAX_UPLOAD_BYTES, within the manifest's limit (which
+    the default 1 TiB is well within)."""
+    return min(settings.max_upload_bytes, reach(MAX_PIECES))
 
 
 def _discovery_headers(settings: Settings) -> dict[str, str]:
@@ -491,6 +526,9 @@ class Appender:
         self.hasher = CHECKSUMS[checksum[0]]() if checksum else None
         self.expected = checksum[1] if checksum else b""
         self.received = 0
+        # Where the piece now filling starts in the upload, and its size.
+        self.position = state.offset
+        self.piece = piece_at(self.position)
         self.buf = bytearray()
         self.pending: list[dict[str, Any]] = []  # durable, not yet appended
         self.pending_bytes = 0
@@ -504,12 +542,14 @@ class Appender:
         self.received += len(data)
         view = memoryview(data)
         while view:
-            room = PIECE - len(self.buf)
+            room = self.piece - len(self.buf)
             self.buf += view[:room]
             view = view[room:]
-            if len(self.buf) == PIECE:
+            if len(self.buf) == self.piece:
                 await self._store(bytes(self.buf))
                 self.buf.clear()
+                self.position += self.piece
+                self.piece = piece_at(self.position)
         if self.hasher is None and not self.trailer:
             self._reap()
             if self.committing is None and self._due():
@@ -664,7 +704,10 @@ async def _append_body(
             "the body goes past the upload's length",
             {"offset": state.offset, "length": state.file_size, "body": declared},
         )
-    if declared is not None and len(state.pieces) + -(-declared // PIECE) > MAX_PIECES:
+    if (
+        declared is not None
+        and len(state.pieces) + pieces_between(state.offset, state.offset + declared) > MAX_PIECES
+    ):
         raise _too_many_pieces()
     announced = (request.headers.get("trailer") or "").lower()
     trailer = checksum is None and "upload-checksum" in [t.strip() for t in announced.split(",")]
@@ -724,8 +767,8 @@ def _too_many_pieces() -> ApiError:
     return ApiError(
         413,
         "too_many_pieces",
-        f"an upload holds at most {MAX_PIECES} pieces of up to {PIECE} bytes: send bigger PATCHes",
-        {"max_pieces": MAX_PIECES, "piece_bytes": PIECE},
+        f"an upload holds at most {MAX_PIECES} pieces: send bigger PATCHes",
+        {"max_pieces": MAX_PIECES, "max_piece_bytes": MAX_PIECE},
     )
 
 

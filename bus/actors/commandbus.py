@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,8 +67,16 @@ class CommandBus:
     """Declared publishers for the command topics and a subscriber on every reply partition,
     on one FastStream broker."""
 
-    def __init__(self, settings: Settings, service: str = "api") -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        service: str = "api",
+        *,
+        nudge: Callable[[], None] | None = None,
+    ) -> None:
         self.settings = settings
+        # Called before each command is sent: wakes an idle actor host (bus/actors/wake.py).
+        self._nudge = nudge
         self._broker = make_broker(settings, service)
         self._commands = command_publishers(self._broker, settings)
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
@@ -172,6 +180,8 @@ class CommandBus:
         self._pending[command_id] = fut
         try:
             with self._awaiting_reply():
+                if self._nudge is not None:
+                    self._nudge()
                 await asyncio.wait_for(
                     self._commands["uploads"].publish(
                         orjson.dumps({"probe": True, "command_id": command_id}),
@@ -209,6 +219,8 @@ class CommandBus:
         timer = metrics.CommandTimer(cmd.type)
         try:
             with self._awaiting_reply():
+                if self._nudge is not None:
+                    self._nudge()
                 try:
                     await asyncio.wait_for(
                         self._commands[cmd.aggregate].publish(

@@ -33,6 +33,7 @@ from faststream.middlewares import AckPolicy
 from opentelemetry.trace import SpanKind
 
 from bus.actors.commandbus import PROBE_TYPE
+from bus.actors.wake import IdleGate
 from bus.aio import Backoff, BoundedLRU, sleep_unless_stopped
 from bus.config import metrics
 from bus.config.logs import get_logger
@@ -192,10 +193,13 @@ class ActorHost:
         self.actors = Actors(store or PostgresEventStore(pool))
         self.group_id = group_id or f"{settings.topic_prefix}-actors"
         self.processed = 0
+        self.batches = 0  # command batches started or finished (the idle gate watches it)
         self.assigned: set[TopicPartition] = set()
+        self.pool = pool
 
-    def declare(self, broker: KafkaBroker, stop: asyncio.Event) -> None:
-        """Declare the command subscriber and the reply publisher on `broker`."""
+    def declare(self, broker: KafkaBroker, stop: asyncio.Event) -> Any:
+        """Declare the command subscriber and the reply publisher on `broker`; return the
+        subscriber (its aiokafka consumer exists once the broker has started)."""
         replies = reply_publisher(broker, self.settings)
         host = self
         backoff = Backoff(0.1, 5.0)
@@ -207,8 +211,7 @@ class ActorHost:
             async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
                 host.assigned |= set(assigned)
 
-        # Options passed as **kwargs make the decorator untyped for mypy.
-        @broker.subscriber(  # type: ignore[untyped-decorator]
+        subscriber = broker.subscriber(
             *[self.settings.command_topic(a) for a in COMMAND_AGGREGATES],
             batch=True,
             group_id=self.group_id,
@@ -222,7 +225,11 @@ class ActorHost:
             " aggregate (one partition, strictly in order).",
             **subscriber_options(self.settings, latency_critical=True),
         )
+
+        # Options passed as **kwargs leave the subscriber untyped for mypy.
+        @subscriber  # type: ignore[untyped-decorator]
         async def on_commands(records: Any, msg: KafkaMessage) -> None:
+            host.batches += 1
             observe_batch(host.group_id, msg.consumer, records)
             partitions: dict[tuple[str, int], list[ConsumerRecord[Any, Any]]] = {}
             for rec in records:
@@ -248,18 +255,39 @@ class ActorHost:
                 # A rebalance took the partitions away: their new owner gets the batch
                 # again and answers it from the applied command ids. Nothing to undo.
                 log.warning("offset commit failed, batch will be redelivered", error=str(e))
+            host.batches += 1  # a long batch counts as activity until its end
+
+        return subscriber
 
     async def run(self, stop: asyncio.Event) -> None:
         broker = make_broker(self.settings, "actors")
-        self.declare(broker, stop)
+        subscriber = self.declare(broker, stop)
         await broker.start()
+        # Idle: stop fetching until a sender's nudge (see bus/actors/wake.py).
+        gate = IdleGate(subscriber.consumer)
+        await gate.listen(self.pool)
+        idle = asyncio.create_task(self._drive_gate(gate, stop))
         log.info("actor host started", group=self.group_id)
         try:
             await stop.wait()
         finally:
+            idle.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await idle
+            await gate.close(self.pool)
             with contextlib.suppress(Exception):
                 await broker.stop()
             log.info("actor host stopped", processed=self.processed)
+
+    async def _drive_gate(self, gate: IdleGate, stop: asyncio.Event) -> None:
+        """The gate beside FastStream's poll loop: its "poll" is a window of `poll_ms`, and
+        it got commands when a batch started or ended within that window."""
+        while not stop.is_set():
+            await gate.wait_for_work(stop)
+            seen = self.batches
+            if await sleep_unless_stopped(stop, gate.poll_ms / 1000):
+                return
+            gate.after_poll(self.batches != seen)
 
     async def _run_partition(
         self, replies: DefaultPublisher, records: list[ConsumerRecord[Any, Any]]

@@ -373,7 +373,9 @@ class LocalBlobStore:
         if length is not None and 0 < length <= READ_PIECE:
             # A small range (a 4 KiB ranged GET): open, read and close in one thread hop
             # instead of three; under hundreds of concurrent readers the hops dominate.
-            yield await _in_thread(self._read_small, sha256, offset, length)
+            data = await _in_thread(self._read_small, sha256, offset, length)
+            metrics.BLOB_READ_BYTES.inc(len(data))
+            yield data
             return
         fd, size = await _in_thread(self._open_read, sha256)
         try:

@@ -133,7 +133,10 @@ CONSUMER_LAG = Gauge(
 BLOB_WRITTEN_BYTES = Counter(
     "cairn_blob_written_bytes", "Bytes written durably into the blob store."
 )
-BLOB_READ_BYTES = Counter("cairn_blob_read_bytes", "Bytes read from the blob store and served.")
+BLOB_READ_BYTES = Counter(
+    "cairn_blob_read_bytes",
+    "Bytes read from the blob store: served, or sampled to detect a new file's type.",
+)
 
 
 # ---- hooks -----------------------------------------------------------------------------
@@ -193,3 +196,21 @@ def serve(host: str, port: int) -> Any:
 
     server, _thread = start_http_server(port, addr=host)
     return server
+
+
+# ---- live event streams (api) ----------------------------------------------------------
+
+EVENT_DELIVERY_LATENCY = Histogram(
+    "cairn_event_delivery_latency_seconds",
+    "From an event's append in Postgres to its write on a live stream, by transport (sse, ws).",
+    ["transport"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+EVENT_SUBSCRIPTIONS = Gauge(
+    "cairn_event_subscriptions", "Open live-event subscriptions, by transport.", ["transport"]
+)
+EVENT_SUBSCRIPTIONS_DROPPED = Counter(
+    "cairn_event_subscriptions_dropped",
+    "Live-event subscriptions ended by the server, by reason (slow_consumer, shutting_down).",
+    ["reason"],
+)

@@ -52,7 +52,7 @@ class SSEClient:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, (u.hostname, u.port))
-        reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 20)
+        reader, writer = await asyncio.open_connection(sock=sock)
         lines = [f"GET {path} HTTP/1.1", f"Host: {u.netloc}", "Accept: text/event-stream"]
         if token:
             lines.append(f"Authorization: Bearer {token}")

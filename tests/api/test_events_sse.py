@@ -354,3 +354,19 @@ async def test_a_slow_consumer_is_dropped_and_others_get_everything(
     finally:
         await slow.close()
         await fast.close()
+
+
+async def test_stopping_the_api_ends_streams_with_a_reason(
+    pg_server: EmbeddedPostgres, kafka_server: EmbeddedKafka, template_url: str
+) -> None:
+    async with isolated_system(pg_server.url, kafka_server.bootstrap) as s:
+        me = user()
+        live = await open_sse(s, who=me)
+        try:
+            await s.stop("api")
+            end = await live.next_event()
+            assert end is not None and end.event == "end"
+            assert end.json()["error"]["code"] == "shutting_down"
+            assert await live.next() is None
+        finally:
+            await live.close()

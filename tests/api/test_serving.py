@@ -321,7 +321,7 @@ async def counting(
         yield s
 
 
-async def test_downloads_are_counted_in_batches(counting: System) -> None:
+async def test_downloads_reach_the_read_model(counting: System) -> None:
     me = user()
     async with counting.client(me) as c:
         fid = await upload(c, DATA)
@@ -348,6 +348,25 @@ async def test_downloads_are_counted_in_batches(counting: System) -> None:
     async with counting.client(me) as c:
         info = (await c.get(f"/v1/files/{fid}")).json()
     assert info["downloads"] == 6 and info["bytes_sent"] == 5 * N + 100
+
+
+async def test_no_write_per_download_and_a_graceful_stop_flushes(
+    pg_server: EmbeddedPostgres, kafka_server: EmbeddedKafka, template_url: str
+) -> None:
+    async with isolated_system(
+        pg_server.url, kafka_server.bootstrap, download_flush_interval=3600.0
+    ) as s:
+        me = user()
+        async with s.client(me) as c:
+            fid = await upload(c, DATA)
+            for _ in range(3):
+                assert (await c.get(url(fid), headers={"Range": "bytes=0-9"})).status_code == 206
+        rows = "SELECT downloads, bytes_sent FROM readmodel.file_downloads WHERE file_id = $1"
+        # Served, counted in memory, and not written: the next flush is an hour away.
+        assert await s.pool.fetchrow(rows, uuid.UUID(fid)) is None
+        await s.stop("api")  # a graceful stop flushes what the process holds
+        row = await s.pool.fetchrow(rows, uuid.UUID(fid))
+        assert (row["downloads"], row["bytes_sent"]) == (3, 30)
 
 
 async def test_type_detected_when_the_client_gave_none(shared_system: System) -> None:

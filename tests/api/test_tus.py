@@ -147,7 +147,9 @@ async def test_options_discovery(shared_system: System) -> None:
                 "concatenation",
             }
             assert int(r.headers["tus-max-size"]) == tus.max_size(shared_system.settings)
-            assert tus.max_size(shared_system.settings) <= shared_system.settings.max_upload_bytes
+            # the documented maximum upload (CAIRN_MAX_UPLOAD_BYTES, 1 TiB by default)
+            assert int(r.headers["tus-max-size"]) == shared_system.settings.max_upload_bytes
+            assert shared_system.settings.max_upload_bytes == 1 << 40
             assert {"sha1", "sha256", "md5"} <= set(r.headers["tus-checksum-algorithm"].split(","))
 
 
@@ -261,6 +263,15 @@ async def test_patch_refusals_change_nothing(shared_system: System) -> None:
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_metadata"
 
 
+def test_pieces_grow_with_the_offset_so_the_manifest_reaches_the_maximum_upload() -> None:
+    assert tus.piece_at(0) == MiB and tus.piece_at(2 * 1024 * MiB) == 2 * MiB
+    sizes = [tus.piece_at(i << 30) for i in range(0, 1100, 7)]
+    assert sizes == sorted(sizes) and max(sizes) == tus.MAX_PIECE == 64 * MiB
+    full = tus.pieces_between(0, 1 << 40)
+    assert full <= tus.MAX_PIECES * 3 // 4  # a quarter left for each PATCH's short tail
+    assert tus.reach(tus.MAX_PIECES) >= 1 << 40
+
+
 async def test_pieces_per_upload_are_bounded(
     shared_system: System, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -268,7 +279,8 @@ async def test_pieces_per_upload_are_bounded(
     monkeypatch.setattr(tus, "MAX_PIECES", 3)  # the API runs in this process
     async with shared_system.client("pieces-alice") as c:
         r = await c.options("/v1/tus")
-        assert int(r.headers["tus-max-size"]) == 3 * MiB
+        # three quarters of the pieces full-size (1 MiB at the start), the rest for tails
+        assert int(r.headers["tus-max-size"]) == 2 * MiB
         url = await create(c, 10)
         for i in range(3):
             assert (await patch(c, url, i, b"x")).status_code == 204

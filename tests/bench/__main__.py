@@ -13,7 +13,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from tests.bench import bus, downloads, growth, pending, s3, tus, uploads
+from tests.bench import bus, downloads, events, growth, pending, s3, tus, uploads
 from tests.bench.core import FULL, QUICK, Scenario, render_text, write_results
 
 _PENDING = {sc.name: sc for sc in pending.SCENARIOS}
@@ -24,7 +24,7 @@ ALL: list[Scenario] = [
     *downloads.SCENARIOS,
     _PENDING["fetch.url_cache"],
     *bus.SCENARIOS,
-    _PENDING["events.sse_latency"],
+    *events.SCENARIOS,
     *growth.SCENARIOS,
     *s3.SCENARIOS,
 ]

@@ -16,11 +16,4 @@ SCENARIOS = [
         "not built yet",
         probe="/v1/fetches",
     ),
-    Scenario(
-        "events.sse_latency",
-        "",
-        pending="latency from an append to its delivery on GET /v1/events (SSE): SSE is not "
-        "built yet",
-        probe="/v1/events",
-    ),
 ]

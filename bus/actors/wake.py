@@ -1,0 +1,140 @@
+"""Waking an idle actor host, so that an idle system does not poll the broker 100 times a second.
+
+The embedded broker holds every fetch until its deadline, so a consumer that must see a
+command within milliseconds fetches every 10 ms, busy or idle: on an idle `cairn up` that
+was about a tenth of a core between the actor host and the broker. Instead:
+
+- the actor host stops fetching (pauses its partitions) after `IDLE_AFTER` seconds without
+  a command, and LISTENs on the Postgres channel `CHANNEL`;
+- whoever sends a command calls a `Nudger` first, which NOTIFYs that channel (at most once
+  per `NUDGE_EVERY` seconds per process: a host woken by a nudge stays awake `IDLE_AFTER`
+  seconds after its last command, longer than the gap between two nudges);
+- the notification resumes fetching at once, in parallel with the command on its way
+  through Kafka, so a command on a quiet system is not slower than before;
+- a command nobody announced (a process without a database, a lost notification) is still
+  seen: a paused host peeks at its partitions every `PEEK_EVERY` seconds.
+
+Without a working LISTEN connection the host simply never pauses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer
+
+from bus.config.logs import get_logger
+
+log = get_logger(__name__)
+
+CHANNEL = "cairn_commands"
+IDLE_AFTER = 2.0
+NUDGE_EVERY = 0.5
+PEEK_EVERY = 1.0
+# getmany timeouts: awake, the loop looks at the clock this often; peeking, one or two
+# fetches of the embedded broker's 10 ms wait are enough to see a waiting command.
+AWAKE_POLL_MS = 200
+PEEK_POLL_MS = 50
+
+
+class Nudger:
+    """The sender's side: NOTIFY the actor hosts that a command is coming."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self._last = float("-inf")
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self._last < NUDGE_EVERY:
+            return
+        self._last = now
+        # Not awaited: the command goes to Kafka meanwhile, the host wakes in parallel.
+        task = asyncio.create_task(self._notify())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _notify(self) -> None:
+        try:
+            await self.pool.execute("SELECT pg_notify($1, '')", CHANNEL)
+        except Exception as e:  # the host's peek still finds the command
+            self._last = float("-inf")
+            log.debug("actor nudge failed", error=repr(e))
+
+
+class IdleGate:
+    """The actor host's side: pause fetching when idle, resume on a nudge or to peek."""
+
+    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+        self.consumer = consumer
+        self._nudged = asyncio.Event()
+        self._awake_until = time.monotonic() + IDLE_AFTER
+        self._paused = False
+        self._peeking = False
+        self._conn: Any = None
+        self._listening = False
+
+    async def listen(self, pool: asyncpg.Pool) -> None:
+        """LISTEN on a connection of its own; without it the host never pauses."""
+        try:
+            self._conn = await pool.acquire()
+            await self._conn.add_listener(CHANNEL, self._on_notify)
+            self._conn.add_termination_listener(self._on_lost)
+            self._listening = True
+        except Exception as e:
+            log.warning("actor host cannot LISTEN for nudges; it will not pause", error=repr(e))
+            await self.close(pool)
+
+    async def close(self, pool: asyncpg.Pool) -> None:
+        self._listening = False
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.remove_listener(CHANNEL, self._on_notify)
+            with contextlib.suppress(Exception):
+                await pool.release(conn)
+
+    def _on_notify(self, *_: object) -> None:
+        self._nudged.set()
+
+    def _on_lost(self, *_: object) -> None:
+        # No more nudges can arrive: stay awake from now on.
+        log.warning("actor host lost its LISTEN connection; it will not pause")
+        self._listening = False
+        self._nudged.set()
+
+    @property
+    def poll_ms(self) -> int:
+        return PEEK_POLL_MS if self._peeking else AWAKE_POLL_MS
+
+    async def wait_for_work(self, stop: asyncio.Event) -> None:
+        """Before a poll: if paused, sleep until a nudge, the next peek, or stop."""
+        if self._paused:
+            waits = {asyncio.ensure_future(self._nudged.wait()), asyncio.ensure_future(stop.wait())}
+            _, pending = await asyncio.wait(
+                waits, timeout=PEEK_EVERY, return_when=asyncio.FIRST_COMPLETED
+            )
+            for w in pending:
+                w.cancel()
+            self._peeking = not self._nudged.is_set()
+            self.consumer.resume(*self.consumer.assignment())
+            self._paused = False
+        if self._nudged.is_set():
+            self._nudged.clear()
+            self._peeking = False
+            self._awake_until = time.monotonic() + IDLE_AFTER
+
+    def after_poll(self, got_commands: bool) -> None:
+        now = time.monotonic()
+        if got_commands:
+            self._peeking = False
+            self._awake_until = now + IDLE_AFTER
+        elif self._listening and (self._peeking or now >= self._awake_until):
+            self.consumer.pause(*self.consumer.assignment())
+            self._paused = True
+            self._peeking = False

@@ -1,0 +1,62 @@
+"""The one error path: a bug is a 500 in the error shape, logged with its request id and
+traceback (the client's X-Request-ID finds the log line)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from litestar import Litestar, get
+from litestar.exceptions import InternalServerException
+from litestar.testing import TestClient
+from structlog.testing import capture_logs
+
+from api.errors import handle_exception
+from api.middleware import request_id_middleware
+
+
+def _explode_here() -> None:
+    raise RuntimeError("a bug")
+
+
+@get("/bug")
+async def bug() -> None:
+    _explode_here()
+
+
+@get("/framework")
+async def framework() -> None:
+    raise InternalServerException("internal detail that must not leak")
+
+
+def _app() -> Litestar:
+    handlers: dict[Any, Any] = {Exception: handle_exception}
+    return Litestar(
+        route_handlers=[bug, framework],
+        exception_handlers=handlers,
+        middleware=[request_id_middleware],
+    )
+
+
+def test_every_500_is_logged_with_its_request_id_and_traceback() -> None:
+    with TestClient(_app()) as client:
+        for path, exc_type in (("/bug", RuntimeError), ("/framework", InternalServerException)):
+            with capture_logs() as logs:
+                r = client.get(path, headers={"X-Request-ID": f"rid-{path[1:]}"})
+            assert r.status_code == 500
+            body = r.json()
+            assert body == {
+                "error": {
+                    "code": "internal_error",
+                    "message": "internal server error",
+                    "details": {},
+                },
+                "request_id": f"rid-{path[1:]}",
+            }
+            (line,) = [e for e in logs if e["event"] == "unhandled error"]
+            assert line["request_id"] == f"rid-{path[1:]}" and line["path"] == path
+            assert isinstance(line["exc_info"], exc_type)
+            rendered = structlog.processors.format_exc_info(None, "error", dict(line))
+            assert "Traceback" in rendered["exception"]
+            if exc_type is RuntimeError:
+                assert "_explode_here" in rendered["exception"]

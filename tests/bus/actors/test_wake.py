@@ -1,0 +1,132 @@
+"""An idle actor host stops fetching and is woken by a sender's nudge (bus/actors/wake.py).
+
+Against the real broker and Postgres: the gate pauses the consumer's partitions once idle,
+a `Nudger` (NOTIFY) resumes them, and a message nobody announced is still found by a peek.
+The idle and peek intervals are shortened for the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from aiokafka import AIOKafkaConsumer
+
+from bus.actors import wake
+from bus.aio import Stopped, unless_stopped
+from bus.config.settings import Settings
+from bus.kafka.clients import ensure_topics, make_consumer, make_producer
+from tests.system import wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(autouse=True)
+def short_intervals(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    monkeypatch.setattr(wake, "IDLE_AFTER", 0.3)
+    # Where the nudge is under test, no peek may wake the host instead.
+    peek = 0.3 if "peek" in request.node.name else 600.0
+    monkeypatch.setattr(wake, "PEEK_EVERY", peek)
+    monkeypatch.setattr(wake, "NUDGE_EVERY", 0.0)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def topic(settings: Settings) -> str:
+    name = f"{settings.topic_prefix}.wake-test"
+    await ensure_topics(settings, [name])
+    return name
+
+
+class Loop:
+    """The actor host's loop shape, recording what it received."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, gate: wake.IdleGate) -> None:
+        self.consumer, self.gate = consumer, gate
+        self.received: list[bytes] = []
+        self.stop = asyncio.Event()
+
+    async def run(self) -> None:
+        while not self.stop.is_set():
+            await self.gate.wait_for_work(self.stop)
+            try:
+                batch = await unless_stopped(
+                    self.consumer.getmany(timeout_ms=self.gate.poll_ms), self.stop
+                )
+            except Stopped:
+                return
+            self.gate.after_poll(bool(batch))
+            for records in batch.values():
+                self.received += [r.value for r in records]
+
+    def paused(self) -> bool:
+        assigned = self.consumer.assignment()
+        return bool(assigned) and self.consumer.paused() == assigned
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def loop(settings: Settings, pool: asyncpg.Pool, topic: str) -> AsyncIterator[Loop]:
+    consumer = make_consumer(settings, topic, group_id=f"{topic}-g", latency_critical=True)
+    await consumer.start()
+    gate = wake.IdleGate(consumer)
+    await gate.listen(pool)
+    lp = Loop(consumer, gate)
+    task = asyncio.create_task(lp.run())
+    try:
+        yield lp
+    finally:
+        lp.stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 10)
+        await gate.close(pool)
+        await consumer.stop()
+
+
+async def _paused(lp: Loop) -> bool:
+    return lp.paused()
+
+
+async def _awake(lp: Loop) -> bool:
+    return not lp.paused()
+
+
+async def test_idle_host_pauses_and_a_nudge_wakes_it(
+    loop: Loop, pool: asyncpg.Pool, settings: Settings, topic: str
+) -> None:
+    await wait_until(lambda: _paused(loop), timeout=20)
+    nudge = wake.Nudger(pool)
+    nudge()
+    await wait_until(lambda: _awake(loop), timeout=20)
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, b"announced")
+    finally:
+        await producer.stop()
+
+    async def got() -> bool:
+        return b"announced" in loop.received
+
+    await wait_until(got, timeout=20)
+    # And idle again afterwards.
+    await wait_until(lambda: _paused(loop), timeout=20)
+
+
+async def test_unannounced_message_is_found_by_a_peek(
+    loop: Loop, settings: Settings, topic: str
+) -> None:
+    await wait_until(lambda: _paused(loop), timeout=20)
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, b"unannounced")
+    finally:
+        await producer.stop()
+
+    async def got() -> bool:
+        return b"unannounced" in loop.received
+
+    await wait_until(got, timeout=20)
