@@ -150,10 +150,46 @@ def _document(settings: Settings) -> dict[str, Any]:
         .to_specification()
         .to_jsonable()
     )
-    # What FastStream does not declare: the headers the relay sends, and where the
-    # correlation id is (the envelope, not a header).
-    for message in doc.get("components", {}).get("messages", {}).values():
-        message["headers"] = EVENT_HEADERS
-        message["contentType"] = "application/json"
-        message["correlationId"] = {"location": "$message.payload#/correlation_id"}
+    return _published_form(doc)
+
+
+def _published_form(doc: dict[str, Any]) -> dict[str, Any]:
+    """The document in the form README promises consumers: each message under its event
+    type (`components.messages.<type>`), its payload a self-contained JSON Schema of the
+    whole value (FastStream's `$ref`s into `components.schemas` inlined), its headers the
+    ones the relay sends, its correlation id in the envelope (not a header)."""
+    components = doc.setdefault("components", {})
+    schemas = components.get("schemas", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
+                return inline(schemas[ref.rsplit("/", 1)[-1]])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    renamed: dict[str, str] = {}
+    messages: dict[str, Any] = {}
+    for key, message in components.get("messages", {}).items():
+        payload = inline(message["payload"])
+        name = payload.get("properties", {}).get("type", {}).get("const")
+        name = name or key.removesuffix(":Message")
+        renamed[key] = name
+        messages[name] = {
+            **message,
+            "name": name,
+            "title": payload.get("title", name),
+            "payload": payload,
+            "headers": EVENT_HEADERS,
+            "contentType": "application/json",
+            "correlationId": {"location": "$message.payload#/correlation_id"},
+        }
+    components["messages"] = messages
+    for channel in doc.get("channels", {}).values():
+        for ref in channel.get("messages", {}).values():
+            old = ref["$ref"].rsplit("/", 1)[-1]
+            ref["$ref"] = f"#/components/messages/{renamed.get(old, old)}"
     return doc

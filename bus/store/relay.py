@@ -17,6 +17,17 @@ Order per partition holds for every successful pass. When a batch fails part-way
 messages of a partition may already be written before the failed one; the retry repeats the
 whole suffix in order, so a consumer can see version n+1 once before n, n+1 arrive again.
 Consumers must dedupe by (stream_id, version) and not treat a gap as final.
+
+The relay publishes with a plain aiokafka producer, not a FastStream publisher like the
+rest of the Kafka layer (bus/kafka/broker.py). No guarantee forces this: FastStream's
+`publish(no_confirm=True)` returns the same delivery future, so send-all-then-await-all
+ordering would hold. What keeps it here for now: every event must carry the `traceparent`
+stored with it, which FastStream's OpenTelemetry middleware would overwrite with a span of
+the relay's (a broker without that middleware avoids it); and the producer has a lifecycle
+of its own (created when leading, kept across failures, injected by the broker-outage test
+with short timeouts). The event topics are declared as FastStream publishers for the
+AsyncAPI document (bus/kafka/spec.py); moving the sending onto them was not done or
+measured in this round.
 """
 
 from __future__ import annotations

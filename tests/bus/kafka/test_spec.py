@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import orjson
+from jsonschema import Draft202012Validator
 
 from bus.config.settings import Settings
 from bus.kafka.clients import AGGREGATES
@@ -19,9 +20,13 @@ def test_one_message_per_event_type_and_version_on_its_aggregate_topic() -> None
         channel = doc["channels"][f"spec.{s.aggregate}:{s.type}"]
         assert channel["address"] == f"spec.{s.aggregate}"
         [ref] = channel["messages"].values()
-        message = doc["components"]["messages"][ref["$ref"].rsplit("/", 1)[-1]]
+        # The form README promises: components.messages.<type>, payload self-contained.
+        assert ref["$ref"] == f"#/components/messages/{s.type}"
+        message = doc["components"]["messages"][s.type]
         assert message["headers"]["properties"]["traceparent"]["type"] == "string"
-        payload = doc["components"]["schemas"][message["payload"]["$ref"].rsplit("/", 1)[-1]]
+        payload = message["payload"]
+        assert "$ref" not in orjson.dumps(payload).decode()
+        Draft202012Validator.check_schema(payload)
         assert payload["properties"]["type"]["const"] == s.type
         assert payload["properties"]["schema_version"]["const"] == s.version
         assert {"id", "stream_id", "version", "position", "occurred_at", "data"} <= set(
