@@ -7,6 +7,7 @@ S3 verified the checksum" is tested against a server that verifies. The same lay
 the faults the S3 store must survive, switched over HTTP at `/_faults` (JSON):
 
     {"corrupt_gets": true}          flip one byte of every object GET body
+    (and requests signed with the access key id REJECTED_KEY answer 403 InvalidAccessKeyId)
     {"stall_gets": N, "stall_after": B, "stall_seconds": S}
                                     the next N object GETs send B bytes, then go silent S s
 
@@ -37,6 +38,10 @@ from bus.run.embedded import free_port
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# moto takes any credentials; this access key id is refused like S3 refuses an unknown one.
+REJECTED_KEY = "AKIAREJECTEDBYTESTS"
+
+
 class FaultyChecksummingS3:
     """WSGI middleware: checksum verification on PUT, fault injection on GET."""
 
@@ -51,6 +56,14 @@ class FaultyChecksummingS3:
         method = environ.get("REQUEST_METHOD", "")
         if path == "/_faults":
             return self._faults(environ, start_response, method)
+        if f"Credential={REJECTED_KEY}/" in environ.get("HTTP_AUTHORIZATION", ""):
+            body = _error(
+                start_response,
+                "403 Forbidden",
+                "InvalidAccessKeyId",
+                "The AWS Access Key Id you provided does not exist in our records.",
+            )
+            return [] if method == "HEAD" else body  # HEAD answers carry no body
         if method == "PUT" and "x-amz-copy-source" not in _headers(environ):
             bad = self._verify(environ)
             if bad is not None:

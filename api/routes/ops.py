@@ -11,11 +11,11 @@ from typing import Any
 from litestar import MediaType, Request, Response, get
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from api.asyncapi import asyncapi_document
 from api.context import ctx
 from api.readiness import Readiness
 from bus.config.metrics import EVENT_STORE_POSITION, RELAY_LAG
 from bus.config.metrics import PROJECTION_LAG_EVENTS as PROJECTION_LAG
-from bus.kafka.spec import asyncapi_document
 from domain.events import stream_id_for
 from projections.rebuild import PROJECTIONS
 

@@ -49,11 +49,11 @@ from bus.kafka.broker import (
 )
 from bus.kafka.clients import COMMAND_AGGREGATES, header
 from bus.store.eventstore import PostgresEventStore
-from domain.aggregates import AGGREGATES
 from domain.commands import Command, command_from_dict
 from domain.errors import DomainError, InvalidInput
 from domain.events import EventMeta
 from domain.ports import ConcurrencyError, DuplicateCommand, EventStore
+from domain.registry import AGGREGATES
 
 log = get_logger(__name__)
 
@@ -148,8 +148,7 @@ class Actors:
                     "state": summarize(state),
                     "version": version,
                 }
-            for ev in recorded:
-                state = agg.evolve(state, ev.type, ev.data)
+            state = agg.fold(recorded, state)
             version = recorded[-1].version
             self._remember(stream_id, state, version)
             return {
@@ -229,7 +228,9 @@ class ActorHost:
         # Options passed as **kwargs leave the subscriber untyped for mypy.
         @subscriber  # type: ignore[untyped-decorator]
         async def on_commands(records: Any, msg: KafkaMessage) -> None:
-            host.batches += 1
+            # Probes alone (readiness polls) do not keep the host awake.
+            work = any(header(r.headers, "command-type") != PROBE_TYPE for r in records)
+            host.batches += work
             observe_batch(host.group_id, msg.consumer, records)
             partitions: dict[tuple[str, int], list[ConsumerRecord[Any, Any]]] = {}
             for rec in records:
@@ -255,7 +256,7 @@ class ActorHost:
                 # A rebalance took the partitions away: their new owner gets the batch
                 # again and answers it from the applied command ids. Nothing to undo.
                 log.warning("offset commit failed, batch will be redelivered", error=str(e))
-            host.batches += 1  # a long batch counts as activity until its end
+            host.batches += work  # a long batch counts as activity until its end
 
         return subscriber
 

@@ -30,26 +30,22 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 
-from domain import files as f
-from domain import uploads as u
 from domain.events import RecordedEvent, event_time
+from domain.files.events import FileCreated, FileDeleted
 from domain.ports import EventStore
+from domain.registry import stream_id_for
+from domain.uploads.events import (
+    RELEASING,
+    UploadBytesAppended,
+    UploadChunkStored,
+    UploadInitiated,
+)
+from domain.values import Piece
 
 PAGE = 5000
-
-RELEASING_UPLOAD_EVENTS = (u.EXPIRED, u.ABORTED, u.FAILED)
-
-
-def _pieces(items: Any) -> list[tuple[str, int]]:
-    out = []
-    for p in items or ():
-        if isinstance(p, dict) and isinstance(p.get("sha256"), str):
-            out.append((str(p["sha256"]), int(p.get("size") or 0)))
-    return out
 
 
 def effects(
@@ -60,30 +56,28 @@ def effects(
     adds: dict[tuple[str, str], int] = {}
     releases: dict[str, datetime] = {}
 
-    def add(stream: str, pieces: list[tuple[str, int]]) -> None:
-        for sha, size in pieces:
-            adds[(sha, stream)] = size
+    def add(stream: str, pieces: Iterable[Piece]) -> None:
+        for p in pieces:
+            adds[(p.sha256, stream)] = p.size
 
     def release(stream: str, at: datetime) -> None:
         releases.setdefault(stream, at)
 
     for ev in events:
-        d = ev.data
-        if ev.aggregate == "uploads":
-            if ev.type == u.CHUNK_STORED:
-                add(ev.stream_id, [(str(d["sha256"]), int(d["size"]))])
-            elif ev.type == u.BYTES_APPENDED:
-                add(ev.stream_id, _pieces(d.get("pieces")))
-            elif ev.type == u.INITIATED:
-                add(ev.stream_id, _pieces(d.get("manifest")))
-            elif ev.type in RELEASING_UPLOAD_EVENTS:
+        match ev.payload:
+            case UploadChunkStored(sha256=sha256, size=size):
+                add(ev.stream_id, [Piece(sha256, size)])
+            case UploadBytesAppended(pieces=pieces):
+                add(ev.stream_id, pieces)
+            case UploadInitiated(manifest=pieces):  # a final upload's parts' pieces
+                add(ev.stream_id, pieces)
+            case ended if isinstance(ended, RELEASING):
                 release(ev.stream_id, event_time(ev))
-        elif ev.aggregate == "files":
-            if ev.type == f.CREATED:
-                add(ev.stream_id, _pieces(d.get("manifest")))
-                if d.get("upload_id"):
-                    release(f"upload-{d['upload_id']}", event_time(ev))
-            elif ev.type == f.DELETED:
+            case FileCreated(manifest=pieces, upload_id=upload_id):
+                add(ev.stream_id, pieces)
+                if upload_id:
+                    release(stream_id_for("uploads", upload_id), event_time(ev))
+            case FileDeleted():
                 release(ev.stream_id, event_time(ev))
     return adds, releases
 

@@ -315,17 +315,40 @@ class S3BlobStore:
         """Stream bytes [offset, offset+length) of one blob with ranged GETs.
 
         Lazy like any async generator: BlobNotFound / ValueError (bad range) surface on the
-        first iteration. A whole-blob read is verified against the name (BlobCorrupt)."""
-        size = await self.size(sha256)
-        if size is None:
+        first iteration. A whole-blob read is verified against the name (BlobCorrupt).
+        No HEAD first: the first GET's Content-Range says the blob's size, against which
+        the range is checked before any byte is yielded (one round trip per chunk saved)."""
+        if not is_sha256(sha256):
             raise BlobNotFound(sha256)
-        n = _check_range(sha256, size, offset, length)
+        if offset < 0 or (length is not None and length < 0):
+            raise ValueError(f"negative offset/length for blob {sha256}")
+        piece = (
+            self.options.range_bytes if length is None else min(length, self.options.range_bytes)
+        )
+        first = await self._open_get(sha256, offset, offset + piece) if piece > 0 else None
+        if first is None:
+            # Nothing to read (length 0), or the range starts at or past the end (416):
+            # only the size can tell an empty range at the end from a bad one.
+            size = await self.size(sha256)
+            if size is None:
+                raise BlobNotFound(sha256)
+            _check_range(sha256, size, offset, length)
+            if length == 0 or offset == size:
+                return
+            raise BlobStoreUnavailable(f"S3 GET of blob {sha256} refused a valid range")
+        body, size = first
+        try:
+            n = _check_range(sha256, size, offset, length)
+        except BaseException:
+            body.close()
+            raise
         hasher = hashlib.sha256() if (offset == 0 and n == size) else None
         pos, end = offset, offset + n
         held: bytes | None = None
+        opened: Any = body
         while pos < end:
             upto = min(end, pos + self.options.range_bytes)
-            async for data in self._get(sha256, pos, upto):
+            async for data in self._get(sha256, pos, upto, opened):
                 pos += len(data)
                 if hasher is not None:
                     await asyncio.to_thread(hasher.update, data)
@@ -333,31 +356,56 @@ class S3BlobStore:
                     metrics.BLOB_READ_BYTES.inc(len(held))
                     yield held
                 held = data
+            opened = None
         if hasher is not None and hasher.hexdigest() != sha256:
             raise BlobCorrupt(sha256, hasher.hexdigest())
         if held is not None:
             metrics.BLOB_READ_BYTES.inc(len(held))
             yield held
 
-    async def _get(self, sha256: str, start: int, end: int) -> AsyncIterator[bytes]:
-        """Bytes [start, end) in pieces of up to READ_PIECE, resuming after a read timeout
-        or a cut connection from the first byte not yet received. botocore retries the
-        request itself; this retries the *body*, which botocore cannot."""
+    async def _open_get(self, sha256: str, start: int, end: int) -> tuple[Any, int] | None:
+        """GET bytes [start, end) (S3 clamps `end` to the size); return the streaming body
+        and the blob's size from Content-Range, or None when S3 answers 416 (start at or
+        past the end)."""
         client = await self.client()
+        try:
+            resp = await client.get_object(
+                Bucket=self.bucket, Key=self.key_of(sha256), Range=f"bytes={start}-{end - 1}"
+            )
+        except ClientError as e:
+            if _status(e) == 404 or _code(e) in {"NoSuchKey", "404"}:
+                raise BlobNotFound(sha256) from None
+            if _status(e) == 416 or _code(e) == "InvalidRange":
+                return None
+            raise self._unavailable(e, "GET") from e
+        except BotoCoreError as e:
+            raise self._unavailable(e, "GET") from e
+        content_range = str(resp.get("ContentRange") or "")
+        total = content_range.rpartition("/")[2]
+        if not total.isdigit():
+            resp["Body"].close()
+            raise BlobStoreUnavailable(
+                f"S3 answered a ranged GET without a size: {content_range!r}"
+            )
+        return resp["Body"], int(total)
+
+    async def _get(
+        self, sha256: str, start: int, end: int, opened: Any = None
+    ) -> AsyncIterator[bytes]:
+        """Bytes [start, end) in pieces of up to READ_PIECE (from `opened`, a body already
+        positioned at `start`, if given), resuming after a read timeout or a cut connection
+        from the first byte not yet received. botocore retries the request itself; this
+        retries the *body*, which botocore cannot."""
         pos = start
         failures = 0
         while pos < end:
-            try:
-                resp = await client.get_object(
-                    Bucket=self.bucket, Key=self.key_of(sha256), Range=f"bytes={pos}-{end - 1}"
-                )
-            except ClientError as e:
-                if _status(e) == 404 or _code(e) in {"NoSuchKey", "404"}:
-                    raise BlobNotFound(sha256) from None
-                raise self._unavailable(e, "GET") from e
-            except BotoCoreError as e:
-                raise self._unavailable(e, "GET") from e
-            body = resp["Body"]
+            if opened is not None:
+                body, opened = opened, None
+            else:
+                got = await self._open_get(sha256, pos, end)
+                if got is None:  # the blob shrank under us: it cannot, it is immutable
+                    raise BlobStoreUnavailable(f"S3 GET of blob {sha256} refused a valid range")
+                body = got[0]
             try:
                 while pos < end:
                     data = await _read_piece(body, min(READ_PIECE, end - pos))

@@ -1,5 +1,10 @@
-"""The event topics as FastStream publisher declarations, and the AsyncAPI document built
-from them (served at /schema/asyncapi.json).
+"""The event topics as FastStream publisher declarations, and the AsyncAPI document
+FastStream builds from them.
+
+Not served yet: /schema/asyncapi.json is still api/asyncapi.py, whose shape (channels
+keyed by aggregate, messages by event type, msgspec data schemas) tests/api/test_asyncapi.py
+fixes; this document carries the same information in FastStream's shape (a channel per
+event type) and is meant to replace it once the two shapes are reconciled.
 
 Every event type at its current schema version is one declared publisher on its
 aggregate's topic, whose schema is the event envelope (API.md) with `type` and
@@ -8,8 +13,7 @@ the declarations into an AsyncAPI 3.0 document with one message per event type a
 version. Aggregates with no event type yet (reserved topics) get one envelope publisher.
 
 The event types come from `event_schemas()`, the one place that reads them from the
-domain: point it at the domain's registry of aggregates and typed events, and the
-document follows.
+domain's registry of aggregates and typed events.
 """
 
 from __future__ import annotations
@@ -24,8 +28,7 @@ from pydantic import BaseModel, Field, create_model
 
 from bus.config.settings import Settings
 from bus.kafka.clients import AGGREGATES
-from domain import files, uploads  # noqa: F401  (registers event types)
-from domain.events import CURRENT_VERSIONS, STREAM_PREFIXES
+from domain.registry import EVENTS
 
 
 @dataclass(frozen=True)
@@ -37,24 +40,13 @@ class EventSchema:
     data: Any
 
 
-def _aggregate_of_type(event_type: str) -> str | None:
-    for prefix, name in STREAM_PREFIXES.items():
-        if event_type.lower().startswith(prefix):
-            return name
-    return None
-
-
 def event_schemas() -> list[EventSchema]:
-    """Every event type at its current schema version, with the type of its `data`.
-
-    Events are `type` + `data: dict` today, so `data` is an object; typed event
-    definitions give each its own schema here."""
-    out = []
-    for event_type, version in sorted(CURRENT_VERSIONS.items()):
-        aggregate = _aggregate_of_type(event_type)
-        if aggregate is not None:
-            out.append(EventSchema(aggregate, event_type, version, dict[str, Any]))
-    return out
+    """Every event type at its current schema version, from the domain's registry; `data`
+    is the typed event definition (a frozen dataclass), which pydantic describes."""
+    return [
+        EventSchema(aggregate, cls.type, cls.schema_version, cls)
+        for event_type, (aggregate, cls) in sorted(EVENTS.items())
+    ]
 
 
 # Headers of every event message (bus/store/relay.py `event_message`).

@@ -2,7 +2,8 @@
 
 Each implementation is one param of the `blobs` fixture, which also says how to look
 inside it (the stored objects, the leftovers of failed puts), so that "dedup" and "nothing
-partial is kept" are checked for real. Only "local" exists today; S3 becomes another param.
+partial is kept" are checked for real: "local" (files) and "s3" (a bucket of the local S3
+server, tests/s3server.py, looked into with a plain botocore client).
 
 Decision fixed here: a range past the end of a chunk (or of a manifest) is rejected with
 ValueError, never clamped; clamping HTTP ranges is the API's job.
