@@ -14,17 +14,15 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from api.auth import Principal, provide_principal
+from api.bucket_access import check_writable
 from api.context import ctx, now, parse_uuid
 from api.errors import ApiError
 from api.http.content import ContentResponse, Representation, plan, read_small
 from api.http.strict import strict_request
 from api.openapi import SECURED
 from api.schemas import BIGINT_MAX, File, FileDeleted, FilePage, UpdateFile, ok
-from domain.buckets import BucketState
-from domain.buckets.names import is_bucket_name
 from domain.commands import DeleteFile
 from domain.commands import UpdateFile as UpdateFileCommand
-from domain.errors import NotFound
 from domain.files import FileState
 from projections import queries
 from projections.downloads import downloads_of
@@ -160,17 +158,8 @@ class FilesController(Controller):
     ) -> dict[str, Any]:
         c = ctx(request)
         st = await _load_file(request, file_id, principal)
-        if data.bucket is not None and data.bucket != "default":
-            # Objects of a bucket are its owner's files: a file may move only into a bucket
-            # its owner owns. Any other bucket (someone else's, public or private, or none)
-            # is 404, exactly like a missing one. (Checked here, not in the file's `decide`:
-            # it is another aggregate's state. A bucket deleted between this check and the
-            # move leaves the file in a bucket that no longer exists, like before it.)
-            target: BucketState | None = None
-            if is_bucket_name(data.bucket):
-                target = await c.load("buckets", f"bucket-{data.bucket}")
-            if target is None or target.deleted or target.owner != st.owner:
-                raise NotFound("bucket_not_found", "no such bucket", {"name": data.bucket[:64]})
+        # Only into a bucket the file's owner owns (an admin moves others' files too).
+        await check_writable(c, data.bucket, st.owner)
         await c.send(
             request,
             UpdateFileCommand(

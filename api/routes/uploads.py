@@ -17,6 +17,7 @@ from litestar.exceptions import InternalServerException
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
 from api.auth import Principal, provide_principal
+from api.bucket_access import check_writable
 from api.completion import MAX_MANIFEST_ENTRIES, finish_upload
 from api.context import ctx, now, parse_uuid
 from api.errors import ApiError
@@ -159,6 +160,7 @@ class UploadsController(Controller):
                     "min_chunk_size": -(-data.file_size // MAX_MANIFEST_ENTRIES),
                 },
             )
+        await check_writable(c, data.bucket or None, principal.user)
         sha = data.sha256.lower() if isinstance(data.sha256, str) else None
         upload_id = resource_id(request) or str(uuid.uuid4())
         result = await c.send(

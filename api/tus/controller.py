@@ -66,6 +66,7 @@ from litestar.params import FromPath
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import Principal, provide_principal
+from api.bucket_access import check_writable
 from api.completion import MAX_MANIFEST_ENTRIES, finish_upload
 from api.context import AppContext, ctx, now, parse_uuid
 from api.errors import ApiError, error_response
@@ -275,6 +276,7 @@ async def _initiate(
 ) -> str:
     """Create a stream or final upload named by its tus metadata; return its id."""
     upload_id = str(uuid.uuid4())
+    await check_writable(c, metadata.get("bucket") or None, principal.user)
     try:
         await c.send(
             request,

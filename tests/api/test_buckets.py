@@ -5,6 +5,7 @@ issue 9. Another user's bucket answers exactly like a missing one.
 
 from __future__ import annotations
 
+import base64
 import secrets
 from typing import Any
 
@@ -218,3 +219,32 @@ async def test_bad_names_in_paths_are_not_found(shared_system: System) -> None:
             )
             assert_error(await c.delete(f"/v1/buckets/{name}"), 404, "bucket_not_found")
         assert_error(await c.get("/v1/buckets", params={"limit": 0}), 400, "validation_error")
+
+
+async def test_uploads_go_only_into_the_callers_own_buckets(shared_system: System) -> None:
+    me, them, mine, theirs = user(), user(), bname(), bname()
+    async with shared_system.client(them) as o:
+        assert (
+            await o.post("/v1/buckets", json={"name": theirs, "public": True})
+        ).status_code == 201
+    async with shared_system.client(me) as c:
+        assert (await c.post("/v1/buckets", json={"name": mine})).status_code == 201
+        tus = {"Tus-Resumable": "1.0.0", "Upload-Length": "3"}
+        for target in (theirs, bname(), "Bad_Name"):
+            r = await c.post(
+                "/v1/uploads", json={"file_name": "f.bin", "file_size": 3, "bucket": target}
+            )
+            assert_error(r, 404, "bucket_not_found")
+            meta = "bucket " + base64.b64encode(target.encode()).decode()
+            r = await c.post("/v1/tus", headers={**tus, "Upload-Metadata": meta})
+            assert r.status_code == 404, r.text
+            assert r.json()["error"]["code"] == "bucket_not_found"
+        n = await shared_system.pool.fetchval(
+            "SELECT count(*) FROM eventstore.events WHERE owner = $1", me
+        )
+        assert n == 1  # only the BucketCreated of `mine`
+        fid = await put_file(c, mine, b"abc")
+        meta = "bucket " + base64.b64encode(mine.encode()).decode()
+        r = await c.post("/v1/tus", headers={**tus, "Upload-Metadata": meta})
+        assert r.status_code == 201, r.text
+        assert (await c.get(f"/v1/files/{fid}")).json()["bucket"] == mine

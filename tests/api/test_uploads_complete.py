@@ -339,7 +339,9 @@ async def test_known_content_of_my_own_is_a_file_at_once_and_nobody_elses_leaks(
         assert (await a.get(f"/v1/files/{got['file_id']}/content")).content == data
         # Same content, other size declared or other bucket: not the same file.
         assert (await create(a, len(data) + 1, sha256=digest)).json()["status"] == "INITIATED"
-        assert (await create(a, len(data), sha256=digest, bucket="other")).json()[
+        other = f"other-{secrets.token_hex(4)}"
+        assert (await a.post("/v1/buckets", json={"name": other})).status_code == 201
+        assert (await create(a, len(data), sha256=digest, bucket=other)).json()[
             "status"
         ] == "INITIATED"
 
