@@ -17,6 +17,7 @@ import pytest
 
 from bus.actors.host import ActorHost
 from bus.config.settings import Settings
+from domain.registry import COMMAND_AGGREGATES
 from tests.system import start_system, wait_until
 
 CHUNK = 32 * 1024
@@ -108,7 +109,8 @@ async def test_two_actor_hosts_split_partitions_and_survive_one_stopping(
     try:
         await wait_until(lambda: _both_assigned(hosts), timeout=60)
         total = sum(len(h.assigned) for h in hosts)
-        assert total == 2 * fast.kafka_partitions  # uploads + files command topics, split
+        # Every command topic (uploads, files, buckets), split between the two hosts.
+        assert total == len(COMMAND_AGGREGATES) * fast.kafka_partitions
         assert not (hosts[0].assigned & hosts[1].assigned)
 
         n_uploads = 12
@@ -139,7 +141,9 @@ async def test_two_actor_hosts_split_partitions_and_survive_one_stopping(
             stops[0].set()
             await tasks[0]
             await work
-            assert hosts[1].assigned and len(hosts[1].assigned) == 2 * fast.kafka_partitions
+            assert hosts[1].assigned and len(hosts[1].assigned) == len(COMMAND_AGGREGATES) * (
+                fast.kafka_partitions
+            )
             for uid in ids:
                 assert await chunk_events(pool, uid) == Counter(range(3))
                 assert (await c.get(f"/v1/uploads/{uid}/missing-chunks")).json()[

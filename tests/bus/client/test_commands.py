@@ -34,6 +34,8 @@ async def test_login_saves_url_and_token_for_later_commands(
 
 async def test_ls_rm_and_stats(system: System, cli_for: Any, tmp_path: Path) -> None:
     cli = cli_for("ls-user")
+    async with system.client("ls-user") as c:  # files go only into the caller's buckets
+        assert (await c.post("/v1/buckets", json={"name": "photos"})).status_code == 201
     for name in ("one.txt", "two.txt"):
         (tmp_path / name).write_bytes(os.urandom(1000))
     done = await cli(
