@@ -20,7 +20,7 @@ from playwright.async_api import Page, Route, expect
 
 from api.console.mount import CSP
 from tests.api.console.browser import chromium, shot
-from tests.system import System
+from tests.system import System, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -249,5 +249,67 @@ async def test_an_upload_cut_by_a_reload_resumes(shared_system: System, tmp_path
         assert [(f["name"], f["size"], f["sha256"]) for f in files] == [
             ("big.bin", len(data), hashlib.sha256(data).hexdigest())
         ]
+        await no_csp_violations(page)
+        await ctx.close()
+
+
+async def test_buckets_create_open_upload_into_and_delete(
+    shared_system: System, tmp_path: Path
+) -> None:
+    me = user()
+    name = f"con-{uuid.uuid4().hex[:10]}"
+    doc = tmp_path / "in-bucket.txt"
+    doc.write_text("inside a bucket\n")
+    async with chromium() as browser:
+        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
+        page = await ctx.new_page()
+        page.on("dialog", lambda d: asyncio.ensure_future(d.accept()))
+        await open_console(page, shared_system)
+        await sign_in(page, shared_system.token(me))
+
+        # The tabs work from the keyboard: arrow right selects Buckets.
+        await page.get_by_role("tab", name="Files").focus()
+        await page.keyboard.press("ArrowRight")
+        await expect(page.get_by_role("tab", name="Buckets")).to_have_attribute(
+            "aria-selected", "true"
+        )
+        await expect(page.locator("#panel-buckets")).to_be_visible()
+
+        # A bad name is refused in the form, nothing is created.
+        await page.get_by_label("Name", exact=True).fill("Not OK!")
+        await page.get_by_role("button", name="Create bucket").click()
+        await expect(page.locator("#bucket-error")).to_contain_text("lower-case")
+
+        await page.get_by_label("Name", exact=True).fill(name)
+        await page.get_by_label("Public (anyone may read its objects)").check()
+        await page.get_by_role("button", name="Create bucket").click()
+        created = page.locator(f"#buckets tbody tr[data-name='{name}']")
+        await expect(created).to_contain_text("public")
+        await expect(page.locator("#activity li[data-type=BucketCreated]")).to_have_count(1)
+        await page.screenshot(path=shot("buckets"))
+
+        # Open it: the Files tab lists that bucket, and uploads go into it.
+        await page.get_by_role("button", name=f"Open {name}").click()
+        await expect(page.locator("#panel-files")).to_be_visible()
+        await expect(page.locator("#bucket-pick")).to_have_value(name)
+        await page.locator("input.uppy-Dashboard-input").first.set_input_files(doc)
+        await page.locator(".uppy-StatusBar-actionBtn--upload").click()
+        await expect(page.locator("#files tbody tr")).to_have_count(1)
+        async with shared_system.client(me) as c:
+            files = (await c.get("/v1/files", params={"bucket": name})).json()["items"]
+        assert [(f["name"], f["bucket"]) for f in files] == [("in-bucket.txt", name)]
+
+        # Deleting a non-empty bucket asks twice (both accepted here), then it is gone.
+        await page.get_by_role("tab", name="Buckets").click()
+        await page.get_by_role("button", name=f"Delete bucket {name}").click()
+        await expect(created).to_have_count(0)
+        async with shared_system.client(me) as c:
+            assert (await c.get(f"/v1/buckets/{name}")).status_code == 404
+
+            async def emptied() -> bool:  # the files list is a read model: it may lag
+                r = await c.get("/v1/files", params={"bucket": name})
+                return r.json()["items"] == []
+
+            await wait_until(emptied)
         await no_csp_violations(page)
         await ctx.close()

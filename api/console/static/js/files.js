@@ -6,11 +6,12 @@ import { el, bytes, when, say, debounce } from './util.js'
 import { openPreview, previewKind } from './preview.js'
 
 const PAGE = 25
-const state = { offset: 0, total: 0, prefix: '' }
+const state = { offset: 0, total: 0, prefix: '', bucket: '' }
 
 export async function loadFiles () {
   const q = new URLSearchParams({ limit: PAGE, offset: state.offset })
   if (state.prefix) q.set('prefix', state.prefix)
+  if (state.bucket) q.set('bucket', state.bucket)
   let page
   try {
     page = await json(`/v1/files?${q}`)
@@ -82,7 +83,11 @@ async function remove (f) {
   }
 }
 
-export function setupFiles () {
+export function setupFiles (onBucket) {
+  const pick = document.getElementById('bucket-pick')
+  pick.addEventListener('change', () => {
+    state.bucket = pick.value; state.offset = 0; onBucket(pick.value); loadFiles()
+  })
   document.getElementById('files-prev').addEventListener('click', () => {
     state.offset = Math.max(0, state.offset - PAGE); loadFiles()
   })
@@ -96,7 +101,7 @@ export function setupFiles () {
 }
 
 export function resetFiles () {
-  state.offset = 0; state.prefix = ''
+  state.offset = 0; state.prefix = ''; state.bucket = ''
   document.getElementById('files-filter').value = ''
   document.querySelector('#files tbody').replaceChildren()
 }

@@ -4,7 +4,9 @@ import { json, credential, setCredential, clearCredential } from './api.js'
 import { EventStream } from './events.js'
 import { addActivity, clearActivity } from './feed.js'
 import { setupFiles, loadFiles, reloadFiles, resetFiles } from './files.js'
-import { setupUploads, resetUploads } from './upload.js'
+import { setupUploads, resetUploads, setUploadBucket } from './upload.js'
+import { setupBuckets, loadBuckets, reloadBuckets, resetBuckets } from './buckets.js'
+import { setupTabs } from './tabs.js'
 import { say } from './util.js'
 
 const stream = new EventStream(onEvent, (s) => {
@@ -17,6 +19,7 @@ function onEvent (type, envelope) {
   if (type === 'end') return // the server closed the stream; EventStream reconnects
   addActivity(type, envelope)
   if (type.startsWith('File')) reloadFiles()
+  if (type.startsWith('Bucket')) reloadBuckets()
 }
 
 async function signIn (kind, secret) {
@@ -38,7 +41,7 @@ function show (signedIn) {
 async function enter () {
   show(true)
   stream.start()
-  await loadFiles()
+  await Promise.all([loadFiles(), loadBuckets()])
   document.getElementById('main').focus()
 }
 
@@ -47,14 +50,26 @@ function signOut (message) {
   clearCredential()
   resetUploads()
   resetFiles()
+  resetBuckets()
+  showTab('files')
   clearActivity()
   show(false)
   say(message || 'Signed out.')
   document.getElementById('secret').focus()
 }
 
+let showTab = () => {}
+
 function setup () {
-  setupFiles()
+  showTab = setupTabs(() => {})
+  setupFiles(setUploadBucket)
+  setupBuckets((name) => {
+    const pick = document.getElementById('bucket-pick')
+    pick.value = name
+    pick.dispatchEvent(new Event('change'))
+    showTab('files')
+    pick.focus()
+  })
   setupUploads(() => reloadFiles())
   const form = document.getElementById('signin-form')
   form.addEventListener('submit', async (ev) => {

@@ -34,7 +34,13 @@ export function setupUploads (onUploaded) {
       }
     })
   uppy.on('upload-success', (file) => onUploaded(file))
+  setUploadBucket('')
   return uppy
+}
+
+// The bucket new uploads go into (tus metadata `bucket`); none chosen means `default`.
+export function setUploadBucket (name) {
+  if (uppy) uppy.setMeta({ bucket: name || 'default' })
 }
 
 export function resetUploads () {
