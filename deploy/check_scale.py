@@ -373,6 +373,13 @@ class Load:
         r = self._request(
             clients, turn, "POST", path, {200}, headers={"Idempotency-Key": f"c-{seed}"}
         )
+        if r.status_code == 409:
+            # A first `complete` that finished on an api killed before it answered (or the
+            # files handler finishing it) leaves the upload COMPLETED: that is our answer.
+            r = self._request(clients, turn, "GET", f"/v1/uploads/{upload_id}", {200})
+            if r.status_code == 200 and r.json().get("status") == "COMPLETED":
+                fid = r.json().get("file_id")
+                return Acked(upload_id, fid, seed, size, sha, "native")
         if r.status_code != 200:
             fail(f"POST {path}: {r.status_code} {r.text[:300]}")
         if r.json().get("sha256") != sha:
