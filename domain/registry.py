@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from domain import files, uploads
+from domain import files, tasks, uploads
 from domain.kernel import JSON, AggregateSpec, Command, Event, StoredEvent
 
 AGGREGATES: Mapping[str, AggregateSpec[Any]] = {
@@ -20,10 +20,10 @@ AGGREGATES: Mapping[str, AggregateSpec[Any]] = {
     for spec in (
         uploads.AGGREGATE,
         files.AGGREGATE,
+        tasks.AGGREGATE,
         # Reserved: their topics are part of the published contract (API.md) already;
         # nothing writes them yet.
         AggregateSpec(name="fetches", stream_prefix="fetch"),
-        AggregateSpec(name="tasks", stream_prefix="task"),
         AggregateSpec(name="buckets", stream_prefix="bucket"),
     )
 }
