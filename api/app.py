@@ -18,6 +18,7 @@ from api.events.fanout import FanOut
 from api.middleware import request_id_middleware
 from api.openapi import openapi_config
 from api.routes.admin import AdminController
+from api.routes.buckets import BucketsController
 from api.routes.docs import docs_assets, root
 from api.routes.events import EventsController, events_ws
 from api.routes.files import FilesController
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             UploadsController,
             TusController,
             FilesController,
+            BucketsController,
             TasksController,
             AdminController,
             EventsController,

@@ -17,6 +17,8 @@ import msgspec
 
 from api.context import AppContext
 from api.errors import ApiError
+from domain.buckets import BucketState
+from domain.buckets.names import is_bucket_name
 from domain.files import FileState
 from projections import task_queries
 
@@ -109,6 +111,18 @@ def decode(task_type: str, params: Any) -> msgspec.Struct:
         raise _bad(field, f"invalid params: {text}") from None
 
 
+async def check_bucket(c: AppContext, name: str, owner: str, admin: bool) -> None:
+    """A bucket the task reads or writes: `default`, or a live bucket of the caller's
+    (another user's answers 404, exactly like a missing one)."""
+    if name == "default":
+        return
+    st: BucketState | None = None
+    if is_bucket_name(name):
+        st = await c.load("buckets", f"bucket-{name}")
+    if st is None or st.deleted or (st.owner != owner and not admin):
+        raise ApiError(404, "bucket_not_found", "no such bucket", {"name": name[:64]})
+
+
 async def _owned_file(c: AppContext, raw: str, owner: str, admin: bool) -> FileState:
     try:
         file_id = str(uuid.UUID(raw))
@@ -140,6 +154,7 @@ async def resolve_files(c: AppContext, p: Any, owner: str, admin: bool) -> list[
         return out
     if p.bucket is None:
         raise _bad("params.files", "give files (a list of ids) or bucket + prefix")
+    await check_bucket(c, p.bucket, owner, admin)
     found = await task_queries.files_by_prefix(c.pool, owner, p.bucket, p.prefix or "", limit + 1)
     if not found:
         raise _bad("params.prefix", "no files match bucket + prefix")
@@ -164,6 +179,10 @@ async def prepare(
     if not isinstance(raw, dict):
         raise _bad("params", "params must be an object")
     p = decode(task_type, raw)
+    if isinstance(p, CopyParams):
+        await check_bucket(c, p.to.bucket, owner, admin)
+    if isinstance(p, (CompressParams, ExtractParams)):
+        await check_bucket(c, p.output.bucket, owner, admin)
     if isinstance(p, ExtractParams):
         st = await _owned_file(c, p.file, owner, admin)
         params = msgspec.to_builtins(p)

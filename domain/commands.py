@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime
 
+from domain.buckets.commands import CreateBucket, DeleteBucket, UpdateBucket
 from domain.files.commands import CreateFile, DeleteFile
 from domain.kernel import JSON, Command
 from domain.registry import COMMANDS
@@ -33,13 +34,16 @@ __all__ = [
     "AppendBytes",
     "Command",
     "CompleteUpload",
+    "CreateBucket",
     "CreateFile",
     "DeclareLength",
+    "DeleteBucket",
     "DeleteFile",
     "ExpireUpload",
     "FailUpload",
     "InitiateUpload",
     "StoreChunk",
+    "UpdateBucket",
     "command_from_dict",
     "command_to_dict",
 ]

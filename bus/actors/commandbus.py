@@ -155,9 +155,9 @@ class CommandBus:
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[command_id] = fut
         try:
+            # No nudge: readiness polling must not keep an idle actor host awake (its
+            # peek finds the probe within a second; see bus/actors/wake.py).
             with self._awaiting_reply():
-                if self._nudge is not None:
-                    self._nudge()
                 await asyncio.wait_for(
                     self._producer.send_and_wait(
                         self.settings.command_topic("uploads"),

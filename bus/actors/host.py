@@ -216,7 +216,14 @@ class ActorHost:
                 batch = await poll_until_stopped(consumer, stop, gate.poll_ms)
                 if batch is None:
                     break
-                gate.after_poll(bool(batch))
+                # Probes alone (readiness polls) do not keep the host awake.
+                gate.after_poll(
+                    any(
+                        header(rec.headers, "command-type") != PROBE_TYPE
+                        for recs in batch.values()
+                        for rec in recs
+                    )
+                )
                 if not batch:
                     continue
                 # Partitions are independent: run them concurrently, each strictly in order.

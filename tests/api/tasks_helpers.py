@@ -95,3 +95,11 @@ async def count_events(pool: asyncpg.Pool, event_type: str, stream_ids: list[str
             stream_ids,
         )
     )
+
+
+async def bucket(c: httpx.AsyncClient) -> str:
+    """A new bucket of the client's user (names are global: a random one)."""
+    name = f"t-{secrets.token_hex(6)}"
+    r = await c.post("/v1/buckets", json={"name": name})
+    assert r.status_code == 201, r.text
+    return name

@@ -14,6 +14,7 @@ from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from domain.tasks.ids import item_file_id
 from handlers.tasks import leases
 from tests.api.tasks_helpers import (
+    bucket,
     clone_files,
     count_events,
     finished,
@@ -56,33 +57,41 @@ async def test_copy_move_delete_share_manifests_and_record_each_item(sys_: Syste
     async with sys_.client(alice) as c:
         a = await upload(c, b"alpha" * 100, "a.txt")
         b = await upload(c, b"beta" * 100, "b.txt")
+        dst, m = await bucket(c), await bucket(c)
         tid = await start(
             c,
-            {"type": "copy", "params": {"files": [a, b], "to": {"bucket": "dst", "prefix": "x/"}}},
+            {"type": "copy", "params": {"files": [a, b], "to": {"bucket": dst, "prefix": "x/"}}},
         )
         t = await finished(c, tid)
         assert t["status"] == "COMPLETED", t
         assert t["progress"]["items_done"] == 2 and t["progress"]["percent"] == 100.0
         copies = [r["result"] for r in t["results"]]
         assert [r["source"] for r in t["results"]] == [a, b]
-        for src, dst in zip((a, b), copies, strict=True):
+        for src, cp in zip((a, b), copies, strict=True):
             s, d = (
                 (await c.get(f"/v1/files/{src}")).json(),
-                (await c.get(f"/v1/files/{dst}")).json(),
+                (await c.get(f"/v1/files/{cp}")).json(),
             )
-            assert d["bucket"] == "dst" and d["name"] == f"x/{s['name']}"
+            assert d["bucket"] == dst and d["name"] == f"x/{s['name']}"
             assert d["sha256"] == s["sha256"] and d["chunk_count"] == s["chunk_count"]
-            got = await c.get(f"/v1/files/{dst}/content")
+            got = await c.get(f"/v1/files/{cp}/content")
             assert got.content == (await c.get(f"/v1/files/{src}/content")).content
 
-        tid = await start(c, {"type": "move", "params": {"files": [a], "to": {"bucket": "m"}}})
+        tid = await start(c, {"type": "move", "params": {"files": [a], "to": {"bucket": m}}})
         t = await finished(c, tid)
         assert t["status"] == "COMPLETED", t
         moved = t["results"][0]["result"]
         assert (await c.get(f"/v1/files/{a}")).status_code == 404
-        assert (await c.get(f"/v1/files/{moved}")).json()["bucket"] == "m"
+        assert (await c.get(f"/v1/files/{moved}")).json()["bucket"] == m
 
-        tid = await start(c, {"type": "delete", "params": {"files": copies}, "priority": 90})
+        async def projected() -> bool:
+            r = await c.get("/v1/files", params={"bucket": dst, "prefix": "x/"})
+            return bool(r.json()["total"] == 2)
+
+        await wait_until(projected)
+        tid = await start(
+            c, {"type": "delete", "params": {"bucket": dst, "prefix": "x/"}, "priority": 90}
+        )
         t = await finished(c, tid)
         assert t["status"] == "COMPLETED" and t["priority"] == 90, t
         for f in copies:
@@ -98,7 +107,7 @@ async def test_copy_move_delete_share_manifests_and_record_each_item(sys_: Syste
         assert r.headers["x-total-count"] == "3"
         assert {i["type"] for i in r.json()["items"]} == {"copy", "move", "delete"}
         r = await c.get("/v1/tasks", params={"type": "move"})
-        assert [i["id"] for i in r.json()["items"]] == [tid] or r.json()["total"] == 1
+        assert r.json()["total"] == 1 and r.json()["items"][0]["type"] == "move"
         stats = (await c.get("/v1/tasks/stats")).json()
         assert stats["by_status"]["COMPLETED"] == 3 and stats["total"] == 3
         assert stats["by_type"]["copy"] == {"COMPLETED": 1}
@@ -114,6 +123,7 @@ async def test_bad_input_is_a_4xx_naming_the_field_and_creates_nothing(sys_: Sys
     async with sys_.client(alice) as c, sys_.client(bob) as cb:
         mine = await upload(c, b"x" * 10)
         theirs = await upload(cb, b"y" * 10)
+        their_bucket = await bucket(cb)
         cases = [
             ({"type": "shred", "params": {}}, 400, "invalid_task_type", "type"),
             ({"type": "copy", "params": {"files": [mine]}}, 400, "invalid_params", "params.to"),
@@ -147,6 +157,18 @@ async def test_bad_input_is_a_4xx_naming_the_field_and_creates_nothing(sys_: Sys
                 "params.format",
             ),
             ({"type": "delete", "params": {"files": [theirs]}}, 404, "file_not_found", None),
+            (
+                {"type": "copy", "params": {"files": [mine], "to": {"bucket": their_bucket}}},
+                404,
+                "bucket_not_found",
+                None,
+            ),
+            (
+                {"type": "move", "params": {"files": [mine], "to": {"bucket": "no-such-bucket"}}},
+                404,
+                "bucket_not_found",
+                None,
+            ),
             ({"type": "delete", "params": {"files": ["nope"]}}, 404, "file_not_found", None),
         ]
         for body, status, code, field in cases:
@@ -162,7 +184,7 @@ async def test_bad_input_is_a_4xx_naming_the_field_and_creates_nothing(sys_: Sys
 async def test_idempotency_key_gives_the_same_task_once(sys_: System) -> None:
     async with sys_.client(user()) as c:
         f = await upload(c, b"z" * 10)
-        body = {"type": "copy", "params": {"files": [f], "to": {"bucket": "b"}}}
+        body = {"type": "copy", "params": {"files": [f], "to": {"bucket": "default"}}}
         k = secrets.token_hex(8)
         first = await c.post("/v1/tasks", json=body, headers={"Idempotency-Key": k})
         again = await c.post("/v1/tasks", json=body, headers={"Idempotency-Key": k})
@@ -180,7 +202,9 @@ async def test_pause_resume_and_cancel_mid_task(sys_: System) -> None:
     async with sys_.client(alice) as c:
         seed = await upload(c, b"seed" * 10)
         ids = await clone_files(sys_.pool, c, alice, seed, n, "p/")
-        tid = await start(c, {"type": "copy", "params": {"files": ids, "to": {"bucket": "c"}}})
+        tid = await start(
+            c, {"type": "copy", "params": {"files": ids, "to": {"bucket": "default"}}}
+        )
 
         async def some_done() -> bool:
             return (await task(c, tid))["progress"]["items_done"] > 0
@@ -240,7 +264,7 @@ async def test_a_busy_worker_takes_the_highest_priority_first(
                         c,
                         {
                             "type": "copy",
-                            "params": {"files": [f], "to": {"bucket": "b"}},
+                            "params": {"files": [f], "to": {"bucket": "default"}},
                             "priority": prio,
                         },
                     )
