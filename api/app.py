@@ -12,6 +12,7 @@ from litestar import Litestar
 from litestar.config.cors import CORSConfig
 
 from api.auth import Authenticator
+from api.console.mount import console_router
 from api.context import AppContext
 from api.errors import handle_exception
 from api.events.fanout import FanOut
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[
             root,
             docs_assets(),
+            console_router(),
             health,
             ready,
             metrics,
