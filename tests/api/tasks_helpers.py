@@ -71,7 +71,7 @@ async def task(c: httpx.AsyncClient, task_id: str) -> dict[str, Any]:
     return r.json()  # type: ignore[no-any-return]
 
 
-async def finished(c: httpx.AsyncClient, task_id: str, timeout: float = 60) -> dict[str, Any]:
+async def finished(c: httpx.AsyncClient, task_id: str, timeout: float = 120) -> dict[str, Any]:
     async def done() -> dict[str, Any] | None:
         t = await task(c, task_id)
         return t if t["status"] in ("COMPLETED", "FAILED", "CANCELLED") else None

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from api.asyncapi import asyncapi_document
 from jsonschema import Draft202012Validator
 
+from api.asyncapi import asyncapi_document
 from bus.config.settings import Settings
 from domain.registry import AGGREGATES, EVENTS
 from tests.domain.test_registry import GOLDEN

@@ -198,7 +198,7 @@ async def test_idempotency_key_gives_the_same_task_once(sys_: System) -> None:
 
 async def test_pause_resume_and_cancel_mid_task(sys_: System) -> None:
     alice = user()
-    n = 300
+    n = 100
     async with sys_.client(alice) as c:
         seed = await upload(c, b"seed" * 10)
         ids = await clone_files(sys_.pool, c, alice, seed, n, "p/")
