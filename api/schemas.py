@@ -158,6 +158,16 @@ class FilePage(msgspec.Struct):
     offset: int
 
 
+class UpdateFile(msgspec.Struct, forbid_unknown_fields=True):
+    """Rename (a name, not a path), move to another of the owner's buckets (`default`: out
+    of every bucket), or replace the user metadata (string values, at most 8 KiB in all).
+    A field left out keeps its value."""
+
+    name: Name | None = None
+    bucket: Short | None = None
+    metadata: dict[Short, Annotated[str, msgspec.Meta(max_length=8192)]] | None = None
+
+
 class FileDeleted(msgspec.Struct):
     id: str
     deleted: bool
@@ -220,7 +230,12 @@ class BucketDeleted(msgspec.Struct):
 
 
 # Bodies that refuse unknown fields (documented with additionalProperties: false).
-STRICT_BODIES: tuple[type[msgspec.Struct], ...] = (CreateUpload, CreateBucket, UpdateBucket)
+STRICT_BODIES: tuple[type[msgspec.Struct], ...] = (
+    CreateUpload,
+    CreateBucket,
+    UpdateBucket,
+    UpdateFile,
+)
 
 
 def ok(status: int, shape: type[msgspec.Struct], description: str) -> dict[int, ResponseSpec]:

@@ -26,6 +26,7 @@ from domain.commands import (
     InitiateUpload,
     StoreChunk,
     UpdateBucket,
+    UpdateFile,
     command_from_dict,
     command_to_dict,
 )
@@ -86,6 +87,7 @@ SAMPLES: dict[str, Command] = {
     "CreateBucket": CreateBucket(**ENV, public=True, description="cats"),
     "UpdateBucket": UpdateBucket(**ENV, public=None, description="dogs"),
     "DeleteBucket": DeleteBucket(**ENV, force=True),
+    "UpdateFile": UpdateFile(**ENV, name="b.txt", bucket=None, metadata={"k": "v"}),
     "CreateTask": CreateTask(
         **ENV,
         owner="alice",

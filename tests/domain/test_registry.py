@@ -84,6 +84,7 @@ GOLDEN: dict[str, tuple[int, dict[str, Any]]] = {
         },
     ),
     "FileDeleted": (1, {"at": AT}),
+    "FileUpdated": (1, {"name": "n2", "bucket": "pics", "metadata": {"a": "c"}, "at": AT}),
     "BucketCreated": (
         1,
         {"name": "photos", "owner": "alice", "public": True, "description": "d", "at": AT},
