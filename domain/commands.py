@@ -13,7 +13,7 @@ import dataclasses
 from datetime import datetime
 
 from domain.buckets.commands import CreateBucket, DeleteBucket, UpdateBucket
-from domain.files.commands import CreateFile, DeleteFile
+from domain.files.commands import CreateFile, DeleteFile, UpdateFile
 from domain.kernel import JSON, Command
 from domain.registry import COMMANDS
 from domain.uploads.commands import (
@@ -44,6 +44,7 @@ __all__ = [
     "InitiateUpload",
     "StoreChunk",
     "UpdateBucket",
+    "UpdateFile",
     "command_from_dict",
     "command_to_dict",
 ]
