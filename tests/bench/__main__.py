@@ -13,7 +13,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from tests.bench import bus, cli, downloads, events, growth, pending, s3, tus, uploads
+from tests.bench import bus, cli, console, downloads, events, growth, pending, s3, tus, uploads
 from tests.bench.core import FULL, QUICK, Scenario, render_text, write_results
 
 _PENDING = {sc.name: sc for sc in pending.SCENARIOS}
@@ -28,6 +28,7 @@ ALL: list[Scenario] = [
     *events.SCENARIOS,
     *growth.SCENARIOS,
     *s3.SCENARIOS,
+    *console.SCENARIOS,
 ]
 
 
