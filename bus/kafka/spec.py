@@ -14,8 +14,9 @@ address), one message each.
 `_published_form` then adapts FastStream's output to what consumers rely on (README
 "Kafka", tests/contract/): messages keyed by event type (`components.messages.<type>`);
 each payload a self-contained JSON Schema of the whole value, FastStream's `$ref`s into
-`components.schemas` moved into the payload's own `$defs`, so a plain JSON Schema
-validator checks a message with that payload alone; headers as the relay sends them
+`components.schemas` inlined, so a plain JSON Schema validator checks a message with that
+payload alone (and the document stays valid for the AsyncAPI parser, see
+`_self_contained`); headers as the relay sends them
 (bus/store/relay.py `event_message`); the correlation id in the envelope.
 """
 
@@ -161,26 +162,29 @@ def _document(settings: Settings) -> dict[str, Any]:
 
 
 def _self_contained(payload: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
-    """`payload` with every schema it refers to (transitively) under its own `$defs`."""
-    defs: dict[str, Any] = {}
+    """`payload` with every schema it refers to inlined, so it has no `$ref` at all.
 
-    def local(node: Any) -> Any:
+    Not `$defs` inside the payload: a `#/...` reference resolves against the root of the
+    document it sits in, so the official AsyncAPI parser (@asyncapi/parser) looks for
+    `#/$defs/X` at the document's root and rejects the document. Inlined, a payload is
+    valid both inside the document and alone. Event types are not recursive; one that
+    becomes so fails here, at build time, rather than publishing a broken schema."""
+
+    def inline(node: Any, seen: tuple[str, ...]) -> Any:
         if isinstance(node, dict):
             ref = node.get("$ref")
             if isinstance(ref, str) and ref.startswith(_SCHEMAS):
                 name = ref.removeprefix(_SCHEMAS)
-                if name not in defs:
-                    defs[name] = {}  # claimed first: a recursive type refers to itself
-                    defs[name] = local(schemas[name])
-                return {**node, "$ref": f"#/$defs/{name}"}
-            return {k: local(v) for k, v in node.items()}
+                if name in seen:
+                    raise TypeError(f"recursive event schema {' -> '.join((*seen, name))}")
+                rest = {k: v for k, v in node.items() if k != "$ref"}
+                return {**inline(schemas[name], (*seen, name)), **inline(rest, seen)}
+            return {k: inline(v, seen) for k, v in node.items()}
         if isinstance(node, list):
-            return [local(v) for v in node]
+            return [inline(v, seen) for v in node]
         return node
 
-    out: dict[str, Any] = local(payload)
-    if defs:
-        out["$defs"] = defs
+    out: dict[str, Any] = inline(payload, ())
     return out
 
 
@@ -191,11 +195,7 @@ def _published_form(doc: dict[str, Any]) -> dict[str, Any]:
     renamed: dict[str, str | None] = {}
     messages: dict[str, Any] = {}
     for key, message in components.get("messages", {}).items():
-        payload = message["payload"]
-        ref = payload.get("$ref", "")
-        if ref.startswith(_SCHEMAS):  # FastStream names each payload in components.schemas
-            payload = schemas[ref.removeprefix(_SCHEMAS)]
-        payload = _self_contained(payload, schemas)
+        payload = _self_contained(message["payload"], schemas)
         props = payload.get("properties", {})
         event_type = props.get("type", {}).get("const")
         if event_type is None:  # a reserved topic's publisher: no message

@@ -64,7 +64,7 @@ def test_each_message_has_its_schema_version_headers_and_data_schema() -> None:
         assert headers["event-type"]["const"] == event_type
         assert headers["schema-version"]["const"] == str(cls.schema_version)
         assert headers["traceparent"]["type"] == "string"
-        data_schema = _resolve(payload, props["data"])
+        data_schema = props["data"]
         # Every field the event writes is described; the required ones are exactly those
         # without a default.
         _, golden = GOLDEN[event_type]
@@ -73,31 +73,15 @@ def test_each_message_has_its_schema_version_headers_and_data_schema() -> None:
 
 
 def test_each_payload_is_self_contained() -> None:
-    """Every `$ref` in a payload points into its own `$defs`, and resolves there."""
-    for message in _doc()["components"]["messages"].values():
-        payload = message["payload"]
-        for ref in _refs(payload):
-            assert ref.startswith("#/$defs/"), ref
-            assert ref.removeprefix("#/$defs/") in payload["$defs"]
-
-
-def _refs(node: Any) -> list[str]:
-    if isinstance(node, dict):
-        own = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
-        return own + [r for v in node.values() for r in _refs(v)]
-    if isinstance(node, list):
-        return [r for v in node for r in _refs(v)]
-    return []
-
-
-def _resolve(payload: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
-    ref = schema.get("$ref")
-    return payload["$defs"][ref.removeprefix("#/$defs/")] if ref else schema
+    """No `$ref` at all: a payload validates alone, and the document stays valid for the
+    AsyncAPI parser (which resolves `#/...` against the document's root)."""
+    for name, message in _doc()["components"]["messages"].items():
+        assert "$ref" not in orjson.dumps(message["payload"]).decode(), name
 
 
 def _data(event_type: str) -> tuple[dict[str, Any], dict[str, Any]]:
     payload = _doc()["components"]["messages"][event_type]["payload"]
-    return payload, _resolve(payload, payload["properties"]["data"])
+    return payload, payload["properties"]["data"]
 
 
 def _untitled(schema: dict[str, Any]) -> dict[str, Any]:
@@ -109,9 +93,10 @@ def test_schemas_describe_field_types_and_shared_pieces() -> None:
     props = chunk["properties"]
     assert _untitled(props["size"]) == {"type": "integer"}
     assert _untitled(props["sha256"]) == {"type": "string"}
-    payload, appended = _data("UploadBytesAppended")
-    assert appended["properties"]["pieces"]["items"] == {"$ref": "#/$defs/Piece"}
-    assert payload["$defs"]["Piece"]["required"] == ["sha256", "size"]
+    _, appended = _data("UploadBytesAppended")
+    piece = appended["properties"]["pieces"]["items"]  # domain/values.py Piece, inlined
+    assert piece["required"] == ["sha256", "size"]
+    assert _untitled(piece["properties"]["size"]) == {"type": "integer"}
     _, initiated = _data("UploadInitiated")
     assert {"type": "null"} in initiated["properties"]["file_size"]["anyOf"]  # deferred length
 

@@ -5,10 +5,11 @@ rely on in it is tested in tests/api/test_asyncapi.py (the served document)."""
 from __future__ import annotations
 
 import orjson
+import pytest
 
 from bus.config.settings import Settings
 from bus.kafka.clients import AGGREGATES
-from bus.kafka.spec import asyncapi_document, event_schemas
+from bus.kafka.spec import _self_contained, asyncapi_document, event_schemas
 
 
 def test_one_channel_per_event_type_and_version_on_its_aggregate_topic() -> None:
@@ -33,5 +34,11 @@ def test_one_channel_per_event_type_and_version_on_its_aggregate_topic() -> None
     addresses = {c["address"] for c in doc["channels"].values()}
     assert addresses == {f"spec.{a}" for a in AGGREGATES}
     assert all(op["action"] == "send" for op in doc["operations"].values())
-    # FastStream's shared components.schemas are folded into each payload's $defs.
+    # FastStream's shared components.schemas are inlined into each payload.
     assert set(doc["components"]) == {"messages"}
+
+
+def test_a_recursive_schema_fails_at_build_time() -> None:
+    schemas = {"Node": {"properties": {"next": {"$ref": "#/components/schemas/Node"}}}}
+    with pytest.raises(TypeError, match="recursive event schema Node -> Node"):
+        _self_contained({"$ref": "#/components/schemas/Node"}, schemas)
