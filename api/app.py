@@ -24,6 +24,7 @@ from api.routes.docs import docs_assets, root
 from api.routes.events import EventsController, events_ws
 from api.routes.files import FilesController
 from api.routes.ops import asyncapi, health, metrics, ready
+from api.routes.tasks import TasksController
 from api.routes.uploads import UploadsController
 from api.tus.controller import TusController
 from bus.actors.commandbus import CommandBus
@@ -107,6 +108,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             TusController,
             FilesController,
             BucketsController,
+            TasksController,
             AdminController,
             EventsController,
             events_ws,

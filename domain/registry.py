@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from domain import buckets, files, uploads
+from domain import buckets, files, tasks, uploads
 from domain.kernel import JSON, AggregateSpec, Command, Event, StoredEvent
 
 AGGREGATES: Mapping[str, AggregateSpec[Any]] = {
@@ -21,10 +21,10 @@ AGGREGATES: Mapping[str, AggregateSpec[Any]] = {
         uploads.AGGREGATE,
         files.AGGREGATE,
         buckets.AGGREGATE,
-        # Reserved: their topics are part of the published contract (API.md) already;
-        # nothing writes them yet.
+        tasks.AGGREGATE,
+        # Reserved: its topic is part of the published contract (API.md) already;
+        # nothing writes it yet.
         AggregateSpec(name="fetches", stream_prefix="fetch"),
-        AggregateSpec(name="tasks", stream_prefix="task"),
     )
 }
 
