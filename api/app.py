@@ -20,6 +20,7 @@ from api.openapi import openapi_config
 from api.routes.admin import AdminController
 from api.routes.docs import docs_assets, root
 from api.routes.events import EventsController, events_ws
+from api.routes.fetches import FetchesController
 from api.routes.files import FilesController
 from api.routes.ops import asyncapi, health, metrics, ready
 from api.routes.uploads import UploadsController
@@ -103,6 +104,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             UploadsController,
             TusController,
             FilesController,
+            FetchesController,
             AdminController,
             EventsController,
             events_ws,

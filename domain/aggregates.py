@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from domain import files, uploads
+from domain import fetches, files, uploads
 from domain.commands import Command
 from domain.events import JSON, NewEvent, RecordedEvent
 
@@ -28,4 +28,5 @@ class Aggregate:
 AGGREGATES: dict[str, Aggregate] = {
     "uploads": Aggregate("uploads", uploads.decide, uploads.evolve),
     "files": Aggregate("files", files.decide, files.evolve),
+    "fetches": Aggregate("fetches", fetches.decide, fetches.evolve),
 }

@@ -155,6 +155,121 @@ class DeleteFile(Command):
     aggregate: ClassVar[str] = "files"
 
 
+# ---- fetches -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class RequestFetch(Command):
+    """Fetch `url` (already validated and normalised by the adapter) into a file."""
+
+    type: ClassVar[str] = "RequestFetch"
+    aggregate: ClassVar[str] = "fetches"
+
+    owner: str
+    url: str
+    generation: int = 0
+    bucket: str = "default"
+    key: str | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class StartFetch(Command):
+    """A fetch worker (`runner`, unique per take-over) holds the fetch's lease and starts."""
+
+    type: ClassVar[str] = "StartFetch"
+    aggregate: ClassVar[str] = "fetches"
+
+    runner: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordFetchResponse(Command):
+    """The origin answered: its validators; `restart` drops every byte kept so far."""
+
+    type: ClassVar[str] = "RecordFetchResponse"
+    aggregate: ClassVar[str] = "fetches"
+
+    runner: str
+    restart: bool
+    reason: str = ""
+    etag: str | None = None
+    last_modified: str | None = None
+    total: int | None = None
+    content_type: str | None = None
+    file_name: str | None = None
+    accept_ranges: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class AppendFetchBytes(Command):
+    """Durable pieces (content-addressed blobs, in order) continue the fetch at `offset`."""
+
+    type: ClassVar[str] = "AppendFetchBytes"
+    aggregate: ClassVar[str] = "fetches"
+
+    runner: str
+    offset: int
+    pieces: list[JSON]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordFetchAttemptError(Command):
+    """One attempt failed with a retryable error; the worker retries after a backoff."""
+
+    type: ClassVar[str] = "RecordFetchAttemptError"
+    aggregate: ClassVar[str] = "fetches"
+
+    runner: str
+    error: str
+    retry_in: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompleteFetch(Command):
+    type: ClassVar[str] = "CompleteFetch"
+    aggregate: ClassVar[str] = "fetches"
+
+    runner: str
+    sha256: str
+    size: int
+    file_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class FailFetch(Command):
+    type: ClassVar[str] = "FailFetch"
+    aggregate: ClassVar[str] = "fetches"
+
+    runner: str
+    error: str
+    details: JSON = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PauseFetch(Command):
+    type: ClassVar[str] = "PauseFetch"
+    aggregate: ClassVar[str] = "fetches"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResumeFetch(Command):
+    type: ClassVar[str] = "ResumeFetch"
+    aggregate: ClassVar[str] = "fetches"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CancelFetch(Command):
+    type: ClassVar[str] = "CancelFetch"
+    aggregate: ClassVar[str] = "fetches"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryFetch(Command):
+    type: ClassVar[str] = "RetryFetch"
+    aggregate: ClassVar[str] = "fetches"
+
+
 COMMANDS: dict[str, type[Command]] = {
     c.type: c
     for c in (
@@ -168,6 +283,17 @@ COMMANDS: dict[str, type[Command]] = {
         ExpireUpload,
         CreateFile,
         DeleteFile,
+        RequestFetch,
+        StartFetch,
+        RecordFetchResponse,
+        AppendFetchBytes,
+        RecordFetchAttemptError,
+        CompleteFetch,
+        FailFetch,
+        PauseFetch,
+        ResumeFetch,
+        CancelFetch,
+        RetryFetch,
     )
 }
 

@@ -13,10 +13,13 @@ import asyncpg
 from bus.store.eventstore import PostgresEventStore
 from domain.events import RecordedEvent
 from projections.base import PROJECTION_LOCK, Projection, apply_event, record_status
+from projections.fetches import FetchesProjection
 from projections.files import FilesProjection
 from projections.uploads import UploadsProjection
 
-PROJECTIONS: dict[str, Projection] = {p.name: p for p in (UploadsProjection(), FilesProjection())}
+PROJECTIONS: dict[str, Projection] = {
+    p.name: p for p in (UploadsProjection(), FilesProjection(), FetchesProjection())
+}
 
 PAGE = 5000
 

@@ -1,5 +1,5 @@
 """Live events over HTTP: `GET /v1/events` (SSE), `GET /v1/events/ws` (WebSocket) and the
-per-resource shortcut `GET /v1/uploads/{id}/events`.
+per-resource shortcuts `GET /v1/uploads/{id}/events` and `GET /v1/fetches/{id}/events`.
 
 The streams themselves are in api/events/ (fan-out, filters, SSE framing, WebSocket
 protocol); this module validates the request, authorises it and picks the resume position.
@@ -152,6 +152,29 @@ class EventsController(Controller):
         stream_id, owner = await feed.stream_owner(ctx(request).pool, [f"upload-{uid}"])
         if not stream_id or (owner != principal.user and not principal.admin):
             raise ApiError(404, "upload_not_found", "no such upload", {"id": uid})
+        filters = {"stream": [stream_id], "type": query.get("type")}
+        selector_for(principal, filters)
+        return _stream(request, principal, filters, await _resume_position(request, query))
+
+    @get(
+        "/fetches/{fetch_id:str}/events",
+        summary="Live events of one URL fetch (SSE), resumable with Last-Event-ID",
+        description="Another user's fetch answers 404 like one that does not exist.",
+    )
+    async def fetch_events(
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        fetch_id: FromPath[str],
+        type: EventType = None,
+        last_event_id: LastEventIdQuery = None,
+        last_event_id_header: LastEventIdHeader = None,
+    ) -> Stream:
+        query = _query(request, ("type", "last_event_id"))
+        fid = parse_uuid(fetch_id, "fetch_not_found", "fetch")
+        stream_id, owner = await feed.stream_owner(ctx(request).pool, [f"fetch-{fid}"])
+        if not stream_id or (owner != principal.user and not principal.admin):
+            raise ApiError(404, "fetch_not_found", "no such fetch", {"id": fid})
         filters = {"stream": [stream_id], "type": query.get("type")}
         selector_for(principal, filters)
         return _stream(request, principal, filters, await _resume_position(request, query))

@@ -17,6 +17,8 @@ incremental and goes through `RecordedEvent` (upcast) like every other consumer.
 Rules (one row per (sha256, stream)):
 - UploadChunkStored, UploadBytesAppended, UploadInitiated (a final upload's manifest) and
   FileCreated add live references;
+- FetchBytesAppended adds a fetch's references and FetchCancelled releases them (a failed
+  fetch may be retried; a completed one's file holds its own references);
 - UploadExpired, UploadAborted, UploadFailed release the upload's references; FileDeleted
   releases the file's; FileCreated with an `upload_id` releases that upload's (the file now
   holds the chunks, so deleting the file can free them). A completed upload whose file was
@@ -34,6 +36,7 @@ from typing import Any
 
 import asyncpg
 
+from domain import fetches as fe
 from domain import files as f
 from domain import uploads as u
 from domain.events import RecordedEvent, event_time
@@ -77,6 +80,14 @@ def effects(
             elif ev.type == u.INITIATED:
                 add(ev.stream_id, _pieces(d.get("manifest")))
             elif ev.type in RELEASING_UPLOAD_EVENTS:
+                release(ev.stream_id, event_time(ev))
+        elif ev.aggregate == "fetches":
+            # Only a cancel releases: a failed fetch may be retried (and would add to a
+            # released stream, see `_apply`), and a completed one's bytes may still be
+            # waiting for their file; chunks dropped by a restart stay until then too.
+            if ev.type == fe.BYTES_APPENDED:
+                add(ev.stream_id, _pieces(d.get("pieces")))
+            elif ev.type == fe.CANCELLED:
                 release(ev.stream_id, event_time(ev))
         elif ev.aggregate == "files":
             if ev.type == f.CREATED:

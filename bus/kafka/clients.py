@@ -20,7 +20,7 @@ from bus.config import metrics
 from bus.config.settings import Settings
 
 AGGREGATES = ("uploads", "files", "fetches", "tasks", "buckets")
-COMMAND_AGGREGATES = ("uploads", "files")
+COMMAND_AGGREGATES = ("uploads", "files", "fetches")
 
 
 def all_topics(settings: Settings) -> list[str]:
