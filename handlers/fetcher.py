@@ -149,6 +149,14 @@ class Fetcher:
 
     async def _claim(self, n: int) -> list[str]:
         s = self.settings
+        # A cheap look first (a partial index): idle workers take no lock and no transaction.
+        if not await self.pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM readmodel.fetches f"
+            " LEFT JOIN workers.fetch_leases l ON l.fetch_id = f.id"
+            " WHERE f.status IN ('PENDING', 'IN_PROGRESS')"
+            "   AND (l.fetch_id IS NULL OR l.lease_until < now()))"
+        ):
+            return []
         async with self.pool.acquire() as conn, conn.transaction():
             # Serialised so two workers never both see room under a limit and both take it.
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _CLAIM_LOCK)

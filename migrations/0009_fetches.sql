@@ -76,3 +76,7 @@ COMMENT ON COLUMN workers.fetch_leases.fetch_id IS 'The fetch (readmodel.fetches
 COMMENT ON COLUMN workers.fetch_leases.owner IS 'The fetch''s owner, for the per-owner concurrency limit.';
 COMMENT ON COLUMN workers.fetch_leases.holder IS 'The worker run holding it (also the runner recorded in FetchStarted).';
 COMMENT ON COLUMN workers.fetch_leases.lease_until IS 'The lease is held until then.';
+
+INSERT INTO readmodel.projection_streams (projection, stream_prefix)
+VALUES ('fetches', 'fetch-')
+ON CONFLICT DO NOTHING;

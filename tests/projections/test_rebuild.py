@@ -150,7 +150,7 @@ async def test_readers_see_the_old_rows_until_the_rebuild_commits(
 
 
 async def test_unknown_projection_is_a_key_error(pool: asyncpg.Pool) -> None:
-    assert set(PROJECTIONS) == {"uploads", "files"}
+    assert set(PROJECTIONS) == {"uploads", "files", "fetches"}
     with pytest.raises(KeyError):
         await rebuild(pool, "nope")
 
