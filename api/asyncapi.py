@@ -1,13 +1,19 @@
-"""The AsyncAPI document for Kafka consumers: topics, keys, the envelope, event types."""
+"""The AsyncAPI document for Kafka consumers: topics, keys, the envelope, event types.
+
+Channels and messages come from the domain's registry; each message's `data` schema is
+derived from the typed event definition (msgspec's JSON Schema of the event dataclass), so
+the published schema cannot drift from what `decide` writes.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from bus.config.settings import Settings
-from bus.kafka.clients import AGGREGATES
-from domain import files, uploads  # noqa: F401  (registers event types)
-from domain.events import CURRENT_VERSIONS, STREAM_PREFIXES
+from domain.kernel import Event
+from domain.registry import AGGREGATES, EVENTS
 
 _ENVELOPE: dict[str, Any] = {
     "type": "object",
@@ -41,17 +47,21 @@ _ENVELOPE: dict[str, Any] = {
 }
 
 
-def _aggregate_of_type(event_type: str) -> str:
-    for prefix, name in STREAM_PREFIXES.items():
-        if event_type.lower().startswith(prefix):
-            return name
-    return "other"
+def _data_schema(cls: type[Event]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(schema of the event's `data`, the definitions it refers to under `#/$defs/`).
+
+    The definitions go into each message payload, so every payload schema stands alone:
+    a consumer can validate a message with it without resolving the rest of the document."""
+    (ref,), defs = msgspec.json.schema_components([cls], ref_template="#/$defs/{name}")
+    return ref, defs
 
 
 def asyncapi_document(settings: Settings) -> dict[str, Any]:
     channels: dict[str, Any] = {}
     messages: dict[str, Any] = {}
-    for event_type, version in sorted(CURRENT_VERSIONS.items()):
+    for event_type, (_, cls) in sorted(EVENTS.items()):
+        version = cls.schema_version
+        data, defs = _data_schema(cls)
         messages[event_type] = {
             "name": event_type,
             "title": f"{event_type} (schema v{version})",
@@ -70,7 +80,9 @@ def asyncapi_document(settings: Settings) -> dict[str, Any]:
                     **_ENVELOPE["properties"],
                     "type": {"const": event_type},
                     "schema_version": {"const": version},
+                    "data": data,
                 },
+                "$defs": defs,
             },
         }
     for agg in AGGREGATES:
@@ -80,8 +92,8 @@ def asyncapi_document(settings: Settings) -> dict[str, Any]:
             "description": f"Every event of the {agg} aggregates, keyed by aggregate id, in order per aggregate.",
             "messages": {
                 t: {"$ref": f"#/components/messages/{t}"}
-                for t in messages
-                if _aggregate_of_type(t) == agg
+                for t, (owner, _) in sorted(EVENTS.items())
+                if owner == agg
             },
         }
     return {

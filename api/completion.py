@@ -2,16 +2,14 @@
 
 Two commands, in this order: CompleteUpload (on the upload, with the sha256 of the
 assembled bytes, hashed here from the blob store: the domain never touches bytes) and then
-CreateFile. The file's creation carries a deterministic command id
-(`file-from-upload-<upload id>`), the same one the files handler
-(handlers/files_from_uploads.py) sends when it sees the UploadCompleted event, so if this
+CreateFile. Both are built by the domain's rule (domain/policies.py), the same one the
+files handler (handlers/files_from_uploads.py) applies when it sees the events, so if this
 process dies between the two commands the handler still creates the file, and if both
 get there the actor applies it once.
 """
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from litestar import Request
@@ -19,8 +17,7 @@ from litestar import Request
 from api.context import AppContext, now
 from bus.blobs.manifests import hash_manifest
 from bus.blobs.sniff import content_type_of
-from domain.commands import CompleteUpload, CreateFile
-from domain.policies import file_command_id
+from domain import policies
 from domain.uploads import UploadState, UploadStatus
 
 # A file's whole manifest travels in single bus messages (UploadCompleted, CreateFile,
@@ -50,42 +47,23 @@ async def finish_upload(
             else ""
         )
         await c.send(
-            request,
-            CompleteUpload(
-                aggregate_id=upload_id,
-                caller=caller,
-                admin=admin,
-                at=now(),
-                file_id=str(uuid.uuid4()),
-                sha256=digest,
-            ),
+            request, policies.complete(state, digest, caller=caller, admin=admin, at=now())
         )
         # Reload to build the file from what was really recorded: a concurrent completion
-        # (another request, or the handler) may have won with its own file id; then ours
-        # was a no-op and both answers name the same file.
+        # (another request, or the handler) may have won with its own time; then ours was a
+        # no-op and both answers name the same file.
         reloaded: UploadState | None = await c.load("uploads", f"upload-{upload_id}")
         assert reloaded is not None and reloaded.file_id is not None
         state = reloaded
-    manifest = state.manifest()
+    # Detected from the bytes (the handler detects it the same way, so the one CreateFile
+    # the actor applies carries the same type whoever sent it).
     content_type = await content_type_of(
-        c.blobs, [(p["sha256"], p["size"]) for p in manifest], state.file_name, state.content_type
+        c.blobs,
+        [(p["sha256"], p["size"]) for p in state.manifest()],
+        state.file_name,
+        state.content_type,
     )
-    await c.send(
-        request,
-        CreateFile(
-            aggregate_id=str(state.file_id),
-            caller=state.owner,
-            at=state.updated_at,
-            command_id=file_command_id(upload_id),
-            owner=state.owner,
-            name=state.file_name,
-            size=state.bytes_received,
-            content_type=content_type,
-            sha256=str(state.completed_sha256),
-            manifest=manifest,
-            bucket=state.bucket,
-            metadata=state.metadata,
-            upload_id=upload_id,
-        ),
-    )
+    create = policies.file_from_upload(state, content_type)
+    assert create is not None  # completed: just checked, or reloaded after completing
+    await c.send(request, create)
     return state

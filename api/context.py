@@ -19,10 +19,11 @@ from bus.actors.commandbus import CommandBus, CommandResult
 from bus.config.settings import Settings
 from bus.config.tracing import current_traceparent
 from bus.store.eventstore import PostgresEventStore
-from domain.aggregates import AGGREGATES
 from domain.commands import Command
 from domain.errors import NotFound
 from domain.ports import BlobStore
+from domain.registry import AGGREGATES
+from domain.uploads import expected_chunk_size
 from projections.downloads import DownloadCounter
 
 
@@ -48,9 +49,7 @@ class UploadShape:
     total_chunks: int
 
     def expected_size(self, index: int) -> int:
-        if index == self.total_chunks - 1:
-            return self.file_size - self.chunk_size * (self.total_chunks - 1)
-        return self.chunk_size
+        return expected_chunk_size(self.file_size, self.chunk_size, self.total_chunks, index)
 
 
 @dataclass

@@ -25,13 +25,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
 
-import asyncpg
 from litestar import Request
 
 from api.context import AppContext, ctx, parse_uuid
 from api.errors import ApiError
 from api.idempotency import Handler
-from domain.uploads import ACTIVE, INITIATED
+from bus.store.eventstore import PostgresEventStore
+from domain.uploads import ACTIVE
+from domain.uploads.events import UploadInitiated
 
 RETRY_AFTER = "1"
 # How far back in the event store to look for uploads the projection has not seen yet.
@@ -103,13 +104,24 @@ def inflight_limited(fn: Handler) -> Handler:
 # ---- quotas ---------------------------------------------------------------------------
 
 
-async def storage_used(pool: asyncpg.Pool, owner: str, exclude_upload: str | None = None) -> int:
+async def storage_used(
+    store: PostgresEventStore, owner: str, exclude_upload: str | None = None
+) -> int:
     """Bytes counted against `owner`'s quota, leaving out one upload (and its file)."""
     excluded = uuid.UUID(exclude_upload) if exclude_upload else None
+    # Uploads the projection may not have seen yet: the newest initiations, read through
+    # the event store (so through the upcasters, like every other reader of events).
+    recent = {
+        uuid.UUID(e.upload_id): e.file_size or 0
+        for ev in await store.read_latest(UploadInitiated.type, UNPROJECTED_TAIL)
+        if ev.owner == owner and isinstance(e := ev.payload, UploadInitiated)
+    }
+    if excluded is not None:
+        recent.pop(excluded, None)
     active = [s.value for s in ACTIVE]
     # An upload counts until its file exists (whichever read model is ahead), so around a
     # completion the bytes are counted exactly once.
-    used = await pool.fetchval(
+    used = await store.pool.fetchval(
         """
         SELECT
           (SELECT coalesce(sum(size), 0) FROM readmodel.files
@@ -120,21 +132,16 @@ async def storage_used(pool: asyncpg.Pool, owner: str, exclude_upload: str | Non
               AND (u.status = ANY($3::text[])
                    OR (u.status = 'COMPLETED' AND u.updated_at > now() - interval '1 hour'))
               AND NOT EXISTS (SELECT 1 FROM readmodel.files f WHERE f.upload_id = u.id))
-        + (SELECT coalesce(sum((e.data->>'file_size')::bigint), 0)
-             FROM (SELECT data, owner FROM eventstore.events WHERE event_type = $4
-                    ORDER BY position DESC LIMIT $5) e
-            WHERE e.owner = $1
-              AND (e.data->>'upload_id')::uuid IS DISTINCT FROM $2
-              AND NOT EXISTS (SELECT 1 FROM readmodel.uploads u
-                               WHERE u.id = (e.data->>'upload_id')::uuid)
-              AND NOT EXISTS (SELECT 1 FROM readmodel.files f
-                               WHERE f.upload_id = (e.data->>'upload_id')::uuid))
+        + (SELECT coalesce(sum(t.size), 0)
+             FROM unnest($4::uuid[], $5::bigint[]) AS t(id, size)
+            WHERE NOT EXISTS (SELECT 1 FROM readmodel.uploads u WHERE u.id = t.id)
+              AND NOT EXISTS (SELECT 1 FROM readmodel.files f WHERE f.upload_id = t.id))
         """,
         owner,
         excluded,
         active,
-        INITIATED,
-        UNPROJECTED_TAIL,
+        list(recent),
+        list(recent.values()),
     )
     return int(used or 0)
 
@@ -146,7 +153,7 @@ async def check_quota(
     quota = c.settings.quota_for(owner)
     if quota <= 0:
         return
-    used = await storage_used(c.pool, owner, exclude_upload)
+    used = await storage_used(c.store, owner, exclude_upload)
     if used + requested > quota:
         raise ApiError(
             413,

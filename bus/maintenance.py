@@ -35,7 +35,7 @@ from bus.config.logs import get_logger
 from bus.config.settings import Settings
 from bus.store import idempotency
 from bus.store.eventstore import PostgresEventStore
-from domain.aggregates import AGGREGATES
+from domain import uploads
 from domain.commands import ExpireUpload
 from domain.errors import DomainError
 from domain.ports import BlobStore
@@ -133,8 +133,8 @@ async def expire_stale_uploads(
 
     async def expire(upload_id: str) -> bool:
         async with gate:
-            state: UploadState | None = AGGREGATES["uploads"].fold(
-                await store.read_stream(f"upload-{upload_id}")
+            state: UploadState | None = uploads.AGGREGATE.fold(
+                await store.read_stream(uploads.AGGREGATE.stream_id(upload_id))
             )
             # The event store is the authority on the last activity: the read model may
             # not show a chunk stored a moment ago.

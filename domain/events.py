@@ -1,27 +1,33 @@
-"""Events as stored and published, and the upcaster chain that reads old schema versions.
+"""Events as stored and published: the envelope, and the typed view of its data.
 
-An event is immutable once appended. When an event's shape changes we bump its schema
-version and register an upcaster from the old version; readers only ever see the current
-version, so `evolve` never has to know history existed.
+An event is immutable once appended. When an event's shape changes its class in the
+aggregate's package bumps `schema_version` and gains an upcaster from the old version;
+readers only ever see the current version (the event store and `from_envelope` upcast), so
+`evolve` never has to know history existed. `RecordedEvent.data` is the raw (upcast) JSON;
+`RecordedEvent.payload` is the typed event (see domain.registry).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
-JSON = dict[str, Any]
+from domain.kernel import JSON, Event, NewEvent
+from domain.registry import STREAM_PREFIXES, aggregate_of, decode, stream_id_for, upcast
+from domain.values import aware
 
-
-@dataclass(frozen=True)
-class NewEvent:
-    """An event decided but not yet stored: the output of `decide`."""
-
-    type: str
-    data: JSON
-    schema_version: int = 1
+__all__ = [
+    "JSON",
+    "STREAM_PREFIXES",
+    "EventMeta",
+    "NewEvent",
+    "RecordedEvent",
+    "aggregate_of",
+    "event_time",
+    "stream_id_for",
+    "upcast",
+    "upcast_recorded",
+]
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,12 @@ class RecordedEvent:
     def aggregate_id(self) -> str:
         return self.stream_id.split("-", 1)[1]
 
+    @property
+    def payload(self) -> Event | None:
+        """The typed event; None for an event type this code does not know (written by a
+        newer version): readers skip those."""
+        return decode(self)
+
     @staticmethod
     def from_envelope(env: JSON, traceparent: str | None = None) -> RecordedEvent:
         """Parse the Kafka JSON value (see `envelope`), upcasting old schema versions."""
@@ -98,61 +110,6 @@ class RecordedEvent:
         }
 
 
-STREAM_PREFIXES = {
-    "upload": "uploads",
-    "file": "files",
-    "fetch": "fetches",
-    "task": "tasks",
-    "bucket": "buckets",
-}
-
-
-def aggregate_of(stream_id: str) -> str:
-    """`upload-<uuid>` -> `uploads` (the topic suffix and aggregate name)."""
-    prefix = stream_id.split("-", 1)[0]
-    return STREAM_PREFIXES.get(prefix, prefix)
-
-
-def stream_id_for(aggregate: str, aggregate_id: str) -> str:
-    for prefix, name in STREAM_PREFIXES.items():
-        if name == aggregate:
-            return f"{prefix}-{aggregate_id}"
-    raise ValueError(f"unknown aggregate {aggregate!r}")
-
-
-Upcaster = Callable[[JSON], JSON]
-
-# (event type, from schema version) -> function producing the data of version + 1
-_UPCASTERS: dict[tuple[str, int], Upcaster] = {}
-CURRENT_VERSIONS: dict[str, int] = {}
-
-
-def register_event(event_type: str, current_version: int) -> None:
-    CURRENT_VERSIONS[event_type] = current_version
-
-
-def upcaster(event_type: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
-    """Register a pure function that turns version `from_version` data into the next."""
-
-    def deco(fn: Upcaster) -> Upcaster:
-        _UPCASTERS[(event_type, from_version)] = fn
-        return fn
-
-    return deco
-
-
-def upcast(event_type: str, schema_version: int, data: JSON) -> tuple[int, JSON]:
-    """Walk the chain from the stored version to the current one."""
-    target = CURRENT_VERSIONS.get(event_type, schema_version)
-    while schema_version < target:
-        fn = _UPCASTERS.get((event_type, schema_version))
-        if fn is None:
-            raise LookupError(f"no upcaster for {event_type} v{schema_version}")
-        data = fn(data)
-        schema_version += 1
-    return schema_version, data
-
-
 def upcast_recorded(ev: RecordedEvent) -> RecordedEvent:
     version, data = upcast(ev.type, ev.schema_version, ev.data)
     if version == ev.schema_version:
@@ -169,4 +126,4 @@ def event_time(ev: RecordedEvent) -> datetime:
             at = datetime.fromisoformat(raw)
         except ValueError:
             pass
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    return aware(at)

@@ -1,14 +1,23 @@
-"""Process-manager rules: pure decisions about what follows from an event.
+"""Process-manager rules: pure decisions about what follows from an upload's state.
 
-The handlers (and, for an immediate answer, the API) apply these; keeping them here means
-a rule such as "a completed upload becomes a file, under this id" is written once.
+The rule: an upload that has all its bytes completes (CompleteUpload, under a file id
+derived from the upload id), and a completed upload becomes a file (this CreateFile, under
+a deterministic command id). The API applies it at once so the client can read the file
+right away; handlers/files_from_uploads.py applies it from the events so it happens even if
+the API dies half-way. Both build their commands here, so the actor sees the very same
+commands from either and applies them once.
 """
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
-# Namespace of the file ids of completions done here (see completion_file_id).
+from domain.files.commands import CreateFile
+from domain.uploads.commands import CompleteUpload
+from domain.uploads.state import ACTIVE, UploadState, UploadStatus
+
+# Namespace of the file ids of completions (see completion_file_id).
 _FILE_IDS = uuid.UUID("6f9b7a52-2b1e-4c51-9a36-0d4c1f3e8a71")
 
 
@@ -21,9 +30,69 @@ def complete_command_id(upload_id: str) -> str:
 
 
 def completion_file_id(upload_id: str) -> str:
-    """The file id of a completion done here: derived from the upload id, so a redelivered
-    event produces the very same command."""
+    """The file id of an upload's completion: derived from the upload id, so a redelivered
+    event, or the API and the handler both completing, produce the very same command."""
     return str(uuid.uuid5(_FILE_IDS, upload_id))
+
+
+def completes_by_itself(state: UploadState | None) -> bool:
+    """An active stream (tus) or final (concatenated) upload that has all its bytes.
+
+    Partial uploads only exist to be concatenated, and the native chunked API keeps its
+    explicit `complete` call: neither is ever completed without being asked."""
+    return (
+        state is not None
+        and state.mode != "chunks"
+        and not state.partial
+        and state.all_received
+        and state.status in ACTIVE
+    )
+
+
+def complete(
+    state: UploadState,
+    sha256: str,
+    *,
+    caller: str,
+    at: datetime,
+    admin: bool = False,
+    command_id: str = "",
+) -> CompleteUpload:
+    """Complete `state`'s upload; `sha256` is the digest of its assembled bytes."""
+    return CompleteUpload(
+        aggregate_id=state.id,
+        caller=caller,
+        admin=admin,
+        at=at,
+        command_id=command_id,
+        file_id=completion_file_id(state.id),
+        sha256=sha256,
+    )
+
+
+def file_from_upload(
+    state: UploadState | None, content_type: str | None = None
+) -> CreateFile | None:
+    """The file a completed upload becomes (None while it is not completed).
+
+    `content_type`: what the adapter detected from the bytes; by default the declared one."""
+    if state is None or state.status != UploadStatus.COMPLETED or state.file_id is None:
+        return None
+    return CreateFile(
+        aggregate_id=state.file_id,
+        caller=state.owner,
+        at=state.updated_at,
+        command_id=file_command_id(state.id),
+        owner=state.owner,
+        name=state.file_name,
+        size=state.bytes_received,
+        content_type=content_type or state.content_type,
+        sha256=str(state.completed_sha256),
+        manifest=state.manifest(),
+        bucket=state.bucket,
+        metadata=state.metadata,
+        upload_id=state.id,
+    )
 
 
 # Namespaces of fetch ids and of the files fetches become (see fetch_id, fetch_file_id).

@@ -46,7 +46,6 @@ from bus.fetch.origin import Fatal, Retryable
 from bus.fetch.ssrf import UnsafeUrl, check_url, guarded_client
 from bus.store.eventstore import PostgresEventStore
 from domain import fetches as f
-from domain.aggregates import AGGREGATES
 from domain.commands import (
     AppendFetchBytes,
     Command,
@@ -226,7 +225,7 @@ class Fetcher:
         try:
             stream_id = f"fetch-{fetch_id}"
             events = await self.store.read_stream(stream_id)
-            state: f.FetchState | None = AGGREGATES["fetches"].fold(events)
+            state: f.FetchState | None = f.AGGREGATE.fold(events)
             if state is None or state.status not in f.RUNNABLE:
                 return
             await self._send(
@@ -264,7 +263,10 @@ class _Run:
 
     async def _reload(self) -> None:
         events = await self.w.store.read_stream(self.stream_id)
-        self.state = AGGREGATES["fetches"].fold(events)
+        state = f.AGGREGATE.fold(events)
+        if state is None:
+            raise Halted("no such fetch")
+        self.state = state
         self.version = events[-1].version if events else 0
 
     def _halted(self) -> bool:
@@ -277,7 +279,7 @@ class _Run:
             await asyncio.sleep(WATCH_EVERY)
             new = await self.w.store.read_stream(self.stream_id, self.version + 1)
             if new:
-                self.state = AGGREGATES["fetches"].fold(new, self.state)
+                self.state = f.AGGREGATE.fold(new, self.state) or self.state
                 self.version = new[-1].version
                 if self._halted():
                     return
@@ -293,7 +295,7 @@ class _Run:
         # Fold our own events too, so offsets and validators are current.
         new = await self.w.store.read_stream(self.stream_id, self.version + 1)
         if new:
-            self.state = AGGREGATES["fetches"].fold(new, self.state)
+            self.state = f.AGGREGATE.fold(new, self.state) or self.state
             self.version = new[-1].version
 
     async def execute(self) -> None:

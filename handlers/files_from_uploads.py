@@ -10,8 +10,8 @@ makes both steps certain:
 - `UploadCompleted` becomes the same CreateFile command, with the same deterministic
   command id, that the API sends: the actor applies it at most once.
 
-Partial uploads are never completed (they only exist to be concatenated), and the native
-chunked API keeps its explicit `complete` call: this handler never completes those.
+Which uploads complete by themselves, and the commands that complete them and create
+their files, are the domain's rule (domain/policies.py), shared with the API.
 """
 
 from __future__ import annotations
@@ -22,29 +22,28 @@ from bus.blobs.errors import BlobCorrupt, BlobNotFound
 from bus.blobs.manifests import hash_manifest
 from bus.blobs.sniff import content_type_of
 from bus.config.logs import get_logger
-from domain.aggregates import AGGREGATES
-from domain.commands import Command, CompleteUpload, CreateFile
+from domain import policies
+from domain.commands import Command
 from domain.events import RecordedEvent
-from domain.policies import complete_command_id, completion_file_id, file_command_id
+from domain.kernel import Event
 from domain.ports import BlobStore, EventStore
-from domain.uploads import (
-    ACTIVE,
-    BYTES_APPENDED,
-    COMPLETED,
-    INITIATED,
-    LENGTH_DECLARED,
-    UploadState,
+from domain.registry import AGGREGATES
+from domain.uploads import UploadState
+from domain.uploads.events import (
+    UploadBytesAppended,
+    UploadCompleted,
+    UploadInitiated,
+    UploadLengthDeclared,
 )
 
 log = get_logger(__name__)
 
-_MAY_REACH_LENGTH = (BYTES_APPENDED, LENGTH_DECLARED, INITIATED)
-
 
 async def command_for(ev: RecordedEvent, store: EventStore, blobs: BlobStore) -> Command | None:
-    if ev.type == COMPLETED:
+    payload = ev.payload
+    if isinstance(payload, UploadCompleted):
         return await _create_file(ev, store, blobs)
-    if ev.type in _MAY_REACH_LENGTH and _may_reach_length(ev):
+    if _may_reach_length(ev.aggregate_id, payload):
         return await _complete(ev, store, blobs)
     return None
 
@@ -64,80 +63,56 @@ def _remember(upload_id: str, shape: tuple[str, bool, int | None]) -> None:
         _SHAPES.popitem(last=False)
 
 
-def _may_reach_length(ev: RecordedEvent) -> bool:
-    """False only when the event certainly leaves a completable upload short of its length
-    (or the upload is not one this handler completes); True means: read and check."""
-    d = ev.data
-    if ev.type == INITIATED:
-        mode, partial, size = (
-            str(d.get("mode") or "chunks"),
-            bool(d.get("partial")),
-            d.get("file_size"),
-        )
-        _remember(ev.aggregate_id, (mode, partial, None if size is None else int(size)))
-        return mode == "final" or (mode == "stream" and not partial and size == 0)
-    shape = _SHAPES.get(ev.aggregate_id)
+def _may_reach_length(upload_id: str, ev: Event | None) -> bool:
+    """False when the event certainly leaves the upload short of its length, or cannot make
+    it complete by itself (see policies.completes_by_itself); True means: read and check."""
+    if isinstance(ev, UploadInitiated):
+        _remember(upload_id, (ev.mode, ev.partial, ev.file_size))
+        return ev.mode == "final" or (ev.mode == "stream" and not ev.partial and ev.file_size == 0)
+    if not isinstance(ev, (UploadBytesAppended, UploadLengthDeclared)):
+        return False
+    shape = _SHAPES.get(upload_id)
     if shape is None:
         return True
     mode, partial, size = shape
     if mode != "stream" or partial:
         return False
-    if ev.type == LENGTH_DECLARED:
-        _remember(ev.aggregate_id, (mode, partial, int(d["file_size"])))
+    if isinstance(ev, UploadLengthDeclared):
+        _remember(upload_id, (mode, partial, ev.file_size))
         return True
     # An unknown length may have been declared while another handlers process had this
     # partition: only a known one rules the read out.
-    return size is None or int(d["offset"]) + int(d["size"]) >= size
+    return size is None or ev.offset + ev.size >= size
 
 
 async def _create_file(ev: RecordedEvent, store: EventStore, blobs: BlobStore) -> Command | None:
-    upload_id = ev.aggregate_id
     events = await store.read_stream(ev.stream_id)
     state: UploadState | None = AGGREGATES["uploads"].fold(
         e for e in events if e.version <= ev.version
     )
     if state is None or state.file_id is None:
         return None
-    manifest = state.manifest()
     # Detected exactly as the API's completion detects it (same bytes, same name), so the
     # one CreateFile the actor applies carries the same type whoever sent it.
     content_type = await content_type_of(
-        blobs, [(p["sha256"], p["size"]) for p in manifest], state.file_name, state.content_type
+        blobs,
+        [(p["sha256"], p["size"]) for p in state.manifest()],
+        state.file_name,
+        state.content_type,
     )
-    return CreateFile(
-        aggregate_id=state.file_id,
-        caller=state.owner,
-        at=state.updated_at,
-        command_id=file_command_id(upload_id),
-        owner=state.owner,
-        name=state.file_name,
-        size=state.bytes_received,
-        content_type=content_type,
-        sha256=str(ev.data["sha256"]),
-        manifest=manifest,
-        bucket=state.bucket,
-        metadata=state.metadata,
-        upload_id=upload_id,
-    )
+    return policies.file_from_upload(state, content_type)
 
 
 async def _complete(ev: RecordedEvent, store: EventStore, blobs: BlobStore) -> Command | None:
     upload_id = ev.aggregate_id
     events = await store.read_stream(ev.stream_id)
     fold = AGGREGATES["uploads"].fold
-    then: UploadState | None = fold(e for e in events if e.version <= ev.version)
-    if (
-        then is None
-        or then.mode == "chunks"
-        or then.partial
-        or not then.all_received
-        or then.status not in ACTIVE
-    ):
+    if not policies.completes_by_itself(fold(e for e in events if e.version <= ev.version)):
         return None
     # Judge by the stream as it is now: usually the API has completed it meanwhile, and
     # then there is nothing to hash (hashing a big file twice is the expensive part).
     now: UploadState | None = fold(events)
-    if now is None or now.status not in ACTIVE:
+    if now is None or not policies.completes_by_itself(now):
         return None
     try:
         digest = await hash_manifest(blobs, [(p["sha256"], p["size"]) for p in now.manifest()])
@@ -148,11 +123,10 @@ async def _complete(ev: RecordedEvent, store: EventStore, blobs: BlobStore) -> C
             "cannot complete upload: its bytes are not intact", upload=upload_id, error=str(e)
         )
         return None
-    return CompleteUpload(
-        aggregate_id=upload_id,
+    return policies.complete(
+        now,
+        digest,
         caller=now.owner,
         at=now.updated_at,
-        command_id=complete_command_id(upload_id),
-        file_id=completion_file_id(upload_id),
-        sha256=digest,
+        command_id=policies.complete_command_id(upload_id),
     )

@@ -11,28 +11,42 @@ from typing import ClassVar
 
 import asyncpg
 
-from domain import fetches as f
+from domain import fetches
 from domain.events import RecordedEvent, event_time
+from domain.fetches import FetchStatus
+from domain.fetches.events import (
+    FetchAttemptFailed,
+    FetchBytesAppended,
+    FetchCancelled,
+    FetchCompleted,
+    FetchFailed,
+    FetchPaused,
+    FetchRequested,
+    FetchResponseReceived,
+    FetchResumed,
+    FetchRetried,
+    FetchStarted,
+)
 from projections.base import Projection, as_uuid
 
 _STATUS = {
-    f.PAUSED: f.FetchStatus.PAUSED,
-    f.RESUMED: f.FetchStatus.PENDING,
-    f.CANCELLED: f.FetchStatus.CANCELLED,
-    f.RETRIED: f.FetchStatus.PENDING,
+    FetchPaused.type: FetchStatus.PAUSED,
+    FetchResumed.type: FetchStatus.PENDING,
+    FetchCancelled.type: FetchStatus.CANCELLED,
+    FetchRetried.type: FetchStatus.PENDING,
 }
 
 
 class FetchesProjection(Projection):
     name: ClassVar[str] = "fetches"
-    aggregates: ClassVar[tuple[str, ...]] = ("fetches",)
+    aggregates: ClassVar[tuple[str, ...]] = (fetches.AGGREGATE.name,)
     tables: ClassVar[tuple[str, ...]] = ("readmodel.fetches",)
 
     async def apply(self, conn: asyncpg.Connection, ev: RecordedEvent) -> None:
         at = event_time(ev)
         fid = as_uuid(ev.aggregate_id)
         d = ev.data
-        if ev.type == f.REQUESTED:
+        if ev.type == FetchRequested.type:
             await conn.execute(
                 """
                 INSERT INTO readmodel.fetches (id, owner, url, generation, bucket, key, sha256,
@@ -50,7 +64,7 @@ class FetchesProjection(Projection):
                 ev.version,
             )
             return
-        if ev.type == f.STARTED:
+        if ev.type == FetchStarted.type:
             await conn.execute(
                 "UPDATE readmodel.fetches SET status = 'IN_PROGRESS', attempts = $2,"
                 " run_started_at = $3, run_start_bytes = bytes, updated_at = $3,"
@@ -61,7 +75,7 @@ class FetchesProjection(Projection):
                 ev.version,
             )
             return
-        if ev.type == f.RESPONSE:
+        if ev.type == FetchResponseReceived.type:
             restart = bool(d.get("restart"))
             await conn.execute(
                 "UPDATE readmodel.fetches SET etag = $2, last_modified = $3, total = $4,"
@@ -81,7 +95,7 @@ class FetchesProjection(Projection):
                 ev.version,
             )
             return
-        if ev.type == f.BYTES_APPENDED:
+        if ev.type == FetchBytesAppended.type:
             await conn.execute(
                 "UPDATE readmodel.fetches SET bytes = bytes + $2, updated_at = $3,"
                 " last_version = $4 WHERE id = $1",
@@ -91,8 +105,8 @@ class FetchesProjection(Projection):
                 ev.version,
             )
             return
-        if ev.type in (f.ATTEMPT_FAILED, f.FAILED):
-            status = "FAILED" if ev.type == f.FAILED else None
+        if ev.type in (FetchAttemptFailed.type, FetchFailed.type):
+            status = "FAILED" if ev.type == FetchFailed.type else None
             await conn.execute(
                 "UPDATE readmodel.fetches SET last_error = $2, status = coalesce($3, status),"
                 " updated_at = $4, last_version = $5 WHERE id = $1",
@@ -103,7 +117,7 @@ class FetchesProjection(Projection):
                 ev.version,
             )
             return
-        if ev.type == f.COMPLETED:
+        if ev.type == FetchCompleted.type:
             await conn.execute(
                 "UPDATE readmodel.fetches SET status = 'COMPLETED', file_id = $2, sha256 ="
                 " coalesce(sha256, $3), completed_at = $4, updated_at = $4, last_version = $5"
@@ -125,7 +139,7 @@ class FetchesProjection(Projection):
                 status.value,
                 at,
                 ev.version,
-                ev.type == f.RETRIED,
+                ev.type == FetchRetried.type,
             )
             return
         await conn.execute(

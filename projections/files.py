@@ -10,14 +10,15 @@ from typing import ClassVar
 
 import asyncpg
 
-from domain import files as f
+from domain import files
 from domain.events import RecordedEvent, event_time
+from domain.files.events import FileCreated, FileDeleted
 from projections.base import Projection, as_uuid, bump_usage, utc_day
 
 
 class FilesProjection(Projection):
     name: ClassVar[str] = "files"
-    aggregates: ClassVar[tuple[str, ...]] = ("files",)
+    aggregates: ClassVar[tuple[str, ...]] = (files.AGGREGATE.name,)
     tables: ClassVar[tuple[str, ...]] = ("readmodel.files",)
 
     async def reset(self, conn: asyncpg.Connection) -> None:
@@ -34,48 +35,48 @@ class FilesProjection(Projection):
     async def apply(self, conn: asyncpg.Connection, ev: RecordedEvent) -> None:
         at = event_time(ev)
         file_id = as_uuid(ev.aggregate_id)
-        d = ev.data
 
-        if ev.type == f.CREATED:
-            owner = str(d["owner"])
-            upload_id = d.get("upload_id")
-            await conn.execute(
-                """
-                INSERT INTO readmodel.files (
-                    id, owner, name, size, content_type, sha256, bucket, metadata, upload_id,
-                    chunk_count, created_at, updated_at, last_version)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12)
-                """,
-                file_id,
-                owner,
-                str(d["name"]),
-                int(d["size"]),
-                str(d["content_type"]),
-                str(d["sha256"]),
-                str(d.get("bucket") or "default"),
-                dict(d.get("metadata") or {}),
-                as_uuid(upload_id) if upload_id else None,
-                len(d["manifest"]),
-                at,
-                ev.version,
-            )
-            await bump_usage(conn, owner, utc_day(at), files_created=1)
-            return
+        match ev.payload:
+            case FileCreated() as e:
+                await conn.execute(
+                    """
+                    INSERT INTO readmodel.files (
+                        id, owner, name, size, content_type, sha256, bucket, metadata, upload_id,
+                        chunk_count, created_at, updated_at, last_version)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12)
+                    """,
+                    file_id,
+                    e.owner,
+                    e.name,
+                    e.size,
+                    e.content_type,
+                    e.sha256,
+                    e.bucket or "default",
+                    dict(e.metadata),
+                    as_uuid(e.upload_id) if e.upload_id else None,
+                    len(e.manifest),
+                    at,
+                    ev.version,
+                )
+                await bump_usage(conn, e.owner, utc_day(at), files_created=1)
 
-        if ev.type == f.DELETED:
-            owner = await conn.fetchval(
-                "UPDATE readmodel.files SET deleted_at = $2, updated_at = $2, last_version = $3"
-                " WHERE id = $1 RETURNING owner",
-                file_id,
-                at,
-                ev.version,
-            )
-            if owner is not None:
-                await bump_usage(conn, owner, utc_day(at), files_deleted=1)
-            return
+            case FileDeleted():
+                owner = await conn.fetchval(
+                    "UPDATE readmodel.files SET deleted_at = $2, updated_at = $2,"
+                    " last_version = $3 WHERE id = $1 RETURNING owner",
+                    file_id,
+                    at,
+                    ev.version,
+                )
+                if owner is not None:
+                    await bump_usage(conn, owner, utc_day(at), files_deleted=1)
 
-        # An event type this code does not know yet (a newer producer): record that the row
-        # has seen it and change nothing else; a rebuild after upgrading picks it up.
-        await conn.execute(
-            "UPDATE readmodel.files SET last_version = $2 WHERE id = $1", file_id, ev.version
-        )
+            case _:
+                # An event type this code does not know yet (a newer producer): record that
+                # the row has seen it and change nothing else; a rebuild after upgrading
+                # picks it up.
+                await conn.execute(
+                    "UPDATE readmodel.files SET last_version = $2 WHERE id = $1",
+                    file_id,
+                    ev.version,
+                )

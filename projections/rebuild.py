@@ -20,6 +20,8 @@ from projections.uploads import UploadsProjection
 PROJECTIONS: dict[str, Projection] = {
     p.name: p for p in (UploadsProjection(), FilesProjection(), FetchesProjection())
 }
+"""Every read model by name: the projector runs them all, the admin API rebuilds them by
+name. Each names the aggregates it reads by their registry spec (domain.registry)."""
 
 PAGE = 5000
 

@@ -11,14 +11,26 @@ from typing import ClassVar
 
 import asyncpg
 
-from domain import uploads as u
+from domain import uploads
 from domain.events import RecordedEvent, event_time
+from domain.kernel import Event
+from domain.uploads import UploadStatus
+from domain.uploads.events import (
+    UploadAborted,
+    UploadBytesAppended,
+    UploadChunkStored,
+    UploadCompleted,
+    UploadExpired,
+    UploadFailed,
+    UploadInitiated,
+    UploadLengthDeclared,
+)
 from projections.base import Projection, as_uuid, bump_usage, utc_day
 
 
 class UploadsProjection(Projection):
     name: ClassVar[str] = "uploads"
-    aggregates: ClassVar[tuple[str, ...]] = ("uploads",)
+    aggregates: ClassVar[tuple[str, ...]] = (uploads.AGGREGATE.name,)
     tables: ClassVar[tuple[str, ...]] = ("readmodel.uploads",)
 
     async def reset(self, conn: asyncpg.Connection) -> None:
@@ -38,110 +50,106 @@ class UploadsProjection(Projection):
     async def apply(self, conn: asyncpg.Connection, ev: RecordedEvent) -> None:
         at = event_time(ev)
         upload_id = as_uuid(ev.aggregate_id)
-        d = ev.data
 
-        if ev.type == u.INITIATED:
-            owner = str(d["owner"])
-            size = d.get("file_size")
-            # A final (concatenated) upload starts with all its bytes: its parts' pieces.
-            received = sum(int(p["size"]) for p in d.get("manifest") or ())
-            await conn.execute(
-                """
-                INSERT INTO readmodel.uploads (
-                    id, owner, file_name, file_size, chunk_size, total_chunks, content_type,
-                    bucket, sha256, status, metadata, created_at, updated_at, last_version,
-                    mode, partial, bytes_received)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'INITIATED', $10, $11, $11, $12,
-                        $13, $14, $15)
-                """,
-                upload_id,
-                owner,
-                str(d["file_name"]),
-                None if size is None else int(size),
-                int(d["chunk_size"]),
-                int(d["total_chunks"]),
-                str(d.get("content_type") or "application/octet-stream"),
-                str(d.get("bucket") or "default"),
-                d.get("sha256"),
-                dict(d.get("metadata") or {}),
-                at,
-                ev.version,
-                str(d.get("mode") or "chunks"),
-                bool(d.get("partial", False)),
-                received,
-            )
-            await bump_usage(conn, owner, utc_day(at), uploads_started=1)
-            return
+        match ev.payload:
+            case UploadInitiated() as e:
+                await conn.execute(
+                    """
+                    INSERT INTO readmodel.uploads (
+                        id, owner, file_name, file_size, chunk_size, total_chunks, content_type,
+                        bucket, sha256, status, metadata, created_at, updated_at, last_version,
+                        mode, partial, bytes_received)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'INITIATED', $10, $11, $11, $12,
+                            $13, $14, $15)
+                    """,
+                    upload_id,
+                    e.owner,
+                    e.file_name,
+                    e.file_size,
+                    e.chunk_size,
+                    e.total_chunks,
+                    e.content_type or "application/octet-stream",
+                    e.bucket or "default",
+                    e.sha256,
+                    dict(e.metadata),
+                    at,
+                    ev.version,
+                    e.mode or "chunks",
+                    e.partial,
+                    # A final (concatenated) upload starts with all its bytes: its parts' pieces.
+                    sum(p.size for p in e.manifest),
+                )
+                await bump_usage(conn, e.owner, utc_day(at), uploads_started=1)
 
-        if ev.type in (u.BYTES_APPENDED, u.CHUNK_STORED):
-            # Bytes arrived: a numbered chunk (native) or appended pieces (tus).
-            size = int(d["size"])
-            owner = await conn.fetchval(
-                """
-                UPDATE readmodel.uploads SET
-                    chunks_received = chunks_received + $5,
-                    bytes_received = bytes_received + $2,
-                    status = CASE WHEN status = 'INITIATED' THEN 'IN_PROGRESS' ELSE status END,
-                    updated_at = $3,
-                    last_version = $4
-                WHERE id = $1
-                RETURNING owner
-                """,
-                upload_id,
-                size,
-                at,
-                ev.version,
-                1 if ev.type == u.CHUNK_STORED else 0,
-            )
-            if owner is not None:
-                await bump_usage(conn, owner, utc_day(at), bytes_uploaded=size)
-            return
+            case UploadBytesAppended(size=size) | UploadChunkStored(size=size) as e:
+                # Bytes arrived: a numbered chunk (native) or appended pieces (tus).
+                owner = await conn.fetchval(
+                    """
+                    UPDATE readmodel.uploads SET
+                        chunks_received = chunks_received + $5,
+                        bytes_received = bytes_received + $2,
+                        status = CASE WHEN status = 'INITIATED' THEN 'IN_PROGRESS' ELSE status END,
+                        updated_at = $3,
+                        last_version = $4
+                    WHERE id = $1
+                    RETURNING owner
+                    """,
+                    upload_id,
+                    size,
+                    at,
+                    ev.version,
+                    1 if isinstance(e, UploadChunkStored) else 0,
+                )
+                if owner is not None:
+                    await bump_usage(conn, owner, utc_day(at), bytes_uploaded=size)
 
-        if ev.type == u.LENGTH_DECLARED:
-            await conn.execute(
-                "UPDATE readmodel.uploads SET file_size = $2, updated_at = $3, last_version = $4"
-                " WHERE id = $1",
-                upload_id,
-                int(d["file_size"]),
-                at,
-                ev.version,
-            )
-            return
+            case UploadLengthDeclared(file_size=file_size):
+                await conn.execute(
+                    "UPDATE readmodel.uploads SET file_size = $2, updated_at = $3,"
+                    " last_version = $4 WHERE id = $1",
+                    upload_id,
+                    file_size,
+                    at,
+                    ev.version,
+                )
 
-        if ev.type == u.COMPLETED:
-            owner = await conn.fetchval(
-                "UPDATE readmodel.uploads SET status = 'COMPLETED', file_id = $2,"
-                " completed_at = $3, updated_at = $3, last_version = $4"
-                " WHERE id = $1 RETURNING owner",
-                upload_id,
-                as_uuid(d["file_id"]),
-                at,
-                ev.version,
-            )
-            if owner is not None:
-                await bump_usage(conn, owner, utc_day(at), uploads_completed=1)
-            return
+            case UploadCompleted(file_id=file_id):
+                owner = await conn.fetchval(
+                    "UPDATE readmodel.uploads SET status = 'COMPLETED', file_id = $2,"
+                    " completed_at = $3, updated_at = $3, last_version = $4"
+                    " WHERE id = $1 RETURNING owner",
+                    upload_id,
+                    as_uuid(file_id),
+                    at,
+                    ev.version,
+                )
+                if owner is not None:
+                    await bump_usage(conn, owner, utc_day(at), uploads_completed=1)
 
-        if ev.type in (u.ABORTED, u.FAILED, u.EXPIRED):
-            status = {
-                u.ABORTED: u.UploadStatus.ABORTED,
-                u.FAILED: u.UploadStatus.FAILED,
-                u.EXPIRED: u.UploadStatus.EXPIRED,
-            }[ev.type]
-            reason = str(d.get("reason")) if ev.type == u.FAILED else None
-            await conn.execute(
-                "UPDATE readmodel.uploads SET status = $2, failure_reason = $3,"
-                " updated_at = $4, last_version = $5 WHERE id = $1",
-                upload_id,
-                status.value,
-                reason,
-                at,
-                ev.version,
-            )
-            return
+            case UploadAborted() | UploadFailed() | UploadExpired() as e:
+                await conn.execute(
+                    "UPDATE readmodel.uploads SET status = $2, failure_reason = $3,"
+                    " updated_at = $4, last_version = $5 WHERE id = $1",
+                    upload_id,
+                    _ENDS[type(e)].value,
+                    e.reason if isinstance(e, UploadFailed) else None,
+                    at,
+                    ev.version,
+                )
 
-        # An event type this code does not know yet (a newer producer): record that the row
-        # has seen it and change nothing else; a rebuild after upgrading picks it up.
-        await conn.execute(
-            "UPDATE readmodel.uploads SET last_version = $2 WHERE id = $1", upload_id, ev.version
-        )
+            case _:
+                # An event type this code does not know yet (a newer producer): record that
+                # the row has seen it and change nothing else; a rebuild after upgrading
+                # picks it up.
+                await conn.execute(
+                    "UPDATE readmodel.uploads SET last_version = $2 WHERE id = $1",
+                    upload_id,
+                    ev.version,
+                )
+
+
+_ENDS: dict[type[Event], UploadStatus] = {
+    UploadAborted: UploadStatus.ABORTED,
+    UploadFailed: UploadStatus.FAILED,
+    UploadExpired: UploadStatus.EXPIRED,
+}

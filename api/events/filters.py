@@ -14,8 +14,7 @@ from typing import Any
 from api.auth import Principal
 from api.errors import ApiError
 from bus.store.feed import Selector
-from domain import files, uploads  # noqa: F401  (registers their event types)
-from domain.events import CURRENT_VERSIONS, STREAM_PREFIXES
+from domain.registry import EVENTS, STREAM_PREFIXES
 
 FILTERS = ("aggregate", "type", "stream")
 MAX_VALUES = 100  # values per filter
@@ -69,8 +68,8 @@ def selector_for(who: Principal, filters: dict[str, Any]) -> Selector:
             raise invalid("aggregate", a, "unknown aggregate", known_aggregates)
     types = _values("type", filters.get("type"))
     for t in types:
-        if t not in CURRENT_VERSIONS:
-            raise invalid("type", t, "unknown event type", sorted(CURRENT_VERSIONS))
+        if t not in EVENTS:
+            raise invalid("type", t, "unknown event type", sorted(EVENTS))
     streams: list[str] = []
     for s in _values("stream", filters.get("stream")):
         streams.extend(_stream_ids(s))

@@ -42,11 +42,11 @@ from bus.kafka.clients import (
     poll_until_stopped,
 )
 from bus.store.eventstore import PostgresEventStore
-from domain.aggregates import AGGREGATES
 from domain.commands import Command, command_from_dict
 from domain.errors import DomainError, InvalidInput
 from domain.events import EventMeta, RecordedEvent
 from domain.ports import ConcurrencyError, DuplicateCommand, EventStore
+from domain.registry import AGGREGATES
 
 log = get_logger(__name__)
 
@@ -145,8 +145,7 @@ class Actors:
                     "state": summarize(state),
                     "version": version,
                 }
-            for ev in recorded:
-                state = agg.evolve(state, ev.type, ev.data)
+            state = agg.fold(recorded, state)
             version = recorded[-1].version
             self._remember(stream_id, state, version)
             return {

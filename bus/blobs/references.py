@@ -32,27 +32,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 
-from domain import fetches as fe
-from domain import files as f
-from domain import uploads as u
 from domain.events import RecordedEvent, event_time
+from domain.fetches.events import FetchBytesAppended, FetchCancelled
+from domain.files.events import FileCreated, FileDeleted
 from domain.ports import EventStore
+from domain.registry import stream_id_for
+from domain.uploads.events import (
+    RELEASING,
+    UploadBytesAppended,
+    UploadChunkStored,
+    UploadInitiated,
+)
+from domain.values import Piece
 
 PAGE = 5000
-
-RELEASING_UPLOAD_EVENTS = (u.EXPIRED, u.ABORTED, u.FAILED)
-
-
-def _pieces(items: Any) -> list[tuple[str, int]]:
-    out = []
-    for p in items or ():
-        if isinstance(p, dict) and isinstance(p.get("sha256"), str):
-            out.append((str(p["sha256"]), int(p.get("size") or 0)))
-    return out
 
 
 def effects(
@@ -63,38 +59,35 @@ def effects(
     adds: dict[tuple[str, str], int] = {}
     releases: dict[str, datetime] = {}
 
-    def add(stream: str, pieces: list[tuple[str, int]]) -> None:
-        for sha, size in pieces:
-            adds[(sha, stream)] = size
+    def add(stream: str, pieces: Iterable[Piece]) -> None:
+        for p in pieces:
+            adds[(p.sha256, stream)] = p.size
 
     def release(stream: str, at: datetime) -> None:
         releases.setdefault(stream, at)
 
     for ev in events:
-        d = ev.data
-        if ev.aggregate == "uploads":
-            if ev.type == u.CHUNK_STORED:
-                add(ev.stream_id, [(str(d["sha256"]), int(d["size"]))])
-            elif ev.type == u.BYTES_APPENDED:
-                add(ev.stream_id, _pieces(d.get("pieces")))
-            elif ev.type == u.INITIATED:
-                add(ev.stream_id, _pieces(d.get("manifest")))
-            elif ev.type in RELEASING_UPLOAD_EVENTS:
+        match ev.payload:
+            case UploadChunkStored(sha256=sha256, size=size):
+                add(ev.stream_id, [Piece(sha256, size)])
+            case UploadBytesAppended(pieces=pieces):
+                add(ev.stream_id, pieces)
+            case UploadInitiated(manifest=pieces):  # a final upload's parts' pieces
+                add(ev.stream_id, pieces)
+            case ended if isinstance(ended, RELEASING):
                 release(ev.stream_id, event_time(ev))
-        elif ev.aggregate == "fetches":
-            # Only a cancel releases: a failed fetch may be retried (and would add to a
-            # released stream, see `_apply`), and a completed one's bytes may still be
+            case FileCreated(manifest=pieces, upload_id=upload_id):
+                add(ev.stream_id, pieces)
+                if upload_id:
+                    release(stream_id_for("uploads", upload_id), event_time(ev))
+            # A fetch: only a cancel releases. A failed fetch may be retried (and would add
+            # to a released stream, see `_apply`), and a completed one's bytes may still be
             # waiting for their file; chunks dropped by a restart stay until then too.
-            if ev.type == fe.BYTES_APPENDED:
-                add(ev.stream_id, _pieces(d.get("pieces")))
-            elif ev.type == fe.CANCELLED:
+            case FetchBytesAppended(pieces=pieces):
+                add(ev.stream_id, pieces)
+            case FetchCancelled():
                 release(ev.stream_id, event_time(ev))
-        elif ev.aggregate == "files":
-            if ev.type == f.CREATED:
-                add(ev.stream_id, _pieces(d.get("manifest")))
-                if d.get("upload_id"):
-                    release(f"upload-{d['upload_id']}", event_time(ev))
-            elif ev.type == f.DELETED:
+            case FileDeleted():
                 release(ev.stream_id, event_time(ev))
     return adds, releases
 

@@ -18,9 +18,12 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from bus.config import metrics
 from bus.config.settings import Settings
+from domain import registry
 
-AGGREGATES = ("uploads", "files", "fetches", "tasks", "buckets")
-COMMAND_AGGREGATES = ("uploads", "files", "fetches")
+# From the domain's registry: every aggregate has an event topic, and those that take
+# commands also a command topic.
+AGGREGATES: tuple[str, ...] = tuple(registry.AGGREGATES)
+COMMAND_AGGREGATES: tuple[str, ...] = registry.COMMAND_AGGREGATES
 
 
 def all_topics(settings: Settings) -> list[str]:

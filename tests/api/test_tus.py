@@ -36,7 +36,7 @@ from bus.actors.commandbus import CommandBus
 from bus.blobs.factory import open_blob_store
 from bus.kafka.clients import make_consumer
 from domain.commands import AppendBytes, InitiateUpload
-from handlers.files_from_uploads import completion_file_id
+from domain.policies import completion_file_id
 from tests.system import System, start_system, wait_until
 
 MiB = 1024 * 1024
@@ -916,7 +916,8 @@ async def test_handler_completes_uploads_the_api_left_full(shared_system: System
                     return up if up["status"] == "COMPLETED" else None
 
                 up = await wait_until(finished)
-                assert up["file_id"] == completion_file_id(uid)  # the handler's doing
+                # The handler's doing: no API call completed it.
+                assert up["file_id"] == completion_file_id(uid)
 
                 async def content(up: dict[str, Any] = up) -> bytes | None:
                     r = await c.get(f"/v1/files/{up['file_id']}/content")

@@ -25,7 +25,6 @@ from bus.blobs.local import LocalBlobStore
 from bus.blobs.s3 import S3BlobStore, S3Options
 from bus.config.settings import Settings
 from bus.store.eventstore import PostgresEventStore
-from domain.aggregates import AGGREGATES
 from domain.commands import (
     AbortUpload,
     Command,
@@ -37,6 +36,7 @@ from domain.commands import (
     StoreChunk,
 )
 from domain.events import EventMeta
+from domain.registry import AGGREGATES
 from tests.s3server import S3Server
 from tests.system import start_system, wait_until
 

@@ -9,18 +9,16 @@ from typing import Any
 import orjson
 import pytest
 
-import domain.uploads  # (registers the upload events and their upcasters)
-from domain import events
-from domain.aggregates import AGGREGATES
 from domain.events import (
     RecordedEvent,
     aggregate_of,
-    register_event,
     stream_id_for,
     upcast,
     upcast_recorded,
-    upcaster,
 )
+from domain.kernel import JSON, Event
+from domain.registry import AGGREGATES, EVENTS
+from domain.uploads.events import UploadInitiated
 
 V1_INITIATED = {
     "upload_id": "u-1",
@@ -34,13 +32,6 @@ V1_INITIATED = {
     "bucket": "default",
     "at": "2025-06-01T10:00:00+00:00",
 }
-
-
-@pytest.fixture
-def registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Let a test register event types and upcasters without leaking them to other tests."""
-    monkeypatch.setattr(events, "_UPCASTERS", dict(events._UPCASTERS))
-    monkeypatch.setattr(events, "CURRENT_VERSIONS", dict(events.CURRENT_VERSIONS))
 
 
 def test_upload_initiated_v1_upcasts_to_v2() -> None:
@@ -58,7 +49,7 @@ def test_upload_initiated_v1_upcasts_to_v2() -> None:
 
 def test_upcast_v1_result_folds_into_an_upload() -> None:
     _, data = upcast("UploadInitiated", 1, V1_INITIATED)
-    state = domain.uploads.evolve(None, "UploadInitiated", data)
+    state = AGGREGATES["uploads"].evolve(None, UploadInitiated.decode(data))
     assert state is not None
     assert state.file_name == "holiday.jpg"
     assert state.metadata == {}
@@ -80,45 +71,43 @@ def test_unregistered_event_types_pass_through() -> None:
     assert upcast("NeverRegistered", 7, data) == (7, data)
 
 
-def test_chain_gap_raises_lookup_error(registry: None) -> None:
-    register_event("Gappy", 3)
+def _with_chain(target: int, steps: dict[int, Any]) -> type[Event]:
+    """An event type at schema version `target` with upcasters `steps` (never registered:
+    upcasting is a property of the class, so nothing leaks to other tests)."""
+    return type(
+        "Chained", (Event,), {"type": "Chained", "schema_version": target, "upcasters": steps}
+    )
 
-    @upcaster("Gappy", 1)
-    def _one_to_two(d: events.JSON) -> events.JSON:
+
+def test_chain_gap_raises_lookup_error() -> None:
+    def one_to_two(d: JSON) -> JSON:
         return {**d, "two": True}
 
-    with pytest.raises(LookupError, match="Gappy v2"):
-        upcast("Gappy", 1, {})
+    gappy = _with_chain(3, {1: one_to_two})
+    with pytest.raises(LookupError, match="Chained v2"):
+        gappy.upcast(1, {})
     with pytest.raises(LookupError):
-        upcast_recorded(_recorded("Gappy", 2, {}))
+        gappy.upcast(2, {})
     # The registered step alone is fine once the target no longer needs the missing one.
-    register_event("Gappy", 2)
-    assert upcast("Gappy", 1, {"a": 1}) == (2, {"a": 1, "two": True})
+    assert _with_chain(2, {1: one_to_two}).upcast(1, {"a": 1}) == (2, {"a": 1, "two": True})
 
 
-def test_chain_runs_every_step_in_order(registry: None) -> None:
-    register_event("Chained", 4)
-    for v in (1, 2, 3):
-
-        @upcaster("Chained", v)
-        def step(d: events.JSON, v: int = v) -> events.JSON:
-            return {**d, "steps": [*d.get("steps", []), v]}
-
-    assert upcast("Chained", 1, {}) == (4, {"steps": [1, 2, 3]})
-    assert upcast("Chained", 3, {}) == (4, {"steps": [3]})
-    assert upcast("Chained", 4, {}) == (4, {})
-    ev = upcast_recorded(_recorded("Chained", 2, {"keep": "me"}))
-    assert ev.schema_version == 4
-    assert ev.data == {"keep": "me", "steps": [2, 3]}
+def test_chain_runs_every_step_in_order() -> None:
+    steps = {v: (lambda d, v=v: {**d, "steps": [*d.get("steps", []), v]}) for v in (1, 2, 3)}
+    chained = _with_chain(4, steps)
+    assert chained.upcast(1, {}) == (4, {"steps": [1, 2, 3]})
+    assert chained.upcast(3, {}) == (4, {"steps": [3]})
+    assert chained.upcast(4, {}) == (4, {})
+    assert chained.upcast(2, {"keep": "me"}) == (4, {"keep": "me", "steps": [2, 3]})
 
 
-def test_registry_fixture_isolates_registrations() -> None:
-    assert "Gappy" not in events.CURRENT_VERSIONS
-    assert "Chained" not in events.CURRENT_VERSIONS
-    assert events.CURRENT_VERSIONS["UploadInitiated"] == 2
+def test_registry_holds_current_versions() -> None:
+    assert "Chained" not in EVENTS
+    assert EVENTS["UploadInitiated"] == ("uploads", UploadInitiated)
+    assert UploadInitiated.schema_version == 2
 
 
-def _recorded(type_: str, schema_version: int, data: events.JSON, **kw: Any) -> RecordedEvent:
+def _recorded(type_: str, schema_version: int, data: JSON, **kw: Any) -> RecordedEvent:
     base: dict[str, Any] = {
         "id": "6a4f1c2e-0000-4000-8000-000000000001",
         "stream_id": "upload-u-1",

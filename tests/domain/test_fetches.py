@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 import pytest
 
 from domain import fetches as f
-from domain.aggregates import AGGREGATES
 from domain.commands import (
     AppendFetchBytes,
     CancelFetch,
@@ -22,7 +21,8 @@ from domain.commands import (
     StartFetch,
 )
 from domain.errors import Conflict, NotFound
-from domain.events import JSON
+from domain.kernel import JSON
+from domain.registry import AGGREGATES
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 SHA = "a" * 64
@@ -30,7 +30,7 @@ SHA = "a" * 64
 
 def run(state: f.FetchState | None, cmd: Command) -> f.FetchState | None:
     for ev in f.decide(state, cmd):
-        state = f.evolve(state, ev.type, ev.data)
+        state = f.evolve(state, ev)
     return state
 
 
@@ -97,4 +97,11 @@ def test_controls_and_conflicts() -> None:
 
 
 def test_registered() -> None:
-    assert AGGREGATES["fetches"].decide is f.decide
+    assert AGGREGATES["fetches"] is f.AGGREGATE
+    # through the store's JSON form and back: decode(encode(e)) folds to the same state
+    events = [
+        *f.AGGREGATE.decide(None, RequestFetch(**kw(), owner="u", url="http://x/a")),
+        *f.AGGREGATE.decide(requested(), StartFetch(**kw(), runner="r")),
+    ]
+    st = f.AGGREGATE.fold(events)
+    assert st is not None and st.status == f.FetchStatus.IN_PROGRESS and st.runner == "r"

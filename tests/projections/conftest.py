@@ -19,7 +19,6 @@ from aiokafka.structs import RecordMetadata
 from bus.config.settings import Settings
 from bus.kafka.clients import ensure_topics, headers, make_producer
 from bus.store.eventstore import PostgresEventStore
-from domain.aggregates import AGGREGATES
 from domain.commands import (
     Command,
     CompleteUpload,
@@ -29,6 +28,7 @@ from domain.commands import (
     StoreChunk,
 )
 from domain.events import EventMeta, RecordedEvent
+from domain.registry import AGGREGATES
 from projections.runner import Projector
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)

@@ -243,8 +243,8 @@ async def test_file_filters(pool: asyncpg.Pool, writer: Writer) -> None:
     made = {}
     for i, (name, bucket, ctype) in enumerate(
         [
-            ("photos/cat.jpg", "media", "image/jpeg"),
-            ("photos/dog.png", "media", "image/png"),
+            ("photos-cat.jpg", "media", "image/jpeg"),
+            ("photos-dog.png", "media", "image/png"),
             ("photos_backup.zip", "media", "application/zip"),
             ("photosXcat.jpg", "media", "image/jpeg"),
             ("100%_real.txt", "docs", "text/plain"),
@@ -256,7 +256,7 @@ async def test_file_filters(pool: asyncpg.Pool, writer: Writer) -> None:
             "alice", name, 10, at=T0 + timedelta(minutes=i), bucket=bucket, content_type=ctype
         )
         made[name] = fid
-    await writer.upload("bob", "photos/bob.jpg", 10, bucket="media", content_type="image/jpeg")
+    await writer.upload("bob", "photos-bob.jpg", 10, bucket="media", content_type="image/jpeg")
     await writer.delete_file("alice", made["notes.txt"] or "", T0 + timedelta(hours=1))
     await rebuild_all(pool)
 
@@ -269,10 +269,10 @@ async def test_file_filters(pool: asyncpg.Pool, writer: Writer) -> None:
     assert set((await names(bucket="docs"))[0]) == {"100%_real.txt", "100x_real.txt"}
     # Wildcards in the prefix match literally: `_` is not "any character", `%` not "anything".
     assert (await names(name_prefix="photos_"))[0] == ["photos_backup.zip"]
-    assert (await names(name_prefix="photos/"))[0] == ["photos/cat.jpg", "photos/dog.png"]
+    assert (await names(name_prefix="photos-"))[0] == ["photos-cat.jpg", "photos-dog.png"]
     assert (await names(name_prefix="100%"))[0] == ["100%_real.txt"]
     assert (await names(name_prefix="%"))[0] == []
-    assert (await names(content_type="image/jpeg"))[0] == ["photos/cat.jpg", "photosXcat.jpg"]
+    assert (await names(content_type="image/jpeg"))[0] == ["photos-cat.jpg", "photosXcat.jpg"]
     assert (await names(content_type="image/*"))[1] == 3
     after, total = await names(
         created_after=T0 + timedelta(minutes=2), created_before=T0 + timedelta(minutes=4)
@@ -283,7 +283,7 @@ async def test_file_filters(pool: asyncpg.Pool, writer: Writer) -> None:
     page, total = await queries.list_files(pool, "alice", sort="created_at", order="desc", limit=2)
     assert total == 6 and [f["name"] for f in page] == ["100x_real.txt", "100%_real.txt"]
 
-    cat = await queries.get_file(pool, made["photos/cat.jpg"] or "", "alice")
+    cat = await queries.get_file(pool, made["photos-cat.jpg"] or "", "alice")
     assert cat is not None
     found = await queries.find_file_by_sha256(pool, "alice", cat["sha256"])
     assert found is not None and found["id"] == cat["id"]

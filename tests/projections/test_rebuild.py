@@ -12,6 +12,7 @@ import pytest
 
 from domain.commands import AbortUpload, FailUpload
 from domain.events import RecordedEvent
+from domain.registry import AGGREGATES
 from projections import queries
 from projections.rebuild import PROJECTIONS, rebuild
 from tests.projections.conftest import T0, LiveProjector, Publisher, Writer, snapshot
@@ -151,6 +152,8 @@ async def test_readers_see_the_old_rows_until_the_rebuild_commits(
 
 async def test_unknown_projection_is_a_key_error(pool: asyncpg.Pool) -> None:
     assert set(PROJECTIONS) == {"uploads", "files", "fetches"}
+    for projection in PROJECTIONS.values():  # each reads aggregates the registry knows
+        assert projection.aggregates and set(projection.aggregates) <= set(AGGREGATES)
     with pytest.raises(KeyError):
         await rebuild(pool, "nope")
 

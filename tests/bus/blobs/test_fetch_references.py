@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from bus.blobs.references import effects
-from domain import fetches as fe
 from domain.events import RecordedEvent
+from domain.fetches.events import FetchBytesAppended, FetchCancelled, FetchFailed
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -22,10 +22,10 @@ def test_fetch_pieces_are_referenced_and_released_by_cancel_only() -> None:
     piece = {"sha256": "b" * 64, "size": 7}
     adds, releases = effects(
         [
-            ev(1, fe.BYTES_APPENDED, {"offset": 0, "pieces": [piece], "size": 7}),
-            ev(2, fe.FAILED, {"error": "x"}),
+            ev(1, FetchBytesAppended.type, {"offset": 0, "pieces": [piece], "size": 7}),
+            ev(2, FetchFailed.type, {"error": "x"}),
         ]
     )
     assert adds == {("b" * 64, "fetch-x"): 7} and releases == {}
-    _, releases = effects([ev(3, fe.CANCELLED, {})])
+    _, releases = effects([ev(3, FetchCancelled.type, {})])
     assert releases == {"fetch-x": AT}

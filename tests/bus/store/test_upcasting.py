@@ -15,9 +15,9 @@ import asyncpg
 
 from bus.store.eventstore import PostgresEventStore
 from domain import uploads
-from domain.aggregates import AGGREGATES
 from domain.commands import CompleteUpload, StoreChunk
 from domain.events import EventMeta, RecordedEvent
+from domain.registry import AGGREGATES
 from domain.uploads import UploadStatus
 
 T0 = datetime(2025, 6, 1, 10, 0, tzinfo=UTC)
@@ -167,12 +167,12 @@ async def test_v2_code_continues_an_upload_started_under_v1(
         cmd = StoreChunk(
             aggregate_id=UID, caller="alice", at=T0, index=index, size=size, sha256=sha(index)
         )
-        new = uploads.decide(state, cmd)
+        new = agg.decide(state, cmd)
         await event_store.append(STREAM, version, new, meta)
         version += len(new)
         state = agg.fold(await event_store.read_stream(STREAM))
 
-    done = uploads.decide(
+    done = agg.decide(
         state,
         CompleteUpload(aggregate_id=UID, caller="alice", at=T0, file_id="f-1", sha256=sha("all")),
     )

@@ -31,7 +31,7 @@ def sha(x: object) -> str:
 def run(*cmds: Command, state: UploadState | None = None) -> UploadState:
     for cmd in cmds:
         for ev in decide(state, cmd):
-            state = evolve(state, ev.type, ev.data)
+            state = evolve(state, ev)
     assert state is not None
     return state
 

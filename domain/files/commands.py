@@ -1,0 +1,38 @@
+"""The file aggregate's commands, as they travel on the bus (see domain.commands)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from domain.kernel import JSON, Command
+
+
+@dataclass(frozen=True, kw_only=True)
+class FileCommand(Command):
+    aggregate: ClassVar[str] = "files"
+    stream_prefix: ClassVar[str] = "file"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CreateFile(FileCommand):
+    type: ClassVar[str] = "CreateFile"
+
+    owner: str
+    name: str
+    size: int
+    content_type: str
+    sha256: str
+    # Pieces as JSON ({"sha256", "size"}): validated by `decide`, which refuses bad ones.
+    manifest: list[JSON]
+    bucket: str = "default"
+    metadata: dict[str, str] = field(default_factory=dict)
+    upload_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeleteFile(FileCommand):
+    type: ClassVar[str] = "DeleteFile"
+
+
+COMMANDS = (CreateFile, DeleteFile)

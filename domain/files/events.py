@@ -1,0 +1,37 @@
+"""The file aggregate's events: one class per event type, at its current schema version."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import ClassVar
+
+from domain.kernel import Event
+from domain.values import Piece
+
+
+@dataclass(frozen=True, kw_only=True)
+class FileCreated(Event):
+    type: ClassVar[str] = "FileCreated"
+
+    file_id: str
+    owner: str
+    name: str
+    size: int
+    content_type: str
+    sha256: str
+    manifest: tuple[Piece, ...]
+    bucket: str = "default"
+    metadata: dict[str, str] = field(default_factory=dict)
+    upload_id: str | None = None  # the upload it was completed from, if any
+    at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class FileDeleted(Event):
+    type: ClassVar[str] = "FileDeleted"
+
+    at: datetime
+
+
+EVENTS = (FileCreated, FileDeleted)

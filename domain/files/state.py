@@ -1,0 +1,50 @@
+"""The file aggregate's state, and `evolve`: how each event changes it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from domain.files.events import FileCreated, FileDeleted
+from domain.kernel import Event
+
+
+@dataclass(frozen=True)
+class FileState:
+    id: str
+    owner: str
+    name: str
+    size: int
+    content_type: str
+    sha256: str
+    manifest: tuple[tuple[str, int], ...]
+    bucket: str
+    created_at: datetime
+    updated_at: datetime
+    metadata: dict[str, str] = field(default_factory=dict)
+    upload_id: str | None = None
+    deleted: bool = False
+
+
+def evolve(state: FileState | None, event: Event) -> FileState | None:
+    """Pure and total: apply one (upcast, decoded) event."""
+    if isinstance(event, FileCreated):
+        return FileState(
+            id=event.file_id,
+            owner=event.owner,
+            name=event.name,
+            size=event.size,
+            content_type=event.content_type,
+            sha256=event.sha256,
+            manifest=tuple((p.sha256, p.size) for p in event.manifest),
+            bucket=event.bucket or "default",
+            metadata=dict(event.metadata),
+            upload_id=event.upload_id,
+            created_at=event.at,
+            updated_at=event.at,
+        )
+    if state is None:
+        return None
+    if isinstance(event, FileDeleted):
+        return replace(state, deleted=True, updated_at=event.at)
+    return state

@@ -1,0 +1,190 @@
+"""The building blocks every aggregate is made of: commands, typed events, upcasters, and
+the spec that ties one aggregate's pieces together for the registry.
+
+An event type is one frozen dataclass (its fields are its JSON `data`, its `type` and
+`schema_version` are class constants). Older schema versions are not classes: a stored
+event of an old version is turned into the current one by the class's `upcasters` before
+it is decoded, so `evolve` only ever sees the current shape. Decoding goes through msgspec
+(lenient about ints sent as strings, strict about shapes); encoding is written here so the
+JSON stays exactly what it has always been (datetimes as `isoformat()`, all fields present).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
+
+import msgspec
+
+JSON = dict[str, Any]
+Upcaster = Callable[[JSON], JSON]
+"""A pure function from the `data` of one schema version to the next version's."""
+
+
+def to_json(value: Any) -> Any:
+    """The JSON form of an event field: dataclasses as objects, tuples as lists,
+    datetimes as `isoformat()` (the format stored since the first event)."""
+    if value is None or isinstance(value, (str, int, float)):  # the common case first
+        return value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {name: to_json(getattr(value, name)) for name in _field_names(type(value))}
+    return value
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """One event type at its current schema version. Subclasses are frozen dataclasses."""
+
+    type: ClassVar[str] = "Event"
+    schema_version: ClassVar[int] = 1
+    # from schema version -> the function that makes the next version's data
+    upcasters: ClassVar[Mapping[int, Upcaster]] = {}
+
+    @property
+    def data(self) -> JSON:
+        """The event's JSON `data`, as stored and published."""
+        out: JSON = to_json(self)
+        return out
+
+    @classmethod
+    def decode(cls, data: JSON) -> Self:
+        """Read current-version `data` (see `upcast` for older versions)."""
+        return msgspec.convert(data, cls, strict=False)
+
+    @classmethod
+    def upcast(cls, schema_version: int, data: JSON) -> tuple[int, JSON]:
+        """Walk the chain from a stored version to the current one. Never mutates `data`."""
+        while schema_version < cls.schema_version:
+            step = cls.upcasters.get(schema_version)
+            if step is None:
+                raise LookupError(f"no upcaster for {cls.type} v{schema_version}")
+            data = step(data)
+            schema_version += 1
+        return schema_version, data
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event decided but not yet stored: what the event store appends."""
+
+    type: str
+    data: JSON
+    schema_version: int = 1
+
+    @staticmethod
+    def of(event: Event) -> NewEvent:
+        return NewEvent(event.type, event.data, event.schema_version)
+
+
+class StoredEvent(Protocol):
+    """What folding needs of a recorded event (see domain.events.RecordedEvent)."""
+
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def schema_version(self) -> int: ...
+
+    @property
+    def data(self) -> JSON: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class Command:
+    """A request to change one aggregate. Carries everything `decide` needs, including the
+    time (`at`): the domain never reads a clock. `caller` is the authenticated user."""
+
+    type: ClassVar[str] = "Command"
+    aggregate: ClassVar[str] = ""
+    stream_prefix: ClassVar[str] = ""
+
+    aggregate_id: str
+    caller: str
+    at: datetime
+    admin: bool = False
+    command_id: str = ""
+
+    @property
+    def stream_id(self) -> str:
+        return f"{self.stream_prefix}-{self.aggregate_id}"
+
+    def payload(self) -> JSON:
+        """The command-specific fields (everything but the envelope)."""
+        base = {f.name for f in dataclasses.fields(Command)}
+        return {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in base
+        }
+
+
+S = TypeVar("S")
+
+
+@dataclass(frozen=True)
+class AggregateSpec(Generic[S]):
+    """Everything the adapters need to know about one aggregate type.
+
+    `decide(state, cmd)` returns the typed events a command produces (raising a DomainError
+    to refuse; an empty list means already applied); `evolve(state, event)` is pure and
+    total. An aggregate with no commands is topic-only: its topic exists (it is part of
+    the published contract) but nothing writes it yet."""
+
+    name: str  # aggregate name = topic suffix (cairn.<name>, cairn.commands.<name>)
+    stream_prefix: str  # streams are `<prefix>-<aggregate id>`
+    commands: tuple[type[Command], ...] = ()
+    events: tuple[type[Event], ...] = ()
+    state: type[S] | None = None
+    decide_typed: Callable[[S | None, Command], list[Event]] | None = None
+    evolve: Callable[[S | None, Event], S | None] | None = None
+    event_types: Mapping[str, type[Event]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "event_types", {e.type: e for e in self.events})
+        for c in self.commands:
+            if c.aggregate != self.name or c.stream_prefix != self.stream_prefix:
+                raise ValueError(f"{c.__name__} does not belong to aggregate {self.name}")
+
+    @property
+    def takes_commands(self) -> bool:
+        return bool(self.commands)
+
+    def stream_id(self, aggregate_id: str) -> str:
+        return f"{self.stream_prefix}-{aggregate_id}"
+
+    def decode(self, ev: StoredEvent) -> Event | None:
+        """The typed event of a stored one (upcast first), or None for a type this code
+        does not know (written by a newer version: readers skip it)."""
+        cls = self.event_types.get(ev.type)
+        if cls is None:
+            return None
+        _, data = cls.upcast(ev.schema_version, ev.data)
+        return cls.decode(data)
+
+    def decide(self, state: S | None, cmd: Command) -> list[NewEvent]:
+        """`decide_typed`, encoded for the event store."""
+        if self.decide_typed is None:
+            raise LookupError(f"aggregate {self.name} takes no commands")
+        return [NewEvent.of(e) for e in self.decide_typed(state, cmd)]
+
+    def fold(self, events: Iterable[StoredEvent], state: S | None = None) -> S | None:
+        if self.evolve is None:
+            return state
+        for ev in events:
+            typed = self.decode(ev)
+            if typed is not None:
+                state = self.evolve(state, typed)
+        return state

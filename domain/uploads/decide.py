@@ -1,0 +1,330 @@
+"""`decide` for uploads: one small function per command, picked from a table.
+
+Chunk bytes never come here: only their index, size and sha256, after the adapter has made
+them durable. The last chunk alone may be short; sizes are Python ints (64-bit in storage).
+Every decider is pure: it raises a DomainError to refuse, and returns no events when the
+command was already applied (an idempotent replay).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from domain.errors import Conflict, Gone, InvalidInput, NotFound, Unprocessable
+from domain.kernel import JSON, Command, Event
+from domain.uploads.commands import (
+    AbortUpload,
+    AppendBytes,
+    CompleteUpload,
+    DeclareLength,
+    ExpireUpload,
+    FailUpload,
+    InitiateUpload,
+    StoreChunk,
+)
+from domain.uploads.events import (
+    UploadAborted,
+    UploadBytesAppended,
+    UploadChunkStored,
+    UploadCompleted,
+    UploadExpired,
+    UploadFailed,
+    UploadInitiated,
+    UploadLengthDeclared,
+)
+from domain.uploads.state import ACTIVE, MODES, UploadState, UploadStatus, total_chunks_for
+from domain.values import Piece, aware, is_count, is_sha256
+
+MAX_FILE_NAME = 1024
+
+
+def _owned(state: UploadState | None, cmd: Command) -> UploadState:
+    if state is None or (state.owner != cmd.caller and not cmd.admin):
+        raise NotFound("upload_not_found", "no such upload", {"id": cmd.aggregate_id})
+    return state
+
+
+def _active(state: UploadState) -> None:
+    if state.status == UploadStatus.EXPIRED:
+        raise Gone("upload_expired", "the upload has expired", {"id": state.id})
+    if state.status not in ACTIVE:
+        raise Conflict(
+            "upload_not_active",
+            f"the upload is {state.status.value}",
+            {"id": state.id, "status": state.status.value},
+        )
+
+
+def _mode(state: UploadState, wanted: str) -> None:
+    if state.mode != wanted:
+        raise Conflict(
+            "wrong_upload_mode",
+            f"this upload takes {'numbered chunks' if state.mode == 'chunks' else 'appended bytes'}",
+            {"mode": state.mode},
+        )
+
+
+def _check_pieces(pieces: list[JSON]) -> tuple[Piece, ...]:
+    for p in pieces:
+        if not isinstance(p, dict) or not is_count(p.get("size")):
+            raise InvalidInput("invalid_piece", "every piece needs a non-negative size")
+        if not is_sha256(p.get("sha256")):
+            raise InvalidInput("invalid_piece", "every piece needs a sha256")
+    return tuple(Piece.from_json(p) for p in pieces)
+
+
+def _validate_initiate(cmd: InitiateUpload) -> tuple[Piece, ...]:
+    if not isinstance(cmd.file_name, str) or not cmd.file_name.strip():
+        raise InvalidInput("invalid_file_name", "file_name must be a non-empty string")
+    if len(cmd.file_name) > MAX_FILE_NAME:
+        raise InvalidInput("invalid_file_name", f"file_name is over {MAX_FILE_NAME} characters")
+    if any(unicodedata.category(c) == "Cc" for c in cmd.file_name):
+        raise InvalidInput("invalid_file_name", "file_name must not contain control characters")
+    if "/" in cmd.file_name or "\\" in cmd.file_name or not cmd.file_name.strip("."):
+        # A name, not a path: paths (folders) belong in object keys.
+        raise InvalidInput(
+            "invalid_file_name",
+            "file_name must be a name, not a path: no '/' or '\\', and not only dots",
+        )
+    if cmd.mode not in MODES:
+        raise InvalidInput("invalid_mode", f"mode must be one of {', '.join(MODES)}")
+    deferred = cmd.file_size is None and cmd.mode == "stream"
+    if not deferred and not is_count(cmd.file_size):
+        raise InvalidInput("invalid_file_size", "file_size must be a non-negative integer")
+    manifest: tuple[Piece, ...] = ()
+    if cmd.mode == "final":
+        manifest = _check_pieces(cmd.manifest)
+        if sum(p.size for p in manifest) != cmd.file_size or not cmd.parts:
+            raise InvalidInput("invalid_manifest", "a final upload's parts must add up to its size")
+    elif cmd.manifest or cmd.parts:
+        raise InvalidInput("invalid_manifest", "only a final upload names parts")
+    if not is_count(cmd.chunk_size) or cmd.chunk_size < 1:
+        raise InvalidInput("invalid_chunk_size", "chunk_size must be a positive integer")
+    if cmd.sha256 is not None and not is_sha256(cmd.sha256):
+        raise InvalidInput("invalid_sha256", "sha256 must be 64 lowercase hex digits")
+    return manifest
+
+
+def _same_request(state: UploadState, cmd: InitiateUpload) -> bool:
+    return (
+        state.owner == cmd.caller
+        and state.file_name == cmd.file_name
+        and state.file_size == cmd.file_size
+        and state.chunk_size == cmd.chunk_size
+        and state.sha256 == cmd.sha256
+        and state.content_type == cmd.content_type
+        and state.bucket == cmd.bucket
+        and state.metadata == dict(cmd.metadata)
+        and state.mode == cmd.mode
+        and state.partial == cmd.partial
+        and state.parts == tuple(cmd.parts)
+    )
+
+
+def _initiate(state: UploadState | None, cmd: InitiateUpload) -> list[Event]:
+    manifest = _validate_initiate(cmd)
+    if state is not None:
+        if _same_request(state, cmd):  # the very same request again: already applied
+            return []
+        raise Conflict("upload_exists", "an upload with this id exists", {"id": cmd.aggregate_id})
+    return [
+        UploadInitiated(
+            upload_id=cmd.aggregate_id,
+            owner=cmd.caller,
+            file_name=cmd.file_name,
+            file_size=cmd.file_size,
+            chunk_size=cmd.chunk_size,
+            total_chunks=(
+                total_chunks_for(cmd.file_size, cmd.chunk_size)
+                if cmd.mode == "chunks" and cmd.file_size is not None
+                else 0
+            ),
+            mode=cmd.mode,
+            partial=cmd.partial,
+            parts=tuple(cmd.parts),
+            manifest=manifest,
+            content_type=cmd.content_type,
+            sha256=cmd.sha256,
+            bucket=cmd.bucket,
+            metadata=dict(cmd.metadata),
+            at=cmd.at,
+        )
+    ]
+
+
+def _append(st: UploadState, cmd: AppendBytes) -> list[Event]:
+    _mode(st, "stream")
+    _active(st)
+    pieces = _check_pieces(cmd.pieces)
+    if cmd.offset != st.offset:
+        raise Conflict(
+            "offset_mismatch",
+            f"the upload is at offset {st.offset}",
+            {"expected_offset": st.offset, "offset": cmd.offset},
+        )
+    size = sum(p.size for p in pieces)
+    if st.file_size is not None and st.offset + size > st.file_size:
+        raise InvalidInput(
+            "length_exceeded",
+            "the bytes go past the upload's length",
+            {"length": st.file_size, "offset": st.offset, "size": size},
+        )
+    if size == 0:
+        return []
+    return [UploadBytesAppended(offset=cmd.offset, size=size, pieces=pieces, at=cmd.at)]
+
+
+def _declare_length(st: UploadState, cmd: DeclareLength) -> list[Event]:
+    _mode(st, "stream")
+    if st.file_size is not None:
+        if st.file_size == cmd.file_size:
+            return []
+        raise Conflict(
+            "length_already_set", "the upload's length is already set", {"length": st.file_size}
+        )
+    _active(st)
+    if not is_count(cmd.file_size) or cmd.file_size < st.offset:
+        raise InvalidInput(
+            "invalid_file_size",
+            "the length must be an integer no smaller than the offset",
+            {"offset": st.offset},
+        )
+    return [UploadLengthDeclared(file_size=cmd.file_size, at=cmd.at)]
+
+
+def _store_chunk(st: UploadState, cmd: StoreChunk) -> list[Event]:
+    _mode(st, "chunks")
+    if st.status in ACTIVE or st.status == UploadStatus.COMPLETED:
+        # A replay of a chunk already stored (even after completion) is a success.
+        prev = st.chunks.get(cmd.index)
+        if prev is not None:
+            if prev.sha256 == cmd.sha256 and prev.size == cmd.size:
+                return []
+            raise Conflict(
+                "chunk_conflict",
+                f"chunk {cmd.index} was already stored with other bytes",
+                {"index": cmd.index, "sha256": prev.sha256},
+            )
+    _active(st)
+    if not 0 <= cmd.index < st.total_chunks:
+        raise InvalidInput(
+            "chunk_index_out_of_range",
+            f"chunk index must be in [0, {st.total_chunks})",
+            {"index": cmd.index, "total_chunks": st.total_chunks},
+        )
+    expected = st.expected_chunk_size(cmd.index)
+    if cmd.size != expected:
+        raise InvalidInput(
+            "wrong_chunk_size",
+            f"chunk {cmd.index} must be {expected} bytes, got {cmd.size}",
+            {"index": cmd.index, "expected": expected, "received": cmd.size},
+        )
+    if not is_sha256(cmd.sha256):
+        raise InvalidInput("invalid_sha256", "chunk sha256 must be 64 lowercase hex digits")
+    return [
+        UploadChunkStored(
+            index=cmd.index,
+            offset=cmd.index * st.chunk_size,
+            size=cmd.size,
+            sha256=cmd.sha256,
+            at=cmd.at,
+        )
+    ]
+
+
+def _complete(st: UploadState, cmd: CompleteUpload) -> list[Event]:
+    if st.status == UploadStatus.COMPLETED:
+        return []
+    _active(st)
+    if st.partial:
+        raise Conflict(
+            "partial_upload", "a partial upload is completed by concatenation, not by itself"
+        )
+    if st.mode == "chunks":
+        missing = st.missing_chunks
+        if missing:
+            raise Conflict(
+                "chunks_missing",
+                f"{len(missing)} chunk(s) missing",
+                {"missing_chunks": missing[:1000], "missing_count": len(missing)},
+            )
+    elif not st.all_received:
+        raise Conflict(
+            "upload_incomplete",
+            "not all bytes have arrived",
+            {"offset": st.offset, "length": st.file_size},
+        )
+    if st.sha256 is not None and st.sha256 != cmd.sha256:
+        raise Unprocessable(
+            "checksum_mismatch",
+            "the assembled file does not match the declared sha256",
+            {"declared": st.sha256, "actual": cmd.sha256},
+        )
+    return [
+        UploadCompleted(
+            file_id=cmd.file_id,
+            sha256=cmd.sha256,
+            size=st.bytes_received,
+            manifest=tuple(Piece.from_json(p) for p in st.manifest()),
+            at=cmd.at,
+        )
+    ]
+
+
+def _abort(st: UploadState, cmd: AbortUpload) -> list[Event]:
+    if st.status == UploadStatus.ABORTED:
+        return []
+    _active(st)
+    return [UploadAborted(at=cmd.at)]
+
+
+def _fail(st: UploadState, cmd: FailUpload) -> list[Event]:
+    if st.status == UploadStatus.FAILED:
+        return []
+    _active(st)
+    return [UploadFailed(reason=cmd.reason, at=cmd.at)]
+
+
+def _expire(st: UploadState, cmd: ExpireUpload) -> list[Event]:
+    if st.status == UploadStatus.EXPIRED:
+        return []
+    _active(st)
+    if cmd.idle_before is not None and _later(st.updated_at, cmd.idle_before):
+        raise Conflict(
+            "upload_active",
+            "the upload saw activity after the idle cutoff",
+            {"updated_at": st.updated_at.isoformat()},
+        )
+    return [UploadExpired(at=cmd.at)]
+
+
+def _later(a: datetime, b: datetime) -> bool:
+    return aware(a) > aware(b)
+
+
+# Commands on an existing upload: the caller must own it (else it does not exist for them).
+_ON_OWNED: dict[type[Command], Callable[[UploadState, Any], list[Event]]] = {
+    AppendBytes: _append,
+    DeclareLength: _declare_length,
+    StoreChunk: _store_chunk,
+    CompleteUpload: _complete,
+    AbortUpload: _abort,
+    FailUpload: _fail,
+    ExpireUpload: _expire,
+}
+
+
+def decide(state: UploadState | None, cmd: Command) -> list[Event]:
+    """Pure: what happens if `cmd` is applied to `state`. Raises a DomainError to refuse.
+
+    An empty list means the command was already applied (idempotent replay)."""
+    if isinstance(cmd, InitiateUpload):
+        return _initiate(state, cmd)
+    st = _owned(state, cmd)
+    step = _ON_OWNED.get(type(cmd))
+    if step is None:
+        raise InvalidInput("unknown_command", f"uploads cannot handle {cmd.type}")
+    return step(st, cmd)

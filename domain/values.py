@@ -1,0 +1,37 @@
+"""Small value types and checks shared by several aggregates."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+SHA256_RE = re.compile(r"[0-9a-f]{64}")  # use with fullmatch: `$` would admit a trailing newline
+
+
+def is_sha256(value: object) -> bool:
+    return isinstance(value, str) and SHA256_RE.fullmatch(value) is not None
+
+
+def is_count(value: object) -> bool:
+    """A non-negative int (bool is an int in Python, but never a size)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One content-addressed blob in a manifest: `{"sha256", "size"}` in JSON."""
+
+    sha256: str
+    size: int
+
+    @staticmethod
+    def from_json(p: dict[str, Any]) -> Piece:
+        """From a command's already validated JSON piece."""
+        return Piece(str(p["sha256"]), int(p["size"]))
+
+
+def aware(at: datetime) -> datetime:
+    """`at`, treating a naive timestamp (only from malformed old data) as UTC."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)

@@ -1,0 +1,101 @@
+"""The completion rule, pure: which uploads complete by themselves, and the commands that
+complete an upload and create its file (the same from the API and from the handler)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from domain import files, policies, uploads
+from domain.kernel import Command
+from domain.uploads import UploadState, UploadStatus
+from domain.uploads.commands import (
+    AbortUpload,
+    AppendBytes,
+    InitiateUpload,
+    StoreChunk,
+)
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+UID = "0d4c1f3e-2b1e-4c51-9a36-6f9b7a528a71"
+A = "a" * 64
+
+
+def run(*cmds: Command) -> UploadState | None:
+    state = None
+    for cmd in cmds:
+        for ev in uploads.decide(state, cmd):
+            state = uploads.evolve(state, ev)
+    return state
+
+
+def initiate(**kw: object) -> InitiateUpload:
+    args: dict[str, object] = {
+        "aggregate_id": UID,
+        "caller": "alice",
+        "at": T0,
+        "file_name": "f.bin",
+        "file_size": 4,
+        "chunk_size": 4,
+        "mode": "stream",
+    }
+    return InitiateUpload(**(args | kw))  # type: ignore[arg-type]
+
+
+def append(size: int = 4, offset: int = 0) -> AppendBytes:
+    return AppendBytes(
+        aggregate_id=UID,
+        caller="alice",
+        at=T0 + timedelta(seconds=1),
+        offset=offset,
+        pieces=[{"sha256": A, "size": size}],
+    )
+
+
+def test_a_stream_upload_with_all_its_bytes_completes_by_itself() -> None:
+    assert policies.completes_by_itself(run(initiate(), append()))
+    assert not policies.completes_by_itself(run(initiate()))  # bytes missing
+    assert not policies.completes_by_itself(run(initiate(file_size=None), append()))
+    assert not policies.completes_by_itself(run(initiate(partial=True), append()))
+    assert not policies.completes_by_itself(
+        run(initiate(), AbortUpload(aggregate_id=UID, caller="alice", at=T0))
+    )
+    assert not policies.completes_by_itself(None)
+
+
+def test_the_native_chunked_api_keeps_its_explicit_complete() -> None:
+    chunked = run(
+        initiate(mode="chunks"),
+        StoreChunk(aggregate_id=UID, caller="alice", at=T0, index=0, size=4, sha256=A),
+    )
+    assert chunked is not None and chunked.all_received
+    assert not policies.completes_by_itself(chunked)
+
+
+def test_completion_and_its_file_are_deterministic() -> None:
+    state = run(initiate(), append())
+    assert state is not None
+    cmd = policies.complete(state, A, caller="alice", at=T0, command_id="c1")
+    again = policies.complete(state, A, caller="alice", at=T0, command_id="c1")
+    assert cmd == again and cmd.file_id == policies.completion_file_id(UID)
+    assert cmd.aggregate_id == UID and cmd.sha256 == A and cmd.command_id == "c1"
+
+    assert policies.file_from_upload(state) is None  # not completed yet
+    done = run(initiate(), append(), cmd)
+    assert done is not None and done.status == UploadStatus.COMPLETED
+    create = policies.file_from_upload(done)
+    assert create is not None
+    assert create.aggregate_id == cmd.file_id
+    assert create.command_id == policies.file_command_id(UID)
+    assert (create.owner, create.name, create.size, create.sha256) == ("alice", "f.bin", 4, A)
+    assert create.manifest == [{"sha256": A, "size": 4}]
+    assert create.upload_id == UID and create.at == done.updated_at
+    assert policies.file_from_upload(done) == create  # API and handler send the same
+
+
+def test_the_completed_file_is_accepted_by_the_file_aggregate() -> None:
+    received = run(initiate(), append())
+    assert received is not None
+    done = run(initiate(), append(), policies.complete(received, A, caller="alice", at=T0))
+    create = policies.file_from_upload(done)
+    assert create is not None
+    assert [e.type for e in files.decide(None, create)] == ["FileCreated"]

@@ -1,0 +1,254 @@
+"""The registry of aggregates, and the typed events' JSON: exactly what was always stored.
+
+GOLDEN holds one `data` of every event type as the code before typed events wrote it (and
+as rows in existing event stores hold it): each must decode, and the typed event must
+encode back to the very same JSON, so neither the wire nor Postgres changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import msgspec
+import orjson
+import pytest
+
+from domain import fetches, files, registry, uploads
+from domain.commands import COMMANDS, command_from_dict, command_to_dict
+from domain.kernel import AggregateSpec, Event
+from domain.uploads.commands import UploadCommand
+
+A, B = "a" * 64, "b" * 64
+AT = "2026-01-02T03:04:05.678000+00:00"
+GOLDEN: dict[str, tuple[int, dict[str, Any]]] = {
+    "UploadInitiated": (
+        2,
+        {
+            "upload_id": "u1",
+            "owner": "alice",
+            "file_name": "f.bin",
+            "file_size": 25,
+            "chunk_size": 10,
+            "total_chunks": 3,
+            "mode": "chunks",
+            "partial": False,
+            "parts": [],
+            "manifest": [],
+            "content_type": "application/octet-stream",
+            "sha256": None,
+            "bucket": "default",
+            "metadata": {"k": "v"},
+            "at": AT,
+        },
+    ),
+    "UploadChunkStored": (1, {"index": 0, "offset": 0, "size": 10, "sha256": A, "at": AT}),
+    "UploadBytesAppended": (
+        1,
+        {
+            "offset": 0,
+            "size": 7,
+            "pieces": [{"sha256": A, "size": 3}, {"sha256": B, "size": 4}],
+            "at": AT,
+        },
+    ),
+    "UploadLengthDeclared": (1, {"file_size": 7, "at": AT}),
+    "UploadCompleted": (
+        1,
+        {
+            "file_id": "f1",
+            "sha256": A,
+            "size": 15,
+            "manifest": [{"sha256": A, "size": 10}, {"sha256": B, "size": 5}],
+            "at": AT,
+        },
+    ),
+    "UploadAborted": (1, {"at": AT}),
+    "UploadFailed": (1, {"reason": "r", "at": AT}),
+    "UploadExpired": (1, {"at": AT}),
+    "FileCreated": (
+        1,
+        {
+            "file_id": "f1",
+            "owner": "alice",
+            "name": "n",
+            "size": 7,
+            "content_type": "c",
+            "sha256": A,
+            "manifest": [{"sha256": A, "size": 3}, {"sha256": B, "size": 4}],
+            "bucket": "default",
+            "metadata": {"a": "b"},
+            "upload_id": "u1",
+            "at": AT,
+        },
+    ),
+    "FileDeleted": (1, {"at": AT}),
+    "FetchRequested": (
+        1,
+        {
+            "fetch_id": "x1",
+            "owner": "alice",
+            "url": "https://example.com/m.bin",
+            "generation": 0,
+            "bucket": "default",
+            "key": None,
+            "sha256": A,
+            "at": AT,
+        },
+    ),
+    "FetchStarted": (1, {"runner": "host-1-ab", "attempt": 1, "at": AT}),
+    "FetchResponseReceived": (
+        1,
+        {
+            "restart": False,
+            "reason": "",
+            "etag": '"v1"',
+            "last_modified": None,
+            "total": 7,
+            "content_type": "application/octet-stream",
+            "file_name": "m.bin",
+            "accept_ranges": True,
+            "at": AT,
+        },
+    ),
+    "FetchBytesAppended": (
+        1,
+        {
+            "offset": 0,
+            "pieces": [{"sha256": A, "size": 3}, {"sha256": B, "size": 4}],
+            "size": 7,
+            "at": AT,
+        },
+    ),
+    "FetchAttemptFailed": (1, {"error": "reset", "retry_in": 1.5, "at": AT}),
+    "FetchCompleted": (1, {"sha256": A, "size": 7, "file_id": "f1", "at": AT}),
+    "FetchFailed": (1, {"error": "404", "details": {"status": 404}, "at": AT}),
+    "FetchPaused": (1, {"at": AT}),
+    "FetchResumed": (1, {"at": AT}),
+    "FetchCancelled": (1, {"at": AT}),
+    "FetchRetried": (1, {"at": AT}),
+}
+
+
+def test_every_event_type_is_registered_once_with_its_aggregate() -> None:
+    assert set(registry.EVENTS) == set(GOLDEN)
+    for name, spec in registry.AGGREGATES.items():
+        for cls in spec.events:
+            assert registry.EVENTS[cls.type] == (name, cls)
+
+
+@pytest.mark.parametrize("event_type", sorted(GOLDEN))
+def test_stored_json_decodes_and_encodes_back_exactly(event_type: str) -> None:
+    version, data = GOLDEN[event_type]
+    _, cls = registry.EVENTS[event_type]
+    assert cls.schema_version == version
+    wire = orjson.loads(orjson.dumps(data))  # as read back from jsonb or Kafka
+    typed = cls.decode(wire)
+    assert typed.data == data
+    assert orjson.loads(orjson.dumps(typed.data)) == data
+    assert isinstance(typed.at, datetime) and typed.at.utcoffset() is not None
+
+
+def test_fields_missing_from_older_events_take_their_documented_defaults() -> None:
+    old = {k: v for k, v in GOLDEN["UploadInitiated"][1].items()}
+    for k in ("mode", "partial", "parts", "manifest", "content_type", "bucket", "metadata"):
+        del old[k]
+    typed = uploads.AGGREGATE.event_types["UploadInitiated"].decode(old)
+    assert typed.data == GOLDEN["UploadInitiated"][1] | {"metadata": {}}
+
+
+def test_malformed_data_is_refused_not_guessed() -> None:
+    _, cls = registry.EVENTS["UploadChunkStored"]
+    with pytest.raises(msgspec.ValidationError, match="size"):
+        cls.decode({"index": 0, "offset": 0, "sha256": A, "at": AT})  # no size
+    with pytest.raises(msgspec.ValidationError, match="size"):
+        cls.decode({"index": 0, "offset": 0, "size": True, "sha256": A, "at": AT})
+
+
+def test_decode_upcasts_and_skips_unknown_types() -> None:
+    class Stored:
+        def __init__(self, type_: str, schema_version: int, data: dict[str, Any]) -> None:
+            self.type, self.schema_version, self.data = type_, schema_version, data
+
+    v1 = {k: v for k, v in GOLDEN["UploadInitiated"][1].items() if k != "metadata"}
+    v1["filename"] = v1.pop("file_name")
+    typed = registry.decode(Stored("UploadInitiated", 1, v1))
+    assert typed is not None and typed.data == GOLDEN["UploadInitiated"][1] | {"metadata": {}}
+    assert registry.decode(Stored("SomethingNewer", 1, {})) is None
+
+
+def test_stream_ids_prefixes_and_command_topics_derive_from_the_registry() -> None:
+    assert dict(registry.STREAM_PREFIXES) == {
+        "upload": "uploads",
+        "file": "files",
+        "fetch": "fetches",
+        "task": "tasks",
+        "bucket": "buckets",
+    }
+    assert registry.COMMAND_AGGREGATES == ("uploads", "files", "fetches")
+    assert registry.stream_id_for("uploads", "x-1") == "upload-x-1"
+    assert registry.aggregate_of("file-x-1") == "files"
+    for name in ("tasks", "buckets"):  # reserved: topics only
+        spec = registry.AGGREGATES[name]
+        assert not spec.takes_commands and not spec.events
+        with pytest.raises(LookupError):
+            spec.decide(None, uploads.commands.AbortUpload(aggregate_id="x", caller="a", at=T0))
+
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_every_command_round_trips_its_wire_form_and_names_its_stream() -> None:
+    assert set(COMMANDS) == {
+        c.type for s in (uploads, files, fetches) for c in s.AGGREGATE.commands
+    }
+    for cls in COMMANDS.values():
+        required = {
+            f.name: _sample(f.type)
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        }
+        cmd = cls(**{**required, "aggregate_id": "id-1", "caller": "alice", "at": T0})
+        back = command_from_dict(orjson.loads(orjson.dumps(command_to_dict(cmd))))
+        assert back == cmd
+        assert back.stream_id == registry.stream_id_for(cls.aggregate, "id-1")
+
+
+def _sample(annotation: Any) -> Any:
+    text = str(annotation)
+    if "datetime" in text:
+        return T0
+    if "int" in text:
+        return 1
+    if "list" in text:
+        return []
+    return "s"
+
+
+def test_a_spec_refuses_commands_of_another_aggregate() -> None:
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Stray(UploadCommand):
+        type: ClassVar[str] = "Stray"
+
+    with pytest.raises(ValueError, match="Stray"):
+        AggregateSpec(name="files", stream_prefix="file", commands=(Stray,))
+
+
+def test_adding_an_aggregate_is_one_spec() -> None:
+    """What a new aggregate brings is enough for folding and deciding: no other table."""
+
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Pinged(Event):
+        type: ClassVar[str] = "Pinged"
+        n: int
+
+    spec: AggregateSpec[int] = AggregateSpec(
+        name="pings",
+        stream_prefix="ping",
+        events=(Pinged,),
+        evolve=lambda state, ev: (state or 0) + ev.n if isinstance(ev, Pinged) else state,
+    )
+    stored = [Pinged(n=2), Pinged(n=3)]  # typed events satisfy StoredEvent as well
+    assert spec.fold(stored) == 5
+    assert spec.stream_id("p1") == "ping-p1"
