@@ -12,12 +12,14 @@ from litestar import Litestar
 from litestar.config.cors import CORSConfig
 
 from api.auth import Authenticator
+from api.console.mount import console_router
 from api.context import AppContext
 from api.errors import handle_exception
 from api.events.fanout import FanOut
 from api.middleware import request_id_middleware
 from api.openapi import openapi_config
 from api.routes.admin import AdminController
+from api.routes.buckets import BucketsController
 from api.routes.docs import docs_assets, root
 from api.routes.events import EventsController, events_ws
 from api.routes.fetches import FetchesController
@@ -97,6 +99,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[
             root,
             docs_assets(),
+            console_router(),
             health,
             ready,
             metrics,
@@ -105,6 +108,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             TusController,
             FilesController,
             FetchesController,
+            BucketsController,
             AdminController,
             EventsController,
             events_ws,

@@ -168,8 +168,59 @@ class Rebuilt(msgspec.Struct):
     events_applied: int
 
 
+class CreateBucket(msgspec.Struct, forbid_unknown_fields=True):
+    """Create a bucket. `name` follows S3's bucket name rules; `default` is reserved."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+    public: bool = False
+    description: Annotated[str, msgspec.Meta(max_length=1024)] = ""
+
+
+class UpdateBucket(msgspec.Struct, forbid_unknown_fields=True):
+    """Change a bucket's settings; a field left out keeps its value."""
+
+    public: bool | None = None
+    description: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
+
+
+class Usage(msgspec.Struct):
+    objects: int
+    bytes: int
+
+
+class OwnerUsage(msgspec.Struct):
+    buckets: int
+    objects: int
+    bytes: int
+
+
+class Bucket(msgspec.Struct):
+    name: str
+    owner: str
+    public: bool
+    description: str
+    created_at: str
+    updated_at: str
+    # Only on GET /v1/buckets/{name}: from the read models (bounded lag).
+    usage: Usage | msgspec.UnsetType = msgspec.UNSET
+    owner_usage: OwnerUsage | msgspec.UnsetType = msgspec.UNSET
+
+
+class BucketPage(msgspec.Struct):
+    items: list[Bucket]
+    limit: int
+    # Pass as `cursor` for the next page; null on the last page.
+    next_cursor: str | None
+
+
+class BucketDeleted(msgspec.Struct):
+    name: str
+    deleted: bool
+    objects_deleted: int
+
+
 # Bodies that refuse unknown fields (documented with additionalProperties: false).
-STRICT_BODIES: tuple[type[msgspec.Struct], ...] = (CreateUpload,)
+STRICT_BODIES: tuple[type[msgspec.Struct], ...] = (CreateUpload, CreateBucket, UpdateBucket)
 
 
 def ok(status: int, shape: type[msgspec.Struct], description: str) -> dict[int, ResponseSpec]:

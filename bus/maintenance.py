@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from bus.actors.commandbus import BusUnavailable, CommandBus
+from bus.aio import sleep_unless_stopped
 from bus.blobs import references as chunk_refs
 from bus.blobs.factory import open_blob_store
 from bus.config.logs import get_logger
@@ -218,9 +219,7 @@ async def run_periodically(
     process holds the lock is simply that process's turn."""
     blobs = blobs or open_blob_store(settings.blobs_url, settings)
     while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=settings.cleanup_interval)
-        if stop.is_set():
+        if await sleep_unless_stopped(stop, settings.cleanup_interval):
             return
         try:
             await run_cleanup(settings, pool, bus, blobs, wait=False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime
 
+from domain.buckets.commands import CreateBucket, DeleteBucket, UpdateBucket
 from domain.fetches.commands import (
     AppendFetchBytes,
     CancelFetch,
@@ -49,8 +50,10 @@ __all__ = [
     "Command",
     "CompleteFetch",
     "CompleteUpload",
+    "CreateBucket",
     "CreateFile",
     "DeclareLength",
+    "DeleteBucket",
     "DeleteFile",
     "ExpireUpload",
     "FailFetch",
@@ -64,6 +67,7 @@ __all__ = [
     "RetryFetch",
     "StartFetch",
     "StoreChunk",
+    "UpdateBucket",
     "command_from_dict",
     "command_to_dict",
 ]

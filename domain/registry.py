@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from domain import fetches, files, uploads
+from domain import buckets, fetches, files, uploads
 from domain.kernel import JSON, AggregateSpec, Command, Event, StoredEvent
 
 AGGREGATES: Mapping[str, AggregateSpec[Any]] = {
@@ -21,10 +21,10 @@ AGGREGATES: Mapping[str, AggregateSpec[Any]] = {
         uploads.AGGREGATE,
         files.AGGREGATE,
         fetches.AGGREGATE,
+        buckets.AGGREGATE,
         # Reserved: their topics are part of the published contract (API.md) already;
         # nothing writes them yet.
         AggregateSpec(name="tasks", stream_prefix="task"),
-        AggregateSpec(name="buckets", stream_prefix="bucket"),
     )
 }
 

@@ -16,8 +16,7 @@ their files, are the domain's rule (domain/policies.py), shared with the API.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
+from bus.aio import BoundedLRU
 from bus.blobs.errors import BlobCorrupt, BlobNotFound
 from bus.blobs.manifests import hash_manifest
 from bus.blobs.sniff import content_type_of
@@ -52,15 +51,11 @@ async def command_for(ev: RecordedEvent, store: EventStore, blobs: BlobStore) ->
 # is partial, its length. Remembered per upload so that an upload of thousands of appends
 # is not re-read from the event store for each one. Mode and partial never change; the
 # length only goes from unknown to known, which the UploadLengthDeclared event carries.
-_SHAPES: OrderedDict[str, tuple[str, bool, int | None]] = OrderedDict()
-_SHAPES_MAX = 10_000
+_SHAPES: BoundedLRU[str, tuple[str, bool, int | None]] = BoundedLRU(10_000)
 
 
 def _remember(upload_id: str, shape: tuple[str, bool, int | None]) -> None:
     _SHAPES[upload_id] = shape
-    _SHAPES.move_to_end(upload_id)
-    while len(_SHAPES) > _SHAPES_MAX:
-        _SHAPES.popitem(last=False)
 
 
 def _may_reach_length(upload_id: str, ev: Event | None) -> bool:

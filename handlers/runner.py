@@ -2,28 +2,43 @@
 
 At-least-once: offsets are committed only after every follow-up command of a batch was
 accepted by the actors; a redelivered event produces the same command id again, which the
-actors recognise, so the effect happens once.
+actors recognise, so the effect happens once. A FastStream batch subscriber with manual
+acknowledgement: a follow-up command that is not confirmed stops its partition at that
+event (rewound, retried after a pause); the events before it are committed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import asyncpg
 import orjson
-from aiokafka.structs import OffsetAndMetadata
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.middlewares import AckPolicy
 from opentelemetry.trace import SpanKind
 
 from bus import maintenance as cleanup
 from bus.actors.commandbus import BusUnavailable, CommandBus
 from bus.actors.wake import Nudger
+from bus.aio import Stopped, sleep_unless_stopped, unless_stopped
 from bus.blobs.errors import BlobStoreUnavailable
 from bus.blobs.factory import open_blob_store
 from bus.config.logs import get_logger
 from bus.config.settings import Settings
 from bus.config.tracing import current_traceparent, span
-from bus.kafka.clients import header, make_consumer, poll_until_stopped
+from bus.kafka.broker import (
+    BATCH_TIMEOUT_MS_BACKGROUND,
+    make_broker,
+    observe_batch,
+    raw_records,
+    subscriber_options,
+)
+from bus.kafka.clients import header
 from bus.store.eventstore import PostgresEventStore
 from domain.errors import DomainError
 from domain.events import RecordedEvent
@@ -42,41 +57,62 @@ class Handlers:
         self.group_id = f"{settings.topic_prefix}-handlers"
 
     async def run(self, stop: asyncio.Event) -> None:
-        bus = CommandBus(self.settings, nudge=Nudger(self.pool))  # wakes idle actors
+        # The nudge wakes an idle actor host (bus/actors/wake.py).
+        bus = CommandBus(self.settings, service="handlers", nudge=Nudger(self.pool))
         await bus.start()
-        consumer = make_consumer(
-            self.settings, self.settings.topic("uploads"), group_id=self.group_id
-        )
-        await consumer.start()
+        broker = make_broker(self.settings, "handlers")
+        self.declare(broker, bus, stop)
         # Expiry and garbage collection on a timer, next to the consumer; the advisory lock
         # inside keeps it to one run at a time however many handlers processes there are.
         cleaner = asyncio.create_task(
             cleanup.run_periodically(self.settings, self.pool, bus, stop, self.blobs)
         )
         try:
-            while not stop.is_set():
-                batch = await poll_until_stopped(consumer, stop)
-                if batch is None:
-                    break
-                for tp, records in batch.items():
-                    done = None
-                    for rec in records:
-                        if not await self._handle(bus, rec.value, rec.headers):
-                            break  # retry this record later: do not commit past it
-                        done = rec.offset
-                    if done is not None:
-                        await consumer.commit({tp: OffsetAndMetadata(done + 1, "")})
-                    if done != records[-1].offset:
-                        consumer.seek(tp, (done + 1) if done is not None else records[0].offset)
-                        await asyncio.sleep(1)  # back off before retrying a failed command
+            with contextlib.suppress(Stopped):
+                await unless_stopped(broker.start(), stop)
+                await stop.wait()
         finally:
             cleaner.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await cleaner
             with contextlib.suppress(Exception):
-                await consumer.stop()
+                await broker.stop()
             await bus.stop()
             await self.blobs.close()
+
+    def declare(self, broker: KafkaBroker, bus: CommandBus, stop: asyncio.Event) -> None:
+        """Declare the upload-event subscriber on `broker`."""
+
+        # Options passed as **kwargs make the decorator untyped for mypy.
+        @broker.subscriber(  # type: ignore[untyped-decorator]
+            self.settings.topic("uploads"),
+            batch=True,
+            group_id=self.group_id,
+            ack_policy=AckPolicy.MANUAL,
+            batch_timeout_ms=BATCH_TIMEOUT_MS_BACKGROUND,
+            decoder=raw_records,
+            title="handlers",
+            description="Upload events that call for a follow-up command.",
+            **subscriber_options(self.settings),
+        )
+        async def on_events(records: Any, msg: KafkaMessage) -> None:
+            observe_batch(self.group_id, msg.consumer, records)
+            failed: set[tuple[str, int]] = set()
+            for rec in records:
+                tp = (rec.topic, rec.partition)
+                if tp in failed:
+                    continue  # strictly in order: nothing after a failed record yet
+                if not await self._handle(bus, rec.value, rec.headers):
+                    failed.add(tp)
+                    # Rewind this partition to the failed record: the commit below stops
+                    # there, and the next poll brings it again.
+                    msg.consumer.seek(TopicPartition(*tp), rec.offset)
+            try:
+                await msg.ack()  # every partition up to its position
+            except KafkaError as e:
+                log.warning("offset commit failed, events will be redelivered", error=str(e))
+            if failed:
+                await sleep_unless_stopped(stop, 1.0)  # back off before retrying the command
 
     async def _handle(self, bus: CommandBus, value: bytes, headers: object) -> bool:
         try:

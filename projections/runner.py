@@ -17,22 +17,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import orjson
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.middlewares import AckPolicy
 
+from bus.aio import Backoff, Stopped, sleep_unless_stopped, unless_stopped
 from bus.config import metrics
 from bus.config.metrics import PROJECTION_DUPLICATES_SKIPPED as DUPLICATES_SKIPPED
 from bus.config.metrics import PROJECTION_EVENTS_APPLIED as EVENTS_APPLIED
 from bus.config.metrics import PROJECTION_LAG_SECONDS as PROJECTION_LAG
 from bus.config.metrics import PROJECTION_MESSAGES_SKIPPED as MESSAGES_SKIPPED
 from bus.config.settings import Settings
-from bus.kafka.clients import ensure_topics, header, make_consumer
+from bus.kafka.broker import (
+    BATCH_TIMEOUT_MS_BACKGROUND,
+    make_broker,
+    observe_batch,
+    raw_records,
+    subscriber_options,
+)
+from bus.kafka.clients import ensure_topics, header
 from bus.store.eventstore import PostgresEventStore
 from domain.events import RecordedEvent
 from projections.base import PROJECTION_LOCK, Projection, apply_event, record_status
@@ -93,6 +106,7 @@ class Projector:
         # partition count. Lets callers (tests, health checks) await progress.
         self._processed: dict[tuple[str, int], int] = {}
         self._progress = asyncio.Condition()
+        self._last_batch = 0.0
 
     # ---- progress --------------------------------------------------------------------
 
@@ -111,65 +125,68 @@ class Projector:
 
     async def run(self, stop: asyncio.Event) -> None:
         await ensure_topics(self.settings, self.topics)
-        consumer = make_consumer(
-            self.settings, *self.topics, group_id=self.group_id, max_poll_records=self.max_batch
-        )
-        if not await self._start(consumer, stop):
-            return
-        log.info("projector started", extra={"topics": self.topics, "group": self.group_id})
+        broker = make_broker(self.settings, "projector")
+        self.declare(broker, stop)
+        idle = asyncio.create_task(self._zero_lag_while_idle(stop))
         try:
-            while not stop.is_set():
-                try:
-                    # The poll timeout bounds how long `stop` can go unnoticed.
-                    batch = await consumer.getmany(timeout_ms=200, max_records=self.max_batch)
-                except KafkaError as e:
-                    # aiokafka reconnects by itself; an error surfacing here is logged and the
-                    # poll retried after a pause (cut short by `stop`).
-                    log.warning("kafka poll failed: %r", e)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), timeout=1.0)
-                    continue
-                if not batch:
-                    # Idle at the head of every assigned partition: nothing is lagging.
-                    for p in self.projections:
-                        PROJECTION_LAG.labels(p.name).set(0)
-                    metrics.observe_idle(self.group_id, self.topics)
-                    continue
-                metrics.observe_fetch(self.group_id, consumer, batch)
-                messages = [m for tp in sorted(batch) for m in batch[tp]]
-                if not await self._apply_with_retry(messages, stop):
-                    break  # stopped while Postgres was failing: Kafka will redeliver
-                offsets = {tp: msgs[-1].offset + 1 for tp, msgs in batch.items()}
-                try:
-                    await consumer.commit(offsets)
-                except (CommitFailedError, KafkaError) as e:
-                    # A rebalance took the partitions away: the new owner gets the batch
-                    # again and skips it through the checkpoints. Nothing to undo.
-                    log.warning("offset commit failed, batch will be redelivered: %s", e)
-                await self._mark_processed(offsets)
+            # Joining the consumer group can take seconds: give up at once when stopped.
+            await unless_stopped(broker.start(), stop)
+            log.info("projector started", extra={"topics": self.topics, "group": self.group_id})
+            await stop.wait()
+        except Stopped:
+            pass
         finally:
+            idle.cancel()
             with contextlib.suppress(Exception):
-                await consumer.stop()
+                await broker.stop()
             log.info("projector stopped")
 
-    @staticmethod
-    async def _start(consumer: AIOKafkaConsumer, stop: asyncio.Event) -> bool:
-        """Start the consumer unless `stop` comes first; joining a group can take seconds."""
-        starting = asyncio.create_task(consumer.start())
-        stopping = asyncio.create_task(stop.wait())
-        try:
-            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-            if not starting.done():
-                starting.cancel()
-                await asyncio.wait({starting})
+    def declare(self, broker: KafkaBroker, stop: asyncio.Event) -> None:
+        """Declare the event subscriber on `broker`: one Postgres transaction per poll batch,
+        offsets committed only after it."""
+
+        # Options passed as **kwargs make the decorator untyped for mypy.
+        @broker.subscriber(  # type: ignore[untyped-decorator]
+            *self.topics,
+            batch=True,
+            group_id=self.group_id,
+            ack_policy=AckPolicy.MANUAL,
+            max_records=self.max_batch,
+            max_poll_records=self.max_batch,
+            batch_timeout_ms=BATCH_TIMEOUT_MS_BACKGROUND,
+            decoder=raw_records,
+            title="projector",
+            description="Domain events into the Postgres read models.",
+            **subscriber_options(self.settings),
+        )
+        async def on_events(records: Any, msg: KafkaMessage) -> None:
+            self._last_batch = time.monotonic()
+            observe_batch(self.group_id, msg.consumer, records)
+            messages = sorted(records, key=lambda m: (m.topic, m.partition, m.offset))
+            if not await self._apply_with_retry(messages, stop):
+                # Stopped while the batch could not be applied: rewind, Kafka redelivers it.
                 with contextlib.suppress(Exception):
-                    await consumer.stop()
-        if starting.cancelled():
-            return False
-        starting.result()  # raises if the broker could not be reached
-        return True
+                    await msg.nack()
+                return
+            offsets: dict[TopicPartition, int] = {}
+            for m in messages:
+                offsets[TopicPartition(m.topic, m.partition)] = m.offset + 1
+            try:
+                await msg.ack()
+            except KafkaError as e:
+                # A rebalance took the partitions away: the new owner gets the batch
+                # again and skips it through the checkpoints. Nothing to undo.
+                log.warning("offset commit failed, batch will be redelivered: %s", e)
+            await self._mark_processed(offsets)
+
+    async def _zero_lag_while_idle(self, stop: asyncio.Event) -> None:
+        """The lag gauge reads 0 once no batch has come for a second: idle at the head of
+        every assigned partition, nothing is lagging."""
+        while not await sleep_unless_stopped(stop, 1.0):
+            if time.monotonic() - self._last_batch >= 1.0:
+                for p in self.projections:
+                    PROJECTION_LAG.labels(p.name).set(0)
+                metrics.observe_idle(self.group_id, self.topics)
 
     async def _mark_processed(self, offsets: dict[TopicPartition, int]) -> None:
         async with self._progress:
@@ -204,38 +221,26 @@ class Projector:
     ) -> bool:
         """Apply a batch, retrying transient failures; False if stopped before success."""
         events = self._parse(messages)
-        delay = 0.1
+        backoff = Backoff(0.1, MAX_BACKOFF, jitter=False)
         isolate = False
         while True:
             # Raced against `stop`: a batch can wait a long time for the projection lock
             # (a rebuild holds it exclusively). Cancelling rolls the transaction back and
             # leaves the offsets uncommitted, so the batch is simply redelivered later.
-            attempt = asyncio.create_task(self._apply_batch(events, isolate=isolate))
-            stopping = asyncio.create_task(stop.wait())
             try:
-                await asyncio.wait({attempt, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                stopping.cancel()
-                if not attempt.done():
-                    attempt.cancel()
-                    await asyncio.wait({attempt})
-            if attempt.cancelled():
-                return False
-            try:
-                outcome = attempt.result()
+                outcome = await unless_stopped(self._apply_batch(events, isolate=isolate), stop)
                 break
+            except Stopped:
+                return False
             except _Poison:
                 # Fast path failed on a bad event: redo the batch one savepoint per event,
                 # so only the bad ones are skipped.
                 isolate = True
             except TRANSIENT_ERRORS as e:
+                delay = backoff.next()
                 log.warning("projection batch failed, retrying in %.1fs: %r", delay, e)
-                # Backoff before retrying, cut short by `stop`.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=delay)
-                if stop.is_set():
+                if await sleep_unless_stopped(stop, delay):
                     return False
-                delay = min(delay * 2, MAX_BACKOFF)
         now = datetime.now(UTC)
         for name, n in outcome.applied.items():
             EVENTS_APPLIED.labels(name).inc(n)

@@ -67,6 +67,8 @@ class Subscription:
         self.attached = False
         self.dropped: Dropped | None = None
         self.counted = False  # in the open-subscriptions gauge (from the first read on)
+        self.live = False  # the last batch came from the fan-out (not from history)
+        self._latency = DELIVERY_LATENCY.labels(transport)
 
     # -- called by the fan-out's reader (synchronously, one event at a time) ---------------
     def offer(self, ev: FeedEvent) -> None:
@@ -108,6 +110,7 @@ class Subscription:
             # Everything up to `head` has been scanned unless the page was full.
             self.cursor = page[-1].position if len(page) == PAGE else head
             if page:
+                self.live = False
                 return page
         if not self.queue and self.dropped is None:
             self.ready.clear()
@@ -115,6 +118,7 @@ class Subscription:
                 await asyncio.wait_for(self.ready.wait(), timeout)
         if self.dropped is not None:
             raise self.dropped
+        self.live = True
         out = []
         while self.queue:
             ev = self.queue.popleft()
@@ -124,11 +128,13 @@ class Subscription:
         return out
 
     def delivered(self, events: list[FeedEvent]) -> None:
-        """Record the append-to-delivery latency of events just written to the client."""
+        """Record the append-to-delivery latency of live events just written to the client
+        (history read on a resume is not latency: it may be days old)."""
+        if not self.live:
+            return
         now = datetime.now(UTC)
-        hist = DELIVERY_LATENCY.labels(self.transport)
         for ev in events:
-            hist.observe(max(0.0, (now - ev.recorded_at).total_seconds()))
+            self._latency.observe(max(0.0, (now - ev.recorded_at).total_seconds()))
 
     def close(self) -> None:
         if self.dropped is None:

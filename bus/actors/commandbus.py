@@ -6,6 +6,10 @@ answers on `{prefix}.replies`; every API instance reads all reply partitions (no
 group) from the end and resolves the future waiting on that command id. Replies for other
 instances are ignored. A timeout does not mean failure: the command may still be applied,
 which is why every command is idempotent and the caller gets 503 + Retry-After to retry.
+
+Both directions go through FastStream (bus/kafka/broker.py): commands through one declared
+publisher per command topic, replies through a group-less subscriber on every reply
+partition, positioned at the end before the first command can be sent.
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
+from faststream.middlewares import AckPolicy
 
 from bus.config import metrics
 from bus.config.logs import get_logger
 from bus.config.settings import Settings
-from bus.kafka.clients import headers, make_consumer, make_producer
+from bus.kafka.broker import command_publishers, make_broker, raw_records, subscriber_options
 from domain.commands import Command, command_to_dict
 from domain.errors import DomainError
 
@@ -59,57 +64,83 @@ class CommandResult:
 
 
 class CommandBus:
-    def __init__(self, settings: Settings, *, nudge: Callable[[], None] | None = None) -> None:
+    """Declared publishers for the command topics and a subscriber on every reply partition,
+    on one FastStream broker."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        service: str = "api",
+        *,
+        nudge: Callable[[], None] | None = None,
+    ) -> None:
         self.settings = settings
         # Called before each command is sent: wakes an idle actor host (bus/actors/wake.py).
         self._nudge = nudge
-        self._producer: AIOKafkaProducer | None = None
-        self._consumer: AIOKafkaConsumer | None = None
+        self._broker = make_broker(settings, service)
+        self._commands = command_publishers(self._broker, settings)
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        self._reader: asyncio.Task[None] | None = None
         self._reply_partitions_assigned: list[TopicPartition] = []
         self._awaiting = 0  # commands and probes waiting for a reply
+        self._consumer: AIOKafkaConsumer | None = None
+        # No consumer group: every instance reads every reply partition (aiokafka assigns
+        # all partitions of the topic to a group-less subscription); nothing is committed.
+        # The start position is set explicitly in `start` (the end). The reset policy
+        # applies only when that position vanishes, i.e. the broker lost the topic (the
+        # embedded one restarted): then every reply on the new topic is after our
+        # commands' resumption, and reading from its beginning cannot miss the one we
+        # wait for.
+        self._replies = self._broker.subscriber(
+            settings.reply_topic,
+            group_id=None,
+            ack_policy=AckPolicy.ACK_FIRST,
+            decoder=raw_records,
+            title="replies",
+            **subscriber_options(settings, latency_critical=True),
+        )
+        self._replies(self._on_reply)
+
+    async def _on_reply(self, rec: Any) -> None:
+        cid = rec.key.decode() if rec.key else None
+        fut = self._pending.get(cid or "")
+        if fut is not None and not fut.done():
+            try:
+                fut.set_result(orjson.loads(rec.value))
+            except orjson.JSONDecodeError:
+                log.warning("bad reply", command_id=cid)
 
     async def start(self) -> None:
-        self._producer = make_producer(self.settings)
-        await self._producer.start()
-        # The start position is set explicitly below (the end). The reset policy applies
-        # only when that position vanishes, i.e. the broker lost the topic (the embedded
-        # one restarted): then every reply on the new topic is after our commands'
-        # resumption, and reading from its beginning cannot miss the one we wait for.
-        self._consumer = make_consumer(
-            self.settings, group_id=None, latency_critical=True, auto_offset_reset="earliest"
-        )
-        await self._consumer.start()
-        parts = await self._reply_partitions()
-        tps = [TopicPartition(self.settings.reply_topic, p) for p in sorted(parts)]
-        self._consumer.assign(tps)
+        await self._broker.start()
+        self._consumer = consumer = self._replies.consumer
+        assert consumer is not None
+        tps = await self._reply_partitions(consumer)
         # Position at the end *before* any command is sent, so no reply can be missed.
-        await self._consumer.seek_to_end(*tps)
+        await consumer.seek_to_end(*tps)
         for tp in tps:
-            await self._consumer.position(tp)
+            await consumer.position(tp)
         # Idle until a command is sent (see _awaiting_reply): an idle API or handlers
         # process then sends no fetches at all, instead of one every fetch wait (10 ms on
         # the embedded broker, which holds each fetch that long).
         self._reply_partitions_assigned = tps
-        self._consumer.pause(*tps)
-        self._reader = asyncio.create_task(self._read_replies())
+        consumer.pause(*tps)
 
-    async def _reply_partitions(self, timeout: float = 30.0) -> set[int]:
-        """Every partition of the reply topic. Reading only some would miss most replies,
-        so wait for the topic's metadata (it may be created a moment after we start) and
-        fail loudly rather than guess."""
-        assert self._consumer is not None
+    async def _reply_partitions(
+        self, consumer: AIOKafkaConsumer, timeout: float = 30.0
+    ) -> list[TopicPartition]:
+        """Every partition of the reply topic, once assigned. Reading only some would miss
+        most replies, so wait for the topic's metadata (it may be created a moment after we
+        start) and fail loudly rather than guess."""
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
-            parts = self._consumer.partitions_for_topic(self.settings.reply_topic)
-            if parts:
-                return set(parts)
+            parts = consumer.partitions_for_topic(self.settings.reply_topic)
+            assigned = consumer.assignment()
+            if parts and len(assigned) == len(parts):
+                return sorted(assigned)
             if asyncio.get_running_loop().time() > deadline:
                 raise RuntimeError(
                     f"topic {self.settings.reply_topic} does not exist (run `cairn migrate` / create topics)"
                 )
-            await self._consumer._client.force_metadata_update()
+            await consumer._client.force_metadata_update()
             await asyncio.sleep(0.2)
 
     @contextlib.contextmanager
@@ -132,38 +163,30 @@ class CommandBus:
                 self._consumer.pause(*self._reply_partitions_assigned)
 
     async def stop(self) -> None:
-        if self._reader:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(BusUnavailable("shutting down"))
-        if self._consumer:
-            await self._consumer.stop()
-        if self._producer:
-            await self._producer.stop()
+        await self._broker.stop()
 
     async def ping(self) -> None:
-        assert self._producer is not None
-        await asyncio.wait_for(self._producer.client.fetch_all_metadata(), 5)
+        if not await self._broker.ping(timeout=5):
+            raise ConnectionError("Kafka is not reachable")
 
     async def probe(self, timeout: float = 5.0) -> None:
         """Send a probe through the actors and await its answer; BusUnavailable if none."""
-        assert self._producer is not None, "CommandBus.start() was not called"
+        assert self._consumer is not None, "CommandBus.start() was not called"
         command_id = f"probe-{uuid.uuid4()}"
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[command_id] = fut
         try:
+            # No nudge: readiness polling must not keep an idle actor host awake (its
+            # peek finds the probe within a second; see bus/actors/wake.py).
             with self._awaiting_reply():
-                if self._nudge is not None:
-                    self._nudge()
                 await asyncio.wait_for(
-                    self._producer.send_and_wait(
-                        self.settings.command_topic("uploads"),
+                    self._commands["uploads"].publish(
+                        orjson.dumps({"probe": True, "command_id": command_id}),
                         key=command_id.encode(),
-                        value=orjson.dumps({"probe": True, "command_id": command_id}),
-                        headers=headers(**{"command-id": command_id, "command-type": PROBE_TYPE}),
+                        headers={"command-id": command_id, "command-type": PROBE_TYPE},
                     ),
                     timeout,
                 )
@@ -175,27 +198,6 @@ class CommandBus:
         if not reply.get("ok"):
             raise BusUnavailable("the actors refused the probe")
 
-    async def _read_replies(self) -> None:
-        assert self._consumer is not None
-        while True:
-            try:
-                batch = await self._consumer.getmany(timeout_ms=1000)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # the broker went away: keep trying, waiting callers time out
-                log.warning("reply consumer error", error=str(e))
-                await asyncio.sleep(1)
-                continue
-            for records in batch.values():
-                for rec in records:
-                    cid = rec.key.decode() if rec.key else None
-                    fut = self._pending.get(cid or "")
-                    if fut is not None and not fut.done():
-                        try:
-                            fut.set_result(orjson.loads(rec.value))
-                        except orjson.JSONDecodeError:
-                            log.warning("bad reply", command_id=cid)
-
     async def send(
         self,
         cmd: Command,
@@ -205,7 +207,7 @@ class CommandBus:
         timeout: float | None = None,
     ) -> CommandResult:
         """Send `cmd` and wait for the actor's answer. Raises DomainError or BusUnavailable."""
-        assert self._producer is not None, "CommandBus.start() was not called"
+        assert self._consumer is not None, "CommandBus.start() was not called"
         command_id = cmd.command_id or str(uuid.uuid4())
         body = command_to_dict(cmd)
         body["command_id"] = command_id
@@ -221,17 +223,14 @@ class CommandBus:
                     self._nudge()
                 try:
                     await asyncio.wait_for(
-                        self._producer.send_and_wait(
-                            self.settings.command_topic(cmd.aggregate),
+                        self._commands[cmd.aggregate].publish(
+                            orjson.dumps(body),
                             key=cmd.aggregate_id.encode(),
-                            value=orjson.dumps(body),
-                            headers=headers(
-                                **{
-                                    "command-id": command_id,
-                                    "command-type": cmd.type,
-                                    "traceparent": traceparent,
-                                }
-                            ),
+                            headers={
+                                "command-id": command_id,
+                                "command-type": cmd.type,
+                                **({"traceparent": traceparent} if traceparent else {}),
+                            },
                         ),
                         limit,
                     )

@@ -17,34 +17,41 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections import OrderedDict
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 import orjson
 import structlog
-from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.structs import OffsetAndMetadata
+from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.publisher.usecase import DefaultPublisher
+from faststream.middlewares import AckPolicy
 from opentelemetry.trace import SpanKind
 
 from bus.actors.commandbus import PROBE_TYPE
 from bus.actors.wake import IdleGate
+from bus.aio import Backoff, BoundedLRU, sleep_unless_stopped
 from bus.config import metrics
 from bus.config.logs import get_logger
 from bus.config.settings import Settings
 from bus.config.tracing import current_traceparent, span
-from bus.kafka.clients import (
-    COMMAND_AGGREGATES,
-    header,
-    make_consumer,
-    make_producer,
-    poll_until_stopped,
+from bus.kafka.broker import (
+    BATCH_TIMEOUT_MS,
+    make_broker,
+    observe_batch,
+    raw_records,
+    reply_publisher,
+    subscriber_options,
 )
+from bus.kafka.clients import COMMAND_AGGREGATES, header
 from bus.store.eventstore import PostgresEventStore
 from domain.commands import Command, command_from_dict
 from domain.errors import DomainError, InvalidInput
-from domain.events import EventMeta, RecordedEvent
+from domain.events import EventMeta
 from domain.ports import ConcurrencyError, DuplicateCommand, EventStore
 from domain.registry import AGGREGATES
 
@@ -80,12 +87,11 @@ class Actors:
 
     def __init__(self, store: EventStore) -> None:
         self.store = store
-        self._cache: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+        self._cache: BoundedLRU[str, tuple[Any, int]] = BoundedLRU(CACHE_SIZE)
 
     async def _load(self, stream_id: str, aggregate: str) -> tuple[Any, int]:
         cached = self._cache.get(stream_id)
         if cached is not None:
-            self._cache.move_to_end(stream_id)
             return cached
         events = await self.store.read_stream(stream_id)
         state = AGGREGATES[aggregate].fold(events)
@@ -95,12 +101,9 @@ class Actors:
 
     def _remember(self, stream_id: str, state: Any, version: int) -> None:
         self._cache[stream_id] = (state, version)
-        self._cache.move_to_end(stream_id)
-        while len(self._cache) > CACHE_SIZE:
-            self._cache.popitem(last=False)
 
     def forget(self, stream_id: str) -> None:
-        self._cache.pop(stream_id, None)
+        self._cache.pop(stream_id)
 
     async def execute(
         self, cmd: Command, *, correlation_id: str | None = None, traceparent: str | None = None
@@ -167,7 +170,15 @@ def _refusal(e: DomainError) -> dict[str, Any]:
 
 
 class ActorHost:
-    """The Kafka side: consume commands, run them through `Actors`, reply, commit."""
+    """The Kafka side: consume commands, run them through `Actors`, reply, commit.
+
+    One FastStream batch subscriber over every command topic, acknowledged by hand: a poll
+    batch is split by partition, the partitions run concurrently and each strictly in
+    order, and the offsets are committed only once every command of the batch is applied
+    (appended, answered). A failure (Postgres down, a bug) rewinds every partition of the
+    batch to its first record, waits with backoff, and the batch comes again: commands
+    already applied are recognised by their ids, so nothing is applied twice or skipped.
+    """
 
     def __init__(
         self,
@@ -181,18 +192,16 @@ class ActorHost:
         self.actors = Actors(store or PostgresEventStore(pool))
         self.group_id = group_id or f"{settings.topic_prefix}-actors"
         self.processed = 0
+        self.batches = 0  # command batches started or finished (the idle gate watches it)
         self.assigned: set[TopicPartition] = set()
         self.pool = pool
 
-    async def run(self, stop: asyncio.Event) -> None:
-        topics = [self.settings.command_topic(a) for a in COMMAND_AGGREGATES]
-        consumer = make_consumer(
-            self.settings, group_id=self.group_id, latency_critical=True, max_poll_records=500
-        )
-        producer = make_producer(self.settings)
+    def declare(self, broker: KafkaBroker, stop: asyncio.Event) -> Any:
+        """Declare the command subscriber and the reply publisher on `broker`; return the
+        subscriber (its aiokafka consumer exists once the broker has started)."""
+        replies = reply_publisher(broker, self.settings)
         host = self
-
-        from aiokafka.abc import ConsumerRebalanceListener
+        backoff = Backoff(0.1, 5.0)
 
         class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
@@ -201,42 +210,88 @@ class ActorHost:
             async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
                 host.assigned |= set(assigned)
 
-        consumer.subscribe(topics, listener=Listener())
-        await producer.start()
-        await consumer.start()
+        subscriber = broker.subscriber(
+            *[self.settings.command_topic(a) for a in COMMAND_AGGREGATES],
+            batch=True,
+            group_id=self.group_id,
+            ack_policy=AckPolicy.MANUAL,
+            max_records=500,
+            batch_timeout_ms=BATCH_TIMEOUT_MS,
+            listener=Listener(),
+            decoder=raw_records,
+            title="actors",
+            description="Commands for each aggregate, keyed by aggregate id; one writer per"
+            " aggregate (one partition, strictly in order).",
+            **subscriber_options(self.settings, latency_critical=True),
+        )
+
+        # Options passed as **kwargs leave the subscriber untyped for mypy.
+        @subscriber  # type: ignore[untyped-decorator]
+        async def on_commands(records: Any, msg: KafkaMessage) -> None:
+            # Probes alone (readiness polls) do not keep the host awake.
+            work = any(header(r.headers, "command-type") != PROBE_TYPE for r in records)
+            host.batches += work
+            observe_batch(host.group_id, msg.consumer, records)
+            partitions: dict[tuple[str, int], list[ConsumerRecord[Any, Any]]] = {}
+            for rec in records:
+                partitions.setdefault((rec.topic, rec.partition), []).append(rec)
+            # Partitions are independent: run them concurrently, each strictly in order.
+            # Wait for all of them even when one fails, so no command is still running
+            # when the batch is rewound and comes again.
+            outcomes = await asyncio.gather(
+                *[host._run_partition(replies, recs) for recs in partitions.values()],
+                return_exceptions=True,
+            )
+            failed = [o for o in outcomes if isinstance(o, BaseException)]
+            if failed:
+                await msg.nack()
+                delay = backoff.next()
+                log.error("command batch failed; retrying", error=repr(failed[0]), retry_in=delay)
+                await sleep_unless_stopped(stop, delay)
+                return
+            backoff.reset()
+            try:
+                await msg.ack()
+            except KafkaError as e:
+                # A rebalance took the partitions away: their new owner gets the batch
+                # again and answers it from the applied command ids. Nothing to undo.
+                log.warning("offset commit failed, batch will be redelivered", error=str(e))
+            host.batches += work  # a long batch counts as activity until its end
+
+        return subscriber
+
+    async def run(self, stop: asyncio.Event) -> None:
+        broker = make_broker(self.settings, "actors")
+        subscriber = self.declare(broker, stop)
+        await broker.start()
         # Idle: stop fetching until a sender's nudge (see bus/actors/wake.py).
-        gate = IdleGate(consumer)
+        gate = IdleGate(subscriber.consumer)
         await gate.listen(self.pool)
+        idle = asyncio.create_task(self._drive_gate(gate, stop))
         log.info("actor host started", group=self.group_id)
         try:
-            while not stop.is_set():
-                await gate.wait_for_work(stop)
-                if stop.is_set():
-                    break
-                batch = await poll_until_stopped(consumer, stop, gate.poll_ms)
-                if batch is None:
-                    break
-                gate.after_poll(bool(batch))
-                if not batch:
-                    continue
-                # Partitions are independent: run them concurrently, each strictly in order.
-                await asyncio.gather(
-                    *[self._run_partition(producer, recs) for recs in batch.values()]
-                )
-                offsets = {
-                    tp: OffsetAndMetadata(recs[-1].offset + 1, "") for tp, recs in batch.items()
-                }
-                await consumer.commit(offsets)
+            await stop.wait()
         finally:
+            idle.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await idle
             await gate.close(self.pool)
             with contextlib.suppress(Exception):
-                await consumer.stop()
-            with contextlib.suppress(Exception):
-                await producer.stop()
+                await broker.stop()
             log.info("actor host stopped", processed=self.processed)
 
+    async def _drive_gate(self, gate: IdleGate, stop: asyncio.Event) -> None:
+        """The gate beside FastStream's poll loop: its "poll" is a window of `poll_ms`, and
+        it got commands when a batch started or ended within that window."""
+        while not stop.is_set():
+            await gate.wait_for_work(stop)
+            seen = self.batches
+            if await sleep_unless_stopped(stop, gate.poll_ms / 1000):
+                return
+            gate.after_poll(self.batches != seen)
+
     async def _run_partition(
-        self, producer: AIOKafkaProducer, records: list[ConsumerRecord[Any, Any]]
+        self, replies: DefaultPublisher, records: list[ConsumerRecord[Any, Any]]
     ) -> None:
         sends = []
         for rec in records:
@@ -244,9 +299,7 @@ class ActorHost:
             self.processed += 1
             if reply_key:
                 sends.append(
-                    await producer.send(
-                        self.settings.reply_topic, key=reply_key, value=orjson.dumps(reply)
-                    )
+                    await replies.publish(orjson.dumps(reply), key=reply_key, no_confirm=True)
                 )
         # Replies are best effort (the outcome is durable in Postgres already); wait so that
         # memory stays bounded and errors are logged.
@@ -274,6 +327,9 @@ class ActorHost:
             correlation_id=body.get("correlation_id"), command_id=cmd.command_id
         ):
             try:
+                # One span per command, child of the command's own traceparent: FastStream's
+                # telemetry middleware gives a batch one span that only links the messages,
+                # and the events must carry the trace of the request that caused them.
                 with span(
                     f"command {cmd.type}",
                     body.get("traceparent"),
@@ -288,14 +344,10 @@ class ActorHost:
                     )
             except Exception:
                 # A bug or an infrastructure failure (Postgres down): do not skip the command.
-                # Re-raise so the batch is not committed and the command is redelivered.
+                # Re-raise so the batch is rewound and the command is redelivered.
                 log.exception("command failed", type=cmd.type)
                 metrics.COMMANDS_HANDLED.labels(cmd.type, "failed").inc()
                 raise
         metrics.command_handled(cmd.type, reply)
         reply["command_id"] = cmd.command_id
         return cmd.command_id.encode(), reply
-
-
-def recorded_to_reply(events: list[RecordedEvent]) -> list[dict[str, Any]]:
-    return [e.envelope() for e in events]

@@ -12,7 +12,9 @@ was about a tenth of a core between the actor host and the broker. Instead:
 - the notification resumes fetching at once, in parallel with the command on its way
   through Kafka, so a command on a quiet system is not slower than before;
 - a command nobody announced (a process without a database, a lost notification) is still
-  seen: a paused host peeks at its partitions every `PEEK_EVERY` seconds.
+  seen: a paused host peeks at its partitions every `PEEK_EVERY` seconds. Readiness probes
+  are deliberately not announced and do not keep the host awake, so that a load balancer
+  polling /ready does not turn the polling back on; they are answered at the next peek.
 
 Without a working LISTEN connection the host simply never pauses.
 """

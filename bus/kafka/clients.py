@@ -10,13 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterable
-from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from bus.config import metrics
 from bus.config.settings import Settings
 from domain import registry
 
@@ -108,29 +106,6 @@ async def ensure_topics(settings: Settings, topics: Iterable[str] | None = None)
             await asyncio.sleep(0.05)
     finally:
         await admin.close()
-
-
-async def poll_until_stopped(
-    consumer: AIOKafkaConsumer, stop: asyncio.Event, timeout_ms: int = 1000
-) -> dict[TopicPartition, list[ConsumerRecord[Any, Any]]] | None:
-    """One `getmany`, abandoned as soon as `stop` is set (then None): a consumer loop stops
-    promptly instead of finishing a long poll first."""
-    getter = asyncio.ensure_future(consumer.getmany(timeout_ms=timeout_ms))
-    stopper = asyncio.ensure_future(stop.wait())
-    await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    stopper.cancel()
-    if not getter.done():
-        getter.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await getter
-        return None
-    batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]] = getter.result()
-    group = getattr(consumer, "_group_id", None) or "none"
-    if batch:
-        metrics.observe_fetch(group, consumer, batch)
-    else:
-        metrics.observe_idle(group, {tp.topic for tp in consumer.assignment()})
-    return batch
 
 
 def headers(**values: str | None) -> list[tuple[str, bytes]]:

@@ -110,8 +110,14 @@ async def _run_kind(settings: Settings, kind: str) -> int:
         # The api serves /metrics on its own port; every other kind gets this small one.
         from bus.config.metrics import serve
 
-        metrics_server = serve(settings.metrics_host, settings.metrics_port)
-        log.info("metrics", url=f"http://{settings.metrics_host}:{settings.metrics_port}/metrics")
+        url = f"http://{settings.metrics_host}:{settings.metrics_port}/metrics"
+        try:
+            metrics_server = serve(settings.metrics_host, settings.metrics_port)
+            log.info("metrics", url=url)
+        except OSError as e:
+            # A busy metrics port must not take the process down with it (a crash loop
+            # would stop the service for the sake of its gauges): run without metrics.
+            log.error("metrics port unavailable; running without /metrics", url=url, error=str(e))
     watcher: asyncio.Task[None] | None = None
     supervisor_pid = os.environ.get("CAIRN_SUPERVISOR_PID", "")
     if supervisor_pid.isdigit():

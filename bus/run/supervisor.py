@@ -31,6 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import psutil
 
+from bus.aio import Backoff, sleep_unless_stopped
 from bus.config.logs import configure, get_logger
 from bus.config.settings import Settings
 from bus.kafka.clients import ensure_topics
@@ -615,7 +616,7 @@ class Supervisor:
 
     async def _keep_running(self, kind: str) -> None:
         """Run one kind until stop, restarting it with backoff whenever it dies."""
-        delay = BACKOFF_MIN
+        backoff = Backoff(BACKOFF_MIN, BACKOFF_MAX, jitter=False)
         env = self._child_env(kind)
         while not self._halt[kind].is_set():
             started = time.monotonic()
@@ -661,11 +662,10 @@ class Supervisor:
                 await self._halt[kind].wait()  # stopping: not restarted, just awaited
                 return
             if time.monotonic() - started >= STABLE_AFTER:
-                delay = BACKOFF_MIN
+                backoff.reset()
+            delay = backoff.next()
             log.error("child died; restarting", kind=kind, exit_code=code, restart_in=delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._halt[kind].wait(), delay)
-            delay = min(delay * 2, BACKOFF_MAX)
+            await sleep_unless_stopped(self._halt[kind], delay)
 
     async def _stop_child(self, kind: str, proc: asyncio.subprocess.Process) -> None:
         if proc.returncode is None:

@@ -20,7 +20,7 @@ from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from bus.store.eventstore import PostgresEventStore
 from domain.events import EventMeta, NewEvent
 from tests.api.sse import SSEClient
-from tests.system import System, isolated_system
+from tests.system import System, isolated_system, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -301,6 +301,7 @@ async def test_resume_from_the_store_when_the_broker_has_nothing(quick_system: S
     resumes from before them still gets every one, then the live ones, in order."""
     me = user()
     old = await append(quick_system, me, 3)
+    before = await latency_count(quick_system)
     s = await open_sse(quick_system, who=me, last_event_id=str(old[0] - 1))
     try:
         got = await s.events(3)
@@ -309,6 +310,21 @@ async def test_resume_from_the_store_when_the_broker_has_nothing(quick_system: S
     finally:
         await s.close()
     assert [int(m.id or 0) for m in got] == old + new
+
+    # The append-to-delivery histogram counts the two live deliveries, not the history.
+    async def counted_two() -> bool:
+        return await latency_count(quick_system) == before + 2
+
+    await wait_until(counted_two)
+
+
+async def latency_count(s: System) -> float:
+    async with s.client(None) as c:
+        text = (await c.get("/metrics")).text
+    for line in text.splitlines():
+        if line.startswith('cairn_event_delivery_latency_seconds_count{transport="sse"}'):
+            return float(line.split()[-1])
+    return 0.0
 
 
 async def dropped(s: System, reason: str) -> float:

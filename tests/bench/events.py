@@ -5,7 +5,7 @@
   the message came first, which is possible since the event is appended before the answer).
   Also the API's own histogram `cairn_event_delivery_latency_seconds` (append in Postgres
   to the write on the stream), as a mean over the run.
-- events.sse_fanout: N SSE clients (1,000 in full mode) of one user on one API process;
+- events.sse_fanout: 1,000 SSE clients of one user on one API process;
   E uploads initiated straight through the actors' decide-and-append (one event each, no
   Kafka round trip, as bus.append_to_projection does); events/s and deliveries/s from the first
   append to the last client holding the last event. Memory: the API process's RSS before
@@ -136,8 +136,8 @@ async def sse_latency(bench: Bench, res: Result) -> None:
 async def sse_fanout(bench: Bench, res: Result) -> None:
     assert bench.cairn is not None
     quick = bench.scale.name == "quick"
-    n_clients = 200 if quick else 1000
-    n_events = 50 if quick else 500
+    n_clients = 1000
+    n_events = 20 if quick else 500
     api = _api_process(bench)
     pool = await db.create_pool(bench.cairn.database_url, min_size=1, max_size=4)
     events_s: list[float] = []

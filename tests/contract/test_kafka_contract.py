@@ -1,6 +1,6 @@
 """The Kafka contract, seen from outside: a plain aiokafka consumer (tests/contract/consumer.py,
 which imports nothing of Cairn) reads every topic named in /schema/asyncapi.json, validates
-every message against the published schema of its type, and sees each aggregate's versions
+every message against the published schema of its type (envelope and `data`), and sees each aggregate's versions
 1, 2, 3... without gaps, while three actor hosts (one stopped half-way, so partitions move),
 the relay, the handlers and concurrent clients run."""
 
@@ -68,6 +68,27 @@ async def test_every_message_matches_its_schema_in_order_per_aggregate(system: S
     async with system.client(None) as c:
         asyncapi = (await c.get("/schema/asyncapi.json")).json()
     assert consumer.topics(asyncapi), "the AsyncAPI document names no topics"
+    # Every event type publishes a schema of its `data`, and it is not vacuous: a chunk
+    # event whose index is a string fails it.
+    for name, message in asyncapi["components"]["messages"].items():
+        data = message["payload"]["properties"]["data"]
+        assert "$ref" in data or "properties" in data, f"{name}: no schema for data"
+    bad = {
+        "id": "00000000-0000-4000-8000-000000000000",
+        "type": "UploadChunkStored",
+        "schema_version": asyncapi["components"]["messages"]["UploadChunkStored"]["payload"][
+            "properties"
+        ]["schema_version"]["const"],
+        "stream_id": "upload-00000000-0000-4000-8000-000000000000",
+        "version": 2,
+        "position": 2,
+        "occurred_at": "2026-01-01T00:00:00+00:00",
+        "owner": "alice",
+        "correlation_id": None,
+        "causation_id": None,
+        "data": {"index": "zero"},
+    }
+    assert list(consumer.validators(asyncapi)["UploadChunkStored"].iter_errors(bad))
 
     # Two more actor hosts join the system's own: commands spread over three.
     extra = []

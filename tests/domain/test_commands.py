@@ -16,13 +16,16 @@ from domain.commands import (
     AppendBytes,
     Command,
     CompleteUpload,
+    CreateBucket,
     CreateFile,
     DeclareLength,
+    DeleteBucket,
     DeleteFile,
     ExpireUpload,
     FailUpload,
     InitiateUpload,
     StoreChunk,
+    UpdateBucket,
     command_from_dict,
     command_to_dict,
 )
@@ -102,6 +105,9 @@ SAMPLES: dict[str, Command] = {
     "ResumeFetch": ResumeFetch(**ENV),
     "CancelFetch": CancelFetch(**ENV),
     "RetryFetch": RetryFetch(**ENV),
+    "CreateBucket": CreateBucket(**ENV, public=True, description="cats"),
+    "UpdateBucket": UpdateBucket(**ENV, public=None, description="dogs"),
+    "DeleteBucket": DeleteBucket(**ENV, force=True),
 }
 
 

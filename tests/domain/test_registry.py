@@ -15,7 +15,7 @@ import msgspec
 import orjson
 import pytest
 
-from domain import fetches, files, registry, uploads
+from domain import buckets, fetches, files, registry, uploads
 from domain.commands import COMMANDS, command_from_dict, command_to_dict
 from domain.kernel import AggregateSpec, Event
 from domain.uploads.commands import UploadCommand
@@ -128,6 +128,12 @@ GOLDEN: dict[str, tuple[int, dict[str, Any]]] = {
     "FetchResumed": (1, {"at": AT}),
     "FetchCancelled": (1, {"at": AT}),
     "FetchRetried": (1, {"at": AT}),
+    "BucketCreated": (
+        1,
+        {"name": "photos", "owner": "alice", "public": True, "description": "d", "at": AT},
+    ),
+    "BucketUpdated": (1, {"public": False, "description": "", "at": AT}),
+    "BucketDeleted": (1, {"force": True, "at": AT}),
 }
 
 
@@ -186,10 +192,10 @@ def test_stream_ids_prefixes_and_command_topics_derive_from_the_registry() -> No
         "task": "tasks",
         "bucket": "buckets",
     }
-    assert registry.COMMAND_AGGREGATES == ("uploads", "files", "fetches")
+    assert registry.COMMAND_AGGREGATES == ("uploads", "files", "fetches", "buckets")
     assert registry.stream_id_for("uploads", "x-1") == "upload-x-1"
     assert registry.aggregate_of("file-x-1") == "files"
-    for name in ("tasks", "buckets"):  # reserved: topics only
+    for name in ("tasks",):  # reserved: topics only
         spec = registry.AGGREGATES[name]
         assert not spec.takes_commands and not spec.events
         with pytest.raises(LookupError):
@@ -201,7 +207,7 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 def test_every_command_round_trips_its_wire_form_and_names_its_stream() -> None:
     assert set(COMMANDS) == {
-        c.type for s in (uploads, files, fetches) for c in s.AGGREGATE.commands
+        c.type for s in (uploads, files, fetches, buckets) for c in s.AGGREGATE.commands
     }
     for cls in COMMANDS.values():
         required = {

@@ -17,8 +17,9 @@ import pytest_asyncio
 from aiokafka import AIOKafkaConsumer
 
 from bus.actors import wake
+from bus.aio import Stopped, unless_stopped
 from bus.config.settings import Settings
-from bus.kafka.clients import ensure_topics, make_consumer, make_producer, poll_until_stopped
+from bus.kafka.clients import ensure_topics, make_consumer, make_producer
 from tests.system import wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -51,8 +52,11 @@ class Loop:
     async def run(self) -> None:
         while not self.stop.is_set():
             await self.gate.wait_for_work(self.stop)
-            batch = await poll_until_stopped(self.consumer, self.stop, self.gate.poll_ms)
-            if batch is None:
+            try:
+                batch = await unless_stopped(
+                    self.consumer.getmany(timeout_ms=self.gate.poll_ms), self.stop
+                )
+            except Stopped:
                 return
             self.gate.after_poll(bool(batch))
             for records in batch.values():

@@ -1,0 +1,87 @@
+// The live event stream (GET /v1/events, Server-Sent Events) read with fetch(), because
+// EventSource cannot send an Authorization or X-API-Key header and the credential must
+// never go into a URL. Reconnects resume exactly after the last event seen (Last-Event-ID),
+// with a growing delay so a server that is down is not hammered.
+
+import { authHeaders } from './api.js'
+
+export class EventStream {
+  constructor (onEvent, onState) {
+    this.onEvent = onEvent
+    this.onState = onState
+    this.lastId = null
+    this.controller = null
+    this.stopped = true
+  }
+
+  start () {
+    this.stopped = false
+    this.run()
+  }
+
+  stop () {
+    this.stopped = true
+    if (this.controller) this.controller.abort()
+    this.onState('off')
+  }
+
+  async run () {
+    let delay = 1000
+    while (!this.stopped) {
+      this.controller = new AbortController()
+      try {
+        const headers = { ...authHeaders(), Accept: 'text/event-stream' }
+        if (this.lastId !== null) headers['Last-Event-ID'] = this.lastId
+        const resp = await fetch('/v1/events', { headers, signal: this.controller.signal, cache: 'no-store' })
+        if (resp.status === 401) {
+          window.dispatchEvent(new CustomEvent('cairn:unauthorized'))
+          return
+        }
+        if (!resp.ok) throw new Error(`events: ${resp.status}`)
+        this.onState('live')
+        delay = 1000
+        await this.read(resp.body)
+      } catch (e) {
+        if (this.stopped) return
+      }
+      if (this.stopped) return
+      this.onState('reconnecting')
+      await new Promise(resolve => setTimeout(resolve, delay))
+      delay = Math.min(delay * 2, 30000)
+    }
+  }
+
+  async read (body) {
+    const reader = body.pipeThrough(new TextDecoderStream()).getReader()
+    let buffer = ''
+    for (;;) {
+      const { value, done } = await reader.read()
+      if (done) return
+      buffer += value.replace(/\r\n?/g, '\n')
+      let cut
+      while ((cut = buffer.indexOf('\n\n')) >= 0) {
+        const block = buffer.slice(0, cut)
+        buffer = buffer.slice(cut + 2)
+        this.dispatch(block)
+      }
+    }
+  }
+
+  dispatch (block) {
+    let id = null; let type = 'message'; const data = []
+    for (const line of block.split('\n')) {
+      if (!line || line.startsWith(':')) continue
+      const i = line.indexOf(':')
+      const field = i < 0 ? line : line.slice(0, i)
+      const value = i < 0 ? '' : line.slice(i + 1).replace(/^ /, '')
+      if (field === 'id') id = value
+      else if (field === 'event') type = value
+      else if (field === 'data') data.push(value)
+    }
+    if (!data.length) return
+    if (id !== null) this.lastId = id
+    let payload
+    try { payload = JSON.parse(data.join('\n')) } catch { return }
+    this.onEvent(type, payload)
+  }
+}

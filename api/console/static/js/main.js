@@ -1,0 +1,103 @@
+// The console's entry: sign-in and sign-out, and wiring of the screens to the live stream.
+
+import { json, credential, setCredential, clearCredential } from './api.js'
+import { EventStream } from './events.js'
+import { addActivity, clearActivity } from './feed.js'
+import { setupFiles, loadFiles, reloadFiles, resetFiles } from './files.js'
+import { setupUploads, resetUploads, setUploadBucket } from './upload.js'
+import { setupBuckets, loadBuckets, reloadBuckets, resetBuckets } from './buckets.js'
+import { setupTabs } from './tabs.js'
+import { say } from './util.js'
+
+const stream = new EventStream(onEvent, (s) => {
+  const live = document.getElementById('live')
+  live.dataset.state = s
+  live.textContent = s === 'live' ? 'live' : s === 'off' ? 'offline' : 'reconnecting…'
+})
+
+function onEvent (type, envelope) {
+  if (type === 'end') return // the server closed the stream; EventStream reconnects
+  addActivity(type, envelope)
+  if (type.startsWith('File')) reloadFiles()
+  if (type.startsWith('Bucket')) reloadBuckets()
+}
+
+async function signIn (kind, secret) {
+  // Checked against the API before it is kept: a wrong key never looks signed in.
+  await json('/v1/files?limit=1', { cred: { kind, secret } })
+  setCredential(kind, secret)
+}
+
+function show (signedIn) {
+  document.getElementById('signin').hidden = signedIn
+  document.getElementById('app').hidden = !signedIn
+  document.getElementById('signout').hidden = !signedIn
+  const who = document.getElementById('who')
+  who.hidden = !signedIn
+  const cred = credential()
+  who.textContent = signedIn && cred ? `Signed in with ${cred.kind === 'token' ? 'a token' : 'an API key'}` : ''
+}
+
+async function enter () {
+  show(true)
+  stream.start()
+  await Promise.all([loadFiles(), loadBuckets()])
+  document.getElementById('main').focus()
+}
+
+function signOut (message) {
+  stream.stop()
+  clearCredential()
+  resetUploads()
+  resetFiles()
+  resetBuckets()
+  showTab('files')
+  clearActivity()
+  show(false)
+  say(message || 'Signed out.')
+  document.getElementById('secret').focus()
+}
+
+let showTab = () => {}
+
+function setup () {
+  showTab = setupTabs(() => {})
+  setupFiles(setUploadBucket)
+  setupBuckets((name) => {
+    const pick = document.getElementById('bucket-pick')
+    pick.value = name
+    pick.dispatchEvent(new Event('change'))
+    showTab('files')
+    pick.focus()
+  })
+  setupUploads(() => reloadFiles())
+  const form = document.getElementById('signin-form')
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault()
+    const secret = form.secret.value.trim()
+    const error = document.getElementById('signin-error')
+    error.textContent = ''
+    if (!secret) { error.textContent = 'Enter an API key or a token.'; return }
+    try {
+      await signIn(form.kind.value, secret)
+    } catch (e) {
+      error.textContent = e.status === 401 ? 'That key or token was refused.' : `Sign-in failed: ${e.message}`
+      form.secret.focus()
+      form.secret.select()
+      return
+    }
+    form.reset()
+    say('Signed in.')
+    await enter()
+  })
+  document.getElementById('signout').addEventListener('click', () => signOut())
+  window.addEventListener('cairn:unauthorized', () => {
+    if (credential()) signOut('Your session ended (the key or token was refused); sign in again.')
+  })
+  if (credential()) enter()
+  else show(false)
+  document.body.dataset.ready = 'true' // for tests and scripts: the console is wired up
+}
+
+// uppy.js is a deferred classic script; module scripts run after it, so it is there.
+setup()

@@ -1,0 +1,258 @@
+"""Buckets: create, list, read (with usage), change and delete named, owned namespaces.
+
+A bucket's settings are read from its aggregate (its short stream folds in one query), so
+they are consistent with the log at once; listings and usage come from the read models.
+Someone else's bucket is answered exactly like a missing one (404), and so is a name that
+is not a valid bucket name at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+
+from api.auth import Principal, provide_principal
+from api.context import ctx, now
+from api.errors import ApiError
+from api.http.strict import strict_request
+from api.openapi import SECURED
+from api.schemas import Bucket, BucketDeleted, BucketPage, CreateBucket, UpdateBucket, ok
+from domain.buckets import BucketState
+from domain.buckets.commands import CreateBucket as CreateBucketCommand
+from domain.buckets.commands import DeleteBucket
+from domain.buckets.commands import UpdateBucket as UpdateBucketCommand
+from domain.buckets.names import is_bucket_name
+from domain.commands import DeleteFile
+from domain.errors import NotFound
+from domain.files import FileState
+from projections import bucket_queries
+
+# A forced delete sends one DeleteFile per object; this many are in flight at once
+# (enough to hide the round trip, few enough not to crowd out other clients' commands).
+_DELETE_CONCURRENCY = 16
+_DELETE_PAGE = 1000
+
+
+def bucket_view(st: BucketState) -> dict[str, Any]:
+    return {
+        "name": st.name,
+        "owner": st.owner,
+        "public": st.public,
+        "description": st.description,
+        "created_at": st.created_at.isoformat(),
+        "updated_at": st.updated_at.isoformat(),
+    }
+
+
+def _not_found(name: str) -> NotFound:
+    return NotFound("bucket_not_found", "no such bucket", {"name": name[:64]})
+
+
+async def load_bucket(request: Request[Any, Any, Any], name: str) -> BucketState | None:
+    """The live bucket `name`, or None (missing, deleted, or not a valid name)."""
+    if not is_bucket_name(name):
+        return None
+    st: BucketState | None = await ctx(request).load("buckets", f"bucket-{name}")
+    return None if st is None or st.deleted else st
+
+
+async def _visible_bucket(
+    request: Request[Any, Any, Any], name: str, principal: Principal
+) -> BucketState:
+    st = await load_bucket(request, name)
+    if st is None or not st.visible_to(principal.user, principal.admin):
+        raise _not_found(name)
+    return st
+
+
+async def _is_object(request: Request[Any, Any, Any], st: BucketState, file_id: str) -> bool:
+    """Is `file_id` a live object of bucket `st`, by its aggregate (the authority)? The
+    read model lags: it may still list an object deleted (or moved) a moment ago."""
+    f: FileState | None = await ctx(request).load("files", f"file-{file_id}")
+    return f is not None and not f.deleted and f.bucket == st.name and f.owner == st.owner
+
+
+async def _first_object(request: Request[Any, Any, Any], st: BucketState) -> str | None:
+    """One live object of the bucket, or None if it is empty.
+
+    Candidates come from the read model and are confirmed on their aggregates, so an object
+    deleted a moment ago never makes a bucket look non-empty. An object created within the
+    projector's lag is not seen yet (README, Buckets: emptiness is read-model-fresh)."""
+    after: str | None = None
+    c = ctx(request)
+    while ids := await bucket_queries.object_ids(c.pool, st.name, st.owner, 100, after=after):
+        for file_id in ids:
+            if await _is_object(request, st, file_id):
+                return file_id
+        after = ids[-1]
+    return None
+
+
+class BucketsController(Controller):
+    path = "/v1/buckets"
+    tags = ["buckets"]
+    dependencies = {"principal": Provide(provide_principal)}
+    security = SECURED
+    before_request = strict_request  # type: ignore[assignment]  # (Litestar unbinds it)
+
+    @post(
+        "/",
+        status_code=201,
+        summary="Create a bucket (S3 bucket-name rules; names are unique across users)",
+        responses=ok(201, Bucket, "The bucket"),
+    )
+    async def create_bucket(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[CreateBucket],
+        principal: NamedDependency[Principal],
+    ) -> Response[Any]:
+        c = ctx(request)
+        await c.send(
+            request,
+            CreateBucketCommand(
+                aggregate_id=data.name,
+                caller=principal.user,
+                at=now(),
+                public=data.public,
+                description=data.description,
+            ),
+        )
+        st = await load_bucket(request, data.name)
+        if st is None:  # deleted again in between by its owner
+            raise _not_found(data.name)
+        return Response(
+            bucket_view(st), status_code=201, headers={"Location": f"/v1/buckets/{data.name}"}
+        )
+
+    @get(
+        "/",
+        summary="List the caller's buckets (an admin's: everyone's), by name",
+        responses=ok(200, BucketPage, "A page of buckets"),
+    )
+    async def list_buckets(
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+        cursor: Annotated[str | None, QueryParameter(max_length=255)] = None,
+    ) -> dict[str, Any]:
+        items = await bucket_queries.list_buckets(
+            ctx(request).pool,
+            None if principal.admin else principal.user,
+            limit=limit,
+            after=cursor,
+        )
+        next_cursor = items[-1]["name"] if len(items) == limit else None
+        return {"items": items, "limit": limit, "next_cursor": next_cursor}
+
+    @get(
+        "/{name:str}",
+        summary="A bucket, its usage and its owner's usage",
+        responses=ok(200, Bucket, "The bucket"),
+    )
+    async def get_bucket(
+        self,
+        request: Request[Any, Any, Any],
+        name: FromPath[str],
+        principal: NamedDependency[Principal],
+    ) -> dict[str, Any]:
+        st = await _visible_bucket(request, name, principal)
+        pool = ctx(request).pool
+        return {
+            **bucket_view(st),
+            "usage": await bucket_queries.bucket_usage(pool, st.name, st.owner),
+            "owner_usage": await bucket_queries.owner_usage(pool, st.owner),
+        }
+
+    @patch(
+        "/{name:str}",
+        summary="Change a bucket's public flag or description",
+        responses=ok(200, Bucket, "The bucket after the change"),
+    )
+    async def update_bucket(
+        self,
+        request: Request[Any, Any, Any],
+        name: FromPath[str],
+        data: JSONBody[UpdateBucket],
+        principal: NamedDependency[Principal],
+    ) -> dict[str, Any]:
+        if not is_bucket_name(name):
+            raise _not_found(name)
+        await ctx(request).send(
+            request,
+            UpdateBucketCommand(
+                aggregate_id=name,
+                caller=principal.user,
+                admin=principal.admin,
+                at=now(),
+                public=data.public,
+                description=data.description,
+            ),
+        )
+        return bucket_view(await _visible_bucket(request, name, principal))
+
+    @delete(
+        "/{name:str}",
+        status_code=200,
+        summary="Delete a bucket: 409 if it holds objects, unless force=true deletes them",
+        responses=ok(200, BucketDeleted, "The bucket is deleted"),
+    )
+    async def delete_bucket(
+        self,
+        request: Request[Any, Any, Any],
+        name: FromPath[str],
+        principal: NamedDependency[Principal],
+        force: FromQuery[bool] = False,
+    ) -> dict[str, Any]:
+        c = ctx(request)
+        st = await _visible_bucket(request, name, principal)
+        if not force and await _first_object(request, st) is not None:
+            usage = await bucket_queries.bucket_usage(c.pool, st.name, st.owner)
+            raise ApiError(
+                409,
+                "bucket_not_empty",
+                "the bucket holds objects: delete them first, or pass force=true",
+                {"name": st.name, "objects": usage["objects"]},
+            )
+        deleted = 0
+        # Objects first, the bucket last: if this is cut off half-way the bucket still
+        # exists, and the same request again finishes the job.
+        gate = asyncio.Semaphore(_DELETE_CONCURRENCY)
+
+        async def delete_one(file_id: str) -> None:
+            async with gate:
+                await c.send(
+                    request,
+                    DeleteFile(
+                        aggregate_id=file_id,
+                        caller=principal.user,
+                        admin=principal.admin,
+                        at=now(),
+                    ),
+                )
+
+        # Keyset pages in id order: one pass, whatever the projector applies meanwhile.
+        after: str | None = None
+        while ids := await bucket_queries.object_ids(
+            c.pool, st.name, st.owner, _DELETE_PAGE, after=after
+        ):
+            live = [i for i in ids if await _is_object(request, st, i)]
+            await asyncio.gather(*(delete_one(i) for i in live))
+            deleted += len(live)
+            after = ids[-1]
+        await c.send(
+            request,
+            DeleteBucket(
+                aggregate_id=st.name,
+                caller=principal.user,
+                admin=principal.admin,
+                at=now(),
+                force=force,
+            ),
+        )
+        return {"name": st.name, "deleted": True, "objects_deleted": deleted}

@@ -1,0 +1,103 @@
+"""Small asyncio tools every long-running loop needs, written once.
+
+- `Backoff`: bounded exponential backoff with jitter, so processes restarted together do
+  not retry in step.
+- `BoundedLRU`: a dict that forgets its least recently used entries past a size; the
+  actor state cache, the handlers' upload shapes and the API's shapes use it.
+- `sleep_unless_stopped`: sleep, but return as soon as `stop` is set.
+- `unless_stopped`: await an awaitable, abandoning (cancelling) it when `stop` is set first;
+  for calls that may block a long time (a Kafka poll, joining a group, a retried batch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections import OrderedDict
+from collections.abc import Awaitable, Iterator
+from typing import Generic, TypeVar
+
+K = TypeVar("K")
+V = TypeVar("V")
+T = TypeVar("T")
+
+
+class Backoff:
+    """Bounded exponential backoff: `next()` gives the delay to wait, doubling each time up
+    to `maximum`; `reset()` after a success. With `jitter`, each delay is drawn from
+    [delay/2, delay]."""
+
+    def __init__(self, initial: float, maximum: float, *, jitter: bool = True) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.jitter = jitter
+        self.current = initial
+
+    def next(self) -> float:
+        delay = self.current
+        self.current = min(self.current * 2, self.maximum)
+        return delay * (0.5 + random.random() / 2) if self.jitter else delay
+
+    def reset(self) -> None:
+        self.current = self.initial
+
+
+class BoundedLRU(Generic[K, V]):
+    """At most `maxsize` entries; reading or writing an entry makes it the most recent."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._data: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        value = self._data.get(key)
+        if value is not None:
+            self._data.move_to_end(key)
+        return value
+
+    def __setitem__(self, key: K, value: V) -> None:
+        self._data[key] = value
+        self._data.move_to_end(key)
+        while len(self._data) > self.maxsize:
+            self._data.popitem(last=False)
+
+    def pop(self, key: K) -> V | None:
+        return self._data.pop(key, None)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._data)
+
+
+async def sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep `seconds`, returning at once when `stop` is set; True if stopped."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+    return stop.is_set()
+
+
+class Stopped(Exception):
+    """`unless_stopped` gave up on its awaitable because `stop` was set."""
+
+
+async def unless_stopped(aw: Awaitable[T], stop: asyncio.Event) -> T:
+    """The result of `aw`, or `Stopped` if `stop` is set first (then `aw` is cancelled and
+    awaited, so nothing it holds, e.g. a transaction, outlives this call)."""
+    task = asyncio.ensure_future(aw)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+    if task.cancelled():
+        raise Stopped
+    return task.result()

@@ -1,0 +1,141 @@
+"""The FastStream Kafka broker every process builds, and the subscriber options it uses.
+
+One place decides how Cairn talks to Kafka through FastStream (`faststream.kafka.KafkaBroker`,
+aiokafka underneath): the producer settings of `clients.make_producer` (acks=all,
+idempotence per setting, no linger, 4 MiB requests), FastStream's Prometheus middleware
+(`faststream_*` metrics: messages received, processed, published, their durations and
+exceptions, per topic) and, where it gives the right signal, its OpenTelemetry middleware.
+
+Topics are never created by FastStream (`allow_auto_create_topics=False`): `ensure_topics`
+creates them with the configured partition count and replication factor, and a consumer
+that auto-created a topic with the broker's default partition count would break the
+keying of commands by aggregate.
+
+Subscribers commit offsets themselves (`AckPolicy.MANUAL`): every handler acknowledges a
+message only after its effect is durable (an append, a projection transaction, an accepted
+follow-up command), and on failure rewinds (`nack`) so that nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka import TopicPartition
+from faststream.kafka import KafkaBroker
+from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from faststream.kafka.publisher.usecase import DefaultPublisher
+from opentelemetry import trace
+from prometheus_client import REGISTRY
+
+from bus.config import metrics
+from bus.config.settings import Settings
+from bus.kafka.clients import COMMAND_AGGREGATES, assert_bootstrap
+
+# How long a batch subscriber's poll waits for data. FastStream's batch subscriber sleeps
+# as long again after an empty poll, so this also bounds how long a command arriving after
+# an idle spell can go unseen: kept short for the latency-critical consumers.
+BATCH_TIMEOUT_MS = 10
+# The same for consumers that are not latency-critical (projector, handlers): polls this
+# long keep an idle process idle, at the price of up to this much more delay after idling.
+BATCH_TIMEOUT_MS_BACKGROUND = 100
+
+
+class _TopicsAreOurs(logging.Filter):
+    """Drops FastStream's warning that it will not create topics: that is deliberate here
+    (see the module docstring), and it would be logged by every subscriber on every start."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Auto create topics is disabled" not in record.getMessage()
+
+
+# FastStream's records go through the standard library, so they reach the one JSON stream
+# of bus/config/logs.py instead of FastStream's own plain-text handler.
+_LOGGER = logging.getLogger("cairn.faststream")
+_LOGGER.addFilter(_TopicsAreOurs())
+
+
+def make_broker(settings: Settings, service: str, *, telemetry: bool = True) -> KafkaBroker:
+    """A broker for one process (`service` labels its metrics).
+
+    `telemetry=False` leaves out the OpenTelemetry middleware: it writes a `traceparent`
+    header of its own producer span on every publish, which is wrong for the relay, whose
+    events must carry the traceparent stored with them (the span of the command that
+    caused them), not one of the relay's.
+    """
+    middlewares: list[Any] = [
+        KafkaPrometheusMiddleware(registry=REGISTRY, app_name=f"cairn-{service}")
+    ]
+    if telemetry:
+        middlewares.insert(0, KafkaTelemetryMiddleware(tracer_provider=trace.get_tracer_provider()))
+    return KafkaBroker(
+        assert_bootstrap(settings),
+        acks="all",
+        enable_idempotence=settings.kafka_idempotence,
+        linger_ms=0,
+        request_timeout_ms=15000,
+        max_request_size=4 * 1024 * 1024,
+        allow_auto_create_topics=False,
+        client_id=f"cairn-{service}",
+        middlewares=middlewares,
+        # Cairn logs through structlog; FastStream's per-message access log at INFO would
+        # double every line.
+        logger=_LOGGER,
+        log_level=logging.DEBUG,
+        graceful_timeout=15.0,
+    )
+
+
+def fetch_max_wait_ms(settings: Settings, *, latency_critical: bool) -> int:
+    """How long a fetch may wait for data (see `clients.make_consumer` for the embedded
+    broker, which holds every fetch until this deadline)."""
+    if latency_critical:
+        return settings.kafka_fetch_max_wait_ms
+    return max(settings.kafka_fetch_max_wait_ms, 200)
+
+
+def subscriber_options(settings: Settings, *, latency_critical: bool = False) -> dict[str, Any]:
+    """Consumer settings shared by every subscriber (same as `clients.make_consumer`)."""
+    return {
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": 10000,
+        "heartbeat_interval_ms": 1000,
+        "max_poll_interval_ms": 300000,
+        "fetch_max_wait_ms": fetch_max_wait_ms(settings, latency_critical=latency_critical),
+    }
+
+
+async def raw_records(msg: Any) -> Any:
+    """Decoder that hands the handler the aiokafka records themselves (a tuple for a batch
+    subscriber): Cairn parses its own envelopes and needs offsets and headers."""
+    return msg.raw_message
+
+
+def observe_batch(group: str, consumer: Any, records: Iterable[Any]) -> None:
+    """Consumer lag metrics (bus/config/metrics.py) for one batch a subscriber received."""
+    batch: dict[TopicPartition, list[Any]] = {}
+    for rec in records:
+        batch.setdefault(TopicPartition(rec.topic, rec.partition), []).append(rec)
+    metrics.observe_fetch(group, consumer, batch)
+
+
+def reply_publisher(broker: KafkaBroker, settings: Settings) -> DefaultPublisher:
+    return broker.publisher(
+        settings.reply_topic,
+        title="replies",
+        description="The actors' answer to each command, keyed by command id.",
+    )
+
+
+def command_publishers(broker: KafkaBroker, settings: Settings) -> dict[str, DefaultPublisher]:
+    """One declared publisher per command topic, by aggregate."""
+    return {
+        a: broker.publisher(
+            settings.command_topic(a),
+            title=f"commands.{a}",
+            description=f"Commands for {a} aggregates, keyed by aggregate id.",
+        )
+        for a in COMMAND_AGGREGATES
+    }

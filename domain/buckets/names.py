@@ -1,0 +1,46 @@
+"""Bucket names: S3's rules, so a name that works here works on any S3-compatible store.
+
+Pure checks; `decide` refuses a bad name before anything is recorded, and the API reuses
+the same function so a malformed name in a URL is answered like a missing bucket.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+_SHAPE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_BAD_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_BAD_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+
+RESERVED = frozenset({"default"})
+"""`default` holds every file uploaded without a bucket (each user's own, private): it is
+not a bucket anyone can create, own or make public."""
+
+
+def bucket_name_problem(name: str) -> str | None:
+    """Why S3 would refuse `name` as a bucket name, or None if it is valid."""
+    if not isinstance(name, str) or not 3 <= len(name) <= 63:
+        return "a bucket name is 3 to 63 characters long"
+    if _SHAPE.fullmatch(name) is None:
+        return (
+            "a bucket name holds lowercase letters, digits, dots and hyphens, and begins"
+            " and ends with a letter or digit"
+        )
+    if ".." in name:
+        return "a bucket name has no two adjacent dots"
+    if ".-" in name or "-." in name:
+        return "a bucket name has no dot next to a hyphen"
+    try:
+        ipaddress.IPv4Address(name)
+    except ValueError:
+        pass
+    else:
+        return "a bucket name is not formatted like an IP address"
+    if name.startswith(_BAD_PREFIXES) or name.endswith(_BAD_SUFFIXES):
+        return "a bucket name does not use a prefix or suffix S3 reserves"
+    return None
+
+
+def is_bucket_name(name: str) -> bool:
+    return bucket_name_problem(name) is None and name not in RESERVED

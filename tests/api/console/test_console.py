@@ -1,0 +1,315 @@
+"""The web console at /console, driven in headless Chromium against a whole running Cairn:
+sign-in, uploads through Uppy and tus (two in parallel; one interrupted by a reload and
+resumed), the live file list and activity feed, download, preview, delete, sign-out, and
+phone width. No Content-Security-Policy violation may happen along the way."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import Page, Route, expect
+
+from api.console.mount import CSP
+from tests.api.console.browser import chromium, shot
+from tests.system import System, wait_until
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+CHUNK = 5 * 1024 * 1024  # api/console/static/js/upload.js
+
+# Counts every CSP violation the page sees (registered before any page script runs).
+WATCH_CSP = """
+window.__csp = [];
+document.addEventListener('securitypolicyviolation',
+    (e) => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));
+"""
+
+
+def user() -> str:
+    return f"console-{uuid.uuid4().hex[:8]}"
+
+
+async def open_console(page: Page, system: System) -> None:
+    await page.add_init_script(WATCH_CSP)
+    await page.goto(f"{system.url}/console")
+    await expect(page.locator("body[data-ready=true]")).to_have_count(1)
+
+
+async def sign_in(page: Page, token: str) -> None:
+    """By keyboard only: the credential choice, the field, Enter."""
+    await page.get_by_label("Token (JWT)").check()
+    field = page.get_by_label("API key or token")
+    await field.fill("")
+    await field.focus()
+    await page.keyboard.type(token)
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#app")).to_be_visible()
+    await expect(page.locator("#live")).to_have_text("live")
+
+
+async def no_csp_violations(page: Page) -> None:
+    assert await page.evaluate("window.__csp") == []
+
+
+async def tus_upload(system: System, who: str, name: str, data: bytes) -> None:
+    """An upload made outside the browser (another client of the same user)."""
+    meta = f"filename {base64.b64encode(name.encode()).decode()}"
+    async with system.client(who) as c:
+        r = await c.post(
+            "/v1/tus/",
+            headers={
+                "Tus-Resumable": "1.0.0",
+                "Upload-Length": str(len(data)),
+                "Upload-Metadata": meta,
+            },
+        )
+        assert r.status_code == 201, r.text
+        p = await c.patch(
+            r.headers["location"],
+            content=data,
+            headers={
+                "Tus-Resumable": "1.0.0",
+                "Upload-Offset": "0",
+                "Content-Type": "application/offset+octet-stream",
+            },
+        )
+        assert p.status_code == 204, p.text
+
+
+async def test_console_is_static_with_a_strict_policy(shared_system: System) -> None:
+    async with httpx.AsyncClient(base_url=shared_system.url) as c:
+        page = await c.get("/console")
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        assert page.headers["content-security-policy"] == CSP
+        assert "script-src 'self'" in CSP and "unsafe-inline" not in CSP
+        assert page.headers["x-content-type-options"] == "nosniff"
+        # No inline script or style in the page itself.
+        assert "<script>" not in page.text and "style=" not in page.text
+        for path in ("/console/vendor/uppy.js", "/console/js/main.js", "/console/console.css"):
+            r = await c.get(path)
+            assert r.status_code == 200, path
+            assert r.headers["content-security-policy"] == CSP
+        missing = await c.get("/console/nope.js")
+        assert missing.status_code == 404
+        assert missing.json()["error"]["code"]
+
+
+async def test_sign_in_upload_list_download_preview_delete(
+    shared_system: System, tmp_path: Path
+) -> None:
+    me = user()
+    one = tmp_path / "notes.txt"
+    one.write_text("first file, plain text\n" * 100)
+    two = tmp_path / "data.bin"
+    two.write_bytes(os.urandom(300_000))
+    async with chromium() as browser:
+        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
+        page = await ctx.new_page()
+        page.on("dialog", lambda d: asyncio.ensure_future(d.accept()))
+        await open_console(page, shared_system)
+
+        # A refused credential keeps you out, with the reason.
+        await page.get_by_label("API key or token").fill("not-a-key")
+        await page.get_by_role("button", name="Sign in").click()
+        await expect(page.locator("#signin-error")).to_have_text("That key or token was refused.")
+        assert await page.evaluate("sessionStorage.length") == 0
+        await page.screenshot(path=shot("sign-in"))
+
+        await sign_in(page, shared_system.token(me))
+        # The credential is in this tab's session storage, not in the URL or local storage.
+        assert "eyJ" not in page.url
+        assert me not in await page.evaluate("JSON.stringify(localStorage)")
+
+        # Two files at once through the Dashboard's file input, uploaded by tus.
+        await page.locator("input.uppy-Dashboard-input").first.set_input_files([one, two])
+        await page.locator(".uppy-StatusBar-actionBtn--upload").click()
+        rows = page.locator("#files tbody tr")
+        await expect(rows).to_have_count(2)
+        await expect(page.locator("#files tbody")).to_contain_text("notes.txt")
+        await expect(page.locator("#files tbody")).to_contain_text("data.bin")
+        await expect(page.locator("#activity li[data-type=FileCreated]")).to_have_count(2)
+
+        # A file uploaded by another client appears live (SSE), without a reload.
+        await tus_upload(shared_system, me, "from-elsewhere.txt", b"hello from curl\n")
+        await expect(rows).to_have_count(3)
+        await expect(page.locator("#files tbody")).to_contain_text("from-elsewhere.txt")
+        await page.screenshot(path=shot("files"))
+
+        # Download: the very bytes that were uploaded.
+        async with page.expect_download() as got:
+            await page.get_by_role("button", name="Download data.bin").click()
+        saved = await (await got.value).path()
+        assert Path(saved).read_bytes() == two.read_bytes()
+
+        # Preview of text, in the dialog; Escape closes it and focus returns to the button.
+        preview = page.get_by_role("button", name="Preview notes.txt")
+        await preview.click()
+        await expect(page.locator("#preview .text-preview")).to_contain_text(
+            "first file, plain text"
+        )
+        await page.screenshot(path=shot("preview"))
+        await page.keyboard.press("Escape")
+        await expect(page.locator("#preview")).not_to_be_visible()
+        await expect(preview).to_be_focused()
+
+        # Delete: gone from the list, and from the API.
+        await page.get_by_role("button", name="Delete notes.txt").click()
+        await expect(rows).to_have_count(2)
+        await expect(page.locator("#files tbody")).not_to_contain_text("notes.txt")
+        async with shared_system.client(me) as c:
+            names = {f["name"] for f in (await c.get("/v1/files")).json()["items"]}
+        assert names == {"data.bin", "from-elsewhere.txt"}
+
+        # Phone width: one column, nothing wider than the screen.
+        await page.set_viewport_size({"width": 390, "height": 844})
+        wide = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert wide <= 0
+        await page.screenshot(path=shot("phone"), full_page=True)
+
+        await no_csp_violations(page)
+
+        # Sign-out forgets the credential.
+        await page.get_by_role("button", name="Sign out").click()
+        await expect(page.locator("#signin")).to_be_visible()
+        assert await page.evaluate("sessionStorage.length") == 0
+        await ctx.close()
+
+
+async def test_an_upload_cut_by_a_reload_resumes(shared_system: System, tmp_path: Path) -> None:
+    me = user()
+    big = tmp_path / "big.bin"
+    data = os.urandom(2 * CHUNK + 12345)
+    big.write_bytes(data)
+    held: list[Route] = []
+
+    async def hold_after_first_chunk(route: Route) -> None:
+        # The first PATCH goes through; the next one never reaches the server: the upload
+        # is stopped mid-way, at a known offset, when the page reloads.
+        if route.request.method == "PATCH":
+            if held or route.request.headers.get("upload-offset") != "0":
+                held.append(route)
+                return
+        await route.continue_()
+
+    async with chromium() as browser:
+        ctx = await browser.new_context()
+        page = await ctx.new_page()
+        await open_console(page, shared_system)
+        await sign_in(page, shared_system.token(me))
+        await page.route("**/v1/tus/**", hold_after_first_chunk)
+        await page.locator("input.uppy-Dashboard-input").first.set_input_files(big)
+        async with page.expect_response(
+            lambda r: r.request.method == "PATCH" and r.status == 204
+        ) as first:
+            await page.locator(".uppy-StatusBar-actionBtn--upload").click()
+        location = (await first.value).url
+        async with shared_system.client(me) as c:
+            head = await c.head(location, headers={"Tus-Resumable": "1.0.0"})
+        assert head.headers["upload-offset"] == str(CHUNK)
+
+        await page.reload()
+        await page.unroute("**/v1/tus/**")
+        for route in held:
+            with contextlib.suppress(Exception):
+                await route.abort()
+        await expect(page.locator("body[data-ready=true]")).to_have_count(1)
+        await expect(page.locator("#app")).to_be_visible()  # still signed in after a reload
+
+        sent: list[dict[str, Any]] = []
+        page.on(
+            "request",
+            lambda r: (
+                sent.append({"method": r.method, "url": r.url, "headers": r.headers})
+                if "/v1/tus/" in r.url
+                else None
+            ),
+        )
+        await page.locator("input.uppy-Dashboard-input").first.set_input_files(big)
+        await page.locator(".uppy-StatusBar-actionBtn--upload").click()
+        await expect(page.locator("#files tbody tr")).to_have_count(1)
+
+        # Resumed, not restarted: no new upload, a HEAD for the offset, then the rest.
+        assert [s["method"] for s in sent if s["method"] == "POST"] == []
+        assert any(s["method"] == "HEAD" and s["url"] == location for s in sent)
+        patches = [s for s in sent if s["method"] == "PATCH"]
+        assert patches[0]["url"] == location
+        assert patches[0]["headers"]["upload-offset"] == str(CHUNK)
+        async with shared_system.client(me) as c:
+            files = (await c.get("/v1/files")).json()["items"]
+        assert [(f["name"], f["size"], f["sha256"]) for f in files] == [
+            ("big.bin", len(data), hashlib.sha256(data).hexdigest())
+        ]
+        await no_csp_violations(page)
+        await ctx.close()
+
+
+async def test_buckets_create_open_upload_into_and_delete(
+    shared_system: System, tmp_path: Path
+) -> None:
+    me = user()
+    name = f"con-{uuid.uuid4().hex[:10]}"
+    doc = tmp_path / "in-bucket.txt"
+    doc.write_text("inside a bucket\n")
+    async with chromium() as browser:
+        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
+        page = await ctx.new_page()
+        page.on("dialog", lambda d: asyncio.ensure_future(d.accept()))
+        await open_console(page, shared_system)
+        await sign_in(page, shared_system.token(me))
+
+        # The tabs work from the keyboard: arrow right selects Buckets.
+        await page.get_by_role("tab", name="Files").focus()
+        await page.keyboard.press("ArrowRight")
+        await expect(page.get_by_role("tab", name="Buckets")).to_have_attribute(
+            "aria-selected", "true"
+        )
+        await expect(page.locator("#panel-buckets")).to_be_visible()
+
+        # A bad name is refused in the form, nothing is created.
+        await page.get_by_label("Name", exact=True).fill("Not OK!")
+        await page.get_by_role("button", name="Create bucket").click()
+        await expect(page.locator("#bucket-error")).to_contain_text("lower-case")
+
+        await page.get_by_label("Name", exact=True).fill(name)
+        await page.get_by_label("Public (anyone may read its objects)").check()
+        await page.get_by_role("button", name="Create bucket").click()
+        created = page.locator(f"#buckets tbody tr[data-name='{name}']")
+        await expect(created).to_contain_text("public")
+        await expect(page.locator("#activity li[data-type=BucketCreated]")).to_have_count(1)
+        await page.screenshot(path=shot("buckets"))
+
+        # Open it: the Files tab lists that bucket, and uploads go into it.
+        await page.get_by_role("button", name=f"Open {name}").click()
+        await expect(page.locator("#panel-files")).to_be_visible()
+        await expect(page.locator("#bucket-pick")).to_have_value(name)
+        await page.locator("input.uppy-Dashboard-input").first.set_input_files(doc)
+        await page.locator(".uppy-StatusBar-actionBtn--upload").click()
+        await expect(page.locator("#files tbody tr")).to_have_count(1)
+        async with shared_system.client(me) as c:
+            files = (await c.get("/v1/files", params={"bucket": name})).json()["items"]
+        assert [(f["name"], f["bucket"]) for f in files] == [("in-bucket.txt", name)]
+
+        # Deleting a non-empty bucket asks twice (both accepted here), then it is gone.
+        await page.get_by_role("tab", name="Buckets").click()
+        await page.get_by_role("button", name=f"Delete bucket {name}").click()
+        await expect(created).to_have_count(0)
+        async with shared_system.client(me) as c:
+            assert (await c.get(f"/v1/buckets/{name}")).status_code == 404
+
+            async def emptied() -> bool:  # the files list is a read model: it may lag
+                r = await c.get("/v1/files", params={"bucket": name})
+                return r.json()["items"] == []
+
+            await wait_until(emptied)
+        await no_csp_violations(page)
+        await ctx.close()

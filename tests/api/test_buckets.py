@@ -1,0 +1,220 @@
+"""Buckets through the whole system: create, list, read with usage, change, delete (409 on a
+non-empty bucket, `force=true` deleting its objects by events), and the bad input of
+issue 9. Another user's bucket answers exactly like a missing one.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.system import System, wait_until
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+def user() -> str:
+    return f"u-{secrets.token_hex(4)}"
+
+
+def bname() -> str:
+    return f"b-{secrets.token_hex(6)}"
+
+
+def assert_error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"error", "request_id"} and body["error"]["code"] == code, body
+    return body["error"]  # type: ignore[no-any-return]
+
+
+async def put_file(c: httpx.AsyncClient, bucket: str, data: bytes) -> str:
+    r = await c.post(
+        "/v1/uploads",
+        json={
+            "file_name": "f.bin",
+            "file_size": len(data),
+            "chunk_size": max(1, len(data)),
+            "bucket": bucket,
+        },
+    )
+    assert r.status_code == 201, r.text
+    uid = r.json()["id"]
+    assert (await c.put(f"/v1/uploads/{uid}/chunks/0", content=data)).status_code == 201
+    r = await c.post(f"/v1/uploads/{uid}/complete")
+    assert r.status_code == 200, r.text
+    return str(r.json()["file_id"])
+
+
+async def live_in_read_model(pool: asyncpg.Pool, file_ids: list[str]) -> bool:
+    n = await pool.fetchval(
+        "SELECT count(*) FROM readmodel.files WHERE id = ANY($1::uuid[]) AND deleted_at IS NULL",
+        file_ids,
+    )
+    return bool(n == len(file_ids))
+
+
+async def bucket_events(pool: asyncpg.Pool, name: str) -> list[str]:
+    rows = await pool.fetch(
+        "SELECT event_type FROM eventstore.events WHERE stream_id = $1 ORDER BY version",
+        f"bucket-{name}",
+    )
+    return [r["event_type"] for r in rows]
+
+
+async def test_create_get_update_and_list(shared_system: System) -> None:
+    me, name = user(), bname()
+    async with shared_system.client(me) as c:
+        r = await c.post("/v1/buckets", json={"name": name, "description": "cats"})
+        assert r.status_code == 201, r.text
+        assert r.headers["location"] == f"/v1/buckets/{name}"
+        b = r.json()
+        assert (b["name"], b["owner"], b["public"], b["description"]) == (name, me, False, "cats")
+
+        # The same create again (a retry) is answered, not refused.
+        again = await c.post("/v1/buckets", json={"name": name, "description": "cats"})
+        assert again.status_code == 201 and again.json() == b, again.text
+
+        r = await c.get(f"/v1/buckets/{name}")
+        assert r.status_code == 200, r.text
+        assert r.json()["usage"] == {"objects": 0, "bytes": 0}
+
+        r = await c.patch(f"/v1/buckets/{name}", json={"public": True})
+        assert r.status_code == 200, r.text
+        assert r.json()["public"] is True and r.json()["description"] == "cats"
+        # The same change again records nothing.
+        assert (await c.patch(f"/v1/buckets/{name}", json={"public": True})).status_code == 200
+        assert await bucket_events(shared_system.pool, name) == ["BucketCreated", "BucketUpdated"]
+
+        # Now that it is public, a create asking for a private one is refused.
+        assert_error(
+            await c.post("/v1/buckets", json={"name": name, "description": "cats"}),
+            409,
+            "bucket_exists",
+        )
+
+        other = bname()
+        assert (await c.post("/v1/buckets", json={"name": other})).status_code == 201
+
+        async def listed() -> list[str] | None:
+            r = await c.get("/v1/buckets")
+            names = [b["name"] for b in r.json()["items"]]
+            return names if len(names) == 2 else None
+
+        names = await wait_until(listed)
+        assert names == sorted([name, other])
+        # Paging by cursor: one per page, nothing skipped or repeated.
+        r1 = (await c.get("/v1/buckets", params={"limit": 1})).json()
+        r2 = (await c.get("/v1/buckets", params={"limit": 1, "cursor": r1["next_cursor"]})).json()
+        assert [b["name"] for b in r1["items"] + r2["items"]] == names
+        r3 = await c.get("/v1/buckets", params={"limit": 1, "cursor": r2["next_cursor"]})
+        assert r3.json()["items"] == [] and r3.json()["next_cursor"] is None
+
+
+async def test_other_users_see_nothing_admins_see_all(shared_system: System) -> None:
+    me, them, name = user(), user(), bname()
+    async with shared_system.client(me) as c:
+        assert (await c.post("/v1/buckets", json={"name": name})).status_code == 201
+    async with shared_system.client(them) as o:
+        missing = assert_error(await o.get(f"/v1/buckets/{bname()}"), 404, "bucket_not_found")
+        theirs = assert_error(await o.get(f"/v1/buckets/{name}"), 404, "bucket_not_found")
+        assert set(missing) == set(theirs)
+        assert_error(
+            await o.patch(f"/v1/buckets/{name}", json={"public": True}), 404, "bucket_not_found"
+        )
+        assert_error(await o.delete(f"/v1/buckets/{name}"), 404, "bucket_not_found")
+        assert (await o.get("/v1/buckets")).json()["items"] == []
+        # Names are global, like S3's: taken is taken.
+        assert_error(await o.post("/v1/buckets", json={"name": name}), 409, "bucket_exists")
+    async with shared_system.client("root", admin=True) as a:
+        assert (await a.get(f"/v1/buckets/{name}")).json()["owner"] == me
+
+        async def seen() -> bool:
+            r = await a.get("/v1/buckets", params={"limit": 1000})
+            return name in [b["name"] for b in r.json()["items"]]
+
+        await wait_until(seen)
+    async with shared_system.client(None) as anon:
+        assert (await anon.get("/v1/buckets")).status_code == 401
+    assert await bucket_events(shared_system.pool, name) == ["BucketCreated"]
+
+
+async def test_usage_and_delete_non_empty(shared_system: System) -> None:
+    me, name = user(), bname()
+    async with shared_system.client(me) as c:
+        assert (await c.post("/v1/buckets", json={"name": name})).status_code == 201
+        ids = [await put_file(c, name, b"x" * n) for n in (10, 20, 30)]
+        outside = await put_file(c, "default", b"y" * 5)
+        await wait_until(lambda: live_in_read_model(shared_system.pool, [*ids, outside]))
+
+        r = await c.get(f"/v1/buckets/{name}")
+        assert r.json()["usage"] == {"objects": 3, "bytes": 60}
+        assert r.json()["owner_usage"] == {"buckets": 1, "objects": 3, "bytes": 60}
+
+        err = assert_error(await c.delete(f"/v1/buckets/{name}"), 409, "bucket_not_empty")
+        assert err["details"]["objects"] == 3
+        assert await bucket_events(shared_system.pool, name) == ["BucketCreated"]
+        for fid in ids:  # nothing deleted
+            assert (await c.get(f"/v1/files/{fid}")).status_code == 200
+
+        r = await c.delete(f"/v1/buckets/{name}", params={"force": "true"})
+        assert r.status_code == 200, r.text
+        assert r.json() == {"name": name, "deleted": True, "objects_deleted": 3}
+        for fid in ids:
+            assert (await c.get(f"/v1/files/{fid}")).status_code == 404
+        assert (await c.get(f"/v1/files/{outside}")).status_code == 200
+        assert_error(await c.get(f"/v1/buckets/{name}"), 404, "bucket_not_found")
+        assert await bucket_events(shared_system.pool, name) == ["BucketCreated", "BucketDeleted"]
+        deleted = await shared_system.pool.fetchval(
+            "SELECT count(*) FROM eventstore.events WHERE event_type = 'FileDeleted'"
+            " AND stream_id = ANY($1::text[])",
+            [f"file-{i}" for i in ids],
+        )
+        assert deleted == 3
+
+        # The name is free again; an empty bucket deletes without force.
+        assert (await c.post("/v1/buckets", json={"name": name})).status_code == 201
+        assert (await c.delete(f"/v1/buckets/{name}")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"name": "UpperCase"}, "invalid_bucket_name"),
+        ({"name": "a..b"}, "invalid_bucket_name"),
+        ({"name": "192.168.0.1"}, "invalid_bucket_name"),
+        ({"name": "a" * 64}, "invalid_bucket_name"),
+        ({"name": "ab"}, "invalid_bucket_name"),
+        ({"name": "under_score"}, "invalid_bucket_name"),
+        ({"name": "default"}, "reserved_bucket_name"),
+        ({"name": "ok-name", "public": "yes"}, "validation_error"),
+        ({"name": "ok-name", "surprise": 1}, "validation_error"),
+        ({"name": "ok-name", "description": "x" * 1025}, "invalid_description"),
+        ({}, "validation_error"),
+    ],
+)
+async def test_bad_bucket_input_is_4xx_and_changes_nothing(
+    shared_system: System, body: dict[str, Any], code: str
+) -> None:
+    async with shared_system.client(user()) as c:
+        r = await c.post("/v1/buckets", json=body)
+        assert_error(r, 400, code)
+    name = str(body.get("name", ""))
+    assert await bucket_events(shared_system.pool, name) == []
+
+
+async def test_bad_names_in_paths_are_not_found(shared_system: System) -> None:
+    async with shared_system.client(user()) as c:
+        for name in ("UPPER", "a..b", "default", "x" * 300):
+            assert_error(await c.get(f"/v1/buckets/{name}"), 404, "bucket_not_found")
+            assert_error(
+                await c.patch(f"/v1/buckets/{name}", json={"public": True}),
+                404,
+                "bucket_not_found",
+            )
+            assert_error(await c.delete(f"/v1/buckets/{name}"), 404, "bucket_not_found")
+        assert_error(await c.get("/v1/buckets", params={"limit": 0}), 400, "validation_error")
