@@ -8,6 +8,9 @@
     cairn replay --from POSITION   republish the event log to Kafka from a position
     cairn blobs migrate --to URL   copy the blob store into another one (e.g. s3://...)
 
+and the client commands that talk HTTP to any Cairn server (bus/client/): login, upload,
+download, ls, rm, stats, events.
+
 `cairn token` only mints HS256 tokens (CAIRN_JWT_SECRET, or the secret generated into the
 data dir). With CAIRN_JWT_PUBLIC_KEY (RS256) the tokens come from your identity provider.
 """
@@ -350,6 +353,11 @@ def _parser() -> argparse.ArgumentParser:
         help="source (default: CAIRN_BLOB_STORE, else the data dir's local store)",
     )
     bmig.set_defaults(func=cmd_blobs_migrate)
+
+    # The client commands (upload, download, ls, events, ...): HTTP to any Cairn server.
+    from bus.client.commands import register
+
+    register(sub)
     return p
 
 

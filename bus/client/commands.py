@@ -1,0 +1,381 @@
+"""The client half of the `cairn` command: subcommands that talk HTTP to a Cairn server.
+
+    cairn login --url URL [--token TOKEN]       save the server and token (config file)
+    cairn upload PATH... [--bucket B] [--key K] [--parallel N]
+    cairn download ID|BUCKET/KEY [-o PATH]
+    cairn ls [BUCKET[/PREFIX]]                  files (newest first)
+    cairn rm FILE_ID...
+    cairn stats                                 upload statistics
+    cairn events [--follow] [--type T] [--aggregate A] [--since POSITION]
+
+Every one takes --url, --token and --json; see errors.py for the exit codes. Registered
+on the operator CLI's parser (bus/run/cli.py), so it is one `cairn` command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import re
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from bus.client import config, download, events, upload
+from bus.client.errors import EXIT_CODES, INTERRUPTED, OK, USAGE, ClientError, Interrupted
+from bus.client.http import json_of, open_client, unreachable
+from bus.client.output import Output, human_bytes
+
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def size_arg(value: str) -> int:
+    """`1048576`, `512k`, `8M`, `1G` (binary units)."""
+    m = re.fullmatch(r"(\d+)\s*([kKmMgG]?)(i?[bB])?", value.strip())
+    if not m or int(m.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a size like 512k, 8M or 1G")
+    return int(m.group(1)) * _UNITS[m.group(2).lower()]
+
+
+def _common() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("server")
+    g.add_argument(
+        "--url",
+        default=None,
+        help=f"server (default: CAIRN_URL, `cairn login`, or {config.DEFAULT_URL})",
+    )
+    g.add_argument(
+        "--token", default=None, help="bearer token (default: CAIRN_TOKEN or `cairn login`)"
+    )
+    g.add_argument("--json", action="store_true", help="print JSON for scripts instead of tables")
+    return p
+
+
+EPILOG = "exit codes: " + "; ".join(f"{code} {what}" for code, what in EXIT_CODES.items())
+
+
+def register(sub: Any) -> None:
+    common = [_common()]
+
+    def add(name: str, func: Callable[[argparse.Namespace, Output], int], help: str) -> Any:
+        p = sub.add_parser(name, help=help, description=help, parents=common, epilog=EPILOG)
+        p.set_defaults(func=lambda args: run(func, args))
+        return p
+
+    p = add("login", cmd_login, "save a server URL and token for the other client commands")
+    p.add_argument(
+        "--check",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="verify the token against the server first (default: yes)",
+    )
+
+    p = add(
+        "upload", cmd_upload, "upload files or directories (resumable: run it again after Ctrl-C)"
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument(
+        "--bucket", default=None, help="bucket to upload into (default: the server's default)"
+    )
+    p.add_argument(
+        "--key", default=None, help="object key (a directory's files go under it as a prefix)"
+    )
+    p.add_argument(
+        "--parallel", type=int, default=2, metavar="N", help="files sent at once (default 2)"
+    )
+    p.add_argument(
+        "--chunk-size",
+        type=size_arg,
+        default=None,
+        metavar="SIZE",
+        help="chunk size, e.g. 8M (default: the server's)",
+    )
+    p.add_argument(
+        "--limit-rate",
+        type=size_arg,
+        default=None,
+        metavar="RATE",
+        help="at most RATE bytes per second, e.g. 10M",
+    )
+
+    p = add("download", cmd_download, "download a file (resumable: run it again after Ctrl-C)")
+    p.add_argument("ref", metavar="ID|BUCKET/KEY")
+    p.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        metavar="PATH",
+        help="file or directory (default: the file's name here)",
+    )
+    p.add_argument(
+        "--limit-rate",
+        type=size_arg,
+        default=None,
+        metavar="RATE",
+        help="at most RATE bytes per second, e.g. 10M",
+    )
+
+    p = add("ls", cmd_ls, "list files, newest first")
+    p.add_argument("where", nargs="?", default=None, metavar="BUCKET[/PREFIX]")
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--offset", type=int, default=0)
+
+    p = add("rm", cmd_rm, "delete files")
+    p.add_argument("ids", nargs="+", metavar="FILE_ID")
+
+    add("stats", cmd_stats, "upload statistics: counts by status, bytes, recent activity")
+
+    p = add("events", cmd_events, "print live events (Server-Sent Events), resumable")
+    p.add_argument(
+        "--follow", "-f", action="store_true", help="keep going: reconnect and resume after a drop"
+    )
+    p.add_argument(
+        "--type",
+        action="append",
+        default=[],
+        metavar="TYPE",
+        help="event type, e.g. UploadCompleted (repeatable)",
+    )
+    p.add_argument(
+        "--aggregate",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="uploads, files, ... (repeatable)",
+    )
+    p.add_argument(
+        "--stream",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="one aggregate's id (repeatable)",
+    )
+    p.add_argument(
+        "--since",
+        type=int,
+        default=None,
+        metavar="POSITION",
+        help="resume after this position (0: everything)",
+    )
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="stop after N events")
+
+
+def run(func: Callable[[argparse.Namespace, Output], int], args: argparse.Namespace) -> int:
+    """One line on stderr and an exit code for every failure; never a traceback."""
+    out = Output(args.json)
+    try:
+        return func(args, out)
+    except ClientError as e:
+        if args.json:
+            out.emit(
+                {
+                    "error": {"code": e.code, "message": e.message, "details": e.details},
+                    "status": e.status,
+                }
+            )
+        print(e.line(), file=sys.stderr)
+        return e.exit_code
+    except (Interrupted, KeyboardInterrupt):
+        print("cairn: interrupted; run the same command again to resume", file=sys.stderr)
+        return INTERRUPTED
+    except httpx.TransportError as e:
+        err = unreachable(config.resolve(args.url, args.token).url, e)
+        print(err.line(), file=sys.stderr)
+        return err.exit_code
+    except OSError as e:
+        print(f"cairn: error: io_error: {e}", file=sys.stderr)
+        return 1
+
+
+def _target(args: argparse.Namespace) -> config.Target:
+    target = config.resolve(args.url, args.token)
+    if not target.token:
+        raise ClientError(
+            "no token: pass --token, set CAIRN_TOKEN, or run `cairn login`",
+            code="no_token",
+            exit_code=4,
+        )
+    return target
+
+
+# ------------------------------------------------------------------ commands
+
+
+def cmd_login(args: argparse.Namespace, out: Output) -> int:
+    target = config.resolve(args.url, args.token)
+    token = args.token or (
+        getpass.getpass("token: ") if sys.stdin.isatty() else sys.stdin.readline().strip()
+    )
+    if not token:
+        raise ClientError("no token given", code="no_token", exit_code=USAGE)
+    if args.check:
+        with open_client(config.Target(target.url, token)) as client:
+            json_of(client.get("/v1/uploads", params={"limit": 1}))
+    path = config.save(target.url, token)
+    if args.json:
+        out.emit({"url": target.url, "config": str(path)})
+    else:
+        out.note(f"logged in to {target.url} (saved in {path})")
+    return OK
+
+
+def cmd_upload(args: argparse.Namespace, out: Output) -> int:
+    target = _target(args)
+    jobs = upload.collect(args.paths, args.key)
+    results, failures = upload.upload(
+        target,
+        jobs,
+        bucket=args.bucket,
+        parallel=args.parallel,
+        chunk_size=args.chunk_size,
+        limit_rate=args.limit_rate,
+        console=out.err,
+    )
+    for job, err in failures:
+        print(f"cairn: error: {job.path}: {err.code}: {err.message}", file=sys.stderr)
+    if args.json:
+        out.emit(
+            {
+                "files": results,
+                "failed": [
+                    {"path": str(j.path), "code": e.code, "message": e.message} for j, e in failures
+                ],
+            }
+        )
+    else:
+        rows = [
+            {
+                **r,
+                "size": human_bytes(r["size"]),
+                "how": "deduplicated"
+                if r["deduplicated"]
+                else ("resumed" if r["resumed"] else "uploaded"),
+            }
+            for r in results
+        ]
+        out.table(
+            rows,
+            [("path", "PATH"), ("file_id", "FILE"), ("size", "SIZE"), ("how", "HOW")],
+            raw=results,
+        )
+    return failures[0][1].exit_code if failures else OK
+
+
+def cmd_download(args: argparse.Namespace, out: Output) -> int:
+    target = _target(args)
+    with open_client(target) as client:
+        meta = download.resolve_file(client, args.ref)
+        dest = download.destination(meta, args.output)
+        result = download.download(
+            client, target, meta, dest, limit_rate=args.limit_rate, console=out.err
+        )
+    if args.json:
+        out.emit(result)
+    else:
+        how = (
+            f" (resumed at {human_bytes(result['resumed_from'])})" if result["resumed_from"] else ""
+        )
+        out.note(f"{result['path']}: {human_bytes(result['size'])}, sha256 verified{how}")
+    return OK
+
+
+def cmd_ls(args: argparse.Namespace, out: Output) -> int:
+    params: dict[str, Any] = {"limit": args.limit, "offset": args.offset}
+    if args.where:
+        bucket, _, prefix = args.where.partition("/")
+        params["bucket"] = bucket
+        if prefix:
+            params["prefix"] = prefix
+    with open_client(_target(args)) as client:
+        page = json_of(client.get("/v1/files", params=params))
+    rows = [{**f, "size": human_bytes(f["size"])} for f in page["items"]]
+    out.table(
+        rows,
+        [
+            ("id", "ID"),
+            ("name", "NAME"),
+            ("size", "SIZE"),
+            ("bucket", "BUCKET"),
+            ("content_type", "TYPE"),
+            ("created_at", "CREATED"),
+        ],
+        raw=page,
+    )
+    return OK
+
+
+def cmd_rm(args: argparse.Namespace, out: Output) -> int:
+    deleted, first_error = [], None
+    with open_client(_target(args)) as client:
+        for file_id in args.ids:
+            try:
+                deleted.append(json_of(client.delete(f"/v1/files/{file_id}")))
+            except ClientError as e:
+                print(f"cairn: error: {file_id}: {e.code}: {e.message}", file=sys.stderr)
+                first_error = first_error or e
+    if args.json:
+        out.emit({"deleted": deleted})
+    else:
+        for d in deleted:
+            out.note(f"deleted {d.get('id', d)}")
+    return first_error.exit_code if first_error else OK
+
+
+def cmd_stats(args: argparse.Namespace, out: Output) -> int:
+    with open_client(_target(args)) as client:
+        stats = json_of(client.get("/v1/uploads/stats"))
+    if args.json:
+        out.emit(stats)
+        return OK
+    view = {
+        **stats,
+        "by_status": ", ".join(f"{k} {v}" for k, v in sorted(stats["by_status"].items())) or "-",
+        "bytes_completed": human_bytes(stats["bytes_completed"]),
+        "bytes_pending": human_bytes(stats["bytes_pending"]),
+        "average_progress": None
+        if stats["average_progress"] is None
+        else f"{stats['average_progress']:.1f} %",
+    }
+    out.record(
+        view,
+        [
+            ("total", "uploads"),
+            ("by_status", "by status"),
+            ("active", "active"),
+            ("bytes_completed", "completed"),
+            ("bytes_pending", "pending"),
+            ("average_progress", "average progress"),
+            ("last_activity_at", "last activity"),
+        ],
+    )
+    return OK
+
+
+def cmd_events(args: argparse.Namespace, out: Output) -> int:
+    params = {
+        k: v
+        for k, v in (("type", args.type), ("aggregate", args.aggregate), ("stream", args.stream))
+        if v
+    }
+
+    def emit(event: dict[str, Any]) -> None:
+        if args.json:
+            out.line(event)
+        else:
+            data = ", ".join(f"{k}={v}" for k, v in (event.get("data") or {}).items())
+            out.out.print(
+                f"{event.get('position')}  {event.get('occurred_at')}  {event.get('type')}  {event.get('stream_id')}  {data}",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
+            out.out.file.flush()
+
+    with open_client(_target(args)) as client:
+        events.stream(
+            client, params=params, since=args.since, follow=args.follow, limit=args.limit, emit=emit
+        )
+    return OK

@@ -1,0 +1,54 @@
+"""Where the client finds its server and token: flags, then CAIRN_URL / CAIRN_TOKEN, then
+the config file `cairn login` writes (XDG_CONFIG_HOME/cairn/config.json, mode 0600)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "cairn" / "config.json"
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "cairn"
+
+
+@dataclass(frozen=True)
+class Target:
+    url: str
+    token: str | None
+
+
+def _load() -> dict[str, str]:
+    try:
+        data = json.loads(config_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, str)} if isinstance(data, dict) else {}
+
+
+def resolve(url: str | None, token: str | None) -> Target:
+    saved = _load()
+    chosen_url = url or os.environ.get("CAIRN_URL") or saved.get("url") or DEFAULT_URL
+    chosen_token = token or os.environ.get("CAIRN_TOKEN") or saved.get("token")
+    return Target(chosen_url.rstrip("/"), chosen_token or None)
+
+
+def save(url: str, token: str) -> Path:
+    """Write the config file readable by its owner only (it holds a credential)."""
+    path = config_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"url": url.rstrip("/"), "token": token}, f)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,156 @@
+"""`cairn download`: a file's bytes to disk, resumable, sha256-verified.
+
+Bytes go to `<dest>.part`, next to a small `<dest>.part.json` naming the file and its
+ETag (the content's sha256). A later run asks for the rest with `Range: bytes=N-` and
+`If-Range: <etag>`: a 206 continues the part; a 200 means the content changed (or the
+server ignores ranges), so the part is truncated and the download restarts cleanly. The
+finished part is hashed (the prefix already on disk, then each piece as it arrives) and
+renamed over the destination only when it matches the ETag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bus.client.config import Target
+from bus.client.errors import NOT_FOUND, USAGE, VERIFY, ClientError, Interrupted
+from bus.client.http import check, json_of
+from bus.client.transfer import PIECE, Transfer, progress_bars, sha256_prefix
+
+UUID_RE = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+)
+
+
+def resolve_file(client: httpx.Client, ref: str) -> dict[str, Any]:
+    """A file id, or BUCKET/KEY (the object uploaded with that --key, else that name)."""
+    if UUID_RE.match(ref):
+        return dict(json_of(client.get(f"/v1/files/{ref}")))
+    bucket, sep, key = ref.partition("/")
+    if not sep or not key:
+        raise ClientError(
+            f"{ref!r} is neither a file id nor BUCKET/KEY", code="usage", exit_code=USAGE
+        )
+    name = key.rsplit("/", 1)[-1]
+    page = json_of(
+        client.get("/v1/files", params={"bucket": bucket, "prefix": name, "limit": 1000})
+    )
+    matches = [f for f in page["items"] if f.get("metadata", {}).get("key") == key] or [
+        f for f in page["items"] if f["name"] == key
+    ]
+    if not matches:
+        raise ClientError(
+            f"no object {key!r} in bucket {bucket!r}", code="not_found", exit_code=NOT_FOUND
+        )
+    return dict(matches[0])  # the newest: the list is sorted by created_at, newest first
+
+
+def destination(meta: dict[str, Any], output: str | None) -> Path:
+    if output is None:
+        return Path(meta["name"])
+    path = Path(output)
+    return path / meta["name"] if path.is_dir() else path
+
+
+def download(
+    client: httpx.Client,
+    target: Target,
+    meta: dict[str, Any],
+    dest: Path,
+    *,
+    limit_rate: int | None,
+    console: Any,
+) -> dict[str, Any]:
+    part = dest.with_name(dest.name + ".part")
+    sidecar = dest.with_name(dest.name + ".part.json")
+    saved = _load(sidecar)
+    offset = 0
+    if saved.get("file_id") == meta["id"] and saved.get("url") == target.url and part.exists():
+        offset = part.stat().st_size
+    headers: dict[str, str] = {}
+    if offset and saved.get("etag"):
+        headers = {"Range": f"bytes={offset}-", "If-Range": saved["etag"]}
+    resumed_from = 0
+    with progress_bars(console) as progress:
+        transfer = Transfer(progress, int(meta["size"]), limit_rate)
+        task = transfer.add(meta["name"], total=int(meta["size"]))
+        try:
+            with client.stream("GET", f"/v1/files/{meta['id']}/content", headers=headers) as r:
+                if r.status_code == 416 and offset:
+                    # The part may hold everything already (cut off before the rename), or
+                    # more than the file: verify below, and restart if it does not match.
+                    etag, mode, body = saved.get("etag", ""), "ab", None
+                else:
+                    check(r)
+                    etag = r.headers.get("ETag", "")
+                    if r.status_code == 206 and _range_start(r) == offset:
+                        mode, resumed_from = "ab", offset
+                    else:  # 200: a changed file (If-Range failed) or no resume: start over
+                        mode, offset = "wb", 0
+                    body = r
+                _save(sidecar, {"file_id": meta["id"], "url": target.url, "etag": etag})
+                h = sha256_prefix(part, offset) if offset else sha256_prefix_empty()
+                transfer.progress.update(task, completed=offset)
+                transfer.skip(offset)
+                with part.open(mode) as f:
+                    if mode == "ab":
+                        f.truncate(offset)
+                    try:
+                        if body is not None:
+                            for data in body.iter_bytes(PIECE):
+                                transfer.check()
+                                f.write(data)
+                                h.update(data)
+                                transfer.advance(task, len(data))
+                    finally:
+                        f.flush()
+                        os.fsync(f.fileno())
+        except KeyboardInterrupt:
+            raise Interrupted() from None
+    expected = etag.strip('"') or meta["sha256"]
+    got = h.hexdigest()
+    if got != expected or part.stat().st_size != int(meta["size"]):
+        part.unlink(missing_ok=True)
+        sidecar.unlink(missing_ok=True)
+        raise ClientError(
+            f"{dest}: sha256 {got} is not the server's {expected}; the partial file was removed",
+            code="sha256_mismatch",
+            exit_code=VERIFY,
+        )
+    os.replace(part, dest)
+    sidecar.unlink(missing_ok=True)
+    return {
+        "file_id": meta["id"],
+        "path": os.fspath(dest),
+        "size": int(meta["size"]),
+        "sha256": got,
+        "resumed_from": resumed_from,
+    }
+
+
+def sha256_prefix_empty() -> Any:
+    return hashlib.sha256()
+
+
+def _range_start(r: httpx.Response) -> int:
+    m = re.match(r"bytes (\d+)-", r.headers.get("Content-Range", ""))
+    return int(m.group(1)) if m else -1
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _save(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data))

@@ -1,0 +1,81 @@
+"""`cairn events`: the server's live events (SSE at /v1/events), resumable.
+
+With `--follow` the client reconnects by itself after a dropped connection or a stream
+the server ended (slow_consumer, shutting_down), sending the last position it printed as
+`Last-Event-ID`: the server replays from its event store, so nothing is missed or shown
+twice.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from httpx_sse import connect_sse
+
+from bus.client.errors import AUTH, ClientError
+from bus.client.http import check, unreachable
+
+RECONNECT_DELAY = 2.0  # the server's `retry:` hint; a reconnect storm helps nobody
+RESUMABLE_ENDS = ("slow_consumer", "shutting_down")
+
+
+def stream(
+    client: httpx.Client,
+    *,
+    params: dict[str, list[str]],
+    since: int | None,
+    follow: bool,
+    limit: int | None,
+    emit: Callable[[dict[str, Any]], None],
+) -> int:
+    """Print events until `limit`, the server ends the stream (without --follow) or Ctrl-C;
+    returns how many were printed."""
+    last = since
+    count = 0
+    while True:
+        headers = {"Last-Event-ID": str(last)} if last is not None else {}
+        try:
+            with connect_sse(
+                client,
+                "GET",
+                "/v1/events",
+                params=params,
+                headers=headers,
+                timeout=httpx.Timeout(10.0, read=None),
+            ) as source:
+                check(source.response)
+                for sse in source.iter_sse():
+                    if sse.event == "end":
+                        err = _end_error(sse.data)
+                        if follow and err.code in RESUMABLE_ENDS:
+                            break
+                        raise err
+                    if not sse.data:
+                        continue
+                    event = json.loads(sse.data)
+                    if sse.id:
+                        last = int(sse.id)
+                    emit(event)
+                    count += 1
+                    if limit is not None and count >= limit:
+                        return count
+                else:
+                    if not follow:
+                        return count
+        except (httpx.TransportError, httpx.StreamError) as e:
+            if not follow:
+                raise unreachable(str(client.base_url), e) from None
+        time.sleep(RECONNECT_DELAY)
+
+
+def _end_error(data: str) -> ClientError:
+    try:
+        err = json.loads(data)["error"]
+        code, message = str(err["code"]), str(err["message"])
+    except (ValueError, KeyError, TypeError):
+        code, message = "stream_ended", data or "the server ended the stream"
+    return ClientError(message, code=code, exit_code=AUTH if code == "token_expired" else 1)

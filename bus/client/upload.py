@@ -1,0 +1,299 @@
+"""`cairn upload`: files and directories through the native chunked API, resumable.
+
+Each file is hashed first (sha256, sent on create: the server verifies the whole file on
+complete, and a file the user already has is answered at once without sending a byte),
+then its chunks are PUT one after the other, streamed from disk; `--parallel` files go at
+once. The upload id and the Idempotency-Keys are kept in the resume state (resume.py), so
+after Ctrl-C, a lost connection or a crash the same command asks the server which chunks
+are still missing and sends only those.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+
+from bus.client.config import Target
+from bus.client.errors import USAGE, VERIFY, ClientError, Interrupted
+from bus.client.http import check, error_from, json_of, open_client, unreachable
+from bus.client.resume import ResumeState, state_key
+from bus.client.transfer import Transfer, progress_bars, read_pieces, sha256_file
+
+ACTIVE = ("INITIATED", "IN_PROGRESS")
+MAX_RETRIES = 20  # 429s (the server's in-flight limits) and chunks_missing rounds
+
+
+@dataclass(frozen=True)
+class Job:
+    path: Path
+    size: int
+    mtime_ns: int
+    name: str
+    key: str | None
+
+
+def collect(paths: list[str], key: str | None) -> list[Job]:
+    """Files to send; a directory recurses (sorted), its files keyed by relative path."""
+    jobs: list[Job] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for file in sorted(p for p in path.rglob("*") if p.is_file()):
+                rel = file.relative_to(path).as_posix()
+                jobs.append(_job(file, f"{key.rstrip('/')}/{rel}" if key else rel))
+        elif path.is_file():
+            jobs.append(_job(path, key))
+        else:
+            raise ClientError(f"{raw}: no such file or directory", code="not_a_file")
+    if key and len(jobs) > 1 and not any(Path(p).is_dir() for p in paths):
+        raise ClientError(
+            "--key names one object: give one file (or a directory)", code="usage", exit_code=USAGE
+        )
+    return jobs
+
+
+def _job(path: Path, key: str | None) -> Job:
+    st = path.stat()
+    return Job(path.resolve(), st.st_size, st.st_mtime_ns, path.name, key)
+
+
+def caller_of(target: Target) -> str:
+    """Who the token is for (its `sub`), so two users' resume states never mix."""
+    if not target.token:
+        return ""
+    try:
+        claims = jwt.decode(target.token, options={"verify_signature": False})
+        return str(claims.get("sub", ""))
+    except jwt.PyJWTError:
+        return state_key(target.token)  # an API key: its digest, never the key itself
+
+
+def upload(
+    target: Target,
+    jobs: list[Job],
+    *,
+    bucket: str | None,
+    parallel: int,
+    chunk_size: int | None,
+    limit_rate: int | None,
+    console: Any,
+) -> tuple[list[dict[str, Any]], list[tuple[Job, ClientError]]]:
+    results: list[dict[str, Any]] = []
+    failures: list[tuple[Job, ClientError]] = []
+    with progress_bars(console) as progress:
+        transfer = Transfer(progress, sum(j.size for j in jobs), limit_rate)
+        with concurrent.futures.ThreadPoolExecutor(max(1, parallel)) as pool:
+            futures = {
+                pool.submit(
+                    _upload_one, target, job, bucket, chunk_size, transfer, caller_of(target)
+                ): job
+                for job in jobs
+            }
+            try:
+                pending = set(futures)
+                while pending:
+                    # A timeout so the main thread wakes up for Ctrl-C (KeyboardInterrupt).
+                    done, pending = concurrent.futures.wait(pending, timeout=0.5)
+                    for fut in done:
+                        _collect(fut, futures[fut], results, failures)
+            except KeyboardInterrupt:
+                # Workers see the flag at their next piece; what the server has is kept.
+                transfer.stop.set()
+                concurrent.futures.wait(futures)
+                raise Interrupted() from None
+    return results, failures
+
+
+def _collect(
+    fut: concurrent.futures.Future[dict[str, Any]],
+    job: Job,
+    results: list[dict[str, Any]],
+    failures: list[tuple[Job, ClientError]],
+) -> None:
+    try:
+        results.append(fut.result())
+    except Interrupted:
+        raise KeyboardInterrupt from None
+    except ClientError as e:
+        failures.append((job, e))
+    except OSError as e:
+        failures.append((job, ClientError(f"{job.path}: {e}", code="io_error")))
+
+
+def _upload_one(
+    target: Target,
+    job: Job,
+    bucket: str | None,
+    chunk_size: int | None,
+    transfer: Transfer,
+    caller: str,
+) -> dict[str, Any]:
+    state = ResumeState(
+        state_key(job.path, job.size, job.mtime_ns, target.url, caller, bucket, job.key, chunk_size)
+    )
+    try:
+        with open_client(target) as client:
+            return _send(client, state, job, bucket, chunk_size, transfer)
+    except httpx.TransportError as e:
+        raise unreachable(target.url, e) from None
+
+
+def _send(
+    client: httpx.Client,
+    state: ResumeState,
+    job: Job,
+    bucket: str | None,
+    chunk_size: int | None,
+    transfer: Transfer,
+) -> dict[str, Any]:
+    task = transfer.add(job.name, total=job.size)
+    sha = state.get("sha256")
+    if not sha:
+        transfer.progress.update(task, description=f"{job.name} (sha256)")
+        sha = sha256_file(job.path, stop=transfer.stop)
+        state.update(sha256=sha)
+        transfer.progress.update(task, description=job.name)
+    resumed = False
+    missing: list[int] | None = None
+    upload_id = state.get("upload_id")
+    if upload_id:
+        r = client.get(f"/v1/uploads/{upload_id}/missing-chunks")
+        if r.status_code == 200 and r.json()["status"] in (*ACTIVE, "COMPLETED"):
+            missing, resumed = r.json()["missing_chunks"], True
+        elif r.status_code in (200, 404):  # expired, aborted, failed or gone: start again
+            state.reset(sha256=sha)
+            upload_id = None
+        else:
+            check(r)
+    if upload_id is None:
+        create_key = state.get("create_key") or str(uuid.uuid4())
+        state.update(create_key=create_key)
+        body: dict[str, Any] = {"file_name": job.name, "file_size": job.size, "sha256": sha}
+        if chunk_size:
+            body["chunk_size"] = chunk_size
+        if bucket:
+            body["bucket"] = bucket
+        if job.key:
+            body["metadata"] = {"key": job.key}
+        created = json_of(
+            client.post("/v1/uploads", json=body, headers={"Idempotency-Key": create_key})
+        )
+        if created.get("deduplicated"):
+            transfer.progress.update(task, completed=job.size)
+            transfer.skip(job.size)
+            state.remove()
+            return _result(job, created["file_id"], sha, None, resumed=False, sent=0, dedup=True)
+        upload_id = created["id"]
+        state.update(upload_id=upload_id, chunk_size=created["chunk_size"])
+        missing = list(range(created["total_chunks"] or 0))
+    size_of = _chunk_sizes(job.size, int(state.get("chunk_size")))
+    already = job.size - sum(size_of(i) for i in missing or [])
+    transfer.progress.update(task, completed=already)
+    transfer.skip(already)
+    sent = 0
+    with job.path.open("rb") as f:
+        for _ in range(MAX_RETRIES):
+            for index in missing or []:
+                sent += _put_chunk(client, f, upload_id, index, state, size_of, transfer, task)
+            complete_key = state.get("complete_key") or str(uuid.uuid4())
+            state.update(complete_key=complete_key)
+            r = client.post(
+                f"/v1/uploads/{upload_id}/complete", headers={"Idempotency-Key": complete_key}
+            )
+            if r.status_code == 409 and _code(r) == "chunks_missing":
+                # Chunks the server lost track of (e.g. a PUT cut off): send them, then a
+                # fresh complete (the refused one is stored under its key and would replay).
+                missing = r.json()["error"]["details"].get("missing_chunks") or []
+                state.update(complete_key=None)
+                continue
+            done = json_of(r)
+            break
+        else:
+            raise ClientError(f"{job.path}: could not complete the upload", code="incomplete")
+    if done.get("sha256") != sha:
+        raise ClientError(
+            f"{job.path}: the server's sha256 {done.get('sha256')} is not the file's {sha}",
+            code="sha256_mismatch",
+            exit_code=VERIFY,
+        )
+    state.remove()
+    return _result(job, done["file_id"], sha, upload_id, resumed=resumed, sent=sent, dedup=False)
+
+
+def _chunk_sizes(size: int, chunk: int) -> Any:
+    return lambda i: max(0, min(chunk, size - i * chunk))
+
+
+def _put_chunk(
+    client: httpx.Client,
+    f: Any,
+    upload_id: str,
+    index: int,
+    state: ResumeState,
+    size_of: Any,
+    transfer: Transfer,
+    task: Any,
+) -> int:
+    length: int = size_of(index)
+    for _ in range(MAX_RETRIES):
+        f.seek(index * int(state.get("chunk_size")))
+        moved = 0
+
+        def body() -> Iterator[bytes]:
+            nonlocal moved
+            for data in read_pieces(f, length, transfer, task):
+                moved += len(data)
+                yield data
+
+        r = client.put(
+            f"/v1/uploads/{upload_id}/chunks/{index}",
+            content=body(),
+            headers={"Content-Length": str(length), "Content-Type": "application/octet-stream"},
+        )
+        if r.status_code != 429:
+            check(r)
+            return length
+        # Over the server's in-flight limit: undo the bar, wait as told, send again.
+        transfer.progress.update(task, advance=-moved)
+        transfer.progress.update(transfer.total_task, advance=-moved)
+        if transfer.stop.wait(float(r.headers.get("Retry-After", "1") or 1)):
+            raise Interrupted()
+    raise error_from(r)
+
+
+def _code(r: httpx.Response) -> str:
+    try:
+        return str(r.json()["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return ""
+
+
+def _result(
+    job: Job,
+    file_id: str,
+    sha: str,
+    upload_id: str | None,
+    *,
+    resumed: bool,
+    sent: int,
+    dedup: bool,
+) -> dict[str, Any]:
+    return {
+        "path": os.fspath(job.path),
+        "file_id": file_id,
+        "upload_id": upload_id,
+        "size": job.size,
+        "sha256": sha,
+        "key": job.key,
+        "resumed": resumed,
+        "bytes_sent": sent,
+        "deduplicated": dedup,
+    }

@@ -1,0 +1,85 @@
+"""A running Cairn for the client tests, and a way to run `cairn` against it as a
+subprocess (the way a user does), with its own cache and config dirs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
+from tests.system import System, isolated_system
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="module")
+async def system(
+    pg_server: EmbeddedPostgres, kafka_server: EmbeddedKafka, template_url: str
+) -> AsyncIterator[System]:
+    async with isolated_system(pg_server.url, kafka_server.bootstrap) as s:
+        yield s
+
+
+@dataclass
+class Done:
+    code: int
+    out: str
+    err: str
+
+
+class Cli:
+    """`cairn ...` in a subprocess; the server runs in this test's event loop, so the
+    subprocess is awaited, never waited for with a blocking call."""
+
+    def __init__(self, system: System, home: Path, user: str) -> None:
+        self.system = system
+        self.env = {
+            **os.environ,
+            "CAIRN_URL": system.url,
+            "CAIRN_TOKEN": system.token(user),
+            "XDG_CACHE_HOME": str(home / "cache"),
+            "XDG_CONFIG_HOME": str(home / "config"),
+            "COLUMNS": "200",
+        }
+
+    async def start(self, *args: str, **env: str) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bus.run.cli",
+            *args,
+            cwd=ROOT,
+            env={**self.env, **env},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+
+    async def finish(self, proc: asyncio.subprocess.Process) -> Done:
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode is not None
+        return Done(proc.returncode, out.decode(), err.decode())
+
+    async def __call__(self, *args: str, **env: str) -> Done:
+        done = await self.finish(await self.start(*args, **env))
+        assert "Traceback" not in done.err, done.err
+        return done
+
+    async def interrupt(self, proc: asyncio.subprocess.Process) -> Done:
+        proc.send_signal(signal.SIGINT)
+        return await self.finish(proc)
+
+
+@pytest.fixture
+def cli_for(system: System, tmp_path: Path) -> Any:
+    def make(user: str) -> Cli:
+        return Cli(system, tmp_path / "home", user)
+
+    return make

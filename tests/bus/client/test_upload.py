@@ -1,0 +1,108 @@
+"""`cairn upload` as a subprocess against a running Cairn: directories, sha256, and a
+resume after Ctrl-C that sends only what the server does not have."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from tests.system import System, wait_until
+
+
+def _write(path: Path, size: int) -> bytes:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = os.urandom(size)
+    path.write_bytes(data)
+    return data
+
+
+async def _content(system: System, user: str, file_id: str) -> bytes:
+    async with system.client(user) as c:
+        r = await c.get(f"/v1/files/{file_id}/content")
+        assert r.status_code == 200
+        return r.content
+
+
+async def test_uploads_a_directory_recursively_verified(
+    system: System, cli_for: Any, tmp_path: Path
+) -> None:
+    cli = cli_for("up-dir")
+    tree = tmp_path / "tree"
+    files = {
+        "a.bin": _write(tree / "a.bin", 300_000),
+        "sub/b.txt": _write(tree / "sub" / "b.txt", 1),
+        "sub/deeper/c.bin": _write(tree / "sub" / "deeper" / "c.bin", 70_000),
+    }
+    done = await cli("upload", str(tree), "--chunk-size", "64k", "--parallel", "3", "--json")
+    assert done.code == 0, done.err
+    report = json.loads(done.out)
+    assert report["failed"] == []
+    by_key = {f["key"]: f for f in report["files"]}
+    assert set(by_key) == set(files)
+    for key, data in files.items():
+        f = by_key[key]
+        assert f["sha256"] == hashlib.sha256(data).hexdigest()
+        assert await _content(system, "up-dir", f["file_id"]) == data
+        async with system.client("up-dir") as c:
+            meta = (await c.get(f"/v1/files/{f['file_id']}")).json()
+        assert meta["metadata"] == {"key": key}
+        assert meta["name"] == key.rsplit("/", 1)[-1]
+    # The same file again is recognised by its sha256: no bytes sent.
+    again = await cli("upload", str(tree / "a.bin"), "--json")
+    assert again.code == 0, again.err
+    (only,) = json.loads(again.out)["files"]
+    assert only["deduplicated"] is True and only["bytes_sent"] == 0
+    assert only["file_id"] == by_key["a.bin"]["file_id"]
+
+
+async def test_upload_resumes_after_ctrl_c(system: System, cli_for: Any, tmp_path: Path) -> None:
+    user = "up-resume"
+    cli = cli_for(user)
+    data = _write(tmp_path / "big.bin", 4 * 1024 * 1024)
+    args = ("upload", str(tmp_path / "big.bin"), "--chunk-size", "256k", "--json")
+    proc = await cli.start(*args, "--limit-rate", "512k")
+
+    async def some_chunks_stored() -> Any:
+        async with system.client(user) as c:
+            items = (await c.get("/v1/uploads")).json()["items"]
+        return items if items and items[0]["chunks_received"] >= 2 else None
+
+    (upload,) = await wait_until(some_chunks_stored, timeout=60)
+    stopped = await cli.interrupt(proc)
+    assert stopped.code == 130, stopped.err
+    assert "resume" in stopped.err and "Traceback" not in stopped.err
+    async with system.client(user) as c:
+        state = (await c.get(f"/v1/uploads/{upload['id']}")).json()
+    assert state["status"] in ("INITIATED", "IN_PROGRESS")
+    assert state["missing_chunks"], "interrupted before the end"
+    had = state["bytes_received"]
+
+    done = await cli(*args)
+    assert done.code == 0, done.err
+    (f,) = json.loads(done.out)["files"]
+    assert f["resumed"] is True
+    assert f["upload_id"] == upload["id"]
+    assert f["bytes_sent"] == len(data) - had  # only what the server did not have
+    assert f["sha256"] == hashlib.sha256(data).hexdigest()
+    assert await _content(system, user, f["file_id"]) == data
+    # Done: the resume state is gone, so a third run starts (and dedups) afresh.
+    assert not list((Path(cli.env["XDG_CACHE_HOME"]) / "cairn" / "uploads").glob("*.json"))
+
+
+async def test_upload_errors_are_one_line_with_exit_codes(
+    system: System, cli_for: Any, tmp_path: Path
+) -> None:
+    cli = cli_for("up-err")
+    _write(tmp_path / "f.bin", 10)
+    missing = await cli("upload", str(tmp_path / "nope"))
+    assert missing.code == 1
+    assert "not_a_file" in missing.err
+    bad_token = await cli("upload", str(tmp_path / "f.bin"), CAIRN_TOKEN="not-a-jwt")
+    assert bad_token.code == 4, bad_token.err
+    assert "cairn: error:" in bad_token.err
+    gone = await cli("upload", str(tmp_path / "f.bin"), CAIRN_URL="http://127.0.0.1:9")
+    assert gone.code == 7, gone.err
+    assert "unreachable" in gone.err
