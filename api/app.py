@@ -25,6 +25,7 @@ from api.routes.events import EventsController, events_ws
 from api.routes.fetches import FetchesController
 from api.routes.files import FilesController
 from api.routes.ops import asyncapi, health, metrics, ready
+from api.routes.tasks import TasksController
 from api.routes.uploads import UploadsController
 from api.tus.controller import TusController
 from bus.actors.commandbus import CommandBus
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             FilesController,
             FetchesController,
             BucketsController,
+            TasksController,
             AdminController,
             EventsController,
             events_ws,

@@ -158,6 +158,16 @@ class FilePage(msgspec.Struct):
     offset: int
 
 
+class UpdateFile(msgspec.Struct, forbid_unknown_fields=True):
+    """Rename (a name, not a path), move to another of the owner's buckets (`default`: out
+    of every bucket), or replace the user metadata (string values, at most 8 KiB in all).
+    A field left out keeps its value."""
+
+    name: Name | None = None
+    bucket: Short | None = None
+    metadata: dict[Short, Annotated[str, msgspec.Meta(max_length=8192)]] | None = None
+
+
 class FileDeleted(msgspec.Struct):
     id: str
     deleted: bool
@@ -220,7 +230,12 @@ class BucketDeleted(msgspec.Struct):
 
 
 # Bodies that refuse unknown fields (documented with additionalProperties: false).
-STRICT_BODIES: tuple[type[msgspec.Struct], ...] = (CreateUpload, CreateBucket, UpdateBucket)
+STRICT_BODIES: tuple[type[msgspec.Struct], ...] = (
+    CreateUpload,
+    CreateBucket,
+    UpdateBucket,
+    UpdateFile,
+)
 
 
 def ok(status: int, shape: type[msgspec.Struct], description: str) -> dict[int, ResponseSpec]:
@@ -228,3 +243,50 @@ def ok(status: int, shape: type[msgspec.Struct], description: str) -> dict[int, 
     return {
         status: ResponseSpec(data_container=shape, description=description, generate_examples=False)
     }
+
+
+class CreateTask(msgspec.Struct, forbid_unknown_fields=True):
+    """Start a background task: `type` is copy, move, delete, compress or extract; `params`
+    depend on the type (see README, Tasks)."""
+
+    type: Annotated[str, msgspec.Meta(max_length=64)]
+    params: dict[str, Any]
+    priority: Annotated[int, msgspec.Meta(ge=0, le=100)] = 50
+
+
+class TaskAccepted(msgspec.Struct):
+    id: str
+    status: str
+
+
+class TaskProgress(msgspec.Struct):
+    items_done: int
+    items_total: int
+    items_failed: int
+    bytes_done: int
+    bytes_total: int
+    percent: float
+
+
+class Task(msgspec.Struct):
+    id: str
+    type: str
+    status: str
+    priority: int
+    params: dict[str, Any]
+    progress: TaskProgress
+    result_file_ids: list[str]
+    error: dict[str, Any] | None
+    attempts: int
+    created_at: str
+    updated_at: str
+    started_at: str | None
+    finished_at: str | None
+    results: list[dict[str, Any]] | None = None
+
+
+class TaskPage(msgspec.Struct):
+    items: list[Task]
+    total: int
+    limit: int
+    offset: int

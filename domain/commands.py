@@ -26,7 +26,7 @@ from domain.fetches.commands import (
     RetryFetch,
     StartFetch,
 )
-from domain.files.commands import CreateFile, DeleteFile
+from domain.files.commands import CreateFile, DeleteFile, UpdateFile
 from domain.kernel import JSON, Command
 from domain.registry import COMMANDS
 from domain.uploads.commands import (
@@ -68,6 +68,7 @@ __all__ = [
     "StartFetch",
     "StoreChunk",
     "UpdateBucket",
+    "UpdateFile",
     "command_from_dict",
     "command_to_dict",
 ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from domain import buckets, fetches, files, uploads
+from domain import buckets, fetches, files, tasks, uploads
 from domain.kernel import JSON, AggregateSpec, Command, Event, StoredEvent
 
 AGGREGATES: Mapping[str, AggregateSpec[Any]] = {
@@ -22,9 +22,7 @@ AGGREGATES: Mapping[str, AggregateSpec[Any]] = {
         files.AGGREGATE,
         fetches.AGGREGATE,
         buckets.AGGREGATE,
-        # Reserved: their topics are part of the published contract (API.md) already;
-        # nothing writes them yet.
-        AggregateSpec(name="tasks", stream_prefix="task"),
+        tasks.AGGREGATE,
     )
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -35,3 +36,20 @@ class Piece:
 def aware(at: datetime) -> datetime:
     """`at`, treating a naive timestamp (only from malformed old data) as UTC."""
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+MAX_FILE_NAME = 1024
+
+
+def file_name_problem(name: object, field: str = "file_name") -> str | None:
+    """Why `name` is not a valid file name (a name, not a path), or None if it is."""
+    if not isinstance(name, str) or not name.strip():
+        return f"{field} must be a non-empty string"
+    if len(name) > MAX_FILE_NAME:
+        return f"{field} is over {MAX_FILE_NAME} characters"
+    if any(unicodedata.category(c) == "Cc" for c in name):
+        return f"{field} must not contain control characters"
+    if "/" in name or "\\" in name or not name.strip("."):
+        # A name, not a path: paths (folders) belong in object keys.
+        return f"{field} must be a name, not a path: no '/' or '\\', and not only dots"
+    return None

@@ -5,7 +5,7 @@ connections, not by events: it scales by running more of them, on any host, and 
 one loses at most the bytes it had not yet recorded.
 
 Who runs what: workers claim runnable fetches (read model status PENDING or IN_PROGRESS)
-through leases in `workers.fetch_leases`, renewed every lease/3 seconds. A worker that dies
+through leases in `work.fetch_leases`, renewed every lease/3 seconds. A worker that dies
 stops renewing, and after CAIRN_FETCH_LEASE seconds another (or the restarted one) takes
 the fetch over: it sends StartFetch with a new runner id, which makes the aggregate refuse
 anything the old run might still try to record, and resumes from the last recorded byte.
@@ -140,7 +140,7 @@ class Fetcher:
             # Released, not left to expire: a restarted worker takes over at once.
             with contextlib.suppress(Exception):
                 await self.pool.execute(
-                    "DELETE FROM workers.fetch_leases WHERE holder = $1", self.holder
+                    "DELETE FROM work.fetch_leases WHERE holder = $1", self.holder
                 )
             await self.client.aclose()
             await self.bus.stop()
@@ -151,7 +151,7 @@ class Fetcher:
         # A cheap look first (a partial index): idle workers take no lock and no transaction.
         if not await self.pool.fetchval(
             "SELECT EXISTS (SELECT 1 FROM readmodel.fetches f"
-            " LEFT JOIN workers.fetch_leases l ON l.fetch_id = f.id"
+            " LEFT JOIN work.fetch_leases l ON l.fetch_id = f.id"
             " WHERE f.status IN ('PENDING', 'IN_PROGRESS')"
             "   AND (l.fetch_id IS NULL OR l.lease_until < now()))"
         ):
@@ -161,7 +161,7 @@ class Fetcher:
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _CLAIM_LOCK)
             rows = await conn.fetch(
                 "SELECT f.id, f.owner FROM readmodel.fetches f"
-                " LEFT JOIN workers.fetch_leases l ON l.fetch_id = f.id"
+                " LEFT JOIN work.fetch_leases l ON l.fetch_id = f.id"
                 " WHERE f.status IN ('PENDING', 'IN_PROGRESS')"
                 "   AND (l.fetch_id IS NULL OR l.lease_until < now())"
                 " ORDER BY f.created_at LIMIT $1",
@@ -170,7 +170,7 @@ class Fetcher:
             if not rows:
                 return []
             held = await conn.fetch(
-                "SELECT owner, count(*) AS n FROM workers.fetch_leases"
+                "SELECT owner, count(*) AS n FROM work.fetch_leases"
                 " WHERE lease_until >= now() GROUP BY owner"
             )
             per_owner = {r["owner"]: int(r["n"]) for r in held}
@@ -182,7 +182,7 @@ class Fetcher:
                 if per_owner.get(r["owner"], 0) >= s.fetch_per_owner:
                     continue
                 await conn.execute(
-                    "INSERT INTO workers.fetch_leases (fetch_id, owner, holder, lease_until)"
+                    "INSERT INTO work.fetch_leases (fetch_id, owner, holder, lease_until)"
                     " VALUES ($1, $2, $3, now() + make_interval(secs => $4))"
                     " ON CONFLICT (fetch_id) DO UPDATE SET holder = $3, owner = $2,"
                     " lease_until = now() + make_interval(secs => $4)",
@@ -199,7 +199,7 @@ class Fetcher:
     async def _renew(self) -> None:
         if self.tasks:
             await self.pool.execute(
-                "UPDATE workers.fetch_leases SET lease_until = now() + make_interval(secs => $2)"
+                "UPDATE work.fetch_leases SET lease_until = now() + make_interval(secs => $2)"
                 " WHERE holder = $1",
                 self.holder,
                 self.settings.fetch_lease,
@@ -208,7 +208,7 @@ class Fetcher:
     async def _release(self, fetch_id: str) -> None:
         with contextlib.suppress(Exception):
             await self.pool.execute(
-                "DELETE FROM workers.fetch_leases WHERE fetch_id = $1 AND holder = $2",
+                "DELETE FROM work.fetch_leases WHERE fetch_id = $1 AND holder = $2",
                 uuid.UUID(fetch_id),
                 self.holder,
             )

@@ -12,7 +12,7 @@ import asyncpg
 
 from domain import files
 from domain.events import RecordedEvent, event_time
-from domain.files.events import FileCreated, FileDeleted
+from domain.files.events import FileCreated, FileDeleted, FileUpdated
 from projections.base import Projection, as_uuid, bump_usage, utc_day
 
 
@@ -70,6 +70,18 @@ class FilesProjection(Projection):
                 )
                 if owner is not None:
                     await bump_usage(conn, owner, utc_day(at), files_deleted=1)
+
+            case FileUpdated() as e:
+                await conn.execute(
+                    "UPDATE readmodel.files SET name = $2, bucket = $3, metadata = $4,"
+                    " updated_at = $5, last_version = $6 WHERE id = $1",
+                    file_id,
+                    e.name,
+                    e.bucket,
+                    dict(e.metadata),
+                    at,
+                    ev.version,
+                )
 
             case _:
                 # An event type this code does not know yet (a newer producer): record that

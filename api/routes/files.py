@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from litestar import Controller, HttpMethod, Request, Response, delete, get, route
+from litestar import Controller, HttpMethod, Request, Response, delete, get, patch, route
 from litestar.di import NamedDependency, Provide
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from api.auth import Principal, provide_principal
 from api.context import ctx, now, parse_uuid
@@ -19,8 +19,12 @@ from api.errors import ApiError
 from api.http.content import ContentResponse, Representation, plan, read_small
 from api.http.strict import strict_request
 from api.openapi import SECURED
-from api.schemas import BIGINT_MAX, File, FileDeleted, FilePage, ok
+from api.schemas import BIGINT_MAX, File, FileDeleted, FilePage, UpdateFile, ok
+from domain.buckets import BucketState
+from domain.buckets.names import is_bucket_name
 from domain.commands import DeleteFile
+from domain.commands import UpdateFile as UpdateFileCommand
+from domain.errors import NotFound
 from domain.files import FileState
 from projections import queries
 from projections.downloads import downloads_of
@@ -141,6 +145,46 @@ class FilesController(Controller):
         )
         return ContentResponse(body, status=p.status, headers=p.headers)
 
+    @patch(
+        "/{file_id:str}",
+        summary="Rename a file, move it to another of its owner's buckets, set its metadata",
+        before_request=strict_request,
+        responses=ok(200, File, "The file after the change"),
+    )
+    async def update_file(
+        self,
+        request: Request[Any, Any, Any],
+        file_id: FromPath[str],
+        data: JSONBody[UpdateFile],
+        principal: NamedDependency[Principal],
+    ) -> dict[str, Any]:
+        c = ctx(request)
+        st = await _load_file(request, file_id, principal)
+        if data.bucket is not None and data.bucket != "default":
+            # Objects of a bucket are its owner's files: a file may move only into a bucket
+            # its owner owns. Any other bucket (someone else's, public or private, or none)
+            # is 404, exactly like a missing one. (Checked here, not in the file's `decide`:
+            # it is another aggregate's state. A bucket deleted between this check and the
+            # move leaves the file in a bucket that no longer exists, like before it.)
+            target: BucketState | None = None
+            if is_bucket_name(data.bucket):
+                target = await c.load("buckets", f"bucket-{data.bucket}")
+            if target is None or target.deleted or target.owner != st.owner:
+                raise NotFound("bucket_not_found", "no such bucket", {"name": data.bucket[:64]})
+        await c.send(
+            request,
+            UpdateFileCommand(
+                aggregate_id=st.id,
+                caller=principal.user,
+                admin=principal.admin,
+                at=now(),
+                name=data.name,
+                bucket=data.bucket,
+                metadata=None if data.metadata is None else dict(data.metadata),
+            ),
+        )
+        return file_view(await _load_file(request, st.id, principal))
+
     @delete(
         "/{file_id:str}",
         status_code=200,
@@ -177,6 +221,8 @@ class FilesController(Controller):
         bucket: FromQuery[str | None] = None,
         prefix: FromQuery[str | None] = None,
         content_type: FromQuery[str | None] = None,
+        created_after: FromQuery[str | None] = None,
+        created_before: FromQuery[str | None] = None,
         sort: FromQuery[str] = "created_at",
         order: FromQuery[str] = "desc",
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 50,
@@ -190,6 +236,8 @@ class FilesController(Controller):
                 bucket=bucket,
                 name_prefix=prefix,
                 content_type=content_type,
+                created_after=created_after,
+                created_before=created_before,
                 sort=sort,
                 order=order,
                 limit=limit,

@@ -90,6 +90,15 @@ class Settings:
     gc_grace: float = 3600.0
     max_ranges: int = 100
     download_flush_interval: float = 10.0
+    # Background tasks (handlers/tasks/): the most items one task may name, how long
+    # finished tasks are kept, a worker's lease, how often an idle worker looks for work,
+    # and how many tasks of one owner run at once across all workers.
+    task_max_items: int = 10_000
+    task_retention: float = 7 * 24 * 3600.0
+    task_lease_seconds: float = 15.0
+    task_poll_interval: float = 0.5
+    task_concurrency_per_owner: int = 2
+    task_concurrency: int = 2
     max_request_line_bytes: int = 8 * 1024
     max_header_bytes: int = 32 * 1024
     max_headers: int = 100
@@ -220,6 +229,12 @@ class Settings:
             gc_grace=_float(env, "CAIRN_GC_GRACE", 3600.0),
             max_ranges=_int(env, "CAIRN_MAX_RANGES", 100),
             download_flush_interval=_float(env, "CAIRN_DOWNLOAD_FLUSH_INTERVAL", 10.0),
+            task_max_items=_int(env, "CAIRN_TASK_MAX_ITEMS", 10_000),
+            task_retention=_float(env, "CAIRN_TASK_RETENTION", 7 * 24 * 3600.0),
+            task_lease_seconds=_float(env, "CAIRN_TASK_LEASE_SECONDS", 15.0),
+            task_poll_interval=_float(env, "CAIRN_TASK_POLL_INTERVAL", 0.5),
+            task_concurrency_per_owner=_int(env, "CAIRN_TASK_CONCURRENCY_PER_OWNER", 2),
+            task_concurrency=_int(env, "CAIRN_TASK_CONCURRENCY", 2),
             max_request_line_bytes=_int(env, "CAIRN_MAX_REQUEST_LINE_BYTES", 8 * 1024),
             max_header_bytes=_int(env, "CAIRN_MAX_HEADER_BYTES", 32 * 1024),
             max_headers=_int(env, "CAIRN_MAX_HEADERS", 100),

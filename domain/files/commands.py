@@ -35,4 +35,18 @@ class DeleteFile(FileCommand):
     type: ClassVar[str] = "DeleteFile"
 
 
-COMMANDS = (CreateFile, DeleteFile)
+@dataclass(frozen=True, kw_only=True)
+class UpdateFile(FileCommand):
+    """Rename, move to another bucket, or replace the user metadata (None: keep as is).
+
+    Whether the caller may write into `bucket` is the adapter's question (another
+    aggregate's state); `decide` checks the shapes and the file's own ownership."""
+
+    type: ClassVar[str] = "UpdateFile"
+
+    name: str | None = None
+    bucket: str | None = None
+    metadata: dict[str, str] | None = None
+
+
+COMMANDS = (CreateFile, DeleteFile, UpdateFile)

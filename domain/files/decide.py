@@ -5,12 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from domain.buckets.names import is_bucket_name
 from domain.errors import Conflict, InvalidInput, NotFound
-from domain.files.commands import CreateFile, DeleteFile
-from domain.files.events import FileCreated, FileDeleted
+from domain.files.commands import CreateFile, DeleteFile, UpdateFile
+from domain.files.events import FileCreated, FileDeleted, FileUpdated
 from domain.files.state import FileState
 from domain.kernel import Command, Event
-from domain.values import Piece, is_sha256
+from domain.values import Piece, file_name_problem, is_sha256
+
+MAX_METADATA_BYTES = 8 * 1024
+"""User metadata, keys and values together, in UTF-8 bytes."""
+MAX_METADATA_KEY = 255
 
 
 def _owned(state: FileState | None, cmd: Command) -> FileState:
@@ -53,9 +58,42 @@ def _delete(state: FileState | None, cmd: DeleteFile) -> list[Event]:
     return [FileDeleted(at=cmd.at)]
 
 
+def metadata_problem(metadata: object) -> str | None:
+    """Why `metadata` is not acceptable user metadata (string keys and values, bounded)."""
+    if not isinstance(metadata, dict):
+        return "metadata must be an object of strings"
+    total = 0
+    for k, v in metadata.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            return "metadata keys and values must be strings"
+        if not k or len(k) > MAX_METADATA_KEY:
+            return f"a metadata key is 1 to {MAX_METADATA_KEY} characters"
+        total += len(k.encode()) + len(v.encode())
+    if total > MAX_METADATA_BYTES:
+        return f"metadata is over {MAX_METADATA_BYTES} bytes (keys and values, UTF-8)"
+    return None
+
+
+def _update(state: FileState | None, cmd: UpdateFile) -> list[Event]:
+    st = _owned(state, cmd)
+    if cmd.name is not None and (problem := file_name_problem(cmd.name, "name")) is not None:
+        raise InvalidInput("invalid_name", problem)
+    if cmd.bucket is not None and cmd.bucket != "default" and not is_bucket_name(cmd.bucket):
+        raise InvalidInput("invalid_bucket_name", "not a bucket name", {"bucket": cmd.bucket[:64]})
+    if cmd.metadata is not None and (problem := metadata_problem(cmd.metadata)) is not None:
+        raise InvalidInput("invalid_metadata", problem, {"max_bytes": MAX_METADATA_BYTES})
+    name = st.name if cmd.name is None else cmd.name
+    bucket = st.bucket if cmd.bucket is None else cmd.bucket
+    metadata = st.metadata if cmd.metadata is None else dict(cmd.metadata)
+    if (name, bucket, metadata) == (st.name, st.bucket, st.metadata):
+        return []
+    return [FileUpdated(name=name, bucket=bucket, metadata=metadata, at=cmd.at)]
+
+
 _DECIDERS: dict[type[Command], Callable[[FileState | None, Any], list[Event]]] = {
     CreateFile: _create,
     DeleteFile: _delete,
+    UpdateFile: _update,
 }
 
 

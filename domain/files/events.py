@@ -34,4 +34,17 @@ class FileDeleted(Event):
     at: datetime
 
 
-EVENTS = (FileCreated, FileDeleted)
+@dataclass(frozen=True, kw_only=True)
+class FileUpdated(Event):
+    """The file's name, bucket and user metadata after a change (all three, whatever
+    changed), so a reader needs no earlier event to know the current values."""
+
+    type: ClassVar[str] = "FileUpdated"
+
+    name: str
+    bucket: str
+    metadata: dict[str, str] = field(default_factory=dict)
+    at: datetime
+
+
+EVENTS = (FileCreated, FileDeleted, FileUpdated)

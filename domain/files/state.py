@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from domain.files.events import FileCreated, FileDeleted
+from domain.files.events import FileCreated, FileDeleted, FileUpdated
 from domain.kernel import Event
 
 
@@ -47,4 +47,12 @@ def evolve(state: FileState | None, event: Event) -> FileState | None:
         return None
     if isinstance(event, FileDeleted):
         return replace(state, deleted=True, updated_at=event.at)
+    if isinstance(event, FileUpdated):
+        return replace(
+            state,
+            name=event.name,
+            bucket=event.bucket,
+            metadata=dict(event.metadata),
+            updated_at=event.at,
+        )
     return state

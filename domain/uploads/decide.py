@@ -8,7 +8,6 @@ command was already applied (an idempotent replay).
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -36,9 +35,8 @@ from domain.uploads.events import (
     UploadLengthDeclared,
 )
 from domain.uploads.state import ACTIVE, MODES, UploadState, UploadStatus, total_chunks_for
-from domain.values import Piece, aware, is_count, is_sha256
-
-MAX_FILE_NAME = 1024
+from domain.values import MAX_FILE_NAME as MAX_FILE_NAME  # re-exported: the uploads' limit
+from domain.values import Piece, aware, file_name_problem, is_count, is_sha256
 
 
 def _owned(state: UploadState | None, cmd: Command) -> UploadState:
@@ -77,18 +75,9 @@ def _check_pieces(pieces: list[JSON]) -> tuple[Piece, ...]:
 
 
 def _validate_initiate(cmd: InitiateUpload) -> tuple[Piece, ...]:
-    if not isinstance(cmd.file_name, str) or not cmd.file_name.strip():
-        raise InvalidInput("invalid_file_name", "file_name must be a non-empty string")
-    if len(cmd.file_name) > MAX_FILE_NAME:
-        raise InvalidInput("invalid_file_name", f"file_name is over {MAX_FILE_NAME} characters")
-    if any(unicodedata.category(c) == "Cc" for c in cmd.file_name):
-        raise InvalidInput("invalid_file_name", "file_name must not contain control characters")
-    if "/" in cmd.file_name or "\\" in cmd.file_name or not cmd.file_name.strip("."):
-        # A name, not a path: paths (folders) belong in object keys.
-        raise InvalidInput(
-            "invalid_file_name",
-            "file_name must be a name, not a path: no '/' or '\\', and not only dots",
-        )
+    problem = file_name_problem(cmd.file_name)
+    if problem is not None:
+        raise InvalidInput("invalid_file_name", problem)
     if cmd.mode not in MODES:
         raise InvalidInput("invalid_mode", f"mode must be one of {', '.join(MODES)}")
     deferred = cmd.file_size is None and cmd.mode == "stream"

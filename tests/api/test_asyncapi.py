@@ -25,7 +25,6 @@ def test_a_channel_per_aggregate_with_its_event_types() -> None:
     for name, channel in doc["channels"].items():
         assert channel["address"] == f"t.{name}"
         assert set(channel["messages"]) == {e.type for e in AGGREGATES[name].events}
-    assert set(doc["channels"]["tasks"]["messages"]) == set()  # reserved: topic only
     assert "FetchBytesAppended" in doc["channels"]["fetches"]["messages"]
 
 

@@ -26,6 +26,7 @@ from domain.commands import (
     InitiateUpload,
     StoreChunk,
     UpdateBucket,
+    UpdateFile,
     command_from_dict,
     command_to_dict,
 )
@@ -42,6 +43,16 @@ from domain.fetches.commands import (
     ResumeFetch,
     RetryFetch,
     StartFetch,
+)
+from domain.tasks.commands import (
+    CancelTask,
+    CompleteTask,
+    CreateTask,
+    FailTask,
+    PauseTask,
+    RecordProgress,
+    ResumeTask,
+    StartTask,
 )
 
 AT = datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)
@@ -108,6 +119,25 @@ SAMPLES: dict[str, Command] = {
     "CreateBucket": CreateBucket(**ENV, public=True, description="cats"),
     "UpdateBucket": UpdateBucket(**ENV, public=None, description="dogs"),
     "DeleteBucket": DeleteBucket(**ENV, force=True),
+    "UpdateFile": UpdateFile(**ENV, name="b.txt", bucket=None, metadata={"k": "v"}),
+    "CreateTask": CreateTask(
+        **ENV,
+        owner="alice",
+        task_type="compress",
+        params={"files": ["f-1", "f-2"], "output": {"file_name": "a.zip", "bucket": "b"}},
+        priority=90,
+        items_total=2,
+        bytes_total=1 << 33,
+    ),
+    "StartTask": StartTask(**ENV, worker="host:1:ab"),
+    "RecordProgress": RecordProgress(
+        **ENV, first=3, results=[{"index": 3, "source": "f-1", "result": "f-9"}], bytes_done=7
+    ),
+    "CompleteTask": CompleteTask(**ENV, result_file_ids=["f-9"], bytes_done=1 << 33),
+    "FailTask": FailTask(**ENV, error={"code": "quota_exceeded", "details": {"quota": 1}}),
+    "PauseTask": PauseTask(**ENV),
+    "ResumeTask": ResumeTask(**ENV),
+    "CancelTask": CancelTask(**ENV),
 }
 
 

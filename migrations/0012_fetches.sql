@@ -61,22 +61,22 @@ CREATE INDEX IF NOT EXISTS fetches_runnable_idx
 COMMENT ON INDEX readmodel.fetches_runnable_idx IS
     'The fetch workers look for fetches to run or take over.';
 
-CREATE SCHEMA IF NOT EXISTS workers;
-COMMENT ON SCHEMA workers IS 'Coordination between worker processes (not derived from events).';
+CREATE SCHEMA IF NOT EXISTS work;
 
-CREATE TABLE IF NOT EXISTS workers.fetch_leases (
+CREATE TABLE IF NOT EXISTS work.fetch_leases (
     fetch_id     uuid        PRIMARY KEY,
     owner        text        NOT NULL,
     holder       text        NOT NULL,
     lease_until  timestamptz NOT NULL
 );
-COMMENT ON TABLE workers.fetch_leases IS
+COMMENT ON TABLE work.fetch_leases IS
     'Which fetch worker runs which fetch. A worker renews its lease every CAIRN_FETCH_LEASE/3 seconds; a lease past lease_until (worker dead) is taken over by the next worker, which resumes from the last recorded byte.';
-COMMENT ON COLUMN workers.fetch_leases.fetch_id IS 'The fetch (readmodel.fetches.id).';
-COMMENT ON COLUMN workers.fetch_leases.owner IS 'The fetch''s owner, for the per-owner concurrency limit.';
-COMMENT ON COLUMN workers.fetch_leases.holder IS 'The worker run holding it (also the runner recorded in FetchStarted).';
-COMMENT ON COLUMN workers.fetch_leases.lease_until IS 'The lease is held until then.';
+COMMENT ON COLUMN work.fetch_leases.fetch_id IS 'The fetch (readmodel.fetches.id).';
+COMMENT ON COLUMN work.fetch_leases.owner IS 'The fetch''s owner, for the per-owner concurrency limit.';
+COMMENT ON COLUMN work.fetch_leases.holder IS 'The worker run holding it (also the runner recorded in FetchStarted).';
+COMMENT ON COLUMN work.fetch_leases.lease_until IS 'The lease is held until then.';
 
+-- (the tasks projection's row too: 0011_tasks.sql did not add it)
 INSERT INTO readmodel.projection_streams (projection, stream_prefix)
-VALUES ('fetches', 'fetch-')
+VALUES ('fetches', 'fetch-'), ('tasks', 'task-')
 ON CONFLICT DO NOTHING;
