@@ -8,7 +8,15 @@ import { openPreview, previewKind } from './preview.js'
 const PAGE = 25
 const state = { offset: 0, total: 0, prefix: '', bucket: '' }
 
+// The list is a read model: it can trail the event stream by a moment. Files the stream
+// (or our own delete) says are gone are hidden at once, and while the list does not yet
+// show what the stream said, it is read again a few times, further apart each time.
+const awaited = { present: new Set(), absent: new Set() }
+let tries = 0
+let retry = null
+
 export async function loadFiles () {
+  clearTimeout(retry)
   const q = new URLSearchParams({ limit: PAGE, offset: state.offset })
   if (state.prefix) q.set('prefix', state.prefix)
   if (state.bucket) q.set('bucket', state.bucket)
@@ -23,8 +31,30 @@ export async function loadFiles () {
     state.offset = Math.max(0, state.offset - PAGE) // the last page emptied: step back
     return loadFiles()
   }
-  state.total = page.total
-  render(page.items)
+  const ids = new Set(page.items.map(f => f.id))
+  const items = page.items.filter(f => !awaited.absent.has(f.id))
+  state.total = page.total - (page.items.length - items.length)
+  render(items)
+  // Only the first page of the unfiltered, newest-first list must show a new file.
+  const newestFirst = state.offset === 0 && !state.prefix && !state.bucket
+  for (const id of awaited.absent) if (!ids.has(id)) awaited.absent.delete(id)
+  for (const id of awaited.present) if (ids.has(id) || !newestFirst) awaited.present.delete(id)
+  if ((awaited.absent.size || awaited.present.size) && tries < 6) {
+    retry = setTimeout(loadFiles, 100 * 2 ** tries++)
+  } else {
+    tries = 0
+    awaited.absent.clear()
+    awaited.present.clear()
+  }
+}
+
+// A file event from the live stream: what the list should show once it catches up.
+export function fileEvent (type, envelope) {
+  const id = (envelope.stream_id || '').replace(/^file-/, '')
+  if (type === 'FileDeleted') { awaited.absent.add(id); awaited.present.delete(id) }
+  if (type === 'FileCreated') awaited.present.add(id)
+  tries = 0
+  reloadFiles()
 }
 
 export const reloadFiles = debounce(loadFiles, 150)
@@ -75,6 +105,7 @@ async function remove (f) {
   if (!window.confirm(`Delete ${f.name}? This cannot be undone.`)) return
   try {
     await request(`/v1/files/${encodeURIComponent(f.id)}`, { method: 'DELETE' })
+    awaited.absent.add(f.id)
     say(`Deleted ${f.name}.`)
     await loadFiles()
     document.getElementById('files-filter').focus()
