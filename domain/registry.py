@@ -1,7 +1,7 @@
 """The one registry of aggregate types. Everything generic over aggregates derives from it:
 stream ids and prefixes, topics (bus/kafka/clients.py), command routing and the actor
 host's lookup, command (de)serialisation (domain/commands.py), upcasting and typed decoding
-of stored events, and the published event schemas (api/asyncapi.py).
+of stored events, and the published event schemas (bus/kafka/spec.py).
 
 Adding an aggregate = one package under domain/ (commands, events, state, decide, and an
 `AGGREGATE` spec in its __init__) + one line here.

@@ -32,6 +32,7 @@ from domain.registry import AGGREGATES
 from domain.tasks import RUNNABLE, TaskState
 from domain.tasks.commands import CompleteTask, FailTask, StartTask
 from handlers.tasks import leases
+from handlers.tasks.compress import run_compress
 from handlers.tasks.fileops import run_file_items
 from handlers.tasks.run import Stop, TaskFailure, TaskRun, utcnow
 from projections import task_queries
@@ -157,6 +158,14 @@ class TaskWorker:
                 await run.flush()
             await run.send(run.command(FailTask, error=f.error))
             return
+        except (BusUnavailable, OSError, asyncpg.PostgresError):
+            raise  # transient: the task is claimed again and continues
+        except Exception as e:
+            # A bug or data this code cannot handle: retrying would fail the same way.
+            log.exception("task failed unexpectedly", task=run.task_id)
+            error = {"code": "internal_error", "message": type(e).__name__, "details": {}}
+            await run.send(run.command(FailTask, error=error))
+            return
         try:
             await run.send(
                 run.command(
@@ -175,6 +184,8 @@ class TaskWorker:
         kind = run.state.task_type
         if kind in ("copy", "move", "delete"):
             return await run_file_items(run, self.settings)
+        if kind == "compress":
+            return await run_compress(run, self.settings, self.blobs)
         raise TaskFailure("unsupported_task_type", f"this worker cannot run {kind} tasks")
 
     async def _discard(self, run: TaskRun, result_ids: list[str]) -> None:
