@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from domain import buckets, files, tasks, uploads
+from domain import buckets, fetches, files, tasks, uploads
 from domain.kernel import JSON, AggregateSpec, Command, Event, StoredEvent
 
 AGGREGATES: Mapping[str, AggregateSpec[Any]] = {
@@ -20,11 +20,9 @@ AGGREGATES: Mapping[str, AggregateSpec[Any]] = {
     for spec in (
         uploads.AGGREGATE,
         files.AGGREGATE,
+        fetches.AGGREGATE,
         buckets.AGGREGATE,
         tasks.AGGREGATE,
-        # Reserved: its topic is part of the published contract (API.md) already;
-        # nothing writes it yet.
-        AggregateSpec(name="fetches", stream_prefix="fetch"),
     )
 }
 
