@@ -12,12 +12,13 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from tests.bus.client.conftest import Cli
-from tests.system import System, isolated_system
+from tests.system import System, isolated_system, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +63,11 @@ async def test_fetch_followed_to_completion_then_listed(
     assert got.code == 0, got.err
     assert out.read_bytes() == data
 
-    listed = json.loads((await cli("fetches", "ls", "--json")).out)
-    assert [f["id"] for f in listed["items"]] == [fetch["id"]]
+    async def listed() -> Any:  # the list is the read model: a bounded lag
+        page = json.loads((await cli("fetches", "ls", "--json")).out)
+        return page["items"] or None
+
+    assert [f["id"] for f in await wait_until(listed)] == [fetch["id"]]
     shown = await cli("fetches", "show", fetch["id"])
     assert "COMPLETED" in shown.out
     theirs = await Cli(fetch_system, tmp_path / "h2", "fetch-other")("fetches", "show", fetch["id"])
