@@ -49,7 +49,7 @@ async def until(c: httpx.AsyncClient, fid: str, *statuses: str) -> dict[str, Any
         body = (await c.get(f"/v1/fetches/{fid}")).json()
         return body if body["status"] in statuses else None
 
-    return await wait_until(check, timeout=60)  # type: ignore[no-any-return]
+    return await wait_until(check, timeout=120)  # type: ignore[no-any-return]
 
 
 async def content(c: httpx.AsyncClient, file_id: str) -> bytes:
