@@ -22,6 +22,7 @@ from api.routes.admin import AdminController
 from api.routes.buckets import BucketsController
 from api.routes.docs import docs_assets, root
 from api.routes.events import EventsController, events_ws
+from api.routes.fetches import FetchesController
 from api.routes.files import FilesController
 from api.routes.ops import asyncapi, health, metrics, ready
 from api.routes.tasks import TasksController
@@ -107,6 +108,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             UploadsController,
             TusController,
             FilesController,
+            FetchesController,
             BucketsController,
             TasksController,
             AdminController,

@@ -1,5 +1,6 @@
 """Live events over HTTP: `GET /v1/events` (SSE), `GET /v1/events/ws` (WebSocket) and the
-per-resource shortcuts `GET /v1/uploads/{id}/events` and `GET /v1/tasks/{id}/events`.
+per-resource shortcuts `GET /v1/uploads/{id}/events`, `GET /v1/tasks/{id}/events` and
+`GET /v1/fetches/{id}/events`.
 
 The streams themselves are in api/events/ (fan-out, filters, SSE framing, WebSocket
 protocol); this module validates the request, authorises it and picks the resume position.
@@ -165,11 +166,27 @@ class EventsController(Controller):
     ) -> Stream:
         return await _resource_stream(request, principal, "task", task_id)
 
+    @get(
+        "/fetches/{fetch_id:str}/events",
+        summary="Live events of one URL fetch (SSE), resumable with Last-Event-ID",
+        description="Another user's fetch answers 404 like one that does not exist.",
+    )
+    async def fetch_events(
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        fetch_id: FromPath[str],
+        type: EventType = None,
+        last_event_id: LastEventIdQuery = None,
+        last_event_id_header: LastEventIdHeader = None,
+    ) -> Stream:
+        return await _resource_stream(request, principal, "fetch", fetch_id)
+
 
 async def _resource_stream(
     request: Request[Any, Any, Any], principal: Principal, kind: str, raw_id: str
 ) -> Stream:
-    """The events of one upload or task (`kind` is its stream prefix); 404 for anyone
+    """The events of one upload, task or fetch (`kind` is its stream prefix); 404 for anyone
     else's, exactly like a missing one."""
     query = _query(request, ("type", "last_event_id"))
     uid = parse_uuid(raw_id, f"{kind}_not_found", kind)

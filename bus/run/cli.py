@@ -9,7 +9,7 @@
     cairn blobs migrate --to URL   copy the blob store into another one (e.g. s3://...)
 
 and the client commands that talk HTTP to any Cairn server (bus/client/): login, upload,
-download, ls, rm, stats, events, buckets.
+download, ls, rm, stats, events, buckets, tasks.
 
 `cairn token` only mints HS256 tokens (CAIRN_JWT_SECRET, or the secret generated into the
 data dir). With CAIRN_JWT_PUBLIC_KEY (RS256) the tokens come from your identity provider.

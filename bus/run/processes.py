@@ -30,6 +30,7 @@ KINDS: dict[str, tuple[str, int]] = {
     "projector": ("projections.runner:Projector", 10),
     "handlers": ("handlers.runner:Handlers", 10),
     "tasks": ("handlers.tasks.worker:TaskWorker", 10),
+    "fetcher": ("handlers.fetcher:Fetcher", 5),
 }
 
 

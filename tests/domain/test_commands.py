@@ -31,6 +31,19 @@ from domain.commands import (
     command_to_dict,
 )
 from domain.errors import Conflict, DomainError, Gone, InvalidInput, NotFound, Unprocessable
+from domain.fetches.commands import (
+    AppendFetchBytes,
+    CancelFetch,
+    CompleteFetch,
+    FailFetch,
+    PauseFetch,
+    RecordFetchAttemptError,
+    RecordFetchResponse,
+    RequestFetch,
+    ResumeFetch,
+    RetryFetch,
+    StartFetch,
+)
 from domain.tasks.commands import (
     CancelTask,
     CompleteTask,
@@ -84,6 +97,25 @@ SAMPLES: dict[str, Command] = {
         upload_id="up-1",
     ),
     "DeleteFile": DeleteFile(**ENV),
+    "RequestFetch": RequestFetch(
+        **ENV, owner="alice", url="https://example.com/m.bin", generation=2, sha256=H, key="a/b"
+    ),
+    "StartFetch": StartFetch(**ENV, runner="host-1-ab"),
+    "RecordFetchResponse": RecordFetchResponse(
+        **ENV, runner="r", restart=True, reason="200", etag='"v1"', total=1 << 40
+    ),
+    "AppendFetchBytes": AppendFetchBytes(
+        **ENV, runner="r", offset=1 << 33, pieces=[{"sha256": H, "size": 9}]
+    ),
+    "RecordFetchAttemptError": RecordFetchAttemptError(
+        **ENV, runner="r", error="reset", retry_in=1.5
+    ),
+    "CompleteFetch": CompleteFetch(**ENV, runner="r", sha256=H, size=9, file_id="file-2"),
+    "FailFetch": FailFetch(**ENV, runner="r", error="404", details={"status": 404}),
+    "PauseFetch": PauseFetch(**ENV),
+    "ResumeFetch": ResumeFetch(**ENV),
+    "CancelFetch": CancelFetch(**ENV),
+    "RetryFetch": RetryFetch(**ENV),
     "CreateBucket": CreateBucket(**ENV, public=True, description="cats"),
     "UpdateBucket": UpdateBucket(**ENV, public=None, description="dogs"),
     "DeleteBucket": DeleteBucket(**ENV, force=True),

@@ -39,9 +39,14 @@ def user() -> str:
 
 
 async def open_console(page: Page, system: System) -> None:
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
     await page.add_init_script(WATCH_CSP)
     await page.goto(f"{system.url}/console")
-    await expect(page.locator("body[data-ready=true]")).to_have_count(1)
+    try:
+        await expect(page.locator("body[data-ready=true]")).to_have_count(1)
+    except AssertionError as e:
+        raise AssertionError(f"the console did not start; page errors: {errors}") from e
 
 
 async def sign_in(page: Page, token: str) -> None:

@@ -4,19 +4,15 @@
 import { json, request } from './api.js'
 import { el, bytes, when, say, debounce } from './util.js'
 import { openPreview, previewKind } from './preview.js'
+import { CatchUp } from './catchup.js'
 
 const PAGE = 25
 const state = { offset: 0, total: 0, prefix: '', bucket: '' }
 
-// The list is a read model: it can trail the event stream by a moment. Files the stream
-// (or our own delete) says are gone are hidden at once, and while the list does not yet
-// show what the stream said, it is read again a few times, further apart each time.
-const awaited = { present: new Set(), absent: new Set() }
-let tries = 0
-let retry = null
+// The list is a read model: catch up with what the stream (or our delete) said.
+const awaited = new CatchUp(() => loadFiles())
 
 export async function loadFiles () {
-  clearTimeout(retry)
   const q = new URLSearchParams({ limit: PAGE, offset: state.offset })
   if (state.prefix) q.set('prefix', state.prefix)
   if (state.bucket) q.set('bucket', state.bucket)
@@ -32,28 +28,20 @@ export async function loadFiles () {
     return loadFiles()
   }
   const ids = new Set(page.items.map(f => f.id))
-  const items = page.items.filter(f => !awaited.absent.has(f.id))
+  const items = page.items.filter(f => !awaited.hides(f.id))
   state.total = page.total - (page.items.length - items.length)
   render(items)
-  // Only the first page of the unfiltered, newest-first list must show a new file.
-  const newestFirst = state.offset === 0 && !state.prefix && !state.bucket
-  for (const id of awaited.absent) if (!ids.has(id)) awaited.absent.delete(id)
-  for (const id of awaited.present) if (ids.has(id) || !newestFirst) awaited.present.delete(id)
-  if ((awaited.absent.size || awaited.present.size) && tries < 6) {
-    retry = setTimeout(loadFiles, 100 * 2 ** tries++)
-  } else {
-    tries = 0
-    awaited.absent.clear()
-    awaited.present.clear()
-  }
+  // Only the first page of the newest-first list (no name filter) must show a new file.
+  awaited.settle(ids, state.offset === 0 && !state.prefix)
 }
 
 // A file event from the live stream: what the list should show once it catches up.
 export function fileEvent (type, envelope) {
   const id = (envelope.stream_id || '').replace(/^file-/, '')
-  if (type === 'FileDeleted') { awaited.absent.add(id); awaited.present.delete(id) }
-  if (type === 'FileCreated') awaited.present.add(id)
-  tries = 0
+  if (type === 'FileDeleted') awaited.expect(id, false)
+  const data = envelope.data || {}
+  // A new file is awaited in the list only if it belongs there (the bucket shown).
+  if (type === 'FileCreated' && (!state.bucket || data.bucket === state.bucket)) awaited.expect(id, true)
   reloadFiles()
 }
 
@@ -85,7 +73,7 @@ function row (f) {
 
 // The bytes come with the credential header, so the browser cannot be pointed at the URL
 // itself; the body becomes a blob and is saved under the file's name.
-async function download (f) {
+export async function download (f) {
   say(`Downloading ${f.name}…`)
   try {
     const resp = await request(`/v1/files/${encodeURIComponent(f.id)}/content?download=true`)
@@ -105,7 +93,7 @@ async function remove (f) {
   if (!window.confirm(`Delete ${f.name}? This cannot be undone.`)) return
   try {
     await request(`/v1/files/${encodeURIComponent(f.id)}`, { method: 'DELETE' })
-    awaited.absent.add(f.id)
+    awaited.expect(f.id, false)
     say(`Deleted ${f.name}.`)
     await loadFiles()
     document.getElementById('files-filter').focus()
@@ -133,6 +121,7 @@ export function setupFiles (onBucket) {
 
 export function resetFiles () {
   state.offset = 0; state.prefix = ''; state.bucket = ''
+  awaited.clear()
   document.getElementById('files-filter').value = ''
   document.querySelector('#files tbody').replaceChildren()
 }
