@@ -25,11 +25,13 @@ from projections import task_queries
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
 Short = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 Prefix = Annotated[str, msgspec.Meta(max_length=1024)]
+# Prefixed onto file names, which are names, not paths (domain.values.file_name_problem).
+NamePrefix = Annotated[str, msgspec.Meta(max_length=255, pattern=r"^[^/\\]*$")]
 
 
 class Destination(msgspec.Struct, forbid_unknown_fields=True):
     bucket: Short
-    prefix: Prefix = ""
+    prefix: NamePrefix = ""
 
 
 class CopyParams(msgspec.Struct, forbid_unknown_fields=True):
@@ -63,7 +65,7 @@ class CompressParams(msgspec.Struct, forbid_unknown_fields=True):
 
 class ExtractOutput(msgspec.Struct, forbid_unknown_fields=True):
     bucket: Short = "default"
-    prefix: Prefix = ""
+    prefix: NamePrefix = ""
 
 
 class ExtractParams(msgspec.Struct, forbid_unknown_fields=True):

@@ -99,6 +99,8 @@ class Settings:
     task_poll_interval: float = 0.5
     task_concurrency_per_owner: int = 2
     task_concurrency: int = 2
+    task_extract_max_bytes: int = 10 * 1024**3
+    task_extract_max_ratio: float = 200.0
     max_request_line_bytes: int = 8 * 1024
     max_header_bytes: int = 32 * 1024
     max_headers: int = 100
@@ -235,6 +237,8 @@ class Settings:
             task_poll_interval=_float(env, "CAIRN_TASK_POLL_INTERVAL", 0.5),
             task_concurrency_per_owner=_int(env, "CAIRN_TASK_CONCURRENCY_PER_OWNER", 2),
             task_concurrency=_int(env, "CAIRN_TASK_CONCURRENCY", 2),
+            task_extract_max_bytes=parse_size(env.get("CAIRN_TASK_EXTRACT_MAX_BYTES") or "10G"),
+            task_extract_max_ratio=_float(env, "CAIRN_TASK_EXTRACT_MAX_RATIO", 200.0),
             max_request_line_bytes=_int(env, "CAIRN_MAX_REQUEST_LINE_BYTES", 8 * 1024),
             max_header_bytes=_int(env, "CAIRN_MAX_HEADER_BYTES", 32 * 1024),
             max_headers=_int(env, "CAIRN_MAX_HEADERS", 100),

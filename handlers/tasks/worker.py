@@ -33,6 +33,7 @@ from domain.tasks import RUNNABLE, TaskState
 from domain.tasks.commands import CompleteTask, FailTask, StartTask
 from handlers.tasks import leases
 from handlers.tasks.compress import run_compress
+from handlers.tasks.extract import run_extract
 from handlers.tasks.fileops import run_file_items
 from handlers.tasks.run import Stop, TaskFailure, TaskRun, utcnow
 from projections import task_queries
@@ -186,6 +187,8 @@ class TaskWorker:
             return await run_file_items(run, self.settings)
         if kind == "compress":
             return await run_compress(run, self.settings, self.blobs)
+        if kind == "extract":
+            return await run_extract(run, self.settings, self.blobs)
         raise TaskFailure("unsupported_task_type", f"this worker cannot run {kind} tasks")
 
     async def _discard(self, run: TaskRun, result_ids: list[str]) -> None:

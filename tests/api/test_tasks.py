@@ -60,7 +60,7 @@ async def test_copy_move_delete_share_manifests_and_record_each_item(sys_: Syste
         dst, m = await bucket(c), await bucket(c)
         tid = await start(
             c,
-            {"type": "copy", "params": {"files": [a, b], "to": {"bucket": dst, "prefix": "x/"}}},
+            {"type": "copy", "params": {"files": [a, b], "to": {"bucket": dst, "prefix": "x-"}}},
         )
         t = await finished(c, tid)
         assert t["status"] == "COMPLETED", t
@@ -72,7 +72,7 @@ async def test_copy_move_delete_share_manifests_and_record_each_item(sys_: Syste
                 (await c.get(f"/v1/files/{src}")).json(),
                 (await c.get(f"/v1/files/{cp}")).json(),
             )
-            assert d["bucket"] == dst and d["name"] == f"x/{s['name']}"
+            assert d["bucket"] == dst and d["name"] == f"x-{s['name']}"
             assert d["sha256"] == s["sha256"] and d["chunk_count"] == s["chunk_count"]
             got = await c.get(f"/v1/files/{cp}/content")
             assert got.content == (await c.get(f"/v1/files/{src}/content")).content
@@ -85,12 +85,12 @@ async def test_copy_move_delete_share_manifests_and_record_each_item(sys_: Syste
         assert (await c.get(f"/v1/files/{moved}")).json()["bucket"] == m
 
         async def projected() -> bool:
-            r = await c.get("/v1/files", params={"bucket": dst, "prefix": "x/"})
+            r = await c.get("/v1/files", params={"bucket": dst, "prefix": "x-"})
             return bool(r.json()["total"] == 2)
 
         await wait_until(projected)
         tid = await start(
-            c, {"type": "delete", "params": {"bucket": dst, "prefix": "x/"}, "priority": 90}
+            c, {"type": "delete", "params": {"bucket": dst, "prefix": "x-"}, "priority": 90}
         )
         t = await finished(c, tid)
         assert t["status"] == "COMPLETED" and t["priority"] == 90, t
