@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
+from domain.fetches.state import FetchState, FetchStatus
 from domain.files.commands import CreateFile
 from domain.uploads.commands import CompleteUpload
 from domain.uploads.state import ACTIVE, UploadState, UploadStatus
@@ -114,3 +115,25 @@ def fetch_file_id(fetch_id: str) -> str:
 
 def fetch_file_command_id(fetch_id: str) -> str:
     return f"file-from-fetch-{fetch_id}"
+
+
+def file_from_fetch(state: FetchState, content_type: str, at: datetime) -> CreateFile | None:
+    """A completed fetch becomes this file (owner, bucket, name, sha256, size, type), under a
+    file id and command id derived from the fetch: the fetch worker sends it at once, the
+    handlers again from FetchCompleted (should the worker die in between)."""
+    if state.status != FetchStatus.COMPLETED or state.file_id is None:
+        return None
+    return CreateFile(
+        aggregate_id=state.file_id,
+        caller=state.owner,
+        at=at,
+        command_id=fetch_file_command_id(state.id),
+        owner=state.owner,
+        name=state.file_name or "download",
+        size=state.bytes,
+        content_type=content_type or "application/octet-stream",
+        sha256=state.completed_sha256 or "",
+        manifest=state.manifest(),
+        bucket=state.bucket,
+        metadata={"source_url": state.url[:4096], "fetch_id": state.id},
+    )

@@ -50,14 +50,13 @@ from domain.commands import (
     AppendFetchBytes,
     Command,
     CompleteFetch,
-    CreateFile,
     FailFetch,
     RecordFetchAttemptError,
     RecordFetchResponse,
     StartFetch,
 )
 from domain.errors import DomainError
-from domain.policies import fetch_file_command_id, fetch_file_id
+from domain.policies import fetch_file_id, file_from_fetch
 
 log = get_logger(__name__)
 
@@ -560,21 +559,10 @@ class _Run:
         await self._cmd(
             CompleteFetch, runner=self.runner, sha256=digest, size=st.bytes, file_id=file_id
         )
-        assert self.w.bus is not None
-        # The file itself; the handlers send the same command (same id) should we die here.
-        await self.w.bus.send(
-            CreateFile(
-                aggregate_id=file_id,
-                caller=st.owner,
-                at=_now(),
-                command_id=fetch_file_command_id(self.fetch_id),
-                owner=st.owner,
-                name=name,
-                size=st.bytes,
-                content_type=content_type or "application/octet-stream",
-                sha256=digest,
-                manifest=st.manifest(),
-                bucket=st.bucket,
-                metadata={"source_url": st.url, "fetch_id": self.fetch_id},
-            )
-        )
+        create = file_from_fetch(self.state, content_type, _now())
+        assert self.w.bus is not None and create is not None
+        try:
+            await self.w.bus.send(create)
+        except DomainError as e:
+            if e.code != "file_exists":  # the handlers created it first: the same file
+                raise

@@ -269,3 +269,12 @@ async def test_bad_input_and_other_users(fsys: System) -> None:
                 assert r.status_code == 404, (path, r.text)
                 assert r.json()["error"]["code"] == "fetch_not_found"
             await c.post(f"/v1/fetches/{f['id']}/cancel")
+
+
+async def test_declared_sha256_mismatch_fails_with_both_digests(fsys: System) -> None:
+    async with origin_server() as o, fsys.client("f-sha") as c:
+        wrong = "0" * 64
+        f = await post(c, o.url("/range/a.bin"), sha256=wrong)
+        failed = await until(c, f["id"], "COMPLETED", "FAILED")
+        assert failed["status"] == "FAILED" and failed["file_id"] is None, failed
+        assert wrong in failed["last_error"] and o.sha256 in failed["last_error"]
