@@ -67,7 +67,8 @@ async def test_uploads_a_directory_recursively_verified(
 async def test_upload_resumes_after_ctrl_c(system: System, cli_for: Any, tmp_path: Path) -> None:
     user = "up-resume"
     cli = cli_for(user)
-    data = _write(tmp_path / "big.bin", 4 * 1024 * 1024)
+    # 8 MiB at 512 KiB/s: 16 s, ample time to see chunks stored (read model) and interrupt.
+    data = _write(tmp_path / "big.bin", 8 * 1024 * 1024)
     args = ("upload", str(tmp_path / "big.bin"), "--chunk-size", "256k", "--json")
     proc = await cli.start(*args, "--limit-rate", "512k")
 
