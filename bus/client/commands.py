@@ -9,6 +9,7 @@
     cairn events [--follow] [--type T] [--aggregate A] [--since POSITION]
     cairn buckets ls|create|show|rm             (bus/client/buckets.py)
     cairn tasks create|ls|show|pause|resume|cancel (bus/client/tasks.py)
+    cairn fetch URL [--follow]; cairn fetches ls|show|pause|resume|cancel|retry (fetches.py)
 
 Every one takes --url, --token and --json; see errors.py for the exit codes. Registered
 on the operator CLI's parser (bus/run/cli.py), so it is one `cairn` command.
@@ -25,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from bus.client import buckets, config, download, events, tasks, upload
+from bus.client import buckets, config, download, events, fetches, tasks, upload
 from bus.client.errors import EXIT_CODES, INTERRUPTED, OK, USAGE, ClientError, Interrupted
 from bus.client.http import json_of, open_client, unreachable
 from bus.client.output import Output, human_bytes
@@ -80,6 +81,7 @@ def register(sub: Any) -> None:
 
     buckets.register(sub, add_under)
     tasks.register(sub, add_under)
+    fetches.register(sub, add_under)
 
     p = add("login", cmd_login, "save a server URL and token for the other client commands")
     p.add_argument(

@@ -18,7 +18,11 @@ async def test_bucket_lifecycle(system: System, cli_for: Any, tmp_path: Path) ->
     assert json.loads(created.out)["public"] is True
     assert (await cli("buckets", "create", f"{name}-b")).code == 0
 
-    listed = json.loads((await cli("buckets", "ls", "--json")).out)["items"]
+    async def both_listed() -> Any:  # the list is the read model: a bounded lag
+        items = json.loads((await cli("buckets", "ls", "--json")).out)["items"]
+        return items if len(items) == 2 else None
+
+    listed = await wait_until(both_listed)
     assert [b["name"] for b in listed] == [name, f"{name}-b"]
     paged = json.loads((await cli("buckets", "ls", "--limit", "1", "--json")).out)["items"]
     assert [b["name"] for b in paged] == [name]

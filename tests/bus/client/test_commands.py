@@ -60,9 +60,12 @@ async def test_ls_rm_and_stats(system: System, cli_for: Any, tmp_path: Path) -> 
     assert table.code == 0 and "one.txt" in table.out and "two.txt" in table.out
     assert json.loads((await cli("ls", "elsewhere", "--json")).out)["items"] == []
 
-    stats = await cli("stats", "--json")
-    assert stats.code == 0, stats.err
-    assert json.loads(stats.out)["by_status"].get("COMPLETED") == 2
+    async def counted() -> Any:  # stats come from the uploads read model: a bounded lag
+        stats = await cli("stats", "--json")
+        assert stats.code == 0, stats.err
+        return json.loads(stats.out)["by_status"].get("COMPLETED") == 2
+
+    await wait_until(counted)
     human = await cli("stats")
     assert "COMPLETED 2" in human.out
 
