@@ -123,6 +123,8 @@ class Fetcher:
                     free = s.fetch_concurrency - len(self.tasks)
                     if free > 0:
                         for fetch_id in await self._claim(free):
+                            if fetch_id in self.tasks:
+                                continue  # ours already (a renewal came late): keep that run
                             self.tasks[fetch_id] = asyncio.create_task(
                                 self._run(fetch_id), name=f"fetch-{fetch_id}"
                             )
@@ -259,6 +261,7 @@ class _Run:
         self.state: f.FetchState
         self.version = 0
         self.rate = RateLimiter(self.s.fetch_rate)
+        self._folding = asyncio.Lock()
 
     async def _reload(self) -> None:
         events = await self.w.store.read_stream(self.stream_id)
@@ -276,12 +279,9 @@ class _Run:
         """Return once the fetch is paused, cancelled or taken over (new events say so)."""
         while True:
             await asyncio.sleep(WATCH_EVERY)
-            new = await self.w.store.read_stream(self.stream_id, self.version + 1)
-            if new:
-                self.state = f.AGGREGATE.fold(new, self.state) or self.state
-                self.version = new[-1].version
-                if self._halted():
-                    return
+            await self._catch_up()
+            if self._halted():
+                return
 
     async def _cmd(self, cmd_type: type[Command], **kw: Any) -> None:
         cmd = cmd_type(aggregate_id=self.fetch_id, caller=self.state.owner, at=_now(), **kw)
@@ -292,10 +292,18 @@ class _Run:
                 raise Halted(e.message) from None
             raise
         # Fold our own events too, so offsets and validators are current.
-        new = await self.w.store.read_stream(self.stream_id, self.version + 1)
-        if new:
-            self.state = f.AGGREGATE.fold(new, self.state) or self.state
-            self.version = new[-1].version
+        await self._catch_up()
+
+    async def _catch_up(self) -> None:
+        """Fold the events after the last one folded. The watcher and the transfer both
+        call this: the lock and the version filter make each event folded exactly once
+        (folding one twice would double its pieces in our copy of the state)."""
+        async with self._folding:
+            new = await self.w.store.read_stream(self.stream_id, self.version + 1)
+            new = [e for e in new if e.version > self.version]
+            if new:
+                self.state = f.AGGREGATE.fold(new, self.state) or self.state
+                self.version = new[-1].version
 
     async def execute(self) -> None:
         await self._reload()
@@ -415,6 +423,7 @@ class _Run:
 
     async def _answer(self, resp: httpx.Response, url: str, ranged: bool) -> None:
         code = resp.status_code
+        asked_from = self.state.bytes if ranged else 0
         h = resp.headers
         if code in (408, 429) or code >= 500:
             raise Retryable(f"origin answered {code}", origin.retry_after(h.get("retry-after")))
@@ -470,6 +479,10 @@ class _Run:
             )
         else:
             raise Fatal(f"origin_{code}", f"origin answered {code}", {"status": code})
+        if self.state.bytes != (asked_from if code == 206 else 0):
+            # Someone else recorded bytes between our request and now: these bytes would
+            # not continue the recorded ones. Ask again from the recorded offset.
+            raise Retryable("the recorded offset moved under this request")
         if self.state.total is not None and self.state.total > self.s.fetch_max_bytes:
             raise Fatal(
                 "fetch_too_large",
@@ -478,6 +491,8 @@ class _Run:
             )
         await self._stream(resp)
         total = self.state.total
+        if total is not None and self.state.bytes > total:
+            raise Fatal("too_many_bytes", f"the origin sent more than its {total} bytes", {})
         if total is not None and self.state.bytes < total:
             raise Retryable(f"the body ended at {self.state.bytes} of {total} bytes")
         await self._finish()

@@ -24,6 +24,7 @@ from api.errors import ApiError
 from api.http.strict import strict_request
 from api.openapi import SECURED
 from api.schemas import BIGINT_MAX, Short
+from api.taskparams import check_bucket
 from bus.fetch.ssrf import UnsafeUrl, check_addresses, check_url
 from domain.commands import (
     CancelFetch,
@@ -166,6 +167,9 @@ class FetchesController(Controller):
         if not s.fetch_allow_private:
             await _refuse_private_host(url)
         _check_key(data.key)
+        # A bucket the caller may write: `default` or one of theirs (404 otherwise, like a
+        # missing one).
+        await check_bucket(c, data.bucket or "default", principal.user, principal.admin)
         latest = await fetch_queries.latest(c.pool, principal.user, url)
         generation = 0 if latest is None else latest["generation"] + (1 if data.refresh else 0)
         # The read model may lag: the event store says whether this generation is still the

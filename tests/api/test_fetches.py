@@ -255,6 +255,15 @@ async def test_bad_input_and_other_users(fsys: System) -> None:
             assert "secret" not in r.text
         r = await c.post("/v1/fetches", json={"url": "http://example.com/", "key": "../x"})
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_key"
+        for bucket in ("no-such-bucket", "mine-not-yours"):
+            r = await c.post("/v1/fetches", json={"url": "http://example.com/", "bucket": bucket})
+            assert r.status_code == 404 and r.json()["error"]["code"] == "bucket_not_found"
+        r = await other.post("/v1/buckets", json={"name": "mine-not-yours"})
+        assert r.status_code in (200, 201), r.text
+        r = await c.post(
+            "/v1/fetches", json={"url": "http://example.com/", "bucket": "mine-not-yours"}
+        )
+        assert r.status_code == 404 and r.json()["error"]["code"] == "bucket_not_found"
         r = await c.post("/v1/fetches", json={"url": "http://example.com/", "nope": 1})
         assert r.status_code == 400
         r = await c.get("/v1/fetches", params={"bogus": "1"})
