@@ -35,3 +35,8 @@ bench *ARGS:
 # Validate deploy/ offline: manifests, compose schema, Dockerfile, and a multi-process run.
 deploy-check:
     bash deploy/check.sh
+
+# Scale check (deploy/check_scale.py): 2 processes of every kind on one PostgreSQL, broker and
+# S3, each kind SIGKILLed under load. `--full`: the by-hand form; `--measure`: 1 vs 2 per kind.
+scale *ARGS:
+    uv run --locked python deploy/check_scale.py {{ARGS}}

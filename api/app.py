@@ -22,8 +22,10 @@ from api.routes.admin import AdminController
 from api.routes.buckets import BucketsController
 from api.routes.docs import docs_assets, root
 from api.routes.events import EventsController, events_ws
+from api.routes.fetches import FetchesController
 from api.routes.files import FilesController
 from api.routes.ops import asyncapi, health, metrics, ready
+from api.routes.tasks import TasksController
 from api.routes.uploads import UploadsController
 from api.tus.controller import TusController
 from bus.actors.commandbus import CommandBus
@@ -106,7 +108,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             UploadsController,
             TusController,
             FilesController,
+            FetchesController,
             BucketsController,
+            TasksController,
             AdminController,
             EventsController,
             events_ws,

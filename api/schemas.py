@@ -243,3 +243,50 @@ def ok(status: int, shape: type[msgspec.Struct], description: str) -> dict[int, 
     return {
         status: ResponseSpec(data_container=shape, description=description, generate_examples=False)
     }
+
+
+class CreateTask(msgspec.Struct, forbid_unknown_fields=True):
+    """Start a background task: `type` is copy, move, delete, compress or extract; `params`
+    depend on the type (see README, Tasks)."""
+
+    type: Annotated[str, msgspec.Meta(max_length=64)]
+    params: dict[str, Any]
+    priority: Annotated[int, msgspec.Meta(ge=0, le=100)] = 50
+
+
+class TaskAccepted(msgspec.Struct):
+    id: str
+    status: str
+
+
+class TaskProgress(msgspec.Struct):
+    items_done: int
+    items_total: int
+    items_failed: int
+    bytes_done: int
+    bytes_total: int
+    percent: float
+
+
+class Task(msgspec.Struct):
+    id: str
+    type: str
+    status: str
+    priority: int
+    params: dict[str, Any]
+    progress: TaskProgress
+    result_file_ids: list[str]
+    error: dict[str, Any] | None
+    attempts: int
+    created_at: str
+    updated_at: str
+    started_at: str | None
+    finished_at: str | None
+    results: list[dict[str, Any]] | None = None
+
+
+class TaskPage(msgspec.Struct):
+    items: list[Task]
+    total: int
+    limit: int
+    offset: int

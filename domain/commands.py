@@ -13,6 +13,19 @@ import dataclasses
 from datetime import datetime
 
 from domain.buckets.commands import CreateBucket, DeleteBucket, UpdateBucket
+from domain.fetches.commands import (
+    AppendFetchBytes,
+    CancelFetch,
+    CompleteFetch,
+    FailFetch,
+    PauseFetch,
+    RecordFetchAttemptError,
+    RecordFetchResponse,
+    RequestFetch,
+    ResumeFetch,
+    RetryFetch,
+    StartFetch,
+)
 from domain.files.commands import CreateFile, DeleteFile, UpdateFile
 from domain.kernel import JSON, Command
 from domain.registry import COMMANDS
@@ -32,7 +45,10 @@ __all__ = [
     "JSON",
     "AbortUpload",
     "AppendBytes",
+    "AppendFetchBytes",
+    "CancelFetch",
     "Command",
+    "CompleteFetch",
     "CompleteUpload",
     "CreateBucket",
     "CreateFile",
@@ -40,8 +56,16 @@ __all__ = [
     "DeleteBucket",
     "DeleteFile",
     "ExpireUpload",
+    "FailFetch",
     "FailUpload",
     "InitiateUpload",
+    "PauseFetch",
+    "RecordFetchAttemptError",
+    "RecordFetchResponse",
+    "RequestFetch",
+    "ResumeFetch",
+    "RetryFetch",
+    "StartFetch",
     "StoreChunk",
     "UpdateBucket",
     "UpdateFile",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
+from domain.fetches.state import FetchState, FetchStatus
 from domain.files.commands import CreateFile
 from domain.uploads.commands import CompleteUpload
 from domain.uploads.state import ACTIVE, UploadState, UploadStatus
@@ -92,4 +93,47 @@ def file_from_upload(
         bucket=state.bucket,
         metadata=state.metadata,
         upload_id=state.id,
+    )
+
+
+# Namespaces of fetch ids and of the files fetches become (see fetch_id, fetch_file_id).
+_FETCH_IDS = uuid.UUID("2c7d0f0e-5a43-4f8e-9d0b-3a9f1c7e6b15")
+_FETCH_FILE_IDS = uuid.UUID("b1e4a0c2-8d7f-4e61-a3c9-5f2e7d9b0a48")
+
+
+def fetch_id(owner: str, url: str, generation: int) -> str:
+    """The fetch of `url` (normalised) for `owner`: derived, so concurrent identical
+    requests address one aggregate and make one writer. A new generation (refresh, or the
+    previous one failed, was cancelled or expired) is a new fetch."""
+    return str(uuid.uuid5(_FETCH_IDS, f"{owner}\n{generation}\n{url}"))
+
+
+def fetch_file_id(fetch_id: str) -> str:
+    """The file a completed fetch becomes: derived from the fetch, so it is created once."""
+    return str(uuid.uuid5(_FETCH_FILE_IDS, fetch_id))
+
+
+def fetch_file_command_id(fetch_id: str) -> str:
+    return f"file-from-fetch-{fetch_id}"
+
+
+def file_from_fetch(state: FetchState, content_type: str, at: datetime) -> CreateFile | None:
+    """A completed fetch becomes this file (owner, bucket, name, sha256, size, type), under a
+    file id and command id derived from the fetch: the fetch worker sends it at once, the
+    handlers again from FetchCompleted (should the worker die in between)."""
+    if state.status != FetchStatus.COMPLETED or state.file_id is None:
+        return None
+    return CreateFile(
+        aggregate_id=state.file_id,
+        caller=state.owner,
+        at=at,
+        command_id=fetch_file_command_id(state.id),
+        owner=state.owner,
+        name=state.file_name or "download",
+        size=state.bytes,
+        content_type=content_type or "application/octet-stream",
+        sha256=state.completed_sha256 or "",
+        manifest=state.manifest(),
+        bucket=state.bucket,
+        metadata={"source_url": state.url[:4096], "fetch_id": state.id},
     )

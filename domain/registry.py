@@ -1,7 +1,7 @@
 """The one registry of aggregate types. Everything generic over aggregates derives from it:
 stream ids and prefixes, topics (bus/kafka/clients.py), command routing and the actor
 host's lookup, command (de)serialisation (domain/commands.py), upcasting and typed decoding
-of stored events, and the published event schemas (api/asyncapi.py).
+of stored events, and the published event schemas (bus/kafka/spec.py).
 
 Adding an aggregate = one package under domain/ (commands, events, state, decide, and an
 `AGGREGATE` spec in its __init__) + one line here.
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from domain import buckets, files, uploads
+from domain import buckets, fetches, files, tasks, uploads
 from domain.kernel import JSON, AggregateSpec, Command, Event, StoredEvent
 
 AGGREGATES: Mapping[str, AggregateSpec[Any]] = {
@@ -20,11 +20,9 @@ AGGREGATES: Mapping[str, AggregateSpec[Any]] = {
     for spec in (
         uploads.AGGREGATE,
         files.AGGREGATE,
+        fetches.AGGREGATE,
         buckets.AGGREGATE,
-        # Reserved: their topics are part of the published contract (API.md) already;
-        # nothing writes them yet.
-        AggregateSpec(name="fetches", stream_prefix="fetch"),
-        AggregateSpec(name="tasks", stream_prefix="task"),
+        tasks.AGGREGATE,
     )
 }
 

@@ -42,7 +42,7 @@ from bus.kafka.clients import header
 from bus.store.eventstore import PostgresEventStore
 from domain.errors import DomainError
 from domain.events import RecordedEvent
-from handlers import files_from_uploads
+from handlers import files_from_fetches, files_from_uploads
 
 log = get_logger(__name__)
 
@@ -86,13 +86,14 @@ class Handlers:
         # Options passed as **kwargs make the decorator untyped for mypy.
         @broker.subscriber(  # type: ignore[untyped-decorator]
             self.settings.topic("uploads"),
+            self.settings.topic("fetches"),
             batch=True,
             group_id=self.group_id,
             ack_policy=AckPolicy.MANUAL,
             batch_timeout_ms=BATCH_TIMEOUT_MS_BACKGROUND,
             decoder=raw_records,
             title="handlers",
-            description="Upload events that call for a follow-up command.",
+            description="Upload and fetch events that call for a follow-up command.",
             **subscriber_options(self.settings),
         )
         async def on_events(records: Any, msg: KafkaMessage) -> None:
@@ -121,7 +122,10 @@ class Handlers:
             log.warning("malformed event skipped", error=str(e))
             return True
         try:
-            cmd = await files_from_uploads.command_for(ev, self.store, self.blobs)
+            if ev.aggregate == "fetches":
+                cmd = await files_from_fetches.command_for(ev, self.store, self.blobs)
+            else:
+                cmd = await files_from_uploads.command_for(ev, self.store, self.blobs)
         except BlobStoreUnavailable as e:
             log.warning("blob store unavailable; will retry", error=str(e))
             return False

@@ -14,11 +14,20 @@ from bus.store.eventstore import PostgresEventStore
 from domain.events import RecordedEvent
 from projections.base import PROJECTION_LOCK, Projection, apply_event, record_status
 from projections.buckets import BucketsProjection
+from projections.fetches import FetchesProjection
 from projections.files import FilesProjection
+from projections.tasks import TasksProjection
 from projections.uploads import UploadsProjection
 
 PROJECTIONS: dict[str, Projection] = {
-    p.name: p for p in (UploadsProjection(), FilesProjection(), BucketsProjection())
+    p.name: p
+    for p in (
+        UploadsProjection(),
+        FilesProjection(),
+        BucketsProjection(),
+        TasksProjection(),
+        FetchesProjection(),
+    )
 }
 """Every read model by name: the projector runs them all, the admin API rebuilds them by
 name. Each names the aggregates it reads by their registry spec (domain.registry)."""

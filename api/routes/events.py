@@ -1,5 +1,6 @@
 """Live events over HTTP: `GET /v1/events` (SSE), `GET /v1/events/ws` (WebSocket) and the
-per-resource shortcut `GET /v1/uploads/{id}/events`.
+per-resource shortcuts `GET /v1/uploads/{id}/events`, `GET /v1/tasks/{id}/events` and
+`GET /v1/fetches/{id}/events`.
 
 The streams themselves are in api/events/ (fan-out, filters, SSE framing, WebSocket
 protocol); this module validates the request, authorises it and picks the resume position.
@@ -147,14 +148,54 @@ class EventsController(Controller):
         last_event_id: LastEventIdQuery = None,
         last_event_id_header: LastEventIdHeader = None,
     ) -> Stream:
-        query = _query(request, ("type", "last_event_id"))
-        uid = parse_uuid(upload_id, "upload_not_found", "upload")
-        stream_id, owner = await feed.stream_owner(ctx(request).pool, [f"upload-{uid}"])
-        if not stream_id or (owner != principal.user and not principal.admin):
-            raise ApiError(404, "upload_not_found", "no such upload", {"id": uid})
-        filters = {"stream": [stream_id], "type": query.get("type")}
-        selector_for(principal, filters)
-        return _stream(request, principal, filters, await _resume_position(request, query))
+        return await _resource_stream(request, principal, "upload", upload_id)
+
+    @get(
+        "/tasks/{task_id:str}/events",
+        summary="Live events of one task (SSE), resumable with Last-Event-ID",
+        description="Another user's task answers 404 like one that does not exist.",
+    )
+    async def task_events(
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        task_id: FromPath[str],
+        type: EventType = None,
+        last_event_id: LastEventIdQuery = None,
+        last_event_id_header: LastEventIdHeader = None,
+    ) -> Stream:
+        return await _resource_stream(request, principal, "task", task_id)
+
+    @get(
+        "/fetches/{fetch_id:str}/events",
+        summary="Live events of one URL fetch (SSE), resumable with Last-Event-ID",
+        description="Another user's fetch answers 404 like one that does not exist.",
+    )
+    async def fetch_events(
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        fetch_id: FromPath[str],
+        type: EventType = None,
+        last_event_id: LastEventIdQuery = None,
+        last_event_id_header: LastEventIdHeader = None,
+    ) -> Stream:
+        return await _resource_stream(request, principal, "fetch", fetch_id)
+
+
+async def _resource_stream(
+    request: Request[Any, Any, Any], principal: Principal, kind: str, raw_id: str
+) -> Stream:
+    """The events of one upload, task or fetch (`kind` is its stream prefix); 404 for anyone
+    else's, exactly like a missing one."""
+    query = _query(request, ("type", "last_event_id"))
+    uid = parse_uuid(raw_id, f"{kind}_not_found", kind)
+    stream_id, owner = await feed.stream_owner(ctx(request).pool, [f"{kind}-{uid}"])
+    if not stream_id or (owner != principal.user and not principal.admin):
+        raise ApiError(404, f"{kind}_not_found", f"no such {kind}", {"id": uid})
+    filters = {"stream": [stream_id], "type": query.get("type")}
+    selector_for(principal, filters)
+    return _stream(request, principal, filters, await _resume_position(request, query))
 
 
 @websocket("/v1/events/ws", name="events_ws")

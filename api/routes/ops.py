@@ -1,4 +1,5 @@
-"""Operations endpoints: liveness, readiness (Postgres, Kafka, blob store), Prometheus metrics.
+"""Operations endpoints: liveness, readiness (Postgres, Kafka, blob store), Prometheus metrics,
+and the AsyncAPI document FastStream generates from the event publishers (bus/kafka/spec.py).
 
 Lag gauges are computed from Postgres at scrape time, so the API's /metrics tells the
 relay's and the projections' lag even though those run in other processes.
@@ -11,11 +12,11 @@ from typing import Any
 from litestar import MediaType, Request, Response, get
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from api.asyncapi import asyncapi_document
 from api.context import ctx
 from api.readiness import Readiness
 from bus.config.metrics import EVENT_STORE_POSITION, RELAY_LAG
 from bus.config.metrics import PROJECTION_LAG_EVENTS as PROJECTION_LAG
+from bus.kafka.spec import asyncapi_document
 from domain.events import stream_id_for
 from projections.rebuild import PROJECTIONS
 

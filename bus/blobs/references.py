@@ -17,6 +17,8 @@ incremental and goes through `RecordedEvent` (upcast) like every other consumer.
 Rules (one row per (sha256, stream)):
 - UploadChunkStored, UploadBytesAppended, UploadInitiated (a final upload's manifest) and
   FileCreated add live references;
+- FetchBytesAppended adds a fetch's references and FetchCancelled releases them (a failed
+  fetch may be retried; a completed one's file holds its own references);
 - UploadExpired, UploadAborted, UploadFailed release the upload's references; FileDeleted
   releases the file's; FileCreated with an `upload_id` releases that upload's (the file now
   holds the chunks, so deleting the file can free them). A completed upload whose file was
@@ -34,6 +36,7 @@ from datetime import datetime
 import asyncpg
 
 from domain.events import RecordedEvent, event_time
+from domain.fetches.events import FetchBytesAppended, FetchCancelled
 from domain.files.events import FileCreated, FileDeleted
 from domain.ports import EventStore
 from domain.registry import stream_id_for
@@ -77,6 +80,13 @@ def effects(
                 add(ev.stream_id, pieces)
                 if upload_id:
                     release(stream_id_for("uploads", upload_id), event_time(ev))
+            # A fetch: only a cancel releases. A failed fetch may be retried (and would add
+            # to a released stream, see `_apply`), and a completed one's bytes may still be
+            # waiting for their file; chunks dropped by a restart stay until then too.
+            case FetchBytesAppended(pieces=pieces):
+                add(ev.stream_id, pieces)
+            case FetchCancelled():
+                release(ev.stream_id, event_time(ev))
             case FileDeleted():
                 release(ev.stream_id, event_time(ev))
     return adds, releases

@@ -7,6 +7,9 @@
     cairn rm FILE_ID...
     cairn stats                                 upload statistics
     cairn events [--follow] [--type T] [--aggregate A] [--since POSITION]
+    cairn buckets ls|create|show|rm             (bus/client/buckets.py)
+    cairn tasks create|ls|show|pause|resume|cancel (bus/client/tasks.py)
+    cairn fetch URL [--follow]; cairn fetches ls|show|pause|resume|cancel|retry (fetches.py)
 
 Every one takes --url, --token and --json; see errors.py for the exit codes. Registered
 on the operator CLI's parser (bus/run/cli.py), so it is one `cairn` command.
@@ -23,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from bus.client import config, download, events, upload
+from bus.client import buckets, config, download, events, fetches, tasks, upload
 from bus.client.errors import EXIT_CODES, INTERRUPTED, OK, USAGE, ClientError, Interrupted
 from bus.client.http import json_of, open_client, unreachable
 from bus.client.output import Output, human_bytes
@@ -64,6 +67,21 @@ def register(sub: Any) -> None:
         p = sub.add_parser(name, help=help, description=help, parents=common, epilog=EPILOG)
         p.set_defaults(func=lambda args: run(func, args))
         return p
+
+    def add_under(
+        parent: Any,
+        name: str,
+        func: Callable[[argparse.Namespace, Output, config.Target], int],
+        help: str,
+    ) -> Any:
+        """A command of a group (`cairn buckets ls`), handed the resolved server and token."""
+        p = parent.add_parser(name, help=help, description=help, parents=common, epilog=EPILOG)
+        p.set_defaults(func=lambda args: run(lambda a, o: func(a, o, _target(a)), args))
+        return p
+
+    buckets.register(sub, add_under)
+    tasks.register(sub, add_under)
+    fetches.register(sub, add_under)
 
     p = add("login", cmd_login, "save a server URL and token for the other client commands")
     p.add_argument(

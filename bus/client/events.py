@@ -31,9 +31,12 @@ def stream(
     follow: bool,
     limit: int | None,
     emit: Callable[[dict[str, Any]], None],
+    path: str = "/v1/events",
+    until: Callable[[dict[str, Any]], bool] | None = None,
 ) -> int:
-    """Print events until `limit`, the server ends the stream (without --follow) or Ctrl-C;
-    returns how many were printed."""
+    """Hand events to `emit` until `limit`, `until(event)` is true, the server ends the
+    stream (without `follow`) or Ctrl-C; returns how many were handed over. `path` is
+    /v1/events or one resource's stream (/v1/tasks/{id}/events)."""
     last = since
     count = 0
     while True:
@@ -42,7 +45,7 @@ def stream(
             with connect_sse(
                 client,
                 "GET",
-                "/v1/events",
+                path,
                 params=params,
                 headers=headers,
                 timeout=httpx.Timeout(10.0, read=None),
@@ -61,7 +64,7 @@ def stream(
                         last = int(sse.id)
                     emit(event)
                     count += 1
-                    if limit is not None and count >= limit:
+                    if (limit is not None and count >= limit) or (until and until(event)):
                         return count
                 else:
                     if not follow:

@@ -65,6 +65,16 @@ class Settings:
     jwt_allow_no_exp: bool = False
     api_keys: tuple[ApiKey, ...] = ()
     fetch_allow_private: bool = False
+    fetch_max_bytes: int = 1 << 40
+    fetch_retries: int = 5
+    fetch_backoff: float = 1.0
+    fetch_concurrency: int = 16
+    fetch_per_owner: int = 4
+    fetch_rate: int = 0
+    fetch_ttl: float = 24 * 3600
+    fetch_lease: float = 15.0
+    fetch_timeout: float = 30.0
+    fetch_chunk_bytes: int = 8 * 1024 * 1024
     command_timeout: float = 15.0
     default_chunk_size: int = 8 * 1024 * 1024
     max_chunk_size: int = 256 * 1024 * 1024
@@ -80,6 +90,17 @@ class Settings:
     gc_grace: float = 3600.0
     max_ranges: int = 100
     download_flush_interval: float = 10.0
+    # Background tasks (handlers/tasks/): the most items one task may name, how long
+    # finished tasks are kept, a worker's lease, how often an idle worker looks for work,
+    # and how many tasks of one owner run at once across all workers.
+    task_max_items: int = 10_000
+    task_retention: float = 7 * 24 * 3600.0
+    task_lease_seconds: float = 15.0
+    task_poll_interval: float = 0.5
+    task_concurrency_per_owner: int = 2
+    task_concurrency: int = 2
+    task_extract_max_bytes: int = 10 * 1024**3
+    task_extract_max_ratio: float = 200.0
     max_request_line_bytes: int = 8 * 1024
     max_header_bytes: int = 32 * 1024
     max_headers: int = 100
@@ -185,6 +206,16 @@ class Settings:
             jwt_allow_no_exp=_bool(env.get("CAIRN_JWT_ALLOW_NO_EXP")),
             api_keys=tuple(keys),
             fetch_allow_private=_bool(env.get("CAIRN_FETCH_ALLOW_PRIVATE")),
+            fetch_max_bytes=parse_size(env.get("CAIRN_FETCH_MAX_BYTES") or "1T"),
+            fetch_retries=_int(env, "CAIRN_FETCH_RETRIES", 5),
+            fetch_backoff=_float(env, "CAIRN_FETCH_BACKOFF", 1.0),
+            fetch_concurrency=_int(env, "CAIRN_FETCH_CONCURRENCY", 16),
+            fetch_per_owner=_int(env, "CAIRN_FETCH_PER_OWNER", 4),
+            fetch_rate=parse_size(env.get("CAIRN_FETCH_RATE") or "0"),
+            fetch_ttl=_float(env, "CAIRN_FETCH_TTL", 24 * 3600),
+            fetch_lease=_float(env, "CAIRN_FETCH_LEASE", 15.0),
+            fetch_timeout=_float(env, "CAIRN_FETCH_TIMEOUT", 30.0),
+            fetch_chunk_bytes=parse_size(env.get("CAIRN_FETCH_CHUNK_BYTES") or "8M"),
             command_timeout=_float(env, "CAIRN_COMMAND_TIMEOUT", 15.0),
             default_chunk_size=_int(env, "CAIRN_DEFAULT_CHUNK_BYTES", 8 * 1024 * 1024),
             max_chunk_size=_int(env, "CAIRN_MAX_CHUNK_BYTES", 256 * 1024 * 1024),
@@ -200,6 +231,14 @@ class Settings:
             gc_grace=_float(env, "CAIRN_GC_GRACE", 3600.0),
             max_ranges=_int(env, "CAIRN_MAX_RANGES", 100),
             download_flush_interval=_float(env, "CAIRN_DOWNLOAD_FLUSH_INTERVAL", 10.0),
+            task_max_items=_int(env, "CAIRN_TASK_MAX_ITEMS", 10_000),
+            task_retention=_float(env, "CAIRN_TASK_RETENTION", 7 * 24 * 3600.0),
+            task_lease_seconds=_float(env, "CAIRN_TASK_LEASE_SECONDS", 15.0),
+            task_poll_interval=_float(env, "CAIRN_TASK_POLL_INTERVAL", 0.5),
+            task_concurrency_per_owner=_int(env, "CAIRN_TASK_CONCURRENCY_PER_OWNER", 2),
+            task_concurrency=_int(env, "CAIRN_TASK_CONCURRENCY", 2),
+            task_extract_max_bytes=parse_size(env.get("CAIRN_TASK_EXTRACT_MAX_BYTES") or "10G"),
+            task_extract_max_ratio=_float(env, "CAIRN_TASK_EXTRACT_MAX_RATIO", 200.0),
             max_request_line_bytes=_int(env, "CAIRN_MAX_REQUEST_LINE_BYTES", 8 * 1024),
             max_header_bytes=_int(env, "CAIRN_MAX_HEADER_BYTES", 32 * 1024),
             max_headers=_int(env, "CAIRN_MAX_HEADERS", 100),

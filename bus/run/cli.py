@@ -9,7 +9,7 @@
     cairn blobs migrate --to URL   copy the blob store into another one (e.g. s3://...)
 
 and the client commands that talk HTTP to any Cairn server (bus/client/): login, upload,
-download, ls, rm, stats, events.
+download, ls, rm, stats, events, buckets, tasks.
 
 `cairn token` only mints HS256 tokens (CAIRN_JWT_SECRET, or the secret generated into the
 data dir). With CAIRN_JWT_PUBLIC_KEY (RS256) the tokens come from your identity provider.
@@ -362,18 +362,22 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from bus.run.supervisor import SupervisorError
-
     args = _parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except SupervisorError as e:
-        print(f"cairn: error: {e}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         # Only reachable before a command installed its own handlers (e.g. during imports).
         return EXIT_FORCED
+    except Exception as e:
+        # Imported only here: the supervisor pulls in Postgres and Kafka clients, which the
+        # client commands (cairn upload, ...) do not need at start-up.
+        from bus.run.supervisor import SupervisorError
+
+        if isinstance(e, SupervisorError):
+            print(f"cairn: error: {e}", file=sys.stderr)
+            return 1
+        raise
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ KINDS: dict[str, tuple[str, int]] = {
     "relay": ("bus.store.relay:Relay", 5),
     "projector": ("projections.runner:Projector", 10),
     "handlers": ("handlers.runner:Handlers", 10),
+    "tasks": ("handlers.tasks.worker:TaskWorker", 10),
+    "fetcher": ("handlers.fetcher:Fetcher", 5),
 }
 
 

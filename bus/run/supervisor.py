@@ -68,7 +68,10 @@ FORCE_AFTER = 1.0
 # handlers finish a follow-up command) while the actors are still there to answer them,
 # then the rest. Stopping all at once had the handlers wait for replies that never came,
 # until they were killed. Kinds not named here stop in the last phase.
-STOP_PHASES: tuple[tuple[str, ...], ...] = (("api", "handlers"), ("actors", "projector", "relay"))
+STOP_PHASES: tuple[tuple[str, ...], ...] = (
+    ("api", "handlers", "tasks"),
+    ("actors", "projector", "relay"),
+)
 # The banner waits for /ready (a command round trip) when every kind it needs runs here.
 READY_NEEDS = frozenset({"api", "actors", "relay", "projector"})
 

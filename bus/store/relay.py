@@ -26,8 +26,8 @@ stored with it, which FastStream's OpenTelemetry middleware would overwrite with
 the relay's (a broker without that middleware avoids it); and the producer has a lifecycle
 of its own (created when leading, kept across failures, injected by the broker-outage test
 with short timeouts). The event topics are declared as FastStream publishers for the
-AsyncAPI document (bus/kafka/spec.py); moving the sending onto them was not done or
-measured in this round.
+AsyncAPI document served at /schema/asyncapi.json (bus/kafka/spec.py); moving the sending
+onto them was not done or measured in this round.
 """
 
 from __future__ import annotations

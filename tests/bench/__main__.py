@@ -13,7 +13,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from tests.bench import bus, downloads, events, growth, pending, s3, tus, uploads
+from tests.bench import bus, cli, console, downloads, events, growth, pending, s3, tus, uploads
 from tests.bench.core import FULL, QUICK, Scenario, render_text, write_results
 
 _PENDING = {sc.name: sc for sc in pending.SCENARIOS}
@@ -22,11 +22,13 @@ ALL: list[Scenario] = [
     *uploads.SCENARIOS,
     *tus.SCENARIOS,
     *downloads.SCENARIOS,
+    *cli.SCENARIOS,
     _PENDING["fetch.url_cache"],
     *bus.SCENARIOS,
     *events.SCENARIOS,
     *growth.SCENARIOS,
     *s3.SCENARIOS,
+    *console.SCENARIOS,
 ]
 
 

@@ -29,18 +29,33 @@ class Seen:
 
 def validators(asyncapi: dict[str, Any]) -> dict[str, Draft202012Validator]:
     """One validator per event type, from components.messages.<type>.payload."""
+    return _schemas(asyncapi, "payload")
+
+
+def header_validators(asyncapi: dict[str, Any]) -> dict[str, Draft202012Validator]:
+    """One validator per event type, from components.messages.<type>.headers."""
+    return _schemas(asyncapi, "headers")
+
+
+def _schemas(asyncapi: dict[str, Any], part: str) -> dict[str, Draft202012Validator]:
     out = {}
     for name, message in asyncapi["components"]["messages"].items():
-        Draft202012Validator.check_schema(message["payload"])
-        out[name] = Draft202012Validator(message["payload"])
+        Draft202012Validator.check_schema(message[part])
+        out[name] = Draft202012Validator(message[part])
     return out
 
 
 def topics(asyncapi: dict[str, Any]) -> list[str]:
-    return [channel["address"] for channel in asyncapi["channels"].values()]
+    """Every topic once (several channels, one per event type, share a topic's address)."""
+    return sorted({channel["address"] for channel in asyncapi["channels"].values()})
 
 
-def check(seen: Seen, schemas: dict[str, Draft202012Validator], msg: Any) -> None:
+def check(
+    seen: Seen,
+    schemas: dict[str, Draft202012Validator],
+    header_schemas: dict[str, Draft202012Validator],
+    msg: Any,
+) -> None:
     seen.records += 1
     where = f"{msg.topic}[{msg.partition}]@{msg.offset}"
     try:
@@ -56,6 +71,8 @@ def check(seen: Seen, schemas: dict[str, Draft202012Validator], msg: Any) -> Non
         return
     for error in validator.iter_errors(value):
         seen.problems.append(f"{where}: {event_type}: {error.message} at {list(error.path)}")
+    for error in header_schemas[event_type].iter_errors(headers):
+        seen.problems.append(f"{where}: {event_type} headers: {error.message}")
     if headers.get("event-id") != value.get("id"):
         seen.problems.append(f"{where}: header event-id differs from the value's id")
     if headers.get("event-type") != event_type:
@@ -76,6 +93,7 @@ async def consume(
 ) -> None:
     """Read every topic from the beginning, without a consumer group, until `stop`."""
     schemas = validators(asyncapi)
+    header_schemas = header_validators(asyncapi)
     consumer = AIOKafkaConsumer(
         *topics(asyncapi),
         bootstrap_servers=bootstrap,
@@ -90,6 +108,6 @@ async def consume(
             batches = await consumer.getmany(timeout_ms=200)
             for records in batches.values():
                 for msg in records:
-                    check(seen, schemas, msg)
+                    check(seen, schemas, header_schemas, msg)
     finally:
         await consumer.stop()

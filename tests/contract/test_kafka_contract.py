@@ -1,8 +1,9 @@
 """The Kafka contract, seen from outside: a plain aiokafka consumer (tests/contract/consumer.py,
 which imports nothing of Cairn) reads every topic named in /schema/asyncapi.json, validates
-every message against the published schema of its type (envelope and `data`), and sees each aggregate's versions
-1, 2, 3... without gaps, while three actor hosts (one stopped half-way, so partitions move),
-the relay, the handlers and concurrent clients run."""
+every message against the published schema of its type and version (envelope, `data` and
+headers), and sees each aggregate's versions 1, 2, 3... without gaps, while three actor
+hosts (one stopped half-way, so partitions move), the relay, the handlers and concurrent
+clients run."""
 
 from __future__ import annotations
 
@@ -89,6 +90,18 @@ async def test_every_message_matches_its_schema_in_order_per_aggregate(system: S
         "data": {"index": "zero"},
     }
     assert list(consumer.validators(asyncapi)["UploadChunkStored"].iter_errors(bad))
+    # The schema is per type and version: another version of the same type fails it, in
+    # the value and in the `schema-version` header.
+    chunk_version = bad["schema_version"]
+    good_data = {"index": 0, "offset": 0, "size": 1, "sha256": "00", "at": bad["occurred_at"]}
+    good = {**bad, "data": good_data}
+    chunk = consumer.validators(asyncapi)["UploadChunkStored"]
+    assert not list(chunk.iter_errors(good))
+    assert list(chunk.iter_errors({**good, "schema_version": chunk_version + 1}))
+    chunk_headers = consumer.header_validators(asyncapi)["UploadChunkStored"]
+    headers = {"event-id": good["id"], "event-type": "UploadChunkStored"}
+    assert not list(chunk_headers.iter_errors({**headers, "schema-version": str(chunk_version)}))
+    assert list(chunk_headers.iter_errors({**headers, "schema-version": str(chunk_version + 1)}))
 
     # Two more actor hosts join the system's own: commands spread over three.
     extra = []

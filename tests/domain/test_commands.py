@@ -31,6 +31,29 @@ from domain.commands import (
     command_to_dict,
 )
 from domain.errors import Conflict, DomainError, Gone, InvalidInput, NotFound, Unprocessable
+from domain.fetches.commands import (
+    AppendFetchBytes,
+    CancelFetch,
+    CompleteFetch,
+    FailFetch,
+    PauseFetch,
+    RecordFetchAttemptError,
+    RecordFetchResponse,
+    RequestFetch,
+    ResumeFetch,
+    RetryFetch,
+    StartFetch,
+)
+from domain.tasks.commands import (
+    CancelTask,
+    CompleteTask,
+    CreateTask,
+    FailTask,
+    PauseTask,
+    RecordProgress,
+    ResumeTask,
+    StartTask,
+)
 
 AT = datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)
 ENV: dict[str, Any] = {
@@ -74,10 +97,47 @@ SAMPLES: dict[str, Command] = {
         upload_id="up-1",
     ),
     "DeleteFile": DeleteFile(**ENV),
+    "RequestFetch": RequestFetch(
+        **ENV, owner="alice", url="https://example.com/m.bin", generation=2, sha256=H, key="a/b"
+    ),
+    "StartFetch": StartFetch(**ENV, runner="host-1-ab"),
+    "RecordFetchResponse": RecordFetchResponse(
+        **ENV, runner="r", restart=True, reason="200", etag='"v1"', total=1 << 40
+    ),
+    "AppendFetchBytes": AppendFetchBytes(
+        **ENV, runner="r", offset=1 << 33, pieces=[{"sha256": H, "size": 9}]
+    ),
+    "RecordFetchAttemptError": RecordFetchAttemptError(
+        **ENV, runner="r", error="reset", retry_in=1.5
+    ),
+    "CompleteFetch": CompleteFetch(**ENV, runner="r", sha256=H, size=9, file_id="file-2"),
+    "FailFetch": FailFetch(**ENV, runner="r", error="404", details={"status": 404}),
+    "PauseFetch": PauseFetch(**ENV),
+    "ResumeFetch": ResumeFetch(**ENV),
+    "CancelFetch": CancelFetch(**ENV),
+    "RetryFetch": RetryFetch(**ENV),
     "CreateBucket": CreateBucket(**ENV, public=True, description="cats"),
     "UpdateBucket": UpdateBucket(**ENV, public=None, description="dogs"),
     "DeleteBucket": DeleteBucket(**ENV, force=True),
     "UpdateFile": UpdateFile(**ENV, name="b.txt", bucket=None, metadata={"k": "v"}),
+    "CreateTask": CreateTask(
+        **ENV,
+        owner="alice",
+        task_type="compress",
+        params={"files": ["f-1", "f-2"], "output": {"file_name": "a.zip", "bucket": "b"}},
+        priority=90,
+        items_total=2,
+        bytes_total=1 << 33,
+    ),
+    "StartTask": StartTask(**ENV, worker="host:1:ab"),
+    "RecordProgress": RecordProgress(
+        **ENV, first=3, results=[{"index": 3, "source": "f-1", "result": "f-9"}], bytes_done=7
+    ),
+    "CompleteTask": CompleteTask(**ENV, result_file_ids=["f-9"], bytes_done=1 << 33),
+    "FailTask": FailTask(**ENV, error={"code": "quota_exceeded", "details": {"quota": 1}}),
+    "PauseTask": PauseTask(**ENV),
+    "ResumeTask": ResumeTask(**ENV),
+    "CancelTask": CancelTask(**ENV),
 }
 
 

@@ -15,7 +15,7 @@ import msgspec
 import orjson
 import pytest
 
-from domain import buckets, files, registry, uploads
+from domain import buckets, fetches, files, registry, tasks, uploads
 from domain.commands import COMMANDS, command_from_dict, command_to_dict
 from domain.kernel import AggregateSpec, Event
 from domain.uploads.commands import UploadCommand
@@ -85,12 +85,84 @@ GOLDEN: dict[str, tuple[int, dict[str, Any]]] = {
     ),
     "FileDeleted": (1, {"at": AT}),
     "FileUpdated": (1, {"name": "n2", "bucket": "pics", "metadata": {"a": "c"}, "at": AT}),
+    "FetchRequested": (
+        1,
+        {
+            "fetch_id": "x1",
+            "owner": "alice",
+            "url": "https://example.com/m.bin",
+            "generation": 0,
+            "bucket": "default",
+            "key": None,
+            "sha256": A,
+            "at": AT,
+        },
+    ),
+    "FetchStarted": (1, {"runner": "host-1-ab", "attempt": 1, "at": AT}),
+    "FetchResponseReceived": (
+        1,
+        {
+            "restart": False,
+            "reason": "",
+            "etag": '"v1"',
+            "last_modified": None,
+            "total": 7,
+            "content_type": "application/octet-stream",
+            "file_name": "m.bin",
+            "accept_ranges": True,
+            "at": AT,
+        },
+    ),
+    "FetchBytesAppended": (
+        1,
+        {
+            "offset": 0,
+            "pieces": [{"sha256": A, "size": 3}, {"sha256": B, "size": 4}],
+            "size": 7,
+            "at": AT,
+        },
+    ),
+    "FetchAttemptFailed": (1, {"error": "reset", "retry_in": 1.5, "at": AT}),
+    "FetchCompleted": (1, {"sha256": A, "size": 7, "file_id": "f1", "at": AT}),
+    "FetchFailed": (1, {"error": "404", "details": {"status": 404}, "at": AT}),
+    "FetchPaused": (1, {"at": AT}),
+    "FetchResumed": (1, {"at": AT}),
+    "FetchCancelled": (1, {"at": AT}),
+    "FetchRetried": (1, {"at": AT}),
     "BucketCreated": (
         1,
         {"name": "photos", "owner": "alice", "public": True, "description": "d", "at": AT},
     ),
     "BucketUpdated": (1, {"public": False, "description": "", "at": AT}),
     "BucketDeleted": (1, {"force": True, "at": AT}),
+    "TaskCreated": (
+        1,
+        {
+            "task_id": "t1",
+            "owner": "alice",
+            "task_type": "copy",
+            "params": {"files": ["f1"], "to": {"bucket": "b", "prefix": "p/"}},
+            "priority": 80,
+            "items_total": 1,
+            "bytes_total": 0,
+            "at": AT,
+        },
+    ),
+    "TaskStarted": (1, {"worker": "h:1:ab", "attempt": 2, "at": AT}),
+    "TaskProgressed": (
+        1,
+        {
+            "first": 0,
+            "results": [{"index": 0, "source": "f1", "result": "f2"}],
+            "bytes_done": 3,
+            "at": AT,
+        },
+    ),
+    "TaskCompleted": (1, {"result_file_ids": ["f3"], "bytes_done": 3, "at": AT}),
+    "TaskFailed": (1, {"error": {"code": "quota_exceeded", "details": {"quota": 1}}, "at": AT}),
+    "TaskPaused": (1, {"at": AT}),
+    "TaskResumed": (1, {"at": AT}),
+    "TaskCancelled": (1, {"at": AT}),
 }
 
 
@@ -149,14 +221,11 @@ def test_stream_ids_prefixes_and_command_topics_derive_from_the_registry() -> No
         "task": "tasks",
         "bucket": "buckets",
     }
-    assert registry.COMMAND_AGGREGATES == ("uploads", "files", "buckets")
+    assert registry.COMMAND_AGGREGATES == ("uploads", "files", "fetches", "buckets", "tasks")
     assert registry.stream_id_for("uploads", "x-1") == "upload-x-1"
     assert registry.aggregate_of("file-x-1") == "files"
-    for name in ("fetches", "tasks"):  # reserved: topics only
-        spec = registry.AGGREGATES[name]
-        assert not spec.takes_commands and not spec.events
-        with pytest.raises(LookupError):
-            spec.decide(None, uploads.commands.AbortUpload(aggregate_id="x", caller="a", at=T0))
+    # every registered aggregate now takes commands: none is reserved (topic only) any more
+    assert all(spec.takes_commands for spec in registry.AGGREGATES.values())
 
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -164,7 +233,7 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 def test_every_command_round_trips_its_wire_form_and_names_its_stream() -> None:
     assert set(COMMANDS) == {
-        c.type for s in (uploads, files, buckets) for c in s.AGGREGATE.commands
+        c.type for s in (uploads, files, fetches, buckets, tasks) for c in s.AGGREGATE.commands
     }
     for cls in COMMANDS.values():
         required = {

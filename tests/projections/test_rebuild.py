@@ -151,7 +151,7 @@ async def test_readers_see_the_old_rows_until_the_rebuild_commits(
 
 
 async def test_unknown_projection_is_a_key_error(pool: asyncpg.Pool) -> None:
-    assert set(PROJECTIONS) == {"uploads", "files", "buckets"}
+    assert set(PROJECTIONS) == {"uploads", "files", "buckets", "tasks", "fetches"}
     for projection in PROJECTIONS.values():  # each reads aggregates the registry knows
         assert projection.aggregates and set(projection.aggregates) <= set(AGGREGATES)
     with pytest.raises(KeyError):

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser, async_playwright, expect
 
 CHROMIUM = os.environ.get("CAIRN_TEST_CHROMIUM", "/usr/bin/chromium")
 ARGS = [
@@ -23,6 +23,11 @@ ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+# How long an expectation waits for the page (a bound, not a speed check): the shared
+# 2-core machine can be slow under load, and Playwright's 5 s default is tight there.
+WAIT_MS = 30_000
+expect.set_options(timeout=WAIT_MS)
+
 # Written by the tests, gitignored; docs/console.png is the one committed copy.
 SCREENSHOTS = Path(__file__).resolve().parents[3] / ".screenshots"
 

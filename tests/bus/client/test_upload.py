@@ -3,11 +3,17 @@ resume after Ctrl-C that sends only what the server does not have."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
+import shlex
+import shutil
+import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.system import System, wait_until
 
@@ -61,7 +67,8 @@ async def test_uploads_a_directory_recursively_verified(
 async def test_upload_resumes_after_ctrl_c(system: System, cli_for: Any, tmp_path: Path) -> None:
     user = "up-resume"
     cli = cli_for(user)
-    data = _write(tmp_path / "big.bin", 4 * 1024 * 1024)
+    # 8 MiB at 512 KiB/s: 16 s, ample time to see chunks stored (read model) and interrupt.
+    data = _write(tmp_path / "big.bin", 8 * 1024 * 1024)
     args = ("upload", str(tmp_path / "big.bin"), "--chunk-size", "256k", "--json")
     proc = await cli.start(*args, "--limit-rate", "512k")
 
@@ -106,3 +113,38 @@ async def test_upload_errors_are_one_line_with_exit_codes(
     gone = await cli("upload", str(tmp_path / "f.bin"), CAIRN_URL="http://127.0.0.1:9")
     assert gone.code == 7, gone.err
     assert "unreachable" in gone.err
+
+
+async def test_progress_bars_on_a_terminal(system: System, cli_for: Any, tmp_path: Path) -> None:
+    """On a terminal (a pty from util-linux `script`) the bars render and the transfer
+    completes; elsewhere (every other test) they are off."""
+    if shutil.which("script") is None:
+        pytest.skip("util-linux `script` is not installed")
+    cli = cli_for("up-tty")
+    data = _write(tmp_path / "tty.bin", 600_000)
+    out = tmp_path / "tty.back"
+    for args in (
+        ["upload", str(tmp_path / "tty.bin"), "--chunk-size", "64k"],
+        ["download", "{id}", "-o", str(out)],
+    ):
+        if args[0] == "download":
+            async with system.client("up-tty") as c:
+                args[1] = (await c.get("/v1/files")).json()["items"][0]["id"]
+        command = shlex.join([sys.executable, "-m", "bus.run.cli", *args])
+        proc = await asyncio.create_subprocess_exec(
+            "script",
+            "-qec",
+            command,
+            "/dev/null",
+            cwd=Path(__file__).resolve().parents[3],
+            env={**cli.env, "TERM": "xterm-256color"},
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        raw, _ = await asyncio.wait_for(proc.communicate(), 120)
+        text = raw.decode(errors="replace")
+        assert proc.returncode == 0, text
+        assert "Traceback" not in text
+        assert "━" in text  # a Rich bar was drawn
+    assert out.read_bytes() == data

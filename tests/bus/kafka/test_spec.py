@@ -1,33 +1,31 @@
-"""The AsyncAPI document FastStream generates from the declared event publishers."""
+"""The AsyncAPI document FastStream generates from the declared event publishers: one
+channel per publisher (event type and version) on its aggregate's topic. What consumers
+rely on in it is tested in tests/api/test_asyncapi.py (the served document)."""
 
 from __future__ import annotations
 
 import orjson
-from jsonschema import Draft202012Validator
+import pytest
 
 from bus.config.settings import Settings
 from bus.kafka.clients import AGGREGATES
-from bus.kafka.spec import asyncapi_document, event_schemas
+from bus.kafka.spec import _self_contained, asyncapi_document, event_schemas
 
 
-def test_one_message_per_event_type_and_version_on_its_aggregate_topic() -> None:
+def test_one_channel_per_event_type_and_version_on_its_aggregate_topic() -> None:
     settings = Settings(kafka_bootstrap="127.0.0.1:9092", topic_prefix="spec")
     doc = orjson.loads(orjson.dumps(asyncapi_document(settings)))  # plain JSON
     assert doc["asyncapi"] == "3.0.0"
     schemas = event_schemas()
     assert {s.type for s in schemas} >= {"UploadInitiated", "UploadCompleted", "FileCreated"}
+    assert any(s.version > 1 for s in schemas)  # UploadInitiated is at v2
     for s in schemas:
-        channel = doc["channels"][f"spec.{s.aggregate}:{s.type}"]
+        channel = doc["channels"][f"spec.{s.aggregate}:{s.type}.v{s.version}"]
         assert channel["address"] == f"spec.{s.aggregate}"
-        [ref] = channel["messages"].values()
-        # The form README promises: components.messages.<type>, payload self-contained.
-        assert ref["$ref"] == f"#/components/messages/{s.type}"
-        message = doc["components"]["messages"][s.type]
-        assert message["headers"]["properties"]["traceparent"]["type"] == "string"
-        payload = message["payload"]
-        assert "$ref" not in orjson.dumps(payload).decode()
-        Draft202012Validator.check_schema(payload)
-        assert payload["properties"]["type"]["const"] == s.type
+        assert channel["bindings"]["kafka"]["topic"] == f"spec.{s.aggregate}"
+        assert f"(schema v{s.version})" in channel["description"]
+        assert channel["messages"] == {s.type: {"$ref": f"#/components/messages/{s.type}"}}
+        payload = doc["components"]["messages"][s.type]["payload"]
         assert payload["properties"]["schema_version"]["const"] == s.version
         assert {"id", "stream_id", "version", "position", "occurred_at", "data"} <= set(
             payload["required"]
@@ -36,3 +34,11 @@ def test_one_message_per_event_type_and_version_on_its_aggregate_topic() -> None
     addresses = {c["address"] for c in doc["channels"].values()}
     assert addresses == {f"spec.{a}" for a in AGGREGATES}
     assert all(op["action"] == "send" for op in doc["operations"].values())
+    # FastStream's shared components.schemas are inlined into each payload.
+    assert set(doc["components"]) == {"messages"}
+
+
+def test_a_recursive_schema_fails_at_build_time() -> None:
+    schemas = {"Node": {"properties": {"next": {"$ref": "#/components/schemas/Node"}}}}
+    with pytest.raises(TypeError, match="recursive event schema Node -> Node"):
+        _self_contained({"$ref": "#/components/schemas/Node"}, schemas)

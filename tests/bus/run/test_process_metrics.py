@@ -50,8 +50,8 @@ async def test_every_kind_serves_metrics_and_the_api_logs_requests(
     await up.wait_up()
     banner = up.out.read_text()
     urls = dict(re.findall(r"Metrics (\w+)\s+(http://\S+/metrics)", banner))
-    assert sorted(urls) == ["actors", "handlers", "projector", "relay"], banner
-    assert len(set(urls.values())) == 4, "each child its own port"
+    assert sorted(urls) == ["actors", "fetcher", "handlers", "projector", "relay", "tasks"], banner
+    assert len(set(urls.values())) == 6, "each child its own port"
 
     code, token, err = await cli(env, "token", "alice")
     assert code == 0, err

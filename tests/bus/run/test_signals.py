@@ -71,7 +71,7 @@ async def _signal_group_and_check(up: Up, sig: signal.Signals, forward: bool) ->
     assert stopped, up.log()
     assert all(e["exit_code"] == 0 for e in stopped), stopped
     kinds = {e["kind"] for e in stopped}
-    assert kinds == {"api", "actors", "relay", "projector", "handlers"}, kinds
+    assert kinds == {"api", "actors", "relay", "projector", "handlers", "tasks", "fetcher"}, kinds
     assert not [e for e in events if e.get("event") == "forcing stop: killing children"]
     await poll("every process gone", lambda: not up.left(), 30, up.log)
 

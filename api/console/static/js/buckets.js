@@ -4,9 +4,12 @@
 
 import { json, request } from './api.js'
 import { el, when, say, debounce } from './util.js'
+import { CatchUp } from './catchup.js'
 
 let names = []
 let openBucket = () => {}
+// The list is a read model: catch up with what the stream (or our own change) said.
+const awaited = new CatchUp(() => loadBuckets())
 
 export async function loadBuckets () {
   let items = []
@@ -23,10 +26,13 @@ export async function loadBuckets () {
     say(`Could not list buckets: ${e.message}`, true)
     return
   }
+  const all = new Set(items.map(b => b.name))
+  items = items.filter(b => !awaited.hides(b.name))
   names = items.map(b => b.name)
   document.querySelector('#buckets tbody').replaceChildren(...items.map(row))
   document.getElementById('buckets-empty').hidden = items.length > 0
   fillPicker()
+  awaited.settle(all)
 }
 
 export const reloadBuckets = debounce(loadBuckets, 150)
@@ -64,6 +70,7 @@ async function remove (name) {
       await request(`/v1/buckets/${encodeURIComponent(name)}?force=true`, { method: 'DELETE' })
     } catch (e2) { say(`Delete failed: ${e2.message}`, true); return }
   }
+  awaited.expect(name, false)
   say(`Deleted bucket ${name}.`)
   await loadBuckets()
   document.getElementById('bucket-name').focus()
@@ -89,13 +96,22 @@ export function setupBuckets (onOpen) {
       form.name.focus()
       return
     }
+    awaited.expect(name, true)
     form.reset()
     say(`Created bucket ${name}.`)
     await loadBuckets()
   })
 }
 
+export function bucketEvent (type, envelope) {
+  const name = (envelope.stream_id || '').replace(/^bucket-/, '')
+  if (type === 'BucketCreated') awaited.expect(name, true)
+  if (type === 'BucketDeleted') awaited.expect(name, false)
+  reloadBuckets()
+}
+
 export function resetBuckets () {
+  awaited.clear()
   names = []
   document.querySelector('#buckets tbody').replaceChildren()
   fillPicker(false)

@@ -4,9 +4,13 @@
 import { json, request } from './api.js'
 import { el, bytes, when, say, debounce } from './util.js'
 import { openPreview, previewKind } from './preview.js'
+import { CatchUp } from './catchup.js'
 
 const PAGE = 25
 const state = { offset: 0, total: 0, prefix: '', bucket: '' }
+
+// The list is a read model: catch up with what the stream (or our delete) said.
+const awaited = new CatchUp(() => loadFiles())
 
 export async function loadFiles () {
   const q = new URLSearchParams({ limit: PAGE, offset: state.offset })
@@ -23,8 +27,22 @@ export async function loadFiles () {
     state.offset = Math.max(0, state.offset - PAGE) // the last page emptied: step back
     return loadFiles()
   }
-  state.total = page.total
-  render(page.items)
+  const ids = new Set(page.items.map(f => f.id))
+  const items = page.items.filter(f => !awaited.hides(f.id))
+  state.total = page.total - (page.items.length - items.length)
+  render(items)
+  // Only the first page of the newest-first list (no name filter) must show a new file.
+  awaited.settle(ids, state.offset === 0 && !state.prefix)
+}
+
+// A file event from the live stream: what the list should show once it catches up.
+export function fileEvent (type, envelope) {
+  const id = (envelope.stream_id || '').replace(/^file-/, '')
+  if (type === 'FileDeleted') awaited.expect(id, false)
+  const data = envelope.data || {}
+  // A new file is awaited in the list only if it belongs there (the bucket shown).
+  if (type === 'FileCreated' && (!state.bucket || data.bucket === state.bucket)) awaited.expect(id, true)
+  reloadFiles()
 }
 
 export const reloadFiles = debounce(loadFiles, 150)
@@ -55,7 +73,7 @@ function row (f) {
 
 // The bytes come with the credential header, so the browser cannot be pointed at the URL
 // itself; the body becomes a blob and is saved under the file's name.
-async function download (f) {
+export async function download (f) {
   say(`Downloading ${f.name}…`)
   try {
     const resp = await request(`/v1/files/${encodeURIComponent(f.id)}/content?download=true`)
@@ -75,6 +93,7 @@ async function remove (f) {
   if (!window.confirm(`Delete ${f.name}? This cannot be undone.`)) return
   try {
     await request(`/v1/files/${encodeURIComponent(f.id)}`, { method: 'DELETE' })
+    awaited.expect(f.id, false)
     say(`Deleted ${f.name}.`)
     await loadFiles()
     document.getElementById('files-filter').focus()
@@ -102,6 +121,7 @@ export function setupFiles (onBucket) {
 
 export function resetFiles () {
   state.offset = 0; state.prefix = ''; state.bucket = ''
+  awaited.clear()
   document.getElementById('files-filter').value = ''
   document.querySelector('#files tbody').replaceChildren()
 }

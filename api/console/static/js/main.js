@@ -3,10 +3,11 @@
 import { json, credential, setCredential, clearCredential } from './api.js'
 import { EventStream } from './events.js'
 import { addActivity, clearActivity } from './feed.js'
-import { setupFiles, loadFiles, reloadFiles, resetFiles } from './files.js'
+import { setupFiles, loadFiles, reloadFiles, resetFiles, fileEvent } from './files.js'
 import { setupUploads, resetUploads, setUploadBucket } from './upload.js'
-import { setupBuckets, loadBuckets, reloadBuckets, resetBuckets } from './buckets.js'
+import { setupBuckets, loadBuckets, bucketEvent, resetBuckets } from './buckets.js'
 import { setupTabs } from './tabs.js'
+import { setupFetches, loadFetches, fetchEvent, resetFetches } from './fetches.js'
 import { say } from './util.js'
 
 const stream = new EventStream(onEvent, (s) => {
@@ -18,8 +19,9 @@ const stream = new EventStream(onEvent, (s) => {
 function onEvent (type, envelope) {
   if (type === 'end') return // the server closed the stream; EventStream reconnects
   addActivity(type, envelope)
-  if (type.startsWith('File')) reloadFiles()
-  if (type.startsWith('Bucket')) reloadBuckets()
+  if (type.startsWith('File')) fileEvent(type, envelope)
+  if (type.startsWith('Bucket')) bucketEvent(type, envelope)
+  if (type.startsWith('Fetch')) fetchEvent(envelope)
 }
 
 async function signIn (kind, secret) {
@@ -41,7 +43,7 @@ function show (signedIn) {
 async function enter () {
   show(true)
   stream.start()
-  await Promise.all([loadFiles(), loadBuckets()])
+  await Promise.all([loadFiles(), loadBuckets(), loadFetches()])
   document.getElementById('main').focus()
 }
 
@@ -51,6 +53,7 @@ function signOut (message) {
   resetUploads()
   resetFiles()
   resetBuckets()
+  resetFetches()
   showTab('files')
   clearActivity()
   show(false)
@@ -63,6 +66,7 @@ let showTab = () => {}
 function setup () {
   showTab = setupTabs(() => {})
   setupFiles(setUploadBucket)
+  setupFetches()
   setupBuckets((name) => {
     const pick = document.getElementById('bucket-pick')
     pick.value = name
@@ -97,6 +101,7 @@ function setup () {
   if (credential()) enter()
   else show(false)
   document.body.dataset.ready = 'true' // for tests and scripts: the console is wired up
+  performance.mark('cairn:ready') // time to interactive, read by just bench console.load
 }
 
 // uppy.js is a deferred classic script; module scripts run after it, so it is there.

@@ -1,0 +1,312 @@
+"""URL fetches: ask Cairn to download a URL into a file, watch it, pause, resume, cancel, retry.
+
+The API only records the request (RequestFetch) and answers 202; the fetch workers
+(handlers/fetcher.py, `cairn run fetcher`) do the downloading. The fetch id is derived
+from the owner, the normalised URL and a generation, so the same URL asked for at once by
+many requests addresses one aggregate: one fetch, one writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+
+from api.auth import Principal, provide_principal
+from api.context import ctx, now, parse_uuid
+from api.errors import ApiError
+from api.http.strict import strict_request
+from api.openapi import SECURED
+from api.schemas import BIGINT_MAX, Short
+from api.taskparams import check_bucket
+from bus.fetch.ssrf import UnsafeUrl, check_addresses, check_url
+from domain.commands import (
+    CancelFetch,
+    Command,
+    PauseFetch,
+    RequestFetch,
+    ResumeFetch,
+    RetryFetch,
+)
+from domain.errors import NotFound
+from domain.fetches import FetchState, FetchStatus
+from domain.policies import fetch_id
+from projections import fetch_queries
+
+MAX_LIMIT = 1000
+MAX_KEY = 1024
+_ACTIVE = ("PENDING", "IN_PROGRESS", "PAUSED")
+
+
+class CreateFetch(msgspec.Struct, forbid_unknown_fields=True):
+    """Fetch `url` into a file. The same URL again returns the same fetch (or its file)."""
+
+    url: str
+    bucket: Short | None = None
+    key: str | None = None
+    sha256: Annotated[str, msgspec.Meta(pattern="^[0-9a-fA-F]{64}$")] | None = None
+    refresh: bool = False
+
+
+def _check_key(key: str | None) -> None:
+    if key is None:
+        return
+    if (
+        not key
+        or len(key.encode()) > MAX_KEY
+        or key.startswith("/")
+        or any(ord(c) < 0x20 or ord(c) == 0x7F for c in key)
+        or any(seg in (".", "..") for seg in key.split("/"))
+    ):
+        raise ApiError(
+            400,
+            "invalid_key",
+            f"key must be 1 to {MAX_KEY} bytes, not start with '/', and hold no control"
+            " characters and no '.' or '..' segments",
+            {"field": "key"},
+        )
+
+
+async def _refuse_private_host(url: str) -> None:
+    """Early answer for a host that resolves only to refused addresses (the worker checks
+    again at connect time, against the address it actually connects to)."""
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    try:
+        infos = await asyncio.wait_for(
+            asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM), 5
+        )
+    except (OSError, TimeoutError):
+        return  # unresolvable now: the worker's attempts will say so
+    try:
+        check_addresses([str(i[4][0]) for i in infos], allow_private=False)
+    except UnsafeUrl as e:
+        raise ApiError(400, e.code, e.message, {"field": "url"}) from None
+
+
+def _view(state: FetchState, row: dict[str, Any] | None) -> dict[str, Any]:
+    completed = state.status == FetchStatus.COMPLETED
+    progress: float | None
+    if completed:
+        progress = 100.0
+    elif state.total:
+        progress = round(min(100.0, 100.0 * state.bytes / state.total), 2)
+    elif state.total == 0:
+        progress = 0.0
+    else:
+        progress = None
+    speed = eta = None
+    if row and state.status == FetchStatus.IN_PROGRESS and row.get("run_started_at"):
+        started: datetime = row["run_started_at"]
+        elapsed = (row["updated_at"] - started).total_seconds()
+        gained = state.bytes - int(row["run_start_bytes"])
+        if elapsed > 0 and gained > 0:
+            speed = gained / elapsed
+            if state.total is not None:
+                eta = max(0.0, (state.total - state.bytes) / speed)
+    return {
+        "id": state.id,
+        "url": state.url,
+        "status": state.status.value,
+        "bytes": state.bytes,
+        "total": state.total,
+        "progress": progress,
+        "speed_bytes_per_second": speed,
+        "eta_seconds": eta,
+        "attempts": state.attempts,
+        "last_error": state.last_error,
+        "etag": state.etag,
+        "last_modified": state.last_modified,
+        "content_type": state.content_type,
+        "file_name": state.file_name,
+        "bucket": state.bucket,
+        "key": state.key,
+        "sha256": state.completed_sha256 or state.sha256,
+        "file_id": state.file_id,
+        "created_at": state.created_at.isoformat(),
+        "updated_at": state.updated_at.isoformat(),
+    }
+
+
+class FetchesController(Controller):
+    path = "/v1/fetches"
+    tags = ["fetches"]
+    dependencies = {"principal": Provide(provide_principal)}
+    security = SECURED
+    before_request = strict_request  # type: ignore[assignment]  # (Litestar unbinds it)
+
+    async def _owned(
+        self, request: Request[Any, Any, Any], raw_id: str, who: Principal
+    ) -> FetchState:
+        fid = parse_uuid(raw_id, "fetch_not_found", "fetch")
+        state: FetchState | None = await ctx(request).load("fetches", f"fetch-{fid}")
+        if state is None or (state.owner != who.user and not who.admin):
+            raise NotFound("fetch_not_found", "no such fetch", {"id": fid})
+        return state
+
+    @post("/", status_code=202, summary="Fetch a URL into a file")
+    async def create(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[CreateFetch],
+        principal: NamedDependency[Principal],
+    ) -> Response[Any]:
+        c = ctx(request)
+        s = c.settings
+        try:
+            url = check_url(data.url, allow_private=s.fetch_allow_private)
+        except UnsafeUrl as e:
+            raise ApiError(400, e.code, e.message, {"field": "url"}) from None
+        if not s.fetch_allow_private:
+            await _refuse_private_host(url)
+        _check_key(data.key)
+        # A bucket the caller may write: `default` or one of theirs (404 otherwise, like a
+        # missing one).
+        await check_bucket(c, data.bucket or "default", principal.user, principal.admin)
+        latest = await fetch_queries.latest(c.pool, principal.user, url)
+        generation = 0 if latest is None else latest["generation"] + (1 if data.refresh else 0)
+        # The read model may lag: the event store says whether this generation is still the
+        # one to reuse (active, or completed within the TTL) or a new one must start.
+        while True:
+            fid = fetch_id(principal.user, url, generation)
+            state: FetchState | None = await c.load("fetches", f"fetch-{fid}")
+            if state is None or state.status.value in _ACTIVE:
+                break
+            if state.status == FetchStatus.COMPLETED and state.updated_at > now() - timedelta(
+                seconds=s.fetch_ttl
+            ):
+                break
+            generation += 1
+        result = await c.send(
+            request,
+            RequestFetch(
+                aggregate_id=fid,
+                caller=principal.user,
+                at=now(),
+                owner=principal.user,
+                url=url,
+                generation=generation,
+                bucket=data.bucket or "default",
+                key=data.key,
+                sha256=data.sha256.lower() if data.sha256 else None,
+            ),
+        )
+        st = result.state or {}
+        body = {
+            "id": fid,
+            "status": st.get("status"),
+            "url": url,
+            "file_id": st.get("file_id"),
+            "reused": not result.applied,
+        }
+        return Response(body, status_code=202, headers={"Location": f"/v1/fetches/{fid}"})
+
+    @get("/{fetch_id:str}", summary="A fetch's state and progress")
+    async def get_fetch(
+        self,
+        request: Request[Any, Any, Any],
+        fetch_id: FromPath[str],
+        principal: NamedDependency[Principal],
+    ) -> dict[str, Any]:
+        state = await self._owned(request, fetch_id, principal)
+        row = await fetch_queries.get(ctx(request).pool, state.id)
+        return _view(state, row)
+
+    @get("/", summary="List the caller's fetches")
+    async def list_fetches(
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        url: FromQuery[str | None] = None,
+        status: FromQuery[str | None] = None,
+        sort: FromQuery[str] = "created_at",
+        order: FromQuery[str] = "desc",
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = 50,
+        offset: Annotated[int, QueryParameter(ge=0, le=BIGINT_MAX)] = 0,
+    ) -> Response[Any]:
+        c = ctx(request)
+        if status is not None and status.upper() not in FetchStatus.__members__:
+            raise ApiError(
+                400, "invalid_status", "unknown status", {"allowed": list(FetchStatus.__members__)}
+            )
+        if url is not None:
+            try:
+                url = check_url(url, allow_private=True)  # only normalised, to match
+            except UnsafeUrl as e:
+                raise ApiError(400, e.code, e.message, {"field": "url"}) from None
+        try:
+            rows, total = await fetch_queries.page(
+                c.pool,
+                principal.user,
+                url=url,
+                status=status.upper() if status else None,
+                sort=sort,
+                order=order,
+                limit=limit,
+                offset=offset,
+            )
+        except ValueError as e:
+            raise ApiError(400, "invalid_query", str(e)) from None
+        return Response(
+            {"items": rows, "total": total, "limit": limit, "offset": offset},
+            headers={"X-Total-Count": str(total)},
+        )
+
+    async def _control(
+        self,
+        request: Request[Any, Any, Any],
+        raw_id: str,
+        principal: Principal,
+        cmd_type: type[Command],
+    ) -> dict[str, Any]:
+        c = ctx(request)
+        fid = parse_uuid(raw_id, "fetch_not_found", "fetch")
+        await c.send(
+            request,
+            cmd_type(aggregate_id=fid, caller=principal.user, admin=principal.admin, at=now()),
+        )
+        state = await self._owned(request, fid, principal)
+        return _view(state, await fetch_queries.get(c.pool, fid))
+
+    @post("/{fetch_id:str}/pause", status_code=200, summary="Pause (keeps every durable byte)")
+    async def pause(
+        self,
+        request: Request[Any, Any, Any],
+        fetch_id: FromPath[str],
+        principal: NamedDependency[Principal],
+    ) -> dict[str, Any]:
+        return await self._control(request, fetch_id, principal, PauseFetch)
+
+    @post("/{fetch_id:str}/resume", status_code=200, summary="Resume a paused fetch")
+    async def resume(
+        self,
+        request: Request[Any, Any, Any],
+        fetch_id: FromPath[str],
+        principal: NamedDependency[Principal],
+    ) -> dict[str, Any]:
+        return await self._control(request, fetch_id, principal, ResumeFetch)
+
+    @post("/{fetch_id:str}/cancel", status_code=200, summary="Cancel a fetch")
+    async def cancel(
+        self,
+        request: Request[Any, Any, Any],
+        fetch_id: FromPath[str],
+        principal: NamedDependency[Principal],
+    ) -> dict[str, Any]:
+        return await self._control(request, fetch_id, principal, CancelFetch)
+
+    @post("/{fetch_id:str}/retry", status_code=200, summary="Retry a failed fetch")
+    async def retry(
+        self,
+        request: Request[Any, Any, Any],
+        fetch_id: FromPath[str],
+        principal: NamedDependency[Principal],
+    ) -> dict[str, Any]:
+        return await self._control(request, fetch_id, principal, RetryFetch)

@@ -1,0 +1,206 @@
+"""Background tasks: create (202), read, list, stats, pause / resume / cancel, live events.
+
+A single task is read by folding its stream (consistent right after a command); lists
+and stats come from the read model. The work itself is done by the task workers
+(handlers/tasks/), never in the API process.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+
+from api.auth import Principal, provide_principal
+from api.context import ctx, now, parse_uuid
+from api.errors import ApiError
+from api.http.strict import strict_request
+from api.idempotency import idempotent, resource_id
+from api.openapi import SECURED
+from api.schemas import BIGINT_MAX, CreateTask, Task, TaskAccepted, TaskPage, ok
+from api.taskparams import prepare
+from domain.tasks import TaskState
+from domain.tasks.commands import CancelTask, PauseTask, ResumeTask
+from domain.tasks.commands import CreateTask as CreateTaskCommand
+from projections import task_queries
+
+
+def task_view(st: TaskState) -> dict[str, Any]:
+    return {
+        "id": st.id,
+        "type": st.task_type,
+        "status": st.status.value,
+        "priority": st.priority,
+        "params": st.params,
+        "progress": {
+            "items_done": st.items_done,
+            "items_total": st.items_total,
+            "items_failed": st.items_failed,
+            "bytes_done": st.bytes_done,
+            "bytes_total": st.bytes_total,
+            "percent": st.percent,
+        },
+        "result_file_ids": list(st.result_file_ids),
+        "error": st.error,
+        "attempts": st.attempts,
+        "created_at": st.created_at.isoformat(),
+        "updated_at": st.updated_at.isoformat(),
+        "started_at": st.started_at.isoformat() if st.started_at else None,
+        "finished_at": st.finished_at.isoformat() if st.finished_at else None,
+        "results": list(st.results),
+    }
+
+
+async def _load(request: Request[Any, Any, Any], raw: str, who: Principal) -> TaskState:
+    task_id = parse_uuid(raw, "task_not_found", "task")
+    st: TaskState | None = await ctx(request).load("tasks", f"task-{task_id}")
+    if st is None or (st.owner != who.user and not who.admin):
+        raise ApiError(404, "task_not_found", "no such task", {"id": task_id})
+    return st
+
+
+class TasksController(Controller):
+    path = "/v1/tasks"
+    tags = ["tasks"]
+    dependencies = {"principal": Provide(provide_principal)}
+    security = SECURED
+    before_request = strict_request  # type: ignore[assignment]  # (Litestar unbinds it)
+
+    @post(
+        "/",
+        status_code=202,
+        summary="Start a background task (copy, move, delete, compress, extract)",
+        responses=ok(202, TaskAccepted, "The task is queued"),
+    )
+    @idempotent("create", 202)
+    async def create(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[CreateTask],
+        principal: NamedDependency[Principal],
+    ) -> Response[Any]:
+        c = ctx(request)
+        params, items, size = await prepare(
+            c, data.type, data.params, principal.user, principal.admin
+        )
+        task_id = resource_id(request) or str(uuid.uuid4())
+        result = await c.send(
+            request,
+            CreateTaskCommand(
+                aggregate_id=task_id,
+                caller=principal.user,
+                at=now(),
+                owner=principal.user,
+                task_type=data.type,
+                params=params,
+                priority=data.priority,
+                items_total=items,
+                bytes_total=size,
+            ),
+        )
+        st = result.state or {}
+        return Response(
+            {"id": task_id, "status": st.get("status", "PENDING")},
+            status_code=202,
+            headers={"Location": f"/v1/tasks/{task_id}"},
+        )
+
+    @get("/stats", summary="Task counts by type and status, bytes processed, recent activity")
+    async def stats(
+        self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]
+    ) -> dict[str, Any]:
+        return await task_queries.task_stats(ctx(request).pool, principal.user)
+
+    @get(
+        "/{task_id:str}",
+        summary="A task: status, progress, per-item results, result files",
+        responses=ok(200, Task, "The task"),
+    )
+    async def get_task(
+        self,
+        request: Request[Any, Any, Any],
+        task_id: FromPath[str],
+        principal: NamedDependency[Principal],
+    ) -> dict[str, Any]:
+        return task_view(await _load(request, task_id, principal))
+
+    @get(
+        "/",
+        summary="List the caller's tasks",
+        responses=ok(200, TaskPage, "A page of tasks; X-Total-Count holds the total"),
+    )
+    async def list_tasks(
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        type: FromQuery[str | None] = None,
+        status: FromQuery[str | None] = None,
+        sort: FromQuery[str] = "created_at",
+        order: FromQuery[str] = "desc",
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 50,
+        offset: Annotated[int, QueryParameter(ge=0, le=BIGINT_MAX)] = 0,
+    ) -> Response[Any]:
+        if status is not None and status.upper() not in task_queries.STATUSES:
+            raise ApiError(
+                400,
+                "invalid_query",
+                f"status must be one of {', '.join(task_queries.STATUSES)}",
+                {"field": "status"},
+            )
+        try:
+            rows, total = await task_queries.list_tasks(
+                ctx(request).pool,
+                principal.user,
+                type=type,
+                status=status.upper() if status else None,
+                sort=sort,
+                order=order,
+                limit=limit,
+                offset=offset,
+            )
+        except ValueError as e:
+            raise ApiError(400, "invalid_query", str(e)) from None
+        return Response(
+            {"items": rows, "total": total, "limit": limit, "offset": offset},
+            headers={"X-Total-Count": str(total)},
+        )
+
+    async def _control(
+        self, request: Request[Any, Any, Any], raw: str, who: Principal, cls: Any
+    ) -> dict[str, Any]:
+        st = await _load(request, raw, who)
+        result = await ctx(request).send(
+            request, cls(aggregate_id=st.id, caller=who.user, admin=who.admin, at=now())
+        )
+        status = (result.state or {}).get("status", st.status.value)
+        return {"id": st.id, "status": status}
+
+    @post("/{task_id:str}/pause", status_code=200, summary="Pause (409 when finished)")
+    async def pause(
+        self,
+        request: Request[Any, Any, Any],
+        task_id: FromPath[str],
+        principal: NamedDependency[Principal],
+    ) -> dict[str, Any]:
+        return await self._control(request, task_id, principal, PauseTask)
+
+    @post("/{task_id:str}/resume", status_code=200, summary="Resume (409 when finished)")
+    async def resume(
+        self,
+        request: Request[Any, Any, Any],
+        task_id: FromPath[str],
+        principal: NamedDependency[Principal],
+    ) -> dict[str, Any]:
+        return await self._control(request, task_id, principal, ResumeTask)
+
+    @post("/{task_id:str}/cancel", status_code=200, summary="Cancel (409 when finished)")
+    async def cancel(
+        self,
+        request: Request[Any, Any, Any],
+        task_id: FromPath[str],
+        principal: NamedDependency[Principal],
+    ) -> dict[str, Any]:
+        return await self._control(request, task_id, principal, CancelTask)

@@ -1,0 +1,201 @@
+"""Strict validation of a task's `params`, one shape per task type.
+
+Each type's params are decoded with msgspec into a Struct that forbids unknown fields, so
+a bad request is a 400 naming the field (`params.files[2]`, `params.output.file_name`)
+before anything is sent. File ids are checked against what the caller may read (404 for
+anyone else's, exactly like a missing one); `bucket` + `prefix` are resolved here, once,
+to the files they name, so the task works on a fixed list.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from api.context import AppContext
+from api.errors import ApiError
+from domain.buckets import BucketState
+from domain.buckets.names import is_bucket_name
+from domain.files import FileState
+from projections import task_queries
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+Short = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+Prefix = Annotated[str, msgspec.Meta(max_length=1024)]
+# Prefixed onto file names, which are names, not paths (domain.values.file_name_problem).
+NamePrefix = Annotated[str, msgspec.Meta(max_length=255, pattern=r"^[^/\\]*$")]
+
+
+class Destination(msgspec.Struct, forbid_unknown_fields=True):
+    bucket: Short
+    prefix: NamePrefix = ""
+
+
+class CopyParams(msgspec.Struct, forbid_unknown_fields=True):
+    """copy / move: `files` (ids) or `bucket` + `prefix`, to `to.bucket` (+ `to.prefix`)."""
+
+    to: Destination
+    files: list[str] | None = None
+    bucket: Short | None = None
+    prefix: Prefix | None = None
+
+
+class DeleteParams(msgspec.Struct, forbid_unknown_fields=True):
+    files: list[str] | None = None
+    bucket: Short | None = None
+    prefix: Prefix | None = None
+
+
+class ArchiveOutput(msgspec.Struct, forbid_unknown_fields=True):
+    file_name: Name
+    bucket: Short = "default"
+
+
+class CompressParams(msgspec.Struct, forbid_unknown_fields=True):
+    output: ArchiveOutput
+    files: list[str] | None = None
+    bucket: Short | None = None
+    prefix: Prefix | None = None
+    format: Literal["zip", "tar.gz"] = "zip"
+    level: Annotated[int, msgspec.Meta(ge=0, le=9)] | None = None
+
+
+class ExtractOutput(msgspec.Struct, forbid_unknown_fields=True):
+    bucket: Short = "default"
+    prefix: NamePrefix = ""
+
+
+class ExtractParams(msgspec.Struct, forbid_unknown_fields=True):
+    file: str
+    output: ExtractOutput = msgspec.field(default_factory=ExtractOutput)
+    format: Literal["zip", "tar", "tar.gz"] | None = None
+
+
+SHAPES: dict[str, type[msgspec.Struct]] = {
+    "copy": CopyParams,
+    "move": CopyParams,
+    "delete": DeleteParams,
+    "compress": CompressParams,
+    "extract": ExtractParams,
+}
+
+_PATH = re.compile(r"at `\$(.*)`")
+
+
+def _bad(field: str, message: str) -> ApiError:
+    return ApiError(400, "invalid_params", message, {"field": field})
+
+
+def decode(task_type: str, params: Any) -> msgspec.Struct:
+    shape = SHAPES.get(task_type)
+    if shape is None:
+        raise ApiError(
+            400,
+            "invalid_task_type",
+            f"unknown task type {str(task_type)[:64]!r}",
+            {"field": "type", "allowed": sorted(SHAPES)},
+        )
+    try:
+        return msgspec.convert(params, shape)
+    except msgspec.ValidationError as e:
+        text = str(e)
+        m = _PATH.search(text)
+        field = "params" + (m.group(1) if m else "")
+        missing = re.search(r"missing required field `([^`]+)`", text)
+        if missing:
+            field = f"{field}.{missing.group(1)}"
+        unknown = re.search(r"unknown field `([^`]+)`", text)
+        if unknown:
+            field = f"{field}.{unknown.group(1)}"
+        raise _bad(field, f"invalid params: {text}") from None
+
+
+async def check_bucket(c: AppContext, name: str, owner: str, admin: bool) -> None:
+    """A bucket the task reads or writes: `default`, or a live bucket of the caller's
+    (another user's answers 404, exactly like a missing one)."""
+    if name == "default":
+        return
+    st: BucketState | None = None
+    if is_bucket_name(name):
+        st = await c.load("buckets", f"bucket-{name}")
+    if st is None or st.deleted or (st.owner != owner and not admin):
+        raise ApiError(404, "bucket_not_found", "no such bucket", {"name": name[:64]})
+
+
+async def _owned_file(c: AppContext, raw: str, owner: str, admin: bool) -> FileState:
+    try:
+        file_id = str(uuid.UUID(raw))
+    except ValueError:
+        raise ApiError(404, "file_not_found", "no such file", {"id": raw[:64]}) from None
+    st: FileState | None = await c.load("files", f"file-{file_id}")
+    if st is None or st.deleted or (st.owner != owner and not admin):
+        raise ApiError(404, "file_not_found", "no such file", {"id": file_id})
+    return st
+
+
+async def resolve_files(c: AppContext, p: Any, owner: str, admin: bool) -> list[tuple[str, int]]:
+    """(id, size) of the files a copy/move/delete/compress names, checked and de-duplicated."""
+    limit = c.settings.task_max_items
+    if p.files is not None:
+        if p.bucket is not None or p.prefix is not None:
+            raise _bad("params.files", "give either files or bucket + prefix, not both")
+        if not p.files:
+            raise _bad("params.files", "the file list is empty")
+        if len(p.files) > limit:
+            raise _too_many(len(p.files), limit)
+        out: list[tuple[str, int]] = []
+        seen: set[str] = set()
+        for raw in p.files:
+            st = await _owned_file(c, raw, owner, admin)
+            if st.id not in seen:
+                seen.add(st.id)
+                out.append((st.id, st.size))
+        return out
+    if p.bucket is None:
+        raise _bad("params.files", "give files (a list of ids) or bucket + prefix")
+    await check_bucket(c, p.bucket, owner, admin)
+    found = await task_queries.files_by_prefix(c.pool, owner, p.bucket, p.prefix or "", limit + 1)
+    if not found:
+        raise _bad("params.prefix", "no files match bucket + prefix")
+    if len(found) > limit:
+        raise _too_many(len(found), limit)
+    return found
+
+
+def _too_many(n: int, limit: int) -> ApiError:
+    return ApiError(
+        400,
+        "too_many_items",
+        f"a task may name at most {limit} items",
+        {"field": "params.files", "max_items": limit, "items": n},
+    )
+
+
+async def prepare(
+    c: AppContext, task_type: str, raw: Any, owner: str, admin: bool
+) -> tuple[dict[str, Any], int, int]:
+    """(normalised params, items_total, bytes_total) for a new task; raises ApiError."""
+    if not isinstance(raw, dict):
+        raise _bad("params", "params must be an object")
+    p = decode(task_type, raw)
+    if isinstance(p, CopyParams):
+        await check_bucket(c, p.to.bucket, owner, admin)
+    if isinstance(p, (CompressParams, ExtractParams)):
+        await check_bucket(c, p.output.bucket, owner, admin)
+    if isinstance(p, ExtractParams):
+        st = await _owned_file(c, p.file, owner, admin)
+        params = msgspec.to_builtins(p)
+        params["file"] = st.id
+        return params, 0, st.size
+    files = await resolve_files(c, p, owner, admin)
+    params = msgspec.to_builtins(p)
+    params["files"] = [f for f, _ in files]
+    params.pop("bucket", None)
+    params.pop("prefix", None)
+    if isinstance(p, (CopyParams,)) and p.bucket is not None:
+        params["source"] = {"bucket": p.bucket, "prefix": p.prefix or ""}
+    total_bytes = sum(size for _, size in files) if isinstance(p, CompressParams) else 0
+    return params, len(files), total_bytes

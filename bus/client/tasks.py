@@ -1,0 +1,216 @@
+"""`cairn tasks create|ls|show|pause|resume|cancel`: background tasks (/v1/tasks).
+
+`create --wait` (and `show --wait`) follows the task's own event stream from its first
+event (`Last-Event-ID: 0` on /v1/tasks/{id}/events), so no event between the create and
+the subscription is missed, with a progress bar, until it completes, fails or is
+cancelled; the exit code says which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import uuid
+from typing import Any
+
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+
+from bus.client import events
+from bus.client.errors import ClientError
+from bus.client.http import json_of, open_client
+from bus.client.output import Output
+
+TYPES = ("copy", "move", "delete", "compress", "extract")
+FINISHED = {"TaskCompleted": "COMPLETED", "TaskFailed": "FAILED", "TaskCancelled": "CANCELLED"}
+COLUMNS = [
+    ("id", "ID"),
+    ("type", "TYPE"),
+    ("status", "STATUS"),
+    ("percent", "PROGRESS"),
+    ("items", "ITEMS"),
+    ("created_at", "CREATED"),
+]
+
+
+def register(sub: Any, add: Any) -> None:
+    tasks = sub.add_parser("tasks", help="background tasks: copy, move, delete, compress, extract")
+    tsub = tasks.add_subparsers(dest="tasks_command", required=True, metavar="ACTION")
+    p = add(tsub, "create", cmd_create, "start a task (see the README's Tasks for the params)")
+    p.add_argument("type", choices=TYPES, metavar="TYPE", help=", ".join(TYPES))
+    p.add_argument("files", nargs="*", metavar="FILE_ID", help="the files (or --bucket/--prefix)")
+    p.add_argument("--bucket", default=None, help="the files of this bucket (with --prefix)")
+    p.add_argument("--prefix", default=None, help="... whose names start with this")
+    p.add_argument("--to-bucket", default=None, metavar="B", help="copy/move: target bucket")
+    p.add_argument("--to-prefix", default=None, metavar="P", help="copy/move: name prefix")
+    p.add_argument(
+        "--params", default=None, metavar="JSON", help="more params, merged (e.g. output)"
+    )
+    p.add_argument("--priority", type=int, default=None, metavar="0-100")
+    p.add_argument("--wait", action="store_true", help="follow it until it finishes")
+    p = add(tsub, "ls", cmd_ls, "list your tasks, newest first")
+    p.add_argument("--status", default=None)
+    p.add_argument("--type", default=None)
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--offset", type=int, default=0)
+    p = add(tsub, "show", cmd_show, "a task: status, progress, results")
+    p.add_argument("id", metavar="TASK_ID")
+    p.add_argument("--wait", action="store_true", help="follow it until it finishes")
+    for action in ("pause", "resume", "cancel"):
+        p = add(tsub, action, _action(action), f"{action} a task (409 once it has finished)")
+        p.add_argument("id", metavar="TASK_ID")
+
+
+def _params(args: argparse.Namespace) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if args.files:
+        params["files"] = args.files
+    if args.bucket:
+        params["bucket"] = args.bucket
+    if args.prefix is not None:
+        params["prefix"] = args.prefix
+    if args.to_bucket or args.to_prefix:
+        params["to"] = {
+            k: v for k, v in (("bucket", args.to_bucket), ("prefix", args.to_prefix)) if v
+        }
+    if args.params:
+        try:
+            extra = json.loads(args.params)
+        except ValueError as e:
+            raise ClientError(f"--params is not JSON: {e}", code="usage", exit_code=2) from None
+        if not isinstance(extra, dict):
+            raise ClientError("--params must be a JSON object", code="usage", exit_code=2)
+        params.update(extra)
+    return params
+
+
+def cmd_create(args: argparse.Namespace, out: Output, target: Any) -> int:
+    body: dict[str, Any] = {"type": args.type, "params": _params(args)}
+    if args.priority is not None:
+        body["priority"] = args.priority
+    with open_client(target) as client:
+        accepted = json_of(
+            client.post("/v1/tasks", json=body, headers={"Idempotency-Key": str(uuid.uuid4())})
+        )
+        if not args.wait:
+            if args.json:
+                out.emit(accepted)
+            else:
+                out.note(f"task {accepted['id']} {accepted['status']}")
+            return 0
+        return _wait(client, accepted["id"], out)
+
+
+def _wait(client: Any, task_id: str, out: Output) -> int:
+    """Follow the task's events from its first one until it finishes; print the task."""
+    with Progress(
+        TextColumn("{task.description}", markup=False),
+        BarColumn(),
+        TaskProgressColumn(),
+        console=out.err,
+        disable=not out.err.is_terminal,
+    ) as progress:
+        bar = progress.add_task(f"task {task_id}", total=100)
+
+        total = 0
+
+        def on_event(event: dict[str, Any]) -> None:
+            # TaskCreated carries items_total; each TaskProgressed says items [first,
+            # first + len(results)) are done.
+            nonlocal total
+            data = event.get("data") or {}
+            if isinstance(data.get("items_total"), int):
+                total = data["items_total"]
+            if event.get("type") == "TaskProgressed" and total:
+                done = int(data.get("first", 0)) + len(data.get("results") or [])
+                progress.update(bar, completed=100 * done / total)
+            progress.update(bar, description=f"task {task_id} {event.get('type')}")
+
+        events.stream(
+            client,
+            params={},
+            since=0,
+            follow=True,
+            limit=None,
+            emit=on_event,
+            path=f"/v1/tasks/{task_id}/events",
+            until=lambda e: e.get("type") in FINISHED,
+        )
+    task = json_of(client.get(f"/v1/tasks/{task_id}"))
+    _print_task(task, out)
+    if task["status"] == "COMPLETED":
+        return 0
+    error = task.get("error") or {}
+    raise ClientError(
+        f"task {task_id} {task['status']}: {error.get('message', '')}".rstrip(": "),
+        code=error.get("code", f"task_{task['status'].lower()}"),
+        details={"task": task},
+    )
+
+
+def _print_task(task: dict[str, Any], out: Output) -> None:
+    if out.as_json:
+        out.emit(task)
+        return
+    progress = task.get("progress") or {}
+    view = {
+        **task,
+        "progress": f"{progress.get('percent', 0):.0f} % ({progress.get('items_done')}/"
+        f"{progress.get('items_total')} items, {progress.get('items_failed')} failed)",
+        "result_file_ids": ", ".join(task.get("result_file_ids") or []) or None,
+        "error": (task.get("error") or {}).get("message"),
+    }
+    out.record(
+        view,
+        [
+            ("id", "id"),
+            ("type", "type"),
+            ("status", "status"),
+            ("progress", "progress"),
+            ("result_file_ids", "result files"),
+            ("error", "error"),
+            ("created_at", "created"),
+            ("finished_at", "finished"),
+        ],
+    )
+
+
+def cmd_ls(args: argparse.Namespace, out: Output, target: Any) -> int:
+    params: dict[str, Any] = {"limit": args.limit, "offset": args.offset}
+    if args.status:
+        params["status"] = args.status
+    if args.type:
+        params["type"] = args.type
+    with open_client(target) as client:
+        page = json_of(client.get("/v1/tasks", params=params))
+    rows = [
+        {
+            **t,
+            "percent": f"{t['progress']['percent']:.0f} %",
+            "items": f"{t['progress']['items_done']}/{t['progress']['items_total']}",
+        }
+        for t in page["items"]
+    ]
+    out.table(rows, COLUMNS, raw=page)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace, out: Output, target: Any) -> int:
+    with open_client(target) as client:
+        task = json_of(client.get(f"/v1/tasks/{args.id}"))
+        if args.wait and task["status"] not in FINISHED.values():
+            return _wait(client, task["id"], out)
+    _print_task(task, out)
+    return 0
+
+
+def _action(action: str) -> Any:
+    def run(args: argparse.Namespace, out: Output, target: Any) -> int:
+        with open_client(target) as client:
+            result = json_of(client.post(f"/v1/tasks/{args.id}/{action}"))
+        if out.as_json:
+            out.emit(result)
+        else:
+            out.note(f"task {result['id']} {result['status']}")
+        return 0
+
+    return run

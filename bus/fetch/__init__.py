@@ -1,0 +1,1 @@
+"""URL fetching adapters: the SSRF guard and the origin client the fetch workers use."""

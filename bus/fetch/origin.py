@@ -1,0 +1,105 @@
+"""Reading an origin's answer: Content-Range, Retry-After, validators, the file name, backoff.
+
+Pure helpers for the fetch worker, kept apart so each rule is tested on its own.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from urllib.parse import unquote, urlsplit
+
+import httpx
+
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.I)
+_UNSATISFIED = re.compile(r"bytes\s+\*/(\d+)\s*$", re.I)
+MAX_NAME = 255
+
+
+class Retryable(Exception):
+    """The attempt failed in a way another attempt may not: timeouts, resets, 5xx, 408/429."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Fatal(Exception):
+    """The fetch cannot succeed: fail it now. `details` go into the failure event."""
+
+    def __init__(self, code: str, message: str, details: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details or {}
+
+
+def content_range(value: str | None) -> tuple[int, int, int | None] | None:
+    """`bytes a-b/total` -> (a, b, total or None for `*`); None if absent or malformed."""
+    m = _CONTENT_RANGE.match((value or "").strip())
+    if not m:
+        return None
+    total = None if m.group(3) == "*" else int(m.group(3))
+    return int(m.group(1)), int(m.group(2)), total
+
+
+def unsatisfied_length(value: str | None) -> int | None:
+    """The complete length of a 416's `Content-Range: bytes */N`."""
+    m = _UNSATISFIED.match((value or "").strip())
+    return int(m.group(1)) if m else None
+
+
+def retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    v = value.strip()
+    if v.isdigit():
+        return float(v)
+    try:
+        when = parsedate_to_datetime(v)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def backoff(attempt: int, base: float, cap: float = 60.0) -> float:
+    """Exponential backoff with full jitter in [half, whole] of base * 2^(attempt-1)."""
+    delay: float = min(cap, base * 2.0 ** max(0, attempt - 1))
+    return delay * random.uniform(0.5, 1.0)
+
+
+def strong_etag(etag: str | None) -> str | None:
+    """An ETag usable in If-Range (a weak one is not, RFC 9110 13.1.5)."""
+    if etag and not etag.startswith("W/"):
+        return etag
+    return None
+
+
+def _clean_name(name: str) -> str | None:
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in name if ord(c) >= 0x20 and ord(c) != 0x7F).strip()
+    if not name.strip("."):
+        return None
+    return name[:MAX_NAME]
+
+
+def file_name(response: httpx.Response, url: str) -> str:
+    """From Content-Disposition (filename*, then filename), else the URL path's last
+    segment, else `download`; never a path."""
+    disposition = response.headers.get("content-disposition") or ""
+    m = re.search(r"filename\*\s*=\s*([^']*)'[^']*'([^;]+)", disposition, re.I)
+    if m:
+        name = _clean_name(unquote(m.group(2).strip(), encoding=m.group(1) or "utf-8"))
+        if name:
+            return name
+    m = re.search(r'filename\s*=\s*("([^"]*)"|[^;]+)', disposition, re.I)
+    if m:
+        name = _clean_name((m.group(2) if m.group(2) is not None else m.group(1)).strip())
+        if name:
+            return name
+    return _clean_name(unquote(urlsplit(url).path)) or "download"

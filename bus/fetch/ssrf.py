@@ -1,0 +1,239 @@
+"""Server-side request forgery guard for URL fetches: which URLs and addresses may be fetched.
+
+Two layers, both needed. `check_url` is pure: http(s) only, a host, no userinfo, at most
+8 KiB, and a host written as an IP literal (in any spelling `inet_aton` accepts: decimal
+`2130706433`, octal `0177.1`, hex `0x7f.1`) must be a public address. `GuardedBackend` is
+the httpcore network backend every fetch connects through: it resolves the name itself,
+refuses non-public addresses and connects to the very address it checked, so a name
+that resolves to a public address when checked and to 127.0.0.1 when connected (DNS
+rebinding) never reaches the private one. Redirects are followed by the worker one hop at
+a time, each hop through `check_url` and this backend again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpcore
+import httpx
+from httpcore._backends.auto import AutoBackend
+
+MAX_URL = 8192
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Beyond "not global": ranges Python calls global that no fetch should reach.
+_EXTRA_BLOCKED = [
+    ipaddress.ip_network(n)
+    for n in (
+        "100.64.0.0/10",  # carrier-grade NAT; 100.100.100.200 is Alibaba's metadata service
+        "192.0.0.0/24",  # IETF protocol assignments
+        "198.18.0.0/15",  # benchmarking
+        "fec0::/10",  # deprecated site-local
+        "fd00:ec2::/32",  # AWS metadata over IPv6 (unique-local anyway)
+    )
+]
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+
+
+class UnsafeUrl(ValueError):
+    """The URL or an address it resolves to may not be fetched. `code` is stable."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _embedded_v4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries: mapped, 6to4, NAT64, Teredo, compatible."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    if any(ip in n for n in _NAT64):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if int(ip) >> 32 == 0 and int(ip) > 1:  # deprecated IPv4-compatible ::a.b.c.d
+        return ipaddress.IPv4Address(int(ip))
+    return None
+
+
+def address_problem(ip: Address) -> str | None:
+    """Why `ip` may not be fetched from (None: it may)."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = _embedded_v4(ip)
+        if inner is not None:
+            problem = address_problem(inner)
+            return f"{problem} (embedded in {ip})" if problem else None
+    for attr, what in (
+        ("is_unspecified", "unspecified"),
+        ("is_loopback", "loopback"),
+        ("is_link_local", "link-local"),
+        ("is_multicast", "multicast"),
+        ("is_private", "private"),
+        ("is_reserved", "reserved"),
+    ):
+        if getattr(ip, attr):
+            return f"{what} address {ip}"
+    if any(ip in n for n in _EXTRA_BLOCKED if n.version == ip.version) or not ip.is_global:
+        return f"non-public address {ip}"
+    return None
+
+
+def parse_ip_literal(host: str) -> Address | None:
+    """`host` as an IP address if it is one in any spelling a resolver accepts, else None.
+
+    IPv4 follows inet_aton: 1 to 4 parts, each decimal, octal (leading 0) or hex (0x), the
+    last part filling the remaining bytes (`127.1`, `2130706433`, `0x7f000001`)."""
+    h = host.strip("[]")
+    try:
+        return ipaddress.ip_address(h.split("%", 1)[0])
+    except ValueError:
+        pass
+    parts = h.split(".")
+    if not 1 <= len(parts) <= 4:
+        return None
+    values = []
+    for p in parts:
+        try:
+            if p.lower().startswith("0x"):
+                values.append(int(p[2:] or "0", 16))
+            elif len(p) > 1 and p.startswith("0"):
+                values.append(int(p, 8))
+            else:
+                if not p.isdigit():
+                    return None
+                values.append(int(p, 10))
+        except ValueError:
+            return None
+    *head, last = values
+    if any(v > 255 for v in head) or last >= 256 ** (4 - len(head)):
+        return None
+    n = 0
+    for v in head:
+        n = n * 256 + v
+    n = n * 256 ** (4 - len(head)) + last
+    return ipaddress.IPv4Address(n)
+
+
+def check_url(url: object, *, allow_private: bool = False) -> str:
+    """The normalised URL (lower-case scheme and host, no default port, no fragment), or
+    UnsafeUrl. The message never repeats the URL (it may carry credentials)."""
+    if not isinstance(url, str) or not url:
+        raise UnsafeUrl("invalid_url", "url must be a non-empty string")
+    if len(url) > MAX_URL:
+        raise UnsafeUrl("invalid_url", f"url is longer than {MAX_URL} characters")
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        raise UnsafeUrl("invalid_url", "url must not contain whitespace or control characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise UnsafeUrl("invalid_url", "url is not a valid URL") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise UnsafeUrl("unsupported_scheme", "only http and https URLs can be fetched")
+    if "@" in parts.netloc:
+        raise UnsafeUrl("url_has_credentials", "URLs with credentials (user:pass@) are refused")
+    host = (parts.hostname or "").rstrip(".").lower()
+    if not host:
+        raise UnsafeUrl("invalid_url", "url has no host")
+    ip = parse_ip_literal(host)
+    if ip is not None and not allow_private:
+        problem = address_problem(ip)
+        if problem:
+            raise UnsafeUrl("forbidden_address", f"refused: {problem}")
+    shown = f"[{ip}]" if isinstance(ip, ipaddress.IPv6Address) else str(ip) if ip else host
+    if port is not None and port != {"http": 80, "https": 443}[scheme]:
+        shown = f"{shown}:{port}"
+    return urlunsplit((scheme, shown, parts.path or "/", parts.query, ""))
+
+
+def check_addresses(addresses: Iterable[str], *, allow_private: bool) -> list[str]:
+    """The resolved addresses that may be connected to; UnsafeUrl if none may."""
+    ok: list[str] = []
+    refused: list[str] = []
+    for a in addresses:
+        ip = ipaddress.ip_address(a.split("%", 1)[0])
+        problem = None if allow_private else address_problem(ip)
+        (refused if problem else ok).append(problem or a)
+    if not ok:
+        raise UnsafeUrl("forbidden_address", f"refused: {refused[0] if refused else 'no address'}")
+    return ok
+
+
+class GuardedBackend(httpcore.AsyncNetworkBackend):
+    """Resolve, check, and connect to the checked address (see the module docstring)."""
+
+    def __init__(self, *, allow_private: bool) -> None:
+        self.allow_private = allow_private
+        self._inner = AutoBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await asyncio.wait_for(
+                loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout
+            )
+        except (OSError, TimeoutError) as e:
+            raise httpcore.ConnectError(f"cannot resolve the host: {e}") from e
+        addresses = list(dict.fromkeys(str(i[4][0]) for i in infos))
+        try:
+            allowed = check_addresses(addresses, allow_private=self.allow_private)
+        except UnsafeUrl as e:
+            raise ForbiddenAddress(e.message) from None
+        last: Exception | None = None
+        for address in allowed:
+            try:
+                return await self._inner.connect_tcp(
+                    address, port, timeout, local_address, socket_options
+                )
+            except httpcore.ConnectError as e:
+                last = e
+        assert last is not None
+        raise last
+
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.AsyncNetworkStream:
+        raise ForbiddenAddress("unix sockets are not fetched")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class ForbiddenAddress(httpcore.ConnectError):
+    """Raised at connect time for a refused address (a ConnectError so httpx wraps it; the
+    worker recognises it by its message prefix and fails the fetch without retrying)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"forbidden address: {message}")
+
+
+def guarded_client(*, allow_private: bool, timeout: httpx.Timeout) -> httpx.AsyncClient:
+    """An httpx client whose every connection goes through GuardedBackend. No environment
+    proxies (trust_env=False): a proxy would connect on our behalf, unchecked."""
+    transport = httpx.AsyncHTTPTransport(trust_env=False)
+    transport._pool = httpcore.AsyncConnectionPool(  # the documented way is not exposed by httpx
+        ssl_context=httpx.create_ssl_context(),
+        max_connections=100,
+        max_keepalive_connections=20,
+        keepalive_expiry=5.0,
+        network_backend=GuardedBackend(allow_private=allow_private),
+    )
+    return httpx.AsyncClient(
+        transport=transport, timeout=timeout, follow_redirects=False, trust_env=False
+    )

@@ -1,0 +1,125 @@
+"""The fetch aggregate's state, and `evolve`: how each event changes it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+
+from domain.fetches.events import (
+    FetchAttemptFailed,
+    FetchBytesAppended,
+    FetchCancelled,
+    FetchCompleted,
+    FetchFailed,
+    FetchPaused,
+    FetchRequested,
+    FetchResponseReceived,
+    FetchResumed,
+    FetchRetried,
+    FetchStarted,
+)
+from domain.kernel import JSON, Event
+
+
+class FetchStatus(StrEnum):
+    PENDING = "PENDING"
+    IN_PROGRESS = "IN_PROGRESS"
+    PAUSED = "PAUSED"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+# A worker may pick these up (PENDING) or take them over (IN_PROGRESS, lease expired).
+RUNNABLE = (FetchStatus.PENDING, FetchStatus.IN_PROGRESS)
+ACTIVE = (FetchStatus.PENDING, FetchStatus.IN_PROGRESS, FetchStatus.PAUSED)
+
+
+@dataclass(frozen=True)
+class FetchState:
+    id: str
+    owner: str
+    url: str
+    generation: int
+    bucket: str
+    key: str | None
+    sha256: str | None
+    status: FetchStatus
+    created_at: datetime
+    updated_at: datetime
+    runner: str | None = None
+    attempts: int = 0
+    last_error: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    total: int | None = None
+    content_type: str | None = None
+    file_name: str | None = None
+    accept_ranges: bool = False
+    pieces: tuple[tuple[str, int], ...] = ()
+    bytes: int = 0
+    file_id: str | None = None
+    completed_sha256: str | None = None
+
+    def manifest(self) -> list[JSON]:
+        return [{"sha256": sha, "size": n} for sha, n in self.pieces]
+
+
+def evolve(state: FetchState | None, event: Event) -> FetchState | None:
+    """Pure and total: apply one (upcast, decoded) event."""
+    if isinstance(event, FetchRequested):
+        return FetchState(
+            id=event.fetch_id,
+            owner=event.owner,
+            url=event.url,
+            generation=event.generation,
+            bucket=event.bucket or "default",
+            key=event.key,
+            sha256=event.sha256,
+            status=FetchStatus.PENDING,
+            created_at=event.at,
+            updated_at=event.at,
+        )
+    if state is None:
+        return None
+    at = getattr(event, "at", None)
+    st = replace(state, updated_at=at) if isinstance(at, datetime) else state
+    match event:
+        case FetchStarted(runner=runner, attempt=attempt):
+            return replace(st, status=FetchStatus.IN_PROGRESS, runner=runner, attempts=attempt)
+        case FetchResponseReceived():
+            st = replace(
+                st,
+                etag=event.etag,
+                last_modified=event.last_modified,
+                total=event.total,
+                content_type=event.content_type,
+                file_name=event.file_name,
+                accept_ranges=event.accept_ranges,
+            )
+            return replace(st, pieces=(), bytes=0) if event.restart else st
+        case FetchBytesAppended(pieces=pieces, size=size):
+            added = tuple((p.sha256, p.size) for p in pieces)
+            return replace(st, pieces=st.pieces + added, bytes=st.bytes + size)
+        case FetchAttemptFailed(error=error):
+            return replace(st, last_error=error)
+        case FetchCompleted(sha256=sha256, file_id=file_id):
+            return replace(
+                st,
+                status=FetchStatus.COMPLETED,
+                file_id=file_id,
+                completed_sha256=sha256,
+                runner=None,
+            )
+        case FetchFailed(error=error):
+            return replace(st, status=FetchStatus.FAILED, last_error=error, runner=None)
+        case FetchPaused():
+            return replace(st, status=FetchStatus.PAUSED, runner=None)
+        case FetchResumed():
+            return replace(st, status=FetchStatus.PENDING)
+        case FetchCancelled():
+            return replace(st, status=FetchStatus.CANCELLED, runner=None)
+        case FetchRetried():
+            return replace(st, status=FetchStatus.PENDING, attempts=0, last_error=None)
+    return st

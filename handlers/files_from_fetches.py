@@ -1,0 +1,33 @@
+"""Process manager: a completed fetch becomes a file.
+
+The fetch worker creates the file right after FetchCompleted so it can be read at once;
+this handler sends the same CreateFile (same file id, same command id) from the event, so
+the file exists even if the worker died in between. A file that exists already is left
+alone.
+"""
+
+from __future__ import annotations
+
+from bus.blobs.sniff import content_type_of
+from domain.events import RecordedEvent
+from domain.fetches import AGGREGATE as FETCHES
+from domain.fetches.events import FetchCompleted
+from domain.files import AGGREGATE as FILES
+from domain.kernel import Command
+from domain.policies import file_from_fetch
+from domain.ports import BlobStore, EventStore
+
+
+async def command_for(ev: RecordedEvent, store: EventStore, blobs: BlobStore) -> Command | None:
+    if ev.type != FetchCompleted.type:
+        return None
+    events = await store.read_stream(ev.stream_id)
+    state = FETCHES.fold(e for e in events if e.version <= ev.version)
+    if state is None or state.file_id is None:
+        return None
+    if FILES.fold(await store.read_stream(FILES.stream_id(state.file_id))) is not None:
+        return None  # the worker created it
+    name = state.file_name or "download"
+    declared = (state.content_type or "").split(";")[0].strip()
+    content_type = await content_type_of(blobs, list(state.pieces), name, declared)
+    return file_from_fetch(state, content_type, state.updated_at)

@@ -1,0 +1,106 @@
+"""Bridges between the event loop and synchronous archive libraries run in a thread.
+
+`zipfile` and `tarfile` are synchronous; they run in a worker thread and reach the blob
+store through `BlobFile` (a seekable, buffered, read-only file over a file's manifest
+whose reads are coroutines run on the loop), and hand what they produce back through a
+bounded queue (`iterate_in_thread`): memory stays at a few pieces whatever the sizes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+from bus.blobs.manifests import read_manifest
+from domain.ports import BlobStore
+
+QUEUE_DEPTH = 8
+
+
+class BlobFile(io.RawIOBase):
+    """A file's bytes as a seekable raw file, for use from a worker thread only."""
+
+    def __init__(
+        self, blobs: BlobStore, manifest: list[tuple[str, int]], loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self.blobs, self.manifest, self.loop = blobs, manifest, loop
+        self.size = sum(n for _, n in manifest)
+        self.pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def readinto(self, buffer: Any) -> int:
+        end = min(self.size, self.pos + len(buffer))
+        if end <= self.pos:
+            return 0
+
+        async def read() -> bytes:
+            out = bytearray()
+            async for piece in read_manifest(self.blobs, self.manifest, self.pos, end):
+                out += piece
+            return bytes(out)
+
+        data = asyncio.run_coroutine_threadsafe(read(), self.loop).result()
+        buffer[: len(data)] = data
+        self.pos += len(data)
+        return len(data)
+
+
+def buffered(raw: BlobFile, size: int = 1 << 20) -> io.BufferedReader:
+    return io.BufferedReader(raw, buffer_size=size)
+
+
+async def iterate_in_thread(produce: Callable[[], Iterator[bytes]]) -> AsyncIterator[bytes]:
+    """Run the synchronous generator `produce()` in a thread; yield what it yields."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(QUEUE_DEPTH)
+    abandoned = threading.Event()
+
+    def put(item: tuple[str, Any]) -> None:
+        if abandoned.is_set():
+            raise RuntimeError("abandoned")
+        asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
+
+    def run() -> None:
+        try:
+            for piece in produce():
+                put(("data", piece))
+            put(("end", None))
+        except BaseException as e:
+            failure: BaseException = e
+            if not abandoned.is_set():
+                with contextlib.suppress(Exception):
+                    put(("error", failure))
+
+    thread = asyncio.create_task(asyncio.to_thread(run))
+    try:
+        while True:
+            kind, value = await queue.get()
+            if kind == "end":
+                break
+            if kind == "error":
+                raise value
+            yield value
+        await thread
+    finally:
+        abandoned.set()
+        while not queue.empty():
+            queue.get_nowait()
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(thread, 5)

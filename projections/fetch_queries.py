@@ -1,0 +1,73 @@
+"""Reads of the fetches read model for the API: the newest fetch of a URL, one row, pages."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from projections.queries import _check_paging, _order_by, _page, _Where
+
+SORTS = ("created_at", "updated_at", "url", "bytes", "status")
+_COLUMNS = (
+    "id, url, status, bytes, total, attempts, last_error, etag, last_modified, content_type,"
+    " file_name, bucket, key, sha256, file_id, created_at, updated_at, completed_at"
+)
+
+
+async def latest(pool: asyncpg.Pool, owner: str, url: str) -> dict[str, Any] | None:
+    """The newest generation of `owner`'s fetch of `url` (normalised), if any."""
+    r = await pool.fetchrow(
+        "SELECT id, generation, status, completed_at FROM readmodel.fetches"
+        " WHERE owner = $1 AND url = $2 ORDER BY generation DESC LIMIT 1",
+        owner,
+        url,
+    )
+    return dict(r) if r else None
+
+
+async def get(pool: asyncpg.Pool, fetch_id: str) -> dict[str, Any] | None:
+    r = await pool.fetchrow(
+        "SELECT run_started_at, run_start_bytes, updated_at FROM readmodel.fetches WHERE id = $1",
+        uuid.UUID(fetch_id),
+    )
+    return dict(r) if r else None
+
+
+def _row(r: asyncpg.Record) -> dict[str, Any]:
+    out = dict(r)
+    for k, v in out.items():
+        if isinstance(v, datetime):
+            out[k] = v.isoformat()
+        elif isinstance(v, uuid.UUID):
+            out[k] = str(v)
+    total, done = out["total"], out["status"] == "COMPLETED"
+    out["progress"] = (
+        100.0 if done else round(min(100.0, 100.0 * out["bytes"] / total), 2) if total else None
+    )
+    return out
+
+
+async def page(
+    pool: asyncpg.Pool,
+    owner: str,
+    *,
+    url: str | None,
+    status: str | None,
+    sort: str,
+    order: str,
+    limit: int,
+    offset: int,
+) -> tuple[list[dict[str, Any]], int]:
+    _check_paging(limit, offset)
+    order_by = _order_by(sort, order, SORTS)
+    where = _Where()
+    where.add("owner = ?", owner)
+    if url is not None:
+        where.add("url = ?", url)
+    if status is not None:
+        where.add("status = ?", status)
+    rows, total = await _page(pool, "readmodel.fetches", _COLUMNS, where, order_by, limit, offset)
+    return [_row(r) for r in rows], total

@@ -1,0 +1,149 @@
+"""Reads of the tasks read model: listing, stats, and the file lookups a task needs.
+
+Kept apart from projections/queries.py (uploads and files) so each module stays one concern.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from projections.queries import escape_like
+
+TASK_SORTS = {"created_at", "updated_at", "priority", "status", "type"}
+STATUSES = ("PENDING", "RUNNING", "PAUSED", "COMPLETED", "FAILED", "CANCELLED")
+
+
+def task_row(r: asyncpg.Record) -> dict[str, Any]:
+    items_total, items_done = int(r["items_total"]), int(r["items_done"])
+    bytes_total, bytes_done = int(r["bytes_total"]), int(r["bytes_done"])
+    if r["status"] == "COMPLETED":
+        percent = 100.0
+    elif bytes_total > 0:
+        percent = round(min(100.0, 100.0 * bytes_done / bytes_total), 2)
+    else:
+        percent = round(min(100.0, 100.0 * items_done / items_total), 2) if items_total else 0.0
+    return {
+        "id": str(r["id"]),
+        "type": r["type"],
+        "status": r["status"],
+        "priority": r["priority"],
+        "params": r["params"],
+        "progress": {
+            "items_done": items_done,
+            "items_total": items_total,
+            "items_failed": int(r["items_failed"]),
+            "bytes_done": bytes_done,
+            "bytes_total": bytes_total,
+            "percent": percent,
+        },
+        "result_file_ids": list(r["result_file_ids"] or []),
+        "error": r["error"],
+        "attempts": r["attempts"],
+        "created_at": r["created_at"].isoformat(),
+        "updated_at": r["updated_at"].isoformat(),
+        "started_at": r["started_at"].isoformat() if r["started_at"] else None,
+        "finished_at": r["finished_at"].isoformat() if r["finished_at"] else None,
+    }
+
+
+async def list_tasks(
+    pool: asyncpg.Pool,
+    owner: str | None,
+    *,
+    type: str | None = None,
+    status: str | None = None,
+    sort: str = "created_at",
+    order: str = "desc",
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[dict[str, Any]], int]:
+    if sort not in TASK_SORTS:
+        raise ValueError(f"sort must be one of {', '.join(sorted(TASK_SORTS))}")
+    if order not in ("asc", "desc"):
+        raise ValueError("order must be asc or desc")
+    conds, args = [], []
+    for col, value in (("owner", owner), ("type", type), ("status", status)):
+        if value is not None:
+            args.append(value)
+            conds.append(f"{col} = ${len(args)}")
+    where = f"WHERE {' AND '.join(conds)}" if conds else ""
+    async with pool.acquire() as conn:
+        total = await conn.fetchval(f"SELECT count(*) FROM readmodel.tasks {where}", *args)
+        rows = await conn.fetch(
+            f"SELECT * FROM readmodel.tasks {where} ORDER BY {sort} {order}, id"
+            f" LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}",
+            *args,
+            limit,
+            offset,
+        )
+    return [task_row(r) for r in rows], int(total)
+
+
+async def task_stats(pool: asyncpg.Pool, owner: str | None) -> dict[str, Any]:
+    """Counts by type and status, bytes processed, and the last day's activity."""
+    cond, args = ("WHERE owner = $1", [owner]) if owner is not None else ("", [])
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT type, status, count(*) AS n, coalesce(sum(bytes_done), 0) AS bytes,"
+            " coalesce(sum(items_done), 0) AS items"
+            f" FROM readmodel.tasks {cond} GROUP BY type, status",
+            *args,
+        )
+        recent = await conn.fetchrow(
+            "SELECT count(*) FILTER (WHERE created_at > now() - interval '24 hours') AS created,"
+            " count(*) FILTER (WHERE finished_at > now() - interval '24 hours') AS finished,"
+            " max(updated_at) AS last"
+            f" FROM readmodel.tasks {cond}",
+            *args,
+        )
+    by_status: dict[str, int] = dict.fromkeys(STATUSES, 0)
+    by_type: dict[str, dict[str, int]] = {}
+    total_bytes = items = 0
+    for r in rows:
+        by_status[r["status"]] = by_status.get(r["status"], 0) + int(r["n"])
+        by_type.setdefault(r["type"], {})[r["status"]] = int(r["n"])
+        total_bytes += int(r["bytes"])
+        items += int(r["items"])
+    return {
+        "total": sum(by_status.values()),
+        "by_status": by_status,
+        "by_type": by_type,
+        "bytes_processed": total_bytes,
+        "items_processed": items,
+        "recent": {
+            "created_last_24h": int(recent["created"] or 0),
+            "finished_last_24h": int(recent["finished"] or 0),
+            "last_activity_at": recent["last"].isoformat() if recent["last"] else None,
+        },
+    }
+
+
+async def files_by_prefix(
+    pool: asyncpg.Pool, owner: str, bucket: str, prefix: str, limit: int
+) -> list[tuple[str, int]]:
+    """(id, size) of the owner's live files in `bucket` whose name starts with `prefix`,
+    oldest first, at most `limit` (the caller asks for one more than it allows)."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT id, size FROM readmodel.files WHERE owner = $1 AND bucket = $2"
+            " AND deleted_at IS NULL AND name LIKE $3 ESCAPE '\\'"
+            " ORDER BY created_at, id LIMIT $4",
+            owner,
+            bucket,
+            escape_like(prefix) + "%",
+            limit,
+        )
+    return [(str(r["id"]), int(r["size"])) for r in rows]
+
+
+async def delete_expired(pool: asyncpg.Pool, retention_seconds: float) -> int:
+    """Forget finished tasks older than the retention (rows and leases); return how many."""
+    async with pool.acquire() as conn:
+        status = await conn.execute(
+            "DELETE FROM readmodel.tasks WHERE finished_at IS NOT NULL"
+            " AND finished_at < now() - make_interval(secs => $1)",
+            retention_seconds,
+        )
+    return int(status.split()[-1])

@@ -1,0 +1,98 @@
+"""compress end to end: the archive is a new file whose members are the files' names
+(deduplicated, unicode kept) and bytes, read back with Python's zipfile and tarfile."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import zipfile
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
+from domain.tasks.ids import result_file_id
+from handlers.tasks.compress import unique_names
+from tests.api.tasks_helpers import count_events, finished, start, upload, user
+from tests.system import System, isolated_system
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def sys_(
+    pg_server: EmbeddedPostgres, kafka_server: EmbeddedKafka, template_url: str
+) -> AsyncIterator[System]:
+    # Small chunks: the archive spans several stored chunks.
+    async with isolated_system(
+        pg_server.url, kafka_server.bootstrap, default_chunk_size=64 * 1024
+    ) as s:
+        yield s
+
+
+FILES = [
+    ("résumé — 履歴書.txt", b"unicode name " * 1000),
+    ("data.bin", bytes(range(256)) * 1500),
+    ("data.bin", b"same name, other bytes" * 10),
+    ("empty", b""),
+]
+
+
+@pytest.mark.parametrize("fmt", ["zip", "tar.gz"])
+async def test_compress_gives_one_archive_with_the_names_and_bytes(sys_: System, fmt: str) -> None:
+    async with sys_.client(user()) as c:
+        ids = [await upload(c, data, name) for name, data in FILES]
+        tid = await start(
+            c,
+            {
+                "type": "compress",
+                "params": {"files": ids, "format": fmt, "output": {"file_name": f"a.{fmt}"}},
+            },
+        )
+        t = await finished(c, tid)
+        assert t["status"] == "COMPLETED", t
+        assert t["result_file_ids"] == [result_file_id(tid)]
+        names = unique_names([n for n, _ in FILES])
+        assert names == ["résumé — 履歴書.txt", "data.bin", "data (2).bin", "empty"]
+        assert [r["result"] for r in t["results"]] == names
+        assert t["progress"]["bytes_done"] == sum(len(d) for _, d in FILES)
+        meta = (await c.get(f"/v1/files/{t['result_file_ids'][0]}")).json()
+        assert meta["name"] == f"a.{fmt}" and meta["chunk_count"] >= 1
+        body = (await c.get(f"/v1/files/{meta['id']}/content")).content
+        assert len(body) == meta["size"]
+        expected = dict(zip(names, [d for _, d in FILES], strict=True))
+        if fmt == "zip":
+            with zipfile.ZipFile(io.BytesIO(body)) as z:
+                assert z.testzip() is None
+                got = {i.filename: z.read(i) for i in z.infolist()}
+        else:
+            with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tar:
+                got = {}
+                for m in tar.getmembers():
+                    f = tar.extractfile(m)
+                    assert f is not None
+                    got[m.name] = f.read()
+        assert got == expected
+        assert await count_events(sys_.pool, "FileCreated", [f"file-{meta['id']}"]) == 1
+
+
+async def test_a_file_gone_before_the_run_fails_the_task_and_leaves_no_result(
+    sys_: System,
+) -> None:
+    async with sys_.client(user()) as c:
+        a = await upload(c, b"a" * 100, "a")
+        b = await upload(c, b"b" * 100, "b")
+        await sys_.stop("tasks")  # hold the queue while the file goes away
+        try:
+            tid = await start(
+                c,
+                {"type": "compress", "params": {"files": [a, b], "output": {"file_name": "x.zip"}}},
+            )
+            assert (await c.delete(f"/v1/files/{b}")).status_code == 200
+        finally:
+            sys_.start("tasks")
+        t = await finished(c, tid)
+        assert t["status"] == "FAILED" and t["error"]["code"] == "file_not_found", t
+        assert t["error"]["details"]["file"] == b
+        assert (await c.get(f"/v1/files/{result_file_id(tid)}")).status_code == 404

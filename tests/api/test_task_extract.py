@@ -1,0 +1,188 @@
+"""extract end to end: round trips with compress, archives made by other tools, and unsafe
+archives (zip-slip, links, bombs, not an archive) refused with nothing written."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import tarfile
+import zipfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
+from domain.tasks.ids import item_file_id
+from tests.api.tasks_helpers import count_events, finished, start, upload, user
+from tests.system import System, isolated_system
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def sys_(
+    pg_server: EmbeddedPostgres, kafka_server: EmbeddedKafka, template_url: str
+) -> AsyncIterator[System]:
+    async with isolated_system(
+        pg_server.url, kafka_server.bootstrap, default_chunk_size=64 * 1024
+    ) as s:
+        yield s
+
+
+CONTENT = {
+    "a.txt": b"hello " * 5000,
+    "dir/ünï.bin": bytes(range(256)) * 700,
+    "dir/sub/empty": b"",
+}
+
+
+async def extract(c: httpx.AsyncClient, archive: bytes, name: str, **params: Any) -> dict[str, Any]:
+    fid = await upload(c, archive, name)
+    tid = await start(c, {"type": "extract", "params": {"file": fid, **params}})
+    return await finished(c, tid)
+
+
+async def extracted(c: httpx.AsyncClient, t: dict[str, Any]) -> dict[str, bytes]:
+    assert t["status"] == "COMPLETED", (t["error"], t["results"])
+    out = {}
+    for r in t["results"]:
+        meta = (await c.get(f"/v1/files/{r['result']}")).json()
+        out[meta["metadata"]["archive_path"]] = (
+            await c.get(f"/v1/files/{r['result']}/content")
+        ).content
+        assert meta["name"] == "x-" + r["source"].rsplit("/", 1)[-1]
+    return out
+
+
+def py_zip() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in CONTENT.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+def tool_archives(tmp: Path) -> dict[str, bytes]:
+    src = tmp / "src"
+    for name, data in CONTENT.items():
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_bytes(data)
+    subprocess.run(["zip", "-qr", str(tmp / "a.zip"), "."], cwd=src, check=True)
+    subprocess.run(["tar", "czf", str(tmp / "a.tgz"), "-C", str(src), *CONTENT], check=True)
+    subprocess.run(["tar", "cf", str(tmp / "a.tar"), "-C", str(src), *CONTENT], check=True)
+    return {n: (tmp / n).read_bytes() for n in ("a.zip", "a.tgz", "a.tar")}
+
+
+async def test_archives_made_by_zip_tar_and_zipfile_extract_correctly(
+    sys_: System, tmp_path: Path
+) -> None:
+    archives = {"py.zip": py_zip(), **tool_archives(tmp_path)}
+    async with sys_.client(user()) as c:
+        for name, data in archives.items():
+            t = await extract(c, data, name, output={"prefix": "x-"})
+            assert await extracted(c, t) == CONTENT, name
+
+
+async def test_compress_then_extract_round_trips(sys_: System) -> None:
+    files = {"résumé — 履歴書.txt": b"r" * 70_000, "b.bin": bytes(range(256)) * 300}
+    async with sys_.client(user()) as c:
+        ids = [await upload(c, d, n) for n, d in files.items()]
+        for fmt in ("zip", "tar.gz"):
+            tid = await start(
+                c,
+                {
+                    "type": "compress",
+                    "params": {"files": ids, "format": fmt, "output": {"file_name": f"r.{fmt}"}},
+                },
+            )
+            done = await finished(c, tid)
+            assert done["status"] == "COMPLETED", done
+            etid = await start(
+                c,
+                {
+                    "type": "extract",
+                    "params": {"file": done["result_file_ids"][0], "output": {"prefix": "x-"}},
+                },
+            )
+            assert await extracted(c, await finished(c, etid)) == files
+
+
+def slip_zip() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("ok.txt", b"fine")
+        z.writestr("../evil.txt", b"escape")
+    return buf.getvalue()
+
+
+def symlink_zip() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("ok.txt", b"fine")
+        info = zipfile.ZipInfo("link")
+        info.external_attr = 0o120777 << 16
+        z.writestr(info, "/etc/passwd")
+    return buf.getvalue()
+
+
+def symlink_tar() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        ok = tarfile.TarInfo("ok.txt")
+        ok.size = 4
+        tar.addfile(ok, io.BytesIO(b"fine"))
+        link = tarfile.TarInfo("link")
+        link.type = tarfile.SYMTYPE
+        link.linkname = "/etc/passwd"
+        tar.addfile(link)
+    return buf.getvalue()
+
+
+def bomb_zip() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        z.writestr("ok.txt", b"fine")
+        z.writestr("zeros", b"\0" * (20 << 20))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("archive", "code", "detail"),
+    [
+        (slip_zip, "unsafe_member", ("member", "../evil.txt")),
+        (symlink_zip, "unsafe_member", ("member", "link")),
+        (symlink_tar, "unsafe_member", ("member", "link")),
+        (bomb_zip, "compression_ratio_exceeded", ("setting", "CAIRN_TASK_EXTRACT_MAX_RATIO")),
+        (lambda: b"just some text, not an archive" * 30, "not_an_archive", None),
+    ],
+    ids=["zip-slip", "zip-symlink", "tar-symlink", "zip-bomb", "not-an-archive"],
+)
+async def test_unsafe_archives_are_refused_with_nothing_written(
+    sys_: System, archive: Any, code: str, detail: tuple[str, str] | None
+) -> None:
+    async with sys_.client(user()) as c:
+        t = await extract(c, archive(), "x.zip")
+        assert t["status"] == "FAILED" and t["error"]["code"] == code, t
+        if detail is not None:
+            assert t["error"]["details"][detail[0]] == detail[1], t
+        made = [f"file-{item_file_id(t['id'], i)}" for i in range(3)]
+        assert await count_events(sys_.pool, "FileCreated", made) == 0
+        assert t["progress"]["items_done"] == 0 and t["results"] == []
+
+
+async def test_a_corrupt_member_names_the_member_and_offset(sys_: System) -> None:
+    data = bytearray(py_zip())
+    # Damage the second member's compressed data (its local header stays readable).
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as z:
+        info = z.getinfo("dir/ünï.bin")
+    start_of_data = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    for i in range(start_of_data + 10, start_of_data + 60):
+        data[i] ^= 0xFF
+    async with sys_.client(user()) as c:
+        t = await extract(c, bytes(data), "bad.zip")
+        assert t["status"] == "FAILED" and t["error"]["code"] == "corrupt_archive", t
+        assert t["error"]["details"] == {"member": "dir/ünï.bin", "offset": info.header_offset}

@@ -1,0 +1,283 @@
+"""Background tasks end to end: the API, the read model and the task worker, on the real
+Postgres and broker. copy / move / delete, bad input, pause / resume / cancel mid-task,
+priority order with a busy worker."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
+from domain.tasks.ids import item_file_id
+from handlers.tasks import leases
+from tests.api.tasks_helpers import (
+    bucket,
+    clone_files,
+    count_events,
+    finished,
+    start,
+    task,
+    upload,
+    user,
+)
+from tests.system import System, isolated_system, wait_until
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+MAX_ITEMS = 500
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def sys_(
+    pg_server: EmbeddedPostgres, kafka_server: EmbeddedKafka, template_url: str
+) -> AsyncIterator[System]:
+    async with isolated_system(
+        pg_server.url, kafka_server.bootstrap, task_max_items=MAX_ITEMS, task_lease_seconds=3.0
+    ) as s:
+        yield s
+
+
+def assert_error(r: object, status: int, code: str, field: str | None = None) -> dict[str, object]:
+    import httpx
+
+    assert isinstance(r, httpx.Response)
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"error", "request_id"} and body["error"]["code"] == code, body
+    if field is not None:
+        assert body["error"]["details"]["field"] == field, body
+    return body["error"]  # type: ignore[no-any-return]
+
+
+async def test_copy_move_delete_share_manifests_and_record_each_item(sys_: System) -> None:
+    alice = user()
+    async with sys_.client(alice) as c:
+        a = await upload(c, b"alpha" * 100, "a.txt")
+        b = await upload(c, b"beta" * 100, "b.txt")
+        dst, m = await bucket(c), await bucket(c)
+        tid = await start(
+            c,
+            {"type": "copy", "params": {"files": [a, b], "to": {"bucket": dst, "prefix": "x-"}}},
+        )
+        t = await finished(c, tid)
+        assert t["status"] == "COMPLETED", t
+        assert t["progress"]["items_done"] == 2 and t["progress"]["percent"] == 100.0
+        copies = [r["result"] for r in t["results"]]
+        assert [r["source"] for r in t["results"]] == [a, b]
+        for src, cp in zip((a, b), copies, strict=True):
+            s, d = (
+                (await c.get(f"/v1/files/{src}")).json(),
+                (await c.get(f"/v1/files/{cp}")).json(),
+            )
+            assert d["bucket"] == dst and d["name"] == f"x-{s['name']}"
+            assert d["sha256"] == s["sha256"] and d["chunk_count"] == s["chunk_count"]
+            got = await c.get(f"/v1/files/{cp}/content")
+            assert got.content == (await c.get(f"/v1/files/{src}/content")).content
+
+        tid = await start(c, {"type": "move", "params": {"files": [a], "to": {"bucket": m}}})
+        t = await finished(c, tid)
+        assert t["status"] == "COMPLETED", t
+        moved = t["results"][0]["result"]
+        assert (await c.get(f"/v1/files/{a}")).status_code == 404
+        assert (await c.get(f"/v1/files/{moved}")).json()["bucket"] == m
+
+        async def projected() -> bool:
+            r = await c.get("/v1/files", params={"bucket": dst, "prefix": "x-"})
+            return bool(r.json()["total"] == 2)
+
+        await wait_until(projected)
+        tid = await start(
+            c, {"type": "delete", "params": {"bucket": dst, "prefix": "x-"}, "priority": 90}
+        )
+        t = await finished(c, tid)
+        assert t["status"] == "COMPLETED" and t["priority"] == 90, t
+        for f in copies:
+            assert (await c.get(f"/v1/files/{f}")).status_code == 404
+        assert (await c.get(f"/v1/files/{b}")).status_code == 200  # untouched
+
+        # The read model: list (filters, X-Total-Count) and stats.
+        async def listed() -> object:
+            r = await c.get("/v1/tasks", params={"status": "completed", "sort": "created_at"})
+            return r if r.json()["total"] == 3 else None
+
+        r = await wait_until(listed)
+        assert r.headers["x-total-count"] == "3"
+        assert {i["type"] for i in r.json()["items"]} == {"copy", "move", "delete"}
+        r = await c.get("/v1/tasks", params={"type": "move"})
+        assert r.json()["total"] == 1 and r.json()["items"][0]["type"] == "move"
+        stats = (await c.get("/v1/tasks/stats")).json()
+        assert stats["by_status"]["COMPLETED"] == 3 and stats["total"] == 3
+        assert stats["by_type"]["copy"] == {"COMPLETED": 1}
+        assert stats["items_processed"] == 5
+    async with sys_.client(user()) as other:  # nobody else sees any of it
+        assert (await other.get(f"/v1/tasks/{tid}")).status_code == 404
+        assert (await other.get("/v1/tasks")).json()["total"] == 0
+        assert_error(await other.post(f"/v1/tasks/{tid}/cancel"), 404, "task_not_found")
+
+
+async def test_bad_input_is_a_4xx_naming_the_field_and_creates_nothing(sys_: System) -> None:
+    alice, bob = user(), user()
+    async with sys_.client(alice) as c, sys_.client(bob) as cb:
+        mine = await upload(c, b"x" * 10)
+        theirs = await upload(cb, b"y" * 10)
+        their_bucket = await bucket(cb)
+        cases = [
+            ({"type": "shred", "params": {}}, 400, "invalid_task_type", "type"),
+            ({"type": "copy", "params": {"files": [mine]}}, 400, "invalid_params", "params.to"),
+            (
+                {"type": "copy", "params": {"files": [mine], "to": {"bucket": "b"}, "x": 1}},
+                400,
+                "invalid_params",
+                "params.x",
+            ),
+            ({"type": "delete", "params": {"files": []}}, 400, "invalid_params", "params.files"),
+            (
+                {"type": "delete", "params": {"files": [3]}},
+                400,
+                "invalid_params",
+                "params.files[0]",
+            ),
+            ({"type": "delete", "params": {}}, 400, "invalid_params", "params.files"),
+            (
+                {"type": "delete", "params": {"files": [mine] * (MAX_ITEMS + 1)}},
+                400,
+                "too_many_items",
+                "params.files",
+            ),
+            (
+                {
+                    "type": "compress",
+                    "params": {"files": [mine], "output": {"file_name": "a"}, "format": "rar"},
+                },
+                400,
+                "invalid_params",
+                "params.format",
+            ),
+            ({"type": "delete", "params": {"files": [theirs]}}, 404, "file_not_found", None),
+            (
+                {"type": "copy", "params": {"files": [mine], "to": {"bucket": their_bucket}}},
+                404,
+                "bucket_not_found",
+                None,
+            ),
+            (
+                {"type": "move", "params": {"files": [mine], "to": {"bucket": "no-such-bucket"}}},
+                404,
+                "bucket_not_found",
+                None,
+            ),
+            ({"type": "delete", "params": {"files": ["nope"]}}, 404, "file_not_found", None),
+        ]
+        for body, status, code, field in cases:
+            assert_error(await c.post("/v1/tasks", json=body), status, code, field)
+        r = await c.post(
+            "/v1/tasks", json={"type": "delete", "params": {"files": [mine]}, "priority": 101}
+        )
+        assert r.status_code == 400, r.text
+        assert (await c.get("/v1/tasks")).json()["total"] == 0
+        assert (await cb.get(f"/v1/files/{theirs}")).status_code == 200
+
+
+async def test_idempotency_key_gives_the_same_task_once(sys_: System) -> None:
+    async with sys_.client(user()) as c:
+        f = await upload(c, b"z" * 10)
+        body = {"type": "copy", "params": {"files": [f], "to": {"bucket": "default"}}}
+        k = secrets.token_hex(8)
+        first = await c.post("/v1/tasks", json=body, headers={"Idempotency-Key": k})
+        again = await c.post("/v1/tasks", json=body, headers={"Idempotency-Key": k})
+        assert first.status_code == again.status_code == 202
+        assert first.json()["id"] == again.json()["id"]
+        await finished(c, first.json()["id"])
+        t = await task(c, first.json()["id"])
+        assert t["status"] == "COMPLETED"
+        assert await count_events(sys_.pool, "TaskCreated", [f"task-{first.json()['id']}"]) == 1
+
+
+async def test_pause_resume_and_cancel_mid_task(sys_: System) -> None:
+    alice = user()
+    n = 100
+    async with sys_.client(alice) as c:
+        seed = await upload(c, b"seed" * 10)
+        ids = await clone_files(sys_.pool, c, alice, seed, n, "p/")
+        tid = await start(
+            c, {"type": "copy", "params": {"files": ids, "to": {"bucket": "default"}}}
+        )
+
+        async def some_done() -> bool:
+            return (await task(c, tid))["progress"]["items_done"] > 0
+
+        await wait_until(some_done)
+        r = await c.post(f"/v1/tasks/{tid}/pause")
+        assert r.status_code == 200 and r.json()["status"] == "PAUSED", r.text
+
+        async def worker_let_go() -> bool:
+            return await leases.holder(sys_.pool, tid) is None
+
+        await wait_until(worker_let_go, 10)
+        paused = await task(c, tid)
+        assert paused["status"] == "PAUSED" and 0 < paused["progress"]["items_done"] < n, paused
+        # Stopped: its last event is the pause, or the checkpoint written as it stopped.
+        assert (await c.post(f"/v1/tasks/{tid}/pause")).json()["status"] == "PAUSED"
+
+        r = await c.post(f"/v1/tasks/{tid}/resume")
+        assert r.status_code == 200 and r.json()["status"] == "PENDING", r.text
+        t = await finished(c, tid)
+        assert t["status"] == "COMPLETED" and t["attempts"] >= 2, t
+        assert [r["index"] for r in t["results"]] == list(range(n))
+        assert all("error" not in r for r in t["results"])
+        new = [item_file_id(tid, i) for i in range(n)]
+        assert [r["result"] for r in t["results"]] == new
+        # Each copy created exactly once, though the run was interrupted.
+        assert await count_events(sys_.pool, "FileCreated", [f"file-{f}" for f in new]) == n
+        assert_error(await c.post(f"/v1/tasks/{tid}/pause"), 409, "task_finished")
+        assert_error(await c.post(f"/v1/tasks/{tid}/resume"), 409, "task_finished")
+
+        tid = await start(c, {"type": "delete", "params": {"files": ids}})
+        await wait_until(some_done)
+        r = await c.post(f"/v1/tasks/{tid}/cancel")
+        assert r.status_code == 200 and r.json()["status"] == "CANCELLED", r.text
+        await wait_until(worker_let_go, 10)
+        t = await task(c, tid)
+        assert t["status"] == "CANCELLED" and t["finished_at"], t
+        done = t["progress"]["items_done"]
+        assert 0 < done < n, t
+        # What was recorded is what happened: those files are deleted, the rest are not.
+        assert await count_events(sys_.pool, "FileDeleted", [f"file-{f}" for f in ids]) == done
+        assert_error(await c.post(f"/v1/tasks/{tid}/pause"), 409, "task_finished")
+
+
+async def test_a_busy_worker_takes_the_highest_priority_first(
+    pg_server: EmbeddedPostgres, kafka_server: EmbeddedKafka, template_url: str
+) -> None:
+    async with isolated_system(pg_server.url, kafka_server.bootstrap, task_concurrency=1) as s:
+        await s.stop("tasks")  # queue up first, then let one single-slot worker at them
+        alice = user()
+        async with s.client(alice) as c:
+            f = await upload(c, b"p" * 10)
+            order = {}
+            for prio in (10, 90, 50, 90):
+                order[
+                    await start(
+                        c,
+                        {
+                            "type": "copy",
+                            "params": {"files": [f], "to": {"bucket": "default"}},
+                            "priority": prio,
+                        },
+                    )
+                ] = prio
+
+            async def queued() -> bool:
+                return (await c.get("/v1/tasks", params={"status": "PENDING"})).json()["total"] == 4
+
+            await wait_until(queued)
+            s.start("tasks")
+            done = [await finished(c, t) for t in order]
+            started = sorted(done, key=lambda t: t["started_at"])
+            assert [t["priority"] for t in started] == [90, 90, 50, 10]
+            # Equal priorities: the older first.
+            first_90 = [t["id"] for t in started if t["priority"] == 90]
+            assert first_90 == [t for t in order if order[t] == 90]

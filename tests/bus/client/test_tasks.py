@@ -1,0 +1,68 @@
+"""`cairn tasks` as subprocesses against a running Cairn (with its task workers)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from tests.system import System
+
+
+async def test_copy_task_waited_for_listed_and_refused_once_finished(
+    system: System, cli_for: Any, tmp_path: Path
+) -> None:
+    cli = cli_for("tasks-user")
+    target = f"copies-{secrets.token_hex(4)}"
+    assert (await cli("buckets", "create", target)).code == 0
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / name).write_bytes(os.urandom(2000))
+    up = await cli("upload", str(tmp_path / "a.txt"), str(tmp_path / "b.txt"), "--json")
+    assert up.code == 0, up.err
+    ids = sorted(f["file_id"] for f in json.loads(up.out)["files"])
+
+    done = await cli(
+        "tasks",
+        "create",
+        "copy",
+        *ids,
+        "--to-bucket",
+        target,
+        "--to-prefix",
+        "c-",
+        "--wait",
+        "--json",
+    )
+    assert done.code == 0, done.err
+    task = json.loads(done.out)
+    assert task["status"] == "COMPLETED"
+    assert sorted(r["source"] for r in task["results"]) == ids
+    async with system.client("tasks-user") as c:
+        for fid in (r["result"] for r in task["results"]):
+            meta = (await c.get(f"/v1/files/{fid}")).json()
+            assert meta["bucket"] == target and meta["name"].startswith("c-")
+
+    shown = await cli("tasks", "show", task["id"], "--json")
+    assert json.loads(shown.out)["id"] == task["id"]
+    human = await cli("tasks", "show", task["id"])
+    assert "COMPLETED" in human.out
+    finished = await cli("tasks", "cancel", task["id"])
+    assert finished.code == 5 and "task_finished" in finished.err
+    paused = await cli("tasks", "pause", task["id"])
+    assert paused.code == 5 and "task_finished" in paused.err
+    theirs = await cli_for("tasks-other")("tasks", "show", task["id"])
+    assert theirs.code == 3
+
+
+async def test_task_errors(system: System, cli_for: Any, tmp_path: Path) -> None:
+    cli = cli_for("tasks-errors")
+    missing = await cli("tasks", "create", "delete", "00000000-0000-4000-8000-000000000000")
+    assert missing.code == 3 and "file_not_found" in missing.err
+    empty = await cli("tasks", "create", "delete")
+    assert empty.code == 1 and "cairn: error:" in empty.err
+    bad = await cli("tasks", "create", "copy", "--params", "[1]")
+    assert bad.code == 2
+    listed = await cli("tasks", "ls", "--json")
+    assert listed.code == 0 and json.loads(listed.out)["items"] == []

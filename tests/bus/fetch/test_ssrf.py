@@ -1,0 +1,102 @@
+"""The SSRF rules (pure) and the connect-time guard (a real resolver and socket)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import httpx
+import pytest
+
+from bus.fetch.ssrf import (
+    UnsafeUrl,
+    address_problem,
+    check_addresses,
+    check_url,
+    guarded_client,
+    parse_ip_literal,
+)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/",
+        "http://2130706433/",  # decimal
+        "http://0177.0.0.1/",  # octal
+        "http://0x7f.1/",  # hex, short form
+        "http://127.1/",
+        "http://[::1]/",
+        "http://[::ffff:127.0.0.1]/",  # IPv4-mapped
+        "http://[::ffff:a9fe:a9fe]/",  # mapped metadata
+        "http://[2002:a9fe:a9fe::]/",  # 6to4 of 169.254.169.254
+        "http://[64:ff9b::10.0.0.1]/",  # NAT64
+        "http://10.1.2.3/",
+        "http://172.16.0.1/",
+        "http://192.168.1.1/",
+        "http://169.254.169.254/latest/meta-data/",  # cloud metadata
+        "http://100.100.100.200/",  # Alibaba metadata (CGNAT range)
+        "http://[fd00:ec2::254]/",  # AWS metadata over IPv6
+        "http://[fe80::1]/",
+        "http://[fc00::1]/",
+        "http://224.0.0.1/",
+        "http://[ff02::1]/",
+        "http://0.0.0.0/",
+        "http://[::]/",
+    ],
+)
+def test_private_literals_are_refused(url: str) -> None:
+    with pytest.raises(UnsafeUrl) as e:
+        check_url(url)
+    assert e.value.code == "forbidden_address"
+    check_url(url, allow_private=True)  # the setting lifts the address rule only
+
+
+@pytest.mark.parametrize(
+    ("url", "code"),
+    [
+        ("ftp://example.com/", "unsupported_scheme"),
+        ("file:///etc/passwd", "unsupported_scheme"),
+        ("gopher://example.com/", "unsupported_scheme"),
+        ("http://", "invalid_url"),
+        ("http://user:pw@example.com/", "url_has_credentials"),
+        ("http://user@example.com/", "url_has_credentials"),
+        ("http://example.com/a b", "invalid_url"),
+        ("http://example.com/" + "x" * 8200, "invalid_url"),
+        ("http://example.com:99999/", "invalid_url"),
+    ],
+)
+def test_bad_urls(url: str, code: str) -> None:
+    with pytest.raises(UnsafeUrl) as e:
+        check_url(url, allow_private=True)
+    assert e.value.code == code
+    assert "pw" not in e.value.message
+
+
+def test_normalisation() -> None:
+    assert check_url("HTTP://Example.COM:80/a?b=1#frag") == "http://example.com/a?b=1"
+    assert check_url("https://example.com:8443") == "https://example.com:8443/"
+    assert check_url("http://8.8.8.8/x") == "http://8.8.8.8/x"
+
+
+def test_literal_spellings() -> None:
+    assert parse_ip_literal("2130706433") == ipaddress.IPv4Address("127.0.0.1")
+    assert parse_ip_literal("0300.0250.0.1") == ipaddress.IPv4Address("192.168.0.1")
+    assert parse_ip_literal("example.com") is None
+    assert parse_ip_literal("1.2.3.4.5") is None
+    assert address_problem(ipaddress.ip_address("93.184.216.34")) is None
+    assert address_problem(ipaddress.ip_address("2606:4700::1111")) is None
+
+
+def test_resolved_addresses_are_filtered() -> None:
+    assert check_addresses(["10.0.0.1", "93.184.216.34"], allow_private=False) == ["93.184.216.34"]
+    with pytest.raises(UnsafeUrl):
+        check_addresses(["127.0.0.1", "::1"], allow_private=False)
+
+
+async def test_connect_time_check_refuses_a_name_resolving_to_loopback() -> None:
+    # `localhost` passes the URL rules (a name, not a literal); the backend resolves it
+    # itself and refuses before any connection is made.
+    async with guarded_client(allow_private=False, timeout=httpx.Timeout(5)) as client:
+        with pytest.raises(httpx.ConnectError) as e:
+            await client.get("http://localhost:9/")
+        assert str(e.value).startswith("forbidden address")

@@ -1,0 +1,106 @@
+"""SIGKILL the fetch worker process mid-transfer: a restarted worker takes the fetch over
+(after the dead one's lease runs out) and resumes from the last recorded byte, not from
+zero; the file's sha256 is the origin's."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from bus.config.settings import Settings
+from tests.api.origins import origin_server
+from tests.system import start_system, wait_until
+
+KINDS = ("api", "actors", "relay", "projector", "handlers")
+
+
+def fetcher_process(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
+    env.update(
+        CAIRN_DATA_DIR=str(settings.data_dir),
+        CAIRN_DATABASE_URL=settings.database_url or "",
+        CAIRN_KAFKA_BOOTSTRAP=settings.kafka_bootstrap or "",
+        CAIRN_KAFKA_IDEMPOTENCE="false",
+        CAIRN_KAFKA_FETCH_MAX_WAIT_MS="10",
+        CAIRN_KAFKA_PARTITIONS=str(settings.kafka_partitions),
+        CAIRN_TOPIC_PREFIX=settings.topic_prefix,
+        CAIRN_BLOB_STORE=settings.blob_store,
+        CAIRN_JWT_SECRET=settings.resolved_jwt_secret(),
+        CAIRN_FETCH_ALLOW_PRIVATE="true",
+        CAIRN_FETCH_LEASE="3",
+        CAIRN_FETCH_CHUNK_BYTES="16K",
+        CAIRN_LOG_LEVEL="info",
+        CAIRN_LOG_JSON="false",
+    )
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "bus.run.cli", "run", "fetcher"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+@pytest.mark.timeout(240)
+async def test_sigkill_mid_transfer_resumes_from_the_last_durable_byte(
+    settings: Settings, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    system = await start_system(
+        dataclasses.replace(settings, fetch_allow_private=True), pool, KINDS
+    )
+    log = tmp_path / "fetcher.log"
+    proc = fetcher_process(system.settings, log)
+    try:
+        async with (
+            origin_server(os.urandom(600_000), slow_piece=4096, slow_tick=0.01) as o,
+            system.client("kill") as c,
+        ):
+            r = await c.post("/v1/fetches", json={"url": o.url("/slow")})
+            assert r.status_code == 202, r.text
+            fid = r.json()["id"]
+
+            async def recorded() -> dict[str, Any] | None:
+                body = (await c.get(f"/v1/fetches/{fid}")).json()
+                return body if body["bytes"] >= 100_000 else None
+
+            before = await wait_until(recorded, timeout=120)
+            assert before["status"] == "IN_PROGRESS"
+            proc.send_signal(signal.SIGKILL)
+            await asyncio.to_thread(proc.wait, 30)
+            await asyncio.wait_for(o.disconnected.wait(), 30)  # the dead worker's socket closed
+            durable = (await c.get(f"/v1/fetches/{fid}")).json()["bytes"]
+            assert durable >= before["bytes"] > 0
+            o.slow_tick = 0.0
+            proc = fetcher_process(system.settings, log)  # the restart
+
+            async def done() -> dict[str, Any] | None:
+                body = (await c.get(f"/v1/fetches/{fid}")).json()
+                return body if body["status"] in ("COMPLETED", "FAILED") else None
+
+            final = await wait_until(done, timeout=120)
+            assert final["status"] == "COMPLETED", (final, log.read_text()[-3000:])
+            assert final["sha256"] == o.sha256 and final["bytes"] == len(o.data)
+            # The take-over asked for the rest, from the byte recorded before the kill.
+            ranges = [r["range"] for r in o.requests("/slow")]
+            assert ranges[0] is None and ranges[-1] == f"bytes={durable}-", ranges
+            assert final["attempts"] == 2  # a second run (the take-over), not a new fetch
+
+            async def content() -> bytes | None:
+                r = await c.get(f"/v1/files/{final['file_id']}/content")
+                return r.content if r.status_code == 200 else None
+
+            assert await wait_until(content) == o.data
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            await asyncio.to_thread(proc.wait, 30)
+        await system.shutdown()
