@@ -129,7 +129,13 @@ async def test_progress_bars_on_a_terminal(system: System, cli_for: Any, tmp_pat
     ):
         if args[0] == "download":
             async with system.client("up-tty") as c:
-                args[1] = (await c.get("/v1/files")).json()["items"][0]["id"]
+                # The files list is a read model: wait for the projector to show the file.
+
+                async def listed() -> list[Any]:
+                    items: list[Any] = (await c.get("/v1/files")).json()["items"]
+                    return items
+
+                args[1] = (await wait_until(listed, timeout=60))[0]["id"]
         command = shlex.join([sys.executable, "-m", "bus.run.cli", *args])
         proc = await asyncio.create_subprocess_exec(
             "script",
