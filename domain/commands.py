@@ -26,7 +26,7 @@ from domain.fetches.commands import (
     RetryFetch,
     StartFetch,
 )
-from domain.files.commands import CreateFile, DeleteFile, UpdateFile
+from domain.files.commands import CreateFile, DeleteFile, PutObject, UpdateFile
 from domain.kernel import JSON, Command
 from domain.registry import COMMANDS
 from domain.uploads.commands import (
@@ -60,6 +60,7 @@ __all__ = [
     "FailUpload",
     "InitiateUpload",
     "PauseFetch",
+    "PutObject",
     "RecordFetchAttemptError",
     "RecordFetchResponse",
     "RequestFetch",

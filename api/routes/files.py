@@ -17,7 +17,7 @@ from api.auth import Principal, provide_principal
 from api.bucket_access import check_writable
 from api.context import ctx, now, parse_uuid
 from api.errors import ApiError
-from api.http.content import ContentResponse, Representation, plan, read_small
+from api.http.content import ContentResponse, Representation, plan, read_small, request_fields
 from api.http.strict import strict_request
 from api.openapi import SECURED
 from api.schemas import BIGINT_MAX, File, FileDeleted, FilePage, UpdateFile, ok
@@ -39,6 +39,7 @@ def file_view(st: FileState) -> dict[str, Any]:
         "metadata": st.metadata,
         "upload_id": st.upload_id,
         "chunk_count": len(st.manifest),
+        "key": st.key,
         "created_at": st.created_at.isoformat(),
         "updated_at": st.updated_at.isoformat(),
     }
@@ -53,27 +54,6 @@ async def _load_file(
     if st is None or st.deleted or (st.owner != principal.user and not principal.admin):
         raise ApiError(404, "file_not_found", "no such file", {"id": file_id})
     return st
-
-
-_CONDITIONAL_FIELDS = (
-    "range",
-    "if-range",
-    "if-match",
-    "if-none-match",
-    "if-modified-since",
-    "if-unmodified-since",
-)
-
-
-def _request_fields(request: Request[Any, Any, Any]) -> dict[str, str]:
-    """The fields serving looks at; a field sent several times is one comma-joined list
-    (RFC 9110 §5.3), which leaves singleton fields such as Range invalid, as they are."""
-    out = {}
-    for name in _CONDITIONAL_FIELDS:
-        values = request.headers.getall(name, [])
-        if values:
-            out[name] = ", ".join(values)
-    return out
 
 
 class FilesController(Controller):
@@ -130,7 +110,7 @@ class FilesController(Controller):
         )
         p = plan(
             request.method,
-            _request_fields(request),
+            request_fields(request),
             rep,
             download=download,
             max_ranges=c.settings.max_ranges,
