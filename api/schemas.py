@@ -32,6 +32,8 @@ class CreateUpload(msgspec.Struct, forbid_unknown_fields=True):
     sha256: Annotated[str, msgspec.Meta(pattern="^[0-9a-fA-F]{64}$")] | None = None
     bucket: Short | None = None
     metadata: dict[Short, Annotated[str, msgspec.Meta(max_length=4096)]] | None = None
+    # With `bucket`: the object key the completed upload becomes (created or replaced).
+    key: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)] | None = None
 
 
 class ErrorInfo(msgspec.Struct):

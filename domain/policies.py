@@ -1,8 +1,9 @@
 """Process-manager rules: pure decisions about what follows from an upload's state.
 
 The rule: an upload that has all its bytes completes (CompleteUpload, under a file id
-derived from the upload id), and a completed upload becomes a file (this CreateFile, under
-a deterministic command id). The API applies it at once so the client can read the file
+derived from the upload id, or for an upload naming a bucket key, the object's), and a
+completed upload becomes a file (this CreateFile, or PutObject for a key, under a
+deterministic command id). The API applies it at once so the client can read the file
 right away; handlers/files_from_uploads.py applies it from the events so it happens even if
 the API dies half-way. Both build their commands here, so the actor sees the very same
 commands from either and applies them once.
@@ -70,19 +71,41 @@ def complete(
         admin=admin,
         at=at,
         command_id=command_id,
-        file_id=completion_file_id(state.id),
+        file_id=(
+            object_file_id(state.bucket, state.key)
+            if state.key is not None
+            else completion_file_id(state.id)
+        ),
         sha256=sha256,
     )
 
 
 def file_from_upload(
     state: UploadState | None, content_type: str | None = None
-) -> CreateFile | None:
-    """The file a completed upload becomes (None while it is not completed).
+) -> CreateFile | PutObject | None:
+    """The file a completed upload becomes (None while it is not completed): a new file, or
+    for an upload naming a key, that object (created, or its new version).
 
     `content_type`: what the adapter detected from the bytes; by default the declared one."""
     if state is None or state.status != UploadStatus.COMPLETED or state.file_id is None:
         return None
+    if state.key is not None:
+        # The command id makes it applied once even after a later PUT replaced it: a
+        # redelivered completion never brings the upload's older bytes back.
+        return put_object(
+            bucket=state.bucket,
+            key=state.key,
+            owner=state.owner,
+            size=state.bytes_received,
+            sha256=str(state.completed_sha256),
+            manifest=state.manifest(),
+            content_type=content_type or state.content_type,
+            caller=state.owner,
+            at=state.updated_at,
+            metadata=state.metadata,
+            upload_id=state.id,
+            command_id=file_command_id(state.id),
+        )
     return CreateFile(
         aggregate_id=state.file_id,
         caller=state.owner,

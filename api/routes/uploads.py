@@ -176,6 +176,7 @@ class UploadsController(Controller):
                 sha256=sha,
                 bucket=data.bucket or "default",
                 metadata=dict(data.metadata or {}),
+                key=data.key,
             ),
         )
         st = result.state or {}

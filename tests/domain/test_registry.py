@@ -40,6 +40,7 @@ GOLDEN: dict[str, tuple[int, dict[str, Any]]] = {
             "sha256": None,
             "bucket": "default",
             "metadata": {"k": "v"},
+            "key": None,
             "at": AT,
         },
     ),
