@@ -117,15 +117,6 @@ async def readable_file(
     raise _deny(principal, missing)
 
 
-async def owned_file(c: AppContext, raw_id: str, principal: Principal) -> FileState:
-    """The live file `raw_id` if this caller controls it (owner or admin), else 404."""
-    file_id = parse_uuid(raw_id, "file_not_found", "file")
-    st: FileState | None = await c.load("files", f"file-{file_id}")
-    if st is None or st.deleted or not _controls(principal, st.owner):
-        raise NotFound("file_not_found", "no such file", {"id": file_id})
-    return st
-
-
 # ---- buckets and their objects --------------------------------------------------------
 
 
