@@ -11,9 +11,10 @@ the later wins, and with `If-None-Match: *` exactly one of them creates.
 
 Reads fold the object's short stream (consistent at once after a PUT) and are served by
 the same code as file downloads (api/http/content.py: Range, conditionals, ETag = sha256,
-Content-Type, Last-Modified = when this version was written). A missing bucket, another
-user's private bucket and a missing key are all 404; writes by anyone but the bucket's
-owner (or an admin) are 404 too, so nothing is learnt about a bucket one cannot write.
+Content-Type, Last-Modified = when this version was written). Who may read or write is
+api/bucket_access.py's decision: a public bucket's objects are readable by anyone (also
+without auth), writes are the owner's and admins'; a missing bucket, another user's
+private bucket and a missing key are 404 (401 for an anonymous caller), never 403.
 """
 
 from __future__ import annotations
@@ -24,21 +25,21 @@ from typing import Annotated, Any
 from urllib.parse import unquote_to_bytes
 
 import orjson
-from litestar import Controller, HttpMethod, Request, Response, delete, get, put, route
+from litestar import HttpMethod, Request, Response, delete, get, put, route
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import InternalServerException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, HeaderParameter, QueryParameter
 
-from api.auth import Principal, provide_principal
+from api.auth import Principal, provide_optional_principal
+from api.bucket_access import readable_bucket, writable_bucket
+from api.commanding import SecuredController
 from api.context import AppContext, ctx, now
 from api.errors import ApiError
 from api.http.conditionals import ANY, parse_etags
 from api.http.content import ContentResponse, Representation, plan, read_small, request_fields
-from api.http.strict import strict_request
 from api.limits import check_quota
-from api.openapi import SECURED
-from api.routes.buckets import load_bucket
+from api.openapi import ANONYMOUS
 from api.schemas import Object, ObjectPage, ok
 from api.tus.controller import piece_at
 from bus.blobs.errors import BlobTooLarge
@@ -71,37 +72,8 @@ def object_key(request: Request[Any, Any, Any], key: str) -> str:
     return key
 
 
-def _bucket_not_found(name: str) -> ApiError:
-    return ApiError(404, "bucket_not_found", "no such bucket", {"name": name[:64]})
-
-
 def _object_not_found(name: str, key: str) -> ApiError:
     return ApiError(404, "object_not_found", "no such object", {"bucket": name, "key": key[:256]})
-
-
-async def readable_bucket(
-    request: Request[Any, Any, Any], name: str, principal: Principal | None
-) -> BucketState:
-    """The bucket if `principal` may read its objects: its owner, an admin, or anyone for a
-    public bucket (`None`: an anonymous reader). Anything else is 404, like a missing one."""
-    st = await load_bucket(request, name)
-    if st is None:
-        raise _bucket_not_found(name)
-    if st.public:
-        return st
-    if principal is None or not st.visible_to(principal.user, principal.admin):
-        raise _bucket_not_found(name)
-    return st
-
-
-async def writable_bucket(
-    request: Request[Any, Any, Any], name: str, principal: Principal
-) -> BucketState:
-    """The bucket if `principal` owns it (or is an admin); 404 otherwise, public or not."""
-    st = await load_bucket(request, name)
-    if st is None or not st.visible_to(principal.user, principal.admin):
-        raise _bucket_not_found(name)
-    return st
 
 
 async def load_object(c: AppContext, bucket: BucketState, key: str) -> FileState | None:
@@ -191,30 +163,35 @@ def _list_param(name: str, value: str | None) -> str | None:
     return value
 
 
-class ObjectsController(Controller):
+# Reads (GET, HEAD, the listing) also answer anonymous callers for a public bucket
+# (api/bucket_access.py decides).
+_READ = {"principal": Provide(provide_optional_principal)}
+
+
+class ObjectsController(SecuredController):
     path = "/v1/buckets/{name:str}/objects"
     tags = ["objects"]
-    dependencies = {"principal": Provide(provide_principal)}
-    security = SECURED
-    before_request = strict_request  # type: ignore[assignment]  # (Litestar unbinds it)
 
     @get(
         "/",
-        summary="List a bucket's objects (S3 ListObjectsV2: prefix, delimiter, paging)",
+        summary="List a bucket's objects (S3 ListObjectsV2: prefix, delimiter, paging);"
+        " without auth for a public bucket",
+        dependencies=_READ,
+        security=ANONYMOUS,
         responses=ok(200, ObjectPage, "A page of objects and common prefixes, in key order"),
     )
     async def list_bucket_objects(
         self,
         request: Request[Any, Any, Any],
         name: FromPath[str],
-        principal: NamedDependency[Principal],
+        principal: NamedDependency[Principal | None],
         prefix: Annotated[str, QueryParameter(max_length=1024)] = "",
         delimiter: Annotated[str | None, QueryParameter(max_length=64)] = None,
         start_after: Annotated[str | None, QueryParameter(max_length=1024)] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 1000,
         cursor: Annotated[str | None, QueryParameter(max_length=8192)] = None,
     ) -> dict[str, Any]:
-        bucket = await readable_bucket(request, name, principal)
+        bucket = await readable_bucket(ctx(request), name, principal)
         prefix = _list_param("prefix", prefix) or ""
         delimiter = _list_param("delimiter", delimiter) or None
         start_after = _list_param("start_after", start_after)
@@ -268,7 +245,7 @@ class ObjectsController(Controller):
         c = ctx(request)
         key = object_key(request, key)
         none_match, match = _put_conditions(if_none_match, if_match)
-        bucket = await writable_bucket(request, name, principal)
+        bucket = await writable_bucket(c, name, principal)
         limit = c.settings.max_upload_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -320,7 +297,10 @@ class ObjectsController(Controller):
     @route(
         "/{key:path}",
         http_method=[HttpMethod.GET, HttpMethod.HEAD],
-        summary="Download an object (Range, conditionals; HEAD for the headers only)",
+        summary="Download an object (Range, conditionals; HEAD for the headers only);"
+        " without auth for a public bucket",
+        dependencies=_READ,
+        security=ANONYMOUS,
         responses={
             206: ResponseSpec(
                 None, description="The requested range(s): one, or multipart/byteranges"
@@ -335,12 +315,12 @@ class ObjectsController(Controller):
         request: Request[Any, Any, Any],
         name: FromPath[str],
         key: FromPath[str],
-        principal: NamedDependency[Principal],
+        principal: NamedDependency[Principal | None],
         download: FromQuery[bool] = False,
     ) -> ContentResponse:
         c = ctx(request)
         key = object_key(request, key)
-        bucket = await readable_bucket(request, name, principal)
+        bucket = await readable_bucket(ctx(request), name, principal)
         st = await load_object(c, bucket, key)
         if st is None:
             raise _object_not_found(bucket.name, key)
@@ -379,7 +359,7 @@ class ObjectsController(Controller):
     ) -> None:
         c = ctx(request)
         key = object_key(request, key)
-        bucket = await writable_bucket(request, name, principal)
+        bucket = await writable_bucket(c, name, principal)
         fid = object_file_id(bucket.name, key)
         st: FileState | None = await c.load("files", f"file-{fid}")
         if st is None or st.key != key or st.owner != bucket.owner:
