@@ -33,7 +33,7 @@ from litestar.params import FromPath, FromQuery, HeaderParameter, QueryParameter
 
 from api.auth import Principal, provide_optional_principal
 from api.bucket_access import readable_bucket, writable_bucket
-from api.commanding import SecuredController
+from api.commanding import SecuredController, reply_state
 from api.context import AppContext, ctx, now
 from api.errors import ApiError
 from api.http.conditionals import ANY, parse_etags
@@ -97,6 +97,23 @@ def object_view(bucket: str, st: FileState) -> dict[str, Any]:
         "content_type": st.content_type,
         "metadata": st.metadata,
         "last_modified": st.created_at.isoformat(),
+    }
+
+
+def _replied_view(bucket: str, key: str, st: dict[str, Any]) -> dict[str, Any] | None:
+    """`object_view` of the state the actor replied with (see bus/actors/host.summarize)."""
+    if st.get("key") != key or st.get("deleted") or not isinstance(st.get("sha256"), str):
+        return None
+    return {
+        "bucket": bucket,
+        "key": key,
+        "id": st["id"],
+        "size": st["size"],
+        "sha256": st["sha256"],
+        "etag": f'"{st["sha256"]}"',
+        "content_type": st["content_type"],
+        "metadata": st.get("metadata") or {},
+        "last_modified": st["created_at"],
     }
 
 
@@ -285,14 +302,14 @@ class ObjectsController(SecuredController):
             ),
         )
         created = any(e.get("type") == "FileCreated" for e in result.events)
-        st = await load_object(c, bucket, key)
-        if st is None:  # deleted again in between
-            raise _object_not_found(bucket.name, key)
-        return Response(
-            object_view(bucket.name, st),
-            status_code=201 if created else 200,
-            headers={"ETag": f'"{st.sha256}"'},
-        )
+        # The object as this command left it (the actor's reply: no read needed).
+        view = _replied_view(bucket.name, key, reply_state(result))
+        if view is None:  # no state in the reply (an old actor): read it back
+            st = await load_object(c, bucket, key)
+            if st is None:  # deleted again in between
+                raise _object_not_found(bucket.name, key)
+            view = object_view(bucket.name, st)
+        return Response(view, status_code=201 if created else 200, headers={"ETag": view["etag"]})
 
     @route(
         "/{key:path}",

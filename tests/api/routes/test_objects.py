@@ -247,6 +247,16 @@ async def test_buckets_one_may_not_see_or_write(shared_system: System) -> None:
         assert_error(await o.delete(opath(public, "k")), 404, "bucket_not_found")
         assert (await c.get(opath(public, "k"))).content == b"v"
         assert_error(await c.get(opath(private, "nope")), 404, "object_not_found")
+        # Anonymous: a public bucket's objects and listing, nothing else (401, never 403).
+        async with shared_system.client(None) as anon:
+            assert (await anon.get(opath(public, "k"))).content == b"v"
+            assert (await anon.head(opath(public, "k"))).status_code == 200
+            assert (await anon.get(f"/v1/buckets/{public}/objects")).status_code == 200
+            for b in (private, missing):
+                assert_error(await anon.get(opath(b, "k")), 401, "unauthorized")
+                assert_error(await anon.get(f"/v1/buckets/{b}/objects"), 401, "unauthorized")
+            assert_error(await anon.put(opath(public, "k"), content=b"x"), 401, "unauthorized")
+            assert_error(await anon.delete(opath(public, "k")), 401, "unauthorized")
         # An admin may write someone's bucket; the object stays the bucket owner's.
         async with shared_system.client("root", admin=True) as a:
             r = await a.put(opath(private, "by-admin"), content=b"a")
