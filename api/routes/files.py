@@ -18,6 +18,7 @@ from api.bucket_access import check_writable
 from api.context import ctx, now, parse_uuid
 from api.errors import ApiError
 from api.http.content import ContentResponse, Representation, plan, read_small
+from api.http.presigned import redirect_location
 from api.http.strict import strict_request
 from api.openapi import SECURED
 from api.schemas import BIGINT_MAX, File, FileDeleted, FilePage, UpdateFile, ok
@@ -108,6 +109,11 @@ class FilesController(Controller):
                 None, description="The requested range(s): one, or multipart/byteranges"
             ),
             304: ResponseSpec(None, description="Not modified (If-None-Match, If-Modified-Since)"),
+            307: ResponseSpec(
+                None,
+                description="With CAIRN_S3_REDIRECT: a full GET of a file stored as one S3"
+                " object, redirected to a short-lived presigned S3 URL (Location)",
+            ),
             412: ResponseSpec(None, description="If-Match or If-Unmodified-Since is false"),
             416: ResponseSpec(None, description="No satisfiable range, or too many ranges"),
         },
@@ -138,6 +144,15 @@ class FilesController(Controller):
         if request.method != "GET" or p.status not in (200, 206):
             # HEAD, 304: no body, nothing read, not a download.
             return ContentResponse(b"", status=p.status, headers=p.headers)
+        if p.status == 200:
+            location = await redirect_location(c.settings, c.blobs, st.manifest, st.size, p.headers)
+            if location is not None:
+                c.downloads.record(st.id, st.size)  # handed over whole; counted as sent
+                return ContentResponse(
+                    b"",
+                    status=307,
+                    headers={"Location": location, "Cache-Control": "no-store"},
+                )
         body = await read_small(
             c.blobs, st.manifest, p, lambda sent: c.downloads.record(st.id, sent)
         )
