@@ -5,6 +5,7 @@ See README.md ("Configuration") for the table; API.md fixes the names of the pub
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -65,6 +66,12 @@ class Settings:
     jwt_allow_no_exp: bool = False
     api_keys: tuple[ApiKey, ...] = ()
     fetch_allow_private: bool = False
+    # Networks reachable although not public (CAIRN_FETCH_ALLOW_NETWORKS, comma-separated CIDR).
+    fetch_allow_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    # Parallel byte ranges of one large fetch (1 = a single stream), each at least
+    # fetch_segment_min bytes.
+    fetch_segments: int = 4
+    fetch_segment_min: int = 16 * 1024 * 1024
     fetch_max_bytes: int = 1 << 40
     fetch_retries: int = 5
     fetch_backoff: float = 1.0
@@ -206,6 +213,13 @@ class Settings:
             jwt_allow_no_exp=_bool(env.get("CAIRN_JWT_ALLOW_NO_EXP")),
             api_keys=tuple(keys),
             fetch_allow_private=_bool(env.get("CAIRN_FETCH_ALLOW_PRIVATE")),
+            fetch_allow_networks=tuple(
+                ipaddress.ip_network(n.strip(), strict=False)
+                for n in (env.get("CAIRN_FETCH_ALLOW_NETWORKS") or "").split(",")
+                if n.strip()
+            ),
+            fetch_segments=max(1, _int(env, "CAIRN_FETCH_SEGMENTS", 4)),
+            fetch_segment_min=max(1, parse_size(env.get("CAIRN_FETCH_SEGMENT_MIN_BYTES") or "16M")),
             fetch_max_bytes=parse_size(env.get("CAIRN_FETCH_MAX_BYTES") or "1T"),
             fetch_retries=_int(env, "CAIRN_FETCH_RETRIES", 5),
             fetch_backoff=_float(env, "CAIRN_FETCH_BACKOFF", 1.0),
