@@ -15,15 +15,14 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, Response, get, post
-from litestar.di import NamedDependency, Provide
+from litestar import Request, Response, get, post
+from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from api.auth import Principal, provide_principal
-from api.context import ctx, now, parse_uuid
+from api.auth import Principal
+from api.commanding import SecuredController, load_owned, parse_id, reply_state, send_as
+from api.context import ctx, now
 from api.errors import ApiError
-from api.http.strict import strict_request
-from api.openapi import SECURED
 from api.schemas import BIGINT_MAX, Short
 from api.taskparams import check_bucket
 from bus.fetch.ssrf import Network, UnsafeUrl, check_addresses, check_url
@@ -35,7 +34,6 @@ from domain.commands import (
     ResumeFetch,
     RetryFetch,
 )
-from domain.errors import NotFound
 from domain.fetches import FetchState, FetchStatus
 from domain.policies import fetch_id
 from projections import fetch_queries
@@ -138,20 +136,14 @@ def _view(state: FetchState, row: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
-class FetchesController(Controller):
+class FetchesController(SecuredController):
     path = "/v1/fetches"
     tags = ["fetches"]
-    dependencies = {"principal": Provide(provide_principal)}
-    security = SECURED
-    before_request = strict_request  # type: ignore[assignment]  # (Litestar unbinds it)
 
     async def _owned(
         self, request: Request[Any, Any, Any], raw_id: str, who: Principal
     ) -> FetchState:
-        fid = parse_uuid(raw_id, "fetch_not_found", "fetch")
-        state: FetchState | None = await ctx(request).load("fetches", f"fetch-{fid}")
-        if state is None or (state.owner != who.user and not who.admin):
-            raise NotFound("fetch_not_found", "no such fetch", {"id": fid})
+        state: FetchState = await load_owned(request, "fetches", raw_id, who)
         return state
 
     @post("/", status_code=202, summary="Fetch a URL into a file")
@@ -191,21 +183,19 @@ class FetchesController(Controller):
             ):
                 break
             generation += 1
-        result = await c.send(
+        result = await send_as(
             request,
-            RequestFetch(
-                aggregate_id=fid,
-                caller=principal.user,
-                at=now(),
-                owner=principal.user,
-                url=url,
-                generation=generation,
-                bucket=data.bucket or "default",
-                key=data.key,
-                sha256=data.sha256.lower() if data.sha256 else None,
-            ),
+            principal,
+            RequestFetch,
+            fid,
+            owner=principal.user,
+            url=url,
+            generation=generation,
+            bucket=data.bucket or "default",
+            key=data.key,
+            sha256=data.sha256.lower() if data.sha256 else None,
         )
-        st = result.state or {}
+        st = reply_state(result)
         body = {
             "id": fid,
             "status": st.get("status"),
@@ -273,14 +263,10 @@ class FetchesController(Controller):
         principal: Principal,
         cmd_type: type[Command],
     ) -> dict[str, Any]:
-        c = ctx(request)
-        fid = parse_uuid(raw_id, "fetch_not_found", "fetch")
-        await c.send(
-            request,
-            cmd_type(aggregate_id=fid, caller=principal.user, admin=principal.admin, at=now()),
-        )
+        fid = parse_id("fetches", raw_id)
+        await send_as(request, principal, cmd_type, fid)
         state = await self._owned(request, fid, principal)
-        return _view(state, await fetch_queries.get(c.pool, fid))
+        return _view(state, await fetch_queries.get(ctx(request).pool, fid))
 
     @post("/{fetch_id:str}/pause", status_code=200, summary="Pause (keeps every durable byte)")
     async def pause(

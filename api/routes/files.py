@@ -8,18 +8,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from litestar import Controller, HttpMethod, Request, Response, delete, get, patch, route
-from litestar.di import NamedDependency, Provide
+from litestar import HttpMethod, Request, Response, delete, get, patch, route
+from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from api.auth import Principal, provide_principal
+from api.auth import Principal
 from api.bucket_access import check_writable
-from api.context import ctx, now, parse_uuid
+from api.commanding import SecuredController, load_owned, parse_id, send_as
+from api.context import ctx
 from api.errors import ApiError
 from api.http.content import ContentResponse, Representation, plan, read_small
-from api.http.strict import strict_request
-from api.openapi import SECURED
 from api.schemas import BIGINT_MAX, File, FileDeleted, FilePage, UpdateFile, ok
 from domain.commands import DeleteFile
 from domain.commands import UpdateFile as UpdateFileCommand
@@ -47,11 +46,7 @@ def file_view(st: FileState) -> dict[str, Any]:
 async def _load_file(
     request: Request[Any, Any, Any], file_id: FromPath[str], principal: NamedDependency[Principal]
 ) -> FileState:
-    c = ctx(request)
-    file_id = parse_uuid(file_id, "file_not_found", "file")
-    st: FileState | None = await c.load("files", f"file-{file_id}")
-    if st is None or st.deleted or (st.owner != principal.user and not principal.admin):
-        raise ApiError(404, "file_not_found", "no such file", {"id": file_id})
+    st: FileState = await load_owned(request, "files", file_id, principal)
     return st
 
 
@@ -76,16 +71,13 @@ def _request_fields(request: Request[Any, Any, Any]) -> dict[str, str]:
     return out
 
 
-class FilesController(Controller):
+class FilesController(SecuredController):
     path = "/v1/files"
     tags = ["files"]
-    dependencies = {"principal": Provide(provide_principal)}
-    security = SECURED
 
     @get(
         "/{file_id:str}",
         summary="File metadata",
-        before_request=strict_request,
         responses=ok(200, File, "The file's metadata"),
     )
     async def get_file(
@@ -102,7 +94,6 @@ class FilesController(Controller):
         "/{file_id:str}/content",
         http_method=[HttpMethod.GET, HttpMethod.HEAD],
         summary="Download the file's bytes (Range, conditionals; HEAD for the headers only)",
-        before_request=strict_request,
         responses={
             206: ResponseSpec(
                 None, description="The requested range(s): one, or multipart/byteranges"
@@ -146,7 +137,6 @@ class FilesController(Controller):
     @patch(
         "/{file_id:str}",
         summary="Rename a file, move it to another of its owner's buckets, set its metadata",
-        before_request=strict_request,
         responses=ok(200, File, "The file after the change"),
     )
     async def update_file(
@@ -160,17 +150,14 @@ class FilesController(Controller):
         st = await _load_file(request, file_id, principal)
         # Only into a bucket the file's owner owns (an admin moves others' files too).
         await check_writable(c, data.bucket, st.owner)
-        await c.send(
+        await send_as(
             request,
-            UpdateFileCommand(
-                aggregate_id=st.id,
-                caller=principal.user,
-                admin=principal.admin,
-                at=now(),
-                name=data.name,
-                bucket=data.bucket,
-                metadata=None if data.metadata is None else dict(data.metadata),
-            ),
+            principal,
+            UpdateFileCommand,
+            st.id,
+            name=data.name,
+            bucket=data.bucket,
+            metadata=None if data.metadata is None else dict(data.metadata),
         )
         return file_view(await _load_file(request, st.id, principal))
 
@@ -178,7 +165,6 @@ class FilesController(Controller):
         "/{file_id:str}",
         status_code=200,
         summary="Delete a file",
-        before_request=strict_request,
         responses=ok(200, FileDeleted, "The file is deleted"),
     )
     async def delete_file(
@@ -187,20 +173,13 @@ class FilesController(Controller):
         file_id: FromPath[str],
         principal: NamedDependency[Principal],
     ) -> dict[str, Any]:
-        c = ctx(request)
-        file_id = parse_uuid(file_id, "file_not_found", "file")
-        await c.send(
-            request,
-            DeleteFile(
-                aggregate_id=file_id, caller=principal.user, admin=principal.admin, at=now()
-            ),
-        )
+        file_id = parse_id("files", file_id)
+        await send_as(request, principal, DeleteFile, file_id)
         return {"id": file_id, "deleted": True}
 
     @get(
         "/",
         summary="List the caller's files",
-        before_request=strict_request,
         responses=ok(200, FilePage, "A page of files; X-Total-Count holds the total"),
     )
     async def list_files(
