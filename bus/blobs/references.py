@@ -45,7 +45,7 @@ from typing import NamedTuple
 import asyncpg
 
 from domain.events import RecordedEvent, event_time
-from domain.fetches.events import FetchBytesAppended, FetchCancelled
+from domain.fetches.events import FetchBytesAppended, FetchCancelled, FetchSegmentBytesAppended
 from domain.files.events import FileCreated, FileDeleted, FileReplaced
 from domain.ports import EventStore
 from domain.registry import stream_id_for
@@ -114,7 +114,7 @@ def effects(events: Iterable[RecordedEvent]) -> Effects:
             # A fetch: only a cancel releases. A failed fetch may be retried (and would add
             # to a released stream), and a completed one's bytes may still be waiting for
             # their file; chunks dropped by a restart stay until then too.
-            case FetchBytesAppended(pieces=pieces):
+            case FetchBytesAppended(pieces=pieces) | FetchSegmentBytesAppended(pieces=pieces):
                 add(ev.stream_id, pieces)
             case FetchCancelled():
                 release(ev.stream_id, event_time(ev))
