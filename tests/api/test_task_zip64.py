@@ -157,9 +157,10 @@ async def test_zip64_archives_made_by_other_tools_extract_correctly(
     archives = zip64_archives(tmp_path)
     assert {"stream-zip.zip", "zipfile.zip"} <= set(archives)
     async with sys_.client(user()) as c:
-        for name, data in archives.items():
+        for n, (name, data) in enumerate(archives.items()):
             fid = await upload(c, data, name)
-            tid = await start(c, {"type": "extract", "params": {"file": fid}})
+            out = {"prefix": f"{n}-"}
+            tid = await start(c, {"type": "extract", "params": {"file": fid, "output": out}})
             t = await finished(c, tid)
             assert t["status"] == "COMPLETED", (name, t["error"])
             got = {}
