@@ -5,6 +5,7 @@ See README.md ("Configuration") for the table; API.md fixes the names of the pub
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -72,6 +73,12 @@ class Settings:
     signed_put_max_bytes: int = 5 << 30
     api_keys: tuple[ApiKey, ...] = ()
     fetch_allow_private: bool = False
+    # Networks reachable although not public (CAIRN_FETCH_ALLOW_NETWORKS, comma-separated CIDR).
+    fetch_allow_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    # Parallel byte ranges of one large fetch (1 = a single stream), each at least
+    # fetch_segment_min bytes.
+    fetch_segments: int = 4
+    fetch_segment_min: int = 16 * 1024 * 1024
     fetch_max_bytes: int = 1 << 40
     fetch_retries: int = 5
     fetch_backoff: float = 1.0
@@ -126,6 +133,9 @@ class Settings:
     s3_max_attempts: int = 4
     s3_range_bytes: int = 8 * 1024 * 1024
     s3_spool_dir: Path | None = None
+    s3_redirect: bool = False
+    s3_redirect_min_bytes: int = 8 * 1024 * 1024
+    s3_redirect_expires: int = 300
     log_level: str = "info"
     log_json: bool | None = None
     metrics_host: str = "127.0.0.1"
@@ -228,6 +238,13 @@ class Settings:
             signed_put_max_bytes=parse_size(env.get("CAIRN_SIGNED_PUT_MAX_BYTES") or "5G"),
             api_keys=tuple(keys),
             fetch_allow_private=_bool(env.get("CAIRN_FETCH_ALLOW_PRIVATE")),
+            fetch_allow_networks=tuple(
+                ipaddress.ip_network(n.strip(), strict=False)
+                for n in (env.get("CAIRN_FETCH_ALLOW_NETWORKS") or "").split(",")
+                if n.strip()
+            ),
+            fetch_segments=max(1, _int(env, "CAIRN_FETCH_SEGMENTS", 4)),
+            fetch_segment_min=max(1, parse_size(env.get("CAIRN_FETCH_SEGMENT_MIN_BYTES") or "16M")),
             fetch_max_bytes=parse_size(env.get("CAIRN_FETCH_MAX_BYTES") or "1T"),
             fetch_retries=_int(env, "CAIRN_FETCH_RETRIES", 5),
             fetch_backoff=_float(env, "CAIRN_FETCH_BACKOFF", 1.0),
@@ -279,6 +296,9 @@ class Settings:
             s3_max_attempts=_int(env, "CAIRN_S3_MAX_ATTEMPTS", 4),
             s3_range_bytes=parse_size(env.get("CAIRN_S3_RANGE_BYTES") or "8M"),
             s3_spool_dir=Path(env["CAIRN_S3_SPOOL_DIR"]) if env.get("CAIRN_S3_SPOOL_DIR") else None,
+            s3_redirect=_bool(env.get("CAIRN_S3_REDIRECT")),
+            s3_redirect_min_bytes=parse_size(env.get("CAIRN_S3_REDIRECT_MIN_BYTES") or "8M"),
+            s3_redirect_expires=_int(env, "CAIRN_S3_REDIRECT_EXPIRES", 300),
             log_level=env.get("CAIRN_LOG_LEVEL") or "info",
             log_json=None if json_env in (None, "") else _bool(json_env),
             metrics_host=env.get("CAIRN_METRICS_HOST") or "127.0.0.1",
