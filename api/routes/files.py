@@ -21,7 +21,14 @@ from api.context import ctx
 from api.errors import ApiError
 from api.http.content import ContentResponse, Representation, plan, read_small, request_fields
 from api.http.presigned import redirect_location
-from api.http.signed_query import Signature, SignedExpires, SignedKid, SignedMaxSize, SignedMethod
+from api.http.signed_query import (
+    Signature,
+    SignedExpires,
+    SignedKid,
+    SignedMaxSize,
+    SignedMethod,
+    SignedVersion,
+)
 from api.openapi import ANONYMOUS
 from api.schemas import (
     BIGINT_MAX,
@@ -123,6 +130,7 @@ class FilesController(SecuredController):
         signed_method: SignedMethod = None,
         expires: SignedExpires = None,
         max_size: SignedMaxSize = None,
+        version: SignedVersion = None,
         kid: SignedKid = None,
         signature: Signature = None,
     ) -> ContentResponse:
