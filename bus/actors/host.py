@@ -62,13 +62,18 @@ MAX_CONFLICT_RETRIES = 8
 CACHE_SIZE = 10_000
 
 
+_NOT_IN_REPLIES = frozenset({"chunks", "manifest", "pieces", "segments", "params", "results"})
+
+
 def summarize(state: Any) -> dict[str, Any] | None:
-    """A JSON-friendly view of an aggregate's state for replies (no per-chunk detail)."""
+    """A JSON-friendly view of an aggregate's state for replies: no per-chunk detail, and
+    none of a task's params or per-item results, which grow with its items (a task of
+    65,536 files would make every reply megabytes, over the broker's message limit)."""
     if state is None:
         return None
     out: dict[str, Any] = {}
     for f in dataclasses.fields(state):
-        if f.name in ("chunks", "manifest", "pieces", "segments"):
+        if f.name in _NOT_IN_REPLIES:
             continue
         v = getattr(state, f.name)
         if isinstance(v, datetime):
