@@ -23,6 +23,7 @@ from tests.bench import (
     growth,
     pending,
     s3,
+    tasks,
     tus,
     uploads,
 )
@@ -34,6 +35,7 @@ ALL: list[Scenario] = [
     *downloads.SCENARIOS,
     *cli.SCENARIOS,
     *fetches.SCENARIOS,
+    *tasks.SCENARIOS,
     *pending.SCENARIOS,
     *bus.SCENARIOS,
     *events.SCENARIOS,
