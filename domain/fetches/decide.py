@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from domain.errors import Conflict, InvalidInput
 from domain.fetches.commands import (
     AppendFetchBytes,
