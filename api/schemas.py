@@ -250,6 +250,7 @@ class SignedUrl(msgspec.Struct):
     url: str
     method: str
     expires_at: str
+    max_size: int | None = None  # a signed PUT's largest body
 
 
 # Bodies that refuse unknown fields (documented with additionalProperties: false).

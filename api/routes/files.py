@@ -20,7 +20,15 @@ from api.commanding import SecuredController, load_owned, parse_id, send_as
 from api.context import ctx
 from api.errors import ApiError
 from api.http.content import ContentResponse, Representation, plan, read_small
-from api.http.signed_query import Signature, SignedExpires, SignedKid, SignedMaxSize, SignedMethod
+from api.http.presigned import redirect_location
+from api.http.signed_query import (
+    Signature,
+    SignedExpires,
+    SignedKid,
+    SignedMaxSize,
+    SignedMethod,
+    SignedVersion,
+)
 from api.openapi import ANONYMOUS
 from api.schemas import (
     BIGINT_MAX,
@@ -124,6 +132,11 @@ class FilesController(SecuredController):
                 None, description="The requested range(s): one, or multipart/byteranges"
             ),
             304: ResponseSpec(None, description="Not modified (If-None-Match, If-Modified-Since)"),
+            307: ResponseSpec(
+                None,
+                description="With CAIRN_S3_REDIRECT: a full GET of a file stored as one S3"
+                " object, redirected to a short-lived presigned S3 URL (Location)",
+            ),
             412: ResponseSpec(None, description="If-Match or If-Unmodified-Since is false"),
             416: ResponseSpec(None, description="No satisfiable range, or too many ranges"),
         },
@@ -137,6 +150,7 @@ class FilesController(SecuredController):
         signed_method: SignedMethod = None,
         expires: SignedExpires = None,
         max_size: SignedMaxSize = None,
+        version: SignedVersion = None,
         kid: SignedKid = None,
         signature: Signature = None,
     ) -> ContentResponse:
@@ -161,6 +175,15 @@ class FilesController(SecuredController):
         if request.method != "GET" or p.status not in (200, 206):
             # HEAD, 304: no body, nothing read, not a download.
             return ContentResponse(b"", status=p.status, headers=p.headers)
+        if p.status == 200:
+            location = await redirect_location(c.settings, c.blobs, st.manifest, st.size, p.headers)
+            if location is not None:
+                c.downloads.record(st.id, st.size)  # handed over whole; counted as sent
+                return ContentResponse(
+                    b"",
+                    status=307,
+                    headers={"Location": location, "Cache-Control": "no-store"},
+                )
         body = await read_small(
             c.blobs, st.manifest, p, lambda sent: c.downloads.record(st.id, sent)
         )

@@ -115,6 +115,12 @@ async def _main(args: argparse.Namespace, scenarios: list[Scenario], command: st
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["idle"]:
+        # Not a scenario: it needs the system to itself (tests/bench/idle.py).
+        from tests.bench import idle
+
+        return idle.main(argv[1:])
     args = _parser().parse_args(argv)
     if args.list:
         for sc in ALL:
