@@ -2,16 +2,19 @@
 
 Each event's JSON `data` is its dataclass fields, in order, at its schema version; each
 command's payload is its fields after the envelope. Refactoring the classes (shared bases,
-moved modules) must leave these exactly as they are: stored events are read back and
-other processes decode what is published. A changed event gets a new schema version and an
-upcaster (domain/kernel.py) instead; a new type may be added here to pin it too.
+moved modules) must leave these as they are: stored events are read back and other
+processes decode what is published. What may change without a new schema version is an
+addition that old data still decodes into: a new field with a default. Anything else (a
+field dropped, renamed or reordered, a new required field) needs a new schema version and
+an upcaster (domain/kernel.py). A new type may be added here to pin it too.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import MISSING
 
-from domain.kernel import Command
+from domain.kernel import Command, Event
 from domain.registry import COMMANDS, EVENTS
 
 # type: (schema version, the fields of `data` in order)
@@ -35,7 +38,7 @@ EVENT_SHAPES: dict[str, tuple[int, str]] = {
     "FetchStarted": (1, "runner attempt at"),
     "FileCreated": (
         1,
-        "file_id owner name size content_type sha256 manifest bucket metadata upload_id at",
+        "file_id owner name size content_type sha256 manifest bucket metadata upload_id key at",
     ),
     "FileDeleted": (1, "at"),
     "FileUpdated": (1, "name bucket metadata at"),
@@ -55,7 +58,7 @@ EVENT_SHAPES: dict[str, tuple[int, str]] = {
     "UploadFailed": (1, "reason at"),
     "UploadInitiated": (
         2,
-        "upload_id owner file_name file_size chunk_size total_chunks mode partial parts manifest content_type sha256 bucket metadata at",
+        "upload_id owner file_name file_size chunk_size total_chunks mode partial parts manifest content_type sha256 bucket metadata key at",
     ),
     "UploadLengthDeclared": (1, "file_size at"),
 }
@@ -80,7 +83,7 @@ COMMAND_SHAPES: dict[str, str] = {
     "FailFetch": "runner error details",
     "FailTask": "error",
     "FailUpload": "reason",
-    "InitiateUpload": "file_name file_size chunk_size content_type sha256 bucket metadata mode partial parts manifest",
+    "InitiateUpload": "file_name file_size chunk_size content_type sha256 bucket metadata key mode partial parts manifest",
     "PauseFetch": "",
     "PauseTask": "",
     "RecordFetchAttemptError": "runner error retry_in",
@@ -98,22 +101,46 @@ COMMAND_SHAPES: dict[str, str] = {
 }
 
 
+ENVELOPE = {f.name for f in dataclasses.fields(Command)}
+
+
+def _drift(pinned: str, cls: type[Event] | type[Command]) -> list[str]:
+    """What in `cls` breaks the pinned shape: old fields dropped or reordered, or a new
+    field that data written before it cannot fill (no default)."""
+    envelope = ENVELOPE if issubclass(cls, Command) else set()
+    fields = [f for f in dataclasses.fields(cls) if f.name not in envelope]
+    old = pinned.split()
+    names = [f.name for f in fields]
+    problems = [f"dropped {n}" for n in old if n not in names]
+    if [n for n in names if n in old] != [n for n in old if n in names]:
+        problems.append(f"reordered: {names}")
+    for f in fields:
+        if f.name not in old and f.default is MISSING and f.default_factory is MISSING:
+            problems.append(f"new required field {f.name}")
+    return problems
+
+
 def test_every_event_keeps_its_stored_shape() -> None:
-    # Stored events are never dropped: each pinned type is still known, in the same shape.
-    got = {
-        name: (cls.schema_version, " ".join(f.name for f in dataclasses.fields(cls)))
-        for name, (_, cls) in EVENTS.items()
-        if name in EVENT_SHAPES
-    }
-    assert got == EVENT_SHAPES
+    # Stored events are never dropped: each pinned type is still known.
+    assert set(EVENT_SHAPES) <= set(EVENTS)
+    for name, (version, fields) in EVENT_SHAPES.items():
+        cls = EVENTS[name][1]
+        assert cls.schema_version == version, name
+        assert _drift(fields, cls) == [], name
 
 
 def test_every_command_keeps_its_wire_shape() -> None:
-    # Types added since are not pinned here (nothing in flight predates them).
-    envelope = {f.name for f in dataclasses.fields(Command)}
-    got = {
-        name: " ".join(f.name for f in dataclasses.fields(cls) if f.name not in envelope)
-        for name, cls in COMMANDS.items()
-        if name in COMMAND_SHAPES
-    }
-    assert got == {k: v for k, v in COMMAND_SHAPES.items() if k in COMMANDS}
+    # A command type may go (nothing stores commands); one still sent keeps its shape.
+    for name, fields in COMMAND_SHAPES.items():
+        if name in COMMANDS:
+            assert _drift(fields, COMMANDS[name]) == [], name
+
+
+def test_drift_is_caught() -> None:
+    from domain.tasks.events import TaskCreated
+
+    pinned = EVENT_SHAPES["TaskCreated"][1]
+    assert _drift(pinned, TaskCreated) == []
+    assert _drift(pinned + " later", TaskCreated) == ["dropped later"]
+    assert _drift("owner task_id", TaskCreated)[0].startswith("reordered")
+    assert _drift(pinned.replace(" owner", ""), TaskCreated) == ["new required field owner"]
