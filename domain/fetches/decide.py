@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from domain.buckets.names import is_bucket_name
 from domain.errors import Conflict, InvalidInput
 from domain.fetches.commands import (
     AppendFetchBytes,
@@ -36,6 +37,7 @@ from domain.fetches.events import (
     FetchStarted,
 )
 from domain.fetches.state import RUNNABLE, FetchState, FetchStatus
+from domain.files.keys import object_key_problem
 from domain.kernel import Command, Event, Step, by_command, owned
 from domain.values import Piece, is_count, is_sha256
 
@@ -72,6 +74,11 @@ def _request(state: FetchState | None, cmd: RequestFetch) -> list[Event]:
         raise InvalidInput("invalid_url", f"url must be 1 to {MAX_URL} characters")
     if cmd.sha256 is not None and not is_sha256(cmd.sha256):
         raise InvalidInput("invalid_sha256", "sha256 must be 64 lowercase hex digits")
+    if cmd.key is not None:
+        if (problem := object_key_problem(cmd.key)) is not None:
+            raise InvalidInput("invalid_key", problem)
+        if not is_bucket_name(cmd.bucket):
+            raise InvalidInput("key_needs_bucket", "an object key needs a bucket")
     return [
         FetchRequested(
             fetch_id=cmd.aggregate_id,
