@@ -54,7 +54,7 @@ from api.schemas import Object, ObjectPage, SignedUrl, SignObjectUrl, ok
 from api.tus.controller import piece_at
 from bus.blobs.errors import BlobTooLarge
 from bus.blobs.ingest import ingest
-from bus.blobs.sniff import content_type_of
+from bus.blobs.sniff import GENERIC, SNIFF_BYTES, detect
 from domain import policies
 from domain.buckets import BucketState
 from domain.commands import DeleteFile
@@ -323,7 +323,13 @@ class ObjectsController(SecuredController):
             # Known before reading the body; the command checks again, atomically.
             raise ApiError(412, "object_exists", "an object with this key exists")
         try:
-            body = await ingest(c.blobs, request.stream(), piece_at=piece_at, max_bytes=limit)
+            body = await ingest(
+                c.blobs,
+                request.stream(),
+                piece_at=piece_at,
+                max_bytes=limit,
+                keep_head=SNIFF_BYTES,
+            )
         except BlobTooLarge:
             raise ApiError(
                 413, "object_too_large", "the object is too large", {"max": limit}
@@ -331,8 +337,13 @@ class ObjectsController(SecuredController):
         except InternalServerException:
             # The client went away mid-body: no command, the old version (if any) stays.
             raise ApiError(400, "incomplete_body", "the request body ended early") from None
-        stored_type = await content_type_of(
-            c.blobs, body.manifest, object_name(key), (content_type or "").strip()
+        # As content_type_of decides (a declared type, else sniffed), from the bytes kept
+        # on the way in: a small PUT reads nothing back from the blob store.
+        given_type = (content_type or "").strip()
+        stored_type = (
+            given_type
+            if given_type and given_type.lower() != GENERIC
+            else detect(body.head, object_name(key), truncated=body.size > len(body.head))
         )
         result = await c.send(
             request,

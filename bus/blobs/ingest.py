@@ -23,18 +23,21 @@ class Ingested:
     sha256: str
     size: int
     manifest: list[tuple[str, int]]  # (sha256, size) of each piece, in order
+    head: bytes = b""  # the first `keep_head` bytes (to sniff a type without reading back)
 
 
 class _Body:
     """The source, handed out piece by piece; hashes and counts what passes through."""
 
-    def __init__(self, source: AsyncIterable[bytes], max_bytes: int) -> None:
+    def __init__(self, source: AsyncIterable[bytes], max_bytes: int, keep_head: int) -> None:
         self._it = source.__aiter__()
         self._pending = b""
         self._ended = False
         self._max = max_bytes
         self.hasher = hashlib.sha256()
         self.size = 0
+        self._keep = keep_head
+        self.head = b""
 
     async def more(self) -> bool:
         """Is there another byte? (Reads ahead; an empty body stores no piece at all.)"""
@@ -54,6 +57,8 @@ class _Body:
             if self.size > self._max:
                 raise BlobTooLarge(self._max)
             self.hasher.update(data)
+            if len(self.head) < self._keep:
+                self.head += data[: self._keep - len(self.head)]
             limit -= len(data)
             yield data
 
@@ -64,15 +69,17 @@ async def ingest(
     *,
     piece_at: Callable[[int], int],
     max_bytes: int,
+    keep_head: int = 0,
 ) -> Ingested:
-    """Store `source` as pieces; return its digest, size and manifest once all is durable.
+    """Store `source` as pieces; return its digest, size and manifest once all is durable
+    (and its first `keep_head` bytes).
 
     Raises BlobTooLarge past `max_bytes`; whatever the source raises (a cut-off body)
     passes through."""
-    body = _Body(source, max_bytes)
+    body = _Body(source, max_bytes, keep_head)
     manifest: list[tuple[str, int]] = []
     # One piece at a time, in order: the whole-body hash sees the bytes in order.
     while await body.more():
         sha256, size = await blobs.put_stream(body.piece(piece_at(body.size)))
         manifest.append((sha256, size))
-    return Ingested(body.hasher.hexdigest(), body.size, manifest)
+    return Ingested(body.hasher.hexdigest(), body.size, manifest, body.head)

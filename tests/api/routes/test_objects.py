@@ -312,3 +312,16 @@ async def test_a_cut_off_put_leaves_the_old_version(shared_system: System) -> No
     async with shared_system.client(me) as c:
         assert (await c.get(p)).content == b"old"
     assert await object_events(shared_system.pool, b, "keep") == ["FileCreated"]
+
+
+async def test_the_type_is_detected_when_not_given(shared_system: System) -> None:
+    async with shared_system.client(user()) as c:
+        b = await make_bucket(c)
+        png = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(64)
+        r = await c.put(opath(b, "pictures/noext"), content=png)
+        assert r.status_code == 201 and r.json()["content_type"] == "image/png", r.text
+        r = await c.put(opath(b, "notes"), content="héllo".encode())
+        assert r.json()["content_type"].startswith("text/plain"), r.text
+        r = await c.put(opath(b, "given"), content=png, headers={"Content-Type": "image/x-mine"})
+        assert r.json()["content_type"] == "image/x-mine"
+        assert (await c.head(opath(b, "pictures/noext"))).headers["content-type"] == "image/png"
