@@ -468,6 +468,15 @@ class _Run:
         if code == 416 and ranged:
             length = origin.unsatisfied_length(h.get("content-range"))
             if length is not None and length == self.state.bytes:
+                if length == 0:
+                    # The probe of an empty resource (`bytes=0-` cannot be satisfied):
+                    # record its name and type, then it is done.
+                    await self._cmd(
+                        RecordFetchResponse,
+                        runner=self.runner,
+                        restart=False,
+                        **{**validators, "total": 0},
+                    )
                 await self._finish()  # we already hold every byte
                 return
             await self._cmd(

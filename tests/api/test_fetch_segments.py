@@ -199,3 +199,20 @@ async def test_retry_of_a_failed_segmented_fetch_keeps_the_finished_segments(
             (500_000, 749_999),
             (750_000, 999_999),
         ]
+
+
+async def test_an_empty_resource_answers_the_probe_with_416_and_is_an_empty_file(
+    gsys: System,
+) -> None:
+    async with origin_server(b"") as o, gsys.client("g-empty") as c:
+        f = await post(c, o.url("/range/empty.txt"))
+        done = await until(c, f["id"], "COMPLETED", "FAILED")
+        assert done["status"] == "COMPLETED", done
+        assert done["bytes"] == done["total"] == 0 and done["file_name"] == "empty.txt"
+        assert ranges(o, "/range/empty.txt") == [(0, None)]  # one request: the probe
+
+        async def served() -> int | None:  # (an empty body is falsy: wait on the status)
+            r = await c.get(f"/v1/files/{done['file_id']}/content")
+            return len(r.content) + 1 if r.status_code == 200 else None
+
+        assert await wait_until(served) == 1  # 200 with an empty body
