@@ -15,6 +15,7 @@ import asyncpg
 from litestar import Request
 
 from api.auth import Authenticator, Principal
+from api.http.signing import Signer
 from bus.actors.commandbus import CommandBus, CommandResult
 from bus.config.settings import Settings
 from bus.config.tracing import current_traceparent
@@ -60,6 +61,7 @@ class AppContext:
     blobs: BlobStore
     bus: CommandBus
     auth: Authenticator
+    signer: Signer
     # Who holds this process's idempotency claims (bus/store/idempotency.py): host:port.
     holder: str = ""
     shapes: OrderedDict[str, UploadShape] = field(default_factory=OrderedDict)
@@ -68,15 +70,6 @@ class AppContext:
     async def load(self, aggregate: str, stream_id: str) -> Any:
         events = await self.store.read_stream(stream_id)
         return AGGREGATES[aggregate].fold(events)
-
-    async def owned_upload(self, raw_id: str, who: Principal) -> tuple[str, Any]:
-        """(upload id, state) of the caller's upload; anything else is 404 upload_not_found,
-        the same answer for a malformed id, an unknown id and another user's id."""
-        upload_id = parse_uuid(raw_id, "upload_not_found", "upload")
-        state = await self.load("uploads", f"upload-{upload_id}")
-        if state is None or (state.owner != who.user and not who.admin):
-            raise NotFound("upload_not_found", "no such upload", {"id": upload_id})
-        return upload_id, state
 
     async def upload_shape(self, upload_id: str, who: Principal) -> UploadShape:
         shape = self.shapes.get(upload_id)

@@ -39,6 +39,9 @@ from api.schemas import STRICT_BODIES
 
 ASSETS = "/schema/assets"
 SECURED: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]
+# Added to SECURED by routes that also answer without credentials (Litestar adds a route's
+# security requirements to its controller's): `{}` is OpenAPI's "no authentication".
+ANONYMOUS: list[dict[str, list[str]]] = [{}]
 
 _ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",

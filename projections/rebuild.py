@@ -8,10 +8,13 @@ the old rows until commit and the new ones after it, never a half-built table (s
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import asyncpg
 
 from bus.store.eventstore import PostgresEventStore
 from domain.events import RecordedEvent
+from domain.registry import AGGREGATES
 from projections.base import PROJECTION_LOCK, Projection, apply_event, record_status
 from projections.buckets import BucketsProjection
 from projections.fetches import FetchesProjection
@@ -31,6 +34,23 @@ PROJECTIONS: dict[str, Projection] = {
 }
 """Every read model by name: the projector runs them all, the admin API rebuilds them by
 name. Each names the aggregates it reads by their registry spec (domain.registry)."""
+
+
+def unprojected(projections: Mapping[str, Projection] | None = None) -> list[str]:
+    """The registered aggregates (domain/registry.py) that no read model reads, by name.
+
+    Every aggregate must feed at least one projection: its lists, stats and queries are
+    read models, so an aggregate added to the registry and forgotten here would be
+    written and never readable. tests/projections/test_registry.py fails while this is
+    not empty; the aggregates a projection names must exist in the registry too.
+    """
+    read = {
+        a
+        for p in (PROJECTIONS if projections is None else projections).values()
+        for a in p.aggregates
+    }
+    return sorted(set(AGGREGATES) - read)
+
 
 PAGE = 5000
 

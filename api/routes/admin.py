@@ -4,27 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, Request, post
-from litestar.di import NamedDependency, Provide
+from litestar import Request, post
+from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
 
-from api.auth import Principal, provide_principal, require_admin
+from api.auth import Principal, require_admin
+from api.commanding import SecuredController
 from api.context import ctx
 from api.errors import ApiError
-from api.http.strict import strict_request
-from api.openapi import SECURED
 from api.schemas import Rebuilt, ok
 from bus.maintenance import CleanupBusy, run_cleanup
 from projections.rebuild import PROJECTIONS, rebuild
 
 
-class AdminController(Controller):
+class AdminController(SecuredController):
     path = "/v1/admin"
     tags = ["admin"]
-    dependencies = {"principal": Provide(provide_principal)}
-    security = SECURED
-    before_request = strict_request  # type: ignore[assignment]  # (Litestar unbinds it)
 
     @post(
         "/projections/{name:str}/rebuild",

@@ -11,15 +11,14 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from litestar import Controller, Request, Response, delete, get, patch, post
-from litestar.di import NamedDependency, Provide
+from litestar import Request, Response, delete, get, patch, post
+from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from api.auth import Principal, provide_principal
-from api.context import ctx, now
+from api.auth import Principal
+from api.commanding import SecuredController, send_as
+from api.context import ctx
 from api.errors import ApiError
-from api.http.strict import strict_request
-from api.openapi import SECURED
 from api.schemas import Bucket, BucketDeleted, BucketPage, CreateBucket, UpdateBucket, ok
 from domain.buckets import BucketState
 from domain.buckets.commands import CreateBucket as CreateBucketCommand
@@ -92,12 +91,9 @@ async def _first_object(request: Request[Any, Any, Any], st: BucketState) -> str
     return None
 
 
-class BucketsController(Controller):
+class BucketsController(SecuredController):
     path = "/v1/buckets"
     tags = ["buckets"]
-    dependencies = {"principal": Provide(provide_principal)}
-    security = SECURED
-    before_request = strict_request  # type: ignore[assignment]  # (Litestar unbinds it)
 
     @post(
         "/",
@@ -111,16 +107,13 @@ class BucketsController(Controller):
         data: JSONBody[CreateBucket],
         principal: NamedDependency[Principal],
     ) -> Response[Any]:
-        c = ctx(request)
-        await c.send(
+        await send_as(
             request,
-            CreateBucketCommand(
-                aggregate_id=data.name,
-                caller=principal.user,
-                at=now(),
-                public=data.public,
-                description=data.description,
-            ),
+            principal,
+            CreateBucketCommand,
+            data.name,
+            public=data.public,
+            description=data.description,
         )
         st = await load_bucket(request, data.name)
         if st is None:  # deleted again in between by its owner
@@ -183,16 +176,13 @@ class BucketsController(Controller):
     ) -> dict[str, Any]:
         if not is_bucket_name(name):
             raise _not_found(name)
-        await ctx(request).send(
+        await send_as(
             request,
-            UpdateBucketCommand(
-                aggregate_id=name,
-                caller=principal.user,
-                admin=principal.admin,
-                at=now(),
-                public=data.public,
-                description=data.description,
-            ),
+            principal,
+            UpdateBucketCommand,
+            name,
+            public=data.public,
+            description=data.description,
         )
         return bucket_view(await _visible_bucket(request, name, principal))
 
@@ -226,15 +216,7 @@ class BucketsController(Controller):
 
         async def delete_one(file_id: str) -> None:
             async with gate:
-                await c.send(
-                    request,
-                    DeleteFile(
-                        aggregate_id=file_id,
-                        caller=principal.user,
-                        admin=principal.admin,
-                        at=now(),
-                    ),
-                )
+                await send_as(request, principal, DeleteFile, file_id)
 
         # Keyset pages in id order: one pass, whatever the projector applies meanwhile.
         after: str | None = None
@@ -245,14 +227,5 @@ class BucketsController(Controller):
             await asyncio.gather(*(delete_one(i) for i in live))
             deleted += len(live)
             after = ids[-1]
-        await c.send(
-            request,
-            DeleteBucket(
-                aggregate_id=st.name,
-                caller=principal.user,
-                admin=principal.admin,
-                at=now(),
-                force=force,
-            ),
-        )
+        await send_as(request, principal, DeleteBucket, st.name, force=force)
         return {"name": st.name, "deleted": True, "objects_deleted": deleted}

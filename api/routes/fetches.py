@@ -10,22 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, Response, get, post
-from litestar.di import NamedDependency, Provide
+from litestar import Request, Response, get, post
+from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from api.auth import Principal, provide_principal
-from api.context import ctx, now, parse_uuid
+from api.auth import Principal
+from api.commanding import SecuredController, load_owned, parse_id, reply_state, send_as
+from api.context import ctx, now
 from api.errors import ApiError
-from api.http.strict import strict_request
-from api.openapi import SECURED
 from api.schemas import BIGINT_MAX, Short
 from api.taskparams import check_bucket
-from bus.fetch.ssrf import UnsafeUrl, check_addresses, check_url
+from bus.fetch.ssrf import Network, UnsafeUrl, check_addresses, check_url
 from domain.commands import (
     CancelFetch,
     Command,
@@ -34,7 +34,6 @@ from domain.commands import (
     ResumeFetch,
     RetryFetch,
 )
-from domain.errors import NotFound
 from domain.fetches import FetchState, FetchStatus
 from domain.policies import fetch_id
 from projections import fetch_queries
@@ -73,7 +72,7 @@ def _check_key(key: str | None) -> None:
         )
 
 
-async def _refuse_private_host(url: str) -> None:
+async def _refuse_private_host(url: str, networks: Sequence[Network]) -> None:
     """Early answer for a host that resolves only to refused addresses (the worker checks
     again at connect time, against the address it actually connects to)."""
     from urllib.parse import urlsplit
@@ -86,7 +85,7 @@ async def _refuse_private_host(url: str) -> None:
     except (OSError, TimeoutError):
         return  # unresolvable now: the worker's attempts will say so
     try:
-        check_addresses([str(i[4][0]) for i in infos], allow_private=False)
+        check_addresses([str(i[4][0]) for i in infos], allow_private=False, allow_networks=networks)
     except UnsafeUrl as e:
         raise ApiError(400, e.code, e.message, {"field": "url"}) from None
 
@@ -130,25 +129,21 @@ def _view(state: FetchState, row: dict[str, Any] | None) -> dict[str, Any]:
         "key": state.key,
         "sha256": state.completed_sha256 or state.sha256,
         "file_id": state.file_id,
+        # A segmented fetch's byte ranges ([start, end)) and the bytes each holds.
+        "segments": [{"start": g.start, "end": g.end, "bytes": g.bytes} for g in state.segments],
         "created_at": state.created_at.isoformat(),
         "updated_at": state.updated_at.isoformat(),
     }
 
 
-class FetchesController(Controller):
+class FetchesController(SecuredController):
     path = "/v1/fetches"
     tags = ["fetches"]
-    dependencies = {"principal": Provide(provide_principal)}
-    security = SECURED
-    before_request = strict_request  # type: ignore[assignment]  # (Litestar unbinds it)
 
     async def _owned(
         self, request: Request[Any, Any, Any], raw_id: str, who: Principal
     ) -> FetchState:
-        fid = parse_uuid(raw_id, "fetch_not_found", "fetch")
-        state: FetchState | None = await ctx(request).load("fetches", f"fetch-{fid}")
-        if state is None or (state.owner != who.user and not who.admin):
-            raise NotFound("fetch_not_found", "no such fetch", {"id": fid})
+        state: FetchState = await load_owned(request, "fetches", raw_id, who)
         return state
 
     @post("/", status_code=202, summary="Fetch a URL into a file")
@@ -161,11 +156,15 @@ class FetchesController(Controller):
         c = ctx(request)
         s = c.settings
         try:
-            url = check_url(data.url, allow_private=s.fetch_allow_private)
+            url = check_url(
+                data.url,
+                allow_private=s.fetch_allow_private,
+                allow_networks=s.fetch_allow_networks,
+            )
         except UnsafeUrl as e:
             raise ApiError(400, e.code, e.message, {"field": "url"}) from None
         if not s.fetch_allow_private:
-            await _refuse_private_host(url)
+            await _refuse_private_host(url, s.fetch_allow_networks)
         _check_key(data.key)
         # A bucket the caller may write: `default` or one of theirs (404 otherwise, like a
         # missing one).
@@ -184,21 +183,19 @@ class FetchesController(Controller):
             ):
                 break
             generation += 1
-        result = await c.send(
+        result = await send_as(
             request,
-            RequestFetch(
-                aggregate_id=fid,
-                caller=principal.user,
-                at=now(),
-                owner=principal.user,
-                url=url,
-                generation=generation,
-                bucket=data.bucket or "default",
-                key=data.key,
-                sha256=data.sha256.lower() if data.sha256 else None,
-            ),
+            principal,
+            RequestFetch,
+            fid,
+            owner=principal.user,
+            url=url,
+            generation=generation,
+            bucket=data.bucket or "default",
+            key=data.key,
+            sha256=data.sha256.lower() if data.sha256 else None,
         )
-        st = result.state or {}
+        st = reply_state(result)
         body = {
             "id": fid,
             "status": st.get("status"),
@@ -266,14 +263,10 @@ class FetchesController(Controller):
         principal: Principal,
         cmd_type: type[Command],
     ) -> dict[str, Any]:
-        c = ctx(request)
-        fid = parse_uuid(raw_id, "fetch_not_found", "fetch")
-        await c.send(
-            request,
-            cmd_type(aggregate_id=fid, caller=principal.user, admin=principal.admin, at=now()),
-        )
+        fid = parse_id("fetches", raw_id)
+        await send_as(request, principal, cmd_type, fid)
         state = await self._owned(request, fid, principal)
-        return _view(state, await fetch_queries.get(c.pool, fid))
+        return _view(state, await fetch_queries.get(ctx(request).pool, fid))
 
     @post("/{fetch_id:str}/pause", status_code=200, summary="Pause (keeps every durable byte)")
     async def pause(

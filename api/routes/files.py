@@ -8,19 +8,30 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from litestar import Controller, HttpMethod, Request, Response, delete, get, patch, route
+from litestar import HttpMethod, Request, Response, delete, get, patch, post, route
 from litestar.di import NamedDependency, Provide
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from api.auth import Principal, provide_principal
-from api.bucket_access import check_writable
-from api.context import ctx, now, parse_uuid
+from api import signed_urls
+from api.auth import Principal, provide_optional_principal
+from api.bucket_access import check_writable, file_resource, readable_file, signature_params
+from api.commanding import SecuredController, load_owned, parse_id, send_as
+from api.context import ctx
 from api.errors import ApiError
 from api.http.content import ContentResponse, Representation, plan, read_small
-from api.http.strict import strict_request
-from api.openapi import SECURED
-from api.schemas import BIGINT_MAX, File, FileDeleted, FilePage, UpdateFile, ok
+from api.http.signed_query import Signature, SignedExpires, SignedKid, SignedMaxSize, SignedMethod
+from api.openapi import ANONYMOUS
+from api.schemas import (
+    BIGINT_MAX,
+    File,
+    FileDeleted,
+    FilePage,
+    SignedUrl,
+    SignFileUrl,
+    UpdateFile,
+    ok,
+)
 from domain.commands import DeleteFile
 from domain.commands import UpdateFile as UpdateFileCommand
 from domain.files import FileState
@@ -47,11 +58,7 @@ def file_view(st: FileState) -> dict[str, Any]:
 async def _load_file(
     request: Request[Any, Any, Any], file_id: FromPath[str], principal: NamedDependency[Principal]
 ) -> FileState:
-    c = ctx(request)
-    file_id = parse_uuid(file_id, "file_not_found", "file")
-    st: FileState | None = await c.load("files", f"file-{file_id}")
-    if st is None or st.deleted or (st.owner != principal.user and not principal.admin):
-        raise ApiError(404, "file_not_found", "no such file", {"id": file_id})
+    st: FileState = await load_owned(request, "files", file_id, principal)
     return st
 
 
@@ -76,34 +83,43 @@ def _request_fields(request: Request[Any, Any, Any]) -> dict[str, str]:
     return out
 
 
-class FilesController(Controller):
+# Reads (metadata, content) also answer anonymous callers: objects of public buckets, and
+# signed URLs for the content (api/bucket_access.py decides).
+_READ = {"principal": Provide(provide_optional_principal)}
+
+
+class FilesController(SecuredController):
     path = "/v1/files"
     tags = ["files"]
-    dependencies = {"principal": Provide(provide_principal)}
-    security = SECURED
 
     @get(
         "/{file_id:str}",
-        summary="File metadata",
-        before_request=strict_request,
+        summary="File metadata (anyone's for a file in a public bucket)",
+        dependencies=_READ,
+        security=ANONYMOUS,
         responses=ok(200, File, "The file's metadata"),
     )
     async def get_file(
         self,
         request: Request[Any, Any, Any],
         file_id: FromPath[str],
-        principal: NamedDependency[Principal],
+        principal: NamedDependency[Principal | None],
     ) -> dict[str, Any]:
-        st = await _load_file(request, file_id, principal)
+        st = await readable_file(ctx(request), file_id, principal)
         # Counts as last flushed by the API processes (CAIRN_DOWNLOAD_FLUSH_INTERVAL).
         return {**file_view(st), **await downloads_of(ctx(request).pool, st.id)}
 
     @route(
         "/{file_id:str}/content",
         http_method=[HttpMethod.GET, HttpMethod.HEAD],
-        summary="Download the file's bytes (Range, conditionals; HEAD for the headers only)",
-        before_request=strict_request,
+        summary="Download the file's bytes (Range, conditionals; HEAD for the headers only);"
+        " without auth for a file in a public bucket, or with a signed URL's parameters",
+        dependencies=_READ,
+        security=ANONYMOUS,
         responses={
+            403: ResponseSpec(
+                None, description="A signed URL that is expired, altered, or for another method"
+            ),
             206: ResponseSpec(
                 None, description="The requested range(s): one, or multipart/byteranges"
             ),
@@ -116,11 +132,18 @@ class FilesController(Controller):
         self,
         request: Request[Any, Any, Any],
         file_id: FromPath[str],
-        principal: NamedDependency[Principal],
+        principal: NamedDependency[Principal | None],
         download: FromQuery[bool] = False,
+        signed_method: SignedMethod = None,
+        expires: SignedExpires = None,
+        max_size: SignedMaxSize = None,
+        kid: SignedKid = None,
+        signature: Signature = None,
     ) -> ContentResponse:
-        st = await _load_file(request, file_id, principal)
         c = ctx(request)
+        st = await readable_file(
+            c, file_id, principal, request.method, signature_params(request.query_params)
+        )
         rep = Representation(
             size=st.size,
             etag=st.sha256,
@@ -146,7 +169,6 @@ class FilesController(Controller):
     @patch(
         "/{file_id:str}",
         summary="Rename a file, move it to another of its owner's buckets, set its metadata",
-        before_request=strict_request,
         responses=ok(200, File, "The file after the change"),
     )
     async def update_file(
@@ -160,25 +182,38 @@ class FilesController(Controller):
         st = await _load_file(request, file_id, principal)
         # Only into a bucket the file's owner owns (an admin moves others' files too).
         await check_writable(c, data.bucket, st.owner)
-        await c.send(
+        await send_as(
             request,
-            UpdateFileCommand(
-                aggregate_id=st.id,
-                caller=principal.user,
-                admin=principal.admin,
-                at=now(),
-                name=data.name,
-                bucket=data.bucket,
-                metadata=None if data.metadata is None else dict(data.metadata),
-            ),
+            principal,
+            UpdateFileCommand,
+            st.id,
+            name=data.name,
+            bucket=data.bucket,
+            metadata=None if data.metadata is None else dict(data.metadata),
         )
         return file_view(await _load_file(request, st.id, principal))
+
+    @post(
+        "/{file_id:str}/signed-url",
+        status_code=200,
+        summary="A URL that serves the file's content without auth until it expires",
+        responses=ok(200, SignedUrl, "The signed URL and when it expires"),
+    )
+    async def sign(
+        self,
+        request: Request[Any, Any, Any],
+        file_id: FromPath[str],
+        data: JSONBody[SignFileUrl],
+        principal: NamedDependency[Principal],
+    ) -> dict[str, Any]:
+        # Only the owner (or an admin) signs: a public file's readers may not mint links.
+        st = await _load_file(request, file_id, principal)
+        return signed_urls.issue(request, file_resource(st.id), data.method, data.expires_in)
 
     @delete(
         "/{file_id:str}",
         status_code=200,
         summary="Delete a file",
-        before_request=strict_request,
         responses=ok(200, FileDeleted, "The file is deleted"),
     )
     async def delete_file(
@@ -187,20 +222,13 @@ class FilesController(Controller):
         file_id: FromPath[str],
         principal: NamedDependency[Principal],
     ) -> dict[str, Any]:
-        c = ctx(request)
-        file_id = parse_uuid(file_id, "file_not_found", "file")
-        await c.send(
-            request,
-            DeleteFile(
-                aggregate_id=file_id, caller=principal.user, admin=principal.admin, at=now()
-            ),
-        )
+        file_id = parse_id("files", file_id)
+        await send_as(request, principal, DeleteFile, file_id)
         return {"id": file_id, "deleted": True}
 
     @get(
         "/",
         summary="List the caller's files",
-        before_request=strict_request,
         responses=ok(200, FilePage, "A page of files; X-Total-Count holds the total"),
     )
     async def list_files(

@@ -10,16 +10,15 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from litestar import Controller, Request, Response, get, post
-from litestar.di import NamedDependency, Provide
+from litestar import Request, Response, get, post
+from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from api.auth import Principal, provide_principal
-from api.context import ctx, now, parse_uuid
+from api.auth import Principal
+from api.commanding import SecuredController, load_owned, reply_state, send_as
+from api.context import ctx
 from api.errors import ApiError
-from api.http.strict import strict_request
 from api.idempotency import idempotent, resource_id
-from api.openapi import SECURED
 from api.schemas import BIGINT_MAX, CreateTask, Task, TaskAccepted, TaskPage, ok
 from api.taskparams import prepare
 from domain.tasks import TaskState
@@ -55,19 +54,13 @@ def task_view(st: TaskState) -> dict[str, Any]:
 
 
 async def _load(request: Request[Any, Any, Any], raw: str, who: Principal) -> TaskState:
-    task_id = parse_uuid(raw, "task_not_found", "task")
-    st: TaskState | None = await ctx(request).load("tasks", f"task-{task_id}")
-    if st is None or (st.owner != who.user and not who.admin):
-        raise ApiError(404, "task_not_found", "no such task", {"id": task_id})
+    st: TaskState = await load_owned(request, "tasks", raw, who)
     return st
 
 
-class TasksController(Controller):
+class TasksController(SecuredController):
     path = "/v1/tasks"
     tags = ["tasks"]
-    dependencies = {"principal": Provide(provide_principal)}
-    security = SECURED
-    before_request = strict_request  # type: ignore[assignment]  # (Litestar unbinds it)
 
     @post(
         "/",
@@ -87,21 +80,19 @@ class TasksController(Controller):
             c, data.type, data.params, principal.user, principal.admin
         )
         task_id = resource_id(request) or str(uuid.uuid4())
-        result = await c.send(
+        result = await send_as(
             request,
-            CreateTaskCommand(
-                aggregate_id=task_id,
-                caller=principal.user,
-                at=now(),
-                owner=principal.user,
-                task_type=data.type,
-                params=params,
-                priority=data.priority,
-                items_total=items,
-                bytes_total=size,
-            ),
+            principal,
+            CreateTaskCommand,
+            task_id,
+            owner=principal.user,
+            task_type=data.type,
+            params=params,
+            priority=data.priority,
+            items_total=items,
+            bytes_total=size,
         )
-        st = result.state or {}
+        st = reply_state(result)
         return Response(
             {"id": task_id, "status": st.get("status", "PENDING")},
             status_code=202,
@@ -172,10 +163,8 @@ class TasksController(Controller):
         self, request: Request[Any, Any, Any], raw: str, who: Principal, cls: Any
     ) -> dict[str, Any]:
         st = await _load(request, raw, who)
-        result = await ctx(request).send(
-            request, cls(aggregate_id=st.id, caller=who.user, admin=who.admin, at=now())
-        )
-        status = (result.state or {}).get("status", st.status.value)
+        result = await send_as(request, who, cls, st.id)
+        status = reply_state(result).get("status", st.status.value)
         return {"id": st.id, "status": status}
 
     @post("/{task_id:str}/pause", status_code=200, summary="Pause (409 when finished)")

@@ -11,20 +11,20 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from litestar import Controller, Request, Response, delete, get, post, put
-from litestar.di import NamedDependency, Provide
+from litestar import Request, Response, delete, get, post, put
+from litestar.di import NamedDependency
 from litestar.exceptions import InternalServerException
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
-from api.auth import Principal, provide_principal
+from api.auth import Principal
 from api.bucket_access import check_writable
+from api.commanding import SecuredController, load_owned, parse_id, reply_state, send_as
 from api.completion import MAX_MANIFEST_ENTRIES, finish_upload
-from api.context import ctx, now, parse_uuid
+from api.context import ctx
 from api.errors import ApiError
-from api.http.strict import strict_request
 from api.idempotency import deduplicated, idempotent, note_body_digest, resource_id
 from api.limits import inflight_limited, quota_checked
-from api.openapi import SECURED, raw_body
+from api.openapi import raw_body
 from api.schemas import (
     BIGINT_MAX,
     ChunkStored,
@@ -103,12 +103,9 @@ def _state_view(st: UploadState) -> dict[str, Any]:
     )
 
 
-class UploadsController(Controller):
+class UploadsController(SecuredController):
     path = "/v1/uploads"
     tags = ["uploads"]
-    dependencies = {"principal": Provide(provide_principal)}
-    security = SECURED
-    before_request = strict_request  # type: ignore[assignment]  # (Litestar unbinds it)
 
     @post(
         "/",
@@ -163,22 +160,20 @@ class UploadsController(Controller):
         await check_writable(c, data.bucket or None, principal.user)
         sha = data.sha256.lower() if isinstance(data.sha256, str) else None
         upload_id = resource_id(request) or str(uuid.uuid4())
-        result = await c.send(
+        result = await send_as(
             request,
-            InitiateUpload(
-                aggregate_id=upload_id,
-                caller=principal.user,
-                at=now(),
-                file_name=data.file_name,
-                file_size=data.file_size,
-                chunk_size=chunk_size,
-                content_type=data.content_type or "application/octet-stream",
-                sha256=sha,
-                bucket=data.bucket or "default",
-                metadata=dict(data.metadata or {}),
-            ),
+            principal,
+            InitiateUpload,
+            upload_id,
+            file_name=data.file_name,
+            file_size=data.file_size,
+            chunk_size=chunk_size,
+            content_type=data.content_type or "application/octet-stream",
+            sha256=sha,
+            bucket=data.bucket or "default",
+            metadata=dict(data.metadata or {}),
         )
-        st = result.state or {}
+        st = reply_state(result)
         body = {
             "id": upload_id,
             "chunk_size": st.get("chunk_size", chunk_size),
@@ -216,7 +211,7 @@ class UploadsController(Controller):
         chunk_sha256: Annotated[str | None, HeaderParameter(name="X-Chunk-SHA256")] = None,
     ) -> Response[Any]:
         c = ctx(request)
-        upload_id = parse_uuid(upload_id, "upload_not_found", "upload")
+        upload_id = parse_id("uploads", upload_id)
         shape = await c.upload_shape(upload_id, principal)
         if not 0 <= index < shape.total_chunks:
             raise ApiError(
@@ -266,19 +261,10 @@ class UploadsController(Controller):
                 "the chunk does not match X-Chunk-SHA256",
                 {"index": index, "declared": chunk_sha256.lower(), "actual": digest},
             )
-        result = await c.send(
-            request,
-            StoreChunk(
-                aggregate_id=upload_id,
-                caller=principal.user,
-                admin=principal.admin,
-                at=now(),
-                index=index,
-                size=size,
-                sha256=digest,
-            ),
+        result = await send_as(
+            request, principal, StoreChunk, upload_id, index=index, size=size, sha256=digest
         )
-        st = result.state or {}
+        st = reply_state(result)
         body = {
             "upload_id": upload_id,
             "index": index,
@@ -302,7 +288,8 @@ class UploadsController(Controller):
         principal: NamedDependency[Principal],
     ) -> dict[str, Any]:
         c = ctx(request)
-        upload_id, state = await c.owned_upload(upload_id, principal)
+        state = await _owned(request, upload_id, principal)
+        upload_id = state.id
         row = await queries.get_upload(
             c.pool, upload_id, None if principal.admin else principal.user
         )
@@ -331,8 +318,8 @@ class UploadsController(Controller):
         upload_id: FromPath[str],
         principal: NamedDependency[Principal],
     ) -> dict[str, Any]:
-        c = ctx(request)
-        upload_id, state = await c.owned_upload(upload_id, principal)
+        state = await _owned(request, upload_id, principal)
+        upload_id = state.id
         missing = state.missing_chunks
         return {
             "upload_id": upload_id,
@@ -356,7 +343,8 @@ class UploadsController(Controller):
         principal: NamedDependency[Principal],
     ) -> dict[str, Any]:
         c = ctx(request)
-        upload_id, state = await c.owned_upload(upload_id, principal)
+        state = await _owned(request, upload_id, principal)
+        upload_id = state.id
         missing = state.missing_chunks
         if missing and state.status in (UploadStatus.INITIATED, UploadStatus.IN_PROGRESS):
             raise ApiError(
@@ -386,15 +374,9 @@ class UploadsController(Controller):
         upload_id: FromPath[str],
         principal: NamedDependency[Principal],
     ) -> dict[str, Any]:
-        c = ctx(request)
-        upload_id = parse_uuid(upload_id, "upload_not_found", "upload")
-        result = await c.send(
-            request,
-            AbortUpload(
-                aggregate_id=upload_id, caller=principal.user, admin=principal.admin, at=now()
-            ),
-        )
-        return {"id": upload_id, "status": (result.state or {}).get("status")}
+        upload_id = parse_id("uploads", upload_id)
+        result = await send_as(request, principal, AbortUpload, upload_id)
+        return {"id": upload_id, "status": reply_state(result).get("status")}
 
     @get(
         "/",
@@ -450,6 +432,11 @@ class UploadsController(Controller):
         out = await queries.upload_stats(pool, principal.user)
         out["average_progress"] = await queries.upload_average_progress(pool, principal.user)
         return out
+
+
+async def _owned(request: Request[Any, Any, Any], raw_id: str, who: Principal) -> UploadState:
+    state: UploadState = await load_owned(request, "uploads", raw_id, who)
+    return state
 
 
 async def _refuse_if_inactive(request: Request[Any, Any, Any], upload_id: str) -> None:

@@ -68,7 +68,7 @@ def summarize(state: Any) -> dict[str, Any] | None:
         return None
     out: dict[str, Any] = {}
     for f in dataclasses.fields(state):
-        if f.name in ("chunks", "manifest", "pieces"):
+        if f.name in ("chunks", "manifest", "pieces", "segments"):
             continue
         v = getattr(state, f.name)
         if isinstance(v, datetime):

@@ -1,7 +1,7 @@
 """The client half of the `cairn` command: subcommands that talk HTTP to a Cairn server.
 
     cairn login --url URL [--token TOKEN]       save the server and token (config file)
-    cairn upload PATH... [--bucket B] [--key K] [--parallel N]
+    cairn upload PATH... [--bucket B] [--key K] [--parallel N] [--tus]
     cairn download ID|BUCKET/KEY [-o PATH]
     cairn ls [BUCKET[/PREFIX]]                  files (newest first)
     cairn rm FILE_ID...
@@ -117,6 +117,11 @@ def register(sub: Any) -> None:
         default=None,
         metavar="RATE",
         help="at most RATE bytes per second, e.g. 10M",
+    )
+    p.add_argument(
+        "--tus",
+        action="store_true",
+        help="use the tus protocol (/v1/tus/) instead of the native chunked API; resumable too",
     )
 
     p = add("download", cmd_download, "download a file (resumable: run it again after Ctrl-C)")
@@ -251,6 +256,7 @@ def cmd_upload(args: argparse.Namespace, out: Output) -> int:
         chunk_size=args.chunk_size,
         limit_rate=args.limit_rate,
         console=out.err,
+        tus=args.tus,
     )
     for job, err in failures:
         print(f"cairn: error: {job.path}: {err.code}: {err.message}", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""`cairn upload`: files and directories through the native chunked API, resumable.
+"""`cairn upload`: files and directories through the native chunked API, resumable (or,
+with `--tus`, through the tus protocol: tus.py).
 
 Each file is hashed first (sha256, sent on create: the server verifies the whole file on
 complete, and a file the user already has is answered at once without sending a byte),
@@ -26,6 +27,7 @@ from bus.client.errors import USAGE, VERIFY, ClientError, Interrupted
 from bus.client.http import check, error_from, json_of, open_client, unreachable
 from bus.client.resume import ResumeState, state_key
 from bus.client.transfer import Transfer, progress_bars, read_pieces, sha256_file
+from bus.client.tus import upload_tus
 
 ACTIVE = ("INITIATED", "IN_PROGRESS")
 MAX_RETRIES = 20  # 429s (the server's in-flight limits) and chunks_missing rounds
@@ -85,6 +87,7 @@ def upload(
     chunk_size: int | None,
     limit_rate: int | None,
     console: Any,
+    tus: bool = False,
 ) -> tuple[list[dict[str, Any]], list[tuple[Job, ClientError]]]:
     results: list[dict[str, Any]] = []
     failures: list[tuple[Job, ClientError]] = []
@@ -93,7 +96,13 @@ def upload(
         with concurrent.futures.ThreadPoolExecutor(max(1, parallel)) as pool:
             futures = {
                 pool.submit(
-                    _upload_one, target, job, bucket, chunk_size, transfer, caller_of(target)
+                    upload_tus if tus else _upload_one,
+                    target,
+                    job,
+                    bucket,
+                    chunk_size,
+                    transfer,
+                    caller_of(target),
                 ): job
                 for job in jobs
             }

@@ -13,17 +13,28 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from tests.bench import bus, cli, console, downloads, events, growth, pending, s3, tus, uploads
+from tests.bench import (
+    bus,
+    cli,
+    console,
+    downloads,
+    events,
+    fetches,
+    growth,
+    pending,
+    s3,
+    tus,
+    uploads,
+)
 from tests.bench.core import FULL, QUICK, Scenario, render_text, write_results
-
-_PENDING = {sc.name: sc for sc in pending.SCENARIOS}
 
 ALL: list[Scenario] = [
     *uploads.SCENARIOS,
     *tus.SCENARIOS,
     *downloads.SCENARIOS,
     *cli.SCENARIOS,
-    _PENDING["fetch.url_cache"],
+    *fetches.SCENARIOS,
+    *pending.SCENARIOS,
     *bus.SCENARIOS,
     *events.SCENARIOS,
     *growth.SCENARIOS,

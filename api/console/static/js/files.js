@@ -1,5 +1,6 @@
 // The caller's files (GET /v1/files): a page at a time, a name filter, download, preview,
-// delete. The list reloads when the live stream says a file appeared or went away.
+// rename or move (PATCH), delete, and a selection for tasks (tasks.js). The list reloads
+// when the live stream says a file appeared, changed or went away.
 
 import { json, request } from './api.js'
 import { el, bytes, when, say, debounce } from './util.js'
@@ -8,6 +9,7 @@ import { CatchUp } from './catchup.js'
 
 const PAGE = 25
 const state = { offset: 0, total: 0, prefix: '', bucket: '' }
+const chosen = new Map() // id -> name: the selection, kept across pages and reloads
 
 // The list is a read model: catch up with what the stream (or our delete) said.
 const awaited = new CatchUp(() => loadFiles())
@@ -32,17 +34,28 @@ export async function loadFiles () {
   state.total = page.total - (page.items.length - items.length)
   render(items)
   // Only the first page of the newest-first list (no name filter) must show a new file.
-  awaited.settle(ids, state.offset === 0 && !state.prefix)
+  awaited.settle(ids, state.offset === 0 && !state.prefix, new Map(page.items.map(f => [f.id, f])))
 }
 
 // A file event from the live stream: what the list should show once it catches up.
 export function fileEvent (type, envelope) {
   const id = (envelope.stream_id || '').replace(/^file-/, '')
-  if (type === 'FileDeleted') awaited.expect(id, false)
+  if (type === 'FileDeleted') {
+    awaited.expect(id, false)
+    if (chosen.delete(id)) showSelection()
+  }
   const data = envelope.data || {}
+  if (type === 'FileUpdated') changed(id, data.name, data.bucket)
   // A new file is awaited in the list only if it belongs there (the bucket shown).
   if (type === 'FileCreated' && (!state.bucket || data.bucket === state.bucket)) awaited.expect(id, true)
   reloadFiles()
+}
+
+// A renamed or moved file: the list waits for the new name, and a file moved out of the
+// bucket shown leaves it at once.
+function changed (id, name, bucket) {
+  if (state.bucket && bucket !== state.bucket) awaited.expect(id, false)
+  else awaited.expectChange(id, f => f.name === name && f.bucket === bucket)
 }
 
 export const reloadFiles = debounce(loadFiles, 150)
@@ -59,12 +72,21 @@ function render (items) {
 }
 
 function row (f) {
+  const pick = el('input', { type: 'checkbox', 'aria-label': `Select ${f.name}`, checked: chosen.has(f.id) })
+  pick.addEventListener('change', () => {
+    if (pick.checked) chosen.set(f.id, f.name)
+    else chosen.delete(f.id)
+    showSelection()
+  })
   const actions = el('td', { class: 'actions' },
     el('button', { type: 'button', 'aria-label': `Download ${f.name}`, onclick: () => download(f), text: 'Download' }),
+    el('button', { type: 'button', 'aria-label': `Rename or move ${f.name}`, onclick: (ev) => openEdit(f, ev.currentTarget), text: 'Rename/move' }),
     previewKind(f) ? el('button', { type: 'button', 'aria-label': `Preview ${f.name}`, onclick: (ev) => openPreview(f, ev.currentTarget), text: 'Preview' }) : null,
     el('button', { type: 'button', class: 'danger', 'aria-label': `Delete ${f.name}`, onclick: () => remove(f), text: 'Delete' }))
   return el('tr', { 'data-id': f.id },
-    el('td', { class: 'name', 'data-label': 'Name' }, el('span', { text: f.name, title: `sha256 ${f.sha256}` })),
+    el('td', { class: 'pick' }, pick),
+    el('td', { class: 'name', 'data-label': 'Name' }, el('span', { text: f.name, title: `sha256 ${f.sha256}` }),
+      el('span', { class: 'help bucket-of', text: state.bucket ? '' : ` (${f.bucket})` })),
     el('td', { 'data-label': 'Size', text: bytes(f.size) }),
     el('td', { 'data-label': 'Type', text: f.content_type }),
     el('td', { 'data-label': 'Created' }, el('time', { datetime: f.created_at, text: when(f.created_at) })),
@@ -102,7 +124,60 @@ async function remove (f) {
   }
 }
 
+function showSelection () {
+  const n = chosen.size
+  document.getElementById('selection').textContent = n ? `${n} file(s) selected` : 'No files selected'
+  document.getElementById('selection-clear').disabled = n === 0
+}
+
+// The ids of the selected files, for a task.
+export function selected () { return [...chosen.keys()] }
+
+export function clearSelection () {
+  chosen.clear()
+  for (const box of document.querySelectorAll('#files tbody input[type=checkbox]')) box.checked = false
+  showSelection()
+}
+
+// Rename or move one file: PATCH /v1/files/{id} with the new name and/or bucket, in a
+// modal dialog; focus returns to the button that opened it.
+function openEdit (f, opener) {
+  const dialog = document.getElementById('edit')
+  const form = document.getElementById('edit-form')
+  document.getElementById('edit-title').textContent = `Rename or move ${f.name}`
+  form.name.value = f.name
+  const buckets = [...document.querySelectorAll('#bucket-pick option')].map(o => o.value).filter(Boolean)
+  form.bucket.replaceChildren(...[...new Set([f.bucket, ...buckets])].map(b => el('option', { value: b, text: b })))
+  form.bucket.value = f.bucket
+  document.getElementById('edit-error').textContent = ''
+  form.onsubmit = async (ev) => {
+    ev.preventDefault()
+    const body = {}
+    const name = form.name.value.trim()
+    if (name !== f.name) body.name = name
+    if (form.bucket.value !== f.bucket) body.bucket = form.bucket.value
+    if (!name) { document.getElementById('edit-error').textContent = 'A name is needed.'; return }
+    if (!Object.keys(body).length) { dialog.close(); return }
+    try {
+      await json(`/v1/files/${encodeURIComponent(f.id)}`, { method: 'PATCH', body })
+    } catch (e) {
+      document.getElementById('edit-error').textContent = `Could not change ${f.name}: ${e.message}`
+      return
+    }
+    dialog.close()
+    changed(f.id, name, form.bucket.value)
+    say(body.bucket ? `Moved ${f.name} to ${body.bucket}${body.name ? ' as ' + body.name : ''}.` : `Renamed ${f.name} to ${body.name}.`)
+    await loadFiles()
+  }
+  document.getElementById('edit-cancel').onclick = () => dialog.close()
+  dialog.addEventListener('close', () => { if (opener && opener.isConnected) opener.focus() }, { once: true })
+  dialog.showModal()
+  form.name.select()
+}
+
 export function setupFiles (onBucket) {
+  document.getElementById('selection-clear').addEventListener('click', clearSelection)
+  showSelection()
   const pick = document.getElementById('bucket-pick')
   pick.addEventListener('change', () => {
     state.bucket = pick.value; state.offset = 0; onBucket(pick.value); loadFiles()
@@ -122,6 +197,8 @@ export function setupFiles (onBucket) {
 export function resetFiles () {
   state.offset = 0; state.prefix = ''; state.bucket = ''
   awaited.clear()
+  chosen.clear()
+  showSelection()
   document.getElementById('files-filter').value = ''
   document.querySelector('#files tbody').replaceChildren()
 }

@@ -3,11 +3,12 @@
 import { json, credential, setCredential, clearCredential } from './api.js'
 import { EventStream } from './events.js'
 import { addActivity, clearActivity } from './feed.js'
-import { setupFiles, loadFiles, reloadFiles, resetFiles, fileEvent } from './files.js'
+import { setupFiles, loadFiles, reloadFiles, resetFiles, fileEvent, selected, clearSelection } from './files.js'
 import { setupUploads, resetUploads, setUploadBucket } from './upload.js'
 import { setupBuckets, loadBuckets, bucketEvent, resetBuckets } from './buckets.js'
 import { setupTabs } from './tabs.js'
 import { setupFetches, loadFetches, fetchEvent, resetFetches } from './fetches.js'
+import { setupTasks, loadTasks, taskEvent, resetTasks } from './tasks.js'
 import { say } from './util.js'
 
 const stream = new EventStream(onEvent, (s) => {
@@ -22,6 +23,7 @@ function onEvent (type, envelope) {
   if (type.startsWith('File')) fileEvent(type, envelope)
   if (type.startsWith('Bucket')) bucketEvent(type, envelope)
   if (type.startsWith('Fetch')) fetchEvent(envelope)
+  if (type.startsWith('Task')) taskEvent(envelope)
 }
 
 async function signIn (kind, secret) {
@@ -43,7 +45,7 @@ function show (signedIn) {
 async function enter () {
   show(true)
   stream.start()
-  await Promise.all([loadFiles(), loadBuckets(), loadFetches()])
+  await Promise.all([loadFiles(), loadBuckets(), loadFetches(), loadTasks()])
   document.getElementById('main').focus()
 }
 
@@ -54,6 +56,7 @@ function signOut (message) {
   resetFiles()
   resetBuckets()
   resetFetches()
+  resetTasks()
   showTab('files')
   clearActivity()
   show(false)
@@ -67,6 +70,7 @@ function setup () {
   showTab = setupTabs(() => {})
   setupFiles(setUploadBucket)
   setupFetches()
+  setupTasks(selected, clearSelection)
   setupBuckets((name) => {
     const pick = document.getElementById('bucket-pick')
     pick.value = name

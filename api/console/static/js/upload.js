@@ -3,12 +3,55 @@
 // reload: tus-js-client remembers each upload's URL in localStorage under the file's
 // fingerprint (name, type, size, modification time), so adding the same file again asks
 // the server for its offset (HEAD) and sends only the rest.
+//
+// Checksums: a file of up to HASH_LIMIT is hashed (SHA-256, crypto.subtle) in the browser
+// while it waits and uploads; once the server has made it into a file, the server's
+// sha256 (GET /v1/files/{id}, computed from the stored bytes) is compared with ours and the
+// outcome listed under the Dashboard. crypto.subtle digests a whole buffer (it has no
+// streaming form), so larger files, and pages not in a secure context (plain http to
+// another host), only show the server's digest for the user to compare.
 
-import { authHeaders } from './api.js'
+import { authHeaders, json } from './api.js'
+import { el } from './util.js'
 
 export const CHUNK = 5 * 1024 * 1024 // one PATCH per 5 MiB: progress is durable per chunk
+export const HASH_LIMIT = 64 * 1024 * 1024
 
 let uppy = null
+const digests = new Map() // Uppy file id -> Promise of the local sha256 (hex), or null
+
+async function sha256 (blob) {
+  const buf = await crypto.subtle.digest('SHA-256', await blob.arrayBuffer())
+  return [...new Uint8Array(buf)].map(b => b.toString(16).padStart(2, '0')).join('')
+}
+
+function localDigest (file) {
+  if (!window.crypto?.subtle || !(file.data instanceof Blob) || file.size > HASH_LIMIT) return Promise.resolve(null)
+  return sha256(file.data).catch(() => null)
+}
+
+// After an upload: the server's digest of the file it made, next to ours.
+async function verify (file, response) {
+  const uploadId = (response?.uploadURL || '').split('/').filter(Boolean).pop()
+  const mine = await (digests.get(file.id) || Promise.resolve(null))
+  digests.delete(file.id)
+  let theirs = null
+  try {
+    const up = await json(`/v1/uploads/${encodeURIComponent(uploadId)}`)
+    if (up.file_id) theirs = (await json(`/v1/files/${encodeURIComponent(up.file_id)}`)).sha256
+  } catch { /* shown as unknown below */ }
+  const item = el('li', { 'data-name': file.name, 'data-check': !theirs ? 'unknown' : !mine ? 'shown' : mine === theirs ? 'verified' : 'mismatch' })
+  if (!theirs) {
+    item.append(el('span', { class: 'bad', text: `${file.name}: the server's SHA-256 could not be read.` }))
+  } else if (!mine) {
+    item.append(`${file.name}: server SHA-256 `, el('code', { class: 'digest', text: theirs }), ' (compare it with yours, e.g. sha256sum)')
+  } else if (mine === theirs) {
+    item.append(el('span', { class: 'ok', text: '✓ ' }), `${file.name}: SHA-256 verified `, el('code', { class: 'digest', text: theirs }))
+  } else {
+    item.append(el('span', { class: 'bad', text: `✗ ${file.name}: SHA-256 differs! This browser: ${mine}; server: ${theirs}` }))
+  }
+  document.getElementById('checks').prepend(item)
+}
 
 export function setupUploads (onUploaded) {
   const { Uppy, Dashboard, Tus } = window.CairnUppy
@@ -33,7 +76,9 @@ export function setupUploads (onUploaded) {
         for (const [k, v] of Object.entries(authHeaders())) req.setHeader(k, v)
       }
     })
-  uppy.on('upload-success', (file) => onUploaded(file))
+  uppy.on('file-added', (file) => digests.set(file.id, localDigest(file)))
+  uppy.on('file-removed', (file) => digests.delete(file.id))
+  uppy.on('upload-success', (file, response) => { onUploaded(file); verify(file, response) })
   setUploadBucket('')
   return uppy
 }
@@ -44,5 +89,7 @@ export function setUploadBucket (name) {
 }
 
 export function resetUploads () {
+  digests.clear()
+  document.getElementById('checks').replaceChildren()
   if (uppy) uppy.cancelAll()
 }
