@@ -270,6 +270,11 @@ def test_pieces_grow_with_the_offset_so_the_manifest_reaches_the_maximum_upload(
     full = tus.pieces_between(0, 1 << 40)
     assert full <= tus.MAX_PIECES * 3 // 4  # a quarter left for each PATCH's short tail
     assert tus.reach(tus.MAX_PIECES) >= 1 << 40
+    # CAIRN_TUS_PIECE_BYTES raises the floor; the growth and the ceiling stay.
+    assert tus.piece_at(0, 8 * MiB) == 8 * MiB and tus.piece_at(32 << 30, 8 * MiB) == 17 * MiB
+    assert tus.piece_at(1 << 40, 8 * MiB) == tus.MAX_PIECE
+    assert tus.pieces_between(0, 1 << 30, 8 * MiB) == 128
+    assert tus.reach(tus.MAX_PIECES, 8 * MiB) >= 1 << 40
 
 
 async def test_pieces_per_upload_are_bounded(
@@ -279,8 +284,9 @@ async def test_pieces_per_upload_are_bounded(
     monkeypatch.setattr(tus, "MAX_PIECES", 3)  # the API runs in this process
     async with shared_system.client("pieces-alice") as c:
         r = await c.options("/v1/tus")
-        # three quarters of the pieces full-size (1 MiB at the start), the rest for tails
-        assert int(r.headers["tus-max-size"]) == 2 * MiB
+        # three quarters of the pieces full-size (CAIRN_TUS_PIECE_BYTES at the start), the
+        # rest for tails
+        assert int(r.headers["tus-max-size"]) == 2 * shared_system.settings.tus_piece_bytes
         url = await create(c, 10)
         for i in range(3):
             assert (await patch(c, url, i, b"x")).status_code == 204
