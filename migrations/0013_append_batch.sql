@@ -124,3 +124,8 @@ BEGIN
     PERFORM pg_notify(channel, currval('eventstore.position_seq')::text);
 END
 $fn$;
+
+COMMENT ON FUNCTION eventstore.append_batch(
+    bigint, text, text[], bigint[], text[], int[], int[], bigint[], uuid[], text[], int[],
+    jsonb[], text[], text[], text[], text[], timestamptz[]
+) IS 'Group commit of the event store: appends a batch of appends (one per stream) in one statement, under the append lock; used by bus/store/eventstore.py, not meant to be called by hand.';

@@ -37,6 +37,9 @@ order, and stops at its first refusal, so the bytes never interleave.
 Completion: when an upload reaches its length (end of a PATCH, creation with length 0, a
 final concatenation) it is finished into a file right away (api/completion.py), exactly as the
 native API's `complete` does; the files handler does the same if this process dies first.
+The file's sha256 comes from the running digest of the bytes as they arrived
+(RUNNING_DIGESTS) when every byte came through this process in order; otherwise (a PATCH
+served by another process, a restart, a final concatenation) the stored bytes are hashed.
 
 Locations: without CAIRN_TRUST_PROXY the Location is a path (tus allows relative URLs), so
 nothing a client controls (Host, X-Forwarded-*) ends up in it; with it, an absolute URL
@@ -78,6 +81,7 @@ from api.http.trailers import TRAILERS_EXTENSION
 from api.limits import check_quota, limiter
 from api.openapi import SECURED, raw_body
 from bus.actors.commandbus import BusUnavailable
+from bus.aio import BoundedLRU
 from bus.config.logs import get_logger
 from bus.config.settings import Settings
 from domain.commands import AbortUpload, AppendBytes, DeclareLength, ExpireUpload, InitiateUpload
@@ -123,6 +127,13 @@ MAX_PIECES_PER_COMMIT = 2048
 # request size limit (4 MiB, about 45k pieces of ~90 bytes): past it a command fails and an
 # event would stall the relay. So an upload holds at most this many pieces.
 MAX_PIECES = MAX_MANIFEST_ENTRIES
+# The running sha256 of stream uploads whose bytes came through this process in order:
+# upload id -> (offset, sha256 state over the upload's bytes [0, offset)). Recorded only
+# after an append that ended at that offset was accepted, so it covers exactly the bytes the
+# upload holds. Completion then needs no second pass over the file (api/completion.py);
+# best effort: when a PATCH went to another process, the entry is missing or behind, and the
+# file is hashed from the blob store as before. Small: one hash state per upload.
+RUNNING_DIGESTS: BoundedLRU[str, tuple[int, Any]] = BoundedLRU(4096)
 
 
 def piece_at(offset: int, base: int = PIECE) -> int:
@@ -516,6 +527,15 @@ class Appender:
         self.storing: asyncio.Future[dict[str, Any]] | None = None
         self.committing: asyncio.Future[None] | None = None
         self.last_commit = time.monotonic()
+        # The upload's running sha256 (see RUNNING_DIGESTS), carried on from where the last
+        # accepted append of this process left it, or started at offset 0; None if neither.
+        # A copy: a racing PATCH in this process may start from the same entry.
+        carried = RUNNING_DIGESTS.get(self.upload_id)
+        if carried is not None and carried[0] == state.offset:
+            self.running: Any = carried[1].copy()
+        else:
+            self.running = hashlib.sha256() if state.offset == 0 else None
+        self.snapshots: dict[int, Any] = {}  # a stored piece's end offset -> digest state there
 
     async def feed(self, data: bytes) -> None:
         if self.received + len(data) > self.limit:
@@ -551,14 +571,26 @@ class Appender:
             raise TooManyPieces
         self.room -= 1
         await self._settle()
-        self.storing = asyncio.ensure_future(self._put(data))
+        self.storing = asyncio.ensure_future(self._put(data, self.position + len(data)))
 
-    async def _put(self, data: bytes) -> dict[str, Any]:
-        if self.hasher is not None:
-            # The digest covers pieces in order: only one _put runs at a time (see _store).
-            await asyncio.to_thread(self.hasher.update, data)
+    async def _put(self, data: bytes, end: int) -> dict[str, Any]:
+        if self.hasher is not None or self.running is not None:
+            # The digests cover pieces in order: only one _put runs at a time (see _store).
+            snapshot = await asyncio.to_thread(self._hash, data)
+            if snapshot is not None:
+                self.snapshots[end] = snapshot
         digest, size = await self.c.blobs.put_stream(_one(data))
         return {"sha256": digest, "size": size}
+
+    def _hash(self, data: bytes) -> Any:
+        """(In a thread.) Feed the checksum and the running digest; return the running
+        digest's state after this piece, or None."""
+        if self.hasher is not None:
+            self.hasher.update(data)
+        if self.running is None:
+            return None
+        self.running.update(data)
+        return self.running.copy()
 
     async def _settle(self) -> None:
         """Wait for the piece in flight; once durable it joins the pending pieces."""
@@ -607,6 +639,16 @@ class Appender:
                 ),
             )
             self.offset += sum(int(p["size"]) for p in batch)
+            self._remember()
+
+    def _remember(self) -> None:
+        """An append ending at `self.offset` was accepted: record the running digest there
+        and forget the states of pieces before it."""
+        snapshot = self.snapshots.pop(self.offset, None)
+        for end in [e for e in self.snapshots if e < self.offset]:
+            del self.snapshots[end]
+        if snapshot is not None:
+            RUNNING_DIGESTS[self.upload_id] = (self.offset, snapshot)
 
     async def commit(self) -> None:
         """Append everything durable, after the append in flight."""
@@ -762,8 +804,18 @@ async def _finish_if_full(
     state: UploadState | None = await c.load("uploads", f"upload-{upload_id}")
     if state is None or state.partial or not state.all_received:
         return state
+    # The bytes' digest, if they all came through here in order (RUNNING_DIGESTS). A sha256
+    # the client declared is checked against the stored bytes themselves, hashed anew.
+    carried = RUNNING_DIGESTS.pop(upload_id)
+    digest = (
+        carried[1].hexdigest()
+        if carried is not None and carried[0] == state.offset and not state.sha256
+        else None
+    )
     try:
-        return await finish_upload(c, request, state, caller=principal.user, admin=principal.admin)
+        return await finish_upload(
+            c, request, state, caller=principal.user, admin=principal.admin, digest=digest
+        )
     except BusUnavailable as e:
         # The bytes are durable and the files handler completes the upload from its events;
         # the client learns nothing it could act on from a failure here.

@@ -12,6 +12,7 @@ import base64
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -293,6 +294,47 @@ async def test_pieces_per_upload_are_bounded(
         r = await patch(c, url, 3, b"x")
         assert r.status_code == 413 and r.json()["error"]["code"] == "too_many_pieces"
         assert await offset_of(c, url) == 3
+
+
+async def test_completion_uses_the_digest_carried_through_the_patches(
+    shared_system: System, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bytes that came through this API process in order were hashed as they arrived:
+    completion does not read the file back, and the file's sha256 is that of its bytes.
+    When a PATCH went elsewhere (here: the carried state forgotten, as in another process),
+    completion hashes the stored bytes as before."""
+    import api.completion as completion
+
+    rehashed: list[str] = []
+    real = completion.hash_manifest
+
+    async def counting(*args: Any, **kw: Any) -> str:
+        digest = await real(*args, **kw)
+        rehashed.append(digest)
+        return digest
+
+    monkeypatch.setattr(completion, "hash_manifest", counting)  # the API runs in this process
+    piece = shared_system.settings.tus_piece_bytes
+    data = os.urandom(2 * piece + 123)
+    cuts = [0, 7, piece + 3, 2 * piece, len(data)]  # PATCHes ending mid-piece and on one
+    async with shared_system.client("carry-alice") as c:
+        url = await create(c, len(data))
+        for a, b in itertools.pairwise(cuts):
+            assert (await patch(c, url, a, data[a:b])).status_code == 204
+        up, content = await file_of(c, url)
+        meta = (await c.get(f"/v1/files/{up['file_id']}")).json()
+        assert content == data and meta["sha256"] == hashlib.sha256(data).hexdigest()
+        assert rehashed == []
+
+        other = os.urandom(piece + 5)
+        url = await create(c, len(other))
+        assert (await patch(c, url, 0, other[:100])).status_code == 204
+        tus.RUNNING_DIGESTS.pop(upload_id(url))  # the next PATCH as if on another process
+        assert (await patch(c, url, 100, other[100:])).status_code == 204
+        up, content = await file_of(c, url)
+        meta = (await c.get(f"/v1/files/{up['file_id']}")).json()
+        assert content == other and meta["sha256"] == hashlib.sha256(other).hexdigest()
+        assert rehashed == [meta["sha256"]]
 
 
 async def test_checksums(shared_system: System) -> None:
