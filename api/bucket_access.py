@@ -31,6 +31,7 @@ exists, outside every bucket's usage, as before.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -38,7 +39,7 @@ from typing import Any
 from api.auth import Principal, authentication_required
 from api.context import AppContext, parse_uuid
 from api.errors import ApiError
-from api.http.signing import PARAMS, Grant, SignatureError, carries_signature
+from api.http.signing import NO_VERSION, PARAMS, Grant, SignatureError, carries_signature
 from domain.buckets import BucketState
 from domain.buckets.names import is_bucket_name
 from domain.errors import DomainError, NotFound
@@ -52,9 +53,24 @@ def file_resource(file_id: str) -> str:
     return f"/v1/files/{file_id}/content"
 
 
-def object_resource(bucket: str, key: str) -> str:
-    """What a signed URL for an object grants (the key as stored, not percent-encoded)."""
+def object_path(bucket: str, key: str) -> str:
+    """An object's API path (the key as stored, not percent-encoded)."""
     return f"/v1/buckets/{bucket}/objects/{key}"
+
+
+def object_resource(bucket: str, key: str, owner: str) -> str:
+    """What a signed URL for an object grants: the key of the bucket while `owner` owns it
+    (a bucket deleted and created again by someone else is another grant: the old URLs
+    fail). JSON keeps the pair unambiguous whatever the key and owner hold."""
+    return json.dumps([object_path(bucket, key), owner])
+
+
+def object_version(st: FileState | None) -> str:
+    """The version token a signed PUT names: `none` for no object, else the content and
+    the time this version was written (a PUT of the same bytes is a new version)."""
+    if st is None:
+        return NO_VERSION
+    return f"{st.sha256}.{int(st.created_at.timestamp() * 1_000_000)}"
 
 
 async def live_bucket(c: AppContext, name: str | None) -> BucketState | None:
@@ -140,6 +156,36 @@ async def writable_bucket(c: AppContext, name: str, principal: Principal | None)
     if st is not None and _controls(principal, st.owner):
         return st
     raise _deny(principal, _no_bucket(name))
+
+
+async def signed_bucket(
+    c: AppContext, name: str, key: str, method: str, params: Mapping[str, str | None]
+) -> tuple[BucketState, Grant]:
+    """The bucket and grant of a signed object request, or 403: the grant names the
+    bucket's owner, so a bucket that is gone (or is someone else's now) never matches."""
+    st = await live_bucket(c, name)
+    grant = check_signature(c, method, object_resource(name, key, st.owner if st else ""), params)
+    if st is None:  # (no grant can name a missing bucket's owner; kept for the type)
+        raise _no_bucket(name)
+    return st, grant
+
+
+async def object_bucket(
+    c: AppContext,
+    name: str,
+    key: str,
+    principal: Principal | None,
+    method: str,
+    params: Mapping[str, str | None],
+) -> tuple[BucketState, Grant | None]:
+    """The bucket of an object request (GET, HEAD, PUT) and the signed URL's grant if it
+    carries one; else the caller's access: reads need `readable_bucket`, writes
+    `writable_bucket`."""
+    if carries_signature(params):
+        return await signed_bucket(c, name, key, method, params)
+    if method in ("GET", "HEAD"):
+        return await readable_bucket(c, name, principal), None
+    return await writable_bucket(c, name, principal), None
 
 
 async def check_writable(c: AppContext, bucket: str | None, owner: str) -> None:

@@ -27,10 +27,14 @@ def issue(
     resource: str,
     method: str,
     expires_in: int,
+    *,
+    path: str | None = None,
     max_size: int | None = None,
+    version: str | None = None,
 ) -> dict[str, Any]:
-    """`{url, method, expires_at}` of a URL granting `method` on `resource` for
-    `expires_in` seconds (400 invalid_expires_in past CAIRN_SIGNED_URL_MAX_EXPIRY)."""
+    """`{url, method, expires_at}` of a URL for `path` (default: `resource` itself)
+    granting `method` on `resource` for `expires_in` seconds (400 invalid_expires_in past
+    CAIRN_SIGNED_URL_MAX_EXPIRY); a PUT's `max_size` and `version` go into the grant."""
     c = ctx(request)
     bound = c.settings.signed_url_max_expiry
     if expires_in > bound:
@@ -41,12 +45,18 @@ def issue(
             {"field": "expires_in", "max": bound},
         )
     expires = int(time.time()) + expires_in
-    params = c.signer.sign(method, resource, expires, max_size)
+    params = c.signer.sign(method, resource, expires, max_size, version)
     root = str(request.scope.get("root_path") or "")
-    path = f"{root}{quote(resource, safe='/')}?{urlencode(params)}"
+    # Dots percent-encoded too: clients drop `.` and `..` segments from a URL's path
+    # (RFC 3986 §5.2.4) before sending it, and an object key is not a path.
+    encoded = quote(path or resource, safe="/").replace(".", "%2E")
+    target = f"{root}{encoded}?{urlencode(params)}"
     base = origin(request, c.settings.trust_proxy)
-    return {
-        "url": f"{base}{path}" if base else path,
+    out: dict[str, Any] = {
+        "url": f"{base}{target}" if base else target,
         "method": method,
         "expires_at": datetime.fromtimestamp(expires, UTC).isoformat(),
     }
+    if max_size is not None:
+        out["max_size"] = max_size
+    return out

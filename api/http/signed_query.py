@@ -24,6 +24,10 @@ SignedMaxSize = Annotated[
     str | None,
     QueryParameter(description="Signed PUT URL: the largest body it accepts"),
 ]
+SignedVersion = Annotated[
+    str | None,
+    QueryParameter(description="Signed PUT URL: the object version it may replace"),
+]
 SignedKid = Annotated[
     str | None,
     QueryParameter(description="Signed URL: which server key signed it"),

@@ -3,10 +3,13 @@
 Pure (no I/O, no clock: callers pass `now`), so every rule here is unit-tested directly.
 A signed URL carries its grant in the query string:
 
-    ?method=GET&expires=1767225600[&max_size=1048576]&kid=…&signature=…
+    ?method=GET&expires=1767225600[&max_size=1048576&version=…]&kid=…&signature=…
 
 `signature` is base64url(HMAC-SHA256(key, canonical)), where `canonical` is a versioned,
-domain-separated JSON array of (method, resource, expires, max_size). The resource is the
+domain-separated JSON array of (method, resource, expires, max_size, version). A PUT grant
+also carries the largest body it allows (`max_size`) and the version of the object it may
+replace (`version`: `none` for a key that must not exist yet); the route makes the write
+conditional on that version, which is what makes a signed PUT usable once. The resource is the
 API path of the thing granted (`/v1/files/{id}/content`, `/v1/buckets/{name}/objects/{key}`
 with the key decoded), rebuilt by the route from its own parameters, so a proxy prefix or a
 different percent-encoding of the same path does not matter, and a URL for one key never
@@ -32,16 +35,21 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 VERSION = 1
 METHODS = ("GET", "HEAD", "PUT")
 # The query parameters a signed URL carries (routes that accept one declare these).
-PARAMS = ("method", "expires", "max_size", "kid", "signature")
+PARAMS = ("method", "expires", "max_size", "version", "kid", "signature")
 _DOMAIN = b"cairn signed url\x00"
 _KID_DOMAIN = b"cairn signing key id\x00"
 MIN_KEY_BYTES = 32
+# An object version a PUT grant may replace: `none` (the key must not exist), or an opaque
+# token the route derives from the current version (letters, digits, `.`, `-`, `_`, `:`).
+NO_VERSION = "none"
+_VERSION = re.compile(r"[A-Za-z0-9._:\-]{1,200}")
 
 
 class SignatureError(Exception):
@@ -61,14 +69,19 @@ class Grant:
     resource: str
     expires: int
     max_size: int | None = None
+    version: str | None = None
 
 
 def key_id(key: str) -> str:
     return hashlib.sha256(_KID_DOMAIN + key.encode()).hexdigest()[:16]
 
 
-def _canonical(method: str, resource: str, expires: int, max_size: int | None) -> bytes:
-    body = json.dumps([VERSION, method, resource, expires, max_size], separators=(",", ":"))
+def _canonical(
+    method: str, resource: str, expires: int, max_size: int | None, version: str | None
+) -> bytes:
+    body = json.dumps(
+        [VERSION, method, resource, expires, max_size, version], separators=(",", ":")
+    )
     return _DOMAIN + body.encode("ascii")  # ensure_ascii: lone surrogates stay unambiguous
 
 
@@ -96,20 +109,33 @@ class Signer:
         self._keys[self.kid] = key.encode()
 
     def sign(
-        self, method: str, resource: str, expires: int, max_size: int | None = None
+        self,
+        method: str,
+        resource: str,
+        expires: int,
+        max_size: int | None = None,
+        version: str | None = None,
     ) -> dict[str, str]:
         """The query parameters of a URL granting `method` on `resource` until `expires`
-        (epoch seconds); `max_size` bounds a PUT's body."""
+        (epoch seconds); a PUT's `max_size` bounds its body, its `version` names the
+        version it may replace."""
         if method not in METHODS:
             raise ValueError(f"cannot sign {method!r}")
-        if (max_size is not None) != (method == "PUT"):
-            raise ValueError("max_size goes with PUT, and only with PUT")
+        put = method == "PUT"
+        if (max_size is not None) != put or (version is not None) != put:
+            raise ValueError("max_size and version go with PUT, and only with PUT")
+        if version is not None and not _VERSION.fullmatch(version):
+            raise ValueError(f"not a version: {version!r}")
         mac = hmac.new(
-            self._keys[self.kid], _canonical(method, resource, expires, max_size), "sha256"
+            self._keys[self.kid],
+            _canonical(method, resource, expires, max_size, version),
+            "sha256",
         )
         params = {"method": method, "expires": str(expires)}
         if max_size is not None:
             params["max_size"] = str(max_size)
+        if version is not None:
+            params["version"] = version
         params["kid"] = self.kid
         params["signature"] = _b64(mac.digest())
         return params
@@ -127,14 +153,18 @@ class Signer:
         given = _unb64(params.get("signature") or "")
         if signed not in METHODS or expires is None or given is None:
             raise SignatureError("signed_url_invalid", "the signed URL is incomplete or malformed")
-        if params.get("max_size") and max_size is None:
+        version = params.get("version") or None
+        if (params.get("max_size") and max_size is None) or (
+            version is not None and not _VERSION.fullmatch(version)
+        ):
             raise SignatureError("signed_url_invalid", "the signed URL is malformed")
         key = self._keys.get(kid)
         if key is None:
             raise SignatureError(
                 "signed_url_invalid", "the URL was signed with a key this server no longer accepts"
             )
-        want = hmac.new(key, _canonical(signed, resource, expires, max_size), "sha256").digest()
+        canonical = _canonical(signed, resource, expires, max_size, version)
+        want = hmac.new(key, canonical, "sha256").digest()
         if not hmac.compare_digest(want, given):
             raise SignatureError(
                 "signed_url_invalid",
@@ -146,7 +176,7 @@ class Signer:
             raise SignatureError(
                 "signed_url_wrong_method", f"the URL is signed for {signed}, not {method}"
             )
-        return Grant(signed, resource, expires, max_size)
+        return Grant(signed, resource, expires, max_size, version)
 
 
 def carries_signature(params: Mapping[str, str | None]) -> bool:

@@ -19,8 +19,16 @@ from api.bucket_access import check_writable, file_resource, readable_file, sign
 from api.commanding import SecuredController, load_owned, parse_id, send_as
 from api.context import ctx
 from api.errors import ApiError
-from api.http.content import ContentResponse, Representation, plan, read_small
-from api.http.signed_query import Signature, SignedExpires, SignedKid, SignedMaxSize, SignedMethod
+from api.http.content import ContentResponse, Representation, plan, read_small, request_fields
+from api.http.presigned import redirect_location
+from api.http.signed_query import (
+    Signature,
+    SignedExpires,
+    SignedKid,
+    SignedMaxSize,
+    SignedMethod,
+    SignedVersion,
+)
 from api.openapi import ANONYMOUS
 from api.schemas import (
     BIGINT_MAX,
@@ -50,6 +58,7 @@ def file_view(st: FileState) -> dict[str, Any]:
         "metadata": st.metadata,
         "upload_id": st.upload_id,
         "chunk_count": len(st.manifest),
+        "key": st.key,
         "created_at": st.created_at.isoformat(),
         "updated_at": st.updated_at.isoformat(),
     }
@@ -60,27 +69,6 @@ async def _load_file(
 ) -> FileState:
     st: FileState = await load_owned(request, "files", file_id, principal)
     return st
-
-
-_CONDITIONAL_FIELDS = (
-    "range",
-    "if-range",
-    "if-match",
-    "if-none-match",
-    "if-modified-since",
-    "if-unmodified-since",
-)
-
-
-def _request_fields(request: Request[Any, Any, Any]) -> dict[str, str]:
-    """The fields serving looks at; a field sent several times is one comma-joined list
-    (RFC 9110 §5.3), which leaves singleton fields such as Range invalid, as they are."""
-    out = {}
-    for name in _CONDITIONAL_FIELDS:
-        values = request.headers.getall(name, [])
-        if values:
-            out[name] = ", ".join(values)
-    return out
 
 
 # Reads (metadata, content) also answer anonymous callers: objects of public buckets, and
@@ -124,6 +112,11 @@ class FilesController(SecuredController):
                 None, description="The requested range(s): one, or multipart/byteranges"
             ),
             304: ResponseSpec(None, description="Not modified (If-None-Match, If-Modified-Since)"),
+            307: ResponseSpec(
+                None,
+                description="With CAIRN_S3_REDIRECT: a full GET of a file stored as one S3"
+                " object, redirected to a short-lived presigned S3 URL (Location)",
+            ),
             412: ResponseSpec(None, description="If-Match or If-Unmodified-Since is false"),
             416: ResponseSpec(None, description="No satisfiable range, or too many ranges"),
         },
@@ -137,6 +130,7 @@ class FilesController(SecuredController):
         signed_method: SignedMethod = None,
         expires: SignedExpires = None,
         max_size: SignedMaxSize = None,
+        version: SignedVersion = None,
         kid: SignedKid = None,
         signature: Signature = None,
     ) -> ContentResponse:
@@ -153,7 +147,7 @@ class FilesController(SecuredController):
         )
         p = plan(
             request.method,
-            _request_fields(request),
+            request_fields(request),
             rep,
             download=download,
             max_ranges=c.settings.max_ranges,
@@ -161,6 +155,15 @@ class FilesController(SecuredController):
         if request.method != "GET" or p.status not in (200, 206):
             # HEAD, 304: no body, nothing read, not a download.
             return ContentResponse(b"", status=p.status, headers=p.headers)
+        if p.status == 200:
+            location = await redirect_location(c.settings, c.blobs, st.manifest, st.size, p.headers)
+            if location is not None:
+                c.downloads.record(st.id, st.size)  # handed over whole; counted as sent
+                return ContentResponse(
+                    b"",
+                    status=307,
+                    headers={"Location": location, "Cache-Control": "no-store"},
+                )
         body = await read_small(
             c.blobs, st.manifest, p, lambda sent: c.downloads.record(st.id, sent)
         )

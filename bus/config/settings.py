@@ -134,6 +134,9 @@ class Settings:
     s3_max_attempts: int = 4
     s3_range_bytes: int = 8 * 1024 * 1024
     s3_spool_dir: Path | None = None
+    s3_redirect: bool = False
+    s3_redirect_min_bytes: int = 8 * 1024 * 1024
+    s3_redirect_expires: int = 300
     log_level: str = "info"
     log_json: bool | None = None
     metrics_host: str = "127.0.0.1"
@@ -298,6 +301,9 @@ class Settings:
             s3_max_attempts=_int(env, "CAIRN_S3_MAX_ATTEMPTS", 4),
             s3_range_bytes=parse_size(env.get("CAIRN_S3_RANGE_BYTES") or "8M"),
             s3_spool_dir=Path(env["CAIRN_S3_SPOOL_DIR"]) if env.get("CAIRN_S3_SPOOL_DIR") else None,
+            s3_redirect=_bool(env.get("CAIRN_S3_REDIRECT")),
+            s3_redirect_min_bytes=parse_size(env.get("CAIRN_S3_REDIRECT_MIN_BYTES") or "8M"),
+            s3_redirect_expires=_int(env, "CAIRN_S3_REDIRECT_EXPIRES", 300),
             log_level=env.get("CAIRN_LOG_LEVEL") or "info",
             log_json=None if json_env in (None, "") else _bool(json_env),
             metrics_host=env.get("CAIRN_METRICS_HOST") or "127.0.0.1",

@@ -12,8 +12,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from domain.errors import Conflict, Gone, InvalidInput, NotFound, Unprocessable
-from domain.kernel import JSON, Command, Event
+from domain.buckets.names import is_bucket_name
+from domain.errors import Conflict, Gone, InvalidInput, Unprocessable
+from domain.files.keys import object_key_problem
+from domain.kernel import JSON, Command, Event, owned
 from domain.uploads.commands import (
     AbortUpload,
     AppendBytes,
@@ -37,12 +39,6 @@ from domain.uploads.events import (
 from domain.uploads.state import ACTIVE, MODES, UploadState, UploadStatus, total_chunks_for
 from domain.values import MAX_FILE_NAME as MAX_FILE_NAME  # re-exported: the uploads' limit
 from domain.values import Piece, aware, file_name_problem, is_count, is_sha256
-
-
-def _owned(state: UploadState | None, cmd: Command) -> UploadState:
-    if state is None or (state.owner != cmd.caller and not cmd.admin):
-        raise NotFound("upload_not_found", "no such upload", {"id": cmd.aggregate_id})
-    return state
 
 
 def _active(state: UploadState) -> None:
@@ -78,6 +74,11 @@ def _validate_initiate(cmd: InitiateUpload) -> tuple[Piece, ...]:
     problem = file_name_problem(cmd.file_name)
     if problem is not None:
         raise InvalidInput("invalid_file_name", problem)
+    if cmd.key is not None:
+        if (problem := object_key_problem(cmd.key)) is not None:
+            raise InvalidInput("invalid_key", problem)
+        if not is_bucket_name(cmd.bucket):
+            raise InvalidInput("key_needs_bucket", "an object key needs a bucket")
     if cmd.mode not in MODES:
         raise InvalidInput("invalid_mode", f"mode must be one of {', '.join(MODES)}")
     deferred = cmd.file_size is None and cmd.mode == "stream"
@@ -110,6 +111,7 @@ def _same_request(state: UploadState, cmd: InitiateUpload) -> bool:
         and state.mode == cmd.mode
         and state.partial == cmd.partial
         and state.parts == tuple(cmd.parts)
+        and state.key == cmd.key
     )
 
 
@@ -139,6 +141,7 @@ def _initiate(state: UploadState | None, cmd: InitiateUpload) -> list[Event]:
             sha256=cmd.sha256,
             bucket=cmd.bucket,
             metadata=dict(cmd.metadata),
+            key=cmd.key,
             at=cmd.at,
         )
     ]
@@ -312,7 +315,7 @@ def decide(state: UploadState | None, cmd: Command) -> list[Event]:
     An empty list means the command was already applied (idempotent replay)."""
     if isinstance(cmd, InitiateUpload):
         return _initiate(state, cmd)
-    st = _owned(state, cmd)
+    st = owned(state, cmd)
     step = _ON_OWNED.get(type(cmd))
     if step is None:
         raise InvalidInput("unknown_command", f"uploads cannot handle {cmd.type}")

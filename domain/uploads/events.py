@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar
 
-from domain.kernel import JSON, Event, Upcaster
+from domain.kernel import JSON, Event, Stamped, Upcaster
 from domain.values import Piece
 
 
@@ -39,6 +39,7 @@ class UploadInitiated(Event):
     sha256: str | None = None
     bucket: str = "default"
     metadata: dict[str, str] = field(default_factory=dict)
+    key: str | None = None  # the object key in `bucket` it becomes, if any
     at: datetime
 
 
@@ -83,10 +84,8 @@ class UploadCompleted(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
-class UploadAborted(Event):
+class UploadAborted(Stamped):
     type: ClassVar[str] = "UploadAborted"
-
-    at: datetime
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,10 +97,8 @@ class UploadFailed(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
-class UploadExpired(Event):
+class UploadExpired(Stamped):
     type: ClassVar[str] = "UploadExpired"
-
-    at: datetime
 
 
 EVENTS = (

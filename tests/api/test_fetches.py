@@ -198,7 +198,13 @@ async def test_twenty_identical_requests_make_one_writer(fsys: System) -> None:
 
 
 async def test_pause_stops_the_transfer_and_resume_continues(fsys: System) -> None:
-    async with origin_server(slow_piece=2048, slow_tick=0.01) as o, fsys.client("f-pause") as c:
+    # 1.2 MB at about 200 KB/s: the transfer lasts seconds, so that the pause comes while
+    # the origin is still sending even on a loaded machine (had it sent everything into
+    # the socket buffers, there would be no hang-up to see).
+    async with (
+        origin_server(os.urandom(1_200_000), slow_piece=2048, slow_tick=0.01) as o,
+        fsys.client("f-pause") as c,
+    ):
         f = await post(c, o.url("/slow"))
 
         async def some_bytes() -> bool:
@@ -253,8 +259,13 @@ async def test_bad_input_and_other_users(fsys: System) -> None:
             r = await c.post("/v1/fetches", json={"url": url})
             assert r.status_code == 400 and r.json()["error"]["code"] == code, r.text
             assert "secret" not in r.text
-        r = await c.post("/v1/fetches", json={"url": "http://example.com/", "key": "../x"})
-        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_key"
+        r = await c.post("/v1/fetches", json={"url": "http://example.com/", "key": "x"})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "key_needs_bucket"
+        for key in ("", "a\u0000b", "k" * 1025):
+            r = await c.post(
+                "/v1/fetches", json={"url": "http://example.com/", "bucket": "b", "key": key}
+            )
+            assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_key", r.text
         for bucket in ("no-such-bucket", "mine-not-yours"):
             r = await c.post("/v1/fetches", json={"url": "http://example.com/", "bucket": bucket})
             assert r.status_code == 404 and r.json()["error"]["code"] == "bucket_not_found"

@@ -136,7 +136,7 @@ async def signature(w: World, file_id: str, verb: str, actor: str) -> dict[str, 
         return {**params, "expires": str(now + 10**6)}
     # wrong_method: a HEAD-only URL used for GET; a PUT URL used for HEAD.
     if verb == "HEAD":
-        return w.signer.sign("PUT", resource, now + 300, max_size=10)
+        return w.signer.sign("PUT", resource, now + 300, max_size=10, version="none")
     return w.signer.sign("HEAD", resource, now + 300)
 
 

@@ -21,6 +21,7 @@ from tests.bench import (
     events,
     fetches,
     growth,
+    objects,
     pending,
     s3,
     tus,
@@ -30,6 +31,7 @@ from tests.bench.core import FULL, QUICK, Scenario, render_text, write_results
 
 ALL: list[Scenario] = [
     *uploads.SCENARIOS,
+    *objects.SCENARIOS,
     *tus.SCENARIOS,
     *downloads.SCENARIOS,
     *cli.SCENARIOS,
@@ -115,6 +117,12 @@ async def _main(args: argparse.Namespace, scenarios: list[Scenario], command: st
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["idle"]:
+        # Not a scenario: it needs the system to itself (tests/bench/idle.py).
+        from tests.bench import idle
+
+        return idle.main(argv[1:])
     args = _parser().parse_args(argv)
     if args.list:
         for sc in ALL:

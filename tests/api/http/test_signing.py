@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from api.http.signing import SignatureError, Signer, allows, key_id
+from api.http.signing import NO_VERSION, SignatureError, Signer, allows, key_id
 
 KEY = "k" * 40
 OLD = "o" * 40
@@ -68,6 +68,7 @@ def test_expiry_is_exclusive_and_checked_after_the_mac() -> None:
         {"signature": "A" * 200},
         {"max_size": "12"},
         {"max_size": "x"},
+        {"version": "none"},
         {"method": "DELETE"},
     ],
 )
@@ -86,17 +87,26 @@ def test_a_url_for_one_resource_never_verifies_for_another() -> None:
         assert refused(s, "GET", other, params) == "signed_url_invalid"
 
 
-def test_a_put_grant_carries_its_size_limit() -> None:
+def test_a_put_grant_carries_its_size_limit_and_the_version_it_replaces() -> None:
     s = Signer(KEY)
-    params = s.sign("PUT", RES, NOW + 60, max_size=1024)
-    assert params["max_size"] == "1024"
-    assert s.verify("PUT", RES, params, NOW).max_size == 1024
+    params = s.sign("PUT", RES, NOW + 60, max_size=1024, version=NO_VERSION)
+    assert (params["max_size"], params["version"]) == ("1024", "none")
+    grant = s.verify("PUT", RES, params, NOW)
+    assert (grant.max_size, grant.version) == (1024, "none")
     assert refused(s, "PUT", RES, {**params, "max_size": "1025"}) == "signed_url_invalid"
     assert refused(s, "PUT", RES, {**params, "max_size": None}) == "signed_url_invalid"
-    with pytest.raises(ValueError):
-        s.sign("PUT", RES, NOW + 60)  # a PUT needs a limit
+    assert refused(s, "PUT", RES, {**params, "version": "abc"}) == "signed_url_invalid"
+    assert refused(s, "PUT", RES, {**params, "version": None}) == "signed_url_invalid"
+    assert refused(s, "PUT", RES, {**params, "version": "a b"}) == "signed_url_invalid"
+    v = "ab" * 32 + ":1767225600123456"
+    assert s.verify("PUT", RES, s.sign("PUT", RES, NOW + 60, 5, v), NOW).version == v
+    for bad in ({}, {"max_size": 5}, {"version": "none"}):
+        with pytest.raises(ValueError):
+            s.sign("PUT", RES, NOW + 60, **bad)  # a PUT needs both
     with pytest.raises(ValueError):
         s.sign("GET", RES, NOW + 60, max_size=5)
+    with pytest.raises(ValueError):
+        s.sign("PUT", RES, NOW + 60, max_size=5, version="a\nb")
 
 
 def test_rotation_keeps_listed_old_keys_and_drops_the_rest() -> None:
