@@ -69,8 +69,13 @@ async def test_a_fetch_into_a_key_becomes_that_object(osys: System) -> None:
         meta = (await c.get(f"/v1/files/{done['file_id']}")).json()
         assert meta["sha256"] == o.sha256 and meta["bucket"] == bucket
         assert meta["metadata"]["fetch_id"] == f["id"]
-        listing = (await c.get(f"/v1/buckets/{bucket}/objects")).json()
-        assert key in str(listing), listing
+
+        async def listed() -> list[str] | None:  # the listing is a read model: it may lag
+            items = (await c.get(f"/v1/buckets/{bucket}/objects")).json()["items"]
+            keys = [i["key"] for i in items]
+            return keys if keys else None
+
+        assert await wait_until(listed, timeout=30) == [key]
         # The same URL into the same key: the same fetch (nothing downloaded again)
         again = await post(c, o.url("/range/m.bin"), bucket=bucket, key=key)
         assert again["id"] == f["id"] and again["reused"] is True
