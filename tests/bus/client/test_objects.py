@@ -107,3 +107,34 @@ async def test_ls_objects_with_folders_and_download_by_key(
     assert missing.code == 3, missing.err
     nobucket = await cli("ls", "no-such-bucket")
     assert nobucket.code == 3 and "bucket_not_found" in nobucket.err
+
+
+async def test_upload_with_a_key_makes_an_object(
+    system: System, cli_for: Any, tmp_path: Path
+) -> None:
+    user = "obj-up"
+    cli = cli_for(user)
+    assert (await cli("buckets", "create", "keyed")).code == 0
+    native, tus = os.urandom(300_000), os.urandom(200_000)
+    (tmp_path / "n.bin").write_bytes(native)
+    (tmp_path / "t.bin").write_bytes(tus)
+    for name, key, extra in (("n.bin", "in/native.bin", ()), ("t.bin", "in/tus.bin", ("--tus",))):
+        done = await cli(
+            "upload", str(tmp_path / name), "--bucket", "keyed", "--key", key, *extra, "--json"
+        )
+        assert done.code == 0, done.err
+
+    async def both() -> Any:
+        page = json.loads((await cli("ls", "keyed/in/", "--json")).out)
+        return page if len(page["items"]) == 2 else None
+
+    page = await wait_until(both)
+    assert [o["key"] for o in page["items"]] == ["in/native.bin", "in/tus.bin"]
+    for key, data in (("in/native.bin", native), ("in/tus.bin", tus)):
+        async with system.client(user) as c:
+            r = await c.get(f"/v1/buckets/keyed/objects/{key}")
+        assert r.status_code == 200 and r.content == data
+        out = tmp_path / key.replace("/", "_")
+        got = await cli("download", f"keyed/{key}", "-o", str(out))
+        assert got.code == 0, got.err
+        assert out.read_bytes() == data
