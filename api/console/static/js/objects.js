@@ -57,7 +57,7 @@ const below = (s) => s.slice(state.prefix.length)
 function folderRow (prefix) {
   return el('tr', { 'data-prefix': prefix, class: 'folder-row' },
     el('td', { class: 'name folder', 'data-label': 'Name' },
-      el('button', { type: 'button', 'aria-label': `Open folder ${below(prefix)}`, onclick: () => go(prefix), text: `📁 ${below(prefix)}` })),
+      el('button', { type: 'button', 'aria-label': `Open folder ${below(prefix)}`, onclick: () => go(prefix), text: below(prefix) })),
     el('td', { 'data-label': 'Size', text: '' }),
     el('td', { 'data-label': 'Modified', text: '' }),
     el('td', { class: 'actions' }))
