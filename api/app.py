@@ -16,6 +16,7 @@ from api.console.mount import console_router
 from api.context import AppContext
 from api.errors import handle_exception
 from api.events.fanout import FanOut
+from api.http.signing import Signer
 from api.middleware import request_id_middleware
 from api.openapi import openapi_config
 from api.routes.admin import AdminController
@@ -47,6 +48,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        # First: a signing key that is too short stops the start before anything is opened.
+        signer = Signer(settings.resolved_signing_key(), settings.signing_old_keys)
         blobs = open_blob_store(settings.blobs_url, settings)
         try:
             # Fail the start (the process exits non-zero) on a store that cannot be
@@ -74,6 +77,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             blobs=blobs,
             bus=bus,
             auth=Authenticator(settings),
+            signer=signer,
             holder=holder,
         )
         # One reader of the event store feeds every live stream of this process.

@@ -103,8 +103,22 @@ def _challenge() -> dict[str, str]:
     return {"WWW-Authenticate": 'Bearer realm="cairn"'}
 
 
+def authentication_required() -> ApiError:
+    """The answer to an anonymous request for something that is not public (whether or not
+    it exists: an anonymous caller learns nothing more than "authenticate")."""
+    return ApiError(401, "unauthorized", "authentication required", headers=_challenge())
+
+
 async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
     return request.app.state.cairn.auth.authenticate(request.headers)  # type: ignore[no-any-return]
+
+
+async def provide_optional_principal(request: Request[Any, Any, Any]) -> Principal | None:
+    """For routes that also answer anonymous callers (public buckets, signed URLs): None
+    when the request carries no credentials; credentials that are there must be valid."""
+    if request.headers.get("x-api-key") is None and request.headers.get("authorization") is None:
+        return None
+    return await provide_principal(request)
 
 
 def require_admin(p: Principal) -> None:

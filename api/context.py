@@ -15,6 +15,7 @@ import asyncpg
 from litestar import Request
 
 from api.auth import Authenticator, Principal
+from api.http.signing import Signer
 from bus.actors.commandbus import CommandBus, CommandResult
 from bus.config.settings import Settings
 from bus.config.tracing import current_traceparent
@@ -60,6 +61,7 @@ class AppContext:
     blobs: BlobStore
     bus: CommandBus
     auth: Authenticator
+    signer: Signer
     # Who holds this process's idempotency claims (bus/store/idempotency.py): host:port.
     holder: str = ""
     shapes: OrderedDict[str, UploadShape] = field(default_factory=OrderedDict)

@@ -39,6 +39,9 @@ from api.schemas import STRICT_BODIES
 
 ASSETS = "/schema/assets"
 SECURED: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]
+# Added to SECURED by routes that also answer without credentials (Litestar adds a route's
+# security requirements to its controller's): `{}` is OpenAPI's "no authentication".
+ANONYMOUS: list[dict[str, list[str]]] = [{}]
 
 _ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -90,7 +93,20 @@ def _error_content() -> dict[str, Any]:
     return {"application/json": {"schema": dict(_ERROR_REF)}}
 
 
+# Operations whose route takes the whole rest of the path (Litestar matches nothing after
+# a `{key:path}`) but whose documented path has a fixed ending: (method, path) -> ending.
+PATH_ENDINGS = {("post", "/v1/buckets/{name}/objects/{key}"): "/signed-url"}
+
+
+def _move_endings(paths: dict[str, Any]) -> None:
+    for (method, path), ending in PATH_ENDINGS.items():
+        op = paths.get(path, {}).pop(method, None)
+        if op is not None:
+            paths.setdefault(path + ending, {})[method] = op
+
+
 def _finish(doc: dict[str, Any]) -> dict[str, Any]:
+    _move_endings(doc.get("paths", {}))
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
     schemas["Error"] = _ERROR_SCHEMA
     for body in STRICT_BODIES:

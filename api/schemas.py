@@ -9,7 +9,7 @@ Fields that a newer server may add are allowed: clients must ignore unknown fiel
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar.openapi.datastructures import ResponseSpec
@@ -229,12 +229,38 @@ class BucketDeleted(msgspec.Struct):
     objects_deleted: int
 
 
+class SignFileUrl(msgspec.Struct, forbid_unknown_fields=True):
+    """Sign a URL for a file's content: `expires_in` seconds (at most
+    CAIRN_SIGNED_URL_MAX_EXPIRY), for GET (which also answers HEAD) or HEAD only."""
+
+    expires_in: Annotated[int, msgspec.Meta(ge=1, le=BIGINT_MAX)]
+    method: Literal["GET", "HEAD"] = "GET"
+
+
+class SignObjectUrl(msgspec.Struct, forbid_unknown_fields=True):
+    """Sign a URL for an object: GET (also answers HEAD), HEAD, or PUT (an anonymous upload
+    of exactly this key, once, of at most `max_size` bytes)."""
+
+    method: Literal["GET", "HEAD", "PUT"]
+    expires_in: Annotated[int, msgspec.Meta(ge=1, le=BIGINT_MAX)]
+    max_size: Annotated[int, msgspec.Meta(ge=0, le=BIGINT_MAX)] | None = None
+
+
+class SignedUrl(msgspec.Struct):
+    url: str
+    method: str
+    expires_at: str
+    max_size: int | None = None  # a signed PUT's largest body
+
+
 # Bodies that refuse unknown fields (documented with additionalProperties: false).
 STRICT_BODIES: tuple[type[msgspec.Struct], ...] = (
     CreateUpload,
     CreateBucket,
     UpdateBucket,
     UpdateFile,
+    SignFileUrl,
+    SignObjectUrl,
 )
 
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import msgspec
 
-from api.context import AppContext
+from api.context import AppContext, now
 from api.errors import ApiError
 from domain.buckets import BucketState
 from domain.buckets.names import is_bucket_name
@@ -35,18 +36,24 @@ class Destination(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class CopyParams(msgspec.Struct, forbid_unknown_fields=True):
-    """copy / move: `files` (ids) or `bucket` + `prefix`, to `to.bucket` (+ `to.prefix`)."""
+    """copy / move: `files` (ids) or `bucket` + `prefix`, to `to.bucket` (+ `to.prefix`).
+    `overwrite`: replace a live file of the same name in the destination (see fileops)."""
 
     to: Destination
     files: list[str] | None = None
     bucket: Short | None = None
     prefix: Prefix | None = None
+    overwrite: bool = False
 
 
 class DeleteParams(msgspec.Struct, forbid_unknown_fields=True):
+    """`files`, or `bucket` + `prefix`, or `older_than` (alone: every bucket; with
+    `bucket` (+ `prefix`): those files), a duration or an RFC 3339 timestamp."""
+
     files: list[str] | None = None
     bucket: Short | None = None
     prefix: Prefix | None = None
+    older_than: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
 
 
 class ArchiveOutput(msgspec.Struct, forbid_unknown_fields=True):
@@ -72,6 +79,7 @@ class ExtractParams(msgspec.Struct, forbid_unknown_fields=True):
     file: str
     output: ExtractOutput = msgspec.field(default_factory=ExtractOutput)
     format: Literal["zip", "tar", "tar.gz"] | None = None
+    overwrite: bool = False
 
 
 SHAPES: dict[str, type[msgspec.Struct]] = {
@@ -136,8 +144,12 @@ async def _owned_file(c: AppContext, raw: str, owner: str, admin: bool) -> FileS
     return st
 
 
-async def resolve_files(c: AppContext, p: Any, owner: str, admin: bool) -> list[tuple[str, int]]:
-    """(id, size) of the files a copy/move/delete/compress names, checked and de-duplicated."""
+async def resolve_files(
+    c: AppContext, p: Any, owner: str, admin: bool, cutoff: datetime | None = None
+) -> list[tuple[str, int]]:
+    """(id, size) of the files a copy/move/delete/compress names, checked and de-duplicated;
+    `cutoff` (delete's older_than): only files created before it, in any bucket unless
+    `bucket` is given."""
     limit = c.settings.task_max_items
     if p.files is not None:
         if p.bucket is not None or p.prefix is not None:
@@ -154,15 +166,61 @@ async def resolve_files(c: AppContext, p: Any, owner: str, admin: bool) -> list[
                 seen.add(st.id)
                 out.append((st.id, st.size))
         return out
-    if p.bucket is None:
+    if p.bucket is None and (cutoff is None or p.prefix is not None):
         raise _bad("params.files", "give files (a list of ids) or bucket + prefix")
-    await check_bucket(c, p.bucket, owner, admin)
-    found = await task_queries.files_by_prefix(c.pool, owner, p.bucket, p.prefix or "", limit + 1)
+    if p.bucket is not None:
+        await check_bucket(c, p.bucket, owner, admin)
+    found = await task_queries.files_by_prefix(
+        c.pool, owner, p.bucket, p.prefix or "", limit + 1, created_before=cutoff
+    )
     if not found:
-        raise _bad("params.prefix", "no files match bucket + prefix")
+        field = "params.older_than" if cutoff is not None else "params.prefix"
+        raise _bad(field, "no files match the filter")
     if len(found) > limit:
         raise _too_many(len(found), limit)
     return found
+
+
+_DURATION = re.compile(r"^(\d{1,9})\s*([smhdw])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_older_than(text: str, at: datetime) -> datetime:
+    """The cutoff `older_than` names: files created before it are deleted. A duration
+    before `at` (`30d`, `12h`, `15m`, `90s`, `2w`, or ISO 8601 such as `P7DT12H`) or an
+    RFC 3339 timestamp with a time zone (`2026-01-01T00:00:00Z`), not in the future."""
+    raw = text.strip()
+    m = _DURATION.match(raw.lower())
+    delta: timedelta | None = None
+    if m:
+        try:
+            delta = timedelta(seconds=int(m.group(1)) * _UNIT_SECONDS[m.group(2)])
+        except OverflowError:
+            raise _bad("params.older_than", "older_than is too long a duration") from None
+    elif raw[:1] in ("P", "p"):
+        try:
+            delta = msgspec.convert(raw.upper(), timedelta)
+        except msgspec.ValidationError:
+            raise _bad("params.older_than", f"not an ISO 8601 duration: {raw[:64]!r}") from None
+    if delta is not None:
+        if delta <= timedelta(0):
+            raise _bad("params.older_than", "older_than must be a positive duration")
+        try:
+            return at - delta
+        except OverflowError:
+            raise _bad("params.older_than", "older_than is too long a duration") from None
+    try:
+        stamp = msgspec.convert(raw, datetime)
+    except msgspec.ValidationError:
+        raise _bad(
+            "params.older_than",
+            "older_than is a duration (30d, 12h, P7D) or an RFC 3339 timestamp",
+        ) from None
+    if stamp.tzinfo is None:
+        raise _bad("params.older_than", "an older_than timestamp needs a time zone (Z or +hh:mm)")
+    if stamp > at:
+        raise _bad("params.older_than", "an older_than timestamp is in the future")
+    return stamp
 
 
 def _too_many(n: int, limit: int) -> ApiError:
@@ -190,8 +248,15 @@ async def prepare(
         params = msgspec.to_builtins(p)
         params["file"] = st.id
         return params, 0, st.size
-    files = await resolve_files(c, p, owner, admin)
+    cutoff: datetime | None = None
+    if isinstance(p, DeleteParams) and p.older_than is not None:
+        if p.files is not None:
+            raise _bad("params.older_than", "older_than filters bucket + prefix, not a files list")
+        cutoff = parse_older_than(p.older_than, now())
+    files = await resolve_files(c, p, owner, admin, cutoff)
     params = msgspec.to_builtins(p)
+    if cutoff is not None:
+        params["cutoff"] = cutoff.isoformat()  # what older_than meant when the task was made
     params["files"] = [f for f, _ in files]
     params.pop("bucket", None)
     params.pop("prefix", None)

@@ -8,11 +8,16 @@ processes on two ports, which the clients alternate between; the second relay is
 then:
 
 1. drives concurrent native (chunked, PUTs alternating between the apis) and tus uploads,
-   and downloads of what was acknowledged, from several client threads;
+   and downloads of what was acknowledged, from several client threads; and, from one more
+   thread, URL fetches (of a local origin server, one new URL each) and copy tasks (of an
+   acknowledged file), so the fetch and task workers work, and die, under load too;
 2. SIGKILLs one process of each kind, one kind at a time, mid-load; waits until uploads are
    acknowledged without it, restarts it, waits until uploads are acknowledged again;
 3. stops the load, waits for relay and projection lag 0, and asserts:
    - every acknowledged upload is a COMPLETED file whose content is byte-exact;
+   - every accepted fetch and task COMPLETED exactly once: one FetchCompleted / one
+     TaskCompleted per stream, the fetched file byte-exact and created once, each copy
+     task's copy created once (one file of its name, a byte-exact copy);
    - no aggregate has a duplicated transition (event store: versions 1..n without gaps,
      one UploadInitiated / UploadCompleted / FileCreated per stream, no chunk index or
      append offset recorded twice);
@@ -55,6 +60,7 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -257,13 +263,92 @@ def content(seed: int, size: int) -> bytes:
     return random.Random(seed).randbytes(size)
 
 
+class Origin:
+    """The origin fetches download from: `/o/SEED/SIZE` is `content(SEED, SIZE)`, with a
+    strong ETag and single byte ranges (a fetch taken over after a kill resumes with
+    `Range` + `If-Range`). A threaded HTTP server on loopback."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:  # quiet
+                pass
+
+            def do_HEAD(self) -> None:
+                self._answer(body=False)
+
+            def do_GET(self) -> None:
+                self._answer(body=True)
+
+            def _answer(self, body: bool) -> None:
+                try:
+                    _, o, seed, size = self.path.split("/")
+                    assert o == "o"
+                    data = content(int(seed), int(size))
+                except (ValueError, AssertionError):
+                    self.send_error(404)
+                    return
+                etag = f'"{hashlib.sha256(data).hexdigest()[:32]}"'
+                start, status = 0, 200
+                rng = self.headers.get("Range")
+                if_range = self.headers.get("If-Range")
+                if rng and rng.startswith("bytes=") and if_range in (None, etag):
+                    first = rng[len("bytes=") :].split("-", 1)[0]
+                    if first.isdigit() and int(first) < len(data):
+                        start, status = int(first), 206
+                part = data[start:]
+                self.send_response(status)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(part)))
+                self.send_header("ETag", etag)
+                self.send_header("Accept-Ranges", "bytes")
+                if status == 206:
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                self.end_headers()
+                if body:
+                    self.wfile.write(part)
+
+        self.server = ThreadingHTTPServer((HOST, 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def url(self, seed: int, size: int) -> str:
+        return f"http://{HOST}:{self.server.server_address[1]}/o/{seed}/{size}"
+
+
+@dataclass
+class Fetched:
+    fetch_id: str
+    seed: int
+    size: int
+
+
+@dataclass
+class Tasked:
+    task_id: str
+    source: Acked
+    prefix: str
+
+
 @dataclass
 class Load:
-    """Client threads uploading (native and tus, alternately) and downloading, with retries."""
+    """Client threads uploading (native and tus, alternately) and downloading, with retries;
+    with an `origin`, one more thread asking for fetches and copy tasks."""
 
     apis: list[str]
     token: str
     form: Form
+    origin: Origin | None = None
+    fetches: list[Fetched] = field(default_factory=list)
+    tasks: list[Tasked] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     acked: list[Acked] = field(default_factory=list)
@@ -278,6 +363,74 @@ class Load:
             t = threading.Thread(target=self._client, args=(i,), daemon=True, name=f"client-{i}")
             t.start()
             self.threads.append(t)
+        if self.origin is not None:
+            t = threading.Thread(target=self._work, daemon=True, name="work")
+            t.start()
+            self.threads.append(t)
+
+    def work_count(self) -> tuple[int, int]:
+        with self.lock:
+            return len(self.fetches), len(self.tasks)
+
+    # -- fetches and tasks (accepted = 202; they complete in the background)
+
+    def _work(self) -> None:
+        assert self.origin is not None
+        rng = random.Random(-1)
+        client = [
+            httpx.Client(base_url=u, headers={"Authorization": f"Bearer {self.token}"}, timeout=60)
+            for u in self.apis
+        ]
+        turn = [0]
+        try:
+            n = 0
+            while not self.stop.is_set():
+                n += 1
+                size = rng.randint(self.form.min_size, self.form.max_size)
+                seed = rng.getrandbits(63)
+                # A new URL each time (the same URL again is the same fetch).
+                r = self._request(
+                    client,
+                    turn,
+                    "POST",
+                    "/v1/fetches",
+                    {202},
+                    json={"url": self.origin.url(seed, size)},
+                )
+                if r.status_code != 202:
+                    raise CheckFailed(f"POST /v1/fetches: {r.status_code} {r.text[:300]}")
+                with self.lock:
+                    self.fetches.append(Fetched(r.json()["id"], seed, size))
+                    source = rng.choice(self.acked) if self.acked else None
+                if source is not None:
+                    prefix = f"copy{n}-"
+                    body = {
+                        "type": "copy",
+                        "params": {
+                            "files": [source.file_id],
+                            "to": {"bucket": "default", "prefix": prefix},
+                        },
+                    }
+                    r = self._request(
+                        client,
+                        turn,
+                        "POST",
+                        "/v1/tasks",
+                        {202},
+                        json=body,
+                        headers={"Idempotency-Key": f"task-{n}"},
+                    )
+                    if r.status_code != 202:
+                        raise CheckFailed(f"POST /v1/tasks: {r.status_code} {r.text[:300]}")
+                    with self.lock:
+                        self.tasks.append(Tasked(r.json()["id"], source, prefix))
+                self.stop.wait(1.0)  # pacing: about one fetch and one task a second
+        except CheckFailed as e:
+            with self.lock:
+                self.errors.append(f"work: {e}")
+        finally:
+            for c in client:
+                c.close()
 
     def finish(self, timeout: float = PROGRESS_TIMEOUT) -> None:
         self.stop.set()
@@ -484,6 +637,10 @@ class System:
             "CAIRN_JWT_SECRET": JWT_SECRET,
             "CAIRN_HOST": HOST,
             "CAIRN_COMMAND_TIMEOUT": "30",
+            # The fetches' origin is on loopback; a killed worker's leases run out sooner.
+            "CAIRN_FETCH_ALLOW_PRIVATE": "true",
+            "CAIRN_FETCH_LEASE": "10",
+            "CAIRN_TASK_LEASE_SECONDS": "10",
             "CAIRN_LOG_LEVEL": "info",
         }
         ok(f"PostgreSQL {pg.url.split('@')[1]}, Tansu {kafka.bootstrap}, S3 {s3.endpoint}")
@@ -570,11 +727,15 @@ async def check_event_store(database_url: str) -> dict[str, list[int]]:
                        CASE event_type
                            WHEN 'UploadChunkStored' THEN data->>'index'
                            WHEN 'UploadBytesAppended' THEN data->>'offset'
+                           WHEN 'FetchBytesAppended' THEN data->>'offset'
                            ELSE '' END AS k
                 FROM eventstore.events
                 WHERE event_type IN ('UploadInitiated', 'UploadCompleted', 'FileCreated',
                                      'UploadChunkStored', 'UploadBytesAppended',
-                                     'UploadAborted', 'UploadFailed', 'FileDeleted')
+                                     'UploadAborted', 'UploadFailed', 'FileDeleted',
+                                     'FetchRequested', 'FetchCompleted', 'FetchFailed',
+                                     'FetchBytesAppended', 'TaskCreated', 'TaskCompleted',
+                                     'TaskFailed')
             ) t GROUP BY stream_id, event_type, k HAVING count(*) > 1
             """
         )
@@ -691,6 +852,71 @@ async def _partitions(consumer: Any, topic: str) -> set[int]:
     return consumer.partitions_for_topic(topic) or set()
 
 
+def _finished(c: httpx.Client, url: str, what: str) -> dict[str, Any]:
+    """Poll a fetch or task until it is terminal; fail unless it COMPLETED."""
+
+    def terminal() -> dict[str, Any] | None:
+        r = c.get(url)
+        if r.status_code != 200:
+            return None
+        body: dict[str, Any] = r.json()
+        return body if body.get("status") in ("COMPLETED", "FAILED", "CANCELLED") else None
+
+    body: dict[str, Any] = wait_for(f"{what} finished", terminal, PROGRESS_TIMEOUT, None)
+    if body["status"] != "COMPLETED":
+        fail(f"{what}: {body['status']} {body.get('last_error') or body.get('error')}")
+    return body
+
+
+def verify_work(load: Load, apis: list[str]) -> None:
+    """Every accepted fetch and copy task COMPLETED, and its file exists once, byte-exact."""
+    with httpx.Client(headers={"Authorization": f"Bearer {load.token}"}, timeout=60) as c:
+        for i, f in enumerate(load.fetches):
+            api = apis[i % len(apis)]
+            body = _finished(c, f"{api}/v1/fetches/{f.fetch_id}", f"fetch {f.fetch_id}")
+            r = c.get(f"{api}/v1/files/{body['file_id']}/content")
+            if r.status_code != 200 or r.content != content(f.seed, f.size):
+                fail(f"fetch {f.fetch_id}: its file answered {r.status_code}, wrong content")
+        for i, t in enumerate(load.tasks):
+            api = apis[i % len(apis)]
+            _finished(c, f"{api}/v1/tasks/{t.task_id}", f"task {t.task_id}")
+
+            # The read model lags the task's completion a little.
+            def copies(t: Tasked = t, api: str = api) -> list[dict[str, Any]] | None:
+                r = c.get(f"{api}/v1/files", params={"prefix": t.prefix, "limit": 10})
+                items: list[dict[str, Any]] = r.json()["items"] if r.status_code == 200 else []
+                return items or None
+
+            found = wait_for(f"task {t.task_id}'s copy listed", copies, PROGRESS_TIMEOUT, None)
+            if len(found) != 1:
+                fail(f"task {t.task_id}: {len(found)} files named {t.prefix}*, not one")
+            r = c.get(f"{api}/v1/files/{found[0]['id']}/content")
+            if r.status_code != 200 or r.content != content(t.source.seed, t.source.size):
+                fail(f"task {t.task_id}: the copy answered {r.status_code}, wrong content")
+    ok(
+        f"all {len(load.fetches)} fetches and {len(load.tasks)} copy tasks COMPLETED once, "
+        "their files byte-exact"
+    )
+
+
+async def check_work_once(database_url: str) -> tuple[int, int]:
+    """One FetchCompleted per fetch and one TaskCompleted per task, and nothing more."""
+    import asyncpg
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT event_type, count(*) AS streams, sum(n) AS events FROM ("
+            " SELECT stream_id, event_type, count(*) AS n FROM eventstore.events"
+            " WHERE event_type IN ('FetchCompleted', 'TaskCompleted')"
+            " GROUP BY stream_id, event_type) t GROUP BY event_type"
+        )
+    finally:
+        await conn.close()
+    got = {r["event_type"]: (r["streams"], r["events"]) for r in rows}
+    return got.get("FetchCompleted", (0, 0))[1], got.get("TaskCompleted", (0, 0))[1]
+
+
 def verify(system: System, load: Load, apis: list[str]) -> None:
     with httpx.Client(headers={"Authorization": f"Bearer {load.token}"}, timeout=60) as c:
         for i, a in enumerate(load.acked):
@@ -704,6 +930,15 @@ def verify(system: System, load: Load, apis: list[str]) -> None:
             if r.status_code != 200 or r.json().get("status") != "COMPLETED":
                 fail(f"upload {a.upload_id}: {r.status_code} {r.text[:200]}")
     ok(f"all {len(load.acked)} acknowledged uploads COMPLETED and byte-exact")
+    if load.origin is not None:
+        verify_work(load, apis)
+        fetched, tasked = asyncio.run(check_work_once(system.database_url))
+        if (fetched, tasked) != (len(load.fetches), len(load.tasks)):
+            fail(
+                f"event store: {fetched} FetchCompleted for {len(load.fetches)} fetches, "
+                f"{tasked} TaskCompleted for {len(load.tasks)} tasks"
+            )
+        ok(f"event store: exactly {fetched} FetchCompleted and {tasked} TaskCompleted")
     versions = asyncio.run(check_event_store(system.database_url))
     ok(f"event store: {len(versions)} streams, versions 1..n, no duplicated transition")
     rows = asyncio.run(check_rebuild(system.database_url))
@@ -720,18 +955,27 @@ def verify(system: System, load: Load, apis: list[str]) -> None:
 
 def run_faults(system: System, form: Form) -> None:
     cluster, by_kind = start_cluster(system, 2)
+    origin = Origin()
+    origin.start()
     try:
         apis = [p.url for p in by_kind["api"]]
         token = system.token()
-        load = Load(apis, token, form)
+        load = Load(apis, token, form, origin=origin)
         load.start()
         wait_for(
-            "first uploads acknowledged",
-            lambda: load.count() >= form.acks_between,
+            "first uploads acknowledged, a fetch and a task accepted",
+            lambda: (
+                (load.count() >= form.acks_between and min(load.work_count()) >= 1) or load.errors
+            ),
             PROGRESS_TIMEOUT,
             cluster,
         )
-        ok(f"load running: {form.clients} clients, native and tus, across {len(apis)} apis")
+        if load.errors:
+            load.finish()
+        ok(
+            f"load running: {form.clients} clients, native and tus, across {len(apis)} apis;"
+            " fetches and copy tasks"
+        )
         for kind, procs in by_kind.items():
             victim = procs[0]
             if kind == "relay":  # the leader, when one says so: the interesting one to lose
@@ -761,7 +1005,8 @@ def run_faults(system: System, form: Form) -> None:
         load.finish()
         ok(
             f"load stopped: {len(load.acked)} uploads acknowledged, {load.downloads} downloads "
-            f"checked, {load.retries} retried requests"
+            f"checked, {len(load.fetches)} fetches and {len(load.tasks)} tasks accepted, "
+            f"{load.retries} retried requests"
         )
         wait_for(
             "relay and projection lag 0", lambda: caught_up(apis[0]), PROGRESS_TIMEOUT, cluster
@@ -776,6 +1021,7 @@ def run_faults(system: System, form: Form) -> None:
     finally:
         if cluster is not None:
             cluster.stop_all(check=False)
+        origin.stop()
 
 
 def run_measure(system: System, form: Form) -> None:

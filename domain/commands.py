@@ -15,10 +15,12 @@ from datetime import datetime
 from domain.buckets.commands import CreateBucket, DeleteBucket, UpdateBucket
 from domain.fetches.commands import (
     AppendFetchBytes,
+    AppendFetchSegmentBytes,
     CancelFetch,
     CompleteFetch,
     FailFetch,
     PauseFetch,
+    PlanFetchSegments,
     RecordFetchAttemptError,
     RecordFetchResponse,
     RequestFetch,
@@ -46,6 +48,7 @@ __all__ = [
     "AbortUpload",
     "AppendBytes",
     "AppendFetchBytes",
+    "AppendFetchSegmentBytes",
     "CancelFetch",
     "Command",
     "CompleteFetch",
@@ -60,6 +63,7 @@ __all__ = [
     "FailUpload",
     "InitiateUpload",
     "PauseFetch",
+    "PlanFetchSegments",
     "RecordFetchAttemptError",
     "RecordFetchResponse",
     "RequestFetch",

@@ -42,21 +42,24 @@ from bus.blobs.sniff import content_type_of
 from bus.config.logs import get_logger
 from bus.config.settings import Settings
 from bus.fetch import origin
-from bus.fetch.origin import Fatal, Retryable
-from bus.fetch.ssrf import UnsafeUrl, check_url, guarded_client
+from bus.fetch.origin import Fatal, Retryable, StartOver
+from bus.fetch.ssrf import UnsafeUrl, check_url, guarded_client, redirect_location
 from bus.store.eventstore import PostgresEventStore
 from domain import fetches as f
 from domain.commands import (
     AppendFetchBytes,
+    AppendFetchSegmentBytes,
     Command,
     CompleteFetch,
     FailFetch,
+    PlanFetchSegments,
     RecordFetchAttemptError,
     RecordFetchResponse,
     StartFetch,
 )
 from domain.errors import DomainError
 from domain.policies import fetch_file_id, file_from_fetch
+from handlers import fetch_segments
 
 log = get_logger(__name__)
 
@@ -110,6 +113,7 @@ class Fetcher:
         await self.bus.start()
         self.client = guarded_client(
             allow_private=s.fetch_allow_private,
+            allow_networks=s.fetch_allow_networks,
             timeout=httpx.Timeout(s.fetch_timeout, connect=min(10.0, s.fetch_timeout)),
         )
         log.info("fetch worker started", holder=self.holder)
@@ -290,6 +294,10 @@ class _Run:
         except DomainError as e:
             if e.code == "fetch_not_running":
                 raise Halted(e.message) from None
+            if e.code in ("wrong_segment_plan", "fetch_segmented", "fetch_not_segmentable"):
+                # Another stream of this run changed the fetch (a restart dropped the
+                # split): what this stream holds no longer fits. Start the attempt over.
+                raise StartOver(e.message) from None
             raise
         # Fold our own events too, so offsets and validators are current.
         await self._catch_up()
@@ -378,44 +386,73 @@ class _Run:
             await self._transfer()
         except (Halted, Fatal, Retryable):
             raise
-        except httpx.HTTPError as e:
-            text = str(e) or type(e).__name__
-            if text.startswith("forbidden address"):
-                raise Fatal("forbidden_address", f"refused: {text}") from None
-            raise Retryable(f"{type(e).__name__}: {text}") from None
-        except OSError as e:
-            raise Retryable(f"{type(e).__name__}: {e}") from None
+        except (httpx.HTTPError, OSError) as e:
+            raise origin.classify(e) from None
 
-    async def _open(self, ranged: bool) -> tuple[httpx.Response, str]:
-        assert self.w.client is not None
-        st = self.state
+    def validator(self) -> str | None:
+        """What If-Range carries: the strong ETag, else Last-Modified."""
+        return origin.strong_etag(self.state.etag) or self.state.last_modified
+
+    def headers(self, first: int | None = None, last: int | None = None) -> dict[str, str]:
+        """Request headers; with `first`, a Range from there (to `last` inclusive, if given),
+        guarded by If-Range when a validator is recorded."""
         headers = {"Accept-Encoding": "identity", "User-Agent": "cairn-fetch/1"}
-        if ranged:
-            headers["Range"] = f"bytes={st.bytes}-"
-            validator = origin.strong_etag(st.etag) or st.last_modified
-            assert validator is not None
-            headers["If-Range"] = validator
-        url = st.url
+        if first is not None:
+            headers["Range"] = f"bytes={first}-{'' if last is None else last}"
+            validator = self.validator()
+            if validator is not None:
+                headers["If-Range"] = validator
+        return headers
+
+    def validators(self, resp: httpx.Response, url: str) -> dict[str, Any]:
+        h = resp.headers
+        return {
+            "etag": h.get("etag"),
+            "last_modified": h.get("last-modified"),
+            "content_type": h.get("content-type"),
+            "file_name": origin.file_name(resp, url),
+            "accept_ranges": "bytes" in (h.get("accept-ranges") or "").lower(),
+        }
+
+    async def open(self, headers: dict[str, str]) -> tuple[httpx.Response, str]:
+        """GET the fetch's URL, following up to MAX_REDIRECTS redirects, every hop checked."""
+        assert self.w.client is not None
+        url = self.state.url
         for hop in range(MAX_REDIRECTS + 1):
             try:
-                url = check_url(url, allow_private=self.s.fetch_allow_private)
+                url = check_url(
+                    url,
+                    allow_private=self.s.fetch_allow_private,
+                    allow_networks=self.s.fetch_allow_networks,
+                )
             except UnsafeUrl as e:
                 raise Fatal(e.code, e.message, {"hop": hop}) from None
             req = self.w.client.build_request("GET", url, headers=headers)
             resp = await self.w.client.send(req, stream=True)
-            if resp.status_code in (301, 302, 303, 307, 308) and resp.headers.get("location"):
+            location = redirect_location(resp)
+            if resp.status_code in (301, 302, 303, 307, 308) and location:
                 await resp.aclose()
                 if hop == MAX_REDIRECTS:
                     raise Fatal("too_many_redirects", f"more than {MAX_REDIRECTS} redirects", {})
-                url = urljoin(url, resp.headers["location"])
+                url = urljoin(url, location)
                 continue
             return resp, url
         raise AssertionError("unreachable")
 
     async def _transfer(self) -> None:
         st = self.state
-        ranged = st.bytes > 0 and bool(origin.strong_etag(st.etag) or st.last_modified)
-        resp, url = await self._open(ranged)
+        if st.segments:  # a split recorded earlier (a pause, a retry, a take-over)
+            await fetch_segments.run_segments(self, None)
+            await self._finish()
+            return
+        if st.bytes > 0 and self.validator() is not None:
+            headers, ranged = self.headers(st.bytes), True  # resume
+        elif st.bytes == 0 and self.s.fetch_segments > 1:
+            # The probe: a 206 with a length says the origin serves ranges (segments).
+            headers, ranged = self.headers(0), True
+        else:
+            headers, ranged = self.headers(), False
+        resp, url = await self.open(headers)
         try:
             await self._answer(resp, url, ranged)
         finally:
@@ -427,13 +464,7 @@ class _Run:
         h = resp.headers
         if code in (408, 429) or code >= 500:
             raise Retryable(f"origin answered {code}", origin.retry_after(h.get("retry-after")))
-        validators: dict[str, Any] = {
-            "etag": h.get("etag"),
-            "last_modified": h.get("last-modified"),
-            "content_type": h.get("content-type"),
-            "file_name": origin.file_name(resp, url),
-            "accept_ranges": "bytes" in (h.get("accept-ranges") or "").lower(),
-        }
+        validators = self.validators(resp, url)
         if code == 416 and ranged:
             length = origin.unsatisfied_length(h.get("content-range"))
             if length is not None and length == self.state.bytes:
@@ -489,6 +520,10 @@ class _Run:
                 f"the resource is {self.state.total} bytes, over the limit",
                 {"max_bytes": self.s.fetch_max_bytes, "total": self.state.total},
             )
+        if code == 206 and asked_from == 0 and await self._split():
+            await fetch_segments.run_segments(self, resp)  # segment 0 reads this answer
+            await self._finish()
+            return
         await self._stream(resp)
         total = self.state.total
         if total is not None and self.state.bytes > total:
@@ -497,9 +532,29 @@ class _Run:
             raise Retryable(f"the body ended at {self.state.bytes} of {total} bytes")
         await self._finish()
 
-    async def _stream(self, resp: httpx.Response) -> None:
-        """Body -> blobs of at most chunk_bytes (or one second's worth), recorded ~1/s."""
+    async def _split(self) -> bool:
+        """Record a segment split of the (empty) body if it is worth one and safe: a known
+        length of two segments or more, and a validator for If-Range (without one, a
+        changed origin could not be told apart and segments of two versions would mix)."""
+        st = self.state
+        if st.total is None or st.bytes != 0 or self.validator() is None:
+            return False
+        bounds = fetch_segments.plan(st.total, self.s.fetch_segments, self.s.fetch_segment_min)
+        if not bounds:
+            return False
+        await self._cmd(
+            PlanFetchSegments, runner=self.runner, plan=uuid.uuid4().hex[:12], bounds=bounds
+        )
+        return bool(self.state.segments)
+
+    async def _stream(
+        self, resp: httpx.Response, segment: int | None = None, cap: int | None = None
+    ) -> None:
+        """Body -> blobs of at most chunk_bytes (or one second's worth), recorded ~1/s.
+        With `segment`, the pieces continue that segment, and at most `cap` bytes are read
+        (the rest of the answer, if any, is not this segment's)."""
         source = resp.aiter_raw()
+        remaining = cap
         leftover = b""
         ended = False
         # A broken body (reset, timeout, early close) ends the piece being written normally,
@@ -511,8 +566,10 @@ class _Run:
         limit = self.s.fetch_max_bytes
 
         async def piece() -> AsyncIterator[bytes]:
-            nonlocal leftover, ended, broken
+            nonlocal leftover, ended, broken, remaining
             budget = self.s.fetch_chunk_bytes
+            if remaining is not None:
+                budget = min(budget, remaining)
             started = time.monotonic()
             while budget > 0:
                 if leftover:
@@ -530,6 +587,8 @@ class _Run:
                 if len(data) > budget:
                     data, leftover = data[:budget], data[budget:]
                 budget -= len(data)
+                if remaining is not None:
+                    remaining -= len(data)
                 await self.rate.take(len(data))
                 await self.w.global_rate.take(len(data))
                 yield data
@@ -537,6 +596,9 @@ class _Run:
                     return
 
         while not ended:
+            if remaining == 0:
+                ended = True  # the segment is full: what follows is not its bytes
+                break
             sha, size = await self.w.blobs.put_stream(piece())
             if size:
                 pending.append({"sha256": sha, "size": size})
@@ -547,17 +609,35 @@ class _Run:
                         f"the body is over {limit} bytes",
                         {"max_bytes": limit},
                     )
-            if pending and (ended or time.monotonic() - last_record >= RECORD_EVERY):
-                await self._cmd(
-                    AppendFetchBytes, runner=self.runner, offset=self.state.bytes, pieces=pending
-                )
+            if pending and (
+                ended or remaining == 0 or time.monotonic() - last_record >= RECORD_EVERY
+            ):
+                await self._record(segment, pending)
                 pending, pending_bytes = [], 0
                 last_record = time.monotonic()
         if broken is not None:
             raise broken
 
+    async def _record(self, segment: int | None, pieces: list[dict[str, Any]]) -> None:
+        st = self.state
+        if segment is None:
+            await self._cmd(AppendFetchBytes, runner=self.runner, offset=st.bytes, pieces=pieces)
+            return
+        if st.plan is None or segment >= len(st.segments):
+            raise StartOver("the segment split was dropped")
+        await self._cmd(
+            AppendFetchSegmentBytes,
+            runner=self.runner,
+            plan=st.plan,
+            segment=segment,
+            offset=st.segments[segment].offset,
+            pieces=pieces,
+        )
+
     async def _finish(self) -> None:
         st = self.state
+        if st.total is not None and st.bytes != st.total:
+            raise Retryable(f"holding {st.bytes} of {st.total} bytes")
         manifest = [(sha, n) for sha, n in st.pieces]
         digest = await hash_manifest(self.w.blobs, manifest)
         if st.sha256 is not None and digest != st.sha256:

@@ -24,7 +24,7 @@ from opentelemetry.trace import SpanKind
 
 from bus import maintenance as cleanup
 from bus.actors.commandbus import BusUnavailable, CommandBus
-from bus.actors.wake import Nudger
+from bus.actors.wake import PEEK_EVERY_BACKGROUND, IdleGate, Nudger
 from bus.aio import Stopped, sleep_unless_stopped, unless_stopped
 from bus.blobs.errors import BlobStoreUnavailable
 from bus.blobs.factory import open_blob_store
@@ -32,14 +32,16 @@ from bus.config.logs import get_logger
 from bus.config.settings import Settings
 from bus.config.tracing import current_traceparent, span
 from bus.kafka.broker import (
-    BATCH_TIMEOUT_MS_BACKGROUND,
+    BATCH_TIMEOUT_MS,
+    fetch_max_wait_ms,
+    long_poll,
     make_broker,
     observe_batch,
     raw_records,
     subscriber_options,
 )
 from bus.kafka.clients import header
-from bus.store.eventstore import PostgresEventStore
+from bus.store.eventstore import NOTIFY_CHANNEL, PostgresEventStore
 from domain.errors import DomainError
 from domain.events import RecordedEvent
 from handlers import files_from_fetches, files_from_uploads
@@ -55,23 +57,41 @@ class Handlers:
         # Completing an upload needs the sha256 of its bytes (see files_from_uploads).
         self.blobs = open_blob_store(settings.blobs_url, settings)
         self.group_id = f"{settings.topic_prefix}-handlers"
+        self.batches = 0  # bumped at the start and end of every batch (the idle gate)
 
     async def run(self, stop: asyncio.Event) -> None:
         # The nudge wakes an idle actor host (bus/actors/wake.py).
         bus = CommandBus(self.settings, service="handlers", nudge=Nudger(self.pool))
         await bus.start()
         broker = make_broker(self.settings, "handlers")
-        self.declare(broker, bus, stop)
+        subscriber = self.declare(broker, bus, stop)
         # Expiry and garbage collection on a timer, next to the consumer; the advisory lock
         # inside keeps it to one run at a time however many handlers processes there are.
         cleaner = asyncio.create_task(
             cleanup.run_periodically(self.settings, self.pool, bus, stop, self.blobs)
         )
+        gate: IdleGate | None = None
+        gating: asyncio.Task[None] | None = None
         try:
             with contextlib.suppress(Stopped):
                 await unless_stopped(broker.start(), stop)
+                # Idle: stop fetching until an event is appended (bus/actors/wake.py).
+                gate = IdleGate(
+                    subscriber.consumer,
+                    NOTIFY_CHANNEL,
+                    peek_every=PEEK_EVERY_BACKGROUND,
+                    peek_ms=fetch_max_wait_ms(self.settings, latency_critical=False) + 100,
+                )
+                await gate.listen(self.pool)
+                gating = asyncio.create_task(gate.drive(stop, lambda: self.batches))
                 await stop.wait()
         finally:
+            if gating is not None:
+                gating.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await gating
+            if gate is not None:
+                await gate.close(self.pool)
             cleaner.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await cleaner
@@ -80,23 +100,34 @@ class Handlers:
             await bus.stop()
             await self.blobs.close()
 
-    def declare(self, broker: KafkaBroker, bus: CommandBus, stop: asyncio.Event) -> None:
-        """Declare the upload-event subscriber on `broker`."""
+    def declare(self, broker: KafkaBroker, bus: CommandBus, stop: asyncio.Event) -> Any:
+        """Declare the upload-event subscriber on `broker`; return it."""
+
+        subscriber = long_poll(
+            broker.subscriber(
+                self.settings.topic("uploads"),
+                self.settings.topic("fetches"),
+                batch=True,
+                group_id=self.group_id,
+                ack_policy=AckPolicy.MANUAL,
+                batch_timeout_ms=BATCH_TIMEOUT_MS,
+                decoder=raw_records,
+                title="handlers",
+                description="Upload and fetch events that call for a follow-up command.",
+                **subscriber_options(self.settings),
+            )
+        )
 
         # Options passed as **kwargs make the decorator untyped for mypy.
-        @broker.subscriber(  # type: ignore[untyped-decorator]
-            self.settings.topic("uploads"),
-            self.settings.topic("fetches"),
-            batch=True,
-            group_id=self.group_id,
-            ack_policy=AckPolicy.MANUAL,
-            batch_timeout_ms=BATCH_TIMEOUT_MS_BACKGROUND,
-            decoder=raw_records,
-            title="handlers",
-            description="Upload and fetch events that call for a follow-up command.",
-            **subscriber_options(self.settings),
-        )
+        @subscriber  # type: ignore[untyped-decorator]
         async def on_events(records: Any, msg: KafkaMessage) -> None:
+            self.batches += 1
+            try:
+                await handle(records, msg)
+            finally:
+                self.batches += 1  # a long batch counts as activity until its end
+
+        async def handle(records: Any, msg: KafkaMessage) -> None:
             observe_batch(self.group_id, msg.consumer, records)
             failed: set[tuple[str, int]] = set()
             for rec in records:
@@ -114,6 +145,8 @@ class Handlers:
                 log.warning("offset commit failed, events will be redelivered", error=str(e))
             if failed:
                 await sleep_unless_stopped(stop, 1.0)  # back off before retrying the command
+
+        return subscriber
 
     async def _handle(self, bus: CommandBus, value: bytes, headers: object) -> bool:
         try:

@@ -25,6 +25,7 @@ from domain.fetches.events import (
     FetchResponseReceived,
     FetchResumed,
     FetchRetried,
+    FetchSegmentBytesAppended,
     FetchStarted,
 )
 from projections.base import Projection, as_uuid
@@ -95,7 +96,7 @@ class FetchesProjection(Projection):
                 ev.version,
             )
             return
-        if ev.type == FetchBytesAppended.type:
+        if ev.type in (FetchBytesAppended.type, FetchSegmentBytesAppended.type):
             await conn.execute(
                 "UPDATE readmodel.fetches SET bytes = bytes + $2, updated_at = $3,"
                 " last_version = $4 WHERE id = $1",

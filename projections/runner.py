@@ -31,6 +31,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
 
+from bus.actors.wake import PEEK_EVERY_BACKGROUND, IdleGate
 from bus.aio import Backoff, Stopped, sleep_unless_stopped, unless_stopped
 from bus.config import metrics
 from bus.config.metrics import PROJECTION_DUPLICATES_SKIPPED as DUPLICATES_SKIPPED
@@ -39,14 +40,16 @@ from bus.config.metrics import PROJECTION_LAG_SECONDS as PROJECTION_LAG
 from bus.config.metrics import PROJECTION_MESSAGES_SKIPPED as MESSAGES_SKIPPED
 from bus.config.settings import Settings
 from bus.kafka.broker import (
-    BATCH_TIMEOUT_MS_BACKGROUND,
+    BATCH_TIMEOUT_MS,
+    fetch_max_wait_ms,
+    long_poll,
     make_broker,
     observe_batch,
     raw_records,
     subscriber_options,
 )
 from bus.kafka.clients import ensure_topics, header
-from bus.store.eventstore import PostgresEventStore
+from bus.store.eventstore import NOTIFY_CHANNEL, PostgresEventStore
 from domain.events import RecordedEvent
 from projections.base import PROJECTION_LOCK, Projection, apply_event, record_status
 from projections.rebuild import PROJECTIONS
@@ -107,6 +110,7 @@ class Projector:
         self._processed: dict[tuple[str, int], int] = {}
         self._progress = asyncio.Condition()
         self._last_batch = 0.0
+        self.batches = 0  # bumped at the start and end of every batch (the idle gate)
 
     # ---- progress --------------------------------------------------------------------
 
@@ -126,40 +130,68 @@ class Projector:
     async def run(self, stop: asyncio.Event) -> None:
         await ensure_topics(self.settings, self.topics)
         broker = make_broker(self.settings, "projector")
-        self.declare(broker, stop)
+        subscriber = self.declare(broker, stop)
         idle = asyncio.create_task(self._zero_lag_while_idle(stop))
+        gate: IdleGate | None = None
+        gating: asyncio.Task[None] | None = None
         try:
             # Joining the consumer group can take seconds: give up at once when stopped.
             await unless_stopped(broker.start(), stop)
+            # Idle: stop fetching until an event is appended (bus/actors/wake.py).
+            gate = IdleGate(
+                subscriber.consumer,
+                NOTIFY_CHANNEL,
+                peek_every=PEEK_EVERY_BACKGROUND,
+                peek_ms=fetch_max_wait_ms(self.settings, latency_critical=False) + 100,
+            )
+            await gate.listen(self.pool)
+            gating = asyncio.create_task(gate.drive(stop, lambda: self.batches))
             log.info("projector started", extra={"topics": self.topics, "group": self.group_id})
             await stop.wait()
         except Stopped:
             pass
         finally:
             idle.cancel()
+            if gating is not None:
+                gating.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await gating
+            if gate is not None:
+                await gate.close(self.pool)
             with contextlib.suppress(Exception):
                 await broker.stop()
             log.info("projector stopped")
 
-    def declare(self, broker: KafkaBroker, stop: asyncio.Event) -> None:
+    def declare(self, broker: KafkaBroker, stop: asyncio.Event) -> Any:
         """Declare the event subscriber on `broker`: one Postgres transaction per poll batch,
-        offsets committed only after it."""
+        offsets committed only after it. Returns the subscriber."""
+
+        subscriber = long_poll(
+            broker.subscriber(
+                *self.topics,
+                batch=True,
+                group_id=self.group_id,
+                ack_policy=AckPolicy.MANUAL,
+                max_records=self.max_batch,
+                max_poll_records=self.max_batch,
+                batch_timeout_ms=BATCH_TIMEOUT_MS,
+                decoder=raw_records,
+                title="projector",
+                description="Domain events into the Postgres read models.",
+                **subscriber_options(self.settings),
+            )
+        )
 
         # Options passed as **kwargs make the decorator untyped for mypy.
-        @broker.subscriber(  # type: ignore[untyped-decorator]
-            *self.topics,
-            batch=True,
-            group_id=self.group_id,
-            ack_policy=AckPolicy.MANUAL,
-            max_records=self.max_batch,
-            max_poll_records=self.max_batch,
-            batch_timeout_ms=BATCH_TIMEOUT_MS_BACKGROUND,
-            decoder=raw_records,
-            title="projector",
-            description="Domain events into the Postgres read models.",
-            **subscriber_options(self.settings),
-        )
+        @subscriber  # type: ignore[untyped-decorator]
         async def on_events(records: Any, msg: KafkaMessage) -> None:
+            self.batches += 1
+            try:
+                await handle(records, msg)
+            finally:
+                self.batches += 1  # a long batch counts as activity until its end
+
+        async def handle(records: Any, msg: KafkaMessage) -> None:
             self._last_batch = time.monotonic()
             observe_batch(self.group_id, msg.consumer, records)
             messages = sorted(records, key=lambda m: (m.topic, m.partition, m.offset))
@@ -178,6 +210,8 @@ class Projector:
                 # again and skips it through the checkpoints. Nothing to undo.
                 log.warning("offset commit failed, batch will be redelivered: %s", e)
             await self._mark_processed(offsets)
+
+        return subscriber
 
     async def _zero_lag_while_idle(self, stop: asyncio.Event) -> None:
         """The lag gauge reads 0 once no batch has come for a second: idle at the head of

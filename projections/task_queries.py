@@ -5,6 +5,7 @@ Kept apart from projections/queries.py (uploads and files) so each module stays 
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -121,21 +122,52 @@ async def task_stats(pool: asyncpg.Pool, owner: str | None) -> dict[str, Any]:
 
 
 async def files_by_prefix(
-    pool: asyncpg.Pool, owner: str, bucket: str, prefix: str, limit: int
+    pool: asyncpg.Pool,
+    owner: str,
+    bucket: str | None,
+    prefix: str,
+    limit: int,
+    *,
+    created_before: datetime | None = None,
 ) -> list[tuple[str, int]]:
-    """(id, size) of the owner's live files in `bucket` whose name starts with `prefix`,
-    oldest first, at most `limit` (the caller asks for one more than it allows)."""
+    """(id, size) of the owner's live files in `bucket` (None: any bucket) whose name
+    starts with `prefix` and, given `created_before`, that were created before it; oldest
+    first, at most `limit` (the caller asks for one more than it allows)."""
+    conds = ["owner = $1", "deleted_at IS NULL", "name LIKE $2 ESCAPE '\\'"]
+    args: list[Any] = [owner, escape_like(prefix) + "%"]
+    if bucket is not None:
+        args.append(bucket)
+        conds.append(f"bucket = ${len(args)}")
+    if created_before is not None:
+        args.append(created_before)
+        conds.append(f"created_at < ${len(args)}")
+    args.append(limit)
     async with pool.acquire() as conn:
         rows = await conn.fetch(
-            "SELECT id, size FROM readmodel.files WHERE owner = $1 AND bucket = $2"
-            " AND deleted_at IS NULL AND name LIKE $3 ESCAPE '\\'"
-            " ORDER BY created_at, id LIMIT $4",
-            owner,
-            bucket,
-            escape_like(prefix) + "%",
-            limit,
+            f"SELECT id, size FROM readmodel.files WHERE {' AND '.join(conds)}"
+            f" ORDER BY created_at, id LIMIT ${len(args)}",
+            *args,
         )
     return [(str(r["id"]), int(r["size"])) for r in rows]
+
+
+async def live_names(
+    pool: asyncpg.Pool, owner: str, bucket: str, names: list[str]
+) -> dict[str, list[str]]:
+    """The ids of the owner's live files in `bucket` named each of `names` (a name absent
+    from the answer is free)."""
+    out: dict[str, list[str]] = {}
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT id, name FROM readmodel.files WHERE owner = $1 AND bucket = $2"
+            " AND deleted_at IS NULL AND name = ANY($3::text[]) ORDER BY created_at, id",
+            owner,
+            bucket,
+            sorted(set(names)),
+        )
+    for r in rows:
+        out.setdefault(r["name"], []).append(str(r["id"]))
+    return out
 
 
 async def delete_expired(pool: asyncpg.Pool, retention_seconds: float) -> int:
@@ -147,3 +179,32 @@ async def delete_expired(pool: asyncpg.Pool, retention_seconds: float) -> int:
             retention_seconds,
         )
     return int(status.split()[-1])
+
+
+async def copy_collisions(
+    pool: asyncpg.Pool, owner: str, sources: list[str], bucket: str, prefix: str
+) -> dict[str, list[str]]:
+    """For copy/move: source id -> ids of the owner's live files in `bucket` already named
+    `prefix` + the source's name (what copying it there would collide with)."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT s.id AS source, t.id AS target FROM readmodel.files s"
+            " JOIN readmodel.files t ON t.owner = s.owner AND t.bucket = $3"
+            " AND t.name = $4 || s.name AND t.deleted_at IS NULL"
+            " WHERE s.owner = $1 AND s.id = ANY($2::uuid[]) ORDER BY t.created_at, t.id",
+            owner,
+            sources,
+            bucket,
+            prefix,
+        )
+    out: dict[str, list[str]] = {}
+    for r in rows:
+        out.setdefault(str(r["source"]), []).append(str(r["target"]))
+    return out
+
+
+async def file_names(pool: asyncpg.Pool, ids: list[str]) -> list[str]:
+    """The names of these files (in no particular order)."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT name FROM readmodel.files WHERE id = ANY($1::uuid[])", ids)
+    return [str(r["name"]) for r in rows]

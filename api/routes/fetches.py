@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -24,7 +25,7 @@ from api.context import ctx, now
 from api.errors import ApiError
 from api.schemas import BIGINT_MAX, Short
 from api.taskparams import check_bucket
-from bus.fetch.ssrf import UnsafeUrl, check_addresses, check_url
+from bus.fetch.ssrf import Network, UnsafeUrl, check_addresses, check_url
 from domain.commands import (
     CancelFetch,
     Command,
@@ -71,7 +72,7 @@ def _check_key(key: str | None) -> None:
         )
 
 
-async def _refuse_private_host(url: str) -> None:
+async def _refuse_private_host(url: str, networks: Sequence[Network]) -> None:
     """Early answer for a host that resolves only to refused addresses (the worker checks
     again at connect time, against the address it actually connects to)."""
     from urllib.parse import urlsplit
@@ -84,7 +85,7 @@ async def _refuse_private_host(url: str) -> None:
     except (OSError, TimeoutError):
         return  # unresolvable now: the worker's attempts will say so
     try:
-        check_addresses([str(i[4][0]) for i in infos], allow_private=False)
+        check_addresses([str(i[4][0]) for i in infos], allow_private=False, allow_networks=networks)
     except UnsafeUrl as e:
         raise ApiError(400, e.code, e.message, {"field": "url"}) from None
 
@@ -128,6 +129,8 @@ def _view(state: FetchState, row: dict[str, Any] | None) -> dict[str, Any]:
         "key": state.key,
         "sha256": state.completed_sha256 or state.sha256,
         "file_id": state.file_id,
+        # A segmented fetch's byte ranges ([start, end)) and the bytes each holds.
+        "segments": [{"start": g.start, "end": g.end, "bytes": g.bytes} for g in state.segments],
         "created_at": state.created_at.isoformat(),
         "updated_at": state.updated_at.isoformat(),
     }
@@ -153,11 +156,15 @@ class FetchesController(SecuredController):
         c = ctx(request)
         s = c.settings
         try:
-            url = check_url(data.url, allow_private=s.fetch_allow_private)
+            url = check_url(
+                data.url,
+                allow_private=s.fetch_allow_private,
+                allow_networks=s.fetch_allow_networks,
+            )
         except UnsafeUrl as e:
             raise ApiError(400, e.code, e.message, {"field": "url"}) from None
         if not s.fetch_allow_private:
-            await _refuse_private_host(url)
+            await _refuse_private_host(url, s.fetch_allow_networks)
         _check_key(data.key)
         # A bucket the caller may write: `default` or one of theirs (404 otherwise, like a
         # missing one).

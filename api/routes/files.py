@@ -8,18 +8,38 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from litestar import HttpMethod, Request, Response, delete, get, patch, route
-from litestar.di import NamedDependency
+from litestar import HttpMethod, Request, Response, delete, get, patch, post, route
+from litestar.di import NamedDependency, Provide
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from api.auth import Principal
-from api.bucket_access import check_writable
+from api import signed_urls
+from api.auth import Principal, provide_optional_principal
+from api.bucket_access import check_writable, file_resource, readable_file, signature_params
 from api.commanding import SecuredController, load_owned, parse_id, send_as
 from api.context import ctx
 from api.errors import ApiError
 from api.http.content import ContentResponse, Representation, plan, read_small
-from api.schemas import BIGINT_MAX, File, FileDeleted, FilePage, UpdateFile, ok
+from api.http.presigned import redirect_location
+from api.http.signed_query import (
+    Signature,
+    SignedExpires,
+    SignedKid,
+    SignedMaxSize,
+    SignedMethod,
+    SignedVersion,
+)
+from api.openapi import ANONYMOUS
+from api.schemas import (
+    BIGINT_MAX,
+    File,
+    FileDeleted,
+    FilePage,
+    SignedUrl,
+    SignFileUrl,
+    UpdateFile,
+    ok,
+)
 from domain.commands import DeleteFile
 from domain.commands import UpdateFile as UpdateFileCommand
 from domain.files import FileState
@@ -71,34 +91,52 @@ def _request_fields(request: Request[Any, Any, Any]) -> dict[str, str]:
     return out
 
 
+# Reads (metadata, content) also answer anonymous callers: objects of public buckets, and
+# signed URLs for the content (api/bucket_access.py decides).
+_READ = {"principal": Provide(provide_optional_principal)}
+
+
 class FilesController(SecuredController):
     path = "/v1/files"
     tags = ["files"]
 
     @get(
         "/{file_id:str}",
-        summary="File metadata",
+        summary="File metadata (anyone's for a file in a public bucket)",
+        dependencies=_READ,
+        security=ANONYMOUS,
         responses=ok(200, File, "The file's metadata"),
     )
     async def get_file(
         self,
         request: Request[Any, Any, Any],
         file_id: FromPath[str],
-        principal: NamedDependency[Principal],
+        principal: NamedDependency[Principal | None],
     ) -> dict[str, Any]:
-        st = await _load_file(request, file_id, principal)
+        st = await readable_file(ctx(request), file_id, principal)
         # Counts as last flushed by the API processes (CAIRN_DOWNLOAD_FLUSH_INTERVAL).
         return {**file_view(st), **await downloads_of(ctx(request).pool, st.id)}
 
     @route(
         "/{file_id:str}/content",
         http_method=[HttpMethod.GET, HttpMethod.HEAD],
-        summary="Download the file's bytes (Range, conditionals; HEAD for the headers only)",
+        summary="Download the file's bytes (Range, conditionals; HEAD for the headers only);"
+        " without auth for a file in a public bucket, or with a signed URL's parameters",
+        dependencies=_READ,
+        security=ANONYMOUS,
         responses={
+            403: ResponseSpec(
+                None, description="A signed URL that is expired, altered, or for another method"
+            ),
             206: ResponseSpec(
                 None, description="The requested range(s): one, or multipart/byteranges"
             ),
             304: ResponseSpec(None, description="Not modified (If-None-Match, If-Modified-Since)"),
+            307: ResponseSpec(
+                None,
+                description="With CAIRN_S3_REDIRECT: a full GET of a file stored as one S3"
+                " object, redirected to a short-lived presigned S3 URL (Location)",
+            ),
             412: ResponseSpec(None, description="If-Match or If-Unmodified-Since is false"),
             416: ResponseSpec(None, description="No satisfiable range, or too many ranges"),
         },
@@ -107,11 +145,19 @@ class FilesController(SecuredController):
         self,
         request: Request[Any, Any, Any],
         file_id: FromPath[str],
-        principal: NamedDependency[Principal],
+        principal: NamedDependency[Principal | None],
         download: FromQuery[bool] = False,
+        signed_method: SignedMethod = None,
+        expires: SignedExpires = None,
+        max_size: SignedMaxSize = None,
+        version: SignedVersion = None,
+        kid: SignedKid = None,
+        signature: Signature = None,
     ) -> ContentResponse:
-        st = await _load_file(request, file_id, principal)
         c = ctx(request)
+        st = await readable_file(
+            c, file_id, principal, request.method, signature_params(request.query_params)
+        )
         rep = Representation(
             size=st.size,
             etag=st.sha256,
@@ -129,6 +175,15 @@ class FilesController(SecuredController):
         if request.method != "GET" or p.status not in (200, 206):
             # HEAD, 304: no body, nothing read, not a download.
             return ContentResponse(b"", status=p.status, headers=p.headers)
+        if p.status == 200:
+            location = await redirect_location(c.settings, c.blobs, st.manifest, st.size, p.headers)
+            if location is not None:
+                c.downloads.record(st.id, st.size)  # handed over whole; counted as sent
+                return ContentResponse(
+                    b"",
+                    status=307,
+                    headers={"Location": location, "Cache-Control": "no-store"},
+                )
         body = await read_small(
             c.blobs, st.manifest, p, lambda sent: c.downloads.record(st.id, sent)
         )
@@ -160,6 +215,23 @@ class FilesController(SecuredController):
             metadata=None if data.metadata is None else dict(data.metadata),
         )
         return file_view(await _load_file(request, st.id, principal))
+
+    @post(
+        "/{file_id:str}/signed-url",
+        status_code=200,
+        summary="A URL that serves the file's content without auth until it expires",
+        responses=ok(200, SignedUrl, "The signed URL and when it expires"),
+    )
+    async def sign(
+        self,
+        request: Request[Any, Any, Any],
+        file_id: FromPath[str],
+        data: JSONBody[SignFileUrl],
+        principal: NamedDependency[Principal],
+    ) -> dict[str, Any]:
+        # Only the owner (or an admin) signs: a public file's readers may not mint links.
+        st = await _load_file(request, file_id, principal)
+        return signed_urls.issue(request, file_resource(st.id), data.method, data.expires_in)
 
     @delete(
         "/{file_id:str}",

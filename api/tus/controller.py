@@ -70,6 +70,7 @@ from api.bucket_access import check_writable
 from api.completion import MAX_MANIFEST_ENTRIES, finish_upload
 from api.context import AppContext, ctx, now, parse_uuid
 from api.errors import ApiError, error_response
+from api.http.forwarded import origin
 from api.http.trailers import TRAILERS_EXTENSION
 from api.limits import check_quota, limiter
 from api.openapi import SECURED, raw_body
@@ -148,7 +149,6 @@ def reach(max_pieces: int) -> int:
 
 
 _DIGITS = re.compile(r"[0-9]{1,19}")
-_HOST = re.compile(r"(?:[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 _UPLOAD_PATH = re.compile(r".*/v1/tus/([^/]+)/?")
 
 
@@ -336,39 +336,13 @@ def _media_type(request: Request[Any, Any, Any]) -> str:
 # ---- URLs ------------------------------------------------------------------------------
 
 
-def _forwarded(request: Request[Any, Any, Any]) -> tuple[str | None, str | None]:
-    """(proto, host) the client used, as the (trusted) proxy reports them.
-
-    RFC 7239 `Forwarded` wins over `X-Forwarded-Proto` / `X-Forwarded-Host`; with several
-    proxies the first element is the one facing the client."""
-    proto = host = None
-    fwd = request.headers.get("forwarded")
-    if fwd:
-        first = fwd.split(",", 1)[0]
-        for pair in first.split(";"):
-            name, _, val = pair.strip().partition("=")
-            val = val.strip().strip('"')
-            if name.lower() == "proto":
-                proto = val
-            elif name.lower() == "host":
-                host = val
-    proto = proto or (request.headers.get("x-forwarded-proto") or "").split(",", 1)[0].strip()
-    host = host or (request.headers.get("x-forwarded-host") or "").split(",", 1)[0].strip()
-    proto = proto.lower() if proto and proto.lower() in ("http", "https") else None
-    host = host if host and _HOST.fullmatch(host) else None
-    return proto, host
-
-
 def upload_url(request: Request[Any, Any, Any], upload_id: str) -> str:
     root = str(request.scope.get("root_path") or "")
     path = f"{root}{PATH}/{upload_id}"
     if not ctx(request).settings.trust_proxy:
         return path
-    proto, host = _forwarded(request)
-    host = host or request.headers.get("host")
-    if not host or not _HOST.fullmatch(host):
-        return path
-    return f"{proto or request.scope.get('scheme', 'http')}://{host}{path}"
+    base = origin(request, trust_proxy=True)
+    return f"{base}{path}" if base else path
 
 
 def _id_from_url(url: str) -> str:

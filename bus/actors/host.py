@@ -41,6 +41,7 @@ from bus.config.settings import Settings
 from bus.config.tracing import current_traceparent, span
 from bus.kafka.broker import (
     BATCH_TIMEOUT_MS,
+    long_poll,
     make_broker,
     observe_batch,
     raw_records,
@@ -61,13 +62,18 @@ MAX_CONFLICT_RETRIES = 8
 CACHE_SIZE = 10_000
 
 
+_NOT_IN_REPLIES = frozenset({"chunks", "manifest", "pieces", "segments", "params", "results"})
+
+
 def summarize(state: Any) -> dict[str, Any] | None:
-    """A JSON-friendly view of an aggregate's state for replies (no per-chunk detail)."""
+    """A JSON-friendly view of an aggregate's state for replies: no per-chunk detail, and
+    none of a task's params or per-item results, which grow with its items (a task of
+    65,536 files would make every reply megabytes, over the broker's message limit)."""
     if state is None:
         return None
     out: dict[str, Any] = {}
     for f in dataclasses.fields(state):
-        if f.name in ("chunks", "manifest", "pieces"):
+        if f.name in _NOT_IN_REPLIES:
             continue
         v = getattr(state, f.name)
         if isinstance(v, datetime):
@@ -210,19 +216,21 @@ class ActorHost:
             async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
                 host.assigned |= set(assigned)
 
-        subscriber = broker.subscriber(
-            *[self.settings.command_topic(a) for a in COMMAND_AGGREGATES],
-            batch=True,
-            group_id=self.group_id,
-            ack_policy=AckPolicy.MANUAL,
-            max_records=500,
-            batch_timeout_ms=BATCH_TIMEOUT_MS,
-            listener=Listener(),
-            decoder=raw_records,
-            title="actors",
-            description="Commands for each aggregate, keyed by aggregate id; one writer per"
-            " aggregate (one partition, strictly in order).",
-            **subscriber_options(self.settings, latency_critical=True),
+        subscriber = long_poll(
+            broker.subscriber(
+                *[self.settings.command_topic(a) for a in COMMAND_AGGREGATES],
+                batch=True,
+                group_id=self.group_id,
+                ack_policy=AckPolicy.MANUAL,
+                max_records=500,
+                batch_timeout_ms=BATCH_TIMEOUT_MS,
+                listener=Listener(),
+                decoder=raw_records,
+                title="actors",
+                description="Commands for each aggregate, keyed by aggregate id; one writer"
+                " per aggregate (one partition, strictly in order).",
+                **subscriber_options(self.settings, latency_critical=True),
+            )
         )
 
         # Options passed as **kwargs leave the subscriber untyped for mypy.
@@ -267,7 +275,7 @@ class ActorHost:
         # Idle: stop fetching until a sender's nudge (see bus/actors/wake.py).
         gate = IdleGate(subscriber.consumer)
         await gate.listen(self.pool)
-        idle = asyncio.create_task(self._drive_gate(gate, stop))
+        idle = asyncio.create_task(gate.drive(stop, lambda: self.batches))
         log.info("actor host started", group=self.group_id)
         try:
             await stop.wait()
@@ -279,16 +287,6 @@ class ActorHost:
             with contextlib.suppress(Exception):
                 await broker.stop()
             log.info("actor host stopped", processed=self.processed)
-
-    async def _drive_gate(self, gate: IdleGate, stop: asyncio.Event) -> None:
-        """The gate beside FastStream's poll loop: its "poll" is a window of `poll_ms`, and
-        it got commands when a batch started or ended within that window."""
-        while not stop.is_set():
-            await gate.wait_for_work(stop)
-            seen = self.batches
-            if await sleep_unless_stopped(stop, gate.poll_ms / 1000):
-                return
-            gate.after_poll(self.batches != seen)
 
     async def _run_partition(
         self, replies: DefaultPublisher, records: list[ConsumerRecord[Any, Any]]

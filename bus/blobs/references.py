@@ -36,7 +36,7 @@ from datetime import datetime
 import asyncpg
 
 from domain.events import RecordedEvent, event_time
-from domain.fetches.events import FetchBytesAppended, FetchCancelled
+from domain.fetches.events import FetchBytesAppended, FetchCancelled, FetchSegmentBytesAppended
 from domain.files.events import FileCreated, FileDeleted
 from domain.ports import EventStore
 from domain.registry import stream_id_for
@@ -83,7 +83,7 @@ def effects(
             # A fetch: only a cancel releases. A failed fetch may be retried (and would add
             # to a released stream, see `_apply`), and a completed one's bytes may still be
             # waiting for their file; chunks dropped by a restart stay until then too.
-            case FetchBytesAppended(pieces=pieces):
+            case FetchBytesAppended(pieces=pieces) | FetchSegmentBytesAppended(pieces=pieces):
                 add(ev.stream_id, pieces)
             case FetchCancelled():
                 release(ev.stream_id, event_time(ev))

@@ -74,13 +74,25 @@ def _follow(client: Any, fetch_id: str, out: Output) -> int:
     with progress_bars(out.err) as progress:
         bar = progress.add_task(f"fetch {fetch_id}", total=None)
 
+        # A segmented fetch: bytes held per segment (they grow side by side).
+        held: dict[int, int] = {}
+
         def on_event(event: dict[str, Any]) -> None:
             data = event.get("data") or {}
             kind = event.get("type")
             if kind == "FetchResponseReceived" and data.get("total") is not None:
                 progress.update(bar, total=int(data["total"]))
+                if data.get("restart"):
+                    held.clear()
             elif kind == "FetchBytesAppended":
                 progress.update(bar, completed=int(data["offset"]) + int(data["size"]))
+            elif kind == "FetchSegmented":
+                held.clear()
+                progress.update(bar, completed=0)
+            elif kind == "FetchSegmentBytesAppended":
+                seg = int(data["segment"])
+                held[seg] = held.get(seg, 0) + int(data["size"])
+                progress.update(bar, completed=sum(held.values()))
             elif kind == "FetchRequested":
                 progress.update(bar, description=str(data.get("url", fetch_id))[-60:])
 

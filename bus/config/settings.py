@@ -5,6 +5,7 @@ See README.md ("Configuration") for the table; API.md fixes the names of the pub
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -63,8 +64,21 @@ class Settings:
     jwt_secret: str | None = None
     jwt_public_key: str | None = None
     jwt_allow_no_exp: bool = False
+    # Signed URLs (api/http/signing.py): the HMAC key (unset: generated into the data dir),
+    # older keys still accepted while their URLs run out, the longest expiry a URL may get,
+    # and the largest body a signed object PUT may carry.
+    signing_key: str | None = None
+    signing_old_keys: tuple[str, ...] = ()
+    signed_url_max_expiry: int = 7 * 24 * 3600
+    signed_put_max_bytes: int = 5 << 30
     api_keys: tuple[ApiKey, ...] = ()
     fetch_allow_private: bool = False
+    # Networks reachable although not public (CAIRN_FETCH_ALLOW_NETWORKS, comma-separated CIDR).
+    fetch_allow_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    # Parallel byte ranges of one large fetch (1 = a single stream), each at least
+    # fetch_segment_min bytes.
+    fetch_segments: int = 4
+    fetch_segment_min: int = 16 * 1024 * 1024
     fetch_max_bytes: int = 1 << 40
     fetch_retries: int = 5
     fetch_backoff: float = 1.0
@@ -119,6 +133,9 @@ class Settings:
     s3_max_attempts: int = 4
     s3_range_bytes: int = 8 * 1024 * 1024
     s3_spool_dir: Path | None = None
+    s3_redirect: bool = False
+    s3_redirect_min_bytes: int = 8 * 1024 * 1024
+    s3_redirect_expires: int = 300
     log_level: str = "info"
     log_json: bool | None = None
     metrics_host: str = "127.0.0.1"
@@ -153,14 +170,23 @@ class Settings:
 
     def resolved_jwt_secret(self) -> str:
         """CAIRN_JWT_SECRET, else a secret generated once into the data dir."""
-        if self.jwt_secret:
-            return self.jwt_secret
-        path = self.data_dir / "jwt-secret"
+        return self.jwt_secret or self._generated_secret("jwt-secret")
+
+    def resolved_signing_key(self) -> str:
+        """CAIRN_SIGNING_KEY, else a key generated once into the data dir (never a built-in
+        fallback: a key in the source would let anyone sign URLs)."""
+        return self.signing_key or self._generated_secret("signing-key")
+
+    def _generated_secret(self, name: str) -> str:
+        """The secret in the data dir's file `name`, generated there (0600) on first use."""
+        path = self.data_dir / name
         if not path.exists():
             self.data_dir.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(secrets.token_urlsafe(48))
-            tmp.chmod(0o600)
+            # Created 0600 from the start: never readable by others, not even for a moment.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(48))
             try:
                 # link() fails if another process won the race: everybody reads the winner's.
                 os.link(tmp, path)
@@ -204,8 +230,21 @@ class Settings:
             jwt_secret=env.get("CAIRN_JWT_SECRET") or None,
             jwt_public_key=env.get("CAIRN_JWT_PUBLIC_KEY") or None,
             jwt_allow_no_exp=_bool(env.get("CAIRN_JWT_ALLOW_NO_EXP")),
+            signing_key=env.get("CAIRN_SIGNING_KEY") or None,
+            signing_old_keys=tuple(
+                k.strip() for k in (env.get("CAIRN_SIGNING_OLD_KEYS") or "").split(",") if k.strip()
+            ),
+            signed_url_max_expiry=_int(env, "CAIRN_SIGNED_URL_MAX_EXPIRY", 7 * 24 * 3600),
+            signed_put_max_bytes=parse_size(env.get("CAIRN_SIGNED_PUT_MAX_BYTES") or "5G"),
             api_keys=tuple(keys),
             fetch_allow_private=_bool(env.get("CAIRN_FETCH_ALLOW_PRIVATE")),
+            fetch_allow_networks=tuple(
+                ipaddress.ip_network(n.strip(), strict=False)
+                for n in (env.get("CAIRN_FETCH_ALLOW_NETWORKS") or "").split(",")
+                if n.strip()
+            ),
+            fetch_segments=max(1, _int(env, "CAIRN_FETCH_SEGMENTS", 4)),
+            fetch_segment_min=max(1, parse_size(env.get("CAIRN_FETCH_SEGMENT_MIN_BYTES") or "16M")),
             fetch_max_bytes=parse_size(env.get("CAIRN_FETCH_MAX_BYTES") or "1T"),
             fetch_retries=_int(env, "CAIRN_FETCH_RETRIES", 5),
             fetch_backoff=_float(env, "CAIRN_FETCH_BACKOFF", 1.0),
@@ -257,6 +296,9 @@ class Settings:
             s3_max_attempts=_int(env, "CAIRN_S3_MAX_ATTEMPTS", 4),
             s3_range_bytes=parse_size(env.get("CAIRN_S3_RANGE_BYTES") or "8M"),
             s3_spool_dir=Path(env["CAIRN_S3_SPOOL_DIR"]) if env.get("CAIRN_S3_SPOOL_DIR") else None,
+            s3_redirect=_bool(env.get("CAIRN_S3_REDIRECT")),
+            s3_redirect_min_bytes=parse_size(env.get("CAIRN_S3_REDIRECT_MIN_BYTES") or "8M"),
+            s3_redirect_expires=_int(env, "CAIRN_S3_REDIRECT_EXPIRES", 300),
             log_level=env.get("CAIRN_LOG_LEVEL") or "info",
             log_json=None if json_env in (None, "") else _bool(json_env),
             metrics_host=env.get("CAIRN_METRICS_HOST") or "127.0.0.1",

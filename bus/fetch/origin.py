@@ -26,6 +26,12 @@ class Retryable(Exception):
         self.retry_after = retry_after
 
 
+class StartOver(Retryable):
+    """The recorded state moved under this attempt (the origin changed, or the segment
+    split was dropped): stop every stream of the fetch and begin a new attempt from what
+    is recorded now."""
+
+
 class Fatal(Exception):
     """The fetch cannot succeed: fail it now. `details` go into the failure event."""
 
@@ -103,3 +109,16 @@ def file_name(response: httpx.Response, url: str) -> str:
         if name:
             return name
     return _clean_name(unquote(urlsplit(url).path)) or "download"
+
+
+def classify(error: BaseException) -> BaseException:
+    """A transport error as Retryable (timeouts, resets) or Fatal (a refused address, which
+    GuardedBackend raises as a ConnectError); anything else unchanged."""
+    if isinstance(error, httpx.HTTPError):
+        text = str(error) or type(error).__name__
+        if text.startswith("forbidden address"):
+            return Fatal("forbidden_address", f"refused: {text}")
+        return Retryable(f"{type(error).__name__}: {text}")
+    if isinstance(error, OSError):
+        return Retryable(f"{type(error).__name__}: {error}")
+    return error

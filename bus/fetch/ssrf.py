@@ -8,6 +8,11 @@ refuses non-public addresses and connects to the very address it checked, so a n
 that resolves to a public address when checked and to 127.0.0.1 when connected (DNS
 rebinding) never reaches the private one. Redirects are followed by the worker one hop at
 a time, each hop through `check_url` and this backend again.
+
+`CAIRN_FETCH_ALLOW_PRIVATE=true` lifts the address rule altogether; narrower,
+`CAIRN_FETCH_ALLOW_NETWORKS` lists networks (CIDR) that may be reached although not public
+(an internal mirror; in tests, one loopback address such as 127.0.0.2 while the rest of
+127.0.0.0/8 stays refused).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -25,6 +30,9 @@ from httpcore._backends.auto import AutoBackend
 
 MAX_URL = 8192
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# host, port -> the addresses it resolves to (tests pass their own to show pinning)
+Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 # Beyond "not global": ranges Python calls global that no fetch should reach.
 _EXTRA_BLOCKED = [
@@ -86,6 +94,15 @@ def address_problem(ip: Address) -> str | None:
     return None
 
 
+def parse_networks(items: Iterable[str]) -> tuple[Network, ...]:
+    """CIDR strings (`10.1.2.0/24`, `127.0.0.2`, `fd00::/8`) -> networks; ValueError if bad."""
+    return tuple(ipaddress.ip_network(i.strip(), strict=False) for i in items if i.strip())
+
+
+def _allowed(ip: Address, networks: Sequence[Network]) -> bool:
+    return any(ip.version == n.version and ip in n for n in networks)
+
+
 def parse_ip_literal(host: str) -> Address | None:
     """`host` as an IP address if it is one in any spelling a resolver accepts, else None.
 
@@ -122,7 +139,9 @@ def parse_ip_literal(host: str) -> Address | None:
     return ipaddress.IPv4Address(n)
 
 
-def check_url(url: object, *, allow_private: bool = False) -> str:
+def check_url(
+    url: object, *, allow_private: bool = False, allow_networks: Sequence[Network] = ()
+) -> str:
     """The normalised URL (lower-case scheme and host, no default port, no fragment), or
     UnsafeUrl. The message never repeats the URL (it may carry credentials)."""
     if not isinstance(url, str) or not url:
@@ -145,7 +164,7 @@ def check_url(url: object, *, allow_private: bool = False) -> str:
     if not host:
         raise UnsafeUrl("invalid_url", "url has no host")
     ip = parse_ip_literal(host)
-    if ip is not None and not allow_private:
+    if ip is not None and not allow_private and not _allowed(ip, allow_networks):
         problem = address_problem(ip)
         if problem:
             raise UnsafeUrl("forbidden_address", f"refused: {problem}")
@@ -155,13 +174,18 @@ def check_url(url: object, *, allow_private: bool = False) -> str:
     return urlunsplit((scheme, shown, parts.path or "/", parts.query, ""))
 
 
-def check_addresses(addresses: Iterable[str], *, allow_private: bool) -> list[str]:
+def check_addresses(
+    addresses: Iterable[str], *, allow_private: bool, allow_networks: Sequence[Network] = ()
+) -> list[str]:
     """The resolved addresses that may be connected to; UnsafeUrl if none may."""
     ok: list[str] = []
     refused: list[str] = []
     for a in addresses:
         ip = ipaddress.ip_address(a.split("%", 1)[0])
-        problem = None if allow_private else address_problem(ip)
+        if allow_private or _allowed(ip, allow_networks):
+            problem = None
+        else:
+            problem = address_problem(ip)
         (refused if problem else ok).append(problem or a)
     if not ok:
         raise UnsafeUrl("forbidden_address", f"refused: {refused[0] if refused else 'no address'}")
@@ -171,8 +195,16 @@ def check_addresses(addresses: Iterable[str], *, allow_private: bool) -> list[st
 class GuardedBackend(httpcore.AsyncNetworkBackend):
     """Resolve, check, and connect to the checked address (see the module docstring)."""
 
-    def __init__(self, *, allow_private: bool) -> None:
+    def __init__(
+        self,
+        *,
+        allow_private: bool,
+        allow_networks: Sequence[Network] = (),
+        resolve: Resolver | None = None,
+    ) -> None:
         self.allow_private = allow_private
+        self.allow_networks = tuple(allow_networks)
+        self._resolve = resolve or _system_resolve
         self._inner = AutoBackend()
 
     async def connect_tcp(
@@ -183,18 +215,19 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        loop = asyncio.get_running_loop()
         try:
-            infos = await asyncio.wait_for(
-                loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout
-            )
+            addresses = await asyncio.wait_for(self._resolve(host, port), timeout)
         except (OSError, TimeoutError) as e:
             raise httpcore.ConnectError(f"cannot resolve the host: {e}") from e
-        addresses = list(dict.fromkeys(str(i[4][0]) for i in infos))
         try:
-            allowed = check_addresses(addresses, allow_private=self.allow_private)
+            allowed = check_addresses(
+                addresses, allow_private=self.allow_private, allow_networks=self.allow_networks
+            )
         except UnsafeUrl as e:
             raise ForbiddenAddress(e.message) from None
+        # Pinning: the socket goes to an address just checked (never the name, which a
+        # rebinding DNS server could answer differently a moment later). httpcore keeps
+        # the URL's host for the Host header and TLS SNI and certificate checks.
         last: Exception | None = None
         for address in allowed:
             try:
@@ -215,25 +248,63 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
+async def _system_resolve(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(i[4][0]) for i in infos))
+
+
 class ForbiddenAddress(httpcore.ConnectError):
     """Raised at connect time for a refused address (a ConnectError so httpx wraps it; the
     worker recognises it by its message prefix and fails the fetch without retrying)."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(f"forbidden address: {message}")
+        super().__init__(f"forbidden address: {message.removeprefix('refused: ')}")
 
 
-def guarded_client(*, allow_private: bool, timeout: httpx.Timeout) -> httpx.AsyncClient:
+def guarded_client(
+    *,
+    allow_private: bool,
+    timeout: httpx.Timeout,
+    allow_networks: Sequence[Network] = (),
+    resolve: Resolver | None = None,
+    max_connections: int = 100,
+) -> httpx.AsyncClient:
     """An httpx client whose every connection goes through GuardedBackend. No environment
     proxies (trust_env=False): a proxy would connect on our behalf, unchecked."""
     transport = httpx.AsyncHTTPTransport(trust_env=False)
     transport._pool = httpcore.AsyncConnectionPool(  # the documented way is not exposed by httpx
         ssl_context=httpx.create_ssl_context(),
-        max_connections=100,
+        max_connections=max_connections,
         max_keepalive_connections=20,
         keepalive_expiry=5.0,
-        network_backend=GuardedBackend(allow_private=allow_private),
+        network_backend=GuardedBackend(
+            allow_private=allow_private, allow_networks=allow_networks, resolve=resolve
+        ),
     )
     return httpx.AsyncClient(
-        transport=transport, timeout=timeout, follow_redirects=False, trust_env=False
+        transport=transport,
+        timeout=timeout,
+        follow_redirects=False,
+        trust_env=False,
+        event_hooks={"response": [_take_location]},
     )
+
+
+_LOCATION = "cairn.location"
+
+
+async def _take_location(response: httpx.Response) -> None:
+    """Move a redirect's Location out of httpx's sight. Even with follow_redirects off,
+    httpx parses it to offer `next_request`, and its parser rejects spellings like
+    `0177.0.0.1` with a protocol error (retried, and not reported as what it is). The
+    fetch worker follows redirects itself, through `check_url`, which reads them all."""
+    location = response.headers.get("location")
+    if location is not None:
+        response.extensions = {**response.extensions, _LOCATION: location}
+        del response.headers["location"]
+
+
+def redirect_location(response: httpx.Response) -> str | None:
+    """The Location of a redirect answered through `guarded_client`."""
+    value = response.extensions.get(_LOCATION)
+    return value if isinstance(value, str) else None

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from itertools import chain
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -34,13 +35,10 @@ from bus.config import metrics
 from bus.config.settings import Settings
 from bus.kafka.clients import COMMAND_AGGREGATES, assert_bootstrap
 
-# How long a batch subscriber's poll waits for data. FastStream's batch subscriber sleeps
-# as long again after an empty poll, so this also bounds how long a command arriving after
-# an idle spell can go unseen: kept short for the latency-critical consumers.
-BATCH_TIMEOUT_MS = 10
-# The same for consumers that are not latency-critical (projector, handlers): polls this
-# long keep an idle process idle, at the price of up to this much more delay after idling.
-BATCH_TIMEOUT_MS_BACKGROUND = 100
+# How long a batch subscriber's poll waits for data. aiokafka's `getmany` returns as soon
+# as a fetch brings records, so this costs no latency once `long_poll` has removed
+# FastStream's sleep after an empty poll; it only sets how often an idle loop wakes up.
+BATCH_TIMEOUT_MS = 1000
 
 
 class _TopicsAreOurs(logging.Filter):
@@ -105,6 +103,30 @@ def subscriber_options(settings: Settings, *, latency_critical: bool = False) ->
         "max_poll_interval_ms": 300000,
         "fetch_max_wait_ms": fetch_max_wait_ms(settings, latency_critical=latency_critical),
     }
+
+
+def long_poll(subscriber: Any) -> Any:
+    """Make a FastStream batch subscriber wait for data instead of spinning; returns it.
+
+    FastStream's `BatchSubscriber.get_msg` sleeps `batch_timeout_ms` after every empty
+    `getmany`, so a message arriving meanwhile waits out the sleep: to keep commands fast
+    the timeout had to be 10 ms, which woke each idle subscriber 50 times a second (about
+    2 % of a core for the actor host alone). `getmany(timeout_ms=...)` already blocks until
+    records arrive or the timeout passes (and through rebalances), so the sleep adds
+    nothing but delay; this instance-level `get_msg` leaves it out, and the timeout can be
+    long. Relies on FastStream's loop calling `self.get_msg(consumer)` and treating an
+    empty tuple as "nothing yet" (faststream.kafka.subscriber.usecase; pinned in uv.lock,
+    covered by tests/bus/kafka/test_broker.py).
+    """
+    timeout_ms = subscriber.batch_timeout_ms
+    max_records = subscriber.max_records
+
+    async def get_msg(consumer: Any) -> tuple[Any, ...]:
+        messages = await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        return tuple(chain.from_iterable(messages.values()))
+
+    subscriber.get_msg = get_msg
+    return subscriber
 
 
 async def raw_records(msg: Any) -> Any:

@@ -58,12 +58,38 @@ class RecordFetchResponse(FetchCommand):
 
 
 @dataclass(frozen=True, kw_only=True)
+class PlanFetchSegments(FetchCommand):
+    """Split the (empty, known-length) body into byte ranges fetched in parallel.
+    `bounds` are `[start, end)` pairs covering 0..total in order; `plan` names this split
+    so that an append meant for an earlier, dropped split is refused."""
+
+    type: ClassVar[str] = "PlanFetchSegments"
+
+    runner: str
+    plan: str
+    bounds: list[list[int]]
+
+
+@dataclass(frozen=True, kw_only=True)
 class AppendFetchBytes(FetchCommand):
     """Durable pieces (content-addressed blobs, in order) continue the fetch at `offset`."""
 
     type: ClassVar[str] = "AppendFetchBytes"
 
     runner: str
+    offset: int
+    pieces: list[JSON]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AppendFetchSegmentBytes(FetchCommand):
+    """Durable pieces continue segment `segment` of split `plan` at `offset` (absolute)."""
+
+    type: ClassVar[str] = "AppendFetchSegmentBytes"
+
+    runner: str
+    plan: str
+    segment: int
     offset: int
     pieces: list[JSON]
 
@@ -122,7 +148,9 @@ COMMANDS = (
     RequestFetch,
     StartFetch,
     RecordFetchResponse,
+    PlanFetchSegments,
     AppendFetchBytes,
+    AppendFetchSegmentBytes,
     RecordFetchAttemptError,
     CompleteFetch,
     FailFetch,

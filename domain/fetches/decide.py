@@ -8,10 +8,12 @@ from typing import Any
 from domain.errors import Conflict, InvalidInput, NotFound
 from domain.fetches.commands import (
     AppendFetchBytes,
+    AppendFetchSegmentBytes,
     CancelFetch,
     CompleteFetch,
     FailFetch,
     PauseFetch,
+    PlanFetchSegments,
     RecordFetchAttemptError,
     RecordFetchResponse,
     RequestFetch,
@@ -30,6 +32,8 @@ from domain.fetches.events import (
     FetchResponseReceived,
     FetchResumed,
     FetchRetried,
+    FetchSegmentBytesAppended,
+    FetchSegmented,
     FetchStarted,
 )
 from domain.fetches.state import RUNNABLE, FetchState, FetchStatus
@@ -117,22 +121,69 @@ def _response(state: FetchState | None, cmd: RecordFetchResponse) -> list[Event]
     ]
 
 
-def _append(state: FetchState | None, cmd: AppendFetchBytes) -> list[Event]:
+def _plan(state: FetchState | None, cmd: PlanFetchSegments) -> list[Event]:
     st = _running(state, cmd, cmd.runner)
-    if cmd.offset != st.bytes:
+    if st.segments:
+        if st.plan == cmd.plan:
+            return []
+        raise Conflict("fetch_segmented", "the fetch is segmented already", {"id": st.id})
+    if st.total is None or st.bytes != 0:
         raise Conflict(
-            "wrong_offset",
-            f"the fetch holds {st.bytes} bytes, not {cmd.offset}",
-            {"id": st.id, "offset": st.bytes},
+            "fetch_not_segmentable",
+            "only an empty fetch of a known length can be segmented",
+            {"id": st.id, "bytes": st.bytes},
         )
+    if not isinstance(cmd.plan, str) or not cmd.plan:
+        raise InvalidInput("invalid_plan", "plan must be a non-empty string")
+    bounds: list[tuple[int, int]] = []
+    at = 0
+    for b in cmd.bounds:
+        if (
+            not isinstance(b, list | tuple)
+            or len(b) != 2
+            or not all(is_count(x) for x in b)
+            or b[0] != at
+            or b[1] <= b[0]
+        ):
+            raise InvalidInput(
+                "invalid_segments", "segments must be non-empty [start, end) ranges in order"
+            )
+        bounds.append((int(b[0]), int(b[1])))
+        at = int(b[1])
+    if len(bounds) < 2 or at != st.total:
+        raise InvalidInput(
+            "invalid_segments", f"segments must be two or more and cover {st.total} bytes"
+        )
+    return [FetchSegmented(plan=cmd.plan, bounds=tuple(bounds), at=cmd.at)]
+
+
+def _pieces(raw: list[Any]) -> list[Piece]:
     pieces = []
-    for p in cmd.pieces:
+    for p in raw:
         size = p.get("size") if isinstance(p, dict) else None
         if not isinstance(p, dict) or not is_sha256(p.get("sha256")):
             raise InvalidInput("invalid_manifest", "pieces need sha256 digests")
         if not is_count(size) or size == 0:
             raise InvalidInput("invalid_manifest", "pieces need positive sizes")
         pieces.append(Piece.from_json(p))
+    return pieces
+
+
+def _wrong_offset(st: FetchState, expected: int, offset: int) -> Conflict:
+    return Conflict(
+        "wrong_offset",
+        f"the fetch holds {expected} bytes, not {offset}",
+        {"id": st.id, "offset": expected},
+    )
+
+
+def _append(state: FetchState | None, cmd: AppendFetchBytes) -> list[Event]:
+    st = _running(state, cmd, cmd.runner)
+    if st.segments:
+        raise Conflict("fetch_segmented", "the fetch is segmented: append to a segment", {})
+    if cmd.offset != st.bytes:
+        raise _wrong_offset(st, st.bytes, cmd.offset)
+    pieces = _pieces(cmd.pieces)
     if not pieces:
         return []
     return [
@@ -141,6 +192,36 @@ def _append(state: FetchState | None, cmd: AppendFetchBytes) -> list[Event]:
             pieces=tuple(pieces),
             size=sum(p.size for p in pieces),
             at=cmd.at,
+        )
+    ]
+
+
+def _append_segment(state: FetchState | None, cmd: AppendFetchSegmentBytes) -> list[Event]:
+    st = _running(state, cmd, cmd.runner)
+    # Pieces of a split that was dropped (the origin changed) must never land in a later
+    # split: the plan id tells them apart.
+    if not st.segments or cmd.plan != st.plan:
+        raise Conflict(
+            "wrong_segment_plan",
+            "the pieces belong to another segment plan",
+            {"id": st.id, "plan": st.plan},
+        )
+    if not is_count(cmd.segment) or cmd.segment >= len(st.segments):
+        raise InvalidInput("invalid_segment", "no such segment")
+    seg = st.segments[cmd.segment]
+    if cmd.offset != seg.offset:
+        raise _wrong_offset(st, seg.offset, cmd.offset)
+    pieces = _pieces(cmd.pieces)
+    if not pieces:
+        return []
+    size = sum(p.size for p in pieces)
+    if size > seg.end - seg.offset:
+        raise InvalidInput(
+            "segment_overflow", f"the segment has room for {seg.end - seg.offset} bytes"
+        )
+    return [
+        FetchSegmentBytesAppended(
+            segment=cmd.segment, offset=cmd.offset, pieces=tuple(pieces), size=size, at=cmd.at
         )
     ]
 
@@ -157,6 +238,8 @@ def _complete(state: FetchState | None, cmd: CompleteFetch) -> list[Event]:
     st = _running(state, cmd, cmd.runner)
     if cmd.size != st.bytes:
         raise Conflict("wrong_size", f"the fetch holds {st.bytes} bytes", {"size": st.bytes})
+    if any(not s.done for s in st.segments):
+        raise Conflict("segments_incomplete", "a segment is not complete", {"id": st.id})
     if not is_sha256(cmd.sha256):
         raise InvalidInput("invalid_sha256", "sha256 must be 64 lowercase hex digits")
     return [FetchCompleted(sha256=cmd.sha256, size=cmd.size, file_id=cmd.file_id, at=cmd.at)]
@@ -205,7 +288,9 @@ _DECIDERS: dict[type[Command], Callable[[FetchState | None, Any], list[Event]]] 
     RequestFetch: _request,
     StartFetch: _start,
     RecordFetchResponse: _response,
+    PlanFetchSegments: _plan,
     AppendFetchBytes: _append,
+    AppendFetchSegmentBytes: _append_segment,
     RecordFetchAttemptError: _attempt_failed,
     CompleteFetch: _complete,
     FailFetch: _fail,

@@ -54,9 +54,33 @@ class FetchResponseReceived(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class FetchSegmented(Event):
+    """The body is fetched as these byte ranges (`[start, end)`, in order) in parallel."""
+
+    type: ClassVar[str] = "FetchSegmented"
+
+    plan: str
+    bounds: tuple[tuple[int, int], ...]
+    at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
 class FetchBytesAppended(Event):
     type: ClassVar[str] = "FetchBytesAppended"
 
+    offset: int
+    pieces: tuple[Piece, ...]
+    size: int
+    at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class FetchSegmentBytesAppended(Event):
+    """Pieces continue segment `segment` at `offset` (absolute in the body)."""
+
+    type: ClassVar[str] = "FetchSegmentBytesAppended"
+
+    segment: int
     offset: int
     pieces: tuple[Piece, ...]
     size: int
@@ -123,7 +147,9 @@ EVENTS = (
     FetchRequested,
     FetchStarted,
     FetchResponseReceived,
+    FetchSegmented,
     FetchBytesAppended,
+    FetchSegmentBytesAppended,
     FetchAttemptFailed,
     FetchCompleted,
     FetchFailed,

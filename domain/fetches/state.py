@@ -17,6 +17,8 @@ from domain.fetches.events import (
     FetchResponseReceived,
     FetchResumed,
     FetchRetried,
+    FetchSegmentBytesAppended,
+    FetchSegmented,
     FetchStarted,
 )
 from domain.kernel import JSON, Event
@@ -34,6 +36,25 @@ class FetchStatus(StrEnum):
 # A worker may pick these up (PENDING) or take them over (IN_PROGRESS, lease expired).
 RUNNABLE = (FetchStatus.PENDING, FetchStatus.IN_PROGRESS)
 ACTIVE = (FetchStatus.PENDING, FetchStatus.IN_PROGRESS, FetchStatus.PAUSED)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One byte range `[start, end)` of a segmented fetch and its durable prefix."""
+
+    start: int
+    end: int
+    pieces: tuple[tuple[str, int], ...] = ()
+    bytes: int = 0
+
+    @property
+    def offset(self) -> int:
+        """Where this segment continues."""
+        return self.start + self.bytes
+
+    @property
+    def done(self) -> bool:
+        return self.bytes >= self.end - self.start
 
 
 @dataclass(frozen=True)
@@ -57,8 +78,13 @@ class FetchState:
     content_type: str | None = None
     file_name: str | None = None
     accept_ranges: bool = False
+    # The body's pieces in order: the durable prefix, or (segmented) every segment's
+    # pieces in segment order, which is the whole body once every segment is done.
     pieces: tuple[tuple[str, int], ...] = ()
+    # Bytes held: the prefix's length, or the sum over the segments.
     bytes: int = 0
+    segments: tuple[Segment, ...] = ()
+    plan: str | None = None
     file_id: str | None = None
     completed_sha256: str | None = None
 
@@ -98,10 +124,28 @@ def evolve(state: FetchState | None, event: Event) -> FetchState | None:
                 file_name=event.file_name,
                 accept_ranges=event.accept_ranges,
             )
-            return replace(st, pieces=(), bytes=0) if event.restart else st
+            if event.restart:
+                return replace(st, pieces=(), bytes=0, segments=(), plan=None)
+            return st
+        case FetchSegmented(plan=plan, bounds=bounds):
+            segments = tuple(Segment(int(a), int(b)) for a, b in bounds)
+            return replace(st, segments=segments, plan=plan, pieces=(), bytes=0)
         case FetchBytesAppended(pieces=pieces, size=size):
             added = tuple((p.sha256, p.size) for p in pieces)
             return replace(st, pieces=st.pieces + added, bytes=st.bytes + size)
+        case FetchSegmentBytesAppended(pieces=pieces, size=size, segment=segment):
+            if not 0 <= segment < len(st.segments):
+                return st
+            added = tuple((p.sha256, p.size) for p in pieces)
+            seg = st.segments[segment]
+            seg = replace(seg, pieces=seg.pieces + added, bytes=seg.bytes + size)
+            segments = (*st.segments[:segment], seg, *st.segments[segment + 1 :])
+            return replace(
+                st,
+                segments=segments,
+                pieces=tuple(p for s in segments for p in s.pieces),
+                bytes=st.bytes + size,
+            )
         case FetchAttemptFailed(error=error):
             return replace(st, last_error=error)
         case FetchCompleted(sha256=sha256, file_id=file_id):

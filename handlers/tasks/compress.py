@@ -42,6 +42,7 @@ from handlers.tasks.run import FLUSH_EVERY, TaskFailure, TaskRun, utcnow
 
 CONTENT_TYPES = {"zip": "application/zip", "tar.gz": "application/gzip"}
 _QUEUE_DEPTH = 8  # pieces in flight between the tar thread and the event loop
+MEMBER_BATCH = 1000  # member results per checkpoint command (~100 KiB)
 
 
 def unique_names(names: list[str]) -> list[str]:
@@ -204,15 +205,20 @@ async def run_compress(run: TaskRun, settings: Settings, blobs: BlobStore) -> li
         {"index": i, "source": fid, "result": name}
         for name, (i, fid, _) in zip(names, sources, strict=True)
     ]
-    await run.send(
-        run.command(
-            RecordProgress,
-            first=0,
-            results=results,
-            bytes_done=progress.read,
-            command_id=f"task-{run.task_id}-members",
+    # In slices: one command (and one event on the bus) per MEMBER_BATCH results, so an
+    # archive of 65,536+ members is not one message of megabytes (over the broker's limit).
+    # Each slice has its own command id and continues from the last: sent again after a
+    # crash, the ones recorded already change nothing (domain/tasks/decide.py).
+    for first in range(0, len(results), MEMBER_BATCH):
+        await run.send(
+            run.command(
+                RecordProgress,
+                first=first,
+                results=results[first : first + MEMBER_BATCH],
+                bytes_done=progress.read,
+                command_id=f"task-{run.task_id}-members-{first}",
+            )
         )
-    )
     await run.send(
         CreateFile(
             aggregate_id=result_id,

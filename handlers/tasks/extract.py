@@ -35,9 +35,10 @@ from domain.commands import CreateFile
 from domain.ports import BlobStore
 from domain.tasks.ids import item_command_id, item_file_id
 from handlers.tasks.archive_out import ArchiveSink
-from handlers.tasks.fileops import check_quota, load_file
+from handlers.tasks.fileops import check_quota, load_file, replace_files, target_exists
 from handlers.tasks.run import TaskFailure, TaskRun, utcnow
 from handlers.tasks.threads import BlobFile, buffered, iterate_in_thread
+from projections import task_queries
 
 READ_PIECE = 1 << 20
 _CORRUPT = (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError, OSError, ValueError)
@@ -182,6 +183,32 @@ def _member_reader(f: BlobFile, fmt: str, member: Member) -> Iterator[bytes]:
         raise EOFError("member not found again")
 
 
+def _file_name(prefix: str, m: Member) -> str:
+    return prefix + m.path.rsplit("/", 1)[-1]
+
+
+async def _collisions(
+    run: TaskRun, members: list[Member], bucket: str, prefix: str
+) -> dict[int, list[str]]:
+    """member index -> live files in the destination named like its file (the overwrite
+    rule of handlers/tasks/fileops.py: without overwrite, any fails the task here, before
+    anything more is written)."""
+    left = members[run.state.items_done :]
+    if not left:
+        return {}
+    found = await task_queries.live_names(
+        run.pool, run.state.owner, bucket, [_file_name(prefix, m) for m in left]
+    )
+    own = {item_file_id(run.task_id, m.index) for m in members}
+    out: dict[int, list[str]] = {}
+    for m in left:
+        if hits := [f for f in found.get(_file_name(prefix, m), []) if f not in own]:
+            out[m.index] = hits
+    if out and not run.state.params.get("overwrite"):
+        raise target_exists(bucket, sorted({_file_name(prefix, m) for m in left if m.index in out}))
+    return out
+
+
 async def run_extract(run: TaskRun, settings: Settings, blobs: BlobStore) -> list[str]:
     params = run.state.params
     output = params.get("output") or {}
@@ -210,6 +237,7 @@ async def run_extract(run: TaskRun, settings: Settings, blobs: BlobStore) -> lis
     _check_limits(members, source.size, settings)
     prefix = str(output.get("prefix") or "")
     bucket = str(output.get("bucket") or "default")
+    taken = await _collisions(run, members, bucket, prefix)
     for m in members[run.state.items_done :]:
         await run.check(force=True)
         file_id = item_file_id(run.task_id, m.index)
@@ -237,7 +265,7 @@ async def run_extract(run: TaskRun, settings: Settings, blobs: BlobStore) -> lis
                     caller=run.state.owner,
                     at=utcnow(),
                     owner=run.state.owner,
-                    name=prefix + m.path.rsplit("/", 1)[-1],
+                    name=_file_name(prefix, m),
                     size=sink.size,
                     content_type="application/octet-stream",
                     sha256=sink.sha256,
@@ -247,6 +275,9 @@ async def run_extract(run: TaskRun, settings: Settings, blobs: BlobStore) -> lis
                     command_id=item_command_id(run.task_id, m.index, "extract"),
                 )
             )
-        await run.item_done({"index": m.index, "source": m.path, "result": file_id}, m.compressed)
+        result: dict[str, object] = {"index": m.index, "source": m.path, "result": file_id}
+        if replaced := await replace_files(run, m.index, taken.get(m.index, [])):
+            result["replaced"] = replaced
+        await run.item_done(result, m.compressed)
     await run.flush()
     return []

@@ -6,10 +6,20 @@ followed by deleting the source; a delete is DeleteFile. Each command has an id 
 from (task, item, step), so doing an item again after a takeover or resume changes
 nothing. An item that cannot be done (its file is gone) is recorded as failed and the
 task goes on; the quota failing stops the whole task (what it would create is refused).
+
+Name collisions (copy, move; extract uses the same rule). `overwrite` false (the
+default): when a run starts (first time, resume, takeover), the names the remaining items
+would create are looked up among the owner's live files in the destination bucket (the
+files read model); if any is taken, the task fails with `target_exists` naming them,
+before it writes anything more. Files this task made itself are not collisions, nor is a
+move's own source. `overwrite` true: each item replaces those files: the new file is
+created, then the ones found at the start are deleted (command ids derived from the item,
+so a takeover deletes each once); the item's result lists them in `replaced`.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from bus.config.settings import Settings
@@ -19,7 +29,10 @@ from domain.files import FileState
 from domain.registry import AGGREGATES
 from domain.tasks.ids import item_command_id, item_file_id
 from handlers.tasks.run import TaskFailure, TaskRun, utcnow
+from projections import task_queries
 from projections.usage import storage_used
+
+MAX_NAMED = 20  # colliding names listed in a target_exists error
 
 
 async def load_file(run: TaskRun, file_id: str) -> FileState | None:
@@ -49,6 +62,55 @@ def _missing(index: int, file_id: str) -> dict[str, Any]:
         "source": file_id,
         "error": {"code": "file_not_found", "message": "no such file"},
     }
+
+
+def target_exists(bucket: str, taken: list[str]) -> TaskFailure:
+    return TaskFailure(
+        "target_exists",
+        f"{len(taken)} name(s) exist in bucket {bucket!r}; set overwrite: true to replace them",
+        {"bucket": bucket, "names": taken[:MAX_NAMED], "count": len(taken), "overwrite": False},
+    )
+
+
+async def replace_files(run: TaskRun, index: int, old: list[str]) -> list[str]:
+    """Delete the files item `index`'s new file replaces (overwrite: true)."""
+    for fid in old:
+        with contextlib.suppress(DomainError):  # gone already: replaced all the same
+            await run.send(
+                DeleteFile(
+                    aggregate_id=fid,
+                    caller=run.state.owner,
+                    at=utcnow(),
+                    command_id=item_command_id(run.task_id, index, f"replace-{fid}"),
+                )
+            )
+    return old
+
+
+async def _copy_collisions(run: TaskRun, files: list[str]) -> dict[int, list[str]]:
+    """item index -> live files in the destination its copy would collide with."""
+    params = run.state.params
+    to = params.get("to") or {}
+    bucket = str(to.get("bucket") or "default")
+    first = run.state.items_done
+    sources = files[first:]
+    if not sources:
+        return {}
+    found = await task_queries.copy_collisions(
+        run.pool, run.state.owner, sources, bucket, str(to.get("prefix") or "")
+    )
+    own = {item_file_id(run.task_id, i) for i in range(len(files))}
+    if run.state.task_type == "move":
+        own |= set(files)  # a move's source is going away: not in its own way
+    out: dict[int, list[str]] = {}
+    for i, fid in enumerate(sources, start=first):
+        hits = [t for t in found.get(fid, []) if t not in own]
+        if hits:
+            out[i] = hits
+    if out and not params.get("overwrite"):
+        names = await task_queries.file_names(run.pool, [out[i][0] for i in sorted(out)])
+        raise target_exists(bucket, sorted(set(names)))
+    return out
 
 
 async def _copy_one(run: TaskRun, settings: Settings, index: int, src: FileState) -> str:
@@ -89,6 +151,7 @@ async def _delete_one(run: TaskRun, index: int, file_id: str) -> None:
 async def run_file_items(run: TaskRun, settings: Settings) -> list[str]:
     kind = run.state.task_type
     files: list[str] = list(run.state.params.get("files") or [])
+    taken = await _copy_collisions(run, files) if kind in ("copy", "move") else {}
     for index in range(run.state.items_done, len(files)):
         await run.check(force=True)
         file_id = files[index]
@@ -110,6 +173,7 @@ async def run_file_items(run: TaskRun, settings: Settings) -> list[str]:
                 await run.item_done({"index": index, "source": file_id, "result": "deleted"})
                 continue
             new_id = await _copy_one(run, settings, index, src)
+            replaced = await replace_files(run, index, taken.get(index, []))
             if kind == "move":
                 await _delete_one(run, index, file_id)
         except DomainError as e:
@@ -117,7 +181,10 @@ async def run_file_items(run: TaskRun, settings: Settings) -> list[str]:
                 {"index": index, "source": file_id, "error": {"code": e.code, "message": str(e)}}
             )
             continue
-        await run.item_done({"index": index, "source": file_id, "result": new_id}, src.size)
+        result: dict[str, Any] = {"index": index, "source": file_id, "result": new_id}
+        if replaced:
+            result["replaced"] = replaced
+        await run.item_done(result, src.size)
     await run.flush()
     return []
 

@@ -24,6 +24,7 @@ from bus.run.embedded import free_port
 class Origin:
     port: int
     data: bytes
+    host: str = "127.0.0.1"
     seen: list[dict[str, str | None]] = field(default_factory=list)
     disconnected: asyncio.Event = field(default_factory=asyncio.Event)
     counts: dict[str, int] = field(default_factory=dict)
@@ -33,9 +34,11 @@ class Origin:
     slow_piece: int = 4096
     slow_tick: float = 0.02
     drop_after: int = 100_000
+    # /range answers 500 to any Range that does not start at 0 while this is set
+    fail_ranges: bool = False
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"http://{self.host}:{self.port}{path}"
 
     @property
     def sha256(self) -> str:
@@ -45,15 +48,18 @@ class Origin:
         return [r for r in self.seen if r["path"] == path]
 
 
-def _range_start(request: web.Request, etag: str, size: int) -> int | None:
+def _range(request: web.Request, etag: str, size: int) -> tuple[int, int] | None:
+    """`Range: bytes=a-` or `bytes=a-b` -> (a, b inclusive), None for the whole body."""
     rng = request.headers.get("Range")
-    if not rng or not rng.startswith("bytes=") or not rng.endswith("-"):
+    if not rng or not rng.startswith("bytes=") or "," in rng:
         return None
     if_range = request.headers.get("If-Range")
     if if_range is not None and if_range != etag:
         return None  # the validator does not match: the whole (new) representation
-    start = int(rng[6:-1])
-    return start if start <= size else None
+    first, _, last = rng[6:].partition("-")
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    return (start, end) if start <= size else None
 
 
 async def _serve(
@@ -67,7 +73,8 @@ async def _serve(
     slow: bool = False,
     length: int | str | None = "exact",
 ) -> web.StreamResponse:
-    start = _range_start(request, etag, len(data)) if ranges else None
+    rng = _range(request, etag, len(data)) if ranges else None
+    start = rng[0] if rng is not None else None
     if start is not None and start == len(data):
         return web.Response(status=416, headers={"Content-Range": f"bytes */{len(data)}"})
     resp = web.StreamResponse(status=206 if start is not None else 200)
@@ -75,9 +82,9 @@ async def _serve(
     resp.headers["Content-Type"] = "application/octet-stream"
     if ranges:
         resp.headers["Accept-Ranges"] = "bytes"
-    body = data[start or 0 :]
-    if start is not None:
-        resp.headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+    body = data[rng[0] : rng[1] + 1] if rng is not None else data
+    if rng is not None:
+        resp.headers["Content-Range"] = f"bytes {rng[0]}-{rng[1]}/{len(data)}"
     if length == "exact":
         resp.content_length = len(body)
     elif isinstance(length, int):
@@ -119,6 +126,9 @@ def _app(origin: Origin) -> web.Application:
 
     async def ranged(request: web.Request) -> web.StreamResponse:
         await record(request)
+        rng = request.headers.get("Range") or ""
+        if origin.fail_ranges and rng and not rng.startswith("bytes=0-"):
+            return web.Response(status=500, text="no")
         return await _serve(request, origin, origin.data, '"v1"')
 
     async def norange(request: web.Request) -> web.StreamResponse:
@@ -146,6 +156,11 @@ def _app(origin: Origin) -> web.Application:
         )  # fmt: skip
         origin.version = 2  # every later request sees another version of the resource
         return resp
+
+    async def capped(request: web.Request) -> web.StreamResponse:
+        """Ranges served, but every answer breaks off after `drop_after` bytes."""
+        await record(request)
+        return await _serve(request, origin, origin.data, '"v1"', drop_at=origin.drop_after)
 
     async def slow(request: web.Request) -> web.StreamResponse:
         await record(request)
@@ -195,6 +210,7 @@ def _app(origin: Origin) -> web.Application:
     app.router.add_get("/drop", drop)
     app.router.add_get("/changing", changing)
     app.router.add_get("/slow", slow)
+    app.router.add_get("/capped", capped)
     app.router.add_get("/nolength", nolength)
     app.router.add_get("/lie-more", lie_more)
     app.router.add_get("/lie-less", lie_less)
@@ -205,14 +221,20 @@ def _app(origin: Origin) -> web.Application:
 
 
 @asynccontextmanager
-async def origin_server(data: bytes | None = None, **kw: object) -> AsyncIterator[Origin]:
-    origin = Origin(port=free_port(), data=data if data is not None else os.urandom(300_000))
+async def origin_server(
+    data: bytes | None = None, host: str = "127.0.0.1", **kw: object
+) -> AsyncIterator[Origin]:
+    """An origin on `host` (any 127.x.y.z works on Linux: tests that allow one loopback
+    address for fetches serve from 127.0.0.2 and keep 127.0.0.1 as the refused one)."""
+    origin = Origin(
+        port=free_port(host), data=data if data is not None else os.urandom(300_000), host=host
+    )
     for k, v in kw.items():
         setattr(origin, k, v)
     runner = web.AppRunner(_app(origin), access_log=None)
     await runner.setup()
     sock = socket.socket()
-    sock.bind(("127.0.0.1", origin.port))
+    sock.bind((host, origin.port))
     site = web.SockSite(runner, sock)
     await site.start()
     try:

@@ -36,10 +36,18 @@ async def upload(c: httpx.AsyncClient, data: bytes, name: str = "f.bin", **extra
 
 
 async def clone_files(
-    pool: asyncpg.Pool, c: httpx.AsyncClient, owner: str, source: str, n: int, prefix: str
+    pool: asyncpg.Pool,
+    c: httpx.AsyncClient,
+    owner: str,
+    source: str,
+    n: int,
+    prefix: str,
+    *,
+    at: datetime | None = None,
+    bucket: str = "default",
 ) -> list[str]:
     """n files sharing `source`'s bytes, written straight to the event store (fast setup;
-    the relay and projector pick them up like any other)."""
+    the relay and projector pick them up like any other), created `at` (default now)."""
     meta = (await c.get(f"/v1/files/{source}")).json()
     store = PostgresEventStore(pool)
     events = await store.read_stream(f"file-{source}")
@@ -56,7 +64,8 @@ async def clone_files(
             content_type=meta["content_type"],
             sha256=meta["sha256"],
             manifest=tuple(Piece(p.sha256, p.size) for p in created.manifest),
-            at=datetime.now(UTC),
+            bucket=bucket,
+            at=at or datetime.now(UTC),
         )
         await store.append(
             f"file-{fid}", 0, [NewEvent.of(ev)], EventMeta(occurred_at=ev.at, owner=owner)

@@ -13,6 +13,12 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
 ERROR_REF = "#/components/schemas/Error"
+# The operations that also answer without credentials (public buckets, signed URLs).
+ANONYMOUS_OK = {
+    ("get", "/v1/files/{file_id}"),
+    ("get", "/v1/files/{file_id}/content"),
+    ("head", "/v1/files/{file_id}/content"),
+}
 
 
 async def _document(system: System) -> dict:
@@ -43,7 +49,11 @@ async def test_the_document_validates_and_describes_security_bodies_and_errors(
     for path, method, op in operations:
         where = f"{method.upper()} {path}"
         if path.startswith("/v1/"):
-            assert op.get("security") == [{"bearer": []}, {"apiKey": []}], where
+            secured = [{"bearer": []}, {"apiKey": []}]
+            # Public reads and signed URLs: credentials optional (`{}`), and only there.
+            if (method, path) in ANONYMOUS_OK:
+                secured.append({})
+            assert op.get("security") == secured, where
             assert "401" in op["responses"] and "503" in op["responses"], where
         assert "500" in op["responses"], where
         for status, response in op["responses"].items():

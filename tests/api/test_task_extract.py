@@ -46,7 +46,9 @@ async def extract(c: httpx.AsyncClient, archive: bytes, name: str, **params: Any
     return await finished(c, tid)
 
 
-async def extracted(c: httpx.AsyncClient, t: dict[str, Any]) -> dict[str, bytes]:
+async def extracted(
+    c: httpx.AsyncClient, t: dict[str, Any], prefix: str = "x-"
+) -> dict[str, bytes]:
     assert t["status"] == "COMPLETED", (t["error"], t["results"])
     out = {}
     for r in t["results"]:
@@ -54,7 +56,7 @@ async def extracted(c: httpx.AsyncClient, t: dict[str, Any]) -> dict[str, bytes]
         out[meta["metadata"]["archive_path"]] = (
             await c.get(f"/v1/files/{r['result']}/content")
         ).content
-        assert meta["name"] == "x-" + r["source"].rsplit("/", 1)[-1]
+        assert meta["name"] == prefix + r["source"].rsplit("/", 1)[-1]
     return out
 
 
@@ -83,7 +85,8 @@ async def test_archives_made_by_zip_tar_and_zipfile_extract_correctly(
     archives = {"py.zip": py_zip(), **tool_archives(tmp_path)}
     async with sys_.client(user()) as c:
         for name, data in archives.items():
-            t = await extract(c, data, name, output={"prefix": "x-"})
+            # The same names each time: each extract replaces the last one's files.
+            t = await extract(c, data, name, output={"prefix": "x-"}, overwrite=True)
             assert await extracted(c, t) == CONTENT, name
 
 
@@ -105,10 +108,13 @@ async def test_compress_then_extract_round_trips(sys_: System) -> None:
                 c,
                 {
                     "type": "extract",
-                    "params": {"file": done["result_file_ids"][0], "output": {"prefix": "x-"}},
+                    "params": {
+                        "file": done["result_file_ids"][0],
+                        "output": {"prefix": f"x-{fmt}-"},
+                    },
                 },
             )
-            assert await extracted(c, await finished(c, etid)) == files
+            assert await extracted(c, await finished(c, etid), f"x-{fmt}-") == files
 
 
 def slip_zip() -> bytes:

@@ -184,7 +184,10 @@ async def test_bad_input_is_a_4xx_naming_the_field_and_creates_nothing(sys_: Sys
 async def test_idempotency_key_gives_the_same_task_once(sys_: System) -> None:
     async with sys_.client(user()) as c:
         f = await upload(c, b"z" * 10)
-        body = {"type": "copy", "params": {"files": [f], "to": {"bucket": "default"}}}
+        body = {
+            "type": "copy",
+            "params": {"files": [f], "to": {"bucket": "default", "prefix": "c-"}},
+        }
         k = secrets.token_hex(8)
         first = await c.post("/v1/tasks", json=body, headers={"Idempotency-Key": k})
         again = await c.post("/v1/tasks", json=body, headers={"Idempotency-Key": k})
@@ -203,7 +206,8 @@ async def test_pause_resume_and_cancel_mid_task(sys_: System) -> None:
         seed = await upload(c, b"seed" * 10)
         ids = await clone_files(sys_.pool, c, alice, seed, n, "p/")
         tid = await start(
-            c, {"type": "copy", "params": {"files": ids, "to": {"bucket": "default"}}}
+            c,
+            {"type": "copy", "params": {"files": ids, "to": {"bucket": "default", "prefix": "c-"}}},
         )
 
         async def some_done() -> bool:
@@ -258,13 +262,14 @@ async def test_a_busy_worker_takes_the_highest_priority_first(
         async with s.client(alice) as c:
             f = await upload(c, b"p" * 10)
             order = {}
-            for prio in (10, 90, 50, 90):
+            for i, prio in enumerate((10, 90, 50, 90)):
+                to = {"bucket": "default", "prefix": f"q{i}-"}
                 order[
                     await start(
                         c,
                         {
                             "type": "copy",
-                            "params": {"files": [f], "to": {"bucket": "default"}},
+                            "params": {"files": [f], "to": to},
                             "priority": prio,
                         },
                     )

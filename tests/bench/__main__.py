@@ -13,17 +13,28 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from tests.bench import bus, cli, console, downloads, events, growth, pending, s3, tus, uploads
+from tests.bench import (
+    bus,
+    cli,
+    console,
+    downloads,
+    events,
+    fetches,
+    growth,
+    pending,
+    s3,
+    tus,
+    uploads,
+)
 from tests.bench.core import FULL, QUICK, Scenario, render_text, write_results
-
-_PENDING = {sc.name: sc for sc in pending.SCENARIOS}
 
 ALL: list[Scenario] = [
     *uploads.SCENARIOS,
     *tus.SCENARIOS,
     *downloads.SCENARIOS,
     *cli.SCENARIOS,
-    _PENDING["fetch.url_cache"],
+    *fetches.SCENARIOS,
+    *pending.SCENARIOS,
     *bus.SCENARIOS,
     *events.SCENARIOS,
     *growth.SCENARIOS,
@@ -104,6 +115,12 @@ async def _main(args: argparse.Namespace, scenarios: list[Scenario], command: st
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["idle"]:
+        # Not a scenario: it needs the system to itself (tests/bench/idle.py).
+        from tests.bench import idle
+
+        return idle.main(argv[1:])
     args = _parser().parse_args(argv)
     if args.list:
         for sc in ALL:

@@ -144,6 +144,12 @@ http {{
         location /data/ {{
             alias {data}/;
         }}
+        # The same bytes without byte ranges (fetch.url_cache: an origin Cairn fetches as
+        # one stream).
+        location /whole/ {{
+            alias {data}/;
+            max_ranges 0;
+        }}
     }}
 }}
 """
@@ -177,6 +183,10 @@ class Nginx:
 
     def get_url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.port}/data/{name}"
+
+    def whole_url(self, name: str) -> str:
+        """`get_url` with byte ranges off (a 200 to every Range)."""
+        return f"http://127.0.0.1:{self.port}/whole/{name}"
 
     def start(self) -> None:
         out = subprocess.run(

@@ -149,7 +149,7 @@ class Scenario:
     description: str
     run: ScenarioFn | None = None  # None: the feature is not built yet (PENDING)
     pending: str | None = None  # why it is pending
-    needs: frozenset[str] = frozenset()  # "nginx", "bare", "tus"
+    needs: frozenset[str] = frozenset()  # "nginx", "bare", "tus", "fetch"
     # For a pending scenario: the path its feature adds to Cairn's OpenAPI, if any.
     probe: str | None = None
     # Seconds on top of the scale's scenario timeout, for a scenario that starts a system

@@ -8,12 +8,5 @@ from __future__ import annotations
 
 from tests.bench.core import Scenario
 
-SCENARIOS = [
-    Scenario(
-        "fetch.url_cache",
-        "",
-        pending="URL fetch into the cache (POST /v1/fetches) vs curl into a file: fetches are "
-        "not built yet",
-        probe="/v1/fetches",
-    ),
-]
+# Every scenario is built (fetch.url_cache was the last: tests/bench/fetches.py).
+SCENARIOS: list[Scenario] = []

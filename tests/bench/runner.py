@@ -202,7 +202,15 @@ async def _start(bench: Bench, needs: set[str]) -> None:
                 tus.stop()
                 bench.tus_note = f"@tus/server failed to start: {e}"
                 _log(bench.tus_note)
-    cairn = Cairn(bench.work)
+    env: dict[str, str] = {}
+    if "fetch" in needs:
+        # The origin is on loopback, which fetches refuse by default (SSRF): allow just it.
+        env["CAIRN_FETCH_ALLOW_NETWORKS"] = "127.0.0.1/32"
+        if bench.scale.name == "quick":
+            # The quick file (16 MiB) is under two default segments: smaller ones, so the
+            # smoke run goes through the segmented path too.
+            env["CAIRN_FETCH_SEGMENT_MIN_BYTES"] = "4M"
+    cairn = Cairn(bench.work, env=env)
     bench.cairn = cairn
     _log(f"cairn: starting `cairn up` in {cairn.data_dir} ...")
     await asyncio.to_thread(cairn.start)

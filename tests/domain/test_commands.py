@@ -33,10 +33,12 @@ from domain.commands import (
 from domain.errors import Conflict, DomainError, Gone, InvalidInput, NotFound, Unprocessable
 from domain.fetches.commands import (
     AppendFetchBytes,
+    AppendFetchSegmentBytes,
     CancelFetch,
     CompleteFetch,
     FailFetch,
     PauseFetch,
+    PlanFetchSegments,
     RecordFetchAttemptError,
     RecordFetchResponse,
     RequestFetch,
@@ -106,6 +108,12 @@ SAMPLES: dict[str, Command] = {
     ),
     "AppendFetchBytes": AppendFetchBytes(
         **ENV, runner="r", offset=1 << 33, pieces=[{"sha256": H, "size": 9}]
+    ),
+    "PlanFetchSegments": PlanFetchSegments(
+        **ENV, runner="r", plan="p", bounds=[[0, 1 << 33], [1 << 33, 1 << 34]]
+    ),
+    "AppendFetchSegmentBytes": AppendFetchSegmentBytes(
+        **ENV, runner="r", plan="p", segment=1, offset=1 << 33, pieces=[{"sha256": H, "size": 9}]
     ),
     "RecordFetchAttemptError": RecordFetchAttemptError(
         **ENV, runner="r", error="reset", retry_in=1.5

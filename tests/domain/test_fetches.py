@@ -9,18 +9,20 @@ import pytest
 from domain import fetches as f
 from domain.commands import (
     AppendFetchBytes,
+    AppendFetchSegmentBytes,
     CancelFetch,
     Command,
     CompleteFetch,
     FailFetch,
     PauseFetch,
+    PlanFetchSegments,
     RecordFetchResponse,
     RequestFetch,
     ResumeFetch,
     RetryFetch,
     StartFetch,
 )
-from domain.errors import Conflict, NotFound
+from domain.errors import Conflict, InvalidInput, NotFound
 from domain.kernel import JSON
 from domain.registry import AGGREGATES
 
@@ -72,6 +74,83 @@ def test_only_the_current_runner_records() -> None:
         f.decide(st, CompleteFetch(**kw(), runner="r2", sha256=SHA, size=5, file_id="f"))
     st = run(st, CompleteFetch(**kw(), runner="r2", sha256=SHA, size=0, file_id="f"))
     assert st is not None and st.status == f.FetchStatus.COMPLETED
+
+
+def piece(sha: str, size: int) -> list[JSON]:
+    return [{"sha256": sha, "size": size}]
+
+
+def segmented(total: int = 10, plan: str = "p1") -> f.FetchState:
+    st = run(requested(), StartFetch(**kw(), runner="r"))
+    st = run(st, RecordFetchResponse(**kw(), runner="r", restart=False, total=total, etag='"e"'))
+    st = run(st, PlanFetchSegments(**kw(), runner="r", plan=plan, bounds=[[0, 4], [4, total]]))
+    assert st is not None and [(s.start, s.end) for s in st.segments] == [(0, 4), (4, total)]
+    return st
+
+
+def test_a_split_must_cover_the_known_length_of_an_empty_fetch() -> None:
+    st = run(requested(), StartFetch(**kw(), runner="r"))
+    st = run(st, RecordFetchResponse(**kw(), runner="r", restart=False, total=None))
+    assert st is not None
+    with pytest.raises(Conflict):  # no known length
+        f.decide(st, PlanFetchSegments(**kw(), runner="r", plan="p", bounds=[[0, 1], [1, 2]]))
+    st = run(st, RecordFetchResponse(**kw(), runner="r", restart=False, total=10))
+    assert st is not None
+    for bounds in ([[0, 10]], [[0, 4], [5, 10]], [[0, 4], [4, 9]], [[0, 0], [0, 10]], [[1, 10]]):
+        with pytest.raises(InvalidInput):
+            f.decide(st, PlanFetchSegments(**kw(), runner="r", plan="p", bounds=bounds))
+    with pytest.raises(Conflict):  # only the current run
+        f.decide(st, PlanFetchSegments(**kw(), runner="x", plan="p", bounds=[[0, 4], [4, 10]]))
+    st = run(st, AppendFetchBytes(**kw(), runner="r", offset=0, pieces=piece(SHA, 1)))
+    with pytest.raises(Conflict):  # bytes held already
+        f.decide(st, PlanFetchSegments(**kw(), runner="r", plan="p", bounds=[[0, 4], [4, 10]]))
+
+
+def test_segments_fill_independently_and_complete_in_order() -> None:
+    a, b, c = "a" * 64, "b" * 64, "c" * 64
+    st = segmented()
+    # segment 1 first: the body's order comes from the segments, not the arrival order
+    st = run(st, AppendFetchSegmentBytes(**kw(), runner="r", plan="p1", segment=1, offset=4,
+                                         pieces=piece(c, 6)))  # fmt: skip
+    assert st is not None and st.bytes == 6 and st.segments[1].done
+    with pytest.raises(Conflict):  # not done yet
+        f.decide(st, CompleteFetch(**kw(), runner="r", sha256=SHA, size=6, file_id="f"))
+    with pytest.raises(Conflict):  # segment 0 continues at 0, not 2
+        f.decide(st, AppendFetchSegmentBytes(**kw(), runner="r", plan="p1", segment=0, offset=2,
+                                             pieces=piece(a, 2)))  # fmt: skip
+    with pytest.raises(InvalidInput):  # more than the segment holds
+        f.decide(st, AppendFetchSegmentBytes(**kw(), runner="r", plan="p1", segment=0, offset=0,
+                                             pieces=piece(a, 5)))  # fmt: skip
+    with pytest.raises(Conflict):  # a segmented fetch takes no plain appends
+        f.decide(st, AppendFetchBytes(**kw(), runner="r", offset=6, pieces=piece(a, 1)))
+    for offset, sha in ((0, a), (2, b)):
+        st = run(st, AppendFetchSegmentBytes(**kw(), runner="r", plan="p1", segment=0,
+                                             offset=offset, pieces=piece(sha, 2)))  # fmt: skip
+    assert st is not None and st.bytes == 10
+    assert st.pieces == ((a, 2), (b, 2), (c, 6))  # segment order
+    st = run(st, CompleteFetch(**kw(), runner="r", sha256=SHA, size=10, file_id="f"))
+    assert st is not None and st.status == f.FetchStatus.COMPLETED
+
+
+def test_a_restart_drops_the_split_and_refuses_its_late_pieces() -> None:
+    st = segmented()
+    st = run(st, AppendFetchSegmentBytes(**kw(), runner="r", plan="p1", segment=0, offset=0,
+                                         pieces=piece(SHA, 3)))  # fmt: skip
+    st = run(st, RecordFetchResponse(**kw(), runner="r", restart=True, etag='"e2"'))
+    assert st is not None and st.segments == () and st.bytes == 0 and st.pieces == ()
+    st = run(st, RecordFetchResponse(**kw(), runner="r", restart=False, total=10, etag='"e2"'))
+    st = run(st, PlanFetchSegments(**kw(), runner="r", plan="p2", bounds=[[0, 4], [4, 10]]))
+    # a piece of the dropped split, still on its way, fits segment 0's offset: refused
+    with pytest.raises(Conflict) as e:
+        f.decide(st, AppendFetchSegmentBytes(**kw(), runner="r", plan="p1", segment=0, offset=0,
+                                             pieces=piece(SHA, 1)))  # fmt: skip
+    assert e.value.code == "wrong_segment_plan"
+    # a pause keeps the split and its bytes; the next run continues them
+    st = run(st, AppendFetchSegmentBytes(**kw(), runner="r", plan="p2", segment=1, offset=4,
+                                         pieces=piece(SHA, 2)))  # fmt: skip
+    st = run(run(st, PauseFetch(**kw())), ResumeFetch(**kw()))
+    st = run(st, StartFetch(**kw(), runner="r2"))
+    assert st is not None and st.segments[1].offset == 6 and st.bytes == 2
 
 
 def test_controls_and_conflicts() -> None:

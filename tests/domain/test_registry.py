@@ -122,6 +122,17 @@ GOLDEN: dict[str, tuple[int, dict[str, Any]]] = {
             "at": AT,
         },
     ),
+    "FetchSegmented": (1, {"plan": "p1", "bounds": [[0, 3], [3, 7]], "at": AT}),
+    "FetchSegmentBytesAppended": (
+        1,
+        {
+            "segment": 1,
+            "offset": 3,
+            "pieces": [{"sha256": B, "size": 4}],
+            "size": 4,
+            "at": AT,
+        },
+    ),
     "FetchAttemptFailed": (1, {"error": "reset", "retry_in": 1.5, "at": AT}),
     "FetchCompleted": (1, {"sha256": A, "size": 7, "file_id": "f1", "at": AT}),
     "FetchFailed": (1, {"error": "404", "details": {"status": 404}, "at": AT}),

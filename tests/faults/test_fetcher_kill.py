@@ -23,7 +23,7 @@ from tests.system import start_system, wait_until
 KINDS = ("api", "actors", "relay", "projector", "handlers")
 
 
-def fetcher_process(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+def fetcher_process(settings: Settings, log: Path, **extra: str) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
     env.update(
         CAIRN_DATA_DIR=str(settings.data_dir),
@@ -41,6 +41,7 @@ def fetcher_process(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
         CAIRN_LOG_LEVEL="info",
         CAIRN_LOG_JSON="false",
     )
+    env.update(extra)
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "bus.run.cli", "run", "fetcher"],
@@ -91,8 +92,70 @@ async def test_sigkill_mid_transfer_resumes_from_the_last_durable_byte(
             assert final["sha256"] == o.sha256 and final["bytes"] == len(o.data)
             # The take-over asked for the rest, from the byte recorded before the kill.
             ranges = [r["range"] for r in o.requests("/slow")]
-            assert ranges[0] is None and ranges[-1] == f"bytes={durable}-", ranges
+            assert ranges[0] == "bytes=0-" and ranges[-1] == f"bytes={durable}-", ranges
             assert final["attempts"] == 2  # a second run (the take-over), not a new fetch
+
+            async def content() -> bytes | None:
+                r = await c.get(f"/v1/files/{final['file_id']}/content")
+                return r.content if r.status_code == 200 else None
+
+            assert await wait_until(content) == o.data
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            await asyncio.to_thread(proc.wait, 30)
+        await system.shutdown()
+
+
+@pytest.mark.timeout(240)
+async def test_sigkill_mid_segmented_transfer_resumes_every_segment_where_it_stood(
+    settings: Settings, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    system = await start_system(
+        dataclasses.replace(settings, fetch_allow_private=True), pool, KINDS
+    )
+    log = tmp_path / "fetcher.log"
+    segmented = {"CAIRN_FETCH_SEGMENTS": "4", "CAIRN_FETCH_SEGMENT_MIN_BYTES": "64K"}
+    proc = fetcher_process(system.settings, log, **segmented)
+    size = 800_000  # four segments of 200,000 bytes
+    bounds = [(k * 200_000, (k + 1) * 200_000) for k in range(4)]
+    try:
+        async with (
+            origin_server(os.urandom(size), slow_piece=2048, slow_tick=0.02) as o,
+            system.client("kill-seg") as c,
+        ):
+            r = await c.post("/v1/fetches", json={"url": o.url("/slow")})
+            assert r.status_code == 202, r.text
+            fid = r.json()["id"]
+
+            async def every_segment_holds_bytes() -> dict[str, Any] | None:
+                body = (await c.get(f"/v1/fetches/{fid}")).json()
+                segs = body["segments"]
+                return body if len(segs) == 4 and all(g["bytes"] > 0 for g in segs) else None
+
+            await wait_until(every_segment_holds_bytes, timeout=120)
+            proc.send_signal(signal.SIGKILL)
+            await asyncio.to_thread(proc.wait, 30)
+            await asyncio.wait_for(o.disconnected.wait(), 30)
+            held = [g["bytes"] for g in (await c.get(f"/v1/fetches/{fid}")).json()["segments"]]
+            assert all(0 < h < 200_000 for h in held), held
+            asked = len(o.requests("/slow"))
+            o.slow_tick = 0.0
+            proc = fetcher_process(system.settings, log, **segmented)  # the restart
+
+            async def done() -> dict[str, Any] | None:
+                body = (await c.get(f"/v1/fetches/{fid}")).json()
+                return body if body["status"] in ("COMPLETED", "FAILED") else None
+
+            final = await wait_until(done, timeout=120)
+            assert final["status"] == "COMPLETED", (final, log.read_text()[-3000:])
+            assert final["sha256"] == o.sha256 and final["bytes"] == size
+            # The take-over asked each segment for the rest of its range only: from the
+            # byte recorded before the kill, not from the segment's start or from zero.
+            resumed = sorted(r["range"] for r in o.requests("/slow")[asked:])
+            assert resumed == sorted(
+                f"bytes={a + h}-{b - 1}" for (a, b), h in zip(bounds, held, strict=True)
+            ), (resumed, held)
 
             async def content() -> bytes | None:
                 r = await c.get(f"/v1/files/{final['file_id']}/content")

@@ -130,3 +130,43 @@ async def test_unannounced_message_is_found_by_a_peek(
         return b"unannounced" in loop.received
 
     await wait_until(got, timeout=20)
+
+
+async def test_an_append_wakes_a_gate_on_the_event_channel(
+    settings: Settings, pool: asyncpg.Pool, topic: str
+) -> None:
+    """The projector's and the handlers' gate: LISTENing on the event store's channel, an
+    append (which NOTIFYs it in its transaction) resumes fetching."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from bus.actors.host import Actors
+    from bus.store.eventstore import NOTIFY_CHANNEL, PostgresEventStore
+    from domain.commands import InitiateUpload
+
+    consumer = make_consumer(settings, topic, group_id=f"{topic}-events")
+    await consumer.start()
+    gate = wake.IdleGate(consumer, NOTIFY_CHANNEL, peek_every=600.0)
+    await gate.listen(pool)
+    lp = Loop(consumer, gate)
+    task = asyncio.create_task(lp.run())
+    try:
+        await wait_until(lambda: _paused(lp), timeout=20)
+        reply = await Actors(PostgresEventStore(pool)).execute(
+            InitiateUpload(
+                aggregate_id=str(uuid.uuid4()),
+                caller="alice",
+                at=datetime.now(UTC),
+                file_name="a.bin",
+                file_size=1,
+                chunk_size=1,
+            )
+        )
+        assert reply["ok"] and reply["events"], reply
+        await wait_until(lambda: _awake(lp), timeout=20)
+    finally:
+        lp.stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 10)
+        await gate.close(pool)
+        await consumer.stop()

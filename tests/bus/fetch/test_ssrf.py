@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 
 import httpx
 import pytest
@@ -14,6 +15,7 @@ from bus.fetch.ssrf import (
     check_url,
     guarded_client,
     parse_ip_literal,
+    parse_networks,
 )
 
 
@@ -100,3 +102,70 @@ async def test_connect_time_check_refuses_a_name_resolving_to_loopback() -> None
         with pytest.raises(httpx.ConnectError) as e:
             await client.get("http://localhost:9/")
         assert str(e.value).startswith("forbidden address")
+
+
+def test_allowed_networks_lift_the_rule_for_those_addresses_only() -> None:
+    nets = parse_networks(["127.0.0.2/32", " fd12::/16 "])
+    assert check_url("http://127.0.0.2:81/x", allow_networks=nets) == "http://127.0.0.2:81/x"
+    for url in ("http://127.0.0.1/", "http://0x7f000001/", "http://[::ffff:127.0.0.1]/"):
+        with pytest.raises(UnsafeUrl):
+            check_url(url, allow_networks=nets)
+    assert check_addresses(
+        ["127.0.0.1", "127.0.0.2"], allow_private=False, allow_networks=nets
+    ) == ["127.0.0.2"]
+    assert check_addresses(["fd12::5"], allow_private=False, allow_networks=nets) == ["fd12::5"]
+
+
+async def test_the_connection_goes_to_the_checked_address_dns_rebinding() -> None:
+    """The backend resolves once per connection, checks, and connects to that very
+    address: a rebinding resolver (allowed answer first, loopback next) gets one
+    connection to the allowed address and a refusal, never a socket to 127.0.0.1."""
+    from aiohttp import web
+
+    seen: list[tuple[str, str | None]] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        assert request.transport is not None
+        seen.append((request.transport.get_extra_info("sockname")[0], request.host))
+        return web.Response(text="ok", headers={"Connection": "close"})
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.2", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    # a socket on 127.0.0.1 with the same port, that must never be connected to
+    trap = socket.socket()
+    trap.bind(("127.0.0.1", port))
+    trap.listen()
+    trap.setblocking(False)
+    answers = iter([["127.0.0.2"], ["127.0.0.1"]])
+    asked: list[str] = []
+
+    async def rebinding(host: str, _port: int) -> list[str]:
+        asked.append(host)
+        return next(answers)
+
+    try:
+        async with guarded_client(
+            allow_private=False,
+            allow_networks=parse_networks(["127.0.0.2/32"]),
+            resolve=rebinding,
+            timeout=httpx.Timeout(5),
+        ) as client:
+            r = await client.get(f"http://rebind.example:{port}/")
+            assert r.status_code == 200 and r.text == "ok"
+            with pytest.raises(httpx.ConnectError) as e:
+                await client.get(f"http://rebind.example:{port}/")
+            assert str(e.value) == "forbidden address: loopback address 127.0.0.1"
+        # The name never reached a system resolver (it does not exist): the socket went
+        # to the checked address, and the Host header kept the name.
+        assert asked == ["rebind.example", "rebind.example"]
+        assert seen == [("127.0.0.2", f"rebind.example:{port}")]
+        with pytest.raises(BlockingIOError):
+            trap.accept()  # nobody connected to the loopback trap
+    finally:
+        trap.close()
+        await runner.cleanup()

@@ -1,0 +1,96 @@
+"""`long_poll` (bus/kafka/broker.py): a FastStream batch subscriber that waits for data in
+`getmany` instead of sleeping after an empty poll.
+
+Against the real embedded broker. FastStream's own `get_msg` sleeps `batch_timeout_ms`
+after every empty poll (a message arriving meanwhile waits out the sleep); the sleeps are
+recorded here by standing in for the `anyio` that FastStream's subscriber module uses.
+The control case shows that the recorder sees FastStream's sleeps; with `long_poll` there
+are none, and messages still arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import types
+from typing import Any
+
+import anyio
+import pytest
+from faststream.kafka.subscriber import usecase
+from faststream.middlewares import AckPolicy
+
+from bus.config.settings import Settings
+from bus.kafka.broker import long_poll, make_broker, raw_records, subscriber_options
+from bus.kafka.clients import ensure_topics, make_producer
+from tests.system import wait_until
+
+pytestmark = pytest.mark.timeout(90)
+
+BATCH_TIMEOUT_MS = 100
+
+
+@pytest.mark.parametrize("patched", [True, False], ids=["long_poll", "faststream"])
+async def test_long_poll_leaves_out_the_sleep_after_an_empty_poll(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, patched: bool
+) -> None:
+    sleeps: list[float] = []
+
+    async def recording_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        await anyio.sleep(seconds)
+
+    monkeypatch.setattr(usecase, "anyio", types.SimpleNamespace(sleep=recording_sleep))
+    topic = f"{settings.topic_prefix}.long-poll-{'on' if patched else 'off'}"
+    await ensure_topics(settings, [topic])
+    broker = make_broker(settings, "test", telemetry=False)
+    received: list[bytes] = []
+    subscriber = broker.subscriber(
+        topic,
+        batch=True,
+        group_id=f"{topic}-g",
+        ack_policy=AckPolicy.ACK_FIRST,
+        batch_timeout_ms=BATCH_TIMEOUT_MS,
+        decoder=raw_records,
+        **subscriber_options(settings, latency_critical=True),
+    )
+    if patched:
+        long_poll(subscriber)
+
+    @subscriber  # type: ignore[untyped-decorator]
+    async def on_batch(records: Any) -> None:
+        received.extend(r.value for r in records)
+
+    await broker.start()
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        # Joined, then idle long enough for several empty polls.
+        await wait_until(lambda: _assigned(subscriber), timeout=30)
+        polls = 0
+
+        async def idle_polls() -> bool:
+            nonlocal polls
+            polls += 1
+            return polls > 20  # 20 x 50 ms, ten batch timeouts
+
+        await wait_until(idle_polls, timeout=30)
+        await producer.send_and_wait(topic, b"m")
+
+        async def got() -> bool:
+            return b"m" in received
+
+        await wait_until(got, timeout=30)
+    finally:
+        await producer.stop()
+        await broker.stop()
+    after_empty_poll = [s for s in sleeps if s == BATCH_TIMEOUT_MS / 1000]
+    if patched:
+        assert after_empty_poll == []
+    else:
+        assert after_empty_poll, "the recorder must see FastStream's sleeps"
+
+
+async def _assigned(subscriber: object) -> bool:
+    consumer = getattr(subscriber, "consumer", None)
+    await asyncio.sleep(0)
+    return consumer is not None and bool(consumer.assignment())
