@@ -25,6 +25,7 @@ from api.routes.docs import docs_assets, root
 from api.routes.events import EventsController, events_ws
 from api.routes.fetches import FetchesController
 from api.routes.files import FilesController
+from api.routes.objects import ObjectsController
 from api.routes.ops import asyncapi, health, metrics, ready
 from api.routes.tasks import TasksController
 from api.routes.uploads import UploadsController
@@ -114,6 +115,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             FilesController,
             FetchesController,
             BucketsController,
+            ObjectsController,
             TasksController,
             AdminController,
             EventsController,

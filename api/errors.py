@@ -29,6 +29,7 @@ STATUS_BY_KIND = {
     "conflict": 409,
     "unprocessable": 422,
     "gone": 410,
+    "precondition": 412,
 }
 
 _HTTP_CODES = {

@@ -347,7 +347,10 @@ def deduplicated(fn: Handler) -> Handler:
         data = kwargs["data"]
         sha = data.sha256.lower() if isinstance(data.sha256, str) else None
         size = data.file_size
-        if sha is not None and SHA256_RE.fullmatch(sha) and isinstance(size, int):
+        # An upload into an object key is never answered with another file: it must become
+        # that object (whose content the key's next write may replace).
+        keyed = getattr(data, "key", None) is not None
+        if not keyed and sha is not None and SHA256_RE.fullmatch(sha) and isinstance(size, int):
             request: Request[Any, Any, Any] = kwargs["request"]
             c = ctx(request)
             found = await queries.find_file_by_sha256(

@@ -32,6 +32,8 @@ class CreateUpload(msgspec.Struct, forbid_unknown_fields=True):
     sha256: Annotated[str, msgspec.Meta(pattern="^[0-9a-fA-F]{64}$")] | None = None
     bucket: Short | None = None
     metadata: dict[Short, Annotated[str, msgspec.Meta(max_length=4096)]] | None = None
+    # With `bucket`: the object key the completed upload becomes (created or replaced).
+    key: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)] | None = None
 
 
 class ErrorInfo(msgspec.Struct):
@@ -145,6 +147,8 @@ class File(msgspec.Struct):
     chunk_count: int
     created_at: str
     updated_at: str
+    # An object's key in `bucket` (PUT /v1/buckets/{bucket}/objects/{key}); null otherwise.
+    key: str | None = None
     # Only on GET /v1/files/{id}: content GETs answered 200/206 and the bytes they sent, as
     # last flushed by the API processes (CAIRN_DOWNLOAD_FLUSH_INTERVAL).
     downloads: int | msgspec.UnsetType = msgspec.UNSET
@@ -262,6 +266,46 @@ STRICT_BODIES: tuple[type[msgspec.Struct], ...] = (
     SignFileUrl,
     SignObjectUrl,
 )
+
+
+class Object(msgspec.Struct):
+    """An object: a file with a key in its bucket (its `id` is a file id: /v1/files/{id})."""
+
+    bucket: str
+    key: str
+    id: str
+    size: int
+    sha256: str
+    etag: str  # the quoted sha256, as in the ETag header
+    content_type: str
+    metadata: dict[str, str]
+    last_modified: str  # when this version was written
+
+
+class ObjectSummary(msgspec.Struct):
+    key: str
+    id: str
+    size: int
+    sha256: str
+    etag: str
+    content_type: str
+    last_modified: str
+
+
+class ObjectPage(msgspec.Struct):
+    """A ListObjectsV2 page: objects and common prefixes in key order, `key_count` of them
+    together; `next_cursor` (when `is_truncated`) continues after the last one."""
+
+    bucket: str
+    prefix: str
+    delimiter: str | None
+    limit: int
+    items: list[ObjectSummary]
+    common_prefixes: list[str]
+    key_count: int
+    is_truncated: bool
+    next_cursor: str | None
+    start_after: str | None = None
 
 
 def ok(status: int, shape: type[msgspec.Struct], description: str) -> dict[int, ResponseSpec]:

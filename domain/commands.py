@@ -28,7 +28,7 @@ from domain.fetches.commands import (
     RetryFetch,
     StartFetch,
 )
-from domain.files.commands import CreateFile, DeleteFile, UpdateFile
+from domain.files.commands import CreateFile, DeleteFile, PutObject, UpdateFile
 from domain.kernel import JSON, Command
 from domain.registry import COMMANDS
 from domain.uploads.commands import (
@@ -64,6 +64,7 @@ __all__ = [
     "InitiateUpload",
     "PauseFetch",
     "PlanFetchSegments",
+    "PutObject",
     "RecordFetchAttemptError",
     "RecordFetchResponse",
     "RequestFetch",

@@ -60,6 +60,12 @@ class Gone(DomainError):
     kind = "gone"
 
 
+class PreconditionFailed(DomainError):
+    """A condition the client set on the command (If-Match, If-None-Match) is false (412)."""
+
+    kind = "precondition"
+
+
 _KINDS: dict[str, type[DomainError]] = {
-    c.kind: c for c in (InvalidInput, NotFound, Conflict, Unprocessable, Gone)
+    c.kind: c for c in (InvalidInput, NotFound, Conflict, Unprocessable, Gone, PreconditionFailed)
 }

@@ -1,8 +1,9 @@
 """Process-manager rules: pure decisions about what follows from an upload's state.
 
 The rule: an upload that has all its bytes completes (CompleteUpload, under a file id
-derived from the upload id), and a completed upload becomes a file (this CreateFile, under
-a deterministic command id). The API applies it at once so the client can read the file
+derived from the upload id, or for an upload naming a bucket key, the object's), and a
+completed upload becomes a file (this CreateFile, or PutObject for a key, under a
+deterministic command id). The API applies it at once so the client can read the file
 right away; handlers/files_from_uploads.py applies it from the events so it happens even if
 the API dies half-way. Both build their commands here, so the actor sees the very same
 commands from either and applies them once.
@@ -11,10 +12,14 @@ commands from either and applies them once.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 
 from domain.fetches.state import FetchState, FetchStatus
-from domain.files.commands import CreateFile
+from domain.files.commands import CreateFile, PutObject
+from domain.files.keys import object_file_id
+from domain.files.state import FileState
+from domain.kernel import JSON
 from domain.uploads.commands import CompleteUpload
 from domain.uploads.state import ACTIVE, UploadState, UploadStatus
 
@@ -66,19 +71,41 @@ def complete(
         admin=admin,
         at=at,
         command_id=command_id,
-        file_id=completion_file_id(state.id),
+        file_id=(
+            object_file_id(state.bucket, state.key)
+            if state.key is not None
+            else completion_file_id(state.id)
+        ),
         sha256=sha256,
     )
 
 
 def file_from_upload(
     state: UploadState | None, content_type: str | None = None
-) -> CreateFile | None:
-    """The file a completed upload becomes (None while it is not completed).
+) -> CreateFile | PutObject | None:
+    """The file a completed upload becomes (None while it is not completed): a new file, or
+    for an upload naming a key, that object (created, or its new version).
 
     `content_type`: what the adapter detected from the bytes; by default the declared one."""
     if state is None or state.status != UploadStatus.COMPLETED or state.file_id is None:
         return None
+    if state.key is not None:
+        # The command id makes it applied once even after a later PUT replaced it: a
+        # redelivered completion never brings the upload's older bytes back.
+        return put_object(
+            bucket=state.bucket,
+            key=state.key,
+            owner=state.owner,
+            size=state.bytes_received,
+            sha256=str(state.completed_sha256),
+            manifest=state.manifest(),
+            content_type=content_type or state.content_type,
+            caller=state.owner,
+            at=state.updated_at,
+            metadata=state.metadata,
+            upload_id=state.id,
+            command_id=file_command_id(state.id),
+        )
     return CreateFile(
         aggregate_id=state.file_id,
         caller=state.owner,
@@ -136,4 +163,93 @@ def file_from_fetch(state: FetchState, content_type: str, at: datetime) -> Creat
         manifest=state.manifest(),
         bucket=state.bucket,
         metadata={"source_url": state.url[:4096], "fetch_id": state.id},
+    )
+
+
+# ---- objects: content made the object at (bucket, key) -----------------------------------
+
+
+def put_object(
+    *,
+    bucket: str,
+    key: str,
+    owner: str,
+    size: int,
+    sha256: str,
+    manifest: Sequence[JSON] | Sequence[tuple[str, int]],
+    content_type: str,
+    caller: str,
+    at: datetime,
+    admin: bool = False,
+    metadata: dict[str, str] | None = None,
+    upload_id: str | None = None,
+    if_none_match: bool = False,
+    if_match: str | None = None,
+    command_id: str = "",
+) -> PutObject:
+    """THE way to make content the object `key` of `bucket` (create, or replace atomically).
+
+    Every producer of objects uses it: the object PUT, an upload naming a key, a fetch into
+    a key, a task extracting to keys. The content must already be durable in the blob store
+    (`manifest`: its chunks in order, as {"sha256", "size"} or (sha256, size)); this builds
+    the one command, addressed to the object's derived file id (`object_file_id`), that
+    the actor applies: FileCreated for a new key, FileReplaced for a live one (the old
+    version stays readable until then, and a command that never arrives changes nothing).
+
+    `owner` is the bucket's owner (objects are their bucket owner's files), `caller` who
+    asks; checking that the caller may write the bucket is the adapter's job (it reads the
+    bucket aggregate; api/bucket_access.py `check_writable`). Give a deterministic
+    `command_id` when the same put may be sent twice (a handler re-deriving it from an
+    event): the event store applies a command id once. Refusals: `invalid_key` (400),
+    `object_exists` / `etag_mismatch` (412, from `if_none_match` / `if_match`).
+    """
+    pieces: list[JSON] = [
+        dict(p) if isinstance(p, dict) else {"sha256": p[0], "size": p[1]} for p in manifest
+    ]
+    return PutObject(
+        aggregate_id=object_file_id(bucket, key),
+        caller=caller,
+        admin=admin,
+        at=at,
+        command_id=command_id,
+        owner=owner,
+        bucket=bucket,
+        key=key,
+        size=size,
+        content_type=content_type,
+        sha256=sha256,
+        manifest=pieces,
+        metadata=dict(metadata or {}),
+        upload_id=upload_id,
+        if_none_match=if_none_match,
+        if_match=if_match,
+    )
+
+
+def object_from_file(
+    file: FileState,
+    bucket: str,
+    key: str,
+    *,
+    owner: str,
+    caller: str,
+    at: datetime,
+    admin: bool = False,
+    command_id: str = "",
+) -> PutObject:
+    """Make the existing file `file` (its content: no bytes move, chunks are shared) the
+    object `key` of `bucket` as well. See `put_object`."""
+    return put_object(
+        bucket=bucket,
+        key=key,
+        owner=owner,
+        size=file.size,
+        sha256=file.sha256,
+        manifest=list(file.manifest),
+        content_type=file.content_type,
+        caller=caller,
+        at=at,
+        admin=admin,
+        metadata=file.metadata,
+        command_id=command_id,
     )

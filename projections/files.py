@@ -12,7 +12,7 @@ import asyncpg
 
 from domain import files
 from domain.events import RecordedEvent, event_time
-from domain.files.events import FileCreated, FileDeleted, FileUpdated
+from domain.files.events import FileCreated, FileDeleted, FileReplaced, FileUpdated
 from projections.base import Projection, as_uuid, bump_usage, utc_day
 
 
@@ -38,12 +38,22 @@ class FilesProjection(Projection):
 
         match ev.payload:
             case FileCreated() as e:
+                # An upsert: an object's stream (id derived from bucket and key) is created
+                # again after a delete; the row then describes the new object.
                 await conn.execute(
                     """
                     INSERT INTO readmodel.files (
                         id, owner, name, size, content_type, sha256, bucket, metadata, upload_id,
-                        chunk_count, created_at, updated_at, last_version)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12)
+                        chunk_count, created_at, updated_at, last_version, key)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13)
+                    ON CONFLICT (id) DO UPDATE SET
+                        owner = EXCLUDED.owner, name = EXCLUDED.name, size = EXCLUDED.size,
+                        content_type = EXCLUDED.content_type, sha256 = EXCLUDED.sha256,
+                        bucket = EXCLUDED.bucket, metadata = EXCLUDED.metadata,
+                        upload_id = EXCLUDED.upload_id, chunk_count = EXCLUDED.chunk_count,
+                        created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at,
+                        last_version = EXCLUDED.last_version, key = EXCLUDED.key,
+                        deleted_at = NULL
                     """,
                     file_id,
                     e.owner,
@@ -57,8 +67,29 @@ class FilesProjection(Projection):
                     len(e.manifest),
                     at,
                     ev.version,
+                    e.key,
                 )
                 await bump_usage(conn, e.owner, utc_day(at), files_created=1)
+
+            case FileReplaced() as e:
+                # An object's new version: same row, new content; created_at is the version's.
+                await conn.execute(
+                    "UPDATE readmodel.files SET owner = $2, name = $3, size = $4,"
+                    " content_type = $5, sha256 = $6, metadata = $7, upload_id = $8,"
+                    " chunk_count = $9, created_at = $10, updated_at = $10, last_version = $11,"
+                    " deleted_at = NULL WHERE id = $1",
+                    file_id,
+                    e.owner,
+                    e.name,
+                    e.size,
+                    e.content_type,
+                    e.sha256,
+                    dict(e.metadata),
+                    as_uuid(e.upload_id) if e.upload_id else None,
+                    len(e.manifest),
+                    at,
+                    ev.version,
+                )
 
             case FileDeleted():
                 owner = await conn.fetchval(

@@ -29,7 +29,7 @@ _UPLOAD_COLUMNS = (
 )
 _FILE_COLUMNS = (
     "id, owner, name, size, content_type, sha256, bucket, metadata, upload_id, chunk_count,"
-    " created_at, updated_at"
+    " created_at, updated_at, key"
 )
 
 
@@ -100,6 +100,7 @@ def _file_dict(r: asyncpg.Record) -> dict[str, Any]:
         "chunk_count": r["chunk_count"],
         "created_at": _iso(r["created_at"]),
         "updated_at": _iso(r["updated_at"]),
+        "key": r["key"],
     }
 
 
@@ -290,11 +291,15 @@ async def get_file(
 async def find_file_by_sha256(
     pool: asyncpg.Pool, owner: str, sha256: str, bucket: str | None = None
 ) -> dict[str, Any] | None:
-    """The caller's oldest live file with this content (deduplicated uploads), if any."""
+    """The caller's oldest live file with this content (deduplicated uploads), if any.
+
+    Objects are left out: an object's content changes when its key is written again, so
+    an upload answered with an object's id would see its bytes replaced later."""
     where = _Where()
     where.add("owner = ?", owner)
     where.add("sha256 = ?", sha256)
     where.conds.append("deleted_at IS NULL")
+    where.conds.append("key IS NULL")
     if bucket is not None:
         where.add("bucket = ?", bucket)
     async with pool.acquire() as conn:

@@ -23,8 +23,9 @@ log = get_logger("api.access")
 
 # Transfers counted in cairn_transfers_in_flight, by method and raw path (the route is not
 # known until Litestar has routed the request, but the gauge goes up when it arrives).
-_UPLOADS = re.compile(r"^/v1/(uploads/[^/]+/chunks/[^/]+|tus(/[^/]+)?)/?$")
-_DOWNLOADS = re.compile(r"^/v1/files/[^/]+/content/?$")
+_OBJECT = r"buckets/[^/]+/objects/.+"
+_UPLOADS = re.compile(rf"^/v1/(uploads/[^/]+/chunks/[^/]+|tus(/[^/]+)?/?|{_OBJECT})$")
+_DOWNLOADS = re.compile(rf"^/v1/(files/[^/]+/content/?|{_OBJECT})$")
 
 
 def _direction(method: str, path: str) -> str | None:

@@ -196,6 +196,27 @@ async def read_small(
     return b"".join([piece async for piece in stream])
 
 
+_CONDITIONAL_FIELDS = (
+    "range",
+    "if-range",
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-unmodified-since",
+)
+
+
+def request_fields(request: Request[Any, Any, Any]) -> dict[str, str]:
+    """The fields serving looks at; a field sent several times is one comma-joined list
+    (RFC 9110 §5.3), which leaves singleton fields such as Range invalid, as they are."""
+    out = {}
+    for name in _CONDITIONAL_FIELDS:
+        values = request.headers.getall(name, [])
+        if values:
+            out[name] = ", ".join(values)
+    return out
+
+
 # Bodies up to this size are read before the answer starts (see read_small).
 SMALL_BODY = 64 * 1024
 

@@ -19,7 +19,7 @@ from api.bucket_access import check_writable, file_resource, readable_file, sign
 from api.commanding import SecuredController, load_owned, parse_id, send_as
 from api.context import ctx
 from api.errors import ApiError
-from api.http.content import ContentResponse, Representation, plan, read_small
+from api.http.content import ContentResponse, Representation, plan, read_small, request_fields
 from api.http.presigned import redirect_location
 from api.http.signed_query import (
     Signature,
@@ -58,6 +58,7 @@ def file_view(st: FileState) -> dict[str, Any]:
         "metadata": st.metadata,
         "upload_id": st.upload_id,
         "chunk_count": len(st.manifest),
+        "key": st.key,
         "created_at": st.created_at.isoformat(),
         "updated_at": st.updated_at.isoformat(),
     }
@@ -68,27 +69,6 @@ async def _load_file(
 ) -> FileState:
     st: FileState = await load_owned(request, "files", file_id, principal)
     return st
-
-
-_CONDITIONAL_FIELDS = (
-    "range",
-    "if-range",
-    "if-match",
-    "if-none-match",
-    "if-modified-since",
-    "if-unmodified-since",
-)
-
-
-def _request_fields(request: Request[Any, Any, Any]) -> dict[str, str]:
-    """The fields serving looks at; a field sent several times is one comma-joined list
-    (RFC 9110 §5.3), which leaves singleton fields such as Range invalid, as they are."""
-    out = {}
-    for name in _CONDITIONAL_FIELDS:
-        values = request.headers.getall(name, [])
-        if values:
-            out[name] = ", ".join(values)
-    return out
 
 
 # Reads (metadata, content) also answer anonymous callers: objects of public buckets, and
@@ -167,7 +147,7 @@ class FilesController(SecuredController):
         )
         p = plan(
             request.method,
-            _request_fields(request),
+            request_fields(request),
             rep,
             download=download,
             max_ranges=c.settings.max_ranges,

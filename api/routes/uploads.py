@@ -172,6 +172,7 @@ class UploadsController(SecuredController):
             sha256=sha,
             bucket=data.bucket or "default",
             metadata=dict(data.metadata or {}),
+            key=data.key,
         )
         st = reply_state(result)
         body = {

@@ -289,6 +289,7 @@ async def _initiate(
                 content_type=_content_type(metadata),
                 bucket=metadata.get("bucket") or "default",
                 metadata=metadata,
+                key=metadata.get("key") or None,
                 **upload,
             ),
         )

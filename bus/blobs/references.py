@@ -23,6 +23,14 @@ Rules (one row per (sha256, stream)):
   releases the file's; FileCreated with an `upload_id` releases that upload's (the file now
   holds the chunks, so deleting the file can free them). A completed upload whose file was
   never created keeps its references: never wrong, at worst garbage kept.
+- FileReplaced (an object's new version) releases the stream's references, then adds the
+  new manifest's: a chunk both versions use stays live.
+- A stream may grow again after a release: an object (a file whose id is derived from
+  its bucket and key) is deleted and then written again, or replaced. So effects are
+  ordered: `effects` keeps, per (sha256, stream), the state after the last event of the
+  page (live, or released at a time), and `_apply` first releases the streams released in
+  the page (rows of earlier pages), then writes the page's rows with their final state.
+  A chunk re-added after a release is therefore live again, whatever the page boundaries.
 - A release keeps its time: a chunk is collectable only once its last reference was
   released longer than the grace ago, which covers an operation that read a manifest just
   before the release and records its own reference just after.
@@ -32,12 +40,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import NamedTuple
 
 import asyncpg
 
 from domain.events import RecordedEvent, event_time
 from domain.fetches.events import FetchBytesAppended, FetchCancelled, FetchSegmentBytesAppended
-from domain.files.events import FileCreated, FileDeleted
+from domain.files.events import FileCreated, FileDeleted, FileReplaced
 from domain.ports import EventStore
 from domain.registry import stream_id_for
 from domain.uploads.events import (
@@ -51,20 +60,36 @@ from domain.values import Piece
 PAGE = 5000
 
 
-def effects(
-    events: Iterable[RecordedEvent],
-) -> tuple[dict[tuple[str, str], int], dict[str, datetime]]:
-    """What a run of events does: references added ((sha256, stream) -> size) and streams
-    released (stream -> when, the first release wins). Pure, for tests and `catch_up`."""
-    adds: dict[tuple[str, str], int] = {}
+class Effects(NamedTuple):
+    """What a run of events does to the references.
+
+    `refs`: (sha256, stream) -> (size, released at, or None while live), the state after
+    the run's last event touching that row; `releases`: stream -> when it was first
+    released in the run, for its rows recorded before the run."""
+
+    refs: dict[tuple[str, str], tuple[int, datetime | None]]
+    releases: dict[str, datetime]
+
+
+def effects(events: Iterable[RecordedEvent]) -> Effects:
+    """What a run of events does, in order. Pure, for tests and `catch_up`."""
+    refs: dict[tuple[str, str], tuple[int, datetime | None]] = {}
+    by_stream: dict[str, set[tuple[str, str]]] = {}
     releases: dict[str, datetime] = {}
 
     def add(stream: str, pieces: Iterable[Piece]) -> None:
         for p in pieces:
-            adds[(p.sha256, stream)] = p.size
+            refs[(p.sha256, stream)] = (p.size, None)
+            by_stream.setdefault(stream, set()).add((p.sha256, stream))
 
     def release(stream: str, at: datetime) -> None:
+        # Rows of earlier runs: the first release after they were live is theirs (a later
+        # re-add in this run overwrites their row with its own final state).
         releases.setdefault(stream, at)
+        for k in by_stream.get(stream, ()):
+            size, released = refs[k]
+            if released is None:
+                refs[k] = (size, at)
 
     for ev in events:
         match ev.payload:
@@ -80,41 +105,34 @@ def effects(
                 add(ev.stream_id, pieces)
                 if upload_id:
                     release(stream_id_for("uploads", upload_id), event_time(ev))
+            case FileReplaced(manifest=pieces, upload_id=upload_id):
+                # The old version's chunks, then the new one's (shared ones stay live).
+                release(ev.stream_id, event_time(ev))
+                add(ev.stream_id, pieces)
+                if upload_id:
+                    release(stream_id_for("uploads", upload_id), event_time(ev))
             # A fetch: only a cancel releases. A failed fetch may be retried (and would add
-            # to a released stream, see `_apply`), and a completed one's bytes may still be
-            # waiting for their file; chunks dropped by a restart stay until then too.
+            # to a released stream), and a completed one's bytes may still be waiting for
+            # their file; chunks dropped by a restart stay until then too.
             case FetchBytesAppended(pieces=pieces) | FetchSegmentBytesAppended(pieces=pieces):
                 add(ev.stream_id, pieces)
             case FetchCancelled():
                 release(ev.stream_id, event_time(ev))
             case FileDeleted():
                 release(ev.stream_id, event_time(ev))
-    return adds, releases
+    return Effects(refs, releases)
 
 
-async def _apply(
-    conn: asyncpg.Connection,
-    adds: dict[tuple[str, str], int],
-    releases: dict[str, datetime],
-) -> None:
-    # Adds before releases: the domain never adds to a stream after releasing it, so within
-    # one page every release comes after that stream's adds. (An add to a released stream
-    # would make its row live again: keeping bytes is the safe side.) The dicts are already
-    # de-duplicated, which ON CONFLICT DO UPDATE requires within one statement.
-    if adds:
-        keys = list(adds)
-        await conn.execute(
-            """
-            INSERT INTO readmodel.chunk_refs (sha256, stream_id, size)
-            SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
-            ON CONFLICT (sha256, stream_id) DO UPDATE SET released_at = NULL
-            """,
-            [k[0] for k in keys],
-            [k[1] for k in keys],
-            [adds[k] for k in keys],
-        )
-    if releases:
-        streams = list(releases)
+async def _apply(conn: asyncpg.Connection, fx: Effects) -> None:
+    # Stream releases first: they are for rows recorded before this page (the WHERE leaves
+    # rows already released alone, keeping their earlier time). Then the page's own rows
+    # with their final state, which overrides the release for a chunk re-added after it (a
+    # row of the page that ends released was added in the page, so its release time is
+    # the latest one: the grace counts from there).
+    # The dict is already de-duplicated, which ON CONFLICT DO UPDATE requires within one
+    # statement.
+    if fx.releases:
+        streams = list(fx.releases)
         await conn.execute(
             """
             UPDATE readmodel.chunk_refs r SET released_at = x.at
@@ -122,7 +140,20 @@ async def _apply(
             WHERE r.stream_id = x.stream_id AND r.released_at IS NULL
             """,
             streams,
-            [releases[s] for s in streams],
+            [fx.releases[s] for s in streams],
+        )
+    if fx.refs:
+        keys = list(fx.refs)
+        await conn.execute(
+            """
+            INSERT INTO readmodel.chunk_refs (sha256, stream_id, size, released_at)
+            SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::timestamptz[])
+            ON CONFLICT (sha256, stream_id) DO UPDATE SET released_at = EXCLUDED.released_at
+            """,
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [fx.refs[k][0] for k in keys],
+            [fx.refs[k][1] for k in keys],
         )
 
 
@@ -142,8 +173,7 @@ async def catch_up(pool: asyncpg.Pool, store: EventStore, *, page: int = PAGE) -
                 events = await store.read_all(position, limit=page)
                 if not events:
                     return position
-                adds, releases = effects(events)
-                await _apply(conn, adds, releases)
+                await _apply(conn, effects(events))
                 await conn.execute(
                     "UPDATE readmodel.chunk_refs_position SET position = $1, updated_at = now()"
                     " WHERE id",

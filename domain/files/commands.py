@@ -49,4 +49,30 @@ class UpdateFile(FileCommand):
     metadata: dict[str, str] | None = None
 
 
-COMMANDS = (CreateFile, DeleteFile, UpdateFile)
+@dataclass(frozen=True, kw_only=True)
+class PutObject(FileCommand):
+    """Make this content the object `key` of `bucket`: create it, or replace the current
+    version, in one step (one event). `aggregate_id` must be `object_file_id(bucket, key)`
+    (build it with `domain.policies.put_object`). `owner` is the bucket's owner; whether
+    the caller may write the bucket is the adapter's question (another aggregate).
+
+    `if_none_match`: only if no live object has the key (HTTP `If-None-Match: *`);
+    `if_match`: only if the live object's sha256 is this, or `*`: only if there is a live
+    object (HTTP `If-Match`); otherwise 412."""
+
+    type: ClassVar[str] = "PutObject"
+
+    owner: str
+    bucket: str
+    key: str
+    size: int
+    content_type: str
+    sha256: str
+    manifest: list[JSON]
+    metadata: dict[str, str] = field(default_factory=dict)
+    upload_id: str | None = None
+    if_none_match: bool = False
+    if_match: str | None = None
+
+
+COMMANDS = (CreateFile, DeleteFile, UpdateFile, PutObject)

@@ -24,6 +24,7 @@ class FileCreated(Event):
     bucket: str = "default"
     metadata: dict[str, str] = field(default_factory=dict)
     upload_id: str | None = None  # the upload it was completed from, if any
+    key: str | None = None  # set for an object (domain/files/keys.py): its key in `bucket`
     at: datetime
 
 
@@ -47,4 +48,22 @@ class FileUpdated(Event):
     at: datetime
 
 
-EVENTS = (FileCreated, FileDeleted, FileUpdated)
+@dataclass(frozen=True, kw_only=True)
+class FileReplaced(Event):
+    """An object's new version (PutObject on a live object): the whole new content and its
+    description. The previous version's manifest is no longer referenced by this file."""
+
+    type: ClassVar[str] = "FileReplaced"
+
+    owner: str
+    name: str
+    size: int
+    content_type: str
+    sha256: str
+    manifest: tuple[Piece, ...]
+    metadata: dict[str, str] = field(default_factory=dict)
+    upload_id: str | None = None
+    at: datetime
+
+
+EVENTS = (FileCreated, FileDeleted, FileUpdated, FileReplaced)

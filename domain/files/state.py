@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from domain.files.events import FileCreated, FileDeleted, FileUpdated
+from domain.files.events import FileCreated, FileDeleted, FileReplaced, FileUpdated
 from domain.kernel import Event
 
 
@@ -24,11 +24,13 @@ class FileState:
     metadata: dict[str, str] = field(default_factory=dict)
     upload_id: str | None = None
     deleted: bool = False
+    key: str | None = None  # an object's key in `bucket` (None: a plain file)
 
 
 def evolve(state: FileState | None, event: Event) -> FileState | None:
     """Pure and total: apply one (upcast, decoded) event."""
     if isinstance(event, FileCreated):
+        # Also after FileDeleted: an object's key may be written again (same stream).
         return FileState(
             id=event.file_id,
             owner=event.owner,
@@ -40,6 +42,7 @@ def evolve(state: FileState | None, event: Event) -> FileState | None:
             bucket=event.bucket or "default",
             metadata=dict(event.metadata),
             upload_id=event.upload_id,
+            key=event.key,
             created_at=event.at,
             updated_at=event.at,
         )
@@ -47,6 +50,22 @@ def evolve(state: FileState | None, event: Event) -> FileState | None:
         return None
     if isinstance(event, FileDeleted):
         return replace(state, deleted=True, updated_at=event.at)
+    if isinstance(event, FileReplaced):
+        # A new version: S3's Last-Modified is the time of the PUT that made it.
+        return replace(
+            state,
+            owner=event.owner,
+            name=event.name,
+            size=event.size,
+            content_type=event.content_type,
+            sha256=event.sha256,
+            manifest=tuple((p.sha256, p.size) for p in event.manifest),
+            metadata=dict(event.metadata),
+            upload_id=event.upload_id,
+            created_at=event.at,
+            updated_at=event.at,
+            deleted=False,
+        )
     if isinstance(event, FileUpdated):
         return replace(
             state,

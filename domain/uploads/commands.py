@@ -26,6 +26,8 @@ class InitiateUpload(UploadCommand):
     sha256: str | None = None
     bucket: str = "default"
     metadata: dict[str, str] = field(default_factory=dict)
+    # The object key in `bucket` the completed upload becomes (None: a plain file).
+    key: str | None = None
     # "chunks": numbered chunks (native API); "stream": bytes appended at an offset (tus);
     # "final": the concatenation of partial stream uploads (`parts`, `manifest`), complete.
     mode: str = "chunks"

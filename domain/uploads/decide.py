@@ -12,7 +12,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from domain.buckets.names import is_bucket_name
 from domain.errors import Conflict, Gone, InvalidInput, NotFound, Unprocessable
+from domain.files.keys import object_key_problem
 from domain.kernel import JSON, Command, Event
 from domain.uploads.commands import (
     AbortUpload,
@@ -78,6 +80,11 @@ def _validate_initiate(cmd: InitiateUpload) -> tuple[Piece, ...]:
     problem = file_name_problem(cmd.file_name)
     if problem is not None:
         raise InvalidInput("invalid_file_name", problem)
+    if cmd.key is not None:
+        if (problem := object_key_problem(cmd.key)) is not None:
+            raise InvalidInput("invalid_key", problem)
+        if not is_bucket_name(cmd.bucket):
+            raise InvalidInput("key_needs_bucket", "an object key needs a bucket")
     if cmd.mode not in MODES:
         raise InvalidInput("invalid_mode", f"mode must be one of {', '.join(MODES)}")
     deferred = cmd.file_size is None and cmd.mode == "stream"
@@ -110,6 +117,7 @@ def _same_request(state: UploadState, cmd: InitiateUpload) -> bool:
         and state.mode == cmd.mode
         and state.partial == cmd.partial
         and state.parts == tuple(cmd.parts)
+        and state.key == cmd.key
     )
 
 
@@ -139,6 +147,7 @@ def _initiate(state: UploadState | None, cmd: InitiateUpload) -> list[Event]:
             sha256=cmd.sha256,
             bucket=cmd.bucket,
             metadata=dict(cmd.metadata),
+            key=cmd.key,
             at=cmd.at,
         )
     ]

@@ -39,6 +39,7 @@ class UploadInitiated(Event):
     sha256: str | None = None
     bucket: str = "default"
     metadata: dict[str, str] = field(default_factory=dict)
+    key: str | None = None  # the object key in `bucket` it becomes, if any
     at: datetime
 
 

@@ -79,6 +79,7 @@ class UploadState:
     parts: tuple[str, ...] = ()
     offset: int = 0  # stream and final modes: bytes received so far
     pieces: tuple[tuple[str, int], ...] = ()  # stream and final modes, in order
+    key: str | None = None  # the object key in `bucket` it becomes (None: a plain file)
 
     @property
     def bytes_received(self) -> int:
@@ -135,6 +136,7 @@ def evolve(state: UploadState | None, event: Event) -> UploadState | None:
             parts=event.parts,
             pieces=tuple((p.sha256, p.size) for p in event.manifest),
             offset=sum(p.size for p in event.manifest),
+            key=event.key,
         )
     if state is None:
         return None

@@ -18,6 +18,9 @@ ANONYMOUS_OK = {
     ("get", "/v1/files/{file_id}"),
     ("get", "/v1/files/{file_id}/content"),
     ("head", "/v1/files/{file_id}/content"),
+    ("get", "/v1/buckets/{name}/objects"),
+    ("get", "/v1/buckets/{name}/objects/{key}"),
+    ("head", "/v1/buckets/{name}/objects/{key}"),
 }
 
 

@@ -21,6 +21,7 @@ from tests.bench import (
     events,
     fetches,
     growth,
+    objects,
     pending,
     s3,
     tus,
@@ -30,6 +31,7 @@ from tests.bench.core import FULL, QUICK, Scenario, render_text, write_results
 
 ALL: list[Scenario] = [
     *uploads.SCENARIOS,
+    *objects.SCENARIOS,
     *tus.SCENARIOS,
     *downloads.SCENARIOS,
     *cli.SCENARIOS,

@@ -99,3 +99,38 @@ def test_the_completed_file_is_accepted_by_the_file_aggregate() -> None:
     create = policies.file_from_upload(done)
     assert create is not None
     assert [e.type for e in files.decide(None, create)] == ["FileCreated"]
+
+
+def test_an_upload_naming_a_key_becomes_that_object() -> None:
+    from domain.files.commands import PutObject
+    from domain.files.keys import object_file_id
+
+    received = run(initiate(bucket="pics", key="a/../b.bin"), append())
+    assert received is not None and received.key == "a/../b.bin"
+    cmd = policies.complete(received, A, caller="alice", at=T0)
+    assert cmd.file_id == object_file_id("pics", "a/../b.bin")
+    done = run(initiate(bucket="pics", key="a/../b.bin"), append(), cmd)
+    put = policies.file_from_upload(done)
+    assert isinstance(put, PutObject) and put == policies.file_from_upload(done)
+    assert put.aggregate_id == cmd.file_id and put.command_id == policies.file_command_id(UID)
+    assert (put.bucket, put.key, put.upload_id, put.size) == ("pics", "a/../b.bin", UID, 4)
+    created = files.decide(None, put)
+    assert [e.type for e in created] == ["FileCreated"]
+    # The same upload's object again is already applied (the API and the handler both).
+    state = None
+    for e in created:
+        state = files.evolve(state, e)
+    assert files.decide(state, put) == []
+
+
+def test_a_key_needs_a_bucket_and_s3_rules() -> None:
+    import pytest
+
+    from domain.errors import InvalidInput
+
+    with pytest.raises(InvalidInput) as e:
+        run(initiate(key="k"))
+    assert e.value.code == "key_needs_bucket"
+    with pytest.raises(InvalidInput) as e:
+        run(initiate(bucket="pics", key="k" * 1025))
+    assert e.value.code == "invalid_key"

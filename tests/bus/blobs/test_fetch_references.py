@@ -26,6 +26,6 @@ def test_fetch_pieces_are_referenced_and_released_by_cancel_only() -> None:
             ev(2, FetchFailed.type, {"error": "x"}),
         ]
     )
-    assert adds == {("b" * 64, "fetch-x"): 7} and releases == {}
+    assert adds == {("b" * 64, "fetch-x"): (7, None)} and releases == {}
     _, releases = effects([ev(3, FetchCancelled.type, {})])
     assert releases == {"fetch-x": AT}

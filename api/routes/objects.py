@@ -1,0 +1,399 @@
+"""Objects: `PUT, GET, HEAD, DELETE /v1/buckets/{name}/objects/{key}` (S3's path style).
+
+An object is a file with a key in its bucket (domain/files/keys.py): its file id is derived
+from (bucket, key), so every write of a key goes to one aggregate. A PUT streams the whole
+body into the blob store first (bus/blobs/ingest.py: durable pieces, never the whole body
+in memory), then sends ONE command (`domain.policies.put_object`) that creates the object
+or replaces its live version in one event: until that event the old version is what GET
+serves, and a PUT cut off mid-body sends no command at all, so the old version stays.
+Two racing PUTs of one key are applied one after the other by the aggregate's one writer;
+the later wins, and with `If-None-Match: *` exactly one of them creates.
+
+Reads fold the object's short stream (consistent at once after a PUT) and are served by
+the same code as file downloads (api/http/content.py: Range, conditionals, ETag = sha256,
+Content-Type, Last-Modified = when this version was written). Who may read or write is
+api/bucket_access.py's decision: a public bucket's objects are readable by anyone (also
+without auth), writes are the owner's and admins'; a missing bucket, another user's
+private bucket and a missing key are 404 (401 for an anonymous caller), never 403.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Any
+from urllib.parse import unquote_to_bytes
+
+import orjson
+from litestar import HttpMethod, Request, Response, delete, get, put, route
+from litestar.di import NamedDependency, Provide
+from litestar.exceptions import InternalServerException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath, FromQuery, HeaderParameter, QueryParameter
+
+from api.auth import Principal, provide_optional_principal
+from api.bucket_access import readable_bucket, writable_bucket
+from api.commanding import SecuredController, reply_state
+from api.context import AppContext, ctx, now
+from api.errors import ApiError
+from api.http.conditionals import ANY, parse_etags
+from api.http.content import ContentResponse, Representation, plan, read_small, request_fields
+from api.limits import check_quota
+from api.openapi import ANONYMOUS
+from api.schemas import Object, ObjectPage, ok
+from api.tus.controller import piece_at
+from bus.blobs.errors import BlobTooLarge
+from bus.blobs.ingest import ingest
+from bus.blobs.sniff import GENERIC, SNIFF_BYTES, detect
+from domain import policies
+from domain.buckets import BucketState
+from domain.commands import DeleteFile
+from domain.files import FileState
+from domain.files.keys import MAX_KEY_BYTES, object_file_id, object_key_problem, object_name
+from projections.object_queries import Bound, list_objects
+
+_OBJECTS = b"/objects/"
+
+
+def object_key(request: Request[Any, Any, Any], key: str) -> str:
+    """The key as the client sent it: percent-decoded from the raw path, strictly as UTF-8
+    (the server's own decoding replaces invalid UTF-8), then S3's rules; 400 otherwise."""
+    raw = request.scope.get("raw_path")
+    if isinstance(raw, bytes) and _OBJECTS in raw:
+        try:
+            key = unquote_to_bytes(raw.split(_OBJECTS, 1)[1]).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ApiError(400, "invalid_key", "an object key is valid UTF-8") from None
+    else:  # no raw path (a test client): Litestar's path parameter, with its leading slash
+        key = key[1:] if key.startswith("/") else key
+    problem = object_key_problem(key)
+    if problem is not None:
+        raise ApiError(400, "invalid_key", problem, {"max_bytes": 1024})
+    return key
+
+
+def _object_not_found(name: str, key: str) -> ApiError:
+    return ApiError(404, "object_not_found", "no such object", {"bucket": name, "key": key[:256]})
+
+
+async def load_object(c: AppContext, bucket: BucketState, key: str) -> FileState | None:
+    """The live object `key` of `bucket`, by its aggregate (the authority), or None. An
+    object left by the bucket's previous owner (the name deleted and created again) is not
+    this bucket's."""
+    st: FileState | None = await c.load("files", f"file-{object_file_id(bucket.name, key)}")
+    if st is None or st.deleted or st.key != key or st.owner != bucket.owner:
+        return None
+    return st
+
+
+def object_view(bucket: str, st: FileState) -> dict[str, Any]:
+    return {
+        "bucket": bucket,
+        "key": st.key,
+        "id": st.id,
+        "size": st.size,
+        "sha256": st.sha256,
+        "etag": f'"{st.sha256}"',
+        "content_type": st.content_type,
+        "metadata": st.metadata,
+        "last_modified": st.created_at.isoformat(),
+    }
+
+
+def _replied_view(bucket: str, key: str, st: dict[str, Any]) -> dict[str, Any] | None:
+    """`object_view` of the state the actor replied with (see bus/actors/host.summarize)."""
+    if st.get("key") != key or st.get("deleted") or not isinstance(st.get("sha256"), str):
+        return None
+    return {
+        "bucket": bucket,
+        "key": key,
+        "id": st["id"],
+        "size": st["size"],
+        "sha256": st["sha256"],
+        "etag": f'"{st["sha256"]}"',
+        "content_type": st["content_type"],
+        "metadata": st.get("metadata") or {},
+        "last_modified": st["created_at"],
+    }
+
+
+def _put_conditions(if_none_match: str | None, if_match: str | None) -> tuple[bool, str | None]:
+    """(create only if absent, replace only if the ETag is this) from the PUT's headers."""
+    none_match = False
+    if if_none_match is not None:
+        if if_none_match.strip() != ANY:
+            raise ApiError(400, "invalid_if_none_match", "on PUT, If-None-Match can only be `*`")
+        none_match = True
+    match: str | None = None
+    if if_match is not None:
+        tags = parse_etags(if_match)
+        if tags == ANY:
+            match = ANY
+        elif isinstance(tags, list) and len(tags) == 1 and not tags[0][0]:
+            match = tags[0][1]
+        else:
+            raise ApiError(
+                400,
+                "invalid_if_match",
+                'If-Match on PUT is `*` or one strong ETag (`"<sha256>"`)',
+            )
+    return none_match, match
+
+
+def encode_cursor(bound: Bound) -> str:
+    """Opaque to clients: where the next page starts (after a key, or past a prefix)."""
+    data = {"a": bound.after} if bound.after is not None else {"s": bound.start}
+    return base64.urlsafe_b64encode(orjson.dumps(data)).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> Bound:
+    try:
+        data = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError):
+        data = None
+    if isinstance(data, dict) and len(data) == 1:
+        after, start = data.get("a"), data.get("s")
+        if isinstance(after, str) and _list_text_ok(after):
+            return Bound(after=after)
+        if isinstance(start, str) and _list_text_ok(start):
+            return Bound(start=start)
+    raise ApiError(400, "invalid_cursor", "the cursor is not one this listing returned")
+
+
+def _list_text_ok(value: str) -> bool:
+    """Could this be (part of) a key? NUL and lone surrogates never are (and the database
+    takes neither)."""
+    try:
+        return "\x00" not in value and len(value.encode()) <= 4 * MAX_KEY_BYTES
+    except UnicodeEncodeError:
+        return False
+
+
+def _list_param(name: str, value: str | None) -> str | None:
+    if value is not None and not _list_text_ok(value):
+        raise ApiError(
+            400,
+            f"invalid_{name}",
+            f"{name} holds a character no key can hold, or is too long",
+            {"field": name},
+        )
+    return value
+
+
+# Reads (GET, HEAD, the listing) also answer anonymous callers for a public bucket
+# (api/bucket_access.py decides).
+_READ = {"principal": Provide(provide_optional_principal)}
+
+
+class ObjectsController(SecuredController):
+    path = "/v1/buckets/{name:str}/objects"
+    tags = ["objects"]
+
+    @get(
+        "/",
+        summary="List a bucket's objects (S3 ListObjectsV2: prefix, delimiter, paging);"
+        " without auth for a public bucket",
+        dependencies=_READ,
+        security=ANONYMOUS,
+        responses=ok(200, ObjectPage, "A page of objects and common prefixes, in key order"),
+    )
+    async def list_bucket_objects(
+        self,
+        request: Request[Any, Any, Any],
+        name: FromPath[str],
+        principal: NamedDependency[Principal | None],
+        prefix: Annotated[str, QueryParameter(max_length=1024)] = "",
+        delimiter: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        start_after: Annotated[str | None, QueryParameter(max_length=1024)] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 1000,
+        cursor: Annotated[str | None, QueryParameter(max_length=8192)] = None,
+    ) -> dict[str, Any]:
+        bucket = await readable_bucket(ctx(request), name, principal)
+        prefix = _list_param("prefix", prefix) or ""
+        delimiter = _list_param("delimiter", delimiter) or None
+        start_after = _list_param("start_after", start_after)
+        if cursor is not None:
+            bound = decode_cursor(cursor)  # the cursor wins over start_after, as on S3
+        else:
+            bound = Bound(after=start_after or None)
+        page = await list_objects(
+            ctx(request).pool,
+            bucket.name,
+            bucket.owner,
+            prefix=prefix,
+            delimiter=delimiter,
+            bound=bound,
+            limit=limit,
+        )
+        return {
+            "bucket": bucket.name,
+            "prefix": prefix,
+            "delimiter": delimiter,
+            "start_after": start_after,
+            "limit": limit,
+            "items": page.objects,
+            "common_prefixes": page.common_prefixes,
+            "key_count": len(page.objects) + len(page.common_prefixes),
+            "is_truncated": page.truncated,
+            "next_cursor": encode_cursor(page.next) if page.truncated and page.next else None,
+        }
+
+    @put(
+        "/{key:path}",
+        summary="Create or replace an object: the whole body, one command (S3 PutObject)",
+        status_code=200,
+        request_max_body_size=None,
+        responses={
+            **ok(201, Object, "The object was created"),
+            **ok(200, Object, "The object's previous version was replaced"),
+            412: ResponseSpec(None, description="If-None-Match: * and the key exists, or If-Match"),
+        },
+    )
+    async def put_object(
+        self,
+        request: Request[Any, Any, Any],
+        name: FromPath[str],
+        key: FromPath[str],
+        principal: NamedDependency[Principal],
+        content_type: Annotated[str | None, HeaderParameter(name="Content-Type")] = None,
+        if_none_match: Annotated[str | None, HeaderParameter(name="If-None-Match")] = None,
+        if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
+    ) -> Response[Any]:
+        c = ctx(request)
+        key = object_key(request, key)
+        none_match, match = _put_conditions(if_none_match, if_match)
+        bucket = await writable_bucket(c, name, principal)
+        limit = c.settings.max_upload_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise ApiError(413, "object_too_large", "the object is too large", {"max": limit})
+        if declared is not None and declared.isdigit():
+            await check_quota(c, bucket.owner, int(declared))
+        if none_match and await load_object(c, bucket, key) is not None:
+            # Known before reading the body; the command checks again, atomically.
+            raise ApiError(412, "object_exists", "an object with this key exists")
+        try:
+            body = await ingest(
+                c.blobs,
+                request.stream(),
+                piece_at=piece_at,
+                max_bytes=limit,
+                keep_head=SNIFF_BYTES,
+            )
+        except BlobTooLarge:
+            raise ApiError(
+                413, "object_too_large", "the object is too large", {"max": limit}
+            ) from None
+        except InternalServerException:
+            # The client went away mid-body: no command, the old version (if any) stays.
+            raise ApiError(400, "incomplete_body", "the request body ended early") from None
+        # As content_type_of decides (a declared type, else sniffed), from the bytes kept
+        # on the way in: a small PUT reads nothing back from the blob store.
+        given_type = (content_type or "").strip()
+        stored_type = (
+            given_type
+            if given_type and given_type.lower() != GENERIC
+            else detect(body.head, object_name(key), truncated=body.size > len(body.head))
+        )
+        result = await c.send(
+            request,
+            policies.put_object(
+                bucket=bucket.name,
+                key=key,
+                owner=bucket.owner,
+                size=body.size,
+                sha256=body.sha256,
+                manifest=body.manifest,
+                content_type=stored_type,
+                caller=principal.user,
+                admin=principal.admin,
+                at=now(),
+                if_none_match=none_match,
+                if_match=match,
+            ),
+        )
+        created = any(e.get("type") == "FileCreated" for e in result.events)
+        # The object as this command left it (the actor's reply: no read needed).
+        view = _replied_view(bucket.name, key, reply_state(result))
+        if view is None:  # no state in the reply (an old actor): read it back
+            st = await load_object(c, bucket, key)
+            if st is None:  # deleted again in between
+                raise _object_not_found(bucket.name, key)
+            view = object_view(bucket.name, st)
+        return Response(view, status_code=201 if created else 200, headers={"ETag": view["etag"]})
+
+    @route(
+        "/{key:path}",
+        http_method=[HttpMethod.GET, HttpMethod.HEAD],
+        summary="Download an object (Range, conditionals; HEAD for the headers only);"
+        " without auth for a public bucket",
+        dependencies=_READ,
+        security=ANONYMOUS,
+        responses={
+            206: ResponseSpec(
+                None, description="The requested range(s): one, or multipart/byteranges"
+            ),
+            304: ResponseSpec(None, description="Not modified (If-None-Match, If-Modified-Since)"),
+            412: ResponseSpec(None, description="If-Match or If-Unmodified-Since is false"),
+            416: ResponseSpec(None, description="No satisfiable range, or too many ranges"),
+        },
+    )
+    async def get_object(
+        self,
+        request: Request[Any, Any, Any],
+        name: FromPath[str],
+        key: FromPath[str],
+        principal: NamedDependency[Principal | None],
+        download: FromQuery[bool] = False,
+    ) -> ContentResponse:
+        c = ctx(request)
+        key = object_key(request, key)
+        bucket = await readable_bucket(ctx(request), name, principal)
+        st = await load_object(c, bucket, key)
+        if st is None:
+            raise _object_not_found(bucket.name, key)
+        rep = Representation(
+            size=st.size,
+            etag=st.sha256,
+            last_modified=st.created_at,
+            content_type=st.content_type,
+            name=st.name,
+        )
+        p = plan(
+            request.method,
+            request_fields(request),
+            rep,
+            download=download,
+            max_ranges=c.settings.max_ranges,
+        )
+        if request.method != "GET" or p.status not in (200, 206):
+            return ContentResponse(b"", status=p.status, headers=p.headers)
+        body = await read_small(
+            c.blobs, st.manifest, p, lambda sent: c.downloads.record(st.id, sent)
+        )
+        return ContentResponse(body, status=p.status, headers=p.headers)
+
+    @delete(
+        "/{key:path}",
+        status_code=204,
+        summary="Delete an object (204; then GET is 404)",
+    )
+    async def delete_object(
+        self,
+        request: Request[Any, Any, Any],
+        name: FromPath[str],
+        key: FromPath[str],
+        principal: NamedDependency[Principal],
+    ) -> None:
+        c = ctx(request)
+        key = object_key(request, key)
+        bucket = await writable_bucket(c, name, principal)
+        fid = object_file_id(bucket.name, key)
+        st: FileState | None = await c.load("files", f"file-{fid}")
+        if st is None or st.key != key or st.owner != bucket.owner:
+            raise _object_not_found(bucket.name, key)
+        # An object already deleted: the command is a no-op, the answer the same (a retry).
+        await c.send(
+            request,
+            DeleteFile(aggregate_id=fid, caller=principal.user, admin=principal.admin, at=now()),
+        )

@@ -1,0 +1,120 @@
+"""ListObjectsV2 over the files read model: a bucket's live objects in key order.
+
+Keys are compared in code point order (the `key` column is COLLATE "C", which on UTF-8 is
+byte order, S3's order). Paging is keyset paging on the key: a page ends at a key (or a
+common prefix) and the next starts strictly after it, so objects added or deleted while a
+client pages are never the cause of a key being skipped or repeated. With a delimiter,
+every key whose rest (after `prefix`) holds the delimiter rolls up into one common prefix,
+emitted once; the scan then jumps past everything under it (an index range scan, not a
+walk through a folder's keys).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+_BATCH = 1000
+
+
+def successor(prefix: str) -> str | None:
+    """The smallest string greater than every string that starts with `prefix` (None: there
+    is none, or `prefix` is empty). In code point order, skipping the surrogate block."""
+    while prefix:
+        last = ord(prefix[-1])
+        if last < 0x10FFFF:
+            nxt = last + 1
+            if 0xD800 <= nxt <= 0xDFFF:
+                nxt = 0xE000
+            return prefix[:-1] + chr(nxt)
+        prefix = prefix[:-1]
+    return None
+
+
+@dataclass(frozen=True)
+class Bound:
+    """Where a page starts: strictly after the key `after`, or at `start` (inclusive)."""
+
+    after: str | None = None
+    start: str | None = None
+
+
+@dataclass
+class Listing:
+    objects: list[dict[str, Any]] = field(default_factory=list)
+    common_prefixes: list[str] = field(default_factory=list)
+    truncated: bool = False
+    # Where the next page starts (when truncated).
+    next: Bound | None = None
+
+
+def _object(r: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "key": r["key"],
+        "id": str(r["id"]),
+        "size": r["size"],
+        "sha256": r["sha256"],
+        "etag": f'"{r["sha256"]}"',
+        "content_type": r["content_type"],
+        "last_modified": r["created_at"].isoformat(),
+    }
+
+
+_PAGE_SQL = (
+    "SELECT key, id, size, sha256, content_type, created_at FROM readmodel.files"
+    " WHERE bucket = $1 AND owner = $2 AND key IS NOT NULL AND deleted_at IS NULL"
+    " AND ($3::text IS NULL OR key > $3) AND ($4::text IS NULL OR key >= $4)"
+    " AND key >= $5 AND ($6::text IS NULL OR key < $6)"
+    " ORDER BY key LIMIT $7"
+)
+
+
+async def list_objects(
+    pool: asyncpg.Pool,
+    bucket: str,
+    owner: str,
+    *,
+    prefix: str = "",
+    delimiter: str | None = None,
+    bound: Bound | None = None,
+    limit: int = 1000,
+) -> Listing:
+    """One page: at most `limit` entries (objects and common prefixes together), and
+    whether more follow (`truncated`, then `next` is where the next page starts)."""
+    out = Listing()
+    upper = successor(prefix)  # the prefix as an index range [prefix, upper)
+    bound = bound or Bound()
+    last: Bound | None = None
+    async with pool.acquire() as conn:
+        while True:
+            rows = await conn.fetch(
+                _PAGE_SQL, bucket, owner, bound.after, bound.start, prefix, upper, _BATCH
+            )
+            for r in rows:
+                key: str = r["key"]
+                if len(out.objects) + len(out.common_prefixes) == limit:
+                    out.truncated, out.next = True, last  # one more entry exists
+                    return out
+                rest = key[len(prefix) :]
+                cut = rest.find(delimiter) if delimiter else -1
+                if cut < 0:
+                    out.objects.append(_object(r))
+                    last = Bound(after=key)
+                    continue
+                common = prefix + rest[: cut + len(delimiter or "")]
+                out.common_prefixes.append(common)
+                jump = successor(common)
+                if jump is None:
+                    return out  # nothing sorts after it
+                last = Bound(start=jump)
+                break  # scan again from past everything under the common prefix
+            else:
+                if len(rows) < _BATCH:
+                    return out
+                last_key = rows[-1]["key"]
+                bound = Bound(after=last_key)
+                continue
+            assert last is not None and last.start is not None
+            bound = last
