@@ -71,8 +71,11 @@ class CompressParams(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class ExtractOutput(msgspec.Struct, forbid_unknown_fields=True):
+    """Into `default`: files named prefix + member base name (no `/` in the prefix); into a
+    bucket: objects keyed prefix + member path (a key prefix may hold `/`)."""
+
     bucket: Short = "default"
-    prefix: NamePrefix = ""
+    prefix: Prefix = ""
 
 
 class ExtractParams(msgspec.Struct, forbid_unknown_fields=True):
@@ -244,6 +247,12 @@ async def prepare(
     if isinstance(p, (CompressParams, ExtractParams)):
         await check_bucket(c, p.output.bucket, owner, admin)
     if isinstance(p, ExtractParams):
+        if p.output.bucket == "default" and ("/" in p.output.prefix or "\\" in p.output.prefix):
+            raise _bad(
+                "params.output.prefix",
+                "files are named prefix + name: no '/' or '\\' (into a bucket, members"
+                " become objects and the prefix may hold '/')",
+            )
         st = await _owned_file(c, p.file, owner, admin)
         params = msgspec.to_builtins(p)
         params["file"] = st.id

@@ -7,6 +7,10 @@ event of an old version is turned into the current one by the class's `upcasters
 it is decoded, so `evolve` only ever sees the current shape. Decoding goes through msgspec
 (lenient about ints sent as strings, strict about shapes); encoding is written here so the
 JSON stays exactly what it has always been (datetimes as `isoformat()`, all fields present).
+
+What every aggregate's `decide` would otherwise write again is here too: `by_command` (one
+small function per command type, picked from a table), `owned` (the caller's aggregate or
+the same 404 as a missing one) and `Stamped` (an event that carries only its time).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from datetime import datetime
 from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 import msgspec
+
+from domain.errors import InvalidInput, NotFound
 
 JSON = dict[str, Any]
 Upcaster = Callable[[JSON], JSON]
@@ -78,6 +84,14 @@ class Event:
         return schema_version, data
 
 
+@dataclass(frozen=True, kw_only=True)
+class Stamped(Event):
+    """An event whose only data is when it happened: a control that changes a status and
+    nothing else (paused, resumed, cancelled, retried, deleted). Its JSON is `{"at": ...}`."""
+
+    at: datetime
+
+
 @dataclass(frozen=True)
 class NewEvent:
     """An event decided but not yet stored: what the event store appends."""
@@ -132,6 +146,45 @@ class Command:
 
 
 S = TypeVar("S")
+
+
+class _Owned(Protocol):
+    @property
+    def owner(self) -> str: ...
+
+
+Own = TypeVar("Own", bound=_Owned)
+
+
+def owned(state: Own | None, cmd: Command) -> Own:
+    """The aggregate's state if the command's caller owns it or is an admin. A missing
+    aggregate and someone else's are refused alike, `<prefix>_not_found` (never reveal
+    that another user's id exists)."""
+    if state is None or (state.owner != cmd.caller and not cmd.admin):
+        p = cmd.stream_prefix
+        raise NotFound(f"{p}_not_found", f"no such {p}", {"id": cmd.aggregate_id})
+    return state
+
+
+Step = Callable[[S | None, Any], list[Event]]
+"""One command's `decide`: the state (None before the first event) and the command."""
+
+
+def by_command(
+    aggregate: str, steps: Mapping[type[Command], Step[S]]
+) -> Callable[[S | None, Command], list[Event]]:
+    """An aggregate's `decide` from one small function per command type: the step of the
+    command's exact type, or `unknown_command` for a type the aggregate does not take."""
+
+    def decide(state: S | None, cmd: Command) -> list[Event]:
+        """Pure: what happens if `cmd` is applied to `state`. Raises a DomainError to
+        refuse; an empty list means the command was already applied (a replay)."""
+        step = steps.get(type(cmd))
+        if step is None:
+            raise InvalidInput("unknown_command", f"{aggregate} cannot handle {cmd.type}")
+        return step(state, cmd)
+
+    return decide
 
 
 @dataclass(frozen=True)

@@ -128,11 +128,25 @@ _FETCH_IDS = uuid.UUID("2c7d0f0e-5a43-4f8e-9d0b-3a9f1c7e6b15")
 _FETCH_FILE_IDS = uuid.UUID("b1e4a0c2-8d7f-4e61-a3c9-5f2e7d9b0a48")
 
 
-def fetch_id(owner: str, url: str, generation: int) -> str:
+def fetch_id(
+    owner: str, url: str, generation: int, bucket: str | None = None, key: str | None = None
+) -> str:
     """The fetch of `url` (normalised) for `owner`: derived, so concurrent identical
     requests address one aggregate and make one writer. A new generation (refresh, or the
-    previous one failed, was cancelled or expired) is a new fetch."""
-    return str(uuid.uuid5(_FETCH_IDS, f"{owner}\n{generation}\n{url}"))
+    previous one failed, was cancelled or expired) is a new fetch. A fetch into an object
+    key is its own fetch per (bucket, key): asking for the URL into another key must make
+    that object too, not return a fetch that ends in another one."""
+    if key is None:
+        return str(uuid.uuid5(_FETCH_IDS, f"{owner}\n{generation}\n{url}"))
+    return str(uuid.uuid5(_FETCH_IDS, f"{owner}\n{generation}\n{url}\n{bucket}\n{key}"))
+
+
+def fetch_result_file_id(state: FetchState) -> str:
+    """The file a completed fetch becomes: its object's (derived from bucket and key) when
+    it names a key, else one derived from the fetch."""
+    if state.key is not None:
+        return object_file_id(state.bucket, state.key)
+    return fetch_file_id(state.id)
 
 
 def fetch_file_id(fetch_id: str) -> str:
@@ -144,12 +158,32 @@ def fetch_file_command_id(fetch_id: str) -> str:
     return f"file-from-fetch-{fetch_id}"
 
 
-def file_from_fetch(state: FetchState, content_type: str, at: datetime) -> CreateFile | None:
+def file_from_fetch(
+    state: FetchState, content_type: str, at: datetime
+) -> CreateFile | PutObject | None:
     """A completed fetch becomes this file (owner, bucket, name, sha256, size, type), under a
     file id and command id derived from the fetch: the fetch worker sends it at once, the
-    handlers again from FetchCompleted (should the worker die in between)."""
+    handlers again from FetchCompleted (should the worker die in between). A fetch naming
+    a key becomes that object instead (created, or its new version: `put_object`); the
+    command id makes it applied once, so a redelivered completion never brings the fetched
+    bytes back over a later PUT of the key."""
     if state.status != FetchStatus.COMPLETED or state.file_id is None:
         return None
+    metadata = {"source_url": state.url[:4096], "fetch_id": state.id}
+    if state.key is not None:
+        return put_object(
+            bucket=state.bucket,
+            key=state.key,
+            owner=state.owner,
+            size=state.bytes,
+            sha256=state.completed_sha256 or "",
+            manifest=state.manifest(),
+            content_type=content_type or "application/octet-stream",
+            caller=state.owner,
+            at=at,
+            metadata=metadata,
+            command_id=fetch_file_command_id(state.id),
+        )
     return CreateFile(
         aggregate_id=state.file_id,
         caller=state.owner,
@@ -162,7 +196,7 @@ def file_from_fetch(state: FetchState, content_type: str, at: datetime) -> Creat
         sha256=state.completed_sha256 or "",
         manifest=state.manifest(),
         bucket=state.bucket,
-        metadata={"source_url": state.url[:4096], "fetch_id": state.id},
+        metadata=metadata,
     )
 
 

@@ -58,7 +58,7 @@ from domain.commands import (
     StartFetch,
 )
 from domain.errors import DomainError
-from domain.policies import fetch_file_id, file_from_fetch
+from domain.policies import fetch_result_file_id, file_from_fetch
 from handlers import fetch_segments
 
 log = get_logger(__name__)
@@ -646,7 +646,7 @@ class _Run:
                 f"sha256 mismatch: declared {st.sha256}, fetched {digest}",
                 {"declared": st.sha256, "actual": digest},
             )
-        file_id = fetch_file_id(self.fetch_id)
+        file_id = fetch_result_file_id(st)
         name = st.file_name or "download"
         content_type = await content_type_of(
             self.w.blobs, manifest, name, (st.content_type or "").split(";")[0].strip()
@@ -659,5 +659,7 @@ class _Run:
         try:
             await self.w.bus.send(create)
         except DomainError as e:
-            if e.code != "file_exists":  # the handlers created it first: the same file
+            # file_exists: the handlers created it first, the same file. (An object's put
+            # is not refused when sent twice: its command id makes it applied once.)
+            if e.code != "file_exists":
                 raise

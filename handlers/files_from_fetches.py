@@ -1,9 +1,10 @@
-"""Process manager: a completed fetch becomes a file.
+"""Process manager: a completed fetch becomes a file, or the object at its bucket and key.
 
 The fetch worker creates the file right after FetchCompleted so it can be read at once;
 this handler sends the same CreateFile (same file id, same command id) from the event, so
 the file exists even if the worker died in between. A file that exists already is left
-alone.
+alone. A fetch naming a key becomes that object (domain.policies.put_object), sent with
+the same command id as the worker's, so it is applied exactly once.
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ async def command_for(ev: RecordedEvent, store: EventStore, blobs: BlobStore) ->
     state = FETCHES.fold(e for e in events if e.version <= ev.version)
     if state is None or state.file_id is None:
         return None
-    if FILES.fold(await store.read_stream(FILES.stream_id(state.file_id))) is not None:
+    # A plain file exists once created (the worker did it). An object may exist from before
+    # (an older version of the key): its put is sent again whatever, and its command id
+    # makes it applied once.
+    if (
+        state.key is None
+        and FILES.fold(await store.read_stream(FILES.stream_id(state.file_id))) is not None
+    ):
         return None  # the worker created it
     name = state.file_name or "download"
     declared = (state.content_type or "").split(";")[0].strip()

@@ -17,14 +17,28 @@ _COLUMNS = (
 )
 
 
-async def latest(pool: asyncpg.Pool, owner: str, url: str) -> dict[str, Any] | None:
-    """The newest generation of `owner`'s fetch of `url` (normalised), if any."""
-    r = await pool.fetchrow(
-        "SELECT id, generation, status, completed_at FROM readmodel.fetches"
-        " WHERE owner = $1 AND url = $2 ORDER BY generation DESC LIMIT 1",
-        owner,
-        url,
-    )
+async def latest(
+    pool: asyncpg.Pool, owner: str, url: str, bucket: str | None = None, key: str | None = None
+) -> dict[str, Any] | None:
+    """The newest generation of `owner`'s fetch of `url` (normalised), if any: of the fetches
+    into no key, or with `key`, of those into that bucket and key (see policies.fetch_id)."""
+    if key is None:
+        r = await pool.fetchrow(
+            "SELECT id, generation, status, completed_at FROM readmodel.fetches"
+            " WHERE owner = $1 AND url = $2 AND key IS NULL ORDER BY generation DESC LIMIT 1",
+            owner,
+            url,
+        )
+    else:
+        r = await pool.fetchrow(
+            "SELECT id, generation, status, completed_at FROM readmodel.fetches"
+            " WHERE owner = $1 AND url = $2 AND bucket = $3 AND key = $4"
+            " ORDER BY generation DESC LIMIT 1",
+            owner,
+            url,
+            bucket,
+            key,
+        )
     return dict(r) if r else None
 
 

@@ -130,10 +130,11 @@ async def files_by_prefix(
     *,
     created_before: datetime | None = None,
 ) -> list[tuple[str, int]]:
-    """(id, size) of the owner's live files in `bucket` (None: any bucket) whose name
-    starts with `prefix` and, given `created_before`, that were created before it; oldest
+    """(id, size) of the owner's live files in `bucket` (None: any bucket) whose name (an
+    object's: key) starts with `prefix` and, given `created_before`, that were created before it; oldest
     first, at most `limit` (the caller asks for one more than it allows)."""
-    conds = ["owner = $1", "deleted_at IS NULL", "name LIKE $2 ESCAPE '\\'"]
+    # An object matches by its key (a plain file by its name).
+    conds = ["owner = $1", "deleted_at IS NULL", "coalesce(key, name) LIKE $2 ESCAPE '\\'"]
     args: list[Any] = [owner, escape_like(prefix) + "%"]
     if bucket is not None:
         args.append(bucket)
@@ -208,3 +209,16 @@ async def file_names(pool: asyncpg.Pool, ids: list[str]) -> list[str]:
     async with pool.acquire() as conn:
         rows = await conn.fetch("SELECT name FROM readmodel.files WHERE id = ANY($1::uuid[])", ids)
     return [str(r["name"]) for r in rows]
+
+
+async def live_keys(pool: asyncpg.Pool, bucket: str, keys: list[str]) -> dict[str, str]:
+    """The live objects of `bucket` at these keys: key -> the task that extracted it
+    (metadata `extracted_by`), or "" for one written otherwise."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT key, coalesce(metadata->>'extracted_by', '') AS by FROM readmodel.files"
+            " WHERE bucket = $1 AND key = ANY($2::text[]) AND deleted_at IS NULL",
+            bucket,
+            sorted(set(keys)),
+        )
+    return {str(r["key"]): str(r["by"]) for r in rows}

@@ -20,6 +20,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from api.auth import Principal
+from api.bucket_access import NO_BUCKET, check_writable
 from api.commanding import SecuredController, load_owned, parse_id, reply_state, send_as
 from api.context import ctx, now
 from api.errors import ApiError
@@ -35,11 +36,11 @@ from domain.commands import (
     RetryFetch,
 )
 from domain.fetches import FetchState, FetchStatus
+from domain.files.keys import object_key_problem
 from domain.policies import fetch_id
 from projections import fetch_queries
 
 MAX_LIMIT = 1000
-MAX_KEY = 1024
 _ACTIVE = ("PENDING", "IN_PROGRESS", "PAUSED")
 
 
@@ -53,23 +54,14 @@ class CreateFetch(msgspec.Struct, forbid_unknown_fields=True):
     refresh: bool = False
 
 
-def _check_key(key: str | None) -> None:
+def _check_key(key: str | None, bucket: str | None) -> None:
+    """A fetch into an object key: S3's key rules (domain.files.keys), and a bucket."""
     if key is None:
         return
-    if (
-        not key
-        or len(key.encode()) > MAX_KEY
-        or key.startswith("/")
-        or any(ord(c) < 0x20 or ord(c) == 0x7F for c in key)
-        or any(seg in (".", "..") for seg in key.split("/"))
-    ):
-        raise ApiError(
-            400,
-            "invalid_key",
-            f"key must be 1 to {MAX_KEY} bytes, not start with '/', and hold no control"
-            " characters and no '.' or '..' segments",
-            {"field": "key"},
-        )
+    if (problem := object_key_problem(key)) is not None:
+        raise ApiError(400, "invalid_key", problem, {"field": "key"})
+    if bucket is None or bucket == NO_BUCKET:
+        raise ApiError(400, "key_needs_bucket", "an object key needs a bucket", {"field": "key"})
 
 
 async def _refuse_private_host(url: str, networks: Sequence[Network]) -> None:
@@ -165,16 +157,22 @@ class FetchesController(SecuredController):
             raise ApiError(400, e.code, e.message, {"field": "url"}) from None
         if not s.fetch_allow_private:
             await _refuse_private_host(url, s.fetch_allow_networks)
-        _check_key(data.key)
-        # A bucket the caller may write: `default` or one of theirs (404 otherwise, like a
-        # missing one).
-        await check_bucket(c, data.bucket or "default", principal.user, principal.admin)
-        latest = await fetch_queries.latest(c.pool, principal.user, url)
+        _check_key(data.key, data.bucket)
+        bucket = data.bucket or NO_BUCKET
+        if data.key is None:
+            # A bucket the caller may write: `default` or one of theirs (404 otherwise,
+            # like a missing one).
+            await check_bucket(c, bucket, principal.user, principal.admin)
+        else:
+            # The object will be the caller's: only into a bucket of theirs (an object
+            # belongs to its bucket's owner), admins included.
+            await check_writable(c, bucket, principal.user)
+        latest = await fetch_queries.latest(c.pool, principal.user, url, bucket, data.key)
         generation = 0 if latest is None else latest["generation"] + (1 if data.refresh else 0)
         # The read model may lag: the event store says whether this generation is still the
         # one to reuse (active, or completed within the TTL) or a new one must start.
         while True:
-            fid = fetch_id(principal.user, url, generation)
+            fid = fetch_id(principal.user, url, generation, bucket, data.key)
             state: FetchState | None = await c.load("fetches", f"fetch-{fid}")
             if state is None or state.status.value in _ACTIVE:
                 break
@@ -191,7 +189,7 @@ class FetchesController(SecuredController):
             owner=principal.user,
             url=url,
             generation=generation,
-            bucket=data.bucket or "default",
+            bucket=bucket,
             key=data.key,
             sha256=data.sha256.lower() if data.sha256 else None,
         )

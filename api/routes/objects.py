@@ -25,12 +25,13 @@ from typing import Annotated, Any
 from urllib.parse import unquote_to_bytes
 
 import orjson
-from litestar import HttpMethod, Request, Response, delete, get, put, route
+from litestar import HttpMethod, Request, Response, delete, get, post, put, route
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import InternalServerException
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, FromQuery, HeaderParameter, QueryParameter
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
+from api import bucket_access, signed_urls
 from api.auth import Principal, provide_optional_principal
 from api.bucket_access import readable_bucket, writable_bucket
 from api.commanding import SecuredController, reply_state
@@ -38,9 +39,18 @@ from api.context import AppContext, ctx, now
 from api.errors import ApiError
 from api.http.conditionals import ANY, parse_etags
 from api.http.content import ContentResponse, Representation, plan, read_small, request_fields
+from api.http.signed_query import (
+    Signature,
+    SignedExpires,
+    SignedKid,
+    SignedMaxSize,
+    SignedMethod,
+    SignedVersion,
+)
+from api.http.signing import NO_VERSION
 from api.limits import check_quota
 from api.openapi import ANONYMOUS
-from api.schemas import Object, ObjectPage, ok
+from api.schemas import Object, ObjectPage, SignedUrl, SignObjectUrl, ok
 from api.tus.controller import piece_at
 from bus.blobs.errors import BlobTooLarge
 from bus.blobs.ingest import ingest
@@ -55,9 +65,10 @@ from projections.object_queries import Bound, list_objects
 _OBJECTS = b"/objects/"
 
 
-def object_key(request: Request[Any, Any, Any], key: str) -> str:
+def object_key(request: Request[Any, Any, Any], key: str, suffix: str = "") -> str:
     """The key as the client sent it: percent-decoded from the raw path, strictly as UTF-8
-    (the server's own decoding replaces invalid UTF-8), then S3's rules; 400 otherwise."""
+    (the server's own decoding replaces invalid UTF-8), without `suffix` (which the path
+    must end with, else 405), then S3's rules; 400 otherwise."""
     raw = request.scope.get("raw_path")
     if isinstance(raw, bytes) and _OBJECTS in raw:
         try:
@@ -66,6 +77,10 @@ def object_key(request: Request[Any, Any, Any], key: str) -> str:
             raise ApiError(400, "invalid_key", "an object key is valid UTF-8") from None
     else:  # no raw path (a test client): Litestar's path parameter, with its leading slash
         key = key[1:] if key.startswith("/") else key
+    if suffix:
+        if not key.endswith(suffix):
+            raise ApiError(405, "method_not_allowed", "POST is for `<key>/signed-url` only")
+        key = key[: -len(suffix)]
     problem = object_key_problem(key)
     if problem is not None:
         raise ApiError(400, "invalid_key", problem, {"max_bytes": 1024})
@@ -180,8 +195,8 @@ def _list_param(name: str, value: str | None) -> str | None:
     return value
 
 
-# Reads (GET, HEAD, the listing) also answer anonymous callers for a public bucket
-# (api/bucket_access.py decides).
+# Reads (GET, HEAD, the listing) also answer anonymous callers for a public bucket, and
+# GET, HEAD and PUT anyone holding a signed URL (api/bucket_access.py decides).
 _READ = {"principal": Provide(provide_optional_principal)}
 
 
@@ -240,13 +255,23 @@ class ObjectsController(SecuredController):
 
     @put(
         "/{key:path}",
-        summary="Create or replace an object: the whole body, one command (S3 PutObject)",
+        summary="Create or replace an object: the whole body, one command (S3 PutObject);"
+        " without auth with a signed PUT URL's parameters (once, within its size)",
         status_code=200,
         request_max_body_size=None,
+        dependencies=_READ,
+        security=ANONYMOUS,
         responses={
             **ok(201, Object, "The object was created"),
             **ok(200, Object, "The object's previous version was replaced"),
-            412: ResponseSpec(None, description="If-None-Match: * and the key exists, or If-Match"),
+            403: ResponseSpec(
+                None, description="A signed URL that is expired, altered, or for another method"
+            ),
+            412: ResponseSpec(
+                None,
+                description="If-None-Match: * and the key exists, or If-Match; a signed PUT"
+                " URL used again (the object is no longer the version it was signed for)",
+            ),
         },
     )
     async def put_object(
@@ -254,16 +279,41 @@ class ObjectsController(SecuredController):
         request: Request[Any, Any, Any],
         name: FromPath[str],
         key: FromPath[str],
-        principal: NamedDependency[Principal],
+        principal: NamedDependency[Principal | None],
         content_type: Annotated[str | None, HeaderParameter(name="Content-Type")] = None,
         if_none_match: Annotated[str | None, HeaderParameter(name="If-None-Match")] = None,
         if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
+        signed_method: SignedMethod = None,
+        expires: SignedExpires = None,
+        max_size: SignedMaxSize = None,
+        version: SignedVersion = None,
+        kid: SignedKid = None,
+        signature: Signature = None,
     ) -> Response[Any]:
         c = ctx(request)
         key = object_key(request, key)
         none_match, match = _put_conditions(if_none_match, if_match)
-        bucket = await writable_bucket(c, name, principal)
+        bucket, grant = await bucket_access.object_bucket(
+            c, name, key, principal, "PUT", bucket_access.signature_params(request.query_params)
+        )
         limit = c.settings.max_upload_bytes
+        if grant is not None:
+            # A signed PUT: within its size, once. Once = only over the version it was
+            # signed for, made a condition of the command (for a new key If-None-Match,
+            # atomic: exactly one use creates it), so a replay after a success is 412.
+            limit = min(limit, grant.max_size or 0)
+            current = await load_object(c, bucket, key)
+            if bucket_access.object_version(current) != grant.version:
+                raise ApiError(
+                    412,
+                    "object_changed",
+                    "the object is not the version this URL was signed for"
+                    " (a signed PUT URL works once)",
+                )
+            if grant.version == NO_VERSION:
+                none_match = True
+            elif match is None and current is not None:
+                match = current.sha256
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise ApiError(413, "object_too_large", "the object is too large", {"max": limit})
@@ -305,8 +355,9 @@ class ObjectsController(SecuredController):
                 sha256=body.sha256,
                 manifest=body.manifest,
                 content_type=stored_type,
-                caller=principal.user,
-                admin=principal.admin,
+                # A signed PUT acts for the bucket's owner, who signed it (or let an admin).
+                caller=principal.user if grant is None and principal else bucket.owner,
+                admin=bool(grant is None and principal and principal.admin),
                 at=now(),
                 if_none_match=none_match,
                 if_match=match,
@@ -326,10 +377,13 @@ class ObjectsController(SecuredController):
         "/{key:path}",
         http_method=[HttpMethod.GET, HttpMethod.HEAD],
         summary="Download an object (Range, conditionals; HEAD for the headers only);"
-        " without auth for a public bucket",
+        " without auth for a public bucket, or with a signed URL's parameters",
         dependencies=_READ,
         security=ANONYMOUS,
         responses={
+            403: ResponseSpec(
+                None, description="A signed URL that is expired, altered, or for another method"
+            ),
             206: ResponseSpec(
                 None, description="The requested range(s): one, or multipart/byteranges"
             ),
@@ -345,10 +399,23 @@ class ObjectsController(SecuredController):
         key: FromPath[str],
         principal: NamedDependency[Principal | None],
         download: FromQuery[bool] = False,
+        signed_method: SignedMethod = None,
+        expires: SignedExpires = None,
+        max_size: SignedMaxSize = None,
+        version: SignedVersion = None,
+        kid: SignedKid = None,
+        signature: Signature = None,
     ) -> ContentResponse:
         c = ctx(request)
         key = object_key(request, key)
-        bucket = await readable_bucket(ctx(request), name, principal)
+        bucket, _ = await bucket_access.object_bucket(
+            c,
+            name,
+            key,
+            principal,
+            request.method,
+            bucket_access.signature_params(request.query_params),
+        )
         st = await load_object(c, bucket, key)
         if st is None:
             raise _object_not_found(bucket.name, key)
@@ -396,4 +463,48 @@ class ObjectsController(SecuredController):
         await c.send(
             request,
             DeleteFile(aggregate_id=fid, caller=principal.user, admin=principal.admin, at=now()),
+        )
+
+    @post(
+        "/{key:path}",
+        status_code=200,
+        summary="POST .../objects/{key}/signed-url: a URL that GETs (also HEADs), HEADs, or"
+        " PUTs (once, at most max_size bytes) this object without auth until it expires",
+        responses=ok(200, SignedUrl, "The signed URL and when it expires"),
+    )
+    async def sign_object(
+        self,
+        request: Request[Any, Any, Any],
+        name: FromPath[str],
+        key: FromPath[str],
+        data: JSONBody[SignObjectUrl],
+        principal: NamedDependency[Principal],
+    ) -> dict[str, Any]:
+        # Litestar matches nothing after a {key:path}: this route takes the whole path
+        # and the key is what precedes its `/signed-url` (any key can be signed, even one
+        # that itself ends with `/signed-url`). The OpenAPI document shows it at
+        # `.../{key}/signed-url` (api/openapi.py, PATH_ENDINGS).
+        c = ctx(request)
+        key = object_key(request, key, suffix="/signed-url")
+        bucket = await writable_bucket(c, name, principal)  # its owner, or an admin
+        resource = bucket_access.object_resource(bucket.name, key, bucket.owner)
+        path = bucket_access.object_path(bucket.name, key)
+        if data.method != "PUT":
+            if data.max_size is not None:
+                raise ApiError(
+                    400, "invalid_max_size", "max_size goes with PUT", {"field": "max_size"}
+                )
+            return signed_urls.issue(request, resource, data.method, data.expires_in, path=path)
+        bound = min(c.settings.signed_put_max_bytes, c.settings.max_upload_bytes)
+        size = bound if data.max_size is None else data.max_size
+        if size > bound:
+            raise ApiError(
+                400,
+                "invalid_max_size",
+                f"max_size may be at most {bound} bytes (CAIRN_SIGNED_PUT_MAX_BYTES)",
+                {"field": "max_size", "max": bound},
+            )
+        version = bucket_access.object_version(await load_object(c, bucket, key))
+        return signed_urls.issue(
+            request, resource, "PUT", data.expires_in, path=path, max_size=size, version=version
         )

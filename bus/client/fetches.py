@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from bus.client import events
+from bus.client import events, jobs
 from bus.client.errors import ClientError
 from bus.client.http import json_of, open_client
 from bus.client.output import Output, human_bytes
@@ -39,16 +39,11 @@ def register(sub: Any, add: Any) -> None:
     p.add_argument("--follow", "-f", action="store_true", help="show progress until it ends")
     fetches = sub.add_parser("fetches", help="URL fetches: ls, show, pause, resume, cancel, retry")
     fsub = fetches.add_subparsers(dest="fetches_command", required=True, metavar="ACTION")
-    p = add(fsub, "ls", cmd_ls, "list your fetches, newest first")
-    p.add_argument("--status", default=None)
-    p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--offset", type=int, default=0)
+    jobs.add_ls(fsub, add, cmd_ls, "list your fetches, newest first", "status")
     p = add(fsub, "show", cmd_show, "a fetch: status, bytes, speed, ETA, file")
     p.add_argument("id", metavar="FETCH_ID")
     p.add_argument("--follow", "-f", action="store_true", help="show progress until it ends")
-    for action in ("pause", "resume", "cancel", "retry"):
-        p = add(fsub, action, _action(action), f"{action} a fetch")
-        p.add_argument("id", metavar="FETCH_ID")
+    jobs.add_controls(fsub, add, "fetch", "/v1/fetches", ("pause", "resume", "cancel", "retry"))
 
 
 def cmd_fetch(args: argparse.Namespace, out: Output, target: Any) -> int:
@@ -145,11 +140,7 @@ def _print(fetch: dict[str, Any], out: Output) -> None:
 
 
 def cmd_ls(args: argparse.Namespace, out: Output, target: Any) -> int:
-    params: dict[str, Any] = {"limit": args.limit, "offset": args.offset}
-    if args.status:
-        params["status"] = args.status
-    with open_client(target) as client:
-        page = json_of(client.get("/v1/fetches", params=params))
+    page = jobs.page(target, "/v1/fetches", args, "status")
     rows = [
         {
             **f,
@@ -169,16 +160,3 @@ def cmd_show(args: argparse.Namespace, out: Output, target: Any) -> int:
             return _follow(client, fetch["id"], out)
     _print(fetch, out)
     return 0
-
-
-def _action(action: str) -> Any:
-    def run(args: argparse.Namespace, out: Output, target: Any) -> int:
-        with open_client(target) as client:
-            result = json_of(client.post(f"/v1/fetches/{args.id}/{action}"))
-        if out.as_json:
-            out.emit(result)
-        else:
-            out.note(f"fetch {result.get('id', args.id)} {result.get('status')}")
-        return 0
-
-    return run

@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
-from bus.client import events
+from bus.client import events, jobs
 from bus.client.errors import ClientError
 from bus.client.http import json_of, open_client
 from bus.client.output import Output
@@ -47,17 +47,13 @@ def register(sub: Any, add: Any) -> None:
     )
     p.add_argument("--priority", type=int, default=None, metavar="0-100")
     p.add_argument("--wait", action="store_true", help="follow it until it finishes")
-    p = add(tsub, "ls", cmd_ls, "list your tasks, newest first")
-    p.add_argument("--status", default=None)
-    p.add_argument("--type", default=None)
-    p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--offset", type=int, default=0)
+    jobs.add_ls(tsub, add, cmd_ls, "list your tasks, newest first", "status", "type")
     p = add(tsub, "show", cmd_show, "a task: status, progress, results")
     p.add_argument("id", metavar="TASK_ID")
     p.add_argument("--wait", action="store_true", help="follow it until it finishes")
-    for action in ("pause", "resume", "cancel"):
-        p = add(tsub, action, _action(action), f"{action} a task (409 once it has finished)")
-        p.add_argument("id", metavar="TASK_ID")
+    jobs.add_controls(
+        tsub, add, "task", "/v1/tasks", ("pause", "resume", "cancel"), " (409 once it has finished)"
+    )
 
 
 def _params(args: argparse.Namespace) -> dict[str, Any]:
@@ -175,13 +171,7 @@ def _print_task(task: dict[str, Any], out: Output) -> None:
 
 
 def cmd_ls(args: argparse.Namespace, out: Output, target: Any) -> int:
-    params: dict[str, Any] = {"limit": args.limit, "offset": args.offset}
-    if args.status:
-        params["status"] = args.status
-    if args.type:
-        params["type"] = args.type
-    with open_client(target) as client:
-        page = json_of(client.get("/v1/tasks", params=params))
+    page = jobs.page(target, "/v1/tasks", args, "status", "type")
     rows = [
         {
             **t,
@@ -201,16 +191,3 @@ def cmd_show(args: argparse.Namespace, out: Output, target: Any) -> int:
             return _wait(client, task["id"], out)
     _print_task(task, out)
     return 0
-
-
-def _action(action: str) -> Any:
-    def run(args: argparse.Namespace, out: Output, target: Any) -> int:
-        with open_client(target) as client:
-            result = json_of(client.post(f"/v1/tasks/{args.id}/{action}"))
-        if out.as_json:
-            out.emit(result)
-        else:
-            out.note(f"task {result['id']} {result['status']}")
-        return 0
-
-    return run

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 from domain.buckets.commands import MAX_DESCRIPTION, CreateBucket, DeleteBucket, UpdateBucket
 from domain.buckets.events import BucketCreated, BucketDeleted, BucketUpdated
 from domain.buckets.names import RESERVED, bucket_name_problem
 from domain.buckets.state import BucketState
 from domain.errors import Conflict, InvalidInput, NotFound
-from domain.kernel import Command, Event
+from domain.kernel import Command, Event, Step, by_command
 
 
 def _not_found(cmd: Command) -> NotFound:
@@ -79,16 +76,10 @@ def _delete(state: BucketState | None, cmd: DeleteBucket) -> list[Event]:
     return [BucketDeleted(force=cmd.force, at=cmd.at)]
 
 
-_DECIDERS: dict[type[Command], Callable[[BucketState | None, Any], list[Event]]] = {
+_DECIDERS: dict[type[Command], Step[BucketState]] = {
     CreateBucket: _create,
     UpdateBucket: _update,
     DeleteBucket: _delete,
 }
 
-
-def decide(state: BucketState | None, cmd: Command) -> list[Event]:
-    """Pure: what happens if `cmd` is applied to `state`. Raises a DomainError to refuse."""
-    step = _DECIDERS.get(type(cmd))
-    if step is None:
-        raise InvalidInput("unknown_command", f"buckets cannot handle {cmd.type}")
-    return step(state, cmd)
+decide = by_command("buckets", _DECIDERS)

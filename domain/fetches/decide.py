@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from domain.errors import Conflict, InvalidInput, NotFound
+from domain.buckets.names import is_bucket_name
+from domain.errors import Conflict, InvalidInput
 from domain.fetches.commands import (
     AppendFetchBytes,
     AppendFetchSegmentBytes,
@@ -37,16 +37,11 @@ from domain.fetches.events import (
     FetchStarted,
 )
 from domain.fetches.state import RUNNABLE, FetchState, FetchStatus
-from domain.kernel import Command, Event
+from domain.files.keys import object_key_problem
+from domain.kernel import Command, Event, Step, by_command, owned
 from domain.values import Piece, is_count, is_sha256
 
 MAX_URL = 8192
-
-
-def _owned(state: FetchState | None, cmd: Command) -> FetchState:
-    if state is None or (state.owner != cmd.caller and not cmd.admin):
-        raise NotFound("fetch_not_found", "no such fetch", {"id": cmd.aggregate_id})
-    return state
 
 
 def _conflict(state: FetchState, action: str) -> Conflict:
@@ -60,7 +55,7 @@ def _conflict(state: FetchState, action: str) -> Conflict:
 def _running(state: FetchState | None, cmd: Command, runner: str) -> FetchState:
     """Worker commands: only the current run of an IN_PROGRESS fetch may record anything,
     so a worker whose fetch was taken over (or paused, or cancelled) cannot write."""
-    st = _owned(state, cmd)
+    st = owned(state, cmd)
     if st.status != FetchStatus.IN_PROGRESS or st.runner != runner:
         raise Conflict(
             "fetch_not_running",
@@ -79,6 +74,11 @@ def _request(state: FetchState | None, cmd: RequestFetch) -> list[Event]:
         raise InvalidInput("invalid_url", f"url must be 1 to {MAX_URL} characters")
     if cmd.sha256 is not None and not is_sha256(cmd.sha256):
         raise InvalidInput("invalid_sha256", "sha256 must be 64 lowercase hex digits")
+    if cmd.key is not None:
+        if (problem := object_key_problem(cmd.key)) is not None:
+            raise InvalidInput("invalid_key", problem)
+        if not is_bucket_name(cmd.bucket):
+            raise InvalidInput("key_needs_bucket", "an object key needs a bucket")
     return [
         FetchRequested(
             fetch_id=cmd.aggregate_id,
@@ -94,7 +94,7 @@ def _request(state: FetchState | None, cmd: RequestFetch) -> list[Event]:
 
 
 def _start(state: FetchState | None, cmd: StartFetch) -> list[Event]:
-    st = _owned(state, cmd)
+    st = owned(state, cmd)
     if st.status == FetchStatus.IN_PROGRESS and st.runner == cmd.runner:
         return []
     if st.status not in RUNNABLE:
@@ -251,7 +251,7 @@ def _fail(state: FetchState | None, cmd: FailFetch) -> list[Event]:
 
 
 def _pause(state: FetchState | None, cmd: PauseFetch) -> list[Event]:
-    st = _owned(state, cmd)
+    st = owned(state, cmd)
     if st.status == FetchStatus.PAUSED:
         return []
     if st.status not in RUNNABLE:
@@ -260,7 +260,7 @@ def _pause(state: FetchState | None, cmd: PauseFetch) -> list[Event]:
 
 
 def _resume(state: FetchState | None, cmd: ResumeFetch) -> list[Event]:
-    st = _owned(state, cmd)
+    st = owned(state, cmd)
     if st.status in RUNNABLE:
         return []
     if st.status != FetchStatus.PAUSED:
@@ -269,7 +269,7 @@ def _resume(state: FetchState | None, cmd: ResumeFetch) -> list[Event]:
 
 
 def _cancel(state: FetchState | None, cmd: CancelFetch) -> list[Event]:
-    st = _owned(state, cmd)
+    st = owned(state, cmd)
     if st.status == FetchStatus.CANCELLED:
         return []
     if st.status == FetchStatus.COMPLETED:
@@ -278,13 +278,13 @@ def _cancel(state: FetchState | None, cmd: CancelFetch) -> list[Event]:
 
 
 def _retry(state: FetchState | None, cmd: RetryFetch) -> list[Event]:
-    st = _owned(state, cmd)
+    st = owned(state, cmd)
     if st.status != FetchStatus.FAILED:
         raise _conflict(st, "retry")
     return [FetchRetried(at=cmd.at)]
 
 
-_DECIDERS: dict[type[Command], Callable[[FetchState | None, Any], list[Event]]] = {
+_DECIDERS: dict[type[Command], Step[FetchState]] = {
     RequestFetch: _request,
     StartFetch: _start,
     RecordFetchResponse: _response,
@@ -300,10 +300,4 @@ _DECIDERS: dict[type[Command], Callable[[FetchState | None, Any], list[Event]]] 
     RetryFetch: _retry,
 }
 
-
-def decide(state: FetchState | None, cmd: Command) -> list[Event]:
-    """Pure: what happens if `cmd` is applied to `state`. Raises a DomainError to refuse."""
-    step = _DECIDERS.get(type(cmd))
-    if step is None:
-        raise InvalidInput("unknown_command", f"fetches cannot handle {cmd.type}")
-    return step(state, cmd)
+decide = by_command("fetches", _DECIDERS)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
-from domain.kernel import Event
+from domain.kernel import Event, Stamped
 from domain.values import Piece
 
 
@@ -116,31 +116,23 @@ class FetchFailed(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
-class FetchPaused(Event):
+class FetchPaused(Stamped):
     type: ClassVar[str] = "FetchPaused"
 
-    at: datetime
-
 
 @dataclass(frozen=True, kw_only=True)
-class FetchResumed(Event):
+class FetchResumed(Stamped):
     type: ClassVar[str] = "FetchResumed"
 
-    at: datetime
-
 
 @dataclass(frozen=True, kw_only=True)
-class FetchCancelled(Event):
+class FetchCancelled(Stamped):
     type: ClassVar[str] = "FetchCancelled"
 
-    at: datetime
-
 
 @dataclass(frozen=True, kw_only=True)
-class FetchRetried(Event):
+class FetchRetried(Stamped):
     type: ClassVar[str] = "FetchRetried"
-
-    at: datetime
 
 
 EVENTS = (

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from domain.buckets.names import is_bucket_name
@@ -11,7 +10,7 @@ from domain.files.commands import CreateFile, DeleteFile, PutObject, UpdateFile
 from domain.files.events import FileCreated, FileDeleted, FileReplaced, FileUpdated
 from domain.files.keys import object_file_id, object_key_problem, object_name
 from domain.files.state import FileState
-from domain.kernel import Command, Event
+from domain.kernel import Command, Event, Step, by_command
 from domain.values import Piece, file_name_problem, is_sha256
 
 MAX_METADATA_BYTES = 8 * 1024
@@ -156,17 +155,11 @@ def _update(state: FileState | None, cmd: UpdateFile) -> list[Event]:
     return [FileUpdated(name=name, bucket=bucket, metadata=metadata, at=cmd.at)]
 
 
-_DECIDERS: dict[type[Command], Callable[[FileState | None, Any], list[Event]]] = {
+_DECIDERS: dict[type[Command], Step[FileState]] = {
     CreateFile: _create,
     DeleteFile: _delete,
     UpdateFile: _update,
     PutObject: _put_object,
 }
 
-
-def decide(state: FileState | None, cmd: Command) -> list[Event]:
-    """Pure: what happens if `cmd` is applied to `state`. Raises a DomainError to refuse."""
-    step = _DECIDERS.get(type(cmd))
-    if step is None:
-        raise InvalidInput("unknown_command", f"files cannot handle {cmd.type}")
-    return step(state, cmd)
+decide = by_command("files", _DECIDERS)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar
 
-from domain.kernel import Event
+from domain.kernel import Event, Stamped
 from domain.values import Piece
 
 
@@ -29,10 +29,8 @@ class FileCreated(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
-class FileDeleted(Event):
+class FileDeleted(Stamped):
     type: ClassVar[str] = "FileDeleted"
-
-    at: datetime
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -6,11 +6,8 @@ took a crashed one's task over can send the same checkpoint again harmlessly."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-from domain.errors import Conflict, InvalidInput, NotFound
-from domain.kernel import Command, Event
+from domain.errors import Conflict, InvalidInput
+from domain.kernel import Command, Event, Step, by_command, owned
 from domain.tasks.commands import (
     CancelTask,
     CompleteTask,
@@ -32,12 +29,6 @@ from domain.tasks.events import (
     TaskStarted,
 )
 from domain.tasks.state import TYPES, TaskState, TaskStatus
-
-
-def _owned(state: TaskState | None, cmd: Command) -> TaskState:
-    if state is None or (state.owner != cmd.caller and not cmd.admin):
-        raise NotFound("task_not_found", "no such task", {"id": cmd.aggregate_id})
-    return state
 
 
 def _finished(state: TaskState) -> Conflict:
@@ -79,7 +70,7 @@ def _create(state: TaskState | None, cmd: CreateTask) -> list[Event]:
 
 
 def _start(state: TaskState | None, cmd: StartTask) -> list[Event]:
-    st = _owned(state, cmd)
+    st = owned(state, cmd)
     if st.finished:
         raise _finished(st)
     if st.status == TaskStatus.PAUSED:
@@ -90,7 +81,7 @@ def _start(state: TaskState | None, cmd: StartTask) -> list[Event]:
 
 
 def _progress(state: TaskState | None, cmd: RecordProgress) -> list[Event]:
-    st = _owned(state, cmd)
+    st = owned(state, cmd)
     # Cancelled: the items done before the worker saw it are still recorded (truthfully).
     if st.status in (TaskStatus.COMPLETED, TaskStatus.FAILED):
         raise _finished(st)
@@ -114,7 +105,7 @@ def _progress(state: TaskState | None, cmd: RecordProgress) -> list[Event]:
 
 
 def _complete(state: TaskState | None, cmd: CompleteTask) -> list[Event]:
-    st = _owned(state, cmd)
+    st = owned(state, cmd)
     if st.status == TaskStatus.COMPLETED:
         return []
     if st.finished:
@@ -130,7 +121,7 @@ def _complete(state: TaskState | None, cmd: CompleteTask) -> list[Event]:
 
 
 def _fail(state: TaskState | None, cmd: FailTask) -> list[Event]:
-    st = _owned(state, cmd)
+    st = owned(state, cmd)
     if st.status == TaskStatus.FAILED:
         return []
     if st.finished:
@@ -139,7 +130,7 @@ def _fail(state: TaskState | None, cmd: FailTask) -> list[Event]:
 
 
 def _pause(state: TaskState | None, cmd: PauseTask) -> list[Event]:
-    st = _owned(state, cmd)
+    st = owned(state, cmd)
     if st.finished:
         raise _finished(st)
     if st.status == TaskStatus.PAUSED:
@@ -148,7 +139,7 @@ def _pause(state: TaskState | None, cmd: PauseTask) -> list[Event]:
 
 
 def _resume(state: TaskState | None, cmd: ResumeTask) -> list[Event]:
-    st = _owned(state, cmd)
+    st = owned(state, cmd)
     if st.finished:
         raise _finished(st)
     if st.status != TaskStatus.PAUSED:
@@ -157,7 +148,7 @@ def _resume(state: TaskState | None, cmd: ResumeTask) -> list[Event]:
 
 
 def _cancel(state: TaskState | None, cmd: CancelTask) -> list[Event]:
-    st = _owned(state, cmd)
+    st = owned(state, cmd)
     if st.status == TaskStatus.CANCELLED:
         return []
     if st.finished:
@@ -165,7 +156,7 @@ def _cancel(state: TaskState | None, cmd: CancelTask) -> list[Event]:
     return [TaskCancelled(at=cmd.at)]
 
 
-_DECIDERS: dict[type[Command], Callable[[TaskState | None, Any], list[Event]]] = {
+_DECIDERS: dict[type[Command], Step[TaskState]] = {
     CreateTask: _create,
     StartTask: _start,
     RecordProgress: _progress,
@@ -176,10 +167,4 @@ _DECIDERS: dict[type[Command], Callable[[TaskState | None, Any], list[Event]]] =
     CancelTask: _cancel,
 }
 
-
-def decide(state: TaskState | None, cmd: Command) -> list[Event]:
-    """Pure: what happens if `cmd` is applied to `state`. Raises a DomainError to refuse."""
-    step = _DECIDERS.get(type(cmd))
-    if step is None:
-        raise InvalidInput("unknown_command", f"tasks cannot handle {cmd.type}")
-    return step(state, cmd)
+decide = by_command("tasks", _DECIDERS)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
-from domain.kernel import Event
+from domain.kernel import Event, Stamped
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,24 +63,18 @@ class TaskFailed(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
-class TaskPaused(Event):
+class TaskPaused(Stamped):
     type: ClassVar[str] = "TaskPaused"
 
-    at: datetime
-
 
 @dataclass(frozen=True, kw_only=True)
-class TaskResumed(Event):
+class TaskResumed(Stamped):
     type: ClassVar[str] = "TaskResumed"
 
-    at: datetime
-
 
 @dataclass(frozen=True, kw_only=True)
-class TaskCancelled(Event):
+class TaskCancelled(Stamped):
     type: ClassVar[str] = "TaskCancelled"
-
-    at: datetime
 
 
 EVENTS = (

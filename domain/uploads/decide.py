@@ -13,9 +13,9 @@ from datetime import datetime
 from typing import Any
 
 from domain.buckets.names import is_bucket_name
-from domain.errors import Conflict, Gone, InvalidInput, NotFound, Unprocessable
+from domain.errors import Conflict, Gone, InvalidInput, Unprocessable
 from domain.files.keys import object_key_problem
-from domain.kernel import JSON, Command, Event
+from domain.kernel import JSON, Command, Event, owned
 from domain.uploads.commands import (
     AbortUpload,
     AppendBytes,
@@ -39,12 +39,6 @@ from domain.uploads.events import (
 from domain.uploads.state import ACTIVE, MODES, UploadState, UploadStatus, total_chunks_for
 from domain.values import MAX_FILE_NAME as MAX_FILE_NAME  # re-exported: the uploads' limit
 from domain.values import Piece, aware, file_name_problem, is_count, is_sha256
-
-
-def _owned(state: UploadState | None, cmd: Command) -> UploadState:
-    if state is None or (state.owner != cmd.caller and not cmd.admin):
-        raise NotFound("upload_not_found", "no such upload", {"id": cmd.aggregate_id})
-    return state
 
 
 def _active(state: UploadState) -> None:
@@ -321,7 +315,7 @@ def decide(state: UploadState | None, cmd: Command) -> list[Event]:
     An empty list means the command was already applied (idempotent replay)."""
     if isinstance(cmd, InitiateUpload):
         return _initiate(state, cmd)
-    st = _owned(state, cmd)
+    st = owned(state, cmd)
     step = _ON_OWNED.get(type(cmd))
     if step is None:
         raise InvalidInput("unknown_command", f"uploads cannot handle {cmd.type}")

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar
 
-from domain.kernel import JSON, Event, Upcaster
+from domain.kernel import JSON, Event, Stamped, Upcaster
 from domain.values import Piece
 
 
@@ -84,10 +84,8 @@ class UploadCompleted(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
-class UploadAborted(Event):
+class UploadAborted(Stamped):
     type: ClassVar[str] = "UploadAborted"
-
-    at: datetime
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,10 +97,8 @@ class UploadFailed(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
-class UploadExpired(Event):
+class UploadExpired(Stamped):
     type: ClassVar[str] = "UploadExpired"
-
-    at: datetime
 
 
 EVENTS = (

@@ -193,7 +193,8 @@ async def run_compress(run: TaskRun, settings: Settings, blobs: BlobStore) -> li
                 "file_not_found", "a file to compress is gone", {"file": file_id, "index": index}
             )
         sources.append((index, file_id, st))
-    names = unique_names([st.name for _, _, st in sources])
+    # An object is archived under its key (its path), a plain file under its name.
+    names = unique_names([st.key or st.name for _, _, st in sources])
     members = [(name, st) for name, (_, _, st) in zip(names, sources, strict=True)]
     progress = _Progress(run)
     sink = ArchiveSink(blobs, settings.default_chunk_size)

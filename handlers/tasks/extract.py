@@ -23,15 +23,19 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import mimetypes
 import stat
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from bus.config.settings import Settings
 from domain.commands import CreateFile
+from domain.errors import DomainError
+from domain.files.keys import object_file_id, object_key_problem
+from domain.policies import put_object
 from domain.ports import BlobStore
 from domain.tasks.ids import item_command_id, item_file_id
 from handlers.tasks.archive_out import ArchiveSink
@@ -237,28 +241,17 @@ async def run_extract(run: TaskRun, settings: Settings, blobs: BlobStore) -> lis
     _check_limits(members, source.size, settings)
     prefix = str(output.get("prefix") or "")
     bucket = str(output.get("bucket") or "default")
+    if bucket != "default":
+        return await _extract_objects(run, settings, blobs, source.manifest, fmt, members)
     taken = await _collisions(run, members, bucket, prefix)
     for m in members[run.state.items_done :]:
         await run.check(force=True)
         file_id = item_file_id(run.task_id, m.index)
         if await load_file(run, file_id) is None:
             await check_quota(run, settings, m.size)
-            sink = ArchiveSink(blobs, settings.default_chunk_size)
-            reader = BlobFile(blobs, list(source.manifest), loop)
-            try:
-                async for piece in iterate_in_thread(
-                    functools.partial(_member_reader, reader, fmt, m)
-                ):
-                    await sink.write(piece)
-                    await run.check()
-                await sink.close()
-            except _CORRUPT as e:
-                raise _refuse(
-                    "corrupt_archive",
-                    f"member {m.path!r} cannot be read: {e}",
-                    member=m.path,
-                    offset=m.offset,
-                ) from None
+            sink = await _store_member(
+                run, blobs, settings.default_chunk_size, source.manifest, fmt, m
+            )
             await run.send(
                 CreateFile(
                     aggregate_id=file_id,
@@ -278,6 +271,103 @@ async def run_extract(run: TaskRun, settings: Settings, blobs: BlobStore) -> lis
         result: dict[str, object] = {"index": m.index, "source": m.path, "result": file_id}
         if replaced := await replace_files(run, m.index, taken.get(m.index, [])):
             result["replaced"] = replaced
+        await run.item_done(result, m.compressed)
+    await run.flush()
+    return []
+
+
+async def _store_member(
+    run: TaskRun,
+    blobs: BlobStore,
+    chunk_size: int,
+    manifest: Sequence[tuple[str, int]],
+    fmt: str,
+    m: Member,
+) -> ArchiveSink:
+    """Stream member `m` out of the archive into stored chunks."""
+    sink = ArchiveSink(blobs, chunk_size)
+    reader = BlobFile(blobs, list(manifest), asyncio.get_running_loop())
+    try:
+        async for piece in iterate_in_thread(functools.partial(_member_reader, reader, fmt, m)):
+            await sink.write(piece)
+            await run.check()
+        await sink.close()
+    except _CORRUPT as e:
+        raise _refuse(
+            "corrupt_archive",
+            f"member {m.path!r} cannot be read: {e}",
+            member=m.path,
+            offset=m.offset,
+        ) from None
+    return sink
+
+
+async def _extract_objects(
+    run: TaskRun,
+    settings: Settings,
+    blobs: BlobStore,
+    manifest: Sequence[tuple[str, int]],
+    fmt: str,
+    members: list[Member],
+) -> list[str]:
+    """Into a bucket: member `path` becomes the object `prefix + path` (a key is a string,
+    never a filesystem path; unsafe paths were refused with the listing). Each object is
+    written with `put_object` (domain/policies.py): its file id is derived from (bucket,
+    key), and it records the task in its metadata (`extracted_by`), so a takeover knows an
+    object it wrote already from one someone else did. Collisions follow the overwrite
+    rule (handlers/tasks/fileops.py): without overwrite a live object at any key fails
+    the task before anything is written (and one appearing meanwhile fails it then, as
+    the put is `if_none_match`); with it, the new version replaces the old in one step."""
+    output = run.state.params.get("output") or {}
+    prefix = str(output.get("prefix") or "")
+    bucket = str(output.get("bucket"))
+    overwrite = bool(run.state.params.get("overwrite"))
+    keys = {m.index: prefix + m.path for m in members}
+    for m in members:
+        if problem := object_key_problem(keys[m.index]):
+            raise _refuse("invalid_key", f"member {m.path!r}: {problem}", member=m.path)
+    left = members[run.state.items_done :]
+    live = await task_queries.live_keys(run.pool, bucket, [keys[m.index] for m in left])
+    taken = sorted(k for k, by in live.items() if by != run.task_id)
+    if taken and not overwrite:
+        raise target_exists(bucket, taken)
+    for m in left:
+        await run.check(force=True)
+        key = keys[m.index]
+        object_id = object_file_id(bucket, key)
+        current = await load_file(run, object_id)
+        if current is None or current.metadata.get("extracted_by") != run.task_id:
+            await check_quota(run, settings, m.size)
+            sink = await _store_member(run, blobs, settings.default_chunk_size, manifest, fmt, m)
+            try:
+                await run.send(
+                    put_object(
+                        bucket=bucket,
+                        key=key,
+                        owner=run.state.owner,
+                        size=sink.size,
+                        sha256=sink.sha256,
+                        manifest=sink.manifest,
+                        content_type=mimetypes.guess_type(key)[0] or "application/octet-stream",
+                        caller=run.state.owner,
+                        at=utcnow(),
+                        metadata={"archive_path": m.path, "extracted_by": run.task_id},
+                        if_none_match=not overwrite,
+                        command_id=item_command_id(run.task_id, m.index, "object"),
+                    )
+                )
+            except DomainError as e:
+                if e.code == "object_exists":  # written by someone else since the check
+                    raise target_exists(bucket, [key]) from None
+                raise
+        result: dict[str, object] = {
+            "index": m.index,
+            "source": m.path,
+            "result": object_id,
+            "key": key,
+        }
+        if key in taken:
+            result["replaced"] = [object_id]
         await run.item_done(result, m.compressed)
     await run.flush()
     return []

@@ -259,8 +259,13 @@ async def test_bad_input_and_other_users(fsys: System) -> None:
             r = await c.post("/v1/fetches", json={"url": url})
             assert r.status_code == 400 and r.json()["error"]["code"] == code, r.text
             assert "secret" not in r.text
-        r = await c.post("/v1/fetches", json={"url": "http://example.com/", "key": "../x"})
-        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_key"
+        r = await c.post("/v1/fetches", json={"url": "http://example.com/", "key": "x"})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "key_needs_bucket"
+        for key in ("", "a\u0000b", "k" * 1025):
+            r = await c.post(
+                "/v1/fetches", json={"url": "http://example.com/", "bucket": "b", "key": key}
+            )
+            assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_key", r.text
         for bucket in ("no-such-bucket", "mine-not-yours"):
             r = await c.post("/v1/fetches", json={"url": "http://example.com/", "bucket": bucket})
             assert r.status_code == 404 and r.json()["error"]["code"] == "bucket_not_found"

@@ -100,6 +100,9 @@ def _server_errors(report: Path) -> tuple[int, list[str]]:
     return cases, errors
 
 
+# Two bounded schemathesis runs (a user, an admin) over every route: a few minutes on a
+# loaded 2-core machine, more than the suite's default per-test timeout.
+@pytest.mark.timeout(2 * TIME_LIMIT + 60)
 async def test_no_input_makes_a_server_error(
     pg_server: EmbeddedPostgres, kafka_server: EmbeddedKafka, template_url: str, tmp_path: Path
 ) -> None:

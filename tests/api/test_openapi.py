@@ -21,6 +21,7 @@ ANONYMOUS_OK = {
     ("get", "/v1/buckets/{name}/objects"),
     ("get", "/v1/buckets/{name}/objects/{key}"),
     ("head", "/v1/buckets/{name}/objects/{key}"),
+    ("put", "/v1/buckets/{name}/objects/{key}"),  # with a signed PUT URL
 }
 
 
@@ -68,6 +69,10 @@ async def test_the_document_validates_and_describes_security_bodies_and_errors(
     assert error["properties"]["error"]["required"] == ["code", "message", "details"]
 
     paths = doc["paths"]
+    # The object signing route takes the whole path; documented with its fixed ending.
+    assert set(paths["/v1/buckets/{name}/objects/{key}/signed-url"]) == {"post"}
+    assert "post" not in paths["/v1/buckets/{name}/objects/{key}"]
+    assert "403" in paths["/v1/files/{file_id}/content"]["get"]["responses"]
     chunk = paths["/v1/uploads/{upload_id}/chunks/{index}"]["put"]
     assert chunk["requestBody"]["required"] is True
     assert set(chunk["requestBody"]["content"]) == {"application/octet-stream"}

@@ -13,6 +13,10 @@ status each must get. The rules (README, "Access and signed URLs"; api/bucket_ac
 
 Writes (PUT = PATCH of the file's metadata, DELETE) use a fresh file per case, and a
 refused write is checked to have changed nothing.
+
+The same for objects (`/v1/buckets/{name}/objects/{key}`) in a public and a private bucket:
+PUT is the object PUT (a signed PUT URL replaces the object once), list is the bucket's
+ListObjectsV2 (readable like the objects), DELETE answers 204.
 """
 
 from __future__ import annotations
@@ -27,9 +31,11 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from api.bucket_access import file_resource
+from api.bucket_access import file_resource, object_resource
 from api.http.signing import Signer
 from tests.system import System, wait_until
+
+OBJECT_SCOPES = ("public", "private")
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -220,3 +226,116 @@ async def test_permission(world: World, scope: str, verb: str, actor: str) -> No
             assert await still_there(w, file_id, "renamed.bin")
         else:
             assert not await still_there(w, file_id)
+
+
+# ---- objects -------------------------------------------------------------------------
+
+
+def expected_object(scope: str, verb: str, actor: str) -> int:
+    """The status `actor` gets for `verb` on an object of the bucket in `scope`."""
+    ok = 204 if verb == "DELETE" else 200
+    if actor in SIGNED:
+        if verb not in ("GET", "HEAD", "PUT"):
+            return 400  # signature parameters mean nothing on this route
+        return 200 if actor == "signed" else 403
+    if actor in ("owner", "admin"):
+        return ok
+    if scope == "public" and verb in ("GET", "HEAD", "list"):
+        return 200
+    return 404 if actor == "other" else 401
+
+
+OBJECT_CASES = [
+    pytest.param(scope, verb, actor, id=f"object-{scope}-{verb}-{actor}")
+    for scope in OBJECT_SCOPES
+    for verb in ("GET", "HEAD", "PUT", "DELETE", "list", "signed-url")
+    for actor in ACTORS
+]
+
+
+def opath(bucket: str, key: str) -> str:
+    return f"/v1/buckets/{bucket}/objects/{key}"
+
+
+async def object_signature(
+    w: World, bucket: str, key: str, verb: str, actor: str
+) -> dict[str, str]:
+    """The signed-URL query parameters `actor` presents for `verb` on the object."""
+    if actor == "signed":
+        method = verb if verb in ("HEAD", "PUT") else "GET"
+        body: dict[str, Any] = {"method": method, "expires_in": 300}
+        async with w.system.client(w.owner) as c:
+            r = await c.post(f"{opath(bucket, key)}/signed-url", json=body)
+        assert r.status_code == 200, r.text
+        return dict(parse_qsl(urlsplit(r.json()["url"]).query))
+    now = int(time.time())
+    resource = object_resource(bucket, key, w.owner)
+    put = {"max_size": 1000, "version": "none"}
+    if actor == "expired":
+        return w.signer.sign("GET", resource, now - 1)
+    if actor == "tampered":
+        return {**w.signer.sign("GET", resource, now + 300), "expires": str(now + 10**6)}
+    # wrong_method: a HEAD-only URL used for GET, a PUT URL for HEAD, a GET URL for PUT.
+    if verb == "HEAD":
+        return w.signer.sign("PUT", resource, now + 300, **put)  # type: ignore[arg-type]
+    return w.signer.sign("GET" if verb == "PUT" else "HEAD", resource, now + 300)
+
+
+async def object_body(w: World, bucket: str, key: str) -> bytes | None:
+    async with w.system.client(w.owner) as c:
+        r = await c.get(opath(bucket, key))
+    return r.content if r.status_code == 200 else None
+
+
+@pytest.mark.parametrize(("scope", "verb", "actor"), OBJECT_CASES)
+async def test_object_permission(world: World, scope: str, verb: str, actor: str) -> None:
+    w = world
+    bucket = w.buckets[scope]
+    assert bucket is not None
+    key = f"m/{verb}-{actor}-{secrets.token_hex(3)}.bin"
+    async with w.system.client(w.owner) as c:
+        assert (await c.put(opath(bucket, key), content=DATA)).status_code == 201
+    query = ""
+    if actor in SIGNED:
+        query = "?" + urlencode(await object_signature(w, bucket, key, verb, actor))
+    want = expected_object(scope, verb, actor)
+    headers = credentials(w, actor)
+    async with httpx.AsyncClient(base_url=w.system.url, headers=headers, timeout=60) as c:
+        if verb in ("GET", "HEAD", "DELETE"):
+            r = await c.request(verb, f"{opath(bucket, key)}{query}")
+        elif verb == "PUT":
+            r = await c.put(f"{opath(bucket, key)}{query}", content=b"replaced")
+        elif verb == "signed-url":
+            body = {"method": "GET", "expires_in": 60}
+            r = await c.post(f"{opath(bucket, key)}/signed-url{query}", json=body)
+        else:  # list
+            if want == 200:
+                # The listing is a read model: wait until the object is in it.
+                async def listed() -> bool:
+                    r = await c.get(f"/v1/buckets/{bucket}/objects", params={"prefix": key})
+                    return r.status_code == 200 and len(r.json()["items"]) == 1
+
+                await wait_until(listed)
+            r = await c.get(f"/v1/buckets/{bucket}/objects{query or '?prefix=' + key}")
+
+    assert r.status_code == want, (r.status_code, r.text[:300])
+    if want >= 400 and verb != "HEAD":
+        body = r.json()
+        assert set(body) == {"error", "request_id"}, body
+        if want == 403:
+            code = {"expired": "signed_url_expired", "wrong_method": "signed_url_wrong_method"}
+            assert body["error"]["code"] == code.get(actor, "signed_url_invalid"), body
+        if want == 404:
+            assert body["error"]["code"] == "bucket_not_found", body
+    if want == 200 and verb == "GET":
+        assert r.content == DATA
+    if want == 200 and verb == "HEAD":
+        assert r.content == b"" and r.headers["content-length"] == str(len(DATA))
+    if want == 200 and verb == "list":
+        assert [o["key"] for o in r.json()["items"]] == [key]
+    if verb in ("PUT", "DELETE"):
+        after = await object_body(w, bucket, key)
+        if want >= 400:
+            assert after == DATA  # a refused write changed nothing
+        else:
+            assert after == (b"replaced" if verb == "PUT" else None)

@@ -24,6 +24,7 @@ from tests.bench import (
     objects,
     pending,
     s3,
+    tasks,
     tus,
     uploads,
 )
@@ -36,6 +37,7 @@ ALL: list[Scenario] = [
     *downloads.SCENARIOS,
     *cli.SCENARIOS,
     *fetches.SCENARIOS,
+    *tasks.SCENARIOS,
     *pending.SCENARIOS,
     *bus.SCENARIOS,
     *events.SCENARIOS,

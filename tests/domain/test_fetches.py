@@ -46,6 +46,22 @@ def requested() -> f.FetchState:
     return st
 
 
+def test_a_key_needs_a_bucket_and_must_be_an_object_key() -> None:
+    for bucket, key, code in [
+        ("default", "k", "key_needs_bucket"),
+        ("bk1", "", "invalid_key"),
+        ("bk1", "a\x00b", "invalid_key"),
+        ("bk1", "x" * 1025, "invalid_key"),
+    ]:
+        with pytest.raises(InvalidInput) as e:
+            f.decide(
+                None, RequestFetch(**kw(), owner="u", url="http://x/a", bucket=bucket, key=key)
+            )
+        assert e.value.code == code
+    st = run(None, RequestFetch(**kw(), owner="u", url="http://x/a", bucket="bk1", key="../k"))
+    assert st is not None and (st.bucket, st.key) == ("bk1", "../k")
+
+
 def test_request_twice_is_one_fetch() -> None:
     st = requested()
     assert f.decide(st, RequestFetch(**kw(), owner="u", url="http://x/a")) == []

@@ -1,29 +1,38 @@
-"""`cairn up` and the `cairn` command as real subprocesses, for the system-level fault tests.
+"""Real subprocesses for the fault tests: start them, SIGKILL them, wait for them.
 
-What a user runs, on free ports and a temporary data dir: the supervisor in its own process
-group (so a test can SIGKILL it as a whole), its output in files (a full pipe would block
-it), and helpers to find every process it is responsible for, including the ones that do
-not descend from it (`pg_ctl` daemonises PostgreSQL) and the ones left behind by a run that
-was SIGKILLed.
+Two ways a fault test runs Cairn in other processes, both here so that no test writes its
+own start/kill/wait code:
+
+- `cairn up` as a user runs it (`start_up`, `Up`, the `runs` fixture), on free ports and a
+  temporary data dir: the supervisor in its own process group (so a test can SIGKILL it as
+  a whole), its output in files (a full pipe would block it), and helpers to find every
+  process it is responsible for, including the ones that do not descend from it (`pg_ctl`
+  daemonises PostgreSQL) and the ones left behind by a run that was SIGKILLed.
+- one kind (`cairn run api|fetcher|tasks|...`) joining an in-process test system
+  (`kind_env`, `start_kind`), to be SIGKILLed alone (`sigkill`) and started again.
+
+And what a client does while a part is down: `send_retrying`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import psutil
 import pytest
 
+from bus.config.settings import Settings
 from bus.run.embedded import EmbeddedPostgres, free_port
 from bus.run.supervisor import TANSU_PID_FILE
 
@@ -33,6 +42,7 @@ BANNER = "Cairn is up."
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 60.0
 CLI = [sys.executable, "-m", "bus.run.cli"]
+RETRY_FOR = 90.0
 
 
 def cairn_env(data_dir: Path) -> dict[str, str]:
@@ -293,3 +303,97 @@ def cleanup(runs: Iterable[Up]) -> None:
                 up.seen[pid].kill()
             except psutil.Error:
                 pass
+
+
+@pytest.fixture
+def runs() -> Iterator[list[Up]]:
+    """The `cairn up` runs a test starts (append each); what they left is taken down after
+    the test (a no-op when the test got to its end and stopped them)."""
+    started: list[Up] = []
+    yield started
+    cleanup(started)
+
+
+def kind_env(settings: Settings, **overrides: str) -> dict[str, str]:
+    """The environment of a `cairn run KIND` that joins the in-process system of `settings`:
+    its database, broker, topics, blob store and token secret, none of the caller's own
+    CAIRN_* variables; `overrides` (CAIRN_* names) last."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
+    env.update(
+        CAIRN_DATA_DIR=str(settings.data_dir),
+        CAIRN_DATABASE_URL=settings.database_url or "",
+        CAIRN_KAFKA_BOOTSTRAP=settings.kafka_bootstrap or "",
+        CAIRN_KAFKA_IDEMPOTENCE="false",  # Tansu has no InitProducerId
+        CAIRN_KAFKA_FETCH_MAX_WAIT_MS="10",
+        CAIRN_KAFKA_PARTITIONS=str(settings.kafka_partitions),
+        CAIRN_TOPIC_PREFIX=settings.topic_prefix,
+        CAIRN_BLOB_STORE=settings.blob_store,
+        CAIRN_JWT_SECRET=settings.resolved_jwt_secret(),
+    )
+    env.update(overrides)
+    return env
+
+
+def start_kind(
+    kind: str, env: dict[str, str], log: Path, *, own_group: bool = False
+) -> subprocess.Popen[bytes]:
+    """`cairn run KIND`, its output appended to `log` (a restart appends to the same log).
+    `own_group`: a session of its own, so that `sigkill(group=True)` reaches its children."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [*CLI, "run", kind],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=own_group,
+        )
+
+
+async def sigkill(proc: subprocess.Popen[bytes], *, group: bool = False) -> None:
+    """SIGKILL `proc` (with `group`, its whole process group) and reap it: no clean-up
+    code of it runs, as in a crash or an OOM kill."""
+    with contextlib.suppress(ProcessLookupError):
+        if group:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.send_signal(signal.SIGKILL)
+    await asyncio.to_thread(proc.wait, STOP_TIMEOUT)
+
+
+async def terminate(procs: Iterable[subprocess.Popen[bytes]]) -> None:
+    """The end of a test: SIGTERM each one still running, and wait for it."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+            await asyncio.to_thread(proc.wait, STOP_TIMEOUT)
+
+
+async def send_retrying(
+    c: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    retry: Callable[[int], bool] = lambda status: status == 503,
+    through_refused: bool = True,
+    retry_for: float = RETRY_FOR,
+    **kw: Any,
+) -> httpx.Response:
+    """What a real client does while a part of Cairn is down: the same request again while
+    the answer's status is one to `retry` (503: bus or database unavailable, actors still
+    joining) and, with `through_refused`, while the connection fails; a test failure after
+    `retry_for` seconds."""
+    deadline = time.monotonic() + retry_for
+    last = "no answer"
+    while True:
+        try:
+            r = await c.request(method, url, **kw)
+            if not retry(r.status_code):
+                return r
+            last = f"{r.status_code} {r.text[:200]}"
+        except httpx.TransportError as e:
+            if not through_refused:
+                raise
+            last = f"{type(e).__name__}: {e}"
+        if time.monotonic() > deadline:
+            pytest.fail(f"{method} {url} still failing after {retry_for}s: {last}")
+        await asyncio.sleep(0.2)

@@ -10,15 +10,12 @@ answered again is printed (`-s` shows it).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import httpx
@@ -26,34 +23,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bus.kafka.clients import AGGREGATES
-from tests.faults.proc import Up, alive, cairn_env, cleanup, cli, poll, start_up, tansu_pid
+from tests.faults.proc import Up, alive, cairn_env, cli, poll, send_retrying, start_up, tansu_pid
 
 CHUNK = 256 * 1024
 N_CHUNKS = 8
 BEFORE = range(0, 3)  # acknowledged before the kill
-RETRY_FOR = 90.0
-
-
-@pytest.fixture
-def runs() -> Iterator[list[Up]]:
-    started: list[Up] = []
-    yield started
-    cleanup(started)
-
-
-async def send(c: httpx.AsyncClient, method: str, url: str, **kw: Any) -> httpx.Response:
-    """A real client: retries 503 (and a connection refused) until the bus is back."""
-    deadline = time.monotonic() + RETRY_FOR
-    while True:
-        try:
-            r = await c.request(method, url, **kw)
-            if r.status_code != 503:
-                return r
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"{method} {url} still failing after {RETRY_FOR}s")
-        await asyncio.sleep(0.2)
 
 
 async def _topic_event_ids(bootstrap: str, topics: list[str]) -> set[str]:
@@ -100,7 +74,7 @@ async def test_broker_killed_mid_upload_is_restarted_and_nothing_is_lost(
 
     async with httpx.AsyncClient(base_url=up.url, headers=auth, timeout=60) as c:
         assert (await c.get("/ready")).status_code == 200
-        r = await send(
+        r = await send_retrying(
             c,
             "POST",
             "/v1/uploads",
@@ -109,7 +83,7 @@ async def test_broker_killed_mid_upload_is_restarted_and_nothing_is_lost(
         assert r.status_code == 201, r.text
         uid = r.json()["id"]
         for i in BEFORE:
-            r = await send(c, "PUT", f"/v1/uploads/{uid}/chunks/{i}", content=parts[i])
+            r = await send_retrying(c, "PUT", f"/v1/uploads/{uid}/chunks/{i}", content=parts[i])
             assert r.status_code == 201, r.text
 
         broker = tansu_pid(up.data_dir)
@@ -125,16 +99,16 @@ async def test_broker_killed_mid_upload_is_restarted_and_nothing_is_lost(
 
         # The upload goes on: the next chunk is answered once commands flow again.
         i = BEFORE[-1] + 1
-        r = await send(c, "PUT", f"/v1/uploads/{uid}/chunks/{i}", content=parts[i])
+        r = await send_retrying(c, "PUT", f"/v1/uploads/{uid}/chunks/{i}", content=parts[i])
         # 200: an earlier attempt that got 503 (no answer in time) was applied after all.
         assert r.status_code in (200, 201), r.text
         flowing_after = time.monotonic() - killed_at
         new_broker = tansu_pid(up.data_dir)
         assert new_broker is not None and new_broker != broker and alive(new_broker)
         for i in range(BEFORE[-1] + 2, N_CHUNKS):
-            r = await send(c, "PUT", f"/v1/uploads/{uid}/chunks/{i}", content=parts[i])
+            r = await send_retrying(c, "PUT", f"/v1/uploads/{uid}/chunks/{i}", content=parts[i])
             assert r.status_code in (200, 201), r.text
-        r = await send(c, "POST", f"/v1/uploads/{uid}/complete")
+        r = await send_retrying(c, "POST", f"/v1/uploads/{uid}/complete")
         assert r.status_code == 200, r.text
         file_id = r.json()["file_id"]
         r = await c.get(f"/v1/files/{file_id}/content")

@@ -21,7 +21,6 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ import pytest
 from bus.config.settings import Settings
 from bus.kafka.clients import make_consumer
 from bus.run.supervisor import port_in_use
-from tests.faults.proc import Up, cairn_env, cleanup, cli, describe, poll, start_up
+from tests.faults.proc import Up, cairn_env, cli, describe, poll, start_up
 
 CURL = shutil.which("curl")
 pytestmark = pytest.mark.skipif(CURL is None, reason="curl is not installed (apt-get install curl)")
@@ -115,13 +114,6 @@ def curl_with_json() -> None:
     version = out.split()[1]
     if tuple(int(x) for x in version.split(".")[:2]) < JSON_SINCE:
         pytest.skip(f"curl {version} has no --json (needs 7.82 or later)")
-
-
-@pytest.fixture
-def runs() -> Iterator[list[Up]]:
-    started: list[Up] = []
-    yield started
-    cleanup(started)  # a no-op when the test got to its end
 
 
 class Curl:

@@ -7,9 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,37 +16,23 @@ import pytest
 
 from bus.config.settings import Settings
 from tests.api.origins import origin_server
+from tests.faults.proc import kind_env, sigkill, start_kind, terminate
 from tests.system import start_system, wait_until
 
 KINDS = ("api", "actors", "relay", "projector", "handlers")
 
 
 def fetcher_process(settings: Settings, log: Path, **extra: str) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
-    env.update(
-        CAIRN_DATA_DIR=str(settings.data_dir),
-        CAIRN_DATABASE_URL=settings.database_url or "",
-        CAIRN_KAFKA_BOOTSTRAP=settings.kafka_bootstrap or "",
-        CAIRN_KAFKA_IDEMPOTENCE="false",
-        CAIRN_KAFKA_FETCH_MAX_WAIT_MS="10",
-        CAIRN_KAFKA_PARTITIONS=str(settings.kafka_partitions),
-        CAIRN_TOPIC_PREFIX=settings.topic_prefix,
-        CAIRN_BLOB_STORE=settings.blob_store,
-        CAIRN_JWT_SECRET=settings.resolved_jwt_secret(),
+    env = kind_env(
+        settings,
         CAIRN_FETCH_ALLOW_PRIVATE="true",
         CAIRN_FETCH_LEASE="3",
         CAIRN_FETCH_CHUNK_BYTES="16K",
         CAIRN_LOG_LEVEL="info",
         CAIRN_LOG_JSON="false",
+        **extra,
     )
-    env.update(extra)
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "bus.run.cli", "run", "fetcher"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    return start_kind("fetcher", env, log)
 
 
 @pytest.mark.timeout(240)
@@ -75,8 +59,7 @@ async def test_sigkill_mid_transfer_resumes_from_the_last_durable_byte(
 
             before = await wait_until(recorded, timeout=120)
             assert before["status"] == "IN_PROGRESS"
-            proc.send_signal(signal.SIGKILL)
-            await asyncio.to_thread(proc.wait, 30)
+            await sigkill(proc)
             await asyncio.wait_for(o.disconnected.wait(), 30)  # the dead worker's socket closed
             durable = (await c.get(f"/v1/fetches/{fid}")).json()["bytes"]
             assert durable >= before["bytes"] > 0
@@ -101,9 +84,7 @@ async def test_sigkill_mid_transfer_resumes_from_the_last_durable_byte(
 
             assert await wait_until(content) == o.data
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            await asyncio.to_thread(proc.wait, 30)
+        await terminate([proc])
         await system.shutdown()
 
 
@@ -134,8 +115,7 @@ async def test_sigkill_mid_segmented_transfer_resumes_every_segment_where_it_sto
                 return body if len(segs) == 4 and all(g["bytes"] > 0 for g in segs) else None
 
             await wait_until(every_segment_holds_bytes, timeout=120)
-            proc.send_signal(signal.SIGKILL)
-            await asyncio.to_thread(proc.wait, 30)
+            await sigkill(proc)
             await asyncio.wait_for(o.disconnected.wait(), 30)
             held = [g["bytes"] for g in (await c.get(f"/v1/fetches/{fid}")).json()["segments"]]
             assert all(0 < h < 200_000 for h in held), held
@@ -163,7 +143,5 @@ async def test_sigkill_mid_segmented_transfer_resumes_every_segment_where_it_sto
 
             assert await wait_until(content) == o.data
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            await asyncio.to_thread(proc.wait, 30)
+        await terminate([proc])
         await system.shutdown()

@@ -10,11 +10,7 @@ when the process is killed."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,6 +19,7 @@ import pytest
 
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
 from bus.store.idempotency import LEASE
+from tests.faults.proc import kind_env, sigkill, start_kind
 from tests.system import System, isolated_system, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -31,36 +28,18 @@ BODY = {"file_name": "crash.bin", "file_size": 3000, "chunk_size": 1000}
 
 
 def _api_env(system: System, port: int, data_dir: Path) -> dict[str, str]:
-    s = system.settings
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
-    env.update(
+    return kind_env(
+        system.settings,
         CAIRN_HOST="127.0.0.1",
         CAIRN_PORT=str(port),
         CAIRN_DATA_DIR=str(data_dir),
-        CAIRN_DATABASE_URL=s.database_url or "",
-        CAIRN_KAFKA_BOOTSTRAP=s.kafka_bootstrap or "",
-        CAIRN_KAFKA_IDEMPOTENCE="false",
-        CAIRN_KAFKA_FETCH_MAX_WAIT_MS="10",
-        CAIRN_KAFKA_PARTITIONS=str(s.kafka_partitions),
-        CAIRN_TOPIC_PREFIX=s.topic_prefix,
-        CAIRN_BLOB_STORE=s.blob_store,
-        CAIRN_JWT_SECRET=s.jwt_secret or "",
         CAIRN_COMMAND_TIMEOUT="60",
         CAIRN_LOG_LEVEL="warning",
     )
-    return env
 
 
 async def _start_api(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    out = log.open("ab")
-    proc = await asyncio.to_thread(
-        subprocess.Popen,
-        [sys.executable, "-m", "bus.run.cli", "run", "api"],
-        env=env,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    proc = await asyncio.to_thread(start_kind, "api", env, log, own_group=True)
     url = f"http://127.0.0.1:{env['CAIRN_PORT']}/health"
 
     async def healthy() -> bool:
@@ -73,12 +52,6 @@ async def _start_api(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
 
     await wait_until(healthy, timeout=60, interval=0.1)
     return proc
-
-
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 async def _crash_mid_create(
@@ -102,7 +75,7 @@ async def _crash_mid_create(
             )
 
         await wait_until(claimed)
-        _kill(proc)
+        await sigkill(proc, group=True)
         with pytest.raises(httpx.TransportError):
             await pending  # the client never got an answer
     system.start("actors")
@@ -181,4 +154,4 @@ async def test_a_create_cut_off_by_a_crash_is_retried_with_its_key(
             for who in ("crash-a", "crash-b"):
                 assert len(await _uploads_of(system, who)) == 1
         finally:
-            _kill(proc)
+            await sigkill(proc, group=True)

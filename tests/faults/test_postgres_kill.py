@@ -7,41 +7,20 @@ without restarting Cairn.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.faults.proc import Up, cairn_env, cleanup, cli, poll, postgres_pids, start_up
-
-RETRY_FOR = 90.0
-
-
-@pytest.fixture
-def runs() -> Iterator[list[Up]]:
-    started: list[Up] = []
-    yield started
-    cleanup(started)
+from tests.faults.proc import Up, cairn_env, cli, poll, postgres_pids, send_retrying, start_up
 
 
 async def send(c: httpx.AsyncClient, method: str, url: str, **kw: Any) -> httpx.Response:
-    deadline = time.monotonic() + RETRY_FOR
-    while True:
-        try:
-            r = await c.request(method, url, **kw)
-            if r.status_code < 500:
-                return r
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"{method} {url} still failing after {RETRY_FOR}s")
-        await asyncio.sleep(0.2)
+    """Any 5xx is retried: the database's outage may surface as more than 503."""
+    return await send_retrying(c, method, url, retry=lambda status: status >= 500, **kw)
 
 
 @pytest.mark.timeout(300)

@@ -29,7 +29,7 @@ import hashlib
 import json
 import os
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +42,11 @@ from bus.store.eventstore import NOTIFY_CHANNEL
 from tests.faults.proc import (
     Up,
     cairn_env,
-    cleanup,
     cli,
     describe,
     listener_pid,
     poll,
+    send_retrying,
     start_up,
 )
 
@@ -57,24 +57,12 @@ BEFORE = range(0, 4)  # acknowledged one by one before the kill
 RACING = range(4, 9)  # whole bodies sent concurrently, racing the kill
 HELD = range(9, 11)  # half of the body sent when the kill comes
 NEVER = range(11, 13)  # not sent before the kill at all
-RETRY_FOR = 90.0
-
-
-@pytest.fixture
-def runs() -> Iterator[list[Up]]:
-    started: list[Up] = []
-    yield started
-    cleanup(started)  # a no-op when the test got to its end
 
 
 async def send(c: httpx.AsyncClient, method: str, url: str, **kw: Any) -> httpx.Response:
-    """What a real client does: retry on 503 (bus unavailable, actors still joining)."""
-    deadline = asyncio.get_running_loop().time() + RETRY_FOR
-    while True:
-        r = await c.request(method, url, **kw)
-        if r.status_code != 503 or asyncio.get_running_loop().time() > deadline:
-            return r
-        await asyncio.sleep(0.5)
+    """What a real client does: retry on 503 (bus unavailable, actors still joining); a
+    refused connection is an answer here (the run is up whenever this is called)."""
+    return await send_retrying(c, method, url, through_refused=False, **kw)
 
 
 async def held_body(part: bytes, sent: asyncio.Event, go_on: asyncio.Event) -> AsyncIterator[bytes]:

@@ -4,12 +4,9 @@ result file (compress) and every member created exactly once (extract)."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import os
-import signal
 import subprocess
-import sys
 import zipfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,35 +20,21 @@ import pytest
 from bus.config.settings import Settings
 from domain.tasks.ids import item_file_id, result_file_id
 from tests.api.tasks_helpers import clone_files, finished, start, upload
+from tests.faults.proc import kind_env, sigkill, start_kind, terminate
 from tests.system import System, start_system, wait_until
 
 KINDS = ("api", "actors", "relay", "projector", "handlers")
 
 
 def worker_process(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
-    env.update(
-        CAIRN_DATA_DIR=str(settings.data_dir),
-        CAIRN_DATABASE_URL=settings.database_url or "",
-        CAIRN_KAFKA_BOOTSTRAP=settings.kafka_bootstrap or "",
-        CAIRN_KAFKA_IDEMPOTENCE="false",
-        CAIRN_KAFKA_FETCH_MAX_WAIT_MS="10",
-        CAIRN_KAFKA_PARTITIONS=str(settings.kafka_partitions),
-        CAIRN_TOPIC_PREFIX=settings.topic_prefix,
-        CAIRN_BLOB_STORE=settings.blob_store,
-        CAIRN_JWT_SECRET=settings.resolved_jwt_secret(),
+    env = kind_env(
+        settings,
         CAIRN_TASK_LEASE_SECONDS="3",
         CAIRN_DEFAULT_CHUNK_BYTES="1048576",
         CAIRN_LOG_LEVEL="info",
         CAIRN_LOG_JSON="false",
     )
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "bus.run.cli", "run", "tasks"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    return start_kind("tasks", env, log)
 
 
 @asynccontextmanager
@@ -64,10 +47,7 @@ async def killable(
     try:
         yield system, procs, log
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-                await asyncio.to_thread(p.wait, 30)
+        await terminate(procs)
         await system.shutdown()
 
 
@@ -82,8 +62,7 @@ async def kill_when(
         before = await wait_until(progressed, timeout=120)
     except TimeoutError:
         raise AssertionError((await c.get(f"/v1/tasks/{tid}")).json()) from None
-    procs[0].send_signal(signal.SIGKILL)
-    await asyncio.to_thread(procs[0].wait, 30)
+    await sigkill(procs[0])
     return before  # type: ignore[no-any-return]
 
 

@@ -10,20 +10,12 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.faults.proc import Up, cairn_env, cleanup, cli, poll, start_up
-
-
-@pytest.fixture
-def runs() -> Iterator[list[Up]]:
-    started: list[Up] = []
-    yield started
-    cleanup(started)
+from tests.faults.proc import Up, cairn_env, cli, poll, start_up
 
 
 def sample(text: str, name: str, **labels: str) -> float | None:

@@ -13,21 +13,13 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.faults.proc import CLI, STOP_TIMEOUT, Up, cairn_env, cleanup, poll
+from tests.faults.proc import CLI, STOP_TIMEOUT, Up, cairn_env, poll
 
 pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture
-def runs() -> Iterator[list[Up]]:
-    started: list[Up] = []
-    yield started
-    cleanup(started)
 
 
 def _start(tmp_path: Path, runs: list[Up], argv: list[str], name: str) -> Up:

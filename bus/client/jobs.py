@@ -1,0 +1,60 @@
+"""What the CLI does alike for every kind of server-side job (URL fetches, tasks): list a
+page of them and send one of the controls (`pause`, `resume`, `cancel`, `retry`).
+
+Both are the same HTTP shape whatever the job (`GET <path>?limit&offset&filters`,
+`POST <path>/<id>/<action>` answering the job's id and status), so each job's module
+(bus/client/fetches.py, tasks.py) says only its path, its noun, its filters and how it
+prints a row.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable
+from typing import Any
+
+from bus.client.http import json_of, open_client
+from bus.client.output import Output
+
+
+def add_ls(sub: Any, add: Any, run: Any, help: str, *filters: str) -> Any:
+    """The `ls` subcommand: `--limit`, `--offset` and one `--<filter>` per filter."""
+    p = add(sub, "ls", run, help)
+    for name in filters:
+        p.add_argument(f"--{name}", default=None)
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--offset", type=int, default=0)
+    return p
+
+
+def page(target: Any, path: str, args: argparse.Namespace, *filters: str) -> dict[str, Any]:
+    """One page of the caller's jobs at `path`, with the filters given on the command line."""
+    params: dict[str, Any] = {"limit": args.limit, "offset": args.offset}
+    for name in filters:
+        if getattr(args, name):
+            params[name] = getattr(args, name)
+    with open_client(target) as client:
+        result: dict[str, Any] = json_of(client.get(path, params=params))
+    return result
+
+
+def add_controls(
+    sub: Any, add: Any, noun: str, path: str, actions: Iterable[str], help: str = ""
+) -> None:
+    """One subcommand per control in `actions`, each taking the job's id."""
+    for action in actions:
+        p = add(sub, action, _control(noun, path, action), f"{action} a {noun}{help}")
+        p.add_argument("id", metavar=f"{noun.upper()}_ID")
+
+
+def _control(noun: str, path: str, action: str) -> Any:
+    def run(args: argparse.Namespace, out: Output, target: Any) -> int:
+        with open_client(target) as client:
+            result = json_of(client.post(f"{path}/{args.id}/{action}"))
+        if out.as_json:
+            out.emit(result)
+        else:
+            out.note(f"{noun} {result.get('id', args.id)} {result.get('status')}")
+        return 0
+
+    return run

@@ -1,0 +1,162 @@
+"""Tasks and bucket objects, end to end: extract into a bucket makes each member the object
+`prefix + member path` (read back through the objects API), refusing a taken key unless
+`overwrite`; compress of a bucket + prefix archives objects under their keys, so compress
+then extract gives back the same keys and bytes."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
+from domain.files.keys import object_file_id
+from tests.api.tasks_helpers import bucket, count_events, finished, start, upload, user
+from tests.system import System, isolated_system, wait_until
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+CONTENT = {
+    "a.txt": b"hello " * 5000,
+    "dir/ünï.bin": bytes(range(256)) * 700,
+    "dir/sub/empty": b"",
+}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def sys_(
+    pg_server: EmbeddedPostgres, kafka_server: EmbeddedKafka, template_url: str
+) -> AsyncIterator[System]:
+    async with isolated_system(
+        pg_server.url, kafka_server.bootstrap, default_chunk_size=64 * 1024
+    ) as s:
+        yield s
+
+
+def a_zip(content: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in content.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+async def extract(c: httpx.AsyncClient, archive: str, **params: Any) -> dict[str, Any]:
+    tid = await start(c, {"type": "extract", "params": {"file": archive, **params}})
+    return await finished(c, tid)
+
+
+async def objects(c: httpx.AsyncClient, b: str, keys: list[str]) -> dict[str, bytes]:
+    out = {}
+    for key in keys:
+        r = await c.get(f"/v1/buckets/{b}/objects/{key}")
+        assert r.status_code == 200, (key, r.text)
+        out[key] = r.content
+    return out
+
+
+async def test_extract_into_a_bucket_makes_objects_keyed_by_path(sys_: System) -> None:
+    async with sys_.client(user()) as c:
+        b = await bucket(c)
+        archive = await upload(c, a_zip(CONTENT), "a.zip")
+        t = await extract(c, archive, output={"bucket": b, "prefix": "in/"})
+        assert t["status"] == "COMPLETED", t["error"]
+        keys = [f"in/{p}" for p in CONTENT]
+        assert [r["key"] for r in t["results"]] == keys
+        assert [r["result"] for r in t["results"]] == [object_file_id(b, k) for k in keys]
+        assert await objects(c, b, keys) == dict(zip(keys, CONTENT.values(), strict=True))
+        meta = (await c.get(f"/v1/files/{object_file_id(b, 'in/a.txt')}")).json()
+        assert meta["metadata"]["archive_path"] == "a.txt"
+        assert meta["content_type"] == "text/plain"
+
+        # The keys are taken now: again without overwrite fails before writing anything.
+        async def listed() -> bool:
+            r = await c.get(f"/v1/buckets/{b}/objects", params={"prefix": "in/"})
+            return (
+                r.status_code == 200
+                and len(r.json().get("contents", r.json().get("items", []))) == 3
+            )
+
+        await wait_until(listed)
+        changed = a_zip({p: b"v2 " + d for p, d in CONTENT.items()})
+        archive2 = await upload(c, changed, "b.zip")
+        t = await extract(c, archive2, output={"bucket": b, "prefix": "in/"})
+        assert t["status"] == "FAILED" and t["error"]["code"] == "target_exists", t
+        assert t["error"]["details"]["names"] == sorted(keys)
+        streams = [f"file-{object_file_id(b, k)}" for k in keys]
+        assert await count_events(sys_.pool, "FileReplaced", streams) == 0
+        assert (await objects(c, b, ["in/a.txt"]))["in/a.txt"] == CONTENT["a.txt"]
+
+        t = await extract(c, archive2, output={"bucket": b, "prefix": "in/"}, overwrite=True)
+        assert t["status"] == "COMPLETED", t["error"]
+        assert all(r["replaced"] == [r["result"]] for r in t["results"])
+        got = await objects(c, b, keys)
+        assert got == {f"in/{p}": b"v2 " + d for p, d in CONTENT.items()}
+        assert await count_events(sys_.pool, "FileReplaced", streams) == 3
+
+
+async def test_compress_objects_by_prefix_then_extract_round_trips_keys(sys_: System) -> None:
+    async with sys_.client(user()) as c:
+        b = await bucket(c)
+        for path, data in CONTENT.items():
+            r = await c.put(f"/v1/buckets/{b}/objects/src/{path}", content=data)
+            assert r.status_code in (200, 201), r.text
+        r = await c.put(f"/v1/buckets/{b}/objects/other/x.txt", content=b"not this one")
+        assert r.status_code in (200, 201), r.text
+
+        async def projected() -> bool:
+            r = await c.get("/v1/files", params={"bucket": b})
+            return bool(r.json()["total"] == 4)
+
+        await wait_until(projected)
+        for fmt in ("zip", "tar.gz"):
+            tid = await start(
+                c,
+                {
+                    "type": "compress",
+                    "params": {
+                        "bucket": b,
+                        "prefix": "src/",
+                        "format": fmt,
+                        "output": {"file_name": f"objs.{fmt}"},
+                    },
+                },
+            )
+            t = await finished(c, tid)
+            assert t["status"] == "COMPLETED", t["error"]
+            assert sorted(r["result"] for r in t["results"]) == sorted(f"src/{p}" for p in CONTENT)
+            back = await extract(
+                c, t["result_file_ids"][0], output={"bucket": b, "prefix": f"{fmt}/"}
+            )
+            assert back["status"] == "COMPLETED", back["error"]
+            keys = [f"{fmt}/src/{p}" for p in CONTENT]
+            assert sorted(r["key"] for r in back["results"]) == sorted(keys)
+            got = await objects(c, b, keys)
+            assert got == {f"{fmt}/src/{p}": d for p, d in CONTENT.items()}
+
+
+async def test_bad_output_prefix_and_unsafe_members_into_a_bucket(sys_: System) -> None:
+    async with sys_.client(user()) as c:
+        b = await bucket(c)
+        archive = await upload(c, a_zip({"ok.txt": b"x"}), "ok.zip")
+        r = await c.post(
+            "/v1/tasks",
+            json={"type": "extract", "params": {"file": archive, "output": {"prefix": "a/"}}},
+        )
+        assert (
+            r.status_code == 400 and r.json()["error"]["details"]["field"] == "params.output.prefix"
+        )
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            z.writestr("ok.txt", b"fine")
+            z.writestr("../evil.txt", b"escape")
+        slip = await upload(c, buf.getvalue(), "slip.zip")
+        t = await extract(c, slip, output={"bucket": b, "prefix": "p/"})
+        assert t["status"] == "FAILED" and t["error"]["code"] == "unsafe_member", t
+        made = [f"file-{object_file_id(b, k)}" for k in ("p/ok.txt", "p/../evil.txt")]
+        assert await count_events(sys_.pool, "FileCreated", made) == 0

@@ -1,0 +1,212 @@
+"""tasks.archive: Cairn's compress and extract tasks next to the `zip`, `tar` and `unzip`
+CLIs on the very same bytes, in the same run.
+
+N files of random bytes (full: 1,000 files of 1 MiB, as issue 11 asks; quick: 40 of
+256 KiB) are written to a directory and uploaded to Cairn once (untimed). Each run then:
+- compress, zip, level 0: a `compress` task over the N files (POST to COMPLETED, polled
+  every 20 ms) vs `zip -r -0 -q` of the directory;
+- compress, tar.gz: the same task with `format: tar.gz` (gzip level 6) vs `tar czf`;
+- extract: an `extract` task of Cairn's zip (each member becomes a file) vs `unzip -q` of
+  that same archive, downloaded once, into a fresh directory.
+Throughput is the N files' bytes over the time. Cairn's times include its pick-up
+(an idle worker looks for tasks every CAIRN_TASK_POLL_INTERVAL, 0.5 s) and its durability
+(every chunk and event is fsynced; the CLIs' output sits in the page cache). The task
+worker's peak RSS during the tasks is noted: streamed, it should not grow with the bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.bench import client as native
+from tests.bench.core import GiB, KiB, MiB, Result, Row, Scenario, human_bytes, mb_per_s
+from tests.bench.runner import Bench, add_cpu, cpu_note
+
+TIMEOUT = 900.0
+POLL = 0.02
+
+
+def _shape(bench: Bench) -> tuple[int, int]:
+    """(files, bytes each)."""
+    return (40, 256 * KiB) if bench.scale.name == "quick" else (1000, 1 * MiB)
+
+
+def _write_files(into: Path, n: int, size: int) -> list[Path]:
+    into.mkdir(exist_ok=True)
+    out = []
+    for i in range(n):
+        p = into / f"f{i:05d}.bin"
+        if not p.exists() or p.stat().st_size != size:
+            p.write_bytes(os.urandom(size))
+        out.append(p)
+    return out
+
+
+async def _run_cli(*args: str, cwd: Path | None = None) -> float:
+    t0 = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        *args, cwd=cwd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+    took = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{args[0]} exited {proc.returncode}: {err.decode()[-300:]}")
+    return took
+
+
+async def _task(c: httpx.AsyncClient, body: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+    t0 = time.perf_counter()
+    r = await c.post("/v1/tasks", json=body)
+    if r.status_code != 202:
+        raise RuntimeError(f"POST /v1/tasks: {r.status_code} {r.text[:300]}")
+    tid = r.json()["id"]
+    async with asyncio.timeout(TIMEOUT):
+        while True:
+            t: dict[str, Any] = (await c.get(f"/v1/tasks/{tid}")).json()
+            if t["status"] == "COMPLETED":
+                return time.perf_counter() - t0, t
+            if t["status"] in ("FAILED", "CANCELLED"):
+                raise RuntimeError(f"task {tid} {t['status']}: {t['error']}")
+            await asyncio.sleep(POLL)  # polling the task, as a client does
+
+
+async def _upload_all(bench: Bench, files: list[Path]) -> list[str]:
+    sem = asyncio.Semaphore(8)
+    async with bench.cairn_client() as c:
+
+        async def one(p: Path) -> str:
+            async with sem:
+                return (await native.native_upload(c, p, name=p.name)).file_id
+
+        return list(await asyncio.gather(*(one(p) for p in files)))
+
+
+async def archive(bench: Bench, res: Result) -> None:
+    assert bench.cairn is not None
+    n, size = _shape(bench)
+    total = n * size
+    src = bench.work / "tasks-src"
+    files = await asyncio.to_thread(_write_files, src, n, size)
+    ids = await _upload_all(bench, files)
+    have_zip, have_unzip = shutil.which("zip"), shutil.which("unzip")
+    zip_c, zip_b, tgz_c, tgz_b, ext_c, ext_b = [], [], [], [], [], []
+    cpu: dict[str, float] = {}
+    peak = 0
+    moved = 0
+    out = bench.work / "tasks-out"
+    async with httpx.AsyncClient(
+        base_url=bench.cairn.url, headers=bench.cairn.headers, timeout=120
+    ) as c:
+        for i, warmup in bench.iterations():
+            for fmt, into, base, cli in (
+                ("zip", zip_c, zip_b, ["zip", "-r", "-0", "-q", str(out / "cli.zip"), "."]),
+                ("tar.gz", tgz_c, tgz_b, ["tar", "czf", str(out / "cli.tgz"), "."]),
+            ):
+                body = {
+                    "type": "compress",
+                    "params": {"files": ids, "format": fmt, "output": {"file_name": f"r{i}.{fmt}"}},
+                }
+                if fmt == "zip":
+                    body["params"]["level"] = 0
+                await bench.settle()
+                with bench.window() as w:
+                    took, t = await _task(c, body)
+                if not warmup:
+                    into.append(mb_per_s(total, took))
+                    add_cpu(cpu, w)
+                    moved += total
+                    if w is not None:
+                        peak = max(peak, w.peak.get("tasks", 0))
+                if fmt == "zip":
+                    archive_id = t["result_file_ids"][0]
+                if cli[0] == "zip" and not have_zip:
+                    continue
+                shutil.rmtree(out, ignore_errors=True)
+                out.mkdir()
+                await bench.settle()
+                took = await _run_cli(*cli, cwd=src)
+                if not warmup:
+                    base.append(mb_per_s(total, took))
+            # extract Cairn's zip, in Cairn and with unzip
+            await bench.settle()
+            with bench.window() as w:
+                took, t = await _task(
+                    c,
+                    {
+                        "type": "extract",
+                        "params": {"file": archive_id, "output": {"prefix": f"x{i}-"}},
+                    },
+                )
+            if t["progress"]["items_done"] != n:
+                raise AssertionError(f"extract made {t['progress']['items_done']} of {n} files")
+            if not warmup:
+                ext_c.append(mb_per_s(total, took))
+                add_cpu(cpu, w)
+                moved += total
+                if w is not None:
+                    peak = max(peak, w.peak.get("tasks", 0))
+            if have_unzip:
+                local = bench.work / "tasks-cairn.zip"
+                async with c.stream("GET", f"/v1/files/{archive_id}/content") as r:
+                    r.raise_for_status()
+                    with local.open("wb") as f:
+                        async for piece in r.aiter_bytes():
+                            f.write(piece)
+                if warmup:
+                    with zipfile.ZipFile(local) as z:
+                        if len(z.namelist()) != n or z.testzip() is not None:
+                            raise AssertionError("Cairn's zip does not read back whole")
+                shutil.rmtree(out, ignore_errors=True)
+                out.mkdir()
+                await bench.settle()
+                took = await _run_cli("unzip", "-q", str(local), "-d", str(out))
+                if not warmup:
+                    ext_b.append(mb_per_s(total, took))
+    missing = "not installed (apt-get install zip unzip)"
+    res.rows += [
+        Row(
+            "compress, zip stored (level 0)",
+            "MB/s",
+            zip_c,
+            "zip -r -0",
+            zip_b or None,
+            None if have_zip else f"zip {missing}",
+        ),
+        Row("compress, tar.gz (gzip 6)", "MB/s", tgz_c, "tar czf", tgz_b or None),
+        Row(
+            "extract of that zip",
+            "MB/s",
+            ext_c,
+            "unzip",
+            ext_b or None,
+            None if have_unzip else f"unzip {missing}",
+        ),
+    ]
+    res.notes.append(
+        f"{n} files of {human_bytes(size)} ({human_bytes(total)}); Cairn from POST /v1/tasks "
+        "to COMPLETED (includes the worker's pick-up, up to CAIRN_TASK_POLL_INTERVAL, and "
+        "fsynced chunks and events); the CLIs write to the page cache"
+    )
+    if moved:
+        res.notes.append(
+            cpu_note({k: v * GiB / moved for k, v in cpu.items()}, "per GiB through a task")
+        )
+    if peak:
+        res.notes.append(f"task worker peak RSS during the tasks: {peak / 2**20:.0f} MiB")
+
+
+SCENARIOS = [
+    Scenario(
+        "tasks.archive",
+        "compress (zip, tar.gz) and extract tasks vs zip -r -0, tar czf and unzip",
+        archive,
+    ),
+]
