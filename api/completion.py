@@ -32,8 +32,13 @@ async def finish_upload(
     *,
     caller: str,
     admin: bool = False,
+    digest: str | None = None,
 ) -> UploadState:
     """Complete `state`'s upload (unless it already is) and create its file.
+
+    `digest`: the sha256 of the assembled bytes when the caller already has it (tus hashes
+    a stream upload's bytes as they arrive, in order); None to hash them here from the blob
+    store.
 
     Returns the upload as recorded afterwards (its `file_id` names the file). Raises the
     domain's refusal if the upload cannot be completed (bytes or chunks missing, aborted,
@@ -41,11 +46,12 @@ async def finish_upload(
     upload_id = state.id
     if state.status != UploadStatus.COMPLETED:
         # Hash only what can complete: for anything else the domain's refusal says why.
-        digest = (
-            await hash_manifest(c.blobs, [(p["sha256"], p["size"]) for p in state.manifest()])
-            if state.all_received
-            else ""
-        )
+        if not state.all_received:
+            digest = ""
+        elif digest is None:
+            digest = await hash_manifest(
+                c.blobs, [(p["sha256"], p["size"]) for p in state.manifest()]
+            )
         await c.send(
             request, policies.complete(state, digest, caller=caller, admin=admin, at=now())
         )

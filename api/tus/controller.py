@@ -21,11 +21,14 @@ whole body is verified: the pieces are still stored as they arrive, but appended
 after the digest matched (on a mismatch they are left to the blob collector, unreferenced).
 
 Piece sizes: an upload holds at most MAX_PIECES pieces (its manifest travels in single bus
-messages), so pieces grow with the offset where they start: 1 MiB for the first ~2 GiB,
-then offset / PIECE_GROWTH, up to MAX_PIECE (64 MiB, reached at 128 GiB). About 25,000
-pieces then reach 1 TiB, leaving room for the short tail piece each PATCH may end with, and
-Tus-Max-Size is CAIRN_MAX_UPLOAD_BYTES (1 TiB by default). A piece is held in memory while
-it fills (at most two per PATCH: one filling, one being stored).
+messages), so pieces grow with the offset where they start: CAIRN_TUS_PIECE_BYTES (8 MiB by
+default, at least 1 MiB) until offset / PIECE_GROWTH is larger, up to MAX_PIECE (64 MiB,
+reached at 128 GiB). At most about 25,000 pieces then reach 1 TiB, leaving room for the
+short tail piece each PATCH may end with, and Tus-Max-Size is CAIRN_MAX_UPLOAD_BYTES (1 TiB
+by default). A piece is held in memory while it fills (at most two per PATCH: one filling,
+one being stored). The piece size trades that memory against fsyncs: every piece costs a
+file and a directory fsync (bus/blobs/local.py), so 1 MiB pieces made a 1 GiB upload wait
+for about 2,000 fsyncs, 8 MiB pieces for about 250.
 
 Two PATCHes racing on one upload both append at the offset they were given; the domain
 accepts the first and refuses the other (409): each request appends its pieces strictly in
@@ -34,6 +37,9 @@ order, and stops at its first refusal, so the bytes never interleave.
 Completion: when an upload reaches its length (end of a PATCH, creation with length 0, a
 final concatenation) it is finished into a file right away (api/completion.py), exactly as the
 native API's `complete` does; the files handler does the same if this process dies first.
+The file's sha256 comes from the running digest of the bytes as they arrived
+(RUNNING_DIGESTS) when every byte came through this process in order; otherwise (a PATCH
+served by another process, a restart, a final concatenation) the stored bytes are hashed.
 
 Locations: without CAIRN_TRUST_PROXY the Location is a path (tus allows relative URLs), so
 nothing a client controls (Host, X-Forwarded-*) ends up in it; with it, an absolute URL
@@ -75,6 +81,7 @@ from api.http.trailers import TRAILERS_EXTENSION
 from api.limits import check_quota, limiter
 from api.openapi import SECURED, raw_body
 from bus.actors.commandbus import BusUnavailable
+from bus.aio import BoundedLRU
 from bus.config.logs import get_logger
 from bus.config.settings import Settings
 from domain.commands import AbortUpload, AppendBytes, DeclareLength, ExpireUpload, InitiateUpload
@@ -120,31 +127,39 @@ MAX_PIECES_PER_COMMIT = 2048
 # request size limit (4 MiB, about 45k pieces of ~90 bytes): past it a command fails and an
 # event would stall the relay. So an upload holds at most this many pieces.
 MAX_PIECES = MAX_MANIFEST_ENTRIES
+# The running sha256 of stream uploads whose bytes came through this process in order:
+# upload id -> (offset, sha256 state over the upload's bytes [0, offset)). Recorded only
+# after an append that ended at that offset was accepted, so it covers exactly the bytes the
+# upload holds. Completion then needs no second pass over the file (api/completion.py);
+# best effort: when a PATCH went to another process, the entry is missing or behind, and the
+# file is hashed from the blob store as before. Small: one hash state per upload.
+RUNNING_DIGESTS: BoundedLRU[str, tuple[int, Any]] = BoundedLRU(4096)
 
 
-def piece_at(offset: int) -> int:
-    """The size of a piece that starts at `offset` into its upload."""
+def piece_at(offset: int, base: int = PIECE) -> int:
+    """The size of a piece that starts at `offset` into its upload: at least `base`
+    (CAIRN_TUS_PIECE_BYTES), growing with the offset, at most MAX_PIECE."""
     grown = -(-(offset // PIECE_GROWTH) // PIECE) * PIECE  # offset / PIECE_GROWTH, in MiB
-    return min(max(PIECE, grown), MAX_PIECE)
+    return min(max(base, grown), MAX_PIECE)
 
 
-def pieces_between(start: int, end: int) -> int:
+def pieces_between(start: int, end: int, base: int = PIECE) -> int:
     """How many full-size pieces cover bytes [start, end) of an upload (the last may be
     short)."""
     n = 0
     while start < end:
-        start += piece_at(start)
+        start += piece_at(start, base)
         n += 1
     return n
 
 
 @functools.cache
-def reach(max_pieces: int) -> int:
+def reach(max_pieces: int, base: int = PIECE) -> int:
     """The most bytes a tus upload can hold: three quarters of its pieces full-size (about
     1.4 TiB), the rest left for the short tail piece each PATCH may end with."""
     position = 0
     for _ in range(max_pieces * 3 // 4):
-        position += piece_at(position)
+        position += piece_at(position, base)
     return position
 
 
@@ -203,7 +218,7 @@ def tus_middleware(app: ASGIApp) -> ASGIApp:
 def max_size(settings: Settings) -> int:
     """The largest tus upload: CAIRN_MAX_UPLOAD_BYTES, within the manifest's limit (which
     the default 1 TiB is well within)."""
-    return min(settings.max_upload_bytes, reach(MAX_PIECES))
+    return min(settings.max_upload_bytes, reach(MAX_PIECES, settings.tus_piece_bytes))
 
 
 def _discovery_headers(settings: Settings) -> dict[str, str]:
@@ -505,13 +520,23 @@ class Appender:
         self.received = 0
         # Where the piece now filling starts in the upload, and its size.
         self.position = state.offset
-        self.piece = piece_at(self.position)
+        self.base = c.settings.tus_piece_bytes
+        self.piece = piece_at(self.position, self.base)
         self.buf = bytearray()
         self.pending: list[dict[str, Any]] = []  # durable, not yet appended
         self.pending_bytes = 0
         self.storing: asyncio.Future[dict[str, Any]] | None = None
         self.committing: asyncio.Future[None] | None = None
         self.last_commit = time.monotonic()
+        # The upload's running sha256 (see RUNNING_DIGESTS), carried on from where the last
+        # accepted append of this process left it, or started at offset 0; None if neither.
+        # A copy: a racing PATCH in this process may start from the same entry.
+        carried = RUNNING_DIGESTS.get(self.upload_id)
+        if carried is not None and carried[0] == state.offset:
+            self.running: Any = carried[1].copy()
+        else:
+            self.running = hashlib.sha256() if state.offset == 0 else None
+        self.snapshots: dict[int, Any] = {}  # a stored piece's end offset -> digest state there
 
     async def feed(self, data: bytes) -> None:
         if self.received + len(data) > self.limit:
@@ -526,7 +551,7 @@ class Appender:
                 await self._store(bytes(self.buf))
                 self.buf.clear()
                 self.position += self.piece
-                self.piece = piece_at(self.position)
+                self.piece = piece_at(self.position, self.base)
         if self.hasher is None and not self.trailer:
             self._reap()
             if self.committing is None and self._due():
@@ -547,14 +572,26 @@ class Appender:
             raise TooManyPieces
         self.room -= 1
         await self._settle()
-        self.storing = asyncio.ensure_future(self._put(data))
+        self.storing = asyncio.ensure_future(self._put(data, self.position + len(data)))
 
-    async def _put(self, data: bytes) -> dict[str, Any]:
-        if self.hasher is not None:
-            # The digest covers pieces in order: only one _put runs at a time (see _store).
-            await asyncio.to_thread(self.hasher.update, data)
+    async def _put(self, data: bytes, end: int) -> dict[str, Any]:
+        if self.hasher is not None or self.running is not None:
+            # The digests cover pieces in order: only one _put runs at a time (see _store).
+            snapshot = await asyncio.to_thread(self._hash, data)
+            if snapshot is not None:
+                self.snapshots[end] = snapshot
         digest, size = await self.c.blobs.put_stream(_one(data))
         return {"sha256": digest, "size": size}
+
+    def _hash(self, data: bytes) -> Any:
+        """(In a thread.) Feed the checksum and the running digest; return the running
+        digest's state after this piece, or None."""
+        if self.hasher is not None:
+            self.hasher.update(data)
+        if self.running is None:
+            return None
+        self.running.update(data)
+        return self.running.copy()
 
     async def _settle(self) -> None:
         """Wait for the piece in flight; once durable it joins the pending pieces."""
@@ -603,6 +640,16 @@ class Appender:
                 ),
             )
             self.offset += sum(int(p["size"]) for p in batch)
+            self._remember()
+
+    def _remember(self) -> None:
+        """An append ending at `self.offset` was accepted: record the running digest there
+        and forget the states of pieces before it."""
+        snapshot = self.snapshots.pop(self.offset, None)
+        for end in [e for e in self.snapshots if e < self.offset]:
+            del self.snapshots[end]
+        if snapshot is not None:
+            RUNNING_DIGESTS[self.upload_id] = (self.offset, snapshot)
 
     async def commit(self) -> None:
         """Append everything durable, after the append in flight."""
@@ -683,7 +730,9 @@ async def _append_body(
         )
     if (
         declared is not None
-        and len(state.pieces) + pieces_between(state.offset, state.offset + declared) > MAX_PIECES
+        and len(state.pieces)
+        + pieces_between(state.offset, state.offset + declared, c.settings.tus_piece_bytes)
+        > MAX_PIECES
     ):
         raise _too_many_pieces()
     announced = (request.headers.get("trailer") or "").lower()
@@ -756,8 +805,18 @@ async def _finish_if_full(
     state: UploadState | None = await c.load("uploads", f"upload-{upload_id}")
     if state is None or state.partial or not state.all_received:
         return state
+    # The bytes' digest, if they all came through here in order (RUNNING_DIGESTS). A sha256
+    # the client declared is checked against the stored bytes themselves, hashed anew.
+    carried = RUNNING_DIGESTS.pop(upload_id)
+    digest = (
+        carried[1].hexdigest()
+        if carried is not None and carried[0] == state.offset and not state.sha256
+        else None
+    )
     try:
-        return await finish_upload(c, request, state, caller=principal.user, admin=principal.admin)
+        return await finish_upload(
+            c, request, state, caller=principal.user, admin=principal.admin, digest=digest
+        )
     except BusUnavailable as e:
         # The bytes are durable and the files handler completes the upload from its events;
         # the client learns nothing it could act on from a failure here.

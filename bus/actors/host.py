@@ -1,8 +1,9 @@
 """The actor host: applies commands to aggregates, one writer per aggregate at a time.
 
 It is a Kafka consumer group on the command topics. Kafka assigns each partition (and so
-each aggregate, keyed by id) to one host; within a partition commands are applied strictly
-one after another. For each command the actor decides from cached state, appends with the
+each aggregate, keyed by id) to one host; each aggregate's commands are applied strictly one
+after another, different aggregates concurrently (so that their appends share a group
+commit in the event store). For each command the actor decides from cached state, appends with the
 expected version and replies. The cache may be stale (another host had the partition a
 moment ago): then the append fails the version check and the actor reloads and decides
 again, so correctness never depends on the assignment, only speed does.
@@ -179,8 +180,8 @@ class ActorHost:
     """The Kafka side: consume commands, run them through `Actors`, reply, commit.
 
     One FastStream batch subscriber over every command topic, acknowledged by hand: a poll
-    batch is split by partition, the partitions run concurrently and each strictly in
-    order, and the offsets are committed only once every command of the batch is applied
+    batch is split by partition and aggregate, which run concurrently, each aggregate strictly
+    in order, and the offsets are committed only once every command of the batch is applied
     (appended, answered). A failure (Postgres down, a bug) rewinds every partition of the
     batch to its first record, waits with backoff, and the batch comes again: commands
     already applied are recognised by their ids, so nothing is applied twice or skipped.
@@ -289,6 +290,30 @@ class ActorHost:
             log.info("actor host stopped", processed=self.processed)
 
     async def _run_partition(
+        self, replies: DefaultPublisher, records: list[ConsumerRecord[Any, Any]]
+    ) -> None:
+        """One partition's share of a poll batch: each aggregate's commands strictly in
+        order, different aggregates concurrently.
+
+        Commands are keyed by aggregate id, so the order Kafka promises, and the one that
+        matters (one writer per aggregate), is per key; commands for different aggregates
+        that happen to share a partition are independent. Running them concurrently lets
+        the event store write their appends in one group commit (bus/store/eventstore.py)
+        instead of one commit after another.
+        """
+        by_key: dict[bytes | None, list[ConsumerRecord[Any, Any]]] = {}
+        for rec in records:
+            by_key.setdefault(rec.key, []).append(rec)
+        # Wait for every aggregate even when one fails (as for partitions, see declare).
+        outcomes = await asyncio.gather(
+            *[self._run_in_order(replies, recs) for recs in by_key.values()],
+            return_exceptions=True,
+        )
+        for o in outcomes:
+            if isinstance(o, BaseException):
+                raise o
+
+    async def _run_in_order(
         self, replies: DefaultPublisher, records: list[ConsumerRecord[Any, Any]]
     ) -> None:
         sends = []

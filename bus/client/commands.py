@@ -3,13 +3,14 @@
     cairn login --url URL [--token TOKEN]       save the server and token (config file)
     cairn upload PATH... [--bucket B] [--key K] [--parallel N] [--tus]
     cairn download ID|BUCKET/KEY [-o PATH]
-    cairn ls [BUCKET[/PREFIX]]                  files (newest first)
+    cairn ls [BUCKET[/PREFIX]]                  objects and folders; no argument: files
     cairn rm FILE_ID...
     cairn stats                                 upload statistics
     cairn events [--follow] [--type T] [--aggregate A] [--since POSITION]
     cairn buckets ls|create|show|rm             (bus/client/buckets.py)
     cairn tasks create|ls|show|pause|resume|cancel (bus/client/tasks.py)
     cairn fetch URL [--follow]; cairn fetches ls|show|pause|resume|cancel|retry (fetches.py)
+    cairn sign FILE_ID|BUCKET/KEY [--expires 1h]  a signed URL (sign.py)
 
 Every one takes --url, --token and --json; see errors.py for the exit codes. Registered
 on the operator CLI's parser (bus/run/cli.py), so it is one `cairn` command.
@@ -26,7 +27,17 @@ from typing import Any
 
 import httpx
 
-from bus.client import buckets, config, download, events, fetches, tasks, upload
+from bus.client import (
+    buckets,
+    config,
+    download,
+    events,
+    fetches,
+    objects,
+    sign,
+    tasks,
+    upload,
+)
 from bus.client.errors import EXIT_CODES, INTERRUPTED, OK, USAGE, ClientError, Interrupted
 from bus.client.http import json_of, open_client, unreachable
 from bus.client.output import Output, human_bytes
@@ -82,6 +93,7 @@ def register(sub: Any) -> None:
     buckets.register(sub, add_under)
     tasks.register(sub, add_under)
     fetches.register(sub, add_under)
+    sign.register(sub, add_under)
 
     p = add("login", cmd_login, "save a server URL and token for the other client commands")
     p.add_argument(
@@ -141,10 +153,25 @@ def register(sub: Any) -> None:
         help="at most RATE bytes per second, e.g. 10M",
     )
 
-    p = add("ls", cmd_ls, "list files, newest first")
+    p = add(
+        "ls",
+        cmd_ls,
+        "list a bucket's objects and folders (BUCKET[/PREFIX]), or your files (no argument)",
+    )
     p.add_argument("where", nargs="?", default=None, metavar="BUCKET[/PREFIX]")
-    p.add_argument("--limit", type=int, default=100)
-    p.add_argument("--offset", type=int, default=0)
+    p.add_argument(
+        "--files",
+        action="store_true",
+        help="list files (newest first; PREFIX is a name prefix) instead of objects",
+    )
+    p.add_argument(
+        "--recursive", "-r", action="store_true", help="every key under PREFIX, no folders"
+    )
+    p.add_argument("--full", action="store_true", help="whole keys, not relative to the folder")
+    p.add_argument(
+        "--limit", type=int, default=None, metavar="N", help="at most N (files: default 100)"
+    )
+    p.add_argument("--offset", type=int, default=0, help="files: skip this many")
 
     p = add("rm", cmd_rm, "delete files")
     p.add_argument("ids", nargs="+", metavar="FILE_ID")
@@ -307,7 +334,15 @@ def cmd_download(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_ls(args: argparse.Namespace, out: Output) -> int:
-    params: dict[str, Any] = {"limit": args.limit, "offset": args.offset}
+    if args.where and not args.files:
+        bucket, _, prefix = args.where.partition("/")
+        with open_client(_target(args)) as client:
+            listing = objects.list_objects(
+                client, bucket, prefix, recursive=args.recursive, limit=args.limit
+            )
+        objects.show_listing(args, out, listing)
+        return OK
+    params: dict[str, Any] = {"limit": args.limit or 100, "offset": args.offset}
     if args.where:
         bucket, _, prefix = args.where.partition("/")
         params["bucket"] = bucket

@@ -22,6 +22,7 @@ import httpx
 from bus.client.config import Target
 from bus.client.errors import NOT_FOUND, USAGE, VERIFY, ClientError, Interrupted
 from bus.client.http import check, json_of
+from bus.client.objects import find_object
 from bus.client.transfer import PIECE, Transfer, progress_bars, sha256_prefix
 
 UUID_RE = re.compile(
@@ -30,7 +31,9 @@ UUID_RE = re.compile(
 
 
 def resolve_file(client: httpx.Client, ref: str) -> dict[str, Any]:
-    """A file id, or BUCKET/KEY (the object uploaded with that --key, else that name)."""
+    """A file id, or BUCKET/KEY: the object with that key (an object is a file: its id is
+    a file id, downloaded like any file), else a file uploaded with that --key as
+    metadata, else one of that name."""
     if UUID_RE.match(ref):
         return dict(json_of(client.get(f"/v1/files/{ref}")))
     bucket, sep, key = ref.partition("/")
@@ -38,6 +41,14 @@ def resolve_file(client: httpx.Client, ref: str) -> dict[str, Any]:
         raise ClientError(
             f"{ref!r} is neither a file id nor BUCKET/KEY", code="usage", exit_code=USAGE
         )
+    try:
+        found = find_object(client, bucket, key)
+    except ClientError as e:
+        if e.status != 404:
+            raise
+        found = None  # no such bucket (or a server without objects): the files' way below
+    if found is not None:
+        return dict(json_of(client.get(f"/v1/files/{found['id']}")))
     name = key.rsplit("/", 1)[-1]
     page = json_of(
         client.get("/v1/files", params={"bucket": bucket, "prefix": name, "limit": 1000})

@@ -192,6 +192,8 @@ def _send(
             body["bucket"] = bucket
         if job.key:
             body["metadata"] = {"key": job.key}
+            if bucket:  # in a bucket, the key names the object the upload becomes
+                body["key"] = job.key
         created = json_of(
             client.post("/v1/uploads", json=body, headers={"Idempotency-Key": create_key})
         )

@@ -3,15 +3,19 @@
 Ordering: every append takes one transaction-scoped advisory lock before drawing its
 positions, and holds it until commit. So positions become visible strictly in order and
 the relay, reading `position > checkpoint`, can never skip an event that commits late with
-a lower position. The price is that appends are serialised globally (one commit at a time);
-appends are small (offsets and digests, never bytes), so this is far from the bottleneck.
+a lower position. The price is that commits of appends are serialised globally (one WAL
+flush at a time). Group commit pays it once for many appends: concurrent `append` calls on
+one PostgresEventStore are written in one transaction (see the class), so the lock is taken
+once per batch, not once per append, and the store's rate grows with its concurrency.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
@@ -48,9 +52,91 @@ def _row_to_event(r: asyncpg.Record) -> RecordedEvent:
     )
 
 
+@dataclass(eq=False)
+class _Pending:
+    """One `append` call waiting for the group commit: its arguments and its outcome."""
+
+    stream_id: str
+    expected_version: int
+    events: Sequence[NewEvent]
+    meta: EventMeta
+    command_id: str | None
+    done: asyncio.Future[list[RecordedEvent]]
+
+    def settle(self, result: list[RecordedEvent] | BaseException) -> None:
+        if self.done.done():  # the caller gave up (cancelled); the outcome stands regardless
+            return
+        if isinstance(result, asyncio.CancelledError):
+            self.done.cancel()
+        elif isinstance(result, BaseException):
+            self.done.set_exception(result)
+        else:
+            self.done.set_result(result)
+
+
+def _event_rows(p: _Pending) -> list[tuple[object, ...]]:
+    m = p.meta
+    return [
+        (
+            p.stream_id,
+            p.expected_version + i + 1,
+            uuid.uuid4(),
+            ev.type,
+            ev.schema_version,
+            ev.data,
+            m.owner,
+            m.correlation_id,
+            m.causation_id,
+            m.traceparent,
+            m.occurred_at,
+        )
+        for i, ev in enumerate(p.events)
+    ]
+
+
+_INSERT = f"""
+    INSERT INTO eventstore.events ({_COLUMNS})
+    SELECT s, v, nextval('eventstore.position_seq'), e, t, sv, d, o, c, ca, tp, oa
+    FROM unnest($1::text[], $2::bigint[], $3::uuid[], $4::text[], $5::int[],
+                $6::jsonb[], $7::text[], $8::text[], $9::text[], $10::text[],
+                $11::timestamptz[])
+         WITH ORDINALITY AS x(s, v, e, t, sv, d, o, c, ca, tp, oa, n)
+    ORDER BY n
+    RETURNING {_COLUMNS}
+"""
+
+
 class PostgresEventStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    """The event store on Postgres, with group commit.
+
+    Concurrent `append` calls on one store object are queued and written together: a
+    flusher takes every waiting append (at most one per stream, up to `max_batch` events)
+    and writes them with one statement, `eventstore.append_batch`
+    (migrations/0013_append_batch.sql), which checks each, takes the append lock once,
+    inserts every event and commits once. The append lock is held through the commit, so one
+    commit (one WAL flush) at a time is the store's limit; with group commit that one commit
+    carries every append that arrived meanwhile instead of one, and one round trip instead of
+    seven. One flusher by default: appends that arrive while a batch is being written wait
+    for it and go together in the next, the largest batch a closed loop of writers can form
+    (two flushers would split the writers into two half-size batches, each waiting on the
+    lock for the other's WAL flush). Appends of different store objects (processes) still
+    meet at the lock, as before.
+
+    Each caller still gets exactly its own outcome: a wrong expected version is refused
+    and writes nothing, a command id already applied is answered from its earlier events
+    (by `_append_one`), and when the batch fails on a uniqueness race (another process wrote
+    the same stream version or command id meanwhile) every append of it is retried on its
+    own, which gives each caller the precise ConcurrencyError or DuplicateCommand. Any other failure (Postgres
+    down) fails every append of the batch, as it would have failed each of them alone.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, *, max_batch: int = 512, flushers: int = 1) -> None:
         self.pool = pool
+        self.max_batch = max_batch
+        self.flushers = flushers
+        self._queue: deque[_Pending] = deque()
+        self._active = 0  # flushers running; counted down in the step that sees no work
+        self._tasks: set[asyncio.Task[None]] = set()  # strong references only
 
     async def append(
         self,
@@ -62,6 +148,117 @@ class PostgresEventStore:
     ) -> list[RecordedEvent]:
         if not events:
             return []
+        pending = _Pending(
+            stream_id,
+            expected_version,
+            list(events),
+            meta,
+            command_id,
+            asyncio.get_running_loop().create_future(),
+        )
+        self._queue.append(pending)
+        if self._active < self.flushers:
+            # Counted here, not by the task's done callback: that runs a loop step after the
+            # flusher saw an empty queue, and an append queued in between would wait forever.
+            self._active += 1
+            task = asyncio.create_task(self._flush())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await pending.done
+
+    def _take_batch(self) -> list[_Pending]:
+        """The next batch: queue order, one append per stream (a second append to the same
+        stream depends on the first's outcome), at most `max_batch` events (always >= 1)."""
+        batch: list[_Pending] = []
+        streams: set[str] = set()
+        skipped: list[_Pending] = []
+        size = 0
+        while self._queue:
+            p = self._queue[0]
+            if batch and size + len(p.events) > self.max_batch:
+                break
+            self._queue.popleft()
+            if p.done.done():
+                continue  # its caller was cancelled before anything was written: drop it
+            if p.stream_id in streams:
+                skipped.append(p)
+                continue
+            streams.add(p.stream_id)
+            batch.append(p)
+            size += len(p.events)
+        self._queue.extendleft(reversed(skipped))
+        return batch
+
+    async def _flush(self) -> None:
+        try:
+            while self._queue:
+                batch = self._take_batch()
+                try:
+                    await self._write_batch(batch)
+                except BaseException as e:
+                    for p in batch:
+                        p.settle(e)
+                    if not isinstance(e, Exception):
+                        raise
+        finally:
+            # No await between the empty-queue check above and this: an append that comes
+            # after it sees the count down and starts a flusher of its own.
+            self._active -= 1
+
+    async def _write_batch(self, batch: list[_Pending]) -> None:
+        try:
+            alone = await self._write_together(batch)
+        except asyncpg.UniqueViolationError:
+            # A concurrent writer (another process) took a version or a command id between
+            # the checks and the insert; nothing of the batch was written. Retry each alone
+            # that has no answer yet (a refused one must stay refused).
+            alone = [p for p in batch if not p.done.done()]
+        for p in alone:
+            try:
+                p.settle(await self._append_one(p))
+            except (ConcurrencyError, DuplicateCommand) as e:
+                p.settle(e)
+
+    async def _write_together(self, batch: list[_Pending]) -> list[_Pending]:
+        """Write the batch in one statement (migrations/0013_append_batch.sql); settle each
+        append written or refused; return those whose command id was applied already, left
+        to `_append_one` to answer with their earlier events."""
+        ev_rows = [(n, r) for n, p in enumerate(batch, 1) for r in _event_rows(p)]
+        cols = list(zip(*[r for _, r in ev_rows], strict=True))
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT * FROM eventstore.append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9,"
+                " $10, $11, $12, $13, $14, $15, $16, $17)",
+                APPEND_LOCK,
+                NOTIFY_CHANNEL,
+                [p.stream_id for p in batch],
+                [p.expected_version for p in batch],
+                [p.command_id for p in batch],
+                [len(p.events) for p in batch],
+                [n for n, _ in ev_rows],
+                list(cols[1]),  # versions
+                *[list(c) for c in cols[2:]],  # ids, types, schemas, data, meta columns
+            )
+        # Committed (a single statement is its own transaction).
+        written: dict[int, list[RecordedEvent]] = {}
+        alone = []
+        for r in rows:
+            p = batch[r["n"] - 1]
+            if r["status"] == "ok":
+                written.setdefault(r["n"], []).append(_row_to_event(r))
+                metrics.EVENTS_APPENDED.labels(r["event_type"]).inc()
+            elif r["status"] == "conflict":
+                p.settle(ConcurrencyError(p.stream_id, p.expected_version, r["current_version"]))
+            else:
+                alone.append(p)
+        for n, recorded in written.items():
+            batch[n - 1].settle(sorted(recorded, key=lambda e: e.version))
+        return alone
+
+    async def _append_one(self, p: _Pending) -> list[RecordedEvent]:
+        """One append in its own transaction: the precise path, which tells a duplicate
+        command (with its earlier events) from a version conflict."""
+        stream_id, expected_version, command_id = p.stream_id, p.expected_version, p.command_id
         async with self.pool.acquire() as conn, conn.transaction():
             if command_id:
                 prior = await conn.fetchrow(
@@ -86,36 +283,9 @@ class PostgresEventStore:
                 raise ConcurrencyError(stream_id, expected_version, current)
             # Serialise position assignment with commit order (see module docstring).
             await conn.execute("SELECT pg_advisory_xact_lock($1)", APPEND_LOCK)
-            rows_in = [
-                (
-                    stream_id,
-                    expected_version + i + 1,
-                    uuid.uuid4(),
-                    ev.type,
-                    ev.schema_version,
-                    ev.data,
-                    meta.owner,
-                    meta.correlation_id,
-                    meta.causation_id,
-                    meta.traceparent,
-                    meta.occurred_at,
-                )
-                for i, ev in enumerate(events)
-            ]
+            rows_in = _event_rows(p)
             try:
-                rows = await conn.fetch(
-                    f"""
-                    INSERT INTO eventstore.events ({_COLUMNS})
-                    SELECT s, v, nextval('eventstore.position_seq'), e, t, sv, d, o, c, ca, tp, oa
-                    FROM unnest($1::text[], $2::bigint[], $3::uuid[], $4::text[], $5::int[],
-                                $6::jsonb[], $7::text[], $8::text[], $9::text[], $10::text[],
-                                $11::timestamptz[])
-                         WITH ORDINALITY AS x(s, v, e, t, sv, d, o, c, ca, tp, oa, n)
-                    ORDER BY n
-                    RETURNING {_COLUMNS}
-                    """,
-                    *[list(col) for col in zip(*rows_in, strict=True)],
-                )
+                rows = await conn.fetch(_INSERT, *[list(col) for col in zip(*rows_in, strict=True)])
             except asyncpg.UniqueViolationError as e:
                 # A concurrent writer took the version between our check and our insert.
                 raise ConcurrencyError(stream_id, expected_version, -1) from e
@@ -126,12 +296,12 @@ class PostgresEventStore:
                     command_id,
                     stream_id,
                     expected_version + 1,
-                    expected_version + len(events),
+                    expected_version + len(p.events),
                 )
             await conn.execute(
                 "SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(rows[-1]["position"])
             )
-        for ev in events:  # committed
+        for ev in p.events:  # committed
             metrics.EVENTS_APPENDED.labels(ev.type).inc()
         return sorted((_row_to_event(r) for r in rows), key=lambda e: e.version)
 

@@ -12,6 +12,7 @@ import base64
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -270,6 +271,11 @@ def test_pieces_grow_with_the_offset_so_the_manifest_reaches_the_maximum_upload(
     full = tus.pieces_between(0, 1 << 40)
     assert full <= tus.MAX_PIECES * 3 // 4  # a quarter left for each PATCH's short tail
     assert tus.reach(tus.MAX_PIECES) >= 1 << 40
+    # CAIRN_TUS_PIECE_BYTES raises the floor; the growth and the ceiling stay.
+    assert tus.piece_at(0, 8 * MiB) == 8 * MiB and tus.piece_at(32 << 30, 8 * MiB) == 17 * MiB
+    assert tus.piece_at(1 << 40, 8 * MiB) == tus.MAX_PIECE
+    assert tus.pieces_between(0, 1 << 30, 8 * MiB) == 128
+    assert tus.reach(tus.MAX_PIECES, 8 * MiB) >= 1 << 40
 
 
 async def test_pieces_per_upload_are_bounded(
@@ -279,14 +285,56 @@ async def test_pieces_per_upload_are_bounded(
     monkeypatch.setattr(tus, "MAX_PIECES", 3)  # the API runs in this process
     async with shared_system.client("pieces-alice") as c:
         r = await c.options("/v1/tus")
-        # three quarters of the pieces full-size (1 MiB at the start), the rest for tails
-        assert int(r.headers["tus-max-size"]) == 2 * MiB
+        # three quarters of the pieces full-size (CAIRN_TUS_PIECE_BYTES at the start), the
+        # rest for tails
+        assert int(r.headers["tus-max-size"]) == 2 * shared_system.settings.tus_piece_bytes
         url = await create(c, 10)
         for i in range(3):
             assert (await patch(c, url, i, b"x")).status_code == 204
         r = await patch(c, url, 3, b"x")
         assert r.status_code == 413 and r.json()["error"]["code"] == "too_many_pieces"
         assert await offset_of(c, url) == 3
+
+
+async def test_completion_uses_the_digest_carried_through_the_patches(
+    shared_system: System, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bytes that came through this API process in order were hashed as they arrived:
+    completion does not read the file back, and the file's sha256 is that of its bytes.
+    When a PATCH went elsewhere (here: the carried state forgotten, as in another process),
+    completion hashes the stored bytes as before."""
+    import api.completion as completion
+
+    rehashed: list[str] = []
+    real = completion.hash_manifest
+
+    async def counting(*args: Any, **kw: Any) -> str:
+        digest = await real(*args, **kw)
+        rehashed.append(digest)
+        return digest
+
+    monkeypatch.setattr(completion, "hash_manifest", counting)  # the API runs in this process
+    piece = shared_system.settings.tus_piece_bytes
+    data = os.urandom(2 * piece + 123)
+    cuts = [0, 7, piece + 3, 2 * piece, len(data)]  # PATCHes ending mid-piece and on one
+    async with shared_system.client("carry-alice") as c:
+        url = await create(c, len(data))
+        for a, b in itertools.pairwise(cuts):
+            assert (await patch(c, url, a, data[a:b])).status_code == 204
+        up, content = await file_of(c, url)
+        meta = (await c.get(f"/v1/files/{up['file_id']}")).json()
+        assert content == data and meta["sha256"] == hashlib.sha256(data).hexdigest()
+        assert rehashed == []
+
+        other = os.urandom(piece + 5)
+        url = await create(c, len(other))
+        assert (await patch(c, url, 0, other[:100])).status_code == 204
+        tus.RUNNING_DIGESTS.pop(upload_id(url))  # the next PATCH as if on another process
+        assert (await patch(c, url, 100, other[100:])).status_code == 204
+        up, content = await file_of(c, url)
+        meta = (await c.get(f"/v1/files/{up['file_id']}")).json()
+        assert content == other and meta["sha256"] == hashlib.sha256(other).hexdigest()
+        assert rehashed == [meta["sha256"]]
 
 
 async def test_checksums(shared_system: System) -> None:

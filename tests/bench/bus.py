@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import secrets
 import time
 import uuid
@@ -37,6 +38,8 @@ from bus.kafka.clients import ensure_topics, make_consumer, make_producer
 from bus.store import db
 from bus.store.eventstore import PostgresEventStore
 from domain.commands import InitiateUpload
+from domain.events import EventMeta
+from domain.registry import AGGREGATES
 from projections.rebuild import PROJECTIONS, rebuild
 from tests.bench.core import Result, Row, Scenario, percentile
 from tests.bench.runner import Bench
@@ -60,9 +63,9 @@ def _initiate(aggregate_id: str, caller: str) -> InitiateUpload:
 
 
 @contextlib.asynccontextmanager
-async def _pool(bench: Bench) -> AsyncIterator[asyncpg.Pool]:
+async def _pool(bench: Bench, writers: int = WRITERS) -> AsyncIterator[asyncpg.Pool]:
     assert bench.cairn is not None
-    pool = await db.create_pool(bench.cairn.database_url, min_size=2, max_size=WRITERS + 4)
+    pool = await db.create_pool(bench.cairn.database_url, min_size=2, max_size=writers + 4)
     try:
         yield pool
     finally:
@@ -262,6 +265,48 @@ async def append_to_projection(bench: Bench, res: Result) -> None:
     )
 
 
+# ---------------------------------------------------------------------------- append_rate
+
+APPEND_WRITERS = (1, 8, 32)
+
+
+async def append_rate(bench: Bench, res: Result) -> None:
+    """Events per second straight into `PostgresEventStore.append`, one event per append on
+    a new stream (with a command id, as the actor host appends), at 1, 8 and 32 writers."""
+    n_full = bench.scale.projection_events
+    rates: dict[int, list[float]] = {w: [] for w in APPEND_WRITERS}
+    meta = EventMeta(occurred_at=datetime.now(UTC), owner="bench-append")
+    uploads = AGGREGATES["uploads"]
+    async with _pool(bench, max(APPEND_WRITERS)) as pool:
+        store = PostgresEventStore(pool)
+        for _, warmup in bench.iterations():
+            for writers in APPEND_WRITERS:
+                n = max(writers, n_full // 10) if warmup else n_full
+                per = max(1, n // writers)
+
+                async def writer(k: int = 0, per: int = per) -> None:
+                    for _ in range(per):
+                        cmd = dataclasses.replace(
+                            _initiate(str(uuid.uuid4()), "bench-append"),
+                            command_id=str(uuid.uuid4()),
+                        )
+                        new = uploads.decide(None, cmd)
+                        await store.append(cmd.stream_id, 0, new, meta, command_id=cmd.command_id)
+
+                t0 = time.perf_counter()
+                await asyncio.gather(*[writer(k) for k in range(writers)])
+                dt = time.perf_counter() - t0
+                if not warmup:
+                    rates[writers].append(per * writers / dt)
+    for writers, values in rates.items():
+        res.rows.append(Row(f"appends, {writers} writer{'s' * (writers > 1)}", "events/s", values))
+    res.notes.append(
+        f"{n_full} appends per writer count and run, one event each on a new stream, with a "
+        "command id; PostgresEventStore from the bench process against the running system's "
+        "Postgres (fsync on)"
+    )
+
+
 # ---------------------------------------------------------------------------- projection_rebuild
 
 
@@ -296,6 +341,11 @@ SCENARIOS = [
         "bus.append_to_projection",
         "events per second from append to the read model",
         append_to_projection,
+    ),
+    Scenario(
+        "bus.append_rate",
+        "event store appends per second at 1, 8 and 32 concurrent writers",
+        append_rate,
     ),
     Scenario(
         "bus.projection_rebuild",

@@ -1,7 +1,9 @@
 """The `cairn` CLI's transfers next to curl against the same server.
 
 cli.upload: `cairn upload FILE` (a subprocess, as a user runs it: interpreter start, the
-sha256 pass, create, the chunk PUTs, complete and the client's sha256 check) vs curl
+sha256 pass, create, the chunk PUTs, complete and the client's sha256 check), and the
+same with `--tus` (tuspy: one PATCH per chunk with its sha1 Upload-Checksum; full mode
+only, so that CI's quick run stays short), vs curl
 doing the native API by hand: create, one `curl -T` per chunk (pre-split, untimed),
 complete. Both use the same chunk size; the file gets fresh bytes before every run
 (otherwise the second upload of the same content is deduplicated and sends nothing).
@@ -93,18 +95,21 @@ async def _curl_upload(bench: Bench, path: Path, parts: list[Path]) -> None:
 async def upload(bench: Bench, res: Result) -> None:
     size = bench.scale.single_bytes
     path = await bench.data("cli-up", size)
-    cli, curl = [], []
+    cli, tus, curl = [], [], []
     for _, warmup in bench.iterations():
-        await bench.fresh(path)
-        await bench.settle()
-        t0 = time.perf_counter()
-        report = await _cairn(bench, "upload", str(path), "--chunk-size", str(CHUNK))
-        seconds = time.perf_counter() - t0
-        (f,) = report["files"]
-        if f["deduplicated"] or f["bytes_sent"] != size:
-            raise AssertionError(f"the CLI sent {f['bytes_sent']} of {size} bytes")
-        if not warmup:
-            cli.append(mb_per_s(size, seconds))
+        # --tus in full mode only: CI's quick run keeps its one CLI upload per iteration.
+        variants = [((), cli)] + ([(("--tus",), tus)] if bench.scale.name != "quick" else [])
+        for extra, into in variants:
+            await bench.fresh(path)
+            await bench.settle()
+            t0 = time.perf_counter()
+            report = await _cairn(bench, "upload", str(path), "--chunk-size", str(CHUNK), *extra)
+            seconds = time.perf_counter() - t0
+            (f,) = report["files"]
+            if f["deduplicated"] or f["bytes_sent"] != size:
+                raise AssertionError(f"the CLI sent {f['bytes_sent']} of {size} bytes")
+            if not warmup:
+                into.append(mb_per_s(size, seconds))
         await bench.fresh(path)
         parts = await asyncio.to_thread(_split, path, bench.work / "cli-parts")
         await bench.settle()
@@ -116,6 +121,8 @@ async def upload(bench: Bench, res: Result) -> None:
         if not warmup:
             curl.append(mb_per_s(size, seconds))
     res.rows.append(Row("upload throughput", "MB/s", cli, CURL, curl))
+    if tus:
+        res.rows.append(Row("upload throughput, --tus", "MB/s", tus, CURL, curl))
     res.notes.append(
         f"{human_bytes(size)}, {human_bytes(CHUNK)} chunks, one stream; the CLI's time "
         "includes its sha256 pass over the file and the interpreter's start"
@@ -155,6 +162,10 @@ async def download(bench: Bench, res: Result) -> None:
 
 
 SCENARIOS = [
-    Scenario("cli.upload", "`cairn upload` of one file vs curl on the native API", upload),
+    Scenario(
+        "cli.upload",
+        "`cairn upload` (native and --tus) of one file vs curl on the native API",
+        upload,
+    ),
     Scenario("cli.download", "`cairn download` of one file vs curl -o", download),
 ]

@@ -51,16 +51,16 @@ async def test_ls_rm_and_stats(system: System, cli_for: Any, tmp_path: Path) -> 
     ids = {Path(f["path"]).name: f["file_id"] for f in json.loads(done.out)["files"]}
 
     async def listed() -> Any:
-        page = json.loads((await cli("ls", "photos", "--json")).out)
+        page = json.loads((await cli("ls", "photos", "--files", "--json")).out)
         return page if page["total"] == 2 else None
 
     page = await wait_until(listed)
     assert {f["id"] for f in page["items"]} == set(ids.values())
-    only = json.loads((await cli("ls", "photos/tw", "--json")).out)
+    only = json.loads((await cli("ls", "photos/tw", "--files", "--json")).out)
     assert [f["id"] for f in only["items"]] == [ids["two.txt"]]
-    table = await cli("ls", "photos")
+    table = await cli("ls", "photos", "--files")
     assert table.code == 0 and "one.txt" in table.out and "two.txt" in table.out
-    assert json.loads((await cli("ls", "elsewhere", "--json")).out)["items"] == []
+    assert json.loads((await cli("ls", "elsewhere", "--files", "--json")).out)["items"] == []
 
     async def counted() -> Any:  # stats come from the uploads read model: a bounded lag
         stats = await cli("stats", "--json")

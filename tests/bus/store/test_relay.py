@@ -253,8 +253,11 @@ async def test_a_late_commit_with_a_lower_position_is_not_skipped(
             event_store.append(f"upload-{uuid.uuid4()}", 0, [ev(1, slow="true")], META)
         )
         await eventually(lambda: backends_waiting_on("PgSleep"), "A sleeping in its transaction")
+        # B from another store object, as from another process: appends of one store are
+        # queued behind each other in-process (group commit) and would not even reach the
+        # lock; across processes the lock is what keeps positions in commit order.
         append_b = asyncio.create_task(
-            event_store.append(f"upload-{uuid.uuid4()}", 0, [ev(2)], META)
+            PostgresEventStore(pool).append(f"upload-{uuid.uuid4()}", 0, [ev(2)], META)
         )
         # B is really concurrent: inside its transaction, queued on the append lock.
         await eventually(lambda: backends_waiting_on("advisory"), "B waiting on the append lock")

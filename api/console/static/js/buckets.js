@@ -5,9 +5,11 @@
 import { json, request } from './api.js'
 import { el, when, say, debounce } from './util.js'
 import { CatchUp } from './catchup.js'
+import { setObjectBuckets } from './objects.js'
 
 let names = []
 let openBucket = () => {}
+let browseBucket = () => {}
 // The list is a read model: catch up with what the stream (or our own change) said.
 const awaited = new CatchUp(() => loadBuckets())
 
@@ -32,6 +34,7 @@ export async function loadBuckets () {
   document.querySelector('#buckets tbody').replaceChildren(...items.map(row))
   document.getElementById('buckets-empty').hidden = items.length > 0
   fillPicker()
+  setObjectBuckets(names)
   awaited.settle(all)
 }
 
@@ -55,6 +58,7 @@ function row (b) {
     el('td', { 'data-label': 'Created' }, el('time', { datetime: b.created_at, text: when(b.created_at) })),
     el('td', { class: 'actions' },
       el('button', { type: 'button', 'aria-label': `Open ${b.name}`, onclick: () => openBucket(b.name), text: 'Open' }),
+      el('button', { type: 'button', 'aria-label': `Browse objects of ${b.name}`, onclick: () => browseBucket(b.name), text: 'Browse' }),
       el('button', { type: 'button', class: 'danger', 'aria-label': `Delete bucket ${b.name}`, onclick: () => remove(b.name), text: 'Delete' })))
 }
 
@@ -76,8 +80,9 @@ async function remove (name) {
   document.getElementById('bucket-name').focus()
 }
 
-export function setupBuckets (onOpen) {
+export function setupBuckets (onOpen, onBrowse) {
   openBucket = onOpen
+  browseBucket = onBrowse
   const form = document.getElementById('bucket-form')
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault()

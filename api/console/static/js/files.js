@@ -6,6 +6,7 @@ import { json, request } from './api.js'
 import { el, bytes, when, say, debounce } from './util.js'
 import { openPreview, previewKind } from './preview.js'
 import { CatchUp } from './catchup.js'
+import { openShare } from './share.js'
 
 const PAGE = 25
 const state = { offset: 0, total: 0, prefix: '', bucket: '' }
@@ -81,6 +82,7 @@ function row (f) {
   const actions = el('td', { class: 'actions' },
     el('button', { type: 'button', 'aria-label': `Download ${f.name}`, onclick: () => download(f), text: 'Download' }),
     el('button', { type: 'button', 'aria-label': `Rename or move ${f.name}`, onclick: (ev) => openEdit(f, ev.currentTarget), text: 'Rename/move' }),
+    el('button', { type: 'button', 'aria-label': `Copy link to ${f.name}`, onclick: (ev) => openShare(f.name, `/v1/files/${encodeURIComponent(f.id)}/signed-url`, ev.currentTarget), text: 'Copy link' }),
     previewKind(f) ? el('button', { type: 'button', 'aria-label': `Preview ${f.name}`, onclick: (ev) => openPreview(f, ev.currentTarget), text: 'Preview' }) : null,
     el('button', { type: 'button', class: 'danger', 'aria-label': `Delete ${f.name}`, onclick: () => remove(f), text: 'Delete' }))
   return el('tr', { 'data-id': f.id },

@@ -9,6 +9,7 @@ import { setupBuckets, loadBuckets, bucketEvent, resetBuckets } from './buckets.
 import { setupTabs } from './tabs.js'
 import { setupFetches, loadFetches, fetchEvent, resetFetches } from './fetches.js'
 import { setupTasks, loadTasks, taskEvent, resetTasks } from './tasks.js'
+import { setupObjects, objectEvent, resetObjects, browse } from './objects.js'
 import { say } from './util.js'
 
 const stream = new EventStream(onEvent, (s) => {
@@ -20,7 +21,7 @@ const stream = new EventStream(onEvent, (s) => {
 function onEvent (type, envelope) {
   if (type === 'end') return // the server closed the stream; EventStream reconnects
   addActivity(type, envelope)
-  if (type.startsWith('File')) fileEvent(type, envelope)
+  if (type.startsWith('File')) { fileEvent(type, envelope); objectEvent(type, envelope) }
   if (type.startsWith('Bucket')) bucketEvent(type, envelope)
   if (type.startsWith('Fetch')) fetchEvent(envelope)
   if (type.startsWith('Task')) taskEvent(envelope)
@@ -57,6 +58,7 @@ function signOut (message) {
   resetBuckets()
   resetFetches()
   resetTasks()
+  resetObjects()
   showTab('files')
   clearActivity()
   show(false)
@@ -71,12 +73,16 @@ function setup () {
   setupFiles(setUploadBucket)
   setupFetches()
   setupTasks(selected, clearSelection)
+  setupObjects()
   setupBuckets((name) => {
     const pick = document.getElementById('bucket-pick')
     pick.value = name
     pick.dispatchEvent(new Event('change'))
     showTab('files')
     pick.focus()
+  }, (name) => {
+    showTab('objects')
+    browse(name)
   })
   setupUploads(() => reloadFiles())
   const form = document.getElementById('signin-form')

@@ -1,0 +1,174 @@
+// Objects of a bucket (GET /v1/buckets/{name}/objects?prefix=&delimiter=/): folders are
+// the common prefixes, navigated by a breadcrumb; a name filter narrows the folder (it
+// extends the prefix); pages follow the server's cursor ("More"). Each object: download,
+// copy a signed URL, delete. The listing is a read model: an object event from the stream
+// re-reads the folder shown.
+
+import { json, request } from './api.js'
+import { el, bytes, when, say, debounce } from './util.js'
+import { download } from './files.js'
+import { openShare } from './share.js'
+import { CatchUp } from './catchup.js'
+
+const PAGE = 100
+const state = { bucket: '', prefix: '', filter: '', cursor: null }
+const enc = (s) => encodeURIComponent(s)
+const keyPath = (key) => key.split('/').map(enc).join('/')
+// The listing is a read model: catch up with what the stream (or our delete) said.
+const awaited = new CatchUp(() => loadObjects(false))
+
+export async function loadObjects (more = false) {
+  const tbody = document.querySelector('#objects tbody')
+  if (!state.bucket) {
+    tbody.replaceChildren()
+    document.getElementById('objects-empty').hidden = false
+    document.getElementById('objects-more').hidden = true
+    crumbs()
+    return
+  }
+  const q = new URLSearchParams({ prefix: state.prefix + state.filter, delimiter: '/', limit: PAGE })
+  if (more && state.cursor) q.set('cursor', state.cursor)
+  let page
+  try {
+    page = await json(`/v1/buckets/${enc(state.bucket)}/objects?${q}`)
+  } catch (e) {
+    say(`Could not list objects: ${e.message}`, true)
+    return
+  }
+  const items = page.items.filter(o => !awaited.hides(o.id))
+  const rows = [
+    ...page.common_prefixes.map(folderRow),
+    ...items.map(objectRow)
+  ]
+  if (more) tbody.append(...rows)
+  else tbody.replaceChildren(...rows)
+  state.cursor = page.next_cursor
+  document.getElementById('objects-more').hidden = !page.next_cursor
+  document.getElementById('objects-empty').hidden = tbody.children.length > 0
+  crumbs()
+  if (!more) awaited.settle(new Set(page.items.map(o => o.id)), !page.next_cursor)
+}
+
+export const reloadObjects = debounce(() => loadObjects(false), 150)
+
+// The part of a key or prefix below the folder shown.
+const below = (s) => s.slice(state.prefix.length)
+
+function folderRow (prefix) {
+  return el('tr', { 'data-prefix': prefix, class: 'folder-row' },
+    el('td', { class: 'name folder', 'data-label': 'Name' },
+      el('button', { type: 'button', 'aria-label': `Open folder ${below(prefix)}`, onclick: () => go(prefix), text: below(prefix) })),
+    el('td', { 'data-label': 'Size', text: '' }),
+    el('td', { 'data-label': 'Modified', text: '' }),
+    el('td', { class: 'actions' }))
+}
+
+function objectRow (o) {
+  const name = below(o.key)
+  const leaf = o.key.split('/').pop() || o.key
+  return el('tr', { 'data-key': o.key, 'data-id': o.id },
+    el('td', { class: 'name', 'data-label': 'Name', text: name }),
+    el('td', { 'data-label': 'Size', text: bytes(o.size) }),
+    el('td', { 'data-label': 'Modified' }, el('time', { datetime: o.last_modified, text: when(o.last_modified) })),
+    el('td', { class: 'actions' },
+      el('button', { type: 'button', 'aria-label': `Download ${o.key}`, onclick: () => download({ id: o.id, name: leaf }), text: 'Download' }),
+      el('button', { type: 'button', 'aria-label': `Copy link to ${o.key}`, onclick: (ev) => openShare(o.key, `/v1/buckets/${enc(state.bucket)}/objects/${keyPath(o.key)}/signed-url`, ev.currentTarget), text: 'Copy link' }),
+      el('button', { type: 'button', class: 'danger', 'aria-label': `Delete ${o.key}`, onclick: () => remove(o), text: 'Delete' })))
+}
+
+function crumbs () {
+  const nav = document.getElementById('objects-path')
+  if (!state.bucket) { nav.replaceChildren(); return }
+  const parts = state.prefix.split('/').filter(Boolean)
+  const items = [el('button', { type: 'button', 'aria-label': `Top of ${state.bucket}`, onclick: () => go(''), text: state.bucket })]
+  parts.forEach((p, i) => {
+    const prefix = parts.slice(0, i + 1).join('/') + '/'
+    items.push(el('span', { 'aria-hidden': 'true', text: '/' }))
+    items.push(i === parts.length - 1
+      ? el('span', { 'aria-current': 'location', text: p })
+      : el('button', { type: 'button', onclick: () => go(prefix), text: p }))
+  })
+  nav.replaceChildren(...items)
+}
+
+function go (prefix) {
+  awaited.clear()
+  state.prefix = prefix
+  state.filter = ''
+  state.cursor = null
+  document.getElementById('objects-filter').value = ''
+  loadObjects().then(() => {
+    const first = document.querySelector('#objects tbody button') || document.getElementById('objects-filter')
+    first.focus()
+  })
+}
+
+async function remove (o) {
+  if (!window.confirm(`Delete ${o.key}? This cannot be undone.`)) return
+  try {
+    await request(`/v1/buckets/${enc(state.bucket)}/objects/${keyPath(o.key)}`, { method: 'DELETE' })
+  } catch (e) {
+    say(`Delete failed: ${e.message}`, true)
+    return
+  }
+  say(`Deleted ${o.key}.`)
+  awaited.expect(o.id, false)
+  await loadObjects()
+  document.getElementById('objects-filter').focus()
+}
+
+// Shows a bucket (from the picker or a bucket's "Browse" button).
+export function browse (bucket) {
+  const pick = document.getElementById('objects-bucket')
+  if (![...pick.options].some(o => o.value === bucket)) pick.append(el('option', { value: bucket, text: bucket }))
+  pick.value = bucket
+  state.bucket = bucket
+  go('')
+}
+
+// The bucket names for the picker (from buckets.js, on every reload of the bucket list).
+export function setObjectBuckets (names) {
+  const pick = document.getElementById('objects-bucket')
+  const chosen = pick.value
+  pick.replaceChildren(el('option', { value: '', text: 'Choose a bucket' }),
+    ...names.map(n => el('option', { value: n, text: n })))
+  pick.value = names.includes(chosen) ? chosen : ''
+  if (pick.value !== state.bucket) { state.bucket = pick.value; go('') }
+}
+
+export function objectEvent (type, envelope) {
+  const data = envelope.data || {}
+  const id = (envelope.stream_id || '').replace(/^file-/, '')
+  if (!state.bucket) return
+  if (type === 'FileDeleted') awaited.expect(id, false)
+  // A new object right in the folder shown (not under a subfolder of it) is awaited there.
+  const here = state.prefix + state.filter
+  if (type === 'FileCreated' && data.bucket === state.bucket && typeof data.key === 'string' &&
+      data.key.startsWith(here) && !data.key.slice(state.prefix.length).includes('/')) {
+    awaited.expect(id, true)
+  }
+  // Only the bucket shown matters; events without a bucket (a delete) re-read it too.
+  if (!data.bucket || data.bucket === state.bucket) reloadObjects()
+}
+
+export function setupObjects () {
+  document.getElementById('objects-bucket').addEventListener('change', (ev) => {
+    state.bucket = ev.target.value
+    go('')
+  })
+  document.getElementById('objects-more').addEventListener('click', () => loadObjects(true))
+  const filter = document.getElementById('objects-filter')
+  filter.addEventListener('input', debounce(() => {
+    state.filter = filter.value
+    state.cursor = null
+    loadObjects()
+  }, 250))
+}
+
+export function resetObjects () {
+  awaited.clear()
+  state.bucket = ''; state.prefix = ''; state.filter = ''; state.cursor = null
+  document.getElementById('objects-filter').value = ''
+  document.querySelector('#objects tbody').replaceChildren()
+  crumbs()
+}

@@ -1,0 +1,75 @@
+"""Objects from the client: `cairn ls BUCKET[/PREFIX]` (folders and objects, like
+`aws s3 ls`), and BUCKET/KEY for `cairn download` and `cairn sign`.
+
+The listing is GET /v1/buckets/{name}/objects with `delimiter=/` (unless --recursive):
+the server rolls keys up into common prefixes, shown as `PRE folder/` rows; pages follow
+its cursor until --limit. Keys go into URLs percent-encoded per segment, their `/` kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from bus.client.http import json_of
+from bus.client.output import Output, human_bytes
+
+
+def object_path(bucket: str, key: str) -> str:
+    return f"/v1/buckets/{quote(bucket, safe='')}/objects/{quote(key, safe='/')}"
+
+
+def list_objects(
+    client: httpx.Client, bucket: str, prefix: str, *, recursive: bool, limit: int | None
+) -> dict[str, Any]:
+    """Every page (or the first `limit` entries): {"items", "common_prefixes"}."""
+    items: list[dict[str, Any]] = []
+    prefixes: list[str] = []
+    cursor = None
+    while limit is None or len(items) + len(prefixes) < limit:
+        params: dict[str, Any] = {"prefix": prefix, "limit": 1000}
+        if limit is not None:
+            params["limit"] = min(1000, limit - len(items) - len(prefixes))
+        if not recursive:
+            params["delimiter"] = "/"
+        if cursor:
+            params["cursor"] = cursor
+        page = json_of(client.get(f"/v1/buckets/{quote(bucket, safe='')}/objects", params=params))
+        items.extend(page["items"])
+        prefixes.extend(page.get("common_prefixes") or [])
+        cursor = page.get("next_cursor")
+        if not cursor:
+            break
+    return {"bucket": bucket, "prefix": prefix, "items": items, "common_prefixes": prefixes}
+
+
+def find_object(client: httpx.Client, bucket: str, key: str) -> dict[str, Any] | None:
+    """The object `key` in `bucket` (its listing entry, with the file id), or None."""
+    page = json_of(
+        client.get(
+            f"/v1/buckets/{quote(bucket, safe='')}/objects", params={"prefix": key, "limit": 1}
+        )
+    )
+    found = [o for o in page["items"] if o["key"] == key]
+    return dict(found[0]) if found else None
+
+
+def show_listing(args: argparse.Namespace, out: Output, listing: dict[str, Any]) -> None:
+    if args.json:
+        out.emit(listing)
+        return
+    # Names relative to the folder asked for (as `aws s3 ls` shows them): what follows
+    # the prefix's last `/`.
+    base = 0 if args.full else listing["prefix"].rfind("/") + 1
+    rows = [{"when": "", "size": "PRE", "name": p[base:]} for p in listing["common_prefixes"]] + [
+        {
+            "when": o.get("last_modified", ""),
+            "size": human_bytes(o["size"]),
+            "name": o["key"][base:],
+        }
+        for o in listing["items"]
+    ]
+    out.table(rows, [("when", "MODIFIED"), ("size", "SIZE"), ("name", "KEY")], raw=listing)

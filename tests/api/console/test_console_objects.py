@@ -1,0 +1,133 @@
+"""The console's Objects tab and signed links, in headless Chromium against a whole running
+Cairn: folders from prefix/delimiter listing, a breadcrumb back up, an object put by
+another client appearing live, download, delete; "Copy link" on a file and on an object
+makes a signed URL with the chosen expiry that reads the bytes without a credential."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.async_api import Page, expect
+
+from tests.api.console.browser import chromium, shot
+from tests.api.console.test_console import no_csp_violations, open_console, sign_in, tus_upload
+from tests.system import System
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+def user() -> str:
+    return f"console-o-{uuid.uuid4().hex[:8]}"
+
+
+async def put(system: System, who: str, bucket: str, key: str, data: bytes) -> None:
+    async with system.client(who) as c:
+        r = await c.put(f"/v1/buckets/{bucket}/objects/{key}", content=data)
+        assert r.status_code in (200, 201), r.text
+
+
+async def signed_link(page: Page, label: str, expiry: str) -> str:
+    """Opens "Copy link" for `label`, picks the expiry, creates the link; returns it."""
+    await page.get_by_role("button", name=f"Copy link to {label}", exact=True).click()
+    await expect(page.locator("#share")).to_be_visible()
+    await page.get_by_label("Expires after").select_option(label=expiry)
+    await page.get_by_role("button", name="Create link").click()
+    field = page.get_by_label("Signed URL")
+    await expect(field).not_to_have_value("")
+    url = await field.input_value()
+    # Copied to the clipboard as well.
+    assert await page.evaluate("navigator.clipboard.readText()") == url
+    return url
+
+
+async def test_copy_a_signed_link_to_a_file(shared_system: System, tmp_path: Path) -> None:
+    me = user()
+    await tus_upload(shared_system, me, "shared.txt", b"shared by link\n")
+    async with chromium() as browser:
+        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
+        await ctx.grant_permissions(["clipboard-read", "clipboard-write"])
+        page = await ctx.new_page()
+        await open_console(page, shared_system)
+        await sign_in(page, shared_system.token(me))
+        await expect(page.locator("#files tbody tr")).to_have_count(1)
+
+        before = time.time()
+        url = await signed_link(page, "shared.txt", "15 minutes")
+        async with httpx.AsyncClient() as anon:  # no credential: the link is the permission
+            r = await anon.get(url)
+        assert r.status_code == 200 and r.content == b"shared by link\n"
+        # The expiry chosen is the one asked for (15 minutes from now, give or take).
+        text = await page.locator("#share-expires").text_content()
+        assert text and text.startswith("Works until")
+        async with shared_system.client(me) as c:
+            file_id = (await c.get("/v1/files")).json()["items"][0]["id"]
+            again = await c.post(f"/v1/files/{file_id}/signed-url", json={"expires_in": 900})
+        expires = datetime.fromisoformat(again.json()["expires_at"]).timestamp()
+        assert before + 800 < expires < time.time() + 1000
+        await page.screenshot(path=shot("share"))
+        await page.get_by_role("button", name="Close").click()
+        await expect(page.locator("#share")).not_to_be_visible()
+        await no_csp_violations(page)
+        await ctx.close()
+
+
+async def test_objects_folders_live_download_delete(shared_system: System, tmp_path: Path) -> None:
+    me = user()
+    bucket = f"tree-{uuid.uuid4().hex[:8]}"
+    async with shared_system.client(me) as c:
+        assert (await c.post("/v1/buckets", json={"name": bucket})).status_code == 201
+    await put(shared_system, me, bucket, "top.txt", b"top\n")
+    await put(shared_system, me, bucket, "docs/a.txt", b"a file in docs\n")
+    await put(shared_system, me, bucket, "docs/sub/b.txt", b"b\n")
+    async with chromium() as browser:
+        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
+        await ctx.grant_permissions(["clipboard-read", "clipboard-write"])
+        page = await ctx.new_page()
+        page.on("dialog", lambda d: asyncio.ensure_future(d.accept()))
+        await open_console(page, shared_system)
+        await sign_in(page, shared_system.token(me))
+
+        await page.get_by_role("tab", name="Buckets").click()
+        await page.get_by_role("button", name=f"Browse objects of {bucket}").click()
+        await expect(page.locator("#panel-objects")).to_be_visible()
+        rows = page.locator("#objects tbody tr")
+        # The top level: one folder, one object.
+        await expect(page.locator("#objects tbody tr[data-prefix='docs/']")).to_have_count(1)
+        await expect(page.locator("#objects tbody tr[data-key='top.txt']")).to_have_count(1)
+        await expect(rows).to_have_count(2)
+
+        # Into docs/: its folder and its object, names relative to the folder.
+        await page.get_by_role("button", name="Open folder docs/").click()
+        await expect(page.locator("#objects-path")).to_contain_text("docs")
+        await expect(page.locator("#objects tbody tr[data-prefix='docs/sub/']")).to_have_count(1)
+        a = page.locator("#objects tbody tr[data-key='docs/a.txt']")
+        await expect(a.locator("td.name")).to_have_text("a.txt")
+        await expect(rows).to_have_count(2)
+
+        # An object put by another client into this folder appears live.
+        await put(shared_system, me, bucket, "docs/new.txt", b"new\n")
+        await expect(page.locator("#objects tbody tr[data-key='docs/new.txt']")).to_have_count(1)
+        await page.screenshot(path=shot("objects"))
+
+        # Download: the object's bytes.
+        async with page.expect_download() as got:
+            await page.get_by_role("button", name="Download docs/a.txt").click()
+        assert Path(await (await got.value).path()).read_bytes() == b"a file in docs\n"
+
+        # Delete: gone from the folder and from the API.
+        await page.get_by_role("button", name="Delete docs/new.txt").click()
+        await expect(page.locator("#objects tbody tr[data-key='docs/new.txt']")).to_have_count(0)
+        async with shared_system.client(me) as c:
+            assert (await c.get(f"/v1/buckets/{bucket}/objects/docs/new.txt")).status_code == 404
+
+        # The breadcrumb leads back to the top.
+        await page.get_by_role("button", name=f"Top of {bucket}").click()
+        await expect(page.locator("#objects tbody tr[data-key='top.txt']")).to_have_count(1)
+        await no_csp_violations(page)
+        await ctx.close()

@@ -1,0 +1,131 @@
+"""`cairn sign`, `cairn ls BUCKET[/PREFIX]` and `cairn download BUCKET/KEY` as
+subprocesses against a running Cairn with objects and signed URLs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.system import System, wait_until
+
+
+async def _put(system: System, user: str, bucket: str, key: str, data: bytes) -> dict[str, Any]:
+    async with system.client(user) as c:
+        r = await c.put(f"/v1/buckets/{bucket}/objects/{key}", content=data)
+        assert r.status_code in (200, 201), r.text
+        return dict(r.json())
+
+
+async def test_sign_a_file(system: System, cli_for: Any, tmp_path: Path) -> None:
+    user = "sign-user"
+    cli = cli_for(user)
+    data = os.urandom(50_000)
+    (tmp_path / "s.bin").write_bytes(data)
+    up = await cli("upload", str(tmp_path / "s.bin"), "--json")
+    assert up.code == 0, up.err
+    file_id = json.loads(up.out)["files"][0]["file_id"]
+
+    signed = await cli("sign", file_id, "--expires", "15m")
+    assert signed.code == 0, signed.err
+    url = signed.out.strip()  # the URL alone on stdout
+    assert url.startswith("http") and "\n" not in url
+    async with httpx.AsyncClient() as anon:  # no token: the signature is the permission
+        r = await anon.get(url)
+        assert r.status_code == 200 and r.content == data
+        assert (await anon.get(url.replace("sig", "xsig", 1))).status_code in (400, 401, 403)
+    as_json = json.loads((await cli("sign", file_id, "--expires", "1h", "--json")).out)
+    assert set(as_json) >= {"url", "method", "expires_at"} and as_json["method"] == "GET"
+
+    # Errors: one line, the server's code, an exit code.
+    bad = await cli("sign", file_id, "--expires", "soon")
+    assert bad.code == 2
+    too_long = await cli("sign", file_id, "--expires", "100000d")
+    assert too_long.code == 1 and "invalid_expires_in" in too_long.err
+    theirs = await cli_for("sign-other")("sign", file_id)
+    assert theirs.code == 3, theirs.err
+    assert (await cli("sign", "not-a-ref")).code == 2
+
+
+async def test_ls_objects_with_folders_and_download_by_key(
+    system: System, cli_for: Any, tmp_path: Path
+) -> None:
+    user = "obj-user"
+    cli = cli_for(user)
+    assert (await cli("buckets", "create", "tree")).code == 0
+    keys = {
+        "top.txt": b"top\n",
+        "docs/a.txt": b"a\n" * 100,
+        "docs/sub/b.txt": b"b\n",
+        "docs/sub/c.txt": b"c\n",
+    }
+    for key, data in keys.items():
+        await _put(system, user, "tree", key, data)
+
+    async def listed(*args: str) -> Any:
+        done = await cli("ls", *args, "--json")
+        assert done.code == 0, done.err
+        return json.loads(done.out)
+
+    async def all_there() -> Any:  # the listing is a read model: a bounded lag
+        page = await listed("tree", "--recursive")
+        return page if len(page["items"]) == len(keys) else None
+
+    page = await wait_until(all_there)
+    assert [o["key"] for o in page["items"]] == sorted(keys)  # key order
+    top = await listed("tree")
+    assert top["common_prefixes"] == ["docs/"]
+    assert [o["key"] for o in top["items"]] == ["top.txt"]
+    docs = await listed("tree/docs/")
+    assert docs["common_prefixes"] == ["docs/sub/"]
+    assert [o["key"] for o in docs["items"]] == ["docs/a.txt"]
+    table = await cli("ls", "tree/docs/")
+    assert table.code == 0
+    lines = table.out.splitlines()
+    assert any("PRE" in line and "sub/" in line for line in lines)
+    assert any(line.rstrip().endswith(" a.txt") for line in lines)
+    limited = await listed("tree", "--recursive", "--limit", "2")
+    assert [o["key"] for o in limited["items"]] == sorted(keys)[:2]
+
+    out = tmp_path / "b.txt"
+    got = await cli("download", "tree/docs/sub/b.txt", "-o", str(out), "--json")
+    assert got.code == 0, got.err
+    assert out.read_bytes() == b"b\n"
+    missing = await cli("download", "tree/docs/nope.txt")
+    assert missing.code == 3, missing.err
+    nobucket = await cli("ls", "no-such-bucket")
+    assert nobucket.code == 3 and "bucket_not_found" in nobucket.err
+
+
+async def test_upload_with_a_key_makes_an_object(
+    system: System, cli_for: Any, tmp_path: Path
+) -> None:
+    user = "obj-up"
+    cli = cli_for(user)
+    assert (await cli("buckets", "create", "keyed")).code == 0
+    native, tus = os.urandom(300_000), os.urandom(200_000)
+    (tmp_path / "n.bin").write_bytes(native)
+    (tmp_path / "t.bin").write_bytes(tus)
+    for name, key, extra in (("n.bin", "in/native.bin", ()), ("t.bin", "in/tus.bin", ("--tus",))):
+        done = await cli(
+            "upload", str(tmp_path / name), "--bucket", "keyed", "--key", key, *extra, "--json"
+        )
+        assert done.code == 0, done.err
+
+    async def both() -> Any:
+        page = json.loads((await cli("ls", "keyed/in/", "--json")).out)
+        return page if len(page["items"]) == 2 else None
+
+    page = await wait_until(both)
+    assert [o["key"] for o in page["items"]] == ["in/native.bin", "in/tus.bin"]
+    for key, data in (("in/native.bin", native), ("in/tus.bin", tus)):
+        async with system.client(user) as c:
+            r = await c.get(f"/v1/buckets/keyed/objects/{key}")
+        assert r.status_code == 200 and r.content == data
+        out = tmp_path / key.replace("/", "_")
+        got = await cli("download", f"keyed/{key}", "-o", str(out))
+        assert got.code == 0, got.err
+        assert out.read_bytes() == data
