@@ -112,7 +112,7 @@ class PostgresEventStore:
     Concurrent `append` calls on one store object are queued and written together: a
     flusher takes every waiting append (at most one per stream, up to `max_batch` events)
     and writes them with one statement, `eventstore.append_batch`
-    (migrations/0013_append_batch.sql), which checks each, takes the append lock once,
+    (migrations/0014_append_batch.sql), which checks each, takes the append lock once,
     inserts every event and commits once. The append lock is held through the commit, so one
     commit (one WAL flush) at a time is the store's limit; with group commit that one commit
     carries every append that arrived meanwhile instead of one, and one round trip instead of
@@ -220,7 +220,7 @@ class PostgresEventStore:
                 p.settle(e)
 
     async def _write_together(self, batch: list[_Pending]) -> list[_Pending]:
-        """Write the batch in one statement (migrations/0013_append_batch.sql); settle each
+        """Write the batch in one statement (migrations/0014_append_batch.sql); settle each
         append written or refused; return those whose command id was applied already, left
         to `_append_one` to answer with their earlier events."""
         ev_rows = [(n, r) for n, p in enumerate(batch, 1) for r in _event_rows(p)]
