@@ -14,16 +14,17 @@ in the default thread pool; the event loop only shuffles buffer references.
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import functools
 import os
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bus.blobs.errors import BlobNotFound, BlobTooLarge
+from bus.blobs.batching import HashingBatcher, run_cleanup
+from bus.blobs.errors import BlobNotFound
 from bus.config import metrics
 
 T = TypeVar("T")
@@ -39,10 +40,6 @@ READ_PIECE = 1024 * 1024
 HASH_READ = 4 * 1024 * 1024
 
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
-
-# Tasks that finish discarding a failed put after its coroutine is gone (see _discard):
-# held here so they are not garbage collected mid-flight.
-_CLEANUPS: set[asyncio.Task[None]] = set()
 
 
 def is_sha256(s: str) -> bool:
@@ -133,60 +130,30 @@ class LocalBlobStore:
             fd, tmp = await asyncio.shield(opening)
         except BaseException:
             # Cancelled while the file was being created: remove it once it exists.
-            await _in_background(_remove_opened(opening))
+            await run_cleanup(_remove_opened(opening))
             raise
-        hasher = hashlib.sha256()
-        total = 0
-        batch: list[bytes] = []
-        batched = 0
-        inflight: asyncio.Future[None] | None = None
+        # Shielded waits and one write in flight: see bus/blobs/batching.py.
+        batcher = HashingBatcher(
+            functools.partial(_write_all, fd), buffer=WRITE_BUFFER, max_bytes=max_bytes
+        )
+        commit: asyncio.Future[None] | None = None
         try:
-            async for piece in chunks:
-                if not piece:
-                    continue
-                total += len(piece)
-                if max_bytes is not None and total > max_bytes:
-                    raise BlobTooLarge(max_bytes)
-                batch.append(piece)
-                batched += len(piece)
-                if batched >= WRITE_BUFFER:
-                    if inflight is not None:
-                        # Shielded, here and below: a cancellation must not mark the
-                        # thread's future done while the thread still uses fd (_discard
-                        # waits on it).
-                        await asyncio.shield(inflight)
-                    inflight = self._absorb(fd, hasher, batch)
-                    batch, batched = [], 0
-            if batch:
-                if inflight is not None:
-                    await asyncio.shield(inflight)
-                inflight = self._absorb(fd, hasher, batch)
-            if inflight is not None:
-                await asyncio.shield(inflight)
-            digest = hasher.hexdigest()
+            await batcher.absorb(chunks)
+            total = batcher.size
+            digest = batcher.hasher.hexdigest()
             # The commit closes fd itself; from here on a failure must not close it again.
             closer, fd = fd, -1
-            inflight = asyncio.get_running_loop().run_in_executor(
+            commit = asyncio.get_running_loop().run_in_executor(
                 None, self._commit, closer, tmp, digest
             )
-            await asyncio.shield(inflight)
+            await asyncio.shield(commit)
             metrics.BLOB_WRITTEN_BYTES.inc(total)
             return digest, total
         except BaseException:
-            await _discard(inflight, fd, tmp)
+            # Whichever thread may still be using fd or tmp: the commit once started,
+            # else the batcher's last write.
+            await _discard(commit if commit is not None else batcher.inflight, fd, tmp)
             raise
-
-    def _absorb(self, fd: int, hasher: Any, batch: list[bytes]) -> asyncio.Future[None]:
-        """Start hashing and writing one buffer in a thread; the future is done with both."""
-
-        def work() -> None:
-            # bytes.join releases the GIL for big joins; one buffer is then hashed and
-            # written with one call each.
-            data = batch[0] if len(batch) == 1 else b"".join(batch)
-            hasher.update(data)
-            _write_all(fd, data)
-
-        return asyncio.get_running_loop().run_in_executor(None, work)
 
     def _open_tmp(self) -> tuple[int, Path]:
         # A fresh random name per put: concurrent puts, even of the same bytes, never share
@@ -453,7 +420,7 @@ async def _discard(inflight: asyncio.Future[None] | None, fd: int, tmp: Path) ->
                 pass
         await _in_thread(_remove_tmp, fd, tmp)
 
-    await _in_background(cleanup())
+    await run_cleanup(cleanup())
 
 
 async def _remove_opened(opening: asyncio.Future[tuple[int, Path]]) -> None:
@@ -462,17 +429,6 @@ async def _remove_opened(opening: asyncio.Future[tuple[int, Path]]) -> None:
     except BaseException:  # nothing was created
         return
     await _in_thread(_remove_tmp, fd, tmp)
-
-
-async def _in_background(cleanup: Coroutine[Any, Any, None]) -> None:
-    """Run a cleanup in a task of its own and wait for it through a shield.
-
-    So a second cancellation of the caller cannot stop the cleanup half-way: the caller
-    stops waiting, the task still finishes (and is held in _CLEANUPS until then)."""
-    task = asyncio.get_running_loop().create_task(cleanup)
-    _CLEANUPS.add(task)
-    task.add_done_callback(_CLEANUPS.discard)
-    await asyncio.shield(task)
 
 
 def _remove_tmp(fd: int, tmp: Path) -> None:

@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import os
 import secrets
@@ -69,7 +70,8 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
-from bus.blobs.errors import BlobCorrupt, BlobNotFound, BlobStoreUnavailable, BlobTooLarge
+from bus.blobs.batching import HashingBatcher, run_cleanup
+from bus.blobs.errors import BlobCorrupt, BlobNotFound, BlobStoreUnavailable
 from bus.blobs.local import _check_range, is_sha256
 from bus.config import metrics
 
@@ -213,45 +215,25 @@ class S3BlobStore:
         try:
             f, path = await asyncio.shield(opening)
         except BaseException:
-            await _cleanup(_close_opened(opening))
+            await run_cleanup(_close_opened(opening))
             raise
-        hasher = hashlib.sha256()
-        total = 0
-        batch: list[bytes] = []
-        batched = 0
-        inflight: asyncio.Future[None] | None = None
+        # Shielded waits and one write in flight: see bus/blobs/batching.py.
+        batcher = HashingBatcher(
+            functools.partial(_write_all, f), buffer=SPOOL_BUFFER, max_bytes=max_bytes
+        )
         try:
-            async for piece in chunks:
-                if not piece:
-                    continue
-                total += len(piece)
-                if max_bytes is not None and total > max_bytes:
-                    raise BlobTooLarge(max_bytes)
-                batch.append(piece)
-                batched += len(piece)
-                if batched >= SPOOL_BUFFER:
-                    if inflight is not None:
-                        # Shielded: a cancellation must not leave the thread writing to a
-                        # file the cleanup closes (the cleanup waits for it instead).
-                        await asyncio.shield(inflight)
-                    inflight = loop.run_in_executor(None, _absorb, f, hasher, batch)
-                    batch, batched = [], 0
-            if batch:
-                if inflight is not None:
-                    await asyncio.shield(inflight)
-                inflight = loop.run_in_executor(None, _absorb, f, hasher, batch)
-            if inflight is not None:
-                await asyncio.shield(inflight)
-            digest = hasher.digest()
+            await batcher.absorb(chunks)
+            total = batcher.size
+            digest = batcher.hasher.digest()
             await asyncio.shield(loop.run_in_executor(None, f.seek, 0))
             await self._put_file(digest.hex(), digest, f, total)
-            await _cleanup(_discard(None, f, path))
+            await run_cleanup(_discard(None, f, path))
             metrics.BLOB_WRITTEN_BYTES.inc(total)
             return digest.hex(), total
         except BaseException:
             # (Also reached if cancelled after S3 acknowledged: the complete blob stays,
             # which is harmless, like the local store's cancelled commit.)
-            await _cleanup(_discard(inflight, f, path))
+            await run_cleanup(_discard(batcher.inflight, f, path))
             raise
 
     async def _put_file(self, hexdigest: str, digest: bytes, f: Any, size: int) -> None:
@@ -567,9 +549,7 @@ async def _read_piece(body: Any, want: int) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def _absorb(f: Any, hasher: Any, batch: list[bytes]) -> None:
-    data = batch[0] if len(batch) == 1 else b"".join(batch)
-    hasher.update(data)
+def _write_all(f: Any, data: bytes) -> None:
     view = memoryview(data)
     while view:
         n = f.write(view)
@@ -597,15 +577,3 @@ def _remove_spool(f: Any, path: Path) -> None:
         f.close()
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
-
-
-_CLEANUPS: set[asyncio.Task[None]] = set()
-
-
-async def _cleanup(coro: Any) -> None:
-    """Run a cleanup in a task of its own, waited for through a shield: a second
-    cancellation of the caller cannot stop it half-way (held in _CLEANUPS until done)."""
-    task = asyncio.get_running_loop().create_task(coro)
-    _CLEANUPS.add(task)
-    task.add_done_callback(_CLEANUPS.discard)
-    await asyncio.shield(task)

@@ -1,0 +1,104 @@
+"""Hash-and-batch writing: the one loop every blob store runs over an incoming stream.
+
+Each store's `put_stream` takes an upload body (pieces of typically 16-64 KiB), hashes it,
+writes it somewhere durable-to-be (the local store's temp file, the S3 store's spool file)
+and enforces the size cap. Doing that per piece on the event loop would block it on the
+hash and the write; doing it per piece in a thread would pay a thread hop (~50 us) per
+piece. So pieces are gathered into buffers of `buffer` bytes and each buffer is hashed and
+written by one call in the default thread pool, while the loop gathers the next one.
+
+Why exactly one write in flight, and why it is shielded:
+- Ordering: the hash state and the file offset are sequential, so buffer N+1 may only be
+  handed to a thread once buffer N is hashed and written. Waiting for the previous write
+  before starting the next keeps at most ~2 buffers in memory per put, too.
+- Cancellation: a thread cannot be interrupted. Awaiting its future directly would, on a
+  cancellation of the put, cancel the *future* (marking it done) while the thread still
+  writes into the file descriptor. The store's cleanup, which waits for `inflight` before
+  closing and removing the file, would then close (or unlink) under a running write, and a
+  reused descriptor could receive stray bytes. So every wait goes through
+  `asyncio.shield`: the cancellation reaches the put, the future stays an honest "the
+  thread is done" signal, and `inflight` is left for the caller's cleanup to wait on.
+
+`run_cleanup` is the other half of that contract: the cleanup itself runs in a task of its
+own, waited for through a shield, so a second cancellation cannot stop it half-way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+from bus.blobs.errors import BlobTooLarge
+
+# Cleanup tasks that outlive the coroutine that started them (see run_cleanup): held here
+# so they are not garbage collected mid-flight.
+_CLEANUPS: set[asyncio.Task[None]] = set()
+
+
+class HashingBatcher:
+    """Feed a stream, batched, to `write` in a thread, hashing it (sha256) on the way.
+
+    `write(data)` must write all of `data`; it runs in the default thread pool, never two
+    at a time, in stream order. After `absorb` returns, `hasher` holds the digest of every
+    byte and `size` their count. If `absorb` raises (the source failing, BlobTooLarge past
+    `max_bytes`, a failed write, a cancellation), `inflight` is the last write handed to a
+    thread, possibly still running: the caller must wait for it before releasing whatever
+    `write` writes to."""
+
+    def __init__(
+        self, write: Callable[[bytes], None], *, buffer: int, max_bytes: int | None = None
+    ) -> None:
+        self._write = write
+        self._buffer = buffer
+        self._max = max_bytes
+        self.hasher = hashlib.sha256()
+        self.size = 0
+        self.inflight: asyncio.Future[None] | None = None
+
+    async def absorb(self, chunks: AsyncIterator[bytes]) -> None:
+        """Consume `chunks`; return once every byte is hashed and written."""
+        batch: list[bytes] = []
+        batched = 0
+        async for piece in chunks:
+            if not piece:
+                continue
+            self.size += len(piece)
+            # Checked before buffering: nothing past the cap is ever written.
+            if self._max is not None and self.size > self._max:
+                raise BlobTooLarge(self._max)
+            batch.append(piece)
+            batched += len(piece)
+            if batched >= self._buffer:
+                await self._hand_over(batch)
+                batch, batched = [], 0
+        if batch:
+            await self._hand_over(batch)
+        if self.inflight is not None:
+            await asyncio.shield(self.inflight)
+
+    async def _hand_over(self, batch: list[bytes]) -> None:
+        if self.inflight is not None:
+            # Shielded (see the module docstring): a cancellation must not mark the
+            # thread's future done while the thread still writes.
+            await asyncio.shield(self.inflight)
+        self.inflight = asyncio.get_running_loop().run_in_executor(None, self._work, batch)
+
+    def _work(self, batch: list[bytes]) -> None:
+        # bytes.join releases the GIL for big joins; one buffer is then hashed and written
+        # with one call each (hashlib releases the GIL for large updates too).
+        data = batch[0] if len(batch) == 1 else b"".join(batch)
+        self.hasher.update(data)
+        self._write(data)
+
+
+async def run_cleanup(cleanup: Coroutine[Any, Any, None]) -> None:
+    """Run a cleanup in a task of its own and wait for it through a shield.
+
+    So a second cancellation of the caller cannot stop the cleanup half-way: the caller
+    stops waiting, the task still finishes (and is held in _CLEANUPS until then)."""
+    task = asyncio.get_running_loop().create_task(cleanup)
+    _CLEANUPS.add(task)
+    task.add_done_callback(_CLEANUPS.discard)
+    await asyncio.shield(task)
