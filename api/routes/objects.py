@@ -39,6 +39,7 @@ from api.context import AppContext, ctx, now
 from api.errors import ApiError
 from api.http.conditionals import ANY, parse_etags
 from api.http.content import ContentResponse, Representation, plan, read_small, request_fields
+from api.http.presigned import redirect_location
 from api.http.signed_query import (
     Signature,
     SignedExpires,
@@ -388,6 +389,11 @@ class ObjectsController(SecuredController):
                 None, description="The requested range(s): one, or multipart/byteranges"
             ),
             304: ResponseSpec(None, description="Not modified (If-None-Match, If-Modified-Since)"),
+            307: ResponseSpec(
+                None,
+                description="With CAIRN_S3_REDIRECT: a full GET of an object stored as one S3"
+                " object, redirected to a short-lived presigned S3 URL (Location)",
+            ),
             412: ResponseSpec(None, description="If-Match or If-Unmodified-Since is false"),
             416: ResponseSpec(None, description="No satisfiable range, or too many ranges"),
         },
@@ -435,6 +441,17 @@ class ObjectsController(SecuredController):
         )
         if request.method != "GET" or p.status not in (200, 206):
             return ContentResponse(b"", status=p.status, headers=p.headers)
+        if p.status == 200:
+            # Only here, after object_bucket has checked the caller (owner, public bucket,
+            # or a valid signed GET URL): the presigned URL is itself a credential.
+            location = await redirect_location(c.settings, c.blobs, st.manifest, st.size, p.headers)
+            if location is not None:
+                c.downloads.record(st.id, st.size)  # handed over whole; counted as sent
+                return ContentResponse(
+                    b"",
+                    status=307,
+                    headers={"Location": location, "Cache-Control": "no-store"},
+                )
         body = await read_small(
             c.blobs, st.manifest, p, lambda sent: c.downloads.record(st.id, sent)
         )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.async_api import Page, expect
+from playwright.async_api import Locator, Page, expect
 
 from tests.api.console.browser import chromium, shot
 from tests.api.console.test_console import no_csp_violations, open_console, sign_in, tus_upload
@@ -129,5 +129,76 @@ async def test_objects_folders_live_download_delete(shared_system: System, tmp_p
         # The breadcrumb leads back to the top.
         await page.get_by_role("button", name=f"Top of {bucket}").click()
         await expect(page.locator("#objects tbody tr[data-key='top.txt']")).to_have_count(1)
+        await no_csp_violations(page)
+        await ctx.close()
+
+
+async def test_objects_sort_by_name_size_and_modified(shared_system: System) -> None:
+    me = user()
+    bucket = f"sort-{uuid.uuid4().hex[:8]}"
+    async with shared_system.client(me) as c:
+        assert (await c.post("/v1/buckets", json={"name": bucket})).status_code == 201
+    # Written in this order (modified: b, a, c), of these sizes (a < c < b).
+    await put(shared_system, me, bucket, "b.txt", b"b" * 300)
+    await put(shared_system, me, bucket, "a.txt", b"a" * 10)
+    await put(shared_system, me, bucket, "c.txt", b"c" * 100)
+    await put(shared_system, me, bucket, "dir/x.txt", b"x")
+    async with chromium() as browser:
+        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
+        page = await ctx.new_page()
+        await open_console(page, shared_system)
+        await sign_in(page, shared_system.token(me))
+        await page.get_by_role("tab", name="Buckets").click()
+        await page.get_by_role("button", name=f"Browse objects of {bucket}").click()
+        rows = page.locator("#objects tbody tr")
+        await expect(rows).to_have_count(4)
+        head = page.locator("#objects thead")
+
+        async def order() -> list[str]:
+            keys: list[str] = await rows.evaluate_all(
+                "rs => rs.map(r => r.dataset.key || r.dataset.prefix)"
+            )
+            return keys
+
+        def header(column: str) -> Locator:
+            return head.locator("th").filter(has=page.get_by_role("button", name=column))
+
+        # By name, ascending (the listing's key order); folders first.
+        assert await order() == ["dir/", "a.txt", "b.txt", "c.txt"]
+        await expect(header("Name")).to_have_attribute("aria-sort", "ascending")
+
+        # By size: ascending, then (the same button again) descending. By keyboard.
+        size = head.get_by_role("button", name="Size")
+        await size.focus()
+        await page.keyboard.press("Enter")
+        await expect(header("Size")).to_have_attribute("aria-sort", "ascending")
+        await expect(header("Name")).to_have_attribute("aria-sort", "none")
+        assert await order() == ["dir/", "a.txt", "c.txt", "b.txt"]
+        await expect(page.locator("#status")).to_have_text("Objects sorted by size, ascending.")
+        await size.click()
+        await expect(header("Size")).to_have_attribute("aria-sort", "descending")
+        assert await order() == ["dir/", "b.txt", "c.txt", "a.txt"]
+
+        # By modified: oldest first, then newest first.
+        await head.get_by_role("button", name="Modified").click()
+        await expect(header("Modified")).to_have_attribute("aria-sort", "ascending")
+        assert await order() == ["dir/", "b.txt", "a.txt", "c.txt"]
+        await head.get_by_role("button", name="Modified").click()
+        assert await order() == ["dir/", "c.txt", "a.txt", "b.txt"]
+
+        # Name descending; a live change keeps the chosen order.
+        await head.get_by_role("button", name="Name").click()
+        await head.get_by_role("button", name="Name").click()
+        await expect(header("Name")).to_have_attribute("aria-sort", "descending")
+        assert await order() == ["dir/", "c.txt", "b.txt", "a.txt"]
+        await put(shared_system, me, bucket, "bb.txt", b"bb")
+        await expect(page.locator("#objects tbody tr[data-key='bb.txt']")).to_have_count(1)
+        assert await order() == ["dir/", "c.txt", "bb.txt", "b.txt", "a.txt"]
+
+        # On a phone-width screen (rows as cards) the sort buttons are still shown.
+        await page.set_viewport_size({"width": 390, "height": 800})
+        box = await head.get_by_role("button", name="Size").bounding_box()
+        assert box is not None and box["width"] > 20 and box["height"] > 10
+        await page.screenshot(path=shot("objects-sort-phone"))
         await no_csp_violations(page)
         await ctx.close()

@@ -1,6 +1,8 @@
 // Objects of a bucket (GET /v1/buckets/{name}/objects?prefix=&delimiter=/): folders are
 // the common prefixes, navigated by a breadcrumb; a name filter narrows the folder (it
-// extends the prefix); pages follow the server's cursor ("More"). Each object: download,
+// extends the prefix); pages follow the server's cursor ("More"). The column headers sort
+// by name, size or modified time: in the browser, over the rows loaded so far, as the API
+// lists in key order only (folders stay first). Each object: download,
 // copy a signed URL, delete. The listing is a read model: an object event from the stream
 // re-reads the folder shown.
 
@@ -12,6 +14,9 @@ import { CatchUp } from './catchup.js'
 
 const PAGE = 100
 const state = { bucket: '', prefix: '', filter: '', cursor: null }
+// What is loaded (all pages so far) and how it is shown; loading and sorting both render.
+const loaded = { prefixes: [], items: [] }
+const sort = { by: 'name', dir: 1 }
 const enc = (s) => encodeURIComponent(s)
 const keyPath = (key) => key.split('/').map(enc).join('/')
 // The listing is a read model: catch up with what the stream (or our delete) said.
@@ -20,6 +25,7 @@ const awaited = new CatchUp(() => loadObjects(false))
 export async function loadObjects (more = false) {
   const tbody = document.querySelector('#objects tbody')
   if (!state.bucket) {
+    loaded.prefixes = []; loaded.items = []
     tbody.replaceChildren()
     document.getElementById('objects-empty').hidden = false
     document.getElementById('objects-more').hidden = true
@@ -36,17 +42,50 @@ export async function loadObjects (more = false) {
     return
   }
   const items = page.items.filter(o => !awaited.hides(o.id))
-  const rows = [
-    ...page.common_prefixes.map(folderRow),
-    ...items.map(objectRow)
-  ]
-  if (more) tbody.append(...rows)
-  else tbody.replaceChildren(...rows)
+  if (more) {
+    loaded.prefixes.push(...page.common_prefixes)
+    loaded.items.push(...items)
+  } else {
+    loaded.prefixes = [...page.common_prefixes]
+    loaded.items = items
+  }
+  render()
   state.cursor = page.next_cursor
   document.getElementById('objects-more').hidden = !page.next_cursor
+  document.getElementById('objects-sort-help').hidden = !page.next_cursor
   document.getElementById('objects-empty').hidden = tbody.children.length > 0
   crumbs()
   if (!more) awaited.settle(new Set(page.items.map(o => o.id)), !page.next_cursor)
+}
+
+// Code-point order, as the API orders keys: name ascending is the listing's own order.
+const byText = (a, b) => (a < b ? -1 : a > b ? 1 : 0)
+const KEYS = {
+  name: (a, b) => byText(a.key, b.key),
+  size: (a, b) => a.size - b.size,
+  modified: (a, b) => Date.parse(a.last_modified) - Date.parse(b.last_modified)
+}
+
+function render () {
+  const { by, dir } = sort
+  // Ties (same size, same time) by key, so the order is always the same.
+  const items = [...loaded.items].sort((a, b) => dir * (KEYS[by](a, b) || KEYS.name(a, b)))
+  // Folders have no size or time: they stay first, by name (reversed with a name sort).
+  const prefixes = [...loaded.prefixes].sort((a, b) => (by === 'name' ? dir : 1) * byText(a, b))
+  document.querySelector('#objects tbody').replaceChildren(
+    ...prefixes.map(folderRow), ...items.map(objectRow))
+  for (const b of document.querySelectorAll('#objects thead button.sort')) {
+    const on = b.dataset.sort === by
+    b.parentElement.setAttribute('aria-sort', on ? (dir > 0 ? 'ascending' : 'descending') : 'none')
+  }
+}
+
+// A header's button: sort by its column, ascending; again: the other way.
+function sortBy (by) {
+  sort.dir = sort.by === by ? -sort.dir : 1
+  sort.by = by
+  render()
+  say(`Objects sorted by ${by}, ${sort.dir > 0 ? 'ascending' : 'descending'}.`)
 }
 
 export const reloadObjects = debounce(() => loadObjects(false), 150)
@@ -157,6 +196,9 @@ export function setupObjects () {
     go('')
   })
   document.getElementById('objects-more').addEventListener('click', () => loadObjects(true))
+  for (const b of document.querySelectorAll('#objects thead button.sort')) {
+    b.addEventListener('click', () => sortBy(b.dataset.sort))
+  }
   const filter = document.getElementById('objects-filter')
   filter.addEventListener('input', debounce(() => {
     state.filter = filter.value
@@ -168,6 +210,7 @@ export function setupObjects () {
 export function resetObjects () {
   awaited.clear()
   state.bucket = ''; state.prefix = ''; state.filter = ''; state.cursor = null
+  loaded.prefixes = []; loaded.items = []
   document.getElementById('objects-filter').value = ''
   document.querySelector('#objects tbody').replaceChildren()
   crumbs()
