@@ -4,6 +4,9 @@ A process kind of its own (not part of `handlers`) because it is bound by bandwi
 connections, not by events: it scales by running more of them, on any host, and killing
 one loses at most the bytes it had not yet recorded.
 
+A new fetch is claimed at once: the worker LISTENs for the event store's appends and looks
+when one arrives, and otherwise polls every POLL_EVERY seconds (bus/store/pickup.py).
+
 Who runs what: workers claim runnable fetches (read model status PENDING or IN_PROGRESS)
 through leases in `work.fetch_leases`, renewed every lease/3 seconds. A worker that dies
 stops renewing, and after CAIRN_FETCH_LEASE seconds another (or the restarted one) takes
@@ -45,6 +48,7 @@ from bus.fetch import origin
 from bus.fetch.origin import Fatal, Retryable, StartOver
 from bus.fetch.ssrf import UnsafeUrl, check_url, guarded_client, redirect_location
 from bus.store.eventstore import PostgresEventStore
+from bus.store.pickup import Pickup
 from domain import fetches as f
 from domain.commands import (
     AppendFetchBytes,
@@ -66,7 +70,9 @@ log = get_logger(__name__)
 MAX_REDIRECTS = 5
 RECORD_EVERY = 1.0  # seconds between progress events of one fetch (at most about)
 WATCH_EVERY = 0.5  # seconds between looks for pause / cancel / take-over
-POLL_EVERY = 0.5  # seconds between looks for new fetches when idle
+# Seconds between looks for new fetches without a notification (bus/store/pickup.py: a
+# new fetch wakes the worker at once); finds fetches whose lease ran out (a dead worker).
+POLL_EVERY = 0.5
 _CLAIM_LOCK = 727_300  # advisory lock: claims are serialised so concurrency limits hold
 
 
@@ -116,10 +122,13 @@ class Fetcher:
             allow_networks=s.fetch_allow_networks,
             timeout=httpx.Timeout(s.fetch_timeout, connect=min(10.0, s.fetch_timeout)),
         )
+        pickup = Pickup(s.database_url or "", POLL_EVERY)
+        pickup.start()
         log.info("fetch worker started", holder=self.holder)
         last_renew = 0.0
         try:
             while not stop.is_set():
+                renew_in: float | None = None
                 try:
                     if time.monotonic() - last_renew >= s.fetch_lease / 3:
                         await self._renew()
@@ -129,14 +138,21 @@ class Fetcher:
                         for fetch_id in await self._claim(free):
                             if fetch_id in self.tasks:
                                 continue  # ours already (a renewal came late): keep that run
-                            self.tasks[fetch_id] = asyncio.create_task(
+                            task = asyncio.create_task(
                                 self._run(fetch_id), name=f"fetch-{fetch_id}"
                             )
+                            # A slot comes free: look for the next fetch at once.
+                            task.add_done_callback(lambda _t: pickup.nudge())
+                            self.tasks[fetch_id] = task
+                    if self.tasks:
+                        renew_in = last_renew + s.fetch_lease / 3 - time.monotonic()
                 except (OSError, asyncpg.PostgresError) as e:
+                    # Retried at the next poll (not sooner: the database is down).
                     log.warning("fetch worker: database unavailable", error=str(e))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), POLL_EVERY)
+                # Until new work is announced, the next poll, or the next lease renewal.
+                await pickup.wait(stop, renew_in)
         finally:
+            await pickup.stop()
             for task in self.tasks.values():
                 task.cancel()
             for task in list(self.tasks.values()):

@@ -6,7 +6,9 @@ CAIRN_TASK_CONCURRENCY_PER_OWNER tasks running anywhere (handlers/tasks/leases.p
 one user's batch cannot starve everyone else. Scale by running more workers: the lease
 table coordinates them, and a worker that dies leaves leases that run out after
 CAIRN_TASK_LEASE_SECONDS, when another worker takes its tasks over from their last
-checkpoint. The same loop deletes finished tasks older than CAIRN_TASK_RETENTION.
+checkpoint. A new task is claimed at once: the worker LISTENs for the event store's
+appends and looks when one arrives, polling every CAIRN_TASK_POLL_INTERVAL otherwise
+(bus/store/pickup.py). The same loop deletes finished tasks older than CAIRN_TASK_RETENTION.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from bus.blobs.factory import open_blob_store
 from bus.config.logs import get_logger
 from bus.config.settings import Settings
 from bus.store.eventstore import PostgresEventStore
+from bus.store.pickup import Pickup
 from domain.commands import DeleteFile
 from domain.errors import DomainError
 from domain.registry import AGGREGATES
@@ -61,6 +64,10 @@ class TaskWorker:
     async def run(self, stop: asyncio.Event) -> None:
         self.bus = CommandBus(self.settings, nudge=Nudger(self.pool))
         await self.bus.start()
+        # Woken by every append (a new task, a task that finished) and polling every
+        # CAIRN_TASK_POLL_INTERVAL as the safety net (bus/store/pickup.py).
+        pickup = Pickup(self.settings.database_url or "", self.settings.task_poll_interval)
+        pickup.start()
         last_retention = 0.0
         try:
             while not stop.is_set():
@@ -81,18 +88,21 @@ class TaskWorker:
                     except (OSError, asyncpg.PostgresError) as e:
                         log.warning("claiming a task failed; will retry", error=str(e))
                 if claimed is not None:
-                    self.running[claimed.task_id] = asyncio.create_task(
+                    job = asyncio.create_task(
                         self._run(claimed.task_id), name=f"task-{claimed.task_id}"
                     )
+                    # A slot comes free: look for the next task at once.
+                    job.add_done_callback(lambda _t: pickup.nudge())
+                    self.running[claimed.task_id] = job
                     continue  # another slot may be free: claim again at once
                 if now - last_retention > RETENTION_EVERY:
                     last_retention = now
                     with contextlib.suppress(OSError, asyncpg.PostgresError):
                         await task_queries.delete_expired(self.pool, self.settings.task_retention)
-                with contextlib.suppress(TimeoutError):
-                    # Idle, or every slot busy: look again after the poll interval.
-                    await asyncio.wait_for(stop.wait(), self.settings.task_poll_interval)
+                # Idle, or every slot busy: look again when work may have come.
+                await pickup.wait(stop)
         finally:
+            await pickup.stop()
             # Running tasks stop at their next safe point, checkpoint and give their
             # leases back, so another worker can take them over at once.
             self.stopping.set()

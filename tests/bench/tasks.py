@@ -9,7 +9,7 @@ N files of random bytes (full: 1,000 files of 1 MiB, as issue 11 asks; quick: 40
 - extract: an `extract` task of Cairn's zip (each member becomes a file) vs `unzip -q` of
   that same archive, downloaded once, into a fresh directory.
 Throughput is the N files' bytes over the time. Cairn's times include its pick-up
-(an idle worker looks for tasks every CAIRN_TASK_POLL_INTERVAL, 0.5 s) and its durability
+(an idle worker is woken by the task's events, bus/store/pickup.py) and its durability
 (every chunk and event is fsynced; the CLIs' output sits in the page cache). The task
 worker's peak RSS during the tasks is noted: streamed, it should not grow with the bytes.
 """
@@ -192,7 +192,7 @@ async def archive(bench: Bench, res: Result) -> None:
     ]
     res.notes.append(
         f"{n} files of {human_bytes(size)} ({human_bytes(total)}); Cairn from POST /v1/tasks "
-        "to COMPLETED (includes the worker's pick-up, up to CAIRN_TASK_POLL_INTERVAL, and "
+        "to COMPLETED (includes the worker's pick-up, woken by the task's events, and "
         "fsynced chunks and events); the CLIs write to the page cache"
     )
     if moved:
