@@ -10,7 +10,6 @@ from typing import Annotated, Any
 
 from litestar import HttpMethod, Request, Response, delete, get, patch, post, route
 from litestar.di import NamedDependency, Provide
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from api import signed_urls
@@ -19,8 +18,7 @@ from api.bucket_access import check_writable, file_resource, readable_file, sign
 from api.commanding import SecuredController, load_owned, parse_id, send_as
 from api.context import ctx
 from api.errors import ApiError
-from api.http.content import ContentResponse, Representation, plan, read_small, request_fields
-from api.http.presigned import redirect_location
+from api.http.content import ContentResponse
 from api.http.signed_query import (
     Signature,
     SignedExpires,
@@ -40,6 +38,7 @@ from api.schemas import (
     UpdateFile,
     ok,
 )
+from api.serving import content_responses, serve
 from domain.commands import DeleteFile
 from domain.commands import UpdateFile as UpdateFileCommand
 from domain.files import FileState
@@ -104,22 +103,7 @@ class FilesController(SecuredController):
         " without auth for a file in a public bucket, or with a signed URL's parameters",
         dependencies=_READ,
         security=ANONYMOUS,
-        responses={
-            403: ResponseSpec(
-                None, description="A signed URL that is expired, altered, or for another method"
-            ),
-            206: ResponseSpec(
-                None, description="The requested range(s): one, or multipart/byteranges"
-            ),
-            304: ResponseSpec(None, description="Not modified (If-None-Match, If-Modified-Since)"),
-            307: ResponseSpec(
-                None,
-                description="With CAIRN_S3_REDIRECT: a full GET of a file stored as one S3"
-                " object, redirected to a short-lived presigned S3 URL (Location)",
-            ),
-            412: ResponseSpec(None, description="If-Match or If-Unmodified-Since is false"),
-            416: ResponseSpec(None, description="No satisfiable range, or too many ranges"),
-        },
+        responses=content_responses("file"),
     )
     async def content(
         self,
@@ -138,36 +122,7 @@ class FilesController(SecuredController):
         st = await readable_file(
             c, file_id, principal, request.method, signature_params(request.query_params)
         )
-        rep = Representation(
-            size=st.size,
-            etag=st.sha256,
-            last_modified=st.created_at,
-            content_type=st.content_type,
-            name=st.name,
-        )
-        p = plan(
-            request.method,
-            request_fields(request),
-            rep,
-            download=download,
-            max_ranges=c.settings.max_ranges,
-        )
-        if request.method != "GET" or p.status not in (200, 206):
-            # HEAD, 304: no body, nothing read, not a download.
-            return ContentResponse(b"", status=p.status, headers=p.headers)
-        if p.status == 200:
-            location = await redirect_location(c.settings, c.blobs, st.manifest, st.size, p.headers)
-            if location is not None:
-                c.downloads.record(st.id, st.size)  # handed over whole; counted as sent
-                return ContentResponse(
-                    b"",
-                    status=307,
-                    headers={"Location": location, "Cache-Control": "no-store"},
-                )
-        body = await read_small(
-            c.blobs, st.manifest, p, lambda sent: c.downloads.record(st.id, sent)
-        )
-        return ContentResponse(body, status=p.status, headers=p.headers)
+        return await serve(c, request, st, download=download)
 
     @patch(
         "/{file_id:str}",

@@ -38,8 +38,7 @@ from api.commanding import SecuredController, reply_state
 from api.context import AppContext, ctx, now
 from api.errors import ApiError
 from api.http.conditionals import ANY, parse_etags
-from api.http.content import ContentResponse, Representation, plan, read_small, request_fields
-from api.http.presigned import redirect_location
+from api.http.content import ContentResponse
 from api.http.signed_query import (
     Signature,
     SignedExpires,
@@ -52,6 +51,7 @@ from api.http.signing import NO_VERSION
 from api.limits import check_quota
 from api.openapi import ANONYMOUS
 from api.schemas import Object, ObjectPage, SignedUrl, SignObjectUrl, ok
+from api.serving import content_responses, serve
 from api.tus.controller import piece_at
 from bus.blobs.errors import BlobTooLarge
 from bus.blobs.ingest import ingest
@@ -381,22 +381,7 @@ class ObjectsController(SecuredController):
         " without auth for a public bucket, or with a signed URL's parameters",
         dependencies=_READ,
         security=ANONYMOUS,
-        responses={
-            403: ResponseSpec(
-                None, description="A signed URL that is expired, altered, or for another method"
-            ),
-            206: ResponseSpec(
-                None, description="The requested range(s): one, or multipart/byteranges"
-            ),
-            304: ResponseSpec(None, description="Not modified (If-None-Match, If-Modified-Since)"),
-            307: ResponseSpec(
-                None,
-                description="With CAIRN_S3_REDIRECT: a full GET of an object stored as one S3"
-                " object, redirected to a short-lived presigned S3 URL (Location)",
-            ),
-            412: ResponseSpec(None, description="If-Match or If-Unmodified-Since is false"),
-            416: ResponseSpec(None, description="No satisfiable range, or too many ranges"),
-        },
+        responses=content_responses("object"),
     )
     async def get_object(
         self,
@@ -425,37 +410,7 @@ class ObjectsController(SecuredController):
         st = await load_object(c, bucket, key)
         if st is None:
             raise _object_not_found(bucket.name, key)
-        rep = Representation(
-            size=st.size,
-            etag=st.sha256,
-            last_modified=st.created_at,
-            content_type=st.content_type,
-            name=st.name,
-        )
-        p = plan(
-            request.method,
-            request_fields(request),
-            rep,
-            download=download,
-            max_ranges=c.settings.max_ranges,
-        )
-        if request.method != "GET" or p.status not in (200, 206):
-            return ContentResponse(b"", status=p.status, headers=p.headers)
-        if p.status == 200:
-            # Only here, after object_bucket has checked the caller (owner, public bucket,
-            # or a valid signed GET URL): the presigned URL is itself a credential.
-            location = await redirect_location(c.settings, c.blobs, st.manifest, st.size, p.headers)
-            if location is not None:
-                c.downloads.record(st.id, st.size)  # handed over whole; counted as sent
-                return ContentResponse(
-                    b"",
-                    status=307,
-                    headers={"Location": location, "Cache-Control": "no-store"},
-                )
-        body = await read_small(
-            c.blobs, st.manifest, p, lambda sent: c.downloads.record(st.id, sent)
-        )
-        return ContentResponse(body, status=p.status, headers=p.headers)
+        return await serve(c, request, st, download=download)
 
     @delete(
         "/{key:path}",
