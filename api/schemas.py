@@ -165,10 +165,14 @@ class FilePage(msgspec.Struct):
 class UpdateFile(msgspec.Struct, forbid_unknown_fields=True):
     """Rename (a name, not a path), move to another of the owner's buckets (`default`: out
     of every bucket), or replace the user metadata (string values, at most 8 KiB in all).
-    A field left out keeps its value."""
+    A field left out keeps its value. For an object (a file with a `key`), a new `key`
+    and/or `bucket` renames or moves it S3-style: copy-then-delete (a new object, and so a
+    new id, from the same stored chunks; then the old key is deleted), never over a taken
+    key (409 `object_exists`), alone in its request (no `name` or `metadata` with it)."""
 
     name: Name | None = None
     bucket: Short | None = None
+    key: Annotated[str, msgspec.Meta(max_length=4096)] | None = None
     metadata: dict[Short, Annotated[str, msgspec.Meta(max_length=8192)]] | None = None
 
 

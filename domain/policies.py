@@ -269,10 +269,11 @@ def object_from_file(
     caller: str,
     at: datetime,
     admin: bool = False,
+    if_none_match: bool = False,
     command_id: str = "",
 ) -> PutObject:
     """Make the existing file `file` (its content: no bytes move, chunks are shared) the
-    object `key` of `bucket` as well. See `put_object`."""
+    object `key` of `bucket` as well. See `put_object` (`if_none_match`: create only)."""
     return put_object(
         bucket=bucket,
         key=key,
@@ -285,5 +286,6 @@ def object_from_file(
         at=at,
         admin=admin,
         metadata=file.metadata,
+        if_none_match=if_none_match,
         command_id=command_id,
     )

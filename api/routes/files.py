@@ -27,6 +27,7 @@ from api.http.signed_query import (
     SignedMethod,
     SignedVersion,
 )
+from api.object_move import move_object, wants_move
 from api.openapi import ANONYMOUS
 from api.schemas import (
     BIGINT_MAX,
@@ -126,7 +127,8 @@ class FilesController(SecuredController):
 
     @patch(
         "/{file_id:str}",
-        summary="Rename a file, move it to another of its owner's buckets, set its metadata",
+        summary="Rename a file, move it to another of its owner's buckets, set its metadata;"
+        " rename/move an object (`key`, `bucket`: copy-then-delete, a new id)",
         responses=ok(200, File, "The file after the change"),
     )
     async def update_file(
@@ -138,6 +140,10 @@ class FilesController(SecuredController):
     ) -> dict[str, Any]:
         c = ctx(request)
         st = await _load_file(request, file_id, principal)
+        if wants_move(st, data.key, data.bucket):
+            other = data.name is not None or data.metadata is not None
+            moved = await move_object(request, principal, st, data.key, data.bucket, other)
+            return file_view(await _load_file(request, moved, principal))
         # Only into a bucket the file's owner owns (an admin moves others' files too).
         await check_writable(c, data.bucket, st.owner)
         await send_as(

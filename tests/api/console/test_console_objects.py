@@ -202,3 +202,52 @@ async def test_objects_sort_by_name_size_and_modified(shared_system: System) -> 
         await page.screenshot(path=shot("objects-sort-phone"))
         await no_csp_violations(page)
         await ctx.close()
+
+
+async def test_rename_and_move_an_object(shared_system: System) -> None:
+    me = user()
+    bucket, other = f"mv-{uuid.uuid4().hex[:8]}", f"mv2-{uuid.uuid4().hex[:8]}"
+    async with shared_system.client(me) as c:
+        for name in (bucket, other):
+            assert (await c.post("/v1/buckets", json={"name": name})).status_code == 201
+    await put(shared_system, me, bucket, "old.txt", b"renamed bytes\n")
+    await put(shared_system, me, bucket, "taken.txt", b"taken\n")
+    async with chromium() as browser:
+        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
+        page = await ctx.new_page()
+        await open_console(page, shared_system)
+        await sign_in(page, shared_system.token(me))
+        await page.get_by_role("tab", name="Buckets").click()
+        await page.get_by_role("button", name=f"Browse objects of {bucket}").click()
+        await expect(page.locator("#objects tbody tr[data-key='old.txt']")).to_have_count(1)
+
+        # Onto a taken key: the dialog says why and nothing changes.
+        await page.get_by_role("button", name="Rename or move old.txt").click()
+        dialog = page.locator("#edit")
+        await expect(dialog).to_be_visible()
+        await dialog.get_by_label("New key").fill("taken.txt")
+        await dialog.get_by_role("button", name="Save").click()
+        await expect(page.locator("#edit-error")).to_contain_text("exists")
+        # Renamed: the list shows the new key, not the old one.
+        await dialog.get_by_label("New key").fill("docs/new name.txt")
+        await dialog.get_by_role("button", name="Save").click()
+        await expect(dialog).not_to_be_visible()
+        await expect(page.locator("#status")).to_have_text("Renamed old.txt to docs/new name.txt.")
+        await expect(page.locator("#objects tbody tr[data-key='old.txt']")).to_have_count(0)
+        await expect(page.locator("#objects tbody tr[data-prefix='docs/']")).to_have_count(1)
+        async with shared_system.client(me) as c:
+            r = await c.get(f"/v1/buckets/{bucket}/objects/docs/new%20name.txt")
+            assert r.status_code == 200 and r.content == b"renamed bytes\n"
+            assert (await c.get(f"/v1/buckets/{bucket}/objects/old.txt")).status_code == 404
+
+        # Moved to the other bucket: it leaves the list shown, and is there.
+        await page.get_by_role("button", name="Rename or move taken.txt").click()
+        await dialog.get_by_label("To bucket").select_option(other)
+        await dialog.get_by_role("button", name="Save").click()
+        await expect(page.locator("#objects tbody tr[data-key='taken.txt']")).to_have_count(0)
+        async with shared_system.client(me) as c:
+            r = await c.get(f"/v1/buckets/{other}/objects/taken.txt")
+            assert r.status_code == 200 and r.content == b"taken\n"
+        await page.screenshot(path=shot("objects-moved"))
+        await no_csp_violations(page)
+        await ctx.close()

@@ -3,7 +3,7 @@
 // extends the prefix); pages follow the server's cursor ("More"). The column headers sort
 // by name, size or modified time: in the browser, over the rows loaded so far, as the API
 // lists in key order only (folders stay first). Each object: download,
-// copy a signed URL, delete. The listing is a read model: an object event from the stream
+// copy a signed URL, rename/move (a new key and/or bucket), delete. The listing is a read model: an object event from the stream
 // re-reads the folder shown.
 
 import { json, request } from './api.js'
@@ -112,6 +112,7 @@ function objectRow (o) {
     el('td', { class: 'actions' },
       el('button', { type: 'button', 'aria-label': `Download ${o.key}`, onclick: () => download({ id: o.id, name: leaf }), text: 'Download' }),
       el('button', { type: 'button', 'aria-label': `Copy link to ${o.key}`, onclick: (ev) => openShare(o.key, `/v1/buckets/${enc(state.bucket)}/objects/${keyPath(o.key)}/signed-url`, ev.currentTarget), text: 'Copy link' }),
+      el('button', { type: 'button', 'aria-label': `Rename or move ${o.key}`, onclick: (ev) => openMove(o, ev.currentTarget), text: 'Rename/move' }),
       el('button', { type: 'button', class: 'danger', 'aria-label': `Delete ${o.key}`, onclick: () => remove(o), text: 'Delete' })))
 }
 
@@ -154,6 +155,54 @@ async function remove (o) {
   awaited.expect(o.id, false)
   await loadObjects()
   document.getElementById('objects-filter').focus()
+}
+
+// Rename or move one object: PATCH /v1/files/{id} with the new key and/or bucket, in the
+// files' modal dialog (its name field holds the whole key). The server copies the object
+// to the new key (same chunks) and deletes the old one: a new id, so the list waits for
+// the old id to leave and, when it lands in the folder shown, for the new one to appear.
+function openMove (o, opener) {
+  const dialog = document.getElementById('edit')
+  const form = document.getElementById('edit-form')
+  const error = document.getElementById('edit-error')
+  const bucket = state.bucket
+  document.getElementById('edit-title').textContent = `Rename or move ${o.key}`
+  document.querySelector('label[for=edit-name]').textContent = 'New key'
+  form.name.value = o.key
+  const buckets = [...document.querySelectorAll('#objects-bucket option')].map(x => x.value).filter(Boolean)
+  form.bucket.replaceChildren(...[...new Set([bucket, ...buckets])].map(b => el('option', { value: b, text: b })))
+  form.bucket.value = bucket
+  error.textContent = ''
+  form.onsubmit = async (ev) => {
+    ev.preventDefault()
+    const key = form.name.value
+    const body = {}
+    if (key !== o.key) body.key = key
+    if (form.bucket.value !== bucket) body.bucket = form.bucket.value
+    if (!key) { error.textContent = 'A key is needed.'; return }
+    if (!Object.keys(body).length) { dialog.close(); return }
+    let moved
+    try {
+      moved = await json(`/v1/files/${enc(o.id)}`, { method: 'PATCH', body })
+    } catch (e) {
+      error.textContent = `Could not move ${o.key}: ${e.message}`
+      return
+    }
+    dialog.close()
+    awaited.expect(o.id, false)
+    if (moved.bucket === state.bucket && moved.key.startsWith(state.prefix + state.filter) &&
+        !moved.key.slice(state.prefix.length).includes('/')) awaited.expect(moved.id, true)
+    say(body.bucket ? `Moved ${o.key} to ${moved.bucket} as ${moved.key}.` : `Renamed ${o.key} to ${moved.key}.`)
+    await loadObjects()
+  }
+  document.getElementById('edit-cancel').onclick = () => dialog.close()
+  dialog.addEventListener('close', () => {
+    document.querySelector('label[for=edit-name]').textContent = 'New name'
+    const back = opener && opener.isConnected ? opener : document.getElementById('objects-filter')
+    back.focus()
+  }, { once: true })
+  dialog.showModal()
+  form.name.select()
 }
 
 // Shows a bucket (from the picker or a bucket's "Browse" button).
