@@ -120,3 +120,25 @@ def test_object_from_file_shares_the_chunks() -> None:
     cmd = policies.object_from_file(st, "bkt2", "copy", owner="alice", caller="alice", at=T0)
     assert cmd.aggregate_id == object_file_id("bkt2", "copy")
     assert cmd.manifest == [{"sha256": H1, "size": 3}] and cmd.sha256 == H1
+
+
+def test_object_from_file_create_only_refuses_a_live_key() -> None:
+    # A move (api/object_move.py) never overwrites: the taken key's aggregate refuses it.
+    src = apply(None, files.decide(None, put()))  # type: ignore[arg-type]
+    dst = apply(None, files.decide(None, put(key="taken", sha=H2)))  # type: ignore[arg-type]
+    assert src is not None and dst is not None
+    cmd = policies.object_from_file(
+        src, "bkt", "taken", owner="alice", caller="alice", at=T0, if_none_match=True
+    )
+    assert cmd.if_none_match
+    with pytest.raises(PreconditionFailed) as refused:
+        files.decide(dst, cmd)
+    assert refused.value.code == "object_exists"
+    # A free key: created, from the same chunks.
+    free = policies.object_from_file(
+        src, "bkt", "free", owner="alice", caller="alice", at=T0, if_none_match=True
+    )
+    ev = files.decide(None, free)
+    assert [type(e) for e in ev] == [FileCreated]
+    made = apply(None, ev)
+    assert made is not None and made.sha256 == H1 and made.key == "free"
