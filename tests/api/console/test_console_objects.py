@@ -120,6 +120,14 @@ async def test_objects_folders_live_download_delete(shared_system: System, tmp_p
             await page.get_by_role("button", name="Download docs/a.txt").click()
         assert Path(await (await got.value).path()).read_bytes() == b"a file in docs\n"
 
+        # Preview: a text object opens in the sandboxed preview dialog, as files do.
+        preview = page.get_by_role("button", name="Preview docs/a.txt")
+        await preview.click()
+        await expect(page.locator("#preview .text-preview")).to_contain_text("a file in docs")
+        await page.keyboard.press("Escape")
+        await expect(page.locator("#preview")).not_to_be_visible()
+        await expect(preview).to_be_focused()
+
         # Delete: gone from the folder and from the API.
         await page.get_by_role("button", name="Delete docs/new.txt").click()
         await expect(page.locator("#objects tbody tr[data-key='docs/new.txt']")).to_have_count(0)

@@ -10,6 +10,7 @@ import { json, request } from './api.js'
 import { el, bytes, when, say, debounce } from './util.js'
 import { download } from './files.js'
 import { openShare } from './share.js'
+import { openPreview, previewKind } from './preview.js'
 import { CatchUp } from './catchup.js'
 
 const PAGE = 100
@@ -110,6 +111,7 @@ function objectRow (o) {
     el('td', { 'data-label': 'Size', text: bytes(o.size) }),
     el('td', { 'data-label': 'Modified' }, el('time', { datetime: o.last_modified, text: when(o.last_modified) })),
     el('td', { class: 'actions' },
+      previewKind(o) ? el('button', { type: 'button', 'aria-label': `Preview ${o.key}`, onclick: (ev) => openPreview({ id: o.id, name: o.key, size: o.size, content_type: o.content_type }, ev.currentTarget), text: 'Preview' }) : null,
       el('button', { type: 'button', 'aria-label': `Download ${o.key}`, onclick: () => download({ id: o.id, name: leaf }), text: 'Download' }),
       el('button', { type: 'button', 'aria-label': `Copy link to ${o.key}`, onclick: (ev) => openShare(o.key, `/v1/buckets/${enc(state.bucket)}/objects/${keyPath(o.key)}/signed-url`, ev.currentTarget), text: 'Copy link' }),
       el('button', { type: 'button', 'aria-label': `Rename or move ${o.key}`, onclick: (ev) => openMove(o, ev.currentTarget), text: 'Rename/move' }),
