@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -116,3 +117,16 @@ def pytest_configure(config: pytest.Config) -> None:
     # concurrently running session.
     if not config.option.basetemp:
         config.option.basetemp = tempfile.mkdtemp(prefix="cairn-tests-")
+        config.stash[_OWN_BASETEMP] = config.option.basetemp
+
+
+_OWN_BASETEMP = pytest.StashKey[str]()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # The session's base temp dir holds the embedded Postgres and every test's files (about
+    # 1 GB for a whole run); session fixtures have stopped by now. CAIRN_KEEP_TEST_TMP=1
+    # keeps it for a post-mortem.
+    own = config.stash.get(_OWN_BASETEMP, None)
+    if own and not os.environ.get("CAIRN_KEEP_TEST_TMP"):
+        shutil.rmtree(own, ignore_errors=True)

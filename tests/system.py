@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import dataclasses
 import secrets
+import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -155,3 +156,6 @@ async def isolated_system(
     finally:
         await system.shutdown()
         await pool.close()
+        # Its data dir and local blobs (up to hundreds of MB for the big-file tests): a
+        # suite leaving them behind fills /tmp after a few runs.
+        shutil.rmtree(tmp, ignore_errors=True)
