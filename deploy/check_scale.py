@@ -28,7 +28,9 @@ then:
 4. SIGTERMs everything; every process must exit 0.
 
 The clients retry what a client of a scaled deployment retries: a request that failed on
-the network or with 502/503 goes to the other api; a tus PATCH resumes from HEAD's offset;
+the network or with 502/503 goes to the other api, and a 409
+`idempotency_request_in_progress` (the same Idempotency-Key still held by the request a
+killed api was running) is retried after its Retry-After; a tus PATCH resumes from HEAD's offset;
 a native upload re-sends its chunks (same bytes again = 200). An upload counts as
 acknowledged only once `complete` answered 200 or the last tus PATCH 204 (then its file_id
 is read from GET /v1/uploads/{id}).
@@ -81,6 +83,23 @@ START_TIMEOUT = 180.0  # the machine is shared and loaded: generous, never a mea
 PROGRESS_TIMEOUT = 240.0
 JWT_SECRET = "scale-check-jwt-secret-0123456789-0123456789"
 RETRY_STATUSES = {502, 503, 504}
+
+
+def _in_progress(r: httpx.Response | None) -> bool:
+    """409 `idempotency_request_in_progress`: the same key's first request still holds it."""
+    if r is None or r.status_code != 409:
+        return False
+    try:
+        return bool(r.json()["error"]["code"] == "idempotency_request_in_progress")
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
+def _retry_after(r: httpx.Response | None) -> float:
+    try:
+        return min(5.0, max(0.2, float(r.headers.get("retry-after", "1")))) if r else 0.2
+    except ValueError:
+        return 1.0
 
 
 @dataclass(frozen=True)
@@ -486,12 +505,15 @@ class Load:
         ok_statuses: set[int],
         **kw: Any,
     ) -> httpx.Response:
-        """One request, alternating apis; network errors and 502/503/504 retried on the other."""
+        """One request, alternating apis; network errors, 502/503/504 and a key still in
+        progress retried on the other."""
         deadline = time.monotonic() + PROGRESS_TIMEOUT
         last = ""
+        r: httpx.Response | None = None
         while time.monotonic() < deadline:
             c = clients[turn[0] % len(clients)]
             turn[0] += 1
+            r = None
             try:
                 r = c.request(method, url, **kw)
             except httpx.HTTPError as e:
@@ -499,12 +521,15 @@ class Load:
             else:
                 if r.status_code in ok_statuses:
                     return r
-                if r.status_code not in RETRY_STATUSES:
+                if r.status_code not in RETRY_STATUSES and not _in_progress(r):
                     return r  # the caller decides
                 last = f"{r.status_code} via {c.base_url}: {r.text[:200]}"
             with self.lock:
                 self.retries += 1
-            time.sleep(0.2)  # back-off between retries, not a wait for an event
+            # Back-off between retries, not a wait for an event; an Idempotency-Key still
+            # held by a request on a killed api answers 409 with Retry-After until its
+            # lease runs out: a client retries after that.
+            time.sleep(_retry_after(r) if _in_progress(r) else 0.2)
         fail(f"{method} {url}: no answer within {PROGRESS_TIMEOUT:.0f}s (last: {last})")
 
     def _native(self, clients: list[httpx.Client], turn: list[int], seed: int, size: int) -> Acked:
