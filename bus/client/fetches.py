@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from bus.client import events, jobs
+from bus.client import jobs
 from bus.client.errors import ClientError
 from bus.client.http import json_of, open_client
 from bus.client.output import Output, human_bytes
@@ -91,17 +91,7 @@ def _follow(client: Any, fetch_id: str, out: Output) -> int:
             elif kind == "FetchRequested":
                 progress.update(bar, description=str(data.get("url", fetch_id))[-60:])
 
-        events.stream(
-            client,
-            params={},
-            since=0,
-            follow=True,
-            limit=None,
-            emit=on_event,
-            path=f"/v1/fetches/{fetch_id}/events",
-            until=lambda e: e.get("type") in FINISHED,
-        )
-    fetch = json_of(client.get(f"/v1/fetches/{fetch_id}"))
+        fetch = jobs.follow(client, "/v1/fetches", fetch_id, on_event, FINISHED)
     _print(fetch, out)
     if fetch["status"] == "COMPLETED":
         return 0

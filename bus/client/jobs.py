@@ -1,7 +1,10 @@
 """What the CLI does alike for every kind of server-side job (URL fetches, tasks): list a
 page of them and send one of the controls (`pause`, `resume`, `cancel`, `retry`).
 
-Both are the same HTTP shape whatever the job (`GET <path>?limit&offset&filters`,
+Following one job to its end (`--follow`, `--wait`) is alike too: its own event stream
+from the first event until a finishing event type, then the job as it ended.
+
+All are the same HTTP shape whatever the job (`GET <path>?limit&offset&filters`,
 `POST <path>/<id>/<action>` answering the job's id and status), so each job's module
 (bus/client/fetches.py, tasks.py) says only its path, its noun, its filters and how it
 prints a row.
@@ -10,9 +13,10 @@ prints a row.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterable
+from collections.abc import Callable, Container, Iterable
 from typing import Any
 
+from bus.client import events
 from bus.client.http import json_of, open_client
 from bus.client.output import Output
 
@@ -58,3 +62,26 @@ def _control(noun: str, path: str, action: str) -> Any:
         return 0
 
     return run
+
+
+def follow(
+    client: Any,
+    path: str,
+    job_id: str,
+    emit: Callable[[dict[str, Any]], None],
+    finished: Container[str],
+) -> dict[str, Any]:
+    """Stream the job's events from its first one (nothing between the request and the
+    subscription is missed) to `emit` until an event type in `finished`; return the job."""
+    events.stream(
+        client,
+        params={},
+        since=0,
+        follow=True,
+        limit=None,
+        emit=emit,
+        path=f"{path}/{job_id}/events",
+        until=lambda e: e.get("type") in finished,
+    )
+    job: dict[str, Any] = json_of(client.get(f"{path}/{job_id}"))
+    return job

@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
-from bus.client import events, jobs
+from bus.client import jobs
 from bus.client.errors import ClientError
 from bus.client.http import json_of, open_client
 from bus.client.output import Output
@@ -121,17 +121,7 @@ def _wait(client: Any, task_id: str, out: Output) -> int:
                 progress.update(bar, completed=100 * done / total)
             progress.update(bar, description=f"task {task_id} {event.get('type')}")
 
-        events.stream(
-            client,
-            params={},
-            since=0,
-            follow=True,
-            limit=None,
-            emit=on_event,
-            path=f"/v1/tasks/{task_id}/events",
-            until=lambda e: e.get("type") in FINISHED,
-        )
-    task = json_of(client.get(f"/v1/tasks/{task_id}"))
+        task = jobs.follow(client, "/v1/tasks", task_id, on_event, FINISHED)
     _print_task(task, out)
     if task["status"] == "COMPLETED":
         return 0
