@@ -24,6 +24,7 @@ from api.bucket_access import NO_BUCKET, check_writable
 from api.commanding import SecuredController, load_owned, parse_id, reply_state, send_as
 from api.context import ctx, now
 from api.errors import ApiError
+from api.paging import page_response
 from api.schemas import BIGINT_MAX, Short
 from api.taskparams import check_bucket
 from bus.fetch.ssrf import Network, UnsafeUrl, check_addresses, check_url
@@ -236,8 +237,8 @@ class FetchesController(SecuredController):
                 url = check_url(url, allow_private=True)  # only normalised, to match
             except UnsafeUrl as e:
                 raise ApiError(400, e.code, e.message, {"field": "url"}) from None
-        try:
-            rows, total = await fetch_queries.page(
+        return await page_response(
+            fetch_queries.page(
                 c.pool,
                 principal.user,
                 url=url,
@@ -246,12 +247,9 @@ class FetchesController(SecuredController):
                 order=order,
                 limit=limit,
                 offset=offset,
-            )
-        except ValueError as e:
-            raise ApiError(400, "invalid_query", str(e)) from None
-        return Response(
-            {"items": rows, "total": total, "limit": limit, "offset": offset},
-            headers={"X-Total-Count": str(total)},
+            ),
+            limit,
+            offset,
         )
 
     async def _control(

@@ -17,7 +17,6 @@ from api.auth import Principal, provide_optional_principal
 from api.bucket_access import check_writable, file_resource, readable_file, signature_params
 from api.commanding import SecuredController, load_owned, parse_id, send_as
 from api.context import ctx
-from api.errors import ApiError
 from api.http.content import ContentResponse
 from api.http.signed_query import (
     Signature,
@@ -29,6 +28,7 @@ from api.http.signed_query import (
 )
 from api.object_move import move_object, wants_move
 from api.openapi import ANONYMOUS
+from api.paging import page_response
 from api.schemas import (
     BIGINT_MAX,
     File,
@@ -210,8 +210,8 @@ class FilesController(SecuredController):
         offset: Annotated[int, QueryParameter(ge=0, le=BIGINT_MAX)] = 0,
     ) -> Response[Any]:
         c = ctx(request)
-        try:
-            rows, total = await queries.list_files(
+        return await page_response(
+            queries.list_files(
                 c.pool,
                 principal.user,
                 bucket=bucket,
@@ -223,10 +223,7 @@ class FilesController(SecuredController):
                 order=order,
                 limit=limit,
                 offset=offset,
-            )
-        except ValueError as e:
-            raise ApiError(400, "invalid_query", str(e)) from None
-        return Response(
-            {"items": rows, "total": total, "limit": limit, "offset": offset},
-            headers={"X-Total-Count": str(total)},
+            ),
+            limit,
+            offset,
         )

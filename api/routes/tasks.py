@@ -19,6 +19,7 @@ from api.commanding import SecuredController, load_owned, reply_state, send_as
 from api.context import ctx
 from api.errors import ApiError
 from api.idempotency import idempotent, resource_id
+from api.paging import page_response
 from api.schemas import BIGINT_MAX, CreateTask, Task, TaskAccepted, TaskPage, ok
 from api.taskparams import prepare
 from domain.tasks import TaskState
@@ -141,8 +142,8 @@ class TasksController(SecuredController):
                 f"status must be one of {', '.join(task_queries.STATUSES)}",
                 {"field": "status"},
             )
-        try:
-            rows, total = await task_queries.list_tasks(
+        return await page_response(
+            task_queries.list_tasks(
                 ctx(request).pool,
                 principal.user,
                 type=type,
@@ -151,12 +152,9 @@ class TasksController(SecuredController):
                 order=order,
                 limit=limit,
                 offset=offset,
-            )
-        except ValueError as e:
-            raise ApiError(400, "invalid_query", str(e)) from None
-        return Response(
-            {"items": rows, "total": total, "limit": limit, "offset": offset},
-            headers={"X-Total-Count": str(total)},
+            ),
+            limit,
+            offset,
         )
 
     async def _control(

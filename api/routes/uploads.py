@@ -25,6 +25,7 @@ from api.errors import ApiError
 from api.idempotency import deduplicated, idempotent, note_body_digest, resource_id
 from api.limits import inflight_limited, quota_checked
 from api.openapi import raw_body
+from api.paging import page_response
 from api.schemas import (
     BIGINT_MAX,
     ChunkStored,
@@ -399,8 +400,8 @@ class UploadsController(SecuredController):
             raise ApiError(
                 400, "invalid_status", "unknown status", {"allowed": list(UploadStatus.__members__)}
             )
-        try:
-            rows, total = await queries.list_uploads(
+        return await page_response(
+            queries.list_uploads(
                 c.pool,
                 principal.user,
                 status=status.upper() if status else None,
@@ -408,17 +409,10 @@ class UploadsController(SecuredController):
                 order=order,
                 limit=limit,
                 offset=offset,
-            )
-        except ValueError as e:
-            raise ApiError(400, "invalid_query", str(e)) from None
-        return Response(
-            {
-                "items": [_upload_view(r) for r in rows],
-                "total": total,
-                "limit": limit,
-                "offset": offset,
-            },
-            headers={"X-Total-Count": str(total)},
+            ),
+            limit,
+            offset,
+            view=_upload_view,
         )
 
     @get(
