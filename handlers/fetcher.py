@@ -461,6 +461,14 @@ class _Run:
             await fetch_segments.run_segments(self, None)
             await self._finish()
             return
+        if st.total is not None and 0 < st.total == st.bytes:
+            # A run that recorded the last byte died before completing. Asking for
+            # `bytes=N-` now is unsatisfiable, and an origin may answer it with the whole
+            # body (RFC 9110 lets it ignore Range): that restart would download and record
+            # every byte a second time. What is held is what the dead run would have
+            # completed with, so complete it.
+            await self._finish()
+            return
         if st.bytes > 0 and self.validator() is not None:
             headers, ranged = self.headers(st.bytes), True  # resume
         elif st.bytes == 0 and self.s.fetch_segments > 1:

@@ -7,12 +7,17 @@ import asyncio
 import hashlib
 import os
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest_asyncio
 
+from bus.actors.commandbus import CommandBus
+from bus.blobs.factory import open_blob_store
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
+from bus.store.eventstore import PostgresEventStore
+from domain.commands import AppendFetchBytes, RecordFetchResponse, StartFetch
 from tests.api.origins import origin_server
 from tests.system import System, isolated_system, wait_until
 
@@ -298,3 +303,51 @@ async def test_declared_sha256_mismatch_fails_with_both_digests(fsys: System) ->
         failed = await until(c, f["id"], "COMPLETED", "FAILED")
         assert failed["status"] == "FAILED" and failed["file_id"] is None, failed
         assert wrong in failed["last_error"] and o.sha256 in failed["last_error"]
+
+
+async def test_a_take_over_holding_every_byte_completes_without_asking_again(
+    fsys: System,
+) -> None:
+    """A run that recorded the last byte and died before completing: the next run
+    completes with what is held. It does not ask for `bytes=N-` (unsatisfiable; an origin
+    may answer it with the whole body, which would be recorded a second time)."""
+    await fsys.stop("fetcher")
+    try:
+        async with origin_server() as o, fsys.client("f-held") as c:
+            f = await post(c, o.url("/range/held.bin"))
+
+            async def body() -> AsyncIterator[bytes]:
+                yield o.data
+
+            blobs = open_blob_store(fsys.settings.blobs_url, fsys.settings)
+            sha, size = await blobs.put_stream(body())
+            bus = CommandBus(fsys.settings)
+            await bus.start()
+            try:
+                dead = {"aggregate_id": f["id"], "caller": "f-held", "runner": "dead-run"}
+                at = datetime.now(UTC)
+                await bus.send(StartFetch(**dead, at=at))
+                await bus.send(
+                    RecordFetchResponse(
+                        **dead, at=at, restart=False, etag='"v1"', total=size, accept_ranges=True
+                    )
+                )
+                await bus.send(
+                    AppendFetchBytes(
+                        **dead, at=at, offset=0, pieces=[{"sha256": sha, "size": size}]
+                    )
+                )
+            finally:
+                await bus.stop()
+            fsys.start("fetcher")
+            done = await until(c, f["id"], "COMPLETED", "FAILED")
+            assert done["status"] == "COMPLETED", done
+            assert done["sha256"] == o.sha256 and done["attempts"] == 2
+            assert await content(c, done["file_id"]) == o.data
+            assert o.requests("/range/held.bin") == []
+            events = await PostgresEventStore(fsys.pool).read_stream(f"fetch-{f['id']}")
+            appended = [e for e in events if e.type == "FetchBytesAppended"]
+            assert len(appended) == 1
+    finally:
+        if "fetcher" not in fsys.tasks:
+            fsys.start("fetcher")
