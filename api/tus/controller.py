@@ -79,6 +79,7 @@ from litestar.exceptions import InternalServerException
 from litestar.params import FromPath
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from api import running_digests
 from api.auth import Principal, provide_principal
 from api.bucket_access import check_writable
 from api.completion import MAX_MANIFEST_ENTRIES, finish_upload
@@ -88,8 +89,8 @@ from api.http.forwarded import origin
 from api.http.trailers import TRAILERS_EXTENSION
 from api.limits import check_quota, limiter
 from api.openapi import SECURED, raw_body
+from api.running_digests import RUNNING_DIGESTS as RUNNING_DIGESTS  # where it lived
 from bus.actors.commandbus import BusUnavailable
-from bus.aio import BoundedLRU
 from bus.config.logs import get_logger
 from bus.config.settings import Settings
 from domain import policies
@@ -136,13 +137,6 @@ MAX_PIECES_PER_COMMIT = 2048
 # request size limit (4 MiB, about 45k pieces of ~90 bytes): past it a command fails and an
 # event would stall the relay. So an upload holds at most this many pieces.
 MAX_PIECES = MAX_MANIFEST_ENTRIES
-# The running sha256 of stream uploads whose bytes came through this process in order:
-# upload id -> (offset, sha256 state over the upload's bytes [0, offset)). Recorded only
-# after an append that ended at that offset was accepted, so it covers exactly the bytes the
-# upload holds. Completion then needs no second pass over the file (api/completion.py);
-# best effort: when a PATCH went to another process, the entry is missing or behind, and the
-# file is hashed from the blob store as before. Small: one hash state per upload.
-RUNNING_DIGESTS: BoundedLRU[str, tuple[int, Any]] = BoundedLRU(4096)
 
 
 def piece_at(offset: int, base: int = PIECE) -> int:
@@ -571,14 +565,10 @@ class Appender:
         self.storing: asyncio.Future[dict[str, Any]] | None = None
         self.committing: asyncio.Future[None] | None = None
         self.last_commit = time.monotonic()
-        # The upload's running sha256 (see RUNNING_DIGESTS), carried on from where the last
-        # accepted append of this process left it, or started at offset 0; None if neither.
-        # A copy: a racing PATCH in this process may start from the same entry.
-        carried = RUNNING_DIGESTS.get(self.upload_id)
-        if carried is not None and carried[0] == state.offset:
-            self.running: Any = carried[1].copy()
-        else:
-            self.running = hashlib.sha256() if state.offset == 0 else None
+        # The upload's running sha256 (api/running_digests.py), carried on from where the
+        # last accepted append of this process left it, or started at offset 0; None if
+        # neither.
+        self.running: Any = running_digests.resume(self.upload_id, state.offset)
         self.snapshots: dict[int, Any] = {}  # a stored piece's end offset -> digest state there
 
     async def feed(self, data: bytes) -> None:
@@ -714,7 +704,7 @@ class Appender:
         for end in [e for e in self.snapshots if e < self.offset]:
             del self.snapshots[end]
         if snapshot is not None:
-            RUNNING_DIGESTS[self.upload_id] = (self.offset, snapshot)
+            running_digests.record(self.upload_id, self.offset, snapshot)
 
     async def commit(self) -> None:
         """Append everything durable, after the append in flight."""
@@ -873,18 +863,10 @@ async def _finish_if_full(
     state: UploadState | None = await c.load("uploads", f"upload-{upload_id}")
     if state is None or state.partial or not state.all_received:
         return state
-    # The bytes' digest, if they all came through here in order (RUNNING_DIGESTS). A sha256
-    # the client declared is checked against the stored bytes themselves, hashed anew.
-    carried = RUNNING_DIGESTS.pop(upload_id)
-    digest = (
-        carried[1].hexdigest()
-        if carried is not None and carried[0] == state.offset and not state.sha256
-        else None
-    )
+    # The bytes' digest comes from their running digest if they all came through here in
+    # order (api/running_digests.py), else from the stored bytes.
     try:
-        return await finish_upload(
-            c, request, state, caller=principal.user, admin=principal.admin, digest=digest
-        )
+        return await finish_upload(c, request, state, caller=principal.user, admin=principal.admin)
     except BusUnavailable as e:
         # The bytes are durable and the files handler completes the upload from its events;
         # the client learns nothing it could act on from a failure here.
