@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import structlog
 from litestar import Litestar, get
 from litestar.exceptions import InternalServerException
 from litestar.testing import TestClient
 from structlog.testing import capture_logs
 
+from api import errors
 from api.errors import handle_exception
 from api.middleware import request_id_middleware
 
@@ -38,7 +40,13 @@ def _app() -> Litestar:
     )
 
 
-def test_every_500_is_logged_with_its_request_id_and_traceback() -> None:
+def test_every_500_is_logged_with_its_request_id_and_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A fresh logger: the module's own was bound (and cached) to the processor list of
+    # whichever structlog configuration was current when it first logged, which an earlier
+    # test in this process may since have replaced; capture_logs edits the current list.
+    monkeypatch.setattr(errors, "log", structlog.get_logger(errors.__name__))
     with TestClient(_app()) as client:
         for path, exc_type in (("/bug", RuntimeError), ("/framework", InternalServerException)):
             with capture_logs() as logs:
