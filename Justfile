@@ -11,9 +11,12 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 up *ARGS:
     uv run --locked --no-dev --inexact cairn up {{ARGS}}
 
-# The whole test suite, against the real embedded PostgreSQL and Tansu broker.
+# The whole test suite, against the real embedded PostgreSQL and Tansu broker, on two
+# pytest-xdist workers (each with its own Postgres and broker; a file's tests stay on one
+# worker, since most files share one system between their tests). `just test -n 0 ...`
+# runs serially.
 test *ARGS:
-    uv run --locked pytest {{ARGS}}
+    uv run --locked pytest -n 2 --dist loadfile {{ARGS}}
 
 # ruff, mypy (strict on domain/), and the import layering contract (pyproject.toml).
 lint:
