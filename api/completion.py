@@ -1,7 +1,9 @@
 """Finishing an upload into a file: shared by the native API's `complete` and tus.
 
 Two commands, in this order: CompleteUpload (on the upload, with the sha256 of the
-assembled bytes, hashed here from the blob store: the domain never touches bytes) and then
+assembled bytes: their running digest when they came through this process in order,
+api/running_digests.py, else hashed here from the blob store; the domain never touches
+bytes) and then
 CreateFile. Both are built by the domain's rule (domain/policies.py), the same one the
 files handler (handlers/files_from_uploads.py) applies when it sees the events, so if this
 process dies between the two commands the handler still creates the file, and if both
@@ -14,6 +16,7 @@ from typing import Any
 
 from litestar import Request
 
+from api import running_digests
 from api.context import AppContext, now
 from bus.blobs.manifests import hash_manifest
 from bus.blobs.sniff import content_type_of
@@ -36,18 +39,21 @@ async def finish_upload(
 ) -> UploadState:
     """Complete `state`'s upload (unless it already is) and create its file.
 
-    `digest`: the sha256 of the assembled bytes when the caller already has it (tus hashes
-    a stream upload's bytes as they arrive, in order); None to hash them here from the blob
-    store.
+    `digest`: the sha256 of the assembled bytes when the caller already has it; by default
+    the running digest of the bytes as they arrived in order (api/running_digests.py: tus
+    PATCHes, native chunks PUT in order), else they are hashed here from the blob store.
 
     Returns the upload as recorded afterwards (its `file_id` names the file). Raises the
     domain's refusal if the upload cannot be completed (bytes or chunks missing, aborted,
     a declared sha256 that does not match...)."""
     upload_id = state.id
+    carried = running_digests.take(state)
     if state.status != UploadStatus.COMPLETED:
         # Hash only what can complete: for anything else the domain's refusal says why.
         if not state.all_received:
             digest = ""
+        elif digest is None and carried is not None:
+            digest = carried
         elif digest is None:
             digest = await hash_manifest(
                 c.blobs, [(p["sha256"], p["size"]) for p in state.manifest()]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from domain.fetches.state import FetchState, FetchStatus
@@ -20,7 +21,7 @@ from domain.files.commands import CreateFile, PutObject
 from domain.files.keys import object_file_id
 from domain.files.state import FileState
 from domain.kernel import JSON
-from domain.uploads.commands import CompleteUpload
+from domain.uploads.commands import CompleteUpload, InitiateUpload
 from domain.uploads.state import ACTIVE, UploadState, UploadStatus
 
 # Namespace of the file ids of completions (see completion_file_id).
@@ -71,12 +72,26 @@ def complete(
         admin=admin,
         at=at,
         command_id=command_id,
-        file_id=(
-            object_file_id(state.bucket, state.key)
-            if state.key is not None
-            else completion_file_id(state.id)
-        ),
+        file_id=_completed_file_id(state.id, state.bucket, state.key),
         sha256=sha256,
+    )
+
+
+def _completed_file_id(upload_id: str, bucket: str, key: str | None) -> str:
+    """The file an upload completes into: the object's for a key, else derived from it."""
+    return object_file_id(bucket, key) if key is not None else completion_file_id(upload_id)
+
+
+def initiate_complete(cmd: InitiateUpload, pieces: list[JSON], sha256: str) -> InitiateUpload:
+    """`cmd`, carrying the upload's whole content (`pieces`, durable, in order, whose bytes'
+    digest is `sha256`): it completes in the same decision, into the very file id that
+    `complete` would give it (so the file follows by `file_from_upload`, from the API or
+    the files handler alike)."""
+    return replace(
+        cmd,
+        pieces=pieces,
+        complete_file_id=_completed_file_id(cmd.aggregate_id, cmd.bucket, cmd.key),
+        complete_sha256=sha256,
     )
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from domain.events import EventMeta, NewEvent, RecordedEvent
 
@@ -62,9 +62,16 @@ class BlobStore(Protocol):
     """Content-addressed chunk storage. `put_stream` is durable when it returns."""
 
     async def put_stream(
-        self, chunks: AsyncIterator[bytes], *, max_bytes: int | None = None
+        self,
+        chunks: AsyncIterator[bytes],
+        *,
+        max_bytes: int | None = None,
+        also_hash: Any = None,
     ) -> tuple[str, int]:
-        """Store the bytes; return (sha256 hex, size). Nothing is kept if it raises."""
+        """Store the bytes; return (sha256 hex, size). Nothing is kept if it raises.
+
+        `also_hash`: a hashlib object fed every byte too, in order, on the way (e.g. an
+        upload's running digest, so its completion need not read the file back)."""
         ...
 
     async def exists(self, sha256: str) -> bool: ...

@@ -16,6 +16,7 @@ from litestar.di import NamedDependency
 from litestar.exceptions import InternalServerException
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
+from api import running_digests
 from api.auth import Principal
 from api.bucket_access import check_writable
 from api.commanding import SecuredController, load_owned, parse_id, reply_state, send_as
@@ -234,8 +235,14 @@ class UploadsController(SecuredController):
             )
         if chunk_sha256 is not None and not SHA256_RE.fullmatch(chunk_sha256.lower()):
             raise ApiError(400, "invalid_sha256", "X-Chunk-SHA256 must be 64 hex digits")
+        # A chunk that continues the bytes this process saw in order also feeds the
+        # upload's running digest, so that completion need not read the file back.
+        offset = index * shape.chunk_size
+        running = running_digests.resume(upload_id, offset)
         try:
-            digest, size = await c.blobs.put_stream(request.stream(), max_bytes=expected)
+            digest, size = await c.blobs.put_stream(
+                request.stream(), max_bytes=expected, also_hash=running
+            )
             note_body_digest(request, digest)
         except BlobTooLarge:
             await _refuse_if_inactive(request, upload_id)
@@ -266,6 +273,9 @@ class UploadsController(SecuredController):
         result = await send_as(
             request, principal, StoreChunk, upload_id, index=index, size=size, sha256=digest
         )
+        if running is not None:
+            # Accepted (stored now, or these very bytes before): they are the upload's.
+            running_digests.record(upload_id, offset + size, running)
         st = reply_state(result)
         body = {
             "upload_id": upload_id,

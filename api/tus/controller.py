@@ -34,6 +34,13 @@ Two PATCHes racing on one upload both append at the offset they were given; the 
 accepts the first and refuses the other (409): each request appends its pieces strictly in
 order, and stops at its first refusal, so the bytes never interleave.
 
+A small file whole in its creation request (creation-with-upload, Content-Length ==
+Upload-Length, at most one piece): its bytes are made durable first and one InitiateUpload
+carries them and its completion (domain: initiate + bytes + complete in one decision, by
+the same rules), so the upload costs one command instead of three, then the file follows
+as below. Cut short or refused by its checksum, it is created with what was kept (or
+empty), exactly as if it had been created first.
+
 Completion: when an upload reaches its length (end of a PATCH, creation with length 0, a
 final concatenation) it is finished into a file right away (api/completion.py), exactly as the
 native API's `complete` does; the files handler does the same if this process dies first.
@@ -58,7 +65,8 @@ import re
 import time
 import unicodedata
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
@@ -71,6 +79,7 @@ from litestar.exceptions import InternalServerException
 from litestar.params import FromPath
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from api import running_digests
 from api.auth import Principal, provide_principal
 from api.bucket_access import check_writable
 from api.completion import MAX_MANIFEST_ENTRIES, finish_upload
@@ -80,10 +89,11 @@ from api.http.forwarded import origin
 from api.http.trailers import TRAILERS_EXTENSION
 from api.limits import check_quota, limiter
 from api.openapi import SECURED, raw_body
+from api.running_digests import RUNNING_DIGESTS as RUNNING_DIGESTS  # where it lived
 from bus.actors.commandbus import BusUnavailable
-from bus.aio import BoundedLRU
 from bus.config.logs import get_logger
 from bus.config.settings import Settings
+from domain import policies
 from domain.commands import AbortUpload, AppendBytes, DeclareLength, ExpireUpload, InitiateUpload
 from domain.errors import DomainError
 from domain.uploads import ACTIVE, UploadState, UploadStatus
@@ -127,13 +137,6 @@ MAX_PIECES_PER_COMMIT = 2048
 # request size limit (4 MiB, about 45k pieces of ~90 bytes): past it a command fails and an
 # event would stall the relay. So an upload holds at most this many pieces.
 MAX_PIECES = MAX_MANIFEST_ENTRIES
-# The running sha256 of stream uploads whose bytes came through this process in order:
-# upload id -> (offset, sha256 state over the upload's bytes [0, offset)). Recorded only
-# after an append that ended at that offset was accepted, so it covers exactly the bytes the
-# upload holds. Completion then needs no second pass over the file (api/completion.py);
-# best effort: when a PATCH went to another process, the entry is missing or behind, and the
-# file is hashed from the blob store as before. Small: one hash state per upload.
-RUNNING_DIGESTS: BoundedLRU[str, tuple[int, Any]] = BoundedLRU(4096)
 
 
 def piece_at(offset: int, base: int = PIECE) -> int:
@@ -290,27 +293,39 @@ async def _initiate(
     **upload: Any,
 ) -> str:
     """Create a stream or final upload named by its tus metadata; return its id."""
+    cmd = await _initiation(c, principal, metadata, **upload)
+    await _send_initiation(c, request, cmd)
+    return cmd.aggregate_id
+
+
+async def _initiation(
+    c: AppContext, principal: Principal, metadata: dict[str, str], **upload: Any
+) -> InitiateUpload:
+    """The command creating a stream or final upload named by its tus metadata, under a new
+    id (after checking the caller may write to its bucket)."""
     upload_id = str(uuid.uuid4())
     await check_writable(c, metadata.get("bucket") or None, principal.user)
+    return InitiateUpload(
+        aggregate_id=upload_id,
+        caller=principal.user,
+        at=now(),
+        file_name=metadata.get("filename") or upload_id,
+        chunk_size=PIECE,
+        content_type=_content_type(metadata),
+        bucket=metadata.get("bucket") or "default",
+        metadata=metadata,
+        key=metadata.get("key") or None,
+        **upload,
+    )
+
+
+async def _send_initiation(
+    c: AppContext, request: Request[Any, Any, Any], cmd: InitiateUpload
+) -> None:
     try:
-        await c.send(
-            request,
-            InitiateUpload(
-                aggregate_id=upload_id,
-                caller=principal.user,
-                at=now(),
-                file_name=metadata.get("filename") or upload_id,
-                chunk_size=PIECE,
-                content_type=_content_type(metadata),
-                bucket=metadata.get("bucket") or "default",
-                metadata=metadata,
-                key=metadata.get("key") or None,
-                **upload,
-            ),
-        )
+        await c.send(request, cmd)
     except DomainError as e:
         raise _tus_error(e) from None
-    return upload_id
 
 
 def _trailer(request: Request[Any, Any, Any], name: str) -> str | None:
@@ -474,6 +489,20 @@ class ClientGone(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class Fresh:
+    """What an Appender needs of an upload that its first append creates (see Appender)."""
+
+    id: str
+    file_size: int | None
+    offset: int = 0
+    pieces: tuple[tuple[str, int], ...] = ()
+
+
+# Creates the upload with these durable pieces; with a digest (theirs: all its bytes), done.
+Creation = Callable[[list[dict[str, Any]], str | None], Awaitable[None]]
+
+
 async def _one(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
@@ -491,18 +520,25 @@ class Appender:
       meanwhile wait for the next batch.
 
     The domain's offset check makes a concurrent writer's append, or ours, fail as a
-    whole; a request stops at its first refusal (raised at its next step)."""
+    whole; a request stops at its first refusal (raised at its next step).
+
+    With `create` (creation-with-upload of a whole small file, see TusController.create)
+    the upload does not exist yet: pieces are held back (like with a checksum) and the
+    first append is the creation itself, `create(pieces, digest)`: one InitiateUpload that
+    carries them, and with `digest` (the running sha256, when they are all the upload's
+    bytes) its completion too."""
 
     def __init__(
         self,
         c: AppContext,
         request: Request[Any, Any, Any],
         principal: Principal,
-        state: UploadState,
+        state: UploadState | Fresh,
         *,
         limit: int,
         checksum: tuple[str, bytes] | None,
         trailer: bool = False,
+        create: Creation | None = None,
     ) -> None:
         self.c = c
         # checksum-trailer: the algorithm and digest come after the body, so pieces are kept
@@ -515,6 +551,7 @@ class Appender:
         self.offset = state.offset  # where the next append goes: the upload's offset
         self.limit = limit  # the most bytes this body may carry
         self.room = MAX_PIECES - len(state.pieces)  # the most pieces it may add
+        self.create = create
         self.hasher = CHECKSUMS[checksum[0]]() if checksum else None
         self.expected = checksum[1] if checksum else b""
         self.received = 0
@@ -528,14 +565,10 @@ class Appender:
         self.storing: asyncio.Future[dict[str, Any]] | None = None
         self.committing: asyncio.Future[None] | None = None
         self.last_commit = time.monotonic()
-        # The upload's running sha256 (see RUNNING_DIGESTS), carried on from where the last
-        # accepted append of this process left it, or started at offset 0; None if neither.
-        # A copy: a racing PATCH in this process may start from the same entry.
-        carried = RUNNING_DIGESTS.get(self.upload_id)
-        if carried is not None and carried[0] == state.offset:
-            self.running: Any = carried[1].copy()
-        else:
-            self.running = hashlib.sha256() if state.offset == 0 else None
+        # The upload's running sha256 (api/running_digests.py), carried on from where the
+        # last accepted append of this process left it, or started at offset 0; None if
+        # neither.
+        self.running: Any = running_digests.resume(self.upload_id, state.offset)
         self.snapshots: dict[int, Any] = {}  # a stored piece's end offset -> digest state there
 
     async def feed(self, data: bytes) -> None:
@@ -552,7 +585,7 @@ class Appender:
                 self.buf.clear()
                 self.position += self.piece
                 self.piece = piece_at(self.position, self.base)
-        if self.hasher is None and not self.trailer:
+        if self.hasher is None and not self.trailer and self.create is None:
             self._reap()
             if self.committing is None and self._due():
                 batch = self._take()
@@ -626,6 +659,9 @@ class Appender:
 
     async def _append(self, pieces: list[dict[str, Any]]) -> None:
         """Append durable pieces, in order, in batches the bus can carry."""
+        if self.create is not None:
+            await self._create(pieces)
+            return
         for i in range(0, len(pieces), MAX_PIECES_PER_COMMIT):
             batch = pieces[i : i + MAX_PIECES_PER_COMMIT]
             await self.c.send(
@@ -642,6 +678,25 @@ class Appender:
             self.offset += sum(int(p["size"]) for p in batch)
             self._remember()
 
+    async def _create(self, pieces: list[dict[str, Any]]) -> None:
+        """The first append of an upload that does not exist yet: its creation (see the
+        class docstring). Only small bodies take this way, so `pieces` are few."""
+        assert self.create is not None
+        create, self.create = self.create, None
+        end = self.offset + sum(int(p["size"]) for p in pieces)
+        whole = self.length is not None and end == self.length
+        snapshot = self.snapshots.get(end)
+        await create(pieces, snapshot.hexdigest() if whole and snapshot is not None else None)
+        self.offset = end
+        self._remember()
+
+    async def refused(self) -> None:
+        """Nothing of this body may be kept (its checksum did not match): the upload is
+        still created, empty, as if its creation had come before the body."""
+        if self.create is not None:
+            create, self.create = self.create, None
+            await create([], None)
+
     def _remember(self) -> None:
         """An append ending at `self.offset` was accepted: record the running digest there
         and forget the states of pieces before it."""
@@ -649,7 +704,7 @@ class Appender:
         for end in [e for e in self.snapshots if e < self.offset]:
             del self.snapshots[end]
         if snapshot is not None:
-            RUNNING_DIGESTS[self.upload_id] = (self.offset, snapshot)
+            running_digests.record(self.upload_id, self.offset, snapshot)
 
     async def commit(self) -> None:
         """Append everything durable, after the append in flight."""
@@ -683,6 +738,7 @@ class Appender:
 
         With a checksum nothing can be verified, so nothing is kept."""
         if self.hasher is not None or self.trailer:
+            await self.refused()
             return
         with contextlib.suppress(TooManyPieces):
             await self._store_tail()
@@ -705,8 +761,9 @@ async def _append_body(
     c: AppContext,
     request: Request[Any, Any, Any],
     principal: Principal,
-    state: UploadState,
+    state: UploadState | Fresh,
     checksum: tuple[str, bytes] | None,
+    create: Creation | None = None,
 ) -> int:
     """Stream the request body onto the upload at its current offset; return the new offset.
 
@@ -738,7 +795,7 @@ async def _append_body(
     announced = (request.headers.get("trailer") or "").lower()
     trailer = checksum is None and "upload-checksum" in [t.strip() for t in announced.split(",")]
     appender = Appender(
-        c, request, principal, state, limit=limit, checksum=checksum, trailer=trailer
+        c, request, principal, state, limit=limit, checksum=checksum, trailer=trailer, create=create
     )
     try:
         try:
@@ -762,6 +819,7 @@ async def _append_body(
             await appender.salvage()
             raise _too_many_pieces() from None
         except ChecksumMismatch:
+            await appender.refused()
             raise ApiError(
                 460,
                 "checksum_mismatch",
@@ -805,18 +863,10 @@ async def _finish_if_full(
     state: UploadState | None = await c.load("uploads", f"upload-{upload_id}")
     if state is None or state.partial or not state.all_received:
         return state
-    # The bytes' digest, if they all came through here in order (RUNNING_DIGESTS). A sha256
-    # the client declared is checked against the stored bytes themselves, hashed anew.
-    carried = RUNNING_DIGESTS.pop(upload_id)
-    digest = (
-        carried[1].hexdigest()
-        if carried is not None and carried[0] == state.offset and not state.sha256
-        else None
-    )
+    # The bytes' digest comes from their running digest if they all came through here in
+    # order (api/running_digests.py), else from the stored bytes.
     try:
-        return await finish_upload(
-            c, request, state, caller=principal.user, admin=principal.admin, digest=digest
-        )
+        return await finish_upload(c, request, state, caller=principal.user, admin=principal.admin)
     except BusUnavailable as e:
         # The bytes are durable and the files handler completes the upload from its events;
         # the client learns nothing it could act on from a failure here.
@@ -892,18 +942,45 @@ class TusController(Controller):
         )
         # Checked before anything is created: a bad header must not leave an upload behind.
         checksum = _parse_checksum(request.headers.get("upload-checksum")) if with_body else None
-        upload_id = await _initiate(
-            c, request, principal, metadata, file_size=length, mode="stream", partial=partial
+        cmd = await _initiation(
+            c, principal, metadata, file_size=length, mode="stream", partial=partial
         )
+        upload_id = cmd.aggregate_id
         location = upload_url(request, upload_id)
+        # A small file whole in this body: created with its bytes, and completed, by one
+        # command (issue 13), once they are durable; else created first, then appended to.
+        whole = (
+            with_body
+            and length is not None
+            and length <= s.tus_piece_bytes
+            and request.headers.get("content-length", "").strip() == str(length)
+        )
+        created = not whole
+        if created:
+            await _send_initiation(c, request, cmd)
+
+        async def create(pieces: list[dict[str, Any]], digest: str | None) -> None:
+            nonlocal created
+            if digest is not None and not partial:
+                whole_cmd = policies.initiate_complete(cmd, pieces, digest)
+            else:
+                whole_cmd = replace(cmd, pieces=pieces)
+            await _send_initiation(c, request, whole_cmd)
+            created = True
+
         try:
-            if with_body:
+            if whole:
+                await _append_body(
+                    c, request, principal, Fresh(upload_id, length), checksum, create
+                )
+            elif with_body:
                 state = await c.load("uploads", f"upload-{upload_id}")
                 await _append_body(c, request, principal, state, checksum)
             state = await _finish_if_full(c, request, principal, upload_id)
         except ApiError as e:
             # The upload exists: say where, so the client can resume it.
-            e.headers = {**e.headers, "Location": location}
+            if created:
+                e.headers = {**e.headers, "Location": location}
             raise
         assert state is not None
         headers = {"Location": location, **_state_headers(state, s.upload_ttl)}

@@ -48,9 +48,16 @@ class HashingBatcher:
     `write` writes to."""
 
     def __init__(
-        self, write: Callable[[bytes], None], *, buffer: int, max_bytes: int | None = None
+        self,
+        write: Callable[[bytes], None],
+        *,
+        buffer: int,
+        max_bytes: int | None = None,
+        also_hash: Any = None,
     ) -> None:
         self._write = write
+        # Fed the same buffers in the same thread hop (see BlobStore.put_stream).
+        self._also = also_hash
         self._buffer = buffer
         self._max = max_bytes
         self.hasher = hashlib.sha256()
@@ -90,6 +97,8 @@ class HashingBatcher:
         # with one call each (hashlib releases the GIL for large updates too).
         data = batch[0] if len(batch) == 1 else b"".join(batch)
         self.hasher.update(data)
+        if self._also is not None:
+            self._also.update(data)
         self._write(data)
 
 

@@ -114,7 +114,11 @@ class LocalBlobStore:
     # -- writing -------------------------------------------------------------------
 
     async def put_stream(
-        self, chunks: AsyncIterator[bytes], *, max_bytes: int | None = None
+        self,
+        chunks: AsyncIterator[bytes],
+        *,
+        max_bytes: int | None = None,
+        also_hash: Any = None,
     ) -> tuple[str, int]:
         """Store the stream; return (sha256 hex, size) once it is durable on disk.
 
@@ -134,7 +138,10 @@ class LocalBlobStore:
             raise
         # Shielded waits and one write in flight: see bus/blobs/batching.py.
         batcher = HashingBatcher(
-            functools.partial(_write_all, fd), buffer=WRITE_BUFFER, max_bytes=max_bytes
+            functools.partial(_write_all, fd),
+            buffer=WRITE_BUFFER,
+            max_bytes=max_bytes,
+            also_hash=also_hash,
         )
         commit: asyncio.Future[None] | None = None
         try:

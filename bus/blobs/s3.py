@@ -205,7 +205,11 @@ class S3BlobStore:
     # -- writing -----------------------------------------------------------------------
 
     async def put_stream(
-        self, chunks: AsyncIterator[bytes], *, max_bytes: int | None = None
+        self,
+        chunks: AsyncIterator[bytes],
+        *,
+        max_bytes: int | None = None,
+        also_hash: Any = None,
     ) -> tuple[str, int]:
         """Spool while hashing, then one verified PUT; return (sha256 hex, size) once S3
         acknowledged. On any failure (source error, BlobTooLarge, S3 down, cancellation)
@@ -219,7 +223,10 @@ class S3BlobStore:
             raise
         # Shielded waits and one write in flight: see bus/blobs/batching.py.
         batcher = HashingBatcher(
-            functools.partial(_write_all, f), buffer=SPOOL_BUFFER, max_bytes=max_bytes
+            functools.partial(_write_all, f),
+            buffer=SPOOL_BUFFER,
+            max_bytes=max_bytes,
+            also_hash=also_hash,
         )
         try:
             await batcher.absorb(chunks)

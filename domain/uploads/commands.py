@@ -35,6 +35,13 @@ class InitiateUpload(UploadCommand):
     parts: list[str] = field(default_factory=list)
     # Pieces as JSON ({"sha256", "size"}): validated by `decide`, which refuses bad ones.
     manifest: list[JSON] = field(default_factory=list)
+    # Creation with its bytes (a small file in one request, issue 13): stream mode only.
+    # `pieces` (already durable blobs, in order) are appended at offset 0 as AppendBytes
+    # would; with `complete_file_id` the upload then completes as CompleteUpload(file_id,
+    # sha256=complete_sha256) would. One decision instead of three commands, same rules.
+    pieces: list[JSON] = field(default_factory=list)
+    complete_file_id: str | None = None
+    complete_sha256: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

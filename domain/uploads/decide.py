@@ -36,7 +36,14 @@ from domain.uploads.events import (
     UploadInitiated,
     UploadLengthDeclared,
 )
-from domain.uploads.state import ACTIVE, MODES, UploadState, UploadStatus, total_chunks_for
+from domain.uploads.state import (
+    ACTIVE,
+    MODES,
+    UploadState,
+    UploadStatus,
+    evolve,
+    total_chunks_for,
+)
 from domain.values import MAX_FILE_NAME as MAX_FILE_NAME  # re-exported: the uploads' limit
 from domain.values import Piece, aware, file_name_problem, is_count, is_sha256
 
@@ -121,30 +128,66 @@ def _initiate(state: UploadState | None, cmd: InitiateUpload) -> list[Event]:
         if _same_request(state, cmd):  # the very same request again: already applied
             return []
         raise Conflict("upload_exists", "an upload with this id exists", {"id": cmd.aggregate_id})
-    return [
-        UploadInitiated(
-            upload_id=cmd.aggregate_id,
-            owner=cmd.caller,
-            file_name=cmd.file_name,
-            file_size=cmd.file_size,
-            chunk_size=cmd.chunk_size,
-            total_chunks=(
-                total_chunks_for(cmd.file_size, cmd.chunk_size)
-                if cmd.mode == "chunks" and cmd.file_size is not None
-                else 0
-            ),
-            mode=cmd.mode,
-            partial=cmd.partial,
-            parts=tuple(cmd.parts),
-            manifest=manifest,
-            content_type=cmd.content_type,
-            sha256=cmd.sha256,
-            bucket=cmd.bucket,
-            metadata=dict(cmd.metadata),
-            key=cmd.key,
+    initiated = UploadInitiated(
+        upload_id=cmd.aggregate_id,
+        owner=cmd.caller,
+        file_name=cmd.file_name,
+        file_size=cmd.file_size,
+        chunk_size=cmd.chunk_size,
+        total_chunks=(
+            total_chunks_for(cmd.file_size, cmd.chunk_size)
+            if cmd.mode == "chunks" and cmd.file_size is not None
+            else 0
+        ),
+        mode=cmd.mode,
+        partial=cmd.partial,
+        parts=tuple(cmd.parts),
+        manifest=manifest,
+        content_type=cmd.content_type,
+        sha256=cmd.sha256,
+        bucket=cmd.bucket,
+        metadata=dict(cmd.metadata),
+        key=cmd.key,
+        at=cmd.at,
+    )
+    if not cmd.pieces and cmd.complete_file_id is None:
+        return [initiated]
+    return _initiate_with_bytes(initiated, cmd)
+
+
+def _initiate_with_bytes(initiated: UploadInitiated, cmd: InitiateUpload) -> list[Event]:
+    """Creation that carries the upload's bytes, and maybe its completion: decided by the
+    very rules of the AppendBytes and CompleteUpload that would otherwise follow, each on
+    the state the previous event leaves. Any refusal refuses the whole command."""
+    if cmd.mode != "stream" and (cmd.pieces or cmd.complete_file_id is not None):
+        raise InvalidInput("invalid_mode", "only a stream upload is created with its bytes")
+    if cmd.complete_file_id is not None and not is_sha256(cmd.complete_sha256):
+        raise InvalidInput("invalid_sha256", "complete_sha256 must be 64 lowercase hex digits")
+    events: list[Event] = [initiated]
+    st = evolve(None, initiated)
+    assert st is not None
+    step = AppendBytes(
+        aggregate_id=cmd.aggregate_id, caller=cmd.caller, at=cmd.at, offset=0, pieces=cmd.pieces
+    )
+    for ev in _append(st, step):
+        events.append(ev)
+        st = _evolved(st, ev)
+    if cmd.complete_file_id is not None:
+        done = CompleteUpload(
+            aggregate_id=cmd.aggregate_id,
+            caller=cmd.caller,
             at=cmd.at,
+            file_id=cmd.complete_file_id,
+            sha256=str(cmd.complete_sha256),
         )
-    ]
+        events.extend(_complete(st, done))
+    return events
+
+
+def _evolved(st: UploadState, ev: Event) -> UploadState:
+    nxt = evolve(st, ev)
+    assert nxt is not None
+    return nxt
 
 
 def _append(st: UploadState, cmd: AppendBytes) -> list[Event]:

@@ -1,10 +1,15 @@
-"""Object scenarios: small objects PUT in one request each, next to nginx's WebDAV PUT.
+"""Object scenarios: small objects PUT and read in one request each, next to nginx.
 
 `objects.put_4k` is the small-file path of issue 9: `PUT /v1/buckets/{name}/objects/{key}`
 streams the body into the blob store and sends ONE command, so its rate is Cairn's cost per
 small file (one blob fsync, one command round trip, one event) next to nginx writing a
 file per PUT. Both are driven by the same httpx client with the same concurrency (the
 target is at least 0.35x of nginx).
+
+`objects.get_4k` reads small objects of a private bucket three ways: with the owner's
+token, anonymously with a signed URL (the HMAC check in place of the JWT), and from nginx's
+static root, the same bytes, the same client and concurrency. The signed/token ratio is
+what signing costs a reader; the nginx ratio is the per-request cost of Cairn's read path.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import statistics
 
 from tests.bench import client as native
 from tests.bench.baselines import Nginx
-from tests.bench.core import Result, Row, Scenario, percentile
+from tests.bench.core import Result, Row, Scenario, percentile, summarize
 from tests.bench.runner import Bench
 from tests.bench.uploads import _drive
 
@@ -82,11 +87,108 @@ async def put_4k(bench: Bench, res: Result) -> None:
     )
 
 
+GET_OBJECTS = 64
+
+
+async def get_4k(bench: Bench, res: Result) -> None:
+    s = bench.scale
+    token: list[float] = []
+    signed: list[float] = []
+    ngx: list[float] = []
+    assert bench.cairn is not None
+    async with (
+        bench.cairn_client(conns=CLIENTS) as c,
+        native.client(bench.cairn.url, conns=CLIENTS) as anon,
+    ):
+        bucket = f"bench-{secrets.token_hex(6)}"
+        r = await c.post("/v1/buckets", json={"name": bucket, "public": False})
+        r.raise_for_status()
+        bodies = [os.urandom(SIZE) for _ in range(GET_OBJECTS)]
+        urls: list[str] = []
+        for k, body in enumerate(bodies):
+            key = f"g/{k}"
+            (await c.put(f"/v1/buckets/{bucket}/objects/{key}", content=body)).raise_for_status()
+            r = await c.post(
+                f"/v1/buckets/{bucket}/objects/{key}/signed-url",
+                json={"method": "GET", "expires_in": 3600},
+            )
+            r.raise_for_status()
+            urls.append(r.json()["url"])
+            if bench.nginx:
+                (bench.nginx.data_dir / f"obj-{k}.bin").write_bytes(body)
+        # Every way must serve the stored bytes, or its rate means nothing.
+        if (await c.get(f"/v1/buckets/{bucket}/objects/g/0")).content != bodies[0]:
+            raise AssertionError("the token GET served other bytes")
+        if (await anon.get(urls[0])).content != bodies[0]:
+            raise AssertionError("the signed GET served other bytes")
+        if (await anon.get(f"/v1/buckets/{bucket}/objects/g/0")).status_code not in (401, 404):
+            raise AssertionError("the private bucket answered an anonymous GET")
+        count = max(s.small_files * 4, 4 * CLIENTS)
+
+        async def by_token(i: int) -> None:
+            r = await c.get(f"/v1/buckets/{bucket}/objects/g/{i % GET_OBJECTS}")
+            if r.status_code != 200 or len(r.content) != SIZE:
+                raise AssertionError(f"token GET: {r.status_code}")
+
+        async def by_signature(i: int) -> None:
+            r = await anon.get(urls[i % GET_OBJECTS])
+            if r.status_code != 200 or len(r.content) != SIZE:
+                raise AssertionError(f"signed GET: {r.status_code}")
+
+        for _, warmup in bench.iterations():
+            rate, _ = await _drive(by_token, count, CLIENTS, s.small_seconds)
+            if not warmup:
+                token.append(rate)
+            rate, _ = await _drive(by_signature, count, CLIENTS, s.small_seconds)
+            if not warmup:
+                signed.append(rate)
+            if bench.nginx:
+                nginx = bench.nginx
+
+                async def from_nginx(i: int, nginx: Nginx = nginx) -> None:
+                    r = await anon.get(nginx.get_url(f"obj-{i % GET_OBJECTS}.bin"))
+                    if r.status_code != 200 or len(r.content) != SIZE:
+                        raise AssertionError(f"nginx GET: {r.status_code}")
+
+                rate, _ = await _drive(from_nginx, count, CLIENTS, s.small_seconds)
+                if not warmup:
+                    ngx.append(rate)
+    note = None if bench.nginx else bench.nginx_note
+    res.rows.append(
+        Row(
+            "4 KiB object GETs, owner's token",
+            "GETs/s",
+            token,
+            "nginx static GET",
+            ngx or None,
+            note,
+        )
+    )
+    res.rows.append(
+        Row(
+            "4 KiB object GETs, signed URL", "GETs/s", signed, "nginx static GET", ngx or None, note
+        )
+    )
+    t, g = summarize(token), summarize(signed)
+    if t and g:
+        res.notes.append(f"signed URL / token: {g / t:.2f}x")
+    res.notes.append(
+        f"{SIZE} B objects of a private bucket, {CLIENTS} concurrent clients, keep-alive; "
+        f"at most {count} GETs or {s.small_seconds:.0f} s per way and run"
+    )
+
+
 SCENARIOS = [
     Scenario(
         "objects.put_4k",
         "4 KiB object PUTs/s from 32 clients: one PUT = one command, vs nginx WebDAV PUT",
         put_4k,
+        needs=frozenset({"nginx"}),
+    ),
+    Scenario(
+        "objects.get_4k",
+        "4 KiB private-object GETs/s from 32 clients, by token and by signed URL, vs nginx",
+        get_4k,
         needs=frozenset({"nginx"}),
     ),
 ]

@@ -630,3 +630,14 @@ async def test_local_fsync_failure_keeps_nothing(
     assert e.value.errno == errno.EIO
     assert blobs.objects() == []
     assert blobs.leftovers() == []
+
+
+async def test_also_hash_is_fed_every_byte_in_order(blobs: Blobs) -> None:
+    """`also_hash` (an upload's running digest) sees exactly the stored bytes, in order,
+    continuing from whatever it had already hashed."""
+    running = hashlib.sha256(b"before")
+    digest, _ = await blobs.store.put_stream(
+        feed(split(BIG, [1, 65536, 4 * MiB + 3])), also_hash=running
+    )
+    assert digest == sha(BIG)
+    assert running.hexdigest() == sha(b"before" + BIG)
