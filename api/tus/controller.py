@@ -503,8 +503,20 @@ class Fresh:
 Creation = Callable[[list[dict[str, Any]], str | None], Awaitable[None]]
 
 
-async def _one(data: bytes) -> AsyncIterator[bytes]:
-    yield data
+async def _each(parts: list[bytes]) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+class _Tee:
+    """Several hashes fed as one `also_hash` (see BlobStore.put_stream)."""
+
+    def __init__(self, *hashers: Any) -> None:
+        self.hashers = hashers
+
+    def update(self, data: bytes) -> None:
+        for h in self.hashers:
+            h.update(data)
 
 
 class Appender:
@@ -559,7 +571,10 @@ class Appender:
         self.position = state.offset
         self.base = c.settings.tus_piece_bytes
         self.piece = piece_at(self.position, self.base)
-        self.buf = bytearray()
+        # The piece now filling, as the body's reads arrived: never copied into one buffer
+        # on the event loop (the blob store writes and hashes them as they are).
+        self.parts: list[bytes] = []
+        self.filled = 0
         self.pending: list[dict[str, Any]] = []  # durable, not yet appended
         self.pending_bytes = 0
         self.storing: asyncio.Future[dict[str, Any]] | None = None
@@ -575,14 +590,19 @@ class Appender:
         if self.received + len(data) > self.limit:
             raise BodyTooLarge
         self.received += len(data)
-        view = memoryview(data)
-        while view:
-            room = self.piece - len(self.buf)
-            self.buf += view[:room]
-            view = view[room:]
-            if len(self.buf) == self.piece:
-                await self._store(bytes(self.buf))
-                self.buf.clear()
+        if not isinstance(data, bytes):
+            data = bytes(data)  # held until stored: it must not change meanwhile
+        pos, n = 0, len(data)
+        while pos < n:
+            room = self.piece - self.filled
+            # Only a read that straddles a piece boundary is cut (copied).
+            part = data if pos == 0 and n <= room else data[pos : pos + room]
+            self.parts.append(part)
+            self.filled += len(part)
+            pos += len(part)
+            if self.filled == self.piece:
+                parts, self.parts, self.filled = self.parts, [], 0
+                await self._store(parts, self.piece)
                 self.position += self.piece
                 self.piece = piece_at(self.position, self.base)
         if self.hasher is None and not self.trailer and self.create is None:
@@ -600,31 +620,24 @@ class Appender:
             or (self.length is not None and self.pending_bytes >= self.length * COMMIT_FRACTION)
         )
 
-    async def _store(self, data: bytes) -> None:
+    async def _store(self, parts: list[bytes], size: int) -> None:
         if self.room <= 0:
             raise TooManyPieces
         self.room -= 1
         await self._settle()
-        self.storing = asyncio.ensure_future(self._put(data, self.position + len(data)))
+        self.storing = asyncio.ensure_future(self._put(parts, self.position + size))
 
-    async def _put(self, data: bytes, end: int) -> dict[str, Any]:
-        if self.hasher is not None or self.running is not None:
-            # The digests cover pieces in order: only one _put runs at a time (see _store).
-            snapshot = await asyncio.to_thread(self._hash, data)
-            if snapshot is not None:
-                self.snapshots[end] = snapshot
-        digest, size = await self.c.blobs.put_stream(_one(data))
+    async def _put(self, parts: list[bytes], end: int) -> dict[str, Any]:
+        # The checksum and the running digest are fed by the store's write thread, in the
+        # same thread hop that hashes and writes the piece. They cover pieces in order:
+        # only one _put runs at a time (see _store). A failed put leaves them ahead of
+        # what is stored, but then the request fails, and nothing of theirs is used.
+        extra = [h for h in (self.hasher, self.running) if h is not None]
+        also = extra[0] if len(extra) == 1 else _Tee(*extra) if extra else None
+        digest, size = await self.c.blobs.put_stream(_each(parts), also_hash=also)
+        if self.running is not None:
+            self.snapshots[end] = self.running.copy()
         return {"sha256": digest, "size": size}
-
-    def _hash(self, data: bytes) -> Any:
-        """(In a thread.) Feed the checksum and the running digest; return the running
-        digest's state after this piece, or None."""
-        if self.hasher is not None:
-            self.hasher.update(data)
-        if self.running is None:
-            return None
-        self.running.update(data)
-        return self.running.copy()
 
     async def _settle(self) -> None:
         """Wait for the piece in flight; once durable it joins the pending pieces."""
@@ -635,9 +648,9 @@ class Appender:
             self.pending_bytes += int(piece["size"])
 
     async def _store_tail(self) -> None:
-        if self.buf:
-            await self._store(bytes(self.buf))
-            self.buf.clear()
+        if self.parts:
+            parts, self.parts, filled, self.filled = self.parts, [], self.filled, 0
+            await self._store(parts, filled)
         await self._settle()
 
     def _take(self) -> list[dict[str, Any]]:
