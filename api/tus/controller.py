@@ -503,8 +503,21 @@ class Fresh:
 Creation = Callable[[list[dict[str, Any]], str | None], Awaitable[None]]
 
 
-async def _one(data: bytes) -> AsyncIterator[bytes]:
-    yield data
+async def _until_end(queue: asyncio.Queue[bytes | None]) -> AsyncIterator[bytes]:
+    """A piece's reads as the body delivers them; None ends the piece."""
+    while (part := await queue.get()) is not None:
+        yield part
+
+
+class _Tee:
+    """Several hashes fed as one `also_hash` (see BlobStore.put_stream)."""
+
+    def __init__(self, *hashers: Any) -> None:
+        self.hashers = hashers
+
+    def update(self, data: bytes) -> None:
+        for h in self.hashers:
+            h.update(data)
 
 
 class Appender:
@@ -513,7 +526,12 @@ class Appender:
     Two pipelines overlap with reading the body off the socket, each strictly ordered and
     at most one step deep (so memory stays at about two pieces):
 
-    - pieces are made durable one after another, in body order (`storing`);
+    - pieces are made durable one after another, in body order (`storing`). A piece
+      streams into the blob store while it arrives (`streaming`: its reads go to the
+      store's hashing and writing threads as they come, so only the last batch, the fsyncs
+      and the rename remain once its last byte is in), unless the previous piece is still
+      being stored: then its reads are held (`parts`) until that one is durable, since
+      the checksum and the running digest must see the pieces in order;
     - durable pieces are appended one batch after another (`committing`), each AppendBytes
       at the offset where the previous one ended. A command's round trip is much slower
       than a socket read, so appends run in the background; pieces that become durable
@@ -559,7 +577,14 @@ class Appender:
         self.position = state.offset
         self.base = c.settings.tus_piece_bytes
         self.piece = piece_at(self.position, self.base)
-        self.buf = bytearray()
+        # The piece now filling, as the body's reads arrived: never copied into one buffer
+        # on the event loop (the blob store writes and hashes them as they are).
+        self.parts: list[bytes] = []
+        self.filled = 0
+        # The piece now filling, once its put has started: its reads go to this queue.
+        self.streaming: (
+            tuple[asyncio.Queue[bytes | None], asyncio.Future[dict[str, Any]]] | None
+        ) = None
         self.pending: list[dict[str, Any]] = []  # durable, not yet appended
         self.pending_bytes = 0
         self.storing: asyncio.Future[dict[str, Any]] | None = None
@@ -575,14 +600,24 @@ class Appender:
         if self.received + len(data) > self.limit:
             raise BodyTooLarge
         self.received += len(data)
-        view = memoryview(data)
-        while view:
-            room = self.piece - len(self.buf)
-            self.buf += view[:room]
-            view = view[room:]
-            if len(self.buf) == self.piece:
-                await self._store(bytes(self.buf))
-                self.buf.clear()
+        if not isinstance(data, bytes):
+            data = bytes(data)  # held until stored: it must not change meanwhile
+        pos, n = 0, len(data)
+        while pos < n:
+            room = self.piece - self.filled
+            # Only a read that straddles a piece boundary is cut (copied).
+            part = data if pos == 0 and n <= room else data[pos : pos + room]
+            self.filled += len(part)
+            pos += len(part)
+            if self.streaming is not None:
+                self.streaming[0].put_nowait(part)
+            else:
+                self.parts.append(part)
+                if self.storing is None or self.storing.done():
+                    await self._settle()  # (done: no wait) its failure surfaces here
+                    self._start()
+            if self.filled == self.piece:
+                await self._end_piece()
                 self.position += self.piece
                 self.piece = piece_at(self.position, self.base)
         if self.hasher is None and not self.trailer and self.create is None:
@@ -600,31 +635,42 @@ class Appender:
             or (self.length is not None and self.pending_bytes >= self.length * COMMIT_FRACTION)
         )
 
-    async def _store(self, data: bytes) -> None:
+    def _start(self) -> None:
+        """Start the put of the piece now filling, with the reads held so far (the previous
+        piece must be settled: see the class docstring)."""
+        assert self.storing is None and self.streaming is None
         if self.room <= 0:
             raise TooManyPieces
         self.room -= 1
-        await self._settle()
-        self.storing = asyncio.ensure_future(self._put(data, self.position + len(data)))
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        for part in self.parts:
+            queue.put_nowait(part)
+        self.parts = []
+        self.streaming = (queue, asyncio.ensure_future(self._put(queue, self.position)))
 
-    async def _put(self, data: bytes, end: int) -> dict[str, Any]:
-        if self.hasher is not None or self.running is not None:
-            # The digests cover pieces in order: only one _put runs at a time (see _store).
-            snapshot = await asyncio.to_thread(self._hash, data)
-            if snapshot is not None:
-                self.snapshots[end] = snapshot
-        digest, size = await self.c.blobs.put_stream(_one(data))
+    async def _end_piece(self) -> None:
+        """The piece now filling has all its bytes (full, or the body's tail): end its put,
+        after starting it if it was held back; it becomes the piece in flight."""
+        if self.streaming is None:
+            await self._settle()
+            self._start()
+        assert self.streaming is not None
+        (queue, task), self.streaming = self.streaming, None
+        queue.put_nowait(None)
+        self.storing = task
+        self.filled = 0
+
+    async def _put(self, queue: asyncio.Queue[bytes | None], start: int) -> dict[str, Any]:
+        # The checksum and the running digest are fed by the store's write thread, in the
+        # same thread hop that hashes and writes the piece. They cover pieces in order:
+        # only one _put runs at a time (see _start). A failed put leaves them ahead of
+        # what is stored, but then the request fails, and nothing of theirs is used.
+        extra = [h for h in (self.hasher, self.running) if h is not None]
+        also = extra[0] if len(extra) == 1 else _Tee(*extra) if extra else None
+        digest, size = await self.c.blobs.put_stream(_until_end(queue), also_hash=also)
+        if self.running is not None:
+            self.snapshots[start + size] = self.running.copy()
         return {"sha256": digest, "size": size}
-
-    def _hash(self, data: bytes) -> Any:
-        """(In a thread.) Feed the checksum and the running digest; return the running
-        digest's state after this piece, or None."""
-        if self.hasher is not None:
-            self.hasher.update(data)
-        if self.running is None:
-            return None
-        self.running.update(data)
-        return self.running.copy()
 
     async def _settle(self) -> None:
         """Wait for the piece in flight; once durable it joins the pending pieces."""
@@ -635,9 +681,8 @@ class Appender:
             self.pending_bytes += int(piece["size"])
 
     async def _store_tail(self) -> None:
-        if self.buf:
-            await self._store(bytes(self.buf))
-            self.buf.clear()
+        if self.filled:
+            await self._end_piece()
         await self._settle()
 
     def _take(self) -> list[dict[str, Any]]:
@@ -749,12 +794,13 @@ class Appender:
         """Leave nothing running behind the request. A put cut short leaves an unreferenced
         blob (garbage); an append cut short may still be applied, which only moves the
         offset the client will ask for next."""
-        for task in (self.storing, self.committing):
+        streaming = self.streaming[1] if self.streaming is not None else None
+        for task in (streaming, self.storing, self.committing):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
-        self.storing = self.committing = None
+        self.storing = self.committing = self.streaming = None
 
 
 async def _append_body(

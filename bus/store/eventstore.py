@@ -74,6 +74,21 @@ class _Pending:
             self.done.set_result(result)
 
 
+@dataclass
+class FlushStats:
+    """The flusher's own bookkeeping (tests assert on it; cheap enough to keep always)."""
+
+    started_at_once: int = 0  # flushes started by an append that found nothing in flight
+    batches: int = 0  # batches written (or attempted)
+    appends: int = 0  # appends in those batches
+    largest: int = 0  # most appends in one batch
+
+    def count(self, batch: Sequence[object]) -> None:
+        self.batches += 1
+        self.appends += len(batch)
+        self.largest = max(self.largest, len(batch))
+
+
 def _event_rows(p: _Pending) -> list[tuple[object, ...]]:
     m = p.meta
     return [
@@ -137,6 +152,7 @@ class PostgresEventStore:
         self._queue: deque[_Pending] = deque()
         self._active = 0  # flushers running; counted down in the step that sees no work
         self._tasks: set[asyncio.Task[None]] = set()  # strong references only
+        self.stats = FlushStats()
 
     async def append(
         self,
@@ -158,9 +174,13 @@ class PostgresEventStore:
         )
         self._queue.append(pending)
         if self._active < self.flushers:
+            # Nothing in flight: flush at once (the task runs in the next loop step; no timer,
+            # no waiting for company). Appends that come while it writes queue up and go
+            # together in its next batch: the classic group commit.
             # Counted here, not by the task's done callback: that runs a loop step after the
             # flusher saw an empty queue, and an append queued in between would wait forever.
             self._active += 1
+            self.stats.started_at_once += 1
             task = asyncio.create_task(self._flush())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -193,6 +213,9 @@ class PostgresEventStore:
         try:
             while self._queue:
                 batch = self._take_batch()
+                if not batch:
+                    continue  # every append queued was cancelled before it was taken
+                self.stats.count(batch)
                 try:
                     await self._write_batch(batch)
                 except BaseException as e:

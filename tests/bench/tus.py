@@ -289,11 +289,14 @@ async def _files(
     if reports_r:
         res.notes.append(breakdown("@tus/server", reports_r))
     res.notes.append(
-        "how they store bytes: Cairn cuts each PATCH body into 1 MiB pieces, each its own "
-        "durable content-addressed blob (temp file, write + sha256, fsync, rename, directory "
-        "fsyncs), one piece after another, appended by AppendBytes about once a second; the "
-        "last PATCH also re-reads every piece to hash the file, then CompleteUpload and "
-        "CreateFile. @tus/file-store appends the body to one file and never fsyncs"
+        "how they store bytes: Cairn cuts each PATCH body into pieces of "
+        "CAIRN_TUS_PIECE_BYTES (8 MiB), each streamed as it arrives into its own durable "
+        "content-addressed blob (temp file, sha256 + writev in a thread, fsync, rename, "
+        "directory fsyncs), one piece after another, appended by AppendBytes in the "
+        "background (about once a second or per 5% of the length) and at the end of each "
+        "PATCH; the upload's running sha256 is carried through the PATCHes, so the last one "
+        "completes (CompleteUpload, CreateFile) without re-reading the file. "
+        "@tus/file-store appends the body to one file and never fsyncs"
     )
     runs = len(reports_c)
     res.notes.append(cpu_note({k: v / runs for k, v in cpu.items()}, "per Cairn run"))

@@ -26,6 +26,7 @@ import botocore.session
 import pytest
 import pytest_asyncio
 
+from bus.blobs import local as local_module
 from bus.blobs.errors import BlobNotFound, BlobTooLarge
 from bus.blobs.factory import open_blob_store
 from bus.blobs.local import LocalBlobStore
@@ -600,14 +601,16 @@ async def test_local_write_failure_keeps_nothing(
     blobs = _local(tmp_path)
     writes = 0
 
-    def failing_write(fd: int, data: bytes | memoryview) -> None:
+    real_write = local_module._writev_all
+
+    def failing_write(fd: int, buffers: list[bytes]) -> None:
         nonlocal writes
         writes += 1
         if writes == 2:
             raise OSError(errno.ENOSPC, "No space left on device")
-        os.write(fd, data)
+        real_write(fd, buffers)
 
-    monkeypatch.setattr("bus.blobs.local._write_all", failing_write)
+    monkeypatch.setattr("bus.blobs.local._writev_all", failing_write)
     with pytest.raises(OSError) as e:
         await blobs.store.put_stream(feed(split(BIG, [65536])))
     assert e.value.errno == errno.ENOSPC

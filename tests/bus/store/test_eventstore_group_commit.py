@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from bus.store.eventstore import PostgresEventStore
+from bus.store.eventstore import FlushStats, PostgresEventStore
 from domain.events import EventMeta, NewEvent
 from domain.ports import ConcurrencyError, DuplicateCommand
 
@@ -73,6 +73,46 @@ async def test_appends_one_after_another_never_wait_for_a_flusher(pool: asyncpg.
     for v in range(20):
         (rec,) = await asyncio.wait_for(store.append(s, v, [ev(v)], META), HANG_GUARD)
         assert rec.version == v + 1
+    # Each found nothing in flight and was flushed at once, alone.
+    assert store.stats == FlushStats(started_at_once=20, batches=20, appends=20, largest=1)
+
+
+async def loop_steps(n: int) -> None:
+    """Let the event loop run `n` rounds of ready callbacks; no time passes, no I/O is
+    waited for (a flusher that waited for a tick or a timer would not have run)."""
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def test_a_lone_append_is_flushed_at_once(pool: asyncpg.Pool) -> None:
+    """Nothing in flight: the append starts the flush itself and the flusher takes it in
+    the next loop step, alone, without waiting for company or a tick."""
+    store = PostgresEventStore(pool)
+    lone = asyncio.ensure_future(store.append(stream(), 0, [ev(1)], META))
+    await loop_steps(1)  # the append ran up to its await
+    assert store.stats.started_at_once == 1
+    await loop_steps(1)  # the flusher ran up to its first I/O
+    assert store.stats == FlushStats(started_at_once=1, batches=1, appends=1, largest=1)
+    (rec,) = await asyncio.wait_for(lone, HANG_GUARD)
+    assert rec.version == 1
+    assert store.stats == FlushStats(started_at_once=1, batches=1, appends=1, largest=1)
+
+
+async def test_appends_that_come_during_a_flush_go_together_in_the_next(
+    pool: asyncpg.Pool,
+) -> None:
+    """The classic group commit: only what queues up while a flush is being written is
+    batched, and it goes in the very next batch, by the flusher already running."""
+    store = PostgresEventStore(pool)
+    first = asyncio.ensure_future(store.append(stream(), 0, [ev(0)], META))
+    await loop_steps(2)
+    assert not first.done()
+    assert store.stats == FlushStats(started_at_once=1, batches=1, appends=1, largest=1)
+    later = [store.append(stream(), 0, [ev(k)], META) for k in range(1, 4)]
+    results = await asyncio.wait_for(asyncio.gather(first, *later), HANG_GUARD)
+    assert [len(r) for r in results] == [1, 1, 1, 1]
+    # No second flusher was started; the three went together, right after the first.
+    assert store.stats == FlushStats(started_at_once=1, batches=2, appends=4, largest=3)
 
 
 async def test_each_append_of_a_batch_gets_its_own_outcome(pool: asyncpg.Pool) -> None:
