@@ -45,7 +45,7 @@ Completion: when an upload reaches its length (end of a PATCH, creation with len
 final concatenation) it is finished into a file right away (api/completion.py), exactly as the
 native API's `complete` does; the files handler does the same if this process dies first.
 The file's sha256 comes from the running digest of the bytes as they arrived
-(RUNNING_DIGESTS) when every byte came through this process in order; otherwise (a PATCH
+(api/running_digests.py) when every byte came through this process in order; otherwise (a PATCH
 served by another process, a restart, a final concatenation) the stored bytes are hashed.
 
 Locations: without CAIRN_TRUST_PROXY the Location is a path (tus allows relative URLs), so
@@ -89,7 +89,6 @@ from api.http.forwarded import origin
 from api.http.trailers import TRAILERS_EXTENSION
 from api.limits import check_quota, limiter
 from api.openapi import SECURED, raw_body
-from api.running_digests import RUNNING_DIGESTS as RUNNING_DIGESTS  # where it lived
 from bus.actors.commandbus import BusUnavailable
 from bus.config.logs import get_logger
 from bus.config.settings import Settings

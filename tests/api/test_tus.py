@@ -32,6 +32,7 @@ import orjson
 import pytest
 import pytest_asyncio
 
+from api import running_digests
 from api.tus import controller as tus
 from bus.actors.commandbus import CommandBus
 from bus.blobs.factory import open_blob_store
@@ -329,7 +330,8 @@ async def test_completion_uses_the_digest_carried_through_the_patches(
         other = os.urandom(piece + 5)
         url = await create(c, len(other))
         assert (await patch(c, url, 0, other[:100])).status_code == 204
-        tus.RUNNING_DIGESTS.pop(upload_id(url))  # the next PATCH as if on another process
+        # The next PATCH as if on another process:
+        running_digests.RUNNING_DIGESTS.pop(upload_id(url))
         assert (await patch(c, url, 100, other[100:])).status_code == 204
         up, content = await file_of(c, url)
         meta = (await c.get(f"/v1/files/{up['file_id']}")).json()
