@@ -16,14 +16,20 @@ def _buffers() -> list[bytes]:
     return [os.urandom(i % 97) for i in range(3000)]
 
 
-def test_writes_every_buffer_in_order(tmp_path: Path) -> None:
-    buffers = _buffers()
+def _write(tmp_path: Path, buffers: list[bytes]) -> Path:
+    """`_writev_all` of `buffers` into a new file; its path."""
     path = tmp_path / "out"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT)
     try:
         local._writev_all(fd, buffers)
     finally:
         os.close(fd)
+    return path
+
+
+def test_writes_every_buffer_in_order(tmp_path: Path) -> None:
+    buffers = _buffers()
+    path = _write(tmp_path, buffers)
     assert path.read_bytes() == b"".join(buffers)
 
 
@@ -46,12 +52,7 @@ def test_resumes_after_short_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr(local.os, "writev", short)
     buffers = _buffers()
-    path = tmp_path / "out"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
-    try:
-        local._writev_all(fd, buffers)
-    finally:
-        os.close(fd)
+    path = _write(tmp_path, buffers)
     data = b"".join(buffers)
     assert path.read_bytes() == data
     assert calls >= len(data) // 7
