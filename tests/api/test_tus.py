@@ -781,7 +781,11 @@ async def test_tuspy_sync_and_async(shared_system: System, tmp_path: Path) -> No
         assert content == data
 
 
-async def run_node(node: Path, opts: dict[str, Any]) -> list[dict[str, Any]]:
+async def run_node(node: Path, opts: dict[str, Any], timeout: float = 60) -> list[dict[str, Any]]:
+    """Run tests/tus_clients/upload.mjs to its end; its stdout events, the last a success.
+
+    Output is kept as it arrives, so that a client still running at the timeout is killed
+    and the failure shows what it printed and its request trace (stderr): where it hung."""
     proc = await asyncio.create_subprocess_exec(
         "node",
         str(node / "upload.mjs"),
@@ -789,8 +793,27 @@ async def run_node(node: Path, opts: dict[str, Any]) -> list[dict[str, Any]]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    lines = [json.loads(x) for x in out.decode().splitlines() if x.strip()]
+    out: list[bytes] = []
+    err: list[bytes] = []
+
+    async def collect(stream: asyncio.StreamReader | None, into: list[bytes]) -> None:
+        assert stream is not None
+        while line := await stream.readline():
+            into.append(line)
+
+    try:
+        await asyncio.wait_for(
+            asyncio.gather(collect(proc.stdout, out), collect(proc.stderr, err), proc.wait()),
+            timeout,
+        )
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError(
+            f"tus-js-client still running after {timeout} s; stdout: "
+            f"{b''.join(out).decode()!r}; trace: {b''.join(err).decode()!r}"
+        ) from None
+    lines = [json.loads(x) for x in out if x.strip()]
     assert proc.returncode == 0 and lines and lines[-1]["event"] == "success", (lines, err)
     return lines
 

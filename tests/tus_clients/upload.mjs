@@ -1,7 +1,7 @@
 // Uploads one file to a tus server with tus-js-client (its Node build), driven by
 // tests/api/test_tus.py. One argument: a JSON object of options (see `opts` below).
 // Reports on stdout, one JSON object per line: {"event": "url" | "resuming" | "stalled" |
-// "success" | "error", ...}.
+// "success" | "error", ...}; traces its requests, timed, on stderr.
 //
 // `stallAt` (a byte offset of the file) makes the upload stop sending in the middle of the
 // PATCH that carries that byte, without ending the request: the test then kills this
@@ -16,6 +16,11 @@ const opts = JSON.parse(process.argv[2])
 
 function emit(obj) {
   process.stdout.write(`${JSON.stringify(obj)}\n`)
+}
+
+// Each request and response, timed, on stderr: what a test reports when this client hangs.
+function trace(obj) {
+  process.stderr.write(`${JSON.stringify({ ...obj, t: Date.now() })}\n`)
 }
 
 // A stream that passes `limit` bytes of `source` on, then goes silent (never ends).
@@ -84,8 +89,15 @@ const options = {
   onUploadUrlAvailable() {
     emit({ event: 'url', url: upload.url })
   },
+  onBeforeRequest(req) {
+    trace({ request: req.getMethod(), offset: req.getHeader('Upload-Offset') })
+  },
+  onAfterResponse(req, res) {
+    trace({ response: req.getMethod(), status: res.getStatus(), offset: res.getHeader('Upload-Offset') })
+  },
   onSuccess() {
     emit({ event: 'success', url: upload.url })
+    trace({ success: upload.url })
   },
   onError(err) {
     emit({ event: 'error', message: String(err) })
