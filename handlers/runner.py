@@ -42,6 +42,7 @@ from bus.kafka.broker import (
 )
 from bus.kafka.clients import header
 from bus.store.eventstore import NOTIFY_CHANNEL, PostgresEventStore
+from bus.store.relay import PUBLISHED_CHANNEL
 from domain.errors import DomainError
 from domain.events import RecordedEvent
 from handlers import files_from_fetches, files_from_uploads
@@ -75,10 +76,10 @@ class Handlers:
         try:
             with contextlib.suppress(Stopped):
                 await unless_stopped(broker.start(), stop)
-                # Idle: stop fetching until an event is appended (bus/actors/wake.py).
+                # Idle: stop fetching until an event is appended or published (bus/actors/wake.py).
                 gate = IdleGate(
                     subscriber.consumer,
-                    NOTIFY_CHANNEL,
+                    (NOTIFY_CHANNEL, PUBLISHED_CHANNEL),
                     peek_every=PEEK_EVERY_BACKGROUND,
                     peek_ms=fetch_max_wait_ms(self.settings, latency_critical=False) + 100,
                 )

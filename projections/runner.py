@@ -50,6 +50,7 @@ from bus.kafka.broker import (
 )
 from bus.kafka.clients import ensure_topics, header
 from bus.store.eventstore import NOTIFY_CHANNEL, PostgresEventStore
+from bus.store.relay import PUBLISHED_CHANNEL
 from domain.events import RecordedEvent
 from projections.base import PROJECTION_LOCK, Projection, apply_event, record_status
 from projections.rebuild import PROJECTIONS
@@ -137,10 +138,10 @@ class Projector:
         try:
             # Joining the consumer group can take seconds: give up at once when stopped.
             await unless_stopped(broker.start(), stop)
-            # Idle: stop fetching until an event is appended (bus/actors/wake.py).
+            # Idle: stop fetching until an event is appended or published (bus/actors/wake.py).
             gate = IdleGate(
                 subscriber.consumer,
-                NOTIFY_CHANNEL,
+                (NOTIFY_CHANNEL, PUBLISHED_CHANNEL),
                 peek_every=PEEK_EVERY_BACKGROUND,
                 peek_ms=fetch_max_wait_ms(self.settings, latency_critical=False) + 100,
             )

@@ -17,9 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -63,6 +63,16 @@ class CommandResult:
         return bool(self.events) and not self.duplicate
 
 
+class Nudge(Protocol):
+    """Wakes idle actor hosts (bus/actors/wake.py's Nudger)."""
+
+    def __call__(self) -> None:
+        """A command is coming."""
+
+    def probe(self) -> None:
+        """A readiness probe is coming."""
+
+
 class CommandBus:
     """Declared publishers for the command topics and a subscriber on every reply partition,
     on one FastStream broker."""
@@ -72,10 +82,11 @@ class CommandBus:
         settings: Settings,
         service: str = "api",
         *,
-        nudge: Callable[[], None] | None = None,
+        nudge: Nudge | None = None,
     ) -> None:
         self.settings = settings
-        # Called before each command is sent: wakes an idle actor host (bus/actors/wake.py).
+        # Called before each command (and probe) is sent: wakes an idle actor host
+        # (bus/actors/wake.py).
         self._nudge = nudge
         self._broker = make_broker(settings, service)
         self._commands = command_publishers(self._broker, settings)
@@ -179,9 +190,11 @@ class CommandBus:
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[command_id] = fut
         try:
-            # No nudge: readiness polling must not keep an idle actor host awake (its
-            # peek finds the probe within a second; see bus/actors/wake.py).
+            # A probe's nudge makes an idle actor host peek, not wake: readiness polling
+            # must not keep it awake (see bus/actors/wake.py).
             with self._awaiting_reply():
+                if self._nudge is not None:
+                    self._nudge.probe()
                 await asyncio.wait_for(
                     self._commands["uploads"].publish(
                         orjson.dumps({"probe": True, "command_id": command_id}),

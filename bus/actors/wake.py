@@ -15,17 +15,27 @@ heartbeats included, nothing). Instead an `IdleGate` beside each consumer:
   notification, a relay that took longer than `IDLE_AFTER` to publish): a paused consumer
   peeks at its partitions every `peek_every` seconds.
 
-Two channels:
+Channels:
 
 - `CHANNEL` (commands): whoever sends a command calls a `Nudger` first, which NOTIFYs it
   (at most once per `NUDGE_EVERY` seconds per process: a host woken by a nudge stays
   awake `IDLE_AFTER` seconds after its last command, longer than the gap between two
-  nudges). The actor host peeks every `PEEK_EVERY` seconds. Readiness probes are
-  deliberately not announced and do not keep the host awake, so that a load balancer
-  polling /ready does not turn the polling back on; they are answered at the next peek.
+  nudges). Readiness probes NOTIFY it with the payload `PROBE`, which makes the host
+  peek (fetch for `PROBE_POLL_MS`) and pause again at once: a load balancer polling
+  /ready does not keep the host awake, and is answered in milliseconds. The actor host
+  also peeks every `PEEK_EVERY` seconds, for a command nobody announced (a lost
+  notification, a sender without a database).
 - the event store's `cairn_events` (bus/store/eventstore.py), NOTIFYed by every append:
   the projector and the handlers wake when an event is appended, milliseconds before the
-  relay publishes it, and peek every `PEEK_EVERY_BACKGROUND` seconds.
+  relay publishes it; and the relay's `cairn_published` (bus/store/relay.py), NOTIFYed
+  after each pass that published events, which wakes them again when the relay was slower
+  than `IDLE_AFTER` (Kafka was down, a standby took over). They peek every
+  `PEEK_EVERY_BACKGROUND` seconds, for lost notifications only.
+
+What a peek costs: the embedded broker spends about 1 % of a core on a consumer of 40
+partitions peeking once a second (measured on the bare broker), heartbeats about 0.1 %,
+so the peeks were most of an idle system's broker CPU: each is as rare as its role as a
+fallback allows (the actors' 1 s became 3 s, the background consumers' 2 s became 10 s).
 
 Without a working LISTEN connection a consumer simply never pauses.
 """
@@ -47,16 +57,21 @@ from bus.config.logs import get_logger
 log = get_logger(__name__)
 
 CHANNEL = "cairn_commands"
+PROBE = "probe"  # the payload of a readiness probe's NOTIFY: peek, do not stay awake
 IDLE_AFTER = 2.0
 NUDGE_EVERY = 0.5
-PEEK_EVERY = 1.0
-# Background consumers (projector, handlers) are woken by every append; a peek only matters
-# when the relay took longer than IDLE_AFTER to publish (Kafka down, a standby taking over).
-PEEK_EVERY_BACKGROUND = 2.0
+# Under the readiness check's 5 s, so that a probe whose NOTIFY was lost still passes.
+PEEK_EVERY = 3.0
+# Background consumers (projector, handlers) are woken by every append and by the relay
+# after it publishes; a peek only covers a lost notification.
+PEEK_EVERY_BACKGROUND = 10.0
 # getmany timeouts: awake, the loop looks at the clock this often; peeking, one or two
 # fetches of the embedded broker's 10 ms wait are enough to see a waiting command.
 AWAKE_POLL_MS = 200
 PEEK_POLL_MS = 50
+# A probe's NOTIFY goes out just before its command is published: fetch long enough for
+# the command to land (a probe missed by this window is found by the next peek).
+PROBE_POLL_MS = 250
 
 
 class Nudger:
@@ -64,31 +79,39 @@ class Nudger:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
-        self._last = float("-inf")
+        self._last = {"": float("-inf"), PROBE: float("-inf")}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def __call__(self) -> None:
+        """A command is coming: wake the host for IDLE_AFTER seconds."""
+        self._send("")
+
+    def probe(self) -> None:
+        """A readiness probe is coming: the host peeks for it and pauses again."""
+        self._send(PROBE)
+
+    def _send(self, payload: str) -> None:
         now = time.monotonic()
-        if now - self._last < NUDGE_EVERY:
+        if now - self._last[payload] < NUDGE_EVERY:
             return
-        self._last = now
+        self._last[payload] = now
         # Not awaited: the command goes to Kafka meanwhile, the host wakes in parallel.
-        task = asyncio.create_task(self._notify())
+        task = asyncio.create_task(self._notify(payload))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _notify(self) -> None:
+    async def _notify(self, payload: str) -> None:
         try:
-            await self.pool.execute("SELECT pg_notify($1, '')", CHANNEL)
+            await self.pool.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
         except Exception as e:  # the host's peek still finds the command
-            self._last = float("-inf")
+            self._last[payload] = float("-inf")
             log.debug("actor nudge failed", error=repr(e))
 
 
 class IdleGate:
     """The consumer's side: pause fetching when idle, resume on a notification or to peek.
 
-    `channel` is the Postgres channel to LISTEN on; `peek_every` how often a paused
+    `channel` is the Postgres channel (or channels) to LISTEN on; `peek_every` how often a paused
     consumer looks anyway (None: `PEEK_EVERY`, read at each pause so tests can shorten it);
     `peek_ms` how long a peek keeps fetching (a few fetch waits of the consumer).
     """
@@ -96,16 +119,18 @@ class IdleGate:
     def __init__(
         self,
         consumer: AIOKafkaConsumer,
-        channel: str = CHANNEL,
+        channel: str | tuple[str, ...] = CHANNEL,
         *,
         peek_every: float | None = None,
         peek_ms: int = PEEK_POLL_MS,
     ) -> None:
         self.consumer = consumer
-        self.channel = channel
+        self.channels = (channel,) if isinstance(channel, str) else channel
         self._peek_every = peek_every
         self._peek_ms = peek_ms
+        self._window_ms = peek_ms  # of the current peek: longer for a probe
         self._nudged = asyncio.Event()
+        self._probed = asyncio.Event()
         self._awake_until = time.monotonic() + IDLE_AFTER
         self._paused = False
         self._peeking = False
@@ -116,7 +141,8 @@ class IdleGate:
         """LISTEN on a connection of its own; without it the host never pauses."""
         try:
             self._conn = await pool.acquire()
-            await self._conn.add_listener(self.channel, self._on_notify)
+            for channel in self.channels:
+                await self._conn.add_listener(channel, self._on_notify)
             self._conn.add_termination_listener(self._on_lost)
             self._listening = True
         except Exception as e:
@@ -127,13 +153,14 @@ class IdleGate:
         self._listening = False
         conn, self._conn = self._conn, None
         if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.remove_listener(self.channel, self._on_notify)
+            for channel in self.channels:
+                with contextlib.suppress(Exception):
+                    await conn.remove_listener(channel, self._on_notify)
             with contextlib.suppress(Exception):
                 await pool.release(conn)
 
-    def _on_notify(self, *_: object) -> None:
-        self._nudged.set()
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        (self._probed if payload == PROBE else self._nudged).set()
 
     def _on_lost(self, *_: object) -> None:
         # No more nudges can arrive: stay awake from now on.
@@ -143,12 +170,12 @@ class IdleGate:
 
     @property
     def poll_ms(self) -> int:
-        return self._peek_ms if self._peeking else AWAKE_POLL_MS
+        return self._window_ms if self._peeking else AWAKE_POLL_MS
 
     async def wait_for_work(self, stop: asyncio.Event) -> None:
         """Before a poll: if paused, sleep until a nudge, the next peek, or stop."""
         if self._paused:
-            waits = {asyncio.ensure_future(self._nudged.wait()), asyncio.ensure_future(stop.wait())}
+            waits = {asyncio.ensure_future(e.wait()) for e in (self._nudged, self._probed, stop)}
             _, pending = await asyncio.wait(
                 waits,
                 timeout=PEEK_EVERY if self._peek_every is None else self._peek_every,
@@ -157,6 +184,10 @@ class IdleGate:
             for w in pending:
                 w.cancel()
             self._peeking = not self._nudged.is_set()
+            self._window_ms = (
+                max(self._peek_ms, PROBE_POLL_MS) if self._probed.is_set() else self._peek_ms
+            )
+            self._probed.clear()
             self.consumer.resume(*self.consumer.assignment())
             self._paused = False
         if self._nudged.is_set():

@@ -72,6 +72,11 @@ PRODUCER_OPTIONS: dict[str, object] = {"max_batch_size": 1024 * 1024}
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
+# NOTIFYed after each pass that published events (bus/actors/wake.py: the projector's and
+# the handlers' idle gates LISTEN on it).
+PUBLISHED_CHANNEL = "cairn_published"
+
+
 def event_message(
     settings: Settings, ev: RecordedEvent
 ) -> tuple[str, bytes, bytes, list[tuple[str, bytes]]]:
@@ -211,6 +216,12 @@ class Relay:
             PUBLISHED_POSITION.labels(self.name).set(checkpoint)
         if total:
             log.debug("relay.published", relay=self.name, events=total, checkpoint=checkpoint)
+            # Idle consumers woke at the append and paused again after IDLE_AFTER; when this
+            # pass came later than that (Kafka was down, a standby took over), they would
+            # wait for their next peek. One NOTIFY per pass, not per event; the payload is
+            # the relay's name.
+            async with self.pool.acquire() as conn:
+                await conn.execute("SELECT pg_notify($1, $2)", PUBLISHED_CHANNEL, self.name)
         return total
 
     async def run(self, stop: asyncio.Event) -> None:

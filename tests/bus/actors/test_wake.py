@@ -58,7 +58,8 @@ class Loop:
                 )
             except Stopped:
                 return
-            self.gate.after_poll(bool(batch))
+            # Like the actor host, which does not count readiness probes as work.
+            self.gate.after_poll(any(r.value != b"probe" for rs in batch.values() for r in rs))
             for records in batch.values():
                 self.received += [r.value for r in records]
 
@@ -113,6 +114,29 @@ async def test_idle_host_pauses_and_a_nudge_wakes_it(
     await wait_until(got, timeout=20)
     # And idle again afterwards.
     await wait_until(lambda: _paused(loop), timeout=20)
+
+
+async def test_a_probe_makes_the_host_peek_and_pause_again_without_staying_awake(
+    loop: Loop, pool: asyncpg.Pool, settings: Settings, topic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A readiness probe's NOTIFY (payload PROBE) is answered at once, yet the host does not
+    stay awake for IDLE_AFTER as after a command's nudge: polling /ready keeps nothing
+    fetching. No timed peek can answer here (PEEK_EVERY is 600 s in this test)."""
+    await wait_until(lambda: _paused(loop), timeout=20)
+    monkeypatch.setattr(wake, "IDLE_AFTER", 600.0)  # a command's nudge would wake it for 600 s
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        wake.Nudger(pool).probe()
+        await producer.send_and_wait(topic, b"probe")
+    finally:
+        await producer.stop()
+
+    async def got() -> bool:
+        return b"probe" in loop.received
+
+    await wait_until(got, timeout=20)
+    await wait_until(lambda: _paused(loop), timeout=5)
 
 
 async def test_unannounced_message_is_found_by_a_peek(

@@ -25,7 +25,7 @@ from bus.config.settings import Settings
 from bus.kafka.clients import ensure_topics, header, make_consumer, make_producer
 from bus.run.embedded import EmbeddedKafka, free_port
 from bus.store.eventstore import PostgresEventStore
-from bus.store.relay import Relay, replay
+from bus.store.relay import PUBLISHED_CHANNEL, Relay, replay
 from domain.events import EventMeta, NewEvent, RecordedEvent
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -202,6 +202,36 @@ async def test_a_new_relay_resumes_after_the_checkpoint(
 
     got = ids(flat(await published(settings)))
     assert sorted(got) == sorted([e[0].id for e in first] + [e.id for e in later])
+
+
+async def test_a_pass_that_published_notifies_once_and_an_empty_one_not_at_all(
+    settings: Settings, pool: asyncpg.Pool, event_store: PostgresEventStore
+) -> None:
+    """The idle gates of the projector and the handlers wake on this (bus/actors/wake.py)."""
+    await ensure_topics(settings)
+    name = f"notify-{uuid.uuid4()}"  # the payload tells this relay's NOTIFYs from others'
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    conn = await pool.acquire()
+
+    def on_notify(_c: object, _pid: int, _channel: str, payload: str) -> None:
+        heard.put_nowait(payload)
+
+    await conn.add_listener(PUBLISHED_CHANNEL, on_notify)
+    try:
+        for i in range(2):
+            await event_store.append(f"upload-{uuid.uuid4()}", 0, [ev(i)], META)
+        relay = Relay(settings, pool, name=name, batch_size=1)  # several batches, one pass
+        assert await relay.publish_pending() >= 2
+        assert await relay.publish_pending() == 0
+        # NOTIFYs arrive in commit order: once this marker is heard, so is every earlier one.
+        await pool.execute("SELECT pg_notify($1, $2)", PUBLISHED_CHANNEL, f"{name}-end")
+        got: list[str] = []
+        while not got or got[-1] != f"{name}-end":
+            got.append(await asyncio.wait_for(heard.get(), 10))
+        assert [g for g in got if g.startswith(name)] == [name, f"{name}-end"]
+    finally:
+        await conn.remove_listener(PUBLISHED_CHANNEL, on_notify)
+        await pool.release(conn)
 
 
 async def test_a_late_commit_with_a_lower_position_is_not_skipped(
