@@ -176,6 +176,9 @@ class EmbeddedKafka:
     port: int
     log_path: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
+    # Tansu's storage engine; the memory one is the default by measurement
+    # (tests/bench/broker_engines.py, README "Performance").
+    storage_engine: str = "memory://tansu/"
 
     @property
     def bootstrap(self) -> str:
@@ -194,7 +197,7 @@ class EmbeddedKafka:
             "--advertised-listener-url",
             f"tcp://127.0.0.1:{self.port}",
             "--storage-engine",
-            "memory://tansu/",
+            self.storage_engine,
         ]
         if self.log_path:
             # The child keeps its own copy of the descriptor; ours is closed right away.
