@@ -219,9 +219,13 @@ class Relay:
             # Idle consumers woke at the append and paused again after IDLE_AFTER; when this
             # pass came later than that (Kafka was down, a standby took over), they would
             # wait for their next peek. One NOTIFY per pass, not per event; the payload is
-            # the relay's name.
-            async with self.pool.acquire() as conn:
-                await conn.execute("SELECT pg_notify($1, $2)", PUBLISHED_CHANNEL, self.name)
+            # the relay's name. Only a hint: a failed one must not end this leadership term
+            # (the checkpoint has moved; their peeks find the events).
+            try:
+                async with self.pool.acquire() as conn:
+                    await conn.execute("SELECT pg_notify($1, $2)", PUBLISHED_CHANNEL, self.name)
+            except _DB_ERRORS as e:
+                log.debug("relay.announce_failed", relay=self.name, error=repr(e))
         return total
 
     async def run(self, stop: asyncio.Event) -> None:

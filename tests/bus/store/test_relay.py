@@ -234,6 +234,26 @@ async def test_a_pass_that_published_notifies_once_and_an_empty_one_not_at_all(
         await pool.release(conn)
 
 
+async def test_a_failed_announcement_does_not_fail_the_pass(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    event_store: PostgresEventStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The NOTIFY is a hint: PostgreSQL refusing it (here a channel name over its 63-byte
+    limit) leaves the pass published and checkpointed."""
+    from bus.store import relay as relay_module
+
+    await ensure_topics(settings)
+    monkeypatch.setattr(relay_module, "PUBLISHED_CHANNEL", "x" * 100)
+    with pytest.raises(asyncpg.PostgresError):  # the refusal this test relies on
+        await pool.execute("SELECT pg_notify($1, '')", "x" * 100)
+    appended = await event_store.append(f"upload-{uuid.uuid4()}", 0, [ev(0)], META)
+    relay = Relay(settings, pool, name=f"hint-{uuid.uuid4()}")
+    assert await relay.publish_pending() >= 1
+    assert await relay.checkpoint() >= appended[-1].position
+
+
 async def test_a_late_commit_with_a_lower_position_is_not_skipped(
     settings: Settings, pool: asyncpg.Pool, event_store: PostgresEventStore
 ) -> None:
