@@ -807,26 +807,30 @@ async def run_node(node: Path, opts: dict[str, Any], timeout: float = 60) -> lis
         assert stream is not None
         while line := await stream.readline():
             into.append(line)
-            if into is out and json.loads(line)["event"] in ("success", "error"):
+            if into is out and line.strip() and json.loads(line)["event"] in ("success", "error"):
                 reported.set()
 
     readers = asyncio.gather(collect(proc.stdout, out), collect(proc.stderr, err))
-    try:
-        await asyncio.wait_for(reported.wait(), timeout)
-        await asyncio.wait_for(proc.wait(), LINGER)
-        await readers
-    except TimeoutError:
+    said, exited = asyncio.ensure_future(reported.wait()), asyncio.ensure_future(proc.wait())
+    # Until the client reports its end or exits (a crash says nothing), at most `timeout`.
+    await asyncio.wait({said, exited}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    said.cancel()
+    if not exited.done():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(exited), LINGER if reported.is_set() else 0)
+    if not exited.done():
         proc.kill()
-        await proc.wait()
+        await exited
         await readers
         if not reported.is_set():
             raise AssertionError(
                 f"tus-js-client still running after {timeout} s; stdout: "
                 f"{b''.join(out).decode()!r}; trace: {b''.join(err).decode()!r}"
-            ) from None
+            )
         warnings.warn(
             f"tus-js-client lingered {LINGER} s after its last event; killed", stacklevel=1
         )
+    await readers
     lines = [json.loads(x) for x in out if x.strip()]
     assert lines and lines[-1]["event"] == "success", (lines, err)
     assert proc.returncode in (0, -signal.SIGKILL), (proc.returncode, lines, err)
