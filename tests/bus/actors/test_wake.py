@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 import pytest
@@ -86,6 +86,27 @@ async def loop(settings: Settings, pool: asyncpg.Pool, topic: str) -> AsyncItera
         await consumer.stop()
 
 
+async def send(
+    settings: Settings, topic: str, value: bytes, before: Callable[[], None] | None = None
+) -> None:
+    """Produce one message; `before` runs once the producer is connected, just before it."""
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        if before is not None:
+            before()
+        await producer.send_and_wait(topic, value)
+    finally:
+        await producer.stop()
+
+
+async def until_received(lp: Loop, value: bytes) -> None:
+    async def got() -> bool:
+        return value in lp.received
+
+    await wait_until(got, timeout=20)
+
+
 async def _paused(lp: Loop) -> bool:
     return lp.paused()
 
@@ -101,17 +122,8 @@ async def test_idle_host_pauses_and_a_nudge_wakes_it(
     nudge = wake.Nudger(pool)
     nudge()
     await wait_until(lambda: _awake(loop), timeout=20)
-    producer = make_producer(settings)
-    await producer.start()
-    try:
-        await producer.send_and_wait(topic, b"announced")
-    finally:
-        await producer.stop()
-
-    async def got() -> bool:
-        return b"announced" in loop.received
-
-    await wait_until(got, timeout=20)
+    await send(settings, topic, b"announced")
+    await until_received(loop, b"announced")
     # And idle again afterwards.
     await wait_until(lambda: _paused(loop), timeout=20)
 
@@ -124,18 +136,8 @@ async def test_a_probe_makes_the_host_peek_and_pause_again_without_staying_awake
     fetching. No timed peek can answer here (PEEK_EVERY is 600 s in this test)."""
     await wait_until(lambda: _paused(loop), timeout=20)
     monkeypatch.setattr(wake, "IDLE_AFTER", 600.0)  # a command's nudge would wake it for 600 s
-    producer = make_producer(settings)
-    await producer.start()
-    try:
-        wake.Nudger(pool).probe()
-        await producer.send_and_wait(topic, b"probe")
-    finally:
-        await producer.stop()
-
-    async def got() -> bool:
-        return b"probe" in loop.received
-
-    await wait_until(got, timeout=20)
+    await send(settings, topic, b"probe", before=wake.Nudger(pool).probe)
+    await until_received(loop, b"probe")
     await wait_until(lambda: _paused(loop), timeout=5)
 
 
@@ -143,17 +145,8 @@ async def test_unannounced_message_is_found_by_a_peek(
     loop: Loop, settings: Settings, topic: str
 ) -> None:
     await wait_until(lambda: _paused(loop), timeout=20)
-    producer = make_producer(settings)
-    await producer.start()
-    try:
-        await producer.send_and_wait(topic, b"unannounced")
-    finally:
-        await producer.stop()
-
-    async def got() -> bool:
-        return b"unannounced" in loop.received
-
-    await wait_until(got, timeout=20)
+    await send(settings, topic, b"unannounced")
+    await until_received(loop, b"unannounced")
 
 
 async def test_an_append_wakes_a_gate_on_the_event_channel(
