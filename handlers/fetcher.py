@@ -63,7 +63,7 @@ from domain.commands import (
 )
 from domain.errors import DomainError
 from domain.policies import fetch_result_file_id, file_from_fetch
-from handlers import fetch_segments
+from handlers import fetch_reuse, fetch_segments
 
 log = get_logger(__name__)
 
@@ -457,6 +457,9 @@ class _Run:
 
     async def _transfer(self) -> None:
         st = self.state
+        if await self._reuse():
+            await self._finish()
+            return
         if st.segments:  # a split recorded earlier (a pause, a retry, a take-over)
             await fetch_segments.run_segments(self, None)
             await self._finish()
@@ -481,6 +484,30 @@ class _Run:
             await self._answer(resp, url, ranged)
         finally:
             await resp.aclose()
+
+    async def _reuse(self) -> bool:
+        """Take the bytes of the owner's completed fetch of this URL, if this fetch may
+        (handlers/fetch_reuse.py); True if they are now recorded as this fetch's."""
+        source = await fetch_reuse.reusable_source(
+            self.w.pool, self.w.store, self.w.blobs, self.state, _now(), self.s.fetch_ttl
+        )
+        if source is None:
+            return False
+        await self._cmd(
+            RecordFetchResponse,
+            runner=self.runner,
+            restart=False,
+            reason=f"reused the bytes of fetch {source.id}",
+            etag=source.etag,
+            last_modified=source.last_modified,
+            total=source.bytes,
+            content_type=source.content_type,
+            file_name=source.file_name,
+            accept_ranges=source.accept_ranges,
+        )
+        await self._cmd(AppendFetchBytes, runner=self.runner, offset=0, pieces=source.manifest())
+        log.info("fetch reused", fetch=self.fetch_id, source=source.id, bytes=source.bytes)
+        return True
 
     async def _answer(self, resp: httpx.Response, url: str, ranged: bool) -> None:
         code = resp.status_code

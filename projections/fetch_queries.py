@@ -42,6 +42,22 @@ async def latest(
     return dict(r) if r else None
 
 
+async def completed_since(
+    pool: asyncpg.Pool, owner: str, url: str, since: datetime, other_than: str
+) -> list[str]:
+    """Ids of `owner`'s fetches of `url` (normalised) completed after `since`, into any bucket
+    or key, newest first, `other_than` left out: what a first fetch of the URL may reuse."""
+    rows = await pool.fetch(
+        "SELECT id FROM readmodel.fetches WHERE owner = $1 AND url = $2 AND status = 'COMPLETED'"
+        " AND completed_at > $3 AND id <> $4 ORDER BY completed_at DESC LIMIT 5",
+        owner,
+        url,
+        since,
+        uuid.UUID(other_than),
+    )
+    return [str(r["id"]) for r in rows]
+
+
 async def get(pool: asyncpg.Pool, fetch_id: str) -> dict[str, Any] | None:
     r = await pool.fetchrow(
         "SELECT run_started_at, run_start_bytes, updated_at FROM readmodel.fetches WHERE id = $1",

@@ -1,6 +1,7 @@
 """A fetch into a bucket key: `POST /v1/fetches {url, bucket, key}` ends as the object at
 (bucket, key), served by the object routes; the same URL into another key is that key's
-own fetch; a refresh makes the object's new version; keys and buckets are checked first."""
+own fetch (from the bytes already fetched); a refresh makes the object's new version; keys
+and buckets are checked first."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest_asyncio
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from domain.files.keys import object_file_id
 from tests.api.origins import origin_server
-from tests.api.test_fetches import post, until
+from tests.api.test_fetches import listed_completed, post, until
 from tests.system import System, isolated_system, wait_until
 
 
@@ -80,16 +81,27 @@ async def test_a_fetch_into_a_key_becomes_that_object(osys: System) -> None:
         again = await post(c, o.url("/range/m.bin"), bucket=bucket, key=key)
         assert again["id"] == f["id"] and again["reused"] is True
         assert again["file_id"] == done["file_id"]
-        # into another key: that key's own fetch and object
+        # into another key: that key's own fetch and object, from the bytes already
+        # fetched (handlers/fetch_reuse.py, which looks in the read model): the origin is
+        # not asked again
+        await listed_completed(c, f["id"])
         g = await post(c, o.url("/range/m.bin"), bucket=bucket, key="copy.bin")
         assert g["id"] != f["id"]
-        assert (await until(c, g["id"], "COMPLETED", "FAILED"))["status"] == "COMPLETED"
+        copied = await until(c, g["id"], "COMPLETED", "FAILED")
+        assert copied["status"] == "COMPLETED" and copied["sha256"] == o.sha256
+        assert copied["file_name"] == "m.bin" and copied["etag"] == done["etag"]
         assert await object_bytes(c, bucket, "copy.bin", o.data) == o.data
         # and without a key: a plain file, not an object
         h = await post(c, o.url("/range/m.bin"))
         plain = await until(c, h["id"], "COMPLETED", "FAILED")
         assert plain["file_id"] not in (object_file_id(bucket, key), None)
-        assert o.counts["/range/m.bin"] == 3
+        assert o.counts["/range/m.bin"] == 1
+        reasons = await osys.pool.fetch(
+            "SELECT data->>'reason' AS reason FROM eventstore.events WHERE stream_id = $1"
+            " AND event_type = 'FetchResponseReceived'",
+            f"fetch-{g['id']}",
+        )
+        assert [r["reason"] for r in reasons] == [f"reused the bytes of fetch {f['id']}"]
 
 
 async def test_a_refresh_makes_the_objects_new_version(osys: System) -> None:

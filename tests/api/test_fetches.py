@@ -57,6 +57,17 @@ async def until(c: httpx.AsyncClient, fid: str, *statuses: str) -> dict[str, Any
     return await wait_until(check, timeout=120)  # type: ignore[no-any-return]
 
 
+async def listed_completed(c: httpx.AsyncClient, fetch_id: str) -> None:
+    """Until the fetches read model lists the fetch as COMPLETED (the API's answer comes from
+    the event store, ahead of it)."""
+
+    async def listed() -> bool:
+        items = (await c.get("/v1/fetches", params={"status": "COMPLETED"})).json()["items"]
+        return any(i["id"] == fetch_id for i in items)
+
+    await wait_until(listed, timeout=30)
+
+
 async def content(c: httpx.AsyncClient, file_id: str) -> bytes:
     async def ready() -> bytes | None:
         r = await c.get(f"/v1/files/{file_id}/content")

@@ -1,5 +1,6 @@
 """fetch.url_cache: Cairn fetching a URL into its store vs `curl -o` and `aria2c -x4` of the
-very same URL, in the same run; and the second request of the same URL (the cache hit).
+very same URL, in the same run; the second request of the same URL (the cache hit); and the
+same URL into a new bucket key, which takes the finished fetch's bytes (vs curl's download).
 
 The origin is the bench's nginx: `/data/NAME` serves byte ranges (Cairn splits the fetch
 into CAIRN_FETCH_SEGMENTS parallel ranges, like aria2c -x4) and `/whole/NAME` the same
@@ -19,12 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import secrets
 import shutil
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 
 from tests.bench.baselines import curl_download
@@ -46,8 +49,12 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-async def _cairn_fetch(c: httpx.AsyncClient, url: str, sha256: str | None) -> dict[str, Any]:
-    body: dict[str, Any] = {"url": url, "refresh": True}
+async def _cairn_fetch(
+    c: httpx.AsyncClient, url: str, sha256: str | None, **into: Any
+) -> dict[str, Any]:
+    """POST to COMPLETED: with `refresh` (a real download) unless `into` names a bucket and
+    a key (a first fetch into a new key, which reuses the bytes of the finished fetch)."""
+    body: dict[str, Any] = {"url": url, **(into or {"refresh": True})}
     if sha256:
         body["sha256"] = sha256
     r = await c.post("/v1/fetches", json=body)
@@ -61,6 +68,21 @@ async def _cairn_fetch(c: httpx.AsyncClient, url: str, sha256: str | None) -> di
             if state["status"] in ("FAILED", "CANCELLED"):
                 raise RuntimeError(f"fetch of {url} {state['status']}: {state['last_error']}")
             await asyncio.sleep(POLL)
+
+
+async def _reused(bench: Bench, fetch_id: str) -> bool:
+    """Whether the fetch took another fetch's bytes (its response record says so)."""
+    assert bench.cairn is not None
+    conn = await asyncpg.connect(bench.cairn.database_url)
+    try:
+        reason = await conn.fetchval(
+            "SELECT data->>'reason' FROM eventstore.events WHERE stream_id = $1"
+            " AND event_type = 'FetchResponseReceived' ORDER BY version LIMIT 1",
+            f"fetch-{fetch_id}",
+        )
+    finally:
+        await conn.close()
+    return str(reason or "").startswith("reused the bytes of fetch")
 
 
 async def _aria2c(url: str, out: Path) -> None:
@@ -111,7 +133,8 @@ async def url_cache(bench: Bench, res: Result) -> None:
     ranged_url, whole_url = nginx.get_url(path.name), nginx.whole_url(path.name)
     out = bench.work / "fetch-client.bin"
     aria = shutil.which("aria2c")
-    seg, one, curl_seg, curl_one, aria_v, hits = [], [], [], [], [], []
+    seg, one, curl_seg, curl_one, aria_v, hits, reused = [], [], [], [], [], [], []
+    bucket = f"bench-fetch-{secrets.token_hex(4)}"
     cpu_cairn: dict[str, float] = {}
     peak_fetcher = 0
     fetched = 0
@@ -119,7 +142,8 @@ async def url_cache(bench: Bench, res: Result) -> None:
     async with httpx.AsyncClient(
         base_url=bench.cairn.url, headers=bench.cairn.headers, timeout=60
     ) as c:
-        for _, warmup in bench.iterations():
+        (await c.post("/v1/buckets", json={"name": bucket})).raise_for_status()
+        for i, warmup in bench.iterations():
             # Cairn, segmented (the origin serves ranges)
             await bench.fresh(path)
             sha = await asyncio.to_thread(_sha256, path) if warmup else None
@@ -159,6 +183,14 @@ async def url_cache(bench: Bench, res: Result) -> None:
                 out.unlink(missing_ok=True)
                 if not warmup:
                     into.append(mb_per_s(size, took))
+            # the same URL into a new key: another fetch and object, the bytes reused
+            # (handlers/fetch_reuse.py; curl and aria2c above gave the read model time)
+            key = f"reused-{i}-{warmup}"
+            took, state = await _timed(_cairn_fetch(c, ranged_url, None, bucket=bucket, key=key))
+            if not await _reused(bench, state["id"]):
+                raise AssertionError("the fetch into a new key downloaded instead of reusing")
+            if not warmup:
+                reused.append(mb_per_s(size, took))
             # Cairn, one stream (the origin ignores ranges), vs curl of that URL
             await bench.fresh(path)
             sha = await asyncio.to_thread(_sha256, path) if warmup else None
@@ -189,6 +221,7 @@ async def url_cache(bench: Bench, res: Result) -> None:
             None if aria else "aria2c is not installed (apt-get install aria2)",
         ),
         Row("fetch, origin without ranges", "MB/s", one, CURL, curl_one or None),
+        Row("fetch into a new key, bytes reused", "MB/s", reused, CURL, curl_seg or None),
         Row(
             "cache hit: the same URL again",
             "ms",
