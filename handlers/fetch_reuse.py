@@ -7,8 +7,8 @@ Now, when a worker starts such a fetch for the first time (generation 0: `refres
 makes a later generation, which always downloads), it looks for the owner's fetch of the
 same URL completed within the TTL, and if one is found records that fetch's response and
 its pieces as its own: the blobs are content-addressed, so nothing is copied, and the
-fetch completes as if it had downloaded them, through the same `_finish` (sha256 checked
-against the pieces, file or object created).
+fetch completes as if it had downloaded them, through the same `_finish` (file or object
+created), with the source's sha256: the same pieces, so nothing is read to hash them.
 
 Not reused: a source whose sha256 differs from the one this fetch declares (the origin has
 changed, or the caller expects other bytes), or whose pieces are no longer all in the blob

@@ -457,8 +457,9 @@ class _Run:
 
     async def _transfer(self) -> None:
         st = self.state
-        if await self._reuse():
-            await self._finish()
+        reused = await self._reuse()
+        if reused is not None:
+            await self._finish(digest=reused)
             return
         if st.segments:  # a split recorded earlier (a pause, a retry, a take-over)
             await fetch_segments.run_segments(self, None)
@@ -485,14 +486,15 @@ class _Run:
         finally:
             await resp.aclose()
 
-    async def _reuse(self) -> bool:
+    async def _reuse(self) -> str | None:
         """Take the bytes of the owner's completed fetch of this URL, if this fetch may
-        (handlers/fetch_reuse.py); True if they are now recorded as this fetch's."""
+        (handlers/fetch_reuse.py); once they are recorded as this fetch's, their sha256
+        (the source's: the same pieces, so nothing is read again to hash them)."""
         source = await fetch_reuse.reusable_source(
             self.w.pool, self.w.store, self.w.blobs, self.state, _now(), self.s.fetch_ttl
         )
-        if source is None:
-            return False
+        if source is None or source.completed_sha256 is None:
+            return None
         await self._cmd(
             RecordFetchResponse,
             runner=self.runner,
@@ -507,7 +509,7 @@ class _Run:
         )
         await self._cmd(AppendFetchBytes, runner=self.runner, offset=0, pieces=source.manifest())
         log.info("fetch reused", fetch=self.fetch_id, source=source.id, bytes=source.bytes)
-        return True
+        return source.completed_sha256
 
     async def _answer(self, resp: httpx.Response, url: str, ranged: bool) -> None:
         code = resp.status_code
@@ -694,12 +696,14 @@ class _Run:
             pieces=pieces,
         )
 
-    async def _finish(self) -> None:
+    async def _finish(self, digest: str | None = None) -> None:
+        """Complete the fetch with what it holds; `digest` when its sha256 is known already."""
         st = self.state
         if st.total is not None and st.bytes != st.total:
             raise Retryable(f"holding {st.bytes} of {st.total} bytes")
         manifest = [(sha, n) for sha, n in st.pieces]
-        digest = await hash_manifest(self.w.blobs, manifest)
+        if digest is None:
+            digest = await hash_manifest(self.w.blobs, manifest)
         if st.sha256 is not None and digest != st.sha256:
             raise Fatal(
                 "sha256_mismatch",
