@@ -11,8 +11,8 @@ fetch completes as if it had downloaded them, through the same `_finish` (file o
 created), with the source's sha256: the same pieces, so nothing is read to hash them.
 
 Not reused: a source whose sha256 differs from the one this fetch declares (the origin has
-changed, or the caller expects other bytes), or whose pieces are no longer all in the blob
-store. Safe against the blob collector: a completed fetch keeps the references of its
+changed, or the caller expects other bytes), one over the size limit, or one whose pieces
+are no longer all in the blob store. Safe against the blob collector: a completed fetch keeps the references of its
 pieces (bus/blobs/references.py), and the new fetch's FetchBytesAppended adds its own.
 """
 
@@ -34,8 +34,10 @@ async def reusable_source(
     fetch: f.FetchState,
     now: datetime,
     ttl: float,
+    max_bytes: int,
 ) -> f.FetchState | None:
-    """A completed fetch whose bytes `fetch` may take as its own, or None."""
+    """A completed fetch whose bytes `fetch` may take as its own, or None. One larger than
+    `max_bytes` (CAIRN_FETCH_MAX_BYTES lowered since) is not: a download fails on it."""
     if fetch.generation != 0 or fetch.bytes or fetch.segments:
         return None
     since = now - timedelta(seconds=ttl)
@@ -45,6 +47,8 @@ async def reusable_source(
         # The read model said COMPLETED; the source's own events say what it holds.
         source = f.AGGREGATE.fold(await store.read_stream(f"fetch-{source_id}"))
         if source is None or source.status != f.FetchStatus.COMPLETED or not source.pieces:
+            continue
+        if source.bytes > max_bytes:
             continue
         if fetch.sha256 is not None and source.completed_sha256 != fetch.sha256:
             continue

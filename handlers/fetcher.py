@@ -491,7 +491,13 @@ class _Run:
         (handlers/fetch_reuse.py); once they are recorded as this fetch's, their sha256
         (the source's: the same pieces, so nothing is read again to hash them)."""
         source = await fetch_reuse.reusable_source(
-            self.w.pool, self.w.store, self.w.blobs, self.state, _now(), self.s.fetch_ttl
+            self.w.pool,
+            self.w.store,
+            self.w.blobs,
+            self.state,
+            _now(),
+            self.s.fetch_ttl,
+            self.s.fetch_max_bytes,
         )
         if source is None or source.completed_sha256 is None:
             return None

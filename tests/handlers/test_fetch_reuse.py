@@ -1,6 +1,7 @@
 """When a first fetch of a URL takes the bytes of a completed one (handlers/fetch_reuse.py),
-and when it downloads: another owner's fetch, another declared sha256, a refresh and a
-source older than the TTL are never reused. Against real origins, Postgres and broker."""
+and when it downloads: another owner's fetch, another declared sha256, a refresh, and a
+source older than the TTL or over the size limit are never reused. Against real origins,
+Postgres and broker."""
 
 from __future__ import annotations
 
@@ -100,7 +101,7 @@ async def test_a_refresh_downloads_even_into_a_new_key(rsys: System) -> None:
         assert o.counts["/range/d.bin"] == 2
 
 
-async def test_only_a_source_within_the_ttl_is_reused(rsys: System) -> None:
+async def test_only_a_source_within_the_ttl_and_the_size_limit_is_reused(rsys: System) -> None:
     async with origin_server() as o, rsys.client("fr-fay") as c:
         source = await completed(c, o.url("/range/e.bin"))
         fresh = f.FetchState(
@@ -118,11 +119,13 @@ async def test_only_a_source_within_the_ttl_is_reused(rsys: System) -> None:
         store = PostgresEventStore(rsys.pool)
         blobs = open_blob_store(rsys.settings.blobs_url, rsys.settings)
         try:
-            ttl = rsys.settings.fetch_ttl
+            ttl, size = rsys.settings.fetch_ttl, len(o.data)
             now = datetime.now(UTC)
-            found = await reusable_source(rsys.pool, store, blobs, fresh, now, ttl)
+            found = await reusable_source(rsys.pool, store, blobs, fresh, now, ttl, size)
             assert found is not None and found.id == source["id"]
             later = now + timedelta(seconds=ttl + 60)
-            assert await reusable_source(rsys.pool, store, blobs, fresh, later, ttl) is None
+            assert await reusable_source(rsys.pool, store, blobs, fresh, later, ttl, size) is None
+            # nor one over the size limit (lowered since it was fetched)
+            assert await reusable_source(rsys.pool, store, blobs, fresh, now, ttl, size - 1) is None
         finally:
             await blobs.close()
