@@ -6,46 +6,25 @@ Postgres and broker."""
 from __future__ import annotations
 
 import os
-import secrets
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import pytest_asyncio
 
 from bus.blobs.factory import open_blob_store
-from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from bus.store.eventstore import PostgresEventStore
 from domain import fetches as f
 from handlers.fetch_reuse import reusable_source
+from tests.api import test_fetch_objects
 from tests.api.origins import origin_server
 from tests.api.test_fetches import content, listed_completed, post, until
-from tests.system import System, isolated_system
+from tests.system import System
 
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def rsys(
-    pg_server: EmbeddedPostgres, kafka_server: EmbeddedKafka, template_url: str
-) -> AsyncIterator[System]:
-    async with isolated_system(
-        pg_server.url,
-        kafka_server.bootstrap,
-        fetch_allow_private=True,
-        fetch_lease=3.0,
-        fetch_backoff=0.05,
-        fetch_per_owner=50,
-        fetch_concurrency=50,
-    ) as s:
-        yield s
-
-
-async def make_bucket(c: httpx.AsyncClient) -> str:
-    name = f"fr-{secrets.token_hex(5)}"
-    r = await c.post("/v1/buckets", json={"name": name})
-    assert r.status_code == 201, r.text
-    return name
+# The fetch-into-a-key system of tests/api/test_fetch_objects.py (one per module), and its
+# bucket helper: these tests need the same settings.
+osys = test_fetch_objects.osys
+make_bucket = test_fetch_objects.make_bucket
 
 
 async def completed(c: httpx.AsyncClient, url: str, **extra: Any) -> dict[str, Any]:
@@ -56,8 +35,8 @@ async def completed(c: httpx.AsyncClient, url: str, **extra: Any) -> dict[str, A
     return done
 
 
-async def test_a_first_fetch_into_a_key_reuses_the_bytes(rsys: System) -> None:
-    async with origin_server() as o, rsys.client("fr-ann") as c:
+async def test_a_first_fetch_into_a_key_reuses_the_bytes(osys: System) -> None:
+    async with origin_server() as o, osys.client("fr-ann") as c:
         first = await completed(c, o.url("/range/a.bin"))
         other = await completed(c, o.url("/range/a.bin"), bucket=await make_bucket(c), key="a")
         assert other["id"] != first["id"] and other["file_id"] != first["file_id"]
@@ -66,11 +45,11 @@ async def test_a_first_fetch_into_a_key_reuses_the_bytes(rsys: System) -> None:
         assert o.counts["/range/a.bin"] == 1
 
 
-async def test_another_owners_fetch_is_not_reused(rsys: System) -> None:
+async def test_another_owners_fetch_is_not_reused(osys: System) -> None:
     async with (
         origin_server() as o,
-        rsys.client("fr-bob") as bob,
-        rsys.client("fr-cat") as cat,
+        osys.client("fr-bob") as bob,
+        osys.client("fr-cat") as cat,
     ):
         await completed(bob, o.url("/range/b.bin"))
         theirs = await completed(cat, o.url("/range/b.bin"))
@@ -78,8 +57,8 @@ async def test_another_owners_fetch_is_not_reused(rsys: System) -> None:
         assert o.counts["/range/b.bin"] == 2
 
 
-async def test_a_declared_sha256_other_than_the_sources_downloads(rsys: System) -> None:
-    async with origin_server() as o, rsys.client("fr-dan") as c:
+async def test_a_declared_sha256_other_than_the_sources_downloads(osys: System) -> None:
+    async with origin_server() as o, osys.client("fr-dan") as c:
         old = await completed(c, o.url("/range/c.bin"))
         o.data = os.urandom(120_000)  # the origin publishes new content
         new = await completed(
@@ -90,8 +69,8 @@ async def test_a_declared_sha256_other_than_the_sources_downloads(rsys: System) 
         assert o.counts["/range/c.bin"] == 2
 
 
-async def test_a_refresh_downloads_even_into_a_new_key(rsys: System) -> None:
-    async with origin_server() as o, rsys.client("fr-eve") as c:
+async def test_a_refresh_downloads_even_into_a_new_key(osys: System) -> None:
+    async with origin_server() as o, osys.client("fr-eve") as c:
         bucket = await make_bucket(c)
         await completed(c, o.url("/range/d.bin"))
         # generation 0 of (bucket, key) is reused; a refresh of it downloads
@@ -101,8 +80,8 @@ async def test_a_refresh_downloads_even_into_a_new_key(rsys: System) -> None:
         assert o.counts["/range/d.bin"] == 2
 
 
-async def test_only_a_source_within_the_ttl_and_the_size_limit_is_reused(rsys: System) -> None:
-    async with origin_server() as o, rsys.client("fr-fay") as c:
+async def test_only_a_source_within_the_ttl_and_the_size_limit_is_reused(osys: System) -> None:
+    async with origin_server() as o, osys.client("fr-fay") as c:
         source = await completed(c, o.url("/range/e.bin"))
         fresh = f.FetchState(
             id=str(uuid.uuid4()),
@@ -116,16 +95,16 @@ async def test_only_a_source_within_the_ttl_and_the_size_limit_is_reused(rsys: S
             created_at=datetime.now(UTC),
             updated_at=datetime.now(UTC),
         )
-        store = PostgresEventStore(rsys.pool)
-        blobs = open_blob_store(rsys.settings.blobs_url, rsys.settings)
+        store = PostgresEventStore(osys.pool)
+        blobs = open_blob_store(osys.settings.blobs_url, osys.settings)
         try:
-            ttl, size = rsys.settings.fetch_ttl, len(o.data)
+            ttl, size = osys.settings.fetch_ttl, len(o.data)
             now = datetime.now(UTC)
-            found = await reusable_source(rsys.pool, store, blobs, fresh, now, ttl, size)
+            found = await reusable_source(osys.pool, store, blobs, fresh, now, ttl, size)
             assert found is not None and found.id == source["id"]
             later = now + timedelta(seconds=ttl + 60)
-            assert await reusable_source(rsys.pool, store, blobs, fresh, later, ttl, size) is None
+            assert await reusable_source(osys.pool, store, blobs, fresh, later, ttl, size) is None
             # nor one over the size limit (lowered since it was fetched)
-            assert await reusable_source(rsys.pool, store, blobs, fresh, now, ttl, size - 1) is None
+            assert await reusable_source(osys.pool, store, blobs, fresh, now, ttl, size - 1) is None
         finally:
             await blobs.close()
