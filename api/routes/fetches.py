@@ -46,7 +46,11 @@ _ACTIVE = ("PENDING", "IN_PROGRESS", "PAUSED")
 
 
 class CreateFetch(msgspec.Struct, forbid_unknown_fields=True):
-    """Fetch `url` into a file. The same URL again returns the same fetch (or its file)."""
+    """Fetch `url` into a file, or with `bucket` and `key` into that object. The same URL
+    again (same bucket and key) returns the same fetch (or its file) for CAIRN_FETCH_TTL;
+    `refresh` fetches it again. Into another key it is another fetch, which takes the bytes
+    of the caller's fetch of the URL completed within the TTL instead of downloading them
+    again (not with `refresh`, nor when `sha256` names other bytes)."""
 
     url: str
     bucket: Short | None = None
