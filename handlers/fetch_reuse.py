@@ -45,7 +45,7 @@ async def reusable_source(
         pool, fetch.owner, fetch.url, since, fetch.id
     ):
         # The read model said COMPLETED; the source's own events say what it holds.
-        source = f.AGGREGATE.fold(await store.read_stream(f"fetch-{source_id}"))
+        source = f.AGGREGATE.fold(await store.read_stream(f.AGGREGATE.stream_id(source_id)))
         if source is None or source.status != f.FetchStatus.COMPLETED or not source.pieces:
             continue
         if source.bytes > max_bytes:
