@@ -1,13 +1,15 @@
 """Finishing an upload into a file: shared by the native API's `complete` and tus.
 
-Two commands, in this order: CompleteUpload (on the upload, with the sha256 of the
-assembled bytes: their running digest when they came through this process in order,
-api/running_digests.py, else hashed here from the blob store; the domain never touches
-bytes) and then
-CreateFile. Both are built by the domain's rule (domain/policies.py), the same one the
-files handler (handlers/files_from_uploads.py) applies when it sees the events, so if this
-process dies between the two commands the handler still creates the file, and if both
-get there the actor applies it once.
+CompleteUpload (on the upload, with the sha256 of the assembled bytes: their running
+digest when they came through this process in order, api/running_digests.py, else hashed
+here from the blob store; the domain never touches bytes) carrying the type detected from
+the bytes, and then the file: the actor applies its CreateFile right after the completion,
+in the same step (domain.policies.follow_ups); this process sends it itself only when that
+did not happen (an upload naming a key, whose PutObject stays with the object's own actor,
+or an upload completed before). Both commands are built by the domain's rule
+(domain/policies.py), the same one the files handler (handlers/files_from_uploads.py)
+applies when it sees the events, so if this process dies between the two commands the
+handler still creates the file, and if both get there the actor applies it once.
 """
 
 from __future__ import annotations
@@ -36,18 +38,33 @@ async def finish_upload(
     caller: str,
     admin: bool = False,
     digest: str | None = None,
+    file_created: bool = False,
 ) -> UploadState:
     """Complete `state`'s upload (unless it already is) and create its file.
 
     `digest`: the sha256 of the assembled bytes when the caller already has it; by default
     the running digest of the bytes as they arrived in order (api/running_digests.py: tus
     PATCHes, native chunks PUT in order), else they are hashed here from the blob store.
+    `file_created`: the caller knows the file exists already (the actor applied it as the
+    follow-up of the command that completed the upload).
 
     Returns the upload as recorded afterwards (its `file_id` names the file). Raises the
     domain's refusal if the upload cannot be completed (bytes or chunks missing, aborted,
     a declared sha256 that does not match...)."""
     upload_id = state.id
     carried = running_digests.take(state)
+    if file_created and state.status == UploadStatus.COMPLETED:
+        return state
+    # Detected from the bytes (the handler detects it the same way, so the one CreateFile
+    # the actor applies carries the same type whoever sent it). Before completing: the
+    # pieces are the same, and the completion then carries it so that the actor creates
+    # the file in the same step (domain.policies.follow_ups), one command instead of two.
+    content_type = await content_type_of(
+        c.blobs,
+        [(p["sha256"], p["size"]) for p in state.manifest()],
+        state.file_name,
+        state.content_type,
+    )
     if state.status != UploadStatus.COMPLETED:
         # Hash only what can complete: for anything else the domain's refusal says why.
         if not state.all_received:
@@ -58,24 +75,21 @@ async def finish_upload(
             digest = await hash_manifest(
                 c.blobs, [(p["sha256"], p["size"]) for p in state.manifest()]
             )
-        await c.send(
-            request, policies.complete(state, digest, caller=caller, admin=admin, at=now())
+        done = await c.send(
+            request,
+            policies.complete(
+                state, digest, caller=caller, admin=admin, at=now(), file_content_type=content_type
+            ),
         )
+        file_created = file_created or done.followed_by(policies.file_command_id(upload_id))
         # Reload to build the file from what was really recorded: a concurrent completion
         # (another request, or the handler) may have won with its own time; then ours was a
         # no-op and both answers name the same file.
         reloaded: UploadState | None = await c.load("uploads", f"upload-{upload_id}")
         assert reloaded is not None and reloaded.file_id is not None
         state = reloaded
-    # Detected from the bytes (the handler detects it the same way, so the one CreateFile
-    # the actor applies carries the same type whoever sent it).
-    content_type = await content_type_of(
-        c.blobs,
-        [(p["sha256"], p["size"]) for p in state.manifest()],
-        state.file_name,
-        state.content_type,
-    )
-    create = policies.file_from_upload(state, content_type)
-    assert create is not None  # completed: just checked, or reloaded after completing
-    await c.send(request, create)
+    if not file_created:
+        create = policies.file_from_upload(state, content_type)
+        assert create is not None  # completed: just checked, or reloaded after completing
+        await c.send(request, create)
     return state

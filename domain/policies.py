@@ -20,7 +20,7 @@ from domain.fetches.state import FetchState, FetchStatus
 from domain.files.commands import CreateFile, PutObject
 from domain.files.keys import object_file_id
 from domain.files.state import FileState
-from domain.kernel import JSON
+from domain.kernel import JSON, Command
 from domain.uploads.commands import CompleteUpload, InitiateUpload
 from domain.uploads.state import ACTIVE, UploadState, UploadStatus
 
@@ -64,8 +64,12 @@ def complete(
     at: datetime,
     admin: bool = False,
     command_id: str = "",
+    file_content_type: str | None = None,
 ) -> CompleteUpload:
-    """Complete `state`'s upload; `sha256` is the digest of its assembled bytes."""
+    """Complete `state`'s upload; `sha256` is the digest of its assembled bytes.
+
+    `file_content_type` (detected from the bytes): the file follows in the same step (see
+    `follow_ups`)."""
     return CompleteUpload(
         aggregate_id=state.id,
         caller=caller,
@@ -74,6 +78,7 @@ def complete(
         command_id=command_id,
         file_id=_completed_file_id(state.id, state.bucket, state.key),
         sha256=sha256,
+        file_content_type=file_content_type,
     )
 
 
@@ -82,17 +87,40 @@ def _completed_file_id(upload_id: str, bucket: str, key: str | None) -> str:
     return object_file_id(bucket, key) if key is not None else completion_file_id(upload_id)
 
 
-def initiate_complete(cmd: InitiateUpload, pieces: list[JSON], sha256: str) -> InitiateUpload:
+def initiate_complete(
+    cmd: InitiateUpload,
+    pieces: list[JSON],
+    sha256: str,
+    file_content_type: str | None = None,
+) -> InitiateUpload:
     """`cmd`, carrying the upload's whole content (`pieces`, durable, in order, whose bytes'
     digest is `sha256`): it completes in the same decision, into the very file id that
     `complete` would give it (so the file follows by `file_from_upload`, from the API or
-    the files handler alike)."""
+    the files handler alike; with `file_content_type`, in the same step: `follow_ups`)."""
     return replace(
         cmd,
         pieces=pieces,
         complete_file_id=_completed_file_id(cmd.aggregate_id, cmd.bucket, cmd.key),
         complete_sha256=sha256,
+        file_content_type=file_content_type,
     )
+
+
+def follow_ups(cmd: Command, state: object) -> list[Command]:
+    """What the actor host applies right after `cmd` succeeded, leaving `state`: the file a
+    completion carrying its detected type becomes (one command where the adapter would
+    send two, issue 13). The same CreateFile, under the same command id, as the API's and
+    the files handler's, so whichever comes first is applied and the others are no-ops.
+
+    Only a plain file: its id is derived from the upload, so the follow-up creates a stream
+    nobody else writes. An object's file is the key's, which other commands change, and
+    stays with the actor that owns it (the API's or the handler's PutObject)."""
+    if not isinstance(cmd, (CompleteUpload, InitiateUpload)) or cmd.file_content_type is None:
+        return []
+    if not isinstance(state, UploadState) or state.key is not None:
+        return []
+    create = file_from_upload(state, cmd.file_content_type)
+    return [create] if create is not None else []
 
 
 def file_from_upload(

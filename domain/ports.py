@@ -53,6 +53,10 @@ class EventStore(Protocol):
 
     async def stream_version(self, stream_id: str) -> int: ...
 
+    async def command_applied(self, command_id: str) -> bool:
+        """True if an append with this command id was made (it appended events)."""
+        ...
+
 
 class BlobWriter(Protocol):
     async def write(self, data: bytes) -> None: ...

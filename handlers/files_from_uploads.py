@@ -81,6 +81,12 @@ def _may_reach_length(upload_id: str, ev: Event | None) -> bool:
 
 
 async def _create_file(ev: RecordedEvent, store: EventStore, blobs: BlobStore) -> Command | None:
+    # Usually the file exists already: the actor applied it right after the completion
+    # (domain.policies.follow_ups), or the API sent it. One indexed lookup then spares the
+    # stream read, the type detection and a command round trip; when it is not there yet
+    # (or the lookup races with it) the command goes out and the actor applies it once.
+    if await store.command_applied(policies.file_command_id(ev.aggregate_id)):
+        return None
     events = await store.read_stream(ev.stream_id)
     state: UploadState | None = AGGREGATES["uploads"].fold(
         e for e in events if e.version <= ev.version

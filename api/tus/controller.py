@@ -89,7 +89,8 @@ from api.http.forwarded import origin
 from api.http.trailers import TRAILERS_EXTENSION
 from api.limits import check_quota, limiter
 from api.openapi import SECURED, raw_body
-from bus.actors.commandbus import BusUnavailable
+from bus.actors.commandbus import BusUnavailable, CommandResult
+from bus.blobs.sniff import content_type_of
 from bus.config.logs import get_logger
 from bus.config.settings import Settings
 from domain import policies
@@ -320,9 +321,9 @@ async def _initiation(
 
 async def _send_initiation(
     c: AppContext, request: Request[Any, Any, Any], cmd: InitiateUpload
-) -> None:
+) -> CommandResult:
     try:
-        await c.send(request, cmd)
+        return await c.send(request, cmd)
     except DomainError as e:
         raise _tus_error(e) from None
 
@@ -902,16 +903,29 @@ def _too_many_pieces() -> ApiError:
 
 
 async def _finish_if_full(
-    c: AppContext, request: Request[Any, Any, Any], principal: Principal, upload_id: str
+    c: AppContext,
+    request: Request[Any, Any, Any],
+    principal: Principal,
+    upload_id: str,
+    file_created: bool = False,
 ) -> UploadState | None:
-    """Turn the upload into a file if it has all its bytes (never a partial one)."""
+    """Turn the upload into a file if it has all its bytes (never a partial one).
+
+    `file_created`: the command that completed it had the file follow (nothing to send)."""
     state: UploadState | None = await c.load("uploads", f"upload-{upload_id}")
     if state is None or state.partial or not state.all_received:
         return state
     # The bytes' digest comes from their running digest if they all came through here in
     # order (api/running_digests.py), else from the stored bytes.
     try:
-        return await finish_upload(c, request, state, caller=principal.user, admin=principal.admin)
+        return await finish_upload(
+            c,
+            request,
+            state,
+            caller=principal.user,
+            admin=principal.admin,
+            file_created=file_created,
+        )
     except BusUnavailable as e:
         # The bytes are durable and the files handler completes the upload from its events;
         # the client learns nothing it could act on from a failure here.
@@ -1004,14 +1018,25 @@ class TusController(Controller):
         if created:
             await _send_initiation(c, request, cmd)
 
+        file_created = False
+
         async def create(pieces: list[dict[str, Any]], digest: str | None) -> None:
-            nonlocal created
+            nonlocal created, file_created
             if digest is not None and not partial:
-                whole_cmd = policies.initiate_complete(cmd, pieces, digest)
+                # Completed by the same command, and (given the type the bytes show) the
+                # file follows in the actor's same step: see domain.policies.follow_ups.
+                kind = await content_type_of(
+                    c.blobs,
+                    [(p["sha256"], p["size"]) for p in pieces],
+                    cmd.file_name,
+                    cmd.content_type,
+                )
+                whole_cmd = policies.initiate_complete(cmd, pieces, digest, kind)
             else:
                 whole_cmd = replace(cmd, pieces=pieces)
-            await _send_initiation(c, request, whole_cmd)
+            done = await _send_initiation(c, request, whole_cmd)
             created = True
+            file_created = done.followed_by(policies.file_command_id(upload_id))
 
         try:
             if whole:
@@ -1021,7 +1046,7 @@ class TusController(Controller):
             elif with_body:
                 state = await c.load("uploads", f"upload-{upload_id}")
                 await _append_body(c, request, principal, state, checksum)
-            state = await _finish_if_full(c, request, principal, upload_id)
+            state = await _finish_if_full(c, request, principal, upload_id, file_created)
         except ApiError as e:
             # The upload exists: say where, so the client can resume it.
             if created:

@@ -56,11 +56,18 @@ class CommandResult:
     state: dict[str, Any] | None = None
     version: int = 0
     duplicate: bool = False
+    # The replies of what the actor applied right after this command, in the same step
+    # (domain.policies.follow_ups), each with its command_id; a refused one has ok false.
+    follow_ups: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def applied(self) -> bool:
         """True if this command appended events (False: it was already applied before)."""
         return bool(self.events) and not self.duplicate
+
+    def followed_by(self, command_id: str) -> bool:
+        """True if the command `command_id` was applied (now or before) as its follow-up."""
+        return any(f.get("ok") and f.get("command_id") == command_id for f in self.follow_ups)
 
 
 class Nudge(Protocol):
@@ -266,4 +273,5 @@ class CommandBus:
             state=reply.get("state"),
             version=int(reply.get("version") or 0),
             duplicate=bool(reply.get("duplicate")),
+            follow_ups=list(reply.get("follow_ups") or []),
         )

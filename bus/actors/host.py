@@ -51,6 +51,7 @@ from bus.kafka.broker import (
 )
 from bus.kafka.clients import COMMAND_AGGREGATES, header
 from bus.store.eventstore import PostgresEventStore
+from domain import policies
 from domain.commands import Command, command_from_dict
 from domain.errors import DomainError, InvalidInput
 from domain.events import EventMeta
@@ -103,7 +104,11 @@ class Actors:
         events = await self.store.read_stream(stream_id)
         state = AGGREGATES[aggregate].fold(events)
         version = events[-1].version if events else 0
-        self._remember(stream_id, state, version)
+        # A stream with no events is not remembered: another host's follow-up (below) may
+        # create it, and a remembered "does not exist" would then refuse its commands
+        # without ever reaching the append's version check.
+        if events:
+            self._remember(stream_id, state, version)
         return state, version
 
     def _remember(self, stream_id: str, state: Any, version: int) -> None:
@@ -115,19 +120,54 @@ class Actors:
     async def execute(
         self, cmd: Command, *, correlation_id: str | None = None, traceparent: str | None = None
     ) -> dict[str, Any]:
-        """Apply one command; return the reply body (never raises for domain refusals)."""
+        """Apply one command, then what follows from it in the same step
+        (domain.policies.follow_ups: a completed upload's file); return the reply body, with
+        each follow-up's reply under `follow_ups` (never raises for domain refusals).
+
+        A follow-up writes another aggregate's stream, which another host may own; it only
+        ever creates a stream nobody else writes (a file derived from the upload), under
+        the same command id as the API's and the handler's own CreateFile, so whichever
+        comes first is applied and the others are duplicates. Its state is not kept here:
+        the owner reads it from the store (streams that do not exist are never cached)."""
+        reply, state = await self._execute(cmd, correlation_id, traceparent, remember=True)
+        if not reply.get("ok"):
+            return reply
+        follow = policies.follow_ups(cmd, state)
+        if follow:
+            replies = []
+            for nxt in follow:
+                sub, _ = await self._execute(nxt, correlation_id, traceparent, remember=False)
+                metrics.command_handled(nxt.type, sub)
+                sub["command_id"] = nxt.command_id
+                replies.append(sub)
+            reply["follow_ups"] = replies
+        return reply
+
+    async def _execute(
+        self,
+        cmd: Command,
+        correlation_id: str | None,
+        traceparent: str | None,
+        *,
+        remember: bool,
+    ) -> tuple[dict[str, Any], Any]:
+        """Decide and append one command: (the reply body, the aggregate's state after)."""
         agg = AGGREGATES.get(cmd.aggregate)
         if agg is None:
-            return _refusal(InvalidInput("unknown_aggregate", f"no aggregate {cmd.aggregate!r}"))
+            refusal = InvalidInput("unknown_aggregate", f"no aggregate {cmd.aggregate!r}")
+            return _refusal(refusal), None
         stream_id = cmd.stream_id
         for attempt in range(MAX_CONFLICT_RETRIES):
             state, version = await self._load(stream_id, cmd.aggregate)
+            if not remember:
+                self.forget(stream_id)
             try:
                 new = agg.decide(state, cmd)
             except DomainError as e:
-                return _refusal(e)
+                return _refusal(e), state
             if not new:
-                return {"ok": True, "events": [], "state": summarize(state), "version": version}
+                reply = {"ok": True, "events": [], "state": summarize(state), "version": version}
+                return reply, state
             meta = EventMeta(
                 occurred_at=cmd.at,
                 owner=getattr(state, "owner", None) or getattr(cmd, "owner", None) or cmd.caller,
@@ -148,28 +188,32 @@ class Actors:
             except DuplicateCommand as dup:
                 self.forget(stream_id)
                 state, version = await self._load(stream_id, cmd.aggregate)
-                return {
+                if not remember:
+                    self.forget(stream_id)
+                reply = {
                     "ok": True,
                     "duplicate": True,
                     "events": [e.envelope() for e in dup.events],
                     "state": summarize(state),
                     "version": version,
                 }
+                return reply, state
             state = agg.fold(recorded, state)
             version = recorded[-1].version
-            self._remember(stream_id, state, version)
-            return {
+            if remember:
+                self._remember(stream_id, state, version)
+            reply = {
                 "ok": True,
                 "events": [e.envelope() for e in recorded],
                 "state": summarize(state),
                 "version": version,
             }
+            return reply, state
         self.forget(stream_id)
-        return _refusal(
-            DomainError(
-                "contention", "too many concurrent writers; retry", {"stream_id": stream_id}
-            )
+        contention = DomainError(
+            "contention", "too many concurrent writers; retry", {"stream_id": stream_id}
         )
+        return _refusal(contention), None
 
 
 def _refusal(e: DomainError) -> dict[str, Any]:

@@ -368,6 +368,16 @@ class PostgresEventStore:
                 )
             )
 
+    async def command_applied(self, command_id: str) -> bool:
+        async with self.pool.acquire() as conn:
+            return bool(
+                await conn.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM eventstore.applied_commands"
+                    " WHERE command_id = $1)",
+                    command_id,
+                )
+            )
+
 
 class InMemoryEventStore:
     """Same contract as PostgresEventStore, for pure unit tests and as the reference."""
@@ -436,6 +446,9 @@ class InMemoryEventStore:
 
     async def stream_version(self, stream_id: str) -> int:
         return len(self._streams.get(stream_id, []))
+
+    async def command_applied(self, command_id: str) -> bool:
+        return command_id in self._commands
 
 
 def utcnow() -> datetime:

@@ -42,6 +42,9 @@ class InitiateUpload(UploadCommand):
     pieces: list[JSON] = field(default_factory=list)
     complete_file_id: str | None = None
     complete_sha256: str | None = None
+    # The type the adapter detected from the bytes, for the file: given with a completion,
+    # the file follows in the same step (domain.policies.follow_ups).
+    file_content_type: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,6 +83,9 @@ class CompleteUpload(UploadCommand):
 
     file_id: str
     sha256: str
+    # The type the adapter detected from the bytes, for the file: given, the file follows
+    # in the same step (domain.policies.follow_ups).
+    file_content_type: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

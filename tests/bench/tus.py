@@ -405,8 +405,9 @@ async def tus_small_files(bench: Bench, res: Result) -> None:
         f"{statistics.median(req_c):.1f}"
         + (f", @tus/server {statistics.median(req_r):.1f}" if req_r else "")
         + " (the POST carries the body and answers with the final offset). In Cairn that "
-        "POST is InitiateUpload, a blob put, AppendBytes, then CompleteUpload and CreateFile "
-        "(4 commands) before it answers"
+        "POST is a blob put, then one InitiateUpload that carries the bytes and completes the "
+        "upload, with the file created in the actor's same step (one command round trip) "
+        "before it answers"
     )
     if lat_c:
         top = sorted(((v, k) for k, v in cpu.items() if v >= 0.05), reverse=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from domain import files, policies, uploads
+from domain.files.commands import CreateFile
 from domain.kernel import Command
 from domain.uploads import UploadState, UploadStatus
 from domain.uploads.commands import (
@@ -134,3 +135,34 @@ def test_a_key_needs_a_bucket_and_s3_rules() -> None:
     with pytest.raises(InvalidInput) as e:
         run(initiate(bucket="pics", key="k" * 1025))
     assert e.value.code == "invalid_key"
+
+
+def test_a_completion_carrying_the_files_type_is_followed_by_its_file() -> None:
+    whole = policies.initiate_complete(initiate(), [{"sha256": A, "size": 4}], A, "image/png")
+    state = run(whole)
+    assert state is not None and state.status == UploadStatus.COMPLETED
+    [create] = policies.follow_ups(whole, state)
+    # The very command the API and the files handler build: applied once, whoever is first.
+    assert create == policies.file_from_upload(state, "image/png")
+    assert create.command_id == policies.file_command_id(UID)
+    assert isinstance(create, CreateFile) and create.content_type == "image/png"
+    # The same through CompleteUpload.
+    appended = run(initiate(), append())
+    assert appended is not None
+    done = policies.complete(appended, A, caller="alice", at=T0, file_content_type="text/plain")
+    completed = run(initiate(), append(), done)
+    [again] = policies.follow_ups(done, completed)
+    assert again == policies.file_from_upload(completed, "text/plain")
+
+
+def test_no_follow_up_without_the_type_for_an_object_or_before_completion() -> None:
+    bare = policies.initiate_complete(initiate(), [{"sha256": A, "size": 4}], A)
+    assert policies.follow_ups(bare, run(bare)) == []  # no type: the adapter sends it
+    keyed = policies.initiate_complete(
+        initiate(bucket="pics", key="k"), [{"sha256": A, "size": 4}], A, "image/png"
+    )
+    # An object's file is the key's: its PutObject stays with the key's own actor.
+    assert policies.follow_ups(keyed, run(keyed)) == []
+    started = initiate(file_content_type="image/png")
+    assert policies.follow_ups(started, run(started)) == []  # not completed: no file yet
+    assert policies.follow_ups(append(), run(initiate(), append())) == []

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from bus.actors.host import Actors
 from bus.store.eventstore import PostgresEventStore
+from domain import policies
 from domain.commands import InitiateUpload, StoreChunk
+from domain.files.commands import UpdateFile
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 H = "ab" * 32
@@ -97,3 +100,69 @@ async def test_refusals_append_nothing(event_store: PostgresEventStore) -> None:
     )
     assert (await actors.execute(mallory))["error"]["kind"] == "not_found"
     assert await event_store.stream_version(f"upload-{uid}") == 1
+
+
+def whole(uid: str, content_type: str | None) -> InitiateUpload:
+    """A small file created with its bytes and completed by one command."""
+    return policies.initiate_complete(
+        InitiateUpload(
+            aggregate_id=uid,
+            caller="alice",
+            at=AT,
+            command_id=f"init-{uid}",
+            file_name="f",
+            file_size=10,
+            chunk_size=10,
+            mode="stream",
+        ),
+        [{"sha256": H, "size": 10}],
+        H,
+        content_type,
+    )
+
+
+async def test_a_completion_carrying_the_type_creates_the_file_in_the_same_step(
+    event_store: PostgresEventStore,
+) -> None:
+    uid = str(uuid.uuid4())
+    file_id = policies.completion_file_id(uid)
+    reply = await Actors(event_store).execute(whole(uid, "image/png"))
+    assert reply["ok"] and [e["type"] for e in reply["events"]][-1] == "UploadCompleted"
+    [follow] = reply["follow_ups"]
+    assert follow["ok"] and follow["command_id"] == policies.file_command_id(uid)
+    assert [e["type"] for e in follow["events"]] == ["FileCreated"]
+    [created] = await event_store.read_stream(f"file-{file_id}")
+    assert created.payload.content_type == "image/png"  # type: ignore[union-attr]
+    assert created.causation_id == policies.file_command_id(uid)
+    assert await event_store.command_applied(policies.file_command_id(uid))
+    # Redelivered after a crash (another host, empty cache): applied once, both of them.
+    again = await Actors(event_store).execute(whole(uid, "image/png"))
+    assert again["ok"] and again["events"] == []  # the upload's state recognises it
+    [follow_again] = again["follow_ups"]
+    assert follow_again["ok"] and follow_again["events"] == []  # and the file's
+    assert await event_store.stream_version(f"file-{file_id}") == 1
+    # Without the type nothing follows: the adapter sends the file itself.
+    other = str(uuid.uuid4())
+    plain = await Actors(event_store).execute(whole(other, None))
+    assert plain["ok"] and "follow_ups" not in plain
+    assert await event_store.stream_version(f"file-{policies.completion_file_id(other)}") == 0
+
+
+async def test_the_file_owner_serves_a_file_another_host_created(
+    event_store: PostgresEventStore,
+) -> None:
+    uid = str(uuid.uuid4())
+    file_id = policies.completion_file_id(uid)
+    uploads_host, files_host = Actors(event_store), Actors(event_store)
+    rename = UpdateFile(aggregate_id=file_id, caller="alice", at=AT, command_id="r1", name="g")
+    # The file's own host is asked about it before it exists: refused, and not remembered.
+    assert (await files_host.execute(rename))["error"]["kind"] == "not_found"
+    assert (await uploads_host.execute(whole(uid, "text/plain")))["follow_ups"][0]["ok"]
+    # So once the other host created it, its owner serves it from the store.
+    renamed = await files_host.execute(replace(rename, command_id="r2"))
+    assert renamed["ok"] and renamed["state"]["name"] == "g"
+    # And the creating host kept no stale copy: the rename shows there too.
+    assert (await uploads_host.execute(replace(rename, command_id="r3", name="h")))["ok"]
+    events = await event_store.read_stream(f"file-{file_id}")
+    names = [getattr(e.payload, "name", None) for e in events]
+    assert names == ["f", "g", "h"]
