@@ -644,3 +644,48 @@ async def test_also_hash_is_fed_every_byte_in_order(blobs: Blobs) -> None:
     )
     assert digest == sha(BIG)
     assert running.hexdigest() == sha(b"before" + BIG)
+
+
+@pytest.mark.parametrize("size", [1, 4096, local_module.SMALL_PUT, local_module.SMALL_PUT + 1])
+async def test_small_and_boundary_sized_puts(blobs: Blobs, size: int) -> None:
+    """Around the local store's one-hop size (SMALL_PUT): same digest, bytes, running
+    digest and cap either side of it."""
+    data = BIG[:size]
+    running = hashlib.sha256(b"before")
+    got = await blobs.store.put_stream(feed(split(data, [1000, 0])), also_hash=running)
+    assert got == (sha(data), size)
+    assert running.hexdigest() == sha(b"before" + data)
+    assert await read_all(blobs.store.open_range(sha(data))) == data
+    with pytest.raises(BlobTooLarge):
+        await blobs.store.put_stream(feed(split(data + b"x", [1000])), max_bytes=size)
+    assert blobs.objects() == [sha(data)]
+    assert blobs.leftovers() == []
+
+
+async def test_local_small_put_is_one_thread_hop_and_cleans_up_its_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blobs = _local(tmp_path)
+    hops: list[str] = []
+    real_run = asyncio.get_running_loop().run_in_executor
+
+    def counting(executor: Any, fn: Any, *args: Any) -> Any:
+        hops.append(getattr(fn, "__name__", repr(fn)))
+        return real_run(executor, fn, *args)
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "run_in_executor", counting)
+    await blobs.store.put_stream(feed([b"small ", b"file"]))
+    assert hops == ["_put_small"]
+    hops.clear()
+    await blobs.store.put_stream(feed(split(BIG[: local_module.SMALL_PUT + 1], [65536])))
+    assert hops[0] == "_open_tmp" and "_put_small" not in hops  # the streaming way
+
+    def failing_write(fd: int, buffers: list[bytes]) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("bus.blobs.local._writev_all", failing_write)
+    with pytest.raises(OSError) as e:
+        await blobs.store.put_stream(feed([b"will not fit"]))
+    assert e.value.errno == errno.ENOSPC
+    assert sha(b"will not fit") not in blobs.objects()
+    assert blobs.leftovers() == []
