@@ -1,0 +1,93 @@
+"""Bearer tokens (api/auth.py): a token is verified once per process and remembered, and a
+remembered token still expires on time and never stands in for a different string."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+
+import api.auth as auth
+from api.errors import ApiError
+from bus.config.settings import Settings
+
+SECRET = "auth-test-secret-" + "y" * 32
+
+
+def authenticator(tmp_path: Path) -> auth.Authenticator:
+    return auth.Authenticator(Settings(data_dir=tmp_path, jwt_secret=SECRET))
+
+
+def bearer(claims: dict[str, Any], secret: str = SECRET) -> dict[str, str]:
+    return {"authorization": "Bearer " + jwt.encode(claims, secret, algorithm="HS256")}
+
+
+def counting_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    decoded: list[str] = []
+    real = jwt.decode
+
+    def decode(token: str, *args: Any, **kw: Any) -> Any:
+        decoded.append(token)
+        return real(token, *args, **kw)
+
+    monkeypatch.setattr(auth.jwt, "decode", decode)
+    return decoded
+
+
+def test_a_token_is_verified_once_and_then_remembered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = authenticator(tmp_path)
+    decoded = counting_decodes(monkeypatch)
+    exp = int(time.time()) + 600
+    headers = bearer({"sub": "ann", "roles": ["admin"], "exp": exp})
+    first = a.authenticate(headers)
+    assert first == auth.Principal("ann", True, float(exp))
+    assert a.authenticate(headers) == first
+    assert len(decoded) == 1
+    # Another user's token is its own entry.
+    assert a.authenticate(bearer({"sub": "bob", "exp": exp})).user == "bob"
+    assert len(decoded) == 2
+
+
+def test_a_remembered_token_is_not_served_past_its_expiry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = authenticator(tmp_path)
+    decoded = counting_decodes(monkeypatch)
+    exp = int(time.time()) + 60
+    headers = bearer({"sub": "ann", "exp": exp})
+    assert a.authenticate(headers).user == "ann"
+    assert a.authenticate(headers).user == "ann"
+    assert len(decoded) == 1
+    # Past `exp` by this module's clock, the remembered answer is dropped and the token
+    # goes through PyJWT again (whose own clock, not moved here, decides "token_expired";
+    # tests/api/test_events_sse.py sees that answer on a really expired token).
+    monkeypatch.setattr(auth.time, "time", lambda: exp + 1.0)
+    a.authenticate(headers)
+    assert len(decoded) == 2
+
+
+def test_a_forged_token_is_refused_even_beside_a_remembered_one(tmp_path: Path) -> None:
+    a = authenticator(tmp_path)
+    claims = {"sub": "ann", "exp": int(time.time()) + 600}
+    assert a.authenticate(bearer(claims)).user == "ann"
+    for _ in range(2):  # refused every time: a failure is never remembered
+        with pytest.raises(ApiError) as e:
+            a.authenticate(bearer(claims, secret="another-secret-" + "z" * 32))
+        assert (e.value.status, e.value.code) == (401, "invalid_token")
+
+
+def test_what_it_remembers_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(auth, "VERIFIED_TOKENS", 3)
+    a = authenticator(tmp_path)
+    decoded = counting_decodes(monkeypatch)
+    exp = int(time.time()) + 600
+    tokens = [bearer({"sub": f"u{i}", "exp": exp}) for i in range(5)]
+    for headers in tokens:
+        a.authenticate(headers)
+    a.authenticate(tokens[0])  # the oldest was forgotten: verified again
+    assert len(decoded) == 6
