@@ -9,6 +9,7 @@ it runs them all.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import os
 import signal
@@ -24,10 +25,12 @@ import asyncpg
 import httpx
 import psutil
 import pytest
+from aiokafka import AIOKafkaConsumer
 
+from bus.config.settings import Settings
 from bus.run.embedded import free_port
 from bus.run.processes import KINDS, RUNNERS
-from bus.run.supervisor import TANSU_PID_FILE, port_in_use
+from bus.run.supervisor import EMBEDDED_PARTITIONS, TANSU_PID_FILE, port_in_use
 
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 60.0
@@ -102,6 +105,19 @@ class Up:
             if cmd[-2:] == ["run", kind] and _alive(child.pid):
                 pids.append(child.pid)
         return pids
+
+
+def _partitions(bootstrap: str, topic: str) -> int:
+    async def count() -> int:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+        await consumer.start()
+        try:
+            await consumer.topics()  # refreshes the metadata
+            return len(consumer.partitions_for_topic(topic) or ())
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(count())
 
 
 @pytest.fixture
@@ -194,6 +210,15 @@ def test_up_runs_everything_and_stops_cleanly(start: Callable[[], Up], env: dict
         assert httpx.get(f"http://127.0.0.1:{api_port}/health", timeout=5).status_code == 200
 
     assert _query(db_url, "SELECT count(*) FROM pg_namespace WHERE nspname = 'eventstore'") == 1
+    # The embedded broker's topics have EMBEDDED_PARTITIONS, and the children know it.
+    topic = Settings.from_env(env).command_topic("uploads")
+    assert _partitions(f"127.0.0.1:{kafka_port}", topic) == EMBEDDED_PARTITIONS
+    told = []
+    for child in psutil.Process(up.proc.pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if child.cmdline()[-2:-1] == ["run"]:
+                told.append(child.environ()["CAIRN_KAFKA_PARTITIONS"])
+    assert told and set(told) == {str(EMBEDDED_PARTITIONS)}, told
     assert (data_dir / "jwt-secret").exists()  # generated before the children started
     _query(
         db_url,
