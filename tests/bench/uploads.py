@@ -276,7 +276,8 @@ async def small_files(bench: Bench, res: Result) -> None:
     res.notes.append(
         f"{SMALL} B files, {conc} concurrent clients, at most {s.small_files} files or "
         f"{s.small_seconds:.0f} s per run ({done} Cairn files measured); Cairn = create + PUT + "
-        "complete (3 requests, 4 commands), baselines = one PUT, all with the same httpx client"
+        "complete (3 requests, 3 commands: the file follows the completion in the actor), "
+        "baselines = one PUT, all with the same httpx client"
     )
 
 
