@@ -104,21 +104,8 @@ async def test_refusals_append_nothing(event_store: PostgresEventStore) -> None:
 
 def whole(uid: str, content_type: str | None) -> InitiateUpload:
     """A small file created with its bytes and completed by one command."""
-    return policies.initiate_complete(
-        InitiateUpload(
-            aggregate_id=uid,
-            caller="alice",
-            at=AT,
-            command_id=f"init-{uid}",
-            file_name="f",
-            file_size=10,
-            chunk_size=10,
-            mode="stream",
-        ),
-        [{"sha256": H, "size": 10}],
-        H,
-        content_type,
-    )
+    stream = replace(initiate(uid), file_size=10, mode="stream")
+    return policies.initiate_complete(stream, [{"sha256": H, "size": 10}], H, content_type)
 
 
 async def test_a_completion_carrying_the_type_creates_the_file_in_the_same_step(
