@@ -59,11 +59,12 @@ async def finish_upload(
     # the actor applies carries the same type whoever sent it). Before completing: the
     # pieces are the same, and the completion then carries it so that the actor creates
     # the file in the same step (domain.policies.follow_ups), one command instead of two.
-    content_type = await content_type_of(
-        c.blobs,
-        [(p["sha256"], p["size"]) for p in state.manifest()],
-        state.file_name,
-        state.content_type,
+    # Only with all the bytes: a manifest with holes has nothing to read (and the
+    # completion is refused anyway, by the domain, which says why).
+    content_type = (
+        await _detected_type(c, state)
+        if state.all_received or state.status == UploadStatus.COMPLETED
+        else None
     )
     if state.status != UploadStatus.COMPLETED:
         # Hash only what can complete: for anything else the domain's refusal says why.
@@ -89,7 +90,18 @@ async def finish_upload(
         assert reloaded is not None and reloaded.file_id is not None
         state = reloaded
     if not file_created:
+        if content_type is None:
+            content_type = await _detected_type(c, state)
         create = policies.file_from_upload(state, content_type)
         assert create is not None  # completed: just checked, or reloaded after completing
         await c.send(request, create)
     return state
+
+
+async def _detected_type(c: AppContext, state: UploadState) -> str:
+    return await content_type_of(
+        c.blobs,
+        [(p["sha256"], p["size"]) for p in state.manifest()],
+        state.file_name,
+        state.content_type,
+    )

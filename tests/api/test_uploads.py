@@ -139,3 +139,19 @@ async def test_other_users_ids_are_not_found(system: System) -> None:
             assert data.hex() not in r.text
         # alice still has everything
         assert (await alice.get(f"/v1/files/{file_id}/content")).content == data
+
+
+async def test_completing_an_aborted_upload_with_missing_chunks_is_refused(
+    system: System,
+) -> None:
+    """The completion reads the bytes' type only when they are all there: an aborted
+    upload with holes gets the domain's refusal, never a server error."""
+    data = os.urandom(CHUNK * 3)
+    async with system.client("alice") as c:
+        up = await create(c, data)
+        put = await c.put(f"/v1/uploads/{up['id']}/chunks/0", content=data[:CHUNK])
+        assert put.status_code == 201, put.text
+        assert (await c.delete(f"/v1/uploads/{up['id']}")).status_code == 200
+        r = await c.post(f"/v1/uploads/{up['id']}/complete")
+        assert r.status_code == 409, r.text
+        assert r.json()["error"]["code"] == "upload_not_active"
