@@ -12,8 +12,9 @@ created), with the source's sha256: the same pieces, so nothing is read to hash 
 
 Not reused: a source whose sha256 differs from the one this fetch declares (the origin has
 changed, or the caller expects other bytes), one over the size limit, or one whose pieces
-are no longer all in the blob store. Safe against the blob collector: a completed fetch keeps the references of its
-pieces (bus/blobs/references.py), and the new fetch's FetchBytesAppended adds its own.
+are no longer all in the blob store. Safe against the blob collector: a completed fetch
+keeps the references of its pieces (bus/blobs/references.py), and the new fetch's
+FetchBytesAppended adds its own.
 """
 
 from __future__ import annotations

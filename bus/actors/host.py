@@ -97,7 +97,7 @@ class Actors:
         self.store = store
         self._cache: BoundedLRU[str, tuple[Any, int]] = BoundedLRU(CACHE_SIZE)
 
-    async def _load(self, stream_id: str, aggregate: str) -> tuple[Any, int]:
+    async def _load(self, stream_id: str, aggregate: str, remember: bool = True) -> tuple[Any, int]:
         cached = self._cache.get(stream_id)
         if cached is not None:
             return cached
@@ -107,7 +107,7 @@ class Actors:
         # A stream with no events is not remembered: another host's follow-up (below) may
         # create it, and a remembered "does not exist" would then refuse its commands
         # without ever reaching the append's version check.
-        if events:
+        if events and remember:
             self._remember(stream_id, state, version)
         return state, version
 
@@ -158,9 +158,7 @@ class Actors:
             return _refusal(refusal), None
         stream_id = cmd.stream_id
         for attempt in range(MAX_CONFLICT_RETRIES):
-            state, version = await self._load(stream_id, cmd.aggregate)
-            if not remember:
-                self.forget(stream_id)
+            state, version = await self._load(stream_id, cmd.aggregate, remember)
             try:
                 new = agg.decide(state, cmd)
             except DomainError as e:
@@ -187,9 +185,7 @@ class Actors:
                 continue
             except DuplicateCommand as dup:
                 self.forget(stream_id)
-                state, version = await self._load(stream_id, cmd.aggregate)
-                if not remember:
-                    self.forget(stream_id)
+                state, version = await self._load(stream_id, cmd.aggregate, remember)
                 reply = {
                     "ok": True,
                     "duplicate": True,
@@ -202,6 +198,8 @@ class Actors:
             version = recorded[-1].version
             if remember:
                 self._remember(stream_id, state, version)
+            else:
+                self.forget(stream_id)  # a copy this host had is older than this append
             reply = {
                 "ok": True,
                 "events": [e.envelope() for e in recorded],
