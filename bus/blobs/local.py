@@ -39,6 +39,17 @@ WRITE_BUFFER = 4 * 1024 * 1024
 # fsync, rename, directory fsync) instead of three: for small files the hops, not the
 # bytes, are the cost (each wakes a pool thread and makes the loop wait for the GIL back).
 SMALL_PUT = 256 * 1024
+# Drop-behind: once a blob bigger than SMALL_PUT is durable, its pages leave the page
+# cache (POSIX_FADV_DONTNEED on the clean pages), so an upload's next piece is written into
+# pages just freed instead of pages the kernel must find. On this project's VM that made
+# writing a new 4 MiB batch 2.5x faster (17 ms -> 7 ms, hashing included) and a sequential
+# client's 8 MiB chunk PUT 67-80 -> 49-58 ms: memory the guest never touched costs a
+# hypervisor fault per page on first use, and on a host whose memory is full of cache the
+# kernel must reclaim instead. It is how storage servers keep bulk writes from flushing what
+# readers use (MinIO writes big objects with O_DIRECT). The price: the first read of a blob
+# just uploaded comes from the disk. Small blobs stay cached (CAIRN_BLOB_DROP_BEHIND=false
+# keeps everything).
+_FADVISE = getattr(os, "posix_fadvise", None)
 # Pieces yielded by `open_range`: one thread hop per MiB.
 READ_PIECE = 1024 * 1024
 # Reads for the local `hash_manifest` fast path; the whole loop runs in one thread.
@@ -116,8 +127,9 @@ def _check_range(sha256: str, size: int, offset: int, length: int | None) -> int
 class LocalBlobStore:
     """Blobs as files under `root`, named by sha256. Implements domain.ports.BlobStore."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, drop_behind: bool = True) -> None:
         self.root = root
+        self._drop_behind = drop_behind and _FADVISE is not None
         self._chunks = root / "chunks"
         self._tmp = root / "tmp"
         # Runs once at startup, before the loop serves anything: blocking is fine here.
@@ -228,7 +240,7 @@ class LocalBlobStore:
             # The commit closes fd itself; from here on a failure must not close it again.
             closer, fd = fd, -1
             commit = asyncio.get_running_loop().run_in_executor(
-                None, self._commit, closer, tmp, digest
+                None, self._commit, closer, tmp, digest, self._drop_behind
             )
             await asyncio.shield(commit)
             metrics.BLOB_WRITTEN_BYTES.inc(total)
@@ -246,7 +258,7 @@ class LocalBlobStore:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         return fd, path
 
-    def _commit(self, fd: int, tmp: Path, digest: str) -> None:
+    def _commit(self, fd: int, tmp: Path, digest: str, drop: bool = False) -> None:
         """Make the temp file the blob, durably. Ordering matters:
 
         1. fsync the data before the rename, so the name never points at unwritten bytes;
@@ -259,6 +271,9 @@ class LocalBlobStore:
            parents holding it, so the name itself survives a crash."""
         try:
             os.fsync(fd)
+            if drop and _FADVISE is not None:
+                # Clean now, so the kernel can free them (see _FADVISE).
+                _FADVISE(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)
         final = self.path_of(digest)
