@@ -63,8 +63,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         # Leftovers of bodies cut off by a crash (old ones only: other processes share them).
         await blobs.sweep()
         pool = await create_pool(settings.database_url or "", min_size=2, max_size=30)
-        # The nudge wakes an idle actor host; replies also come by NOTIFY (fast way back).
-        bus = CommandBus(settings, nudge=Nudger(pool), listen_replies=True)
+        bus = CommandBus(settings, nudge=Nudger(pool))  # wakes an idle actor host
         await bus.start()
         # Only one live process listens on this host and port: claims held under this name
         # belong to a predecessor that died, and retries of its requests may go ahead now.

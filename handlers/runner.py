@@ -62,9 +62,7 @@ class Handlers:
 
     async def run(self, stop: asyncio.Event) -> None:
         # The nudge wakes an idle actor host (bus/actors/wake.py).
-        bus = CommandBus(
-            self.settings, service="handlers", nudge=Nudger(self.pool), listen_replies=True
-        )
+        bus = CommandBus(self.settings, service="handlers", nudge=Nudger(self.pool))
         await bus.start()
         broker = make_broker(self.settings, "handlers")
         subscriber = self.declare(broker, bus, stop)

@@ -9,9 +9,7 @@ which is why every command is idempotent and the caller gets 503 + Retry-After t
 
 Both directions go through FastStream (bus/kafka/broker.py): commands through one declared
 publisher per command topic, replies through a group-less subscriber on every reply
-partition, positioned at the end before the first command can be sent. Given a database
-pool, a sender also takes each reply from a Postgres NOTIFY (bus/actors/replies.py), which
-usually comes first: the broker holds the reply consumer's fetches until their deadline.
+partition, positioned at the end before the first command can be sent.
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -28,12 +26,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from faststream.middlewares import AckPolicy
 
-from bus.actors import replies
 from bus.config import metrics
 from bus.config.logs import get_logger
 from bus.config.settings import Settings
 from bus.kafka.broker import command_publishers, make_broker, raw_records, subscriber_options
-from bus.store.feed import Listener
 from domain.commands import Command, command_to_dict
 from domain.errors import DomainError
 
@@ -94,28 +90,14 @@ class CommandBus:
         service: str = "api",
         *,
         nudge: Nudge | None = None,
-        listen_replies: bool = False,
     ) -> None:
         self.settings = settings
-        # Replies also arrive by NOTIFY from the database, without waiting for the reply
-        # consumer's next fetch (bus/actors/replies.py); the Kafka copy is still read.
-        self._listener = (
-            Listener(
-                settings.database_url,
-                channel=replies.CHANNEL,
-                on_notify=lambda payload: self._deliver("notify", *replies.decode(payload)),
-            )
-            if listen_replies and settings.reply_notify and settings.database_url
-            else None
-        )
         # Called before each command (and probe) is sent: wakes an idle actor host
         # (bus/actors/wake.py).
         self._nudge = nudge
         self._broker = make_broker(settings, service)
         self._commands = command_publishers(self._broker, settings)
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        # Which copy of a reply answered a waiting command, "kafka" or "notify".
-        self.answered = {"kafka": 0, "notify": 0}
         self._reply_partitions_assigned: list[TopicPartition] = []
         self._awaiting = 0  # commands and probes waiting for a reply
         self._consumer: AIOKafkaConsumer | None = None
@@ -137,26 +119,15 @@ class CommandBus:
         self._replies(self._on_reply)
 
     async def _on_reply(self, rec: Any) -> None:
-        cid = rec.key.decode() if rec.key else ""
-        self._deliver("kafka", cid, lambda: orjson.loads(rec.value))
-
-    def _deliver(self, via: str, command_id: str, parse: Callable[[], dict[str, Any]]) -> None:
-        """A reply, from Kafka or by NOTIFY: resolve the command waiting for it, if any (the
-        first copy wins; the other finds the future done, or gone)."""
-        fut = self._pending.get(command_id)
+        cid = rec.key.decode() if rec.key else None
+        fut = self._pending.get(cid or "")
         if fut is not None and not fut.done():
             try:
-                fut.set_result(parse())
+                fut.set_result(orjson.loads(rec.value))
             except orjson.JSONDecodeError:
-                log.warning("bad reply", command_id=command_id, via=via)
-                return
-            self.answered[via] += 1
-            metrics.COMMAND_REPLIES.labels(via).inc()
+                log.warning("bad reply", command_id=cid)
 
     async def start(self) -> None:
-        if self._listener is not None:
-            # Not waited for: until it is connected, replies come by Kafka only.
-            self._listener.start()
         await self._broker.start()
         self._consumer = consumer = self._replies.consumer
         assert consumer is not None
@@ -213,14 +184,7 @@ class CommandBus:
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(BusUnavailable("shutting down"))
-        if self._listener is not None:
-            await self._listener.stop()
         await self._broker.stop()
-
-    @property
-    def listening(self) -> bool:
-        """True while replies can arrive by NOTIFY (the LISTEN connection is up)."""
-        return self._listener is not None and self._listener.connected.is_set()
 
     async def ping(self) -> None:
         if not await self._broker.ping(timeout=5):

@@ -34,8 +34,6 @@ from faststream.middlewares import AckPolicy
 from opentelemetry.trace import SpanKind
 
 from bus.actors.commandbus import PROBE_TYPE
-from bus.actors.replies import ReplyAnnouncer
-from bus.actors.replies import encode as reply_notice
 from bus.actors.wake import IdleGate
 from bus.aio import Backoff, BoundedLRU, sleep_unless_stopped
 from bus.config import metrics
@@ -246,7 +244,6 @@ class ActorHost:
         self.batches = 0  # command batches started or finished (the idle gate watches it)
         self.assigned: set[TopicPartition] = set()
         self.pool = pool
-        self.announcer = ReplyAnnouncer(pool)
 
     def declare(self, broker: KafkaBroker, stop: asyncio.Event) -> Any:
         """Declare the command subscriber and the reply publisher on `broker`; return the
@@ -362,19 +359,13 @@ class ActorHost:
         self, replies: DefaultPublisher, records: list[ConsumerRecord[Any, Any]]
     ) -> None:
         sends = []
-        notices: list[asyncio.Future[None]] = []
         for rec in records:
             reply_key, reply = await self._handle(rec)
             self.processed += 1
             if reply_key:
-                data = orjson.dumps(reply)
-                sends.append(await replies.publish(data, key=reply_key, no_confirm=True))
-                # The same reply by NOTIFY, which reaches the sender without waiting for its
-                # next fetch deadline (bus/actors/replies.py). Not awaited here: the next
-                # command of this aggregate need not wait for it.
-                payload = reply_notice(reply_key, data) if self.settings.reply_notify else None
-                if payload is not None:
-                    notices.append(asyncio.ensure_future(self.announcer.announce(payload)))
+                sends.append(
+                    await replies.publish(orjson.dumps(reply), key=reply_key, no_confirm=True)
+                )
         # Replies are best effort (the outcome is durable in Postgres already); wait so that
         # memory stays bounded and errors are logged.
         for fut in sends:
@@ -382,8 +373,6 @@ class ActorHost:
                 await fut
             except Exception as e:
                 log.warning("reply not delivered", error=str(e))
-        for notice in notices:
-            await notice  # logs its own failure
 
     async def _handle(self, rec: ConsumerRecord[Any, Any]) -> tuple[bytes | None, dict[str, Any]]:
         if header(rec.headers, "command-type") == PROBE_TYPE:

@@ -61,12 +61,6 @@ COMMAND_ROUND_TRIP = Histogram(
     ["type"],
     buckets=_COMMAND_BUCKETS,
 )
-COMMAND_REPLIES = Counter(
-    "cairn_command_replies",
-    "Which copy of the actor's reply answered an awaited command: notify (Postgres NOTIFY,"
-    " the fast way) or kafka (the reply topic; every reply when NOTIFY is unavailable).",
-    ["via"],
-)
 COMMANDS_HANDLED = Counter(
     "cairn_commands_handled",
     "Commands executed by the actors, by type and outcome: applied (events appended),"

@@ -63,8 +63,6 @@ class Settings:
     kafka_idempotence: bool = True
     kafka_replication_factor: int = 1
     kafka_fetch_max_wait_ms: int = 500
-    # Actors also NOTIFY each reply through Postgres, senders LISTEN (bus/actors/replies.py).
-    reply_notify: bool = True
     jwt_secret: str | None = None
     jwt_public_key: str | None = None
     jwt_allow_no_exp: bool = False
@@ -233,7 +231,6 @@ class Settings:
             kafka_idempotence=_bool(env.get("CAIRN_KAFKA_IDEMPOTENCE"), True),
             kafka_replication_factor=_int(env, "CAIRN_KAFKA_REPLICATION_FACTOR", 1),
             kafka_fetch_max_wait_ms=_int(env, "CAIRN_KAFKA_FETCH_MAX_WAIT_MS", 500),
-            reply_notify=_bool(env.get("CAIRN_REPLY_NOTIFY"), True),
             jwt_secret=env.get("CAIRN_JWT_SECRET") or None,
             jwt_public_key=env.get("CAIRN_JWT_PUBLIC_KEY") or None,
             jwt_allow_no_exp=_bool(env.get("CAIRN_JWT_ALLOW_NO_EXP")),

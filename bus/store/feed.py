@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -142,23 +142,13 @@ async def stream_owner(pool: asyncpg.Pool, stream_ids: Iterable[str]) -> tuple[s
 
 
 class Listener:
-    """LISTEN on the event store's channel (or `channel`) on a connection of its own; `wake`
-    is set on every notification and whenever the connection is (re)established
-    (notifications sent while it was down are lost, so the reader must look).
-    `on_notify(payload)`, if given, is called with each notification's payload."""
+    """LISTEN on the event store's channel on a connection of its own; `wake` is set on
+    every notification and whenever the connection is (re)established (notifications sent
+    while it was down are lost, so the reader must look)."""
 
-    def __init__(
-        self,
-        dsn: str,
-        retry_interval: float = 1.0,
-        *,
-        channel: str = NOTIFY_CHANNEL,
-        on_notify: Callable[[str], None] | None = None,
-    ) -> None:
+    def __init__(self, dsn: str, retry_interval: float = 1.0) -> None:
         self.dsn = dsn
         self.retry_interval = retry_interval
-        self.channel = channel
-        self._on_notify = on_notify
         self.wake = asyncio.Event()
         self.connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -172,10 +162,8 @@ class Listener:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+    def _notified(self, *_: Any) -> None:
         self.wake.set()
-        if self._on_notify is not None:
-            self._on_notify(payload)
 
     async def _run(self) -> None:
         while True:
@@ -184,7 +172,7 @@ class Listener:
                 conn = await asyncpg.connect(self.dsn)
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _c, ev=lost: ev.set())
-                await conn.add_listener(self.channel, self._notified)
+                await conn.add_listener(NOTIFY_CHANNEL, self._notified)
                 self.connected.set()
                 self.wake.set()
                 await lost.wait()

@@ -154,7 +154,7 @@ async def command_rtt(bench: Bench, res: Result) -> None:
     assert bench.cairn is not None
     n = bench.scale.rtt_samples
     settings = bench.cairn.settings()
-    bus = CommandBus(settings, listen_replies=True)  # as the API does
+    bus = CommandBus(settings)
     await bus.start()
     try:
 
