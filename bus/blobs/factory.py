@@ -35,14 +35,14 @@ def s3_options(url: str, settings: Settings) -> S3Options:
 
 def open_blob_store(url: str, settings: Settings | None = None) -> BlobStore:
     """The store `url` names; `settings` (default: from the environment) configure it."""
+    settings = settings or Settings.from_env()
     if url.startswith("file://"):
         rest = unquote(url[len("file://") :])
         if rest.startswith("localhost/"):  # file://localhost/abs/path is file:///abs/path
             rest = rest[len("localhost") :]
         if not rest:
             raise ValueError(f"blob store URL without a path: {url!r}")
-        drop_behind = (settings or Settings.from_env()).blob_drop_behind
-        return LocalBlobStore(Path(rest), drop_behind=drop_behind)
+        return LocalBlobStore(Path(rest), drop_behind=settings.blob_drop_behind)
     if url.startswith("s3://"):
-        return S3BlobStore(s3_options(url, settings or Settings.from_env()))
+        return S3BlobStore(s3_options(url, settings))
     raise ValueError(f"unsupported blob store URL: {url!r}")
