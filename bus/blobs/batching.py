@@ -4,16 +4,25 @@ Each store's `put_stream` takes an upload body (pieces of typically 16-64 KiB), 
 writes it somewhere durable-to-be (the local store's temp file, the S3 store's spool file)
 and enforces the size cap. Doing that per piece on the event loop would block it on the
 hash and the write; doing it per piece in a thread would pay a thread hop (~50 us) per
-piece. So pieces are gathered into batches of `buffer` bytes and each batch is hashed and
-written by one call in the default thread pool, while the loop gathers the next one. With
-`writev` a batch is hashed piece by piece and written with one vectored write, never
-joined: joining copies every byte into a fresh buffer, and on this machine the page faults
-of that fresh memory cost about as much as hashing it (issue 13).
+piece. So pieces are gathered into batches of `buffer` bytes and each batch is handed to
+the default thread pool while the loop gathers the next one. With `writev` a batch is
+written with one vectored write, never joined: joining copies every byte into a fresh
+buffer, and on this machine the page faults of that fresh memory cost about as much as
+hashing it (issue 13).
+
+Lanes: with `writev`, a batch goes to up to three thread calls that run side by side, the
+write, its sha256, and `also_hash` (an upload's running digest, bus/blobs/local.py). All
+three release the GIL, and sha256 costs about 4.8 ms per 8 MiB here, so one thread doing
+all of it made a sequential upload wait for two hashes and a write after its last byte;
+side by side it waits for the longest of them (a native 8 MiB chunk PUT's store step:
+31-35 ms, from 35-39 ms, issue 13). Without `writev` the join path hashes and writes in
+one call, and `also_hash` still has a lane of its own. Only the write lane touches the
+file, so only it (`inflight`) is what a cleanup must wait for.
 
 Why exactly one write in flight, and why it is shielded:
-- Ordering: the hash state and the file offset are sequential, so buffer N+1 may only be
-  handed to a thread once buffer N is hashed and written. Waiting for the previous write
-  before starting the next keeps at most ~2 buffers in memory per put, too.
+- Ordering: the hash states and the file offset are sequential, so buffer N+1 may only be
+  handed to a lane once that lane finished buffer N. Waiting for every lane's previous
+  buffer before handing over the next keeps at most ~2 buffers in memory per put, too.
 - Cancellation: a thread cannot be interrupted. Awaiting its future directly would, on a
   cancellation of the put, cancel the *future* (marking it done) while the thread still
   writes into the file descriptor. The store's cleanup, which waits for `inflight` before
@@ -62,13 +71,17 @@ class HashingBatcher:
         self._write = write
         # Writes a batch's pieces in order, as they are (see the module docstring).
         self._writev = writev
-        # Fed the same buffers in the same thread hop (see BlobStore.put_stream).
+        # Fed the same buffers, in a thread hop of its own (see `_hand_over`).
         self._also = also_hash
         self._buffer = buffer
         self._max = max_bytes
         self.hasher = hashlib.sha256()
         self.size = 0
         self.inflight: asyncio.Future[None] | None = None
+        # The hash lanes' last batches (see the module docstring). They touch no file,
+        # only hash states, so a cleanup need not wait for them.
+        self._hash_inflight: asyncio.Future[None] | None = None
+        self._also_inflight: asyncio.Future[None] | None = None
 
     async def absorb(self, chunks: AsyncIterator[bytes]) -> None:
         """Consume `chunks`; return once every byte is hashed and written."""
@@ -88,31 +101,42 @@ class HashingBatcher:
                 batch, batched = [], 0
         if batch:
             await self._hand_over(batch)
-        if self.inflight is not None:
-            await asyncio.shield(self.inflight)
+        for lane in (self.inflight, self._hash_inflight, self._also_inflight):
+            if lane is not None:
+                await asyncio.shield(lane)
 
     async def _hand_over(self, batch: list[bytes]) -> None:
-        if self.inflight is not None:
-            # Shielded (see the module docstring): a cancellation must not mark the
-            # thread's future done while the thread still writes.
-            await asyncio.shield(self.inflight)
-        self.inflight = asyncio.get_running_loop().run_in_executor(None, self._work, batch)
+        # Each lane takes its batches in order (the file offset, each hash state), so
+        # batch N+1 goes to a lane only once that lane finished batch N. Shielded (see the
+        # module docstring): a cancellation must not mark a thread's future done while the
+        # thread still runs.
+        for previous in (self.inflight, self._hash_inflight, self._also_inflight):
+            if previous is not None:
+                await asyncio.shield(previous)
+        loop = asyncio.get_running_loop()
+        self.inflight = loop.run_in_executor(None, self._work, batch)
+        if self._writev is not None:
+            self._hash_inflight = loop.run_in_executor(None, self._hash_work, batch)
+        if self._also is not None:
+            self._also_inflight = loop.run_in_executor(None, self._also_work, batch)
+
+    def _also_work(self, batch: list[bytes]) -> None:
+        for piece in batch:
+            self._also.update(piece)
+
+    def _hash_work(self, batch: list[bytes]) -> None:
+        for piece in batch:
+            self.hasher.update(piece)
 
     def _work(self, batch: list[bytes]) -> None:
         if self._writev is not None:
-            # hashlib releases the GIL for updates over 2 KiB, os.writev for the write.
-            for piece in batch:
-                self.hasher.update(piece)
-                if self._also is not None:
-                    self._also.update(piece)
+            # os.writev releases the GIL for the write; the hash runs beside it.
             self._writev(batch)
             return
         # bytes.join releases the GIL for big joins; one buffer is then hashed and written
         # with one call each (hashlib releases the GIL for large updates too).
         data = batch[0] if len(batch) == 1 else b"".join(batch)
         self.hasher.update(data)
-        if self._also is not None:
-            self._also.update(data)
         self._write(data)
 
 

@@ -101,3 +101,71 @@ async def test_cancellation_leaves_the_running_write_to_the_caller() -> None:
     assert batcher.inflight is not None
     await batcher.inflight
     assert writes == [b"aaaa"]
+
+
+class _RecordingHash:
+    """An `also_hash` that keeps what it is fed and can be made to wait."""
+
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        self.inner = hashlib.sha256()
+        self.gate = gate
+        self.waited_out: list[bool] = []
+
+    def update(self, data: bytes) -> None:
+        if self.gate is not None:
+            self.waited_out.append(self.gate.wait(timeout=5))
+        self.inner.update(data)
+
+
+async def test_vectored_writes_hash_both_digests_over_every_batch() -> None:
+    writes: list[list[bytes]] = []
+    also = _RecordingHash()
+    batcher = HashingBatcher(
+        lambda b: writes.append([b]), buffer=10, also_hash=also, writev=writes.append
+    )
+    pieces = [b"abcd", b"efgh", b"ijkl", b"m", b"nopqrstuvwxyz", b"12"]
+    await batcher.absorb(feed(pieces))
+    body = b"".join(pieces)
+    # The pieces are written as they came (one list per batch, never joined), in order.
+    assert writes == [[b"abcd", b"efgh", b"ijkl"], [b"m", b"nopqrstuvwxyz"], [b"12"]]
+    assert batcher.hasher.hexdigest() == hashlib.sha256(body).hexdigest()
+    assert also.inner.hexdigest() == hashlib.sha256(body).hexdigest()
+
+
+async def test_the_second_hash_runs_beside_the_write() -> None:
+    """The running digest has a thread of its own: its update can wait for the write of the
+    same batch. In one thread (hash, second hash, write, one after the other) it would wait
+    in vain and time out."""
+    written = threading.Event()
+    also = _RecordingHash(gate=written)
+
+    def writev(batch: list[bytes]) -> None:
+        written.set()
+
+    batcher = HashingBatcher(lambda b: None, buffer=4, also_hash=also, writev=writev)
+    await batcher.absorb(feed([b"aaaa"]))
+    assert also.waited_out == [True]
+    assert also.inner.hexdigest() == hashlib.sha256(b"aaaa").hexdigest()
+
+
+async def test_the_next_batch_waits_for_every_lane() -> None:
+    """Batch N+1 reaches no lane before every lane finished batch N: a slow second hash
+    holds the next write back, so a hash state and the file offset stay in order."""
+    release = threading.Event()
+    order: list[str] = []
+
+    class SlowHash:
+        def update(self, data: bytes) -> None:
+            if data == b"aaaa":
+                release.wait(timeout=5)
+            order.append(f"hash {data.decode()}")
+
+    def writev(batch: list[bytes]) -> None:
+        order.append(f"write {b''.join(batch).decode()}")
+        if batch == [b"aaaa"]:
+            release.set()
+
+    batcher = HashingBatcher(lambda b: None, buffer=4, also_hash=SlowHash(), writev=writev)
+    await batcher.absorb(feed([b"aaaa", b"bbbb"]))
+    assert order.index("hash aaaa") < order.index("write bbbb")
+    assert order.index("write aaaa") < order.index("write bbbb")
