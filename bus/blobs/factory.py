@@ -42,7 +42,11 @@ def open_blob_store(url: str, settings: Settings | None = None) -> BlobStore:
             rest = rest[len("localhost") :]
         if not rest:
             raise ValueError(f"blob store URL without a path: {url!r}")
-        return LocalBlobStore(Path(rest), drop_behind=settings.blob_drop_behind)
+        return LocalBlobStore(
+            Path(rest),
+            drop_behind=settings.blob_drop_behind,
+            early_writeback=settings.blob_early_writeback,
+        )
     if url.startswith("s3://"):
         return S3BlobStore(s3_options(url, settings))
     raise ValueError(f"unsupported blob store URL: {url!r}")

@@ -26,12 +26,13 @@ from typing import Any, TypeVar
 
 from bus.blobs.batching import HashingBatcher, run_cleanup
 from bus.blobs.errors import BlobNotFound, BlobTooLarge
+from bus.blobs.writeback import start_writeback
 from bus.config import metrics
 
 T = TypeVar("T")
 
 # Incoming pieces (typically 16-64 KiB from an HTTP body) are gathered into buffers of
-# this size before one thread hop hashes and writes them: big enough that the per-hop
+# this size before thread hops hash and write them: big enough that the per-hop
 # overhead (~50 us) and per-call costs vanish and that hashlib/os.write release the GIL,
 # small enough that a put holds at most ~2 buffers (8 MiB) of memory.
 WRITE_BUFFER = 4 * 1024 * 1024
@@ -97,6 +98,24 @@ def _writev_all(fd: int, buffers: list[bytes]) -> None:
                 n = 0
 
 
+class _WriteBehind:
+    """The local store's vectored write for one put: each batch is written, then queued
+    for writeback at once (bus/blobs/writeback.py), so the final fsync finds little left
+    to flush. Called by one lane at a time, in stream order (bus/blobs/batching.py)."""
+
+    def __init__(self, fd: int, *, early: bool = True) -> None:
+        self.fd = fd
+        self.offset = 0
+        self.early = early
+
+    def __call__(self, buffers: list[bytes]) -> None:
+        _writev_all(self.fd, buffers)
+        n = sum(len(b) for b in buffers)
+        if self.early:
+            start_writeback(self.fd, self.offset, n)
+        self.offset += n
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -127,9 +146,12 @@ def _check_range(sha256: str, size: int, offset: int, length: int | None) -> int
 class LocalBlobStore:
     """Blobs as files under `root`, named by sha256. Implements domain.ports.BlobStore."""
 
-    def __init__(self, root: Path, *, drop_behind: bool = True) -> None:
+    def __init__(
+        self, root: Path, *, drop_behind: bool = True, early_writeback: bool = True
+    ) -> None:
         self.root = root
         self._drop_behind = drop_behind
+        self._early_writeback = early_writeback
         self._chunks = root / "chunks"
         self._tmp = root / "tmp"
         # Runs once at startup, before the loop serves anything: blocking is fine here.
@@ -162,9 +184,10 @@ class LocalBlobStore:
     ) -> tuple[str, int]:
         """Store the stream; return (sha256 hex, size) once it is durable on disk.
 
-        Pipelined: while a thread hashes and writes buffer N, the loop gathers buffer N+1.
-        Buffers are handed over strictly one at a time, because both the hash state and
-        the file offset are sequential. If anything fails (the source raising on a client
+        Pipelined: while threads hash and write buffer N (bus/blobs/batching.py, each
+        buffer queued for writeback as soon as it is written, bus/blobs/writeback.py), the
+        loop gathers buffer N+1. Buffers are handed over strictly one at a time, because
+        the hash states and the file offset are sequential. If anything fails (the source raising on a client
         disconnect, BlobTooLarge, disk full, cancellation) the temp file is removed and the
         error re-raised: no partial blob, no litter in tmp/. (Cancelled during the final
         commit, the complete blob may stay: harmless, and deleting it could pull it from
@@ -230,7 +253,7 @@ class LocalBlobStore:
             buffer=WRITE_BUFFER,
             max_bytes=max_bytes,
             also_hash=also_hash,
-            writev=functools.partial(_writev_all, fd),
+            writev=_WriteBehind(fd, early=self._early_writeback),
         )
         commit: asyncio.Future[None] | None = None
         try:

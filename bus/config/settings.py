@@ -58,6 +58,8 @@ class Settings:
     blob_store: str = ""
     # The local store drops a big blob's pages from the page cache once it is durable.
     blob_drop_behind: bool = True
+    # The local store starts writing each batch of a big blob out while the rest arrives.
+    blob_early_writeback: bool = True
     topic_prefix: str = "cairn"
     kafka_partitions: int = 8
     kafka_idempotence: bool = True
@@ -226,6 +228,7 @@ class Settings:
             embedded_pg_port=_int(env, "CAIRN_EMBEDDED_PG_PORT", 5433),
             blob_store=env.get("CAIRN_BLOB_STORE") or "",
             blob_drop_behind=_bool(env.get("CAIRN_BLOB_DROP_BEHIND"), True),
+            blob_early_writeback=_bool(env.get("CAIRN_BLOB_EARLY_WRITEBACK"), True),
             topic_prefix=env.get("CAIRN_TOPIC_PREFIX") or "cairn",
             kafka_partitions=_int(env, "CAIRN_KAFKA_PARTITIONS", 8),
             kafka_idempotence=_bool(env.get("CAIRN_KAFKA_IDEMPOTENCE"), True),
