@@ -187,11 +187,12 @@ class LocalBlobStore:
         Pipelined: while threads hash and write buffer N (bus/blobs/batching.py, each
         buffer queued for writeback as soon as it is written, bus/blobs/writeback.py), the
         loop gathers buffer N+1. Buffers are handed over strictly one at a time, because
-        the hash states and the file offset are sequential. If anything fails (the source raising on a client
-        disconnect, BlobTooLarge, disk full, cancellation) the temp file is removed and the
-        error re-raised: no partial blob, no litter in tmp/. (Cancelled during the final
-        commit, the complete blob may stay: harmless, and deleting it could pull it from
-        under a concurrent put of the same bytes that already returned.)
+        the hash states and the file offset are sequential. If anything fails (the source
+        raising on a client disconnect, BlobTooLarge, disk full, cancellation) the temp
+        file is removed and the error re-raised: no partial blob, no litter in tmp/.
+        (Cancelled during the final commit, the complete blob may stay: harmless, and
+        deleting it could pull it from under a concurrent put of the same bytes that
+        already returned.)
 
         A stream of at most SMALL_PUT bytes is gathered first and stored in one thread hop
         (`_put_small`), which removes its own temp file if it fails."""
