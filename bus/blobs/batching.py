@@ -10,14 +10,13 @@ written with one vectored write, never joined: joining copies every byte into a 
 buffer, and on this machine the page faults of that fresh memory cost about as much as
 hashing it (issue 13).
 
-Lanes: with `writev`, a batch goes to up to three thread calls that run side by side, the
-write, its sha256, and `also_hash` (an upload's running digest, bus/blobs/local.py). All
-three release the GIL, and sha256 costs about 4.8 ms per 8 MiB here, so one thread doing
-all of it made a sequential upload wait for two hashes and a write after its last byte;
-side by side it waits for the longest of them (a native 8 MiB chunk PUT's store step:
-31-35 ms, from 35-39 ms, issue 13). Without `writev` the join path hashes and writes in
-one call, and `also_hash` still has a lane of its own. Only the write lane touches the
-file, so only it (`inflight`) is what a cleanup must wait for.
+Lanes: a batch goes to up to three thread calls that run side by side, the write, its
+sha256, and `also_hash` (an upload's running digest, bus/blobs/local.py). All three
+release the GIL, and sha256 costs about 4.8 ms per 8 MiB here, so one thread doing all of
+it made a sequential upload wait for two hashes and a write after its last byte; side by
+side it waits for the longest of them (a native 8 MiB chunk PUT's store step: 31-35 ms,
+from 35-39 ms, issue 13). Only the write lane touches the file, so only it (`inflight`)
+is what a cleanup must wait for.
 
 Why exactly one write in flight, and why it is shielded:
 - Ordering: the hash states and the file offset are sequential, so buffer N+1 may only be
@@ -115,8 +114,7 @@ class HashingBatcher:
                 await asyncio.shield(previous)
         loop = asyncio.get_running_loop()
         self.inflight = loop.run_in_executor(None, self._work, batch)
-        if self._writev is not None:
-            self._hash_inflight = loop.run_in_executor(None, self._hash_work, batch)
+        self._hash_inflight = loop.run_in_executor(None, self._hash_work, batch)
         if self._also is not None:
             self._also_inflight = loop.run_in_executor(None, self._also_work, batch)
 
@@ -129,15 +127,12 @@ class HashingBatcher:
             self.hasher.update(piece)
 
     def _work(self, batch: list[bytes]) -> None:
+        # os.writev and os.write release the GIL; the hashes run beside them.
         if self._writev is not None:
-            # os.writev releases the GIL for the write; the hash runs beside it.
             self._writev(batch)
             return
-        # bytes.join releases the GIL for big joins; one buffer is then hashed and written
-        # with one call each (hashlib releases the GIL for large updates too).
-        data = batch[0] if len(batch) == 1 else b"".join(batch)
-        self.hasher.update(data)
-        self._write(data)
+        # bytes.join releases the GIL for big joins too.
+        self._write(batch[0] if len(batch) == 1 else b"".join(batch))
 
 
 async def run_cleanup(cleanup: Coroutine[Any, Any, None]) -> None:
