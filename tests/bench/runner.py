@@ -245,6 +245,10 @@ async def _run_one(bench: Bench, sc: Scenario) -> Result:
                 f"Cairn's OpenAPI now has {probe}: the feature looks built, write this scenario"
             )
         return res
+    # The previous scenario's dirty pages (its baselines' too: nginx, unzip and the rest do
+    # not fsync) are flushed now, not by the kernel's 30 s expiry in the middle of this one,
+    # where they slowed every fsync of Cairn's (a command's append among them).
+    await bench.settle()
     t0 = time.monotonic()
     res.extra["loadavg_before"] = [round(x, 2) for x in os.getloadavg()]
     with bench.window() as w:
