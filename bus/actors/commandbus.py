@@ -2,20 +2,33 @@
 
 A command goes to `{prefix}.commands.{aggregate}` keyed by aggregate id, so every command
 for one aggregate lands on one partition and is handled by one actor at a time. The actor
-answers on `{prefix}.replies`; every API instance reads all reply partitions (no consumer
-group) from the end and resolves the future waiting on that command id. Replies for other
-instances are ignored. A timeout does not mean failure: the command may still be applied,
-which is why every command is idempotent and the caller gets 503 + Retry-After to retry.
+answers on `{prefix}.replies`, on the partition the command names in its `reply-partition`
+header. Each sender (a CommandBus) names one partition at a time: one picked at random when
+it starts, then the next one every `REPLIES_PER_PARTITION` commands. It fetches only the
+partitions it awaits replies on (no consumer group), from where it positioned them, and
+resolves the future waiting on each command id; replies for other senders there are
+ignored. A timeout does not mean failure: the command may still be applied, which is why
+every command is idempotent and the caller gets 503 + Retry-After to retry.
+
+Why not every sender reading every reply partition, as before: the embedded broker (Tansu's
+memory engine) serves a fetch of new records in time that grows with the records that
+partition holds (tests/bench/broker_aging.py), and it never trims a topic. With replies
+spread over two partitions by command id, every command's reply was fetched by every
+waiting sender from a partition holding half of all replies ever sent, so commands got
+slower with the system's age. Now a reply is fetched by its sender (and any other sender on
+that partition at the time), and every sender's replies, the API's many included, are
+spread over all the partitions (`CAIRN_KAFKA_REPLY_PARTITIONS`, 16) as it moves on.
 
 Both directions go through FastStream (bus/kafka/broker.py): commands through one declared
 publisher per command topic, replies through a group-less subscriber on every reply
-partition, positioned at the end before the first command can be sent.
+partition, all paused but those awaited, each positioned at its end before it is named.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,16 +37,24 @@ from typing import Any, Protocol
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
+from faststream.kafka import TopicPartition as Assigned
 from faststream.middlewares import AckPolicy
 
 from bus.config import metrics
 from bus.config.logs import get_logger
 from bus.config.settings import Settings
 from bus.kafka.broker import command_publishers, make_broker, raw_records, subscriber_options
+from bus.kafka.clients import partition_count
 from domain.commands import Command, command_to_dict
 from domain.errors import DomainError
 
 log = get_logger(__name__)
+
+# The header that names the reply partition, and how many commands a sender names one
+# partition in before it moves to the next (see the module docstring). Moving costs one
+# offset lookup; staying spreads a busy sender's replies less.
+REPLY_PARTITION = "reply-partition"
+REPLIES_PER_PARTITION = 1000
 
 # A probe is a message on a command topic that the actor host answers at once without
 # touching any aggregate: a round trip through Kafka and the actors that changes nothing,
@@ -81,7 +102,7 @@ class Nudge(Protocol):
 
 
 class CommandBus:
-    """Declared publishers for the command topics and a subscriber on every reply partition,
+    """Declared publishers for the command topics and a subscriber on the reply partitions,
     on one FastStream broker."""
 
     def __init__(
@@ -90,6 +111,7 @@ class CommandBus:
         service: str = "api",
         *,
         nudge: Nudge | None = None,
+        replies_per_partition: int = REPLIES_PER_PARTITION,
     ) -> None:
         self.settings = settings
         # Called before each command (and probe) is sent: wakes an idle actor host
@@ -98,25 +120,13 @@ class CommandBus:
         self._broker = make_broker(settings, service)
         self._commands = command_publishers(self._broker, settings)
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        self._reply_partitions_assigned: list[TopicPartition] = []
-        self._awaiting = 0  # commands and probes waiting for a reply
+        self._partitions: list[TopicPartition] = []  # the reply topic's, known in `start`
+        self._current: TopicPartition | None = None  # the one new commands name
+        self._per_partition = max(1, replies_per_partition)
+        self._named = 0  # commands that named the current one
+        self._moving = False
+        self._awaiting: dict[TopicPartition, int] = {}  # commands waiting, by partition
         self._consumer: AIOKafkaConsumer | None = None
-        # No consumer group: every instance reads every reply partition (aiokafka assigns
-        # all partitions of the topic to a group-less subscription); nothing is committed.
-        # The start position is set explicitly in `start` (the end). The reset policy
-        # applies only when that position vanishes, i.e. the broker lost the topic (the
-        # embedded one restarted): then every reply on the new topic is after our
-        # commands' resumption, and reading from its beginning cannot miss the one we
-        # wait for.
-        self._replies = self._broker.subscriber(
-            settings.reply_topic,
-            group_id=None,
-            ack_policy=AckPolicy.ACK_FIRST,
-            decoder=raw_records,
-            title="replies",
-            **subscriber_options(settings, latency_critical=True),
-        )
-        self._replies(self._on_reply)
 
     async def _on_reply(self, rec: Any) -> None:
         cid = rec.key.decode() if rec.key else None
@@ -128,57 +138,86 @@ class CommandBus:
                 log.warning("bad reply", command_id=cid)
 
     async def start(self) -> None:
+        # The topic's actual partition count, not the setting's: a topic created with
+        # another count keeps it.
+        topic = self.settings.reply_topic
+        count = await partition_count(self.settings, topic)
+        self._partitions = [TopicPartition(topic, p) for p in range(count)]
+        # No consumer group (a manual assignment); nothing is committed. Positions are set
+        # explicitly (the end, before a partition is named). The reset policy applies only
+        # when that position vanishes, i.e. the broker lost the topic (the embedded one
+        # restarted): then every reply on the new topic is after our commands' resumption,
+        # and reading from its beginning cannot miss the one we wait for.
+        replies = self._broker.subscriber(
+            # declare=False: the topic is made by `cairn migrate` / ensure_topics, with its
+            # partition count (a subscriber must not create it with the broker's default).
+            partitions=[Assigned(topic, p, declare=False) for p in range(count)],
+            group_id=None,
+            ack_policy=AckPolicy.ACK_FIRST,
+            decoder=raw_records,
+            title="replies",
+            **subscriber_options(self.settings, latency_critical=True),
+        )
+        replies(self._on_reply)
         await self._broker.start()
-        self._consumer = consumer = self._replies.consumer
+        self._consumer = consumer = replies.consumer
         assert consumer is not None
-        tps = await self._reply_partitions(consumer)
-        # Position at the end *before* any command is sent, so no reply can be missed.
-        await consumer.seek_to_end(*tps)
-        for tp in tps:
-            await consumer.position(tp)
         # Idle until a command is sent (see _awaiting_reply): an idle API or handlers
         # process then sends no fetches at all, instead of one every fetch wait (10 ms on
         # the embedded broker, which holds each fetch that long).
-        self._reply_partitions_assigned = tps
-        consumer.pause(*tps)
+        consumer.pause(*self._partitions)
+        first = random.choice(self._partitions)
+        await self._position_at_end(first)
+        self._current = first
 
-    async def _reply_partitions(
-        self, consumer: AIOKafkaConsumer, timeout: float = 30.0
-    ) -> list[TopicPartition]:
-        """Every partition of the reply topic, once assigned. Reading only some would miss
-        most replies, so wait for the topic's metadata (it may be created a moment after we
-        start) and fail loudly rather than guess."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            parts = consumer.partitions_for_topic(self.settings.reply_topic)
-            assigned = consumer.assignment()
-            if parts and len(assigned) == len(parts):
-                return sorted(assigned)
-            if asyncio.get_running_loop().time() > deadline:
-                raise RuntimeError(
-                    f"topic {self.settings.reply_topic} does not exist (run `cairn migrate` / create topics)"
-                )
-            await consumer._client.force_metadata_update()
-            await asyncio.sleep(0.2)
+    async def _position_at_end(self, tp: TopicPartition) -> None:
+        """Position a partition that nothing awaits at its end: *before* a command names
+        it, so no reply to it can be missed, and the replies to others that arrived while
+        it was not ours are skipped, not fetched."""
+        assert self._consumer is not None
+        await self._consumer.seek_to_end(tp)
+        await self._consumer.position(tp)
+
+    async def _reply_partition(self) -> TopicPartition:
+        """The partition the next command names; every `REPLIES_PER_PARTITION` commands,
+        the next one. The move happens before the switch: until the new partition is
+        positioned, commands go on naming the old one."""
+        assert self._current is not None, "CommandBus.start() was not called"
+        if self._named >= self._per_partition and not self._moving:
+            self._moving = True
+            try:
+                nxt = self._partitions[(self._current.partition + 1) % len(self._partitions)]
+                # One that commands still await is fetched from where it is (with a single
+                # partition, the current one): seeking could skip their replies.
+                if not self._awaiting.get(nxt):
+                    await self._position_at_end(nxt)
+                self._current, self._named = nxt, 0
+            except (KafkaError, OSError) as e:
+                # Staying is always safe; the next command tries again.
+                log.warning("reply partition not moved", error=str(e))
+            finally:
+                self._moving = False
+        self._named += 1
+        return self._current
 
     @contextlib.contextmanager
-    def _awaiting_reply(self) -> Iterator[None]:
-        """Fetch replies while at least one command waits for its reply.
+    def _awaiting_reply(self, tp: TopicPartition) -> Iterator[None]:
+        """Fetch replies from `tp` while at least one command waits for its reply there.
 
         Resumed before the command is sent, so its reply (produced after it) is after the
         paused position and cannot be missed; paused again when the last one is answered.
-        Replies for other instances that arrived meanwhile are read past on the next resume.
+        Replies for other senders that arrived meanwhile are read past on the next resume.
         """
         assert self._consumer is not None
-        if self._awaiting == 0:
-            self._consumer.resume(*self._reply_partitions_assigned)
-        self._awaiting += 1
+        if not self._awaiting.get(tp):
+            self._consumer.resume(tp)
+        self._awaiting[tp] = self._awaiting.get(tp, 0) + 1
         try:
             yield
         finally:
-            self._awaiting -= 1
-            if self._awaiting == 0:
-                self._consumer.pause(*self._reply_partitions_assigned)
+            self._awaiting[tp] -= 1
+            if not self._awaiting[tp]:
+                self._consumer.pause(tp)
 
     async def stop(self) -> None:
         for fut in self._pending.values():
@@ -199,14 +238,19 @@ class CommandBus:
         try:
             # A probe's nudge makes an idle actor host peek, not wake: readiness polling
             # must not keep it awake (see bus/actors/wake.py).
-            with self._awaiting_reply():
+            tp = await self._reply_partition()
+            with self._awaiting_reply(tp):
                 if self._nudge is not None:
                     self._nudge.probe()
                 await asyncio.wait_for(
                     self._commands["uploads"].publish(
                         orjson.dumps({"probe": True, "command_id": command_id}),
                         key=command_id.encode(),
-                        headers={"command-id": command_id, "command-type": PROBE_TYPE},
+                        headers={
+                            "command-id": command_id,
+                            "command-type": PROBE_TYPE,
+                            REPLY_PARTITION: str(tp.partition),
+                        },
                     ),
                     timeout,
                 )
@@ -238,7 +282,8 @@ class CommandBus:
         limit = timeout or self.settings.command_timeout
         timer = metrics.CommandTimer(cmd.type)
         try:
-            with self._awaiting_reply():
+            tp = await self._reply_partition()
+            with self._awaiting_reply(tp):
                 if self._nudge is not None:
                     self._nudge()
                 try:
@@ -249,6 +294,7 @@ class CommandBus:
                             headers={
                                 "command-id": command_id,
                                 "command-type": cmd.type,
+                                REPLY_PARTITION: str(tp.partition),
                                 **({"traceparent": traceparent} if traceparent else {}),
                             },
                         ),

@@ -33,7 +33,7 @@ from faststream.kafka.publisher.usecase import DefaultPublisher
 from faststream.middlewares import AckPolicy
 from opentelemetry.trace import SpanKind
 
-from bus.actors.commandbus import PROBE_TYPE
+from bus.actors.commandbus import PROBE_TYPE, REPLY_PARTITION
 from bus.actors.wake import IdleGate
 from bus.aio import Backoff, BoundedLRU, sleep_unless_stopped
 from bus.config import metrics
@@ -65,6 +65,15 @@ CACHE_SIZE = 10_000
 
 
 _NOT_IN_REPLIES = frozenset({"chunks", "manifest", "pieces", "segments", "params", "results"})
+
+
+def reply_partition(rec: ConsumerRecord[Any, Any]) -> int | None:
+    """The reply partition the command's sender reads (bus/actors/commandbus.py); None (the
+    key decides) for a command that names none or names it wrongly."""
+    value = header(rec.headers, REPLY_PARTITION)
+    if value is None or not value.isdigit():
+        return None
+    return int(value)
 
 
 def summarize(state: Any) -> dict[str, Any] | None:
@@ -364,7 +373,12 @@ class ActorHost:
             self.processed += 1
             if reply_key:
                 sends.append(
-                    await replies.publish(orjson.dumps(reply), key=reply_key, no_confirm=True)
+                    await replies.publish(
+                        orjson.dumps(reply),
+                        key=reply_key,
+                        partition=reply_partition(rec),
+                        no_confirm=True,
+                    )
                 )
         # Replies are best effort (the outcome is durable in Postgres already); wait so that
         # memory stays bounded and errors are logged.

@@ -62,6 +62,8 @@ class Settings:
     blob_early_writeback: bool = True
     topic_prefix: str = "cairn"
     kafka_partitions: int = 8
+    # Partitions of the reply topic: each CommandBus reads one (see bus/actors/commandbus.py).
+    kafka_reply_partitions: int = 16
     kafka_idempotence: bool = True
     kafka_replication_factor: int = 1
     kafka_fetch_max_wait_ms: int = 500
@@ -231,6 +233,7 @@ class Settings:
             blob_early_writeback=_bool(env.get("CAIRN_BLOB_EARLY_WRITEBACK"), True),
             topic_prefix=env.get("CAIRN_TOPIC_PREFIX") or "cairn",
             kafka_partitions=_int(env, "CAIRN_KAFKA_PARTITIONS", 8),
+            kafka_reply_partitions=_int(env, "CAIRN_KAFKA_REPLY_PARTITIONS", 16),
             kafka_idempotence=_bool(env.get("CAIRN_KAFKA_IDEMPOTENCE"), True),
             kafka_replication_factor=_int(env, "CAIRN_KAFKA_REPLICATION_FACTOR", 1),
             kafka_fetch_max_wait_ms=_int(env, "CAIRN_KAFKA_FETCH_MAX_WAIT_MS", 500),

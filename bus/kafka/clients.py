@@ -84,6 +84,35 @@ def make_consumer(
     return AIOKafkaConsumer(*topics, **opts)
 
 
+def partitions_of(settings: Settings, topic: str) -> int:
+    """The partitions `topic` is created with: the reply topic has its own count, since
+    each command sender reads only one of its partitions (bus/actors/commandbus.py)."""
+    if topic == settings.reply_topic:
+        return settings.kafka_reply_partitions
+    return settings.kafka_partitions
+
+
+async def partition_count(settings: Settings, topic: str, timeout: float = 30.0) -> int:
+    """How many partitions `topic` has, waiting up to `timeout` for it to exist (it may be
+    created a moment after the asking process starts); RuntimeError if it never does."""
+    consumer = make_consumer(settings, group_id=None)
+    await consumer.start()
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            await consumer.topics()  # refreshes the cluster metadata
+            parts = consumer.partitions_for_topic(topic)
+            if parts:
+                return len(parts)
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(
+                    f"topic {topic} does not exist (run `cairn migrate` / create topics)"
+                )
+            await asyncio.sleep(0.2)
+    finally:
+        await consumer.stop()
+
+
 async def ensure_topics(settings: Settings, topics: Iterable[str] | None = None) -> None:
     """Create the topics with the configured partition count; existing ones are kept."""
     admin = AIOKafkaAdminClient(bootstrap_servers=assert_bootstrap(settings))
@@ -95,7 +124,7 @@ async def ensure_topics(settings: Settings, topics: Iterable[str] | None = None)
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
                     [
-                        NewTopic(t, settings.kafka_partitions, settings.kafka_replication_factor)
+                        NewTopic(t, partitions_of(settings, t), settings.kafka_replication_factor)
                         for t in wanted
                     ]
                 )

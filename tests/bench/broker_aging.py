@@ -1,0 +1,154 @@
+"""`python -m tests.bench.broker_aging`: how the embedded broker slows down with what it holds.
+
+Issue 13 found the command round trip slower after gigabytes of traffic than on a fresh
+system. This measures why, on the Tansu binary Cairn ships, with nothing of Cairn's but
+its Kafka settings: a 2-hop echo (request -> echo -> reply, the shape of a command round
+trip) whose request partition holds N records already, against the same echo on a fresh
+topic, and against one whose N records sit in another partition of the request topic.
+The broker's CPU per echo is read from its process.
+
+What it showed (2026-12-02, README "Performance"): the cost is the fetch of new records
+from a partition, and it grows with the records that partition holds (an idle fetch at
+the end of a long partition, and a produce to it, cost the same as on a fresh one);
+records in other partitions, or other topics, cost next to nothing. Hence one reply
+partition per command sender (bus/actors/commandbus.py).
+
+Not a scenario of `just bench` (it compares the broker with itself) and not a test.
+Nothing else should run beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import time
+import uuid
+
+import psutil
+from aiokafka import TopicPartition
+
+from bus.config.settings import Settings
+from bus.kafka.clients import ensure_topics, make_consumer, make_producer
+from bus.run.embedded import EmbeddedKafka, free_port
+
+RECORD = 700  # about a command's size
+ECHOES = 300
+
+
+async def fill(settings: Settings, topic: str, partition: int, n: int) -> None:
+    """`n` records into one partition, pipelined."""
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        value = b"x" * RECORD
+        pending = []
+        for i in range(n):
+            pending.append(await producer.send(topic, value, key=b"%d" % i, partition=partition))
+            if len(pending) >= 2000:
+                await asyncio.gather(*pending)
+                pending = []
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+async def echo(settings: Settings, request: str, reply: str, n: int) -> list[float]:
+    """`n` sequential round trips: request (partition 0) -> echo -> reply (partition 0)."""
+    producer = make_producer(settings)
+    echo_in = make_consumer(settings, group_id=None, latency_critical=True)
+    replies = make_consumer(settings, group_id=None, latency_critical=True)
+    waiting: dict[bytes, asyncio.Future[None]] = {}
+    await producer.start()
+    for consumer, topic in ((echo_in, request), (replies, reply)):
+        await consumer.start()
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_end(tp)
+        await consumer.position(tp)
+
+    async def answer() -> None:
+        while True:
+            for recs in (await echo_in.getmany(timeout_ms=1000)).values():
+                for rec in recs:
+                    await producer.send_and_wait(reply, b"ok", key=rec.key, partition=0)
+
+    async def resolve() -> None:
+        while True:
+            for recs in (await replies.getmany(timeout_ms=1000)).values():
+                for rec in recs:
+                    fut = waiting.get(rec.key or b"")
+                    if fut is not None and not fut.done():
+                        fut.set_result(None)
+
+    tasks = [asyncio.create_task(answer()), asyncio.create_task(resolve())]
+    samples = []
+    try:
+        for _ in range(n):
+            key = uuid.uuid4().bytes
+            waiting[key] = asyncio.get_running_loop().create_future()
+            t0 = time.perf_counter()
+            await producer.send_and_wait(request, b"ping", key=key, partition=0)
+            await asyncio.wait_for(waiting.pop(key), 10)
+            samples.append(time.perf_counter() - t0)
+        return samples
+    finally:
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        for c in (echo_in, replies):
+            await c.stop()
+        await producer.stop()
+
+
+def _ms(samples: list[float], q: float) -> float:
+    return 1000 * sorted(samples)[min(len(samples) - 1, int(q * len(samples)))]
+
+
+async def main(sizes: list[int]) -> None:
+    kafka = EmbeddedKafka(free_port())
+    await asyncio.to_thread(kafka.start)
+    try:
+        broker = psutil.Process(kafka.proc.pid if kafka.proc else 0)
+        settings = dataclasses.replace(
+            Settings.from_env({}),
+            kafka_bootstrap=kafka.bootstrap,
+            topic_prefix="aging",
+            kafka_idempotence=False,  # as `cairn up` sets them for the embedded broker
+            kafka_fetch_max_wait_ms=10,
+            kafka_partitions=2,
+        )
+        held = {"same": "aging.same", "other": "aging.other"}  # N records in p0 / in p1
+        await ensure_topics(settings, [*held.values(), "aging.fresh", "aging.reply"])
+        print(
+            "records held | where                          | echo p50 / p99 ms | broker CPU ms/echo"
+        )
+        have = 0
+        for n in sizes:
+            await fill(settings, held["same"], 0, n - have)
+            await fill(settings, held["other"], 1, n - have)
+            have = n
+            for what, topic in (
+                ("in the request partition", held["same"]),
+                ("in another partition of its topic", held["other"]),
+                ("none (a fresh topic)", "aging.fresh"),
+            ):
+                cpu0 = sum(broker.cpu_times()[:2])
+                samples = await echo(settings, topic, "aging.reply", ECHOES)
+                cpu = 1000 * (sum(broker.cpu_times()[:2]) - cpu0) / ECHOES
+                print(
+                    f"{n:>12,} | {what:<30} | {_ms(samples, 0.5):6.2f} / {_ms(samples, 0.99):6.2f}"
+                    f"   | {cpu:.2f}",
+                    flush=True,
+                )
+    finally:
+        kafka.stop()
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--sizes", default="0,50000,200000", help="records held, comma-separated")
+    asyncio.run(main([int(x) for x in p.parse_args().sizes.split(",")]))

@@ -1,0 +1,104 @@
+"""Command round trips through the real broker and actor host: each sender's replies come
+back on the one reply partition it reads (bus/actors/commandbus.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+import asyncpg
+from aiokafka import ConsumerRecord, TopicPartition
+
+from bus.actors.commandbus import REPLY_PARTITION, CommandBus
+from bus.actors.host import ActorHost, reply_partition
+from bus.config.settings import Settings
+from bus.kafka.clients import ensure_topics, make_consumer, partition_count
+from domain.commands import InitiateUpload
+
+AT = datetime(2026, 1, 1, tzinfo=UTC)
+COMMANDS = 6
+
+
+def initiate(uid: str) -> InitiateUpload:
+    return InitiateUpload(
+        aggregate_id=uid,
+        caller="alice",
+        at=AT,
+        command_id=f"init-{uid}",
+        file_name="f",
+        file_size=30,
+        chunk_size=10,
+    )
+
+
+def record(headers: list[tuple[str, bytes]]) -> ConsumerRecord[bytes, bytes]:
+    return ConsumerRecord("t", 0, 0, 0, 0, b"k", b"v", None, 1, 1, headers)
+
+
+def test_the_reply_partition_is_read_from_the_command_headers() -> None:
+    assert reply_partition(record([(REPLY_PARTITION, b"7")])) == 7
+    # None lets the key decide, as for a command from a sender that names no partition.
+    assert reply_partition(record([])) is None
+    assert reply_partition(record([(REPLY_PARTITION, b"-1")])) is None
+    assert reply_partition(record([(REPLY_PARTITION, b"x")])) is None
+
+
+async def _read_all(settings: Settings, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record on `topic` so far, from every partition."""
+    count = await partition_count(settings, topic)
+    consumer = make_consumer(settings, group_id=None)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(count)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        found: list[ConsumerRecord[bytes, bytes]] = []
+        while any([await consumer.position(tp) < ends[tp] for tp in tps]):
+            for recs in (await consumer.getmany(timeout_ms=1000)).values():
+                found.extend(recs)
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def test_replies_come_on_the_partition_each_command_names_which_moves_on(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    await ensure_topics(settings)
+    assert await partition_count(settings, settings.reply_topic) == (
+        settings.kafka_reply_partitions
+    )
+    host = ActorHost(settings, pool)
+    stop = asyncio.Event()
+    running = asyncio.create_task(host.run(stop))
+    # Two senders, one moving on every 2 commands.
+    buses = [CommandBus(settings, replies_per_partition=2), CommandBus(settings)]
+    sent: list[str] = []
+    try:
+        for bus in buses:
+            await bus.start()
+        for i in range(3 * COMMANDS):
+            result = await buses[i % 2].send(initiate(str(uuid.uuid4())))
+            assert result.applied  # its reply came back
+            sent.append(result.command_id)
+    finally:
+        for bus in buses:
+            await bus.stop()
+        stop.set()
+        await asyncio.wait_for(running, 30)
+    named = {
+        dict(r.headers)["command-id"].decode(): int(dict(r.headers)[REPLY_PARTITION].decode())
+        for r in await _read_all(settings, settings.command_topic("uploads"))
+    }
+    replied = {r.key.decode(): r.partition for r in await _read_all(settings, settings.reply_topic)}
+    # Each reply is on the partition its command named (keyed by command id instead, 18
+    # replies would land there by chance with odds of about one in 16 ** 18)...
+    assert {cid: replied.get(cid) for cid in sent} == {cid: named[cid] for cid in sent}
+    # ...which the first sender moved on from every 2 commands, to the next; the second
+    # stayed on one.
+    first = [named[cid] for cid in sent[0::2]]
+    count = settings.kafka_reply_partitions
+    assert first == [(first[0] + k // 2) % count for k in range(len(first))]
+    assert len({named[cid] for cid in sent[1::2]}) == 1
