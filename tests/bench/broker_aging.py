@@ -87,11 +87,12 @@ async def echo(settings: Settings, request: str, reply: str, n: int) -> list[flo
     try:
         for _ in range(n):
             key = uuid.uuid4().bytes
-            waiting[key] = asyncio.get_running_loop().create_future()
+            fut = waiting[key] = asyncio.get_running_loop().create_future()
             t0 = time.perf_counter()
             await producer.send_and_wait(request, b"ping", key=key, partition=0)
-            await asyncio.wait_for(waiting.pop(key), 10)
+            await asyncio.wait_for(fut, 10)
             samples.append(time.perf_counter() - t0)
+            del waiting[key]
         return samples
     finally:
         for t in tasks:
@@ -140,7 +141,7 @@ async def main(sizes: list[int]) -> None:
                 samples = await echo(settings, topic, "aging.reply", ECHOES)
                 cpu = 1000 * (sum(broker.cpu_times()[:2]) - cpu0) / ECHOES
                 print(
-                    f"{n:>12,} | {what:<30} | {_ms(samples, 0.5):6.2f} / {_ms(samples, 0.99):6.2f}"
+                    f"{n:>12,} | {what:<33} | {_ms(samples, 0.5):6.2f} / {_ms(samples, 0.99):6.2f}"
                     f"   | {cpu:.2f}",
                     flush=True,
                 )
