@@ -13,9 +13,9 @@ every command is idempotent and the caller gets 503 + Retry-After to retry.
 Why not every sender reading every reply partition, as before: the embedded broker (Tansu's
 memory engine) serves a fetch of new records in time that grows with the records that
 partition holds (tests/bench/broker_aging.py), and it never trims a topic. With replies
-spread over two partitions by command id, every command's reply was fetched by every
-waiting sender from a partition holding half of all replies ever sent, so commands got
-slower with the system's age. Now a reply is fetched by its sender (and any other sender on
+spread over the topic's partitions by command id (two on the embedded broker), every
+command's reply was fetched by every waiting sender from a partition holding half of all
+replies ever sent, so commands got slower with the system's age. Now a reply is fetched by its sender (and any other sender on
 that partition at the time), and every sender's replies, the API's many included, are
 spread over all the partitions (`CAIRN_KAFKA_REPLY_PARTITIONS`, 16) as it moves on.
 
