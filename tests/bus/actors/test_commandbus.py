@@ -1,11 +1,11 @@
-"""Command round trips through the real broker and actor host: each sender's replies come
-back on the one reply partition it reads (bus/actors/commandbus.py)."""
+"""Command round trips through the real broker and actor host: each reply comes back on
+the reply partition its command names, which each sender moves on from in turn
+(bus/actors/commandbus.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
 
 import asyncpg
 from aiokafka import ConsumerRecord, TopicPartition
@@ -14,22 +14,9 @@ from bus.actors.commandbus import REPLY_PARTITION, CommandBus
 from bus.actors.host import ActorHost, reply_partition
 from bus.config.settings import Settings
 from bus.kafka.clients import ensure_topics, make_consumer, partition_count
-from domain.commands import InitiateUpload
+from tests.bus.actors.test_host import initiate
 
-AT = datetime(2026, 1, 1, tzinfo=UTC)
 COMMANDS = 6
-
-
-def initiate(uid: str) -> InitiateUpload:
-    return InitiateUpload(
-        aggregate_id=uid,
-        caller="alice",
-        at=AT,
-        command_id=f"init-{uid}",
-        file_name="f",
-        file_size=30,
-        chunk_size=10,
-    )
 
 
 def record(headers: list[tuple[str, bytes]]) -> ConsumerRecord[bytes, bytes]:
