@@ -22,17 +22,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
-import time
-import uuid
 
 import psutil
-from aiokafka import TopicPartition
 
 from bus.config.settings import Settings
-from bus.kafka.clients import ensure_topics, make_consumer, make_producer
+from bus.kafka.clients import ensure_topics, make_producer
 from bus.run.embedded import EmbeddedKafka, free_port
+from tests.bench.bus import WARM_COMMANDS, kafka_echo
 
 RECORD = 700  # about a command's size
 ECHOES = 300
@@ -52,57 +49,6 @@ async def fill(settings: Settings, topic: str, partition: int, n: int) -> None:
                 pending = []
         await asyncio.gather(*pending)
     finally:
-        await producer.stop()
-
-
-async def echo(settings: Settings, request: str, reply: str, n: int) -> list[float]:
-    """`n` sequential round trips: request (partition 0) -> echo -> reply (partition 0)."""
-    producer = make_producer(settings)
-    echo_in = make_consumer(settings, group_id=None, latency_critical=True)
-    replies = make_consumer(settings, group_id=None, latency_critical=True)
-    waiting: dict[bytes, asyncio.Future[None]] = {}
-    await producer.start()
-    for consumer, topic in ((echo_in, request), (replies, reply)):
-        await consumer.start()
-        tp = TopicPartition(topic, 0)
-        consumer.assign([tp])
-        await consumer.seek_to_end(tp)
-        await consumer.position(tp)
-
-    async def answer() -> None:
-        while True:
-            for recs in (await echo_in.getmany(timeout_ms=1000)).values():
-                for rec in recs:
-                    await producer.send_and_wait(reply, b"ok", key=rec.key, partition=0)
-
-    async def resolve() -> None:
-        while True:
-            for recs in (await replies.getmany(timeout_ms=1000)).values():
-                for rec in recs:
-                    fut = waiting.get(rec.key or b"")
-                    if fut is not None and not fut.done():
-                        fut.set_result(None)
-
-    tasks = [asyncio.create_task(answer()), asyncio.create_task(resolve())]
-    samples = []
-    try:
-        for _ in range(n):
-            key = uuid.uuid4().bytes
-            fut = waiting[key] = asyncio.get_running_loop().create_future()
-            t0 = time.perf_counter()
-            await producer.send_and_wait(request, b"ping", key=key, partition=0)
-            await asyncio.wait_for(fut, 10)
-            samples.append(time.perf_counter() - t0)
-            del waiting[key]
-        return samples
-    finally:
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-        for c in (echo_in, replies):
-            await c.stop()
         await producer.stop()
 
 
@@ -126,7 +72,7 @@ async def main(sizes: list[int]) -> None:
         held = {"same": "aging.same", "other": "aging.other"}  # N records in p0 / in p1
         await ensure_topics(settings, [*held.values(), "aging.fresh", "aging.reply"])
         print(
-            "records held | where                          | echo p50 / p99 ms | broker CPU ms/echo"
+            "records held | where                             | echo p50 / p99 ms | broker CPU ms/echo"
         )
         have = 0
         for n in sizes:
@@ -139,8 +85,8 @@ async def main(sizes: list[int]) -> None:
                 ("none (a fresh topic)", "aging.fresh"),
             ):
                 cpu0 = sum(broker.cpu_times()[:2])
-                samples = await echo(settings, topic, "aging.reply", ECHOES)
-                cpu = 1000 * (sum(broker.cpu_times()[:2]) - cpu0) / ECHOES
+                samples = await kafka_echo(settings, ECHOES, topics=(topic, "aging.reply"))
+                cpu = 1000 * (sum(broker.cpu_times()[:2]) - cpu0) / (ECHOES + WARM_COMMANDS)
                 print(
                     f"{n:>12,} | {what:<33} | {_ms(samples, 0.5):6.2f} / {_ms(samples, 0.99):6.2f}"
                     f"   | {cpu:.2f}",

@@ -85,10 +85,13 @@ async def _timed(n: int, send: Any) -> list[float]:
     return out
 
 
-async def kafka_echo(settings: Settings, n: int, **consumer_kw: Any) -> list[float]:
-    """Round trips through two topics on the broker: request -> echo -> reply."""
+async def kafka_echo(
+    settings: Settings, n: int, *, topics: tuple[str, str] | None = None, **consumer_kw: Any
+) -> list[float]:
+    """Round trips through two topics on the broker: request -> echo -> reply, each on
+    partition 0; `topics` (request, reply), else two new ones."""
     prefix = f"{settings.topic_prefix}.bench-echo-{secrets.token_hex(3)}"
-    req, rep = f"{prefix}.req", f"{prefix}.rep"
+    req, rep = topics or (f"{prefix}.req", f"{prefix}.rep")
     await ensure_topics(settings, [req, rep])
     producer = make_producer(settings)
     echo_in = make_consumer(
