@@ -12,24 +12,44 @@ Then member by member (an item each, checkpointed like copy): the member is stre
 of the archive (zipfile / tarfile in a thread over a seekable view of the stored file,
 threads.py) into chunks in the blob store (archive_out.py) and becomes a file with an id
 and command id derived from (task, member index): a takeover does a member again at
-most, never twice. A file's name is `output.prefix` + the member's base name (file names
-are names, not paths); the member's path is kept in the file's metadata `archive_path`.
-Zip declared sizes are enforced while reading (zipfile stops at the declared size and
-checks the CRC), so a lying header cannot inflate past the limits. A corrupt member fails
-the task naming the member and its offset in the archive.
+most, never twice.
+
+Two stages, so that members do not wait for each other's command round trips (which took
+most of each member's time when they ran one after another):
+- the store stage reads the archive once, in one pass, in one thread (`walk_members`; it
+  was opened again for every member before, which for a tar.gz meant decompressing from
+  the start each time), and stores up to AHEAD members' chunks ahead of the commits;
+- the commit stage takes the members in order, each after a safe point (TaskRun.check),
+  and keeps up to SENDING commands in flight (files are different aggregates: the actor
+  host applies them concurrently, in shared group commits). Results are checkpointed in
+  member order as the commands end.
+What the store stage meets (a corrupt member, a pause, the quota) reaches the commit stage
+in member order, after the members before it. However the run ends, the commands already
+sent are waited for and recorded, so the checkpoint says what happened: a refused member
+is recorded with its error, then any sent after it that were applied, then the task fails
+with that error. Chunks stored ahead of a stop are unreferenced and collected.
+
+A file's name is `output.prefix` + the member's base name (file names are names, not
+paths); the member's path is kept in the file's metadata `archive_path`. Zip declared
+sizes are enforced while reading (zipfile stops at the declared size and checks the CRC),
+so a lying header cannot inflate past the limits. A corrupt member fails the task naming
+the member and its offset in the archive.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import functools
 import mimetypes
 import stat
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, BinaryIO
 
 from bus.config.settings import Settings
 from domain.commands import CreateFile
@@ -45,6 +65,12 @@ from handlers.tasks.threads import BlobFile, buffered, iterate_in_thread
 from projections import task_queries
 
 READ_PIECE = 1 << 20
+# Members stored ahead of the one being committed: the overlap, at the cost of that many
+# members' chunks left unreferenced when the run stops early.
+AHEAD = 8
+# Members whose commands are in flight at once: commands for different files are applied
+# concurrently by the actor host and share its group commits.
+SENDING = 8
 _CORRUPT = (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError, OSError, ValueError)
 
 
@@ -165,26 +191,64 @@ def _check_limits(members: list[Member], archive_size: int, settings: Settings) 
         )
 
 
-def _member_reader(f: BlobFile, fmt: str, member: Member) -> Iterator[bytes]:
-    if fmt == "zip":
-        with zipfile.ZipFile(buffered(f)) as z, z.open(member.raw or member.path) as zsrc:
-            while piece := zsrc.read(READ_PIECE):
-                yield piece
+class MemberFailed(Exception):
+    """A member that cannot be read, raised out of the reading thread with the member."""
+
+    def __init__(self, member: Member, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.member = member
+        self.error = error
+
+
+def walk_members(
+    f: BinaryIO, fmt: str, members: Sequence[Member]
+) -> Iterator[tuple[Member, bytes | None]]:
+    """The bytes of `members` (in archive order), in one pass over the archive: (member,
+    piece) for each piece, then (member, None) at its end. A member that cannot be read
+    raises MemberFailed naming it."""
+    if not members:
         return
-    with tarfile.open(fileobj=buffered(f), mode="r:gz" if fmt == "tar.gz" else "r:") as tar:
-        for m in tar:
-            if m.offset == member.offset:
-                src = tar.extractfile(m)
-                assert src is not None
-                left = m.size
+    if fmt == "zip":
+        try:
+            archive = zipfile.ZipFile(f)
+        except _CORRUPT as e:
+            raise MemberFailed(members[0], e) from None
+        with archive as z:
+            for m in members:
+                try:
+                    with z.open(m.raw or m.path) as src:
+                        while piece := src.read(READ_PIECE):
+                            yield m, piece
+                except _CORRUPT as e:
+                    raise MemberFailed(m, e) from None
+                yield m, None
+        return
+    wanted = {m.offset: m for m in members}
+    current: Member | None = None  # the member being read, for the error
+    try:
+        with tarfile.open(fileobj=f, mode="r:gz" if fmt == "tar.gz" else "r:") as tar:
+            while wanted:
+                info = tar.next()
+                if info is None:
+                    raise EOFError("member not found again")
+                current = wanted.pop(info.offset, None)
+                if current is None:
+                    continue  # a directory, or a member done before this run
+                data = tar.extractfile(info)
+                assert data is not None
+                left = info.size
                 while left > 0:
-                    piece = src.read(min(READ_PIECE, left))
+                    piece = data.read(min(READ_PIECE, left))
                     if not piece:
                         raise EOFError("unexpected end of member data")
                     left -= len(piece)
-                    yield piece
-                return
-        raise EOFError("member not found again")
+                    yield current, piece
+                yield current, None
+                current = None
+    except _CORRUPT as e:
+        # Between members (a damaged header): the next member wanted is the one lost.
+        failed = current or min(wanted.values(), key=lambda w: w.index)
+        raise MemberFailed(failed, e) from None
 
 
 def _file_name(prefix: str, m: Member) -> str:
@@ -244,14 +308,14 @@ async def run_extract(run: TaskRun, settings: Settings, blobs: BlobStore) -> lis
     if bucket != "default":
         return await _extract_objects(run, settings, blobs, source.manifest, fmt, members)
     taken = await _collisions(run, members, bucket, prefix)
-    for m in members[run.state.items_done :]:
-        await run.check(force=True)
+
+    async def done_already(m: Member) -> bool:
+        return await load_file(run, item_file_id(run.task_id, m.index)) is not None
+
+    async def commit(m: Member, sink: ArchiveSink | None) -> dict[str, object]:
         file_id = item_file_id(run.task_id, m.index)
-        if await load_file(run, file_id) is None:
-            await check_quota(run, settings, m.size)
-            sink = await _store_member(
-                run, blobs, settings.default_chunk_size, source.manifest, fmt, m
-            )
+        if sink is not None:
+            await check_quota(run, settings, sink.size)
             await run.send(
                 CreateFile(
                     aggregate_id=file_id,
@@ -271,35 +335,145 @@ async def run_extract(run: TaskRun, settings: Settings, blobs: BlobStore) -> lis
         result: dict[str, object] = {"index": m.index, "source": m.path, "result": file_id}
         if replaced := await replace_files(run, m.index, taken.get(m.index, [])):
             result["replaced"] = replaced
-        await run.item_done(result, m.compressed)
+        return result
+
+    await _extract_in_order(
+        run,
+        settings,
+        blobs,
+        source.manifest,
+        fmt,
+        members[run.state.items_done :],
+        done_already=done_already,
+        commit=commit,
+    )
     await run.flush()
     return []
 
 
-async def _store_member(
+async def _extract_in_order(
     run: TaskRun,
+    settings: Settings,
     blobs: BlobStore,
-    chunk_size: int,
     manifest: Sequence[tuple[str, int]],
     fmt: str,
-    m: Member,
-) -> ArchiveSink:
-    """Stream member `m` out of the archive into stored chunks."""
-    sink = ArchiveSink(blobs, chunk_size)
-    reader = BlobFile(blobs, list(manifest), asyncio.get_running_loop())
+    members: list[Member],
+    *,
+    done_already: Callable[[Member], Awaitable[bool]],
+    commit: Callable[[Member, ArchiveSink | None], Coroutine[Any, Any, dict[str, object]]],
+) -> None:
+    """Store members ahead (`_store_ahead`); commit each after a safe point, up to SENDING
+    at once, and record each one's result in member order as its command ends. `commit`
+    gets None for a member `done_already` (made before a takeover)."""
+    stored: asyncio.Queue[tuple[Member, ArchiveSink | None] | BaseException] = asyncio.Queue(AHEAD)
+    storing = asyncio.create_task(
+        _store_ahead(run, settings, blobs, manifest, fmt, members, done_already, stored)
+    )
+    sending: collections.deque[tuple[Member, asyncio.Task[dict[str, object]]]] = collections.deque()
+    refused: list[BaseException] = []
+    unknown = False  # a command's outcome is not known: nothing after it may be recorded
+
+    async def record_first() -> None:
+        nonlocal unknown
+        m, command = sending.popleft()
+        try:
+            result = await command
+        except BaseException as e:
+            if not isinstance(e, (DomainError, TaskFailure)):
+                unknown = True
+                raise
+            # Refused. Commands sent after it may have been applied: they are recorded
+            # too (below), after this member's error, and then the task fails with it.
+            refused.append(e)
+            error = (
+                {k: e.error[k] for k in ("code", "message")}
+                if isinstance(e, TaskFailure)
+                else {"code": e.code, "message": e.message}
+            )
+            await run.item_done({"index": m.index, "source": m.path, "error": error})
+            return
+        await run.item_done(result, m.compressed)
+
     try:
-        async for piece in iterate_in_thread(functools.partial(_member_reader, reader, fmt, m)):
-            await sink.write(piece)
+        for _ in members:
+            item = await stored.get()
+            if isinstance(item, BaseException):
+                raise item
             await run.check()
-        await sink.close()
-    except _CORRUPT as e:
-        raise _refuse(
-            "corrupt_archive",
-            f"member {m.path!r} cannot be read: {e}",
-            member=m.path,
-            offset=m.offset,
-        ) from None
-    return sink
+            sending.append((item[0], asyncio.create_task(commit(*item))))
+            while sending and (len(sending) >= SENDING or sending[0][1].done()):
+                await record_first()
+            if refused:
+                break
+    finally:
+        # However the loop ends (done, refused, paused, failed), every command sent is
+        # waited for and recorded in order, so the checkpoint says exactly what happened
+        # (one whose outcome is unknown, the bus being down, ends the recording there: a
+        # retry does that member and the ones after it again, by the same command ids).
+        try:
+            while sending and not unknown:
+                await record_first()
+        finally:
+            for _, command in sending:
+                command.cancel()
+            # Stopping early: the members stored ahead stay unreferenced (collected).
+            storing.cancel()
+            with contextlib.suppress(BaseException):
+                await storing
+    if refused:
+        raise refused[0]
+
+
+async def _store_ahead(
+    run: TaskRun,
+    settings: Settings,
+    blobs: BlobStore,
+    manifest: Sequence[tuple[str, int]],
+    fmt: str,
+    members: list[Member],
+    done_already: Callable[[Member], Awaitable[bool]],
+    out: asyncio.Queue[tuple[Member, ArchiveSink | None] | BaseException],
+) -> None:
+    """Read the archive once and store each member's chunks, handing (member, its chunks)
+    to the commit stage in order; a failure is handed on in its place, and ends the stage
+    (the queue's bound is how far ahead it may get)."""
+    reader = BlobFile(blobs, list(manifest), asyncio.get_running_loop())
+    sink: ArchiveSink | None = None
+    skip = False
+    walk = functools.partial(walk_members, buffered(reader), fmt, members)
+    try:
+        async with contextlib.aclosing(iterate_in_thread(walk)) as pieces:
+            async for m, piece in pieces:
+                if sink is None and not skip:  # the member's first piece (or its end)
+                    skip = await done_already(m)
+                    if not skip:
+                        await check_quota(run, settings, m.size)
+                        sink = ArchiveSink(blobs, settings.default_chunk_size)
+                if piece is not None:
+                    if sink is not None:
+                        await sink.write(piece)
+                    await run.check()
+                    continue
+                if sink is not None:
+                    await sink.close()
+                await out.put((m, sink))
+                sink, skip = None, False
+    except asyncio.CancelledError:
+        raise
+    except MemberFailed as e:
+        await out.put(
+            _refuse(
+                "corrupt_archive",
+                f"member {e.member.path!r} cannot be read: {e.error}",
+                member=e.member.path,
+                offset=e.member.offset,
+            )
+        )
+    except BaseException as e:  # a pause seen here, the quota, the blob store: in order too
+        await out.put(e)
+    finally:
+        if sink is not None:  # stopped within a member: a chunk may be being stored
+            sink.abandon()
 
 
 async def _extract_objects(
@@ -331,14 +505,15 @@ async def _extract_objects(
     taken = sorted(k for k, by in live.items() if by != run.task_id)
     if taken and not overwrite:
         raise target_exists(bucket, taken)
-    for m in left:
-        await run.check(force=True)
+
+    async def done_already(m: Member) -> bool:
+        current = await load_file(run, object_file_id(bucket, keys[m.index]))
+        return current is not None and current.metadata.get("extracted_by") == run.task_id
+
+    async def commit(m: Member, sink: ArchiveSink | None) -> dict[str, object]:
         key = keys[m.index]
-        object_id = object_file_id(bucket, key)
-        current = await load_file(run, object_id)
-        if current is None or current.metadata.get("extracted_by") != run.task_id:
-            await check_quota(run, settings, m.size)
-            sink = await _store_member(run, blobs, settings.default_chunk_size, manifest, fmt, m)
+        if sink is not None:
+            await check_quota(run, settings, sink.size)
             try:
                 await run.send(
                     put_object(
@@ -363,11 +538,15 @@ async def _extract_objects(
         result: dict[str, object] = {
             "index": m.index,
             "source": m.path,
-            "result": object_id,
+            "result": object_file_id(bucket, key),
             "key": key,
         }
         if key in taken:
-            result["replaced"] = [object_id]
-        await run.item_done(result, m.compressed)
+            result["replaced"] = [object_file_id(bucket, key)]
+        return result
+
+    await _extract_in_order(
+        run, settings, blobs, manifest, fmt, left, done_already=done_already, commit=commit
+    )
     await run.flush()
     return []

@@ -99,6 +99,9 @@ class TaskRun:
         """Fold the events recorded since the last look (the stream is the authority)."""
         stream = AGGREGATES["tasks"].stream_id(self.task_id)
         new = await self.store.read_stream(stream, from_version=self.version + 1)
+        # Two stages of one run may look at once (extract stores ahead while it commits):
+        # fold only what the other did not fold while this read was in flight.
+        new = [e for e in new if e.version > self.version]
         if new:
             st: TaskState | None = AGGREGATES["tasks"].fold(new, self.state)
             assert st is not None

@@ -12,13 +12,15 @@ import asyncio
 import contextlib
 import io
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from collections.abc import AsyncGenerator, Callable, Iterator
+from typing import Any, TypeVar
 
 from bus.blobs.manifests import read_manifest
 from domain.ports import BlobStore
 
 QUEUE_DEPTH = 8
+
+T = TypeVar("T")
 
 
 class BlobFile(io.RawIOBase):
@@ -66,7 +68,7 @@ def buffered(raw: BlobFile, size: int = 1 << 20) -> io.BufferedReader:
     return io.BufferedReader(raw, buffer_size=size)
 
 
-async def iterate_in_thread(produce: Callable[[], Iterator[bytes]]) -> AsyncIterator[bytes]:
+async def iterate_in_thread(produce: Callable[[], Iterator[T]]) -> AsyncGenerator[T, None]:
     """Run the synchronous generator `produce()` in a thread; yield what it yields."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(QUEUE_DEPTH)

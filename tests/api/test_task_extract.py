@@ -17,8 +17,9 @@ import pytest_asyncio
 
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from domain.tasks.ids import item_file_id
-from tests.api.tasks_helpers import count_events, finished, start, upload, user
-from tests.system import System, isolated_system
+from handlers.tasks import leases
+from tests.api.tasks_helpers import count_events, finished, start, task, upload, user
+from tests.system import System, isolated_system, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -192,3 +193,44 @@ async def test_a_corrupt_member_names_the_member_and_offset(sys_: System) -> Non
         t = await extract(c, bytes(data), "bad.zip")
         assert t["status"] == "FAILED" and t["error"]["code"] == "corrupt_archive", t
         assert t["error"]["details"] == {"member": "dir/ünï.bin", "offset": info.header_offset}
+
+
+async def test_pause_mid_extract_keeps_exactly_the_members_recorded(sys_: System) -> None:
+    """The next members are stored ahead while one is made a file (handlers/tasks/
+    extract.py): a pause must still leave exactly the files the checkpoint records, and
+    the resumed run makes each of the rest once."""
+    n = 300
+    members = {f"m/{i:03d}.txt": f"member {i} ".encode() * (i + 1) for i in range(n)}
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    async with sys_.client(user()) as c:
+        fid = await upload(c, buf.getvalue(), "many.zip")
+        tid = await start(c, {"type": "extract", "params": {"file": fid}})
+
+        async def some_done() -> bool:
+            return bool((await task(c, tid))["progress"]["items_done"] > 0)
+
+        await wait_until(some_done)
+        r = await c.post(f"/v1/tasks/{tid}/pause")
+        assert r.status_code == 200 and r.json()["status"] == "PAUSED", r.text
+
+        async def worker_let_go() -> bool:
+            return await leases.holder(sys_.pool, tid) is None
+
+        await wait_until(worker_let_go, 10)
+        paused = await task(c, tid)
+        done = paused["progress"]["items_done"]
+        assert paused["status"] == "PAUSED" and 0 < done < n, paused
+        made = [f"file-{item_file_id(tid, i)}" for i in range(n)]
+        # Members stored ahead of the pause were not made files: what is recorded happened.
+        assert await count_events(sys_.pool, "FileCreated", made) == done
+
+        assert (await c.post(f"/v1/tasks/{tid}/resume")).status_code == 200
+        t = await finished(c, tid)
+        assert [r["index"] for r in t["results"]] == list(range(n))
+        assert await count_events(sys_.pool, "FileCreated", made) == n
+        for i in (0, done, n - 1):
+            got = await c.get(f"/v1/files/{item_file_id(tid, i)}/content")
+            assert got.content == members[f"m/{i:03d}.txt"]
