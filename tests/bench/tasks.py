@@ -7,7 +7,8 @@ N files of random bytes (full: 1,000 files of 1 MiB, as issue 11 asks; quick: 40
   every 20 ms) vs `zip -r -0 -q` of the directory;
 - compress, tar.gz: the same task with `format: tar.gz` (gzip level 6) vs `tar czf`;
 - extract: an `extract` task of Cairn's zip (each member becomes a file) vs `unzip -q` of
-  that same archive, downloaded once, into a fresh directory.
+  that same archive, downloaded once, into a fresh directory; and the same of Cairn's
+  tar.gz vs `tar xzf`.
 Throughput is the N files' bytes over the time. Cairn's times include its pick-up
 (an idle worker is woken by the task's events, bus/store/pickup.py) and its durability
 (every chunk and event is fsynced; the CLIs' output sits in the page cache). The task
@@ -97,7 +98,14 @@ async def archive(bench: Bench, res: Result) -> None:
     files = await asyncio.to_thread(_write_files, src, n, size)
     ids = await _upload_all(bench, files)
     have_zip, have_unzip = shutil.which("zip"), shutil.which("unzip")
-    zip_c, zip_b, tgz_c, tgz_b, ext_c, ext_b = [], [], [], [], [], []
+    zip_c: list[float] = []
+    zip_b: list[float] = []
+    tgz_c: list[float] = []
+    tgz_b: list[float] = []
+    ext_c: list[float] = []
+    ext_b: list[float] = []
+    xtg_c: list[float] = []
+    xtg_b: list[float] = []
     cpu: dict[str, float] = {}
     peak = 0
     moved = 0
@@ -127,6 +135,8 @@ async def archive(bench: Bench, res: Result) -> None:
                         peak = max(peak, w.peak.get("tasks", 0))
                 if fmt == "zip":
                     archive_id = t["result_file_ids"][0]
+                else:
+                    tgz_id = t["result_file_ids"][0]
                 if cli[0] == "zip" and not have_zip:
                     continue
                 shutil.rmtree(out, ignore_errors=True)
@@ -135,41 +145,50 @@ async def archive(bench: Bench, res: Result) -> None:
                 took = await _run_cli(*cli, cwd=src)
                 if not warmup:
                     base.append(mb_per_s(total, took))
-            # extract Cairn's zip, in Cairn and with unzip
-            await bench.settle()
-            with bench.window() as w:
-                took, t = await _task(
-                    c,
-                    {
-                        "type": "extract",
-                        "params": {"file": archive_id, "output": {"prefix": f"x{i}-"}},
-                    },
-                )
-            if t["progress"]["items_done"] != n:
-                raise AssertionError(f"extract made {t['progress']['items_done']} of {n} files")
-            if not warmup:
-                ext_c.append(mb_per_s(total, took))
-                add_cpu(cpu, w)
-                moved += total
-                if w is not None:
-                    peak = max(peak, w.peak.get("tasks", 0))
-            if have_unzip:
-                local = bench.work / "tasks-cairn.zip"
-                async with c.stream("GET", f"/v1/files/{archive_id}/content") as r:
+            # extract Cairn's zip and tar.gz, in Cairn and with unzip / tar xzf
+            extracts: list[tuple[str, str, list[float], list[float], list[str] | None]] = [
+                ("x", archive_id, ext_c, ext_b, ["unzip", "-q"] if have_unzip else None),
+                ("t", tgz_id, xtg_c, xtg_b, ["tar", "xzf"]),
+            ]
+            for prefix, archive_fid, into, base, tool in extracts:
+                await bench.settle()
+                with bench.window() as w:
+                    took, t = await _task(
+                        c,
+                        {
+                            "type": "extract",
+                            "params": {"file": archive_fid, "output": {"prefix": f"{prefix}{i}-"}},
+                        },
+                    )
+                if t["progress"]["items_done"] != n:
+                    raise AssertionError(f"extract made {t['progress']['items_done']} of {n} files")
+                if not warmup:
+                    into.append(mb_per_s(total, took))
+                    add_cpu(cpu, w)
+                    moved += total
+                    if w is not None:
+                        peak = max(peak, w.peak.get("tasks", 0))
+                if tool is None:
+                    continue
+                local = bench.work / f"tasks-cairn.{'zip' if tool[0] == 'unzip' else 'tgz'}"
+                async with c.stream("GET", f"/v1/files/{archive_fid}/content") as r:
                     r.raise_for_status()
                     with local.open("wb") as f:
                         async for piece in r.aiter_bytes():
                             f.write(piece)
-                if warmup:
+                if warmup and tool[0] == "unzip":
                     with zipfile.ZipFile(local) as z:
                         if len(z.namelist()) != n or z.testzip() is not None:
                             raise AssertionError("Cairn's zip does not read back whole")
                 shutil.rmtree(out, ignore_errors=True)
                 out.mkdir()
                 await bench.settle()
-                took = await _run_cli("unzip", "-q", str(local), "-d", str(out))
+                if tool[0] == "unzip":
+                    took = await _run_cli(*tool, str(local), "-d", str(out))
+                else:
+                    took = await _run_cli(*tool, str(local), "-C", str(out))
                 if not warmup:
-                    ext_b.append(mb_per_s(total, took))
+                    base.append(mb_per_s(total, took))
     missing = "not installed (apt-get install zip unzip)"
     res.rows += [
         Row(
@@ -189,6 +208,7 @@ async def archive(bench: Bench, res: Result) -> None:
             ext_b or None,
             None if have_unzip else f"unzip {missing}",
         ),
+        Row("extract of that tar.gz", "MB/s", xtg_c, "tar xzf", xtg_b or None),
     ]
     res.notes.append(
         f"{n} files of {human_bytes(size)} ({human_bytes(total)}); Cairn from POST /v1/tasks "
@@ -206,7 +226,7 @@ async def archive(bench: Bench, res: Result) -> None:
 SCENARIOS = [
     Scenario(
         "tasks.archive",
-        "compress (zip, tar.gz) and extract tasks vs zip -r -0, tar czf and unzip",
+        "compress (zip, tar.gz) and extract tasks vs zip -r -0, tar czf, unzip and tar xzf",
         archive,
     ),
 ]
