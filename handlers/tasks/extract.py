@@ -337,38 +337,36 @@ async def run_extract(run: TaskRun, settings: Settings, blobs: BlobStore) -> lis
             result["replaced"] = replaced
         return result
 
-    await _extract_in_order(
-        run,
-        settings,
-        blobs,
-        source.manifest,
-        fmt,
-        members[run.state.items_done :],
-        done_already=done_already,
-        commit=commit,
-    )
+    job = _Extraction(run, settings, blobs, source.manifest, fmt, done_already)
+    await _extract_in_order(job, members[run.state.items_done :], commit)
     await run.flush()
     return []
 
 
+@dataclass(frozen=True)
+class _Extraction:
+    """What both stages of one run work from: the run, where the archive is, how to read
+    it, and which members were made before a takeover."""
+
+    run: TaskRun
+    settings: Settings
+    blobs: BlobStore
+    manifest: Sequence[tuple[str, int]]
+    fmt: str
+    done_already: Callable[[Member], Awaitable[bool]]
+
+
 async def _extract_in_order(
-    run: TaskRun,
-    settings: Settings,
-    blobs: BlobStore,
-    manifest: Sequence[tuple[str, int]],
-    fmt: str,
+    job: _Extraction,
     members: list[Member],
-    *,
-    done_already: Callable[[Member], Awaitable[bool]],
     commit: Callable[[Member, ArchiveSink | None], Coroutine[Any, Any, dict[str, object]]],
 ) -> None:
     """Store members ahead (`_store_ahead`); commit each after a safe point, up to SENDING
     at once, and record each one's result in member order as its command ends. `commit`
     gets None for a member `done_already` (made before a takeover)."""
     stored: asyncio.Queue[tuple[Member, ArchiveSink | None] | BaseException] = asyncio.Queue(AHEAD)
-    storing = asyncio.create_task(
-        _store_ahead(run, settings, blobs, manifest, fmt, members, done_already, stored)
-    )
+    storing = asyncio.create_task(_store_ahead(job, members, stored))
+    run = job.run
     sending: collections.deque[tuple[Member, asyncio.Task[dict[str, object]]]] = collections.deque()
     refused: list[BaseException] = []
     unknown = False  # a command's outcome is not known: nothing after it may be recorded
@@ -425,30 +423,26 @@ async def _extract_in_order(
 
 
 async def _store_ahead(
-    run: TaskRun,
-    settings: Settings,
-    blobs: BlobStore,
-    manifest: Sequence[tuple[str, int]],
-    fmt: str,
+    job: _Extraction,
     members: list[Member],
-    done_already: Callable[[Member], Awaitable[bool]],
     out: asyncio.Queue[tuple[Member, ArchiveSink | None] | BaseException],
 ) -> None:
     """Read the archive once and store each member's chunks, handing (member, its chunks)
     to the commit stage in order; a failure is handed on in its place, and ends the stage
     (the queue's bound is how far ahead it may get)."""
-    reader = BlobFile(blobs, list(manifest), asyncio.get_running_loop())
+    run, settings = job.run, job.settings
+    reader = BlobFile(job.blobs, list(job.manifest), asyncio.get_running_loop())
     sink: ArchiveSink | None = None
     skip = False
-    walk = functools.partial(walk_members, buffered(reader), fmt, members)
+    walk = functools.partial(walk_members, buffered(reader), job.fmt, members)
     try:
         async with contextlib.aclosing(iterate_in_thread(walk)) as pieces:
             async for m, piece in pieces:
                 if sink is None and not skip:  # the member's first piece (or its end)
-                    skip = await done_already(m)
+                    skip = await job.done_already(m)
                     if not skip:
                         await check_quota(run, settings, m.size)
-                        sink = ArchiveSink(blobs, settings.default_chunk_size)
+                        sink = ArchiveSink(job.blobs, settings.default_chunk_size)
                 if piece is not None:
                     if sink is not None:
                         await sink.write(piece)
@@ -545,8 +539,7 @@ async def _extract_objects(
             result["replaced"] = [object_file_id(bucket, key)]
         return result
 
-    await _extract_in_order(
-        run, settings, blobs, manifest, fmt, left, done_already=done_already, commit=commit
-    )
+    job = _Extraction(run, settings, blobs, manifest, fmt, done_already)
+    await _extract_in_order(job, left, commit)
     await run.flush()
     return []

@@ -14,6 +14,7 @@ from bus.store.eventstore import PostgresEventStore
 from domain.events import EventMeta, NewEvent
 from domain.files.events import FileCreated
 from domain.values import Piece
+from handlers.tasks import leases
 from tests.system import wait_until
 
 
@@ -112,3 +113,26 @@ async def bucket(c: httpx.AsyncClient) -> str:
     r = await c.post("/v1/buckets", json={"name": name})
     assert r.status_code == 201, r.text
     return name
+
+
+STOPPED = {"pause": "PAUSED", "cancel": "CANCELLED"}
+
+
+async def stop_mid_run(
+    pool: asyncpg.Pool, c: httpx.AsyncClient, task_id: str, action: str
+) -> dict[str, Any]:
+    """Pause or cancel a task once it has done some items; the task once its worker has
+    let go of it (stopped at a safe point, checkpoint written)."""
+
+    async def some_done() -> bool:
+        return bool((await task(c, task_id))["progress"]["items_done"] > 0)
+
+    await wait_until(some_done)
+    r = await c.post(f"/v1/tasks/{task_id}/{action}")
+    assert r.status_code == 200 and r.json()["status"] == STOPPED[action], r.text
+
+    async def worker_let_go() -> bool:
+        return await leases.holder(pool, task_id) is None
+
+    await wait_until(worker_let_go, 10)
+    return await task(c, task_id)

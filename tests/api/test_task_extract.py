@@ -17,9 +17,8 @@ import pytest_asyncio
 
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from domain.tasks.ids import item_file_id
-from handlers.tasks import leases
-from tests.api.tasks_helpers import count_events, finished, start, task, upload, user
-from tests.system import System, isolated_system, wait_until
+from tests.api.tasks_helpers import count_events, finished, start, stop_mid_run, upload, user
+from tests.system import System, isolated_system
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -209,18 +208,7 @@ async def test_pause_mid_extract_keeps_exactly_the_members_recorded(sys_: System
         fid = await upload(c, buf.getvalue(), "many.zip")
         tid = await start(c, {"type": "extract", "params": {"file": fid}})
 
-        async def some_done() -> bool:
-            return bool((await task(c, tid))["progress"]["items_done"] > 0)
-
-        await wait_until(some_done)
-        r = await c.post(f"/v1/tasks/{tid}/pause")
-        assert r.status_code == 200 and r.json()["status"] == "PAUSED", r.text
-
-        async def worker_let_go() -> bool:
-            return await leases.holder(sys_.pool, tid) is None
-
-        await wait_until(worker_let_go, 10)
-        paused = await task(c, tid)
+        paused = await stop_mid_run(sys_.pool, c, tid, "pause")
         done = paused["progress"]["items_done"]
         assert paused["status"] == "PAUSED" and 0 < done < n, paused
         made = [f"file-{item_file_id(tid, i)}" for i in range(n)]

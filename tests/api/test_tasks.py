@@ -12,13 +12,13 @@ import pytest_asyncio
 
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from domain.tasks.ids import item_file_id
-from handlers.tasks import leases
 from tests.api.tasks_helpers import (
     bucket,
     clone_files,
     count_events,
     finished,
     start,
+    stop_mid_run,
     task,
     upload,
     user,
@@ -210,18 +210,7 @@ async def test_pause_resume_and_cancel_mid_task(sys_: System) -> None:
             {"type": "copy", "params": {"files": ids, "to": {"bucket": "default", "prefix": "c-"}}},
         )
 
-        async def some_done() -> bool:
-            return (await task(c, tid))["progress"]["items_done"] > 0
-
-        await wait_until(some_done)
-        r = await c.post(f"/v1/tasks/{tid}/pause")
-        assert r.status_code == 200 and r.json()["status"] == "PAUSED", r.text
-
-        async def worker_let_go() -> bool:
-            return await leases.holder(sys_.pool, tid) is None
-
-        await wait_until(worker_let_go, 10)
-        paused = await task(c, tid)
+        paused = await stop_mid_run(sys_.pool, c, tid, "pause")
         assert paused["status"] == "PAUSED" and 0 < paused["progress"]["items_done"] < n, paused
         # Stopped: its last event is the pause, or the checkpoint written as it stopped.
         assert (await c.post(f"/v1/tasks/{tid}/pause")).json()["status"] == "PAUSED"
@@ -240,11 +229,7 @@ async def test_pause_resume_and_cancel_mid_task(sys_: System) -> None:
         assert_error(await c.post(f"/v1/tasks/{tid}/resume"), 409, "task_finished")
 
         tid = await start(c, {"type": "delete", "params": {"files": ids}})
-        await wait_until(some_done)
-        r = await c.post(f"/v1/tasks/{tid}/cancel")
-        assert r.status_code == 200 and r.json()["status"] == "CANCELLED", r.text
-        await wait_until(worker_let_go, 10)
-        t = await task(c, tid)
+        t = await stop_mid_run(sys_.pool, c, tid, "cancel")
         assert t["status"] == "CANCELLED" and t["finished_at"], t
         done = t["progress"]["items_done"]
         assert 0 < done < n, t

@@ -22,6 +22,7 @@ import os
 import shutil
 import time
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,23 @@ async def _upload_all(bench: Bench, files: list[Path]) -> list[str]:
         return list(await asyncio.gather(*(one(p) for p in files)))
 
 
+@dataclass
+class _Tally:
+    """What the timed task runs add up to: CPU, bytes moved, the worker's peak RSS."""
+
+    total: int  # bytes one task moves
+    cpu: dict[str, float] = field(default_factory=dict)
+    moved: int = 0
+    peak: int = 0
+
+    def task_ran(self, into: list[float], took: float, w: Any) -> None:
+        into.append(mb_per_s(self.total, took))
+        add_cpu(self.cpu, w)
+        self.moved += self.total
+        if w is not None:
+            self.peak = max(self.peak, w.peak.get("tasks", 0))
+
+
 async def archive(bench: Bench, res: Result) -> None:
     assert bench.cairn is not None
     n, size = _shape(bench)
@@ -106,9 +124,7 @@ async def archive(bench: Bench, res: Result) -> None:
     ext_b: list[float] = []
     xtg_c: list[float] = []
     xtg_b: list[float] = []
-    cpu: dict[str, float] = {}
-    peak = 0
-    moved = 0
+    tally = _Tally(total)
     out = bench.work / "tasks-out"
     async with httpx.AsyncClient(
         base_url=bench.cairn.url, headers=bench.cairn.headers, timeout=120
@@ -128,11 +144,7 @@ async def archive(bench: Bench, res: Result) -> None:
                 with bench.window() as w:
                     took, t = await _task(c, body)
                 if not warmup:
-                    into.append(mb_per_s(total, took))
-                    add_cpu(cpu, w)
-                    moved += total
-                    if w is not None:
-                        peak = max(peak, w.peak.get("tasks", 0))
+                    tally.task_ran(into, took, w)
                 if fmt == "zip":
                     archive_id = t["result_file_ids"][0]
                 else:
@@ -163,11 +175,7 @@ async def archive(bench: Bench, res: Result) -> None:
                 if t["progress"]["items_done"] != n:
                     raise AssertionError(f"extract made {t['progress']['items_done']} of {n} files")
                 if not warmup:
-                    into.append(mb_per_s(total, took))
-                    add_cpu(cpu, w)
-                    moved += total
-                    if w is not None:
-                        peak = max(peak, w.peak.get("tasks", 0))
+                    tally.task_ran(into, took, w)
                 if tool is None:
                     continue
                 local = bench.work / f"tasks-cairn.{'zip' if tool[0] == 'unzip' else 'tgz'}"
@@ -215,12 +223,14 @@ async def archive(bench: Bench, res: Result) -> None:
         "to COMPLETED (includes the worker's pick-up, woken by the task's events, and "
         "fsynced chunks and events); the CLIs write to the page cache"
     )
-    if moved:
+    if tally.moved:
         res.notes.append(
-            cpu_note({k: v * GiB / moved for k, v in cpu.items()}, "per GiB through a task")
+            cpu_note(
+                {k: v * GiB / tally.moved for k, v in tally.cpu.items()}, "per GiB through a task"
+            )
         )
-    if peak:
-        res.notes.append(f"task worker peak RSS during the tasks: {peak / 2**20:.0f} MiB")
+    if tally.peak:
+        res.notes.append(f"task worker peak RSS during the tasks: {tally.peak / 2**20:.0f} MiB")
 
 
 SCENARIOS = [

@@ -24,42 +24,30 @@ from handlers.tasks.extract import (
     Member,
     MemberFailed,
     _extract_in_order,
+    _Extraction,
     _list_tar,
     _list_zip,
     walk_members,
 )
 from handlers.tasks.run import Stop, TaskFailure
-from handlers.tasks.threads import buffered
 
 FILES = {f"d/f{i:03d}.bin": os.urandom(1000 + 37 * i) for i in range(200)}
 
 
-class CountingFile(io.RawIOBase):
-    """A seekable raw file over bytes that counts what is read from it."""
+class CountingFile(io.BytesIO):
+    """Bytes as a seekable file that counts what is read from it."""
 
-    def __init__(self, data: bytes) -> None:
-        self.data, self.pos, self.read_bytes = data, 0, 0
+    read_bytes = 0
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: len(self.data)}[whence]
-        self.pos = max(0, base + offset)
-        return self.pos
+    def read(self, n: int | None = -1) -> bytes:
+        data = super().read(n)
+        self.read_bytes += len(data)
+        return data
 
     def readinto(self, buffer: Any) -> int:
-        piece = self.data[self.pos : self.pos + len(buffer)]
-        buffer[: len(piece)] = piece
-        self.pos += len(piece)
-        self.read_bytes += len(piece)
-        return len(piece)
+        n = super().readinto(buffer)
+        self.read_bytes += n
+        return n
 
 
 def make_zip() -> bytes:
@@ -94,7 +82,7 @@ def walk(fmt: str, data: bytes, members: list[Member]) -> tuple[dict[str, bytes]
     raw = CountingFile(data)
     out: dict[str, bytearray] = {}
     ended = []
-    for m, piece in walk_members(buffered(raw, 64 * 1024), fmt, members):  # type: ignore[arg-type]
+    for m, piece in walk_members(raw, fmt, members):
         if piece is None:
             ended.append(m.path)
         else:
@@ -109,7 +97,7 @@ def test_every_member_in_order_in_one_pass(fmt: str) -> None:
     got, ended, read = walk(fmt, data, members)
     assert got == FILES
     assert ended == list(FILES)
-    # One pass: what was read is the archive once, plus the reader's buffer at most
+    # One pass: what was read is the archive once, plus a little (a zip's end records)
     # (opening the archive again for each member read it 200 times for a tar.gz).
     assert read <= len(data) + 2 * 64 * 1024, (read, len(data))
 
@@ -137,7 +125,7 @@ def test_a_corrupt_zip_member_is_named_after_the_members_before_it() -> None:
         data[i] ^= 0xFF
     ended = []
     with pytest.raises(MemberFailed) as failed:
-        for m, piece in walk_members(buffered(CountingFile(bytes(data))), "zip", members):  # type: ignore[arg-type]
+        for m, piece in walk_members(CountingFile(bytes(data)), "zip", members):
             if piece is None:
                 ended.append(m.index)
     assert failed.value.member == bad
@@ -151,7 +139,7 @@ def test_a_damaged_tar_header_names_the_next_member() -> None:
     data[victim.offset : victim.offset + 512] = b"\x17" * 512  # header checksum now wrong
     ended = []
     with pytest.raises(MemberFailed) as failed:
-        for m, piece in walk_members(buffered(CountingFile(bytes(data))), "tar", members):  # type: ignore[arg-type]
+        for m, piece in walk_members(CountingFile(bytes(data)), "tar", members):
             if piece is None:
                 ended.append(m.index)
     assert failed.value.member == victim
@@ -183,16 +171,15 @@ async def run_stages(
     blobs = LocalBlobStore(tmp_path / "blobs")
     sha, size = await blobs.put_stream(_once(data))
     members = listing("zip", data)[:40]
-    await _extract_in_order(
+    job = _Extraction(
         run,  # type: ignore[arg-type]
         Settings.from_env({}),
         blobs,
         [(sha, size)],
         "zip",
-        members,
-        done_already=lambda m: _false(),
-        commit=commit,
+        lambda m: _false(),
     )
+    await _extract_in_order(job, members, commit)
     return members
 
 
