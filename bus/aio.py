@@ -7,6 +7,7 @@
 - `sleep_unless_stopped`: sleep, but return as soon as `stop` is set.
 - `unless_stopped`: await an awaitable, abandoning (cancelling) it when `stop` is set first;
   for calls that may block a long time (a Kafka poll, joining a group, a retried batch).
+- `map_bounded`: `fn` over items, at most `limit` at once, results in the items' order.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import asyncio
 import contextlib
 import random
 from collections import OrderedDict
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 K = TypeVar("K")
@@ -101,3 +102,15 @@ async def unless_stopped(aw: Awaitable[T], stop: asyncio.Event) -> T:
     if task.cancelled():
         raise Stopped
     return task.result()
+
+
+async def map_bounded(fn: Callable[[K], Awaitable[T]], items: Iterable[K], limit: int) -> list[T]:
+    """`fn(item)` for every item, at most `limit` running at once (a pool's worth of
+    connections, not thousands of waiters on it); the results in the items' order."""
+    gate = asyncio.Semaphore(limit)
+
+    async def one(item: K) -> T:
+        async with gate:
+            return await fn(item)
+
+    return list(await asyncio.gather(*map(one, items)))

@@ -5,9 +5,10 @@ at most CAIRN_DEFAULT_CHUNK_BYTES and each full chunk is stored with `BlobStore.
 (durable when it returns), hashed on the way for the file's sha256. One chunk is stored
 while the next one fills (the store's hash, write and fsync overlap the archiving), so at
 most two chunks are held; the manifest keeps the chunks' order, as each store waits for
-the one before, and `close` returns once every chunk is durable. Chunks are content-addressed: a restarted archive stores
-the same bytes again under the same names, and chunks of an abandoned one (cancelled,
-crashed) are unreferenced and collected by the garbage collector.
+the one before, and `close` returns once every chunk is durable. Chunks are
+content-addressed: a restarted archive stores the same bytes again under the same names,
+and chunks of an abandoned one (cancelled, crashed) are unreferenced and collected by the
+garbage collector.
 """
 
 from __future__ import annotations

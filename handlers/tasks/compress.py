@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gzip
 import tarfile
 import threading
@@ -29,6 +30,7 @@ from typing import Any
 
 from stream_zip import ZIP_AUTO, async_stream_zip
 
+from bus.aio import map_bounded
 from bus.blobs.manifests import read_manifest
 from bus.config.settings import Settings
 from domain.commands import CreateFile
@@ -189,16 +191,9 @@ async def run_compress(run: TaskRun, settings: Settings, blobs: BlobStore) -> li
     files = [str(f) for f in params.get("files") or []]
     # Read concurrently (a thousand files, one after another, were a second or two of
     # round trips to the event store before the first byte was archived).
-    reading = asyncio.Semaphore(LOADS_AT_ONCE)
-
-    async def load(file_id: str) -> FileState | None:
-        async with reading:
-            return await load_file(run, file_id)
-
+    states = await map_bounded(functools.partial(load_file, run), files, LOADS_AT_ONCE)
     sources: list[tuple[int, str, FileState]] = []
-    for index, (file_id, st) in enumerate(
-        zip(files, await asyncio.gather(*map(load, files)), strict=True)
-    ):
+    for index, (file_id, st) in enumerate(zip(files, states, strict=True)):
         if st is None:
             raise TaskFailure(
                 "file_not_found", "a file to compress is gone", {"file": file_id, "index": index}

@@ -116,20 +116,30 @@ def test_no_members_reads_nothing() -> None:
     assert (got, ended, read) == ({}, [], 0)
 
 
-def test_a_corrupt_zip_member_is_named_after_the_members_before_it() -> None:
+def damaged_zip(member_index: int) -> tuple[bytes, list[Member]]:
+    """The zip with that member's compressed data damaged (its local header readable)."""
     data = bytearray(archive("zip"))
     members = listing("zip", bytes(data))
-    bad = members[120]
+    bad = members[member_index]
     start = bad.offset + 30 + len(bad.raw.encode())
     for i in range(start + 5, start + 40):
         data[i] ^= 0xFF
+    return bytes(data), members
+
+
+def walk_until_failure(fmt: str, data: bytes, members: list[Member]) -> tuple[Member, list[int]]:
+    """(the member MemberFailed names, the members that ended before it)."""
     ended = []
     with pytest.raises(MemberFailed) as failed:
-        for m, piece in walk_members(CountingFile(bytes(data)), "zip", members):
+        for m, piece in walk_members(CountingFile(data), fmt, members):
             if piece is None:
                 ended.append(m.index)
-    assert failed.value.member == bad
-    assert ended == list(range(120))
+    return failed.value.member, ended
+
+
+def test_a_corrupt_zip_member_is_named_after_the_members_before_it() -> None:
+    data, members = damaged_zip(120)
+    assert walk_until_failure("zip", data, members) == (members[120], list(range(120)))
 
 
 def test_a_damaged_tar_header_names_the_next_member() -> None:
@@ -137,13 +147,7 @@ def test_a_damaged_tar_header_names_the_next_member() -> None:
     members = listing("tar", bytes(data))
     victim = members[80]
     data[victim.offset : victim.offset + 512] = b"\x17" * 512  # header checksum now wrong
-    ended = []
-    with pytest.raises(MemberFailed) as failed:
-        for m, piece in walk_members(CountingFile(bytes(data)), "tar", members):
-            if piece is None:
-                ended.append(m.index)
-    assert failed.value.member == victim
-    assert ended == list(range(80))
+    assert walk_until_failure("tar", bytes(data), members) == (victim, list(range(80)))
 
 
 class StubRun:
@@ -246,18 +250,15 @@ async def test_a_pause_waits_for_the_commands_in_flight_and_sends_no_more(
 
 
 async def test_a_corrupt_member_fails_after_the_members_before_it(tmp_path: Path) -> None:
-    data = bytearray(archive("zip"))
-    bad = listing("zip", bytes(data))[12]
-    start = bad.offset + 30 + len(bad.raw.encode())
-    for i in range(start + 5, start + 40):
-        data[i] ^= 0xFF
+    data, members = damaged_zip(12)
+    bad = members[12]
     run = StubRun()
 
     async def commit(m: Member, sink: ArchiveSink | None) -> dict[str, object]:
         return {"index": m.index}
 
     with pytest.raises(TaskFailure) as failed:
-        await run_stages(tmp_path, run, commit, bytes(data))
+        await run_stages(tmp_path, run, commit, data)
     assert failed.value.error["code"] == "corrupt_archive"
     assert failed.value.error["details"] == {"member": bad.path, "offset": bad.offset}
     assert [r["index"] for r in run.recorded] == list(range(12))
