@@ -35,6 +35,7 @@ from bus.blobs.factory import open_blob_store
 from bus.config.logs import get_logger
 from bus.config.settings import Settings
 from bus.store import idempotency
+from bus.store.db import keeps_session_state
 from bus.store.eventstore import PostgresEventStore
 from domain import uploads
 from domain.commands import ExpireUpload
@@ -87,10 +88,11 @@ async def run_cleanup(
 ) -> CleanupReport | None:
     """One full run. Returns None if `wait` is False and another run holds the lock."""
     async with pool.acquire() as conn:
+        # Session-level settings end with the connection's return to the pool (marked, so
+        # the pool resets it: bus/store/db.py), as does the lock if we forget to unlock.
+        keeps_session_state(conn)
         if wait:
             try:
-                # Session-level settings end with the connection's return to the pool
-                # (asyncpg resets it), as does the lock if we forget to unlock.
                 await conn.execute(
                     f"SET lock_timeout = {int(ADMIN_LOCK_WAIT.total_seconds() * 1000)}"
                 )

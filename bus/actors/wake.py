@@ -53,6 +53,7 @@ from aiokafka import AIOKafkaConsumer
 
 from bus.aio import sleep_unless_stopped
 from bus.config.logs import get_logger
+from bus.store.db import keeps_session_state
 
 log = get_logger(__name__)
 
@@ -141,6 +142,7 @@ class IdleGate:
         """LISTEN on a connection of its own; without it the host never pauses."""
         try:
             self._conn = await pool.acquire()
+            keeps_session_state(self._conn)
             for channel in self.channels:
                 await self._conn.add_listener(channel, self._on_notify)
             self._conn.add_termination_listener(self._on_lost)

@@ -49,6 +49,7 @@ from bus.config.metrics import RELAY_PUBLISHED as PUBLISHED
 from bus.config.metrics import RELAY_PUBLISHED_POSITION as PUBLISHED_POSITION
 from bus.config.settings import Settings
 from bus.kafka.clients import headers, make_producer
+from bus.store.db import keeps_session_state
 from bus.store.eventstore import NOTIFY_CHANNEL, PostgresEventStore
 from domain.events import RecordedEvent
 
@@ -262,6 +263,7 @@ class Relay:
     async def _term(self, stop: asyncio.Event, wake: asyncio.Event) -> bool:
         """One attempt at leadership; returns False at once if another relay leads."""
         async with self.pool.acquire() as conn:
+            keeps_session_state(conn)
             # Session-level lock: held for as long as this connection lives, released by the
             # server if the process dies, so a crashed leader is replaced without intervention.
             got = await conn.fetchval(

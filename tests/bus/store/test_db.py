@@ -1,0 +1,73 @@
+"""The pool's release: connections marked as holding session state are reset, the rest
+are handed on as they are (bus/store/db.py)."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from bus.store import db
+
+LOCK = 727_999
+
+
+@pytest.fixture
+async def one(db_url: str) -> asyncpg.Pool:
+    """A pool of one connection, so the next acquire gets the connection just released."""
+    pool = await db.create_pool(db_url, min_size=1, max_size=1)
+    yield pool
+    await pool.close()
+
+
+async def _lock_holders(pool: asyncpg.Pool, db_url: str) -> int:
+    conn = await asyncpg.connect(db_url)
+    try:
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1", LOCK
+            )
+        )
+    finally:
+        await conn.close()
+
+
+async def test_a_marked_connection_loses_its_session_state_on_release(
+    one: asyncpg.Pool, db_url: str
+) -> None:
+    async with one.acquire() as conn:
+        db.keeps_session_state(conn)
+        await conn.execute("SELECT pg_advisory_lock($1)", LOCK)
+        await conn.execute("SET application_name = 'marked'")
+        await conn.execute("LISTEN cairn_test_channel")
+        first = conn.get_server_pid()
+    assert await _lock_holders(one, db_url) == 0
+    async with one.acquire() as conn:
+        assert conn.get_server_pid() == first  # the same connection, reset
+        assert await conn.fetchval("SHOW application_name") != "marked"
+        assert await conn.fetchval("SELECT count(*) FROM pg_listening_channels()") == 0
+
+
+async def test_the_mark_lasts_for_one_checkout(one: asyncpg.Pool, db_url: str) -> None:
+    async with one.acquire() as conn:
+        db.keeps_session_state(conn)
+    async with one.acquire() as conn:
+        first = conn.get_server_pid()
+        # Unmarked: what it leaves stays with the connection (which is why every site
+        # that leaves session state must mark its connection).
+        await conn.execute("SET application_name = 'unmarked'")
+    async with one.acquire() as conn:
+        assert conn.get_server_pid() == first
+        assert await conn.fetchval("SHOW application_name") == "unmarked"
+
+
+async def test_an_open_transaction_is_rolled_back_on_release(one: asyncpg.Pool) -> None:
+    async with one.acquire() as conn:
+        await conn.execute("CREATE TABLE IF NOT EXISTS public.reset_probe (n int)")
+    conn = await one.acquire()
+    tx = conn.transaction()
+    await tx.start()
+    await conn.execute("INSERT INTO public.reset_probe VALUES (1)")
+    await one.release(conn)
+    async with one.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM public.reset_probe") == 0
+        assert not conn.is_in_transaction()
