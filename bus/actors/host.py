@@ -55,6 +55,7 @@ from domain import policies
 from domain.commands import Command, command_from_dict
 from domain.errors import DomainError, InvalidInput
 from domain.events import EventMeta
+from domain.kernel import AggregateSpec, NewEvent
 from domain.ports import ConcurrencyError, DuplicateCommand, EventStore
 from domain.registry import AGGREGATES
 
@@ -167,14 +168,31 @@ class Actors:
             return _refusal(refusal), None
         stream_id = cmd.stream_id
         for attempt in range(MAX_CONFLICT_RETRIES):
-            state, version = await self._load(stream_id, cmd.aggregate, remember)
-            try:
-                new = agg.decide(state, cmd)
-            except DomainError as e:
-                return _refusal(e), state
-            if not new:
-                reply = {"ok": True, "events": [], "state": summarize(state), "version": version}
-                return reply, state
+            # A stream this host does not hold is most often one the command creates (an
+            # upload, a file): decide against the empty stream first and let the append's
+            # version check (expected 0) say whether it was empty, which saves reading it.
+            # A refusal there proves nothing, so the stream is read and the command decided
+            # against it; so is a conflict or a duplicate command id at the append, which
+            # leaves the answer exactly what reading first would have given.
+            guessed = attempt == 0 and stream_id not in self._cache
+            new = _decide_as_new(agg, cmd) if guessed else []
+            if new:
+                state, version = None, 0
+            else:
+                guessed = False
+                state, version = await self._load(stream_id, cmd.aggregate, remember)
+                try:
+                    new = agg.decide(state, cmd)
+                except DomainError as e:
+                    return _refusal(e), state
+                if not new:
+                    reply = {
+                        "ok": True,
+                        "events": [],
+                        "state": summarize(state),
+                        "version": version,
+                    }
+                    return reply, state
             meta = EventMeta(
                 occurred_at=cmd.at,
                 owner=getattr(state, "owner", None) or getattr(cmd, "owner", None) or cmd.caller,
@@ -190,10 +208,13 @@ class Actors:
                 # Someone else wrote this stream (a previous owner of the partition, or a
                 # replay): our cached state is stale. Reload and decide again.
                 self.forget(stream_id)
-                log.info("version conflict, retrying", stream_id=stream_id, attempt=attempt)
+                if not guessed:
+                    log.info("version conflict, retrying", stream_id=stream_id, attempt=attempt)
                 continue
             except DuplicateCommand as dup:
                 self.forget(stream_id)
+                if guessed:
+                    continue  # as a conflict: read the stream and decide against it
                 state, version = await self._load(stream_id, cmd.aggregate, remember)
                 reply = {
                     "ok": True,
@@ -221,6 +242,14 @@ class Actors:
             "contention", "too many concurrent writers; retry", {"stream_id": stream_id}
         )
         return _refusal(contention), None
+
+
+def _decide_as_new(agg: AggregateSpec[Any], cmd: Command) -> list[NewEvent]:
+    """The command decided against an empty stream; nothing if it is refused there."""
+    try:
+        return agg.decide(None, cmd)
+    except DomainError:
+        return []
 
 
 def _refusal(e: DomainError) -> dict[str, Any]:

@@ -153,3 +153,55 @@ async def test_the_file_owner_serves_a_file_another_host_created(
     events = await event_store.read_stream(f"file-{file_id}")
     names = [getattr(e.payload, "name", None) for e in events]
     assert names == ["f", "g", "h"]
+
+
+class _CountingStore:
+    """The real store, counting the streams read."""
+
+    def __init__(self, store: PostgresEventStore) -> None:
+        self.store = store
+        self.reads: list[str] = []
+
+    async def read_stream(self, stream_id: str):  # type: ignore[no-untyped-def]
+        self.reads.append(stream_id)
+        return await self.store.read_stream(stream_id)
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.store, name)
+
+
+async def test_a_command_that_creates_its_stream_reads_nothing(
+    event_store: PostgresEventStore,
+) -> None:
+    uid = str(uuid.uuid4())
+    counting = _CountingStore(event_store)
+    host = Actors(counting)  # type: ignore[arg-type]
+    reply = await host.execute(initiate(uid))
+    assert reply["ok"] and reply["version"] == 1
+    assert counting.reads == []
+    assert (await host.execute(chunk(uid, 0, "c0")))["ok"]  # from the cache
+    assert counting.reads == []
+
+
+async def test_an_unknown_stream_that_exists_is_read_before_deciding(
+    event_store: PostgresEventStore,
+) -> None:
+    uid = str(uuid.uuid4())
+    await Actors(event_store).execute(initiate(uid))
+    counting = _CountingStore(event_store)
+    host = Actors(counting)  # type: ignore[arg-type]
+    # Refused against an empty stream (no such upload), so the stream is read: applied.
+    assert (await host.execute(chunk(uid, 0, "c0")))["ok"]
+    assert counting.reads == [f"upload-{uid}"]
+    # A creation replayed on a host that does not hold the stream: decided as new, the
+    # append finds the stream (and the command id), so the stream is read and the
+    # command decided against it, as if read first: the state recognises it.
+    other_store = _CountingStore(event_store)
+    again = await Actors(other_store).execute(initiate(uid))  # type: ignore[arg-type]
+    assert again["ok"] and again["events"] == [] and again["version"] == 2
+    assert other_store.reads == [f"upload-{uid}"]
+    # The same upload id with other parameters: the stream exists, so the domain refuses.
+    other = replace(initiate(uid), command_id="init-2", file_size=40)
+    refused = await Actors(event_store).execute(other)
+    assert not refused["ok"] and refused["error"]["code"] == "upload_exists"
+    assert await event_store.stream_version(f"upload-{uid}") == 2
