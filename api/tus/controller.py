@@ -96,6 +96,8 @@ from bus.config.settings import Settings
 from domain import policies
 from domain.commands import AbortUpload, AppendBytes, DeclareLength, ExpireUpload, InitiateUpload
 from domain.errors import DomainError
+from domain.events import RecordedEvent
+from domain.registry import AGGREGATES
 from domain.uploads import ACTIVE, UploadState, UploadStatus
 
 log = get_logger(__name__)
@@ -902,17 +904,30 @@ def _too_many_pieces() -> ApiError:
     )
 
 
+def _created_state(done: CommandResult) -> UploadState | None:
+    """The upload as the command that created it recorded it, from its reply: the events
+    of a stream it created are the whole stream. None when it did not (read it then)."""
+    if not done.applied or done.events[0].get("version") != 1:
+        return None
+    state: UploadState | None = AGGREGATES["uploads"].fold(
+        RecordedEvent.from_envelope(e) for e in done.events
+    )
+    return state
+
+
 async def _finish_if_full(
     c: AppContext,
     request: Request[Any, Any, Any],
     principal: Principal,
     upload_id: str,
     file_created: bool = False,
+    known: UploadState | None = None,
 ) -> UploadState | None:
     """Turn the upload into a file if it has all its bytes (never a partial one).
 
-    `file_created`: the command that completed it had the file follow (nothing to send)."""
-    state: UploadState | None = await c.load("uploads", f"upload-{upload_id}")
+    `file_created`: the command that completed it had the file follow (nothing to send).
+    `known`: the upload as that command recorded it (else it is read from the store)."""
+    state: UploadState | None = known or await c.load("uploads", f"upload-{upload_id}")
     if state is None or state.partial or not state.all_received:
         return state
     # The bytes' digest comes from their running digest if they all came through here in
@@ -1019,9 +1034,10 @@ class TusController(Controller):
             await _send_initiation(c, request, cmd)
 
         file_created = False
+        recorded: UploadState | None = None
 
         async def create(pieces: list[dict[str, Any]], digest: str | None) -> None:
-            nonlocal created, file_created
+            nonlocal created, file_created, recorded
             if digest is not None and not partial:
                 # Completed by the same command, and (given the type the bytes show) the
                 # file follows in the actor's same step: see domain.policies.follow_ups.
@@ -1037,6 +1053,7 @@ class TusController(Controller):
             done = await _send_initiation(c, request, whole_cmd)
             created = True
             file_created = done.followed_by(policies.file_command_id(upload_id))
+            recorded = _created_state(done)
 
         try:
             if whole:
@@ -1046,7 +1063,7 @@ class TusController(Controller):
             elif with_body:
                 state = await c.load("uploads", f"upload-{upload_id}")
                 await _append_body(c, request, principal, state, checksum)
-            state = await _finish_if_full(c, request, principal, upload_id, file_created)
+            state = await _finish_if_full(c, request, principal, upload_id, file_created, recorded)
         except ApiError as e:
             # The upload exists: say where, so the client can resume it.
             if created:
