@@ -3,9 +3,10 @@
 Used where a completed upload becomes a file (the API's completion and the files handler,
 which must agree: both send the same CreateFile command, and the actor applies whichever
 arrives first). So detection is deterministic: puremagic's signature database (pure
-Python, versioned in uv.lock) on the first `SNIFF_BYTES`, then Python's built-in
-extension table (not the machine's /etc/mime.types, which differs between hosts), then
-"valid UTF-8 without NULs" as text/plain. Served types are never trusted anyway: see
+Python, versioned in uv.lock, matched through the index of bus/blobs/signatures.py) on
+the first `SNIFF_BYTES`, then Python's built-in extension table (not the machine's
+/etc/mime.types, which differs between hosts), then "valid UTF-8 without NULs" as
+text/plain. Served types are never trusted anyway: see
 api/http/media.py for how active content is sandboxed.
 """
 
@@ -15,10 +16,9 @@ import codecs
 import mimetypes
 from collections.abc import Sequence
 
-import puremagic
-
 from bus.blobs.errors import BlobCorrupt, BlobNotFound
 from bus.blobs.manifests import read_manifest
+from bus.blobs.signatures import matches
 from domain.ports import BlobStore
 
 GENERIC = "application/octet-stream"
@@ -35,11 +35,7 @@ _BY_EXTENSION = mimetypes.MimeTypes()
 def detect(head: bytes, name: str, *, truncated: bool = False) -> str:
     """The media type of content starting with `head` (all of it unless `truncated`)
     and called `name`."""
-    try:
-        matches = puremagic.magic_string(head, filename=name) if head else []
-    except Exception:  # puremagic raises PureError for "unknown"; any failure means unknown
-        matches = []
-    for m in matches:
+    for m in matches(head, name):
         if m.mime_type and m.confidence >= _MIN_CONFIDENCE:
             return str(m.mime_type)
     by_name, _ = _BY_EXTENSION.guess_type(name, strict=False)
