@@ -122,7 +122,9 @@ async def test_idle_host_pauses_and_a_nudge_wakes_it(
     nudge = wake.Nudger(pool)
     nudge()
     await wait_until(lambda: _awake(loop), timeout=20)
-    await send(settings, topic, b"announced")
+    # Nudged again just before the message, as the command bus does: the host stays awake
+    # only IDLE_AFTER (0.3 s here), which a producer's start on a loaded machine can outlast.
+    await send(settings, topic, b"announced", before=nudge)
     await until_received(loop, b"announced")
     # And idle again afterwards.
     await wait_until(lambda: _paused(loop), timeout=20)
