@@ -18,6 +18,7 @@ import pytest_asyncio
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from domain.tasks.ids import item_file_id
 from tests.api.tasks_helpers import count_events, finished, start, stop_mid_run, upload, user
+from tests.archives import zip_of
 from tests.system import System, isolated_system
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -61,11 +62,7 @@ async def extracted(
 
 
 def py_zip() -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        for name, data in CONTENT.items():
-            z.writestr(name, data)
-    return buf.getvalue()
+    return zip_of(CONTENT, zipfile.ZIP_DEFLATED)
 
 
 def tool_archives(tmp: Path) -> dict[str, bytes]:
@@ -118,11 +115,7 @@ async def test_compress_then_extract_round_trips(sys_: System) -> None:
 
 
 def slip_zip() -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        z.writestr("ok.txt", b"fine")
-        z.writestr("../evil.txt", b"escape")
-    return buf.getvalue()
+    return zip_of({"ok.txt": b"fine", "../evil.txt": b"escape"})
 
 
 def symlink_zip() -> bytes:
@@ -149,11 +142,9 @@ def symlink_tar() -> bytes:
 
 
 def bomb_zip() -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
-        z.writestr("ok.txt", b"fine")
-        z.writestr("zeros", b"\0" * (20 << 20))
-    return buf.getvalue()
+    return zip_of(
+        {"ok.txt": b"fine", "zeros": b"\0" * (20 << 20)}, zipfile.ZIP_DEFLATED, compresslevel=9
+    )
 
 
 @pytest.mark.parametrize(
@@ -200,12 +191,8 @@ async def test_pause_mid_extract_keeps_exactly_the_members_recorded(sys_: System
     the resumed run makes each of the rest once."""
     n = 300
     members = {f"m/{i:03d}.txt": f"member {i} ".encode() * (i + 1) for i in range(n)}
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for name, data in members.items():
-            z.writestr(name, data)
     async with sys_.client(user()) as c:
-        fid = await upload(c, buf.getvalue(), "many.zip")
+        fid = await upload(c, zip_of(members), "many.zip")
         tid = await start(c, {"type": "extract", "params": {"file": fid}})
 
         paused = await stop_mid_run(sys_.pool, c, tid, "pause")

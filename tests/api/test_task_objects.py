@@ -5,7 +5,6 @@ then extract gives back the same keys and bytes."""
 
 from __future__ import annotations
 
-import io
 import zipfile
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,6 +16,7 @@ import pytest_asyncio
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from domain.files.keys import object_file_id
 from tests.api.tasks_helpers import bucket, count_events, finished, start, upload, user
+from tests.archives import zip_of
 from tests.system import System, isolated_system, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -39,11 +39,7 @@ async def sys_(
 
 
 def a_zip(content: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        for name, data in content.items():
-            z.writestr(name, data)
-    return buf.getvalue()
+    return zip_of(content, zipfile.ZIP_DEFLATED)
 
 
 async def extract(c: httpx.AsyncClient, archive: str, **params: Any) -> dict[str, Any]:
@@ -151,11 +147,7 @@ async def test_bad_output_prefix_and_unsafe_members_into_a_bucket(sys_: System) 
         assert (
             r.status_code == 400 and r.json()["error"]["details"]["field"] == "params.output.prefix"
         )
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w") as z:
-            z.writestr("ok.txt", b"fine")
-            z.writestr("../evil.txt", b"escape")
-        slip = await upload(c, buf.getvalue(), "slip.zip")
+        slip = await upload(c, zip_of({"ok.txt": b"fine", "../evil.txt": b"escape"}), "slip.zip")
         t = await extract(c, slip, output={"bucket": b, "prefix": "p/"})
         assert t["status"] == "FAILED" and t["error"]["code"] == "unsafe_member", t
         made = [f"file-{object_file_id(b, k)}" for k in ("p/ok.txt", "p/../evil.txt")]

@@ -4,8 +4,6 @@ extract, end to end: what is deleted or replaced, what fails with nothing writte
 
 from __future__ import annotations
 
-import io
-import zipfile
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -16,6 +14,7 @@ import pytest_asyncio
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from domain.tasks.ids import item_file_id
 from tests.api.tasks_helpers import bucket, clone_files, count_events, finished, start, upload, user
+from tests.archives import zip_of
 from tests.system import System, isolated_system, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -153,11 +152,7 @@ async def test_copy_and_move_onto_a_taken_name_fail_or_replace(sys_: System) -> 
 
 
 def one_zip(name: str, data: bytes) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        z.writestr(name, data)
-        z.writestr("other.txt", b"other")
-    return buf.getvalue()
+    return zip_of({name: data, "other.txt": b"other"})
 
 
 async def test_extract_onto_a_taken_name_fails_with_nothing_written_or_replaces(

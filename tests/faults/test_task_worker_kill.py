@@ -20,6 +20,7 @@ import pytest
 from bus.config.settings import Settings
 from domain.tasks.ids import item_file_id, result_file_id
 from tests.api.tasks_helpers import clone_files, finished, start, upload
+from tests.archives import zip_of
 from tests.faults.proc import kind_env, sigkill, start_kind, terminate
 from tests.system import System, start_system, wait_until
 
@@ -103,13 +104,10 @@ async def test_sigkill_mid_extract_creates_every_member_once(
     settings: Settings, pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
     n = 150
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
-        for i in range(n):
-            z.writestr(f"m/{i:04d}.bin", os.urandom(64 * 1024))
+    members = {f"m/{i:04d}.bin": os.urandom(64 * 1024) for i in range(n)}
     async with killable(settings, pool, tmp_path) as (system, procs, log):
         async with system.client("unzipper") as c:
-            archive = await upload(c, buf.getvalue(), "many.zip")
+            archive = await upload(c, zip_of(members), "many.zip")
             tid = await start(c, {"type": "extract", "params": {"file": archive}})
             before = await kill_when(c, tid, procs, lambda t: t["progress"]["items_done"] > 0)
             assert before["progress"]["items_done"] < n

@@ -30,6 +30,7 @@ from handlers.tasks.extract import (
     walk_members,
 )
 from handlers.tasks.run import Stop, TaskFailure
+from tests.archives import zip_of
 
 FILES = {f"d/f{i:03d}.bin": os.urandom(1000 + 37 * i) for i in range(200)}
 
@@ -51,11 +52,7 @@ class CountingFile(io.BytesIO):
 
 
 def make_zip() -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        for name, data in FILES.items():
-            z.writestr(name, data)
-    return buf.getvalue()
+    return zip_of(FILES, zipfile.ZIP_DEFLATED)
 
 
 def make_tar(fmt: str) -> bytes:
