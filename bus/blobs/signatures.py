@@ -106,7 +106,7 @@ def matches(data: bytes, filename: str = "") -> list[_Match]:
 
 
 def _ranked(rows: list[_Row], ext: str | None) -> list[_Match]:
-    """puremagic's `_confidence`, then `magic_string`'s sort."""
+    """puremagic's `_confidence` and `magic_string`'s order."""
     results = []
     for row in rows:
         n = len(row.byte_match)
@@ -120,6 +120,7 @@ def _ranked(rows: list[_Row], ext: str | None) -> list[_Match]:
             for row in _pm.extension_only_array
             if ext == row.extension
         ]
+    # puremagic sorts by (confidence, length), then again by confidence: the second sort
+    # is stable and leaves the first's order, so one is enough.
     results.sort(key=lambda m: (m.confidence, len(m.byte_match)), reverse=True)
-    results.sort(key=lambda m: m.confidence, reverse=True)
     return results
