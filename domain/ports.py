@@ -53,8 +53,8 @@ class EventStore(Protocol):
 
     async def stream_version(self, stream_id: str) -> int: ...
 
-    async def command_applied(self, command_id: str) -> bool:
-        """True if an append with this command id was made (it appended events)."""
+    async def applied_commands(self, command_ids: Sequence[str]) -> set[str]:
+        """Those of `command_ids` whose append was made (it appended events)."""
         ...
 
 

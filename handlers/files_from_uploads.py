@@ -16,6 +16,9 @@ their files, are the domain's rule (domain/policies.py), shared with the API.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
 from bus.aio import BoundedLRU
 from bus.blobs.errors import BlobCorrupt, BlobNotFound
 from bus.blobs.manifests import hash_manifest
@@ -38,11 +41,52 @@ from domain.uploads.events import (
 log = get_logger(__name__)
 
 
-async def command_for(ev: RecordedEvent, store: EventStore, blobs: BlobStore) -> Command | None:
+@dataclass(frozen=True)
+class Ahead:
+    """What a whole batch of upload events says, read once for the batch (issue 13).
+
+    A small upload's bytes and completion arrive in one batch, often with many others:
+    checking each event alone cost the handlers a stream read for the bytes (is the upload
+    full and not completed?) and a lookup for the completion (is its file there?)."""
+
+    # upload id -> version of an UploadCompleted in the batch: events before it need no
+    # completing, whatever they are.
+    completed: Mapping[str, int] = field(default_factory=dict)
+    # Uploads completed in the batch whose file command was applied when the batch came.
+    files_applied: frozenset[str] = frozenset()
+
+
+async def look_ahead(events: Iterable[RecordedEvent], store: EventStore) -> Ahead:
+    """The batch's completions, and (in one query) which of their files exist already."""
+    completed = {
+        ev.aggregate_id: ev.version
+        for ev in events
+        if ev.aggregate == "uploads" and isinstance(ev.payload, UploadCompleted)
+    }
+    if not completed:
+        return Ahead()
+    by_command = {policies.file_command_id(u): u for u in completed}
+    applied = await store.applied_commands(list(by_command))
+    return Ahead(completed, frozenset(by_command[c] for c in applied))
+
+
+async def command_for(
+    ev: RecordedEvent, store: EventStore, blobs: BlobStore, ahead: Ahead | None = None
+) -> Command | None:
+    """The follow-up command `ev` calls for, or None. `ahead`: what its batch says (see
+    `look_ahead`); without it every check reads the store."""
     payload = ev.payload
     if isinstance(payload, UploadCompleted):
+        if ahead is not None and ev.aggregate_id in ahead.completed:
+            if ev.aggregate_id in ahead.files_applied:
+                return None
+            return await _create_file(ev, store, blobs)
+        if await store.applied_commands([policies.file_command_id(ev.aggregate_id)]):
+            return None
         return await _create_file(ev, store, blobs)
     if _may_reach_length(ev.aggregate_id, payload):
+        if ahead is not None and ahead.completed.get(ev.aggregate_id, 0) > ev.version:
+            return None  # completed later in this very batch
         return await _complete(ev, store, blobs)
     return None
 
@@ -81,12 +125,12 @@ def _may_reach_length(upload_id: str, ev: Event | None) -> bool:
 
 
 async def _create_file(ev: RecordedEvent, store: EventStore, blobs: BlobStore) -> Command | None:
-    # Usually the file exists already: the actor applied it right after the completion
-    # (domain.policies.follow_ups), or the API sent it. One indexed lookup then spares the
-    # stream read, the type detection and a command round trip; when it is not there yet
-    # (or the lookup races with it) the command goes out and the actor applies it once.
-    if await store.command_applied(policies.file_command_id(ev.aggregate_id)):
-        return None
+    # Called once `command_for` found the file command not applied. Usually the file
+    # exists already: the actor applied it right after the completion
+    # (domain.policies.follow_ups), or the API sent it. That one indexed lookup spares the
+    # stream read, the type detection and a command round trip; when the file is not
+    # there yet (or the lookup races with it) the command goes out and the actor applies
+    # it once.
     events = await store.read_stream(ev.stream_id)
     state: UploadState | None = AGGREGATES["uploads"].fold(
         e for e in events if e.version <= ev.version

@@ -130,12 +130,16 @@ class Handlers:
 
         async def handle(records: Any, msg: KafkaMessage) -> None:
             observe_batch(self.group_id, msg.consumer, records)
+            events = [(rec, _decode(rec)) for rec in records]
+            ahead = await files_from_uploads.look_ahead(
+                (ev for _, ev in events if ev is not None), self.store
+            )
             failed: set[tuple[str, int]] = set()
-            for rec in records:
+            for rec, ev in events:
                 tp = (rec.topic, rec.partition)
                 if tp in failed:
                     continue  # strictly in order: nothing after a failed record yet
-                if not await self._handle(bus, rec.value, rec.headers):
+                if ev is not None and not await self._handle(bus, ev, ahead):
                     failed.add(tp)
                     # Rewind this partition to the failed record: the commit below stops
                     # there, and the next poll brings it again.
@@ -149,17 +153,14 @@ class Handlers:
 
         return subscriber
 
-    async def _handle(self, bus: CommandBus, value: bytes, headers: object) -> bool:
-        try:
-            ev = RecordedEvent.from_envelope(orjson.loads(value), header(headers, "traceparent"))  # type: ignore[arg-type]
-        except Exception as e:
-            log.warning("malformed event skipped", error=str(e))
-            return True
+    async def _handle(
+        self, bus: CommandBus, ev: RecordedEvent, ahead: files_from_uploads.Ahead
+    ) -> bool:
         try:
             if ev.aggregate == "fetches":
                 cmd = await files_from_fetches.command_for(ev, self.store, self.blobs)
             else:
-                cmd = await files_from_uploads.command_for(ev, self.store, self.blobs)
+                cmd = await files_from_uploads.command_for(ev, self.store, self.blobs, ahead)
         except BlobStoreUnavailable as e:
             log.warning("blob store unavailable; will retry", error=str(e))
             return False
@@ -177,3 +178,13 @@ class Handlers:
             log.warning("follow-up command not confirmed; will retry", error=str(e))
             return False
         return True
+
+
+def _decode(rec: Any) -> RecordedEvent | None:
+    try:
+        return RecordedEvent.from_envelope(
+            orjson.loads(rec.value), header(rec.headers, "traceparent")
+        )
+    except Exception as e:
+        log.warning("malformed event skipped", error=str(e))
+        return None

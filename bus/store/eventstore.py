@@ -368,15 +368,16 @@ class PostgresEventStore:
                 )
             )
 
-    async def command_applied(self, command_id: str) -> bool:
+    async def applied_commands(self, command_ids: Sequence[str]) -> set[str]:
+        if not command_ids:
+            return set()
         async with self.pool.acquire() as conn:
-            return bool(
-                await conn.fetchval(
-                    "SELECT EXISTS (SELECT 1 FROM eventstore.applied_commands"
-                    " WHERE command_id = $1)",
-                    command_id,
-                )
+            rows = await conn.fetch(
+                "SELECT command_id FROM eventstore.applied_commands"
+                " WHERE command_id = ANY($1::text[])",
+                list(command_ids),
             )
+        return {r["command_id"] for r in rows}
 
 
 class InMemoryEventStore:
@@ -447,8 +448,8 @@ class InMemoryEventStore:
     async def stream_version(self, stream_id: str) -> int:
         return len(self._streams.get(stream_id, []))
 
-    async def command_applied(self, command_id: str) -> bool:
-        return command_id in self._commands
+    async def applied_commands(self, command_ids: Sequence[str]) -> set[str]:
+        return {c for c in command_ids if c in self._commands}
 
 
 def utcnow() -> datetime:

@@ -4,13 +4,14 @@ would have sent (so the actor applies it once, whoever sends it first)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from bus.blobs.factory import open_blob_store
 from bus.store.eventstore import PostgresEventStore
 from domain import policies
-from domain.events import EventMeta
+from domain.events import EventMeta, RecordedEvent
 from domain.files import AGGREGATE as FILES
 from domain.files.commands import CreateFile, PutObject
 from domain.files.keys import object_file_id
@@ -100,3 +101,74 @@ async def test_the_handler_sends_nothing_for_a_file_already_created(
         command_id=create.command_id,
     )
     assert await files_from_uploads.command_for(completed, event_store, blobs) is None
+
+
+class _Counting:
+    """The event store, counting its reads and lookups."""
+
+    def __init__(self, store: PostgresEventStore) -> None:
+        self.store = store
+        self.calls: list[str] = []
+
+    async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
+        self.calls.append("read_stream")
+        return await self.store.read_stream(stream_id, from_version)
+
+    async def applied_commands(self, command_ids: Sequence[str]) -> set[str]:
+        self.calls.append("applied_commands")
+        return await self.store.applied_commands(command_ids)
+
+
+async def test_a_batch_of_whole_uploads_is_checked_with_one_lookup(
+    event_store: PostgresEventStore, tmp_path: Path
+) -> None:
+    """A small upload's bytes and completion come in one batch: the bytes need no
+    completing (no stream read), and every completion's file is looked up in one query."""
+    blobs = open_blob_store(f"file://{tmp_path / 'blobs'}")
+
+    async def chunks():  # type: ignore[no-untyped-def]
+        yield b"small"
+
+    sha, size = await blobs.put_stream(chunks())
+    batch: list[RecordedEvent] = []
+    uids = ["8e3f5d86-4444-4555-a666-c77788889999", "9f406e97-5555-4666-b777-d8889999aaaa"]
+    for uid in uids:
+        init = InitiateUpload(
+            aggregate_id=uid, caller="ann", at=AT, file_name="s.txt", file_size=size,
+            chunk_size=size, mode="stream",
+        )  # fmt: skip
+        whole = policies.initiate_complete(init, [{"sha256": sha, "size": size}], sha)
+        batch += await event_store.append(
+            UPLOADS.stream_id(uid), 0, UPLOADS.decide(None, whole), EventMeta(AT, owner="ann")
+        )
+    # The first upload's file exists already (the actor's follow-up); the second's not yet.
+    create = policies.file_from_upload(UPLOADS.fold(batch[:3]), "text/plain")
+    await event_store.append(
+        f"file-{create.aggregate_id}",
+        0,
+        FILES.decide(None, create),
+        EventMeta(AT, owner="ann"),
+        command_id=create.command_id,
+    )
+    assert [e.type for e in batch] == [
+        "UploadInitiated",
+        "UploadBytesAppended",
+        "UploadCompleted",
+    ] * 2
+
+    store = _Counting(event_store)
+    ahead = await files_from_uploads.look_ahead(batch, store)  # type: ignore[arg-type]
+    assert store.calls == ["applied_commands"]
+    assert ahead.completed == {uids[0]: 3, uids[1]: 3}
+    assert ahead.files_applied == {uids[0]}
+    cmds = [await files_from_uploads.command_for(e, store, blobs, ahead) for e in batch]  # type: ignore[arg-type]
+    assert cmds[:5] == [None] * 5
+    assert isinstance(cmds[5], CreateFile) and cmds[5].command_id == policies.file_command_id(
+        uids[1]
+    )
+    assert store.calls == ["applied_commands", "read_stream"]  # the second file's upload only
+
+    # Alone (no batch), the bytes event reads its stream, and finds it completed.
+    store.calls.clear()
+    assert await files_from_uploads.command_for(batch[4], store, blobs) is None  # type: ignore[arg-type]
+    assert store.calls == ["read_stream"]

@@ -121,7 +121,7 @@ async def test_a_completion_carrying_the_type_creates_the_file_in_the_same_step(
     [created] = await event_store.read_stream(f"file-{file_id}")
     assert created.payload.content_type == "image/png"  # type: ignore[union-attr]
     assert created.causation_id == policies.file_command_id(uid)
-    assert await event_store.command_applied(policies.file_command_id(uid))
+    assert await event_store.applied_commands([policies.file_command_id(uid)])
     # Redelivered after a crash (another host, empty cache): applied once, both of them.
     again = await Actors(event_store).execute(whole(uid, "image/png"))
     assert again["ok"] and again["events"] == []  # the upload's state recognises it

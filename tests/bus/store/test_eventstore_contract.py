@@ -88,14 +88,17 @@ async def test_command_id_is_applied_once(store: EventStore) -> None:
     assert await store.stream_version("upload-a") == 2
 
 
-async def test_command_applied_names_the_commands_that_appended(store: EventStore) -> None:
-    assert not await store.command_applied("cmd-1")
+async def test_applied_commands_names_the_commands_that_appended(store: EventStore) -> None:
+    assert await store.applied_commands(["cmd-1"]) == set()
+    assert await store.applied_commands([]) == set()
     await store.append("upload-a", 0, [ev(1)], META, command_id="cmd-1")
     await store.append("upload-a", 1, [ev(2)], META)
-    assert await store.command_applied("cmd-1")
-    assert not await store.command_applied("cmd-2")
+    await store.append("upload-c", 0, [ev(1)], META, command_id="cmd-4")
+    assert await store.applied_commands(["cmd-1"]) == {"cmd-1"}
+    assert await store.applied_commands(["cmd-2"]) == set()
     assert await store.append("upload-b", 0, [], META, command_id="cmd-3") == []
-    assert not await store.command_applied("cmd-3")  # appended nothing
+    # cmd-3 appended nothing; cmd-2 never ran
+    assert await store.applied_commands(["cmd-4", "cmd-1", "cmd-2", "cmd-3"]) == {"cmd-1", "cmd-4"}
 
 
 async def test_empty_append_is_a_no_op(store: EventStore) -> None:
