@@ -1,7 +1,7 @@
 """The client half of the `cairn` command: subcommands that talk HTTP to a Cairn server.
 
     cairn login --url URL [--token TOKEN]       save the server and token (config file)
-    cairn upload PATH... [--bucket B] [--key K] [--parallel N] [--tus]
+    cairn upload PATH... [--bucket B] [--key K] [--parallel N] [--streams N] [--tus]
     cairn download ID|BUCKET/KEY [-o PATH]
     cairn ls [BUCKET[/PREFIX]]                  objects and folders; no argument: files
     cairn rm FILE_ID...
@@ -41,6 +41,10 @@ from bus.client import (
 from bus.client.errors import EXIT_CODES, INTERRUPTED, OK, USAGE, ClientError, Interrupted
 from bus.client.http import json_of, open_client, unreachable
 from bus.client.output import Output, human_bytes
+
+# Chunks of one file in flight (`cairn upload --streams`): enough to overlap each chunk's
+# store and command round trip on the server with the next chunk's bytes.
+STREAMS = 4
 
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
@@ -115,6 +119,14 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--parallel", type=int, default=2, metavar="N", help="files sent at once (default 2)"
+    )
+    p.add_argument(
+        "--streams",
+        type=int,
+        default=STREAMS,
+        metavar="N",
+        help=f"chunks of one file sent at once (default {STREAMS}; not with --tus, whose"
+        " bytes go in order)",
     )
     p.add_argument(
         "--chunk-size",
@@ -284,6 +296,7 @@ def cmd_upload(args: argparse.Namespace, out: Output) -> int:
         limit_rate=args.limit_rate,
         console=out.err,
         tus=args.tus,
+        streams=args.streams,
     )
     for job, err in failures:
         print(f"cairn: error: {job.path}: {err.code}: {err.message}", file=sys.stderr)

@@ -3,8 +3,10 @@ with `--tus`, through the tus protocol: tus.py).
 
 Each file is hashed first (sha256, sent on create: the server verifies the whole file on
 complete, and a file the user already has is answered at once without sending a byte),
-then its chunks are PUT one after the other, streamed from disk; `--parallel` files go at
-once. The upload id and the Idempotency-Keys are kept in the resume state (resume.py), so
+then its chunks are PUT, streamed from disk, `--streams` of them at once (each from its own
+file handle), so one file's chunks overlap the server's per-chunk work (storing, then a
+command round trip) instead of waiting for it one after the other; `--parallel` files go
+at once. The upload id and the Idempotency-Keys are kept in the resume state (resume.py), so
 after Ctrl-C, a lost connection or a crash the same command asks the server which chunks
 are still missing and sends only those.
 """
@@ -12,12 +14,14 @@ are still missing and sends only those.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import os
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 import jwt
@@ -27,7 +31,6 @@ from bus.client.errors import USAGE, VERIFY, ClientError, Interrupted
 from bus.client.http import check, error_from, json_of, open_client, unreachable
 from bus.client.resume import ResumeState, state_key
 from bus.client.transfer import Transfer, progress_bars, read_pieces, sha256_file
-from bus.client.tus import upload_tus
 
 ACTIVE = ("INITIATED", "IN_PROGRESS")
 MAX_RETRIES = 20  # 429s (the server's in-flight limits) and chunks_missing rounds
@@ -88,21 +91,33 @@ def upload(
     limit_rate: int | None,
     console: Any,
     tus: bool = False,
+    streams: int = 1,
 ) -> tuple[list[dict[str, Any]], list[tuple[Job, ClientError]]]:
+    if tus:
+        # Imported only when used: tuspy brings aiohttp and requests, most of a second of
+        # every `cairn` command's start-up.
+        from bus.client.tus import upload_tus
     results: list[dict[str, Any]] = []
     failures: list[tuple[Job, ClientError]] = []
     with progress_bars(console) as progress:
         transfer = Transfer(progress, sum(j.size for j in jobs), limit_rate)
         with concurrent.futures.ThreadPoolExecutor(max(1, parallel)) as pool:
             futures = {
-                pool.submit(
-                    upload_tus if tus else _upload_one,
-                    target,
-                    job,
-                    bucket,
-                    chunk_size,
-                    transfer,
-                    caller_of(target),
+                (
+                    pool.submit(
+                        upload_tus, target, job, bucket, chunk_size, transfer, caller_of(target)
+                    )
+                    if tus
+                    else pool.submit(
+                        _upload_one,
+                        target,
+                        job,
+                        bucket,
+                        chunk_size,
+                        transfer,
+                        caller_of(target),
+                        streams,
+                    )
                 ): job
                 for job in jobs
             }
@@ -144,13 +159,14 @@ def _upload_one(
     chunk_size: int | None,
     transfer: Transfer,
     caller: str,
+    streams: int = 1,
 ) -> dict[str, Any]:
     state = ResumeState(
         state_key(job.path, job.size, job.mtime_ns, target.url, caller, bucket, job.key, chunk_size)
     )
     try:
         with open_client(target) as client:
-            return _send(client, state, job, bucket, chunk_size, transfer)
+            return _send(client, state, job, bucket, chunk_size, transfer, streams)
     except httpx.TransportError as e:
         raise unreachable(target.url, e) from None
 
@@ -162,6 +178,7 @@ def _send(
     bucket: str | None,
     chunk_size: int | None,
     transfer: Transfer,
+    streams: int = 1,
 ) -> dict[str, Any]:
     task = transfer.add(job.name, total=job.size)
     sha = state.get("sha256")
@@ -210,10 +227,10 @@ def _send(
     transfer.progress.update(task, completed=already)
     transfer.skip(already)
     sent = 0
-    with job.path.open("rb") as f:
+    put = functools.partial(_put_chunk, client, upload_id, state, size_of, transfer, task)
+    with _Chunks(job.path, streams) as chunks:
         for _ in range(MAX_RETRIES):
-            for index in missing or []:
-                sent += _put_chunk(client, f, upload_id, index, state, size_of, transfer, task)
+            sent += chunks.send(put, missing or [])
             complete_key = state.get("complete_key") or str(uuid.uuid4())
             state.update(complete_key=complete_key)
             r = client.post(
@@ -243,15 +260,62 @@ def _chunk_sizes(size: int, chunk: int) -> Any:
     return lambda i: max(0, min(chunk, size - i * chunk))
 
 
+class _Chunks:
+    """Sends one file's chunks, `streams` at a time, each worker with its own file handle.
+
+    httpx's Client is shared: it is safe across threads, and its pool keeps a connection
+    per stream. The first failure stops the chunks not yet started and is raised once the
+    running ones have ended (nothing is left writing to the server behind the caller's
+    back); what did arrive is kept, and a rerun sends only what is missing."""
+
+    def __init__(self, path: Path, streams: int) -> None:
+        self._path = path
+        self._streams = max(1, streams)
+        self._pool = concurrent.futures.ThreadPoolExecutor(self._streams)
+        self._local = threading.local()
+        self._handles: list[BinaryIO] = []
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> _Chunks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for f in self._handles:
+            f.close()
+
+    def _handle(self) -> BinaryIO:
+        f: BinaryIO | None = getattr(self._local, "f", None)
+        if f is None:
+            f = self._local.f = self._path.open("rb")
+            with self._lock:
+                self._handles.append(f)
+        return f
+
+    def send(self, put: Callable[[BinaryIO, int], int], indexes: list[int]) -> int:
+        """PUT every chunk of `indexes`; the bytes sent."""
+        futures = [self._pool.submit(lambda i=i: put(self._handle(), i)) for i in indexes]
+        sent = 0
+        try:
+            for fut in concurrent.futures.as_completed(futures):
+                sent += fut.result()
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            concurrent.futures.wait(futures)
+            raise
+        return sent
+
+
 def _put_chunk(
     client: httpx.Client,
-    f: Any,
     upload_id: str,
-    index: int,
     state: ResumeState,
     size_of: Any,
     transfer: Transfer,
     task: Any,
+    f: Any,
+    index: int,
 ) -> int:
     length: int = size_of(index)
     for _ in range(MAX_RETRIES):
