@@ -222,6 +222,8 @@ class FanOut:
                 await asyncio.wait_for(wake.wait(), self.poll_interval)
             wake.clear()  # before reading: a notify during the read wakes us again
             try:
+                if not self._by_owner and await self._skip_ahead():
+                    continue
                 while True:
                     events = await feed.read_after(self.pool, self.head, limit=self.page)
                     self._publish(events)
@@ -232,6 +234,19 @@ class FanOut:
                     await asyncio.sleep(0)
             except (OSError, asyncpg.PostgresError) as e:
                 log.warning("event fan-out: reading the store failed, retrying", error=str(e))
+
+    async def _skip_ahead(self) -> bool:
+        """With no subscription attached there is no one to hand events to: move `head` to
+        the store's last position (one indexed max()) instead of reading and decoding every
+        event, which every API process did for each upload (issue 13). Positions become
+        visible in commit order, so nothing at or below that position can still appear.
+        False if a subscription attached during the query: it caught up to the old `head`
+        only, so the events after it must be read and offered as usual."""
+        latest = await feed.head(self.pool)
+        if self._by_owner:
+            return False
+        self.head = max(self.head, latest)
+        return True
 
     def _publish(self, events: list[FeedEvent]) -> None:
         # Synchronous: `head` and every queue move together (see the module docstring).
