@@ -55,7 +55,7 @@ from api.serving import content_responses, serve
 from api.tus.controller import piece_at
 from bus.blobs.errors import BlobTooLarge
 from bus.blobs.ingest import ingest
-from bus.blobs.sniff import GENERIC, SNIFF_BYTES, detect
+from bus.blobs.sniff import SNIFF_BYTES, type_from_head
 from domain import policies
 from domain.buckets import BucketState
 from domain.commands import DeleteFile
@@ -340,11 +340,8 @@ class ObjectsController(SecuredController):
             raise ApiError(400, "incomplete_body", "the request body ended early") from None
         # As content_type_of decides (a declared type, else sniffed), from the bytes kept
         # on the way in: a small PUT reads nothing back from the blob store.
-        given_type = (content_type or "").strip()
-        stored_type = (
-            given_type
-            if given_type and given_type.lower() != GENERIC
-            else detect(body.head, object_name(key), truncated=body.size > len(body.head))
+        stored_type = type_from_head(
+            body.head, body.size, object_name(key), (content_type or "").strip()
         )
         result = await c.send(
             request,

@@ -90,7 +90,7 @@ from api.http.trailers import TRAILERS_EXTENSION
 from api.limits import check_quota, limiter
 from api.openapi import SECURED, raw_body
 from bus.actors.commandbus import BusUnavailable, CommandResult
-from bus.blobs.sniff import content_type_of
+from bus.blobs.sniff import SNIFF_BYTES, type_from_head
 from bus.config.logs import get_logger
 from bus.config.settings import Settings
 from domain import policies
@@ -501,8 +501,10 @@ class Fresh:
     pieces: tuple[tuple[str, int], ...] = ()
 
 
-# Creates the upload with these durable pieces; with a digest (theirs: all its bytes), done.
-Creation = Callable[[list[dict[str, Any]], str | None], Awaitable[None]]
+# Creates the upload with these durable pieces; with a digest (theirs: all its bytes), done;
+# the bytes are the body's first (up to SNIFF_BYTES), to tell the file's type without
+# reading it back.
+Creation = Callable[[list[dict[str, Any]], str | None, bytes], Awaitable[None]]
 
 
 async def _until_end(queue: asyncio.Queue[bytes | None]) -> AsyncIterator[bytes]:
@@ -544,7 +546,7 @@ class Appender:
 
     With `create` (creation-with-upload of a whole small file, see TusController.create)
     the upload does not exist yet: pieces are held back (like with a checksum) and the
-    first append is the creation itself, `create(pieces, digest)`: one InitiateUpload that
+    first append is the creation itself, `create(pieces, digest, head)`: one InitiateUpload that
     carries them, and with `digest` (the running sha256, when they are all the upload's
     bytes) its completion too."""
 
@@ -597,6 +599,7 @@ class Appender:
         # neither.
         self.running: Any = running_digests.resume(self.upload_id, state.offset)
         self.snapshots: dict[int, Any] = {}  # a stored piece's end offset -> digest state there
+        self.head = b""  # a creation's first bytes (see Creation)
 
     async def feed(self, data: bytes) -> None:
         if self.received + len(data) > self.limit:
@@ -604,6 +607,8 @@ class Appender:
         self.received += len(data)
         if not isinstance(data, bytes):
             data = bytes(data)  # held until stored: it must not change meanwhile
+        if self.create is not None and len(self.head) < SNIFF_BYTES:
+            self.head += data[: SNIFF_BYTES - len(self.head)]
         pos, n = 0, len(data)
         while pos < n:
             room = self.piece - self.filled
@@ -733,7 +738,9 @@ class Appender:
         end = self.offset + sum(int(p["size"]) for p in pieces)
         whole = self.length is not None and end == self.length
         snapshot = self.snapshots.get(end)
-        await create(pieces, snapshot.hexdigest() if whole and snapshot is not None else None)
+        await create(
+            pieces, snapshot.hexdigest() if whole and snapshot is not None else None, self.head
+        )
         self.offset = end
         self._remember()
 
@@ -742,7 +749,7 @@ class Appender:
         still created, empty, as if its creation had come before the body."""
         if self.create is not None:
             create, self.create = self.create, None
-            await create([], None)
+            await create([], None, b"")
 
     def _remember(self) -> None:
         """An append ending at `self.offset` was accepted: record the running digest there
@@ -1036,16 +1043,15 @@ class TusController(Controller):
         file_created = False
         recorded: UploadState | None = None
 
-        async def create(pieces: list[dict[str, Any]], digest: str | None) -> None:
+        async def create(pieces: list[dict[str, Any]], digest: str | None, head: bytes) -> None:
             nonlocal created, file_created, recorded
             if digest is not None and not partial:
                 # Completed by the same command, and (given the type the bytes show) the
                 # file follows in the actor's same step: see domain.policies.follow_ups.
-                kind = await content_type_of(
-                    c.blobs,
-                    [(p["sha256"], p["size"]) for p in pieces],
-                    cmd.file_name,
-                    cmd.content_type,
+                # The type comes from the body's first bytes, kept on the way in: these
+                # pieces are all of the file.
+                kind = type_from_head(
+                    head, sum(int(p["size"]) for p in pieces), cmd.file_name, cmd.content_type
                 )
                 whole_cmd = policies.initiate_complete(cmd, pieces, digest, kind)
             else:

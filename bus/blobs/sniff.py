@@ -68,4 +68,12 @@ async def content_type_of(
         )
     except (BlobNotFound, BlobCorrupt, ValueError, OSError):
         head = b""  # bytes that cannot be read cannot be served either: judge by the name
-    return detect(head, name, truncated=total > SNIFF_BYTES)
+    return type_from_head(head, total, name, declared)
+
+
+def type_from_head(head: bytes, total: int, name: str, declared: str) -> str:
+    """What `content_type_of` answers, from the file's first bytes already at hand (kept on
+    the way in: at least its first min(total, SNIFF_BYTES) bytes), reading nothing back."""
+    if declared and declared.strip().lower() != GENERIC:
+        return declared
+    return detect(head[:SNIFF_BYTES], name, truncated=total > SNIFF_BYTES)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bus.blobs.local import LocalBlobStore
-from bus.blobs.sniff import GENERIC, content_type_of, detect
+from bus.blobs.sniff import GENERIC, SNIFF_BYTES, content_type_of, detect, type_from_head
 
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + b"\x00" * 32
 PDF = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n"
@@ -61,3 +61,31 @@ async def test_declared_types_are_kept_and_generic_ones_detected(tmp_path: Path)
     # Bytes that cannot be read: judged by the name alone, never an error.
     missing = [("f" * 64, 10)]
     assert await content_type_of(store, missing, "a.png", GENERIC) == "image/png"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("data", "name", "declared"),
+    [
+        (PNG, "x", ""),
+        (PNG, "x", GENERIC),
+        (PNG, "x", "image/jpeg"),
+        (b"plain words\n" * 2000, "notes", ""),  # longer than the sample: truncated
+        (("a" * 8191 + "€").encode(), "x", ""),  # the sample ends inside a character
+        (b"\x00\x01binary", "a.bin", ""),
+    ],
+)
+async def test_a_kept_head_gives_the_type_reading_back_gives(
+    tmp_path: Path, data: bytes, name: str, declared: str
+) -> None:
+    """A body's first SNIFF_BYTES kept on the way in (tus creation-with-upload, object PUT)
+    type the file exactly as reading it back from the store does."""
+    store = LocalBlobStore(tmp_path)
+
+    async def body():  # type: ignore[no-untyped-def]
+        yield data
+
+    sha, size = await store.put_stream(body())
+    read_back = await content_type_of(store, [(sha, size)], name, declared)
+    assert type_from_head(data[:SNIFF_BYTES], size, name, declared) == read_back
+    assert type_from_head(data, size, name, declared) == read_back  # more kept: the same
