@@ -61,7 +61,9 @@ async def look_ahead(events: Iterable[RecordedEvent], store: EventStore) -> Ahea
     completed = {
         ev.aggregate_id: ev.version
         for ev in events
-        if ev.aggregate == "uploads" and isinstance(ev.payload, UploadCompleted)
+        # The type name first: decoding every event's payload twice would cost more than
+        # the lookup saves.
+        if ev.type == UploadCompleted.type and isinstance(ev.payload, UploadCompleted)
     }
     if not completed:
         return Ahead()
