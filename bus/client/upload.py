@@ -292,9 +292,12 @@ class _Chunks:
                 self._handles.append(f)
         return f
 
+    def _put_one(self, put: Callable[[BinaryIO, int], int], index: int) -> int:
+        return put(self._handle(), index)
+
     def send(self, put: Callable[[BinaryIO, int], int], indexes: list[int]) -> int:
         """PUT every chunk of `indexes`; the bytes sent."""
-        futures = [self._pool.submit(lambda i=i: put(self._handle(), i)) for i in indexes]
+        futures = [self._pool.submit(self._put_one, put, i) for i in indexes]
         sent = 0
         try:
             for fut in concurrent.futures.as_completed(futures):

@@ -5,6 +5,8 @@ hand-over); one that attaches while the head is being moved is served by a full 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,6 +45,22 @@ async def _until(predicate: Any) -> None:
     await wait_until(check, timeout=10, interval=0.01)
 
 
+@asynccontextmanager
+async def _started(
+    pool: asyncpg.Pool, db_url: str, store: PostgresEventStore, stream: str, n: int
+) -> AsyncIterator[tuple[FanOut, list[int]]]:
+    """A fan-out, listening, whose head has reached `n` events just appended to `stream`."""
+    fan = FanOut(pool, db_url, poll_interval=0.2)
+    await fan.start()
+    try:
+        await _until(fan.listener.connected.is_set)
+        positions = await _append(store, stream, n)
+        await _until(lambda: fan.head == positions[-1])
+        yield fan, positions
+    finally:
+        await fan.stop()
+
+
 async def test_an_idle_fanout_moves_its_head_without_reading_events(
     pool: asyncpg.Pool, db_url: str, event_store: PostgresEventStore, monkeypatch: Any
 ) -> None:
@@ -54,12 +72,7 @@ async def test_an_idle_fanout_moves_its_head_without_reading_events(
         return await real_read(*args, **kw)
 
     monkeypatch.setattr(fanout_module.feed, "read_after", counting_read)
-    fan = FanOut(pool, db_url, poll_interval=0.2)
-    await fan.start()
-    try:
-        await _until(fan.listener.connected.is_set)
-        positions = await _append(event_store, "upload-idle-1", 5)
-        await _until(lambda: fan.head == positions[-1])
+    async with _started(pool, db_url, event_store, "upload-idle-1", 5) as (fan, _):
         assert reads == []  # the head moved by the store's max(), no event was read
 
         sub = fan.subscribe(Selector(owner="ann"), None, "sse")
@@ -72,19 +85,12 @@ async def test_an_idle_fanout_moves_its_head_without_reading_events(
         assert got == later
         assert reads  # with a subscriber attached, the reader reads and hands out again
         sub.close()
-    finally:
-        await fan.stop()
 
 
 async def test_a_subscription_attaching_during_the_skip_is_handed_what_follows(
     pool: asyncpg.Pool, db_url: str, event_store: PostgresEventStore, monkeypatch: Any
 ) -> None:
-    fan = FanOut(pool, db_url, poll_interval=0.2)
-    await fan.start()
-    try:
-        await _until(fan.listener.connected.is_set)
-        first = await _append(event_store, "upload-idle-2", 1)
-        await _until(lambda: fan.head == first[-1])
+    async with _started(pool, db_url, event_store, "upload-idle-2", 1) as (fan, _):
         real_head = feed.head
         subs: list[Any] = []
 
@@ -108,5 +114,3 @@ async def test_a_subscription_attaching_during_the_skip_is_handed_what_follows(
                 got += [e.position for e in await subs[0].next(1.0)]
         assert got == racing
         subs[0].close()
-    finally:
-        await fan.stop()

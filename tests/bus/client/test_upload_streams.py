@@ -63,5 +63,5 @@ def test_a_failed_chunk_stops_those_not_started_and_waits_for_the_running(
     with _Chunks(path, 2) as chunks, pytest.raises(RuntimeError, match="chunk 1 refused"):
         chunks.send(put, list(range(20)))
     # Raised only once nothing runs any more: what started either finished or failed.
-    assert sorted(finished + [1]) == sorted(started)
+    assert sorted([*finished, 1]) == sorted(started)
     assert len(started) < 20  # the rest were never sent
