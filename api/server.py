@@ -19,6 +19,7 @@ from api.http.drain import Drain
 from api.http.headlimits import HeadLimits, LimitedHttpToolsProtocol
 from bus.config.logs import get_logger
 from bus.config.settings import Settings
+from bus.run.heap import settle
 
 log = get_logger(__name__)
 
@@ -43,6 +44,8 @@ def head_limits(settings: Settings) -> HeadLimits:
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     app = create_app(settings)
     drain = Drain(app)
+    # The app's routes, schemas and middleware live as long as the process (see bus/run/heap.py).
+    settle()
     config = uvicorn.Config(
         # Our access log line per request, in the JSON stream, drained 503s included.
         access_log(drain),

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bus.config.settings import Settings
+from bus.run.heap import settle
 
 Runner = Callable[[Settings, asyncio.Event], Awaitable[None]]
 
@@ -47,6 +48,8 @@ def application_name(kind: str) -> str:
 def _runner(kind: str, component: str, pool_size: int) -> Runner:
     async def run(settings: Settings, stop: asyncio.Event) -> None:
         target: Any = _load(component)
+        # The imports are done: keep their objects out of every later collection.
+        settle()
         if not inspect.isclass(target):
             await target(settings, stop)
             return
