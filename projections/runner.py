@@ -1,7 +1,7 @@
 """The projector process: consumes domain events from Kafka and keeps the read models current.
 
 Exactly-once effect from at-least-once delivery: each poll batch is applied in ONE Postgres
-transaction (effects + per-stream checkpoints, see `apply_event`), and Kafka offsets are
+transaction (effects + per-stream checkpoints, see `Checkpoints` in projections/base.py), and Kafka offsets are
 committed only after that transaction commits. A crash between the two redelivers the
 batch, and the checkpoints turn the redelivery into no-ops.
 
@@ -52,7 +52,13 @@ from bus.kafka.clients import ensure_topics, header
 from bus.store.eventstore import NOTIFY_CHANNEL, PostgresEventStore
 from bus.store.relay import PUBLISHED_CHANNEL
 from domain.events import RecordedEvent
-from projections.base import PROJECTION_LOCK, Projection, apply_event, record_status
+from projections.base import (
+    PROJECTION_LOCK,
+    Checkpoints,
+    Projection,
+    apply_checkpointed,
+    record_status,
+)
 from projections.rebuild import PROJECTIONS
 
 log = logging.getLogger("cairn.projections")
@@ -293,20 +299,24 @@ class Projector:
             # Shared: live batches run side by side; a rebuild (exclusive) waits for them
             # and they wait for it.
             await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", PROJECTION_LOCK)
+            # Every checkpoint the batch needs, locked and read once per projection (in
+            # the projections' order, each in stream order: see Checkpoints).
+            checkpoints: dict[str, Checkpoints] = {}
+            for p in self.projections:
+                streams = [ev.stream_id for ev in events if ev.aggregate in p.aggregates]
+                if streams:
+                    checkpoints[p.name] = await Checkpoints.lock(conn, p.name, streams)
             for ev in events:
                 for p in self.projections:
                     if ev.aggregate not in p.aggregates:
                         continue
+                    seen = checkpoints[p.name]
                     try:
                         if isolate:
                             async with conn.transaction():  # a savepoint
-                                n = await apply_event(
-                                    conn, p, ev, self.event_store, update_status=False
-                                )
+                                n = await apply_checkpointed(conn, p, ev, self.event_store, seen)
                         else:
-                            n = await apply_event(
-                                conn, p, ev, self.event_store, update_status=False
-                            )
+                            n = await apply_checkpointed(conn, p, ev, self.event_store, seen)
                     except TRANSIENT_ERRORS:
                         raise
                     except Exception as e:
@@ -329,6 +339,8 @@ class Projector:
                             out.last[p.name] = ev
                     else:
                         out.duplicates[p.name] = out.duplicates.get(p.name, 0) + 1
+            for seen in checkpoints.values():
+                await seen.save(conn)
             # One status write per projection per batch, last thing before commit.
             for name, ev in out.last.items():
                 await record_status(conn, name, ev)
