@@ -15,7 +15,13 @@ import asyncpg
 from bus.store.eventstore import PostgresEventStore
 from domain.events import RecordedEvent
 from domain.registry import AGGREGATES
-from projections.base import PROJECTION_LOCK, Projection, apply_event, record_status
+from projections.base import (
+    PROJECTION_LOCK,
+    Checkpoints,
+    Projection,
+    apply_checkpointed,
+    record_status,
+)
 from projections.buckets import BucketsProjection
 from projections.fetches import FetchesProjection
 from projections.files import FilesProjection
@@ -79,10 +85,14 @@ async def rebuild(pool: asyncpg.Pool, name: str) -> int:
             page = await store.read_all(after, limit=PAGE)
             if not page:
                 break
-            for ev in page:
-                if ev.aggregate in projection.aggregates:
-                    applied += await apply_event(conn, projection, ev, store, update_status=False)
-                    last = ev
+            mine = [ev for ev in page if ev.aggregate in projection.aggregates]
+            if mine:
+                # A page's checkpoints in two statements (see Checkpoints).
+                seen = await Checkpoints.lock(conn, projection.name, [e.stream_id for e in mine])
+                for ev in mine:
+                    applied += await apply_checkpointed(conn, projection, ev, store, seen)
+                await seen.save(conn)
+                last = mine[-1]
             after = page[-1].position
         if last is not None:
             await record_status(conn, projection.name, last)
