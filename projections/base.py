@@ -10,8 +10,10 @@ checkpoint commit or roll back together. The live projector (`runner.py`) and th
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, date, datetime
 from typing import Any, ClassVar
 
@@ -207,18 +209,85 @@ def as_uuid(value: Any) -> uuid.UUID:
     return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
 
 
+USAGE_COLUMNS = (
+    "uploads_started",
+    "uploads_completed",
+    "bytes_uploaded",
+    "files_created",
+    "files_deleted",
+)
+
+
+class UsageTally:
+    """usage_daily deltas gathered over one transaction, written in one statement.
+
+    Every upload and file event bumps its owner's counters for the day: one upsert each,
+    on a row that every batch of that owner's events updates, so concurrent projector
+    transactions queued on its lock one after another. Summed per batch, the row is
+    written (and locked) once, just before commit."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self._sums: dict[tuple[str, date], list[int]] = {}
+
+    def add(self, owner: str, day: date, deltas: dict[str, int]) -> None:
+        sums = self._sums.setdefault((owner, day), [0] * len(USAGE_COLUMNS))
+        for col, n in deltas.items():
+            sums[USAGE_COLUMNS.index(col)] += n
+
+    async def flush(self) -> None:
+        if not self._sums:
+            return
+        keys = sorted(self._sums)  # rows locked in one order: no deadlock between batches
+        cols = ", ".join(USAGE_COLUMNS)
+        arrays = ", ".join(f"${i + 3}::bigint[]" for i in range(len(USAGE_COLUMNS)))
+        updates = ", ".join(
+            f"{c} = readmodel.usage_daily.{c} + excluded.{c}" for c in USAGE_COLUMNS
+        )
+        await self.conn.execute(
+            f"INSERT INTO readmodel.usage_daily (owner, day, {cols})"
+            f" SELECT * FROM unnest($1::text[], $2::date[], {arrays})"
+            f" ON CONFLICT (owner, day) DO UPDATE SET {updates}",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            *([self._sums[k][i] for k in keys] for i in range(len(USAGE_COLUMNS))),
+        )
+        self._sums.clear()
+
+
+# The tally of the transaction the current task is applying, if it defers usage.
+_TALLY: contextvars.ContextVar[UsageTally | None] = contextvars.ContextVar(
+    "usage_tally", default=None
+)
+
+
+@contextlib.asynccontextmanager
+async def deferred_usage(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """Within this block, `bump_usage` on `conn` adds to a tally written at its end.
+
+    For a transaction that applies many events (a projector batch, a rebuild). Not inside
+    savepoints that may roll back: a rolled-back event's deltas would still be written.
+    If the block raises, nothing is written (the transaction is rolled back anyway)."""
+    tally = UsageTally(conn)
+    token = _TALLY.set(tally)
+    try:
+        yield
+    finally:
+        _TALLY.reset(token)
+    await tally.flush()
+
+
 async def bump_usage(conn: asyncpg.Connection, owner: str, day: date, **deltas: int) -> None:
-    """Add to the usage_daily counters of (owner, day), creating the row if needed."""
+    """Add to the usage_daily counters of (owner, day), creating the row if needed.
+
+    Deferred to the end of the transaction inside `deferred_usage` (on the same `conn`)."""
     cols = list(deltas)
-    allowed = {
-        "uploads_started",
-        "uploads_completed",
-        "bytes_uploaded",
-        "files_created",
-        "files_deleted",
-    }
-    if not cols or not set(cols) <= allowed:
+    if not cols or not set(cols) <= set(USAGE_COLUMNS):
         raise ValueError(f"bad usage columns {cols}")
+    tally = _TALLY.get()
+    if tally is not None and tally.conn is conn:
+        tally.add(owner, day, deltas)
+        return
     placeholders = ", ".join(f"${i + 3}" for i in range(len(cols)))
     updates = ", ".join(f"{c} = readmodel.usage_daily.{c} + excluded.{c}" for c in cols)
     await conn.execute(

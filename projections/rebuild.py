@@ -20,6 +20,7 @@ from projections.base import (
     Checkpoints,
     Projection,
     apply_checkpointed,
+    deferred_usage,
     record_status,
 )
 from projections.buckets import BucketsProjection
@@ -81,19 +82,23 @@ async def rebuild(pool: asyncpg.Pool, name: str) -> int:
         # are picked up by later pages; the live projector then skips them as duplicates.
         after = 0
         last: RecordedEvent | None = None
-        while True:
-            page = await store.read_all(after, limit=PAGE)
-            if not page:
-                break
-            mine = [ev for ev in page if ev.aggregate in projection.aggregates]
-            if mine:
-                # A page's checkpoints in two statements (see Checkpoints).
-                seen = await Checkpoints.lock(conn, projection.name, [e.stream_id for e in mine])
-                for ev in mine:
-                    applied += await apply_checkpointed(conn, projection, ev, store, seen)
-                await seen.save(conn)
-                last = mine[-1]
-            after = page[-1].position
+        # Usage counters summed over the whole replay, written once (UsageTally).
+        async with deferred_usage(conn):
+            while True:
+                page = await store.read_all(after, limit=PAGE)
+                if not page:
+                    break
+                mine = [ev for ev in page if ev.aggregate in projection.aggregates]
+                if mine:
+                    # A page's checkpoints in two statements (see Checkpoints).
+                    seen = await Checkpoints.lock(
+                        conn, projection.name, [e.stream_id for e in mine]
+                    )
+                    for ev in mine:
+                        applied += await apply_checkpointed(conn, projection, ev, store, seen)
+                    await seen.save(conn)
+                    last = mine[-1]
+                after = page[-1].position
         if last is not None:
             await record_status(conn, projection.name, last)
     return applied

@@ -57,6 +57,7 @@ from projections.base import (
     Checkpoints,
     Projection,
     apply_checkpointed,
+    deferred_usage,
     record_status,
 )
 from projections.rebuild import PROJECTIONS
@@ -306,42 +307,56 @@ class Projector:
                 streams = [ev.stream_id for ev in events if ev.aggregate in p.aggregates]
                 if streams:
                     checkpoints[p.name] = await Checkpoints.lock(conn, p.name, streams)
-            for ev in events:
-                for p in self.projections:
-                    if ev.aggregate not in p.aggregates:
-                        continue
-                    seen = checkpoints[p.name]
-                    try:
-                        if isolate:
-                            async with conn.transaction():  # a savepoint
-                                n = await apply_checkpointed(conn, p, ev, self.event_store, seen)
-                        else:
-                            n = await apply_checkpointed(conn, p, ev, self.event_store, seen)
-                    except TRANSIENT_ERRORS:
-                        raise
-                    except Exception as e:
-                        if not isolate:
-                            raise _Poison from e
-                        out.poisoned += 1
-                        log.error(
-                            "skipping event %s (%s v%d) for projection %s: %r",
-                            ev.id,
-                            ev.stream_id,
-                            ev.version,
-                            p.name,
-                            e,
-                        )
-                        continue
-                    if n:
-                        out.applied[p.name] = out.applied.get(p.name, 0) + n
-                        prev = out.last.get(p.name)
-                        if prev is None or ev.position > prev.position:
-                            out.last[p.name] = ev
-                    else:
-                        out.duplicates[p.name] = out.duplicates.get(p.name, 0) + 1
+            # Usage counters summed over the batch and written once (UsageTally); not in
+            # isolate mode, where a savepoint may roll an event's effects back.
+            async with contextlib.nullcontext() if isolate else deferred_usage(conn):
+                for ev in events:
+                    for p in self.projections:
+                        if ev.aggregate in p.aggregates:
+                            await self._apply_one(conn, p, ev, checkpoints[p.name], isolate, out)
             for seen in checkpoints.values():
                 await seen.save(conn)
             # One status write per projection per batch, last thing before commit.
             for name, ev in out.last.items():
                 await record_status(conn, name, ev)
         return out
+
+    async def _apply_one(
+        self,
+        conn: asyncpg.Connection,
+        p: Projection,
+        ev: RecordedEvent,
+        seen: Checkpoints,
+        isolate: bool,
+        out: _Outcome,
+    ) -> None:
+        """Apply one event to one projection, counting it in `out`. Isolated (a savepoint
+        each), a deterministic failure skips the event; otherwise it poisons the batch."""
+        try:
+            if isolate:
+                async with conn.transaction():  # a savepoint
+                    n = await apply_checkpointed(conn, p, ev, self.event_store, seen)
+            else:
+                n = await apply_checkpointed(conn, p, ev, self.event_store, seen)
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception as e:
+            if not isolate:
+                raise _Poison from e
+            out.poisoned += 1
+            log.error(
+                "skipping event %s (%s v%d) for projection %s: %r",
+                ev.id,
+                ev.stream_id,
+                ev.version,
+                p.name,
+                e,
+            )
+            return
+        if n:
+            out.applied[p.name] = out.applied.get(p.name, 0) + n
+            prev = out.last.get(p.name)
+            if prev is None or ev.position > prev.position:
+                out.last[p.name] = ev
+        else:
+            out.duplicates[p.name] = out.duplicates.get(p.name, 0) + 1
