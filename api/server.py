@@ -19,7 +19,7 @@ from api.http.drain import Drain
 from api.http.headlimits import HeadLimits, LimitedHttpToolsProtocol
 from bus.config.logs import get_logger
 from bus.config.settings import Settings
-from bus.run.heap import settle
+from bus.run.heap import settle_again
 
 log = get_logger(__name__)
 
@@ -45,7 +45,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     app = create_app(settings)
     drain = Drain(app)
     # The app's routes, schemas and middleware live as long as the process (see bus/run/heap.py).
-    settle()
+    settle_again()
     config = uvicorn.Config(
         # Our access log line per request, in the JSON stream, drained 503s included.
         access_log(drain),

@@ -27,7 +27,8 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from bus.config.settings import Settings
-from bus.run.processes import RUNNERS
+from bus.run import heap
+from bus.run.processes import RUNNERS, load
 
 DEFAULT_TOKEN_TTL = 30 * 24 * 3600
 EXIT_FORCED = 130  # the shell convention for "ended by SIGINT"
@@ -125,6 +126,11 @@ async def _run_kind(settings: Settings, kind: str) -> int:
     supervisor_pid = os.environ.get("CAIRN_SUPERVISOR_PID", "")
     if supervisor_pid.isdigit():
         watcher = asyncio.create_task(_watch_supervisor(int(supervisor_pid), stop))
+    # This process is the kind's: once its code is imported, keep those objects out of
+    # every later collection (bus/run/heap.py). Not in RUNNERS itself: tests run
+    # components inside pytest's process, whose heap is not theirs to freeze.
+    load(kind)
+    heap.settle()
     try:
         await RUNNERS[kind](settings, stop)
     except asyncio.CancelledError:

@@ -25,14 +25,25 @@ import gc
 
 YOUNG_THRESHOLD = 10_000
 
+# Whether this process settled its heap at start, i.e. it is a `cairn run` process.
+_settled = False
+
 
 def settle() -> None:
     """Put what the process holds now out of the collector's way (see above).
 
-    Called once the code is imported and again once the process has built what it runs
-    (the API's app); each call freezes what was created since. Nothing is collected
-    twice: objects already frozen stay frozen."""
+    `cairn run` calls it once the kind's code is imported (bus/run/cli.py); objects
+    already frozen stay frozen."""
+    global _settled
     gc.collect()
     gc.freeze()
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(YOUNG_THRESHOLD, older, oldest)
+    _settled = True
+
+
+def settle_again() -> None:
+    """Freeze what was built since, in a process that settled at start (the API, once its
+    app is built); elsewhere (a component run inside pytest's process) nothing."""
+    if _settled:
+        settle()

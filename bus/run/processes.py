@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bus.config.settings import Settings
-from bus.run.heap import settle
 
 Runner = Callable[[Settings, asyncio.Event], Awaitable[None]]
 
@@ -40,6 +39,12 @@ def _load(component: str) -> Any:  # a coroutine function or a class (see above)
     return getattr(importlib.import_module(module), name)
 
 
+def load(kind: str) -> None:
+    """Import a kind's code without running it (`cairn run` does, before it settles the
+    process's heap: bus/run/heap.py)."""
+    _load(KINDS[kind][0])
+
+
 def application_name(kind: str) -> str:
     """The Postgres application_name of a process kind's connections."""
     return f"cairn-{kind}"
@@ -48,8 +53,6 @@ def application_name(kind: str) -> str:
 def _runner(kind: str, component: str, pool_size: int) -> Runner:
     async def run(settings: Settings, stop: asyncio.Event) -> None:
         target: Any = _load(component)
-        # The imports are done: keep their objects out of every later collection.
-        settle()
         if not inspect.isclass(target):
             await target(settings, stop)
             return

@@ -1,5 +1,5 @@
-"""bus/run/heap.py: a process's start-up objects leave the collector's sight, and a runner
-settles the heap before its component runs."""
+"""bus/run/heap.py: a process's start-up objects leave the collector's sight; `cairn run`
+settles the heap before its kind runs, and only such a process settles again."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from bus.config.settings import Settings
-from bus.run import heap
-from bus.run.processes import _runner
+from bus.run import cli, heap, processes
 
 _SEEN: dict[str, int] = {}
 
@@ -21,12 +20,14 @@ _SEEN: dict[str, int] = {}
 def _collector_restored() -> Iterator[None]:
     """The test process's collector as it was: unfrozen, its own thresholds."""
     thresholds = gc.get_threshold()
+    settled = heap._settled
     gc.unfreeze()
     try:
         yield
     finally:
         gc.unfreeze()
         gc.set_threshold(*thresholds)
+        heap._settled = settled
 
 
 class _Cycle:
@@ -61,15 +62,34 @@ def test_settle_collects_garbage_first() -> None:
 async def _component(settings: Settings, stop: asyncio.Event) -> None:
     _SEEN["frozen"] = gc.get_freeze_count()
     _SEEN["young"] = gc.get_threshold()[0]
+    stop.set()
 
 
-def test_a_runner_settles_the_heap_before_its_component_runs() -> None:
+def test_cairn_run_settles_the_heap_before_the_kind_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     _SEEN.clear()
     assert gc.get_freeze_count() == 0
-    run = _runner("test", f"{__name__}:_component", 0)
-    asyncio.run(run(Settings(), asyncio.Event()))
+    monkeypatch.setitem(processes.KINDS, "test", (f"{__name__}:_component", 0))
+    monkeypatch.setitem(processes.RUNNERS, "test", _component)
+    assert asyncio.run(cli._run_kind(Settings(metrics_port=0), "test")) == 0
     assert _SEEN["frozen"] > 0
     assert _SEEN["young"] == heap.YOUNG_THRESHOLD
+
+
+def test_settling_again_is_for_a_process_that_settled_at_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A component run inside pytest's process: its app is not frozen.
+    monkeypatch.setattr(heap, "_settled", False)
+    default_young = gc.get_threshold()[0]
+    heap.settle_again()
+    assert gc.get_freeze_count() == 0
+    assert gc.get_threshold()[0] == default_young
+    # In a `cairn run` process: what was built since the start is frozen too.
+    heap.settle()
+    first = gc.get_freeze_count()
+    built = [_Cycle() for _ in range(100)]
+    heap.settle_again()
+    assert gc.get_freeze_count() >= first + len(built)
 
 
 def _in_generations(obj: object) -> bool:
