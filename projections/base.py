@@ -168,12 +168,29 @@ async def apply_event(
     `record_status` once at the end (one status write per transaction instead of per event);
     the live projector locks a whole batch's checkpoints at once (`Checkpoints`).
     """
-    checkpoints = await Checkpoints.lock(conn, projection.name, [ev.stream_id])
-    n = await apply_checkpointed(conn, projection, ev, event_store, checkpoints)
-    await checkpoints.save(conn)
+    n = await apply_events(conn, projection, [ev], event_store)
     if n and update_status:
         await record_status(conn, projection.name, ev)
     return n
+
+
+async def apply_events(
+    conn: asyncpg.Connection,
+    projection: Projection,
+    events: Sequence[RecordedEvent],
+    event_store: EventStore,
+) -> int:
+    """Apply `events` (in position order) to `projection`, each unless already applied, with
+    their checkpoints locked and saved at once; return how many events were applied.
+
+    Any failure propagates (the caller's transaction rolls back). The live projector,
+    which must skip an unappliable event in a savepoint, drives `Checkpoints` itself."""
+    checkpoints = await Checkpoints.lock(conn, projection.name, [e.stream_id for e in events])
+    applied = 0
+    for ev in events:
+        applied += await apply_checkpointed(conn, projection, ev, event_store, checkpoints)
+    await checkpoints.save(conn)
+    return applied
 
 
 async def record_status(conn: asyncpg.Connection, projection: str, ev: RecordedEvent) -> None:

@@ -17,9 +17,8 @@ from domain.events import RecordedEvent
 from domain.registry import AGGREGATES
 from projections.base import (
     PROJECTION_LOCK,
-    Checkpoints,
     Projection,
-    apply_checkpointed,
+    apply_events,
     deferred_usage,
     record_status,
 )
@@ -91,12 +90,7 @@ async def rebuild(pool: asyncpg.Pool, name: str) -> int:
                 mine = [ev for ev in page if ev.aggregate in projection.aggregates]
                 if mine:
                     # A page's checkpoints in two statements (see Checkpoints).
-                    seen = await Checkpoints.lock(
-                        conn, projection.name, [e.stream_id for e in mine]
-                    )
-                    for ev in mine:
-                        applied += await apply_checkpointed(conn, projection, ev, store, seen)
-                    await seen.save(conn)
+                    applied += await apply_events(conn, projection, mine, store)
                     last = mine[-1]
                 after = page[-1].position
         if last is not None:

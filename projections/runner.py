@@ -1,9 +1,9 @@
 """The projector process: consumes domain events from Kafka and keeps the read models current.
 
 Exactly-once effect from at-least-once delivery: each poll batch is applied in ONE Postgres
-transaction (effects + per-stream checkpoints, see `Checkpoints` in projections/base.py), and Kafka offsets are
-committed only after that transaction commits. A crash between the two redelivers the
-batch, and the checkpoints turn the redelivery into no-ops.
+transaction (effects + per-stream checkpoints, see `Checkpoints` in projections/base.py),
+and Kafka offsets are committed only after that transaction commits. A crash between the
+two redelivers the batch, and the checkpoints turn the redelivery into no-ops.
 
 Failures are split in two. Transient ones (Postgres unreachable, deadlock, serialization)
 roll the batch back and retry it with backoff, committing nothing to Kafka, so no event is

@@ -213,3 +213,22 @@ async def snapshot(pool: asyncpg.Pool) -> dict[str, list[dict[str, Any]]]:
                 dict(r) for r in await conn.fetch(f"SELECT * FROM {table} ORDER BY {key}")
             ]
     return out
+
+
+class CountingConnection:
+    """A connection that counts the statements sent through it."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+        self.statements = 0
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._conn, name)
+        if name in ("execute", "fetch", "fetchval", "fetchrow", "executemany"):
+
+            async def counted(*args: Any, **kw: Any) -> Any:
+                self.statements += 1
+                return await attr(*args, **kw)
+
+            return counted
+        return attr

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
-from typing import Any, cast
+from typing import cast
 
 import asyncpg
 import pytest
@@ -13,7 +13,7 @@ from bus.store.eventstore import PostgresEventStore
 from domain.events import RecordedEvent
 from projections.base import Checkpoints, GapNotFillable, apply_checkpointed, apply_event
 from projections.uploads import UploadsProjection
-from tests.projections.conftest import Writer
+from tests.projections.conftest import CountingConnection, Writer
 
 
 async def test_in_order_duplicate_and_gap(
@@ -68,25 +68,6 @@ async def test_gap_the_event_store_cannot_fill_is_an_error(
             await apply_event(conn, UploadsProjection(), stranger, event_store)
 
 
-class _Counting:
-    """A connection that counts the statements sent through it."""
-
-    def __init__(self, conn: asyncpg.Connection) -> None:
-        self._conn = conn
-        self.statements = 0
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._conn, name)
-        if name in ("execute", "fetch", "fetchval", "fetchrow", "executemany"):
-
-            async def counted(*args: Any, **kw: Any) -> Any:
-                self.statements += 1
-                return await attr(*args, **kw)
-
-            return counted
-        return attr
-
-
 async def test_a_batch_locks_and_saves_its_checkpoints_once(
     pool: asyncpg.Pool, writer: Writer, event_store: PostgresEventStore
 ) -> None:
@@ -96,7 +77,7 @@ async def test_a_batch_locks_and_saves_its_checkpoints_once(
     # Interleaved, with a duplicate and a gap (b's version 2 never delivered).
     batch = [first[0], second[0], first[1], first[1], second[2], first[2]]
     async with pool.acquire() as raw, raw.transaction():
-        conn = _Counting(raw)
+        conn = CountingConnection(raw)
         seen = await Checkpoints.lock(conn, p.name, [e.stream_id for e in batch])
         locking = conn.statements
         applied = [

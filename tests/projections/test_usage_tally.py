@@ -10,20 +10,9 @@ import asyncpg
 import pytest
 
 from projections.base import bump_usage, deferred_usage
+from tests.projections.conftest import CountingConnection
 
 DAY = date(2026, 12, 3)
-
-
-class _Counting:
-    """A connection that counts the statements sent through it."""
-
-    def __init__(self, conn: asyncpg.Connection) -> None:
-        self._conn = conn
-        self.statements = 0
-
-    async def execute(self, *args: Any) -> Any:
-        self.statements += 1
-        return await self._conn.execute(*args)
 
 
 async def _usage(pool: asyncpg.Pool) -> dict[tuple[str, date], tuple[int, ...]]:
@@ -40,7 +29,7 @@ async def test_deferred_bumps_are_summed_and_written_once_at_the_end(pool: async
         DAY,
     )
     async with pool.acquire() as raw, raw.transaction():
-        conn: Any = _Counting(raw)
+        conn: Any = CountingConnection(raw)
         async with deferred_usage(conn):
             await bump_usage(conn, "alice", DAY, uploads_started=1)
             await bump_usage(conn, "alice", DAY, bytes_uploaded=100)
@@ -60,8 +49,8 @@ async def test_outside_the_block_or_on_another_connection_a_bump_is_written_at_o
     pool: asyncpg.Pool,
 ) -> None:
     async with pool.acquire() as raw, pool.acquire() as other_raw:
-        conn: Any = _Counting(raw)
-        other: Any = _Counting(other_raw)
+        conn: Any = CountingConnection(raw)
+        other: Any = CountingConnection(other_raw)
         await bump_usage(conn, "alice", DAY, uploads_started=1)
         assert conn.statements == 1
         async with deferred_usage(conn):
@@ -76,7 +65,7 @@ async def test_outside_the_block_or_on_another_connection_a_bump_is_written_at_o
 
 async def test_a_block_that_raises_writes_nothing(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as raw:
-        conn: Any = _Counting(raw)
+        conn: Any = CountingConnection(raw)
         with pytest.raises(RuntimeError):
             async with deferred_usage(conn):
                 await bump_usage(conn, "alice", DAY, uploads_started=1)
