@@ -33,6 +33,7 @@ from bus.config.settings import Settings
 from bus.config.tracing import current_traceparent, span
 from bus.kafka.broker import (
     BATCH_TIMEOUT_MS,
+    current_message,
     fetch_max_wait_ms,
     long_poll,
     make_broker,
@@ -121,7 +122,8 @@ class Handlers:
 
         # Options passed as **kwargs make the decorator untyped for mypy.
         @subscriber  # type: ignore[untyped-decorator]
-        async def on_events(records: Any, msg: KafkaMessage) -> None:
+        async def on_events(records: Any) -> None:
+            msg = current_message(broker)
             self.batches += 1
             try:
                 await handle(records, msg)

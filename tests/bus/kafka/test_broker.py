@@ -16,11 +16,18 @@ from typing import Any
 
 import anyio
 import pytest
+from aiokafka import TopicPartition
 from faststream.kafka.subscriber import usecase
 from faststream.middlewares import AckPolicy
 
 from bus.config.settings import Settings
-from bus.kafka.broker import long_poll, make_broker, raw_records, subscriber_options
+from bus.kafka.broker import (
+    current_message,
+    long_poll,
+    make_broker,
+    raw_records,
+    subscriber_options,
+)
 from bus.kafka.clients import ensure_topics, make_producer
 from tests.system import wait_until
 
@@ -94,3 +101,82 @@ async def _assigned(subscriber: object) -> bool:
     consumer = getattr(subscriber, "consumer", None)
     await asyncio.sleep(0)
     return consumer is not None and bool(consumer.assignment())
+
+
+@pytest.mark.parametrize("declared", [False, True], ids=["current_message", "parameter"])
+async def test_current_message_takes_no_worker_thread(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, declared: bool
+) -> None:
+    """`current_message(broker)` is the message being handled (its ack commits the batch),
+    found without the worker thread that fast_depends gives a `msg: KafkaMessage`
+    parameter: thread hops are recorded by standing in for fast_depends' `run_in_threadpool`.
+    The control case declares the parameter and shows that the recorder sees its hop."""
+    from fast_depends import utils as fd_utils
+    from faststream.kafka.annotations import KafkaMessage
+
+    hops: list[object] = []
+    real = fd_utils.run_in_threadpool
+
+    async def recording(func: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(func)
+        return await real(func, *args, **kwargs)
+
+    monkeypatch.setattr(fd_utils, "run_in_threadpool", recording)
+    topic = f"{settings.topic_prefix}.current-message-{'param' if declared else 'ctx'}"
+    group = f"{topic}-g"
+    await ensure_topics(settings, [topic])
+    broker = make_broker(settings, "test", telemetry=False)
+    seen: list[tuple[list[bytes], Any]] = []
+    subscriber = long_poll(
+        broker.subscriber(
+            topic,
+            batch=True,
+            group_id=group,
+            ack_policy=AckPolicy.MANUAL,
+            batch_timeout_ms=BATCH_TIMEOUT_MS,
+            decoder=raw_records,
+            **subscriber_options(settings, latency_critical=True),
+        )
+    )
+    if declared:
+
+        @subscriber  # type: ignore[untyped-decorator]
+        async def with_parameter(records: Any, msg: KafkaMessage) -> None:
+            seen.append(([r.value for r in records], msg))
+            await msg.ack()
+
+    else:
+
+        @subscriber  # type: ignore[untyped-decorator]
+        async def with_context(records: Any) -> None:
+            msg = current_message(broker)
+            seen.append(([r.value for r in records], msg))
+            await msg.ack()
+
+    await broker.start()
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        await wait_until(lambda: _assigned(subscriber), timeout=30)
+        await producer.send_and_wait(topic, b"m", partition=0)
+
+        async def got() -> bool:
+            return any(b"m" in values for values, _ in seen)
+
+        await wait_until(got, timeout=30)
+        _, msg = next(s for s in seen if b"m" in s[0])
+        assert msg.raw_message[0].value == b"m"  # the batch being handled, not another
+        consumer = subscriber.consumer
+        tp = TopicPartition(topic, 0)
+
+        async def committed() -> bool:
+            return (await consumer.committed(tp)) == 1  # the ack committed past the record
+
+        await wait_until(committed, timeout=30)
+    finally:
+        await producer.stop()
+        await broker.stop()
+    if declared:
+        assert hops, "the recorder must see the parameter's worker thread"
+    else:
+        assert hops == []
