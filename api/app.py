@@ -63,7 +63,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         # Leftovers of bodies cut off by a crash (old ones only: other processes share them).
         await blobs.sweep()
         pool = await create_pool(settings.database_url or "", min_size=2, max_size=30)
-        bus = CommandBus(settings, nudge=Nudger(pool))  # wakes an idle actor host
+        # The nudge wakes an idle actor host; the pool brings replies by NOTIFY too.
+        bus = CommandBus(settings, nudge=Nudger(pool), pool=pool)
         await bus.start()
         # Only one live process listens on this host and port: claims held under this name
         # belong to a predecessor that died, and retries of its requests may go ahead now.

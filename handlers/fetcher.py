@@ -115,7 +115,7 @@ class Fetcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
-        self.bus = CommandBus(s, nudge=Nudger(self.pool))
+        self.bus = CommandBus(s, nudge=Nudger(self.pool), pool=self.pool)
         await self.bus.start()
         self.client = guarded_client(
             allow_private=s.fetch_allow_private,

@@ -63,7 +63,7 @@ class Handlers:
 
     async def run(self, stop: asyncio.Event) -> None:
         # The nudge wakes an idle actor host (bus/actors/wake.py).
-        bus = CommandBus(self.settings, service="handlers", nudge=Nudger(self.pool))
+        bus = CommandBus(self.settings, service="handlers", nudge=Nudger(self.pool), pool=self.pool)
         await bus.start()
         broker = make_broker(self.settings, "handlers")
         subscriber = self.declare(broker, bus, stop)

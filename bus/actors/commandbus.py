@@ -34,12 +34,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from faststream.kafka import TopicPartition as Assigned
 from faststream.middlewares import AckPolicy
 
+from bus.actors.fastreply import CHANNEL_HEADER, ReplyChannel
 from bus.config import metrics
 from bus.config.logs import get_logger
 from bus.config.settings import Settings
@@ -119,8 +121,13 @@ class CommandBus:
         *,
         nudge: Nudge | None = None,
         replies_per_partition: int = REPLIES_PER_PARTITION,
+        pool: asyncpg.Pool | None = None,
     ) -> None:
         self.settings = settings
+        # With a pool, replies also come by NOTIFY on a channel of this sender's
+        # (bus/actors/fastreply.py), ahead of the embedded broker's fetch deadline.
+        self._pool = pool
+        self._channel: ReplyChannel | None = None
         # Called before each command (and probe) is sent: wakes an idle actor host
         # (bus/actors/wake.py).
         self._nudge = nudge
@@ -137,13 +144,23 @@ class CommandBus:
 
     async def _on_replies(self, records: tuple[Any, ...]) -> None:
         for rec in records:
-            cid = rec.key.decode() if rec.key else None
-            fut = self._pending.get(cid or "")
-            if fut is not None and not fut.done():
-                try:
-                    fut.set_result(orjson.loads(rec.value))
-                except orjson.JSONDecodeError:
-                    log.warning("bad reply", command_id=cid)
+            self._resolve(rec.key.decode() if rec.key else "", rec.value)
+
+    def _resolve(self, command_id: str, value: bytes) -> None:
+        """A reply, from the reply topic or by NOTIFY: the first one for a waiting command
+        resolves it; the other (the same reply) finds it done."""
+        fut = self._pending.get(command_id)
+        if fut is not None and not fut.done():
+            try:
+                fut.set_result(orjson.loads(value))
+            except orjson.JSONDecodeError:
+                log.warning("bad reply", command_id=command_id)
+
+    def _reply_headers(self, tp: TopicPartition) -> dict[str, str]:
+        headers = {REPLY_PARTITION: str(tp.partition)}
+        if self._channel is not None and self._channel.listening:
+            headers[CHANNEL_HEADER] = self._channel.name
+        return headers
 
     async def start(self) -> None:
         # The topic's actual partition count, not the setting's: a topic created with
@@ -186,6 +203,9 @@ class CommandBus:
         first = random.choice(self._partitions)
         await self._position_at_end(first)
         self._current = first
+        if self._pool is not None:
+            self._channel = ReplyChannel(self._pool, self._resolve)
+            await self._channel.listen()
 
     async def _position_at_end(self, tp: TopicPartition) -> None:
         """Position a partition that nothing awaits at its end: *before* a command names
@@ -240,6 +260,8 @@ class CommandBus:
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(BusUnavailable("shutting down"))
+        if self._channel is not None:
+            await self._channel.close()
         await self._broker.stop()
 
     async def ping(self) -> None:
@@ -266,7 +288,7 @@ class CommandBus:
                         headers={
                             "command-id": command_id,
                             "command-type": PROBE_TYPE,
-                            REPLY_PARTITION: str(tp.partition),
+                            **self._reply_headers(tp),
                         },
                     ),
                     timeout,
@@ -311,7 +333,7 @@ class CommandBus:
                             headers={
                                 "command-id": command_id,
                                 "command-type": cmd.type,
-                                REPLY_PARTITION: str(tp.partition),
+                                **self._reply_headers(tp),
                                 **({"traceparent": traceparent} if traceparent else {}),
                             },
                         ),

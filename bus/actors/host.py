@@ -28,12 +28,12 @@ from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.publisher.usecase import DefaultPublisher
 from faststream.middlewares import AckPolicy
 from opentelemetry.trace import SpanKind
 
 from bus.actors.commandbus import PROBE_TYPE, REPLY_PARTITION
+from bus.actors.fastreply import CHANNEL_HEADER, ReplyNotifier
 from bus.actors.wake import IdleGate
 from bus.aio import Backoff, BoundedLRU, sleep_unless_stopped
 from bus.config import metrics
@@ -42,6 +42,7 @@ from bus.config.settings import Settings
 from bus.config.tracing import current_traceparent, span
 from bus.kafka.broker import (
     BATCH_TIMEOUT_MS,
+    current_message,
     long_poll,
     make_broker,
     observe_batch,
@@ -282,6 +283,8 @@ class ActorHost:
         self.batches = 0  # command batches started or finished (the idle gate watches it)
         self.assigned: set[TopicPartition] = set()
         self.pool = pool
+        # Replies also go by NOTIFY to senders that listen (bus/actors/fastreply.py).
+        self.notifier = ReplyNotifier(pool)
 
     def declare(self, broker: KafkaBroker, stop: asyncio.Event) -> Any:
         """Declare the command subscriber and the reply publisher on `broker`; return the
@@ -316,7 +319,8 @@ class ActorHost:
 
         # Options passed as **kwargs leave the subscriber untyped for mypy.
         @subscriber  # type: ignore[untyped-decorator]
-        async def on_commands(records: Any, msg: KafkaMessage) -> None:
+        async def on_commands(records: Any) -> None:
+            msg = current_message(broker)
             # Probes alone (readiness polls) do not keep the host awake.
             work = any(header(r.headers, "command-type") != PROBE_TYPE for r in records)
             host.batches += work
@@ -367,6 +371,7 @@ class ActorHost:
             await gate.close(self.pool)
             with contextlib.suppress(Exception):
                 await broker.stop()
+            await self.notifier.close()
             log.info("actor host stopped", processed=self.processed)
 
     async def _run_partition(
@@ -401,9 +406,12 @@ class ActorHost:
             reply_key, reply = await self._handle(rec)
             self.processed += 1
             if reply_key:
+                body = orjson.dumps(reply)
+                # Queued first: it goes out while the Kafka reply is being published.
+                self.notifier.send(header(rec.headers, CHANNEL_HEADER), reply_key.decode(), body)
                 sends.append(
                     await replies.publish(
-                        orjson.dumps(reply),
+                        body,
                         key=reply_key,
                         partition=reply_partition(rec),
                         no_confirm=True,

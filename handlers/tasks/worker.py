@@ -62,7 +62,7 @@ class TaskWorker:
         self.bus: CommandBus | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
-        self.bus = CommandBus(self.settings, nudge=Nudger(self.pool))
+        self.bus = CommandBus(self.settings, nudge=Nudger(self.pool), pool=self.pool)
         await self.bus.start()
         # Woken by every append (a new task, a task that finished) and polling every
         # CAIRN_TASK_POLL_INTERVAL as the safety net (bus/store/pickup.py).
