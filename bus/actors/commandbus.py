@@ -64,6 +64,9 @@ log = get_logger(__name__)
 # offset lookup; staying spreads a busy sender's replies less.
 REPLY_PARTITION = "reply-partition"
 REPLIES_PER_PARTITION = 1000
+# With replies by NOTIFY (bus/actors/fastreply.py), how long a command waits for its reply
+# there before its sender reads the reply topic too.
+KAFKA_FALLBACK_AFTER = 0.05
 
 # A probe is a message on a command topic that the actor host answers at once without
 # touching any aggregate: a round trip through Kafka and the actors that changes nothing,
@@ -140,6 +143,7 @@ class CommandBus:
         self._named = 0  # commands that named the current one
         self._moving = False
         self._awaiting: dict[TopicPartition, int] = {}  # commands waiting, by partition
+        self._fetching: dict[TopicPartition, int] = {}  # of them, those reading the topic
         self._consumer: AIOKafkaConsumer | None = None
 
     async def _on_replies(self, records: tuple[Any, ...]) -> None:
@@ -238,23 +242,50 @@ class CommandBus:
         return self._current
 
     @contextlib.contextmanager
-    def _awaiting_reply(self, tp: TopicPartition) -> Iterator[None]:
+    def _awaiting_reply(
+        self, tp: TopicPartition, fut: asyncio.Future[dict[str, Any]]
+    ) -> Iterator[None]:
         """Fetch replies from `tp` while at least one command waits for its reply there.
 
         Resumed before the command is sent, so its reply (produced after it) is after the
         paused position and cannot be missed; paused again when the last one is answered.
         Replies for other senders that arrived meanwhile are read past on the next resume.
+
+        A command whose reply should come by NOTIFY (the channel is listening) resumes the
+        partition only if no reply came `KAFKA_FALLBACK_AFTER` seconds after it was sent
+        (a reply too long for NOTIFY, an actor host that does not send them, a lost
+        notification): until then the partition stays paused at a position before the
+        reply, and the embedded broker is spared a fetch every 10 ms per waiting sender.
         """
         assert self._consumer is not None
-        if not self._awaiting.get(tp):
-            self._consumer.resume(tp)
         self._awaiting[tp] = self._awaiting.get(tp, 0) + 1
+        fetching = False
+
+        def fetch() -> None:
+            nonlocal fetching
+            if fetching or fut.done():
+                return
+            fetching = True
+            if not self._fetching.get(tp):
+                assert self._consumer is not None
+                self._consumer.resume(tp)
+            self._fetching[tp] = self._fetching.get(tp, 0) + 1
+
+        later = None
+        if self._channel is not None and self._channel.listening:
+            later = asyncio.get_running_loop().call_later(KAFKA_FALLBACK_AFTER, fetch)
+        else:
+            fetch()
         try:
             yield
         finally:
+            if later is not None:
+                later.cancel()
             self._awaiting[tp] -= 1
-            if not self._awaiting[tp]:
-                self._consumer.pause(tp)
+            if fetching:
+                self._fetching[tp] -= 1
+                if not self._fetching[tp]:
+                    self._consumer.pause(tp)
 
     async def stop(self) -> None:
         for fut in self._pending.values():
@@ -278,7 +309,7 @@ class CommandBus:
             # A probe's nudge makes an idle actor host peek, not wake: readiness polling
             # must not keep it awake (see bus/actors/wake.py).
             tp = await self._reply_partition()
-            with self._awaiting_reply(tp):
+            with self._awaiting_reply(tp, fut):
                 if self._nudge is not None:
                     self._nudge.probe()
                 await asyncio.wait_for(
@@ -322,7 +353,7 @@ class CommandBus:
         timer = metrics.CommandTimer(cmd.type)
         try:
             tp = await self._reply_partition()
-            with self._awaiting_reply(tp):
+            with self._awaiting_reply(tp, fut):
                 if self._nudge is not None:
                     self._nudge()
                 try:

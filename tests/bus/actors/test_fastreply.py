@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from bus.actors import fastreply
+from bus.actors import commandbus, fastreply
 from bus.actors.commandbus import BusUnavailable, CommandBus
 from bus.actors.fastreply import CHANNEL_HEADER, ReplyChannel, ReplyNotifier, valid_channel
 from bus.actors.host import ActorHost
@@ -134,3 +134,50 @@ async def test_a_lost_listen_connection_stops_the_header_until_it_listens_again(
         await wait_until(heard, timeout=10)
     finally:
         await bus.stop()
+
+
+@pytest.mark.parametrize("notified", [True, False], ids=["by-notify", "no-notify"])
+async def test_the_reply_topic_is_read_only_when_no_notify_came_in_time(
+    settings: Settings, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch, notified: bool
+) -> None:
+    """A sender whose channel listens leaves its reply partition paused while the reply
+    comes by NOTIFY; when none comes (here: a host that sends none), it reads the reply
+    topic after KAFKA_FALLBACK_AFTER, from before the reply, and still gets it."""
+    await ensure_topics(settings)
+    # Long enough that no NOTIFY on this machine comes later: the by-notify case must
+    # never read the topic.
+    monkeypatch.setattr(commandbus, "KAFKA_FALLBACK_AFTER", 5.0 if notified else 0.05)
+    host = ActorHost(settings, pool)
+    if not notified:
+        monkeypatch.setattr(host.notifier, "send", lambda *a: False)
+    stop = asyncio.Event()
+    running = asyncio.create_task(host.run(stop))
+    bus = CommandBus(settings, pool=pool)
+    try:
+        await bus.start()
+        assert bus._channel is not None and bus._channel.listening
+        # The first command meets a host still joining its group (seconds): not timed.
+        assert (await bus.send(initiate(str(uuid.uuid4())), timeout=30)).applied
+        consumer = bus._consumer
+        assert consumer is not None
+        resumed: list[object] = []
+        real_resume = consumer.resume
+
+        def recording_resume(*tps: object) -> None:
+            resumed.extend(tps)
+            real_resume(*tps)
+
+        monkeypatch.setattr(consumer, "resume", recording_resume)
+        for _ in range(3):
+            result = await bus.send(initiate(str(uuid.uuid4())), timeout=20)
+            assert result.applied
+        if notified:
+            assert resumed == []
+        else:
+            assert len(resumed) == 3  # once per command, after the wait
+        assert not any(bus._fetching.values()) and not any(bus._awaiting.values())
+        assert consumer.paused() == set(bus._partitions)  # all paused again
+    finally:
+        await bus.stop()
+        stop.set()
+        await asyncio.wait_for(running, 30)
