@@ -33,7 +33,7 @@ from typing import Any
 import asyncpg
 
 from bus.config.logs import get_logger
-from bus.store.db import keeps_session_state
+from bus.store import db
 
 log = get_logger(__name__)
 
@@ -72,9 +72,12 @@ class ReplyChannel:
 
     @property
     def listening(self) -> bool:
-        """True while notifications can arrive: only then do commands name the channel.
-        Otherwise tries to listen again (in the background, at most every
-        RELISTEN_EVERY seconds)."""
+        """True while notifications can arrive."""
+        return self._listening
+
+    def usable(self) -> bool:
+        """True if commands may name the channel now (it is listening). If not, it tries to
+        listen again in the background, at most every RELISTEN_EVERY seconds."""
         if not self._listening and self._task is None:
             if time.monotonic() - self._last_try >= RELISTEN_EVERY:
                 self._task = asyncio.create_task(self._relisten())
@@ -84,20 +87,10 @@ class ReplyChannel:
         """LISTEN on a connection of its own; False (replies by Kafka only) if it fails."""
         self._last_try = time.monotonic()
         try:
-            conn = await self.pool.acquire()
+            self._conn = await db.listen(self.pool, (self.name,), self._on_notify, self._on_lost)
         except Exception as e:
             log.warning("reply channel not listening", error=repr(e))
             return False
-        try:
-            keeps_session_state(conn)
-            await conn.add_listener(self.name, self._on_notify)
-            conn.add_termination_listener(self._on_lost)
-        except Exception as e:
-            log.warning("reply channel not listening", error=repr(e))
-            with contextlib.suppress(Exception):
-                await self.pool.release(conn)
-            return False
-        self._conn = conn
         self._listening = True
         return True
 
@@ -120,10 +113,7 @@ class ReplyChannel:
         conn, self._conn = self._conn, None
         self._listening = False
         if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.remove_listener(self.name, self._on_notify)
-            with contextlib.suppress(Exception):
-                await self.pool.release(conn)
+            await db.unlisten(self.pool, conn, (self.name,), self._on_notify)
 
     async def close(self) -> None:
         if self._task is not None:

@@ -43,7 +43,6 @@ Without a working LISTEN connection a consumer simply never pauses.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -53,7 +52,7 @@ from aiokafka import AIOKafkaConsumer
 
 from bus.aio import sleep_unless_stopped
 from bus.config.logs import get_logger
-from bus.store.db import keeps_session_state
+from bus.store import db
 
 log = get_logger(__name__)
 
@@ -141,25 +140,16 @@ class IdleGate:
     async def listen(self, pool: asyncpg.Pool) -> None:
         """LISTEN on a connection of its own; without it the host never pauses."""
         try:
-            self._conn = await pool.acquire()
-            keeps_session_state(self._conn)
-            for channel in self.channels:
-                await self._conn.add_listener(channel, self._on_notify)
-            self._conn.add_termination_listener(self._on_lost)
+            self._conn = await db.listen(pool, self.channels, self._on_notify, self._on_lost)
             self._listening = True
         except Exception as e:
             log.warning("consumer cannot LISTEN for wake-ups; it will not pause", error=repr(e))
-            await self.close(pool)
 
     async def close(self, pool: asyncpg.Pool) -> None:
         self._listening = False
         conn, self._conn = self._conn, None
         if conn is not None:
-            for channel in self.channels:
-                with contextlib.suppress(Exception):
-                    await conn.remove_listener(channel, self._on_notify)
-            with contextlib.suppress(Exception):
-                await pool.release(conn)
+            await db.unlisten(pool, conn, self.channels, self._on_notify)
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         (self._probed if payload == PROBE else self._nudged).set()

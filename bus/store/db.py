@@ -6,6 +6,8 @@ an advisory lock so that several processes starting together do not race.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,39 @@ def keeps_session_state(conn: Any) -> None:
     lock, a SET): it is fully reset when it goes back to the pool. Call it before the
     statement that leaves the state."""
     conn.keep_session_state()  # through the pool's proxy, on the connection itself
+
+
+async def listen(
+    pool: asyncpg.Pool,
+    channels: tuple[str, ...],
+    on_notify: Callable[..., None],
+    on_lost: Callable[..., None],
+) -> Any:
+    """A pooled connection of its own that LISTENs on `channels` (it is reset when it goes
+    back); `on_lost` is called if its session ends. Raises what acquiring or LISTEN
+    raises, with the connection released."""
+    conn = await pool.acquire()
+    try:
+        keeps_session_state(conn)
+        for channel in channels:
+            await conn.add_listener(channel, on_notify)
+        conn.add_termination_listener(on_lost)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await pool.release(conn)
+        raise
+    return conn
+
+
+async def unlisten(
+    pool: asyncpg.Pool, conn: Any, channels: tuple[str, ...], on_notify: Callable[..., None]
+) -> None:
+    """Stop listening on a connection from `listen` and give it back; never raises."""
+    for channel in channels:
+        with contextlib.suppress(Exception):
+            await conn.remove_listener(channel, on_notify)
+    with contextlib.suppress(Exception):
+        await pool.release(conn)
 
 
 async def _reset_if_marked(conn: _PooledConnection) -> None:

@@ -71,3 +71,35 @@ async def test_an_open_transaction_is_rolled_back_on_release(one: asyncpg.Pool) 
     async with one.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM public.reset_probe") == 0
         assert not conn.is_in_transaction()
+
+
+async def test_listen_hears_its_channels_and_unlisten_gives_the_connection_back(
+    one: asyncpg.Pool, db_url: str
+) -> None:
+    heard: list[str] = []
+
+    def on_notify(*args: object) -> None:
+        heard.append(str(args[3]))
+
+    conn = await db.listen(one, ("t_listen_a",), on_notify, lambda *a: None)
+    other = await asyncpg.connect(db_url)
+    try:
+        await other.execute("NOTIFY t_listen_a, 'hello'")
+    finally:
+        await other.close()
+    for _ in range(100):
+        if heard:
+            break
+        await conn.execute("SELECT 1")  # a notification is read with the next round trip
+    assert heard == ["hello"]
+    await db.unlisten(one, conn, ("t_listen_a",), on_notify)
+    # Back in the pool of one, and reset: it listens on nothing.
+    async with one.acquire() as again:
+        assert await again.fetchval("SELECT count(*) FROM pg_listening_channels()") == 0
+
+
+async def test_a_failed_listen_releases_its_connection(one: asyncpg.Pool) -> None:
+    with pytest.raises(asyncpg.PostgresError):
+        await db.listen(one, ("",), lambda *a: None, lambda *a: None)  # LISTEN "" is refused
+    async with one.acquire() as conn:  # the pool's only connection came back
+        assert await conn.fetchval("SELECT 1") == 1
