@@ -148,9 +148,12 @@ class CommandBus:
 
     async def _on_replies(self, records: tuple[Any, ...]) -> None:
         for rec in records:
-            self._resolve(rec.key.decode() if rec.key else "", rec.value)
+            self._resolve(rec.key.decode() if rec.key else "", rec.value, "kafka")
 
-    def _resolve(self, command_id: str, value: bytes) -> None:
+    def _by_notify(self, command_id: str, value: bytes) -> None:
+        self._resolve(command_id, value, "notify")
+
+    def _resolve(self, command_id: str, value: bytes, via: str) -> None:
         """A reply, from the reply topic or by NOTIFY: the first one for a waiting command
         resolves it; the other (the same reply) finds it done."""
         fut = self._pending.get(command_id)
@@ -159,10 +162,12 @@ class CommandBus:
                 fut.set_result(orjson.loads(value))
             except orjson.JSONDecodeError:
                 log.warning("bad reply", command_id=command_id)
+                return
+            metrics.COMMAND_REPLIES.labels(via).inc()
 
     def _reply_headers(self, tp: TopicPartition) -> dict[str, str]:
         headers = {REPLY_PARTITION: str(tp.partition)}
-        if self._channel is not None and self._channel.listening:
+        if self._channel is not None and self._channel.usable():
             headers[CHANNEL_HEADER] = self._channel.name
         return headers
 
@@ -208,7 +213,7 @@ class CommandBus:
         await self._position_at_end(first)
         self._current = first
         if self._pool is not None:
-            self._channel = ReplyChannel(self._pool, self._resolve)
+            self._channel = ReplyChannel(self._pool, self._by_notify)
             await self._channel.listen()
 
     async def _position_at_end(self, tp: TopicPartition) -> None:
@@ -272,7 +277,7 @@ class CommandBus:
             self._fetching[tp] = self._fetching.get(tp, 0) + 1
 
         later = None
-        if self._channel is not None and self._channel.listening:
+        if self._channel is not None and self._channel.usable():
             later = asyncio.get_running_loop().call_later(KAFKA_FALLBACK_AFTER, fetch)
         else:
             fetch()

@@ -55,6 +55,13 @@ COMMANDS_SENT = Counter(
     " ok, refused (a domain error), unavailable (bus down or no answer in time).",
     ["type", "outcome"],
 )
+COMMAND_REPLIES = Counter(
+    "cairn_command_replies",
+    "Which copy of an awaited command's reply answered it (api, handlers): notify (Postgres"
+    " NOTIFY, bus/actors/fastreply.py) or kafka (the reply topic). Mostly kafka with a pool"
+    " means the LISTEN connection is down or the replies are too long to notify.",
+    ["via"],
+)
 COMMAND_ROUND_TRIP = Histogram(
     "cairn_command_round_trip_seconds",
     "From sending a command to the actor's answer, by type (answered commands only).",

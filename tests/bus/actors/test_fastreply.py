@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 
 from bus.actors import commandbus, fastreply
 from bus.actors.commandbus import BusUnavailable, CommandBus
@@ -23,6 +24,10 @@ from tests.bus.actors.test_host import initiate
 from tests.system import wait_until
 
 pytestmark = pytest.mark.timeout(120)
+
+
+def _replies(via: str) -> float:
+    return REGISTRY.get_sample_value("cairn_command_replies_total", {"via": via}) or 0.0
 
 
 async def _no_kafka_replies(records: tuple[Any, ...]) -> None:
@@ -168,6 +173,8 @@ async def test_the_reply_topic_is_read_only_when_no_notify_came_in_time(
             real_resume(*tps)
 
         monkeypatch.setattr(consumer, "resume", recording_resume)
+        via = "notify" if notified else "kafka"
+        before = _replies(via)
         for _ in range(3):
             result = await bus.send(initiate(str(uuid.uuid4())), timeout=20)
             assert result.applied
@@ -175,6 +182,7 @@ async def test_the_reply_topic_is_read_only_when_no_notify_came_in_time(
             assert resumed == []
         else:
             assert len(resumed) == 3  # once per command, after the wait
+        assert _replies(via) - before == 3  # the metric tells which copy answered
         assert not any(bus._fetching.values()) and not any(bus._awaiting.values())
         assert consumer.paused() == set(bus._partitions)  # all paused again
     finally:
