@@ -3,9 +3,10 @@
 Streaming end to end: each member is read chunk by chunk from the blob store
 (`read_manifest`), the archive is written by a well-kept library as it goes (stream-zip
 for zip, with ZIP64 chosen per member by size and for the archive when it has more than
-65,535 entries; the standard library's `tarfile` in stream mode for tar.gz, run in a
-thread and fed through bounded queues), and the output is cut into chunks stored one by
-one (archive_out.py). Nothing holds a whole member or the whole archive.
+65,535 entries; the standard library's `tarfile` in stream mode for tar.gz), in a worker
+thread fed and drained in batches (archive_thread.py), and the output is cut into chunks
+stored one by one (archive_out.py). Nothing holds a whole member (but a small one, up to
+64 KiB, in a bounded batch) or the whole archive.
 
 Restarts. The archive restarts cleanly after a pause or a takeover (chunks already stored
 are content-addressed, so storing them again costs only the writes). Progress meanwhile
@@ -18,17 +19,13 @@ result file.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import gzip
 import tarfile
-import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 
-from stream_zip import ZIP_AUTO, async_stream_zip
+from stream_zip import ZIP_AUTO, stream_zip
 
 from bus.aio import map_bounded
 from bus.blobs.manifests import read_manifest
@@ -39,11 +36,12 @@ from domain.ports import BlobStore
 from domain.tasks.commands import RecordProgress
 from domain.tasks.ids import item_command_id, result_file_id
 from handlers.tasks.archive_out import ArchiveSink
+from handlers.tasks.archive_thread import Entry, WriteAll, archive
 from handlers.tasks.fileops import check_quota, load_file
 from handlers.tasks.run import FLUSH_EVERY, TaskFailure, TaskRun, utcnow
 
 CONTENT_TYPES = {"zip": "application/zip", "tar.gz": "application/gzip"}
-_QUEUE_DEPTH = 8  # pieces in flight between the tar thread and the event loop
+ZIP_CHUNK = 65536  # stream-zip's output chunk size (its default)
 MEMBER_BATCH = 1000  # member results per checkpoint command (~100 KiB)
 LOADS_AT_ONCE = 8  # files read from the event store at once before archiving
 
@@ -87,97 +85,89 @@ class _Progress:
 
 
 async def _member_bytes(
-    blobs: BlobStore, st: FileState, progress: _Progress
+    blobs: BlobStore, st: FileState, *, progress: _Progress
 ) -> AsyncIterator[bytes]:
     async for piece in read_manifest(blobs, list(st.manifest)):
         await progress.add(len(piece))
         yield piece
 
 
-async def _zip(
-    blobs: BlobStore, members: list[tuple[str, FileState]], progress: _Progress, level: int | None
+def _zip(level: int | None) -> WriteAll:
+    def write_all(entries: Iterator[Entry], write: Callable[[bytes], None]) -> None:
+        compress = level if level is not None else 6
+        files = (
+            (name, st.created_at, 0o644, ZIP_AUTO(st.size, level=compress), chunks)
+            for name, st, chunks in entries
+        )
+        for piece in stream_zip(files, chunk_size=ZIP_CHUNK):
+            write(piece)
+
+    return write_all
+
+
+class _Writer:
+    """A file object for gzip: its writes go to the archive."""
+
+    def __init__(self, write: Callable[[bytes], None]) -> None:
+        self._write = write
+
+    def write(self, data: bytes) -> int:
+        self._write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+class _Reader:
+    """A file object for tarfile: a member's chunks, read as asked."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self.it: Iterator[bytes] | None = iter(chunks)
+        self.buf = b""
+
+    def read(self, n: int = -1) -> bytes:
+        while (n < 0 or len(self.buf) < n) and self.it is not None:
+            more = next(self.it, None)
+            if more is None:
+                self.it = None
+            else:
+                self.buf += more
+        if n < 0:
+            n = len(self.buf)
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+
+def _tar_gz(level: int | None) -> WriteAll:
+    def write_all(entries: Iterator[Entry], write: Callable[[bytes], None]) -> None:
+        compress = level if level is not None else 6
+        # tar in stream mode into gzip (Python 3.11's stream mode takes no level).
+        with (
+            gzip.GzipFile(fileobj=_Writer(write), mode="wb", compresslevel=compress) as gz,
+            tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar,
+        ):
+            for name, st, chunks in entries:
+                info = tarfile.TarInfo(name)
+                info.size = st.size
+                info.mtime = int(st.created_at.timestamp())
+                info.mode = 0o644
+                tar.addfile(info, _Reader(chunks))
+
+    return write_all
+
+
+def archive_stream(
+    fmt: str,
+    blobs: BlobStore,
+    members: list[tuple[str, FileState]],
+    progress: _Progress,
+    level: int | None,
 ) -> AsyncIterator[bytes]:
-    async def files() -> AsyncIterator[Any]:
-        for name, st in members:
-            method = ZIP_AUTO(st.size, level=level if level is not None else 6)
-            yield name, st.created_at, 0o644, method, _member_bytes(blobs, st, progress)
-
-    async for piece in async_stream_zip(files()):
-        yield piece
-
-
-async def _tar_gz(
-    blobs: BlobStore, members: list[tuple[str, FileState]], progress: _Progress, level: int | None
-) -> AsyncIterator[bytes]:
-    """tarfile (synchronous) in a thread: it reads members through `_Reader` and writes
-    through `_Writer`, each a bounded hand-off to this event loop."""
-    loop = asyncio.get_running_loop()
-    out: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(_QUEUE_DEPTH)
-    cancelled = threading.Event()
-
-    def call(fn: Callable[[], Any]) -> Any:
-        if cancelled.is_set():
-            raise RuntimeError("archive abandoned")
-        return asyncio.run_coroutine_threadsafe(fn(), loop).result()
-
-    class _Writer:
-        def write(self, data: bytes) -> int:
-            piece = bytes(data)
-            call(lambda: out.put(piece))
-            return len(piece)
-
-    class _Reader:
-        def __init__(self, it: AsyncIterator[bytes]) -> None:
-            self.it, self.buf = it, b""
-
-        def read(self, n: int = -1) -> bytes:
-            while (n < 0 or len(self.buf) < n) and self.it is not None:
-                try:
-                    self.buf += call(lambda: anext(self.it))
-                except StopAsyncIteration:
-                    self.it = None  # type: ignore[assignment]
-            if n < 0:
-                n = len(self.buf)
-            data, self.buf = self.buf[:n], self.buf[n:]
-            return data
-
-    def produce() -> None:
-        try:
-            compress = level if level is not None else 6
-            # tar in stream mode into gzip (Python 3.11's stream mode takes no level).
-            with (
-                gzip.GzipFile(fileobj=_Writer(), mode="wb", compresslevel=compress) as gz,  # type: ignore[call-overload]
-                tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar,
-            ):
-                for name, st in members:
-                    info = tarfile.TarInfo(name)
-                    info.size = st.size
-                    info.mtime = int(st.created_at.timestamp())
-                    info.mode = 0o644
-                    tar.addfile(info, _Reader(_member_bytes(blobs, st, progress)))
-            call(lambda: out.put(None))
-        except BaseException as e:  # handed to the loop, which raises it
-            failure: BaseException = e
-            if not cancelled.is_set():
-                with contextlib.suppress(Exception):
-                    call(lambda: out.put(failure))
-
-    thread = asyncio.create_task(asyncio.to_thread(produce))
-    try:
-        while True:
-            item = await out.get()
-            if item is None:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-        await thread
-    finally:
-        cancelled.set()
-        while not out.empty():  # unblock a writer waiting on a full queue
-            out.get_nowait()
-        with contextlib.suppress(BaseException):
-            await asyncio.wait_for(thread, 5)
+    """The archive's bytes, written in a thread (archive_thread.py) from the members' bytes
+    as the blob store gives them."""
+    write_all = _zip(level) if fmt == "zip" else _tar_gz(level)
+    return archive(write_all, members, functools.partial(_member_bytes, blobs, progress=progress))
 
 
 async def run_compress(run: TaskRun, settings: Settings, blobs: BlobStore) -> list[str]:
@@ -204,8 +194,7 @@ async def run_compress(run: TaskRun, settings: Settings, blobs: BlobStore) -> li
     members = [(name, st) for name, (_, _, st) in zip(names, sources, strict=True)]
     progress = _Progress(run)
     sink = ArchiveSink(blobs, settings.default_chunk_size)
-    stream = _zip if fmt == "zip" else _tar_gz
-    await sink.drain(stream(blobs, members, progress, level))
+    await sink.drain(archive_stream(fmt, blobs, members, progress, level))
     await run.check(force=True)  # cancelled while the last bytes were stored: no result
     await check_quota(run, settings, sink.size)
     results = [

@@ -18,7 +18,7 @@ from bus.blobs.local import LocalBlobStore
 from bus.blobs.manifests import read_manifest
 from domain.files import FileState
 from handlers.tasks.archive_out import ArchiveSink
-from handlers.tasks.compress import _zip
+from handlers.tasks.compress import archive_stream
 from handlers.tasks.extract import _list_zip
 from handlers.tasks.threads import BlobFile
 
@@ -68,7 +68,7 @@ async def test_65536_members_make_a_zip64_archive_every_reader_accepts(tmp_path:
     members = [(f"d{i // 1000:03d}/m{i:05d}.txt", member) for i in range(ENTRIES)]
     counter = Counter()
     sink = ArchiveSink(blobs, 1 << 20)
-    await sink.drain(_zip(blobs, members, counter, 0))  # type: ignore[arg-type]
+    await sink.drain(archive_stream("zip", blobs, members, counter, 0))  # type: ignore[arg-type]
     assert counter.read == ENTRIES * len(BODY)
 
     path = tmp_path / "many.zip"
