@@ -21,6 +21,7 @@ from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
 from bus.store import db
 from bus.store.eventstore import PostgresEventStore
 from tests.s3server import S3Server, use_test_credentials
+from tests.system import KAFKA_SESSION_TIMEOUT_MS
 
 TEMPLATE = "cairn_template"
 
@@ -101,6 +102,7 @@ def settings(tmp_path: Path, db_url: str, kafka_server: EmbeddedKafka) -> Settin
         kafka_bootstrap=kafka_server.bootstrap,
         kafka_idempotence=False,
         kafka_fetch_max_wait_ms=10,
+        kafka_session_timeout_ms=KAFKA_SESSION_TIMEOUT_MS,
         kafka_partitions=4,
         topic_prefix=f"t{secrets.token_hex(5)}",
         blob_store=f"file://{tmp_path / 'blobs'}",
@@ -112,6 +114,8 @@ def settings(tmp_path: Path, db_url: str, kafka_server: EmbeddedKafka) -> Settin
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("CAIRN_LOG_LEVEL", "warning")
+    # What `cairn up` and `cairn run` started by a test inherit (see KAFKA_SESSION_TIMEOUT_MS).
+    os.environ.setdefault("CAIRN_KAFKA_SESSION_TIMEOUT_MS", str(KAFKA_SESSION_TIMEOUT_MS))
     # A private base temp dir per session: pytest prunes old numbered dirs under the shared
     # /tmp/pytest-of-<user>, which would pull the embedded Postgres out from under a
     # concurrently running session.

@@ -29,6 +29,11 @@ from bus.run.embedded import free_port
 from bus.run.processes import RUNNERS
 from bus.store import db
 
+# Tests run their consumers with a short session timeout: the embedded broker holds every
+# JoinGroup for half of it, which is most of what a consumer takes to start, and a SIGKILLed
+# consumer's partitions move after it (bus/config/settings.py). The default is 10 s.
+KAFKA_SESSION_TIMEOUT_MS = 3000
+
 
 @dataclass
 class System:
@@ -142,6 +147,7 @@ async def isolated_system(
         kafka_bootstrap=kafka_bootstrap,
         kafka_idempotence=False,
         kafka_fetch_max_wait_ms=10,
+        kafka_session_timeout_ms=KAFKA_SESSION_TIMEOUT_MS,
         kafka_partitions=4,
         topic_prefix=f"m{secrets.token_hex(5)}",
         blob_store=f"file://{tmp / 'blobs'}",

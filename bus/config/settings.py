@@ -67,6 +67,10 @@ class Settings:
     kafka_idempotence: bool = True
     kafka_replication_factor: int = 1
     kafka_fetch_max_wait_ms: int = 500
+    # How long a consumer may go silent before its group moves its partitions elsewhere.
+    # Tansu also holds every JoinGroup for half of it (waiting for more members), so it is
+    # most of the time a consumer takes to start or to take over on the embedded broker.
+    kafka_session_timeout_ms: int = 10000
     jwt_secret: str | None = None
     jwt_public_key: str | None = None
     jwt_allow_no_exp: bool = False
@@ -237,6 +241,7 @@ class Settings:
             kafka_idempotence=_bool(env.get("CAIRN_KAFKA_IDEMPOTENCE"), True),
             kafka_replication_factor=_int(env, "CAIRN_KAFKA_REPLICATION_FACTOR", 1),
             kafka_fetch_max_wait_ms=_int(env, "CAIRN_KAFKA_FETCH_MAX_WAIT_MS", 500),
+            kafka_session_timeout_ms=_int(env, "CAIRN_KAFKA_SESSION_TIMEOUT_MS", 10000),
             jwt_secret=env.get("CAIRN_JWT_SECRET") or None,
             jwt_public_key=env.get("CAIRN_JWT_PUBLIC_KEY") or None,
             jwt_allow_no_exp=_bool(env.get("CAIRN_JWT_ALLOW_NO_EXP")),

@@ -33,7 +33,7 @@ from prometheus_client import REGISTRY
 
 from bus.config import metrics
 from bus.config.settings import Settings
-from bus.kafka.clients import COMMAND_AGGREGATES, assert_bootstrap
+from bus.kafka.clients import COMMAND_AGGREGATES, assert_bootstrap, group_timeouts
 
 # How long a batch subscriber's poll waits for data. aiokafka's `getmany` returns as soon
 # as a fetch brings records, so this costs no latency once `long_poll` has removed
@@ -98,9 +98,7 @@ def subscriber_options(settings: Settings, *, latency_critical: bool = False) ->
     """Consumer settings shared by every subscriber (same as `clients.make_consumer`)."""
     return {
         "auto_offset_reset": "earliest",
-        "session_timeout_ms": 10000,
-        "heartbeat_interval_ms": 1000,
-        "max_poll_interval_ms": 300000,
+        **group_timeouts(settings),
         "fetch_max_wait_ms": fetch_max_wait_ms(settings, latency_critical=latency_critical),
     }
 

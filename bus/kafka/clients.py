@@ -53,6 +53,17 @@ def make_producer(settings: Settings, **kw: object) -> AIOKafkaProducer:
     return AIOKafkaProducer(**opts)
 
 
+def group_timeouts(settings: Settings) -> dict[str, int]:
+    """A group consumer's session timeout, and a heartbeat three times within it (at most
+    every second): a consumer silent for the session timeout loses its partitions."""
+    session = settings.kafka_session_timeout_ms
+    return {
+        "session_timeout_ms": session,
+        "heartbeat_interval_ms": max(100, min(1000, session // 3)),
+        "max_poll_interval_ms": 300000,
+    }
+
+
 def make_consumer(
     settings: Settings,
     *topics: str,
@@ -65,9 +76,7 @@ def make_consumer(
         "group_id": group_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
-        "session_timeout_ms": 10000,
-        "heartbeat_interval_ms": 1000,
-        "max_poll_interval_ms": 300000,
+        **group_timeouts(settings),
         # How long a fetch may wait for data. Real Kafka answers a fetch as soon as data
         # arrives, so this only bounds idle polling there. The embedded Tansu holds every
         # fetch until this deadline, which adds it to each command round trip (measured

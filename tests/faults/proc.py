@@ -325,6 +325,7 @@ def kind_env(settings: Settings, **overrides: str) -> dict[str, str]:
         CAIRN_KAFKA_BOOTSTRAP=settings.kafka_bootstrap or "",
         CAIRN_KAFKA_IDEMPOTENCE="false",  # Tansu has no InitProducerId
         CAIRN_KAFKA_FETCH_MAX_WAIT_MS="10",
+        CAIRN_KAFKA_SESSION_TIMEOUT_MS=str(settings.kafka_session_timeout_ms),
         CAIRN_KAFKA_PARTITIONS=str(settings.kafka_partitions),
         CAIRN_TOPIC_PREFIX=settings.topic_prefix,
         CAIRN_BLOB_STORE=settings.blob_store,
