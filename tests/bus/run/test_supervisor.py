@@ -30,7 +30,12 @@ from aiokafka import AIOKafkaConsumer
 from bus.config.settings import Settings
 from bus.run.embedded import free_port
 from bus.run.processes import KINDS, RUNNERS
-from bus.run.supervisor import EMBEDDED_PARTITIONS, TANSU_PID_FILE, port_in_use
+from bus.run.supervisor import (
+    EMBEDDED_PARTITIONS,
+    EMBEDDED_SESSION_TIMEOUT_MS,
+    TANSU_PID_FILE,
+    port_in_use,
+)
 
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 60.0
@@ -125,7 +130,14 @@ def env(tmp_path: Path) -> dict[str, str]:
     e = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("CAIRN_DATABASE_URL", "CAIRN_KAFKA_BOOTSTRAP", "CAIRN_JWT_SECRET")
+        # (and the suite's own session timeout, tests/conftest.py: `cairn up` sets its own)
+        if k
+        not in (
+            "CAIRN_DATABASE_URL",
+            "CAIRN_KAFKA_BOOTSTRAP",
+            "CAIRN_JWT_SECRET",
+            "CAIRN_KAFKA_SESSION_TIMEOUT_MS",
+        )
     }
     e.update(
         CAIRN_DATA_DIR=str(tmp_path / "data"),
@@ -210,15 +222,23 @@ def test_up_runs_everything_and_stops_cleanly(start: Callable[[], Up], env: dict
         assert httpx.get(f"http://127.0.0.1:{api_port}/health", timeout=5).status_code == 200
 
     assert _query(db_url, "SELECT count(*) FROM pg_namespace WHERE nspname = 'eventstore'") == 1
-    # The embedded broker's topics have EMBEDDED_PARTITIONS, and the children know it.
+    # The embedded broker's topics have EMBEDDED_PARTITIONS, and the children know it; they
+    # run their consumers with the embedded session timeout unless one is set.
     topic = Settings.from_env(env).command_topic("uploads")
     assert _partitions(f"127.0.0.1:{kafka_port}", topic) == EMBEDDED_PARTITIONS
     told = []
     for child in psutil.Process(up.proc.pid).children(recursive=True):
         with contextlib.suppress(psutil.Error):
             if child.cmdline()[-2:-1] == ["run"]:
-                told.append(child.environ()["CAIRN_KAFKA_PARTITIONS"])
-    assert told and set(told) == {str(EMBEDDED_PARTITIONS)}, told
+                child_env = child.environ()
+                told.append(
+                    (
+                        child_env["CAIRN_KAFKA_PARTITIONS"],
+                        child_env["CAIRN_KAFKA_SESSION_TIMEOUT_MS"],
+                    )
+                )
+    expected = (str(EMBEDDED_PARTITIONS), str(EMBEDDED_SESSION_TIMEOUT_MS))
+    assert told and set(told) == {expected}, told
     assert (data_dir / "jwt-secret").exists()  # generated before the children started
     _query(
         db_url,
