@@ -120,23 +120,28 @@ class _Writer:
 
 
 class _Reader:
-    """A file object for tarfile: a member's chunks, read as asked."""
+    """A file object for tarfile: a member's chunks, read as asked (each byte copied once:
+    tarfile reads 16 KiB at a time from chunks of up to megabytes)."""
 
     def __init__(self, chunks: Iterable[bytes]) -> None:
-        self.it: Iterator[bytes] | None = iter(chunks)
-        self.buf = b""
+        self.it = iter(chunks)
+        self.chunk = b""
+        self.at = 0  # how much of `chunk` was read
 
     def read(self, n: int = -1) -> bytes:
-        while (n < 0 or len(self.buf) < n) and self.it is not None:
-            more = next(self.it, None)
-            if more is None:
-                self.it = None
-            else:
-                self.buf += more
-        if n < 0:
-            n = len(self.buf)
-        data, self.buf = self.buf[:n], self.buf[n:]
-        return data
+        out = []
+        while n != 0:
+            if self.at == len(self.chunk):
+                more = next(self.it, None)
+                if more is None:
+                    break
+                self.chunk, self.at = more, 0
+            take = len(self.chunk) - self.at if n < 0 else min(n, len(self.chunk) - self.at)
+            out.append(self.chunk[self.at : self.at + take])
+            self.at += take
+            if n > 0:
+                n -= take
+        return b"".join(out)
 
 
 def _tar_gz(level: int | None) -> WriteAll:

@@ -3,7 +3,8 @@
 `zipfile` and `tarfile` are synchronous; they run in a worker thread and reach the blob
 store through `BlobFile` (a seekable, buffered, read-only file over a file's manifest
 whose reads are coroutines run on the loop), and hand what they produce back through a
-bounded queue (`iterate_in_thread`): memory stays at a few pieces whatever the sizes.
+bounded queue (`iterate_in_thread` for a generator, `push_in_thread` for a writer that
+calls back): memory stays at a few pieces whatever the sizes.
 """
 
 from __future__ import annotations
@@ -68,8 +69,20 @@ def buffered(raw: BlobFile, size: int = 1 << 20) -> io.BufferedReader:
     return io.BufferedReader(raw, buffer_size=size)
 
 
-async def iterate_in_thread(produce: Callable[[], Iterator[T]]) -> AsyncGenerator[T, None]:
+def iterate_in_thread(produce: Callable[[], Iterator[T]]) -> AsyncGenerator[T, None]:
     """Run the synchronous generator `produce()` in a thread; yield what it yields."""
+
+    def work(emit: Callable[[T], None]) -> None:
+        for piece in produce():
+            emit(piece)
+
+    return push_in_thread(work)
+
+
+async def push_in_thread(work: Callable[[Callable[[T], None]], None]) -> AsyncGenerator[T, None]:
+    """Run `work(emit)` in a thread; yield each value it emits, in order. At most QUEUE_DEPTH
+    wait for the consumer (an emit blocks meanwhile); what `work` raises is raised here; once
+    the consumer stops, the thread's next emit raises and it ends (waited for, up to 5 s)."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(QUEUE_DEPTH)
     abandoned = threading.Event()
@@ -81,8 +94,7 @@ async def iterate_in_thread(produce: Callable[[], Iterator[T]]) -> AsyncGenerato
 
     def run() -> None:
         try:
-            for piece in produce():
-                put(("data", piece))
+            work(lambda value: put(("data", value)))
             put(("end", None))
         except BaseException as e:
             failure: BaseException = e

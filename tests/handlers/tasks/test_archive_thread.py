@@ -15,6 +15,7 @@ import pytest
 from domain.files import FileState
 from handlers.tasks import archive_thread
 from handlers.tasks.archive_thread import OUT_BYTES, SMALL_BATCH_BYTES, SMALL_MEMBER, Entry, archive
+from handlers.tasks.threads import QUEUE_DEPTH
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -107,8 +108,8 @@ async def test_read_ahead_is_bounded() -> None:
     stream = archive(tagged, members, reads)
     first = await anext(stream)
     assert first
-    # The writer holds at most one batch ahead of its output, and the queue OUT_DEPTH pieces.
-    bound = 2 * SMALL_BATCH_BYTES + (archive_thread.OUT_DEPTH + 2) * OUT_BYTES
+    # The writer holds at most one batch ahead of its output, and the queue QUEUE_DEPTH pieces.
+    bound = 2 * SMALL_BATCH_BYTES + (QUEUE_DEPTH + 2) * OUT_BYTES
     assert reads.bytes <= bound < 200 * SMALL_MEMBER
     await stream.aclose()
 
