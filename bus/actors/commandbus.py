@@ -112,6 +112,9 @@ class Nudge(Protocol):
     def probe(self) -> None:
         """A readiness probe is coming."""
 
+    def ring(self, topic: str, partition: int, offset: int) -> None:
+        """A command is in the broker at `offset` of `partition`."""
+
 
 class CommandBus:
     """Declared publishers for the command topics and a subscriber on the reply partitions,
@@ -317,7 +320,7 @@ class CommandBus:
             with self._awaiting_reply(tp, fut):
                 if self._nudge is not None:
                     self._nudge.probe()
-                await asyncio.wait_for(
+                sent = await asyncio.wait_for(
                     self._commands["uploads"].publish(
                         orjson.dumps({"probe": True, "command_id": command_id}),
                         key=command_id.encode(),
@@ -329,6 +332,8 @@ class CommandBus:
                     ),
                     timeout,
                 )
+                if self._nudge is not None:
+                    self._nudge.ring(sent.topic, sent.partition, sent.offset)
                 reply = await asyncio.wait_for(fut, timeout)
         except (KafkaError, TimeoutError, OSError) as e:
             raise BusUnavailable(f"no command round trip: {type(e).__name__}") from e
@@ -362,7 +367,7 @@ class CommandBus:
                 if self._nudge is not None:
                     self._nudge()
                 try:
-                    await asyncio.wait_for(
+                    sent = await asyncio.wait_for(
                         self._commands[cmd.aggregate].publish(
                             orjson.dumps(body),
                             key=cmd.aggregate_id.encode(),
@@ -378,6 +383,8 @@ class CommandBus:
                 except (KafkaError, TimeoutError, OSError) as e:
                     timer.done("unavailable")
                     raise BusUnavailable(f"the command bus is unavailable: {e}") from e
+                if self._nudge is not None:
+                    self._nudge.ring(sent.topic, sent.partition, sent.offset)
                 try:
                     reply = await asyncio.wait_for(fut, limit)
                 except TimeoutError as e:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import time
 from datetime import datetime
 from typing import Any
 
@@ -34,8 +35,8 @@ from opentelemetry.trace import SpanKind
 
 from bus.actors.commandbus import PROBE_TYPE, REPLY_PARTITION
 from bus.actors.fastreply import CHANNEL_HEADER, ReplyNotifier
-from bus.actors.wake import IdleGate
-from bus.aio import Backoff, BoundedLRU, sleep_unless_stopped
+from bus.actors.wake import RING_AWAKE_MS, RING_LINGER, IdleGate
+from bus.aio import Backoff, BoundedLRU, Stopped, sleep_unless_stopped, unless_stopped
 from bus.config import metrics
 from bus.config.logs import get_logger
 from bus.config.settings import Settings
@@ -61,6 +62,9 @@ from domain.ports import ConcurrencyError, DuplicateCommand, EventStore
 from domain.registry import AGGREGATES
 
 log = get_logger(__name__)
+
+# Offsets are committed at most this often while batches come, and this long after the last.
+COMMIT_EVERY = 0.2
 
 MAX_CONFLICT_RETRIES = 8
 CACHE_SIZE = 10_000
@@ -282,6 +286,15 @@ class ActorHost:
         self.processed = 0
         self.batches = 0  # command batches started or finished (the idle gate watches it)
         self.assigned: set[TopicPartition] = set()
+        # The highest offset handled in each (topic, partition): the idle gate pauses once
+        # every command rung to it is in here (bus/actors/wake.py, Nudger.ring).
+        self.handled: dict[tuple[str, int], int] = {}
+        # Offsets are committed from `handled`, at most every COMMIT_EVERY (see commit).
+        self.consumer: Any = None
+        self.uncommitted = False
+        self.committed_at = 0.0
+        self._committing = asyncio.Lock()
+        self._pending = asyncio.Event()  # set while `uncommitted`
         self.pool = pool
         # Replies also go by NOTIFY to senders that listen (bus/actors/fastreply.py).
         self.notifier = ReplyNotifier(pool)
@@ -295,6 +308,13 @@ class ActorHost:
 
         class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+                # What was handled goes to the group before the partitions do, so their next
+                # owner starts after it; and is forgotten, so that a later commit of ours
+                # cannot move the group's offset back (their new owner may go further).
+                if host.consumer is not None:
+                    await host.commit(host.consumer, revoked)
+                for tp in revoked:
+                    host.handled.pop((tp.topic, tp.partition), None)
                 host.assigned -= set(revoked)
 
             async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
@@ -343,28 +363,84 @@ class ActorHost:
                 await sleep_unless_stopped(stop, delay)
                 return
             backoff.reset()
-            try:
-                await msg.ack()
-            except KafkaError as e:
-                # A rebalance took the partitions away: their new owner gets the batch
-                # again and answers it from the applied command ids. Nothing to undo.
-                log.warning("offset commit failed, batch will be redelivered", error=str(e))
+            for rec in records:
+                key = (rec.topic, rec.partition)
+                if rec.offset > host.handled.get(key, -1):
+                    host.handled[key] = rec.offset
+            host.uncommitted = True
+            host._pending.set()
+            if time.monotonic() - host.committed_at >= COMMIT_EVERY:
+                await host.commit(msg.consumer)
             host.batches += work  # a long batch counts as activity until its end
 
         return subscriber
+
+    async def commit(self, consumer: Any, tps: set[TopicPartition] | None = None) -> None:
+        """Commit the offsets after what was handled, in `tps` (None: every partition held).
+
+        Not after every batch: a commit is a broker round trip that the next batch would
+        wait for. A command redelivered after a crash, or to the next owner of a partition,
+        is answered from the applied command ids without being applied again, so committing
+        late costs a few replays, never a double effect. Only offsets from `handled` are
+        committed, which counts whole batches that succeeded, never records merely fetched.
+        """
+        async with self._committing:  # the timer's, a batch's and a revocation's in turn
+            held = consumer.assignment() if tps is None else tps
+            offsets = {
+                tp: self.handled[(tp.topic, tp.partition)] + 1
+                for tp in held
+                if (tp.topic, tp.partition) in self.handled
+            }
+            if tps is None:
+                self.uncommitted = False
+                self._pending.clear()
+                self.committed_at = time.monotonic()
+            if not offsets:
+                return
+            try:
+                await consumer.commit(offsets)
+            except KafkaError as e:
+                # A rebalance took the partitions away: their new owner gets the commands
+                # again and answers them from the applied command ids. Nothing to undo.
+                log.warning("offset commit failed, commands will be redelivered", error=str(e))
+
+    async def _commit_pending(self, stop: asyncio.Event) -> None:
+        """Commit what the last batches handled once they stop coming (an idle host's last
+        batch would otherwise wait for the next one). Asleep while nothing is pending."""
+        while True:
+            try:
+                await unless_stopped(self._pending.wait(), stop)
+            except Stopped:
+                return
+            if await sleep_unless_stopped(stop, COMMIT_EVERY):
+                return
+            if self.uncommitted:
+                await self.commit(self.consumer)
 
     async def run(self, stop: asyncio.Event) -> None:
         broker = make_broker(self.settings, "actors")
         subscriber = self.declare(broker, stop)
         await broker.start()
+        self.consumer = subscriber.consumer
+        committer = asyncio.create_task(self._commit_pending(stop))
         # Idle: stop fetching until a sender's nudge (see bus/actors/wake.py).
-        gate = IdleGate(subscriber.consumer)
+        # Every sender rings once its command is in the broker, so the host may stop
+        # fetching as soon as it has handled what it was rung for.
+        gate = IdleGate(
+            subscriber.consumer, handled=self.handled, linger=RING_LINGER, awake_ms=RING_AWAKE_MS
+        )
         await gate.listen(self.pool)
         idle = asyncio.create_task(gate.drive(stop, lambda: self.batches))
         log.info("actor host started", group=self.group_id)
         try:
             await stop.wait()
         finally:
+            committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await committer
+            if self.uncommitted:
+                with contextlib.suppress(Exception):
+                    await self.commit(self.consumer)
             idle.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await idle

@@ -25,6 +25,13 @@ Channels:
   /ready does not keep the host awake, and is answered in milliseconds. The actor host
   also peeks every `PEEK_EVERY` seconds, for a command nobody announced (a lost
   notification, a sender without a database).
+  Once a command is in the broker its sender also rings (`Nudger.ring`): a NOTIFY naming
+  the command's partition and offset. The actor host's gate keeps fetching until every
+  offset rung to it in a partition it holds is handled, so it need not stay awake on the
+  chance that more commands come: it pauses as soon as it has nothing left
+  (`RING_LINGER`). Measured on this 2-vCPU VM, one command every 70 ms: the broker 15.6-
+  16.9 % of a core before, 11.9-12.3 % after; the actor host 14.0-14.6 % before, 12.3-
+  13.2 % after (the rest of its cost is the commands' own).
 - the event store's `cairn_events` (bus/store/eventstore.py), NOTIFYed by every append:
   the projector and the handlers wake when an event is appended, milliseconds before the
   relay publishes it; and the relay's `cairn_published` (bus/store/relay.py), NOTIFYed
@@ -44,7 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import asyncpg
@@ -58,6 +65,13 @@ log = get_logger(__name__)
 
 CHANNEL = "cairn_commands"
 PROBE = "probe"  # the payload of a readiness probe's NOTIFY: peek, do not stay awake
+# A ring's payload: "ring:" then "topic/partition/offset" items, comma-separated (topic names
+# hold neither character): commands that are in the broker now (see Nudger.ring).
+RING = "ring:"
+RING_PAYLOAD_BYTES = 7000  # NOTIFY carries at most 8,000 bytes
+# How long a rung offset keeps a host fetching at most: one it never handles (its partition
+# moved to another host meanwhile, which handled it) must not keep it awake for good.
+OWED_FOR = 5.0
 IDLE_AFTER = 2.0
 NUDGE_EVERY = 0.5
 # Under the readiness check's 5 s, so that a probe whose NOTIFY was lost still passes.
@@ -68,6 +82,11 @@ PEEK_EVERY_BACKGROUND = 10.0
 # getmany timeouts: awake, the loop looks at the clock this often; peeking, one or two
 # fetches of the embedded broker's 10 ms wait are enough to see a waiting command.
 AWAKE_POLL_MS = 200
+# The actor host, which every sender rings: it stays fetching this long after its last
+# batch (commands that follow each other closely need no ring to be seen), and looks at
+# whether it may pause this often.
+RING_LINGER = 0.0
+RING_AWAKE_MS = 20
 PEEK_POLL_MS = 50
 # A probe's NOTIFY goes out just before its command is published: fetch long enough for
 # the command to land (a probe missed by this window is found by the next peek).
@@ -81,6 +100,8 @@ class Nudger:
         self.pool = pool
         self._last = {"": float("-inf"), PROBE: float("-inf")}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._owed: dict[tuple[str, int], int] = {}  # rung next: (topic, partition) -> offset
+        self._ringing = False
 
     def __call__(self) -> None:
         """A command is coming: wake the host for IDLE_AFTER seconds."""
@@ -89,6 +110,35 @@ class Nudger:
     def probe(self) -> None:
         """A readiness probe is coming: the host peeks for it and pauses again."""
         self._send(PROBE)
+
+    def ring(self, topic: str, partition: int, offset: int) -> None:
+        """A command is in the broker at `offset`: the hosts keep fetching (or start again)
+        until the one that owns its partition has handled it.
+
+        Sent after the produce is acknowledged, for every command, so a host that pauses the
+        moment it has nothing left to do cannot miss one. Rings coalesce: one NOTIFY at a
+        time per process, carrying the highest offset of each partition rung since the last.
+        """
+        key = (topic, partition)
+        if offset > self._owed.get(key, -1):
+            self._owed[key] = offset
+        if not self._ringing:
+            self._ringing = True
+            task = asyncio.create_task(self._ring_all())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _ring_all(self) -> None:
+        try:
+            while self._owed:
+                owed, self._owed = self._owed, {}
+                for payload in ring_payloads(owed):
+                    try:
+                        await self.pool.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+                    except Exception as e:  # the host's peek still finds the command
+                        log.debug("actor ring failed", error=repr(e))
+        finally:
+            self._ringing = False
 
     def _send(self, payload: str) -> None:
         now = time.monotonic()
@@ -108,6 +158,36 @@ class Nudger:
             log.debug("actor nudge failed", error=repr(e))
 
 
+def ring_payloads(owed: dict[tuple[str, int], int]) -> list[str]:
+    """The NOTIFY payloads that carry `owed`, each under RING_PAYLOAD_BYTES."""
+    payloads: list[str] = []
+    items: list[str] = []
+    size = len(RING)
+    for (topic, partition), offset in owed.items():
+        item = f"{topic}/{partition}/{offset}"
+        if items and size + len(item) + 1 > RING_PAYLOAD_BYTES:
+            payloads.append(RING + ",".join(items))
+            items, size = [], len(RING)
+        items.append(item)
+        size += len(item) + 1
+    if items:
+        payloads.append(RING + ",".join(items))
+    return payloads
+
+
+def parse_ring(payload: str) -> dict[tuple[str, int], int]:
+    """A ring's payload back to (topic, partition) -> offset; malformed items are skipped."""
+    owed: dict[tuple[str, int], int] = {}
+    for item in payload.removeprefix(RING).split(","):
+        topic, _, rest = item.rpartition("/")
+        topic, _, partition = topic.rpartition("/")
+        if not topic or not partition.isdigit() or not rest.isdigit():
+            continue
+        key = (topic, int(partition))
+        owed[key] = max(owed.get(key, -1), int(rest))
+    return owed
+
+
 class IdleGate:
     """The consumer's side: pause fetching when idle, resume on a notification or to peek.
 
@@ -123,19 +203,34 @@ class IdleGate:
         *,
         peek_every: float | None = None,
         peek_ms: int = PEEK_POLL_MS,
+        handled: Mapping[tuple[str, int], int] | None = None,
+        linger: float | None = None,
+        awake_ms: int = AWAKE_POLL_MS,
     ) -> None:
         self.consumer = consumer
         self.channels = (channel,) if isinstance(channel, str) else channel
         self._peek_every = peek_every
         self._peek_ms = peek_ms
         self._window_ms = peek_ms  # of the current peek: longer for a probe
+        # With `handled` (the highest offset the consumer's owner has handled in each
+        # partition), rings are honoured: the gate does not pause while a rung command of a
+        # partition it holds is still unhandled, so it may pause as soon as it has nothing
+        # left (`linger`, None: IDLE_AFTER) and look at its work more often (`awake_ms`).
+        self._handled = handled
+        self._linger = linger
+        self._awake_ms = awake_ms
+        self._owed: dict[tuple[str, int], tuple[int, float]] = {}  # -> (offset, given up at)
         self._nudged = asyncio.Event()
         self._probed = asyncio.Event()
-        self._awake_until = time.monotonic() + IDLE_AFTER
+        self._awake_until = time.monotonic() + self.linger
         self._paused = False
         self._peeking = False
         self._conn: Any = None
         self._listening = False
+
+    @property
+    def linger(self) -> float:
+        return IDLE_AFTER if self._linger is None else self._linger
 
     async def listen(self, pool: asyncpg.Pool) -> None:
         """LISTEN on a connection of its own; without it the host never pauses."""
@@ -152,7 +247,28 @@ class IdleGate:
             await db.unlisten(pool, conn, self.channels, self._on_notify)
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        if payload.startswith(RING):
+            if self._handled is None:
+                return  # (a gate that does not track rings: the nudge before it woke it)
+            until = time.monotonic() + OWED_FOR
+            for key, offset in parse_ring(payload).items():
+                if offset > self._owed.get(key, (-1, 0.0))[0]:
+                    self._owed[key] = (offset, until)
         (self._probed if payload == PROBE else self._nudged).set()
+
+    def owes(self) -> bool:
+        """A rung command of a partition this consumer holds is not handled yet."""
+        if not self._owed or self._handled is None:
+            return False
+        held = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+        now = time.monotonic()
+        handled = self._handled
+        self._owed = {
+            key: (offset, until)
+            for key, (offset, until) in self._owed.items()
+            if key in held and handled.get(key, -1) < offset and now < until
+        }
+        return bool(self._owed)
 
     def _on_lost(self, *_: object) -> None:
         # No more nudges can arrive: stay awake from now on.
@@ -162,7 +278,7 @@ class IdleGate:
 
     @property
     def poll_ms(self) -> int:
-        return self._window_ms if self._peeking else AWAKE_POLL_MS
+        return self._window_ms if self._peeking else self._awake_ms
 
     async def wait_for_work(self, stop: asyncio.Event) -> None:
         """Before a poll: if paused, sleep until a nudge, the next peek, or stop."""
@@ -185,13 +301,15 @@ class IdleGate:
         if self._nudged.is_set():
             self._nudged.clear()
             self._peeking = False
-            self._awake_until = time.monotonic() + IDLE_AFTER
+            self._awake_until = time.monotonic() + self.linger
 
     def after_poll(self, got_commands: bool) -> None:
         now = time.monotonic()
         if got_commands:
             self._peeking = False
-            self._awake_until = now + IDLE_AFTER
+            self._awake_until = now + self.linger
+        elif self.owes():
+            self._peeking = False  # a peek that met a rung command stays until it is handled
         elif self._listening and (self._peeking or now >= self._awake_until):
             self.consumer.pause(*self.consumer.assignment())
             self._paused = True

@@ -42,11 +42,13 @@ async def topic(settings: Settings) -> str:
 
 
 class Loop:
-    """The actor host's loop shape, recording what it received."""
+    """The actor host's loop shape, recording what it received (and, like the host, the
+    highest offset handled in each partition)."""
 
     def __init__(self, consumer: AIOKafkaConsumer, gate: wake.IdleGate) -> None:
         self.consumer, self.gate = consumer, gate
         self.received: list[bytes] = []
+        self.handled: dict[tuple[str, int], int] = {}
         self.stop = asyncio.Event()
 
     async def run(self) -> None:
@@ -62,6 +64,9 @@ class Loop:
             self.gate.after_poll(any(r.value != b"probe" for rs in batch.values() for r in rs))
             for records in batch.values():
                 self.received += [r.value for r in records]
+                for r in records:
+                    key = (r.topic, r.partition)
+                    self.handled[key] = max(self.handled.get(key, -1), r.offset)
 
     def paused(self) -> bool:
         assigned = self.consumer.assignment()
@@ -189,3 +194,101 @@ async def test_an_append_wakes_a_gate_on_the_event_channel(
             await asyncio.wait_for(task, 10)
         await gate.close(pool)
         await consumer.stop()
+
+
+def test_ring_payloads_round_trip_and_stay_under_notify_limit() -> None:
+    owed = {(f"cairn.commands.t{i}", i % 8): 10**12 + i for i in range(400)}
+    payloads = wake.ring_payloads(owed)
+    assert len(payloads) > 1, "400 items do not fit one NOTIFY"
+    assert all(len(p.encode()) <= wake.RING_PAYLOAD_BYTES for p in payloads)
+    back: dict[tuple[str, int], int] = {}
+    for p in payloads:
+        back |= wake.parse_ring(p)
+    assert back == owed
+
+
+def test_parse_ring_keeps_the_highest_offset_and_skips_malformed_items() -> None:
+    got = wake.parse_ring("ring:a.b/1/5,a.b/1/9,a.b/1/7,bad,x//3,x/y/z,c/0/0")
+    assert got == {("a.b", 1): 9, ("c", 0): 0}
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def rung_loop(settings: Settings, pool: asyncpg.Pool, topic: str) -> AsyncIterator[Loop]:
+    """The actor host's gate: rings honoured, no linger, no peek (PEEK_EVERY is 600 s)."""
+    consumer = make_consumer(settings, topic, group_id=f"{topic}-rung", latency_critical=True)
+    await consumer.start()
+    handled: dict[tuple[str, int], int] = {}
+    gate = wake.IdleGate(consumer, handled=handled, linger=0.0, awake_ms=20)
+    await gate.listen(pool)
+    lp = Loop(consumer, gate)
+    lp.handled = handled
+    task = asyncio.create_task(lp.run())
+    try:
+        yield lp
+    finally:
+        lp.stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 10)
+        await gate.close(pool)
+        await consumer.stop()
+
+
+async def test_a_ring_after_the_send_wakes_a_paused_host_for_exactly_that_message(
+    rung_loop: Loop, pool: asyncpg.Pool, settings: Settings, topic: str
+) -> None:
+    """No nudge before, no peek: only the ring, sent once the message is in the broker,
+    wakes the host; it pauses again once the rung offset is handled."""
+    await wait_until(lambda: _paused(rung_loop), timeout=20)
+    nudger = wake.Nudger(pool)
+    for i in range(3):  # each after the host paused again
+        producer = make_producer(settings)
+        await producer.start()
+        try:
+            md = await producer.send_and_wait(topic, f"rung-{i}".encode())
+        finally:
+            await producer.stop()
+        nudger.ring(md.topic, md.partition, md.offset)
+        await until_received(rung_loop, f"rung-{i}".encode())
+        assert rung_loop.handled[(md.topic, md.partition)] >= md.offset
+        await wait_until(lambda: _paused(rung_loop), timeout=20)
+
+
+async def test_a_rung_offset_keeps_the_host_fetching_until_handled(
+    rung_loop: Loop, pool: asyncpg.Pool, settings: Settings, topic: str
+) -> None:
+    """A ring for an offset not handled yet keeps the gate from pausing (with no linger it
+    would pause at its first empty window); one for a partition it does not hold, or
+    handled already, does not."""
+    await wait_until(lambda: _paused(rung_loop), timeout=20)
+    gate = rung_loop.gate
+    tp = next(iter(rung_loop.consumer.assignment()))
+    key = (tp.topic, tp.partition)
+    ahead = rung_loop.handled.get(key, -1) + 1000  # no message there yet
+    gate._on_notify(None, 0, wake.CHANNEL, wake.RING + f"{tp.topic}/{tp.partition}/{ahead}")
+    assert gate.owes()
+    await wait_until(lambda: _awake(rung_loop), timeout=20)
+    for _ in range(5):  # several windows: it stays awake
+        await asyncio.sleep(0.05)
+        assert not rung_loop.paused()
+    rung_loop.handled[key] = ahead  # as if handled
+    await wait_until(lambda: _paused(rung_loop), timeout=20)
+    gate._on_notify(None, 0, wake.CHANNEL, wake.RING + f"not.held/{tp.partition}/{ahead}")
+    gate._on_notify(None, 0, wake.CHANNEL, wake.RING + f"{tp.topic}/{tp.partition}/{ahead}")
+    assert not gate.owes()
+
+
+async def test_an_owed_offset_is_given_up_after_owed_for(
+    rung_loop: Loop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An offset the host never handles (its partition's previous owner did) keeps it
+    fetching OWED_FOR seconds at most."""
+    monkeypatch.setattr(wake, "OWED_FOR", 0.3)
+    await wait_until(lambda: _paused(rung_loop), timeout=20)
+    tp = next(iter(rung_loop.consumer.assignment()))
+    never = rung_loop.handled.get((tp.topic, tp.partition), -1) + 10**6
+    rung_loop.gate._on_notify(
+        None, 0, wake.CHANNEL, wake.RING + f"{tp.topic}/{tp.partition}/{never}"
+    )
+    await wait_until(lambda: _awake(rung_loop), timeout=20)
+    await wait_until(lambda: _paused(rung_loop), timeout=20)
+    assert not rung_loop.gate.owes()
