@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import asyncpg
 import pytest
@@ -73,11 +74,14 @@ class Loop:
         return bool(assigned) and self.consumer.paused() == assigned
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def loop(settings: Settings, pool: asyncpg.Pool, topic: str) -> AsyncIterator[Loop]:
-    consumer = make_consumer(settings, topic, group_id=f"{topic}-g", latency_critical=True)
+@contextlib.asynccontextmanager
+async def running_loop(
+    settings: Settings, pool: asyncpg.Pool, topic: str, group: str, **gate_options: Any
+) -> AsyncIterator[Loop]:
+    """A consumer of `topic` in `group` behind an IdleGate (`gate_options`), its loop running."""
+    consumer = make_consumer(settings, topic, group_id=group, latency_critical=True)
     await consumer.start()
-    gate = wake.IdleGate(consumer)
+    gate = wake.IdleGate(consumer, **gate_options)
     await gate.listen(pool)
     lp = Loop(consumer, gate)
     task = asyncio.create_task(lp.run())
@@ -89,6 +93,12 @@ async def loop(settings: Settings, pool: asyncpg.Pool, topic: str) -> AsyncItera
             await asyncio.wait_for(task, 10)
         await gate.close(pool)
         await consumer.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def loop(settings: Settings, pool: asyncpg.Pool, topic: str) -> AsyncIterator[Loop]:
+    async with running_loop(settings, pool, topic, f"{topic}-g") as lp:
+        yield lp
 
 
 async def send(
@@ -215,22 +225,11 @@ def test_parse_ring_keeps_the_highest_offset_and_skips_malformed_items() -> None
 @pytest_asyncio.fixture(loop_scope="session")
 async def rung_loop(settings: Settings, pool: asyncpg.Pool, topic: str) -> AsyncIterator[Loop]:
     """The actor host's gate: rings honoured, no linger, no peek (PEEK_EVERY is 600 s)."""
-    consumer = make_consumer(settings, topic, group_id=f"{topic}-rung", latency_critical=True)
-    await consumer.start()
     handled: dict[tuple[str, int], int] = {}
-    gate = wake.IdleGate(consumer, handled=handled, linger=0.0, awake_ms=20)
-    await gate.listen(pool)
-    lp = Loop(consumer, gate)
-    lp.handled = handled
-    task = asyncio.create_task(lp.run())
-    try:
+    options = {"handled": handled, "linger": 0.0, "awake_ms": 20}
+    async with running_loop(settings, pool, topic, f"{topic}-rung", **options) as lp:
+        lp.handled = handled  # the loop records what it handles where the gate looks
         yield lp
-    finally:
-        lp.stop.set()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 10)
-        await gate.close(pool)
-        await consumer.stop()
 
 
 async def test_a_ring_after_the_send_wakes_a_paused_host_for_exactly_that_message(
