@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import time
 from datetime import datetime
 from typing import Any
 
@@ -63,7 +62,7 @@ from domain.registry import AGGREGATES
 
 log = get_logger(__name__)
 
-# Offsets are committed at most this often while batches come, and this long after the last.
+# Offsets are committed this long after a batch that left them behind (see ActorHost.commit).
 COMMIT_EVERY = 0.2
 
 MAX_CONFLICT_RETRIES = 8
@@ -289,12 +288,10 @@ class ActorHost:
         # The highest offset handled in each (topic, partition): the idle gate pauses once
         # every command rung to it is in here (bus/actors/wake.py, Nudger.ring).
         self.handled: dict[tuple[str, int], int] = {}
-        # Offsets are committed from `handled`, at most every COMMIT_EVERY (see commit).
+        # Offsets are committed from `handled`, by a timer (see commit).
         self.consumer: Any = None
-        self.uncommitted = False
-        self.committed_at = 0.0
         self._committing = asyncio.Lock()
-        self._pending = asyncio.Event()  # set while `uncommitted`
+        self._uncommitted = asyncio.Event()  # a batch was handled since the last commit
         self.pool = pool
         # Replies also go by NOTIFY to senders that listen (bus/actors/fastreply.py).
         self.notifier = ReplyNotifier(pool)
@@ -312,7 +309,7 @@ class ActorHost:
                 # owner starts after it; and is forgotten, so that a later commit of ours
                 # cannot move the group's offset back (their new owner may go further).
                 if host.consumer is not None:
-                    await host.commit(host.consumer, revoked)
+                    await host.commit(revoked)
                 for tp in revoked:
                     host.handled.pop((tp.topic, tp.partition), None)
                 host.assigned -= set(revoked)
@@ -367,55 +364,51 @@ class ActorHost:
                 key = (rec.topic, rec.partition)
                 if rec.offset > host.handled.get(key, -1):
                     host.handled[key] = rec.offset
-            host.uncommitted = True
-            host._pending.set()
-            if time.monotonic() - host.committed_at >= COMMIT_EVERY:
-                await host.commit(msg.consumer)
+            host._uncommitted.set()
             host.batches += work  # a long batch counts as activity until its end
 
         return subscriber
 
-    async def commit(self, consumer: Any, tps: set[TopicPartition] | None = None) -> None:
+    async def commit(self, tps: set[TopicPartition] | None = None) -> None:
         """Commit the offsets after what was handled, in `tps` (None: every partition held).
 
         Not after every batch: a commit is a broker round trip that the next batch would
-        wait for. A command redelivered after a crash, or to the next owner of a partition,
+        wait for; a timer commits COMMIT_EVERY after a batch instead (`_commit_pending`),
+        beside the batches that follow. A command redelivered after a crash, or to the next owner of a partition,
         is answered from the applied command ids without being applied again, so committing
         late costs a few replays, never a double effect. Only offsets from `handled` are
         committed, which counts whole batches that succeeded, never records merely fetched.
         """
         async with self._committing:  # the timer's, a batch's and a revocation's in turn
-            held = consumer.assignment() if tps is None else tps
+            if tps is None:
+                self._uncommitted.clear()  # a batch handled from now on is committed next
+            held = self.consumer.assignment() if tps is None else tps
             offsets = {
                 tp: self.handled[(tp.topic, tp.partition)] + 1
                 for tp in held
                 if (tp.topic, tp.partition) in self.handled
             }
-            if tps is None:
-                self.uncommitted = False
-                self._pending.clear()
-                self.committed_at = time.monotonic()
             if not offsets:
                 return
             try:
-                await consumer.commit(offsets)
+                await self.consumer.commit(offsets)
             except KafkaError as e:
                 # A rebalance took the partitions away: their new owner gets the commands
                 # again and answers them from the applied command ids. Nothing to undo.
                 log.warning("offset commit failed, commands will be redelivered", error=str(e))
 
     async def _commit_pending(self, stop: asyncio.Event) -> None:
-        """Commit what the last batches handled once they stop coming (an idle host's last
-        batch would otherwise wait for the next one). Asleep while nothing is pending."""
+        """Commit COMMIT_EVERY after a batch, with whatever was handled meanwhile: at most
+        one commit per COMMIT_EVERY under load, and an idle host's last batch is committed
+        too. Asleep while nothing is uncommitted."""
         while True:
             try:
-                await unless_stopped(self._pending.wait(), stop)
+                await unless_stopped(self._uncommitted.wait(), stop)
             except Stopped:
                 return
             if await sleep_unless_stopped(stop, COMMIT_EVERY):
                 return
-            if self.uncommitted:
-                await self.commit(self.consumer)
+            await self.commit()
 
     async def run(self, stop: asyncio.Event) -> None:
         broker = make_broker(self.settings, "actors")
@@ -438,9 +431,9 @@ class ActorHost:
             committer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await committer
-            if self.uncommitted:
+            if self._uncommitted.is_set():
                 with contextlib.suppress(Exception):
-                    await self.commit(self.consumer)
+                    await self.commit()
             idle.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await idle

@@ -19,9 +19,10 @@ Channels:
 
 - `CHANNEL` (commands): whoever sends a command calls a `Nudger` first, which NOTIFYs it
   (at most once per `NUDGE_EVERY` seconds per process), so that a paused host starts
-  fetching while the command is being published. Readiness probes NOTIFY it with the payload `PROBE`, which makes the host
-  peek (fetch for `PROBE_POLL_MS`) and pause again at once: a load balancer polling
-  /ready does not keep the host awake, and is answered in milliseconds. The actor host
+  fetching while the command is being published. Readiness probes NOTIFY it with the
+  payload `PROBE`, which makes the host peek (fetch for `PROBE_POLL_MS`) and pause again
+  at once: a load balancer polling /ready does not keep the host awake, and is answered in
+  milliseconds. The actor host
   also peeks every `PEEK_EVERY` seconds, for a command nobody announced (a lost
   notification, a sender without a database).
   Once a command is in the broker its sender also rings (`Nudger.ring`): a NOTIFY naming
@@ -52,7 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 import asyncpg
@@ -105,7 +106,7 @@ class Nudger:
         self._ringing = False
 
     def __call__(self) -> None:
-        """A command is coming: wake the host for IDLE_AFTER seconds."""
+        """A command is coming: wake the host (until its gate finds nothing left to do)."""
         self._send("")
 
     def probe(self) -> None:
@@ -125,19 +126,14 @@ class Nudger:
             self._owed[key] = offset
         if not self._ringing:
             self._ringing = True
-            task = asyncio.create_task(self._ring_all())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._ring_all())
 
     async def _ring_all(self) -> None:
         try:
             while self._owed:
                 owed, self._owed = self._owed, {}
                 for payload in ring_payloads(owed):
-                    try:
-                        await self.pool.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
-                    except Exception as e:  # the host's peek still finds the command
-                        log.debug("actor ring failed", error=repr(e))
+                    await self._notify(payload)
         finally:
             self._ringing = False
 
@@ -147,16 +143,24 @@ class Nudger:
             return
         self._last[payload] = now
         # Not awaited: the command goes to Kafka meanwhile, the host wakes in parallel.
-        task = asyncio.create_task(self._notify(payload))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._nudge(payload))
 
-    async def _notify(self, payload: str) -> None:
+    async def _nudge(self, payload: str) -> None:
+        if not await self._notify(payload):
+            self._last[payload] = float("-inf")  # the next command tries again
+
+    async def _notify(self, payload: str) -> bool:
         try:
             await self.pool.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+            return True
         except Exception as e:  # the host's peek still finds the command
-            self._last[payload] = float("-inf")
             log.debug("actor nudge failed", error=repr(e))
+            return False
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)  # held until done: the loop keeps only weak references
+        task.add_done_callback(self._tasks.discard)
 
 
 def ring_payloads(owed: dict[tuple[str, int], int]) -> list[str]:

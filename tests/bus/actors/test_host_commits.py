@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 import orjson
 import pytest
+import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bus.actors import host as host_module
@@ -91,11 +92,9 @@ async def applied(pool: asyncpg.Pool, streams: list[str]) -> bool:
 
 
 async def test_the_last_batches_are_committed_once_commands_stop_coming(
-    settings: Settings, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, pool: asyncpg.Pool, group: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(host_module, "COMMIT_EVERY", 0.3)
-    await ensure_topics(settings)
-    group = f"commits-{uuid.uuid4().hex[:8]}"
     async with running(settings, pool, group):
         for _ in range(2):  # the second round comes within COMMIT_EVERY of a commit
             streams, ends = await send_initiates(settings, 5)
@@ -104,33 +103,44 @@ async def test_the_last_batches_are_committed_once_commands_stop_coming(
             await wait_until(lambda e=ends: covers(settings, group, e), timeout=30)
 
 
-async def test_a_graceful_stop_commits_what_was_handled(
-    settings: Settings, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(host_module, "COMMIT_EVERY", 600.0)  # only the first batch's
+@pytest_asyncio.fixture(loop_scope="session")
+async def group(settings: Settings) -> str:
+    """A consumer group of its own (so no other test's offsets count), topics created."""
     await ensure_topics(settings)
-    group = f"commits-{uuid.uuid4().hex[:8]}"
+    return f"commits-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def no_timer_commit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(host_module, "COMMIT_EVERY", 600.0)
+
+
+async def handled_not_committed(
+    settings: Settings, pool: asyncpg.Pool, group: str
+) -> dict[TopicPartition, int]:
+    """Send commands and wait until the running host applied them; with no timer commit
+    (COMMIT_EVERY patched long) their offsets are not committed yet. Their ends."""
+    streams, ends = await send_initiates(settings, 5)
+    await wait_until(lambda: applied(pool, streams), timeout=60)
+    assert not await covers(settings, group, ends), "committed within COMMIT_EVERY"
+    return ends
+
+
+@pytest.mark.usefixtures("no_timer_commit")
+async def test_a_graceful_stop_commits_what_was_handled(
+    settings: Settings, pool: asyncpg.Pool, group: str
+) -> None:
     async with running(settings, pool, group):
-        first, _ = await send_initiates(settings, 3)
-        await wait_until(lambda: applied(pool, first), timeout=60)
-        streams, ends = await send_initiates(settings, 5)
-        await wait_until(lambda: applied(pool, streams), timeout=60)
-        assert not await covers(settings, group, ends), "committed within COMMIT_EVERY"
+        ends = await handled_not_committed(settings, pool, group)
     assert await covers(settings, group, ends)
 
 
+@pytest.mark.usefixtures("no_timer_commit")
 async def test_a_revocation_commits_what_was_handled_in_the_partitions_given_up(
-    settings: Settings, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, pool: asyncpg.Pool, group: str
 ) -> None:
-    monkeypatch.setattr(host_module, "COMMIT_EVERY", 600.0)
-    await ensure_topics(settings)
-    group = f"commits-{uuid.uuid4().hex[:8]}"
     async with running(settings, pool, group) as first:
-        warm, _ = await send_initiates(settings, 3)
-        await wait_until(lambda: applied(pool, warm), timeout=60)
-        streams, ends = await send_initiates(settings, 5)
-        await wait_until(lambda: applied(pool, streams), timeout=60)
-        assert not await covers(settings, group, ends)
+        ends = await handled_not_committed(settings, pool, group)
         alone = len(first.assigned)
         # A second host joins: the first gives up its partitions (aiokafka revokes them all
         # before assigning again), committing what it handled in them first.
