@@ -76,21 +76,29 @@ async def _pool(bench: Bench, writers: int = WRITERS) -> AsyncIterator[asyncpg.P
 # ---------------------------------------------------------------------------- command_rtt
 
 
-async def _timed(n: int, send: Any) -> list[float]:
+async def _timed(n: int, send: Any, gap: float = 0.0) -> list[float]:
+    """`n` timed calls of `send` after WARM_COMMANDS untimed ones, `gap` seconds apart."""
     out = []
     for k in range(WARM_COMMANDS + n):
         t = time.perf_counter()
         await send()
         if k >= WARM_COMMANDS:
             out.append(time.perf_counter() - t)
+        if gap:
+            await asyncio.sleep(gap)
     return out
 
 
 async def kafka_echo(
-    settings: Settings, n: int, *, topics: tuple[str, str] | None = None, **consumer_kw: Any
+    settings: Settings,
+    n: int,
+    *,
+    topics: tuple[str, str] | None = None,
+    gap: float = 0.0,
+    **consumer_kw: Any,
 ) -> list[float]:
     """Round trips through two topics on the broker: request -> echo -> reply, each on
-    partition 0; `topics` (request, reply), else two new ones."""
+    partition 0; `topics` (request, reply), else two new ones; `gap` seconds between two."""
     prefix = f"{settings.topic_prefix}.bench-echo-{secrets.token_hex(3)}"
     req, rep = topics or (f"{prefix}.req", f"{prefix}.rep")
     await ensure_topics(settings, [req, rep])
@@ -140,7 +148,7 @@ async def kafka_echo(
             finally:
                 pending.pop(key, None)
 
-        return await _timed(n, once)
+        return await _timed(n, once, gap)
     finally:
         for t in tasks:
             t.cancel()
@@ -229,6 +237,70 @@ async def _echo_baselines(
         "replay": [1000 * x for x in replayed],
         **{name: [1000 * x for x in base] for name, base in baselines},
     }
+
+
+# ---------------------------------------------------------------------------- command_trickle
+
+TRICKLE_GAP = 0.07  # one command every 70 ms: a single upload's chunk rate on a 2-vCPU VM
+
+
+async def command_trickle(bench: Bench, res: Result) -> None:
+    """Commands that come one at a time with gaps between them, as one upload's chunks do:
+    the broker's CPU per command, against the Kafka echo at the same rate on the same broker
+    (whose consumers fetch all the time, as the actor host did before it fetched on demand).
+    The echo runs in the bench process, so the broker is the one process both are billed."""
+    assert bench.cairn is not None
+    n = bench.scale.rtt_samples
+    settings = bench.cairn.settings()
+    async with _pool(bench, 2) as pool:
+        bus = CommandBus(settings, nudge=Nudger(pool), pool=pool)
+        await bus.start()
+        try:
+            target = str(uuid.uuid4())
+            await bus.send(_initiate(target, "bench-trickle"))
+
+            async def replay() -> None:
+                await bus.send(_initiate(target, "bench-trickle"))
+
+            with bench.window() as cairn_w:
+                cairn = await _timed(n, replay, TRICKLE_GAP)
+        finally:
+            await bus.stop()
+    with bench.window() as echo_w:
+        echo = await kafka_echo(settings, n, gap=TRICKLE_GAP)
+    sent = WARM_COMMANDS + n
+    res.rows.append(
+        Row(
+            f"command RTT p50, one every {1000 * TRICKLE_GAP:.0f} ms",
+            "ms",
+            [1000 * percentile(cairn, 50)],
+            "Kafka 2-hop echo at the same rate",
+            [1000 * percentile(echo, 50)],
+            higher_is_better=False,
+            kind="value",
+        )
+    )
+    if cairn_w is not None and echo_w is not None:
+        per = {
+            "cairn": {k: 1000 * v / sent for k, v in cairn_w.cpu_seconds.items()},
+            "echo": {k: 1000 * v / sent for k, v in echo_w.cpu_seconds.items()},
+        }
+        res.rows.append(
+            Row(
+                "broker CPU per command",
+                "ms",
+                [per["cairn"].get("tansu", 0.0)],
+                "Kafka 2-hop echo at the same rate",
+                [per["echo"].get("tansu", 0.0)],
+                higher_is_better=False,
+                kind="value",
+            )
+        )
+        res.notes.append(
+            "CPU ms per command at one every "
+            f"{1000 * TRICKLE_GAP:.0f} ms: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in sorted(per["cairn"].items()) if v >= 0.05)
+        )
 
 
 # ---------------------------------------------------------------------------- append_to_projection
@@ -352,6 +424,11 @@ SCENARIOS = [
         "bus.command_rtt",
         "command round trip p50/p99 over Kafka to the actor host and back",
         command_rtt,
+    ),
+    Scenario(
+        "bus.command_trickle",
+        "broker CPU and round trip for commands 70 ms apart, against the Kafka echo",
+        command_trickle,
     ),
     Scenario(
         "bus.append_to_projection",
