@@ -178,3 +178,27 @@ async def test_silent_and_idle_keepalive_connections_are_closed(limited: System)
     rest = await reader.read()  # the small JSON body, then EOF when the server closes
     assert rest.endswith(b"}")
     writer.close()
+
+
+async def test_an_idle_keepalive_connection_outlasts_the_clients_own_idle_expiry(
+    system: System,
+) -> None:
+    # With the default settings: a connection left idle longer than httpx's (5 s) and
+    # undici's (4 s) pool expiry is still open. A server that closed it at the same moment
+    # as the client's expiry raced the client's next request on it (a PUT that failed with
+    # no answer, once in the contract test).
+    idle = 6.0
+    reader, writer = await _open(system)
+
+    async def get_health() -> None:
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        assert (await reader.readexactly(length)).endswith(b"}")
+
+    await get_health()
+    await asyncio.sleep(idle)  # the idleness is the subject, not a stand-in for an event
+    await get_health()
+    writer.close()
