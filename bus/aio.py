@@ -4,6 +4,8 @@
   not retry in step.
 - `BoundedLRU`: a dict that forgets its least recently used entries past a size; the
   actor state cache, the handlers' upload shapes and the API's shapes use it.
+- `wait_event`: wait for an event at most so long, letting an outside cancellation through
+  (what `asyncio.wait_for` on Python 3.11 does not always do).
 - `sleep_unless_stopped`: sleep, but return as soon as `stop` is set.
 - `unless_stopped`: await an awaitable, abandoning (cancelling) it when `stop` is set first;
   for calls that may block a long time (a Kafka poll, joining a group, a retried batch).
@@ -76,11 +78,28 @@ class BoundedLRU(Generic[K, V]):
         return iter(self._data)
 
 
+async def wait_event(event: asyncio.Event, timeout: float | None) -> bool:
+    """Wait until `event` is set, at most `timeout` seconds (None: no limit); True if set.
+
+    Not `asyncio.wait_for(event.wait(), timeout)`: on Python 3.11 wait_for swallows a
+    cancellation that arrives in the loop steps between the event being set and the waiting
+    task resuming (it returns the result instead; python/cpython#86296, fixed in 3.12 by
+    building wait_for on asyncio.timeout). A loop stopped by `task.cancel()` then went on
+    looping, and whoever awaited the task after cancelling it waited forever (the event
+    fan-out's stop, once in about a hundred runs of its test). `asyncio.timeout` converts
+    only its own cancellation into TimeoutError.
+    """
+    if event.is_set():
+        return True
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    return event.is_set()
+
+
 async def sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> bool:
     """Sleep `seconds`, returning at once when `stop` is set; True if stopped."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
-    return stop.is_set()
+    return await wait_event(stop, seconds)
 
 
 class Stopped(Exception):

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from bus.aio import wait_event
 from bus.config import metrics
 from bus.config.logs import get_logger
 from bus.store import feed
@@ -114,8 +115,7 @@ class Subscription:
                 return page
         if not self.queue and self.dropped is None:
             self.ready.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.ready.wait(), timeout)
+            await wait_event(self.ready, timeout)
         if self.dropped is not None:
             raise self.dropped
         self.live = True
@@ -218,8 +218,7 @@ class FanOut:
     async def _run(self) -> None:
         wake = self.listener.wake
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), self.poll_interval)
+            await wait_event(wake, self.poll_interval)
             wake.clear()  # before reading: a notify during the read wakes us again
             try:
                 if not self._by_owner and await self._skip_ahead():

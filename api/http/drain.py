@@ -21,10 +21,10 @@ Only then is uvicorn told to exit, and it finds nothing left to cancel.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 from api.http.rawerror import error_headers, error_json, new_request_id
+from bus.aio import wait_event
 
 ASGIApp = Any  # an ASGI 3 callable; Litestar's and uvicorn's types disagree on the details
 
@@ -87,8 +87,7 @@ class Drain:
 
         Returns how many requests had to be cancelled."""
         self.refuse_new()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), timeout)
+        await wait_event(self._idle, timeout)
         left = list(self._inflight)
         for task in left:
             self._cancelled.add(task)

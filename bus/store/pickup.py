@@ -24,9 +24,9 @@ so the wake-ups cost no idle CPU.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 
+from bus.aio import sleep_unless_stopped
 from bus.store.feed import Listener
 
 # Seconds between the looks that follow a notification (0.8 s in all): the read model
@@ -63,7 +63,7 @@ class Pickup:
         """Return when it is time to look again: a notification (or `nudge`), the next step
         of the chase after one, `poll_every` seconds, `at_most` seconds, or `stop`."""
         if self.listener is None:
-            await self._sleep(stop, self._cap(self.poll_every, at_most))
+            await sleep_unless_stopped(stop, self._cap(self.poll_every, at_most))
             self._last_look = time.monotonic()
             return
         wake = self.listener.wake
@@ -78,7 +78,7 @@ class Pickup:
             # store's notifications coalesce into at most one look per MIN_GAP.
             gap = self._last_look + MIN_GAP - time.monotonic()
             if gap > 0:
-                await self._sleep(stop, gap)
+                await sleep_unless_stopped(stop, gap)
             wake.clear()
             self._chase = list(CHASE)
         elif self._chase:
@@ -89,7 +89,3 @@ class Pickup:
     def _cap(seconds: float, at_most: float | None) -> float:
         return max(0.0, seconds if at_most is None else min(seconds, at_most))
 
-    @staticmethod
-    async def _sleep(stop: asyncio.Event, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), seconds)

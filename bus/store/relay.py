@@ -42,7 +42,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from bus.aio import Backoff, Stopped, sleep_unless_stopped, unless_stopped
+from bus.aio import Backoff, Stopped, sleep_unless_stopped, unless_stopped, wait_event
 from bus.config.metrics import RELAY_LEADER as LEADER
 from bus.config.metrics import RELAY_PUBLISH_ERRORS as PUBLISH_ERRORS
 from bus.config.metrics import RELAY_PUBLISHED as PUBLISHED
@@ -306,9 +306,7 @@ class Relay:
         # Catch up at once: events may have been appended while nobody was leading.
         wake.set()
         while True:
-            try:
-                await asyncio.wait_for(wake.wait(), self.safety_interval)
-            except TimeoutError:
+            if not await wait_event(wake, self.safety_interval):
                 # Safety tick: also proves the lock connection is alive (a silently dead TCP
                 # connection would otherwise hold neither the lock nor the LISTEN).
                 await conn.fetchval("SELECT 1")

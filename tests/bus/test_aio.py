@@ -1,11 +1,13 @@
 """map_bounded: every item once, results in the items' order, never more than the limit
-running at once."""
+running at once. wait_event: set, timed out, and cancelled however close to the event."""
 
 from __future__ import annotations
 
 import asyncio
 
-from bus.aio import map_bounded
+import pytest
+
+from bus.aio import map_bounded, wait_event
 
 
 async def test_map_bounded_keeps_order_and_the_limit() -> None:
@@ -28,3 +30,35 @@ async def test_map_bounded_keeps_order_and_the_limit() -> None:
     release.set()
     assert await mapping == [n * n for n in range(20)]
     assert peak == 3
+
+
+async def test_wait_event_says_whether_the_event_was_set() -> None:
+    ev = asyncio.Event()
+    assert await wait_event(ev, 0.01) is False
+    waiting = asyncio.create_task(wait_event(ev, 5))
+    await asyncio.sleep(0)
+    ev.set()
+    assert await waiting is True
+    assert await wait_event(ev, 0) is True  # already set: no wait at all
+
+
+async def test_a_cancellation_right_after_the_event_is_set_is_not_swallowed() -> None:
+    # The event is set, then the waiting task is cancelled `steps` loop steps later, before
+    # it has resumed. asyncio.wait_for (Python 3.11) returned normally at 1 and 2 steps: the
+    # cancellation was lost, and a loop stopped by cancel() never stopped.
+    cancelled_before_resuming = []
+    for steps in range(6):
+        ev = asyncio.Event()
+        waiting = asyncio.create_task(wait_event(ev, 5))
+        await asyncio.sleep(0)  # it waits
+        ev.set()
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        if waiting.done():
+            assert waiting.result() is True  # it resumed first: nothing left to cancel
+            continue
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        cancelled_before_resuming.append(steps)
+    assert cancelled_before_resuming  # at least one cancellation came before it resumed
