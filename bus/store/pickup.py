@@ -88,4 +88,3 @@ class Pickup:
     @staticmethod
     def _cap(seconds: float, at_most: float | None) -> float:
         return max(0.0, seconds if at_most is None else min(seconds, at_most))
-
