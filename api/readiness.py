@@ -61,7 +61,8 @@ class Readiness:
 
         async def check(name: str, coro: Any) -> Any:
             try:
-                result = await asyncio.wait_for(coro, CHECK_TIMEOUT)
+                async with asyncio.timeout(CHECK_TIMEOUT):
+                    result = await coro
                 checks[name] = "ok"
                 return result
             except Exception as e:

@@ -386,7 +386,8 @@ class _Run:
             # Wait out the backoff, but stop at once if paused or cancelled meanwhile.
             watch = asyncio.create_task(self._watch())
             try:
-                await asyncio.wait_for(asyncio.shield(watch), delay)
+                async with asyncio.timeout(delay):
+                    await asyncio.shield(watch)
                 return
             except TimeoutError:
                 pass

@@ -76,9 +76,10 @@ async def _refuse_private_host(url: str, networks: Sequence[Network]) -> None:
 
     host = urlsplit(url).hostname or ""
     try:
-        infos = await asyncio.wait_for(
-            asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM), 5
-        )
+        async with asyncio.timeout(5):
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, None, type=socket.SOCK_STREAM
+            )
     except (OSError, TimeoutError):
         return  # unresolvable now: the worker's attempts will say so
     try:

@@ -320,8 +320,8 @@ class CommandBus:
             with self._awaiting_reply(tp, fut):
                 if self._nudge is not None:
                     self._nudge.probe()
-                sent = await asyncio.wait_for(
-                    self._commands["uploads"].publish(
+                async with asyncio.timeout(timeout):
+                    sent = await self._commands["uploads"].publish(
                         orjson.dumps({"probe": True, "command_id": command_id}),
                         key=command_id.encode(),
                         headers={
@@ -329,12 +329,11 @@ class CommandBus:
                             "command-type": PROBE_TYPE,
                             **self._reply_headers(tp),
                         },
-                    ),
-                    timeout,
-                )
+                    )
                 if self._nudge is not None:
                     self._nudge.ring(sent.topic, sent.partition, sent.offset)
-                reply = await asyncio.wait_for(fut, timeout)
+                async with asyncio.timeout(timeout):
+                    reply = await fut
         except (KafkaError, TimeoutError, OSError) as e:
             raise BusUnavailable(f"no command round trip: {type(e).__name__}") from e
         finally:
@@ -367,8 +366,8 @@ class CommandBus:
                 if self._nudge is not None:
                     self._nudge()
                 try:
-                    sent = await asyncio.wait_for(
-                        self._commands[cmd.aggregate].publish(
+                    async with asyncio.timeout(limit):
+                        sent = await self._commands[cmd.aggregate].publish(
                             orjson.dumps(body),
                             key=cmd.aggregate_id.encode(),
                             headers={
@@ -377,16 +376,15 @@ class CommandBus:
                                 **self._reply_headers(tp),
                                 **({"traceparent": traceparent} if traceparent else {}),
                             },
-                        ),
-                        limit,
-                    )
+                        )
                 except (KafkaError, TimeoutError, OSError) as e:
                     timer.done("unavailable")
                     raise BusUnavailable(f"the command bus is unavailable: {e}") from e
                 if self._nudge is not None:
                     self._nudge.ring(sent.topic, sent.partition, sent.offset)
                 try:
-                    reply = await asyncio.wait_for(fut, limit)
+                    async with asyncio.timeout(limit):
+                        reply = await fut
                 except TimeoutError as e:
                     timer.done("unavailable")
                     raise BusUnavailable("no answer from the actors in time; retry", 1) from e

@@ -216,7 +216,8 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         try:
-            addresses = await asyncio.wait_for(self._resolve(host, port), timeout)
+            async with asyncio.timeout(timeout):
+                addresses = await self._resolve(host, port)
         except (OSError, TimeoutError) as e:
             raise httpcore.ConnectError(f"cannot resolve the host: {e}") from e
         try:

@@ -117,4 +117,5 @@ async def push_in_thread(work: Callable[[Callable[[T], None]], None]) -> AsyncGe
         while not queue.empty():
             queue.get_nowait()
         with contextlib.suppress(BaseException):
-            await asyncio.wait_for(thread, 5)
+            async with asyncio.timeout(5):
+                await thread
