@@ -155,6 +155,12 @@ class Scenario:
     # Seconds on top of the scale's scenario timeout, for a scenario that starts a system
     # of its own (s3.transfer: a second `cairn up` and the local S3 server).
     extra_timeout: float = 0.0
+    # A multiple of the scale's scenario timeout, for a scenario whose work is long in every
+    # mode (tasks.archive: 16 tasks and 16 CLI runs over 1 GiB each in full mode).
+    timeout_factor: float = 1.0
+
+    def timeout(self, scenario_timeout: float) -> float:
+        return scenario_timeout * self.timeout_factor + self.extra_timeout
 
     @property
     def group(self) -> str:

@@ -253,12 +253,12 @@ async def _run_one(bench: Bench, sc: Scenario) -> Result:
     res.extra["loadavg_before"] = [round(x, 2) for x in os.getloadavg()]
     with bench.window() as w:
         try:
-            async with asyncio.timeout(bench.scale.scenario_timeout + sc.extra_timeout):
+            async with asyncio.timeout(sc.timeout(bench.scale.scenario_timeout)):
                 await sc.run(bench, res)
         except TimeoutError:
             res.status = "error"
             res.error = (
-                f"timed out after {bench.scale.scenario_timeout + sc.extra_timeout:.0f} s\n"
+                f"timed out after {sc.timeout(bench.scale.scenario_timeout):.0f} s\n"
                 + traceback.format_exc()
             )
         except Exception:
