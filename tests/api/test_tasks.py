@@ -118,6 +118,28 @@ async def test_copy_move_delete_share_manifests_and_record_each_item(sys_: Syste
         assert_error(await other.post(f"/v1/tasks/{tid}/cancel"), 404, "task_not_found")
 
 
+async def test_a_task_read_without_its_results_is_the_same_task_less_the_item_list(
+    sys_: System,
+) -> None:
+    async with sys_.client(user()) as c:
+        files = [await upload(c, f"file {i}".encode(), f"f{i}.txt") for i in range(3)]
+        tid = await start(
+            c, {"type": "copy", "params": {"files": files, "to": {"bucket": await bucket(c)}}}
+        )
+        whole = await finished(c, tid)
+        assert whole["status"] == "COMPLETED" and len(whole["results"]) == 3, whole
+        for off in ("false", "0"):
+            r = await c.get(f"/v1/tasks/{tid}", params={"results": off})
+            assert r.status_code == 200, r.text
+            lean = r.json()
+            assert "results" not in lean
+            assert lean == {k: v for k, v in whole.items() if k != "results"}
+        assert (await c.get(f"/v1/tasks/{tid}", params={"results": "true"})).json() == whole
+        assert_error(
+            await c.get(f"/v1/tasks/{tid}", params={"results": "maybe"}), 400, "validation_error"
+        )
+
+
 async def test_bad_input_is_a_4xx_naming_the_field_and_creates_nothing(sys_: System) -> None:
     alice, bob = user(), user()
     async with sys_.client(alice) as c, sys_.client(bob) as cb:

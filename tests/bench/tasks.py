@@ -83,7 +83,9 @@ async def _task(c: httpx.AsyncClient, body: dict[str, Any]) -> tuple[float, dict
     try:
         async with asyncio.timeout(TIMEOUT):
             while True:
-                t: dict[str, Any] = (await c.get(f"/v1/tasks/{tid}")).json()
+                # Without the 1,000 items' results, as a poller asks (40 KB against 121 KB).
+                r = await c.get(f"/v1/tasks/{tid}", params={"results": "false"})
+                t: dict[str, Any] = r.json()
                 if t["status"] == "COMPLETED":
                     return time.perf_counter() - t0, t
                 if t["status"] in ("FAILED", "CANCELLED"):

@@ -2,7 +2,8 @@
 // extract, copy, move, delete), then watched live on the Tasks tab: status, items and bytes,
 // pause, resume, cancel, and the result files to download. Each task event on the stream
 // re-reads that one task (GET /v1/tasks/{id} folds its own stream, so it is never behind
-// the event that woke it); nothing polls.
+// the event that woke it; ?results=false, as the tab shows no per-item results, which
+// are most of a big task's answer); nothing polls.
 
 import { json, request } from './api.js'
 import { el, bytes, say } from './util.js'
@@ -106,7 +107,7 @@ export async function loadTasks () {
 
 async function refresh (id) {
   try {
-    await put(await json(`/v1/tasks/${encodeURIComponent(id)}`))
+    await put(await json(`/v1/tasks/${encodeURIComponent(id)}?results=false`))
   } catch (e) {
     if (e.status !== 404) say(`Could not read a task: ${e.message}`, true)
   }
