@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
@@ -162,36 +163,38 @@ def _receive(
     written from `at` on."""
     with ThreadPoolExecutor(2, thread_name_prefix="cairn-download") as lanes:
         pending: list[Future[Any]] = []
-
-        def hand_over(batch: list[bytes], size: int) -> None:
-            nonlocal at, pending
+        for batch, size in _batches(body.iter_bytes(), transfer):
             for lane in pending:
                 lane.result()  # raises a failed write (disk full) here
-            pending = [lanes.submit(_write, f, batch, at), lanes.submit(_hash, h, batch)]
+            pending = [lanes.submit(_write, f, batch, at, size), lanes.submit(_hash, h, batch)]
             at += size
             transfer.advance(task, size)
-
-        batch: list[bytes] = []
-        batched = 0
-        for data in body.iter_bytes():
-            transfer.check()
-            batch.append(data)
-            batched += len(data)
-            if batched >= PIECE:
-                hand_over(batch, batched)
-                batch, batched = [], 0
-        if batch:
-            hand_over(batch, batched)
         for lane in pending:
             lane.result()
 
 
-def _write(f: IO[Any], batch: list[bytes], at: int) -> None:
+def _batches(pieces: Iterator[bytes], transfer: Transfer) -> Iterator[tuple[list[bytes], int]]:
+    """The pieces gathered into lists of at least PIECE bytes (the last one may be less),
+    each with its size; Ctrl-C is checked at every piece."""
+    batch: list[bytes] = []
+    size = 0
+    for piece in pieces:
+        transfer.check()
+        batch.append(piece)
+        size += len(piece)
+        if size >= PIECE:
+            yield batch, size
+            batch, size = [], 0
+    if batch:
+        yield batch, size
+
+
+def _write(f: IO[Any], batch: list[bytes], at: int, size: int) -> None:
     """Write a batch and start its writeback at once (bus/blobs/writeback.py), so that the
     fsync at the end finds little still dirty instead of the whole file."""
     f.writelines(batch)
     f.flush()
-    start_writeback(f.fileno(), at, sum(map(len, batch)))
+    start_writeback(f.fileno(), at, size)
 
 
 def _hash(h: Any, batch: list[bytes]) -> None:
