@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from api.http.bodyhandoff import BodyHandoffHttpToolsProtocol
 
 TRAILERS_EXTENSION = "cairn.request_trailers"
 
 
-class TrailerAwareHttpToolsProtocol(HttpToolsProtocol):
+class TrailerAwareHttpToolsProtocol(BodyHandoffHttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_trailers = False
