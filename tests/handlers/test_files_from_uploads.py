@@ -4,10 +4,16 @@ would have sent (so the actor applies it once, whoever sends it first)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import os
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from bus.blobs import manifests
 from bus.blobs.factory import open_blob_store
 from bus.store.eventstore import PostgresEventStore
 from domain import policies
@@ -172,3 +178,93 @@ async def test_a_batch_of_whole_uploads_is_checked_with_one_lookup(
     store.calls.clear()
     assert await files_from_uploads.command_for(batch[4], store, blobs) is None  # type: ignore[arg-type]
     assert store.calls == ["read_stream"]
+
+
+class _CountingBlobs:
+    """The local blob store, counting the chunks hashed in place."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.hashed = 0
+
+    def hash_into(self, hasher: Any, sha256: str, size: int) -> None:
+        self.hashed += 1
+        self.store.hash_into(hasher, sha256, size)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+class _ApiCompletesMeanwhile:
+    """The event store; the first time the handler asks for the stream's version (it does
+    so while hashing), the API's completion is appended first, for real."""
+
+    def __init__(self, store: PostgresEventStore, complete: Callable[[], Awaitable[None]] | None):
+        self.store = store
+        self.complete = complete
+        self.asked = 0
+
+    async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
+        return await self.store.read_stream(stream_id, from_version)
+
+    async def stream_version(self, stream_id: str) -> int:
+        self.asked += 1
+        if self.asked == 1 and self.complete is not None:
+            await self.complete()
+        return await self.store.stream_version(stream_id)
+
+
+@pytest.mark.parametrize("api_completes", [True, False], ids=["api-completes", "api-died"])
+async def test_the_handler_stops_hashing_once_the_api_completed_the_upload(
+    event_store: PostgresEventStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    api_completes: bool,
+) -> None:
+    """A tus upload that reached its length: the handler hashes it in case the API died,
+    but asks between chunks whether the stream moved on; when the API completed it
+    meanwhile, the hash stops there and nothing is sent."""
+    monkeypatch.setattr(manifests, "CHECK_EVERY_BYTES", 2 * 1024 * 1024)
+    blobs = _CountingBlobs(open_blob_store(f"file://{tmp_path / 'blobs'}"))
+    data = [os.urandom(1024 * 1024) for _ in range(6)]
+    pieces = []
+    for d in data:
+
+        async def one(d: bytes = d):  # type: ignore[no-untyped-def]
+            yield d
+
+        sha, size = await blobs.put_stream(one())
+        pieces.append({"sha256": sha, "size": size})
+    uid = "a0517fa8-6666-4777-8888-e9990000bbbb"
+    env = {"aggregate_id": uid, "caller": "ann", "at": AT}
+    stream = UPLOADS.stream_id(uid)
+    recorded: list[RecordedEvent] = []
+
+    async def run(cmd: object) -> None:
+        nonlocal recorded
+        new = UPLOADS.decide(UPLOADS.fold(recorded), cmd)  # type: ignore[arg-type]
+        recorded += await event_store.append(stream, len(recorded), new, EventMeta(AT, owner="ann"))
+
+    await run(
+        InitiateUpload(
+            **env, file_name="big.bin", file_size=6 * 1024 * 1024, chunk_size=1024 * 1024,
+            mode="stream",
+        )
+    )  # fmt: skip
+    await run(AppendBytes(**env, offset=0, pieces=pieces))
+    full = recorded[-1]
+    whole = hashlib.sha256(b"".join(data)).hexdigest()
+
+    async def api_complete() -> None:
+        state = UPLOADS.fold(recorded)
+        await run(policies.complete(state, whole, caller="ann", at=AT, command_id="api-complete"))
+
+    store = _ApiCompletesMeanwhile(event_store, api_complete if api_completes else None)
+    cmd = await files_from_uploads.command_for(full, store, blobs)  # type: ignore[arg-type]
+    if api_completes:
+        assert cmd is None
+        assert recorded[-1].type == "UploadCompleted"
+        assert (blobs.hashed, store.asked) == (2, 1)  # 2 MiB hashed, then it stopped
+    else:
+        assert isinstance(cmd, CompleteUpload) and cmd.sha256 == whole
+        assert (blobs.hashed, store.asked) == (6, 2)  # asked before the 3rd and 5th piece

@@ -30,7 +30,7 @@ from bus.blobs import local as local_module
 from bus.blobs.errors import BlobNotFound, BlobTooLarge
 from bus.blobs.factory import open_blob_store
 from bus.blobs.local import LocalBlobStore
-from bus.blobs.manifests import hash_manifest, read_manifest
+from bus.blobs.manifests import HashAbandoned, hash_manifest, read_manifest
 from bus.blobs.s3 import S3BlobStore, S3Options
 from bus.config.settings import Settings
 from domain.ports import BlobStore
@@ -528,6 +528,36 @@ async def test_hash_manifest(blobs: Blobs, wrapped: bool) -> None:
     assert await hash_manifest(store, manifest) == sha(b"".join(chunks))
     assert await hash_manifest(store, manifest[::-1]) == sha(b"".join(chunks[::-1]))
     assert await hash_manifest(store, []) == sha(b"")
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["direct", "generic"])
+async def test_hash_manifest_asks_whether_to_keep_going(blobs: Blobs, wrapped: bool) -> None:
+    """`keep_going` is asked between chunks once `check_every` bytes were hashed since the
+    last time (never before the first); a False stops the hash."""
+    store: BlobStore = Recording(blobs.store) if wrapped else blobs.store
+    chunks = [b"a" * 10, b"b" * 10, b"c" * 10, b"d" * 10, b"e" * 10]
+    manifest = await store_chunks(store, chunks)
+    answers: list[bool] = []
+
+    async def keep_going() -> bool:
+        answers.append(True)
+        return True
+
+    # Asked before the 3rd and 5th chunks (20 bytes hashed each time since the last ask).
+    digest = await hash_manifest(store, manifest, keep_going=keep_going, check_every=20)
+    assert digest == sha(b"".join(chunks))
+    assert len(answers) == 2
+
+    asked = 0
+
+    async def stop_at_second() -> bool:
+        nonlocal asked
+        asked += 1
+        return asked < 2
+
+    with pytest.raises(HashAbandoned):
+        await hash_manifest(store, manifest, keep_going=stop_at_second, check_every=20)
+    assert asked == 2
 
 
 @pytest.mark.parametrize("wrapped", [False, True], ids=["direct", "generic"])
