@@ -28,6 +28,31 @@ from handlers import files_from_uploads
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 
 
+class _Upload:
+    """One upload's stream, driven by deciding commands against what it recorded."""
+
+    def __init__(self, store: PostgresEventStore, uid: str) -> None:
+        self.store = store
+        self.stream = UPLOADS.stream_id(uid)
+        self.recorded: list[RecordedEvent] = []
+        self.env: dict[str, Any] = {"aggregate_id": uid, "caller": "ann", "at": AT}
+
+    async def initiate(self, name: str, size: int, chunk: int, **extra: Any) -> None:
+        """A tus (stream mode) upload of `size` bytes."""
+        await self.run(
+            InitiateUpload(
+                **self.env, file_name=name, file_size=size, chunk_size=chunk, mode="stream",
+                **extra,
+            )
+        )  # fmt: skip
+
+    async def run(self, cmd: object) -> None:
+        new = UPLOADS.decide(UPLOADS.fold(self.recorded), cmd)  # type: ignore[arg-type]
+        self.recorded += await self.store.append(
+            self.stream, len(self.recorded), new, EventMeta(AT, owner="ann")
+        )
+
+
 async def test_a_keyed_upload_becomes_its_object_through_the_handler(
     event_store: PostgresEventStore, tmp_path: Path
 ) -> None:
@@ -38,26 +63,9 @@ async def test_a_keyed_upload_becomes_its_object_through_the_handler(
 
     sha, size = await blobs.put_stream(chunks())
     uid = "6c1d3b64-2222-4333-8444-a55566667777"
-    env = {"aggregate_id": uid, "caller": "ann", "at": AT}
-    stream = UPLOADS.stream_id(uid)
-    recorded = []
-
-    async def run(cmd: object) -> None:
-        nonlocal recorded
-        new = UPLOADS.decide(UPLOADS.fold(recorded), cmd)  # type: ignore[arg-type]
-        recorded += await event_store.append(stream, len(recorded), new, EventMeta(AT, owner="ann"))
-
-    await run(
-        InitiateUpload(
-            **env,
-            file_name="o.txt",
-            file_size=size,
-            chunk_size=size,
-            mode="stream",
-            bucket="pics",
-            key="dir/../o.txt",
-        )
-    )
+    upload = _Upload(event_store, uid)
+    run, recorded, env = upload.run, upload.recorded, upload.env
+    await upload.initiate("o.txt", size, size, bucket="pics", key="dir/../o.txt")
     await run(AppendBytes(**env, offset=0, pieces=[{"sha256": sha, "size": size}]))
     complete = await files_from_uploads.command_for(recorded[-1], event_store, blobs)
     assert isinstance(complete, CompleteUpload)
@@ -235,22 +243,9 @@ async def test_the_handler_stops_hashing_once_the_api_completed_the_upload(
 
         sha, size = await blobs.put_stream(one())
         pieces.append({"sha256": sha, "size": size})
-    uid = "a0517fa8-6666-4777-8888-e9990000bbbb"
-    env = {"aggregate_id": uid, "caller": "ann", "at": AT}
-    stream = UPLOADS.stream_id(uid)
-    recorded: list[RecordedEvent] = []
-
-    async def run(cmd: object) -> None:
-        nonlocal recorded
-        new = UPLOADS.decide(UPLOADS.fold(recorded), cmd)  # type: ignore[arg-type]
-        recorded += await event_store.append(stream, len(recorded), new, EventMeta(AT, owner="ann"))
-
-    await run(
-        InitiateUpload(
-            **env, file_name="big.bin", file_size=6 * 1024 * 1024, chunk_size=1024 * 1024,
-            mode="stream",
-        )
-    )  # fmt: skip
+    upload = _Upload(event_store, "a0517fa8-6666-4777-8888-e9990000bbbb")
+    run, recorded, env = upload.run, upload.recorded, upload.env
+    await upload.initiate("big.bin", 6 * 1024 * 1024, 1024 * 1024)
     await run(AppendBytes(**env, offset=0, pieces=pieces))
     full = recorded[-1]
     whole = hashlib.sha256(b"".join(data)).hexdigest()
