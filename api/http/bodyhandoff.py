@@ -9,36 +9,25 @@ each copy: issue 13).
 
 Usually the parser reports one piece of body per socket read, and uvicorn pauses reading
 once its buffer holds more than `HIGH_WATER_LIMIT` bytes, so the application takes each
-piece before the next arrives. Such a piece (the buffer empty when it comes) becomes the
-buffer itself, a `bytes`, and `bytes(...)` of a `bytes` is that very object: no copy. Only
-when a second piece comes before the application took the first are they gathered into a
-`bytearray`, exactly as uvicorn does (`receive` resets the buffer to an empty
-`bytearray` after each message either way).
+piece before the next arrives. An empty buffer is therefore made an empty `bytes` before uvicorn's
+own `on_body` runs: `b"" + body` is `body` itself, and so is `bytes(body)`: no copy, and
+every check and step stays uvicorn's. Only when a second piece comes before the
+application took the first is the buffer a `bytearray` again, gathering as uvicorn does
+(`receive` resets it to an empty `bytearray` after each message either way).
 """
 
 from __future__ import annotations
 
-from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
 class BodyHandoffHttpToolsProtocol(HttpToolsProtocol):
     def on_body(self, body: bytes) -> None:
         cycle = self.cycle
-        if (
-            not cycle.body
-            and type(body) is bytes
-            and not cycle.response_complete
-            and not (self.parser.should_upgrade() and self._should_upgrade())
-        ):
-            # The same checks and steps as uvicorn's on_body, without the copy.
-            cycle.body = body  # type: ignore[assignment]  # read only via bytes(...)
-            if len(body) > HIGH_WATER_LIMIT:
-                self.flow.pause_reading()
-            cycle.message_event.set()
-            return
         held: bytes | bytearray = cycle.body
-        if type(held) is bytes:
+        if not held:
+            cycle.body = b""  # type: ignore[assignment]  # uvicorn's `+=` then keeps `body`
+        elif type(held) is bytes:
             # A second piece before the application took the first: gather as uvicorn does.
             cycle.body = bytearray(held)
         super().on_body(body)

@@ -9,11 +9,12 @@ fresh pages again and the kernel zeroed each of them: `perf record` on the API d
 GiB uploads put 5-7 % of its CPU in page faults and `clear_page` (issue 13).
 
 So the API (`BYTE_KINDS`) keeps up to `TRIM_THRESHOLD` of free heap instead, and serves
-blocks up to `MMAP_THRESHOLD` from the heap rather than from a mapping of their own each. Fixed values also turn glibc's dynamic adjustment off. Measured
-(alternating, three pairs, 1 GiB uploads): the API's CPU per tus GiB 3.18-3.46 s before,
-2.82-3.23 after; per native GiB 3.79-4.40 against 3.02-3.29. What it costs: the process
-may keep up to `TRIM_THRESHOLD` more resident after a burst (after those uploads the
-API's RSS was 132 MiB against 115); its peak follows what it holds at once.
+blocks up to `MMAP_THRESHOLD` from the heap rather than from a mapping of their own each.
+Fixed values also turn glibc's dynamic adjustment off. Measured (alternating, three pairs,
+1 GiB uploads): the API's CPU per tus GiB 3.18-3.46 s before, 2.82-3.23 after; per native
+GiB 3.79-4.40 against 3.02-3.29. What it costs: the process may keep up to
+`TRIM_THRESHOLD` more resident after a burst (after those uploads the API's RSS was 132
+MiB against 115); its peak follows what it holds at once.
 
 glibc only (Linux distributions' and python.org's Linux builds); elsewhere nothing.
 """
@@ -21,7 +22,6 @@ glibc only (Linux distributions' and python.org's Linux builds); elsewhere nothi
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 from bus.config.logs import get_logger
 
@@ -43,12 +43,9 @@ def tune(kind: str) -> bool:
     they were set."""
     if kind not in BYTE_KINDS:
         return False
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
+        # The process's own symbols, libc's among them (find_library would run ldconfig).
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):  # not glibc (musl has no mallopt), or no libc at all
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
