@@ -26,6 +26,7 @@ from typing import Any
 
 import psutil
 
+from tests.bench import disk
 from tests.bench.baselines import NODE_DIR
 from tests.bench.core import MiB, Result, Row, Scenario, human_bytes, mb_per_s, percentile
 from tests.bench.runner import Bench, add_cpu, cpu_note
@@ -222,7 +223,7 @@ async def _files(
 ) -> None:
     s = bench.scale
     chunk = s.tus_chunk_bytes
-    cairn, cairn_file, ref = [], [], []
+    cairn, cairn_file, ref, durable = [], [], [], []
     reports_c: list[dict[str, Any]] = []
     reports_r: list[dict[str, Any]] = []
     client_rss: list[int] = []
@@ -255,8 +256,10 @@ async def _files(
             if not warmup:
                 reports_r.append(rep)
                 ref.append(mb_per_s(total, rep["seconds"]))
+        await disk.measure(bench, fs, durable, warmup=warmup)
     note = None if bench.tus else bench.tus_note
     res.rows.append(Row(metric, "MB/s", cairn, TUS_SERVER, ref or None, note))
+    res.rows.append(Row(metric, "MB/s", cairn, disk.DISK, durable))
     c_mid, f_mid = statistics.median(cairn), statistics.median(cairn_file)
     ups = [u for r in reports_c for u in r["uploads"]]
     polls = max(u["polls"] for u in ups)

@@ -4,7 +4,8 @@ Cairn is driven through its native chunked API (create, PUT every chunk of the s
 default size in order, complete) with httpx. Baselines: nginx's WebDAV PUT fed by `curl -T`
 (the machine's practical limit: C, sendfile-free but no hashing, no fsync) and the bare
 Python streaming endpoint fed by the same httpx client as Cairn (same server stack, sha256
-and fsync, nothing else), so the second ratio isolates what Cairn's features cost.
+and fsync, nothing else), so the second ratio isolates what Cairn's features cost. A third
+(tests/bench/disk.py) is the disk's own durable write speed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from tests.bench import client as native
+from tests.bench import disk
 from tests.bench.baselines import BareEndpoint, Nginx, curl_upload
 from tests.bench.core import MiB, Result, Row, Scenario, human_bytes, mb_per_s, percentile
 from tests.bench.runner import Bench, add_cpu, cpu_note
@@ -36,6 +38,7 @@ def compare(
     *,
     nginx_name: str = NGINX,
     higher_is_better: bool = True,
+    durable: list[float] | None = None,
 ) -> list[Row]:
     rows = [
         Row(
@@ -60,6 +63,8 @@ def compare(
                 higher_is_better,
             )
         )
+    if durable:
+        rows.append(Row(metric, unit, cairn, disk.DISK, durable))
     return rows
 
 
@@ -83,7 +88,7 @@ async def single(bench: Bench, res: Result) -> None:
     s = bench.scale
     path = await bench.data("up-single", s.single_bytes)
     warm = await bench.data("warm", min(s.warmup_bytes, s.single_bytes))
-    cairn, ngx, bare = [], [], []
+    cairn, ngx, bare, durable = [], [], [], []
     timings: list[native.UploadTiming] = []
     cpu: dict[str, float] = {}
     async with bench.cairn_client() as c, native.client(conns=4) as plain:
@@ -111,7 +116,8 @@ async def single(bench: Bench, res: Result) -> None:
                 await native.put_file(plain, bench.bare.put_url("single.bin"), f)
                 if not warmup:
                     bare.append(mb_per_s(size, time.perf_counter() - t0))
-    res.rows += compare("throughput", "MB/s", cairn, bench, ngx, bare)
+            await disk.measure(bench, [f], durable, warmup=warmup)
+    res.rows += compare("throughput", "MB/s", cairn, bench, ngx, bare, durable=durable)
     res.notes.append(f"{human_bytes(s.single_bytes)}, one stream. " + breakdown(timings))
     puts = [p for t in timings for p in t.puts]
     if bare and puts:
@@ -144,7 +150,7 @@ async def parallel(bench: Bench, res: Result) -> None:
     files = [await bench.data(f"up-par-{k}", s.parallel_bytes) for k in range(n)]
     warm_each = min(s.parallel_bytes, max(MiB, s.warmup_bytes // n))
     warm = [await bench.data(f"warm-par-{k}", warm_each) for k in range(n)]
-    cairn, ngx, bare = [], [], []
+    cairn, ngx, bare, durable = [], [], [], []
     timings: list[native.UploadTiming] = []
     async with bench.cairn_client(conns=2 * n) as c, native.client(conns=2 * n) as plain:
         for i, warmup in bench.iterations():
@@ -185,7 +191,8 @@ async def parallel(bench: Bench, res: Result) -> None:
                 )
                 if not warmup:
                     bare.append(mb_per_s(total, time.perf_counter() - t0))
-    res.rows += compare("aggregate throughput", "MB/s", cairn, bench, ngx, bare)
+            await disk.measure(bench, fs, durable, warmup=warmup)
+    res.rows += compare("aggregate throughput", "MB/s", cairn, bench, ngx, bare, durable=durable)
     res.notes.append(
         f"{n} concurrent uploads of {human_bytes(s.parallel_bytes)} each. " + breakdown(timings)
     )
