@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -24,23 +25,19 @@ BLOCK = 8 * 1024 * 1024
 
 
 def _copy_durably(src: Path, dst: Path) -> None:
-    buf = bytearray(BLOCK)
-    view = memoryview(buf)
-    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        with open(src, "rb", buffering=0) as r:
-            while n := r.readinto(buf):
-                done = 0
-                while done < n:
-                    done += os.write(fd, view[done:n])
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    # A buffered writer: it writes all of each block (a raw one may write part of it).
+    with open(src, "rb", buffering=0) as r, open(dst, "wb") as w:
+        shutil.copyfileobj(r, w, BLOCK)
+        w.flush()
+        os.fsync(w.fileno())
 
 
-async def copy_durably(files: list[Path], into: Path) -> float:
-    """Copy every file into `into` at once (one thread each), each fsynced; return the
-    seconds from the start to the last fsync. The copies are removed afterwards."""
+async def measure(bench: Bench, files: list[Path]) -> float:
+    """One run of the baseline beside a scenario's run: the same files, just written back
+    (`bench.settle`), copied at once (one thread each) into the work dir beside Cairn's
+    data, each fsynced; MB/s from the start to the last fsync. The copies are removed."""
+    await bench.settle()
+    into = bench.work / "disk-baseline"
     into.mkdir(parents=True, exist_ok=True)
     targets = [into / f"{k}-{f.name}" for k, f in enumerate(files)]
     t0 = time.perf_counter()
@@ -52,16 +49,4 @@ async def copy_durably(files: list[Path], into: Path) -> float:
     finally:
         for t in targets:
             t.unlink(missing_ok=True)
-    if not seconds > 0:
-        raise RuntimeError("the durable copy took no time: nothing was measured")
-    return seconds
-
-
-async def measure(bench: Bench, files: list[Path], into: list[float], *, warmup: bool) -> None:
-    """One run of the baseline beside a scenario's run: the same files, just written back
-    (`bench.settle`), copied durably into the work dir (beside Cairn's data); MB/s appended
-    to `into` unless warming up."""
-    await bench.settle()
-    seconds = await copy_durably(files, bench.work / "disk-baseline")
-    if not warmup:
-        into.append(mb_per_s(sum(f.stat().st_size for f in files), seconds))
+    return mb_per_s(sum(f.stat().st_size for f in files), seconds)

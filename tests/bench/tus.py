@@ -256,7 +256,8 @@ async def _files(
             if not warmup:
                 reports_r.append(rep)
                 ref.append(mb_per_s(total, rep["seconds"]))
-        await disk.measure(bench, fs, durable, warmup=warmup)
+        if not warmup:
+            durable.append(await disk.measure(bench, fs))
     note = None if bench.tus else bench.tus_note
     res.rows.append(Row(metric, "MB/s", cairn, TUS_SERVER, ref or None, note))
     res.rows.append(Row(metric, "MB/s", cairn, disk.DISK, durable))

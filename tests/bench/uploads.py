@@ -116,7 +116,8 @@ async def single(bench: Bench, res: Result) -> None:
                 await native.put_file(plain, bench.bare.put_url("single.bin"), f)
                 if not warmup:
                     bare.append(mb_per_s(size, time.perf_counter() - t0))
-            await disk.measure(bench, [f], durable, warmup=warmup)
+            if not warmup:
+                durable.append(await disk.measure(bench, [f]))
     res.rows += compare("throughput", "MB/s", cairn, bench, ngx, bare, durable=durable)
     res.notes.append(f"{human_bytes(s.single_bytes)}, one stream. " + breakdown(timings))
     puts = [p for t in timings for p in t.puts]
@@ -191,7 +192,8 @@ async def parallel(bench: Bench, res: Result) -> None:
                 )
                 if not warmup:
                     bare.append(mb_per_s(total, time.perf_counter() - t0))
-            await disk.measure(bench, fs, durable, warmup=warmup)
+            if not warmup:
+                durable.append(await disk.measure(bench, fs))
     res.rows += compare("aggregate throughput", "MB/s", cairn, bench, ngx, bare, durable=durable)
     res.notes.append(
         f"{n} concurrent uploads of {human_bytes(s.parallel_bytes)} each. " + breakdown(timings)
