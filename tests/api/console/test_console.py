@@ -59,6 +59,10 @@ async def sign_in(page: Page, token: str) -> None:
     await page.keyboard.press("Enter")
     await expect(page.locator("#app")).to_be_visible()
     await expect(page.locator("#live")).to_have_text("live")
+    # Signing in ends by moving focus to the main region once the lists are loaded
+    # (main.js, enter()); a test that focuses a control before that would lose its focus
+    # (and its key presses) to it.
+    await expect(page.locator("#main")).to_be_focused()
 
 
 async def no_csp_violations(page: Page) -> None:
