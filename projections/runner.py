@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import orjson
@@ -61,6 +61,7 @@ from projections.base import (
     deferred_usage,
     record_status,
 )
+from projections.pipelined import PipelinedWrites
 from projections.rebuild import PROJECTIONS
 
 log = logging.getLogger("cairn.projections")
@@ -309,19 +310,42 @@ class Projector:
                 streams = [ev.stream_id for ev in events if ev.aggregate in p.aggregates]
                 if streams:
                     checkpoints[p.name] = await Checkpoints.lock(conn, p.name, streams)
-            # Usage counters summed over the batch and written once (UsageTally); not in
-            # isolate mode, where a savepoint may roll an event's effects back.
-            async with contextlib.nullcontext() if isolate else deferred_usage(conn):
+            if isolate:
+                # One savepoint per event, each statement sent as it comes.
                 for ev in events:
-                    for p in self.projections:
-                        if ev.aggregate in p.aggregates:
-                            await self._apply_one(conn, p, ev, checkpoints[p.name], isolate, out)
+                    await self._apply_to_all(conn, ev, checkpoints, isolate, out)
+            else:
+                # The batch's writes pipelined (projections/pipelined.py) and its usage
+                # counters summed and written once (UsageTally), into the same queue.
+                writes = PipelinedWrites(conn)
+                via = cast(asyncpg.Connection, writes)  # offers what projections call
+                async with deferred_usage(via):
+                    for ev in events:
+                        await self._apply_to_all(via, ev, checkpoints, isolate, out)
+                try:
+                    await writes.flush()
+                except TRANSIENT_ERRORS:
+                    raise
+                except Exception as e:
+                    raise _Poison from e  # one of the queued writes: find it in isolation
             for seen in checkpoints.values():
                 await seen.save(conn)
             # One status write per projection per batch, last thing before commit.
             for name, ev in out.last.items():
                 await record_status(conn, name, ev)
         return out
+
+    async def _apply_to_all(
+        self,
+        conn: asyncpg.Connection,
+        ev: RecordedEvent,
+        checkpoints: dict[str, Checkpoints],
+        isolate: bool,
+        out: _Outcome,
+    ) -> None:
+        for p in self.projections:
+            if ev.aggregate in p.aggregates:
+                await self._apply_one(conn, p, ev, checkpoints[p.name], isolate, out)
 
     async def _apply_one(
         self,
