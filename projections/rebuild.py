@@ -9,6 +9,7 @@ the old rows until commit and the new ones after it, never a half-built table (s
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 import asyncpg
 
@@ -25,6 +26,7 @@ from projections.base import (
 from projections.buckets import BucketsProjection
 from projections.fetches import FetchesProjection
 from projections.files import FilesProjection
+from projections.pipelined import PipelinedWrites
 from projections.tasks import TasksProjection
 from projections.uploads import UploadsProjection
 
@@ -81,8 +83,11 @@ async def rebuild(pool: asyncpg.Pool, name: str) -> int:
         # are picked up by later pages; the live projector then skips them as duplicates.
         after = 0
         last: RecordedEvent | None = None
-        # Usage counters summed over the whole replay, written once (UsageTally).
-        async with deferred_usage(conn):
+        # Writes pipelined (projections/pipelined.py) and usage counters summed over the
+        # whole replay, written once (UsageTally); all sent before the commit.
+        writes = PipelinedWrites(conn)
+        via = cast(asyncpg.Connection, writes)  # offers what projections call
+        async with deferred_usage(via):
             while True:
                 page = await store.read_all(after, limit=PAGE)
                 if not page:
@@ -90,9 +95,10 @@ async def rebuild(pool: asyncpg.Pool, name: str) -> int:
                 mine = [ev for ev in page if ev.aggregate in projection.aggregates]
                 if mine:
                     # A page's checkpoints in two statements (see Checkpoints).
-                    applied += await apply_events(conn, projection, mine, store)
+                    applied += await apply_events(via, projection, mine, store)
                     last = mine[-1]
                 after = page[-1].position
+        await writes.flush()
         if last is not None:
             await record_status(conn, projection.name, last)
     return applied
