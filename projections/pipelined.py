@@ -10,8 +10,8 @@ asyncpg pipelines: one round trip and one Sync for the run.
 
 Order is exactly the order the projection issued the statements in: only their sending is
 deferred. Anything whose result is needed (`fetch`, `fetchrow`, `fetchval`) first sends
-everything queued, so it sees every earlier write. The owner must `flush` before it relies
-on the writes (before the checkpoints are saved and the transaction commits). A queued
+everything queued, so it sees every earlier write. `pipelined` sends what is left when its
+block ends, before the caller saves its checkpoints and commits. A queued
 statement that fails raises from whichever call sends it, not from the `execute` that
 queued it, which is why the projector treats a failure anywhere in a batch as the batch's
 and then redoes it event by event without this class (projections/runner.py).
@@ -19,9 +19,13 @@ and then redoes it event by event without this class (projections/runner.py).
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar, cast
 
 import asyncpg
+
+T = TypeVar("T")
 
 
 class PipelinedWrites:
@@ -31,7 +35,6 @@ class PipelinedWrites:
         self.conn = conn
         # (query, [args, ...]) in issue order; consecutive identical queries share a run.
         self._runs: list[tuple[str, list[tuple[Any, ...]]]] = []
-        self.queued = 0
         self.round_trips = 0  # statements or pipelines sent (for tests and tuning)
 
     async def execute(self, query: str, *args: Any) -> str:
@@ -48,25 +51,23 @@ class PipelinedWrites:
             self._runs[-1][1].append(args)
         else:
             self._runs.append((query, [args]))
-        self.queued += 1
         return ""
 
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
-        await self.flush()
-        self.round_trips += 1
-        rows: list[asyncpg.Record] = await self.conn.fetch(query, *args)
-        return rows
+        return await self._read(self.conn.fetch, query, args)
 
     async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
-        await self.flush()
-        self.round_trips += 1
-        row: asyncpg.Record | None = await self.conn.fetchrow(query, *args)
-        return row
+        return await self._read(self.conn.fetchrow, query, args)
 
     async def fetchval(self, query: str, *args: Any) -> Any:
-        await self.flush()
+        return await self._read(self.conn.fetchval, query, args)
+
+    async def _read(
+        self, call: Callable[..., Awaitable[T]], query: str, args: tuple[Any, ...]
+    ) -> T:
+        await self.flush()  # the read must see every write issued before it
         self.round_trips += 1
-        return await self.conn.fetchval(query, *args)
+        return await call(query, *args)
 
     async def flush(self) -> None:
         """Send everything queued, in order; a run of one goes as a plain execute."""
@@ -77,3 +78,13 @@ class PipelinedWrites:
                 await self.conn.execute(query, *rows[0])
             else:
                 await self.conn.executemany(query, rows)
+
+
+@asynccontextmanager
+async def pipelined(conn: asyncpg.Connection) -> AsyncIterator[asyncpg.Connection]:
+    """`conn`'s writes pipelined within the block (for projections, which take a
+    connection), all sent when it ends normally; if it raises, nothing more is sent (the
+    caller's transaction rolls back)."""
+    writes = PipelinedWrites(conn)
+    yield cast(asyncpg.Connection, writes)  # offers every call projections make
+    await writes.flush()

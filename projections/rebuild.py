@@ -9,7 +9,6 @@ the old rows until commit and the new ones after it, never a half-built table (s
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import cast
 
 import asyncpg
 
@@ -26,7 +25,7 @@ from projections.base import (
 from projections.buckets import BucketsProjection
 from projections.fetches import FetchesProjection
 from projections.files import FilesProjection
-from projections.pipelined import PipelinedWrites
+from projections.pipelined import pipelined
 from projections.tasks import TasksProjection
 from projections.uploads import UploadsProjection
 
@@ -85,9 +84,7 @@ async def rebuild(pool: asyncpg.Pool, name: str) -> int:
         last: RecordedEvent | None = None
         # Writes pipelined (projections/pipelined.py) and usage counters summed over the
         # whole replay, written once (UsageTally); all sent before the commit.
-        writes = PipelinedWrites(conn)
-        via = cast(asyncpg.Connection, writes)  # offers what projections call
-        async with deferred_usage(via):
+        async with pipelined(conn) as via, deferred_usage(via):
             while True:
                 page = await store.read_all(after, limit=PAGE)
                 if not page:
@@ -98,7 +95,6 @@ async def rebuild(pool: asyncpg.Pool, name: str) -> int:
                     applied += await apply_events(via, projection, mine, store)
                     last = mine[-1]
                 after = page[-1].position
-        await writes.flush()
         if last is not None:
             await record_status(conn, projection.name, last)
     return applied

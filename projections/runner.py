@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import asyncpg
 import orjson
@@ -61,7 +61,7 @@ from projections.base import (
     deferred_usage,
     record_status,
 )
-from projections.pipelined import PipelinedWrites
+from projections.pipelined import pipelined
 from projections.rebuild import PROJECTIONS
 
 log = logging.getLogger("cairn.projections")
@@ -317,17 +317,17 @@ class Projector:
             else:
                 # The batch's writes pipelined (projections/pipelined.py) and its usage
                 # counters summed and written once (UsageTally), into the same queue.
-                writes = PipelinedWrites(conn)
-                via = cast(asyncpg.Connection, writes)  # offers what projections call
-                async with deferred_usage(via):
-                    for ev in events:
-                        await self._apply_to_all(via, ev, checkpoints, isolate, out)
                 try:
-                    await writes.flush()
+                    async with pipelined(conn) as via, deferred_usage(via):
+                        for ev in events:
+                            await self._apply_to_all(via, ev, checkpoints, isolate, out)
+                except _Poison:
+                    raise
                 except TRANSIENT_ERRORS:
                     raise
                 except Exception as e:
-                    raise _Poison from e  # one of the queued writes: find it in isolation
+                    # A queued write failed when sent: find the event in isolation.
+                    raise _Poison from e
             for seen in checkpoints.values():
                 await seen.save(conn)
             # One status write per projection per batch, last thing before commit.
