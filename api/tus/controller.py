@@ -89,6 +89,7 @@ from api.http.forwarded import origin
 from api.http.trailers import TRAILERS_EXTENSION
 from api.limits import check_quota, limiter
 from api.openapi import SECURED, raw_body
+from api.tus.piece_feed import PieceFeed
 from bus.actors.commandbus import BusUnavailable, CommandResult
 from bus.blobs.sniff import SNIFF_BYTES, type_from_head
 from bus.config.logs import get_logger
@@ -134,6 +135,9 @@ COMMIT_FRACTION = 0.05
 # Pieces per AppendBytes: keeps one command (and its event) far below the bus's message
 # size limit, even for one big checksummed PATCH appended at its end.
 MAX_PIECES_PER_COMMIT = 2048
+# Pieces of one request being made durable at once (fsyncs in flight): the next piece is
+# hashed and written while the previous is fsynced; more would only queue on the disk.
+MAX_STORING = 2
 # A file's manifest travels whole in single bus messages (UploadCompleted, CreateFile,
 # FileCreated, and a final upload's InitiateUpload), which must stay under the producer's
 # request size limit (4 MiB, about 45k pieces of ~90 bytes): past it a command fails and an
@@ -513,29 +517,20 @@ async def _until_end(queue: asyncio.Queue[bytes | None]) -> AsyncIterator[bytes]
         yield part
 
 
-class _Tee:
-    """Several hashes fed as one `also_hash` (see BlobStore.put_stream)."""
-
-    def __init__(self, *hashers: Any) -> None:
-        self.hashers = hashers
-
-    def update(self, data: bytes) -> None:
-        for h in self.hashers:
-            h.update(data)
-
-
 class Appender:
     """One request body, appended to one stream upload at the offset the client named.
 
     Two pipelines overlap with reading the body off the socket, each strictly ordered and
     at most one step deep (so memory stays at about two pieces):
 
-    - pieces are made durable one after another, in body order (`storing`). A piece
-      streams into the blob store while it arrives (`streaming`: its reads go to the
+    - pieces are made durable in body order (`storing`, at most MAX_STORING at once). A
+      piece streams into the blob store while it arrives (`streaming`: its reads go to the
       store's hashing and writing threads as they come, so only the last batch, the fsyncs
       and the rename remain once its last byte is in), unless the previous piece is still
-      being stored: then its reads are held (`parts`) until that one is durable, since
-      the checksum and the running digest must see the pieces in order;
+      going through the hashes: then its reads are held (`parts`) until it has, since the
+      checksum and the running digest must see the pieces in order
+      (api/tus/piece_feed.py). So piece N+1 is hashed and written while piece N is
+      fsynced, and pieces join `pending` in body order whatever order they finish in;
     - durable pieces are appended one batch after another (`committing`), each AppendBytes
       at the offset where the previous one ended. A command's round trip is much slower
       than a socket read, so appends run in the background; pieces that become durable
@@ -589,9 +584,11 @@ class Appender:
         self.streaming: (
             tuple[asyncio.Queue[bytes | None], asyncio.Future[dict[str, Any]]] | None
         ) = None
+        # The latest piece whose put has started: it says when its bytes are all hashed.
+        self.piece_feed: PieceFeed | None = None
         self.pending: list[dict[str, Any]] = []  # durable, not yet appended
         self.pending_bytes = 0
-        self.storing: asyncio.Future[dict[str, Any]] | None = None
+        self.storing: list[asyncio.Future[dict[str, Any]]] = []  # ended puts, body order
         self.committing: asyncio.Future[None] | None = None
         self.last_commit = time.monotonic()
         # The upload's running sha256 (api/running_digests.py), carried on from where the
@@ -620,14 +617,15 @@ class Appender:
                 self.streaming[0].put_nowait(part)
             else:
                 self.parts.append(part)
-                if self.storing is None or self.storing.done():
-                    await self._settle()  # (done: no wait) its failure surfaces here
+                if self._may_start():
+                    self._settle_done()  # a failure surfaces here
                     self._start()
             if self.filled == self.piece:
                 await self._end_piece()
                 self.position += self.piece
                 self.piece = piece_at(self.position, self.base)
         if self.hasher is None and not self.trailer and self.create is None:
+            self._settle_done()
             self._reap()
             if self.committing is None and self._due():
                 batch = self._take()
@@ -642,10 +640,30 @@ class Appender:
             or (self.length is not None and self.pending_bytes >= self.length * COMMIT_FRACTION)
         )
 
+    def _may_start(self) -> bool:
+        """May the piece now filling start its put? Once the previous piece is all through
+        the hashes, and fewer than MAX_STORING pieces wait to be durable."""
+        return (self.piece_feed is None or self.piece_feed.fed.done()) and len(
+            self.storing
+        ) < MAX_STORING
+
+    async def _ready(self) -> None:
+        """Wait until the piece now filling may start its put (see `_may_start`)."""
+        self._settle_done()
+        if self.piece_feed is not None and not self.piece_feed.fed.done():
+            # The previous piece's put is the last one ended; if it fails before its
+            # bytes are all hashed, `fed` never comes: wait for either.
+            last = self.storing[-1]
+            await asyncio.wait({self.piece_feed.fed, last}, return_when=asyncio.FIRST_COMPLETED)
+            if last.done():
+                last.result()  # its failure surfaces here
+        while len(self.storing) >= MAX_STORING:
+            await self._settle_one()
+
     def _start(self) -> None:
-        """Start the put of the piece now filling, with the reads held so far (the previous
-        piece must be settled: see the class docstring)."""
-        assert self.storing is None and self.streaming is None
+        """Start the put of the piece now filling, with the reads held so far (see
+        `_may_start`)."""
+        assert self.streaming is None
         if self.room <= 0:
             raise TooManyPieces
         self.room -= 1
@@ -653,39 +671,59 @@ class Appender:
         for part in self.parts:
             queue.put_nowait(part)
         self.parts = []
-        self.streaming = (queue, asyncio.ensure_future(self._put(queue, self.position)))
+        # The checksum and the running digest are fed by the store's threads as it hashes
+        # and writes the piece; `feed` tells when they have all of it (see `_may_start`).
+        # A failed put leaves them ahead of what is stored, but then the request fails,
+        # and nothing of theirs is used.
+        self.piece_feed = PieceFeed(self.hasher, self.running)
+        task = asyncio.ensure_future(self._put(queue, self.position, self.piece_feed))
+        self.streaming = (queue, task)
 
     async def _end_piece(self) -> None:
         """The piece now filling has all its bytes (full, or the body's tail): end its put,
-        after starting it if it was held back; it becomes the piece in flight."""
+        after starting it if it was held back; it joins the pieces being stored."""
         if self.streaming is None:
-            await self._settle()
+            await self._ready()
             self._start()
-        assert self.streaming is not None
+        assert self.streaming is not None and self.piece_feed is not None
         (queue, task), self.streaming = self.streaming, None
         queue.put_nowait(None)
-        self.storing = task
+        self.piece_feed.end(self.filled)
+        self.storing.append(task)
         self.filled = 0
 
-    async def _put(self, queue: asyncio.Queue[bytes | None], start: int) -> dict[str, Any]:
-        # The checksum and the running digest are fed by the store's write thread, in the
-        # same thread hop that hashes and writes the piece. They cover pieces in order:
-        # only one _put runs at a time (see _start). A failed put leaves them ahead of
-        # what is stored, but then the request fails, and nothing of theirs is used.
-        extra = [h for h in (self.hasher, self.running) if h is not None]
-        also = extra[0] if len(extra) == 1 else _Tee(*extra) if extra else None
-        digest, size = await self.c.blobs.put_stream(_until_end(queue), also_hash=also)
-        if self.running is not None:
-            self.snapshots[start + size] = self.running.copy()
+    async def _put(
+        self, queue: asyncio.Queue[bytes | None], start: int, feed: PieceFeed
+    ) -> dict[str, Any]:
+        digest, size = await self.c.blobs.put_stream(_until_end(queue), also_hash=feed)
+        # The store fed every byte before it returned, so `fed` has come (with the running
+        # digest as it was at this piece's end, whatever later pieces did to it since).
+        state = await feed.fed
+        if state is not None:
+            self.snapshots[start + size] = state
         return {"sha256": digest, "size": size}
 
+    def _pend(self, piece: dict[str, Any]) -> None:
+        self.pending.append(piece)
+        self.pending_bytes += int(piece["size"])
+
+    def _settle_done(self) -> None:
+        """Pieces durable by now, in body order, join the pending ones; a failed put's
+        error surfaces here."""
+        while self.storing and self.storing[0].done():
+            self._pend(self.storing.pop(0).result())
+
+    async def _settle_one(self) -> None:
+        """Wait for the oldest piece being stored; once durable it joins the pending ones."""
+        task = self.storing[0]
+        piece = await task
+        self.storing.remove(task)
+        self._pend(piece)
+
     async def _settle(self) -> None:
-        """Wait for the piece in flight; once durable it joins the pending pieces."""
-        if self.storing is not None:
-            task, self.storing = self.storing, None
-            piece = await task
-            self.pending.append(piece)
-            self.pending_bytes += int(piece["size"])
+        """Wait for every piece being stored, in body order."""
+        while self.storing:
+            await self._settle_one()
 
     async def _store_tail(self) -> None:
         if self.filled:
@@ -804,12 +842,13 @@ class Appender:
         blob (garbage); an append cut short may still be applied, which only moves the
         offset the client will ask for next."""
         streaming = self.streaming[1] if self.streaming is not None else None
-        for task in (streaming, self.storing, self.committing):
+        for task in (streaming, *self.storing, self.committing):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
-        self.storing = self.committing = self.streaming = None
+        self.committing = self.streaming = None
+        self.storing = []
 
 
 async def _append_body(

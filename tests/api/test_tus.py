@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 import warnings
@@ -338,6 +339,58 @@ async def test_completion_uses_the_digest_carried_through_the_patches(
         meta = (await c.get(f"/v1/files/{up['file_id']}")).json()
         assert content == other and meta["sha256"] == hashlib.sha256(other).hexdigest()
         assert rehashed == [meta["sha256"]]
+
+
+async def test_a_piece_is_hashed_and_written_while_the_previous_is_made_durable(
+    shared_system: System, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One PATCH of three pieces against a store whose commits (fsync, rename, directory
+    fsync) are slow: each next piece's put opens its file before the previous piece is
+    durable, never more than MAX_STORING commits run at once, and the pieces still join
+    the upload in body order, with the checksum and the running digest exact."""
+    from bus.blobs.local import LocalBlobStore
+
+    events: list[tuple[str, int]] = []  # ("open" | "commit-start" | "commit-end", count)
+    committing = 0
+    most = 0
+    lock = threading.Lock()  # the store's commits run in its threads
+    real_open, real_commit = LocalBlobStore._open_tmp, LocalBlobStore._commit
+
+    def opening(self: LocalBlobStore) -> Any:
+        with lock:
+            events.append(("open", committing))
+        return real_open(self)
+
+    def commit(self: LocalBlobStore, *args: Any) -> Any:
+        nonlocal committing, most
+        with lock:
+            committing += 1
+            most = max(most, committing)
+            events.append(("commit-start", committing))
+        time.sleep(0.3)  # a slow disk: the next piece must not wait for this
+        try:
+            return real_commit(self, *args)
+        finally:
+            with lock:
+                committing -= 1
+                events.append(("commit-end", committing))
+
+    monkeypatch.setattr(LocalBlobStore, "_open_tmp", opening)  # the API runs in this process
+    monkeypatch.setattr(LocalBlobStore, "_commit", commit)
+    piece = shared_system.settings.tus_piece_bytes
+    assert piece > 256 * 1024  # each piece a streamed put (bus/blobs/local.py SMALL_PUT)
+    data = os.urandom(3 * piece)
+    async with shared_system.client("overlap-alice") as c:
+        url = await create(c, len(data))
+        r = await patch(c, url, 0, data, Upload_Checksum=checksum("sha256", data))
+        assert r.status_code == 204 and r.headers["upload-offset"] == str(len(data))
+        up, content = await file_of(c, url)
+        meta = (await c.get(f"/v1/files/{up['file_id']}")).json()
+    assert content == data and meta["sha256"] == hashlib.sha256(data).hexdigest()
+    opens = [n for kind, n in events if kind == "open"]
+    assert len(opens) == 3 and opens[0] == 0
+    assert max(opens[1:]) >= 1, f"every piece waited for the previous one's commit: {events}"
+    assert most <= tus.MAX_STORING
 
 
 async def test_checksums(shared_system: System) -> None:

@@ -43,7 +43,7 @@ from domain.events import EventMeta
 from domain.registry import AGGREGATES
 from projections.rebuild import PROJECTIONS, rebuild
 from tests.bench.core import Result, Row, Scenario, percentile
-from tests.bench.runner import Bench
+from tests.bench.runner import Bench, add_cpu
 
 WARM_COMMANDS = 5
 ECHO_SHORT_WAIT_MS = 10
@@ -363,6 +363,8 @@ async def append_rate(bench: Bench, res: Result) -> None:
     a new stream (with a command id, as the actor host appends), at 1, 8 and 32 writers."""
     n_full = bench.scale.projection_events
     rates: dict[int, list[float]] = {w: [] for w in APPEND_WRITERS}
+    cpu: dict[int, dict[str, float]] = {}  # writers -> process -> CPU s over the measured runs
+    counts: dict[int, int] = {}
     meta = EventMeta(occurred_at=datetime.now(UTC), owner="bench-append")
     uploads = AGGREGATES["uploads"]
     async with _pool(bench, max(APPEND_WRITERS)) as pool:
@@ -381,11 +383,16 @@ async def append_rate(bench: Bench, res: Result) -> None:
                         new = uploads.decide(None, cmd)
                         await store.append(cmd.stream_id, 0, new, meta, command_id=cmd.command_id)
 
-                t0 = time.perf_counter()
-                await asyncio.gather(*[writer(k) for k in range(writers)])
+                t0, own0 = time.perf_counter(), time.process_time()
+                with bench.window() as w:
+                    await asyncio.gather(*[writer(k) for k in range(writers)])
                 dt = time.perf_counter() - t0
                 if not warmup:
                     rates[writers].append(per * writers / dt)
+                    add_cpu(cpu.setdefault(writers, {}), w)
+                    bench_cpu = cpu[writers].get("bench (writers)", 0.0)
+                    cpu[writers]["bench (writers)"] = bench_cpu + time.process_time() - own0
+                    counts[writers] = counts.get(writers, 0) + per * writers
     for writers, values in rates.items():
         res.rows.append(Row(f"appends, {writers} writer{'s' * (writers > 1)}", "events/s", values))
     res.notes.append(
@@ -393,6 +400,19 @@ async def append_rate(bench: Bench, res: Result) -> None:
         "command id; PostgresEventStore from the bench process against the running system's "
         "Postgres (fsync on)"
     )
+    for writers, by_process in cpu.items():
+        # Everything downstream runs meanwhile (relay, broker, projector, handlers): on a
+        # small machine their CPU per event, not the store, bounds the rate.
+        per_event = {k: 1000 * v / counts[writers] for k, v in by_process.items()}
+        res.notes.append(
+            f"CPU ms per event at {writers} writer{'s' * (writers > 1)}: "
+            + ", ".join(
+                f"{k} {v:.2f}"
+                for k, v in sorted(per_event.items(), key=lambda kv: -kv[1])
+                if v >= 0.005
+            )
+            + f"; in all {sum(per_event.values()):.2f}"
+        )
 
 
 # ---------------------------------------------------------------------------- projection_rebuild
