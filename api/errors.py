@@ -8,7 +8,6 @@ error, an unknown route, an unavailable bus, or a bug (500, logged, details hidd
 from __future__ import annotations
 
 import re
-import uuid
 from typing import Any
 
 from litestar import Request, Response
@@ -17,6 +16,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from bus.actors.commandbus import BusUnavailable
 from bus.blobs.errors import BlobCorrupt, BlobStoreUnavailable
 from bus.config.logs import get_logger
+from bus.ids import uuid4_hex
 from domain.errors import DomainError
 
 log = get_logger(__name__)
@@ -78,7 +78,7 @@ def request_id_of(request: Request[Any, Any, Any]) -> str:
     rid = state.get("request_id")
     if not rid:
         given = request.headers.get("x-request-id") or ""
-        rid = given if SAFE_REQUEST_ID.match(given) else uuid.uuid4().hex
+        rid = given if SAFE_REQUEST_ID.match(given) else uuid4_hex()
         state["request_id"] = rid
     return str(rid)
 

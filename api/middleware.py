@@ -3,14 +3,13 @@ and the request's server span, child of the client's `traceparent`."""
 
 from __future__ import annotations
 
-import uuid
-
 import structlog
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from opentelemetry.trace import SpanKind
 
 from api.errors import SAFE_REQUEST_ID
 from bus.config.tracing import span
+from bus.ids import uuid4_hex
 
 
 def request_id_middleware(app: ASGIApp) -> ASGIApp:
@@ -25,7 +24,7 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
                 if SAFE_REQUEST_ID.match(candidate):
                     rid = candidate
                 break
-        rid = rid or uuid.uuid4().hex
+        rid = rid or uuid4_hex()
         scope.setdefault("state", {})["request_id"] = rid
         raw = rid.encode()
 

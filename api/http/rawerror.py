@@ -8,15 +8,16 @@ like every error of api/errors.py.
 
 from __future__ import annotations
 
-import uuid
 from http import HTTPStatus
 from typing import Any
 
 import orjson
 
+from bus.ids import uuid4_hex
+
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    return uuid4_hex()
 
 
 def error_json(

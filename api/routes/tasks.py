@@ -7,7 +7,6 @@ and stats come from the read model. The work itself is done by the task workers
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated, Any
 
 from litestar import Request, Response, get, post
@@ -22,6 +21,7 @@ from api.idempotency import idempotent, resource_id
 from api.paging import page_response
 from api.schemas import BIGINT_MAX, CreateTask, Task, TaskAccepted, TaskPage, ok
 from api.taskparams import prepare
+from bus.ids import uuid4_str
 from domain.tasks import TaskState
 from domain.tasks.commands import CancelTask, PauseTask, ResumeTask
 from domain.tasks.commands import CreateTask as CreateTaskCommand
@@ -85,7 +85,7 @@ class TasksController(SecuredController):
         params, items, size = await prepare(
             c, data.type, data.params, principal.user, principal.admin
         )
-        task_id = resource_id(request) or str(uuid.uuid4())
+        task_id = resource_id(request) or uuid4_str()
         result = await send_as(
             request,
             principal,

@@ -7,7 +7,6 @@ chunk is durable and recorded. Nothing is buffered whole in memory.
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -41,6 +40,7 @@ from api.schemas import (
     ok,
 )
 from bus.blobs.errors import BlobTooLarge
+from bus.ids import uuid4_str
 from domain.commands import AbortUpload, InitiateUpload, StoreChunk
 from domain.errors import Conflict, Gone
 from domain.uploads import ACTIVE, SHA256_RE, UploadState, UploadStatus
@@ -161,7 +161,7 @@ class UploadsController(SecuredController):
             )
         await check_writable(c, data.bucket or None, principal.user)
         sha = data.sha256.lower() if isinstance(data.sha256, str) else None
-        upload_id = resource_id(request) or str(uuid.uuid4())
+        upload_id = resource_id(request) or uuid4_str()
         result = await send_as(
             request,
             principal,

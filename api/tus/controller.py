@@ -94,6 +94,7 @@ from bus.actors.commandbus import BusUnavailable, CommandResult
 from bus.blobs.sniff import SNIFF_BYTES, type_from_head
 from bus.config.logs import get_logger
 from bus.config.settings import Settings
+from bus.ids import uuid4_str
 from domain import policies
 from domain.commands import AbortUpload, AppendBytes, DeclareLength, ExpireUpload, InitiateUpload
 from domain.errors import DomainError
@@ -309,7 +310,7 @@ async def _initiation(
 ) -> InitiateUpload:
     """The command creating a stream or final upload named by its tus metadata, under a new
     id (after checking the caller may write to its bucket)."""
-    upload_id = str(uuid.uuid4())
+    upload_id = uuid4_str()
     await check_writable(c, metadata.get("bucket") or None, principal.user)
     return InitiateUpload(
         aggregate_id=upload_id,

@@ -45,6 +45,7 @@ from bus.actors.fastreply import CHANNEL_HEADER, ReplyChannel
 from bus.config import metrics
 from bus.config.logs import get_logger
 from bus.config.settings import Settings
+from bus.ids import uuid4_str
 from bus.kafka.broker import (
     BATCH_TIMEOUT_MS,
     command_publishers,
@@ -351,7 +352,7 @@ class CommandBus:
     ) -> CommandResult:
         """Send `cmd` and wait for the actor's answer. Raises DomainError or BusUnavailable."""
         assert self._consumer is not None, "CommandBus.start() was not called"
-        command_id = cmd.command_id or str(uuid.uuid4())
+        command_id = cmd.command_id or uuid4_str()
         body = command_to_dict(cmd)
         body["command_id"] = command_id
         body["correlation_id"] = correlation_id or command_id

@@ -33,6 +33,7 @@ from prometheus_client import REGISTRY
 
 from bus.config import metrics
 from bus.config.settings import Settings
+from bus.ids import uuid4_str
 from bus.kafka.clients import COMMAND_AGGREGATES, assert_bootstrap, group_timeouts
 
 # How long a batch subscriber's poll waits for data. aiokafka's `getmany` returns as soon
@@ -78,6 +79,8 @@ def make_broker(settings: Settings, service: str, *, telemetry: bool = True) -> 
         allow_auto_create_topics=False,
         client_id=f"cairn-{service}",
         middlewares=middlewares,
+        # Each publish takes a correlation id: ours come without a system call each.
+        id_generator=uuid4_str,
         # Cairn logs through structlog; FastStream's per-message access log at INFO would
         # double every line.
         logger=_LOGGER,

@@ -21,6 +21,7 @@ from datetime import datetime
 import asyncpg
 
 from bus.config import metrics
+from bus.ids import uuid4
 from domain.events import EventMeta, NewEvent, RecordedEvent, upcast_recorded
 from domain.ports import ConcurrencyError, DuplicateCommand
 
@@ -95,7 +96,7 @@ def _event_rows(p: _Pending) -> list[tuple[object, ...]]:
         (
             p.stream_id,
             p.expected_version + i + 1,
-            uuid.uuid4(),
+            uuid4(),
             ev.type,
             ev.schema_version,
             ev.data,

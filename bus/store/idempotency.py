@@ -24,6 +24,8 @@ from typing import Any
 
 import asyncpg
 
+from bus.ids import uuid4
+
 IDEMPOTENCY_TTL = timedelta(hours=24)
 PENDING_TIMEOUT = timedelta(minutes=10)
 LEASE = timedelta(seconds=6)
@@ -51,7 +53,7 @@ class KeyStore:
         released holder keeps its `created_at` (the key's life and the create's id go on),
         an expired one starts afresh."""
         for _ in range(3):
-            token = uuid.uuid4()
+            token = uuid4()
             # One statement: insert, or take over a row that expired or whose lease ran
             # out; a live row is left alone (the WHERE fails and nothing is returned). The
             # unique key makes a concurrent claimer wait for our commit and then see our row.
