@@ -13,7 +13,7 @@ import asyncpg
 from domain import files
 from domain.events import RecordedEvent, event_time
 from domain.files.events import FileCreated, FileDeleted, FileReplaced, FileUpdated
-from projections.base import Projection, as_uuid, bump_usage, utc_day
+from projections.base import Projection, as_uuid, bump_usage, counting_usage, utc_day
 
 
 class FilesProjection(Projection):
@@ -92,15 +92,20 @@ class FilesProjection(Projection):
                 )
 
             case FileDeleted():
-                owner = await conn.fetchval(
-                    "UPDATE readmodel.files SET deleted_at = $2, updated_at = $2,"
-                    " last_version = $3 WHERE id = $1 RETURNING owner",
+                await conn.execute(
+                    counting_usage(
+                        "UPDATE readmodel.files SET deleted_at = $2, updated_at = $2,"
+                        " last_version = $3 WHERE id = $1 RETURNING owner",
+                        "files_deleted",
+                        day=4,
+                        delta=5,
+                    ),
                     file_id,
                     at,
                     ev.version,
+                    utc_day(at),
+                    1,
                 )
-                if owner is not None:
-                    await bump_usage(conn, owner, utc_day(at), files_deleted=1)
 
             case FileUpdated() as e:
                 await conn.execute(

@@ -25,7 +25,7 @@ from domain.uploads.events import (
     UploadInitiated,
     UploadLengthDeclared,
 )
-from projections.base import Projection, as_uuid, bump_usage, utc_day
+from projections.base import Projection, as_uuid, bump_usage, counting_usage, utc_day
 
 
 class UploadsProjection(Projection):
@@ -83,25 +83,30 @@ class UploadsProjection(Projection):
 
             case UploadBytesAppended(size=size) | UploadChunkStored(size=size) as e:
                 # Bytes arrived: a numbered chunk (native) or appended pieces (tus).
-                owner = await conn.fetchval(
-                    """
-                    UPDATE readmodel.uploads SET
-                        chunks_received = chunks_received + $5,
-                        bytes_received = bytes_received + $2,
-                        status = CASE WHEN status = 'INITIATED' THEN 'IN_PROGRESS' ELSE status END,
-                        updated_at = $3,
-                        last_version = $4
-                    WHERE id = $1
-                    RETURNING owner
-                    """,
+                await conn.execute(
+                    counting_usage(
+                        """
+                        UPDATE readmodel.uploads SET
+                            chunks_received = chunks_received + $5,
+                            bytes_received = bytes_received + $2,
+                            status = CASE WHEN status = 'INITIATED' THEN 'IN_PROGRESS'
+                                          ELSE status END,
+                            updated_at = $3,
+                            last_version = $4
+                        WHERE id = $1
+                        RETURNING owner
+                        """,
+                        "bytes_uploaded",
+                        day=6,
+                        delta=2,
+                    ),
                     upload_id,
                     size,
                     at,
                     ev.version,
                     1 if isinstance(e, UploadChunkStored) else 0,
+                    utc_day(at),
                 )
-                if owner is not None:
-                    await bump_usage(conn, owner, utc_day(at), bytes_uploaded=size)
 
             case UploadLengthDeclared(file_size=file_size):
                 await conn.execute(
@@ -114,17 +119,22 @@ class UploadsProjection(Projection):
                 )
 
             case UploadCompleted(file_id=file_id):
-                owner = await conn.fetchval(
-                    "UPDATE readmodel.uploads SET status = 'COMPLETED', file_id = $2,"
-                    " completed_at = $3, updated_at = $3, last_version = $4"
-                    " WHERE id = $1 RETURNING owner",
+                await conn.execute(
+                    counting_usage(
+                        "UPDATE readmodel.uploads SET status = 'COMPLETED', file_id = $2,"
+                        " completed_at = $3, updated_at = $3, last_version = $4"
+                        " WHERE id = $1 RETURNING owner",
+                        "uploads_completed",
+                        day=5,
+                        delta=6,
+                    ),
                     upload_id,
                     as_uuid(file_id),
                     at,
                     ev.version,
+                    utc_day(at),
+                    1,
                 )
-                if owner is not None:
-                    await bump_usage(conn, owner, utc_day(at), uploads_completed=1)
 
             case UploadAborted() | UploadFailed() | UploadExpired() as e:
                 await conn.execute(
