@@ -899,7 +899,16 @@ def verify_work(load: Load, apis: list[str]) -> None:
         for i, f in enumerate(load.fetches):
             api = apis[i % len(apis)]
             body = _finished(c, f"{api}/v1/fetches/{f.fetch_id}", f"fetch {f.fetch_id}")
-            r = c.get(f"{api}/v1/files/{body['file_id']}/content")
+            url = f"{api}/v1/files/{body['file_id']}/content"
+
+            # The fetch completes, then its file is created (a second command): a fetcher
+            # SIGKILLed between the two leaves the file to the files handler, itself maybe
+            # just killed and rebalancing. So the file may come a little after.
+            def present(url: str = url) -> httpx.Response | None:
+                r = c.get(url)
+                return None if r.status_code == 404 else r
+
+            r = wait_for(f"fetch {f.fetch_id}: its file", present, PROGRESS_TIMEOUT, None)
             if r.status_code != 200 or r.content != content(f.seed, f.size):
                 fail(f"fetch {f.fetch_id}: its file answered {r.status_code}, wrong content")
         for i, t in enumerate(load.tasks):
