@@ -15,6 +15,15 @@ from domain.events import RecordedEvent, event_time
 from domain.files.events import FileCreated, FileDeleted, FileReplaced, FileUpdated
 from projections.base import Projection, as_uuid, bump_usage, counting_usage, utc_day
 
+# Also counts the deletion in usage, for the owner the row holds (see counting_usage).
+_DELETED = counting_usage(
+    "UPDATE readmodel.files SET deleted_at = $2, updated_at = $2,"
+    " last_version = $3 WHERE id = $1 RETURNING owner",
+    "files_deleted",
+    day=4,
+    delta=5,
+)
+
 
 class FilesProjection(Projection):
     name: ClassVar[str] = "files"
@@ -93,13 +102,7 @@ class FilesProjection(Projection):
 
             case FileDeleted():
                 await conn.execute(
-                    counting_usage(
-                        "UPDATE readmodel.files SET deleted_at = $2, updated_at = $2,"
-                        " last_version = $3 WHERE id = $1 RETURNING owner",
-                        "files_deleted",
-                        day=4,
-                        delta=5,
-                    ),
+                    _DELETED,
                     file_id,
                     at,
                     ev.version,

@@ -27,6 +27,31 @@ from domain.uploads.events import (
 )
 from projections.base import Projection, as_uuid, bump_usage, counting_usage, utc_day
 
+# Each also counts its usage, for the owner the row holds (see counting_usage).
+_BYTES_RECEIVED = counting_usage(
+    """
+    UPDATE readmodel.uploads SET
+        chunks_received = chunks_received + $5,
+        bytes_received = bytes_received + $2,
+        status = CASE WHEN status = 'INITIATED' THEN 'IN_PROGRESS' ELSE status END,
+        updated_at = $3,
+        last_version = $4
+    WHERE id = $1
+    RETURNING owner
+    """,
+    "bytes_uploaded",
+    day=6,
+    delta=2,
+)
+_COMPLETED = counting_usage(
+    "UPDATE readmodel.uploads SET status = 'COMPLETED', file_id = $2,"
+    " completed_at = $3, updated_at = $3, last_version = $4"
+    " WHERE id = $1 RETURNING owner",
+    "uploads_completed",
+    day=5,
+    delta=6,
+)
+
 
 class UploadsProjection(Projection):
     name: ClassVar[str] = "uploads"
@@ -84,22 +109,7 @@ class UploadsProjection(Projection):
             case UploadBytesAppended(size=size) | UploadChunkStored(size=size) as e:
                 # Bytes arrived: a numbered chunk (native) or appended pieces (tus).
                 await conn.execute(
-                    counting_usage(
-                        """
-                        UPDATE readmodel.uploads SET
-                            chunks_received = chunks_received + $5,
-                            bytes_received = bytes_received + $2,
-                            status = CASE WHEN status = 'INITIATED' THEN 'IN_PROGRESS'
-                                          ELSE status END,
-                            updated_at = $3,
-                            last_version = $4
-                        WHERE id = $1
-                        RETURNING owner
-                        """,
-                        "bytes_uploaded",
-                        day=6,
-                        delta=2,
-                    ),
+                    _BYTES_RECEIVED,
                     upload_id,
                     size,
                     at,
@@ -120,14 +130,7 @@ class UploadsProjection(Projection):
 
             case UploadCompleted(file_id=file_id):
                 await conn.execute(
-                    counting_usage(
-                        "UPDATE readmodel.uploads SET status = 'COMPLETED', file_id = $2,"
-                        " completed_at = $3, updated_at = $3, last_version = $4"
-                        " WHERE id = $1 RETURNING owner",
-                        "uploads_completed",
-                        day=5,
-                        delta=6,
-                    ),
+                    _COMPLETED,
                     upload_id,
                     as_uuid(file_id),
                     at,

@@ -644,9 +644,8 @@ class Appender:
     def _may_start(self) -> bool:
         """May the piece now filling start its put? Once the previous piece is all through
         the hashes, and fewer than MAX_STORING pieces wait to be durable."""
-        return (self.piece_feed is None or self.piece_feed.fed.done()) and len(
-            self.storing
-        ) < MAX_STORING
+        fed = self.piece_feed is None or self.piece_feed.fed.done()
+        return fed and len(self.storing) < MAX_STORING
 
     async def _ready(self) -> None:
         """Wait until the piece now filling may start its put (see `_may_start`)."""
@@ -696,7 +695,8 @@ class Appender:
     async def _put(
         self, queue: asyncio.Queue[bytes | None], start: int, feed: PieceFeed
     ) -> dict[str, Any]:
-        digest, size = await self.c.blobs.put_stream(_until_end(queue), also_hash=feed)
+        also = feed if feed.feeds else None  # no hash: no thread hop to feed nothing
+        digest, size = await self.c.blobs.put_stream(_until_end(queue), also_hash=also)
         # The store fed every byte before it returned, so `fed` has come (with the running
         # digest as it was at this piece's end, whatever later pieces did to it since).
         state = await feed.fed
@@ -716,10 +716,8 @@ class Appender:
 
     async def _settle_one(self) -> None:
         """Wait for the oldest piece being stored; once durable it joins the pending ones."""
-        task = self.storing[0]
-        piece = await task
-        self.storing.remove(task)
-        self._pend(piece)
+        await asyncio.wait([self.storing[0]])  # its error, if any, surfaces below
+        self._pend(self.storing.pop(0).result())
 
     async def _settle(self) -> None:
         """Wait for every piece being stored, in body order."""

@@ -25,7 +25,7 @@ from typing import Any
 class PieceFeed:
     """`update` feeds the hashes (from the store's threads); `fed` resolves, with the
     running digest's copy at the piece's end (None without one), once `end(size)` was
-    called and `size` bytes went through."""
+    called and `size` bytes went through; without any hash, at once."""
 
     def __init__(self, checksum: Any, running: Any) -> None:
         self._hashers = [h for h in (checksum, running) if h is not None]
@@ -37,6 +37,16 @@ class PieceFeed:
         self._count = 0
         self._size: int | None = None
         self._told = False
+        if not self._hashers:
+            # No hash to keep in order: the next piece may start at once, and the store
+            # need not feed this at all (see `feeds`).
+            self._told = True
+            self.fed.set_result(None)
+
+    @property
+    def feeds(self) -> bool:
+        """Whether the store must feed it (as the put's `also_hash`): it holds hashes."""
+        return bool(self._hashers)
 
     def update(self, data: bytes) -> None:
         for h in self._hashers:

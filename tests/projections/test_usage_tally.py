@@ -91,8 +91,11 @@ async def test_unknown_columns_are_refused(pool: asyncpg.Pool) -> None:
 
 async def test_counting_usage_adds_only_where_its_update_found_a_row(pool: asyncpg.Pool) -> None:
     update = "UPDATE things SET owner = owner WHERE id = $1 RETURNING owner"
-    async with pool.acquire() as conn:
-        await conn.execute("CREATE TEMP TABLE things (id int PRIMARY KEY, owner text)")
+    async with pool.acquire() as conn, conn.transaction():
+        # Dropped at commit: the pooled connection goes back without it.
+        await conn.execute(
+            "CREATE TEMP TABLE things (id int PRIMARY KEY, owner text) ON COMMIT DROP"
+        )
         await conn.execute("INSERT INTO things VALUES (1, 'carol')")
         sql = counting_usage(update, "bytes_uploaded", day=2, delta=3)
         await conn.execute(sql, 1, DAY, 40)
