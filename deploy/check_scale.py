@@ -901,9 +901,10 @@ def verify_work(load: Load, apis: list[str]) -> None:
             body = _finished(c, f"{api}/v1/fetches/{f.fetch_id}", f"fetch {f.fetch_id}")
             url = f"{api}/v1/files/{body['file_id']}/content"
 
-            # The fetch completes, then its file is created (a second command): a fetcher
-            # SIGKILLed between the two leaves the file to the files handler, itself maybe
-            # just killed and rebalancing. So the file may come a little after.
+            # The actor creates the file right after appending the completion, before it
+            # answers (domain.policies.follow_ups); an actor host SIGKILLed between the two
+            # appends leaves it to the redelivered command or the files handler, either
+            # maybe rebalancing after its own kill. So the file may come a little after.
             def present(url: str = url) -> httpx.Response | None:
                 r = c.get(url)
                 return None if r.status_code == 404 else r

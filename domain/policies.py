@@ -1,4 +1,5 @@
-"""Process-manager rules: pure decisions about what follows from an upload's state.
+"""Process-manager rules: pure decisions about what follows from an upload's or a fetch's
+state.
 
 The rule: an upload that has all its bytes completes (CompleteUpload, under a file id
 derived from the upload id, or for an upload naming a bucket key, the object's), and a
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 
+from domain.fetches.commands import CompleteFetch
 from domain.fetches.state import FetchState, FetchStatus
 from domain.files.commands import CreateFile, PutObject
 from domain.files.keys import object_file_id
@@ -109,12 +111,21 @@ def initiate_complete(
 def follow_ups(cmd: Command, state: object) -> list[Command]:
     """What the actor host applies right after `cmd` succeeded, leaving `state`: the file a
     completion carrying its detected type becomes (one command where the adapter would
-    send two, issue 13). The same CreateFile, under the same command id, as the API's and
-    the files handler's, so whichever comes first is applied and the others are no-ops.
+    send two, issue 13). The same CreateFile, under the same command id, as the adapter's
+    (the API's, the fetch worker's) and the files handler's, so whichever comes first is
+    applied and the others are no-ops.
 
-    Only a plain file: its id is derived from the upload, so the follow-up creates a stream
-    nobody else writes. An object's file is the key's, which other commands change, and
-    stays with the actor that owns it (the API's or the handler's PutObject)."""
+    Only a plain file: its id is derived from the upload or the fetch, so the follow-up
+    creates a stream nobody else writes. An object's file is the key's, which other
+    commands change, and stays with the actor that owns it (the adapter's or the handler's
+    PutObject)."""
+    if isinstance(cmd, CompleteFetch):
+        if cmd.file_content_type is None or not isinstance(state, FetchState):
+            return []
+        if state.key is not None:
+            return []
+        fetched = file_from_fetch(state, cmd.file_content_type, state.updated_at)
+        return [fetched] if fetched is not None else []
     if not isinstance(cmd, (CompleteUpload, InitiateUpload)) or cmd.file_content_type is None:
         return []
     if not isinstance(state, UploadState) or state.key is not None:
@@ -205,11 +216,12 @@ def file_from_fetch(
     state: FetchState, content_type: str, at: datetime
 ) -> CreateFile | PutObject | None:
     """A completed fetch becomes this file (owner, bucket, name, sha256, size, type), under a
-    file id and command id derived from the fetch: the fetch worker sends it at once, the
-    handlers again from FetchCompleted (should the worker die in between). A fetch naming
-    a key becomes that object instead (created, or its new version: `put_object`); the
-    command id makes it applied once, so a redelivered completion never brings the fetched
-    bytes back over a later PUT of the key."""
+    file id and command id derived from the fetch: the actor host applies it right after
+    the worker's CompleteFetch (`follow_ups`), the handlers again from FetchCompleted
+    (should that host die in between). A fetch naming a key becomes that object instead
+    (created, or its new version: `put_object`), sent by the worker and again by the
+    handlers; the command id makes it applied once, so a redelivered completion never
+    brings the fetched bytes back over a later PUT of the key."""
     if state.status != FetchStatus.COMPLETED or state.file_id is None:
         return None
     metadata = {"source_url": state.url[:4096], "fetch_id": state.id}

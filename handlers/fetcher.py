@@ -37,7 +37,7 @@ from urllib.parse import urljoin
 import asyncpg
 import httpx
 
-from bus.actors.commandbus import BusUnavailable, CommandBus
+from bus.actors.commandbus import BusUnavailable, CommandBus, CommandResult
 from bus.actors.wake import Nudger
 from bus.blobs.factory import open_blob_store
 from bus.blobs.manifests import hash_manifest
@@ -62,7 +62,7 @@ from domain.commands import (
     StartFetch,
 )
 from domain.errors import DomainError
-from domain.policies import fetch_result_file_id, file_from_fetch
+from domain.policies import fetch_file_command_id, fetch_result_file_id, file_from_fetch
 from handlers import fetch_reuse, fetch_segments
 
 log = get_logger(__name__)
@@ -236,10 +236,9 @@ class Fetcher:
 
     # ---- one fetch --------------------------------------------------------------------
 
-    async def _send(self, cmd: Command) -> dict[str, Any] | None:
+    async def _send(self, cmd: Command) -> CommandResult:
         assert self.bus is not None
-        result = await self.bus.send(cmd)
-        return result.state
+        return await self.bus.send(cmd)
 
     async def _run(self, fetch_id: str) -> None:
         runner = f"{self.holder}-{uuid.uuid4().hex[:8]}"
@@ -303,10 +302,10 @@ class _Run:
             if self._halted():
                 return
 
-    async def _cmd(self, cmd_type: type[Command], **kw: Any) -> None:
+    async def _cmd(self, cmd_type: type[Command], **kw: Any) -> CommandResult:
         cmd = cmd_type(aggregate_id=self.fetch_id, caller=self.state.owner, at=_now(), **kw)
         try:
-            await self.w._send(cmd)
+            result = await self.w._send(cmd)
         except DomainError as e:
             if e.code == "fetch_not_running":
                 raise Halted(e.message) from None
@@ -317,6 +316,7 @@ class _Run:
             raise
         # Fold our own events too, so offsets and validators are current.
         await self._catch_up()
+        return result
 
     async def _catch_up(self) -> None:
         """Fold the events after the last one folded. The watcher and the transfer both
@@ -722,9 +722,20 @@ class _Run:
         content_type = await content_type_of(
             self.w.blobs, manifest, name, (st.content_type or "").split(";")[0].strip()
         )
-        await self._cmd(
-            CompleteFetch, runner=self.runner, sha256=digest, size=st.bytes, file_id=file_id
+        # With the detected type the actor creates a plain file in the same step as the
+        # completion (domain.policies.follow_ups): once the fetch reads COMPLETED its file
+        # exists, even if this worker dies right after. An object's put (a fetch naming a
+        # key) stays with the key's own actor: it is sent here, and by the handlers.
+        done = await self._cmd(
+            CompleteFetch,
+            runner=self.runner,
+            sha256=digest,
+            size=st.bytes,
+            file_id=file_id,
+            file_content_type=content_type,
         )
+        if done.followed_by(fetch_file_command_id(self.fetch_id)):
+            return
         create = file_from_fetch(self.state, content_type, _now())
         assert self.w.bus is not None and create is not None
         try:

@@ -139,10 +139,12 @@ class Actors:
         each follow-up's reply under `follow_ups` (never raises for domain refusals).
 
         A follow-up writes another aggregate's stream, which another host may own; it only
-        ever creates a stream nobody else writes (a file derived from the upload), under
-        the same command id as the API's and the handler's own CreateFile, so whichever
-        comes first is applied and the others are duplicates. Its state is not kept here:
-        the owner reads it from the store (streams that do not exist are never cached)."""
+        ever creates a stream nobody else writes (a file derived from the upload or the
+        fetch), under the same command id as the adapter's and the handler's own
+        CreateFile, so whichever comes first is applied and the others are duplicates (one
+        the stream's state refuses, whose id was applied, is answered as a duplicate too).
+        Its state is not kept here: the owner reads it from the store (streams that do not
+        exist are never cached)."""
         reply, state = await self._execute(cmd, correlation_id, traceparent, remember=True)
         if not reply.get("ok"):
             return reply
@@ -151,11 +153,19 @@ class Actors:
             replies = []
             for nxt in follow:
                 sub, _ = await self._execute(nxt, correlation_id, traceparent, remember=False)
+                if not sub.get("ok") and await self._applied(nxt):
+                    # Decided against the stream it made, a follow-up sent again may be
+                    # refused (a fetch's file: "file_exists"): its id says it was applied,
+                    # by this step before a crash, by the adapter or by the handler.
+                    sub = {"ok": True, "duplicate": True, "events": []}
                 metrics.command_handled(nxt.type, sub)
                 sub["command_id"] = nxt.command_id
                 replies.append(sub)
             reply["follow_ups"] = replies
         return reply
+
+    async def _applied(self, cmd: Command) -> bool:
+        return bool(cmd.command_id) and bool(await self.store.applied_commands([cmd.command_id]))
 
     async def _execute(
         self,

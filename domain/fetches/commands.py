@@ -113,6 +113,10 @@ class CompleteFetch(FetchCommand):
     sha256: str
     size: int
     file_id: str
+    # The type the worker detected from the bytes, for the file: given, the file follows
+    # in the same step (domain.policies.follow_ups), so no reader sees the fetch completed
+    # and its file missing, whatever happens to the worker after it sent this.
+    file_content_type: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -3,9 +3,12 @@ complete an upload and create its file (the same from the API and from the handl
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from domain import files, policies, uploads
+from domain import fetches, files, policies, uploads
+from domain.fetches import FetchState, FetchStatus
+from domain.fetches.commands import AppendFetchBytes, CompleteFetch, RequestFetch, StartFetch
 from domain.files.commands import CreateFile
 from domain.kernel import Command
 from domain.uploads import UploadState, UploadStatus
@@ -153,6 +156,50 @@ def test_a_completion_carrying_the_files_type_is_followed_by_its_file() -> None:
     completed = run(initiate(), append(), done)
     [again] = policies.follow_ups(done, completed)
     assert again == policies.file_from_upload(completed, "text/plain")
+
+
+def fetched(*, bucket: str = "default", key: str | None = None) -> tuple[FetchState, Command]:
+    """A fetch of 4 bytes run to completion; (its state, the CompleteFetch that ended it)."""
+    env = {"aggregate_id": UID, "caller": "alice"}
+    request = RequestFetch(**env, at=T0, owner="alice", url="http://x/a", bucket=bucket, key=key)
+    state: FetchState | None = None
+    before: list[Command] = [
+        request,
+        StartFetch(**env, at=T0, runner="r"),
+        AppendFetchBytes(**env, at=T0, runner="r", offset=0, pieces=[{"sha256": A, "size": 4}]),
+    ]
+    for cmd in before:
+        for ev in fetches.decide(state, cmd):
+            state = fetches.evolve(state, ev)
+    assert state is not None
+    complete = CompleteFetch(
+        **env,
+        at=T0 + timedelta(seconds=1),
+        runner="r",
+        sha256=A,
+        size=4,
+        file_id=policies.fetch_result_file_id(state),
+        file_content_type="image/png",
+    )
+    for ev in fetches.decide(state, complete):
+        state = fetches.evolve(state, ev)
+    assert state is not None and state.status == FetchStatus.COMPLETED
+    return state, complete
+
+
+def test_a_fetch_completion_carrying_the_type_is_followed_by_its_file() -> None:
+    state, complete = fetched()
+    [create] = policies.follow_ups(complete, state)
+    # The very command the worker and the files handler build: applied once, whoever is first.
+    assert create == policies.file_from_fetch(state, "image/png", state.updated_at)
+    assert create.command_id == policies.fetch_file_command_id(UID)
+    assert isinstance(create, CreateFile) and create.content_type == "image/png"
+    assert create.aggregate_id == policies.fetch_file_id(UID) and create.size == 4
+    # Without the type the worker sends the file itself; an object's put stays with the
+    # key's own actor (the worker's and the handler's PutObject).
+    assert policies.follow_ups(replace(complete, file_content_type=None), state) == []
+    keyed, keyed_complete = fetched(bucket="pics", key="a.png")
+    assert policies.follow_ups(keyed_complete, keyed) == []
 
 
 def test_no_follow_up_without_the_type_for_an_object_or_before_completion() -> None:

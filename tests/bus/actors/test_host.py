@@ -9,7 +9,14 @@ from datetime import UTC, datetime
 from bus.actors.host import Actors
 from bus.store.eventstore import PostgresEventStore
 from domain import policies
-from domain.commands import InitiateUpload, StoreChunk
+from domain.commands import (
+    AppendFetchBytes,
+    CompleteFetch,
+    InitiateUpload,
+    RequestFetch,
+    StartFetch,
+    StoreChunk,
+)
 from domain.files.commands import UpdateFile
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
@@ -205,3 +212,39 @@ async def test_an_unknown_stream_that_exists_is_read_before_deciding(
     refused = await Actors(event_store).execute(other)
     assert not refused["ok"] and refused["error"]["code"] == "upload_exists"
     assert await event_store.stream_version(f"upload-{uid}") == 2
+
+
+async def test_a_fetch_completion_carrying_the_type_creates_the_file_in_the_same_step(
+    event_store: PostgresEventStore,
+) -> None:
+    fid = str(uuid.uuid4())
+    env = {"aggregate_id": fid, "caller": "alice", "at": AT}
+    host = Actors(event_store)
+    for cmd in (
+        RequestFetch(**env, owner="alice", url="http://origin.test/a.txt"),
+        StartFetch(**env, runner="r"),
+        AppendFetchBytes(**env, runner="r", offset=0, pieces=[{"sha256": H, "size": 10}]),
+    ):
+        assert (await host.execute(cmd))["ok"]
+    file_id = policies.fetch_file_id(fid)
+    complete = CompleteFetch(
+        **env, runner="r", sha256=H, size=10, file_id=file_id, file_content_type="text/plain"
+    )
+    reply = await host.execute(complete)
+    assert reply["ok"] and [e["type"] for e in reply["events"]] == ["FetchCompleted"]
+    [follow] = reply["follow_ups"]
+    assert follow["ok"] and follow["command_id"] == policies.fetch_file_command_id(fid)
+    # The file exists by the time the completion is answered: nobody sees it missing.
+    [created] = await event_store.read_stream(f"file-{file_id}")
+    assert created.payload.content_type == "text/plain"  # type: ignore[union-attr]
+    assert created.payload.size == 10  # type: ignore[union-attr]
+    # Redelivered after the host died before committing (another host, empty cache): both
+    # are applied once.
+    again = await Actors(event_store).execute(complete)
+    assert again["ok"] and again["events"] == []
+    # The file's state alone refuses a second CreateFile (file_exists); its command id
+    # says it is the same one.
+    [follow_again] = again["follow_ups"]
+    assert follow_again["ok"] and follow_again["duplicate"] and follow_again["events"] == []
+    assert await event_store.stream_version(f"file-{file_id}") == 1
+    assert await event_store.stream_version(f"fetch-{fid}") == 4
