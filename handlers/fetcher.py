@@ -4,8 +4,9 @@ A process kind of its own (not part of `handlers`) because it is bound by bandwi
 connections, not by events: it scales by running more of them, on any host, and killing
 one loses at most the bytes it had not yet recorded.
 
-A new fetch is claimed at once: the worker LISTENs for the event store's appends and looks
-when one arrives, and otherwise polls every POLL_EVERY seconds (bus/store/pickup.py).
+A new fetch is claimed at once: the worker LISTENs for the projector's changes to
+readmodel.fetches and looks when one arrives, and otherwise polls every POLL_EVERY seconds
+(bus/store/pickup.py).
 
 Who runs what: workers claim runnable fetches (read model status PENDING or IN_PROGRESS)
 through leases in `work.fetch_leases`, renewed every lease/3 seconds. A worker that dies
@@ -48,7 +49,7 @@ from bus.fetch import origin
 from bus.fetch.origin import Fatal, Retryable, StartOver
 from bus.fetch.ssrf import UnsafeUrl, check_url, guarded_client, redirect_location
 from bus.store.eventstore import PostgresEventStore
-from bus.store.pickup import Pickup
+from bus.store.pickup import FETCHES_CHANGED, Pickup
 from domain import fetches as f
 from domain.commands import (
     AppendFetchBytes,
@@ -122,7 +123,7 @@ class Fetcher:
             allow_networks=s.fetch_allow_networks,
             timeout=httpx.Timeout(s.fetch_timeout, connect=min(10.0, s.fetch_timeout)),
         )
-        pickup = Pickup(s.database_url or "", POLL_EVERY)
+        pickup = Pickup(s.database_url or "", POLL_EVERY, FETCHES_CHANGED)
         pickup.start()
         log.info("fetch worker started", holder=self.holder)
         last_renew = 0.0

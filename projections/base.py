@@ -43,6 +43,9 @@ class Projection:
     aggregates: ClassVar[tuple[str, ...]] = ()
     # Tables this projection owns outright: emptied by a rebuild.
     tables: ClassVar[tuple[str, ...]] = ()
+    # A channel NOTIFYed in the transaction that applied any of this projection's events,
+    # for those who wait on its tables (the claiming workers: bus/store/pickup.py).
+    announces: ClassVar[str | None] = None
 
     async def apply(self, conn: asyncpg.Connection, ev: RecordedEvent) -> None:
         raise NotImplementedError
@@ -197,6 +200,18 @@ async def apply_events(
         applied += await apply_checkpointed(conn, projection, ev, event_store, checkpoints)
     await checkpoints.save(conn)
     return applied
+
+
+async def announce(conn: asyncpg.Connection, changed: Sequence[Projection]) -> None:
+    """NOTIFY the channels of the projections in `changed` that announce their changes; call
+    inside the transaction that wrote them (Postgres delivers at commit, never on rollback).
+    One statement for them all, and none for a batch that changed nothing announced."""
+    channels = sorted({p.announces for p in changed if p.announces})
+    if channels:
+        await conn.execute(_ANNOUNCE, channels)
+
+
+_ANNOUNCE = "SELECT pg_notify(c, '') FROM unnest($1::text[]) AS t(c)"
 
 
 async def record_status(conn: asyncpg.Connection, projection: str, ev: RecordedEvent) -> None:

@@ -11,6 +11,7 @@ from typing import ClassVar
 
 import asyncpg
 
+from bus.store.pickup import FETCHES_CHANGED
 from domain import fetches
 from domain.events import RecordedEvent, event_time
 from domain.fetches import FetchStatus
@@ -42,6 +43,7 @@ class FetchesProjection(Projection):
     name: ClassVar[str] = "fetches"
     aggregates: ClassVar[tuple[str, ...]] = (fetches.AGGREGATE.name,)
     tables: ClassVar[tuple[str, ...]] = ("readmodel.fetches",)
+    announces: ClassVar[str | None] = FETCHES_CHANGED  # the fetch workers claim from it
 
     async def apply(self, conn: asyncpg.Connection, ev: RecordedEvent) -> None:
         at = event_time(ev)

@@ -18,6 +18,7 @@ from domain.registry import AGGREGATES
 from projections.base import (
     PROJECTION_LOCK,
     Projection,
+    announce,
     apply_events,
     deferred_usage,
     record_status,
@@ -97,4 +98,5 @@ async def rebuild(pool: asyncpg.Pool, name: str) -> int:
                 after = page[-1].position
         if last is not None:
             await record_status(conn, projection.name, last)
+            await announce(conn, [projection])  # rows may be claimable again
     return applied

@@ -57,6 +57,7 @@ from projections.base import (
     PROJECTION_LOCK,
     Checkpoints,
     Projection,
+    announce,
     apply_checkpointed,
     deferred_usage,
     record_status,
@@ -333,6 +334,8 @@ class Projector:
             # One status write per projection per batch, last thing before commit.
             for name, ev in out.last.items():
                 await record_status(conn, name, ev)
+            # Delivered at commit, so whoever wakes on it finds the rows written.
+            await announce(conn, [p for p in self.projections if out.applied.get(p.name)])
         return out
 
     async def _apply_to_all(

@@ -10,6 +10,7 @@ from typing import ClassVar
 
 import asyncpg
 
+from bus.store.pickup import TASKS_CHANGED
 from domain import tasks
 from domain.events import RecordedEvent, event_time
 from domain.tasks.events import (
@@ -29,6 +30,7 @@ class TasksProjection(Projection):
     name: ClassVar[str] = "tasks"
     aggregates: ClassVar[tuple[str, ...]] = (tasks.AGGREGATE.name,)
     tables: ClassVar[tuple[str, ...]] = ("readmodel.tasks",)
+    announces: ClassVar[str | None] = TASKS_CHANGED  # the task workers claim from it
 
     async def apply(self, conn: asyncpg.Connection, ev: RecordedEvent) -> None:
         at = event_time(ev)

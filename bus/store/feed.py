@@ -142,13 +142,16 @@ async def stream_owner(pool: asyncpg.Pool, stream_ids: Iterable[str]) -> tuple[s
 
 
 class Listener:
-    """LISTEN on the event store's channel on a connection of its own; `wake` is set on
-    every notification and whenever the connection is (re)established (notifications sent
-    while it was down are lost, so the reader must look)."""
+    """LISTEN on the event store's channel (or `channel`) on a connection of its own; `wake`
+    is set on every notification and whenever the connection is (re)established
+    (notifications sent while it was down are lost, so the reader must look)."""
 
-    def __init__(self, dsn: str, retry_interval: float = 1.0) -> None:
+    def __init__(
+        self, dsn: str, retry_interval: float = 1.0, channel: str = NOTIFY_CHANNEL
+    ) -> None:
         self.dsn = dsn
         self.retry_interval = retry_interval
+        self.channel = channel
         self.wake = asyncio.Event()
         self.connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -172,7 +175,7 @@ class Listener:
                 conn = await asyncpg.connect(self.dsn)
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _c, ev=lost: ev.set())
-                await conn.add_listener(NOTIFY_CHANNEL, self._notified)
+                await conn.add_listener(self.channel, self._notified)
                 self.connected.set()
                 self.wake.set()
                 await lost.wait()

@@ -6,9 +6,9 @@ CAIRN_TASK_CONCURRENCY_PER_OWNER tasks running anywhere (handlers/tasks/leases.p
 one user's batch cannot starve everyone else. Scale by running more workers: the lease
 table coordinates them, and a worker that dies leaves leases that run out after
 CAIRN_TASK_LEASE_SECONDS, when another worker takes its tasks over from their last
-checkpoint. A new task is claimed at once: the worker LISTENs for the event store's
-appends and looks when one arrives, polling every CAIRN_TASK_POLL_INTERVAL otherwise
-(bus/store/pickup.py). The same loop deletes finished tasks older than CAIRN_TASK_RETENTION.
+checkpoint. A new task is claimed at once: the worker LISTENs for the projector's changes
+to readmodel.tasks and looks when one arrives, polling every CAIRN_TASK_POLL_INTERVAL
+otherwise (bus/store/pickup.py). The same loop deletes finished tasks older than CAIRN_TASK_RETENTION.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from bus.blobs.factory import open_blob_store
 from bus.config.logs import get_logger
 from bus.config.settings import Settings
 from bus.store.eventstore import PostgresEventStore
-from bus.store.pickup import Pickup
+from bus.store.pickup import TASKS_CHANGED, Pickup
 from domain.commands import DeleteFile
 from domain.errors import DomainError
 from domain.registry import AGGREGATES
@@ -64,9 +64,12 @@ class TaskWorker:
     async def run(self, stop: asyncio.Event) -> None:
         self.bus = CommandBus(self.settings, nudge=Nudger(self.pool), pool=self.pool)
         await self.bus.start()
-        # Woken by every append (a new task, a task that finished) and polling every
-        # CAIRN_TASK_POLL_INTERVAL as the safety net (bus/store/pickup.py).
-        pickup = Pickup(self.settings.database_url or "", self.settings.task_poll_interval)
+        # Woken whenever the projector changed readmodel.tasks (a new task, a task that
+        # finished) and polling every CAIRN_TASK_POLL_INTERVAL as the safety net
+        # (bus/store/pickup.py).
+        pickup = Pickup(
+            self.settings.database_url or "", self.settings.task_poll_interval, TASKS_CHANGED
+        )
         pickup.start()
         last_retention = 0.0
         try:

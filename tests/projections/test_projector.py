@@ -12,7 +12,10 @@ import orjson
 from prometheus_client import REGISTRY
 
 from bus.config.settings import Settings
+from bus.kafka.clients import ensure_topics
 from bus.store.eventstore import PostgresEventStore
+from bus.store.pickup import FETCHES_CHANGED, TASKS_CHANGED
+from domain.commands import RequestFetch
 from domain.events import RecordedEvent
 from projections import queries
 from projections.base import PROJECTION_LOCK
@@ -304,3 +307,45 @@ async def test_projector_stops_promptly(
     stop.set()
     await asyncio.wait_for(task, timeout=3)
     assert await queries.get_upload(pool, uid, "frank") is not None
+
+
+async def test_a_batch_that_changes_fetches_announces_it_and_an_upload_batch_does_not(
+    settings: Settings, pool: asyncpg.Pool, db_url: str, writer: Writer, publisher: Publisher
+) -> None:
+    """The fetch workers wake on FETCHES_CHANGED (bus/store/pickup.py): sent in the batch's
+    transaction when it changed readmodel.fetches, and by nothing else."""
+    await ensure_topics(settings, [settings.topic("fetches")])  # before the projector joins
+    heard: list[str] = []
+    fetch_changed = asyncio.Event()
+
+    def on_notify(_c: object, _pid: int, channel: str, _payload: str) -> None:
+        heard.append(channel)
+        if channel == FETCHES_CHANGED:
+            fetch_changed.set()
+
+    listener = await asyncpg.connect(db_url)
+    stop = asyncio.Event()
+    p = Projector(settings, pool)
+    task = asyncio.create_task(p.run(stop))
+    try:
+        for channel in (FETCHES_CHANGED, TASKS_CHANGED):
+            await listener.add_listener(channel, on_notify)
+        _, _, uploaded = await writer.upload("gina", "a.bin", 300)
+        for md in await publisher.send(uploaded):
+            await p.wait_processed(md.topic, md.partition, md.offset, timeout=60)
+        fid = str(uuid.uuid4())
+        requested = await writer.run(
+            RequestFetch(aggregate_id=fid, caller="gina", at=T0, owner="gina", url="http://o/a")
+        )
+        [md] = await publisher.send(requested)
+        await p.wait_processed(md.topic, md.partition, md.offset, timeout=60)
+        await asyncio.wait_for(fetch_changed.wait(), 30)
+        # Notifications reach a listener in commit order: the upload's batches committed
+        # first, and announced nothing.
+        assert heard == [FETCHES_CHANGED]
+        row = await listener.fetchval("SELECT status FROM readmodel.fetches WHERE id = $1", fid)
+        assert row == "PENDING"  # delivered at commit: the row is there for the woken worker
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+        await listener.close()
