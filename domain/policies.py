@@ -122,7 +122,7 @@ def follow_ups(cmd: Command, state: object) -> list[Command]:
     if isinstance(cmd, CompleteFetch):
         if cmd.file_content_type is None or not isinstance(state, FetchState):
             return []
-        if state.key is not None:
+        if state.key is not None:  # an object's put stays with the key's own actor
             return []
         fetched = file_from_fetch(state, cmd.file_content_type, state.updated_at)
         return [fetched] if fetched is not None else []

@@ -737,7 +737,8 @@ class _Run:
         )
         if done.followed_by(fetch_file_command_id(self.fetch_id)):
             return
-        create = file_from_fetch(self.state, content_type, _now())
+        # Timed as the completion, like the actor's and the handler's: the same command.
+        create = file_from_fetch(self.state, content_type, self.state.updated_at)
         assert self.w.bus is not None and create is not None
         try:
             await self.w.bus.send(create)

@@ -4,8 +4,9 @@ The actor creates a plain fetch's file in the completion's own step (the worker'
 CompleteFetch carries the detected type: domain.policies.follow_ups), so it can be read at
 once; this handler sends the same CreateFile (same file id, same command id) from the
 event, so the file exists even if that actor died between its two appends. A file that
-exists already is left alone. A fetch naming a key becomes that object (domain.policies.put_object), sent with
-the same command id as the worker's, so it is applied exactly once.
+exists already is left alone. A fetch naming a key becomes that object
+(domain.policies.put_object), sent with the same command id as the worker's, so it is
+applied exactly once.
 """
 
 from __future__ import annotations

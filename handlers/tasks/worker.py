@@ -8,7 +8,8 @@ table coordinates them, and a worker that dies leaves leases that run out after
 CAIRN_TASK_LEASE_SECONDS, when another worker takes its tasks over from their last
 checkpoint. A new task is claimed at once: the worker LISTENs for the projector's changes
 to readmodel.tasks and looks when one arrives, polling every CAIRN_TASK_POLL_INTERVAL
-otherwise (bus/store/pickup.py). The same loop deletes finished tasks older than CAIRN_TASK_RETENTION.
+otherwise (bus/store/pickup.py). The same loop deletes finished tasks older than
+CAIRN_TASK_RETENTION.
 """
 
 from __future__ import annotations
