@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import random
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -66,8 +66,13 @@ log = get_logger(__name__)
 REPLY_PARTITION = "reply-partition"
 REPLIES_PER_PARTITION = 1000
 # With replies by NOTIFY (bus/actors/fastreply.py), how long a command waits for its reply
-# there before its sender reads the reply topic too.
-KAFKA_FALLBACK_AFTER = 0.05
+# there before its sender reads the reply topic too, and checks that its channel still
+# listens. The actor host NOTIFYs instead of publishing on the reply topic, and says so by
+# NOTIFY when a reply goes there after all (too long): the topic is read after this wait
+# only for a host whose NOTIFY failed (it publishes the reply instead) or a host of an
+# earlier version; under load many round trips are longer than this, and each then costs
+# the broker a fetch every 10 ms of the partition while it waits.
+KAFKA_FALLBACK_AFTER = 0.25
 
 # A probe is a message on a command topic that the actor host answers at once without
 # touching any aggregate: a round trip through Kafka and the actors that changes nothing,
@@ -102,6 +107,37 @@ class CommandResult:
     def followed_by(self, command_id: str) -> bool:
         """True if the command `command_id` was applied (now or before) as its follow-up."""
         return any(f.get("ok") and f.get("command_id") == command_id for f in self.follow_ups)
+
+
+@dataclass(frozen=True)
+class _Fallback:
+    """What makes a command's reply come by the reply topic instead of NOTIFY."""
+
+    read_topic: Callable[[], None]  # resume fetching the reply partition it named
+    resend: Callable[[], Coroutine[Any, Any, None]]  # send it again, naming no channel
+
+
+@dataclass(frozen=True)
+class _Send:
+    """One command's message with the headers that say where its reply goes (`where`);
+    `again` sends it once more naming no channel (after the channel was lost)."""
+
+    publisher: Any
+    body: bytes
+    key: bytes
+    headers: dict[str, str]
+    where: dict[str, str]
+
+    async def __call__(self) -> Any:
+        return await self._publish(self.where)
+
+    async def again(self) -> None:
+        await self._publish({k: v for k, v in self.where.items() if k != CHANNEL_HEADER})
+
+    async def _publish(self, where: dict[str, str]) -> Any:
+        return await self.publisher.publish(
+            self.body, key=self.key, headers={**self.headers, **where}
+        )
 
 
 class Nudge(Protocol):
@@ -148,6 +184,10 @@ class CommandBus:
         self._moving = False
         self._awaiting: dict[TopicPartition, int] = {}  # commands waiting, by partition
         self._fetching: dict[TopicPartition, int] = {}  # of them, those reading the topic
+        # Commands that named the channel, by id: what makes their reply come by Kafka
+        # instead (read the topic; and, when the channel was lost, send them again).
+        self._by_channel: dict[str, _Fallback] = {}
+        self._resends: set[asyncio.Task[None]] = set()
         self._consumer: AIOKafkaConsumer | None = None
 
     async def _on_replies(self, records: tuple[Any, ...]) -> None:
@@ -155,7 +195,36 @@ class CommandBus:
             self._resolve(rec.key.decode() if rec.key else "", rec.value, "kafka")
 
     def _by_notify(self, command_id: str, value: bytes) -> None:
+        if not value:
+            # The host's pointer: this reply is on the reply topic (too long for NOTIFY).
+            fallback = self._by_channel.get(command_id)
+            if fallback is not None:
+                fallback.read_topic()
+            return
         self._resolve(command_id, value, "notify")
+
+    def _channel_lost(self) -> None:
+        """The channel's connection ended: notifications to it are lost. Every command that
+        named it is sent again without it (same command id: the host applies it once and
+        answers the repeat from what it appended), and its reply is read from the topic."""
+        waiting = [
+            fallback
+            for command_id, fallback in self._by_channel.items()
+            if (fut := self._pending.get(command_id)) is not None and not fut.done()
+        ]
+        if waiting and self._nudge is not None:
+            self._nudge()  # an idle host wakes for them
+        for fallback in waiting:
+            fallback.read_topic()
+            task = asyncio.create_task(fallback.resend())
+            self._resends.add(task)
+            task.add_done_callback(self._resent)
+
+    def _resent(self, task: asyncio.Task[None]) -> None:
+        self._resends.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Its sender times out (503, retry): the same as a command that was never sent.
+            log.warning("command not sent again", error=repr(task.exception()))
 
     def _resolve(self, command_id: str, value: bytes, via: str) -> None:
         """A reply, from the reply topic or by NOTIFY: the first one for a waiting command
@@ -170,6 +239,8 @@ class CommandBus:
             metrics.COMMAND_REPLIES.labels(via).inc()
 
     def _reply_headers(self, tp: TopicPartition) -> dict[str, str]:
+        """The headers that say where a command's reply goes: its partition of the reply
+        topic, and the sender's channel while it listens."""
         headers = {REPLY_PARTITION: str(tp.partition)}
         if self._channel is not None and self._channel.usable():
             headers[CHANNEL_HEADER] = self._channel.name
@@ -217,7 +288,7 @@ class CommandBus:
         await self._position_at_end(first)
         self._current = first
         if self._pool is not None:
-            self._channel = ReplyChannel(self._pool, self._by_notify)
+            self._channel = ReplyChannel(self._pool, self._by_notify, self._channel_lost)
             await self._channel.listen()
 
     async def _position_at_end(self, tp: TopicPartition) -> None:
@@ -252,7 +323,11 @@ class CommandBus:
 
     @contextlib.contextmanager
     def _awaiting_reply(
-        self, tp: TopicPartition, fut: asyncio.Future[dict[str, Any]]
+        self,
+        tp: TopicPartition,
+        fut: asyncio.Future[dict[str, Any]],
+        command_id: str,
+        send: _Send,
     ) -> Iterator[None]:
         """Fetch replies from `tp` while at least one command waits for its reply there.
 
@@ -260,11 +335,13 @@ class CommandBus:
         paused position and cannot be missed; paused again when the last one is answered.
         Replies for other senders that arrived meanwhile are read past on the next resume.
 
-        A command whose reply should come by NOTIFY (the channel is listening) resumes the
-        partition only if no reply came `KAFKA_FALLBACK_AFTER` seconds after it was sent
-        (a reply too long for NOTIFY, an actor host that does not send them, a lost
-        notification): until then the partition stays paused at a position before the
-        reply, and the embedded broker is spared a fetch every 10 ms per waiting sender.
+        A command that names the channel (`send.where`) gets its reply by NOTIFY, and none on
+        the topic: the partition stays paused, and the embedded broker is spared a fetch
+        every 10 ms per waiting sender. It is read when the host says by NOTIFY that the
+        reply went there (too long), when the channel is lost (the command is then sent
+        again, see _channel_lost), or when no reply came `KAFKA_FALLBACK_AFTER` seconds
+        after the command was sent (a host whose NOTIFY failed, or of an earlier version);
+        then the channel is also checked, since a connection can die without a word.
         """
         assert self._consumer is not None
         self._awaiting[tp] = self._awaiting.get(tp, 0) + 1
@@ -281,8 +358,16 @@ class CommandBus:
             self._fetching[tp] = self._fetching.get(tp, 0) + 1
 
         later = None
-        if self._channel is not None and self._channel.usable():
-            later = asyncio.get_running_loop().call_later(KAFKA_FALLBACK_AFTER, fetch)
+        named = CHANNEL_HEADER in send.where
+        if named:
+            self._by_channel[command_id] = _Fallback(fetch, send.again)
+
+            def overdue() -> None:
+                fetch()
+                if self._channel is not None:
+                    self._channel.check()
+
+            later = asyncio.get_running_loop().call_later(KAFKA_FALLBACK_AFTER, overdue)
         else:
             fetch()
         try:
@@ -290,13 +375,22 @@ class CommandBus:
         finally:
             if later is not None:
                 later.cancel()
+            if named:
+                self._by_channel.pop(command_id, None)
             self._awaiting[tp] -= 1
             if fetching:
                 self._fetching[tp] -= 1
                 if not self._fetching[tp]:
                     self._consumer.pause(tp)
 
+    def _sender(
+        self, aggregate: str, body: bytes, key: bytes, headers: dict[str, str], tp: TopicPartition
+    ) -> _Send:
+        return _Send(self._commands[aggregate], body, key, headers, self._reply_headers(tp))
+
     async def stop(self) -> None:
+        for task in list(self._resends):
+            task.cancel()
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(BusUnavailable("shutting down"))
@@ -318,19 +412,19 @@ class CommandBus:
             # A probe's nudge makes an idle actor host peek, not wake: readiness polling
             # must not keep it awake (see bus/actors/wake.py).
             tp = await self._reply_partition()
-            with self._awaiting_reply(tp, fut):
+            headers = {"command-id": command_id, "command-type": PROBE_TYPE}
+            send = self._sender(
+                "uploads",
+                orjson.dumps({"probe": True, "command_id": command_id}),
+                command_id.encode(),
+                headers,
+                tp,
+            )
+            with self._awaiting_reply(tp, fut, command_id, send):
                 if self._nudge is not None:
                     self._nudge.probe()
                 async with asyncio.timeout(timeout):
-                    sent = await self._commands["uploads"].publish(
-                        orjson.dumps({"probe": True, "command_id": command_id}),
-                        key=command_id.encode(),
-                        headers={
-                            "command-id": command_id,
-                            "command-type": PROBE_TYPE,
-                            **self._reply_headers(tp),
-                        },
-                    )
+                    sent = await send()
                 if self._nudge is not None:
                     self._nudge.ring(sent.topic, sent.partition, sent.offset)
                 async with asyncio.timeout(timeout):
@@ -363,21 +457,20 @@ class CommandBus:
         timer = metrics.CommandTimer(cmd.type)
         try:
             tp = await self._reply_partition()
-            with self._awaiting_reply(tp, fut):
+            headers = {
+                "command-id": command_id,
+                "command-type": cmd.type,
+                **({"traceparent": traceparent} if traceparent else {}),
+            }
+            send = self._sender(
+                cmd.aggregate, orjson.dumps(body), cmd.aggregate_id.encode(), headers, tp
+            )
+            with self._awaiting_reply(tp, fut, command_id, send):
                 if self._nudge is not None:
                     self._nudge()
                 try:
                     async with asyncio.timeout(limit):
-                        sent = await self._commands[cmd.aggregate].publish(
-                            orjson.dumps(body),
-                            key=cmd.aggregate_id.encode(),
-                            headers={
-                                "command-id": command_id,
-                                "command-type": cmd.type,
-                                **self._reply_headers(tp),
-                                **({"traceparent": traceparent} if traceparent else {}),
-                            },
-                        )
+                        sent = await send()
                 except (KafkaError, TimeoutError, OSError) as e:
                     timer.done("unavailable")
                     raise BusUnavailable(f"the command bus is unavailable: {e}") from e

@@ -10,11 +10,18 @@ Postgres pool, and so does the actor host.
 - The sender (`ReplyChannel`) LISTENs on a channel of its own and names it in each
   command's `reply-channel` header.
 - The actor host (`ReplyNotifier`) NOTIFYs the reply there once the command is applied (a
-  reply is only made from the durable outcome), and publishes it on the reply topic as
-  before. Kafka keeps carrying every reply: it is what a sender without Postgres, or whose
-  LISTEN connection was lost, still gets. Whichever arrives first resolves the wait; the
-  other finds no one waiting (both say the same: a reply is a function of the outcome).
-- NOTIFY carries at most 8,000 bytes: a longer reply goes by Kafka only.
+  reply is only made from the durable outcome), and publishes nothing on the reply topic:
+  that record cost the host a produce and the broker a fetch and memory (the embedded one
+  keeps every record) for a copy that arrived after the NOTIFY nearly every time. The
+  reply topic carries the replies of senders that name no channel (no Postgres, or their
+  channel was lost), a reply whose NOTIFY failed (the host publishes it then), and a reply
+  too long for NOTIFY (8,000 bytes), which the host points to with an empty NOTIFY so that
+  its sender reads the topic at once.
+- A sender whose LISTEN connection ends (its termination callback) sends every command
+  that named the channel again, without it: the same command id, so the host applies it
+  once and answers the repeat by Kafka from the events it appended (a duplicate). A
+  connection that dies silently is found by a check when a reply is late
+  (bus/actors/commandbus.py, KAFKA_FALLBACK_AFTER), which then counts as the end.
 
 Notifications are sent in batches, like the event store's group commit: a lone reply goes
 at once, replies that come while a batch is being sent go together in the next one (one
@@ -43,6 +50,12 @@ MAX_PAYLOAD = 7_900
 # A sender whose LISTEN connection was lost tries again at most this often (meanwhile its
 # replies come by Kafka).
 RELISTEN_EVERY = 5.0
+# A late reply makes the sender check that its channel's connection is alive, at most this
+# often, each check given CHECK_TIMEOUT to answer.
+CHECK_EVERY = 1.0
+CHECK_TIMEOUT = 2.0
+# The body of a NOTIFY that says the reply is on the reply topic.
+ON_THE_TOPIC = ""
 _NOTIFY = "SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS t(c, p)"
 
 
@@ -61,14 +74,22 @@ class ReplyChannel:
     """The sender's side: LISTEN on a channel of its own; `on_reply(command_id, body)` for
     each reply that arrives there."""
 
-    def __init__(self, pool: asyncpg.Pool, on_reply: Callable[[str, bytes], None]) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        on_reply: Callable[[str, bytes], None],
+        on_lost: Callable[[], None] | None = None,
+    ) -> None:
         self.pool = pool
         self.name = f"cairn_reply_{uuid.uuid4().hex}"
         self._on_reply = on_reply
+        self._on_lost_cb = on_lost
         self._conn: Any = None
         self._listening = False
         self._last_try = float("-inf")
+        self._last_check = float("-inf")
         self._task: asyncio.Task[None] | None = None
+        self._checking: asyncio.Task[None] | None = None
 
     @property
     def listening(self) -> bool:
@@ -107,7 +128,32 @@ class ReplyChannel:
 
     def _on_lost(self, conn: Any) -> None:
         # Commands stop naming the channel at once; a later send tries to listen again.
+        if conn is not self._conn or not self._listening:
+            return
         self._listening = False
+        if self._on_lost_cb is not None:
+            self._on_lost_cb()
+
+    def check(self) -> None:
+        """Make sure the connection still answers (at most every CHECK_EVERY seconds, in the
+        background); one that does not counts as lost."""
+        now = time.monotonic()
+        if not self._listening or self._checking is not None:
+            return
+        if now - self._last_check < CHECK_EVERY:
+            return
+        self._last_check = now
+        self._checking = asyncio.create_task(self._check(self._conn))
+
+    async def _check(self, conn: Any) -> None:
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT):
+                await conn.fetchval("SELECT 1")
+        except Exception as e:
+            log.warning("reply channel lost", error=repr(e))
+            self._on_lost(conn)
+        finally:
+            self._checking = None
 
     async def _drop(self) -> None:
         conn, self._conn = self._conn, None
@@ -116,46 +162,73 @@ class ReplyChannel:
             await db.unlisten(self.pool, conn, (self.name,), self._on_notify)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
+        for task in (self._task, self._checking):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
         await self._drop()
 
 
 class ReplyNotifier:
     """The actor host's side: NOTIFY replies to the channels their commands name, in
-    batches (see the module docstring). Best effort, like the Kafka reply: a failure is
-    logged, and the sender still gets the Kafka one."""
+    batches (see the module docstring)."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
-        self._queue: list[tuple[str, str]] = []
+        self._queue: list[tuple[str, str, asyncio.Future[bool] | None]] = []
         self._flushing: asyncio.Task[None] | None = None
         self.statements = 0  # NOTIFY statements sent (tests read it)
 
-    def send(self, channel: str | None, command_id: str, reply: bytes) -> bool:
-        """Queue `reply` for `channel`; False if it cannot go this way (no valid channel,
-        or too long)."""
-        if not valid_channel(channel) or len(reply) + len(command_id) + 1 > MAX_PAYLOAD:
-            return False
+    def send(
+        self, channel: str | None, command_id: str, reply: bytes
+    ) -> asyncio.Future[bool] | None:
+        """Queue `reply` for `channel`: a future that says whether the NOTIFY went out
+        (True) or failed (False: publish the reply on the topic). None if it cannot go
+        this way: no valid channel, or too long (then the sender is told by an empty
+        NOTIFY to read the topic, where the caller publishes it)."""
+        if not valid_channel(channel):
+            return None
         assert channel is not None
-        self._queue.append((channel, f"{command_id}\n{reply.decode()}"))
+        if len(reply) + len(command_id) + 1 > MAX_PAYLOAD:
+            self._enqueue(channel, f"{command_id}\n{ON_THE_TOPIC}", None)
+            return None
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._enqueue(channel, f"{command_id}\n{reply.decode()}", done)
+        return done
+
+    def _enqueue(self, channel: str, payload: str, done: asyncio.Future[bool] | None) -> None:
+        self._queue.append((channel, payload, done))
         if self._flushing is None:
             self._flushing = asyncio.create_task(self._flush())
-        return True
 
     async def _flush(self) -> None:
+        batch: list[tuple[str, str, asyncio.Future[bool] | None]] = []
         try:
             while self._queue:
                 batch, self._queue = self._queue, []
+                sent = True
                 try:
-                    await self.pool.execute(_NOTIFY, [c for c, _ in batch], [p for _, p in batch])
+                    await self.pool.execute(
+                        _NOTIFY, [c for c, _, _ in batch], [p for _, p, _ in batch]
+                    )
                     self.statements += 1
                 except Exception as e:
+                    # Then the host publishes these replies on the topic, which their
+                    # senders read once a reply is late.
                     log.warning("reply notifications not sent", error=repr(e), count=len(batch))
+                    sent = False
+                for _, _, done in batch:
+                    if done is not None and not done.done():
+                        done.set_result(sent)
+                batch = []
         finally:
+            # Cancelled mid-flush (the host stopping): what was not sent goes by Kafka.
             self._flushing = None
+            for _, _, done in [*batch, *self._queue]:
+                if done is not None and not done.done():
+                    done.set_result(False)
+            self._queue = []
 
     async def close(self) -> None:
         """Send what is queued."""

@@ -481,23 +481,36 @@ class ActorHost:
         self, replies: DefaultPublisher, records: list[ConsumerRecord[Any, Any]]
     ) -> None:
         sends = []
+        notices: list[tuple[asyncio.Future[bool], ConsumerRecord[Any, Any], bytes, bytes]] = []
+
+        async def publish(rec: ConsumerRecord[Any, Any], key: bytes, body: bytes) -> None:
+            sends.append(
+                await replies.publish(
+                    body, key=key, partition=reply_partition(rec), no_confirm=True
+                )
+            )
+
         for rec in records:
             reply_key, reply = await self._handle(rec)
             self.processed += 1
             if reply_key:
                 body = orjson.dumps(reply)
-                # Queued first: it goes out while the Kafka reply is being published.
-                self.notifier.send(header(rec.headers, CHANNEL_HEADER), reply_key.decode(), body)
-                sends.append(
-                    await replies.publish(
-                        body,
-                        key=reply_key,
-                        partition=reply_partition(rec),
-                        no_confirm=True,
-                    )
-                )
-        # Replies are best effort (the outcome is durable in Postgres already); wait so that
-        # memory stays bounded and errors are logged.
+                # A sender with a listening channel gets its reply by NOTIFY only; the reply
+                # topic carries the rest (bus/actors/fastreply.py).
+                channel = header(rec.headers, CHANNEL_HEADER)
+                notified = self.notifier.send(channel, reply_key.decode(), body)
+                if notified is None:
+                    await publish(rec, reply_key, body)
+                else:
+                    notices.append((notified, rec, reply_key, body))
+        # Awaited before the batch's offsets may be committed: a reply whose NOTIFY failed
+        # goes on the topic instead, and a host that dies first leaves the command to be
+        # redelivered and answered again.
+        for notified, rec, reply_key, body in notices:
+            if not await notified:
+                await publish(rec, reply_key, body)
+        # Kafka replies are best effort (the outcome is durable in Postgres already); wait
+        # so that memory stays bounded and errors are logged.
         for fut in sends:
             try:
                 await fut

@@ -24,11 +24,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 
 from tests.bench import disk
 from tests.bench.baselines import NODE_DIR
 from tests.bench.core import MiB, Result, Row, Scenario, human_bytes, mb_per_s, percentile
+from tests.bench.memory import label_of
 from tests.bench.runner import Bench, add_cpu, cpu_note
 
 TUS_SERVER = "@tus/server + file store (tus-js-client)"
@@ -169,6 +171,30 @@ def _new_watch(bench: Bench) -> Watch | None:
 
 
 # ---------------------------------------------------------------------------- breakdown
+
+
+async def _replies_by_channel(bench: Bench) -> dict[str, float]:
+    """The API's cairn_command_replies_total by `via` (notify, kafka), from /metrics."""
+    assert bench.cairn is not None
+    async with httpx.AsyncClient(base_url=bench.cairn.url, headers=bench.cairn.headers) as c:
+        text = (await c.get("/metrics")).text
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("cairn_command_replies_total{"):
+            via = line.split('via="', 1)[1].split('"', 1)[0]
+            out[via] = out.get(via, 0.0) + float(line.split()[-1])
+    return out
+
+
+def _broker_rss(bench: Bench) -> int | None:
+    """The embedded broker's RSS in bytes (it keeps every record in memory), if it runs."""
+    assert bench.cairn is not None
+    sup = psutil.Process(bench.cairn.supervisor_pid)
+    for p in sup.children(recursive=True):
+        if label_of(p, sup.pid) == "tansu":
+            with contextlib.suppress(psutil.Error):
+                return int(p.memory_info().rss)
+    return None
 
 
 def _ms(s: float) -> str:
@@ -354,6 +380,9 @@ async def tus_small_files(bench: Bench, res: Result) -> None:
     req_c: list[float] = []
     req_r: list[float] = []
     cpu: dict[str, float] = {}
+    replies: dict[str, float] = {}  # via -> the API's awaited replies in the measured runs
+    rss_start: int | None = None  # the embedded broker's, before the first measured run
+    rss_end: int | None = None  # and after the last
     watch = _new_watch(bench)
     done_r = 0
     for i, warmup in bench.iterations():
@@ -368,11 +397,18 @@ async def tus_small_files(bench: Bench, res: Result) -> None:
         }
         # The node process, not the measurement, takes up to a poll for the last file.
         timeout = s.small_seconds + 120
+        before = await _replies_by_channel(bench)
+        if not warmup and rss_start is None:
+            rss_start = _broker_rss(bench)
         with bench.window() as w:
             rep = await run_client({**_cairn_opts(bench), **common}, timeout)
         if not rep.get("lastFile", {}).get("fileId"):
             raise AssertionError(f"Cairn's last small tus upload did not become a file: {rep}")
         if not warmup:
+            rss_end = _broker_rss(bench)
+            after = await _replies_by_channel(bench)
+            for via, n in after.items():
+                replies[via] = replies.get(via, 0.0) + n - before.get(via, 0.0)
             add_cpu(cpu, w)
             cairn.append(rep["files"] / rep["seconds"])
             lat_c += rep["latencies"]
@@ -414,6 +450,17 @@ async def tus_small_files(bench: Bench, res: Result) -> None:
         "upload, with the file created in the actor's same step (one command round trip) "
         "before it answers"
     )
+    if rss_start is not None and rss_end is not None and lat_c:
+        res.notes.append(
+            f"the embedded broker's RSS grew by {(rss_end - rss_start) / MiB:.1f} MiB over the "
+            f"measured runs' {len(lat_c)} files ({(rss_end - rss_start) / len(lat_c) / 1024:.1f}"
+            " KiB per file; it keeps every record)"
+        )
+    if replies:
+        res.notes.append(
+            "the API's command replies in the measured runs, by the copy that answered: "
+            + ", ".join(f"{via} {int(n)}" for via, n in sorted(replies.items()))
+        )
     if lat_c:
         top = sorted(((v, k) for k, v in cpu.items() if v >= 0.05), reverse=True)
         res.notes.append(

@@ -1,12 +1,15 @@
 """Replies by NOTIFY (bus/actors/fastreply.py), against the real PostgreSQL and broker: a
-sender with a pool gets its reply on its own channel even when the reply topic brings
-nothing; the host sends what queues up during a NOTIFY in one statement; a header naming
-some other channel, or a reply too long for NOTIFY, goes by Kafka only; a sender whose
-LISTEN connection dies stops naming its channel and listens again later."""
+sender with a pool gets its reply on its own channel, and the host publishes nothing on the
+reply topic for it; the host sends what queues up during a NOTIFY in one statement; a
+header naming some other channel goes by Kafka only, a reply too long for NOTIFY by Kafka
+with an empty NOTIFY pointing there, a failed NOTIFY by Kafka; a sender whose LISTEN
+connection dies, loudly or silently, sends its waiting commands again without the channel
+and gets their replies by Kafka, stops naming the channel and listens again later."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from typing import Any
 
@@ -74,23 +77,39 @@ async def test_the_notifier_batches_what_queues_up_and_skips_what_it_cannot_send
     notifier = ReplyNotifier(pool)
     try:
         # Queued in one go: the first starts a flush, the rest wait for the next one.
-        for i in range(5):
-            assert notifier.send(channel.name, f"c{i}", b'{"ok":true,"n":%d}' % i)
+        sent = [notifier.send(channel.name, f"c{i}", b'{"ok":true,"n":%d}' % i) for i in range(5)]
         # Not a channel of ours (a command cannot make the host NOTIFY anything else)...
-        assert not notifier.send("cairn_events", "x", b"{}")
-        assert not notifier.send(None, "x", b"{}")
-        # ...and too long for NOTIFY: Kafka carries it.
-        assert not notifier.send(channel.name, "big", b"x" * fastreply.MAX_PAYLOAD)
+        assert notifier.send("cairn_events", "x", b"{}") is None
+        assert notifier.send(None, "x", b"{}") is None
+        # ...and too long for NOTIFY: Kafka carries it, and an empty NOTIFY says so.
+        assert notifier.send(channel.name, "big", b"x" * fastreply.MAX_PAYLOAD) is None
+        assert all(f is not None for f in sent)
+        assert [await f for f in sent if f is not None] == [True] * 5
 
-        async def all_five() -> bool:
-            return len(got) == 5
+        async def all_six() -> bool:
+            return len(got) == 6
 
-        await wait_until(all_five, timeout=10)
+        await wait_until(all_six, timeout=10)
         await notifier.close()
-        assert got == [(f"c{i}", b'{"ok":true,"n":%d}' % i) for i in range(5)]
-        assert notifier.statements <= 2  # one for the first, one for the four behind it
+        assert got == [(f"c{i}", b'{"ok":true,"n":%d}' % i) for i in range(5)] + [("big", b"")]
+        assert notifier.statements <= 2  # one for the first, one for the five behind it
     finally:
         await channel.close()
+
+
+class _Refusing:
+    """A pool whose statements fail (PostgreSQL unreachable)."""
+
+    async def execute(self, *args: object) -> None:
+        raise OSError("connection refused")
+
+
+async def test_a_failed_notify_says_so_so_that_the_host_publishes_the_reply() -> None:
+    notifier = ReplyNotifier(_Refusing())  # type: ignore[arg-type]
+    done = notifier.send(f"cairn_reply_{uuid.uuid4().hex}", "c1", b'{"ok":true}')
+    assert done is not None
+    assert await asyncio.wait_for(done, 5) is False
+    assert notifier.statements == 0
 
 
 def test_only_channels_of_this_module_are_valid() -> None:
@@ -141,20 +160,31 @@ async def test_a_lost_listen_connection_stops_the_header_until_it_listens_again(
         await bus.stop()
 
 
-@pytest.mark.parametrize("notified", [True, False], ids=["by-notify", "no-notify"])
+def _failed(*args: object) -> asyncio.Future[bool]:
+    """Stands in for ReplyNotifier.send when the NOTIFY statement fails."""
+    done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    done.set_result(False)
+    return done
+
+
+@pytest.mark.parametrize("case", ["by-notify", "no-notify", "notify-failed"])
 async def test_the_reply_topic_is_read_only_when_no_notify_came_in_time(
-    settings: Settings, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch, notified: bool
+    settings: Settings, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch, case: str
 ) -> None:
     """A sender whose channel listens leaves its reply partition paused while the reply
-    comes by NOTIFY; when none comes (here: a host that sends none), it reads the reply
-    topic after KAFKA_FALLBACK_AFTER, from before the reply, and still gets it."""
+    comes by NOTIFY; when none comes (a host that sends none, or whose NOTIFY failed and
+    so published the reply), it reads the reply topic after KAFKA_FALLBACK_AFTER, from
+    before the reply, and still gets it."""
     await ensure_topics(settings)
+    notified = case == "by-notify"
     # Long enough that no NOTIFY on this machine comes later: the by-notify case must
     # never read the topic.
     monkeypatch.setattr(commandbus, "KAFKA_FALLBACK_AFTER", 5.0 if notified else 0.05)
     host = ActorHost(settings, pool)
-    if not notified:
-        monkeypatch.setattr(host.notifier, "send", lambda *a: False)
+    if case == "no-notify":
+        monkeypatch.setattr(host.notifier, "send", lambda *a: None)
+    elif case == "notify-failed":
+        monkeypatch.setattr(host.notifier, "send", _failed)
     stop = asyncio.Event()
     running = asyncio.create_task(host.run(stop))
     bus = CommandBus(settings, pool=pool)
@@ -187,5 +217,152 @@ async def test_the_reply_topic_is_read_only_when_no_notify_came_in_time(
         assert consumer.paused() == set(bus._partitions)  # all paused again
     finally:
         await bus.stop()
+        stop.set()
+        await asyncio.wait_for(running, 30)
+
+
+async def _reply_records(bus: CommandBus) -> int:
+    """Every record the reply topic holds (the sum of its partitions' end offsets)."""
+    assert bus._consumer is not None
+    ends = await bus._consumer.end_offsets(bus._partitions)
+    return sum(ends.values())
+
+
+@pytest.mark.parametrize("with_pool", [True, False], ids=["channel", "no-channel"])
+async def test_the_host_publishes_no_reply_on_the_topic_for_a_listening_sender(
+    settings: Settings, pool: asyncpg.Pool, with_pool: bool
+) -> None:
+    await ensure_topics(settings)
+    host = ActorHost(settings, pool)
+    stop = asyncio.Event()
+    running = asyncio.create_task(host.run(stop))
+    bus = CommandBus(settings, pool=pool if with_pool else None)
+    try:
+        await bus.start()
+        assert (await bus.send(initiate(str(uuid.uuid4())), timeout=30)).applied
+        before = await _reply_records(bus)
+        for _ in range(3):
+            assert (await bus.send(initiate(str(uuid.uuid4())), timeout=20)).applied
+        # The control: a sender that names no channel gets its three replies on the topic.
+        assert await _reply_records(bus) - before == (0 if with_pool else 3)
+    finally:
+        await bus.stop()
+        stop.set()
+        await asyncio.wait_for(running, 30)
+
+
+async def test_a_reply_too_long_for_notify_is_read_from_the_topic_at_once(
+    settings: Settings, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The host publishes it and NOTIFYs an empty body: the sender reads the topic then,
+    not after KAFKA_FALLBACK_AFTER (made longer than the test's wait here)."""
+    await ensure_topics(settings)
+    monkeypatch.setattr(commandbus, "KAFKA_FALLBACK_AFTER", 60.0)
+    monkeypatch.setattr(fastreply, "MAX_PAYLOAD", 20)  # every reply is too long
+    host = ActorHost(settings, pool)
+    stop = asyncio.Event()
+    running = asyncio.create_task(host.run(stop))
+    bus = CommandBus(settings, pool=pool)
+    try:
+        await bus.start()
+        assert bus._channel is not None and bus._channel.listening
+        before = _replies("kafka")
+        for _ in range(2):
+            assert (await bus.send(initiate(str(uuid.uuid4())), timeout=20)).applied
+        assert _replies("kafka") - before == 2
+    finally:
+        await bus.stop()
+        stop.set()
+        await asyncio.wait_for(running, 30)
+
+
+async def _stream_version(pool: asyncpg.Pool, stream_id: str) -> int:
+    return int(
+        await pool.fetchval(
+            "SELECT coalesce(max(version), 0) FROM eventstore.events WHERE stream_id = $1",
+            stream_id,
+        )
+    )
+
+
+async def test_commands_waiting_on_a_lost_channel_are_sent_again_and_answered_by_kafka(
+    settings: Settings, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The channel's connection ends while a command waits for its reply there: the
+    command goes again without the channel, the host applies it once and answers the
+    repeat on the topic."""
+    await ensure_topics(settings)
+    monkeypatch.setattr(commandbus, "KAFKA_FALLBACK_AFTER", 60.0)  # only the loss may act
+    bus = CommandBus(settings, pool=pool)
+    host = ActorHost(settings, pool)
+    stop = asyncio.Event()
+    running: asyncio.Task[None] | None = None
+    try:
+        await bus.start()
+        channel = bus._channel
+        assert channel is not None and channel.listening
+        cmd = initiate(str(uuid.uuid4()))
+        # No host yet: the command waits, named with the channel.
+        sending = asyncio.create_task(bus.send(cmd, timeout=60))
+
+        async def waiting() -> bool:
+            return cmd.command_id in bus._by_channel
+
+        await wait_until(waiting, timeout=10)
+        before = _replies("kafka")
+        await pool.execute("SELECT pg_terminate_backend($1)", channel._conn.get_server_pid())
+        # The host comes: its NOTIFY to the dead channel reaches no one.
+        running = asyncio.create_task(host.run(stop))
+        result = await asyncio.wait_for(sending, 45)
+        assert result.command_id == cmd.command_id and result.version == 1
+        assert _replies("kafka") - before == 1
+        assert await _stream_version(pool, cmd.stream_id) == 1  # applied once
+    finally:
+        await bus.stop()
+        stop.set()
+        if running is not None:
+            await asyncio.wait_for(running, 30)
+
+
+class _Silent:
+    """A connection that no longer answers (its TCP peer gone without a word)."""
+
+    async def fetchval(self, *args: object) -> object:
+        await asyncio.Event().wait()
+        return None
+
+
+async def test_a_silently_dead_channel_is_found_when_a_reply_is_late(
+    settings: Settings, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await ensure_topics(settings)
+    monkeypatch.setattr(commandbus, "KAFKA_FALLBACK_AFTER", 0.05)
+    monkeypatch.setattr(fastreply, "CHECK_TIMEOUT", 0.2)
+    host = ActorHost(settings, pool)
+    stop = asyncio.Event()
+    running = asyncio.create_task(host.run(stop))
+    bus = CommandBus(settings, pool=pool)
+    real: Any = None
+    try:
+        await bus.start()
+        channel = bus._channel
+        assert channel is not None and channel.listening
+        assert (await bus.send(initiate(str(uuid.uuid4())), timeout=30)).version == 1
+        # The connection goes quiet: nothing reaches the channel, and it answers nothing.
+        real = channel._conn
+        await real.remove_listener(channel.name, channel._on_notify)
+        channel._conn = _Silent()
+        before = _replies("kafka")
+        cmd = initiate(str(uuid.uuid4()))
+        result = await bus.send(cmd, timeout=20)
+        # By the topic: the host NOTIFYs a command that names the channel, so only the
+        # command sent again without it (once the check timed out) was answered there.
+        assert result.version == 1 and _replies("kafka") - before == 1
+        assert await _stream_version(pool, cmd.stream_id) == 1
+    finally:
+        await bus.stop()
+        if real is not None:
+            with contextlib.suppress(Exception):
+                await pool.release(real)
         stop.set()
         await asyncio.wait_for(running, 30)
