@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -37,18 +38,38 @@ async def _no_kafka_replies(records: tuple[Any, ...]) -> None:
     """Stands in for CommandBus._on_replies: the reply topic brings nothing."""
 
 
-@pytest.mark.parametrize("with_pool", [True, False], ids=["notify", "kafka-only"])
-async def test_a_reply_comes_by_notify_when_the_reply_topic_brings_nothing(
-    settings: Settings, pool: asyncpg.Pool, with_pool: bool
-) -> None:
+@contextlib.asynccontextmanager
+async def _host_and_sender(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    *,
+    with_pool: bool = True,
+    on_replies: Any = None,
+) -> AsyncIterator[tuple[ActorHost, CommandBus]]:
+    """A running actor host and a started sender (with a channel if `with_pool`)."""
     await ensure_topics(settings)
     host = ActorHost(settings, pool)
     stop = asyncio.Event()
     running = asyncio.create_task(host.run(stop))
     bus = CommandBus(settings, pool=pool if with_pool else None)
-    bus._on_replies = _no_kafka_replies  # type: ignore[method-assign]
+    if on_replies is not None:
+        bus._on_replies = on_replies  # type: ignore[method-assign]
     try:
         await bus.start()
+        yield host, bus
+    finally:
+        await bus.stop()
+        stop.set()
+        await asyncio.wait_for(running, 30)
+
+
+@pytest.mark.parametrize("with_pool", [True, False], ids=["notify", "kafka-only"])
+async def test_a_reply_comes_by_notify_when_the_reply_topic_brings_nothing(
+    settings: Settings, pool: asyncpg.Pool, with_pool: bool
+) -> None:
+    async with _host_and_sender(
+        settings, pool, with_pool=with_pool, on_replies=_no_kafka_replies
+    ) as (host, bus):
         cmd = initiate(str(uuid.uuid4()))
         if with_pool:
             result = await bus.send(cmd, timeout=20)
@@ -62,10 +83,6 @@ async def test_a_reply_comes_by_notify_when_the_reply_topic_brings_nothing(
             # The control: without the channel, only the (silenced) reply topic answers.
             with pytest.raises(BusUnavailable):
                 await bus.send(cmd, timeout=3)
-    finally:
-        await bus.stop()
-        stop.set()
-        await asyncio.wait_for(running, 30)
 
 
 async def test_the_notifier_batches_what_queues_up_and_skips_what_it_cannot_send(
@@ -175,21 +192,15 @@ async def test_the_reply_topic_is_read_only_when_no_notify_came_in_time(
     comes by NOTIFY; when none comes (a host that sends none, or whose NOTIFY failed and
     so published the reply), it reads the reply topic after KAFKA_FALLBACK_AFTER, from
     before the reply, and still gets it."""
-    await ensure_topics(settings)
     notified = case == "by-notify"
     # Long enough that no NOTIFY on this machine comes later: the by-notify case must
     # never read the topic.
     monkeypatch.setattr(commandbus, "KAFKA_FALLBACK_AFTER", 5.0 if notified else 0.05)
-    host = ActorHost(settings, pool)
-    if case == "no-notify":
-        monkeypatch.setattr(host.notifier, "send", lambda *a: None)
-    elif case == "notify-failed":
-        monkeypatch.setattr(host.notifier, "send", _failed)
-    stop = asyncio.Event()
-    running = asyncio.create_task(host.run(stop))
-    bus = CommandBus(settings, pool=pool)
-    try:
-        await bus.start()
+    async with _host_and_sender(settings, pool) as (host, bus):
+        if case == "no-notify":
+            monkeypatch.setattr(host.notifier, "send", lambda *a: None)
+        elif case == "notify-failed":
+            monkeypatch.setattr(host.notifier, "send", _failed)
         assert bus._channel is not None and bus._channel.listening
         # The first command meets a host still joining its group (seconds): not timed.
         assert (await bus.send(initiate(str(uuid.uuid4())), timeout=30)).applied
@@ -215,10 +226,6 @@ async def test_the_reply_topic_is_read_only_when_no_notify_came_in_time(
         assert _replies(via) - before == 3  # the metric tells which copy answered
         assert not any(bus._fetching.values()) and not any(bus._awaiting.values())
         assert consumer.paused() == set(bus._partitions)  # all paused again
-    finally:
-        await bus.stop()
-        stop.set()
-        await asyncio.wait_for(running, 30)
 
 
 async def _reply_records(bus: CommandBus) -> int:
@@ -232,23 +239,13 @@ async def _reply_records(bus: CommandBus) -> int:
 async def test_the_host_publishes_no_reply_on_the_topic_for_a_listening_sender(
     settings: Settings, pool: asyncpg.Pool, with_pool: bool
 ) -> None:
-    await ensure_topics(settings)
-    host = ActorHost(settings, pool)
-    stop = asyncio.Event()
-    running = asyncio.create_task(host.run(stop))
-    bus = CommandBus(settings, pool=pool if with_pool else None)
-    try:
-        await bus.start()
+    async with _host_and_sender(settings, pool, with_pool=with_pool) as (_, bus):
         assert (await bus.send(initiate(str(uuid.uuid4())), timeout=30)).applied
         before = await _reply_records(bus)
         for _ in range(3):
             assert (await bus.send(initiate(str(uuid.uuid4())), timeout=20)).applied
         # The control: a sender that names no channel gets its three replies on the topic.
         assert await _reply_records(bus) - before == (0 if with_pool else 3)
-    finally:
-        await bus.stop()
-        stop.set()
-        await asyncio.wait_for(running, 30)
 
 
 async def test_a_reply_too_long_for_notify_is_read_from_the_topic_at_once(
@@ -256,24 +253,14 @@ async def test_a_reply_too_long_for_notify_is_read_from_the_topic_at_once(
 ) -> None:
     """The host publishes it and NOTIFYs an empty body: the sender reads the topic then,
     not after KAFKA_FALLBACK_AFTER (made longer than the test's wait here)."""
-    await ensure_topics(settings)
     monkeypatch.setattr(commandbus, "KAFKA_FALLBACK_AFTER", 60.0)
     monkeypatch.setattr(fastreply, "MAX_PAYLOAD", 20)  # every reply is too long
-    host = ActorHost(settings, pool)
-    stop = asyncio.Event()
-    running = asyncio.create_task(host.run(stop))
-    bus = CommandBus(settings, pool=pool)
-    try:
-        await bus.start()
+    async with _host_and_sender(settings, pool) as (_, bus):
         assert bus._channel is not None and bus._channel.listening
         before = _replies("kafka")
         for _ in range(2):
             assert (await bus.send(initiate(str(uuid.uuid4())), timeout=20)).applied
         assert _replies("kafka") - before == 2
-    finally:
-        await bus.stop()
-        stop.set()
-        await asyncio.wait_for(running, 30)
 
 
 async def _stream_version(pool: asyncpg.Pool, stream_id: str) -> int:
@@ -335,16 +322,10 @@ class _Silent:
 async def test_a_silently_dead_channel_is_found_when_a_reply_is_late(
     settings: Settings, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await ensure_topics(settings)
     monkeypatch.setattr(commandbus, "KAFKA_FALLBACK_AFTER", 0.05)
     monkeypatch.setattr(fastreply, "CHECK_TIMEOUT", 0.2)
-    host = ActorHost(settings, pool)
-    stop = asyncio.Event()
-    running = asyncio.create_task(host.run(stop))
-    bus = CommandBus(settings, pool=pool)
     real: Any = None
-    try:
-        await bus.start()
+    async with _host_and_sender(settings, pool) as (_, bus):
         channel = bus._channel
         assert channel is not None and channel.listening
         assert (await bus.send(initiate(str(uuid.uuid4())), timeout=30)).version == 1
@@ -359,10 +340,5 @@ async def test_a_silently_dead_channel_is_found_when_a_reply_is_late(
         # command sent again without it (once the check timed out) was answered there.
         assert result.version == 1 and _replies("kafka") - before == 1
         assert await _stream_version(pool, cmd.stream_id) == 1
-    finally:
-        await bus.stop()
-        if real is not None:
-            with contextlib.suppress(Exception):
-                await pool.release(real)
-        stop.set()
-        await asyncio.wait_for(running, 30)
+    with contextlib.suppress(Exception):
+        await pool.release(real)
