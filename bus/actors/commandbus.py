@@ -41,7 +41,7 @@ from aiokafka.errors import KafkaError
 from faststream.kafka import TopicPartition as Assigned
 from faststream.middlewares import AckPolicy
 
-from bus.actors.fastreply import CHANNEL_HEADER, ReplyChannel
+from bus.actors.fastreply import CHANNEL_HEADER, ON_THE_TOPIC, ReplyChannel
 from bus.config import metrics
 from bus.config.logs import get_logger
 from bus.config.settings import Settings
@@ -195,7 +195,7 @@ class CommandBus:
             self._resolve(rec.key.decode() if rec.key else "", rec.value, "kafka")
 
     def _by_notify(self, command_id: str, value: bytes) -> None:
-        if not value:
+        if value == ON_THE_TOPIC:
             # The host's pointer: this reply is on the reply topic (too long for NOTIFY).
             fallback = self._by_channel.get(command_id)
             if fallback is not None:
@@ -326,7 +326,6 @@ class CommandBus:
         self,
         tp: TopicPartition,
         fut: asyncio.Future[dict[str, Any]],
-        command_id: str,
         send: _Send,
     ) -> Iterator[None]:
         """Fetch replies from `tp` while at least one command waits for its reply there.
@@ -358,6 +357,7 @@ class CommandBus:
             self._fetching[tp] = self._fetching.get(tp, 0) + 1
 
         later = None
+        command_id = send.headers["command-id"]
         named = CHANNEL_HEADER in send.where
         if named:
             self._by_channel[command_id] = _Fallback(fetch, send.again)
@@ -420,7 +420,7 @@ class CommandBus:
                 headers,
                 tp,
             )
-            with self._awaiting_reply(tp, fut, command_id, send):
+            with self._awaiting_reply(tp, fut, send):
                 if self._nudge is not None:
                     self._nudge.probe()
                 async with asyncio.timeout(timeout):
@@ -465,7 +465,7 @@ class CommandBus:
             send = self._sender(
                 cmd.aggregate, orjson.dumps(body), cmd.aggregate_id.encode(), headers, tp
             )
-            with self._awaiting_reply(tp, fut, command_id, send):
+            with self._awaiting_reply(tp, fut, send):
                 if self._nudge is not None:
                     self._nudge()
                 try:

@@ -55,7 +55,7 @@ RELISTEN_EVERY = 5.0
 CHECK_EVERY = 1.0
 CHECK_TIMEOUT = 2.0
 # The body of a NOTIFY that says the reply is on the reply topic.
-ON_THE_TOPIC = ""
+ON_THE_TOPIC = b""
 _NOTIFY = "SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS t(c, p)"
 
 
@@ -191,7 +191,7 @@ class ReplyNotifier:
             return None
         assert channel is not None
         if len(reply) + len(command_id) + 1 > MAX_PAYLOAD:
-            self._enqueue(channel, f"{command_id}\n{ON_THE_TOPIC}", None)
+            self._enqueue(channel, f"{command_id}\n{ON_THE_TOPIC.decode()}", None)
             return None
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._enqueue(channel, f"{command_id}\n{reply.decode()}", done)

@@ -24,6 +24,7 @@ from bus.actors.fastreply import CHANNEL_HEADER, ReplyChannel, ReplyNotifier, va
 from bus.actors.host import ActorHost
 from bus.config.settings import Settings
 from bus.kafka.clients import ensure_topics
+from bus.store import db
 from tests.bus.actors.test_host import initiate
 from tests.system import wait_until
 
@@ -114,19 +115,24 @@ async def test_the_notifier_batches_what_queues_up_and_skips_what_it_cannot_send
         await channel.close()
 
 
-class _Refusing:
-    """A pool whose statements fail (PostgreSQL unreachable)."""
+@contextlib.asynccontextmanager
+async def _closed_pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    """A pool of the real PostgreSQL, closed: every statement on it fails."""
+    assert settings.database_url is not None
+    closed = await db.create_pool(settings.database_url, min_size=1, max_size=1)
+    await closed.close()
+    yield closed
 
-    async def execute(self, *args: object) -> None:
-        raise OSError("connection refused")
 
-
-async def test_a_failed_notify_says_so_so_that_the_host_publishes_the_reply() -> None:
-    notifier = ReplyNotifier(_Refusing())  # type: ignore[arg-type]
-    done = notifier.send(f"cairn_reply_{uuid.uuid4().hex}", "c1", b'{"ok":true}')
-    assert done is not None
-    assert await asyncio.wait_for(done, 5) is False
-    assert notifier.statements == 0
+async def test_a_failed_notify_says_so_so_that_the_host_publishes_the_reply(
+    settings: Settings,
+) -> None:
+    async with _closed_pool(settings) as closed:
+        notifier = ReplyNotifier(closed)
+        done = notifier.send(f"cairn_reply_{uuid.uuid4().hex}", "c1", b'{"ok":true}')
+        assert done is not None
+        assert await asyncio.wait_for(done, 5) is False
+        assert notifier.statements == 0
 
 
 def test_only_channels_of_this_module_are_valid() -> None:
@@ -177,13 +183,6 @@ async def test_a_lost_listen_connection_stops_the_header_until_it_listens_again(
         await bus.stop()
 
 
-def _failed(*args: object) -> asyncio.Future[bool]:
-    """Stands in for ReplyNotifier.send when the NOTIFY statement fails."""
-    done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-    done.set_result(False)
-    return done
-
-
 @pytest.mark.parametrize("case", ["by-notify", "no-notify", "notify-failed"])
 async def test_the_reply_topic_is_read_only_when_no_notify_came_in_time(
     settings: Settings, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch, case: str
@@ -196,11 +195,12 @@ async def test_the_reply_topic_is_read_only_when_no_notify_came_in_time(
     # Long enough that no NOTIFY on this machine comes later: the by-notify case must
     # never read the topic.
     monkeypatch.setattr(commandbus, "KAFKA_FALLBACK_AFTER", 5.0 if notified else 0.05)
-    async with _host_and_sender(settings, pool) as (host, bus):
+    async with _host_and_sender(settings, pool) as (host, bus), _closed_pool(settings) as closed:
         if case == "no-notify":
             monkeypatch.setattr(host.notifier, "send", lambda *a: None)
         elif case == "notify-failed":
-            monkeypatch.setattr(host.notifier, "send", _failed)
+            # Its NOTIFY statements fail (PostgreSQL unreachable from the notifier).
+            monkeypatch.setattr(host.notifier, "pool", closed)
         assert bus._channel is not None and bus._channel.listening
         # The first command meets a host still joining its group (seconds): not timed.
         assert (await bus.send(initiate(str(uuid.uuid4())), timeout=30)).applied
