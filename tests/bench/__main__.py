@@ -31,6 +31,7 @@ from tests.bench import (
 from tests.bench.core import FULL, QUICK, Scenario, render_text, write_results
 
 ALL: list[Scenario] = [
+    *bus.FIRST,
     *uploads.SCENARIOS,
     *objects.SCENARIOS,
     *tus.SCENARIOS,

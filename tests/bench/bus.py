@@ -9,6 +9,9 @@
   settings; when Cairn waits longer per fetch than 10 ms, also with a 10 ms wait, which
   shows how much of the round trip is the consumers waiting on the broker (the embedded
   Tansu holds a fetch until its deadline; CAIRN_KAFKA_FETCH_MAX_WAIT_MS sets Cairn's).
+- bus.command_rtt_quiet: the same round trips right after `cairn up` is ready, before any
+  other scenario of the run (it runs first); bus.command_rtt then also reports its figures
+  against these, the quiet round trip of the same run.
 - bus.append_to_projection: N InitiateUpload commands applied straight to the event store
   through `bus.actors.host.Actors` (8 concurrent writers), then the time until
   `readmodel.uploads` shows all N: relay -> Kafka -> projector -> Postgres.
@@ -46,6 +49,9 @@ from tests.bench.core import Result, Row, Scenario, percentile
 from tests.bench.runner import Bench, add_cpu
 
 WARM_COMMANDS = 5
+# The quiet round trip is measured right after `cairn up` is ready: more warm-up, so that
+# connections, caches and the first consumer fetches are behind it.
+QUIET_WARM_COMMANDS = 50
 ECHO_SHORT_WAIT_MS = 10
 REPLY_TIMEOUT = 20.0
 WRITERS = 8
@@ -76,13 +82,13 @@ async def _pool(bench: Bench, writers: int = WRITERS) -> AsyncIterator[asyncpg.P
 # ---------------------------------------------------------------------------- command_rtt
 
 
-async def _timed(n: int, send: Any, gap: float = 0.0) -> list[float]:
-    """`n` timed calls of `send` after WARM_COMMANDS untimed ones, `gap` seconds apart."""
+async def _timed(n: int, send: Any, gap: float = 0.0, warm: int = WARM_COMMANDS) -> list[float]:
+    """`n` timed calls of `send` after `warm` untimed ones, `gap` seconds apart."""
     out = []
-    for k in range(WARM_COMMANDS + n):
+    for k in range(warm + n):
         t = time.perf_counter()
         await send()
-        if k >= WARM_COMMANDS:
+        if k >= warm:
             out.append(time.perf_counter() - t)
         if gap:
             await asyncio.sleep(gap)
@@ -171,9 +177,65 @@ async def command_rtt(bench: Bench, res: Result) -> None:
         bus = CommandBus(settings, nudge=Nudger(pool), pool=pool)
         appended, replayed = await _round_trips(bus, n)
     await _echo_baselines(settings, n, appended, replayed, res)
+    if bench.quiet_rtt is not None:
+        _against_quiet(bench.quiet_rtt, appended, replayed, res)
 
 
-async def _round_trips(bus: CommandBus, n: int) -> tuple[list[float], list[float]]:
+async def command_rtt_quiet(bench: Bench, res: Result) -> None:
+    """bus.command_rtt's round trips on the system as it starts, before any other scenario
+    of the run: the quiet figure that bus.command_rtt, after the gigabytes, is then
+    compared with in the same run (issue 13: p50 within 1.5x of it)."""
+    assert bench.cairn is not None
+    settings = bench.cairn.settings()
+    async with _pool(bench, 2) as pool:
+        bus = CommandBus(settings, nudge=Nudger(pool), pool=pool)
+        appended, replayed = await _round_trips(bus, bench.scale.rtt_samples, QUIET_WARM_COMMANDS)
+    bench.quiet_rtt = (appended, replayed)
+    for what, samples in (("append", appended), ("replay, no append", replayed)):
+        for p in (50, 99):
+            res.rows.append(
+                Row(
+                    f"quiet command RTT p{p}, {what}",
+                    "ms",
+                    [1000 * percentile(samples, p)],
+                    higher_is_better=False,
+                    kind="value",
+                )
+            )
+    res.notes.append(
+        f"{bench.scale.rtt_samples} sequential commands per variant after "
+        f"{QUIET_WARM_COMMANDS} warm-up, as in bus.command_rtt, before any other scenario "
+        "has run (run first when selected)"
+    )
+
+
+def _against_quiet(
+    quiet: tuple[list[float], list[float]],
+    appended: list[float],
+    replayed: list[float],
+    res: Result,
+) -> None:
+    for what, samples, before in (
+        ("append", appended, quiet[0]),
+        ("replay, no append", replayed, quiet[1]),
+    ):
+        for p in (50, 99):
+            res.rows.append(
+                Row(
+                    f"command RTT p{p}, {what}",
+                    "ms",
+                    [1000 * percentile(samples, p)],
+                    "the same at the start of this run (bus.command_rtt_quiet)",
+                    [1000 * percentile(before, p)],
+                    higher_is_better=False,
+                    kind="value",
+                )
+            )
+
+
+async def _round_trips(
+    bus: CommandBus, n: int, warm: int = WARM_COMMANDS
+) -> tuple[list[float], list[float]]:
     await bus.start()
     try:
 
@@ -188,7 +250,7 @@ async def _round_trips(bus: CommandBus, n: int) -> tuple[list[float], list[float
             r = await bus.send(_initiate(target, "bench-rtt"))
             assert not r.applied, "a replay must not append"
 
-        return await _timed(n, append), await _timed(n, replay)
+        return await _timed(n, append, warm=warm), await _timed(n, replay, warm=warm)
     finally:
         await bus.stop()
 
@@ -438,6 +500,15 @@ async def projection_rebuild(bench: Bench, res: Result) -> None:
         + ", ".join(f"{k} {v}" for k, v in applied.items())
     )
 
+
+# Run before every other scenario (tests/bench/__main__.py): the quiet figure.
+FIRST = [
+    Scenario(
+        "bus.command_rtt_quiet",
+        "command round trip p50/p99 on the fresh system, before the other scenarios",
+        command_rtt_quiet,
+    ),
+]
 
 SCENARIOS = [
     Scenario(
