@@ -191,17 +191,7 @@ async def command_rtt_quiet(bench: Bench, res: Result) -> None:
         bus = CommandBus(settings, nudge=Nudger(pool), pool=pool)
         appended, replayed = await _round_trips(bus, bench.scale.rtt_samples, QUIET_WARM_COMMANDS)
     bench.quiet_rtt = (appended, replayed)
-    for what, samples in (("append", appended), ("replay, no append", replayed)):
-        for p in (50, 99):
-            res.rows.append(
-                Row(
-                    f"quiet command RTT p{p}, {what}",
-                    "ms",
-                    [1000 * percentile(samples, p)],
-                    higher_is_better=False,
-                    kind="value",
-                )
-            )
+    _rtt_rows(res, "quiet command RTT", {"append": appended, "replay, no append": replayed})
     res.notes.append(
         f"{bench.scale.rtt_samples} sequential commands per variant after "
         f"{QUIET_WARM_COMMANDS} warm-up, as in bus.command_rtt, before any other scenario "
@@ -215,18 +205,34 @@ def _against_quiet(
     replayed: list[float],
     res: Result,
 ) -> None:
-    for what, samples, before in (
-        ("append", appended, quiet[0]),
-        ("replay, no append", replayed, quiet[1]),
-    ):
+    _rtt_rows(
+        res,
+        "command RTT",
+        {"append": appended, "replay, no append": replayed},
+        (
+            "the same at the start of this run (bus.command_rtt_quiet)",
+            {"append": quiet[0], "replay, no append": quiet[1]},
+        ),
+    )
+
+
+def _rtt_rows(
+    res: Result,
+    metric: str,
+    samples: dict[str, list[float]],
+    baseline: tuple[str, dict[str, list[float]]] | None = None,
+) -> None:
+    """p50 and p99 rows of round trips (seconds) per variant, each against the same
+    variant's `baseline` samples when given."""
+    for what, values in samples.items():
         for p in (50, 99):
             res.rows.append(
                 Row(
-                    f"command RTT p{p}, {what}",
+                    f"{metric} p{p}, {what}",
                     "ms",
-                    [1000 * percentile(samples, p)],
-                    "the same at the start of this run (bus.command_rtt_quiet)",
-                    [1000 * percentile(before, p)],
+                    [1000 * percentile(values, p)],
+                    baseline[0] if baseline else None,
+                    [1000 * percentile(baseline[1][what], p)] if baseline else None,
                     higher_is_better=False,
                     kind="value",
                 )
