@@ -168,30 +168,30 @@ async def kafka_echo(
             await producer.stop()
 
 
+APPEND, REPLAY = "append", "replay, no append"
+
+
 async def command_rtt(bench: Bench, res: Result) -> None:
     assert bench.cairn is not None
     n = bench.scale.rtt_samples
-    settings = bench.cairn.settings()
-    async with _pool(bench, 2) as pool:
-        # As the API sends them: a nudge wakes the actor host, replies come by NOTIFY too.
-        bus = CommandBus(settings, nudge=Nudger(pool), pool=pool)
-        appended, replayed = await _round_trips(bus, n)
-    await _echo_baselines(settings, n, appended, replayed, res)
+    samples = await _round_trips(bench, WARM_COMMANDS)
+    await _echo_baselines(bench.cairn.settings(), n, samples, res)
     if bench.quiet_rtt is not None:
-        _against_quiet(bench.quiet_rtt, appended, replayed, res)
+        _rtt_rows(
+            res,
+            "command RTT",
+            samples,
+            "the same at the start of this run (bus.command_rtt_quiet)",
+            bench.quiet_rtt,
+        )
 
 
 async def command_rtt_quiet(bench: Bench, res: Result) -> None:
     """bus.command_rtt's round trips on the system as it starts, before any other scenario
     of the run: the quiet figure that bus.command_rtt, after the gigabytes, is then
     compared with in the same run (issue 13: p50 within 1.5x of it)."""
-    assert bench.cairn is not None
-    settings = bench.cairn.settings()
-    async with _pool(bench, 2) as pool:
-        bus = CommandBus(settings, nudge=Nudger(pool), pool=pool)
-        appended, replayed = await _round_trips(bus, bench.scale.rtt_samples, QUIET_WARM_COMMANDS)
-    bench.quiet_rtt = (appended, replayed)
-    _rtt_rows(res, "quiet command RTT", {"append": appended, "replay, no append": replayed})
+    bench.quiet_rtt = await _round_trips(bench, QUIET_WARM_COMMANDS)
+    _rtt_rows(res, "quiet command RTT", bench.quiet_rtt)
     res.notes.append(
         f"{bench.scale.rtt_samples} sequential commands per variant after "
         f"{QUIET_WARM_COMMANDS} warm-up, as in bus.command_rtt, before any other scenario "
@@ -199,31 +199,15 @@ async def command_rtt_quiet(bench: Bench, res: Result) -> None:
     )
 
 
-def _against_quiet(
-    quiet: tuple[list[float], list[float]],
-    appended: list[float],
-    replayed: list[float],
-    res: Result,
-) -> None:
-    _rtt_rows(
-        res,
-        "command RTT",
-        {"append": appended, "replay, no append": replayed},
-        (
-            "the same at the start of this run (bus.command_rtt_quiet)",
-            {"append": quiet[0], "replay, no append": quiet[1]},
-        ),
-    )
-
-
 def _rtt_rows(
     res: Result,
     metric: str,
     samples: dict[str, list[float]],
-    baseline: tuple[str, dict[str, list[float]]] | None = None,
+    baseline: str | None = None,
+    against: dict[str, list[float]] | None = None,
 ) -> None:
-    """p50 and p99 rows of round trips (seconds) per variant, each against the same
-    variant's `baseline` samples when given."""
+    """p50 and p99 rows of round trips (seconds) per variant; with `baseline`, each against
+    the same variant's samples in `against`."""
     for what, values in samples.items():
         for p in (50, 99):
             res.rows.append(
@@ -231,38 +215,46 @@ def _rtt_rows(
                     f"{metric} p{p}, {what}",
                     "ms",
                     [1000 * percentile(values, p)],
-                    baseline[0] if baseline else None,
-                    [1000 * percentile(baseline[1][what], p)] if baseline else None,
+                    baseline,
+                    None if against is None else [1000 * percentile(against[what], p)],
                     higher_is_better=False,
                     kind="value",
                 )
             )
 
 
-async def _round_trips(
-    bus: CommandBus, n: int, warm: int = WARM_COMMANDS
-) -> tuple[list[float], list[float]]:
-    await bus.start()
-    try:
+async def _round_trips(bench: Bench, warm: int) -> dict[str, list[float]]:
+    """`rtt_samples` timed appends and replays (seconds each) after `warm` untimed ones,
+    from a CommandBus in this process sending as the API does: a nudge wakes the actor
+    host, replies come by NOTIFY."""
+    assert bench.cairn is not None
+    n = bench.scale.rtt_samples
+    async with _pool(bench, 2) as pool:
+        bus = CommandBus(bench.cairn.settings(), nudge=Nudger(pool), pool=pool)
+        await bus.start()
+        try:
 
-        async def append() -> None:
-            r = await bus.send(_initiate(str(uuid.uuid4()), "bench-rtt"))
-            assert r.applied, "a new upload must append"
+            async def append() -> None:
+                r = await bus.send(_initiate(str(uuid.uuid4()), "bench-rtt"))
+                assert r.applied, "a new upload must append"
 
-        target = str(uuid.uuid4())
-        await bus.send(_initiate(target, "bench-rtt"))
+            target = str(uuid.uuid4())
+            await bus.send(_initiate(target, "bench-rtt"))
 
-        async def replay() -> None:
-            r = await bus.send(_initiate(target, "bench-rtt"))
-            assert not r.applied, "a replay must not append"
+            async def replay() -> None:
+                r = await bus.send(_initiate(target, "bench-rtt"))
+                assert not r.applied, "a replay must not append"
 
-        return await _timed(n, append, warm=warm), await _timed(n, replay, warm=warm)
-    finally:
-        await bus.stop()
+            return {
+                APPEND: await _timed(n, append, warm=warm),
+                REPLAY: await _timed(n, replay, warm=warm),
+            }
+        finally:
+            await bus.stop()
 
 
 async def _echo_baselines(
-    settings: Settings, n: int, appended: list[float], replayed: list[float], res: Result
+    settings: Settings, n: int, samples: dict[str, list[float]], res: Result
 ) -> None:
     # The echo with Cairn's own consumer settings; and, when Cairn waits longer per fetch
     # than ECHO_SHORT_WAIT_MS, also with the short wait, to show what the wait costs.
@@ -281,28 +273,16 @@ async def _echo_baselines(
                 await kafka_echo(settings, n, fetch_max_wait_ms=ECHO_SHORT_WAIT_MS),
             )
         )
-    for what, samples in (("append", appended), ("replay, no append", replayed)):
-        for p in (50, 99):
-            for name, base in baselines:
-                res.rows.append(
-                    Row(
-                        f"command RTT p{p}, {what}",
-                        "ms",
-                        [1000 * percentile(samples, p)],
-                        name,
-                        [1000 * percentile(base, p)],
-                        higher_is_better=False,
-                        kind="value",
-                    )
-                )
+    for name, base in baselines:
+        _rtt_rows(res, "command RTT", samples, name, dict.fromkeys(samples, base))
     res.notes.append(
         f"{n} sequential commands per variant after {WARM_COMMANDS} warm-up; CommandBus from "
         "the bench process to the running actor host, as the API sends them (nudge, replies "
         "by NOTIFY too)"
     )
     res.extra["samples_ms"] = {
-        "append": [1000 * x for x in appended],
-        "replay": [1000 * x for x in replayed],
+        "append": [1000 * x for x in samples[APPEND]],
+        "replay": [1000 * x for x in samples[REPLAY]],
         **{name: [1000 * x for x in base] for name, base in baselines},
     }
 

@@ -52,8 +52,8 @@ class Bench:
         self.tus_note = "not started"
         self.sampler: Sampler | None = None
         self.openapi_paths: set[str] = set()
-        # bus.command_rtt_quiet's samples (append, replay), for bus.command_rtt to compare.
-        self.quiet_rtt: tuple[list[float], list[float]] | None = None
+        # bus.command_rtt_quiet's samples (seconds, per variant), for bus.command_rtt.
+        self.quiet_rtt: dict[str, list[float]] | None = None
         self._versions: dict[Path, int] = {}
         self._in_cairn: dict[Path, tuple[int, str]] = {}
 
