@@ -56,12 +56,21 @@ async def test_uploads_a_directory_recursively_verified(
             meta = (await c.get(f"/v1/files/{f['file_id']}")).json()
         assert meta["metadata"] == {"key": key}
         assert meta["name"] == key.rsplit("/", 1)[-1]
-    # The same file again is recognised by its sha256: no bytes sent.
+    # The same file again is recognised by its sha256: no bytes sent. Deduplication looks
+    # in the files read model (api/idempotency.py), so it waits until a.bin is listed there.
+    first = by_key["a.bin"]["file_id"]
+
+    async def listed() -> bool:
+        async with system.client("up-dir") as c:
+            page = (await c.get("/v1/files", params={"limit": 100})).json()
+        return first in {f["id"] for f in page["items"]}
+
+    await wait_until(listed)
     again = await cli("upload", str(tree / "a.bin"), "--json")
     assert again.code == 0, again.err
     (only,) = json.loads(again.out)["files"]
     assert only["deduplicated"] is True and only["bytes_sent"] == 0
-    assert only["file_id"] == by_key["a.bin"]["file_id"]
+    assert only["file_id"] == first
 
 
 async def test_upload_resumes_after_ctrl_c(system: System, cli_for: Any, tmp_path: Path) -> None:
