@@ -158,9 +158,32 @@ class LocalBlobStore:
         self._chunks.mkdir(parents=True, exist_ok=True)
         self._tmp.mkdir(parents=True, exist_ok=True)
         # Fan-out directories whose entry in their parent is known to be on disk (see
-        # _commit). Only ever grows; set.add is atomic under the GIL, and a race only
-        # costs a redundant fsync.
+        # _commit): leaves by their four hex digits, tops by their two. Only ever grow;
+        # set.add is atomic under the GIL, and a race only costs a redundant fsync.
         self._durable_dirs: set[str] = set()
+        self._durable_tops: set[str] = set()
+        self._adopt_fan_out()
+
+    def _adopt_fan_out(self) -> None:
+        """Count the fan-out directories already on disk as durable, having made them so.
+
+        A directory found here may be in the page cache only (its creator died before its
+        fsync), so each parent is fsynced after its leaves are listed, and chunks/ after
+        its parents: then every directory listed is on disk, and a put into one after a
+        restart needs two fsyncs (its file and its leaf) instead of four until the process
+        had met every leaf again. Clean directories fsync in microseconds (256 in about
+        13 ms on the bench VM); runs once at startup, so blocking is fine."""
+        tops = sorted(e.name for e in os.scandir(self._chunks) if e.is_dir(follow_symlinks=False))
+        if not tops:
+            return
+        leaves: list[str] = []
+        for top in tops:
+            path = self._chunks / top
+            leaves += [top + e.name for e in os.scandir(path) if e.is_dir(follow_symlinks=False)]
+            _fsync_dir(path)
+        _fsync_dir(self._chunks)
+        self._durable_dirs.update(leaves)
+        self._durable_tops.update(tops)
 
     # -- naming --------------------------------------------------------------------
 
@@ -308,9 +331,15 @@ class LocalBlobStore:
         key = digest[0:4]
         if key not in self._durable_dirs:
             # The leaf (and its parent) may have just been created, by us or by a
-            # concurrent put that has not fsynced yet: make both entries durable.
+            # concurrent put that has not fsynced yet: make both entries durable. The
+            # parent's entry in chunks/ needs it only once per parent (256 of them), not
+            # once per leaf (65,536): in a young store nearly every small put is the first
+            # in its leaf, and that fsync was a quarter of its fsyncs.
             _fsync_dir(leaf.parent)
-            _fsync_dir(self._chunks)
+            top = digest[0:2]
+            if top not in self._durable_tops:
+                _fsync_dir(self._chunks)
+                self._durable_tops.add(top)
             self._durable_dirs.add(key)
 
     def sweep_tmp(self, older_than: float = 24 * 3600) -> int:
