@@ -124,6 +124,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _subdirectories(path: Path) -> list[str]:
+    with os.scandir(path) as entries:
+        return [e.name for e in entries if e.is_dir(follow_symlinks=False)]
+
+
 def _check_range(sha256: str, size: int, offset: int, length: int | None) -> int:
     """Validate [offset, offset+length) against a chunk of `size` bytes; return the length.
 
@@ -171,15 +176,15 @@ class LocalBlobStore:
         fsync), so each parent is fsynced after its leaves are listed, and chunks/ after
         its parents: then every directory listed is on disk, and a put into one after a
         restart needs two fsyncs (its file and its leaf) instead of four until the process
-        had met every leaf again. Clean directories fsync in microseconds (256 in about
+        has met every leaf again. Clean directories fsync in microseconds (256 in about
         13 ms on the bench VM); runs once at startup, so blocking is fine."""
-        tops = sorted(e.name for e in os.scandir(self._chunks) if e.is_dir(follow_symlinks=False))
+        tops = _subdirectories(self._chunks)
         if not tops:
             return
         leaves: list[str] = []
         for top in tops:
             path = self._chunks / top
-            leaves += [top + e.name for e in os.scandir(path) if e.is_dir(follow_symlinks=False)]
+            leaves += [top + leaf for leaf in _subdirectories(path)]
             _fsync_dir(path)
         _fsync_dir(self._chunks)
         self._durable_dirs.update(leaves)
