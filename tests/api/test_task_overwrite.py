@@ -144,10 +144,18 @@ async def test_copy_and_move_onto_a_taken_name_fail_or_replace(sys_: System) -> 
         assert (await c.get(f"/v1/files/{a}")).status_code == 404  # moved
         new_a = t["results"][0]["result"]
         assert (await c.get(f"/v1/files/{new_a}/content")).content == b"new a" * 10
-        await listed(c, 2, bucket=dst)
-        names = sorted(
-            f["name"] for f in (await c.get("/v1/files", params={"bucket": dst})).json()["items"]
-        )
+
+        async def settled() -> list[str] | None:
+            # The read model applies the move's events one at a time, so a listing between
+            # the new a.txt's creation and the replaced one's deletion shows both: wait for
+            # the deletion and the new file, then look at the names.
+            items = (await c.get("/v1/files", params={"bucket": dst})).json()["items"]
+            ids = {f["id"] for f in items}
+            if taken in ids or new_a not in ids or len(items) < 2:
+                return None
+            return sorted(f["name"] for f in items)
+
+        names = await wait_until(settled)
         assert names == ["a.txt", "b.txt"]  # one a.txt: replaced, not doubled
 
 
