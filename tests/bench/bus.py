@@ -45,7 +45,7 @@ from domain.commands import InitiateUpload
 from domain.events import EventMeta
 from domain.registry import AGGREGATES
 from projections.rebuild import PROJECTIONS, rebuild
-from tests.bench.core import Result, Row, Scenario, percentile
+from tests.bench.core import Result, Row, Scenario, latency_rows, percentile
 from tests.bench.runner import Bench, add_cpu
 
 WARM_COMMANDS = 5
@@ -209,18 +209,9 @@ def _rtt_rows(
     """p50 and p99 rows of round trips (seconds) per variant; with `baseline`, each against
     the same variant's samples in `against`."""
     for what, values in samples.items():
-        for p in (50, 99):
-            res.rows.append(
-                Row(
-                    f"{metric} p{p}, {what}",
-                    "ms",
-                    [1000 * percentile(values, p)],
-                    baseline,
-                    None if against is None else [1000 * percentile(against[what], p)],
-                    higher_is_better=False,
-                    kind="value",
-                )
-            )
+        res.rows += latency_rows(
+            metric, values, baseline, None if against is None else against[what], variant=what
+        )
 
 
 async def _round_trips(bench: Bench, warm: int) -> dict[str, list[float]]:

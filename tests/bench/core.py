@@ -184,6 +184,32 @@ def percentile(values: Sequence[float], p: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
+def latency_rows(
+    metric: str,
+    seconds: Sequence[float],
+    baseline: str | None = None,
+    baseline_seconds: Sequence[float] | None = None,
+    note: str | None = None,
+    variant: str = "",
+) -> list[Row]:
+    """`metric p50` and `metric p99` rows (then `, variant` if given) in ms of pooled
+    samples in seconds, each against the baseline's samples when there are any (lower is
+    better)."""
+    return [
+        Row(
+            f"{metric} p{p}{f', {variant}' if variant else ''}",
+            "ms",
+            [1000 * percentile(seconds, p)],
+            baseline,
+            [1000 * percentile(baseline_seconds, p)] if baseline_seconds else None,
+            note,
+            higher_is_better=False,
+            kind="value",
+        )
+        for p in (50, 99)
+    ]
+
+
 def mb_per_s(nbytes: int, seconds: float) -> float:
     """Throughput in MB/s (10^6 bytes per second, like curl and dd)."""
     return nbytes / max(seconds, 1e-9) / 1e6

@@ -22,7 +22,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from tests.bench.baselines import curl_download
-from tests.bench.core import Result, Row, Scenario, human_bytes, mb_per_s, percentile
+from tests.bench.core import Result, Scenario, human_bytes, latency_rows, mb_per_s
 from tests.bench.runner import Bench
 from tests.bench.uploads import compare
 
@@ -194,19 +194,13 @@ async def range_4k(bench: Bench, res: Result) -> None:
             if not warmup:
                 ngx_lat += lat
                 ngx_rate.append(len(lat) / wall)
-    for p in (50, 99):
-        res.rows.append(
-            Row(
-                f"4 KiB range latency p{p}",
-                "ms",
-                [1000 * percentile(cairn_lat, p)],
-                NGINX,
-                [1000 * percentile(ngx_lat, p)] if ngx_lat else None,
-                None if bench.nginx else bench.nginx_note,
-                higher_is_better=False,
-                kind="value",
-            )
-        )
+    res.rows += latency_rows(
+        "4 KiB range latency",
+        cairn_lat,
+        NGINX,
+        ngx_lat,
+        None if bench.nginx else bench.nginx_note,
+    )
     res.rows += compare(
         "ranged reads", "req/s", cairn_rate, bench, ngx_rate, None, nginx_name=NGINX
     )

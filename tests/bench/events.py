@@ -29,7 +29,7 @@ from bus.store import db
 from bus.store.eventstore import PostgresEventStore
 from tests.api.sse import SSEClient
 from tests.bench.bus import _initiate
-from tests.bench.core import MiB, Result, Row, Scenario, percentile
+from tests.bench.core import MiB, Result, Row, Scenario, latency_rows
 from tests.bench.memory import label_of
 from tests.bench.runner import Bench
 
@@ -108,16 +108,7 @@ async def sse_latency(bench: Bench, res: Result) -> None:
             samples += [arrived[i] - answered[i] for i in range(chunks)]
             if after[1] > before[1]:
                 server_mean.append((after[0] - before[0]) / (after[1] - before[1]))
-    for p in (50, 99):
-        res.rows.append(
-            Row(
-                f"chunk PUT response → its SSE message, p{p}",
-                "ms",
-                [1000 * percentile(samples, p)],
-                higher_is_better=False,
-                kind="value",
-            )
-        )
+    res.rows += latency_rows("chunk PUT response → its SSE message,", samples)
     res.rows.append(
         Row(
             "append → SSE write (API histogram), mean",

@@ -29,7 +29,15 @@ import psutil
 
 from tests.bench import disk
 from tests.bench.baselines import NODE_DIR
-from tests.bench.core import MiB, Result, Row, Scenario, human_bytes, mb_per_s, percentile
+from tests.bench.core import (
+    MiB,
+    Result,
+    Row,
+    Scenario,
+    human_bytes,
+    latency_rows,
+    mb_per_s,
+)
 from tests.bench.memory import label_of
 from tests.bench.runner import Bench, add_cpu, cpu_note
 
@@ -426,19 +434,7 @@ async def tus_small_files(bench: Bench, res: Result) -> None:
     res.rows.append(
         Row("4 KiB files, creation-with-upload", "files/s", cairn, TUS_SERVER, ref or None, note)
     )
-    for p in (50, 99):
-        res.rows.append(
-            Row(
-                f"latency per file p{p}",
-                "ms",
-                [1000 * percentile(lat_c, p)],
-                TUS_SERVER,
-                [1000 * percentile(lat_r, p)] if lat_r else None,
-                note,
-                higher_is_better=False,
-                kind="value",
-            )
-        )
+    res.rows += latency_rows("latency per file", lat_c, TUS_SERVER, lat_r, note)
     res.notes.append(
         f"{SMALL} B files, {conc} concurrent tus-js-client uploads in one node process, at most "
         f"{s.small_files} files or {s.small_seconds:.0f} s per run ({len(lat_c)} Cairn files, "

@@ -3,6 +3,7 @@ that needs it or at startup, and no more often (bus/blobs/local.py, `_commit`)."
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,6 +18,7 @@ async def _one(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
+@functools.cache
 def _contents() -> tuple[bytes, bytes, bytes]:
     """Three contents: the second's digest shares the first's two leading hex digits (its
     parent directory) but not the next two (its leaf), the third's shares all four."""
