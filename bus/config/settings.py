@@ -62,6 +62,11 @@ class Settings:
     blob_early_writeback: bool = True
     topic_prefix: str = "cairn"
     kafka_partitions: int = 8
+    # Partitions of each command topic; 0 = kafka_partitions. More spread the commands of an
+    # aggregate over more partitions: on the embedded broker a partition's fetches cost more
+    # with every batch it holds (README, "Performance"), and each partition fetched costs a
+    # little on every command.
+    kafka_command_partitions: int = 0
     # Partitions of the reply topic: each CommandBus reads one (see bus/actors/commandbus.py).
     kafka_reply_partitions: int = 16
     kafka_idempotence: bool = True
@@ -240,6 +245,7 @@ class Settings:
             blob_early_writeback=_bool(env.get("CAIRN_BLOB_EARLY_WRITEBACK"), True),
             topic_prefix=env.get("CAIRN_TOPIC_PREFIX") or "cairn",
             kafka_partitions=_int(env, "CAIRN_KAFKA_PARTITIONS", 8),
+            kafka_command_partitions=_int(env, "CAIRN_KAFKA_COMMAND_PARTITIONS", 0),
             kafka_reply_partitions=_int(env, "CAIRN_KAFKA_REPLY_PARTITIONS", 16),
             kafka_idempotence=_bool(env.get("CAIRN_KAFKA_IDEMPOTENCE"), True),
             kafka_replication_factor=_int(env, "CAIRN_KAFKA_REPLICATION_FACTOR", 1),

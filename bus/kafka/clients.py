@@ -95,9 +95,12 @@ def make_consumer(
 
 def partitions_of(settings: Settings, topic: str) -> int:
     """The partitions `topic` is created with: the reply topic has its own count, since
-    each command sender reads only one of its partitions (bus/actors/commandbus.py)."""
+    each command sender reads only one of its partitions (bus/actors/commandbus.py), and
+    the command topics may have theirs (`kafka_command_partitions`, 0 = the default)."""
     if topic == settings.reply_topic:
         return settings.kafka_reply_partitions
+    if settings.kafka_command_partitions and topic.startswith(settings.command_topic("")):
+        return settings.kafka_command_partitions
     return settings.kafka_partitions
 
 

@@ -14,6 +14,13 @@ the same day: a produce to that partition, and an idle fetch at its end, cost wh
 cost on a fresh one, so it is the fetch of new records that grows.) Hence one reply
 partition at a time per command sender (bus/actors/commandbus.py).
 
+Those records went pipelined, many to a batch. `--one-per-batch` sends them one at a time,
+each its own batch, as commands are sent: the memory engine stores a batch per object and
+lists every object of a partition on each fetch that finds new records in it
+(tansu-storage/src/dynostore.rs, 0.6.0), so this is how a command partition ages
+(2026-12-05, README "Performance": 2.6 ms of broker CPU per echo at 4,000 batches, 14 ms
+at 16,000, and stalls of seconds at 24,000).
+
 Not a scenario of `just bench` (it compares the broker with itself) and not a test.
 Nothing else should run beside it.
 """
@@ -23,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+from typing import Any
 
 import psutil
 
@@ -33,6 +41,26 @@ from tests.bench.bus import WARM_COMMANDS, kafka_echo
 
 RECORD = 700  # about a command's size
 ECHOES = 300
+
+
+FILLERS = 8  # producers filling one record per batch at once
+
+
+async def fill_one_per_batch(settings: Settings, topic: str, partition: int, n: int) -> None:
+    """`n` records into one partition, each sent alone (a batch of its own)."""
+    producers = [make_producer(settings) for _ in range(FILLERS)]
+
+    async def send(producer: Any, count: int) -> None:
+        await producer.start()
+        for i in range(count):
+            await producer.send_and_wait(topic, b"x" * RECORD, key=b"%d" % i, partition=partition)
+
+    try:
+        share = [n // FILLERS + (1 if k < n % FILLERS else 0) for k in range(FILLERS)]
+        await asyncio.gather(*[send(p, k) for p, k in zip(producers, share, strict=True)])
+    finally:
+        for producer in producers:
+            await producer.stop()
 
 
 async def fill(settings: Settings, topic: str, partition: int, n: int) -> None:
@@ -56,7 +84,8 @@ def _ms(samples: list[float], q: float) -> float:
     return 1000 * sorted(samples)[min(len(samples) - 1, int(q * len(samples)))]
 
 
-async def main(sizes: list[int]) -> None:
+async def main(sizes: list[int], one_per_batch: bool = False) -> None:
+    filler = fill_one_per_batch if one_per_batch else fill
     kafka = EmbeddedKafka(free_port())
     await asyncio.to_thread(kafka.start)
     try:
@@ -76,8 +105,8 @@ async def main(sizes: list[int]) -> None:
         )
         have = 0
         for n in sizes:
-            await fill(settings, held["same"], 0, n - have)
-            await fill(settings, held["other"], 1, n - have)
+            await filler(settings, held["same"], 0, n - have)
+            await filler(settings, held["other"], 1, n - have)
             have = n
             for what, topic in (
                 ("in the request partition", held["same"]),
@@ -99,4 +128,11 @@ async def main(sizes: list[int]) -> None:
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--sizes", default="0,50000,200000", help="records held, comma-separated")
-    asyncio.run(main([int(x) for x in p.parse_args().sizes.split(",")]))
+    p.add_argument(
+        "--one-per-batch",
+        action="store_true",
+        help="send the records held one at a time, each a batch (as commands go); try"
+        " --sizes 0,4000,16000",
+    )
+    args = p.parse_args()
+    asyncio.run(main([int(x) for x in args.sizes.split(",")], args.one_per_batch))
