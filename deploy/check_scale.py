@@ -784,7 +784,7 @@ async def wait_projected(database_url: str, timeout: float = 60.0) -> None:
     streams the projector had not reached yet)."""
     import asyncpg
 
-    from domain.registry import STREAM_PREFIXES
+    from domain.registry import stream_id_for
     from projections.rebuild import PROJECTIONS
 
     behind_sql = (
@@ -799,12 +799,8 @@ async def wait_projected(database_url: str, timeout: float = 60.0) -> None:
         while True:
             behind = {}
             for name, projection in PROJECTIONS.items():
-                prefixes = [
-                    f"{prefix}-%"
-                    for prefix, aggregate in STREAM_PREFIXES.items()
-                    if aggregate in projection.aggregates
-                ]
-                n = await conn.fetchval(behind_sql, name, prefixes)
+                patterns = [stream_id_for(a, "%") for a in projection.aggregates]
+                n = await conn.fetchval(behind_sql, name, patterns)
                 if n:
                     behind[name] = n
             if not behind:

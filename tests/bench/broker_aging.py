@@ -30,9 +30,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-from typing import Any
 
 import psutil
+from aiokafka import AIOKafkaProducer
 
 from bus.config.settings import Settings
 from bus.kafka.clients import ensure_topics, make_producer
@@ -48,12 +48,15 @@ FILLERS = 8  # producers filling one record per batch at once
 
 async def fill_one_per_batch(settings: Settings, topic: str, partition: int, n: int) -> None:
     """`n` records into one partition, each sent alone (a batch of its own)."""
+    if n <= 0:
+        return
     producers = [make_producer(settings) for _ in range(FILLERS)]
+    value = b"x" * RECORD
 
-    async def send(producer: Any, count: int) -> None:
+    async def send(producer: AIOKafkaProducer, count: int) -> None:
         await producer.start()
         for i in range(count):
-            await producer.send_and_wait(topic, b"x" * RECORD, key=b"%d" % i, partition=partition)
+            await producer.send_and_wait(topic, value, key=b"%d" % i, partition=partition)
 
     try:
         share = [n // FILLERS + (1 if k < n % FILLERS else 0) for k in range(FILLERS)]

@@ -5,9 +5,7 @@ and the command topics follow the first unless the third is set."""
 from __future__ import annotations
 
 from bus.config.settings import Settings
-from bus.kafka.clients import partitions_of
-
-AGGREGATES = ("uploads", "files", "fetches", "tasks", "buckets")
+from bus.kafka.clients import AGGREGATES, partitions_of
 
 
 def settings(**env: str) -> Settings:
