@@ -123,6 +123,7 @@ class _Send:
     `again` sends it once more naming no channel (after the channel was lost)."""
 
     publisher: Any
+    topic: str
     body: bytes
     key: bytes
     headers: dict[str, str]
@@ -187,6 +188,8 @@ class CommandBus:
         # Commands that named the channel, by id: what makes their reply come by Kafka
         # instead (read the topic; and, when the channel was lost, send them again).
         self._by_channel: dict[str, _Fallback] = {}
+        # Every command awaiting its reply, by id: sent again when its topic is recycled.
+        self._in_flight: dict[str, _Send] = {}
         self._resends: set[asyncio.Task[None]] = set()
         self._consumer: AIOKafkaConsumer | None = None
 
@@ -214,11 +217,38 @@ class CommandBus:
         ]
         if waiting and self._nudge is not None:
             self._nudge()  # an idle host wakes for them
+        metrics.COMMANDS_RESENT.labels("channel_lost").inc(len(waiting))
         for fallback in waiting:
             fallback.read_topic()
             task = asyncio.create_task(fallback.resend())
             self._resends.add(task)
             task.add_done_callback(self._resent)
+
+    def _recycled(self, topic: str) -> None:
+        """The actor host recycled `topic` (bus/actors/recycle.py): a command sent there
+        after its last fetch went with it. Every command awaited there is sent again, the
+        same message: the host applies it once and answers a repeat from what it appended."""
+        waiting = [
+            send
+            for command_id, send in self._in_flight.items()
+            if send.topic == topic
+            and (fut := self._pending.get(command_id)) is not None
+            and not fut.done()
+        ]
+        if not waiting:
+            return
+        metrics.COMMANDS_RESENT.labels("recycled").inc(len(waiting))
+        if self._nudge is not None:
+            self._nudge()
+        for send in waiting:
+            task = asyncio.create_task(self._send_again(send))
+            self._resends.add(task)
+            task.add_done_callback(self._resent)
+
+    async def _send_again(self, send: _Send) -> None:
+        sent = await send()
+        if self._nudge is not None:
+            self._nudge.ring(sent.topic, sent.partition, sent.offset)
 
     def _resent(self, task: asyncio.Task[None]) -> None:
         self._resends.discard(task)
@@ -288,7 +318,9 @@ class CommandBus:
         await self._position_at_end(first)
         self._current = first
         if self._pool is not None:
-            self._channel = ReplyChannel(self._pool, self._by_notify, self._channel_lost)
+            self._channel = ReplyChannel(
+                self._pool, self._by_notify, self._channel_lost, self._recycled
+            )
             await self._channel.listen()
 
     async def _position_at_end(self, tp: TopicPartition) -> None:
@@ -358,6 +390,7 @@ class CommandBus:
 
         later = None
         command_id = send.headers["command-id"]
+        self._in_flight[command_id] = send
         named = CHANNEL_HEADER in send.where
         if named:
             self._by_channel[command_id] = _Fallback(fetch, send.again)
@@ -375,6 +408,7 @@ class CommandBus:
         finally:
             if later is not None:
                 later.cancel()
+            self._in_flight.pop(command_id, None)
             if named:
                 self._by_channel.pop(command_id, None)
             self._awaiting[tp] -= 1
@@ -386,7 +420,14 @@ class CommandBus:
     def _sender(
         self, aggregate: str, body: bytes, key: bytes, headers: dict[str, str], tp: TopicPartition
     ) -> _Send:
-        return _Send(self._commands[aggregate], body, key, headers, self._reply_headers(tp))
+        return _Send(
+            self._commands[aggregate],
+            self.settings.command_topic(aggregate),
+            body,
+            key,
+            headers,
+            self._reply_headers(tp),
+        )
 
     async def stop(self) -> None:
         for task in list(self._resends):

@@ -39,6 +39,7 @@ from typing import Any
 
 import asyncpg
 
+from bus.actors.recycle import RECYCLED_CHANNEL
 from bus.config.logs import get_logger
 from bus.store import db
 
@@ -79,11 +80,15 @@ class ReplyChannel:
         pool: asyncpg.Pool,
         on_reply: Callable[[str, bytes], None],
         on_lost: Callable[[], None] | None = None,
+        on_recycled: Callable[[str], None] | None = None,
     ) -> None:
         self.pool = pool
         self.name = f"cairn_reply_{uuid.uuid4().hex}"
         self._on_reply = on_reply
         self._on_lost_cb = on_lost
+        # Also the command topics' recycling (bus/actors/recycle.py), on the same connection.
+        self._on_recycled = on_recycled
+        self._channels = (self.name,) + ((RECYCLED_CHANNEL,) if on_recycled else ())
         self._conn: Any = None
         self._listening = False
         self._last_try = float("-inf")
@@ -108,7 +113,7 @@ class ReplyChannel:
         """LISTEN on a connection of its own; False (replies by Kafka only) if it fails."""
         self._last_try = time.monotonic()
         try:
-            self._conn = await db.listen(self.pool, (self.name,), self._on_notify, self._on_lost)
+            self._conn = await db.listen(self.pool, self._channels, self._on_notify, self._on_lost)
         except Exception as e:
             log.warning("reply channel not listening", error=repr(e))
             return False
@@ -123,6 +128,10 @@ class ReplyChannel:
             self._task = None
 
     def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        if channel == RECYCLED_CHANNEL:
+            if self._on_recycled is not None:
+                self._on_recycled(payload)
+            return
         command_id, _, body = payload.partition("\n")
         self._on_reply(command_id, body.encode())
 
@@ -159,7 +168,7 @@ class ReplyChannel:
         conn, self._conn = self._conn, None
         self._listening = False
         if conn is not None:
-            await db.unlisten(self.pool, conn, (self.name,), self._on_notify)
+            await db.unlisten(self.pool, conn, self._channels, self._on_notify)
 
     async def close(self) -> None:
         for task in (self._task, self._checking):

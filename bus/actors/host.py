@@ -32,6 +32,7 @@ from faststream.kafka.publisher.usecase import DefaultPublisher
 from faststream.middlewares import AckPolicy
 from opentelemetry.trace import SpanKind
 
+from bus.actors import recycle
 from bus.actors.commandbus import PROBE_TYPE, REPLY_PARTITION
 from bus.actors.fastreply import CHANNEL_HEADER, ReplyNotifier
 from bus.actors.wake import RING_AWAKE_MS, RING_LINGER, IdleGate
@@ -50,7 +51,7 @@ from bus.kafka.broker import (
     reply_publisher,
     subscriber_options,
 )
-from bus.kafka.clients import COMMAND_AGGREGATES, header
+from bus.kafka.clients import COMMAND_AGGREGATES, ensure_topics, header
 from bus.store.eventstore import PostgresEventStore
 from domain import policies
 from domain.commands import Command, command_from_dict
@@ -305,6 +306,8 @@ class ActorHost:
         self.pool = pool
         # Replies also go by NOTIFY to senders that listen (bus/actors/fastreply.py).
         self.notifier = ReplyNotifier(pool)
+        self.gate: IdleGate | None = None
+        self.recycled = 0  # command topics recycled (bus/actors/recycle.py)
 
     def declare(self, broker: KafkaBroker, stop: asyncio.Event) -> Any:
         """Declare the command subscriber and the reply publisher on `broker`; return the
@@ -326,6 +329,13 @@ class ActorHost:
 
             async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
                 host.assigned |= set(assigned)
+                consumer = subscriber.consumer
+                if host.settings.kafka_command_recycle_after > 0 and consumer is not None:
+                    # A recycle cut off before its commit left the group's offset past the
+                    # new topic's end (bus/actors/recycle.py): start there from its start.
+                    for tp in await recycle.past_the_end(consumer, assigned):
+                        log.warning("offset past a recycled topic's end", topic=tp.topic)
+                        consumer.seek(tp, 0)
 
         subscriber = long_poll(
             broker.subscriber(
@@ -375,6 +385,8 @@ class ActorHost:
                 if rec.offset > host.handled.get(key, -1):
                     host.handled[key] = rec.offset
             host._uncommitted.set()
+            if host.settings.kafka_command_recycle_after > 0:
+                await host._recycle_due()
             host.batches += work  # a long batch counts as activity until its end
 
         return subscriber
@@ -407,6 +419,61 @@ class ActorHost:
                 # again and answers them from the applied command ids. Nothing to undo.
                 log.warning("offset commit failed, commands will be redelivered", error=str(e))
 
+    async def _recycle_due(self) -> None:
+        """Recycle the command topics that are due (bus/actors/recycle.py), between two
+        batches: nothing of theirs is being handled."""
+        consumer = self.consumer
+        if consumer is None:
+            return
+        partitions = {
+            topic: len(consumer.partitions_for_topic(topic) or ())
+            for topic in {tp.topic for tp in consumer.assignment()}
+        }
+        for topic in recycle.due(self.settings, self.handled, consumer.assignment(), partitions):
+            await self._recycle(topic)
+
+    async def _recycle(self, topic: str) -> None:
+        consumer = self.consumer
+        # Under the commit lock: the timer must not commit an offset of the old topic into
+        # the new one, nor a revocation come between the delete and the new positions.
+        async with self._committing:
+            tps = [tp for tp in consumer.assignment() if tp.topic == topic]
+            before = {tp: self.handled.pop((topic, tp.partition), -1) for tp in tps}
+            try:
+                await recycle.replace_topic(self.settings, topic)
+            except Exception as e:
+                log.warning("command topic not recycled", topic=topic, error=repr(e))
+                with contextlib.suppress(Exception):
+                    await ensure_topics(self.settings, [topic])
+                # Half done: where the topic was replaced after all (it ends before what
+                # was handled), read it from its start; elsewhere from where we were.
+                with contextlib.suppress(Exception):
+                    ends = await consumer.end_offsets(tps)
+                    for tp in tps:
+                        if ends[tp] <= before[tp]:
+                            consumer.seek(tp, 0)
+                        elif before[tp] >= 0:
+                            self.handled[(topic, tp.partition)] = before[tp]
+                return
+            for tp in tps:
+                consumer.seek(tp, 0)
+            try:
+                await consumer.commit({tp: 0 for tp in tps})
+            except KafkaError as e:
+                # A later commit, or the next owner's check (recycle.past_the_end), mends it.
+                log.warning("recycled topic's offsets not committed", error=str(e))
+        if self.gate is not None:
+            self.gate.forget(topic)
+        # Senders send again what they await there: it may have gone with the old topic.
+        try:
+            await recycle.announce(self.pool, topic)
+        except (asyncpg.PostgresError, OSError) as e:
+            # Their commands time out (503) and are retried by their clients.
+            log.warning("recycle not announced", topic=topic, error=repr(e))
+        self.recycled += 1
+        metrics.COMMAND_TOPICS_RECYCLED.labels(topic).inc()
+        log.info("command topic recycled", topic=topic)
+
     async def _commit_pending(self, stop: asyncio.Event) -> None:
         """Commit COMMIT_EVERY after a batch, with whatever was handled meanwhile: at most
         one commit per COMMIT_EVERY under load, and an idle host's last batch is committed
@@ -429,7 +496,7 @@ class ActorHost:
         # Idle: stop fetching until a sender's nudge (see bus/actors/wake.py).
         # Every sender rings once its command is in the broker, so the host may stop
         # fetching as soon as it has handled what it was rung for.
-        gate = IdleGate(
+        self.gate = gate = IdleGate(
             subscriber.consumer, handled=self.handled, linger=RING_LINGER, awake_ms=RING_AWAKE_MS
         )
         await gate.listen(self.pool)

@@ -275,6 +275,11 @@ class IdleGate:
         }
         return bool(self._owed)
 
+    def forget(self, topic: str) -> None:
+        """Drop the rings of `topic`: it was recycled (bus/actors/recycle.py), and offsets
+        rung in the old topic would count as unhandled in the new one."""
+        self._owed = {key: owed for key, owed in self._owed.items() if key[0] != topic}
+
     def _on_lost(self, *_: object) -> None:
         # No more nudges can arrive: stay awake from now on.
         log.warning("consumer lost its LISTEN connection; it will not pause")

@@ -75,6 +75,18 @@ COMMANDS_HANDLED = Counter(
     " failed (an exception; the command is redelivered).",
     ["type", "outcome"],
 )
+COMMAND_TOPICS_RECYCLED = Counter(
+    "cairn_command_topics_recycled",
+    "Command topics the actor host deleted and created empty once a partition had carried"
+    " CAIRN_KAFKA_COMMAND_RECYCLE_AFTER commands (the embedded broker; bus/actors/recycle.py).",
+    ["topic"],
+)
+COMMANDS_RESENT = Counter(
+    "cairn_commands_resent",
+    "Commands a sender sent again, by why: recycled (their command topic was recycled while"
+    " they waited) or channel_lost (the LISTEN connection for their reply ended).",
+    ["why"],
+)
 
 # ---- event store, relay, projections ---------------------------------------------------
 

@@ -69,6 +69,10 @@ class Settings:
     kafka_command_partitions: int = 0
     # Partitions of the reply topic: each CommandBus reads one (see bus/actors/commandbus.py).
     kafka_reply_partitions: int = 16
+    # Recycle a command topic (delete it and create it empty) once a partition of it has
+    # carried this many commands; 0 = never. For the embedded broker, which keeps every
+    # record and slows down with them (bus/actors/recycle.py); `cairn up` sets it.
+    kafka_command_recycle_after: int = 0
     kafka_idempotence: bool = True
     kafka_replication_factor: int = 1
     kafka_fetch_max_wait_ms: int = 500
@@ -247,6 +251,7 @@ class Settings:
             kafka_partitions=_int(env, "CAIRN_KAFKA_PARTITIONS", 8),
             kafka_command_partitions=_int(env, "CAIRN_KAFKA_COMMAND_PARTITIONS", 0),
             kafka_reply_partitions=_int(env, "CAIRN_KAFKA_REPLY_PARTITIONS", 16),
+            kafka_command_recycle_after=_int(env, "CAIRN_KAFKA_COMMAND_RECYCLE_AFTER", 0),
             kafka_idempotence=_bool(env.get("CAIRN_KAFKA_IDEMPOTENCE"), True),
             kafka_replication_factor=_int(env, "CAIRN_KAFKA_REPLICATION_FACTOR", 1),
             kafka_fetch_max_wait_ms=_int(env, "CAIRN_KAFKA_FETCH_MAX_WAIT_MS", 500),

@@ -58,6 +58,11 @@ EMBEDDED_PARTITIONS = 2
 # 10 s default brings `cairn up`'s banner from 13.0 to 10.7 s. All processes run on this one
 # machine under this supervisor, so a member is silent for 4 s only if it is gone.
 EMBEDDED_SESSION_TIMEOUT_MS = 4000
+# The embedded broker's command topics are recycled (deleted and created empty) once a
+# partition has carried this many commands, unless CAIRN_KAFKA_COMMAND_RECYCLE_AFTER says
+# otherwise (bus/actors/recycle.py): its fetches slow down with every batch a partition
+# holds, about 0.8 us of broker CPU per batch and fetch, and stall past some 20,000.
+EMBEDDED_RECYCLE_AFTER = 2000
 LOCK_FILE = "supervisor.pid"
 RUNTIME_FILE = "supervisor.json"
 TANSU_PID_FILE = "tansu.pid"
@@ -618,6 +623,7 @@ class Supervisor:
             # Tansu holds fetches until their deadline: keep command latency low.
             env.setdefault("CAIRN_KAFKA_FETCH_MAX_WAIT_MS", "10")
             env.setdefault("CAIRN_KAFKA_SESSION_TIMEOUT_MS", str(EMBEDDED_SESSION_TIMEOUT_MS))
+            env.setdefault("CAIRN_KAFKA_COMMAND_RECYCLE_AFTER", str(EMBEDDED_RECYCLE_AFTER))
             # The partitions the topics were created with (see EMBEDDED_PARTITIONS).
             env["CAIRN_KAFKA_PARTITIONS"] = str(s.kafka_partitions)
         return env

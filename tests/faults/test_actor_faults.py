@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from bus.actors.host import ActorHost
+from bus.config import metrics
 from bus.config.settings import Settings
 from domain.registry import COMMAND_AGGREGATES
 from tests.system import start_system, wait_until
@@ -55,9 +56,22 @@ async def chunk_events(pool: asyncpg.Pool, uid: str) -> Counter[int]:
 
 
 @pytest.mark.timeout(240)
-async def test_actor_host_killed_mid_upload(settings: Settings, pool: asyncpg.Pool) -> None:
-    fast = Settings(**{**settings.__dict__, "command_timeout": 3.0})
+@pytest.mark.parametrize("recycle_after", [0, 3])
+async def test_actor_host_killed_mid_upload(
+    settings: Settings, pool: asyncpg.Pool, recycle_after: int
+) -> None:
+    # With recycle_after 3 the host deletes and recreates the uploads command topic every
+    # few commands (bus/actors/recycle.py), so the kill lands near one: before its commit,
+    # after it, or with commands gone with the old topic that their senders send again.
+    fast = Settings(
+        **{
+            **settings.__dict__,
+            "command_timeout": 3.0,
+            "kafka_command_recycle_after": recycle_after,
+        }
+    )
     system = await start_system(fast, pool)
+    recycled = metrics.COMMAND_TOPICS_RECYCLED.labels(system.settings.command_topic("uploads"))
     try:
         data = os.urandom(CHUNK * 12 + 5)
         parts = [data[i : i + CHUNK] for i in range(0, len(data), CHUNK)]
@@ -93,6 +107,9 @@ async def test_actor_host_killed_mid_upload(settings: Settings, pool: asyncpg.Po
             f"upload-{uid}",
         )
         assert n_completed == 1
+        # 15 commands or more on the upload's one partition: recycled every 3 or never.
+        assert recycled._value.get() >= (4 if recycle_after else 0)
+        assert recycle_after or recycled._value.get() == 0
     finally:
         await system.shutdown()
 

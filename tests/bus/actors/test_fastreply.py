@@ -331,7 +331,8 @@ async def test_a_silently_dead_channel_is_found_when_a_reply_is_late(
         assert (await bus.send(initiate(str(uuid.uuid4())), timeout=30)).version == 1
         # The connection goes quiet: nothing reaches the channel, and it answers nothing.
         real = channel._conn
-        await real.remove_listener(channel.name, channel._on_notify)
+        for name in channel._channels:  # its own and the recycling's
+            await real.remove_listener(name, channel._on_notify)
         channel._conn = _Silent()
         before = _replies("kafka")
         cmd = initiate(str(uuid.uuid4()))

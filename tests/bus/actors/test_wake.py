@@ -291,3 +291,18 @@ async def test_an_owed_offset_is_given_up_after_owed_for(
     await wait_until(lambda: _awake(rung_loop), timeout=20)
     await wait_until(lambda: _paused(rung_loop), timeout=20)
     assert not rung_loop.gate.owes()
+
+
+async def test_a_recycled_topic_s_rings_are_forgotten(rung_loop: Loop) -> None:
+    """After its topic is recycled, an offset rung in the old one would wait to be handled
+    in the new one (where it may never come): `forget` drops it."""
+    tp = next(iter(rung_loop.consumer.assignment()))
+    ahead = rung_loop.handled.get((tp.topic, tp.partition), -1) + 1000
+    rung_loop.gate._on_notify(
+        None, 0, wake.CHANNEL, wake.RING + f"{tp.topic}/{tp.partition}/{ahead}"
+    )
+    assert rung_loop.gate.owes()
+    rung_loop.gate.forget("another.topic")
+    assert rung_loop.gate.owes()
+    rung_loop.gate.forget(tp.topic)
+    assert not rung_loop.gate.owes()

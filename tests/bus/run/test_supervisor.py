@@ -32,6 +32,7 @@ from bus.run.embedded import free_port
 from bus.run.processes import KINDS, RUNNERS
 from bus.run.supervisor import (
     EMBEDDED_PARTITIONS,
+    EMBEDDED_RECYCLE_AFTER,
     EMBEDDED_SESSION_TIMEOUT_MS,
     TANSU_PID_FILE,
     port_in_use,
@@ -137,6 +138,7 @@ def env(tmp_path: Path) -> dict[str, str]:
             "CAIRN_KAFKA_BOOTSTRAP",
             "CAIRN_JWT_SECRET",
             "CAIRN_KAFKA_SESSION_TIMEOUT_MS",
+            "CAIRN_KAFKA_COMMAND_RECYCLE_AFTER",
         )
     }
     e.update(
@@ -223,7 +225,8 @@ def test_up_runs_everything_and_stops_cleanly(start: Callable[[], Up], env: dict
 
     assert _query(db_url, "SELECT count(*) FROM pg_namespace WHERE nspname = 'eventstore'") == 1
     # The embedded broker's topics have EMBEDDED_PARTITIONS, and the children know it; they
-    # run their consumers with the embedded session timeout unless one is set.
+    # run their consumers with the embedded session timeout unless one is set, and recycle
+    # the command topics (bus/actors/recycle.py).
     topic = Settings.from_env(env).command_topic("uploads")
     assert _partitions(f"127.0.0.1:{kafka_port}", topic) == EMBEDDED_PARTITIONS
     told = []
@@ -235,9 +238,14 @@ def test_up_runs_everything_and_stops_cleanly(start: Callable[[], Up], env: dict
                     (
                         child_env["CAIRN_KAFKA_PARTITIONS"],
                         child_env["CAIRN_KAFKA_SESSION_TIMEOUT_MS"],
+                        child_env["CAIRN_KAFKA_COMMAND_RECYCLE_AFTER"],
                     )
                 )
-    expected = (str(EMBEDDED_PARTITIONS), str(EMBEDDED_SESSION_TIMEOUT_MS))
+    expected = (
+        str(EMBEDDED_PARTITIONS),
+        str(EMBEDDED_SESSION_TIMEOUT_MS),
+        str(EMBEDDED_RECYCLE_AFTER),
+    )
     assert told and set(told) == {expected}, told
     assert (data_dir / "jwt-secret").exists()  # generated before the children started
     _query(
