@@ -37,7 +37,7 @@ from typing import Any, Protocol
 import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, UnknownError
 from faststream.kafka import TopicPartition as Assigned
 from faststream.middlewares import AckPolicy
 
@@ -73,6 +73,11 @@ REPLIES_PER_PARTITION = 1000
 # earlier version; under load many round trips are longer than this, and each then costs
 # the broker a fetch every 10 ms of the partition while it waits.
 KAFKA_FALLBACK_AFTER = 0.25
+
+# How long a sender waits before each repeat of a publish the broker answered with an
+# unknown error (what the embedded broker says in the moment a topic is recycled; one
+# repeat after 10 ms found it back in every case measured).
+PUBLISH_RETRIES = (0.01, 0.02, 0.05, 0.1, 0.2)
 
 # A probe is a message on a command topic that the actor host answers at once without
 # touching any aggregate: a round trip through Kafka and the actors that changes nothing,
@@ -136,9 +141,21 @@ class _Send:
         await self._publish({k: v for k, v in self.where.items() if k != CHANNEL_HEADER})
 
     async def _publish(self, where: dict[str, str]) -> Any:
-        return await self.publisher.publish(
-            self.body, key=self.key, headers={**self.headers, **where}
-        )
+        for delay in (*PUBLISH_RETRIES, None):
+            try:
+                return await self.publisher.publish(
+                    self.body, key=self.key, headers={**self.headers, **where}
+                )
+            except UnknownError:
+                # The embedded broker answers a produce that meets its topic being
+                # recycled (bus/actors/recycle.py) with this unretriable code; the topic is
+                # back a few milliseconds later. A repeat that lands twice is a duplicate
+                # command id, applied once.
+                if delay is None:
+                    raise
+                metrics.COMMAND_PUBLISH_RETRIES.inc()
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
 
 
 class Nudge(Protocol):

@@ -67,6 +67,8 @@ log = get_logger(__name__)
 COMMIT_EVERY = 0.2
 
 MAX_CONFLICT_RETRIES = 8
+# How old the host's cluster metadata may get while it recycles command topics.
+RECYCLE_METADATA_AGE_MS = 3000
 CACHE_SIZE = 10_000
 
 
@@ -308,6 +310,8 @@ class ActorHost:
         self.notifier = ReplyNotifier(pool)
         self.gate: IdleGate | None = None
         self.recycled = 0  # command topics recycled (bus/actors/recycle.py)
+        # How long a fetch may take to come back (its wait, and a margin).
+        self._fetch_settle = min(settings.kafka_fetch_max_wait_ms, 500) / 1000 + 0.01
 
     def declare(self, broker: KafkaBroker, stop: asyncio.Event) -> Any:
         """Declare the command subscriber and the reply publisher on `broker`; return the
@@ -439,6 +443,12 @@ class ActorHost:
         async with self._committing:
             tps = [tp for tp in consumer.assignment() if tp.topic == topic]
             before = {tp: self.handled.pop((topic, tp.partition), -1) for tp in tps}
+            # Stop fetching the topic, and let a fetch already on its way come back, before
+            # it goes: a fetch that met it missing would make the consumer refresh its
+            # metadata, and metadata without the topic rebalances the group without it
+            # (seconds on the embedded broker, or minutes until the next refresh).
+            consumer.pause(*tps)
+            await asyncio.sleep(self._fetch_settle)
             try:
                 await recycle.replace_topic(self.settings, topic)
             except Exception as e:
@@ -454,9 +464,11 @@ class ActorHost:
                             consumer.seek(tp, 0)
                         elif before[tp] >= 0:
                             self.handled[(topic, tp.partition)] = before[tp]
+                self._resume(tps)
                 return
             for tp in tps:
                 consumer.seek(tp, 0)
+            self._resume(tps)
             try:
                 await consumer.commit({tp: 0 for tp in tps})
             except KafkaError as e:
@@ -474,6 +486,12 @@ class ActorHost:
         metrics.COMMAND_TOPICS_RECYCLED.labels(topic).inc()
         log.info("command topic recycled", topic=topic)
 
+    def _resume(self, tps: list[TopicPartition]) -> None:
+        """Fetch `tps` again after a recycle, unless the idle gate has paused everything
+        meanwhile (it resumes them all when it wakes)."""
+        if self.gate is None or not self.gate.paused:
+            self.consumer.resume(*tps)
+
     async def _commit_pending(self, stop: asyncio.Event) -> None:
         """Commit COMMIT_EVERY after a batch, with whatever was handled meanwhile: at most
         one commit per COMMIT_EVERY under load, and an idle host's last batch is committed
@@ -488,7 +506,15 @@ class ActorHost:
             await self.commit()
 
     async def run(self, stop: asyncio.Event) -> None:
-        broker = make_broker(self.settings, "actors")
+        # With recycling, metadata is refreshed every few seconds: a topic that a refresh
+        # in the moment of its recycle found missing is back in the group's assignment
+        # soon (see _recycle), not after the default five minutes.
+        recycling = self.settings.kafka_command_recycle_after > 0
+        broker = make_broker(
+            self.settings,
+            "actors",
+            metadata_max_age_ms=RECYCLE_METADATA_AGE_MS if recycling else None,
+        )
         subscriber = self.declare(broker, stop)
         await broker.start()
         self.consumer = subscriber.consumer

@@ -40,11 +40,12 @@ several actor hosts no host holds every partition of a topic, so none would recy
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
 
 from bus.config.settings import Settings
 from bus.kafka.clients import assert_bootstrap
@@ -73,17 +74,27 @@ def due(
 
 async def replace_topic(settings: Settings, topic: str) -> int:
     """Delete `topic` and create it again, empty, with as many partitions as it had;
-    return that count."""
+    return that count. The topic is missing for a millisecond or two: a consumer whose
+    metadata is refreshed in that moment rebalances its group without it (see
+    `ActorHost._recycle` for how the host avoids causing that refresh itself)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=assert_bootstrap(settings))
     await admin.start()
     try:
         count = await _partitions(admin, topic)
         await admin.delete_topics([topic])
-        # The broker deletes at once; wait until the topic is no longer listed, so the
-        # create below cannot be answered "already exists" by the old one.
-        await _until(admin, lambda topics: topic not in topics)
-        await admin.create_topics([NewTopic(topic, count, settings.kafka_replication_factor)])
-        await _until(admin, lambda topics: topic in topics)
+        new = NewTopic(topic, count, settings.kafka_replication_factor)
+        for _ in range(500):
+            try:
+                await admin.create_topics([new])
+                break
+            except TopicAlreadyExistsError:
+                await asyncio.sleep(0.002)  # (the delete has not taken effect yet)
+        else:
+            raise RuntimeError(f"{topic} was not deleted")
+        for _ in range(200):
+            if topic in await admin.list_topics():
+                break
+            await asyncio.sleep(0.005)
         made = await _partitions(admin, topic)
     finally:
         await admin.close()
@@ -95,14 +106,6 @@ async def replace_topic(settings: Settings, topic: str) -> int:
 async def _partitions(admin: AIOKafkaAdminClient, topic: str) -> int:
     (described,) = await admin.describe_topics([topic])
     return len(described["partitions"])
-
-
-async def _until(admin: AIOKafkaAdminClient, listed: Callable[[list[str]], bool]) -> None:
-    for _ in range(200):
-        if listed(await admin.list_topics()):
-            return
-        await asyncio.sleep(0.01)
-    raise RuntimeError("the broker did not list the topics as expected")
 
 
 async def announce(pool: asyncpg.Pool, topic: str) -> None:

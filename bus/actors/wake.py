@@ -234,6 +234,11 @@ class IdleGate:
         self._listening = False
 
     @property
+    def paused(self) -> bool:
+        """True while the gate holds every partition paused (idle)."""
+        return self._paused
+
+    @property
     def linger(self) -> float:
         return IDLE_AFTER if self._linger is None else self._linger
 

@@ -81,6 +81,11 @@ COMMAND_TOPICS_RECYCLED = Counter(
     " CAIRN_KAFKA_COMMAND_RECYCLE_AFTER commands (the embedded broker; bus/actors/recycle.py).",
     ["topic"],
 )
+COMMAND_PUBLISH_RETRIES = Counter(
+    "cairn_command_publish_retries",
+    "Command publishes repeated after the broker answered with an unknown error (the"
+    " embedded broker does in the moment a command topic is recycled).",
+)
 COMMANDS_RESENT = Counter(
     "cairn_commands_resent",
     "Commands a sender sent again, by why: recycled (their command topic was recycled while"

@@ -62,7 +62,7 @@ EMBEDDED_SESSION_TIMEOUT_MS = 4000
 # partition has carried this many commands, unless CAIRN_KAFKA_COMMAND_RECYCLE_AFTER says
 # otherwise (bus/actors/recycle.py): its fetches slow down with every batch a partition
 # holds, about 0.8 us of broker CPU per batch and fetch, and stall past some 20,000.
-EMBEDDED_RECYCLE_AFTER = 2000
+EMBEDDED_RECYCLE_AFTER = 1000
 LOCK_FILE = "supervisor.pid"
 RUNTIME_FILE = "supervisor.json"
 TANSU_PID_FILE = "tansu.pid"

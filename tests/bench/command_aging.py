@@ -101,6 +101,12 @@ async def main(commands: int, block: int, concurrency: int, variants: list[str])
                 lines = await _drive(cairn, commands, block, concurrency)
             finally:
                 await asyncio.to_thread(cairn.stop)
+                warnings = [
+                    line
+                    for line in (Path(tmp) / "cairn.log").read_text().splitlines()
+                    if "warning" in line or "error" in line
+                ]
+                print("\n".join(warnings[-20:]), flush=True)
             report += [f"CAIRN_KAFKA_COMMAND_RECYCLE_AFTER={recycle_after}", *lines]
     print("\n".join(report))
 
