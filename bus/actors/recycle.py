@@ -13,10 +13,19 @@ A command topic holds nothing that matters once handled: a command's outcome is 
 event store, and its sender waits for the reply. So the actor host, holding every
 partition of the topic (`due`), recycles it between two batches (`ActorHost._recycle`):
 
-1. under the host's commit lock, forgets what it handled there, deletes and creates the
-   topic (`replace_topic`), moves its positions to the new topic's start, and commits
-   offset 0 there (so the group's offsets never point past the new topic's end);
+1. under the host's commit lock, forgets what it handled there, stops fetching the topic
+   and waits for a fetch already on its way (a fetch that met the topic missing would
+   refresh the consumer's metadata, and metadata without the topic rebalances the group
+   without it), deletes and at once creates the topic (`replace_topic`: it is missing for
+   a millisecond or two), moves its positions to the new topic's start, fetches it again
+   and commits offset 0 there (so the group's offsets never point past its end);
 2. then NOTIFYs `RECYCLED_CHANNEL` with the topic's name (`announce`).
+
+A produce that meets the topic in that moment is answered with an unknown error (-1),
+which Kafka clients do not retry: the sender repeats it a few milliseconds later
+(bus/actors/commandbus.py, PUBLISH_RETRIES). The host refreshes its metadata every few
+seconds while recycling, so a refresh that happened to fall in the moment anyway costs a
+rebalance, not the topic's commands until the next five-minute refresh.
 
 A command produced to the old topic after the host's last fetch was deleted with it. Its
 sender is still waiting for the reply: on the notification each sender

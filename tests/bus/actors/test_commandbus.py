@@ -8,8 +8,11 @@ import asyncio
 import uuid
 
 import asyncpg
+import pytest
 from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.errors import UnknownError
 
+from bus.actors import commandbus
 from bus.actors.commandbus import REPLY_PARTITION, CommandBus
 from bus.actors.host import ActorHost, reply_partition
 from bus.config.settings import Settings
@@ -89,3 +92,33 @@ async def test_replies_come_on_the_partition_each_command_names_which_moves_on(
     count = settings.kafka_reply_partitions
     assert first == [(first[0] + k // 2) % count for k in range(len(first))]
     assert len({named[cid] for cid in sent[1::2]}) == 1
+
+
+class _FlakyPublisher:
+    """Fails its first `failures` publishes as the embedded broker does in the moment a
+    topic is recycled."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+
+    async def publish(self, body: bytes, **kw: object) -> str:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise UnknownError()
+        return "sent"
+
+
+async def test_a_publish_met_by_an_unknown_error_is_repeated(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(commandbus, "PUBLISH_RETRIES", (0.0, 0.0, 0.0))
+    flaky = _FlakyPublisher(failures=2)
+    send = commandbus._Send(flaky, "t", b"{}", b"k", {"command-id": "c"}, {})
+    assert await send() == "sent" and flaky.calls == 3
+    # It gives up after the last repeat: the sender answers 503, the client retries.
+    broken = _FlakyPublisher(failures=10)
+    send = commandbus._Send(broken, "t", b"{}", b"k", {"command-id": "c"}, {})
+    with pytest.raises(UnknownError):
+        await send()
+    assert broken.calls == 4
