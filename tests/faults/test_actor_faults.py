@@ -107,8 +107,9 @@ async def test_actor_host_killed_mid_upload(
             f"upload-{uid}",
         )
         assert n_completed == 1
-        # 15 commands or more on the upload's one partition: recycled every 3 or never.
-        assert recycled._value.get() >= (4 if recycle_after else 0)
+        # 14 commands or more on the upload's one partition, recycled after every third
+        # (after a batch: one that takes several commands goes past the third).
+        assert recycled._value.get() >= (2 if recycle_after else 0)
         assert recycle_after or recycled._value.get() == 0
     finally:
         await system.shutdown()
