@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import time
 from datetime import datetime
 from typing import Any
 
@@ -67,8 +68,10 @@ log = get_logger(__name__)
 COMMIT_EVERY = 0.2
 
 MAX_CONFLICT_RETRIES = 8
-# How old the host's cluster metadata may get while it recycles command topics.
-RECYCLE_METADATA_AGE_MS = 3000
+# A command topic that is due is recycled once the host has had no command for this long
+# (and its idle gate has paused fetching), looked for this often (bus/actors/recycle.py).
+RECYCLE_IDLE_FOR = 0.5
+RECYCLE_CHECK_EVERY = 0.5
 CACHE_SIZE = 10_000
 
 
@@ -310,8 +313,8 @@ class ActorHost:
         self.notifier = ReplyNotifier(pool)
         self.gate: IdleGate | None = None
         self.recycled = 0  # command topics recycled (bus/actors/recycle.py)
-        # How long a fetch may take to come back (its wait, and a margin).
-        self._fetch_settle = min(settings.kafka_fetch_max_wait_ms, 500) / 1000 + 0.01
+        self.handling = asyncio.Lock()  # held while a batch is handled, and by a recycle
+        self.last_batch_at = time.monotonic()
 
     def declare(self, broker: KafkaBroker, stop: asyncio.Event) -> Any:
         """Declare the command subscriber and the reply publisher on `broker`; return the
@@ -337,7 +340,12 @@ class ActorHost:
                 if host.settings.kafka_command_recycle_after > 0 and consumer is not None:
                     # A recycle cut off before its commit left the group's offset past the
                     # new topic's end (bus/actors/recycle.py): start there from its start.
-                    for tp in await recycle.past_the_end(consumer, assigned):
+                    try:
+                        late = await recycle.past_the_end(consumer, assigned)
+                    except (KafkaError, OSError) as e:
+                        log.warning("offsets not checked against the topics' ends", error=repr(e))
+                        late = []
+                    for tp in late:
                         log.warning("offset past a recycled topic's end", topic=tp.topic)
                         consumer.seek(tp, 0)
 
@@ -362,6 +370,12 @@ class ActorHost:
         @subscriber  # type: ignore[untyped-decorator]
         async def on_commands(records: Any) -> None:
             msg = current_message(broker)
+            host.last_batch_at = time.monotonic()
+            # Never beside a recycle (see _recycle).
+            async with host.handling:
+                await handle(records, msg)
+
+        async def handle(records: Any, msg: Any) -> None:
             # Probes alone (readiness polls) do not keep the host awake.
             work = any(header(r.headers, "command-type") != PROBE_TYPE for r in records)
             host.batches += work
@@ -389,8 +403,6 @@ class ActorHost:
                 if rec.offset > host.handled.get(key, -1):
                     host.handled[key] = rec.offset
             host._uncommitted.set()
-            if host.settings.kafka_command_recycle_after > 0:
-                await host._recycle_due()
             host.batches += work  # a long batch counts as activity until its end
 
         return subscriber
@@ -423,32 +435,38 @@ class ActorHost:
                 # again and answers them from the applied command ids. Nothing to undo.
                 log.warning("offset commit failed, commands will be redelivered", error=str(e))
 
-    async def _recycle_due(self) -> None:
-        """Recycle the command topics that are due (bus/actors/recycle.py), between two
-        batches: nothing of theirs is being handled."""
-        consumer = self.consumer
-        if consumer is None:
-            return
-        partitions = {
-            topic: len(consumer.partitions_for_topic(topic) or ())
-            for topic in {tp.topic for tp in consumer.assignment()}
-        }
-        for topic in recycle.due(self.settings, self.handled, consumer.assignment(), partitions):
-            await self._recycle(topic)
+    async def _recycle_when_idle(self, stop: asyncio.Event) -> None:
+        """Recycle the command topics that are due (bus/actors/recycle.py), looking every
+        RECYCLE_CHECK_EVERY seconds; only while the host is idle (see _recycle)."""
+        while not await sleep_unless_stopped(stop, RECYCLE_CHECK_EVERY):
+            consumer, gate = self.consumer, self.gate
+            if consumer is None or gate is None or not gate.paused:
+                continue
+            partitions = {
+                topic: len(consumer.partitions_for_topic(topic) or ())
+                for topic in {tp.topic for tp in consumer.assignment()}
+            }
+            for topic in recycle.due(
+                self.settings, self.handled, consumer.assignment(), partitions
+            ):
+                await self._recycle(topic)
 
     async def _recycle(self, topic: str) -> None:
-        consumer = self.consumer
-        # Under the commit lock: the timer must not commit an offset of the old topic into
-        # the new one, nor a revocation come between the delete and the new positions.
-        async with self._committing:
+        """Delete and recreate `topic`, only while idle: no command for RECYCLE_IDLE_FOR,
+        the idle gate has paused every partition (so no fetch is out) and is held paused
+        (a nudge meanwhile waits), and no batch is being handled (the batch lock). Then no
+        record of the old topic can still be delivered, and a command that a sender
+        produces in the moment is sent again on the announcement."""
+        consumer, gate = self.consumer, self.gate
+        assert consumer is not None and gate is not None
+        # Under the batch lock, the gate's hold and the commit lock: the timer must not
+        # commit an offset of the old topic into the new one, nor a revocation come between
+        # the delete and the new positions.
+        async with self.handling, gate.held(), self._committing:
+            if not gate.paused or time.monotonic() - self.last_batch_at < RECYCLE_IDLE_FOR:
+                return  # woken meanwhile: the next idle moment
             tps = [tp for tp in consumer.assignment() if tp.topic == topic]
             before = {tp: self.handled.pop((topic, tp.partition), -1) for tp in tps}
-            # Stop fetching the topic, and let a fetch already on its way come back, before
-            # it goes: a fetch that met it missing would make the consumer refresh its
-            # metadata, and metadata without the topic rebalances the group without it
-            # (seconds on the embedded broker, or minutes until the next refresh).
-            consumer.pause(*tps)
-            await asyncio.sleep(self._fetch_settle)
             try:
                 await recycle.replace_topic(self.settings, topic)
             except Exception as e:
@@ -464,18 +482,15 @@ class ActorHost:
                             consumer.seek(tp, 0)
                         elif before[tp] >= 0:
                             self.handled[(topic, tp.partition)] = before[tp]
-                self._resume(tps)
                 return
             for tp in tps:
                 consumer.seek(tp, 0)
-            self._resume(tps)
             try:
                 await consumer.commit({tp: 0 for tp in tps})
             except KafkaError as e:
                 # A later commit, or the next owner's check (recycle.past_the_end), mends it.
                 log.warning("recycled topic's offsets not committed", error=str(e))
-        if self.gate is not None:
-            self.gate.forget(topic)
+            gate.forget(topic)
         # Senders send again what they await there: it may have gone with the old topic.
         try:
             await recycle.announce(self.pool, topic)
@@ -485,12 +500,6 @@ class ActorHost:
         self.recycled += 1
         metrics.COMMAND_TOPICS_RECYCLED.labels(topic).inc()
         log.info("command topic recycled", topic=topic)
-
-    def _resume(self, tps: list[TopicPartition]) -> None:
-        """Fetch `tps` again after a recycle, unless the idle gate has paused everything
-        meanwhile (it resumes them all when it wakes)."""
-        if self.gate is None or not self.gate.paused:
-            self.consumer.resume(*tps)
 
     async def _commit_pending(self, stop: asyncio.Event) -> None:
         """Commit COMMIT_EVERY after a batch, with whatever was handled meanwhile: at most
@@ -506,15 +515,7 @@ class ActorHost:
             await self.commit()
 
     async def run(self, stop: asyncio.Event) -> None:
-        # With recycling, metadata is refreshed every few seconds: a topic that a refresh
-        # in the moment of its recycle found missing is back in the group's assignment
-        # soon (see _recycle), not after the default five minutes.
-        recycling = self.settings.kafka_command_recycle_after > 0
-        broker = make_broker(
-            self.settings,
-            "actors",
-            metadata_max_age_ms=RECYCLE_METADATA_AGE_MS if recycling else None,
-        )
+        broker = make_broker(self.settings, "actors")
         subscriber = self.declare(broker, stop)
         await broker.start()
         self.consumer = subscriber.consumer
@@ -527,6 +528,11 @@ class ActorHost:
         )
         await gate.listen(self.pool)
         idle = asyncio.create_task(gate.drive(stop, lambda: self.batches))
+        recycler = (
+            asyncio.create_task(self._recycle_when_idle(stop))
+            if self.settings.kafka_command_recycle_after > 0
+            else None
+        )
         log.info("actor host started", group=self.group_id)
         try:
             await stop.wait()
@@ -537,9 +543,11 @@ class ActorHost:
             if self._uncommitted.is_set():
                 with contextlib.suppress(Exception):
                     await self.commit()
-            idle.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await idle
+            for task in (idle, recycler):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await gate.close(self.pool)
             with contextlib.suppress(Exception):
                 await broker.stop()

@@ -52,8 +52,9 @@ Without a working LISTEN connection a consumer simply never pauses.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from typing import Any
 
 import asyncpg
@@ -232,6 +233,13 @@ class IdleGate:
         self._peeking = False
         self._conn: Any = None
         self._listening = False
+        self._hold = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def held(self) -> AsyncIterator[None]:
+        """While held, a paused gate stays paused: a nudge waits until the hold ends."""
+        async with self._hold:
+            yield
 
     @property
     def paused(self) -> bool:
@@ -311,8 +319,9 @@ class IdleGate:
                 max(self._peek_ms, PROBE_POLL_MS) if self._probed.is_set() else self._peek_ms
             )
             self._probed.clear()
-            self.consumer.resume(*self.consumer.assignment())
-            self._paused = False
+            async with self._hold:  # (a recycle of a command topic, bus/actors/host.py)
+                self.consumer.resume(*self.consumer.assignment())
+                self._paused = False
         if self._nudged.is_set():
             self._nudged.clear()
             self._peeking = False

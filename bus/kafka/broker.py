@@ -56,20 +56,13 @@ _LOGGER = logging.getLogger("cairn.faststream")
 _LOGGER.addFilter(_TopicsAreOurs())
 
 
-def make_broker(
-    settings: Settings,
-    service: str,
-    *,
-    telemetry: bool = True,
-    metadata_max_age_ms: int | None = None,
-) -> KafkaBroker:
+def make_broker(settings: Settings, service: str, *, telemetry: bool = True) -> KafkaBroker:
     """A broker for one process (`service` labels its metrics).
 
     `telemetry=False` leaves out the OpenTelemetry middleware: it writes a `traceparent`
     header of its own producer span on every publish, which is wrong for the relay, whose
     events must carry the traceparent stored with them (the span of the command that
-    caused them), not one of the relay's. `metadata_max_age_ms`: how often its clients
-    refresh the cluster metadata (None: every five minutes, aiokafka's default).
+    caused them), not one of the relay's.
     """
     middlewares: list[Any] = [
         KafkaPrometheusMiddleware(registry=REGISTRY, app_name=f"cairn-{service}")
@@ -93,7 +86,6 @@ def make_broker(
         logger=_LOGGER,
         log_level=logging.DEBUG,
         graceful_timeout=15.0,
-        metadata_max_age_ms=5 * 60 * 1000 if metadata_max_age_ms is None else metadata_max_age_ms,
     )
 
 

@@ -4,7 +4,8 @@ has carried? The same load on two fresh systems, one with the command topics rec
 
 Each system gets `--commands` new-upload commands (InitiateUpload: decide + one append)
 from a CommandBus in this process, `--concurrency` at a time, exactly as the API sends
-them. Reported per block of `--block` commands: the round trip's p50 and p99, and the
+them, in blocks of `--block` with `--pause` seconds between them (the host recycles a
+topic only in an idle moment). Reported per block: the round trip's p50 and p99, and the
 embedded broker's CPU per command; at the end the broker's RSS and the recycles counted.
 `tests.bench.broker_aging --one-per-batch` shows the broker's side alone.
 
@@ -46,7 +47,9 @@ def _cpu(p: psutil.Process) -> float:
     return float(t.user + t.system)
 
 
-async def _drive(cairn: Cairn, commands: int, block: int, concurrency: int) -> list[str]:
+async def _drive(
+    cairn: Cairn, commands: int, block: int, concurrency: int, pause: float
+) -> list[str]:
     broker = _broker(cairn)
     pool = await db.create_pool(cairn.database_url, min_size=2, max_size=4)
     bus = CommandBus(cairn.settings(), nudge=Nudger(pool), pool=pool)
@@ -75,6 +78,7 @@ async def _drive(cairn: Cairn, commands: int, block: int, concurrency: int) -> l
                 f"  {block / wall:6.0f}/s  broker CPU {cpu * 1e3:5.2f} ms/command"
             )
             print(lines[-1], flush=True)
+            await asyncio.sleep(pause)  # an idle moment, as between a user's uploads
         rss = broker.memory_info().rss / 2**20
         recycled = sum(
             1
@@ -89,7 +93,9 @@ async def _drive(cairn: Cairn, commands: int, block: int, concurrency: int) -> l
     return lines
 
 
-async def main(commands: int, block: int, concurrency: int, variants: list[str]) -> None:
+async def main(
+    commands: int, block: int, concurrency: int, pause: float, variants: list[str]
+) -> None:
     report = []
     for recycle_after in variants:
         with tempfile.TemporaryDirectory(prefix="cairn-aging-") as tmp:
@@ -98,7 +104,7 @@ async def main(commands: int, block: int, concurrency: int, variants: list[str])
             print(f"CAIRN_KAFKA_COMMAND_RECYCLE_AFTER={recycle_after}", flush=True)
             await asyncio.to_thread(cairn.start)
             try:
-                lines = await _drive(cairn, commands, block, concurrency)
+                lines = await _drive(cairn, commands, block, concurrency, pause)
             finally:
                 await asyncio.to_thread(cairn.stop)
                 warnings = [
@@ -114,8 +120,10 @@ async def main(commands: int, block: int, concurrency: int, variants: list[str])
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--commands", type=int, default=24_000)
-    p.add_argument("--block", type=int, default=4_000)
+    p.add_argument("--block", type=int, default=2_000)
+    p.add_argument("--pause", type=float, default=1.5, help="seconds idle between blocks")
     p.add_argument("--concurrency", type=int, default=8)
-    p.add_argument("--variants", default="2000,0", help="values of the setting, in order")
+    p.add_argument("--variants", default="1000,0", help="values of the setting, in order")
     args = p.parse_args()
-    asyncio.run(main(args.commands, args.block, args.concurrency, args.variants.split(",")))
+    variants = args.variants.split(",")
+    asyncio.run(main(args.commands, args.block, args.concurrency, args.pause, variants))

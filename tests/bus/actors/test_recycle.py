@@ -1,18 +1,21 @@
 """Recycling command topics (bus/actors/recycle.py) against the real broker and Postgres:
 commands keep flowing, each applied once, while the host deletes and recreates the topic
-every few commands; a command lost with a recycled topic is sent again by its sender; a
-group offset left past the new topic's end does not strand the host."""
+in the idle moments after every few commands, and never while busy; a command lost with a
+recycled topic is sent again by its sender; a group offset left past the new topic's end
+does not strand the host."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import uuid
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import pytest
 from aiokafka import TopicPartition
 
+from bus.actors import host as host_module
 from bus.actors import recycle
 from bus.actors.commandbus import CommandBus
 from bus.actors.host import ActorHost
@@ -61,15 +64,20 @@ async def _initiated(pool: asyncpg.Pool, uids: list[str]) -> int:
 
 
 async def test_commands_flow_and_apply_once_while_their_topic_is_recycled(
-    settings: Settings, pool: asyncpg.Pool
+    settings: Settings, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Bursts of commands with idle moments between them: the topic is recycled in each
+    moment after a partition has carried 5, every command is applied once, and the topic
+    holds only what came since its last recycle."""
+    monkeypatch.setattr(host_module, "RECYCLE_IDLE_FOR", 0.05)
+    monkeypatch.setattr(host_module, "RECYCLE_CHECK_EVERY", 0.05)
     s = dataclasses.replace(settings, kafka_command_recycle_after=5)
     await ensure_topics(s)
     host = ActorHost(s, pool)
     stop = asyncio.Event()
     running = asyncio.create_task(host.run(stop))
     bus = CommandBus(s, pool=pool, nudge=Nudger(pool))
-    uids = [str(uuid.uuid4()) for _ in range(80)]
+    uids: list[str] = []
     gate = asyncio.Semaphore(8)
 
     async def one(uid: str) -> bool:
@@ -78,18 +86,53 @@ async def test_commands_flow_and_apply_once_while_their_topic_is_recycled(
 
     try:
         await bus.start()
-        applied = await asyncio.gather(*(one(u) for u in uids))
+        for burst in range(4):
+            batch = [str(uuid.uuid4()) for _ in range(20)]
+            uids += batch
+            assert all(await asyncio.gather(*(one(u) for u in batch)))
+            # 20 commands on 2 partitions: one has carried 5; recycled once idle.
+            await wait_until(_recycled(host, burst + 1), timeout=20)
+        last = [str(uuid.uuid4()) for _ in range(3)]
+        uids += last
+        assert all(await asyncio.gather(*(one(u) for u in last)))
     finally:
         await bus.stop()
         stop.set()
         await asyncio.wait_for(running, 30)
-    assert all(applied)
-    # 80 commands (and the repeats of those that went with a recycled topic) on 2
-    # partitions, recycled whenever one had carried 5.
-    assert host.recycled >= 3
     assert await _initiated(pool, uids) == len(uids)  # one UploadInitiated each
-    # What the topic holds now is what came since its last recycle, not all 80.
-    assert await _ends(s, s.command_topic("uploads")) < 5 * 2 + 8
+    # What the topic holds is what came since its last recycle: the last 3.
+    assert await _ends(s, s.command_topic("uploads")) == 3
+
+
+def _recycled(host: ActorHost, n: int) -> Callable[[], Awaitable[bool]]:
+    async def done() -> bool:
+        return host.recycled >= n
+
+    return done
+
+
+async def test_a_busy_host_does_not_recycle(
+    settings: Settings, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While commands keep coming (no idle moment), a topic past the limit waits."""
+    monkeypatch.setattr(host_module, "RECYCLE_IDLE_FOR", 5.0)
+    monkeypatch.setattr(host_module, "RECYCLE_CHECK_EVERY", 0.05)
+    s = dataclasses.replace(settings, kafka_command_recycle_after=2)
+    await ensure_topics(s)
+    host = ActorHost(s, pool)
+    stop = asyncio.Event()
+    running = asyncio.create_task(host.run(stop))
+    bus = CommandBus(s, pool=pool, nudge=Nudger(pool))
+    try:
+        await bus.start()
+        for _ in range(10):
+            assert (await bus.send(initiate(str(uuid.uuid4())), timeout=30)).applied
+    finally:
+        await bus.stop()
+        stop.set()
+        await asyncio.wait_for(running, 30)
+    assert host.recycled == 0
+    assert await _ends(s, s.command_topic("uploads")) == 10
 
 
 async def test_a_command_deleted_with_its_topic_is_sent_again_by_its_sender(
