@@ -22,6 +22,7 @@ from bus.actors import commandbus, fastreply
 from bus.actors.commandbus import BusUnavailable, CommandBus
 from bus.actors.fastreply import CHANNEL_HEADER, ReplyChannel, ReplyNotifier, valid_channel
 from bus.actors.host import ActorHost
+from bus.actors.wake import Nudger
 from bus.config.settings import Settings
 from bus.kafka.clients import ensure_topics
 from bus.store import db
@@ -46,13 +47,17 @@ async def _host_and_sender(
     *,
     with_pool: bool = True,
     on_replies: Any = None,
+    nudge: bool = False,
 ) -> AsyncIterator[tuple[ActorHost, CommandBus]]:
-    """A running actor host and a started sender (with a channel if `with_pool`)."""
+    """A running actor host and a started sender (with a channel if `with_pool`; waking
+    the host as the API's does if `nudge`)."""
     await ensure_topics(settings)
     host = ActorHost(settings, pool)
     stop = asyncio.Event()
     running = asyncio.create_task(host.run(stop))
-    bus = CommandBus(settings, pool=pool if with_pool else None)
+    bus = CommandBus(
+        settings, pool=pool if with_pool else None, nudge=Nudger(pool) if nudge else None
+    )
     if on_replies is not None:
         bus._on_replies = on_replies  # type: ignore[method-assign]
     try:
