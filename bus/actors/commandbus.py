@@ -141,21 +141,18 @@ class _Send:
         await self._publish({k: v for k, v in self.where.items() if k != CHANNEL_HEADER})
 
     async def _publish(self, where: dict[str, str]) -> Any:
-        for delay in (*PUBLISH_RETRIES, None):
+        headers = {**self.headers, **where}
+        for delay in PUBLISH_RETRIES:
             try:
-                return await self.publisher.publish(
-                    self.body, key=self.key, headers={**self.headers, **where}
-                )
+                return await self.publisher.publish(self.body, key=self.key, headers=headers)
             except UnknownError:
                 # The embedded broker answers a produce that meets its topic being
                 # recycled (bus/actors/recycle.py) with this unretriable code; the topic is
                 # back a few milliseconds later. A repeat that lands twice is a duplicate
                 # command id, applied once.
-                if delay is None:
-                    raise
                 metrics.COMMAND_PUBLISH_RETRIES.inc()
                 await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
+        return await self.publisher.publish(self.body, key=self.key, headers=headers)
 
 
 class Nudge(Protocol):
@@ -232,14 +229,9 @@ class CommandBus:
             for command_id, fallback in self._by_channel.items()
             if (fut := self._pending.get(command_id)) is not None and not fut.done()
         ]
-        if waiting and self._nudge is not None:
-            self._nudge()  # an idle host wakes for them
-        metrics.COMMANDS_RESENT.labels("channel_lost").inc(len(waiting))
         for fallback in waiting:
             fallback.read_topic()
-            task = asyncio.create_task(fallback.resend())
-            self._resends.add(task)
-            task.add_done_callback(self._resent)
+        self._resend("channel_lost", [fallback.resend() for fallback in waiting])
 
     def _recycled(self, topic: str) -> None:
         """The actor host recycled `topic` (bus/actors/recycle.py): a command sent there
@@ -252,13 +244,18 @@ class CommandBus:
             and (fut := self._pending.get(command_id)) is not None
             and not fut.done()
         ]
-        if not waiting:
+        self._resend("recycled", [self._send_again(send) for send in waiting])
+
+    def _resend(self, why: str, sends: list[Coroutine[Any, Any, None]]) -> None:
+        """Run `sends` (commands sent again) in the background, after a nudge so that an
+        idle host wakes for them."""
+        if not sends:
             return
-        metrics.COMMANDS_RESENT.labels("recycled").inc(len(waiting))
+        metrics.COMMANDS_RESENT.labels(why).inc(len(sends))
         if self._nudge is not None:
             self._nudge()
-        for send in waiting:
-            task = asyncio.create_task(self._send_again(send))
+        for send in sends:
+            task = asyncio.create_task(send)
             self._resends.add(task)
             task.add_done_callback(self._resent)
 
