@@ -133,7 +133,7 @@ async def test_s3_rejects_bytes_that_do_not_match_the_checksum_and_nothing_is_ke
 
     async def damaged(hexdigest: str, digest: bytes, f: Any, size: int) -> None:
         f.seek(10)
-        f.write(b"X")
+        f.write(bytes([DATA[10] ^ 0xFF]))  # a different byte (b"X" was DATA's in 1 in 256)
         f.seek(0)
         await real_put(hexdigest, digest, f, size)
 
