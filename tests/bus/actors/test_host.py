@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 from bus.actors.host import Actors
 from bus.store.eventstore import PostgresEventStore
@@ -218,7 +219,7 @@ async def test_a_fetch_completion_carrying_the_type_creates_the_file_in_the_same
     event_store: PostgresEventStore,
 ) -> None:
     fid = str(uuid.uuid4())
-    env = {"aggregate_id": fid, "caller": "alice", "at": AT}
+    env: dict[str, Any] = {"aggregate_id": fid, "caller": "alice", "at": AT}
     host = Actors(event_store)
     for cmd in (
         RequestFetch(**env, owner="alice", url="http://origin.test/a.txt"),
