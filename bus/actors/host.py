@@ -468,7 +468,8 @@ class ActorHost:
             tps = [tp for tp in consumer.assignment() if tp.topic == topic]
             before = {tp: self.handled.pop((topic, tp.partition), -1) for tp in tps}
             try:
-                await recycle.replace_topic(self.settings, topic)
+                # `due` saw every partition of it assigned here: that is its count.
+                await recycle.replace_topic(self.settings, topic, len(tps))
             except Exception as e:
                 log.warning("command topic not recycled", topic=topic, error=repr(e))
                 with contextlib.suppress(Exception):

@@ -64,7 +64,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from bus.config.settings import Settings
-from bus.kafka.clients import assert_bootstrap
+from bus.kafka.clients import admin_client
 
 RECYCLED_CHANNEL = "cairn_commands_recycled"
 
@@ -88,17 +88,13 @@ def due(
     return sorted(t for t in full if t in partitions and held.get(t) == partitions[t])
 
 
-async def replace_topic(settings: Settings, topic: str) -> int:
-    """Delete `topic` and create it again, empty, with as many partitions as it had;
-    return that count.
+async def replace_topic(settings: Settings, topic: str, count: int) -> None:
+    """Delete `topic` and create it again, empty, with its `count` partitions.
 
     The topic is missing for a millisecond or two, and the embedded broker creates a topic
     that any client's metadata request names (Kafka clients ask for that), with its own
     default partition count: if one did in that moment, the topic is deleted again."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=assert_bootstrap(settings))
-    await admin.start()
-    try:
-        count = await _partitions(admin, topic)
+    async with admin_client(settings) as admin:
         for _ in range(5):
             await admin.delete_topics([topic])
             for _ in range(500):
@@ -114,10 +110,8 @@ async def replace_topic(settings: Settings, topic: str) -> int:
                     break
                 await asyncio.sleep(0.005)
             if await _partitions(admin, topic) == count:
-                return count
+                return
         raise RuntimeError(f"{topic} did not come back with {count} partitions")
-    finally:
-        await admin.close()
 
 
 async def _partitions(admin: AIOKafkaAdminClient, topic: str) -> int:

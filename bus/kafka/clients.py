@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -125,11 +125,20 @@ async def partition_count(settings: Settings, topic: str, timeout: float = 30.0)
         await consumer.stop()
 
 
-async def ensure_topics(settings: Settings, topics: Iterable[str] | None = None) -> None:
-    """Create the topics with the configured partition count; existing ones are kept."""
+@contextlib.asynccontextmanager
+async def admin_client(settings: Settings) -> AsyncIterator[AIOKafkaAdminClient]:
+    """A started admin client of the configured cluster, closed on the way out."""
     admin = AIOKafkaAdminClient(bootstrap_servers=assert_bootstrap(settings))
     await admin.start()
     try:
+        yield admin
+    finally:
+        await admin.close()
+
+
+async def ensure_topics(settings: Settings, topics: Iterable[str] | None = None) -> None:
+    """Create the topics with the configured partition count; existing ones are kept."""
+    async with admin_client(settings) as admin:
         existing = set(await admin.list_topics())
         wanted = [t for t in (topics or all_topics(settings)) if t not in existing]
         if wanted:
@@ -145,8 +154,6 @@ async def ensure_topics(settings: Settings, topics: Iterable[str] | None = None)
             if set(topics or all_topics(settings)) <= set(await admin.list_topics()):
                 return
             await asyncio.sleep(0.05)
-    finally:
-        await admin.close()
 
 
 def headers(**values: str | None) -> list[tuple[str, bytes]]:

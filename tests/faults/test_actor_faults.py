@@ -14,10 +14,10 @@ from collections import Counter
 import asyncpg
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from bus.actors import host as host_module
 from bus.actors.host import ActorHost
-from bus.config import metrics
 from bus.config.settings import Settings
 from domain.registry import COMMAND_AGGREGATES
 from tests.system import start_system, wait_until
@@ -75,7 +75,13 @@ async def test_actor_host_killed_mid_upload(
         }
     )
     system = await start_system(fast, pool)
-    recycled = metrics.COMMAND_TOPICS_RECYCLED.labels(system.settings.command_topic("uploads"))
+    uploads_topic = {"topic": system.settings.command_topic("uploads")}
+
+    def recycled() -> float:
+        return (
+            REGISTRY.get_sample_value("cairn_command_topics_recycled_total", uploads_topic) or 0.0
+        )
+
     try:
         data = os.urandom(CHUNK * 12 + 5)
         parts = [data[i : i + CHUNK] for i in range(0, len(data), CHUNK)]
@@ -117,11 +123,11 @@ async def test_actor_host_killed_mid_upload(
         if recycle_after:
 
             async def some_recycled() -> bool:
-                return recycled._value.get() >= 1
+                return recycled() >= 1
 
             await wait_until(some_recycled, timeout=10, interval=0.01)
         else:
-            assert recycled._value.get() == 0
+            assert recycled() == 0
     finally:
         await system.shutdown()
 

@@ -145,7 +145,7 @@ async def test_a_command_deleted_with_its_topic_is_sent_again_by_its_sender(
         # No host yet: the command waits on the topic, and goes when it is recycled.
         sending = asyncio.create_task(bus.send(initiate(uid), timeout=60))
         await wait_until(lambda: _ends(s, topic), timeout=20)
-        await recycle.replace_topic(s, topic)
+        await recycle.replace_topic(s, topic, await partition_count(s, topic))
         assert await _ends(s, topic) == 0
         await recycle.announce(pool, topic)
         # Its sender heard it and sent it again, into the new topic.
