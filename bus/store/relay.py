@@ -73,6 +73,17 @@ PRODUCER_OPTIONS: dict[str, object] = {"max_batch_size": 1024 * 1024}
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
+# Under load the relay waits a little between passes (Kafka's linger.ms, decided per pass):
+# a pass costs the same whatever it carries (a checkpoint write, an announcement, a produce
+# request per partition, and downstream a fetch, a transaction and an offset commit in each
+# consumer), so when appends come faster than a pass takes, a short wait makes the next pass
+# carry several times more for that cost. Measured (just bench bus.append_rate, 32 writers,
+# 2 vCPUs): CPU per appended event over the whole system 0.45 -> 0.39 ms, appends 4,059 ->
+# 4,614/s. Only after a pass of at least LINGER_FROM events: a trickle (one upload, a command
+# every few ms) is published at once, as before.
+LINGER = 0.02
+LINGER_FROM = 16
+
 # NOTIFYed after each pass that published events (bus/actors/wake.py: the projector's and
 # the handlers' idle gates LISTEN on it).
 PUBLISHED_CHANNEL = "cairn_published"
@@ -147,6 +158,8 @@ class Relay:
         election_interval: float = 1.0,
         backoff_initial: float = 0.2,
         backoff_max: float = 10.0,
+        linger: float = LINGER,
+        linger_from: int = LINGER_FROM,
     ) -> None:
         self.settings = settings
         self.pool = pool
@@ -156,6 +169,10 @@ class Relay:
         self.election_interval = election_interval
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
+        self.linger = linger
+        self.linger_from = linger_from
+        self.passes = 0  # passes that published something (observability, tests)
+        self.lingered = 0  # passes followed by a linger
         self.is_leader = False
         self.kafka_failures = 0  # failed publish attempts of `run` (observability, tests)
         self._producer = producer
@@ -216,6 +233,7 @@ class Relay:
             PUBLISHED.labels(self.name).inc(len(batch))
             PUBLISHED_POSITION.labels(self.name).set(checkpoint)
         if total:
+            self.passes += 1
             log.debug("relay.published", relay=self.name, events=total, checkpoint=checkpoint)
             # Idle consumers woke at the append and paused again after IDLE_AFTER; when this
             # pass came later than that (Kafka was down, a standby took over), they would
@@ -317,7 +335,7 @@ class Relay:
             wake.clear()
             try:
                 await self._ensure_producer()
-                await self._publish_unless_stopped(stop)
+                published = await self._publish_unless_stopped(stop)
             except KafkaError as e:
                 self.kafka_failures += 1
                 PUBLISH_ERRORS.labels(self.name).inc()
@@ -329,6 +347,11 @@ class Relay:
                 wake.set()  # retry from the checkpoint
             else:
                 backoff.reset()
+                if published >= self.linger_from and self.linger > 0:
+                    # Busy (see LINGER): appends that come meanwhile set `wake` and go
+                    # together in the next pass.
+                    self.lingered += 1
+                    await sleep_unless_stopped(stop, self.linger)
 
     async def _ensure_producer(self) -> None:
         if self._producer is not None:
@@ -341,13 +364,16 @@ class Relay:
             raise
         self._producer = producer
 
-    async def _publish_unless_stopped(self, stop: asyncio.Event) -> None:
-        """publish_pending, abandoned when `stop` is set (e.g. while Kafka is unreachable).
+    async def _publish_unless_stopped(self, stop: asyncio.Event) -> int:
+        """publish_pending (how many it published), abandoned when `stop` is set (e.g. while
+        Kafka is unreachable; then 0).
 
         Abandoning is safe: the checkpoint moves only after a fully acknowledged batch.
         """
-        with contextlib.suppress(Stopped):
-            await unless_stopped(self.publish_pending(), stop)
+        try:
+            return await unless_stopped(self.publish_pending(), stop)
+        except Stopped:
+            return 0
 
 
 async def rewind_all(conn: asyncpg.Connection) -> None:

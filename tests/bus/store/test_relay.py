@@ -412,6 +412,51 @@ async def test_run_wakes_on_notify_not_on_the_timer(
     }
 
 
+async def test_after_a_busy_pass_it_lingers_and_the_next_pass_carries_what_came_meanwhile(
+    settings: Settings, pool: asyncpg.Pool, event_store: PostgresEventStore
+) -> None:
+    await ensure_topics(settings)
+    # A linger far longer than the appends below take, so they must all go in one pass.
+    relay = Relay(settings, pool, safety_interval=30.0, linger=3.0, linger_from=3)
+    stop = asyncio.Event()
+    running = asyncio.create_task(relay.run(stop))
+    try:
+        await eventually(lambda: relay.is_leader, "leadership")
+        busy = await event_store.append(f"upload-{uuid.uuid4()}", 0, [ev(0), ev(1), ev(2)], META)
+        await eventually(lambda: at_checkpoint(relay, busy[-1].position), "the busy pass")
+        await eventually(lambda: relay.lingered == 1, "the linger")
+        passes = relay.passes
+        later = [
+            await event_store.append(f"file-{uuid.uuid4()}", 0, [ev(n)], META) for n in range(4)
+        ]
+        assert await relay.checkpoint() == busy[-1].position, "published during the linger"
+        await eventually(lambda: at_checkpoint(relay, later[-1][0].position), "after the linger")
+        assert relay.passes == passes + 1  # the four appends went in one pass ...
+        assert relay.lingered == 2  # ... of four events, itself busy
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 20)
+
+
+async def test_a_small_pass_does_not_linger(
+    settings: Settings, pool: asyncpg.Pool, event_store: PostgresEventStore
+) -> None:
+    await ensure_topics(settings)
+    relay = Relay(settings, pool, safety_interval=30.0, linger=30.0, linger_from=2)
+    stop = asyncio.Event()
+    running = asyncio.create_task(relay.run(stop))
+    try:
+        await eventually(lambda: relay.is_leader, "leadership")
+        for n in range(3):  # one event per pass: each is published at once
+            (one,) = await event_store.append(f"upload-{uuid.uuid4()}", 0, [ev(n)], META)
+            pos = one.position
+            await eventually(lambda p=pos: at_checkpoint(relay, p), f"event {n}", timeout=5)
+        assert relay.lingered == 0
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 20)
+
+
 async def test_unreachable_broker_keeps_the_checkpoint_and_recovers(
     settings: Settings, pool: asyncpg.Pool, event_store: PostgresEventStore, tmp_path: Path
 ) -> None:
