@@ -8,9 +8,10 @@ relays at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -118,6 +119,19 @@ async def at_checkpoint(relay: Relay, position: int) -> bool:
 
 def ev(n: int, **extra: object) -> NewEvent:
     return NewEvent("Thing", {"n": n, **extra})
+
+
+@contextlib.asynccontextmanager
+async def leading(relay: Relay) -> AsyncIterator[None]:
+    """`relay.run` in the background, once it leads; stopped (and awaited) at the end."""
+    stop = asyncio.Event()
+    running = asyncio.create_task(relay.run(stop))
+    try:
+        await eventually(lambda: relay.is_leader, "leadership")
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 20)
 
 
 async def test_publishes_envelope_headers_topics_and_keys_in_order(
@@ -417,11 +431,8 @@ async def test_after_a_busy_pass_it_lingers_and_the_next_pass_carries_what_came_
 ) -> None:
     await ensure_topics(settings)
     # A linger far longer than the appends below take, so they must all go in one pass.
-    relay = Relay(settings, pool, safety_interval=30.0, linger=3.0, linger_from=3)
-    stop = asyncio.Event()
-    running = asyncio.create_task(relay.run(stop))
-    try:
-        await eventually(lambda: relay.is_leader, "leadership")
+    relay = Relay(settings, pool, safety_interval=30.0, linger=5.0, linger_from=3)
+    async with leading(relay):
         busy = await event_store.append(f"upload-{uuid.uuid4()}", 0, [ev(0), ev(1), ev(2)], META)
         await eventually(lambda: at_checkpoint(relay, busy[-1].position), "the busy pass")
         await eventually(lambda: relay.lingered == 1, "the linger")
@@ -433,9 +444,6 @@ async def test_after_a_busy_pass_it_lingers_and_the_next_pass_carries_what_came_
         await eventually(lambda: at_checkpoint(relay, later[-1][0].position), "after the linger")
         assert relay.passes == passes + 1  # the four appends went in one pass ...
         assert relay.lingered == 2  # ... of four events, itself busy
-    finally:
-        stop.set()
-        await asyncio.wait_for(running, 20)
 
 
 async def test_a_small_pass_does_not_linger(
@@ -443,18 +451,12 @@ async def test_a_small_pass_does_not_linger(
 ) -> None:
     await ensure_topics(settings)
     relay = Relay(settings, pool, safety_interval=30.0, linger=30.0, linger_from=2)
-    stop = asyncio.Event()
-    running = asyncio.create_task(relay.run(stop))
-    try:
-        await eventually(lambda: relay.is_leader, "leadership")
+    async with leading(relay):
         for n in range(3):  # one event per pass: each is published at once
             (one,) = await event_store.append(f"upload-{uuid.uuid4()}", 0, [ev(n)], META)
             pos = one.position
             await eventually(lambda p=pos: at_checkpoint(relay, p), f"event {n}", timeout=5)
         assert relay.lingered == 0
-    finally:
-        stop.set()
-        await asyncio.wait_for(running, 20)
 
 
 async def test_unreachable_broker_keeps_the_checkpoint_and_recovers(
