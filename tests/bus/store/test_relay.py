@@ -123,7 +123,9 @@ def ev(n: int, **extra: object) -> NewEvent:
 
 @contextlib.asynccontextmanager
 async def leading(relay: Relay) -> AsyncIterator[None]:
-    """`relay.run` in the background, once it leads; stopped (and awaited) at the end."""
+    """`relay.run` in the background (its topics created), once it leads; stopped (and
+    awaited) at the end."""
+    await ensure_topics(relay.settings)
     stop = asyncio.Event()
     running = asyncio.create_task(relay.run(stop))
     try:
@@ -429,7 +431,6 @@ async def test_run_wakes_on_notify_not_on_the_timer(
 async def test_after_a_busy_pass_it_lingers_and_the_next_pass_carries_what_came_meanwhile(
     settings: Settings, pool: asyncpg.Pool, event_store: PostgresEventStore
 ) -> None:
-    await ensure_topics(settings)
     # A linger far longer than the appends below take, so they must all go in one pass.
     relay = Relay(settings, pool, safety_interval=30.0, linger=5.0, linger_from=3)
     async with leading(relay):
@@ -449,7 +450,6 @@ async def test_after_a_busy_pass_it_lingers_and_the_next_pass_carries_what_came_
 async def test_a_small_pass_does_not_linger(
     settings: Settings, pool: asyncpg.Pool, event_store: PostgresEventStore
 ) -> None:
-    await ensure_topics(settings)
     relay = Relay(settings, pool, safety_interval=30.0, linger=30.0, linger_from=2)
     async with leading(relay):
         for n in range(3):  # one event per pass: each is published at once
