@@ -73,6 +73,11 @@ class Settings:
     # carried this many commands; 0 = never. For the embedded broker, which keeps every
     # record and slows down with them (bus/actors/recycle.py); `cairn up` sets it.
     kafka_command_recycle_after: int = 0
+    # After a relay pass that published at least `relay_linger_from` events, wait this long
+    # before the next (Kafka's linger.ms, decided per pass; bus/store/relay.py). `cairn up`
+    # lingers after every pass, longer: each pass is a batch the embedded broker keeps.
+    relay_linger_ms: int = 20
+    relay_linger_from: int = 16
     kafka_idempotence: bool = True
     kafka_replication_factor: int = 1
     kafka_fetch_max_wait_ms: int = 500
@@ -252,6 +257,8 @@ class Settings:
             kafka_command_partitions=_int(env, "CAIRN_KAFKA_COMMAND_PARTITIONS", 0),
             kafka_reply_partitions=_int(env, "CAIRN_KAFKA_REPLY_PARTITIONS", 16),
             kafka_command_recycle_after=_int(env, "CAIRN_KAFKA_COMMAND_RECYCLE_AFTER", 0),
+            relay_linger_ms=_int(env, "CAIRN_RELAY_LINGER_MS", 20),
+            relay_linger_from=_int(env, "CAIRN_RELAY_LINGER_FROM", 16),
             kafka_idempotence=_bool(env.get("CAIRN_KAFKA_IDEMPOTENCE"), True),
             kafka_replication_factor=_int(env, "CAIRN_KAFKA_REPLICATION_FACTOR", 1),
             kafka_fetch_max_wait_ms=_int(env, "CAIRN_KAFKA_FETCH_MAX_WAIT_MS", 500),

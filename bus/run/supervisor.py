@@ -39,7 +39,7 @@ from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
 from bus.run.pidwait import wait_for_exit
 from bus.run.processes import RUNNERS
 from bus.store import db
-from bus.store.relay import rewind_all
+from bus.store.relay import EMBEDDED_LINGER_FROM, EMBEDDED_LINGER_MS, rewind_all
 
 log = get_logger("bus.run.supervisor")
 
@@ -624,6 +624,9 @@ class Supervisor:
             env.setdefault("CAIRN_KAFKA_FETCH_MAX_WAIT_MS", "10")
             env.setdefault("CAIRN_KAFKA_SESSION_TIMEOUT_MS", str(EMBEDDED_SESSION_TIMEOUT_MS))
             env.setdefault("CAIRN_KAFKA_COMMAND_RECYCLE_AFTER", str(EMBEDDED_RECYCLE_AFTER))
+            # One batch per relay pass, kept for ever: fewer passes (bus/store/relay.py).
+            env.setdefault("CAIRN_RELAY_LINGER_MS", str(EMBEDDED_LINGER_MS))
+            env.setdefault("CAIRN_RELAY_LINGER_FROM", str(EMBEDDED_LINGER_FROM))
             # The partitions the topics were created with (see EMBEDDED_PARTITIONS).
             env["CAIRN_KAFKA_PARTITIONS"] = str(s.kafka_partitions)
         return env

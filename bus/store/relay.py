@@ -73,16 +73,33 @@ PRODUCER_OPTIONS: dict[str, object] = {"max_batch_size": 1024 * 1024}
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
-# Under load the relay waits a little between passes (Kafka's linger.ms, decided per pass):
-# a pass costs the same whatever it carries (a checkpoint write, an announcement, a produce
-# request per partition, and downstream a fetch, a transaction and an offset commit in each
-# consumer), so when appends come faster than a pass takes, a short wait makes the next pass
-# carry several times more for that cost. Measured (just bench bus.append_rate, 32 writers,
+# The relay lingers between passes (Kafka's linger.ms, decided per pass): after a pass that
+# published at least `relay_linger_from` events it waits `relay_linger_ms` before the next,
+# and what was appended meanwhile goes together in that next pass. A pass that follows an
+# idle moment is never delayed, so a lone event is published at once.
+#
+# Against a real Kafka (the settings' default, 20 ms after a pass of 16 events or more) it
+# is for throughput: a pass costs the same whatever it carries (a checkpoint write, an
+# announcement, a produce request per partition, and downstream a fetch, a transaction and
+# an offset commit in each consumer). Measured (just bench bus.append_rate, 32 writers,
 # 2 vCPUs): CPU per appended event over the whole system 0.45 -> 0.36 ms, appends 4,059 ->
-# 5,605/s. Only after a pass of at least LINGER_FROM events: a trickle (one upload, a command
-# every few ms) is published at once, as before.
-LINGER = 0.02
-LINGER_FROM = 16
+# 5,605/s.
+#
+# On the embedded broker (`cairn up`: EMBEDDED_LINGER_MS after every pass) it is also for
+# the broker's age: Tansu's memory engine keeps every produce batch as an object of its own
+# and lists all of a partition's objects on every fetch that finds new records there
+# (bus/actors/recycle.py), and the event topics are never emptied. A stream of events one
+# at a time (an upload's chunks, commands in sequence) made one batch per event, and each
+# consumer's fetch cost more with every one. Measured (`python -m tests.bench.command_aging`
+# shape, 12,000 new-upload commands one at a time, 2026-12-05): without the linger the
+# round trip's p99 went 17.6 -> 37.4 ms and the broker's CPU per command 2.39 -> 5.55 ms
+# from the first 2,000 commands to the last; lingering 100 ms after every pass, 15.3 ->
+# 17.1 ms and 2.12 -> 2.53 ms. What it costs: an event of a stream reaches the Kafka
+# consumers up to 100 ms later, while they fetch every 200 ms there anyway
+# (bus/kafka/broker.py `fetch_max_wait_ms`); live events (SSE, WebSocket) and command
+# replies do not go through the relay.
+EMBEDDED_LINGER_MS = 100
+EMBEDDED_LINGER_FROM = 1
 
 # NOTIFYed after each pass that published events (bus/actors/wake.py: the projector's and
 # the handlers' idle gates LISTEN on it).
@@ -158,8 +175,8 @@ class Relay:
         election_interval: float = 1.0,
         backoff_initial: float = 0.2,
         backoff_max: float = 10.0,
-        linger: float = LINGER,
-        linger_from: int = LINGER_FROM,
+        linger: float | None = None,
+        linger_from: int | None = None,
     ) -> None:
         self.settings = settings
         self.pool = pool
@@ -169,8 +186,9 @@ class Relay:
         self.election_interval = election_interval
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
-        self.linger = linger
-        self.linger_from = linger_from
+        # From the settings unless given (tests pass their own).
+        self.linger = settings.relay_linger_ms / 1000 if linger is None else linger
+        self.linger_from = settings.relay_linger_from if linger_from is None else linger_from
         self.passes = 0  # passes that published something (observability, tests)
         self.lingered = 0  # passes followed by a linger
         self.is_leader = False
@@ -348,7 +366,7 @@ class Relay:
             else:
                 backoff.reset()
                 if published >= self.linger_from and self.linger > 0:
-                    # Busy (see LINGER): appends that come meanwhile set `wake` and go
+                    # Busy (see EMBEDDED_LINGER_MS): appends that come meanwhile set `wake` and go
                     # together in the next pass.
                     self.lingered += 1
                     await sleep_unless_stopped(stop, self.linger)

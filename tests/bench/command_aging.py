@@ -9,6 +9,11 @@ topic only in an idle moment). Reported per block: the round trip's p50 and p99,
 embedded broker's CPU per command; at the end the broker's RSS and the recycles counted.
 `tests.bench.broker_aging --one-per-batch` shows the broker's side alone.
 
+`--set NAME=VALUE` adds a setting to every variant. The event topics age too, with every
+relay pass (one batch each): `--concurrency 1 --variants 1000 --set
+CAIRN_RELAY_LINGER_MS=20 --set CAIRN_RELAY_LINGER_FROM=16` is `cairn up` as it was before
+it lingered after every pass (bus/store/relay.py, EMBEDDED_LINGER_MS).
+
 Not a scenario of `just bench` (it compares Cairn with itself, minutes per variant) and
 not a test. Nothing else should run beside it.
 """
@@ -94,14 +99,23 @@ async def _drive(
 
 
 async def main(
-    commands: int, block: int, concurrency: int, pause: float, variants: list[str]
+    commands: int,
+    block: int,
+    concurrency: int,
+    pause: float,
+    variants: list[str],
+    extra: dict[str, str] | None = None,
 ) -> None:
     report = []
     for recycle_after in variants:
         with tempfile.TemporaryDirectory(prefix="cairn-aging-") as tmp:
-            env = {"CAIRN_KAFKA_COMMAND_RECYCLE_AFTER": recycle_after, "CAIRN_LOG_LEVEL": "info"}
+            env = {
+                "CAIRN_KAFKA_COMMAND_RECYCLE_AFTER": recycle_after,
+                "CAIRN_LOG_LEVEL": "info",
+                **(extra or {}),
+            }
             cairn = Cairn(Path(tmp), env=env)
-            print(f"CAIRN_KAFKA_COMMAND_RECYCLE_AFTER={recycle_after}", flush=True)
+            print(f"CAIRN_KAFKA_COMMAND_RECYCLE_AFTER={recycle_after} {extra or ''}", flush=True)
             await asyncio.to_thread(cairn.start)
             try:
                 lines = await _drive(cairn, commands, block, concurrency, pause)
@@ -124,6 +138,14 @@ if __name__ == "__main__":
     p.add_argument("--pause", type=float, default=1.5, help="seconds idle between blocks")
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--variants", default="1000,0", help="values of the setting, in order")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="another setting for every variant, e.g. CAIRN_RELAY_LINGER_MS=20 (repeatable)",
+    )
     args = p.parse_args()
     variants = args.variants.split(",")
-    asyncio.run(main(args.commands, args.block, args.concurrency, args.pause, variants))
+    extra = dict(item.split("=", 1) for item in args.set)
+    asyncio.run(main(args.commands, args.block, args.concurrency, args.pause, variants, extra))

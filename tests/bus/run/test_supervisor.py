@@ -37,6 +37,7 @@ from bus.run.supervisor import (
     TANSU_PID_FILE,
     port_in_use,
 )
+from bus.store.relay import EMBEDDED_LINGER_FROM, EMBEDDED_LINGER_MS
 
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 60.0
@@ -139,6 +140,8 @@ def env(tmp_path: Path) -> dict[str, str]:
             "CAIRN_JWT_SECRET",
             "CAIRN_KAFKA_SESSION_TIMEOUT_MS",
             "CAIRN_KAFKA_COMMAND_RECYCLE_AFTER",
+            "CAIRN_RELAY_LINGER_MS",
+            "CAIRN_RELAY_LINGER_FROM",
         )
     }
     e.update(
@@ -225,8 +228,9 @@ def test_up_runs_everything_and_stops_cleanly(start: Callable[[], Up], env: dict
 
     assert _query(db_url, "SELECT count(*) FROM pg_namespace WHERE nspname = 'eventstore'") == 1
     # The embedded broker's topics have EMBEDDED_PARTITIONS, and the children know it; they
-    # run their consumers with the embedded session timeout unless one is set, and recycle
-    # the command topics (bus/actors/recycle.py).
+    # run their consumers with the embedded session timeout unless one is set, recycle the
+    # command topics (bus/actors/recycle.py) and linger after every relay pass
+    # (bus/store/relay.py).
     topic = Settings.from_env(env).command_topic("uploads")
     assert _partitions(f"127.0.0.1:{kafka_port}", topic) == EMBEDDED_PARTITIONS
     told = []
@@ -239,12 +243,16 @@ def test_up_runs_everything_and_stops_cleanly(start: Callable[[], Up], env: dict
                         child_env["CAIRN_KAFKA_PARTITIONS"],
                         child_env["CAIRN_KAFKA_SESSION_TIMEOUT_MS"],
                         child_env["CAIRN_KAFKA_COMMAND_RECYCLE_AFTER"],
+                        child_env["CAIRN_RELAY_LINGER_MS"],
+                        child_env["CAIRN_RELAY_LINGER_FROM"],
                     )
                 )
     expected = (
         str(EMBEDDED_PARTITIONS),
         str(EMBEDDED_SESSION_TIMEOUT_MS),
         str(EMBEDDED_RECYCLE_AFTER),
+        str(EMBEDDED_LINGER_MS),
+        str(EMBEDDED_LINGER_FROM),
     )
     assert told and set(told) == {expected}, told
     assert (data_dir / "jwt-secret").exists()  # generated before the children started

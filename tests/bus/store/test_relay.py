@@ -461,6 +461,32 @@ async def test_a_small_pass_does_not_linger(
         assert relay.lingered == 0
 
 
+async def test_the_linger_comes_from_the_settings_and_a_lone_event_is_not_delayed(
+    settings: Settings, pool: asyncpg.Pool, event_store: PostgresEventStore
+) -> None:
+    # `cairn up`'s rule (after every pass), with a linger far longer than the test takes.
+    env = {"CAIRN_RELAY_LINGER_MS": "30000", "CAIRN_RELAY_LINGER_FROM": "1"}
+    told = Settings.from_env(env)
+    relay = Relay(
+        replace(settings, relay_linger_ms=told.relay_linger_ms, relay_linger_from=1),
+        pool,
+        safety_interval=60.0,
+    )
+    assert (relay.linger, relay.linger_from) == (30.0, 1)
+    async with leading(relay):
+        (lone,) = await event_store.append(f"upload-{uuid.uuid4()}", 0, [ev(0)], META)
+        await eventually(lambda: at_checkpoint(relay, lone.position), "the lone event", timeout=5)
+        await eventually(lambda: relay.lingered == 1, "the linger after it")
+        (next_one,) = await event_store.append(f"upload-{uuid.uuid4()}", 0, [ev(1)], META)
+        # The next pass waits out the linger: well within it, nothing more is published.
+        with pytest.raises(AssertionError, match="timed out"):
+            await eventually(
+                lambda: at_checkpoint(relay, next_one.position), "during the linger", timeout=2
+            )
+    assert Settings.from_env({}).relay_linger_ms == 20  # real Kafka: only after busy passes
+    assert Settings.from_env({}).relay_linger_from == 16
+
+
 async def test_unreachable_broker_keeps_the_checkpoint_and_recovers(
     settings: Settings, pool: asyncpg.Pool, event_store: PostgresEventStore, tmp_path: Path
 ) -> None:
