@@ -468,7 +468,11 @@ async def test_the_linger_comes_from_the_settings_and_a_lone_event_is_not_delaye
     env = {"CAIRN_RELAY_LINGER_MS": "30000", "CAIRN_RELAY_LINGER_FROM": "1"}
     told = Settings.from_env(env)
     relay = Relay(
-        replace(settings, relay_linger_ms=told.relay_linger_ms, relay_linger_from=1),
+        replace(
+            settings,
+            relay_linger_ms=told.relay_linger_ms,
+            relay_linger_from=told.relay_linger_from,
+        ),
         pool,
         safety_interval=60.0,
     )
