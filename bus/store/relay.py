@@ -366,8 +366,8 @@ class Relay:
             else:
                 backoff.reset()
                 if published >= self.linger_from and self.linger > 0:
-                    # Busy (see EMBEDDED_LINGER_MS): appends that come meanwhile set `wake` and go
-                    # together in the next pass.
+                    # The linger (see the comment above EMBEDDED_LINGER_MS): appends that
+                    # come meanwhile set `wake` and go together in the next pass.
                     self.lingered += 1
                     await sleep_unless_stopped(stop, self.linger)
 

@@ -115,7 +115,8 @@ async def main(
                 **(extra or {}),
             }
             cairn = Cairn(Path(tmp), env=env)
-            print(f"CAIRN_KAFKA_COMMAND_RECYCLE_AFTER={recycle_after} {extra or ''}", flush=True)
+            label = " ".join(f"{k}={v}" for k, v in env.items() if k != "CAIRN_LOG_LEVEL")
+            print(label, flush=True)
             await asyncio.to_thread(cairn.start)
             try:
                 lines = await _drive(cairn, commands, block, concurrency, pause)
@@ -127,7 +128,7 @@ async def main(
                     if "warning" in line or "error" in line
                 ]
                 print("\n".join(warnings[-20:]), flush=True)
-            report += [f"CAIRN_KAFKA_COMMAND_RECYCLE_AFTER={recycle_after}", *lines]
+            report += [label, *lines]
     print("\n".join(report))
 
 
