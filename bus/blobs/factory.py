@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote
 
+from bus.blobs.inline import InlineBlobStore, InlinePresigningBlobStore
 from bus.blobs.local import LocalBlobStore
 from bus.blobs.s3 import S3BlobStore, S3Options, parse_s3_url
 from bus.config.settings import Settings
@@ -33,9 +34,27 @@ def s3_options(url: str, settings: Settings) -> S3Options:
     )
 
 
-def open_blob_store(url: str, settings: Settings | None = None) -> BlobStore:
-    """The store `url` names; `settings` (default: from the environment) configure it."""
+def open_blob_store(
+    url: str, settings: Settings | None = None, *, inline: bool = True
+) -> BlobStore:
+    """The store `url` names; `settings` (default: from the environment) configure it.
+
+    With `inline` (and a database and `CAIRN_BLOB_INLINE_BYTES` set), the small blobs are
+    rows in PostgreSQL in front of it (bus/blobs/inline.py): what every process that
+    stores or serves files opens. `cairn blobs migrate` opens the bare stores, as it moves
+    what is in them and the rows stay where they are."""
     settings = settings or Settings.from_env()
+    store = _backend(url, settings)
+    if not inline or settings.blob_inline_bytes <= 0 or not settings.database_url:
+        return store
+    if isinstance(store, S3BlobStore):  # presigns: the tier must know what it may presign
+        return InlinePresigningBlobStore(
+            store, settings.database_url, max_bytes=settings.blob_inline_bytes
+        )
+    return InlineBlobStore(store, settings.database_url, max_bytes=settings.blob_inline_bytes)
+
+
+def _backend(url: str, settings: Settings) -> BlobStore:
     if url.startswith("file://"):
         rest = unquote(url[len("file://") :])
         if rest.startswith("localhost/"):  # file://localhost/abs/path is file:///abs/path

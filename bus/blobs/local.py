@@ -129,7 +129,7 @@ def _subdirectories(path: Path) -> list[str]:
         return [e.name for e in entries if e.is_dir(follow_symlinks=False)]
 
 
-def _check_range(sha256: str, size: int, offset: int, length: int | None) -> int:
+def check_range(sha256: str, size: int, offset: int, length: int | None) -> int:
     """Validate [offset, offset+length) against a chunk of `size` bytes; return the length.
 
     A range past the end is rejected, not clamped: the manifest math upstream knows every
@@ -503,7 +503,7 @@ class LocalBlobStore:
             return
         fd, size = await _in_thread(self._open_read, sha256)
         try:
-            remaining = _check_range(sha256, size, offset, length)
+            remaining = check_range(sha256, size, offset, length)
             pos = offset
             while remaining > 0:
                 data = await _in_thread(os.pread, fd, min(READ_PIECE, remaining), pos)
@@ -521,7 +521,7 @@ class LocalBlobStore:
     def _read_small(self, sha256: str, offset: int, length: int) -> bytes:
         fd, size = self._open_read(sha256)
         try:
-            _check_range(sha256, size, offset, length)
+            check_range(sha256, size, offset, length)
             data = os.pread(fd, length, offset)
             while len(data) < length:  # pread may return less (rare on regular files)
                 more = os.pread(fd, length - len(data), offset + len(data))

@@ -3,7 +3,9 @@
 Written once against the BlobStore port, so serving and completion work on every store.
 A store that can hash a whole chunk without handing its bytes to the event loop (the
 local store: one thread hop per chunk instead of one per piece) says so by offering
-`hash_into` (the `HashesInPlace` protocol); that is a capability, not a backend check.
+`hash_into` (the `HashesInPlace` protocol); a store of tiers, which knows per blob where
+it is, offers `hash_chunk` (`HashesChunks`, bus/blobs/inline.py). Capabilities, not
+backend checks.
 
 Hashing a big file is long (about 0.7 s per GiB at sha256's speed here) and sometimes not
 needed by the time it ends: the handlers hash a tus upload that reached its length in
@@ -43,6 +45,16 @@ class HashesInPlace(Protocol):
         ...
 
 
+@runtime_checkable
+class HashesChunks(Protocol):
+    async def hash_chunk(self, hasher: Any, sha256: str, size: int) -> None:
+        """Feed exactly `size` bytes of one blob to `hasher` (a store of tiers, which
+        knows best how to read each: bus/blobs/inline.py).
+
+        BlobNotFound if missing, ValueError if its size differs."""
+        ...
+
+
 def manifest_offsets(manifest: Sequence[tuple[str, int]]) -> list[int]:
     """Where each chunk starts in the file, plus the file's size at the end."""
     return [0, *itertools.accumulate(size for _, size in manifest)]
@@ -61,7 +73,7 @@ async def read_manifest(
     Only the chunks overlapping the range are opened, and only their overlapping bytes
     read: the first one is found by bisection over `offsets` (`manifest_offsets`; pass it
     when reading several ranges of one file). A range past the end of the file is rejected
-    with ValueError (see bus/blobs/local.py _check_range); so is start > end."""
+    with ValueError (see bus/blobs/local.py check_range); so is start > end."""
     if offsets is None:
         offsets = manifest_offsets(manifest)
     total = offsets[-1]
@@ -96,6 +108,7 @@ async def hash_manifest(
     first chunk): False raises HashAbandoned."""
     every = CHECK_EVERY_BYTES if check_every is None else check_every
     hasher = hashlib.sha256()
+    hash_chunk = store.hash_chunk if isinstance(store, HashesChunks) else None
     hash_into = store.hash_into if isinstance(store, HashesInPlace) else None
     since_check = 0
     for sha256, size in manifest:
@@ -104,6 +117,9 @@ async def hash_manifest(
             if not await keep_going():
                 raise HashAbandoned
         since_check += size
+        if hash_chunk is not None:
+            await hash_chunk(hasher, sha256, size)
+            continue
         if hash_into is not None:
             # The chunk wholly in one thread hop, into the one hash state.
             await asyncio.to_thread(hash_into, hasher, sha256, size)

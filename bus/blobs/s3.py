@@ -72,7 +72,7 @@ from botocore.exceptions import (
 
 from bus.blobs.batching import HashingBatcher, run_cleanup
 from bus.blobs.errors import BlobCorrupt, BlobNotFound, BlobStoreUnavailable
-from bus.blobs.local import _check_range, is_sha256
+from bus.blobs.local import check_range, is_sha256
 from bus.config import metrics
 
 # Body pieces are gathered into buffers of this size before one thread hop hashes and
@@ -354,13 +354,13 @@ class S3BlobStore:
             size = await self.size(sha256)
             if size is None:
                 raise BlobNotFound(sha256)
-            _check_range(sha256, size, offset, length)
+            check_range(sha256, size, offset, length)
             if length == 0 or offset == size:
                 return
             raise BlobStoreUnavailable(f"S3 GET of blob {sha256} refused a valid range")
         body, size = first
         try:
-            n = _check_range(sha256, size, offset, length)
+            n = check_range(sha256, size, offset, length)
         except BaseException:
             body.close()
             raise

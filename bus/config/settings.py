@@ -28,6 +28,10 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
     return float(v) if v not in (None, "") else default
 
 
+# The largest CAIRN_BLOB_INLINE_BYTES honoured: a put gathers that much in memory before it
+# knows which tier takes it, and a row is read whole.
+INLINE_MAX_BYTES = 1 << 20
+
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
@@ -60,6 +64,9 @@ class Settings:
     blob_drop_behind: bool = True
     # The local store starts writing each batch of a big blob out while the rest arrives.
     blob_early_writeback: bool = True
+    # Blobs of at most this many bytes are rows in PostgreSQL, not files (or S3 objects):
+    # bus/blobs/inline.py. 0 stores every blob in the blob store.
+    blob_inline_bytes: int = 64 * 1024
     topic_prefix: str = "cairn"
     kafka_partitions: int = 8
     # Partitions of each command topic; 0 = kafka_partitions. More spread the commands of an
@@ -252,6 +259,9 @@ class Settings:
             blob_store=env.get("CAIRN_BLOB_STORE") or "",
             blob_drop_behind=_bool(env.get("CAIRN_BLOB_DROP_BEHIND"), True),
             blob_early_writeback=_bool(env.get("CAIRN_BLOB_EARLY_WRITEBACK"), True),
+            blob_inline_bytes=min(
+                parse_size(env.get("CAIRN_BLOB_INLINE_BYTES") or "64K"), INLINE_MAX_BYTES
+            ),
             topic_prefix=env.get("CAIRN_TOPIC_PREFIX") or "cairn",
             kafka_partitions=_int(env, "CAIRN_KAFKA_PARTITIONS", 8),
             kafka_command_partitions=_int(env, "CAIRN_KAFKA_COMMAND_PARTITIONS", 0),

@@ -271,8 +271,8 @@ async def _migrate_blobs(settings: Settings, to: str, source_url: str | None) ->
     from bus.blobs.factory import open_blob_store
     from bus.blobs.migrate import migrate
 
-    source = open_blob_store(source_url or settings.blobs_url, settings)
-    target = open_blob_store(to, settings)
+    source = open_blob_store(source_url or settings.blobs_url, settings, inline=False)
+    target = open_blob_store(to, settings, inline=False)
     try:
         await target.ping()
         print(f"copying {source_url or settings.blobs_url} -> {to}", flush=True)

@@ -24,6 +24,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from bus.blobs.inline import InlineBlobStore
 from bus.blobs.local import LocalBlobStore
 from bus.config.settings import Settings
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
@@ -586,24 +587,36 @@ async def test_expiry_is_judged_on_last_activity(expiring: System) -> None:
 
 
 async def test_gc_collects_only_unreferenced_blobs_past_the_grace(expiring: System) -> None:
-    blobs = LocalBlobStore(Path(expiring.settings.blobs_url.removeprefix("file://")))
+    # The system's chunks are 4 KiB: rows of blobs.inline (bus/blobs/inline.py), in front
+    # of the local store, which holds the bigger orphan below.
+    settings = expiring.settings
+    files = LocalBlobStore(Path(settings.blobs_url.removeprefix("file://")))
+    blobs = InlineBlobStore(
+        files, settings.database_url or "", max_bytes=settings.blob_inline_bytes
+    )
     shared, only_file, only_upload = (os.urandom(CHUNK) for _ in range(3))
     sha = {
         name: hashlib.sha256(b).hexdigest()
         for name, b in (("shared", shared), ("file", only_file), ("upload", only_upload))
     }
 
-    def stored(name: str) -> bool:
-        return blobs.path_of(sha[name]).exists()
+    async def stored(name: str) -> bool:
+        return await blobs.exists(sha[name])
 
     async def put_raw(data: bytes, age: float = 0.0) -> str:
         async def one() -> AsyncIterator[bytes]:
             yield data
 
         digest, _ = await blobs.put_stream(one())
-        if age:
+        if age and len(data) > blobs.max_bytes:
             t = time.time() - age
-            os.utime(blobs.path_of(digest), (t, t))
+            os.utime(files.path_of(digest), (t, t))
+        elif age:
+            await expiring.pool.execute(
+                "UPDATE blobs.inline SET stored_at = stored_at - $2 WHERE sha256 = $1",
+                digest,
+                age,
+            )
         return digest
 
     async with expiring.client(user()) as c, expiring.client("root", admin=True) as admin:
@@ -614,30 +627,33 @@ async def test_gc_collects_only_unreferenced_blobs_past_the_grace(expiring: Syst
         # Bytes written straight to the store that nothing references: an old one (a PUT
         # whose command never came) and...
         orphan = await put_raw(os.urandom(100), age=10 * GRACE)
+        orphan_file = await put_raw(os.urandom(blobs.max_bytes + 1), age=10 * GRACE)
+        assert files.path_of(orphan_file).exists() and not files.path_of(orphan).exists()
         await let_time_pass(TTL + 0.5)
         await wait_until(lambda: in_read_model(expiring.pool, "uploads", doomed, chunks_received=2))
         first = await cleanup(admin)
         assert first["expired"] >= 1
-        assert not blobs.path_of(orphan).exists()
+        assert not await blobs.exists(orphan) and not files.path_of(orphan_file).exists()
+        assert first["bytes_freed"] >= 100 + blobs.max_bytes + 1
         # The expired upload's chunks were released just now: kept for the grace, in case
         # something read them a moment before.
-        assert stored("upload") and stored("shared") and stored("file")
+        assert await stored("upload") and await stored("shared") and await stored("file")
 
         freed = first["bytes_freed"]
 
         async def upload_chunk_collected() -> bool:
             nonlocal freed
             freed += (await cleanup(admin))["bytes_freed"]
-            return not stored("upload")
+            return not await stored("upload")
 
         await wait_until(upload_chunk_collected, timeout=30, interval=0.5)
         assert freed >= CHUNK + 100
         # ...a fresh one: its PUT may still be sending its command.
         fresh = await put_raw(os.urandom(100))
         await cleanup(admin)
-        assert blobs.path_of(fresh).exists()
+        assert await blobs.exists(fresh)
         # The chunk the expired upload shared with a live file stays, the file is intact.
-        assert stored("shared") and stored("file")
+        assert await stored("shared") and await stored("file")
         assert (await c.get(f"/v1/files/{file_id}/content")).content == only_file + shared
 
         # A deleted file's chunks go the same way, once the grace has passed.
@@ -645,6 +661,7 @@ async def test_gc_collects_only_unreferenced_blobs_past_the_grace(expiring: Syst
 
         async def file_chunks_collected() -> bool:
             await cleanup(admin)
-            return not stored("file") and not stored("shared")
+            return not await stored("file") and not await stored("shared")
 
         await wait_until(file_chunks_collected, timeout=30, interval=0.5)
+    await blobs.close()

@@ -2,8 +2,10 @@
 
 Each implementation is one param of the `blobs` fixture, which also says how to look
 inside it (the stored objects, the leftovers of failed puts), so that "dedup" and "nothing
-partial is kept" are checked for real: "local" (files) and "s3" (a bucket of the local S3
-server, tests/s3server.py, looked into with a plain botocore client).
+partial is kept" are checked for real: "local" (files), "s3" (a bucket of the local S3
+server, tests/s3server.py, looked into with a plain botocore client) and "inline" (the
+small blobs as rows of the embedded PostgreSQL in front of the local store,
+bus/blobs/inline.py).
 
 Decision fixed here: a range past the end of a chunk (or of a manifest) is rejected with
 ValueError, never clamped; clamping HTTP ranges is the API's job.
@@ -18,10 +20,12 @@ import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import botocore.session
 import pytest
 import pytest_asyncio
@@ -29,10 +33,12 @@ import pytest_asyncio
 from bus.blobs import local as local_module
 from bus.blobs.errors import BlobNotFound, BlobTooLarge
 from bus.blobs.factory import open_blob_store
+from bus.blobs.inline import InlineBlobStore
 from bus.blobs.local import LocalBlobStore
 from bus.blobs.manifests import HashAbandoned, hash_manifest, read_manifest
 from bus.blobs.s3 import S3BlobStore, S3Options
 from bus.config.settings import Settings
+from bus.store import db
 from domain.ports import BlobStore
 from tests.s3server import S3Server
 
@@ -99,10 +105,56 @@ def _s3(tmp_path: Path, server: S3Server) -> tuple[Blobs, S3BlobStore]:
     return Blobs(store, objects, leftovers), store
 
 
-@pytest_asyncio.fixture(params=["local", "s3"])
+def inline_rows(db_url: str) -> list[str]:
+    """The digests in `blobs.inline`, read from a thread of its own (a sync peek)."""
+
+    async def query() -> list[str]:
+        conn = await asyncpg.connect(db_url)
+        try:
+            return [r["sha256"] for r in await conn.fetch("SELECT sha256 FROM blobs.inline")]
+        finally:
+            await conn.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, query()).result()
+
+
+def _inline(tmp_path: Path, db_url: str) -> tuple[Blobs, InlineBlobStore]:
+    """The local store behind the inline tier at its default size: small blobs are rows."""
+    files = _local(tmp_path)
+    store = InlineBlobStore(files.store, db_url, max_bytes=INLINE)
+
+    def objects() -> list[str]:
+        return sorted(files.objects() + inline_rows(db_url))
+
+    return Blobs(store, objects, files.leftovers), store
+
+
+INLINE = Settings().blob_inline_bytes
+
+
+@pytest_asyncio.fixture(params=["local", "s3", "inline"])
 async def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Blobs]:
     if request.param == "local":
         yield _local(tmp_path)
+        return
+    if request.param == "inline":
+        # A database of its own, migrated here: the async `db_url` fixture cannot be
+        # requested from inside this one.
+        pg = request.getfixturevalue("pg_server")
+        name = f"blobs_{secrets.token_hex(6)}"
+        url = await db.ensure_database(pg.url, name)
+        await db.migrate(url)
+        b, tiered = _inline(tmp_path, url)
+        try:
+            yield b
+        finally:
+            await tiered.close()
+            conn = await asyncpg.connect(pg.url)
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            finally:
+                await conn.close()
         return
     b, store = _s3(tmp_path, request.getfixturevalue("s3_server"))
     yield b
@@ -676,10 +728,12 @@ async def test_also_hash_is_fed_every_byte_in_order(blobs: Blobs) -> None:
     assert running.hexdigest() == sha(b"before" + BIG)
 
 
-@pytest.mark.parametrize("size", [1, 4096, local_module.SMALL_PUT, local_module.SMALL_PUT + 1])
+@pytest.mark.parametrize(
+    "size", [1, 4096, INLINE, INLINE + 1, local_module.SMALL_PUT, local_module.SMALL_PUT + 1]
+)
 async def test_small_and_boundary_sized_puts(blobs: Blobs, size: int) -> None:
-    """Around the local store's one-hop size (SMALL_PUT): same digest, bytes, running
-    digest and cap either side of it."""
+    """Around the inline tier's size and the local store's one-hop size (SMALL_PUT): same
+    digest, bytes, running digest and cap either side of them."""
     data = BIG[:size]
     running = hashlib.sha256(b"before")
     got = await blobs.store.put_stream(feed(split(data, [1000, 0])), also_hash=running)

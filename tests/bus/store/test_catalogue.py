@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncpg
 
-SCHEMAS = ["eventstore", "readmodel", "api", "work"]
+SCHEMAS = ["eventstore", "readmodel", "api", "work", "blobs"]
 
 
 async def test_every_relation_and_column_has_a_comment(pool: asyncpg.Pool) -> None:
