@@ -35,7 +35,7 @@ from typing import Any
 import asyncpg
 
 from bus.blobs.errors import BlobNotFound, BlobTooLarge
-from bus.blobs.local import check_range, is_sha256
+from bus.blobs.local import chained, check_range, is_sha256
 from bus.blobs.manifests import HashesInPlace
 from bus.config import metrics
 from bus.store.db import create_pool
@@ -104,7 +104,7 @@ class InlineBlobStore:
                 if max_bytes is not None and size > max_bytes:
                     raise BlobTooLarge(max_bytes)
         return await self.inner.put_stream(
-            _chained(head, source), max_bytes=max_bytes, also_hash=also_hash
+            chained(head, source), max_bytes=max_bytes, also_hash=also_hash
         )
 
     async def _put_row(self, pieces: list[bytes], size: int, also_hash: Any) -> tuple[str, int]:
@@ -297,10 +297,3 @@ class InlinePresigningBlobStore(InlineBlobStore):
             content_disposition=content_disposition,
         )
         return presigned
-
-
-async def _chained(head: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    for piece in head:
-        yield piece
-    async for piece in rest:
-        yield piece

@@ -244,7 +244,7 @@ class LocalBlobStore:
                 size += len(piece)
                 if max_bytes is not None and size > max_bytes:
                     raise BlobTooLarge(max_bytes)
-        return await self._put_large(_chained(head, source), max_bytes, also_hash)
+        return await self._put_large(chained(head, source), max_bytes, also_hash)
 
     def _put_small(self, pieces: list[bytes], also_hash: Any) -> str:
         hasher = hashlib.sha256()
@@ -563,7 +563,8 @@ class LocalBlobStore:
                 raise ValueError(f"blob {sha256} is longer than its manifest size {size}")
 
 
-async def _chained(head: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def chained(head: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The pieces gathered so far, then the rest of the stream."""
     for piece in head:
         yield piece
     async for piece in rest:
