@@ -1,6 +1,7 @@
 """SIGKILL the embedded PostgreSQL's postmaster; the supervisor starts it again.
 
-What was acknowledged before the kill is still there (fsync and synchronous_commit are on),
+What was acknowledged before the kill is still there (fsync and synchronous_commit are on;
+a small file's bytes too, which are a row, not a file),
 `/ready` says 503 during the outage and 200 after, and new commands are served again
 without restarting Cairn.
 """
@@ -39,6 +40,17 @@ async def test_postgres_killed_is_restarted_and_keeps_what_was_acknowledged(
         r = await send(c, "POST", "/v1/uploads", json=body)
         assert r.status_code == 201, r.text
         before = r.json()["id"]
+        # A small file: its one chunk is a row of blobs.inline (bus/blobs/inline.py), whose
+        # commit is all that makes it durable; the kill comes right after the answers.
+        small = os.urandom(10)
+        r = await send(c, "POST", "/v1/uploads", json=body)
+        assert r.status_code == 201, r.text
+        upload = r.json()["id"]
+        r = await send(c, "PUT", f"/v1/uploads/{upload}/chunks/0", content=small)
+        assert r.status_code == 201, r.text
+        r = await send(c, "POST", f"/v1/uploads/{upload}/complete")
+        assert r.status_code == 200, r.text
+        file_id = r.json()["file_id"]
 
         [postmaster, *_] = postgres_pids(up.data_dir)
         os.kill(postmaster, signal.SIGKILL)
@@ -60,7 +72,17 @@ async def test_postgres_killed_is_restarted_and_keeps_what_was_acknowledged(
         await poll("/ready to answer 200 again", ready, 60, up.log)
         r = await send(c, "GET", f"/v1/uploads/{before}")
         assert r.status_code == 200, r.text
+        r = await send(c, "GET", f"/v1/files/{file_id}/content")
+        assert r.status_code == 200 and r.content == small, r.text
+        # New small blobs are stored again (the tier's pool drops its dead connections).
         r = await send(c, "POST", "/v1/uploads", json=body)
         assert r.status_code == 201, r.text
+        after, more = r.json()["id"], os.urandom(10)
+        r = await send(c, "PUT", f"/v1/uploads/{after}/chunks/0", content=more)
+        assert r.status_code == 201, r.text
+        r = await send(c, "POST", f"/v1/uploads/{after}/complete")
+        assert r.status_code == 200, r.text
+        r = await send(c, "GET", f"/v1/files/{r.json()['file_id']}/content")
+        assert r.status_code == 200 and r.content == more, r.text
     assert await up.stop() == 0, up.log()
     await poll("every process gone", lambda: not up.left(), 30, up.log)
