@@ -21,9 +21,7 @@ from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
 from bus.store import db
 from bus.store.eventstore import PostgresEventStore
 from tests.s3server import S3Server, use_test_credentials
-from tests.system import KAFKA_SESSION_TIMEOUT_MS
-
-TEMPLATE = "cairn_template"
+from tests.system import KAFKA_SESSION_TIMEOUT_MS, cloned_database, ensure_template
 
 
 @pytest.fixture(scope="session")
@@ -59,26 +57,13 @@ def s3_server() -> Iterator[S3Server]:
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def template_url(pg_server: EmbeddedPostgres) -> str:
-    url = await db.ensure_database(pg_server.url, TEMPLATE)
-    await db.migrate(url)
-    return url
+    return await ensure_template(pg_server.url)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def db_url(pg_server: EmbeddedPostgres, template_url: str) -> AsyncIterator[str]:
-    name = f"t_{secrets.token_hex(6)}"
-    conn = await asyncpg.connect(pg_server.url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
-    finally:
-        await conn.close()
-    base = pg_server.url.rpartition("/")[0]
-    yield f"{base}/{name}"
-    conn = await asyncpg.connect(pg_server.url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    async with cloned_database(pg_server.url) as url:
+        yield url
 
 
 @pytest_asyncio.fixture(loop_scope="session")

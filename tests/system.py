@@ -127,6 +127,36 @@ async def wait_until(predicate: Any, timeout: float = 30, interval: float = 0.05
         await asyncio.sleep(interval)
 
 
+# The migrated database every test database is cloned from (CREATE DATABASE ... TEMPLATE).
+TEMPLATE = "cairn_template"
+
+
+async def ensure_template(pg_url: str) -> str:
+    """The template's URL, created and migrated if it is not (cheap when it is)."""
+    url = await db.ensure_database(pg_url, TEMPLATE)
+    await db.migrate(url)
+    return url
+
+
+@asynccontextmanager
+async def cloned_database(pg_url: str) -> AsyncIterator[str]:
+    """A database of its own, cloned from the migrated template; dropped afterwards."""
+    name = f"t_{secrets.token_hex(6)}"
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
+    finally:
+        await conn.close()
+    try:
+        yield f"{pg_url.rpartition('/')[0]}/{name}"
+    finally:
+        conn = await asyncpg.connect(pg_url)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
 @asynccontextmanager
 async def isolated_system(
     pg_url: str, kafka_bootstrap: str, **overrides: Any
@@ -136,7 +166,7 @@ async def isolated_system(
     name = f"m_{secrets.token_hex(6)}"
     conn = await asyncpg.connect(pg_url)
     try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "cairn_template"')
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
     finally:
         await conn.close()
     url = f"{pg_url.rpartition('/')[0]}/{name}"

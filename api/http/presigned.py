@@ -34,7 +34,10 @@ class Presigns(Protocol):
         expires: int,
         content_type: str | None = None,
         content_disposition: str | None = None,
-    ) -> str: ...
+    ) -> str | None:
+        """The URL, or None when the blob is not in the bucket (a small blob kept in
+        PostgreSQL, bus/blobs/inline.py): Cairn serves it."""
+        ...
 
 
 def single_object(manifest: Sequence[tuple[str, int]], size: int) -> str | None:

@@ -36,7 +36,7 @@ import asyncpg
 
 from bus.blobs.errors import BlobNotFound, BlobTooLarge
 from bus.blobs.local import chained, check_range, is_sha256
-from bus.blobs.manifests import HashesInPlace
+from bus.blobs.manifests import hash_blob
 from bus.config import metrics
 from bus.store.db import create_pool
 from domain.ports import BlobStore
@@ -185,7 +185,7 @@ class InlineBlobStore:
             # Bigger than the tier's size: in the wrapped store, unless the setting was
             # lowered since (then the table holds it).
             try:
-                await self._hash_in_inner(hasher, sha256, size)
+                await hash_blob(self.inner, hasher, sha256, size)
                 return
             except BlobNotFound:
                 data = await self._row_data(sha256)
@@ -194,23 +194,11 @@ class InlineBlobStore:
         else:
             data = await self._row_data(sha256) if is_sha256(sha256) else None
             if data is None:
-                await self._hash_in_inner(hasher, sha256, size)
+                await hash_blob(self.inner, hasher, sha256, size)
                 return
         if len(data) != size:
             raise ValueError(f"blob {sha256} has {len(data)} bytes, its manifest says {size}")
         hasher.update(data)
-
-    async def _hash_in_inner(self, hasher: Any, sha256: str, size: int) -> None:
-        if isinstance(self.inner, HashesInPlace):
-            await asyncio.to_thread(self.inner.hash_into, hasher, sha256, size)
-            return
-        actual = await self.inner.size(sha256)
-        if actual is None:
-            raise BlobNotFound(sha256)
-        if actual != size:
-            raise ValueError(f"blob {sha256} has {actual} bytes, its manifest says {size}")
-        async for piece in self.inner.open_range(sha256, 0, size):
-            await asyncio.to_thread(hasher.update, piece)
 
     # -- deleting and listing ------------------------------------------------------
 

@@ -108,8 +108,6 @@ async def hash_manifest(
     first chunk): False raises HashAbandoned."""
     every = CHECK_EVERY_BYTES if check_every is None else check_every
     hasher = hashlib.sha256()
-    hash_chunk = store.hash_chunk if isinstance(store, HashesChunks) else None
-    hash_into = store.hash_into if isinstance(store, HashesInPlace) else None
     since_check = 0
     for sha256, size in manifest:
         if keep_going is not None and since_check >= every:
@@ -117,19 +115,26 @@ async def hash_manifest(
             if not await keep_going():
                 raise HashAbandoned
         since_check += size
-        if hash_chunk is not None:
-            await hash_chunk(hasher, sha256, size)
-            continue
-        if hash_into is not None:
-            # The chunk wholly in one thread hop, into the one hash state.
-            await asyncio.to_thread(hash_into, hasher, sha256, size)
-            continue
-        # A chunk longer than its manifest says would go unnoticed by the range read.
-        actual = await store.size(sha256)
-        if actual is None:
-            raise BlobNotFound(sha256)
-        if actual != size:
-            raise ValueError(f"blob {sha256} has {actual} bytes, its manifest says {size}")
-        async for piece in store.open_range(sha256, 0, size):
-            await asyncio.to_thread(hasher.update, piece)
+        await hash_blob(store, hasher, sha256, size)
     return hasher.hexdigest()
+
+
+async def hash_blob(store: BlobStore, hasher: Any, sha256: str, size: int) -> None:
+    """Feed exactly `size` bytes of one blob to `hasher`, the best way `store` offers.
+
+    BlobNotFound if it is missing, ValueError if its size differs."""
+    if isinstance(store, HashesChunks):
+        await store.hash_chunk(hasher, sha256, size)
+        return
+    if isinstance(store, HashesInPlace):
+        # The chunk wholly in one thread hop, into the one hash state.
+        await asyncio.to_thread(store.hash_into, hasher, sha256, size)
+        return
+    # A chunk longer than its manifest says would go unnoticed by the range read.
+    actual = await store.size(sha256)
+    if actual is None:
+        raise BlobNotFound(sha256)
+    if actual != size:
+        raise ValueError(f"blob {sha256} has {actual} bytes, its manifest says {size}")
+    async for piece in store.open_range(sha256, 0, size):
+        await asyncio.to_thread(hasher.update, piece)

@@ -38,9 +38,9 @@ from bus.blobs.local import LocalBlobStore
 from bus.blobs.manifests import HashAbandoned, hash_manifest, read_manifest
 from bus.blobs.s3 import S3BlobStore, S3Options
 from bus.config.settings import Settings
-from bus.store import db
 from domain.ports import BlobStore
 from tests.s3server import S3Server
+from tests.system import cloned_database, ensure_template
 
 MiB = 1024 * 1024
 
@@ -139,22 +139,15 @@ async def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         yield _local(tmp_path)
         return
     if request.param == "inline":
-        # A database of its own, migrated here: the async `db_url` fixture cannot be
-        # requested from inside this one.
+        # Cloned here: the async `db_url` fixture cannot be requested from inside this one.
         pg = request.getfixturevalue("pg_server")
-        name = f"blobs_{secrets.token_hex(6)}"
-        url = await db.ensure_database(pg.url, name)
-        await db.migrate(url)
-        b, tiered = _inline(tmp_path, url)
-        try:
-            yield b
-        finally:
-            await tiered.close()
-            conn = await asyncpg.connect(pg.url)
+        await ensure_template(pg.url)
+        async with cloned_database(pg.url) as url:
+            b, tiered = _inline(tmp_path, url)
             try:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                yield b
             finally:
-                await conn.close()
+                await tiered.close()
         return
     b, store = _s3(tmp_path, request.getfixturevalue("s3_server"))
     yield b
