@@ -15,6 +15,7 @@ import uvicorn
 
 from api.app import create_app
 from api.http.access import access_log
+from api.http.dates import with_date
 from api.http.drain import Drain
 from api.http.headlimits import HeadLimits, LimitedHttpToolsProtocol
 from bus.config.logs import get_logger
@@ -48,10 +49,11 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     settle_again()
     config = uvicorn.Config(
         # Our access log line per request, in the JSON stream, drained 503s included.
-        access_log(drain),
+        access_log(with_date(drain)),
         host=settings.host,
         port=settings.port,
         log_level="warning",
+        date_header=False,  # api/http/dates.py sends a current one
         log_config=None,  # uvicorn's loggers go through ours (bus/config/logs.py)
         access_log=False,
         lifespan="on",

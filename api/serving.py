@@ -13,7 +13,7 @@ from typing import Any
 from litestar import Request
 from litestar.openapi.datastructures import ResponseSpec
 
-from api.context import AppContext
+from api.context import AppContext, now
 from api.http.content import ContentResponse, Representation, plan, read_small, request_fields
 from api.http.presigned import redirect_location
 from domain.files import FileState
@@ -55,6 +55,7 @@ async def serve(
         request.method,
         request_fields(request),
         rep,
+        now=now(),
         download=download,
         max_ranges=c.settings.max_ranges,
     )

@@ -71,23 +71,33 @@ def plan(
     headers: Mapping[str, str],
     rep: Representation,
     *,
+    now: datetime,
     download: bool = False,
     max_ranges: int = 100,
 ) -> Plan:
-    """The answer to a GET or HEAD of `rep`; 412 and 416 are raised as ApiError.
+    """The answer to a GET or HEAD of `rep` at `now`; 412 and 416 are raised as ApiError.
 
-    `headers` is looked up by lower-case name (Litestar's request headers are)."""
+    `headers` is looked up by lower-case name (Litestar's request headers are). `now` is
+    the answer's Date: a Last-Modified later than it (a writer whose clock runs ahead of
+    this process's) is replaced by it, as RFC 9110 §8.8.2.1 requires, and the validators
+    are compared against what is sent."""
     etag = conditionals.format_etag(rep.etag)
     ctype = served_type(rep.content_type)
     active = is_active(ctype)
-    common = {"ETag": etag, "Cache-Control": CACHE_CONTROL, "X-Content-Type-Options": "nosniff"}
+    modified = min(rep.last_modified, now)
+    common = {
+        "Date": conditionals.format_http_date(now),
+        "ETag": etag,
+        "Cache-Control": CACHE_CONTROL,
+        "X-Content-Type-Options": "nosniff",
+    }
     if active:
         common["Content-Security-Policy"] = SANDBOX_CSP
 
     verdict = conditionals.evaluate(
         method,
         etag=rep.etag,
-        last_modified=rep.last_modified,
+        last_modified=modified,
         if_match=_header(headers, "if-match"),
         if_none_match=_header(headers, "if-none-match"),
         if_modified_since=_header(headers, "if-modified-since"),
@@ -105,7 +115,7 @@ def plan(
         **common,
         "Content-Type": ctype,
         "Accept-Ranges": "bytes",
-        "Last-Modified": conditionals.format_http_date(rep.last_modified),
+        "Last-Modified": conditionals.format_http_date(modified),
         "Content-Disposition": content_disposition(rep.name, download),
     }
     whole = [(b"", ByteRange(0, rep.size))] if rep.size else []
@@ -113,7 +123,7 @@ def plan(
     if method != "GET" or range_value is None:
         return _with_length(Plan(200, full, whole))
     if not conditionals.if_range_ok(
-        _header(headers, "if-range"), etag=rep.etag, last_modified=rep.last_modified
+        _header(headers, "if-range"), etag=rep.etag, last_modified=modified
     ):
         return _with_length(Plan(200, full, whole))
     try:

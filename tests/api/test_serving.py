@@ -7,8 +7,10 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import time
 import uuid
 from collections.abc import AsyncIterator
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -384,3 +386,23 @@ async def test_type_detected_when_the_client_gave_none(shared_system: System) ->
         # A declared type is the client's word, and is kept.
         declared = await upload(c, png, "photo", "image/x-mine")
         assert (await c.head(url(declared))).headers["content-type"] == "image/x-mine"
+
+
+async def test_date_is_current_and_never_before_last_modified(shared_system: System) -> None:
+    """A file read the moment it is stored: its Last-Modified is not after the answer's
+    Date (RFC 9110 §8.8.2.1; uvicorn's once-a-second Date could lag it), and every answer,
+    JSON too, carries one Date of the second it was sent."""
+    me = user()
+    async with shared_system.client(me) as c:
+        for _ in range(3):
+            fid = await upload(c, os.urandom(100))
+            before = int(time.time())
+            content = await c.get(url(fid))
+            meta = await c.get(f"/v1/files/{fid}")
+            after = time.time()
+            for r in (content, meta):
+                assert r.status_code == 200, r.text
+                (date,) = r.headers.get_list("date")
+                assert before <= parsedate_to_datetime(date).timestamp() <= after
+            modified = parsedate_to_datetime(content.headers["last-modified"])
+            assert modified <= parsedate_to_datetime(content.headers["date"])

@@ -13,6 +13,8 @@ from api.http.content import Plan, Representation, plan
 TAG = "c" * 64
 LM = datetime(2026, 11, 6, 8, 49, 37, tzinfo=UTC)
 LM_S = "Fri, 06 Nov 2026 08:49:37 GMT"
+NOW = datetime(2026, 11, 6, 9, 0, 0, tzinfo=UTC)
+NOW_S = "Fri, 06 Nov 2026 09:00:00 GMT"
 
 
 def rep(size: int = 1000, content_type: str = "application/octet-stream") -> Representation:
@@ -48,7 +50,7 @@ STATUS = [
 
 @pytest.mark.parametrize(("method", "headers", "status"), STATUS)
 def test_status(method: str, headers: dict[str, str], status: int) -> None:
-    assert plan(method, headers, rep()).status == status
+    assert plan(method, headers, rep(), now=NOW).status == status
 
 
 @pytest.mark.parametrize(
@@ -69,7 +71,7 @@ def test_status(method: str, headers: dict[str, str], status: int) -> None:
 )
 def test_refusals(headers: dict[str, str], status: int, code: str) -> None:
     with pytest.raises(ApiError) as e:
-        plan("GET", headers, rep())
+        plan("GET", headers, rep(), now=NOW)
     assert (e.value.status, e.value.code) == (status, code)
     assert e.value.headers["X-Content-Type-Options"] == "nosniff"
     if status == 416:
@@ -90,14 +92,15 @@ def test_refusals(headers: dict[str, str], status: int, code: str) -> None:
 )
 def test_head_has_exactly_the_headers_of_get(content_type: str) -> None:
     r = rep(content_type=content_type)
-    get, head = plan("GET", {}, r), plan("HEAD", {}, r)
+    get, head = plan("GET", {}, r, now=NOW), plan("HEAD", {}, r, now=NOW)
     assert (get.status, get.headers) == (head.status, head.headers)
     assert get.headers["Content-Length"] == "1000"
 
 
 def test_full_200_headers() -> None:
-    p = plan("GET", {}, rep(content_type="text/plain; charset=latin-1"))
+    p = plan("GET", {}, rep(content_type="text/plain; charset=latin-1"), now=NOW)
     assert p.headers == {
+        "Date": NOW_S,
         "ETag": f'"{TAG}"',
         "Cache-Control": "private, max-age=0, must-revalidate",
         "X-Content-Type-Options": "nosniff",
@@ -111,7 +114,7 @@ def test_full_200_headers() -> None:
 
 
 def test_download_is_an_attachment() -> None:
-    p = plan("GET", {}, rep(), download=True)
+    p = plan("GET", {}, rep(), now=NOW, download=True)
     assert p.headers["Content-Disposition"] == 'attachment; filename="f.bin"'
 
 
@@ -133,7 +136,7 @@ def test_download_is_an_attachment() -> None:
     ],
 )
 def test_active_content_is_sandboxed(content_type: str, sandboxed: bool) -> None:
-    p = plan("GET", {}, rep(content_type=content_type))
+    p = plan("GET", {}, rep(content_type=content_type), now=NOW)
     assert ("Content-Security-Policy" in p.headers) is sandboxed
     if sandboxed:
         assert p.headers["Content-Security-Policy"].startswith("sandbox")
@@ -141,13 +144,13 @@ def test_active_content_is_sandboxed(content_type: str, sandboxed: bool) -> None
 
 
 def test_a_malformed_stored_type_is_served_as_octet_stream() -> None:
-    p = plan("GET", {}, rep(content_type="text/html\r\nX-Evil: 1"))
+    p = plan("GET", {}, rep(content_type="text/html\r\nX-Evil: 1"), now=NOW)
     assert p.headers["Content-Type"] == "application/octet-stream"
 
 
 def test_single_range() -> None:
     data = bytes(range(256)) * 4
-    p = plan("GET", {"range": "bytes=-10"}, rep(len(data)))
+    p = plan("GET", {"range": "bytes=-10"}, rep(len(data)), now=NOW)
     assert p.headers["Content-Range"] == "bytes 1014-1023/1024"
     assert p.headers["Content-Length"] == "10"
     assert body_of(p, data) == data[-10:]
@@ -155,7 +158,7 @@ def test_single_range() -> None:
 
 def test_multipart_byteranges_framing() -> None:
     data = bytes(range(256)) * 4
-    p = plan("GET", {"range": "bytes=500-509,0-4"}, rep(len(data), "image/png"))
+    p = plan("GET", {"range": "bytes=500-509,0-4"}, rep(len(data), "image/png"), now=NOW)
     ctype = p.headers["Content-Type"]
     assert ctype.startswith("multipart/byteranges; boundary=")
     boundary = ctype.split("boundary=")[1]
@@ -173,14 +176,25 @@ def test_multipart_byteranges_framing() -> None:
 
 
 def test_not_modified_carries_validators_but_no_content_metadata() -> None:
-    p = plan("GET", {"if-none-match": f'"{TAG}"'}, rep())
+    p = plan("GET", {"if-none-match": f'"{TAG}"'}, rep(), now=NOW)
     assert p.parts == [] and p.headers["ETag"] == f'"{TAG}"'
     assert "Content-Length" not in p.headers and "Content-Type" not in p.headers
 
 
 def test_empty_file() -> None:
-    p = plan("GET", {"range": "bytes=-5"}, rep(0))
+    p = plan("GET", {"range": "bytes=-5"}, rep(0), now=NOW)
     assert (p.status, p.headers["Content-Length"], p.parts) == (200, "0", [])
     with pytest.raises(ApiError) as e:
-        plan("GET", {"range": "bytes=0-"}, rep(0))
+        plan("GET", {"range": "bytes=0-"}, rep(0), now=NOW)
     assert e.value.headers["Content-Range"] == "bytes */0"
+
+
+def test_a_last_modified_after_the_date_is_sent_as_the_date() -> None:
+    """§8.8.2.1: a writer's clock ahead of this one's must not put Last-Modified after Date;
+    the conditionals then compare against what was sent."""
+    ahead = Representation(1000, TAG, NOW.replace(minute=5), "image/png", "f.bin")
+    p = plan("GET", {}, ahead, now=NOW)
+    assert p.headers["Last-Modified"] == p.headers["Date"] == NOW_S
+    assert plan("GET", {"if-modified-since": NOW_S}, ahead, now=NOW).status == 304
+    behind = plan("GET", {}, rep(), now=NOW)
+    assert (behind.headers["Last-Modified"], behind.headers["Date"]) == (LM_S, NOW_S)
