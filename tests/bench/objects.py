@@ -21,7 +21,7 @@ import statistics
 from tests.bench import client as native
 from tests.bench.baselines import Nginx
 from tests.bench.core import Result, Row, Scenario, percentile, summarize
-from tests.bench.runner import Bench
+from tests.bench.runner import Bench, add_cpu, cpu_ms_note
 from tests.bench.uploads import _drive
 
 SIZE = 4096
@@ -33,6 +33,7 @@ async def put_4k(bench: Bench, res: Result) -> None:
     s = bench.scale
     cairn, ngx = [], []
     lat: list[float] = []
+    cpu: dict[str, float] = {}
     async with bench.cairn_client(conns=CLIENTS) as c, native.client(conns=CLIENTS) as plain:
         bucket = f"bench-{secrets.token_hex(6)}"
         r = await c.post("/v1/buckets", json={"name": bucket})
@@ -45,10 +46,12 @@ async def put_4k(bench: Bench, res: Result) -> None:
                 r.raise_for_status()
 
             await bench.settle()
-            rate, ls = await _drive(put_cairn, count, CLIENTS, s.small_seconds)
+            with bench.window() as w:
+                rate, ls = await _drive(put_cairn, count, CLIENTS, s.small_seconds)
             if not warmup:
                 cairn.append(rate)
                 lat += ls
+                add_cpu(cpu, w)
             if bench.nginx:
                 nginx = bench.nginx
 
@@ -85,6 +88,8 @@ async def put_4k(bench: Bench, res: Result) -> None:
         f"command); at most {max(s.small_files, 2 * CLIENTS)} objects or "
         f"{s.small_seconds:.0f} s per run; target >= 0.35x nginx"
     )
+    if lat and cpu:
+        res.notes.append(cpu_ms_note(cpu, len(lat), "Cairn PUT"))
 
 
 GET_OBJECTS = 64

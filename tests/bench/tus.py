@@ -39,7 +39,7 @@ from tests.bench.core import (
     mb_per_s,
 )
 from tests.bench.memory import label_of
-from tests.bench.runner import Bench, add_cpu, cpu_note
+from tests.bench.runner import Bench, add_cpu, cpu_ms_note, cpu_note
 
 TUS_SERVER = "@tus/server + file store (tus-js-client)"
 CLIENT = NODE_DIR / "tus_client.mjs"
@@ -458,11 +458,7 @@ async def tus_small_files(bench: Bench, res: Result) -> None:
             + ", ".join(f"{via} {int(n)}" for via, n in sorted(replies.items()))
         )
     if lat_c:
-        top = sorted(((v, k) for k, v in cpu.items() if v >= 0.05), reverse=True)
-        res.notes.append(
-            "CPU ms per Cairn file: "
-            + ", ".join(f"{k} {1000 * v / len(lat_c):.1f}" for v, k in top)
-        )
+        res.notes.append(cpu_ms_note(cpu, len(lat_c), "Cairn file"))
     if watch is not None and watch.runs:
         res.notes.append(watch.note())
 
