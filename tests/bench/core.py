@@ -33,6 +33,10 @@ class Scale:
     name: str
     warmup: int  # warm-up iterations, not measured
     runs: int  # measured iterations; the table shows their median
+    # ... of the 4 KiB tus files and object PUTs: runs of a few seconds each, whose rates
+    # swing with the VM's CPU from one run to the next (Cairn's and the peer's alike), so
+    # more of them, still alternating with the baseline, for a median that holds still.
+    small_runs: int
     # Warm-ups of the big transfers use a file of at most this size: they exist to warm
     # connections, caches and code paths, not to move another GiB.
     warmup_bytes: int
@@ -55,6 +59,7 @@ QUICK = Scale(
     name="quick",
     warmup=1,
     runs=2,
+    small_runs=2,
     warmup_bytes=4 * MiB,
     single_bytes=16 * MiB,
     parallel_streams=8,
@@ -75,6 +80,7 @@ FULL = Scale(
     name="full",
     warmup=1,
     runs=3,
+    small_runs=7,
     warmup_bytes=64 * MiB,
     single_bytes=1 * GiB,
     parallel_streams=8,
@@ -379,7 +385,8 @@ def render_markdown(results: Sequence[Result], meta: dict[str, Any]) -> str:
         f"Python {m['python']}; load average at start {m['loadavg_start']}. "
         f"Baselines: {_baselines(meta)}.",
         "",
-        f"Each figure is the median of {meta['runs']} runs after {meta['warmup']} warm-up, "
+        f"Each figure is the median of {meta['runs']} runs after {meta['warmup']} warm-up "
+        f"({meta.get('small_runs', meta['runs'])} for the 4 KiB tus files and object PUTs), "
         "with the range over the runs in brackets (latency percentiles pool every sample). "
         "Ratio = Cairn / baseline (medians): for MB/s and per-second figures below 1 means "
         "Cairn is slower; for ms above 1 means it is slower.",

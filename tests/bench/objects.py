@@ -38,7 +38,7 @@ async def put_4k(bench: Bench, res: Result) -> None:
         bucket = f"bench-{secrets.token_hex(6)}"
         r = await c.post("/v1/buckets", json={"name": bucket})
         r.raise_for_status()
-        for i, warmup in bench.iterations():
+        for i, warmup in bench.iterations(s.small_runs):
             count = min(s.small_files, 2 * CLIENTS) if warmup else max(s.small_files, 2 * CLIENTS)
 
             async def put_cairn(k: int, i: int = i) -> None:

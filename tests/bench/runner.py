@@ -65,9 +65,10 @@ class Bench:
 
     # ---- iterations
 
-    def iterations(self) -> Iterator[tuple[int, bool]]:
-        """(index, warm-up?) for the warm-ups, then the measured runs."""
-        for i in range(self.scale.warmup + self.scale.runs):
+    def iterations(self, runs: int | None = None) -> Iterator[tuple[int, bool]]:
+        """(index, warm-up?) for the warm-ups, then the measured runs (`runs`, else the
+        scale's)."""
+        for i in range(self.scale.warmup + (self.scale.runs if runs is None else runs)):
             yield i, i < self.scale.warmup
 
     # ---- test files
@@ -314,6 +315,7 @@ async def run(
         "command": command,
         "started_at": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "runs": scale.runs,
+        "small_runs": scale.small_runs,
         "warmup": scale.warmup,
         "scale": {k: v for k, v in vars(scale).items()},
         "machine": machine_info(work),
@@ -321,7 +323,8 @@ async def run(
     }
     _log(
         f"cairn bench, {scale.name} mode: {len(scenarios)} scenario(s), "
-        f"{scale.warmup} warm-up + {scale.runs} runs each; work dir {work}"
+        f"{scale.warmup} warm-up + {scale.runs} runs each ({scale.small_runs} of the 4 KiB "
+        f"tus files and object PUTs); work dir {work}"
     )
     bench = Bench(scale, work, install=install)
     results: list[Result] = []

@@ -393,7 +393,7 @@ async def tus_small_files(bench: Bench, res: Result) -> None:
     rss_end: int | None = None  # and after the last
     watch = _new_watch(bench)
     done_r = 0
-    for i, warmup in bench.iterations():
+    for i, warmup in bench.iterations(s.small_runs):
         count = min(s.small_files, 2 * conc) if warmup else s.small_files
         common = {
             "mode": "small",
