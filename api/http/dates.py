@@ -11,11 +11,13 @@ app already set one (content answers do: api/http/content.py clamps Last-Modifie
 from __future__ import annotations
 
 import time
-from email.utils import formatdate
+from datetime import UTC, datetime
 from typing import Any
 
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Receive, Scope, Send
+
+from api.http.conditionals import format_http_date
 
 _cached: tuple[int, bytes] = (0, b"")
 
@@ -25,7 +27,7 @@ def current_date() -> bytes:
     global _cached
     second = int(time.time())
     if _cached[0] != second:
-        _cached = (second, formatdate(second, usegmt=True).encode("latin-1"))
+        _cached = (second, format_http_date(datetime.fromtimestamp(second, UTC)).encode("latin-1"))
     return _cached[1]
 
 
