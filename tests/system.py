@@ -138,17 +138,23 @@ async def ensure_template(pg_url: str) -> str:
     return url
 
 
-@asynccontextmanager
-async def cloned_database(pg_url: str) -> AsyncIterator[str]:
-    """A database of its own, cloned from the migrated template; dropped afterwards."""
-    name = f"t_{secrets.token_hex(6)}"
+async def clone_template(pg_url: str, prefix: str) -> tuple[str, str]:
+    """(name, URL) of a new database cloned from the migrated template."""
+    name = f"{prefix}_{secrets.token_hex(6)}"
     conn = await asyncpg.connect(pg_url)
     try:
         await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
     finally:
         await conn.close()
+    return name, f"{pg_url.rpartition('/')[0]}/{name}"
+
+
+@asynccontextmanager
+async def cloned_database(pg_url: str) -> AsyncIterator[str]:
+    """A database of its own, cloned from the migrated template; dropped afterwards."""
+    name, url = await clone_template(pg_url, "t")
     try:
-        yield f"{pg_url.rpartition('/')[0]}/{name}"
+        yield url
     finally:
         conn = await asyncpg.connect(pg_url)
         try:
@@ -163,13 +169,7 @@ async def isolated_system(
 ) -> AsyncIterator[System]:
     """A whole system on its own database (cloned from the migrated template), topics,
     data dir and blob store, with some settings changed."""
-    name = f"m_{secrets.token_hex(6)}"
-    conn = await asyncpg.connect(pg_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
-    finally:
-        await conn.close()
-    url = f"{pg_url.rpartition('/')[0]}/{name}"
+    _, url = await clone_template(pg_url, "m")
     tmp = Path(tempfile.mkdtemp(prefix="cairn-sys-"))
     base = Settings(
         data_dir=tmp / "data",

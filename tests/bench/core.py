@@ -386,7 +386,7 @@ def render_markdown(results: Sequence[Result], meta: dict[str, Any]) -> str:
         f"Baselines: {_baselines(meta)}.",
         "",
         f"Each figure is the median of {meta['runs']} runs after {meta['warmup']} warm-up "
-        f"({meta.get('small_runs', meta['runs'])} for the 4 KiB tus files and object PUTs), "
+        f"({meta['small_runs']} for the 4 KiB tus files and object PUTs), "
         "with the range over the runs in brackets (latency percentiles pool every sample). "
         "Ratio = Cairn / baseline (medians): for MB/s and per-second figures below 1 means "
         "Cairn is slower; for ms above 1 means it is slower.",

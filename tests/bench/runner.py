@@ -148,15 +148,19 @@ def add_cpu(into: dict[str, float], w: Window | None) -> None:
             into[k] = into.get(k, 0.0) + v
 
 
+def _largest(cpu: dict[str, float]) -> list[tuple[float, str]]:
+    """(CPU seconds, process kind), largest first, leaving out the negligible."""
+    return sorted(((v, k) for k, v in cpu.items() if v >= 0.05), reverse=True)
+
+
 def cpu_ms_note(cpu: dict[str, float], count: int, per: str) -> str:
     """CPU milliseconds per item (file, PUT) by process, largest first."""
-    top = sorted(((v, k) for k, v in cpu.items() if v >= 0.05), reverse=True)
-    return f"CPU ms per {per}: " + ", ".join(f"{k} {1000 * v / count:.1f}" for v, k in top)
+    items = ", ".join(f"{k} {1000 * v / count:.1f}" for v, k in _largest(cpu))
+    return f"CPU ms per {per}: " + items
 
 
 def cpu_note(cpu: dict[str, float], per: str) -> str:
-    top = sorted(((v, k) for k, v in cpu.items() if v >= 0.05), reverse=True)
-    return f"CPU seconds {per}: " + ", ".join(f"{k} {v:.1f}" for v, k in top)
+    return f"CPU seconds {per}: " + ", ".join(f"{k} {v:.1f}" for v, k in _largest(cpu))
 
 
 # ---------------------------------------------------------------------------- the run

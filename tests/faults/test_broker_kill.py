@@ -112,14 +112,13 @@ async def test_broker_killed_mid_upload_is_restarted_and_nothing_is_lost(
             # 200: an earlier attempt that got 503 (no answer in time) was applied after all.
             assert r.status_code in (200, 201), r.text
             flowing_after = time.monotonic() - killed_at
-            if 503 not in seen and flowing_after > HIDDEN_BY_CACHE:
-                # An outage longer than /ready's cache must show: wait for it to, briefly.
+            if flowing_after > HIDDEN_BY_CACHE:
+                # /ready reflects the outage, unless it was over before /ready's cached
+                # "ready" (kept OK_FOR seconds) expired: then no check could have seen it.
+                # A check still in flight may be the one that answers 503: a moment more.
                 await poll("/ready to have answered 503", lambda: 503 in seen, 5, up.log)
         finally:
             watcher.cancel()
-        # /ready reflects the outage, unless it was over before /ready's cached "ready"
-        # (kept OK_FOR seconds) expired: then no check could have seen it.
-        assert 503 in seen or flowing_after <= HIDDEN_BY_CACHE, (seen, flowing_after)
         new_broker = tansu_pid(up.data_dir)
         assert new_broker is not None and new_broker != broker and alive(new_broker)
         for i in range(BEFORE[-1] + 2, N_CHUNKS):
