@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -144,14 +144,26 @@ async def stream_owner(pool: asyncpg.Pool, stream_ids: Iterable[str]) -> tuple[s
 class Listener:
     """LISTEN on the event store's channel (or `channel`) on a connection of its own; `wake`
     is set on every notification and whenever the connection is (re)established
-    (notifications sent while it was down are lost, so the reader must look)."""
+    (notifications sent while it was down are lost, so the reader must look).
+
+    `on_payload` is called with each notification's payload; `on_listening` with True once
+    the LISTEN is in place and with False when its connection is gone (called in the
+    listener's task, before `wake` is set, so a reader woken by it sees the change)."""
 
     def __init__(
-        self, dsn: str, retry_interval: float = 1.0, channel: str = NOTIFY_CHANNEL
+        self,
+        dsn: str,
+        retry_interval: float = 1.0,
+        channel: str = NOTIFY_CHANNEL,
+        *,
+        on_payload: Callable[[str], None] | None = None,
+        on_listening: Callable[[bool], None] | None = None,
     ) -> None:
         self.dsn = dsn
         self.retry_interval = retry_interval
         self.channel = channel
+        self.on_payload = on_payload
+        self.on_listening = on_listening
         self.wake = asyncio.Event()
         self.connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -165,8 +177,14 @@ class Listener:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    def _notified(self, *_: Any) -> None:
+    def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        if self.on_payload is not None:
+            self.on_payload(payload)
         self.wake.set()
+
+    def _listening(self, now: bool) -> None:
+        if self.on_listening is not None:
+            self.on_listening(now)
 
     async def _run(self) -> None:
         while True:
@@ -176,13 +194,15 @@ class Listener:
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _c, ev=lost: ev.set())
                 await conn.add_listener(self.channel, self._notified)
+                self._listening(True)
                 self.connected.set()
                 self.wake.set()
                 await lost.wait()
-                log.warning("event feed: LISTEN connection lost, reconnecting")
+                log.warning("LISTEN connection lost, reconnecting", channel=self.channel)
             except (OSError, asyncpg.PostgresError) as e:
-                log.warning("event feed: LISTEN failed, retrying", error=str(e))
+                log.warning("LISTEN failed, retrying", channel=self.channel, error=str(e))
             finally:
+                self._listening(False)
                 self.connected.clear()
                 if conn is not None:
                     with contextlib.suppress(Exception):
