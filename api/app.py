@@ -12,6 +12,7 @@ from litestar import Litestar
 from litestar.config.cors import CORSConfig
 
 from api.auth import Authenticator
+from api.bucket_cache import BucketCache
 from api.console.mount import console_router
 from api.context import AppContext
 from api.errors import handle_exception
@@ -72,6 +73,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         released = await KeyStore(pool).release_holder(holder)
         if released:
             log.info("released idempotency claims of a previous run", count=released)
+        # Live buckets between requests, forgotten on every change (NOTIFY).
+        buckets = BucketCache(settings.database_url or "")
+        buckets.start()
         app.state.cairn = c = AppContext(
             settings=settings,
             pool=pool,
@@ -81,6 +85,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             auth=Authenticator(settings),
             signer=signer,
             holder=holder,
+            buckets=buckets,
         )
         # One reader of the event store feeds every live stream of this process.
         events = FanOut(pool, settings.database_url or "", settings.events_queue_size)
@@ -95,6 +100,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             flusher.cancel()  # flushes what it holds once more before it ends
             await asyncio.gather(flusher, return_exceptions=True)
             await events.stop()
+            await buckets.stop()
             await bus.stop()
             await pool.close()
             await blobs.close()

@@ -27,6 +27,10 @@ else's, public or private, a deleted or missing one, a name that is not a bucket
 (the bucket) than the one the command goes to, so it lives in the adapter: a bucket deleted
 between this check and the command leaves the file labelled with a bucket that no longer
 exists, outside every bucket's usage, as before.
+
+Buckets are read through the process's cache (api/bucket_cache.py), which forgets a bucket
+when it changes; a change made by another API process is seen once its NOTIFY arrives, the
+same kind of race as the one above, milliseconds wide.
 """
 
 from __future__ import annotations
@@ -77,7 +81,14 @@ async def live_bucket(c: AppContext, name: str | None) -> BucketState | None:
     """The live bucket `name`, or None (no bucket, missing, deleted, not a bucket name)."""
     if name is None or name == NO_BUCKET or not is_bucket_name(name):
         return None
-    st: BucketState | None = await c.load("buckets", f"bucket-{name}")
+
+    async def read() -> BucketState | None:
+        st: BucketState | None = await c.load("buckets", f"bucket-{name}")
+        return st
+
+    if c.buckets is not None:
+        return await c.buckets.get(name, read)
+    st = await read()
     return None if st is None or st.deleted else st
 
 

@@ -15,6 +15,7 @@ import asyncpg
 from litestar import Request
 
 from api.auth import Authenticator, Principal
+from api.bucket_cache import BucketCache
 from api.http.signing import Signer
 from bus.actors.commandbus import CommandBus, CommandResult
 from bus.config.settings import Settings
@@ -66,6 +67,8 @@ class AppContext:
     holder: str = ""
     shapes: OrderedDict[str, UploadShape] = field(default_factory=OrderedDict)
     downloads: DownloadCounter = field(default_factory=DownloadCounter)
+    # Live buckets between requests (api/bucket_cache.py); None: every read goes to the store.
+    buckets: BucketCache | None = None
 
     async def load(self, aggregate: str, stream_id: str) -> Any:
         events = await self.store.read_stream(stream_id)
@@ -87,7 +90,16 @@ class AppContext:
 
     async def send(self, request: Request[Any, Any, Any], cmd: Command) -> CommandResult:
         rid = str(request.scope.get("state", {}).get("request_id") or "") or None
-        return await self.bus.send(cmd, correlation_id=rid, traceparent=current_traceparent())
+        cache = self.buckets if cmd.aggregate == "buckets" else None
+        if cache is not None:
+            # Before: a read racing with the command is not remembered; after: the next
+            # request reads what it wrote (this process's own writes need no NOTIFY).
+            cache.forget(cmd.aggregate_id)
+        try:
+            return await self.bus.send(cmd, correlation_id=rid, traceparent=current_traceparent())
+        finally:
+            if cache is not None:
+                cache.forget(cmd.aggregate_id)
 
 
 def ctx(request: Request[Any, Any, Any]) -> AppContext:
