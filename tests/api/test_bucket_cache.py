@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import asyncpg
+import httpx
 import pytest
 
 from api.bucket_cache import MAX_AGE, BucketCache
@@ -182,12 +183,17 @@ async def test_an_entry_is_read_again_after_max_age(db_url: str) -> None:
 # ---- through the API -----------------------------------------------------------------
 
 
-async def test_the_api_sees_its_own_bucket_changes_at_once(shared_system: System) -> None:
+async def public_object(c: httpx.AsyncClient) -> tuple[str, str]:
+    """A new public bucket holding one object: (the bucket's name, the object's path)."""
     name = f"cache-{secrets.token_hex(4)}"
+    assert (await c.post("/v1/buckets", json={"name": name, "public": True})).is_success
+    assert (await c.put(f"/v1/buckets/{name}/objects/k", content=b"x")).status_code == 201
+    return name, f"/v1/buckets/{name}/objects/k"
+
+
+async def test_the_api_sees_its_own_bucket_changes_at_once(shared_system: System) -> None:
     async with shared_system.client("alice") as c, shared_system.client(None) as anon:
-        assert (await c.post("/v1/buckets", json={"name": name, "public": True})).is_success
-        assert (await c.put(f"/v1/buckets/{name}/objects/k", content=b"x")).status_code == 201
-        url = f"/v1/buckets/{name}/objects/k"
+        name, url = await public_object(c)
         # Each answer right after the change: the bucket the GET before it remembered
         # must not be what it is judged by.
         for public, status in [(True, 200), (False, 401), (True, 200), (False, 401)]:
@@ -201,11 +207,8 @@ async def test_the_api_sees_its_own_bucket_changes_at_once(shared_system: System
 
 
 async def test_the_api_hears_a_change_appended_by_another_process(shared_system: System) -> None:
-    name = f"cache-{secrets.token_hex(4)}"
     async with shared_system.client("alice") as c, shared_system.client(None) as anon:
-        assert (await c.post("/v1/buckets", json={"name": name, "public": True})).is_success
-        assert (await c.put(f"/v1/buckets/{name}/objects/k", content=b"x")).status_code == 201
-        url = f"/v1/buckets/{name}/objects/k"
+        name, url = await public_object(c)
         assert (await anon.get(url)).status_code == 200  # remembered as public
         # Made private by a write this API process did not send (another API process's
         # command, as its actor appends it).
