@@ -128,7 +128,8 @@ async def test_a_lost_listen_drops_everything_and_remembers_nothing_until_it_is_
     read = Reads(state("photos"))
     await cache.get("photos", read)
     pids = await pool.fetch(
-        "SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN%cairn_buckets%'"
+        "SELECT pid FROM pg_stat_activity"
+        " WHERE datname = current_database() AND query LIKE 'LISTEN%cairn_buckets%'"
     )
     assert pids
     cache.listener.connected.clear()
