@@ -81,15 +81,7 @@ async def live_bucket(c: AppContext, name: str | None) -> BucketState | None:
     """The live bucket `name`, or None (no bucket, missing, deleted, not a bucket name)."""
     if name is None or name == NO_BUCKET or not is_bucket_name(name):
         return None
-
-    async def read() -> BucketState | None:
-        st: BucketState | None = await c.load("buckets", f"bucket-{name}")
-        return st
-
-    if c.buckets is not None:
-        return await c.buckets.get(name, read)
-    st = await read()
-    return None if st is None or st.deleted else st
+    return await c.buckets.get(name, lambda: c.load("buckets", f"bucket-{name}"))
 
 
 def _controls(principal: Principal | None, owner: str) -> bool:

@@ -57,7 +57,6 @@ class BucketCache:
         self.max_age = max_age
         self.generation = 0
         self.listening = False
-        self.hits = 0
         self._clock = clock
         self._entries: BoundedLRU[str, tuple[float, BucketState]] = BoundedLRU(maxsize)
         self.listener = Listener(
@@ -97,7 +96,6 @@ class BucketCache:
         """The live bucket `name` (None: missing or deleted), from memory when it can be."""
         held = self._entries.get(name)
         if held is not None and self._clock() - held[0] < self.max_age:
-            self.hits += 1
             return held[1]
         generation, started = self.generation, self._clock()
         st = await read()

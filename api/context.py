@@ -63,12 +63,12 @@ class AppContext:
     bus: CommandBus
     auth: Authenticator
     signer: Signer
+    # Live buckets between requests (api/bucket_cache.py).
+    buckets: BucketCache
     # Who holds this process's idempotency claims (bus/store/idempotency.py): host:port.
     holder: str = ""
     shapes: OrderedDict[str, UploadShape] = field(default_factory=OrderedDict)
     downloads: DownloadCounter = field(default_factory=DownloadCounter)
-    # Live buckets between requests (api/bucket_cache.py); None: every read goes to the store.
-    buckets: BucketCache | None = None
 
     async def load(self, aggregate: str, stream_id: str) -> Any:
         events = await self.store.read_stream(stream_id)
@@ -90,16 +90,16 @@ class AppContext:
 
     async def send(self, request: Request[Any, Any, Any], cmd: Command) -> CommandResult:
         rid = str(request.scope.get("state", {}).get("request_id") or "") or None
-        cache = self.buckets if cmd.aggregate == "buckets" else None
-        if cache is not None:
+        bucket = cmd.aggregate_id if cmd.aggregate == "buckets" else None
+        if bucket is not None:
             # Before: a read racing with the command is not remembered; after: the next
             # request reads what it wrote (this process's own writes need no NOTIFY).
-            cache.forget(cmd.aggregate_id)
+            self.buckets.forget(bucket)
         try:
             return await self.bus.send(cmd, correlation_id=rid, traceparent=current_traceparent())
         finally:
-            if cache is not None:
-                cache.forget(cmd.aggregate_id)
+            if bucket is not None:
+                self.buckets.forget(bucket)
 
 
 def ctx(request: Request[Any, Any, Any]) -> AppContext:

@@ -63,7 +63,7 @@ async def test_a_live_bucket_is_read_once_then_served_from_memory(cache: BucketC
     read = Reads(state("photos"))
     assert await cache.get("photos", read) == state("photos")
     assert await cache.get("photos", read) == state("photos")
-    assert (read.calls, cache.hits) == (1, 1)
+    assert read.calls == 1
     assert cache.holds("photos")
 
 
