@@ -163,8 +163,10 @@ class FanOut:
         # Pages of at most half a queue, so a burst (a replay, a big append) never fills
         # the queue of a client that keeps up.
         self.page = max(1, min(batch, queue_size // 2))
-        self.listener = feed.Listener(dsn)
+        self.listener = feed.Listener(dsn, on_payload=self._on_payload)
         self.head = 0  # every event at or below it has been offered to attached subscribers
+        # The highest position the store's NOTIFYs named (each append sends its last one).
+        self._notified = 0
         # By owner, so an event is matched only against its owner's and the admins' streams.
         self._by_owner: dict[str | None, set[Subscription]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -234,13 +236,26 @@ class FanOut:
             except (OSError, asyncpg.PostgresError) as e:
                 log.warning("event fan-out: reading the store failed, retrying", error=str(e))
 
+    def _on_payload(self, payload: str) -> None:
+        if payload.isdigit():
+            self._notified = max(self._notified, int(payload))
+
     async def _skip_ahead(self) -> bool:
         """With no subscription attached there is no one to hand events to: move `head` to
-        the store's last position (one indexed max()) instead of reading and decoding every
-        event, which every API process did for each upload (issue 13). Positions become
-        visible in commit order, so nothing at or below that position can still appear.
-        False if a subscription attached during the query: it caught up to the old `head`
-        only, so the events after it must be read and offered as usual."""
+        the store's last position instead of reading and decoding every event, which every
+        API process did for each upload (issue 13). Positions become visible in commit
+        order, so nothing at or below that position can still appear.
+
+        The position comes from the wake-up itself where it can: every append NOTIFYs its
+        last position from its own transaction, delivered only once it has committed, so
+        that position is as safe as the store's max() and costs no query (an object PUT
+        paid one, issue 13). A wake-up that names nothing newer (the LISTEN connection came
+        back, or the poll's timeout) asks the store (one indexed max()). False if a
+        subscription attached during that query: it caught up to the old `head` only, so
+        the events after it must be read and offered as usual."""
+        if self._notified > self.head:
+            self.head = self._notified
+            return True
         latest = await feed.head(self.pool)
         if self._by_owner:
             return False

@@ -73,7 +73,7 @@ async def test_an_idle_fanout_moves_its_head_without_reading_events(
 
     monkeypatch.setattr(fanout_module.feed, "read_after", counting_read)
     async with _started(pool, db_url, event_store, "upload-idle-1", 5) as (fan, _):
-        assert reads == []  # the head moved by the store's max(), no event was read
+        assert reads == []  # the head moved by the notified positions, no event was read
 
         sub = fan.subscribe(Selector(owner="ann"), None, "sse")
         assert await sub.next(0.05) == []  # caught up at once: attached
@@ -87,10 +87,34 @@ async def test_an_idle_fanout_moves_its_head_without_reading_events(
         sub.close()
 
 
+async def test_an_idle_fanout_follows_the_notified_positions_without_a_query(
+    pool: asyncpg.Pool, db_url: str, event_store: PostgresEventStore, monkeypatch: Any
+) -> None:
+    async with _started(pool, db_url, event_store, "upload-idle-3", 1) as (fan, _):
+        queries: list[int] = []
+        real_head = feed.head
+
+        async def counting_head(p: asyncpg.Pool) -> int:
+            queries.append(1)
+            return await real_head(p)
+
+        monkeypatch.setattr(fanout_module.feed, "head", counting_head)
+        positions = await _append(event_store, "upload-idle-3", 4)
+        await _until(lambda: fan.head == positions[-1])
+        assert queries == []  # each append's NOTIFY named its position
+
+        # A wake-up that names nothing newer (here: a reconnect's) asks the store.
+        fan.listener.wake.set()
+        await _until(lambda: bool(queries))
+        assert fan.head == positions[-1]
+
+
 async def test_a_subscription_attaching_during_the_skip_is_handed_what_follows(
     pool: asyncpg.Pool, db_url: str, event_store: PostgresEventStore, monkeypatch: Any
 ) -> None:
     async with _started(pool, db_url, event_store, "upload-idle-2", 1) as (fan, _):
+        # Wake-ups that name no position (as after a reconnect), so the skip asks the store.
+        fan.listener.on_payload = None
         real_head = feed.head
         subs: list[Any] = []
 

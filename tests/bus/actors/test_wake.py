@@ -222,6 +222,39 @@ def test_parse_ring_keeps_the_highest_offset_and_skips_malformed_items() -> None
     assert got == {("a.b", 1): 9, ("c", 0): 0}
 
 
+class _RecordingPool:
+    """Stands in for the pool in this unit test of the sender's timing only: records when
+    each NOTIFY would go and what it names."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[float, str]] = []
+        self.first = asyncio.Event()
+        self.second = asyncio.Event()
+
+    async def execute(self, _query: str, _channel: str, payload: str) -> None:
+        self.sent.append((asyncio.get_running_loop().time(), payload))
+        (self.second if self.first.is_set() else self.first).set()
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_rings_under_load_go_together_at_most_once_per_ring_every() -> None:
+    rec = _RecordingPool()
+    nudger = wake.Nudger(rec)  # type: ignore[arg-type]
+    nudger.ring("t", 0, 1)  # after a quiet spell: at once
+    await rec.first.wait()
+    for offset in (2, 3, 4):  # acknowledged within the window: one ring, the highest
+        nudger.ring("t", 0, offset)
+    nudger.ring("t", 1, 7)
+    async with asyncio.timeout(5):
+        await rec.second.wait()
+    await asyncio.sleep(3 * wake.RING_EVERY)  # nothing more is owed: no third ring
+    assert [wake.parse_ring(p) for _, p in rec.sent] == [
+        {("t", 0): 1},
+        {("t", 0): 4, ("t", 1): 7},
+    ]
+    assert rec.sent[1][0] - rec.sent[0][0] >= wake.RING_EVERY * 0.99
+
+
 @pytest_asyncio.fixture(loop_scope="session")
 async def rung_loop(settings: Settings, pool: asyncpg.Pool, topic: str) -> AsyncIterator[Loop]:
     """The actor host's gate: rings honoured, no linger, no peek (PEEK_EVERY is 600 s)."""
