@@ -18,6 +18,7 @@ import asyncio
 import os
 import secrets
 import statistics
+from collections.abc import Awaitable, Callable
 
 import httpx
 
@@ -56,20 +57,36 @@ class LeanClients:
         finally:
             self._free.put_nowait(c)
 
-    async def aclose(self) -> None:
+    async def __aenter__(self) -> LeanClients:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
         for c in self._all:
             await c.aclose()
 
 
 async def put_4k(bench: Bench, res: Result) -> None:
     s = bench.scale
+
+    async def measure(
+        op: Callable[[int], Awaitable[None]], count: int, into: list[float], warmup: bool
+    ) -> None:
+        """One run of `op` after a settle; its rate kept unless it warms up."""
+        await bench.settle()
+        rate, _ = await _drive(op, count, CLIENTS, s.small_seconds)
+        if not warmup:
+            into.append(rate)
+
     cairn, ngx, lean_cairn, lean_ngx = [], [], [], []
     lat: list[float] = []
     cpu: dict[str, float] = {}
     assert bench.cairn is not None
-    lean = LeanClients(bench.cairn.url, bench.cairn.headers)
-    lean_plain = LeanClients()
-    async with bench.cairn_client(conns=CLIENTS) as c, native.client(conns=CLIENTS) as plain:
+    async with (
+        bench.cairn_client(conns=CLIENTS) as c,
+        native.client(conns=CLIENTS) as plain,
+        LeanClients(bench.cairn.url, bench.cairn.headers) as lean,
+        LeanClients() as lean_plain,
+    ):
         bucket = f"bench-{secrets.token_hex(6)}"
         r = await c.post("/v1/buckets", json={"name": bucket})
         r.raise_for_status()
@@ -95,31 +112,20 @@ async def put_4k(bench: Bench, res: Result) -> None:
                         plain, nginx.put_url(f"objects/{i}-{k}.bin"), os.urandom(SIZE)
                     )
 
-                await bench.settle()
-                rate, _ = await _drive(put_nginx, count, CLIENTS, s.small_seconds)
-                if not warmup:
-                    ngx.append(rate)
+                await measure(put_nginx, count, ngx, warmup)
 
             # The same PUTs from the lean clients (another prefix: every PUT creates).
             async def put_lean(k: int, i: int = i) -> None:
                 await lean.put(f"/v1/buckets/{bucket}/objects/lean/{i}/{k}", os.urandom(SIZE))
 
-            await bench.settle()
-            rate, _ = await _drive(put_lean, count, CLIENTS, s.small_seconds)
-            if not warmup:
-                lean_cairn.append(rate)
+            await measure(put_lean, count, lean_cairn, warmup)
             if bench.nginx:
                 nginx = bench.nginx
 
                 async def put_nginx_lean(k: int, i: int = i, nginx: Nginx = nginx) -> None:
                     await lean_plain.put(nginx.put_url(f"lean/{i}-{k}.bin"), os.urandom(SIZE))
 
-                await bench.settle()
-                rate, _ = await _drive(put_nginx_lean, count, CLIENTS, s.small_seconds)
-                if not warmup:
-                    lean_ngx.append(rate)
-    await lean.aclose()
-    await lean_plain.aclose()
+                await measure(put_nginx_lean, count, lean_ngx, warmup)
     note = None if bench.nginx else bench.nginx_note
     res.rows.append(Row("4 KiB object PUTs", "PUTs/s", cairn, NGINX, ngx or None, note))
     res.rows.append(
