@@ -131,7 +131,8 @@ class Nudger:
 
         Sent after the produce is acknowledged, for every command, so a host that pauses the
         moment it has nothing left to do cannot miss one. Rings coalesce: one NOTIFY at a
-        time per process, carrying the highest offset of each partition rung since the last.
+        time per process and at most one per RING_EVERY, carrying the highest offset of each
+        partition rung since the last.
         """
         key = (topic, partition)
         if offset > self._owed.get(key, -1):
