@@ -9,9 +9,10 @@ resumes a client from `Last-Event-ID`: the hand-over from history to live needs 
 source to reconcile, only a comparison of positions. (Kafka would give per-partition order
 only, and a resume older than the topic's retention would need the store anyway.)
 
-A notification is only a wake-up: payloads are ignored and notifications may coalesce or be
-lost while the LISTEN connection reconnects, so the reader also polls every
-`poll_interval` seconds and always reads everything after the last position it saw.
+A notification is a wake-up first: notifications may coalesce or be lost while the LISTEN
+connection reconnects, so the reader also polls every `poll_interval` seconds and always
+reads everything after the last position it saw. Its payload (the append's last position)
+is only a hint for a reader with no one to hand events to (api/events/fanout.py).
 """
 
 from __future__ import annotations
