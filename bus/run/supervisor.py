@@ -768,8 +768,12 @@ class Supervisor:
             for k in self.kinds
             if k != "api"
         ]
+        pg_url = s.database_url or ""
+        if self._pg is not None:
+            # Cairn's processes use the socket; people connect over TCP (README).
+            pg_url = f"{self._pg.tcp_url.rpartition('/')[0]}/{DATABASE_NAME}"
         rows += [
-            ("Postgres", redact_url(s.database_url or "") + embedded_pg),
+            ("Postgres", redact_url(pg_url) + embedded_pg),
             ("Kafka", (s.kafka_bootstrap or "") + embedded_kafka),
             ("Data dir", str(s.data_dir)),
             ("Processes", ", ".join(self.kinds) or "(none)"),

@@ -59,7 +59,7 @@ async def postgres_engine(work: Path) -> str:
     await asyncio.to_thread(pg.start)
     log = work / "tansu-postgres.log"
     kafka = EmbeddedKafka(
-        free_port(), log_path=log, storage_engine=await db.ensure_database(pg.url, "tansu")
+        free_port(), log_path=log, storage_engine=await db.ensure_database(pg.tcp_url, "tansu")
     )
     try:
         await asyncio.to_thread(kafka.start)
