@@ -62,8 +62,9 @@ def make_broker(settings: Settings, service: str, *, telemetry: bool = True) -> 
     `telemetry=False` leaves out the OpenTelemetry middleware: it writes a `traceparent`
     header of its own producer span on every publish, which is wrong for the relay, whose
     events must carry the traceparent stored with them (the span of the command that
-    caused them), not one of the relay's; and needless for the command senders, whose
-    commands carry their sender's traceparent already (bus/actors/commandbus.py).
+    caused them), not one of the relay's; needless for the command senders, whose
+    commands carry their sender's traceparent already (bus/actors/commandbus.py); and for
+    the actor host, which makes each command's span itself (bus/actors/host.py).
     """
     middlewares: list[Any] = [
         KafkaPrometheusMiddleware(registry=REGISTRY, app_name=f"cairn-{service}")
