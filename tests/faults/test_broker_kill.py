@@ -2,8 +2,9 @@
 
 The broker keeps everything in memory, so the one that comes back is empty: the supervisor
 restarts it with backoff, recreates the topics and has the relay republish the history
-from Postgres. `/ready` says 503 meanwhile (an outage shorter than its cached "ready"
-cannot show; the test allows that and no more). The client sees 503s (which it retries)
+from Postgres. `/ready` never says ready without a broker beyond its cached answer, and
+says 503 when the broker stays down longer than that cache and a probe's wait (a probe
+still waiting when commands flow again succeeds). The client sees 503s (which it retries)
 and then its upload completes, byte for byte, with every transition once in the event
 store and every event on the new broker's topics. The time from the kill to the first
 command answered again, and what /ready answered until then, are printed (`-s`).
