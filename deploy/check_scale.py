@@ -668,7 +668,8 @@ class System:
             "CAIRN_TASK_LEASE_SECONDS": "10",
             "CAIRN_LOG_LEVEL": "info",
         }
-        ok(f"PostgreSQL {pg.url.split('@')[1]}, Tansu {kafka.bootstrap}, S3 {s3.endpoint}")
+        # Its TCP address, for a person to connect to (the processes use its socket).
+        ok(f"PostgreSQL {pg.tcp_url.split('@')[1]}, Tansu {kafka.bootstrap}, S3 {s3.endpoint}")
         return cls(workdir, bindir, pg, kafka, s3, env, database_url)
 
     def setup(self) -> None:
