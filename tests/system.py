@@ -146,7 +146,7 @@ async def clone_template(pg_url: str, prefix: str) -> tuple[str, str]:
         await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
     finally:
         await conn.close()
-    return name, f"{pg_url.rpartition('/')[0]}/{name}"
+    return name, db.database_url(pg_url, name)
 
 
 @asynccontextmanager

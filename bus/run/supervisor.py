@@ -771,7 +771,7 @@ class Supervisor:
         pg_url = s.database_url or ""
         if self._pg is not None:
             # Cairn's processes use the socket; people connect over TCP (README).
-            pg_url = f"{self._pg.tcp_url.rpartition('/')[0]}/{DATABASE_NAME}"
+            pg_url = db.database_url(self._pg.tcp_url, DATABASE_NAME)
         rows += [
             ("Postgres", redact_url(pg_url) + embedded_pg),
             ("Kafka", (s.kafka_bootstrap or "") + embedded_kafka),

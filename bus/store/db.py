@@ -139,6 +139,13 @@ async def migrate(url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
     return applied_now
 
 
+def database_url(server_url: str, name: str) -> str:
+    """`server_url` naming database `name` instead (its last path segment; a socket
+    directory in the host is percent-encoded, so it holds no slash)."""
+    base, _, _ = server_url.rpartition("/")
+    return f"{base}/{name}"
+
+
 async def ensure_database(server_url: str, name: str) -> str:
     """Create database `name` on the server if missing; return its URL (tests, embedded)."""
     conn = await asyncpg.connect(server_url)
@@ -148,5 +155,4 @@ async def ensure_database(server_url: str, name: str) -> str:
             await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
-    base, _, _ = server_url.rpartition("/")
-    return f"{base}/{name}"
+    return database_url(server_url, name)

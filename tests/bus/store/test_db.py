@@ -103,3 +103,15 @@ async def test_a_failed_listen_releases_its_connection(one: asyncpg.Pool) -> Non
         await db.listen(one, ("",), lambda *a: None, lambda *a: None)  # LISTEN "" is refused
     async with one.acquire() as conn:  # the pool's only connection came back
         assert await conn.fetchval("SELECT 1") == 1
+
+
+def test_database_url_swaps_only_the_database_name() -> None:
+    assert (
+        db.database_url("postgresql://u@127.0.0.1:5433/postgres", "cairn")
+        == "postgresql://u@127.0.0.1:5433/cairn"
+    )
+    # A socket directory as the host is percent-encoded: its slashes are not the path's.
+    assert (
+        db.database_url("postgresql://u@%2Ftmp%2Fd%2Fpgsock:5433/postgres", "cairn")
+        == "postgresql://u@%2Ftmp%2Fd%2Fpgsock:5433/cairn"
+    )
