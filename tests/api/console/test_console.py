@@ -93,6 +93,15 @@ async def tus_upload(system: System, who: str, name: str, data: bytes) -> None:
         )
         assert p.status_code == 204, p.text
 
+        # The console lists files from the read model, which trails the upload by a moment
+        # (on a system just started, until its projector has joined): wait for the file to
+        # be listed, as someone opening the console after uploading elsewhere finds it.
+        async def listed() -> bool:
+            items = (await c.get("/v1/files")).json()["items"]
+            return any(f["name"] == name for f in items)
+
+        await wait_until(listed)
+
 
 async def test_console_is_static_with_a_strict_policy(shared_system: System) -> None:
     async with httpx.AsyncClient(base_url=shared_system.url) as c:
