@@ -65,6 +65,7 @@ def _backend(url: str, settings: Settings) -> BlobStore:
             Path(rest),
             drop_behind=settings.blob_drop_behind,
             early_writeback=settings.blob_early_writeback,
+            direct_io=settings.blob_direct_io,
         )
     if url.startswith("s3://"):
         return S3BlobStore(s3_options(url, settings))

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bus.blobs import direct
 from bus.blobs.batching import HashingBatcher, run_cleanup
 from bus.blobs.errors import BlobNotFound, BlobTooLarge
 from bus.blobs.writeback import start_writeback
@@ -152,9 +153,15 @@ class LocalBlobStore:
     """Blobs as files under `root`, named by sha256. Implements domain.ports.BlobStore."""
 
     def __init__(
-        self, root: Path, *, drop_behind: bool = True, early_writeback: bool = True
+        self,
+        root: Path,
+        *,
+        drop_behind: bool = True,
+        early_writeback: bool = True,
+        direct_io: bool = True,
     ) -> None:
         self.root = root
+        self._direct_io = direct_io
         self._drop_behind = drop_behind
         self._early_writeback = early_writeback
         self._chunks = root / "chunks"
@@ -276,13 +283,22 @@ class LocalBlobStore:
             # Cancelled while the file was being created: remove it once it exists.
             await run_cleanup(_remove_opened(opening))
             raise
+        # Past the page cache where the filesystem allows it (bus/blobs/direct.py), else
+        # through it, each batch queued for writeback at once. Only with drop-behind on:
+        # a blob written directly is never cached, and drop-behind off asks for the cache.
+        direct_writer = (
+            direct.DirectWriter(fd, WRITE_BUFFER)
+            if self._direct_io and self._drop_behind and direct.enable(fd)
+            else None
+        )
+        writev = direct_writer or _WriteBehind(fd, early=self._early_writeback)
         # Shielded waits and one write in flight: see bus/blobs/batching.py.
         batcher = HashingBatcher(
             functools.partial(_write_all, fd),
             buffer=WRITE_BUFFER,
             max_bytes=max_bytes,
             also_hash=also_hash,
-            writev=_WriteBehind(fd, early=self._early_writeback),
+            writev=writev,
         )
         commit: asyncio.Future[None] | None = None
         try:
@@ -292,10 +308,19 @@ class LocalBlobStore:
             # The commit closes fd itself; from here on a failure must not close it again.
             closer, fd = fd, -1
             commit = asyncio.get_running_loop().run_in_executor(
-                None, self._commit, closer, tmp, digest, self._drop_behind
+                None,
+                self._commit,
+                closer,
+                tmp,
+                digest,
+                self._drop_behind,
+                direct_writer.finish if direct_writer is not None else None,
             )
             await asyncio.shield(commit)
             metrics.BLOB_WRITTEN_BYTES.inc(total)
+            if direct_writer is not None:
+                # Only on success: after a failure a thread may still write from it.
+                direct_writer.release()
             return digest, total
         except BaseException:
             # Whichever thread may still be using fd or tmp: the commit once started,
@@ -310,8 +335,16 @@ class LocalBlobStore:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         return fd, path
 
-    def _commit(self, fd: int, tmp: Path, digest: str, drop: bool = False) -> None:
-        """Make the temp file the blob, durably. Ordering matters:
+    def _commit(
+        self,
+        fd: int,
+        tmp: Path,
+        digest: str,
+        drop: bool = False,
+        finish: Callable[[], None] | None = None,
+    ) -> None:
+        """Make the temp file the blob, durably, after `finish` (the last bytes a direct
+        writer held back). Ordering matters:
 
         1. fsync the data before the rename, so the name never points at unwritten bytes;
         2. rename over any existing copy: the same digest means the same bytes, so one
@@ -322,6 +355,8 @@ class LocalBlobStore:
         3. fsync the directory holding the new entry, and once per fan-out directory the
            parents holding it, so the name itself survives a crash."""
         try:
+            if finish is not None:
+                finish()
             os.fsync(fd)
             if drop and _FADVISE is not None:
                 # Clean now, so the kernel can free them (see _FADVISE).

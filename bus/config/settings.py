@@ -64,6 +64,8 @@ class Settings:
     blob_drop_behind: bool = True
     # The local store starts writing each batch of a big blob out while the rest arrives.
     blob_early_writeback: bool = True
+    # The local store writes a big blob past the page cache (O_DIRECT) where it can.
+    blob_direct_io: bool = True
     # Blobs of at most this many bytes are rows in PostgreSQL, not files (or S3 objects):
     # bus/blobs/inline.py. 0 stores every blob in the blob store.
     blob_inline_bytes: int = 64 * 1024
@@ -259,6 +261,7 @@ class Settings:
             blob_store=env.get("CAIRN_BLOB_STORE") or "",
             blob_drop_behind=_bool(env.get("CAIRN_BLOB_DROP_BEHIND"), True),
             blob_early_writeback=_bool(env.get("CAIRN_BLOB_EARLY_WRITEBACK"), True),
+            blob_direct_io=_bool(env.get("CAIRN_BLOB_DIRECT_IO"), True),
             blob_inline_bytes=min(
                 parse_size(env.get("CAIRN_BLOB_INLINE_BYTES") or "64K"), INLINE_MAX_BYTES
             ),

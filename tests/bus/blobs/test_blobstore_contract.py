@@ -30,6 +30,7 @@ import botocore.session
 import pytest
 import pytest_asyncio
 
+from bus.blobs import direct as direct_module
 from bus.blobs import local as local_module
 from bus.blobs.errors import BlobNotFound, BlobTooLarge
 from bus.blobs.factory import open_blob_store
@@ -670,22 +671,25 @@ def test_sweep_tmp_removes_only_old_temp_files(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "tmp").iterdir()) == ["fresh.part"]
 
 
+@pytest.mark.parametrize("direct_io", [True, False], ids=["direct", "buffered"])
 async def test_local_write_failure_keeps_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direct_io: bool
 ) -> None:
     blobs = _local(tmp_path)
+    blobs.store._direct_io = direct_io  # type: ignore[attr-defined]
     writes = 0
+    # The write a big put makes: past the page cache (bus/blobs/direct.py) or through it.
+    target = "bus.blobs.direct._write_all" if direct_io else "bus.blobs.local._writev_all"
+    real_write = direct_module._write_all if direct_io else local_module._writev_all
 
-    real_write = local_module._writev_all
-
-    def failing_write(fd: int, buffers: list[bytes]) -> None:
+    def failing_write(fd: int, buffers: Any) -> None:
         nonlocal writes
         writes += 1
         if writes == 2:
             raise OSError(errno.ENOSPC, "No space left on device")
         real_write(fd, buffers)
 
-    monkeypatch.setattr("bus.blobs.local._writev_all", failing_write)
+    monkeypatch.setattr(target, failing_write)
     with pytest.raises(OSError) as e:
         await blobs.store.put_stream(feed(split(BIG, [65536])))
     assert e.value.errno == errno.ENOSPC
