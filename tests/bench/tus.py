@@ -329,7 +329,8 @@ async def _files(
     res.notes.append(
         "how they store bytes: Cairn cuts each PATCH body into pieces of "
         "CAIRN_TUS_PIECE_BYTES (8 MiB), each streamed as it arrives into its own durable "
-        "content-addressed blob (temp file, sha256 + writev in a thread, fsync, rename, "
+        "content-addressed blob (temp file, sha256 in threads beside an O_DIRECT write where the "
+        "filesystem allows it, fsync, rename, "
         "directory fsyncs), the next piece hashed and written while the previous one is "
         "fsynced, appended in order by AppendBytes in the "
         "background (about once a second or per 5% of the length) and at the end of each "
