@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bus.blobs import direct, local
+from tests.bus.blobs.test_blobstore_contract import split
 
 BUF = 4 * direct.ALIGN  # a small buffer, so a few KiB cross it several times
 
@@ -40,16 +41,6 @@ def _is_direct(fd: int) -> bool:
     return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & direct.O_DIRECT)
 
 
-def _pieces(data: bytes, sizes: list[int]) -> list[bytes]:
-    out, pos, i = [], 0, 0
-    while pos < len(data):
-        n = sizes[i % len(sizes)]
-        out.append(data[pos : pos + n])
-        pos += n
-        i += 1
-    return out
-
-
 @pytest.mark.parametrize(
     "size",
     [0, 1, direct.ALIGN - 1, direct.ALIGN, direct.ALIGN + 1, BUF - 1, BUF, BUF + 1, 5 * BUF + 77],
@@ -60,7 +51,7 @@ def test_every_byte_lands_in_order_whatever_the_length(
     data = os.urandom(size)
     writer = direct.DirectWriter(direct_fd, BUF)
     # Reads of odd sizes, some bigger than the buffer, in batches of several reads.
-    pieces = _pieces(data, [1000, 3 * BUF + 5, 1, 4096])
+    pieces = split(data, [1000, 3 * BUF + 5, 1, 4096])
     for i in range(0, len(pieces), 3):
         writer(pieces[i : i + 3])
     writer.finish()
