@@ -3,11 +3,13 @@ local store's big puts that use it (bus/blobs/local.py `_put_large`)."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -77,6 +79,45 @@ def test_whole_blocks_only_keep_o_direct_on_to_the_end(tmp_path: Path, direct_fd
     assert _is_direct(direct_fd)
     writer.release()
     assert (tmp_path / "blob").read_bytes() == b"y" * (2 * direct.ALIGN)
+
+
+@pytest.mark.parametrize("refused_from", [1, 2])
+def test_a_filesystem_that_refuses_direct_writes_gets_the_rest_through_the_cache(
+    tmp_path: Path, direct_fd: int, monkeypatch: pytest.MonkeyPatch, refused_from: int
+) -> None:
+    """It took the flag, then refuses the writes (EINVAL, which writes nothing), from the
+    first write on or from the second: every byte still lands, in order."""
+    real_write = os.write
+    calls = 0
+
+    def refusing(fd: int, data: Any) -> int:
+        nonlocal calls
+        if fd == direct_fd and _is_direct(fd):
+            calls += 1
+            if calls >= refused_from:
+                raise OSError(errno.EINVAL, "Invalid argument")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", refusing)
+    data = os.urandom(3 * BUF + 10)
+    writer = direct.DirectWriter(direct_fd, BUF)
+    writer(split(data, [5000, 7]))
+    writer.finish()
+    writer.release()
+    assert writer.direct is False and not _is_direct(direct_fd)
+    assert calls == refused_from  # once refused, no direct write is tried again
+    assert (tmp_path / "blob").read_bytes() == data
+
+
+def test_other_write_errors_are_raised(direct_fd: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(fd: int, data: Any) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    writer = direct.DirectWriter(direct_fd, BUF)
+    with pytest.raises(OSError) as e:
+        writer([b"z" * BUF])
+    assert e.value.errno == errno.ENOSPC
 
 
 def test_a_released_buffer_serves_the_next_writer(direct_fd: int) -> None:
