@@ -40,7 +40,10 @@ def configure(level: str = "info", json: bool | None = None, process: str | None
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # One write per line (message and newline together): `print` writes them apart,
+        # and a long line flushed before its newline let another process's line, on the
+        # same stderr under `cairn up`, land between them (a blank line in the stream).
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
     # Records of the standard library's loggers: positional %-arguments merged, `extra`

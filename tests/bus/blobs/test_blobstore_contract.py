@@ -679,15 +679,16 @@ async def test_local_write_failure_keeps_nothing(
     blobs.store._direct_io = direct_io  # type: ignore[attr-defined]
     writes = 0
     # The write a big put makes: past the page cache (bus/blobs/direct.py) or through it.
-    target = "bus.blobs.direct._write_all" if direct_io else "bus.blobs.local._writev_all"
-    real_write = direct_module._write_all if direct_io else local_module._writev_all
+    target = "bus.blobs.direct.DirectWriter._write" if direct_io else "bus.blobs.local._writev_all"
+    real_write = direct_module.DirectWriter._write if direct_io else local_module._writev_all
 
-    def failing_write(fd: int, buffers: Any) -> None:
+    def failing_write(first: Any, buffers: Any) -> None:
+        # (writer, view) for the direct writer's method, (fd, buffers) for _writev_all.
         nonlocal writes
         writes += 1
         if writes == 2:
             raise OSError(errno.ENOSPC, "No space left on device")
-        real_write(fd, buffers)
+        real_write(first, buffers)
 
     monkeypatch.setattr(target, failing_write)
     with pytest.raises(OSError) as e:
