@@ -42,24 +42,21 @@ AVAILABLE = O_DIRECT != 0
 # first touch, the cost this module exists to avoid. At most this many are kept (4 MiB
 # each by default); more puts at once allocate and drop their own.
 POOL_MAX = 8
-_pool: list[mmap.mmap] = []
-_pool_size = 0
+_pool: list[mmap.mmap] = []  # all of one size
 _pool_lock = threading.Lock()  # puts take and give buffers from the thread pool
 
 
 def _take(size: int) -> mmap.mmap:
     with _pool_lock:
-        if _pool and _pool_size == size:
+        if _pool and len(_pool[-1]) == size:
             return _pool.pop()
     return mmap.mmap(-1, size)  # anonymous: page-aligned
 
 
 def _give(buf: mmap.mmap) -> None:
-    global _pool_size
     with _pool_lock:
-        if _pool_size != len(buf):
+        if _pool and len(_pool[0]) != len(buf):
             _pool.clear()  # another buffer size: keep one size only
-            _pool_size = len(buf)
         if len(_pool) < POOL_MAX:
             _pool.append(buf)
             return
@@ -83,7 +80,9 @@ def _disable(fd: int) -> None:
     fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~O_DIRECT)
 
 
-def _write_all(fd: int, view: memoryview) -> None:
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """Write all of `data` to `fd`, resuming after a short write."""
+    view = memoryview(data)
     while view:
         n = os.write(fd, view)
         view = view[n:]
@@ -122,7 +121,7 @@ class DirectWriter:
 
     def _write(self, view: memoryview) -> None:
         if not self.direct:
-            _write_all(self.fd, view)
+            write_all(self.fd, view)
             return
         while view:
             try:
@@ -133,7 +132,7 @@ class DirectWriter:
                 # Refused, so nothing of it was written: the rest goes through the cache.
                 self.direct = False
                 _disable(self.fd)
-                _write_all(self.fd, view)
+                write_all(self.fd, view)
                 return
             view = view[n:]
 
@@ -147,7 +146,7 @@ class DirectWriter:
             if self.direct:
                 self.direct = False
                 _disable(self.fd)
-            _write_all(self.fd, self._view[whole : self._fill])
+            write_all(self.fd, self._view[whole : self._fill])
         self._fill = 0
 
     def release(self) -> None:

@@ -69,13 +69,6 @@ async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
     return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
 
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-
-
 # Buffers per os.writev call: Linux's IOV_MAX.
 _IOV_MAX = 1024
 
@@ -294,7 +287,7 @@ class LocalBlobStore:
         writev = direct_writer or _WriteBehind(fd, early=self._early_writeback)
         # Shielded waits and one write in flight: see bus/blobs/batching.py.
         batcher = HashingBatcher(
-            functools.partial(_write_all, fd),
+            functools.partial(direct.write_all, fd),
             buffer=WRITE_BUFFER,
             max_bytes=max_bytes,
             also_hash=also_hash,
@@ -514,7 +507,7 @@ class LocalBlobStore:
     def _ping_sync(self) -> None:
         fd, path = self._open_tmp()
         try:
-            _write_all(fd, b"ping")
+            direct.write_all(fd, b"ping")
         finally:
             os.close(fd)
             path.unlink()

@@ -55,9 +55,9 @@ class Blobs:
     leftovers: Callable[[], list[str]]  # whatever a put in flight or a failed put leaves around
 
 
-def _local(tmp_path: Path) -> Blobs:
+def _local(tmp_path: Path, *, direct_io: bool = True) -> Blobs:
     root = tmp_path / "blobs"
-    store = LocalBlobStore(root)
+    store = LocalBlobStore(root, direct_io=direct_io)
 
     def objects() -> list[str]:
         return sorted(p.name for p in (root / "chunks").rglob("*") if p.is_file())
@@ -675,8 +675,7 @@ def test_sweep_tmp_removes_only_old_temp_files(tmp_path: Path) -> None:
 async def test_local_write_failure_keeps_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direct_io: bool
 ) -> None:
-    blobs = _local(tmp_path)
-    blobs.store._direct_io = direct_io  # type: ignore[attr-defined]
+    blobs = _local(tmp_path, direct_io=direct_io)
     writes = 0
     # The write a big put makes: past the page cache (bus/blobs/direct.py) or through it.
     target = "bus.blobs.direct.DirectWriter._write" if direct_io else "bus.blobs.local._writev_all"
