@@ -1,8 +1,9 @@
 """Request bodies through the body-handoff protocol, on a real uvicorn server on loopback.
 
-The application gets every byte, in order, as `bytes`, whether it takes each read at once
-(then it gets the very object the parser made: no copy) or lags behind (then reads are
-gathered, as uvicorn does); chunked bodies and pipelined requests too.
+The application gets every byte, in order, as `bytes`: a fast body in messages of at least
+`coalesce_bytes`, a body that trickles in within `coalesce_seconds` of each read, a read
+that makes a message alone as the very object the parser made (no copy); chunked bodies,
+pipelined requests and a client gone mid-body too.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ pytestmark = pytest.mark.timeout(60)
 
 class _Recording(BodyHandoffHttpToolsProtocol):
     pieces: list[bytes] = []  # what the parser reported, every request
+    coalesce_bytes = 1 << 20
+    coalesce_seconds = 0.002
 
     def on_body(self, body: bytes) -> None:
         self.pieces.append(body)
@@ -34,6 +37,8 @@ class _App:
     def __init__(self) -> None:
         self.bodies: list[list[Any]] = []  # per request: the body of each message
         self.lag = 0.0  # seconds to wait before each receive
+        self.got_some = asyncio.Event()  # set once a request's first body bytes came
+        self.disconnected = asyncio.Event()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -44,7 +49,12 @@ class _App:
             if self.lag:
                 await asyncio.sleep(self.lag)
             message = await receive()
+            if message["type"] == "http.disconnect":
+                self.disconnected.set()
+                return
             parts.append(message.get("body", b""))
+            if message.get("body"):
+                self.got_some.set()
             if not message.get("more_body"):
                 break
         size = str(sum(len(p) for p in parts)).encode()
@@ -59,7 +69,12 @@ class _App:
 
 
 @pytest_asyncio.fixture
-async def served() -> AsyncIterator[tuple[_App, int]]:
+async def served(request: pytest.FixtureRequest) -> AsyncIterator[tuple[_App, int]]:
+    """A server; `@pytest.mark.coalesce(bytes, seconds)` sets the protocol's bounds."""
+    marker = request.node.get_closest_marker("coalesce")
+    _Recording.coalesce_bytes, _Recording.coalesce_seconds = (
+        marker.args if marker else (1 << 20, 0.002)
+    )
     app = _App()
     _Recording.pieces = []
     sock = socket.socket()
@@ -108,7 +123,9 @@ def _put(body_size: int) -> bytes:
     return f"PUT /x HTTP/1.1\r\nHost: t\r\nContent-Length: {body_size}\r\n\r\n".encode()
 
 
-async def test_a_body_taken_as_it_comes_is_handed_over_without_a_copy(
+# Reads are handed over one by one: each message is the very object the parser made.
+@pytest.mark.coalesce(1, 10.0)
+async def test_a_read_that_makes_a_message_alone_is_handed_over_without_a_copy(
     served: tuple[_App, int],
 ) -> None:
     app, port = served
@@ -122,6 +139,63 @@ async def test_a_body_taken_as_it_comes_is_handed_over_without_a_copy(
     # uvicorn none does: each is copied into a bytearray and out again).
     handed = [p for p in parts if p and any(p is q for q in _Recording.pieces)]
     assert len(handed) >= len([p for p in parts if p]) // 2
+
+
+# No time bound to speak of: only the size bound and the body's end hand reads over.
+@pytest.mark.coalesce(256 * 1024, 30.0)
+async def test_a_fast_body_comes_in_messages_of_at_least_the_bound(
+    served: tuple[_App, int],
+) -> None:
+    app, port = served
+    body = os.urandom(4 * 1024 * 1024 + 1000)
+    writes = [_put(len(body))] + [body[i : i + 65536] for i in range(0, len(body), 65536)]
+    assert await _exchange(port, writes, 1) == [str(len(body)).encode()]
+    (parts,) = app.bodies
+    assert b"".join(parts) == body
+    assert all(type(p) is bytes for p in parts)
+    full = [p for p in parts if p]
+    assert all(len(p) >= 256 * 1024 for p in full[:-1])
+    assert len(full) <= len(body) // (256 * 1024) + 1
+    assert len(full) < len(_Recording.pieces)  # reads were joined
+
+
+async def test_a_trickling_body_reaches_the_application_before_it_ends(
+    served: tuple[_App, int],
+) -> None:
+    app, port = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(_put(2000) + b"x" * 1000)
+        await writer.drain()
+        # 1000 bytes are far below the size bound: only the time bound hands them over.
+        await asyncio.wait_for(app.got_some.wait(), 10)
+        assert app.bodies == [[b"x" * 1000]]
+        writer.write(b"y" * 1000)
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        assert await reader.readexactly(4) == b"2000"
+    finally:
+        writer.close()
+    assert b"".join(app.bodies[0]) == b"x" * 1000 + b"y" * 1000
+
+
+@pytest.mark.coalesce(1 << 20, 30.0)
+async def test_a_client_gone_mid_body_leaves_what_arrived_then_a_disconnect(
+    served: tuple[_App, int],
+) -> None:
+    app, port = served
+    sent = os.urandom(300_000)  # gathered, below both bounds: only the loss hands it over
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(_put(10_000_000) + sent)
+    await writer.drain()
+    writer.close()
+    await asyncio.wait_for(app.disconnected.wait(), 10)
+    assert b"".join(app.bodies[0]) == sent
+    # The server goes on.
+    body = os.urandom(5000)
+    assert await _exchange(port, [_put(len(body)) + body], 1) == [b"5000"]
+    assert app.bodies[-1] == [body]
 
 
 async def test_reads_gather_while_the_application_lags(served: tuple[_App, int]) -> None:
