@@ -169,7 +169,8 @@ async def test_a_trickling_body_reaches_the_application_before_it_ends(
         await writer.drain()
         # 1000 bytes are far below the size bound: only the time bound hands them over.
         await asyncio.wait_for(app.got_some.wait(), 10)
-        assert app.bodies == [[b"x" * 1000]]
+        got = b"".join(app.bodies[0])
+        assert got and got == b"x" * len(got)  # the first bytes, before the rest was sent
         writer.write(b"y" * 1000)
         await writer.drain()
         head = await reader.readuntil(b"\r\n\r\n")
