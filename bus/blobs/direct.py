@@ -130,11 +130,16 @@ class DirectWriter:
                 if e.errno != errno.EINVAL:
                     raise
                 # Refused, so nothing of it was written: the rest goes through the cache.
-                self.direct = False
-                _disable(self.fd)
+                self._go_buffered()
                 write_all(self.fd, view)
                 return
             view = view[n:]
+
+    def _go_buffered(self) -> None:
+        """O_DIRECT off for the rest of the blob (a refused write, or a tail it cannot take)."""
+        if self.direct:
+            self.direct = False
+            _disable(self.fd)
 
     def finish(self) -> None:
         """Write what the buffer still holds: its whole blocks directly, then the last
@@ -143,9 +148,7 @@ class DirectWriter:
         if whole:
             self._write(self._view[:whole])
         if self._fill > whole:
-            if self.direct:
-                self.direct = False
-                _disable(self.fd)
+            self._go_buffered()
             write_all(self.fd, self._view[whole : self._fill])
         self._fill = 0
 

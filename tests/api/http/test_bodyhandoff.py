@@ -18,15 +18,13 @@ import pytest
 import pytest_asyncio
 import uvicorn
 
-from api.http.bodyhandoff import BodyHandoffHttpToolsProtocol
+from api.http.bodyhandoff import COALESCE_BYTES, COALESCE_SECONDS, BodyHandoffHttpToolsProtocol
 
 pytestmark = pytest.mark.timeout(60)
 
 
 class _Recording(BodyHandoffHttpToolsProtocol):
     pieces: list[bytes] = []  # what the parser reported, every request
-    coalesce_bytes = 1 << 20
-    coalesce_seconds = 0.002
 
     def on_body(self, body: bytes) -> None:
         self.pieces.append(body)
@@ -73,7 +71,7 @@ async def served(request: pytest.FixtureRequest) -> AsyncIterator[tuple[_App, in
     """A server; `@pytest.mark.coalesce(bytes, seconds)` sets the protocol's bounds."""
     marker = request.node.get_closest_marker("coalesce")
     _Recording.coalesce_bytes, _Recording.coalesce_seconds = (
-        marker.args if marker else (1 << 20, 0.002)
+        marker.args if marker else (COALESCE_BYTES, COALESCE_SECONDS)
     )
     app = _App()
     _Recording.pieces = []
