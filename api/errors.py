@@ -14,7 +14,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from bus.actors.commandbus import BusUnavailable
-from bus.blobs.errors import BlobCorrupt, BlobStoreUnavailable
+from bus.blobs.errors import BlobCorrupt, BlobNotFound, BlobStoreUnavailable
 from bus.config.logs import get_logger
 from bus.ids import uuid4_hex
 from domain.errors import DomainError
@@ -129,6 +129,17 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         log.error("blob corrupt in the store", path=request.url.path, error=str(exc))
         return error_response(
             request, 500, "blob_corrupt", "stored bytes failed verification", {"sha256": exc.sha256}
+        )
+    if isinstance(exc, BlobNotFound):
+        # A live file or object names bytes the store no longer holds (lost with a disk,
+        # deleted by hand): the server's fault, named so that an operator can find it.
+        log.error("blob missing from the store", path=request.url.path, error=str(exc))
+        return error_response(
+            request,
+            500,
+            "blob_missing",
+            "stored bytes of this file are missing",
+            {"sha256": exc.sha256},
         )
     if isinstance(exc, ValidationException):
         return error_response(

@@ -15,6 +15,7 @@ from structlog.testing import capture_logs
 from api import errors
 from api.errors import handle_exception
 from api.middleware import request_id_middleware
+from bus.blobs.errors import BlobNotFound
 
 
 def _explode_here() -> None:
@@ -68,3 +69,32 @@ def test_every_500_is_logged_with_its_request_id_and_traceback(
             assert "Traceback" in rendered["exception"]
             if exc_type is RuntimeError:
                 assert "_explode_here" in rendered["exception"]
+
+
+@get("/missing")
+async def missing() -> None:
+    raise BlobNotFound("ab" * 32)
+
+
+def test_bytes_missing_from_the_store_are_a_named_500_and_logged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(errors, "log", structlog.get_logger(errors.__name__))
+    app = Litestar(
+        route_handlers=[missing],
+        exception_handlers={Exception: handle_exception},
+        middleware=[request_id_middleware],
+    )
+    with TestClient(app) as client, capture_logs() as logs:
+        r = client.get("/missing", headers={"X-Request-ID": "rid-missing"})
+    assert r.status_code == 500
+    assert r.json() == {
+        "error": {
+            "code": "blob_missing",
+            "message": "stored bytes of this file are missing",
+            "details": {"sha256": "ab" * 32},
+        },
+        "request_id": "rid-missing",
+    }
+    (line,) = [e for e in logs if e["event"] == "blob missing from the store"]
+    assert line["log_level"] == "error" and line["path"] == "/missing"
