@@ -52,6 +52,15 @@ _HTTP_CODES = {
 }
 
 
+# Stored bytes that cannot be served: (code, message, log event) of the 500 each answers.
+_BLOB_CORRUPT = ("blob_corrupt", "stored bytes failed verification", "blob corrupt in the store")
+_BLOB_MISSING = (
+    "blob_missing",
+    "stored bytes of this file are missing",
+    "blob missing from the store",
+)
+
+
 class ApiError(Exception):
     """An HTTP-level refusal raised by the adapters (auth, limits, malformed requests)."""
 
@@ -125,22 +134,12 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
             {},
             {"Retry-After": str(exc.retry_after)},
         )
-    if isinstance(exc, BlobCorrupt):
-        log.error("blob corrupt in the store", path=request.url.path, error=str(exc))
-        return error_response(
-            request, 500, "blob_corrupt", "stored bytes failed verification", {"sha256": exc.sha256}
-        )
-    if isinstance(exc, BlobNotFound):
-        # A live file or object names bytes the store no longer holds (lost with a disk,
-        # deleted by hand): the server's fault, named so that an operator can find it.
-        log.error("blob missing from the store", path=request.url.path, error=str(exc))
-        return error_response(
-            request,
-            500,
-            "blob_missing",
-            "stored bytes of this file are missing",
-            {"sha256": exc.sha256},
-        )
+    if isinstance(exc, (BlobCorrupt, BlobNotFound)):
+        # A live file or object names bytes the store cannot give back (corrupt, or gone
+        # with a disk or by hand): the server's fault, named with the blob for an operator.
+        code, message, event = _BLOB_CORRUPT if isinstance(exc, BlobCorrupt) else _BLOB_MISSING
+        log.error(event, path=request.url.path, error=str(exc))
+        return error_response(request, 500, code, message, {"sha256": exc.sha256})
     if isinstance(exc, ValidationException):
         return error_response(
             request, 400, "validation_error", str(exc.detail), {"errors": exc.extra or []}

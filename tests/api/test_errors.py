@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 from api import errors
 from api.errors import handle_exception
 from api.middleware import request_id_middleware
-from bus.blobs.errors import BlobNotFound
+from bus.blobs.errors import BlobCorrupt, BlobNotFound
 
 
 def _explode_here() -> None:
@@ -76,25 +76,43 @@ async def missing() -> None:
     raise BlobNotFound("ab" * 32)
 
 
-def test_bytes_missing_from_the_store_are_a_named_500_and_logged(
-    monkeypatch: pytest.MonkeyPatch,
+@get("/corrupt")
+async def corrupt() -> None:
+    raise BlobCorrupt("ab" * 32, "cd" * 32)
+
+
+@pytest.mark.parametrize(
+    ("path", "code", "message", "event"),
+    [
+        (
+            "/missing",
+            "blob_missing",
+            "stored bytes of this file are missing",
+            "blob missing from the store",
+        ),
+        (
+            "/corrupt",
+            "blob_corrupt",
+            "stored bytes failed verification",
+            "blob corrupt in the store",
+        ),
+    ],
+)
+def test_stored_bytes_that_cannot_be_served_are_a_named_500_and_logged(
+    monkeypatch: pytest.MonkeyPatch, path: str, code: str, message: str, event: str
 ) -> None:
     monkeypatch.setattr(errors, "log", structlog.get_logger(errors.__name__))
     app = Litestar(
-        route_handlers=[missing],
+        route_handlers=[missing, corrupt],
         exception_handlers={Exception: handle_exception},
         middleware=[request_id_middleware],
     )
     with TestClient(app) as client, capture_logs() as logs:
-        r = client.get("/missing", headers={"X-Request-ID": "rid-missing"})
+        r = client.get(path, headers={"X-Request-ID": "rid-blob"})
     assert r.status_code == 500
     assert r.json() == {
-        "error": {
-            "code": "blob_missing",
-            "message": "stored bytes of this file are missing",
-            "details": {"sha256": "ab" * 32},
-        },
-        "request_id": "rid-missing",
+        "error": {"code": code, "message": message, "details": {"sha256": "ab" * 32}},
+        "request_id": "rid-blob",
     }
-    (line,) = [e for e in logs if e["event"] == "blob missing from the store"]
-    assert line["log_level"] == "error" and line["path"] == "/missing"
+    (line,) = [e for e in logs if e["event"] == event]
+    assert line["log_level"] == "error" and line["path"] == path

@@ -283,6 +283,22 @@ def start_up(env: dict[str, str], logs: Path, name: str) -> Up:
     return Up(proc, out, err, env)
 
 
+async def run_up(env: dict[str, str], logs: Path, name: str, runs: list[Up]) -> Up:
+    """`start_up`, kept in `runs` (the fixture's cleanup takes it down if the test fails),
+    once it answers."""
+    up = start_up(env, logs, name)
+    runs.append(up)
+    await up.wait_up()
+    return up
+
+
+async def bearer(env: dict[str, str], user: str = "alice") -> dict[str, str]:
+    """The Authorization header of a token `cairn token` mints for `user`."""
+    code, out, err = await cli(env, "token", user)
+    assert code == 0, err
+    return {"Authorization": f"Bearer {out.strip()}"}
+
+
 def cleanup(runs: Iterable[Up]) -> None:
     """After a failed test only: take down whatever the runs left (each pid we started)."""
     for up in runs:

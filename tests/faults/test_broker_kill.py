@@ -28,7 +28,16 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from api.readiness import CHECK_TIMEOUT, FAIL_FOR, OK_FOR
 from bus.kafka.clients import AGGREGATES
-from tests.faults.proc import Up, alive, cairn_env, cli, poll, send_retrying, start_up, tansu_pid
+from tests.faults.proc import (
+    Up,
+    alive,
+    bearer,
+    cairn_env,
+    poll,
+    run_up,
+    send_retrying,
+    tansu_pid,
+)
 
 CHUNK = 256 * 1024
 N_CHUNKS = 8
@@ -76,12 +85,8 @@ async def test_broker_killed_mid_upload_is_restarted_and_nothing_is_lost(
     assert len(parts) == N_CHUNKS
     digest = hashlib.sha256(data).hexdigest()
 
-    up = start_up(env, tmp_path, "up")
-    runs.append(up)
-    await up.wait_up()
-    code, out, err = await cli(env, "token", "alice")
-    assert code == 0, err
-    auth = {"Authorization": f"Bearer {out.strip()}"}
+    up = await run_up(env, tmp_path, "up", runs)
+    auth = await bearer(env)
 
     async with httpx.AsyncClient(base_url=up.url, headers=auth, timeout=60) as c:
         assert (await c.get("/ready")).status_code == 200

@@ -31,7 +31,7 @@ import pytest
 from bus.config.settings import Settings
 from bus.kafka.clients import make_consumer
 from bus.run.supervisor import port_in_use
-from tests.faults.proc import Up, cairn_env, cli, describe, poll, start_up
+from tests.faults.proc import Up, cairn_env, cli, describe, poll, run_up
 
 CURL = shutil.which("curl")
 pytestmark = pytest.mark.skipif(CURL is None, reason="curl is not installed (apt-get install curl)")
@@ -62,9 +62,7 @@ async def test_readme_first_upload_verbatim(tmp_path: Path, runs: list[Up]) -> N
     # What the README promises of it: ids captured into variables, no placeholders.
     assert "<" not in script.replace("<<", ""), "no placeholders to edit by hand"
     env = cairn_env(tmp_path / "data")
-    up = start_up(env, tmp_path, "up")
-    runs.append(up)
-    await up.wait_up()
+    up = await run_up(env, tmp_path, "up", runs)
     banner = up.out.read_text()
     # The banner's token command, as printed, mints a token this server accepts.
     command = next(line for line in banner.splitlines() if "token alice" in line)
@@ -254,9 +252,7 @@ async def test_readme_walkthrough_with_curl(
     assert n == 3
 
     # $ cairn up
-    first = start_up(env, tmp_path, "up1")
-    runs.append(first)
-    await first.wait_up()
+    first = await run_up(env, tmp_path, "up1", runs)
     banner = first.out.read_text()
     assert f"{first.url}/v1" in banner and "token alice" in banner
 
@@ -360,9 +356,7 @@ async def test_readme_walkthrough_with_curl(
     assert not [p for p in first.ports() if port_in_use("127.0.0.1", p)]
 
     # $ cairn up   (again, same data dir): the token still works, the secret was kept.
-    second = start_up(env, tmp_path, "up2")
-    runs.append(second)
-    await second.wait_up()
+    second = await run_up(env, tmp_path, "up2", runs)
     curl = Curl(second.url, token, scratch)
     again = scratch / "again.bin"
     status, _ = await curl(path=f"/v1/files/{file_id}/content", out=again)

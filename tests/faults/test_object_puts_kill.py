@@ -20,7 +20,15 @@ import httpx
 import pytest
 
 from domain.files.keys import object_file_id
-from tests.faults.proc import Up, cairn_env, cli, describe, poll, send_retrying, start_up
+from tests.faults.proc import (
+    Up,
+    bearer,
+    cairn_env,
+    describe,
+    poll,
+    run_up,
+    send_retrying,
+)
 
 BUCKET = "racing"
 OBJECTS = 160
@@ -36,12 +44,8 @@ async def test_kill_everything_mid_object_puts_keeps_each_acknowledged_one(
     db_url = f"postgresql://postgres@127.0.0.1:{env['CAIRN_EMBEDDED_PG_PORT']}/cairn"
     bodies = {f"k/{i}": os.urandom(4096) for i in range(OBJECTS)}
 
-    first = start_up(env, tmp_path, "up1")
-    runs.append(first)
-    await first.wait_up()
-    code, out, err = await cli(env, "token", "alice")
-    assert code == 0, err
-    auth = {"Authorization": f"Bearer {out.strip()}"}
+    first = await run_up(env, tmp_path, "up1", runs)
+    auth = await bearer(env)
 
     limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
     async with httpx.AsyncClient(base_url=first.url, headers=auth, timeout=60, limits=limits) as c:
@@ -79,9 +83,7 @@ async def test_kill_everything_mid_object_puts_keeps_each_acknowledged_one(
         lambda: describe(first.left()),
     )
 
-    second = start_up(env, tmp_path, "up2")
-    runs.append(second)
-    await second.wait_up()
+    second = await run_up(env, tmp_path, "up2", runs)
     kept: set[str] = set()
     async with httpx.AsyncClient(base_url=second.url, headers=auth, timeout=60) as c:
         for key, body in bodies.items():

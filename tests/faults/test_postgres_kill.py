@@ -16,7 +16,15 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.faults.proc import Up, cairn_env, cli, poll, postgres_pids, send_retrying, start_up
+from tests.faults.proc import (
+    Up,
+    bearer,
+    cairn_env,
+    poll,
+    postgres_pids,
+    run_up,
+    send_retrying,
+)
 
 
 async def send(c: httpx.AsyncClient, method: str, url: str, **kw: Any) -> httpx.Response:
@@ -29,12 +37,8 @@ async def test_postgres_killed_is_restarted_and_keeps_what_was_acknowledged(
     tmp_path: Path, runs: list[Up]
 ) -> None:
     env = cairn_env(tmp_path / "data")
-    up = start_up(env, tmp_path, "up")
-    runs.append(up)
-    await up.wait_up()
-    code, out, err = await cli(env, "token", "alice")
-    assert code == 0, err
-    auth = {"Authorization": f"Bearer {out.strip()}"}
+    up = await run_up(env, tmp_path, "up", runs)
+    auth = await bearer(env)
     async with httpx.AsyncClient(base_url=up.url, headers=auth, timeout=60) as c:
         body = {"file_name": "a.bin", "file_size": 10, "chunk_size": 10}
         r = await send(c, "POST", "/v1/uploads", json=body)

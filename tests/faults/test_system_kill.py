@@ -41,13 +41,13 @@ from bus.run.supervisor import port_in_use
 from bus.store.eventstore import NOTIFY_CHANNEL
 from tests.faults.proc import (
     Up,
+    bearer,
     cairn_env,
-    cli,
     describe,
     listener_pid,
     poll,
+    run_up,
     send_retrying,
-    start_up,
 )
 
 CHUNK = 512 * 1024
@@ -98,12 +98,8 @@ async def test_kill_everything_mid_upload_restart_resume(
     assert len(parts) == N_CHUNKS
     digest = hashlib.sha256(data).hexdigest()
 
-    first = start_up(env, tmp_path, "up1")
-    runs.append(first)
-    await first.wait_up()
-    code, out, err = await cli(env, "token", "alice")
-    assert code == 0, err
-    auth = {"Authorization": f"Bearer {out.strip()}"}
+    first = await run_up(env, tmp_path, "up1", runs)
+    auth = await bearer(env)
 
     async with httpx.AsyncClient(base_url=first.url, headers=auth, timeout=60) as c:
         r = await send(
@@ -208,9 +204,7 @@ async def test_kill_everything_mid_upload_restart_resume(
     # the broker, PostgreSQL): the new supervisor must cope with all of it by itself.
     leftovers = describe(first.left())
 
-    second = start_up(env, tmp_path, "up2")
-    runs.append(second)
-    await second.wait_up()
+    second = await run_up(env, tmp_path, "up2", runs)
     # The API answering now is the new run's, not an orphan of the killed one.
     api = listener_pid(int(env["CAIRN_PORT"]))
     assert second.children().get(api or 0) == "api", f"API port held by {api}\n{leftovers}"
