@@ -299,6 +299,19 @@ async def bearer(env: dict[str, str], user: str = "alice") -> dict[str, str]:
     return {"Authorization": f"Bearer {out.strip()}"}
 
 
+async def stop_cleanly(last: Up, *earlier: Up) -> None:
+    """Ctrl-C to the running `last`: it exits 0, and no process of it or of the `earlier`
+    (killed) runs is left."""
+    assert await last.stop() == 0, last.log()
+    runs = (*earlier, last)
+    await poll(
+        "every process of the runs to be gone",
+        lambda: not any(up.left() for up in runs),
+        30,
+        lambda: describe([pid for up in runs for pid in up.left()]),
+    )
+
+
 def cleanup(runs: Iterable[Up]) -> None:
     """After a failed test only: take down whatever the runs left (each pid we started)."""
     for up in runs:

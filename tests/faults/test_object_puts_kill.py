@@ -28,6 +28,7 @@ from tests.faults.proc import (
     poll,
     run_up,
     send_retrying,
+    stop_cleanly,
 )
 
 BUCKET = "racing"
@@ -117,10 +118,4 @@ async def test_kill_everything_mid_object_puts_keeps_each_acknowledged_one(
         versions.setdefault(r["stream_id"], []).append(r["version"])
     assert all(v == list(range(1, len(v) + 1)) for v in versions.values())
 
-    assert await second.stop() == 0, second.log()
-    await poll(
-        "every process of both runs to be gone",
-        lambda: not first.left() and not second.left(),
-        30,
-        lambda: describe(first.left() + second.left()),
-    )
+    await stop_cleanly(second, first)

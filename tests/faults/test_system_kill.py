@@ -48,6 +48,7 @@ from tests.faults.proc import (
     poll,
     run_up,
     send_retrying,
+    stop_cleanly,
 )
 
 CHUNK = 512 * 1024
@@ -265,13 +266,7 @@ async def test_kill_everything_mid_upload_restart_resume(
     assert [e["version"] for e in files] == list(range(1, len(files) + 1))
 
     # Ctrl-C: a clean stop, and nothing of either run left running.
-    assert await second.stop() == 0, second.log()
-    await poll(
-        "every process of both runs to be gone",
-        lambda: not first.left() and not second.left(),
-        30,
-        lambda: describe(first.left() + second.left()),
-    )
+    await stop_cleanly(second, first)
     still_busy = [p for p in second.ports() if port_in_use("127.0.0.1", p)]
     assert not still_busy, still_busy
     assert not (second.data_dir / "supervisor.json").exists()
