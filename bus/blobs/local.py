@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bus.aio import BoundedLRU
 from bus.blobs import direct
 from bus.blobs.batching import HashingBatcher, run_cleanup
 from bus.blobs.errors import BlobNotFound, BlobTooLarge
@@ -54,6 +55,15 @@ SMALL_PUT = 256 * 1024
 _FADVISE = getattr(os, "posix_fadvise", None)
 # Pieces yielded by `open_range`: one thread hop per MiB.
 READ_PIECE = 1024 * 1024
+# A small range whose pages are all in the page cache is read on the loop itself
+# (preadv with RWF_NOWAIT, which fails instead of waiting for the disk), not in a pool
+# thread: under 200 readers of 4 KiB ranges the thread hop's wake-ups and context switches
+# were a quarter of the API's CPU. Requests/s went from about 1,430 to 1,480-1,670 and the
+# p50 from 70-86 ms to 40-45 ms (download.range_4k's load, alternating runs). The cap keeps
+# a copy on the loop short; a range with any page not cached goes to a thread as before,
+# so the loop never waits for the disk on a read.
+RESIDENT_READ_MAX = 64 * 1024
+_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
 # Reads for the local `hash_manifest` fast path; the whole loop runs in one thread.
 HASH_READ = 4 * 1024 * 1024
 
@@ -167,6 +177,10 @@ class LocalBlobStore:
         # set.add is atomic under the GIL, and a race only costs a redundant fsync.
         self._durable_dirs: set[str] = set()
         self._durable_tops: set[str] = set()
+        # Blobs a pool thread has opened lately: only their small ranges are tried from the
+        # page cache on the loop (see RESIDENT_READ_MAX), so the loop never opens a blob
+        # whose directory entries may still be on the disk alone.
+        self._opened: BoundedLRU[str, bool] = BoundedLRU(4096)
         self._adopt_fan_out()
 
     def _adopt_fan_out(self) -> None:
@@ -523,9 +537,13 @@ class LocalBlobStore:
         if not is_sha256(sha256):
             raise BlobNotFound(sha256)
         if length is not None and 0 < length <= READ_PIECE:
-            # A small range (a 4 KiB ranged GET): open, read and close in one thread hop
-            # instead of three; under hundreds of concurrent readers the hops dominate.
-            data = await _in_thread(self._read_small, sha256, offset, length)
+            # A small range (a 4 KiB ranged GET): from the page cache on the loop, else
+            # open, read and close in one thread hop instead of three; under hundreds of
+            # concurrent readers the hops dominate.
+            data = self._read_resident(sha256, offset, length) if sha256 in self._opened else None
+            if data is None:
+                data = await _in_thread(self._read_small, sha256, offset, length)
+                self._opened[sha256] = True
             metrics.BLOB_READ_BYTES.inc(len(data))
             yield data
             return
@@ -544,6 +562,24 @@ class LocalBlobStore:
         finally:
             # Closing a regular file does not block. A pread still running in a thread
             # after a cancellation only reads into a result nobody will look at.
+            os.close(fd)
+
+    def _read_resident(self, sha256: str, offset: int, length: int) -> bytes | None:
+        """The range, read on the calling thread (the loop) if every byte of it is in the
+        page cache; None if not, or if the range is too big to read on the loop (see
+        RESIDENT_READ_MAX)."""
+        if _NOWAIT is None or length > RESIDENT_READ_MAX:
+            return None
+        fd, size = self._open_read(sha256)
+        try:
+            check_range(sha256, size, offset, length)
+            buf = bytearray(length)
+            try:
+                n = os.preadv(fd, [buf], offset, _NOWAIT)
+            except BlockingIOError:
+                return None
+            return bytes(buf) if n == length else None
+        finally:
             os.close(fd)
 
     def _read_small(self, sha256: str, offset: int, length: int) -> bytes:
