@@ -21,6 +21,7 @@ from bus.actors.commandbus import CommandBus, CommandResult
 from bus.config.settings import Settings
 from bus.config.tracing import current_traceparent
 from bus.store.eventstore import PostgresEventStore
+from bus.store.state_cache import StateCache
 from domain.commands import Command
 from domain.errors import NotFound
 from domain.ports import BlobStore
@@ -69,10 +70,12 @@ class AppContext:
     holder: str = ""
     shapes: OrderedDict[str, UploadShape] = field(default_factory=OrderedDict)
     downloads: DownloadCounter = field(default_factory=DownloadCounter)
+    # Aggregate states between requests, brought up to date on each load
+    # (bus/store/state_cache.py).
+    states: StateCache = field(default_factory=StateCache)
 
     async def load(self, aggregate: str, stream_id: str) -> Any:
-        events = await self.store.read_stream(stream_id)
-        return AGGREGATES[aggregate].fold(events)
+        return await self.states.load(self.store, AGGREGATES[aggregate], stream_id)
 
     async def upload_shape(self, upload_id: str, who: Principal) -> UploadShape:
         shape = self.shapes.get(upload_id)

@@ -1,0 +1,91 @@
+"""Aggregate states folded from the event store, kept per process and brought up to date
+with only the events appended since.
+
+Readers outside the actor host (the API answering a GET of a file, a tus HEAD or PATCH)
+fold an aggregate's stream on every request. A stream only ever grows (nothing deletes or
+rewrites an event) and a state is a pure fold of its events, so a state folded up to
+version v stays exactly right for version v: bringing it up to date needs only the events
+after v, usually none. The query still runs on every load, so a reader sees every event
+committed before it asked, from any process, as it did when it folded everything; there
+is nothing to invalidate. What the cache saves is decoding and folding the stream again:
+a file's creation event carries its whole manifest.
+
+States are immutable (frozen dataclasses whose `evolve` returns new ones), so one object
+is handed to every reader. Bounded by weight, not count: a state weighs one plus the
+lengths of its collection fields (a manifest, an upload's pieces, metadata), so a few big
+manifests cannot hold unbounded memory, and one that would take more than an eighth of
+the budget is not kept at all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import OrderedDict
+from typing import Any
+
+from domain.kernel import AggregateSpec
+from domain.ports import EventStore
+
+# A manifest entry (a digest and a size) takes about 200 bytes: about 10 MB at most.
+DEFAULT_WEIGHT = 50_000
+
+
+def weight(state: Any) -> int:
+    """One, plus the lengths of a dataclass state's collection fields."""
+    if not dataclasses.is_dataclass(state) or isinstance(state, type):
+        return 1
+    total = 1
+    for f in dataclasses.fields(state):
+        value = getattr(state, f.name)
+        if isinstance(value, tuple | list | dict | set | frozenset):
+            total += len(value)
+    return total
+
+
+class StateCache:
+    """`load` folds a stream, starting from the state it folded last time for that stream."""
+
+    def __init__(self, max_weight: int = DEFAULT_WEIGHT) -> None:
+        self.max_weight = max_weight
+        # stream id -> (aggregate name, version folded up to, state, weight); LRU order.
+        self._states: OrderedDict[str, tuple[str, int, Any, int]] = OrderedDict()
+        self._weight = 0
+
+    async def load(self, store: EventStore, spec: AggregateSpec[Any], stream_id: str) -> Any:
+        cached = self._states.get(stream_id)
+        if cached is not None and cached[0] == spec.name:
+            _, version, state, _ = cached
+            events = await store.read_stream(stream_id, version + 1)
+            if not events:
+                self._states.move_to_end(stream_id)
+                return state
+            state = spec.fold(events, state)
+        else:
+            events = await store.read_stream(stream_id)
+            state = spec.fold(events)
+        if events:
+            self._keep(stream_id, spec.name, events[-1].version, state)
+        return state
+
+    def _keep(self, stream_id: str, aggregate: str, version: int, state: Any) -> None:
+        # Two loads of one stream may interleave at the awaits above: the later version
+        # wins whichever finishes last, so the cache never moves back.
+        held = self._states.get(stream_id)
+        if held is not None:
+            if held[0] == aggregate and held[1] >= version:
+                return
+            self._drop(stream_id)
+        w = weight(state)
+        if w > self.max_weight // 8:
+            return
+        self._states[stream_id] = (aggregate, version, state, w)
+        self._weight += w
+        while self._weight > self.max_weight:
+            self._drop(next(iter(self._states)))
+
+    def _drop(self, stream_id: str) -> None:
+        held = self._states.pop(stream_id)
+        self._weight -= held[3]
+
+    def __len__(self) -> int:
+        return len(self._states)

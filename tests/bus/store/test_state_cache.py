@@ -1,0 +1,170 @@
+"""The state cache (bus/store/state_cache.py): a cached load equals a full fold of the stream
+as it is now, whoever appended to it, and memory stays within its weight budget.
+
+Run against both event stores (the Postgres one is the real embedded PostgreSQL); events
+are appended through the domain's own decide, as an actor would."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import pytest
+
+from bus.store.eventstore import InMemoryEventStore, PostgresEventStore
+from bus.store.state_cache import StateCache, weight
+from domain.commands import Command, CreateFile, DeleteFile, UpdateFile
+from domain.events import EventMeta, RecordedEvent
+from domain.files import FileState
+from domain.ports import EventStore
+from domain.registry import AGGREGATES
+
+AT = datetime(2026, 1, 1, tzinfo=UTC)
+FILES = AGGREGATES["files"]
+
+
+@pytest.fixture(params=["memory", "postgres"])
+def store(request: pytest.FixtureRequest) -> EventStore:
+    if request.param == "memory":
+        return InMemoryEventStore()
+    pool: asyncpg.Pool = request.getfixturevalue("pool")
+    return PostgresEventStore(pool)
+
+
+class Reads:
+    """The store, with the `from_version` of every read_stream call recorded."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+        self.from_versions: list[int] = []
+
+    async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
+        self.from_versions.append(from_version)
+        return await self.store.read_stream(stream_id, from_version)
+
+
+async def run(store: EventStore, cmd: Command) -> None:
+    """Decide against the full fold and append: another writer, as far as the cache knows."""
+    events = await store.read_stream(cmd.stream_id)
+    new = FILES.decide(FILES.fold(events), cmd)
+    await store.append(
+        cmd.stream_id, events[-1].version if events else 0, new, EventMeta(occurred_at=AT)
+    )
+
+
+def create(fid: str, pieces: int = 1) -> CreateFile:
+    manifest: list[Any] = [{"sha256": f"{i:064x}", "size": 10} for i in range(pieces)]
+    return CreateFile(
+        aggregate_id=fid,
+        caller="alice",
+        at=AT,
+        owner="alice",
+        name="f.bin",
+        size=10 * pieces,
+        content_type="application/octet-stream",
+        sha256="0" * 64,
+        manifest=manifest,
+    )
+
+
+async def full_fold(store: EventStore, stream_id: str) -> Any:
+    return FILES.fold(await store.read_stream(stream_id))
+
+
+async def test_a_cached_load_reads_only_what_came_since(store: EventStore) -> None:
+    fid = str(uuid.uuid4())
+    stream = f"file-{fid}"
+    await run(store, create(fid, pieces=3))
+    cache = StateCache()
+    reads = Reads(store)
+    first = await cache.load(reads, FILES, stream)  # type: ignore[arg-type]
+    assert isinstance(first, FileState) and len(first.manifest) == 3
+    again = await cache.load(reads, FILES, stream)  # type: ignore[arg-type]
+    assert again is first
+    assert reads.from_versions == [1, 2]
+
+
+async def test_events_appended_elsewhere_are_seen_on_the_next_load(store: EventStore) -> None:
+    fid = str(uuid.uuid4())
+    stream = f"file-{fid}"
+    cache = StateCache()
+    assert await cache.load(store, FILES, stream) is None
+    await run(store, create(fid))
+    assert (await cache.load(store, FILES, stream)).name == "f.bin"
+    await run(store, UpdateFile(aggregate_id=fid, caller="alice", at=AT, name="g.bin"))
+    await run(
+        store, UpdateFile(aggregate_id=fid, caller="alice", at=AT, metadata={"colour": "red"})
+    )
+    renamed = await cache.load(store, FILES, stream)
+    assert renamed == await full_fold(store, stream)
+    assert renamed.name == "g.bin" and renamed.metadata == {"colour": "red"}
+    await run(store, DeleteFile(aggregate_id=fid, caller="alice", at=AT))
+    gone = await cache.load(store, FILES, stream)
+    assert gone == await full_fold(store, stream)
+    assert gone.deleted
+
+
+async def test_an_older_load_finishing_last_does_not_move_the_cache_back(
+    store: EventStore,
+) -> None:
+    fid = str(uuid.uuid4())
+    stream = f"file-{fid}"
+    await run(store, create(fid))
+    cache = StateCache()
+    old = await cache.load(store, FILES, stream)
+    await run(store, UpdateFile(aggregate_id=fid, caller="alice", at=AT, name="new.bin"))
+    newer = await cache.load(store, FILES, stream)
+    # What a load that read before the update and finished after it would keep:
+    cache._keep(stream, "files", 1, old)
+    reads = Reads(store)
+    assert await cache.load(reads, FILES, stream) is newer
+    assert reads.from_versions == [3]
+
+
+def test_weight_counts_collection_fields() -> None:
+    state = FileState(
+        id="f",
+        owner="alice",
+        name="a name that is long",
+        size=30,
+        content_type="text/plain",
+        sha256="0" * 64,
+        manifest=(("a" * 64, 10), ("b" * 64, 10), ("c" * 64, 10)),
+        bucket="default",
+        created_at=AT,
+        updated_at=AT,
+        metadata={"k": "v", "l": "w"},
+    )
+    assert weight(state) == 1 + 3 + 2
+    assert weight(None) == 1
+    assert weight(FileState) == 1
+
+
+async def test_the_cache_stays_within_its_weight(store: EventStore) -> None:
+    cache = StateCache(max_weight=200)
+    streams = []
+    for _ in range(12):
+        fid = str(uuid.uuid4())
+        await run(store, create(fid, pieces=20))  # weight 1 + 20 pieces
+        streams.append(f"file-{fid}")
+        state = await cache.load(store, FILES, streams[-1])
+        assert weight(state) == 21
+        assert cache._weight <= 200
+    assert len(cache) == 200 // 21
+    # The least recently used went first; every load is still a full fold's equal.
+    assert list(cache._states) == streams[-len(cache) :]
+    for stream in streams:
+        assert await cache.load(store, FILES, stream) == await full_fold(store, stream)
+
+
+async def test_a_state_heavier_than_an_eighth_of_the_budget_is_not_kept(
+    store: EventStore,
+) -> None:
+    cache = StateCache(max_weight=800)
+    fid = str(uuid.uuid4())
+    await run(store, create(fid, pieces=100))
+    state = await cache.load(store, FILES, f"file-{fid}")
+    assert len(state.manifest) == 100
+    assert len(cache) == 0 and cache._weight == 0
