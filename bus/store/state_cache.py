@@ -57,7 +57,9 @@ class StateCache:
             _, version, state, _ = cached
             events = await store.read_stream(stream_id, version + 1)
             if not events:
-                self._states.move_to_end(stream_id)
+                # Another load may have evicted or replaced the entry during the query.
+                if stream_id in self._states:
+                    self._states.move_to_end(stream_id)
                 return state
             state = spec.fold(events, state)
         else:

@@ -6,6 +6,7 @@ are appended through the domain's own decide, as an actor would."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -121,6 +122,43 @@ async def test_an_older_load_finishing_last_does_not_move_the_cache_back(
     reads = Reads(store)
     assert await cache.load(reads, FILES, stream) is newer
     assert reads.from_versions == [3]
+
+
+class HeldReads:
+    """The store, with read_stream of one stream held until `release` is set."""
+
+    def __init__(self, store: EventStore, stream_id: str) -> None:
+        self.store = store
+        self.stream_id = stream_id
+        self.reading = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
+        if stream_id == self.stream_id:
+            self.reading.set()
+            await self.release.wait()
+        return await self.store.read_stream(stream_id, from_version)
+
+
+async def test_an_entry_evicted_during_a_load_still_answers_that_load(
+    store: EventStore,
+) -> None:
+    cache = StateCache(max_weight=16)
+    fid = str(uuid.uuid4())
+    await run(store, create(fid))
+    stream = f"file-{fid}"
+    state = await cache.load(store, FILES, stream)
+    held = HeldReads(store, stream)
+    load = asyncio.create_task(cache.load(held, FILES, stream))  # type: ignore[arg-type]
+    await held.reading.wait()
+    # Meanwhile other loads push the entry out (each state weighs 1 + 1 piece + metadata).
+    for _ in range(8):
+        fid_n = str(uuid.uuid4())
+        await run(store, create(fid_n))
+        await cache.load(store, FILES, f"file-{fid_n}")
+    assert stream not in cache._states
+    held.release.set()
+    assert await load == state
 
 
 def test_weight_counts_collection_fields() -> None:
