@@ -63,11 +63,18 @@ def _drop_cache(path: Path) -> None:
     assert resident == 0, "the kernel kept the blob's pages: nothing to test"
 
 
-async def test_a_cached_range_of_an_opened_blob_is_read_on_the_loop(tmp_path: Path) -> None:
+async def _stored(
+    tmp_path: Path, size: int
+) -> tuple[local.LocalBlobStore, bytes, str, ThreadReads]:
+    """A store holding one blob of `size` random bytes, its thread-side reads counted."""
     store = local.LocalBlobStore(tmp_path)
-    data = os.urandom(SMALL)
+    data = os.urandom(size)
     digest = await _put(store, data)
-    threads = ThreadReads(store)
+    return store, data, digest, ThreadReads(store)
+
+
+async def test_a_cached_range_of_an_opened_blob_is_read_on_the_loop(tmp_path: Path) -> None:
+    store, data, digest, threads = await _stored(tmp_path, SMALL)
     # The first read of a blob goes to a thread, whatever is cached.
     assert await _read(store, digest, 0, 4096) == data[:4096]
     assert threads.count == 1
@@ -77,10 +84,7 @@ async def test_a_cached_range_of_an_opened_blob_is_read_on_the_loop(tmp_path: Pa
 
 
 async def test_a_range_not_in_the_page_cache_is_read_in_a_thread(tmp_path: Path) -> None:
-    store = local.LocalBlobStore(tmp_path)
-    data = os.urandom(BIG)
-    digest = await _put(store, data)
-    threads = ThreadReads(store)
+    store, data, digest, threads = await _stored(tmp_path, BIG)
     assert await _read(store, digest, 0, 4096) == data[:4096]
     _drop_cache(store.path_of(digest))
     offset = BIG // 2
@@ -92,10 +96,7 @@ async def test_a_range_not_in_the_page_cache_is_read_in_a_thread(tmp_path: Path)
 
 
 async def test_a_range_over_the_cap_is_read_in_a_thread(tmp_path: Path) -> None:
-    store = local.LocalBlobStore(tmp_path)
-    data = os.urandom(SMALL * 4)
-    digest = await _put(store, data)
-    threads = ThreadReads(store)
+    store, data, digest, threads = await _stored(tmp_path, SMALL * 4)
     length = local.RESIDENT_READ_MAX + 4096
     for _ in range(2):
         assert await _read(store, digest, 4096, length) == data[4096 : 4096 + length]
@@ -103,9 +104,7 @@ async def test_a_range_over_the_cap_is_read_in_a_thread(tmp_path: Path) -> None:
 
 
 async def test_a_deleted_blob_is_not_found_on_the_loop_either(tmp_path: Path) -> None:
-    store = local.LocalBlobStore(tmp_path)
-    data = os.urandom(SMALL)
-    digest = await _put(store, data)
+    store, data, digest, _ = await _stored(tmp_path, SMALL)
     assert await _read(store, digest, 0, 4096) == data[:4096]
     await store.delete(digest)
     with pytest.raises(BlobNotFound):
@@ -115,9 +114,7 @@ async def test_a_deleted_blob_is_not_found_on_the_loop_either(tmp_path: Path) ->
 async def test_a_range_past_the_end_is_refused_on_the_loop_as_in_a_thread(
     tmp_path: Path,
 ) -> None:
-    store = local.LocalBlobStore(tmp_path)
-    digest = await _put(store, os.urandom(SMALL))
-    threads = ThreadReads(store)
+    store, _, digest, threads = await _stored(tmp_path, SMALL)
     await _read(store, digest, 0, 4096)
     with pytest.raises(ValueError):
         await _read(store, digest, SMALL - 100, 4096)

@@ -5,23 +5,12 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-import asyncpg
 import pytest
 
-from bus.store.eventstore import InMemoryEventStore, PostgresEventStore
 from domain.events import EventMeta, NewEvent
 from domain.ports import ConcurrencyError, DuplicateCommand, EventStore
 
 META = EventMeta(occurred_at=datetime(2026, 1, 1, tzinfo=UTC), owner="alice", correlation_id="c1")
-
-
-@pytest.fixture(params=["memory", "postgres"])
-def store(request: pytest.FixtureRequest) -> EventStore:
-    # A sync fixture, so that the async `pool` fixture is only set up for the Postgres case.
-    if request.param == "memory":
-        return InMemoryEventStore()
-    pool: asyncpg.Pool = request.getfixturevalue("pool")
-    return PostgresEventStore(pool)
 
 
 def ev(n: int) -> NewEvent:

@@ -11,10 +11,6 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
-import pytest
-
-from bus.store.eventstore import InMemoryEventStore, PostgresEventStore
 from bus.store.state_cache import StateCache, weight
 from domain.commands import Command, CreateFile, DeleteFile, UpdateFile
 from domain.events import EventMeta, RecordedEvent
@@ -24,14 +20,6 @@ from domain.registry import AGGREGATES
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 FILES = AGGREGATES["files"]
-
-
-@pytest.fixture(params=["memory", "postgres"])
-def store(request: pytest.FixtureRequest) -> EventStore:
-    if request.param == "memory":
-        return InMemoryEventStore()
-    pool: asyncpg.Pool = request.getfixturevalue("pool")
-    return PostgresEventStore(pool)
 
 
 class Reads:
