@@ -10,6 +10,8 @@
 - `unless_stopped`: await an awaitable, abandoning (cancelling) it when `stop` is set first;
   for calls that may block a long time (a Kafka poll, joining a group, a retried batch).
 - `map_bounded`: `fn` over items, at most `limit` at once, results in the items' order.
+- `GroupFlush`: group commit for statements one process sends, each caller answered when
+  the batch holding its item is done (the inline blob rows, the reply NOTIFYs).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Generic, TypeVar
 K = TypeVar("K")
 V = TypeVar("V")
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 class Backoff:
@@ -133,3 +136,74 @@ async def map_bounded(fn: Callable[[K], Awaitable[T]], items: Iterable[K], limit
             return await fn(item)
 
     return list(await asyncio.gather(*map(one, items)))
+
+
+def _cancel(future: asyncio.Future[R]) -> None:
+    future.cancel()
+
+
+class GroupFlush(Generic[T, R]):
+    """Items submitted while a flush is in flight go together in the next one.
+
+    One flush in flight at a time: an item that finds none starts one at once (nothing
+    waits on a quiet process), and the items that arrive during it queue and go together
+    as soon as it is done (at most `max_items` per flush). So batches grow with the load
+    by themselves. Why not several in flight: a batch is one statement and one commit, and
+    the queue is what makes batches form; several flushes would each carry fewer items.
+
+    `flush(batch)` runs in a task of its own, so a caller that stops waiting for its
+    future (its request cancelled) neither stops its batch nor the others. Each item's
+    future gets its batch's outcome: `flush`'s result, or the exception it raised. Items
+    left when the task itself is cancelled (the loop closing) are handed to `abandon`
+    (by default their futures are cancelled)."""
+
+    def __init__(
+        self,
+        flush: Callable[[list[T]], Awaitable[R]],
+        *,
+        max_items: int | None = None,
+        abandon: Callable[[asyncio.Future[R]], None] | None = None,
+    ) -> None:
+        self._run = flush
+        self._max = max_items
+        self._abandon = abandon or _cancel
+        self._queue: list[tuple[T, asyncio.Future[R]]] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    def submit(self, item: T) -> asyncio.Future[R]:
+        done: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, done))
+        if self._flushing is None:
+            self._flushing = asyncio.create_task(self._flush())
+        return done
+
+    async def drain(self) -> None:
+        """Wait for what is queued to be flushed (its outcome is in the futures)."""
+        while self._flushing is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._flushing)
+
+    async def _flush(self) -> None:
+        try:
+            while self._queue:
+                cut = len(self._queue) if self._max is None else self._max
+                batch, self._queue = self._queue[:cut], self._queue[cut:]
+                try:
+                    result = await self._run([item for item, _ in batch])
+                except Exception as exc:
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(exc)
+                except BaseException:
+                    self._queue[:0] = batch  # cancelled: the finally below abandons them
+                    raise
+                else:
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_result(result)
+        finally:
+            self._flushing = None
+            for _, done in self._queue:
+                if not done.done():
+                    self._abandon(done)
+            self._queue = []

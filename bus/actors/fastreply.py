@@ -23,9 +23,10 @@ Postgres pool, and so does the actor host.
   connection that dies silently is found by a check when a reply is late
   (bus/actors/commandbus.py, KAFKA_FALLBACK_AFTER), which then counts as the end.
 
-Notifications are sent in batches, like the event store's group commit: a lone reply goes
-at once, replies that come while a batch is being sent go together in the next one (one
-statement for many senders' channels), so a busy host pays one round trip per batch.
+Notifications are sent in batches (bus.aio.GroupFlush), like the event store's group
+commit: a lone reply goes at once, replies that come while a batch is being sent go
+together in the next one (one statement for many senders' channels), so a busy host pays
+one round trip per batch.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from typing import Any
 import asyncpg
 
 from bus.actors.recycle import RECYCLED_CHANNEL
+from bus.aio import GroupFlush
 from bus.config.logs import get_logger
 from bus.store import db
 
@@ -185,8 +187,10 @@ class ReplyNotifier:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
-        self._queue: list[tuple[str, str, asyncio.Future[bool] | None]] = []
-        self._flushing: asyncio.Task[None] | None = None
+        # Cancelled mid-flush (the host stopping): what was not sent goes by Kafka.
+        self._notes: GroupFlush[tuple[str, str], bool] = GroupFlush(
+            self._notify, abandon=lambda done: done.set_result(False)
+        )
         self.statements = 0  # NOTIFY statements sent (tests read it)
 
     def send(
@@ -200,47 +204,21 @@ class ReplyNotifier:
             return None
         assert channel is not None
         if len(reply) + len(command_id) + 1 > MAX_PAYLOAD:
-            self._enqueue(channel, f"{command_id}\n{ON_THE_TOPIC.decode()}", None)
+            self._notes.submit((channel, f"{command_id}\n{ON_THE_TOPIC.decode()}"))
             return None
-        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._enqueue(channel, f"{command_id}\n{reply.decode()}", done)
-        return done
+        return self._notes.submit((channel, f"{command_id}\n{reply.decode()}"))
 
-    def _enqueue(self, channel: str, payload: str, done: asyncio.Future[bool] | None) -> None:
-        self._queue.append((channel, payload, done))
-        if self._flushing is None:
-            self._flushing = asyncio.create_task(self._flush())
-
-    async def _flush(self) -> None:
-        batch: list[tuple[str, str, asyncio.Future[bool] | None]] = []
+    async def _notify(self, batch: list[tuple[str, str]]) -> bool:
         try:
-            while self._queue:
-                batch, self._queue = self._queue, []
-                sent = True
-                try:
-                    await self.pool.execute(
-                        _NOTIFY, [c for c, _, _ in batch], [p for _, p, _ in batch]
-                    )
-                    self.statements += 1
-                except Exception as e:
-                    # Then the host publishes these replies on the topic, which their
-                    # senders read once a reply is late.
-                    log.warning("reply notifications not sent", error=repr(e), count=len(batch))
-                    sent = False
-                for _, _, done in batch:
-                    if done is not None and not done.done():
-                        done.set_result(sent)
-                batch = []
-        finally:
-            # Cancelled mid-flush (the host stopping): what was not sent goes by Kafka.
-            self._flushing = None
-            for _, _, done in [*batch, *self._queue]:
-                if done is not None and not done.done():
-                    done.set_result(False)
-            self._queue = []
+            await self.pool.execute(_NOTIFY, [c for c, _ in batch], [p for _, p in batch])
+        except Exception as e:
+            # Then the host publishes these replies on the topic, which their senders read
+            # once a reply is late.
+            log.warning("reply notifications not sent", error=repr(e), count=len(batch))
+            return False
+        self.statements += 1
+        return True
 
     async def close(self) -> None:
         """Send what is queued."""
-        if self._flushing is not None:
-            with contextlib.suppress(Exception):
-                await self._flushing
+        await self._notes.drain()

@@ -3,18 +3,16 @@
 Every small blob is one row of `blobs.inline` (bus/blobs/inline.py), committed before its
 put returns. One statement and one transaction per row made each 4 KiB object PUT pay a
 round trip to PostgreSQL, a commit and its share of a WAL flush, and under 32 concurrent
-clients those inserts were the API's largest single cost (issue 13). Here the first put
-that finds no insert in flight writes its row at once (nothing waits on a quiet server);
-the puts that arrive while an insert is in flight queue up and go together, in one
-multi-row INSERT, as soon as it is done. So the batches grow with the load, by themselves,
-and a row waits at most for one insert before its own starts.
+clients those inserts were the API's largest single cost (issue 13). Here the puts go
+through `bus.aio.GroupFlush`: the first put that finds no insert in flight writes its row
+at once (nothing waits on a quiet server), and the puts that arrive while an insert is in
+flight go together, in one multi-row INSERT, as soon as it is done. So a row waits at most
+for one insert before its own starts.
 
-Why one insert in flight and not several: a batch commits as one transaction, and the
-queue is what makes batches form; with several in flight each would carry fewer rows for
-the same WAL flushes. The flush runs in a task of its own so that a put whose request is
-cancelled (its client went away) neither stops the others' rows nor leaves its own half
-written: its row is committed or not with its batch, and an unreferenced row is the
-collector's, after its grace, like any other stored blob nobody refers to.
+A put whose request is cancelled (its client went away) neither stops the others' rows
+nor leaves its own half written: its row is committed or not with its batch, and an
+unreferenced row is the collector's, after its grace, like any other stored blob nobody
+refers to.
 """
 
 from __future__ import annotations
@@ -23,6 +21,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import asyncpg
+
+from bus.aio import GroupFlush
 
 # Rows of one statement at most: bounds the statement's parameters and one transaction's
 # size (64 KiB rows by default: 16 MiB), whatever the queue holds.
@@ -42,41 +42,12 @@ class InlineRowWriter:
 
     def __init__(self, pool: Callable[[], Awaitable[asyncpg.Pool]]) -> None:
         self._pool = pool
-        self._queue: list[tuple[_Row, asyncio.Future[None]]] = []
-        self._flushing: asyncio.Task[None] | None = None
+        self._rows: GroupFlush[_Row, None] = GroupFlush(self._insert, max_items=MAX_ROWS)
 
     async def put(self, sha256: str, size: int, stored_at: float, data: bytes) -> None:
         """Returns once the row is committed; raises what its batch's insert raised."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append(((sha256, size, stored_at, data), done))
-        if self._flushing is None:
-            self._flushing = asyncio.create_task(self._flush())
         # Shielded: the flush task owns the future; a cancelled put stops waiting, no more.
-        await asyncio.shield(done)
-
-    async def _flush(self) -> None:
-        try:
-            while self._queue:
-                batch, self._queue = self._queue[:MAX_ROWS], self._queue[MAX_ROWS:]
-                try:
-                    await self._insert([row for row, _ in batch])
-                except Exception as exc:
-                    for _, done in batch:
-                        if not done.done():
-                            done.set_exception(exc)
-                except BaseException:
-                    self._queue[:0] = batch  # cancelled: the finally below answers them
-                    raise
-                else:
-                    for _, done in batch:
-                        if not done.done():
-                            done.set_result(None)
-        finally:
-            self._flushing = None
-            # Only left behind when the task itself was cancelled (the loop is closing).
-            for _, done in self._queue:
-                done.cancel()
-            self._queue = []
+        await asyncio.shield(self._rows.submit((sha256, size, stored_at, data)))
 
     async def _insert(self, rows: list[_Row]) -> None:
         # One row per digest: ON CONFLICT DO UPDATE may not touch a row twice in one

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from bus.aio import map_bounded, wait_event
+from bus.aio import GroupFlush, map_bounded, wait_event
 
 
 async def test_map_bounded_keeps_order_and_the_limit() -> None:
@@ -62,3 +62,47 @@ async def test_a_cancellation_right_after_the_event_is_set_is_not_swallowed() ->
             await waiting
         cancelled_before_resuming.append(steps)
     assert cancelled_before_resuming  # at least one cancellation came before it resumed
+
+
+async def test_group_flush_batches_what_queues_behind_a_flush() -> None:
+    gate, entered = asyncio.Event(), asyncio.Event()
+    batches: list[list[int]] = []
+
+    async def flush(batch: list[int]) -> int:
+        batches.append(batch)
+        entered.set()
+        await gate.wait()
+        if 5 in batch:
+            raise ValueError("five")
+        return len(batch)
+
+    group: GroupFlush[int, int] = GroupFlush(flush, max_items=3)
+    first = group.submit(0)
+    await entered.wait()  # the first item's flush holds at the gate
+    rest = [group.submit(i) for i in range(1, 7)]
+    gate.set()
+    await group.drain()
+    assert batches == [[0], [1, 2, 3], [4, 5, 6]]
+    assert first.result() == 1
+    assert [f.result() for f in rest[:3]] == [3, 3, 3]
+    for f in rest[3:]:
+        with pytest.raises(ValueError, match="five"):
+            f.result()
+
+
+async def test_group_flush_abandons_what_is_left_when_its_task_is_cancelled() -> None:
+    started = asyncio.Event()
+
+    async def flush(batch: list[int]) -> None:
+        started.set()
+        await asyncio.Event().wait()  # never done
+
+    group: GroupFlush[int, None] = GroupFlush(flush, abandon=lambda f: f.set_result(None))
+    held, queued = group.submit(1), group.submit(2)
+    await started.wait()
+    assert group._flushing is not None
+    group._flushing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await group.drain()
+    assert held.result() is None and queued.result() is None
+    assert group._flushing is None
