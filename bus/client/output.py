@@ -1,15 +1,27 @@
 """What commands print: Rich tables on a terminal, JSON with `--json` (one document on
-stdout, nothing else there), messages and progress bars on stderr."""
+stdout, nothing else there), messages and progress bars on stderr.
+
+A table row is one line whatever the width: no cell is folded, so an id copied from a
+terminal, or read by a script from a pipe (`cairn ls | grep ...`, where Rich would
+otherwise assume 80 columns), is whole. A row wider than the terminal wraps there as
+`docker ps` rows do. Times are shown to the second, in UTC; `--json` has them in full."""
 
 from __future__ import annotations
 
 import json
 import sys
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
+
+# Columns that hold an RFC 3339 time (shown as 2026-12-06T07:00:22Z).
+TIMES = frozenset({"created_at", "updated_at", "when"})
+# Rich's space between two columns of a table without a box.
+GAP = 2
 
 
 class Output:
@@ -34,12 +46,28 @@ class Output:
         if self.as_json:
             self.emit(raw)
             return
+        cells = [
+            [_time(row.get(key)) if key in TIMES else _cell(row.get(key)) for key, _ in columns]
+            for row in rows
+        ]
+        widths = [
+            max([cell_len(heading), *(cell_len(r[i]) for r in cells)])
+            for i, (_, heading) in enumerate(columns)
+        ]
         table = Table(box=None, header_style="bold", pad_edge=False)
         for _, heading in columns:
-            table.add_column(heading, overflow="fold")
-        for row in rows:
-            table.add_row(*(_cell(row.get(key)) for key, _ in columns))
-        self.out.print(table)
+            table.add_column(heading, no_wrap=True)
+        for r in cells:
+            table.add_row(*r)
+        # As wide as the widest row needs, so that Rich neither folds nor crops a cell.
+        # (Console.print's own `width` can only narrow it.)
+        needed = sum(widths) + GAP * (len(columns) - 1)
+        width = self.out.width
+        self.out.width = max(width, needed)
+        try:
+            self.out.print(table)
+        finally:
+            self.out.width = width
 
     def record(self, data: dict[str, Any], fields: Sequence[tuple[str, str]] | None = None) -> None:
         if self.as_json:
@@ -62,6 +90,18 @@ def _cell(value: Any) -> str:
     if isinstance(value, dict | list):
         return json.dumps(value, default=str)
     return str(value)
+
+
+def _time(value: Any) -> str:
+    """An RFC 3339 time to the second, in UTC; anything else as `_cell` shows it."""
+    if isinstance(value, str) and value:
+        try:
+            t = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+        if t.tzinfo is not None:
+            return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _cell(value)
 
 
 def human_bytes(n: float | None) -> str:

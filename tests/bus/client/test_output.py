@@ -1,0 +1,61 @@
+"""The client's tables (bus/client/output.py): a row is one line, ids and times whole."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.console import Console
+
+from bus.client.output import Output
+
+FILE_ID = "e5bf2729-5a92-5477-93d7-4c8febdebc52"
+COLUMNS = [("id", "ID"), ("name", "NAME"), ("content_type", "TYPE"), ("created_at", "CREATED")]
+ROW = {
+    "id": FILE_ID,
+    "name": "a rather long file name, with spaces.tar.gz",
+    "content_type": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "created_at": "2026-12-06T08:00:22.443235+01:00",
+}
+
+
+def _printed(width: int, terminal: bool) -> list[str]:
+    out = Output(as_json=False)
+    buffer = io.StringIO()
+    out.out = Console(file=buffer, width=width, force_terminal=terminal, color_system=None)
+    out.table([ROW, {**ROW, "id": "x", "created_at": None}], COLUMNS, raw=[ROW])
+    return buffer.getvalue().splitlines()
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+@pytest.mark.parametrize("width", [40, 80, 300])
+def test_each_row_is_one_line_with_its_cells_whole(width: int, terminal: bool) -> None:
+    header, first, second = _printed(width, terminal)
+    assert header.split() == ["ID", "NAME", "TYPE", "CREATED"]
+    assert first.startswith(FILE_ID + "  ")
+    assert ROW["name"] in first and ROW["content_type"] in first
+    # The time to the second, in UTC.
+    assert first.rstrip().endswith("2026-12-06T07:00:22Z")
+    assert second.split()[0] == "x" and second.rstrip().endswith("-")
+    # Columns line up: every cell starts where its heading does.
+    assert first.index(ROW["content_type"]) == header.index("TYPE")
+
+
+def test_json_is_the_raw_document(capsys: pytest.CaptureFixture[str]) -> None:
+    Output(as_json=True).table([ROW], COLUMNS, raw={"items": [ROW]})
+    assert capsys.readouterr().out == (
+        '{"items":[{"id":"%s","name":"%s","content_type":"%s","created_at":"%s"}]}\n'
+        % (FILE_ID, ROW["name"], ROW["content_type"], ROW["created_at"])
+    )
+
+
+def test_a_value_that_is_not_a_time_is_shown_as_it_is() -> None:
+    out = Output(as_json=False)
+    buffer = io.StringIO()
+    out.out = Console(file=buffer, width=80, color_system=None)
+    out.table(
+        [{"when": "", "size": "PRE", "name": "photos/"}],
+        [("when", "MODIFIED"), ("size", "SIZE"), ("name", "KEY")],
+        raw=None,
+    )
+    assert buffer.getvalue().splitlines()[1].split() == ["PRE", "photos/"]
