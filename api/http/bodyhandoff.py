@@ -15,7 +15,7 @@ request body, on the event loop (issue 13):
   under plain uvicorn that hashed each body twice took 2.6 s per GiB from tus-js-client;
   with the reads gathered into 1 MiB messages, 1.9 s, as fast as the same server written
   straight on the transport. Cairn's tus upload of 1 GiB: 3.1 s from 3.4 s (three
-  alternating runs each, README Performance).
+  alternating runs each, tests/bench/JOURNAL.md).
 
 So body reads are gathered (`_parts`) and handed over once they reach `coalesce_bytes`,
 when the body ends, or `coalesce_seconds` after the first socket read that left some

@@ -4,7 +4,7 @@ A buffered write copies every byte into the page cache, and on this project's VM
 fresh pages that copy lands in cost a hypervisor fault each: 1 GiB written with `dd` and
 fdatasynced took 3.2 s (337 MB/s), the same with `oflag=direct` 0.65 s (1.6 GB/s). Written
 directly, a GiB costs the writing thread about half the CPU of a buffered write into
-pages just freed, and a twentieth of one into pages never touched (README, Performance:
+pages just freed, and a twentieth of one into pages never touched (tests/bench/JOURNAL.md:
 native 1 GiB uploads 4-15 % faster, the API's CPU per tus GiB 10 % lower). Storage servers
 write big objects this way for the same reason (MinIO uses O_DIRECT).
 
