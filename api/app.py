@@ -45,6 +45,14 @@ from bus.store.idempotency import KeyStore
 log = get_logger(__name__)
 
 
+def idempotency_holder(settings: Settings) -> str:
+    """This process's name on the idempotency claims it holds: host and port, and which of
+    the API processes sharing the port it is (bus/run/listen.py) when there are several, so
+    that one starting up frees only its own predecessor's claims, never a live sibling's."""
+    name = f"{socket.gethostname()}:{settings.port}"
+    return name if settings.api_instance <= 1 else f"{name}#{settings.api_instance}"
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
 
@@ -67,9 +75,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         # The nudge wakes an idle actor host; the pool brings replies by NOTIFY too.
         bus = CommandBus(settings, nudge=Nudger(pool), pool=pool)
         await bus.start()
-        # Only one live process listens on this host and port: claims held under this name
-        # belong to a predecessor that died, and retries of its requests may go ahead now.
-        holder = f"{socket.gethostname()}:{settings.port}"
+        # Only one live process is this host, port and instance: claims held under this
+        # name belong to a predecessor that died, and retries of its requests may go ahead.
+        holder = idempotency_holder(settings)
         released = await KeyStore(pool).release_holder(holder)
         if released:
             log.info("released idempotency claims of a previous run", count=released)

@@ -20,6 +20,7 @@ from api.http.drain import Drain
 from api.http.headlimits import HeadLimits, LimitedHttpToolsProtocol
 from bus.config.logs import get_logger
 from bus.config.settings import Settings
+from bus.run import listen
 from bus.run.heap import settle_again
 
 log = get_logger(__name__)
@@ -69,7 +70,13 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         ws_max_size=4 * settings.ws_max_message_bytes,
     )
     server = QuietServer(config)
-    task = asyncio.create_task(server.serve())
+    # Several API processes on one port (bus/run/listen.py): each its own shared socket.
+    sockets = (
+        [listen.shared_listener(settings.host, settings.port)]
+        if settings.api_processes > 1
+        else None
+    )
+    task = asyncio.create_task(server.serve(sockets=sockets))
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
     stopper.cancel()

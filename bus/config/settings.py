@@ -54,6 +54,11 @@ class ApiKey:
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
+    # API processes sharing `port` (SO_REUSEPORT, Linux): `cairn up` runs this many, and
+    # each binds the port so that the others may too. 1: one process, a plain bind.
+    api_processes: int = 1
+    # Which of them this process is, 1..api_processes (set by `cairn up` for each child).
+    api_instance: int = 1
     data_dir: Path = Path(".cairn")
     database_url: str | None = None
     kafka_bootstrap: str | None = None
@@ -253,6 +258,8 @@ class Settings:
         return cls(
             host=env.get("CAIRN_HOST") or "127.0.0.1",
             port=_int(env, "CAIRN_PORT", 8000),
+            api_processes=_int(env, "CAIRN_API_PROCESSES", 1),
+            api_instance=_int(env, "CAIRN_API_INSTANCE", 1),
             data_dir=Path(env.get("CAIRN_DATA_DIR") or ".cairn"),
             database_url=env.get("CAIRN_DATABASE_URL") or None,
             kafka_bootstrap=env.get("CAIRN_KAFKA_BOOTSTRAP") or None,

@@ -110,8 +110,10 @@ async def _run_kind(settings: Settings, kind: str) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
     metrics_server = None
-    if kind != "api" and settings.metrics_port:
-        # The api serves /metrics on its own port; every other kind gets this small one.
+    if (kind != "api" or settings.api_processes > 1) and settings.metrics_port:
+        # The api serves /metrics on its own port; every other kind gets this small one, and
+        # so does each of several API processes on one port (bus/run/listen.py), where a
+        # scrape of the shared port reaches whichever process the kernel picks.
         from bus.config.metrics import serve
 
         url = f"http://{settings.metrics_host}:{settings.metrics_port}/metrics"

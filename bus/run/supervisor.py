@@ -35,6 +35,7 @@ from bus.aio import Backoff, sleep_unless_stopped
 from bus.config.logs import configure, get_logger
 from bus.config.settings import Settings
 from bus.kafka.clients import ensure_topics
+from bus.run import listen
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
 from bus.run.pidwait import wait_for_exit
 from bus.run.processes import RUNNERS
@@ -95,6 +96,20 @@ STOP_PHASES: tuple[tuple[str, ...], ...] = (
 )
 # The banner waits for /ready (a command round trip) when every kind it needs runs here.
 READY_NEEDS = frozenset({"api", "actors", "relay", "projector"})
+# At most this many API processes on one port (CAIRN_API_PROCESSES).
+MAX_API_PROCESSES = 64
+
+
+def child_names(kinds: Iterable[str], api_processes: int) -> dict[str, str]:
+    """Each child's name -> its process kind: one child per kind, named after it, but
+    `api_processes` API children sharing the port (bus/run/listen.py), named api, api-2,
+    api-3... (the first keeps the kind's name, and its idempotency holder: api/app.py)."""
+    names: dict[str, str] = {}
+    for kind in kinds:
+        copies = api_processes if kind == "api" else 1
+        for i in range(1, copies + 1):
+            names[kind if i == 1 else f"{kind}-{i}"] = kind
+    return names
 
 
 class SupervisorError(RuntimeError):
@@ -367,6 +382,15 @@ class Supervisor:
             raise SupervisorError(
                 f"unknown process kind(s) {', '.join(unknown)}; known: {', '.join(RUNNERS)}"
             )
+        n = self.settings.api_processes
+        if not 1 <= n <= MAX_API_PROCESSES:
+            raise SupervisorError(f"CAIRN_API_PROCESSES must be 1 to {MAX_API_PROCESSES}, not {n}")
+        if n > 1 and not listen.AVAILABLE:
+            raise SupervisorError(
+                "CAIRN_API_PROCESSES above 1 needs SO_REUSEPORT (Linux); set it to 1 here"
+            )
+        # The children: name -> kind (several API processes are several children of a kind).
+        self.children = child_names(self.kinds, n)
         self.out = out or sys.stdout
         self._lock = DataDirLock(self.settings.data_dir)
         self._pg: EmbeddedPostgres | None = None
@@ -374,10 +398,10 @@ class Supervisor:
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._first_signal: float | None = None
-        # Per kind: set to stop that kind's child (in STOP_PHASES order), and a pending
-        # restart request with the step to run while the child is down.
-        self._halt = {kind: asyncio.Event() for kind in self.kinds}
-        self._restart: dict[str, asyncio.Event] = {kind: asyncio.Event() for kind in self.kinds}
+        # Per child: set to stop it (its kind in STOP_PHASES order), and a pending restart
+        # request with the step to run while the child is down.
+        self._halt = {name: asyncio.Event() for name in self.children}
+        self._restart: dict[str, asyncio.Event] = {name: asyncio.Event() for name in self.children}
         self._while_down: dict[str, Callable[[], Awaitable[None]]] = {}
         self._metrics_ports: dict[str, int] = {}
 
@@ -419,7 +443,7 @@ class Supervisor:
             ready = await self._start_infrastructure()
             if ready and not self._stop.is_set():
                 watchers = self._watch_infrastructure()
-                children = {k: asyncio.create_task(self._keep_running(k)) for k in self.kinds}
+                children = {n: asyncio.create_task(self._keep_running(n)) for n in self.children}
                 banner = asyncio.create_task(self._announce_when_ready())
                 await self._stop.wait()
                 banner.cancel()
@@ -599,16 +623,25 @@ class Supervisor:
 
     # ---------------------------------------------------------------- children
 
-    def _metrics_port(self, kind: str) -> int:
-        """Each non-api child's own metrics port: CAIRN_METRICS_PORT, +1, +2... in kind
-        order when set, else a free port; kept across restarts of the child."""
-        if kind not in self._metrics_ports:
-            base = self.settings.metrics_port
-            others = [k for k in self.kinds if k != "api"]
-            self._metrics_ports[kind] = base + others.index(kind) if base else free_port()
-        return self._metrics_ports[kind]
+    def _with_metrics_port(self) -> list[str]:
+        """The children that serve /metrics on a port of their own: all but the api, whose
+        /metrics is on the API port, unless several API processes share that port."""
+        several = self.settings.api_processes > 1
+        return [
+            *(n for n, k in self.children.items() if k != "api"),
+            *(n for n, k in self.children.items() if k == "api" and several),
+        ]
 
-    def _child_env(self, kind: str = "") -> dict[str, str]:
+    def _metrics_port(self, name: str) -> int:
+        """A child's own metrics port (see `_with_metrics_port`): CAIRN_METRICS_PORT, +1,
+        +2... in that order when set, else a free port; kept across restarts of the child."""
+        if name not in self._metrics_ports:
+            base = self.settings.metrics_port
+            index = self._with_metrics_port().index(name)
+            self._metrics_ports[name] = base + index if base else free_port()
+        return self._metrics_ports[name]
+
+    def _child_env(self, name: str = "") -> dict[str, str]:
         s = self.settings
         env = {
             **os.environ,
@@ -618,8 +651,12 @@ class Supervisor:
             # Lets a child notice it was orphaned (supervisor SIGKILLed) and stop itself.
             "CAIRN_SUPERVISOR_PID": str(os.getpid()),
         }
-        if kind and kind != "api":
-            env["CAIRN_METRICS_PORT"] = str(self._metrics_port(kind))
+        if name in self._with_metrics_port():
+            env["CAIRN_METRICS_PORT"] = str(self._metrics_port(name))
+        if self.children.get(name) == "api":
+            apis = [n for n, k in self.children.items() if k == "api"]
+            env["CAIRN_API_PROCESSES"] = str(len(apis))
+            env["CAIRN_API_INSTANCE"] = str(apis.index(name) + 1)
         if self._kafka is not None:
             env["CAIRN_KAFKA_IDEMPOTENCE"] = "false"  # Tansu has no InitProducerId
             # Tansu holds fetches until their deadline: keep command latency low.
@@ -635,26 +672,27 @@ class Supervisor:
 
     async def _stop_children(self, children: dict[str, asyncio.Task[None]]) -> None:
         named = {k for phase in STOP_PHASES for k in phase}
-        phases = [*STOP_PHASES, tuple(k for k in children if k not in named)]
+        phases = [*STOP_PHASES, tuple({k for k in self.children.values() if k not in named})]
         for phase in phases:
-            tasks = [children[k] for k in phase if k in children]
-            for kind in phase:
-                if kind in self._halt:
-                    self._halt[kind].set()
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
+            names = [n for n in children if self.children[n] in phase]
+            for name in names:
+                self._halt[name].set()
+            if names:
+                await asyncio.gather(*(children[n] for n in names), return_exceptions=True)
 
-    def restart_child(self, kind: str, while_down: Callable[[], Awaitable[None]]) -> None:
-        """Stop `kind`'s child, run `while_down`, start it again (no backoff)."""
-        if kind in self._restart:
-            self._while_down[kind] = while_down
-            self._restart[kind].set()
+    def restart_child(self, name: str, while_down: Callable[[], Awaitable[None]]) -> None:
+        """Stop the child `name`, run `while_down`, start it again (no backoff)."""
+        if name in self._restart:
+            self._while_down[name] = while_down
+            self._restart[name].set()
 
-    async def _keep_running(self, kind: str) -> None:
-        """Run one kind until stop, restarting it with backoff whenever it dies."""
+    async def _keep_running(self, name: str) -> None:
+        """Run one child until stop, restarting it with backoff whenever it dies. (Logged
+        as `kind`: its name, api-2 for the second API process.)"""
+        kind = self.children[name]
         backoff = Backoff(BACKOFF_MIN, BACKOFF_MAX, jitter=False)
-        env = self._child_env(kind)
-        while not self._halt[kind].is_set():
+        env = self._child_env(name)
+        while not self._halt[name].is_set():
             started = time.monotonic()
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -670,40 +708,40 @@ class Supervisor:
                 # stops the children itself, in order, instead of everyone at once.
                 start_new_session=True,
             )
-            log.info("child started", kind=kind, pid=proc.pid)
+            log.info("child started", kind=name, pid=proc.pid)
             exited = asyncio.create_task(proc.wait())
-            halting = asyncio.create_task(self._halt[kind].wait())
-            restarting = asyncio.create_task(self._restart[kind].wait())
+            halting = asyncio.create_task(self._halt[name].wait())
+            restarting = asyncio.create_task(self._restart[name].wait())
             await asyncio.wait({exited, halting, restarting}, return_when=asyncio.FIRST_COMPLETED)
             halting.cancel()
             restarting.cancel()
-            if self._halt[kind].is_set():
-                await self._stop_child(kind, proc)
+            if self._halt[name].is_set():
+                await self._stop_child(name, proc)
                 exited.cancel()
                 return
-            if self._restart[kind].is_set():
-                self._restart[kind].clear()
-                log.info("restarting child", kind=kind)
-                await self._stop_child(kind, proc)
+            if self._restart[name].is_set():
+                self._restart[name].clear()
+                log.info("restarting child", kind=name)
+                await self._stop_child(name, proc)
                 exited.cancel()
-                step = self._while_down.pop(kind, None)
+                step = self._while_down.pop(name, None)
                 if step is not None:
                     try:
                         await step()
                     except Exception:
-                        log.exception("step before restarting a child failed", kind=kind)
+                        log.exception("step before restarting a child failed", kind=name)
                 continue
             code = exited.result()
             if self._stop.is_set():
-                await self._halt[kind].wait()  # stopping: not restarted, just awaited
+                await self._halt[name].wait()  # stopping: not restarted, just awaited
                 return
             if time.monotonic() - started >= STABLE_AFTER:
                 backoff.reset()
             delay = backoff.next()
-            log.error("child died; restarting", kind=kind, exit_code=code, restart_in=delay)
-            await sleep_unless_stopped(self._halt[kind], delay)
+            log.error("child died; restarting", kind=name, exit_code=code, restart_in=delay)
+            await sleep_unless_stopped(self._halt[name], delay)
 
-    async def _stop_child(self, kind: str, proc: asyncio.subprocess.Process) -> None:
+    async def _stop_child(self, name: str, proc: asyncio.subprocess.Process) -> None:
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
@@ -714,11 +752,11 @@ class Supervisor:
         )
         forced.cancel()
         if proc.returncode is None:
-            log.warning("child did not stop in time; killing it", kind=kind, pid=proc.pid)
+            log.warning("child did not stop in time; killing it", kind=name, pid=proc.pid)
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
         await exited
-        log.info("child stopped", kind=kind, exit_code=proc.returncode)
+        log.info("child stopped", kind=name, exit_code=proc.returncode)
 
     # ---------------------------------------------------------------- banner
 
@@ -764,9 +802,8 @@ class Supervisor:
         embedded_kafka = " (embedded)" if self._kafka is not None else ""
         host = _display_host(s.metrics_host)
         rows += [
-            (f"Metrics {k}", f"http://{host}:{self._metrics_port(k)}/metrics")
-            for k in self.kinds
-            if k != "api"
+            (f"Metrics {n}", f"http://{host}:{self._metrics_port(n)}/metrics")
+            for n in self._with_metrics_port()
         ]
         pg_url = s.database_url or ""
         if self._pg is not None:
@@ -776,7 +813,7 @@ class Supervisor:
             ("Postgres", redact_url(pg_url) + embedded_pg),
             ("Kafka", (s.kafka_bootstrap or "") + embedded_kafka),
             ("Data dir", str(s.data_dir)),
-            ("Processes", ", ".join(self.kinds) or "(none)"),
+            ("Processes", ", ".join(self.children) or "(none)"),
         ]
         width = max(len(k) for k, _ in rows)
         head = "Cairn is up." if healthy else "Cairn started, but the API is not answering yet."

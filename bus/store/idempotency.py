@@ -7,7 +7,8 @@ A claim is a lease tied to its holder: it lasts `LEASE` and the request running 
 it every `RENEW_EVERY` (api/idempotency.py), so while the holder lives nobody else runs the
 same key, and when the holder dies (SIGKILL, crash, lost network) the next retry takes the
 row over within `LEASE`. A restarted API process releases its predecessor's claims at once
-(`release_holder`: the holder is host:port, which only one live process can listen on). A
+(`release_holder`: the holder is host:port, which only one live process can listen on, or
+host:port#N for the Nth of several API processes sharing a port, api/app.py). A
 request that fails with an unknown outcome releases its claim the same way.
 
 Released and taken-over rows keep `created_at`: the create's upload id is derived from it,

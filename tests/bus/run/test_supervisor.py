@@ -28,6 +28,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from bus.config.settings import Settings
+from bus.run import listen
 from bus.run.embedded import free_port
 from bus.run.processes import KINDS, RUNNERS
 from bus.run.supervisor import (
@@ -35,6 +36,7 @@ from bus.run.supervisor import (
     EMBEDDED_RECYCLE_AFTER,
     EMBEDDED_SESSION_TIMEOUT_MS,
     TANSU_PID_FILE,
+    child_names,
     port_in_use,
 )
 from bus.store.relay import EMBEDDED_LINGER_FROM, EMBEDDED_LINGER_MS
@@ -310,3 +312,100 @@ def test_up_runs_everything_and_stops_cleanly(start: Callable[[], Up], env: dict
         == 0
     )
     _stop(up, data_dir, [api_port, pg_port, kafka_port])
+
+
+def test_child_names_give_each_api_process_its_own_name() -> None:
+    kinds = ["api", "actors", "relay"]
+    assert child_names(kinds, 1) == {"api": "api", "actors": "actors", "relay": "relay"}
+    assert child_names(kinds, 3) == {
+        "api": "api",
+        "api-2": "api",
+        "api-3": "api",
+        "actors": "actors",
+        "relay": "relay",
+    }
+    assert child_names(["actors"], 4) == {"actors": "actors"}  # no api here: nothing to copy
+
+
+def test_up_refuses_an_impossible_number_of_api_processes(env: dict[str, str]) -> None:
+    bad = subprocess.run(
+        [sys.executable, "-m", "bus.run.cli", "up"],
+        env={**env, "CAIRN_API_PROCESSES": "0"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 1
+    assert "CAIRN_API_PROCESSES must be 1 to 64, not 0" in bad.stderr
+    assert not Path(env["CAIRN_DATA_DIR"], "pg").exists()  # refused before starting anything
+
+
+def _requests_counted(metrics_url: str) -> float:
+    """cairn_http_requests_total of one API process, all labels summed."""
+    text = httpx.get(metrics_url, timeout=5).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("cairn_http_requests_total{")
+    )
+
+
+@pytest.mark.skipif(
+    "api" not in AVAILABLE or not listen.AVAILABLE, reason="needs the api and SO_REUSEPORT"
+)
+@pytest.mark.timeout(240)
+def test_up_runs_several_api_processes_on_one_port(
+    start: Callable[[], Up], env: dict[str, str]
+) -> None:
+    env["CAIRN_API_PROCESSES"] = "2"
+    api = f"http://127.0.0.1:{env['CAIRN_PORT']}"
+    up = start()
+    banner = up.out.read_text()
+    metrics = {
+        name: line.split()[-1]
+        for line in banner.splitlines()
+        for name in ("api", "api-2")
+        if line.split()[:2] == ["Metrics", name]
+    }
+    assert set(metrics) == {"api", "api-2"}, banner
+    assert "Processes" in banner and "api, api-2, " in banner
+    pids = _wait_until(
+        "two api children", lambda: len(up.children("api")) == 2 and up.children("api"), 30, up.log
+    )
+    instances = sorted(psutil.Process(p).environ()["CAIRN_API_INSTANCE"] for p in pids)
+    assert instances == ["1", "2"]
+
+    # New connections are spread over both processes (by a hash of the client's port: with
+    # 60 connections, one process getting none has a chance of 2 * 2**-60).
+    before = {n: _requests_counted(u) for n, u in metrics.items()}
+    for _ in range(60):
+        with httpx.Client(timeout=5) as client:  # a fresh connection each time
+            assert client.get(f"{api}/v1/no-such-route").status_code == 404
+    after = {n: _requests_counted(u) for n, u in metrics.items()}
+    served = {n: after[n] - before[n] for n in metrics}
+    assert sum(served.values()) == 60 and min(served.values()) > 0, served
+
+    # One of them killed: the other answers every request meanwhile, and the supervisor
+    # starts the dead one again.
+    victim = pids[0]
+    os.kill(victim, signal.SIGKILL)
+    _wait_until("the victim gone", lambda: not _alive(victim), 30, up.log)
+    for _ in range(20):
+        with httpx.Client(timeout=5) as client:
+            assert client.get(f"{api}/health").status_code == 200
+    _wait_until(
+        "a new api child",
+        lambda: len([p for p in up.children("api") if p != victim]) == 2,
+        60,
+        up.log,
+    )
+    assert up.proc.poll() is None
+    data_dir = Path(env["CAIRN_DATA_DIR"])
+    _stop(
+        up,
+        data_dir,
+        [
+            int(env[k])
+            for k in ("CAIRN_PORT", "CAIRN_EMBEDDED_PG_PORT", "CAIRN_EMBEDDED_KAFKA_PORT")
+        ],
+    )
