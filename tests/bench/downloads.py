@@ -10,6 +10,11 @@ latency is from writing the request to having the whole body. The client is a mi
 asyncio HTTP/1.1 client (httpx would be the bottleneck), the same for Cairn and nginx;
 every answer must be a 206 of 4096 bytes, and the first range each reader gets is checked
 byte for byte against the source.
+
+download.range_4k_processes: the same reads against a second `cairn up` run with
+CAIRN_API_PROCESSES=2 (two API processes on one port, README "Several API processes on
+one machine"), alternating with the main Cairn's one API process; the ratio is the two
+processes' rate over the one's, both Cairns reading the same bytes from the page cache.
 """
 
 from __future__ import annotations
@@ -21,9 +26,11 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from tests.bench import client as native
 from tests.bench.baselines import curl_download
-from tests.bench.core import Result, Scenario, human_bytes, latency_rows, mb_per_s
-from tests.bench.runner import Bench
+from tests.bench.cairn import Cairn
+from tests.bench.core import Result, Row, Scenario, human_bytes, latency_rows, mb_per_s
+from tests.bench.runner import Bench, _log
 from tests.bench.uploads import compare
 
 NGINX = "nginx sendfile (curl)"
@@ -211,6 +218,59 @@ async def range_4k(bench: Bench, res: Result) -> None:
     )
 
 
+ONE_PROCESS = "Cairn with one API process (the main one, same run)"
+API_PROCESSES = 2
+
+
+async def range_4k_processes(bench: Bench, res: Result) -> None:
+    assert bench.cairn is not None
+    s = bench.scale
+    path = await bench.data("up-single", s.download_bytes)
+    fid = await bench.in_cairn(path)
+    one_url = f"{bench.cairn.url}/v1/files/{fid}/content"
+    per_reader = 3 if s.name == "quick" else 50
+    two = Cairn(bench.work, env={"CAIRN_API_PROCESSES": str(API_PROCESSES)}, name="cairn-api2")
+    two_rate: list[float] = []
+    one_rate: list[float] = []
+    two_lat: list[float] = []
+    one_lat: list[float] = []
+    try:
+        await asyncio.to_thread(two.start)
+        async with native.client(two.url, two.headers, conns=4) as c:
+            t = await native.native_upload(c, path, name=path.name)
+        two_url = f"{two.url}/v1/files/{t.file_id}/content"
+        # Both files read once in full, so that both Cairns read from the page cache.
+        for url, headers in ((one_url, bench.cairn.headers), (two_url, two.headers)):
+            await curl_download(url, path.stat().st_size, TIMEOUT, headers=headers)
+        for i, warmup in bench.iterations():
+            lat, wall = await _ranged_run(two_url, two.headers, path, per_reader, i, warmup)
+            if not warmup:
+                two_lat += lat
+                two_rate.append(len(lat) / wall)
+            lat2, wall2 = await _ranged_run(
+                one_url, bench.cairn.headers, path, per_reader, i, warmup
+            )
+            if not warmup:
+                one_lat += lat2
+                one_rate.append(len(lat2) / wall2)
+            _log(f"    run {i}: {len(lat) / wall:.0f} against {len(lat2) / wall2:.0f} req/s")
+    finally:
+        await asyncio.to_thread(two.stop)
+    res.rows += [
+        Row(
+            f"ranged reads, {API_PROCESSES} API processes", "req/s", two_rate, ONE_PROCESS, one_rate
+        )
+    ]
+    res.rows += latency_rows(
+        "4 KiB range latency, 2 API processes", two_lat, ONE_PROCESS, one_lat, None
+    )
+    res.notes.append(
+        f"as download.range_4k ({READERS} readers x {per_reader} GETs per run), against a "
+        f"second `cairn up` with CAIRN_API_PROCESSES={API_PROCESSES}, alternating with the "
+        "main Cairn (one API process) in the same run"
+    )
+
+
 SCENARIOS = [
     Scenario(
         "download.single",
@@ -229,5 +289,11 @@ SCENARIOS = [
         "4 KiB ranged reads under 200 concurrent readers vs nginx",
         range_4k,
         needs=frozenset({"nginx"}),
+    ),
+    Scenario(
+        "download.range_4k_processes",
+        "the same ranged reads with two API processes on one port vs one",
+        range_4k_processes,
+        extra_timeout=120.0,
     ),
 ]
