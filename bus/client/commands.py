@@ -309,7 +309,7 @@ def cmd_upload(args: argparse.Namespace, out: Output) -> int:
                 ],
             }
         )
-    else:
+    elif results:  # (nothing uploaded: the errors above say why, no empty table)
         rows = [
             {
                 **r,

@@ -18,8 +18,9 @@ from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 
-# Columns that hold an RFC 3339 time (shown as 2026-12-06T07:00:22Z).
-TIMES = frozenset({"created_at", "updated_at", "when"})
+# Fields that hold an RFC 3339 time (shown as 2026-12-06T07:00:22Z): these and every
+# `..._at`.
+TIMES = frozenset({"when"})
 # Rich's space between two columns of a table without a box.
 GAP = 2
 
@@ -46,10 +47,7 @@ class Output:
         if self.as_json:
             self.emit(raw)
             return
-        cells = [
-            [_time(row.get(key)) if key in TIMES else _cell(row.get(key)) for key, _ in columns]
-            for row in rows
-        ]
+        cells = [[_shown(key, row.get(key)) for key, _ in columns] for row in rows]
         widths = [
             max([cell_len(heading), *(cell_len(r[i]) for r in cells)])
             for i, (_, heading) in enumerate(columns)
@@ -77,7 +75,7 @@ class Output:
         table.add_column(style="bold")
         table.add_column(overflow="fold")
         for key, label in fields or [(k, k) for k in data]:
-            table.add_row(label, _cell(data.get(key)))
+            table.add_row(label, _shown(key, data.get(key)))
         self.out.print(table)
 
     def note(self, message: str) -> None:
@@ -90,6 +88,10 @@ def _cell(value: Any) -> str:
     if isinstance(value, dict | list):
         return json.dumps(value, default=str)
     return str(value)
+
+
+def _shown(key: str, value: Any) -> str:
+    return _time(value) if key in TIMES or key.endswith("_at") else _cell(value)
 
 
 def _time(value: Any) -> str:

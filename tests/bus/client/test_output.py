@@ -59,3 +59,17 @@ def test_a_value_that_is_not_a_time_is_shown_as_it_is() -> None:
         raw=None,
     )
     assert buffer.getvalue().splitlines()[1].split() == ["PRE", "photos/"]
+
+
+def test_a_record_shows_its_times_to_the_second() -> None:
+    out = Output(as_json=False)
+    buffer = io.StringIO()
+    out.out = Console(file=buffer, width=80, color_system=None)
+    out.record(
+        {"total": 3, "last_activity_at": "2026-12-06T07:01:08.843530+00:00"},
+        [("total", "uploads"), ("last_activity_at", "last activity")],
+    )
+    assert [line.split() for line in buffer.getvalue().splitlines()] == [
+        ["uploads", "3"],
+        ["last", "activity", "2026-12-06T07:01:08Z"],
+    ]

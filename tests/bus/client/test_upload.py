@@ -116,6 +116,9 @@ async def test_upload_errors_are_one_line_with_exit_codes(
     missing = await cli("upload", str(tmp_path / "nope"))
     assert missing.code == 1
     assert "not_a_file" in missing.err
+    no_bucket = await cli("upload", str(tmp_path / "f.bin"), "--bucket", "no-such-bucket")
+    assert no_bucket.code == 3 and "bucket_not_found" in no_bucket.err
+    assert no_bucket.out == ""  # nothing uploaded: no empty table
     bad_token = await cli("upload", str(tmp_path / "f.bin"), CAIRN_TOKEN="not-a-jwt")
     assert bad_token.code == 4, bad_token.err
     assert "cairn: error:" in bad_token.err
