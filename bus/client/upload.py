@@ -33,7 +33,12 @@ from bus.client.resume import ResumeState, state_key
 from bus.client.transfer import Transfer, progress_bars, read_pieces, sha256_file
 
 ACTIVE = ("INITIATED", "IN_PROGRESS")
-MAX_RETRIES = 20  # 429s (the server's in-flight limits) and chunks_missing rounds
+MAX_RETRIES = 20  # 429s and 503s (see RETRIED), and chunks_missing rounds
+# A chunk PUT answered with one of these is sent again after the answer's Retry-After: 429,
+# the server's in-flight limits; 503, a state that passes (the blob store or the bus
+# unavailable for a moment, an API process draining before a restart). A chunk PUT is
+# idempotent: the same bytes again are a 200.
+RETRIED = (429, 503)
 
 
 @dataclass(frozen=True)
@@ -336,10 +341,11 @@ def _put_chunk(
             content=body(),
             headers={"Content-Length": str(length), "Content-Type": "application/octet-stream"},
         )
-        if r.status_code != 429:
+        if r.status_code not in RETRIED:
             check(r)
             return length
-        # Over the server's in-flight limit: undo the bar, wait as told, send again.
+        # Over the server's in-flight limit, or unavailable for now: undo the bar, wait as
+        # told, send again.
         transfer.progress.update(task, advance=-moved)
         transfer.progress.update(transfer.total_task, advance=-moved)
         if transfer.stop.wait(float(r.headers.get("Retry-After", "1") or 1)):
