@@ -178,13 +178,20 @@ async def _ranged_run(
     return lat, time.perf_counter() - t0
 
 
+async def _ranged_target(bench: Bench) -> tuple[Path, str, int]:
+    """The file the ranged reads read (download.single's), its URL in the main Cairn, and
+    how many GETs each reader sends per run."""
+    assert bench.cairn is not None
+    path = await bench.data("up-single", bench.scale.download_bytes)
+    fid = await bench.in_cairn(path)
+    per_reader = 3 if bench.scale.name == "quick" else 50
+    return path, f"{bench.cairn.url}/v1/files/{fid}/content", per_reader
+
+
 async def range_4k(bench: Bench, res: Result) -> None:
     assert bench.cairn is not None
     s = bench.scale
-    path = await bench.data("up-single", s.download_bytes)
-    fid = await bench.in_cairn(path)
-    cairn_url = f"{bench.cairn.url}/v1/files/{fid}/content"
-    per_reader = 3 if s.name == "quick" else 50
+    path, cairn_url, per_reader = await _ranged_target(bench)
     cairn_lat: list[float] = []
     ngx_lat: list[float] = []
     cairn_rate: list[float] = []
@@ -224,11 +231,7 @@ API_PROCESSES = 2
 
 async def range_4k_processes(bench: Bench, res: Result) -> None:
     assert bench.cairn is not None
-    s = bench.scale
-    path = await bench.data("up-single", s.download_bytes)
-    fid = await bench.in_cairn(path)
-    one_url = f"{bench.cairn.url}/v1/files/{fid}/content"
-    per_reader = 3 if s.name == "quick" else 50
+    path, one_url, per_reader = await _ranged_target(bench)
     two = Cairn(bench.work, env={"CAIRN_API_PROCESSES": str(API_PROCESSES)}, name="cairn-api2")
     two_rate: list[float] = []
     one_rate: list[float] = []

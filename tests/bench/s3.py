@@ -56,6 +56,7 @@ async def transfer(bench: Bench, res: Result) -> None:
         name="cairn-s3",
     )
     up, down, d_up, d_down = [], [], [], []
+    retried = 0
     try:
         server.create_bucket(BUCKET)
         await asyncio.to_thread(cairn.start)
@@ -74,6 +75,7 @@ async def transfer(bench: Bench, res: Result) -> None:
                 await bench.fresh(path)
                 await bench.settle()
                 t = await native.native_upload(c, path, name=f"s3-{i}.bin")
+                retried += t.retries
                 t0 = time.perf_counter()
                 got = 0
                 async with c.stream("GET", f"/v1/files/{t.file_id}/content") as r:
@@ -122,6 +124,11 @@ async def transfer(bench: Bench, res: Result) -> None:
         " request for the whole file (sha256 checksum header, unsigned payload), the direct"
         " GET one streamed response. Same local S3 server (moto + checksum checks)."
     )
+    if retried:
+        res.notes.append(
+            f"{retried} chunk PUT(s) answered 503 blob_store_unavailable (the local S3 server"
+            " stalled) and were sent again after Retry-After; that time is in the figures"
+        )
 
 
 SCENARIOS = [
