@@ -17,9 +17,10 @@ import pytest
 import pytest_asyncio
 
 from bus.config.settings import Settings
-from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
+from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from bus.store import db
 from bus.store.eventstore import PostgresEventStore
+from tests.ports import free_port
 from tests.s3server import S3Server, use_test_credentials
 from tests.system import KAFKA_SESSION_TIMEOUT_MS, cloned_database, ensure_template
 

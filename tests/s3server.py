@@ -33,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from bus.run.embedded import free_port
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

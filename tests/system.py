@@ -25,9 +25,9 @@ import jwt
 from bus.config import tracing
 from bus.config.settings import Settings
 from bus.kafka.clients import ensure_topics
-from bus.run.embedded import free_port
 from bus.run.processes import RUNNERS
 from bus.store import db
+from tests.ports import free_port
 
 # Tests run their consumers with a short session timeout: the embedded broker holds every
 # JoinGroup for half of it, which is most of what a consumer takes to start, and a SIGKILLed

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from bus.run.embedded import free_port
+from tests.ports import free_port
 
 
 @dataclass

@@ -17,7 +17,8 @@ from pathlib import Path
 import botocore.session
 import pytest
 
-from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
+from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
+from tests.ports import free_port
 from tests.s3server import S3Server, use_test_credentials
 from tests.system import isolated_system
 

@@ -33,8 +33,9 @@ import psutil
 import pytest
 
 from bus.config.settings import Settings
-from bus.run.embedded import EmbeddedPostgres, free_port
+from bus.run.embedded import EmbeddedPostgres
 from bus.run.supervisor import TANSU_PID_FILE
+from tests.ports import free_port
 
 T = TypeVar("T")
 

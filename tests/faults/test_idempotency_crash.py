@@ -17,9 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
+from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from bus.store.idempotency import LEASE
 from tests.faults.proc import kind_env, sigkill, start_kind
+from tests.ports import free_port
 from tests.system import System, isolated_system, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -23,7 +23,7 @@ import pytest
 from bus.blobs.errors import BlobCorrupt, BlobStoreUnavailable
 from bus.blobs.manifests import hash_manifest
 from bus.blobs.s3 import READ_PIECE, SPOOL_SUFFIX, S3BlobStore, S3Options
-from bus.run.embedded import free_port
+from tests.ports import free_port
 from tests.s3server import REJECTED_KEY, S3Server
 
 MiB = 1024 * 1024

@@ -14,8 +14,8 @@ import jwt
 import pytest
 
 from bus.run.cli import DEFAULT_TOKEN_TTL, main
-from bus.run.embedded import free_port
 from bus.run.supervisor import DataDirLock
+from tests.ports import free_port
 
 CAIRN_VARS = (
     "CAIRN_JWT_SECRET",

@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from bus.run import listen
-from bus.run.embedded import free_port
+from tests.ports import free_port
 
 pytestmark = pytest.mark.skipif(not listen.AVAILABLE, reason="SO_REUSEPORT is Linux's")
 

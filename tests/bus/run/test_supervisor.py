@@ -29,7 +29,6 @@ from aiokafka import AIOKafkaConsumer
 
 from bus.config.settings import Settings
 from bus.run import listen
-from bus.run.embedded import free_port
 from bus.run.processes import KINDS, RUNNERS
 from bus.run.supervisor import (
     EMBEDDED_PARTITIONS,
@@ -40,6 +39,7 @@ from bus.run.supervisor import (
     port_in_use,
 )
 from bus.store.relay import EMBEDDED_LINGER_FROM, EMBEDDED_LINGER_MS
+from tests.ports import free_port
 
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 60.0

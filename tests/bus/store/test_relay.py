@@ -24,10 +24,11 @@ from aiokafka.errors import KafkaError
 
 from bus.config.settings import Settings
 from bus.kafka.clients import ensure_topics, header, make_consumer, make_producer
-from bus.run.embedded import EmbeddedKafka, free_port
+from bus.run.embedded import EmbeddedKafka
 from bus.store.eventstore import PostgresEventStore
 from bus.store.relay import PUBLISHED_CHANNEL, Relay, replay
 from domain.events import EventMeta, NewEvent, RecordedEvent
+from tests.ports import free_port
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 META = EventMeta(
