@@ -24,11 +24,15 @@ AVAILABLE = hasattr(socket, "SO_REUSEPORT") and sys.platform.startswith("linux")
 BACKLOG = 2048
 
 
+def family_of(host: str) -> socket.AddressFamily:
+    """IPv6 for an address with colons, else IPv4."""
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
 def shared_listener(host: str, port: int) -> socket.socket:
     """A listening TCP socket on host:port that other processes of this user may bind
     too. Raises OSError when the port is taken by a socket that does not share."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family_of(host), socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)

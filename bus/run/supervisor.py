@@ -125,8 +125,7 @@ def _alive(pid: int) -> bool:
 
 def port_in_use(host: str, port: int) -> bool:
     """Whether something already listens on host:port (we try to bind it ourselves)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
+    with socket.socket(listen.family_of(host), socket.SOCK_STREAM) as s:
         # SO_REUSEADDR: sockets in TIME_WAIT from a previous run must not count as "busy";
         # on Linux a live listener still makes bind() fail.
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -391,6 +390,13 @@ class Supervisor:
             )
         # The children: name -> kind (several API processes are several children of a kind).
         self.children = child_names(self.kinds, n)
+        self._apis = [name for name, kind in self.children.items() if kind == "api"]
+        # The children that serve /metrics on a port of their own: all but the api, whose
+        # /metrics is on the API port, unless several API processes share that port (then
+        # the API processes too, after the others).
+        self._own_metrics = [name for name in self.children if name not in self._apis]
+        if n > 1:
+            self._own_metrics += self._apis
         self.out = out or sys.stdout
         self._lock = DataDirLock(self.settings.data_dir)
         self._pg: EmbeddedPostgres | None = None
@@ -623,21 +629,12 @@ class Supervisor:
 
     # ---------------------------------------------------------------- children
 
-    def _with_metrics_port(self) -> list[str]:
-        """The children that serve /metrics on a port of their own: all but the api, whose
-        /metrics is on the API port, unless several API processes share that port."""
-        several = self.settings.api_processes > 1
-        return [
-            *(n for n, k in self.children.items() if k != "api"),
-            *(n for n, k in self.children.items() if k == "api" and several),
-        ]
-
     def _metrics_port(self, name: str) -> int:
-        """A child's own metrics port (see `_with_metrics_port`): CAIRN_METRICS_PORT, +1,
-        +2... in that order when set, else a free port; kept across restarts of the child."""
+        """A child's own metrics port (see `_own_metrics`): CAIRN_METRICS_PORT, +1, +2... in
+        that order when set, else a free port; kept across restarts of the child."""
         if name not in self._metrics_ports:
             base = self.settings.metrics_port
-            index = self._with_metrics_port().index(name)
+            index = self._own_metrics.index(name)
             self._metrics_ports[name] = base + index if base else free_port()
         return self._metrics_ports[name]
 
@@ -651,12 +648,11 @@ class Supervisor:
             # Lets a child notice it was orphaned (supervisor SIGKILLed) and stop itself.
             "CAIRN_SUPERVISOR_PID": str(os.getpid()),
         }
-        if name in self._with_metrics_port():
+        if name in self._own_metrics:
             env["CAIRN_METRICS_PORT"] = str(self._metrics_port(name))
-        if self.children.get(name) == "api":
-            apis = [n for n, k in self.children.items() if k == "api"]
-            env["CAIRN_API_PROCESSES"] = str(len(apis))
-            env["CAIRN_API_INSTANCE"] = str(apis.index(name) + 1)
+        if name in self._apis:
+            env["CAIRN_API_PROCESSES"] = str(len(self._apis))
+            env["CAIRN_API_INSTANCE"] = str(self._apis.index(name) + 1)
         if self._kafka is not None:
             env["CAIRN_KAFKA_IDEMPOTENCE"] = "false"  # Tansu has no InitProducerId
             # Tansu holds fetches until their deadline: keep command latency low.
@@ -803,7 +799,7 @@ class Supervisor:
         host = _display_host(s.metrics_host)
         rows += [
             (f"Metrics {n}", f"http://{host}:{self._metrics_port(n)}/metrics")
-            for n in self._with_metrics_port()
+            for n in self._own_metrics
         ]
         pg_url = s.database_url or ""
         if self._pg is not None:

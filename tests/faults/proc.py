@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -428,3 +429,15 @@ async def send_retrying(
         if time.monotonic() > deadline:
             pytest.fail(f"{method} {url} still failing after {retry_for}s: {last}")
         await asyncio.sleep(0.2)
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    """The value of one sample in Prometheus text format (labels in any order)."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        metric, _, value = line.rpartition(" ")
+        found = dict(re.findall(r'(\w+)="([^"]*)"', metric))
+        if metric.split("{")[0] == name and all(found.get(k) == v for k, v in labels.items()):
+            return float(value)
+    return None

@@ -15,19 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.faults.proc import Up, cairn_env, cli, poll, start_up
-
-
-def sample(text: str, name: str, **labels: str) -> float | None:
-    """The value of one sample in Prometheus text format (labels in any order)."""
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        metric, _, value = line.rpartition(" ")
-        found = dict(re.findall(r'(\w+)="([^"]*)"', metric))
-        if metric.split("{")[0] == name and all(found.get(k) == v for k, v in labels.items()):
-            return float(value)
-    return None
+from tests.faults.proc import Up, cairn_env, cli, poll, sample, start_up
 
 
 @pytest.mark.timeout(240)
