@@ -115,7 +115,12 @@ def register(sub: Any) -> None:
         "--bucket", default=None, help="bucket to upload into (default: the server's default)"
     )
     p.add_argument(
-        "--key", default=None, help="object key (a directory's files go under it as a prefix)"
+        "--key",
+        default=None,
+        help=(
+            "object key; ending in / a prefix for the files' names (a directory's files go"
+            " under it); in a bucket a file's key is its name by default"
+        ),
     )
     p.add_argument(
         "--parallel", type=int, default=2, metavar="N", help="files sent at once (default 2)"
@@ -286,7 +291,7 @@ def cmd_login(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_upload(args: argparse.Namespace, out: Output) -> int:
     target = _target(args)
-    jobs = upload.collect(args.paths, args.key)
+    jobs = upload.collect(args.paths, args.key, in_bucket=bool(args.bucket))
     results, failures = upload.upload(
         target,
         jobs,

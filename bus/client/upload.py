@@ -50,8 +50,14 @@ class Job:
     key: str | None
 
 
-def collect(paths: list[str], key: str | None) -> list[Job]:
-    """Files to send; a directory recurses (sorted), its files keyed by relative path."""
+def collect(paths: list[str], key: str | None, *, in_bucket: bool = False) -> list[Job]:
+    """Files to send; a directory recurses (sorted), its files keyed by relative path.
+
+    A `key` ending in "/" is a prefix: each file given by itself is keyed by it and its
+    name (`--key photos/`, as `aws s3 cp f s3://b/photos/`). In a bucket a file given by
+    itself is an object, so without `key` its name is its key: else it would become a file
+    of the bucket that no listing of the bucket shows."""
+    prefix = key if key is not None and key.endswith("/") else None
     jobs: list[Job] = []
     for raw in paths:
         path = Path(raw)
@@ -60,12 +66,17 @@ def collect(paths: list[str], key: str | None) -> list[Job]:
                 rel = file.relative_to(path).as_posix()
                 jobs.append(_job(file, f"{key.rstrip('/')}/{rel}" if key else rel))
         elif path.is_file():
-            jobs.append(_job(path, key))
+            if prefix is not None:
+                jobs.append(_job(path, prefix + path.name))
+            else:
+                jobs.append(_job(path, key if key or not in_bucket else path.name))
         else:
             raise ClientError(f"{raw}: no such file or directory", code="not_a_file")
-    if key and len(jobs) > 1 and not any(Path(p).is_dir() for p in paths):
+    if key and prefix is None and len(jobs) > 1 and not any(Path(p).is_dir() for p in paths):
         raise ClientError(
-            "--key names one object: give one file (or a directory)", code="usage", exit_code=USAGE
+            "--key names one object: give one file, a directory, or a prefix ending in /",
+            code="usage",
+            exit_code=USAGE,
         )
     return jobs
 

@@ -129,3 +129,42 @@ async def test_upload_with_a_key_makes_an_object(
         got = await cli("download", f"keyed/{key}", "-o", str(out))
         assert got.code == 0, got.err
         assert out.read_bytes() == data
+
+
+async def test_upload_into_a_bucket_keys_a_file_by_its_name(
+    system: System, cli_for: Any, tmp_path: Path
+) -> None:
+    # As `aws s3 cp f s3://b/` does: without --key a file is keyed by its name, and a --key
+    # ending in / is a prefix for several files' names.
+    user = "obj-named"
+    cli = cli_for(user)
+    assert (await cli("buckets", "create", "named")).code == 0
+    datas = {name: os.urandom(1_000 + i) for i, name in enumerate(("a.txt", "b.txt", "c.txt"))}
+    for name, data in datas.items():
+        (tmp_path / name).write_bytes(data)
+    runs = (
+        ([str(tmp_path / "a.txt")], ()),
+        ([str(tmp_path / "b.txt")], ("--tus",)),
+        ([str(tmp_path / "a.txt"), str(tmp_path / "c.txt")], ("--key", "sub/")),
+    )
+    for paths, extra in runs:
+        done = await cli("upload", *paths, "--bucket", "named", *extra, "--json")
+        assert done.code == 0, done.err
+
+    async def all_four() -> Any:
+        page = json.loads((await cli("ls", "named", "--recursive", "--json")).out)
+        return page if len(page["items"]) == 4 else None
+
+    page = await wait_until(all_four)
+    keys = {o["key"]: o for o in page["items"]}
+    assert sorted(keys) == ["a.txt", "b.txt", "sub/a.txt", "sub/c.txt"]
+    for key in keys:
+        async with system.client(user) as c:
+            r = await c.get(f"/v1/buckets/named/objects/{key}")
+        assert r.status_code == 200 and r.content == datas[key.rsplit("/", 1)[-1]]
+    # Outside a bucket a file keeps no key unless given one; --key without / still names
+    # one object only.
+    plain = json.loads((await cli("upload", str(tmp_path / "c.txt"), "--json")).out)
+    assert plain["files"][0]["key"] is None
+    two = await cli("upload", str(tmp_path / "a.txt"), str(tmp_path / "c.txt"), "--key", "k")
+    assert two.code == 2 and "prefix ending in /" in two.err
