@@ -16,6 +16,7 @@ bound without it (another program) still makes the bind fail, as a plain bind wo
 
 from __future__ import annotations
 
+import errno
 import socket
 import sys
 
@@ -31,7 +32,15 @@ def family_of(host: str) -> socket.AddressFamily:
 
 def shared_listener(host: str, port: int) -> socket.socket:
     """A listening TCP socket on host:port that other processes of this user may bind
-    too. Raises OSError when the port is taken by a socket that does not share."""
+    too. Raises OSError when the port is taken by a socket that does not share, or where
+    sockets cannot share a port (`cairn up` refuses several API processes there first;
+    this is for `cairn run api` started by hand with CAIRN_API_PROCESSES above 1)."""
+    if not AVAILABLE:
+        raise OSError(
+            errno.EOPNOTSUPP,
+            "several API processes on one port need SO_REUSEPORT (Linux):"
+            " set CAIRN_API_PROCESSES=1 here",
+        )
     sock = socket.socket(family_of(host), socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -58,3 +58,13 @@ def test_a_port_held_by_a_socket_that_does_not_share_is_refused() -> None:
             listen.shared_listener("127.0.0.1", port)
     finally:
         plain.close()
+
+
+def test_without_so_reuseport_a_shared_listener_is_refused_clearly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `cairn run api` started by hand with CAIRN_API_PROCESSES above 1 on a platform that
+    # cannot share a port: a clear OSError, not an AttributeError for the missing constant.
+    monkeypatch.setattr(listen, "AVAILABLE", False)
+    with pytest.raises(OSError, match="CAIRN_API_PROCESSES=1"):
+        listen.shared_listener("127.0.0.1", free_port())
