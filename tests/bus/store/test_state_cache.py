@@ -11,6 +11,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from bus.store.state_cache import StateCache, weight
 from domain.commands import Command, CreateFile, DeleteFile, UpdateFile
 from domain.events import EventMeta, RecordedEvent
@@ -194,3 +196,75 @@ async def test_a_state_heavier_than_an_eighth_of_the_budget_is_not_kept(
     state = await cache.load(store, FILES, f"file-{fid}")
     assert len(state.manifest) == 100
     assert len(cache) == 0 and cache._weight == 0
+
+
+class ReadThenHold:
+    """The store, counting read_stream calls; the first call of `stream_id` reads, then
+    holds its answer until `release` is set (a read that began before what comes next)."""
+
+    def __init__(self, store: EventStore, stream_id: str, fail: bool = False) -> None:
+        self.store = store
+        self.stream_id = stream_id
+        self.fail = fail
+        self.calls = 0
+        self.reading = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
+        self.calls += 1
+        events = await self.store.read_stream(stream_id, from_version)
+        if self.calls == 1:
+            self.reading.set()
+            await self.release.wait()
+            if self.fail:
+                raise ConnectionError("the database went away")
+        return events
+
+
+async def test_concurrent_loads_share_the_next_read_and_see_what_came_before_them(
+    store: EventStore,
+) -> None:
+    fid = str(uuid.uuid4())
+    stream = f"file-{fid}"
+    await run(store, create(fid))
+    cache = StateCache()
+    reads = ReadThenHold(store, stream)
+    first = asyncio.create_task(cache.load(reads, FILES, stream))  # type: ignore[arg-type]
+    await reads.reading.wait()
+    # Committed after the running read took its snapshot, before the next loads ask.
+    await run(store, UpdateFile(aggregate_id=fid, caller="alice", at=AT, name="later.bin"))
+    later = [
+        asyncio.create_task(cache.load(reads, FILES, stream))  # type: ignore[arg-type]
+        for _ in range(5)
+    ]
+    # One of them gives up (its client went away): the read goes on for the others.
+    later[0].cancel()
+    reads.release.set()
+    assert (await first).name == "f.bin"  # the read it started, from before the update
+    states = await asyncio.gather(*later[1:])
+    assert all(s.name == "later.bin" for s in states)
+    assert all(s is states[0] for s in states)
+    assert reads.calls == 2  # six loads, two queries
+    assert cache._reads == {}  # nothing left running
+    again = await cache.load(reads, FILES, stream)  # type: ignore[arg-type]
+    assert again is states[0] and reads.calls == 3
+
+
+async def test_a_failed_read_fails_its_loads_and_the_next_load_reads_again(
+    store: EventStore,
+) -> None:
+    fid = str(uuid.uuid4())
+    stream = f"file-{fid}"
+    await run(store, create(fid))
+    cache = StateCache()
+    reads = ReadThenHold(store, stream, fail=True)
+    first = asyncio.create_task(cache.load(reads, FILES, stream))  # type: ignore[arg-type]
+    await reads.reading.wait()
+    waiting = asyncio.create_task(cache.load(reads, FILES, stream))  # type: ignore[arg-type]
+    reads.release.set()
+    with pytest.raises(ConnectionError):
+        await first
+    # The load that waited for the next read got it (a fresh query, which works).
+    assert (await waiting).name == "f.bin"
+    assert (await cache.load(store, FILES, stream)).name == "f.bin"
+    assert cache._reads == {}
