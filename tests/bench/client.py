@@ -19,8 +19,9 @@ import httpx
 
 from tests.bench.core import MiB
 
-# A chunk PUT answered 503 is sent again at most this many times (see native_upload).
-RETRIES_503 = 3
+# A chunk PUT answered 503 is sent again at most this many times (see native_upload); the
+# `cairn` client sends one up to 20 times.
+RETRIES_503 = 10
 
 PIECE = 1 * MiB
 TIMEOUT = httpx.Timeout(300.0, connect=10.0)

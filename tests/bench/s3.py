@@ -36,6 +36,16 @@ def _sha256_b64(path: Path) -> str:
     return base64.b64encode(h.digest()).decode()
 
 
+def _complaints(log: Path, keep: int = 15) -> str:
+    """The last warnings and errors of a Cairn's log (its JSON lines), for an error report."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return f"(no log at {log})"
+    bad = [ln for ln in lines if '"level": "warning"' in ln or '"level": "error"' in ln]
+    return f"last warnings and errors in {log.name}:\n" + "\n".join(bad[-keep:])
+
+
 async def transfer(bench: Bench, res: Result) -> None:
     import asyncio
 
@@ -112,6 +122,10 @@ async def transfer(bench: Bench, res: Result) -> None:
                 _log(
                     f"    run {i}: up {mb_per_s(size, t.seconds):.0f} MB/s, down {mb_per_s(size, t_down):.0f} MB/s"
                 )
+    except Exception as e:
+        # The S3 Cairn's work dir is gone after the run: keep what its log said went wrong
+        # (a 503 here has come from the local S3 server stalling under a full run's load).
+        raise RuntimeError(f"{e}\n{_complaints(cairn.proc.log)}") from e
     finally:
         await asyncio.to_thread(cairn.stop)
         server.stop()
