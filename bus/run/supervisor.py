@@ -100,6 +100,35 @@ READY_NEEDS = frozenset({"api", "actors", "relay", "projector"})
 MAX_API_PROCESSES = 64
 
 
+async def wait_for_cairn(url: str, timeout: float) -> bool:
+    """Whether Cairn's /ready (or /health) at `url` answers that it is, within `timeout`.
+
+    Bounded polling: the API child needs a moment to import and bind, and it may be
+    restarted meanwhile, so there is nothing to await but the answer itself. Only Cairn's
+    own answer counts (see `is_cairn_ready`): another server on the port, such as a
+    metrics endpoint that took it meanwhile, answering 200 is not Cairn being up."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                r = await client.get(url)
+                if is_cairn_ready(r.status_code, r.content):
+                    return True
+            await asyncio.sleep(HEALTH_POLL)
+    return False
+
+
+def is_cairn_ready(status: int, body: bytes) -> bool:
+    """A 200 with the body Cairn's /ready or /health answers it with."""
+    if status != 200:
+        return False
+    try:
+        doc = json.loads(body)
+    except ValueError:  # not JSON, or not UTF-8
+        return False
+    return isinstance(doc, dict) and doc.get("status") in ("ready", "ok")
+
+
 def child_names(kinds: Iterable[str], api_processes: int) -> dict[str, str]:
     """Each child's name -> its process kind: one child per kind, named after it, but
     `api_processes` API children sharing the port (bus/run/listen.py), named api, api-2,
@@ -769,15 +798,8 @@ class Supervisor:
         self._print_banner(base, healthy)
 
     async def _wait_for_health(self, url: str) -> bool:
-        # Bounded polling: the API child needs a moment to import and bind, and it may be
-        # restarted meanwhile, so there is nothing to await but the answer itself.
-        deadline = time.monotonic() + HEALTH_TIMEOUT
-        async with httpx.AsyncClient(timeout=2.0) as client:
-            while time.monotonic() < deadline:
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get(url)).status_code == 200:
-                        return True
-                await asyncio.sleep(HEALTH_POLL)
+        if await wait_for_cairn(url, HEALTH_TIMEOUT):
+            return True
         log.error("the API did not answer 200 in time; see the logs above", url=url)
         return False
 

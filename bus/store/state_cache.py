@@ -106,6 +106,9 @@ class StateCache:
                 self._start(key, reads, store, spec, stream_id, waiting)
 
         task.add_done_callback(done)
+        # Its loads take the outcome from `answer`; if every one of them has gone (their
+        # clients cancelled), an error there is still retrieved, so not logged as lost.
+        answer.add_done_callback(_retrieved)
 
     async def _read(self, store: EventStore, spec: AggregateSpec[Any], stream_id: str) -> Any:
         cached = self._states.get(stream_id)
@@ -147,6 +150,11 @@ class StateCache:
 
     def __len__(self) -> int:
         return len(self._states)
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class _Reads:

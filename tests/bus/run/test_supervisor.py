@@ -37,7 +37,9 @@ from bus.run.supervisor import (
     EMBEDDED_SESSION_TIMEOUT_MS,
     TANSU_PID_FILE,
     child_names,
+    is_cairn_ready,
     port_in_use,
+    wait_for_cairn,
 )
 from bus.store.relay import EMBEDDED_LINGER_FROM, EMBEDDED_LINGER_MS
 from tests.faults.proc import sample
@@ -400,3 +402,31 @@ def test_up_runs_several_api_processes_on_one_port(
             for k in ("CAIRN_PORT", "CAIRN_EMBEDDED_PG_PORT", "CAIRN_EMBEDDED_KAFKA_PORT")
         ],
     )
+
+
+def test_only_cairns_own_answer_counts_as_ready() -> None:
+    assert is_cairn_ready(200, b'{"status": "ready", "checks": {}}')
+    assert is_cairn_ready(200, b'{"status": "ok"}')  # /health
+    assert not is_cairn_ready(503, b'{"status": "unavailable", "checks": {}}')
+    # Another server on the port: a Prometheus endpoint, a web page, anything else.
+    assert not is_cairn_ready(200, b"# HELP python_info Python platform information\n")
+    assert not is_cairn_ready(200, b"<html>It works!</html>")
+    assert not is_cairn_ready(200, b'["ready"]')
+    assert not is_cairn_ready(200, b"\xff\xfe")
+
+
+async def test_waiting_for_cairn_is_not_fooled_by_another_server_on_its_port() -> None:
+    # A server that answers every GET 200 with a text body (as a child's Prometheus
+    # metrics server did when it was handed the API's port): never taken for Cairn.
+    async def foreign(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(foreign, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        assert not await wait_for_cairn(f"http://127.0.0.1:{port}/ready", timeout=0.6)
