@@ -60,6 +60,13 @@ def create(fid: str, pieces: int = 1) -> CreateFile:
     )
 
 
+async def new_file(store: EventStore) -> tuple[str, str]:
+    """A file created in `store`: its id and its stream's."""
+    fid = str(uuid.uuid4())
+    await run(store, create(fid))
+    return fid, f"file-{fid}"
+
+
 async def full_fold(store: EventStore, stream_id: str) -> Any:
     return FILES.fold(await store.read_stream(stream_id))
 
@@ -100,9 +107,7 @@ async def test_events_appended_elsewhere_are_seen_on_the_next_load(store: EventS
 async def test_an_older_load_finishing_last_does_not_move_the_cache_back(
     store: EventStore,
 ) -> None:
-    fid = str(uuid.uuid4())
-    stream = f"file-{fid}"
-    await run(store, create(fid))
+    fid, stream = await new_file(store)
     cache = StateCache()
     old = await cache.load(store, FILES, stream)
     await run(store, UpdateFile(aggregate_id=fid, caller="alice", at=AT, name="new.bin"))
@@ -224,9 +229,7 @@ class ReadThenHold:
 async def test_concurrent_loads_share_the_next_read_and_see_what_came_before_them(
     store: EventStore,
 ) -> None:
-    fid = str(uuid.uuid4())
-    stream = f"file-{fid}"
-    await run(store, create(fid))
+    fid, stream = await new_file(store)
     cache = StateCache()
     reads = ReadThenHold(store, stream)
     first = asyncio.create_task(cache.load(reads, FILES, stream))  # type: ignore[arg-type]
@@ -253,9 +256,7 @@ async def test_concurrent_loads_share_the_next_read_and_see_what_came_before_the
 async def test_a_failed_read_fails_its_loads_and_the_next_load_reads_again(
     store: EventStore,
 ) -> None:
-    fid = str(uuid.uuid4())
-    stream = f"file-{fid}"
-    await run(store, create(fid))
+    _, stream = await new_file(store)
     cache = StateCache()
     reads = ReadThenHold(store, stream, fail=True)
     first = asyncio.create_task(cache.load(reads, FILES, stream))  # type: ignore[arg-type]
