@@ -170,7 +170,7 @@ class ReplyChannel:
         conn, self._conn = self._conn, None
         self._listening = False
         if conn is not None:
-            await db.unlisten(self.pool, conn, self._channels, self._on_notify)
+            await db.unlisten(self.pool, conn, self._channels, self._on_notify, self._on_lost)
 
     async def close(self) -> None:
         for task in (self._task, self._checking):

@@ -281,7 +281,7 @@ class IdleGate:
         self._listening = False
         conn, self._conn = self._conn, None
         if conn is not None:
-            await db.unlisten(pool, conn, self.channels, self._on_notify)
+            await db.unlisten(pool, conn, self.channels, self._on_notify, self._on_lost)
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         if payload.startswith(RING):

@@ -42,18 +42,24 @@ from bus.kafka.clients import COMMAND_AGGREGATES, assert_bootstrap, group_timeou
 BATCH_TIMEOUT_MS = 1000
 
 
-class _TopicsAreOurs(logging.Filter):
-    """Drops FastStream's warning that it will not create topics: that is deliberate here
-    (see the module docstring), and it would be logged by every subscriber on every start."""
+class FastStreamChatter(logging.Filter):
+    """Drops two of FastStream's records that say nothing to an operator: its warning that
+    it will not create topics, deliberate here (see the module docstring) and logged by
+    every subscriber on every start, and its note that a subscriber task's done-callback
+    runs, logged for every subscriber task on every stop."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "Auto create topics is disabled" not in record.getMessage()
+        message = record.getMessage()
+        return not (
+            "Auto create topics is disabled" in message
+            or (message.startswith("callback for ") and message.endswith(" is being executed..."))
+        )
 
 
 # FastStream's records go through the standard library, so they reach the one JSON stream
 # of bus/config/logs.py instead of FastStream's own plain-text handler.
 _LOGGER = logging.getLogger("cairn.faststream")
-_LOGGER.addFilter(_TopicsAreOurs())
+_LOGGER.addFilter(FastStreamChatter())
 
 
 def make_broker(settings: Settings, service: str, *, telemetry: bool = True) -> KafkaBroker:

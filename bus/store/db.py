@@ -77,9 +77,19 @@ async def listen(
 
 
 async def unlisten(
-    pool: asyncpg.Pool, conn: Any, channels: tuple[str, ...], on_notify: Callable[..., None]
+    pool: asyncpg.Pool,
+    conn: Any,
+    channels: tuple[str, ...],
+    on_notify: Callable[..., None],
+    on_lost: Callable[..., None],
 ) -> None:
-    """Stop listening on a connection from `listen` and give it back; never raises."""
+    """Stop listening on a connection from `listen` and give it back; never raises.
+
+    `on_lost` goes too: asyncpg keeps a connection's termination listeners when it goes
+    back to the pool, so the pool closing it at shutdown (or it dying later, in another
+    caller's hands) would report a loss to a listener that had long stopped."""
+    with contextlib.suppress(Exception):
+        conn.remove_termination_listener(on_lost)
     for channel in channels:
         with contextlib.suppress(Exception):
             await conn.remove_listener(channel, on_notify)

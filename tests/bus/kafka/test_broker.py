@@ -11,6 +11,7 @@ are none, and messages still arrive.
 from __future__ import annotations
 
 import asyncio
+import logging
 import types
 from typing import Any
 
@@ -22,6 +23,7 @@ from faststream.middlewares import AckPolicy
 
 from bus.config.settings import Settings
 from bus.kafka.broker import (
+    FastStreamChatter,
     current_message,
     long_poll,
     make_broker,
@@ -180,3 +182,17 @@ async def test_current_message_takes_no_worker_thread(
         assert hops, "the recorder must see the parameter's worker thread"
     else:
         assert hops == []
+
+
+def test_faststreams_chatter_is_dropped_and_the_rest_kept() -> None:
+    chatter = FastStreamChatter()
+
+    def record(msg: str, level: int = logging.INFO) -> logging.LogRecord:
+        return logging.LogRecord("cairn.faststream", level, __file__, 1, msg, None, None)
+
+    assert not chatter.filter(record("callback for Task-23 is being executed..."))
+    assert not chatter.filter(
+        record("Auto create topics is disabled; topic cairn.x", logging.WARNING)
+    )
+    assert chatter.filter(record("Consumer group rebalanced", logging.WARNING))
+    assert chatter.filter(record("callback for Task-23 failed"))

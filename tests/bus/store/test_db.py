@@ -3,6 +3,8 @@ are handed on as they are (bus/store/db.py)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import pytest
 
@@ -81,7 +83,10 @@ async def test_listen_hears_its_channels_and_unlisten_gives_the_connection_back(
     def on_notify(*args: object) -> None:
         heard.append(str(args[3]))
 
-    conn = await db.listen(one, ("t_listen_a",), on_notify, lambda *a: None)
+    def on_lost(*args: object) -> None:
+        pass
+
+    conn = await db.listen(one, ("t_listen_a",), on_notify, on_lost)
     other = await asyncpg.connect(db_url)
     try:
         await other.execute("NOTIFY t_listen_a, 'hello'")
@@ -92,10 +97,36 @@ async def test_listen_hears_its_channels_and_unlisten_gives_the_connection_back(
             break
         await conn.execute("SELECT 1")  # a notification is read with the next round trip
     assert heard == ["hello"]
-    await db.unlisten(one, conn, ("t_listen_a",), on_notify)
+    await db.unlisten(one, conn, ("t_listen_a",), on_notify, on_lost)
     # Back in the pool of one, and reset: it listens on nothing.
     async with one.acquire() as again:
         assert await again.fetchval("SELECT count(*) FROM pg_listening_channels()") == 0
+
+
+async def test_a_connection_given_back_by_unlisten_reports_no_loss_when_it_closes(
+    db_url: str,
+) -> None:
+    # asyncpg keeps termination listeners across a release: without their removal every
+    # consumer warned "lost its LISTEN connection" when its pool closed at a normal stop.
+    pool = await db.create_pool(db_url, min_size=1, max_size=1)
+    lost: list[object] = []
+
+    def on_notify(*args: object) -> None:
+        pass
+
+    def on_lost(*args: object) -> None:
+        lost.append(args)
+
+    conn = await db.listen(pool, ("t_listen_b",), on_notify, on_lost)
+    await db.unlisten(pool, conn, ("t_listen_b",), on_notify, on_lost)
+    closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async with pool.acquire() as again:  # the same connection: a pool of one
+        again.add_termination_listener(lambda *_: closed.done() or closed.set_result(None))
+    await pool.close()
+    # Termination listeners are called in one pass: once this one has run, so has any
+    # other that was left on the connection.
+    await closed
+    assert lost == []
 
 
 async def test_a_failed_listen_releases_its_connection(one: asyncpg.Pool) -> None:
