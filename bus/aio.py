@@ -11,7 +11,8 @@
   for calls that may block a long time (a Kafka poll, joining a group, a retried batch).
 - `map_bounded`: `fn` over items, at most `limit` at once, results in the items' order.
 - `GroupFlush`: group commit for statements one process sends, each caller answered when
-  the batch holding its item is done (the inline blob rows, the reply NOTIFYs).
+  the batch holding its item is done (the inline blob rows, the reply NOTIFYs, the state
+  cache's shared reads).
 """
 
 from __future__ import annotations
@@ -176,6 +177,11 @@ class GroupFlush(Generic[T, R]):
         if self._flushing is None:
             self._flushing = asyncio.create_task(self._flush())
         return done
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and no flush in flight."""
+        return self._flushing is None and not self._queue
 
     async def drain(self) -> None:
         """Wait for what is queued to be flushed (its outcome is in the futures)."""

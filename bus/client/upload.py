@@ -67,9 +67,12 @@ def collect(paths: list[str], key: str | None, *, in_bucket: bool = False) -> li
                 jobs.append(_job(file, f"{key.rstrip('/')}/{rel}" if key else rel))
         elif path.is_file():
             if prefix is not None:
-                jobs.append(_job(path, prefix + path.name))
+                file_key: str | None = prefix + path.name
+            elif key is None and in_bucket:
+                file_key = path.name
             else:
-                jobs.append(_job(path, key if key or not in_bucket else path.name))
+                file_key = key
+            jobs.append(_job(path, file_key))
         else:
             raise ClientError(f"{raw}: no such file or directory", code="not_a_file")
     if key and prefix is None and len(jobs) > 1 and not any(Path(p).is_dir() for p in paths):

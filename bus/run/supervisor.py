@@ -800,7 +800,7 @@ class Supervisor:
     async def _wait_for_health(self, url: str) -> bool:
         if await wait_for_cairn(url, HEALTH_TIMEOUT):
             return True
-        log.error("the API did not answer 200 in time; see the logs above", url=url)
+        log.error("the API did not answer that it is ready in time; see the logs above", url=url)
         return False
 
     def _print_banner(self, base: str, healthy: bool) -> None:

@@ -17,7 +17,7 @@ manifests cannot hold unbounded memory, and one that would take more than an eig
 the budget is not kept at all.
 
 Concurrent loads of one stream share reads (a popular file under many readers: one query
-per read instead of one per request). A load may only share a read that starts after it
+per read instead of one per request; bus/aio.py GroupFlush). A load may only share a read that starts after it
 asked, since one already running may have begun before an event this load must see was
 committed. So a load arriving while a read of its stream is running waits for the next
 read, which starts when the running one ends and answers every load that arrived
@@ -32,6 +32,7 @@ import dataclasses
 from collections import OrderedDict
 from typing import Any
 
+from bus.aio import GroupFlush
 from domain.kernel import AggregateSpec
 from domain.ports import EventStore
 
@@ -59,56 +60,29 @@ class StateCache:
         # stream id -> (aggregate name, version folded up to, state, weight); LRU order.
         self._states: OrderedDict[str, tuple[str, int, Any, int]] = OrderedDict()
         self._weight = 0
-        # (store, aggregate, stream id) -> its reads, while one runs (see `_start`).
-        self._reads: dict[tuple[int, str, str], _Reads] = {}
+        # (store, aggregate, stream id) -> its reads, while one runs or loads wait (see
+        # `load`).
+        self._reads: dict[tuple[int, str, str], GroupFlush[None, Any]] = {}
 
     async def load(self, store: EventStore, spec: AggregateSpec[Any], stream_id: str) -> Any:
         """The stream's state, folded from every event committed before this call."""
         key = (id(store), spec.name, stream_id)
         reads = self._reads.get(key)
         if reads is None:
-            reads = self._reads[key] = _Reads()
-            answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            self._start(key, reads, store, spec, stream_id, answer)
-        else:
-            # A read is running, maybe since before an event this load must see: wait for
-            # the next one (see the module docstring).
-            if reads.next is None:
-                reads.next = asyncio.get_running_loop().create_future()
-            answer = reads.next
+            reads = self._reads[key] = GroupFlush(lambda _loads: self._read(store, spec, stream_id))
+        # A read is running, maybe since before an event this load must see: GroupFlush
+        # makes the load wait for the next one (see the module docstring).
+        answer = reads.submit(None)
+        answer.add_done_callback(lambda _: self._forget_if_idle(key, reads))
         # Shielded: a load cancelled (its client gone) leaves the read to the others.
         return await asyncio.shield(answer)
 
-    def _start(
-        self,
-        key: tuple[int, str, str],
-        reads: _Reads,
-        store: EventStore,
-        spec: AggregateSpec[Any],
-        stream_id: str,
-        answer: asyncio.Future[Any],
-    ) -> None:
-        """Start a read that answers `answer`; when it ends, start the next read if loads
-        wait for one, else forget the stream's reads."""
-        task = reads.running = asyncio.ensure_future(self._read(store, spec, stream_id))
-
-        def done(t: asyncio.Future[Any]) -> None:
-            if t.cancelled():
-                answer.cancel()
-            elif (error := t.exception()) is not None:
-                answer.set_exception(error)
-            else:
-                answer.set_result(t.result())
-            waiting, reads.next = reads.next, None
-            if waiting is None:
-                del self._reads[key]
-            else:
-                self._start(key, reads, store, spec, stream_id, waiting)
-
-        task.add_done_callback(done)
-        # Its loads take the outcome from `answer`; if every one of them has gone (their
-        # clients cancelled), an error there is still retrieved, so not logged as lost.
-        answer.add_done_callback(_retrieved)
+    def _forget_if_idle(self, key: tuple[int, str, str], reads: GroupFlush[None, Any]) -> None:
+        # Called after the read that answered this load ended (a future's callbacks run a
+        # loop step after its result is set, when its flush task has finished): the
+        # stream's reads are dropped unless another load queued meanwhile.
+        if reads.idle and self._reads.get(key) is reads:
+            del self._reads[key]
 
     async def _read(self, store: EventStore, spec: AggregateSpec[Any], stream_id: str) -> Any:
         cached = self._states.get(stream_id)
@@ -150,19 +124,3 @@ class StateCache:
 
     def __len__(self) -> int:
         return len(self._states)
-
-
-def _retrieved(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
-
-
-class _Reads:
-    """One stream's reads while one runs: that read, and the answer of the next, if loads
-    wait for it."""
-
-    __slots__ = ("next", "running")
-
-    def __init__(self) -> None:
-        self.running: asyncio.Future[Any] | None = None  # held, so it is not collected
-        self.next: asyncio.Future[Any] | None = None

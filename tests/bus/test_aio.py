@@ -77,11 +77,14 @@ async def test_group_flush_batches_what_queues_behind_a_flush() -> None:
         return len(batch)
 
     group: GroupFlush[int, int] = GroupFlush(flush, max_items=3)
+    assert group.idle
     first = group.submit(0)
     await entered.wait()  # the first item's flush holds at the gate
     rest = [group.submit(i) for i in range(1, 7)]
+    assert not group.idle
     gate.set()
     await group.drain()
+    assert group.idle
     assert batches == [[0], [1, 2, 3], [4, 5, 6]]
     assert first.result() == 1
     assert [f.result() for f in rest[:3]] == [3, 3, 3]
