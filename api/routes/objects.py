@@ -52,7 +52,7 @@ from api.limits import check_quota
 from api.openapi import ANONYMOUS
 from api.schemas import Object, ObjectPage, SignedUrl, SignObjectUrl, ok
 from api.serving import content_responses, serve
-from api.tus.controller import piece_at
+from api.tus.pieces import piece_at
 from bus.blobs.errors import BlobTooLarge
 from bus.blobs.ingest import ingest
 from bus.blobs.sniff import SNIFF_BYTES, type_from_head

@@ -1,6 +1,6 @@
 """When a piece's bytes are all through a request's hashes, while it is still being stored.
 
-A tus body is stored as pieces, each its own durable blob (api/tus/controller.py,
+A tus body is stored as pieces, each its own durable blob (api/tus/appender.py,
 Appender). The request's hashes (the Upload-Checksum digest, the upload's running sha256)
 must see the pieces in body order, so piece N+1 may only start streaming into the store
 once piece N's last byte went through them. That moment comes well before piece N is

@@ -315,7 +315,7 @@ class Settings:
             default_chunk_size=_int(env, "CAIRN_DEFAULT_CHUNK_BYTES", 8 * 1024 * 1024),
             max_chunk_size=_int(env, "CAIRN_MAX_CHUNK_BYTES", 256 * 1024 * 1024),
             max_upload_bytes=_int(env, "CAIRN_MAX_UPLOAD_BYTES", 1 << 40),
-            # Bounded: 1 MiB up to the largest piece (api/tus/controller.py, MAX_PIECE).
+            # Bounded: 1 MiB up to the largest piece (api/tus/pieces.py, MAX_PIECE).
             tus_piece_bytes=min(
                 max(parse_size(env.get("CAIRN_TUS_PIECE_BYTES") or "8M"), 1 << 20), 64 << 20
             ),

@@ -1,5 +1,5 @@
 """api/running_digests.py: which entries completion may trust (pure bookkeeping; the
-end-to-end effect is in tests/api/test_uploads_running_digest.py and test_tus.py)."""
+end-to-end effect is in tests/api/test_uploads_running_digest.py and tests/api/tus/test_controller.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Uploads one file with tuspy in a process of its own, driven by tests/api/test_tus.py.
+"""Uploads one file with tuspy in a process of its own, driven by tests/api/tus/test_controller.py.
 
 One argument: a JSON object {endpoint, token, file, chunk_size, storage, pause_after_chunks}.
 With `storage` (a tuspy FileStorage path) the upload URL is stored under the file's

@@ -1,8 +1,8 @@
-"""How a tus PATCH body becomes pieces (api/tus/controller.py `Appender`): reads of any size
+"""How a tus PATCH body becomes pieces (api/tus/appender.py `Appender`): reads of any size
 are cut at piece boundaries, each piece streams into the (real, local) blob store while it
 arrives, and the running digest after each piece is that of the bytes before its end.
 
-No bus here: appends are what test_tus.py covers; this checks the storage pipeline alone
+No bus here: appends are what test_controller.py covers; this checks the storage pipeline alone
 (`trailer=True` keeps pieces back instead of appending them)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from api.tus.controller import Appender, Fresh
+from api.tus.appender import Appender, Fresh
 from bus.blobs.local import LocalBlobStore
 
 PIECE = 1024 * 1024

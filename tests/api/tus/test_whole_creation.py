@@ -1,7 +1,7 @@
 """tus creation-with-upload of a whole small file (issue 13): one command creates the
 upload with its bytes and completes it (then the file follows), instead of initiate,
 append and complete one after another. What a client sees is unchanged (tests/api/
-test_tus.py); here: that it really is one decision, and that whatever cuts it short still
+test_controller.py); here: that it really is one decision, and that whatever cuts it short still
 leaves the upload a resumable client expects."""
 
 from __future__ import annotations

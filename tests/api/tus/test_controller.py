@@ -35,7 +35,8 @@ import pytest
 import pytest_asyncio
 
 from api import running_digests
-from api.tus import controller as tus
+from api.tus import appender, pieces
+from api.tus import controller as tus_controller
 from bus.actors.commandbus import CommandBus
 from bus.blobs.factory import open_blob_store
 from bus.kafka.clients import make_consumer
@@ -46,7 +47,7 @@ from tests.system import System, start_system, wait_until
 MiB = 1024 * 1024
 TUS = {"Tus-Resumable": "1.0.0"}
 OCTETS = {**TUS, "Content-Type": "application/offset+octet-stream"}
-CLIENTS = Path(__file__).resolve().parent.parent / "tus_clients"
+CLIENTS = Path(__file__).resolve().parents[2] / "tus_clients"
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -150,7 +151,7 @@ async def test_options_discovery(shared_system: System) -> None:
                 "termination",
                 "concatenation",
             }
-            assert int(r.headers["tus-max-size"]) == tus.max_size(shared_system.settings)
+            assert int(r.headers["tus-max-size"]) == pieces.max_size(shared_system.settings)
             # the documented maximum upload (CAIRN_MAX_UPLOAD_BYTES, 1 TiB by default)
             assert int(r.headers["tus-max-size"]) == shared_system.settings.max_upload_bytes
             assert shared_system.settings.max_upload_bytes == 1 << 40
@@ -254,7 +255,7 @@ async def test_patch_refusals_change_nothing(shared_system: System) -> None:
         # 413 on creation past the maximum size.
         r = await c.post(
             "/v1/tus",
-            headers={**TUS, "Upload-Length": str(tus.max_size(shared_system.settings) + 1)},
+            headers={**TUS, "Upload-Length": str(pieces.max_size(shared_system.settings) + 1)},
         )
         assert r.status_code == 413
         r = await c.post("/v1/tus", headers={**TUS})
@@ -268,24 +269,26 @@ async def test_patch_refusals_change_nothing(shared_system: System) -> None:
 
 
 def test_pieces_grow_with_the_offset_so_the_manifest_reaches_the_maximum_upload() -> None:
-    assert tus.piece_at(0) == MiB and tus.piece_at(2 * 1024 * MiB) == 2 * MiB
-    sizes = [tus.piece_at(i << 30) for i in range(0, 1100, 7)]
-    assert sizes == sorted(sizes) and max(sizes) == tus.MAX_PIECE == 64 * MiB
-    full = tus.pieces_between(0, 1 << 40)
-    assert full <= tus.MAX_PIECES * 3 // 4  # a quarter left for each PATCH's short tail
-    assert tus.reach(tus.MAX_PIECES) >= 1 << 40
+    assert pieces.piece_at(0) == MiB and pieces.piece_at(2 * 1024 * MiB) == 2 * MiB
+    sizes = [pieces.piece_at(i << 30) for i in range(0, 1100, 7)]
+    assert sizes == sorted(sizes) and max(sizes) == pieces.MAX_PIECE == 64 * MiB
+    full = pieces.pieces_between(0, 1 << 40)
+    assert full <= pieces.MAX_PIECES * 3 // 4  # a quarter left for each PATCH's short tail
+    assert pieces.reach(pieces.MAX_PIECES) >= 1 << 40
     # CAIRN_TUS_PIECE_BYTES raises the floor; the growth and the ceiling stay.
-    assert tus.piece_at(0, 8 * MiB) == 8 * MiB and tus.piece_at(32 << 30, 8 * MiB) == 17 * MiB
-    assert tus.piece_at(1 << 40, 8 * MiB) == tus.MAX_PIECE
-    assert tus.pieces_between(0, 1 << 30, 8 * MiB) == 128
-    assert tus.reach(tus.MAX_PIECES, 8 * MiB) >= 1 << 40
+    assert pieces.piece_at(0, 8 * MiB) == 8 * MiB and pieces.piece_at(32 << 30, 8 * MiB) == 17 * MiB
+    assert pieces.piece_at(1 << 40, 8 * MiB) == pieces.MAX_PIECE
+    assert pieces.pieces_between(0, 1 << 30, 8 * MiB) == 128
+    assert pieces.reach(pieces.MAX_PIECES, 8 * MiB) >= 1 << 40
 
 
 async def test_pieces_per_upload_are_bounded(
     shared_system: System, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A manifest travels whole on the bus: tiny PATCHes cannot grow one without bound."""
-    monkeypatch.setattr(tus, "MAX_PIECES", 3)  # the API runs in this process
+    # The API runs in this process; each tus module that checks the limit holds its own name.
+    for module in (pieces, appender, tus_controller):
+        monkeypatch.setattr(module, "MAX_PIECES", 3)
     async with shared_system.client("pieces-alice") as c:
         r = await c.options("/v1/tus")
         # three quarters of the pieces full-size (CAIRN_TUS_PIECE_BYTES at the start), the
@@ -390,7 +393,7 @@ async def test_a_piece_is_hashed_and_written_while_the_previous_is_made_durable(
     opens = [n for kind, n in events if kind == "open"]
     assert len(opens) == 3 and opens[0] == 0
     assert max(opens[1:]) >= 1, f"every piece waited for the previous one's commit: {events}"
-    assert most <= tus.MAX_STORING
+    assert most <= appender.MAX_STORING
 
 
 async def test_checksums(shared_system: System) -> None:
