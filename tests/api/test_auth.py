@@ -65,7 +65,7 @@ def test_a_remembered_token_is_not_served_past_its_expiry(
     assert len(decoded) == 1
     # Past `exp` by this module's clock, the remembered answer is dropped and the token
     # goes through PyJWT again (whose own clock, not moved here, decides "token_expired";
-    # tests/api/test_events_sse.py sees that answer on a really expired token).
+    # tests/api/routes/test_events_sse.py sees that answer on a really expired token).
     monkeypatch.setattr(auth.time, "time", lambda: exp + 1.0)
     a.authenticate(headers)
     assert len(decoded) == 2

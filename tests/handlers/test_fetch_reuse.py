@@ -16,12 +16,12 @@ from bus.blobs.factory import open_blob_store
 from bus.store.eventstore import PostgresEventStore
 from domain import fetches as f
 from handlers.fetch_reuse import reusable_source
-from tests.api import test_fetch_objects
 from tests.api.origins import origin_server
-from tests.api.test_fetches import content, listed_completed, post, until
+from tests.api.routes import test_fetch_objects
+from tests.api.routes.test_fetches import content, listed_completed, post, until
 from tests.system import System
 
-# The fetch-into-a-key system of tests/api/test_fetch_objects.py (one per module), and its
+# The fetch-into-a-key system of tests/api/routes/test_fetch_objects.py (one per module), and its
 # bucket helper: these tests need the same settings.
 osys = test_fetch_objects.osys
 make_bucket = test_fetch_objects.make_bucket

@@ -2,7 +2,7 @@
 (one more than a plain zip's 16-bit count) over a real local blob store, cut into stored
 chunks as a task does, gives an archive that Python's zipfile and Info-ZIP's `unzip -t`
 accept, and that the extractor's listing reads whole. The same through the API and task
-worker is tests/api/test_task_zip64.py (slow: opt-in)."""
+worker is tests/api/routes/test_task_zip64.py (slow: opt-in)."""
 
 from __future__ import annotations
 

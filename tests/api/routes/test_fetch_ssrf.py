@@ -14,7 +14,7 @@ from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from bus.store.eventstore import PostgresEventStore
 from domain.events import RecordedEvent
 from tests.api.origins import origin_server
-from tests.api.test_fetches import post, until
+from tests.api.routes.test_fetches import post, until
 from tests.system import System, isolated_system
 
 PUBLIC = "127.0.0.2"  # allowed by CAIRN_FETCH_ALLOW_NETWORKS in this module's system

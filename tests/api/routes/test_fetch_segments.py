@@ -16,7 +16,7 @@ from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from bus.store.eventstore import PostgresEventStore
 from domain.events import RecordedEvent
 from tests.api.origins import Origin, origin_server
-from tests.api.test_fetches import content, post, until
+from tests.api.routes.test_fetches import content, post, until
 from tests.system import System, isolated_system, wait_until
 
 SEGMENTS = 4

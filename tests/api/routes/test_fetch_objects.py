@@ -16,7 +16,7 @@ import pytest_asyncio
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from domain.files.keys import object_file_id
 from tests.api.origins import origin_server
-from tests.api.test_fetches import listed_completed, post, until
+from tests.api.routes.test_fetches import listed_completed, post, until
 from tests.system import System, isolated_system, wait_until
 
 
