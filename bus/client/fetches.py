@@ -92,11 +92,16 @@ def _follow(client: Any, fetch_id: str, out: Output) -> int:
                 progress.update(bar, description=str(data.get("url", fetch_id))[-60:])
 
         fetch = jobs.follow(client, "/v1/fetches", fetch_id, on_event, FINISHED)
+    return _outcome(fetch, out)
+
+
+def _outcome(fetch: dict[str, Any], out: Output) -> int:
+    """Print a finished fetch; exit 0 if it completed, else its error (exit 1)."""
     _print(fetch, out)
     if fetch["status"] == "COMPLETED":
         return 0
     raise ClientError(
-        f"fetch {fetch_id} {fetch['status']}: {fetch.get('last_error') or ''}".rstrip(": "),
+        f"fetch {fetch['id']} {fetch['status']}: {fetch.get('last_error') or ''}".rstrip(": "),
         code=f"fetch_{str(fetch['status']).lower()}",
         details={"fetch": fetch},
     )
@@ -148,5 +153,7 @@ def cmd_show(args: argparse.Namespace, out: Output, target: Any) -> int:
         fetch = json_of(client.get(f"/v1/fetches/{args.id}"))
         if args.follow and fetch["status"] not in FINISHED.values():
             return _follow(client, fetch["id"], out)
+    if args.follow:  # finished before we looked: the same exit code as if we had followed
+        return _outcome(fetch, out)
     _print(fetch, out)
     return 0

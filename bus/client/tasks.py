@@ -58,16 +58,26 @@ def register(sub: Any, add: Any) -> None:
 
 def _params(args: argparse.Namespace) -> dict[str, Any]:
     params: dict[str, Any] = {}
-    if args.files:
-        params["files"] = args.files
-    if args.bucket:
-        params["bucket"] = args.bucket
-    if args.prefix is not None:
-        params["prefix"] = args.prefix
-    if args.to_bucket or args.to_prefix:
-        params["to"] = {
-            k: v for k, v in (("bucket", args.to_bucket), ("prefix", args.to_prefix)) if v
-        }
+    to = {k: v for k, v in (("bucket", args.to_bucket), ("prefix", args.to_prefix)) if v}
+    if args.type == "extract":
+        # One archive (the task's `file`); --to-bucket / --to-prefix say where its members
+        # go (its `output`).
+        if len(args.files) != 1 or args.bucket or args.prefix is not None:
+            raise ClientError(
+                "extract takes exactly one FILE_ID, the archive", code="usage", exit_code=2
+            )
+        params["file"] = args.files[0]
+        if to:
+            params["output"] = to
+    else:
+        if args.files:
+            params["files"] = args.files
+        if args.bucket:
+            params["bucket"] = args.bucket
+        if args.prefix is not None:
+            params["prefix"] = args.prefix
+        if to:
+            params["to"] = to
     if args.params:
         try:
             extra = json.loads(args.params)
@@ -122,12 +132,17 @@ def _wait(client: Any, task_id: str, out: Output) -> int:
             progress.update(bar, description=f"task {task_id} {event.get('type')}")
 
         task = jobs.follow(client, "/v1/tasks", task_id, on_event, FINISHED)
+    return _outcome(task, out)
+
+
+def _outcome(task: dict[str, Any], out: Output) -> int:
+    """Print a finished task; exit 0 if it completed, else its error (exit 1)."""
     _print_task(task, out)
     if task["status"] == "COMPLETED":
         return 0
     error = task.get("error") or {}
     raise ClientError(
-        f"task {task_id} {task['status']}: {error.get('message', '')}".rstrip(": "),
+        f"task {task['id']} {task['status']}: {error.get('message', '')}".rstrip(": "),
         code=error.get("code", f"task_{task['status'].lower()}"),
         details={"task": task},
     )
@@ -179,5 +194,7 @@ def cmd_show(args: argparse.Namespace, out: Output, target: Any) -> int:
         task = json_of(client.get(f"/v1/tasks/{args.id}"))
         if args.wait and task["status"] not in FINISHED.values():
             return _wait(client, task["id"], out)
+    if args.wait:  # finished before we looked: the same exit code as if we had waited
+        return _outcome(task, out)
     _print_task(task, out)
     return 0

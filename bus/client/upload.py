@@ -230,9 +230,13 @@ def _send(
             body["metadata"] = {"key": job.key}
             if bucket:  # in a bucket, the key names the object the upload becomes
                 body["key"] = job.key
-        created = json_of(
-            client.post("/v1/uploads", json=body, headers={"Idempotency-Key": create_key})
-        )
+        r = client.post("/v1/uploads", json=body, headers={"Idempotency-Key": create_key})
+        if _refused(r):
+            # A refused create changed nothing, but its answer is stored under its key and
+            # would be replayed for a day: once the cause is fixed (the bucket created, the
+            # quota raised), the next run must ask afresh, under a new key.
+            state.update(create_key=None)
+        created = json_of(r)
         if created.get("deduplicated"):
             transfer.progress.update(task, completed=job.size)
             transfer.skip(job.size)
@@ -365,6 +369,16 @@ def _put_chunk(
         if transfer.stop.wait(float(r.headers.get("Retry-After", "1") or 1)):
             raise Interrupted()
     raise error_from(r)
+
+
+def _refused(r: httpx.Response) -> bool:
+    """A 4xx that says no for good: not 429 (try later) nor a concurrent request with the
+    same key (whose answer is still to come)."""
+    return (
+        400 <= r.status_code < 500
+        and r.status_code != 429
+        and _code(r) != "idempotency_request_in_progress"
+    )
 
 
 def _code(r: httpx.Response) -> str:

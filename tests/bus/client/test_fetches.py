@@ -86,5 +86,8 @@ async def test_fetch_failure_and_bad_url(
     report = json.loads(missing.out.splitlines()[0])
     assert report["status"] == "FAILED"
     assert "fetch_failed" in missing.err
+    # Followed again once it has failed: the same exit code and error, not a quiet 0.
+    again = await cli("fetches", "show", report["id"], "--follow")
+    assert again.code == missing.code and "fetch_failed" in again.err and "FAILED" in again.out
     retried = await cli("fetches", "retry", report["id"], "--json")
     assert retried.code == 0, retried.err

@@ -66,3 +66,26 @@ async def test_task_errors(system: System, cli_for: Any, tmp_path: Path) -> None
     assert bad.code == 2
     listed = await cli("tasks", "ls", "--json")
     assert listed.code == 0 and json.loads(listed.out)["items"] == []
+
+
+async def test_show_wait_on_a_failed_task_exits_as_waiting_would(
+    system: System, cli_for: Any, tmp_path: Path
+) -> None:
+    # `show --wait` on a task that had already failed says so, with the task's error code
+    # and exit 1, exactly as `create --wait` did: a script can tell the two runs apart
+    # only by timing.
+    cli = cli_for("tasks-failed")
+    (tmp_path / "not.zip").write_bytes(b"plain text, no archive\n" * 50)
+    up = await cli("upload", str(tmp_path / "not.zip"), "--json")
+    assert up.code == 0, up.err
+    file_id = json.loads(up.out)["files"][0]["file_id"]
+    waited = await cli("tasks", "create", "extract", file_id, "--wait", "--json")
+    assert waited.code == 1 and "not_an_archive" in waited.err
+    # With --json: the task, then the error, each a JSON document of its own.
+    task, end = json.JSONDecoder().raw_decode(waited.out)
+    assert task["status"] == "FAILED"
+    assert json.loads(waited.out[end:])["error"]["code"] == "not_an_archive"
+    again = await cli("tasks", "show", task["id"], "--wait")
+    assert again.code == 1 and "not_an_archive" in again.err and "FAILED" in again.out
+    plain = await cli("tasks", "show", task["id"])
+    assert plain.code == 0 and "FAILED" in plain.out

@@ -166,3 +166,23 @@ async def test_progress_bars_on_a_terminal(system: System, cli_for: Any, tmp_pat
         assert "Traceback" not in text
         assert "━" in text  # a Rich bar was drawn
     assert out.read_bytes() == data
+
+
+async def test_an_upload_refused_for_a_missing_bucket_goes_through_once_it_exists(
+    system: System, cli_for: Any, tmp_path: Path
+) -> None:
+    # The refused create's answer is stored under its Idempotency-Key and would be replayed
+    # for a day; the client keeps no key of a refusal, so the same command works once the
+    # bucket is there (the README's "the same command resumes it").
+    user = "obj-later"
+    cli = cli_for(user)
+    data = os.urandom(3_000)
+    (tmp_path / "late.bin").write_bytes(data)
+    refused = await cli("upload", str(tmp_path / "late.bin"), "--bucket", "later")
+    assert refused.code == 3 and "bucket_not_found" in refused.err
+    assert (await cli("buckets", "create", "later")).code == 0
+    done = await cli("upload", str(tmp_path / "late.bin"), "--bucket", "later", "--json")
+    assert done.code == 0, done.err
+    async with system.client(user) as c:
+        r = await c.get("/v1/buckets/later/objects/late.bin")
+    assert r.status_code == 200 and r.content == data
