@@ -43,11 +43,15 @@ def _declared_query(handler: Any) -> frozenset[str] | None:
     for name, param in handler.parsed_fn_signature.parameters.items():
         if name == "query":
             return None
+        if name in dependencies:
+            # Injected, never read from the query (Litestar still gives a NamedDependency
+            # a query-typed kwarg definition).
+            continue
         kwarg = param.kwarg_definition
         if isinstance(kwarg, ParameterKwarg):
             if kwarg.param_type == ParamType.QUERY:
                 names.add(kwarg.name or name)
-        elif kwarg is None and name not in RESERVED_KWARGS and name not in dependencies:
+        elif kwarg is None and name not in RESERVED_KWARGS:
             names.add(name)  # a plain parameter is a query parameter (path ones removed below)
     return frozenset(names)
 

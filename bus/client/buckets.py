@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from bus.client.errors import ClientError
 from bus.client.http import json_of, open_client
 from bus.client.output import Output, human_bytes
 
@@ -93,7 +94,14 @@ def cmd_show(args: argparse.Namespace, out: Output, target: Any) -> int:
 def cmd_rm(args: argparse.Namespace, out: Output, target: Any) -> int:
     params = {"force": "true"} if args.force else {}
     with open_client(target) as client:
-        result = json_of(client.delete(f"/v1/buckets/{args.name}", params=params))
+        try:
+            result = json_of(client.delete(f"/v1/buckets/{args.name}", params=params))
+        except ClientError as e:
+            if e.code == "bucket_not_empty":
+                # The server's message names its query parameter (force=true); here the
+                # way to say it is the flag.
+                e.message = f"bucket {args.name} holds objects: delete them first, or use --force"
+            raise
     if args.json:
         out.emit(result)
     else:

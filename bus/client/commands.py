@@ -40,7 +40,7 @@ from bus.client import (
 )
 from bus.client.errors import EXIT_CODES, INTERRUPTED, OK, USAGE, ClientError, Interrupted
 from bus.client.http import json_of, open_client, unreachable
-from bus.client.output import Output, human_bytes
+from bus.client.output import Output, human_bytes, to_the_second
 
 # Chunks of one file in flight (`cairn upload --streams`): enough to overlap each chunk's
 # store and command round trip on the server with the next chunk's bytes.
@@ -444,7 +444,8 @@ def cmd_events(args: argparse.Namespace, out: Output) -> int:
         else:
             data = ", ".join(f"{k}={v}" for k, v in (event.get("data") or {}).items())
             out.out.print(
-                f"{event.get('position')}  {event.get('occurred_at')}  {event.get('type')}  {event.get('stream_id')}  {data}",
+                f"{event.get('position')}  {to_the_second(event.get('occurred_at'))}  "
+                f"{event.get('type')}  {event.get('stream_id')}  {data}",
                 highlight=False,
                 markup=False,
                 soft_wrap=True,

@@ -91,10 +91,10 @@ def _cell(value: Any) -> str:
 
 
 def _shown(key: str, value: Any) -> str:
-    return _time(value) if key in TIMES or key.endswith("_at") else _cell(value)
+    return to_the_second(value) if key in TIMES or key.endswith("_at") else _cell(value)
 
 
-def _time(value: Any) -> str:
+def to_the_second(value: Any) -> str:
     """An RFC 3339 time to the second, in UTC; anything else as `_cell` shows it."""
     if isinstance(value, str) and value:
         try:

@@ -111,6 +111,13 @@ async def test_list_endpoints_refuse_unknown_query_parameters_and_bound_paging(
         r = await c.get(path, params={"name": "x", "limit": 5})
         err = assert_error(r, 400, "unknown_query_parameter")["error"]
         assert err["details"]["unknown"] == ["name"] and "name" in err["message"]
+        # An injected dependency (the caller) is no query parameter: neither listed as
+        # one nor accepted as one.
+        assert "principal" not in err["details"]["allowed"] and "limit" in err["details"]["allowed"]
+        r = await c.get(path, params={"principal": "someone-else"})
+        assert assert_error(r, 400, "unknown_query_parameter")["error"]["details"]["unknown"] == [
+            "principal"
+        ]
         for params in (
             {"offset": str(1 << 63)},
             {"offset": str(1 << 64)},

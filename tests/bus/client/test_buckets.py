@@ -46,6 +46,7 @@ async def test_bucket_lifecycle(system: System, cli_for: Any, tmp_path: Path) ->
     assert shown["usage"]["bytes"] == 1000
     refused = await cli("buckets", "rm", name)
     assert refused.code == 5 and "bucket_not_empty" in refused.err
+    assert "--force" in refused.err and "force=true" not in refused.err
     forced = await cli("buckets", "rm", name, "--force", "--json")
     assert forced.code == 0, forced.err
     assert json.loads(forced.out)["objects_deleted"] == 1

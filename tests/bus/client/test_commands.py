@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,8 @@ async def test_events_replay_filtered_and_resume_position(
     assert json.loads(after.out)["id"] == events[1]["id"]
     human = await cli("events", "--since", "0", "--aggregate", "files", "--limit", "1")
     assert human.code == 0 and "FileCreated" in human.out
+    # The time to the second, in UTC, as in every table: the second column.
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", human.out.split()[1])
     bad = await cli("events", "--type", "NoSuchEvent", "--limit", "1")
     assert bad.code == 1 and "invalid_filter" in bad.err
     beyond = await cli("events", "--since", "999999999", "--limit", "1")
