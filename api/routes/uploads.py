@@ -79,6 +79,7 @@ def _state_view(st: UploadState) -> dict[str, Any]:
     return _upload_view(
         {
             "id": st.id,
+            "owner": st.owner,
             "file_name": st.file_name,
             "file_size": st.file_size,
             "chunk_size": st.chunk_size,
@@ -96,6 +97,7 @@ def _state_view(st: UploadState) -> dict[str, Any]:
             "metadata": st.metadata,
             "sha256": st.sha256,
             "file_id": st.file_id,
+            "failure_reason": st.failure if st.status == UploadStatus.FAILED else None,
             "created_at": st.created_at.isoformat(),
             "updated_at": st.updated_at.isoformat(),
             "completed_at": st.updated_at.isoformat()
