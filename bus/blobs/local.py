@@ -28,6 +28,7 @@ from bus.aio import BoundedLRU
 from bus.blobs import direct
 from bus.blobs.batching import HashingBatcher, run_cleanup
 from bus.blobs.errors import BlobNotFound, BlobTooLarge
+from bus.blobs.open_blobs import OpenBlobs
 from bus.blobs.writeback import start_writeback
 from bus.config import metrics
 
@@ -181,6 +182,8 @@ class LocalBlobStore:
         # page cache on the loop (see RESIDENT_READ_MAX), so the loop never opens a blob
         # whose directory entries may still be on the disk alone.
         self._opened: BoundedLRU[str, bool] = BoundedLRU(4096)
+        # Their descriptors, for the next small read on the loop (bus/blobs/open_blobs.py).
+        self._open_blobs = OpenBlobs()
         self._adopt_fan_out()
 
     def _adopt_fan_out(self) -> None:
@@ -427,6 +430,7 @@ class LocalBlobStore:
         Not fsynced: a delete undone by a crash only leaves garbage for the next GC pass.
         Callers must make sure nothing references the blob, or is uploading it, anymore."""
         if is_sha256(sha256):
+            self._open_blobs.forget(sha256)
             await _in_thread(self._delete_sync, sha256)
 
     def _delete_sync(self, sha256: str) -> None:
@@ -438,6 +442,8 @@ class LocalBlobStore:
     async def delete_many(self, shas: Sequence[str], *, stored_before: float) -> dict[str, int]:
         """Delete those of `shas` last written before `stored_before` (epoch seconds);
         return {sha256: size} of what was deleted. One thread hop for the whole batch."""
+        for sha in shas:
+            self._open_blobs.forget(sha)
         return await _in_thread(self._delete_many_sync, list(shas), stored_before)
 
     def _delete_many_sync(self, shas: list[str], stored_before: float) -> dict[str, int]:
@@ -475,7 +481,9 @@ class LocalBlobStore:
         return await _in_thread(self.sweep_tmp, older_than)
 
     async def close(self) -> None:
-        """Nothing to release: every operation opens and closes its own files."""
+        """Close the descriptors kept for small reads; every other operation opens and
+        closes its own files."""
+        self._open_blobs.close()
 
     async def iter_blobs(self) -> AsyncIterator[tuple[str, int, float]]:
         """Every stored blob as (sha256, size, mtime in epoch seconds), in no fixed order.
@@ -570,17 +578,14 @@ class LocalBlobStore:
         RESIDENT_READ_MAX)."""
         if _NOWAIT is None or length > RESIDENT_READ_MAX:
             return None
-        fd, size = self._open_read(sha256)
+        fd, size = self._open_blobs.get(sha256, self._open_read)
+        check_range(sha256, size, offset, length)
+        buf = bytearray(length)
         try:
-            check_range(sha256, size, offset, length)
-            buf = bytearray(length)
-            try:
-                n = os.preadv(fd, [buf], offset, _NOWAIT)
-            except BlockingIOError:
-                return None
-            return bytes(buf) if n == length else None
-        finally:
-            os.close(fd)
+            n = os.preadv(fd, [buf], offset, _NOWAIT)
+        except BlockingIOError:
+            return None
+        return bytes(buf) if n == length else None
 
     def _read_small(self, sha256: str, offset: int, length: int) -> bytes:
         fd, size = self._open_read(sha256)

@@ -119,3 +119,23 @@ async def test_a_range_past_the_end_is_refused_on_the_loop_as_in_a_thread(
     with pytest.raises(ValueError):
         await _read(store, digest, SMALL - 100, 4096)
     assert threads.count == 1
+
+
+async def test_small_reads_on_the_loop_open_the_blob_once(tmp_path: Path) -> None:
+    # The descriptor stays open between them (bus/blobs/open_blobs.py); close() closes it.
+    store, data, digest, threads = await _stored(tmp_path, SMALL)
+    opens: list[str] = []
+    inner = store._open_read
+
+    def counted(sha256: str) -> tuple[int, int]:
+        opens.append(sha256)
+        return inner(sha256)
+
+    store._open_read = counted  # type: ignore[method-assign]
+    assert await _read(store, digest, 0, 4096) == data[:4096]  # in a thread: its own open
+    for offset in (4096, 8192, 100, SMALL - 4096):
+        assert await _read(store, digest, offset, 4096) == data[offset : offset + 4096]
+    assert threads.count == 1 and opens == [digest, digest]
+    await store.close()
+    assert await _read(store, digest, 0, 4096) == data[:4096]  # opened again on the loop
+    assert opens == [digest] * 3
