@@ -32,9 +32,12 @@ from collections.abc import Callable
 class OpenBlobs:
     """sha256 -> (fd, size) of blobs read lately; event loop only (see the module)."""
 
-    def __init__(self, capacity: int = 256, idle: float = 2.0) -> None:
+    def __init__(
+        self, capacity: int = 256, idle: float = 2.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._capacity = capacity
         self._idle = idle
+        self._clock = clock
         # sha256 -> (fd, size, last use on the monotonic clock), least recent first.
         self._open: OrderedDict[str, tuple[int, int, float]] = OrderedDict()
         self._timer: asyncio.TimerHandle | None = None
@@ -46,7 +49,7 @@ class OpenBlobs:
     def get(self, sha256: str, opener: Callable[[str], tuple[int, int]]) -> tuple[int, int]:
         """The blob's open descriptor and size, opened with `opener` (which may raise) if
         it is not open yet. The descriptor stays owned by this cache: never close it."""
-        now = time.monotonic()
+        now = self._clock()
         entry = self._open.get(sha256)
         if entry is not None:
             self._open[sha256] = (entry[0], entry[1], now)
@@ -61,7 +64,7 @@ class OpenBlobs:
         if self._timer is None or self._timer_loop is not loop:
             # (A timer of a loop that has ended would never fire: start one on this loop.)
             self._timer_loop = loop
-            self._timer = loop.call_later(self._idle, self._sweep)
+            self._timer = loop.call_later(self._idle, self.sweep)
         return fd, size
 
     def forget(self, sha256: str) -> None:
@@ -79,10 +82,13 @@ class OpenBlobs:
             _, (fd, _, _) = self._open.popitem(last=False)
             os.close(fd)
 
-    def _sweep(self) -> None:
-        """Close what was not used for `idle` seconds; come back while anything is open."""
+    def sweep(self) -> None:
+        """Close what was not used for `idle` seconds; come back while anything is open.
+        (Run by the timer.)"""
+        if self._timer is not None:
+            self._timer.cancel()
         self._timer = None
-        cutoff = time.monotonic() - self._idle
+        cutoff = self._clock() - self._idle
         while self._open:
             sha256, (fd, _, used) = next(iter(self._open.items()))
             if used > cutoff:
@@ -92,4 +98,4 @@ class OpenBlobs:
         if self._open:
             loop = asyncio.get_running_loop()
             self._timer_loop = loop
-            self._timer = loop.call_later(self._idle, self._sweep)
+            self._timer = loop.call_later(self._idle, self.sweep)

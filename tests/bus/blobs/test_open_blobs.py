@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,24 +64,45 @@ async def test_past_its_capacity_the_least_recently_used_is_closed(opener: Opene
 
 
 async def test_an_idle_descriptor_is_closed_a_used_one_kept(opener: Opener) -> None:
-    blobs = OpenBlobs(idle=0.05)
+    now = [100.0]
+    blobs = OpenBlobs(idle=2.0, clock=lambda: now[0])
     idle_fd, _ = blobs.get("b0", opener)
+    now[0] = 101.5
     busy_fd, _ = blobs.get("b1", opener)
+    now[0] = 102.5
+    blobs.get("b1", opener)
+    blobs.sweep()  # b0 unused for 2.5 s, b1 for none
+    assert not _is_open(idle_fd) and _is_open(busy_fd) and len(blobs) == 1
+    now[0] = 104.0
+    blobs.sweep()  # b1 unused for 1.5 s
+    assert _is_open(busy_fd)
+    now[0] = 105.0
+    blobs.sweep()
+    assert not _is_open(busy_fd) and len(blobs) == 0
 
-    async def until_closed() -> None:
-        while _is_open(idle_fd):
-            blobs.get("b1", opener)  # kept in use
-            await asyncio.sleep(0.01)
 
-    await asyncio.wait_for(until_closed(), 5)
-    assert _is_open(busy_fd) and len(blobs) == 1
+class Swept(OpenBlobs):
+    """Says when its timer swept."""
 
-    async def until_empty() -> None:
-        while len(blobs):
-            await asyncio.sleep(0.01)
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.swept = asyncio.Event()
 
-    await asyncio.wait_for(until_empty(), 5)  # unused now: closed too, and the timer stops
-    assert not _is_open(busy_fd)
+    def sweep(self) -> None:
+        super().sweep()
+        self.swept.set()
+
+
+async def test_the_timer_sweeps_while_anything_is_open(opener: Opener) -> None:
+    blobs = Swept(idle=0.05)
+    fd, _ = blobs.get("b0", opener)
+    await asyncio.wait_for(blobs.swept.wait(), 5)
+    # The first sweep may come just before b0 is idle long enough; by the time one finds
+    # it idle, it is closed and no timer is left.
+    while len(blobs):
+        blobs.swept.clear()
+        await asyncio.wait_for(blobs.swept.wait(), 5)
+    assert not _is_open(fd) and blobs._timer is None
 
 
 async def test_a_forgotten_blob_is_closed_and_opened_afresh(opener: Opener) -> None:
