@@ -31,6 +31,12 @@ class DuplicateCommand(Exception):
         self.events = events
 
 
+class UnstorableEvent(Exception):
+    """The store cannot hold an event as given (text with a NUL character, which
+    PostgreSQL's text and jsonb cannot represent). Appending it again would fail again: the
+    command is refused, never retried."""
+
+
 class EventStore(Protocol):
     async def append(
         self,
@@ -42,7 +48,8 @@ class EventStore(Protocol):
     ) -> list[RecordedEvent]:
         """Append atomically iff the stream is at `expected_version` (0 = new stream).
 
-        With `command_id`, the same id twice raises DuplicateCommand instead of appending."""
+        With `command_id`, the same id twice raises DuplicateCommand instead of appending.
+        An event the store cannot hold raises UnstorableEvent, and nothing is appended."""
         ...
 
     async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]: ...

@@ -84,7 +84,7 @@ def decode_strict(raw: bytes, struct: type[msgspec.Struct]) -> msgspec.Struct:
             {},
         )
     try:
-        return msgspec.json.decode(raw, type=struct, strict=True)
+        decoded = msgspec.json.decode(raw, type=struct, strict=True)
     except msgspec.ValidationError as e:
         text = str(e)
         field = _field_of(text)
@@ -104,6 +104,35 @@ def decode_strict(raw: bytes, struct: type[msgspec.Struct]) -> msgspec.Struct:
         # ValueError: UnicodeDecodeError for bytes that are not UTF-8.
         what = "is not UTF-8" if isinstance(e, UnicodeDecodeError) else "is not valid JSON"
         raise ApiError(400, "malformed_json", f"the request body {what}", {}) from None
+    # JSON can carry a NUL only escaped; nothing Cairn stores may hold one (PostgreSQL's
+    # text cannot), so it is refused here, naming where it is, before any command.
+    if b"\\u0000" in raw and (where := _nul_at(msgspec.json.decode(raw), "")) is not None:
+        top = re.split(r"[.\[]", where, maxsplit=1)[0]
+        raise ApiError(
+            400,
+            f"invalid_{top}" if top else "validation_error",  # as the domain's own checks
+            f"{where or 'the body'}: text must not contain a NUL character",
+            {"field": where} if where else {},
+        )
+    return decoded
+
+
+def _nul_at(value: Any, path: str) -> str | None:
+    """The path (`a.b[2]`) of the first string holding a NUL in `value`, keys included."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            inner = f"{path}.{k}" if path else str(k)
+            if "\x00" in k:
+                return inner.replace("\x00", "\\0")
+            if (found := _nul_at(v, inner)) is not None:
+                return found
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            if (found := _nul_at(v, f"{path}[{i}]")) is not None:
+                return found
+    return None
 
 
 async def strict_request(request: Request[Any, Any, Any]) -> None:

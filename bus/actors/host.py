@@ -59,7 +59,7 @@ from domain.commands import Command, command_from_dict
 from domain.errors import DomainError, InvalidInput
 from domain.events import EventMeta
 from domain.kernel import AggregateSpec, NewEvent
-from domain.ports import ConcurrencyError, DuplicateCommand, EventStore
+from domain.ports import ConcurrencyError, DuplicateCommand, EventStore, UnstorableEvent
 from domain.registry import AGGREGATES
 
 log = get_logger(__name__)
@@ -231,6 +231,15 @@ class Actors:
                 if not guessed:
                     log.info("version conflict, retrying", stream_id=stream_id, attempt=attempt)
                 continue
+            except UnstorableEvent as e:
+                # Deterministic (a NUL in text): refused, so the batch is not rewound and
+                # retried for ever, holding up every command behind it.
+                self.forget(stream_id)
+                log.warning("command refused: unstorable", stream_id=stream_id, error=str(e))
+                refusal = InvalidInput(
+                    "unstorable_input", "the request holds text that cannot be stored (NUL)"
+                )
+                return _refusal(refusal), None
             except DuplicateCommand as dup:
                 self.forget(stream_id)
                 if guessed:

@@ -23,7 +23,7 @@ import asyncpg
 from bus.config import metrics
 from bus.ids import uuid4
 from domain.events import EventMeta, NewEvent, RecordedEvent, upcast_recorded
-from domain.ports import ConcurrencyError, DuplicateCommand
+from domain.ports import ConcurrencyError, DuplicateCommand, UnstorableEvent
 
 APPEND_LOCK = 727_002
 NOTIFY_CHANNEL = "cairn_events"
@@ -232,15 +232,17 @@ class PostgresEventStore:
     async def _write_batch(self, batch: list[_Pending]) -> None:
         try:
             alone = await self._write_together(batch)
-        except asyncpg.UniqueViolationError:
+        except (asyncpg.UniqueViolationError, asyncpg.DataError):
             # A concurrent writer (another process) took a version or a command id between
-            # the checks and the insert; nothing of the batch was written. Retry each alone
-            # that has no answer yet (a refused one must stay refused).
+            # the checks and the insert, or one append holds what PostgreSQL cannot store
+            # (a NUL in text); nothing of the batch was written. Retry each alone that has
+            # no answer yet (a refused one must stay refused), so that only the append at
+            # fault fails, not the others it was grouped with.
             alone = [p for p in batch if not p.done.done()]
         for p in alone:
             try:
                 p.settle(await self._append_one(p))
-            except (ConcurrencyError, DuplicateCommand) as e:
+            except (ConcurrencyError, DuplicateCommand, UnstorableEvent) as e:
                 p.settle(e)
 
     async def _write_together(self, batch: list[_Pending]) -> list[_Pending]:
@@ -313,6 +315,9 @@ class PostgresEventStore:
             except asyncpg.UniqueViolationError as e:
                 # A concurrent writer took the version between our check and our insert.
                 raise ConcurrencyError(stream_id, expected_version, -1) from e
+            except asyncpg.DataError as e:
+                # Deterministic: the same events would fail the same way again.
+                raise UnstorableEvent(str(e)) from e
             if command_id:
                 await conn.execute(
                     "INSERT INTO eventstore.applied_commands"
@@ -400,6 +405,9 @@ class InMemoryEventStore:
     ) -> list[RecordedEvent]:
         if not events:
             return []
+        texts = (meta.owner, meta.correlation_id, meta.causation_id, meta.traceparent)
+        if any(_holds_nul(ev.data) for ev in events) or _holds_nul(texts):
+            raise UnstorableEvent("text with a NUL character")
         async with self._lock:
             if command_id and command_id in self._commands:
                 sid, first, last = self._commands[command_id]
@@ -457,3 +465,15 @@ def utcnow() -> datetime:
     from datetime import UTC
 
     return datetime.now(UTC)
+
+
+def _holds_nul(value: object) -> bool:
+    """Whether a NUL character is in any string of `value` (keys too): what PostgreSQL
+    cannot store, so the in-memory reference refuses it as well."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_holds_nul(v) for v in value)
+    return False

@@ -204,3 +204,40 @@ async def test_jwts_without_exp_are_refused_unless_allowed() -> None:
     assert strict.authenticate({"authorization": f"Bearer {expiring}"}).user == "alice"
     assert Settings.from_env({"CAIRN_JWT_ALLOW_NO_EXP": "1"}).jwt_allow_no_exp
     assert not Settings.from_env({}).jwt_allow_no_exp
+
+
+@pytest.mark.parametrize(
+    "method, path, body, field",
+    [
+        (
+            "POST",
+            "/v1/uploads",
+            {"file_name": "n", "file_size": 1, "metadata": {"a": "x\0y"}},
+            "metadata.a",
+        ),
+        (
+            "POST",
+            "/v1/uploads",
+            {"file_name": "n", "file_size": 1, "metadata": {"k\0": "v"}},
+            "metadata.k\\0",
+        ),
+        ("POST", "/v1/buckets", {"name": "nul-desc", "description": "x\0"}, "description"),
+        ("POST", "/v1/tasks", {"type": "delete", "params": {"files": ["a\0"]}}, "params.files[0]"),
+    ],
+)
+async def test_a_nul_in_any_text_is_a_400_naming_where_and_the_service_goes_on(
+    shared_system: System, method: str, path: str, body: dict, field: str
+) -> None:
+    # PostgreSQL stores no NUL: before this, such a command failed its append for ever and
+    # held up every command behind it (503 for everyone until a restart).
+    async with shared_system.client(user()) as c:
+        r = await c.request(method, path, json=body)
+        top = field.split(".")[0].split("[")[0]
+        err = assert_error(r, 400, f"invalid_{top}")["error"]
+        assert err["details"] == {"field": field} and "NUL" in err["message"]
+        # "\\u0000" spelled out is text like any other, and the next command is served.
+        ok = await c.post(
+            "/v1/uploads", json={"file_name": "n", "file_size": 1, "metadata": {"a": "\\u0000"}}
+        )
+        assert ok.status_code == 201, ok.text
+        assert ok.json()["id"]

@@ -110,6 +110,22 @@ async def test_refusals_append_nothing(event_store: PostgresEventStore) -> None:
     assert await event_store.stream_version(f"upload-{uid}") == 1
 
 
+async def test_a_command_whose_events_cannot_be_stored_is_refused_not_retried(
+    event_store: PostgresEventStore,
+) -> None:
+    # A NUL in text (here a content type, which the domain does not look into): PostgreSQL
+    # refuses it the same way every time, so it is a refusal like any other, and the next
+    # command goes through (no batch rewound and retried for ever behind it).
+    actors = Actors(event_store)
+    uid = str(uuid.uuid4())
+    reply = await actors.execute(replace(initiate(uid), content_type="text/plain\x00"))
+    assert reply["ok"] is False and reply["error"]["code"] == "unstorable_input"
+    assert reply["error"]["kind"] == "invalid"  # a 400
+    assert await event_store.stream_version(f"upload-{uid}") == 0
+    ok = await actors.execute(initiate(uid))
+    assert ok["ok"] is True and await event_store.stream_version(f"upload-{uid}") == 1
+
+
 def whole(uid: str, content_type: str | None) -> InitiateUpload:
     """A small file created with its bytes and completed by one command."""
     stream = replace(initiate(uid), file_size=10, mode="stream")

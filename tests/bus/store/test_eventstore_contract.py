@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from domain.events import EventMeta, NewEvent
-from domain.ports import ConcurrencyError, DuplicateCommand, EventStore
+from domain.ports import ConcurrencyError, DuplicateCommand, EventStore, UnstorableEvent
 
 META = EventMeta(occurred_at=datetime(2026, 1, 1, tzinfo=UTC), owner="alice", correlation_id="c1")
 
@@ -93,3 +93,30 @@ async def test_applied_commands_names_the_commands_that_appended(store: EventSto
 async def test_empty_append_is_a_no_op(store: EventStore) -> None:
     assert await store.append("upload-a", 0, [], META) == []
     assert await store.stream_version("upload-a") == 0
+
+
+@pytest.mark.parametrize(
+    "data", [{"name": "a\x00b"}, {"meta": {"k\x00": "v"}}, {"list": ["ok", ["x\x00"]]}]
+)
+async def test_text_the_store_cannot_hold_is_refused_and_changes_nothing(
+    store: EventStore, data: dict[str, object]
+) -> None:
+    # PostgreSQL stores no NUL in text or jsonb: refused as such, never a retryable error.
+    with pytest.raises(UnstorableEvent):
+        await store.append("upload-a", 0, [ev(1), NewEvent("Thing", data)], META, command_id="c")
+    assert await store.read_stream("upload-a") == []
+    assert await store.applied_commands(["c"]) == set()
+    assert [e.version for e in await store.append("upload-a", 0, [ev(1)], META)] == [1]
+
+
+async def test_an_unstorable_append_fails_alone_among_concurrent_ones(store: EventStore) -> None:
+    # Grouped into one write with others (the Postgres store's group commit), it must not
+    # take them down with it.
+    bad = NewEvent("Thing", {"name": "\x00"})
+    outcomes = await asyncio.gather(
+        *[store.append(f"upload-{i}", 0, [bad if i == 3 else ev(i)], META) for i in range(8)],
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[3], UnstorableEvent)
+    assert all(isinstance(o, list) and len(o) == 1 for i, o in enumerate(outcomes) if i != 3)
+    assert await store.stream_version("upload-3") == 0
