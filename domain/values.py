@@ -53,3 +53,26 @@ def file_name_problem(name: object, field: str = "file_name") -> str | None:
         # A name, not a path: paths (folders) belong in object keys.
         return f"{field} must be a name, not a path: no '/' or '\\', and not only dots"
     return None
+
+
+MAX_METADATA_BYTES = 8 * 1024
+"""User metadata, keys and values together, in UTF-8 bytes."""
+MAX_METADATA_KEY = 255
+
+
+def metadata_problem(metadata: object) -> str | None:
+    """Why `metadata` is not acceptable user metadata (string keys and values, bounded)."""
+    if not isinstance(metadata, dict):
+        return "metadata must be an object of strings"
+    total = 0
+    for k, v in metadata.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            return "metadata keys and values must be strings"
+        if not k or len(k) > MAX_METADATA_KEY:
+            return f"a metadata key is 1 to {MAX_METADATA_KEY} characters"
+        if "\x00" in k or "\x00" in v:
+            return "metadata must not contain a NUL character"
+        total += len(k.encode()) + len(v.encode())
+    if total > MAX_METADATA_BYTES:
+        return f"metadata is over {MAX_METADATA_BYTES} bytes (keys and values, UTF-8)"
+    return None

@@ -11,11 +11,7 @@ from domain.files.events import FileCreated, FileDeleted, FileReplaced, FileUpda
 from domain.files.keys import object_file_id, object_key_problem, object_name
 from domain.files.state import FileState
 from domain.kernel import Command, Event, Step, by_command
-from domain.values import Piece, file_name_problem, is_sha256
-
-MAX_METADATA_BYTES = 8 * 1024
-"""User metadata, keys and values together, in UTF-8 bytes."""
-MAX_METADATA_KEY = 255
+from domain.values import MAX_METADATA_BYTES, Piece, file_name_problem, is_sha256, metadata_problem
 
 
 def _owned(state: FileState | None, cmd: Command) -> FileState:
@@ -114,22 +110,6 @@ def _delete(state: FileState | None, cmd: DeleteFile) -> list[Event]:
         return []
     _owned(state, cmd)
     return [FileDeleted(at=cmd.at)]
-
-
-def metadata_problem(metadata: object) -> str | None:
-    """Why `metadata` is not acceptable user metadata (string keys and values, bounded)."""
-    if not isinstance(metadata, dict):
-        return "metadata must be an object of strings"
-    total = 0
-    for k, v in metadata.items():
-        if not isinstance(k, str) or not isinstance(v, str):
-            return "metadata keys and values must be strings"
-        if not k or len(k) > MAX_METADATA_KEY:
-            return f"a metadata key is 1 to {MAX_METADATA_KEY} characters"
-        total += len(k.encode()) + len(v.encode())
-    if total > MAX_METADATA_BYTES:
-        return f"metadata is over {MAX_METADATA_BYTES} bytes (keys and values, UTF-8)"
-    return None
 
 
 def _update(state: FileState | None, cmd: UpdateFile) -> list[Event]:

@@ -45,7 +45,15 @@ from domain.uploads.state import (
     total_chunks_for,
 )
 from domain.values import MAX_FILE_NAME as MAX_FILE_NAME  # re-exported: the uploads' limit
-from domain.values import Piece, aware, file_name_problem, is_count, is_sha256
+from domain.values import (
+    MAX_METADATA_BYTES,
+    Piece,
+    aware,
+    file_name_problem,
+    is_count,
+    is_sha256,
+    metadata_problem,
+)
 
 
 def _active(state: UploadState) -> None:
@@ -86,6 +94,10 @@ def _validate_initiate(cmd: InitiateUpload) -> tuple[Piece, ...]:
             raise InvalidInput("invalid_key", problem)
         if not is_bucket_name(cmd.bucket):
             raise InvalidInput("key_needs_bucket", "an object key needs a bucket")
+    if (problem := metadata_problem(cmd.metadata)) is not None:
+        # The same bound as a file's (its metadata becomes the file's), and what keeps the
+        # upload's events far below the bus's message size limit.
+        raise InvalidInput("invalid_metadata", problem, {"max_bytes": MAX_METADATA_BYTES})
     if cmd.mode not in MODES:
         raise InvalidInput("invalid_mode", f"mode must be one of {', '.join(MODES)}")
     deferred = cmd.file_size is None and cmd.mode == "stream"

@@ -88,6 +88,17 @@ async def test_request_id_is_echoed_and_unknown_routes_use_the_error_shape(
         ({"file_name": "a", "file_size": 10, "sha256": "xyz"}, "invalid_sha256"),
         ({"file_name": "a", "file_size": "ten"}, "validation_error"),
         ({"file_size": 10}, "validation_error"),
+        # Metadata a file could not hold (8 KiB at most), even in many small values: before,
+        # it was accepted and its completion's reply was too big for the bus.
+        (
+            {
+                "file_name": "a",
+                "file_size": 10,
+                "metadata": {f"k{i}": "v" * 4096 for i in range(900)},
+            },
+            "invalid_metadata",
+        ),
+        ({"file_name": "a", "file_size": 10, "metadata": {"k": "v" * 9000}}, "invalid_metadata"),
     ],
 )
 async def test_create_refuses_bad_bodies(shared_system: System, body: dict, code: str) -> None:

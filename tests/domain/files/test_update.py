@@ -11,8 +11,8 @@ from domain import files
 from domain.commands import CreateFile, DeleteFile, UpdateFile
 from domain.errors import InvalidInput, NotFound
 from domain.files import FileState
-from domain.files.decide import MAX_METADATA_BYTES
 from domain.files.events import FileUpdated
+from domain.values import MAX_METADATA_BYTES
 
 T0 = datetime(2026, 2, 1, 9, 30, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=1)

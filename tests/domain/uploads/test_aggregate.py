@@ -27,6 +27,7 @@ from domain.events import NewEvent, RecordedEvent
 from domain.kernel import Event
 from domain.registry import AGGREGATES
 from domain.uploads import UploadState, UploadStatus
+from domain.values import MAX_METADATA_BYTES
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 UID = "0b7e5b1c-upload"
@@ -191,6 +192,27 @@ def test_initiate_rejects_c1_control_characters(file_name: str) -> None:
 def test_initiate_accepts_reasonable_file_names(file_name: str) -> None:
     state = run(initiate(file_name=file_name))
     assert state.file_name == file_name
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"k": "v" * MAX_METADATA_BYTES},  # over the bound: its events would not fit the bus
+        {f"k{i}": "v" * 100 for i in range(90)},
+        {"": "v"},
+        {"k" * 256: "v"},
+        {"k": "a\x00b"},  # PostgreSQL cannot store it
+        {"k": 1},
+    ],
+)
+def test_initiate_rejects_metadata_a_file_could_not_hold(metadata: Any) -> None:
+    err = refused(None, initiate(metadata=metadata), InvalidInput)
+    assert err.code == "invalid_metadata" and err.details == {"max_bytes": MAX_METADATA_BYTES}
+
+
+def test_initiate_accepts_metadata_up_to_the_bound() -> None:
+    metadata = {"k": "v" * (MAX_METADATA_BYTES - len("k") - len("filename")), "filename": ""}
+    assert run(initiate(metadata=metadata)).metadata == metadata
 
 
 @pytest.mark.parametrize("file_size", [-1, -(2**40), True, False, 1.5, "25", None])
