@@ -40,6 +40,7 @@ import httpx
 
 from bus.actors.commandbus import BusUnavailable, CommandBus, CommandResult
 from bus.actors.wake import Nudger
+from bus.aio import BoundedLRU
 from bus.blobs.factory import open_blob_store
 from bus.blobs.manifests import hash_manifest
 from bus.blobs.sniff import content_type_of
@@ -74,6 +75,7 @@ WATCH_EVERY = 0.5  # seconds between looks for pause / cancel / take-over
 # Seconds between looks for new fetches without a notification (bus/store/pickup.py: a
 # new fetch wakes the worker at once); finds fetches whose lease ran out (a dead worker).
 POLL_EVERY = 0.5
+MAX_CRASHES = 3  # runs of one fetch crashing in a row before it is failed (_after_crash)
 _CLAIM_LOCK = 727_300  # advisory lock: claims are serialised so concurrency limits hold
 
 
@@ -108,6 +110,8 @@ class Fetcher:
         self.blobs = open_blob_store(settings.blobs_url, settings)
         self.holder = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        # Runs of a fetch that crashed in a row, in this worker (see _after_crash).
+        self.crashes: BoundedLRU[str, int] = BoundedLRU(4096)
         self.global_rate = RateLimiter(settings.fetch_rate)
         self.bus: CommandBus | None = None
         self.client: httpx.AsyncClient | None = None
@@ -254,15 +258,42 @@ class Fetcher:
             )
             run = _Run(self, fetch_id, runner)
             await run.execute()
+            self.crashes.pop(fetch_id)
         except (DomainError, BusUnavailable) as e:
             log.info("fetch run ended", fetch=fetch_id, reason=str(e))
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as e:
             log.exception("fetch run crashed", fetch=fetch_id)
+            await self._after_crash(fetch_id, runner, e)
         finally:
             self.tasks.pop(fetch_id, None)
             await self._release(fetch_id)
+
+    async def _after_crash(self, fetch_id: str, runner: str, error: Exception) -> None:
+        """A run that crashed (a bug, or input nothing foresaw) is picked up again at once;
+        the same crash MAX_CRASHES times in a row fails the fetch, naming the error, so
+        that it neither spins for ever nor hides from its owner (who may retry it)."""
+        crashes = (self.crashes.get(fetch_id) or 0) + 1
+        self.crashes[fetch_id] = crashes
+        if crashes < MAX_CRASHES:
+            return
+        self.crashes.pop(fetch_id)
+        events = await self.store.read_stream(f"fetch-{fetch_id}")
+        state: f.FetchState | None = f.AGGREGATE.fold(events)
+        if state is None:
+            return
+        with contextlib.suppress(DomainError, BusUnavailable):
+            await self._send(
+                FailFetch(
+                    aggregate_id=fetch_id,
+                    caller=state.owner,
+                    at=_now(),
+                    runner=runner,
+                    error=f"the fetch worker failed {crashes} times: {type(error).__name__}",
+                    details={"code": "worker_failed", "crashes": crashes},
+                )
+            )
 
 
 def _now() -> datetime:

@@ -80,7 +80,7 @@ async def _refuse_private_host(url: str, networks: Sequence[Network]) -> None:
             infos = await asyncio.get_running_loop().getaddrinfo(
                 host, None, type=socket.SOCK_STREAM
             )
-    except (OSError, TimeoutError):
+    except (OSError, TimeoutError, UnicodeError):
         return  # unresolvable now: the worker's attempts will say so
     try:
         check_addresses([str(i[4][0]) for i in infos], allow_private=False, allow_networks=networks)

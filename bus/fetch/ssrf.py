@@ -164,6 +164,8 @@ def check_url(
     if not host:
         raise UnsafeUrl("invalid_url", "url has no host")
     ip = parse_ip_literal(host)
+    if ip is None and (problem := _host_name_problem(host)) is not None:
+        raise UnsafeUrl("invalid_url", problem)
     if ip is not None and not allow_private and not _allowed(ip, allow_networks):
         problem = address_problem(ip)
         if problem:
@@ -172,6 +174,21 @@ def check_url(
     if port is not None and port != {"http": 80, "https": 443}[scheme]:
         shown = f"{shown}:{port}"
     return urlunsplit((scheme, shown, parts.path or "/", parts.query, ""))
+
+
+def _host_name_problem(host: str) -> str | None:
+    """Why `host` cannot be looked up (so that a fetch of it fails at once with a 400, not
+    in the resolver or the HTTP client): an empty or over-long label (`a..com`, 64
+    characters), a name IDNA cannot encode, or an `xn--` label that is no valid A-label
+    (which the HTTP client refuses when it connects)."""
+    try:
+        encoded = host.encode("idna")  # empty and over-long labels, non-ASCII names
+        _ = httpx.URL(f"http://{host}/").host  # the HTTP client's own check: A-labels
+    except (UnicodeError, ValueError, httpx.InvalidURL):  # IDNAError is a UnicodeError
+        return "url's host is not a valid host name"
+    if len(encoded) > 253:
+        return "url's host name is longer than 253 characters"
+    return None
 
 
 def check_addresses(

@@ -75,3 +75,45 @@ async def test_a_completed_fetchs_file_exists_without_the_worker_sending_it(
             assert await wait_until(content) == o.data
     finally:
         await system.shutdown()
+
+
+class Bug(Exception):
+    """Stands for a crash nothing foresaw in a run (a bug, or input no check caught)."""
+
+
+@pytest.mark.timeout(120)
+async def test_a_run_that_crashes_again_and_again_fails_the_fetch(
+    settings: Settings, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before, the worker picked the crashed fetch up again at once, ten times a second for
+    # ever, with the fetch IN_PROGRESS and no last_error.
+    from handlers import fetcher
+
+    runs: list[str] = []
+
+    async def crash(self: Any) -> None:
+        runs.append(self.fetch_id)
+        raise Bug("boom")
+
+    monkeypatch.setattr(fetcher._Run, "execute", crash)
+    system = await start_system(
+        dataclasses.replace(settings, fetch_allow_private=True), pool, KINDS
+    )
+    try:
+        async with origin_server(b"x" * 1000) as o, system.client("crashy") as c:
+            r = await c.post("/v1/fetches", json={"url": o.url("/range/x.bin")})
+            assert r.status_code == 202, r.text
+            fid = r.json()["id"]
+
+            async def finished() -> dict[str, Any] | None:
+                body = (await c.get(f"/v1/fetches/{fid}")).json()
+                return body if body["status"] not in ("PENDING", "IN_PROGRESS") else None
+
+            done = await wait_until(finished, timeout=60)
+            assert done["status"] == "FAILED", done
+            assert "failed 3 times: Bug" in done["last_error"]
+            assert runs == [fid] * fetcher.MAX_CRASHES
+            events = await PostgresEventStore(pool).read_stream(f"fetch-{fid}")
+            assert events[-1].data["details"] == {"code": "worker_failed", "crashes": 3}
+    finally:
+        await system.shutdown()

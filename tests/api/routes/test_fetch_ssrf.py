@@ -118,6 +118,8 @@ async def test_private_urls_are_refused_by_the_api_in_every_spelling(ssys: Syste
         for url, code in [
             ("ftp://example.com/x", "unsupported_scheme"),
             ("http://user:hunter2@example.com/x", "url_has_credentials"),
+            ("http://a..com/", "invalid_url"),  # was a 500: the resolver's IDNA error
+            ("http://xn--zz/", "invalid_url"),  # was accepted, and crashed the worker
         ]:
             r = await c.post("/v1/fetches", json={"url": url})
             assert r.status_code == 400 and r.json()["error"]["code"] == code, r.text

@@ -65,6 +65,13 @@ def test_private_literals_are_refused(url: str) -> None:
         ("http://example.com/a b", "invalid_url"),
         ("http://example.com/" + "x" * 8200, "invalid_url"),
         ("http://example.com:99999/", "invalid_url"),
+        # Host names nothing could look up: the API answered 500 (the resolver's IDNA
+        # error) and an `xn--` label crashed the worker's runs over and over.
+        ("http://a..com/", "invalid_url"),
+        ("http://.example.com/", "invalid_url"),
+        ("http://" + "a" * 64 + ".com/", "invalid_url"),
+        ("http://" + ("a" * 60 + ".") * 5 + "com/", "invalid_url"),
+        ("http://xn--zz/", "invalid_url"),
     ],
 )
 def test_bad_urls(url: str, code: str) -> None:
@@ -72,6 +79,13 @@ def test_bad_urls(url: str, code: str) -> None:
         check_url(url, allow_private=True)
     assert e.value.code == code
     assert "pw" not in e.value.message
+
+
+@pytest.mark.parametrize(
+    "url", ["http://bücher.de/", "http://xn--bcher-kva.de/", "http://my_host.example.com/"]
+)
+def test_host_names_that_resolve_are_kept(url: str) -> None:
+    assert check_url(url, allow_private=True).startswith("http://")
 
 
 def test_normalisation() -> None:
