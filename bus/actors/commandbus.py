@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
@@ -197,6 +198,8 @@ class CommandBus:
         self._broker = make_broker(settings, service, telemetry=False)
         self._commands = command_publishers(self._broker, settings)
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        # Sends by command id, while in flight (see `send`).
+        self._sending: dict[str, asyncio.Future[CommandResult]] = {}
         self._partitions: list[TopicPartition] = []  # the reply topic's, known in `start`
         self._current: TopicPartition | None = None  # the one new commands name
         self._per_partition = max(1, replies_per_partition)
@@ -504,9 +507,41 @@ class CommandBus:
         traceparent: str | None = None,
         timeout: float | None = None,
     ) -> CommandResult:
-        """Send `cmd` and wait for the actor's answer. Raises DomainError or BusUnavailable."""
+        """Send `cmd` and wait for the actor's answer. Raises DomainError or BusUnavailable.
+
+        A command whose id is already on its way from this process (ids derived from what
+        they do, such as an upload's file: concurrent requests send the same one) is not
+        sent again: the caller shares the answer of the one in flight. Replies are matched
+        to their waiter by command id, so two in flight under one id would leave one
+        waiter without an answer until it timed out (503)."""
         assert self._consumer is not None, "CommandBus.start() was not called"
-        command_id = cmd.command_id or uuid4_str()
+        if not cmd.command_id:
+            return await self._send_once(cmd, uuid4_str(), correlation_id, traceparent, timeout)
+        running = self._sending.get(cmd.command_id)
+        if running is None:
+            running = asyncio.ensure_future(
+                self._send_once(cmd, cmd.command_id, correlation_id, traceparent, timeout)
+            )
+            self._sending[cmd.command_id] = running
+            running.add_done_callback(functools.partial(self._forget_sending, cmd.command_id))
+        # Shielded: a caller that goes away (its request cancelled) must not cancel the
+        # send the others wait for; it finishes on its own.
+        return await asyncio.shield(running)
+
+    def _forget_sending(self, command_id: str, done: asyncio.Future[CommandResult]) -> None:
+        if self._sending.get(command_id) is done:
+            del self._sending[command_id]
+        if not done.cancelled():
+            done.exception()  # retrieved: nobody may be left to await it
+
+    async def _send_once(
+        self,
+        cmd: Command,
+        command_id: str,
+        correlation_id: str | None,
+        traceparent: str | None,
+        timeout: float | None,
+    ) -> CommandResult:
         body = command_to_dict(cmd)
         body["command_id"] = command_id
         body["correlation_id"] = correlation_id or command_id

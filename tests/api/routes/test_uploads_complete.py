@@ -264,6 +264,25 @@ async def test_complete_replays_success_and_refusal_alike(shared_system: System)
     assert await count_events(pool, "FileCreated", stream_id=f"file-{file_id}") == 1
 
 
+async def test_concurrent_completes_all_answer_with_the_one_file(shared_system: System) -> None:
+    # Each complete that found the upload completed already sends the file's creation
+    # itself, under the id derived from the upload: before, the replies to those shared
+    # ids reached one waiter only, and the others answered 503 after the command timeout.
+    me = user()
+    async with shared_system.client(me) as c:
+        for _ in range(3):
+            data = os.urandom(1000)
+            uid = await new_upload(c, len(data))
+            assert (await c.put(f"/v1/uploads/{uid}/chunks/0", content=data)).status_code == 201
+            answers = await asyncio.wait_for(
+                asyncio.gather(*(c.post(f"/v1/uploads/{uid}/complete") for _ in range(20))),
+                timeout=shared_system.settings.command_timeout,
+            )
+            assert [r.status_code for r in answers] == [200] * 20, [r.text for r in answers]
+            assert len({r.json()["file_id"] for r in answers}) == 1
+        assert await count_events(shared_system.pool, "FileCreated", owner=me) == 3
+
+
 async def test_concurrent_requests_with_one_key_run_once(shared_system: System) -> None:
     me = user()
     k = key()
