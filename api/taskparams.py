@@ -10,6 +10,7 @@ to the files they name, so the task works on a fixed list.
 from __future__ import annotations
 
 import re
+import unicodedata
 import uuid
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -21,6 +22,7 @@ from api.errors import ApiError
 from domain.buckets import BucketState
 from domain.buckets.names import is_bucket_name
 from domain.files import FileState
+from domain.values import file_name_problem
 from projections import task_queries
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
@@ -246,6 +248,17 @@ async def prepare(
         await check_bucket(c, p.to.bucket, owner, admin)
     if isinstance(p, (CompressParams, ExtractParams)):
         await check_bucket(c, p.output.bucket, owner, admin)
+    if isinstance(p, CompressParams) and (
+        problem := file_name_problem(p.output.file_name, "output.file_name")
+    ):
+        # The archive is a file: its name follows the upload API's rules (a name, not a
+        # path, no control characters).
+        raise _bad("params.output.file_name", problem)
+    where = "to" if isinstance(p, CopyParams) else "output"
+    prefix = getattr(getattr(p, where, None), "prefix", "") or ""
+    if any(unicodedata.category(ch) == "Cc" for ch in prefix):
+        # Prefixed onto names (or keys): no control characters, as in names.
+        raise _bad(f"params.{where}.prefix", "a prefix must not contain control characters")
     if isinstance(p, ExtractParams):
         if p.output.bucket == "default" and ("/" in p.output.prefix or "\\" in p.output.prefix):
             raise _bad(

@@ -58,6 +58,7 @@ from domain.files.keys import object_file_id, object_key_problem
 from domain.policies import put_object
 from domain.ports import BlobStore
 from domain.tasks.ids import item_command_id, item_file_id
+from domain.values import file_name_problem
 from handlers.tasks.archive_out import ArchiveSink
 from handlers.tasks.fileops import check_quota, load_file, replace_files, target_exists
 from handlers.tasks.run import TaskFailure, TaskRun, utcnow
@@ -307,6 +308,11 @@ async def run_extract(run: TaskRun, settings: Settings, blobs: BlobStore) -> lis
     bucket = str(output.get("bucket") or "default")
     if bucket != "default":
         return await _extract_objects(run, settings, blobs, source.manifest, fmt, members)
+    for m in members:
+        # Files the upload API could not make (control characters, only dots, too long):
+        # refused with the listing, before anything is written, like unsafe paths.
+        if problem := file_name_problem(_file_name(prefix, m), "name"):
+            raise _refuse("invalid_file_name", f"member {m.path!r}: {problem}", member=m.path)
     taken = await _collisions(run, members, bucket, prefix)
 
     async def done_already(m: Member) -> bool:

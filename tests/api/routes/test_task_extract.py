@@ -141,6 +141,11 @@ def symlink_tar() -> bytes:
     return buf.getvalue()
 
 
+def control_name_zip() -> bytes:
+    """A member whose base name no file may have (an escape sequence in it)."""
+    return zip_of({"ok.txt": b"fine", "dir/red\x1b[31m.txt": b"red"}, zipfile.ZIP_STORED)
+
+
 def bomb_zip() -> bytes:
     return zip_of(
         {"ok.txt": b"fine", "zeros": b"\0" * (20 << 20)}, zipfile.ZIP_DEFLATED, compresslevel=9
@@ -153,10 +158,11 @@ def bomb_zip() -> bytes:
         (slip_zip, "unsafe_member", ("member", "../evil.txt")),
         (symlink_zip, "unsafe_member", ("member", "link")),
         (symlink_tar, "unsafe_member", ("member", "link")),
+        (control_name_zip, "invalid_file_name", ("member", "dir/red\x1b[31m.txt")),
         (bomb_zip, "compression_ratio_exceeded", ("setting", "CAIRN_TASK_EXTRACT_MAX_RATIO")),
         (lambda: b"just some text, not an archive" * 30, "not_an_archive", None),
     ],
-    ids=["zip-slip", "zip-symlink", "tar-symlink", "zip-bomb", "not-an-archive"],
+    ids=["zip-slip", "zip-symlink", "tar-symlink", "control-name", "zip-bomb", "not-an-archive"],
 )
 async def test_unsafe_archives_are_refused_with_nothing_written(
     sys_: System, archive: Any, code: str, detail: tuple[str, str] | None

@@ -178,6 +178,26 @@ async def test_bad_input_is_a_4xx_naming_the_field_and_creates_nothing(sys_: Sys
                 "invalid_params",
                 "params.format",
             ),
+            # Names the archive or the copies could not hold as files (a path, control
+            # characters): before, the task ran and made such a file.
+            *[
+                (
+                    {"type": "compress", "params": {"files": [mine], "output": {"file_name": n}}},
+                    400,
+                    "invalid_params",
+                    "params.output.file_name",
+                )
+                for n in ("../o\n.zip", "a/b.zip", "..", "red\x1b[31m.zip")
+            ],
+            (
+                {
+                    "type": "copy",
+                    "params": {"files": [mine], "to": {"bucket": "default", "prefix": "a\n"}},
+                },
+                400,
+                "invalid_params",
+                "params.to.prefix",
+            ),
             ({"type": "delete", "params": {"files": [theirs]}}, 404, "file_not_found", None),
             (
                 {"type": "copy", "params": {"files": [mine], "to": {"bucket": their_bucket}}},
