@@ -55,6 +55,12 @@ class Authenticator:
         self._verified: BoundedLRU[str, Principal] = BoundedLRU(VERIFIED_TOKENS)
 
     def authenticate(self, headers: Any) -> Principal:
+        getall = getattr(headers, "getall", None)
+        if getall is not None and any(len(getall(h, [])) > 1 for h in _CREDENTIALS):
+            # Which one would count is a guess (a proxy may pick the other): refused.
+            raise ApiError(
+                401, "unauthorized", "credentials sent more than once", headers=_challenge()
+            )
         api_key = headers.get("x-api-key")
         if api_key:
             given = api_key.encode()
@@ -118,6 +124,10 @@ class Authenticator:
             isinstance(roles, list) and "admin" in roles,
             float(exp) if isinstance(exp, int | float) else None,
         )
+
+
+# Headers that carry credentials: at most one of each per request.
+_CREDENTIALS = ("authorization", "x-api-key")
 
 
 def _challenge() -> dict[str, str]:

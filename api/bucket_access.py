@@ -201,5 +201,10 @@ async def check_writable(c: AppContext, bucket: str | None, owner: str) -> None:
 
 
 def signature_params(query: Mapping[str, Any]) -> dict[str, str | None]:
-    """The signed-URL parameters of a request's query (absent ones None)."""
+    """The signed-URL parameters of a request's query (absent ones None); 403
+    signed_url_invalid if one is given twice (which value was signed is anybody's guess,
+    and a parser elsewhere may pick the other)."""
+    getall = getattr(query, "getall", None)
+    if getall is not None and any(len(getall(p, [])) > 1 for p in PARAMS):
+        raise ApiError(403, "signed_url_invalid", "a signed URL parameter is given twice")
     return {p: (str(query[p]) if query.get(p) is not None else None) for p in PARAMS}

@@ -91,3 +91,27 @@ def test_what_it_remembers_is_bounded(tmp_path: Path, monkeypatch: pytest.Monkey
         a.authenticate(headers)
     a.authenticate(tokens[0])  # the oldest was forgotten: verified again
     assert len(decoded) == 6
+
+
+def test_credentials_sent_twice_are_refused(tmp_path: Path) -> None:
+    # Which of two would count is a guess (the first used to win): a proxy or a log may
+    # take the other one, so neither is taken.
+    from litestar.datastructures import Headers
+
+    a = authenticator(tmp_path)
+    exp = int(time.time()) + 600
+    ann, bob = bearer({"sub": "ann", "exp": exp}), bearer({"sub": "bob", "exp": exp})
+    assert (
+        a.authenticate(Headers([(b"authorization", ann["authorization"].encode())])).user == "ann"
+    )
+    for twice in (
+        [
+            (b"authorization", ann["authorization"].encode()),
+            (b"authorization", bob["authorization"].encode()),
+        ],
+        [(b"authorization", ann["authorization"].encode())] * 2,
+        [(b"x-api-key", b"k1"), (b"x-api-key", b"k2")],
+    ):
+        with pytest.raises(ApiError) as e:
+            a.authenticate(Headers(twice))
+        assert e.value.status == 401 and "more than once" in e.value.message

@@ -147,6 +147,15 @@ async def test_bad_signed_urls_are_403_and_say_why(shared_system: System) -> Non
                 anon.get(path_and_query(url).replace(fid, other_fid)),
                 "signed_url_invalid",
             ),
+            # A parameter given twice: the first used to win, whatever the second said.
+            "repeated signature": (
+                anon.get(path_and_query(url) + "&signature=AAAA"),
+                "signed_url_invalid",
+            ),
+            "repeated expiry": (
+                anon.get(path_and_query(url) + "&expires=99999999999"),
+                "signed_url_invalid",
+            ),
         }
         for what, (request, code) in cases.items():
             r = await request
