@@ -497,9 +497,17 @@ async def _extract_objects(
     bucket = str(output.get("bucket"))
     overwrite = bool(run.state.params.get("overwrite"))
     keys = {m.index: prefix + m.path for m in members}
+    seen: set[str] = set()
     for m in members:
         if problem := object_key_problem(keys[m.index]):
             raise _refuse("invalid_key", f"member {m.path!r}: {problem}", member=m.path)
+        if keys[m.index] in seen:
+            # Two members, one key: the second would meet the first as a collision (or
+            # overwrite it) half-way through. Refused with the listing instead.
+            raise _refuse(
+                "duplicate_member", f"member {m.path!r} is in the archive twice", member=m.path
+            )
+        seen.add(keys[m.index])
     left = members[run.state.items_done :]
     live = await task_queries.live_keys(run.pool, bucket, [keys[m.index] for m in left])
     taken = sorted(k for k, by in live.items() if by != run.task_id)

@@ -152,3 +152,26 @@ async def test_bad_output_prefix_and_unsafe_members_into_a_bucket(sys_: System) 
         assert t["status"] == "FAILED" and t["error"]["code"] == "unsafe_member", t
         made = [f"file-{object_file_id(b, k)}" for k in ("p/ok.txt", "p/../evil.txt")]
         assert await count_events(sys_.pool, "FileCreated", made) == 0
+
+
+async def test_a_member_twice_in_the_archive_is_refused_before_anything_is_written(
+    sys_: System,
+) -> None:
+    # Before, the first was written, then the second met it as a taken key: the task
+    # failed half-way with target_exists naming its own object.
+    import io
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("first.txt", b"1")
+        z.writestr("same", b"a")
+        with pytest.warns(UserWarning, match="Duplicate name"):
+            z.writestr("same", b"b")  # zipfile warns, and writes it
+    async with sys_.client(user()) as c:
+        b = await bucket(c)
+        archive = await upload(c, buf.getvalue(), "dup.zip")
+        t = await extract(c, archive, output={"bucket": b, "prefix": "d/"})
+        assert t["status"] == "FAILED" and t["error"]["code"] == "duplicate_member", t
+        assert t["error"]["details"]["member"] == "same" and t["results"] == []
+        made = [f"file-{object_file_id(b, k)}" for k in ("d/first.txt", "d/same")]
+        assert await count_events(sys_.pool, "FileCreated", made) == 0
