@@ -141,6 +141,11 @@ def parse_metadata(value: str | None) -> dict[str, str]:
                 "Upload-Metadata values must be base64 of UTF-8 text",
                 {"key": key[:100]},
             ) from None
+        if key in out:
+            # tus 1.0: "the key MUST be unique"; which value would count is a guess.
+            raise ApiError(
+                400, "invalid_metadata", "Upload-Metadata repeats a key", {"key": key[:100]}
+            )
         out[key] = decoded
     return out
 

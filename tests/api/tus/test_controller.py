@@ -262,10 +262,15 @@ async def test_patch_refusals_change_nothing(shared_system: System) -> None:
         assert r.status_code == 400  # neither Upload-Length nor Upload-Defer-Length
         r = await c.post("/v1/tus", headers={**TUS, "Upload-Length": "-1"})
         assert r.status_code == 400
-        r = await c.post(
-            "/v1/tus", headers={**TUS, "Upload-Length": "1", "Upload-Metadata": "a !!"}
-        )
-        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_metadata"
+        for bad in (
+            "a !!",
+            "filename YQ==,filename Yg==",  # a key twice: tus wants them unique
+            "k YQBi",  # a NUL in the value ("a\0b"): nothing could store it
+        ):
+            r = await c.post(
+                "/v1/tus", headers={**TUS, "Upload-Length": "1", "Upload-Metadata": bad}
+            )
+            assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_metadata", bad
 
 
 def test_pieces_grow_with_the_offset_so_the_manifest_reaches_the_maximum_upload() -> None:
