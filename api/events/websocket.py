@@ -51,13 +51,17 @@ class Closing(Exception):
 
 
 def offered_credentials(socket: WebSocket[Any, Any, Any]) -> dict[str, str] | None:
-    """Headers for the Authenticator from a `bearer.<token>` / `apikey.<key>` subprotocol."""
+    """Headers for the Authenticator from a `bearer.<token>` / `apikey.<key>` subprotocol;
+    Closing (unauthorized) if more than one is offered: which would count is a guess."""
+    found: list[dict[str, str]] = []
     for proto in socket.scope.get("subprotocols") or []:
         if proto.startswith("bearer."):
-            return {"authorization": f"Bearer {proto.removeprefix('bearer.')}"}
-        if proto.startswith("apikey."):
-            return {"x-api-key": proto.removeprefix("apikey.")}
-    return None
+            found.append({"authorization": f"Bearer {proto.removeprefix('bearer.')}"})
+        elif proto.startswith("apikey."):
+            found.append({"x-api-key": proto.removeprefix("apikey.")})
+    if len(found) > 1:
+        raise Closing(CLOSE_AUTH, "unauthorized: credentials offered more than once")
+    return found[0] if found else None
 
 
 class EventSocket:

@@ -155,6 +155,12 @@ async def test_auth_failures_close_with_a_reason(shared_system: System) -> None:
         await ws.send(json.dumps({"type": "subscribe", "id": "s"}))
         code, reason = await closed_with(ws)
         assert code == 4401 and "first message must be auth" in reason
+    # Two users' tokens offered at once: the first used to count; now neither does.
+    tokens = [shared_system.token(user()) for _ in range(2)]
+    protos = ["cairn.events.v1", *(f"bearer.{t}" for t in tokens)]
+    async with connect(ws_url(shared_system), subprotocols=protos) as ws:
+        code, reason = await closed_with(ws)
+        assert code == 4401 and "more than once" in reason
     async with connect(ws_url(shared_system)) as ws:
         await ws.send(json.dumps({"type": "auth", "api_key": "nope"}))
         code, reason = await closed_with(ws)
