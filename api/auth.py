@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import time
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,8 @@ from bus.config.tokens import bad_signature_message
 
 # How many verified tokens an API process remembers (see Authenticator).
 VERIFIED_TOKENS = 4096
+# The longest user name (a token's `sub`) accepted.
+MAX_SUBJECT = 255
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,16 @@ class Authenticator:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub:
             raise ApiError(401, "invalid_token", "the token has no subject", headers=_challenge())
+        if len(sub) > MAX_SUBJECT or any(unicodedata.category(c) == "Cc" for c in sub):
+            # The subject is the owner recorded on every event and row of this user: a
+            # name, not a blob (and no NUL, which nothing could store).
+            raise ApiError(
+                401,
+                "invalid_token",
+                f"the token's subject must be 1 to {MAX_SUBJECT} characters, none of them"
+                " control characters",
+                headers=_challenge(),
+            )
         roles = claims.get("roles") or []
         exp = claims.get("exp")
         return Principal(

@@ -115,3 +115,15 @@ def test_credentials_sent_twice_are_refused(tmp_path: Path) -> None:
         with pytest.raises(ApiError) as e:
             a.authenticate(Headers(twice))
         assert e.value.status == 401 and "more than once" in e.value.message
+
+
+@pytest.mark.parametrize("sub", ["x" * (auth.MAX_SUBJECT + 1), "ann\x00", "ann\nroot", "\x1b[31m"])
+def test_a_subject_that_is_no_user_name_is_refused(tmp_path: Path, sub: str) -> None:
+    # The subject is the owner on every event of the user: bounded, no control characters
+    # (a NUL could not even be stored).
+    a = authenticator(tmp_path)
+    with pytest.raises(ApiError) as e:
+        a.authenticate(bearer({"sub": sub, "exp": int(time.time()) + 600}))
+    assert e.value.status == 401 and e.value.code == "invalid_token"
+    longest = "x" * auth.MAX_SUBJECT
+    assert a.authenticate(bearer({"sub": longest, "exp": int(time.time()) + 600})).user == longest
