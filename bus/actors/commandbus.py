@@ -55,11 +55,14 @@ from bus.kafka.broker import (
     raw_records,
     subscriber_options,
 )
-from bus.kafka.clients import partition_count
+from bus.kafka.clients import MAX_MESSAGE_BYTES, partition_count
 from domain.commands import Command, command_to_dict
-from domain.errors import DomainError
+from domain.errors import DomainError, InvalidInput
 
 log = get_logger(__name__)
+
+# A command's body at most: the producer's limit less room for its headers and framing.
+MAX_COMMAND_BYTES = MAX_MESSAGE_BYTES - 64 * 1024
 
 # The header that names the reply partition, and how many commands a sender names one
 # partition in before it moves to the next (see the module docstring). Moving costs one
@@ -557,9 +560,16 @@ class CommandBus:
                 "command-type": cmd.type,
                 **({"traceparent": traceparent} if traceparent else {}),
             }
-            send = self._sender(
-                cmd.aggregate, orjson.dumps(body), cmd.aggregate_id.encode(), headers, tp
-            )
+            payload = orjson.dumps(body)
+            if len(payload) > MAX_COMMAND_BYTES:
+                # The broker would refuse it (the producer's request limit): a request too
+                # big for one command is the client's to shrink, not an outage (503).
+                raise InvalidInput(
+                    "request_too_large",
+                    "the request is too large for one command",
+                    {"max_bytes": MAX_COMMAND_BYTES, "bytes": len(payload)},
+                )
+            send = self._sender(cmd.aggregate, payload, cmd.aggregate_id.encode(), headers, tp)
             with self._awaiting_reply(tp, fut, send):
                 if self._nudge is not None:
                     self._nudge()

@@ -34,7 +34,12 @@ from prometheus_client import REGISTRY
 from bus.config import metrics
 from bus.config.settings import Settings
 from bus.ids import uuid4_str
-from bus.kafka.clients import COMMAND_AGGREGATES, assert_bootstrap, group_timeouts
+from bus.kafka.clients import (
+    COMMAND_AGGREGATES,
+    MAX_MESSAGE_BYTES,
+    assert_bootstrap,
+    group_timeouts,
+)
 
 # How long a batch subscriber's poll waits for data. aiokafka's `getmany` returns as soon
 # as a fetch brings records, so this costs no latency once `long_poll` has removed
@@ -83,7 +88,7 @@ def make_broker(settings: Settings, service: str, *, telemetry: bool = True) -> 
         enable_idempotence=settings.kafka_idempotence,
         linger_ms=0,
         request_timeout_ms=15000,
-        max_request_size=4 * 1024 * 1024,
+        max_request_size=MAX_MESSAGE_BYTES,
         allow_auto_create_topics=False,
         client_id=f"cairn-{service}",
         middlewares=middlewares,

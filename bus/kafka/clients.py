@@ -24,6 +24,11 @@ AGGREGATES: tuple[str, ...] = tuple(registry.AGGREGATES)
 COMMAND_AGGREGATES: tuple[str, ...] = registry.COMMAND_AGGREGATES
 
 
+# The largest request a producer sends (a message with its batch overhead): commands,
+# replies and events must stay below it.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
 def all_topics(settings: Settings) -> list[str]:
     return (
         [settings.topic(a) for a in AGGREGATES]
@@ -47,7 +52,7 @@ def make_producer(settings: Settings, **kw: object) -> AIOKafkaProducer:
         "enable_idempotence": settings.kafka_idempotence,
         "linger_ms": 0,
         "request_timeout_ms": 15000,
-        "max_request_size": 4 * 1024 * 1024,
+        "max_request_size": MAX_MESSAGE_BYTES,
     }
     opts.update(kw)
     return AIOKafkaProducer(**opts)

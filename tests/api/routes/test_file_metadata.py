@@ -115,6 +115,8 @@ async def test_moves_into_buckets_not_the_owners_are_404(shared_system: System) 
         ({"metadata": "text"}, "validation_error"),
         ({"size": 3}, "validation_error"),
         ({"name": 5}, "validation_error"),
+        # Too big for one command on the bus: was a 503 (the broker refused it).
+        ({"metadata": {f"k{i}": "v" * 8000 for i in range(600)}}, "request_too_large"),
     ],
 )
 async def test_bad_updates_are_4xx_and_record_nothing(
