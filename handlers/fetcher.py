@@ -265,7 +265,10 @@ class Fetcher:
             raise
         except Exception as e:
             log.exception("fetch run crashed", fetch=fetch_id)
-            await self._after_crash(fetch_id, runner, e)
+            try:
+                await self._after_crash(fetch_id, runner, e)
+            except Exception as failed:  # the store or the bus down: the next crash counts
+                log.warning("crashed fetch not failed", fetch=fetch_id, error=repr(failed))
         finally:
             self.tasks.pop(fetch_id, None)
             await self._release(fetch_id)
