@@ -170,21 +170,27 @@ def serve(host: str, port: int) -> None:
 class S3Server:
     """The server as a child process on a free loopback port."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, log: Path | None = None) -> None:
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.log = log  # where its stderr goes (tracebacks of its 500s); else nowhere
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.s3server", "--port", str(self.port)],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        err = self.log.open("ab") if self.log is not None else subprocess.DEVNULL
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tests.s3server", "--port", str(self.port)],
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+        finally:
+            if self.log is not None:
+                err.close()  # type: ignore[union-attr]  # the child holds its own copy
         end = time.monotonic() + timeout
         while True:
             try:

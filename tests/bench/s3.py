@@ -36,6 +36,15 @@ def _sha256_b64(path: Path) -> str:
     return base64.b64encode(h.digest()).decode()
 
 
+def _server_tail(log: Path, keep: int = 25) -> str:
+    """The end of the local S3 server's stderr (the traceback behind a 500 it answered)."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return f"(no log at {log})"
+    return "the local S3 server's last lines:\n" + "\n".join(lines[-keep:])
+
+
 def _complaints(log: Path, keep: int = 15) -> str:
     """The last warnings and errors of a Cairn's log (its JSON lines), for an error report."""
     try:
@@ -53,7 +62,7 @@ async def transfer(bench: Bench, res: Result) -> None:
     size = s.single_bytes
     path = await bench.data("s3-single", size)
     use_test_credentials()
-    server = S3Server()
+    server = S3Server(log=bench.work / "s3server.log")
     await asyncio.to_thread(server.start)
     cairn = Cairn(
         bench.work,
@@ -125,7 +134,9 @@ async def transfer(bench: Bench, res: Result) -> None:
     except Exception as e:
         # The S3 Cairn's work dir is gone after the run: keep what its log said went wrong
         # (a 503 here has come from the local S3 server stalling under a full run's load).
-        raise RuntimeError(f"{e}\n{_complaints(cairn.proc.log)}") from e
+        raise RuntimeError(
+            f"{e}\n{_complaints(cairn.proc.log)}\n{_server_tail(bench.work / 's3server.log')}"
+        ) from e
     finally:
         await asyncio.to_thread(cairn.stop)
         server.stop()
