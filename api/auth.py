@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hmac
 import time
-import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +18,7 @@ from api.errors import ApiError
 from bus.aio import BoundedLRU
 from bus.config.settings import Settings
 from bus.config.tokens import bad_signature_message
+from domain.values import has_control_characters
 
 # How many verified tokens an API process remembers (see Authenticator).
 VERIFIED_TOKENS = 4096
@@ -120,7 +120,7 @@ class Authenticator:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub:
             raise ApiError(401, "invalid_token", "the token has no subject", headers=_challenge())
-        if len(sub) > MAX_SUBJECT or any(unicodedata.category(c) == "Cc" for c in sub):
+        if len(sub) > MAX_SUBJECT or has_control_characters(sub):
             # The subject is the owner recorded on every event and row of this user: a
             # name, not a blob (and no NUL, which nothing could store).
             raise ApiError(

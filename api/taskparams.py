@@ -10,7 +10,6 @@ to the files they name, so the task works on a fixed list.
 from __future__ import annotations
 
 import re
-import unicodedata
 import uuid
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -22,7 +21,7 @@ from api.errors import ApiError
 from domain.buckets import BucketState
 from domain.buckets.names import is_bucket_name
 from domain.files import FileState
-from domain.values import file_name_problem
+from domain.values import file_name_problem, has_control_characters
 from projections import task_queries
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
@@ -256,7 +255,7 @@ async def prepare(
         raise _bad("params.output.file_name", problem)
     where = "to" if isinstance(p, CopyParams) else "output"
     prefix = getattr(getattr(p, where, None), "prefix", "") or ""
-    if any(unicodedata.category(ch) == "Cc" for ch in prefix):
+    if has_control_characters(prefix):
         # Prefixed onto names (or keys): no control characters, as in names.
         raise _bad(f"params.{where}.prefix", "a prefix must not contain control characters")
     if isinstance(p, ExtractParams):

@@ -41,13 +41,37 @@ def aware(at: datetime) -> datetime:
 MAX_FILE_NAME = 1024
 
 
+def has_control_characters(text: str) -> bool:
+    """Whether `text` holds a control character (C0, DEL or C1; NUL among them)."""
+    return any(unicodedata.category(c) == "Cc" for c in text)
+
+
+def nul_at(value: object, path: str = "") -> str | None:
+    """The path (`a.b[2]`) of the first string holding a NUL in `value` (keys included),
+    or None: PostgreSQL's text and jsonb cannot store a NUL."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            inner = f"{path}.{k}" if path else str(k)
+            if isinstance(k, str) and "\x00" in k:
+                return inner.replace("\x00", "\\0")
+            if (found := nul_at(v, inner)) is not None:
+                return found
+    if isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            if (found := nul_at(v, f"{path}[{i}]")) is not None:
+                return found
+    return None
+
+
 def file_name_problem(name: object, field: str = "file_name") -> str | None:
     """Why `name` is not a valid file name (a name, not a path), or None if it is."""
     if not isinstance(name, str) or not name.strip():
         return f"{field} must be a non-empty string"
     if len(name) > MAX_FILE_NAME:
         return f"{field} is over {MAX_FILE_NAME} characters"
-    if any(unicodedata.category(c) == "Cc" for c in name):
+    if has_control_characters(name):
         return f"{field} must not contain control characters"
     if "/" in name or "\\" in name or not name.strip("."):
         # A name, not a path: paths (folders) belong in object keys.

@@ -247,12 +247,14 @@ class Fetcher:
 
     async def _run(self, fetch_id: str) -> None:
         runner = f"{self.holder}-{uuid.uuid4().hex[:8]}"
+        owner: str | None = None  # known once the fetch is read
         try:
             stream_id = f"fetch-{fetch_id}"
             events = await self.store.read_stream(stream_id)
             state: f.FetchState | None = f.AGGREGATE.fold(events)
             if state is None or state.status not in f.RUNNABLE:
                 return
+            owner = state.owner
             await self._send(
                 StartFetch(aggregate_id=fetch_id, caller=state.owner, at=_now(), runner=runner)
             )
@@ -266,31 +268,29 @@ class Fetcher:
         except Exception as e:
             log.exception("fetch run crashed", fetch=fetch_id)
             try:
-                await self._after_crash(fetch_id, runner, e)
+                await self._after_crash(fetch_id, owner, runner, e)
             except Exception as failed:  # the store or the bus down: the next crash counts
                 log.warning("crashed fetch not failed", fetch=fetch_id, error=repr(failed))
         finally:
             self.tasks.pop(fetch_id, None)
             await self._release(fetch_id)
 
-    async def _after_crash(self, fetch_id: str, runner: str, error: Exception) -> None:
+    async def _after_crash(
+        self, fetch_id: str, owner: str | None, runner: str, error: Exception
+    ) -> None:
         """A run that crashed (a bug, or input nothing foresaw) is picked up again at once;
         the same crash MAX_CRASHES times in a row fails the fetch, naming the error, so
         that it neither spins for ever nor hides from its owner (who may retry it)."""
         crashes = (self.crashes.get(fetch_id) or 0) + 1
         self.crashes[fetch_id] = crashes
-        if crashes < MAX_CRASHES:
+        if crashes < MAX_CRASHES or owner is None:  # (None: it crashed reading the fetch)
             return
         self.crashes.pop(fetch_id)
-        events = await self.store.read_stream(f"fetch-{fetch_id}")
-        state: f.FetchState | None = f.AGGREGATE.fold(events)
-        if state is None:
-            return
         with contextlib.suppress(DomainError, BusUnavailable):
             await self._send(
                 FailFetch(
                     aggregate_id=fetch_id,
-                    caller=state.owner,
+                    caller=owner,
                     at=_now(),
                     runner=runner,
                     error=f"the fetch worker failed {crashes} times: {type(error).__name__}",

@@ -28,6 +28,7 @@ from litestar.enums import ParamType
 from litestar.params import ParameterKwarg
 
 from api.errors import ApiError
+from domain.values import nul_at
 
 _AT = re.compile(r" - at `\$\.?([^`]*)`$")
 _NAMED = re.compile(r"(?:unknown|missing required) field `([^`]*)`")
@@ -106,7 +107,7 @@ def decode_strict(raw: bytes, struct: type[msgspec.Struct]) -> msgspec.Struct:
         raise ApiError(400, "malformed_json", f"the request body {what}", {}) from None
     # JSON can carry a NUL only escaped; nothing Cairn stores may hold one (PostgreSQL's
     # text cannot), so it is refused here, naming where it is, before any command.
-    if b"\\u0000" in raw and (where := _nul_at(msgspec.json.decode(raw), "")) is not None:
+    if b"\\u0000" in raw and (where := nul_at(msgspec.json.decode(raw))) is not None:
         top = re.split(r"[.\[]", where, maxsplit=1)[0]
         raise ApiError(
             400,
@@ -115,24 +116,6 @@ def decode_strict(raw: bytes, struct: type[msgspec.Struct]) -> msgspec.Struct:
             {"field": where} if where else {},
         )
     return decoded
-
-
-def _nul_at(value: Any, path: str) -> str | None:
-    """The path (`a.b[2]`) of the first string holding a NUL in `value`, keys included."""
-    if isinstance(value, str):
-        return path if "\x00" in value else None
-    if isinstance(value, dict):
-        for k, v in value.items():
-            inner = f"{path}.{k}" if path else str(k)
-            if "\x00" in k:
-                return inner.replace("\x00", "\\0")
-            if (found := _nul_at(v, inner)) is not None:
-                return found
-    if isinstance(value, list):
-        for i, v in enumerate(value):
-            if (found := _nul_at(v, f"{path}[{i}]")) is not None:
-                return found
-    return None
 
 
 async def strict_request(request: Request[Any, Any, Any]) -> None:

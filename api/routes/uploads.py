@@ -44,7 +44,6 @@ from bus.ids import uuid4_str
 from domain.commands import AbortUpload, InitiateUpload, StoreChunk
 from domain.errors import Conflict, Gone
 from domain.uploads import ACTIVE, SHA256_RE, UploadState, UploadStatus
-from domain.values import MAX_METADATA_BYTES, metadata_problem
 from projections import queries
 
 # Pages: at most this many items; offsets within PostgreSQL's bigint.
@@ -162,10 +161,6 @@ class UploadsController(SecuredController):
                     "min_chunk_size": -(-data.file_size // MAX_MANIFEST_ENTRIES),
                 },
             )
-        if data.metadata is not None and (problem := metadata_problem(data.metadata)):
-            # The domain refuses it too; checked here so that metadata too big for a bus
-            # message is a 400, not a command the broker refuses (503).
-            raise ApiError(400, "invalid_metadata", problem, {"max_bytes": MAX_METADATA_BYTES})
         await check_writable(c, data.bucket or None, principal.user)
         sha = data.sha256.lower() if isinstance(data.sha256, str) else None
         upload_id = resource_id(request) or uuid4_str()

@@ -31,8 +31,9 @@ from api import running_digests
 from api.auth import Principal
 from api.context import AppContext, now
 from api.errors import ApiError
+from api.tus import pieces as piece_sizes
 from api.tus.piece_feed import PieceFeed
-from api.tus.pieces import MAX_PIECES, max_size, piece_at, pieces_between, too_many_pieces
+from api.tus.pieces import max_size, piece_at, pieces_between, too_many_pieces
 from api.tus.protocol import CHECKSUMS, DIGITS, parse_checksum, trailer_field, tus_error
 from bus.blobs.sniff import SNIFF_BYTES
 from domain.commands import AppendBytes
@@ -139,7 +140,7 @@ class Appender:
         self.length = state.file_size
         self.offset = state.offset  # where the next append goes: the upload's offset
         self.limit = limit  # the most bytes this body may carry
-        self.room = MAX_PIECES - len(state.pieces)  # the most pieces it may add
+        self.room = piece_sizes.MAX_PIECES - len(state.pieces)  # the most pieces it may add
         self.create = create
         self.hasher = CHECKSUMS[checksum[0]]() if checksum else None
         self.expected = checksum[1] if checksum else b""
@@ -453,7 +454,7 @@ async def append_body(
         declared is not None
         and len(state.pieces)
         + pieces_between(state.offset, state.offset + declared, c.settings.tus_piece_bytes)
-        > MAX_PIECES
+        > piece_sizes.MAX_PIECES
     ):
         raise too_many_pieces()
     announced = (request.headers.get("trailer") or "").lower()

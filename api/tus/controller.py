@@ -46,8 +46,9 @@ from api.context import AppContext, ctx, now, parse_uuid
 from api.errors import ApiError
 from api.limits import check_quota, limiter
 from api.openapi import SECURED, raw_body
+from api.tus import pieces as piece_sizes
 from api.tus.appender import Fresh, append_body
-from api.tus.pieces import MAX_PIECES, PIECE, max_size
+from api.tus.pieces import PIECE, max_size
 from api.tus.protocol import (
     OFFSET_STREAM,
     PATH,
@@ -371,12 +372,16 @@ class TusController(Controller):
             raise ApiError(
                 400, "invalid_length", "Upload-Length differs from the parts' total", {"size": size}
             )
-        if size > max_size(s) or len(manifest) > MAX_PIECES:
+        if size > max_size(s) or len(manifest) > piece_sizes.MAX_PIECES:
             raise ApiError(
                 413,
                 "upload_too_large",
                 "the concatenation exceeds the maximum upload size",
-                {"max_upload_bytes": max_size(s), "size": size, "max_pieces": MAX_PIECES},
+                {
+                    "max_upload_bytes": max_size(s),
+                    "size": size,
+                    "max_pieces": piece_sizes.MAX_PIECES,
+                },
             )
         upload_id = await _initiate(
             c,

@@ -28,6 +28,7 @@ PIECE_GROWTH = 2000
 # FileCreated, and a final upload's InitiateUpload), which must stay under the producer's
 # request size limit (4 MiB, about 45k pieces of ~90 bytes): past it a command fails and an
 # event would stall the relay. So an upload holds at most this many pieces.
+# Read as `pieces.MAX_PIECES` where it is checked (appender, controller): one binding rules.
 MAX_PIECES = MAX_MANIFEST_ENTRIES
 
 

@@ -24,6 +24,7 @@ from bus.config import metrics
 from bus.ids import uuid4
 from domain.events import EventMeta, NewEvent, RecordedEvent, upcast_recorded
 from domain.ports import ConcurrencyError, DuplicateCommand, UnstorableEvent
+from domain.values import nul_at
 
 APPEND_LOCK = 727_002
 NOTIFY_CHANNEL = "cairn_events"
@@ -406,7 +407,8 @@ class InMemoryEventStore:
         if not events:
             return []
         texts = (meta.owner, meta.correlation_id, meta.causation_id, meta.traceparent)
-        if any(_holds_nul(ev.data) for ev in events) or _holds_nul(texts):
+        # What PostgreSQL cannot store, the reference refuses as well.
+        if any(nul_at(ev.data) is not None for ev in events) or nul_at(texts) is not None:
             raise UnstorableEvent("text with a NUL character")
         async with self._lock:
             if command_id and command_id in self._commands:
@@ -465,15 +467,3 @@ def utcnow() -> datetime:
     from datetime import UTC
 
     return datetime.now(UTC)
-
-
-def _holds_nul(value: object) -> bool:
-    """Whether a NUL character is in any string of `value` (keys too): what PostgreSQL
-    cannot store, so the in-memory reference refuses it as well."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return any(_holds_nul(v) for v in value)
-    return False
