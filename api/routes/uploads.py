@@ -7,13 +7,21 @@ chunk is durable and recorded. Nothing is buffered whole in memory.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any
 
 from litestar import Request, Response, delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.exceptions import InternalServerException
-from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
+from litestar.params import (
+    FromPath,
+    FromQuery,
+    HeaderParameter,
+    JSONBody,
+    Parameter,
+    QueryParameter,
+)
 
 from api import running_digests
 from api.auth import Principal
@@ -48,6 +56,21 @@ from projections import queries
 
 # Pages: at most this many items; offsets within PostgreSQL's bigint.
 MAX_LIMIT = 1000
+# A chunk index or a Content-Length: ASCII digits only. Python's int() also takes "+1",
+# "1_0" and full-width digits, which would name one chunk by several paths.
+DIGITS = re.compile(r"[0-9]{1,19}")
+
+
+def _chunk_index(text: str) -> int:
+    """A chunk PUT's index from its path, or 400 invalid_chunk_index."""
+    if not DIGITS.fullmatch(text):
+        raise ApiError(
+            400,
+            "invalid_chunk_index",
+            "a chunk index is a whole number from 0, in ASCII digits",
+            {"index": text[:40]},
+        )
+    return int(text)
 
 
 def _upload_view(row: dict[str, Any]) -> dict[str, Any]:
@@ -191,7 +214,7 @@ class UploadsController(SecuredController):
         return Response(body, status_code=201, headers={"Location": f"/v1/uploads/{upload_id}"})
 
     @put(
-        "/{upload_id:str}/chunks/{index:int}",
+        "/{upload_id:str}/chunks/{index:str}",
         request_max_body_size=None,
         summary="Upload one chunk (raw body)",
         status_code=201,
@@ -211,35 +234,34 @@ class UploadsController(SecuredController):
         self,
         request: Request[Any, Any, Any],
         upload_id: FromPath[str],
-        index: FromPath[int],
+        index: Annotated[str, Parameter(description="The chunk's index from 0, in ASCII digits")],
         principal: NamedDependency[Principal],
         chunk_sha256: Annotated[str | None, HeaderParameter(name="X-Chunk-SHA256")] = None,
     ) -> Response[Any]:
         c = ctx(request)
         upload_id = parse_id("uploads", upload_id)
+        n = _chunk_index(index)
         shape = await c.upload_shape(upload_id, principal)
-        if not 0 <= index < shape.total_chunks:
+        if not 0 <= n < shape.total_chunks:
             raise ApiError(
                 400,
                 "chunk_index_out_of_range",
                 f"chunk index must be in [0, {shape.total_chunks})",
-                {"index": index, "total_chunks": shape.total_chunks},
+                {"index": n, "total_chunks": shape.total_chunks},
             )
-        expected = shape.expected_size(index)
+        expected = shape.expected_size(n)
         declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) != expected):
+        if declared is not None and (not DIGITS.fullmatch(declared) or int(declared) != expected):
             await _refuse_if_inactive(request, upload_id)
-            details: dict[str, Any] = {"index": index, "expected": expected}
-            if declared.isdigit() and len(declared) < 20:
+            details: dict[str, Any] = {"index": n, "expected": expected}
+            if DIGITS.fullmatch(declared):
                 details["received"] = int(declared)
-            raise ApiError(
-                400, "wrong_chunk_size", f"chunk {index} must be {expected} bytes", details
-            )
+            raise ApiError(400, "wrong_chunk_size", f"chunk {n} must be {expected} bytes", details)
         if chunk_sha256 is not None and not SHA256_RE.fullmatch(chunk_sha256.lower()):
             raise ApiError(400, "invalid_sha256", "X-Chunk-SHA256 must be 64 hex digits")
         # A chunk that continues the bytes this process saw in order also feeds the
         # upload's running digest, so that completion need not read the file back.
-        offset = index * shape.chunk_size
+        offset = n * shape.chunk_size
         running = running_digests.resume(upload_id, offset)
         try:
             digest, size = await c.blobs.put_stream(
@@ -251,8 +273,8 @@ class UploadsController(SecuredController):
             raise ApiError(
                 400,
                 "wrong_chunk_size",
-                f"chunk {index} must be {expected} bytes",
-                {"index": index, "expected": expected},
+                f"chunk {n} must be {expected} bytes",
+                {"index": n, "expected": expected},
             ) from None
         except InternalServerException:
             # The client went away mid-body: nothing was kept, nothing is recorded.
@@ -262,18 +284,18 @@ class UploadsController(SecuredController):
             raise ApiError(
                 400,
                 "wrong_chunk_size",
-                f"chunk {index} must be {expected} bytes",
-                {"index": index, "expected": expected, "received": size},
+                f"chunk {n} must be {expected} bytes",
+                {"index": n, "expected": expected, "received": size},
             )
         if chunk_sha256 is not None and chunk_sha256.lower() != digest:
             raise ApiError(
                 400,
                 "checksum_mismatch",
                 "the chunk does not match X-Chunk-SHA256",
-                {"index": index, "declared": chunk_sha256.lower(), "actual": digest},
+                {"index": n, "declared": chunk_sha256.lower(), "actual": digest},
             )
         result = await send_as(
-            request, principal, StoreChunk, upload_id, index=index, size=size, sha256=digest
+            request, principal, StoreChunk, upload_id, index=n, size=size, sha256=digest
         )
         if running is not None:
             # Accepted (stored now, or these very bytes before): they are the upload's.
@@ -281,7 +303,7 @@ class UploadsController(SecuredController):
         st = reply_state(result)
         body = {
             "upload_id": upload_id,
-            "index": index,
+            "index": n,
             "size": size,
             "sha256": digest,
             "chunks_received": st.get("chunks_received"),

@@ -147,6 +147,13 @@ async def test_chunk_refusals_change_nothing(shared_system: System) -> None:
             "chunk_index_out_of_range",
         )
         assert_error(await c.put(f"/v1/uploads/{uid}/chunks/-1", content=parts[0]), 400)
+        # Only ASCII digits name a chunk: int() would read each of these as 0 or 1.
+        for spelling in ("+1", "-0", "0_1", "%EF%BC%91", "1.0", "%201"):
+            assert_error(
+                await c.put(f"/v1/uploads/{uid}/chunks/{spelling}", content=parts[1]),
+                400,
+                "invalid_chunk_index",
+            )
         assert_error(
             await c.put(f"/v1/uploads/{uid}/chunks/0", content=parts[0][:-1]),
             400,
