@@ -35,7 +35,7 @@ from bus.fetch.origin import Fatal, Retryable, StartOver
 from domain.commands import RecordFetchAttemptError, RecordFetchResponse
 
 if TYPE_CHECKING:
-    from handlers.fetcher import _Run
+    from handlers.fetch_run import FetchRun
 
 
 def plan(total: int, segments: int, min_bytes: int) -> list[list[int]]:
@@ -53,7 +53,7 @@ def plan(total: int, segments: int, min_bytes: int) -> list[list[int]]:
     return bounds
 
 
-async def run_segments(run: _Run, first: httpx.Response | None) -> None:
+async def run_segments(run: FetchRun, first: httpx.Response | None) -> None:
     """Fetch every unfinished segment at once; return when all are complete. `first` is
     an answer to `Range: bytes=0-` that segment 0 reads instead of asking anew."""
     tasks = [
@@ -88,7 +88,7 @@ async def run_segments(run: _Run, first: httpx.Response | None) -> None:
         raise StartOver("the segment split changed")
 
 
-async def _segment(run: _Run, i: int, first: httpx.Response | None) -> None:
+async def _segment(run: FetchRun, i: int, first: httpx.Response | None) -> None:
     failures = 0
     while True:
         segments = run.state.segments
@@ -140,7 +140,7 @@ async def _segment(run: _Run, i: int, first: httpx.Response | None) -> None:
             await asyncio.sleep(delay)
 
 
-async def _check(run: _Run, resp: httpx.Response, url: str, asked: int) -> None:
+async def _check(run: FetchRun, resp: httpx.Response, url: str, asked: int) -> None:
     """The answer must be the asked range of the representation the split was made of."""
     code = resp.status_code
     h = resp.headers

@@ -87,7 +87,7 @@ async def test_a_run_that_crashes_again_and_again_fails_the_fetch(
 ) -> None:
     # Before, the worker picked the crashed fetch up again at once, ten times a second for
     # ever, with the fetch IN_PROGRESS and no last_error.
-    from handlers import fetcher
+    from handlers import fetch_run, fetcher
 
     runs: list[str] = []
 
@@ -95,7 +95,7 @@ async def test_a_run_that_crashes_again_and_again_fails_the_fetch(
         runs.append(self.fetch_id)
         raise Bug("boom")
 
-    monkeypatch.setattr(fetcher._Run, "execute", crash)
+    monkeypatch.setattr(fetch_run.FetchRun, "execute", crash)
     system = await start_system(
         dataclasses.replace(settings, fetch_allow_private=True), pool, KINDS
     )
