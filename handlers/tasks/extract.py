@@ -121,11 +121,13 @@ def _zip_name(info: zipfile.ZipInfo) -> str:
         return info.filename
 
 
-def _list_zip(f: BlobFile) -> list[Member]:
+def _list_zip(f: BlobFile, limits: ListingLimits | None = None) -> list[Member]:
     out: list[Member] = []
     with zipfile.ZipFile(buffered(f)) as z:
         for info in z.infolist():
             mode = info.external_attr >> 16
+            if limits is not None:
+                limits.add(info.filename, 0 if info.is_dir() else info.file_size)
             if info.is_dir():
                 continue
             if stat.S_ISLNK(mode):
@@ -147,10 +149,14 @@ def _list_zip(f: BlobFile) -> list[Member]:
     return out
 
 
-def _list_tar(f: BlobFile, fmt: str) -> list[Member]:
+def _list_tar(f: BlobFile, fmt: str, limits: ListingLimits | None = None) -> list[Member]:
     out: list[Member] = []
     with tarfile.open(fileobj=buffered(f), mode="r:gz" if fmt == "tar.gz" else "r:") as tar:
         for m in tar:
+            # Before the next header is read: that skips this member's data (decompressing
+            # it, in a tar.gz), which a member past the limits must not cost.
+            if limits is not None:
+                limits.add(m.name, m.size if m.isreg() else 0)
             if m.isdir():
                 continue
             if m.issym() or m.islnk():
@@ -163,33 +169,57 @@ def _list_tar(f: BlobFile, fmt: str) -> list[Member]:
     return out
 
 
-def _check_limits(members: list[Member], archive_size: int, settings: Settings) -> None:
-    if len(members) > settings.task_max_items:
-        raise _refuse(
-            "too_many_entries",
-            f"the archive has more than {settings.task_max_items} entries",
-            limit=settings.task_max_items,
-            setting="CAIRN_TASK_MAX_ITEMS",
-            entries=len(members),
-        )
-    total = sum(m.size for m in members)
-    if total > settings.task_extract_max_bytes:
-        raise _refuse(
-            "archive_too_large",
-            "the archive's contents exceed the extraction limit",
-            limit=settings.task_extract_max_bytes,
-            setting="CAIRN_TASK_EXTRACT_MAX_BYTES",
-            total=total,
-        )
-    ratio = total / max(archive_size, 1)
-    if total > 1 << 20 and ratio > settings.task_extract_max_ratio:
-        raise _refuse(
-            "compression_ratio_exceeded",
-            "the archive expands more than the ratio limit allows (a zip bomb?)",
-            limit=settings.task_extract_max_ratio,
-            setting="CAIRN_TASK_EXTRACT_MAX_RATIO",
-            ratio=round(ratio, 1),
-        )
+class ListingLimits:
+    """An archive's limits, checked as its listing reaches each entry (files and
+    directories), so that an archive past one is refused at the entry that passes it.
+
+    Checking after the whole listing was too late for a tar: listing reads every header,
+    skipping each member's data on the way (decompressing it, for a tar.gz), and tarfile
+    keeps every header it read. A small tar.gz of headers declaring huge members, or of
+    millions of entries, cost minutes of CPU or gigabytes of memory before its refusal.
+    Sizes are the declared ones (zip: the central directory; tar: the headers), which the
+    reading enforces later."""
+
+    def __init__(self, settings: Settings, archive_size: int) -> None:
+        self.settings = settings
+        self.archive_size = max(archive_size, 1)
+        self.entries = 0
+        self.total = 0
+
+    def add(self, name: str, size: int) -> None:
+        """One more entry, `name`, of `size` uncompressed bytes (0 for a directory);
+        TaskFailure, naming the entry that passed the limit, once the archive is past one."""
+        s = self.settings
+        self.entries += 1
+        self.total += size
+        if self.entries > s.task_max_items:
+            raise _refuse(
+                "too_many_entries",
+                f"the archive has more than {s.task_max_items} entries",
+                limit=s.task_max_items,
+                setting="CAIRN_TASK_MAX_ITEMS",
+                member=name,
+            )
+        if self.total > s.task_extract_max_bytes:
+            raise _refuse(
+                "archive_too_large",
+                "the archive's contents exceed the extraction limit",
+                limit=s.task_extract_max_bytes,
+                setting="CAIRN_TASK_EXTRACT_MAX_BYTES",
+                member=name,
+                total_at_least=self.total,
+            )
+        # The total only grows, so a ratio past the limit now stays past it.
+        ratio = self.total / self.archive_size
+        if self.total > 1 << 20 and ratio > s.task_extract_max_ratio:
+            raise _refuse(
+                "compression_ratio_exceeded",
+                "the archive expands more than the ratio limit allows (a zip bomb?)",
+                limit=s.task_extract_max_ratio,
+                setting="CAIRN_TASK_EXTRACT_MAX_RATIO",
+                member=name,
+                ratio_at_least=round(ratio, 1),
+            )
 
 
 class MemberFailed(Exception):
@@ -290,20 +320,20 @@ async def run_extract(run: TaskRun, settings: Settings, blobs: BlobStore) -> lis
     fmt = str(params.get("format") or detect(head) or "")
     if fmt not in ("zip", "tar", "tar.gz") or (params.get("format") is None and not head):
         raise _refuse("not_an_archive", "the file is not a zip, tar or tar.gz archive")
+    limits = ListingLimits(settings, source.size)
     try:
         if fmt == "zip":
             members = await asyncio.to_thread(
-                _list_zip, BlobFile(blobs, list(source.manifest), loop)
+                _list_zip, BlobFile(blobs, list(source.manifest), loop), limits
             )
         else:
             members = await asyncio.to_thread(
-                _list_tar, BlobFile(blobs, list(source.manifest), loop), fmt
+                _list_tar, BlobFile(blobs, list(source.manifest), loop), fmt, limits
             )
     except TaskFailure:
         raise
     except _CORRUPT as e:
         raise _refuse("not_an_archive", f"the file is not a readable {fmt} archive: {e}") from None
-    _check_limits(members, source.size, settings)
     prefix = str(output.get("prefix") or "")
     bucket = str(output.get("bucket") or "default")
     if bucket != "default":

@@ -5,6 +5,8 @@ run); the commit stage records what happened, in member order, however the run e
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import gzip
 import io
 import os
 import tarfile
@@ -21,6 +23,7 @@ from domain.errors import DomainError
 from handlers.tasks.archive_out import ArchiveSink
 from handlers.tasks.extract import (
     SENDING,
+    ListingLimits,
     Member,
     MemberFailed,
     _extract_in_order,
@@ -145,6 +148,89 @@ def test_a_damaged_tar_header_names_the_next_member() -> None:
     victim = members[80]
     data[victim.offset : victim.offset + 512] = b"\x17" * 512  # header checksum now wrong
     assert walk_until_failure("tar", bytes(data), members) == (victim, list(range(80)))
+
+
+def cut_after_header(members: list[tuple[str, int]]) -> bytes:
+    """A tar.gz of members of zeros, (name, size), cut right after the last one's header:
+    its data is not there at all, so a listing that went on to skip it would fail."""
+    raw = io.BytesIO()
+    for name, size in members:
+        info = tarfile.TarInfo(name)
+        info.size = size
+        raw.write(info.tobuf(tarfile.USTAR_FORMAT))
+        raw.write(bytes(size + (-size % 512)))
+    return gzip.compress(raw.getvalue()[: -(members[-1][1] + (-members[-1][1] % 512))])
+
+
+def limits_of(data: bytes, **settings: Any) -> ListingLimits:
+    return ListingLimits(dataclasses.replace(Settings.from_env({}), **settings), len(data))
+
+
+def test_a_tar_gz_member_past_the_ratio_is_refused_at_its_header_before_its_data() -> None:
+    # Before, the listing decompressed every member's data to reach the next header, and the
+    # limits were checked once it ended: a small tar.gz declaring (and holding) gigabytes
+    # of zeros cost minutes of CPU to refuse. Here the member's data is not even there.
+    data = cut_after_header([("ok.txt", 10), ("zeros", 64 << 20)])
+    with pytest.raises(TaskFailure) as failed:
+        _list_tar(CountingFile(data), "tar.gz", limits_of(data))
+    error = failed.value.error
+    assert error["code"] == "compression_ratio_exceeded", error
+    assert error["details"]["member"] == "zeros"
+    assert error["details"]["setting"] == "CAIRN_TASK_EXTRACT_MAX_RATIO"
+    with pytest.raises(tarfile.ReadError):  # what listing on would have met
+        _list_tar(CountingFile(data), "tar.gz")
+
+
+def test_a_tar_past_the_size_limit_is_refused_at_the_member_that_passes_it() -> None:
+    data = cut_after_header([("a", 3 << 20), ("b", 3 << 20)])
+    with pytest.raises(TaskFailure) as failed:
+        _list_tar(
+            CountingFile(data),
+            "tar.gz",
+            limits_of(data, task_extract_max_bytes=5 << 20, task_extract_max_ratio=1e9),
+        )
+    error = failed.value.error
+    assert error["code"] == "archive_too_large", error
+    assert error["details"]["member"] == "b"
+    assert error["details"]["setting"] == "CAIRN_TASK_EXTRACT_MAX_BYTES"
+
+
+@pytest.mark.parametrize("fmt", ["zip", "tar"])
+def test_entries_past_the_item_limit_are_refused_before_the_rest_is_listed(fmt: str) -> None:
+    # Directories count: tarfile keeps every header it reads, so a tar of millions of
+    # directory entries was a memory bomb that the file count alone never stopped.
+    buf = io.BytesIO()
+    names = [f"d{i:04d}/" for i in range(5000)] + ["f.txt"]
+    if fmt == "zip":
+        with zipfile.ZipFile(buf, "w") as z:
+            for name in names:
+                z.writestr(name, b"" if name.endswith("/") else b"x")
+    else:
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for name in names:
+                info = tarfile.TarInfo(name.rstrip("/"))
+                info.type = tarfile.DIRTYPE if name.endswith("/") else tarfile.REGTYPE
+                info.size = 0 if name.endswith("/") else 1
+                tar.addfile(info, io.BytesIO(b"x") if info.isreg() else None)
+    data = buf.getvalue()
+    f = CountingFile(data)
+    with pytest.raises(TaskFailure) as failed:
+        if fmt == "zip":
+            _list_zip(f, limits_of(data, task_max_items=100))
+        else:
+            _list_tar(f, "tar", limits_of(data, task_max_items=100))
+    error = failed.value.error
+    assert error["code"] == "too_many_entries"
+    assert error["details"]["member"].rstrip("/") == "d0100"
+    if fmt == "tar":
+        assert f.read_bytes < len(data) // 2, (f.read_bytes, len(data))
+
+
+def test_archives_within_the_limits_list_whole() -> None:
+    data = archive("tar.gz")
+    assert listing("tar.gz", data) == _list_tar(CountingFile(data), "tar.gz", limits_of(data))
+    data = archive("zip")
+    assert listing("zip", data) == _list_zip(CountingFile(data), limits_of(data))
 
 
 class StubRun:
