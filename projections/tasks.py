@@ -83,9 +83,12 @@ class TasksProjection(Projection):
                     e.bytes_done,
                 )
             case TaskCompleted() as e:
+                # As the aggregate does (domain/tasks/state.py): an extract's items_total is
+                # 0 (its members are counted as it runs), so completion keeps items_done.
                 await update(
                     "status = 'COMPLETED', finished_at = $2, result_file_ids = $4::jsonb,"
-                    " bytes_done = greatest(bytes_done, $5), items_done = items_total",
+                    " bytes_done = greatest(bytes_done, $5),"
+                    " items_done = greatest(items_done, items_total)",
                     list(e.result_file_ids),
                     e.bytes_done,
                 )

@@ -16,6 +16,7 @@ from domain.files.keys import object_file_id
 from projections.base import apply_event
 from projections.files import FilesProjection
 from projections.object_queries import Bound, list_objects, successor
+from projections.rebuild import rebuild
 from tests.projections.conftest import T0, Writer, sha
 
 
@@ -79,3 +80,25 @@ async def test_listing_bounds_and_successor(pool: asyncpg.Pool, writer: Writer) 
     rest = await list_objects(pool, "pics", "alice", delimiter="/", bound=page.next)
     assert rest.common_prefixes == ["b/"] and not rest.truncated and rest.objects == []
     assert (await list_objects(pool, "pics", "bob")).objects == []  # only the owner's
+
+
+async def test_live_files_tells_objects_from_plain_files(
+    pool: asyncpg.Pool, writer: Writer
+) -> None:
+    # An analyst counting a bucket's objects as ListObjectsV2 lists them reads the view's
+    # key: a plain file uploaded into the bucket is in it too, with no key.
+    await writer.run(put("docs/a.txt", "one", 1))
+    _, plain, _ = await writer.upload("alice", "plain.bin", 10, bucket="pics")
+    await rebuild(pool, "files")
+    rows = await pool.fetch(
+        "SELECT id::text, key FROM readmodel.live_files WHERE bucket = 'pics' ORDER BY key"
+    )
+    assert [(r["id"], r["key"]) for r in rows] == [
+        (object_file_id("pics", "docs/a.txt"), "docs/a.txt"),
+        (plain, None),
+    ]
+    listed = await list_objects(pool, "pics", "alice")
+    keyed = await pool.fetchval(
+        "SELECT count(*) FROM readmodel.live_files WHERE bucket = 'pics' AND key IS NOT NULL"
+    )
+    assert [o["key"] for o in listed.objects] == ["docs/a.txt"] and keyed == 1
