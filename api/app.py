@@ -17,6 +17,7 @@ from api.console.mount import console_router
 from api.context import AppContext
 from api.errors import handle_exception
 from api.events.fanout import FanOut
+from api.events.stream_slots import StreamSlots
 from api.http.signing import Signer
 from api.middleware import request_id_middleware
 from api.openapi import openapi_config
@@ -99,6 +100,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         events = FanOut(pool, settings.database_url or "", settings.events_queue_size)
         await events.start()
         app.state.events = events
+        # Live streams each hold a connection for as long as their client likes: bounded
+        # per user and per process (api/events/stream_slots.py).
+        app.state.stream_slots = StreamSlots(
+            settings.events_max_streams_per_user, settings.events_max_streams
+        )
         flusher = asyncio.create_task(
             c.downloads.run(pool, settings.download_flush_interval), name="download-counts"
         )

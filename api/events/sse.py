@@ -11,7 +11,7 @@ expired, shutdown) its last message is `event: end` with the one error shape as 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import orjson
 
@@ -27,8 +27,13 @@ def end_message(code: str, message: str, request_id: str) -> bytes:
 
 
 async def sse_stream(
-    sub: Subscription, who: Principal, heartbeat: float, request_id: str
+    sub: Subscription,
+    who: Principal,
+    heartbeat: float,
+    request_id: str,
+    on_end: Callable[[], None] = lambda: None,
 ) -> AsyncIterator[bytes]:
+    """The stream's bytes; `on_end` is called once it is over, however it ends."""
     try:
         # The first bytes say where the stream starts (a comment: clients ignore it).
         yield b"retry: %d\n: cairn events after position %d\n\n" % (RETRY_MS, sub.cursor)
@@ -52,3 +57,4 @@ async def sse_stream(
             sub.delivered(events)
     finally:
         sub.close()
+        on_end()

@@ -28,6 +28,7 @@ from api.auth import Authenticator, Principal
 from api.errors import ApiError
 from api.events.fanout import Dropped, FanOut, Subscription
 from api.events.filters import FILTERS, check_not_beyond, parse_position, selector_for
+from api.events.stream_slots import Slot, StreamSlots
 from bus.config.settings import Settings
 from bus.store import feed
 
@@ -39,7 +40,8 @@ CLOSE_NOT_JSON = 1007
 CLOSE_BINARY = 1003
 CLOSE_TOO_BIG = 1009
 CLOSE_POLICY = 1008
-CLOSE_SLOW = 1013
+CLOSE_SLOW = 1013  # also: try again later (the process holds as many streams as it may)
+CLOSE_TOO_MANY = 4429  # the user holds as many live streams as a user may
 CLOSE_GOING_AWAY = 1001
 
 
@@ -66,10 +68,17 @@ def offered_credentials(socket: WebSocket[Any, Any, Any]) -> dict[str, str] | No
 
 class EventSocket:
     def __init__(
-        self, socket: WebSocket[Any, Any, Any], fanout: FanOut, auth: Authenticator, s: Settings
+        self,
+        socket: WebSocket[Any, Any, Any],
+        fanout: FanOut,
+        auth: Authenticator,
+        s: Settings,
+        slots: StreamSlots,
     ) -> None:
         self.socket = socket
         self.fanout = fanout
+        self.slots = slots
+        self.slot: Slot | None = None  # taken once the connection is authenticated
         self.auth = auth
         self.max_bytes = s.ws_max_message_bytes
         self.max_subscriptions = s.ws_max_subscriptions
@@ -113,6 +122,7 @@ class EventSocket:
                 else:
                     raise Closing(CLOSE_AUTH, "unauthorized: auth needs a token or an api_key")
             assert self.who is not None
+            self.slot = self._take_slot(self.who)
             await self.send(
                 {"type": "authenticated", "user": self.who.user, "admin": self.who.admin}
             )
@@ -123,6 +133,8 @@ class EventSocket:
         except WebSocketDisconnect:
             return
         finally:
+            if self.slot is not None:
+                self.slot.release()
             for sub, task in self.subs.values():
                 task.cancel()
                 sub.close()
@@ -132,6 +144,14 @@ class EventSocket:
         if self.closing is not None:
             with contextlib.suppress(Exception):
                 await self.socket.close(self.closing.code, self.closing.reason)
+
+    def _take_slot(self, who: Principal) -> Slot:
+        """This connection's place among the live streams (api/events/stream_slots.py)."""
+        try:
+            return self.slots.take(who.user)
+        except ApiError as e:
+            code = CLOSE_TOO_MANY if e.status == 429 else CLOSE_SLOW
+            raise Closing(code, f"{e.code}: {e.message}") from None
 
     def authenticate(self, creds: dict[str, str]) -> None:
         try:

@@ -8,6 +8,7 @@ protocol); this module validates the request, authorises it and picks the resume
 
 from __future__ import annotations
 
+import weakref
 from typing import Annotated, Any
 
 from litestar import Controller, Request, WebSocket, get, websocket
@@ -21,6 +22,7 @@ from api.errors import ApiError, request_id_of
 from api.events.fanout import Dropped, FanOut
 from api.events.filters import FILTERS, check_not_beyond, parse_position, selector_for
 from api.events.sse import sse_stream
+from api.events.stream_slots import StreamSlots
 from api.events.websocket import EventSocket
 from api.openapi import SECURED
 from bus.store import feed
@@ -65,16 +67,22 @@ def _stream(
     request: Request[Any, Any, Any], who: Principal, filters: dict[str, Any], after: int | None
 ) -> Stream:
     selector = selector_for(who, filters)
+    slot = _slots(request).take(who.user)  # 429 / 503 before anything is held
     try:
         sub = _fanout(request).subscribe(selector, after, "sse")
     except Dropped as d:
+        slot.release()
         raise ApiError(503, d.code, d.message, {}, {"Retry-After": "1"}) from None
     settings = ctx(request).settings
-    return Stream(
-        sse_stream(sub, who, settings.sse_heartbeat, request_id_of(request)),
-        media_type="text/event-stream",
-        headers=_HEADERS,
-    )
+    body = sse_stream(sub, who, settings.sse_heartbeat, request_id_of(request), slot.release)
+    # The stream gives its slot back when it ends; should it never start (the response
+    # dropped before its body), when it is collected.
+    weakref.finalize(body, slot.release)
+    return Stream(body, media_type="text/event-stream", headers=_HEADERS)
+
+
+def _slots(request: Request[Any, Any, Any]) -> StreamSlots:
+    return request.app.state.stream_slots  # type: ignore[no-any-return]
 
 
 # Documented for OpenAPI; the handlers read the raw query (a filter may repeat).
@@ -202,4 +210,5 @@ async def _resource_stream(
 async def events_ws(socket: WebSocket[Any, Any, Any]) -> None:
     """Live events over a WebSocket: see README ("Live events") for the messages."""
     c = socket.app.state.cairn
-    await EventSocket(socket, socket.app.state.events, c.auth, c.settings).serve()
+    state = socket.app.state
+    await EventSocket(socket, state.events, c.auth, c.settings, state.stream_slots).serve()

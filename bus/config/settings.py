@@ -167,6 +167,10 @@ class Settings:
     events_queue_size: int = 1000
     ws_max_message_bytes: int = 64 * 1024
     ws_max_subscriptions: int = 100
+    # Live event streams (SSE responses and WebSocket connections) one API process holds,
+    # per user and in all (api/events/stream_slots.py).
+    events_max_streams_per_user: int = 100
+    events_max_streams: int = 5000
     s3_endpoint: str | None = None
     s3_region: str | None = None
     s3_pool_size: int = 32
@@ -348,6 +352,8 @@ class Settings:
             events_queue_size=_int(env, "CAIRN_EVENTS_QUEUE", 1000),
             ws_max_message_bytes=_int(env, "CAIRN_WS_MAX_MESSAGE_BYTES", 64 * 1024),
             ws_max_subscriptions=_int(env, "CAIRN_WS_MAX_SUBSCRIPTIONS", 100),
+            events_max_streams_per_user=_int(env, "CAIRN_EVENTS_MAX_STREAMS_PER_USER", 100),
+            events_max_streams=_int(env, "CAIRN_EVENTS_MAX_STREAMS", 5000),
             s3_endpoint=env.get("CAIRN_S3_ENDPOINT") or None,
             s3_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
             s3_pool_size=_int(env, "CAIRN_S3_POOL_SIZE", 32),

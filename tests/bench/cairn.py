@@ -59,6 +59,8 @@ class Cairn:
             CAIRN_PORT=str(self.port),
             CAIRN_EMBEDDED_PG_PORT=str(self.pg_port),
             CAIRN_EMBEDDED_KAFKA_PORT=str(self.kafka_port),
+            # events.sse_fanout holds 1,000 streams of one user (the default allows 100).
+            CAIRN_EVENTS_MAX_STREAMS_PER_USER="2000",
         )
         env.update(self.extra_env)
         return env

@@ -5,7 +5,8 @@
   the message came first, which is possible since the event is appended before the answer).
   Also the API's own histogram `cairn_event_delivery_latency_seconds` (append in Postgres
   to the write on the stream), as a mean over the run.
-- events.sse_fanout: 1,000 SSE clients of one user on one API process;
+- events.sse_fanout: 1,000 SSE clients of one user on one API process (the bench's Cairn
+  allows a user 2,000 live streams, tests/bench/cairn.py; the default is 100);
   E uploads initiated straight through the actors' decide-and-append (one event each, no
   Kafka round trip, as bus.append_to_projection does); events/s and deliveries/s from the first
   append to the last client holding the last event. Memory: the API process's RSS before

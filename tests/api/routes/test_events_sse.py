@@ -15,6 +15,8 @@ import httpx
 import jwt
 import pytest
 import pytest_asyncio
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from bus.store.eventstore import PostgresEventStore
@@ -386,3 +388,62 @@ async def test_stopping_the_api_ends_streams_with_a_reason(
             assert await live.next() is None
         finally:
             await live.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def narrow_system(
+    pg_server: EmbeddedPostgres, kafka_server: EmbeddedKafka, template_url: str
+) -> AsyncIterator[System]:
+    """Two live streams per user, three in the process."""
+    async with isolated_system(
+        pg_server.url,
+        kafka_server.bootstrap,
+        events_max_streams_per_user=2,
+        events_max_streams=3,
+    ) as s:
+        yield s
+
+
+async def test_live_streams_are_bounded_per_user_and_per_process(narrow_system: System) -> None:
+    # Before, one signed-in user could open streams until the API process ran out of file
+    # descriptors, and then nobody's requests were accepted.
+    s = narrow_system
+    alice, bob, carol = user(), user(), user()
+    held = [await open_sse(s, who=alice), await open_sse(s, "/v1/events?type=FileCreated", alice)]
+    try:
+        async with s.client(alice) as c:
+            r = await c.get("/v1/events", headers={"Accept": "text/event-stream"})
+            error = assert_error(r, 429, "too_many_streams")
+            assert error["details"]["setting"] == "CAIRN_EVENTS_MAX_STREAMS_PER_USER"
+            assert r.headers["retry-after"] == "5"
+            uid = await new_upload(c)
+            # A per-resource stream is a stream too.
+            assert_error(await c.get(f"/v1/uploads/{uid}/events"), 429, "too_many_streams")
+        # The WebSocket: authenticated, then closed for want of a slot.
+        async with connect(
+            s.url.replace("http://", "ws://") + "/v1/events/ws",
+            subprotocols=["cairn.events.v1", f"bearer.{s.token(alice)}"],
+        ) as ws:
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+            assert closed.value.rcvd is not None
+            assert closed.value.rcvd.code == 4429
+            assert closed.value.rcvd.reason.startswith("too_many_streams")
+        held.append(await open_sse(s, who=bob))  # others still get theirs...
+        async with s.client(carol) as c:  # ...until the process holds its three
+            r = await c.get("/v1/events", headers={"Accept": "text/event-stream"})
+            assert_error(r, 503, "events_busy")
+        # A stream that ends gives its slot back.
+        await held.pop(0).close()
+
+        async def reopened() -> SSEClient | None:
+            c = await SSEClient.open(s.url, "/v1/events", s.token(carol))
+            if c.status == 200:
+                return c
+            await c.close()
+            return None
+
+        held.append(await wait_until(reopened, timeout=10))
+    finally:
+        for h in held:
+            await h.close()
