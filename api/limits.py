@@ -1,9 +1,12 @@
 """Limits on the upload path: chunk PUTs in flight (429) and storage quotas (413).
 
-In flight. Every chunk PUT holds a slot from before its body is read until its answer:
-at most CAIRN_MAX_INFLIGHT_PER_UPLOAD per upload and CAIRN_MAX_INFLIGHT in total per API
-process. Over either limit the request is refused at once with 429 and Retry-After,
-before a byte of its body is read, so a flood of PUTs costs neither memory nor disk. The
+In flight. Every chunk PUT (and tus PATCH) holds a slot from before its body is read
+until its answer: at most CAIRN_MAX_INFLIGHT_PER_UPLOAD per upload,
+CAIRN_MAX_INFLIGHT_PER_USER per user and CAIRN_MAX_INFLIGHT in total per API process.
+Over any limit the request is refused at once with 429 and Retry-After, before a byte of
+its body is read, so a flood of PUTs costs neither memory nor disk. The per-user limit
+keeps one user from taking every slot: before it, one user's 256 bodies sent a byte now
+and then held the process's slots, and everyone else's uploads were 429 meanwhile. The
 counters live in the process (one event loop): taking and returning a slot never awaits,
 so no lock is needed.
 
@@ -35,32 +38,43 @@ RETRY_AFTER = "1"
 
 
 class InflightLimiter:
-    """Counts chunk PUTs in flight, per upload and in total."""
+    """Counts chunk PUTs in flight, per upload, per user and in total."""
 
-    def __init__(self, per_upload: int, total: int) -> None:
+    def __init__(self, per_upload: int, total: int, per_user: int = 0) -> None:
         self.per_upload = per_upload
+        self.per_user = per_user
         self.total = total
         self.in_flight = 0
         self.by_upload: dict[str, int] = {}
+        self.by_user: dict[str, int] = {}
 
     @contextmanager
-    def hold(self, upload_id: str) -> Iterator[None]:
+    def hold(self, upload_id: str, user: str) -> Iterator[None]:
         n = self.by_upload.get(upload_id, 0)
+        mine = self.by_user.get(user, 0)
         if self.total > 0 and self.in_flight >= self.total:
             raise _too_many("global", self.total)
+        if self.per_user > 0 and mine >= self.per_user:
+            raise _too_many("user", self.per_user)
         if self.per_upload > 0 and n >= self.per_upload:
             raise _too_many("upload", self.per_upload)
         self.in_flight += 1
         self.by_upload[upload_id] = n + 1
+        self.by_user[user] = mine + 1
         try:
             yield
         finally:
             self.in_flight -= 1
-            left = self.by_upload[upload_id] - 1
-            if left:
-                self.by_upload[upload_id] = left
-            else:
-                del self.by_upload[upload_id]  # bounded by what is in flight
+            _give_back(self.by_upload, upload_id)  # bounded by what is in flight
+            _give_back(self.by_user, user)
+
+
+def _give_back(counts: dict[str, int], key: str) -> None:
+    left = counts[key] - 1
+    if left:
+        counts[key] = left
+    else:
+        del counts[key]
 
 
 def _too_many(scope: str, limit: int) -> ApiError:
@@ -79,18 +93,20 @@ def limiter(request: Request[Any, Any, Any]) -> InflightLimiter:
     found: InflightLimiter | None = getattr(state, "cairn_inflight", None)
     if found is None:
         s = ctx(request).settings
-        found = InflightLimiter(s.max_inflight_per_upload, s.max_inflight)
+        found = InflightLimiter(s.max_inflight_per_upload, s.max_inflight, s.max_inflight_per_user)
         state.cairn_inflight = found
     return found
 
 
 def inflight_limited(fn: Handler) -> Handler:
-    """Take an in-flight slot for the upload named by `upload_id` before anything else."""
+    """Take an in-flight slot for the upload named by `upload_id`, of the caller, before
+    anything else."""
 
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         request: Request[Any, Any, Any] = kwargs["request"]
-        with limiter(request).hold(str(kwargs["upload_id"]).lower()):
+        upload_id = str(kwargs["upload_id"]).lower()
+        with limiter(request).hold(upload_id, kwargs["principal"].user):
             return await fn(*args, **kwargs)
 
     return wrapper

@@ -500,8 +500,8 @@ class TusController(Controller):
             reloaded = await c.load("uploads", f"upload-{state.id}")
             assert reloaded is not None
             state = reloaded
-        # The same per-upload and global in-flight limits as native chunk PUTs (429).
-        with limiter(request).hold(state.id):
+        # The same in-flight limits as native chunk PUTs (429).
+        with limiter(request).hold(state.id, principal.user):
             new_offset = await append_body(c, request, principal, state, checksum)
         final = await _finish_if_full(c, request, principal, state.id)
         headers = {"Upload-Offset": str(new_offset)}

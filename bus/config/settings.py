@@ -139,6 +139,7 @@ class Settings:
     quotas: tuple[tuple[str, int], ...] = ()
     max_inflight_per_upload: int = 16
     max_inflight: int = 256
+    max_inflight_per_user: int = 64
     cleanup_interval: float = 300.0
     gc_grace: float = 3600.0
     max_ranges: int = 100
@@ -330,6 +331,7 @@ class Settings:
             quotas=tuple(quotas),
             max_inflight_per_upload=_int(env, "CAIRN_MAX_INFLIGHT_PER_UPLOAD", 16),
             max_inflight=_int(env, "CAIRN_MAX_INFLIGHT", 256),
+            max_inflight_per_user=_int(env, "CAIRN_MAX_INFLIGHT_PER_USER", 64),
             cleanup_interval=_float(env, "CAIRN_CLEANUP_INTERVAL", 300.0),
             gc_grace=_float(env, "CAIRN_GC_GRACE", 3600.0),
             max_ranges=_int(env, "CAIRN_MAX_RANGES", 100),
