@@ -40,6 +40,7 @@ def head_limits(settings: Settings) -> HeadLimits:
         max_header_bytes=settings.max_header_bytes,
         max_headers=settings.max_headers,
         header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
     )
 
 

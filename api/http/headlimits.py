@@ -1,4 +1,5 @@
-"""Bounds on the request head: line length, header count and size, and time to send it.
+"""Bounds on the request head (line length, header count and size, time to send it) and on
+a request body's silences.
 
 uvicorn's httptools protocol accepts a request head of any size and waits for it forever:
 one 128 MiB header made the API process grow by 500 MiB and stalled everybody else's
@@ -17,6 +18,15 @@ one error shape, and closes the connection, the way nginx does with its
 Raw bytes are counted as they arrive, before httptools buffers them, so the memory one
 oversized head can take is bounded by one socket read plus the limits. Idle keep-alive
 connections are closed by uvicorn's own `timeout_keep_alive` (set from the settings).
+
+A body is bounded in time the way nginx's `client_body_timeout` and tusd's network timeout
+bound it: a request whose body stays silent for `body_timeout` seconds (nothing arrives
+although the server is reading) has its connection closed. The handler sees a client gone
+mid-body: a tus PATCH keeps what arrived (its offset moves), a chunk PUT keeps nothing.
+Before, a body that stopped arriving held its connection, and its upload slot
+(api/limits.py), for as long as the client kept the socket open. Time the server itself
+is not reading (flow control paused reading while the handler catches up, or a client
+waiting for its `100 Continue`) never counts as silence.
 """
 
 from __future__ import annotations
@@ -27,6 +37,9 @@ from typing import Any, ClassVar
 
 from api.http.rawerror import error_response_bytes
 from api.http.trailers import TrailerAwareHttpToolsProtocol
+from bus.config.logs import get_logger
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -35,6 +48,7 @@ class HeadLimits:
     max_header_bytes: int = 32 * 1024
     max_headers: int = 100
     header_timeout: float = 10.0
+    body_timeout: float = 60.0  # 0: none
 
 
 # After a refusal the client may still be sending the rest of its head (or a body). Closing
@@ -66,6 +80,9 @@ class LimitedHttpToolsProtocol(TrailerAwareHttpToolsProtocol):
         self._header_count = 0
         self._header_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
+        # A body being read: when its last bytes came, and the timer that looks at that.
+        self._body_heard = 0.0
+        self._body_timer: asyncio.TimerHandle | None = None
 
     # -------------------------------------------------------------- connection events
 
@@ -76,6 +93,7 @@ class LimitedHttpToolsProtocol(TrailerAwareHttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
+        self._disarm_body_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -89,6 +107,11 @@ class LimitedHttpToolsProtocol(TrailerAwareHttpToolsProtocol):
         # buffering without calling us back: judge it by the raw bytes.
         if self._refusal is None and self._in_head and self._head_bytes > self._max_head():
             self._refuse(431, "headers_too_large", "the request headers are too large")
+        elif not self._in_head and self.limits.body_timeout > 0:
+            # Mid-body (the head is in, the message is not complete): heard from now.
+            self._body_heard = self.loop.time()
+            if self._body_timer is None:
+                self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_silent)
 
     def _max_head(self) -> int:
         # Line + headers + their CRLFs: a head within both limits never exceeds this.
@@ -137,6 +160,7 @@ class LimitedHttpToolsProtocol(TrailerAwareHttpToolsProtocol):
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
+        self._disarm_body_timer()
         super().on_message_complete()
         # The next bytes on this connection start a new head (pipelined or keep-alive).
         self._in_head = True
@@ -200,3 +224,30 @@ class LimitedHttpToolsProtocol(TrailerAwareHttpToolsProtocol):
             "the request head was not received in time",
             {"timeout_seconds": self.limits.header_timeout},
         )
+
+    # -------------------------------------------------------------- body timeout
+
+    def _disarm_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_silent(self) -> None:
+        """`body_timeout` after a body's first bytes: closes the connection if nothing more
+        came for that long while the server was reading; else looks again later. One timer
+        per silence, not one per socket read."""
+        self._body_timer = None
+        if self._in_head or self.transport.is_closing():
+            return
+        now = self.loop.time()
+        cycle = self.cycle
+        if self.flow.read_paused or (cycle is not None and cycle.waiting_for_100_continue):
+            self._body_heard = now  # the server is not reading: not the client's silence
+        quiet = now - self._body_heard
+        if quiet < self.limits.body_timeout:
+            self._body_timer = self.loop.call_later(
+                self.limits.body_timeout - quiet, self._body_silent
+            )
+            return
+        log.info("request body silent: connection closed", seconds=round(quiet, 1))
+        self.transport.close()

@@ -159,6 +159,7 @@ class Settings:
     max_header_bytes: int = 32 * 1024
     max_headers: int = 100
     header_timeout: float = 10.0
+    body_timeout: float = 60.0
     # Longer than the clients' own idle expiry (httpx 5 s, undici 4 s, aiohttp 15 s) and a
     # load balancer's idle timeout (AWS ALB 60 s), as nginx's 75 s is: a server that closes
     # first races the client's next request on that connection, which then fails unanswered.
@@ -348,6 +349,7 @@ class Settings:
             max_header_bytes=_int(env, "CAIRN_MAX_HEADER_BYTES", 32 * 1024),
             max_headers=_int(env, "CAIRN_MAX_HEADERS", 100),
             header_timeout=_float(env, "CAIRN_HEADER_TIMEOUT", 10.0),
+            body_timeout=_float(env, "CAIRN_BODY_TIMEOUT", 60.0),
             keepalive_timeout=_float(env, "CAIRN_KEEPALIVE_TIMEOUT", 75.0),
             drain_timeout=_float(env, "CAIRN_DRAIN_TIMEOUT", 5.0),
             sse_heartbeat=_float(env, "CAIRN_SSE_HEARTBEAT", 15.0),

@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
-from tests.system import System, isolated_system
+from tests.system import System, isolated_system, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -29,6 +29,8 @@ async def limited(
         kafka_server.bootstrap,
         header_timeout=1.0,
         keepalive_timeout=1.0,
+        body_timeout=1.0,
+        max_inflight_per_upload=1,
         max_request_line_bytes=8 * 1024,
         max_header_bytes=32 * 1024,
         max_headers=100,
@@ -202,3 +204,92 @@ async def test_an_idle_keepalive_connection_outlasts_the_clients_own_idle_expiry
     await asyncio.sleep(idle)  # the idleness is the subject, not a stand-in for an event
     await get_health()
     writer.close()
+
+
+async def _new_upload(system: System, user: str, size: int, chunk: int) -> str:
+    async with system.client(user) as c:
+        r = await c.post(
+            "/v1/uploads", json={"file_name": "f.bin", "file_size": size, "chunk_size": chunk}
+        )
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+
+def _put_head(system: System, user: str, path: str, length: int) -> bytes:
+    return (
+        f"PUT {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {system.token(user)}\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+async def test_a_silent_body_is_cut_off_and_its_upload_slot_given_back(limited: System) -> None:
+    # Before, a body that stopped arriving held its connection and its in-flight slot for
+    # as long as the client kept the socket open: with one slot per upload here, the
+    # upload could take no chunk meanwhile.
+    uid = await _new_upload(limited, "silent", 20, 10)
+    reader, writer = await _open(limited)
+    try:
+        writer.write(_put_head(limited, "silent", f"/v1/uploads/{uid}/chunks/0", 10) + b"abc")
+        await writer.drain()
+        started = time.monotonic()
+        assert await asyncio.wait_for(reader.read(), 10) == b""  # closed, nothing answered
+        assert 0.9 <= time.monotonic() - started < 5
+    finally:
+        writer.close()
+    async with limited.client("silent") as c:
+        r = await c.put(f"/v1/uploads/{uid}/chunks/0", content=b"0123456789")
+        assert r.status_code == 201, r.text  # the slot came back; nothing was kept before
+        view = (await c.get(f"/v1/uploads/{uid}")).json()
+        assert view["bytes_received"] == 10
+
+
+async def test_a_slow_body_that_keeps_coming_is_not_cut_off(limited: System) -> None:
+    uid = await _new_upload(limited, "slow", 16, 16)
+    reader, writer = await _open(limited)
+    try:
+        writer.write(_put_head(limited, "slow", f"/v1/uploads/{uid}/chunks/0", 16))
+        for i in range(8):  # 2.8 s in all, never 1 s without a byte
+            writer.write(bytes([65 + i]) * 2)
+            await writer.drain()
+            await asyncio.sleep(0.35)
+        status = (await asyncio.wait_for(reader.readline(), 10)).split()[1]
+        assert status == b"201"
+    finally:
+        writer.close()
+
+
+async def test_a_silent_tus_patch_keeps_what_arrived(limited: System) -> None:
+    user = "tus-silent"
+    async with limited.client(user) as c:
+        r = await c.post(
+            "/v1/tus",
+            headers={"Tus-Resumable": "1.0.0", "Upload-Length": str(3 << 20)},
+        )
+        assert r.status_code == 201, r.text
+        url = r.headers["location"]
+    path = url[url.index("/v1/") :]
+    reader, writer = await _open(limited)
+    try:
+        writer.write(
+            (
+                f"PATCH {path} HTTP/1.1\r\nHost: x\r\n"
+                f"Authorization: Bearer {limited.token(user)}\r\nTus-Resumable: 1.0.0\r\n"
+                "Upload-Offset: 0\r\nContent-Type: application/offset+octet-stream\r\n"
+                f"Content-Length: {3 << 20}\r\n\r\n"
+            ).encode()
+            + b"x" * (1 << 20)
+        )
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+    finally:
+        writer.close()
+    async with limited.client(user) as c:
+
+        async def offset() -> str | None:
+            # The request salvages what arrived after its connection is gone: once
+            # that append is in, HEAD says so.
+            r = await c.head(path, headers={"Tus-Resumable": "1.0.0"})
+            assert r.status_code == 200, r.headers
+            return r.headers["upload-offset"] if r.headers["upload-offset"] != "0" else None
+
+        assert await wait_until(offset, timeout=10) == str(1 << 20)
