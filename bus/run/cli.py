@@ -26,6 +26,7 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from bus.config.env import SettingsError
 from bus.config.settings import Settings
 from bus.run import heap, malloc
 from bus.run.processes import RUNNERS, load
@@ -162,6 +163,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     configure(settings.log_level, settings.log_json, process=args.kind)
+    if settings.database_url:
+        # A wrong or unreachable CAIRN_DATABASE_URL is the usual first-deploy mistake: one
+        # line naming it, exit 1 (the orchestrator restarts), not a traceback per process.
+        from bus.store import db
+
+        _run_async(db.check_reachable(settings.database_url))
     tracing.setup(args.kind)
     return _run_async(_run_kind(settings, args.kind))
 
@@ -379,12 +386,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         # Only reachable before a command installed its own handlers (e.g. during imports).
         return EXIT_FORCED
+    except SettingsError as e:
+        print(f"cairn: error: {e}", file=sys.stderr)
+        return 2
     except Exception as e:
         # Imported only here: the supervisor pulls in Postgres and Kafka clients, which the
         # client commands (cairn upload, ...) do not need at start-up.
         from bus.run.supervisor import SupervisorError
+        from bus.store.db import DatabaseUnreachable
 
-        if isinstance(e, SupervisorError):
+        if isinstance(e, SupervisorError | DatabaseUnreachable):
             print(f"cairn: error: {e}", file=sys.stderr)
             return 1
         raise
