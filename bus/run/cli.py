@@ -7,6 +7,7 @@
     cairn migrate                  apply the SQL migrations
     cairn replay --from POSITION   republish the event log to Kafka from a position
     cairn blobs migrate --to URL   copy the blob store into another one (e.g. s3://...)
+    cairn db dump|restore FILE     the database half of a backup (pg_dump / pg_restore)
 
 and the client commands that talk HTTP to any Cairn server (bus/client/): login, upload,
 download, ls, rm, stats, events, buckets, tasks.
@@ -306,6 +307,21 @@ def cmd_blobs_migrate(args: argparse.Namespace) -> int:
         return 1
 
 
+def cmd_db(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bus.run import dbdump
+
+    path = Path(args.file)
+    if args.db_command == "dump":
+        _run_async(dbdump.dump(Settings.from_env(), path))
+        print(f"dumped the database to {path}")
+    else:
+        _run_async(dbdump.restore(Settings.from_env(), path))
+        print(f"restored the database from {path}")
+    return 0
+
+
 # -------------------------------------------------------------------- main
 
 
@@ -370,6 +386,16 @@ def _parser() -> argparse.ArgumentParser:
         help="source (default: CAIRN_BLOB_STORE, else the data dir's local store)",
     )
     bmig.set_defaults(func=cmd_blobs_migrate)
+
+    dbp = sub.add_parser("db", help="dump or restore the database (see README, Backup and restore)")
+    db_sub = dbp.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    for action, what in (
+        ("dump", "write a pg_dump (custom format) of Cairn's database to FILE"),
+        ("restore", "restore FILE (from `cairn db dump`) into an empty database"),
+    ):
+        one = db_sub.add_parser(action, help=what)
+        one.add_argument("file", metavar="FILE")
+        one.set_defaults(func=cmd_db)
 
     # The client commands (upload, download, ls, events, ...): HTTP to any Cairn server.
     from bus.client.commands import register

@@ -10,7 +10,7 @@ import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import asyncpg
 import orjson
@@ -128,12 +128,9 @@ class DatabaseUnreachable(RuntimeError):
 
 
 def where(url: str) -> str:
-    """host:port/database of `url`, without the user or password."""
-    try:
-        parts = urlsplit(url)
-        return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
-    except ValueError:
-        return "an unparseable URL"
+    """host:port/database of `url` (a socket directory as a path), without user or password."""
+    parts = urlsplit(url)
+    return f"{unquote(parts.netloc.rpartition('@')[2]) or 'localhost'}{parts.path}"
 
 
 async def check_reachable(url: str, timeout: float = 10.0) -> None:
