@@ -351,7 +351,7 @@ def _blob_store(env: Env) -> str:
 
 
 def _api_keys(env: Env) -> tuple[ApiKey, ...]:
-    keys = []
+    keys: list[ApiKey] = []
     for item in (env.raw("CAIRN_API_KEYS") or "").split(","):
         if not item.strip():
             continue
@@ -370,7 +370,7 @@ def _api_keys(env: Env) -> tuple[ApiKey, ...]:
 
 
 def _quotas(env: Env) -> tuple[tuple[str, int], ...]:
-    quotas = []
+    quotas: list[tuple[str, int]] = []
     for item in (env.raw("CAIRN_QUOTAS") or "").split(","):
         entry = item.strip()
         if not entry:
@@ -387,7 +387,7 @@ def _quotas(env: Env) -> tuple[tuple[str, int], ...]:
 
 
 def _networks(env: Env) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    nets = []
+    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     for n in (env.raw("CAIRN_FETCH_ALLOW_NETWORKS") or "").split(","):
         if n.strip():
             try:

@@ -25,7 +25,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from bus.config.env import SettingsError
 from bus.config.settings import Settings
@@ -33,10 +33,11 @@ from bus.run import heap, malloc
 from bus.run.processes import RUNNERS, load
 
 DEFAULT_TOKEN_TTL = 30 * 24 * 3600
+T = TypeVar("T")
 EXIT_FORCED = 130  # the shell convention for "ended by SIGINT"
 
 
-def _run_async(coro: Coroutine[Any, Any, int]) -> int:
+def _run_async(coro: Coroutine[Any, Any, T]) -> T:
     """Run under uvloop when it is installed (it comes with uvicorn[standard])."""
     try:
         import uvloop
