@@ -137,8 +137,8 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
     if isinstance(exc, (BlobCorrupt, BlobNotFound)):
         # A live file or object names bytes the store cannot give back (corrupt, or gone
         # with a disk or by hand): the server's fault, named with the blob for an operator.
-        code, message, event = _BLOB_CORRUPT if isinstance(exc, BlobCorrupt) else _BLOB_MISSING
-        log.error(event, path=request.url.path, error=str(exc))
+        code, message, _ = _BLOB_CORRUPT if isinstance(exc, BlobCorrupt) else _BLOB_MISSING
+        log_unservable(request, exc)
         return error_response(request, 500, code, message, {"sha256": exc.sha256})
     if isinstance(exc, ValidationException):
         return error_response(
@@ -153,6 +153,19 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         return error_response(request, exc.status_code, code, str(exc.detail), {}, hdrs)
     _log_server_error(request, exc)
     return error_response(request, 500, "internal_error", "internal server error")
+
+
+def log_unservable(request: Request[Any, Any, Any], exc: BlobCorrupt | BlobNotFound) -> None:
+    """The error line of stored bytes that cannot be served, naming the blob and the
+    request: at the start of an answer (a 500) or found in the middle of one (cut off)."""
+    event = (_BLOB_CORRUPT if isinstance(exc, BlobCorrupt) else _BLOB_MISSING)[2]
+    log.error(
+        event,
+        request_id=request_id_of(request),
+        path=request.url.path,
+        sha256=exc.sha256,
+        error=str(exc),
+    )
 
 
 def _log_server_error(request: Request[Any, Any, Any], exc: BaseException) -> None:

@@ -8,14 +8,17 @@ routes cannot drift apart (a fix to one is a fix to both).
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from litestar import Request
 from litestar.openapi.datastructures import ResponseSpec
 
 from api.context import AppContext, now
+from api.errors import log_unservable
 from api.http.content import ContentResponse, Representation, plan, read_small, request_fields
 from api.http.presigned import redirect_location
+from bus.blobs.errors import BlobCorrupt, BlobNotFound
 from domain.files import FileState
 
 
@@ -70,4 +73,43 @@ async def serve(
                 b"", status=307, headers={"Location": location, "Cache-Control": "no-store"}
             )
     body = await read_small(c.blobs, st.manifest, p, lambda sent: c.downloads.record(st.id, sent))
-    return ContentResponse(body, status=p.status, headers=p.headers)
+    if isinstance(body, bytes):
+        return ContentResponse(body, status=p.status, headers=p.headers)
+    framed = bool(p.parts and p.parts[0][0])
+    return ContentResponse(
+        await started(request, body, framed=framed), status=p.status, headers=p.headers
+    )
+
+
+async def started(
+    request: Request[Any, Any, Any], body: AsyncGenerator[bytes, None], *, framed: bool
+) -> AsyncIterator[bytes]:
+    """`body` with its first bytes of content already read, before the status is sent.
+
+    A blob missing from the store (or corrupt) at the start of the answer is then the
+    500 `blob_missing` / `blob_corrupt` the README promises, not a 200 whose body stops at
+    once. One found later cuts the answer short (its status has gone out): that is logged
+    with the same error line, naming the blob and the request."""
+    first: list[bytes] = []
+    try:
+        for _ in range(2 if framed else 1):  # a multipart body starts with its framing
+            first.append(await anext(body))
+    except StopAsyncIteration:
+        pass
+    except BaseException:
+        await body.aclose()
+        raise
+
+    async def rest() -> AsyncIterator[bytes]:
+        for piece in first:
+            yield piece
+        try:
+            async for piece in body:
+                yield piece
+        except (BlobNotFound, BlobCorrupt) as e:
+            log_unservable(request, e)
+            raise
+        finally:
+            await body.aclose()  # its end (counting the bytes sent) runs now, not at GC
+
+    return rest()

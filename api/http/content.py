@@ -17,7 +17,7 @@ that is what keeps a full download near nginx's sendfile.
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -168,7 +168,7 @@ async def stream_parts(
     manifest: Sequence[tuple[str, int]],
     p: Plan,
     on_done: Callable[[int], None] | None = None,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The body of `p`: each part's framing, then its bytes, read only where it lies.
 
     `on_done(content bytes sent)` runs when the body ends, completely or not (a client that
@@ -194,7 +194,7 @@ async def read_small(
     manifest: Sequence[tuple[str, int]],
     p: Plan,
     on_done: Callable[[int], None] | None = None,
-) -> bytes | AsyncIterator[bytes]:
+) -> bytes | AsyncGenerator[bytes, None]:
     """The body of `p`: read at once if at most SMALL_BODY bytes, else a stream.
 
     A small body (a 4 KiB range) is cheaper sent in one piece than streamed: no task

@@ -8,39 +8,18 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-def _bool(v: str | None, default: bool = False) -> bool:
-    if v is None or v == "":
-        return default
-    return v.strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _int(env: dict[str, str], name: str, default: int) -> int:
-    v = env.get(name)
-    return int(v) if v not in (None, "") else default
-
-
-def _float(env: dict[str, str], name: str, default: float) -> float:
-    v = env.get(name)
-    return float(v) if v not in (None, "") else default
-
+from bus.config.env import Env, SettingsError, parse_size
 
 # The largest CAIRN_BLOB_INLINE_BYTES honoured: a put gathers that much in memory before it
 # knows which tier takes it, and a row is read whole.
 INLINE_MAX_BYTES = 1 << 20
 
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-
-
-def parse_size(text: str) -> int:
-    """`1048576`, `512M`, `10G`, `1T` (binary units) -> bytes."""
-    t = text.strip().lower().removesuffix("ib").removesuffix("b")
-    unit = t[-1:] if t[-1:] in _UNITS and not t[-1:].isdigit() else ""
-    number = t[: len(t) - len(unit)] if unit else t
-    return int(float(number) * _UNITS[unit])
+# Which CAIRN_BLOB_STORE URLs name a store (bus/blobs/factory.py opens them).
+BLOB_STORE_SCHEMES = ("file://", "s3://")
 
 
 @dataclass(frozen=True)
@@ -245,132 +224,193 @@ class Settings:
         return path.read_text().strip()
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
-        env = dict(os.environ if environ is None else environ)
-        keys = []
-        for item in (env.get("CAIRN_API_KEYS") or "").split(","):
-            parts = item.strip().split(":")
-            if len(parts) >= 2 and parts[0] and parts[1]:
-                keys.append(ApiKey(parts[0], parts[1], len(parts) > 2 and parts[2] == "admin"))
-        json_env = env.get("CAIRN_LOG_JSON")
-        quotas = []
-        for item in (env.get("CAIRN_QUOTAS") or "").split(","):
-            who, _, limit = item.strip().partition(":")
-            if who and limit:
-                quotas.append((who, parse_size(limit)))
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """The settings the environment names; SettingsError (naming the variable) for a
+        value that cannot be used, rather than a traceback later or a silent default."""
+        env = Env(os.environ if environ is None else environ)
+        num, size, flag = env.integer, env.size, env.flag
+        sec = env.number
+        json_env = env.raw("CAIRN_LOG_JSON")
         origins = tuple(
-            o.strip() for o in (env.get("CAIRN_CORS_ORIGINS") or "*").split(",") if o.strip()
+            o.strip() for o in (env.raw("CAIRN_CORS_ORIGINS") or "*").split(",") if o.strip()
         )
         return cls(
-            host=env.get("CAIRN_HOST") or "127.0.0.1",
-            port=_int(env, "CAIRN_PORT", 8000),
-            api_processes=_int(env, "CAIRN_API_PROCESSES", 1),
-            api_instance=_int(env, "CAIRN_API_INSTANCE", 1),
-            data_dir=Path(env.get("CAIRN_DATA_DIR") or ".cairn"),
-            database_url=env.get("CAIRN_DATABASE_URL") or None,
-            kafka_bootstrap=env.get("CAIRN_KAFKA_BOOTSTRAP") or None,
-            embedded_kafka_port=_int(env, "CAIRN_EMBEDDED_KAFKA_PORT", 9092),
-            embedded_pg_port=_int(env, "CAIRN_EMBEDDED_PG_PORT", 5433),
-            blob_store=env.get("CAIRN_BLOB_STORE") or "",
-            blob_drop_behind=_bool(env.get("CAIRN_BLOB_DROP_BEHIND"), True),
-            blob_early_writeback=_bool(env.get("CAIRN_BLOB_EARLY_WRITEBACK"), True),
-            blob_direct_io=_bool(env.get("CAIRN_BLOB_DIRECT_IO"), True),
-            blob_inline_bytes=min(
-                parse_size(env.get("CAIRN_BLOB_INLINE_BYTES") or "64K"), INLINE_MAX_BYTES
-            ),
-            topic_prefix=env.get("CAIRN_TOPIC_PREFIX") or "cairn",
-            kafka_partitions=_int(env, "CAIRN_KAFKA_PARTITIONS", 8),
-            kafka_command_partitions=_int(env, "CAIRN_KAFKA_COMMAND_PARTITIONS", 0),
-            kafka_reply_partitions=_int(env, "CAIRN_KAFKA_REPLY_PARTITIONS", 16),
-            kafka_command_recycle_after=_int(env, "CAIRN_KAFKA_COMMAND_RECYCLE_AFTER", 0),
-            relay_linger_ms=_int(env, "CAIRN_RELAY_LINGER_MS", 20),
-            relay_linger_from=_int(env, "CAIRN_RELAY_LINGER_FROM", 16),
-            kafka_idempotence=_bool(env.get("CAIRN_KAFKA_IDEMPOTENCE"), True),
-            kafka_replication_factor=_int(env, "CAIRN_KAFKA_REPLICATION_FACTOR", 1),
-            kafka_fetch_max_wait_ms=_int(env, "CAIRN_KAFKA_FETCH_MAX_WAIT_MS", 500),
-            kafka_session_timeout_ms=_int(env, "CAIRN_KAFKA_SESSION_TIMEOUT_MS", 10000),
-            jwt_secret=env.get("CAIRN_JWT_SECRET") or None,
-            jwt_public_key=env.get("CAIRN_JWT_PUBLIC_KEY") or None,
-            jwt_allow_no_exp=_bool(env.get("CAIRN_JWT_ALLOW_NO_EXP")),
-            signing_key=env.get("CAIRN_SIGNING_KEY") or None,
+            host=env.raw("CAIRN_HOST") or "127.0.0.1",
+            port=num("CAIRN_PORT", 8000, maximum=65535),
+            api_processes=num("CAIRN_API_PROCESSES", 1),
+            api_instance=num("CAIRN_API_INSTANCE", 1, minimum=1),
+            data_dir=Path(env.raw("CAIRN_DATA_DIR") or ".cairn"),
+            database_url=_database_url(env),
+            kafka_bootstrap=env.raw("CAIRN_KAFKA_BOOTSTRAP"),
+            embedded_kafka_port=num("CAIRN_EMBEDDED_KAFKA_PORT", 9092, maximum=65535),
+            embedded_pg_port=num("CAIRN_EMBEDDED_PG_PORT", 5433, maximum=65535),
+            blob_store=_blob_store(env),
+            blob_drop_behind=flag("CAIRN_BLOB_DROP_BEHIND", True),
+            blob_early_writeback=flag("CAIRN_BLOB_EARLY_WRITEBACK", True),
+            blob_direct_io=flag("CAIRN_BLOB_DIRECT_IO", True),
+            blob_inline_bytes=min(size("CAIRN_BLOB_INLINE_BYTES", "64K"), INLINE_MAX_BYTES),
+            topic_prefix=env.raw("CAIRN_TOPIC_PREFIX") or "cairn",
+            kafka_partitions=num("CAIRN_KAFKA_PARTITIONS", 8, minimum=1),
+            kafka_command_partitions=num("CAIRN_KAFKA_COMMAND_PARTITIONS", 0),
+            kafka_reply_partitions=num("CAIRN_KAFKA_REPLY_PARTITIONS", 16, minimum=1),
+            kafka_command_recycle_after=num("CAIRN_KAFKA_COMMAND_RECYCLE_AFTER", 0),
+            relay_linger_ms=num("CAIRN_RELAY_LINGER_MS", 20),
+            relay_linger_from=num("CAIRN_RELAY_LINGER_FROM", 16),
+            kafka_idempotence=flag("CAIRN_KAFKA_IDEMPOTENCE", True),
+            kafka_replication_factor=num("CAIRN_KAFKA_REPLICATION_FACTOR", 1, minimum=1),
+            kafka_fetch_max_wait_ms=num("CAIRN_KAFKA_FETCH_MAX_WAIT_MS", 500),
+            kafka_session_timeout_ms=num("CAIRN_KAFKA_SESSION_TIMEOUT_MS", 10000, minimum=1),
+            jwt_secret=env.raw("CAIRN_JWT_SECRET"),
+            jwt_public_key=env.raw("CAIRN_JWT_PUBLIC_KEY"),
+            jwt_allow_no_exp=flag("CAIRN_JWT_ALLOW_NO_EXP"),
+            signing_key=env.raw("CAIRN_SIGNING_KEY"),
             signing_old_keys=tuple(
-                k.strip() for k in (env.get("CAIRN_SIGNING_OLD_KEYS") or "").split(",") if k.strip()
+                k.strip() for k in (env.raw("CAIRN_SIGNING_OLD_KEYS") or "").split(",") if k.strip()
             ),
-            signed_url_max_expiry=_int(env, "CAIRN_SIGNED_URL_MAX_EXPIRY", 7 * 24 * 3600),
-            signed_put_max_bytes=parse_size(env.get("CAIRN_SIGNED_PUT_MAX_BYTES") or "5G"),
-            api_keys=tuple(keys),
-            fetch_allow_private=_bool(env.get("CAIRN_FETCH_ALLOW_PRIVATE")),
-            fetch_allow_networks=tuple(
-                ipaddress.ip_network(n.strip(), strict=False)
-                for n in (env.get("CAIRN_FETCH_ALLOW_NETWORKS") or "").split(",")
-                if n.strip()
-            ),
-            fetch_segments=max(1, _int(env, "CAIRN_FETCH_SEGMENTS", 4)),
-            fetch_segment_min=max(1, parse_size(env.get("CAIRN_FETCH_SEGMENT_MIN_BYTES") or "16M")),
-            fetch_max_bytes=parse_size(env.get("CAIRN_FETCH_MAX_BYTES") or "1T"),
-            fetch_retries=_int(env, "CAIRN_FETCH_RETRIES", 5),
-            fetch_backoff=_float(env, "CAIRN_FETCH_BACKOFF", 1.0),
-            fetch_concurrency=_int(env, "CAIRN_FETCH_CONCURRENCY", 16),
-            fetch_per_owner=_int(env, "CAIRN_FETCH_PER_OWNER", 4),
-            fetch_rate=parse_size(env.get("CAIRN_FETCH_RATE") or "0"),
-            fetch_ttl=_float(env, "CAIRN_FETCH_TTL", 24 * 3600),
-            fetch_lease=_float(env, "CAIRN_FETCH_LEASE", 15.0),
-            fetch_timeout=_float(env, "CAIRN_FETCH_TIMEOUT", 30.0),
-            fetch_chunk_bytes=parse_size(env.get("CAIRN_FETCH_CHUNK_BYTES") or "8M"),
-            command_timeout=_float(env, "CAIRN_COMMAND_TIMEOUT", 15.0),
-            default_chunk_size=_int(env, "CAIRN_DEFAULT_CHUNK_BYTES", 8 * 1024 * 1024),
-            max_chunk_size=_int(env, "CAIRN_MAX_CHUNK_BYTES", 256 * 1024 * 1024),
-            max_upload_bytes=_int(env, "CAIRN_MAX_UPLOAD_BYTES", 1 << 40),
+            signed_url_max_expiry=num("CAIRN_SIGNED_URL_MAX_EXPIRY", 7 * 24 * 3600, minimum=1),
+            signed_put_max_bytes=size("CAIRN_SIGNED_PUT_MAX_BYTES", "5G", minimum=1),
+            api_keys=_api_keys(env),
+            fetch_allow_private=flag("CAIRN_FETCH_ALLOW_PRIVATE"),
+            fetch_allow_networks=_networks(env),
+            fetch_segments=num("CAIRN_FETCH_SEGMENTS", 4, minimum=1),
+            fetch_segment_min=size("CAIRN_FETCH_SEGMENT_MIN_BYTES", "16M", minimum=1),
+            fetch_max_bytes=size("CAIRN_FETCH_MAX_BYTES", "1T", minimum=1),
+            fetch_retries=num("CAIRN_FETCH_RETRIES", 5),
+            fetch_backoff=sec("CAIRN_FETCH_BACKOFF", 1.0),
+            fetch_concurrency=num("CAIRN_FETCH_CONCURRENCY", 16, minimum=1),
+            fetch_per_owner=num("CAIRN_FETCH_PER_OWNER", 4, minimum=1),
+            fetch_rate=size("CAIRN_FETCH_RATE", "0"),
+            fetch_ttl=sec("CAIRN_FETCH_TTL", 24 * 3600),
+            fetch_lease=sec("CAIRN_FETCH_LEASE", 15.0, positive=True),
+            fetch_timeout=sec("CAIRN_FETCH_TIMEOUT", 30.0, positive=True),
+            fetch_chunk_bytes=size("CAIRN_FETCH_CHUNK_BYTES", "8M", minimum=1),
+            command_timeout=sec("CAIRN_COMMAND_TIMEOUT", 15.0, positive=True),
+            default_chunk_size=num("CAIRN_DEFAULT_CHUNK_BYTES", 8 * 1024 * 1024, minimum=1),
+            max_chunk_size=num("CAIRN_MAX_CHUNK_BYTES", 256 * 1024 * 1024, minimum=1),
+            max_upload_bytes=num("CAIRN_MAX_UPLOAD_BYTES", 1 << 40, minimum=1),
             # Bounded: 1 MiB up to the largest piece (api/tus/pieces.py, MAX_PIECE).
-            tus_piece_bytes=min(
-                max(parse_size(env.get("CAIRN_TUS_PIECE_BYTES") or "8M"), 1 << 20), 64 << 20
-            ),
-            upload_ttl=_float(env, "CAIRN_UPLOAD_TTL", 24 * 3600),
-            trust_proxy=_bool(env.get("CAIRN_TRUST_PROXY")),
+            tus_piece_bytes=min(max(size("CAIRN_TUS_PIECE_BYTES", "8M"), 1 << 20), 64 << 20),
+            upload_ttl=sec("CAIRN_UPLOAD_TTL", 24 * 3600, positive=True),
+            trust_proxy=flag("CAIRN_TRUST_PROXY"),
             cors_origins=origins or ("*",),
-            quota_bytes=parse_size(env.get("CAIRN_QUOTA_BYTES") or "0"),
-            quotas=tuple(quotas),
-            max_inflight_per_upload=_int(env, "CAIRN_MAX_INFLIGHT_PER_UPLOAD", 16),
-            max_inflight=_int(env, "CAIRN_MAX_INFLIGHT", 256),
-            max_inflight_per_user=_int(env, "CAIRN_MAX_INFLIGHT_PER_USER", 64),
-            cleanup_interval=_float(env, "CAIRN_CLEANUP_INTERVAL", 300.0),
-            gc_grace=_float(env, "CAIRN_GC_GRACE", 3600.0),
-            max_ranges=_int(env, "CAIRN_MAX_RANGES", 100),
-            download_flush_interval=_float(env, "CAIRN_DOWNLOAD_FLUSH_INTERVAL", 10.0),
-            task_max_items=_int(env, "CAIRN_TASK_MAX_ITEMS", 10_000),
-            task_retention=_float(env, "CAIRN_TASK_RETENTION", 7 * 24 * 3600.0),
-            task_lease_seconds=_float(env, "CAIRN_TASK_LEASE_SECONDS", 15.0),
-            task_poll_interval=_float(env, "CAIRN_TASK_POLL_INTERVAL", 0.5),
-            task_concurrency_per_owner=_int(env, "CAIRN_TASK_CONCURRENCY_PER_OWNER", 2),
-            task_concurrency=_int(env, "CAIRN_TASK_CONCURRENCY", 2),
-            task_extract_max_bytes=parse_size(env.get("CAIRN_TASK_EXTRACT_MAX_BYTES") or "10G"),
-            task_extract_max_ratio=_float(env, "CAIRN_TASK_EXTRACT_MAX_RATIO", 200.0),
-            max_request_line_bytes=_int(env, "CAIRN_MAX_REQUEST_LINE_BYTES", 8 * 1024),
-            max_header_bytes=_int(env, "CAIRN_MAX_HEADER_BYTES", 32 * 1024),
-            max_headers=_int(env, "CAIRN_MAX_HEADERS", 100),
-            header_timeout=_float(env, "CAIRN_HEADER_TIMEOUT", 10.0),
-            body_timeout=_float(env, "CAIRN_BODY_TIMEOUT", 60.0),
-            keepalive_timeout=_float(env, "CAIRN_KEEPALIVE_TIMEOUT", 75.0),
-            drain_timeout=_float(env, "CAIRN_DRAIN_TIMEOUT", 5.0),
-            sse_heartbeat=_float(env, "CAIRN_SSE_HEARTBEAT", 15.0),
-            events_queue_size=_int(env, "CAIRN_EVENTS_QUEUE", 1000),
-            ws_max_message_bytes=_int(env, "CAIRN_WS_MAX_MESSAGE_BYTES", 64 * 1024),
-            ws_max_subscriptions=_int(env, "CAIRN_WS_MAX_SUBSCRIPTIONS", 100),
-            events_max_streams_per_user=_int(env, "CAIRN_EVENTS_MAX_STREAMS_PER_USER", 100),
-            events_max_streams=_int(env, "CAIRN_EVENTS_MAX_STREAMS", 5000),
-            s3_endpoint=env.get("CAIRN_S3_ENDPOINT") or None,
-            s3_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
-            s3_pool_size=_int(env, "CAIRN_S3_POOL_SIZE", 32),
-            s3_connect_timeout=_float(env, "CAIRN_S3_CONNECT_TIMEOUT", 5.0),
-            s3_read_timeout=_float(env, "CAIRN_S3_READ_TIMEOUT", 30.0),
-            s3_max_attempts=_int(env, "CAIRN_S3_MAX_ATTEMPTS", 4),
-            s3_range_bytes=parse_size(env.get("CAIRN_S3_RANGE_BYTES") or "8M"),
-            s3_spool_dir=Path(env["CAIRN_S3_SPOOL_DIR"]) if env.get("CAIRN_S3_SPOOL_DIR") else None,
-            s3_redirect=_bool(env.get("CAIRN_S3_REDIRECT")),
-            s3_redirect_min_bytes=parse_size(env.get("CAIRN_S3_REDIRECT_MIN_BYTES") or "8M"),
-            s3_redirect_expires=_int(env, "CAIRN_S3_REDIRECT_EXPIRES", 300),
-            log_level=env.get("CAIRN_LOG_LEVEL") or "info",
-            log_json=None if json_env in (None, "") else _bool(json_env),
-            metrics_host=env.get("CAIRN_METRICS_HOST") or "127.0.0.1",
-            metrics_port=_int(env, "CAIRN_METRICS_PORT", 0),
+            quota_bytes=size("CAIRN_QUOTA_BYTES", "0"),
+            quotas=_quotas(env),
+            max_inflight_per_upload=num("CAIRN_MAX_INFLIGHT_PER_UPLOAD", 16, minimum=1),
+            max_inflight=num("CAIRN_MAX_INFLIGHT", 256, minimum=1),
+            max_inflight_per_user=num("CAIRN_MAX_INFLIGHT_PER_USER", 64, minimum=1),
+            cleanup_interval=sec("CAIRN_CLEANUP_INTERVAL", 300.0, positive=True),
+            gc_grace=sec("CAIRN_GC_GRACE", 3600.0),
+            max_ranges=num("CAIRN_MAX_RANGES", 100, minimum=1),
+            download_flush_interval=sec("CAIRN_DOWNLOAD_FLUSH_INTERVAL", 10.0, positive=True),
+            task_max_items=num("CAIRN_TASK_MAX_ITEMS", 10_000, minimum=1),
+            task_retention=sec("CAIRN_TASK_RETENTION", 7 * 24 * 3600.0),
+            task_lease_seconds=sec("CAIRN_TASK_LEASE_SECONDS", 15.0, positive=True),
+            task_poll_interval=sec("CAIRN_TASK_POLL_INTERVAL", 0.5, positive=True),
+            task_concurrency_per_owner=num("CAIRN_TASK_CONCURRENCY_PER_OWNER", 2, minimum=1),
+            task_concurrency=num("CAIRN_TASK_CONCURRENCY", 2, minimum=1),
+            task_extract_max_bytes=size("CAIRN_TASK_EXTRACT_MAX_BYTES", "10G", minimum=1),
+            task_extract_max_ratio=sec("CAIRN_TASK_EXTRACT_MAX_RATIO", 200.0, positive=True),
+            max_request_line_bytes=num("CAIRN_MAX_REQUEST_LINE_BYTES", 8 * 1024, minimum=1),
+            max_header_bytes=num("CAIRN_MAX_HEADER_BYTES", 32 * 1024, minimum=1),
+            max_headers=num("CAIRN_MAX_HEADERS", 100, minimum=1),
+            header_timeout=sec("CAIRN_HEADER_TIMEOUT", 10.0, positive=True),
+            body_timeout=sec("CAIRN_BODY_TIMEOUT", 60.0),
+            keepalive_timeout=sec("CAIRN_KEEPALIVE_TIMEOUT", 75.0, positive=True),
+            drain_timeout=sec("CAIRN_DRAIN_TIMEOUT", 5.0),
+            sse_heartbeat=sec("CAIRN_SSE_HEARTBEAT", 15.0, positive=True),
+            events_queue_size=num("CAIRN_EVENTS_QUEUE", 1000, minimum=1),
+            ws_max_message_bytes=num("CAIRN_WS_MAX_MESSAGE_BYTES", 64 * 1024, minimum=1),
+            ws_max_subscriptions=num("CAIRN_WS_MAX_SUBSCRIPTIONS", 100, minimum=1),
+            events_max_streams_per_user=num("CAIRN_EVENTS_MAX_STREAMS_PER_USER", 100, minimum=1),
+            events_max_streams=num("CAIRN_EVENTS_MAX_STREAMS", 5000, minimum=1),
+            s3_endpoint=env.raw("CAIRN_S3_ENDPOINT"),
+            s3_region=env.raw("AWS_REGION") or env.raw("AWS_DEFAULT_REGION"),
+            s3_pool_size=num("CAIRN_S3_POOL_SIZE", 32, minimum=1),
+            s3_connect_timeout=sec("CAIRN_S3_CONNECT_TIMEOUT", 5.0, positive=True),
+            s3_read_timeout=sec("CAIRN_S3_READ_TIMEOUT", 30.0, positive=True),
+            s3_max_attempts=num("CAIRN_S3_MAX_ATTEMPTS", 4, minimum=1),
+            s3_range_bytes=size("CAIRN_S3_RANGE_BYTES", "8M", minimum=1),
+            s3_spool_dir=Path(v) if (v := env.raw("CAIRN_S3_SPOOL_DIR")) else None,
+            s3_redirect=flag("CAIRN_S3_REDIRECT"),
+            s3_redirect_min_bytes=size("CAIRN_S3_REDIRECT_MIN_BYTES", "8M"),
+            s3_redirect_expires=num("CAIRN_S3_REDIRECT_EXPIRES", 300, minimum=1),
+            log_level=_log_level(env),
+            log_json=None if json_env is None else flag("CAIRN_LOG_JSON"),
+            metrics_host=env.raw("CAIRN_METRICS_HOST") or "127.0.0.1",
+            metrics_port=num("CAIRN_METRICS_PORT", 0, maximum=65535),
         )
+
+
+def _database_url(env: Env) -> str | None:
+    url = env.raw("CAIRN_DATABASE_URL")
+    if url is not None and not url.startswith(("postgresql://", "postgres://")):
+        # Only the scheme: the rest may hold a password, which an error line must not show.
+        raise SettingsError(
+            "CAIRN_DATABASE_URL: not a PostgreSQL URL (postgresql://USER:PASSWORD@HOST:PORT/DB)"
+        )
+    return url
+
+
+def _blob_store(env: Env) -> str:
+    url = env.raw("CAIRN_BLOB_STORE") or ""
+    if url and not url.startswith(BLOB_STORE_SCHEMES):
+        raise env.fail("CAIRN_BLOB_STORE", "not file://PATH or s3://BUCKET[/prefix]")
+    if url in BLOB_STORE_SCHEMES:
+        raise env.fail("CAIRN_BLOB_STORE", "names no path or bucket")
+    return url
+
+
+def _api_keys(env: Env) -> tuple[ApiKey, ...]:
+    keys: list[ApiKey] = []
+    for item in (env.raw("CAIRN_API_KEYS") or "").split(","):
+        if not item.strip():
+            continue
+        parts = item.strip().split(":")
+        if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+            # The key itself is a secret: say which entry, not what it holds.
+            raise SettingsError(
+                f"CAIRN_API_KEYS: entry {len(keys) + 1} is not key:user or key:user:admin"
+            )
+        if len(parts) == 3 and parts[2] != "admin":
+            raise SettingsError(
+                f"CAIRN_API_KEYS: entry {len(keys) + 1} ends in {parts[2]!r}, not 'admin'"
+            )
+        keys.append(ApiKey(parts[0], parts[1], len(parts) == 3))
+    return tuple(keys)
+
+
+def _quotas(env: Env) -> tuple[tuple[str, int], ...]:
+    quotas: list[tuple[str, int]] = []
+    for item in (env.raw("CAIRN_QUOTAS") or "").split(","):
+        entry = item.strip()
+        if not entry:
+            continue
+        who, _, limit = entry.partition(":")
+        try:
+            n = parse_size(limit) if who and limit else -1
+        except ValueError:
+            n = -1
+        if n < 0:
+            raise env.fail("CAIRN_QUOTAS", f"entry {entry!r} is not user:size (alice:10G)")
+        quotas.append((who, n))
+    return tuple(quotas)
+
+
+def _networks(env: Env) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for n in (env.raw("CAIRN_FETCH_ALLOW_NETWORKS") or "").split(","):
+        if n.strip():
+            try:
+                nets.append(ipaddress.ip_network(n.strip(), strict=False))
+            except ValueError:
+                raise env.fail(
+                    "CAIRN_FETCH_ALLOW_NETWORKS", f"{n.strip()!r} is not a CIDR network"
+                ) from None
+    return tuple(nets)
+
+
+def _log_level(env: Env) -> str:
+    level = (env.raw("CAIRN_LOG_LEVEL") or "info").lower()
+    if level not in ("debug", "info", "warn", "warning", "error", "critical"):
+        raise env.fail("CAIRN_LOG_LEVEL", "not one of debug, info, warning, error, critical")
+    return level

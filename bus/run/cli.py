@@ -7,6 +7,7 @@
     cairn migrate                  apply the SQL migrations
     cairn replay --from POSITION   republish the event log to Kafka from a position
     cairn blobs migrate --to URL   copy the blob store into another one (e.g. s3://...)
+    cairn db dump|restore FILE     the database half of a backup (pg_dump / pg_restore)
 
 and the client commands that talk HTTP to any Cairn server (bus/client/): login, upload,
 download, ls, rm, stats, events, buckets, tasks.
@@ -24,17 +25,19 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
+from bus.config.env import SettingsError
 from bus.config.settings import Settings
 from bus.run import heap, malloc
 from bus.run.processes import RUNNERS, load
 
 DEFAULT_TOKEN_TTL = 30 * 24 * 3600
+T = TypeVar("T")
 EXIT_FORCED = 130  # the shell convention for "ended by SIGINT"
 
 
-def _run_async(coro: Coroutine[Any, Any, int]) -> int:
+def _run_async(coro: Coroutine[Any, Any, T]) -> T:
     """Run under uvloop when it is installed (it comes with uvicorn[standard])."""
     try:
         import uvloop
@@ -162,6 +165,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     configure(settings.log_level, settings.log_json, process=args.kind)
+    if settings.database_url:
+        # A wrong or unreachable CAIRN_DATABASE_URL is the usual first-deploy mistake: one
+        # line naming it, exit 1 (the orchestrator restarts), not a traceback per process.
+        from bus.store import db
+
+        _run_async(db.check_reachable(settings.database_url))
     tracing.setup(args.kind)
     return _run_async(_run_kind(settings, args.kind))
 
@@ -299,6 +308,21 @@ def cmd_blobs_migrate(args: argparse.Namespace) -> int:
         return 1
 
 
+def cmd_db(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bus.run import dbdump
+
+    path = Path(args.file)
+    if args.db_command == "dump":
+        _run_async(dbdump.dump(Settings.from_env(), path))
+        print(f"dumped the database to {path}")
+    else:
+        _run_async(dbdump.restore(Settings.from_env(), path))
+        print(f"restored the database from {path}")
+    return 0
+
+
 # -------------------------------------------------------------------- main
 
 
@@ -364,6 +388,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     bmig.set_defaults(func=cmd_blobs_migrate)
 
+    dbp = sub.add_parser("db", help="dump or restore the database (see README, Backup and restore)")
+    db_sub = dbp.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    for action, what in (
+        ("dump", "write a pg_dump (custom format) of Cairn's database to FILE"),
+        ("restore", "restore FILE (from `cairn db dump`) into an empty database"),
+    ):
+        one = db_sub.add_parser(action, help=what)
+        one.add_argument("file", metavar="FILE")
+        one.set_defaults(func=cmd_db)
+
     # The client commands (upload, download, ls, events, ...): HTTP to any Cairn server.
     from bus.client.commands import register
 
@@ -379,12 +413,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         # Only reachable before a command installed its own handlers (e.g. during imports).
         return EXIT_FORCED
+    except SettingsError as e:
+        print(f"cairn: error: {e}", file=sys.stderr)
+        return 2
     except Exception as e:
         # Imported only here: the supervisor pulls in Postgres and Kafka clients, which the
         # client commands (cairn upload, ...) do not need at start-up.
         from bus.run.supervisor import SupervisorError
+        from bus.store.db import DatabaseUnreachable
 
-        if isinstance(e, SupervisorError):
+        if isinstance(e, SupervisorError | DatabaseUnreachable):
             print(f"cairn: error: {e}", file=sys.stderr)
             return 1
         raise

@@ -60,6 +60,11 @@ def _pg_bin() -> Path:
     return Path(POSTGRES_BIN_PATH)
 
 
+def pg_tool(name: str) -> Path:
+    """A client program of the wheel's PostgreSQL (pg_dump, pg_restore, psql)."""
+    return _pg_bin() / name
+
+
 def _run_as() -> dict[str, int]:
     """PostgreSQL refuses to run as root: when we are root, run it as a dedicated user."""
     if os.geteuid() != 0:

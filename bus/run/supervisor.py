@@ -348,6 +348,7 @@ async def database_for_command(settings: Settings) -> AsyncIterator[str]:
     that a `cairn up` started meanwhile refuses instead of fighting over the files.
     """
     if settings.database_url:
+        await db.check_reachable(settings.database_url)
         yield settings.database_url
         return
     data_dir = settings.data_dir.resolve()
@@ -514,7 +515,9 @@ class Supervisor:
         s.resolved_jwt_secret()
 
         database_url = s.database_url
-        if not database_url:
+        if database_url:
+            await db.check_reachable(database_url)
+        else:
             log.info("starting embedded PostgreSQL", port=s.embedded_pg_port)
             self._pg = EmbeddedPostgres(s.data_dir / "pg", s.embedded_pg_port)
             await asyncio.to_thread(self._pg.start)

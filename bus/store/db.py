@@ -10,6 +10,7 @@ import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import asyncpg
 import orjson
@@ -119,6 +120,37 @@ async def connect(url: str) -> asyncpg.Connection:
     conn = await asyncpg.connect(url)
     await _init_conn(conn)
     return conn
+
+
+class DatabaseUnreachable(RuntimeError):
+    """CAIRN_DATABASE_URL names a server Cairn cannot reach or log in to: a thing for the
+    operator to fix, reported in one line (bus/run/cli.py) instead of a traceback."""
+
+
+def where(url: str) -> str:
+    """host:port/database of `url` (a socket directory as a path), without user or password."""
+    parts = urlsplit(url)
+    return f"{unquote(parts.netloc.rpartition('@')[2]) or 'localhost'}{parts.path}"
+
+
+async def check_reachable(url: str, timeout: float = 10.0) -> None:
+    """Connect once to CAIRN_DATABASE_URL, or raise DatabaseUnreachable saying why.
+
+    Within `timeout`: a server behind a firewall that drops packets must not hang a start."""
+    try:
+        conn = await asyncpg.connect(url, timeout=timeout)
+    except (
+        OSError,
+        TimeoutError,
+        ValueError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+    ) as e:
+        why = str(e) or type(e).__name__
+        raise DatabaseUnreachable(
+            f"cannot connect to CAIRN_DATABASE_URL ({where(url)}): {why}"
+        ) from None
+    await conn.close()
 
 
 async def migrate(url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:

@@ -406,3 +406,78 @@ async def test_date_is_current_and_never_before_last_modified(shared_system: Sys
                 assert before <= parsedate_to_datetime(date).timestamp() <= after
             modified = parsedate_to_datetime(content.headers["last-modified"])
             assert modified <= parsedate_to_datetime(content.headers["date"])
+
+
+BIG_CHUNK = 256 * 1024  # over SMALL_BODY (streamed) and CAIRN_BLOB_INLINE_BYTES (a file)
+
+
+async def _lose_chunk(system: System, data: bytes, index: int) -> str:
+    """Delete chunk `index` of `data` from the system's blob store (a lost disk); its sha256."""
+    from bus.blobs.factory import open_blob_store
+
+    sha = hashlib.sha256(data[index * BIG_CHUNK : (index + 1) * BIG_CHUNK]).hexdigest()
+    store = open_blob_store(system.settings.blobs_url, system.settings)
+    try:
+        await store.delete(sha)
+        assert not await store.exists(sha)
+    finally:
+        await store.close()
+    return sha
+
+
+async def test_a_lost_blob_is_a_named_500_or_a_logged_cut(
+    shared_system: System, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README "Operating": a file whose blob is gone answers 500 `blob_missing` naming it,
+    with an error line; before, a streamed answer went out as 200 and stopped at once,
+    with nothing in the log. A blob lost further in cuts the 200 short, logged the same."""
+    import structlog
+    from structlog.testing import capture_logs
+
+    from api import errors
+
+    monkeypatch.setattr(errors, "log", structlog.get_logger(errors.__name__))
+    data = os.urandom(3 * BIG_CHUNK)
+    async with shared_system.client(user()) as c:
+        first_lost = await upload_in(c, data)
+        last_lost = await upload_in(c, data[::-1])
+        sha = await _lose_chunk(shared_system, data, 0)
+        with capture_logs() as logs:
+            r = await c.get(url(first_lost), headers={"X-Request-ID": "rid-lost-first"})
+        assert r.status_code == 500, r.text
+        assert r.json()["error"]["code"] == "blob_missing"
+        assert r.json()["error"]["details"] == {"sha256": sha}
+        (line,) = [e for e in logs if e["event"] == "blob missing from the store"]
+        assert (line["sha256"], line["request_id"]) == (sha, "rid-lost-first")
+        # The chunks still there still serve: a range reads only what it overlaps.
+        r = await c.get(url(first_lost), headers={"Range": f"bytes={2 * BIG_CHUNK}-"})
+        assert r.status_code == 206 and r.content == data[2 * BIG_CHUNK :]
+
+        sha = await _lose_chunk(shared_system, data[::-1], 2)
+        with capture_logs() as logs:
+            async with c.stream(
+                "GET", url(last_lost), headers={"X-Request-ID": "rid-lost-last"}
+            ) as r:
+                assert r.status_code == 200  # the first chunk went out before the loss
+                with pytest.raises(httpx.HTTPError):
+                    await r.aread()
+        (line,) = [e for e in logs if e["event"] == "blob missing from the store"]
+        assert (line["sha256"], line["request_id"]) == (sha, "rid-lost-last")
+
+
+async def upload_in(c: httpx.AsyncClient, data: bytes) -> str:
+    """`upload` with BIG_CHUNK chunks; the file id."""
+    r = await c.post(
+        "/v1/uploads",
+        json={"file_name": "big.bin", "file_size": len(data), "chunk_size": BIG_CHUNK},
+    )
+    assert r.status_code == 201, r.text
+    uid = r.json()["id"]
+    for i in range(0, len(data), BIG_CHUNK):
+        r = await c.put(
+            f"/v1/uploads/{uid}/chunks/{i // BIG_CHUNK}", content=data[i : i + BIG_CHUNK]
+        )
+        assert r.status_code == 201, r.text
+    r = await c.post(f"/v1/uploads/{uid}/complete")
+    assert r.status_code == 200, r.text
+    return str(r.json()["file_id"])

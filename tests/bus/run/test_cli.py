@@ -147,3 +147,51 @@ def test_up_refuses_a_data_dir_in_use(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stderr
     assert "already using data dir" in result.stderr
     assert f"pid {os.getpid()}" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("CAIRN_PORT", "abc"),
+        ("CAIRN_UPLOAD_TTL", "-5"),
+        ("CAIRN_QUOTA_BYTES", "lots"),
+        ("CAIRN_BLOB_STORE", "ftp://host/x"),
+        ("CAIRN_API_KEYS", "key-without-a-user"),
+    ],
+)
+def test_up_refuses_a_bad_value_in_one_line_naming_it(
+    tmp_path: Path, variable: str, value: str
+) -> None:
+    result = _up(tmp_path / "data", **{variable: value})
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cairn: error: " + variable), result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "data" / "pg").exists()  # refused before starting anything
+
+
+@pytest.mark.parametrize("command", [["up"], ["migrate"], ["run", "relay"]])
+def test_an_unreachable_database_is_one_line_naming_the_variable(
+    tmp_path: Path, command: list[str]
+) -> None:
+    dead = free_port()  # nothing listens there
+    env = {k: v for k, v in os.environ.items() if k not in CAIRN_VARS}
+    env.update(
+        CAIRN_DATA_DIR=str(tmp_path / "data"),
+        CAIRN_PORT=str(free_port()),
+        CAIRN_EMBEDDED_KAFKA_PORT=str(free_port()),
+        CAIRN_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}",
+        CAIRN_DATABASE_URL=f"postgresql://cairn:s3cret@127.0.0.1:{dead}/cairn",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "bus.run.cli", *command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("cairn: error:")]
+    assert errors == [errors[0]] and f"CAIRN_DATABASE_URL (127.0.0.1:{dead}/cairn)" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert "s3cret" not in result.stderr  # the password is never printed

@@ -1,0 +1,84 @@
+"""Settings.from_env: the defaults the README documents, and a bad value refused by name."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from bus.config.env import SettingsError
+from bus.config.settings import ApiKey, Settings
+
+
+def test_an_empty_environment_gives_the_dataclass_defaults() -> None:
+    read, default = Settings.from_env({}), Settings()
+    for f in dataclasses.fields(Settings):
+        if f.name != "instance_id":
+            assert getattr(read, f.name) == getattr(default, f.name), f.name
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "why"),
+    [
+        ("CAIRN_PORT", "abc", "not a whole number"),
+        ("CAIRN_PORT", "70000", "at most 65535"),
+        ("CAIRN_EMBEDDED_PG_PORT", "-1", "at least 0"),
+        ("CAIRN_KAFKA_PARTITIONS", "0", "at least 1"),
+        ("CAIRN_UPLOAD_TTL", "-5", "above 0"),
+        ("CAIRN_COMMAND_TIMEOUT", "soon", "not a number"),
+        ("CAIRN_CLEANUP_INTERVAL", "nan", "finite"),
+        ("CAIRN_GC_GRACE", "-1", "at least 0"),
+        ("CAIRN_QUOTA_BYTES", "lots", "not a size"),
+        ("CAIRN_MAX_CHUNK_BYTES", "0", "at least 1"),
+        ("CAIRN_FETCH_RATE", "-1M", "at least 0"),
+        ("CAIRN_TRUST_PROXY", "ture", "not a boolean"),
+        ("CAIRN_LOG_JSON", "maybe", "not a boolean"),
+        ("CAIRN_LOG_LEVEL", "verbose", "not one of"),
+        ("CAIRN_BLOB_STORE", "ftp://host/x", "not file://PATH or s3://"),
+        ("CAIRN_BLOB_STORE", "s3://", "names no path or bucket"),
+        ("CAIRN_DATABASE_URL", "mysql://u:pw@h/db", "not a PostgreSQL URL"),
+        ("CAIRN_QUOTAS", "alice:10G,bob", "'bob' is not user:size"),
+        ("CAIRN_QUOTAS", "alice:-1G", "is not user:size"),
+        ("CAIRN_FETCH_ALLOW_NETWORKS", "10.0.0.0/8,intranet", "'intranet' is not a CIDR"),
+    ],
+)
+def test_a_bad_value_names_its_variable(variable: str, value: str, why: str) -> None:
+    with pytest.raises(SettingsError) as e:
+        Settings.from_env({variable: value})
+    message = str(e.value)
+    assert message.startswith(variable) and why in message, message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "value", ["justakey", "k:", ":bob", "k:bob:root", "k:bob:admin:extra", "a:alice,b"]
+)
+def test_a_malformed_api_key_entry_is_refused_without_showing_the_key(value: str) -> None:
+    with pytest.raises(SettingsError) as e:
+        Settings.from_env({"CAIRN_API_KEYS": value})
+    assert str(e.value).startswith("CAIRN_API_KEYS: entry ")
+    assert "justakey" not in str(e.value)
+
+
+def test_a_database_url_error_never_shows_the_password() -> None:
+    with pytest.raises(SettingsError) as e:
+        Settings.from_env({"CAIRN_DATABASE_URL": "postgress://u:hunter2@h/db"})
+    assert "hunter2" not in str(e.value)
+
+
+def test_good_values_are_read() -> None:
+    s = Settings.from_env(
+        {
+            "CAIRN_API_KEYS": "k1:alice, k2:bob:admin,",
+            "CAIRN_QUOTAS": "alice:10G, bob:512M",
+            "CAIRN_TRUST_PROXY": "Yes",
+            "CAIRN_LOG_LEVEL": "WARNING",
+            "CAIRN_UPLOAD_TTL": "0.5",
+            "CAIRN_BLOB_STORE": "s3://bucket/prefix",
+            "CAIRN_PORT": " 8080 ",
+        }
+    )
+    assert s.api_keys == (ApiKey("k1", "alice"), ApiKey("k2", "bob", True))
+    assert s.quotas == (("alice", 10 << 30), ("bob", 512 << 20))
+    assert (s.trust_proxy, s.log_level, s.upload_ttl, s.port) == (True, "warning", 0.5, 8080)
+    assert s.blob_store == "s3://bucket/prefix"
