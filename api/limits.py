@@ -65,11 +65,13 @@ class InflightLimiter:
             yield
         finally:
             self.in_flight -= 1
-            _give_back(self.by_upload, upload_id)  # bounded by what is in flight
-            _give_back(self.by_user, user)
+            give_back(self.by_upload, upload_id)  # bounded by what is in flight
+            give_back(self.by_user, user)
 
 
-def _give_back(counts: dict[str, int], key: str) -> None:
+def give_back(counts: dict[str, int], key: str) -> None:
+    """One fewer held by `key`; a key that holds none is dropped (the dict stays as small
+    as what is held)."""
     left = counts[key] - 1
     if left:
         counts[key] = left

@@ -13,6 +13,7 @@ from typing import Any
 
 from api.auth import Principal
 from api.errors import ApiError
+from api.http.digits import ascii_int
 from bus.store.feed import Selector
 from domain.registry import EVENTS, STREAM_PREFIXES
 
@@ -86,14 +87,15 @@ def parse_position(value: Any, name: str) -> int | None:
     if value is None or value == "":
         return None
     text = str(value).strip()
-    if not text.isdigit() or len(text) > 18:
+    position = ascii_int(text, 18)
+    if position is None:
         raise ApiError(
             400,
             "invalid_last_event_id",
             f"{name} must be a non-negative integer (an event's position)",
             {"value": text[:64]},
         )
-    return int(text)
+    return position
 
 
 def check_not_beyond(position: int | None, head: int, name: str) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from api.errors import ApiError
+from api.limits import give_back
 
 
 @dataclass
@@ -69,9 +70,5 @@ class StreamSlots:
         return Slot(self, user)
 
     def _give_back(self, user: str) -> None:
-        left = self.held.get(user, 0) - 1
-        if left > 0:
-            self.held[user] = left
-        else:
-            self.held.pop(user, None)
+        give_back(self.held, user)
         self.count -= 1

@@ -39,6 +39,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from api.http.digits import ascii_int
+
 VERSION = 1
 METHODS = ("GET", "HEAD", "PUT")
 # The query parameters a signed URL carries (routes that accept one declare these).
@@ -186,9 +188,7 @@ def carries_signature(params: Mapping[str, str | None]) -> bool:
 
 def _integer(text: str | None) -> int | None:
     """A plain decimal (no sign, no spaces, at most 15 digits), else None."""
-    if text is None or not text.isascii() or not text.isdigit() or len(text) > 15:
-        return None
-    return int(text)
+    return ascii_int(text, 15)
 
 
 def _unb64(text: str) -> bytes | None:

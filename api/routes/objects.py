@@ -39,6 +39,7 @@ from api.context import AppContext, ctx, now
 from api.errors import ApiError
 from api.http.conditionals import ANY, parse_etags
 from api.http.content import ContentResponse
+from api.http.digits import ascii_int
 from api.http.signed_query import (
     Signature,
     SignedExpires,
@@ -315,11 +316,11 @@ class ObjectsController(SecuredController):
                 none_match = True
             elif match is None and current is not None:
                 match = current.sha256
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        declared = ascii_int(request.headers.get("content-length"))
+        if declared is not None and declared > limit:
             raise ApiError(413, "object_too_large", "the object is too large", {"max": limit})
-        if declared is not None and declared.isdigit():
-            await check_quota(c, bucket.owner, int(declared))
+        if declared is not None:
+            await check_quota(c, bucket.owner, declared)
         if none_match and await load_object(c, bucket, key) is not None:
             # Known before reading the body; the command checks again, atomically.
             raise ApiError(412, "object_exists", "an object with this key exists")

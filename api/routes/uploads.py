@@ -7,7 +7,6 @@ chunk is durable and recorded. Nothing is buffered whole in memory.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -30,6 +29,7 @@ from api.commanding import SecuredController, load_owned, parse_id, reply_state,
 from api.completion import MAX_MANIFEST_ENTRIES, finish_upload
 from api.context import ctx
 from api.errors import ApiError
+from api.http.digits import ascii_int
 from api.idempotency import deduplicated, idempotent, note_body_digest, resource_id
 from api.limits import inflight_limited, quota_checked
 from api.openapi import raw_body
@@ -56,21 +56,20 @@ from projections import queries
 
 # Pages: at most this many items; offsets within PostgreSQL's bigint.
 MAX_LIMIT = 1000
-# A chunk index or a Content-Length: ASCII digits only. Python's int() also takes "+1",
-# "1_0" and full-width digits, which would name one chunk by several paths.
-DIGITS = re.compile(r"[0-9]{1,19}")
 
 
 def _chunk_index(text: str) -> int:
-    """A chunk PUT's index from its path, or 400 invalid_chunk_index."""
-    if not DIGITS.fullmatch(text):
+    """A chunk PUT's index from its path, or 400 invalid_chunk_index: ASCII digits only
+    (api/http/digits.py), so that no chunk is named by several paths ("+1", "0_1", full-width digits)."""
+    n = ascii_int(text)
+    if n is None:
         raise ApiError(
             400,
             "invalid_chunk_index",
             "a chunk index is a whole number from 0, in ASCII digits",
             {"index": text[:40]},
         )
-    return int(text)
+    return n
 
 
 def _upload_view(row: dict[str, Any]) -> dict[str, Any]:
@@ -251,11 +250,12 @@ class UploadsController(SecuredController):
             )
         expected = shape.expected_size(n)
         declared = request.headers.get("content-length")
-        if declared is not None and (not DIGITS.fullmatch(declared) or int(declared) != expected):
+        length = ascii_int(declared)
+        if declared is not None and length != expected:
             await _refuse_if_inactive(request, upload_id)
             details: dict[str, Any] = {"index": n, "expected": expected}
-            if DIGITS.fullmatch(declared):
-                details["received"] = int(declared)
+            if length is not None:
+                details["received"] = length
             raise ApiError(400, "wrong_chunk_size", f"chunk {n} must be {expected} bytes", details)
         if chunk_sha256 is not None and not SHA256_RE.fullmatch(chunk_sha256.lower()):
             raise ApiError(400, "invalid_sha256", "X-Chunk-SHA256 must be 64 hex digits")

@@ -31,10 +31,11 @@ from api import running_digests
 from api.auth import Principal
 from api.context import AppContext, now
 from api.errors import ApiError
+from api.http.digits import ascii_int
 from api.tus import pieces as piece_sizes
 from api.tus.piece_feed import PieceFeed
 from api.tus.pieces import max_size, piece_at, pieces_between, too_many_pieces
-from api.tus.protocol import CHECKSUMS, DIGITS, parse_checksum, trailer_field, tus_error
+from api.tus.protocol import CHECKSUMS, parse_checksum, trailer_field, tus_error
 from bus.blobs.sniff import SNIFF_BYTES
 from domain.commands import AppendBytes
 from domain.errors import DomainError
@@ -442,7 +443,7 @@ async def append_body(
     else:
         limit = max_size(c.settings) - state.offset
     declared_h = request.headers.get("content-length")
-    declared = int(declared_h) if declared_h and DIGITS.fullmatch(declared_h.strip()) else None
+    declared = ascii_int(declared_h.strip()) if declared_h else None
     if declared is not None and declared > limit:
         raise ApiError(
             413,

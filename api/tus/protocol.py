@@ -29,6 +29,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.context import ctx
 from api.errors import ApiError, error_response
+from api.http.digits import ascii_int
 from api.http.forwarded import origin
 from api.http.trailers import TRAILERS_EXTENSION
 from api.tus.pieces import max_size
@@ -57,7 +58,6 @@ CHECKSUMS: dict[str, Callable[[], Any]] = {
 OFFSET_STREAM = "application/offset+octet-stream"
 PATH = "/v1/tus"
 
-DIGITS = re.compile(r"[0-9]{1,19}")
 _UPLOAD_PATH = re.compile(r".*/v1/tus/([^/]+)/?")
 
 # ---- protocol headers ----------------------------------------------------------------
@@ -168,10 +168,10 @@ def encode_metadata(metadata: dict[str, str]) -> str:
 
 
 def parse_int(value: str, header: str) -> int:
-    value = value.strip()
-    if not DIGITS.fullmatch(value):
+    n = ascii_int(value.strip())
+    if n is None:
         raise ApiError(400, "invalid_header", f"{header} must be a non-negative integer")
-    return int(value)
+    return n
 
 
 def trailer_field(request: Request[Any, Any, Any], name: str) -> str | None:

@@ -165,9 +165,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     configure(settings.log_level, settings.log_json, process=args.kind)
-    if settings.database_url:
+    if settings.database_url and not os.environ.get("CAIRN_SUPERVISOR_PID"):
         # A wrong or unreachable CAIRN_DATABASE_URL is the usual first-deploy mistake: one
         # line naming it, exit 1 (the orchestrator restarts), not a traceback per process.
+        # Not under `cairn up`, whose supervisor checked (or started) the database before
+        # any child: there it would be one more connection and event loop per start.
         from bus.store import db
 
         _run_async(db.check_reachable(settings.database_url))

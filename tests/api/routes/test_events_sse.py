@@ -226,6 +226,14 @@ async def test_bad_input_is_400_naming_the_problem(shared_system: System) -> Non
             r = await c.get("/v1/events", headers={"Last-Event-ID": bad})
             assert_error(r, 400, "invalid_last_event_id")
         assert_error(await c.get("/v1/events?last_event_id=x"), 400, "invalid_last_event_id")
+        # "²" passed str.isdigit() and then failed int(): a 500 before.
+        for superscript in (
+            "/v1/events?last_event_id=%C2%B2",
+            "/v1/events?last_event_id=%E2%81%B9",
+        ):
+            assert_error(await c.get(superscript), 400, "invalid_last_event_id")
+        r = await c.get("/v1/events", headers={"Last-Event-ID": "²".encode("latin-1")})
+        assert_error(r, 400, "invalid_last_event_id")
         e = assert_error(
             await c.get("/v1/events", headers={"Last-Event-ID": str(10**15)}),
             400,
