@@ -1,7 +1,8 @@
-"""Limits on the upload path: chunk PUTs in flight (429) and storage quotas (413).
+"""Limits on the upload path: request bodies in flight (429) and storage quotas (413).
 
-In flight. Every chunk PUT (and tus PATCH) holds a slot from before its body is read
-until its answer: at most CAIRN_MAX_INFLIGHT_PER_UPLOAD per upload,
+In flight. Every request that brings file bytes (a chunk PUT, a tus PATCH, a tus creation
+with bytes, an object PUT) holds a slot from before its body is read until its answer: at
+most CAIRN_MAX_INFLIGHT_PER_UPLOAD per upload (chunk PUTs and PATCHes, which name one),
 CAIRN_MAX_INFLIGHT_PER_USER per user and CAIRN_MAX_INFLIGHT in total per API process.
 Over any limit the request is refused at once with 429 and Retry-After, before a byte of
 its body is read, so a flood of PUTs costs neither memory nor disk. The per-user limit
@@ -38,7 +39,7 @@ RETRY_AFTER = "1"
 
 
 class InflightLimiter:
-    """Counts chunk PUTs in flight, per upload, per user and in total."""
+    """Counts bodies in flight, per upload, per user and in total."""
 
     def __init__(self, per_upload: int, total: int, per_user: int = 0) -> None:
         self.per_upload = per_upload
@@ -49,8 +50,10 @@ class InflightLimiter:
         self.by_user: dict[str, int] = {}
 
     @contextmanager
-    def hold(self, upload_id: str, user: str) -> Iterator[None]:
-        n = self.by_upload.get(upload_id, 0)
+    def hold(self, upload_id: str | None, user: str) -> Iterator[None]:
+        """A slot for a body of `user`, to `upload_id` (None: a request that names no
+        existing upload, an object PUT or a tus creation, counted per user and in total)."""
+        n = self.by_upload.get(upload_id, 0) if upload_id is not None else 0
         mine = self.by_user.get(user, 0)
         if self.total > 0 and self.in_flight >= self.total:
             raise _too_many("global", self.total)
@@ -59,13 +62,15 @@ class InflightLimiter:
         if self.per_upload > 0 and n >= self.per_upload:
             raise _too_many("upload", self.per_upload)
         self.in_flight += 1
-        self.by_upload[upload_id] = n + 1
+        if upload_id is not None:
+            self.by_upload[upload_id] = n + 1
         self.by_user[user] = mine + 1
         try:
             yield
         finally:
             self.in_flight -= 1
-            give_back(self.by_upload, upload_id)  # bounded by what is in flight
+            if upload_id is not None:
+                give_back(self.by_upload, upload_id)  # bounded by what is in flight
             give_back(self.by_user, user)
 
 
@@ -83,7 +88,7 @@ def _too_many(scope: str, limit: int) -> ApiError:
     return ApiError(
         429,
         "too_many_requests",
-        "too many chunk uploads in flight; retry shortly",
+        "too many uploads in flight; retry shortly",
         {"scope": scope, "limit": limit},
         {"Retry-After": RETRY_AFTER},
     )

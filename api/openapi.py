@@ -24,6 +24,7 @@ from typing import Any
 
 from litestar import Request
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import (
     Components,
@@ -67,6 +68,30 @@ _STANDARD = {
     404: "No such resource (also the answer for another user's ids)",
     500: "Internal error (logged with the request id)",
     503: "A dependency is unavailable; retry after Retry-After seconds",
+}
+
+
+# The limits a route answers beyond the standard errors (api/limits.py, api/events/
+# stream_slots.py), for its `responses`; their bodies become the Error shape in `_finish`.
+BODY_IN_FLIGHT: dict[int, ResponseSpec] = {
+    429: ResponseSpec(
+        None,
+        description="too_many_requests: the caller (details.scope `user`), the upload"
+        " (`upload`) or the process (`global`) has as many bodies in flight as it may;"
+        " refused before the body is read. Retry after Retry-After seconds",
+    )
+}
+LIVE_STREAMS: dict[int, ResponseSpec] = {
+    429: ResponseSpec(
+        None,
+        description="too_many_streams: the caller holds as many live event streams as a"
+        " user may (CAIRN_EVENTS_MAX_STREAMS_PER_USER); close one, or retry later",
+    ),
+    503: ResponseSpec(
+        None,
+        description="events_busy: the process holds as many live event streams as it may"
+        " (CAIRN_EVENTS_MAX_STREAMS); retry after Retry-After seconds",
+    ),
 }
 
 

@@ -24,7 +24,7 @@ from api.events.filters import FILTERS, check_not_beyond, parse_position, select
 from api.events.sse import sse_stream
 from api.events.stream_slots import StreamSlots
 from api.events.websocket import EventSocket
-from api.openapi import SECURED
+from api.openapi import LIVE_STREAMS, SECURED
 from bus.store import feed
 
 _HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -119,6 +119,7 @@ class EventsController(Controller):
     @get(
         "/events",
         summary="Live events as Server-Sent Events, resumable with Last-Event-ID",
+        responses=LIVE_STREAMS,
         description=(
             "Filters (comma-separated or repeated): `aggregate` (uploads, files, ...), `type`"
             " (event type), `stream` (an aggregate id or stream id). `id:` is the event's"
@@ -145,6 +146,7 @@ class EventsController(Controller):
     @get(
         "/uploads/{upload_id:str}/events",
         summary="Live events of one upload (SSE), resumable with Last-Event-ID",
+        responses=LIVE_STREAMS,
         description="Another user's upload answers 404 like one that does not exist.",
     )
     async def upload_events(
@@ -161,6 +163,7 @@ class EventsController(Controller):
     @get(
         "/tasks/{task_id:str}/events",
         summary="Live events of one task (SSE), resumable with Last-Event-ID",
+        responses=LIVE_STREAMS,
         description="Another user's task answers 404 like one that does not exist.",
     )
     async def task_events(
@@ -177,6 +180,7 @@ class EventsController(Controller):
     @get(
         "/fetches/{fetch_id:str}/events",
         summary="Live events of one URL fetch (SSE), resumable with Last-Event-ID",
+        responses=LIVE_STREAMS,
         description="Another user's fetch answers 404 like one that does not exist.",
     )
     async def fetch_events(

@@ -49,8 +49,8 @@ from api.http.signed_query import (
     SignedVersion,
 )
 from api.http.signing import NO_VERSION
-from api.limits import check_quota
-from api.openapi import ANONYMOUS
+from api.limits import check_quota, limiter
+from api.openapi import ANONYMOUS, BODY_IN_FLIGHT
 from api.schemas import Object, ObjectPage, SignedUrl, SignObjectUrl, ok
 from api.serving import content_responses, serve
 from api.tus.pieces import piece_at
@@ -274,6 +274,7 @@ class ObjectsController(SecuredController):
                 description="If-None-Match: * and the key exists, or If-Match; a signed PUT"
                 " URL used again (the object is no longer the version it was signed for)",
             ),
+            **BODY_IN_FLIGHT,
         },
     )
     async def put_object(
@@ -324,21 +325,26 @@ class ObjectsController(SecuredController):
         if none_match and await load_object(c, bucket, key) is not None:
             # Known before reading the body; the command checks again, atomically.
             raise ApiError(412, "object_exists", "an object with this key exists")
-        try:
-            body = await ingest(
-                c.blobs,
-                request.stream(),
-                piece_at=piece_at,
-                max_bytes=limit,
-                keep_head=SNIFF_BYTES,
-            )
-        except BlobTooLarge:
-            raise ApiError(
-                413, "object_too_large", "the object is too large", {"max": limit}
-            ) from None
-        except InternalServerException:
-            # The client went away mid-body: no command, the old version (if any) stays.
-            raise ApiError(400, "incomplete_body", "the request body ended early") from None
+        # A signed PUT acts for the bucket's owner, who signed it (or let an admin).
+        caller = principal.user if grant is None and principal else bucket.owner
+        # An in-flight slot (api/limits.py) while the body is read: 429 before a byte of it
+        # when the caller, or the process, has too many bodies open.
+        with limiter(request).hold(None, caller):
+            try:
+                body = await ingest(
+                    c.blobs,
+                    request.stream(),
+                    piece_at=piece_at,
+                    max_bytes=limit,
+                    keep_head=SNIFF_BYTES,
+                )
+            except BlobTooLarge:
+                raise ApiError(
+                    413, "object_too_large", "the object is too large", {"max": limit}
+                ) from None
+            except InternalServerException:
+                # The client went away mid-body: no command, the old version (if any) stays.
+                raise ApiError(400, "incomplete_body", "the request body ended early") from None
         # As content_type_of decides (a declared type, else sniffed), from the bytes kept
         # on the way in: a small PUT reads nothing back from the blob store.
         stored_type = type_from_head(
@@ -354,8 +360,7 @@ class ObjectsController(SecuredController):
                 sha256=body.sha256,
                 manifest=body.manifest,
                 content_type=stored_type,
-                # A signed PUT acts for the bucket's owner, who signed it (or let an admin).
-                caller=principal.user if grant is None and principal else bucket.owner,
+                caller=caller,
                 admin=bool(grant is None and principal and principal.admin),
                 at=now(),
                 if_none_match=none_match,

@@ -32,7 +32,7 @@ from api.errors import ApiError
 from api.http.digits import ascii_int
 from api.idempotency import deduplicated, idempotent, note_body_digest, resource_id
 from api.limits import inflight_limited, quota_checked
-from api.openapi import raw_body
+from api.openapi import BODY_IN_FLIGHT, raw_body
 from api.paging import page_response
 from api.schemas import (
     BIGINT_MAX,
@@ -224,6 +224,7 @@ class UploadsController(SecuredController):
         responses={
             **ok(201, ChunkStored, "The chunk is durable and recorded"),
             **ok(200, ChunkStored, "The same bytes were already stored for this index"),
+            **BODY_IN_FLIGHT,
         },
     )
     @inflight_limited

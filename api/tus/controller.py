@@ -45,7 +45,7 @@ from api.completion import finish_upload
 from api.context import AppContext, ctx, now, parse_uuid
 from api.errors import ApiError
 from api.limits import check_quota, limiter
-from api.openapi import SECURED, raw_body
+from api.openapi import BODY_IN_FLIGHT, SECURED, raw_body
 from api.tus import pieces as piece_sizes
 from api.tus.appender import Fresh, append_body
 from api.tus.pieces import PIECE, max_size
@@ -224,6 +224,7 @@ class TusController(Controller):
         operation_class=raw_body(
             OFFSET_STREAM, "creation-with-upload: the first bytes of the upload", required=False
         ),
+        responses=BODY_IN_FLIGHT,
     )
     async def create(
         self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]
@@ -267,6 +268,30 @@ class TusController(Controller):
         )
         # Checked before anything is created: a bad header must not leave an upload behind.
         checksum = parse_checksum(request.headers.get("upload-checksum")) if with_body else None
+        # A body holds an in-flight slot (api/limits.py) from before the upload exists: a
+        # 429 leaves nothing behind.
+        slot = (
+            limiter(request).hold(None, principal.user) if with_body else contextlib.nullcontext()
+        )
+        with slot:
+            return await self._create_stream(
+                request, principal, metadata, length, partial, with_body, checksum
+            )
+
+    async def _create_stream(
+        self,
+        request: Request[Any, Any, Any],
+        principal: Principal,
+        metadata: dict[str, str],
+        length: int | None,
+        partial: bool,
+        with_body: bool,
+        checksum: tuple[str, bytes] | None,
+    ) -> Response[Any]:
+        """A stream upload, created; with a body (creation-with-upload) its first bytes
+        appended, or all of a small file's bytes created with it."""
+        c = ctx(request)
+        s = c.settings
         cmd = await _initiation(
             c, principal, metadata, file_size=length, mode="stream", partial=partial
         )
@@ -439,6 +464,7 @@ class TusController(Controller):
         request_max_body_size=None,
         summary="Append bytes at Upload-Offset (application/offset+octet-stream)",
         operation_class=raw_body(OFFSET_STREAM, "The bytes to append at Upload-Offset"),
+        responses=BODY_IN_FLIGHT,
     )
     async def patch_upload(
         self,

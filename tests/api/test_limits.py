@@ -10,7 +10,7 @@ from api.errors import ApiError
 from api.limits import InflightLimiter
 
 
-def refused(limiter: InflightLimiter, upload: str, user: str) -> dict[str, object]:
+def refused(limiter: InflightLimiter, upload: str | None, user: str) -> dict[str, object]:
     with pytest.raises(ApiError) as e, limiter.hold(upload, user):
         pass
     assert (e.value.status, e.value.code) == (429, "too_many_requests")
@@ -45,3 +45,14 @@ def test_a_failing_request_gives_its_slot_back() -> None:
         raise RuntimeError("the body broke off")
     with limiter.hold("a", "alice"):
         assert limiter.by_user == {"alice": 1}
+
+
+def test_a_body_for_no_upload_counts_per_user_and_in_total_only() -> None:
+    # Object PUTs and tus creations name no existing upload: hold(None, ...).
+    limiter = InflightLimiter(per_upload=1, total=3, per_user=2)
+    with limiter.hold(None, "alice"), limiter.hold(None, "alice"):
+        assert limiter.by_upload == {} and limiter.in_flight == 2
+        assert refused(limiter, None, "alice") == {"scope": "user", "limit": 2}
+        with limiter.hold(None, "bob"):
+            assert refused(limiter, "u1", "carol") == {"scope": "global", "limit": 3}
+    assert limiter.in_flight == 0 and limiter.by_user == {}

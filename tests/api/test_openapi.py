@@ -97,6 +97,24 @@ async def test_the_document_validates_and_describes_security_bodies_and_errors(
         ref = schema["$ref"].rsplit("/", 1)[1]
         assert doc["components"]["schemas"][ref]["properties"], (path, method)
     assert "Idempotency-Key" in {p["name"] for p in create.get("parameters", [])}
+    # The limits a route answers are documented on it, in the one error shape.
+    for path, method in [
+        ("/v1/uploads/{upload_id}/chunks/{index}", "put"),
+        ("/v1/tus", "post"),
+        ("/v1/tus/{upload_id}", "patch"),
+        ("/v1/buckets/{name}/objects/{key}", "put"),
+    ]:
+        assert "too_many_requests" in paths[path][method]["responses"]["429"]["description"]
+    for path in [
+        "/v1/events",
+        "/v1/uploads/{upload_id}/events",
+        "/v1/tasks/{task_id}/events",
+        "/v1/fetches/{fetch_id}/events",
+    ]:
+        responses = paths[path]["get"]["responses"]
+        assert "too_many_streams" in responses["429"]["description"], path
+        assert "events_busy" in responses["503"]["description"], path
+    assert "429" not in paths["/v1/uploads"]["get"]["responses"]
 
 
 async def test_swagger_ui_is_served_from_cairn_itself(shared_system: System) -> None:

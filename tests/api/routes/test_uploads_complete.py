@@ -558,6 +558,62 @@ async def test_too_many_chunk_puts_in_flight_is_429_with_retry_after(limited: Sy
         )
 
 
+async def test_object_puts_and_tus_creations_with_bytes_hold_slots_too(limited: System) -> None:
+    # Before, only chunk PUTs and tus PATCHes counted: a user could hold any number of
+    # object PUT or tus creation bodies open, a byte now and then, past every limit.
+    bucket = f"b-{secrets.token_hex(4)}"
+    tus = {"Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream"}
+    async with limited.client("vip") as c:
+        assert (await c.post("/v1/buckets", json={"name": bucket})).status_code == 201
+        probe_upload = await new_upload(c, 4 * CHUNK)
+        release = asyncio.Event()
+
+        async def held() -> AsyncIterator[bytes]:
+            yield b"x" * 10
+            await release.wait()
+            yield b"y" * 10
+
+        def hold(i: int) -> asyncio.Task[httpx.Response]:
+            return asyncio.create_task(
+                c.put(f"/v1/buckets/{bucket}/objects/held-{i}", content=held())
+            )
+
+        async def probe_refused() -> bool:
+            # Out of range on purpose: a harmless 400 while a slot is free, else 429.
+            r = await c.put(f"/v1/uploads/{probe_upload}/chunks/99", content=b"x")
+            return r.status_code == 429
+
+        holding = [hold(i) for i in range(3)]
+
+        async def held_puts_take_every_slot() -> bool:
+            # The probe itself takes a slot for a moment, so a held PUT arriving meanwhile
+            # is refused: start it again. A refused probe means the three hold them all.
+            for i, t in enumerate(holding):
+                if t.done():
+                    assert t.result().status_code == 429, t.result().text
+                    holding[i] = hold(i)
+            return await probe_refused()
+
+        await wait_until(held_puts_take_every_slot)
+        before = await count_events(limited.pool, "UploadInitiated", owner="vip")
+        r = await c.post("/v1/tus", headers={**tus, "Upload-Length": "3"}, content=b"abc")
+        assert assert_error(r, 429, "too_many_requests")["details"]["scope"] == "global"
+        assert r.headers["retry-after"] == "1" and "location" not in r.headers
+        r = await c.put(f"/v1/buckets/{bucket}/objects/more", content=b"abc")
+        assert_error(r, 429, "too_many_requests")
+        # A creation without bytes holds no slot; the refused one left no upload behind.
+        r = await c.post("/v1/tus", headers={"Tus-Resumable": "1.0.0", "Upload-Length": "3"})
+        assert r.status_code == 201, r.text
+        assert await count_events(limited.pool, "UploadInitiated", owner="vip") == before + 1
+        release.set()
+        assert [t.status_code for t in await asyncio.gather(*holding)] == [201, 201, 201]
+        r = await c.post("/v1/tus", headers={**tus, "Upload-Length": "3"}, content=b"abc")
+        assert r.status_code == 201 and r.headers["upload-offset"] == "3", r.text
+        r = await c.put(f"/v1/buckets/{bucket}/objects/more", content=b"abc")
+        assert r.status_code == 201, r.text
+        assert not await probe_refused()  # every slot came back
+
+
 # ---- expiry and garbage collection ----------------------------------------------------
 
 
