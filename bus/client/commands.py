@@ -160,7 +160,8 @@ def register(sub: Any) -> None:
         "--output",
         default=None,
         metavar="PATH",
-        help="file or directory (default: the file's name here)",
+        help="file, or directory to put it in (a path ending in / is one, created if"
+        " missing); - for stdout (default: the file's name, here)",
     )
     p.add_argument(
         "--limit-rate",
@@ -335,12 +336,29 @@ def cmd_upload(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_download(args: argparse.Namespace, out: Output) -> int:
     target = _target(args)
+    if args.output == "-" and args.json:
+        raise ClientError(
+            "-o - writes the file's bytes to stdout, --json its result: choose one",
+            code="usage",
+            exit_code=USAGE,
+        )
     with open_client(target) as client:
         meta = download.resolve_file(client, args.ref)
-        dest = download.destination(meta, args.output)
-        result = download.download(
-            client, target, meta, dest, limit_rate=args.limit_rate, console=out.err
-        )
+        if args.output == "-":  # stdout, as `aws s3 cp s3://b/k -` and `curl -o -`
+            result = download.download_to(
+                client, meta, sys.stdout.buffer, "-", limit_rate=args.limit_rate, console=out.err
+            )
+        else:
+            dest = download.destination(meta, args.output)
+            if download.is_special(dest):
+                with dest.open("wb") as f:
+                    result = download.download_to(
+                        client, meta, f, str(dest), limit_rate=args.limit_rate, console=out.err
+                    )
+            else:
+                result = download.download(
+                    client, target, meta, dest, limit_rate=args.limit_rate, console=out.err
+                )
     if args.json:
         out.emit(result)
     else:

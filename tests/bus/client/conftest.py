@@ -49,6 +49,9 @@ class Cli:
             "XDG_CONFIG_HOME": str(home / "config"),
             "COLUMNS": "200",
         }
+        # Where the command runs (a test that downloads to a default name, or to `-`,
+        # sets a directory of its own: never the checkout).
+        self.cwd = ROOT
 
     async def start(self, *args: str, **env: str) -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(
@@ -56,7 +59,7 @@ class Cli:
             "-m",
             "bus.run.cli",
             *args,
-            cwd=ROOT,
+            cwd=self.cwd,
             env={**self.env, **env},
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
