@@ -110,7 +110,9 @@ def register(sub: Any) -> None:
     p = add(
         "upload", cmd_upload, "upload files or directories (resumable: run it again after Ctrl-C)"
     )
-    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument(
+        "paths", nargs="+", metavar="PATH", help="files, and directories (sent with their tree)"
+    )
     p.add_argument(
         "--bucket", default=None, help="bucket to upload into (default: the server's default)"
     )
@@ -154,7 +156,11 @@ def register(sub: Any) -> None:
     )
 
     p = add("download", cmd_download, "download a file (resumable: run it again after Ctrl-C)")
-    p.add_argument("ref", metavar="ID|BUCKET/KEY")
+    p.add_argument(
+        "ref",
+        metavar="ID|BUCKET/KEY",
+        help="a file id (`cairn ls`), or an object's bucket and key (`cairn ls BUCKET`)",
+    )
     p.add_argument(
         "-o",
         "--output",
@@ -176,7 +182,13 @@ def register(sub: Any) -> None:
         cmd_ls,
         "list a bucket's objects and folders (BUCKET[/PREFIX]), or your files (no argument)",
     )
-    p.add_argument("where", nargs="?", default=None, metavar="BUCKET[/PREFIX]")
+    p.add_argument(
+        "where",
+        nargs="?",
+        default=None,
+        metavar="BUCKET[/PREFIX]",
+        help="a bucket, and a key prefix in it (a folder ends in /); none: your files",
+    )
     p.add_argument(
         "--files",
         action="store_true",
@@ -189,10 +201,10 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--limit", type=int, default=None, metavar="N", help="at most N (files: default 100)"
     )
-    p.add_argument("--offset", type=int, default=0, help="files: skip this many")
+    p.add_argument("--offset", type=int, default=0, metavar="N", help="files: skip the first N")
 
     p = add("rm", cmd_rm, "delete files")
-    p.add_argument("ids", nargs="+", metavar="FILE_ID")
+    p.add_argument("ids", nargs="+", metavar="FILE_ID", help="the files' ids (`cairn ls`)")
 
     add("stats", cmd_stats, "upload statistics: counts by status, bytes, recent activity")
 
