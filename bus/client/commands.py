@@ -30,6 +30,7 @@ import httpx
 from bus.client import (
     buckets,
     config,
+    counts,
     download,
     events,
     fetches,
@@ -125,11 +126,15 @@ def register(sub: Any) -> None:
         ),
     )
     p.add_argument(
-        "--parallel", type=int, default=2, metavar="N", help="files sent at once (default 2)"
+        "--parallel",
+        type=counts.positive,
+        default=2,
+        metavar="N",
+        help="files sent at once (default 2)",
     )
     p.add_argument(
         "--streams",
-        type=int,
+        type=counts.positive,
         default=STREAMS,
         metavar="N",
         help=f"chunks of one file sent at once (default {STREAMS}; not with --tus, whose"
@@ -199,9 +204,15 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--full", action="store_true", help="whole keys, not relative to the folder")
     p.add_argument(
-        "--limit", type=int, default=None, metavar="N", help="at most N (files: default 100)"
+        "--limit",
+        type=counts.positive,
+        default=None,
+        metavar="N",
+        help="at most N (files: default 100)",
     )
-    p.add_argument("--offset", type=int, default=0, metavar="N", help="files: skip the first N")
+    p.add_argument(
+        "--offset", type=counts.not_negative, default=0, metavar="N", help="files: skip the first N"
+    )
 
     p = add("rm", cmd_rm, "delete files")
     p.add_argument("ids", nargs="+", metavar="FILE_ID", help="the files' ids (`cairn ls`)")
@@ -235,12 +246,14 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--since",
-        type=int,
+        type=counts.not_negative,
         default=None,
         metavar="POSITION",
         help="resume after this position (0: everything)",
     )
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="stop after N events")
+    p.add_argument(
+        "--limit", type=counts.positive, default=None, metavar="N", help="stop after N events"
+    )
 
 
 def run(func: Callable[[argparse.Namespace, Output], int], args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ import argparse
 from collections.abc import Callable, Container, Iterable
 from typing import Any
 
-from bus.client import events
+from bus.client import counts, events
 from bus.client.http import json_of, open_client
 from bus.client.output import Output
 
@@ -26,8 +26,12 @@ def add_ls(sub: Any, add: Any, run: Any, help: str, *filters: tuple[str, str]) -
     p = add(sub, "ls", run, help)
     for name, what in filters:
         p.add_argument(f"--{name}", default=None, metavar=name.upper(), help=what)
-    p.add_argument("--limit", type=int, default=50, metavar="N", help="at most N (default 50)")
-    p.add_argument("--offset", type=int, default=0, metavar="N", help="skip the first N")
+    p.add_argument(
+        "--limit", type=counts.positive, default=50, metavar="N", help="at most N (default 50)"
+    )
+    p.add_argument(
+        "--offset", type=counts.not_negative, default=0, metavar="N", help="skip the first N"
+    )
     return p
 
 
