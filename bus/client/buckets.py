@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from bus.client import counts
 from bus.client.errors import ClientError
 from bus.client.http import json_of, open_client
 from bus.client.output import Output, human_bytes
@@ -22,15 +23,17 @@ def register(sub: Any, add: Any) -> None:
     buckets = sub.add_parser("buckets", help="list, create, show and delete buckets")
     bsub = buckets.add_subparsers(dest="buckets_command", required=True, metavar="ACTION")
     p = add(bsub, "ls", cmd_ls, "list your buckets (an admin: everyone's), by name")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="at most N (default: all)")
+    p.add_argument(
+        "--limit", type=counts.positive, default=None, metavar="N", help="at most N (default: all)"
+    )
     p = add(bsub, "create", cmd_create, "create a bucket (S3 bucket-name rules)")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="3-63 lowercase letters, digits, dots and hyphens")
     p.add_argument("--public", action="store_true", help="readable without a token")
-    p.add_argument("--description", default="", metavar="TEXT")
+    p.add_argument("--description", default="", metavar="TEXT", help="free text, shown by ls")
     p = add(bsub, "show", cmd_show, "a bucket with its usage")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="the bucket")
     p = add(bsub, "rm", cmd_rm, "delete a bucket (--force: with all its objects)")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="the bucket (empty, unless --force)")
     p.add_argument("--force", action="store_true", help="delete the objects in it too")
 
 

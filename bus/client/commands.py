@@ -30,6 +30,7 @@ import httpx
 from bus.client import (
     buckets,
     config,
+    counts,
     download,
     events,
     fetches,
@@ -110,7 +111,9 @@ def register(sub: Any) -> None:
     p = add(
         "upload", cmd_upload, "upload files or directories (resumable: run it again after Ctrl-C)"
     )
-    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument(
+        "paths", nargs="+", metavar="PATH", help="files, and directories (sent with their tree)"
+    )
     p.add_argument(
         "--bucket", default=None, help="bucket to upload into (default: the server's default)"
     )
@@ -123,11 +126,15 @@ def register(sub: Any) -> None:
         ),
     )
     p.add_argument(
-        "--parallel", type=int, default=2, metavar="N", help="files sent at once (default 2)"
+        "--parallel",
+        type=counts.positive,
+        default=2,
+        metavar="N",
+        help="files sent at once (default 2)",
     )
     p.add_argument(
         "--streams",
-        type=int,
+        type=counts.positive,
         default=STREAMS,
         metavar="N",
         help=f"chunks of one file sent at once (default {STREAMS}; not with --tus, whose"
@@ -154,13 +161,18 @@ def register(sub: Any) -> None:
     )
 
     p = add("download", cmd_download, "download a file (resumable: run it again after Ctrl-C)")
-    p.add_argument("ref", metavar="ID|BUCKET/KEY")
+    p.add_argument(
+        "ref",
+        metavar="ID|BUCKET/KEY",
+        help="a file id (`cairn ls`), or an object's bucket and key (`cairn ls BUCKET`)",
+    )
     p.add_argument(
         "-o",
         "--output",
         default=None,
         metavar="PATH",
-        help="file or directory (default: the file's name here)",
+        help="file, or directory to put it in (a path ending in / is one, created if"
+        " missing); - for stdout (default: the file's name, here)",
     )
     p.add_argument(
         "--limit-rate",
@@ -175,7 +187,13 @@ def register(sub: Any) -> None:
         cmd_ls,
         "list a bucket's objects and folders (BUCKET[/PREFIX]), or your files (no argument)",
     )
-    p.add_argument("where", nargs="?", default=None, metavar="BUCKET[/PREFIX]")
+    p.add_argument(
+        "where",
+        nargs="?",
+        default=None,
+        metavar="BUCKET[/PREFIX]",
+        help="a bucket, and a key prefix in it (a folder ends in /); none: your files",
+    )
     p.add_argument(
         "--files",
         action="store_true",
@@ -186,12 +204,18 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--full", action="store_true", help="whole keys, not relative to the folder")
     p.add_argument(
-        "--limit", type=int, default=None, metavar="N", help="at most N (files: default 100)"
+        "--limit",
+        type=counts.positive,
+        default=None,
+        metavar="N",
+        help="at most N (files: default 100)",
     )
-    p.add_argument("--offset", type=int, default=0, help="files: skip this many")
+    p.add_argument(
+        "--offset", type=counts.not_negative, default=0, metavar="N", help="files: skip the first N"
+    )
 
     p = add("rm", cmd_rm, "delete files")
-    p.add_argument("ids", nargs="+", metavar="FILE_ID")
+    p.add_argument("ids", nargs="+", metavar="FILE_ID", help="the files' ids (`cairn ls`)")
 
     add("stats", cmd_stats, "upload statistics: counts by status, bytes, recent activity")
 
@@ -222,12 +246,14 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--since",
-        type=int,
+        type=counts.not_negative,
         default=None,
         metavar="POSITION",
         help="resume after this position (0: everything)",
     )
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="stop after N events")
+    p.add_argument(
+        "--limit", type=counts.positive, default=None, metavar="N", help="stop after N events"
+    )
 
 
 def run(func: Callable[[argparse.Namespace, Output], int], args: argparse.Namespace) -> int:
@@ -335,12 +361,29 @@ def cmd_upload(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_download(args: argparse.Namespace, out: Output) -> int:
     target = _target(args)
+    if args.output == "-" and args.json:
+        raise ClientError(
+            "-o - writes the file's bytes to stdout, --json its result: choose one",
+            code="usage",
+            exit_code=USAGE,
+        )
     with open_client(target) as client:
         meta = download.resolve_file(client, args.ref)
-        dest = download.destination(meta, args.output)
-        result = download.download(
-            client, target, meta, dest, limit_rate=args.limit_rate, console=out.err
-        )
+        if args.output == "-":  # stdout, as `aws s3 cp s3://b/k -` and `curl -o -`
+            result = download.download_to(
+                client, meta, sys.stdout.buffer, "-", limit_rate=args.limit_rate, console=out.err
+            )
+        else:
+            dest = download.destination(meta, args.output)
+            if download.is_special(dest):
+                with dest.open("wb") as f:
+                    result = download.download_to(
+                        client, meta, f, str(dest), limit_rate=args.limit_rate, console=out.err
+                    )
+            else:
+                result = download.download(
+                    client, target, meta, dest, limit_rate=args.limit_rate, console=out.err
+                )
     if args.json:
         out.emit(result)
     else:

@@ -6,6 +6,9 @@ ETag (the content's sha256). A later run asks for the rest with `Range: bytes=N-
 server ignores ranges), so the part is truncated and the download restarts cleanly. The
 finished part is hashed (the prefix already on disk, then each piece as it arrives) and
 renamed over the destination only when it matches the ETag.
+
+`-o -` (stdout) and a destination that is not a regular file (/dev/null, a FIFO) have no
+part to resume: the bytes go straight there, hashed as they pass (download_to).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -68,10 +72,77 @@ def resolve_file(client: httpx.Client, ref: str) -> dict[str, Any]:
 
 
 def destination(meta: dict[str, Any], output: str | None) -> Path:
-    if output is None:
-        return Path(meta["name"])
-    path = Path(output)
-    return path / meta["name"] if path.is_dir() else path
+    """Where the bytes go, checked before any is asked for: a transfer that could only
+    fail at the final rename (the name taken by a directory, a missing folder) would
+    leave the whole download behind as a `.part`.
+
+    `-o DIR` (or a path ending in `/`, created if missing, as `aws s3 cp` and `mc cp` do)
+    means DIR/<the file's name>."""
+    path = Path(meta["name"])
+    if output is not None:
+        path = Path(output)
+        if output.endswith(("/", os.sep)):
+            path.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            path = path / meta["name"]
+    if path.is_dir():
+        raise ClientError(
+            f"{path}: is a directory; name the file to write with -o PATH",
+            code="is_a_directory",
+        )
+    if not path.parent.is_dir():
+        raise ClientError(f"{path.parent}: no such directory", code="no_such_directory")
+    return path
+
+
+def is_special(path: Path) -> bool:
+    """An existing destination that is not a regular file (/dev/null, /dev/stdout, a FIFO):
+    written in place, since a `.part` renamed over it would replace the device or pipe
+    with a regular file (and a pipe cannot be resumed into anyway)."""
+    try:
+        return not stat.S_ISREG(path.stat().st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def download_to(
+    client: httpx.Client,
+    meta: dict[str, Any],
+    f: IO[bytes],
+    label: str,
+    *,
+    limit_rate: int | None,
+    console: Any,
+) -> dict[str, Any]:
+    """The whole file written to an open stream (stdout for `-o -`, a device or a FIFO),
+    hashed as it goes and checked against the ETag at the end: no part, no resume, and
+    on a mismatch the bytes are already out, so the exit code (6) is what says so."""
+    with progress_bars(console) as progress:
+        transfer = Transfer(progress, int(meta["size"]), limit_rate)
+        task = transfer.add(meta["name"], total=int(meta["size"]))
+        h = hashlib.sha256()
+        try:
+            with client.stream("GET", f"/v1/files/{meta['id']}/content") as r:
+                check(r)
+                etag = r.headers.get("ETag", "")
+                _receive(r, f, 0, h, transfer, task)
+                f.flush()
+        except KeyboardInterrupt:
+            raise Interrupted() from None
+    expected = etag.strip('"') or meta["sha256"]
+    if h.hexdigest() != expected:
+        raise ClientError(
+            f"{label}: sha256 {h.hexdigest()} of the bytes written is not the server's {expected}",
+            code="sha256_mismatch",
+            exit_code=VERIFY,
+        )
+    return {
+        "file_id": meta["id"],
+        "path": label,
+        "size": int(meta["size"]),
+        "sha256": expected,
+        "resumed_from": 0,
+    }
 
 
 def download(

@@ -32,16 +32,25 @@ def register(sub: Any, add: Any) -> None:
     p = add(sub, "fetch", cmd_fetch, "have the server fetch a URL into a file")
     # dest `source`: `url` is the server (--url), common to every client command.
     p.add_argument("source", metavar="URL", help="http(s) URL to fetch")
-    p.add_argument("--bucket", default=None)
+    p.add_argument("--bucket", default=None, help="bucket of the file (default: the server's)")
     p.add_argument("--key", default=None, help="object key of the file")
     p.add_argument("--sha256", default=None, help="expected sha256 (verified by the server)")
     p.add_argument("--refresh", action="store_true", help="fetch again even if fetched lately")
     p.add_argument("--follow", "-f", action="store_true", help="show progress until it ends")
     fetches = sub.add_parser("fetches", help="URL fetches: ls, show, pause, resume, cancel, retry")
     fsub = fetches.add_subparsers(dest="fetches_command", required=True, metavar="ACTION")
-    jobs.add_ls(fsub, add, cmd_ls, "list your fetches, newest first", "status")
+    jobs.add_ls(
+        fsub,
+        add,
+        cmd_ls,
+        "list your fetches, newest first",
+        (
+            "status",
+            "only fetches in this status: PENDING, IN_PROGRESS, PAUSED, COMPLETED, FAILED, CANCELLED",
+        ),
+    )
     p = add(fsub, "show", cmd_show, "a fetch: status, bytes, speed, ETA, file")
-    p.add_argument("id", metavar="FETCH_ID")
+    p.add_argument("id", metavar="FETCH_ID", help="from `cairn fetch` or `fetches ls`")
     p.add_argument("--follow", "-f", action="store_true", help="show progress until it ends")
     jobs.add_controls(fsub, add, "fetch", "/v1/fetches", ("pause", "resume", "cancel", "retry"))
 

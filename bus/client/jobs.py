@@ -16,18 +16,22 @@ import argparse
 from collections.abc import Callable, Container, Iterable
 from typing import Any
 
-from bus.client import events
+from bus.client import counts, events
 from bus.client.http import json_of, open_client
 from bus.client.output import Output
 
 
-def add_ls(sub: Any, add: Any, run: Any, help: str, *filters: str) -> Any:
-    """The `ls` subcommand: `--limit`, `--offset` and one `--<filter>` per filter."""
+def add_ls(sub: Any, add: Any, run: Any, help: str, *filters: tuple[str, str]) -> Any:
+    """The `ls` subcommand: `--limit`, `--offset` and one `--<filter>` per (name, help)."""
     p = add(sub, "ls", run, help)
-    for name in filters:
-        p.add_argument(f"--{name}", default=None)
-    p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--offset", type=int, default=0)
+    for name, what in filters:
+        p.add_argument(f"--{name}", default=None, metavar=name.upper(), help=what)
+    p.add_argument(
+        "--limit", type=counts.positive, default=50, metavar="N", help="at most N (default 50)"
+    )
+    p.add_argument(
+        "--offset", type=counts.not_negative, default=0, metavar="N", help="skip the first N"
+    )
     return p
 
 
@@ -48,7 +52,7 @@ def add_controls(
     """One subcommand per control in `actions`, each taking the job's id."""
     for action in actions:
         p = add(sub, action, _control(noun, path, action), f"{action} a {noun}{help}")
-        p.add_argument("id", metavar=f"{noun.upper()}_ID")
+        p.add_argument("id", metavar=f"{noun.upper()}_ID", help=f"the {noun}'s id")
 
 
 def _control(noun: str, path: str, action: str) -> Any:

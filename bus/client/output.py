@@ -57,9 +57,11 @@ class Output:
             table.add_column(heading, no_wrap=True)
         for r in cells:
             table.add_row(*r)
-        # As wide as the widest row needs, so that Rich neither folds nor crops a cell.
-        # (Console.print's own `width` can only narrow it.)
-        needed = sum(widths) + GAP * (len(columns) - 1)
+        self._print_whole(table, sum(widths) + GAP * (len(columns) - 1))
+
+    def _print_whole(self, table: Table, needed: int) -> None:
+        """As wide as the widest row needs, so that Rich neither folds nor crops a cell.
+        (Console.print's own `width` can only narrow it.)"""
         width = self.out.width
         self.out.width = max(width, needed)
         try:
@@ -71,15 +73,23 @@ class Output:
         if self.as_json:
             self.emit(data)
             return
+        # One line per field, as a table's rows: a value folded at 80 columns (Rich's
+        # width when stdout is a pipe) broke `cairn stats | grep` and cut ids in two.
+        rows = [
+            (label, _shown(key, data.get(key))) for key, label in fields or [(k, k) for k in data]
+        ]
         table = Table(box=None, show_header=False, pad_edge=False)
-        table.add_column(style="bold")
-        table.add_column(overflow="fold")
-        for key, label in fields or [(k, k) for k in data]:
-            table.add_row(label, _shown(key, data.get(key)))
-        self.out.print(table)
+        table.add_column(style="bold", no_wrap=True)
+        table.add_column(no_wrap=True)
+        for label, value in rows:
+            table.add_row(label, value)
+        labels = max((cell_len(k) for k, _ in rows), default=0)
+        self._print_whole(table, labels + GAP + max((cell_len(v) for _, v in rows), default=0))
 
     def note(self, message: str) -> None:
-        self.err.print(message, highlight=False, markup=False)
+        # soft_wrap: a message (a path) on one line, not folded at Rich's 80 columns
+        # when stderr is a file or a pipe.
+        self.err.print(message, highlight=False, markup=False, soft_wrap=True)
 
 
 def _cell(value: Any) -> str:

@@ -43,7 +43,9 @@ def sign_path(ref: str) -> str:
 
 def register(sub: Any, add: Any) -> None:
     p = add(sub, "sign", cmd_sign, "a URL that reads a file or object without a token, for a while")
-    p.add_argument("ref", metavar="FILE_ID|BUCKET/KEY")
+    p.add_argument(
+        "ref", metavar="FILE_ID|BUCKET/KEY", help="a file id, or an object's bucket and key"
+    )
     p.add_argument(
         "--expires",
         type=duration,

@@ -45,11 +45,27 @@ def register(sub: Any, add: Any) -> None:
     p.add_argument(
         "--params", default=None, metavar="JSON", help="more params, merged (e.g. output)"
     )
-    p.add_argument("--priority", type=int, default=None, metavar="0-100")
+    p.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        metavar="0-100",
+        help="higher runs first (default: the server's)",
+    )
     p.add_argument("--wait", action="store_true", help="follow it until it finishes")
-    jobs.add_ls(tsub, add, cmd_ls, "list your tasks, newest first", "status", "type")
+    jobs.add_ls(
+        tsub,
+        add,
+        cmd_ls,
+        "list your tasks, newest first",
+        (
+            "status",
+            "only tasks in this status: PENDING, RUNNING, PAUSED, COMPLETED, FAILED, CANCELLED",
+        ),
+        ("type", "only tasks of this type: " + ", ".join(TYPES)),
+    )
     p = add(tsub, "show", cmd_show, "a task: status, progress, results")
-    p.add_argument("id", metavar="TASK_ID")
+    p.add_argument("id", metavar="TASK_ID", help="from `tasks create` or `tasks ls`")
     p.add_argument("--wait", action="store_true", help="follow it until it finishes")
     jobs.add_controls(
         tsub, add, "task", "/v1/tasks", ("pause", "resume", "cancel"), " (409 once it has finished)"

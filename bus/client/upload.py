@@ -62,7 +62,7 @@ def collect(paths: list[str], key: str | None, *, in_bucket: bool = False) -> li
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            for file in sorted(p for p in path.rglob("*") if p.is_file()):
+            for file in _files_under(path):
                 rel = file.relative_to(path).as_posix()
                 jobs.append(_job(file, f"{key.rstrip('/')}/{rel}" if key else rel))
         elif path.is_file():
@@ -73,6 +73,8 @@ def collect(paths: list[str], key: str | None, *, in_bucket: bool = False) -> li
             else:
                 file_key = key
             jobs.append(_job(path, file_key))
+        elif path.exists():  # a FIFO, a socket, a device: no size to announce
+            raise ClientError(f"{raw}: not a regular file or a directory", code="not_a_file")
         else:
             raise ClientError(f"{raw}: no such file or directory", code="not_a_file")
     if key and prefix is None and len(jobs) > 1 and not any(Path(p).is_dir() for p in paths):
@@ -82,6 +84,22 @@ def collect(paths: list[str], key: str | None, *, in_bucket: bool = False) -> li
             exit_code=USAGE,
         )
     return jobs
+
+
+def _files_under(root: Path) -> list[Path]:
+    """The files of a tree, sorted. A directory that cannot be listed stops the command
+    with its name: `Path.rglob` skipped it without a word, and the upload ended with exit
+    0 while its files were never sent. (Directory symlinks are not followed, as before.)"""
+
+    def refuse(e: OSError) -> None:
+        raise ClientError(
+            f"{e.filename}: cannot read the directory: {e.strerror or e}", code="io_error"
+        )
+
+    found: list[Path] = []
+    for folder, _, names in os.walk(root, onerror=refuse):
+        found.extend(p for name in names if (p := Path(folder, name)).is_file())
+    return sorted(found)
 
 
 def _job(path: Path, key: str | None) -> Job:
@@ -168,7 +186,8 @@ def _collect(
     except ClientError as e:
         failures.append((job, e))
     except OSError as e:
-        failures.append((job, ClientError(f"{job.path}: {e}", code="io_error")))
+        # The path is already at the head of the line printed for a failed file.
+        failures.append((job, ClientError(e.strerror or str(e), code="io_error")))
 
 
 def _upload_one(

@@ -408,7 +408,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        # Building the parser imports the client commands (httpx, Rich): a Ctrl-C there
+        # is still start-up, one line and no traceback (as in bus/run/entry.py).
+        args = _parser().parse_args(argv)
+    except KeyboardInterrupt:
+        print("cairn: interrupted", file=sys.stderr)
+        return EXIT_FORCED
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

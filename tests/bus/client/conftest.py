@@ -49,14 +49,20 @@ class Cli:
             "XDG_CONFIG_HOME": str(home / "config"),
             "COLUMNS": "200",
         }
+        # Where the command runs (a test that downloads to a default name, or to `-`,
+        # sets a directory of its own: never the checkout).
+        self.cwd = ROOT
+        # A command to run it under (`setpriv ...`: a test of unreadable files, as root).
+        self.prefix: list[str] = []
 
     async def start(self, *args: str, **env: str) -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(
+            *self.prefix,
             sys.executable,
             "-m",
             "bus.run.cli",
             *args,
-            cwd=ROOT,
+            cwd=self.cwd,
             env={**self.env, **env},
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

@@ -73,3 +73,24 @@ def test_a_record_shows_its_times_to_the_second() -> None:
         ["uploads", "3"],
         ["last", "activity", "2026-12-06T07:01:08Z"],
     ]
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_a_record_is_one_line_per_field(terminal: bool) -> None:
+    # `cairn stats`, `buckets show`, `tasks show`: values were folded at the width.
+    out = Output(as_json=False)
+    buffer = io.StringIO()
+    out.out = Console(file=buffer, width=40, force_terminal=terminal, color_system=None)
+    out.record({"id": FILE_ID, "name": ROW["name"]}, [("id", "id"), ("name", "name")])
+    lines = buffer.getvalue().splitlines()
+    assert [line.split(None, 1)[1].rstrip() for line in lines] == [FILE_ID, ROW["name"]]
+
+
+def test_a_note_is_one_line_on_a_pipe() -> None:
+    # `cairn download ... 2>log`: a long path was folded at 80 columns, in the middle.
+    out = Output(as_json=False)
+    buffer = io.StringIO()
+    out.err = Console(file=buffer, width=40, color_system=None)
+    path = "/tmp/" + "a-rather-long-directory-name/" * 3 + "f.bin"
+    out.note(f"{path}: 6 B, sha256 verified")
+    assert buffer.getvalue() == f"{path}: 6 B, sha256 verified\n"

@@ -1,0 +1,70 @@
+"""Where `cairn download` writes: `-o -` (stdout), a device or a FIFO written in place, a
+path ending in `/` as a directory, and a destination that cannot take the file refused
+before any byte is fetched (never a whole download left as a `.part`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+from tests.system import System
+
+
+async def _uploaded(cli: Any, tmp_path: Path, name: str, size: int) -> tuple[str, bytes]:
+    data = os.urandom(size)
+    (tmp_path / name).write_bytes(data)
+    done = await cli("upload", str(tmp_path / name), "--json")
+    assert done.code == 0, done.err
+    return json.loads(done.out)["files"][0]["file_id"], data
+
+
+async def test_dash_is_stdout(system: System, cli_for: Any, tmp_path: Path) -> None:
+    cli = cli_for("dest-stdout")
+    file_id, data = await _uploaded(cli, tmp_path, "s.bin", 300_000)
+    cli.cwd = tmp_path / "here"
+    cli.cwd.mkdir()
+    proc = await cli.start("download", file_id, "-o", "-")
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err
+    assert out == data  # the bytes alone on stdout; the summary is on stderr
+    assert list(cli.cwd.iterdir()) == []  # no file named "-", no part
+    both = await cli("download", file_id, "-o", "-", "--json")
+    assert both.code == 2, both.err  # the bytes and the JSON cannot share stdout
+
+
+async def test_a_fifo_is_written_in_place(system: System, cli_for: Any, tmp_path: Path) -> None:
+    # `-o /dev/null` or `-o /dev/stdout` did `rename(part, dest)`: as root, the device
+    # itself was replaced by a regular file. A FIFO shows it without touching /dev.
+    cli = cli_for("dest-fifo")
+    file_id, data = await _uploaded(cli, tmp_path, "f.bin", 20_000)  # within a pipe's buffer
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        done = await cli("download", file_id, "-o", str(fifo))
+        assert done.code == 0, done.err
+        assert stat.S_ISFIFO(fifo.lstat().st_mode)
+        assert os.read(reader, 1 << 20) == data
+    finally:
+        os.close(reader)
+    assert not (tmp_path / "pipe.part").exists()
+
+
+async def test_destinations_checked_first(system: System, cli_for: Any, tmp_path: Path) -> None:
+    cli = cli_for("dest-dir")
+    file_id, data = await _uploaded(cli, tmp_path, "d.bin", 100_000)
+    cli.cwd = tmp_path / "here"
+    (cli.cwd / "d.bin").mkdir(parents=True)  # the file's name is taken by a directory
+    taken = await cli("download", file_id)
+    assert taken.code == 1, taken.err
+    assert "cairn: error: is_a_directory: d.bin: is a directory" in taken.err
+    assert sorted(p.name for p in cli.cwd.iterdir()) == ["d.bin"]  # no d.bin.part
+    missing = await cli("download", file_id, "-o", "no/such/x.bin")
+    assert missing.code == 1 and "no_such_directory" in missing.err, missing.err
+    # A trailing / says "directory": created, the file put in it by its name.
+    into = await cli("download", file_id, "-o", "new/")
+    assert into.code == 0, into.err
+    assert (cli.cwd / "new" / "d.bin").read_bytes() == data
