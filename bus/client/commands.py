@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -39,7 +40,16 @@ from bus.client import (
     tasks,
     upload,
 )
-from bus.client.errors import EXIT_CODES, INTERRUPTED, OK, USAGE, ClientError, Interrupted
+from bus.client.errors import (
+    BROKEN_PIPE,
+    EXIT_CODES,
+    INTERRUPTED,
+    OK,
+    RESUMABLE,
+    USAGE,
+    ClientError,
+    Interrupted,
+)
 from bus.client.http import json_of, open_client, unreachable
 from bus.client.output import Output, human_bytes, to_the_second
 
@@ -272,8 +282,15 @@ def run(func: Callable[[argparse.Namespace, Output], int], args: argparse.Namesp
         print(e.line(), file=sys.stderr)
         return e.exit_code
     except (Interrupted, KeyboardInterrupt):
-        print("cairn: interrupted; run the same command again to resume", file=sys.stderr)
+        hint = "; run the same command again to resume" if args.command in RESUMABLE else ""
+        print(f"cairn: interrupted{hint}", file=sys.stderr)
         return INTERRUPTED
+    except BrokenPipeError:
+        # `cairn events | head -1`: the reader has all it wanted. Quiet, as a shell tool
+        # ended by SIGPIPE; stdout now points at /dev/null so that the interpreter's last
+        # flush of what is still buffered does not fail (and print) once more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return BROKEN_PIPE
     except httpx.TransportError as e:
         err = unreachable(config.resolve(args.url, args.token).url, e)
         print(err.line(), file=sys.stderr)

@@ -17,6 +17,7 @@ CONFLICT = 5  # 409/412: the state changed under us (e.g. a chunk with other byt
 VERIFY = 6  # a sha256 did not match: the bytes are not what the server holds
 UNREACHABLE = 7  # no answer from the server (connection refused, timeout, DNS)
 INTERRUPTED = 130  # Ctrl-C; a transfer resumes when the same command runs again
+BROKEN_PIPE = 141  # whoever read stdout went away (`| head`): 128 + SIGPIPE, as shell tools
 
 EXIT_CODES = {
     OK: "success",
@@ -27,8 +28,11 @@ EXIT_CODES = {
     CONFLICT: "conflict or failed precondition (409/412)",
     VERIFY: "sha256 verification failed",
     UNREACHABLE: "the server could not be reached",
-    INTERRUPTED: "interrupted (Ctrl-C); run the same command again to resume",
+    INTERRUPTED: "interrupted (Ctrl-C); an upload or download resumes when run again",
+    BROKEN_PIPE: "the reader of the output went away (e.g. `| head`), said nothing",
 }
+# The commands that continue where they stopped when run again (their Ctrl-C says so).
+RESUMABLE = frozenset({"upload", "download"})
 
 
 def exit_code_for_status(status: int) -> int:

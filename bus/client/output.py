@@ -25,10 +25,18 @@ TIMES = frozenset({"when"})
 GAP = 2
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """Rich exits 1 here itself; raising instead lets the command end as every other
+        broken pipe does (bus/client/commands.py run: quiet, exit 141)."""
+        self.quiet = True
+        raise BrokenPipeError
+
+
 class Output:
     def __init__(self, as_json: bool) -> None:
         self.as_json = as_json
-        self.out = Console(soft_wrap=True)
+        self.out = _Console(soft_wrap=True)
         self.err = Console(stderr=True)
 
     def emit(self, data: Any) -> None:
