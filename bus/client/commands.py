@@ -301,7 +301,7 @@ def run(func: Callable[[argparse.Namespace, Output], int], args: argparse.Namesp
 
 
 def _target(args: argparse.Namespace) -> config.Target:
-    target = config.resolve(args.url, args.token)
+    target = config.checked(config.resolve(args.url, args.token))
     if not target.token:
         raise ClientError(
             "no token: pass --token, set CAIRN_TOKEN, or run `cairn login`",
@@ -315,7 +315,7 @@ def _target(args: argparse.Namespace) -> config.Target:
 
 
 def cmd_login(args: argparse.Namespace, out: Output) -> int:
-    target = config.resolve(args.url, args.token)
+    target = config.checked(config.resolve(args.url, args.token))
     token = args.token or (
         getpass.getpass("token: ") if sys.stdin.isatty() else sys.stdin.readline().strip()
     )

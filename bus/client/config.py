@@ -7,6 +7,9 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
+
+from bus.client.errors import USAGE, ClientError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -40,6 +43,25 @@ def resolve(url: str | None, token: str | None) -> Target:
     chosen_url = url or os.environ.get("CAIRN_URL") or saved.get("url") or DEFAULT_URL
     chosen_token = token or os.environ.get("CAIRN_TOKEN") or saved.get("token")
     return Target(chosen_url.rstrip("/"), chosen_token or None)
+
+
+def checked(target: Target) -> Target:
+    """The target, if its URL can name a server; else a usage error (exit 2) saying so,
+    instead of a connection that fails as 'unreachable' (exit 7) for a URL that could
+    never have reached anything (`CAIRN_URL=localhost:8000`, without its scheme)."""
+    try:
+        parts = urlsplit(target.url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a port that is not a number, a malformed IPv6 address
+        ok = False
+    if not ok:
+        raise ClientError(
+            f"{target.url!r} is not a server URL: give http://HOST[:PORT] or https://..."
+            " (--url, CAIRN_URL or `cairn login`)",
+            code="invalid_url",
+            exit_code=USAGE,
+        )
+    return target
 
 
 def save(url: str, token: str) -> Path:

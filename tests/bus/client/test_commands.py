@@ -34,6 +34,17 @@ async def test_login_saves_url_and_token_for_later_commands(
     assert no_token.code == 4 and "no_token" in no_token.err
 
 
+async def test_a_url_that_names_no_server_is_a_usage_error(cli_for: Any) -> None:
+    # Before, these were tried, and failed as 'unreachable' (exit 7), a server problem.
+    cli = cli_for("url-user")
+    for url in ("localhost:8000", "notaurl", "ftp://example.com", "http://:80", "http://h:x"):
+        done = await cli("ls", CAIRN_URL=url)
+        assert done.code == 2 and "invalid_url" in done.err and repr(url) in done.err, url
+        login = await cli("login", "--token", "t", "--no-check", CAIRN_URL=url)
+        assert login.code == 2, url
+    assert not (Path(cli.env["XDG_CONFIG_HOME"]) / "cairn" / "config.json").exists()
+
+
 async def test_ls_rm_and_stats(system: System, cli_for: Any, tmp_path: Path) -> None:
     cli = cli_for("ls-user")
     async with system.client("ls-user") as c:  # files go only into the caller's buckets
