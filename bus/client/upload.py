@@ -16,6 +16,7 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import os
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -89,7 +90,8 @@ def collect(paths: list[str], key: str | None, *, in_bucket: bool = False) -> li
 def _files_under(root: Path) -> list[Path]:
     """The files of a tree, sorted. A directory that cannot be listed stops the command
     with its name: `Path.rglob` skipped it without a word, and the upload ended with exit
-    0 while its files were never sent. (Directory symlinks are not followed, as before.)"""
+    0 while its files were never sent. (Directory symlinks are not followed, as before.)
+    What is not a file (a broken symlink, a FIFO, a socket) is skipped with a warning."""
 
     def refuse(e: OSError) -> None:
         raise ClientError(
@@ -98,7 +100,15 @@ def _files_under(root: Path) -> list[Path]:
 
     found: list[Path] = []
     for folder, _, names in os.walk(root, onerror=refuse):
-        found.extend(p for name in names if (p := Path(folder, name)).is_file())
+        for name in names:
+            path = Path(folder, name)
+            if path.is_file():
+                found.append(path)
+            else:
+                # Nothing to send, but said, as `aws s3 cp --recursive` does: a silent
+                # skip looks like a complete upload.
+                what = "a broken symbolic link" if path.is_symlink() else "not a regular file"
+                print(f"cairn: warning: {path}: {what}, skipped", file=sys.stderr)
     return sorted(found)
 
 

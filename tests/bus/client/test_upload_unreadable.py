@@ -55,3 +55,20 @@ async def test_an_unreadable_file_fails_alone(system: System, cli_for: Any, tmp_
     assert done.code == 1, done.err
     assert [f["path"] for f in json.loads(done.out)["files"]] == [str(fine)]
     assert f"cairn: error: {secret}: io_error: Permission denied\n" in done.err
+
+
+async def test_what_is_not_a_file_in_a_tree_is_skipped_with_a_warning(
+    system: System, cli_for: Any, tmp_path: Path
+) -> None:
+    # Before, a broken symlink or a FIFO in a tree was left out without a word.
+    cli = cli_for("tree-oddities")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "a.txt").write_bytes(b"a")
+    (tree / "gone").symlink_to(tree / "nowhere")
+    os.mkfifo(tree / "pipe")
+    done = await cli("upload", str(tree), "--json")
+    assert done.code == 0, done.err
+    assert [f["path"] for f in json.loads(done.out)["files"]] == [str(tree / "a.txt")]
+    assert f"cairn: warning: {tree / 'gone'}: a broken symbolic link, skipped\n" in done.err
+    assert f"cairn: warning: {tree / 'pipe'}: not a regular file, skipped\n" in done.err
