@@ -148,6 +148,13 @@ class FetchRun:
         if self._halted():
             return
         attempt = 0
+        # The most bytes this run has held. A failed attempt that took the fetch past it
+        # made progress: the count of failures starts again, as a segment's does
+        # (fetch_segments), so a link that breaks every few minutes still brings a large
+        # file in (wget -c, aria2). Against the high-water mark, not the last attempt, so
+        # an origin that changes at every request and keeps dropping the bytes held (each
+        # restart then regains what it lost) still gives up.
+        best = self.state.bytes
         while True:
             work = asyncio.create_task(self._attempt())
             watch = asyncio.create_task(self._watch())
@@ -178,6 +185,8 @@ class FetchRun:
                 return
             if not isinstance(error, Retryable):
                 raise error
+            if self.state.bytes > best:
+                best, attempt = self.state.bytes, 0
             attempt += 1
             if attempt > self.s.fetch_retries:
                 with contextlib.suppress(Halted):

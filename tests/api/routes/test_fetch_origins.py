@@ -1,0 +1,127 @@
+"""URL fetches against origins that misbehave the way real ones do, as `wget -c`,
+`curl -C -` and aria2 meet them: links that break again and again, origins that ignore
+If-Range, a body compressed although identity was asked for, a stalled body, a quota, a
+retry backoff cut short by a cancel. Real Postgres, broker and loopback origins
+(tests/api/origins.py for the shared ones; the odd ones are written here)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import pytest_asyncio
+from aiohttp import web
+
+from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
+from bus.store.eventstore import PostgresEventStore
+from tests.api.origins import origin_server
+from tests.api.routes.test_fetches import content, post, until
+from tests.ports import free_port
+from tests.system import System, isolated_system, wait_until
+
+QUOTA = 1_000_000
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def osys(
+    pg_server: EmbeddedPostgres, kafka_server: EmbeddedKafka, template_url: str
+) -> AsyncIterator[System]:
+    async with isolated_system(
+        pg_server.url,
+        kafka_server.bootstrap,
+        fetch_allow_private=True,
+        fetch_lease=3.0,
+        fetch_chunk_bytes=64 * 1024,
+        fetch_backoff=0.05,
+        fetch_retries=3,
+        fetch_timeout=1.0,
+        fetch_per_owner=50,
+        fetch_concurrency=50,
+        quotas=(("o-quota", QUOTA),),
+    ) as s:
+        yield s
+
+
+@asynccontextmanager
+async def serve(handler: Handler) -> AsyncIterator[str]:
+    """One handler on 127.0.0.1 for every path; yields its base URL."""
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port("127.0.0.1")
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", port))
+    await web.SockSite(runner, sock).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        with contextlib.suppress(Exception):
+            await runner.cleanup()
+
+
+async def test_a_link_that_breaks_again_and_again_completes_while_bytes_come(
+    osys: System,
+) -> None:
+    # Every answer breaks off after 40 KB: 8 broken connections for 300 KB, more than
+    # CAIRN_FETCH_RETRIES (3), but each one gained bytes (wget -c, aria2: keep going).
+    async with origin_server(drop_after=40_000) as o, osys.client("o-flaky") as c:
+        f = await post(c, o.url("/capped"))
+        done = await until(c, f["id"], "COMPLETED", "FAILED")
+        assert done["status"] == "COMPLETED", done
+        assert await content(c, done["file_id"]) == o.data
+        assert len(o.requests("/capped")) > 3
+
+
+async def test_a_stalled_body_times_out_and_fails_never_hangs(osys: System) -> None:
+    hung = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        resp.content_length = 100_000
+        await resp.prepare(request)
+        await resp.write(b"x" * 1000)
+        await asyncio.sleep(3600)  # headers and a little, then nothing
+        hung.set()
+        return resp
+
+    async with serve(handler) as base, osys.client("o-stall") as c:
+        f = await post(c, f"{base}/stall.bin")
+        failed = await until(c, f["id"], "COMPLETED", "FAILED")
+        assert failed["status"] == "FAILED", failed
+        assert "ReadTimeout" in failed["last_error"] and failed["file_id"] is None
+        assert not hung.is_set()
+
+
+async def test_cancel_during_the_retry_backoff_ends_the_run(osys: System) -> None:
+    count: list[int] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        count.append(1)
+        return web.Response(status=503, headers={"Retry-After": "120"}, text="busy")
+
+    async with serve(handler) as base, osys.client("o-backoff") as c:
+        f = await post(c, f"{base}/busy")
+
+        async def waiting() -> bool:
+            body = (await c.get(f"/v1/fetches/{f['id']}")).json()
+            return "503" in (body["last_error"] or "")
+
+        await wait_until(waiting, timeout=60)
+        r = await c.post(f"/v1/fetches/{f['id']}/cancel")
+        assert r.status_code == 200 and r.json()["status"] == "CANCELLED"
+
+        async def released() -> bool:
+            held = await osys.pool.fetchval(
+                "SELECT count(*) FROM work.fetch_leases WHERE fetch_id = $1::uuid", f["id"]
+            )
+            return held == 0
+
+        await wait_until(released, timeout=10)  # the run ended, not 120 s later
+        assert count == [1]
+        events = await PostgresEventStore(osys.pool).read_stream(f"fetch-{f['id']}")
+        assert events[-1].type == "FetchCancelled"
