@@ -372,7 +372,14 @@ class FetchRun:
             raise Retryable("range not satisfiable: starting over")
         if code == 206:
             cr = origin.content_range(h.get("content-range"))
-            changed = self.state.etag is not None and h.get("etag") not in (None, self.state.etag)
+            changed = self.state.bytes > 0 and origin.another_representation(
+                self.state.etag,
+                self.state.last_modified,
+                self.state.total,
+                h.get("etag"),
+                h.get("last-modified"),
+                None if cr is None else cr[2],
+            )
             if not ranged or cr is None or cr[0] != self.state.bytes or changed:
                 # Another offset, or another version of the resource: never append.
                 await self._cmd(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -75,6 +76,82 @@ async def test_a_link_that_breaks_again_and_again_completes_while_bytes_come(
         assert done["status"] == "COMPLETED", done
         assert await content(c, done["file_id"]) == o.data
         assert len(o.requests("/capped")) > 3
+
+
+async def test_resume_by_last_modified_from_an_origin_ignoring_if_range(osys: System) -> None:
+    # No ETag, only Last-Modified; the origin honours Range but not If-Range, and the
+    # resource changes (same length) between the broken first answer and the resume.
+    v1 = os.urandom(300_000)
+    v2 = os.urandom(300_000)
+    seen: list[str | None] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        first = not seen
+        seen.append(request.headers.get("If-Range"))
+        data, modified = (
+            (v1, "Mon, 01 Jan 2024 00:00:00 GMT")
+            if first
+            else (v2, "Tue, 02 Jan 2024 00:00:00 GMT")
+        )
+        rng = request.headers.get("Range", "")
+        start = int(rng[6:].split("-")[0]) if rng.startswith("bytes=") else 0
+        resp = web.StreamResponse(status=206 if rng else 200)
+        resp.headers["Last-Modified"] = modified
+        resp.headers["Accept-Ranges"] = "bytes"
+        if rng:
+            resp.headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+        resp.content_length = len(data) - start
+        await resp.prepare(request)
+        if first:
+            await resp.write(data[start : start + 150_000])
+            assert request.transport is not None
+            request.transport.close()
+            return resp
+        await resp.write(data[start:])
+        await resp.write_eof()
+        return resp
+
+    async with serve(handler) as base, osys.client("o-lastmod") as c:
+        f = await post(c, f"{base}/lm.bin")
+        done = await until(c, f["id"], "COMPLETED", "FAILED")
+        assert done["status"] == "COMPLETED", done
+        assert seen[1] == "Mon, 01 Jan 2024 00:00:00 GMT"  # If-Range carried the validator
+        assert await content(c, done["file_id"]) == v2  # never v1's head and v2's tail
+
+
+async def test_a_changed_length_under_the_same_validator_starts_over(osys: System) -> None:
+    # An origin that ignores If-Range answers the resume with a 206 of a resource whose
+    # complete length changed: that is another representation, whatever its headers.
+    v1 = os.urandom(300_000)
+    v2 = os.urandom(350_000)
+    calls: list[int] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        calls.append(1)
+        first = len(calls) == 1
+        data = v1 if first else v2
+        rng = request.headers.get("Range", "")
+        start = int(rng[6:].split("-")[0]) if rng.startswith("bytes=") else 0
+        resp = web.StreamResponse(status=206 if rng else 200)
+        resp.headers["Last-Modified"] = "Mon, 01 Jan 2024 00:00:00 GMT"
+        if rng:
+            resp.headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+        resp.content_length = len(data) - start
+        await resp.prepare(request)
+        if first:
+            await resp.write(data[:150_000])
+            assert request.transport is not None
+            request.transport.close()
+            return resp
+        await resp.write(data[start:])
+        await resp.write_eof()
+        return resp
+
+    async with serve(handler) as base, osys.client("o-length") as c:
+        f = await post(c, f"{base}/len.bin")
+        done = await until(c, f["id"], "COMPLETED", "FAILED")
+        assert done["status"] == "COMPLETED", done
+        assert await content(c, done["file_id"]) == v2
 
 
 async def test_a_stalled_body_times_out_and_fails_never_hangs(osys: System) -> None:
