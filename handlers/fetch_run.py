@@ -44,6 +44,7 @@ from domain.commands import (
 from domain.errors import DomainError
 from domain.policies import fetch_file_command_id, fetch_result_file_id, file_from_fetch
 from handlers import fetch_reuse, fetch_segments
+from projections.usage import storage_used
 
 if TYPE_CHECKING:
     from handlers.fetcher import Fetcher
@@ -95,6 +96,9 @@ class FetchRun:
         self.version = 0
         self.rate = RateLimiter(self.s.fetch_rate)
         self._folding = asyncio.Lock()
+        # The owner's quota and what they used when this attempt began (_check_quota).
+        self.quota = 0
+        self.used = 0
 
     async def _reload(self) -> None:
         events = await self.w.store.read_stream(self.stream_id)
@@ -281,6 +285,11 @@ class FetchRun:
 
     async def _transfer(self) -> None:
         st = self.state
+        # The owner's usage, read once per attempt (one query), not per piece. Fetches
+        # running at once for one owner may each pass (usage counts files, not fetches
+        # under way): the quota limits what a user keeps, as for uploads (api/limits.py).
+        self.quota = self.s.quota_for(st.owner)
+        self.used = await storage_used(self.w.store, st.owner) if self.quota > 0 else 0
         reused = await self._reuse()
         if reused is not None:
             await self._finish(digest=reused)
@@ -419,6 +428,8 @@ class FetchRun:
                 f"the resource is {self.state.total} bytes, over the limit",
                 {"max_bytes": self.s.fetch_max_bytes, "total": self.state.total},
             )
+        if self.state.total is not None:
+            self._check_quota(self.state.total)  # before the body, as for the limit
         if code == 206 and asked_from == 0 and await self._split():
             await fetch_segments.run_segments(self, resp)  # segment 0 reads this answer
             await self._finish()
@@ -508,6 +519,9 @@ class FetchRun:
                         f"the body is over {limit} bytes",
                         {"max_bytes": limit},
                     )
+                # A body of no announced length (or one longer than announced) is cut
+                # off once past the quota, not downloaded whole to be refused at the end.
+                self._check_quota(self.state.bytes + pending_bytes)
             if pending and (
                 ended or remaining == 0 or time.monotonic() - last_record >= RECORD_EVERY
             ):
@@ -533,11 +547,23 @@ class FetchRun:
             pieces=pieces,
         )
 
+    def _check_quota(self, size: int) -> None:
+        """Fail the fetch if a file of `size` bytes would take its owner over their quota
+        (CAIRN_QUOTA_BYTES / CAIRN_QUOTAS), with the same details as an upload's 413."""
+        if self.quota > 0 and self.used + size > self.quota:
+            raise Fatal(
+                "quota_exceeded",
+                f"the storage quota would be exceeded: {self.used} bytes used"
+                f" + {size} > {self.quota}",
+                {"quota": self.quota, "used": self.used, "requested": size},
+            )
+
     async def _finish(self, digest: str | None = None) -> None:
         """Complete the fetch with what it holds; `digest` when its sha256 is known already."""
         st = self.state
         if st.total is not None and st.bytes != st.total:
             raise Retryable(f"holding {st.bytes} of {st.total} bytes")
+        self._check_quota(st.bytes)  # the last gate: reused bytes, a take-over's bytes
         manifest = [(sha, n) for sha, n in st.pieces]
         if digest is None:
             digest = await hash_manifest(self.w.blobs, manifest)

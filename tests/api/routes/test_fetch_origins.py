@@ -202,3 +202,22 @@ async def test_cancel_during_the_retry_backoff_ends_the_run(osys: System) -> Non
         assert count == [1]
         events = await PostgresEventStore(osys.pool).read_stream(f"fetch-{f['id']}")
         assert events[-1].type == "FetchCancelled"
+
+
+async def test_a_fetch_past_the_owners_quota_fails_and_makes_no_file(osys: System) -> None:
+    async with origin_server(os.urandom(QUOTA + 200_000)) as o, osys.client("o-quota") as c:
+        # announced: refused before the body
+        f = await post(c, o.url("/range/big.bin"))
+        failed = await until(c, f["id"], "COMPLETED", "FAILED")
+        assert failed["status"] == "FAILED" and failed["file_id"] is None, failed
+        assert "quota" in failed["last_error"], failed
+        assert failed["bytes"] == 0
+        # not announced (chunked): cut off once past it
+        f = await post(c, o.url("/nolength"))
+        failed = await until(c, f["id"], "COMPLETED", "FAILED")
+        assert failed["status"] == "FAILED" and failed["file_id"] is None, failed
+        assert "quota" in failed["last_error"], failed
+        events = await PostgresEventStore(osys.pool).read_stream(f"fetch-{f['id']}")
+        assert events[-1].data["details"]["code"] == "quota_exceeded"
+        files = (await c.get("/v1/files")).json()
+        assert files["items"] == [], files
