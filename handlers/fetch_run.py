@@ -256,6 +256,7 @@ class FetchRun:
             "content_type": h.get("content-type"),
             "file_name": origin.file_name(resp, url),
             "accept_ranges": "bytes" in (h.get("accept-ranges") or "").lower(),
+            "content_encoding": origin.content_encoding(h.get("content-encoding")),
         }
 
     async def open(self, headers: dict[str, str]) -> tuple[httpx.Response, str]:
@@ -345,6 +346,7 @@ class FetchRun:
             content_type=source.content_type,
             file_name=source.file_name,
             accept_ranges=source.accept_ranges,
+            content_encoding=source.content_encoding,
         )
         await self._cmd(AppendFetchBytes, runner=self.runner, offset=0, pieces=source.manifest())
         log.info("fetch reused", fetch=self.fetch_id, source=source.id, bytes=source.bytes)
@@ -575,9 +577,7 @@ class FetchRun:
             )
         file_id = fetch_result_file_id(st)
         name = st.file_name or "download"
-        content_type = await content_type_of(
-            self.w.blobs, manifest, name, (st.content_type or "").split(";")[0].strip()
-        )
+        content_type = await content_type_of(self.w.blobs, manifest, name, st.stored_type)
         # With the detected type the actor creates a plain file in the same step as the
         # completion (domain.policies.follow_ups): once the fetch reads COMPLETED its file
         # exists, even if this worker dies right after. An object's put (a fetch naming a

@@ -122,6 +122,7 @@ def _view(state: FetchState, row: dict[str, Any] | None) -> dict[str, Any]:
         "etag": state.etag,
         "last_modified": state.last_modified,
         "content_type": state.content_type,
+        "content_encoding": state.content_encoding,
         "file_name": state.file_name,
         "bucket": state.bucket,
         "key": state.key,

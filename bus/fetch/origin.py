@@ -111,6 +111,15 @@ def another_representation(
     )
 
 
+def content_encoding(value: str | None) -> str | None:
+    """The Content-Encoding a body was sent with, None for none or identity. The worker
+    reads the raw bytes (httpx's aiter_raw) and asks for identity: an origin that encodes
+    anyway has its bytes kept as sent, and this says what they are."""
+    codings = [c.strip().lower() for c in (value or "").split(",") if c.strip()]
+    codings = [c for c in codings if c != "identity"]
+    return ", ".join(codings) or None
+
+
 def _clean_name(name: str) -> str | None:
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(c for c in name if ord(c) >= 0x20 and ord(c) != 0x7F).strip()

@@ -117,6 +117,7 @@ def _response(state: FetchState | None, cmd: RecordFetchResponse) -> list[Event]
             file_name=cmd.file_name,
             accept_ranges=cmd.accept_ranges,
             at=cmd.at,
+            content_encoding=cmd.content_encoding,
         )
     ]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -152,6 +153,35 @@ async def test_a_changed_length_under_the_same_validator_starts_over(osys: Syste
         done = await until(c, f["id"], "COMPLETED", "FAILED")
         assert done["status"] == "COMPLETED", done
         assert await content(c, done["file_id"]) == v2
+
+
+async def test_a_gzip_body_sent_despite_identity_is_stored_as_sent_and_said(
+    osys: System,
+) -> None:
+    # Apache's classic: a .tar.gz served with Content-Type application/x-tar and
+    # Content-Encoding gzip. curl, wget and aria2 keep the bytes as sent (the .gz).
+    raw = os.urandom(50_000)
+    packed = gzip.compress(raw)
+    asked: list[str | None] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        asked.append(request.headers.get("Accept-Encoding"))
+        return web.Response(
+            body=packed,
+            headers={"Content-Encoding": "gzip", "Content-Type": "application/x-tar"},
+        )
+
+    async with serve(handler) as base, osys.client("o-gzip") as c:
+        f = await post(c, f"{base}/a.tar.gz")
+        done = await until(c, f["id"], "COMPLETED", "FAILED")
+        assert done["status"] == "COMPLETED", done
+        assert asked[0] == "identity"
+        assert done["bytes"] == done["total"] == len(packed)
+        assert done["content_encoding"] == "gzip", done
+        assert await content(c, done["file_id"]) == packed
+        meta = (await c.get(f"/v1/files/{done['file_id']}")).json()
+        # The bytes are a gzip stream, not a tar: the file says what it holds.
+        assert meta["content_type"] == "application/gzip", meta
 
 
 async def test_a_stalled_body_times_out_and_fails_never_hangs(osys: System) -> None:
