@@ -171,9 +171,12 @@ def evolve(state: FetchState | None, event: Event) -> FetchState | None:
             )
         case FetchAttemptFailed(error=error):
             return replace(st, last_error=error)
-        case FetchCompleted(sha256=sha256, file_id=file_id):
+        case FetchCompleted(sha256=sha256, file_id=file_id, size=size):
+            # A body of no announced length (chunked) has one once complete: its size, so
+            # that `total` and `progress` end at what was fetched.
             return replace(
                 st,
+                total=size,
                 status=FetchStatus.COMPLETED,
                 file_id=file_id,
                 completed_sha256=sha256,
