@@ -251,3 +251,31 @@ async def test_a_fetch_past_the_owners_quota_fails_and_makes_no_file(osys: Syste
         assert events[-1].data["details"]["code"] == "quota_exceeded"
         files = (await c.get("/v1/files")).json()
         assert files["items"] == [], files
+
+
+async def test_a_request_declaring_another_sha256_is_not_handed_the_fetch(
+    osys: System,
+) -> None:
+    # Before, the same URL asked for again was the same fetch whatever sha256 it declared:
+    # answered 202 "reused" with a file of another digest, checked against nobody's.
+    async with origin_server(slow_tick=0.05) as o, osys.client("o-digest") as c:
+        f = await post(c, o.url("/slow"), sha256=o.sha256)
+        r = await c.post("/v1/fetches", json={"url": o.url("/slow"), "sha256": "b" * 64})
+        assert r.status_code == 409, r.text
+        error = r.json()["error"]
+        assert error["code"] == "fetch_sha256_conflict"
+        assert error["details"]["sha256"] == o.sha256
+        same = await post(c, o.url("/slow"), sha256=o.sha256)  # the same check: joins
+        assert same["id"] == f["id"]
+        done = await until(c, f["id"], "COMPLETED", "FAILED")
+        assert done["status"] == "COMPLETED", done
+        # The right digest, or none, is the completed fetch.
+        for extra in ({"sha256": o.sha256}, {}):
+            reused = await post(c, o.url("/slow"), **extra)
+            assert reused["id"] == f["id"] and reused["file_id"] == done["file_id"], extra
+        # Another declared one is fetched again (a new generation) and checked, never
+        # handed the file of another digest.
+        again = await post(c, o.url("/slow"), sha256="b" * 64)
+        assert again["id"] != f["id"] and again["reused"] is False
+        failed = await until(c, again["id"], "COMPLETED", "FAILED")
+        assert failed["status"] == "FAILED" and "sha256 mismatch" in failed["last_error"]
