@@ -44,6 +44,7 @@ from domain.commands import (
 from domain.errors import DomainError
 from domain.policies import fetch_file_command_id, fetch_result_file_id, file_from_fetch
 from handlers import fetch_reuse, fetch_segments
+from projections.usage import storage_used
 
 if TYPE_CHECKING:
     from handlers.fetcher import Fetcher
@@ -95,6 +96,9 @@ class FetchRun:
         self.version = 0
         self.rate = RateLimiter(self.s.fetch_rate)
         self._folding = asyncio.Lock()
+        # The owner's quota and what they used when this attempt began (_check_quota).
+        self.quota = 0
+        self.used = 0
 
     async def _reload(self) -> None:
         events = await self.w.store.read_stream(self.stream_id)
@@ -148,6 +152,13 @@ class FetchRun:
         if self._halted():
             return
         attempt = 0
+        # The most bytes this run has held. A failed attempt that took the fetch past it
+        # made progress: the count of failures starts again, as a segment's does
+        # (fetch_segments), so a link that breaks every few minutes still brings a large
+        # file in (wget -c, aria2). Against the high-water mark, not the last attempt, so
+        # an origin that changes at every request and keeps dropping the bytes held (each
+        # restart then regains what it lost) still gives up.
+        best = self.state.bytes
         while True:
             work = asyncio.create_task(self._attempt())
             watch = asyncio.create_task(self._watch())
@@ -178,6 +189,8 @@ class FetchRun:
                 return
             if not isinstance(error, Retryable):
                 raise error
+            if self.state.bytes > best:
+                best, attempt = self.state.bytes, 0
             attempt += 1
             if attempt > self.s.fetch_retries:
                 with contextlib.suppress(Halted):
@@ -243,6 +256,7 @@ class FetchRun:
             "content_type": h.get("content-type"),
             "file_name": origin.file_name(resp, url),
             "accept_ranges": "bytes" in (h.get("accept-ranges") or "").lower(),
+            "content_encoding": origin.content_encoding(h.get("content-encoding")),
         }
 
     async def open(self, headers: dict[str, str]) -> tuple[httpx.Response, str]:
@@ -272,6 +286,11 @@ class FetchRun:
 
     async def _transfer(self) -> None:
         st = self.state
+        # The owner's usage, read once per attempt (one query), not per piece. Fetches
+        # running at once for one owner may each pass (usage counts files, not fetches
+        # under way): the quota limits what a user keeps, as for uploads (api/limits.py).
+        self.quota = self.s.quota_for(st.owner)
+        self.used = await storage_used(self.w.store, st.owner) if self.quota > 0 else 0
         reused = await self._reuse()
         if reused is not None:
             await self._finish(digest=reused)
@@ -327,6 +346,7 @@ class FetchRun:
             content_type=source.content_type,
             file_name=source.file_name,
             accept_ranges=source.accept_ranges,
+            content_encoding=source.content_encoding,
         )
         await self._cmd(AppendFetchBytes, runner=self.runner, offset=0, pieces=source.manifest())
         log.info("fetch reused", fetch=self.fetch_id, source=source.id, bytes=source.bytes)
@@ -363,7 +383,14 @@ class FetchRun:
             raise Retryable("range not satisfiable: starting over")
         if code == 206:
             cr = origin.content_range(h.get("content-range"))
-            changed = self.state.etag is not None and h.get("etag") not in (None, self.state.etag)
+            changed = self.state.bytes > 0 and origin.another_representation(
+                self.state.etag,
+                self.state.last_modified,
+                self.state.total,
+                h.get("etag"),
+                h.get("last-modified"),
+                None if cr is None else cr[2],
+            )
             if not ranged or cr is None or cr[0] != self.state.bytes or changed:
                 # Another offset, or another version of the resource: never append.
                 await self._cmd(
@@ -403,6 +430,8 @@ class FetchRun:
                 f"the resource is {self.state.total} bytes, over the limit",
                 {"max_bytes": self.s.fetch_max_bytes, "total": self.state.total},
             )
+        if self.state.total is not None:
+            self._check_quota(self.state.total)  # before the body, as for the limit
         if code == 206 and asked_from == 0 and await self._split():
             await fetch_segments.run_segments(self, resp)  # segment 0 reads this answer
             await self._finish()
@@ -492,6 +521,9 @@ class FetchRun:
                         f"the body is over {limit} bytes",
                         {"max_bytes": limit},
                     )
+                # A body of no announced length (or one longer than announced) is cut
+                # off once past the quota, not downloaded whole to be refused at the end.
+                self._check_quota(self.state.bytes + pending_bytes)
             if pending and (
                 ended or remaining == 0 or time.monotonic() - last_record >= RECORD_EVERY
             ):
@@ -517,11 +549,23 @@ class FetchRun:
             pieces=pieces,
         )
 
+    def _check_quota(self, size: int) -> None:
+        """Fail the fetch if a file of `size` bytes would take its owner over their quota
+        (CAIRN_QUOTA_BYTES / CAIRN_QUOTAS), with the same details as an upload's 413."""
+        if self.quota > 0 and self.used + size > self.quota:
+            raise Fatal(
+                "quota_exceeded",
+                f"the storage quota would be exceeded: {self.used} bytes used"
+                f" + {size} > {self.quota}",
+                {"quota": self.quota, "used": self.used, "requested": size},
+            )
+
     async def _finish(self, digest: str | None = None) -> None:
         """Complete the fetch with what it holds; `digest` when its sha256 is known already."""
         st = self.state
         if st.total is not None and st.bytes != st.total:
             raise Retryable(f"holding {st.bytes} of {st.total} bytes")
+        self._check_quota(st.bytes)  # the last gate: reused bytes, a take-over's bytes
         manifest = [(sha, n) for sha, n in st.pieces]
         if digest is None:
             digest = await hash_manifest(self.w.blobs, manifest)
@@ -533,9 +577,7 @@ class FetchRun:
             )
         file_id = fetch_result_file_id(st)
         name = st.file_name or "download"
-        content_type = await content_type_of(
-            self.w.blobs, manifest, name, (st.content_type or "").split(";")[0].strip()
-        )
+        content_type = await content_type_of(self.w.blobs, manifest, name, st.stored_type)
         # With the detected type the actor creates a plain file in the same step as the
         # completion (domain.policies.follow_ups): once the fetch reads COMPLETED its file
         # exists, even if this worker dies right after. An object's put (a fetch naming a

@@ -151,9 +151,14 @@ async def _check(run: FetchRun, resp: httpx.Response, url: str, asked: int) -> N
     st = run.state
     if code == 206:
         cr = origin.content_range(h.get("content-range"))
-        etag = h.get("etag")
-        same = st.etag is None or etag is None or etag == st.etag
-        if cr is not None and cr[0] == asked and cr[2] == st.total and same:
+        if (
+            cr is not None
+            and cr[0] == asked
+            and cr[2] == st.total
+            and not origin.another_representation(
+                st.etag, st.last_modified, st.total, h.get("etag"), h.get("last-modified"), cr[2]
+            )
+        ):
             return
     await run._cmd(
         RecordFetchResponse,

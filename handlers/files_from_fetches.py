@@ -37,6 +37,5 @@ async def command_for(ev: RecordedEvent, store: EventStore, blobs: BlobStore) ->
     ):
         return None  # the worker created it
     name = state.file_name or "download"
-    declared = (state.content_type or "").split(";")[0].strip()
-    content_type = await content_type_of(blobs, list(state.pieces), name, declared)
+    content_type = await content_type_of(blobs, list(state.pieces), name, state.stored_type)
     return file_from_fetch(state, content_type, state.updated_at)

@@ -123,13 +123,14 @@ class FetchesProjection(Projection):
         if ev.type == FetchCompleted.type:
             await conn.execute(
                 "UPDATE readmodel.fetches SET status = 'COMPLETED', file_id = $2, sha256 ="
-                " coalesce(sha256, $3), completed_at = $4, updated_at = $4, last_version = $5"
-                " WHERE id = $1",
+                " coalesce(sha256, $3), completed_at = $4, updated_at = $4, last_version = $5,"
+                " total = $6 WHERE id = $1",
                 fid,
                 as_uuid(d["file_id"]),
                 str(d["sha256"]),
                 at,
                 ev.version,
+                int(d["size"]),  # the total of a body that announced none (as in the state)
             )
             return
         status = _STATUS.get(ev.type)

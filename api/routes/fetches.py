@@ -122,6 +122,7 @@ def _view(state: FetchState, row: dict[str, Any] | None) -> dict[str, Any]:
         "etag": state.etag,
         "last_modified": state.last_modified,
         "content_type": state.content_type,
+        "content_encoding": state.content_encoding,
         "file_name": state.file_name,
         "bucket": state.bucket,
         "key": state.key,
@@ -175,6 +176,7 @@ class FetchesController(SecuredController):
             await check_writable(c, bucket, principal.user)
         latest = await fetch_queries.latest(c.pool, principal.user, url, bucket, data.key)
         generation = 0 if latest is None else latest["generation"] + (1 if data.refresh else 0)
+        declared = data.sha256.lower() if data.sha256 else None
         # The read model may lag: the event store says whether this generation is still the
         # one to reuse (active, or completed within the TTL) or a new one must start.
         while True:
@@ -182,8 +184,12 @@ class FetchesController(SecuredController):
             state: FetchState | None = await c.load("fetches", f"fetch-{fid}")
             if state is None or state.status.value in _ACTIVE:
                 break
-            if state.status == FetchStatus.COMPLETED and state.updated_at > now() - timedelta(
-                seconds=s.fetch_ttl
+            if (
+                state.status == FetchStatus.COMPLETED
+                and state.updated_at > now() - timedelta(seconds=s.fetch_ttl)
+                # Reused only as the declared digest's bytes (else fetched again, and
+                # checked): domain.fetches.decide refuses to join another digest.
+                and (declared is None or state.completed_sha256 == declared)
             ):
                 break
             generation += 1
@@ -197,7 +203,7 @@ class FetchesController(SecuredController):
             generation=generation,
             bucket=bucket,
             key=data.key,
-            sha256=data.sha256.lower() if data.sha256 else None,
+            sha256=declared,
         )
         st = reply_state(result)
         body = {

@@ -86,6 +86,40 @@ def strong_etag(etag: str | None) -> str | None:
     return None
 
 
+def another_representation(
+    etag: str | None,
+    last_modified: str | None,
+    total: int | None,
+    new_etag: str | None,
+    new_last_modified: str | None,
+    new_total: int | None,
+) -> bool:
+    """Whether a 206 answering a resume is of another representation than the bytes held.
+
+    If-Range should make an origin whose resource changed answer 200, but some ignore it
+    and serve the asked range of whatever they hold now. So every validator both sides
+    carry must be equal, and the complete length too: a 206 that differs in any of them
+    would join two versions of the resource."""
+
+    def differs(old: object, new: object) -> bool:
+        return old is not None and new is not None and old != new
+
+    return (
+        differs(etag, new_etag)
+        or differs(last_modified, new_last_modified)
+        or differs(total, new_total)
+    )
+
+
+def content_encoding(value: str | None) -> str | None:
+    """The Content-Encoding a body was sent with, None for none or identity. The worker
+    reads the raw bytes (httpx's aiter_raw) and asks for identity: an origin that encodes
+    anyway has its bytes kept as sent, and this says what they are."""
+    codings = [c.strip().lower() for c in (value or "").split(",") if c.strip()]
+    codings = [c for c in codings if c != "identity"]
+    return ", ".join(codings) or None
+
+
 def _clean_name(name: str) -> str | None:
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(c for c in name if ord(c) >= 0x20 and ord(c) != 0x7F).strip()

@@ -55,6 +55,7 @@ class RecordFetchResponse(FetchCommand):
     content_type: str | None = None
     file_name: str | None = None
     accept_ranges: bool = False
+    content_encoding: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -68,6 +68,18 @@ def _running(state: FetchState | None, cmd: Command, runner: str) -> FetchState:
 def _request(state: FetchState | None, cmd: RequestFetch) -> list[Event]:
     if state is not None:
         if state.owner == cmd.caller and state.url == cmd.url:
+            # A declared sha256 is a check the caller asked for: joining a fetch that
+            # checks another digest (or none), or holds a file of another, would hand them
+            # bytes nobody checked against theirs. (The API fetches a completed one of
+            # another digest again, as a new generation; this is the rule under races.)
+            held = state.completed_sha256 if state.status == FetchStatus.COMPLETED else state.sha256
+            if cmd.sha256 is not None and cmd.sha256 != held:
+                raise Conflict(
+                    "fetch_sha256_conflict",
+                    "this URL's fetch declares another sha256; cancel it, or wait for it"
+                    " and fetch again",
+                    {"id": state.id, "sha256": held, "status": state.status.value},
+                )
             return []  # the same request again (20 at once make one fetch)
         raise Conflict("fetch_exists", "a fetch with this id exists", {"id": cmd.aggregate_id})
     if not isinstance(cmd.url, str) or not cmd.url or len(cmd.url) > MAX_URL:
@@ -117,6 +129,7 @@ def _response(state: FetchState | None, cmd: RecordFetchResponse) -> list[Event]
             file_name=cmd.file_name,
             accept_ranges=cmd.accept_ranges,
             at=cmd.at,
+            content_encoding=cmd.content_encoding,
         )
     ]
 

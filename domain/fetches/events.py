@@ -38,7 +38,8 @@ class FetchStarted(Event):
 @dataclass(frozen=True, kw_only=True)
 class FetchResponseReceived(Event):
     """The origin's validators; `restart`: the bytes held so far are dropped (the origin
-    changed or ignored the range), the fetch starts again from byte 0."""
+    changed or ignored the range), the fetch starts again from byte 0. `content_encoding`:
+    the body's Content-Encoding when not identity (the bytes are kept as sent)."""
 
     type: ClassVar[str] = "FetchResponseReceived"
 
@@ -51,6 +52,7 @@ class FetchResponseReceived(Event):
     file_name: str | None = None
     accept_ranges: bool = False
     at: datetime
+    content_encoding: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

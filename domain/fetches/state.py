@@ -37,6 +37,17 @@ class FetchStatus(StrEnum):
 RUNNABLE = (FetchStatus.PENDING, FetchStatus.IN_PROGRESS)
 ACTIVE = (FetchStatus.PENDING, FetchStatus.IN_PROGRESS, FetchStatus.PAUSED)
 
+# The media type of a body kept as its Content-Encoding made it (see FetchState.stored_type).
+ENCODED_TYPES = {
+    "gzip": "application/gzip",
+    "x-gzip": "application/gzip",
+    "deflate": "application/zlib",
+    "zstd": "application/zstd",
+    "br": "application/x-brotli",
+    "compress": "application/x-compress",
+    "x-compress": "application/x-compress",
+}
+
 
 @dataclass(frozen=True)
 class Segment:
@@ -78,6 +89,7 @@ class FetchState:
     content_type: str | None = None
     file_name: str | None = None
     accept_ranges: bool = False
+    content_encoding: str | None = None
     # The body's pieces in order: the durable prefix, or (segmented) every segment's
     # pieces in segment order, which is the whole body once every segment is done.
     pieces: tuple[tuple[str, int], ...] = ()
@@ -87,6 +99,16 @@ class FetchState:
     plan: str | None = None
     file_id: str | None = None
     completed_sha256: str | None = None
+
+    @property
+    def stored_type(self) -> str:
+        """The media type the held bytes are declared as (without parameters). A body sent
+        with a Content-Encoding, although the worker asks for identity, is kept as sent,
+        as curl, wget and aria2 keep it: a `.tar.gz` an origin labels `application/x-tar`
+        with `Content-Encoding: gzip` is a gzip stream, and its file says so."""
+        if self.content_encoding:
+            return ENCODED_TYPES.get(self.content_encoding.lower(), "application/octet-stream")
+        return (self.content_type or "").split(";")[0].strip()
 
     def manifest(self) -> list[JSON]:
         return [{"sha256": sha, "size": n} for sha, n in self.pieces]
@@ -123,6 +145,7 @@ def evolve(state: FetchState | None, event: Event) -> FetchState | None:
                 content_type=event.content_type,
                 file_name=event.file_name,
                 accept_ranges=event.accept_ranges,
+                content_encoding=event.content_encoding,
             )
             if event.restart:
                 return replace(st, pieces=(), bytes=0, segments=(), plan=None)
@@ -148,9 +171,12 @@ def evolve(state: FetchState | None, event: Event) -> FetchState | None:
             )
         case FetchAttemptFailed(error=error):
             return replace(st, last_error=error)
-        case FetchCompleted(sha256=sha256, file_id=file_id):
+        case FetchCompleted(sha256=sha256, file_id=file_id, size=size):
+            # A body of no announced length (chunked) has one once complete: its size, so
+            # that `total` and `progress` end at what was fetched.
             return replace(
                 st,
+                total=size,
                 status=FetchStatus.COMPLETED,
                 file_id=file_id,
                 completed_sha256=sha256,

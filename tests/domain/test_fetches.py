@@ -67,6 +67,18 @@ def test_request_twice_is_one_fetch() -> None:
     assert f.decide(st, RequestFetch(**kw(), owner="u", url="http://x/a")) == []
 
 
+def test_a_request_declaring_another_sha256_does_not_join_the_fetch() -> None:
+    st = run(None, RequestFetch(**kw(), owner="u", url="http://x/a", sha256=SHA))
+    assert st is not None
+    assert f.decide(st, RequestFetch(**kw(), owner="u", url="http://x/a", sha256=SHA)) == []
+    assert f.decide(st, RequestFetch(**kw(), owner="u", url="http://x/a")) == []
+    for other in ("b" * 64, None):
+        plain = run(None, RequestFetch(**kw(), owner="u", url="http://x/a", sha256=other))
+        with pytest.raises(Conflict) as e:
+            f.decide(plain, RequestFetch(**kw(), owner="u", url="http://x/a", sha256="c" * 64))
+        assert e.value.code == "fetch_sha256_conflict"
+
+
 def test_only_the_current_runner_records() -> None:
     st = run(requested(), StartFetch(**kw(), runner="r1"))
     assert st is not None and st.status == f.FetchStatus.IN_PROGRESS and st.attempts == 1

@@ -127,6 +127,7 @@ GOLDEN: dict[str, tuple[int, dict[str, Any]]] = {
             "file_name": "m.bin",
             "accept_ranges": True,
             "at": AT,
+            "content_encoding": None,  # added later: events stored before lack it
         },
     ),
     "FetchBytesAppended": (
@@ -218,6 +219,13 @@ def test_fields_missing_from_older_events_take_their_documented_defaults() -> No
         del old[k]
     typed = uploads.AGGREGATE.event_types["UploadInitiated"].decode(old)
     assert typed.data == GOLDEN["UploadInitiated"][1] | {"metadata": {}}
+
+
+def test_a_fetch_response_stored_before_content_encoding_decodes_without_one() -> None:
+    old = {k: v for k, v in GOLDEN["FetchResponseReceived"][1].items()}
+    del old["content_encoding"]
+    typed = fetches.AGGREGATE.event_types["FetchResponseReceived"].decode(old)
+    assert typed.data == GOLDEN["FetchResponseReceived"][1]
 
 
 def test_malformed_data_is_refused_not_guessed() -> None:

@@ -31,7 +31,8 @@ EVENT_SHAPES: dict[str, tuple[int, str]] = {
     "FetchRequested": (1, "fetch_id owner url generation bucket key sha256 at"),
     "FetchResponseReceived": (
         1,
-        "restart reason etag last_modified total content_type file_name accept_ranges at",
+        "restart reason etag last_modified total content_type file_name accept_ranges at"
+        " content_encoding",
     ),
     "FetchResumed": (1, "at"),
     "FetchRetried": (1, "at"),
@@ -87,7 +88,8 @@ COMMAND_SHAPES: dict[str, str] = {
     "PauseFetch": "",
     "PauseTask": "",
     "RecordFetchAttemptError": "runner error retry_in",
-    "RecordFetchResponse": "runner restart reason etag last_modified total content_type file_name accept_ranges",
+    "RecordFetchResponse": "runner restart reason etag last_modified total content_type file_name"
+    " accept_ranges content_encoding",
     "RecordProgress": "first results bytes_done",
     "RequestFetch": "owner url generation bucket key sha256",
     "ResumeFetch": "",

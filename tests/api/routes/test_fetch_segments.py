@@ -11,11 +11,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest_asyncio
+from aiohttp import web
 
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from bus.store.eventstore import PostgresEventStore
 from domain.events import RecordedEvent
 from tests.api.origins import Origin, origin_server
+from tests.api.routes.test_fetch_origins import serve
 from tests.api.routes.test_fetches import content, post, until
 from tests.system import System, isolated_system, wait_until
 
@@ -140,6 +142,41 @@ async def test_an_origin_changing_mid_fetch_starts_over_from_zero(gsys: System) 
         ]
         assert restarts and restarts[0] > first_split, kinds
         assert kinds.count("FetchSegmented") == 2  # split again, for v2
+
+
+async def test_segments_of_another_last_modified_start_over(gsys: System) -> None:
+    # Last-Modified is the only validator and the origin ignores If-Range: the probe gets
+    # version 1, every later request the same range of version 2 (same length). Before,
+    # only the ETag and the length were compared, and the file was v1's first segment
+    # followed by v2's other three.
+    v1, v2 = os.urandom(SIZE), os.urandom(SIZE)
+    answered: list[str] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        data, modified = (
+            (v1, "Mon, 01 Jan 2024 00:00:00 GMT")
+            if not answered
+            else (v2, "Tue, 02 Jan 2024 00:00:00 GMT")
+        )
+        answered.append(request.headers.get("Range") or "")
+        first, _, last = (request.headers.get("Range") or "bytes=0-")[6:].partition("-")
+        start, end = int(first), int(last) if last else SIZE - 1
+        return web.Response(
+            status=206,
+            body=data[start : end + 1],
+            headers={
+                "Last-Modified": modified,
+                "Accept-Ranges": "bytes",
+                "Content-Range": f"bytes {start}-{end}/{SIZE}",
+            },
+        )
+
+    async with serve(handler) as base, gsys.client("g-lastmod") as c:
+        f = await post(c, f"{base}/lm.bin")
+        done = await until(c, f["id"], "COMPLETED", "FAILED")
+        assert done["status"] == "COMPLETED", done
+        assert done["last_modified"] == "Tue, 02 Jan 2024 00:00:00 GMT"
+        assert await content(c, done["file_id"]) == v2
 
 
 async def test_pause_and_resume_keep_every_segments_bytes(gsys: System) -> None:

@@ -141,8 +141,26 @@ async def test_changed_content_starts_over_with_the_new_version(fsys: System) ->
 async def test_no_length_and_lying_lengths(fsys: System) -> None:
     async with origin_server() as o, fsys.client("f-len") as c:
         f = await post(c, o.url("/nolength"))
+
+        async def unknown_total() -> dict[str, Any] | None:
+            body = (await c.get(f"/v1/fetches/{f['id']}")).json()
+            return body if body["bytes"] > 0 or body["status"] == "COMPLETED" else None
+
+        during = await wait_until(unknown_total, timeout=60)
         done = await until(c, f["id"], "COMPLETED", "FAILED")
-        assert done["status"] == "COMPLETED" and done["total"] is None, done
+        assert done["status"] == "COMPLETED", done
+        if during["status"] != "COMPLETED":
+            assert during["total"] is None and during["progress"] is None, during
+        # Complete, its length is known: total and progress end at what was fetched (they
+        # were null to the end before), in the read model's list as in the fetch.
+        assert done["total"] == done["bytes"] == len(o.data) and done["progress"] == 100.0
+        await listed_completed(c, f["id"])
+        [row] = [
+            i
+            for i in (await c.get("/v1/fetches", params={"status": "COMPLETED"})).json()["items"]
+            if i["id"] == f["id"]
+        ]
+        assert row["total"] == len(o.data), row
         assert await content(c, done["file_id"]) == o.data
         # announces more than it sends: every attempt ends short, the fetch fails, nothing
         # short is passed off as the file

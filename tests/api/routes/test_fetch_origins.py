@@ -1,0 +1,281 @@
+"""URL fetches against origins that misbehave the way real ones do, as `wget -c`,
+`curl -C -` and aria2 meet them: links that break again and again, origins that ignore
+If-Range, a body compressed although identity was asked for, a stalled body, a quota, a
+retry backoff cut short by a cancel. Real Postgres, broker and loopback origins
+(tests/api/origins.py for the shared ones; the odd ones are written here)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import os
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import pytest_asyncio
+from aiohttp import web
+
+from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
+from bus.store.eventstore import PostgresEventStore
+from tests.api.origins import origin_server
+from tests.api.routes.test_fetches import content, post, until
+from tests.ports import free_port
+from tests.system import System, isolated_system, wait_until
+
+QUOTA = 1_000_000
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def osys(
+    pg_server: EmbeddedPostgres, kafka_server: EmbeddedKafka, template_url: str
+) -> AsyncIterator[System]:
+    async with isolated_system(
+        pg_server.url,
+        kafka_server.bootstrap,
+        fetch_allow_private=True,
+        fetch_lease=3.0,
+        fetch_chunk_bytes=64 * 1024,
+        fetch_backoff=0.05,
+        fetch_retries=3,
+        fetch_timeout=1.0,
+        fetch_per_owner=50,
+        fetch_concurrency=50,
+        quotas=(("o-quota", QUOTA),),
+    ) as s:
+        yield s
+
+
+@asynccontextmanager
+async def serve(handler: Handler) -> AsyncIterator[str]:
+    """One handler on 127.0.0.1 for every path; yields its base URL."""
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port("127.0.0.1")
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", port))
+    await web.SockSite(runner, sock).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        with contextlib.suppress(Exception):
+            await runner.cleanup()
+
+
+async def test_a_link_that_breaks_again_and_again_completes_while_bytes_come(
+    osys: System,
+) -> None:
+    # Every answer breaks off after 40 KB: 8 broken connections for 300 KB, more than
+    # CAIRN_FETCH_RETRIES (3), but each one gained bytes (wget -c, aria2: keep going).
+    async with origin_server(drop_after=40_000) as o, osys.client("o-flaky") as c:
+        f = await post(c, o.url("/capped"))
+        done = await until(c, f["id"], "COMPLETED", "FAILED")
+        assert done["status"] == "COMPLETED", done
+        assert await content(c, done["file_id"]) == o.data
+        assert len(o.requests("/capped")) > 3
+
+
+async def test_resume_by_last_modified_from_an_origin_ignoring_if_range(osys: System) -> None:
+    # No ETag, only Last-Modified; the origin honours Range but not If-Range, and the
+    # resource changes (same length) between the broken first answer and the resume.
+    v1 = os.urandom(300_000)
+    v2 = os.urandom(300_000)
+    seen: list[str | None] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        first = not seen
+        seen.append(request.headers.get("If-Range"))
+        data, modified = (
+            (v1, "Mon, 01 Jan 2024 00:00:00 GMT")
+            if first
+            else (v2, "Tue, 02 Jan 2024 00:00:00 GMT")
+        )
+        rng = request.headers.get("Range", "")
+        start = int(rng[6:].split("-")[0]) if rng.startswith("bytes=") else 0
+        resp = web.StreamResponse(status=206 if rng else 200)
+        resp.headers["Last-Modified"] = modified
+        resp.headers["Accept-Ranges"] = "bytes"
+        if rng:
+            resp.headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+        resp.content_length = len(data) - start
+        await resp.prepare(request)
+        if first:
+            await resp.write(data[start : start + 150_000])
+            assert request.transport is not None
+            request.transport.close()
+            return resp
+        await resp.write(data[start:])
+        await resp.write_eof()
+        return resp
+
+    async with serve(handler) as base, osys.client("o-lastmod") as c:
+        f = await post(c, f"{base}/lm.bin")
+        done = await until(c, f["id"], "COMPLETED", "FAILED")
+        assert done["status"] == "COMPLETED", done
+        assert seen[1] == "Mon, 01 Jan 2024 00:00:00 GMT"  # If-Range carried the validator
+        assert await content(c, done["file_id"]) == v2  # never v1's head and v2's tail
+
+
+async def test_a_changed_length_under_the_same_validator_starts_over(osys: System) -> None:
+    # An origin that ignores If-Range answers the resume with a 206 of a resource whose
+    # complete length changed: that is another representation, whatever its headers.
+    v1 = os.urandom(300_000)
+    v2 = os.urandom(350_000)
+    calls: list[int] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        calls.append(1)
+        first = len(calls) == 1
+        data = v1 if first else v2
+        rng = request.headers.get("Range", "")
+        start = int(rng[6:].split("-")[0]) if rng.startswith("bytes=") else 0
+        resp = web.StreamResponse(status=206 if rng else 200)
+        resp.headers["Last-Modified"] = "Mon, 01 Jan 2024 00:00:00 GMT"
+        if rng:
+            resp.headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+        resp.content_length = len(data) - start
+        await resp.prepare(request)
+        if first:
+            await resp.write(data[:150_000])
+            assert request.transport is not None
+            request.transport.close()
+            return resp
+        await resp.write(data[start:])
+        await resp.write_eof()
+        return resp
+
+    async with serve(handler) as base, osys.client("o-length") as c:
+        f = await post(c, f"{base}/len.bin")
+        done = await until(c, f["id"], "COMPLETED", "FAILED")
+        assert done["status"] == "COMPLETED", done
+        assert await content(c, done["file_id"]) == v2
+
+
+async def test_a_gzip_body_sent_despite_identity_is_stored_as_sent_and_said(
+    osys: System,
+) -> None:
+    # Apache's classic: a .tar.gz served with Content-Type application/x-tar and
+    # Content-Encoding gzip. curl, wget and aria2 keep the bytes as sent (the .gz).
+    raw = os.urandom(50_000)
+    packed = gzip.compress(raw)
+    asked: list[str | None] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        asked.append(request.headers.get("Accept-Encoding"))
+        return web.Response(
+            body=packed,
+            headers={"Content-Encoding": "gzip", "Content-Type": "application/x-tar"},
+        )
+
+    async with serve(handler) as base, osys.client("o-gzip") as c:
+        f = await post(c, f"{base}/a.tar.gz")
+        done = await until(c, f["id"], "COMPLETED", "FAILED")
+        assert done["status"] == "COMPLETED", done
+        assert asked[0] == "identity"
+        assert done["bytes"] == done["total"] == len(packed)
+        assert done["content_encoding"] == "gzip", done
+        assert await content(c, done["file_id"]) == packed
+        meta = (await c.get(f"/v1/files/{done['file_id']}")).json()
+        # The bytes are a gzip stream, not a tar: the file says what it holds.
+        assert meta["content_type"] == "application/gzip", meta
+
+
+async def test_a_stalled_body_times_out_and_fails_never_hangs(osys: System) -> None:
+    hung = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        resp.content_length = 100_000
+        await resp.prepare(request)
+        await resp.write(b"x" * 1000)
+        await asyncio.sleep(3600)  # headers and a little, then nothing
+        hung.set()
+        return resp
+
+    async with serve(handler) as base, osys.client("o-stall") as c:
+        f = await post(c, f"{base}/stall.bin")
+        failed = await until(c, f["id"], "COMPLETED", "FAILED")
+        assert failed["status"] == "FAILED", failed
+        assert "ReadTimeout" in failed["last_error"] and failed["file_id"] is None
+        assert not hung.is_set()
+
+
+async def test_cancel_during_the_retry_backoff_ends_the_run(osys: System) -> None:
+    count: list[int] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        count.append(1)
+        return web.Response(status=503, headers={"Retry-After": "120"}, text="busy")
+
+    async with serve(handler) as base, osys.client("o-backoff") as c:
+        f = await post(c, f"{base}/busy")
+
+        async def waiting() -> bool:
+            body = (await c.get(f"/v1/fetches/{f['id']}")).json()
+            return "503" in (body["last_error"] or "")
+
+        await wait_until(waiting, timeout=60)
+        r = await c.post(f"/v1/fetches/{f['id']}/cancel")
+        assert r.status_code == 200 and r.json()["status"] == "CANCELLED"
+
+        async def released() -> bool:
+            held = await osys.pool.fetchval(
+                "SELECT count(*) FROM work.fetch_leases WHERE fetch_id = $1::uuid", f["id"]
+            )
+            return held == 0
+
+        await wait_until(released, timeout=10)  # the run ended, not 120 s later
+        assert count == [1]
+        events = await PostgresEventStore(osys.pool).read_stream(f"fetch-{f['id']}")
+        assert events[-1].type == "FetchCancelled"
+
+
+async def test_a_fetch_past_the_owners_quota_fails_and_makes_no_file(osys: System) -> None:
+    async with origin_server(os.urandom(QUOTA + 200_000)) as o, osys.client("o-quota") as c:
+        # announced: refused before the body
+        f = await post(c, o.url("/range/big.bin"))
+        failed = await until(c, f["id"], "COMPLETED", "FAILED")
+        assert failed["status"] == "FAILED" and failed["file_id"] is None, failed
+        assert "quota" in failed["last_error"], failed
+        assert failed["bytes"] == 0
+        # not announced (chunked): cut off once past it
+        f = await post(c, o.url("/nolength"))
+        failed = await until(c, f["id"], "COMPLETED", "FAILED")
+        assert failed["status"] == "FAILED" and failed["file_id"] is None, failed
+        assert "quota" in failed["last_error"], failed
+        events = await PostgresEventStore(osys.pool).read_stream(f"fetch-{f['id']}")
+        assert events[-1].data["details"]["code"] == "quota_exceeded"
+        files = (await c.get("/v1/files")).json()
+        assert files["items"] == [], files
+
+
+async def test_a_request_declaring_another_sha256_is_not_handed_the_fetch(
+    osys: System,
+) -> None:
+    # Before, the same URL asked for again was the same fetch whatever sha256 it declared:
+    # answered 202 "reused" with a file of another digest, checked against nobody's.
+    async with origin_server(slow_tick=0.05) as o, osys.client("o-digest") as c:
+        f = await post(c, o.url("/slow"), sha256=o.sha256)
+        r = await c.post("/v1/fetches", json={"url": o.url("/slow"), "sha256": "b" * 64})
+        assert r.status_code == 409, r.text
+        error = r.json()["error"]
+        assert error["code"] == "fetch_sha256_conflict"
+        assert error["details"]["sha256"] == o.sha256
+        same = await post(c, o.url("/slow"), sha256=o.sha256)  # the same check: joins
+        assert same["id"] == f["id"]
+        done = await until(c, f["id"], "COMPLETED", "FAILED")
+        assert done["status"] == "COMPLETED", done
+        # The right digest, or none, is the completed fetch.
+        for extra in ({"sha256": o.sha256}, {}):
+            reused = await post(c, o.url("/slow"), **extra)
+            assert reused["id"] == f["id"] and reused["file_id"] == done["file_id"], extra
+        # Another declared one is fetched again (a new generation) and checked, never
+        # handed the file of another digest.
+        again = await post(c, o.url("/slow"), sha256="b" * 64)
+        assert again["id"] != f["id"] and again["reused"] is False
+        failed = await until(c, again["id"], "COMPLETED", "FAILED")
+        assert failed["status"] == "FAILED" and "sha256 mismatch" in failed["last_error"]
