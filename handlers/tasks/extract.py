@@ -3,7 +3,8 @@
 Safety first, before anything is written: the whole member list is read (zip: the
 central directory; tar: every header, streaming through the data) and the archive is
 refused if any member is unsafe (an absolute path, a `..` component, a backslash or a
-drive letter: zip-slip), is a symlink, a hard link or a device/FIFO, or if the archive
+drive letter: zip-slip), is a symlink, a hard link or a device/FIFO, is an encrypted zip
+member or one compressed by a method zipfile cannot read, or if the archive
 goes over a limit: more entries than CAIRN_TASK_MAX_ITEMS, more uncompressed bytes than
 CAIRN_TASK_EXTRACT_MAX_BYTES, or an uncompressed/compressed ratio above
 CAIRN_TASK_EXTRACT_MAX_RATIO (zip bombs). The error names the member or the limit.
@@ -73,6 +74,10 @@ AHEAD = 8
 # concurrently by the actor host and share its group commits.
 SENDING = 8
 _CORRUPT = (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError, OSError, ValueError)
+# The zip compression methods zipfile reads (deflate64, ppmd, AES's 99... it does not).
+_ZIP_METHODS = frozenset(
+    {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
+)
 
 
 @dataclass(frozen=True)
@@ -136,6 +141,22 @@ def _list_zip(f: BlobFile, limits: ListingLimits | None = None) -> list[Member]:
                 raise _refuse("unsafe_member", "special files are refused", member=info.filename)
             if problem := unsafe_path(_zip_name(info)):
                 raise _refuse("unsafe_member", f"unsafe path: {problem}", member=info.filename)
+            # zipfile would raise at the member's turn, half-way through the extraction:
+            # refused with the listing instead, before anything is written.
+            if info.flag_bits & 0x1:
+                raise _refuse(
+                    "encrypted_member",
+                    "encrypted members cannot be extracted (a task takes no password)",
+                    member=info.filename,
+                )
+            if info.compress_type not in _ZIP_METHODS:
+                raise _refuse(
+                    "unsupported_compression",
+                    f"compression method {info.compress_type} is not supported"
+                    " (stored, deflate, bzip2 and lzma are)",
+                    member=info.filename,
+                    method=info.compress_type,
+                )
             out.append(
                 Member(
                     len(out),
@@ -245,9 +266,13 @@ def walk_members(
         except _CORRUPT as e:
             raise MemberFailed(members[0], e) from None
         with archive as z:
+            # By the member's own entry (its header offset), not by its name: a name that
+            # is in the archive twice names the last such entry in zipfile, so every
+            # member of that name would be given the last one's bytes.
+            entries = {info.header_offset: info for info in z.infolist()}
             for m in members:
                 try:
-                    with z.open(m.raw or m.path) as src:
+                    with z.open(entries.get(m.offset) or m.raw or m.path) as src:
                         while piece := src.read(READ_PIECE):
                             yield m, piece
                 except _CORRUPT as e:
