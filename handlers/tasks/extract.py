@@ -58,6 +58,7 @@ from domain.errors import DomainError
 from domain.files.keys import object_file_id, object_key_problem
 from domain.policies import put_object
 from domain.ports import BlobStore
+from domain.tasks.commands import RecordProgress
 from domain.tasks.ids import item_command_id, item_file_id
 from domain.values import file_name_problem
 from handlers.tasks.archive_out import ArchiveSink
@@ -398,10 +399,29 @@ async def run_extract(run: TaskRun, settings: Settings, blobs: BlobStore) -> lis
             result["replaced"] = replaced
         return result
 
+    await _record_totals(run, members)
     job = _Extraction(run, settings, blobs, source.manifest, fmt, done_already)
     await _extract_in_order(job, members[run.state.items_done :], commit)
     await run.flush()
     return []
+
+
+async def _record_totals(run: TaskRun, members: list[Member]) -> None:
+    """The task was created knowing only the archive's size; once it is listed (and
+    accepted), its totals become the members' count and their bytes as each member counts
+    them when done (compressed in a zip, the data in a tar), so items_done and bytes_done
+    end at the totals. Recorded with the checkpoint's state (nothing new: the same totals
+    sent again by a resumed run change nothing, domain/tasks/decide.py)."""
+    await run.send(
+        run.command(
+            RecordProgress,
+            first=run.state.items_done,
+            results=[],
+            bytes_done=run.bytes_done,
+            items_total=len(members),
+            bytes_total=sum(m.compressed for m in members),
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -608,6 +628,7 @@ async def _extract_objects(
             result["replaced"] = [object_file_id(bucket, key)]
         return result
 
+    await _record_totals(run, members)
     job = _Extraction(run, settings, blobs, manifest, fmt, done_already)
     await _extract_in_order(job, left, commit)
     await run.flush()

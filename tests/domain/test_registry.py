@@ -182,6 +182,8 @@ GOLDEN: dict[str, tuple[int, dict[str, Any]]] = {
             "first": 0,
             "results": [{"index": 0, "source": "f1", "result": "f2"}],
             "bytes_done": 3,
+            "items_total": 4,
+            "bytes_total": 12,
             "at": AT,
         },
     ),
@@ -218,6 +220,12 @@ def test_fields_missing_from_older_events_take_their_documented_defaults() -> No
         del old[k]
     typed = uploads.AGGREGATE.event_types["UploadInitiated"].decode(old)
     assert typed.data == GOLDEN["UploadInitiated"][1] | {"metadata": {}}
+
+
+def test_a_checkpoint_stored_before_it_could_carry_totals_leaves_them_unchanged() -> None:
+    old = {k: v for k, v in GOLDEN["TaskProgressed"][1].items() if not k.endswith("_total")}
+    typed = tasks.AGGREGATE.event_types["TaskProgressed"].decode(old)
+    assert typed.data == old | {"items_total": None, "bytes_total": None}
 
 
 def test_malformed_data_is_refused_not_guessed() -> None:

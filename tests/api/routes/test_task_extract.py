@@ -21,7 +21,7 @@ from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from domain.tasks.ids import item_file_id
 from tests.api.tasks_helpers import count_events, finished, start, stop_mid_run, upload, user
 from tests.archives import zip_of
-from tests.system import System, isolated_system
+from tests.system import System, isolated_system, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -87,6 +87,33 @@ async def test_archives_made_by_zip_tar_and_zipfile_extract_correctly(
             # The same names each time: each extract replaces the last one's files.
             t = await extract(c, data, name, output={"prefix": "x-"}, overwrite=True)
             assert await extracted(c, t) == CONTENT, name
+
+
+async def test_an_extracts_progress_ends_at_its_totals_in_the_task_and_the_listing(
+    sys_: System, tmp_path: Path
+) -> None:
+    """Created knowing only the archive's size, the task learns its members' count and
+    bytes once the archive is listed: items_done / bytes_done end at the totals (they
+    ended at 3 of 0 items, and at the members' bytes of the archive's), and the read
+    model's row says the same as the task."""
+    archives = tool_archives(tmp_path)
+    async with sys_.client(user()) as c:
+        for name in ("a.zip", "a.tgz", "a.tar"):
+            t = await extract(c, archives[name], name, output={"prefix": f"{name}-"})
+            assert t["status"] == "COMPLETED", t
+            p = t["progress"]
+            assert p["items_done"] == p["items_total"] == len(CONTENT), (name, p)
+            assert p["bytes_done"] == p["bytes_total"] > 0, (name, p)
+            if name != "a.zip":  # a tar's members count their data
+                assert p["bytes_total"] == sum(len(d) for d in CONTENT.values())
+
+            async def listed(tid: str = t["id"]) -> dict[str, Any] | None:
+                items = (await c.get("/v1/tasks", params={"type": "extract"})).json()["items"]
+                row = next((i for i in items if i["id"] == tid), None)
+                return row if row and row["status"] == "COMPLETED" else None
+
+            row = await wait_until(listed)
+            assert row["progress"] == p
 
 
 async def test_compress_then_extract_round_trips(sys_: System) -> None:
