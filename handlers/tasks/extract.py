@@ -102,6 +102,14 @@ def unsafe_path(path: str) -> str | None:
     return None
 
 
+def member_path(name: str) -> str:
+    """The member's path without `.` components: `tar -C dir -czf a.tgz .` names every
+    member `./...`, which into a bucket became keys such as `in/./a.txt`."""
+    parts = name.split("/")
+    kept = [p for p in parts if p != "."]
+    return "/".join(kept) if kept != parts else name
+
+
 def detect(head: bytes) -> str | None:
     if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
         return "zip"
@@ -140,7 +148,8 @@ def _list_zip(f: BlobFile, limits: ListingLimits | None = None) -> list[Member]:
                 raise _refuse("unsafe_member", "symbolic links are refused", member=info.filename)
             if stat.S_IFMT(mode) not in (0, stat.S_IFREG):  # 0: no type recorded
                 raise _refuse("unsafe_member", "special files are refused", member=info.filename)
-            if problem := unsafe_path(_zip_name(info)):
+            path = member_path(_zip_name(info))
+            if problem := unsafe_path(path):
                 raise _refuse("unsafe_member", f"unsafe path: {problem}", member=info.filename)
             # zipfile would raise at the member's turn, half-way through the extraction:
             # refused with the listing instead, before anything is written.
@@ -161,7 +170,7 @@ def _list_zip(f: BlobFile, limits: ListingLimits | None = None) -> list[Member]:
             out.append(
                 Member(
                     len(out),
-                    _zip_name(info),
+                    path,
                     info.file_size,
                     info.compress_size,
                     info.header_offset,
@@ -185,9 +194,10 @@ def _list_tar(f: BlobFile, fmt: str, limits: ListingLimits | None = None) -> lis
                 raise _refuse("unsafe_member", "links are refused", member=m.name)
             if not m.isreg():
                 raise _refuse("unsafe_member", "device files and FIFOs are refused", member=m.name)
-            if problem := unsafe_path(m.name):
+            path = member_path(m.name)
+            if problem := unsafe_path(path):
                 raise _refuse("unsafe_member", f"unsafe path: {problem}", member=m.name)
-            out.append(Member(len(out), m.name, m.size, m.size, m.offset))
+            out.append(Member(len(out), path, m.size, m.size, m.offset))
     return out
 
 
