@@ -283,5 +283,9 @@ async def prepare(
     params.pop("prefix", None)
     if isinstance(p, (CopyParams,)) and p.bucket is not None:
         params["source"] = {"bucket": p.bucket, "prefix": p.prefix or ""}
-    total_bytes = sum(size for _, size in files) if isinstance(p, CompressParams) else 0
+    # What a compress reads, or a copy / move copies (each item counts its file's size
+    # when done, handlers/tasks/fileops.py); a delete counts no bytes.
+    total_bytes = (
+        sum(size for _, size in files) if isinstance(p, (CompressParams, CopyParams)) else 0
+    )
     return params, len(files), total_bytes

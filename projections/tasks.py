@@ -77,14 +77,19 @@ class TasksProjection(Projection):
                 # re-recorded after a takeover starts where the last one ended, see decide).
                 await update(
                     "items_done = $4, items_failed = items_failed + $5,"
-                    " bytes_done = greatest(bytes_done, $6)",
+                    " bytes_done = greatest(bytes_done, $6),"
+                    " items_total = coalesce($7, items_total),"
+                    " bytes_total = coalesce($8, bytes_total)",
                     e.first + len(e.results),
                     failed,
                     e.bytes_done,
+                    e.items_total,
+                    e.bytes_total,
                 )
             case TaskCompleted() as e:
                 # As the aggregate does (domain/tasks/state.py): an extract's items_total is
-                # 0 (its members are counted as it runs), so completion keeps items_done.
+                # 0 until its archive is listed (the checkpoint then records it), so
+                # completion keeps items_done.
                 await update(
                     "status = 'COMPLETED', finished_at = $2, result_file_ids = $4::jsonb,"
                     " bytes_done = greatest(bytes_done, $5),"

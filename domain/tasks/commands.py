@@ -41,13 +41,17 @@ class StartTask(TaskCommand):
 
 @dataclass(frozen=True, kw_only=True)
 class RecordProgress(TaskCommand):
-    """A checkpoint: the results of items [first, first + len(results)) and bytes so far."""
+    """A checkpoint: the results of items [first, first + len(results)) and bytes so far;
+    `items_total` / `bytes_total` when the run has learnt them (an extract, once its archive
+    is listed: the task was created knowing only the archive's size)."""
 
     type: ClassVar[str] = "RecordProgress"
 
     first: int
     results: list[JSON]
     bytes_done: int
+    items_total: int | None = None
+    bytes_total: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

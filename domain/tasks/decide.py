@@ -91,14 +91,23 @@ def _progress(state: TaskState | None, cmd: RecordProgress) -> list[Event]:
             "a checkpoint must continue from the last one",
             {"items_done": st.items_done, "first": cmd.first},
         )
+    if (cmd.items_total is not None and cmd.items_total < 0) or (
+        cmd.bytes_total is not None and cmd.bytes_total < 0
+    ):
+        raise InvalidInput("invalid_checkpoint", "totals cannot be negative")
     new = cmd.results[st.items_done - cmd.first :]
-    if not new and cmd.bytes_done <= st.bytes_done:
+    # Totals recorded only when they change (a resumed run learns the same ones again).
+    items_total = cmd.items_total if cmd.items_total != st.items_total else None
+    bytes_total = cmd.bytes_total if cmd.bytes_total != st.bytes_total else None
+    if not new and cmd.bytes_done <= st.bytes_done and items_total is None and bytes_total is None:
         return []  # recorded already (a worker that took over sends it again)
     return [
         TaskProgressed(
             first=st.items_done,
             results=tuple(dict(r) for r in new),
             bytes_done=max(cmd.bytes_done, st.bytes_done),
+            items_total=items_total,
+            bytes_total=bytes_total,
             at=cmd.at,
         )
     ]

@@ -35,13 +35,17 @@ class TaskStarted(Event):
 @dataclass(frozen=True, kw_only=True)
 class TaskProgressed(Event):
     """Items [first, first + len(results)) are done; each result is
-    {"index", "source"?, "result"?, "error"?} (which file became which, or why not)."""
+    {"index", "source"?, "result"?, "error"?} (which file became which, or why not).
+    `items_total` / `bytes_total`, when not None, replace the totals the task was created
+    with (an extract's, known once its archive is listed)."""
 
     type: ClassVar[str] = "TaskProgressed"
 
     first: int
     results: tuple[dict[str, Any], ...] = ()
     bytes_done: int = 0
+    items_total: int | None = None
+    bytes_total: int | None = None
     at: datetime
 
 

@@ -111,6 +111,8 @@ def evolve(state: TaskState | None, event: Event) -> TaskState | None:
             results=kept + tuple(event.results),
             items_done=event.first + len(event.results),
             bytes_done=max(state.bytes_done, event.bytes_done),
+            items_total=state.items_total if event.items_total is None else event.items_total,
+            bytes_total=state.bytes_total if event.bytes_total is None else event.bytes_total,
             updated_at=event.at,
         )
     if isinstance(event, TaskCompleted):

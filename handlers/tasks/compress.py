@@ -47,15 +47,18 @@ LOADS_AT_ONCE = 8  # files read from the event store at once before archiving
 
 
 def unique_names(names: list[str]) -> list[str]:
-    """Names inside the archive: the files' names, a repeated one as `name (2).ext`."""
+    """Names inside the archive: the files' names, a repeated one as `name (2).ext`. An
+    object's key is a path: the number goes into its last part (`v1.0/notes (2)`, not
+    `v1 (2).0/notes`, which moved it into another directory)."""
     seen: set[str] = set()
     out = []
     for name in names:
         candidate, n = name, 1
+        directory, slash, base = name.rpartition("/")
+        stem, dot, ext = base.rpartition(".")
         while candidate in seen:
             n += 1
-            stem, dot, ext = name.rpartition(".")
-            candidate = f"{stem} ({n}).{ext}" if dot and stem else f"{name} ({n})"
+            candidate = f"{directory}{slash}{stem} ({n}).{ext}" if dot and stem else f"{name} ({n})"
         seen.add(candidate)
         out.append(candidate)
     return out

@@ -3,7 +3,8 @@
 Safety first, before anything is written: the whole member list is read (zip: the
 central directory; tar: every header, streaming through the data) and the archive is
 refused if any member is unsafe (an absolute path, a `..` component, a backslash or a
-drive letter: zip-slip), is a symlink, a hard link or a device/FIFO, or if the archive
+drive letter: zip-slip), is a symlink, a hard link or a device/FIFO, is an encrypted zip
+member or one compressed by a method zipfile cannot read, or if the archive
 goes over a limit: more entries than CAIRN_TASK_MAX_ITEMS, more uncompressed bytes than
 CAIRN_TASK_EXTRACT_MAX_BYTES, or an uncompressed/compressed ratio above
 CAIRN_TASK_EXTRACT_MAX_RATIO (zip bombs). The error names the member or the limit.
@@ -57,6 +58,7 @@ from domain.errors import DomainError
 from domain.files.keys import object_file_id, object_key_problem
 from domain.policies import put_object
 from domain.ports import BlobStore
+from domain.tasks.commands import RecordProgress
 from domain.tasks.ids import item_command_id, item_file_id
 from domain.values import file_name_problem
 from handlers.tasks.archive_out import ArchiveSink
@@ -73,6 +75,10 @@ AHEAD = 8
 # concurrently by the actor host and share its group commits.
 SENDING = 8
 _CORRUPT = (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError, OSError, ValueError)
+# The zip compression methods zipfile reads (deflate64, ppmd, AES's 99... it does not).
+_ZIP_METHODS = frozenset(
+    {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
+)
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,14 @@ def unsafe_path(path: str) -> str | None:
     if any(part == ".." for part in path.split("/")):
         return "a '..' component"
     return None
+
+
+def member_path(name: str) -> str:
+    """The member's path without `.` components: `tar -C dir -czf a.tgz .` names every
+    member `./...`, which into a bucket became keys such as `in/./a.txt`."""
+    parts = name.split("/")
+    kept = [p for p in parts if p != "."]
+    return "/".join(kept) if kept != parts else name
 
 
 def detect(head: bytes) -> str | None:
@@ -134,12 +148,29 @@ def _list_zip(f: BlobFile, limits: ListingLimits | None = None) -> list[Member]:
                 raise _refuse("unsafe_member", "symbolic links are refused", member=info.filename)
             if stat.S_IFMT(mode) not in (0, stat.S_IFREG):  # 0: no type recorded
                 raise _refuse("unsafe_member", "special files are refused", member=info.filename)
-            if problem := unsafe_path(_zip_name(info)):
+            path = member_path(_zip_name(info))
+            if problem := unsafe_path(path):
                 raise _refuse("unsafe_member", f"unsafe path: {problem}", member=info.filename)
+            # zipfile would raise at the member's turn, half-way through the extraction:
+            # refused with the listing instead, before anything is written.
+            if info.flag_bits & 0x1:
+                raise _refuse(
+                    "encrypted_member",
+                    "encrypted members cannot be extracted (a task takes no password)",
+                    member=info.filename,
+                )
+            if info.compress_type not in _ZIP_METHODS:
+                raise _refuse(
+                    "unsupported_compression",
+                    f"compression method {info.compress_type} is not supported"
+                    " (stored, deflate, bzip2 and lzma are)",
+                    member=info.filename,
+                    method=info.compress_type,
+                )
             out.append(
                 Member(
                     len(out),
-                    _zip_name(info),
+                    path,
                     info.file_size,
                     info.compress_size,
                     info.header_offset,
@@ -163,9 +194,10 @@ def _list_tar(f: BlobFile, fmt: str, limits: ListingLimits | None = None) -> lis
                 raise _refuse("unsafe_member", "links are refused", member=m.name)
             if not m.isreg():
                 raise _refuse("unsafe_member", "device files and FIFOs are refused", member=m.name)
-            if problem := unsafe_path(m.name):
+            path = member_path(m.name)
+            if problem := unsafe_path(path):
                 raise _refuse("unsafe_member", f"unsafe path: {problem}", member=m.name)
-            out.append(Member(len(out), m.name, m.size, m.size, m.offset))
+            out.append(Member(len(out), path, m.size, m.size, m.offset))
     return out
 
 
@@ -245,9 +277,13 @@ def walk_members(
         except _CORRUPT as e:
             raise MemberFailed(members[0], e) from None
         with archive as z:
+            # By the member's own entry (its header offset), not by its name: a name that
+            # is in the archive twice names the last such entry in zipfile, so every
+            # member of that name would be given the last one's bytes.
+            entries = {info.header_offset: info for info in z.infolist()}
             for m in members:
                 try:
-                    with z.open(m.raw or m.path) as src:
+                    with z.open(entries.get(m.offset) or m.raw or m.path) as src:
                         while piece := src.read(READ_PIECE):
                             yield m, piece
                 except _CORRUPT as e:
@@ -373,10 +409,29 @@ async def run_extract(run: TaskRun, settings: Settings, blobs: BlobStore) -> lis
             result["replaced"] = replaced
         return result
 
+    await _record_totals(run, members)
     job = _Extraction(run, settings, blobs, source.manifest, fmt, done_already)
     await _extract_in_order(job, members[run.state.items_done :], commit)
     await run.flush()
     return []
+
+
+async def _record_totals(run: TaskRun, members: list[Member]) -> None:
+    """The task was created knowing only the archive's size; once it is listed (and
+    accepted), its totals become the members' count and their bytes as each member counts
+    them when done (compressed in a zip, the data in a tar), so items_done and bytes_done
+    end at the totals. Recorded with the checkpoint's state (nothing new: the same totals
+    sent again by a resumed run change nothing, domain/tasks/decide.py)."""
+    await run.send(
+        run.command(
+            RecordProgress,
+            first=run.state.items_done,
+            results=[],
+            bytes_done=run.bytes_done,
+            items_total=len(members),
+            bytes_total=sum(m.compressed for m in members),
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -583,6 +638,7 @@ async def _extract_objects(
             result["replaced"] = [object_file_id(bucket, key)]
         return result
 
+    await _record_totals(run, members)
     job = _Extraction(run, settings, blobs, manifest, fmt, done_already)
     await _extract_in_order(job, left, commit)
     await run.flush()

@@ -183,6 +183,8 @@ GOLDEN: dict[str, tuple[int, dict[str, Any]]] = {
             "first": 0,
             "results": [{"index": 0, "source": "f1", "result": "f2"}],
             "bytes_done": 3,
+            "items_total": 4,
+            "bytes_total": 12,
             "at": AT,
         },
     ),
@@ -226,6 +228,12 @@ def test_a_fetch_response_stored_before_content_encoding_decodes_without_one() -
     del old["content_encoding"]
     typed = fetches.AGGREGATE.event_types["FetchResponseReceived"].decode(old)
     assert typed.data == GOLDEN["FetchResponseReceived"][1]
+
+
+def test_a_checkpoint_stored_before_it_could_carry_totals_leaves_them_unchanged() -> None:
+    old = {k: v for k, v in GOLDEN["TaskProgressed"][1].items() if not k.endswith("_total")}
+    typed = tasks.AGGREGATE.event_types["TaskProgressed"].decode(old)
+    assert typed.data == old | {"items_total": None, "bytes_total": None}
 
 
 def test_malformed_data_is_refused_not_guessed() -> None:

@@ -39,6 +39,20 @@ FILES = [
 ]
 
 
+def test_a_repeated_key_is_numbered_in_its_last_part() -> None:
+    """Objects of two buckets may share a key; the repeat stays in the key's directory."""
+    assert unique_names(
+        ["v1.0/notes", "v1.0/notes", "a.d/b.txt", "a.d/b.txt", "x/.env", "x/.env"]
+    ) == [
+        "v1.0/notes",
+        "v1.0/notes (2)",
+        "a.d/b.txt",
+        "a.d/b (2).txt",
+        "x/.env",
+        "x/.env (2)",
+    ]
+
+
 @pytest.mark.parametrize("fmt", ["zip", "tar.gz"])
 async def test_compress_gives_one_archive_with_the_names_and_bytes(sys_: System, fmt: str) -> None:
     async with sys_.client(user()) as c:

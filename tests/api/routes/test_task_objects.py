@@ -5,6 +5,8 @@ then extract gives back the same keys and bytes."""
 
 from __future__ import annotations
 
+import io
+import tarfile
 import zipfile
 from collections.abc import AsyncIterator
 from typing import Any
@@ -94,6 +96,38 @@ async def test_extract_into_a_bucket_makes_objects_keyed_by_path(sys_: System) -
         got = await objects(c, b, keys)
         assert got == {f"in/{p}": b"v2 " + d for p, d in CONTENT.items()}
         assert await count_events(sys_.pool, "FileReplaced", streams) == 3
+
+
+async def test_a_tar_of_dot_keys_its_objects_without_the_dot(sys_: System) -> None:
+    """`tar -C dir -czf a.tgz .` names its members `./a.txt`, `./d/b.txt`: their keys are
+    `in/a.txt`, `in/d/b.txt` (they were `in/./a.txt`), and `./a.txt` next to `a.txt` is
+    one key twice (refused)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        top = tarfile.TarInfo(".")
+        top.type = tarfile.DIRTYPE
+        tar.addfile(top)
+        for name, data in (("./a b.txt", b"a"), ("./d/./é.txt", b"")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    async with sys_.client(user()) as c:
+        b = await bucket(c)
+        t = await extract(
+            c, await upload(c, buf.getvalue(), "dot.tgz"), output={"bucket": b, "prefix": "in/"}
+        )
+        assert t["status"] == "COMPLETED", t["error"]
+        assert [(r["source"], r["key"]) for r in t["results"]] == [
+            ("a b.txt", "in/a b.txt"),
+            ("d/é.txt", "in/d/é.txt"),
+        ]
+        assert await objects(c, b, ["in/a b.txt", "in/d/é.txt"]) == {
+            "in/a b.txt": b"a",
+            "in/d/é.txt": b"",
+        }
+        twice = a_zip({"./x.txt": b"1", "x.txt": b"2"})
+        t = await extract(c, await upload(c, twice, "t.zip"), output={"bucket": b})
+        assert t["status"] == "FAILED" and t["error"]["code"] == "duplicate_member", t
 
 
 async def test_compress_objects_by_prefix_then_extract_round_trips_keys(sys_: System) -> None:

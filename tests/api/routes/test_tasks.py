@@ -65,6 +65,8 @@ async def test_copy_move_delete_share_manifests_and_record_each_item(sys_: Syste
         t = await finished(c, tid)
         assert t["status"] == "COMPLETED", t
         assert t["progress"]["items_done"] == 2 and t["progress"]["percent"] == 100.0
+        # The bytes copied end at the total the task was created with (it was 0).
+        assert t["progress"]["bytes_done"] == t["progress"]["bytes_total"] == 900
         copies = [r["result"] for r in t["results"]]
         assert [r["source"] for r in t["results"]] == [a, b]
         for src, cp in zip((a, b), copies, strict=True):

@@ -87,6 +87,21 @@ def test_checkpoints_are_idempotent_and_overlapping_ones_add_only_the_new_items(
         decide(st, cmd(RecordProgress, 4, first=5, results=[{"index": 5}], bytes_done=0))
 
 
+def test_a_checkpoint_records_totals_learnt_by_the_run_once() -> None:
+    """An extract is created knowing only its archive's size; the run records the members'
+    count and bytes once listed, and the same totals again (a resumed run) add nothing."""
+    st = apply(None, create(task_type="extract", items_total=0, bytes_total=500))
+    st = apply(st, cmd(StartTask, 1, worker="w1"))
+    sized = cmd(RecordProgress, 2, first=0, results=[], bytes_done=0, items_total=2, bytes_total=9)
+    st = apply(st, sized)
+    assert st is not None and (st.items_total, st.bytes_total, st.percent) == (2, 9, 0.0)
+    assert events(st, sized) == []
+    st = apply(st, cmd(RecordProgress, 3, first=0, results=[{"index": 0}], bytes_done=4))
+    assert st is not None and (st.items_total, st.bytes_total, st.bytes_done) == (2, 9, 4)
+    with pytest.raises(InvalidInput):
+        decide(st, cmd(RecordProgress, 4, first=1, results=[], bytes_done=4, items_total=-1))
+
+
 def test_a_takeover_starts_again_and_counts_the_attempt() -> None:
     st = apply(None, create(), cmd(StartTask, 1, worker="w1"))
     assert events(st, cmd(StartTask, 2, worker="w1")) == []
