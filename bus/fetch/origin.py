@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import re
+import ssl
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from urllib.parse import unquote, urlsplit
@@ -145,13 +146,29 @@ def file_name(response: httpx.Response, url: str) -> str:
     return _clean_name(unquote(urlsplit(url).path)) or "download"
 
 
+def _untrusted_certificate(error: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate failure behind a transport error (httpx wraps ssl's), if it is one."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def classify(error: BaseException) -> BaseException:
     """A transport error as Retryable (timeouts, resets) or Fatal (a refused address, which
-    GuardedBackend raises as a ConnectError); anything else unchanged."""
+    GuardedBackend raises as a ConnectError; a certificate that does not verify, which the
+    next attempt would find as untrusted: curl and wget give up at once too); anything
+    else unchanged."""
     if isinstance(error, httpx.HTTPError):
         text = str(error) or type(error).__name__
         if text.startswith("forbidden address"):
             return Fatal("forbidden_address", f"refused: {text}")
+        cert = _untrusted_certificate(error)
+        if cert is not None:
+            reason = cert.verify_message or cert.reason or "certificate verify failed"
+            return Fatal("untrusted_certificate", f"the origin's TLS certificate: {reason}")
         return Retryable(f"{type(error).__name__}: {text}")
     if isinstance(error, OSError):
         return Retryable(f"{type(error).__name__}: {error}")

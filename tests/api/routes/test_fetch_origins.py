@@ -9,13 +9,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import ipaddress
 import os
 import socket
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest_asyncio
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from bus.store.eventstore import PostgresEventStore
@@ -49,8 +57,8 @@ async def osys(
 
 
 @asynccontextmanager
-async def serve(handler: Handler) -> AsyncIterator[str]:
-    """One handler on 127.0.0.1 for every path; yields its base URL."""
+async def serve(handler: Handler, tls: ssl.SSLContext | None = None) -> AsyncIterator[str]:
+    """One handler on 127.0.0.1 for every path (over TLS with `tls`); yields its base URL."""
     app = web.Application()
     app.router.add_get("/{tail:.*}", handler)
     runner = web.AppRunner(app, access_log=None)
@@ -58,9 +66,9 @@ async def serve(handler: Handler) -> AsyncIterator[str]:
     port = free_port("127.0.0.1")
     sock = socket.socket()
     sock.bind(("127.0.0.1", port))
-    await web.SockSite(runner, sock).start()
+    await web.SockSite(runner, sock, ssl_context=tls).start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     finally:
         with contextlib.suppress(Exception):
             await runner.cleanup()
@@ -279,3 +287,62 @@ async def test_a_request_declaring_another_sha256_is_not_handed_the_fetch(
         assert again["id"] != f["id"] and again["reused"] is False
         failed = await until(c, again["id"], "COMPLETED", "FAILED")
         assert failed["status"] == "FAILED" and "sha256 mismatch" in failed["last_error"]
+
+
+def _self_signed(tmp: Path) -> ssl.SSLContext:
+    """A server context with a certificate nobody trusts (self-signed, for 127.0.0.1)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    (tmp / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(tmp / "cert.pem", tmp / "key.pem")
+    return ctx
+
+
+async def test_an_untrusted_certificate_fails_at_once(osys: System, tmp_path: Path) -> None:
+    # Before, it was retried as if the network had failed (curl and wget stop at once):
+    # CAIRN_FETCH_RETRIES more handshakes, each refused the same way, then
+    # retries_exhausted, which says nothing of the certificate.
+    handshakes = 0
+
+    async def body(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=b"never served")
+
+    tls = _self_signed(tmp_path)
+    real_wrap = tls.wrap_bio
+
+    def counted(*args: object, **kwargs: object) -> ssl.SSLObject:
+        nonlocal handshakes
+        handshakes += 1
+        return real_wrap(*args, **kwargs)  # type: ignore[arg-type]
+
+    tls.wrap_bio = counted  # type: ignore[method-assign]
+    async with serve(body, tls) as base, osys.client("o-tls") as c:
+        f = await post(c, f"{base}/file.bin")
+        done = await until(c, f["id"], "COMPLETED", "FAILED")
+        assert done["status"] == "FAILED", done
+        assert done["last_error"].startswith("the origin's TLS certificate: "), done
+        assert "self" in done["last_error"]  # self-signed certificate, in OpenSSL's words
+        assert done["attempts"] == 1 and handshakes == 1
