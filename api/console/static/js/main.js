@@ -9,13 +9,16 @@ import { setupBuckets, loadBuckets, bucketEvent, resetBuckets } from './buckets.
 import { setupTabs } from './tabs.js'
 import { setupFetches, loadFetches, fetchEvent, resetFetches } from './fetches.js'
 import { setupTasks, loadTasks, taskEvent, resetTasks } from './tasks.js'
-import { setupObjects, objectEvent, resetObjects, browse } from './objects.js'
+import { setupObjects, objectEvent, resetObjects, reloadObjects, browse } from './objects.js'
 import { say } from './util.js'
 
 const stream = new EventStream(onEvent, (s) => {
   const live = document.getElementById('live')
   live.dataset.state = s
   live.textContent = s === 'live' ? 'live' : s === 'off' ? 'offline' : 'reconnecting…'
+}, () => {
+  // The stream starts again from now: what happened before is read from the lists.
+  loadFiles(); loadBuckets(); loadFetches(); loadTasks(); reloadObjects()
 })
 
 function onEvent (type, envelope) {
