@@ -1,18 +1,22 @@
-"""The console when things go wrong, in headless Chromium against a whole running Cairn: the
-live stream, cut or handed a position the server never gave, misses no event."""
+"""The console when things go wrong, in headless Chromium against a whole running Cairn: an
+upload the server refuses says why in words (not the raw response), a request that cannot
+reach the server says so, and the live stream, cut or handed a position the server never
+gave, misses no event."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
 from playwright.async_api import Route, expect
 
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
-from tests.api.console.browser import chromium
+from tests.api.console.browser import chromium, shot
 from tests.api.console.test_console import no_csp_violations, open_console, sign_in, tus_upload
 from tests.system import System, isolated_system
 
@@ -33,6 +37,56 @@ async def rsys(
 
 def user() -> str:
     return f"console-r-{uuid.uuid4().hex[:8]}"
+
+
+async def test_a_refused_upload_says_why_in_words(rsys: System, tmp_path: Path) -> None:
+    big = tmp_path / "too-big.bin"
+    big.write_bytes(os.urandom(5000))
+    async with chromium() as browser:
+        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
+        page = await ctx.new_page()
+        await open_console(page, rsys)
+        await sign_in(page, rsys.token(QUOTA_USER))
+        await page.locator("input.uppy-Dashboard-input").first.set_input_files(big)
+        await page.locator(".uppy-StatusBar-actionBtn--upload").click()
+        # The API's message (413 quota_exceeded), in the status line, marked as an error.
+        status = page.locator("#status")
+        await expect(status).to_have_text(
+            "Could not upload too-big.bin: the storage quota would be exceeded"
+        )
+        await expect(status).to_have_class("status error")
+        await expect(page.locator(".uppy-StatusBar.is-error")).to_have_count(1)
+        await page.screenshot(path=shot("upload-refused"))
+        # Nowhere under the Dashboard (its notice, the file's error tip) the raw response:
+        # tus-js-client's error text carries the request and the JSON body.
+        shown = await page.locator("#uploader").evaluate(
+            """u => [u.innerText, ...[...u.querySelectorAll('*')].flatMap(
+                   e => [...e.attributes].map(a => a.value))].join('\\n')"""
+        )
+        assert "the storage quota would be exceeded" in shown
+        assert '{"error"' not in shown and "response text" not in shown, shown
+        await no_csp_violations(page)
+        await ctx.close()
+
+
+async def test_a_server_out_of_reach_is_said_in_words(rsys: System) -> None:
+    me = user()
+    await tus_upload(rsys, me, "far.txt", b"far away\n")
+
+    async with chromium() as browser:
+        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
+        page = await ctx.new_page()
+        await open_console(page, rsys)
+        await sign_in(page, rsys.token(me))
+        await expect(page.locator("#files tbody tr")).to_have_count(1)
+        # The connection fails as it does when the server is down or restarting.
+        await page.route("**/content?download=true", lambda route: route.abort("failed"))
+        await page.get_by_role("button", name="Download far.txt").click()
+        await expect(page.locator("#status")).to_have_text(
+            "Download of far.txt failed: the server could not be reached; try again in a moment"
+        )
+        await expect(page.locator("#status")).to_have_class("status error")
+        await ctx.close()
 
 
 async def head_position(system: System, who: str) -> int:

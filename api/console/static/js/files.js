@@ -2,7 +2,7 @@
 // rename or move (PATCH), delete, and a selection for tasks (tasks.js). The list reloads
 // when the live stream says a file appeared, changed or went away.
 
-import { json, request } from './api.js'
+import { json, request, ApiError } from './api.js'
 import { el, bytes, when, say, debounce } from './util.js'
 import { openPreview, previewKind } from './preview.js'
 import { CatchUp } from './catchup.js'
@@ -109,7 +109,8 @@ export async function download (f) {
     setTimeout(() => URL.revokeObjectURL(url), 60000)
     say(`Downloaded ${f.name}.`)
   } catch (e) {
-    say(`Download failed: ${e.message}`, true)
+    // A body cut off half-way is a TypeError from the browser ("network error").
+    say(`Download of ${f.name} failed: ${e instanceof ApiError ? e.message : 'the connection was lost'}`, true)
   }
 }
 
