@@ -28,6 +28,9 @@ function row (f) {
   const pct = f.progress == null ? null : f.progress
   const bar = el('progress', { max: '100', 'aria-label': `Progress of ${f.url}` })
   if (pct != null) bar.value = pct
+  // No value is an indeterminate (moving) bar: right while it runs without a known size,
+  // wrong for a fetch that has stopped.
+  else if (!['PENDING', 'IN_PROGRESS'].includes(f.status)) bar.value = f.status === 'COMPLETED' ? 100 : 0
   const detail = [`${bytes(f.bytes)}${f.total != null ? ' of ' + bytes(f.total) : ''}`]
   if (f.speed_bytes_per_second) detail.push(`${bytes(f.speed_bytes_per_second)}/s`)
   if (f.eta_seconds != null) detail.push(`ETA ${seconds(f.eta_seconds)}`)
