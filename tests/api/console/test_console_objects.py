@@ -259,3 +259,38 @@ async def test_rename_and_move_an_object(shared_system: System) -> None:
         await page.screenshot(path=shot("objects-moved"))
         await no_csp_violations(page)
         await ctx.close()
+
+
+async def test_objects_empty_states_say_what_is_empty(shared_system: System) -> None:
+    """Before a bucket is chosen the tab says to choose one (it was blank); then an empty
+    bucket, and a filter that matches nothing, each say so."""
+    me = user()
+    bucket = f"con-e-{uuid.uuid4().hex[:8]}"
+    async with shared_system.client(me) as c:
+        assert (await c.post("/v1/buckets", json={"name": bucket})).status_code == 201
+    await put(shared_system, me, bucket, "only.txt", b"one\n")
+    async with chromium() as browser:
+        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
+        page = await ctx.new_page()
+        page.on("dialog", lambda d: asyncio.ensure_future(d.accept()))
+        await open_console(page, shared_system)
+        await sign_in(page, shared_system.token(me))
+        await page.get_by_role("tab", name="Objects").click()
+        empty = page.locator("#objects-empty")
+        await expect(empty).to_have_text("Choose a bucket to list its objects.")
+        await expect(empty).to_be_visible()
+
+        await page.locator("#objects-bucket").select_option(bucket)
+        await expect(page.locator("#objects tbody tr[data-key='only.txt']")).to_have_count(1)
+        await expect(empty).to_be_hidden()
+        await page.locator("#objects-filter").fill("zz")
+        await expect(empty).to_have_text("Nothing here starts with \u201czz\u201d.")
+        await expect(page.locator("#objects tbody tr")).to_have_count(0)
+
+        await page.locator("#objects-filter").fill("")
+        await expect(page.locator("#objects tbody tr[data-key='only.txt']")).to_have_count(1)
+        await page.get_by_role("button", name="Delete only.txt").click()
+        await expect(empty).to_have_text("This bucket is empty.")
+        await expect(empty).to_be_visible()
+        await no_csp_violations(page)
+        await ctx.close()
