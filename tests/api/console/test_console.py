@@ -331,3 +331,27 @@ async def test_buckets_create_open_upload_into_and_delete(
             await wait_until(emptied)
         await no_csp_violations(page)
         await ctx.close()
+
+
+async def test_a_token_pasted_as_an_api_key_signs_in(shared_system: System) -> None:
+    """ "API key" is the default choice; a token pasted without changing it (as from `python3
+    dev.py token alice`) was refused as a key. It is tried as the token it plainly is."""
+    me = user()
+    async with chromium() as browser:
+        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
+        page = await ctx.new_page()
+        await open_console(page, shared_system)
+        await expect(page.get_by_label("API key", exact=True)).to_be_checked()
+        await page.get_by_label("API key or token").fill(shared_system.token(me))
+        await page.get_by_role("button", name="Sign in").click()
+        await expect(page.locator("#app")).to_be_visible()
+        await expect(page.locator("#who")).to_have_text("Signed in with a token")
+        await expect(page.locator("#live")).to_have_text("live")
+        # Something that is not a token is still refused, with the reason.
+        await page.get_by_role("button", name="Sign out").click()
+        await page.get_by_label("API key or token").fill("eyJ.not-a.token")
+        await page.get_by_role("button", name="Sign in").click()
+        await expect(page.locator("#signin-error")).to_have_text("That key or token was refused.")
+        assert await page.evaluate("sessionStorage.length") == 0
+        await no_csp_violations(page)
+        await ctx.close()

@@ -30,9 +30,19 @@ function onEvent (type, envelope) {
   if (type.startsWith('Task')) taskEvent(envelope)
 }
 
+// A JWT's shape: three base64url parts, the header a JSON object ('{"' is 'eyJ').
+const JWT = /^eyJ[\w-]*\.[\w-]+\.[\w-]*$/
+
 async function signIn (kind, secret) {
   // Checked against the API before it is kept: a wrong key never looks signed in.
-  await json('/v1/files?limit=1', { cred: { kind, secret } })
+  try {
+    await json('/v1/files?limit=1', { cred: { kind, secret } })
+  } catch (e) {
+    // A token pasted with "API key" chosen (the default) is a token: tried as one.
+    if (e.status !== 401 || kind !== 'key' || !JWT.test(secret)) throw e
+    kind = 'token'
+    await json('/v1/files?limit=1', { cred: { kind, secret } })
+  }
   setCredential(kind, secret)
 }
 
