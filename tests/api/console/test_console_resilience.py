@@ -183,3 +183,26 @@ async def test_a_position_the_server_never_gave_is_dropped(rsys: System) -> None
         assert answers.count(400) == 1, answers
         await no_csp_violations(page)
         await ctx.close()
+
+
+async def test_the_console_rides_out_an_api_restart(rsys: System) -> None:
+    """The API process stops (its streams end) and starts again: the console says it is
+    reconnecting, then live again, and follows new events without a reload."""
+    me = user()
+    async with chromium() as browser:
+        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
+        page = await ctx.new_page()
+        await open_console(page, rsys)
+        await sign_in(page, rsys.token(me))
+        await rsys.stop("api")
+        try:
+            await expect(page.locator("#live")).to_have_text("reconnecting…")
+        finally:
+            rsys.start("api")
+            await rsys.wait_api()
+        await expect(page.locator("#live")).to_have_text("live")
+        await tus_upload(rsys, me, "after-restart.txt", b"back\n")
+        await expect(page.locator("#files tbody")).to_contain_text("after-restart.txt")
+        await expect(page.locator("#app")).to_be_visible()  # still signed in
+        await no_csp_violations(page)
+        await ctx.close()
