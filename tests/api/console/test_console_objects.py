@@ -294,3 +294,41 @@ async def test_objects_empty_states_say_what_is_empty(shared_system: System) -> 
         await expect(empty).to_be_visible()
         await no_csp_violations(page)
         await ctx.close()
+
+
+async def test_an_upload_into_a_bucket_is_one_of_its_objects(
+    shared_system: System, tmp_path: Path
+) -> None:
+    """Open a bucket, upload a file with the Dashboard, browse the bucket: the file is there
+    as an object keyed by its name (it used to be a file in the bucket without a key, which
+    the Objects tab, listing keys, never showed)."""
+    me = user()
+    bucket = f"con-u-{uuid.uuid4().hex[:8]}"
+    async with shared_system.client(me) as c:
+        assert (await c.post("/v1/buckets", json={"name": bucket})).status_code == 201
+    photo = tmp_path / "holiday photo.txt"
+    photo.write_text("a picture, in words\n")
+    async with chromium() as browser:
+        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
+        page = await ctx.new_page()
+        await open_console(page, shared_system)
+        await sign_in(page, shared_system.token(me))
+        await page.get_by_role("tab", name="Buckets").click()
+        await page.get_by_role("button", name=f"Open {bucket}").click()
+        await expect(page.locator("#bucket-pick")).to_have_value(bucket)
+        await page.locator("input.uppy-Dashboard-input").first.set_input_files(photo)
+        await page.locator(".uppy-StatusBar-actionBtn--upload").click()
+        await expect(page.locator("#files tbody tr")).to_have_count(1)
+
+        await page.get_by_role("tab", name="Buckets").click()
+        await page.get_by_role("button", name=f"Browse objects of {bucket}").click()
+        row = page.locator("#objects tbody tr[data-key='holiday photo.txt']")
+        await expect(row).to_have_count(1)
+        async with shared_system.client(me) as c:
+            got = await c.get(f"/v1/buckets/{bucket}/objects/holiday photo.txt")
+            assert got.status_code == 200 and got.text == "a picture, in words\n"
+            meta = (await c.get(f"/v1/files/{await row.get_attribute('data-id')}")).json()
+        # Only what the server reads was sent, not Uppy's relativePath as the string "null".
+        assert "relativePath" not in meta["metadata"], meta["metadata"]
+        await no_csp_violations(page)
+        await ctx.close()
