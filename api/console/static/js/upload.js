@@ -67,16 +67,23 @@ export function uploadFailure (err) {
   return (err && err.message) || 'unknown error'
 }
 
+// The tus metadata of a file (every field of its Uppy meta is sent). Into a bucket, a file
+// becomes its object keyed by its name, or by its path in a dropped folder (as `aws s3 cp`
+// and `cairn upload --bucket B` do), so it is listed on the Objects tab; an object of that
+// key is replaced, as by a PUT. `default` is no bucket: a plain file. Uppy's relativePath
+// itself is not sent: null for a picked file, it became the string "null" in its metadata.
+function sent (file) {
+  const { relativePath, key, ...meta } = file.meta
+  if (meta.bucket && meta.bucket !== 'default') meta.key = relativePath || file.name
+  return meta
+}
+
 export function setupUploads (onUploaded) {
   const { Uppy, Dashboard, Tus } = window.CairnUppy
   uppy = new Uppy({
     id: 'cairn',
     autoProceed: false,
-    // Into a bucket, a file becomes its object keyed by the file's name (as `aws s3 cp f
-    // s3://B/` and `cairn upload --bucket B` do), so it is listed on the Objects tab; an
-    // object of that key is replaced, as by a PUT. `default` is no bucket: a plain file.
-    onBeforeUpload: (files) => Object.fromEntries(Object.entries(files).map(([id, f]) =>
-      [id, f.meta.bucket && f.meta.bucket !== 'default' ? { ...f, meta: { ...f.meta, key: f.name } } : f]))
+    onBeforeUpload: (files) => Object.fromEntries(Object.entries(files).map(([id, f]) => [id, { ...f, meta: sent(f) }]))
   })
     .use(Dashboard, {
       inline: true,
@@ -100,9 +107,6 @@ export function setupUploads (onUploaded) {
         if (status === 401) window.dispatchEvent(new CustomEvent('cairn:unauthorized'))
       },
       removeFingerprintOnSuccess: true,
-      // What the server reads (filename and filetype are made from name and type); not
-      // Uppy's other fields, such as relativePath, which it sends as the string "null".
-      allowedMetaFields: ['name', 'type', 'bucket', 'key'],
       // Read at every request, so a new sign-in applies without a reload.
       onBeforeRequest: (req) => {
         for (const [k, v] of Object.entries(authHeaders())) req.setHeader(k, v)
