@@ -355,3 +355,29 @@ async def test_a_token_pasted_as_an_api_key_signs_in(shared_system: System) -> N
         assert await page.evaluate("sessionStorage.length") == 0
         await no_csp_violations(page)
         await ctx.close()
+
+
+async def test_an_empty_list_says_why_it_is_empty(shared_system: System) -> None:
+    """A name filter that matches nothing said "No files yet." over a list of files: it
+    says that nothing starts with the filter, and a bucket without files says which."""
+    me = user()
+    await tus_upload(shared_system, me, "present.txt", b"here\n")
+    async with chromium() as browser:
+        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
+        page = await ctx.new_page()
+        await open_console(page, shared_system)
+        await sign_in(page, shared_system.token(me))
+        await expect(page.locator("#files tbody tr")).to_have_count(1)
+        empty = page.locator("#files-empty")
+        await page.locator("#files-filter").fill("zz")
+        await expect(empty).to_have_text("No file name starts with \u201czz\u201d.")
+        await expect(empty).to_be_visible()
+        await page.locator("#files-filter").fill("")
+        await expect(page.locator("#files tbody tr")).to_have_count(1)
+        await expect(empty).to_be_hidden()
+        await page.locator("#bucket-pick").select_option("default")
+        await expect(page.locator("#files tbody tr")).to_have_count(1)
+        await page.locator("#files-filter").fill("zz")
+        await expect(empty).to_have_text("No file name starts with \u201czz\u201d in default.")
+        await no_csp_violations(page)
+        await ctx.close()

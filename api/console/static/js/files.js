@@ -64,7 +64,10 @@ export const reloadFiles = debounce(loadFiles, 150)
 function render (items) {
   const tbody = document.querySelector('#files tbody')
   tbody.replaceChildren(...items.map(row))
-  document.getElementById('files-empty').hidden = items.length > 0
+  const empty = document.getElementById('files-empty')
+  empty.textContent = state.prefix ? `No file name starts with “${state.prefix}”${state.bucket ? ' in ' + state.bucket : ''}.`
+    : state.bucket ? `No files in ${state.bucket} yet.` : 'No files yet.'
+  empty.hidden = items.length > 0
   const pages = Math.max(1, Math.ceil(state.total / PAGE))
   const at = Math.floor(state.offset / PAGE) + 1
   document.getElementById('files-page').textContent = `Page ${at} of ${pages} (${state.total} files)`
