@@ -44,7 +44,10 @@ function row (f) {
     buttons.push(el('button', { type: 'button', 'aria-label': `Download ${f.file_name || f.url}`, onclick: () => download({ id: f.file_id, name: f.file_name || 'download' }), text: 'Download' }))
   }
   const status = el('td', { 'data-label': 'Status', class: 'status-cell' }, el('span', { class: `badge s-${f.status.toLowerCase()}`, text: f.status.replace('_', ' ').toLowerCase() }))
-  if (f.last_error && f.status !== 'COMPLETED') status.append(el('span', { class: 'help', text: ` ${f.last_error}` }))
+  // While it runs, the error is the last try's and another follows: said so, or a fetch
+  // 'in progress' next to an error reads as stuck or failed.
+  const retrying = ['PENDING', 'IN_PROGRESS'].includes(f.status)
+  if (f.last_error && f.status !== 'COMPLETED') status.append(el('span', { class: 'help', text: ` ${retrying ? 'retrying after: ' : ''}${f.last_error}` }))
   return el('tr', { 'data-id': f.id, 'data-status': f.status },
     el('td', { class: 'name', 'data-label': 'URL', text: f.url }),
     status,
