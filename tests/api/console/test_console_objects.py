@@ -332,3 +332,43 @@ async def test_an_upload_into_a_bucket_is_one_of_its_objects(
         assert "relativePath" not in meta["metadata"], meta["metadata"]
         await no_csp_violations(page)
         await ctx.close()
+
+
+async def test_renaming_an_object_on_the_files_tab_renames_its_key(
+    shared_system: System,
+) -> None:
+    """The Files tab lists objects too; its Rename/move changed an object's name only, so
+    the Files tab showed the new name while the Objects tab and the object's S3 path kept
+    the old key. It renames the key now, in the same folder, as the Objects tab does."""
+    me = user()
+    bucket = f"con-k-{uuid.uuid4().hex[:8]}"
+    async with shared_system.client(me) as c:
+        assert (await c.post("/v1/buckets", json={"name": bucket})).status_code == 201
+    await put(shared_system, me, bucket, "docs/old.txt", b"renamed\n")
+    async with chromium() as browser:
+        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
+        page = await ctx.new_page()
+        await open_console(page, shared_system)
+        await sign_in(page, shared_system.token(me))
+        await expect(page.locator("#files tbody tr")).to_have_count(1)
+        await page.get_by_role("button", name="Rename or move old.txt").click()
+        await page.get_by_label("New name").fill("new.txt")
+        await page.get_by_role("button", name="Save").click()
+        await expect(page.locator("#edit")).not_to_be_visible()
+        await expect(page.locator("#status")).to_have_text("Renamed old.txt to docs/new.txt.")
+        rows = page.locator("#files tbody tr")
+        await expect(rows).to_have_count(1)
+        await expect(rows).to_contain_text("new.txt")
+        async with shared_system.client(me) as c:
+            got = await c.get(f"/v1/buckets/{bucket}/objects/docs/new.txt")
+            assert got.status_code == 200 and got.text == "renamed\n"
+            gone = await c.get(f"/v1/buckets/{bucket}/objects/docs/old.txt")
+            assert gone.status_code == 404
+
+        await page.get_by_role("tab", name="Buckets").click()
+        await page.get_by_role("button", name=f"Browse objects of {bucket}").click()
+        await page.get_by_role("button", name="Open folder docs/").click()
+        await expect(page.locator("#objects tbody tr[data-key='docs/new.txt']")).to_have_count(1)
+        await expect(page.locator("#objects tbody tr")).to_have_count(1)
+        await no_csp_violations(page)
+        await ctx.close()

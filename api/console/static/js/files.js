@@ -160,7 +160,11 @@ function openEdit (f, opener) {
     ev.preventDefault()
     const body = {}
     const name = form.name.value.trim()
-    if (name !== f.name) body.name = name
+    // An object (a file with a key) is renamed by its key, in the same folder, as on the
+    // Objects tab: its name alone would change, its key (what the Objects tab and the S3
+    // paths show) would not. The server copies it to the new key: a new id.
+    const key = f.key ? f.key.slice(0, f.key.lastIndexOf('/') + 1) + name : null
+    if (f.key ? key !== f.key : name !== f.name) body[f.key ? 'key' : 'name'] = f.key ? key : name
     if (form.bucket.value !== f.bucket) body.bucket = form.bucket.value
     if (!name) { document.getElementById('edit-error').textContent = 'A name is needed.'; return }
     if (!Object.keys(body).length) { dialog.close(); return }
@@ -171,8 +175,10 @@ function openEdit (f, opener) {
       return
     }
     dialog.close()
-    changed(f.id, name, form.bucket.value)
-    say(body.bucket ? `Moved ${f.name} to ${body.bucket}${body.name ? ' as ' + body.name : ''}.` : `Renamed ${f.name} to ${body.name}.`)
+    if (f.key) awaited.expect(f.id, false) // its successor arrives with its FileCreated
+    else changed(f.id, name, form.bucket.value)
+    const as = body.name || body.key
+    say(body.bucket ? `Moved ${f.name} to ${body.bucket}${as ? ' as ' + as : ''}.` : `Renamed ${f.name} to ${as}.`)
     await loadFiles()
   }
   document.getElementById('edit-cancel').onclick = () => dialog.close()
