@@ -381,3 +381,34 @@ async def test_an_empty_list_says_why_it_is_empty(shared_system: System) -> None
         await expect(empty).to_have_text("No file name starts with \u201czz\u201d in default.")
         await no_csp_violations(page)
         await ctx.close()
+
+
+async def test_activity_times_stay_on_one_line(shared_system: System) -> None:
+    """Next to a long event type (UploadBytesAppended) the time wrapped, "4:18:06" over "PM"
+    (the README's screenshot showed it); both stay whole, the type on the next line if the
+    two do not fit side by side."""
+    me = user()
+    async with chromium() as browser:
+        for width in (1280, 375):
+            ctx = await browser.new_context(viewport={"width": width, "height": 900})
+            page = await ctx.new_page()
+            await open_console(page, shared_system)
+            await sign_in(page, shared_system.token(me))
+            await tus_upload(shared_system, me, f"at-{width}.txt", b"a line\n")
+            item = page.locator("#activity li[data-type=UploadBytesAppended]").first
+            await expect(item).to_be_visible()
+            # Line boxes of the time's text: one, not "4:18:06" over "PM".
+            lines = await item.locator("time").evaluate(
+                "t => { const r = document.createRange(); r.selectNodeContents(t);"
+                " return new Set([...r.getClientRects()].map(b => Math.round(b.top))).size }"
+            )
+            assert lines == 1, (width, lines)
+            # Nor is the type broken inside its word ("UploadBytesAppende" over "d").
+            type_lines = await item.locator(".type").evaluate(
+                "t => { const r = document.createRange(); r.selectNodeContents(t);"
+                " return new Set([...r.getClientRects()].map(b => Math.round(b.top))).size }"
+            )
+            assert type_lines == 1, (width, type_lines)
+            await item.screenshot(path=shot(f"activity-{width}"))
+            assert await page.evaluate("document.documentElement.scrollWidth - innerWidth") <= 0
+            await ctx.close()
