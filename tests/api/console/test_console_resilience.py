@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 import pytest_asyncio
 from playwright.async_api import Route, expect
@@ -30,7 +33,10 @@ async def rsys(
     pg_server: EmbeddedPostgres, kafka_server: EmbeddedKafka, template_url: str
 ) -> AsyncIterator[System]:
     async with isolated_system(
-        pg_server.url, kafka_server.bootstrap, quotas=((QUOTA_USER, 1000),)
+        pg_server.url,
+        kafka_server.bootstrap,
+        quotas=((QUOTA_USER, 1000),),
+        signed_url_max_expiry=86400,
     ) as s:
         yield s
 
@@ -204,5 +210,38 @@ async def test_the_console_rides_out_an_api_restart(rsys: System) -> None:
         await tus_upload(rsys, me, "after-restart.txt", b"back\n")
         await expect(page.locator("#files tbody")).to_contain_text("after-restart.txt")
         await expect(page.locator("#app")).to_be_visible()  # still signed in
+        await no_csp_violations(page)
+        await ctx.close()
+
+
+async def test_a_link_longer_than_the_server_allows_is_made_as_long_as_it_allows(
+    rsys: System,
+) -> None:
+    """ "7 days" on a server whose CAIRN_SIGNED_URL_MAX_EXPIRY is a day was refused (400
+    invalid_expires_in) and no link made; the console asks for the longest the server
+    allows, which its error names, and says so."""
+    me = user()
+    await tus_upload(rsys, me, "week.txt", b"for a week\n")
+    async with chromium() as browser:
+        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
+        page = await ctx.new_page()
+        await open_console(page, rsys)
+        await sign_in(page, rsys.token(me))
+        await page.get_by_role("button", name="Copy link to week.txt").click()
+        await page.get_by_label("Expires after").select_option(label="7 days")
+        before = time.time()
+        await page.get_by_role("button", name="Create link").click()
+        field = page.get_by_label("Signed URL")
+        await expect(field).not_to_have_value("")
+        await expect(page.locator("#share-error")).to_be_empty()
+        await expect(page.locator("#share-expires")).to_contain_text(
+            "This server allows links for no longer than that."
+        )
+        url = await field.input_value()
+        expires = int(parse_qs(urlsplit(url).query)["expires"][0])
+        assert before + 86400 - 60 <= expires <= time.time() + 86400 + 60
+        async with httpx.AsyncClient() as c:
+            got = await c.get(url)
+        assert got.status_code == 200 and got.text == "for a week\n"
         await no_csp_violations(page)
         await ctx.close()
