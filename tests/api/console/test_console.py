@@ -331,3 +331,84 @@ async def test_buckets_create_open_upload_into_and_delete(
             await wait_until(emptied)
         await no_csp_violations(page)
         await ctx.close()
+
+
+async def test_a_token_pasted_as_an_api_key_signs_in(shared_system: System) -> None:
+    """ "API key" is the default choice; a token pasted without changing it (as from `python3
+    dev.py token alice`) was refused as a key. It is tried as the token it plainly is."""
+    me = user()
+    async with chromium() as browser:
+        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
+        page = await ctx.new_page()
+        await open_console(page, shared_system)
+        await expect(page.get_by_label("API key", exact=True)).to_be_checked()
+        await page.get_by_label("API key or token").fill(shared_system.token(me))
+        await page.get_by_role("button", name="Sign in").click()
+        await expect(page.locator("#app")).to_be_visible()
+        await expect(page.locator("#who")).to_have_text("Signed in with a token")
+        await expect(page.locator("#live")).to_have_text("live")
+        # Something that is not a token is still refused, with the reason.
+        await page.get_by_role("button", name="Sign out").click()
+        await page.get_by_label("API key or token").fill("eyJ.not-a.token")
+        await page.get_by_role("button", name="Sign in").click()
+        await expect(page.locator("#signin-error")).to_have_text("That key or token was refused.")
+        assert await page.evaluate("sessionStorage.length") == 0
+        await no_csp_violations(page)
+        await ctx.close()
+
+
+async def test_an_empty_list_says_why_it_is_empty(shared_system: System) -> None:
+    """A name filter that matches nothing said "No files yet." over a list of files: it
+    says that nothing starts with the filter, and a bucket without files says which."""
+    me = user()
+    await tus_upload(shared_system, me, "present.txt", b"here\n")
+    async with chromium() as browser:
+        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
+        page = await ctx.new_page()
+        await open_console(page, shared_system)
+        await sign_in(page, shared_system.token(me))
+        await expect(page.locator("#files tbody tr")).to_have_count(1)
+        empty = page.locator("#files-empty")
+        await page.locator("#files-filter").fill("zz")
+        await expect(empty).to_have_text("No file name starts with \u201czz\u201d.")
+        await expect(empty).to_be_visible()
+        await page.locator("#files-filter").fill("")
+        await expect(page.locator("#files tbody tr")).to_have_count(1)
+        await expect(empty).to_be_hidden()
+        await page.locator("#bucket-pick").select_option("default")
+        await expect(page.locator("#files tbody tr")).to_have_count(1)
+        await page.locator("#files-filter").fill("zz")
+        await expect(empty).to_have_text("No file name starts with \u201czz\u201d in default.")
+        await no_csp_violations(page)
+        await ctx.close()
+
+
+async def test_activity_times_stay_on_one_line(shared_system: System) -> None:
+    """Next to a long event type (UploadBytesAppended) the time wrapped, "4:18:06" over "PM"
+    (the README's screenshot showed it); both stay whole, the type on the next line if the
+    two do not fit side by side."""
+    me = user()
+    async with chromium() as browser:
+        for width in (1280, 375):
+            ctx = await browser.new_context(viewport={"width": width, "height": 900})
+            page = await ctx.new_page()
+            await open_console(page, shared_system)
+            await sign_in(page, shared_system.token(me))
+            await tus_upload(shared_system, me, f"at-{width}.txt", b"a line\n")
+            item = page.locator("#activity li[data-type=UploadBytesAppended]").first
+            await expect(item).to_be_visible()
+            # Line boxes of the time's text: one, not "4:18:06" over "PM".
+            lines = await item.locator("time").evaluate(
+                "t => { const r = document.createRange(); r.selectNodeContents(t);"
+                " return new Set([...r.getClientRects()].map(b => Math.round(b.top))).size }"
+            )
+            assert lines == 1, (width, lines)
+            # Nor is the type broken inside its word ("UploadBytesAppende" over "d").
+            type_lines = await item.locator(".type").evaluate(
+                "t => { const r = document.createRange(); r.selectNodeContents(t);"
+                " return new Set([...r.getClientRects()].map(b => Math.round(b.top))).size }"
+            )
+            assert type_lines == 1, (width, type_lines)
+            await item.screenshot(path=shot(f"activity-{width}"))
+            assert await page.evaluate("document.documentElement.scrollWidth - innerWidth") <= 0
+            await ctx.close()

@@ -60,3 +60,49 @@ async def test_fetch_a_url_and_watch_it_complete(fsys: System, tmp_path: Path) -
         assert Path(await (await got.value).path()).read_bytes() == origin.data
         await no_csp_violations(page)
         await ctx.close()
+
+
+async def test_a_failed_fetch_shows_a_still_progress_bar(fsys: System) -> None:
+    """A fetch that stopped (here: the origin answered 404) shows the reason and a bar at
+    rest: a <progress> without a value is the moving 'indeterminate' bar of a fetch still
+    at work, which it is not."""
+    me = f"console-f-{uuid.uuid4().hex[:8]}"
+    async with origin_server() as origin, chromium() as browser:
+        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
+        page = await ctx.new_page()
+        await open_console(page, fsys)
+        await sign_in(page, fsys.token(me))
+        await page.get_by_role("tab", name="Fetches").click()
+        await page.get_by_label("URL (http or https)").fill(origin.url("/status/404"))
+        await page.get_by_role("button", name="Fetch", exact=True).click()
+        row = page.locator("#fetches tbody tr")
+        await expect(row).to_have_attribute("data-status", "FAILED")
+        await expect(row.locator(".status-cell")).to_contain_text("404")
+        # position is -1 for an indeterminate bar, value/max for a determinate one.
+        assert await row.locator("progress").evaluate("p => p.position") == 0
+        await expect(row.get_by_role("button", name="Retry")).to_be_visible()
+        await no_csp_violations(page)
+        await ctx.close()
+
+
+async def test_a_fetch_being_retried_says_so(fsys: System) -> None:
+    """Between tries a running fetch shows the last try's error; it said 'in progress' next
+    to a bare error, which reads as stuck. A host that never resolves (.invalid, RFC 6761)
+    is retried with backoff, then fails."""
+    me = f"console-f-{uuid.uuid4().hex[:8]}"
+    async with chromium() as browser:
+        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
+        page = await ctx.new_page()
+        await open_console(page, fsys)
+        await sign_in(page, fsys.token(me))
+        await page.get_by_role("tab", name="Fetches").click()
+        await page.get_by_label("URL (http or https)").fill("https://nowhere.invalid/x.bin")
+        await page.get_by_role("button", name="Fetch", exact=True).click()
+        row = page.locator("#fetches tbody tr")
+        await expect(row.locator(".status-cell")).to_contain_text("retrying after: ")
+        await expect(row).to_have_attribute("data-status", "IN_PROGRESS")
+        # Six tries with backoff: more than the usual wait on a loaded machine.
+        await expect(row).to_have_attribute("data-status", "FAILED", timeout=90_000)
+        await expect(row.locator(".status-cell")).to_contain_text("gave up after")
+        await expect(row.locator(".status-cell")).not_to_contain_text("retrying")
+        await ctx.close()

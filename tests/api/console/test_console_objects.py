@@ -259,3 +259,116 @@ async def test_rename_and_move_an_object(shared_system: System) -> None:
         await page.screenshot(path=shot("objects-moved"))
         await no_csp_violations(page)
         await ctx.close()
+
+
+async def test_objects_empty_states_say_what_is_empty(shared_system: System) -> None:
+    """Before a bucket is chosen the tab says to choose one (it was blank); then an empty
+    bucket, and a filter that matches nothing, each say so."""
+    me = user()
+    bucket = f"con-e-{uuid.uuid4().hex[:8]}"
+    async with shared_system.client(me) as c:
+        assert (await c.post("/v1/buckets", json={"name": bucket})).status_code == 201
+    await put(shared_system, me, bucket, "only.txt", b"one\n")
+    async with chromium() as browser:
+        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
+        page = await ctx.new_page()
+        page.on("dialog", lambda d: asyncio.ensure_future(d.accept()))
+        await open_console(page, shared_system)
+        await sign_in(page, shared_system.token(me))
+        await page.get_by_role("tab", name="Objects").click()
+        empty = page.locator("#objects-empty")
+        await expect(empty).to_have_text("Choose a bucket to list its objects.")
+        await expect(empty).to_be_visible()
+
+        await page.locator("#objects-bucket").select_option(bucket)
+        await expect(page.locator("#objects tbody tr[data-key='only.txt']")).to_have_count(1)
+        await expect(empty).to_be_hidden()
+        await page.locator("#objects-filter").fill("zz")
+        await expect(empty).to_have_text("Nothing here starts with \u201czz\u201d.")
+        await expect(page.locator("#objects tbody tr")).to_have_count(0)
+
+        await page.locator("#objects-filter").fill("")
+        await expect(page.locator("#objects tbody tr[data-key='only.txt']")).to_have_count(1)
+        await page.get_by_role("button", name="Delete only.txt").click()
+        await expect(empty).to_have_text("This bucket is empty.")
+        await expect(empty).to_be_visible()
+        await no_csp_violations(page)
+        await ctx.close()
+
+
+async def test_an_upload_into_a_bucket_is_one_of_its_objects(
+    shared_system: System, tmp_path: Path
+) -> None:
+    """Open a bucket, upload a file with the Dashboard, browse the bucket: the file is there
+    as an object keyed by its name (it used to be a file in the bucket without a key, which
+    the Objects tab, listing keys, never showed)."""
+    me = user()
+    bucket = f"con-u-{uuid.uuid4().hex[:8]}"
+    async with shared_system.client(me) as c:
+        assert (await c.post("/v1/buckets", json={"name": bucket})).status_code == 201
+    photo = tmp_path / "holiday photo.txt"
+    photo.write_text("a picture, in words\n")
+    async with chromium() as browser:
+        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
+        page = await ctx.new_page()
+        await open_console(page, shared_system)
+        await sign_in(page, shared_system.token(me))
+        await page.get_by_role("tab", name="Buckets").click()
+        await page.get_by_role("button", name=f"Open {bucket}").click()
+        await expect(page.locator("#bucket-pick")).to_have_value(bucket)
+        await page.locator("input.uppy-Dashboard-input").first.set_input_files(photo)
+        await page.locator(".uppy-StatusBar-actionBtn--upload").click()
+        await expect(page.locator("#files tbody tr")).to_have_count(1)
+
+        await page.get_by_role("tab", name="Buckets").click()
+        await page.get_by_role("button", name=f"Browse objects of {bucket}").click()
+        row = page.locator("#objects tbody tr[data-key='holiday photo.txt']")
+        await expect(row).to_have_count(1)
+        async with shared_system.client(me) as c:
+            got = await c.get(f"/v1/buckets/{bucket}/objects/holiday photo.txt")
+            assert got.status_code == 200 and got.text == "a picture, in words\n"
+            meta = (await c.get(f"/v1/files/{await row.get_attribute('data-id')}")).json()
+        # Only what the server reads was sent, not Uppy's relativePath as the string "null".
+        assert "relativePath" not in meta["metadata"], meta["metadata"]
+        await no_csp_violations(page)
+        await ctx.close()
+
+
+async def test_renaming_an_object_on_the_files_tab_renames_its_key(
+    shared_system: System,
+) -> None:
+    """The Files tab lists objects too; its Rename/move changed an object's name only, so
+    the Files tab showed the new name while the Objects tab and the object's S3 path kept
+    the old key. It renames the key now, in the same folder, as the Objects tab does."""
+    me = user()
+    bucket = f"con-k-{uuid.uuid4().hex[:8]}"
+    async with shared_system.client(me) as c:
+        assert (await c.post("/v1/buckets", json={"name": bucket})).status_code == 201
+    await put(shared_system, me, bucket, "docs/old.txt", b"renamed\n")
+    async with chromium() as browser:
+        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
+        page = await ctx.new_page()
+        await open_console(page, shared_system)
+        await sign_in(page, shared_system.token(me))
+        await expect(page.locator("#files tbody tr")).to_have_count(1)
+        await page.get_by_role("button", name="Rename or move old.txt").click()
+        await page.get_by_label("New name").fill("new.txt")
+        await page.get_by_role("button", name="Save").click()
+        await expect(page.locator("#edit")).not_to_be_visible()
+        await expect(page.locator("#status")).to_have_text("Renamed old.txt to docs/new.txt.")
+        rows = page.locator("#files tbody tr")
+        await expect(rows).to_have_count(1)
+        await expect(rows).to_contain_text("new.txt")
+        async with shared_system.client(me) as c:
+            got = await c.get(f"/v1/buckets/{bucket}/objects/docs/new.txt")
+            assert got.status_code == 200 and got.text == "renamed\n"
+            gone = await c.get(f"/v1/buckets/{bucket}/objects/docs/old.txt")
+            assert gone.status_code == 404
+
+        await page.get_by_role("tab", name="Buckets").click()
+        await page.get_by_role("button", name=f"Browse objects of {bucket}").click()
+        await page.get_by_role("button", name="Open folder docs/").click()
+        await expect(page.locator("#objects tbody tr[data-key='docs/new.txt']")).to_have_count(1)
+        await expect(page.locator("#objects tbody tr")).to_have_count(1)
+        await no_csp_violations(page)
+        await ctx.close()

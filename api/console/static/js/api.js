@@ -49,7 +49,14 @@ export async function request (path, { method = 'GET', headers = {}, body, signa
     h['Content-Type'] = 'application/json'
     body = JSON.stringify(body)
   }
-  const resp = await fetch(path, { method, headers: h, body, signal, cache: 'no-store' })
+  let resp
+  try {
+    resp = await fetch(path, { method, headers: h, body, signal, cache: 'no-store' })
+  } catch (e) {
+    if (e.name === 'AbortError') throw e
+    // fetch() says only "Failed to fetch": the server is down, restarting or unreachable.
+    throw new ApiError(0, 'network', 'the server could not be reached; try again in a moment')
+  }
   if (!resp.ok) {
     const err = await errorOf(resp)
     if (resp.status === 401) window.dispatchEvent(new CustomEvent('cairn:unauthorized', { detail: err }))

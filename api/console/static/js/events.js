@@ -1,14 +1,18 @@
 // The live event stream (GET /v1/events, Server-Sent Events) read with fetch(), because
 // EventSource cannot send an Authorization or X-API-Key header and the credential must
 // never go into a URL. Reconnects resume exactly after the last event seen (Last-Event-ID),
-// with a growing delay so a server that is down is not hammered.
+// with a growing delay so a server that is down is not hammered. Before any event, the
+// position is the one the server's first comment names (": cairn events after position
+// N"), so a stream cut before the first event still misses none. A position the server
+// never handed out (a restored database) is dropped, and the lists are read afresh.
 
 import { authHeaders } from './api.js'
 
 export class EventStream {
-  constructor (onEvent, onState) {
+  constructor (onEvent, onState, onResync = () => {}) {
     this.onEvent = onEvent
     this.onState = onState
+    this.onResync = onResync
     this.lastId = null
     this.controller = null
     this.stopped = true
@@ -36,6 +40,11 @@ export class EventStream {
         if (resp.status === 401) {
           window.dispatchEvent(new CustomEvent('cairn:unauthorized'))
           return
+        }
+        if (resp.status === 400 && this.lastId !== null && await this.unknownPosition(resp)) {
+          this.lastId = null
+          this.onResync()
+          continue
         }
         if (!resp.ok) throw new Error(`events: ${resp.status}`)
         this.onState('live')
@@ -67,9 +76,18 @@ export class EventStream {
     }
   }
 
+  // 400 last_event_id_beyond_head or invalid_last_event_id: the resume position is no good.
+  async unknownPosition (resp) {
+    let code = null
+    try { code = (await resp.json()).error.code } catch { /* not the API's shape */ }
+    return code === 'last_event_id_beyond_head' || code === 'invalid_last_event_id'
+  }
+
   dispatch (block) {
     let id = null; let type = 'message'; const data = []
     for (const line of block.split('\n')) {
+      const start = /^: cairn events after position (\d+)/.exec(line)
+      if (start && this.lastId === null) this.lastId = start[1]
       if (!line || line.startsWith(':')) continue
       const i = line.indexOf(':')
       const field = i < 0 ? line : line.slice(0, i)

@@ -28,6 +28,9 @@ function row (f) {
   const pct = f.progress == null ? null : f.progress
   const bar = el('progress', { max: '100', 'aria-label': `Progress of ${f.url}` })
   if (pct != null) bar.value = pct
+  // No value is an indeterminate (moving) bar: right while it runs without a known size,
+  // wrong for a fetch that has stopped.
+  else if (!['PENDING', 'IN_PROGRESS'].includes(f.status)) bar.value = f.status === 'COMPLETED' ? 100 : 0
   const detail = [`${bytes(f.bytes)}${f.total != null ? ' of ' + bytes(f.total) : ''}`]
   if (f.speed_bytes_per_second) detail.push(`${bytes(f.speed_bytes_per_second)}/s`)
   if (f.eta_seconds != null) detail.push(`ETA ${seconds(f.eta_seconds)}`)
@@ -41,7 +44,10 @@ function row (f) {
     buttons.push(el('button', { type: 'button', 'aria-label': `Download ${f.file_name || f.url}`, onclick: () => download({ id: f.file_id, name: f.file_name || 'download' }), text: 'Download' }))
   }
   const status = el('td', { 'data-label': 'Status', class: 'status-cell' }, el('span', { class: `badge s-${f.status.toLowerCase()}`, text: f.status.replace('_', ' ').toLowerCase() }))
-  if (f.last_error && f.status !== 'COMPLETED') status.append(el('span', { class: 'help', text: ` ${f.last_error}` }))
+  // While it runs, the error is the last try's and another follows: said so, or a fetch
+  // 'in progress' next to an error reads as stuck or failed.
+  const retrying = ['PENDING', 'IN_PROGRESS'].includes(f.status)
+  if (f.last_error && f.status !== 'COMPLETED') status.append(el('span', { class: 'help', text: ` ${retrying ? 'retrying after: ' : ''}${f.last_error}` }))
   return el('tr', { 'data-id': f.id, 'data-status': f.status },
     el('td', { class: 'name', 'data-label': 'URL', text: f.url }),
     status,

@@ -2,7 +2,7 @@
 // rename or move (PATCH), delete, and a selection for tasks (tasks.js). The list reloads
 // when the live stream says a file appeared, changed or went away.
 
-import { json, request } from './api.js'
+import { json, request, ApiError } from './api.js'
 import { el, bytes, when, say, debounce } from './util.js'
 import { openPreview, previewKind } from './preview.js'
 import { CatchUp } from './catchup.js'
@@ -64,7 +64,10 @@ export const reloadFiles = debounce(loadFiles, 150)
 function render (items) {
   const tbody = document.querySelector('#files tbody')
   tbody.replaceChildren(...items.map(row))
-  document.getElementById('files-empty').hidden = items.length > 0
+  const empty = document.getElementById('files-empty')
+  empty.textContent = state.prefix ? `No file name starts with “${state.prefix}”${state.bucket ? ' in ' + state.bucket : ''}.`
+    : state.bucket ? `No files in ${state.bucket} yet.` : 'No files yet.'
+  empty.hidden = items.length > 0
   const pages = Math.max(1, Math.ceil(state.total / PAGE))
   const at = Math.floor(state.offset / PAGE) + 1
   document.getElementById('files-page').textContent = `Page ${at} of ${pages} (${state.total} files)`
@@ -109,7 +112,8 @@ export async function download (f) {
     setTimeout(() => URL.revokeObjectURL(url), 60000)
     say(`Downloaded ${f.name}.`)
   } catch (e) {
-    say(`Download failed: ${e.message}`, true)
+    // A body cut off half-way is a TypeError from the browser ("network error").
+    say(`Download of ${f.name} failed: ${e instanceof ApiError ? e.message : 'the connection was lost'}`, true)
   }
 }
 
@@ -156,7 +160,11 @@ function openEdit (f, opener) {
     ev.preventDefault()
     const body = {}
     const name = form.name.value.trim()
-    if (name !== f.name) body.name = name
+    // An object (a file with a key) is renamed by its key, in the same folder, as on the
+    // Objects tab: its name alone would change, its key (what the Objects tab and the S3
+    // paths show) would not. The server copies it to the new key: a new id.
+    const key = f.key ? f.key.slice(0, f.key.lastIndexOf('/') + 1) + name : null
+    if (f.key ? key !== f.key : name !== f.name) body[f.key ? 'key' : 'name'] = f.key ? key : name
     if (form.bucket.value !== f.bucket) body.bucket = form.bucket.value
     if (!name) { document.getElementById('edit-error').textContent = 'A name is needed.'; return }
     if (!Object.keys(body).length) { dialog.close(); return }
@@ -167,8 +175,10 @@ function openEdit (f, opener) {
       return
     }
     dialog.close()
-    changed(f.id, name, form.bucket.value)
-    say(body.bucket ? `Moved ${f.name} to ${body.bucket}${body.name ? ' as ' + body.name : ''}.` : `Renamed ${f.name} to ${body.name}.`)
+    if (f.key) awaited.expect(f.id, false) // its successor arrives with its FileCreated
+    else changed(f.id, name, form.bucket.value)
+    const as = body.name || body.key
+    say(body.bucket ? `Moved ${f.name} to ${body.bucket}${as ? ' as ' + as : ''}.` : `Renamed ${f.name} to ${as}.`)
     await loadFiles()
   }
   document.getElementById('edit-cancel').onclick = () => dialog.close()

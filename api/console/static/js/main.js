@@ -9,13 +9,16 @@ import { setupBuckets, loadBuckets, bucketEvent, resetBuckets } from './buckets.
 import { setupTabs } from './tabs.js'
 import { setupFetches, loadFetches, fetchEvent, resetFetches } from './fetches.js'
 import { setupTasks, loadTasks, taskEvent, resetTasks } from './tasks.js'
-import { setupObjects, objectEvent, resetObjects, browse } from './objects.js'
+import { setupObjects, objectEvent, resetObjects, reloadObjects, browse } from './objects.js'
 import { say } from './util.js'
 
 const stream = new EventStream(onEvent, (s) => {
   const live = document.getElementById('live')
   live.dataset.state = s
   live.textContent = s === 'live' ? 'live' : s === 'off' ? 'offline' : 'reconnecting…'
+}, () => {
+  // The stream starts again from now: what happened before is read from the lists.
+  loadFiles(); loadBuckets(); loadFetches(); loadTasks(); reloadObjects()
 })
 
 function onEvent (type, envelope) {
@@ -27,9 +30,19 @@ function onEvent (type, envelope) {
   if (type.startsWith('Task')) taskEvent(envelope)
 }
 
+// A JWT's shape: three base64url parts, the header a JSON object ('{"' is 'eyJ').
+const JWT = /^eyJ[\w-]*\.[\w-]+\.[\w-]*$/
+
 async function signIn (kind, secret) {
   // Checked against the API before it is kept: a wrong key never looks signed in.
-  await json('/v1/files?limit=1', { cred: { kind, secret } })
+  try {
+    await json('/v1/files?limit=1', { cred: { kind, secret } })
+  } catch (e) {
+    // A token pasted with "API key" chosen (the default) is a token: tried as one.
+    if (e.status !== 401 || kind !== 'key' || !JWT.test(secret)) throw e
+    kind = 'token'
+    await json('/v1/files?limit=1', { cred: { kind, secret } })
+  }
   setCredential(kind, secret)
 }
 

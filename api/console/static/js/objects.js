@@ -25,10 +25,12 @@ const awaited = new CatchUp(() => loadObjects(false))
 
 export async function loadObjects (more = false) {
   const tbody = document.querySelector('#objects tbody')
+  const empty = document.getElementById('objects-empty')
   if (!state.bucket) {
     loaded.prefixes = []; loaded.items = []
     tbody.replaceChildren()
-    document.getElementById('objects-empty').hidden = false
+    empty.textContent = 'Choose a bucket to list its objects.'
+    empty.hidden = false
     document.getElementById('objects-more').hidden = true
     crumbs()
     return
@@ -54,7 +56,9 @@ export async function loadObjects (more = false) {
   state.cursor = page.next_cursor
   document.getElementById('objects-more').hidden = !page.next_cursor
   document.getElementById('objects-sort-help').hidden = !page.next_cursor
-  document.getElementById('objects-empty').hidden = tbody.children.length > 0
+  empty.textContent = state.filter ? `Nothing here starts with “${state.filter}”.`
+    : state.prefix ? 'This folder is empty.' : 'This bucket is empty.'
+  empty.hidden = tbody.children.length > 0
   crumbs()
   if (!more) awaited.settle(new Set(page.items.map(o => o.id)), !page.next_cursor)
 }
@@ -256,6 +260,7 @@ export function setupObjects () {
     state.cursor = null
     loadObjects()
   }, 250))
+  loadObjects() // no bucket yet: says to choose one
 }
 
 export function resetObjects () {
@@ -263,6 +268,5 @@ export function resetObjects () {
   state.bucket = ''; state.prefix = ''; state.filter = ''; state.cursor = null
   loaded.prefixes = []; loaded.items = []
   document.getElementById('objects-filter').value = ''
-  document.querySelector('#objects tbody').replaceChildren()
-  crumbs()
+  loadObjects()
 }

@@ -20,9 +20,20 @@ export function openShare (label, path, from) {
   form.onsubmit = async (ev) => {
     ev.preventDefault()
     const expires = Number(form.expires.value)
+    const ask = (seconds) => json(path, { method: 'POST', body: { method: 'GET', expires_in: seconds } })
     let signed
+    let capped = false
     try {
-      signed = await json(path, { method: 'POST', body: { method: 'GET', expires_in: expires } })
+      try {
+        signed = await ask(expires)
+      } catch (e) {
+        // Longer than this server allows (CAIRN_SIGNED_URL_MAX_EXPIRY, which it names):
+        // the longest it allows instead, said so beside the expiry.
+        const max = e.code === 'invalid_expires_in' && Number(e.details.max)
+        if (!max || max >= expires) throw e
+        signed = await ask(max)
+        capped = true
+      }
     } catch (e) {
       document.getElementById('share-error').textContent = `Could not make a link: ${e.message}`
       return
@@ -31,7 +42,8 @@ export function openShare (label, path, from) {
     const url = new URL(signed.url, window.location.origin).href
     const field = document.getElementById('share-url')
     field.value = url
-    document.getElementById('share-expires').textContent = `Works until ${new Date(signed.expires_at).toLocaleString()}.`
+    document.getElementById('share-expires').textContent = `Works until ${new Date(signed.expires_at).toLocaleString()}.` +
+      (capped ? ' This server allows links for no longer than that.' : '')
     document.getElementById('share-result').hidden = false
     let copied = false
     try {

@@ -12,7 +12,7 @@
 // another host), only show the server's digest for the user to compare.
 
 import { authHeaders, json } from './api.js'
-import { el } from './util.js'
+import { el, say } from './util.js'
 
 export const CHUNK = 5 * 1024 * 1024 // one PATCH per 5 MiB: progress is durable per chunk
 export const HASH_LIMIT = 64 * 1024 * 1024
@@ -53,9 +53,38 @@ async function verify (file, response) {
   document.getElementById('checks').prepend(item)
 }
 
+// Why an upload failed, in words: a tus error carries the raw response, whose body is the
+// API's one error shape (its message, never the JSON itself); no response at all is a
+// connection that failed.
+export function uploadFailure (err) {
+  const resp = err && err.originalResponse
+  if (resp) {
+    let message = null
+    try { message = JSON.parse(resp.getBody()).error.message } catch { /* not the API's shape */ }
+    return message || `the server answered ${resp.getStatus()}`
+  }
+  if (err && (err.isNetworkError || err.originalRequest)) return 'the server could not be reached'
+  return (err && err.message) || 'unknown error'
+}
+
+// The tus metadata of a file (every field of its Uppy meta is sent). Into a bucket, a file
+// becomes its object keyed by its name, or by its path in a dropped folder (as `aws s3 cp`
+// and `cairn upload --bucket B` do), so it is listed on the Objects tab; an object of that
+// key is replaced, as by a PUT. `default` is no bucket: a plain file. Uppy's relativePath
+// itself is not sent: null for a picked file, it became the string "null" in its metadata.
+function sent (file) {
+  const { relativePath, key, ...meta } = file.meta
+  if (meta.bucket && meta.bucket !== 'default') meta.key = relativePath || file.name
+  return meta
+}
+
 export function setupUploads (onUploaded) {
   const { Uppy, Dashboard, Tus } = window.CairnUppy
-  uppy = new Uppy({ id: 'cairn', autoProceed: false })
+  uppy = new Uppy({
+    id: 'cairn',
+    autoProceed: false,
+    onBeforeUpload: (files) => Object.fromEntries(Object.entries(files).map(([id, f]) => [id, { ...f, meta: sent(f) }]))
+  })
     .use(Dashboard, {
       inline: true,
       target: '#uploader',
@@ -70,6 +99,13 @@ export function setupUploads (onUploaded) {
       chunkSize: CHUNK,
       limit: 3, // files in parallel
       retryDelays: [0, 1000, 3000, 5000],
+      // Before Uppy shows the error (under the file and in its notice): the reason in words,
+      // not tus-js-client's dump of the request and the response body.
+      onError: (err) => {
+        const status = err.originalResponse ? err.originalResponse.getStatus() : 0
+        err.message = uploadFailure(err)
+        if (status === 401) window.dispatchEvent(new CustomEvent('cairn:unauthorized'))
+      },
       removeFingerprintOnSuccess: true,
       // Read at every request, so a new sign-in applies without a reload.
       onBeforeRequest: (req) => {
@@ -79,6 +115,7 @@ export function setupUploads (onUploaded) {
   uppy.on('file-added', (file) => digests.set(file.id, localDigest(file)))
   uppy.on('file-removed', (file) => digests.delete(file.id))
   uppy.on('upload-success', (file, response) => { onUploaded(file); verify(file, response) })
+  uppy.on('upload-error', (file, err) => say(`Could not upload ${file?.name ?? 'a file'}: ${err.message}`, true))
   setUploadBucket('')
   return uppy
 }
