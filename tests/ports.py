@@ -24,6 +24,10 @@ PER_WORKER = 1_500  # ports a worker may hand out before it starts over
 def _block() -> range:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
     index = int(worker) if worker.isdigit() else 0
+    # Two test runs at once on one machine (two checkouts) would share the blocks: one of
+    # them shifts its own with CAIRN_TEST_PORT_BLOCKS=N (see README, Development).
+    shift = os.environ.get("CAIRN_TEST_PORT_BLOCKS", "0")
+    index += int(shift) if shift.isdigit() else 0
     start = FIRST + (index % 8) * PER_WORKER
     return range(start, start + PER_WORKER)
 
