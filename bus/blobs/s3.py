@@ -58,6 +58,7 @@ from typing import Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
+from aiohttp import ClientPayloadError
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -436,7 +437,10 @@ class S3BlobStore:
                     pos += len(data)
                     failures = 0
                     yield data
-            except (TimeoutError, HTTPClientError, IncompleteReadError) as e:
+            except (TimeoutError, HTTPClientError, IncompleteReadError, ClientPayloadError) as e:
+                # A connection the server closed mid-body surfaces as aiohttp's
+                # ClientPayloadError (aiobotocore wraps only timeouts and connection
+                # errors): the same cut as a timeout, resumed from the next byte.
                 failures += 1
                 if failures >= self.options.max_attempts:
                     raise self._unavailable(e, "GET body") from e

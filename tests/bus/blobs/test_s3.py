@@ -193,6 +193,26 @@ async def test_a_read_timeout_mid_body_resumes_where_it_stopped(
         await store.close()
 
 
+async def test_a_connection_cut_mid_body_resumes_where_it_stopped(
+    faulty: S3Server, tmp_path: Path
+) -> None:
+    # The server sends part of the body and closes the connection at once (well within
+    # the read timeout): aiohttp reports that as ClientPayloadError, not a timeout.
+    store = make_store(faulty, tmp_path, read_timeout=30.0)
+    try:
+        digest, _ = await store.put_stream(feed(DATA))
+        rec = await recording(store)
+        faulty.faults(stall_gets=1, stall_after=MiB + 7, stall_seconds=0.05)
+        assert b"".join([p async for p in store.open_range(digest)]) == DATA
+        assert faulty.state()["stall_gets"] == 0  # the cut happened
+        ranges = [h["range"] for h in rec.of("GetObject")]
+        assert len(ranges) == 2
+        assert 0 < int(ranges[1].removeprefix("bytes=").split("-")[0]) <= MiB + 7
+    finally:
+        faulty.faults()
+        await store.close()
+
+
 async def test_a_body_that_keeps_stalling_fails_the_read(faulty: S3Server, tmp_path: Path) -> None:
     store = make_store(faulty, tmp_path, read_timeout=0.5, max_attempts=2)
     try:
