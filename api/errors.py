@@ -168,6 +168,17 @@ def log_unservable(request: Request[Any, Any, Any], exc: BlobCorrupt | BlobNotFo
     )
 
 
+def log_cut_off(request: Request[Any, Any, Any], exc: BlobStoreUnavailable) -> None:
+    """The error line of an answer cut short because the blob store failed after its
+    status went out (before, the same failure is the 503 above, logged as a warning)."""
+    log.error(
+        "blob store unavailable, answer cut short",
+        request_id=request_id_of(request),
+        path=request.url.path,
+        error=str(exc),
+    )
+
+
 def _log_server_error(request: Request[Any, Any, Any], exc: BaseException) -> None:
     """Every 500 is logged with its request id (the one the client sees) and traceback."""
     log.error(

@@ -15,10 +15,10 @@ from litestar import Request
 from litestar.openapi.datastructures import ResponseSpec
 
 from api.context import AppContext, now
-from api.errors import log_unservable
+from api.errors import log_cut_off, log_unservable
 from api.http.content import ContentResponse, Representation, plan, read_small, request_fields
 from api.http.presigned import redirect_location
-from bus.blobs.errors import BlobCorrupt, BlobNotFound
+from bus.blobs.errors import BlobCorrupt, BlobNotFound, BlobStoreUnavailable
 from domain.files import FileState
 
 
@@ -108,6 +108,12 @@ async def started(
                 yield piece
         except (BlobNotFound, BlobCorrupt) as e:
             log_unservable(request, e)
+            raise
+        except BlobStoreUnavailable as e:
+            # S3 went away (or kept stalling past its retries) after the status went out:
+            # the answer is cut short, and without this line the log held only the ASGI
+            # server's traceback, which names neither the store nor the cause.
+            log_cut_off(request, e)
             raise
         finally:
             await body.aclose()  # its end (counting the bytes sent) runs now, not at GC

@@ -10,6 +10,9 @@ the faults the S3 store must survive, switched over HTTP at `/_faults` (JSON):
     (and requests signed with the access key id REJECTED_KEY answer 403 InvalidAccessKeyId)
     {"stall_gets": N, "stall_after": B, "stall_seconds": S}
                                     the next N object GETs send B bytes, then go silent S s
+                                    (then the body ends short: the connection is cut)
+    {"stall_gets": N, ..., "stall_key": K}
+                                    the same, counting only GETs of keys containing K
 
 Run as `python -m tests.s3server --port P`; `S3Server` starts and stops it for a test.
 """
@@ -106,7 +109,9 @@ class FaultyChecksummingS3:
     def _get(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         with self.lock:
             corrupt = bool(self.faults.get("corrupt_gets"))
-            stall = int(self.faults.get("stall_gets", 0)) > 0
+            stall = int(self.faults.get("stall_gets", 0)) > 0 and str(
+                self.faults.get("stall_key", "")
+            ) in environ.get("PATH_INFO", "")
             if stall:
                 self.faults["stall_gets"] = int(self.faults["stall_gets"]) - 1
             stall_after = int(self.faults.get("stall_after", 0))

@@ -6,6 +6,13 @@ returns; the S3 store's PUT carries the sha256, which S3 verifies). So an interr
 is simply started again. Every copied chunk is verified twice: the target's `put_stream`
 hashes what it read from the source and the digest must equal the blob's name (a source
 blob that rotted on disk is reported, not copied), and the target store verifies it.
+
+Cairn keeps running meanwhile (README "Backup and restore" runs this against a live
+install), so a blob listed may be collected before it is copied: that one is counted as
+gone, not an error (unreferenced, it was not needed). A source that verifies its own reads
+(S3 hashes a whole-chunk read) reports rot as BlobCorrupt: reported like a digest
+mismatch. Neither stops the run; anything else (a store down) does, after the copies in
+flight have ended, so none is abandoned with its spool file.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from bus.blobs.errors import BlobCorrupt, BlobNotFound
 from domain.ports import BlobStore
 
 
@@ -25,16 +33,19 @@ class MigrationReport:
     copied: int = 0
     copied_bytes: int = 0
     skipped: int = 0
+    gone: int = 0
     failed: list[str] = field(default_factory=list)
 
     @property
     def done(self) -> int:
-        return self.copied + self.skipped + len(self.failed)
+        return self.copied + self.skipped + self.gone + len(self.failed)
 
     def line(self) -> str:
         return (
             f"{self.done}/{self.total} blobs ({self.copied} copied, {self.skipped} already"
-            f" there, {len(self.failed)} failed), {self.copied_bytes / 2**20:.1f} MiB copied"
+            f" there, {len(self.failed)} failed"
+            + (f", {self.gone} gone from the source" if self.gone else "")
+            + f"), {self.copied_bytes / 2**20:.1f} MiB copied"
             f" of {self.total_bytes / 2**20:.1f} MiB"
         )
 
@@ -63,7 +74,14 @@ async def migrate(
             if await target.size(sha) == size:
                 report.skipped += 1
                 return
-            digest, got = await target.put_stream(source.open_range(sha), max_bytes=size)
+            try:
+                digest, got = await target.put_stream(source.open_range(sha), max_bytes=size)
+            except BlobNotFound:
+                report.gone += 1  # collected since the listing
+                return
+            except BlobCorrupt:
+                report.failed.append(sha)
+                return
             if (digest, got) != (sha, size):
                 # The target now holds the rotten bytes under their own name: harmless
                 # (unreferenced, the collector takes it); the blob is reported.
@@ -72,18 +90,25 @@ async def migrate(
             report.copied += 1
             report.copied_bytes += size
 
-    async for sha, size, _at in source.iter_blobs():
-        while len(tasks) >= concurrency * 2:  # bounded: never the whole listing in tasks
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for t in done:
-                tasks.discard(t)
-                t.result()
-        tasks.add(asyncio.create_task(copy(sha, size)))
-        if progress is not None and time.monotonic() - last >= every:
-            last = time.monotonic()
-            progress(report)
-    for pending in asyncio.as_completed(tasks):
-        await pending
+    try:
+        async for sha, size, _at in source.iter_blobs():
+            while len(tasks) >= concurrency * 2:  # bounded: never the whole listing in tasks
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for t in done:
+                    tasks.discard(t)
+                    t.result()
+            tasks.add(asyncio.create_task(copy(sha, size)))
+            if progress is not None and time.monotonic() - last >= every:
+                last = time.monotonic()
+                progress(report)
+        for pending in asyncio.as_completed(tasks):
+            await pending
+    finally:
+        # A failed run (or Ctrl-C) ends the copies still in flight before it returns, so
+        # each removes its spool file (S3) or temp file (local) instead of being dropped.
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
     if progress is not None:
         progress(report)
     return report

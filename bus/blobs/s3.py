@@ -48,6 +48,7 @@ import base64
 import contextlib
 import functools
 import hashlib
+import io
 import os
 import secrets
 import time
@@ -58,6 +59,7 @@ from typing import Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
+from aiohttp import ClientPayloadError
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -243,11 +245,20 @@ class S3BlobStore:
             await run_cleanup(_discard(batcher.inflight, f, path))
             raise
 
-    async def _put_file(self, hexdigest: str, digest: bytes, f: Any, size: int) -> None:
+    async def _put_file(self, hexdigest: str, digest: bytes, f: _SpoolFile, size: int) -> None:
         client = await self.client()
-        try:
-            # botocore rewinds the file itself when it retries (5xx, connection reset).
-            await client.put_object(
+        # botocore sends a file body with `Expect: 100-continue`, and aiohttp waits for the
+        # 100 (and then writes the body) with no timeout: its read timeout only starts once
+        # the whole body is sent. An S3 that accepts the connection but never answers (a
+        # hung server, a black-holed route) held the PUT, the client's request and a pool
+        # connection forever. So a watchdog: the PUT is abandoned once aiohttp has read
+        # nothing from the spool file for CAIRN_S3_READ_TIMEOUT (after the last read, the
+        # wait for S3's answer is aiohttp's own read timeout, the same length).
+        timeout = self.options.read_timeout
+        f.last_read = time.monotonic()
+        # botocore rewinds the file itself when it retries (5xx, connection reset).
+        put = asyncio.ensure_future(
+            client.put_object(
                 Bucket=self.bucket,
                 Key=self.key_of(hexdigest),
                 Body=f,
@@ -255,15 +266,32 @@ class S3BlobStore:
                 ChecksumAlgorithm="SHA256",
                 ChecksumSHA256=base64.b64encode(digest).decode(),
             )
+        )
+        try:
+            while not put.done():
+                idle = time.monotonic() - f.last_read
+                if idle >= timeout:
+                    raise BlobStoreUnavailable(
+                        f"S3 PUT at {self.options.endpoint or 'AWS S3'} made no progress for"
+                        f" {timeout:g} s (CAIRN_S3_READ_TIMEOUT): S3 accepted the connection"
+                        " but does not answer"
+                    )
+                await asyncio.wait({put}, timeout=timeout - idle)
+            put.result()
         except (BotoCoreError, ClientError) as e:
             raise self._unavailable(e, "PUT") from e
+        finally:
+            if not put.done():
+                put.cancel()
+                with contextlib.suppress(BaseException):
+                    await put
 
-    def _open_spool(self) -> tuple[Any, Path]:
+    def _open_spool(self) -> tuple[_SpoolFile, Path]:
         # A fresh random name per put: concurrent puts, even of the same bytes, never share
         # a spool file. Named (not O_TMPFILE) so `sweep` can find what a crash left behind.
         path = self.spool_dir / f"{secrets.token_hex(12)}{SPOOL_SUFFIX}"
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        return os.fdopen(fd, "w+b", buffering=0), path
+        return _SpoolFile(fd, "r+"), path
 
     async def sweep(self, older_than: float = 24 * 3600) -> int:
         """Remove spool files a crashed process left behind (older ones only: other
@@ -436,7 +464,10 @@ class S3BlobStore:
                     pos += len(data)
                     failures = 0
                     yield data
-            except (TimeoutError, HTTPClientError, IncompleteReadError) as e:
+            except (TimeoutError, HTTPClientError, IncompleteReadError, ClientPayloadError) as e:
+                # A connection the server closed mid-body surfaces as aiohttp's
+                # ClientPayloadError (aiobotocore wraps only timeouts and connection
+                # errors): the same cut as a timeout, resumed from the next byte.
                 failures += 1
                 if failures >= self.options.max_attempts:
                     raise self._unavailable(e, "GET body") from e
@@ -554,6 +585,21 @@ async def _read_piece(body: Any, want: int) -> bytes:
         parts.append(data)
         got += len(data)
     return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+class _SpoolFile(io.FileIO):
+    """The spool file, unbuffered, stamping when the PUT last read from it (the
+    watchdog in `_put_file` judges progress by it)."""
+
+    last_read = 0.0
+
+    def read(self, size: int | None = -1) -> bytes:
+        self.last_read = time.monotonic()
+        return super().read(size)
+
+    def readinto(self, buffer: Any) -> int | None:
+        self.last_read = time.monotonic()
+        return super().readinto(buffer)
 
 
 def _write_all(f: Any, data: bytes) -> None:

@@ -132,6 +132,61 @@ async def test_s3_down_mid_upload_answers_503_and_records_nothing(
             assert ready.json()["checks"]["blob_store"].startswith("error")
 
 
+async def test_s3_failing_mid_download_cuts_the_answer_with_an_error_line(
+    pg_server: EmbeddedPostgres,
+    kafka_server: EmbeddedKafka,
+    template_url: str,
+    own_s3: S3Server,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first chunk goes out with the 200; every GET of the second is cut mid-body
+    until the S3 store gives up: the answer stops short, and the log says why, with the
+    request id (before, only the ASGI server's traceback did, naming neither)."""
+    import httpx
+    import structlog
+    from structlog.testing import capture_logs
+
+    from api import errors
+
+    monkeypatch.setattr(errors, "log", structlog.get_logger(errors.__name__))
+    bucket = f"cut{secrets.token_hex(5)}"
+    own_s3.create_bucket(bucket)
+    data = os.urandom(2 * CHUNK)
+    async with isolated_system(
+        pg_server.url,
+        kafka_server.bootstrap,
+        blob_store=f"s3://{bucket}",
+        s3_endpoint=own_s3.endpoint,
+        s3_max_attempts=2,
+    ) as system:
+        async with system.client() as c:
+            r = await c.post(
+                "/v1/uploads",
+                json={"file_name": "f", "file_size": len(data), "chunk_size": CHUNK},
+            )
+            uid = r.json()["id"]
+            for i in range(2):
+                part = data[i * CHUNK : (i + 1) * CHUNK]
+                r = await c.put(f"/v1/uploads/{uid}/chunks/{i}", content=part)
+                assert r.status_code in (200, 201), r.text
+            r = await c.post(f"/v1/uploads/{uid}/complete")
+            assert r.status_code == 200, r.text
+            fid = r.json()["file_id"]
+            second = hashlib.sha256(data[CHUNK:]).hexdigest()
+            own_s3.faults(stall_gets=100, stall_after=1000, stall_seconds=0.01, stall_key=second)
+            with capture_logs() as logs:
+                async with c.stream(
+                    "GET", f"/v1/files/{fid}/content", headers={"X-Request-ID": "rid-cut"}
+                ) as resp:
+                    assert resp.status_code == 200  # the first chunk went out
+                    with pytest.raises(httpx.HTTPError):
+                        await resp.aread()
+            own_s3.faults()
+    (line,) = [e for e in logs if e["event"] == "blob store unavailable, answer cut short"]
+    assert line["request_id"] == "rid-cut"
+    assert "S3 GET body failed" in line["error"]
+
+
 def test_api_process_exits_when_s3_is_unreachable_at_start(tmp_path: Path) -> None:
     env = {
         **os.environ,

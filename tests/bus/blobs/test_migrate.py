@@ -9,11 +9,12 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from bus.blobs.local import LocalBlobStore
 from bus.blobs.migrate import MigrationReport, migrate
 from bus.blobs.s3 import S3BlobStore, S3Options
-from tests.s3server import S3Server
+from tests.s3server import S3Server, use_test_credentials
 
 ROOT = Path(__file__).resolve().parents[3]
 CONTENTS = [b"", b"one", b"two" * 1000, os.urandom(3 * 1024 * 1024 + 7)]
@@ -81,6 +82,64 @@ async def test_a_rotten_source_blob_is_reported_not_copied(
         assert report.failed == [rotten]
         assert report.copied == 3
         assert rotten not in {d for d, _ in await listing(target)}
+    finally:
+        await target.close()
+
+
+async def test_a_rotten_blob_in_an_s3_source_is_reported_and_the_run_goes_on(
+    tmp_path: Path,
+) -> None:
+    """S3 → local (a backup of the bucket): the S3 store hashes a whole-chunk read and
+    raises BlobCorrupt; that aborted the whole run with a traceback."""
+    use_test_credentials()
+    server = S3Server()
+    server.start()
+    source = s3_store(server, tmp_path)
+    try:
+        for c in CONTENTS:
+            await source.put_stream(one(c))
+        server.faults(corrupt_gets=True)  # every GET body has a byte flipped
+        target = LocalBlobStore(tmp_path / "backup")
+        report = await migrate(source, target)
+        nonempty = sorted(sha(c) for c in CONTENTS if c)
+        assert sorted(report.failed) == nonempty
+        assert report.copied == 1  # the empty blob: no GET, nothing to flip
+        assert [d async for d, _, _ in target.iter_blobs()] == [sha(b"")]
+        assert list((tmp_path / "sp").iterdir()) == []
+    finally:
+        server.stop()
+        await source.close()
+
+
+class Collected(LocalBlobStore):
+    """A source whose collector deletes one blob between the listing and its copy."""
+
+    def __init__(self, root: Path, victim: str) -> None:
+        super().__init__(root)
+        self.victim = victim
+
+    def open_range(self, sha256: str, offset: int = 0, length: int | None = None) -> Any:
+        if sha256 == self.victim:
+            self.path_of(sha256).unlink()
+        return super().open_range(sha256, offset, length)
+
+
+async def test_a_blob_collected_during_the_run_is_counted_as_gone(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    """README "Backup and restore" migrates a live install: the GC may delete a listed
+    blob before it is copied. That aborted the run (BlobNotFound) and, with it, the
+    copies still in flight."""
+    await filled(tmp_path / "local")
+    victim = sha(CONTENTS[2])
+    source = Collected(tmp_path / "local", victim)
+    target = s3_store(s3_server, tmp_path)
+    try:
+        report = await migrate(source, target)
+        assert (report.copied, report.gone, report.failed) == (3, 1, [])
+        assert "1 gone from the source" in report.line()
+        assert victim not in {d for d, _ in await listing(target)}
+        assert list((tmp_path / "sp").iterdir()) == []
     finally:
         await target.close()
 

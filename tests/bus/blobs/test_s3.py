@@ -193,6 +193,26 @@ async def test_a_read_timeout_mid_body_resumes_where_it_stopped(
         await store.close()
 
 
+async def test_a_connection_cut_mid_body_resumes_where_it_stopped(
+    faulty: S3Server, tmp_path: Path
+) -> None:
+    # The server sends part of the body and closes the connection at once (well within
+    # the read timeout): aiohttp reports that as ClientPayloadError, not a timeout.
+    store = make_store(faulty, tmp_path, read_timeout=30.0)
+    try:
+        digest, _ = await store.put_stream(feed(DATA))
+        rec = await recording(store)
+        faulty.faults(stall_gets=1, stall_after=MiB + 7, stall_seconds=0.05)
+        assert b"".join([p async for p in store.open_range(digest)]) == DATA
+        assert faulty.state()["stall_gets"] == 0  # the cut happened
+        ranges = [h["range"] for h in rec.of("GetObject")]
+        assert len(ranges) == 2
+        assert 0 < int(ranges[1].removeprefix("bytes=").split("-")[0]) <= MiB + 7
+    finally:
+        faulty.faults()
+        await store.close()
+
+
 async def test_a_body_that_keeps_stalling_fails_the_read(faulty: S3Server, tmp_path: Path) -> None:
     store = make_store(faulty, tmp_path, read_timeout=0.5, max_attempts=2)
     try:
@@ -311,6 +331,37 @@ async def test_s3_going_away_mid_put_keeps_nothing(tmp_path: Path) -> None:
         with pytest.raises(BlobStoreUnavailable):
             await store.ping()
     finally:
+        server.stop()
+        await store.close()
+
+
+async def test_a_put_to_an_s3_that_accepts_but_never_answers_gives_up(tmp_path: Path) -> None:
+    """A stopped (SIGSTOP) server still accepts connections in the kernel. botocore sends
+    the file body with `Expect: 100-continue` and aiohttp waited for the 100 with no
+    timeout at all: the PUT hung for good. Now it fails after CAIRN_S3_READ_TIMEOUT
+    without progress, and keeps nothing."""
+    import asyncio
+    import signal
+
+    from tests.s3server import use_test_credentials
+
+    use_test_credentials()
+    server = S3Server()
+    server.start()
+    store = make_store(server, tmp_path, read_timeout=1.0, max_attempts=1)
+    assert server.proc is not None
+    try:
+        await store.ping()  # a pooled connection, as in a server that has been running
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        for size in (100_000, 3 * MiB):
+            started = time.monotonic()
+            async with asyncio.timeout(30):  # a hang fails the test instead of stalling it
+                with pytest.raises(BlobStoreUnavailable, match="CAIRN_S3_READ_TIMEOUT"):
+                    await store.put_stream(feed(os.urandom(size)))
+            assert time.monotonic() - started < 10
+        assert list((tmp_path / "spool").iterdir()) == []
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
         server.stop()
         await store.close()
 
