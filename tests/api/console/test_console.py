@@ -11,6 +11,8 @@ import contextlib
 import hashlib
 import os
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +65,21 @@ async def sign_in(page: Page, token: str) -> None:
     # (main.js, enter()); a test that focuses a control before that would lose its focus
     # (and its key presses) to it.
     await expect(page.locator("#main")).to_be_focused()
+
+
+@asynccontextmanager
+async def signed_in(system: System, who: str) -> AsyncIterator[Page]:
+    """A page of a fresh browser at a 1280 x 900 viewport, the console open and `who`
+    signed in (with a token), closed after."""
+    async with chromium() as browser:
+        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
+        try:
+            page = await ctx.new_page()
+            await open_console(page, system)
+            await sign_in(page, system.token(who))
+            yield page
+        finally:
+            await ctx.close()
 
 
 async def no_csp_violations(page: Page) -> None:
@@ -362,11 +379,7 @@ async def test_an_empty_list_says_why_it_is_empty(shared_system: System) -> None
     says that nothing starts with the filter, and a bucket without files says which."""
     me = user()
     await tus_upload(shared_system, me, "present.txt", b"here\n")
-    async with chromium() as browser:
-        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
-        page = await ctx.new_page()
-        await open_console(page, shared_system)
-        await sign_in(page, shared_system.token(me))
+    async with signed_in(shared_system, me) as page:
         await expect(page.locator("#files tbody tr")).to_have_count(1)
         empty = page.locator("#files-empty")
         await page.locator("#files-filter").fill("zz")
@@ -380,7 +393,6 @@ async def test_an_empty_list_says_why_it_is_empty(shared_system: System) -> None
         await page.locator("#files-filter").fill("zz")
         await expect(empty).to_have_text("No file name starts with \u201czz\u201d in default.")
         await no_csp_violations(page)
-        await ctx.close()
 
 
 async def test_activity_times_stay_on_one_line(shared_system: System) -> None:

@@ -14,7 +14,7 @@ from playwright.async_api import expect
 
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from tests.api.console.browser import chromium, shot
-from tests.api.console.test_console import no_csp_violations, open_console, sign_in
+from tests.api.console.test_console import no_csp_violations, open_console, sign_in, signed_in
 from tests.api.origins import origin_server
 from tests.system import System, isolated_system
 
@@ -90,11 +90,7 @@ async def test_a_fetch_being_retried_says_so(fsys: System) -> None:
     to a bare error, which reads as stuck. A host that never resolves (.invalid, RFC 6761)
     is retried with backoff, then fails."""
     me = f"console-f-{uuid.uuid4().hex[:8]}"
-    async with chromium() as browser:
-        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
-        page = await ctx.new_page()
-        await open_console(page, fsys)
-        await sign_in(page, fsys.token(me))
+    async with signed_in(fsys, me) as page:
         await page.get_by_role("tab", name="Fetches").click()
         await page.get_by_label("URL (http or https)").fill("https://nowhere.invalid/x.bin")
         await page.get_by_role("button", name="Fetch", exact=True).click()
@@ -105,4 +101,3 @@ async def test_a_fetch_being_retried_says_so(fsys: System) -> None:
         await expect(row).to_have_attribute("data-status", "FAILED", timeout=90_000)
         await expect(row.locator(".status-cell")).to_contain_text("gave up after")
         await expect(row.locator(".status-cell")).not_to_contain_text("retrying")
-        await ctx.close()

@@ -16,7 +16,13 @@ import pytest
 from playwright.async_api import Locator, Page, expect
 
 from tests.api.console.browser import chromium, shot
-from tests.api.console.test_console import no_csp_violations, open_console, sign_in, tus_upload
+from tests.api.console.test_console import (
+    no_csp_violations,
+    open_console,
+    sign_in,
+    signed_in,
+    tus_upload,
+)
 from tests.system import System
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -151,11 +157,7 @@ async def test_objects_sort_by_name_size_and_modified(shared_system: System) -> 
     await put(shared_system, me, bucket, "a.txt", b"a" * 10)
     await put(shared_system, me, bucket, "c.txt", b"c" * 100)
     await put(shared_system, me, bucket, "dir/x.txt", b"x")
-    async with chromium() as browser:
-        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
-        page = await ctx.new_page()
-        await open_console(page, shared_system)
-        await sign_in(page, shared_system.token(me))
+    async with signed_in(shared_system, me) as page:
         await page.get_by_role("tab", name="Buckets").click()
         await page.get_by_role("button", name=f"Browse objects of {bucket}").click()
         rows = page.locator("#objects tbody tr")
@@ -209,7 +211,6 @@ async def test_objects_sort_by_name_size_and_modified(shared_system: System) -> 
         assert box is not None and box["width"] > 20 and box["height"] > 10
         await page.screenshot(path=shot("objects-sort-phone"))
         await no_csp_violations(page)
-        await ctx.close()
 
 
 async def test_rename_and_move_an_object(shared_system: System) -> None:
@@ -220,11 +221,7 @@ async def test_rename_and_move_an_object(shared_system: System) -> None:
             assert (await c.post("/v1/buckets", json={"name": name})).status_code == 201
     await put(shared_system, me, bucket, "old.txt", b"renamed bytes\n")
     await put(shared_system, me, bucket, "taken.txt", b"taken\n")
-    async with chromium() as browser:
-        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
-        page = await ctx.new_page()
-        await open_console(page, shared_system)
-        await sign_in(page, shared_system.token(me))
+    async with signed_in(shared_system, me) as page:
         await page.get_by_role("tab", name="Buckets").click()
         await page.get_by_role("button", name=f"Browse objects of {bucket}").click()
         await expect(page.locator("#objects tbody tr[data-key='old.txt']")).to_have_count(1)
@@ -258,7 +255,6 @@ async def test_rename_and_move_an_object(shared_system: System) -> None:
             assert r.status_code == 200 and r.content == b"taken\n"
         await page.screenshot(path=shot("objects-moved"))
         await no_csp_violations(page)
-        await ctx.close()
 
 
 async def test_objects_empty_states_say_what_is_empty(shared_system: System) -> None:
@@ -308,11 +304,7 @@ async def test_an_upload_into_a_bucket_is_one_of_its_objects(
         assert (await c.post("/v1/buckets", json={"name": bucket})).status_code == 201
     photo = tmp_path / "holiday photo.txt"
     photo.write_text("a picture, in words\n")
-    async with chromium() as browser:
-        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
-        page = await ctx.new_page()
-        await open_console(page, shared_system)
-        await sign_in(page, shared_system.token(me))
+    async with signed_in(shared_system, me) as page:
         await page.get_by_role("tab", name="Buckets").click()
         await page.get_by_role("button", name=f"Open {bucket}").click()
         await expect(page.locator("#bucket-pick")).to_have_value(bucket)
@@ -331,7 +323,6 @@ async def test_an_upload_into_a_bucket_is_one_of_its_objects(
         # Only what the server reads was sent, not Uppy's relativePath as the string "null".
         assert "relativePath" not in meta["metadata"], meta["metadata"]
         await no_csp_violations(page)
-        await ctx.close()
 
 
 async def test_renaming_an_object_on_the_files_tab_renames_its_key(
@@ -345,11 +336,7 @@ async def test_renaming_an_object_on_the_files_tab_renames_its_key(
     async with shared_system.client(me) as c:
         assert (await c.post("/v1/buckets", json={"name": bucket})).status_code == 201
     await put(shared_system, me, bucket, "docs/old.txt", b"renamed\n")
-    async with chromium() as browser:
-        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
-        page = await ctx.new_page()
-        await open_console(page, shared_system)
-        await sign_in(page, shared_system.token(me))
+    async with signed_in(shared_system, me) as page:
         await expect(page.locator("#files tbody tr")).to_have_count(1)
         await page.get_by_role("button", name="Rename or move old.txt").click()
         await page.get_by_label("New name").fill("new.txt")
@@ -371,4 +358,3 @@ async def test_renaming_an_object_on_the_files_tab_renames_its_key(
         await expect(page.locator("#objects tbody tr[data-key='docs/new.txt']")).to_have_count(1)
         await expect(page.locator("#objects tbody tr")).to_have_count(1)
         await no_csp_violations(page)
-        await ctx.close()

@@ -20,7 +20,13 @@ from playwright.async_api import Route, expect
 
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from tests.api.console.browser import chromium, shot
-from tests.api.console.test_console import no_csp_violations, open_console, sign_in, tus_upload
+from tests.api.console.test_console import (
+    no_csp_violations,
+    open_console,
+    sign_in,
+    signed_in,
+    tus_upload,
+)
 from tests.system import System, isolated_system
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -48,11 +54,7 @@ def user() -> str:
 async def test_a_refused_upload_says_why_in_words(rsys: System, tmp_path: Path) -> None:
     big = tmp_path / "too-big.bin"
     big.write_bytes(os.urandom(5000))
-    async with chromium() as browser:
-        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
-        page = await ctx.new_page()
-        await open_console(page, rsys)
-        await sign_in(page, rsys.token(QUOTA_USER))
+    async with signed_in(rsys, QUOTA_USER) as page:
         await page.locator("input.uppy-Dashboard-input").first.set_input_files(big)
         await page.locator(".uppy-StatusBar-actionBtn--upload").click()
         # The API's message (413 quota_exceeded), in the status line, marked as an error.
@@ -72,18 +74,13 @@ async def test_a_refused_upload_says_why_in_words(rsys: System, tmp_path: Path) 
         assert "the storage quota would be exceeded" in shown
         assert '{"error"' not in shown and "response text" not in shown, shown
         await no_csp_violations(page)
-        await ctx.close()
 
 
 async def test_a_server_out_of_reach_is_said_in_words(rsys: System) -> None:
     me = user()
     await tus_upload(rsys, me, "far.txt", b"far away\n")
 
-    async with chromium() as browser:
-        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
-        page = await ctx.new_page()
-        await open_console(page, rsys)
-        await sign_in(page, rsys.token(me))
+    async with signed_in(rsys, me) as page:
         await expect(page.locator("#files tbody tr")).to_have_count(1)
         # The connection fails as it does when the server is down or restarting.
         await page.route("**/content?download=true", lambda route: route.abort("failed"))
@@ -92,7 +89,6 @@ async def test_a_server_out_of_reach_is_said_in_words(rsys: System) -> None:
             "Download of far.txt failed: the server could not be reached; try again in a moment"
         )
         await expect(page.locator("#status")).to_have_class("status error")
-        await ctx.close()
 
 
 async def head_position(system: System, who: str) -> int:
@@ -195,11 +191,7 @@ async def test_the_console_rides_out_an_api_restart(rsys: System) -> None:
     """The API process stops (its streams end) and starts again: the console says it is
     reconnecting, then live again, and follows new events without a reload."""
     me = user()
-    async with chromium() as browser:
-        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
-        page = await ctx.new_page()
-        await open_console(page, rsys)
-        await sign_in(page, rsys.token(me))
+    async with signed_in(rsys, me) as page:
         await rsys.stop("api")
         try:
             await expect(page.locator("#live")).to_have_text("reconnecting…")
@@ -211,7 +203,6 @@ async def test_the_console_rides_out_an_api_restart(rsys: System) -> None:
         await expect(page.locator("#files tbody")).to_contain_text("after-restart.txt")
         await expect(page.locator("#app")).to_be_visible()  # still signed in
         await no_csp_violations(page)
-        await ctx.close()
 
 
 async def test_a_link_longer_than_the_server_allows_is_made_as_long_as_it_allows(
@@ -222,11 +213,7 @@ async def test_a_link_longer_than_the_server_allows_is_made_as_long_as_it_allows
     allows, which its error names, and says so."""
     me = user()
     await tus_upload(rsys, me, "week.txt", b"for a week\n")
-    async with chromium() as browser:
-        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
-        page = await ctx.new_page()
-        await open_console(page, rsys)
-        await sign_in(page, rsys.token(me))
+    async with signed_in(rsys, me) as page:
         await page.get_by_role("button", name="Copy link to week.txt").click()
         await page.get_by_label("Expires after").select_option(label="7 days")
         before = time.time()
@@ -244,4 +231,3 @@ async def test_a_link_longer_than_the_server_allows_is_made_as_long_as_it_allows
             got = await c.get(url)
         assert got.status_code == 200 and got.text == "for a week\n"
         await no_csp_violations(page)
-        await ctx.close()

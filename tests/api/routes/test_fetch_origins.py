@@ -87,6 +87,30 @@ async def test_a_link_that_breaks_again_and_again_completes_while_bytes_come(
         assert len(o.requests("/capped")) > 3
 
 
+async def _ignoring_if_range(
+    request: web.Request, data: bytes, modified: str, *, cut: bool
+) -> web.StreamResponse:
+    """An origin that honours Range but not If-Range: `data` from the byte asked for, as a
+    206 (else 200), Last-Modified `modified`; with `cut` the connection breaks at 150 KB."""
+    rng = request.headers.get("Range", "")
+    start = int(rng[6:].split("-")[0]) if rng.startswith("bytes=") else 0
+    resp = web.StreamResponse(status=206 if rng else 200)
+    resp.headers["Last-Modified"] = modified
+    resp.headers["Accept-Ranges"] = "bytes"
+    if rng:
+        resp.headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+    resp.content_length = len(data) - start
+    await resp.prepare(request)
+    if cut:
+        await resp.write(data[start : start + 150_000])
+        assert request.transport is not None
+        request.transport.close()
+        return resp
+    await resp.write(data[start:])
+    await resp.write_eof()
+    return resp
+
+
 async def test_resume_by_last_modified_from_an_origin_ignoring_if_range(osys: System) -> None:
     # No ETag, only Last-Modified; the origin honours Range but not If-Range, and the
     # resource changes (same length) between the broken first answer and the resume.
@@ -102,23 +126,7 @@ async def test_resume_by_last_modified_from_an_origin_ignoring_if_range(osys: Sy
             if first
             else (v2, "Tue, 02 Jan 2024 00:00:00 GMT")
         )
-        rng = request.headers.get("Range", "")
-        start = int(rng[6:].split("-")[0]) if rng.startswith("bytes=") else 0
-        resp = web.StreamResponse(status=206 if rng else 200)
-        resp.headers["Last-Modified"] = modified
-        resp.headers["Accept-Ranges"] = "bytes"
-        if rng:
-            resp.headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
-        resp.content_length = len(data) - start
-        await resp.prepare(request)
-        if first:
-            await resp.write(data[start : start + 150_000])
-            assert request.transport is not None
-            request.transport.close()
-            return resp
-        await resp.write(data[start:])
-        await resp.write_eof()
-        return resp
+        return await _ignoring_if_range(request, data, modified, cut=first)
 
     async with serve(handler) as base, osys.client("o-lastmod") as c:
         f = await post(c, f"{base}/lm.bin")
@@ -139,22 +147,7 @@ async def test_a_changed_length_under_the_same_validator_starts_over(osys: Syste
         calls.append(1)
         first = len(calls) == 1
         data = v1 if first else v2
-        rng = request.headers.get("Range", "")
-        start = int(rng[6:].split("-")[0]) if rng.startswith("bytes=") else 0
-        resp = web.StreamResponse(status=206 if rng else 200)
-        resp.headers["Last-Modified"] = "Mon, 01 Jan 2024 00:00:00 GMT"
-        if rng:
-            resp.headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
-        resp.content_length = len(data) - start
-        await resp.prepare(request)
-        if first:
-            await resp.write(data[:150_000])
-            assert request.transport is not None
-            request.transport.close()
-            return resp
-        await resp.write(data[start:])
-        await resp.write_eof()
-        return resp
+        return await _ignoring_if_range(request, data, "Mon, 01 Jan 2024 00:00:00 GMT", cut=first)
 
     async with serve(handler) as base, osys.client("o-length") as c:
         f = await post(c, f"{base}/len.bin")
