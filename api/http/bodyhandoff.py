@@ -33,12 +33,27 @@ import asyncio
 from typing import Any, ClassVar
 
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 COALESCE_BYTES = 1 << 20
 # At 500 MB/s (a fast loopback upload) 2 ms bring 1 MB: the byte bound is what a fast body
 # meets, the time bound only a slow one.
 COALESCE_SECONDS = 0.002
+
+
+class _DrainingCycle(RequestResponseCycle):
+    """uvicorn's request cycle, except that body bytes the client sent before it went
+    reach the application before the disconnect. uvicorn answers every `receive` after a
+    disconnect with `http.disconnect` at once, dropping what it still held for the
+    application: up to two handed-over messages (2 MiB here) when the application was busy
+    elsewhere (a tus body hashing and storing its last piece under load) as the client went.
+    A tus PATCH cut off keeps every byte the server got; those were lost."""
+
+    async def receive(self) -> Any:
+        if self.disconnected and self.body and not self.response_complete:
+            body, self.body = bytes(self.body), bytearray()
+            return {"type": "http.request", "body": body, "more_body": True}
+        return await super().receive()
 
 
 class BodyHandoffHttpToolsProtocol(HttpToolsProtocol):
@@ -57,6 +72,13 @@ class BodyHandoffHttpToolsProtocol(HttpToolsProtocol):
         # not for long. (A small body, whose end came in the same read, set no timer.)
         if self._parts and self._handover_timer is None:
             self._handover_timer = self.loop.call_later(self.coalesce_seconds, self._hand_over)
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        # The request's application task, created just now, has not run yet: it reads
+        # `receive` off the cycle when it starts, so this class's is the one it gets.
+        if type(self.cycle) is RequestResponseCycle:
+            self.cycle.__class__ = _DrainingCycle
 
     def on_body(self, body: bytes) -> None:
         # uvicorn's own guard: an upgrade's bytes, or a body past the response, go nowhere.
