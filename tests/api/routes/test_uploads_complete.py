@@ -567,16 +567,33 @@ async def test_object_puts_and_tus_creations_with_bytes_hold_slots_too(limited: 
         assert (await c.post("/v1/buckets", json={"name": bucket})).status_code == 201
         probe_upload = await new_upload(c, 4 * CHUNK)
         release = asyncio.Event()
+        token = limited.token("vip")
 
-        async def held() -> AsyncIterator[bytes]:
-            yield b"x" * 10
-            await release.wait()
-            yield b"y" * 10
-
-        def hold(i: int) -> asyncio.Task[httpx.Response]:
-            return asyncio.create_task(
-                c.put(f"/v1/buckets/{bucket}/objects/held-{i}", content=held())
+        async def held_put(i: int) -> int:
+            """An object PUT by hand: its head and half its body, the rest once released;
+            the status it is answered with (a 429 comes at once, before the body)."""
+            reader, writer = await asyncio.open_connection(
+                limited.settings.host, limited.settings.port
             )
+            writer.write(
+                f"PUT /v1/buckets/{bucket}/objects/held-{i} HTTP/1.1\r\nHost: t\r\n"
+                f"Authorization: Bearer {token}\r\nContent-Length: 20\r\n\r\n".encode()
+                + b"x" * 10
+            )
+            await writer.drain()
+            answered = asyncio.ensure_future(reader.readuntil(b"\r\n\r\n"))
+            released = asyncio.ensure_future(release.wait())
+            done, _ = await asyncio.wait({answered, released}, return_when="FIRST_COMPLETED")
+            if answered not in done:
+                writer.write(b"y" * 10)
+                await writer.drain()
+            head = await answered
+            released.cancel()
+            writer.close()
+            return int(head.split()[1])
+
+        def hold(i: int) -> asyncio.Task[int]:
+            return asyncio.create_task(held_put(i))
 
         async def probe_refused() -> bool:
             # Out of range on purpose: a harmless 400 while a slot is free, else 429.
@@ -587,10 +604,11 @@ async def test_object_puts_and_tus_creations_with_bytes_hold_slots_too(limited: 
 
         async def held_puts_take_every_slot() -> bool:
             # The probe itself takes a slot for a moment, so a held PUT arriving meanwhile
-            # is refused: start it again. A refused probe means the three hold them all.
+            # is refused (429, at once): start it again. A refused probe means the three
+            # hold every slot.
             for i, t in enumerate(holding):
                 if t.done():
-                    assert t.result().status_code == 429, t.result().text
+                    assert t.result() == 429, t.result()
                     holding[i] = hold(i)
             return await probe_refused()
 
@@ -606,7 +624,7 @@ async def test_object_puts_and_tus_creations_with_bytes_hold_slots_too(limited: 
         assert r.status_code == 201, r.text
         assert await count_events(limited.pool, "UploadInitiated", owner="vip") == before + 1
         release.set()
-        assert [t.status_code for t in await asyncio.gather(*holding)] == [201, 201, 201]
+        assert await asyncio.gather(*holding) == [201, 201, 201]
         r = await c.post("/v1/tus", headers={**tus, "Upload-Length": "3"}, content=b"abc")
         assert r.status_code == 201 and r.headers["upload-offset"] == "3", r.text
         r = await c.put(f"/v1/buckets/{bucket}/objects/more", content=b"abc")
