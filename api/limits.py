@@ -33,7 +33,7 @@ from litestar import Request
 from api.context import AppContext, ctx, parse_uuid
 from api.errors import ApiError
 from api.idempotency import Handler
-from projections.usage import storage_used
+from projections.usage import QUOTA_EXCEEDED, over_quota, storage_used
 
 RETRY_AFTER = "1"
 
@@ -130,13 +130,8 @@ async def check_quota(
     if quota <= 0:
         return
     used = await storage_used(c.store, owner, exclude_upload)
-    if used + requested > quota:
-        raise ApiError(
-            413,
-            "quota_exceeded",
-            "the storage quota would be exceeded",
-            {"quota": quota, "used": used, "requested": requested},
-        )
+    if (details := over_quota(quota, used, requested)) is not None:
+        raise ApiError(413, "quota_exceeded", QUOTA_EXCEEDED, dict(details))
 
 
 def quota_checked(kind: Literal["create", "chunk"]) -> Callable[[Handler], Handler]:

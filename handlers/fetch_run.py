@@ -44,7 +44,7 @@ from domain.commands import (
 from domain.errors import DomainError
 from domain.policies import fetch_file_command_id, fetch_result_file_id, file_from_fetch
 from handlers import fetch_reuse, fetch_segments
-from projections.usage import storage_used
+from projections.usage import QUOTA_EXCEEDED, over_quota, storage_used
 
 if TYPE_CHECKING:
     from handlers.fetcher import Fetcher
@@ -552,12 +552,11 @@ class FetchRun:
     def _check_quota(self, size: int) -> None:
         """Fail the fetch if a file of `size` bytes would take its owner over their quota
         (CAIRN_QUOTA_BYTES / CAIRN_QUOTAS), with the same details as an upload's 413."""
-        if self.quota > 0 and self.used + size > self.quota:
+        if (details := over_quota(self.quota, self.used, size)) is not None:
             raise Fatal(
                 "quota_exceeded",
-                f"the storage quota would be exceeded: {self.used} bytes used"
-                f" + {size} > {self.quota}",
-                {"quota": self.quota, "used": self.used, "requested": size},
+                f"{QUOTA_EXCEEDED}: {self.used} bytes used + {size} > {self.quota}",
+                dict(details),
             )
 
     async def _finish(self, digest: str | None = None) -> None:

@@ -1,7 +1,8 @@
 """What counts against an owner's storage quota, read from the read models.
 
-Shared by the API (api/limits.py, before an upload) and the task workers (before a task
-creates a file): one definition of "used"."""
+Shared by the API (api/limits.py, before an upload), the task workers (before a task
+creates a file) and the fetch worker (before and while a body comes in): one definition of
+"used", and one rule for going over (`over_quota`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,18 @@ import uuid
 from bus.store.eventstore import PostgresEventStore
 from domain.uploads import ACTIVE
 from domain.uploads.events import UploadInitiated
+
+QUOTA_EXCEEDED = "the storage quota would be exceeded"
+
+
+def over_quota(quota: int, used: int, requested: int) -> dict[str, int] | None:
+    """The details of a refusal ({quota, used, requested}) when `requested` more bytes take
+    an owner who used `used` past `quota` (0: no quota), else None: one rule for uploads
+    (api/limits.py), tasks (handlers/tasks/fileops.py) and fetches (handlers/fetch_run.py)."""
+    if quota > 0 and used + requested > quota:
+        return {"quota": quota, "used": used, "requested": requested}
+    return None
+
 
 # How far back in the event store to look for uploads the projection has not seen yet.
 UNPROJECTED_TAIL = 1000

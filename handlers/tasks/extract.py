@@ -105,9 +105,7 @@ def unsafe_path(path: str) -> str | None:
 def member_path(name: str) -> str:
     """The member's path without `.` components: `tar -C dir -czf a.tgz .` names every
     member `./...`, which into a bucket became keys such as `in/./a.txt`."""
-    parts = name.split("/")
-    kept = [p for p in parts if p != "."]
-    return "/".join(kept) if kept != parts else name
+    return "/".join(p for p in name.split("/") if p != ".")
 
 
 def detect(head: bytes) -> str | None:

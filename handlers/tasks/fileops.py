@@ -30,7 +30,7 @@ from domain.registry import AGGREGATES
 from domain.tasks.ids import item_command_id, item_file_id
 from handlers.tasks.run import TaskFailure, TaskRun, utcnow
 from projections import task_queries
-from projections.usage import storage_used
+from projections.usage import QUOTA_EXCEEDED, over_quota, storage_used
 
 MAX_NAMED = 20  # colliding names listed in a target_exists error
 
@@ -48,12 +48,8 @@ async def check_quota(run: TaskRun, settings: Settings, requested: int) -> None:
     if quota <= 0 or requested <= 0:
         return
     used = await storage_used(run.store, run.state.owner)
-    if used + requested > quota:
-        raise TaskFailure(
-            "quota_exceeded",
-            "the storage quota would be exceeded",
-            {"quota": quota, "used": used, "requested": requested},
-        )
+    if (details := over_quota(quota, used, requested)) is not None:
+        raise TaskFailure("quota_exceeded", QUOTA_EXCEEDED, dict(details))
 
 
 def _missing(index: int, file_id: str) -> dict[str, Any]:
