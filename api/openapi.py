@@ -9,8 +9,11 @@ Litestar generates the document from the routes; this module adds what it cannot
 - every error response in Cairn's one error shape (api/errors.py) instead of Litestar's
   default one: `cairn_document` rewrites each 4xx/5xx response of the generated document
   to the `Error` schema and adds the errors every route can answer (400, 401 when secured,
-  404 when the path names something, 500, and 503 for the command bus). It runs on the
-  document the render plugins are given, so the JSON and the viewer agree.
+  404 when the path names something, 409 when it changes something, 500, and 503 for the
+  command bus). It runs on the document the render plugins are given, so the JSON and the
+  viewer agree;
+- the success answers that are not JSON (downloads, tus, Server-Sent Events), which
+  Litestar documents as JSON of any shape (`_SUCCESS`).
 
 The viewer is Swagger UI from the `swagger-ui-bundle-v2` wheel, served by Cairn itself
 under `/schema/assets/` (no CDN), so it works offline.
@@ -68,7 +71,12 @@ _STANDARD = {
     404: "No such resource (also the answer for another user's ids)",
     500: "Internal error (logged with the request id)",
     503: "A dependency is unavailable; retry after Retry-After seconds",
+    409: "Conflict: the resource's state does not allow this change (finished, not empty,"
+    " taken, changed meanwhile), or an Idempotency-Key reused with another request;"
+    " error.code says which",
 }
+# Methods that change something: each is a command whose decision may refuse it (409).
+_CHANGES = {"post", "put", "patch", "delete"}
 
 
 # The limits a route answers beyond the standard errors (api/limits.py, api/events/
@@ -130,15 +138,115 @@ def _move_endings(paths: dict[str, Any]) -> None:
             paths.setdefault(path + ending, {})[method] = op
 
 
+def _header(description: str, fmt: str | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    if fmt:
+        schema["format"] = fmt
+    return {"description": description, "schema": schema}
+
+
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_CONTENT_HEADERS = {
+    "ETag": _header('The content\'s sha256 in quotes, strong ("<hex>")'),
+    "Last-Modified": _header("When the file was made"),
+    "Accept-Ranges": _header("bytes"),
+    "Content-Length": _header("The bytes in this answer", "int64"),
+    "Content-Disposition": _header("inline, or attachment with ?download=true; the name"),
+}
+_TUS_HEADERS = {
+    "Tus-Resumable": _header("1.0.0"),
+    "Upload-Offset": _header("The bytes the server holds durably", "int64"),
+    "Upload-Expires": _header("When an unfinished upload is removed (RFC 9110 date)"),
+}
+
+
+def _content(head: bool) -> dict[str, Any]:
+    """A download's success answers: the stored bytes in their stored Content-Type (none
+    for HEAD), whole (200) or ranged (206: one range, or multipart/byteranges)."""
+    whole: dict[str, Any] = {
+        "description": "The whole content, in its stored Content-Type",
+        "headers": dict(_CONTENT_HEADERS),
+    }
+    part: dict[str, Any] = {
+        "description": "The requested range (Content-Range), or ranges as multipart/byteranges",
+        "headers": _CONTENT_HEADERS | {"Content-Range": _header("bytes START-END/SIZE")},
+    }
+    if not head:
+        whole["content"] = {"*/*": dict(_BINARY)}
+        part["content"] = {"*/*": dict(_BINARY), "multipart/byteranges": dict(_BINARY)}
+    return {"200": whole, "206": part}
+
+
+def _events() -> dict[str, Any]:
+    return {
+        "200": {
+            "description": "Server-Sent Events, one per event (`id:` its position, `event:` its"
+            " type, `data:` its JSON envelope), held open; resume with Last-Event-ID",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        }
+    }
+
+
+def _tus(status: str, description: str, **headers: dict[str, Any]) -> dict[str, Any]:
+    return {status: {"description": description, "headers": dict(_TUS_HEADERS) | headers}}
+
+
+# Success answers that are not JSON, which Litestar documents as `application/json` with an
+# empty schema (it sees only a Response): (method, path) -> the responses to put instead.
+# A client generated from the document would otherwise try to parse bytes as JSON.
+_SUCCESS: dict[tuple[str, str], dict[str, Any]] = {
+    ("get", "/v1/files/{file_id}/content"): _content(head=False),
+    ("head", "/v1/files/{file_id}/content"): _content(head=True),
+    ("get", "/v1/buckets/{name}/objects/{key}"): _content(head=False),
+    ("head", "/v1/buckets/{name}/objects/{key}"): _content(head=True),
+    ("get", "/v1/events"): _events(),
+    ("get", "/v1/uploads/{upload_id}/events"): _events(),
+    ("get", "/v1/tasks/{task_id}/events"): _events(),
+    ("get", "/v1/fetches/{fetch_id}/events"): _events(),
+    ("post", "/v1/tus"): _tus(
+        "201",
+        "Created, no body (Location: the upload's URL; with creation-with-upload,"
+        " Upload-Offset: the bytes stored)",
+        Location=_header("The upload's URL", "uri"),
+    ),
+    ("head", "/v1/tus/{upload_id}"): _tus(
+        "200",
+        "The upload's state in headers, no body",
+        **{
+            "Upload-Length": _header("The declared length (absent while deferred)", "int64"),
+            "Upload-Defer-Length": _header("1 while the length is not declared yet"),
+            "Upload-Metadata": _header("As sent on creation"),
+            "Cache-Control": _header("no-store"),
+        },
+    ),
+    ("patch", "/v1/tus/{upload_id}"): _tus("204", "The bytes are durable, no body"),
+    ("delete", "/v1/tus/{upload_id}"): {"204": {"description": "Terminated, no body"}},
+    ("post", "/v1/tus/{upload_id}"): _tus(
+        "204", "As the overridden method (X-HTTP-Method-Override) answers, no body"
+    ),
+}
+
+
+def _set_success(paths: dict[str, Any]) -> None:
+    for (method, path), responses in _SUCCESS.items():
+        op = paths.get(path, {}).get(method)
+        if op is None:
+            continue
+        for status in [s for s in op["responses"] if s.startswith("2")]:
+            del op["responses"][status]
+        op["responses"].update(copy.deepcopy(responses))
+
+
 def _finish(doc: dict[str, Any]) -> dict[str, Any]:
     _move_endings(doc.get("paths", {}))
+    _set_success(doc.get("paths", {}))
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
     schemas["Error"] = _ERROR_SCHEMA
     for body in STRICT_BODIES:
         if body.__name__ in schemas:
             schemas[body.__name__]["additionalProperties"] = False
     for path, item in doc.get("paths", {}).items():
-        for op in item.values():
+        for method, op in item.items():
             if not isinstance(op, dict) or "responses" not in op:
                 continue
             responses: dict[str, Any] = op["responses"]
@@ -154,6 +262,8 @@ def _finish(doc: dict[str, Any]) -> dict[str, Any]:
                 wanted.add(404)
             if path.startswith("/v1/"):
                 wanted.add(503)
+                if method in _CHANGES and not path.startswith("/v1/admin/"):
+                    wanted.add(409)
             for status_code in sorted(wanted):
                 responses.setdefault(
                     str(status_code),

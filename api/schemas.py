@@ -364,3 +364,115 @@ class TaskPage(msgspec.Struct):
     total: int
     limit: int
     offset: int
+
+
+class TaskStatsRecent(msgspec.Struct):
+    created_last_24h: int
+    finished_last_24h: int
+    last_activity_at: str | None
+
+
+class TaskStats(msgspec.Struct):
+    """The caller's tasks counted (every status and type present), and what they did."""
+
+    total: int
+    by_status: dict[str, int]
+    by_type: dict[str, dict[str, int]]
+    bytes_processed: int
+    items_processed: int
+    recent: TaskStatsRecent
+
+
+class FetchAccepted(msgspec.Struct):
+    """A fetch started, or the one that already serves this request (`reused`)."""
+
+    id: str
+    status: str | None
+    url: str
+    file_id: str | None
+    reused: bool
+
+
+class FetchSegment(msgspec.Struct):
+    """One byte range [start, end) of a segmented fetch, and the bytes it holds."""
+
+    start: int
+    end: int
+    bytes: int
+
+
+class Fetch(msgspec.Struct):
+    """A fetch as the event store has it: progress, speed and ETA while it runs (null when
+    unknown), what the origin said (etag, last_modified, content_type, content_encoding),
+    and `file_id` once it completed."""
+
+    id: str
+    url: str
+    status: Literal["PENDING", "IN_PROGRESS", "PAUSED", "COMPLETED", "FAILED", "CANCELLED"]
+    bytes: int
+    total: int | None
+    progress: float | None
+    speed_bytes_per_second: float | None
+    eta_seconds: float | None
+    attempts: int
+    last_error: str | None
+    etag: str | None
+    last_modified: str | None
+    content_type: str | None
+    content_encoding: str | None
+    file_name: str | None
+    bucket: str
+    key: str | None
+    sha256: str | None
+    file_id: str | None
+    segments: list[FetchSegment]
+    created_at: str
+    updated_at: str
+
+
+class FetchSummary(msgspec.Struct):
+    """A fetch as the read model lists it (it may trail the event store by moments)."""
+
+    id: str
+    url: str
+    status: str
+    bytes: int
+    total: int | None
+    progress: float | None
+    attempts: int
+    last_error: str | None
+    etag: str | None
+    last_modified: str | None
+    content_type: str | None
+    file_name: str | None
+    bucket: str | None
+    key: str | None
+    sha256: str | None
+    file_id: str | None
+    created_at: str
+    updated_at: str
+    completed_at: str | None
+
+
+class FetchPage(msgspec.Struct):
+    items: list[FetchSummary]
+    total: int
+    limit: int
+    offset: int
+
+
+class ReadinessReport(msgspec.Struct):
+    """`ready` (200) or `unavailable` (503, with Retry-After, in this same shape), and each
+    check's outcome: `ok` or what failed."""
+
+    status: Literal["ready", "unavailable"]
+    checks: dict[str, str]
+
+
+class CleanupDone(msgspec.Struct):
+    """What one cleanup run did: uploads expired, blobs and bytes freed, keys forgotten."""
+
+    expired: int
+    blobs_deleted: int
+    bytes_freed: int
+    idempotency_keys_deleted: int

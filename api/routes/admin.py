@@ -13,7 +13,7 @@ from api.auth import Principal, require_admin
 from api.commanding import SecuredController
 from api.context import ctx
 from api.errors import ApiError
-from api.schemas import Rebuilt, ok
+from api.schemas import CleanupDone, Rebuilt, ok
 from bus.maintenance import CleanupBusy, run_cleanup
 from projections.rebuild import PROJECTIONS, rebuild
 
@@ -49,7 +49,8 @@ class AdminController(SecuredController):
         "/cleanup",
         status_code=200,
         summary="Expire stale uploads and collect garbage now",
-        responses={403: ResponseSpec(None, description="The admin role is required")},
+        responses={403: ResponseSpec(None, description="The admin role is required")}
+        | ok(200, CleanupDone, "The counts of this run"),
     )
     async def cleanup(
         self,

@@ -25,7 +25,7 @@ from api.commanding import SecuredController, load_owned, parse_id, reply_state,
 from api.context import ctx, now
 from api.errors import ApiError
 from api.paging import page_response
-from api.schemas import BIGINT_MAX, Short
+from api.schemas import BIGINT_MAX, Fetch, FetchAccepted, FetchPage, Short, ok
 from api.taskparams import check_bucket
 from bus.fetch.ssrf import Network, UnsafeUrl, check_addresses, check_url
 from domain.commands import (
@@ -135,6 +135,9 @@ def _view(state: FetchState, row: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
+_CONTROLLED = ok(200, Fetch, "The fetch after the command")
+
+
 class FetchesController(SecuredController):
     path = "/v1/fetches"
     tags = ["fetches"]
@@ -145,7 +148,14 @@ class FetchesController(SecuredController):
         state: FetchState = await load_owned(request, "fetches", raw_id, who)
         return state
 
-    @post("/", status_code=202, summary="Fetch a URL into a file")
+    @post(
+        "/",
+        status_code=202,
+        summary="Fetch a URL into a file",
+        responses=ok(
+            202, FetchAccepted, "Accepted (Location: the fetch); `reused`: an existing one"
+        ),
+    )
     async def create(
         self,
         request: Request[Any, Any, Any],
@@ -215,7 +225,11 @@ class FetchesController(SecuredController):
         }
         return Response(body, status_code=202, headers={"Location": f"/v1/fetches/{fid}"})
 
-    @get("/{fetch_id:str}", summary="A fetch's state and progress")
+    @get(
+        "/{fetch_id:str}",
+        summary="A fetch's state and progress",
+        responses=ok(200, Fetch, "The fetch, as the event store has it"),
+    )
     async def get_fetch(
         self,
         request: Request[Any, Any, Any],
@@ -226,7 +240,11 @@ class FetchesController(SecuredController):
         row = await fetch_queries.get(ctx(request).pool, state.id)
         return _view(state, row)
 
-    @get("/", summary="List the caller's fetches")
+    @get(
+        "/",
+        summary="List the caller's fetches",
+        responses=ok(200, FetchPage, "A page of fetches; X-Total-Count holds the total"),
+    )
     async def list_fetches(
         self,
         request: Request[Any, Any, Any],
@@ -275,7 +293,12 @@ class FetchesController(SecuredController):
         state = await self._owned(request, fid, principal)
         return _view(state, await fetch_queries.get(ctx(request).pool, fid))
 
-    @post("/{fetch_id:str}/pause", status_code=200, summary="Pause (keeps every durable byte)")
+    @post(
+        "/{fetch_id:str}/pause",
+        status_code=200,
+        summary="Pause (keeps every durable byte)",
+        responses=_CONTROLLED,
+    )
     async def pause(
         self,
         request: Request[Any, Any, Any],
@@ -284,7 +307,12 @@ class FetchesController(SecuredController):
     ) -> dict[str, Any]:
         return await self._control(request, fetch_id, principal, PauseFetch)
 
-    @post("/{fetch_id:str}/resume", status_code=200, summary="Resume a paused fetch")
+    @post(
+        "/{fetch_id:str}/resume",
+        status_code=200,
+        summary="Resume a paused fetch",
+        responses=_CONTROLLED,
+    )
     async def resume(
         self,
         request: Request[Any, Any, Any],
@@ -293,7 +321,12 @@ class FetchesController(SecuredController):
     ) -> dict[str, Any]:
         return await self._control(request, fetch_id, principal, ResumeFetch)
 
-    @post("/{fetch_id:str}/cancel", status_code=200, summary="Cancel a fetch")
+    @post(
+        "/{fetch_id:str}/cancel",
+        status_code=200,
+        summary="Cancel a fetch",
+        responses=_CONTROLLED,
+    )
     async def cancel(
         self,
         request: Request[Any, Any, Any],
@@ -302,7 +335,12 @@ class FetchesController(SecuredController):
     ) -> dict[str, Any]:
         return await self._control(request, fetch_id, principal, CancelFetch)
 
-    @post("/{fetch_id:str}/retry", status_code=200, summary="Retry a failed fetch")
+    @post(
+        "/{fetch_id:str}/retry",
+        status_code=200,
+        summary="Retry a failed fetch",
+        responses=_CONTROLLED,
+    )
     async def retry(
         self,
         request: Request[Any, Any, Any],

@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from api.context import ctx
 from api.readiness import Readiness
+from api.schemas import ReadinessReport, ok
 from bus.config.metrics import EVENT_STORE_POSITION, RELAY_LAG
 from bus.config.metrics import PROJECTION_LAG_EVENTS as PROJECTION_LAG
 from bus.kafka.spec import asyncapi_document
@@ -31,6 +32,9 @@ async def health() -> dict[str, str]:
     tags=["ops"],
     summary="Readiness: a command round trip through the actors works, the relay and the"
     " projector run, Postgres and the blob store answer",
+    responses=ok(
+        200, ReadinessReport, "Ready: every check passed (503 in the same shape when not)"
+    ),
 )
 async def ready(request: Request[Any, Any, Any]) -> Response[Any]:
     state = request.app.state

@@ -19,7 +19,7 @@ from api.context import ctx
 from api.errors import ApiError
 from api.idempotency import idempotent, resource_id
 from api.paging import page_response
-from api.schemas import BIGINT_MAX, CreateTask, Task, TaskAccepted, TaskPage, ok
+from api.schemas import BIGINT_MAX, CreateTask, Task, TaskAccepted, TaskPage, TaskStats, ok
 from api.taskparams import prepare
 from bus.ids import uuid4_str
 from domain.tasks import TaskState
@@ -57,6 +57,9 @@ def task_view(st: TaskState, results: bool = True) -> dict[str, Any]:
     if results:
         view["results"] = list(st.results)
     return view
+
+
+_CONTROLLED = ok(200, TaskAccepted, "The task's id and its status after the command")
 
 
 async def _load(request: Request[Any, Any, Any], raw: str, who: Principal) -> TaskState:
@@ -105,7 +108,11 @@ class TasksController(SecuredController):
             headers={"Location": f"/v1/tasks/{task_id}"},
         )
 
-    @get("/stats", summary="Task counts by type and status, bytes processed, recent activity")
+    @get(
+        "/stats",
+        summary="Task counts by type and status, bytes processed, recent activity",
+        responses=ok(200, TaskStats, "The caller's tasks counted"),
+    )
     async def stats(
         self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]
     ) -> dict[str, Any]:
@@ -177,7 +184,12 @@ class TasksController(SecuredController):
         status = reply_state(result).get("status", st.status.value)
         return {"id": st.id, "status": status}
 
-    @post("/{task_id:str}/pause", status_code=200, summary="Pause (409 when finished)")
+    @post(
+        "/{task_id:str}/pause",
+        status_code=200,
+        summary="Pause (409 when finished)",
+        responses=_CONTROLLED,
+    )
     async def pause(
         self,
         request: Request[Any, Any, Any],
@@ -186,7 +198,12 @@ class TasksController(SecuredController):
     ) -> dict[str, Any]:
         return await self._control(request, task_id, principal, PauseTask)
 
-    @post("/{task_id:str}/resume", status_code=200, summary="Resume (409 when finished)")
+    @post(
+        "/{task_id:str}/resume",
+        status_code=200,
+        summary="Resume (409 when finished)",
+        responses=_CONTROLLED,
+    )
     async def resume(
         self,
         request: Request[Any, Any, Any],
@@ -195,7 +212,12 @@ class TasksController(SecuredController):
     ) -> dict[str, Any]:
         return await self._control(request, task_id, principal, ResumeTask)
 
-    @post("/{task_id:str}/cancel", status_code=200, summary="Cancel (409 when finished)")
+    @post(
+        "/{task_id:str}/cancel",
+        status_code=200,
+        summary="Cancel (409 when finished)",
+        responses=_CONTROLLED,
+    )
     async def cancel(
         self,
         request: Request[Any, Any, Any],

@@ -7,6 +7,7 @@ import re
 import pytest
 from openapi_spec_validator import validate
 
+from tests.api.documented import assert_documented
 from tests.system import System
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -132,3 +133,57 @@ async def test_swagger_ui_is_served_from_cairn_itself(shared_system: System) -> 
         assert "SwaggerUIBundle" in page.text
         bundle = await c.get("/schema/assets/swagger-ui-bundle.js")
         assert b"SwaggerUIBundle" in bundle.content
+
+
+def _success(doc: dict, method: str, path: str) -> dict:
+    responses = doc["paths"][path][method]["responses"]
+    return {status: r for status, r in responses.items() if status.startswith("2")}
+
+
+async def test_success_answers_are_documented_as_they_are_sent(shared_system: System) -> None:
+    """No 2xx under /v1/ is documented as JSON of any shape: JSON answers name a schema,
+    downloads are bytes, tus answers are headers, event streams are text/event-stream."""
+    doc = await _document(shared_system)
+    vague = []
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            if method not in METHODS or not path.startswith("/v1/"):
+                continue
+            for status, response in _success(doc, method, path).items():
+                for media, body in response.get("content", {}).items():
+                    schema = body.get("schema", {})
+                    if media == "application/json" and "$ref" not in schema:
+                        if schema.get("type") != "array":
+                            vague.append((method, path, status, schema))
+            if method in ("post", "put", "patch", "delete") and not path.startswith("/v1/admin"):
+                assert "409" in op["responses"], (method, path)
+    assert vague == []
+    for path in ("/v1/files/{file_id}/content", "/v1/buckets/{name}/objects/{key}"):
+        got = _success(doc, "get", path)
+        assert set(got) == {"200", "206"}, path
+        assert got["200"]["content"]["*/*"]["schema"] == {"type": "string", "format": "binary"}
+        assert "multipart/byteranges" in got["206"]["content"]
+        assert "Content-Range" in got["206"]["headers"] and "ETag" in got["200"]["headers"]
+        head = _success(doc, "head", path)
+        assert set(head) == {"200", "206"} and "content" not in head["200"], path
+    created = _success(doc, "post", "/v1/tus")["201"]
+    assert "content" not in created and {"Location", "Upload-Offset"} <= set(created["headers"])
+    patched = _success(doc, "patch", "/v1/tus/{upload_id}")
+    assert set(patched) == {"204"} and "Upload-Offset" in patched["204"]["headers"]
+    assert "Upload-Length" in _success(doc, "head", "/v1/tus/{upload_id}")["200"]["headers"]
+    for path in ("/v1/events", "/v1/fetches/{fetch_id}/events"):
+        assert set(_success(doc, "get", path)["200"]["content"]) == {"text/event-stream"}
+    schemas = doc["components"]["schemas"]
+    for method, path, status, name in [
+        ("post", "/v1/fetches", "202", "FetchAccepted"),
+        ("get", "/v1/fetches", "200", "FetchPage"),
+        ("get", "/v1/fetches/{fetch_id}", "200", "Fetch"),
+        ("post", "/v1/fetches/{fetch_id}/cancel", "200", "Fetch"),
+        ("get", "/v1/tasks/stats", "200", "TaskStats"),
+        ("post", "/v1/tasks/{task_id}/pause", "200", "TaskAccepted"),
+    ]:
+        ref = _success(doc, method, path)[status]["content"]["application/json"]["schema"]
+        assert ref == {"$ref": f"#/components/schemas/{name}"}, (method, path)
+        assert schemas[name]["properties"], name
+    async with shared_system.client(None) as c:
+        await assert_documented(c, "get", "/ready", await c.get("/ready"))

@@ -18,6 +18,7 @@ from bus.blobs.factory import open_blob_store
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from bus.store.eventstore import PostgresEventStore
 from domain.commands import AppendFetchBytes, RecordFetchResponse, StartFetch
+from tests.api.documented import assert_documented
 from tests.api.origins import origin_server
 from tests.system import System, isolated_system, wait_until
 
@@ -263,6 +264,38 @@ async def test_pause_stops_the_transfer_and_resume_continues(fsys: System) -> No
         assert done["status"] == "COMPLETED", done
         assert o.requests("/slow")[1]["range"] == f"bytes={paused['bytes']}-"
         assert await content(c, done["file_id"]) == o.data
+
+
+async def test_every_answer_is_the_documented_shape(fsys: System) -> None:
+    """Create, read while it runs, pause, resume, read once done, list, a refused command:
+    each answer fits the OpenAPI document's schema for its route and status."""
+    async with (
+        origin_server(os.urandom(400_000), slow_piece=4096, slow_tick=0.01) as o,
+        fsys.client("f-documented") as c,
+    ):
+        r = await c.post("/v1/fetches", json={"url": o.url("/slow")})
+        await assert_documented(c, "post", "/v1/fetches", r)
+        fid = r.json()["id"]
+        one = f"/v1/fetches/{fid}"
+
+        async def running() -> httpx.Response | None:
+            r = await c.get(one)
+            return r if r.json()["bytes"] > 0 else None
+
+        await assert_documented(c, "get", "/v1/fetches/{fetch_id}", await wait_until(running))
+        r = await c.post(f"{one}/pause")
+        await assert_documented(c, "post", "/v1/fetches/{fetch_id}/pause", r)
+        o.slow_tick = 0.0
+        r = await c.post(f"{one}/resume")
+        await assert_documented(c, "post", "/v1/fetches/{fetch_id}/resume", r)
+        done = await until(c, fid, "COMPLETED", "FAILED")
+        assert done["status"] == "COMPLETED" and done["file_id"], done
+        await assert_documented(c, "get", "/v1/fetches/{fetch_id}", await c.get(one))
+        await listed_completed(c, fid)
+        await assert_documented(c, "get", "/v1/fetches", await c.get("/v1/fetches"))
+        r = await c.post(f"{one}/retry")  # completed: nothing to retry
+        assert r.status_code == 409
+        await assert_documented(c, "post", "/v1/fetches/{fetch_id}/retry", r)
 
 
 async def test_cancel_and_state_conflicts(fsys: System) -> None:

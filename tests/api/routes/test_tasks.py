@@ -12,6 +12,7 @@ import pytest_asyncio
 
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from domain.tasks.ids import item_file_id
+from tests.api.documented import assert_documented
 from tests.api.tasks_helpers import (
     bucket,
     clone_files,
@@ -110,7 +111,10 @@ async def test_copy_move_delete_share_manifests_and_record_each_item(sys_: Syste
         assert {i["type"] for i in r.json()["items"]} == {"copy", "move", "delete"}
         r = await c.get("/v1/tasks", params={"type": "move"})
         assert r.json()["total"] == 1 and r.json()["items"][0]["type"] == "move"
-        stats = (await c.get("/v1/tasks/stats")).json()
+        await assert_documented(c, "get", "/v1/tasks", r)
+        r = await c.get("/v1/tasks/stats")
+        await assert_documented(c, "get", "/v1/tasks/stats", r)
+        stats = r.json()
         assert stats["by_status"]["COMPLETED"] == 3 and stats["total"] == 3
         assert stats["by_type"]["copy"] == {"COMPLETED": 1}
         assert stats["items_processed"] == 5
@@ -261,7 +265,9 @@ async def test_pause_resume_and_cancel_mid_task(sys_: System) -> None:
 
         r = await c.post(f"/v1/tasks/{tid}/resume")
         assert r.status_code == 200 and r.json()["status"] == "PENDING", r.text
+        await assert_documented(c, "post", "/v1/tasks/{task_id}/resume", r)
         t = await finished(c, tid)
+        await assert_documented(c, "get", "/v1/tasks/{task_id}", await c.get(f"/v1/tasks/{tid}"))
         assert t["status"] == "COMPLETED" and t["attempts"] >= 2, t
         assert [r["index"] for r in t["results"]] == list(range(n))
         assert all("error" not in r for r in t["results"])
@@ -270,7 +276,9 @@ async def test_pause_resume_and_cancel_mid_task(sys_: System) -> None:
         # Each copy created exactly once, though the run was interrupted.
         assert await count_events(sys_.pool, "FileCreated", [f"file-{f}" for f in new]) == n
         assert_error(await c.post(f"/v1/tasks/{tid}/pause"), 409, "task_finished")
-        assert_error(await c.post(f"/v1/tasks/{tid}/resume"), 409, "task_finished")
+        r = await c.post(f"/v1/tasks/{tid}/resume")
+        assert_error(r, 409, "task_finished")
+        await assert_documented(c, "post", "/v1/tasks/{task_id}/resume", r)
 
         tid = await start(c, {"type": "delete", "params": {"files": ids}})
         t = await stop_mid_run(sys_.pool, c, tid, "cancel")

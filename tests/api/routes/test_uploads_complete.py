@@ -28,6 +28,7 @@ from bus.blobs.inline import InlineBlobStore
 from bus.blobs.local import LocalBlobStore
 from bus.config.settings import Settings
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
+from tests.api.documented import assert_documented
 from tests.system import System, isolated_system, start_system, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -638,6 +639,7 @@ async def test_object_puts_and_tus_creations_with_bytes_hold_slots_too(limited: 
 async def cleanup(c: httpx.AsyncClient) -> dict[str, int]:
     r = await c.post("/v1/admin/cleanup")
     assert r.status_code == 200, r.text
+    await assert_documented(c, "post", "/v1/admin/cleanup", r)
     body = r.json()
     assert set(body) == {"expired", "blobs_deleted", "bytes_freed", "idempotency_keys_deleted"}
     return body  # type: ignore[no-any-return]
