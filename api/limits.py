@@ -16,16 +16,21 @@ Usage = bytes of the owner's live files + bytes declared by their active uploads
 read from the read models, with two corrections for their lag: uploads initiated so
 recently that the uploads projection has not seen them are taken from the tail of the event
 store, and an upload completed a moment ago counts until its file appears (so bytes are
-neither missed nor counted twice around a completion). Creates racing each other within
-milliseconds may still both pass: the quota is a limit on what a user keeps, not a lock.
-A create or chunk that would go over is 413 `quota_exceeded` with {quota, used, requested}.
+neither missed nor counted twice around a completion). Every request that adds bytes (a
+native or tus create, an object PUT) reserves them with its check (`quota_reserved`,
+projections.usage.reserve: one owner's checks one at a time, across API processes), so
+concurrent requests of one owner cannot all pass before any is recorded; an object PUT
+without a Content-Length reads at most what is left of the quota, and reserves its size
+when its body has ended. A create or chunk that would go over is 413 `quota_exceeded` with
+{quota, used, requested}.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Literal
 
 from litestar import Request
@@ -33,7 +38,7 @@ from litestar import Request
 from api.context import AppContext, ctx, parse_uuid
 from api.errors import ApiError
 from api.idempotency import Handler
-from projections.usage import QUOTA_EXCEEDED, over_quota, storage_used
+from projections.usage import QUOTA_EXCEEDED, over_quota, release, reserve, storage_used
 
 RETRY_AFTER = "1"
 
@@ -134,6 +139,47 @@ async def check_quota(
         raise ApiError(413, "quota_exceeded", QUOTA_EXCEEDED, dict(details))
 
 
+class QuotaHold:
+    """Bytes of an owner's quota reserved for one request (none when there is no quota)."""
+
+    def __init__(self, c: AppContext, owner: str, quota: int) -> None:
+        self.c, self.owner, self.quota = c, owner, quota
+        self.id: str | None = None
+        self.remaining: int | None = None  # what is left of the quota beside this hold
+        self.file_id: str | None = None  # set by a request that made a file: see release
+
+    async def resize(self, size: int) -> None:
+        """The request's bytes are `size` after all (a body without a length, ended):
+        reserve that instead, or 413 with nothing more reserved."""
+        if self.id is None:
+            return
+        _, details, _ = await reserve(self.c.store, self.owner, self.quota, size, resize=self.id)
+        if details is not None:
+            raise ApiError(413, "quota_exceeded", QUOTA_EXCEEDED, dict(details))
+
+
+@asynccontextmanager
+async def quota_reserved(
+    c: AppContext, owner: str, requested: int, exclude_upload: str | None = None
+) -> AsyncIterator[QuotaHold]:
+    """Check `requested` more bytes against `owner`'s quota and hold them until the block
+    ends (413 quota_exceeded if they would go over); see projections.usage.reserve."""
+    hold = QuotaHold(c, owner, c.settings.quota_for(owner))
+    if hold.quota <= 0:
+        yield hold
+        return
+    rid, details, used = await reserve(c.store, owner, hold.quota, requested, exclude_upload)
+    if details is not None or rid is None:
+        raise ApiError(413, "quota_exceeded", QUOTA_EXCEEDED, dict(details or {}))
+    hold.id, hold.remaining = rid, max(0, hold.quota - used - requested)
+    try:
+        yield hold
+    finally:
+        # Shielded: a request cancelled by its client's going still gives its bytes back
+        # (else they would count until the reservation expires).
+        await asyncio.shield(release(c.pool, rid, hold.file_id))
+
+
 def quota_checked(kind: Literal["create", "chunk"]) -> Callable[[Handler], Handler]:
     """Check the quota before the handler runs (for a chunk: before its body is read).
 
@@ -156,7 +202,9 @@ def quota_checked(kind: Literal["create", "chunk"]) -> Callable[[Handler], Handl
                         and not isinstance(size, bool)
                         and 0 <= size <= c.settings.max_upload_bytes
                     ):
-                        await check_quota(c, principal.user, size)
+                        # Held until the upload is initiated: it then counts by its event.
+                        async with quota_reserved(c, principal.user, size):
+                            return await fn(*args, **kwargs)
                 else:
                     upload_id = parse_uuid(kwargs["upload_id"], "upload_not_found", "upload")
                     shape = await c.upload_shape(upload_id, principal)

@@ -2,11 +2,20 @@
 
 Shared by the API (api/limits.py, before an upload), the task workers (before a task
 creates a file) and the fetch worker (before and while a body comes in): one definition of
-"used", and one rule for going over (`over_quota`)."""
+"used", and one rule for going over (`over_quota`).
+
+"Used" also holds the bytes reserved by uploads in flight (api.quota_reservations,
+migrations/0019): without them, N concurrent uploads of one owner each passed the check
+before any of them was recorded, and together went N times over. `reserve` checks and
+reserves in one transaction under a per-owner advisory lock, so two reservations of one
+owner are decided one after the other, each seeing the other's bytes; across API processes
+too, the lock being PostgreSQL's."""
 
 from __future__ import annotations
 
 import uuid
+
+import asyncpg
 
 from bus.store.eventstore import PostgresEventStore
 from domain.uploads import ACTIVE
@@ -29,15 +38,34 @@ UNPROJECTED_TAIL = 1000
 
 
 async def storage_used(
-    store: PostgresEventStore, owner: str, exclude_upload: str | None = None
+    store: PostgresEventStore,
+    owner: str,
+    exclude_upload: str | None = None,
+    conn: asyncpg.Connection | None = None,
 ) -> int:
-    """Bytes counted against `owner`'s quota, leaving out one upload (and its file)."""
+    """Bytes counted against `owner`'s quota, leaving out one upload (and its file); on
+    `conn` when given (`reserve`, inside its transaction)."""
     excluded = uuid.UUID(exclude_upload) if exclude_upload else None
+    db = conn or store.pool
+    # Read first, each part after the one its bytes move from: a request's reservation goes
+    # only once its upload's event is committed, and the event is read after it, so the
+    # bytes are seen in one or the other (or, for a moment, both), never in neither. An
+    # upload's event comes before its read-model row, which is read last, likewise.
+    reserved = await db.fetchval(
+        """
+        SELECT coalesce(sum(r.bytes), 0)
+          FROM api.quota_reservations r
+         WHERE r.owner = $1 AND r.expires_at > now()
+           AND (r.file_id IS NULL
+                OR NOT EXISTS (SELECT 1 FROM readmodel.files f WHERE f.id = r.file_id))
+        """,
+        owner,
+    )
     # Uploads the projection may not have seen yet: the newest initiations, read through
     # the event store (so through the upcasters, like every other reader of events).
     recent = {
         uuid.UUID(e.upload_id): e.file_size or 0
-        for ev in await store.read_latest(UploadInitiated.type, UNPROJECTED_TAIL)
+        for ev in await store.read_latest(UploadInitiated.type, UNPROJECTED_TAIL, conn)
         if ev.owner == owner and isinstance(e := ev.payload, UploadInitiated)
     }
     if excluded is not None:
@@ -45,11 +73,14 @@ async def storage_used(
     active = [s.value for s in ACTIVE]
     # An upload counts until its file exists (whichever read model is ahead), so around a
     # completion the bytes are counted exactly once.
-    used = await store.pool.fetchval(
+    used = await db.fetchval(
         """
         SELECT
           (SELECT coalesce(sum(size), 0) FROM readmodel.files
-            WHERE owner = $1 AND deleted_at IS NULL AND upload_id IS DISTINCT FROM $2)
+            WHERE owner = $1 AND deleted_at IS NULL
+              -- Not `upload_id IS DISTINCT FROM $2` alone: with no upload left out ($2 null)
+              -- that left out every file made without an upload (objects, fetches, copies).
+              AND ($2::uuid IS NULL OR upload_id IS DISTINCT FROM $2))
         + (SELECT coalesce(sum(coalesce(u.file_size, u.bytes_received)), 0)
              FROM readmodel.uploads u
             WHERE u.owner = $1 AND u.id IS DISTINCT FROM $2
@@ -67,4 +98,69 @@ async def storage_used(
         list(recent),
         list(recent.values()),
     )
-    return int(used or 0)
+    return int(used or 0) + int(reserved or 0)
+
+
+# The advisory lock class of quota reservations (the key's second half: the owner's hash).
+QUOTA_LOCK = 727_003
+# How long a reservation counts at most: a request in flight longer loses it (its bytes
+# were checked when it began); one left by a crashed process stops counting after this.
+RESERVATION_TTL_SECONDS = 3600
+
+
+async def reserve(
+    store: PostgresEventStore,
+    owner: str,
+    quota: int,
+    requested: int,
+    exclude_upload: str | None = None,
+    resize: str | None = None,
+) -> tuple[str | None, dict[str, int] | None, int]:
+    """Reserve `requested` bytes of `owner`'s quota: (the reservation's id, None, the bytes
+    used besides it), or (None, the refusal's details, used) when they would go over. `resize`: an earlier
+    reservation of the same request, which becomes `requested` bytes (its own bytes not
+    counted against it); refused, it stays as it was."""
+    async with store.pool.acquire() as conn, conn.transaction():
+        # One owner's reservations are decided one at a time (held to commit); other owners
+        # are not held up. The two-key form keeps the key space apart from the event store's.
+        await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", QUOTA_LOCK, owner)
+        await conn.execute(
+            "DELETE FROM api.quota_reservations WHERE owner = $1 AND expires_at <= now()", owner
+        )
+        held = 0
+        if resize is not None:
+            held = (
+                await conn.fetchval(
+                    "SELECT bytes FROM api.quota_reservations WHERE id = $1", uuid.UUID(resize)
+                )
+                or 0
+            )
+        used = await storage_used(store, owner, exclude_upload, conn) - held
+        if (details := over_quota(quota, used, requested)) is not None:
+            return None, details, used
+        rid = uuid.UUID(resize) if resize is not None else uuid.uuid4()
+        await conn.execute(
+            "INSERT INTO api.quota_reservations (id, owner, bytes, expires_at)"
+            " VALUES ($1, $2, $3, now() + make_interval(secs => $4))"
+            " ON CONFLICT (id) DO UPDATE SET bytes = excluded.bytes",
+            rid,
+            owner,
+            requested,
+            float(RESERVATION_TTL_SECONDS),
+        )
+        return str(rid), None, used
+
+
+async def release(pool: asyncpg.Pool, reservation: str, file_id: str | None = None) -> None:
+    """The request is over: its reservation goes, or (`file_id`: it made that file, which
+    counts once the files read model has it) stays until then."""
+    if file_id is None:
+        await pool.execute(
+            "DELETE FROM api.quota_reservations WHERE id = $1", uuid.UUID(reservation)
+        )
+    else:
+        await pool.execute(
+            "UPDATE api.quota_reservations SET file_id = $2 WHERE id = $1",
+            uuid.UUID(reservation),
+            uuid.UUID(file_id),
+        )

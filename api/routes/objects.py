@@ -49,7 +49,7 @@ from api.http.signed_query import (
     SignedVersion,
 )
 from api.http.signing import NO_VERSION
-from api.limits import check_quota, limiter
+from api.limits import limiter, quota_reserved
 from api.openapi import ANONYMOUS, BODY_IN_FLIGHT
 from api.schemas import Object, ObjectPage, SignedUrl, SignObjectUrl, ok
 from api.serving import content_responses, serve
@@ -63,6 +63,7 @@ from domain.commands import DeleteFile
 from domain.files import FileState
 from domain.files.keys import MAX_KEY_BYTES, object_file_id, object_key_problem, object_name
 from projections.object_queries import Bound, list_objects
+from projections.usage import QUOTA_EXCEEDED
 
 _OBJECTS = b"/objects/"
 
@@ -320,61 +321,76 @@ class ObjectsController(SecuredController):
         declared = ascii_int(request.headers.get("content-length"))
         if declared is not None and declared > limit:
             raise ApiError(413, "object_too_large", "the object is too large", {"max": limit})
-        if declared is not None:
-            await check_quota(c, bucket.owner, declared)
-        if none_match and await load_object(c, bucket, key) is not None:
-            # Known before reading the body; the command checks again, atomically.
-            raise ApiError(412, "object_exists", "an object with this key exists")
-        # A signed PUT acts for the bucket's owner, who signed it (or let an admin).
-        caller = principal.user if grant is None and principal else bucket.owner
-        # An in-flight slot (api/limits.py) while the body is read: 429 before a byte of it
-        # when the caller, or the process, has too many bodies open.
-        with limiter(request).hold(None, caller):
-            try:
-                body = await ingest(
-                    c.blobs,
-                    request.stream(),
-                    piece_at=piece_at,
-                    max_bytes=limit,
-                    keep_head=SNIFF_BYTES,
-                )
-            except BlobTooLarge:
-                raise ApiError(
-                    413, "object_too_large", "the object is too large", {"max": limit}
-                ) from None
-            except InternalServerException:
-                # The client went away mid-body: no command, the old version (if any) stays.
-                raise ApiError(400, "incomplete_body", "the request body ended early") from None
-        # As content_type_of decides (a declared type, else sniffed), from the bytes kept
-        # on the way in: a small PUT reads nothing back from the blob store.
-        stored_type = type_from_head(
-            body.head, body.size, object_name(key), (content_type or "").strip()
-        )
-        result = await c.send(
-            request,
-            policies.put_object(
-                bucket=bucket.name,
-                key=key,
-                owner=bucket.owner,
-                size=body.size,
-                sha256=body.sha256,
-                manifest=body.manifest,
-                content_type=stored_type,
-                caller=caller,
-                admin=bool(grant is None and principal and principal.admin),
-                at=now(),
-                if_none_match=none_match,
-                if_match=match,
-            ),
-        )
-        created = any(e.get("type") == "FileCreated" for e in result.events)
-        # The object as this command left it (the actor's reply: no read needed).
-        view = _replied_view(bucket.name, key, reply_state(result))
-        if view is None:  # no state in the reply (an old actor): read it back
-            st = await load_object(c, bucket, key)
-            if st is None:  # deleted again in between
-                raise _object_not_found(bucket.name, key)
-            view = object_view(bucket.name, st)
+        # The quota (api/limits.py): a declared size is reserved now; a body without one may
+        # bring what is left of the quota, and its size is reserved once it has ended.
+        async with quota_reserved(c, bucket.owner, declared or 0) as hold:
+            cap = limit
+            if declared is None and hold.remaining is not None:
+                cap = min(limit, hold.remaining)
+            if none_match and await load_object(c, bucket, key) is not None:
+                # Known before reading the body; the command checks again, atomically.
+                raise ApiError(412, "object_exists", "an object with this key exists")
+            # A signed PUT acts for the bucket's owner, who signed it (or let an admin).
+            caller = principal.user if grant is None and principal else bucket.owner
+            # An in-flight slot (api/limits.py) while the body is read: 429 before a byte of
+            # it when the caller, or the process, has too many bodies open.
+            with limiter(request).hold(None, caller):
+                try:
+                    body = await ingest(
+                        c.blobs,
+                        request.stream(),
+                        piece_at=piece_at,
+                        max_bytes=cap,
+                        keep_head=SNIFF_BYTES,
+                    )
+                except BlobTooLarge:
+                    if cap < limit:
+                        raise ApiError(
+                            413,
+                            "quota_exceeded",
+                            QUOTA_EXCEEDED,
+                            {"quota": hold.quota, "allowed": cap},
+                        ) from None
+                    raise ApiError(
+                        413, "object_too_large", "the object is too large", {"max": limit}
+                    ) from None
+                except InternalServerException:
+                    # The client went away mid-body: no command, the old version stays.
+                    raise ApiError(400, "incomplete_body", "the request body ended early") from None
+            if declared is None:
+                await hold.resize(body.size)  # 413 if others took the rest meanwhile
+            # As content_type_of decides (a declared type, else sniffed), from the bytes kept
+            # on the way in: a small PUT reads nothing back from the blob store.
+            stored_type = type_from_head(
+                body.head, body.size, object_name(key), (content_type or "").strip()
+            )
+            result = await c.send(
+                request,
+                policies.put_object(
+                    bucket=bucket.name,
+                    key=key,
+                    owner=bucket.owner,
+                    size=body.size,
+                    sha256=body.sha256,
+                    manifest=body.manifest,
+                    content_type=stored_type,
+                    caller=caller,
+                    admin=bool(grant is None and principal and principal.admin),
+                    at=now(),
+                    if_none_match=none_match,
+                    if_match=match,
+                ),
+            )
+            created = any(e.get("type") == "FileCreated" for e in result.events)
+            # The object as this command left it (the actor's reply: no read needed).
+            view = _replied_view(bucket.name, key, reply_state(result))
+            if view is None:  # no state in the reply (an old actor): read it back
+                st = await load_object(c, bucket, key)
+                if st is None:  # deleted again in between
+                    raise _object_not_found(bucket.name, key)
+                view = object_view(bucket.name, st)
+            # It counts once the files read model has it: the reservation holds until then.
+            hold.file_id = view["id"]
         return Response(view, status_code=201 if created else 200, headers={"ETag": view["etag"]})
 
     @route(

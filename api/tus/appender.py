@@ -40,6 +40,7 @@ from bus.blobs.sniff import SNIFF_BYTES
 from domain.commands import AppendBytes
 from domain.errors import DomainError
 from domain.uploads import UploadState
+from projections.usage import QUOTA_EXCEEDED
 
 # Progress throttling: append what is durable at most about once a second, or per this
 # fraction of the upload's length, whichever comes first.
@@ -430,8 +431,11 @@ async def append_body(
     state: UploadState | Fresh,
     checksum: tuple[str, bytes] | None,
     create: Creation | None = None,
+    quota_cap: int | None = None,
 ) -> int:
     """Stream the request body onto the upload at its current offset; return the new offset.
+    `quota_cap`: the most bytes the owner's quota leaves this body (an upload without a
+    length yet), past which it is 413 quota_exceeded.
 
     Without an Upload-Checksum header, a `Trailer: Upload-Checksum` announcement makes the
     body wait for its checksum in the trailer (checksum-trailer).
@@ -442,6 +446,9 @@ async def append_body(
         limit = state.file_size - state.offset
     else:
         limit = max_size(c.settings) - state.offset
+    by_quota = quota_cap is not None and quota_cap < limit
+    if quota_cap is not None:
+        limit = min(limit, quota_cap)
     declared_h = request.headers.get("content-length")
     declared = ascii_int(declared_h.strip()) if declared_h else None
     if declared is not None and declared > limit:
@@ -475,6 +482,13 @@ async def append_body(
             raise ApiError(400, "incomplete_body", "the request body ended early") from None
         except BodyTooLarge:
             await appender.salvage()
+            if by_quota:
+                raise ApiError(
+                    413,
+                    "quota_exceeded",
+                    QUOTA_EXCEEDED,
+                    {"offset": appender.offset, "allowed": limit},
+                ) from None
             raise ApiError(
                 413,
                 "length_exceeded",

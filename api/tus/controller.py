@@ -44,7 +44,8 @@ from api.bucket_access import check_writable
 from api.completion import finish_upload
 from api.context import AppContext, ctx, now, parse_uuid
 from api.errors import ApiError
-from api.limits import check_quota, limiter
+from api.http.digits import ascii_int
+from api.limits import check_quota, limiter, quota_reserved
 from api.openapi import BODY_IN_FLIGHT, SECURED, raw_body
 from api.tus import pieces as piece_sizes
 from api.tus.appender import Fresh, append_body
@@ -260,8 +261,6 @@ class TusController(Controller):
                 {"max_upload_bytes": max_size(s)},
                 {"Tus-Max-Size": str(max_size(s))},
             )
-        if length is not None:
-            await check_quota(c, principal.user, length)
         with_body = media_type(request) == OFFSET_STREAM and (
             request.headers.get("content-length", "0").strip() not in ("", "0")
             or "chunked" in (request.headers.get("transfer-encoding") or "").lower()
@@ -273,10 +272,13 @@ class TusController(Controller):
         slot = (
             limiter(request).hold(None, principal.user) if with_body else contextlib.nullcontext()
         )
-        with slot:
-            return await self._create_stream(
-                request, principal, metadata, length, partial, with_body, checksum
-            )
+        # The declared length is reserved until the upload is recorded (api/limits.py); a
+        # deferred one is checked when declared (PATCH).
+        async with quota_reserved(c, principal.user, length or 0):
+            with slot:
+                return await self._create_stream(
+                    request, principal, metadata, length, partial, with_body, checksum
+                )
 
     async def _create_stream(
         self,
@@ -528,7 +530,19 @@ class TusController(Controller):
             state = reloaded
         # The same in-flight limits as native chunk PUTs (429).
         with limiter(request).hold(state.id, principal.user):
-            new_offset = await append_body(c, request, principal, state, checksum)
+            if state.file_size is None:
+                # No length yet, so nothing of this upload was checked against the quota:
+                # the body may bring at most what is left of it, held while it comes.
+                declared = ascii_int((request.headers.get("content-length") or "").strip())
+                async with quota_reserved(
+                    c, principal.user, state.offset + (declared or 0), exclude_upload=state.id
+                ) as hold:
+                    cap = None if hold.remaining is None else hold.remaining + (declared or 0)
+                    new_offset = await append_body(
+                        c, request, principal, state, checksum, quota_cap=cap
+                    )
+            else:
+                new_offset = await append_body(c, request, principal, state, checksum)
         final = await _finish_if_full(c, request, principal, state.id)
         headers = {"Upload-Offset": str(new_offset)}
         if final is not None:

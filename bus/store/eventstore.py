@@ -355,15 +355,20 @@ class PostgresEventStore:
             )
         return [_row_to_event(r) for r in rows]
 
-    async def read_latest(self, event_type: str, limit: int) -> list[RecordedEvent]:
-        """The newest `limit` events of one type, newest first, upcast like every read."""
-        async with self.pool.acquire() as conn:
-            rows = await conn.fetch(
-                f"SELECT {_COLUMNS} FROM eventstore.events WHERE event_type = $1"
-                " ORDER BY position DESC LIMIT $2",
-                event_type,
-                limit,
-            )
+    async def read_latest(
+        self, event_type: str, limit: int, conn: asyncpg.Connection | None = None
+    ) -> list[RecordedEvent]:
+        """The newest `limit` events of one type, newest first, upcast like every read (on
+        `conn` when given: a caller inside its own transaction)."""
+        query = (
+            f"SELECT {_COLUMNS} FROM eventstore.events WHERE event_type = $1"
+            " ORDER BY position DESC LIMIT $2"
+        )
+        if conn is not None:
+            rows = await conn.fetch(query, event_type, limit)
+        else:
+            async with self.pool.acquire() as own:
+                rows = await own.fetch(query, event_type, limit)
         return [_row_to_event(r) for r in rows]
 
     async def stream_version(self, stream_id: str) -> int:

@@ -497,6 +497,88 @@ async def test_quota_refuses_a_chunk_once_the_quota_shrank(limited: System) -> N
         await api2.shutdown()
 
 
+TUS = {"Tus-Resumable": "1.0.0"}
+
+
+async def tus_create(c: httpx.AsyncClient, size: int | None) -> httpx.Response:
+    length = {"Upload-Length": str(size)} if size is not None else {"Upload-Defer-Length": "1"}
+    return await c.post("/v1/tus", headers=TUS | length)
+
+
+async def test_concurrent_creates_never_pass_the_quota_together(limited: System) -> None:
+    """Ten creates at once (native and tus), each of 30 KB, against 100 KB: exactly three
+    pass, whichever they are (each check sees the bytes the others reserved)."""
+    async with limited.client(user()) as c:
+        answers = await asyncio.gather(
+            *[create(c, 30_000) for _ in range(5)], *[tus_create(c, 30_000) for _ in range(5)]
+        )
+        codes = sorted(r.status_code for r in answers)
+        assert codes == [201] * 3 + [413] * 7, [r.text for r in answers]
+        for r in answers:
+            if r.status_code == 413:
+                assert_error(r, 413, "quota_exceeded")
+        err = assert_error(await create(c, 10_001), 413, "quota_exceeded")
+        assert err["details"]["used"] == 90_000  # the three, nothing left reserved
+
+
+async def chunked(data: bytes) -> AsyncIterator[bytes]:
+    """A body without Content-Length (httpx sends it chunked)."""
+    for i in range(0, len(data), 8192):
+        yield data[i : i + 8192]
+
+
+async def test_objects_count_and_a_body_without_a_length_stops_at_the_quota(
+    limited: System,
+) -> None:
+    me = user()
+    bucket = f"q-{secrets.token_hex(4)}"
+    async with limited.client(me) as c:
+        assert (await c.post("/v1/buckets", json={"name": bucket})).status_code == 201
+        objects = f"/v1/buckets/{bucket}/objects"
+        r = await c.put(f"{objects}/a", content=os.urandom(60_000))
+        assert r.status_code == 201, r.text
+        # An object is a file made without an upload: it counts (it did not before).
+        err = assert_error(await create(c, 50_000), 413, "quota_exceeded")
+        assert err["details"] == {"quota": 100_000, "used": 60_000, "requested": 50_000}
+        # Without a Content-Length the body may bring what is left, 40 KB, and no more.
+        r = await c.put(f"{objects}/b", content=chunked(os.urandom(50_000)))
+        assert_error(r, 413, "quota_exceeded")
+        assert (await c.get(f"{objects}/b")).status_code == 404
+        data = os.urandom(40_000)
+        r = await c.put(f"{objects}/c", content=chunked(data))  # exactly the rest
+        assert r.status_code == 201, r.text
+        assert (await c.get(f"{objects}/c")).content == data
+        err = assert_error(await create(c, 1), 413, "quota_exceeded")
+        assert err["details"]["used"] == 100_000
+
+
+async def test_a_tus_upload_without_a_length_stops_at_the_quota(limited: System) -> None:
+    async with limited.client(user()) as c:
+        r = await tus_create(c, None)
+        assert r.status_code == 201, r.text
+        url = r.headers["location"]
+        patch = TUS | {"Content-Type": "application/offset+octet-stream"}
+        r = await c.patch(url, content=os.urandom(60_000), headers=patch | {"Upload-Offset": "0"})
+        assert r.status_code == 204, r.text
+        # Declared too long for what is left: refused before a byte is read.
+        r = await c.patch(
+            url, content=os.urandom(50_000), headers=patch | {"Upload-Offset": "60000"}
+        )
+        assert_error(r, 413, "quota_exceeded")
+        # Sent without a length: cut at the quota; what was durable is kept, no more.
+        r = await c.patch(
+            url, content=chunked(os.urandom(50_000)), headers=patch | {"Upload-Offset": "60000"}
+        )
+        assert_error(r, 413, "quota_exceeded")
+        offset = int((await c.head(url, headers=TUS)).headers["upload-offset"])
+        assert 60_000 <= offset <= 100_000
+        # The bytes held count (through the read model, for an upload without a length).
+        uid = url.rstrip("/").rsplit("/", 1)[1]
+        await wait_until(lambda: in_read_model(limited.pool, "uploads", uid, bytes_received=offset))
+        err = assert_error(await tus_create(c, 100_001 - offset), 413, "quota_exceeded")
+        assert err["details"]["used"] == offset
+
+
 # ---- in-flight limits -----------------------------------------------------------------
 
 
