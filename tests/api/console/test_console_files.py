@@ -165,6 +165,10 @@ async def test_whole_names_and_a_files_details(shared_system: System) -> None:
             assert (await c.delete(f"/v1/files/{obj}")).status_code == 200
         await expect(page.locator("#details-status")).to_have_text("deleted")
         await expect(details.get_by_role("button", name="Download")).to_have_count(0)
+        # The activity feed names it too, though the event carries only its id.
+        deleted = page.locator("#activity li[data-type=FileDeleted]")
+        await expect(deleted).to_have_count(1)
+        await expect(deleted.locator(".what")).to_have_text("photos/2025/notes.txt")
         await page.get_by_role("button", name="Close").click()
         await expect(details).not_to_be_visible()
         # Back, after opening them from the list, closes them too.

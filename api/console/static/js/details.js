@@ -9,7 +9,7 @@
 
 import { json, credential, ApiError } from './api.js'
 import { el, bytes, when } from './util.js'
-import { fullName, nameNodes } from './names.js'
+import { fullName, nameNodes, remember } from './names.js'
 import { download } from './files.js'
 import { openShare } from './share.js'
 import { openPreview, previewKind } from './preview.js'
@@ -59,6 +59,7 @@ export async function openDetails (id) {
     return
   }
   if (shown !== id) return // a slower answer for a file no longer shown
+  remember(f)
   render(f)
 }
 

@@ -6,7 +6,7 @@ import { json, request, ApiError } from './api.js'
 import { el, bytes, when, say, debounce } from './util.js'
 import { openPreview, previewKind } from './preview.js'
 import { CatchUp } from './catchup.js'
-import { fullName, nameNodes, detailsHref } from './names.js'
+import { fullName, nameNodes, detailsHref, remember } from './names.js'
 import { openShare } from './share.js'
 
 const PAGE = 25
@@ -77,6 +77,7 @@ function render (items) {
 }
 
 function row (f) {
+  remember(f)
   const full = fullName(f)
   const pick = el('input', { type: 'checkbox', 'aria-label': `Select ${full}`, checked: chosen.has(f.id) })
   pick.addEventListener('change', () => {

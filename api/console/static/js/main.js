@@ -12,6 +12,7 @@ import { setupTasks, loadTasks, taskEvent, resetTasks } from './tasks.js'
 import { setupObjects, objectEvent, resetObjects, reloadObjects, browse } from './objects.js'
 import { say } from './util.js'
 import { setupDetails, detailsEvent, closeDetails, route } from './details.js'
+import { forgetNames } from './names.js'
 
 const stream = new EventStream(onEvent, (s) => {
   const live = document.getElementById('live')
@@ -77,6 +78,7 @@ function signOut (message) {
   resetObjects()
   showTab('files')
   clearActivity()
+  forgetNames()
   show(false)
   say(message || 'Signed out.')
   document.getElementById('secret').focus()

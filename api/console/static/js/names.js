@@ -29,3 +29,15 @@ export function nameNodes (full) {
 
 // The details view's address (details.js); a link to it opens it.
 export const detailsHref = (id) => `#file/${encodeURIComponent(id)}`
+
+// Names of the files seen in this tab (lists, details), for events that carry only an id
+// (a FileDeleted): the activity feed labels them by name.
+const known = new Map()
+
+export function remember (f) {
+  if (f && f.id) known.set(f.id, fullName(f))
+}
+
+export const knownName = (id) => known.get(id)
+
+export function forgetNames () { known.clear() }
