@@ -338,11 +338,12 @@ async def test_renaming_an_object_on_the_files_tab_renames_its_key(
     await put(shared_system, me, bucket, "docs/old.txt", b"renamed\n")
     async with signed_in(shared_system, me) as page:
         await expect(page.locator("#files tbody tr")).to_have_count(1)
-        await page.get_by_role("button", name="Rename or move old.txt").click()
+        # Labelled by its whole key on the Files tab too; renamed by its last part.
+        await page.get_by_role("button", name="Rename or move docs/old.txt").click()
         await page.get_by_label("New name").fill("new.txt")
         await page.get_by_role("button", name="Save").click()
         await expect(page.locator("#edit")).not_to_be_visible()
-        await expect(page.locator("#status")).to_have_text("Renamed old.txt to docs/new.txt.")
+        await expect(page.locator("#status")).to_have_text("Renamed docs/old.txt to docs/new.txt.")
         rows = page.locator("#files tbody tr")
         await expect(rows).to_have_count(1)
         await expect(rows).to_contain_text("new.txt")

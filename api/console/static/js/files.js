@@ -6,6 +6,7 @@ import { json, request, ApiError } from './api.js'
 import { el, bytes, when, say, debounce } from './util.js'
 import { openPreview, previewKind } from './preview.js'
 import { CatchUp } from './catchup.js'
+import { fullName, nameNodes, detailsHref, remember } from './names.js'
 import { openShare } from './share.js'
 
 const PAGE = 25
@@ -76,21 +77,25 @@ function render (items) {
 }
 
 function row (f) {
-  const pick = el('input', { type: 'checkbox', 'aria-label': `Select ${f.name}`, checked: chosen.has(f.id) })
+  remember(f)
+  const full = fullName(f)
+  const pick = el('input', { type: 'checkbox', 'aria-label': `Select ${full}`, checked: chosen.has(f.id) })
   pick.addEventListener('change', () => {
-    if (pick.checked) chosen.set(f.id, f.name)
+    if (pick.checked) chosen.set(f.id, full)
     else chosen.delete(f.id)
     showSelection()
   })
   const actions = el('td', { class: 'actions' },
-    el('button', { type: 'button', 'aria-label': `Download ${f.name}`, onclick: () => download(f), text: 'Download' }),
-    el('button', { type: 'button', 'aria-label': `Rename or move ${f.name}`, onclick: (ev) => openEdit(f, ev.currentTarget), text: 'Rename/move' }),
-    el('button', { type: 'button', 'aria-label': `Copy link to ${f.name}`, onclick: (ev) => openShare(f.name, `/v1/files/${encodeURIComponent(f.id)}/signed-url`, ev.currentTarget), text: 'Copy link' }),
-    previewKind(f) ? el('button', { type: 'button', 'aria-label': `Preview ${f.name}`, onclick: (ev) => openPreview(f, ev.currentTarget), text: 'Preview' }) : null,
-    el('button', { type: 'button', class: 'danger', 'aria-label': `Delete ${f.name}`, onclick: () => remove(f), text: 'Delete' }))
+    el('button', { type: 'button', 'aria-label': `Download ${full}`, onclick: () => download(f), text: 'Download' }),
+    el('button', { type: 'button', 'aria-label': `Rename or move ${full}`, onclick: (ev) => openEdit(f, ev.currentTarget), text: 'Rename/move' }),
+    el('button', { type: 'button', 'aria-label': `Copy link to ${full}`, onclick: (ev) => openShare(full, `/v1/files/${encodeURIComponent(f.id)}/signed-url`, ev.currentTarget), text: 'Copy link' }),
+    previewKind(f) ? el('button', { type: 'button', 'aria-label': `Preview ${full}`, onclick: (ev) => openPreview({ ...f, name: full }, ev.currentTarget), text: 'Preview' }) : null,
+    el('button', { type: 'button', class: 'danger', 'aria-label': `Delete ${full}`, onclick: () => remove(f), text: 'Delete' }))
+  // The name is the link to the file's details (details.js): its whole name, never an id.
   return el('tr', { 'data-id': f.id },
     el('td', { class: 'pick' }, pick),
-    el('td', { class: 'name', 'data-label': 'Name' }, el('span', { text: f.name, title: `sha256 ${f.sha256}` }),
+    el('td', { class: 'name', 'data-label': 'Name' },
+      el('a', { href: detailsHref(f.id), class: 'file-link', title: full }, ...nameNodes(full)),
       el('span', { class: 'help bucket-of', text: state.bucket ? '' : ` (${f.bucket})` })),
     el('td', { 'data-label': 'Size', text: bytes(f.size) }),
     el('td', { 'data-label': 'Type', text: f.content_type }),
@@ -118,11 +123,12 @@ export async function download (f) {
 }
 
 async function remove (f) {
-  if (!window.confirm(`Delete ${f.name}? This cannot be undone.`)) return
+  const full = fullName(f)
+  if (!window.confirm(`Delete ${full}? This cannot be undone.`)) return
   try {
     await request(`/v1/files/${encodeURIComponent(f.id)}`, { method: 'DELETE' })
     awaited.expect(f.id, false)
-    say(`Deleted ${f.name}.`)
+    say(`Deleted ${full}.`)
     await loadFiles()
     document.getElementById('files-filter').focus()
   } catch (e) {
@@ -150,7 +156,8 @@ export function clearSelection () {
 function openEdit (f, opener) {
   const dialog = document.getElementById('edit')
   const form = document.getElementById('edit-form')
-  document.getElementById('edit-title').textContent = `Rename or move ${f.name}`
+  const full = fullName(f)
+  document.getElementById('edit-title').textContent = `Rename or move ${full}`
   form.name.value = f.name
   const buckets = [...document.querySelectorAll('#bucket-pick option')].map(o => o.value).filter(Boolean)
   form.bucket.replaceChildren(...[...new Set([f.bucket, ...buckets])].map(b => el('option', { value: b, text: b })))
@@ -171,14 +178,14 @@ function openEdit (f, opener) {
     try {
       await json(`/v1/files/${encodeURIComponent(f.id)}`, { method: 'PATCH', body })
     } catch (e) {
-      document.getElementById('edit-error').textContent = `Could not change ${f.name}: ${e.message}`
+      document.getElementById('edit-error').textContent = `Could not change ${full}: ${e.message}`
       return
     }
     dialog.close()
     if (f.key) awaited.expect(f.id, false) // its successor arrives with its FileCreated
     else changed(f.id, name, form.bucket.value)
-    const as = body.name || body.key
-    say(body.bucket ? `Moved ${f.name} to ${body.bucket}${as ? ' as ' + as : ''}.` : `Renamed ${f.name} to ${as}.`)
+    const as = body.key || (body.name && fullName({ ...f, name: body.name })) // whole names, as listed
+    say(body.bucket ? `Moved ${full} to ${body.bucket}${as ? ' as ' + as : ''}.` : `Renamed ${full} to ${as}.`)
     await loadFiles()
   }
   document.getElementById('edit-cancel').onclick = () => dialog.close()

@@ -11,6 +11,8 @@ import { setupFetches, loadFetches, fetchEvent, resetFetches } from './fetches.j
 import { setupTasks, loadTasks, taskEvent, resetTasks } from './tasks.js'
 import { setupObjects, objectEvent, resetObjects, reloadObjects, browse } from './objects.js'
 import { say } from './util.js'
+import { setupDetails, detailsEvent, closeDetails, route } from './details.js'
+import { forgetNames } from './names.js'
 
 const stream = new EventStream(onEvent, (s) => {
   const live = document.getElementById('live')
@@ -24,7 +26,7 @@ const stream = new EventStream(onEvent, (s) => {
 function onEvent (type, envelope) {
   if (type === 'end') return // the server closed the stream; EventStream reconnects
   addActivity(type, envelope)
-  if (type.startsWith('File')) { fileEvent(type, envelope); objectEvent(type, envelope) }
+  if (type.startsWith('File')) { fileEvent(type, envelope); objectEvent(type, envelope); detailsEvent(type, envelope) }
   if (type.startsWith('Bucket')) bucketEvent(type, envelope)
   if (type.startsWith('Fetch')) fetchEvent(envelope)
   if (type.startsWith('Task')) taskEvent(envelope)
@@ -61,10 +63,12 @@ async function enter () {
   stream.start()
   await Promise.all([loadFiles(), loadBuckets(), loadFetches(), loadTasks()])
   document.getElementById('main').focus()
+  route() // an address naming a file's details (#file/<id>) opens them, after sign-in too
 }
 
 function signOut (message) {
   stream.stop()
+  closeDetails()
   clearCredential()
   resetUploads()
   resetFiles()
@@ -74,6 +78,7 @@ function signOut (message) {
   resetObjects()
   showTab('files')
   clearActivity()
+  forgetNames()
   show(false)
   say(message || 'Signed out.')
   document.getElementById('secret').focus()
@@ -87,6 +92,7 @@ function setup () {
   setupFetches()
   setupTasks(selected, clearSelection)
   setupObjects()
+  setupDetails()
   setupBuckets((name) => {
     const pick = document.getElementById('bucket-pick')
     pick.value = name

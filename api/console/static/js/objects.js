@@ -12,6 +12,7 @@ import { download } from './files.js'
 import { openShare } from './share.js'
 import { openPreview, previewKind } from './preview.js'
 import { CatchUp } from './catchup.js'
+import { remember } from './names.js'
 
 const PAGE = 100
 const state = { bucket: '', prefix: '', filter: '', cursor: null }
@@ -108,6 +109,7 @@ function folderRow (prefix) {
 }
 
 function objectRow (o) {
+  remember(o) // its key names its events in the activity feed
   const name = below(o.key)
   const leaf = o.key.split('/').pop() || o.key
   return el('tr', { 'data-key': o.key, 'data-id': o.id },

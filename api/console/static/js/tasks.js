@@ -8,10 +8,11 @@
 import { json, request } from './api.js'
 import { el, bytes, say } from './util.js'
 import { download } from './files.js'
+import { fullName } from './names.js'
 
 const rows = new Map() // id -> <tr>
 const pending = new Map() // id -> timer: a burst of events for one task is one read
-const names = new Map() // result file id -> its name, read once
+const names = new Map() // result file id -> { full, name }: its whole name and last part, read once
 
 const ACTIONS = {
   PENDING: ['pause', 'cancel'],
@@ -37,8 +38,8 @@ async function resultName (id) {
   if (names.has(id)) return names.get(id)
   try {
     const f = await json(`/v1/files/${encodeURIComponent(id)}`)
-    names.set(id, f.name)
-    return f.name
+    names.set(id, { full: fullName(f), name: f.name })
+    return names.get(id)
   } catch {
     return null // moved on since (deleted): no link
   }
@@ -59,9 +60,10 @@ async function row (t) {
   }))
   // The result link: every file the task made (a compress makes one archive).
   for (const id of t.status === 'COMPLETED' ? (t.result_file_ids || []) : []) {
-    const name = await resultName(id)
-    if (name) {
-      buttons.push(el('button', { type: 'button', class: 'result', 'data-file': id, 'aria-label': `Download result ${name}`, onclick: () => download({ id, name }), text: `Download ${name}` }))
+    const found = await resultName(id)
+    if (found) {
+      const { full, name } = found
+      buttons.push(el('button', { type: 'button', class: 'result', 'data-file': id, 'aria-label': `Download result ${full}`, onclick: () => download({ id, name }), text: `Download ${full}` }))
     }
   }
   const status = el('td', { 'data-label': 'Status' }, el('span', { class: `badge s-${t.status.toLowerCase()}`, text: t.status.toLowerCase() }))
