@@ -2,6 +2,7 @@
 
     cairn login --url URL [--token TOKEN]       save the server and token (config file)
     cairn upload PATH... [--bucket B] [--key K] [--parallel N] [--streams N] [--tus]
+    cairn upload - [--name NAME] [--bucket B] [--key K]   stdin, through tus (pipe.py)
     cairn download ID|BUCKET/KEY [-o PATH]
     cairn ls [BUCKET[/PREFIX]]                  objects and folders; no argument: files
     cairn rm FILE_ID...
@@ -36,6 +37,7 @@ from bus.client import (
     events,
     fetches,
     objects,
+    pipe,
     sign,
     tasks,
     upload,
@@ -56,6 +58,7 @@ from bus.client.output import Output, human_bytes, to_the_second
 # Chunks of one file in flight (`cairn upload --streams`): enough to overlap each chunk's
 # store and command round trip on the server with the next chunk's bytes.
 STREAMS = 4
+PARALLEL = 2  # files sent at once (`cairn upload --parallel`)
 
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
@@ -119,10 +122,22 @@ def register(sub: Any) -> None:
     )
 
     p = add(
-        "upload", cmd_upload, "upload files or directories (resumable: run it again after Ctrl-C)"
+        "upload",
+        cmd_upload,
+        "upload files or directories (resumable: run it again after Ctrl-C), or stdin (-)",
     )
     p.add_argument(
-        "paths", nargs="+", metavar="PATH", help="files, and directories (sent with their tree)"
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="files, and directories (sent with their tree); - alone: standard input, sent"
+        " as it is read (through tus; not resumable, as stdin cannot be read again: Ctrl-C"
+        " or a failure removes the partial upload from the server)",
+    )
+    p.add_argument(
+        "--name",
+        default=None,
+        help="with -: the file's name (default: the last part of --key, else `stdin`)",
     )
     p.add_argument(
         "--bucket", default=None, help="bucket to upload into (default: the server's default)"
@@ -135,27 +150,29 @@ def register(sub: Any) -> None:
             " under it); in a bucket a file's key is its name by default"
         ),
     )
+    # (Defaults applied in cmd_upload: None tells that an option was not given, which
+    # `-` needs to refuse one that cannot apply.)
     p.add_argument(
         "--parallel",
         type=counts.positive,
-        default=2,
+        default=None,
         metavar="N",
-        help="files sent at once (default 2)",
+        help=f"files sent at once (default {PARALLEL}; not with -)",
     )
     p.add_argument(
         "--streams",
         type=counts.positive,
-        default=STREAMS,
+        default=None,
         metavar="N",
-        help=f"chunks of one file sent at once (default {STREAMS}; not with --tus, whose"
-        " bytes go in order)",
+        help=f"chunks of one file sent at once (default {STREAMS}; not with --tus or -,"
+        " whose bytes go in order)",
     )
     p.add_argument(
         "--chunk-size",
         type=size_arg,
         default=None,
         metavar="SIZE",
-        help="chunk size, e.g. 8M (default: the server's)",
+        help="chunk size, e.g. 8M (default: the server's; with --tus or -, 8M)",
     )
     p.add_argument(
         "--limit-rate",
@@ -282,7 +299,12 @@ def run(func: Callable[[argparse.Namespace, Output], int], args: argparse.Namesp
         print(e.line(), file=sys.stderr)
         return e.exit_code
     except (Interrupted, KeyboardInterrupt):
-        hint = "; run the same command again to resume" if args.command in RESUMABLE else ""
+        if _from_stdin(args):  # read once: nothing to resume (pipe.py removed the upload)
+            hint = "; an upload from stdin cannot be resumed"
+        elif args.command in RESUMABLE:
+            hint = "; run the same command again to resume"
+        else:
+            hint = ""
         print(f"cairn: interrupted{hint}", file=sys.stderr)
         return INTERRUPTED
     except BrokenPipeError:
@@ -332,20 +354,55 @@ def cmd_login(args: argparse.Namespace, out: Output) -> int:
     return OK
 
 
-def cmd_upload(args: argparse.Namespace, out: Output) -> int:
-    target = _target(args)
-    jobs = upload.collect(args.paths, args.key, in_bucket=bool(args.bucket))
-    results, failures = upload.upload(
-        target,
-        jobs,
+def _from_stdin(args: argparse.Namespace) -> bool:
+    return args.command == "upload" and "-" in (getattr(args, "paths", None) or [])
+
+
+def _usage(message: str) -> ClientError:
+    return ClientError(message, code="usage", exit_code=USAGE)
+
+
+def _upload_stdin(args: argparse.Namespace, out: Output) -> tuple[list[dict[str, Any]], list[Any]]:
+    """`cairn upload -`: checked, then sent (pipe.py); a failure is raised, not listed."""
+    if args.paths != ["-"]:
+        raise _usage("- (standard input) is uploaded alone: give no other path with it")
+    for flag, value in (("--parallel", args.parallel), ("--streams", args.streams)):
+        if value is not None and value > 1:
+            raise _usage(f"{flag} does not apply to -: stdin is read once, in order")
+    name, key = pipe.names(args.name, args.key, args.bucket)
+    stdin = pipe.readable_stdin()  # before the token: a usage error first
+    result = pipe.upload_stdin(
+        _target(args),
+        stdin,
+        name=name,
+        key=key,
         bucket=args.bucket,
-        parallel=args.parallel,
         chunk_size=args.chunk_size,
         limit_rate=args.limit_rate,
         console=out.err,
-        tus=args.tus,
-        streams=args.streams,
     )
+    return [result], []
+
+
+def cmd_upload(args: argparse.Namespace, out: Output) -> int:
+    if "-" in args.paths:
+        results, failures = _upload_stdin(args, out)
+    else:
+        if args.name is not None:
+            raise _usage("--name names what is read from stdin: use it with -")
+        target = _target(args)
+        jobs = upload.collect(args.paths, args.key, in_bucket=bool(args.bucket))
+        results, failures = upload.upload(
+            target,
+            jobs,
+            bucket=args.bucket,
+            parallel=args.parallel or PARALLEL,
+            chunk_size=args.chunk_size,
+            limit_rate=args.limit_rate,
+            console=out.err,
+            tus=args.tus,
+            streams=args.streams or STREAMS,
+        )
     for job, err in failures:
         print(f"cairn: error: {job.path}: {err.code}: {err.message}", file=sys.stderr)
     if args.json:

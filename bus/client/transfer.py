@@ -43,10 +43,18 @@ def progress_bars(console: Console) -> Progress:
 class Transfer:
     """Shared by the worker threads of one command: the bars, the stop flag, the rate."""
 
-    def __init__(self, progress: Progress, total: int, limit_rate: int | None) -> None:
+    def __init__(
+        self,
+        progress: Progress,
+        total: int | None,
+        limit_rate: int | None,
+        description: str = "total",
+    ) -> None:
+        """`total` None: a length known only at the end (stdin, bus/client/pipe.py), whose
+        one bar is the total's, under `description`."""
         self.progress = progress
         self.stop = threading.Event()
-        self.total_task = progress.add_task("total", total=total)
+        self.total_task = progress.add_task(description, total=total)
         self.limit_rate = limit_rate
         self._lock = threading.Lock()
         self._started = time.monotonic()
@@ -57,6 +65,10 @@ class Transfer:
 
     def advance(self, task: TaskID, n: int) -> None:
         self.progress.advance(task, n)
+        self.count(n)
+
+    def count(self, n: int) -> None:
+        """`n` bytes moved: in the total, and under the rate limit."""
         self.progress.advance(self.total_task, n)
         if self.limit_rate:
             self._throttle(n)

@@ -27,7 +27,8 @@ from tusclient.uploader.uploader import Uploader
 
 from bus.client.config import Target
 from bus.client.errors import VERIFY, ClientError, exit_code_for_status
-from bus.client.http import json_of, open_client, unreachable
+from bus.client.http import open_client, unreachable
+from bus.client.pipe import finished_file
 from bus.client.resume import ResumeState, state_key
 from bus.client.transfer import Transfer, sha256_file
 
@@ -132,8 +133,7 @@ def upload_tus(
     upload_id = str(uploader.url).rstrip("/").rsplit("/", 1)[-1]
     try:
         with open_client(target) as http:
-            file_id = json_of(http.get(f"/v1/uploads/{upload_id}"))["file_id"]
-            theirs = json_of(http.get(f"/v1/files/{file_id}"))["sha256"]
+            file_id, theirs = finished_file(http, upload_id)
     except httpx.TransportError as e:
         raise unreachable(target.url, e) from None
     if theirs != sha:

@@ -288,7 +288,7 @@ def _send(
             r = client.post(
                 f"/v1/uploads/{upload_id}/complete", headers={"Idempotency-Key": complete_key}
             )
-            if r.status_code == 409 and _code(r) == "chunks_missing":
+            if r.status_code == 409 and code_of(r) == "chunks_missing":
                 # Chunks the server lost track of (e.g. a PUT cut off): send them, then a
                 # fresh complete (the refused one is stored under its key and would replay).
                 missing = r.json()["error"]["details"].get("missing_chunks") or []
@@ -406,11 +406,11 @@ def _refused(r: httpx.Response) -> bool:
     return (
         400 <= r.status_code < 500
         and r.status_code != 429
-        and _code(r) != "idempotency_request_in_progress"
+        and code_of(r) != "idempotency_request_in_progress"
     )
 
 
-def _code(r: httpx.Response) -> str:
+def code_of(r: httpx.Response) -> str:
     try:
         return str(r.json()["error"]["code"])
     except (ValueError, KeyError, TypeError):

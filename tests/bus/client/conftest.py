@@ -55,7 +55,11 @@ class Cli:
         # A command to run it under (`setpriv ...`: a test of unreadable files, as root).
         self.prefix: list[str] = []
 
-    async def start(self, *args: str, **env: str) -> asyncio.subprocess.Process:
+    async def start(
+        self, *args: str, stdin: int | None = None, **env: str
+    ) -> asyncio.subprocess.Process:
+        """`stdin`: asyncio.subprocess.PIPE (written with `proc.stdin`), or a file
+        descriptor (a pty's); by default this process's own."""
         return await asyncio.create_subprocess_exec(
             *self.prefix,
             sys.executable,
@@ -64,6 +68,7 @@ class Cli:
             *args,
             cwd=self.cwd,
             env={**self.env, **env},
+            stdin=stdin,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
