@@ -28,7 +28,7 @@ from bus.blobs.manifests import hash_manifest
 from bus.blobs.sniff import content_type_of
 from bus.config.logs import get_logger
 from bus.fetch import origin
-from bus.fetch.lowspeed import LowSpeed, TooSlow, made_progress
+from bus.fetch.lowspeed import LowSpeed, TooSlow, head_within, made_progress
 from bus.fetch.origin import Fatal, Retryable, StartOver
 from bus.fetch.ssrf import UnsafeUrl, check_url, redirect_location
 from domain import fetches as f
@@ -283,7 +283,11 @@ class FetchRun:
             except UnsafeUrl as e:
                 raise Fatal(e.code, e.message, {"hop": hop}) from None
             req = self.w.client.build_request("GET", url, headers=headers)
-            resp = await self.w.client.send(req, stream=True)
+            # A head that trickles in is the low-speed limit's too (lowspeed.head_within).
+            async with head_within(
+                self.s.fetch_low_speed_bytes, self.s.fetch_timeout, self.s.fetch_low_speed_time
+            ):
+                resp = await self.w.client.send(req, stream=True)
             location = redirect_location(resp)
             if resp.status_code in (301, 302, 303, 307, 308) and location:
                 await resp.aclose()

@@ -10,7 +10,8 @@ LowSpeed ends such an attempt as retryable (TooSlow), with the rate it measured.
 No timer task: the meter is checked on each piece the origin sends. A trickle sends
 pieces, so a check comes; an origin that sends nothing at all is the read timeout's job.
 An attempt below the limit thus ends at most one window plus one read timeout after its
-body began.
+body began. The head before the body, which the meter cannot see, has a deadline of the
+same length instead (head_within).
 
 The clock counts the origin's time only: the time the worker waits for the origin's next
 bytes, not the time it spends on its own (writing and fsyncing blobs, recording progress
@@ -21,9 +22,11 @@ which tests replace.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 from bus.fetch.origin import Retryable
 
@@ -35,15 +38,13 @@ BUCKETS = 16
 
 
 class TooSlow(Retryable):
-    """The origin sent less than the low-speed limit over a whole window."""
+    """The origin sent less than the low-speed limit over a whole window (`rate`: what it
+    sent, bytes a second), or took too long over its answer's head (no rate)."""
 
     code = "too_slow"
 
-    def __init__(self, rate: float, limit: int, window: float) -> None:
-        super().__init__(
-            f"too_slow: {rate:.0f} B/s over the last {window:g} s,"
-            f" below the low-speed limit of {limit} B/s"
-        )
+    def __init__(self, message: str, rate: float | None = None) -> None:
+        super().__init__(f"too_slow: {message}")
         self.rate = rate
 
 
@@ -85,8 +86,35 @@ class LowSpeed:
         while self._buckets and self._buckets[0][1] <= t - self.window:
             self._bytes -= self._buckets.popleft()[2]
         if t >= self.window and self._bytes < self.limit * self.window:
-            return TooSlow(self._bytes / self.window, self.limit, self.window)
+            rate = self._bytes / self.window
+            return TooSlow(
+                f"{rate:.0f} B/s over the last {self.window:g} s,"
+                f" below the low-speed limit of {self.limit} B/s",
+                rate,
+            )
         return None
+
+
+@asynccontextmanager
+async def head_within(limit: int, read_timeout: float, window: float) -> AsyncIterator[None]:
+    """Bounds the wait for an answer's head (connect, TLS, status line and headers): the
+    read timeout bounds each silence only, and a head that trickles in (a byte every few
+    seconds, up to the HTTP client's 100 KiB) would hold the slot for days, before any
+    body the meter could measure. A deadline, not a rate: the silence the read timeout
+    allows (an origin preparing its answer), then one window for the head, a few hundred
+    bytes. TooSlow when it passes; nothing with the limit off (`limit` 0)."""
+    if limit <= 0:
+        yield
+        return
+    seconds = read_timeout + window
+    deadline = asyncio.timeout(seconds)
+    try:
+        async with deadline:
+            yield
+    except TimeoutError:
+        if deadline.expired():
+            raise TooSlow(f"no complete answer head in {seconds:g} s") from None
+        raise
 
 
 def made_progress(error: BaseException, gained: int, seconds: float, limit: int) -> bool:

@@ -22,6 +22,7 @@ from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from bus.store.eventstore import PostgresEventStore
 from tests.api.routes.test_fetch_origins import serve
 from tests.api.routes.test_fetches import content, post
+from tests.ports import free_port
 from tests.system import System, isolated_system, wait_until
 
 LIMIT = 2048  # bytes per second, over 1 s
@@ -29,13 +30,14 @@ TRICKLE = 1000  # bytes per second: below it
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # What both systems share: retries spent fast (1 retry, 50 ms backoff), a read timeout far
-# above the trickle's gaps (so only the low-speed limit can end an attempt), and segments
+# above the trickle's gaps (so only the low-speed limit can end an attempt) and short
+# enough that an answer's head gets 3 s (the read timeout and one window), and segments
 # of 64 KiB so that a 200 KB resource splits in two.
 COMMON: dict[str, Any] = {
     "fetch_allow_private": True,
     "fetch_backoff": 0.05,
     "fetch_retries": 1,
-    "fetch_timeout": 10.0,
+    "fetch_timeout": 2.0,
     "fetch_segments": 2,
     "fetch_segment_min": 64 * 1024,
     "fetch_low_speed_time": 1.0,
@@ -180,6 +182,39 @@ async def test_a_trickling_segment_fails_too_slow_and_the_fetch_with_it(
     starts = [int(str(r).removeprefix("bytes=").split("-")[0]) for r in seen[1:]]
     assert starts == sorted(starts) and starts[0] == half, seen
     assert all(str(r).endswith(f"-{len(data) - 1}") for r in seen[1:]), seen
+
+
+async def test_a_head_that_trickles_in_fails_too_slow(limited: System) -> None:
+    # A byte of header every 0.1 s: never silent for the read timeout, never done.
+    answered: list[int] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        answered.append(1)
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nX-Trickle: ")
+            for _ in range(300):
+                writer.write(b"a")
+                await writer.drain()
+                await asyncio.sleep(0.1)  # the trickle's pace, not a wait for anything
+        except ConnectionError:
+            pass  # the worker hung up
+        finally:
+            writer.close()
+
+    port = free_port("127.0.0.1")
+    server = await asyncio.start_server(answer, "127.0.0.1", port)
+    try:
+        async with limited.client("s5") as c:
+            f = await post(c, f"http://127.0.0.1:{port}/head.bin")
+            done = await finished(c, f["id"])
+    finally:
+        server.close()
+    assert done["status"] == "FAILED", done
+    assert done["last_error"] == (
+        "gave up after 2 attempts: too_slow: no complete answer head in 3 s"
+    ), done
+    assert len(answered) == 2
 
 
 async def test_an_origin_just_above_the_limit_completes(limited: System) -> None:

@@ -3,7 +3,11 @@ real window is waited for)."""
 
 from __future__ import annotations
 
-from bus.fetch.lowspeed import LowSpeed, TooSlow, made_progress
+import asyncio
+
+import pytest
+
+from bus.fetch.lowspeed import LowSpeed, TooSlow, head_within, made_progress
 from bus.fetch.origin import Retryable
 
 
@@ -81,7 +85,7 @@ def test_zero_turns_it_off() -> None:
 
 
 def test_a_too_slow_attempt_counts_as_progress_only_at_the_limits_rate() -> None:
-    slow = TooSlow(10.0, 1024, 60.0)
+    slow = TooSlow("10 B/s", 10.0)
     assert not made_progress(slow, 5_000, 62.0, 1024)  # a trickle's few bytes
     # Six tries of a trickling segment in one attempt, each just under a window's worth:
     # together over one window's worth, but still under the limit's rate.
@@ -91,3 +95,21 @@ def test_a_too_slow_attempt_counts_as_progress_only_at_the_limits_rate() -> None
     broken = Retryable("ReadError: reset")
     assert made_progress(broken, 1, 600.0, 1024)
     assert not made_progress(broken, 0, 1.0, 1024)
+
+
+async def test_a_head_not_in_by_its_deadline_is_too_slow() -> None:
+    never = asyncio.Event()
+    with pytest.raises(TooSlow) as e:
+        async with head_within(1024, read_timeout=0.05, window=0.05):
+            await never.wait()  # the head that never completes
+    assert str(e.value) == "too_slow: no complete answer head in 0.1 s"
+    assert e.value.code == "too_slow"
+
+
+async def test_a_head_deadline_only_with_the_limit_on_and_only_its_own() -> None:
+    async with head_within(0, read_timeout=0.01, window=0.01):
+        await asyncio.sleep(0.05)  # no deadline with the limit off
+    # A TimeoutError from inside (not the deadline's) goes through as it is.
+    with pytest.raises(TimeoutError):
+        async with head_within(1024, read_timeout=60, window=60):
+            raise TimeoutError("someone else's")
