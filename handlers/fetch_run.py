@@ -28,6 +28,7 @@ from bus.blobs.manifests import hash_manifest
 from bus.blobs.sniff import content_type_of
 from bus.config.logs import get_logger
 from bus.fetch import origin
+from bus.fetch.lowspeed import LowSpeed, TooSlow, head_within, made_progress
 from bus.fetch.origin import Fatal, Retryable, StartOver
 from bus.fetch.ssrf import UnsafeUrl, check_url, redirect_location
 from domain import fetches as f
@@ -157,9 +158,12 @@ class FetchRun:
         # (fetch_segments), so a link that breaks every few minutes still brings a large
         # file in (wget -c, aria2). Against the high-water mark, not the last attempt, so
         # an origin that changes at every request and keeps dropping the bytes held (each
-        # restart then regains what it lost) still gives up.
+        # restart then regains what it lost) still gives up. An attempt ended by the
+        # low-speed limit counts only if it went at the limit's rate on the whole
+        # (lowspeed.made_progress): a trickle's few bytes each time would retry for ever.
         best = self.state.bytes
         while True:
+            started = time.monotonic()
             work = asyncio.create_task(self._attempt())
             watch = asyncio.create_task(self._watch())
             try:
@@ -190,15 +194,21 @@ class FetchRun:
             if not isinstance(error, Retryable):
                 raise error
             if self.state.bytes > best:
-                best, attempt = self.state.bytes, 0
+                gained, seconds = self.state.bytes - best, time.monotonic() - started
+                if made_progress(error, gained, seconds, self.s.fetch_low_speed_bytes):
+                    attempt = 0
+                best = self.state.bytes
             attempt += 1
             if attempt > self.s.fetch_retries:
+                # The last failure's reason, when it has a name (too_slow), for a client
+                # that reads the details rather than the message.
+                reason = {"reason": error.code} if error.code else {}
                 with contextlib.suppress(Halted):
                     await self._cmd(
                         FailFetch,
                         runner=self.runner,
                         error=f"gave up after {attempt} attempts: {error}",
-                        details={"code": "retries_exhausted", "attempts": attempt},
+                        details={"code": "retries_exhausted", "attempts": attempt, **reason},
                     )
                 return
             delay = (
@@ -273,7 +283,11 @@ class FetchRun:
             except UnsafeUrl as e:
                 raise Fatal(e.code, e.message, {"hop": hop}) from None
             req = self.w.client.build_request("GET", url, headers=headers)
-            resp = await self.w.client.send(req, stream=True)
+            # A head that trickles in is the low-speed limit's too (lowspeed.head_within).
+            async with head_within(
+                self.s.fetch_low_speed_bytes, self.s.fetch_timeout, self.s.fetch_low_speed_time
+            ):
+                resp = await self.w.client.send(req, stream=True)
             location = redirect_location(resp)
             if resp.status_code in (301, 302, 303, 307, 308) and location:
                 await resp.aclose()
@@ -472,13 +486,21 @@ class FetchRun:
         # A broken body (reset, timeout, early close) ends the piece being written normally,
         # so every byte that arrived is kept and recorded; the error is raised after that.
         broken: Exception | None = None
+        # The low-speed limit, per connection: for a segmented fetch, per segment, as aria2
+        # checks each connection. What trickles is one connection (a stuck path, one slow
+        # server behind a balancer); its segment is retried on a new one on its own while
+        # the others go on. A rate of the fetch as a whole would hide one stuck segment
+        # behind fast ones until they finished. Once below it, nothing more is asked of
+        # the origin: what came is stored and recorded, then the attempt ends TooSlow.
+        meter = LowSpeed(self.s.fetch_low_speed_bytes, self.s.fetch_low_speed_time)
+        slow: TooSlow | None = None
         pending: list[dict[str, Any]] = []
         pending_bytes = 0
         last_record = time.monotonic()
         limit = self.s.fetch_max_bytes
 
         async def piece() -> AsyncIterator[bytes]:
-            nonlocal leftover, ended, broken, remaining
+            nonlocal leftover, ended, broken, remaining, slow
             budget = self.s.fetch_chunk_bytes
             if remaining is not None:
                 budget = min(budget, remaining)
@@ -486,7 +508,12 @@ class FetchRun:
             while budget > 0:
                 if leftover:
                     data, leftover = leftover, b""
+                elif slow is not None:
+                    broken = slow
+                    ended = True
+                    return
                 else:
+                    meter.waiting()
                     try:
                         data = await anext(source)
                     except StopAsyncIteration:
@@ -496,6 +523,7 @@ class FetchRun:
                         broken = e
                         ended = True
                         return
+                    slow = meter.arrived(len(data))
                 if len(data) > budget:
                     data, leftover = data[:budget], data[budget:]
                 budget -= len(data)

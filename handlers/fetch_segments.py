@@ -10,9 +10,11 @@ connection: segment 0 keeps reading the probe's answer, the others ask for
 each continues from its own last recorded byte. The file's manifest is the segments'
 pieces in segment order.
 
-Retries: a segment whose connection breaks retries on its own (backoff with jitter), and
-only a segment that fails CAIRN_FETCH_RETRIES times in a row without gaining a byte ends
-the attempt. An answer that is not the asked range of the same representation (a 200, a
+Retries: a segment whose connection breaks, or falls below the low-speed limit
+(bus/fetch/lowspeed.py, measured per segment), retries on its own (backoff with jitter),
+and only a segment that fails CAIRN_FETCH_RETRIES times in a row without gaining a byte
+(after the low-speed limit: without going at the limit's rate on the whole) ends the
+attempt. An answer that is not the asked range of the same representation (a 200, a
 206 at another offset or of another length, another ETag, a 416) means the origin changed:
 the worker records a restart, which drops the split and every byte, and the attempt starts
 over from byte 0 (StartOver). The plan id makes the aggregate refuse any append of the
@@ -26,11 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import TYPE_CHECKING
 
 import httpx
 
 from bus.fetch import origin
+from bus.fetch.lowspeed import made_progress
 from bus.fetch.origin import Fatal, Retryable, StartOver
 from domain.commands import RecordFetchAttemptError, RecordFetchResponse
 
@@ -97,7 +101,7 @@ async def _segment(run: FetchRun, i: int, first: httpx.Response | None) -> None:
         seg = segments[i]
         if seg.done:
             return
-        before = seg.bytes
+        before, started = seg.bytes, time.monotonic()
         try:
             if first is not None:
                 resp, first = first, None  # checked by the worker already
@@ -119,10 +123,13 @@ async def _segment(run: FetchRun, i: int, first: httpx.Response | None) -> None:
             if not isinstance(error, Retryable):
                 raise error from None
             segments = run.state.segments
-            gained = i < len(segments) and segments[i].bytes > before
+            gained = segments[i].bytes - before if i < len(segments) else 0
+            seconds = time.monotonic() - started
             # Consecutive failures without a byte gained: a segment that keeps moving on a
-            # flaky link is not given up on.
-            failures = 0 if gained else failures + 1
+            # flaky link is not given up on. After the low-speed limit, a byte is not
+            # enough (lowspeed.made_progress): a trickling segment would retry for ever.
+            progressed = made_progress(error, gained, seconds, run.s.fetch_low_speed_bytes)
+            failures = 0 if progressed else failures + 1
             if failures > run.s.fetch_retries:
                 raise error from None
             delay = (

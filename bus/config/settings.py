@@ -105,6 +105,14 @@ class Settings:
     fetch_ttl: float = 24 * 3600
     fetch_lease: float = 15.0
     fetch_timeout: float = 30.0
+    # The low-speed limit (bus/fetch/lowspeed.py): an attempt whose origin sends less than
+    # fetch_low_speed_bytes per second over fetch_low_speed_time seconds fails as retryable
+    # (0 bytes: off). 1 KiB/s is far below any working link (a GPRS phone does 5, a 56k
+    # modem 7) yet a GiB at that rate takes 12 days: only an origin trickling to hold the
+    # slot, or a broken one, stays under it. 60 s, twice the read timeout, lets TCP's
+    # retransmission backoff and an origin pausing to seek or to fill its cache pass.
+    fetch_low_speed_bytes: int = 1024
+    fetch_low_speed_time: float = 60.0
     fetch_chunk_bytes: int = 8 * 1024 * 1024
     command_timeout: float = 15.0
     default_chunk_size: int = 8 * 1024 * 1024
@@ -283,6 +291,8 @@ class Settings:
             fetch_ttl=sec("CAIRN_FETCH_TTL", 24 * 3600),
             fetch_lease=sec("CAIRN_FETCH_LEASE", 15.0, positive=True),
             fetch_timeout=sec("CAIRN_FETCH_TIMEOUT", 30.0, positive=True),
+            fetch_low_speed_bytes=size("CAIRN_FETCH_LOW_SPEED_BYTES", "1K"),
+            fetch_low_speed_time=sec("CAIRN_FETCH_LOW_SPEED_TIME", 60.0, positive=True),
             fetch_chunk_bytes=size("CAIRN_FETCH_CHUNK_BYTES", "8M", minimum=1),
             command_timeout=sec("CAIRN_COMMAND_TIMEOUT", 15.0, positive=True),
             default_chunk_size=num("CAIRN_DEFAULT_CHUNK_BYTES", 8 * 1024 * 1024, minimum=1),

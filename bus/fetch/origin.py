@@ -22,6 +22,10 @@ MAX_NAME = 255
 class Retryable(Exception):
     """The attempt failed in a way another attempt may not: timeouts, resets, 5xx, 408/429."""
 
+    # A reason's name for the failure's details when the retries run out (None: the
+    # message says it all), e.g. bus/fetch/lowspeed.py's too_slow.
+    code: str | None = None
+
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after

@@ -31,6 +31,12 @@ def test_an_empty_environment_gives_the_dataclass_defaults() -> None:
         ("CAIRN_QUOTA_BYTES", "lots", "not a size"),
         ("CAIRN_MAX_CHUNK_BYTES", "0", "at least 1"),
         ("CAIRN_FETCH_RATE", "-1M", "at least 0"),
+        ("CAIRN_FETCH_LOW_SPEED_BYTES", "-1K", "at least 0"),
+        ("CAIRN_FETCH_LOW_SPEED_BYTES", "slow", "not a size"),
+        ("CAIRN_FETCH_LOW_SPEED_TIME", "0", "above 0"),
+        ("CAIRN_FETCH_LOW_SPEED_TIME", "-60", "above 0"),
+        ("CAIRN_FETCH_LOW_SPEED_TIME", "a minute", "not a number"),
+        ("CAIRN_FETCH_LOW_SPEED_TIME", "inf", "finite"),
         ("CAIRN_TRUST_PROXY", "ture", "not a boolean"),
         ("CAIRN_LOG_JSON", "maybe", "not a boolean"),
         ("CAIRN_LOG_LEVEL", "verbose", "not one of"),
@@ -76,8 +82,15 @@ def test_good_values_are_read() -> None:
             "CAIRN_UPLOAD_TTL": "0.5",
             "CAIRN_BLOB_STORE": "s3://bucket/prefix",
             "CAIRN_PORT": " 8080 ",
+            "CAIRN_FETCH_LOW_SPEED_BYTES": "2K",
+            "CAIRN_FETCH_LOW_SPEED_TIME": "1.5",
         }
     )
+    assert (s.fetch_low_speed_bytes, s.fetch_low_speed_time) == (2048, 1.5)
+    off = Settings.from_env({"CAIRN_FETCH_LOW_SPEED_BYTES": "0"})
+    assert off.fetch_low_speed_bytes == 0  # the limit off
+    default = Settings.from_env({})
+    assert (default.fetch_low_speed_bytes, default.fetch_low_speed_time) == (1024, 60.0)
     assert s.api_keys == (ApiKey("k1", "alice"), ApiKey("k2", "bob", True))
     assert s.quotas == (("alice", 10 << 30), ("bob", 512 << 20))
     assert (s.trust_proxy, s.log_level, s.upload_ttl, s.port) == (True, "warning", 0.5, 8080)
