@@ -45,7 +45,7 @@ from domain.commands import (
 from domain.errors import DomainError
 from domain.policies import fetch_file_command_id, fetch_result_file_id, file_from_fetch
 from handlers import fetch_reuse, fetch_segments
-from projections.usage import QUOTA_EXCEEDED, over_quota, storage_used
+from projections.usage import QUOTA_EXCEEDED, over_quota, release, reserve, storage_used
 
 if TYPE_CHECKING:
     from handlers.fetcher import Fetcher
@@ -588,11 +588,32 @@ class FetchRun:
             )
 
     async def _finish(self, digest: str | None = None) -> None:
-        """Complete the fetch with what it holds; `digest` when its sha256 is known already."""
+        """Complete the fetch with what it holds; `digest` when its sha256 is known already.
+
+        The last gate of the quota (reused bytes, a take-over's bytes): checked against what
+        the owner uses now, and held (projections.usage.reserve) until the files read model
+        has the fetch's file, so that uploads and other fetches of the owner deciding
+        meanwhile see these bytes."""
         st = self.state
         if st.total is not None and st.bytes != st.total:
             raise Retryable(f"holding {st.bytes} of {st.total} bytes")
-        self._check_quota(st.bytes)  # the last gate: reused bytes, a take-over's bytes
+        if self.quota <= 0 or st.bytes <= 0:
+            await self._complete(digest)
+            return
+        rid, details, used = await reserve(self.w.store, st.owner, self.quota, st.bytes)
+        if details is not None or rid is None:
+            self.used = used
+            self._check_quota(st.bytes)  # raises, with the figures of now
+        assert rid is not None
+        made: str | None = None
+        try:
+            await self._complete(digest)
+            made = fetch_result_file_id(self.state)
+        finally:
+            await asyncio.shield(release(self.w.store.pool, rid, made))
+
+    async def _complete(self, digest: str | None) -> None:
+        st = self.state
         manifest = [(sha, n) for sha, n in st.pieces]
         if digest is None:
             digest = await hash_manifest(self.w.blobs, manifest)

@@ -47,18 +47,14 @@ async def storage_used(
     `conn` when given (`reserve`, inside its transaction)."""
     excluded = uuid.UUID(exclude_upload) if exclude_upload else None
     db = conn or store.pool
-    # Read first, each part after the one its bytes move from: a request's reservation goes
-    # only once its upload's event is committed, and the event is read after it, so the
-    # bytes are seen in one or the other (or, for a moment, both), never in neither. An
-    # upload's event comes before its read-model row, which is read last, likewise.
+    # Each part is read after the one its bytes move from, so that bytes moving meanwhile
+    # are seen in one or the other, never in neither: a request's hold is deleted only once
+    # its upload's event is committed, and the events are read after the holds; an
+    # upload's event comes before its read-model row, which is read last. A hold for a file
+    # (`file_id` set) and that file's row are read in one statement: counted exactly once.
     reserved = await db.fetchval(
-        """
-        SELECT coalesce(sum(r.bytes), 0)
-          FROM api.quota_reservations r
-         WHERE r.owner = $1 AND r.expires_at > now()
-           AND (r.file_id IS NULL
-                OR NOT EXISTS (SELECT 1 FROM readmodel.files f WHERE f.id = r.file_id))
-        """,
+        "SELECT coalesce(sum(bytes), 0) FROM api.quota_reservations"
+        " WHERE owner = $1 AND expires_at > now() AND file_id IS NULL",
         owner,
     )
     # Uploads the projection may not have seen yet: the newest initiations, read through
@@ -91,6 +87,10 @@ async def storage_used(
              FROM unnest($4::uuid[], $5::bigint[]) AS t(id, size)
             WHERE NOT EXISTS (SELECT 1 FROM readmodel.uploads u WHERE u.id = t.id)
               AND NOT EXISTS (SELECT 1 FROM readmodel.files f WHERE f.upload_id = t.id))
+        + (SELECT coalesce(sum(r.bytes), 0)
+             FROM api.quota_reservations r
+            WHERE r.owner = $1 AND r.expires_at > now() AND r.file_id IS NOT NULL
+              AND NOT EXISTS (SELECT 1 FROM readmodel.files f WHERE f.id = r.file_id))
         """,
         owner,
         excluded,

@@ -274,10 +274,12 @@ class TusController(Controller):
         )
         # The declared length is reserved until the upload is recorded (api/limits.py); a
         # deferred one is checked when declared (PATCH).
-        async with quota_reserved(c, principal.user, length or 0):
+        async with quota_reserved(c, principal.user, length or 0) as hold:
+            # Without a length, the body may bring at most what is left of the quota.
+            cap = hold.remaining if length is None else None
             with slot:
                 return await self._create_stream(
-                    request, principal, metadata, length, partial, with_body, checksum
+                    request, principal, metadata, length, partial, with_body, checksum, cap
                 )
 
     async def _create_stream(
@@ -289,9 +291,11 @@ class TusController(Controller):
         partial: bool,
         with_body: bool,
         checksum: tuple[str, bytes] | None,
+        quota_cap: int | None = None,
     ) -> Response[Any]:
         """A stream upload, created; with a body (creation-with-upload) its first bytes
-        appended, or all of a small file's bytes created with it."""
+        appended (at most `quota_cap` of them, when given), or all of a small file's bytes
+        created with it."""
         c = ctx(request)
         s = c.settings
         cmd = await _initiation(
@@ -337,7 +341,7 @@ class TusController(Controller):
                 await append_body(c, request, principal, Fresh(upload_id, length), checksum, create)
             elif with_body:
                 state = await c.load("uploads", f"upload-{upload_id}")
-                await append_body(c, request, principal, state, checksum)
+                await append_body(c, request, principal, state, checksum, quota_cap=quota_cap)
             state = await _finish_if_full(c, request, principal, upload_id, file_created, recorded)
         except ApiError as e:
             # The upload exists: say where, so the client can resume it.

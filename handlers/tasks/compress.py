@@ -24,6 +24,7 @@ import gzip
 import tarfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from typing import Any
 
 from stream_zip import ZIP_AUTO, stream_zip
 
@@ -37,7 +38,7 @@ from domain.tasks.commands import RecordProgress
 from domain.tasks.ids import item_command_id, result_file_id
 from handlers.tasks.archive_out import ArchiveSink
 from handlers.tasks.archive_thread import Entry, WriteAll, archive
-from handlers.tasks.fileops import check_quota, load_file
+from handlers.tasks.fileops import load_file, quota_for_file
 from handlers.tasks.run import FLUSH_EVERY, TaskFailure, TaskRun, utcnow
 
 CONTENT_TYPES = {"zip": "application/zip", "tar.gz": "application/gzip"}
@@ -204,7 +205,23 @@ async def run_compress(run: TaskRun, settings: Settings, blobs: BlobStore) -> li
     sink = ArchiveSink(blobs, settings.default_chunk_size)
     await sink.drain(archive_stream(fmt, blobs, members, progress, level))
     await run.check(force=True)  # cancelled while the last bytes were stored: no result
-    await check_quota(run, settings, sink.size)
+    async with quota_for_file(run, settings, sink.size, result_id):
+        await _record(run, names, sources, progress, result_id, output, fmt, sink)
+    run.bytes_done = progress.read
+    return [result_id]
+
+
+async def _record(
+    run: TaskRun,
+    names: list[str],
+    sources: list[tuple[int, str, FileState]],
+    progress: _Progress,
+    result_id: str,
+    output: dict[str, Any],
+    fmt: str,
+    sink: ArchiveSink,
+) -> None:
+    """The members' results, then the archive's file."""
     results = [
         {"index": i, "source": fid, "result": name}
         for name, (i, fid, _) in zip(names, sources, strict=True)
@@ -238,5 +255,3 @@ async def run_compress(run: TaskRun, settings: Settings, blobs: BlobStore) -> li
             command_id=item_command_id(run.task_id, -1, "result"),
         )
     )
-    run.bytes_done = progress.read
-    return [result_id]

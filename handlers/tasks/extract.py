@@ -62,7 +62,13 @@ from domain.tasks.commands import RecordProgress
 from domain.tasks.ids import item_command_id, item_file_id
 from domain.values import file_name_problem
 from handlers.tasks.archive_out import ArchiveSink
-from handlers.tasks.fileops import check_quota, load_file, replace_files, target_exists
+from handlers.tasks.fileops import (
+    check_quota,
+    load_file,
+    quota_for_file,
+    replace_files,
+    target_exists,
+)
 from handlers.tasks.run import TaskFailure, TaskRun, utcnow
 from handlers.tasks.threads import BlobFile, buffered, iterate_in_thread
 from projections import task_queries
@@ -385,23 +391,23 @@ async def run_extract(run: TaskRun, settings: Settings, blobs: BlobStore) -> lis
     async def commit(m: Member, sink: ArchiveSink | None) -> dict[str, object]:
         file_id = item_file_id(run.task_id, m.index)
         if sink is not None:
-            await check_quota(run, settings, sink.size)
-            await run.send(
-                CreateFile(
-                    aggregate_id=file_id,
-                    caller=run.state.owner,
-                    at=utcnow(),
-                    owner=run.state.owner,
-                    name=_file_name(prefix, m),
-                    size=sink.size,
-                    content_type="application/octet-stream",
-                    sha256=sink.sha256,
-                    manifest=sink.manifest,
-                    bucket=bucket,
-                    metadata={"archive_path": m.path},
-                    command_id=item_command_id(run.task_id, m.index, "extract"),
+            async with quota_for_file(run, settings, sink.size, file_id):
+                await run.send(
+                    CreateFile(
+                        aggregate_id=file_id,
+                        caller=run.state.owner,
+                        at=utcnow(),
+                        owner=run.state.owner,
+                        name=_file_name(prefix, m),
+                        size=sink.size,
+                        content_type="application/octet-stream",
+                        sha256=sink.sha256,
+                        manifest=sink.manifest,
+                        bucket=bucket,
+                        metadata={"archive_path": m.path},
+                        command_id=item_command_id(run.task_id, m.index, "extract"),
+                    )
                 )
-            )
         result: dict[str, object] = {"index": m.index, "source": m.path, "result": file_id}
         if replaced := await replace_files(run, m.index, taken.get(m.index, [])):
             result["replaced"] = replaced
@@ -604,24 +610,24 @@ async def _extract_objects(
     async def commit(m: Member, sink: ArchiveSink | None) -> dict[str, object]:
         key = keys[m.index]
         if sink is not None:
-            await check_quota(run, settings, sink.size)
             try:
-                await run.send(
-                    put_object(
-                        bucket=bucket,
-                        key=key,
-                        owner=run.state.owner,
-                        size=sink.size,
-                        sha256=sink.sha256,
-                        manifest=sink.manifest,
-                        content_type=mimetypes.guess_type(key)[0] or "application/octet-stream",
-                        caller=run.state.owner,
-                        at=utcnow(),
-                        metadata={"archive_path": m.path, "extracted_by": run.task_id},
-                        if_none_match=not overwrite,
-                        command_id=item_command_id(run.task_id, m.index, "object"),
+                async with quota_for_file(run, settings, sink.size, object_file_id(bucket, key)):
+                    await run.send(
+                        put_object(
+                            bucket=bucket,
+                            key=key,
+                            owner=run.state.owner,
+                            size=sink.size,
+                            sha256=sink.sha256,
+                            manifest=sink.manifest,
+                            content_type=mimetypes.guess_type(key)[0] or "application/octet-stream",
+                            caller=run.state.owner,
+                            at=utcnow(),
+                            metadata={"archive_path": m.path, "extracted_by": run.task_id},
+                            if_none_match=not overwrite,
+                            command_id=item_command_id(run.task_id, m.index, "object"),
+                        )
                     )
-                )
             except DomainError as e:
                 if e.code == "object_exists":  # written by someone else since the check
                     raise target_exists(bucket, [key]) from None

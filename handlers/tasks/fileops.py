@@ -19,7 +19,9 @@ so a takeover deletes each once); the item's result lists them in `replaced`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from bus.config.settings import Settings
@@ -30,7 +32,7 @@ from domain.registry import AGGREGATES
 from domain.tasks.ids import item_command_id, item_file_id
 from handlers.tasks.run import TaskFailure, TaskRun, utcnow
 from projections import task_queries
-from projections.usage import QUOTA_EXCEEDED, over_quota, storage_used
+from projections.usage import QUOTA_EXCEEDED, over_quota, release, reserve, storage_used
 
 MAX_NAMED = 20  # colliding names listed in a target_exists error
 
@@ -50,6 +52,30 @@ async def check_quota(run: TaskRun, settings: Settings, requested: int) -> None:
     used = await storage_used(run.store, run.state.owner)
     if (details := over_quota(quota, used, requested)) is not None:
         raise TaskFailure("quota_exceeded", QUOTA_EXCEEDED, dict(details))
+
+
+@contextlib.asynccontextmanager
+async def quota_for_file(
+    run: TaskRun, settings: Settings, requested: int, file_id: str
+) -> AsyncIterator[None]:
+    """Check and hold `requested` bytes of the owner's quota for the file `file_id` the
+    block makes (projections.usage.reserve: concurrent tasks, uploads and PUTs of one owner
+    are decided one after another). Ended normally, the hold stays until the files read
+    model has the file, which then counts instead; ended by an error, it is given back."""
+    quota = settings.quota_for(run.state.owner)
+    if quota <= 0 or requested <= 0:
+        yield
+        return
+    rid, details, _ = await reserve(run.store, run.state.owner, quota, requested)
+    if details is not None or rid is None:
+        raise TaskFailure("quota_exceeded", QUOTA_EXCEEDED, dict(details or {}))
+    made: str | None = None
+    try:
+        yield
+        made = file_id
+    finally:
+        # Shielded: a task paused or cancelled meanwhile still settles its hold.
+        await asyncio.shield(release(run.pool, rid, made))
 
 
 def _missing(index: int, file_id: str) -> dict[str, Any]:
@@ -112,8 +138,18 @@ async def _copy_collisions(run: TaskRun, files: list[str]) -> dict[int, list[str
 async def _copy_one(run: TaskRun, settings: Settings, index: int, src: FileState) -> str:
     to = run.state.params.get("to") or {}
     new_id = item_file_id(run.task_id, index)
-    if settings.quota_for(run.state.owner) > 0 and await load_file(run, new_id) is None:
-        await check_quota(run, settings, src.size)
+    # Made already (a resumed task): nothing more to hold.
+    needed = src.size
+    if settings.quota_for(run.state.owner) > 0 and await load_file(run, new_id) is not None:
+        needed = 0
+    async with quota_for_file(run, settings, needed, new_id):
+        await _create_copy(run, index, src, new_id, to)
+    return new_id
+
+
+async def _create_copy(
+    run: TaskRun, index: int, src: FileState, new_id: str, to: dict[str, Any]
+) -> None:
     await run.send(
         CreateFile(
             aggregate_id=new_id,
@@ -130,7 +166,6 @@ async def _copy_one(run: TaskRun, settings: Settings, index: int, src: FileState
             command_id=item_command_id(run.task_id, index, "copy"),
         )
     )
-    return new_id
 
 
 async def _delete_one(run: TaskRun, index: int, file_id: str) -> None:

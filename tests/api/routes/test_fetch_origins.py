@@ -51,7 +51,7 @@ async def osys(
         fetch_timeout=1.0,
         fetch_per_owner=50,
         fetch_concurrency=50,
-        quotas=(("o-quota", QUOTA),),
+        quotas=(("o-quota", QUOTA), ("o-quota-race", QUOTA)),
     ) as s:
         yield s
 
@@ -252,6 +252,17 @@ async def test_a_fetch_past_the_owners_quota_fails_and_makes_no_file(osys: Syste
         assert events[-1].data["details"]["code"] == "quota_exceeded"
         files = (await c.get("/v1/files")).json()
         assert files["items"] == [], files
+
+
+async def test_concurrent_fetches_never_pass_the_quota_together(osys: System) -> None:
+    """Three fetches of 400 KB at once against 1 MB: two fit, the third fails its last gate,
+    which sees the bytes the others hold until their files are listed."""
+    async with origin_server(os.urandom(400_000)) as o, osys.client("o-quota-race") as c:
+        started = await asyncio.gather(*[post(c, o.url(f"/range/{n}.bin")) for n in "abc"])
+        done = [await until(c, f["id"], "COMPLETED", "FAILED") for f in started]
+        assert sorted(f["status"] for f in done) == ["COMPLETED", "COMPLETED", "FAILED"], done
+        failed = next(f for f in done if f["status"] == "FAILED")
+        assert "quota" in failed["last_error"] and failed["file_id"] is None, failed
 
 
 async def test_a_request_declaring_another_sha256_is_not_handed_the_fetch(

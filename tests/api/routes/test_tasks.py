@@ -4,9 +4,11 @@ priority order with a busy worker."""
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 import pytest_asyncio
 
@@ -29,6 +31,7 @@ from tests.system import System, isolated_system, wait_until
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 MAX_ITEMS = 500
+QUOTA_USER = "t-quota"
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -36,7 +39,11 @@ async def sys_(
     pg_server: EmbeddedPostgres, kafka_server: EmbeddedKafka, template_url: str
 ) -> AsyncIterator[System]:
     async with isolated_system(
-        pg_server.url, kafka_server.bootstrap, task_max_items=MAX_ITEMS, task_lease_seconds=3.0
+        pg_server.url,
+        kafka_server.bootstrap,
+        task_max_items=MAX_ITEMS,
+        task_lease_seconds=3.0,
+        quotas=((QUOTA_USER, 100_000),),
     ) as s:
         yield s
 
@@ -323,3 +330,33 @@ async def test_a_busy_worker_takes_the_highest_priority_first(
             # Equal priorities: the older first.
             first_90 = [t["id"] for t in started if t["priority"] == 90]
             assert first_90 == [t for t in order if order[t] == 90]
+
+
+async def test_copy_tasks_stop_at_the_quota(sys_: System) -> None:
+    """Five copy tasks of one 30 KB file, started together, against 100 KB: the file and
+    two copies fit, so exactly two tasks complete and three fail with quota_exceeded.
+    (Whether they overlap is up to the workers; tests/projections/test_usage.py holds the
+    race itself.)"""
+    async with sys_.client(QUOTA_USER) as c:
+        seed = await upload(c, os.urandom(30_000))
+        await wait_until(lambda: _listed(c, seed))
+        ids = [
+            await start(
+                c,
+                {
+                    "type": "copy",
+                    "params": {"files": [seed], "to": {"bucket": "default", "prefix": f"{i}-"}},
+                },
+            )
+            for i in range(5)
+        ]
+        done = [await finished(c, tid) for tid in ids]
+        assert sorted(t["status"] for t in done) == ["COMPLETED"] * 2 + ["FAILED"] * 3, done
+        for t in done:
+            if t["status"] == "FAILED":
+                assert t["error"]["code"] == "quota_exceeded", t
+
+
+async def _listed(c: httpx.AsyncClient, file_id: str) -> bool:
+    r = await c.get("/v1/files")
+    return any(f["id"] == file_id for f in r.json()["items"])

@@ -579,6 +579,19 @@ async def test_a_tus_upload_without_a_length_stops_at_the_quota(limited: System)
         assert err["details"]["used"] == offset
 
 
+async def test_a_tus_creation_without_a_length_brings_at_most_the_quota(limited: System) -> None:
+    async with limited.client(user()) as c:
+        r = await c.post(
+            "/v1/tus",
+            headers=TUS
+            | {"Upload-Defer-Length": "1", "Content-Type": "application/offset+octet-stream"},
+            content=chunked(os.urandom(150_000)),
+        )
+        assert_error(r, 413, "quota_exceeded")
+        head = await c.head(r.headers["location"], headers=TUS)  # it exists: resumable
+        assert int(head.headers["upload-offset"]) <= 100_000
+
+
 # ---- in-flight limits -----------------------------------------------------------------
 
 
