@@ -115,6 +115,12 @@ async def test_objects_folders_live_download_delete(shared_system: System, tmp_p
         a = page.locator("#objects tbody tr[data-key='docs/a.txt']")
         await expect(a.locator("td.name")).to_have_text("a.txt")
         await expect(rows).to_have_count(2)
+        # The name opens the object's details, as a file's does on the Files tab.
+        await a.locator("a.file-link").click()
+        await expect(page.locator("#details")).to_be_visible()
+        await expect(page.locator("#details-title")).to_have_text("docs/a.txt")
+        await page.keyboard.press("Escape")
+        await expect(page.locator("#details")).not_to_be_visible()
 
         # An object put by another client into this folder appears live.
         await put(shared_system, me, bucket, "docs/new.txt", b"new\n")

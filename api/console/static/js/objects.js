@@ -12,7 +12,7 @@ import { download } from './files.js'
 import { openShare } from './share.js'
 import { openPreview, previewKind } from './preview.js'
 import { CatchUp } from './catchup.js'
-import { remember } from './names.js'
+import { remember, detailsHref } from './names.js'
 
 const PAGE = 100
 const state = { bucket: '', prefix: '', filter: '', cursor: null }
@@ -113,7 +113,9 @@ function objectRow (o) {
   const name = below(o.key)
   const leaf = o.key.split('/').pop() || o.key
   return el('tr', { 'data-key': o.key, 'data-id': o.id },
-    el('td', { class: 'name', 'data-label': 'Name', text: name }),
+    // The name links to the object's details (details.js), as a file's does in Files.
+    el('td', { class: 'name', 'data-label': 'Name' },
+      el('a', { href: detailsHref(o.id), class: 'file-link', title: o.key }, el('span', { class: 'leaf', text: name }))),
     el('td', { 'data-label': 'Size', text: bytes(o.size) }),
     el('td', { 'data-label': 'Modified' }, el('time', { datetime: o.last_modified, text: when(o.last_modified) })),
     el('td', { class: 'actions' },
