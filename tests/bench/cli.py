@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CURL = "curl (native API by hand)"
 
 
-async def _cairn(bench: Bench, *args: str) -> dict[str, Any]:
+async def _cairn(bench: Bench, *args: str, stdin: Path | None = None) -> dict[str, Any]:
     assert bench.cairn is not None
     env = {
         **os.environ,
@@ -41,21 +41,52 @@ async def _cairn(bench: Bench, *args: str) -> dict[str, Any]:
         "XDG_CACHE_HOME": str(bench.work / "cli-cache"),
         "XDG_CONFIG_HOME": str(bench.work / "cli-config"),
     }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bus.run.cli",
-        *args,
-        "--json",
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+    # `cairn upload -` reads a pipe of `stdin`; every other command an empty stdin.
+    with (stdin or Path(os.devnull)).open("rb") as source:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bus.run.cli",
+            *args,
+            "--json",
+            cwd=ROOT,
+            env=env,
+            stdin=asyncio.subprocess.PIPE if stdin else source,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        if stdin is None:
+            out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+        else:
+            out, err = await asyncio.wait_for(_pipe(proc, source), TIMEOUT)
     if proc.returncode != 0:
         raise RuntimeError(f"cairn {args[0]} exited {proc.returncode}: {err.decode().strip()}")
     return dict(json.loads(out))
+
+
+async def _pipe(proc: asyncio.subprocess.Process, source: Any) -> tuple[bytes, bytes]:
+    """Feed `source` into the process's stdin through a pipe, as `cat FILE | cairn` would,
+    while its output is read."""
+    assert proc.stdin is not None
+
+    async def feed() -> None:
+        assert proc.stdin is not None
+        while block := await asyncio.to_thread(source.read, MiB):
+            proc.stdin.write(block)
+            await proc.stdin.drain()
+        proc.stdin.close()
+
+    feeding = asyncio.create_task(feed())
+    out, err = await _read_both(proc)
+    await feeding
+    return out, err
+
+
+async def _read_both(proc: asyncio.subprocess.Process) -> tuple[bytes, bytes]:
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err = await asyncio.gather(proc.stdout.read(), proc.stderr.read())
+    await proc.wait()
+    return out, err
 
 
 def _split(path: Path, into: Path) -> list[Path]:
@@ -95,15 +126,37 @@ async def _curl_upload(bench: Bench, path: Path, parts: list[Path]) -> None:
 async def upload(bench: Bench, res: Result) -> None:
     size = bench.scale.single_bytes
     path = await bench.data("cli-up", size)
-    cli, tus, curl = [], [], []
+    cli: list[float] = []
+    tus: list[float] = []
+    piped: list[float] = []
+    curl: list[float] = []
     for _, warmup in bench.iterations():
         # --tus in full mode only: CI's quick run keeps its one CLI upload per iteration.
-        variants = [((), cli)] + ([(("--tus",), tus)] if bench.scale.name != "quick" else [])
+        # `cairn upload -`, the file piped in (no size, no sha256 before the bytes: tus
+        # with a deferred length), in full mode too.
+        full = bench.scale.name != "quick"
+        variants: list[tuple[tuple[str, ...], list[float]]] = [((), cli)]
+        if full:
+            variants += [(("--tus",), tus), (("-",), piped)]
         for extra, into in variants:
             await bench.fresh(path)
             await bench.settle()
             t0 = time.perf_counter()
-            report = await _cairn(bench, "upload", str(path), "--chunk-size", str(CHUNK), *extra)
+            if extra == ("-",):
+                report = await _cairn(
+                    bench,
+                    "upload",
+                    "-",
+                    "--name",
+                    path.name,
+                    "--chunk-size",
+                    str(CHUNK),
+                    stdin=path,
+                )
+            else:
+                report = await _cairn(
+                    bench, "upload", str(path), "--chunk-size", str(CHUNK), *extra
+                )
             seconds = time.perf_counter() - t0
             (f,) = report["files"]
             if f["deduplicated"] or f["bytes_sent"] != size:
@@ -123,6 +176,10 @@ async def upload(bench: Bench, res: Result) -> None:
     res.rows.append(Row("upload throughput", "MB/s", cli, CURL, curl))
     if tus:
         res.rows.append(Row("upload throughput, --tus", "MB/s", tus, CURL, curl))
+    if piped:
+        res.rows.append(
+            Row("upload throughput, piped into `cairn upload -`", "MB/s", piped, CURL, curl)
+        )
     res.notes.append(
         f"{human_bytes(size)}, {human_bytes(CHUNK)} chunks, one stream; the CLI's time "
         "includes its sha256 pass over the file and the interpreter's start"
