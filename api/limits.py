@@ -139,6 +139,12 @@ async def check_quota(
         raise ApiError(413, "quota_exceeded", QUOTA_EXCEEDED, dict(details))
 
 
+def body_past_quota(allowed: int, **details: int) -> ApiError:
+    """413 for a body without a length that went past what the quota left it (`allowed`
+    bytes): an object PUT sent chunked, a tus body before Upload-Length."""
+    return ApiError(413, "quota_exceeded", QUOTA_EXCEEDED, {**details, "allowed": allowed})
+
+
 class QuotaHold:
     """Bytes of an owner's quota reserved for one request (none when there is no quota)."""
 

@@ -49,7 +49,7 @@ from api.http.signed_query import (
     SignedVersion,
 )
 from api.http.signing import NO_VERSION
-from api.limits import limiter, quota_reserved
+from api.limits import body_past_quota, limiter, quota_reserved
 from api.openapi import ANONYMOUS, BODY_IN_FLIGHT
 from api.schemas import Object, ObjectPage, SignedUrl, SignObjectUrl, ok
 from api.serving import content_responses, serve
@@ -63,7 +63,6 @@ from domain.commands import DeleteFile
 from domain.files import FileState
 from domain.files.keys import MAX_KEY_BYTES, object_file_id, object_key_problem, object_name
 from projections.object_queries import Bound, list_objects
-from projections.usage import QUOTA_EXCEEDED
 
 _OBJECTS = b"/objects/"
 
@@ -345,12 +344,7 @@ class ObjectsController(SecuredController):
                     )
                 except BlobTooLarge:
                     if cap < limit:
-                        raise ApiError(
-                            413,
-                            "quota_exceeded",
-                            QUOTA_EXCEEDED,
-                            {"quota": hold.quota, "allowed": cap},
-                        ) from None
+                        raise body_past_quota(cap, quota=hold.quota) from None
                     raise ApiError(
                         413, "object_too_large", "the object is too large", {"max": limit}
                     ) from None

@@ -32,6 +32,7 @@ from api.auth import Principal
 from api.context import AppContext, now
 from api.errors import ApiError
 from api.http.digits import ascii_int
+from api.limits import body_past_quota
 from api.tus import pieces as piece_sizes
 from api.tus.piece_feed import PieceFeed
 from api.tus.pieces import max_size, piece_at, pieces_between, too_many_pieces
@@ -40,7 +41,6 @@ from bus.blobs.sniff import SNIFF_BYTES
 from domain.commands import AppendBytes
 from domain.errors import DomainError
 from domain.uploads import UploadState
-from projections.usage import QUOTA_EXCEEDED
 
 # Progress throttling: append what is durable at most about once a second, or per this
 # fraction of the upload's length, whichever comes first.
@@ -483,12 +483,7 @@ async def append_body(
         except BodyTooLarge:
             await appender.salvage()
             if by_quota:
-                raise ApiError(
-                    413,
-                    "quota_exceeded",
-                    QUOTA_EXCEEDED,
-                    {"offset": appender.offset, "allowed": limit},
-                ) from None
+                raise body_past_quota(limit, offset=appender.offset) from None
             raise ApiError(
                 413,
                 "length_exceeded",
