@@ -14,3 +14,8 @@ CREATE TABLE IF NOT EXISTS api.quota_reservations (
 CREATE INDEX IF NOT EXISTS quota_reservations_owner_idx ON api.quota_reservations (owner);
 COMMENT ON TABLE api.quota_reservations IS
     'Quota held by uploads in flight (the API''s, not a read model); counted by the quota check until the upload or its file is recorded.';
+COMMENT ON COLUMN api.quota_reservations.id IS 'The reservation (one per request that adds bytes).';
+COMMENT ON COLUMN api.quota_reservations.owner IS 'Whose quota the bytes are held against.';
+COMMENT ON COLUMN api.quota_reservations.bytes IS 'Bytes held, counted as used by the quota check.';
+COMMENT ON COLUMN api.quota_reservations.file_id IS 'The file the request made, once made: the row counts until readmodel.files has it, then the file counts instead.';
+COMMENT ON COLUMN api.quota_reservations.expires_at IS 'After this the row no longer counts (and is deleted by the owner''s next check): what a crashed API process left behind.';
