@@ -19,9 +19,10 @@ store, and an upload completed a moment ago counts until its file appears (so by
 neither missed nor counted twice around a completion). Every request that adds bytes (a
 native or tus create, an object PUT) reserves them with its check (`quota_reserved`,
 projections.usage.reserve: one owner's checks one at a time, across API processes), so
-concurrent requests of one owner cannot all pass before any is recorded; an object PUT
-without a Content-Length reads at most what is left of the quota, and reserves its size
-when its body has ended. A create or chunk that would go over is 413 `quota_exceeded` with
+concurrent requests of one owner cannot all pass before any is recorded. A body without a
+length (an object PUT sent chunked, a tus body before Upload-Length) reads at most what is
+left of the quota (`body_past_quota` past it); an object PUT's size is reserved once its
+body has ended. A create or chunk that would go over is 413 `quota_exceeded` with
 {quota, used, requested}.
 """
 

@@ -89,6 +89,15 @@ BODY_IN_FLIGHT: dict[int, ResponseSpec] = {
         " refused before the body is read. Retry after Retry-After seconds",
     )
 }
+# The 413s of a route that adds bytes: a size limit, or the owner's quota (api/limits.py).
+TOO_LARGE: dict[int, ResponseSpec] = {
+    413: ResponseSpec(
+        None,
+        description="Past a size limit (object_too_large, upload_too_large, length_exceeded;"
+        " details name the limit) or the owner's quota (quota_exceeded: details {quota, used,"
+        " requested}, or `allowed` for a body sent without a length, cut there)",
+    )
+}
 LIVE_STREAMS: dict[int, ResponseSpec] = {
     429: ResponseSpec(
         None,

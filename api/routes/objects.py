@@ -50,12 +50,12 @@ from api.http.signed_query import (
 )
 from api.http.signing import NO_VERSION
 from api.limits import body_past_quota, limiter, quota_reserved
-from api.openapi import ANONYMOUS, BODY_IN_FLIGHT
+from api.openapi import ANONYMOUS, BODY_IN_FLIGHT, TOO_LARGE
 from api.schemas import Object, ObjectPage, SignedUrl, SignObjectUrl, ok
 from api.serving import content_responses, serve
 from api.tus.pieces import piece_at
 from bus.blobs.errors import BlobTooLarge
-from bus.blobs.ingest import ingest
+from bus.blobs.ingest import Ingested, ingest
 from bus.blobs.sniff import SNIFF_BYTES, type_from_head
 from domain import policies
 from domain.buckets import BucketState
@@ -132,6 +132,24 @@ def _replied_view(bucket: str, key: str, st: dict[str, Any]) -> dict[str, Any] |
         "metadata": st.get("metadata") or {},
         "last_modified": st["created_at"],
     }
+
+
+async def _store_body(
+    c: AppContext, request: Request[Any, Any, Any], cap: int, limit: int, quota: int
+) -> Ingested:
+    """The PUT's body, stored: at most `cap` bytes, which is `limit` (the object size limit)
+    or, for a body without a length, less when that is what the quota leaves it."""
+    try:
+        return await ingest(
+            c.blobs, request.stream(), piece_at=piece_at, max_bytes=cap, keep_head=SNIFF_BYTES
+        )
+    except BlobTooLarge:
+        if cap < limit:
+            raise body_past_quota(cap, quota=quota) from None
+        raise ApiError(413, "object_too_large", "the object is too large", {"max": limit}) from None
+    except InternalServerException:
+        # The client went away mid-body: no command, the old version (if any) stays.
+        raise ApiError(400, "incomplete_body", "the request body ended early") from None
 
 
 def _put_conditions(if_none_match: str | None, if_match: str | None) -> tuple[bool, str | None]:
@@ -275,6 +293,7 @@ class ObjectsController(SecuredController):
                 " URL used again (the object is no longer the version it was signed for)",
             ),
             **BODY_IN_FLIGHT,
+            **TOO_LARGE,
         },
     )
     async def put_object(
@@ -334,23 +353,7 @@ class ObjectsController(SecuredController):
             # An in-flight slot (api/limits.py) while the body is read: 429 before a byte of
             # it when the caller, or the process, has too many bodies open.
             with limiter(request).hold(None, caller):
-                try:
-                    body = await ingest(
-                        c.blobs,
-                        request.stream(),
-                        piece_at=piece_at,
-                        max_bytes=cap,
-                        keep_head=SNIFF_BYTES,
-                    )
-                except BlobTooLarge:
-                    if cap < limit:
-                        raise body_past_quota(cap, quota=hold.quota) from None
-                    raise ApiError(
-                        413, "object_too_large", "the object is too large", {"max": limit}
-                    ) from None
-                except InternalServerException:
-                    # The client went away mid-body: no command, the old version stays.
-                    raise ApiError(400, "incomplete_body", "the request body ended early") from None
+                body = await _store_body(c, request, cap, limit, hold.quota)
             if declared is None:
                 await hold.resize(body.size)  # 413 if others took the rest meanwhile
             # As content_type_of decides (a declared type, else sniffed), from the bytes kept

@@ -32,7 +32,7 @@ from api.errors import ApiError
 from api.http.digits import ascii_int
 from api.idempotency import deduplicated, idempotent, note_body_digest, resource_id
 from api.limits import inflight_limited, quota_checked
-from api.openapi import BODY_IN_FLIGHT, raw_body
+from api.openapi import BODY_IN_FLIGHT, TOO_LARGE, raw_body
 from api.paging import page_response
 from api.schemas import (
     BIGINT_MAX,
@@ -139,6 +139,7 @@ class UploadsController(SecuredController):
         summary="Start a chunked upload",
         responses={
             **ok(201, UploadCreated, "The upload (or, for known content, the file at once)"),
+            **TOO_LARGE,
         },
     )
     @idempotent("create", 201)
@@ -225,6 +226,7 @@ class UploadsController(SecuredController):
             **ok(201, ChunkStored, "The chunk is durable and recorded"),
             **ok(200, ChunkStored, "The same bytes were already stored for this index"),
             **BODY_IN_FLIGHT,
+            **TOO_LARGE,
         },
     )
     @inflight_limited

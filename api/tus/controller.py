@@ -46,7 +46,7 @@ from api.context import AppContext, ctx, now, parse_uuid
 from api.errors import ApiError
 from api.http.digits import ascii_int
 from api.limits import check_quota, limiter, quota_reserved
-from api.openapi import BODY_IN_FLIGHT, SECURED, raw_body
+from api.openapi import BODY_IN_FLIGHT, SECURED, TOO_LARGE, raw_body
 from api.tus import pieces as piece_sizes
 from api.tus.appender import Fresh, append_body
 from api.tus.pieces import PIECE, max_size
@@ -225,7 +225,7 @@ class TusController(Controller):
         operation_class=raw_body(
             OFFSET_STREAM, "creation-with-upload: the first bytes of the upload", required=False
         ),
-        responses=BODY_IN_FLIGHT,
+        responses=BODY_IN_FLIGHT | TOO_LARGE,
     )
     async def create(
         self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]
@@ -470,7 +470,7 @@ class TusController(Controller):
         request_max_body_size=None,
         summary="Append bytes at Upload-Offset (application/offset+octet-stream)",
         operation_class=raw_body(OFFSET_STREAM, "The bytes to append at Upload-Offset"),
-        responses=BODY_IN_FLIGHT,
+        responses=BODY_IN_FLIGHT | TOO_LARGE,
     )
     async def patch_upload(
         self,

@@ -55,3 +55,12 @@ def unreachable(url: str, e: Exception) -> ClientError:
 
 def json_of(response: httpx.Response) -> Any:
     return check(response).json()
+
+
+def retry_after(response: httpx.Response) -> float:
+    """The seconds a 429 or 503 asks the client to wait (Retry-After; 1 when it is missing
+    or not a number of seconds)."""
+    try:
+        return float(response.headers.get("retry-after") or 1)
+    except ValueError:
+        return 1.0

@@ -44,7 +44,7 @@ from rich.text import Text
 
 from bus.client.config import Target
 from bus.client.errors import USAGE, VERIFY, ClientError
-from bus.client.http import error_from, json_of, open_client, unreachable
+from bus.client.http import error_from, json_of, open_client, retry_after, unreachable
 from bus.client.output import human_bytes
 from bus.client.transfer import PIECE, Transfer
 from bus.client.upload import MAX_RETRIES, RETRIED, code_of
@@ -322,12 +322,8 @@ def _offset_within(
 
 
 def _wait(r: httpx.Response, stop: threading.Event | None = None) -> None:
-    """Wait as a 429/503 says (Retry-After, in seconds; 1 without one)."""
-    try:
-        delay = float(r.headers.get("retry-after") or 1)
-    except ValueError:
-        delay = 1.0
-    (stop or threading.Event()).wait(delay)
+    """Wait as a 429/503 says (Retry-After)."""
+    (stop or threading.Event()).wait(retry_after(r))
 
 
 def terminate(client: httpx.Client, url: str) -> None:

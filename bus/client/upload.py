@@ -29,7 +29,7 @@ import jwt
 
 from bus.client.config import Target
 from bus.client.errors import USAGE, VERIFY, ClientError, Interrupted
-from bus.client.http import check, error_from, json_of, open_client, unreachable
+from bus.client.http import check, error_from, json_of, open_client, retry_after, unreachable
 from bus.client.resume import ResumeState, state_key
 from bus.client.transfer import Transfer, progress_bars, read_pieces, sha256_file
 
@@ -395,7 +395,7 @@ def _put_chunk(
         # told, send again.
         transfer.progress.update(task, advance=-moved)
         transfer.progress.update(transfer.total_task, advance=-moved)
-        if transfer.stop.wait(float(r.headers.get("Retry-After", "1") or 1)):
+        if transfer.stop.wait(retry_after(r)):
             raise Interrupted()
     raise error_from(r)
 

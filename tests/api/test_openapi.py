@@ -98,6 +98,7 @@ async def test_the_document_validates_and_describes_security_bodies_and_errors(
         ref = schema["$ref"].rsplit("/", 1)[1]
         assert doc["components"]["schemas"][ref]["properties"], (path, method)
     assert "Idempotency-Key" in {p["name"] for p in create.get("parameters", [])}
+    assert "quota_exceeded" in create["responses"]["413"]["description"]
     # The limits a route answers are documented on it, in the one error shape.
     for path, method in [
         ("/v1/uploads/{upload_id}/chunks/{index}", "put"),
@@ -106,6 +107,7 @@ async def test_the_document_validates_and_describes_security_bodies_and_errors(
         ("/v1/buckets/{name}/objects/{key}", "put"),
     ]:
         assert "too_many_requests" in paths[path][method]["responses"]["429"]["description"]
+        assert "quota_exceeded" in paths[path][method]["responses"]["413"]["description"]
     for path in [
         "/v1/events",
         "/v1/uploads/{upload_id}/events",

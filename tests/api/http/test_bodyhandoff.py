@@ -179,17 +179,22 @@ async def test_a_trickling_body_reaches_the_application_before_it_ends(
     assert b"".join(app.bodies[0]) == b"x" * 1000 + b"y" * 1000
 
 
+async def _cut_off(app: _App, port: int, sent: bytes) -> None:
+    """A PUT announcing 10 MB that sends `sent` and goes; until the app sees it go."""
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(_put(10_000_000) + sent)
+    await writer.drain()
+    writer.close()
+    await asyncio.wait_for(app.disconnected.wait(), 10)
+
+
 @pytest.mark.coalesce(1 << 20, 30.0)
 async def test_a_client_gone_mid_body_leaves_what_arrived_then_a_disconnect(
     served: tuple[_App, int],
 ) -> None:
     app, port = served
     sent = os.urandom(300_000)  # gathered, below both bounds: only the loss hands it over
-    _, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(_put(10_000_000) + sent)
-    await writer.drain()
-    writer.close()
-    await asyncio.wait_for(app.disconnected.wait(), 10)
+    await _cut_off(app, port, sent)
     assert b"".join(app.bodies[0]) == sent
     # The server goes on.
     body = os.urandom(5000)
@@ -207,11 +212,7 @@ async def test_a_client_gone_while_the_application_is_busy_leaves_what_arrived(
     app, port = served
     app.lag = 0.3
     sent = os.urandom(50_000)  # one handed-over message, below HIGH_WATER_LIMIT
-    _, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(_put(10_000_000) + sent)
-    await writer.drain()
-    writer.close()
-    await asyncio.wait_for(app.disconnected.wait(), 10)
+    await _cut_off(app, port, sent)
     assert b"".join(app.bodies[0]) == sent
 
 
