@@ -366,6 +366,7 @@ class TusController(Controller):
         s = c.settings
         ids = [id_from_url(u) for u in urls]
         manifest: list[dict[str, Any]] = []
+        parts: dict[str, UploadState] = {}  # by id: a part named twice is one upload
         for part_id in ids:
             part: UploadState | None = await c.load("uploads", f"upload-{part_id}")
             # Someone else's partial is answered like one that does not exist.
@@ -397,6 +398,7 @@ class TusController(Controller):
                     {"part": part_id, "offset": part.offset, "length": part.file_size},
                 )
             manifest.extend(part.manifest())
+            parts[part_id] = part
         size = sum(int(p["size"]) for p in manifest)
         declared = request.headers.get("upload-length")
         if declared is not None and parse_int(declared, "Upload-Length") != size:
@@ -414,24 +416,30 @@ class TusController(Controller):
                     "max_pieces": piece_sizes.MAX_PIECES,
                 },
             )
-        upload_id = await _initiate(
-            c,
-            request,
-            principal,
-            metadata,
-            file_size=size,
-            mode="final",
-            parts=ids,
-            manifest=manifest,
-        )
-        location = upload_url(request, upload_id)
-        try:
-            state = await _finish_if_full(c, request, principal, upload_id)
-        except DomainError as e:
-            err = tus_error(e)
-            if isinstance(err, ApiError):
-                err.headers = {**err.headers, "Location": location}
-            raise err from None
+        # A new file of `size` bytes, of which its parts' bytes count already (they are
+        # active uploads): only the rest is asked of the quota. So a parallel upload needs
+        # no room twice, and files made of one part concatenated over and over still stay
+        # within the quota. Held until the final upload is recorded (api/limits.py).
+        counted = sum(p.file_size or 0 for p in parts.values())  # each part once
+        async with quota_reserved(c, principal.user, size - counted):
+            upload_id = await _initiate(
+                c,
+                request,
+                principal,
+                metadata,
+                file_size=size,
+                mode="final",
+                parts=ids,
+                manifest=manifest,
+            )
+            location = upload_url(request, upload_id)
+            try:
+                state = await _finish_if_full(c, request, principal, upload_id)
+            except DomainError as e:
+                err = tus_error(e)
+                if isinstance(err, ApiError):
+                    err.headers = {**err.headers, "Location": location}
+                raise err from None
         assert state is not None
         headers = {"Location": location, **state_headers(state, s.upload_ttl)}
         return empty_answer(201, headers)

@@ -592,6 +592,31 @@ async def test_a_tus_creation_without_a_length_brings_at_most_the_quota(limited:
         assert int(head.headers["upload-offset"]) <= 100_000
 
 
+async def test_a_tus_concatenation_counts_against_the_quota_beyond_its_parts(
+    limited: System,
+) -> None:
+    """A final upload is a new file of its parts' total: it asks the quota for what goes
+    beyond its parts (counted already; they become it), so a parallel upload needs no room
+    twice, but one part concatenated again and again is not a way past the quota."""
+    async with limited.client(user()) as c:
+        r = await c.post(
+            "/v1/tus", headers=TUS | {"Upload-Length": "40000", "Upload-Concat": "partial"}
+        )
+        assert r.status_code == 201, r.text
+        part = r.headers["location"]
+        patch = TUS | {"Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
+        assert (await c.patch(part, content=os.urandom(40_000), headers=patch)).status_code == 204
+        # 40 KB of parts becoming a 40 KB file: nothing more asked of the 100 KB.
+        r = await c.post("/v1/tus", headers=TUS | {"Upload-Concat": f"final;{part}"})
+        assert r.status_code == 201, r.text
+        # Twice the part is 40 KB beyond it: with the first file's 40 KB and the part's,
+        # 120 KB.
+        r = await c.post("/v1/tus", headers=TUS | {"Upload-Concat": f"final;{part} {part}"})
+        err = assert_error(r, 413, "quota_exceeded")
+        assert err["details"] == {"quota": 100_000, "used": 80_000, "requested": 40_000}
+        assert "location" not in r.headers  # nothing was created
+
+
 # ---- in-flight limits -----------------------------------------------------------------
 
 
