@@ -267,6 +267,14 @@ class TusController(Controller):
         )
         # Checked before anything is created: a bad header must not leave an upload behind.
         checksum = parse_checksum(request.headers.get("upload-checksum")) if with_body else None
+        body = ascii_int(request.headers.get("content-length", "").strip())
+        if with_body and length is not None and body is not None and body > length:
+            raise ApiError(
+                413,
+                "length_exceeded",
+                "the body goes past the upload's length",
+                {"offset": 0, "length": length, "body": body},
+            )
         # A body holds an in-flight slot (api/limits.py) from before the upload exists: a
         # 429 leaves nothing behind.
         slot = (

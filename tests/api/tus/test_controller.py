@@ -528,6 +528,23 @@ async def test_creation_with_upload(shared_system: System) -> None:
         assert r.status_code == 460 and await offset_of(c, r.headers["location"]) == 0
 
 
+async def test_a_creation_body_past_its_length_creates_nothing(shared_system: System) -> None:
+    """Content-Length past Upload-Length is known before anything is created: 413, and no
+    upload left behind (one of length 0 was even completed into an empty file)."""
+    async with shared_system.client("past-alice") as c:
+        for length, body in ((0, b"abc"), (2, b"abc"), (MiB, os.urandom(MiB + 1))):
+            r = await c.post(
+                "/v1/tus", headers={**OCTETS, "Upload-Length": str(length)}, content=body
+            )
+            assert r.status_code == 413 and r.json()["error"]["code"] == "length_exceeded"
+            assert "location" not in r.headers
+        created = await shared_system.pool.fetchval(
+            "SELECT count(*) FROM eventstore.events"
+            " WHERE event_type = 'UploadInitiated' AND owner = 'past-alice'"
+        )
+        assert created == 0
+
+
 async def test_deferred_length(shared_system: System) -> None:
     data = os.urandom(MiB + 10)
     async with shared_system.client("defer-alice") as c:
