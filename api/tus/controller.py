@@ -524,6 +524,15 @@ class TusController(Controller):
         if length is not None and state.file_size is not None and length != state.file_size:
             raise ApiError(400, "invalid_length", "Upload-Length differs from the upload's length")
         if length is not None and state.file_size is None:
+            body = ascii_int((request.headers.get("content-length") or "").strip())
+            # (A length short of the offset is the domain's 400, below.)
+            if body is not None and state.offset <= length < state.offset + body:
+                raise ApiError(
+                    413,
+                    "length_exceeded",
+                    "the body goes past the upload's length",
+                    {"offset": state.offset, "length": length, "body": body},
+                )
             await check_quota(c, principal.user, length, exclude_upload=state.id)
             if length > max_size(s):
                 raise ApiError(

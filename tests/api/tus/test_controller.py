@@ -576,6 +576,26 @@ async def test_deferred_length(shared_system: System) -> None:
         assert content == data + b"!"
 
 
+async def test_a_length_declared_with_a_body_past_it_is_refused_unchanged(
+    shared_system: System,
+) -> None:
+    """Upload-Length in a PATCH whose Content-Length goes past it: 413 before the length is
+    declared, so the client can still send the length it meant (it was declared, and the
+    upload stuck at it)."""
+    async with shared_system.client("declare-alice") as c:
+        url = await create(c, None)
+        assert (await patch(c, url, 0, b"12345")).status_code == 204
+        r = await patch(c, url, 5, b"67890", Upload_Length="7")
+        assert r.status_code == 413 and r.json()["error"]["code"] == "length_exceeded"
+        r = await patch(c, url, 5, b"67890", Upload_Length="4")  # short of the offset
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_file_size"
+        r = await c.head(url, headers=TUS)
+        assert r.headers["upload-defer-length"] == "1" and r.headers["upload-offset"] == "5"
+        assert (await patch(c, url, 5, b"67890", Upload_Length="10")).status_code == 204
+        _, content = await file_of(c, url)
+        assert content == b"1234567890"
+
+
 async def test_termination_and_method_override(shared_system: System) -> None:
     async with shared_system.client("term-alice") as c:
         url = await create(c, 10)
