@@ -15,7 +15,6 @@ import base64
 import binascii
 import hashlib
 import re
-import unicodedata
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -117,10 +116,15 @@ def discovery_headers(settings: Settings) -> dict[str, str]:
     }
 
 
+_KEY = re.compile(r"[!-~]+")
+
+
 def parse_metadata(value: str | None) -> dict[str, str]:
     """`Upload-Metadata`: comma-separated `key base64(value)` pairs, the value optional.
 
-    Values are decoded as UTF-8; a key without a value maps to "". Raises ApiError(400)."""
+    Values are decoded as UTF-8; a key without a value maps to "". Keys are printable ASCII
+    (tus: "SHOULD be ASCII"): a header's other bytes reach us as Latin-1, so a UTF-8 key
+    would be kept garbled. Raises ApiError(400)."""
     out: dict[str, str] = {}
     if value is None or not value.strip():
         return out
@@ -130,7 +134,7 @@ def parse_metadata(value: str | None) -> dict[str, str]:
             continue
         key, _, encoded = item.partition(" ")
         encoded = encoded.strip()
-        if not key or any(c.isspace() or unicodedata.category(c) == "Cc" for c in key):
+        if not _KEY.fullmatch(key):
             raise ApiError(400, "invalid_metadata", "Upload-Metadata has an invalid key")
         try:
             decoded = base64.b64decode(encoded, validate=True).decode("utf-8") if encoded else ""

@@ -265,6 +265,8 @@ async def test_patch_refusals_change_nothing(shared_system: System) -> None:
             "a !!",
             "filename YQ==,filename Yg==",  # a key twice: tus wants them unique
             "k YQBi",  # a NUL in the value ("a\0b"): nothing could store it
+            "ü YQ==".encode(),  # a key not ASCII: it was kept as "Ã¼" (its UTF-8 as Latin-1)
+            "ключ YQ==".encode(),
         ):
             r = await c.post(
                 "/v1/tus", headers={**TUS, "Upload-Length": "1", "Upload-Metadata": bad}
