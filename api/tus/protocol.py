@@ -227,7 +227,11 @@ def upload_url(request: Request[Any, Any, Any], upload_id: str) -> str:
 
 
 def id_from_url(url: str) -> str:
-    m = _UPLOAD_PATH.fullmatch(urlsplit(url.strip()).path)
+    try:
+        path = urlsplit(url.strip()).path
+    except ValueError:  # an unparseable host such as "[::1" (a 500 before)
+        path = ""
+    m = _UPLOAD_PATH.fullmatch(path)
     if not m:
         raise ApiError(
             400, "invalid_concat", "Upload-Concat names something that is not a tus upload URL"
