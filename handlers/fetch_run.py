@@ -159,12 +159,12 @@ class FetchRun:
         # (fetch_segments), so a link that breaks every few minutes still brings a large
         # file in (wget -c, aria2). Against the high-water mark, not the last attempt, so
         # an origin that changes at every request and keeps dropping the bytes held (each
-        # restart then regains what it lost) still gives up. An attempt ended by the
-        # low-speed limit counts only if it went at the limit's rate on the whole
-        # (lowspeed.made_progress): a trickle's few bytes each time would retry for ever.
-        best = self.state.bytes
+        # restart then regains what it lost) still gives up. An attempt counts only if
+        # the fetch went at the low-speed limit's rate on the whole since it last gained
+        # bytes, the backoff included (lowspeed.made_progress): a trickle's few bytes each
+        # time, or an origin breaking every connection after a few, would retry for ever.
+        best, since = self.state.bytes, time.monotonic()
         while True:
-            started = time.monotonic()
             work = asyncio.create_task(self._attempt())
             watch = asyncio.create_task(self._watch())
             try:
@@ -195,10 +195,10 @@ class FetchRun:
             if not isinstance(error, Retryable):
                 raise error
             if self.state.bytes > best:
-                gained, seconds = self.state.bytes - best, time.monotonic() - started
-                if made_progress(error, gained, seconds, self.s.fetch_low_speed_bytes):
+                gained, seconds = self.state.bytes - best, time.monotonic() - since
+                if made_progress(gained, seconds, self.s.fetch_low_speed_bytes):
                     attempt = 0
-                best = self.state.bytes
+                best, since = self.state.bytes, time.monotonic()
             attempt += 1
             if attempt > self.s.fetch_retries:
                 # The last failure's reason, when it has a name (too_slow), for a client

@@ -410,3 +410,23 @@ async def test_a_body_past_its_announced_range_is_cut_off_at_the_length(osys: Sy
         assert done["bytes"] <= total and done["file_id"] is None, done
         events = await PostgresEventStore(osys.pool).read_stream(f"fetch-{f['id']}")
         assert events[-1].data["details"]["code"] == "too_many_bytes"
+
+
+async def test_an_origin_dripping_a_few_bytes_per_connection_gives_up(osys: System) -> None:
+    # Every answer brings 10 bytes, then the connection breaks. Each attempt gained a byte,
+    # so each started the count of retries again: 30,000 attempts (and three events each)
+    # for this 300 KB, about 1 s apart by default, holding a fetch slot for hours. Now an
+    # attempt is progress only at the low-speed limit's rate on the whole, the wait before
+    # it included (curl --speed-limit, aria2 --lowest-speed-limit measure the same).
+    async with origin_server(drop_after=10) as o, osys.client("o-drip") as c:
+        f = await post(c, o.url("/capped"))
+
+        async def ended() -> dict[str, object] | None:
+            body = (await c.get(f"/v1/fetches/{f['id']}")).json()
+            return body if body["status"] in ("COMPLETED", "FAILED") else None
+
+        done = await wait_until(ended, timeout=30)
+        assert done["status"] == "FAILED", done
+        assert str(done["last_error"]).startswith("gave up after 4 attempts: "), done
+        assert 0 < int(str(done["bytes"])) < 100, done  # the drips were kept, for a /retry
+        assert len(o.requests("/capped")) == 4
