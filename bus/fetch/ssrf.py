@@ -232,6 +232,12 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
+        # One deadline for the whole connect (resolving, then the addresses in turn), as
+        # curl's --connect-timeout; and, as curl, every address but the last gets half the
+        # time left: a first address that drops the SYN ended the connect with a timeout,
+        # never trying the next one (the retries resolve the same list, in the same order).
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
         try:
             async with asyncio.timeout(timeout):
                 addresses = await self._resolve(host, port)
@@ -247,12 +253,17 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         # rebinding DNS server could answer differently a moment later). httpcore keeps
         # the URL's host for the Host header and TLS SNI and certificate checks.
         last: Exception | None = None
-        for address in allowed:
+        for n, address in enumerate(allowed):
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
+                raise httpcore.ConnectTimeout(f"no address answered in {timeout:g} s")
+            if left is not None and n < len(allowed) - 1:
+                left /= 2
             try:
                 return await self._inner.connect_tcp(
-                    address, port, timeout, local_address, socket_options
+                    address, port, left, local_address, socket_options
                 )
-            except httpcore.ConnectError as e:
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as e:
                 last = e
         assert last is not None
         raise last

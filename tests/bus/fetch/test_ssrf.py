@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 
+import httpcore
 import httpx
 import pytest
 
 from bus.fetch.ssrf import (
+    GuardedBackend,
     UnsafeUrl,
     address_problem,
     check_addresses,
@@ -183,3 +186,34 @@ async def test_the_connection_goes_to_the_checked_address_dns_rebinding() -> Non
     finally:
         trap.close()
         await runner.cleanup()
+
+
+async def test_a_dead_first_address_leaves_time_for_the_next() -> None:
+    """A name whose first address drops the SYN: its connect timeout ended the whole
+    connect, the second address (which answers) never tried, and every retry resolved
+    the same list. Now, as curl, each address but the last gets half the time left, and
+    all of them together no more than the connect timeout."""
+    from httpcore._backends.auto import AutoBackend
+
+    given: list[tuple[str, float]] = []
+    stream = object()
+
+    class FirstDead(AutoBackend):
+        async def connect_tcp(  # type: ignore[override]
+            self, host: str, port: int, timeout: float | None = None, *args: object
+        ) -> object:
+            assert timeout is not None
+            given.append((host, timeout))
+            if host == "93.184.216.1":
+                await asyncio.sleep(timeout)  # what a dropped SYN costs: the whole timeout
+                raise httpcore.ConnectTimeout("timed out")
+            return stream
+
+    async def two(_host: str, _port: int) -> list[str]:
+        return ["93.184.216.1", "93.184.216.2"]
+
+    backend = GuardedBackend(allow_private=False, resolve=two)
+    backend._inner = FirstDead()
+    assert await backend.connect_tcp("two.example", 80, timeout=0.4) is stream
+    assert [h for h, _ in given] == ["93.184.216.1", "93.184.216.2"]
+    assert sum(t for _, t in given) <= 0.4, given
