@@ -155,6 +155,8 @@ def check_url(
         port = parts.port
     except ValueError:
         raise UnsafeUrl("invalid_url", "url is not a valid URL") from None
+    if port == 0:  # nothing listens there: refused now, not after every retry's connect
+        raise UnsafeUrl("invalid_url", "url's port must be 1 to 65535")
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
         raise UnsafeUrl("unsupported_scheme", "only http and https URLs can be fetched")

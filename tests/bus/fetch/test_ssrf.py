@@ -68,6 +68,7 @@ def test_private_literals_are_refused(url: str) -> None:
         ("http://example.com/a b", "invalid_url"),
         ("http://example.com/" + "x" * 8200, "invalid_url"),
         ("http://example.com:99999/", "invalid_url"),
+        ("http://example.com:0/", "invalid_url"),  # was accepted: 6 connects refused
         # Host names nothing could look up: the API answered 500 (the resolver's IDNA
         # error) and an `xn--` label crashed the worker's runs over and over.
         ("http://a..com/", "invalid_url"),
