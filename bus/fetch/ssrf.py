@@ -21,6 +21,7 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -301,7 +302,10 @@ def guarded_client(
     max_connections: int = 100,
 ) -> httpx.AsyncClient:
     """An httpx client whose every connection goes through GuardedBackend. No environment
-    proxies (trust_env=False): a proxy would connect on our behalf, unchecked."""
+    proxies (trust_env=False): a proxy would connect on our behalf, unchecked. No cookies:
+    one client serves every fetch of every user, and httpx's jar sent the cookies one
+    user's origin set (a session, a signed-download cookie) on another user's requests;
+    curl and aria2 keep none either unless asked to."""
     transport = httpx.AsyncHTTPTransport(trust_env=False)
     transport._pool = httpcore.AsyncConnectionPool(  # the documented way is not exposed by httpx
         ssl_context=httpx.create_ssl_context(),
@@ -317,6 +321,7 @@ def guarded_client(
         timeout=timeout,
         follow_redirects=False,
         trust_env=False,
+        cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])),  # takes none
         event_hooks={"response": [_take_location]},
     )
 

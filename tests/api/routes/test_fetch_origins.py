@@ -430,3 +430,28 @@ async def test_an_origin_dripping_a_few_bytes_per_connection_gives_up(osys: Syst
         assert str(done["last_error"]).startswith("gave up after 4 attempts: "), done
         assert 0 < int(str(done["bytes"])) < 100, done  # the drips were kept, for a /retry
         assert len(o.requests("/capped")) == 4
+
+
+async def test_a_cookie_one_users_origin_set_never_reaches_another_users_fetch(
+    osys: System,
+) -> None:
+    # The fetch workers' one HTTP client kept every Set-Cookie in its jar: alice's session
+    # at an origin was sent with bob's fetch of it.
+    cookies: list[str | None] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        cookies.append(request.headers.get("Cookie"))
+        response = web.Response(body=request.path.encode())
+        response.set_cookie("session", "alice-secret")
+        return response
+
+    async with (
+        serve(handler) as base,
+        osys.client("o-cookie-alice") as alice,
+        osys.client("o-cookie-bob") as bob,
+    ):
+        for c, path in ((alice, "/mine.bin"), (bob, "/theirs.bin")):
+            f = await post(c, f"{base}{path}")
+            done = await until(c, f["id"], "COMPLETED", "FAILED")
+            assert done["status"] == "COMPLETED", done
+    assert len(cookies) == 2 and cookies == [None, None], cookies

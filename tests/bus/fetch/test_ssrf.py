@@ -218,3 +218,34 @@ async def test_a_dead_first_address_leaves_time_for_the_next() -> None:
     assert await backend.connect_tcp("two.example", 80, timeout=0.4) is stream
     assert [h for h, _ in given] == ["93.184.216.1", "93.184.216.2"]
     assert sum(t for _, t in given) <= 0.4, given
+
+
+async def test_no_cookie_an_origin_sets_is_sent_again() -> None:
+    """One client serves every fetch of every user: a cookie one origin set (a session,
+    a signed-download cookie) was kept in httpx's jar and sent on later requests to that
+    host, another user's fetch included."""
+    from aiohttp import web
+
+    sent: list[str | None] = []
+
+    async def set_cookie(request: web.Request) -> web.Response:
+        sent.append(request.headers.get("Cookie"))
+        response = web.Response(text="ok")
+        response.set_cookie("session", "alice-secret")
+        return response
+
+    app = web.Application()
+    app.router.add_get("/", set_cookie)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    try:
+        async with guarded_client(allow_private=True, timeout=httpx.Timeout(5)) as client:
+            for _ in range(2):
+                r = await client.send(client.build_request("GET", f"http://127.0.0.1:{port}/"))
+                assert r.status_code == 200 and "alice-secret" in r.headers["set-cookie"]
+            assert sent == [None, None]
+            assert not client.cookies
+    finally:
+        await runner.cleanup()
