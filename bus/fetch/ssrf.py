@@ -18,9 +18,11 @@ a time, each hop through `check_url` and this backend again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -280,9 +282,25 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
-async def _system_resolve(host: str, port: int) -> list[str]:
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+# Name lookups run in threads of their own. getaddrinfo blocks, and a name whose DNS never
+# answers holds its thread for the resolver's whole timeout (glibc: 5 s a try, a server,
+# retried), which asyncio.timeout cannot end. On the loop's default executor (what
+# loop.getaddrinfo uses), a few such names, each a POST /v1/fetches or a fetch, held every
+# thread and stalled all else it runs: the local blob store's reads and writes, for every
+# user of the process. Here they can only delay other lookups.
+_LOOKUPS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="cairn-lookup")
+
+
+async def lookup(host: str, port: int | None) -> list[str]:
+    """The addresses `host` resolves to, looked up off the loop's default executor."""
+    infos = await asyncio.get_running_loop().run_in_executor(
+        _LOOKUPS, functools.partial(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    )
     return list(dict.fromkeys(str(i[4][0]) for i in infos))
+
+
+async def _system_resolve(host: str, port: int) -> list[str]:
+    return await lookup(host, port)
 
 
 class ForbiddenAddress(httpcore.ConnectError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import threading
 
 import httpcore
 import httpx
@@ -249,3 +250,31 @@ async def test_no_cookie_an_origin_sets_is_sent_again() -> None:
             assert not client.cookies
     finally:
         await runner.cleanup()
+
+
+async def test_lookups_that_hang_never_hold_the_loops_default_executor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """getaddrinfo blocks its thread for the resolver's whole timeout, which no
+    asyncio.timeout ends. Done on the loop's default executor, a few names whose DNS
+    never answers held all its threads, and everything else it runs (the local blob
+    store's reads and writes) waited for them."""
+    release = threading.Event()
+    real = socket.getaddrinfo
+
+    def hanging(host: str, *args: object, **kwargs: object) -> object:
+        if host == "hangs.example":
+            release.wait(30)  # a DNS server that never answers, until the test ends
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return real(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging)
+    backend = GuardedBackend(allow_private=False)
+    try:
+        for _ in range(40):
+            with pytest.raises(httpcore.ConnectError, match="cannot resolve"):
+                await backend.connect_tcp("hangs.example", 80, timeout=0.01)
+        loop = asyncio.get_running_loop()
+        assert await asyncio.wait_for(loop.run_in_executor(None, int), 5) == 0
+    finally:
+        release.set()
