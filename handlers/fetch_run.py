@@ -55,6 +55,7 @@ log = get_logger(__name__)
 MAX_REDIRECTS = 5
 RECORD_EVERY = 1.0  # seconds between progress events of one fetch (at most about)
 WATCH_EVERY = 0.5  # seconds between looks for pause / cancel / take-over
+_INT64_MAX = (1 << 63) - 1  # the largest size the commands, events and read models carry
 
 
 class Halted(Exception):
@@ -158,12 +159,12 @@ class FetchRun:
         # (fetch_segments), so a link that breaks every few minutes still brings a large
         # file in (wget -c, aria2). Against the high-water mark, not the last attempt, so
         # an origin that changes at every request and keeps dropping the bytes held (each
-        # restart then regains what it lost) still gives up. An attempt ended by the
-        # low-speed limit counts only if it went at the limit's rate on the whole
-        # (lowspeed.made_progress): a trickle's few bytes each time would retry for ever.
-        best = self.state.bytes
+        # restart then regains what it lost) still gives up. An attempt counts only if
+        # the fetch went at the low-speed limit's rate on the whole since it last gained
+        # bytes, the backoff included (lowspeed.made_progress): a trickle's few bytes each
+        # time, or an origin breaking every connection after a few, would retry for ever.
+        best, since = self.state.bytes, time.monotonic()
         while True:
-            started = time.monotonic()
             work = asyncio.create_task(self._attempt())
             watch = asyncio.create_task(self._watch())
             try:
@@ -194,10 +195,10 @@ class FetchRun:
             if not isinstance(error, Retryable):
                 raise error
             if self.state.bytes > best:
-                gained, seconds = self.state.bytes - best, time.monotonic() - started
-                if made_progress(error, gained, seconds, self.s.fetch_low_speed_bytes):
+                gained, seconds = self.state.bytes - best, time.monotonic() - since
+                if made_progress(gained, seconds, self.s.fetch_low_speed_bytes):
                     attempt = 0
-                best = self.state.bytes
+                best, since = self.state.bytes, time.monotonic()
             attempt += 1
             if attempt > self.s.fetch_retries:
                 # The last failure's reason, when it has a name (too_slow), for a client
@@ -416,12 +417,14 @@ class FetchRun:
                 )
                 raise Retryable("the origin changed: starting over")
             total = cr[2]
+            self._check_size(total)
             await self._cmd(
                 RecordFetchResponse, runner=self.runner, restart=False, total=total, **validators
             )
         elif code == 200:
             length = h.get("content-length")
             total = int(length) if length and length.isdigit() else None
+            self._check_size(total)
             await self._cmd(
                 RecordFetchResponse,
                 runner=self.runner,
@@ -438,12 +441,6 @@ class FetchRun:
             # Someone else recorded bytes between our request and now: these bytes would
             # not continue the recorded ones. Ask again from the recorded offset.
             raise Retryable("the recorded offset moved under this request")
-        if self.state.total is not None and self.state.total > self.s.fetch_max_bytes:
-            raise Fatal(
-                "fetch_too_large",
-                f"the resource is {self.state.total} bytes, over the limit",
-                {"max_bytes": self.s.fetch_max_bytes, "total": self.state.total},
-            )
         if self.state.total is not None:
             self._check_quota(self.state.total)  # before the body, as for the limit
         if code == 206 and asked_from == 0 and await self._split():
@@ -457,6 +454,18 @@ class FetchRun:
         if total is not None and self.state.bytes < total:
             raise Retryable(f"the body ended at {self.state.bytes} of {total} bytes")
         await self._finish()
+
+    def _check_size(self, total: int | None) -> None:
+        """Fail the fetch if the origin announces more than CAIRN_FETCH_MAX_BYTES, before
+        that length is recorded: an origin may announce any number (a Content-Range is
+        not bounded at all), and one past 64 bits cannot travel in a command or an event."""
+        if total is not None and total > self.s.fetch_max_bytes:
+            details: dict[str, object] = {"max_bytes": self.s.fetch_max_bytes}
+            if total <= _INT64_MAX:  # the announced length only if it is a 64-bit size
+                details["total"] = total
+            raise Fatal(
+                "fetch_too_large", f"the resource is {total} bytes, over the limit", details
+            )
 
     async def _split(self) -> bool:
         """Record a segment split of the (empty) body if it is worth one and safe: a known
@@ -498,6 +507,7 @@ class FetchRun:
         pending_bytes = 0
         last_record = time.monotonic()
         limit = self.s.fetch_max_bytes
+        total = self.state.total if segment is None else None  # a segment has its cap
 
         async def piece() -> AsyncIterator[bytes]:
             nonlocal leftover, ended, broken, remaining, slow
@@ -548,6 +558,12 @@ class FetchRun:
                         "fetch_too_large",
                         f"the body is over {limit} bytes",
                         {"max_bytes": limit},
+                    )
+                # Past the announced length (a 206's Content-Range, which does not frame
+                # the body as a Content-Length does): cut off now, nothing more recorded.
+                if total is not None and self.state.bytes + pending_bytes > total:
+                    raise Fatal(
+                        "too_many_bytes", f"the origin sent more than its {total} bytes", {}
                     )
                 # A body of no announced length (or one longer than announced) is cut
                 # off once past the quota, not downloaded whole to be refused at the end.

@@ -12,13 +12,13 @@ pieces in segment order.
 
 Retries: a segment whose connection breaks, or falls below the low-speed limit
 (bus/fetch/lowspeed.py, measured per segment), retries on its own (backoff with jitter),
-and only a segment that fails CAIRN_FETCH_RETRIES times in a row without gaining a byte
-(after the low-speed limit: without going at the limit's rate on the whole) ends the
-attempt. An answer that is not the asked range of the same representation (a 200, a
-206 at another offset or of another length, another ETag, a 416) means the origin changed:
-the worker records a restart, which drops the split and every byte, and the attempt starts
-over from byte 0 (StartOver). The plan id makes the aggregate refuse any append of the
-dropped split that was still on its way.
+and only a segment that fails CAIRN_FETCH_RETRIES times in a row without progress
+(bytes at the low-speed limit's rate on the whole since it last gained any:
+lowspeed.made_progress) ends the attempt. An answer that is not the asked range of the
+same representation (a 200, a 206 at another offset or of another length, another ETag,
+a 416) means the origin changed: the worker records a restart, which drops the split and
+every byte, and the attempt starts over from byte 0 (StartOver). The plan id makes the
+aggregate refuse any append of the dropped split that was still on its way.
 
 Memory: every segment streams through the same bounded pieces as a single stream
 (CAIRN_FETCH_CHUNK_BYTES at most, per segment).
@@ -94,6 +94,7 @@ async def run_segments(run: FetchRun, first: httpx.Response | None) -> None:
 
 async def _segment(run: FetchRun, i: int, first: httpx.Response | None) -> None:
     failures = 0
+    since = time.monotonic()  # when this segment last gained bytes (or began)
     while True:
         segments = run.state.segments
         if i >= len(segments):
@@ -101,7 +102,7 @@ async def _segment(run: FetchRun, i: int, first: httpx.Response | None) -> None:
         seg = segments[i]
         if seg.done:
             return
-        before, started = seg.bytes, time.monotonic()
+        before = seg.bytes
         try:
             if first is not None:
                 resp, first = first, None  # checked by the worker already
@@ -124,11 +125,15 @@ async def _segment(run: FetchRun, i: int, first: httpx.Response | None) -> None:
                 raise error from None
             segments = run.state.segments
             gained = segments[i].bytes - before if i < len(segments) else 0
-            seconds = time.monotonic() - started
-            # Consecutive failures without a byte gained: a segment that keeps moving on a
-            # flaky link is not given up on. After the low-speed limit, a byte is not
-            # enough (lowspeed.made_progress): a trickling segment would retry for ever.
-            progressed = made_progress(error, gained, seconds, run.s.fetch_low_speed_bytes)
+            seconds = time.monotonic() - since
+            # Consecutive failures without progress: a segment that keeps moving on a
+            # flaky link is not given up on. A byte is not enough, only the low-speed
+            # limit's rate since the segment last gained bytes, the backoff included
+            # (lowspeed.made_progress): a trickling segment, or one whose every connection
+            # breaks after a few bytes, would retry for ever.
+            progressed = made_progress(gained, seconds, run.s.fetch_low_speed_bytes)
+            if gained > 0:
+                since = time.monotonic()
             failures = 0 if progressed else failures + 1
             if failures > run.s.fetch_retries:
                 raise error from None

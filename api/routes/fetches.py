@@ -9,7 +9,6 @@ many requests addresses one aggregate: one fetch, one writer.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Annotated, Any
@@ -27,7 +26,7 @@ from api.errors import ApiError
 from api.paging import page_response
 from api.schemas import BIGINT_MAX, Fetch, FetchAccepted, FetchPage, Short, ok
 from api.taskparams import check_bucket
-from bus.fetch.ssrf import Network, UnsafeUrl, check_addresses, check_url
+from bus.fetch.ssrf import Network, UnsafeUrl, check_addresses, check_url, lookup
 from domain.commands import (
     CancelFetch,
     Command,
@@ -77,13 +76,11 @@ async def _refuse_private_host(url: str, networks: Sequence[Network]) -> None:
     host = urlsplit(url).hostname or ""
     try:
         async with asyncio.timeout(5):
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                host, None, type=socket.SOCK_STREAM
-            )
+            addresses = await lookup(host, None)  # never on the default executor (ssrf)
     except (OSError, TimeoutError, UnicodeError):
         return  # unresolvable now: the worker's attempts will say so
     try:
-        check_addresses([str(i[4][0]) for i in infos], allow_private=False, allow_networks=networks)
+        check_addresses(addresses, allow_private=False, allow_networks=networks)
     except UnsafeUrl as e:
         raise ApiError(400, e.code, e.message, {"field": "url"}) from None
 

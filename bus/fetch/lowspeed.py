@@ -117,17 +117,17 @@ async def head_within(limit: int, read_timeout: float, window: float) -> AsyncIt
         raise
 
 
-def made_progress(error: BaseException, gained: int, seconds: float, limit: int) -> bool:
+def made_progress(gained: int, seconds: float, limit: int) -> bool:
     """Whether a failed attempt (or a segment's try) that gained `gained` bytes in
-    `seconds` made the progress that starts the count of failures in a row again.
+    `seconds` (since the fetch, or the segment, last gained bytes: the waits between tries
+    included) made the progress that starts the count of failures in a row again.
 
-    Any byte does, except after TooSlow: a trickle gains a few bytes every attempt and
-    would be retried for ever. Its attempt counts only if it went at the limit or faster
-    on the whole (`limit` bytes a second): an origin that starts fast and then slows down
-    still brings the file in, one below the limit fails after CAIRN_FETCH_RETRIES. A rate,
-    not a window's worth of bytes: one attempt of a segmented fetch holds up to
-    CAIRN_FETCH_RETRIES + 1 tries of a trickling segment, each just under a window's worth,
-    and together over it."""
-    if isinstance(error, TooSlow):
-        return gained > 0 and gained >= limit * seconds
-    return gained > 0
+    Only at the limit or faster on the whole (`limit` bytes a second), whatever ended the
+    attempt: a trickle gains a few bytes every attempt, and so does an origin that breaks
+    every connection after a few bytes (each answer too short for the meter's window);
+    counting any byte, either was retried for ever, holding its fetch slot. An origin that
+    starts fast and then slows down or breaks still brings the file in; one below the limit
+    fails after CAIRN_FETCH_RETRIES. A rate, not a window's worth of bytes: one attempt of a
+    segmented fetch holds up to CAIRN_FETCH_RETRIES + 1 tries of a trickling segment, each
+    just under a window's worth, and together over it. With the limit off (0), any byte."""
+    return gained > 0 and gained >= limit * seconds

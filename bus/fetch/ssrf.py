@@ -18,9 +18,12 @@ a time, each hop through `check_url` and this backend again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -155,6 +158,8 @@ def check_url(
         port = parts.port
     except ValueError:
         raise UnsafeUrl("invalid_url", "url is not a valid URL") from None
+    if port == 0:  # nothing listens there: refused now, not after every retry's connect
+        raise UnsafeUrl("invalid_url", "url's port must be 1 to 65535")
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
         raise UnsafeUrl("unsupported_scheme", "only http and https URLs can be fetched")
@@ -232,6 +237,12 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
+        # One deadline for the whole connect (resolving, then the addresses in turn), as
+        # curl's --connect-timeout; and, as curl, every address but the last gets half the
+        # time left: a first address that drops the SYN ended the connect with a timeout,
+        # never trying the next one (the retries resolve the same list, in the same order).
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
         try:
             async with asyncio.timeout(timeout):
                 addresses = await self._resolve(host, port)
@@ -247,12 +258,17 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         # rebinding DNS server could answer differently a moment later). httpcore keeps
         # the URL's host for the Host header and TLS SNI and certificate checks.
         last: Exception | None = None
-        for address in allowed:
+        for n, address in enumerate(allowed):
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
+                raise httpcore.ConnectTimeout(f"no address answered in {timeout:g} s")
+            if left is not None and n < len(allowed) - 1:
+                left /= 2
             try:
                 return await self._inner.connect_tcp(
-                    address, port, timeout, local_address, socket_options
+                    address, port, left, local_address, socket_options
                 )
-            except httpcore.ConnectError as e:
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as e:
                 last = e
         assert last is not None
         raise last
@@ -266,9 +282,25 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
-async def _system_resolve(host: str, port: int) -> list[str]:
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+# Name lookups run in threads of their own. getaddrinfo blocks, and a name whose DNS never
+# answers holds its thread for the resolver's whole timeout (glibc: 5 s a try, a server,
+# retried), which asyncio.timeout cannot end. On the loop's default executor (what
+# loop.getaddrinfo uses), a few such names, each a POST /v1/fetches or a fetch, held every
+# thread and stalled all else it runs: the local blob store's reads and writes, for every
+# user of the process. Here they can only delay other lookups.
+_LOOKUPS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="cairn-lookup")
+
+
+async def lookup(host: str, port: int | None) -> list[str]:
+    """The addresses `host` resolves to, looked up off the loop's default executor."""
+    infos = await asyncio.get_running_loop().run_in_executor(
+        _LOOKUPS, functools.partial(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    )
     return list(dict.fromkeys(str(i[4][0]) for i in infos))
+
+
+async def _system_resolve(host: str, port: int) -> list[str]:
+    return await lookup(host, port)
 
 
 class ForbiddenAddress(httpcore.ConnectError):
@@ -288,7 +320,10 @@ def guarded_client(
     max_connections: int = 100,
 ) -> httpx.AsyncClient:
     """An httpx client whose every connection goes through GuardedBackend. No environment
-    proxies (trust_env=False): a proxy would connect on our behalf, unchecked."""
+    proxies (trust_env=False): a proxy would connect on our behalf, unchecked. No cookies:
+    one client serves every fetch of every user, and httpx's jar sent the cookies one
+    user's origin set (a session, a signed-download cookie) on another user's requests;
+    curl and aria2 keep none either unless asked to."""
     transport = httpx.AsyncHTTPTransport(trust_env=False)
     transport._pool = httpcore.AsyncConnectionPool(  # the documented way is not exposed by httpx
         ssl_context=httpx.create_ssl_context(),
@@ -304,6 +339,7 @@ def guarded_client(
         timeout=timeout,
         follow_redirects=False,
         trust_env=False,
+        cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])),  # takes none
         event_hooks={"response": [_take_location]},
     )
 

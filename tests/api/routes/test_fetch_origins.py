@@ -350,3 +350,108 @@ async def test_an_untrusted_certificate_fails_at_once(osys: System, tmp_path: Pa
         assert done["last_error"].startswith("the origin's TLS certificate: "), done
         assert "self" in done["last_error"]  # self-signed certificate, in OpenSSL's words
         assert done["attempts"] == 1 and handshakes == 1
+
+
+async def test_an_announced_length_beyond_any_file_fails_too_large_at_once(
+    osys: System,
+) -> None:
+    # A Content-Length or a Content-Range length no 64-bit size holds. Before, it was
+    # recorded first and checked after: 10**20 could not be encoded into the command,
+    # the run crashed three times (three requests) and failed as `worker_failed`; 2**63
+    # went into an event the fetches read model cannot hold.
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(status=206 if request.path == "/ranged" else 200)
+        resp.headers["ETag"] = '"v1"'
+        if request.path == "/ranged":
+            resp.headers["Content-Range"] = f"bytes 0-9/{2**63}"
+        resp.content_length = 10 if request.path == "/ranged" else 10**20 - 1
+        await resp.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            await resp.write(b"0123456789")
+        return resp
+
+    async with serve(handler) as base, osys.client("o-absurd") as c:
+        for path, total in [("/whole", 10**20 - 1), ("/ranged", 2**63)]:
+            f = await post(c, f"{base}{path}")
+            done = await until(c, f["id"], "COMPLETED", "FAILED")
+            assert done["status"] == "FAILED" and done["attempts"] == 1, (path, done)
+            assert done["last_error"] == f"the resource is {total} bytes, over the limit", done
+            assert done["total"] is None and done["bytes"] == 0, done
+            events = await PostgresEventStore(osys.pool).read_stream(f"fetch-{f['id']}")
+            assert "FetchResponseReceived" not in {e.type for e in events}, path
+            assert events[-1].data["details"]["code"] == "fetch_too_large", events[-1].data
+
+
+async def test_a_body_past_its_announced_range_is_cut_off_at_the_length(osys: System) -> None:
+    # A 206 announcing 100 KB (Content-Range) whose chunked body goes on. Before, it was
+    # stored and recorded whole (here 2 MB; an endless one up to CAIRN_FETCH_MAX_BYTES)
+    # before too_many_bytes.
+    total = 100_000
+    sent: list[int] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(status=206)
+        resp.headers["ETag"] = '"v1"'
+        resp.headers["Content-Range"] = f"bytes 0-{total - 1}/{total}"
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            for _ in range(32):
+                await resp.write(os.urandom(65536))
+                sent.append(65536)
+            await resp.write_eof()
+        return resp
+
+    async with serve(handler) as base, osys.client("o-overrun") as c:
+        f = await post(c, f"{base}/over.bin")
+        done = await until(c, f["id"], "COMPLETED", "FAILED")
+        assert done["status"] == "FAILED", done
+        assert done["last_error"] == f"the origin sent more than its {total} bytes", done
+        assert done["bytes"] <= total and done["file_id"] is None, done
+        events = await PostgresEventStore(osys.pool).read_stream(f"fetch-{f['id']}")
+        assert events[-1].data["details"]["code"] == "too_many_bytes"
+
+
+async def test_an_origin_dripping_a_few_bytes_per_connection_gives_up(osys: System) -> None:
+    # Every answer brings 10 bytes, then the connection breaks. Each attempt gained a byte,
+    # so each started the count of retries again: 30,000 attempts (and three events each)
+    # for this 300 KB, about 1 s apart by default, holding a fetch slot for hours. Now an
+    # attempt is progress only at the low-speed limit's rate on the whole, the wait before
+    # it included (curl --speed-limit, aria2 --lowest-speed-limit measure the same).
+    async with origin_server(drop_after=10) as o, osys.client("o-drip") as c:
+        f = await post(c, o.url("/capped"))
+
+        async def ended() -> dict[str, object] | None:
+            body = (await c.get(f"/v1/fetches/{f['id']}")).json()
+            return body if body["status"] in ("COMPLETED", "FAILED") else None
+
+        done = await wait_until(ended, timeout=30)
+        assert done["status"] == "FAILED", done
+        assert str(done["last_error"]).startswith("gave up after 4 attempts: "), done
+        assert 0 < int(str(done["bytes"])) < 100, done  # the drips were kept, for a /retry
+        assert len(o.requests("/capped")) == 4
+
+
+async def test_a_cookie_one_users_origin_set_never_reaches_another_users_fetch(
+    osys: System,
+) -> None:
+    # The fetch workers' one HTTP client kept every Set-Cookie in its jar: alice's session
+    # at an origin was sent with bob's fetch of it.
+    cookies: list[str | None] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        cookies.append(request.headers.get("Cookie"))
+        response = web.Response(body=request.path.encode())
+        response.set_cookie("session", "alice-secret")
+        return response
+
+    async with (
+        serve(handler) as base,
+        osys.client("o-cookie-alice") as alice,
+        osys.client("o-cookie-bob") as bob,
+    ):
+        for c, path in ((alice, "/mine.bin"), (bob, "/theirs.bin")):
+            f = await post(c, f"{base}{path}")
+            done = await until(c, f["id"], "COMPLETED", "FAILED")
+            assert done["status"] == "COMPLETED", done
+    assert len(cookies) == 2 and cookies == [None, None], cookies

@@ -253,3 +253,22 @@ async def test_an_empty_resource_answers_the_probe_with_416_and_is_an_empty_file
             return len(r.content) + 1 if r.status_code == 200 else None
 
         assert await wait_until(served) == 1  # 200 with an empty body
+
+
+async def test_segments_whose_every_connection_breaks_after_a_few_bytes_give_up(
+    gsys: System,
+) -> None:
+    # Each segment's every answer brings 10 bytes, then breaks. Each try gained a byte, so
+    # each started the segment's count of retries again: 25,000 tries a segment. Now only
+    # the low-speed limit's rate since the segment last gained bytes is progress.
+    async with origin_server(os.urandom(SIZE), drop_after=10) as o, gsys.client("g-drip") as c:
+        f = await post(c, o.url("/capped"))
+
+        async def ended() -> dict[str, Any] | None:
+            body = (await c.get(f"/v1/fetches/{f['id']}")).json()
+            return body if body["status"] in ("COMPLETED", "FAILED") else None
+
+        done = await wait_until(ended, timeout=60)
+        assert done["status"] == "FAILED", done
+        assert done["last_error"].startswith("gave up after 4 attempts: "), done
+        assert len(done["segments"]) == SEGMENTS and 0 < done["bytes"] < 10_000, done

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
+import threading
 
+import httpcore
 import httpx
 import pytest
 
 from bus.fetch.ssrf import (
+    GuardedBackend,
     UnsafeUrl,
     address_problem,
     check_addresses,
@@ -65,6 +69,7 @@ def test_private_literals_are_refused(url: str) -> None:
         ("http://example.com/a b", "invalid_url"),
         ("http://example.com/" + "x" * 8200, "invalid_url"),
         ("http://example.com:99999/", "invalid_url"),
+        ("http://example.com:0/", "invalid_url"),  # was accepted: 6 connects refused
         # Host names nothing could look up: the API answered 500 (the resolver's IDNA
         # error) and an `xn--` label crashed the worker's runs over and over.
         ("http://a..com/", "invalid_url"),
@@ -183,3 +188,93 @@ async def test_the_connection_goes_to_the_checked_address_dns_rebinding() -> Non
     finally:
         trap.close()
         await runner.cleanup()
+
+
+async def test_a_dead_first_address_leaves_time_for_the_next() -> None:
+    """A name whose first address drops the SYN: its connect timeout ended the whole
+    connect, the second address (which answers) never tried, and every retry resolved
+    the same list. Now, as curl, each address but the last gets half the time left, and
+    all of them together no more than the connect timeout."""
+    from httpcore._backends.auto import AutoBackend
+
+    given: list[tuple[str, float]] = []
+    stream = object()
+
+    class FirstDead(AutoBackend):
+        async def connect_tcp(  # type: ignore[override]
+            self, host: str, port: int, timeout: float | None = None, *args: object
+        ) -> object:
+            assert timeout is not None
+            given.append((host, timeout))
+            if host == "93.184.216.1":
+                await asyncio.sleep(timeout)  # what a dropped SYN costs: the whole timeout
+                raise httpcore.ConnectTimeout("timed out")
+            return stream
+
+    async def two(_host: str, _port: int) -> list[str]:
+        return ["93.184.216.1", "93.184.216.2"]
+
+    backend = GuardedBackend(allow_private=False, resolve=two)
+    backend._inner = FirstDead()
+    assert await backend.connect_tcp("two.example", 80, timeout=0.4) is stream
+    assert [h for h, _ in given] == ["93.184.216.1", "93.184.216.2"]
+    assert sum(t for _, t in given) <= 0.4, given
+
+
+async def test_no_cookie_an_origin_sets_is_sent_again() -> None:
+    """One client serves every fetch of every user: a cookie one origin set (a session,
+    a signed-download cookie) was kept in httpx's jar and sent on later requests to that
+    host, another user's fetch included."""
+    from aiohttp import web
+
+    sent: list[str | None] = []
+
+    async def set_cookie(request: web.Request) -> web.Response:
+        sent.append(request.headers.get("Cookie"))
+        response = web.Response(text="ok")
+        response.set_cookie("session", "alice-secret")
+        return response
+
+    app = web.Application()
+    app.router.add_get("/", set_cookie)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    try:
+        async with guarded_client(allow_private=True, timeout=httpx.Timeout(5)) as client:
+            for _ in range(2):
+                r = await client.send(client.build_request("GET", f"http://127.0.0.1:{port}/"))
+                assert r.status_code == 200 and "alice-secret" in r.headers["set-cookie"]
+            assert sent == [None, None]
+            assert not client.cookies
+    finally:
+        await runner.cleanup()
+
+
+async def test_lookups_that_hang_never_hold_the_loops_default_executor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """getaddrinfo blocks its thread for the resolver's whole timeout, which no
+    asyncio.timeout ends. Done on the loop's default executor, a few names whose DNS
+    never answers held all its threads, and everything else it runs (the local blob
+    store's reads and writes) waited for them."""
+    release = threading.Event()
+    real = socket.getaddrinfo
+
+    def hanging(host: str, *args: object, **kwargs: object) -> object:
+        if host == "hangs.example":
+            release.wait(30)  # a DNS server that never answers, until the test ends
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return real(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging)
+    backend = GuardedBackend(allow_private=False)
+    try:
+        for _ in range(40):
+            with pytest.raises(httpcore.ConnectError, match="cannot resolve"):
+                await backend.connect_tcp("hangs.example", 80, timeout=0.01)
+        loop = asyncio.get_running_loop()
+        assert await asyncio.wait_for(loop.run_in_executor(None, int), 5) == 0
+    finally:
+        release.set()
