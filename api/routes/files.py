@@ -14,7 +14,13 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from api import signed_urls
 from api.auth import Principal, provide_optional_principal
-from api.bucket_access import check_writable, file_resource, readable_file, signature_params
+from api.bucket_access import (
+    check_writable,
+    file_path,
+    file_resource,
+    readable_file,
+    signature_params,
+)
 from api.commanding import SecuredController, load_owned, parse_id, send_as
 from api.context import ctx
 from api.http.content import ContentResponse
@@ -172,7 +178,13 @@ class FilesController(SecuredController):
     ) -> dict[str, Any]:
         # Only the owner (or an admin) signs: a public file's readers may not mint links.
         st = await _load_file(request, file_id, principal)
-        return signed_urls.issue(request, file_resource(st.id), data.method, data.expires_in)
+        return signed_urls.issue(
+            request,
+            file_resource(st.id, st.owner),
+            data.method,
+            data.expires_in,
+            path=file_path(st.id),
+        )
 
     @delete(
         "/{file_id:str}",
