@@ -159,20 +159,21 @@ def _put_conditions(if_none_match: str | None, if_match: str | None) -> tuple[bo
         if if_none_match.strip() != ANY:
             raise ApiError(400, "invalid_if_none_match", "on PUT, If-None-Match can only be `*`")
         none_match = True
-    match: str | None = None
-    if if_match is not None:
-        tags = parse_etags(if_match)
-        if tags == ANY:
-            match = ANY
-        elif isinstance(tags, list) and len(tags) == 1 and not tags[0][0]:
-            match = tags[0][1]
-        else:
-            raise ApiError(
-                400,
-                "invalid_if_match",
-                'If-Match on PUT is `*` or one strong ETag (`"<sha256>"`)',
-            )
-    return none_match, match
+    return none_match, _if_match(if_match, "PUT")
+
+
+def _if_match(value: str | None, method: str) -> str | None:
+    """The version a write (PUT, DELETE) needs, from its If-Match: `*`, a sha256, or None."""
+    if value is None:
+        return None
+    tags = parse_etags(value)
+    if tags == ANY:
+        return ANY
+    if isinstance(tags, list) and len(tags) == 1 and not tags[0][0]:
+        return tags[0][1]
+    raise ApiError(
+        400, "invalid_if_match", f'If-Match on {method} is `*` or one strong ETag (`"<sha256>"`)'
+    )
 
 
 def encode_cursor(bound: Bound) -> str:
@@ -431,7 +432,12 @@ class ObjectsController(SecuredController):
     @delete(
         "/{key:path}",
         status_code=204,
-        summary="Delete an object (204; then GET is 404)",
+        summary="Delete an object (204; then GET is 404); `If-Match` makes it conditional",
+        responses={
+            412: ResponseSpec(
+                None, description="If-Match: the object is not live, or not that version"
+            )
+        },
     )
     async def delete_object(
         self,
@@ -439,18 +445,27 @@ class ObjectsController(SecuredController):
         name: FromPath[str],
         key: FromPath[str],
         principal: NamedDependency[Principal],
+        if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
     ) -> None:
         c = ctx(request)
         key = object_key(request, key)
+        match = _if_match(if_match, "DELETE")
         bucket = await writable_bucket(c, name, principal)
         fid = object_file_id(bucket.name, key)
         st: FileState | None = await c.load("files", f"file-{fid}")
         if st is None or st.key != key or st.owner != bucket.owner:
             raise _object_not_found(bucket.name, key)
-        # An object already deleted: the command is a no-op, the answer the same (a retry).
+        # An object already deleted: the command is a no-op, the answer the same (a retry);
+        # with If-Match it is 412. The command checks the version: atomic with the delete.
         await c.send(
             request,
-            DeleteFile(aggregate_id=fid, caller=principal.user, admin=principal.admin, at=now()),
+            DeleteFile(
+                aggregate_id=fid,
+                caller=principal.user,
+                admin=principal.admin,
+                at=now(),
+                if_match=match,
+            ),
         )
 
     @post(

@@ -198,6 +198,25 @@ async def test_conditional_puts(shared_system: System) -> None:
         )
 
 
+async def test_conditional_deletes(shared_system: System) -> None:
+    # RFC 9110 §13.1.1: If-Match is evaluated before the method. Ignored, a delete meant
+    # for the version the client saw removed a newer one another writer had just put.
+    async with shared_system.client(user()) as c:
+        b = await make_bucket(c)
+        p = opath(b, "cond")
+        assert (await c.put(p, content=b"1")).status_code == 201
+        assert (await c.put(p, content=b"2")).status_code == 200
+        sha1, sha2 = hashlib.sha256(b"1").hexdigest(), hashlib.sha256(b"2").hexdigest()
+        assert_error(await c.delete(p, headers={"If-Match": f'"{sha1}"'}), 412, "etag_mismatch")
+        assert_error(await c.delete(p, headers={"If-Match": "garbage"}), 400, "invalid_if_match")
+        assert (await c.get(p)).content == b"2"  # nothing above deleted it
+        assert (await c.delete(p, headers={"If-Match": f'"{sha2}"'})).status_code == 204
+        assert (await c.get(p)).status_code == 404
+        for tag in (f'"{sha2}"', "*"):  # no live version: If-Match is false
+            assert_error(await c.delete(p, headers={"If-Match": tag}), 412, "etag_mismatch")
+        assert (await c.delete(p)).status_code == 204  # unconditional: still idempotent
+
+
 async def test_racing_puts_one_winner(shared_system: System) -> None:
     async with shared_system.client(user()) as c:
         b = await make_bucket(c)
