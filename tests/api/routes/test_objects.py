@@ -217,6 +217,36 @@ async def test_conditional_deletes(shared_system: System) -> None:
         assert (await c.delete(p)).status_code == 204  # unconditional: still idempotent
 
 
+async def test_if_unmodified_since_on_writes(shared_system: System) -> None:
+    # RFC 9110 §13.1.4: without If-Match, If-Unmodified-Since is evaluated before a write;
+    # it was ignored, so a client's "only if unchanged since I read it" replaced anyway.
+    past = "Mon, 01 Jan 2001 00:00:00 GMT"
+    future = "Fri, 01 Jan 2100 00:00:00 GMT"
+    async with shared_system.client(user()) as c:
+        b = await make_bucket(c)
+        p = opath(b, "ius")
+        # No object, no modification date: the condition does not apply (§13.1.4).
+        assert (await c.put(p, content=b"1", headers={"If-Unmodified-Since": past})).is_success
+        r = await c.put(p, content=b"2", headers={"If-Unmodified-Since": past})
+        assert_error(r, 412, "precondition_failed")
+        r = await c.delete(p, headers={"If-Unmodified-Since": past})
+        assert_error(r, 412, "precondition_failed")
+        assert (await c.get(p)).content == b"1"
+        lm = (await c.head(p)).headers["last-modified"]
+        ok = await c.put(p, content=b"2", headers={"If-Unmodified-Since": lm})
+        assert ok.status_code == 200 and (await c.get(p)).content == b"2"
+        sha2 = hashlib.sha256(b"2").hexdigest()
+        # If-Match wins over it (§13.2.2), and a date that is not one is ignored.
+        r = await c.put(
+            p, content=b"3", headers={"If-Match": f'"{sha2}"', "If-Unmodified-Since": past}
+        )
+        assert r.status_code == 200
+        r = await c.put(p, content=b"4", headers={"If-Unmodified-Since": "yesterday"})
+        assert r.status_code == 200
+        r = await c.delete(p, headers={"If-Unmodified-Since": future})
+        assert r.status_code == 204 and (await c.get(p)).status_code == 404
+
+
 async def test_racing_puts_one_winner(shared_system: System) -> None:
     async with shared_system.client(user()) as c:
         b = await make_bucket(c)
