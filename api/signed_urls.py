@@ -33,7 +33,8 @@ def issue(
     version: str | None = None,
 ) -> dict[str, Any]:
     """`{url, method, expires_at}` of a URL for `path` granting `method` on `resource`
-    for `expires_in` seconds (400 invalid_expires_in past CAIRN_SIGNED_URL_MAX_EXPIRY); a PUT's `max_size` and `version` go into the grant."""
+    for `expires_in` seconds (400 invalid_expires_in past CAIRN_SIGNED_URL_MAX_EXPIRY);
+    a PUT's `max_size` and `version` go into the grant."""
     c = ctx(request)
     bound = c.settings.signed_url_max_expiry
     if expires_in > bound:
