@@ -37,7 +37,7 @@ from api.bucket_access import readable_bucket, writable_bucket
 from api.commanding import SecuredController, reply_state
 from api.context import AppContext, ctx, now
 from api.errors import ApiError
-from api.http.conditionals import ANY, Verdict, evaluate, parse_etags, parse_http_date
+from api.http.conditionals import ANY, Verdict, evaluate, parse_http_date, write_match
 from api.http.content import ContentResponse
 from api.http.digits import ascii_int
 from api.http.signed_query import (
@@ -166,14 +166,14 @@ def _if_match(value: str | None, method: str) -> str | None:
     """The version a write (PUT, DELETE) needs, from its If-Match: `*`, a sha256, or None."""
     if value is None:
         return None
-    tags = parse_etags(value)
-    if tags == ANY:
-        return ANY
-    if isinstance(tags, list) and len(tags) == 1 and not tags[0][0]:
-        return tags[0][1]
-    raise ApiError(
-        400, "invalid_if_match", f'If-Match on {method} is `*` or one strong ETag (`"<sha256>"`)'
-    )
+    match = write_match(value)
+    if match is None:
+        raise ApiError(
+            400,
+            "invalid_if_match",
+            f'If-Match on {method} is `*` or one strong ETag (`"<sha256>"`)',
+        )
+    return match
 
 
 def _unmodified_since(value: str | None, current: FileState | None) -> str | None:

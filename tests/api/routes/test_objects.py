@@ -215,6 +215,16 @@ async def test_conditional_deletes(shared_system: System) -> None:
         for tag in (f'"{sha2}"', "*"):  # no live version: If-Match is false
             assert_error(await c.delete(p, headers={"If-Match": tag}), 412, "etag_mismatch")
         assert (await c.delete(p)).status_code == 204  # unconditional: still idempotent
+        # The same object through its file: DELETE /v1/files/{id} checks it too.
+        fid = (await c.put(p, content=b"3")).json()["id"]
+        r = await c.delete(f"/v1/files/{fid}", headers={"If-Match": f'"{sha2}"'})
+        assert_error(r, 412, "etag_mismatch")
+        r = await c.delete(f"/v1/files/{fid}", headers={"If-Match": 'W/"x"'})
+        assert_error(r, 400, "invalid_if_match")
+        assert (await c.get(p)).content == b"3"
+        sha3 = hashlib.sha256(b"3").hexdigest()
+        r = await c.delete(f"/v1/files/{fid}", headers={"If-Match": f'"{sha3}"'})
+        assert r.status_code == 200 and (await c.get(p)).status_code == 404
 
 
 async def test_if_unmodified_since_on_writes(shared_system: System) -> None:
