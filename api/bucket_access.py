@@ -52,9 +52,17 @@ from domain.files import FileState
 NO_BUCKET = "default"
 
 
-def file_resource(file_id: str) -> str:
-    """What a signed URL for a file's content grants (the canonical API path)."""
+def file_path(file_id: str) -> str:
+    """A file's content path, which its signed URLs name."""
     return f"/v1/files/{file_id}/content"
+
+
+def file_resource(file_id: str, owner: str) -> str:
+    """What a signed URL for a file's content grants: that file while `owner` owns it. An
+    object's file id comes from its bucket and key, so whoever takes a deleted bucket's
+    name and writes the same key writes the same file: without the owner, the first
+    owner's URLs would serve the next owner's object."""
+    return json.dumps([file_path(file_id), owner])
 
 
 def object_path(bucket: str, key: str) -> str:
@@ -115,8 +123,10 @@ async def readable_file(
     """The live file `raw_id` if this caller (or the signed URL it carries) may read it."""
     if signature is not None and carries_signature(signature):
         file_id = parse_uuid(raw_id, "file_not_found", "file")
-        check_signature(c, method, file_resource(file_id), signature)
         st: FileState | None = await c.load("files", f"file-{file_id}")
+        # The grant names the owner (a deleted file keeps its own): a file that never
+        # existed matches no grant, one owned by someone else now matches none either.
+        check_signature(c, method, file_resource(file_id, st.owner if st else ""), signature)
         if st is None or st.deleted:
             raise NotFound("file_not_found", "no such file", {"id": file_id})
         return st

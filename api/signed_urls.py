@@ -28,13 +28,13 @@ def issue(
     method: str,
     expires_in: int,
     *,
-    path: str | None = None,
+    path: str,
     max_size: int | None = None,
     version: str | None = None,
 ) -> dict[str, Any]:
-    """`{url, method, expires_at}` of a URL for `path` (default: `resource` itself)
-    granting `method` on `resource` for `expires_in` seconds (400 invalid_expires_in past
-    CAIRN_SIGNED_URL_MAX_EXPIRY); a PUT's `max_size` and `version` go into the grant."""
+    """`{url, method, expires_at}` of a URL for `path` granting `method` on `resource`
+    for `expires_in` seconds (400 invalid_expires_in past CAIRN_SIGNED_URL_MAX_EXPIRY);
+    a PUT's `max_size` and `version` go into the grant."""
     c = ctx(request)
     bound = c.settings.signed_url_max_expiry
     if expires_in > bound:
@@ -49,7 +49,7 @@ def issue(
     root = str(request.scope.get("root_path") or "")
     # Dots percent-encoded too: clients drop `.` and `..` segments from a URL's path
     # (RFC 3986 §5.2.4) before sending it, and an object key is not a path.
-    encoded = quote(path or resource, safe="/").replace(".", "%2E")
+    encoded = quote(path, safe="/").replace(".", "%2E")
     target = f"{root}{encoded}?{urlencode(params)}"
     base = origin(request, c.settings.trust_proxy)
     out: dict[str, Any] = {

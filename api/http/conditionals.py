@@ -67,6 +67,18 @@ def parse_etags(value: str) -> list[tuple[bool, str]] | str | None:
     return tags or None
 
 
+def write_match(value: str) -> str | None:
+    """What an If-Match on a write (PUT, DELETE) names: `*`, or the opaque tag of exactly
+    one strong entity-tag; None for anything else (a list, a weak tag, garbage), which a
+    write refuses (400) rather than guess at."""
+    tags = parse_etags(value)
+    if tags == ANY:
+        return ANY
+    if isinstance(tags, list) and len(tags) == 1 and not tags[0][0]:
+        return tags[0][1]
+    return None
+
+
 def format_etag(opaque: str) -> str:
     return f'"{opaque}"'
 

@@ -1,7 +1,9 @@
 """Content-Disposition per RFC 6266 with RFC 8187 `filename*` for non-ASCII names.
 
 The plain `filename` is an ASCII fallback with quotes, backslashes and controls replaced,
-so a hostile name can neither break the header nor smuggle a path.
+so a hostile name can neither break the header nor smuggle a path; `%` too, which some
+browsers read there as an escape and others do not (RFC 6266 appendix D): a name that had
+to be changed goes out whole in `filename*`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ def _ascii_fallback(name: str) -> str:
     for ch in decomposed:
         if unicodedata.combining(ch):
             continue
-        if ch in '"\\/' or ord(ch) < 32 or ord(ch) == 127:
+        if ch in '"\\/%' or ord(ch) < 32 or ord(ch) == 127:
             out.append("_")
         elif ord(ch) < 128:
             out.append(ch)

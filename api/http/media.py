@@ -14,11 +14,13 @@ import re
 
 OCTET_STREAM = "application/octet-stream"
 
-# type "/" subtype *( OWS ";" OWS parameter ), parameter values as token or quoted-string.
+# type "/" subtype *( OWS ";" OWS parameter ), parameter values as token or quoted-string
+# (RFC 9110 §5.6.4: qdtext and quoted-pair are HTAB, SP and visible ASCII; obs-text is left
+# out). Anything else in the header is refused by the server (a CR) or cannot be encoded
+# (beyond Latin-1): the answer was a dropped connection or a 500.
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_MEDIA_TYPE_RE = re.compile(
-    rf'{_TOKEN}/{_TOKEN}(?:[ \t]*;[ \t]*{_TOKEN}=(?:{_TOKEN}|"(?:[^"\\\x00-\x1f\x7f]|\\.)*"))*'
-)
+_QUOTED = r'"(?:[\t !#-\[\]-~]|\\[\t -~])*"'
+_MEDIA_TYPE_RE = re.compile(rf"{_TOKEN}/{_TOKEN}(?:[ \t]*;[ \t]*{_TOKEN}=(?:{_TOKEN}|{_QUOTED}))*")
 
 # Passive: rendered without running anything from the file. Everything else is treated as
 # active (deny by default): a type nobody listed here might be one a browser executes.

@@ -4,7 +4,8 @@ A file is a manifest of content-addressed chunks, each one S3 object. S3 cannot 
 concatenation of objects, so only a file that IS one object can be handed to S3: its
 manifest has exactly one chunk, as long as the file (a file uploaded in one chunk; most
 large files have many chunks and keep streaming through Cairn). Only a plain full GET is
-redirected (status 200 after the conditionals, no Range): ranges, HEAD, 304/412/416 are
+redirected (status 200 after the conditionals, no Range), and only of passive content
+(what Cairn serves without its sandbox): ranges, HEAD, 304/412/416 and active content are
 answered by Cairn as always, so RFC 9110 behaviour does not depend on the setting. Below
 `CAIRN_S3_REDIRECT_MIN_BYTES` streaming is cheaper than the client's second request.
 
@@ -58,6 +59,11 @@ async def redirect_location(
     if not settings.s3_redirect or size < max(settings.s3_redirect_min_bytes, 1):
         return None
     if not isinstance(blobs, Presigns):
+        return None
+    if "Content-Security-Policy" in headers:
+        # Active content (HTML, SVG, ...: api/http/media.py) is served inline only inside
+        # Cairn's sandbox, which S3 cannot send (nor nosniff): from the S3 endpoint's origin
+        # (Cairn's own, behind one proxy) it would run as a page. Cairn serves it.
         return None
     sha256 = single_object(manifest, size)
     if sha256 is None:

@@ -11,7 +11,8 @@ also carries the largest body it allows (`max_size`) and the version of the obje
 replace (`version`: `none` for a key that must not exist yet); the route makes the write
 conditional on that version, which is what makes a signed PUT usable once. The resource is the
 API path of the thing granted (`/v1/files/{id}/content`, `/v1/buckets/{name}/objects/{key}`
-with the key decoded), rebuilt by the route from its own parameters, so a proxy prefix or a
+with the key decoded) with its owner (api/bucket_access.py), rebuilt by the route from its
+own parameters, so a proxy prefix or a
 different percent-encoding of the same path does not matter, and a URL for one key never
 verifies for another. JSON makes the encoding unambiguous whatever a key holds (`/`,
 newlines, unicode), so no two grants share a canonical form.

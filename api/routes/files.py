@@ -10,13 +10,22 @@ from typing import Annotated, Any
 
 from litestar import HttpMethod, Request, Response, delete, get, patch, post, route
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
 from api import signed_urls
 from api.auth import Principal, provide_optional_principal
-from api.bucket_access import check_writable, file_resource, readable_file, signature_params
+from api.bucket_access import (
+    check_writable,
+    file_path,
+    file_resource,
+    readable_file,
+    signature_params,
+)
 from api.commanding import SecuredController, load_owned, parse_id, send_as
 from api.context import ctx
+from api.errors import ApiError
+from api.http.conditionals import write_match
 from api.http.content import ContentResponse
 from api.http.signed_query import (
     Signature,
@@ -172,22 +181,43 @@ class FilesController(SecuredController):
     ) -> dict[str, Any]:
         # Only the owner (or an admin) signs: a public file's readers may not mint links.
         st = await _load_file(request, file_id, principal)
-        return signed_urls.issue(request, file_resource(st.id), data.method, data.expires_in)
+        return signed_urls.issue(
+            request,
+            file_resource(st.id, st.owner),
+            data.method,
+            data.expires_in,
+            path=file_path(st.id),
+        )
 
     @delete(
         "/{file_id:str}",
         status_code=200,
-        summary="Delete a file",
-        responses=ok(200, FileDeleted, "The file is deleted"),
+        summary="Delete a file; `If-Match` makes it conditional",
+        responses={
+            **ok(200, FileDeleted, "The file is deleted"),
+            412: ResponseSpec(
+                None, description="If-Match: the file is not live, or not that version"
+            ),
+        },
     )
     async def delete_file(
         self,
         request: Request[Any, Any, Any],
         file_id: FromPath[str],
         principal: NamedDependency[Principal],
+        if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
     ) -> dict[str, Any]:
         file_id = parse_id("files", file_id)
-        await send_as(request, principal, DeleteFile, file_id)
+        # An object's file changes with each version: If-Match, checked by the command
+        # (atomic with the delete), keeps a delete from removing a version it did not see.
+        match = None if if_match is None else write_match(if_match)
+        if if_match is not None and match is None:
+            raise ApiError(
+                400,
+                "invalid_if_match",
+                'If-Match on DELETE is `*` or one strong ETag (`"<sha256>"`)',
+            )
+        await send_as(request, principal, DeleteFile, file_id, if_match=match)
         return {"id": file_id, "deleted": True}
 
     @get(

@@ -37,7 +37,7 @@ from api.bucket_access import readable_bucket, writable_bucket
 from api.commanding import SecuredController, reply_state
 from api.context import AppContext, ctx, now
 from api.errors import ApiError
-from api.http.conditionals import ANY, parse_etags
+from api.http.conditionals import ANY, Verdict, evaluate, parse_http_date, write_match
 from api.http.content import ContentResponse
 from api.http.digits import ascii_int
 from api.http.signed_query import (
@@ -159,20 +159,41 @@ def _put_conditions(if_none_match: str | None, if_match: str | None) -> tuple[bo
         if if_none_match.strip() != ANY:
             raise ApiError(400, "invalid_if_none_match", "on PUT, If-None-Match can only be `*`")
         none_match = True
-    match: str | None = None
-    if if_match is not None:
-        tags = parse_etags(if_match)
-        if tags == ANY:
-            match = ANY
-        elif isinstance(tags, list) and len(tags) == 1 and not tags[0][0]:
-            match = tags[0][1]
-        else:
-            raise ApiError(
-                400,
-                "invalid_if_match",
-                'If-Match on PUT is `*` or one strong ETag (`"<sha256>"`)',
-            )
-    return none_match, match
+    return none_match, _if_match(if_match, "PUT")
+
+
+def _if_match(value: str | None, method: str) -> str | None:
+    """The version a write (PUT, DELETE) needs, from its If-Match: `*`, a sha256, or None."""
+    if value is None:
+        return None
+    match = write_match(value)
+    if match is None:
+        raise ApiError(
+            400,
+            "invalid_if_match",
+            f'If-Match on {method} is `*` or one strong ETag (`"<sha256>"`)',
+        )
+    return match
+
+
+def _unmodified_since(value: str | None, current: FileState | None) -> str | None:
+    """If-Unmodified-Since of a write without If-Match (RFC 9110 §13.1.4): 412 if the live
+    object changed after that date; else the sha256 the command must still find, so that
+    the condition holds at the write and not only now; None if it does not apply (no
+    field, not an HTTP-date, no object: nothing has a modification date)."""
+    if value is None or current is None or parse_http_date(value) is None:
+        return None
+    verdict = evaluate(
+        "PUT",
+        etag=current.sha256,
+        last_modified=min(current.created_at, now()),  # as served (api/http/content.py)
+        if_unmodified_since=value,
+    )
+    if verdict is not Verdict.PROCEED:
+        raise ApiError(
+            412, "precondition_failed", "the object was modified after If-Unmodified-Since"
+        )
+    return current.sha256
 
 
 def encode_cursor(bound: Bound) -> str:
@@ -289,8 +310,9 @@ class ObjectsController(SecuredController):
             ),
             412: ResponseSpec(
                 None,
-                description="If-None-Match: * and the key exists, or If-Match; a signed PUT"
-                " URL used again (the object is no longer the version it was signed for)",
+                description="If-None-Match: * and the key exists, If-Match, or"
+                " If-Unmodified-Since; a signed PUT URL used again (the object is no longer"
+                " the version it was signed for)",
             ),
             **BODY_IN_FLIGHT,
             **TOO_LARGE,
@@ -305,6 +327,9 @@ class ObjectsController(SecuredController):
         content_type: Annotated[str | None, HeaderParameter(name="Content-Type")] = None,
         if_none_match: Annotated[str | None, HeaderParameter(name="If-None-Match")] = None,
         if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
+        if_unmodified_since: Annotated[
+            str | None, HeaderParameter(name="If-Unmodified-Since")
+        ] = None,
         signed_method: SignedMethod = None,
         expires: SignedExpires = None,
         max_size: SignedMaxSize = None,
@@ -336,6 +361,8 @@ class ObjectsController(SecuredController):
                 none_match = True
             elif match is None and current is not None:
                 match = current.sha256
+        if match is None and if_unmodified_since is not None:
+            match = _unmodified_since(if_unmodified_since, await load_object(c, bucket, key))
         declared = ascii_int(request.headers.get("content-length"))
         if declared is not None and declared > limit:
             raise ApiError(413, "object_too_large", "the object is too large", {"max": limit})
@@ -431,7 +458,14 @@ class ObjectsController(SecuredController):
     @delete(
         "/{key:path}",
         status_code=204,
-        summary="Delete an object (204; then GET is 404)",
+        summary="Delete an object (204; then GET is 404); `If-Match` makes it conditional",
+        responses={
+            412: ResponseSpec(
+                None,
+                description="If-Match: the object is not live, or not that version;"
+                " If-Unmodified-Since: it was modified after that date",
+            )
+        },
     )
     async def delete_object(
         self,
@@ -439,18 +473,32 @@ class ObjectsController(SecuredController):
         name: FromPath[str],
         key: FromPath[str],
         principal: NamedDependency[Principal],
+        if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
+        if_unmodified_since: Annotated[
+            str | None, HeaderParameter(name="If-Unmodified-Since")
+        ] = None,
     ) -> None:
         c = ctx(request)
         key = object_key(request, key)
+        match = _if_match(if_match, "DELETE")
         bucket = await writable_bucket(c, name, principal)
         fid = object_file_id(bucket.name, key)
         st: FileState | None = await c.load("files", f"file-{fid}")
         if st is None or st.key != key or st.owner != bucket.owner:
             raise _object_not_found(bucket.name, key)
-        # An object already deleted: the command is a no-op, the answer the same (a retry).
+        if match is None:
+            match = _unmodified_since(if_unmodified_since, None if st.deleted else st)
+        # An object already deleted: the command is a no-op, the answer the same (a retry);
+        # with If-Match it is 412. The command checks the version: atomic with the delete.
         await c.send(
             request,
-            DeleteFile(aggregate_id=fid, caller=principal.user, admin=principal.admin, at=now()),
+            DeleteFile(
+                aggregate_id=fid,
+                caller=principal.user,
+                admin=principal.admin,
+                at=now(),
+                if_match=match,
+            ),
         )
 
     @post(

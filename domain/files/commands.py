@@ -32,7 +32,12 @@ class CreateFile(FileCommand):
 
 @dataclass(frozen=True, kw_only=True)
 class DeleteFile(FileCommand):
+    """Delete the file (an object: its live version). `if_match`: only if the live
+    file's sha256 is this, or `*`: only if it is live (HTTP `If-Match`); otherwise 412."""
+
     type: ClassVar[str] = "DeleteFile"
+
+    if_match: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -107,8 +107,12 @@ def _create(state: FileState | None, cmd: CreateFile) -> list[Event]:
 
 def _delete(state: FileState | None, cmd: DeleteFile) -> list[Event]:
     if state is not None and state.deleted and (state.owner == cmd.caller or cmd.admin):
+        if cmd.if_match is not None:  # no current version matches anything, `*` included
+            raise PreconditionFailed("etag_mismatch", "the object's ETag does not match If-Match")
         return []
-    _owned(state, cmd)
+    st = _owned(state, cmd)
+    if cmd.if_match is not None and cmd.if_match not in ("*", st.sha256):
+        raise PreconditionFailed("etag_mismatch", "the object's ETag does not match If-Match")
     return [FileDeleted(at=cmd.at)]
 
 

@@ -134,7 +134,7 @@ async def signature(w: World, file_id: str, verb: str, actor: str) -> dict[str, 
         assert r.status_code == 200, r.text
         return dict(parse_qsl(urlsplit(r.json()["url"]).query))
     now = int(time.time())
-    resource = file_resource(file_id)
+    resource = file_resource(file_id, w.owner)
     if actor == "expired":
         return w.signer.sign("GET", resource, now - 1)
     if actor == "tampered":

@@ -213,3 +213,30 @@ async def test_a_bucket_name_taken_by_someone_else_voids_the_old_urls(
         assert (await c.put(opath(b, "k"), content=b"second owner")).status_code in (200, 201)
     async with s.client(None) as anon:
         assert error_code(await anon.get(url), 403) == "signed_url_invalid"
+
+
+async def test_a_file_url_of_an_object_does_not_serve_the_next_owner_of_its_key(
+    shared_system: System,
+) -> None:
+    # An object's file id comes from (bucket, key): whoever takes the bucket name next and
+    # writes that key writes the same file. A file URL signed by the first owner must not
+    # serve the second owner's private object.
+    s = shared_system
+    async with s.client(user()) as c:
+        b = await make_bucket(c)
+        fid = (await c.put(opath(b, "k"), content=b"first owner")).json()["id"]
+        r = await c.post(f"/v1/files/{fid}/signed-url", json={"expires_in": 300})
+        assert r.status_code == 200, r.text
+        url = relative(r.json()["url"])
+        async with s.client(None) as anon:
+            assert (await anon.get(url)).content == b"first owner"
+        assert (await c.delete(f"/v1/buckets/{b}?force=true")).status_code == 200
+    async with s.client(user()) as c:
+        assert (await c.post("/v1/buckets", json={"name": b})).status_code == 201
+        r = await c.put(opath(b, "k"), content=b"second owner")
+        assert r.status_code in (200, 201) and r.json()["id"] == fid
+    async with s.client(None) as anon:
+        for method in ("GET", "HEAD"):
+            r = await anon.request(method, url)
+            assert r.status_code == 403 and b"second owner" not in r.content
+        assert error_code(await anon.get(url), 403) == "signed_url_invalid"

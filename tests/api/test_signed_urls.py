@@ -120,7 +120,7 @@ async def test_bad_signed_urls_are_403_and_say_why(shared_system: System) -> Non
         url = (await c.post(f"/v1/files/{fid}/signed-url", json={"expires_in": 60})).json()["url"]
     # A URL signed by the server's key that expired a second ago.
     signer = Signer(s.settings.resolved_signing_key())
-    expired = signer.sign("GET", file_resource(fid), int(time.time()) - 1)
+    expired = signer.sign("GET", file_resource(fid, me), int(time.time()) - 1)
     sig = dict(parse_qsl(urlsplit(url).query))["signature"]
     async with s.client(None) as anon:
         assert (await anon.head(head_url)).status_code == 200

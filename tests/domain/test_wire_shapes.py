@@ -79,7 +79,7 @@ COMMAND_SHAPES: dict[str, str] = {
     "CreateTask": "owner task_type params priority items_total bytes_total",
     "DeclareLength": "file_size",
     "DeleteBucket": "force",
-    "DeleteFile": "",
+    "DeleteFile": "if_match",
     "ExpireUpload": "idle_before",
     "FailFetch": "runner error details",
     "FailTask": "error",

@@ -14,6 +14,7 @@ from api.http.conditionals import (
     if_range_ok,
     parse_etags,
     parse_http_date,
+    write_match,
 )
 
 TAG = "a" * 64
@@ -125,3 +126,18 @@ def test_parse_etags() -> None:
     assert parse_etags('"a", W/"b" ,, ""') == [(False, "a"), (True, "b"), (False, "")]
     assert parse_etags('"a" "b"') is None
     assert parse_etags('W/ "a"') is None
+
+
+@pytest.mark.parametrize(
+    ("value", "want"),
+    [
+        ("*", "*"),
+        (' "abc" ', "abc"),
+        ('W/"abc"', None),  # a write needs a strong tag
+        ('"a", "b"', None),  # one version, not a choice
+        ("abc", None),
+        ("", None),
+    ],
+)
+def test_write_match(value: str, want: str | None) -> None:
+    assert write_match(value) == want

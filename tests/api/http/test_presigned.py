@@ -12,10 +12,12 @@ import hashlib
 import os
 import secrets
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import httpx
 import pytest
 
+from api.http.content import Representation, plan
 from api.http.presigned import redirect_location, single_object
 from bus.config.settings import Settings
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
@@ -23,6 +25,7 @@ from tests.s3server import S3Server
 from tests.system import isolated_system
 
 CHUNK = 5 * 1024 * 1024
+NOW = datetime(2026, 11, 6, 9, 0, 0, tzinfo=UTC)
 
 
 async def _upload(c: httpx.AsyncClient, name: str, data: bytes, chunk: int) -> str:
@@ -128,6 +131,21 @@ async def test_redirect_location_only_for_one_large_object_on_a_presigning_store
         {"CAIRN_S3_REDIRECT_MIN_BYTES": "1K", **({"CAIRN_S3_REDIRECT": "1"} if redirect else {})}
     )
     assert await redirect_location(s, store, manifest, size, {}) == want
+
+
+@pytest.mark.parametrize(
+    ("content_type", "redirected"),
+    [("text/html", False), ("image/svg+xml", False), ("text/plain", True), ("image/png", True)],
+)
+async def test_active_content_is_never_handed_to_s3(content_type: str, redirected: bool) -> None:
+    # S3 would serve it inline without the sandbox (CSP) and nosniff Cairn sends with it:
+    # HTML or SVG running in the S3 endpoint's origin (Cairn's own, behind one proxy).
+    s = Settings.from_env({"CAIRN_S3_REDIRECT_MIN_BYTES": "1K", "CAIRN_S3_REDIRECT": "1"})
+    headers = plan(
+        "GET", {}, Representation(10_000, "a" * 64, NOW, content_type, "f"), now=NOW
+    ).headers
+    location = await redirect_location(s, _Presigning(), [("a" * 64, 10_000)], 10_000, headers)
+    assert (location is not None) is redirected
 
 
 def test_single_object_needs_one_chunk_as_long_as_the_file() -> None:

@@ -198,6 +198,65 @@ async def test_conditional_puts(shared_system: System) -> None:
         )
 
 
+async def test_conditional_deletes(shared_system: System) -> None:
+    # RFC 9110 §13.1.1: If-Match is evaluated before the method. Ignored, a delete meant
+    # for the version the client saw removed a newer one another writer had just put.
+    async with shared_system.client(user()) as c:
+        b = await make_bucket(c)
+        p = opath(b, "cond")
+        assert (await c.put(p, content=b"1")).status_code == 201
+        assert (await c.put(p, content=b"2")).status_code == 200
+        sha1, sha2 = hashlib.sha256(b"1").hexdigest(), hashlib.sha256(b"2").hexdigest()
+        assert_error(await c.delete(p, headers={"If-Match": f'"{sha1}"'}), 412, "etag_mismatch")
+        assert_error(await c.delete(p, headers={"If-Match": "garbage"}), 400, "invalid_if_match")
+        assert (await c.get(p)).content == b"2"  # nothing above deleted it
+        assert (await c.delete(p, headers={"If-Match": f'"{sha2}"'})).status_code == 204
+        assert (await c.get(p)).status_code == 404
+        for tag in (f'"{sha2}"', "*"):  # no live version: If-Match is false
+            assert_error(await c.delete(p, headers={"If-Match": tag}), 412, "etag_mismatch")
+        assert (await c.delete(p)).status_code == 204  # unconditional: still idempotent
+        # The same object through its file: DELETE /v1/files/{id} checks it too.
+        fid = (await c.put(p, content=b"3")).json()["id"]
+        r = await c.delete(f"/v1/files/{fid}", headers={"If-Match": f'"{sha2}"'})
+        assert_error(r, 412, "etag_mismatch")
+        r = await c.delete(f"/v1/files/{fid}", headers={"If-Match": 'W/"x"'})
+        assert_error(r, 400, "invalid_if_match")
+        assert (await c.get(p)).content == b"3"
+        sha3 = hashlib.sha256(b"3").hexdigest()
+        r = await c.delete(f"/v1/files/{fid}", headers={"If-Match": f'"{sha3}"'})
+        assert r.status_code == 200 and (await c.get(p)).status_code == 404
+
+
+async def test_if_unmodified_since_on_writes(shared_system: System) -> None:
+    # RFC 9110 §13.1.4: without If-Match, If-Unmodified-Since is evaluated before a write;
+    # it was ignored, so a client's "only if unchanged since I read it" replaced anyway.
+    past = "Mon, 01 Jan 2001 00:00:00 GMT"
+    future = "Fri, 01 Jan 2100 00:00:00 GMT"
+    async with shared_system.client(user()) as c:
+        b = await make_bucket(c)
+        p = opath(b, "ius")
+        # No object, no modification date: the condition does not apply (§13.1.4).
+        assert (await c.put(p, content=b"1", headers={"If-Unmodified-Since": past})).is_success
+        r = await c.put(p, content=b"2", headers={"If-Unmodified-Since": past})
+        assert_error(r, 412, "precondition_failed")
+        r = await c.delete(p, headers={"If-Unmodified-Since": past})
+        assert_error(r, 412, "precondition_failed")
+        assert (await c.get(p)).content == b"1"
+        lm = (await c.head(p)).headers["last-modified"]
+        ok = await c.put(p, content=b"2", headers={"If-Unmodified-Since": lm})
+        assert ok.status_code == 200 and (await c.get(p)).content == b"2"
+        sha2 = hashlib.sha256(b"2").hexdigest()
+        # If-Match wins over it (§13.2.2), and a date that is not one is ignored.
+        r = await c.put(
+            p, content=b"3", headers={"If-Match": f'"{sha2}"', "If-Unmodified-Since": past}
+        )
+        assert r.status_code == 200
+        r = await c.put(p, content=b"4", headers={"If-Unmodified-Since": "yesterday"})
+        assert r.status_code == 200
+        r = await c.delete(p, headers={"If-Unmodified-Since": future})
+        assert r.status_code == 204 and (await c.get(p)).status_code == 404
+
+
 async def test_racing_puts_one_winner(shared_system: System) -> None:
     async with shared_system.client(user()) as c:
         b = await make_bucket(c)

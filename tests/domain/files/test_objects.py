@@ -74,6 +74,25 @@ def test_conditions() -> None:
     assert files.decide(st, put(sha=H2, if_match="*"))  # type: ignore[arg-type]
 
 
+def test_a_conditional_delete_needs_the_live_version() -> None:
+    st = apply(None, files.decide(None, put()))  # type: ignore[arg-type]
+    fid = object_file_id("bkt", "k/x.txt")
+
+    def delete(if_match: str) -> DeleteFile:
+        return DeleteFile(aggregate_id=fid, caller="alice", at=T0, if_match=if_match)
+
+    with pytest.raises(PreconditionFailed) as e:
+        files.decide(st, delete(H2))
+    assert e.value.code == "etag_mismatch"
+    assert files.decide(st, delete("*")) and files.decide(st, delete(H1))
+    gone = apply(st, files.decide(st, delete(H1)))
+    for tag in (H1, "*"):  # nothing is live: no tag matches, `*` neither
+        with pytest.raises(PreconditionFailed):
+            files.decide(gone, delete(tag))
+    # An unconditional retry of a delete stays a no-op.
+    assert files.decide(gone, DeleteFile(aggregate_id=fid, caller="alice", at=T0)) == []
+
+
 def test_the_same_upload_again_is_already_applied() -> None:
     st = apply(None, files.decide(None, put(upload_id="u1")))  # type: ignore[arg-type]
     assert files.decide(st, put(upload_id="u1")) == []  # type: ignore[arg-type]
