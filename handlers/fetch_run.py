@@ -262,9 +262,9 @@ class FetchRun:
     def validators(self, resp: httpx.Response, url: str) -> dict[str, Any]:
         h = resp.headers
         return {
-            "etag": h.get("etag"),
-            "last_modified": h.get("last-modified"),
-            "content_type": h.get("content-type"),
+            "etag": origin.bounded(h.get("etag"), origin.MAX_VALIDATOR),
+            "last_modified": origin.bounded(h.get("last-modified"), origin.MAX_VALIDATOR),
+            "content_type": origin.bounded(h.get("content-type"), origin.MAX_CONTENT_TYPE),
             "file_name": origin.file_name(resp, url),
             "accept_ranges": "bytes" in (h.get("accept-ranges") or "").lower(),
             "content_encoding": origin.content_encoding(h.get("content-encoding")),

@@ -17,6 +17,12 @@ import httpx
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.I)
 _UNSATISFIED = re.compile(r"bytes\s+\*/(\d+)\s*$", re.I)
 MAX_NAME = 255
+# What an origin's headers may put into events, the read model and the file: a Content-Type
+# as long as an upload may declare (api/schemas.py), validators far past any real one
+# (S3's ETags are 34 characters, an IMF date 29). httpx lets a head reach 100 KiB; a value
+# past these is taken as absent (a type detected from the bytes, no validator).
+MAX_CONTENT_TYPE = 255
+MAX_VALIDATOR = 512
 
 
 class Retryable(Exception):
@@ -82,6 +88,11 @@ def backoff(attempt: int, base: float, cap: float = 60.0) -> float:
     """Exponential backoff with full jitter in [half, whole] of base * 2^(attempt-1)."""
     delay: float = min(cap, base * 2.0 ** max(0, attempt - 1))
     return delay * random.uniform(0.5, 1.0)
+
+
+def bounded(value: str | None, limit: int) -> str | None:
+    """An origin's header value, or None when it is absent or longer than `limit`."""
+    return value if value is not None and len(value) <= limit else None
 
 
 def strong_etag(etag: str | None) -> str | None:

@@ -185,6 +185,33 @@ async def test_a_gzip_body_sent_despite_identity_is_stored_as_sent_and_said(
         assert meta["content_type"] == "application/gzip", meta
 
 
+async def test_oversized_type_and_validators_are_taken_as_absent(osys: System) -> None:
+    # httpx lets a head reach 100 KiB; none of it may land in events, the read model or
+    # the file's type beyond what an upload may declare (255) or a validator needs.
+    data = b"%PDF-1.7\n" + os.urandom(3_000)
+    huge = "x" * 5_000
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            body=data,
+            headers={
+                "Content-Type": "text/plain; p=" + huge,
+                "ETag": f'"{huge}"',
+                "Last-Modified": "Mon, 01 Jan 2024 00:00:00 GMT " + huge,
+            },
+        )
+
+    async with serve(handler) as base, osys.client("o-huge-headers") as c:
+        f = await post(c, f"{base}/doc")
+        done = await until(c, f["id"], "COMPLETED", "FAILED")
+        assert done["status"] == "COMPLETED", done
+        assert done["etag"] is None and done["last_modified"] is None, done
+        assert await content(c, done["file_id"]) == data
+        meta = (await c.get(f"/v1/files/{done['file_id']}")).json()
+        # The type comes from the bytes instead.
+        assert meta["content_type"] == "application/pdf", meta
+
+
 async def test_a_stalled_body_times_out_and_fails_never_hangs(osys: System) -> None:
     hung = asyncio.Event()
 
