@@ -7,7 +7,10 @@ drive letter: zip-slip), is a symlink, a hard link or a device/FIFO, is an encry
 member or one compressed by a method zipfile cannot read, or if the archive
 goes over a limit: more entries than CAIRN_TASK_MAX_ITEMS, more uncompressed bytes than
 CAIRN_TASK_EXTRACT_MAX_BYTES, or an uncompressed/compressed ratio above
-CAIRN_TASK_EXTRACT_MAX_RATIO (zip bombs). The error names the member or the limit.
+CAIRN_TASK_EXTRACT_MAX_RATIO (zip bombs). The error names the member or the limit. A tar
+whose headers tarfile would read carelessly is not an archive here: a negative size, a
+metadata header (pax, GNU long name) over 1 MiB or more than 8 in a row, a damaged header
+before the end (tarfile took it for the end).
 
 Then member by member (an item each, checkpointed like copy): the member is streamed out
 of the archive (zipfile / tarfile in a thread over a seekable view of the stored file,
@@ -184,10 +187,50 @@ def _list_zip(f: BlobFile, limits: ListingLimits | None = None) -> list[Member]:
     return out
 
 
+# Metadata headers (pax, GNU long names): tarfile reads each one's data whole into memory,
+# and the headers before a member recursively, before the listing sees the member.
+_TAR_META = frozenset(
+    {tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE}
+    | {tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK}
+)
+TAR_META_MAX = 1 << 20  # bytes in one (Go's archive/tar has the same limit)
+TAR_META_IN_A_ROW = 8  # before one member (tar and bsdtar write two at most)
+
+
+class _TarInfo(tarfile.TarInfo):
+    """A header that refuses metadata past TAR_META_MAX or TAR_META_IN_A_ROW before its
+    data is read: a small tar.gz of one long-name header declaring a gigabyte held a
+    gigabyte in memory, and a few hundred pax headers in a row were a RecursionError
+    (an internal_error) instead of a refusal."""
+
+    def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        # tarfile's hook for TarInfo subclasses (not in typeshed); the count of metadata
+        # headers read in a row is kept on the TarFile, which reads one member at a time.
+        in_a_row = getattr(tar, "_cairn_meta_in_a_row", 0) + 1 if self.type in _TAR_META else 0
+        setattr(tar, "_cairn_meta_in_a_row", in_a_row)  # noqa: B010
+        if in_a_row and self.size > TAR_META_MAX:
+            raise _TarRefused(f"a metadata header of {self.size} bytes (over {TAR_META_MAX})")
+        if in_a_row > TAR_META_IN_A_ROW:
+            raise _TarRefused(f"more than {TAR_META_IN_A_ROW} metadata headers in a row")
+        member: tarfile.TarInfo = super()._proc_member(tar)  # type: ignore[misc]
+        return member
+
+
+class _TarRefused(tarfile.HeaderError):
+    """A header this code will not read (tarfile passes it on, as a TarError)."""
+
+
 def _list_tar(f: BlobFile, fmt: str, limits: ListingLimits | None = None) -> list[Member]:
     out: list[Member] = []
-    with tarfile.open(fileobj=buffered(f), mode="r:gz" if fmt == "tar.gz" else "r:") as tar:
+    with tarfile.open(
+        fileobj=buffered(f), mode="r:gz" if fmt == "tar.gz" else "r:", tarinfo=_TarInfo
+    ) as tar:
         for m in tar:
+            if m.size < 0:
+                # A pax `size` (a global one applies to every member after it) or a
+                # base-256 size may be negative: it lowered the total the limits count,
+                # so a bomb after it passed them.
+                raise _TarRefused(f"member {m.name!r} declares a negative size")
             # Before the next header is read: that skips this member's data (decompressing
             # it, in a tar.gz), which a member past the limits must not cost.
             if limits is not None:
@@ -202,6 +245,13 @@ def _list_tar(f: BlobFile, fmt: str, limits: ListingLimits | None = None) -> lis
             if problem := unsafe_path(path):
                 raise _refuse("unsafe_member", f"unsafe path: {problem}", member=m.name)
             out.append(Member(len(out), path, m.size, m.size, m.offset))
+        # tarfile ends at a header it cannot read (a bad checksum, a cut-off block) as if
+        # the archive ended there: the members after it were left out and the task
+        # completed. What ends the listing must be the zero blocks or the file's end.
+        assert tar.fileobj is not None
+        tar.fileobj.seek(tar.offset)
+        if tar.fileobj.read(tarfile.BLOCKSIZE).strip(b"\0"):
+            raise _TarRefused(f"a damaged header at offset {tar.offset}")
     return out
 
 

@@ -233,6 +233,65 @@ def test_archives_within_the_limits_list_whole() -> None:
     assert listing("zip", data) == _list_zip(CountingFile(data), limits_of(data))
 
 
+def test_a_negative_tar_size_does_not_lower_the_total_past_the_limits() -> None:
+    # A global pax `size` applies to every member after it; a negative one took 10 TB off
+    # the total the limits count, so the 50 MiB of zeros after it passed a 10 MiB limit
+    # (and any ratio) and were extracted.
+    buf = io.BytesIO()
+    big = 50 << 20
+    with tarfile.open(
+        fileobj=buf, mode="w:gz", format=tarfile.PAX_FORMAT, pax_headers={"size": "-1" + "0" * 13}
+    ) as tar:
+        tar.addfile(tarfile.TarInfo("negative.txt"))
+        info = tarfile.TarInfo("zeros.bin")
+        info.size, info.pax_headers = big, {"size": str(big)}
+        tar.addfile(info, io.BytesIO(bytes(big)))
+    data = buf.getvalue()
+    with pytest.raises(tarfile.TarError, match=r"'negative\.txt' declares a negative size"):
+        _list_tar(CountingFile(data), "tar.gz", limits_of(data, task_extract_max_bytes=10 << 20))
+
+
+def test_a_huge_tar_metadata_header_is_refused_before_its_data_is_read() -> None:
+    # tarfile reads a long-name (or pax) header's data whole: a tar.gz of one declaring a
+    # gigabyte (a megabyte compressed) held a gigabyte in memory.
+    size = 8 << 20
+    info = tarfile.TarInfo("././@LongLink")
+    info.type, info.size = tarfile.GNUTYPE_LONGNAME, size
+    raw = info.tobuf(tarfile.GNU_FORMAT) + b"a" * size + bytes(-size % 512)
+    data = raw + tarfile.TarInfo("f").tobuf(tarfile.USTAR_FORMAT) + bytes(1024)
+    f = CountingFile(data)
+    with pytest.raises(tarfile.TarError, match=f"a metadata header of {size} bytes"):
+        _list_tar(f, "tar", limits_of(data))
+    assert f.read_bytes < len(data) // 2, (f.read_bytes, len(data))
+
+
+def test_metadata_headers_in_a_row_are_refused_not_a_recursion_error() -> None:
+    # tarfile reads the pax headers before a member recursively: 3,000 of them in a row
+    # were a RecursionError, which failed the task as an internal_error.
+    info = tarfile.TarInfo("f")
+    info.pax_headers = {"comment": "c"}
+    one = info.tobuf(tarfile.PAX_FORMAT)
+    data = one[:-512] * 3000 + one + bytes(1024)
+    with pytest.raises(tarfile.TarError, match="metadata headers in a row"):
+        _list_tar(CountingFile(data), "tar", limits_of(data))
+    assert [m.path for m in _list_tar(CountingFile(one * 3 + bytes(1024)), "tar")] == ["f"] * 3
+
+
+@pytest.mark.parametrize("fmt", ["tar", "tar.gz"])
+def test_a_damaged_header_mid_archive_is_refused_not_taken_for_its_end(fmt: str) -> None:
+    # tarfile ends at a header it cannot read as if the archive ended: the 120 members
+    # after this one were left out, and the task completed with the first 80.
+    raw = bytearray(archive("tar"))
+    victim = listing("tar", bytes(raw))[80]
+    raw[victim.offset + 148] ^= 1  # its checksum
+    data = gzip.compress(bytes(raw)) if fmt == "tar.gz" else bytes(raw)
+    with pytest.raises(tarfile.TarError, match=f"a damaged header at offset {victim.offset}"):
+        _list_tar(CountingFile(data), fmt, limits_of(data))
+    cut = bytes(raw[: victim.offset + 100])  # cut within a header: the same
+    with pytest.raises(tarfile.TarError, match="a damaged header"):
+        _list_tar(CountingFile(cut), "tar", limits_of(cut))
+
+
 class StubRun:
     """What the two stages use of a TaskRun: safe points and the in-order checkpoint."""
 
