@@ -38,7 +38,7 @@ from domain.tasks.commands import RecordProgress
 from domain.tasks.ids import item_command_id, result_file_id
 from handlers.tasks.archive_out import ArchiveSink
 from handlers.tasks.archive_thread import Entry, WriteAll, archive
-from handlers.tasks.fileops import load_file, quota_for_file
+from handlers.tasks.fileops import check_destination, load_file, quota_for_file
 from handlers.tasks.run import FLUSH_EVERY, TaskFailure, TaskRun, utcnow
 
 CONTENT_TYPES = {"zip": "application/zip", "tar.gz": "application/gzip"}
@@ -190,6 +190,7 @@ async def run_compress(run: TaskRun, settings: Settings, blobs: BlobStore) -> li
     files = [str(f) for f in params.get("files") or []]
     # Read concurrently (a thousand files, one after another, were a second or two of
     # round trips to the event store before the first byte was archived).
+    await check_destination(run, str(output.get("bucket") or "default"))
     states = await map_bounded(functools.partial(load_file, run), files, LOADS_AT_ONCE)
     sources: list[tuple[int, str, FileState]] = []
     for index, (file_id, st) in enumerate(zip(files, states, strict=True)):

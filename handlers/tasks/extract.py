@@ -66,6 +66,7 @@ from domain.tasks.ids import item_command_id, item_file_id
 from domain.values import file_name_problem
 from handlers.tasks.archive_out import ArchiveSink
 from handlers.tasks.fileops import (
+    check_destination,
     check_quota,
     load_file,
     quota_for_file,
@@ -426,6 +427,7 @@ async def run_extract(run: TaskRun, settings: Settings, blobs: BlobStore) -> lis
         raise _refuse("not_an_archive", f"the file is not a readable {fmt} archive: {e}") from None
     prefix = str(output.get("prefix") or "")
     bucket = str(output.get("bucket") or "default")
+    await check_destination(run, bucket)
     if bucket != "default":
         return await _extract_objects(run, settings, blobs, source.manifest, fmt, members)
     for m in members:
