@@ -47,6 +47,20 @@ MEMBER_BATCH = 1000  # member results per checkpoint command (~100 KiB)
 LOADS_AT_ONCE = 8  # files read from the event store at once before archiving
 
 
+def member_name(name: str) -> str:
+    """The name a file or an object is archived under. A key may be any string S3 allows
+    (`../../etc/x`, `/abs`, `a\\..\\b`): written as it is, it is a zip-slip for whoever
+    extracts the archive (Cairn's own extract refuses it). So, as GNU tar strips leading
+    `/` and `../` when it creates one: `\\` is read as `/` (as Windows tools do), empty,
+    `.` and `..` parts are dropped, a trailing `/` (a folder marker) is kept, and a name
+    with nothing left is `_`."""
+    parts = name.replace("\\", "/").split("/")
+    safe = "/".join(p for p in parts if p not in ("", ".", ".."))
+    if not safe:
+        return "_"
+    return safe + "/" if parts[-1] == "" else safe
+
+
 def unique_names(names: list[str]) -> list[str]:
     """Names inside the archive: the files' names, a repeated one as `name (2).ext`. An
     object's key is a path: the number goes into its last part (`v1.0/notes (2)`, not
@@ -200,7 +214,7 @@ async def run_compress(run: TaskRun, settings: Settings, blobs: BlobStore) -> li
             )
         sources.append((index, file_id, st))
     # An object is archived under its key (its path), a plain file under its name.
-    names = unique_names([st.key or st.name for _, _, st in sources])
+    names = unique_names([member_name(st.key or st.name) for _, _, st in sources])
     members = [(name, st) for name, (_, _, st) in zip(names, sources, strict=True)]
     progress = _Progress(run)
     sink = ArchiveSink(blobs, settings.default_chunk_size)
