@@ -9,8 +9,9 @@ goes over a limit: more entries than CAIRN_TASK_MAX_ITEMS, more uncompressed byt
 CAIRN_TASK_EXTRACT_MAX_BYTES, or an uncompressed/compressed ratio above
 CAIRN_TASK_EXTRACT_MAX_RATIO (zip bombs). The error names the member or the limit. A tar
 whose headers tarfile would read carelessly is not an archive here: a negative size, a
-metadata header (pax, GNU long name) over 1 MiB or more than 8 in a row, a damaged header
-before the end (tarfile took it for the end).
+metadata header (pax, GNU long name) over 1 MiB or more than 8 in a row, a member's
+headers over 4 MiB (GNU sparse extension blocks), a damaged header before the end
+(tarfile took it for the end).
 
 Then member by member (an item each, checkpointed like copy): the member is streamed out
 of the archive (zipfile / tarfile in a thread over a seekable view of the stored file,
@@ -84,7 +85,16 @@ AHEAD = 8
 # Members whose commands are in flight at once: commands for different files are applied
 # concurrently by the actor host and share its group commits.
 SENDING = 8
-_CORRUPT = (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError, OSError, ValueError)
+# IndexError: tarfile reading a GNU sparse header's extension block past a cut-off end.
+_CORRUPT = (
+    zipfile.BadZipFile,
+    tarfile.TarError,
+    zlib.error,
+    EOFError,
+    OSError,
+    ValueError,
+    IndexError,
+)
 # The zip compression methods zipfile reads (deflate64, ppmd, AES's 99... it does not).
 _ZIP_METHODS = frozenset(
     {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
@@ -196,15 +206,49 @@ _TAR_META = frozenset(
 )
 TAR_META_MAX = 1 << 20  # bytes in one (Go's archive/tar has the same limit)
 TAR_META_IN_A_ROW = 8  # before one member (tar and bsdtar write two at most)
+# Bytes all of one member's headers may take: an old GNU sparse header is followed by as
+# many extension blocks as it says, whose entries tarfile keeps in a list.
+TAR_HEADERS_MAX = 4 << 20
+
+
+class _HeaderBudget:
+    """The archive as tarfile reads it while it reads one member's headers: past `left`
+    bytes, refused."""
+
+    def __init__(self, f: Any, left: int) -> None:
+        self.f, self.left = f, left
+
+    def read(self, n: int = -1) -> bytes:
+        data: bytes = self.f.read(n)
+        self.left -= len(data)
+        if self.left < 0:
+            raise _TarRefused(f"a member's headers take more than {TAR_HEADERS_MAX} bytes")
+        return data
+
+    def tell(self) -> int:
+        return int(self.f.tell())
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return int(self.f.seek(offset, whence))
 
 
 class _TarInfo(tarfile.TarInfo):
     """A header that refuses metadata past TAR_META_MAX or TAR_META_IN_A_ROW before its
-    data is read: a small tar.gz of one long-name header declaring a gigabyte held a
-    gigabyte in memory, and a few hundred pax headers in a row were a RecursionError
-    (an internal_error) instead of a refusal."""
+    data is read, and a member's headers past TAR_HEADERS_MAX as they are read: a small
+    tar.gz of one long-name header declaring a gigabyte held a gigabyte in memory, one of
+    a sparse header with 200,000 extension blocks (447 KB) took 15 s and 580 MB, and a
+    few hundred pax headers in a row were a RecursionError (an internal_error)."""
 
     def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        if not isinstance(tar.fileobj, _HeaderBudget):
+            # The first header of a member (the ones after it, pax and long names, are
+            # read within this call): all its headers' reads share one budget.
+            outer = tar.fileobj
+            tar.fileobj = _HeaderBudget(outer, TAR_HEADERS_MAX)  # type: ignore[assignment]
+            try:
+                return self._proc_member(tar)
+            finally:
+                tar.fileobj = outer
         # tarfile's hook for TarInfo subclasses (not in typeshed); the count of metadata
         # headers read in a row is kept on the TarFile, which reads one member at a time.
         in_a_row = getattr(tar, "_cairn_meta_in_a_row", 0) + 1 if self.type in _TAR_META else 0
