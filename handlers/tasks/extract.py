@@ -54,7 +54,7 @@ import zipfile
 import zlib
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Self
 
 from bus.config.settings import Settings
 from domain.commands import CreateFile
@@ -209,6 +209,11 @@ TAR_META_IN_A_ROW = 8  # before one member (tar and bsdtar write two at most)
 # Bytes all of one member's headers may take: an old GNU sparse header is followed by as
 # many extension blocks as it says, whose entries tarfile keeps in a list.
 TAR_HEADERS_MAX = 4 << 20
+# A header tarfile cannot read (not in typeshed): a bad checksum, a cut-off block.
+_DAMAGED: tuple[type[Exception], ...] = (
+    tarfile.InvalidHeaderError,  # type: ignore[attr-defined]
+    tarfile.TruncatedHeaderError,  # type: ignore[attr-defined]
+)
 
 
 class _HeaderBudget:
@@ -237,7 +242,18 @@ class _TarInfo(tarfile.TarInfo):
     data is read, and a member's headers past TAR_HEADERS_MAX as they are read: a small
     tar.gz of one long-name header declaring a gigabyte held a gigabyte in memory, one of
     a sparse header with 200,000 extension blocks (447 KB) took 15 s and 580 MB, and a
-    few hundred pax headers in a row were a RecursionError (an internal_error)."""
+    few hundred pax headers in a row were a RecursionError (an internal_error). A damaged
+    header is refused, not taken for the archive's end."""
+
+    @classmethod
+    def fromtarfile(cls, tar: tarfile.TarFile) -> Self:
+        # tarfile ends at a header it cannot read (a bad checksum, a cut-off block) as if
+        # the archive ended there: the members after it were left out and the task
+        # completed. Only the zero blocks or the file's end end it here.
+        try:
+            return super().fromtarfile(tar)
+        except _DAMAGED as e:
+            raise _TarRefused(f"a damaged header at offset {tar.offset}: {e}") from None
 
     def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
         if not isinstance(tar.fileobj, _HeaderBudget):
@@ -290,13 +306,6 @@ def _list_tar(f: BlobFile, fmt: str, limits: ListingLimits | None = None) -> lis
             if problem := unsafe_path(path):
                 raise _refuse("unsafe_member", f"unsafe path: {problem}", member=m.name)
             out.append(Member(len(out), path, m.size, m.size, m.offset))
-        # tarfile ends at a header it cannot read (a bad checksum, a cut-off block) as if
-        # the archive ended there: the members after it were left out and the task
-        # completed. What ends the listing must be the zero blocks or the file's end.
-        assert tar.fileobj is not None
-        tar.fileobj.seek(tar.offset)
-        if tar.fileobj.read(tarfile.BLOCKSIZE).strip(b"\0"):
-            raise _TarRefused(f"a damaged header at offset {tar.offset}")
     return out
 
 
