@@ -113,7 +113,9 @@ class Member:
 
 def unsafe_path(path: str) -> str | None:
     """Why a member path may not be extracted (zip-slip), or None."""
-    if not path or path.startswith(("/", "\\")) or "\\" in path:
+    if not path:  # "", or only `.` components
+        return "an empty name"
+    if path.startswith(("/", "\\")) or "\\" in path:
         return "an absolute path or a backslash"
     if len(path) > 1 and path[1] == ":":
         return "a drive letter"

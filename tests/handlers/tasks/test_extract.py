@@ -234,6 +234,16 @@ def test_archives_within_the_limits_list_whole() -> None:
     assert listing("zip", data) == _list_zip(CountingFile(data), limits_of(data))
 
 
+@pytest.mark.parametrize("name", [".", "./.", "././."])
+def test_a_member_with_an_empty_name_is_refused_as_such(name: str) -> None:
+    # Refused before too, as "an absolute path or a backslash", which it is not.
+    data = zip_of({"ok.txt": b"x", name: b"y"})
+    with pytest.raises(TaskFailure) as failed:
+        _list_zip(CountingFile(data))
+    assert failed.value.error["code"] == "unsafe_member"
+    assert failed.value.error["message"] == "unsafe path: an empty name"
+
+
 def test_a_negative_tar_size_does_not_lower_the_total_past_the_limits() -> None:
     # A global pax `size` applies to every member after it; a negative one took 10 TB off
     # the total the limits count, so the 50 MiB of zeros after it passed a 10 MiB limit
