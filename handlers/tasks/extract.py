@@ -76,7 +76,7 @@ from handlers.tasks.fileops import (
     replace_files,
     target_exists,
 )
-from handlers.tasks.run import TaskFailure, TaskRun, utcnow
+from handlers.tasks.run import CHECK_EVERY, Stop, TaskFailure, TaskRun, utcnow
 from handlers.tasks.threads import BlobFile, buffered, iterate_in_thread
 from projections import task_queries
 
@@ -505,15 +505,12 @@ async def run_extract(run: TaskRun, settings: Settings, blobs: BlobStore) -> lis
     if fmt not in ("zip", "tar", "tar.gz") or (params.get("format") is None and not head):
         raise _refuse("not_an_archive", "the file is not a zip, tar or tar.gz archive")
     limits = ListingLimits(settings, source.size)
+    reader = BlobFile(blobs, list(source.manifest), loop)
     try:
         if fmt == "zip":
-            members = await asyncio.to_thread(
-                _list_zip, BlobFile(blobs, list(source.manifest), loop), limits
-            )
+            members = await _listed(run, reader, functools.partial(_list_zip, reader, limits))
         else:
-            members = await asyncio.to_thread(
-                _list_tar, BlobFile(blobs, list(source.manifest), loop), fmt, limits
-            )
+            members = await _listed(run, reader, functools.partial(_list_tar, reader, fmt, limits))
     except TaskFailure:
         raise
     except _CORRUPT as e:
@@ -563,6 +560,29 @@ async def run_extract(run: TaskRun, settings: Settings, blobs: BlobStore) -> lis
     await _extract_in_order(job, members[run.state.items_done :], commit)
     await run.flush()
     return []
+
+
+async def _listed(
+    run: TaskRun, reader: BlobFile, listing: Callable[[], list[Member]]
+) -> list[Member]:
+    """`listing()` in a thread, reading `reader`, with the run's safe points meanwhile.
+
+    Listing a tar.gz decompresses all of it (tens of seconds for gigabytes), and a pause,
+    a cancel or the worker stopping waited for it to end. Now what ends the run here
+    (Stop, or anything else) is handed to the reader, which raises it at its next read
+    (each MiB of the archive), and the thread is waited for before it goes on up."""
+    job = asyncio.ensure_future(asyncio.to_thread(listing))
+    try:
+        while True:
+            await run.check()
+            done, _ = await asyncio.wait({job}, timeout=CHECK_EVERY)
+            if done:
+                return job.result()
+    except BaseException as e:
+        reader.stop = Stop(e.reason if isinstance(e, Stop) else "the run ended")
+        with contextlib.suppress(BaseException):
+            await job
+        raise
 
 
 async def _record_totals(run: TaskRun, members: list[Member]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import gzip
 import io
 import os
@@ -32,9 +33,11 @@ from handlers.tasks.extract import (
     _Extraction,
     _list_tar,
     _list_zip,
+    _listed,
     walk_members,
 )
 from handlers.tasks.run import Stop, TaskFailure
+from handlers.tasks.threads import BlobFile
 from tests.archives import zip_of
 
 FILES = {f"d/f{i:03d}.bin": os.urandom(1000 + 37 * i) for i in range(200)}
@@ -428,6 +431,29 @@ async def _once(data: bytes) -> AsyncIterator[bytes]:
 
 async def _false() -> bool:
     return False
+
+
+async def test_a_pause_while_a_tar_gz_is_listed_ends_the_listing_at_its_next_read(
+    tmp_path: Path,
+) -> None:
+    # Listing a tar.gz decompresses all of it (tens of seconds for gigabytes) in a thread,
+    # and a pause, a cancel or the worker stopping waited for it to end.
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz", compresslevel=1) as tar:
+        for i in range(8):
+            info = tarfile.TarInfo(f"r{i}.bin")
+            info.size = 3 << 20
+            tar.addfile(info, io.BytesIO(os.urandom(info.size)))
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    sha, size = await blobs.put_stream(_once(raw.getvalue()))
+    reader = BlobFile(blobs, [(sha, size)], asyncio.get_running_loop())
+    listing = functools.partial(_list_tar, reader, "tar.gz", None)
+    with pytest.raises(Stop, match="paused"):
+        await _listed(StubRun(stop_at_check=1), reader, listing)  # type: ignore[arg-type]
+    assert reader.pos < size // 2, (reader.pos, size)
+    whole = BlobFile(blobs, [(sha, size)], asyncio.get_running_loop())
+    members = await _listed(StubRun(), whole, functools.partial(_list_tar, whole, "tar.gz", None))  # type: ignore[arg-type]
+    assert [m.path for m in members] == [f"r{i}.bin" for i in range(8)]
 
 
 async def test_commands_end_out_of_order_and_are_recorded_in_order(tmp_path: Path) -> None:
