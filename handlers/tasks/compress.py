@@ -202,9 +202,9 @@ async def run_compress(run: TaskRun, settings: Settings, blobs: BlobStore) -> li
     level = params.get("level")
     output = params.get("output") or {}
     files = [str(f) for f in params.get("files") or []]
+    await check_destination(run, str(output.get("bucket") or "default"))
     # Read concurrently (a thousand files, one after another, were a second or two of
     # round trips to the event store before the first byte was archived).
-    await check_destination(run, str(output.get("bucket") or "default"))
     states = await map_bounded(functools.partial(load_file, run), files, LOADS_AT_ONCE)
     sources: list[tuple[int, str, FileState]] = []
     for index, (file_id, st) in enumerate(zip(files, states, strict=True)):

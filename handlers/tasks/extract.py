@@ -291,6 +291,7 @@ class _TarInfo(tarfile.TarInfo):
             raise _TarRefused(f"a damaged header at offset {tar.offset}: {e}") from None
 
     def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        # tarfile's hook for TarInfo subclasses (not in typeshed).
         if not isinstance(tar.fileobj, _HeaderBudget):
             # The first header of a member (the ones after it, pax and long names, are
             # read within this call): all its headers' reads share one budget.
@@ -300,8 +301,8 @@ class _TarInfo(tarfile.TarInfo):
                 return self._proc_member(tar)
             finally:
                 tar.fileobj = outer
-        # tarfile's hook for TarInfo subclasses (not in typeshed); the count of metadata
-        # headers read in a row is kept on the TarFile, which reads one member at a time.
+        # The count of metadata headers read in a row is kept on the TarFile, which reads
+        # one member at a time.
         in_a_row = getattr(tar, "_cairn_meta_in_a_row", 0) + 1 if self.type in _TAR_META else 0
         setattr(tar, "_cairn_meta_in_a_row", in_a_row)  # noqa: B010
         if in_a_row and self.size > TAR_META_MAX:
