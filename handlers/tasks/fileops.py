@@ -50,18 +50,13 @@ async def check_destination(run: TaskRun, bucket: str) -> None:
     """The bucket the task writes into is still the one it was made for (api/taskparams.py
     checked it then). Names are global: deleted while the task waited and made again by
     someone else, it is their bucket, and the task's files or objects (an overwrite
-    replacing theirs) went into it. Gone, or another owner's bucket made after the task,
-    it is refused like a missing one (an admin's task into a user's existing bucket
-    stays allowed)."""
+    replacing theirs) went into it. Gone, or not the owner's (a task names its owner's
+    buckets only, admin or not), it is refused like a missing one."""
     if bucket == "default":
         return
     events = await run.store.read_stream(AGGREGATES["buckets"].stream_id(bucket))
     st: BucketState | None = AGGREGATES["buckets"].fold(events)
-    if (
-        st is None
-        or st.deleted
-        or (st.owner != run.state.owner and st.created_at > run.state.created_at)
-    ):
+    if st is None or st.deleted or st.owner != run.state.owner:
         raise TaskFailure("bucket_not_found", "the destination bucket is gone", {"bucket": bucket})
 
 
