@@ -240,6 +240,11 @@ async def prepare(
     c: AppContext, task_type: str, raw: Any, owner: str, admin: bool
 ) -> tuple[dict[str, Any], int, int]:
     """(normalised params, items_total, bytes_total) for a new task; raises ApiError."""
+    # A task runs as its owner: the worker reads only the owner's files and writes as the
+    # owner (handlers/tasks/fileops.py). An admin's task naming another user's file was
+    # accepted and then failed when run, so an admin's task, like anyone's, names the
+    # caller's own files and buckets (anyone else's: 404).
+    admin = False
     if not isinstance(raw, dict):
         raise _bad("params", "params must be an object")
     p = decode(task_type, raw)

@@ -38,13 +38,27 @@ from domain.tasks.commands import RecordProgress
 from domain.tasks.ids import item_command_id, result_file_id
 from handlers.tasks.archive_out import ArchiveSink
 from handlers.tasks.archive_thread import Entry, WriteAll, archive
-from handlers.tasks.fileops import load_file, quota_for_file
+from handlers.tasks.fileops import check_destination, load_file, quota_for_file
 from handlers.tasks.run import FLUSH_EVERY, TaskFailure, TaskRun, utcnow
 
 CONTENT_TYPES = {"zip": "application/zip", "tar.gz": "application/gzip"}
 ZIP_CHUNK = 65536  # stream-zip's output chunk size (its default)
 MEMBER_BATCH = 1000  # member results per checkpoint command (~100 KiB)
 LOADS_AT_ONCE = 8  # files read from the event store at once before archiving
+
+
+def member_name(name: str) -> str:
+    """The name a file or an object is archived under. A key may be any string S3 allows
+    (`../../etc/x`, `/abs`, `a\\..\\b`): written as it is, it is a zip-slip for whoever
+    extracts the archive (Cairn's own extract refuses it). So, as GNU tar strips leading
+    `/` and `../` when it creates one: `\\` is read as `/` (as Windows tools do), empty,
+    `.` and `..` parts are dropped, a trailing `/` (a folder marker) is kept, and a name
+    with nothing left is `_`."""
+    parts = name.replace("\\", "/").split("/")
+    safe = "/".join(p for p in parts if p not in ("", ".", ".."))
+    if not safe:
+        return "_"
+    return safe + "/" if parts[-1] == "" else safe
 
 
 def unique_names(names: list[str]) -> list[str]:
@@ -188,6 +202,7 @@ async def run_compress(run: TaskRun, settings: Settings, blobs: BlobStore) -> li
     level = params.get("level")
     output = params.get("output") or {}
     files = [str(f) for f in params.get("files") or []]
+    await check_destination(run, str(output.get("bucket") or "default"))
     # Read concurrently (a thousand files, one after another, were a second or two of
     # round trips to the event store before the first byte was archived).
     states = await map_bounded(functools.partial(load_file, run), files, LOADS_AT_ONCE)
@@ -199,7 +214,7 @@ async def run_compress(run: TaskRun, settings: Settings, blobs: BlobStore) -> li
             )
         sources.append((index, file_id, st))
     # An object is archived under its key (its path), a plain file under its name.
-    names = unique_names([st.key or st.name for _, _, st in sources])
+    names = unique_names([member_name(st.key or st.name) for _, _, st in sources])
     members = [(name, st) for name, (_, _, st) in zip(names, sources, strict=True)]
     progress = _Progress(run)
     sink = ArchiveSink(blobs, settings.default_chunk_size)

@@ -7,7 +7,11 @@ drive letter: zip-slip), is a symlink, a hard link or a device/FIFO, is an encry
 member or one compressed by a method zipfile cannot read, or if the archive
 goes over a limit: more entries than CAIRN_TASK_MAX_ITEMS, more uncompressed bytes than
 CAIRN_TASK_EXTRACT_MAX_BYTES, or an uncompressed/compressed ratio above
-CAIRN_TASK_EXTRACT_MAX_RATIO (zip bombs). The error names the member or the limit.
+CAIRN_TASK_EXTRACT_MAX_RATIO (zip bombs). The error names the member or the limit. A tar
+whose headers tarfile would read carelessly is not an archive here: a negative size, a
+metadata header (pax, GNU long name) over 1 MiB or more than 8 in a row, a member's
+headers over 4 MiB (GNU sparse extension blocks), a damaged header before the end
+(tarfile took it for the end).
 
 Then member by member (an item each, checkpointed like copy): the member is streamed out
 of the archive (zipfile / tarfile in a thread over a seekable view of the stored file,
@@ -43,14 +47,16 @@ import asyncio
 import collections
 import contextlib
 import functools
+import io
 import mimetypes
 import stat
+import struct
 import tarfile
 import zipfile
 import zlib
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Self
 
 from bus.config.settings import Settings
 from domain.commands import CreateFile
@@ -63,13 +69,14 @@ from domain.tasks.ids import item_command_id, item_file_id
 from domain.values import file_name_problem
 from handlers.tasks.archive_out import ArchiveSink
 from handlers.tasks.fileops import (
+    check_destination,
     check_quota,
     load_file,
     quota_for_file,
     replace_files,
     target_exists,
 )
-from handlers.tasks.run import TaskFailure, TaskRun, utcnow
+from handlers.tasks.run import CHECK_EVERY, Stop, TaskFailure, TaskRun, utcnow
 from handlers.tasks.threads import BlobFile, buffered, iterate_in_thread
 from projections import task_queries
 
@@ -80,7 +87,16 @@ AHEAD = 8
 # Members whose commands are in flight at once: commands for different files are applied
 # concurrently by the actor host and share its group commits.
 SENDING = 8
-_CORRUPT = (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError, OSError, ValueError)
+# IndexError: tarfile reading a GNU sparse header's extension block past a cut-off end.
+_CORRUPT = (
+    zipfile.BadZipFile,
+    tarfile.TarError,
+    zlib.error,
+    EOFError,
+    OSError,
+    ValueError,
+    IndexError,
+)
 # The zip compression methods zipfile reads (deflate64, ppmd, AES's 99... it does not).
 _ZIP_METHODS = frozenset(
     {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
@@ -99,7 +115,9 @@ class Member:
 
 def unsafe_path(path: str) -> str | None:
     """Why a member path may not be extracted (zip-slip), or None."""
-    if not path or path.startswith(("/", "\\")) or "\\" in path:
+    if not path:  # "", or only `.` components
+        return "an empty name"
+    if path.startswith(("/", "\\")) or "\\" in path:
         return "an absolute path or a backslash"
     if len(path) > 1 and path[1] == ":":
         return "a drive letter"
@@ -139,9 +157,40 @@ def _zip_name(info: zipfile.ZipInfo) -> str:
         return info.filename
 
 
+def _zip_entries_within(f: BinaryIO, limits: ListingLimits) -> None:
+    """Refuse a zip of more than CAIRN_TASK_MAX_ITEMS entries before zipfile reads them:
+    it makes a ZipInfo of every entry of the central directory before the listing sees
+    one (47 MB of entries took 9.5 s and 314 MB before the limit refused them). The
+    central directory is walked here (each entry's 46 bytes and name), up to the entry
+    past the limit; anything unexpected is left to zipfile to judge."""
+    endrec = zipfile._EndRecData(f)  # type: ignore[attr-defined]  # as zipfile finds it
+    if not endrec:
+        return
+    size_cd, location = int(endrec[5]), int(endrec[9])
+    start = location - size_cd
+    if endrec[0] == b"PK\x06\x06":  # a zip64 end record and its locator come before
+        start -= 56 + 20
+    f.seek(max(start, 0))
+    seen = 0
+    for entries in range(1, limits.settings.task_max_items + 2):
+        head = f.read(46)
+        if len(head) < 46 or head[:4] != b"PK\x01\x02" or seen >= size_cd:
+            return
+        (flags,) = struct.unpack("<H", head[8:10])
+        name_len, extra_len, comment_len = struct.unpack("<3H", head[28:34])
+        name = f.read(name_len)
+        f.seek(extra_len + comment_len, io.SEEK_CUR)
+        seen += 46 + name_len + extra_len + comment_len
+        if entries > limits.settings.task_max_items:
+            raise limits.too_many(name.decode("utf-8" if flags & 0x800 else "cp437", "replace"))
+
+
 def _list_zip(f: BlobFile, limits: ListingLimits | None = None) -> list[Member]:
     out: list[Member] = []
-    with zipfile.ZipFile(buffered(f)) as z:
+    source = buffered(f)
+    if limits is not None:
+        _zip_entries_within(source, limits)
+    with zipfile.ZipFile(source) as z:
         for info in z.infolist():
             mode = info.external_attr >> 16
             if limits is not None:
@@ -184,10 +233,101 @@ def _list_zip(f: BlobFile, limits: ListingLimits | None = None) -> list[Member]:
     return out
 
 
+# Metadata headers (pax, GNU long names): tarfile reads each one's data whole into memory,
+# and the headers before a member recursively, before the listing sees the member.
+_TAR_META = frozenset(
+    {tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE}
+    | {tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK}
+)
+TAR_META_MAX = 1 << 20  # bytes in one (Go's archive/tar has the same limit)
+TAR_META_IN_A_ROW = 8  # before one member (tar and bsdtar write two at most)
+# Bytes all of one member's headers may take: an old GNU sparse header is followed by as
+# many extension blocks as it says, whose entries tarfile keeps in a list.
+TAR_HEADERS_MAX = 4 << 20
+# A header tarfile cannot read (not in typeshed): a bad checksum, a cut-off block.
+_DAMAGED: tuple[type[Exception], ...] = (
+    tarfile.InvalidHeaderError,  # type: ignore[attr-defined]
+    tarfile.TruncatedHeaderError,  # type: ignore[attr-defined]
+)
+
+
+class _HeaderBudget:
+    """The archive as tarfile reads it while it reads one member's headers: past `left`
+    bytes, refused."""
+
+    def __init__(self, f: Any, left: int) -> None:
+        self.f, self.left = f, left
+
+    def read(self, n: int = -1) -> bytes:
+        data: bytes = self.f.read(n)
+        self.left -= len(data)
+        if self.left < 0:
+            raise _TarRefused(f"a member's headers take more than {TAR_HEADERS_MAX} bytes")
+        return data
+
+    def tell(self) -> int:
+        return int(self.f.tell())
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return int(self.f.seek(offset, whence))
+
+
+class _TarInfo(tarfile.TarInfo):
+    """A header that refuses metadata past TAR_META_MAX or TAR_META_IN_A_ROW before its
+    data is read, and a member's headers past TAR_HEADERS_MAX as they are read: a small
+    tar.gz of one long-name header declaring a gigabyte held a gigabyte in memory, one of
+    a sparse header with 200,000 extension blocks (447 KB) took 15 s and 580 MB, and a
+    few hundred pax headers in a row were a RecursionError (an internal_error). A damaged
+    header is refused, not taken for the archive's end."""
+
+    @classmethod
+    def fromtarfile(cls, tar: tarfile.TarFile) -> Self:
+        # tarfile ends at a header it cannot read (a bad checksum, a cut-off block) as if
+        # the archive ended there: the members after it were left out and the task
+        # completed. Only the zero blocks or the file's end end it here.
+        try:
+            return super().fromtarfile(tar)
+        except _DAMAGED as e:
+            raise _TarRefused(f"a damaged header at offset {tar.offset}: {e}") from None
+
+    def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        # tarfile's hook for TarInfo subclasses (not in typeshed).
+        if not isinstance(tar.fileobj, _HeaderBudget):
+            # The first header of a member (the ones after it, pax and long names, are
+            # read within this call): all its headers' reads share one budget.
+            outer = tar.fileobj
+            tar.fileobj = _HeaderBudget(outer, TAR_HEADERS_MAX)  # type: ignore[assignment]
+            try:
+                return self._proc_member(tar)
+            finally:
+                tar.fileobj = outer
+        # The count of metadata headers read in a row is kept on the TarFile, which reads
+        # one member at a time.
+        in_a_row = getattr(tar, "_cairn_meta_in_a_row", 0) + 1 if self.type in _TAR_META else 0
+        setattr(tar, "_cairn_meta_in_a_row", in_a_row)  # noqa: B010
+        if in_a_row and self.size > TAR_META_MAX:
+            raise _TarRefused(f"a metadata header of {self.size} bytes (over {TAR_META_MAX})")
+        if in_a_row > TAR_META_IN_A_ROW:
+            raise _TarRefused(f"more than {TAR_META_IN_A_ROW} metadata headers in a row")
+        member: tarfile.TarInfo = super()._proc_member(tar)  # type: ignore[misc]
+        return member
+
+
+class _TarRefused(tarfile.HeaderError):
+    """A header this code will not read (tarfile passes it on, as a TarError)."""
+
+
 def _list_tar(f: BlobFile, fmt: str, limits: ListingLimits | None = None) -> list[Member]:
     out: list[Member] = []
-    with tarfile.open(fileobj=buffered(f), mode="r:gz" if fmt == "tar.gz" else "r:") as tar:
+    with tarfile.open(
+        fileobj=buffered(f), mode="r:gz" if fmt == "tar.gz" else "r:", tarinfo=_TarInfo
+    ) as tar:
         for m in tar:
+            if m.size < 0:
+                # A pax `size` (a global one applies to every member after it) or a
+                # base-256 size may be negative: it lowered the total the limits count,
+                # so a bomb after it passed them.
+                raise _TarRefused(f"member {m.name!r} declares a negative size")
             # Before the next header is read: that skips this member's data (decompressing
             # it, in a tar.gz), which a member past the limits must not cost.
             if limits is not None:
@@ -229,13 +369,7 @@ class ListingLimits:
         self.entries += 1
         self.total += size
         if self.entries > s.task_max_items:
-            raise _refuse(
-                "too_many_entries",
-                f"the archive has more than {s.task_max_items} entries",
-                limit=s.task_max_items,
-                setting="CAIRN_TASK_MAX_ITEMS",
-                member=name,
-            )
+            raise self.too_many(name)
         if self.total > s.task_extract_max_bytes:
             raise _refuse(
                 "archive_too_large",
@@ -256,6 +390,17 @@ class ListingLimits:
                 member=name,
                 ratio_at_least=round(ratio, 1),
             )
+
+    def too_many(self, name: str) -> TaskFailure:
+        """The refusal of an archive whose entry `name` is one past CAIRN_TASK_MAX_ITEMS."""
+        limit = self.settings.task_max_items
+        return _refuse(
+            "too_many_entries",
+            f"the archive has more than {limit} entries",
+            limit=limit,
+            setting="CAIRN_TASK_MAX_ITEMS",
+            member=name,
+        )
 
 
 class MemberFailed(Exception):
@@ -361,21 +506,19 @@ async def run_extract(run: TaskRun, settings: Settings, blobs: BlobStore) -> lis
     if fmt not in ("zip", "tar", "tar.gz") or (params.get("format") is None and not head):
         raise _refuse("not_an_archive", "the file is not a zip, tar or tar.gz archive")
     limits = ListingLimits(settings, source.size)
+    reader = BlobFile(blobs, list(source.manifest), loop)
     try:
         if fmt == "zip":
-            members = await asyncio.to_thread(
-                _list_zip, BlobFile(blobs, list(source.manifest), loop), limits
-            )
+            members = await _listed(run, reader, functools.partial(_list_zip, reader, limits))
         else:
-            members = await asyncio.to_thread(
-                _list_tar, BlobFile(blobs, list(source.manifest), loop), fmt, limits
-            )
+            members = await _listed(run, reader, functools.partial(_list_tar, reader, fmt, limits))
     except TaskFailure:
         raise
     except _CORRUPT as e:
         raise _refuse("not_an_archive", f"the file is not a readable {fmt} archive: {e}") from None
     prefix = str(output.get("prefix") or "")
     bucket = str(output.get("bucket") or "default")
+    await check_destination(run, bucket)
     if bucket != "default":
         return await _extract_objects(run, settings, blobs, source.manifest, fmt, members)
     for m in members:
@@ -418,6 +561,29 @@ async def run_extract(run: TaskRun, settings: Settings, blobs: BlobStore) -> lis
     await _extract_in_order(job, members[run.state.items_done :], commit)
     await run.flush()
     return []
+
+
+async def _listed(
+    run: TaskRun, reader: BlobFile, listing: Callable[[], list[Member]]
+) -> list[Member]:
+    """`listing()` in a thread, reading `reader`, with the run's safe points meanwhile.
+
+    Listing a tar.gz decompresses all of it (tens of seconds for gigabytes), and a pause,
+    a cancel or the worker stopping waited for it to end. Now what ends the run here
+    (Stop, or anything else) is handed to the reader, which raises it at its next read
+    (each MiB of the archive), and the thread is waited for before it goes on up."""
+    job = asyncio.ensure_future(asyncio.to_thread(listing))
+    try:
+        while True:
+            await run.check()
+            done, _ = await asyncio.wait({job}, timeout=CHECK_EVERY)
+            if done:
+                return job.result()
+    except BaseException as e:
+        reader.stop = Stop(e.reason if isinstance(e, Stop) else "the run ended")
+        with contextlib.suppress(BaseException):
+            await job
+        raise
 
 
 async def _record_totals(run: TaskRun, members: list[Member]) -> None:

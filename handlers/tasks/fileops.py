@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from bus.config.settings import Settings
+from domain.buckets import BucketState
 from domain.commands import CreateFile, DeleteFile
 from domain.errors import DomainError
 from domain.files import FileState
@@ -43,6 +44,20 @@ async def load_file(run: TaskRun, file_id: str) -> FileState | None:
     if st is None or st.deleted or st.owner != run.state.owner:
         return None
     return st
+
+
+async def check_destination(run: TaskRun, bucket: str) -> None:
+    """The bucket the task writes into is still the one it was made for (api/taskparams.py
+    checked it then). Names are global: deleted while the task waited and made again by
+    someone else, it is their bucket, and the task's files or objects (an overwrite
+    replacing theirs) went into it. Gone, or not the owner's (a task names its owner's
+    buckets only, admin or not), it is refused like a missing one."""
+    if bucket == "default":
+        return
+    events = await run.store.read_stream(AGGREGATES["buckets"].stream_id(bucket))
+    st: BucketState | None = AGGREGATES["buckets"].fold(events)
+    if st is None or st.deleted or st.owner != run.state.owner:
+        raise TaskFailure("bucket_not_found", "the destination bucket is gone", {"bucket": bucket})
 
 
 async def check_quota(run: TaskRun, settings: Settings, requested: int) -> None:
@@ -182,6 +197,9 @@ async def _delete_one(run: TaskRun, index: int, file_id: str) -> None:
 async def run_file_items(run: TaskRun, settings: Settings) -> list[str]:
     kind = run.state.task_type
     files: list[str] = list(run.state.params.get("files") or [])
+    if kind in ("copy", "move"):
+        to = run.state.params.get("to") or {}
+        await check_destination(run, str(to.get("bucket") or "default"))
     taken = await _copy_collisions(run, files) if kind in ("copy", "move") else {}
     for index in range(run.state.items_done, len(files)):
         await run.check(force=True)

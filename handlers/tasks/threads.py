@@ -33,6 +33,8 @@ class BlobFile(io.RawIOBase):
         self.blobs, self.manifest, self.loop = blobs, manifest, loop
         self.size = sum(n for _, n in manifest)
         self.pos = 0
+        # Set from the event loop to end the reading thread at its next read (raised).
+        self.stop: BaseException | None = None
 
     def readable(self) -> bool:
         return True
@@ -49,6 +51,8 @@ class BlobFile(io.RawIOBase):
         return self.pos
 
     def readinto(self, buffer: Any) -> int:
+        if self.stop is not None:
+            raise self.stop
         end = min(self.size, self.pos + len(buffer))
         if end <= self.pos:
             return 0

@@ -25,6 +25,7 @@ import asyncpg
 
 from bus.actors.commandbus import BusUnavailable, CommandBus
 from bus.actors.wake import Nudger
+from bus.blobs.errors import BlobStoreUnavailable
 from bus.blobs.factory import open_blob_store
 from bus.config.logs import get_logger
 from bus.config.settings import Settings
@@ -146,7 +147,7 @@ class TaskWorker:
                 beat.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await beat
-        except (BusUnavailable, OSError, asyncpg.PostgresError) as e:
+        except (BusUnavailable, BlobStoreUnavailable, OSError, asyncpg.PostgresError) as e:
             # Transient: give the lease back; the task is claimed again (by anyone).
             log.warning("task run interrupted; will retry", task=task_id, error=str(e))
             self.skip[task_id] = time.monotonic() + SKIP_FOR
@@ -173,8 +174,10 @@ class TaskWorker:
                 await run.flush()
             await run.send(run.command(FailTask, error=f.error))
             return
-        except (BusUnavailable, OSError, asyncpg.PostgresError):
-            raise  # transient: the task is claimed again and continues
+        except (BusUnavailable, BlobStoreUnavailable, OSError, asyncpg.PostgresError):
+            # Transient: the task is claimed again and continues (the blob store down, as
+            # the event handlers already took it, was a FAILED internal_error for good).
+            raise
         except Exception as e:
             # A bug or data this code cannot handle: retrying would fail the same way.
             log.exception("task failed unexpectedly", task=run.task_id)

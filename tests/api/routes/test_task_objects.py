@@ -209,3 +209,88 @@ async def test_a_member_twice_in_the_archive_is_refused_before_anything_is_writt
         assert t["error"]["details"]["member"] == "same" and t["results"] == []
         made = [f"file-{object_file_id(b, k)}" for k in ("d/first.txt", "d/same")]
         assert await count_events(sys_.pool, "FileCreated", made) == 0
+
+
+async def test_a_task_queued_for_a_bucket_does_not_write_into_its_next_owners(
+    sys_: System,
+) -> None:
+    # Bucket names are global: alice's bucket deleted while her tasks waited, and made
+    # again by bob. Before, her extract (overwrite) replaced bob's object with her bytes,
+    # and her copy and compress put her files into his bucket.
+    alice, bob = user(), user()
+    async with sys_.client(alice) as a, sys_.client(bob) as b:
+        name = await bucket(a)
+        archive = await upload(a, a_zip({"a.txt": b"alice"}), "a.zip")
+        f = await upload(a, b"alice's file", "f.txt")
+        await sys_.stop("tasks")  # queue up first
+        try:
+            tasks = [
+                await start(
+                    a,
+                    {
+                        "type": "extract",
+                        "params": {"file": archive, "output": {"bucket": name}, "overwrite": True},
+                    },
+                ),
+                await start(a, {"type": "copy", "params": {"files": [f], "to": {"bucket": name}}}),
+                await start(
+                    a,
+                    {
+                        "type": "compress",
+                        "params": {"files": [f], "output": {"file_name": "x.zip", "bucket": name}},
+                    },
+                ),
+            ]
+            assert (await a.delete(f"/v1/buckets/{name}")).status_code in (200, 204)
+            assert (await b.post("/v1/buckets", json={"name": name})).status_code == 201
+            r = await b.put(f"/v1/buckets/{name}/objects/a.txt", content=b"bob")
+            assert r.status_code == 201, r.text
+        finally:
+            sys_.start("tasks")
+        for tid in tasks:
+            t = await finished(a, tid)
+            assert t["status"] == "FAILED", t
+            assert t["error"]["code"] == "bucket_not_found", t["error"]
+            assert t["error"]["details"] == {"bucket": name}
+        assert (await b.get(f"/v1/buckets/{name}/objects/a.txt")).content == b"bob"
+        made = (await a.get("/v1/files", params={"bucket": name})).json()
+        assert made.get("items", made.get("files")) == [], made
+
+
+async def test_keys_that_climb_out_are_archived_under_safe_names(sys_: System) -> None:
+    # A key is any string (`..` and `/` are ordinary characters in it). Before, compress
+    # wrote `../../evil.txt`, `/abs.txt` and `a\..\..\win.txt` into the archive as they were:
+    # a zip-slip for whoever extracted it (Cairn's own extract refused the archive).
+    keys = {
+        "%2E%2E/%2E%2E/evil.txt": "evil.txt",
+        "%2Fabs.txt": "abs.txt",
+        "a%5C%2E%2E%5C%2E%2E%5Cwin.txt": "a/win.txt",
+        "ok/%2E/fine.txt": "ok/fine.txt",
+    }
+    async with sys_.client(user()) as c:
+        b = await bucket(c)
+        for i, quoted in enumerate(keys):
+            r = await c.put(f"/v1/buckets/{b}/objects/{quoted}", content=b"%d" % i)
+            assert r.status_code == 201, (quoted, r.text)
+
+        async def listed() -> bool:
+            r = await c.get(f"/v1/buckets/{b}/objects")
+            return len(r.json().get("contents", r.json().get("items", []))) == len(keys)
+
+        await wait_until(listed)
+        tid = await start(
+            c,
+            {
+                "type": "compress",
+                "params": {"bucket": b, "prefix": "", "output": {"file_name": "k.zip"}},
+            },
+        )
+        t = await finished(c, tid)
+        assert t["status"] == "COMPLETED", t["error"]
+        assert sorted(r["result"] for r in t["results"]) == sorted(keys.values())
+        data = (await c.get(f"/v1/files/{t['result_file_ids'][0]}/content")).content
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            assert sorted(z.namelist()) == sorted(keys.values())
+        back = await bucket(c)
+        t = await extract(c, t["result_file_ids"][0], output={"bucket": back})
+        assert t["status"] == "COMPLETED", t["error"]

@@ -360,3 +360,21 @@ async def test_copy_tasks_stop_at_the_quota(sys_: System) -> None:
 async def _listed(c: httpx.AsyncClient, file_id: str) -> bool:
     r = await c.get("/v1/files")
     return any(f["id"] == file_id for f in r.json()["items"])
+
+
+async def test_an_admins_task_names_only_the_admins_own_files_and_buckets(sys_: System) -> None:
+    # A task runs as its owner: the worker reads only the owner's files. An admin's task
+    # naming another user's file was accepted (202) and then failed at run time: the
+    # extract with "the archive is gone", the copy's item with file_not_found.
+    bob = user()
+    async with sys_.client(bob) as b, sys_.client(user(), admin=True) as a:
+        f = await upload(b, b"bob's", "b.txt")
+        theirs = await bucket(b)
+        for body in (
+            {"type": "extract", "params": {"file": f}},
+            {"type": "copy", "params": {"files": [f], "to": {"bucket": "default"}}},
+        ):
+            assert_error(await a.post("/v1/tasks", json=body), 404, "file_not_found")
+        mine = await upload(a, b"admin's", "a.txt")
+        body = {"type": "copy", "params": {"files": [mine], "to": {"bucket": theirs}}}
+        assert_error(await a.post("/v1/tasks", json=body), 404, "bucket_not_found")

@@ -1,0 +1,60 @@
+"""The task worker's verdict on how a run ended: a failure of the task (FAILED, for good)
+or a transient one (the lease given back, the task claimed again)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bus.actors.commandbus import BusUnavailable
+from bus.blobs.errors import BlobStoreUnavailable
+from domain.tasks.commands import FailTask
+from handlers.tasks.run import TaskFailure
+from handlers.tasks.worker import TaskWorker
+
+
+class StubRun:
+    task_id = "t-1"
+    bytes_done = 0
+
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+
+    def command(self, cls: type, **fields: Any) -> Any:
+        return (cls, fields)
+
+    async def send(self, command: Any) -> None:
+        self.sent.append(command)
+
+    async def flush(self) -> None:
+        pass
+
+
+class StubWorker:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    async def _dispatch(self, run: Any) -> list[str]:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "error", [BlobStoreUnavailable("S3 down: check CAIRN_S3_ENDPOINT"), BusUnavailable("x")]
+)
+async def test_the_blob_store_or_the_bus_down_is_transient_not_a_failed_task(
+    error: BaseException,
+) -> None:
+    # Before, the blob store down mid-extract (or mid-compress) failed the task for good,
+    # as internal_error "BlobStoreUnavailable"; the bus down was already transient.
+    run = StubRun()
+    with pytest.raises(type(error)):
+        await TaskWorker._execute(StubWorker(error), run)  # type: ignore[arg-type]
+    assert run.sent == []
+
+
+async def test_a_task_failure_fails_the_task() -> None:
+    run = StubRun()
+    await TaskWorker._execute(StubWorker(TaskFailure("not_an_archive", "no")), run)  # type: ignore[arg-type]
+    assert [c for c, _ in run.sent] == [FailTask]
+    assert run.sent[0][1]["error"]["code"] == "not_an_archive"
