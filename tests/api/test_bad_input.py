@@ -230,6 +230,25 @@ async def test_zero_byte_upload(shared_system: System) -> None:
         assert r.status_code == 200 and r.content == b""
 
 
+async def test_a_chunk_for_a_tus_upload_is_the_wrong_mode(shared_system: System) -> None:
+    """A tus upload takes appended bytes, not numbered chunks: a chunk PUT naming one says
+    so (409, as the domain does), not "chunk index must be in [0, 0)"."""
+    tus = {"Tus-Resumable": "1.0.0"}
+    async with shared_system.client(user()) as c:
+        for length in ({"Upload-Length": "100"}, {"Upload-Defer-Length": "1"}):
+            r = await c.post("/v1/tus", headers=tus | length)
+            assert r.status_code == 201, r.text
+            uid = r.headers["location"].rstrip("/").rsplit("/", 1)[1]
+            body = assert_error(
+                await c.put(f"/v1/uploads/{uid}/chunks/0", content=b"x" * 100),
+                409,
+                "wrong_upload_mode",
+            )
+            assert body["error"]["details"] == {"mode": "stream"}
+            head = await c.head(f"/v1/tus/{uid}", headers=tus)
+            assert head.headers["upload-offset"] == "0"  # nothing was taken
+
+
 async def test_aborted_upload_refuses_chunks_and_complete(shared_system: System) -> None:
     data = os.urandom(CHUNK * 2)
     async with shared_system.client(user()) as c:

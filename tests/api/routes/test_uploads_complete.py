@@ -505,6 +505,18 @@ async def tus_create(c: httpx.AsyncClient, size: int | None) -> httpx.Response:
     return await c.post("/v1/tus", headers=TUS | length)
 
 
+async def test_a_chunk_for_a_tus_upload_without_a_length_is_refused_under_a_quota(
+    limited: System,
+) -> None:
+    # The chunk's quota check asked for the upload's size, None here: a 500 before.
+    async with limited.client(user()) as c:
+        r = await tus_create(c, None)
+        assert r.status_code == 201, r.text
+        uid = r.headers["location"].rstrip("/").rsplit("/", 1)[1]
+        r = await c.put(f"/v1/uploads/{uid}/chunks/0", content=b"x" * 10)
+        assert_error(r, 409, "wrong_upload_mode")
+
+
 async def test_concurrent_creates_never_pass_the_quota_together(limited: System) -> None:
     """Ten creates at once (native and tus), each of 30 KB, against 100 KB: exactly three
     pass, whichever they are (each check sees the bytes the others reserved)."""
