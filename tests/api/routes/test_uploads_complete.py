@@ -673,6 +673,11 @@ async def test_too_many_chunk_puts_in_flight_is_429_with_retry_after(limited: Sy
         err = assert_error(r, 429, "too_many_requests")
         assert err["details"] == {"scope": "upload", "limit": 2}
         assert r.headers["retry-after"] == "1"
+        # The same upload spelt otherwise (the path takes any spelling of a UUID) is the
+        # same upload: it was a fresh count each, past the per-upload limit.
+        for spelling in (a.upper(), a.replace("-", ""), "{" + a + "}", f"urn:uuid:{a}"):
+            r = await probe(spelling)
+            assert assert_error(r, 429, "too_many_requests")["details"]["scope"] == "upload"
         assert (await probe(b)).status_code == 400  # another upload still has room
         keys.append(key())
         holding.append(put_held(b, 0, keys[2]))
