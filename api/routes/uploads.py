@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from litestar import Request, Response, delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.exceptions import InternalServerException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import (
     FromPath,
     FromQuery,
@@ -32,7 +33,7 @@ from api.errors import ApiError
 from api.http.digits import ascii_int
 from api.idempotency import deduplicated, idempotent, note_body_digest, resource_id
 from api.limits import inflight_limited, quota_checked
-from api.openapi import BODY_IN_FLIGHT, TOO_LARGE, raw_body
+from api.openapi import BODY_IN_FLIGHT, TOO_LARGE, UPLOAD_EXPIRED, raw_body
 from api.paging import page_response
 from api.schemas import (
     BIGINT_MAX,
@@ -140,6 +141,9 @@ class UploadsController(SecuredController):
         responses={
             **ok(201, UploadCreated, "The upload (or, for known content, the file at once)"),
             **TOO_LARGE,
+            404: ResponseSpec(
+                None, description="bucket_not_found: `bucket` is not one of the caller's"
+            ),
         },
     )
     @idempotent("create", 201)
@@ -227,6 +231,7 @@ class UploadsController(SecuredController):
             **ok(200, ChunkStored, "The same bytes were already stored for this index"),
             **BODY_IN_FLIGHT,
             **TOO_LARGE,
+            **UPLOAD_EXPIRED,
         },
     )
     @inflight_limited
@@ -372,7 +377,15 @@ class UploadsController(SecuredController):
         "/{upload_id:str}/complete",
         status_code=200,
         summary="Verify and turn the upload into a file",
-        responses=ok(200, UploadCompleted, "The upload is complete; file_id names its file"),
+        responses={
+            **ok(200, UploadCompleted, "The upload is complete; file_id names its file"),
+            **UPLOAD_EXPIRED,
+            422: ResponseSpec(
+                None,
+                description="checksum_mismatch: the assembled bytes do not match the declared"
+                " sha256 (details {declared, actual}); no file is made",
+            ),
+        },
     )
     @idempotent("complete", 200)
     async def complete(
@@ -405,7 +418,7 @@ class UploadsController(SecuredController):
         "/{upload_id:str}",
         status_code=200,
         summary="Abort an upload",
-        responses=ok(200, UploadAborted, "The upload is aborted"),
+        responses={**ok(200, UploadAborted, "The upload is aborted"), **UPLOAD_EXPIRED},
     )
     async def abort(
         self,

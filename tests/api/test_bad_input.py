@@ -10,6 +10,7 @@ import secrets
 import httpx
 import pytest
 
+from tests.api.documented import assert_documented
 from tests.system import System
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -105,6 +106,15 @@ async def test_create_refuses_bad_bodies(shared_system: System, body: dict, code
     async with shared_system.client(user()) as c:
         assert_error(await c.post("/v1/uploads", json=body), 400, code)
         assert (await c.get("/v1/uploads")).json()["total"] == 0
+
+
+async def test_create_into_a_bucket_not_mine_is_a_documented_404(shared_system: System) -> None:
+    async with shared_system.client(user()) as c:
+        r = await c.post(
+            "/v1/uploads", json={"file_name": "a", "file_size": 1, "bucket": "no-such-bucket"}
+        )
+        assert_error(r, 404, "bucket_not_found")
+        await assert_documented(c, "post", "/v1/uploads", r)
 
 
 async def test_create_refuses_malformed_json_and_huge_sizes(shared_system: System) -> None:
@@ -209,7 +219,9 @@ async def test_complete_with_a_wrong_declared_sha256_is_refused(shared_system: S
     async with shared_system.client(user()) as c:
         up = await new_upload(c, len(data), sha256=hashlib.sha256(b"other").hexdigest())
         assert (await c.put(f"/v1/uploads/{up['id']}/chunks/0", content=data)).status_code == 201
-        assert_error(await c.post(f"/v1/uploads/{up['id']}/complete"), 422, "checksum_mismatch")
+        r = await c.post(f"/v1/uploads/{up['id']}/complete")
+        assert_error(r, 422, "checksum_mismatch")
+        await assert_documented(c, "post", "/v1/uploads/{upload_id}/complete", r)
         view = (await c.get(f"/v1/uploads/{up['id']}")).json()
         assert view["status"] == "IN_PROGRESS" and view["file_id"] is None
 
