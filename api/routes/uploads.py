@@ -380,6 +380,11 @@ class UploadsController(SecuredController):
         responses={
             **ok(200, UploadCompleted, "The upload is complete; file_id names its file"),
             **UPLOAD_EXPIRED,
+            404: ResponseSpec(
+                None,
+                description="upload_not_found, or bucket_not_found: the upload's bucket was"
+                " deleted since (the upload stays; abort it, or make the bucket again)",
+            ),
             422: ResponseSpec(
                 None,
                 description="checksum_mismatch: the assembled bytes do not match the declared"
@@ -405,6 +410,11 @@ class UploadsController(SecuredController):
                 f"{len(missing)} chunk(s) missing",
                 {"missing_chunks": missing[:1000], "missing_count": len(missing)},
             )
+        if state.status != UploadStatus.COMPLETED:
+            # Checked at create, but the bucket may have been deleted since (or its name taken
+            # by someone else): completing then would make a file of no bucket, an object
+            # listed nowhere. The upload stays as it is; abort it, or make the bucket again.
+            await check_writable(c, state.bucket, state.owner)
         state = await finish_upload(c, request, state, caller=principal.user, admin=principal.admin)
         return {
             "upload_id": upload_id,

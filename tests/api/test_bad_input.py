@@ -226,6 +226,34 @@ async def test_complete_with_a_wrong_declared_sha256_is_refused(shared_system: S
         assert view["status"] == "IN_PROGRESS" and view["file_id"] is None
 
 
+async def test_complete_into_a_bucket_deleted_meanwhile_is_refused(shared_system: System) -> None:
+    """The bucket was only checked at create: an upload completed after its bucket was
+    deleted (or its name taken by someone else) became an object of no bucket, listed
+    nowhere and 404 at its own path. Now complete checks again; nothing is made."""
+    data = os.urandom(100)
+    bucket = f"gone-{secrets.token_hex(4)}"
+    async with shared_system.client(user()) as c, shared_system.client(user()) as other:
+        assert (await c.post("/v1/buckets", json={"name": bucket})).status_code == 201
+        keyed = await new_upload(c, len(data), bucket=bucket, key="k/1")
+        plain = await new_upload(c, len(data), bucket=bucket)
+        for up in (keyed, plain):
+            assert (await c.put(f"/v1/uploads/{up['id']}/chunks/0", content=data)).is_success
+        assert (await c.delete(f"/v1/buckets/{bucket}")).status_code == 200
+        for up in (keyed, plain):
+            r = await c.post(f"/v1/uploads/{up['id']}/complete")
+            assert_error(r, 404, "bucket_not_found")
+            view = (await c.get(f"/v1/uploads/{up['id']}")).json()
+            assert view["status"] == "IN_PROGRESS" and view["file_id"] is None
+        assert (await other.post("/v1/buckets", json={"name": bucket})).status_code == 201
+        assert_error(await c.post(f"/v1/uploads/{keyed['id']}/complete"), 404, "bucket_not_found")
+        assert (await other.delete(f"/v1/buckets/{bucket}")).status_code == 200
+        # The bucket back in the owner's hands: the same upload completes into it.
+        assert (await c.post("/v1/buckets", json={"name": bucket})).status_code == 201
+        r = await c.post(f"/v1/uploads/{keyed['id']}/complete")
+        assert r.status_code == 200, r.text
+        assert (await c.get(f"/v1/buckets/{bucket}/objects/k/1")).content == data
+
+
 async def test_zero_byte_upload(shared_system: System) -> None:
     async with shared_system.client(user()) as c:
         up = await new_upload(c, 0)
