@@ -386,6 +386,26 @@ async def test_known_content_of_my_own_is_a_file_at_once_and_nobody_elses_leaks(
         assert done.status_code == 200 and done.json()["file_id"] != file_id
 
 
+async def test_known_content_is_no_way_past_the_create_rules(shared_system: System) -> None:
+    """Deduplication answered before the request was checked: a create that is refused
+    for unknown content (a name with a slash, an empty metadata key, a chunk_size past the
+    limit) got 201 and the file when the content was known. Now the same 400 either way."""
+    data = os.urandom(CHUNK + 10)
+    digest = hashlib.sha256(data).hexdigest()
+    unknown = hashlib.sha256(os.urandom(32)).hexdigest()
+    async with shared_system.client(user()) as c:
+        file_id = await upload_file(c, data)
+        await wait_until(lambda: in_read_model(shared_system.pool, "files", file_id))
+        assert (await create(c, len(data), sha256=digest)).json()["file_id"] == file_id
+        for extra, code in [
+            ({"file_name": "a/b"}, "invalid_file_name"),
+            ({"metadata": {"": "x"}}, "invalid_metadata"),
+            ({"chunk_size": 1 << 40}, "invalid_chunk_size"),
+        ]:
+            for sha in (digest, unknown):
+                assert_error(await create(c, len(data), sha256=sha, **extra), 400, code)
+
+
 # ---- parallel chunks ------------------------------------------------------------------
 
 
