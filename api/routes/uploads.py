@@ -68,13 +68,14 @@ MAX_LIMIT = 1000
 
 def _chunk_index(text: str) -> int:
     """A chunk PUT's index from its path, or 400 invalid_chunk_index: ASCII digits only
-    (api/http/digits.py), so that no chunk is named by several paths ("+1", "0_1", full-width digits)."""
+    (api/http/digits.py), without leading zeros, so that no chunk is named by several paths
+    ("+1", "0_1", "01", full-width digits)."""
     n = ascii_int(text)
-    if n is None:
+    if n is None or (len(text) > 1 and text.startswith("0")):
         raise ApiError(
             400,
             "invalid_chunk_index",
-            "a chunk index is a whole number from 0, in ASCII digits",
+            "a chunk index is a whole number from 0, in ASCII digits without leading zeros",
             {"index": text[:40]},
         )
     return n

@@ -158,7 +158,7 @@ async def test_chunk_refusals_change_nothing(shared_system: System) -> None:
         )
         assert_error(await c.put(f"/v1/uploads/{uid}/chunks/-1", content=parts[0]), 400)
         # Only ASCII digits name a chunk: int() would read each of these as 0 or 1.
-        for spelling in ("+1", "-0", "0_1", "%EF%BC%91", "1.0", "%201"):
+        for spelling in ("+1", "-0", "0_1", "%EF%BC%91", "1.0", "%201", "01", "00"):
             assert_error(
                 await c.put(f"/v1/uploads/{uid}/chunks/{spelling}", content=parts[1]),
                 400,
