@@ -23,7 +23,7 @@ from bus.config.tracing import current_traceparent
 from bus.store.eventstore import PostgresEventStore
 from bus.store.state_cache import StateCache
 from domain.commands import Command
-from domain.errors import NotFound
+from domain.errors import Conflict, NotFound
 from domain.ports import BlobStore
 from domain.registry import AGGREGATES
 from domain.uploads import expected_chunk_size
@@ -50,6 +50,7 @@ class UploadShape:
     file_size: int
     chunk_size: int
     total_chunks: int
+    mode: str = "chunks"
 
     def expected_size(self, index: int) -> int:
         return expected_chunk_size(self.file_size, self.chunk_size, self.total_chunks, index)
@@ -83,12 +84,20 @@ class AppContext:
             state = await self.load("uploads", f"upload-{upload_id}")
             if state is None:
                 raise NotFound("upload_not_found", "no such upload", {"id": upload_id})
-            shape = UploadShape(state.owner, state.file_size, state.chunk_size, state.total_chunks)
+            shape = UploadShape(
+                state.owner, state.file_size, state.chunk_size, state.total_chunks, state.mode
+            )
             self.shapes[upload_id] = shape
             while len(self.shapes) > 50_000:
                 self.shapes.popitem(last=False)
         if shape.owner != who.user and not who.admin:
             raise NotFound("upload_not_found", "no such upload", {"id": upload_id})
+        if shape.mode != "chunks":
+            # A tus upload (appended bytes; its size may not even be known yet): the domain's
+            # own refusal, before its size is used to check the chunk or the quota.
+            raise Conflict(
+                "wrong_upload_mode", "this upload takes appended bytes", {"mode": shape.mode}
+            )
         return shape
 
     async def send(self, request: Request[Any, Any, Any], cmd: Command) -> CommandResult:

@@ -39,7 +39,8 @@ it expired makes a new one.
 
 Deduplication (`deduplicated`): a create whose `sha256` matches a live file the caller owns
 in the same bucket, with the same size, is answered at once with 201, status COMPLETED and
-that `file_id` (`id` is null: no upload was needed). Only the caller's own files are looked
+that `file_id` (`id` is null: no upload was needed), once the create passed every check the
+upload path makes (api/routes/uploads.py). Only the caller's own files are looked
 at, so the answer for content only another user has is exactly the answer for unknown
 content. It relies on the files read model: a file completed a moment ago may not be found
 yet, and the create then proceeds as a normal upload (never wrong, just not deduplicated).

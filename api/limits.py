@@ -118,7 +118,9 @@ def inflight_limited(fn: Handler) -> Handler:
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         request: Request[Any, Any, Any] = kwargs["request"]
-        upload_id = str(kwargs["upload_id"]).lower()
+        # Counted by the canonical id: the path takes any spelling of a UUID (upper case,
+        # no hyphens, braces, urn:uuid:), and each spelling must not be a fresh count.
+        upload_id = parse_uuid(str(kwargs["upload_id"]), "upload_not_found", "upload")
         with limiter(request).hold(upload_id, kwargs["principal"].user):
             return await fn(*args, **kwargs)
 

@@ -98,6 +98,14 @@ TOO_LARGE: dict[int, ResponseSpec] = {
         " requested}, or `allowed` for a body sent without a length, cut there)",
     )
 }
+# An upload past CAIRN_UPLOAD_TTL of inactivity: every change to it is refused for good.
+UPLOAD_EXPIRED: dict[int, ResponseSpec] = {
+    410: ResponseSpec(
+        None,
+        description="upload_expired: the upload saw no activity for CAIRN_UPLOAD_TTL and"
+        " was expired; start a new one",
+    )
+}
 LIVE_STREAMS: dict[int, ResponseSpec] = {
     429: ResponseSpec(
         None,

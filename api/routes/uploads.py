@@ -7,12 +7,14 @@ chunk is durable and recorded. Nothing is buffered whole in memory.
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Annotated, Any
 
 from litestar import Request, Response, delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.exceptions import InternalServerException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import (
     FromPath,
     FromQuery,
@@ -27,12 +29,18 @@ from api.auth import Principal
 from api.bucket_access import check_writable
 from api.commanding import SecuredController, load_owned, parse_id, reply_state, send_as
 from api.completion import MAX_MANIFEST_ENTRIES, finish_upload
-from api.context import ctx
+from api.context import ctx, now
 from api.errors import ApiError
 from api.http.digits import ascii_int
-from api.idempotency import deduplicated, idempotent, note_body_digest, resource_id
+from api.idempotency import (
+    Handler,
+    deduplicated,
+    idempotent,
+    note_body_digest,
+    resource_id,
+)
 from api.limits import inflight_limited, quota_checked
-from api.openapi import BODY_IN_FLIGHT, TOO_LARGE, raw_body
+from api.openapi import BODY_IN_FLIGHT, TOO_LARGE, UPLOAD_EXPIRED, raw_body
 from api.paging import page_response
 from api.schemas import (
     BIGINT_MAX,
@@ -51,7 +59,7 @@ from bus.blobs.errors import BlobTooLarge
 from bus.ids import uuid4_str
 from domain.commands import AbortUpload, InitiateUpload, StoreChunk
 from domain.errors import Conflict, Gone
-from domain.uploads import ACTIVE, SHA256_RE, UploadState, UploadStatus
+from domain.uploads import ACTIVE, SHA256_RE, UploadState, UploadStatus, decide
 from projections import queries
 
 # Pages: at most this many items; offsets within PostgreSQL's bigint.
@@ -60,16 +68,88 @@ MAX_LIMIT = 1000
 
 def _chunk_index(text: str) -> int:
     """A chunk PUT's index from its path, or 400 invalid_chunk_index: ASCII digits only
-    (api/http/digits.py), so that no chunk is named by several paths ("+1", "0_1", full-width digits)."""
+    (api/http/digits.py), without leading zeros, so that no chunk is named by several paths
+    ("+1", "0_1", "01", full-width digits)."""
     n = ascii_int(text)
-    if n is None:
+    if n is None or (len(text) > 1 and text.startswith("0")):
         raise ApiError(
             400,
             "invalid_chunk_index",
-            "a chunk index is a whole number from 0, in ASCII digits",
+            "a chunk index is a whole number from 0, in ASCII digits without leading zeros",
             {"index": text[:40]},
         )
     return n
+
+
+def _initiate(
+    request: Request[Any, Any, Any], who: Principal, data: CreateUpload, upload_id: str
+) -> InitiateUpload:
+    """The create's command, or its refusal: the API's limits (sizes, chunk count)."""
+    s = ctx(request).settings
+    chunk_size = data.chunk_size if data.chunk_size is not None else s.default_chunk_size
+    if isinstance(data.file_size, int) and data.file_size > s.max_upload_bytes:
+        raise ApiError(
+            413,
+            "upload_too_large",
+            "file_size exceeds the maximum upload size",
+            {"max_upload_bytes": s.max_upload_bytes},
+        )
+    if isinstance(chunk_size, int) and chunk_size > s.max_chunk_size:
+        raise ApiError(
+            400,
+            "invalid_chunk_size",
+            "chunk_size exceeds the maximum chunk size",
+            {"max_chunk_bytes": s.max_chunk_size},
+        )
+    if (
+        isinstance(chunk_size, int)
+        and isinstance(data.file_size, int)
+        and chunk_size > 0
+        and -(-data.file_size // chunk_size) > MAX_MANIFEST_ENTRIES
+    ):
+        # A file's manifest travels in single bus messages; keep it within their size.
+        raise ApiError(
+            400,
+            "too_many_chunks",
+            f"a file holds at most {MAX_MANIFEST_ENTRIES} chunks: use a bigger chunk_size",
+            {
+                "max_chunks": MAX_MANIFEST_ENTRIES,
+                "min_chunk_size": -(-data.file_size // MAX_MANIFEST_ENTRIES),
+            },
+        )
+    return InitiateUpload(
+        aggregate_id=upload_id,
+        caller=who.user,
+        admin=who.admin,
+        at=now(),
+        file_name=data.file_name,
+        file_size=data.file_size,
+        chunk_size=chunk_size,
+        content_type=data.content_type or "application/octet-stream",
+        sha256=data.sha256.lower() if isinstance(data.sha256, str) else None,
+        bucket=data.bucket or "default",
+        metadata=dict(data.metadata or {}),
+        key=data.key,
+    )
+
+
+def _checked_create(fn: Handler) -> Handler:
+    """Refuse a create exactly as the upload path would, before `deduplicated` may answer
+    it with a file the caller has: else known content was a way past the rules (a name
+    with a slash, a chunk_size past the limit: 201 with the file instead of 400). The
+    domain's rules are applied by its own `decide`, pure, to no upload yet; the bucket is
+    checked here too, once (a bucket not the caller's is 404 whatever the content)."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        request: Request[Any, Any, Any] = kwargs["request"]
+        data: CreateUpload = kwargs["data"]
+        principal: Principal = kwargs["principal"]
+        decide(None, _initiate(request, principal, data, uuid4_str()))
+        await check_writable(ctx(request), data.bucket or None, principal.user)
+        return await fn(*args, **kwargs)
+
+    return wrapper
 
 
 def _upload_view(row: dict[str, Any]) -> dict[str, Any]:
@@ -140,9 +220,13 @@ class UploadsController(SecuredController):
         responses={
             **ok(201, UploadCreated, "The upload (or, for known content, the file at once)"),
             **TOO_LARGE,
+            404: ResponseSpec(
+                None, description="bucket_not_found: `bucket` is not one of the caller's"
+            ),
         },
     )
     @idempotent("create", 201)
+    @_checked_create
     @deduplicated
     @quota_checked("create")
     async def create(
@@ -152,59 +236,13 @@ class UploadsController(SecuredController):
         principal: NamedDependency[Principal],
     ) -> Response[Any]:
         c = ctx(request)
-        s = c.settings
-        chunk_size = data.chunk_size if data.chunk_size is not None else s.default_chunk_size
-        if isinstance(data.file_size, int) and data.file_size > s.max_upload_bytes:
-            raise ApiError(
-                413,
-                "upload_too_large",
-                "file_size exceeds the maximum upload size",
-                {"max_upload_bytes": s.max_upload_bytes},
-            )
-        if isinstance(chunk_size, int) and chunk_size > s.max_chunk_size:
-            raise ApiError(
-                400,
-                "invalid_chunk_size",
-                "chunk_size exceeds the maximum chunk size",
-                {"max_chunk_bytes": s.max_chunk_size},
-            )
-        if (
-            isinstance(chunk_size, int)
-            and isinstance(data.file_size, int)
-            and chunk_size > 0
-            and -(-data.file_size // chunk_size) > MAX_MANIFEST_ENTRIES
-        ):
-            # A file's manifest travels in single bus messages; keep it within their size.
-            raise ApiError(
-                400,
-                "too_many_chunks",
-                f"a file holds at most {MAX_MANIFEST_ENTRIES} chunks: use a bigger chunk_size",
-                {
-                    "max_chunks": MAX_MANIFEST_ENTRIES,
-                    "min_chunk_size": -(-data.file_size // MAX_MANIFEST_ENTRIES),
-                },
-            )
-        await check_writable(c, data.bucket or None, principal.user)
-        sha = data.sha256.lower() if isinstance(data.sha256, str) else None
         upload_id = resource_id(request) or uuid4_str()
-        result = await send_as(
-            request,
-            principal,
-            InitiateUpload,
-            upload_id,
-            file_name=data.file_name,
-            file_size=data.file_size,
-            chunk_size=chunk_size,
-            content_type=data.content_type or "application/octet-stream",
-            sha256=sha,
-            bucket=data.bucket or "default",
-            metadata=dict(data.metadata or {}),
-            key=data.key,
-        )
+        cmd = _initiate(request, principal, data, upload_id)
+        result = await c.send(request, cmd)
         st = reply_state(result)
         body = {
             "id": upload_id,
-            "chunk_size": st.get("chunk_size", chunk_size),
+            "chunk_size": st.get("chunk_size", cmd.chunk_size),
             "total_chunks": st.get("total_chunks"),
             "status": st.get("status"),
             "file_id": st.get("file_id"),
@@ -227,6 +265,7 @@ class UploadsController(SecuredController):
             **ok(200, ChunkStored, "The same bytes were already stored for this index"),
             **BODY_IN_FLIGHT,
             **TOO_LARGE,
+            **UPLOAD_EXPIRED,
         },
     )
     @inflight_limited
@@ -372,7 +411,20 @@ class UploadsController(SecuredController):
         "/{upload_id:str}/complete",
         status_code=200,
         summary="Verify and turn the upload into a file",
-        responses=ok(200, UploadCompleted, "The upload is complete; file_id names its file"),
+        responses={
+            **ok(200, UploadCompleted, "The upload is complete; file_id names its file"),
+            **UPLOAD_EXPIRED,
+            404: ResponseSpec(
+                None,
+                description="upload_not_found, or bucket_not_found: the upload's bucket was"
+                " deleted since (the upload stays; abort it, or make the bucket again)",
+            ),
+            422: ResponseSpec(
+                None,
+                description="checksum_mismatch: the assembled bytes do not match the declared"
+                " sha256 (details {declared, actual}); no file is made",
+            ),
+        },
     )
     @idempotent("complete", 200)
     async def complete(
@@ -392,6 +444,11 @@ class UploadsController(SecuredController):
                 f"{len(missing)} chunk(s) missing",
                 {"missing_chunks": missing[:1000], "missing_count": len(missing)},
             )
+        if state.status != UploadStatus.COMPLETED:
+            # Checked at create, but the bucket may have been deleted since (or its name taken
+            # by someone else): completing then would make a file of no bucket, an object
+            # listed nowhere. The upload stays as it is; abort it, or make the bucket again.
+            await check_writable(c, state.bucket, state.owner)
         state = await finish_upload(c, request, state, caller=principal.user, admin=principal.admin)
         return {
             "upload_id": upload_id,
@@ -405,7 +462,7 @@ class UploadsController(SecuredController):
         "/{upload_id:str}",
         status_code=200,
         summary="Abort an upload",
-        responses=ok(200, UploadAborted, "The upload is aborted"),
+        responses={**ok(200, UploadAborted, "The upload is aborted"), **UPLOAD_EXPIRED},
     )
     async def abort(
         self,

@@ -10,6 +10,7 @@ import secrets
 import httpx
 import pytest
 
+from tests.api.documented import assert_documented
 from tests.system import System
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -107,6 +108,15 @@ async def test_create_refuses_bad_bodies(shared_system: System, body: dict, code
         assert (await c.get("/v1/uploads")).json()["total"] == 0
 
 
+async def test_create_into_a_bucket_not_mine_is_a_documented_404(shared_system: System) -> None:
+    async with shared_system.client(user()) as c:
+        r = await c.post(
+            "/v1/uploads", json={"file_name": "a", "file_size": 1, "bucket": "no-such-bucket"}
+        )
+        assert_error(r, 404, "bucket_not_found")
+        await assert_documented(c, "post", "/v1/uploads", r)
+
+
 async def test_create_refuses_malformed_json_and_huge_sizes(shared_system: System) -> None:
     async with shared_system.client(user()) as c:
         r = await c.post(
@@ -148,7 +158,7 @@ async def test_chunk_refusals_change_nothing(shared_system: System) -> None:
         )
         assert_error(await c.put(f"/v1/uploads/{uid}/chunks/-1", content=parts[0]), 400)
         # Only ASCII digits name a chunk: int() would read each of these as 0 or 1.
-        for spelling in ("+1", "-0", "0_1", "%EF%BC%91", "1.0", "%201"):
+        for spelling in ("+1", "-0", "0_1", "%EF%BC%91", "1.0", "%201", "01", "00"):
             assert_error(
                 await c.put(f"/v1/uploads/{uid}/chunks/{spelling}", content=parts[1]),
                 400,
@@ -209,9 +219,39 @@ async def test_complete_with_a_wrong_declared_sha256_is_refused(shared_system: S
     async with shared_system.client(user()) as c:
         up = await new_upload(c, len(data), sha256=hashlib.sha256(b"other").hexdigest())
         assert (await c.put(f"/v1/uploads/{up['id']}/chunks/0", content=data)).status_code == 201
-        assert_error(await c.post(f"/v1/uploads/{up['id']}/complete"), 422, "checksum_mismatch")
+        r = await c.post(f"/v1/uploads/{up['id']}/complete")
+        assert_error(r, 422, "checksum_mismatch")
+        await assert_documented(c, "post", "/v1/uploads/{upload_id}/complete", r)
         view = (await c.get(f"/v1/uploads/{up['id']}")).json()
         assert view["status"] == "IN_PROGRESS" and view["file_id"] is None
+
+
+async def test_complete_into_a_bucket_deleted_meanwhile_is_refused(shared_system: System) -> None:
+    """The bucket was only checked at create: an upload completed after its bucket was
+    deleted (or its name taken by someone else) became an object of no bucket, listed
+    nowhere and 404 at its own path. Now complete checks again; nothing is made."""
+    data = os.urandom(100)
+    bucket = f"gone-{secrets.token_hex(4)}"
+    async with shared_system.client(user()) as c, shared_system.client(user()) as other:
+        assert (await c.post("/v1/buckets", json={"name": bucket})).status_code == 201
+        keyed = await new_upload(c, len(data), bucket=bucket, key="k/1")
+        plain = await new_upload(c, len(data), bucket=bucket)
+        for up in (keyed, plain):
+            assert (await c.put(f"/v1/uploads/{up['id']}/chunks/0", content=data)).is_success
+        assert (await c.delete(f"/v1/buckets/{bucket}")).status_code == 200
+        for up in (keyed, plain):
+            r = await c.post(f"/v1/uploads/{up['id']}/complete")
+            assert_error(r, 404, "bucket_not_found")
+            view = (await c.get(f"/v1/uploads/{up['id']}")).json()
+            assert view["status"] == "IN_PROGRESS" and view["file_id"] is None
+        assert (await other.post("/v1/buckets", json={"name": bucket})).status_code == 201
+        assert_error(await c.post(f"/v1/uploads/{keyed['id']}/complete"), 404, "bucket_not_found")
+        assert (await other.delete(f"/v1/buckets/{bucket}")).status_code == 200
+        # The bucket back in the owner's hands: the same upload completes into it.
+        assert (await c.post("/v1/buckets", json={"name": bucket})).status_code == 201
+        r = await c.post(f"/v1/uploads/{keyed['id']}/complete")
+        assert r.status_code == 200, r.text
+        assert (await c.get(f"/v1/buckets/{bucket}/objects/k/1")).content == data
 
 
 async def test_zero_byte_upload(shared_system: System) -> None:
@@ -228,6 +268,25 @@ async def test_zero_byte_upload(shared_system: System) -> None:
         assert r.status_code == 200 and r.json()["sha256"] == hashlib.sha256(b"").hexdigest()
         r = await c.get(f"/v1/files/{r.json()['file_id']}/content")
         assert r.status_code == 200 and r.content == b""
+
+
+async def test_a_chunk_for_a_tus_upload_is_the_wrong_mode(shared_system: System) -> None:
+    """A tus upload takes appended bytes, not numbered chunks: a chunk PUT naming one says
+    so (409, as the domain does), not "chunk index must be in [0, 0)"."""
+    tus = {"Tus-Resumable": "1.0.0"}
+    async with shared_system.client(user()) as c:
+        for length in ({"Upload-Length": "100"}, {"Upload-Defer-Length": "1"}):
+            r = await c.post("/v1/tus", headers=tus | length)
+            assert r.status_code == 201, r.text
+            uid = r.headers["location"].rstrip("/").rsplit("/", 1)[1]
+            body = assert_error(
+                await c.put(f"/v1/uploads/{uid}/chunks/0", content=b"x" * 100),
+                409,
+                "wrong_upload_mode",
+            )
+            assert body["error"]["details"] == {"mode": "stream"}
+            head = await c.head(f"/v1/tus/{uid}", headers=tus)
+            assert head.headers["upload-offset"] == "0"  # nothing was taken
 
 
 async def test_aborted_upload_refuses_chunks_and_complete(shared_system: System) -> None:

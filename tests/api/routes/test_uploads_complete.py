@@ -386,6 +386,26 @@ async def test_known_content_of_my_own_is_a_file_at_once_and_nobody_elses_leaks(
         assert done.status_code == 200 and done.json()["file_id"] != file_id
 
 
+async def test_known_content_is_no_way_past_the_create_rules(shared_system: System) -> None:
+    """Deduplication answered before the request was checked: a create that is refused
+    for unknown content (a name with a slash, an empty metadata key, a chunk_size past the
+    limit) got 201 and the file when the content was known. Now the same 400 either way."""
+    data = os.urandom(CHUNK + 10)
+    digest = hashlib.sha256(data).hexdigest()
+    unknown = hashlib.sha256(os.urandom(32)).hexdigest()
+    async with shared_system.client(user()) as c:
+        file_id = await upload_file(c, data)
+        await wait_until(lambda: in_read_model(shared_system.pool, "files", file_id))
+        assert (await create(c, len(data), sha256=digest)).json()["file_id"] == file_id
+        for extra, code in [
+            ({"file_name": "a/b"}, "invalid_file_name"),
+            ({"metadata": {"": "x"}}, "invalid_metadata"),
+            ({"chunk_size": 1 << 40}, "invalid_chunk_size"),
+        ]:
+            for sha in (digest, unknown):
+                assert_error(await create(c, len(data), sha256=sha, **extra), 400, code)
+
+
 # ---- parallel chunks ------------------------------------------------------------------
 
 
@@ -503,6 +523,18 @@ TUS = {"Tus-Resumable": "1.0.0"}
 async def tus_create(c: httpx.AsyncClient, size: int | None) -> httpx.Response:
     length = {"Upload-Length": str(size)} if size is not None else {"Upload-Defer-Length": "1"}
     return await c.post("/v1/tus", headers=TUS | length)
+
+
+async def test_a_chunk_for_a_tus_upload_without_a_length_is_refused_under_a_quota(
+    limited: System,
+) -> None:
+    # The chunk's quota check asked for the upload's size, None here: a 500 before.
+    async with limited.client(user()) as c:
+        r = await tus_create(c, None)
+        assert r.status_code == 201, r.text
+        uid = r.headers["location"].rstrip("/").rsplit("/", 1)[1]
+        r = await c.put(f"/v1/uploads/{uid}/chunks/0", content=b"x" * 10)
+        assert_error(r, 409, "wrong_upload_mode")
 
 
 async def test_concurrent_creates_never_pass_the_quota_together(limited: System) -> None:
@@ -661,6 +693,11 @@ async def test_too_many_chunk_puts_in_flight_is_429_with_retry_after(limited: Sy
         err = assert_error(r, 429, "too_many_requests")
         assert err["details"] == {"scope": "upload", "limit": 2}
         assert r.headers["retry-after"] == "1"
+        # The same upload spelt otherwise (the path takes any spelling of a UUID) is the
+        # same upload: it was a fresh count each, past the per-upload limit.
+        for spelling in (a.upper(), a.replace("-", ""), "{" + a + "}", f"urn:uuid:{a}"):
+            r = await probe(spelling)
+            assert assert_error(r, 429, "too_many_requests")["details"]["scope"] == "upload"
         assert (await probe(b)).status_code == 400  # another upload still has room
         keys.append(key())
         holding.append(put_held(b, 0, keys[2]))
@@ -792,9 +829,14 @@ async def test_expiry_is_judged_on_last_activity(expiring: System) -> None:
         got = (await c.get(f"/v1/uploads/{stale}")).json()
         assert got["status"] == "EXPIRED"
         assert (await c.get(f"/v1/uploads/{busy}")).json()["status"] == "IN_PROGRESS"
-        assert_error(
-            await c.put(f"/v1/uploads/{stale}/chunks/1", content=parts[1]), 410, "upload_expired"
-        )
+        for method, path, url in [
+            ("put", "/v1/uploads/{upload_id}/chunks/{index}", f"/v1/uploads/{stale}/chunks/1"),
+            ("post", "/v1/uploads/{upload_id}/complete", f"/v1/uploads/{stale}/complete"),
+            ("delete", "/v1/uploads/{upload_id}", f"/v1/uploads/{stale}"),
+        ]:
+            r = await c.request(method, url, content=parts[1] if method == "put" else None)
+            assert_error(r, 410, "upload_expired")
+            await assert_documented(c, method, path, r)
         assert (await cleanup(admin))["expired"] == 0
     pool = expiring.pool
     assert await count_events(pool, "UploadExpired", stream_id=f"upload-{stale}") == 1
