@@ -140,7 +140,8 @@ async def test_bad_key_and_bad_combinations_are_400(shared_system: System) -> No
     async with shared_system.client(user()) as c:
         b = await make_bucket(c)
         src = (await c.put(opath(b, "ok"), content=b"x")).json()
-        for bad in ("", "é" * 600, "a\x00b"):
+        # Only slashes: `objects//` is the listing's path, so that key could not be read.
+        for bad in ("", "é" * 600, "a\x00b", "/", "//"):
             assert_error(
                 await c.patch(f"/v1/files/{src['id']}", json={"key": bad}), 400, "invalid_key"
             )
