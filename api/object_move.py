@@ -7,7 +7,8 @@ two aggregates, in this order:
 1. `policies.object_from_file` with create-only semantics (`if_none_match`): the object
    at the new (bucket, key) is made from the same stored chunks (no byte is copied). A
    taken destination is refused atomically by its aggregate's one writer (409).
-2. `DeleteFile` of the old key.
+2. `DeleteFile` of the old key, if it still holds the version copied (a PUT of the old
+   key since then is a write after the move, and stays).
 
 The order is what makes a crash safe: after step 1 is durable, a crash leaves BOTH keys
 (the client retries the delete, or sees 409 `object_exists` on a retried move and deletes
@@ -95,6 +96,12 @@ async def move_object(
             "an object with this key exists in that bucket (a move never overwrites)",
             {"bucket": new_bucket, "key": new_key[:256]},
         ) from None
-    # Only now, the new object being durable, the old key goes (see the module docstring).
-    await send_as(request, principal, DeleteFile, st.id)
+    # Only now, the new object being durable, the old key goes (see the module docstring),
+    # and only the version that was copied: a PUT of the old key that landed since (or a
+    # delete) is a write after the move, and deleting it would lose what nobody moved.
+    try:
+        await send_as(request, principal, DeleteFile, st.id, if_match=st.sha256)
+    except PreconditionFailed as exc:
+        if exc.code != "etag_mismatch":
+            raise
     return object_file_id(new_bucket, new_key)

@@ -128,6 +128,10 @@ class _Where:
         self.args: list[Any] = []
 
     def add(self, cond: str, value: Any) -> None:
+        if isinstance(value, str) and "\x00" in value:
+            # PostgreSQL's text holds no NUL: the driver would fail (a 500); a filter value
+            # is the client's, so it is a bad query (400 invalid_query, api/paging.py).
+            raise ValueError("a filter value holds a NUL character")
         self.args.append(value)
         self.conds.append(cond.replace("?", f"${len(self.args)}"))
 

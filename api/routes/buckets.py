@@ -134,6 +134,8 @@ class BucketsController(SecuredController):
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
         cursor: Annotated[str | None, QueryParameter(max_length=255)] = None,
     ) -> dict[str, Any]:
+        if cursor is not None and "\x00" in cursor:  # the database takes no NUL: not a name
+            raise ApiError(400, "invalid_cursor", "the cursor is not one this listing returned")
         items = await bucket_queries.list_buckets(
             ctx(request).pool,
             None if principal.admin else principal.user,

@@ -383,6 +383,10 @@ class ObjectsController(SecuredController):
                 body = await _store_body(c, request, cap, limit, hold.quota)
             if declared is None:
                 await hold.resize(body.size)  # 413 if others took the rest meanwhile
+            # The body may have taken long: a bucket deleted meanwhile (or now someone
+            # else's) takes no object, as on S3 (NoSuchBucket). Else the object would
+            # outlive its bucket, unseen by the delete that had just found it empty.
+            await bucket_access.check_writable(c, bucket.name, bucket.owner)
             # As content_type_of decides (a declared type, else sniffed), from the bytes kept
             # on the way in: a small PUT reads nothing back from the blob store.
             stored_type = type_from_head(

@@ -6,10 +6,12 @@ the same function so a malformed name in a URL is answered like a missing bucket
 
 from __future__ import annotations
 
-import ipaddress
 import re
 
 _SHAPE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+# Shaped like an IPv4 address, valid or not (`192.168.01.1`, `1.2.3.999`): S3 and MinIO
+# refuse the shape, not only real addresses.
+_IP_SHAPE = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+")
 _BAD_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
 _BAD_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
 
@@ -31,11 +33,7 @@ def bucket_name_problem(name: str) -> str | None:
         return "a bucket name has no two adjacent dots"
     if ".-" in name or "-." in name:
         return "a bucket name has no dot next to a hyphen"
-    try:
-        ipaddress.IPv4Address(name)
-    except ValueError:
-        pass
-    else:
+    if _IP_SHAPE.fullmatch(name) is not None:
         return "a bucket name is not formatted like an IP address"
     if name.startswith(_BAD_PREFIXES) or name.endswith(_BAD_SUFFIXES):
         return "a bucket name does not use a prefix or suffix S3 reserves"

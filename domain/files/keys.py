@@ -32,6 +32,11 @@ def object_key_problem(key: object) -> str | None:
         return f"an object key is at most {MAX_KEY_BYTES} bytes of UTF-8"
     if "\x00" in key:
         return "an object key holds no NUL character"
+    if not key.strip("/"):
+        # `/v1/buckets/b/objects//` is routed as the listing (trailing slashes do not
+        # count in a route), so such a key could be made (a move, an upload) but never
+        # read, replaced or deleted by its key.
+        return "an object key is not only slashes"
     return None
 
 

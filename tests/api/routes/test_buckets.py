@@ -219,6 +219,8 @@ async def test_bad_names_in_paths_are_not_found(shared_system: System) -> None:
             )
             assert_error(await c.delete(f"/v1/buckets/{name}"), 404, "bucket_not_found")
         assert_error(await c.get("/v1/buckets", params={"limit": 0}), 400, "validation_error")
+        # A forged cursor holding a NUL (no name holds one) is 400, never a 500.
+        assert_error(await c.get("/v1/buckets?cursor=a%00b"), 400, "invalid_cursor")
 
 
 async def test_uploads_go_only_into_the_callers_own_buckets(shared_system: System) -> None:

@@ -155,6 +155,9 @@ async def test_list_filters_by_created_range(shared_system: System) -> None:
         assert_error(
             await c.get("/v1/files", params={"created_after": "yesterday"}), 400, "invalid_query"
         )
+        # A NUL in a filter (no stored value holds one) is a bad query, never a 500.
+        for q in ("bucket=a%00b", "prefix=%00", "content_type=text%00"):
+            assert_error(await c.get(f"/v1/files?{q}"), 400, "invalid_query")
 
 
 async def test_anonymous_cannot_patch(shared_system: System) -> None:

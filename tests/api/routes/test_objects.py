@@ -15,6 +15,7 @@ import asyncpg
 import httpx
 import pytest
 
+from api.routes import objects as objects_route
 from domain.files.keys import object_file_id
 from tests.system import System, wait_until
 
@@ -371,6 +372,34 @@ async def test_a_cut_off_put_leaves_the_old_version(shared_system: System) -> No
     async with shared_system.client(me) as c:
         assert (await c.get(p)).content == b"old"
     assert await object_events(shared_system.pool, b, "keep") == ["FileCreated"]
+
+
+async def test_a_put_whose_bucket_is_deleted_meanwhile_writes_nothing(
+    shared_system: System, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reading, finish = asyncio.Event(), asyncio.Event()
+    ingest = objects_route.ingest
+
+    async def noted_ingest(*args: Any, **kw: Any) -> Any:
+        reading.set()  # the bucket was checked; the body is being read
+        return await ingest(*args, **kw)
+
+    monkeypatch.setattr(objects_route, "ingest", noted_ingest)
+
+    async def body() -> Any:
+        yield b"first part, "
+        await finish.wait()
+        yield b"and the rest"
+
+    async with shared_system.client(user()) as c:
+        b = await make_bucket(c)
+        put = asyncio.create_task(c.put(opath(b, "late"), content=body()))
+        await reading.wait()
+        assert (await c.delete(f"/v1/buckets/{b}")).status_code == 200
+        finish.set()
+        # Like S3's NoSuchBucket: no object is left in a bucket that is gone.
+        assert_error(await put, 404, "bucket_not_found")
+    assert await object_events(shared_system.pool, b, "late") == []
 
 
 async def test_the_type_is_detected_when_not_given(shared_system: System) -> None:

@@ -10,6 +10,7 @@ import secrets
 
 import pytest
 
+from api import object_move
 from domain.files.keys import object_file_id
 from tests.api.routes.test_objects import assert_error, make_bucket, object_events, opath, user
 from tests.system import System, wait_until
@@ -86,6 +87,32 @@ async def test_taken_destination_is_409_and_changes_nothing(shared_system: Syste
         assert r.status_code == 200 and r.json()["id"] == src["id"]
 
 
+async def test_a_put_of_the_old_key_during_a_move_is_kept(
+    shared_system: System, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with shared_system.client(user()) as c:
+        b = await make_bucket(c)
+        src = (await c.put(opath(b, "race"), content=b"v1")).json()
+        send_as = object_move.send_as
+
+        async def put_then_send(*args: object, **kw: object) -> object:
+            # Between the copy and the delete: another client writes the old key again.
+            r = await c.put(opath(b, "race"), content=b"v2")
+            assert r.status_code == 200, r.text
+            return await send_as(*args, **kw)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(object_move, "send_as", put_then_send)
+        r = await c.patch(f"/v1/files/{src['id']}", json={"key": "moved"})
+        assert r.status_code == 200, r.text
+        # The version moved is at the new key; the write that came after it is not lost.
+        assert (await c.get(opath(b, "moved"))).content == b"v1"
+        assert (await c.get(opath(b, "race"))).content == b"v2"
+        assert await object_events(shared_system.pool, b, "race") == [
+            "FileCreated",
+            "FileReplaced",
+        ]
+
+
 async def test_another_users_bucket_is_404(shared_system: System) -> None:
     async with shared_system.client(user()) as other:
         theirs = await make_bucket(other)
@@ -113,7 +140,8 @@ async def test_bad_key_and_bad_combinations_are_400(shared_system: System) -> No
     async with shared_system.client(user()) as c:
         b = await make_bucket(c)
         src = (await c.put(opath(b, "ok"), content=b"x")).json()
-        for bad in ("", "é" * 600, "a\x00b"):
+        # Only slashes: `objects//` is the listing's path, so that key could not be read.
+        for bad in ("", "é" * 600, "a\x00b", "/", "//"):
             assert_error(
                 await c.patch(f"/v1/files/{src['id']}", json={"key": bad}), 400, "invalid_key"
             )

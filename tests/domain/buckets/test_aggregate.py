@@ -49,6 +49,8 @@ def made(**kw: Any) -> BucketState:
         "a" * 63,
         "0-0",
         "1.2.3",  # three parts: not an IP address
+        "1.2.3.4.5",
+        "v1.2.3.4",
     ],
 )
 def test_valid_names(name: str) -> None:
@@ -72,6 +74,10 @@ def test_valid_names(name: str) -> None:
         "my.-bucket",
         "my-.bucket",
         "192.168.5.4",
+        # The shape, not only real addresses (S3, MinIO): leading zeros, octets over 255.
+        "192.168.01.1",
+        "1.2.3.999",
+        "0001.2.3.4",
         "xn--bucket",
         "sthree-bucket",
         "bucket-s3alias",

@@ -98,14 +98,16 @@ def test_the_same_upload_again_is_already_applied() -> None:
     assert files.decide(st, put(upload_id="u1")) == []  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("key", ["", "k" * 1025, "é" * 513, "a\x00b", "\udcff"])
+@pytest.mark.parametrize("key", ["", "k" * 1025, "é" * 513, "a\x00b", "\udcff", "/", "///"])
 def test_bad_keys_are_refused(key: str) -> None:
     assert object_key_problem(key) is not None
     with pytest.raises(InvalidInput):
         files.decide(None, put(key=key))  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("key", ["..", "../../etc/passwd", "a/./b", "k" * 1024, "é" * 512, "d/"])
+@pytest.mark.parametrize(
+    "key", ["..", "../../etc/passwd", "a/./b", "k" * 1024, "é" * 512, "d/", "/d", "/ /"]
+)
 def test_odd_keys_are_ordinary(key: str) -> None:
     assert object_key_problem(key) is None
     assert apply(None, files.decide(None, put(key=key))).key == key  # type: ignore[arg-type,union-attr]
