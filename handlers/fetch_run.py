@@ -45,6 +45,7 @@ from domain.commands import (
 from domain.errors import DomainError
 from domain.policies import fetch_file_command_id, fetch_result_file_id, file_from_fetch
 from handlers import fetch_reuse, fetch_segments
+from handlers.destination import bucket_gone
 from projections.usage import QUOTA_EXCEEDED, over_quota, release, reserve, storage_used
 
 if TYPE_CHECKING:
@@ -639,6 +640,10 @@ class FetchRun:
                 f"sha256 mismatch: declared {st.sha256}, fetched {digest}",
                 {"declared": st.sha256, "actual": digest},
             )
+        if await bucket_gone(self.w.store, st.bucket, st.owner, st.created_at):
+            # Deleted while the bytes came (or made again by someone else since): the
+            # fetch makes nothing there; its bytes are left to the blob collector.
+            raise Fatal("bucket_not_found", "the fetch's bucket is gone", {"bucket": st.bucket})
         file_id = fetch_result_file_id(st)
         name = st.file_name or "download"
         content_type = await content_type_of(self.w.blobs, manifest, name, st.stored_type)

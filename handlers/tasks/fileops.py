@@ -25,12 +25,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from bus.config.settings import Settings
-from domain.buckets import BucketState
 from domain.commands import CreateFile, DeleteFile
 from domain.errors import DomainError
 from domain.files import FileState
 from domain.registry import AGGREGATES
 from domain.tasks.ids import item_command_id, item_file_id
+from handlers.destination import bucket_gone
 from handlers.tasks.run import TaskFailure, TaskRun, utcnow
 from projections import task_queries
 from projections.usage import QUOTA_EXCEEDED, over_quota, release, reserve, storage_used
@@ -52,11 +52,7 @@ async def check_destination(run: TaskRun, bucket: str) -> None:
     someone else, it is their bucket, and the task's files or objects (an overwrite
     replacing theirs) went into it. Gone, or not the owner's (a task names its owner's
     buckets only, admin or not), it is refused like a missing one."""
-    if bucket == "default":
-        return
-    events = await run.store.read_stream(AGGREGATES["buckets"].stream_id(bucket))
-    st: BucketState | None = AGGREGATES["buckets"].fold(events)
-    if st is None or st.deleted or st.owner != run.state.owner:
+    if await bucket_gone(run.store, bucket, run.state.owner):
         raise TaskFailure("bucket_not_found", "the destination bucket is gone", {"bucket": bucket})
 
 

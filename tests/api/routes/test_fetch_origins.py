@@ -232,6 +232,36 @@ async def test_a_stalled_body_times_out_and_fails_never_hangs(osys: System) -> N
         assert not hung.is_set()
 
 
+async def test_a_bucket_deleted_while_the_bytes_come_gets_nothing(osys: System) -> None:
+    # The API checks the bucket when the fetch is asked for; the worker writes much later.
+    started, release = asyncio.Event(), asyncio.Event()
+    data = os.urandom(5_000)
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        resp.content_length = len(data)
+        await resp.prepare(request)
+        await resp.write(data[:1000])
+        started.set()
+        await release.wait()
+        await resp.write(data[1000:])
+        return resp
+
+    async with serve(handler) as base, osys.client("o-gone-bucket") as c:
+        r = await c.post("/v1/buckets", json={"name": "fetch-gone"})
+        assert r.status_code == 201, r.text
+        f = await post(c, f"{base}/late.bin", bucket="fetch-gone", key="late.bin")
+        await asyncio.wait_for(started.wait(), 60)
+        r = await c.delete("/v1/buckets/fetch-gone")
+        assert r.status_code in (200, 204), r.text
+        release.set()
+        failed = await until(c, f["id"], "COMPLETED", "FAILED")
+        assert failed["status"] == "FAILED" and failed["file_id"] is None, failed
+        events = await PostgresEventStore(osys.pool).read_stream(f"fetch-{f['id']}")
+        assert events[-1].data["details"]["code"] == "bucket_not_found", events[-1].data
+        assert (await c.get("/v1/buckets/fetch-gone/objects/late.bin")).status_code == 404
+
+
 async def test_cancel_during_the_retry_backoff_ends_the_run(osys: System) -> None:
     count: list[int] = []
 
