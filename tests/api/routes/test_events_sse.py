@@ -328,6 +328,27 @@ async def test_resume_from_the_store_when_the_broker_has_nothing(quick_system: S
     await wait_until(counted_two)
 
 
+async def test_a_stream_cut_before_its_first_event_resumes_where_it_started(
+    quick_system: System,
+) -> None:
+    """The first message names the start position as its `id:` (no data: no event is
+    dispatched), so a client cut off before any event reconnects with that Last-Event-ID,
+    as EventSource and httpx-sse do, and misses nothing. Before, only a comment named it:
+    a standard client reconnected without a position and lost what came in between."""
+    me = user()
+    s = await SSEClient.open(quick_system.url, "/v1/events", quick_system.token(me))
+    first = await s.next()
+    await s.close()
+    assert first is not None and first.id is not None
+    assert first.data is None and first.event is None
+    missed = await append(quick_system, me, 2)  # while the client is away
+    again = await open_sse(quick_system, who=me, last_event_id=first.id)
+    try:
+        assert [int(m.id or 0) for m in await again.events(2)] == missed
+    finally:
+        await again.close()
+
+
 async def latency_count(s: System) -> float:
     async with s.client(None) as c:
         text = (await c.get("/metrics")).text
