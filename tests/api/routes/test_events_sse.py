@@ -158,6 +158,32 @@ async def test_filters_aggregate_type_and_stream(shared_system: System) -> None:
         assert {e["stream_id"] for e in by_aggregate} == {f"upload-{u1}", f"upload-{u2}"}
 
 
+async def test_a_bucket_stream_is_a_stream_filter_like_any_other(shared_system: System) -> None:
+    # A bucket's stream id is `bucket-<name>` (its name is its id), as every envelope of it
+    # says; the filter refused it (400 invalid_filter: "expected ... upload-<uuid>").
+    me, name = user(), f"ev-{secrets.token_hex(4)}"
+    async with shared_system.client(me) as c:
+        for n in (name, f"{name}-other"):
+            r = await c.post("/v1/buckets", json={"name": n})
+            assert r.status_code == 201, r.text
+        r = await c.patch(f"/v1/buckets/{name}", json={"description": "d"})
+        assert r.status_code == 200, r.text
+        s = await open_sse(
+            shared_system, f"/v1/events?stream=bucket-{name}", who=me, last_event_id="0"
+        )
+        try:
+            got = [m.json() for m in await s.events(2)]
+        finally:
+            await s.close()
+        assert [(e["stream_id"], e["type"]) for e in got] == [
+            (f"bucket-{name}", "BucketCreated"),
+            (f"bucket-{name}", "BucketUpdated"),
+        ]
+        for bad in ("bucket-", "bucket-A_B", "bucket-default"):
+            e = assert_error(await c.get(f"/v1/events?stream={bad}"), 400, "invalid_filter")
+            assert e["details"]["filter"] == "stream"
+
+
 async def test_another_users_stream_is_like_one_that_does_not_exist(
     shared_system: System,
 ) -> None:
