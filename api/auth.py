@@ -132,11 +132,13 @@ class Authenticator:
             )
         roles = claims.get("roles") or []
         exp = claims.get("exp")
-        return Principal(
-            sub,
-            isinstance(roles, list) and "admin" in roles,
-            float(exp) if isinstance(exp, int | float) else None,
-        )
+        try:
+            expires_at = float(exp) if isinstance(exp, int | float) else None
+        except OverflowError:  # PyJWT takes any integer; a clock cannot (10**400)
+            raise ApiError(
+                401, "invalid_token", "the token's `exp` is out of range", headers=_challenge()
+            ) from None
+        return Principal(sub, isinstance(roles, list) and "admin" in roles, expires_at)
 
 
 # Headers that carry credentials: at most one of each per request.

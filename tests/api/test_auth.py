@@ -127,3 +127,12 @@ def test_a_subject_that_is_no_user_name_is_refused(tmp_path: Path, sub: str) -> 
     assert e.value.status == 401 and e.value.code == "invalid_token"
     longest = "x" * auth.MAX_SUBJECT
     assert a.authenticate(bearer({"sub": longest, "exp": int(time.time()) + 600})).user == longest
+
+
+def test_an_exp_too_large_for_a_clock_is_401_not_500(tmp_path: Path) -> None:
+    # PyJWT takes any integer `exp`; 10**400 then overflowed float() here: a 500 for a
+    # signed token (an issuer's "never expires"). Now a plain invalid_token.
+    a = authenticator(tmp_path)
+    with pytest.raises(ApiError) as e:
+        a.authenticate(bearer({"sub": "ann", "exp": 10**400}))
+    assert (e.value.status, e.value.code) == (401, "invalid_token")
