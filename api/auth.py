@@ -50,6 +50,13 @@ class Authenticator:
             self.algorithms = ["HS256"]
         # A token without `exp` would be valid forever: refused unless the operator says so.
         self.required_claims = ["sub"] if settings.jwt_allow_no_exp else ["sub", "exp"]
+        # An identity provider's tokens name the service they are for (`aud`). With
+        # CAIRN_JWT_AUDIENCE only tokens for Cairn are taken, not one the same IdP issued
+        # to another application; without it a token naming an audience is refused, and
+        # the message says which setting would take it.
+        self.audience = settings.jwt_audience
+        if self.audience:
+            self.required_claims.append("aud")
         # Tokens this process verified, and who they name: a client sends the same token
         # with every request, and verifying it (base64, JSON, HMAC or RSA) again each time
         # was a few percent of a small upload's CPU. Only the exact string that passed is
@@ -94,6 +101,7 @@ class Authenticator:
                 token.strip(),
                 self.jwt_key,
                 algorithms=self.algorithms,
+                audience=self.audience,
                 options={"require": self.required_claims},
             )
         except jwt.ExpiredSignatureError as e:
@@ -108,6 +116,14 @@ class Authenticator:
                 {"missing_claim": e.claim},
                 headers=_challenge(),
             ) from e
+        except jwt.InvalidAudienceError as e:
+            message = (
+                "the token is not for this server: its `aud` does not name CAIRN_JWT_AUDIENCE"
+                if self.audience
+                else "the token names an audience (`aud`) and this server expects none:"
+                " set CAIRN_JWT_AUDIENCE to the audience its tokens name"
+            )
+            raise ApiError(401, "invalid_token", message, headers=_challenge()) from e
         except jwt.InvalidSignatureError as e:
             message = "the token's signature does not match"
             if isinstance(self.jwt_key, str) and self.algorithms == ["HS256"]:

@@ -81,6 +81,7 @@ class Settings:
     jwt_secret: str | None = None
     jwt_public_key: str | None = None
     jwt_allow_no_exp: bool = False
+    jwt_audience: str | None = None  # the `aud` tokens must name (an IdP's id for Cairn)
     # Signed URLs (api/http/signing.py): the HMAC key (unset: generated into the data dir),
     # older keys still accepted while their URLs run out, the longest expiry a URL may get,
     # and the largest body a signed object PUT may carry.
@@ -271,6 +272,7 @@ class Settings:
             jwt_secret=_jwt_secret(env),
             jwt_public_key=env.raw("CAIRN_JWT_PUBLIC_KEY"),
             jwt_allow_no_exp=flag("CAIRN_JWT_ALLOW_NO_EXP"),
+            jwt_audience=env.raw("CAIRN_JWT_AUDIENCE"),
             signing_key=env.raw("CAIRN_SIGNING_KEY"),
             signing_old_keys=tuple(
                 k.strip() for k in (env.raw("CAIRN_SIGNING_OLD_KEYS") or "").split(",") if k.strip()

@@ -136,3 +136,37 @@ def test_an_exp_too_large_for_a_clock_is_401_not_500(tmp_path: Path) -> None:
     with pytest.raises(ApiError) as e:
         a.authenticate(bearer({"sub": "ann", "exp": 10**400}))
     assert (e.value.status, e.value.code) == (401, "invalid_token")
+
+
+def test_a_token_for_an_audience_is_taken_only_where_that_audience_is_configured(
+    tmp_path: Path,
+) -> None:
+    # An identity provider's tokens name the service they are for (`aud`). Every such
+    # token was refused with a bare "the token is not valid" (PyJWT refuses an `aud` when
+    # given none to expect), so RS256 with a real IdP could not work; and accepting any
+    # would take a token the same IdP issued to another application.
+    exp = int(time.time()) + 600
+    for_cairn = bearer({"sub": "ann", "exp": exp, "aud": "cairn"})
+    with pytest.raises(ApiError) as e:
+        authenticator(tmp_path).authenticate(for_cairn)
+    assert (e.value.status, e.value.code) == (401, "invalid_token")
+    assert "CAIRN_JWT_AUDIENCE" in e.value.message
+    a = auth.Authenticator(Settings(data_dir=tmp_path, jwt_secret=SECRET, jwt_audience="cairn"))
+    assert a.authenticate(for_cairn).user == "ann"
+    assert a.authenticate(bearer({"sub": "ann", "exp": exp, "aud": ["x", "cairn"]})).user == "ann"
+    for other in (
+        bearer({"sub": "ann", "exp": exp, "aud": "another-app"}),
+        bearer({"sub": "ann", "exp": exp}),  # names no audience at all
+    ):
+        with pytest.raises(ApiError) as e:
+            a.authenticate(other)
+        assert (e.value.status, e.value.code) == (401, "invalid_token")
+        assert "aud" in e.value.message
+
+
+def test_cairn_token_names_the_configured_audience(tmp_path: Path) -> None:
+    from bus.run.cli import make_token
+
+    s = Settings(data_dir=tmp_path, jwt_secret=SECRET, jwt_audience="cairn")
+    token = make_token(s, "ann", ttl=60)
+    assert auth.Authenticator(s).authenticate({"authorization": f"Bearer {token}"}).user == "ann"
