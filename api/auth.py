@@ -24,6 +24,10 @@ from domain.values import has_control_characters
 VERIFIED_TOKENS = 4096
 # The longest user name (a token's `sub`) accepted.
 MAX_SUBJECT = 255
+# Seconds an issuer's clock may run ahead of ours: PyJWT refuses a token whose `iat` or
+# `nbf` is even a second in the future, so a token fresh from an IdP (or `cairn token` on
+# another machine) was refused at random. `exp` is not stretched (see Authenticator).
+CLOCK_SKEW = 60
 
 
 @dataclass(frozen=True)
@@ -102,11 +106,19 @@ class Authenticator:
                 self.jwt_key,
                 algorithms=self.algorithms,
                 audience=self.audience,
+                leeway=CLOCK_SKEW,
                 options={"require": self.required_claims},
             )
         except jwt.ExpiredSignatureError as e:
             raise ApiError(
                 401, "token_expired", "the token has expired", headers=_challenge()
+            ) from e
+        except jwt.ImmatureSignatureError as e:
+            raise ApiError(
+                401,
+                "invalid_token",
+                "the token is not valid yet (its `nbf` or `iat` is in the future)",
+                headers=_challenge(),
             ) from e
         except jwt.MissingRequiredClaimError as e:
             raise ApiError(
@@ -154,6 +166,10 @@ class Authenticator:
             raise ApiError(
                 401, "invalid_token", "the token's `exp` is out of range", headers=_challenge()
             ) from None
+        if expires_at is not None and expires_at <= time.time():
+            # The leeway above is for `iat` and `nbf`: live streams end at `exp` itself, and
+            # a remembered token is served only before it, so every request agrees.
+            raise ApiError(401, "token_expired", "the token has expired", headers=_challenge())
         return Principal(sub, isinstance(roles, list) and "admin" in roles, expires_at)
 
 

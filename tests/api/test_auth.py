@@ -64,10 +64,11 @@ def test_a_remembered_token_is_not_served_past_its_expiry(
     assert a.authenticate(headers).user == "ann"
     assert len(decoded) == 1
     # Past `exp` by this module's clock, the remembered answer is dropped and the token
-    # goes through PyJWT again (whose own clock, not moved here, decides "token_expired";
-    # tests/api/routes/test_events_sse.py sees that answer on a really expired token).
+    # verified again, which says it expired (by this clock: PyJWT's own allows for skew).
     monkeypatch.setattr(auth.time, "time", lambda: exp + 1.0)
-    a.authenticate(headers)
+    with pytest.raises(ApiError) as e:
+        a.authenticate(headers)
+    assert e.value.code == "token_expired"
     assert len(decoded) == 2
 
 
@@ -170,3 +171,23 @@ def test_cairn_token_names_the_configured_audience(tmp_path: Path) -> None:
     s = Settings(data_dir=tmp_path, jwt_secret=SECRET, jwt_audience="cairn")
     token = make_token(s, "ann", ttl=60)
     assert auth.Authenticator(s).authenticate({"authorization": f"Bearer {token}"}).user == "ann"
+
+
+def test_an_issuers_clock_a_little_ahead_is_tolerated_but_exp_stays_exact(
+    tmp_path: Path,
+) -> None:
+    # PyJWT refuses a token whose `iat` (or `nbf`) is even a second ahead of this clock: a
+    # token fresh from an IdP (or `cairn token` on another machine) whose clock runs a
+    # little ahead was refused as "not valid" at random. A minute of skew is taken now.
+    a = authenticator(tmp_path)
+    now = int(time.time())
+    for skewed in ({"iat": now + 5}, {"nbf": now + 5}):
+        assert a.authenticate(bearer({"sub": "ann", "exp": now + 600, **skewed})).user == "ann"
+    with pytest.raises(ApiError) as e:
+        a.authenticate(bearer({"sub": "ann", "exp": now + 600, "nbf": now + 600}))
+    assert (e.value.status, e.value.code) == (401, "invalid_token")
+    assert "not valid yet" in e.value.message
+    # `exp` is not stretched: live streams end at it, so requests must too.
+    with pytest.raises(ApiError) as e:
+        a.authenticate(bearer({"sub": "ann", "exp": now - 5}))
+    assert (e.value.status, e.value.code) == (401, "token_expired")
