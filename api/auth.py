@@ -24,6 +24,10 @@ from domain.values import has_control_characters
 VERIFIED_TOKENS = 4096
 # The longest user name (a token's `sub`) accepted.
 MAX_SUBJECT = 255
+# Seconds an issuer's clock may run ahead of ours: PyJWT refuses a token whose `iat` or
+# `nbf` is even a second in the future, so a token fresh from an IdP (or `cairn token` on
+# another machine) was refused at random. `exp` is not stretched (see Authenticator).
+CLOCK_SKEW = 60
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,13 @@ class Authenticator:
             self.algorithms = ["HS256"]
         # A token without `exp` would be valid forever: refused unless the operator says so.
         self.required_claims = ["sub"] if settings.jwt_allow_no_exp else ["sub", "exp"]
+        # An identity provider's tokens name the service they are for (`aud`). With
+        # CAIRN_JWT_AUDIENCE only tokens for Cairn are taken, not one the same IdP issued
+        # to another application; without it a token naming an audience is refused, and
+        # the message says which setting would take it.
+        self.audience = settings.jwt_audience
+        if self.audience:
+            self.required_claims.append("aud")
         # Tokens this process verified, and who they name: a client sends the same token
         # with every request, and verifying it (base64, JSON, HMAC or RSA) again each time
         # was a few percent of a small upload's CPU. Only the exact string that passed is
@@ -94,11 +105,20 @@ class Authenticator:
                 token.strip(),
                 self.jwt_key,
                 algorithms=self.algorithms,
+                audience=self.audience,
+                leeway=CLOCK_SKEW,
                 options={"require": self.required_claims},
             )
         except jwt.ExpiredSignatureError as e:
             raise ApiError(
                 401, "token_expired", "the token has expired", headers=_challenge()
+            ) from e
+        except jwt.ImmatureSignatureError as e:
+            raise ApiError(
+                401,
+                "invalid_token",
+                "the token is not valid yet (its `nbf` or `iat` is in the future)",
+                headers=_challenge(),
             ) from e
         except jwt.MissingRequiredClaimError as e:
             raise ApiError(
@@ -108,6 +128,14 @@ class Authenticator:
                 {"missing_claim": e.claim},
                 headers=_challenge(),
             ) from e
+        except jwt.InvalidAudienceError as e:
+            message = (
+                "the token is not for this server: its `aud` does not name CAIRN_JWT_AUDIENCE"
+                if self.audience
+                else "the token names an audience (`aud`) and this server expects none:"
+                " set CAIRN_JWT_AUDIENCE to the audience its tokens name"
+            )
+            raise ApiError(401, "invalid_token", message, headers=_challenge()) from e
         except jwt.InvalidSignatureError as e:
             message = "the token's signature does not match"
             if isinstance(self.jwt_key, str) and self.algorithms == ["HS256"]:
@@ -132,11 +160,17 @@ class Authenticator:
             )
         roles = claims.get("roles") or []
         exp = claims.get("exp")
-        return Principal(
-            sub,
-            isinstance(roles, list) and "admin" in roles,
-            float(exp) if isinstance(exp, int | float) else None,
-        )
+        try:
+            expires_at = float(exp) if isinstance(exp, int | float) else None
+        except OverflowError:  # PyJWT takes any integer; a clock cannot (10**400)
+            raise ApiError(
+                401, "invalid_token", "the token's `exp` is out of range", headers=_challenge()
+            ) from None
+        if expires_at is not None and expires_at <= time.time():
+            # The leeway above is for `iat` and `nbf`: live streams end at `exp` itself, and
+            # a remembered token is served only before it, so every request agrees.
+            raise ApiError(401, "token_expired", "the token has expired", headers=_challenge())
+        return Principal(sub, isinstance(roles, list) and "admin" in roles, expires_at)
 
 
 # Headers that carry credentials: at most one of each per request.

@@ -171,6 +171,9 @@ class FanOut:
         self._by_owner: dict[str | None, set[Subscription]] = {}
         self._task: asyncio.Task[None] | None = None
         self.closing = False
+        # Set with `closing`, for the streams that hold no subscription to end on (a
+        # WebSocket between subscriptions): they end with the same reason as the others.
+        self.stopping = asyncio.Event()
 
     async def start(self) -> None:
         self.head = await feed.head(self.pool)
@@ -188,6 +191,7 @@ class FanOut:
     def shutdown(self) -> None:
         """End every subscription (the server is stopping): clients resume elsewhere."""
         self.closing = True
+        self.stopping.set()
         for subs in list(self._by_owner.values()):
             for sub in list(subs):
                 sub.drop("shutting_down", "the server is shutting down; reconnect to resume")

@@ -15,6 +15,7 @@ from api.auth import Principal
 from api.errors import ApiError
 from api.http.digits import ascii_int
 from bus.store.feed import Selector
+from domain.buckets.names import is_bucket_name
 from domain.registry import EVENTS, STREAM_PREFIXES
 
 FILTERS = ("aggregate", "type", "stream")
@@ -44,8 +45,11 @@ def invalid(name: str, value: Any, why: str, allowed: list[str] | None = None) -
 
 
 def _stream_ids(value: str) -> list[str]:
-    """`upload-<uuid>` names one stream; a bare `<uuid>` any aggregate's stream with that id."""
+    """`upload-<uuid>` (or `bucket-<name>`) names one stream; a bare `<uuid>` any aggregate's
+    stream with that id."""
     prefix, sep, rest = value.partition("-")
+    if sep and STREAM_PREFIXES.get(prefix) == "buckets" and is_bucket_name(rest):
+        return [value]  # a bucket's id is its name, not a uuid (domain/buckets/commands.py)
     if sep and prefix in STREAM_PREFIXES:
         try:
             return [f"{prefix}-{uuid.UUID(rest)}"]
@@ -55,7 +59,9 @@ def _stream_ids(value: str) -> list[str]:
         aggregate_id = str(uuid.UUID(value))
     except ValueError:
         raise invalid(
-            "stream", value, "expected an aggregate id or a stream id like upload-<uuid>"
+            "stream",
+            value,
+            "expected an aggregate id or a stream id like upload-<uuid> or bucket-<name>",
         ) from None
     return [f"{p}-{aggregate_id}" for p in STREAM_PREFIXES]
 

@@ -5,7 +5,8 @@ browser's EventSource reconnects with `Last-Event-ID` and resumes exactly after 
 comment line (`: keepalive`) goes out whenever nothing else did for `heartbeat` seconds,
 so proxies keep idle streams open. When the server ends a stream (slow consumer, token
 expired, shutdown) its last message is `event: end` with the one error shape as data and no
-`id`, so the client's resume position stays on the last real event.
+`id`, so the client's resume position stays on the last real event. The first message
+is `id: <start position>` with no data: it sets a client's resume position before any event.
 """
 
 from __future__ import annotations
@@ -35,8 +36,16 @@ async def sse_stream(
 ) -> AsyncIterator[bytes]:
     """The stream's bytes; `on_end` is called once it is over, however it ends."""
     try:
-        # The first bytes say where the stream starts (a comment: clients ignore it).
-        yield b"retry: %d\n: cairn events after position %d\n\n" % (RETRY_MS, sub.cursor)
+        # The first message says where the stream starts: as `id:` without data, which
+        # dispatches no event but sets the client's last event id (WHATWG SSE), so a
+        # client cut off before its first event resumes from here and misses none (it
+        # reconnected without a position before, starting after whatever came meanwhile);
+        # and as a comment for people reading the stream.
+        yield b"retry: %d\nid: %d\n: cairn events after position %d\n\n" % (
+            RETRY_MS,
+            sub.cursor,
+            sub.cursor,
+        )
         while True:
             wait = heartbeat
             if who.expires_at is not None:

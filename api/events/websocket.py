@@ -166,15 +166,23 @@ class EventSocket:
             deadline = min(deadline or self.who.expires_at, self.who.expires_at)
         recv = asyncio.ensure_future(self.socket.receive())
         stop = asyncio.ensure_future(self.closed.wait())
+        # The server stopping ends this socket even with no subscription to be dropped
+        # (it stayed open through the drain, then uvicorn cut it with 1012).
+        shutdown = asyncio.ensure_future(self.fanout.stopping.wait())
         try:
             left = None if deadline is None else max(0.0, deadline - time.time())
-            done, _ = await asyncio.wait({recv, stop}, timeout=left, return_when="FIRST_COMPLETED")
+            done, _ = await asyncio.wait(
+                {recv, stop, shutdown}, timeout=left, return_when="FIRST_COMPLETED"
+            )
         finally:
             stop.cancel()
+            shutdown.cancel()
             if not recv.done():
                 recv.cancel()
         if self.closing is not None:
             raise self.closing
+        if self.fanout.closing:
+            raise Closing(CLOSE_GOING_AWAY, "shutting_down: the server is shutting down")
         if recv not in done:
             if auth:
                 raise Closing(CLOSE_AUTH, "unauthorized: no auth message in time")

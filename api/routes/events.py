@@ -92,7 +92,9 @@ Aggregate = Annotated[
 EventType = Annotated[str | None, QueryParameter(description="event types, comma-separated")]
 StreamFilter = Annotated[
     str | None,
-    QueryParameter(description="aggregate ids or stream ids (upload-<uuid>), comma-separated"),
+    QueryParameter(
+        description="aggregate ids or stream ids (upload-<uuid>, bucket-<name>), comma-separated"
+    ),
 ]
 LastEventIdQuery = Annotated[
     str | None,

@@ -57,11 +57,14 @@ def stream(
                         if follow and err.code in RESUMABLE_ENDS:
                             break
                         raise err
+                    if sse.id:
+                        # An event's position, or (the first message, no data) the one
+                        # the stream starts at: a stream cut before its first event
+                        # resumes from there, not from whatever is new by then.
+                        last = int(sse.id)
                     if not sse.data:
                         continue
                     event = json.loads(sse.data)
-                    if sse.id:
-                        last = int(sse.id)
                     emit(event)
                     count += 1
                     if (limit is not None and count >= limit) or (until and until(event)):

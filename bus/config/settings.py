@@ -81,6 +81,7 @@ class Settings:
     jwt_secret: str | None = None
     jwt_public_key: str | None = None
     jwt_allow_no_exp: bool = False
+    jwt_audience: str | None = None  # the `aud` tokens must name (an IdP's id for Cairn)
     # Signed URLs (api/http/signing.py): the HMAC key (unset: generated into the data dir),
     # older keys still accepted while their URLs run out, the longest expiry a URL may get,
     # and the largest body a signed object PUT may carry.
@@ -268,9 +269,10 @@ class Settings:
             kafka_replication_factor=num("CAIRN_KAFKA_REPLICATION_FACTOR", 1, minimum=1),
             kafka_fetch_max_wait_ms=num("CAIRN_KAFKA_FETCH_MAX_WAIT_MS", 500),
             kafka_session_timeout_ms=num("CAIRN_KAFKA_SESSION_TIMEOUT_MS", 10000, minimum=1),
-            jwt_secret=env.raw("CAIRN_JWT_SECRET"),
+            jwt_secret=_jwt_secret(env),
             jwt_public_key=env.raw("CAIRN_JWT_PUBLIC_KEY"),
             jwt_allow_no_exp=flag("CAIRN_JWT_ALLOW_NO_EXP"),
+            jwt_audience=env.raw("CAIRN_JWT_AUDIENCE"),
             signing_key=env.raw("CAIRN_SIGNING_KEY"),
             signing_old_keys=tuple(
                 k.strip() for k in (env.raw("CAIRN_SIGNING_OLD_KEYS") or "").split(",") if k.strip()
@@ -359,6 +361,23 @@ def _database_url(env: Env) -> str | None:
             "CAIRN_DATABASE_URL: not a PostgreSQL URL (postgresql://USER:PASSWORD@HOST:PORT/DB)"
         )
     return url
+
+
+# The shortest CAIRN_JWT_SECRET accepted, in bytes: HS256 wants a key as long as its hash
+# (RFC 7518 3.2). Anyone holding one token can test guesses at the secret offline, and a
+# secret found mints any user's and any admin's tokens; PyJWT only warns.
+MIN_JWT_SECRET_BYTES = 32
+
+
+def _jwt_secret(env: Env) -> str | None:
+    secret = env.raw("CAIRN_JWT_SECRET")
+    if secret is not None and len(secret.encode()) < MIN_JWT_SECRET_BYTES:
+        # The value is a secret: say what is wrong with it, never what it is.
+        raise SettingsError(
+            f"CAIRN_JWT_SECRET: at least {MIN_JWT_SECRET_BYTES} bytes are needed (HS256), e.g."
+            " python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+        )
+    return secret
 
 
 def _blob_store(env: Env) -> str:

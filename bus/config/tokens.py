@@ -25,9 +25,18 @@ def key_id(secret: str) -> str:
     return KID_PREFIX + digest[:12]
 
 
-def mint(secret: str, subject: str, *, admin: bool = False, ttl: int) -> str:
+def mint(
+    secret: str, subject: str, *, admin: bool = False, ttl: int, audience: str | None = None
+) -> str:
     now = int(time.time())
-    claims = {"sub": subject, "roles": ["admin"] if admin else [], "iat": now, "exp": now + ttl}
+    claims: dict[str, Any] = {
+        "sub": subject,
+        "roles": ["admin"] if admin else [],
+        "iat": now,
+        "exp": now + ttl,
+    }
+    if audience:  # CAIRN_JWT_AUDIENCE: the server takes only tokens that name it
+        claims["aud"] = audience
     return jwt.encode(claims, secret, algorithm="HS256", headers={"kid": key_id(secret)})
 
 

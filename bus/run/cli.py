@@ -204,7 +204,13 @@ def make_token(
 ) -> str:
     from bus.config.tokens import mint
 
-    return mint(settings.resolved_jwt_secret(), subject, admin=admin, ttl=ttl)
+    return mint(
+        settings.resolved_jwt_secret(),
+        subject,
+        admin=admin,
+        ttl=ttl,
+        audience=settings.jwt_audience,
+    )
 
 
 def cmd_token(args: argparse.Namespace) -> int:

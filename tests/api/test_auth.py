@@ -64,10 +64,11 @@ def test_a_remembered_token_is_not_served_past_its_expiry(
     assert a.authenticate(headers).user == "ann"
     assert len(decoded) == 1
     # Past `exp` by this module's clock, the remembered answer is dropped and the token
-    # goes through PyJWT again (whose own clock, not moved here, decides "token_expired";
-    # tests/api/routes/test_events_sse.py sees that answer on a really expired token).
+    # verified again, which says it expired (by this clock: PyJWT's own allows for skew).
     monkeypatch.setattr(auth.time, "time", lambda: exp + 1.0)
-    a.authenticate(headers)
+    with pytest.raises(ApiError) as e:
+        a.authenticate(headers)
+    assert e.value.code == "token_expired"
     assert len(decoded) == 2
 
 
@@ -127,3 +128,66 @@ def test_a_subject_that_is_no_user_name_is_refused(tmp_path: Path, sub: str) -> 
     assert e.value.status == 401 and e.value.code == "invalid_token"
     longest = "x" * auth.MAX_SUBJECT
     assert a.authenticate(bearer({"sub": longest, "exp": int(time.time()) + 600})).user == longest
+
+
+def test_an_exp_too_large_for_a_clock_is_401_not_500(tmp_path: Path) -> None:
+    # PyJWT takes any integer `exp`; 10**400 then overflowed float() here: a 500 for a
+    # signed token (an issuer's "never expires"). Now a plain invalid_token.
+    a = authenticator(tmp_path)
+    with pytest.raises(ApiError) as e:
+        a.authenticate(bearer({"sub": "ann", "exp": 10**400}))
+    assert (e.value.status, e.value.code) == (401, "invalid_token")
+
+
+def test_a_token_for_an_audience_is_taken_only_where_that_audience_is_configured(
+    tmp_path: Path,
+) -> None:
+    # An identity provider's tokens name the service they are for (`aud`). Every such
+    # token was refused with a bare "the token is not valid" (PyJWT refuses an `aud` when
+    # given none to expect), so RS256 with a real IdP could not work; and accepting any
+    # would take a token the same IdP issued to another application.
+    exp = int(time.time()) + 600
+    for_cairn = bearer({"sub": "ann", "exp": exp, "aud": "cairn"})
+    with pytest.raises(ApiError) as e:
+        authenticator(tmp_path).authenticate(for_cairn)
+    assert (e.value.status, e.value.code) == (401, "invalid_token")
+    assert "CAIRN_JWT_AUDIENCE" in e.value.message
+    a = auth.Authenticator(Settings(data_dir=tmp_path, jwt_secret=SECRET, jwt_audience="cairn"))
+    assert a.authenticate(for_cairn).user == "ann"
+    assert a.authenticate(bearer({"sub": "ann", "exp": exp, "aud": ["x", "cairn"]})).user == "ann"
+    for other in (
+        bearer({"sub": "ann", "exp": exp, "aud": "another-app"}),
+        bearer({"sub": "ann", "exp": exp}),  # names no audience at all
+    ):
+        with pytest.raises(ApiError) as e:
+            a.authenticate(other)
+        assert (e.value.status, e.value.code) == (401, "invalid_token")
+        assert "aud" in e.value.message
+
+
+def test_cairn_token_names_the_configured_audience(tmp_path: Path) -> None:
+    from bus.run.cli import make_token
+
+    s = Settings(data_dir=tmp_path, jwt_secret=SECRET, jwt_audience="cairn")
+    token = make_token(s, "ann", ttl=60)
+    assert auth.Authenticator(s).authenticate({"authorization": f"Bearer {token}"}).user == "ann"
+
+
+def test_an_issuers_clock_a_little_ahead_is_tolerated_but_exp_stays_exact(
+    tmp_path: Path,
+) -> None:
+    # PyJWT refuses a token whose `iat` (or `nbf`) is even a second ahead of this clock: a
+    # token fresh from an IdP (or `cairn token` on another machine) whose clock runs a
+    # little ahead was refused as "not valid" at random. A minute of skew is taken now.
+    a = authenticator(tmp_path)
+    now = int(time.time())
+    for skewed in ({"iat": now + 5}, {"nbf": now + 5}):
+        assert a.authenticate(bearer({"sub": "ann", "exp": now + 600, **skewed})).user == "ann"
+    with pytest.raises(ApiError) as e:
+        a.authenticate(bearer({"sub": "ann", "exp": now + 600, "nbf": now + 600}))
+    assert (e.value.status, e.value.code) == (401, "invalid_token")
+    assert "not valid yet" in e.value.message
+    # `exp` is not stretched: live streams end at it, so requests must too.
+    with pytest.raises(ApiError) as e:
+        a.authenticate(bearer({"sub": "ann", "exp": now - 5}))
+    assert (e.value.status, e.value.code) == (401, "token_expired")

@@ -158,6 +158,32 @@ async def test_filters_aggregate_type_and_stream(shared_system: System) -> None:
         assert {e["stream_id"] for e in by_aggregate} == {f"upload-{u1}", f"upload-{u2}"}
 
 
+async def test_a_bucket_stream_is_a_stream_filter_like_any_other(shared_system: System) -> None:
+    # A bucket's stream id is `bucket-<name>` (its name is its id), as every envelope of it
+    # says; the filter refused it (400 invalid_filter: "expected ... upload-<uuid>").
+    me, name = user(), f"ev-{secrets.token_hex(4)}"
+    async with shared_system.client(me) as c:
+        for n in (name, f"{name}-other"):
+            r = await c.post("/v1/buckets", json={"name": n})
+            assert r.status_code == 201, r.text
+        r = await c.patch(f"/v1/buckets/{name}", json={"description": "d"})
+        assert r.status_code == 200, r.text
+        s = await open_sse(
+            shared_system, f"/v1/events?stream=bucket-{name}", who=me, last_event_id="0"
+        )
+        try:
+            got = [m.json() for m in await s.events(2)]
+        finally:
+            await s.close()
+        assert [(e["stream_id"], e["type"]) for e in got] == [
+            (f"bucket-{name}", "BucketCreated"),
+            (f"bucket-{name}", "BucketUpdated"),
+        ]
+        for bad in ("bucket-", "bucket-A_B", "bucket-default"):
+            e = assert_error(await c.get(f"/v1/events?stream={bad}"), 400, "invalid_filter")
+            assert e["details"]["filter"] == "stream"
+
+
 async def test_another_users_stream_is_like_one_that_does_not_exist(
     shared_system: System,
 ) -> None:
@@ -326,6 +352,27 @@ async def test_resume_from_the_store_when_the_broker_has_nothing(quick_system: S
         return await latency_count(quick_system) == before + 2
 
     await wait_until(counted_two)
+
+
+async def test_a_stream_cut_before_its_first_event_resumes_where_it_started(
+    quick_system: System,
+) -> None:
+    """The first message names the start position as its `id:` (no data: no event is
+    dispatched), so a client cut off before any event reconnects with that Last-Event-ID,
+    as EventSource and httpx-sse do, and misses nothing. Before, only a comment named it:
+    a standard client reconnected without a position and lost what came in between."""
+    me = user()
+    s = await SSEClient.open(quick_system.url, "/v1/events", quick_system.token(me))
+    first = await s.next()
+    await s.close()
+    assert first is not None and first.id is not None
+    assert first.data is None and first.event is None
+    missed = await append(quick_system, me, 2)  # while the client is away
+    again = await open_sse(quick_system, who=me, last_event_id=first.id)
+    try:
+        assert [int(m.id or 0) for m in await again.events(2)] == missed
+    finally:
+        await again.close()
 
 
 async def latency_count(s: System) -> float:

@@ -4,6 +4,7 @@ client against a whole running system."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -15,7 +16,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.system import System
+from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
+from tests.system import System, isolated_system
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -238,3 +240,28 @@ async def test_too_many_subscriptions(shared_system: System) -> None:
         assert err["error"]["details"]["limit"] == limit
         code, reason = await closed_with(ws)
         assert code == 1008 and reason.startswith("too_many_subscriptions")
+
+
+async def test_stopping_the_api_closes_every_socket_with_going_away(
+    pg_server: EmbeddedPostgres, kafka_server: EmbeddedKafka, template_url: str
+) -> None:
+    # A socket with a subscription was closed 1001 `shutting_down` at once; one without
+    # (just authenticated, or between subscriptions) stayed open through the drain and
+    # was then cut by the server with 1012, not the documented close.
+    async with isolated_system(pg_server.url, kafka_server.bootstrap) as s:
+        protos = ["cairn.events.v1", f"bearer.{s.token(user())}"]
+        async with (
+            connect(ws_url(s), subprotocols=protos) as idle,
+            connect(ws_url(s), subprotocols=protos) as busy,
+        ):
+            await recv(idle)
+            await recv(busy)
+            await busy.send(json.dumps({"type": "subscribe", "id": "s"}))
+            assert (await recv(busy))["type"] == "subscribed"
+            stopping = asyncio.create_task(s.stop("api"))
+            try:
+                for ws in (idle, busy):
+                    code, reason = await asyncio.wait_for(closed_with(ws), 30)
+                    assert code == 1001 and reason.startswith("shutting_down"), (code, reason)
+            finally:
+                await stopping

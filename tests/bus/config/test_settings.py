@@ -66,6 +66,18 @@ def test_a_malformed_api_key_entry_is_refused_without_showing_the_key(value: str
     assert "justakey" not in str(e.value)
 
 
+@pytest.mark.parametrize("secret", ["hunter2", "changeme", "x" * 31])
+def test_a_short_jwt_secret_is_refused_without_showing_it(secret: str) -> None:
+    # HS256 wants a key of at least 256 bits (RFC 7518 3.2; PyJWT only warns): anyone with
+    # one token can guess a short secret offline and then mint an admin's tokens.
+    with pytest.raises(SettingsError) as e:
+        Settings.from_env({"CAIRN_JWT_SECRET": secret})
+    message = str(e.value)
+    assert message.startswith("CAIRN_JWT_SECRET") and "at least 32 bytes" in message, message
+    assert secret not in message
+    assert Settings.from_env({"CAIRN_JWT_SECRET": "x" * 32}).jwt_secret == "x" * 32
+
+
 def test_a_database_url_error_never_shows_the_password() -> None:
     with pytest.raises(SettingsError) as e:
         Settings.from_env({"CAIRN_DATABASE_URL": "postgress://u:hunter2@h/db"})
