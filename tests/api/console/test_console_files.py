@@ -272,3 +272,36 @@ async def test_a_name_cannot_disguise_itself_with_bidi_controls(shared_system: S
         assert RLO not in html
         await no_csp_violations(page)
         await ctx.close()
+
+
+async def test_a_very_long_name_never_widens_the_page(shared_system: System) -> None:
+    """A name of 1,000 characters without a space (the API allows 1,024) wraps wherever it
+    is shown: the list, the status line after a download, the dialogs' titles. The page
+    never scrolls sideways, on a desktop or a phone."""
+    me = user()
+    long = "a" * 996 + ".txt"
+    fid = await upload(shared_system, me, long, b"long\n")
+    async with chromium() as browser:
+        for width in (1280, 390):
+            ctx = await browser.new_context(viewport={"width": width, "height": 900})
+            page = await ctx.new_page()
+            await open_console(page, shared_system)
+            await sign_in(page, shared_system.token(me))
+            row = page.locator(f"#files tbody tr[data-id='{fid}']")
+            await expect(row.locator("a.file-link")).to_have_text(long)
+            wide = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            assert await page.evaluate(wide) <= 0, f"the list is wider than {width}px"
+            async with page.expect_download():
+                await row.get_by_role("button", name="Download").click()
+            await expect(page.locator("#status")).to_have_text(f"Downloaded {long}.")
+            assert await page.evaluate(wide) <= 0, f"the status line is wider than {width}px"
+            for button, dialog in (("Rename or move", "#edit"), ("Copy link to", "#share")):
+                await row.get_by_role("button", name=f"{button} {long}").click()
+                await expect(page.locator(dialog)).to_be_visible()
+                box = await page.locator(dialog).bounding_box()
+                assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width, (
+                    f"{dialog} is wider than {width}px"
+                )
+                await page.keyboard.press("Escape")
+                await expect(page.locator(dialog)).not_to_be_visible()
+            await ctx.close()
