@@ -69,6 +69,9 @@ async function enter () {
 function signOut (message) {
   stream.stop()
   closeDetails()
+  // Any other dialog too (a preview, a link, a rename): a session that ends behind one (a
+  // 401) must not leave a file on screen, nor the sign-in form inert under a modal.
+  for (const d of document.querySelectorAll('dialog[open]')) d.close()
   clearCredential()
   resetUploads()
   resetFiles()
