@@ -264,13 +264,21 @@ async def test_a_session_that_ends_behind_a_dialog_closes_it(rsys: System) -> No
         # Another client's upload: the live stream's event makes the list read again,
         # which the API now refuses.
         await tus_upload(rsys, me, "later.txt", b"later\n")
+        # Why, in words: the token expired (the API's code token_expired), not "refused".
         await expect(page.locator("#status")).to_have_text(
-            "Your session ended (the key or token was refused); sign in again."
+            "Your token has expired; sign in again with a new one."
         )
         await expect(preview).not_to_be_visible()
         await expect(page.get_by_text("private words")).to_have_count(0)
         await expect(page.locator("#secret")).to_be_focused()
         await page.keyboard.type("typed")  # the form takes keys: it is not inert
         await expect(page.locator("#secret")).to_have_value("typed")
+        # The expired token pasted again is refused saying why, not as a wrong one.
+        await page.get_by_label("Token (JWT)").check()
+        await page.locator("#secret").fill(token)
+        await page.locator("#secret").press("Enter")
+        await expect(page.locator("#signin-error")).to_have_text(
+            "That token has expired; make a new one."
+        )
         await no_csp_violations(page)
         await ctx.close()
