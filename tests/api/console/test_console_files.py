@@ -230,3 +230,78 @@ async def sign_in_with_details(page: Page, token: str) -> None:
     await field.press("Enter")
     await expect(page.locator("#app")).to_be_visible()
     await expect(page.locator("#details")).to_be_visible()
+
+
+RLO = "\u202e"  # RIGHT-TO-LEFT OVERRIDE: shows what follows it backwards
+
+
+async def test_a_name_cannot_disguise_itself_with_bidi_controls(shared_system: System) -> None:
+    """`invoice<RLO>gpj.exe` renders as `invoiceexe.jpg` (the "Trojan Source" trick, in a file
+    name): an executable disguised as a picture. The console shows such control characters
+    as visible `⟨U+202E⟩` wherever it shows a name (list, labels, tooltips, details, the
+    activity feed, status messages), so the name reads in its real order."""
+    me = user()
+    fid = await upload(shared_system, me, f"invoice{RLO}gpj.exe", b"MZ\n")
+    shown = "invoice⟨U+202E⟩gpj.exe"
+    async with chromium() as browser:
+        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
+        page = await ctx.new_page()
+        await open_console(page, shared_system)
+        await sign_in(page, shared_system.token(me))
+        link = page.locator(f"#files tbody tr[data-id='{fid}'] a.file-link")
+        await expect(link).to_have_text(shown)
+        assert await link.get_attribute("title") == shown
+        await expect(page.get_by_role("button", name=f"Download {shown}")).to_have_count(1)
+        await page.get_by_role("button", name=f"Download {shown}").click()
+        await expect(page.locator("#status")).to_have_text(f"Downloaded {shown}.")
+
+        await link.click()
+        await expect(page.locator("#details-title")).to_have_text(shown)
+        await expect(page.locator("#details dl.props")).to_contain_text(shown)
+        await page.keyboard.press("Escape")
+
+        # Renamed elsewhere: the activity feed names it by its new name, made visible too.
+        async with shared_system.client(me) as c:
+            r = await c.patch(f"/v1/files/{fid}", json={"name": f"report{RLO}fdp.scr"})
+            assert r.status_code == 200, r.text
+        updated = page.locator("#activity li[data-type=FileUpdated] .what")
+        await expect(updated).to_have_text("report⟨U+202E⟩fdp.scr")
+        await expect(link).to_have_text("report⟨U+202E⟩fdp.scr")
+        # Nowhere in the page, text or attribute, is the override itself left.
+        html = await page.evaluate("document.body.innerText + document.body.innerHTML")
+        assert RLO not in html
+        await no_csp_violations(page)
+        await ctx.close()
+
+
+async def test_a_very_long_name_never_widens_the_page(shared_system: System) -> None:
+    """A name of 1,000 characters without a space (the API allows 1,024) wraps wherever it
+    is shown: the list, the status line after a download, the dialogs' titles. The page
+    never scrolls sideways, on a desktop or a phone."""
+    me = user()
+    long = "a" * 996 + ".txt"
+    fid = await upload(shared_system, me, long, b"long\n")
+    async with chromium() as browser:
+        for width in (1280, 390):
+            ctx = await browser.new_context(viewport={"width": width, "height": 900})
+            page = await ctx.new_page()
+            await open_console(page, shared_system)
+            await sign_in(page, shared_system.token(me))
+            row = page.locator(f"#files tbody tr[data-id='{fid}']")
+            await expect(row.locator("a.file-link")).to_have_text(long)
+            wide = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            assert await page.evaluate(wide) <= 0, f"the list is wider than {width}px"
+            async with page.expect_download():
+                await row.get_by_role("button", name="Download").click()
+            await expect(page.locator("#status")).to_have_text(f"Downloaded {long}.")
+            assert await page.evaluate(wide) <= 0, f"the status line is wider than {width}px"
+            for button, dialog in (("Rename or move", "#edit"), ("Copy link to", "#share")):
+                await row.get_by_role("button", name=f"{button} {long}").click()
+                await expect(page.locator(dialog)).to_be_visible()
+                box = await page.locator(dialog).bounding_box()
+                assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width, (
+                    f"{dialog} is wider than {width}px"
+                )
+                await page.keyboard.press("Escape")
+                await expect(page.locator(dialog)).not_to_be_visible()
+            await ctx.close()

@@ -365,3 +365,32 @@ async def test_renaming_an_object_on_the_files_tab_renames_its_key(
         await expect(page.locator("#objects tbody tr[data-key='docs/new.txt']")).to_have_count(1)
         await expect(page.locator("#objects tbody tr")).to_have_count(1)
         await no_csp_violations(page)
+
+
+async def test_a_very_long_folder_never_widens_the_page(shared_system: System) -> None:
+    """A key whose folder part is 900 characters without a break: its folder row, and the
+    breadcrumb once inside it, wrap; the page never scrolls sideways, on a desktop or a
+    phone."""
+    me = user()
+    bucket = f"con-l-{uuid.uuid4().hex[:8]}"
+    folder = "f" * 900
+    async with shared_system.client(me) as c:
+        assert (await c.post("/v1/buckets", json={"name": bucket})).status_code == 201
+    await put(shared_system, me, bucket, f"{folder}/x.txt", b"x\n")
+    wide = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    async with chromium() as browser:
+        for width in (1280, 390):
+            ctx = await browser.new_context(viewport={"width": width, "height": 900})
+            page = await ctx.new_page()
+            await open_console(page, shared_system)
+            await sign_in(page, shared_system.token(me))
+            await page.get_by_role("tab", name="Objects").click()
+            await page.locator("#objects-bucket").select_option(bucket)
+            row = page.locator(f"#objects tbody tr[data-prefix='{folder}/']")
+            await expect(row).to_have_count(1)
+            assert await page.evaluate(wide) <= 0, f"the folder row is wider than {width}px"
+            await row.get_by_role("button").click()
+            await expect(page.locator("#objects tbody tr[data-key$='/x.txt']")).to_have_count(1)
+            await expect(page.locator("#objects-path [aria-current=location]")).to_have_text(folder)
+            assert await page.evaluate(wide) <= 0, f"the breadcrumb is wider than {width}px"
+            await ctx.close()

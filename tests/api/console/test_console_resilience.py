@@ -1,7 +1,7 @@
 """The console when things go wrong, in headless Chromium against a whole running Cairn: an
 upload the server refuses says why in words (not the raw response), a request that cannot
-reach the server says so, and the live stream, cut or handed a position the server never
-gave, misses no event."""
+reach the server says so, the live stream, cut or handed a position the server never
+gave, misses no event, and a session that ends behind a dialog leaves nothing of it."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import jwt
 import pytest
 import pytest_asyncio
 from playwright.async_api import Route, expect
@@ -27,7 +28,7 @@ from tests.api.console.test_console import (
     signed_in,
     tus_upload,
 )
-from tests.system import System, isolated_system
+from tests.system import System, isolated_system, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -231,3 +232,53 @@ async def test_a_link_longer_than_the_server_allows_is_made_as_long_as_it_allows
             got = await c.get(url)
         assert got.status_code == 200 and got.text == "for a week\n"
         await no_csp_violations(page)
+
+
+async def test_a_session_that_ends_behind_a_dialog_closes_it(rsys: System) -> None:
+    """A token that expires while a preview is open: the next request is refused (401) and
+    the console signs out. The preview, a modal dialog, stayed open over the sign-in form,
+    still showing the file to whoever came to the screen, and left the form unusable (a
+    modal dialog makes the rest of the page inert) until closed by hand."""
+    me = user()
+    await tus_upload(rsys, me, "private.txt", b"private words\n")
+    token = jwt.encode(
+        {"sub": me, "roles": [], "exp": int(time.time()) + 10},
+        rsys.settings.resolved_jwt_secret(),
+        algorithm="HS256",
+    )
+    async with chromium() as browser:
+        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
+        page = await ctx.new_page()
+        await open_console(page, rsys)
+        await sign_in(page, token)
+        await page.get_by_role("button", name="Preview private.txt").click()
+        preview = page.locator("#preview")
+        await expect(preview.locator("pre")).to_contain_text("private words")
+
+        async def expired() -> bool:
+            async with httpx.AsyncClient(base_url=rsys.url) as c:
+                r = await c.get("/v1/files", headers={"Authorization": f"Bearer {token}"})
+                return r.status_code == 401
+
+        await wait_until(expired, timeout=60, interval=0.5)
+        # Another client's upload: the live stream's event makes the list read again,
+        # which the API now refuses.
+        await tus_upload(rsys, me, "later.txt", b"later\n")
+        # Why, in words: the token expired (the API's code token_expired), not "refused".
+        await expect(page.locator("#status")).to_have_text(
+            "Your token has expired; sign in again with a new one."
+        )
+        await expect(preview).not_to_be_visible()
+        await expect(page.get_by_text("private words")).to_have_count(0)
+        await expect(page.locator("#secret")).to_be_focused()
+        await page.keyboard.type("typed")  # the form takes keys: it is not inert
+        await expect(page.locator("#secret")).to_have_value("typed")
+        # The expired token pasted again is refused saying why, not as a wrong one.
+        await page.get_by_label("Token (JWT)").check()
+        await page.locator("#secret").fill(token)
+        await page.locator("#secret").press("Enter")
+        await expect(page.locator("#signin-error")).to_have_text(
+            "That token has expired; make a new one."
+        )
+        await no_csp_violations(page)
+        await ctx.close()

@@ -171,3 +171,28 @@ async def test_upload_checksum_then_rename_and_move(shared_system: System, tmp_p
             assert await wait_until(unchanged)
         await no_csp_violations(page)
         await ctx.close()
+
+
+async def test_a_very_long_result_name_never_widens_the_page(shared_system: System) -> None:
+    """A compress task's archive named with 900 characters without a break: its row on the
+    Tasks tab (the task's description, the result's download button) wraps; the page never
+    scrolls sideways."""
+    me = user()
+    archive = "z" * 900 + ".zip"
+    await tus_upload(shared_system, me, "in.txt", b"in\n")
+    async with shared_system.client(me) as c:
+        fid = (await c.get("/v1/files")).json()["items"][0]["id"]
+        params = {"files": [fid], "format": "zip", "output": {"file_name": archive}}
+        r = await c.post("/v1/tasks", json={"type": "compress", "params": params})
+        assert r.status_code in (200, 201, 202), r.text
+    async with chromium() as browser:
+        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
+        page = await ctx.new_page()
+        await open_console(page, shared_system)
+        await sign_in(page, shared_system.token(me))
+        await page.get_by_role("tab", name="Tasks").click()
+        result = page.locator("#tasks tbody button.result")
+        await expect(result).to_have_text(f"Download {archive}")
+        wide = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        assert await page.evaluate(wide) <= 0, "the task's row is wider than the page"
+        await ctx.close()

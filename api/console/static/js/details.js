@@ -8,7 +8,7 @@
 // never as HTML: metadata is whatever a client sent.
 
 import { json, credential, ApiError } from './api.js'
-import { el, bytes, when } from './util.js'
+import { el, bytes, when, visible } from './util.js'
 import { fullName, nameNodes, remember } from './names.js'
 import { download } from './files.js'
 import { openShare } from './share.js'
@@ -67,7 +67,7 @@ function render (f) {
   const full = fullName(f)
   const title = document.getElementById('details-title')
   title.replaceChildren(...nameNodes(full))
-  title.title = full
+  title.title = visible(full)
   const props = el('dl', { class: 'props' })
   const add = (term, ...value) => props.append(el('dt', { text: term }), el('dd', {}, ...value))
   add('Name', full)

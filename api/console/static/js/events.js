@@ -38,7 +38,9 @@ export class EventStream {
         if (this.lastId !== null) headers['Last-Event-ID'] = this.lastId
         const resp = await fetch('/v1/events', { headers, signal: this.controller.signal, cache: 'no-store' })
         if (resp.status === 401) {
-          window.dispatchEvent(new CustomEvent('cairn:unauthorized'))
+          let code = null
+          try { code = (await resp.json()).error.code } catch { /* not the API's shape */ }
+          window.dispatchEvent(new CustomEvent('cairn:unauthorized', { detail: { code } }))
           return
         }
         if (resp.status === 400 && this.lastId !== null && await this.unknownPosition(resp)) {

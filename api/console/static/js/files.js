@@ -3,7 +3,7 @@
 // when the live stream says a file appeared, changed or went away.
 
 import { json, request, ApiError } from './api.js'
-import { el, bytes, when, say, debounce } from './util.js'
+import { el, bytes, when, say, debounce, visible } from './util.js'
 import { openPreview, previewKind } from './preview.js'
 import { CatchUp } from './catchup.js'
 import { fullName, nameNodes, detailsHref, remember } from './names.js'
@@ -124,7 +124,7 @@ export async function download (f) {
 
 async function remove (f) {
   const full = fullName(f)
-  if (!window.confirm(`Delete ${full}? This cannot be undone.`)) return
+  if (!window.confirm(visible(`Delete ${full}? This cannot be undone.`))) return
   try {
     await request(`/v1/files/${encodeURIComponent(f.id)}`, { method: 'DELETE' })
     awaited.expect(f.id, false)
@@ -157,7 +157,7 @@ function openEdit (f, opener) {
   const dialog = document.getElementById('edit')
   const form = document.getElementById('edit-form')
   const full = fullName(f)
-  document.getElementById('edit-title').textContent = `Rename or move ${full}`
+  document.getElementById('edit-title').textContent = visible(`Rename or move ${full}`)
   form.name.value = f.name
   const buckets = [...document.querySelectorAll('#bucket-pick option')].map(o => o.value).filter(Boolean)
   form.bucket.replaceChildren(...[...new Set([f.bucket, ...buckets])].map(b => el('option', { value: b, text: b })))
@@ -178,7 +178,7 @@ function openEdit (f, opener) {
     try {
       await json(`/v1/files/${encodeURIComponent(f.id)}`, { method: 'PATCH', body })
     } catch (e) {
-      document.getElementById('edit-error').textContent = `Could not change ${full}: ${e.message}`
+      document.getElementById('edit-error').textContent = visible(`Could not change ${full}: ${e.message}`)
       return
     }
     dialog.close()

@@ -69,6 +69,9 @@ async function enter () {
 function signOut (message) {
   stream.stop()
   closeDetails()
+  // Any other dialog too (a preview, a link, a rename): a session that ends behind one (a
+  // 401) must not leave a file on screen, nor the sign-in form inert under a modal.
+  for (const d of document.querySelectorAll('dialog[open]')) d.close()
   clearCredential()
   resetUploads()
   resetFiles()
@@ -114,7 +117,8 @@ function setup () {
     try {
       await signIn(form.kind.value, secret)
     } catch (e) {
-      error.textContent = e.status === 401 ? 'That key or token was refused.' : `Sign-in failed: ${e.message}`
+      error.textContent = e.code === 'token_expired' ? 'That token has expired; make a new one.'
+        : e.status === 401 ? 'That key or token was refused.' : `Sign-in failed: ${e.message}`
       form.secret.focus()
       form.secret.select()
       return
@@ -124,8 +128,12 @@ function setup () {
     await enter()
   })
   document.getElementById('signout').addEventListener('click', () => signOut())
-  window.addEventListener('cairn:unauthorized', () => {
-    if (credential()) signOut('Your session ended (the key or token was refused); sign in again.')
+  // An expired token (the API's token_expired) is said so: signing in again needs a new one.
+  window.addEventListener('cairn:unauthorized', (ev) => {
+    if (credential()) {
+      signOut(ev.detail?.code === 'token_expired' ? 'Your token has expired; sign in again with a new one.'
+        : 'Your session ended (the key or token was refused); sign in again.')
+    }
   })
   if (credential()) enter()
   else show(false)

@@ -7,7 +7,7 @@
 // re-reads the folder shown.
 
 import { json, request } from './api.js'
-import { el, bytes, when, say, debounce } from './util.js'
+import { el, bytes, when, say, debounce, visible } from './util.js'
 import { download } from './files.js'
 import { openShare } from './share.js'
 import { openPreview, previewKind } from './preview.js'
@@ -154,7 +154,7 @@ function go (prefix) {
 }
 
 async function remove (o) {
-  if (!window.confirm(`Delete ${o.key}? This cannot be undone.`)) return
+  if (!window.confirm(visible(`Delete ${o.key}? This cannot be undone.`))) return
   try {
     await request(`/v1/buckets/${enc(state.bucket)}/objects/${keyPath(o.key)}`, { method: 'DELETE' })
   } catch (e) {
@@ -176,7 +176,7 @@ function openMove (o, opener) {
   const form = document.getElementById('edit-form')
   const error = document.getElementById('edit-error')
   const bucket = state.bucket
-  document.getElementById('edit-title').textContent = `Rename or move ${o.key}`
+  document.getElementById('edit-title').textContent = visible(`Rename or move ${o.key}`)
   document.querySelector('label[for=edit-name]').textContent = 'New key'
   form.name.value = o.key
   const buckets = [...document.querySelectorAll('#objects-bucket option')].map(x => x.value).filter(Boolean)
@@ -195,7 +195,7 @@ function openMove (o, opener) {
     try {
       moved = await json(`/v1/files/${enc(o.id)}`, { method: 'PATCH', body })
     } catch (e) {
-      error.textContent = `Could not move ${o.key}: ${e.message}`
+      error.textContent = visible(`Could not move ${o.key}: ${e.message}`)
       return
     }
     dialog.close()

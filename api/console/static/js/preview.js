@@ -3,7 +3,7 @@
 // blob: URL typed by us, so a file cannot run script with the console's origin.
 
 import { request } from './api.js'
-import { el, bytes } from './util.js'
+import { el, bytes, visible } from './util.js'
 
 const TEXT_LIMIT = 256 * 1024 // the first 256 KiB of a text file (a Range request)
 const BLOB_LIMIT = 32 * 1024 * 1024 // images and PDFs up to this size are previewed
@@ -21,7 +21,7 @@ let current = null
 export async function openPreview (file, opener) {
   const dialog = document.getElementById('preview')
   const body = document.getElementById('preview-body')
-  document.getElementById('preview-title').textContent = file.name
+  document.getElementById('preview-title').textContent = visible(file.name)
   body.replaceChildren(el('p', { text: 'Loading…' }))
   dialog.showModal()
   const close = () => dialog.close()

@@ -4,7 +4,7 @@
 // user asks (the expiry starts then), never kept by the console.
 
 import { json } from './api.js'
-import { say } from './util.js'
+import { say, visible } from './util.js'
 
 let opener = null
 
@@ -13,7 +13,7 @@ export function openShare (label, path, from) {
   const dialog = document.getElementById('share')
   const form = document.getElementById('share-form')
   opener = from
-  document.getElementById('share-title').textContent = `Link to ${label}`
+  document.getElementById('share-title').textContent = visible(`Link to ${label}`)
   document.getElementById('share-url').value = ''
   document.getElementById('share-result').hidden = true
   document.getElementById('share-error').textContent = ''

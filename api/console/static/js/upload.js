@@ -12,7 +12,7 @@
 // another host), only show the server's digest for the user to compare.
 
 import { authHeaders, json } from './api.js'
-import { el, say } from './util.js'
+import { el, say, visible } from './util.js'
 
 export const CHUNK = 5 * 1024 * 1024 // one PATCH per 5 MiB: progress is durable per chunk
 export const HASH_LIMIT = 64 * 1024 * 1024
@@ -44,9 +44,9 @@ async function verify (file, response) {
   if (!theirs) {
     item.append(el('span', { class: 'bad', text: `${file.name}: the server's SHA-256 could not be read.` }))
   } else if (!mine) {
-    item.append(`${file.name}: server SHA-256 `, el('code', { class: 'digest', text: theirs }), ' (compare it with yours, e.g. sha256sum)')
+    item.append(visible(`${file.name}: server SHA-256 `), el('code', { class: 'digest', text: theirs }), ' (compare it with yours, e.g. sha256sum)')
   } else if (mine === theirs) {
-    item.append(el('span', { class: 'ok', text: '✓ ' }), `${file.name}: SHA-256 verified `, el('code', { class: 'digest', text: theirs }))
+    item.append(el('span', { class: 'ok', text: '✓ ' }), visible(`${file.name}: SHA-256 verified `), el('code', { class: 'digest', text: theirs }))
   } else {
     item.append(el('span', { class: 'bad', text: `✗ ${file.name}: SHA-256 differs! This browser: ${mine}; server: ${theirs}` }))
   }
