@@ -53,7 +53,7 @@ from bus.client.errors import (
     Interrupted,
 )
 from bus.client.http import json_of, open_client, unreachable
-from bus.client.output import Output, human_bytes, to_the_second
+from bus.client.output import Output, human_bytes, printable, to_the_second
 
 # Chunks of one file in flight (`cairn upload --streams`): enough to overlap each chunk's
 # store and command round trip on the server with the next chunk's bytes.
@@ -404,7 +404,7 @@ def cmd_upload(args: argparse.Namespace, out: Output) -> int:
             streams=args.streams or STREAMS,
         )
     for job, err in failures:
-        print(f"cairn: error: {job.path}: {err.code}: {err.message}", file=sys.stderr)
+        print(printable(f"cairn: error: {job.path}: {err.code}: {err.message}"), file=sys.stderr)
     if args.json:
         out.emit(
             {
@@ -508,7 +508,7 @@ def cmd_rm(args: argparse.Namespace, out: Output) -> int:
             try:
                 deleted.append(json_of(client.delete(f"/v1/files/{file_id}")))
             except ClientError as e:
-                print(f"cairn: error: {file_id}: {e.code}: {e.message}", file=sys.stderr)
+                print(printable(f"cairn: error: {file_id}: {e.code}: {e.message}"), file=sys.stderr)
                 first_error = first_error or e
     if args.json:
         out.emit({"deleted": deleted})
@@ -561,8 +561,10 @@ def cmd_events(args: argparse.Namespace, out: Output) -> int:
         else:
             data = ", ".join(f"{k}={v}" for k, v in (event.get("data") or {}).items())
             out.out.print(
-                f"{event.get('position')}  {to_the_second(event.get('occurred_at'))}  "
-                f"{event.get('type')}  {event.get('stream_id')}  {data}",
+                printable(
+                    f"{event.get('position')}  {to_the_second(event.get('occurred_at'))}  "
+                    f"{event.get('type')}  {event.get('stream_id')}  {data}"
+                ),
                 highlight=False,
                 markup=False,
                 soft_wrap=True,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bus.client.output import printable
+
 OK = 0
 FAILED = 1  # the server refused or failed (any other 4xx/5xx), or a local I/O error
 USAGE = 2  # bad command line (argparse's own code)
@@ -67,7 +69,8 @@ class ClientError(Exception):
 
     def line(self) -> str:
         where = f" (HTTP {self.status})" if self.status else ""
-        return f"cairn: error: {self.code}: {self.message}{where}"
+        # The code and message may be the server's: shown, never obeyed (output.printable).
+        return printable(f"cairn: error: {self.code}: {self.message}{where}")
 
 
 class Interrupted(Exception):
