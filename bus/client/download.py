@@ -31,6 +31,7 @@ from bus.client.config import Target
 from bus.client.errors import NOT_FOUND, USAGE, VERIFY, ClientError, Interrupted
 from bus.client.http import check, json_of
 from bus.client.objects import find_object
+from bus.client.output import printable
 from bus.client.transfer import PIECE, Transfer, progress_bars, sha256_prefix
 
 UUID_RE = re.compile(
@@ -78,13 +79,14 @@ def destination(meta: dict[str, Any], output: str | None) -> Path:
 
     `-o DIR` (or a path ending in `/`, created if missing, as `aws s3 cp` and `mc cp` do)
     means DIR/<the file's name>."""
-    path = Path(meta["name"])
-    if output is not None:
+    if output is None:
+        path = Path(local_name(meta))
+    else:
         path = Path(output)
         if output.endswith(("/", os.sep)):
             path.mkdir(parents=True, exist_ok=True)
         if path.is_dir():
-            path = path / meta["name"]
+            path = path / local_name(meta)
     if path.is_dir():
         raise ClientError(
             f"{path}: is a directory; name the file to write with -o PATH",
@@ -93,6 +95,22 @@ def destination(meta: dict[str, Any], output: str | None) -> Path:
     if not path.parent.is_dir():
         raise ClientError(f"{path.parent}: no such directory", code="no_such_directory")
     return path
+
+
+def local_name(meta: dict[str, Any]) -> str:
+    """The file's name as the name of a file in one folder. It is the server's word (or
+    another user's: an object's name is its key's last segment, `..` included), so, as
+    curl -J and wget --content-disposition do, only what follows its last `/` or `\\` is
+    kept (`../../.bashrc` must not write outside the folder) and control characters are
+    escaped; a name that is then empty, `.` or `..` names no file: -o must."""
+    name = printable(re.split(r"[/\\]", str(meta.get("name") or ""))[-1])
+    if not name.strip("."):
+        raise ClientError(
+            f"the file's name {str(meta.get('name'))!r} cannot name a file here;"
+            " name the file to write with -o PATH",
+            code="invalid_name",
+        )
+    return name
 
 
 def is_special(path: Path) -> bool:
