@@ -14,10 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-from httpx_sse import connect_sse
+from httpx_sse import ServerSentEvent, connect_sse
 
 from bus.client.errors import AUTH, ClientError
-from bus.client.http import check, unreachable
+from bus.client.http import check, not_cairn, unreachable
 
 RECONNECT_DELAY = 2.0  # the server's `retry:` hint; a reconnect storm helps nobody
 RESUMABLE_ENDS = ("slow_consumer", "shutting_down")
@@ -51,6 +51,10 @@ def stream(
                 timeout=httpx.Timeout(10.0, read=None),
             ) as source:
                 check(source.response)
+                if "text/event-stream" not in source.response.headers.get("Content-Type", ""):
+                    # Not a stream (a web page at --url): said once, not retried forever
+                    # as a dropped connection (--follow), nor reported as unreachable.
+                    raise not_cairn(source.response)
                 for sse in source.iter_sse():
                     if sse.event == "end":
                         err = _end_error(sse.data)
@@ -59,9 +63,9 @@ def stream(
                         raise err
                     if not sse.data:
                         continue
-                    event = json.loads(sse.data)
-                    if sse.id:
-                        last = int(sse.id)
+                    event, position = _event(sse, source.response)
+                    if position is not None:
+                        last = position
                     emit(event)
                     count += 1
                     if (limit is not None and count >= limit) or (until and until(event)):
@@ -73,6 +77,22 @@ def stream(
             if not follow:
                 raise unreachable(str(client.base_url), e) from None
         time.sleep(RECONNECT_DELAY)
+
+
+def _event(sse: ServerSentEvent, response: httpx.Response) -> tuple[dict[str, Any], int | None]:
+    """An event (a JSON object) and its position (the SSE id, a number); anything else
+    from the server stops the command with one line, not a traceback."""
+    try:
+        event = json.loads(sse.data)
+        position = int(sse.id) if sse.id else None
+    except ValueError:
+        event = None
+    if not isinstance(event, dict):
+        raise ClientError(
+            f"{response.request.url} sent what is not an event: {sse.data[:200]!r} (id {sse.id!r})",
+            code="bad_response",
+        )
+    return event, position
 
 
 def _end_error(data: str) -> ClientError:

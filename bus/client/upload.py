@@ -240,8 +240,8 @@ def _send(
     upload_id = state.get("upload_id")
     if upload_id:
         r = client.get(f"/v1/uploads/{upload_id}/missing-chunks")
-        if r.status_code == 200 and r.json()["status"] in (*ACTIVE, "COMPLETED"):
-            missing, resumed = r.json()["missing_chunks"], True
+        if r.status_code == 200 and json_of(r)["status"] in (*ACTIVE, "COMPLETED"):
+            missing, resumed = json_of(r)["missing_chunks"], True
         elif r.status_code in (200, 404):  # expired, aborted, failed or gone: start again
             state.reset(sha256=sha)
             upload_id = None
