@@ -13,6 +13,8 @@ retitle the terminal, recolour it or rewrite what is on screen."""
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import sys
 import unicodedata
@@ -40,8 +42,23 @@ class _Console(Console):
         raise BrokenPipeError
 
 
+class _Closed(io.RawIOBase):
+    """Standard output when the command started with it closed (`cairn ls >&-`): Python
+    made sys.stdout None, so --json and `-o -` ended in an AttributeError traceback and a
+    table went nowhere with exit 0. Each write now fails as a write to a closed descriptor
+    does (an io_error, exit 1, as `ls >&-` says `write error`)."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        raise OSError(errno.EBADF, "standard output is closed")
+
+
 class Output:
     def __init__(self, as_json: bool) -> None:
+        if sys.stdout is None:
+            sys.stdout = io.TextIOWrapper(_Closed(), write_through=True)
         self.as_json = as_json
         self.out = _Console(soft_wrap=True)
         self.err = Console(stderr=True)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
+import sys
 
 import pytest
 from rich.console import Console
@@ -126,3 +128,15 @@ def test_a_cell_is_shown_never_obeyed(name: str, shown: str) -> None:
 def test_an_error_line_from_the_server_is_shown_never_obeyed() -> None:
     err = ClientError("gone\x1b[31m\x9b2J", code="x\x07", status=400)
     assert err.line() == "cairn: error: x\\x07: gone\\x1b[31m\\x9b2J (HTTP 400)"
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_a_closed_stdout_is_an_io_error(as_json: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `cairn ls >&-`: Python sets sys.stdout to None. --json was an AttributeError
+    # traceback, and a table vanished with exit 0.
+    monkeypatch.setattr(sys, "stdout", None)
+    with pytest.raises(OSError) as e:
+        Output(as_json).table([ROW], COLUMNS, raw=[ROW])
+    assert e.value.errno == errno.EBADF
+    with pytest.raises(OSError):
+        sys.stdout.buffer.write(b"x")  # `-o -` writes here
