@@ -17,10 +17,11 @@ import httpx
 from httpx_sse import ServerSentEvent, connect_sse
 
 from bus.client.errors import AUTH, ClientError
-from bus.client.http import check, not_cairn, unreachable
+from bus.client.http import check, not_cairn, retry_after, unreachable
 
 RECONNECT_DELAY = 2.0  # the server's `retry:` hint; a reconnect storm helps nobody
 RESUMABLE_ENDS = ("slow_consumer", "shutting_down")
+PASSING = (429, 502, 503, 504)
 
 
 def stream(
@@ -39,7 +40,9 @@ def stream(
     /v1/events or one resource's stream (/v1/tasks/{id}/events)."""
     last = since
     count = 0
+    delay = 0.0
     while True:
+        time.sleep(delay)  # none before the first connection
         headers = {"Last-Event-ID": str(last)} if last is not None else {}
         try:
             with connect_sse(
@@ -50,6 +53,12 @@ def stream(
                 headers=headers,
                 timeout=httpx.Timeout(10.0, read=None),
             ) as source:
+                if follow and source.response.status_code in PASSING:
+                    # A state that passes (the server's stream slots all taken: 503
+                    # events_busy or 429 too_many_streams, with Retry-After; a proxy's
+                    # 502/504 while the API restarts): ridden out as a dropped connection.
+                    delay = min(max(RECONNECT_DELAY, retry_after(source.response)), 60.0)
+                    continue
                 check(source.response)
                 if "text/event-stream" not in source.response.headers.get("Content-Type", ""):
                     # Not a stream (a web page at --url): said once, not retried forever
@@ -76,7 +85,7 @@ def stream(
         except (httpx.TransportError, httpx.StreamError) as e:
             if not follow:
                 raise unreachable(str(client.base_url), e) from None
-        time.sleep(RECONNECT_DELAY)
+        delay = RECONNECT_DELAY
 
 
 def _event(sse: ServerSentEvent, response: httpx.Response) -> tuple[dict[str, Any], int | None]:

@@ -51,3 +51,38 @@ def test_a_page_that_is_no_stream_is_said(follow: bool) -> None:
         events.stream(client, params={}, since=None, follow=follow, limit=None, emit=print)
     assert e.value.code == "bad_response" and "text/html" in e.value.message
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("status", [429, 502, 503, 504])
+def test_follow_rides_out_a_state_that_passes(status: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The server's own 503 events_busy (Retry-After: 5) ended `cairn events --follow`
+    # (and `tasks --wait`, `fetch --follow`) with exit 1 instead of trying again.
+    answers = [
+        httpx.Response(
+            status,
+            headers={"Retry-After": "5"},
+            json={"error": {"code": "events_busy", "message": "try again soon"}},
+        ),
+        httpx.Response(
+            200,
+            headers={"Content-Type": "text/event-stream"},
+            content=b'id: 7\ndata: {"type": "A"}\n\n',
+        ),
+    ]
+    client = httpx.Client(
+        base_url="http://cairn", transport=httpx.MockTransport(lambda r: answers.pop(0))
+    )
+    slept: list[float] = []
+    monkeypatch.setattr(events.time, "sleep", slept.append)
+    got: list[dict[str, Any]] = []
+    n = events.stream(client, params={}, since=None, follow=True, limit=1, emit=got.append)
+    assert (n, got) == (1, [{"type": "A"}])
+    assert slept == [0.0, 5.0]  # none first, then as the answer asked
+
+
+def test_without_follow_a_503_is_the_error() -> None:
+    busy = httpx.Response(503, json={"error": {"code": "events_busy", "message": "m"}})
+    client = httpx.Client(base_url="http://cairn", transport=httpx.MockTransport(lambda r: busy))
+    with pytest.raises(ClientError) as e:
+        events.stream(client, params={}, since=None, follow=False, limit=None, emit=print)
+    assert (e.value.code, e.value.status) == ("events_busy", 503)
