@@ -25,6 +25,7 @@ import os
 import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -301,6 +302,8 @@ def run(func: Callable[[argparse.Namespace, Output], int], args: argparse.Namesp
     except (Interrupted, KeyboardInterrupt):
         if _from_stdin(args):  # read once: nothing to resume (pipe.py removed the upload)
             hint = "; an upload from stdin cannot be resumed"
+        elif _to_a_stream(args):  # no part was kept: a second run starts over
+            hint = "; a download to a stream cannot be resumed"
         elif args.command in RESUMABLE:
             hint = "; run the same command again to resume"
         else:
@@ -356,6 +359,14 @@ def cmd_login(args: argparse.Namespace, out: Output) -> int:
 
 def _from_stdin(args: argparse.Namespace) -> bool:
     return args.command == "upload" and "-" in (getattr(args, "paths", None) or [])
+
+
+def _to_a_stream(args: argparse.Namespace) -> bool:
+    """`download -o -`, or to a FIFO or a device: written in place, without a part."""
+    output = getattr(args, "output", None)
+    if args.command != "download" or output is None:
+        return False
+    return output == "-" or (download.is_special(Path(output)) and not Path(output).is_dir())
 
 
 def _usage(message: str) -> ClientError:

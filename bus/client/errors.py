@@ -30,8 +30,8 @@ EXIT_CODES = {
     CONFLICT: "conflict or failed precondition (409/412)",
     VERIFY: "sha256 verification failed",
     UNREACHABLE: "the server could not be reached",
-    INTERRUPTED: "interrupted (Ctrl-C); an upload (not from stdin) or download resumes when"
-    " run again",
+    INTERRUPTED: "interrupted (Ctrl-C); an upload (not from stdin) or download (not to"
+    " stdout) resumes when run again",
     BROKEN_PIPE: "the reader of the output went away (e.g. `| head`), said nothing",
 }
 # The commands that continue where they stopped when run again (their Ctrl-C says so).
