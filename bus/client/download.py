@@ -143,7 +143,7 @@ def download_to(
         try:
             with _content(client, meta, {}) as (r, etag):
                 check(r)
-                _receive(r, f, 0, h, transfer, task)
+                _receive(r, f, 0, h, transfer, task, int(meta["size"]))
                 f.flush()
         except KeyboardInterrupt:
             raise Interrupted() from None
@@ -207,7 +207,7 @@ def download(
                         f.truncate(offset)
                     try:
                         if body is not None:
-                            _receive(body, f, offset, h, transfer, task)
+                            _receive(body, f, offset, h, transfer, task, int(meta["size"]))
                     finally:
                         f.flush()
                         os.fsync(f.fileno())
@@ -259,7 +259,13 @@ def _content(
 
 
 def _receive(
-    body: httpx.Response, f: IO[Any], at: int, h: Any, transfer: Transfer, task: TaskID
+    body: httpx.Response,
+    f: IO[Any],
+    at: int,
+    h: Any,
+    transfer: Transfer,
+    task: TaskID,
+    end: int | None = None,
 ) -> None:
     """Write and hash `body` in batches of about PIECE bytes while the next batch is read.
 
@@ -272,10 +278,13 @@ def _receive(
     hash state): batch N+1 goes to a lane only once that lane finished batch N, so at most
     two batches are in memory. Leaving the pool waits for the lanes, so the caller's flush
     and fsync come after every write handed over, even on an error or a Ctrl-C. `f` is
-    written from `at` on."""
+    written from `at` on, never past `end` (the file's size): a body without a length that
+    goes on (a broken or hostile server) is not read further, instead of filling the disk."""
     with ThreadPoolExecutor(2, thread_name_prefix="cairn-download") as lanes:
         pending: list[Future[Any]] = []
         for batch, size in _batches(body.iter_bytes(), transfer):
+            if end is not None and at + size > end:
+                break  # not written: the sha256 (or size) check then fails, as it must
             for lane in pending:
                 lane.result()  # raises a failed write (disk full) here
             pending = [lanes.submit(_write, f, batch, at, size), lanes.submit(_hash, h, batch)]
