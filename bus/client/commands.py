@@ -25,6 +25,7 @@ import os
 import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -53,7 +54,7 @@ from bus.client.errors import (
     Interrupted,
 )
 from bus.client.http import json_of, open_client, unreachable
-from bus.client.output import Output, human_bytes, to_the_second
+from bus.client.output import Output, human_bytes, printable, to_the_second
 
 # Chunks of one file in flight (`cairn upload --streams`): enough to overlap each chunk's
 # store and command round trip on the server with the next chunk's bytes.
@@ -301,6 +302,8 @@ def run(func: Callable[[argparse.Namespace, Output], int], args: argparse.Namesp
     except (Interrupted, KeyboardInterrupt):
         if _from_stdin(args):  # read once: nothing to resume (pipe.py removed the upload)
             hint = "; an upload from stdin cannot be resumed"
+        elif _to_a_stream(args):  # no part was kept: a second run starts over
+            hint = "; a download to a stream cannot be resumed"
         elif args.command in RESUMABLE:
             hint = "; run the same command again to resume"
         else:
@@ -358,6 +361,14 @@ def _from_stdin(args: argparse.Namespace) -> bool:
     return args.command == "upload" and "-" in (getattr(args, "paths", None) or [])
 
 
+def _to_a_stream(args: argparse.Namespace) -> bool:
+    """`download -o -`, or to a FIFO or a device: written in place, without a part."""
+    output = getattr(args, "output", None)
+    if args.command != "download" or output is None:
+        return False
+    return output == "-" or (download.is_special(Path(output)) and not Path(output).is_dir())
+
+
 def _usage(message: str) -> ClientError:
     return ClientError(message, code="usage", exit_code=USAGE)
 
@@ -404,7 +415,7 @@ def cmd_upload(args: argparse.Namespace, out: Output) -> int:
             streams=args.streams or STREAMS,
         )
     for job, err in failures:
-        print(f"cairn: error: {job.path}: {err.code}: {err.message}", file=sys.stderr)
+        print(printable(f"cairn: error: {job.path}: {err.code}: {err.message}"), file=sys.stderr)
     if args.json:
         out.emit(
             {
@@ -508,7 +519,7 @@ def cmd_rm(args: argparse.Namespace, out: Output) -> int:
             try:
                 deleted.append(json_of(client.delete(f"/v1/files/{file_id}")))
             except ClientError as e:
-                print(f"cairn: error: {file_id}: {e.code}: {e.message}", file=sys.stderr)
+                print(printable(f"cairn: error: {file_id}: {e.code}: {e.message}"), file=sys.stderr)
                 first_error = first_error or e
     if args.json:
         out.emit({"deleted": deleted})
@@ -561,8 +572,10 @@ def cmd_events(args: argparse.Namespace, out: Output) -> int:
         else:
             data = ", ".join(f"{k}={v}" for k, v in (event.get("data") or {}).items())
             out.out.print(
-                f"{event.get('position')}  {to_the_second(event.get('occurred_at'))}  "
-                f"{event.get('type')}  {event.get('stream_id')}  {data}",
+                printable(
+                    f"{event.get('position')}  {to_the_second(event.get('occurred_at'))}  "
+                    f"{event.get('type')}  {event.get('stream_id')}  {data}"
+                ),
                 highlight=False,
                 markup=False,
                 soft_wrap=True,

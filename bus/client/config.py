@@ -69,7 +69,10 @@ def save(url: str, token: str) -> Path:
     path = config_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # A new file, so the mode is ours: O_CREAT keeps the mode of a file already there (a
+    # config.tmp left by a crash, or made by hand with 0644), and would follow a symlink.
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump({"url": url.rstrip("/"), "token": token}, f)
     os.replace(tmp, path)

@@ -20,6 +20,7 @@ import re
 import stat
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -31,6 +32,7 @@ from bus.client.config import Target
 from bus.client.errors import NOT_FOUND, USAGE, VERIFY, ClientError, Interrupted
 from bus.client.http import check, json_of
 from bus.client.objects import find_object
+from bus.client.output import printable
 from bus.client.transfer import PIECE, Transfer, progress_bars, sha256_prefix
 
 UUID_RE = re.compile(
@@ -78,13 +80,14 @@ def destination(meta: dict[str, Any], output: str | None) -> Path:
 
     `-o DIR` (or a path ending in `/`, created if missing, as `aws s3 cp` and `mc cp` do)
     means DIR/<the file's name>."""
-    path = Path(meta["name"])
-    if output is not None:
+    if output is None:
+        path = Path(local_name(meta))
+    else:
         path = Path(output)
         if output.endswith(("/", os.sep)):
             path.mkdir(parents=True, exist_ok=True)
         if path.is_dir():
-            path = path / meta["name"]
+            path = path / local_name(meta)
     if path.is_dir():
         raise ClientError(
             f"{path}: is a directory; name the file to write with -o PATH",
@@ -93,6 +96,22 @@ def destination(meta: dict[str, Any], output: str | None) -> Path:
     if not path.parent.is_dir():
         raise ClientError(f"{path.parent}: no such directory", code="no_such_directory")
     return path
+
+
+def local_name(meta: dict[str, Any]) -> str:
+    """The file's name as the name of a file in one folder. It is the server's word (or
+    another user's: an object's name is its key's last segment, `..` included), so, as
+    curl -J and wget --content-disposition do, only what follows its last `/` or `\\` is
+    kept (`../../.bashrc` must not write outside the folder) and control characters are
+    escaped; a name that is then empty, `.` or `..` names no file: -o must."""
+    name = printable(re.split(r"[/\\]", str(meta.get("name") or ""))[-1])
+    if not name.strip("."):
+        raise ClientError(
+            f"the file's name {str(meta.get('name'))!r} cannot name a file here;"
+            " name the file to write with -o PATH",
+            code="invalid_name",
+        )
+    return name
 
 
 def is_special(path: Path) -> bool:
@@ -122,10 +141,9 @@ def download_to(
         task = transfer.add(meta["name"], total=int(meta["size"]))
         h = hashlib.sha256()
         try:
-            with client.stream("GET", f"/v1/files/{meta['id']}/content") as r:
+            with _content(client, meta, {}) as (r, etag):
                 check(r)
-                etag = r.headers.get("ETag", "")
-                _receive(r, f, 0, h, transfer, task)
+                _receive(r, f, 0, h, transfer, task, int(meta["size"]))
                 f.flush()
         except KeyboardInterrupt:
             raise Interrupted() from None
@@ -168,14 +186,13 @@ def download(
         transfer = Transfer(progress, int(meta["size"]), limit_rate)
         task = transfer.add(meta["name"], total=int(meta["size"]))
         try:
-            with client.stream("GET", f"/v1/files/{meta['id']}/content", headers=headers) as r:
+            with _content(client, meta, headers) as (r, etag):
                 if r.status_code == 416 and offset:
                     # The part may hold everything already (cut off before the rename), or
                     # more than the file: verify below, and restart if it does not match.
                     etag, mode, body = saved.get("etag", ""), "ab", None
                 else:
                     check(r)
-                    etag = r.headers.get("ETag", "")
                     if r.status_code == 206 and _range_start(r) == offset:
                         mode, resumed_from = "ab", offset
                     else:  # 200: a changed file (If-Range failed) or no resume: start over
@@ -190,7 +207,7 @@ def download(
                         f.truncate(offset)
                     try:
                         if body is not None:
-                            _receive(body, f, offset, h, transfer, task)
+                            _receive(body, f, offset, h, transfer, task, int(meta["size"]))
                     finally:
                         f.flush()
                         os.fsync(f.fileno())
@@ -217,8 +234,38 @@ def download(
     }
 
 
+@contextmanager
+def _content(
+    client: httpx.Client, meta: dict[str, Any], headers: dict[str, str]
+) -> Iterator[tuple[httpx.Response, str]]:
+    """The answer to GET content, and the ETag its bytes are checked against.
+
+    With CAIRN_S3_REDIRECT a full GET is answered 307 to a presigned S3 URL (api/http/
+    presigned.py); not followed, its empty body failed as a sha256 mismatch. It is followed
+    once, without the token (the URL is its own credential, S3 refuses a second one, and
+    a token is for Cairn only), and checked against Cairn's sha256: S3's ETag is an MD5."""
+    path = f"/v1/files/{meta['id']}/content"
+    with client.stream("GET", path, headers=headers) as r:
+        if r.status_code != 307 or "Location" not in r.headers:
+            yield r, r.headers.get("ETag", "")
+            return
+        hop = client.build_request("GET", r.url.join(r.headers["Location"]))
+        hop.headers.pop("Authorization", None)
+    s3 = client.send(hop, stream=True)
+    try:
+        yield s3, f'"{meta["sha256"]}"'
+    finally:
+        s3.close()
+
+
 def _receive(
-    body: httpx.Response, f: IO[Any], at: int, h: Any, transfer: Transfer, task: TaskID
+    body: httpx.Response,
+    f: IO[Any],
+    at: int,
+    h: Any,
+    transfer: Transfer,
+    task: TaskID,
+    end: int | None = None,
 ) -> None:
     """Write and hash `body` in batches of about PIECE bytes while the next batch is read.
 
@@ -231,10 +278,13 @@ def _receive(
     hash state): batch N+1 goes to a lane only once that lane finished batch N, so at most
     two batches are in memory. Leaving the pool waits for the lanes, so the caller's flush
     and fsync come after every write handed over, even on an error or a Ctrl-C. `f` is
-    written from `at` on."""
+    written from `at` on, never past `end` (the file's size): a body without a length that
+    goes on (a broken or hostile server) is not read further, instead of filling the disk."""
     with ThreadPoolExecutor(2, thread_name_prefix="cairn-download") as lanes:
         pending: list[Future[Any]] = []
         for batch, size in _batches(body.iter_bytes(), transfer):
+            if end is not None and at + size > end:
+                break  # not written: the sha256 (or size) check then fails, as it must
             for lane in pending:
                 lane.result()  # raises a failed write (disk full) here
             pending = [lanes.submit(_write, f, batch, at, size), lanes.submit(_hash, h, batch)]

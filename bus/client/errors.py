@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bus.client.output import printable
+
 OK = 0
 FAILED = 1  # the server refused or failed (any other 4xx/5xx), or a local I/O error
 USAGE = 2  # bad command line (argparse's own code)
@@ -28,8 +30,8 @@ EXIT_CODES = {
     CONFLICT: "conflict or failed precondition (409/412)",
     VERIFY: "sha256 verification failed",
     UNREACHABLE: "the server could not be reached",
-    INTERRUPTED: "interrupted (Ctrl-C); an upload (not from stdin) or download resumes when"
-    " run again",
+    INTERRUPTED: "interrupted (Ctrl-C); an upload (not from stdin) or download (not to"
+    " stdout) resumes when run again",
     BROKEN_PIPE: "the reader of the output went away (e.g. `| head`), said nothing",
 }
 # The commands that continue where they stopped when run again (their Ctrl-C says so).
@@ -67,7 +69,8 @@ class ClientError(Exception):
 
     def line(self) -> str:
         where = f" (HTTP {self.status})" if self.status else ""
-        return f"cairn: error: {self.code}: {self.message}{where}"
+        # The code and message may be the server's: shown, never obeyed (output.printable).
+        return printable(f"cairn: error: {self.code}: {self.message}{where}")
 
 
 class Interrupted(Exception):

@@ -14,13 +14,14 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-from httpx_sse import connect_sse
+from httpx_sse import ServerSentEvent, connect_sse
 
 from bus.client.errors import AUTH, ClientError
-from bus.client.http import check, unreachable
+from bus.client.http import check, not_cairn, retry_after, unreachable
 
 RECONNECT_DELAY = 2.0  # the server's `retry:` hint; a reconnect storm helps nobody
 RESUMABLE_ENDS = ("slow_consumer", "shutting_down")
+PASSING = (429, 502, 503, 504)
 
 
 def stream(
@@ -39,7 +40,9 @@ def stream(
     /v1/events or one resource's stream (/v1/tasks/{id}/events)."""
     last = since
     count = 0
+    delay = 0.0
     while True:
+        time.sleep(delay)  # none before the first connection
         headers = {"Last-Event-ID": str(last)} if last is not None else {}
         try:
             with connect_sse(
@@ -50,21 +53,33 @@ def stream(
                 headers=headers,
                 timeout=httpx.Timeout(10.0, read=None),
             ) as source:
+                if follow and source.response.status_code in PASSING:
+                    # A state that passes (the server's stream slots all taken: 503
+                    # events_busy or 429 too_many_streams, with Retry-After; a proxy's
+                    # 502/504 while the API restarts): ridden out as a dropped connection.
+                    delay = min(max(RECONNECT_DELAY, retry_after(source.response)), 60.0)
+                    continue
                 check(source.response)
+                if "text/event-stream" not in source.response.headers.get("Content-Type", ""):
+                    # Not a stream (a web page at --url): said once, not retried forever
+                    # as a dropped connection (--follow), nor reported as unreachable.
+                    raise not_cairn(source.response)
                 for sse in source.iter_sse():
                     if sse.event == "end":
                         err = _end_error(sse.data)
                         if follow and err.code in RESUMABLE_ENDS:
                             break
                         raise err
-                    if sse.id:
-                        # An event's position, or (the first message, no data) the one
-                        # the stream starts at: a stream cut before its first event
-                        # resumes from there, not from whatever is new by then.
-                        last = int(sse.id)
                     if not sse.data:
+                        # The first message, no data, carries the position the stream
+                        # starts at: a stream cut before its first event resumes from
+                        # there, not from whatever is new by then.
+                        if sse.id and sse.id.isascii() and sse.id.isdigit():
+                            last = int(sse.id)
                         continue
-                    event = json.loads(sse.data)
+                    event, position = _event(sse, source.response)
+                    if position is not None:
+                        last = position
                     emit(event)
                     count += 1
                     if (limit is not None and count >= limit) or (until and until(event)):
@@ -75,7 +90,23 @@ def stream(
         except (httpx.TransportError, httpx.StreamError) as e:
             if not follow:
                 raise unreachable(str(client.base_url), e) from None
-        time.sleep(RECONNECT_DELAY)
+        delay = RECONNECT_DELAY
+
+
+def _event(sse: ServerSentEvent, response: httpx.Response) -> tuple[dict[str, Any], int | None]:
+    """An event (a JSON object) and its position (the SSE id, a number); anything else
+    from the server stops the command with one line, not a traceback."""
+    try:
+        event = json.loads(sse.data)
+        position = int(sse.id) if sse.id else None
+    except ValueError:
+        event = None
+    if not isinstance(event, dict):
+        raise ClientError(
+            f"{response.request.url} sent what is not an event: {sse.data[:200]!r} (id {sse.id!r})",
+            code="bad_response",
+        )
+    return event, position
 
 
 def _end_error(data: str) -> ClientError:

@@ -14,7 +14,7 @@ from typing import Any
 from bus.client import jobs
 from bus.client.errors import ClientError
 from bus.client.http import json_of, open_client
-from bus.client.output import Output, human_bytes
+from bus.client.output import Output, human_bytes, printable
 from bus.client.transfer import progress_bars
 
 FINISHED = {"FetchCompleted": "COMPLETED", "FetchFailed": "FAILED", "FetchCancelled": "CANCELLED"}
@@ -98,7 +98,7 @@ def _follow(client: Any, fetch_id: str, out: Output) -> int:
                 held[seg] = held.get(seg, 0) + int(data["size"])
                 progress.update(bar, completed=sum(held.values()))
             elif kind == "FetchRequested":
-                progress.update(bar, description=str(data.get("url", fetch_id))[-60:])
+                progress.update(bar, description=printable(str(data.get("url", fetch_id))[-60:]))
 
         fetch = jobs.follow(client, "/v1/fetches", fetch_id, on_event, FINISHED)
     return _outcome(fetch, out)

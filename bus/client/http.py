@@ -42,6 +42,15 @@ def error_from(response: httpx.Response) -> ClientError:
 def check(response: httpx.Response) -> httpx.Response:
     if response.status_code >= 400:
         raise error_from(response)
+    if 300 <= response.status_code < 400:
+        # Not followed: the token would go along (httpx drops it only for another host),
+        # and a redirect is most often http:// answered by https://, a --url to correct.
+        raise ClientError(
+            f"{response.request.url} answered {response.status_code}, a redirect to"
+            f" {response.headers.get('Location', '?')}: give that server with --url",
+            code="redirected",
+            status=response.status_code,
+        )
     return response
 
 
@@ -54,7 +63,21 @@ def unreachable(url: str, e: Exception) -> ClientError:
 
 
 def json_of(response: httpx.Response) -> Any:
-    return check(response).json()
+    """The answer's JSON; an answer that is not (a web server or a proxy at --url, a
+    login page) is said in one line, not a JSONDecodeError traceback."""
+    try:
+        return check(response).json()
+    except ValueError:
+        raise not_cairn(response) from None
+
+
+def not_cairn(response: httpx.Response) -> ClientError:
+    kind = response.headers.get("Content-Type") or "no Content-Type"
+    return ClientError(
+        f"{response.request.url} answered {kind}, not Cairn's JSON: is --url a Cairn server?",
+        code="bad_response",
+        status=response.status_code,
+    )
 
 
 def retry_after(response: httpx.Response) -> float:

@@ -4,12 +4,20 @@ stdout, nothing else there), messages and progress bars on stderr.
 A table row is one line whatever the width: no cell is folded, so an id copied from a
 terminal, or read by a script from a pipe (`cairn ls | grep ...`, where Rich would
 otherwise assume 80 columns), is whole. A row wider than the terminal wraps there as
-`docker ps` rows do. Times are shown to the second, in UTC; `--json` has them in full."""
+`docker ps` rows do. Times are shown to the second, in UTC; `--json` has them in full.
+
+What the server sends (names, keys, messages, event data) is shown as it is, never read as
+Rich markup (`report [draft].pdf` keeps its brackets), and its control characters are
+shown as escapes (`printable`): a key another user chose, holding ESC, could otherwise
+retitle the terminal, recolour it or rewrite what is on screen."""
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import sys
+import unicodedata
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +25,7 @@ from typing import Any
 from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 # Fields that hold an RFC 3339 time (shown as 2026-12-06T07:00:22Z): these and every
 # `..._at`.
@@ -33,8 +42,23 @@ class _Console(Console):
         raise BrokenPipeError
 
 
+class _Closed(io.RawIOBase):
+    """Standard output when the command started with it closed (`cairn ls >&-`): Python
+    made sys.stdout None, so --json and `-o -` ended in an AttributeError traceback and a
+    table went nowhere with exit 0. Each write now fails as a write to a closed descriptor
+    does (an io_error, exit 1, as `ls >&-` says `write error`)."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        raise OSError(errno.EBADF, "standard output is closed")
+
+
 class Output:
     def __init__(self, as_json: bool) -> None:
+        if sys.stdout is None:
+            sys.stdout = io.TextIOWrapper(_Closed(), write_through=True)
         self.as_json = as_json
         self.out = _Console(soft_wrap=True)
         self.err = Console(stderr=True)
@@ -64,7 +88,7 @@ class Output:
         for _, heading in columns:
             table.add_column(heading, no_wrap=True)
         for r in cells:
-            table.add_row(*r)
+            table.add_row(*(Text(c) for c in r))
         self._print_whole(table, sum(widths) + GAP * (len(columns) - 1))
 
     def _print_whole(self, table: Table, needed: int) -> None:
@@ -90,14 +114,20 @@ class Output:
         table.add_column(style="bold", no_wrap=True)
         table.add_column(no_wrap=True)
         for label, value in rows:
-            table.add_row(label, value)
+            table.add_row(label, Text(value))
         labels = max((cell_len(k) for k, _ in rows), default=0)
         self._print_whole(table, labels + GAP + max((cell_len(v) for _, v in rows), default=0))
 
     def note(self, message: str) -> None:
         # soft_wrap: a message (a path) on one line, not folded at Rich's 80 columns
         # when stderr is a file or a pipe.
-        self.err.print(message, highlight=False, markup=False, soft_wrap=True)
+        self.err.print(printable(message), highlight=False, markup=False, soft_wrap=True)
+
+
+def printable(text: str) -> str:
+    """`text` with each control character (C0, DEL, C1: ESC, CR, backspace...) written as
+    an escape (`\\x1b`), so that what the server sent is shown, never obeyed."""
+    return "".join(f"\\x{ord(c):02x}" if unicodedata.category(c) == "Cc" else c for c in text)
 
 
 def _cell(value: Any) -> str:
@@ -105,7 +135,7 @@ def _cell(value: Any) -> str:
         return "-"
     if isinstance(value, dict | list):
         return json.dumps(value, default=str)
-    return str(value)
+    return printable(str(value))
 
 
 def _shown(key: str, value: Any) -> str:
@@ -118,7 +148,7 @@ def to_the_second(value: Any) -> str:
         try:
             t = datetime.fromisoformat(value)
         except ValueError:
-            return value
+            return printable(value)
         if t.tzinfo is not None:
             return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return _cell(value)

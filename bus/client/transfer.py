@@ -23,6 +23,7 @@ from rich.progress import (
 )
 
 from bus.client.errors import Interrupted
+from bus.client.output import printable
 
 PIECE = 1 << 20  # read and send 1 MiB at a time
 
@@ -61,7 +62,8 @@ class Transfer:
         self._moved = 0
 
     def add(self, description: str, total: int | None, completed: int = 0) -> TaskID:
-        return self.progress.add_task(description, total=total, completed=completed)
+        # A file's name may be the server's (a download): shown, never obeyed.
+        return self.progress.add_task(printable(description), total=total, completed=completed)
 
     def advance(self, task: TaskID, n: int) -> None:
         self.progress.advance(task, n)

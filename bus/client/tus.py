@@ -137,6 +137,10 @@ def upload_tus(
     except httpx.TransportError as e:
         raise unreachable(target.url, e) from None
     if theirs != sha:
+        # The file changed since it was hashed, keeping its size and mtime (`cp -p`): the
+        # server has a mix. Kept, this state would lead every later run to the same upload
+        # and the same mismatch; forgotten, the next run hashes and sends the file afresh.
+        state.remove()
         raise ClientError(
             f"{job.path}: the server's sha256 {theirs} is not the file's {sha}",
             code="sha256_mismatch",

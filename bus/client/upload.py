@@ -240,8 +240,8 @@ def _send(
     upload_id = state.get("upload_id")
     if upload_id:
         r = client.get(f"/v1/uploads/{upload_id}/missing-chunks")
-        if r.status_code == 200 and r.json()["status"] in (*ACTIVE, "COMPLETED"):
-            missing, resumed = r.json()["missing_chunks"], True
+        if r.status_code == 200 and json_of(r)["status"] in (*ACTIVE, "COMPLETED"):
+            missing, resumed = json_of(r)["missing_chunks"], True
         elif r.status_code in (200, 404):  # expired, aborted, failed or gone: start again
             state.reset(sha256=sha)
             upload_id = None
@@ -294,11 +294,27 @@ def _send(
                 missing = r.json()["error"]["details"].get("missing_chunks") or []
                 state.update(complete_key=None)
                 continue
+            if r.status_code == 422 and code_of(r) == "checksum_mismatch":
+                # The server's bytes are not the file hashed when this upload began: it
+                # changed since, keeping its size and mtime (`cp -p`), so the resume state
+                # could not tell. This upload can never complete, and its complete's
+                # stored answer would be replayed to every later run: abort it (best
+                # effort) and forget it, so that the next run hashes the file afresh.
+                client.delete(f"/v1/uploads/{upload_id}")
+                state.remove()
+                raise ClientError(
+                    f"the bytes sent are not the file hashed when the upload began ({sha}):"
+                    " it changed since; run the command again to upload it afresh",
+                    code="sha256_mismatch",
+                    status=r.status_code,
+                    exit_code=VERIFY,
+                )
             done = json_of(r)
             break
         else:
             raise ClientError(f"{job.path}: could not complete the upload", code="incomplete")
     if done.get("sha256") != sha:
+        state.remove()  # what the server made is not this file: the next run starts afresh
         raise ClientError(
             f"{job.path}: the server's sha256 {done.get('sha256')} is not the file's {sha}",
             code="sha256_mismatch",

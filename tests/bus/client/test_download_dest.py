@@ -10,7 +10,13 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from bus.client import download
+from bus.client.errors import ClientError
 from tests.system import System
+
+FILE_ID = "e5bf2729-5a92-5477-93d7-4c8febdebc52"
 
 
 async def _uploaded(cli: Any, tmp_path: Path, name: str, size: int) -> tuple[str, bytes]:
@@ -68,3 +74,39 @@ async def test_destinations_checked_first(system: System, cli_for: Any, tmp_path
     into = await cli("download", file_id, "-o", "new/")
     assert into.code == 0, into.err
     assert (cli.cwd / "new" / "d.bin").read_bytes() == data
+
+
+@pytest.mark.parametrize(
+    ("name", "kept"),
+    [
+        ("../../.bashrc", ".bashrc"),  # a server's (or a hostile proxy's) name: not a path
+        ("/etc/passwd", "passwd"),
+        ("..\\..\\boot.ini", "boot.ini"),
+        ("a\x1b]0;x\x07.txt", "a\\x1b]0;x\\x07.txt"),  # an object key's last segment
+        ("plain name [1].txt", "plain name [1].txt"),
+    ],
+)
+def test_the_servers_name_names_a_file_here(
+    name: str, kept: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Path(meta["name"]) was the destination: `../../.bashrc` wrote the download (and its
+    # .part) two folders up, `/etc/passwd` over the absolute path.
+    here = tmp_path / "a" / "b"
+    here.mkdir(parents=True)
+    monkeypatch.chdir(here)
+    meta = {"id": FILE_ID, "name": name}
+    assert download.destination(meta, None) == Path(kept)
+    assert download.destination(meta, "into/") == Path("into", kept)
+
+
+@pytest.mark.parametrize("name", ["..", ".", "", "x/..", "dir/"])
+def test_a_name_that_names_no_file_asks_for_o(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An object keyed `x/..` is named `..` by the server: refused at once, -o says where.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ClientError) as e:
+        download.destination({"id": FILE_ID, "name": name}, None)
+    assert e.value.code == "invalid_name" and "-o PATH" in e.value.message
+    assert download.destination({"id": FILE_ID, "name": name}, "f.bin") == Path("f.bin")
+    assert list(tmp_path.iterdir()) == []

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
+import sys
 
 import pytest
 from rich.console import Console
 
+from bus.client.errors import ClientError
 from bus.client.output import Output
 
 FILE_ID = "e5bf2729-5a92-5477-93d7-4c8febdebc52"
@@ -94,3 +97,46 @@ def test_a_note_is_one_line_on_a_pipe() -> None:
     path = "/tmp/" + "a-rather-long-directory-name/" * 3 + "f.bin"
     out.note(f"{path}: 6 B, sha256 verified")
     assert buffer.getvalue() == f"{path}: 6 B, sha256 verified\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        # Rich read these as markup: the brackets were eaten, and a lone closing tag
+        # raised MarkupError out of `cairn ls` (a traceback).
+        ("report [draft].pdf", "report [draft].pdf"),
+        ("x[/y]z", "x[/y]z"),
+        ("[link=http://evil.example]click[/link]", "[link=http://evil.example]click[/link]"),
+        # An object key another user chose: ESC reached the terminal (a new window title).
+        ("a\x1b]0;owned\x07b", "a\\x1b]0;owned\\x07b"),
+        ("c\x1b[2J\rd", "c\\x1b[2J\\x0dd"),
+    ],
+)
+def test_a_cell_is_shown_never_obeyed(name: str, shown: str) -> None:
+    out = Output(as_json=False)
+    buffer = io.StringIO()
+    out.out = Console(file=buffer, width=80, force_terminal=True, color_system=None)
+    out.table([{"id": "1", "name": name}], [("id", "ID"), ("name", "NAME")], raw=None)
+    out.record({"name": name})
+    printed = buffer.getvalue()
+    assert "\x1b" not in printed and "\r" not in printed
+    _, row, record = printed.splitlines()
+    assert row.split("  ", 1)[1].strip() == shown
+    assert record.endswith(shown)
+
+
+def test_an_error_line_from_the_server_is_shown_never_obeyed() -> None:
+    err = ClientError("gone\x1b[31m\x9b2J", code="x\x07", status=400)
+    assert err.line() == "cairn: error: x\\x07: gone\\x1b[31m\\x9b2J (HTTP 400)"
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_a_closed_stdout_is_an_io_error(as_json: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `cairn ls >&-`: Python sets sys.stdout to None. --json was an AttributeError
+    # traceback, and a table vanished with exit 0.
+    monkeypatch.setattr(sys, "stdout", None)
+    with pytest.raises(OSError) as e:
+        Output(as_json).table([ROW], COLUMNS, raw=[ROW])
+    assert e.value.errno == errno.EBADF
+    with pytest.raises(OSError):
+        sys.stdout.buffer.write(b"x")  # `-o -` writes here

@@ -1,0 +1,65 @@
+"""Answers that are not Cairn's (bus/client/http.py): a redirect, or a web page at --url,
+end the command with one line and exit 1, never a JSONDecodeError traceback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from bus.client import commands
+from bus.client.http import open_client
+from bus.run.cli import main
+
+URL = "http://files.example"
+
+
+def _serving(monkeypatch: pytest.MonkeyPatch, answer: httpx.Response) -> list[httpx.Request]:
+    """Every client the commands open talks to `answer` instead of a server."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return answer
+
+    def client(target: Any) -> httpx.Client:
+        real = open_client(target)
+        return httpx.Client(
+            base_url=real.base_url, headers=real.headers, transport=httpx.MockTransport(handler)
+        )
+
+    monkeypatch.setattr(commands, "open_client", client)
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("answer", "line"),
+    [
+        # http:// answered by https:// (the most common redirect): not followed, said.
+        (
+            httpx.Response(301, headers={"Location": "https://files.example/v1/files"}),
+            "cairn: error: redirected: http://files.example/v1/files?limit=100&offset=0"
+            " answered 301, a redirect to https://files.example/v1/files: give that server"
+            " with --url (HTTP 301)",
+        ),
+        # A web server (or a login page) at --url: 200 and HTML for every path.
+        (
+            httpx.Response(200, html="<html>welcome</html>"),
+            "cairn: error: bad_response: http://files.example/v1/files?limit=100&offset=0"
+            " answered text/html; charset=utf-8, not Cairn's JSON: is --url a Cairn server?"
+            " (HTTP 200)",
+        ),
+    ],
+)
+def test_an_answer_that_is_not_cairns_is_one_line(
+    answer: httpx.Response,
+    line: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    seen = _serving(monkeypatch, answer)
+    code = main(["ls", "--url", URL, "--token", "t"])
+    err = capsys.readouterr().err
+    assert (code, err) == (1, line + "\n")
+    assert len(seen) == 1  # the redirect was not followed
