@@ -26,8 +26,8 @@ class BlobTooLarge(Exception):
 class BlobCorrupt(Exception):
     """A blob read back whole did not hash to its name: its bytes must not be served."""
 
-    def __init__(self, sha256: str, actual: str) -> None:
-        super().__init__(f"blob {sha256} read back with sha256 {actual}")
+    def __init__(self, sha256: str, actual: str, detail: str | None = None) -> None:
+        super().__init__(detail or f"blob {sha256} read back with sha256 {actual}")
         self.sha256 = sha256
         self.actual = actual
 

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from bus.aio import BoundedLRU
 from bus.blobs import direct
 from bus.blobs.batching import HashingBatcher, run_cleanup
-from bus.blobs.errors import BlobNotFound, BlobTooLarge
+from bus.blobs.errors import BlobCorrupt, BlobNotFound, BlobTooLarge
 from bus.blobs.open_blobs import OpenBlobs
 from bus.blobs.writeback import start_writeback
 from bus.config import metrics
@@ -541,7 +541,9 @@ class LocalBlobStore:
 
         Lazy like any async generator: BlobNotFound / ValueError (bad range) surface on
         the first iteration. The file stays open while iterating, so a concurrent delete
-        does not cut a read short."""
+        does not cut a read short. A whole-blob read is verified against the name, as the
+        S3 store's is: rotten bytes raise BlobCorrupt before the last piece is yielded, so
+        an answer made of them is cut short instead of completed."""
         if not is_sha256(sha256):
             raise BlobNotFound(sha256)
         if length is not None and 0 < length <= READ_PIECE:
@@ -558,13 +560,16 @@ class LocalBlobStore:
         fd, size = await _in_thread(self._open_read, sha256)
         try:
             remaining = check_range(sha256, size, offset, length)
+            hasher = hashlib.sha256() if offset == 0 and remaining == size else None
             pos = offset
             while remaining > 0:
-                data = await _in_thread(os.pread, fd, min(READ_PIECE, remaining), pos)
+                data = await _in_thread(_pread_hashing, fd, min(READ_PIECE, remaining), pos, hasher)
                 if not data:
                     raise OSError(f"blob {sha256} shrank while being read")
                 pos += len(data)
                 remaining -= len(data)
+                if remaining == 0 and hasher is not None:
+                    _verify(sha256, hasher)
                 metrics.BLOB_READ_BYTES.inc(len(data))
                 yield data
         finally:
@@ -585,7 +590,11 @@ class LocalBlobStore:
             n = os.preadv(fd, [buf], offset, _NOWAIT)
         except BlockingIOError:
             return None
-        return bytes(buf) if n == length else None
+        if n != length:
+            return None
+        if offset == 0 and length == size:  # at most RESIDENT_READ_MAX: microseconds
+            _verify(sha256, hashlib.sha256(buf))
+        return bytes(buf)
 
     def _read_small(self, sha256: str, offset: int, length: int) -> bytes:
         fd, size = self._open_read(sha256)
@@ -597,6 +606,8 @@ class LocalBlobStore:
                 if not more:
                     raise OSError(f"blob {sha256} shrank while being read")
                 data += more
+            if offset == 0 and length == size:
+                _verify(sha256, hashlib.sha256(data))
             return data
         finally:
             os.close(fd)
@@ -630,6 +641,20 @@ class LocalBlobStore:
                 remaining -= n
             if f.read(1):
                 raise ValueError(f"blob {sha256} is longer than its manifest size {size}")
+
+
+def _pread_hashing(fd: int, n: int, pos: int, hasher: Any) -> bytes:
+    """Up to `n` bytes at `pos`, fed to `hasher` too (if any) in the same thread hop."""
+    data = os.pread(fd, n, pos)
+    if hasher is not None:
+        hasher.update(data)
+    return data
+
+
+def _verify(sha256: str, hasher: Any) -> None:
+    """Raise BlobCorrupt unless the whole blob just read hashed to its name."""
+    if hasher.hexdigest() != sha256:
+        raise BlobCorrupt(sha256, hasher.hexdigest())
 
 
 async def chained(head: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -32,7 +32,7 @@ import pytest_asyncio
 
 from bus.blobs import direct as direct_module
 from bus.blobs import local as local_module
-from bus.blobs.errors import BlobNotFound, BlobTooLarge
+from bus.blobs.errors import BlobCorrupt, BlobNotFound, BlobTooLarge
 from bus.blobs.factory import open_blob_store
 from bus.blobs.inline import InlineBlobStore
 from bus.blobs.local import LocalBlobStore
@@ -53,6 +53,8 @@ class Blobs:
     store: BlobStore
     objects: Callable[[], list[str]]  # the digests of the blobs stored, as the backend sees them
     leftovers: Callable[[], list[str]]  # whatever a put in flight or a failed put leaves around
+    # Replace a stored blob's bytes behind the store's back (bit rot, truncation).
+    corrupt: Callable[[str, bytes], None] = lambda sha256, data: None
 
 
 def _local(tmp_path: Path, *, direct_io: bool = True) -> Blobs:
@@ -65,7 +67,10 @@ def _local(tmp_path: Path, *, direct_io: bool = True) -> Blobs:
     def leftovers() -> list[str]:
         return sorted(p.name for p in (root / "tmp").iterdir())
 
-    return Blobs(store, objects, leftovers)
+    def corrupt(sha256: str, data: bytes) -> None:
+        store.path_of(sha256).write_bytes(data)
+
+    return Blobs(store, objects, leftovers, corrupt)
 
 
 def s3_peek(server: S3Server) -> Any:
@@ -103,7 +108,10 @@ def _s3(tmp_path: Path, server: S3Server) -> tuple[Blobs, S3BlobStore]:
         uploads = peek.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
         return sorted([p.name for p in spool.iterdir()] + stray + [u["Key"] for u in uploads])
 
-    return Blobs(store, objects, leftovers), store
+    def corrupt(sha256: str, data: bytes) -> None:
+        peek.put_object(Bucket=bucket, Key=f"p/chunks/{sha256}", Body=data)
+
+    return Blobs(store, objects, leftovers, corrupt), store
 
 
 def inline_rows(db_url: str) -> list[str]:
@@ -128,7 +136,7 @@ def _inline(tmp_path: Path, db_url: str) -> tuple[Blobs, InlineBlobStore]:
     def objects() -> list[str]:
         return sorted(files.objects() + inline_rows(db_url))
 
-    return Blobs(store, objects, files.leftovers), store
+    return Blobs(store, objects, files.leftovers, files.corrupt), store
 
 
 INLINE = Settings().blob_inline_bytes
@@ -251,6 +259,39 @@ async def test_empty_blob(blobs: Blobs) -> None:
     assert await s.size(sha(b"")) == 0
     assert [p async for p in s.open_range(sha(b""))] == []
     assert blobs.objects() == [sha(b"")]
+
+
+@pytest.mark.parametrize("size", [300_000, len(BIG)], ids=["small", "big"])
+async def test_a_whole_read_of_rotten_bytes_fails_before_its_end(blobs: Blobs, size: int) -> None:
+    """Bit rot (same size, one byte flipped) is caught by a whole-blob read: BlobCorrupt
+    before the last byte is handed out, so an answer made of it never completes. (Both
+    sizes are past the inline tier: rows are PostgreSQL's to check.)"""
+    data = BIG[:size]
+    digest, _ = await blobs.store.put_stream(feed(split(data, [65536])))
+    rotten = bytearray(data)
+    rotten[size // 2] ^= 0x01
+    blobs.corrupt(digest, bytes(rotten))
+    got = bytearray()
+    with pytest.raises(BlobCorrupt) as e:
+        async for piece in blobs.store.open_range(digest, 0, size):
+            got += piece
+    assert e.value.sha256 == digest
+    assert len(got) < size
+    # A range of the blob is not the blob: it is served unverified, as S3 serves ranges.
+    assert await read_all(blobs.store.open_range(digest, 0, 10)) == data[:10]
+
+
+async def test_read_manifest_of_a_truncated_chunk_is_corrupt(blobs: Blobs) -> None:
+    """A chunk shorter on the store than in its manifest is corrupt (BlobCorrupt, the
+    API's 500 blob_corrupt), not a bad range (ValueError, a bare 500 internal_error)."""
+    data = BIG[:300_000]
+    digest, size = await blobs.store.put_stream(feed([data]))
+    blobs.corrupt(digest, data[:1000])
+    with pytest.raises(BlobCorrupt) as e:
+        await read_all(read_manifest(blobs.store, [(digest, size)]))
+    assert e.value.sha256 == digest
+    with pytest.raises(BlobCorrupt):
+        await read_all(read_manifest(blobs.store, [(digest, size)], 5000, 6000))
 
 
 async def test_same_content_twice_is_stored_once(blobs: Blobs) -> None:
