@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from bus.aio import BoundedLRU
 from bus.blobs import direct
 from bus.blobs.batching import HashingBatcher, run_cleanup
-from bus.blobs.errors import BlobCorrupt, BlobNotFound, BlobTooLarge
+from bus.blobs.errors import BlobCorrupt, BlobNotFound, BlobStoreFull, BlobTooLarge, is_disk_full
 from bus.blobs.open_blobs import OpenBlobs
 from bus.blobs.writeback import start_writeback
 from bus.config import metrics
@@ -240,7 +240,20 @@ class LocalBlobStore:
         already returned.)
 
         A stream of at most SMALL_PUT bytes is gathered first and stored in one thread hop
-        (`_put_small`), which removes its own temp file if it fails."""
+        (`_put_small`), which removes its own temp file if it fails. A full disk is
+        BlobStoreFull (the temp file removed as for any failure)."""
+        try:
+            return await self._put(chunks, max_bytes, also_hash)
+        except OSError as e:
+            if is_disk_full(e):
+                raise BlobStoreFull(
+                    f"no space left for blobs under {self.root}: {e.strerror}", retry_after=30
+                ) from e
+            raise
+
+    async def _put(
+        self, chunks: AsyncIterator[bytes], max_bytes: int | None, also_hash: Any
+    ) -> tuple[str, int]:
         source = aiter(chunks)
         head: list[bytes] = []
         size = 0

@@ -32,7 +32,7 @@ import pytest_asyncio
 
 from bus.blobs import direct as direct_module
 from bus.blobs import local as local_module
-from bus.blobs.errors import BlobCorrupt, BlobNotFound, BlobTooLarge
+from bus.blobs.errors import BlobCorrupt, BlobNotFound, BlobStoreFull, BlobTooLarge
 from bus.blobs.factory import open_blob_store
 from bus.blobs.inline import InlineBlobStore
 from bus.blobs.local import LocalBlobStore
@@ -731,12 +731,33 @@ async def test_local_write_failure_keeps_nothing(
         real_write(first, buffers)
 
     monkeypatch.setattr(target, failing_write)
-    with pytest.raises(OSError) as e:
+    # A full disk is the store's own error (the API's 507), not a bare OSError (a 500).
+    with pytest.raises(BlobStoreFull) as e:
         await blobs.store.put_stream(feed(split(BIG, [65536])))
-    assert e.value.errno == errno.ENOSPC
+    assert isinstance(e.value.__cause__, OSError) and e.value.__cause__.errno == errno.ENOSPC
     assert writes == 2
     assert blobs.objects() == []
     assert blobs.leftovers() == []
+
+
+@pytest.mark.parametrize("size", [100, len(BIG)], ids=["small", "big"])
+async def test_s3_spool_disk_full_keeps_nothing(
+    tmp_path: Path, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    blobs, store = _s3(tmp_path, s3_server)
+
+    def full(f: Any, buffers: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("bus.blobs.s3._write_all", full)
+    try:
+        with pytest.raises(BlobStoreFull) as e:
+            await store.put_stream(feed(split(BIG[:size], [65536])))
+        assert isinstance(e.value.__cause__, OSError) and e.value.__cause__.errno == errno.ENOSPC
+        assert blobs.objects() == []
+        assert blobs.leftovers() == []
+    finally:
+        await store.close()
 
 
 async def test_local_fsync_failure_keeps_nothing(
@@ -806,8 +827,8 @@ async def test_local_small_put_is_one_thread_hop_and_cleans_up_its_failure(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr("bus.blobs.local._writev_all", failing_write)
-    with pytest.raises(OSError) as e:
+    with pytest.raises(BlobStoreFull) as e:
         await blobs.store.put_stream(feed([b"will not fit"]))
-    assert e.value.errno == errno.ENOSPC
+    assert isinstance(e.value.__cause__, OSError) and e.value.__cause__.errno == errno.ENOSPC
     assert sha(b"will not fit") not in blobs.objects()
     assert blobs.leftovers() == []
