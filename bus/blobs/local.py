@@ -14,6 +14,7 @@ in the default thread pool; the event loop only shuffles buffer references.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import os
@@ -409,10 +410,17 @@ class LocalBlobStore:
         """Remove temp files a crashed process left behind; return how many.
 
         Only files older than `older_than` seconds: other processes may share the root and
-        have puts in flight. Blocking: call it at startup or from a thread."""
+        have puts in flight. A blob the collector had renamed away when it died (see
+        `_collect`) is put back under its name whatever its age, unless a put stored it
+        again since: the collector judges it again on its next pass, where deleting it
+        here could lose a blob a put had just rewritten. Blocking: call it at startup or
+        from a thread."""
         cutoff = time.time() - older_than
         removed = 0
         for p in self._tmp.iterdir():
+            if p.name.startswith("gc-"):
+                self._restore(p)
+                continue
             try:
                 if p.stat().st_mtime < cutoff:
                     p.unlink()
@@ -420,6 +428,25 @@ class LocalBlobStore:
             except FileNotFoundError:  # a put finished or another sweeper got there first
                 pass
         return removed
+
+    def _restore(self, trash: Path) -> None:
+        """Put a collector's renamed-away blob back; a link, not a rename, so that a copy a
+        put stored since (fresh, and maybe not yet referenced) is never replaced by this
+        one's old mtime. A collector still judging it finds it gone and keeps the blob."""
+        sha = trash.name[3:67]
+        if not is_sha256(sha):
+            return
+        path = self.path_of(sha)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.link(trash, path)
+            _fsync_dir(path.parent)
+        except FileExistsError:  # stored again since: that copy stays
+            pass
+        except FileNotFoundError:  # its collector finished with it meanwhile
+            return
+        with contextlib.suppress(FileNotFoundError):
+            trash.unlink()
 
     # -- reading and the rest -------------------------------------------------------
 
@@ -481,12 +508,16 @@ class LocalBlobStore:
             os.rename(path, trash)
         except FileNotFoundError:  # gone already (another store user, or a previous run)
             return None
-        st = os.stat(trash)
-        if st.st_mtime >= stored_before:
-            os.rename(trash, path)
-            _fsync_dir(path.parent)
+        try:
+            st = os.stat(trash)
+            if st.st_mtime >= stored_before:
+                os.rename(trash, path)
+                _fsync_dir(path.parent)
+                return None
+            os.unlink(trash)
+        except FileNotFoundError:
+            # A sweep put it back meanwhile (`_restore`): kept, judged again next pass.
             return None
-        os.unlink(trash)
         return st.st_size
 
     async def sweep(self, older_than: float = 24 * 3600) -> int:
