@@ -130,6 +130,16 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _make_leaf(leaf: Path) -> None:
+    """Make sure the fan-out directory `leaf` (and its parent) exists, owner-only like the
+    root; one mkdir when it does (Path.mkdir's `parents` would ignore the mode)."""
+    try:
+        leaf.mkdir(mode=0o700, exist_ok=True)
+    except FileNotFoundError:
+        leaf.parent.mkdir(mode=0o700, exist_ok=True)
+        leaf.mkdir(mode=0o700, exist_ok=True)
+
+
 def _subdirectories(path: Path) -> list[str]:
     with os.scandir(path) as entries:
         return [e.name for e in entries if e.is_dir(follow_symlinks=False)]
@@ -172,8 +182,10 @@ class LocalBlobStore:
         self._chunks = root / "chunks"
         self._tmp = root / "tmp"
         # Runs once at startup, before the loop serves anything: blocking is fine here.
-        self._chunks.mkdir(parents=True, exist_ok=True)
-        self._tmp.mkdir(parents=True, exist_ok=True)
+        # Owner-only (as restic's repositories, and the S3 store's spool files): the bytes
+        # are every user's uploads, no other account on the machine may list or read them.
+        for d in (root, self._chunks, self._tmp):
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
         # Fan-out directories whose entry in their parent is known to be on disk (see
         # _commit): leaves by their four hex digits, tops by their two. Only ever grow;
         # set.add is atomic under the GIL, and a race only costs a redundant fsync.
@@ -356,7 +368,7 @@ class LocalBlobStore:
         # A fresh random name per put: concurrent puts, even of the same bytes, never share
         # a temp file. O_EXCL makes a (practically impossible) name collision loud.
         path = self._tmp / f"{secrets.token_hex(12)}.part"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         return fd, path
 
     def _commit(
@@ -389,7 +401,7 @@ class LocalBlobStore:
             os.close(fd)
         final = self.path_of(digest)
         leaf = final.parent
-        leaf.mkdir(parents=True, exist_ok=True)
+        _make_leaf(leaf)
         os.rename(tmp, final)
         _fsync_dir(leaf)
         key = digest[0:4]
@@ -438,7 +450,7 @@ class LocalBlobStore:
             return
         path = self.path_of(sha)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _make_leaf(path.parent)
             os.link(trash, path)
             _fsync_dir(path.parent)
         except FileExistsError:  # stored again since: that copy stays

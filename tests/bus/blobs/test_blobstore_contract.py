@@ -673,6 +673,21 @@ async def test_local_layout_and_path_of(tmp_path: Path) -> None:
             store.path_of(bad)
 
 
+async def test_local_blobs_are_readable_by_their_owner_only(tmp_path: Path) -> None:
+    """Every user's bytes: no other account may list or read them (files were 0644 and
+    directories 0755 under the usual umask, as the data dir itself)."""
+    blobs = _local(tmp_path)
+    small = await blobs.store.put_stream(feed([b"private"]))
+    big = await blobs.store.put_stream(feed(split(BIG, [65536])))
+    root = tmp_path / "blobs"
+    assert isinstance(blobs.store, LocalBlobStore)
+    paths = [root, root / "chunks", root / "tmp"]
+    for digest, _ in (small, big):
+        path = blobs.store.path_of(digest)
+        paths += [path, path.parent, path.parent.parent]
+    assert {p: oct(p.stat().st_mode & 0o077) for p in paths} == {p: "0o0" for p in paths}
+
+
 def test_open_blob_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = open_blob_store(f"file://{tmp_path / 'abs'}")
     assert isinstance(store, LocalBlobStore)
