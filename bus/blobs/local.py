@@ -28,7 +28,14 @@ from typing import Any, TypeVar
 from bus.aio import BoundedLRU
 from bus.blobs import direct
 from bus.blobs.batching import HashingBatcher, run_cleanup
-from bus.blobs.errors import BlobCorrupt, BlobNotFound, BlobStoreFull, BlobTooLarge, is_disk_full
+from bus.blobs.errors import (
+    BlobCorrupt,
+    BlobNotFound,
+    BlobStoreFull,
+    BlobStoreUnavailable,
+    BlobTooLarge,
+    is_disk_full,
+)
 from bus.blobs.open_blobs import OpenBlobs
 from bus.blobs.writeback import start_writeback
 from bus.config import metrics
@@ -579,8 +586,16 @@ class LocalBlobStore:
         return out
 
     async def ping(self) -> None:
-        """Raise (OSError) unless a file can be created and removed in the store."""
-        await _in_thread(self._ping_sync)
+        """Raise BlobStoreUnavailable (BlobStoreFull for a full disk) unless a file can be
+        created and removed in the store: the start logs it in one line naming the
+        directory, and /ready names the fault, instead of a bare OSError's traceback."""
+        try:
+            await _in_thread(self._ping_sync)
+        except OSError as e:
+            unavailable = BlobStoreFull if is_disk_full(e) else BlobStoreUnavailable
+            raise unavailable(
+                f"cannot write a file under {self.root} (CAIRN_BLOB_STORE, CAIRN_DATA_DIR): {e}"
+            ) from e
 
     def _ping_sync(self) -> None:
         fd, path = self._open_tmp()

@@ -32,7 +32,13 @@ import pytest_asyncio
 
 from bus.blobs import direct as direct_module
 from bus.blobs import local as local_module
-from bus.blobs.errors import BlobCorrupt, BlobNotFound, BlobStoreFull, BlobTooLarge
+from bus.blobs.errors import (
+    BlobCorrupt,
+    BlobNotFound,
+    BlobStoreFull,
+    BlobStoreUnavailable,
+    BlobTooLarge,
+)
 from bus.blobs.factory import open_blob_store
 from bus.blobs.inline import InlineBlobStore
 from bus.blobs.local import LocalBlobStore
@@ -548,6 +554,31 @@ async def test_ping(blobs: Blobs) -> None:
     await blobs.store.ping()
     assert blobs.leftovers() == []
     assert blobs.objects() == []
+
+
+@pytest.mark.parametrize(
+    ("fault", "reported"),
+    [
+        (errno.ENOSPC, BlobStoreFull),
+        (errno.EACCES, BlobStoreUnavailable),
+        (errno.EROFS, BlobStoreUnavailable),
+    ],
+)
+async def test_local_ping_names_the_fault_and_the_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: int, reported: type[Exception]
+) -> None:
+    """A data dir that is full, read-only or not ours: the store's own error naming the
+    directory (the start's one line, /ready's `error: BlobStoreFull`), not an OSError."""
+    blobs = _local(tmp_path)
+
+    def failing(fd: int, data: bytes) -> None:
+        raise OSError(fault, os.strerror(fault))
+
+    monkeypatch.setattr("bus.blobs.local.direct.write_all", failing)
+    with pytest.raises(reported) as e:
+        await blobs.store.ping()
+    assert type(e.value) is reported and str(tmp_path / "blobs") in str(e.value)
+    assert blobs.leftovers() == []
 
 
 # -- manifests --------------------------------------------------------------------------
