@@ -14,7 +14,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from bus.actors.commandbus import BusUnavailable
-from bus.blobs.errors import BlobCorrupt, BlobNotFound, BlobStoreUnavailable
+from bus.blobs.errors import BlobCorrupt, BlobNotFound, BlobStoreFull, BlobStoreUnavailable
 from bus.config.logs import get_logger
 from bus.ids import uuid4_hex
 from domain.errors import DomainError
@@ -122,6 +122,18 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
     if isinstance(exc, BusUnavailable):
         return error_response(
             request, 503, "bus_unavailable", str(exc), {}, {"Retry-After": str(exc.retry_after)}
+        )
+    if isinstance(exc, BlobStoreFull):
+        # Out of space, not out of reach: said so (507, MinIO's XMinioStorageFull), since a
+        # retry in seconds rarely helps; nothing was recorded.
+        log.error("blob store full", path=request.url.path, error=str(exc))
+        return error_response(
+            request,
+            507,
+            "insufficient_storage",
+            "the blob store is out of space",
+            {},
+            {"Retry-After": str(exc.retry_after)},
         )
     if isinstance(exc, BlobStoreUnavailable):
         # Nothing was recorded: the bytes were not acknowledged by the store.

@@ -16,6 +16,7 @@ about the same blobs concurrently (the periodic one skips its turn, the admin ca
    CAIRN_GC_GRACE on disk is deleted unless a live reference or a reference released less
    than the grace ago holds it. The grace on the blob's mtime protects a chunk PUT whose
    bytes are durable but whose StoreChunk is still in flight (nothing references it yet).
+   Then the store's leftovers of crashed puts older than a day are swept.
 3. Idempotency keys older than 24 hours are deleted.
 """
 
@@ -202,6 +203,13 @@ async def collect_garbage(
     if batch:
         await sweep(batch)
     await chunk_refs.prune(pool, cutoff)
+    # What puts cut off by a crash left behind (temp and spool files; blobs this collector
+    # had renamed away): removed at every process start too, but only once a day old, so a
+    # process restarted right after the crash would otherwise keep them until its next
+    # restart, however long that is.
+    swept = await blobs.sweep()
+    if swept:
+        log.info("leftovers of failed puts removed", count=swept)
     return deleted, freed
 
 

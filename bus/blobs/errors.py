@@ -6,6 +6,8 @@ so the error mapping in api/errors.py holds for the local store and for S3 alike
 
 from __future__ import annotations
 
+import errno
+
 
 class BlobNotFound(Exception):
     """No blob with this digest is stored."""
@@ -26,8 +28,8 @@ class BlobTooLarge(Exception):
 class BlobCorrupt(Exception):
     """A blob read back whole did not hash to its name: its bytes must not be served."""
 
-    def __init__(self, sha256: str, actual: str) -> None:
-        super().__init__(f"blob {sha256} read back with sha256 {actual}")
+    def __init__(self, sha256: str, actual: str, detail: str | None = None) -> None:
+        super().__init__(detail or f"blob {sha256} read back with sha256 {actual}")
         self.sha256 = sha256
         self.actual = actual
 
@@ -41,3 +43,14 @@ class BlobStoreUnavailable(Exception):
     def __init__(self, message: str, retry_after: int = 2) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class BlobStoreFull(BlobStoreUnavailable):
+    """The disk the store writes to is full (ENOSPC, EDQUOT): nothing was kept, and the
+    same put succeeds once space is freed (the collector, an operator). Unavailable like
+    any other store fault for the handlers, which retry; the API answers 507, as MinIO
+    does, so a client is told the server is out of space instead of a bare 500."""
+
+
+def is_disk_full(e: OSError) -> bool:
+    return e.errno in (errno.ENOSPC, errno.EDQUOT)

@@ -28,6 +28,7 @@ delete keeps the blob. `stored_at` is the writer's clock, as a file's mtime is.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -35,7 +36,7 @@ from typing import Any
 
 import asyncpg
 
-from bus.blobs.errors import BlobNotFound, BlobTooLarge
+from bus.blobs.errors import BlobNotFound, BlobStoreFull, BlobStoreUnavailable, BlobTooLarge
 from bus.blobs.inline_rows import InlineRowWriter
 from bus.blobs.local import chained, check_range, is_sha256
 from bus.blobs.manifests import hash_blob
@@ -45,6 +46,27 @@ from domain.ports import BlobStore
 
 # Rows per page of the collector's listing: memory stays bounded whatever the table holds.
 LIST_PAGE = 1000
+# PostgreSQL down, restarting or refusing connections: for this tier that is the blob store
+# being unavailable (503 with Retry-After, which clients retry), not a bug (a bare 500).
+_DB_DOWN = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InsufficientResourcesError,
+)
+
+
+@contextlib.asynccontextmanager
+async def _db_faults() -> AsyncIterator[None]:
+    """Report the database's faults as the blob store's (bus/blobs/errors.py)."""
+    try:
+        yield
+    except asyncpg.DiskFullError as e:
+        raise BlobStoreFull(f"PostgreSQL (small blobs) is out of disk space: {e}", 30) from e
+    except _DB_DOWN as e:
+        raise BlobStoreUnavailable(f"PostgreSQL (small blobs) unavailable: {e!r}") from e
 
 
 class InlineBlobStore:
@@ -113,24 +135,27 @@ class InlineBlobStore:
         if also_hash is not None:
             also_hash.update(data)
         # Committed with the other puts that arrive meanwhile (bus/blobs/inline_rows.py).
-        await self._rows.put(digest, size, time.time(), data)
+        async with _db_faults():
+            await self._rows.put(digest, size, time.time(), data)
         metrics.BLOB_WRITTEN_BYTES.inc(size)
         return digest, size
 
     # -- reading -------------------------------------------------------------------
 
     async def _row_size(self, sha256: str) -> int | None:
-        pool = await self._db()
-        size: int | None = await pool.fetchval(
-            "SELECT size FROM blobs.inline WHERE sha256 = $1", sha256
-        )
+        async with _db_faults():
+            pool = await self._db()
+            size: int | None = await pool.fetchval(
+                "SELECT size FROM blobs.inline WHERE sha256 = $1", sha256
+            )
         return size
 
     async def _row_data(self, sha256: str) -> bytes | None:
-        pool = await self._db()
-        data: bytes | None = await pool.fetchval(
-            "SELECT data FROM blobs.inline WHERE sha256 = $1", sha256
-        )
+        async with _db_faults():
+            pool = await self._db()
+            data: bytes | None = await pool.fetchval(
+                "SELECT data FROM blobs.inline WHERE sha256 = $1", sha256
+            )
         return data
 
     async def exists(self, sha256: str) -> bool:
@@ -252,8 +277,9 @@ class InlineBlobStore:
 
     async def ping(self) -> None:
         await self.inner.ping()
-        pool = await self._db()
-        await pool.fetchval("SELECT 1 FROM blobs.inline LIMIT 1")
+        async with _db_faults():
+            pool = await self._db()
+            await pool.fetchval("SELECT 1 FROM blobs.inline LIMIT 1")
 
     async def close(self) -> None:
         try:

@@ -14,6 +14,7 @@ in the default thread pool; the event loop only shuffles buffer references.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import os
@@ -27,7 +28,14 @@ from typing import Any, TypeVar
 from bus.aio import BoundedLRU
 from bus.blobs import direct
 from bus.blobs.batching import HashingBatcher, run_cleanup
-from bus.blobs.errors import BlobNotFound, BlobTooLarge
+from bus.blobs.errors import (
+    BlobCorrupt,
+    BlobNotFound,
+    BlobStoreFull,
+    BlobStoreUnavailable,
+    BlobTooLarge,
+    is_disk_full,
+)
 from bus.blobs.open_blobs import OpenBlobs
 from bus.blobs.writeback import start_writeback
 from bus.config import metrics
@@ -129,6 +137,16 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _make_leaf(leaf: Path) -> None:
+    """Make sure the fan-out directory `leaf` (and its parent) exists, owner-only like the
+    root; one mkdir when it does (Path.mkdir's `parents` would ignore the mode)."""
+    try:
+        leaf.mkdir(mode=0o700, exist_ok=True)
+    except FileNotFoundError:
+        leaf.parent.mkdir(mode=0o700, exist_ok=True)
+        leaf.mkdir(mode=0o700, exist_ok=True)
+
+
 def _subdirectories(path: Path) -> list[str]:
     with os.scandir(path) as entries:
         return [e.name for e in entries if e.is_dir(follow_symlinks=False)]
@@ -171,8 +189,10 @@ class LocalBlobStore:
         self._chunks = root / "chunks"
         self._tmp = root / "tmp"
         # Runs once at startup, before the loop serves anything: blocking is fine here.
-        self._chunks.mkdir(parents=True, exist_ok=True)
-        self._tmp.mkdir(parents=True, exist_ok=True)
+        # Owner-only (as restic's repositories, and the S3 store's spool files): the bytes
+        # are every user's uploads, no other account on the machine may list or read them.
+        for d in (root, self._chunks, self._tmp):
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
         # Fan-out directories whose entry in their parent is known to be on disk (see
         # _commit): leaves by their four hex digits, tops by their two. Only ever grow;
         # set.add is atomic under the GIL, and a race only costs a redundant fsync.
@@ -240,7 +260,20 @@ class LocalBlobStore:
         already returned.)
 
         A stream of at most SMALL_PUT bytes is gathered first and stored in one thread hop
-        (`_put_small`), which removes its own temp file if it fails."""
+        (`_put_small`), which removes its own temp file if it fails. A full disk is
+        BlobStoreFull (the temp file removed as for any failure)."""
+        try:
+            return await self._put(chunks, max_bytes, also_hash)
+        except OSError as e:
+            if is_disk_full(e):
+                raise BlobStoreFull(
+                    f"no space left for blobs under {self.root}: {e.strerror}", retry_after=30
+                ) from e
+            raise
+
+    async def _put(
+        self, chunks: AsyncIterator[bytes], max_bytes: int | None, also_hash: Any
+    ) -> tuple[str, int]:
         source = aiter(chunks)
         head: list[bytes] = []
         size = 0
@@ -342,7 +375,7 @@ class LocalBlobStore:
         # A fresh random name per put: concurrent puts, even of the same bytes, never share
         # a temp file. O_EXCL makes a (practically impossible) name collision loud.
         path = self._tmp / f"{secrets.token_hex(12)}.part"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         return fd, path
 
     def _commit(
@@ -375,7 +408,7 @@ class LocalBlobStore:
             os.close(fd)
         final = self.path_of(digest)
         leaf = final.parent
-        leaf.mkdir(parents=True, exist_ok=True)
+        _make_leaf(leaf)
         os.rename(tmp, final)
         _fsync_dir(leaf)
         key = digest[0:4]
@@ -396,10 +429,17 @@ class LocalBlobStore:
         """Remove temp files a crashed process left behind; return how many.
 
         Only files older than `older_than` seconds: other processes may share the root and
-        have puts in flight. Blocking: call it at startup or from a thread."""
+        have puts in flight. A blob the collector had renamed away when it died (see
+        `_collect`) is put back under its name whatever its age, unless a put stored it
+        again since: the collector judges it again on its next pass, where deleting it
+        here could lose a blob a put had just rewritten. Blocking: call it at startup or
+        from a thread."""
         cutoff = time.time() - older_than
         removed = 0
         for p in self._tmp.iterdir():
+            if p.name.startswith("gc-"):
+                self._restore(p)
+                continue
             try:
                 if p.stat().st_mtime < cutoff:
                     p.unlink()
@@ -407,6 +447,25 @@ class LocalBlobStore:
             except FileNotFoundError:  # a put finished or another sweeper got there first
                 pass
         return removed
+
+    def _restore(self, trash: Path) -> None:
+        """Put a collector's renamed-away blob back; a link, not a rename, so that a copy a
+        put stored since (fresh, and maybe not yet referenced) is never replaced by this
+        one's old mtime. A collector still judging it finds it gone and keeps the blob."""
+        sha = trash.name[3:67]
+        if not is_sha256(sha):
+            return
+        path = self.path_of(sha)
+        try:
+            _make_leaf(path.parent)
+            os.link(trash, path)
+            _fsync_dir(path.parent)
+        except FileExistsError:  # stored again since: that copy stays
+            pass
+        except FileNotFoundError:  # its collector finished with it meanwhile
+            return
+        with contextlib.suppress(FileNotFoundError):
+            trash.unlink()
 
     # -- reading and the rest -------------------------------------------------------
 
@@ -468,12 +527,16 @@ class LocalBlobStore:
             os.rename(path, trash)
         except FileNotFoundError:  # gone already (another store user, or a previous run)
             return None
-        st = os.stat(trash)
-        if st.st_mtime >= stored_before:
-            os.rename(trash, path)
-            _fsync_dir(path.parent)
+        try:
+            st = os.stat(trash)
+            if st.st_mtime >= stored_before:
+                os.rename(trash, path)
+                _fsync_dir(path.parent)
+                return None
+            os.unlink(trash)
+        except FileNotFoundError:
+            # A sweep put it back meanwhile (`_restore`): kept, judged again next pass.
             return None
-        os.unlink(trash)
         return st.st_size
 
     async def sweep(self, older_than: float = 24 * 3600) -> int:
@@ -523,8 +586,16 @@ class LocalBlobStore:
         return out
 
     async def ping(self) -> None:
-        """Raise (OSError) unless a file can be created and removed in the store."""
-        await _in_thread(self._ping_sync)
+        """Raise BlobStoreUnavailable (BlobStoreFull for a full disk) unless a file can be
+        created and removed in the store: the start logs it in one line naming the
+        directory, and /ready names the fault, instead of a bare OSError's traceback."""
+        try:
+            await _in_thread(self._ping_sync)
+        except OSError as e:
+            unavailable = BlobStoreFull if is_disk_full(e) else BlobStoreUnavailable
+            raise unavailable(
+                f"cannot write a file under {self.root} (CAIRN_BLOB_STORE, CAIRN_DATA_DIR): {e}"
+            ) from e
 
     def _ping_sync(self) -> None:
         fd, path = self._open_tmp()
@@ -541,7 +612,9 @@ class LocalBlobStore:
 
         Lazy like any async generator: BlobNotFound / ValueError (bad range) surface on
         the first iteration. The file stays open while iterating, so a concurrent delete
-        does not cut a read short."""
+        does not cut a read short. A whole-blob read is verified against the name, as the
+        S3 store's is: rotten bytes raise BlobCorrupt before the last piece is yielded, so
+        an answer made of them is cut short instead of completed."""
         if not is_sha256(sha256):
             raise BlobNotFound(sha256)
         if length is not None and 0 < length <= READ_PIECE:
@@ -558,13 +631,16 @@ class LocalBlobStore:
         fd, size = await _in_thread(self._open_read, sha256)
         try:
             remaining = check_range(sha256, size, offset, length)
+            hasher = hashlib.sha256() if offset == 0 and remaining == size else None
             pos = offset
             while remaining > 0:
-                data = await _in_thread(os.pread, fd, min(READ_PIECE, remaining), pos)
+                data = await _in_thread(_pread_hashing, fd, min(READ_PIECE, remaining), pos, hasher)
                 if not data:
                     raise OSError(f"blob {sha256} shrank while being read")
                 pos += len(data)
                 remaining -= len(data)
+                if remaining == 0 and hasher is not None:
+                    _verify(sha256, hasher)
                 metrics.BLOB_READ_BYTES.inc(len(data))
                 yield data
         finally:
@@ -585,7 +661,11 @@ class LocalBlobStore:
             n = os.preadv(fd, [buf], offset, _NOWAIT)
         except BlockingIOError:
             return None
-        return bytes(buf) if n == length else None
+        if n != length:
+            return None
+        if offset == 0 and length == size:  # at most RESIDENT_READ_MAX: microseconds
+            _verify(sha256, hashlib.sha256(buf))
+        return bytes(buf)
 
     def _read_small(self, sha256: str, offset: int, length: int) -> bytes:
         fd, size = self._open_read(sha256)
@@ -597,6 +677,8 @@ class LocalBlobStore:
                 if not more:
                     raise OSError(f"blob {sha256} shrank while being read")
                 data += more
+            if offset == 0 and length == size:
+                _verify(sha256, hashlib.sha256(data))
             return data
         finally:
             os.close(fd)
@@ -630,6 +712,20 @@ class LocalBlobStore:
                 remaining -= n
             if f.read(1):
                 raise ValueError(f"blob {sha256} is longer than its manifest size {size}")
+
+
+def _pread_hashing(fd: int, n: int, pos: int, hasher: Any) -> bytes:
+    """Up to `n` bytes at `pos`, fed to `hasher` too (if any) in the same thread hop."""
+    data = os.pread(fd, n, pos)
+    if hasher is not None:
+        hasher.update(data)
+    return data
+
+
+def _verify(sha256: str, hasher: Any) -> None:
+    """Raise BlobCorrupt unless the whole blob just read hashed to its name."""
+    if hasher.hexdigest() != sha256:
+        raise BlobCorrupt(sha256, hasher.hexdigest())
 
 
 async def chained(head: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

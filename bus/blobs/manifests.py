@@ -24,7 +24,7 @@ import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from bus.blobs.errors import BlobNotFound
+from bus.blobs.errors import BlobCorrupt, BlobNotFound
 from domain.ports import BlobStore
 
 # How many bytes hash_manifest hashes between two `keep_going` checks: a few 8 MiB tus
@@ -73,7 +73,8 @@ async def read_manifest(
     Only the chunks overlapping the range are opened, and only their overlapping bytes
     read: the first one is found by bisection over `offsets` (`manifest_offsets`; pass it
     when reading several ranges of one file). A range past the end of the file is rejected
-    with ValueError (see bus/blobs/local.py check_range); so is start > end."""
+    with ValueError (see bus/blobs/local.py check_range); so is start > end. A stored
+    chunk shorter than its manifest size raises BlobCorrupt, as a rotten one does."""
     if offsets is None:
         offsets = manifest_offsets(manifest)
     total = offsets[-1]
@@ -88,8 +89,13 @@ async def read_manifest(
         lo = max(start, chunk_start) - chunk_start
         hi = min(end, chunk_start + size) - chunk_start
         if hi > lo:  # also skips empty chunks: nothing to open for them
-            async for piece in store.open_range(sha256, lo, hi - lo):
-                yield piece
+            try:
+                async for piece in store.open_range(sha256, lo, hi - lo):
+                    yield piece
+            except ValueError as e:
+                # The range lies within the chunk's size by the manifest, so the stored
+                # blob is shorter than the bytes it was stored with: truncated, corrupt.
+                raise BlobCorrupt(sha256, "", f"blob {sha256} truncated: {e}") from e
         i += 1
 
 

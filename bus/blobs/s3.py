@@ -73,7 +73,13 @@ from botocore.exceptions import (
 )
 
 from bus.blobs.batching import HashingBatcher, run_cleanup
-from bus.blobs.errors import BlobCorrupt, BlobNotFound, BlobStoreUnavailable
+from bus.blobs.errors import (
+    BlobCorrupt,
+    BlobNotFound,
+    BlobStoreFull,
+    BlobStoreUnavailable,
+    is_disk_full,
+)
 from bus.blobs.local import check_range, is_sha256
 from bus.config import metrics
 
@@ -239,10 +245,15 @@ class S3BlobStore:
             await run_cleanup(_discard(None, f, path))
             metrics.BLOB_WRITTEN_BYTES.inc(total)
             return digest.hex(), total
-        except BaseException:
+        except BaseException as e:
             # (Also reached if cancelled after S3 acknowledged: the complete blob stays,
             # which is harmless, like the local store's cancelled commit.)
             await run_cleanup(_discard(batcher.inflight, f, path))
+            if isinstance(e, OSError) and is_disk_full(e):
+                raise BlobStoreFull(
+                    f"no space left in the S3 spool {self.spool_dir}: {e.strerror}",
+                    retry_after=30,
+                ) from e
             raise
 
     async def _put_file(self, hexdigest: str, digest: bytes, f: _SpoolFile, size: int) -> None:

@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 from api import errors
 from api.errors import handle_exception
 from api.middleware import request_id_middleware
-from bus.blobs.errors import BlobCorrupt, BlobNotFound
+from bus.blobs.errors import BlobCorrupt, BlobNotFound, BlobStoreFull
 
 
 def _explode_here() -> None:
@@ -116,3 +116,25 @@ def test_stored_bytes_that_cannot_be_served_are_a_named_500_and_logged(
     }
     (line,) = [e for e in logs if e["event"] == event]
     assert line["log_level"] == "error" and line["path"] == path
+
+
+@get("/full")
+async def full() -> None:
+    raise BlobStoreFull("no space left for blobs under /data: No space left on device", 30)
+
+
+def test_a_full_blob_store_is_a_507_with_retry_after(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Disk full under a put: said so, not a bare 500 internal_error."""
+    monkeypatch.setattr(errors, "log", structlog.get_logger(errors.__name__))
+    app = Litestar(
+        route_handlers=[full],
+        exception_handlers={Exception: handle_exception},
+        middleware=[request_id_middleware],
+    )
+    with TestClient(app) as client, capture_logs() as logs:
+        r = client.get("/full", headers={"X-Request-ID": "rid-full"})
+    assert r.status_code == 507
+    assert r.headers["Retry-After"] == "30"
+    assert r.json()["error"]["code"] == "insufficient_storage"
+    (line,) = [e for e in logs if e["event"] == "blob store full"]
+    assert line["log_level"] == "error" and "No space left" in line["error"]

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -480,6 +481,40 @@ async def test_a_lost_blob_is_a_named_500_or_a_logged_cut(
                     await r.aread()
         (line,) = [e for e in logs if e["event"] == "blob missing from the store"]
         assert (line["sha256"], line["request_id"]) == (sha, "rid-lost-last")
+
+
+async def _rot_chunk(system: System, data: bytes, index: int, rotten: bytes) -> str:
+    """Replace chunk `index` of `data` in the system's (local) blob store by `rotten`."""
+    from bus.blobs.local import LocalBlobStore
+
+    sha = hashlib.sha256(data[index * BIG_CHUNK : (index + 1) * BIG_CHUNK]).hexdigest()
+    local = LocalBlobStore(Path(system.settings.blobs_url.removeprefix("file://")))
+    local.path_of(sha).write_bytes(rotten)
+    return sha
+
+
+async def test_rotten_bytes_on_disk_are_a_named_500_never_a_200(shared_system: System) -> None:
+    """A chunk whose bytes changed on disk (a flipped bit; a truncation) was served as a 200
+    of the wrong bytes under the right ETag, or a bare 500 internal_error; now it is
+    500 `blob_corrupt` naming it, as README "Operating" says."""
+    data = os.urandom(2 * BIG_CHUNK)
+    async with shared_system.client(user()) as c:
+        flipped, truncated = await upload_in(c, data), await upload_in(c, data[::-1])
+        chunk = bytearray(data[:BIG_CHUNK])
+        chunk[BIG_CHUNK // 3] ^= 0x10
+        sha = await _rot_chunk(shared_system, data, 0, bytes(chunk))
+        r = await c.get(url(flipped))
+        assert r.status_code == 500, r.text
+        assert r.json()["error"] == {
+            "code": "blob_corrupt",
+            "message": r.json()["error"]["message"],
+            "details": {"sha256": sha},
+        }
+        sha = await _rot_chunk(shared_system, data[::-1], 1, data[::-1][BIG_CHUNK:-10])
+        r = await c.get(url(truncated), headers={"Range": f"bytes={BIG_CHUNK}-"})
+        assert r.status_code == 500, r.text
+        assert r.json()["error"]["code"] == "blob_corrupt"
+        assert r.json()["error"]["details"] == {"sha256": sha}
 
 
 async def upload_in(c: httpx.AsyncClient, data: bytes) -> str:

@@ -32,7 +32,13 @@ import pytest_asyncio
 
 from bus.blobs import direct as direct_module
 from bus.blobs import local as local_module
-from bus.blobs.errors import BlobNotFound, BlobTooLarge
+from bus.blobs.errors import (
+    BlobCorrupt,
+    BlobNotFound,
+    BlobStoreFull,
+    BlobStoreUnavailable,
+    BlobTooLarge,
+)
 from bus.blobs.factory import open_blob_store
 from bus.blobs.inline import InlineBlobStore
 from bus.blobs.local import LocalBlobStore
@@ -53,6 +59,8 @@ class Blobs:
     store: BlobStore
     objects: Callable[[], list[str]]  # the digests of the blobs stored, as the backend sees them
     leftovers: Callable[[], list[str]]  # whatever a put in flight or a failed put leaves around
+    # Replace a stored blob's bytes behind the store's back (bit rot, truncation).
+    corrupt: Callable[[str, bytes], None] = lambda sha256, data: None
 
 
 def _local(tmp_path: Path, *, direct_io: bool = True) -> Blobs:
@@ -65,7 +73,10 @@ def _local(tmp_path: Path, *, direct_io: bool = True) -> Blobs:
     def leftovers() -> list[str]:
         return sorted(p.name for p in (root / "tmp").iterdir())
 
-    return Blobs(store, objects, leftovers)
+    def corrupt(sha256: str, data: bytes) -> None:
+        store.path_of(sha256).write_bytes(data)
+
+    return Blobs(store, objects, leftovers, corrupt)
 
 
 def s3_peek(server: S3Server) -> Any:
@@ -103,7 +114,10 @@ def _s3(tmp_path: Path, server: S3Server) -> tuple[Blobs, S3BlobStore]:
         uploads = peek.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
         return sorted([p.name for p in spool.iterdir()] + stray + [u["Key"] for u in uploads])
 
-    return Blobs(store, objects, leftovers), store
+    def corrupt(sha256: str, data: bytes) -> None:
+        peek.put_object(Bucket=bucket, Key=f"p/chunks/{sha256}", Body=data)
+
+    return Blobs(store, objects, leftovers, corrupt), store
 
 
 def inline_rows(db_url: str) -> list[str]:
@@ -128,7 +142,7 @@ def _inline(tmp_path: Path, db_url: str) -> tuple[Blobs, InlineBlobStore]:
     def objects() -> list[str]:
         return sorted(files.objects() + inline_rows(db_url))
 
-    return Blobs(store, objects, files.leftovers), store
+    return Blobs(store, objects, files.leftovers, files.corrupt), store
 
 
 INLINE = Settings().blob_inline_bytes
@@ -251,6 +265,39 @@ async def test_empty_blob(blobs: Blobs) -> None:
     assert await s.size(sha(b"")) == 0
     assert [p async for p in s.open_range(sha(b""))] == []
     assert blobs.objects() == [sha(b"")]
+
+
+@pytest.mark.parametrize("size", [300_000, len(BIG)], ids=["small", "big"])
+async def test_a_whole_read_of_rotten_bytes_fails_before_its_end(blobs: Blobs, size: int) -> None:
+    """Bit rot (same size, one byte flipped) is caught by a whole-blob read: BlobCorrupt
+    before the last byte is handed out, so an answer made of it never completes. (Both
+    sizes are past the inline tier: rows are PostgreSQL's to check.)"""
+    data = BIG[:size]
+    digest, _ = await blobs.store.put_stream(feed(split(data, [65536])))
+    rotten = bytearray(data)
+    rotten[size // 2] ^= 0x01
+    blobs.corrupt(digest, bytes(rotten))
+    got = bytearray()
+    with pytest.raises(BlobCorrupt) as e:
+        async for piece in blobs.store.open_range(digest, 0, size):
+            got += piece
+    assert e.value.sha256 == digest
+    assert len(got) < size
+    # A range of the blob is not the blob: it is served unverified, as S3 serves ranges.
+    assert await read_all(blobs.store.open_range(digest, 0, 10)) == data[:10]
+
+
+async def test_read_manifest_of_a_truncated_chunk_is_corrupt(blobs: Blobs) -> None:
+    """A chunk shorter on the store than in its manifest is corrupt (BlobCorrupt, the
+    API's 500 blob_corrupt), not a bad range (ValueError, a bare 500 internal_error)."""
+    data = BIG[:300_000]
+    digest, size = await blobs.store.put_stream(feed([data]))
+    blobs.corrupt(digest, data[:1000])
+    with pytest.raises(BlobCorrupt) as e:
+        await read_all(read_manifest(blobs.store, [(digest, size)]))
+    assert e.value.sha256 == digest
+    with pytest.raises(BlobCorrupt):
+        await read_all(read_manifest(blobs.store, [(digest, size)], 5000, 6000))
 
 
 async def test_same_content_twice_is_stored_once(blobs: Blobs) -> None:
@@ -509,6 +556,31 @@ async def test_ping(blobs: Blobs) -> None:
     assert blobs.objects() == []
 
 
+@pytest.mark.parametrize(
+    ("fault", "reported"),
+    [
+        (errno.ENOSPC, BlobStoreFull),
+        (errno.EACCES, BlobStoreUnavailable),
+        (errno.EROFS, BlobStoreUnavailable),
+    ],
+)
+async def test_local_ping_names_the_fault_and_the_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: int, reported: type[Exception]
+) -> None:
+    """A data dir that is full, read-only or not ours: the store's own error naming the
+    directory (the start's one line, /ready's `error: BlobStoreFull`), not an OSError."""
+    blobs = _local(tmp_path)
+
+    def failing(fd: int, data: bytes) -> None:
+        raise OSError(fault, os.strerror(fault))
+
+    monkeypatch.setattr("bus.blobs.local.direct.write_all", failing)
+    with pytest.raises(reported) as e:
+        await blobs.store.ping()
+    assert type(e.value) is reported and str(tmp_path / "blobs") in str(e.value)
+    assert blobs.leftovers() == []
+
+
 # -- manifests --------------------------------------------------------------------------
 
 # Chunk sizes with every kind of neighbour: empty chunks, 1-byte chunks, bigger ones.
@@ -632,6 +704,21 @@ async def test_local_layout_and_path_of(tmp_path: Path) -> None:
             store.path_of(bad)
 
 
+async def test_local_blobs_are_readable_by_their_owner_only(tmp_path: Path) -> None:
+    """Every user's bytes: no other account may list or read them (files were 0644 and
+    directories 0755 under the usual umask, as the data dir itself)."""
+    blobs = _local(tmp_path)
+    small = await blobs.store.put_stream(feed([b"private"]))
+    big = await blobs.store.put_stream(feed(split(BIG, [65536])))
+    root = tmp_path / "blobs"
+    assert isinstance(blobs.store, LocalBlobStore)
+    paths = [root, root / "chunks", root / "tmp"]
+    for digest, _ in (small, big):
+        path = blobs.store.path_of(digest)
+        paths += [path, path.parent, path.parent.parent]
+    assert {p: oct(p.stat().st_mode & 0o077) for p in paths} == {p: "0o0" for p in paths}
+
+
 def test_open_blob_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = open_blob_store(f"file://{tmp_path / 'abs'}")
     assert isinstance(store, LocalBlobStore)
@@ -690,12 +777,33 @@ async def test_local_write_failure_keeps_nothing(
         real_write(first, buffers)
 
     monkeypatch.setattr(target, failing_write)
-    with pytest.raises(OSError) as e:
+    # A full disk is the store's own error (the API's 507), not a bare OSError (a 500).
+    with pytest.raises(BlobStoreFull) as e:
         await blobs.store.put_stream(feed(split(BIG, [65536])))
-    assert e.value.errno == errno.ENOSPC
+    assert isinstance(e.value.__cause__, OSError) and e.value.__cause__.errno == errno.ENOSPC
     assert writes == 2
     assert blobs.objects() == []
     assert blobs.leftovers() == []
+
+
+@pytest.mark.parametrize("size", [100, len(BIG)], ids=["small", "big"])
+async def test_s3_spool_disk_full_keeps_nothing(
+    tmp_path: Path, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    blobs, store = _s3(tmp_path, s3_server)
+
+    def full(f: Any, buffers: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("bus.blobs.s3._write_all", full)
+    try:
+        with pytest.raises(BlobStoreFull) as e:
+            await store.put_stream(feed(split(BIG[:size], [65536])))
+        assert isinstance(e.value.__cause__, OSError) and e.value.__cause__.errno == errno.ENOSPC
+        assert blobs.objects() == []
+        assert blobs.leftovers() == []
+    finally:
+        await store.close()
 
 
 async def test_local_fsync_failure_keeps_nothing(
@@ -765,8 +873,8 @@ async def test_local_small_put_is_one_thread_hop_and_cleans_up_its_failure(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr("bus.blobs.local._writev_all", failing_write)
-    with pytest.raises(OSError) as e:
+    with pytest.raises(BlobStoreFull) as e:
         await blobs.store.put_stream(feed([b"will not fit"]))
-    assert e.value.errno == errno.ENOSPC
+    assert isinstance(e.value.__cause__, OSError) and e.value.__cause__.errno == errno.ENOSPC
     assert sha(b"will not fit") not in blobs.objects()
     assert blobs.leftovers() == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import time
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from bus.blobs.errors import BlobNotFound
+from bus.blobs.errors import BlobNotFound, BlobStoreUnavailable
 from bus.blobs.factory import open_blob_store
 from bus.blobs.inline import InlineBlobStore, InlinePresigningBlobStore
 from bus.blobs.local import LocalBlobStore
@@ -204,3 +205,28 @@ def test_the_inline_size_setting(
     else:
         monkeypatch.setenv("CAIRN_BLOB_INLINE_BYTES", value)
     assert Settings.from_env().blob_inline_bytes == expected
+
+
+async def test_the_database_down_is_the_blob_store_unavailable(tmp_path: Path) -> None:
+    """A small put or read while PostgreSQL is down (restarting, refusing connections) was
+    a raw ConnectionRefusedError, a 500 internal_error that no client retries; it is the
+    store's 503 blob_store_unavailable, as S3 down is."""
+    with socket.socket() as s:  # a port nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    store = InlineBlobStore(
+        LocalBlobStore(tmp_path), f"postgresql://cairn@127.0.0.1:{port}/cairn", max_bytes=1024
+    )
+    try:
+        with pytest.raises(BlobStoreUnavailable):
+            await store.put_stream(feed([b"small"]))
+        with pytest.raises(BlobStoreUnavailable):
+            await store.size(sha(b"small"))
+        with pytest.raises(BlobStoreUnavailable):
+            await read_all(store.open_range(sha(b"small")))
+        with pytest.raises(BlobStoreUnavailable):
+            await store.ping()
+        # A big put never touches the table.
+        assert (await store.put_stream(feed([b"x" * 2000])))[1] == 2000
+    finally:
+        await store.close()
