@@ -24,6 +24,7 @@ from urllib.parse import urljoin
 import httpx
 
 from bus.actors.commandbus import CommandResult
+from bus.blobs.errors import BlobStoreUnavailable
 from bus.blobs.manifests import hash_manifest
 from bus.blobs.sniff import content_type_of
 from bus.config.logs import get_logger
@@ -242,6 +243,11 @@ class FetchRun:
             await self._transfer()
         except (Halted, Fatal, Retryable):
             raise
+        except BlobStoreUnavailable as e:
+            # The store down or full for a while (S3 unreachable, a full disk): another
+            # attempt after the backoff, as for an origin's failure, not a worker crash
+            # (three of which fail the fetch as worker_failed).
+            raise Retryable(f"blob store unavailable: {e}", e.retry_after) from None
         except (httpx.HTTPError, OSError) as e:
             raise origin.classify(e) from None
 

@@ -15,9 +15,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import pytest
 import pytest_asyncio
 from aiohttp import web
 
+from bus.blobs.errors import BlobStoreFull
+from bus.blobs.inline import InlineBlobStore
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from bus.store.eventstore import PostgresEventStore
 from tests.api.routes.test_fetch_origins import serve
@@ -242,3 +245,32 @@ async def test_with_the_limit_off_a_trickle_completes(unlimited: System) -> None
         assert await content(c, done["file_id"]) == data
     events = await PostgresEventStore(unlimited.pool).read_stream(f"fetch-{f['id']}")
     assert [e for e in events if e.type == "FetchAttemptFailed"] == []
+
+
+async def test_a_blob_store_full_for_a_moment_is_retried_not_a_crash(
+    unlimited: System, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A full disk (or S3 down) under the worker's put is the store's passing state: the
+    # attempt fails and the next one, after the backoff, brings the file in. It was a
+    # crash of the run, three of which fail the fetch as worker_failed.
+    put_stream = InlineBlobStore.put_stream
+    refused: list[int] = []
+
+    async def full_once(self: InlineBlobStore, chunks: Any, **kw: Any) -> tuple[str, int]:
+        if not refused:
+            refused.append(1)
+            raise BlobStoreFull("the blob store's disk is full", retry_after=0)
+        return await put_stream(self, chunks, **kw)
+
+    monkeypatch.setattr(InlineBlobStore, "put_stream", full_once)
+    data = bytes(range(256)) * 40
+    async with trickling(data, lambda _start: None) as (url, _seen):
+        async with unlimited.client("s-full") as c:
+            f = await post(c, url)
+            done = await finished(c, f["id"])
+            assert done["status"] == "COMPLETED", done
+            assert await content(c, done["file_id"]) == data
+    assert refused == [1]
+    events = await PostgresEventStore(unlimited.pool).read_stream(f"fetch-{f['id']}")
+    [attempt] = [e for e in events if e.type == "FetchAttemptFailed"]
+    assert attempt.data["error"].startswith("blob store unavailable: "), attempt.data
