@@ -89,14 +89,20 @@ BODY_IN_FLIGHT: dict[int, ResponseSpec] = {
         " refused before the body is read. Retry after Retry-After seconds",
     )
 }
-# The 413s of a route that adds bytes: a size limit, or the owner's quota (api/limits.py).
+# No room for a route that adds bytes: a size limit, the owner's quota (api/limits.py), or
+# the blob store's disk (bus/blobs/errors.py, BlobStoreFull).
 TOO_LARGE: dict[int, ResponseSpec] = {
     413: ResponseSpec(
         None,
         description="Past a size limit (object_too_large, upload_too_large, length_exceeded;"
         " details name the limit) or the owner's quota (quota_exceeded: details {quota, used,"
         " requested}, or `allowed` for a body sent without a length, cut there)",
-    )
+    ),
+    507: ResponseSpec(
+        None,
+        description="insufficient_storage: the blob store's disk is full; nothing was kept."
+        " Retry after Retry-After seconds, once space is freed",
+    ),
 }
 # An upload past CAIRN_UPLOAD_TTL of inactivity: every change to it is refused for good.
 UPLOAD_EXPIRED: dict[int, ResponseSpec] = {
