@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Page, Route, expect
+from playwright.async_api import Browser, Page, Route, expect
 
 from api.console.mount import CSP
 from tests.api.console.browser import chromium, shot
@@ -65,6 +65,26 @@ async def sign_in(page: Page, token: str) -> None:
     # (main.js, enter()); a test that focuses a control before that would lose its focus
     # (and its key presses) to it.
     await expect(page.locator("#main")).to_be_focused()
+
+
+# How far the page scrolls sideways: 0 (or less) when nothing is wider than the viewport.
+OVERFLOW_X = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+
+
+async def signed_in_at(
+    browser: Browser, system: System, user: str, widths: tuple[int, ...] = (1280, 390)
+) -> AsyncIterator[tuple[int, Page]]:
+    """The console signed in as `user` in a fresh page at each of `widths` (a desktop and a
+    phone by default), one after another; each page's context is closed after its turn."""
+    for width in widths:
+        ctx = await browser.new_context(viewport={"width": width, "height": 900})
+        try:
+            page = await ctx.new_page()
+            await open_console(page, system)
+            await sign_in(page, system.token(user))
+            yield width, page
+        finally:
+            await ctx.close()
 
 
 @asynccontextmanager

@@ -14,7 +14,14 @@ import pytest
 from playwright.async_api import Page, expect
 
 from tests.api.console.browser import chromium, shot
-from tests.api.console.test_console import WATCH_CSP, no_csp_violations, open_console, sign_in
+from tests.api.console.test_console import (
+    OVERFLOW_X,
+    WATCH_CSP,
+    no_csp_violations,
+    open_console,
+    sign_in,
+    signed_in_at,
+)
 from tests.system import System, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -282,19 +289,14 @@ async def test_a_very_long_name_never_widens_the_page(shared_system: System) -> 
     long = "a" * 996 + ".txt"
     fid = await upload(shared_system, me, long, b"long\n")
     async with chromium() as browser:
-        for width in (1280, 390):
-            ctx = await browser.new_context(viewport={"width": width, "height": 900})
-            page = await ctx.new_page()
-            await open_console(page, shared_system)
-            await sign_in(page, shared_system.token(me))
+        async for width, page in signed_in_at(browser, shared_system, me):
             row = page.locator(f"#files tbody tr[data-id='{fid}']")
             await expect(row.locator("a.file-link")).to_have_text(long)
-            wide = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
-            assert await page.evaluate(wide) <= 0, f"the list is wider than {width}px"
+            assert await page.evaluate(OVERFLOW_X) <= 0, f"the list is wider than {width}px"
             async with page.expect_download():
                 await row.get_by_role("button", name="Download").click()
             await expect(page.locator("#status")).to_have_text(f"Downloaded {long}.")
-            assert await page.evaluate(wide) <= 0, f"the status line is wider than {width}px"
+            assert await page.evaluate(OVERFLOW_X) <= 0, f"the status line is wider than {width}px"
             for button, dialog in (("Rename or move", "#edit"), ("Copy link to", "#share")):
                 await row.get_by_role("button", name=f"{button} {long}").click()
                 await expect(page.locator(dialog)).to_be_visible()
@@ -304,4 +306,3 @@ async def test_a_very_long_name_never_widens_the_page(shared_system: System) -> 
                 )
                 await page.keyboard.press("Escape")
                 await expect(page.locator(dialog)).not_to_be_visible()
-            await ctx.close()

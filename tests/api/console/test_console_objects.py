@@ -17,10 +17,12 @@ from playwright.async_api import Locator, Page, expect
 
 from tests.api.console.browser import chromium, shot
 from tests.api.console.test_console import (
+    OVERFLOW_X,
     no_csp_violations,
     open_console,
     sign_in,
     signed_in,
+    signed_in_at,
     tus_upload,
 )
 from tests.system import System
@@ -377,20 +379,14 @@ async def test_a_very_long_folder_never_widens_the_page(shared_system: System) -
     async with shared_system.client(me) as c:
         assert (await c.post("/v1/buckets", json={"name": bucket})).status_code == 201
     await put(shared_system, me, bucket, f"{folder}/x.txt", b"x\n")
-    wide = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
     async with chromium() as browser:
-        for width in (1280, 390):
-            ctx = await browser.new_context(viewport={"width": width, "height": 900})
-            page = await ctx.new_page()
-            await open_console(page, shared_system)
-            await sign_in(page, shared_system.token(me))
+        async for width, page in signed_in_at(browser, shared_system, me):
             await page.get_by_role("tab", name="Objects").click()
             await page.locator("#objects-bucket").select_option(bucket)
             row = page.locator(f"#objects tbody tr[data-prefix='{folder}/']")
             await expect(row).to_have_count(1)
-            assert await page.evaluate(wide) <= 0, f"the folder row is wider than {width}px"
+            assert await page.evaluate(OVERFLOW_X) <= 0, f"the folder row is wider than {width}px"
             await row.get_by_role("button").click()
             await expect(page.locator("#objects tbody tr[data-key$='/x.txt']")).to_have_count(1)
             await expect(page.locator("#objects-path [aria-current=location]")).to_have_text(folder)
-            assert await page.evaluate(wide) <= 0, f"the breadcrumb is wider than {width}px"
-            await ctx.close()
+            assert await page.evaluate(OVERFLOW_X) <= 0, f"the breadcrumb is wider than {width}px"

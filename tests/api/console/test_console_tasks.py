@@ -17,7 +17,13 @@ import pytest
 from playwright.async_api import Page, expect
 
 from tests.api.console.browser import chromium, shot
-from tests.api.console.test_console import no_csp_violations, open_console, sign_in, tus_upload
+from tests.api.console.test_console import (
+    OVERFLOW_X,
+    no_csp_violations,
+    open_console,
+    sign_in,
+    tus_upload,
+)
 from tests.system import System, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -193,6 +199,5 @@ async def test_a_very_long_result_name_never_widens_the_page(shared_system: Syst
         await page.get_by_role("tab", name="Tasks").click()
         result = page.locator("#tasks tbody button.result")
         await expect(result).to_have_text(f"Download {archive}")
-        wide = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
-        assert await page.evaluate(wide) <= 0, "the task's row is wider than the page"
+        assert await page.evaluate(OVERFLOW_X) <= 0, "the task's row is wider than the page"
         await ctx.close()
