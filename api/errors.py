@@ -123,28 +123,19 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         return error_response(
             request, 503, "bus_unavailable", str(exc), {}, {"Retry-After": str(exc.retry_after)}
         )
-    if isinstance(exc, BlobStoreFull):
-        # Out of space, not out of reach: said so (507, MinIO's XMinioStorageFull), since a
-        # retry in seconds rarely helps; nothing was recorded.
-        log.error("blob store full", path=request.url.path, error=str(exc))
-        return error_response(
-            request,
-            507,
-            "insufficient_storage",
-            "the blob store is out of space",
-            {},
-            {"Retry-After": str(exc.retry_after)},
-        )
     if isinstance(exc, BlobStoreUnavailable):
-        # Nothing was recorded: the bytes were not acknowledged by the store.
-        log.warning("blob store unavailable", path=request.url.path, error=str(exc))
+        # Nothing was recorded: the bytes were not acknowledged by the store. Out of space
+        # is not out of reach: said so (507, MinIO's XMinioStorageFull), and logged as an
+        # error, since a retry in seconds rarely helps.
+        if isinstance(exc, BlobStoreFull):
+            status, code, message = 507, "insufficient_storage", "the blob store is out of space"
+            log.error("blob store full", path=request.url.path, error=str(exc))
+        else:
+            status, code = 503, "blob_store_unavailable"
+            message = "the blob store is unavailable; retry later"
+            log.warning("blob store unavailable", path=request.url.path, error=str(exc))
         return error_response(
-            request,
-            503,
-            "blob_store_unavailable",
-            "the blob store is unavailable; retry later",
-            {},
-            {"Retry-After": str(exc.retry_after)},
+            request, status, code, message, {}, {"Retry-After": str(exc.retry_after)}
         )
     if isinstance(exc, (BlobCorrupt, BlobNotFound)):
         # A live file or object names bytes the store cannot give back (corrupt, or gone

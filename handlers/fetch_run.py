@@ -637,6 +637,11 @@ class FetchRun:
 
     async def _complete(self, digest: str | None) -> None:
         st = self.state
+        # Asked first: hashing a big file for a bucket that is gone would be for nothing.
+        if await bucket_gone(self.w.store, st.bucket, st.owner, st.created_at):
+            # Deleted while the bytes came (or made again by someone else since): the
+            # fetch makes nothing there; its bytes are left to the blob collector.
+            raise Fatal("bucket_not_found", "the fetch's bucket is gone", {"bucket": st.bucket})
         manifest = [(sha, n) for sha, n in st.pieces]
         if digest is None:
             digest = await hash_manifest(self.w.blobs, manifest)
@@ -646,10 +651,6 @@ class FetchRun:
                 f"sha256 mismatch: declared {st.sha256}, fetched {digest}",
                 {"declared": st.sha256, "actual": digest},
             )
-        if await bucket_gone(self.w.store, st.bucket, st.owner, st.created_at):
-            # Deleted while the bytes came (or made again by someone else since): the
-            # fetch makes nothing there; its bytes are left to the blob collector.
-            raise Fatal("bucket_not_found", "the fetch's bucket is gone", {"bucket": st.bucket})
         file_id = fetch_result_file_id(st)
         name = st.file_name or "download"
         content_type = await content_type_of(self.w.blobs, manifest, name, st.stored_type)

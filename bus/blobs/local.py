@@ -617,9 +617,10 @@ class LocalBlobStore:
 
         Lazy like any async generator: BlobNotFound / ValueError (bad range) surface on
         the first iteration. The file stays open while iterating, so a concurrent delete
-        does not cut a read short. A whole-blob read is verified against the name, as the
-        S3 store's is: rotten bytes raise BlobCorrupt before the last piece is yielded, so
-        an answer made of them is cut short instead of completed."""
+        does not cut a read short. A whole-blob read is verified against the name (the first
+        one of this file in this process, see below): rotten bytes raise BlobCorrupt before
+        the last piece is yielded, so an answer made of them is cut short instead of
+        completed."""
         if not is_sha256(sha256):
             raise BlobNotFound(sha256)
         if length is not None and 0 < length <= READ_PIECE:
