@@ -38,6 +38,8 @@ def _put_object(state: FileState | None, cmd: PutObject) -> list[Event]:
     if cmd.aggregate_id != object_file_id(cmd.bucket, cmd.key):
         raise InvalidInput("invalid_object_id", "the file id is not the one of this key")
     _check_manifest(cmd.manifest, cmd.size)
+    if (problem := metadata_problem(cmd.metadata)) is not None:
+        raise InvalidInput("invalid_metadata", problem, {"max_bytes": MAX_METADATA_BYTES})
     live = state is not None and not state.deleted
     if live and state is not None:
         if state.upload_id is not None and state.upload_id == cmd.upload_id:

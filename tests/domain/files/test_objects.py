@@ -163,3 +163,15 @@ def test_object_from_file_create_only_refuses_a_live_key() -> None:
     assert [type(e) for e in ev] == [FileCreated]
     made = apply(None, ev)
     assert made is not None and made.sha256 == H1 and made.key == "free"
+
+
+def test_a_put_carries_its_metadata_and_refuses_bad_metadata() -> None:
+    st = apply(None, files.decide(None, put(metadata={"a": "1"})))  # type: ignore[arg-type]
+    assert st is not None and st.metadata == {"a": "1"}
+    # A replace brings its own metadata (S3: none given, none kept).
+    st = apply(st, files.decide(st, put(sha=H2)))  # type: ignore[arg-type]
+    assert st is not None and st.metadata == {}
+    for bad in ({"k": "v" * 8192}, {"": "v"}, {"k" * 256: "v"}, {"k": "a\x00b"}):
+        with pytest.raises(InvalidInput) as e:
+            files.decide(st, put(metadata=bad))  # type: ignore[arg-type]
+        assert e.value.code == "invalid_metadata"
