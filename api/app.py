@@ -154,7 +154,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             allow_credentials=False,
             allow_methods=["*"],
             allow_headers=["*"],
+            # `*`: every header, an object's x-amz-meta-* among them (their names are the
+            # users'); browsers honour it because credentials are never allowed. The names
+            # stay listed for clients that predate the wildcard.
             expose_headers=[
+                "*",
                 "X-Request-ID",
                 "X-Total-Count",
                 "Last-Event-ID",

@@ -8,7 +8,7 @@ routes cannot drift apart (a fix to one is a fix to both).
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 from litestar import Request
@@ -42,11 +42,19 @@ def content_responses(what: str) -> dict[int, ResponseSpec]:
 
 
 async def serve(
-    c: AppContext, request: Request[Any, Any, Any], st: FileState, *, download: bool
+    c: AppContext,
+    request: Request[Any, Any, Any],
+    st: FileState,
+    *,
+    download: bool,
+    described: Mapping[str, str] | None = None,
 ) -> ContentResponse:
     """Answer a GET or HEAD of `st`'s bytes. The caller has ALREADY decided access (owner,
     public bucket, or a valid signed URL): the presigned redirect hands out a URL that is
-    itself a credential, so it must never be reached before that check."""
+    itself a credential, so it must never be reached before that check.
+
+    `described`: more headers about the representation (an object's x-amz-meta-*), sent
+    with what describes it (200, 206 and the 307 redirect), not with 304, 412 or 416."""
     rep = Representation(
         size=st.size,
         etag=st.sha256,
@@ -62,6 +70,8 @@ async def serve(
         download=download,
         max_ranges=c.settings.max_ranges,
     )
+    if described and p.status in (200, 206):
+        p.headers.update(described)
     if request.method != "GET" or p.status not in (200, 206):
         # HEAD, 304, 412, 416: no body, nothing read, not a download.
         return ContentResponse(b"", status=p.status, headers=p.headers)
@@ -70,7 +80,9 @@ async def serve(
         if location is not None:
             c.downloads.record(st.id, st.size)  # handed over whole; counted as sent
             return ContentResponse(
-                b"", status=307, headers={"Location": location, "Cache-Control": "no-store"}
+                b"",
+                status=307,
+                headers={**(described or {}), "Location": location, "Cache-Control": "no-store"},
             )
     body = await read_small(c.blobs, st.manifest, p, lambda sent: c.downloads.record(st.id, sent))
     if isinstance(body, bytes):

@@ -37,6 +37,7 @@ from api.bucket_access import readable_bucket, writable_bucket
 from api.commanding import SecuredController, reply_state
 from api.context import AppContext, ctx, now
 from api.errors import ApiError
+from api.http import amzmeta
 from api.http.conditionals import ANY, Verdict, evaluate, parse_http_date, write_match
 from api.http.content import ContentResponse
 from api.http.digits import ascii_int
@@ -298,6 +299,11 @@ class ObjectsController(SecuredController):
         "/{key:path}",
         summary="Create or replace an object: the whole body, one command (S3 PutObject);"
         " without auth with a signed PUT URL's parameters (once, within its size)",
+        description="User metadata as S3 takes it: each `X-Amz-Meta-<name>: <value>` request"
+        " header is the entry `<name>` (lowercased) = `<value>` (repeated names joined with"
+        ' ","); printable ASCII values, at most 8 KiB of names and values, else 400'
+        " `invalid_metadata` before the body is read. The new version has exactly the"
+        " metadata of its PUT (none without such headers).",
         status_code=200,
         request_max_body_size=None,
         dependencies=_READ,
@@ -340,6 +346,8 @@ class ObjectsController(SecuredController):
         c = ctx(request)
         key = object_key(request, key)
         none_match, match = _put_conditions(if_none_match, if_match)
+        # S3's x-amz-meta-* headers: 400 here, before the body is read or quota held.
+        metadata = amzmeta.from_request(request.scope["headers"])
         bucket, grant = await bucket_access.object_bucket(
             c, name, key, principal, "PUT", bucket_access.signature_params(request.query_params)
         )
@@ -405,6 +413,7 @@ class ObjectsController(SecuredController):
                     caller=caller,
                     admin=bool(grant is None and principal and principal.admin),
                     at=now(),
+                    metadata=metadata,
                     if_none_match=none_match,
                     if_match=match,
                 ),
@@ -426,6 +435,9 @@ class ObjectsController(SecuredController):
         http_method=[HttpMethod.GET, HttpMethod.HEAD],
         summary="Download an object (Range, conditionals; HEAD for the headers only);"
         " without auth for a public bucket, or with a signed URL's parameters",
+        description="Each metadata entry is an `x-amz-meta-<name>` response header (200,"
+        " 206; not 304); an entry that cannot be a header exactly (set through PATCH"
+        " /v1/files/{id}: not ASCII, controls, a name that is not a token) is left out.",
         dependencies=_READ,
         security=ANONYMOUS,
         responses=content_responses("object"),
@@ -457,7 +469,9 @@ class ObjectsController(SecuredController):
         st = await load_object(c, bucket, key)
         if st is None:
             raise _object_not_found(bucket.name, key)
-        return await serve(c, request, st, download=download)
+        return await serve(
+            c, request, st, download=download, described=amzmeta.to_headers(st.metadata)
+        )
 
     @delete(
         "/{key:path}",
