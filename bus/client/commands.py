@@ -1,7 +1,7 @@
 """The client half of the `cairn` command: subcommands that talk HTTP to a Cairn server.
 
     cairn login --url URL [--token TOKEN]       save the server and token (config file)
-    cairn upload PATH... [--bucket B] [--key K] [--parallel N] [--streams N] [--tus]
+    cairn upload PATH... [--bucket B] [--key K] [--meta N=V]... [--parallel N] [--tus]
     cairn upload - [--name NAME] [--bucket B] [--key K]   stdin, through tus (pipe.py)
     cairn download ID|BUCKET/KEY [-o PATH]
     cairn ls [BUCKET[/PREFIX]]                  objects and folders; no argument: files
@@ -20,6 +20,7 @@ on the operator CLI's parser (bus/run/cli.py), so it is one `cairn` command.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import getpass
 import os
 import re
@@ -70,6 +71,22 @@ def size_arg(value: str) -> int:
     if not m or int(m.group(1)) <= 0:
         raise argparse.ArgumentTypeError(f"{value!r} is not a size like 512k, 8M or 1G")
     return int(m.group(1)) * _UNITS[m.group(2).lower()]
+
+
+# Upload metadata the client itself sets (tus: the file's name, type, bucket and key).
+_RESERVED_META = ("filename", "filetype", "bucket", "key")
+
+
+def meta_arg(value: str) -> tuple[str, str]:
+    """`--meta NAME=VALUE`: one user metadata entry (the value may hold `=`)."""
+    name, eq, text = value.partition("=")
+    if not eq or not name:
+        raise argparse.ArgumentTypeError(f"{value!r} is not NAME=VALUE")
+    if name.lower() in _RESERVED_META:
+        raise argparse.ArgumentTypeError(
+            f"{name!r} is set by cairn upload itself (--name, --bucket, --key)"
+        )
+    return name, text
 
 
 def _common() -> argparse.ArgumentParser:
@@ -150,6 +167,16 @@ def register(sub: Any) -> None:
             "object key; ending in / a prefix for the files' names (a directory's files go"
             " under it); in a bucket a file's key is its name by default"
         ),
+    )
+    p.add_argument(
+        "--meta",
+        type=meta_arg,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="user metadata of each file or object (repeatable; an object's are answered"
+        " as x-amz-meta-NAME headers when printable ASCII; not `filename`, `filetype`,"
+        " `bucket`, `key`)",
     )
     # (Defaults applied in cmd_upload: None tells that an option was not given, which
     # `-` needs to refuse one that cannot apply.)
@@ -391,6 +418,7 @@ def _upload_stdin(args: argparse.Namespace, out: Output) -> tuple[list[dict[str,
         chunk_size=args.chunk_size,
         limit_rate=args.limit_rate,
         console=out.err,
+        metadata=dict(args.meta),
     )
     return [result], []
 
@@ -403,6 +431,9 @@ def cmd_upload(args: argparse.Namespace, out: Output) -> int:
             raise _usage("--name names what is read from stdin: use it with -")
         target = _target(args)
         jobs = upload.collect(args.paths, args.key, in_bucket=bool(args.bucket))
+        if args.meta:
+            meta = tuple(dict(args.meta).items())  # a name given twice: the last wins
+            jobs = [dataclasses.replace(job, metadata=meta) for job in jobs]
         results, failures = upload.upload(
             target,
             jobs,

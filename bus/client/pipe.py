@@ -150,12 +150,22 @@ def upload_stdin(
     chunk_size: int | None,
     limit_rate: int | None,
     console: Console,
+    metadata: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Send `f` to its end as one new file; the result row the file uploads report."""
     try:
         with open_client(target) as client, progress_line(console) as progress:
             transfer = Transfer(progress, None, limit_rate, description=name)
-            return _send(client, f, name, key, bucket, chunk_size or DEFAULT_CHUNK, transfer)
+            return _send(
+                client,
+                f,
+                name,
+                key,
+                bucket,
+                chunk_size or DEFAULT_CHUNK,
+                transfer,
+                metadata,
+            )
     except httpx.TransportError as e:
         raise unreachable(target.url, e) from None
 
@@ -168,8 +178,9 @@ def _send(
     bucket: str | None,
     chunk_size: int,
     transfer: Transfer,
+    metadata: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    url = _create(client, name, key, bucket)
+    url = _create(client, name, key, bucket, metadata or {})
     upload_id = url.rstrip("/").rsplit("/", 1)[-1]
     done = False
     try:
@@ -210,10 +221,12 @@ def _metadata(values: dict[str, str]) -> str:
     return ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in values.items())
 
 
-def _create(client: httpx.Client, name: str, key: str | None, bucket: str | None) -> str:
+def _create(
+    client: httpx.Client, name: str, key: str | None, bucket: str | None, extra: dict[str, str]
+) -> str:
     """A tus upload of deferred length; its URL. A 429 or 503 is waited out as a PATCH's
     is (a 503 may have come after the upload was made: one nobody writes to expires)."""
-    metadata = {"filename": name}
+    metadata = {**extra, "filename": name}
     if bucket:
         metadata["bucket"] = bucket
     if key:

@@ -31,6 +31,7 @@ from bus.client.http import open_client, unreachable
 from bus.client.pipe import finished_file
 from bus.client.resume import ResumeState, state_key
 from bus.client.transfer import Transfer, sha256_file
+from bus.client.upload import meta_state
 
 DEFAULT_CHUNK = 8 << 20  # one PATCH per 8 MiB: progress is durable per chunk
 RETRIES = 5  # a PATCH refused (429 in-flight limit) or cut: tuspy re-reads the offset
@@ -92,7 +93,16 @@ def upload_tus(
     """One file (a bus.client.upload.Job) through tus; the result row upload.py reports."""
     state = ResumeState(
         state_key(
-            job.path, job.size, job.mtime_ns, target.url, caller, bucket, job.key, "tus", chunk_size
+            job.path,
+            job.size,
+            job.mtime_ns,
+            target.url,
+            caller,
+            bucket,
+            job.key,
+            "tus",
+            chunk_size,
+            *meta_state(job),
         )
     )
     task = transfer.add(job.name, total=job.size)
@@ -102,7 +112,7 @@ def upload_tus(
         sha = sha256_file(job.path, stop=transfer.stop)
         state.update(sha256=sha)
         transfer.progress.update(task, description=job.name)
-    metadata = {"filename": job.name}
+    metadata = {**dict(job.metadata), "filename": job.name}
     if bucket:
         metadata["bucket"] = bucket
     if job.key:

@@ -49,6 +49,14 @@ class Job:
     mtime_ns: int
     name: str
     key: str | None
+    # `--meta NAME=VALUE`: the user metadata the file or object is created with.
+    metadata: tuple[tuple[str, str], ...] = ()
+
+
+def meta_state(job: Job) -> tuple[object, ...]:
+    """What `--meta` adds to a resume state's key (nothing without it, so the states of
+    uploads started before `--meta` existed still match): other metadata, another upload."""
+    return (repr(job.metadata),) if job.metadata else ()
 
 
 def collect(paths: list[str], key: str | None, *, in_bucket: bool = False) -> list[Job]:
@@ -210,7 +218,17 @@ def _upload_one(
     streams: int = 1,
 ) -> dict[str, Any]:
     state = ResumeState(
-        state_key(job.path, job.size, job.mtime_ns, target.url, caller, bucket, job.key, chunk_size)
+        state_key(
+            job.path,
+            job.size,
+            job.mtime_ns,
+            target.url,
+            caller,
+            bucket,
+            job.key,
+            chunk_size,
+            *meta_state(job),
+        )
     )
     try:
         with open_client(target) as client:
@@ -255,8 +273,12 @@ def _send(
             body["chunk_size"] = chunk_size
         if bucket:
             body["bucket"] = bucket
+        metadata = dict(job.metadata)
         if job.key:
-            body["metadata"] = {"key": job.key}
+            metadata["key"] = job.key
+        if metadata:
+            body["metadata"] = metadata
+        if job.key:
             if bucket:  # in a bucket, the key names the object the upload becomes
                 body["key"] = job.key
         r = client.post("/v1/uploads", json=body, headers={"Idempotency-Key": create_key})

@@ -3,6 +3,7 @@ subprocesses against a running Cairn with objects and signed URLs."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
@@ -168,3 +169,42 @@ async def test_upload_into_a_bucket_keys_a_file_by_its_name(
     assert plain["files"][0]["key"] is None
     two = await cli("upload", str(tmp_path / "a.txt"), str(tmp_path / "c.txt"), "--key", "k")
     assert two.code == 2 and "prefix ending in /" in two.err
+
+
+async def test_upload_meta_sets_the_objects_metadata(
+    system: System, cli_for: Any, tmp_path: Path
+) -> None:
+    """`--meta NAME=VALUE` (repeatable) on every way `cairn upload` sends: native, tus, and
+    stdin; the object answers it as x-amz-meta-* headers."""
+    user = "obj-meta"
+    cli = cli_for(user)
+    assert (await cli("buckets", "create", "meta")).code == 0
+    (tmp_path / "m.bin").write_bytes(b"with metadata")
+    meta = ("--meta", "color=blue", "--meta", "formula=a=b")
+    for key, extra in (("native", ()), ("tus", ("--tus",))):
+        done = await cli(
+            "upload", str(tmp_path / "m.bin"), "--bucket", "meta", "--key", key, *meta, *extra
+        )
+        assert done.code == 0, done.err
+    proc = await cli.start(
+        "upload", "-", "--bucket", "meta", "--key", "stdin", *meta, stdin=asyncio.subprocess.PIPE
+    )
+    _, err = await asyncio.wait_for(proc.communicate(b"from stdin"), 120)
+    assert proc.returncode == 0, err.decode()
+    want = {"x-amz-meta-color": "blue", "x-amz-meta-formula": "a=b"}
+    async with system.client(user) as c:
+        for key in ("native", "tus", "stdin"):
+
+            async def made(key: str = key) -> Any:
+                r = await c.head(f"/v1/buckets/meta/objects/{key}")
+                return r if r.status_code == 200 else None
+
+            # (a native or tus upload becomes its object when the handler has run)
+            r = await wait_until(made)
+            got = {k: v for k, v in r.headers.items() if k.startswith("x-amz-meta-")}
+            # (besides what the client itself records: tus's filename, bucket, key)
+            assert want.items() <= got.items(), (key, dict(r.headers))
+    # A name cairn sets itself, or no `=`: a usage error, nothing sent.
+    for bad in ("key=x", "Filename=x", "novalue", "=v"):
+        done = await cli("upload", str(tmp_path / "m.bin"), "--bucket", "meta", "--meta", bad)
+        assert done.code == 2 and "--meta" in done.err, (bad, done.err)
