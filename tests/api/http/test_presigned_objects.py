@@ -68,7 +68,7 @@ async def test_object_get_redirects_to_s3_only_after_the_access_checks(
                     r = await c.put(
                         _opath(name, key),
                         content=data,
-                        headers={"Content-Type": "audio/x-test"},
+                        headers={"Content-Type": "audio/x-test", "X-Amz-Meta-Kind": "sample"},
                     )
                     assert r.status_code == 201, r.text
 
@@ -76,6 +76,8 @@ async def test_object_get_redirects_to_s3_only_after_the_access_checks(
             r = await c.get(_opath(private, "a/one.bin"), follow_redirects=False)
             assert r.status_code == 307, r.text
             assert r.headers["Cache-Control"] == "no-store"
+            # The object's metadata is on the redirect (S3's answer has none of it).
+            assert r.headers["x-amz-meta-kind"] == "sample"
             direct = await _follow(r.headers["Location"], s3_server)
             assert direct.status_code == 200 and direct.content == one
             assert direct.headers["Content-Type"].startswith("audio/x-test")
@@ -85,6 +87,7 @@ async def test_object_get_redirects_to_s3_only_after_the_access_checks(
             assert r.status_code == 206 and r.content == one[5:10]
             r = await c.head(_opath(private, "a/one.bin"))
             assert r.status_code == 200 and "Location" not in r.headers
+            assert r.headers["x-amz-meta-kind"] == "sample"
             r = await c.get(
                 _opath(private, "a/one.bin"), headers={"If-None-Match": r.headers["ETag"]}
             )
