@@ -224,7 +224,10 @@ def file_from_fetch(
     brings the fetched bytes back over a later PUT of the key."""
     if state.status != FetchStatus.COMPLETED or state.file_id is None:
         return None
-    metadata = {"source_url": state.url[:4096], "fetch_id": state.id}
+    # At most 4 KiB of UTF-8 (a whole character at the cut): 4096 characters of a
+    # non-ASCII URL were up to 16 KiB, past the 8 KiB an object's PutObject accepts.
+    source = state.url.encode()[:4096].decode(errors="ignore")
+    metadata = {"source_url": source, "fetch_id": state.id}
     if state.key is not None:
         return put_object(
             bucket=state.bucket,

@@ -213,3 +213,20 @@ def test_no_follow_up_without_the_type_for_an_object_or_before_completion() -> N
     started = initiate(file_content_type="image/png")
     assert policies.follow_ups(started, run(started)) == []  # not completed: no file yet
     assert policies.follow_ups(append(), run(initiate(), append())) == []
+
+
+def test_a_fetch_of_a_long_non_ascii_url_into_a_key_still_makes_its_object() -> None:
+    # `source_url` was cut at 4096 characters: up to 16 KiB of UTF-8, past the 8 KiB of
+    # metadata the object's PutObject accepts, so such a fetch never became its object.
+    keyed, _ = fetched(bucket="pics", key="a.png")
+    long_url = "http://x/" + "\u6587" * 4000
+    put = policies.file_from_fetch(replace(keyed, url=long_url), "image/png", T0)
+    assert put is not None and put.metadata["source_url"] == long_url.encode()[:4096].decode(
+        errors="ignore"
+    )
+    [created] = files.decide(None, put)
+    assert created.metadata["fetch_id"] == UID  # type: ignore[attr-defined]
+    # An ASCII URL of up to 4096 characters is kept whole, as before.
+    ascii_url = "http://x/" + "a" * 4000
+    put = policies.file_from_fetch(replace(keyed, url=ascii_url), "image/png", T0)
+    assert put is not None and put.metadata["source_url"] == ascii_url
