@@ -204,6 +204,14 @@ async def test_a_move_and_a_copy_keep_the_metadata(shared_system: System) -> Non
         assert t["status"] == "COMPLETED", t
         copy = t["results"][0]["result"]
         assert (await c.get(f"/v1/files/{copy}")).json()["metadata"] == want
+        # The move task: the same, and the source is gone.
+        b3 = await make_bucket(c)
+        tid = await start(c, {"type": "move", "params": {"files": [copy], "to": {"bucket": b3}}})
+        t = await finished(c, tid)
+        assert t["status"] == "COMPLETED", t.get("error")
+        moved_file = t["results"][0]["result"]
+        assert (await c.get(f"/v1/files/{moved_file}")).json()["metadata"] == want
+        assert (await c.get(f"/v1/files/{copy}")).status_code == 404
 
 
 async def test_metadata_that_cannot_be_a_header_does_not_break_reads(
