@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 
 from projections.queries import escape_like
+from projections.tasks import FORGET_FINISHED
 
 TASK_SORTS = {"created_at", "updated_at", "priority", "status", "type"}
 STATUSES = ("PENDING", "RUNNING", "PAUSED", "COMPLETED", "FAILED", "CANCELLED")
@@ -174,11 +175,7 @@ async def live_names(
 async def delete_expired(pool: asyncpg.Pool, retention_seconds: float) -> int:
     """Forget finished tasks older than the retention (rows and leases); return how many."""
     async with pool.acquire() as conn:
-        status = await conn.execute(
-            "DELETE FROM readmodel.tasks WHERE finished_at IS NOT NULL"
-            " AND finished_at < now() - make_interval(secs => $1)",
-            retention_seconds,
-        )
+        status = await conn.execute(FORGET_FINISHED, retention_seconds)
     return int(status.split()[-1])
 
 
