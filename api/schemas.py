@@ -184,6 +184,9 @@ class FileDeleted(msgspec.Struct):
 class Rebuilt(msgspec.Struct):
     projection: str
     events_applied: int
+    # Events the projection cannot apply (a newer producer's schema, bad data): skipped,
+    # logged and counted, as the live projector skips them.
+    events_skipped: int
 
 
 class CreateBucket(msgspec.Struct, forbid_unknown_fields=True):

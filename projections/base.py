@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import asyncpg
 
+from bus.config.settings import Settings
 from domain.events import RecordedEvent
 from domain.ports import EventStore
 
@@ -26,6 +27,21 @@ from domain.ports import EventStore
 # a rebuild takes it exclusive, so it never interleaves with live applies (the live
 # projector simply waits, then finds everything the rebuild applied already checkpointed).
 PROJECTION_LOCK = 727_100
+
+
+# Postgres failures worth retrying: the same batch may well succeed a moment later. Anything
+# else an apply raises is deterministic (the event cannot be applied): the live projector
+# (runner.py) and the rebuild (rebuild.py) skip that event, in a savepoint, and count it.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.TransactionRollbackError,
+    asyncpg.exceptions.LockNotAvailableError,
+)
 
 
 class GapNotFillable(Exception):
@@ -58,6 +74,10 @@ class Projection:
         old rows (MVCC) until the rebuilt ones replace them atomically at commit."""
         for table in self.tables:
             await conn.execute(f"DELETE FROM {table}")
+
+    async def after_rebuild(self, conn: asyncpg.Connection, settings: Settings) -> None:
+        """At the end of a rebuild, in its transaction: drop what the live system drops
+        from this read model besides applying events (none by default)."""
 
 
 class Checkpoints:

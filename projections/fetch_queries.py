@@ -66,6 +66,17 @@ async def get(pool: asyncpg.Pool, fetch_id: str) -> dict[str, Any] | None:
     return dict(r) if r else None
 
 
+def progress(done_bytes: int, total: int | None, completed: bool) -> float | None:
+    """A fetch's progress in percent (0-100), one rule for the list and for one fetch
+    (api/routes/fetches.py): None while the size is unknown; an announced empty body
+    (total 0) is 0 until it completes (the list answered null for it)."""
+    if completed:
+        return 100.0
+    if total is None:
+        return None
+    return round(min(100.0, 100.0 * done_bytes / total), 2) if total else 0.0
+
+
 def _row(r: asyncpg.Record) -> dict[str, Any]:
     out = dict(r)
     for k, v in out.items():
@@ -73,10 +84,7 @@ def _row(r: asyncpg.Record) -> dict[str, Any]:
             out[k] = v.isoformat()
         elif isinstance(v, uuid.UUID):
             out[k] = str(v)
-    total, done = out["total"], out["status"] == "COMPLETED"
-    out["progress"] = (
-        100.0 if done else round(min(100.0, 100.0 * out["bytes"] / total), 2) if total else None
-    )
+    out["progress"] = progress(out["bytes"], out["total"], out["status"] == "COMPLETED")
     return out
 
 

@@ -225,7 +225,10 @@ async def upload_stats(
         where.add("owner = ?", owner)
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         counts = await conn.fetch(
-            "SELECT status, count(*) AS n, coalesce(sum(bytes_received), 0)::bigint AS received,"
+            # A tus concatenation (mode 'final') holds its parts' bytes, received (and
+            # counted) by the parts: counted again, they were counted twice.
+            "SELECT status, count(*) AS n, coalesce(sum(bytes_received)"
+            " FILTER (WHERE mode IS DISTINCT FROM 'final'), 0)::bigint AS received,"
             " coalesce(sum(file_size), 0)::bigint AS size, max(updated_at) AS last,"
             # Uploads whose length is deferred (tus) have nothing known to be pending.
             " coalesce(sum(file_size - bytes_received), 0)::bigint AS pending"

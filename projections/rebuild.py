@@ -8,17 +8,24 @@ the old rows until commit and the new ones after it, never a half-built table (s
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import asyncpg
 
+from bus.config.metrics import PROJECTION_MESSAGES_SKIPPED as MESSAGES_SKIPPED
+from bus.config.settings import Settings
 from bus.store.eventstore import PostgresEventStore
 from domain.events import RecordedEvent
 from domain.registry import AGGREGATES
 from projections.base import (
     PROJECTION_LOCK,
+    TRANSIENT_ERRORS,
+    Checkpoints,
     Projection,
     announce,
+    apply_checkpointed,
     apply_events,
     deferred_usage,
     record_status,
@@ -29,6 +36,8 @@ from projections.files import FilesProjection
 from projections.pipelined import pipelined
 from projections.tasks import TasksProjection
 from projections.uploads import UploadsProjection
+
+log = logging.getLogger("cairn.projections")
 
 PROJECTIONS: dict[str, Projection] = {
     p.name: p
@@ -63,14 +72,39 @@ def unprojected(projections: Mapping[str, Projection] | None = None) -> list[str
 PAGE = 5000
 
 
-async def rebuild(pool: asyncpg.Pool, name: str) -> int:
+@dataclass(frozen=True)
+class Rebuilt:
+    """What a rebuild did: events applied, and events skipped because the projection
+    cannot apply them (each logged and counted, as the live projector does)."""
+
+    applied: int
+    skipped: int
+
+
+async def rebuild(pool: asyncpg.Pool, name: str, settings: Settings | None = None) -> int:
     """Recompute projection `name` from every event of its aggregates; return events applied.
+
+    Raises KeyError for an unknown projection name. See `rebuild_report`."""
+    return (await rebuild_report(pool, name, settings)).applied
+
+
+async def rebuild_report(
+    pool: asyncpg.Pool, name: str, settings: Settings | None = None
+) -> Rebuilt:
+    """Recompute projection `name` from every event of its aggregates.
+
+    An event the projection cannot apply (a newer producer's schema, bad data) is skipped
+    exactly as the live projector skips it (runner.py): in a savepoint, logged, counted in
+    `cairn_projection_messages_skipped_total{reason="unappliable"}`, its stream's checkpoint
+    left before it; so the rebuilt rows are the live ones, and one such event no longer
+    makes every rebuild fail. `settings` lets the projection drop what the live system has
+    already dropped (finished tasks past their retention, `Projection.after_rebuild`).
 
     Raises KeyError for an unknown projection name.
     """
     projection = PROJECTIONS[name]
     store = PostgresEventStore(pool)
-    applied = 0
+    applied = skipped = 0
     async with pool.acquire() as conn, conn.transaction():
         # Exclusive: waits for live projector transactions in flight (they hold it shared)
         # and holds new ones off until commit, so no live apply interleaves with the replay
@@ -83,20 +117,68 @@ async def rebuild(pool: asyncpg.Pool, name: str) -> int:
         # are picked up by later pages; the live projector then skips them as duplicates.
         after = 0
         last: RecordedEvent | None = None
-        # Writes pipelined (projections/pipelined.py) and usage counters summed over the
-        # whole replay, written once (UsageTally); all sent before the commit.
-        async with pipelined(conn) as via, deferred_usage(via):
-            while True:
-                page = await store.read_all(after, limit=PAGE)
-                if not page:
-                    break
-                mine = [ev for ev in page if ev.aggregate in projection.aggregates]
-                if mine:
-                    # A page's checkpoints in two statements (see Checkpoints).
-                    applied += await apply_events(via, projection, mine, store)
+        while True:
+            page = await store.read_all(after, limit=PAGE)
+            if not page:
+                break
+            mine = [ev for ev in page if ev.aggregate in projection.aggregates]
+            if mine:
+                try:
+                    # A page in a savepoint, its writes pipelined (projections/pipelined.py)
+                    # and its usage counters summed and written once (UsageTally).
+                    async with conn.transaction():
+                        async with pipelined(conn) as via, deferred_usage(via):
+                            applied += await apply_events(via, projection, mine, store)
                     last = mine[-1]
-                after = page[-1].position
+                except TRANSIENT_ERRORS:
+                    raise
+                except Exception:
+                    # Some event of the page cannot be applied: redo the page one event
+                    # per savepoint, skipping only those.
+                    n, bad, page_last = await _apply_isolated(conn, projection, mine, store)
+                    applied += n
+                    skipped += bad
+                    last = page_last or last
+            after = page[-1].position
+        if settings is not None:
+            await projection.after_rebuild(conn, settings)
         if last is not None:
             await record_status(conn, projection.name, last)
             await announce(conn, [projection])  # rows may be claimable again
-    return applied
+    if skipped:
+        MESSAGES_SKIPPED.labels("unappliable").inc(skipped)
+    return Rebuilt(applied, skipped)
+
+
+async def _apply_isolated(
+    conn: asyncpg.Connection,
+    projection: Projection,
+    events: list[RecordedEvent],
+    store: PostgresEventStore,
+) -> tuple[int, int, RecordedEvent | None]:
+    """Apply `events` one savepoint each; (applied, skipped, the last applied event)."""
+    checkpoints = await Checkpoints.lock(conn, projection.name, [e.stream_id for e in events])
+    applied = skipped = 0
+    last = None
+    for ev in events:
+        try:
+            async with conn.transaction():  # a savepoint; usage written at once, not tallied
+                n = await apply_checkpointed(conn, projection, ev, store, checkpoints)
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception as e:
+            skipped += 1
+            log.error(
+                "rebuild skipping event %s (%s v%d) for projection %s: %r",
+                ev.id,
+                ev.stream_id,
+                ev.version,
+                projection.name,
+                e,
+            )
+            continue
+        applied += n
+        if n:
+            last = ev
+    await checkpoints.save(conn)
+    return applied, skipped, last

@@ -55,6 +55,7 @@ from bus.store.relay import PUBLISHED_CHANNEL
 from domain.events import RecordedEvent
 from projections.base import (
     PROJECTION_LOCK,
+    TRANSIENT_ERRORS,
     Checkpoints,
     Projection,
     announce,
@@ -67,18 +68,6 @@ from projections.rebuild import PROJECTIONS
 
 log = logging.getLogger("cairn.projections")
 
-
-# Postgres failures worth retrying: the same batch may well succeed a moment later.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.InsufficientResourcesError,
-    asyncpg.exceptions.TransactionRollbackError,
-    asyncpg.exceptions.LockNotAvailableError,
-)
 
 MAX_BACKOFF = 5.0
 

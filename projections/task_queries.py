@@ -10,9 +10,10 @@ from typing import Any
 
 import asyncpg
 
-from projections.queries import escape_like
+from projections.queries import _check_paging, _order_by, _page, _Where, escape_like
+from projections.tasks import FORGET_FINISHED
 
-TASK_SORTS = {"created_at", "updated_at", "priority", "status", "type"}
+TASK_SORTS = ("created_at", "updated_at", "priority", "status", "type")
 STATUSES = ("PENDING", "RUNNING", "PAUSED", "COMPLETED", "FAILED", "CANCELLED")
 
 
@@ -60,25 +61,17 @@ async def list_tasks(
     limit: int = 50,
     offset: int = 0,
 ) -> tuple[list[dict[str, Any]], int]:
-    if sort not in TASK_SORTS:
-        raise ValueError(f"sort must be one of {', '.join(sorted(TASK_SORTS))}")
-    if order not in ("asc", "desc"):
-        raise ValueError("order must be asc or desc")
-    conds, args = [], []
+    # Through the shared paging (projections/queries.py): a whitelisted ORDER BY, filter
+    # values as parameters (a NUL refused), and page and total read in one snapshot, so
+    # X-Total-Count agrees with the rows (two statements on their own could straddle a
+    # commit of the projector).
+    order_by = _order_by(sort, order, TASK_SORTS)
+    _check_paging(limit, offset)
+    where = _Where()
     for col, value in (("owner", owner), ("type", type), ("status", status)):
         if value is not None:
-            args.append(value)
-            conds.append(f"{col} = ${len(args)}")
-    where = f"WHERE {' AND '.join(conds)}" if conds else ""
-    async with pool.acquire() as conn:
-        total = await conn.fetchval(f"SELECT count(*) FROM readmodel.tasks {where}", *args)
-        rows = await conn.fetch(
-            f"SELECT * FROM readmodel.tasks {where} ORDER BY {sort} {order}, id"
-            f" LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}",
-            *args,
-            limit,
-            offset,
-        )
+            where.add(f"{col} = ?", value)
+    rows, total = await _page(pool, "readmodel.tasks", "*", where, order_by, limit, offset)
     return [task_row(r) for r in rows], int(total)
 
 
@@ -174,11 +167,7 @@ async def live_names(
 async def delete_expired(pool: asyncpg.Pool, retention_seconds: float) -> int:
     """Forget finished tasks older than the retention (rows and leases); return how many."""
     async with pool.acquire() as conn:
-        status = await conn.execute(
-            "DELETE FROM readmodel.tasks WHERE finished_at IS NOT NULL"
-            " AND finished_at < now() - make_interval(secs => $1)",
-            retention_seconds,
-        )
+        status = await conn.execute(FORGET_FINISHED, retention_seconds)
     return int(status.split()[-1])
 
 

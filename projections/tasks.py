@@ -10,6 +10,7 @@ from typing import ClassVar
 
 import asyncpg
 
+from bus.config.settings import Settings
 from bus.store.pickup import TASKS_CHANGED
 from domain import tasks
 from domain.events import RecordedEvent, event_time
@@ -25,12 +26,23 @@ from domain.tasks.events import (
 )
 from projections.base import Projection, as_uuid
 
+# Finished tasks leave the read model after CAIRN_TASK_RETENTION seconds ($1): the task
+# workers' sweep (task_queries.delete_expired), and the end of a rebuild, which would
+# otherwise bring every one of them back from the log.
+FORGET_FINISHED = (
+    "DELETE FROM readmodel.tasks WHERE finished_at IS NOT NULL"
+    " AND finished_at < now() - make_interval(secs => $1)"
+)
+
 
 class TasksProjection(Projection):
     name: ClassVar[str] = "tasks"
     aggregates: ClassVar[tuple[str, ...]] = (tasks.AGGREGATE.name,)
     tables: ClassVar[tuple[str, ...]] = ("readmodel.tasks",)
     announces: ClassVar[str | None] = TASKS_CHANGED  # the task workers claim from it
+
+    async def after_rebuild(self, conn: asyncpg.Connection, settings: Settings) -> None:
+        await conn.execute(FORGET_FINISHED, settings.task_retention)
 
     async def apply(self, conn: asyncpg.Connection, ev: RecordedEvent) -> None:
         at = event_time(ev)

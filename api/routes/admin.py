@@ -15,7 +15,7 @@ from api.context import ctx
 from api.errors import ApiError
 from api.schemas import CleanupDone, Rebuilt, ok
 from bus.maintenance import CleanupBusy, run_cleanup
-from projections.rebuild import PROJECTIONS, rebuild
+from projections.rebuild import PROJECTIONS, rebuild_report
 
 
 class AdminController(SecuredController):
@@ -42,8 +42,13 @@ class AdminController(SecuredController):
             raise ApiError(
                 404, "projection_not_found", "no such projection", {"known": sorted(PROJECTIONS)}
             )
-        applied = await rebuild(ctx(request).pool, name)
-        return {"projection": name, "events_applied": applied}
+        c = ctx(request)
+        done = await rebuild_report(c.pool, name, c.settings)
+        return {
+            "projection": name,
+            "events_applied": done.applied,
+            "events_skipped": done.skipped,
+        }
 
     @post(
         "/cleanup",

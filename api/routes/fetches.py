@@ -86,16 +86,9 @@ async def _refuse_private_host(url: str, networks: Sequence[Network]) -> None:
 
 
 def _view(state: FetchState, row: dict[str, Any] | None) -> dict[str, Any]:
-    completed = state.status == FetchStatus.COMPLETED
-    progress: float | None
-    if completed:
-        progress = 100.0
-    elif state.total:
-        progress = round(min(100.0, 100.0 * state.bytes / state.total), 2)
-    elif state.total == 0:
-        progress = 0.0
-    else:
-        progress = None
+    progress = fetch_queries.progress(
+        state.bytes, state.total, state.status == FetchStatus.COMPLETED
+    )
     speed = eta = None
     if row and state.status == FetchStatus.IN_PROGRESS and row.get("run_started_at"):
         started: datetime = row["run_started_at"]

@@ -22,7 +22,7 @@ from api.paging import page_response
 from api.schemas import BIGINT_MAX, CreateTask, Task, TaskAccepted, TaskPage, TaskStats, ok
 from api.taskparams import prepare
 from bus.ids import uuid4_str
-from domain.tasks import TaskState
+from domain.tasks import TYPES, TaskState
 from domain.tasks.commands import CancelTask, PauseTask, ResumeTask
 from domain.tasks.commands import CreateTask as CreateTaskCommand
 from projections import task_queries
@@ -161,11 +161,19 @@ class TasksController(SecuredController):
                 f"status must be one of {', '.join(task_queries.STATUSES)}",
                 {"field": "status"},
             )
+        if type is not None and type.lower() not in TYPES:
+            # Not an empty 200: a typo would read as "no tasks" (and a NUL was a 500).
+            raise ApiError(
+                400,
+                "invalid_query",
+                f"type must be one of {', '.join(TYPES)}",
+                {"field": "type"},
+            )
         return await page_response(
             task_queries.list_tasks(
                 ctx(request).pool,
                 principal.user,
-                type=type,
+                type=type.lower() if type else None,
                 status=status.upper() if status else None,
                 sort=sort,
                 order=order,

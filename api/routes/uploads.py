@@ -153,21 +153,28 @@ def _checked_create(fn: Handler) -> Handler:
 
 
 def _upload_view(row: dict[str, Any]) -> dict[str, Any]:
-    """Add speed and ETA, derived from bytes received over the upload's active time."""
+    """Add speed and ETA, derived from bytes received over the upload's active time.
+
+    None where nothing was measured: no bytes, no time between the creation and the last
+    event (bytes that came with the creation: dividing by a floor made up a rate of a
+    thousand times their size per second; a clock stepped back), or a concatenation
+    (mode final), whose bytes its parts received."""
     out = dict(row)
     created, updated = row.get("created_at"), row.get("updated_at")
     speed = None
     eta = None
     received = int(row.get("bytes_received") or 0)
-    if created and updated and received:
-        elapsed = (
-            datetime.fromisoformat(updated) - datetime.fromisoformat(created)
-        ).total_seconds()
-        speed = received / max(elapsed, 0.001)
+    elapsed = (
+        (datetime.fromisoformat(updated) - datetime.fromisoformat(created)).total_seconds()
+        if created and updated
+        else 0.0
+    )
+    if received and elapsed > 0 and row.get("mode") != "final":
+        speed = received / elapsed
         size = row.get("file_size")
         # A tus upload with a deferred length has no known remainder, so no ETA.
         eta = (
-            (int(size) - received) / speed
+            max(0.0, (int(size) - received) / speed)
             if size is not None and speed > 0 and out.get("status") in ("INITIATED", "IN_PROGRESS")
             else None
         )

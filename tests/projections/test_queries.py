@@ -5,6 +5,7 @@ tests need no broker."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -12,7 +13,8 @@ import orjson
 import pytest
 
 from domain.commands import AbortUpload
-from projections import queries
+from domain.fetches.commands import RecordFetchResponse, RequestFetch, StartFetch
+from projections import fetch_queries, queries
 from projections.rebuild import rebuild
 from tests.projections.conftest import T0, Writer
 
@@ -288,3 +290,26 @@ async def test_file_filters(pool: asyncpg.Pool, writer: Writer) -> None:
     found = await queries.find_file_by_sha256(pool, "alice", cat["sha256"])
     assert found is not None and found["id"] == cat["id"]
     assert await queries.get_file(pool, made["notes.txt"] or "", "alice") is None
+
+
+async def test_a_fetch_of_an_empty_body_lists_the_progress_its_own_view_shows(
+    pool: asyncpg.Pool, writer: Writer
+) -> None:
+    # GET /v1/fetches/{id} answers progress 0.0 for a fetch whose origin announced an
+    # empty body (total 0) and that has not completed; the list answered null for it.
+    fid = str(uuid.uuid4())
+    await writer.run(
+        RequestFetch(aggregate_id=fid, caller="fay", at=T0, owner="fay", url="http://o/empty")
+    )
+    await writer.run(StartFetch(aggregate_id=fid, caller="fay", at=T0, runner="r"))
+    await writer.run(
+        RecordFetchResponse(
+            aggregate_id=fid, caller="fay", at=T0, runner="r", restart=False, total=0
+        )
+    )
+    await rebuild(pool, "fetches")
+    items, total = await fetch_queries.page(
+        pool, "fay", url=None, status=None, sort="created_at", order="desc", limit=10, offset=0
+    )
+    assert total == 1 and items[0]["total"] == 0 and items[0]["status"] == "IN_PROGRESS"
+    assert items[0]["progress"] == 0.0

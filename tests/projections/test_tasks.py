@@ -4,11 +4,13 @@ folded stream) is what the listing, GET /v1/tasks/stats and an analyst's SQL rea
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import asyncpg
 import pytest
 
+from bus.config.settings import Settings
 from domain import tasks
 from domain.tasks.commands import CompleteTask, CreateTask, RecordProgress, StartTask
 from projections import task_queries
@@ -76,3 +78,31 @@ async def test_completion_counts_every_item_of_a_task_that_knew_its_count(
         await pool.fetchval("SELECT items_done FROM readmodel.tasks WHERE id = $1", uuid.UUID(tid))
         == 2
     )
+
+
+async def test_a_rebuild_does_not_bring_back_tasks_past_their_retention(
+    pool: asyncpg.Pool, writer: Writer, settings: Settings
+) -> None:
+    # Finished tasks leave the read model after CAIRN_TASK_RETENTION (the task workers'
+    # sweep); their events stay. A rebuild replayed them all back into the listing and
+    # the stats, until the next sweep.
+    week = 7 * 24 * 3600.0
+    old, recent = str(uuid.uuid4()), str(uuid.uuid4())
+    for tid, at in ((old, T0 - timedelta(days=8)), (recent, T0)):
+        await writer.run(
+            CreateTask(
+                aggregate_id=tid, caller="gina", at=at, owner="gina", task_type="copy",
+                params={"files": []}, items_total=1,
+            )
+        )  # fmt: skip
+        await writer.run(StartTask(aggregate_id=tid, caller="gina", at=at, worker="w"))
+        await writer.run(CompleteTask(aggregate_id=tid, caller="gina", at=at))
+    await rebuild(pool, "tasks")
+    assert await task_queries.delete_expired(pool, week) == 1
+    listed, total = await task_queries.list_tasks(pool, "gina")
+    assert total == 1 and listed[0]["id"] == recent
+
+    await rebuild(pool, "tasks", replace(settings, task_retention=week))
+    listed, total = await task_queries.list_tasks(pool, "gina")
+    assert total == 1 and listed[0]["id"] == recent
+    assert (await task_queries.task_stats(pool, "gina"))["total"] == 1

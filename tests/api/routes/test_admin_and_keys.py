@@ -10,6 +10,7 @@ import httpx
 import pytest_asyncio
 
 from bus.config.settings import ApiKey, Settings
+from tests.api.documented import assert_documented
 from tests.system import System, start_system, wait_until
 
 
@@ -44,10 +45,13 @@ async def test_api_keys_and_rebuild(keyed: System) -> None:
 
         await wait_until(listed)
 
+        rebuild = "/v1/admin/projections/{name}/rebuild"
         r = await alice.post("/v1/admin/projections/uploads/rebuild")
         assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+        await assert_documented(alice, "post", rebuild, r)
         r = await root.post("/v1/admin/projections/nope/rebuild")
-        assert r.status_code == 404
+        assert r.status_code == 404 and r.json()["error"]["code"] == "projection_not_found"
+        await assert_documented(root, "post", rebuild, r)
 
         # damage the read model, then rebuild it from the event store
         await keyed.pool.execute(
@@ -55,7 +59,8 @@ async def test_api_keys_and_rebuild(keyed: System) -> None:
         )
         r = await root.post("/v1/admin/projections/uploads/rebuild")
         assert r.status_code == 200, r.text
-        assert r.json()["events_applied"] >= 3
+        assert r.json()["events_applied"] >= 3 and r.json()["events_skipped"] == 0
+        await assert_documented(root, "post", rebuild, r)
         items = (await alice.get("/v1/uploads")).json()["items"]
         row = next(i for i in items if i["id"] == uid)
         assert row["status"] == "COMPLETED" and row["bytes_received"] == 50

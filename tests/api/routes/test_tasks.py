@@ -378,3 +378,28 @@ async def test_an_admins_task_names_only_the_admins_own_files_and_buckets(sys_: 
         mine = await upload(a, b"admin's", "a.txt")
         body = {"type": "copy", "params": {"files": [mine], "to": {"bucket": theirs}}}
         assert_error(await a.post("/v1/tasks", json=body), 404, "bucket_not_found")
+
+
+async def test_the_list_refuses_filters_it_cannot_match(sys_: System) -> None:
+    # An unknown `type` was an empty 200 (a typo looked like "no tasks"), and one holding
+    # a NUL a 500 (PostgreSQL's text cannot hold it); `status` was already checked.
+    async with sys_.client(user()) as c:
+        files = [await upload(c, b"listed", "l.txt")]
+        tid = await start(
+            c, {"type": "copy", "params": {"files": files, "to": {"bucket": await bucket(c)}}}
+        )
+        await finished(c, tid)
+        for value in ("bogus", "", "\x00", "copy\x00"):
+            body = assert_error(
+                await c.get("/v1/tasks", params={"type": value}), 400, "invalid_query", "type"
+            )
+            assert "copy" in str(body["message"]), body  # names what is allowed
+        for value in ("copy", "COPY"):
+            r = await c.get("/v1/tasks", params={"type": value})
+            assert r.status_code == 200, r.text
+            assert [t["id"] for t in r.json()["items"]] == [tid]
+            assert r.headers["X-Total-Count"] == "1"
+        r = await c.get("/v1/tasks", params={"type": "move"})
+        assert (
+            r.status_code == 200 and r.json()["items"] == [] and r.headers["X-Total-Count"] == "0"
+        )

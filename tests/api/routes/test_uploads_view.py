@@ -48,3 +48,38 @@ def test_the_event_store_answer_says_who_owns_it_and_why_it_failed() -> None:
     view = _state_view(_state(status=UploadStatus.FAILED, failure="sha256_mismatch"))
     assert view["owner"] == "alice" and view["failure_reason"] == "sha256_mismatch"
     assert _state_view(_state())["failure_reason"] is None
+
+
+def _view(**row: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "status": "IN_PROGRESS",
+        "mode": "stream",
+        "file_size": 1_000_000,
+        "bytes_received": 1_000_000,
+        "created_at": AT.isoformat(),
+        "updated_at": AT.isoformat(),
+    }
+    return _upload_view({**base, **row})
+
+
+def test_speed_and_eta_are_measured_or_absent_never_made_up() -> None:
+    # Bytes that came with the creation itself (tus creation-with-upload: one event, no
+    # time between) have no rate: the view divided by a 1 ms floor and answered 1 GB/s
+    # for a 1 MB upload.
+    for status in ("IN_PROGRESS", "COMPLETED"):
+        v = _view(status=status)
+        assert v["speed_bytes_per_second"] is None and v["eta_seconds"] is None, v
+    # A concatenation (mode final) starts with its parts' bytes: nothing was transferred.
+    later = datetime(2026, 12, 6, 12, 0, 2, tzinfo=UTC).isoformat()
+    v = _view(mode="final", status="COMPLETED", file_size=12, bytes_received=12, updated_at=later)
+    assert v["speed_bytes_per_second"] is None and v["eta_seconds"] is None
+    # A clock that stepped back between events (another API process) gives no rate either.
+    earlier = datetime(2026, 12, 6, 11, 59, 58, tzinfo=UTC).isoformat()
+    v = _view(updated_at=earlier, bytes_received=10)
+    assert v["speed_bytes_per_second"] is None and v["eta_seconds"] is None
+    # Measured: bytes over the upload's active time, and what is left at that rate.
+    v = _view(updated_at=later, bytes_received=500_000)
+    assert v["speed_bytes_per_second"] == 250_000.0 and v["eta_seconds"] == 2.0
+    assert (
+        _view(updated_at=later, bytes_received=500_000, status="COMPLETED")["eta_seconds"] is None
+    )
