@@ -17,6 +17,7 @@ from bus.actors.commandbus import BusUnavailable
 from bus.blobs.errors import BlobCorrupt, BlobNotFound, BlobStoreFull, BlobStoreUnavailable
 from bus.config.logs import get_logger
 from bus.ids import uuid4_hex
+from bus.store.db import database_down
 from domain.errors import DomainError
 
 log = get_logger(__name__)
@@ -143,6 +144,18 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         code, message, _ = _BLOB_CORRUPT if isinstance(exc, BlobCorrupt) else _BLOB_MISSING
         log_unservable(request, exc)
         return error_response(request, 500, code, message, {"sha256": exc.sha256})
+    if database_down(exc):
+        # PostgreSQL restarting or unreachable: it comes back (the supervisor restarts it,
+        # a pool reconnects), so clients are told to retry, like for the bus above.
+        log.warning("database unavailable", path=request.url.path, error=repr(exc)[:300])
+        return error_response(
+            request,
+            503,
+            "database_unavailable",
+            "the database is unavailable; retry later",
+            {},
+            {"Retry-After": "2"},
+        )
     if isinstance(exc, ValidationException):
         return error_response(
             request, 400, "validation_error", str(exc.detail), {"errors": exc.extra or []}

@@ -15,6 +15,48 @@ from urllib.parse import unquote, urlsplit
 import asyncpg
 import orjson
 
+# PostgreSQL down, restarting, refusing or dropping connections: a fault that passes (the
+# supervisor or the operator brings the database back), so callers answer 503 with
+# Retry-After or retry, never a bare 500. OSError and TimeoutError count only where the
+# caller knows the database raised them (see `database_down`).
+DATABASE_DOWN: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)
+
+# InterfaceErrors that are the calling code's (bad arguments, configuration), not the
+# database's state.
+_CALLERS_FAULT: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.DataError,
+    asyncpg.exceptions.ClientConfigurationError,
+    asyncpg.exceptions.UnsupportedClientFeatureError,
+    asyncpg.exceptions.UnsupportedServerFeatureError,
+)
+
+
+def database_down(exc: BaseException) -> bool:
+    """Whether `exc` says the database is unreachable or refusing work for now.
+
+    asyncpg's own connection errors always do. A bare OSError or TimeoutError (connection
+    refused, a connect that timed out) does when it came up through asyncpg's code (the
+    pool connecting): a disk error of the blob store never passes there."""
+    if isinstance(exc, (asyncpg.exceptions.DiskFullError, *_CALLERS_FAULT)):
+        return False  # out of space, or the caller's mistake: neither passes by itself
+    if isinstance(exc, DATABASE_DOWN):
+        return True
+    if not isinstance(exc, (OSError, TimeoutError)):
+        return False
+    tb = exc.__traceback__
+    while tb is not None:
+        module = tb.tb_frame.f_globals.get("__name__", "")
+        if module == "asyncpg" or module.startswith("asyncpg."):
+            return True
+        tb = tb.tb_next
+    return False
+
+
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 _MIGRATION_LOCK = 727_001
 

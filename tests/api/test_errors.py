@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 import pytest
 import structlog
 from litestar import Litestar, get
@@ -138,3 +139,44 @@ def test_a_full_blob_store_is_a_507_with_retry_after(monkeypatch: pytest.MonkeyP
     assert r.json()["error"]["code"] == "insufficient_storage"
     (line,) = [e for e in logs if e["event"] == "blob store full"]
     assert line["log_level"] == "error" and "No space left" in line["error"]
+
+
+@get("/db-refused")
+async def db_refused() -> None:
+    # A real connection refused, raised up through asyncpg's connect (a closed port).
+    await asyncpg.connect("postgresql://nobody@127.0.0.1:9/none", timeout=5)
+
+
+@get("/db-restarting")
+async def db_restarting() -> None:
+    raise asyncpg.exceptions.CannotConnectNowError("the database system is starting up")
+
+
+@get("/db-bad-argument")
+async def db_bad_argument() -> None:
+    raise asyncpg.exceptions.DataError("invalid input for query argument $1")
+
+
+def test_the_database_unreachable_is_a_503_with_retry_after_not_a_500(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PostgreSQL restarting or down comes back by itself (the supervisor restarts it):
+    clients are told to retry. A bad argument to a query stays a bug (500)."""
+    monkeypatch.setattr(errors, "log", structlog.get_logger(errors.__name__))
+    app = Litestar(
+        route_handlers=[db_refused, db_restarting, db_bad_argument],
+        exception_handlers={Exception: handle_exception},
+        middleware=[request_id_middleware],
+    )
+    with TestClient(app) as client, capture_logs() as logs:
+        for path in ("/db-refused", "/db-restarting"):
+            r = client.get(path)
+            assert r.status_code == 503, (path, r.text)
+            assert r.headers["Retry-After"] == "2"
+            assert r.json()["error"]["code"] == "database_unavailable"
+        r = client.get("/db-bad-argument")
+        assert r.status_code == 500 and r.json()["error"]["code"] == "internal_error"
+    assert [e["log_level"] for e in logs if e["event"] == "database unavailable"] == [
+        "warning",
+        "warning",
+    ]

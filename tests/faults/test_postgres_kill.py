@@ -2,7 +2,8 @@
 
 What was acknowledged before the kill is still there (fsync and synchronous_commit are on;
 a small file's bytes too, which are a row, not a file),
-`/ready` says 503 during the outage and 200 after, and new commands are served again
+`/ready` says 503 during the outage and 200 after, reads meanwhile are answered or 503
+(never a bare 500), and new commands are served again
 without restarting Cairn.
 """
 
@@ -70,10 +71,19 @@ async def test_postgres_killed_is_restarted_and_keeps_what_was_acknowledged(
 
         await poll("a new postmaster", restarted, 60, up.log)
 
+        # Reads during the outage: answered, or 503 with Retry-After (the database is
+        # unavailable, retry), never a bare 500.
+        outage: list[httpx.Response] = []
+
         async def ready() -> bool:
+            outage.append(await c.get(f"/v1/uploads/{before}"))
             return (await c.get("/ready")).status_code == 200
 
         await poll("/ready to answer 200 again", ready, 60, up.log)
+        for r in outage:
+            assert r.status_code in (200, 503), r.text
+            if r.status_code == 503:
+                assert "Retry-After" in r.headers and r.json()["error"]["code"], r.text
         r = await send(c, "GET", f"/v1/uploads/{before}")
         assert r.status_code == 200, r.text
         r = await send(c, "GET", f"/v1/files/{file_id}/content")

@@ -146,3 +146,25 @@ def test_database_url_swaps_only_the_database_name() -> None:
         db.database_url("postgresql://u@%2Ftmp%2Fd%2Fpgsock:5433/postgres", "cairn")
         == "postgresql://u@%2Ftmp%2Fd%2Fpgsock:5433/cairn"
     )
+
+
+async def test_database_down_tells_the_databases_faults_from_other_errors() -> None:
+    """A refused connection counts only when it came up through asyncpg (a disk's OSError
+    of the blob store must never read as the database being down)."""
+    try:
+        await asyncpg.connect("postgresql://nobody@127.0.0.1:9/none", timeout=5)
+    except OSError as e:
+        refused: BaseException = e
+    else:
+        pytest.fail("a connection to port 9 was accepted")
+    assert db.database_down(refused)
+    try:
+        raise OSError(5, "Input/output error")
+    except OSError as e:
+        assert not db.database_down(e)
+    assert db.database_down(asyncpg.exceptions.ConnectionDoesNotExistError("closed"))
+    assert db.database_down(asyncpg.exceptions.TooManyConnectionsError("too many"))
+    assert db.database_down(asyncpg.exceptions.AdminShutdownError("shutting down"))
+    assert not db.database_down(asyncpg.exceptions.DiskFullError("disk full"))
+    assert not db.database_down(asyncpg.exceptions.DataError("bad argument"))
+    assert not db.database_down(RuntimeError("a bug"))
