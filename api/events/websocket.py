@@ -24,7 +24,7 @@ import orjson
 from litestar import WebSocket
 from litestar.exceptions import WebSocketDisconnect
 
-from api.auth import Authenticator, Principal
+from api.auth import Authenticator, Principal, ambiguous_credentials
 from api.errors import ApiError
 from api.events.fanout import Dropped, FanOut, Subscription
 from api.events.filters import FILTERS, check_not_beyond, parse_position, selector_for
@@ -115,6 +115,9 @@ class EventSocket:
                 msg = await self.receive(timeout=AUTH_TIMEOUT, auth=True)
                 if msg.get("type") != "auth":
                     raise Closing(CLOSE_AUTH, "unauthorized: the first message must be auth")
+                if "token" in msg and "api_key" in msg:
+                    e = ambiguous_credentials()
+                    raise Closing(CLOSE_AUTH, f"{e.code}: {e.message}")
                 if isinstance(msg.get("token"), str):
                     self.authenticate({"authorization": f"Bearer {msg['token']}"})
                 elif isinstance(msg.get("api_key"), str):
