@@ -27,6 +27,10 @@ Before, a body that stopped arriving held its connection, and its upload slot
 (api/limits.py), for as long as the client kept the socket open. Time the server itself
 is not reading (flow control paused reading while the handler catches up, or a client
 waiting for its `100 Continue`) never counts as silence.
+
+The other direction, for live event streams only: a response that asks (the scope
+extension `cairn.send_timeout`) has its connection cut once its writes have waited that long
+for a client that takes nothing (api/http/sendwatch.py).
 """
 
 from __future__ import annotations
