@@ -76,6 +76,8 @@ class Authenticator:
                 401, "unauthorized", "credentials sent more than once", headers=_challenge()
             )
         api_key = headers.get("x-api-key")
+        if api_key is not None and headers.get("authorization") is not None:
+            raise ambiguous_credentials()
         if api_key:
             given = api_key.encode()
             found = None
@@ -175,6 +177,19 @@ class Authenticator:
 
 # Headers that carry credentials: at most one of each per request.
 _CREDENTIALS = ("authorization", "x-api-key")
+
+
+def ambiguous_credentials() -> ApiError:
+    """An API key and a bearer token on one request. The key used to win silently, whoever
+    the token named: a client never learnt that one of its credentials was ignored, wrong or
+    another user's. Neither is checked (saying which one is valid would help a guesser), and
+    it is 400, not 401: no credential is missing, the request is malformed."""
+    return ApiError(
+        400,
+        "ambiguous_credentials",
+        "send either an API key (X-API-Key) or a bearer token (Authorization), not both",
+        {"headers": ["Authorization", "X-API-Key"]},
+    )
 
 
 def _challenge() -> dict[str, str]:

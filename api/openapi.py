@@ -8,9 +8,9 @@ Litestar generates the document from the routes; this module adds what it cannot
   `operation_class`: chunk PUTs and tus PATCHes read the body themselves);
 - every error response in Cairn's one error shape (api/errors.py) instead of Litestar's
   default one: `cairn_document` rewrites each 4xx/5xx response of the generated document
-  to the `Error` schema and adds the errors every route can answer (400, 401 when secured,
-  404 when the path names something, 409 when it changes something, 500, and 503 for the
-  command bus). It runs on the document the render plugins are given, so the JSON and the
+  to the `Error` schema and adds the errors every route can answer (400 when it takes
+  input or credentials, 401 when secured, 404 when the path names something, 409 when it
+  changes something, 500, and 503 for the command bus). It runs on the document the render plugins are given, so the JSON and the
   viewer agree;
 - the success answers that are not JSON (downloads, tus, Server-Sent Events), which
   Litestar documents as JSON of any shape (`_SUCCESS`).
@@ -280,7 +280,8 @@ def _finish(doc: dict[str, Any]) -> dict[str, Any]:
             if op.get("parameters") or op.get("requestBody"):
                 wanted.add(400)
             if op.get("security") or doc.get("security"):
-                wanted.add(401)
+                # 400 too: an API key and a bearer token together are ambiguous_credentials.
+                wanted.update((400, 401))
             if "{" in path:
                 wanted.add(404)
             if path.startswith("/v1/"):

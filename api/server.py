@@ -18,6 +18,7 @@ from api.http.access import access_log
 from api.http.dates import with_date
 from api.http.drain import Drain
 from api.http.headlimits import HeadLimits, LimitedHttpToolsProtocol
+from api.http.sendwatch import WatchedWebSocketProtocol
 from bus.config.logs import get_logger
 from bus.config.settings import Settings
 from bus.run import listen
@@ -69,6 +70,8 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         # The WebSocket protocol layer refuses (1009) frames far over the app's own limit
         # (api/events/websocket.py closes with a reason above ws_max_message_bytes).
         ws_max_size=4 * settings.ws_max_message_bytes,
+        # uvicorn's own WebSocket protocol plus a bound on stalled writes (api/http/sendwatch.py).
+        ws=WatchedWebSocketProtocol,
     )
     server = QuietServer(config)
     # Several API processes on one port (bus/run/listen.py): each its own shared socket.

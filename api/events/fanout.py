@@ -9,7 +9,9 @@ Back-pressure: each subscription has a bounded queue. The reader hands out pages
 half a queue and lets every subscriber run between pages; a subscriber that still falls
 `queue_size` events behind (its socket does not take its writes) is dropped with the reason `slow_consumer` (its queue is freed
 at once) instead of slowing the others down or growing memory; it reconnects with its last
-position and catches up from the store.
+position and catches up from the store. A client that takes nothing at all stalls its
+stream's writes; the connection is cut after CAIRN_EVENTS_SEND_TIMEOUT of that
+(api/http/sendwatch.py), which ends the stream and frees its slot.
 
 Hand-over from history to live, without gap or duplicate: a subscription first reads the
 store itself (filtered in SQL) from its resume position up to the fan-out's `head`, the

@@ -11,6 +11,8 @@ writes to the socket go through one lock so frames never interleave.
 Close codes: 4401 authentication failed / token expired, 1007 a message that is not JSON,
 1003 a binary message, 1009 a message over the size limit, 1008 too many subscriptions,
 1013 a slow consumer (dropped; reconnect and resume), 1001 the server is shutting down.
+A client that reads nothing for CAIRN_EVENTS_SEND_TIMEOUT is cut by the server's protocol
+without a close frame (api/http/sendwatch.py): no frame could reach it.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ import orjson
 from litestar import WebSocket
 from litestar.exceptions import WebSocketDisconnect
 
-from api.auth import Authenticator, Principal
+from api.auth import Authenticator, Principal, ambiguous_credentials
 from api.errors import ApiError
 from api.events.fanout import Dropped, FanOut, Subscription
 from api.events.filters import FILTERS, check_not_beyond, parse_position, selector_for
 from api.events.stream_slots import Slot, StreamSlots
+from api.http.sendwatch import bound_sends
 from bus.config.settings import Settings
 from bus.store import feed
 
@@ -82,6 +85,7 @@ class EventSocket:
         self.auth = auth
         self.max_bytes = s.ws_max_message_bytes
         self.max_subscriptions = s.ws_max_subscriptions
+        self.send_timeout = s.events_send_timeout
         self.who: Principal | None = None
         self.subs: dict[str, tuple[Subscription, asyncio.Task[None]]] = {}
         self.send_lock = asyncio.Lock()
@@ -107,6 +111,9 @@ class EventSocket:
     async def serve(self) -> None:
         offered = self.socket.scope.get("subprotocols") or []
         await self.socket.accept(subprotocols=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+        # A client that stops reading is cut after this long (api/http/sendwatch.py): every
+        # send (events, answers, the close itself) would otherwise wait for it forever.
+        bound_sends(self.socket.scope, self.send_timeout)
         try:
             creds = offered_credentials(self.socket)
             if creds is not None:
@@ -115,6 +122,9 @@ class EventSocket:
                 msg = await self.receive(timeout=AUTH_TIMEOUT, auth=True)
                 if msg.get("type") != "auth":
                     raise Closing(CLOSE_AUTH, "unauthorized: the first message must be auth")
+                if "token" in msg and "api_key" in msg:
+                    e = ambiguous_credentials()
+                    raise Closing(CLOSE_AUTH, f"{e.code}: {e.message}")
                 if isinstance(msg.get("token"), str):
                     self.authenticate({"authorization": f"Bearer {msg['token']}"})
                 elif isinstance(msg.get("api_key"), str):

@@ -27,6 +27,10 @@ Before, a body that stopped arriving held its connection, and its upload slot
 (api/limits.py), for as long as the client kept the socket open. Time the server itself
 is not reading (flow control paused reading while the handler catches up, or a client
 waiting for its `100 Continue`) never counts as silence.
+
+The other direction, for live event streams only: a response that asks (the scope
+extension `cairn.send_timeout`) has its connection cut once its writes have waited that long
+for a client that takes nothing (api/http/sendwatch.py).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from api.http.rawerror import error_response_bytes
+from api.http.sendwatch import SEND_TIMEOUT_EXTENSION, SendWatch
 from api.http.trailers import TrailerAwareHttpToolsProtocol
 from bus.config.logs import get_logger
 
@@ -83,6 +88,9 @@ class LimitedHttpToolsProtocol(TrailerAwareHttpToolsProtocol):
         # A body being read: when its last bytes came, and the timer that looks at that.
         self._body_heard = 0.0
         self._body_timer: asyncio.TimerHandle | None = None
+        # Writes stalled by a client that takes nothing, for the live streams that ask
+        # (api/http/sendwatch.py).
+        self._send_watch = SendWatch(self.loop, "sse")
 
     # -------------------------------------------------------------- connection events
 
@@ -94,7 +102,16 @@ class LimitedHttpToolsProtocol(TrailerAwareHttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
         self._disarm_body_timer()
+        self._send_watch.disarm()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._send_watch.pause_writing()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._send_watch.resume_writing()
 
     def data_received(self, data: bytes) -> None:
         if self._refusal is not None or self.transport.is_closing():
@@ -123,6 +140,22 @@ class LimitedHttpToolsProtocol(TrailerAwareHttpToolsProtocol):
         super().on_message_begin()
         self._header_count = 0
         self._header_bytes = 0
+        scope: Any = self.scope
+
+        def bound_sends(seconds: float) -> None:
+            self._send_watch.arm(seconds, lambda: self._abort_stream(scope))
+
+        extensions: Any = scope["extensions"]  # a dict of our own (api/http/trailers.py)
+        extensions[SEND_TIMEOUT_EXTENSION] = bound_sends
+
+    def _abort_stream(self, scope: Any) -> bool:
+        """Cut the connection if the response that asked for the send watch is still the
+        one being written (not one later on the same connection)."""
+        cycle = self.cycle
+        if cycle is None or cycle.scope is not scope or cycle.response_complete:
+            return False
+        self.transport.abort()
+        return True
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)

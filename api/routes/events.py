@@ -24,6 +24,7 @@ from api.events.filters import FILTERS, check_not_beyond, parse_position, select
 from api.events.sse import sse_stream
 from api.events.stream_slots import StreamSlots
 from api.events.websocket import EventSocket
+from api.http.sendwatch import bound_sends
 from api.openapi import LIVE_STREAMS, SECURED
 from bus.store import feed
 
@@ -74,6 +75,9 @@ def _stream(
         slot.release()
         raise ApiError(503, d.code, d.message, {}, {"Retry-After": "1"}) from None
     settings = ctx(request).settings
+    # A client that stops reading is cut after this long (api/http/sendwatch.py), which
+    # ends the stream and gives its slot back.
+    bound_sends(request.scope, settings.events_send_timeout)
     body = sse_stream(sub, who, settings.sse_heartbeat, request_id_of(request), slot.release)
     # The stream gives its slot back when it ends; should it never start (the response
     # dropped before its body), when it is collected.

@@ -233,6 +233,12 @@ EVENT_DELIVERY_LATENCY = Histogram(
 EVENT_SUBSCRIPTIONS = Gauge(
     "cairn_event_subscriptions", "Open live-event subscriptions, by transport.", ["transport"]
 )
+EVENT_STREAM_SEND_TIMEOUTS = Counter(
+    "cairn_event_stream_send_timeouts",
+    "Live-event connections cut because their client took nothing for"
+    " CAIRN_EVENTS_SEND_TIMEOUT, by transport (sse, ws).",
+    ["transport"],
+)
 EVENT_SUBSCRIPTIONS_DROPPED = Counter(
     "cairn_event_subscriptions_dropped",
     "Live-event subscriptions ended by the server, by reason (slow_consumer, shutting_down).",

@@ -161,6 +161,9 @@ class Settings:
     # per user and in all (api/events/stream_slots.py).
     events_max_streams_per_user: int = 100
     events_max_streams: int = 5000
+    # Seconds a live stream's write may wait for a client that takes nothing before the
+    # connection is cut (api/http/sendwatch.py).
+    events_send_timeout: float = 30.0
     s3_endpoint: str | None = None
     s3_region: str | None = None
     s3_pool_size: int = 32
@@ -335,6 +338,7 @@ class Settings:
             ws_max_subscriptions=num("CAIRN_WS_MAX_SUBSCRIPTIONS", 100, minimum=1),
             events_max_streams_per_user=num("CAIRN_EVENTS_MAX_STREAMS_PER_USER", 100, minimum=1),
             events_max_streams=num("CAIRN_EVENTS_MAX_STREAMS", 5000, minimum=1),
+            events_send_timeout=sec("CAIRN_EVENTS_SEND_TIMEOUT", 30.0, positive=True),
             s3_endpoint=env.raw("CAIRN_S3_ENDPOINT"),
             s3_region=env.raw("AWS_REGION") or env.raw("AWS_DEFAULT_REGION"),
             s3_pool_size=num("CAIRN_S3_POOL_SIZE", 32, minimum=1),

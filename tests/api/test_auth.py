@@ -1,18 +1,28 @@
-"""Bearer tokens (api/auth.py): a token is verified once per process and remembered, and a
-remembered token still expires on time and never stands in for a different string."""
+"""Credentials (api/auth.py): a token is verified once per process and remembered, and a
+remembered token still expires on time and never stands in for a different string; a
+request carrying both an API key and a bearer token is 400 `ambiguous_credentials`."""
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import httpx
 import jwt
 import pytest
+import pytest_asyncio
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 import api.auth as auth
 from api.errors import ApiError
-from bus.config.settings import Settings
+from bus.config.settings import ApiKey, Settings
+from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
+from tests.system import System, isolated_system
 
 SECRET = "auth-test-secret-" + "y" * 32
 
@@ -191,3 +201,113 @@ def test_an_issuers_clock_a_little_ahead_is_tolerated_but_exp_stays_exact(
     with pytest.raises(ApiError) as e:
         a.authenticate(bearer({"sub": "ann", "exp": now - 5}))
     assert (e.value.status, e.value.code) == (401, "token_expired")
+
+
+def keyed_authenticator(tmp_path: Path) -> auth.Authenticator:
+    keys = (ApiKey("k-ann", "ann"), ApiKey("k-root", "root", admin=True))
+    return auth.Authenticator(Settings(data_dir=tmp_path, jwt_secret=SECRET, api_keys=keys))
+
+
+@pytest.mark.parametrize(
+    ("key", "sub"),
+    [
+        ("k-ann", "bob"),  # two different users: the key's used to win, silently
+        ("k-ann", "ann"),  # the same user: still two credentials, one would be ignored
+        ("k-root", "ann"),  # an admin key beside a user's token
+        ("no-such-key", "ann"),  # an invalid key beside a valid token
+        ("k-ann", None),  # a valid key beside a forged token
+        ("", "ann"),  # an empty key header is still a key header
+    ],
+)
+def test_an_api_key_and_a_bearer_token_together_are_400_ambiguous(
+    tmp_path: Path, key: str, sub: str | None
+) -> None:
+    # A request with both X-API-Key and Authorization authenticated as the key's user
+    # whatever the token said: a client (or a proxy adding one) never learnt that one of
+    # its credentials was ignored, wrong or someone else's. Neither is taken now.
+    a = keyed_authenticator(tmp_path)
+    exp = int(time.time()) + 600
+    token = bearer({"sub": sub, "exp": exp}) if sub else bearer({"sub": "ann"}, "forged" * 6)
+    with pytest.raises(ApiError) as e:
+        a.authenticate({"x-api-key": key, **token})
+    assert (e.value.status, e.value.code) == (400, "ambiguous_credentials")
+    assert e.value.details == {"headers": ["Authorization", "X-API-Key"]}
+    assert "WWW-Authenticate" not in (e.value.headers or {})
+    # Each alone is what it always was.
+    assert a.authenticate({"x-api-key": "k-ann"}).user == "ann"
+    assert a.authenticate(bearer({"sub": "bob", "exp": exp})).user == "bob"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def keyed_system(
+    pg_server: EmbeddedPostgres, kafka_server: EmbeddedKafka, template_url: str
+) -> AsyncIterator[System]:
+    async with isolated_system(
+        pg_server.url, kafka_server.bootstrap, api_keys=(ApiKey("k-ann", "ann"),)
+    ) as s:
+        yield s
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_both_credentials_on_a_request_are_400_in_the_one_error_shape(
+    keyed_system: System,
+) -> None:
+    s = keyed_system
+    both = {"X-API-Key": "k-ann", "Authorization": f"Bearer {s.token('bob')}"}
+    async with httpx.AsyncClient(base_url=s.url, timeout=30) as c:
+        for method, path in (
+            ("GET", "/v1/uploads"),
+            ("POST", "/v1/buckets"),
+            ("GET", "/v1/events"),
+        ):
+            r = await c.request(method, path, headers=both, json={"name": "amb-x"})
+            assert r.status_code == 400, (path, r.text)
+            body = r.json()
+            assert set(body) == {"error", "request_id"}
+            assert body["error"]["code"] == "ambiguous_credentials"
+            assert body["error"]["details"] == {"headers": ["Authorization", "X-API-Key"]}
+        # Nothing was done on anyone's behalf: no bucket for ann nor bob.
+        for who in ({"X-API-Key": "k-ann"}, {"Authorization": both["Authorization"]}):
+            r = await c.get("/v1/buckets/amb-x", headers=who)
+            assert r.status_code == 404, r.text
+        # Each credential alone works as before.
+        assert (await c.get("/v1/uploads", headers={"X-API-Key": "k-ann"})).status_code == 200
+        r = await c.get("/v1/uploads", headers={"Authorization": both["Authorization"]})
+        assert r.status_code == 200
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_signed_and_public_reads_without_credentials_are_not_affected(
+    keyed_system: System,
+) -> None:
+    # Signed URLs need no credentials and the rule is about credentials sent: a signed GET
+    # (which the console and the CLI send without any) still works.
+    s = keyed_system
+    async with httpx.AsyncClient(base_url=s.url, timeout=30) as c:
+        key = {"X-API-Key": "k-ann"}
+        name = "amb-signed"
+        assert (await c.post("/v1/buckets", json={"name": name}, headers=key)).status_code == 201
+        path = f"/v1/buckets/{name}/objects/a.txt"
+        assert (await c.put(path, content=b"signed", headers=key)).status_code == 201
+        r = await c.post(
+            f"{path}/signed-url", json={"method": "GET", "expires_in": 300}, headers=key
+        )
+        assert r.status_code == 200, r.text
+        signed = urlsplit(r.json()["url"])
+        got = await c.get(f"{signed.path}?{signed.query}")
+        assert got.status_code == 200 and got.content == b"signed"
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_websocket_auth_message_with_both_credentials_is_refused(
+    keyed_system: System,
+) -> None:
+    # The first-message auth took the token and ignored an api_key beside it.
+    url = keyed_system.url.replace("http://", "ws://") + "/v1/events/ws"
+    async with connect(url) as ws:
+        auth_msg = {"type": "auth", "token": keyed_system.token("bob"), "api_key": "k-ann"}
+        await ws.send(json.dumps(auth_msg))
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+    assert closed.value.rcvd.reason.startswith("ambiguous_credentials")

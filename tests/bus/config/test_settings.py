@@ -37,6 +37,10 @@ def test_an_empty_environment_gives_the_dataclass_defaults() -> None:
         ("CAIRN_FETCH_LOW_SPEED_TIME", "-60", "above 0"),
         ("CAIRN_FETCH_LOW_SPEED_TIME", "a minute", "not a number"),
         ("CAIRN_FETCH_LOW_SPEED_TIME", "inf", "finite"),
+        ("CAIRN_EVENTS_SEND_TIMEOUT", "0", "above 0"),
+        ("CAIRN_EVENTS_SEND_TIMEOUT", "-30", "above 0"),
+        ("CAIRN_EVENTS_SEND_TIMEOUT", "half a minute", "not a number"),
+        ("CAIRN_EVENTS_SEND_TIMEOUT", "inf", "finite"),
         ("CAIRN_TRUST_PROXY", "ture", "not a boolean"),
         ("CAIRN_LOG_JSON", "maybe", "not a boolean"),
         ("CAIRN_LOG_LEVEL", "verbose", "not one of"),
@@ -96,8 +100,11 @@ def test_good_values_are_read() -> None:
             "CAIRN_PORT": " 8080 ",
             "CAIRN_FETCH_LOW_SPEED_BYTES": "2K",
             "CAIRN_FETCH_LOW_SPEED_TIME": "1.5",
+            "CAIRN_EVENTS_SEND_TIMEOUT": "2.5",
         }
     )
+    assert s.events_send_timeout == 2.5
+    assert Settings.from_env({}).events_send_timeout == 30.0
     assert (s.fetch_low_speed_bytes, s.fetch_low_speed_time) == (2048, 1.5)
     off = Settings.from_env({"CAIRN_FETCH_LOW_SPEED_BYTES": "0"})
     assert off.fetch_low_speed_bytes == 0  # the limit off
