@@ -329,7 +329,14 @@ def _aware(v: datetime | str, name: str) -> datetime:
             v = datetime.fromisoformat(v)
         except ValueError:
             raise ValueError(f"{name} must be an ISO 8601 timestamp") from None
-    return v if v.tzinfo is not None else v.replace(tzinfo=UTC)
+    if v.tzinfo is None:
+        v = v.replace(tzinfo=UTC)
+    try:
+        # In UTC, as the database compares it: an offset can carry a time past either end
+        # of the calendar (0001-01-01T00:00+14:00), which the driver would fail on (a 500).
+        return v.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{name} is outside the years 1 to 9999 in UTC") from None
 
 
 async def list_files(
