@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.api.routes.test_objects import assert_error, user
+from api import object_move
+from domain.files.keys import object_file_id
+from tests.api.routes.test_objects import assert_error, make_bucket, object_events, opath, user
 from tests.system import System
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -41,3 +43,62 @@ async def test_list_paging_and_sort_are_validated(shared_system: System) -> None
             r = await c.get("/v1/files", params=params)
             assert r.status_code == 400, (params, r.text)
             assert set(r.json()) == {"error", "request_id"}
+
+
+async def test_two_racing_moves_of_one_object_leave_one_object(
+    shared_system: System, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two PATCHes moving one object to two keys: both copied, the second's delete of the
+    source found it already gone (moved by the first), and both answered 200, leaving two
+    objects where there was one. Run in either order there would be one (the later move
+    finds no source: 404); so the loser now takes its copy back and answers 404."""
+    async with shared_system.client(user()) as c:
+        b = await make_bucket(c)
+        src = (await c.put(opath(b, "src"), content=b"one object")).json()
+        send_as = object_move.send_as
+        other: dict[str, object] = {}
+
+        async def move_elsewhere_first(*args: object, **kw: object) -> object:
+            # Between this move's copy and its delete, another move of the same source
+            # runs to its end (copy to `b-key`, delete the source).
+            if not other:
+                other["r"] = None
+                other["r"] = await c.patch(f"/v1/files/{src['id']}", json={"key": "b-key"})
+            return await send_as(*args, **kw)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(object_move, "send_as", move_elsewhere_first)
+        r = await c.patch(f"/v1/files/{src['id']}", json={"key": "a-key"})
+        first = other["r"]
+        assert first is not None and first.status_code == 200, first.text  # type: ignore[attr-defined]
+        assert_error(r, 404, "file_not_found")
+        assert (await c.get(opath(b, "b-key"))).content == b"one object"
+        assert_error(await c.get(opath(b, "a-key")), 404, "object_not_found")
+        assert_error(await c.get(opath(b, "src")), 404, "object_not_found")
+        assert await object_events(shared_system.pool, b, "a-key") == ["FileCreated", "FileDeleted"]
+
+
+async def test_a_move_racing_a_delete_of_its_source_leaves_nothing_behind(
+    shared_system: System, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A DELETE of the source between a move's copy and its delete: the move answered 200
+    and the bytes lived on under the new key (as if the DELETE came second, and found
+    the old id gone). The DELETE is now taken as first, as for two moves: the move
+    answers 404 and takes its copy back, so what the DELETE removed stays removed."""
+    async with shared_system.client(user()) as c:
+        b = await make_bucket(c)
+        src = (await c.put(opath(b, "doomed"), content=b"delete me")).json()
+        send_as = object_move.send_as
+        deleted: list[int] = []
+
+        async def delete_first(*args: object, **kw: object) -> object:
+            if not deleted:
+                deleted.append((await c.delete(f"/v1/files/{src['id']}")).status_code)
+            return await send_as(*args, **kw)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(object_move, "send_as", delete_first)
+        r = await c.patch(f"/v1/files/{src['id']}", json={"key": "escaped"})
+        assert deleted == [200]
+        assert_error(r, 404, "file_not_found")
+        assert_error(await c.get(opath(b, "escaped")), 404, "object_not_found")
+        assert_error(await c.get(opath(b, "doomed")), 404, "object_not_found")
+        assert object_file_id(b, "escaped") != src["id"]
