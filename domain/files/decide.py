@@ -41,6 +41,13 @@ def _put_object(state: FileState | None, cmd: PutObject) -> list[Event]:
     if (problem := metadata_problem(cmd.metadata)) is not None:
         raise InvalidInput("invalid_metadata", problem, {"max_bytes": MAX_METADATA_BYTES})
     live = state is not None and not state.deleted
+    # A live object of another owner is one the bucket's previous owner left behind (the
+    # name deleted within the read model's lag, then taken again; the id is the key's, so
+    # it is this aggregate): no object of this owner, who must not learn of it (a 412 to
+    # If-None-Match would say it is there). It is deleted, then the key created afresh.
+    leftover = live and state is not None and state.owner != cmd.owner
+    if leftover:
+        live = False
     if live and state is not None:
         if state.upload_id is not None and state.upload_id == cmd.upload_id:
             return []  # the same upload's object again (the API and the handler both send it)
@@ -67,6 +74,7 @@ def _put_object(state: FileState | None, cmd: PutObject) -> list[Event]:
             )
         ]
     return [
+        *([FileDeleted(at=cmd.at)] if leftover else []),
         FileCreated(
             file_id=cmd.aggregate_id,
             owner=cmd.owner,
@@ -80,7 +88,7 @@ def _put_object(state: FileState | None, cmd: PutObject) -> list[Event]:
             upload_id=cmd.upload_id,
             key=cmd.key,
             at=cmd.at,
-        )
+        ),
     ]
 
 
