@@ -51,6 +51,7 @@ from api.schemas import (
 from api.serving import content_responses, serve
 from domain.commands import DeleteFile
 from domain.commands import UpdateFile as UpdateFileCommand
+from domain.errors import NotFound
 from domain.files import FileState
 from projections import queries
 from projections.downloads import downloads_of
@@ -164,7 +165,15 @@ class FilesController(SecuredController):
             bucket=data.bucket,
             metadata=None if data.metadata is None else dict(data.metadata),
         )
-        return file_view(await _load_file(request, st.id, principal))
+        # The file as the change left it, read back from its stream. A DELETE may have
+        # come right after it: the change was applied all the same (the command above was
+        # refused otherwise), so this answers 200 with it, not a 404 that would make the
+        # client retry what happened. Owned by someone else now (an object's key taken
+        # over after its bucket: README, Buckets) is the one 404.
+        after: FileState | None = await c.load("files", f"file-{st.id}")
+        if after is None or after.owner != st.owner:
+            raise NotFound("file_not_found", "no such file", {"id": st.id})
+        return file_view(after)
 
     @post(
         "/{file_id:str}/signed-url",

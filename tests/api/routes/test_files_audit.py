@@ -4,14 +4,36 @@ deletes. Each test names the hole it pins down."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from api import object_move
+from api.routes import files as files_route
+from domain.commands import UpdateFile as UpdateFileCommand
 from domain.files.keys import object_file_id
 from tests.api.routes.test_objects import assert_error, make_bucket, object_events, opath, user
 from tests.system import System, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def put_plain(
+    c: httpx.AsyncClient, name: str = "f.txt", data: bytes = b"hello", ctype: str | None = None
+) -> str:
+    body: dict[str, object] = {
+        "file_name": name,
+        "file_size": len(data),
+        "chunk_size": max(1, len(data)),
+    }
+    if ctype is not None:
+        body["content_type"] = ctype
+    r = await c.post("/v1/uploads", json=body)
+    assert r.status_code == 201, r.text
+    uid = r.json()["id"]
+    assert (await c.put(f"/v1/uploads/{uid}/chunks/0", content=data)).status_code == 201
+    r = await c.post(f"/v1/uploads/{uid}/complete")
+    assert r.status_code == 200, r.text
+    return str(r.json()["file_id"])
 
 
 async def test_created_range_out_of_the_calendar_is_400(shared_system: System) -> None:
@@ -146,3 +168,33 @@ async def test_a_previous_owners_leftover_object_is_not_the_new_owners(
             return n == 0
 
         await wait_until(usage_settled)
+
+
+async def test_a_patch_that_was_applied_answers_200_though_a_delete_follows(
+    shared_system: System, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A DELETE landing between a PATCH's command and its read-back made the PATCH answer
+    404 `file_not_found`, though its rename was applied (the event is there, before the
+    delete): a client would retry a change that happened. It now answers what it did."""
+    async with shared_system.client(user()) as c:
+        fid = await put_plain(c)
+        send_as = files_route.send_as
+
+        async def then_delete(*args: object, **kw: object) -> object:
+            result = await send_as(*args, **kw)  # type: ignore[arg-type]
+            if args[2] is UpdateFileCommand:  # (the DELETE's own command goes through)
+                assert (await c.delete(f"/v1/files/{fid}")).status_code == 200
+            return result
+
+        monkeypatch.setattr(files_route, "send_as", then_delete)
+        r = await c.patch(f"/v1/files/{fid}", json={"name": "renamed.txt"})
+        assert r.status_code == 200, r.text
+        assert r.json()["name"] == "renamed.txt" and r.json()["id"] == fid
+        rows = await shared_system.pool.fetch(
+            "SELECT event_type FROM eventstore.events WHERE stream_id = $1 ORDER BY version",
+            f"file-{fid}",
+        )
+        assert [r["event_type"] for r in rows] == ["FileCreated", "FileUpdated", "FileDeleted"]
+        # A PATCH after the delete is refused by the command: the same 404 as ever.
+        monkeypatch.setattr(files_route, "send_as", send_as)
+        assert_error(await c.patch(f"/v1/files/{fid}", json={"name": "x"}), 404, "file_not_found")
