@@ -198,3 +198,37 @@ async def test_a_patch_that_was_applied_answers_200_though_a_delete_follows(
         # A PATCH after the delete is refused by the command: the same 404 as ever.
         monkeypatch.setattr(files_route, "send_as", send_as)
         assert_error(await c.patch(f"/v1/files/{fid}", json={"name": "x"}), 404, "file_not_found")
+
+
+async def test_made_private_ends_public_reads_at_once_and_signed_urls_outlive_it(
+    shared_system: System,
+) -> None:
+    """What the README promises when a public bucket turns private: its files and objects
+    stop being public at the next request (anonymous 401, another user 404, as for
+    anything private), and a signed URL issued meanwhile works until it expires."""
+    async with (
+        shared_system.client(user()) as c,
+        shared_system.client(None) as anon,
+        shared_system.client(user()) as other,
+    ):
+        b = await make_bucket(c, public=True)
+        obj = (await c.put(opath(b, "k"), content=b"was public")).json()
+        fid = await put_plain(c)
+        assert (await c.patch(f"/v1/files/{fid}", json={"bucket": b})).status_code == 200
+        for cl in (anon, other):
+            assert (await cl.get(f"/v1/files/{obj['id']}")).status_code == 200
+            assert (await cl.get(f"/v1/files/{fid}/content")).content == b"hello"
+            assert (await cl.get(opath(b, "k"))).content == b"was public"
+        signed = await c.post(f"/v1/files/{obj['id']}/signed-url", json={"expires_in": 60})
+        assert signed.status_code == 200, signed.text
+        # Anyone may read a public file, yet only its owner signs.
+        r = await other.post(f"/v1/files/{obj['id']}/signed-url", json={"expires_in": 60})
+        assert_error(r, 404, "file_not_found")
+
+        assert (await c.patch(f"/v1/buckets/{b}", json={"public": False})).status_code == 200
+        for cl, status in ((anon, 401), (other, 404)):
+            assert (await cl.get(f"/v1/files/{obj['id']}")).status_code == status
+            assert (await cl.get(f"/v1/files/{fid}/content")).status_code == status
+            assert (await cl.get(opath(b, "k"))).status_code == status
+        async with httpx.AsyncClient() as raw:
+            assert (await raw.get(signed.json()["url"])).content == b"was public"
