@@ -369,7 +369,11 @@ async def list_files(
     if name_prefix:
         where.add("name LIKE ? ESCAPE '\\'", escape_like(name_prefix) + "%")
     if content_type:
-        if content_type.endswith("/*"):
+        family = content_type.endswith("/*") and len(content_type) > 2
+        if "*" in (content_type[:-2] if family else content_type):
+            # `*/*` or `text/x*` would match nothing, silently: a wildcard is `type/*` only.
+            raise ValueError("content_type is a media type (text/plain) or a family (text/*)")
+        if family:
             where.add("content_type LIKE ? ESCAPE '\\'", escape_like(content_type[:-1]) + "%")
         else:
             where.add("content_type = ?", content_type)
