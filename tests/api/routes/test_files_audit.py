@@ -8,7 +8,9 @@ import httpx
 import pytest
 
 from api import object_move
+from api.routes import buckets as buckets_route
 from api.routes import files as files_route
+from domain.buckets.commands import UpdateBucket as UpdateBucketCommand
 from domain.commands import UpdateFile as UpdateFileCommand
 from domain.files.keys import object_file_id
 from tests.api.routes.test_objects import assert_error, make_bucket, object_events, opath, user
@@ -232,3 +234,42 @@ async def test_made_private_ends_public_reads_at_once_and_signed_urls_outlive_it
             assert (await cl.get(opath(b, "k"))).status_code == status
         async with httpx.AsyncClient() as raw:
             assert (await raw.get(signed.json()["url"])).content == b"was public"
+
+
+async def test_a_bucket_patch_that_was_applied_answers_200_though_a_delete_follows(
+    shared_system: System, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bucket PATCH read the bucket back after its command: a DELETE in between made
+    it 404 though the change was recorded. It answers the state its command left."""
+    async with shared_system.client(user()) as c:
+        b = await make_bucket(c)
+        # Answered from the actor's reply: exactly what a read gives.
+        patched = await c.patch(f"/v1/buckets/{b}", json={"description": "first"})
+        read = (await c.get(f"/v1/buckets/{b}")).json()
+        assert patched.json() == {k: v for k, v in read.items() if "usage" not in k}
+        send_as = buckets_route.send_as
+
+        async def then_delete(*args: object, **kw: object) -> object:
+            result = await send_as(*args, **kw)  # type: ignore[arg-type]
+            if args[2] is UpdateBucketCommand:
+                assert (await c.delete(f"/v1/buckets/{b}")).status_code == 200
+            return result
+
+        monkeypatch.setattr(buckets_route, "send_as", then_delete)
+        r = await c.patch(f"/v1/buckets/{b}", json={"public": True, "description": "d"})
+        assert r.status_code == 200, r.text
+        assert (r.json()["name"], r.json()["public"], r.json()["description"]) == (b, True, "d")
+        rows = await shared_system.pool.fetch(
+            "SELECT event_type FROM eventstore.events WHERE stream_id = $1 ORDER BY version",
+            f"bucket-{b}",
+        )
+        assert [r["event_type"] for r in rows] == [
+            "BucketCreated",
+            "BucketUpdated",
+            "BucketUpdated",
+            "BucketDeleted",
+        ]
+        monkeypatch.setattr(buckets_route, "send_as", send_as)
+        assert_error(
+            await c.patch(f"/v1/buckets/{b}", json={"public": False}), 404, "bucket_not_found"
+        )
