@@ -4,6 +4,8 @@ deletes. Each test names the hole it pins down."""
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
@@ -273,3 +275,25 @@ async def test_a_bucket_patch_that_was_applied_answers_200_though_a_delete_follo
         assert_error(
             await c.patch(f"/v1/buckets/{b}", json={"public": False}), 404, "bucket_not_found"
         )
+
+
+async def test_concurrent_moves_of_one_object_one_wins(shared_system: System) -> None:
+    """Without any hook: moves of one object sent at once, to different keys and to the
+    same key. Whatever the interleaving, exactly one answers 200 and exactly one object
+    holds the bytes; the others are a clean 404 (source gone) or 409 (key taken)."""
+    async with shared_system.client(user()) as c:
+        b = await make_bucket(c)
+        for round_, targets in enumerate((["x1", "x2", "x3"], ["same", "same", "same"])):
+            src = (await c.put(opath(b, f"src{round_}"), content=b"once")).json()
+            rs = await asyncio.gather(
+                *(c.patch(f"/v1/files/{src['id']}", json={"key": t}) for t in targets)
+            )
+            codes = sorted(r.status_code for r in rs)
+            assert codes.count(200) == 1 and set(codes) <= {200, 404, 409}, [r.text for r in rs]
+            live = [
+                k
+                for k in {*targets, f"src{round_}"}
+                if (await c.get(opath(b, k))).status_code == 200
+            ]
+            winner = next(r for r in rs if r.status_code == 200).json()["key"]
+            assert live == [winner], live
