@@ -30,7 +30,8 @@ def _check_manifest(manifest: list[Any], size: int) -> None:
 
 def _put_object(state: FileState | None, cmd: PutObject) -> list[Event]:
     """Create the object, or replace its live version: one event either way, so a reader
-    sees the old version or the new one, never neither (the blobs are durable before)."""
+    sees the old version or the new one, never neither (the blobs are durable before). A
+    previous owner's leftover (below) is two: its deletion, then the creation."""
     if (problem := object_key_problem(cmd.key)) is not None:
         raise InvalidInput("invalid_key", problem)
     if not is_bucket_name(cmd.bucket):
