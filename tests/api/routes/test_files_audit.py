@@ -297,3 +297,37 @@ async def test_concurrent_moves_of_one_object_one_wins(shared_system: System) ->
             ]
             winner = next(r for r in rs if r.status_code == 200).json()["key"]
             assert live == [winner], live
+
+
+async def test_a_patch_echoing_the_files_own_bucket_is_no_move(shared_system: System) -> None:
+    """A client that reads a file and sends it back changed (`{name, bucket, metadata}`)
+    names the bucket the file is in. When that bucket is gone (deleted within the read
+    model's lag, the file left behind), the unchanged `bucket` was checked as a move and
+    refused 404 `bucket_not_found`: the rename could not be made at all. Only a bucket
+    that changes is a move, and only a move is checked."""
+    async with shared_system.client(user()) as c:
+        b = await make_bucket(c)
+        await shared_system.stop("projector")  # the delete does not see the file yet
+        try:
+            fid = await put_plain(c)
+            assert (await c.patch(f"/v1/files/{fid}", json={"bucket": b})).status_code == 200
+            assert (await c.delete(f"/v1/buckets/{b}")).status_code == 200
+        finally:
+            shared_system.start("projector")
+        f = (await c.get(f"/v1/files/{fid}")).json()
+        assert f["bucket"] == b
+        r = await c.patch(
+            f"/v1/files/{fid}",
+            json={"name": "renamed.txt", "bucket": f["bucket"], "metadata": {"k": "v"}},
+        )
+        assert r.status_code == 200, r.text
+        assert (r.json()["name"], r.json()["bucket"], r.json()["metadata"]) == (
+            "renamed.txt",
+            b,
+            {"k": "v"},
+        )
+        # A move into the gone bucket from elsewhere is still refused.
+        other = await put_plain(c)
+        assert_error(
+            await c.patch(f"/v1/files/{other}", json={"bucket": b}), 404, "bucket_not_found"
+        )
