@@ -81,6 +81,18 @@ async def _load_file(
     return st
 
 
+async def _as_left(request: Request[Any, Any, Any], file_id: str, owner: str) -> dict[str, Any]:
+    """The file as a PATCH's change (or move) left it, read back from its stream. A DELETE
+    may have come right after: the change was made all the same (its command was refused
+    otherwise), so this answers 200 with it, not a 404 that would make the client retry
+    what happened. Owned by someone else now (an object's key taken over after its
+    bucket: README, Buckets) is the one 404."""
+    after: FileState | None = await ctx(request).load("files", f"file-{file_id}")
+    if after is None or after.owner != owner:
+        raise NotFound("file_not_found", "no such file", {"id": file_id})
+    return file_view(after)
+
+
 # Reads (metadata, content) also answer anonymous callers: objects of public buckets, and
 # signed URLs for the content (api/bucket_access.py decides).
 _READ = {"principal": Provide(provide_optional_principal)}
@@ -153,7 +165,7 @@ class FilesController(SecuredController):
         if wants_move(st, data.key, data.bucket):
             other = data.name is not None or data.metadata is not None
             moved = await move_object(request, principal, st, data.key, data.bucket, other)
-            return file_view(await _load_file(request, moved, principal))
+            return await _as_left(request, moved, st.owner)
         # Only into a bucket the file's owner owns (an admin moves others' files too). The
         # bucket it is in already is no move: a client sending the file back as it read
         # it may rename it even if that bucket has gone since (README, Buckets).
@@ -168,15 +180,7 @@ class FilesController(SecuredController):
             bucket=data.bucket,
             metadata=None if data.metadata is None else dict(data.metadata),
         )
-        # The file as the change left it, read back from its stream. A DELETE may have
-        # come right after it: the change was applied all the same (the command above was
-        # refused otherwise), so this answers 200 with it, not a 404 that would make the
-        # client retry what happened. Owned by someone else now (an object's key taken
-        # over after its bucket: README, Buckets) is the one 404.
-        after: FileState | None = await c.load("files", f"file-{st.id}")
-        if after is None or after.owner != st.owner:
-            raise NotFound("file_not_found", "no such file", {"id": st.id})
-        return file_view(after)
+        return await _as_left(request, st.id, st.owner)
 
     @post(
         "/{file_id:str}/signed-url",

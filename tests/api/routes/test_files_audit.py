@@ -331,3 +331,25 @@ async def test_a_patch_echoing_the_files_own_bucket_is_no_move(shared_system: Sy
         assert_error(
             await c.patch(f"/v1/files/{other}", json={"bucket": b}), 404, "bucket_not_found"
         )
+
+
+async def test_a_move_that_was_made_answers_200_though_a_delete_follows(
+    shared_system: System, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As for a rename: the new object deleted right after the move made the PATCH answer
+    404 though the move was made. It answers the object the move made."""
+    async with shared_system.client(user()) as c:
+        b = await make_bucket(c)
+        src = (await c.put(opath(b, "m-src"), content=b"moved")).json()
+        move = files_route.move_object
+
+        async def then_delete(*args: object, **kw: object) -> str:
+            new_id = await move(*args, **kw)  # type: ignore[arg-type]
+            assert (await c.delete(f"/v1/files/{new_id}")).status_code == 200
+            return new_id
+
+        monkeypatch.setattr(files_route, "move_object", then_delete)
+        r = await c.patch(f"/v1/files/{src['id']}", json={"key": "m-dst"})
+        assert r.status_code == 200, r.text
+        assert (r.json()["key"], r.json()["id"]) == ("m-dst", object_file_id(b, "m-dst"))
+        assert await object_events(shared_system.pool, b, "m-dst") == ["FileCreated", "FileDeleted"]
