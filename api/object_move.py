@@ -8,7 +8,9 @@ two aggregates, in this order:
    at the new (bucket, key) is made from the same stored chunks (no byte is copied). A
    taken destination is refused atomically by its aggregate's one writer (409).
 2. `DeleteFile` of the old key, if it still holds the version copied (a PUT of the old
-   key since then is a write after the move, and stays).
+   key since then is a write after the move, and stays). If it was deleted since (a
+   DELETE, or a racing move that came first), this move lost: its copy is taken back
+   and it answers 404.
 
 The order is what makes a crash safe: after step 1 is durable, a crash leaves BOTH keys
 (the client retries the delete, or sees 409 `object_exists` on a retried move and deletes
@@ -28,7 +30,7 @@ from api.context import ctx, now
 from api.errors import ApiError
 from domain import policies
 from domain.commands import DeleteFile
-from domain.errors import PreconditionFailed
+from domain.errors import NotFound, PreconditionFailed
 from domain.files import FileState
 from domain.files.keys import object_file_id, object_key_problem
 
@@ -99,9 +101,31 @@ async def move_object(
     # Only now, the new object being durable, the old key goes (see the module docstring),
     # and only the version that was copied: a PUT of the old key that landed since (or a
     # delete) is a write after the move, and deleting it would lose what nobody moved.
+    new_id = object_file_id(new_bucket, new_key)
     try:
         await send_as(request, principal, DeleteFile, st.id, if_match=st.sha256)
     except PreconditionFailed as exc:
         if exc.code != "etag_mismatch":
             raise
-    return object_file_id(new_bucket, new_key)
+        await _lost_to_a_delete(request, principal, st, new_id)
+    return new_id
+
+
+async def _lost_to_a_delete(
+    request: Request[Any, Any, Any], principal: Principal, st: FileState, new_id: str
+) -> None:
+    """The old key no longer holds the version copied. Replaced by a PUT: a write after
+    the move, kept (both keys stay). Deleted, by a DELETE or by another move of the same
+    object: that request came first, so this move finds no source, as it would have a
+    moment later; its copy is taken back (only the version it made, `If-Match`) and it
+    answers 404. Otherwise two racing moves would both answer 200 and leave two objects
+    where there was one, and a DELETE's bytes would live on under the new key."""
+    now_st: FileState | None = await ctx(request).load("files", f"file-{st.id}")
+    if now_st is not None and not now_st.deleted:
+        return
+    try:
+        await send_as(request, principal, DeleteFile, new_id, if_match=st.sha256)
+    except PreconditionFailed as exc:
+        if exc.code != "etag_mismatch":
+            raise
+    raise NotFound("file_not_found", "no such file", {"id": st.id})

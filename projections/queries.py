@@ -329,7 +329,14 @@ def _aware(v: datetime | str, name: str) -> datetime:
             v = datetime.fromisoformat(v)
         except ValueError:
             raise ValueError(f"{name} must be an ISO 8601 timestamp") from None
-    return v if v.tzinfo is not None else v.replace(tzinfo=UTC)
+    if v.tzinfo is None:
+        v = v.replace(tzinfo=UTC)
+    try:
+        # In UTC, as the database compares it: an offset can carry a time past either end
+        # of the calendar (0001-01-01T00:00+14:00), which the driver would fail on (a 500).
+        return v.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{name} is outside the years 1 to 9999 in UTC") from None
 
 
 async def list_files(
@@ -362,7 +369,11 @@ async def list_files(
     if name_prefix:
         where.add("name LIKE ? ESCAPE '\\'", escape_like(name_prefix) + "%")
     if content_type:
-        if content_type.endswith("/*"):
+        family = content_type.endswith("/*") and len(content_type) > 2
+        if "*" in (content_type[:-2] if family else content_type):
+            # `*/*` or `text/x*` would match nothing, silently: a wildcard is `type/*` only.
+            raise ValueError("content_type is a media type (text/plain) or a family (text/*)")
+        if family:
             where.add("content_type LIKE ? ESCAPE '\\'", escape_like(content_type[:-1]) + "%")
         else:
             where.add("content_type = ?", content_type)

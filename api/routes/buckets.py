@@ -16,7 +16,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from api.auth import Principal
-from api.commanding import SecuredController, send_as
+from api.commanding import SecuredController, reply_state, send_as
 from api.context import ctx
 from api.errors import ApiError
 from api.schemas import Bucket, BucketDeleted, BucketPage, CreateBucket, UpdateBucket, ok
@@ -34,6 +34,9 @@ from projections import bucket_queries
 # (enough to hide the round trip, few enough not to crowd out other clients' commands).
 _DELETE_CONCURRENCY = 16
 _DELETE_PAGE = 1000
+
+
+_VIEW_FIELDS = ("name", "owner", "public", "description", "created_at", "updated_at")
 
 
 def bucket_view(st: BucketState) -> dict[str, Any]:
@@ -178,7 +181,7 @@ class BucketsController(SecuredController):
     ) -> dict[str, Any]:
         if not is_bucket_name(name):
             raise _not_found(name)
-        await send_as(
+        result = await send_as(
             request,
             principal,
             UpdateBucketCommand,
@@ -186,7 +189,12 @@ class BucketsController(SecuredController):
             public=data.public,
             description=data.description,
         )
-        return bucket_view(await _visible_bucket(request, name, principal))
+        # The bucket as this command left it (the actor's reply), not read back: a DELETE
+        # right after would make an applied change answer 404, and the client retry it.
+        st = reply_state(result)
+        if st.get("name") == name and st.get("deleted") is False:
+            return {k: st[k] for k in _VIEW_FIELDS}
+        return bucket_view(await _visible_bucket(request, name, principal))  # no state replied
 
     @delete(
         "/{name:str}",

@@ -51,6 +51,7 @@ from api.schemas import (
 from api.serving import content_responses, serve
 from domain.commands import DeleteFile
 from domain.commands import UpdateFile as UpdateFileCommand
+from domain.errors import NotFound
 from domain.files import FileState
 from projections import queries
 from projections.downloads import downloads_of
@@ -78,6 +79,18 @@ async def _load_file(
 ) -> FileState:
     st: FileState = await load_owned(request, "files", file_id, principal)
     return st
+
+
+async def _as_left(request: Request[Any, Any, Any], file_id: str, owner: str) -> dict[str, Any]:
+    """The file as a PATCH's change (or move) left it, read back from its stream. A DELETE
+    may have come right after: the change was made all the same (its command was refused
+    otherwise), so this answers 200 with it, not a 404 that would make the client retry
+    what happened. Owned by someone else now (an object's key taken over after its
+    bucket: README, Buckets) is the one 404."""
+    after: FileState | None = await ctx(request).load("files", f"file-{file_id}")
+    if after is None or after.owner != owner:
+        raise NotFound("file_not_found", "no such file", {"id": file_id})
+    return file_view(after)
 
 
 # Reads (metadata, content) also answer anonymous callers: objects of public buckets, and
@@ -152,9 +165,12 @@ class FilesController(SecuredController):
         if wants_move(st, data.key, data.bucket):
             other = data.name is not None or data.metadata is not None
             moved = await move_object(request, principal, st, data.key, data.bucket, other)
-            return file_view(await _load_file(request, moved, principal))
-        # Only into a bucket the file's owner owns (an admin moves others' files too).
-        await check_writable(c, data.bucket, st.owner)
+            return await _as_left(request, moved, st.owner)
+        # Only into a bucket the file's owner owns (an admin moves others' files too). The
+        # bucket it is in already is no move: a client sending the file back as it read
+        # it may rename it even if that bucket has gone since (README, Buckets).
+        if data.bucket != st.bucket:
+            await check_writable(c, data.bucket, st.owner)
         await send_as(
             request,
             principal,
@@ -164,7 +180,7 @@ class FilesController(SecuredController):
             bucket=data.bucket,
             metadata=None if data.metadata is None else dict(data.metadata),
         )
-        return file_view(await _load_file(request, st.id, principal))
+        return await _as_left(request, st.id, st.owner)
 
     @post(
         "/{file_id:str}/signed-url",

@@ -30,7 +30,8 @@ def _check_manifest(manifest: list[Any], size: int) -> None:
 
 def _put_object(state: FileState | None, cmd: PutObject) -> list[Event]:
     """Create the object, or replace its live version: one event either way, so a reader
-    sees the old version or the new one, never neither (the blobs are durable before)."""
+    sees the old version or the new one, never neither (the blobs are durable before). A
+    previous owner's leftover (below) is two: its deletion, then the creation."""
     if (problem := object_key_problem(cmd.key)) is not None:
         raise InvalidInput("invalid_key", problem)
     if not is_bucket_name(cmd.bucket):
@@ -41,6 +42,13 @@ def _put_object(state: FileState | None, cmd: PutObject) -> list[Event]:
     if (problem := metadata_problem(cmd.metadata)) is not None:
         raise InvalidInput("invalid_metadata", problem, {"max_bytes": MAX_METADATA_BYTES})
     live = state is not None and not state.deleted
+    # A live object of another owner is one the bucket's previous owner left behind (the
+    # name deleted within the read model's lag, then taken again; the id is the key's, so
+    # it is this aggregate): no object of this owner, who must not learn of it (a 412 to
+    # If-None-Match would say it is there). It is deleted, then the key created afresh.
+    leftover = live and state is not None and state.owner != cmd.owner
+    if leftover:
+        live = False
     if live and state is not None:
         if state.upload_id is not None and state.upload_id == cmd.upload_id:
             return []  # the same upload's object again (the API and the handler both send it)
@@ -67,6 +75,7 @@ def _put_object(state: FileState | None, cmd: PutObject) -> list[Event]:
             )
         ]
     return [
+        *([FileDeleted(at=cmd.at)] if leftover else []),
         FileCreated(
             file_id=cmd.aggregate_id,
             owner=cmd.owner,
@@ -80,7 +89,7 @@ def _put_object(state: FileState | None, cmd: PutObject) -> list[Event]:
             upload_id=cmd.upload_id,
             key=cmd.key,
             at=cmd.at,
-        )
+        ),
     ]
 
 

@@ -276,6 +276,13 @@ async def test_file_filters(pool: asyncpg.Pool, writer: Writer) -> None:
     assert (await names(name_prefix="%"))[0] == []
     assert (await names(content_type="image/jpeg"))[0] == ["photos-cat.jpg", "photosXcat.jpg"]
     assert (await names(content_type="image/*"))[1] == 3
+    # The family's type matches literally too; a `*` anywhere else is no filter at all
+    # (`*/*` answered an empty list, as if nothing matched): refused.
+    assert (await names(content_type="imag_/*"))[1] == 0
+    assert (await names(content_type="%/*"))[1] == 0
+    for bad in ("*/*", "*", "/*", "image/j*", "image/**"):
+        with pytest.raises(ValueError, match="content_type"):
+            await names(content_type=bad)
     after, total = await names(
         created_after=T0 + timedelta(minutes=2), created_before=T0 + timedelta(minutes=4)
     )

@@ -11,7 +11,7 @@ from domain import files, policies
 from domain.commands import DeleteFile, UpdateFile
 from domain.errors import Conflict, InvalidInput, PreconditionFailed
 from domain.files import FileState
-from domain.files.events import FileCreated, FileReplaced
+from domain.files.events import FileCreated, FileDeleted, FileReplaced
 from domain.files.keys import object_file_id, object_key_problem, object_name
 from domain.kernel import Event
 
@@ -91,6 +91,26 @@ def test_a_conditional_delete_needs_the_live_version() -> None:
             files.decide(gone, delete(tag))
     # An unconditional retry of a delete stays a no-op.
     assert files.decide(gone, DeleteFile(aggregate_id=fid, caller="alice", at=T0)) == []
+
+
+def test_a_previous_owners_leftover_is_not_the_new_owners_object() -> None:
+    """A bucket name deleted with an object left in it and taken by someone else: their
+    PUT of that key finds no object of theirs (If-None-Match passes, If-Match finds
+    nothing), and the leftover is deleted before the key is created for them."""
+    st = apply(None, files.decide(None, put()))  # type: ignore[arg-type]
+
+    def bobs(**kw: object) -> object:
+        return policies.put_object(
+            bucket="bkt", key="k/x.txt", owner="bob", size=3, sha256=H2, manifest=[(H2, 3)],
+            content_type="text/plain", caller="bob", at=T0, **kw,  # type: ignore[arg-type]
+        )  # fmt: skip
+
+    with pytest.raises(PreconditionFailed):
+        files.decide(st, bobs(if_match="*"))  # type: ignore[arg-type]
+    ev = files.decide(st, bobs(if_none_match=True))  # type: ignore[arg-type]
+    assert [type(e) for e in ev] == [FileDeleted, FileCreated]
+    after = apply(st, ev)
+    assert after is not None and (after.owner, after.sha256, after.deleted) == ("bob", H2, False)
 
 
 def test_the_same_upload_again_is_already_applied() -> None:
