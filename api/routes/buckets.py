@@ -28,7 +28,9 @@ from domain.buckets.names import is_bucket_name
 from domain.commands import DeleteFile
 from domain.errors import NotFound
 from domain.files import FileState
+from domain.files.events import FileCreated, FileUpdated
 from projections import bucket_queries
+from projections.usage import UNPROJECTED_TAIL
 
 # A forced delete sends one DeleteFile per object; this many are in flight at once
 # (enough to hide the round trip, few enough not to crowd out other clients' commands).
@@ -78,12 +80,33 @@ async def _is_object(request: Request[Any, Any, Any], st: BucketState, file_id: 
     return f is not None and not f.deleted and f.bucket == st.name and f.owner == st.owner
 
 
+async def _unprojected(request: Request[Any, Any, Any], st: BucketState) -> list[str]:
+    """Files the newest events put into bucket `st` (created there, or moved in), which the
+    read model may not list yet: an object PUT answered a moment ago is in the event store
+    before the projector applies it, and a DELETE of the bucket right after must see it.
+    Read through the event store like the quota's newest uploads (projections/usage.py),
+    as far back as UNPROJECTED_TAIL events of each type; confirmed by the caller."""
+    store = ctx(request).store
+    found: list[str] = []
+    for event_type in (FileCreated.type, FileUpdated.type):
+        for ev in await store.read_latest(event_type, UNPROJECTED_TAIL):
+            e = ev.payload
+            if ev.owner == st.owner and isinstance(e, (FileCreated, FileUpdated)):
+                if e.bucket == st.name and ev.aggregate_id not in found:
+                    found.append(ev.aggregate_id)
+    return found
+
+
 async def _first_object(request: Request[Any, Any, Any], st: BucketState) -> str | None:
     """One live object of the bucket, or None if it is empty.
 
-    Candidates come from the read model and are confirmed on their aggregates, so an object
-    deleted a moment ago never makes a bucket look non-empty. An object created within the
-    projector's lag is not seen yet (README, Buckets: emptiness is read-model-fresh)."""
+    Candidates come from the newest events (`_unprojected`) and from the read model, and
+    are confirmed on their aggregates, so an object deleted a moment ago never makes a
+    bucket look non-empty, and one created a moment ago is not missed for the projector's
+    lag."""
+    for file_id in await _unprojected(request, st):
+        if await _is_object(request, st, file_id):
+            return file_id
     after: str | None = None
     c = ctx(request)
     while ids := await bucket_queries.object_ids(c.pool, st.name, st.owner, 100, after=after):
@@ -217,7 +240,8 @@ class BucketsController(SecuredController):
                 409,
                 "bucket_not_empty",
                 "the bucket holds objects: delete them first, or pass force=true",
-                {"name": st.name, "objects": usage["objects"]},
+                # At least the one just confirmed, which the read model may not count yet.
+                {"name": st.name, "objects": max(usage["objects"], 1)},
             )
         deleted = 0
         # Objects first, the bucket last: if this is cut off half-way the bucket still
@@ -237,5 +261,10 @@ class BucketsController(SecuredController):
             await asyncio.gather(*(delete_one(i) for i in live))
             deleted += len(live)
             after = ids[-1]
+        # Objects the read model may not list yet (see `_unprojected`): deleted too, so
+        # none is left behind in a bucket that is gone.
+        late = [i for i in await _unprojected(request, st) if await _is_object(request, st, i)]
+        await asyncio.gather(*(delete_one(i) for i in late))
+        deleted += len(late)
         await send_as(request, principal, DeleteBucket, st.name, force=force)
         return {"name": st.name, "deleted": True, "objects_deleted": deleted}

@@ -182,6 +182,37 @@ async def test_usage_and_delete_non_empty(shared_system: System) -> None:
         assert (await c.delete(f"/v1/buckets/{name}")).status_code == 200
 
 
+async def test_a_delete_right_after_a_put_sees_the_object(shared_system: System) -> None:
+    """Emptiness was read from the read model alone, so a DELETE within the projector's
+    lag of an object PUT (or of a file moved in) answered 200 and left the object behind
+    in a bucket that was gone. The newest file events are read too: 409, and with
+    force=true the object is deleted with the bucket."""
+    me, name = user(), bname()
+    async with shared_system.client(me) as c:
+        assert (await c.post("/v1/buckets", json={"name": name})).status_code == 201
+        plain = await put_file(c, "default", b"p")
+        await shared_system.stop("projector")  # the read model sees none of what follows
+        try:
+            put = await c.put(f"/v1/buckets/{name}/objects/k", content=b"o")
+            assert put.status_code == 201, put.text
+            err = assert_error(await c.delete(f"/v1/buckets/{name}"), 409, "bucket_not_empty")
+            assert err["details"] == {"name": name, "objects": 1}
+            assert (await c.delete(f"/v1/buckets/{name}/objects/k")).status_code == 204
+            moved = await c.patch(f"/v1/files/{plain}", json={"bucket": name})
+            assert moved.status_code == 200, moved.text
+            assert_error(await c.delete(f"/v1/buckets/{name}"), 409, "bucket_not_empty")
+            put = await c.put(f"/v1/buckets/{name}/objects/k2", content=b"o2")
+            assert put.status_code == 201, put.text
+            r = await c.delete(f"/v1/buckets/{name}", params={"force": "true"})
+            assert r.status_code == 200, r.text
+            assert r.json() == {"name": name, "deleted": True, "objects_deleted": 2}
+        finally:
+            shared_system.start("projector")
+        assert (await c.get(f"/v1/files/{plain}")).status_code == 404
+        assert (await c.get(f"/v1/files/{put.json()['id']}")).status_code == 404
+        assert_error(await c.get(f"/v1/buckets/{name}"), 404, "bucket_not_found")
+
+
 @pytest.mark.parametrize(
     ("body", "code"),
     [
