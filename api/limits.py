@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Literal
 
@@ -169,15 +169,22 @@ class QuotaHold:
 
 @asynccontextmanager
 async def quota_reserved(
-    c: AppContext, owner: str, requested: int, exclude_upload: str | None = None
+    c: AppContext,
+    owner: str,
+    requested: int,
+    exclude_upload: str | None = None,
+    parts: Sequence[str] = (),
 ) -> AsyncIterator[QuotaHold]:
     """Check `requested` more bytes against `owner`'s quota and hold them until the block
-    ends (413 quota_exceeded if they would go over); see projections.usage.reserve."""
+    ends (413 quota_exceeded if they would go over); `parts`: a concatenation's, whose
+    bytes that count already are not asked again. See projections.usage.reserve."""
     hold = QuotaHold(c, owner, c.settings.quota_for(owner))
     if hold.quota <= 0:
         yield hold
         return
-    rid, details, used = await reserve(c.store, owner, hold.quota, requested, exclude_upload)
+    rid, details, used = await reserve(
+        c.store, owner, hold.quota, requested, exclude_upload, parts=parts
+    )
     if details is not None or rid is None:
         raise ApiError(413, "quota_exceeded", QUOTA_EXCEEDED, dict(details or {}))
     hold.id, hold.remaining = rid, max(0, hold.quota - used - requested)

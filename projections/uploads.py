@@ -83,9 +83,9 @@ class UploadsProjection(Projection):
                     INSERT INTO readmodel.uploads (
                         id, owner, file_name, file_size, chunk_size, total_chunks, content_type,
                         bucket, sha256, status, metadata, created_at, updated_at, last_version,
-                        mode, partial, bytes_received)
+                        mode, partial, bytes_received, parts)
                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'INITIATED', $10, $11, $11, $12,
-                            $13, $14, $15)
+                            $13, $14, $15, $16)
                     """,
                     upload_id,
                     e.owner,
@@ -103,6 +103,8 @@ class UploadsProjection(Projection):
                     e.partial,
                     # A final (concatenated) upload starts with all its bytes: its parts' pieces.
                     sum(p.size for p in e.manifest),
+                    # A final's parts: their bytes are its own (the quota counts them once).
+                    [as_uuid(p) for p in e.parts],
                 )
                 await bump_usage(conn, e.owner, utc_day(at), uploads_started=1)
 

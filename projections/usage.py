@@ -14,6 +14,7 @@ too, the lock being PostgreSQL's."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 import asyncpg
 
@@ -42,9 +43,17 @@ async def storage_used(
     owner: str,
     exclude_upload: str | None = None,
     conn: asyncpg.Connection | None = None,
+    held_parts: Sequence[str] = (),
 ) -> int:
     """Bytes counted against `owner`'s quota, leaving out one upload (and its file); on
-    `conn` when given (`reserve`, inside its transaction)."""
+    `conn` when given (`reserve`, inside its transaction). `held_parts`: partial uploads
+    left out as if a final held them (the parts of a concatenation about to be created).
+
+    A tus concatenation (a final upload) is complete at once, its bytes its parts'; the
+    parts stay active (reusable in another final) until they expire. Its bytes count once:
+    in the final (then its file) while that counts, and not in its parts meanwhile. A part
+    no final holds (never concatenated, or its finals' files deleted, or their uploads
+    ended) counts as any active upload does."""
     excluded = uuid.UUID(exclude_upload) if exclude_upload else None
     db = conn or store.pool
     # Each part is read after the one its bytes move from, so that bytes moving meanwhile
@@ -59,18 +68,62 @@ async def storage_used(
     )
     # Uploads the projection may not have seen yet: the newest initiations, read through
     # the event store (so through the upcasters, like every other reader of events).
-    recent = {
-        uuid.UUID(e.upload_id): e.file_size or 0
+    initiated = [
+        e
         for ev in await store.read_latest(UploadInitiated.type, UNPROJECTED_TAIL, conn)
         if ev.owner == owner and isinstance(e := ev.payload, UploadInitiated)
-    }
+    ]
+    recent = {uuid.UUID(e.upload_id): e.file_size or 0 for e in initiated}
     if excluded is not None:
         recent.pop(excluded, None)
+    # The finals among them with their parts, one (final, part) pair a row.
+    pairs = [
+        (uuid.UUID(e.upload_id), uuid.UUID(p))
+        for e in initiated
+        if e.mode == "final" and uuid.UUID(e.upload_id) in recent
+        for p in e.parts
+    ]
     active = [s.value for s in ACTIVE]
     # An upload counts until its file exists (whichever read model is ahead), so around a
-    # completion the bytes are counted exactly once.
+    # completion the bytes are counted exactly once. A part is held (left out) exactly when
+    # one of its finals counts in a term below: the final's live file (files), or, before
+    # it has a file, its row (uploads, on the same conditions) or its event (recent) when
+    # the read model has no row yet. The final's event comes before its row, both read here
+    # after the holds, so a part stops counting where its final starts: around an
+    # initiation the bytes are counted exactly once too (the create's own hold aside,
+    # which overlaps as any create's does until it is released).
     used = await db.fetchval(
         """
+        WITH held AS (
+          -- Parts of a concatenation about to be created (`reserve`).
+          SELECT unnest($8::uuid[]) AS id
+          UNION
+          -- Parts of finals only the events have, unless the final's file was deleted.
+          SELECT t.part
+            FROM unnest($6::uuid[], $7::uuid[]) AS t(id, part)
+           WHERE NOT EXISTS (SELECT 1 FROM readmodel.uploads u WHERE u.id = t.id)
+             AND NOT EXISTS (SELECT 1 FROM readmodel.files x
+                              WHERE x.upload_id = t.id AND x.deleted_at IS NOT NULL)
+          UNION
+          -- Parts (those that could count, each looked up in the finals by part) of a
+          -- final that counts below: as its live file, or, without a file yet, as an
+          -- upload (on the uploads term's own conditions).
+          SELECT c.id
+            FROM (SELECT id FROM readmodel.uploads
+                   WHERE owner = $1 AND partial AND status = ANY($3::text[])
+                  UNION ALL SELECT unnest($4::uuid[])) AS c(id)
+           WHERE EXISTS (
+                   SELECT 1 FROM readmodel.uploads f
+                    WHERE f.owner = $1 AND f.mode = 'final' AND f.parts @> ARRAY[c.id]
+                      AND f.id IS DISTINCT FROM $2
+                      AND (EXISTS (SELECT 1 FROM readmodel.files x
+                                    WHERE x.upload_id = f.id AND x.deleted_at IS NULL)
+                           OR ((f.status = ANY($3::text[])
+                                OR (f.status = 'COMPLETED'
+                                    AND f.updated_at > now() - interval '1 hour'))
+                               AND NOT EXISTS (SELECT 1 FROM readmodel.files x
+                                                WHERE x.upload_id = f.id))))
+        )
         SELECT
           (SELECT coalesce(sum(size), 0) FROM readmodel.files
             WHERE owner = $1 AND deleted_at IS NULL
@@ -82,11 +135,13 @@ async def storage_used(
             WHERE u.owner = $1 AND u.id IS DISTINCT FROM $2
               AND (u.status = ANY($3::text[])
                    OR (u.status = 'COMPLETED' AND u.updated_at > now() - interval '1 hour'))
-              AND NOT EXISTS (SELECT 1 FROM readmodel.files f WHERE f.upload_id = u.id))
+              AND NOT EXISTS (SELECT 1 FROM readmodel.files f WHERE f.upload_id = u.id)
+              AND u.id NOT IN (SELECT id FROM held))
         + (SELECT coalesce(sum(t.size), 0)
              FROM unnest($4::uuid[], $5::bigint[]) AS t(id, size)
             WHERE NOT EXISTS (SELECT 1 FROM readmodel.uploads u WHERE u.id = t.id)
-              AND NOT EXISTS (SELECT 1 FROM readmodel.files f WHERE f.upload_id = t.id))
+              AND NOT EXISTS (SELECT 1 FROM readmodel.files f WHERE f.upload_id = t.id)
+              AND t.id NOT IN (SELECT id FROM held))
         + (SELECT coalesce(sum(r.bytes), 0)
              FROM api.quota_reservations r
             WHERE r.owner = $1 AND r.expires_at > now() AND r.file_id IS NOT NULL
@@ -97,6 +152,9 @@ async def storage_used(
         active,
         list(recent),
         list(recent.values()),
+        [f for f, _ in pairs],
+        [p for _, p in pairs],
+        [uuid.UUID(p) for p in held_parts],
     )
     return int(used or 0) + int(reserved or 0)
 
@@ -115,11 +173,14 @@ async def reserve(
     requested: int,
     exclude_upload: str | None = None,
     resize: str | None = None,
+    parts: Sequence[str] = (),
 ) -> tuple[str | None, dict[str, int] | None, int]:
     """Reserve `requested` bytes of `owner`'s quota: (the reservation's id, None, the bytes
     used besides it), or (None, the refusal's details, used) when they would go over. `resize`: an earlier
     reservation of the same request, which becomes `requested` bytes (its own bytes not
-    counted against it); refused, it stays as it was."""
+    counted against it); refused, it stays as it was. `parts`: the partial uploads of a
+    concatenation of `requested` bytes about to be initiated; what of them counts now
+    (no other final holds it) moves to it, so only the rest is reserved (and refused)."""
     async with store.pool.acquire() as conn, conn.transaction():
         # One owner's reservations are decided one at a time (held to commit); other owners
         # are not held up. The two-key form keeps the key space apart from the event store's.
@@ -136,6 +197,10 @@ async def reserve(
                 or 0
             )
         used = await storage_used(store, owner, exclude_upload, conn) - held
+        if parts:
+            # Read under the lock like `used`: no other final of them can come in between.
+            rest = await storage_used(store, owner, exclude_upload, conn, held_parts=parts)
+            requested -= used + held - rest
         if (details := over_quota(quota, used, requested)) is not None:
             return None, details, used
         rid = uuid.UUID(resize) if resize is not None else uuid.uuid4()

@@ -424,12 +424,12 @@ class TusController(Controller):
                     "max_pieces": piece_sizes.MAX_PIECES,
                 },
             )
-        # A new file of `size` bytes, of which its parts' bytes count already (they are
-        # active uploads): only the rest is asked of the quota. So a parallel upload needs
-        # no room twice, and files made of one part concatenated over and over still stay
-        # within the quota. Held until the final upload is recorded (api/limits.py).
-        counted = sum(p.file_size or 0 for p in parts.values())  # each part once
-        async with quota_reserved(c, principal.user, size - counted):
+        # A new file of `size` bytes, of which its parts' bytes may count already (active
+        # uploads that no other final holds): only the rest is asked of the quota, and from
+        # its initiation on the final counts them, the parts no more (storage_used). So a
+        # parallel upload needs no room twice, and a second final of the same parts asks
+        # for all of its size: a second file. Held until the final is recorded.
+        async with quota_reserved(c, principal.user, size, parts=list(parts)):
             upload_id = await _initiate(
                 c,
                 request,

@@ -1,6 +1,7 @@
 """projections/usage.py quota reservations on the real PostgreSQL: one owner's checks are
 decided one after another, each sees what the others hold, a hold for a file counts until
-the files read model has it, and objects (files without an upload) count."""
+the files read model has it, objects (files without an upload) count, and a tus
+concatenation's bytes count once, not again in its parts."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import uuid
 import pytest
 
 from bus.store.eventstore import PostgresEventStore
-from domain.commands import CreateFile
+from domain.commands import AppendBytes, CreateFile, InitiateUpload
 from projections.rebuild import rebuild
 from projections.usage import release, reserve, storage_used
 from tests.projections.conftest import T0, Writer, sha
@@ -89,3 +90,75 @@ async def test_files_made_without_an_upload_count(
 ) -> None:
     await _file(writer, "u4", size, str(uuid.uuid4()))
     assert await storage_used(event_store, "u4") == size
+
+
+async def _part(writer: Writer, owner: str, size: int) -> str:
+    """A partial tus upload with all its `size` bytes (the events only)."""
+    uid = str(uuid.uuid4())
+    await writer.run(
+        InitiateUpload(
+            aggregate_id=uid,
+            caller=owner,
+            at=T0,
+            file_name="p",
+            file_size=size,
+            chunk_size=size,
+            mode="stream",
+            partial=True,
+        )
+    )
+    await writer.run(
+        AppendBytes(
+            aggregate_id=uid,
+            caller=owner,
+            at=T0,
+            offset=0,
+            pieces=[{"sha256": sha(uid), "size": size}],
+        )
+    )
+    return uid
+
+
+async def _final(writer: Writer, owner: str, *parts: tuple[str, int]) -> str:
+    """A final upload concatenating `parts` (id, size), initiated (the events only)."""
+    uid = str(uuid.uuid4())
+    await writer.run(
+        InitiateUpload(
+            aggregate_id=uid,
+            caller=owner,
+            at=T0,
+            file_name="f",
+            file_size=sum(size for _, size in parts),
+            chunk_size=1,
+            mode="final",
+            parts=[p for p, _ in parts],
+            manifest=[{"sha256": sha(p), "size": size} for p, size in parts],
+        )
+    )
+    return uid
+
+
+async def test_a_concatenation_holds_its_parts_bytes_seen_or_not_by_the_projection(
+    event_store: PostgresEventStore, writer: Writer
+) -> None:
+    """A final upload counts its parts' bytes from its initiation on, and its parts no
+    longer do: whether the uploads read model has the final yet (read through the event
+    store's tail) or not. Before, a part counted as well until it expired."""
+    a, b = await _part(writer, "u5", 30_000), await _part(writer, "u5", 20_000)
+    await rebuild(event_store.pool, "uploads")
+    assert await storage_used(event_store, "u5") == 50_000
+    # Reserving for a concatenation of them asks only for what its parts do not hold.
+    rid, details, used = await reserve(event_store, "u5", QUOTA, 50_000, parts=[a, b, a])
+    assert details is None and used == 50_000
+    assert await storage_used(event_store, "u5") == 50_000
+    assert rid is not None
+    await release(event_store.pool, rid)
+    await _final(writer, "u5", (a, 30_000), (b, 20_000))  # not projected yet
+    assert await storage_used(event_store, "u5") == 50_000
+    await rebuild(event_store.pool, "uploads")
+    assert await storage_used(event_store, "u5") == 50_000
+    # A second final of a part held already: all of it is asked.
+    rid, details, used = await reserve(event_store, "u5", QUOTA, 60_000, parts=[a, a])
+    assert rid is None and details == {"quota": QUOTA, "used": 50_000, "requested": 60_000}
+    await _final(writer, "u5", (a, 30_000))
+    assert await storage_used(event_store, "u5") == 80_000

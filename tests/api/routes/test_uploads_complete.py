@@ -624,29 +624,96 @@ async def test_a_tus_creation_without_a_length_brings_at_most_the_quota(limited:
         assert int(head.headers["upload-offset"]) <= 100_000
 
 
-async def test_a_tus_concatenation_counts_against_the_quota_beyond_its_parts(
+async def tus_part(c: httpx.AsyncClient, size: int) -> str:
+    """A finished partial tus upload of `size` random bytes: its URL."""
+    r = await c.post(
+        "/v1/tus", headers=TUS | {"Upload-Length": str(size), "Upload-Concat": "partial"}
+    )
+    assert r.status_code == 201, r.text
+    url = str(r.headers["location"])
+    patch = TUS | {"Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
+    r = await c.patch(url, content=os.urandom(size), headers=patch)
+    assert r.status_code == 204, r.text
+    return url
+
+
+async def tus_final(c: httpx.AsyncClient, *parts: str) -> httpx.Response:
+    return await c.post("/v1/tus", headers=TUS | {"Upload-Concat": "final;" + " ".join(parts)})
+
+
+async def concatenation_file(c: httpx.AsyncClient, final: httpx.Response) -> str:
+    assert final.status_code == 201, final.text
+    uid = final.headers["location"].rstrip("/").rsplit("/", 1)[1]
+    fid = (await c.get(f"/v1/uploads/{uid}")).json()["file_id"]
+    assert fid
+    return str(fid)
+
+
+async def file_deleted(pool: asyncpg.Pool, fid: str) -> bool:
+    return bool(
+        await pool.fetchval(
+            "SELECT deleted_at IS NOT NULL FROM readmodel.files WHERE id = $1", uuid.UUID(fid)
+        )
+    )
+
+
+async def test_a_tus_concatenation_of_parallel_parts_counts_its_bytes_once(
     limited: System,
 ) -> None:
-    """A final upload is a new file of its parts' total: it asks the quota for what goes
-    beyond its parts (counted already; they become it), so a parallel upload needs no room
-    twice, but one part concatenated again and again is not a way past the quota."""
+    """Parts uploaded in parallel and concatenated: the final upload's file holds their
+    bytes, so the parts (still reusable) no longer count while it lives. Before, they
+    counted again until they expired: 60 KB was 120 KB, and nothing more fitted."""
     async with limited.client(user()) as c:
-        r = await c.post(
-            "/v1/tus", headers=TUS | {"Upload-Length": "40000", "Upload-Concat": "partial"}
-        )
-        assert r.status_code == 201, r.text
-        part = r.headers["location"]
-        patch = TUS | {"Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
-        assert (await c.patch(part, content=os.urandom(40_000), headers=patch)).status_code == 204
-        # 40 KB of parts becoming a 40 KB file: nothing more asked of the 100 KB.
-        r = await c.post("/v1/tus", headers=TUS | {"Upload-Concat": f"final;{part}"})
-        assert r.status_code == 201, r.text
-        # Twice the part is 40 KB beyond it: with the first file's 40 KB and the part's,
-        # 120 KB.
-        r = await c.post("/v1/tus", headers=TUS | {"Upload-Concat": f"final;{part} {part}"})
+        a, b = await asyncio.gather(tus_part(c, 30_000), tus_part(c, 30_000))
+        await concatenation_file(c, await tus_final(c, a, b))
+        err = assert_error(await create(c, 40_001), 413, "quota_exceeded")
+        assert err["details"] == {"quota": 100_000, "used": 60_000, "requested": 40_000 + 1}
+        await new_upload(c, 40_000)  # exactly up to the quota: the 60 KB counted once
+        # The same parts again are a second file of 60 KB, none of it counting already.
+        r = await tus_final(c, a, b)
         err = assert_error(r, 413, "quota_exceeded")
-        assert err["details"] == {"quota": 100_000, "used": 80_000, "requested": 40_000}
+        assert err["details"] == {"quota": 100_000, "used": 100_000, "requested": 60_000}
         assert "location" not in r.headers  # nothing was created
+
+        # The upload statistics keep their own rule: a concatenation's bytes once, in its
+        # parts (the native upload received nothing yet).
+        async def stats() -> dict[str, Any] | None:
+            s = (await c.get("/v1/uploads/stats")).json()
+            n = s["by_status"]
+            return s if (n["COMPLETED"], n["IN_PROGRESS"], n["INITIATED"]) == (1, 2, 1) else None
+
+        s = await wait_until(stats)
+        assert s["bytes_received"] == 60_000
+
+
+async def test_a_second_concatenation_of_the_same_parts_counts_as_a_second_file(
+    limited: System,
+) -> None:
+    """Two finals of one part are two files: each counts. Once no final holds the part
+    (their files deleted), the part counts again, as long as it lives: it can still be
+    concatenated."""
+    async with limited.client(user()) as c:
+        part = await tus_part(c, 30_000)
+        first = await concatenation_file(c, await tus_final(c, part))
+        # 60 KB more, none of it counting already (the first file holds the part's bytes).
+        second = await concatenation_file(c, await tus_final(c, part, part))
+        err = assert_error(await create(c, 10_001), 413, "quota_exceeded")
+        assert err["details"] == {"quota": 100_000, "used": 90_000, "requested": 10_001}
+        # Refused where it does not fit: 30 KB more is 120 KB.
+        err = assert_error(await tus_final(c, part), 413, "quota_exceeded")
+        assert err["details"] == {"quota": 100_000, "used": 90_000, "requested": 30_000}
+        assert (await c.delete(f"/v1/files/{first}")).status_code == 200
+        await wait_until(lambda: file_deleted(limited.pool, first))
+        err = assert_error(await create(c, 100_000), 413, "quota_exceeded")
+        assert err["details"]["used"] == 60_000  # the second file; the part is in it
+        assert (await c.delete(f"/v1/files/{second}")).status_code == 200
+        await wait_until(lambda: file_deleted(limited.pool, second))
+        err = assert_error(await create(c, 100_000), 413, "quota_exceeded")
+        assert err["details"]["used"] == 30_000  # the part, held by no file now
+        # ... which a new final of it takes over, asking the quota for nothing more.
+        await concatenation_file(c, await tus_final(c, part))
+        err = assert_error(await create(c, 100_000), 413, "quota_exceeded")
+        assert err["details"]["used"] == 30_000
 
 
 # ---- in-flight limits -----------------------------------------------------------------
