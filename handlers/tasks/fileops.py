@@ -31,7 +31,7 @@ from domain.files import FileState
 from domain.registry import AGGREGATES
 from domain.tasks.ids import item_command_id, item_file_id
 from handlers.destination import bucket_gone
-from handlers.tasks.run import TaskFailure, TaskRun, utcnow
+from handlers.tasks.run import TaskFailure, TaskRun, destination_gone, utcnow
 from projections import task_queries
 from projections.usage import QUOTA_EXCEEDED, over_quota, release, reserve, storage_used
 
@@ -51,9 +51,11 @@ async def check_destination(run: TaskRun, bucket: str) -> None:
     checked it then). Names are global: deleted while the task waited and made again by
     someone else, it is their bucket, and the task's files or objects (an overwrite
     replacing theirs) went into it. Gone, or not the owner's (a task names its owner's
-    buckets only, admin or not), it is refused like a missing one."""
+    buckets only, admin or not), it is refused like a missing one. The run's safe points
+    ask again while it writes (TaskRun.check): a bucket deleted mid-run stops it."""
     if await bucket_gone(run.store, bucket, run.state.owner):
-        raise TaskFailure("bucket_not_found", "the destination bucket is gone", {"bucket": bucket})
+        raise destination_gone(bucket)
+    run.destination = bucket
 
 
 async def check_quota(run: TaskRun, settings: Settings, requested: int) -> None:

@@ -30,11 +30,17 @@ from domain.kernel import Command
 from domain.registry import AGGREGATES
 from domain.tasks import FINISHED, TaskState, TaskStatus
 from domain.tasks.commands import RecordProgress
+from handlers.destination import bucket_gone
 from handlers.tasks import leases
 
 BATCH = 50
 FLUSH_EVERY = 0.5
 CHECK_EVERY = 0.2
+# How often a safe point asks again whether the destination bucket is still there (one
+# read of the bucket's stream; a forced check, between files, always does): a bucket
+# deleted mid-run, forced, stops the run within about this long instead of letting it
+# write on into a name that is gone.
+DESTINATION_EVERY = 1.0
 
 
 class Stop(Exception):
@@ -51,6 +57,10 @@ class TaskFailure(Exception):
     def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.error = {"code": code, "message": message, "details": details or {}}
+
+
+def destination_gone(bucket: str) -> TaskFailure:
+    return TaskFailure("bucket_not_found", "the destination bucket is gone", {"bucket": bucket})
 
 
 def utcnow() -> datetime:
@@ -84,6 +94,9 @@ class TaskRun:
         self.bytes_done = state.bytes_done
         self._last_flush = time.monotonic()
         self._last_check = 0.0
+        # The bucket the run writes into, once checked (fileops.check_destination).
+        self.destination: str | None = None
+        self._destination_checked = 0.0
 
     @property
     def task_id(self) -> str:
@@ -124,6 +137,12 @@ class TaskRun:
             raise Stop("paused")
         if st.status in FINISHED:
             raise Stop(st.status.value.lower())
+        if self.destination is not None and (
+            force or now - self._destination_checked >= DESTINATION_EVERY
+        ):
+            self._destination_checked = now
+            if await bucket_gone(self.store, self.destination, st.owner):
+                raise destination_gone(self.destination)
 
     async def item_done(self, result: dict[str, Any], nbytes: int = 0) -> None:
         self.pending.append(result)

@@ -17,6 +17,8 @@ import pytest_asyncio
 
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from domain.files.keys import object_file_id
+from domain.tasks.ids import item_file_id
+from handlers.tasks import fileops
 from tests.api.tasks_helpers import bucket, count_events, finished, start, upload, user
 from tests.archives import zip_of
 from tests.system import System, isolated_system, wait_until
@@ -255,6 +257,39 @@ async def test_a_task_queued_for_a_bucket_does_not_write_into_its_next_owners(
         assert (await b.get(f"/v1/buckets/{name}/objects/a.txt")).content == b"bob"
         made = (await a.get("/v1/files", params={"bucket": name})).json()
         assert made.get("items", made.get("files")) == [], made
+
+
+async def test_a_bucket_deleted_mid_run_stops_the_task_writing_into_it(
+    sys_: System, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The destination was checked once, when the run began: a bucket force-deleted while
+    a copy ran had the files after the delete copied into a name that was gone (the
+    delete had removed only what existed when it listed). The run's safe points ask
+    again: it fails with bucket_not_found, and nothing after the next check is written."""
+    async with sys_.client(user()) as a:
+        name = await bucket(a)
+        files = [await upload(a, f"file {i}".encode(), f"f{i}.txt") for i in range(3)]
+        real_load = fileops.load_file
+        deleted: list[int] = []
+
+        async def delete_at_the_second(run: Any, file_id: str) -> Any:
+            if file_id == files[1] and not deleted:
+                r = await a.delete(f"/v1/buckets/{name}", params={"force": "true"})
+                deleted.append(r.status_code)
+            return await real_load(run, file_id)
+
+        monkeypatch.setattr(fileops, "load_file", delete_at_the_second)
+        tid = await start(a, {"type": "copy", "params": {"files": files, "to": {"bucket": name}}})
+        t = await finished(a, tid)
+        assert deleted == [200]
+        assert t["status"] == "FAILED", t
+        assert t["error"]["code"] == "bucket_not_found" and t["error"]["details"] == {
+            "bucket": name
+        }
+        # The first copy was made before the delete (and deleted by it); the third, after
+        # the next safe point, never.
+        assert await count_events(sys_.pool, "FileCreated", [f"file-{item_file_id(tid, 0)}"]) == 1
+        assert await count_events(sys_.pool, "FileCreated", [f"file-{item_file_id(tid, 2)}"]) == 0
 
 
 async def test_keys_that_climb_out_are_archived_under_safe_names(sys_: System) -> None:
