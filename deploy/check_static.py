@@ -517,6 +517,11 @@ def check_k8s() -> None:
             f"{wname}: runs as non-root uid 10001 (the image's USER)",
         )
         R.check(
+            pod.get("automountServiceAccountToken") is False,
+            f"{wname}: automountServiceAccountToken: false (Cairn never calls the Kubernetes"
+            " API; a compromised pod gets no token for it)",
+        )
+        R.check(
             pod.get("enableServiceLinks") is False,
             f"{wname}: enableServiceLinks: false (no Service env vars in the CAIRN_ namespace)",
         )
