@@ -61,18 +61,20 @@ CHUNK = 64 * 1024
 
 
 def manifests() -> list[dict[str, Any]]:
-    """The rendered kustomization (or the raw files when kubectl is not installed)."""
+    """The rendered kustomization (or the raw files when kubectl is not installed), plus
+    the Secret an operator creates, as secret.example.yaml shows it."""
+    secret = [d for d in yaml.safe_load_all((K8S / "secret.example.yaml").read_text()) if d]
     if shutil.which("kubectl"):
         out = subprocess.run(
             ["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, check=True
         )
-        return [d for d in yaml.safe_load_all(out.stdout) if d]
+        return [d for d in yaml.safe_load_all(out.stdout) if d] + secret
     kust = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     docs = [d for f in kust["resources"] for d in yaml.safe_load_all((K8S / f).read_text()) if d]
     for gen in kust.get("configMapGenerator", []):
         data = {Path(f).name: (K8S / f).read_text() for f in gen.get("files", [])}
         docs.append({"kind": "ConfigMap", "metadata": {"name": gen["name"]}, "data": data})
-    return docs
+    return docs + secret
 
 
 @dataclass

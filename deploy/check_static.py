@@ -39,6 +39,10 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
+# The Secret the manifests expect, as an example the kustomization never applies (an
+# operator creates the real one; secret.yaml, its filled-in copy, is git-ignored).
+SECRET_EXAMPLE = "secret.example.yaml"
+NOT_APPLIED = {SECRET_EXAMPLE, "secret.yaml", "kustomization.yaml"}
 K8S_VERSION = "1.30.0"  # the oldest Kubernetes these manifests are meant for
 SOURCE_DIRS = ("domain", "handlers", "projections", "api", "bus", "migrations")
 
@@ -404,7 +408,7 @@ def check_k8s() -> None:
     R.start("Kubernetes manifests")
     (kust,) = load_all(K8S / "kustomization.yaml")
     listed = list(kust.get("resources", []))
-    files = sorted(p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
+    files = sorted(p.name for p in K8S.glob("*.yaml") if p.name not in NOT_APPLIED)
     R.check(
         sorted(listed) == files,
         f"kustomization lists every manifest ({len(files)} files) and nothing else",
@@ -440,6 +444,21 @@ def check_k8s() -> None:
             docs.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data})
     kind_names = sorted(f"{d['kind']}/{d['metadata']['name']}" for d in docs)
     print(f"  ..    resources: {', '.join(kind_names)}")
+    # `kubectl apply -k` must never carry credentials: a Secret in the kustomization is
+    # either placeholders (applied as is, a published JWT secret lets anyone sign an admin
+    # token) or real values in the repository, and it overwrites the operator's own.
+    applied_secrets = [d["metadata"]["name"] for d in docs if d["kind"] == "Secret"]
+    R.check(
+        not applied_secrets,
+        "the kustomization applies no Secret (the operator creates cairn-secrets)"
+        + (f": {applied_secrets}" if applied_secrets else ""),
+    )
+    example = K8S / SECRET_EXAMPLE
+    if R.check(example.is_file(), f"deploy/k8s/{SECRET_EXAMPLE} shows the Secret expected"):
+        docs = docs + [
+            {**d, "metadata": {**d["metadata"], "namespace": kust.get("namespace")}}
+            for d in load_all(example)
+        ]
 
     try:
         import kubernetes_validate
@@ -506,7 +525,7 @@ def check_k8s() -> None:
         + (f" (unknown: {bad})" if bad else ""),
     )
     if any("CHANGE-ME" in str(v) for v in secret_doc.get("stringData", {}).values()):
-        R.note("secret.yaml holds placeholders (CHANGE-ME): replace them before a real deployment")
+        R.note(f"{SECRET_EXAMPLE} holds placeholders (CHANGE-ME), as it should")
 
     workloads = {**by_kind.get("Deployment", {}), **by_kind.get("Job", {})}
     for wname, w in workloads.items():
