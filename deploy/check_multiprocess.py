@@ -18,7 +18,8 @@ replica, against the embedded PostgreSQL and Tansu broker on free loopback ports
 8. every process gets SIGTERM and must exit 0 within the pod's grace period.
 
 What differs from a cluster, on purpose: loopback addresses and ports,
-CAIRN_KAFKA_IDEMPOTENCE=false (Tansu has no InitProducerId), temp dirs for /data and the
+CAIRN_KAFKA_IDEMPOTENCE=false (Tansu has no InitProducerId), CAIRN_KAFKA_REPLICATION_FACTOR=1
+(one broker), temp dirs for /data and the
 blob PVC (one shared dir, as the PVC is shared), and no container isolation.
 
 Run with the Python of the environment to test (deploy/check.sh uses the venv replayed
@@ -388,6 +389,7 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
             "CAIRN_DATABASE_URL": database_url,
             "CAIRN_KAFKA_BOOTSTRAP": kafka.bootstrap,
             "CAIRN_KAFKA_IDEMPOTENCE": "false",
+            "CAIRN_KAFKA_REPLICATION_FACTOR": "1",  # one broker here
             "CAIRN_KAFKA_FETCH_MAX_WAIT_MS": "10",
             "CAIRN_BLOB_STORE": f"file://{workdir / 'blobs'}",
             "CAIRN_HOST": HOST,

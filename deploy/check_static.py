@@ -510,6 +510,18 @@ def check_k8s() -> None:
         "cairn-config keys are settings bus/config/settings.py reads"
         + (f" (unknown: {bad})" if bad else ""),
     )
+    # The topics the setup Job creates carry every command and event: on the multi-broker
+    # Kafka these manifests point at, one copy of each would make any broker's loss an
+    # outage, and its disk's loss a gap only a replay from PostgreSQL fills.
+    rf = str(
+        config_data.get(
+            "CAIRN_KAFKA_REPLICATION_FACTOR", setting_default("CAIRN_KAFKA_REPLICATION_FACTOR")
+        )
+    )
+    R.check(
+        rf.isdigit() and int(rf) >= 3,
+        f"cairn-config: CAIRN_KAFKA_REPLICATION_FACTOR >= 3 for the topics the Job creates ({rf})",
+    )
     for cm_name, keys in configmaps.items():
         leaked = sorted(keys & SECRET_SETTINGS)
         R.check(
