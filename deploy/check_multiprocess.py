@@ -11,8 +11,9 @@ replica, against the embedded PostgreSQL and Tansu broker on free loopback ports
 4. every replica of every kind starts (`cairn run KIND`; 2 api, 2 actors, 2 relays...);
 5. GET /health and GET /ready answer 200 on every api replica;
 6. a smoke run across replicas: token from `cairn token`, a chunked upload created on one
-   api and finished on another, the bytes read back, a signed URL made by one api opened
-   on another (the replicas share the signing key), the read model (projector) and
+   api and finished on another, the bytes read back, a signed URL made by one api (asked
+   through a proxy: it names the proxy's https origin) opened on another (the replicas
+   share the signing key), the read model (projector) and
    /metrics (relay and projection lag 0) caught up;
 7. with 2 relays: the publishing one is SIGKILLed, and the standby must take over;
 8. every process gets SIGTERM and must exit 0 within the pod's grace period.
@@ -307,10 +308,19 @@ def smoke(apis: list[str], token: str, procs: Cluster) -> None:
         # A signed URL made by one replica must open on every other: they share the
         # signing key (CAIRN_SIGNING_KEY from the Secret), not one of their own each
         # generated into their own emptyDir.
-        r = clients[0].post(f"/v1/files/{file_id}/signed-url", json={"expires_in": 600})
+        # Asked through the TLS-terminating proxy the manifests put in front (it sets the
+        # X-Forwarded-* headers), the URL names the client's https origin
+        # (CAIRN_TRUST_PROXY in the ConfigMap), not the pod's plain http.
+        r = clients[0].post(
+            f"/v1/files/{file_id}/signed-url",
+            json={"expires_in": 600},
+            headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "files.example.com"},
+        )
         if r.status_code != 200:
             fail(f"POST signed-url via api-0: {r.status_code} {r.text[:300]}")
         signed = urlsplit(r.json()["url"])
+        if (signed.scheme, signed.netloc) != ("https", "files.example.com"):
+            fail(f"signed URL behind the proxy names {signed.scheme}://{signed.netloc}")
         with httpx.Client(base_url=apis[-1], timeout=30) as anonymous:
             r = anonymous.get(f"{signed.path}?{signed.query}")
         if r.status_code != 200 or r.content != data:

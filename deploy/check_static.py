@@ -768,6 +768,14 @@ def check_k8s() -> None:
     )
     R.check("limits" in api_main.get("resources", {}), "cairn-api: resource limits set")
     for name, svc in by_kind.get("Service", {}).items():
+        if svc["spec"].get("type", "ClusterIP") == "ClusterIP":
+            # Reached from outside only through an Ingress / Gateway that terminates TLS:
+            # without CAIRN_TRUST_PROXY the api sees plain http, and the signed URLs it
+            # hands out say http:// (broken, or the signature sent in clear).
+            R.check(
+                config_data.get("CAIRN_TRUST_PROXY") == "true",
+                f"Service {name} is ClusterIP (a proxy in front): CAIRN_TRUST_PROXY=true",
+            )
         R.check(
             svc["spec"]["selector"].items() <= api_labels.items(),
             f"Service {name}: selector matches the api pods",
