@@ -11,13 +11,16 @@ replica, against the embedded PostgreSQL and Tansu broker on free loopback ports
 4. every replica of every kind starts (`cairn run KIND`; 2 api, 2 actors, 2 relays...);
 5. GET /health and GET /ready answer 200 on every api replica;
 6. a smoke run across replicas: token from `cairn token`, a chunked upload created on one
-   api and finished on another, the bytes read back, the read model (projector) and
+   api and finished on another, the bytes read back, a signed URL made by one api (asked
+   through a proxy: it names the proxy's https origin) opened on another (the replicas
+   share the signing key), the read model (projector) and
    /metrics (relay and projection lag 0) caught up;
 7. with 2 relays: the publishing one is SIGKILLed, and the standby must take over;
 8. every process gets SIGTERM and must exit 0 within the pod's grace period.
 
 What differs from a cluster, on purpose: loopback addresses and ports,
-CAIRN_KAFKA_IDEMPOTENCE=false (Tansu has no InitProducerId), temp dirs for /data and the
+CAIRN_KAFKA_IDEMPOTENCE=false (Tansu has no InitProducerId), CAIRN_KAFKA_REPLICATION_FACTOR=1
+(one broker), temp dirs for /data and the
 blob PVC (one shared dir, as the PVC is shared), and no container isolation.
 
 Run with the Python of the environment to test (deploy/check.sh uses the venv replayed
@@ -39,6 +42,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 import httpx
 import yaml
@@ -59,18 +63,20 @@ CHUNK = 64 * 1024
 
 
 def manifests() -> list[dict[str, Any]]:
-    """The rendered kustomization (or the raw files when kubectl is not installed)."""
+    """The rendered kustomization (or the raw files when kubectl is not installed), plus
+    the Secret an operator creates, as secret.example.yaml shows it."""
+    secret = [d for d in yaml.safe_load_all((K8S / "secret.example.yaml").read_text()) if d]
     if shutil.which("kubectl"):
         out = subprocess.run(
             ["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, check=True
         )
-        return [d for d in yaml.safe_load_all(out.stdout) if d]
+        return [d for d in yaml.safe_load_all(out.stdout) if d] + secret
     kust = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     docs = [d for f in kust["resources"] for d in yaml.safe_load_all((K8S / f).read_text()) if d]
     for gen in kust.get("configMapGenerator", []):
         data = {Path(f).name: (K8S / f).read_text() for f in gen.get("files", [])}
         docs.append({"kind": "ConfigMap", "metadata": {"name": gen["name"]}, "data": data})
-    return docs
+    return docs + secret
 
 
 @dataclass
@@ -299,6 +305,27 @@ def smoke(apis: list[str], token: str, procs: Cluster) -> None:
         if r.status_code != 200 or r.content != data:
             fail(f"GET content: {r.status_code}, {len(r.content)} bytes")
         ok("file content read back byte for byte (shared blob store)")
+        # A signed URL made by one replica must open on every other: they share the
+        # signing key (CAIRN_SIGNING_KEY from the Secret), not one of their own each
+        # generated into their own emptyDir.
+        # Asked through the TLS-terminating proxy the manifests put in front (it sets the
+        # X-Forwarded-* headers), the URL names the client's https origin
+        # (CAIRN_TRUST_PROXY in the ConfigMap), not the pod's plain http.
+        r = clients[0].post(
+            f"/v1/files/{file_id}/signed-url",
+            json={"expires_in": 600},
+            headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "files.example.com"},
+        )
+        if r.status_code != 200:
+            fail(f"POST signed-url via api-0: {r.status_code} {r.text[:300]}")
+        signed = urlsplit(r.json()["url"])
+        if (signed.scheme, signed.netloc) != ("https", "files.example.com"):
+            fail(f"signed URL behind the proxy names {signed.scheme}://{signed.netloc}")
+        with httpx.Client(base_url=apis[-1], timeout=30) as anonymous:
+            r = anonymous.get(f"{signed.path}?{signed.query}")
+        if r.status_code != 200 or r.content != data:
+            fail(f"signed URL of api-0 on api-{len(apis) - 1}: {r.status_code} {r.text[:300]}")
+        ok(f"a signed URL made by api-0 serves the file on api-{len(apis) - 1} (shared key)")
 
         def listed() -> bool:
             r = clients[-1].get("/v1/uploads")
@@ -372,6 +399,7 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
             "CAIRN_DATABASE_URL": database_url,
             "CAIRN_KAFKA_BOOTSTRAP": kafka.bootstrap,
             "CAIRN_KAFKA_IDEMPOTENCE": "false",
+            "CAIRN_KAFKA_REPLICATION_FACTOR": "1",  # one broker here
             "CAIRN_KAFKA_FETCH_MAX_WAIT_MS": "10",
             "CAIRN_BLOB_STORE": f"file://{workdir / 'blobs'}",
             "CAIRN_HOST": HOST,

@@ -39,6 +39,10 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
+# The Secret the manifests expect, as an example the kustomization never applies (an
+# operator creates the real one; secret.yaml, its filled-in copy, is git-ignored).
+SECRET_EXAMPLE = "secret.example.yaml"
+NOT_APPLIED = {SECRET_EXAMPLE, "secret.yaml", "kustomization.yaml"}
 K8S_VERSION = "1.30.0"  # the oldest Kubernetes these manifests are meant for
 SOURCE_DIRS = ("domain", "handlers", "projections", "api", "bus", "migrations")
 
@@ -137,8 +141,50 @@ def console_scripts() -> dict[str, str]:
     return scripts
 
 
+def generated_secrets() -> set[str]:
+    """The settings whose fallback is a secret generated into the pod's own data dir
+    (`self.x or self._generated_secret(...)` in bus/config/settings.py): unset, every
+    replica makes up its own, and a restart a new one."""
+    text = (ROOT / "bus/config/settings.py").read_text()
+    return {
+        f"CAIRN_{f.upper()}" for f in re.findall(r"self\.(\w+) or self\._generated_secret\(", text)
+    }
+
+
+def setting_default(name: str) -> str:
+    """The default bus/config/settings.py gives `name` in from_env (num("X", 16) /
+    size("X", "8M") / sec("X", 5.0)), as a string."""
+    text = (ROOT / "bus/config/settings.py").read_text()
+    m = re.search(rf'"{name}",\s*"?([^",)]+)"?', text)
+    if m is None:
+        raise SystemExit(f"no default for {name} in bus/config/settings.py")
+    return m.group(1).strip()
+
+
+def parse_bytes(value: str) -> int:
+    """`8M`, `64K`, `1Gi`, `268435456` -> bytes (binary units, as Cairn and Kubernetes)."""
+    m = re.fullmatch(r"(\d+)\s*([KMGT]?)i?[Bb]?", str(value).strip())
+    if m is None:
+        raise ValueError(f"not a size: {value!r}")
+    return int(m.group(1)) << (10 * " KMGT".index(m.group(2) or " "))
+
+
 SETTINGS = known_settings()
 KINDS = process_kinds()
+GENERATED_SECRETS = generated_secrets()
+# Settings that are credentials: only ever from a Secret (k8s) or the untracked .env
+# (compose), never in a ConfigMap, a manifest's literal `value` or the image.
+SECRET_SETTINGS = GENERATED_SECRETS | {
+    "CAIRN_DATABASE_URL",
+    "CAIRN_SIGNING_OLD_KEYS",
+    "CAIRN_API_KEYS",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+}
+# What a pod may use besides its in-flight request bodies: the api's memory request.
+# Each in-flight tus PATCH holds up to two pieces (README, CAIRN_TUS_PIECE_BYTES).
+PIECES_PER_BODY = 2
 TOPICS_SNIPPET = "ensure_topics(s)"
 
 
@@ -170,13 +216,15 @@ def check_yaml_parses() -> None:
 # ------------------------------------------------------------------ compose
 
 
-_INTERP = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
+_INTERP = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
+_REQUIRED = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*:\?[^}]*\}")
 
 
 def interpolate(value: Any) -> Any:
-    """Compose's ${VAR:-default} with an empty environment: the defaults."""
+    """Compose's ${VAR:-default} with an empty environment: the defaults (a required
+    ${VAR:?message} becomes "")."""
     if isinstance(value, str):
-        return _INTERP.sub(lambda m: m.group(2) or "", value)
+        return _INTERP.sub(lambda m: m.group(3) if "-" in (m.group(2) or "") else "", value)
     return value
 
 
@@ -289,6 +337,24 @@ def check_compose() -> None:
     for name in ("api", "actors"):
         R.check("replicas" in (services[name].get("deploy") or {}), f"{name}: deploy.replicas hint")
 
+    # Credentials: from deploy/.env (interpolated), never a literal in the tracked file.
+    for name, svc in services.items():
+        for var, raw in (svc.get("environment") or {}).items():
+            if var in SECRET_SETTINGS:
+                R.check(
+                    "${" in str(raw),
+                    f"{name}: {var} comes from deploy/.env, not a literal in compose.yaml",
+                )
+    # A secret the api would otherwise generate into its own container (one per replica,
+    # a new one with every re-creation) must be set, and with no default anyone can read.
+    api_env = services["api"].get("environment") or {}
+    for var in sorted(GENERATED_SECRETS):
+        raw = str(api_env.get(var, ""))
+        R.check(
+            _REQUIRED.fullmatch(raw) is not None,
+            f"api: {var} is required from deploy/.env (${{{var}:?...}}, no default): {raw!r}",
+        )
+
     volumes = set(doc.get("volumes") or {})
     for name, svc in services.items():
         for v in svc.get("volumes", []):
@@ -342,7 +408,7 @@ def check_k8s() -> None:
     R.start("Kubernetes manifests")
     (kust,) = load_all(K8S / "kustomization.yaml")
     listed = list(kust.get("resources", []))
-    files = sorted(p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
+    files = sorted(p.name for p in K8S.glob("*.yaml") if p.name not in NOT_APPLIED)
     R.check(
         sorted(listed) == files,
         f"kustomization lists every manifest ({len(files)} files) and nothing else",
@@ -378,6 +444,21 @@ def check_k8s() -> None:
             docs.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data})
     kind_names = sorted(f"{d['kind']}/{d['metadata']['name']}" for d in docs)
     print(f"  ..    resources: {', '.join(kind_names)}")
+    # `kubectl apply -k` must never carry credentials: a Secret in the kustomization is
+    # either placeholders (applied as is, a published JWT secret lets anyone sign an admin
+    # token) or real values in the repository, and it overwrites the operator's own.
+    applied_secrets = [d["metadata"]["name"] for d in docs if d["kind"] == "Secret"]
+    R.check(
+        not applied_secrets,
+        "the kustomization applies no Secret (the operator creates cairn-secrets)"
+        + (f": {applied_secrets}" if applied_secrets else ""),
+    )
+    example = K8S / SECRET_EXAMPLE
+    if R.check(example.is_file(), f"deploy/k8s/{SECRET_EXAMPLE} shows the Secret expected"):
+        docs = docs + [
+            {**d, "metadata": {**d["metadata"], "namespace": kust.get("namespace")}}
+            for d in load_all(example)
+        ]
 
     try:
         import kubernetes_validate
@@ -429,6 +510,25 @@ def check_k8s() -> None:
         "cairn-config keys are settings bus/config/settings.py reads"
         + (f" (unknown: {bad})" if bad else ""),
     )
+    # The topics the setup Job creates carry every command and event: on the multi-broker
+    # Kafka these manifests point at, one copy of each would make any broker's loss an
+    # outage, and its disk's loss a gap only a replay from PostgreSQL fills.
+    rf = str(
+        config_data.get(
+            "CAIRN_KAFKA_REPLICATION_FACTOR", setting_default("CAIRN_KAFKA_REPLICATION_FACTOR")
+        )
+    )
+    R.check(
+        rf.isdigit() and int(rf) >= 3,
+        f"cairn-config: CAIRN_KAFKA_REPLICATION_FACTOR >= 3 for the topics the Job creates ({rf})",
+    )
+    for cm_name, keys in configmaps.items():
+        leaked = sorted(keys & SECRET_SETTINGS)
+        R.check(
+            not leaked,
+            f"ConfigMap {cm_name}: no credentials (they belong in a Secret)"
+            + (f": {leaked}" if leaked else ""),
+        )
     secret_doc = by_kind.get("Secret", {}).get("cairn-secrets", {})
     bad = unknown_settings(secret_doc.get("stringData", {}))
     R.check(
@@ -437,7 +537,7 @@ def check_k8s() -> None:
         + (f" (unknown: {bad})" if bad else ""),
     )
     if any("CHANGE-ME" in str(v) for v in secret_doc.get("stringData", {}).values()):
-        R.note("secret.yaml holds placeholders (CHANGE-ME): replace them before a real deployment")
+        R.note(f"{SECRET_EXAMPLE} holds placeholders (CHANGE-ME), as it should")
 
     workloads = {**by_kind.get("Deployment", {}), **by_kind.get("Job", {})}
     for wname, w in workloads.items():
@@ -446,6 +546,11 @@ def check_k8s() -> None:
         R.check(
             sc.get("runAsNonRoot") is True and sc.get("runAsUser") == 10001,
             f"{wname}: runs as non-root uid 10001 (the image's USER)",
+        )
+        R.check(
+            pod.get("automountServiceAccountToken") is False,
+            f"{wname}: automountServiceAccountToken: false (Cairn never calls the Kubernetes"
+            " API; a compromised pod gets no token for it)",
         )
         R.check(
             pod.get("enableServiceLinks") is False,
@@ -481,8 +586,43 @@ def check_k8s() -> None:
                 f"{cname}: no privilege escalation, all capabilities dropped",
             )
             R.check(
+                csc.get("readOnlyRootFilesystem") is True, f"{cname}: read-only root filesystem"
+            )
+            R.check(
                 "resources" in c and "requests" in c["resources"], f"{cname}: resource requests set"
             )
+            R.check(
+                "memory" in c.get("resources", {}).get("limits", {}),
+                f"{cname}: a memory limit (a leak or a burst cannot take the node)",
+            )
+            liveness = c.get("livenessProbe", {}).get("httpGet", {}).get("path")
+            R.check(
+                liveness != "/ready",
+                f"{cname}: liveness is not /ready (a database or Kafka outage would restart"
+                " every pod instead of taking it out of the Service)",
+            )
+            from_secret: set[str] = set()
+            for ef in c.get("envFrom", []):
+                if "secretRef" in ef:
+                    from_secret |= secrets.get(ef["secretRef"]["name"], set())
+            for var in c.get("env", []):
+                ref = var.get("valueFrom", {}).get("secretKeyRef")
+                if ref is not None and not ref.get("optional"):
+                    from_secret.add(var["name"])
+                if var["name"] in SECRET_SETTINGS:
+                    R.check(
+                        "value" not in var,
+                        f"{cname}: env {var['name']} comes from a Secret, not a literal value",
+                    )
+            if c.get("args") == ["run", "api"]:
+                # Unset, each replica would generate its own into its emptyDir: tokens or
+                # signed URLs made by one replica refused by the others, and all of them
+                # invalid after any restart.
+                for var in sorted(GENERATED_SECRETS):
+                    R.check(
+                        var in from_secret,
+                        f"{cname}: {var} from a Secret (shared by every replica, survives restarts)",
+                    )
             names: set[str] = set()
             for ef in c.get("envFrom", []):
                 if "configMapRef" in ef:
@@ -628,6 +768,14 @@ def check_k8s() -> None:
     )
     R.check("limits" in api_main.get("resources", {}), "cairn-api: resource limits set")
     for name, svc in by_kind.get("Service", {}).items():
+        if svc["spec"].get("type", "ClusterIP") == "ClusterIP":
+            # Reached from outside only through an Ingress / Gateway that terminates TLS:
+            # without CAIRN_TRUST_PROXY the api sees plain http, and the signed URLs it
+            # hands out say http:// (broken, or the signature sent in clear).
+            R.check(
+                config_data.get("CAIRN_TRUST_PROXY") == "true",
+                f"Service {name} is ClusterIP (a proxy in front): CAIRN_TRUST_PROXY=true",
+            )
         R.check(
             svc["spec"]["selector"].items() <= api_labels.items(),
             f"Service {name}: selector matches the api pods",
@@ -637,15 +785,88 @@ def check_k8s() -> None:
             all(p["targetPort"] in port_names for p in svc["spec"]["ports"]),
             f"Service {name}: targetPort is a named api port",
         )
-    for name, pdb in by_kind.get("PodDisruptionBudget", {}).items():
+    # PodDisruptionBudgets: every kind run with a standby or a peer (replicas >= 2) keeps
+    # one through node drains; none blocks a drain (a budget that allows no disruption,
+    # e.g. minAvailable 1 over a single replica, stalls `kubectl drain` for good).
+    pdbs = by_kind.get("PodDisruptionBudget", {})
+    for name, pdb in pdbs.items():
+        selector = pdb["spec"]["selector"]["matchLabels"].items()
+        targets = [
+            d
+            for d in deployments.values()
+            if selector <= d["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        R.check(len(targets) == 1, f"PDB {name}: selects the pods of exactly one Deployment")
+        for d in targets:
+            replicas = d["spec"].get("replicas", 1)
+            spec = pdb["spec"]
+            if "maxUnavailable" in spec:
+                allowed = int(spec["maxUnavailable"]) >= 1
+            else:
+                allowed = int(spec.get("minAvailable", 0)) < replicas
+            R.check(
+                allowed,
+                f"PDB {name}: lets a drain evict a pod of {d['metadata']['name']}"
+                f" ({replicas} replica(s))",
+            )
+    for dname, d in deployments.items():
+        if d["spec"].get("replicas", 1) >= 2:
+            labels = d["spec"]["template"]["metadata"]["labels"].items()
+            R.check(
+                any(p["spec"]["selector"]["matchLabels"].items() <= labels for p in pdbs.values()),
+                f"{dname}: {d['spec']['replicas']} replicas, guarded by a PodDisruptionBudget",
+            )
+
+    def setting(name: str) -> str:
+        return str(config_data.get(name) or setting_default(name))
+
+    # Graceful stop of the api: preStop pause (endpoints removed everywhere), then the
+    # drain (CAIRN_DRAIN_TIMEOUT), then the rest of the shutdown, all before SIGKILL.
+    api_pod = api.get("spec", {}).get("template", {}).get("spec", {})
+    pre_stop = api_main.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+    pause = float(pre_stop[1]) if pre_stop[:1] == ["sleep"] and len(pre_stop) == 2 else 0.0
+    R.check(pause > 0, "cairn-api: a preStop pause so the Service stops routing before the drain")
+    drain = float(setting("CAIRN_DRAIN_TIMEOUT"))
+    grace = float(api_pod.get("terminationGracePeriodSeconds", 30))
+    R.check(
+        grace >= pause + drain + 10,
+        f"cairn-api: terminationGracePeriodSeconds {grace:g} >= preStop {pause:g}"
+        f" + CAIRN_DRAIN_TIMEOUT {drain:g} + 10 s to close down",
+    )
+    # Memory: the api's limit must hold its base (the request) plus every request body
+    # CAIRN_MAX_INFLIGHT lets in at once, each up to two tus pieces, or a burst of uploads
+    # gets the pod OOM-killed (every upload on it cut) instead of answered 429.
+    resources = api_main.get("resources", {})
+    try:
+        limit = parse_bytes(resources.get("limits", {}).get("memory", "0"))
+        base = parse_bytes(resources.get("requests", {}).get("memory", "0"))
+        inflight = int(setting("CAIRN_MAX_INFLIGHT"))
+        piece = parse_bytes(setting("CAIRN_TUS_PIECE_BYTES"))
+        need = base + inflight * PIECES_PER_BODY * piece
         R.check(
-            pdb["spec"]["selector"]["matchLabels"].items() <= api_labels.items(),
-            f"PDB {name}: selector matches the api pods",
+            limit >= need,
+            f"cairn-api: memory limit {limit >> 20} MiB holds the request {base >> 20} MiB"
+            f" + CAIRN_MAX_INFLIGHT {inflight} x {PIECES_PER_BODY} x CAIRN_TUS_PIECE_BYTES"
+            f" {piece >> 20} MiB = {need >> 20} MiB",
         )
-        R.check(
-            pdb["spec"].get("minAvailable", 0) < api.get("spec", {}).get("replicas", 1),
-            f"PDB {name}: minAvailable below the api replicas (drains can proceed)",
-        )
+    except ValueError as e:
+        R.check(False, f"cairn-api: memory sizes readable ({e})")
+
+    # compose and Kubernetes run the same Cairn: a setting both name has one value.
+    (compose,) = load_all(DEPLOY / "compose.yaml")
+    compose_env = {k: interpolate(v) for k, v in (compose.get("x-cairn-env") or {}).items()}
+    # (where the servers are differs between the two, by nature)
+    addresses = {"CAIRN_KAFKA_BOOTSTRAP", "CAIRN_DATABASE_URL", "CAIRN_S3_ENDPOINT"}
+    differ = sorted(
+        f"{k}: compose {compose_env[k]!r}, k8s {config_data[k]!r}"
+        for k in (set(compose_env) & set(config_data)) - addresses
+        if str(compose_env[k]) != str(config_data[k])
+    )
+    R.check(
+        not differ,
+        "settings in both compose.yaml (x-cairn-env) and cairn-config agree"
+        + (f": {differ}" if differ else ""),
+    )
     relay = deployments.get("cairn-relay", {})
     R.check(
         relay.get("spec", {}).get("replicas", 1) >= 2,
