@@ -37,7 +37,8 @@ class Presigns(Protocol):
         content_disposition: str | None = None,
     ) -> str | None:
         """The URL, or None when the blob is not in the bucket (a small blob kept in
-        PostgreSQL, bus/blobs/inline.py): Cairn serves it."""
+        PostgreSQL, bus/blobs/inline.py): Cairn serves it. A blob stored nowhere is
+        BlobNotFound (never a URL to S3's 404), an unreachable S3 BlobStoreUnavailable."""
         ...
 
 

@@ -333,10 +333,15 @@ class S3BlobStore:
     ) -> str:
         """A URL that GETs the whole blob straight from S3 for `expires` seconds.
 
-        Signed locally (no request to S3). `content_type` / `content_disposition` become
-        S3's response overrides, so the client gets the file's type and name rather than
-        the chunk object's. The URL names CAIRN_S3_ENDPOINT (or AWS): clients must be able
-        to reach it."""
+        Signed locally, but only after a HEAD showed the object is there: a URL to a
+        missing object is a broken download (a 307 to S3's 404, which the client cannot
+        tell from a fault of ours), so that is BlobNotFound, as a streamed read of it
+        would be, and an S3 that is down is BlobStoreUnavailable (503), not a redirect to
+        it. `content_type` / `content_disposition` become S3's response overrides, so the
+        client gets the file's type and name rather than the chunk object's. The URL
+        names CAIRN_S3_ENDPOINT (or AWS): clients must be able to reach it."""
+        if await self.size(sha256) is None:
+            raise BlobNotFound(sha256)
         params: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key_of(sha256)}
         if content_type:
             params["ResponseContentType"] = content_type

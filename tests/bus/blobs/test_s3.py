@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from bus.blobs.errors import BlobCorrupt, BlobStoreUnavailable
+from bus.blobs.errors import BlobCorrupt, BlobNotFound, BlobStoreUnavailable
 from bus.blobs.manifests import hash_manifest
 from bus.blobs.s3 import READ_PIECE, SPOOL_SUFFIX, S3BlobStore, S3Options
 from tests.ports import free_port
@@ -378,4 +378,38 @@ async def test_sweep_removes_only_old_spool_files(s3_server: S3Server, tmp_path:
         assert await store.sweep() == 1
         assert sorted(p.name for p in spool.iterdir()) == [fresh.name]
     finally:
+        await store.close()
+
+
+async def test_a_presigned_url_is_only_made_for_a_blob_in_the_bucket(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    """A URL to a missing object is a broken download (a 307 to S3's 404): the store says
+    BlobNotFound instead, as a streamed read of it would."""
+    store = make_store(s3_server, tmp_path)
+    try:
+        digest, _ = await store.put_stream(feed(b"present"))
+        url = await store.presigned_get(digest, expires=60)
+        assert url.startswith(s3_server.endpoint) and digest in url
+        missing = sha(b"never stored")
+        with pytest.raises(BlobNotFound):
+            await store.presigned_get(missing, expires=60)
+        await store.delete(digest)
+        with pytest.raises(BlobNotFound):
+            await store.presigned_get(digest, expires=60)
+    finally:
+        await store.close()
+
+
+async def test_a_presigned_url_is_not_made_while_s3_is_down(tmp_path: Path) -> None:
+    server = S3Server()
+    server.start()
+    store = make_store(server, tmp_path, connect_timeout=1.0, max_attempts=1)
+    try:
+        digest, _ = await store.put_stream(feed(b"present"))
+        server.stop()
+        with pytest.raises(BlobStoreUnavailable, match="CAIRN_S3_ENDPOINT"):
+            await store.presigned_get(digest, expires=60)
+    finally:
+        server.stop()
         await store.close()
