@@ -153,7 +153,9 @@ class S3BlobStore:
                         max_pool_connections=o.pool_size,
                         connect_timeout=o.connect_timeout,
                         read_timeout=o.read_timeout,
-                        retries={"max_attempts": o.max_attempts, "mode": "standard"},
+                        # total_max_attempts: tries in all, as CAIRN_S3_MAX_ATTEMPTS says
+                        # (botocore's "max_attempts" here counts retries, one try more).
+                        retries={"total_max_attempts": o.max_attempts, "mode": "standard"},
                         # SigV4 for presigned URLs too (botocore presigns with SigV2 by
                         # default, which newer regions and several S3 servers refuse).
                         signature_version="s3v4",

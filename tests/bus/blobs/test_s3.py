@@ -381,6 +381,47 @@ async def test_sweep_removes_only_old_spool_files(s3_server: S3Server, tmp_path:
         await store.close()
 
 
+async def test_a_put_s3_refuses_as_busy_is_retried_then_stored(
+    faulty: S3Server, tmp_path: Path
+) -> None:
+    """503 SlowDown on the first two PUTs: botocore retries (rewinding the spool file),
+    the third stores the exact bytes."""
+    store = make_store(faulty, tmp_path, max_attempts=4)
+    try:
+        rec = await recording(store)
+        before = faulty.state()["refused_busy"]
+        faulty.faults(busy_puts=2)
+        digest, size = await store.put_stream(feed(DATA))
+        assert (digest, size) == (sha(DATA), len(DATA))
+        assert faulty.state()["refused_busy"] == before + 2
+        assert len(rec.of("PutObject")) == 3
+        assert b"".join([p async for p in store.open_range(digest)]) == DATA
+        assert list((tmp_path / "spool").iterdir()) == []
+    finally:
+        faulty.faults()
+        await store.close()
+
+
+async def test_a_put_s3_keeps_refusing_as_busy_fails_within_the_attempts_keeping_nothing(
+    faulty: S3Server, tmp_path: Path
+) -> None:
+    store = make_store(faulty, tmp_path, max_attempts=3)
+    try:
+        rec = await recording(store)
+        faulty.faults(busy_puts=100)
+        with pytest.raises(BlobStoreUnavailable, match="SlowDown") as e:
+            await store.put_stream(feed(DATA))
+        assert e.value.retry_after > 0
+        assert len(rec.of("PutObject")) == 3  # bounded by CAIRN_S3_MAX_ATTEMPTS
+        faulty.faults()
+        assert not await store.exists(sha(DATA))
+        assert [b async for b in store.iter_blobs()] == []
+        assert list((tmp_path / "spool").iterdir()) == []
+    finally:
+        faulty.faults()
+        await store.close()
+
+
 async def test_a_presigned_url_is_only_made_for_a_blob_in_the_bucket(
     s3_server: S3Server, tmp_path: Path
 ) -> None:
