@@ -8,6 +8,7 @@ the fault tests use a server of their own so that stopping it disturbs nobody.""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import os
@@ -453,4 +454,34 @@ async def test_a_presigned_url_is_not_made_while_s3_is_down(tmp_path: Path) -> N
             await store.presigned_get(digest, expires=60)
     finally:
         server.stop()
+        await store.close()
+
+
+async def test_listing_and_deleting_past_one_page_of_1000_keys(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    """ListObjectsV2 answers 1000 keys a page and DeleteObjects takes 1000 keys: the
+    collector's listing follows the continuation, and delete_many deletes exactly what it
+    was given across batches, leaving the rest."""
+    store = make_store(s3_server, tmp_path)
+    try:
+        bodies = [f"blob {i}".encode() for i in range(1_050)]
+        gate = asyncio.Semaphore(16)
+
+        async def put(body: bytes) -> str:
+            async with gate:
+                return (await store.put_stream(feed(body)))[0]
+
+        digests = await asyncio.gather(*(put(b) for b in bodies))
+        rec = await recording(store)
+        listed = {s: n for s, n, _ in [b async for b in store.iter_blobs()]}
+        assert listed == {sha(b): len(b) for b in bodies}
+        assert len(rec.of("ListObjectsV2")) == 2  # the second page was asked for
+        kept = set(digests[::350])  # three of them, spread over the key space
+        doomed = [d for d in digests if d not in kept]
+        freed = await store.delete_many(doomed, stored_before=time.time() + 3600)
+        assert freed == {d: listed[d] for d in doomed}
+        assert len(rec.of("DeleteObjects")) == 2
+        assert {s async for s, _, _ in store.iter_blobs()} == kept
+    finally:
         await store.close()
