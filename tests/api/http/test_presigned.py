@@ -169,3 +169,25 @@ def test_single_object_needs_one_chunk_as_long_as_the_file() -> None:
     assert single_object([("a" * 64, 5)], 5) == "a" * 64
     assert single_object([("a" * 64, 5)], 6) is None
     assert single_object([], 0) is None
+
+
+class _Recording:
+    def __init__(self) -> None:
+        self.expires: list[int] = []
+
+    async def presigned_get(self, sha256: str, *, expires: int, **kw: object) -> str:
+        self.expires.append(expires)
+        return f"https://s3.example/{sha256}?X-Amz-Expires={expires}"
+
+
+@pytest.mark.parametrize(
+    ("granted_for", "want"), [(None, 300), (10_000, 300), (42, 42), (1, 1), (0, None), (-5, None)]
+)
+async def test_a_redirect_never_outlives_the_signed_url_that_let_the_get_in(
+    granted_for: int | None, want: int | None
+) -> None:
+    s = Settings.from_env({"CAIRN_S3_REDIRECT": "1", "CAIRN_S3_REDIRECT_MIN_BYTES": "1"})
+    store = _Recording()
+    got = await redirect_location(s, store, [("a" * 64, 10)], 10, {}, granted_for=granted_for)
+    assert store.expires == ([] if want is None else [want])
+    assert (got is None) == (want is None)
