@@ -189,12 +189,15 @@ class S3BlobStore:
     def _unavailable(self, e: Exception, doing: str) -> BlobStoreUnavailable:
         """One message per cause, naming the setting an operator has to look at."""
         where = self.options.endpoint or "AWS S3"
+        credentials = "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY"
         if isinstance(e, NoCredentialsError | PartialCredentialsError):
             msg = "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+            reason = f"no S3 credentials ({credentials})"
         elif isinstance(e, ClientError):
             code, status = _code(e), _status(e)
             if code == "NoSuchBucket" or (doing == "head bucket" and status == 404):
                 msg = f"S3 bucket {self.bucket!r} does not exist (CAIRN_BLOB_STORE)"
+                reason = "S3 bucket does not exist (CAIRN_BLOB_STORE)"
             elif status in (401, 403) or code in {
                 "InvalidAccessKeyId",
                 "SignatureDoesNotMatch",
@@ -204,13 +207,17 @@ class S3BlobStore:
                     f"S3 refused access to bucket {self.bucket!r} ({code or status}):"
                     " check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
                 )
+                reason = f"S3 refused access ({credentials})"
             else:
                 msg = f"S3 {doing} failed at {where}: {code or status} {e}"
+                reason = f"S3 {doing} failed: {code or status}"
         elif isinstance(e, BotoConnectionError | HTTPClientError):
             msg = f"S3 endpoint {where} unreachable (CAIRN_S3_ENDPOINT): {e}"
+            reason = "S3 endpoint unreachable (CAIRN_S3_ENDPOINT)"
         else:
             msg = f"S3 {doing} failed at {where}: {e}"
-        return BlobStoreUnavailable(msg)
+            reason = f"S3 {doing} failed: {type(e).__name__}"
+        return BlobStoreUnavailable(msg, reason=reason)
 
     # -- writing -----------------------------------------------------------------------
 

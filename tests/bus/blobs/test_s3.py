@@ -272,8 +272,10 @@ async def test_missing_bucket_names_the_setting(s3_server: S3Server, tmp_path: P
         S3Options(bucket="no-such-bucket-here", endpoint=s3_server.endpoint, spool_dir=tmp_path)
     )
     try:
-        with pytest.raises(BlobStoreUnavailable, match=r"does not exist \(CAIRN_BLOB_STORE\)"):
+        with pytest.raises(BlobStoreUnavailable, match=r"does not exist \(CAIRN_BLOB_STORE\)") as e:
             await store.ping()
+        # What the public /ready says: the setting, not the bucket's name.
+        assert e.value.reason == "S3 bucket does not exist (CAIRN_BLOB_STORE)"
         with pytest.raises(BlobStoreUnavailable, match="CAIRN_BLOB_STORE"):
             await store.put_stream(feed(b"bytes"))
     finally:
@@ -305,8 +307,9 @@ async def test_wrong_credentials_name_the_variables(
     try:
         with pytest.raises(BlobStoreUnavailable, match=r"InvalidAccessKeyId.*AWS_ACCESS_KEY_ID"):
             await store.put_stream(feed(b"bytes"))
-        with pytest.raises(BlobStoreUnavailable, match="AWS_ACCESS_KEY_ID"):
+        with pytest.raises(BlobStoreUnavailable, match="AWS_ACCESS_KEY_ID") as e:
             await store.ping()
+        assert e.value.reason == "S3 refused access (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)"
         assert list((tmp_path / "spool").iterdir()) == []
     finally:
         await store.close()
