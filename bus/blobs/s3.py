@@ -58,11 +58,13 @@ from pathlib import Path
 from typing import Any
 
 from aiobotocore.config import AioConfig
+from aiobotocore.httpsession import AIOHTTPSession
 from aiobotocore.session import get_session
-from aiohttp import ClientPayloadError
+from aiohttp import ClientPayloadError, ClientTimeout
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    ConnectTimeoutError,
     HTTPClientError,
     IncompleteReadError,
     NoCredentialsError,
@@ -150,6 +152,7 @@ class S3BlobStore:
                 if self._client is None:
                     o = self.options
                     config = AioConfig(
+                        http_session_cls=_bounded_pool_wait(o.connect_timeout + o.read_timeout),
                         max_pool_connections=o.pool_size,
                         connect_timeout=o.connect_timeout,
                         read_timeout=o.read_timeout,
@@ -211,6 +214,12 @@ class S3BlobStore:
             else:
                 msg = f"S3 {doing} failed at {where}: {code or status} {e}"
                 reason = f"S3 {doing} failed: {code or status}"
+        elif isinstance(e, ConnectTimeoutError):
+            msg = (
+                f"S3 endpoint {where} unreachable (CAIRN_S3_ENDPOINT), or all"
+                f" {self.options.pool_size} connections stayed busy (CAIRN_S3_POOL_SIZE): {e}"
+            )
+            reason = "S3 endpoint unreachable (CAIRN_S3_ENDPOINT) or connections busy"
         elif isinstance(e, BotoConnectionError | HTTPClientError):
             msg = f"S3 endpoint {where} unreachable (CAIRN_S3_ENDPOINT): {e}"
             reason = "S3 endpoint unreachable (CAIRN_S3_ENDPOINT)"
@@ -597,6 +606,27 @@ class S3BlobStore:
             await client.head_bucket(Bucket=self.bucket)
         except (BotoCoreError, ClientError) as e:
             raise self._unavailable(e, "head bucket") from e
+
+
+def _bounded_pool_wait(seconds: float) -> Any:
+    """aiobotocore's HTTP session with a bound on waiting for a pooled connection.
+
+    aiobotocore gives aiohttp only socket timeouts (connect, read), and aiohttp's wait for
+    a free connection of the pool (CAIRN_S3_POOL_SIZE) is bounded by its `connect`
+    timeout alone, which was unset: with every connection held by a download whose client
+    stopped reading (its ranged GET open mid-body), every other S3 request (uploads, HEADs,
+    new downloads) waited forever. Now such a wait ends after `seconds` as a connect
+    timeout (BlobStoreUnavailable, 503)."""
+
+    class BoundedPoolWait(AIOHTTPSession):  # type: ignore[misc]  # untyped library
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            t: ClientTimeout = getattr(self, "_timeout")  # noqa: B009  # set by super()
+            self._timeout = ClientTimeout(
+                sock_connect=t.sock_connect, sock_read=t.sock_read, connect=seconds
+            )
+
+    return BoundedPoolWait
 
 
 async def _read_piece(body: Any, want: int) -> bytes:

@@ -488,3 +488,30 @@ async def test_listing_and_deleting_past_one_page_of_1000_keys(
         assert {s async for s, _, _ in store.iter_blobs()} == kept
     finally:
         await store.close()
+
+
+async def test_a_pool_held_by_readers_that_stopped_reading_fails_others_in_bounded_time(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    """Every pooled connection is held by a download whose client stopped reading (its
+    ranged GET open mid-body): another request waits for a connection at most about
+    CAIRN_S3_CONNECT_TIMEOUT + CAIRN_S3_READ_TIMEOUT, then fails as unavailable (503),
+    instead of waiting forever (aiohttp's pool wait had no timeout). Once the readers go,
+    it works again."""
+    store = make_store(
+        s3_server, tmp_path, pool_size=2, connect_timeout=1.0, read_timeout=1.0, max_attempts=1
+    )
+    try:
+        digest, _ = await store.put_stream(feed(DATA))
+        readers = [store.open_range(digest) for _ in range(2)]
+        for r in readers:
+            assert len(await anext(r)) == READ_PIECE  # and then the client reads no more
+        started = time.monotonic()
+        with pytest.raises(BlobStoreUnavailable, match="CAIRN_S3_POOL_SIZE"):
+            await asyncio.wait_for(store.size(digest), 30)
+        assert time.monotonic() - started < 10
+        for r in readers:
+            await r.aclose()
+        assert await store.size(digest) == len(DATA)
+    finally:
+        await store.close()
