@@ -479,7 +479,15 @@ class S3BlobStore:
         """Bytes [start, end) in pieces of up to READ_PIECE (from `opened`, a body already
         positioned at `start`, if given), resuming after a read timeout or a cut connection
         from the first byte not yet received. botocore retries the request itself; this
-        retries the *body*, which botocore cannot."""
+        retries the *body*, which botocore cannot.
+
+        A consumer that takes no next piece for CAIRN_S3_READ_TIMEOUT (a client that
+        stopped reading) gets the connection taken back: the body is closed, returning its
+        pool slot (CAIRN_S3_POOL_SIZE), and the next piece, if ever asked for, comes from a
+        new GET at the first byte not yet yielded. Before, such downloads held their
+        connections for as long as their clients stayed connected, and a pool's worth of
+        them stopped every other S3 request."""
+        loop = asyncio.get_running_loop()
         pos = start
         failures = 0
         while pos < end:
@@ -490,6 +498,12 @@ class S3BlobStore:
                 if got is None:  # the blob shrank under us: it cannot, it is immutable
                     raise BlobStoreUnavailable(f"S3 GET of blob {sha256} refused a valid range")
                 body = got[0]
+            released: list[bool] = []
+
+            def release(body: Any = body, released: list[bool] = released) -> None:
+                released.append(True)
+                body.close()
+
             try:
                 while pos < end:
                     data = await _read_piece(body, min(READ_PIECE, end - pos))
@@ -497,7 +511,13 @@ class S3BlobStore:
                         raise IncompleteReadError(actual_bytes=pos - start, expected_bytes=end)
                     pos += len(data)
                     failures = 0
-                    yield data
+                    idle = loop.call_later(self.options.read_timeout, release)
+                    try:
+                        yield data
+                    finally:
+                        idle.cancel()
+                    if released:
+                        break  # the consumer paused: GET the rest anew
             except (TimeoutError, HTTPClientError, IncompleteReadError, ClientPayloadError) as e:
                 # A connection the server closed mid-body surfaces as aiohttp's
                 # ClientPayloadError (aiobotocore wraps only timeouts and connection

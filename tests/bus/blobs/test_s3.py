@@ -490,28 +490,53 @@ async def test_listing_and_deleting_past_one_page_of_1000_keys(
         await store.close()
 
 
-async def test_a_pool_held_by_readers_that_stopped_reading_fails_others_in_bounded_time(
+async def test_a_request_waits_for_a_pooled_connection_in_bounded_time(
     s3_server: S3Server, tmp_path: Path
 ) -> None:
-    """Every pooled connection is held by a download whose client stopped reading (its
-    ranged GET open mid-body): another request waits for a connection at most about
-    CAIRN_S3_CONNECT_TIMEOUT + CAIRN_S3_READ_TIMEOUT, then fails as unavailable (503),
-    instead of waiting forever (aiohttp's pool wait had no timeout). Once the readers go,
-    it works again."""
+    """Every pooled connection is taken (GETs whose bodies nobody reads): another request
+    waits for one at most about CAIRN_S3_CONNECT_TIMEOUT + CAIRN_S3_READ_TIMEOUT, then
+    fails as unavailable (503), instead of waiting forever (aiohttp's pool wait had no
+    timeout). Once a connection is free, it works again."""
     store = make_store(
         s3_server, tmp_path, pool_size=2, connect_timeout=1.0, read_timeout=1.0, max_attempts=1
     )
     try:
         digest, _ = await store.put_stream(feed(DATA))
-        readers = [store.open_range(digest) for _ in range(2)]
-        for r in readers:
-            assert len(await anext(r)) == READ_PIECE  # and then the client reads no more
+        client = await store.client()
+        held = [
+            (await client.get_object(Bucket=store.bucket, Key=store.key_of(digest)))["Body"]
+            for _ in range(2)
+        ]
         started = time.monotonic()
         with pytest.raises(BlobStoreUnavailable, match="CAIRN_S3_POOL_SIZE"):
             await asyncio.wait_for(store.size(digest), 30)
         assert time.monotonic() - started < 10
-        for r in readers:
-            await r.aclose()
+        for body in held:
+            body.close()
         assert await store.size(digest) == len(DATA)
+    finally:
+        await store.close()
+
+
+async def test_a_download_whose_reader_stopped_gives_its_connection_back(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    """Two downloads (a pool of two) whose clients took one piece and then nothing: after
+    CAIRN_S3_READ_TIMEOUT their connections go back to the pool, so another request is
+    served (it would otherwise time out waiting: 1 + 3 s here), and each download, read
+    on later, still gives the exact bytes (the rest from a new ranged GET)."""
+    store = make_store(
+        s3_server, tmp_path, pool_size=2, connect_timeout=3.0, read_timeout=1.0, max_attempts=2
+    )
+    try:
+        digest, _ = await store.put_stream(feed(DATA))
+        readers = [store.open_range(digest) for _ in range(2)]
+        firsts = [await anext(r) for r in readers]
+        rec = await recording(store)
+        assert await store.size(digest) == len(DATA)
+        for first, r in zip(firsts, readers, strict=True):
+            assert first + b"".join([p async for p in r]) == DATA
+        ranges = [h["range"] for h in rec.of("GetObject")]
+        assert len(ranges) == 2 and all(not x.startswith("bytes=0-") for x in ranges), ranges
     finally:
         await store.close()
