@@ -247,7 +247,13 @@ async def test_a_corrupt_body_fails_the_read_before_its_last_piece(
         await store.close()
 
 
-async def test_unreachable_endpoint_names_the_setting(tmp_path: Path) -> None:
+async def test_unreachable_endpoint_names_the_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Credentials of its own: run alone (no server fixture set any), it met "no S3
+    # credentials" before the endpoint.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     store = S3BlobStore(
         S3Options(
             bucket="cairn",
