@@ -12,6 +12,11 @@ before the actor host consumed anything). Ready means:
 
 The answer is cached briefly (a success for `OK_FOR` seconds, a failure for `FAIL_FOR`):
 load balancers and `cairn up` poll /ready, and each check costs a command round trip.
+
+A failed check answers its cause in a few words: the exception's `reason` when it has one
+(the blob store's names the setting to check, never a value: /ready is public), else its
+type. The full message is logged ("not ready"), once when a check starts failing or fails
+differently, not at every poll.
 """
 
 from __future__ import annotations
@@ -21,8 +26,11 @@ import time
 from typing import Any
 
 from api.context import AppContext
+from bus.config.logs import get_logger
 from bus.run.processes import application_name
 from bus.store.relay import RELAY_LOCK
+
+log = get_logger(__name__)
 
 OK_FOR = 1.5
 FAIL_FOR = 0.25
@@ -51,13 +59,19 @@ class Readiness:
             ok, _ = self._result
             if time.monotonic() - self._checked_at < (OK_FOR if ok else FAIL_FOR):
                 return self._result
-            self._result = await self._run(c)
+            before = self._result[1]
+            ok, checks, errors = await self._run(c)
+            for name, error in errors.items():
+                if before.get(name) != checks[name]:  # newly failing, or differently
+                    log.warning("not ready", check=name, error=error)
+            self._result = (ok, checks)
             self._checked_at = time.monotonic()
             return self._result
 
     @staticmethod
-    async def _run(c: AppContext) -> tuple[bool, dict[str, str]]:
+    async def _run(c: AppContext) -> tuple[bool, dict[str, str], dict[str, str]]:
         checks: dict[str, str] = {}
+        errors: dict[str, str] = {}
 
         async def check(name: str, coro: Any) -> Any:
             try:
@@ -66,7 +80,8 @@ class Readiness:
                 checks[name] = "ok"
                 return result
             except Exception as e:
-                checks[name] = f"error: {type(e).__name__}"
+                checks[name] = f"error: {getattr(e, 'reason', None) or type(e).__name__}"
+                errors[name] = f"{type(e).__name__}: {e}"[:500]
                 return None
 
         row, *_ = await asyncio.gather(
@@ -80,4 +95,4 @@ class Readiness:
         if row is not None:
             checks["relay"] = "ok" if row["relay"] else "error: no relay is publishing"
             checks["projector"] = "ok" if row["projector"] else "error: no projector is running"
-        return all(v == "ok" for v in checks.values()), checks
+        return all(v == "ok" for v in checks.values()), checks, errors

@@ -8,16 +8,19 @@ routes cannot drift apart (a fix to one is a fix to both).
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 from litestar import Request
 from litestar.openapi.datastructures import ResponseSpec
 
+from api.bucket_access import signature_params
 from api.context import AppContext, now
 from api.errors import log_cut_off, log_unservable
 from api.http.content import ContentResponse, Representation, plan, read_small, request_fields
 from api.http.presigned import redirect_location
+from api.http.signing import carries_signature
 from bus.blobs.errors import BlobCorrupt, BlobNotFound, BlobStoreUnavailable
 from domain.files import FileState
 
@@ -76,7 +79,14 @@ async def serve(
         # HEAD, 304, 412, 416: no body, nothing read, not a download.
         return ContentResponse(b"", status=p.status, headers=p.headers)
     if p.status == 200:
-        location = await redirect_location(c.settings, c.blobs, st.manifest, st.size, p.headers)
+        location = await redirect_location(
+            c.settings,
+            c.blobs,
+            st.manifest,
+            st.size,
+            p.headers,
+            granted_for=_signed_lifetime(request),
+        )
         if location is not None:
             c.downloads.record(st.id, st.size)  # handed over whole; counted as sent
             return ContentResponse(
@@ -91,6 +101,19 @@ async def serve(
     return ContentResponse(
         await started(request, body, framed=framed), status=p.status, headers=p.headers
     )
+
+
+def _signed_lifetime(request: Request[Any, Any, Any]) -> int | None:
+    """Seconds left of the signed URL that let this request in, or None if it carries
+    none. Its signature (expiry included) was verified before `serve` was reached: a
+    request that carries one is judged by it alone (api/bucket_access.py)."""
+    params = signature_params(request.query_params)
+    if not carries_signature(params):
+        return None
+    expires = params.get("expires") or ""
+    if not (expires.isascii() and expires.isdigit()):
+        return 0  # cannot have been verified; never redirected
+    return int(expires) - int(time.time())
 
 
 async def started(

@@ -13,6 +13,8 @@ the faults the S3 store must survive, switched over HTTP at `/_faults` (JSON):
                                     (then the body ends short: the connection is cut)
     {"stall_gets": N, ..., "stall_key": K}
                                     the same, counting only GETs of keys containing K
+    {"busy_puts": N}                the next N object PUTs answer 503 SlowDown (body read
+                                    first, nothing stored), as a throttling S3 does
 
 Run as `python -m tests.s3server --port P`; `S3Server` starts and stops it for a test.
 """
@@ -53,6 +55,7 @@ class FaultyChecksummingS3:
         self.lock = threading.Lock()
         self.faults: dict[str, Any] = {}
         self.rejected = 0
+        self.refused_busy = 0
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -68,6 +71,10 @@ class FaultyChecksummingS3:
             )
             return [] if method == "HEAD" else body  # HEAD answers carry no body
         if method == "PUT" and "x-amz-copy-source" not in _headers(environ):
+            if path.count("/") >= 2 and self._busy(environ):
+                return _error(
+                    start_response, "503 Slow Down", "SlowDown", "Reduce your request rate."
+                )
             bad = self._verify(environ)
             if bad is not None:
                 with self.lock:
@@ -87,9 +94,21 @@ class FaultyChecksummingS3:
             with self.lock:
                 self.faults = json.loads(environ["wsgi.input"].read(n) or b"{}")
         with self.lock:
-            body = json.dumps({**self.faults, "rejected": self.rejected}).encode()
+            body = json.dumps(
+                {**self.faults, "rejected": self.rejected, "refused_busy": self.refused_busy}
+            ).encode()
         start_response("200 OK", [("Content-Type", "application/json")])
         return [body]
+
+    def _busy(self, environ: dict[str, Any]) -> bool:
+        with self.lock:
+            busy = int(self.faults.get("busy_puts", 0)) > 0
+            if busy:
+                self.faults["busy_puts"] = int(self.faults["busy_puts"]) - 1
+                self.refused_busy = self.refused_busy + 1
+        if busy:  # the whole body was sent (and is dropped), as with a real 503
+            environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        return busy
 
     def _verify(self, environ: dict[str, Any]) -> str | None:
         h = _headers(environ)

@@ -37,7 +37,8 @@ class Presigns(Protocol):
         content_disposition: str | None = None,
     ) -> str | None:
         """The URL, or None when the blob is not in the bucket (a small blob kept in
-        PostgreSQL, bus/blobs/inline.py): Cairn serves it."""
+        PostgreSQL, bus/blobs/inline.py): Cairn serves it. A blob stored nowhere is
+        BlobNotFound (never a URL to S3's 404), an unreachable S3 BlobStoreUnavailable."""
         ...
 
 
@@ -54,10 +55,21 @@ async def redirect_location(
     manifest: Sequence[tuple[str, int]],
     size: int,
     headers: dict[str, str],
+    *,
+    granted_for: int | None = None,
 ) -> str | None:
-    """Where to redirect a full GET of the file, or None to serve it here."""
+    """Where to redirect a full GET of the file, or None to serve it here.
+
+    `granted_for`: the seconds left of the signed URL this GET was let in by (None: not a
+    signed request). The S3 URL lasts no longer, so a link that is about to expire cannot
+    be swapped for one that outlives it; with less than a second left, Cairn serves."""
     if not settings.s3_redirect or size < max(settings.s3_redirect_min_bytes, 1):
         return None
+    expires = settings.s3_redirect_expires
+    if granted_for is not None:
+        expires = min(expires, granted_for)
+        if expires < 1:
+            return None
     if not isinstance(blobs, Presigns):
         return None
     if "Content-Security-Policy" in headers:
@@ -70,7 +82,7 @@ async def redirect_location(
         return None
     return await blobs.presigned_get(
         sha256,
-        expires=settings.s3_redirect_expires,
+        expires=expires,
         content_type=headers.get("Content-Type"),
         content_disposition=headers.get("Content-Disposition"),
     )

@@ -38,11 +38,14 @@ class BlobStoreUnavailable(Exception):
     """The store cannot be reached or refused us (down, wrong endpoint, bucket, credentials).
 
     Nothing was kept by the failed operation; the message names the setting to check.
-    `retry_after` is a hint in seconds for HTTP clients (503 + Retry-After)."""
+    `retry_after` is a hint in seconds for HTTP clients (503 + Retry-After). `reason`, if
+    given, is the cause in a few words naming the setting but no value (no endpoint,
+    bucket or path): what the public /ready may say; the message is for the log."""
 
-    def __init__(self, message: str, retry_after: int = 2) -> None:
+    def __init__(self, message: str, retry_after: int = 2, reason: str | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.reason = reason
 
 
 class BlobStoreFull(BlobStoreUnavailable):

@@ -58,11 +58,13 @@ from pathlib import Path
 from typing import Any
 
 from aiobotocore.config import AioConfig
+from aiobotocore.httpsession import AIOHTTPSession
 from aiobotocore.session import get_session
-from aiohttp import ClientPayloadError
+from aiohttp import ClientPayloadError, ClientTimeout
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    ConnectTimeoutError,
     HTTPClientError,
     IncompleteReadError,
     NoCredentialsError,
@@ -150,10 +152,13 @@ class S3BlobStore:
                 if self._client is None:
                     o = self.options
                     config = AioConfig(
+                        http_session_cls=_bounded_pool_wait(o.connect_timeout + o.read_timeout),
                         max_pool_connections=o.pool_size,
                         connect_timeout=o.connect_timeout,
                         read_timeout=o.read_timeout,
-                        retries={"max_attempts": o.max_attempts, "mode": "standard"},
+                        # total_max_attempts: tries in all, as CAIRN_S3_MAX_ATTEMPTS says
+                        # (botocore's "max_attempts" here counts retries, one try more).
+                        retries={"total_max_attempts": o.max_attempts, "mode": "standard"},
                         # SigV4 for presigned URLs too (botocore presigns with SigV2 by
                         # default, which newer regions and several S3 servers refuse).
                         signature_version="s3v4",
@@ -187,12 +192,15 @@ class S3BlobStore:
     def _unavailable(self, e: Exception, doing: str) -> BlobStoreUnavailable:
         """One message per cause, naming the setting an operator has to look at."""
         where = self.options.endpoint or "AWS S3"
+        credentials = "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY"
         if isinstance(e, NoCredentialsError | PartialCredentialsError):
             msg = "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+            reason = f"no S3 credentials ({credentials})"
         elif isinstance(e, ClientError):
             code, status = _code(e), _status(e)
             if code == "NoSuchBucket" or (doing == "head bucket" and status == 404):
                 msg = f"S3 bucket {self.bucket!r} does not exist (CAIRN_BLOB_STORE)"
+                reason = "S3 bucket does not exist (CAIRN_BLOB_STORE)"
             elif status in (401, 403) or code in {
                 "InvalidAccessKeyId",
                 "SignatureDoesNotMatch",
@@ -202,13 +210,23 @@ class S3BlobStore:
                     f"S3 refused access to bucket {self.bucket!r} ({code or status}):"
                     " check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
                 )
+                reason = f"S3 refused access ({credentials})"
             else:
                 msg = f"S3 {doing} failed at {where}: {code or status} {e}"
+                reason = f"S3 {doing} failed: {code or status}"
+        elif isinstance(e, ConnectTimeoutError):
+            msg = (
+                f"S3 endpoint {where} unreachable (CAIRN_S3_ENDPOINT), or all"
+                f" {self.options.pool_size} connections stayed busy (CAIRN_S3_POOL_SIZE): {e}"
+            )
+            reason = "S3 endpoint unreachable (CAIRN_S3_ENDPOINT) or connections busy"
         elif isinstance(e, BotoConnectionError | HTTPClientError):
             msg = f"S3 endpoint {where} unreachable (CAIRN_S3_ENDPOINT): {e}"
+            reason = "S3 endpoint unreachable (CAIRN_S3_ENDPOINT)"
         else:
             msg = f"S3 {doing} failed at {where}: {e}"
-        return BlobStoreUnavailable(msg)
+            reason = f"S3 {doing} failed: {type(e).__name__}"
+        return BlobStoreUnavailable(msg, reason=reason)
 
     # -- writing -----------------------------------------------------------------------
 
@@ -333,10 +351,15 @@ class S3BlobStore:
     ) -> str:
         """A URL that GETs the whole blob straight from S3 for `expires` seconds.
 
-        Signed locally (no request to S3). `content_type` / `content_disposition` become
-        S3's response overrides, so the client gets the file's type and name rather than
-        the chunk object's. The URL names CAIRN_S3_ENDPOINT (or AWS): clients must be able
-        to reach it."""
+        Signed locally, but only after a HEAD showed the object is there: a URL to a
+        missing object is a broken download (a 307 to S3's 404, which the client cannot
+        tell from a fault of ours), so that is BlobNotFound, as a streamed read of it
+        would be, and an S3 that is down is BlobStoreUnavailable (503), not a redirect to
+        it. `content_type` / `content_disposition` become S3's response overrides, so the
+        client gets the file's type and name rather than the chunk object's. The URL
+        names CAIRN_S3_ENDPOINT (or AWS): clients must be able to reach it."""
+        if await self.size(sha256) is None:
+            raise BlobNotFound(sha256)
         params: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key_of(sha256)}
         if content_type:
             params["ResponseContentType"] = content_type
@@ -456,7 +479,15 @@ class S3BlobStore:
         """Bytes [start, end) in pieces of up to READ_PIECE (from `opened`, a body already
         positioned at `start`, if given), resuming after a read timeout or a cut connection
         from the first byte not yet received. botocore retries the request itself; this
-        retries the *body*, which botocore cannot."""
+        retries the *body*, which botocore cannot.
+
+        A consumer that takes no next piece for CAIRN_S3_READ_TIMEOUT (a client that
+        stopped reading) gets the connection taken back: the body is closed, returning its
+        pool slot (CAIRN_S3_POOL_SIZE), and the next piece, if ever asked for, comes from a
+        new GET at the first byte not yet yielded. Before, such downloads held their
+        connections for as long as their clients stayed connected, and a pool's worth of
+        them stopped every other S3 request."""
+        loop = asyncio.get_running_loop()
         pos = start
         failures = 0
         while pos < end:
@@ -467,6 +498,12 @@ class S3BlobStore:
                 if got is None:  # the blob shrank under us: it cannot, it is immutable
                     raise BlobStoreUnavailable(f"S3 GET of blob {sha256} refused a valid range")
                 body = got[0]
+            released: list[bool] = []
+
+            def release(body: Any = body, released: list[bool] = released) -> None:
+                released.append(True)
+                body.close()
+
             try:
                 while pos < end:
                     data = await _read_piece(body, min(READ_PIECE, end - pos))
@@ -474,7 +511,13 @@ class S3BlobStore:
                         raise IncompleteReadError(actual_bytes=pos - start, expected_bytes=end)
                     pos += len(data)
                     failures = 0
-                    yield data
+                    idle = loop.call_later(self.options.read_timeout, release)
+                    try:
+                        yield data
+                    finally:
+                        idle.cancel()
+                    if released:
+                        break  # the consumer paused: GET the rest anew
             except (TimeoutError, HTTPClientError, IncompleteReadError, ClientPayloadError) as e:
                 # A connection the server closed mid-body surfaces as aiohttp's
                 # ClientPayloadError (aiobotocore wraps only timeouts and connection
@@ -583,6 +626,27 @@ class S3BlobStore:
             await client.head_bucket(Bucket=self.bucket)
         except (BotoCoreError, ClientError) as e:
             raise self._unavailable(e, "head bucket") from e
+
+
+def _bounded_pool_wait(seconds: float) -> Any:
+    """aiobotocore's HTTP session with a bound on waiting for a pooled connection.
+
+    aiobotocore gives aiohttp only socket timeouts (connect, read), and aiohttp's wait for
+    a free connection of the pool (CAIRN_S3_POOL_SIZE) is bounded by its `connect`
+    timeout alone, which was unset: with every connection held by a download whose client
+    stopped reading (its ranged GET open mid-body), every other S3 request (uploads, HEADs,
+    new downloads) waited forever. Now such a wait ends after `seconds` as a connect
+    timeout (BlobStoreUnavailable, 503)."""
+
+    class BoundedPoolWait(AIOHTTPSession):  # type: ignore[misc]  # untyped library
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            t: ClientTimeout = getattr(self, "_timeout")  # noqa: B009  # set by super()
+            self._timeout = ClientTimeout(
+                sock_connect=t.sock_connect, sock_read=t.sock_read, connect=seconds
+            )
+
+    return BoundedPoolWait
 
 
 async def _read_piece(body: Any, want: int) -> bytes:

@@ -20,6 +20,12 @@ INLINE_MAX_BYTES = 1 << 20
 
 # Which CAIRN_BLOB_STORE URLs name a store (bus/blobs/factory.py opens them).
 BLOB_STORE_SCHEMES = ("file://", "s3://")
+# S3 takes at most 5 GiB in one PutObject, and the S3 store sends a chunk in one PUT: a
+# larger chunk is refused (EntityTooLarge) on every try, so the settings that make chunks
+# are bounded by it when the store is S3.
+S3_MAX_PUT_BYTES = 5 * 1024**3
+# SigV4 presigned URLs are valid for at most 7 days (S3 refuses a longer X-Amz-Expires).
+SIGV4_MAX_EXPIRES = 7 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -246,6 +252,17 @@ class Settings:
         origins = tuple(
             o.strip() for o in (env.raw("CAIRN_CORS_ORIGINS") or "*").split(",") if o.strip()
         )
+        blob_store = _blob_store(env)
+
+        def chunk_bytes(name: str, n: int) -> int:
+            if blob_store.startswith("s3://") and n > S3_MAX_PUT_BYTES:
+                raise env.fail(
+                    name,
+                    f"must be at most {S3_MAX_PUT_BYTES} (5 GiB) with an S3 blob store:"
+                    " a chunk is one S3 PUT, which S3 refuses above that",
+                )
+            return n
+
         return cls(
             host=env.raw("CAIRN_HOST") or "127.0.0.1",
             port=num("CAIRN_PORT", 8000, maximum=65535),
@@ -256,7 +273,7 @@ class Settings:
             kafka_bootstrap=env.raw("CAIRN_KAFKA_BOOTSTRAP"),
             embedded_kafka_port=num("CAIRN_EMBEDDED_KAFKA_PORT", 9092, maximum=65535),
             embedded_pg_port=num("CAIRN_EMBEDDED_PG_PORT", 5433, maximum=65535),
-            blob_store=_blob_store(env),
+            blob_store=blob_store,
             blob_drop_behind=flag("CAIRN_BLOB_DROP_BEHIND", True),
             blob_early_writeback=flag("CAIRN_BLOB_EARLY_WRITEBACK", True),
             blob_direct_io=flag("CAIRN_BLOB_DIRECT_IO", True),
@@ -298,10 +315,14 @@ class Settings:
             fetch_timeout=sec("CAIRN_FETCH_TIMEOUT", 30.0, positive=True),
             fetch_low_speed_bytes=size("CAIRN_FETCH_LOW_SPEED_BYTES", "1K"),
             fetch_low_speed_time=sec("CAIRN_FETCH_LOW_SPEED_TIME", 60.0, positive=True),
-            fetch_chunk_bytes=size("CAIRN_FETCH_CHUNK_BYTES", "8M", minimum=1),
+            fetch_chunk_bytes=chunk_bytes(
+                "CAIRN_FETCH_CHUNK_BYTES", size("CAIRN_FETCH_CHUNK_BYTES", "8M", minimum=1)
+            ),
             command_timeout=sec("CAIRN_COMMAND_TIMEOUT", 15.0, positive=True),
             default_chunk_size=num("CAIRN_DEFAULT_CHUNK_BYTES", 8 * 1024 * 1024, minimum=1),
-            max_chunk_size=num("CAIRN_MAX_CHUNK_BYTES", 256 * 1024 * 1024, minimum=1),
+            max_chunk_size=chunk_bytes(
+                "CAIRN_MAX_CHUNK_BYTES", num("CAIRN_MAX_CHUNK_BYTES", 256 * 1024 * 1024, minimum=1)
+            ),
             max_upload_bytes=num("CAIRN_MAX_UPLOAD_BYTES", 1 << 40, minimum=1),
             # Bounded: 1 MiB up to the largest piece (api/tus/pieces.py, MAX_PIECE).
             tus_piece_bytes=min(max(size("CAIRN_TUS_PIECE_BYTES", "8M"), 1 << 20), 64 << 20),
@@ -349,7 +370,9 @@ class Settings:
             s3_spool_dir=Path(v) if (v := env.raw("CAIRN_S3_SPOOL_DIR")) else None,
             s3_redirect=flag("CAIRN_S3_REDIRECT"),
             s3_redirect_min_bytes=size("CAIRN_S3_REDIRECT_MIN_BYTES", "8M"),
-            s3_redirect_expires=num("CAIRN_S3_REDIRECT_EXPIRES", 300, minimum=1),
+            s3_redirect_expires=num(
+                "CAIRN_S3_REDIRECT_EXPIRES", 300, minimum=1, maximum=SIGV4_MAX_EXPIRES
+            ),
             log_level=_log_level(env),
             log_json=None if json_env is None else flag("CAIRN_LOG_JSON"),
             metrics_host=env.raw("CAIRN_METRICS_HOST") or "127.0.0.1",

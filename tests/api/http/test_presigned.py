@@ -13,12 +13,14 @@ import os
 import secrets
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
 
 from api.http.content import Representation, plan
 from api.http.presigned import redirect_location, single_object
+from bus.blobs.s3 import S3BlobStore, S3Options
 from bus.config.settings import Settings
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from tests.s3server import S3Server
@@ -53,6 +55,7 @@ async def test_full_get_of_a_one_object_file_redirects_to_s3_and_the_rest_is_ser
     kafka_server: EmbeddedKafka,
     template_url: str,
     s3_server: S3Server,
+    tmp_path: Path,
 ) -> None:
     bucket = f"pre{secrets.token_hex(5)}"
     s3_server.create_bucket(bucket)
@@ -104,6 +107,20 @@ async def test_full_get_of_a_one_object_file_redirects_to_s3_and_the_rest_is_ser
             r = await c.get(f"/v1/files/{tiny}/content", follow_redirects=False)
             assert r.status_code == 200 and r.content == small
 
+            # The one object gone from the bucket (lost, deleted behind Cairn's back): no
+            # redirect to S3's 404 but the answer a streamed read gives, naming the blob.
+            behind = S3BlobStore(
+                S3Options(bucket, "cairn/", s3_server.endpoint, spool_dir=tmp_path / "spool")
+            )
+            try:
+                await behind.delete(hashlib.sha256(single).hexdigest())
+            finally:
+                await behind.close()
+            r = await c.get(f"/v1/files/{one}/content", follow_redirects=False)
+            assert r.status_code == 500, r.text
+            assert "Location" not in r.headers
+            assert r.json()["error"]["code"] == "blob_missing"
+
 
 class _Presigning:
     async def presigned_get(self, sha256: str, **kw: object) -> str:
@@ -152,3 +169,25 @@ def test_single_object_needs_one_chunk_as_long_as_the_file() -> None:
     assert single_object([("a" * 64, 5)], 5) == "a" * 64
     assert single_object([("a" * 64, 5)], 6) is None
     assert single_object([], 0) is None
+
+
+class _Recording:
+    def __init__(self) -> None:
+        self.expires: list[int] = []
+
+    async def presigned_get(self, sha256: str, *, expires: int, **kw: object) -> str:
+        self.expires.append(expires)
+        return f"https://s3.example/{sha256}?X-Amz-Expires={expires}"
+
+
+@pytest.mark.parametrize(
+    ("granted_for", "want"), [(None, 300), (10_000, 300), (42, 42), (1, 1), (0, None), (-5, None)]
+)
+async def test_a_redirect_never_outlives_the_signed_url_that_let_the_get_in(
+    granted_for: int | None, want: int | None
+) -> None:
+    s = Settings.from_env({"CAIRN_S3_REDIRECT": "1", "CAIRN_S3_REDIRECT_MIN_BYTES": "1"})
+    store = _Recording()
+    got = await redirect_location(s, store, [("a" * 64, 10)], 10, {}, granted_for=granted_for)
+    assert store.expires == ([] if want is None else [want])
+    assert (got is None) == (want is None)

@@ -111,6 +111,12 @@ async def test_object_get_redirects_to_s3_only_after_the_access_checks(
             )
             assert r.status_code == 200, r.text
             head_only = _relative(r.json()["url"])
+            r = await c.post(
+                f"{_opath(private, 'a/one.bin')}/signed-url",
+                json={"method": "GET", "expires_in": 30},
+            )
+            assert r.status_code == 200, r.text
+            short = _relative(r.json()["url"])
 
         async with system.client(None) as anon:
             # A private bucket's object: 401 for an anonymous caller, never a redirect.
@@ -126,6 +132,12 @@ async def test_object_get_redirects_to_s3_only_after_the_access_checks(
             r = await anon.get(signed, follow_redirects=False)
             assert r.status_code == 307, r.text
             assert (await _follow(r.headers["Location"], s3_server)).content == one
+            # A signed URL that ends before CAIRN_S3_REDIRECT_EXPIRES: the S3 URL it is
+            # redirected to ends no later, so holding the link grants no more time.
+            r = await anon.get(short, follow_redirects=False)
+            assert r.status_code == 307, r.text
+            lasts = int(dict(parse_qsl(urlsplit(r.headers["Location"]).query))["X-Amz-Expires"])
+            assert 0 < lasts <= 30, lasts
             # A HEAD-only URL used for GET, or an altered signature: refused, not redirected.
             r = await anon.get(head_only, follow_redirects=False)
             assert r.status_code == 403, r.text

@@ -8,6 +8,7 @@ the fault tests use a server of their own so that stopping it disturbs nobody.""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import os
@@ -20,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from bus.blobs.errors import BlobCorrupt, BlobStoreUnavailable
+from bus.blobs.errors import BlobCorrupt, BlobNotFound, BlobStoreUnavailable
 from bus.blobs.manifests import hash_manifest
 from bus.blobs.s3 import READ_PIECE, SPOOL_SUFFIX, S3BlobStore, S3Options
 from tests.ports import free_port
@@ -246,7 +247,13 @@ async def test_a_corrupt_body_fails_the_read_before_its_last_piece(
         await store.close()
 
 
-async def test_unreachable_endpoint_names_the_setting(tmp_path: Path) -> None:
+async def test_unreachable_endpoint_names_the_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Credentials of its own: run alone (no server fixture set any), it met "no S3
+    # credentials" before the endpoint.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     store = S3BlobStore(
         S3Options(
             bucket="cairn",
@@ -271,8 +278,10 @@ async def test_missing_bucket_names_the_setting(s3_server: S3Server, tmp_path: P
         S3Options(bucket="no-such-bucket-here", endpoint=s3_server.endpoint, spool_dir=tmp_path)
     )
     try:
-        with pytest.raises(BlobStoreUnavailable, match=r"does not exist \(CAIRN_BLOB_STORE\)"):
+        with pytest.raises(BlobStoreUnavailable, match=r"does not exist \(CAIRN_BLOB_STORE\)") as e:
             await store.ping()
+        # What the public /ready says: the setting, not the bucket's name.
+        assert e.value.reason == "S3 bucket does not exist (CAIRN_BLOB_STORE)"
         with pytest.raises(BlobStoreUnavailable, match="CAIRN_BLOB_STORE"):
             await store.put_stream(feed(b"bytes"))
     finally:
@@ -304,8 +313,9 @@ async def test_wrong_credentials_name_the_variables(
     try:
         with pytest.raises(BlobStoreUnavailable, match=r"InvalidAccessKeyId.*AWS_ACCESS_KEY_ID"):
             await store.put_stream(feed(b"bytes"))
-        with pytest.raises(BlobStoreUnavailable, match="AWS_ACCESS_KEY_ID"):
+        with pytest.raises(BlobStoreUnavailable, match="AWS_ACCESS_KEY_ID") as e:
             await store.ping()
+        assert e.value.reason == "S3 refused access (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)"
         assert list((tmp_path / "spool").iterdir()) == []
     finally:
         await store.close()
@@ -377,5 +387,162 @@ async def test_sweep_removes_only_old_spool_files(s3_server: S3Server, tmp_path:
         os.utime(old, (two_days_ago, two_days_ago))
         assert await store.sweep() == 1
         assert sorted(p.name for p in spool.iterdir()) == [fresh.name]
+    finally:
+        await store.close()
+
+
+async def test_a_put_s3_refuses_as_busy_is_retried_then_stored(
+    faulty: S3Server, tmp_path: Path
+) -> None:
+    """503 SlowDown on the first two PUTs: botocore retries (rewinding the spool file),
+    the third stores the exact bytes."""
+    store = make_store(faulty, tmp_path, max_attempts=4)
+    try:
+        rec = await recording(store)
+        before = faulty.state()["refused_busy"]
+        faulty.faults(busy_puts=2)
+        digest, size = await store.put_stream(feed(DATA))
+        assert (digest, size) == (sha(DATA), len(DATA))
+        assert faulty.state()["refused_busy"] == before + 2
+        assert len(rec.of("PutObject")) == 3
+        assert b"".join([p async for p in store.open_range(digest)]) == DATA
+        assert list((tmp_path / "spool").iterdir()) == []
+    finally:
+        faulty.faults()
+        await store.close()
+
+
+async def test_a_put_s3_keeps_refusing_as_busy_fails_within_the_attempts_keeping_nothing(
+    faulty: S3Server, tmp_path: Path
+) -> None:
+    store = make_store(faulty, tmp_path, max_attempts=3)
+    try:
+        rec = await recording(store)
+        faulty.faults(busy_puts=100)
+        with pytest.raises(BlobStoreUnavailable, match="SlowDown") as e:
+            await store.put_stream(feed(DATA))
+        assert e.value.retry_after > 0
+        assert len(rec.of("PutObject")) == 3  # bounded by CAIRN_S3_MAX_ATTEMPTS
+        faulty.faults()
+        assert not await store.exists(sha(DATA))
+        assert [b async for b in store.iter_blobs()] == []
+        assert list((tmp_path / "spool").iterdir()) == []
+    finally:
+        faulty.faults()
+        await store.close()
+
+
+async def test_a_presigned_url_is_only_made_for_a_blob_in_the_bucket(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    """A URL to a missing object is a broken download (a 307 to S3's 404): the store says
+    BlobNotFound instead, as a streamed read of it would."""
+    store = make_store(s3_server, tmp_path)
+    try:
+        digest, _ = await store.put_stream(feed(b"present"))
+        url = await store.presigned_get(digest, expires=60)
+        assert url.startswith(s3_server.endpoint) and digest in url
+        missing = sha(b"never stored")
+        with pytest.raises(BlobNotFound):
+            await store.presigned_get(missing, expires=60)
+        await store.delete(digest)
+        with pytest.raises(BlobNotFound):
+            await store.presigned_get(digest, expires=60)
+    finally:
+        await store.close()
+
+
+async def test_a_presigned_url_is_not_made_while_s3_is_down(tmp_path: Path) -> None:
+    server = S3Server()
+    server.start()
+    store = make_store(server, tmp_path, connect_timeout=1.0, max_attempts=1)
+    try:
+        digest, _ = await store.put_stream(feed(b"present"))
+        server.stop()
+        with pytest.raises(BlobStoreUnavailable, match="CAIRN_S3_ENDPOINT"):
+            await store.presigned_get(digest, expires=60)
+    finally:
+        server.stop()
+        await store.close()
+
+
+async def test_listing_and_deleting_past_one_page_of_1000_keys(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    """ListObjectsV2 answers 1000 keys a page and DeleteObjects takes 1000 keys: the
+    collector's listing follows the continuation, and delete_many deletes exactly what it
+    was given across batches, leaving the rest."""
+    store = make_store(s3_server, tmp_path)
+    try:
+        bodies = [f"blob {i}".encode() for i in range(1_050)]
+        gate = asyncio.Semaphore(16)
+
+        async def put(body: bytes) -> str:
+            async with gate:
+                return (await store.put_stream(feed(body)))[0]
+
+        digests = await asyncio.gather(*(put(b) for b in bodies))
+        rec = await recording(store)
+        listed = {s: n for s, n, _ in [b async for b in store.iter_blobs()]}
+        assert listed == {sha(b): len(b) for b in bodies}
+        assert len(rec.of("ListObjectsV2")) == 2  # the second page was asked for
+        kept = set(digests[::350])  # three of them, spread over the key space
+        doomed = [d for d in digests if d not in kept]
+        freed = await store.delete_many(doomed, stored_before=time.time() + 3600)
+        assert freed == {d: listed[d] for d in doomed}
+        assert len(rec.of("DeleteObjects")) == 2
+        assert {s async for s, _, _ in store.iter_blobs()} == kept
+    finally:
+        await store.close()
+
+
+async def test_a_request_waits_for_a_pooled_connection_in_bounded_time(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    """Every pooled connection is taken (GETs whose bodies nobody reads): another request
+    waits for one at most about CAIRN_S3_CONNECT_TIMEOUT + CAIRN_S3_READ_TIMEOUT, then
+    fails as unavailable (503), instead of waiting forever (aiohttp's pool wait had no
+    timeout). Once a connection is free, it works again."""
+    store = make_store(
+        s3_server, tmp_path, pool_size=2, connect_timeout=1.0, read_timeout=1.0, max_attempts=1
+    )
+    try:
+        digest, _ = await store.put_stream(feed(DATA))
+        client = await store.client()
+        held = [
+            (await client.get_object(Bucket=store.bucket, Key=store.key_of(digest)))["Body"]
+            for _ in range(2)
+        ]
+        started = time.monotonic()
+        with pytest.raises(BlobStoreUnavailable, match="CAIRN_S3_POOL_SIZE"):
+            await asyncio.wait_for(store.size(digest), 30)
+        assert time.monotonic() - started < 10
+        for body in held:
+            body.close()
+        assert await store.size(digest) == len(DATA)
+    finally:
+        await store.close()
+
+
+async def test_a_download_whose_reader_stopped_gives_its_connection_back(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    """Two downloads (a pool of two) whose clients took one piece and then nothing: after
+    CAIRN_S3_READ_TIMEOUT their connections go back to the pool, so another request is
+    served (it would otherwise time out waiting: 1 + 3 s here), and each download, read
+    on later, still gives the exact bytes (the rest from a new ranged GET)."""
+    store = make_store(
+        s3_server, tmp_path, pool_size=2, connect_timeout=3.0, read_timeout=1.0, max_attempts=2
+    )
+    try:
+        digest, _ = await store.put_stream(feed(DATA))
+        readers = [store.open_range(digest) for _ in range(2)]
+        firsts = [await anext(r) for r in readers]
+        rec = await recording(store)
+        assert await store.size(digest) == len(DATA)
+        for first, r in zip(firsts, readers, strict=True):
+            assert first + b"".join([p async for p in r]) == DATA
+        ranges = [h["range"] for h in rec.of("GetObject")]
+        assert len(ranges) == 2 and all(not x.startswith("bytes=0-") for x in ranges), ranges
     finally:
         await store.close()

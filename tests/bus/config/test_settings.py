@@ -114,3 +114,32 @@ def test_good_values_are_read() -> None:
     assert s.quotas == (("alice", 10 << 30), ("bob", 512 << 20))
     assert (s.trust_proxy, s.log_level, s.upload_ttl, s.port) == (True, "warning", 0.5, 8080)
     assert s.blob_store == "s3://bucket/prefix"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("CAIRN_MAX_CHUNK_BYTES", str(5 * 1024**3 + 1)), ("CAIRN_FETCH_CHUNK_BYTES", "6G")],
+)
+def test_a_chunk_larger_than_one_s3_put_is_refused_with_an_s3_store(
+    variable: str, value: str
+) -> None:
+    """S3 takes at most 5 GiB in one PUT, and a chunk is one PUT: a larger one would be
+    refused (EntityTooLarge) on every try, a 503 the client can retry forever."""
+    with pytest.raises(SettingsError) as e:
+        Settings.from_env({"CAIRN_BLOB_STORE": "s3://bucket/prefix", variable: value})
+    message = str(e.value)
+    assert message.startswith(variable) and "5 GiB" in message and "S3" in message, message
+    # The local store has no such bound, and 5 GiB itself fits.
+    assert Settings.from_env({"CAIRN_BLOB_STORE": "file:///srv/blobs", variable: value})
+    assert Settings.from_env({"CAIRN_BLOB_STORE": "s3://b", variable: str(5 * 1024**3)})
+
+
+def test_a_presigned_redirect_cannot_outlive_what_sigv4_allows() -> None:
+    """SigV4 presigned URLs are valid for at most 7 days: S3 refuses a longer one when it
+    is used, so every redirect would be a broken download."""
+    with pytest.raises(SettingsError) as e:
+        Settings.from_env({"CAIRN_S3_REDIRECT_EXPIRES": str(7 * 24 * 3600 + 1)})
+    assert str(e.value).startswith("CAIRN_S3_REDIRECT_EXPIRES"), str(e.value)
+    assert "604800" in str(e.value)
+    s = Settings.from_env({"CAIRN_S3_REDIRECT_EXPIRES": str(7 * 24 * 3600)})
+    assert s.s3_redirect_expires == 7 * 24 * 3600
