@@ -39,6 +39,7 @@ from bus.blobs.factory import open_blob_store
 from bus.config import tracing
 from bus.config.logs import configure, get_logger
 from bus.config.settings import Settings
+from bus.run.processes import application_name
 from bus.store.db import create_pool
 from bus.store.eventstore import PostgresEventStore
 from bus.store.idempotency import KeyStore
@@ -72,7 +73,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
             raise
         # Leftovers of bodies cut off by a crash (old ones only: other processes share them).
         await blobs.sweep()
-        pool = await create_pool(settings.database_url or "", min_size=2, max_size=30)
+        pool = await create_pool(
+            settings.database_url or "",
+            min_size=2,
+            max_size=30,
+            # Names the process in pg_stat_activity, as the other kinds' (bus/run/processes.py).
+            server_settings={"application_name": application_name("api")},
+        )
         # The nudge wakes an idle actor host; the pool brings replies by NOTIFY too.
         bus = CommandBus(settings, nudge=Nudger(pool), pool=pool)
         await bus.start()

@@ -1,25 +1,39 @@
 """Operations endpoints: liveness, readiness (Postgres, Kafka, blob store), Prometheus metrics,
 and the AsyncAPI document FastStream generates from the event publishers (bus/kafka/spec.py).
 
-Lag gauges are computed from Postgres at scrape time, so the API's /metrics tells the
-relay's and the projections' lag even though those run in other processes.
+Lag gauges are computed from Postgres, so the API's /metrics tells the relay's and the
+projections' lag even though those run in other processes; at most once per
+`LAG_GAUGES_EVERY` seconds per process (`LagGauges`), since /metrics is unauthenticated and
+a flood of scrapes must not become a flood of queries.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
+import time
 from typing import Any
 
+import asyncpg
 from litestar import MediaType, Request, Response, get
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from api.context import ctx
 from api.readiness import Readiness
 from api.schemas import ReadinessReport, ok
-from bus.config.metrics import EVENT_STORE_POSITION, RELAY_LAG
+from bus.config.logs import get_logger
+from bus.config.metrics import EVENT_STORE_POSITION, LAG_GAUGES_AGE, RELAY_LAG
 from bus.config.metrics import PROJECTION_LAG_EVENTS as PROJECTION_LAG
 from bus.kafka.spec import asyncapi_document
 from domain.events import stream_id_for
 from projections.rebuild import PROJECTIONS
+
+log = get_logger(__name__)
+
+# The database-backed gauges are at most this old when Postgres answers (plus the query's
+# own time); a refresh gives up after LAG_QUERY_TIMEOUT, so /metrics answers within it.
+LAG_GAUGES_EVERY = 5.0
+LAG_QUERY_TIMEOUT = 2.0
 
 
 @get("/health", include_in_schema=True, tags=["ops"], summary="Liveness")
@@ -49,33 +63,77 @@ async def ready(request: Request[Any, Any, Any]) -> Response[Any]:
     )
 
 
+async def query_lag(pool: asyncpg.Pool) -> None:
+    """Set the gauges read from Postgres: the newest position, the relay's and each
+    projection's lag. A few statements, one a projection; `LagGauges` bounds how often."""
+    async with pool.acquire() as conn:
+        last = await conn.fetchval("SELECT coalesce(max(position), 0) FROM eventstore.events")
+        relay = await conn.fetchval(
+            "SELECT coalesce(max(position), 0) FROM eventstore.relay_checkpoints WHERE name = 'main'"
+        )
+        EVENT_STORE_POSITION.set(last)
+        RELAY_LAG.set(max(0, last - relay))
+        rows = await conn.fetch("SELECT projection, last_position FROM readmodel.status")
+        for r in rows:
+            projection = PROJECTIONS.get(r["projection"])
+            if projection is None:
+                continue
+            # Count only the events this projection consumes (its aggregates' streams).
+            prefixes = [f"{stream_id_for(a, '')}%" for a in projection.aggregates]
+            behind = await conn.fetchval(
+                "SELECT count(*) FROM eventstore.events"
+                " WHERE position > $1 AND stream_id LIKE ANY($2::text[])",
+                r["last_position"] or 0,
+                prefixes,
+            )
+            PROJECTION_LAG.labels(r["projection"]).set(behind)
+
+
+class LagGauges:
+    """The database-backed gauges, read at most once per `LAG_GAUGES_EVERY` seconds per
+    process whatever the scrape rate: a scrape that finds them older starts one refresh
+    (bounded by `LAG_QUERY_TIMEOUT`), which every concurrent scrape awaits instead of
+    querying itself; a failed refresh (Postgres down) is not retried before the same
+    interval either. The gauges keep their last values meanwhile, and
+    `cairn_lag_gauges_age_seconds` says how old those are."""
+
+    def __init__(self) -> None:
+        self._attempted = -math.inf  # monotonic time of the last refresh started
+        self._refreshed: float | None = None  # ... and of the last one that succeeded
+        self._inflight: asyncio.Task[None] | None = None
+        self._failing = False
+
+    async def scrape(self, pool: asyncpg.Pool) -> None:
+        if self._inflight is None and time.monotonic() - self._attempted >= LAG_GAUGES_EVERY:
+            self._attempted = time.monotonic()
+            self._inflight = asyncio.create_task(self._refresh(pool), name="lag-gauges")
+        if self._inflight is not None:
+            # Shielded: a scraper that goes away does not cancel the others' refresh.
+            await asyncio.shield(self._inflight)
+        refreshed = self._refreshed
+        LAG_GAUGES_AGE.set(math.inf if refreshed is None else time.monotonic() - refreshed)
+
+    async def _refresh(self, pool: asyncpg.Pool) -> None:
+        try:
+            async with asyncio.timeout(LAG_QUERY_TIMEOUT):
+                await query_lag(pool)
+            self._refreshed = time.monotonic()
+            self._failing = False
+        except Exception as e:  # metrics must answer even when Postgres does not
+            if not self._failing:  # once when it starts failing, not at every scrape
+                log.warning("lag gauges not refreshed", error=f"{type(e).__name__}: {e}"[:500])
+            self._failing = True
+        finally:
+            self._inflight = None
+
+
 @get("/metrics", tags=["ops"], summary="Prometheus metrics", media_type=MediaType.TEXT)
 async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
-    c = ctx(request)
-    try:
-        async with c.pool.acquire() as conn:
-            last = await conn.fetchval("SELECT coalesce(max(position), 0) FROM eventstore.events")
-            relay = await conn.fetchval(
-                "SELECT coalesce(max(position), 0) FROM eventstore.relay_checkpoints WHERE name = 'main'"
-            )
-            EVENT_STORE_POSITION.set(last)
-            RELAY_LAG.set(max(0, last - relay))
-            rows = await conn.fetch("SELECT projection, last_position FROM readmodel.status")
-            for r in rows:
-                projection = PROJECTIONS.get(r["projection"])
-                if projection is None:
-                    continue
-                # Count only the events this projection consumes (its aggregates' streams).
-                prefixes = [f"{stream_id_for(a, '')}%" for a in projection.aggregates]
-                behind = await conn.fetchval(
-                    "SELECT count(*) FROM eventstore.events"
-                    " WHERE position > $1 AND stream_id LIKE ANY($2::text[])",
-                    r["last_position"] or 0,
-                    prefixes,
-                )
-                PROJECTION_LAG.labels(r["projection"]).set(behind)
-    except Exception:  # metrics must answer even when Postgres does not
-        pass
+    state = request.app.state
+    gauges = state.get("lag_gauges")
+    if gauges is None:
+        gauges = state["lag_gauges"] = LagGauges()
+    await gauges.scrape(ctx(request).pool)
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 

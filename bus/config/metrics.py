@@ -5,8 +5,9 @@ in `_total`, durations are `_seconds`, sizes `_bytes`; prometheus_client adds `_
 Counter's name itself), and so that a metric is registered once per process whichever
 modules that process imports. Each process kind exposes its own: the api on its HTTP port
 at /metrics, the other kinds on CAIRN_METRICS_PORT (`serve`, below). Gauges that are
-computed from Postgres at scrape time (relay and projection lag in events) live with the
-api's /metrics handler's query, but are defined here too.
+computed from Postgres (relay and projection lag in events, at most once per a few seconds
+per process, api/routes/ops.py) live with the api's /metrics handler's query, but are
+defined here too.
 """
 
 from __future__ import annotations
@@ -100,11 +101,19 @@ EVENTS_APPENDED = Counter(
 )
 EVENT_STORE_POSITION = Gauge(
     "cairn_eventstore_last_position",
-    "Position of the newest event in the event store (read from Postgres at scrape time).",
+    "Position of the newest event in the event store (read from Postgres, at most"
+    " cairn_lag_gauges_age_seconds old).",
 )
 RELAY_LAG = Gauge(
     "cairn_relay_lag_events",
-    "Events appended but not yet published to Kafka (read from Postgres at scrape time).",
+    "Events appended but not yet published to Kafka (read from Postgres, at most"
+    " cairn_lag_gauges_age_seconds old).",
+)
+LAG_GAUGES_AGE = Gauge(
+    "cairn_lag_gauges_age_seconds",
+    "Age of the figures read from Postgres (cairn_eventstore_last_position,"
+    " cairn_relay_lag_events, cairn_projection_lag_events): under 5 normally; growing while"
+    " Postgres does not answer (they keep their last values); +Inf before the first read.",
 )
 RELAY_PUBLISHED_POSITION = Gauge(
     "cairn_relay_published_position", "Position of the last event acknowledged by Kafka", ["relay"]
@@ -118,7 +127,8 @@ RELAY_LEADER = Gauge(
 )
 PROJECTION_LAG_EVENTS = Gauge(
     "cairn_projection_lag_events",
-    "Events of a projection's streams not yet applied by it (read from Postgres at scrape time).",
+    "Events of a projection's streams not yet applied by it (read from Postgres, at most"
+    " cairn_lag_gauges_age_seconds old).",
     ["projection"],
 )
 PROJECTION_LAG_SECONDS = Gauge(

@@ -1,0 +1,107 @@
+"""The operations endpoints under load and partial outages, on a whole isolated system
+(real Postgres and broker):
+
+- `/metrics` computes its database-backed gauges at most once per `LAG_GAUGES_EVERY`
+  seconds per process: concurrent scrapes share one query, and with the database
+  unreachable it still answers 200 at once (the last values, and their age);
+
+"The database unreachable" for the API: new connections to the system's database are
+refused (`ALLOW_CONNECTIONS false`) and the API's own connections are terminated."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import pytest
+
+from api.routes import ops
+from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
+from bus.run.processes import application_name
+from tests.system import System, isolated_system
+
+
+def gauge(text: str, name: str) -> float:
+    [value] = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(f"{name} ")]
+    return value
+
+
+@asynccontextmanager
+async def database_unreachable(pg_url: str, system: System) -> AsyncIterator[None]:
+    database = system.settings.database_url.rsplit("/", 1)[-1].split("?")[0]
+    admin = await asyncpg.connect(pg_url)
+    try:
+        await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = $1 AND application_name = $2",
+            database,
+            application_name("api"),
+        )
+        yield
+    finally:
+        await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        await admin.close()
+
+
+async def test_concurrent_scrapes_share_one_query(
+    pg_server: EmbeddedPostgres,
+    kafka_server: EmbeddedKafka,
+    template_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = 0
+    query = ops.query_lag
+
+    async def counted(pool: Any) -> None:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0)  # let the other scrapes arrive while this one is in flight
+        await query(pool)
+
+    monkeypatch.setattr(ops, "query_lag", counted)
+    async with (
+        isolated_system(pg_server.url, kafka_server.bootstrap) as system,
+        system.client(user=None) as c,
+    ):
+        answers = await asyncio.gather(*(c.get("/metrics") for _ in range(20)))
+        assert [r.status_code for r in answers] == [200] * 20
+        assert calls == 1
+        # Every scrape got the figures of that one query, not a blank.
+        for r in answers:
+            assert gauge(r.text, "cairn_eventstore_last_position") >= 0
+            assert 0 <= gauge(r.text, "cairn_lag_gauges_age_seconds") < ops.LAG_GAUGES_EVERY
+        # A scrape soon after is answered from the cache too.
+        assert (await c.get("/metrics")).status_code == 200
+        assert calls == 1
+
+
+async def test_metrics_answer_with_the_database_unreachable(
+    pg_server: EmbeddedPostgres,
+    kafka_server: EmbeddedKafka,
+    template_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ops, "LAG_GAUGES_EVERY", 0.0)  # every scrape below tries again
+    async with (
+        isolated_system(pg_server.url, kafka_server.bootstrap) as system,
+        system.client(user=None) as c,
+    ):
+        r = await c.get("/metrics")
+        assert r.status_code == 200
+        last = gauge(r.text, "cairn_eventstore_last_position")
+        async with database_unreachable(pg_server.url, system):
+            started = time.monotonic()
+            r = await c.get("/metrics")
+            assert r.status_code == 200, r.text
+            assert time.monotonic() - started < ops.LAG_QUERY_TIMEOUT + 1
+            # The last values, and how old they are.
+            assert gauge(r.text, "cairn_eventstore_last_position") == last
+            first_age = gauge(r.text, "cairn_lag_gauges_age_seconds")
+            r = await c.get("/metrics")
+            assert r.status_code == 200
+            assert gauge(r.text, "cairn_lag_gauges_age_seconds") > first_age
