@@ -10,6 +10,13 @@ before the actor host consumed anything). Ready means:
   application_name `cairn-projector`, see bus/run/processes.py), so read models follow;
 - postgres and the blob store answer.
 
+That is the whole system's readiness (`/ready`). `/ready?scope=process` is this API
+process's own (`Readiness(process=True)`): what it needs to serve reads and downloads, which
+do not go through the actors: postgres and the blob store answer and its Kafka producer
+reaches the broker (`kafka`). Behind a load balancer or a Kubernetes Service, probe that
+one: when the shared actor host is down every replica fails `/ready` at once, and reads
+would fail with it.
+
 The answer is cached briefly (a success for `OK_FOR` seconds, a failure for `FAIL_FOR`):
 load balancers and `cairn up` poll /ready, and each check costs a command round trip.
 
@@ -48,7 +55,8 @@ SELECT
 
 
 class Readiness:
-    def __init__(self) -> None:
+    def __init__(self, process: bool = False) -> None:
+        self._process = process
         self._checked_at = 0.0
         self._result: tuple[bool, dict[str, str]] = (False, {})
         self._lock = asyncio.Lock()
@@ -60,7 +68,7 @@ class Readiness:
             if time.monotonic() - self._checked_at < (OK_FOR if ok else FAIL_FOR):
                 return self._result
             before = self._result[1]
-            ok, checks, errors = await self._run(c)
+            ok, checks, errors = await (self._run_process(c) if self._process else self._run(c))
             for name, error in errors.items():
                 if before.get(name) != checks[name]:  # newly failing, or differently
                     log.warning("not ready", check=name, error=error)
@@ -69,21 +77,22 @@ class Readiness:
             return self._result
 
     @staticmethod
+    async def _run_process(c: AppContext) -> tuple[bool, dict[str, str], dict[str, str]]:
+        checks: dict[str, str] = {}
+        errors: dict[str, str] = {}
+        check = _checker(checks, errors)
+        await asyncio.gather(
+            check("postgres", c.pool.fetchval("SELECT 1")),
+            check("blob_store", c.blobs.ping()),
+            check("kafka", c.bus.ping()),
+        )
+        return all(v == "ok" for v in checks.values()), checks, errors
+
+    @staticmethod
     async def _run(c: AppContext) -> tuple[bool, dict[str, str], dict[str, str]]:
         checks: dict[str, str] = {}
         errors: dict[str, str] = {}
-
-        async def check(name: str, coro: Any) -> Any:
-            try:
-                async with asyncio.timeout(CHECK_TIMEOUT):
-                    result = await coro
-                checks[name] = "ok"
-                return result
-            except Exception as e:
-                checks[name] = f"error: {getattr(e, 'reason', None) or type(e).__name__}"
-                errors[name] = f"{type(e).__name__}: {e}"[:500]
-                return None
-
+        check = _checker(checks, errors)
         row, *_ = await asyncio.gather(
             check(
                 "postgres",
@@ -96,3 +105,21 @@ class Readiness:
             checks["relay"] = "ok" if row["relay"] else "error: no relay is publishing"
             checks["projector"] = "ok" if row["projector"] else "error: no projector is running"
         return all(v == "ok" for v in checks.values()), checks, errors
+
+
+def _checker(checks: dict[str, str], errors: dict[str, str]) -> Any:
+    """A check runner recording into `checks` (ok or the cause in a few words) and
+    `errors` (the full message, for the log)."""
+
+    async def check(name: str, coro: Any) -> Any:
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT):
+                result = await coro
+            checks[name] = "ok"
+            return result
+        except Exception as e:
+            checks[name] = f"error: {getattr(e, 'reason', None) or type(e).__name__}"
+            errors[name] = f"{type(e).__name__}: {e}"[:500]
+            return None
+
+    return check

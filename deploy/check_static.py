@@ -315,7 +315,11 @@ def check_compose() -> None:
 
     R.check("pg_isready" in hc("postgres"), "postgres healthcheck: pg_isready")
     R.check("kafka-broker-api-versions" in hc("kafka"), "kafka healthcheck: broker API versions")
-    R.check("/health" in hc("api"), "api healthcheck: GET /health")
+    R.check(
+        "/ready?scope=process" in hc("api"),
+        "api healthcheck: GET /ready?scope=process (this replica serves reads; not /ready,"
+        " which an actor host outage fails on every replica at once)",
+    )
     kafka_env = services["kafka"]["environment"]
     R.check(
         "broker" in kafka_env.get("KAFKA_PROCESS_ROLES", "")
@@ -667,7 +671,7 @@ def check_k8s() -> None:
                 http = c.get(probe, {}).get("httpGet")
                 if http:
                     R.check(
-                        http["path"] in api_routes(),
+                        http["path"].partition("?")[0] in api_routes(),
                         f"{cname}: {probe} GET {http['path']} is an API route",
                     )
                     R.check(
@@ -759,8 +763,10 @@ def check_k8s() -> None:
         0
     ]
     R.check(
-        api_main.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/ready",
-        "cairn-api: readiness GET /ready",
+        api_main.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/ready?scope=process",
+        "cairn-api: readiness GET /ready?scope=process (this pod's own: Postgres, the blob"
+        " store, its Kafka producer; /ready fails every pod at once when the actor host is"
+        " down, leaving the Service no endpoints even for reads)",
     )
     R.check(
         api_main.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/health",

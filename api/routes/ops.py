@@ -12,13 +12,16 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import asyncpg
 from litestar import MediaType, Request, Response, get
+from litestar.openapi import ResponseSpec
+from litestar.params import Parameter
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from api.context import ctx
+from api.http.strict import strict_request
 from api.readiness import Readiness
 from api.schemas import ReadinessReport, ok
 from bus.config.logs import get_logger
@@ -45,16 +48,35 @@ async def health() -> dict[str, str]:
     "/ready",
     tags=["ops"],
     summary="Readiness: a command round trip through the actors works, the relay and the"
-    " projector run, Postgres and the blob store answer",
-    responses=ok(
-        200, ReadinessReport, "Ready: every check passed (503 in the same shape when not)"
-    ),
+    " projector run, Postgres and the blob store answer; with scope=process only what this"
+    " API process needs to serve reads: Postgres, the blob store and its Kafka producer",
+    responses={
+        **ok(200, ReadinessReport, "Ready: every check passed (503 in the same shape when not)"),
+        400: ResponseSpec(
+            None,
+            description="A query parameter other than scope (unknown_query_parameter), or a"
+            " scope other than process",
+        ),
+    },
+    before_request=strict_request,
 )
-async def ready(request: Request[Any, Any, Any]) -> Response[Any]:
+async def ready(
+    request: Request[Any, Any, Any],
+    scope_: Annotated[
+        Literal["process"] | None,
+        Parameter(
+            query="scope",
+            description="`process`: this API process's own readiness (postgres,"
+            " blob_store, kafka), for a load balancer's or Kubernetes' readiness probe;"
+            " without it, the whole system's (a command can be served end to end)",
+        ),
+    ] = None,
+) -> Response[Any]:
     state = request.app.state
-    readiness = state.get("readiness")
+    key = "readiness" if scope_ is None else "readiness_process"
+    readiness = state.get(key)
     if readiness is None:
-        readiness = state["readiness"] = Readiness()
+        readiness = state[key] = Readiness(process=scope_ is not None)
     ok, checks = await readiness.check(ctx(request))
     return Response(
         {"status": "ready" if ok else "unavailable", "checks": checks},

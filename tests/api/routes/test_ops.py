@@ -4,6 +4,9 @@
 - `/metrics` computes its database-backed gauges at most once per `LAG_GAUGES_EVERY`
   seconds per process: concurrent scrapes share one query, and with the database
   unreachable it still answers 200 at once (the last values, and their age);
+- `/ready?scope=process` checks only what this API process needs to serve reads, so it
+  stays 200 with the actor host stopped while `/ready` is 503; with the database
+  unreachable both are 503.
 
 "The database unreachable" for the API: new connections to the system's database are
 refused (`ALLOW_CONNECTIONS false`) and the API's own connections are terminated."""
@@ -19,10 +22,12 @@ from typing import Any
 import asyncpg
 import pytest
 
+from api import readiness
 from api.routes import ops
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from bus.run.processes import application_name
-from tests.system import System, isolated_system
+from tests.api.documented import assert_documented
+from tests.system import System, isolated_system, wait_until
 
 
 def gauge(text: str, name: str) -> float:
@@ -105,3 +110,80 @@ async def test_metrics_answer_with_the_database_unreachable(
             r = await c.get("/metrics")
             assert r.status_code == 200
             assert gauge(r.text, "cairn_lag_gauges_age_seconds") > first_age
+
+
+async def test_process_readiness_stays_up_without_the_actor_host(
+    pg_server: EmbeddedPostgres,
+    kafka_server: EmbeddedKafka,
+    template_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with (
+        isolated_system(pg_server.url, kafka_server.bootstrap) as system,
+        system.client(user=None) as c,
+    ):
+
+        async def ready() -> bool:
+            return (await c.get("/ready")).status_code == 200
+
+        await wait_until(ready, timeout=60, interval=0.3)
+        r = await c.get("/ready", params={"scope": "process"})
+        assert r.status_code == 200, r.text
+        await assert_documented(c, "get", "/ready", r)
+        assert r.json() == {
+            "status": "ready",
+            "checks": {"postgres": "ok", "blob_store": "ok", "kafka": "ok"},
+        }
+
+        monkeypatch.setattr(readiness, "OK_FOR", 0.0)  # every /ready below checks again
+        monkeypatch.setattr(readiness, "FAIL_FOR", 0.0)
+        await system.stop("actors")
+        r = await c.get("/ready")
+        assert r.status_code == 503, r.text
+        assert r.json()["checks"]["actors"].startswith("error")
+        assert r.headers["Retry-After"] == "1"
+        r = await c.get("/ready", params={"scope": "process"})
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "ready"
+
+
+async def test_both_readiness_scopes_fail_with_the_database_unreachable(
+    pg_server: EmbeddedPostgres,
+    kafka_server: EmbeddedKafka,
+    template_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with (
+        isolated_system(pg_server.url, kafka_server.bootstrap) as system,
+        system.client(user=None) as c,
+    ):
+
+        async def ready() -> bool:
+            return (await c.get("/ready")).status_code == 200
+
+        await wait_until(ready, timeout=60, interval=0.3)
+        monkeypatch.setattr(readiness, "OK_FOR", 0.0)
+        monkeypatch.setattr(readiness, "FAIL_FOR", 0.0)
+        async with database_unreachable(pg_server.url, system):
+            for params in ({}, {"scope": "process"}):
+                r = await c.get("/ready", params=params)
+                assert r.status_code == 503, (params, r.text)
+                assert r.json()["status"] == "unavailable"
+                assert r.json()["checks"]["postgres"].startswith("error"), r.text
+                assert r.headers["Retry-After"] == "1"
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["scope=cluster", "scope=", "probe=1", "scope=process&scope=process&x=1"],
+)
+async def test_ready_refuses_unknown_parameters_and_scopes(
+    shared_system: System, query: str
+) -> None:
+    async with shared_system.client(user=None) as c:
+        r = await c.get(f"/ready?{query}")
+        assert r.status_code == 400, r.text
+        body = r.json()
+        assert set(body) == {"error", "request_id"}
+        assert set(body["error"]) == {"code", "message", "details"}
+        await assert_documented(c, "get", "/ready", r)
