@@ -336,10 +336,14 @@ def smoke(apis: list[str], token: str, procs: Cluster) -> None:
         wait_for("the uploads read model shows the upload COMPLETED", listed, 60, procs)
         ok("read model caught up (relay -> Kafka -> projector -> Postgres)")
 
+        since = time.monotonic()
+
         def caught_up() -> bool:
+            asked = time.monotonic()
             text = clients[0].get("/metrics").text
             return (
-                "cairn_relay_lag_events 0.0" in text
+                fresh_since(text, asked - since)
+                and "cairn_relay_lag_events 0.0" in text
                 and 'cairn_projection_lag_events{projection="uploads"} 0.0' in text
                 and 'cairn_projection_lag_events{projection="files"} 0.0' in text
             )
@@ -349,6 +353,16 @@ def smoke(apis: list[str], token: str, procs: Cluster) -> None:
     finally:
         for c in clients:
             c.close()
+
+
+def fresh_since(metrics: str, elapsed: float) -> bool:
+    """The api's Postgres-backed gauges in `metrics` were read less than `elapsed` seconds
+    before it was asked for (they may be up to 5 s old: api/routes/ops.py, LagGauges), so
+    they tell the state after whatever happened that long ago."""
+    for line in metrics.splitlines():
+        if line.startswith("cairn_lag_gauges_age_seconds "):
+            return float(line.split()[-1]) < elapsed
+    return False
 
 
 def relay_failover(relays: list[Proc], apis: list[str], token: str, procs: Cluster) -> None:
@@ -368,8 +382,12 @@ def relay_failover(relays: list[Proc], apis: list[str], token: str, procs: Clust
         if r.status_code != 201:
             fail(f"POST /v1/uploads after the relay kill: {r.status_code} {r.text[:300]}")
 
+        since = time.monotonic()
+
         def published() -> bool:
-            return "cairn_relay_lag_events 0.0" in c.get("/metrics").text
+            asked = time.monotonic()
+            text = c.get("/metrics").text
+            return fresh_since(text, asked - since) and "cairn_relay_lag_events 0.0" in text
 
         wait_for("the standby relay publishes the new events", published, 60, procs)
     standby = next(p for p in relays if p is not leader)

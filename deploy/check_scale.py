@@ -718,14 +718,21 @@ def start_cluster(system: System, per_kind: int) -> tuple[Cluster, dict[str, lis
     return cluster, by_kind
 
 
-def caught_up(api: str) -> bool:
+def caught_up(api: str, since: float) -> bool:
+    """Relay and projection lag 0 in the api's /metrics, as read after `since` (monotonic):
+    those gauges may be up to 5 s old (api/routes/ops.py, LagGauges)."""
+    asked = time.monotonic()
     try:
         text = httpx.get(f"{api}/metrics", timeout=10).text
     except httpx.HTTPError:
         return False
+    lines = text.splitlines()
+    ages = [float(x.split()[-1]) for x in lines if x.startswith("cairn_lag_gauges_age_seconds ")]
+    if not ages or ages[0] >= asked - since:
+        return False
     lags = [
         line
-        for line in text.splitlines()
+        for line in lines
         if line.startswith(("cairn_relay_lag_events", "cairn_projection_lag_events"))
     ]
     return bool(lags) and all(line.rsplit(" ", 1)[1] in ("0", "0.0") for line in lags)
@@ -1081,8 +1088,12 @@ def run_faults(system: System, form: Form) -> None:
             f"checked, {len(load.fetches)} fetches and {len(load.tasks)} tasks accepted, "
             f"{load.retries} retried requests"
         )
+        since = time.monotonic()
         wait_for(
-            "relay and projection lag 0", lambda: caught_up(apis[0]), PROGRESS_TIMEOUT, cluster
+            "relay and projection lag 0",
+            lambda: caught_up(apis[0], since),
+            PROGRESS_TIMEOUT,
+            cluster,
         )
         verify(system, load, apis)
         cluster.assert_alive()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 
 import httpx
 import orjson
@@ -70,10 +71,22 @@ async def test_upload_interrupted_resumed_completed_downloaded(system: System) -
         r = await c.get(f"/v1/uploads/{up['id']}")
         assert r.json()["status"] == "COMPLETED" and r.json()["missing_chunks"] == []
 
+        since = time.monotonic()
+
         async def caught_up() -> bool:
+            # The lag gauges may be up to 5 s old (api/routes/ops.py): only figures read
+            # after the upload was listed count.
+            asked = time.monotonic()
             text = (await c.get("/metrics")).text
+            ages = [
+                float(line.split()[-1])
+                for line in text.splitlines()
+                if line.startswith("cairn_lag_gauges_age_seconds ")
+            ]
             return (
-                'cairn_projection_lag_events{projection="uploads"} 0.0' in text
+                len(ages) == 1
+                and ages[0] < asked - since
+                and 'cairn_projection_lag_events{projection="uploads"} 0.0' in text
                 and 'cairn_projection_lag_events{projection="files"} 0.0' in text
                 and "cairn_relay_lag_events 0.0" in text
             )
