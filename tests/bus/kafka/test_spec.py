@@ -27,9 +27,20 @@ def test_one_channel_per_event_type_and_version_on_its_aggregate_topic() -> None
         assert channel["messages"] == {s.type: {"$ref": f"#/components/messages/{s.type}"}}
         payload = doc["components"]["messages"][s.type]["payload"]
         assert payload["properties"]["schema_version"]["const"] == s.version
-        assert {"id", "stream_id", "version", "position", "occurred_at", "data"} <= set(
-            payload["required"]
-        )
+        # Every key of the envelope is always sent (API.md), `owner` and the ids too.
+        assert set(payload["required"]) == {
+            "id",
+            "type",
+            "schema_version",
+            "stream_id",
+            "version",
+            "position",
+            "occurred_at",
+            "owner",
+            "correlation_id",
+            "causation_id",
+            "data",
+        }
     # Every aggregate topic is in the document, also those with no event type yet.
     addresses = {c["address"] for c in doc["channels"].values()}
     assert addresses == {f"spec.{a}" for a in AGGREGATES}
