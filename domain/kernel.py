@@ -94,15 +94,36 @@ class Stamped(Event):
 
 @dataclass(frozen=True)
 class NewEvent:
-    """An event decided but not yet stored: what the event store appends."""
+    """An event decided but not yet stored: what the event store appends.
+
+    `owner`: the owner an event names in its own data (a creation: `BucketCreated`,
+    `FileCreated`, ...). The store records it as this event's owner, and the owner of the
+    events after it in the same append, instead of the append's `EventMeta.owner` (the
+    aggregate's owner before the append): a deleted bucket's name, or an object key in it,
+    taken again by someone else continues the old stream, and the new owner's events must
+    not be recorded, published and streamed as the previous owner's."""
 
     type: str
     data: JSON
     schema_version: int = 1
+    owner: str | None = None
 
     @staticmethod
     def of(event: Event) -> NewEvent:
-        return NewEvent(event.type, event.data, event.schema_version)
+        owner = getattr(event, "owner", None)
+        return NewEvent(
+            event.type, event.data, event.schema_version, owner if isinstance(owner, str) else None
+        )
+
+
+def owners(events: Iterable[NewEvent], owner: str | None) -> list[str | None]:
+    """The owner recorded with each of `events` appended together: `owner` (the append's)
+    until an event names its own, that one from there on (see NewEvent)."""
+    out: list[str | None] = []
+    for ev in events:
+        owner = ev.owner or owner
+        out.append(owner)
+    return out
 
 
 class StoredEvent(Protocol):

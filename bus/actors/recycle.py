@@ -64,7 +64,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from bus.config.settings import Settings
-from bus.kafka.clients import admin_client
+from bus.kafka.clients import MAX_MESSAGE_BYTES, admin_client
 
 RECYCLED_CHANNEL = "cairn_commands_recycled"
 
@@ -100,7 +100,15 @@ async def replace_topic(settings: Settings, topic: str, count: int) -> None:
             for _ in range(500):
                 try:
                     await admin.create_topics(
-                        [NewTopic(topic, count, settings.kafka_replication_factor)]
+                        [
+                            NewTopic(
+                                topic,
+                                count,
+                                settings.kafka_replication_factor,
+                                # as ensure_topics creates it (bus/kafka/clients.py new_topics)
+                                topic_configs={"max.message.bytes": str(MAX_MESSAGE_BYTES)},
+                            )
+                        ]
                     )
                     break
                 except TopicAlreadyExistsError:

@@ -141,6 +141,22 @@ async def admin_client(settings: Settings) -> AsyncIterator[AIOKafkaAdminClient]
         await admin.close()
 
 
+def new_topics(settings: Settings, names: Iterable[str]) -> list[NewTopic]:
+    """The topics to create: the configured partitions and replication, and room for the
+    largest message a producer sends (a real broker's default `message.max.bytes` is
+    1 MiB, and a 40,000-piece manifest is one event of about 4 MB, which it would refuse
+    for ever: the relay stuck on it, every event behind it unpublished)."""
+    return [
+        NewTopic(
+            t,
+            partitions_of(settings, t),
+            settings.kafka_replication_factor,
+            topic_configs={"max.message.bytes": str(MAX_MESSAGE_BYTES)},
+        )
+        for t in names
+    ]
+
+
 async def ensure_topics(settings: Settings, topics: Iterable[str] | None = None) -> None:
     """Create the topics with the configured partition count; existing ones are kept."""
     async with admin_client(settings) as admin:
@@ -148,12 +164,7 @@ async def ensure_topics(settings: Settings, topics: Iterable[str] | None = None)
         wanted = [t for t in (topics or all_topics(settings)) if t not in existing]
         if wanted:
             with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(
-                    [
-                        NewTopic(t, partitions_of(settings, t), settings.kafka_replication_factor)
-                        for t in wanted
-                    ]
-                )
+                await admin.create_topics(new_topics(settings, wanted))
         # Metadata propagates asynchronously; wait until every topic is listed.
         for _ in range(100):
             if set(topics or all_topics(settings)) <= set(await admin.list_topics()):

@@ -95,9 +95,13 @@ def envelope_model(event_type: str, version: int, data: Any) -> type[BaseModel]:
         version=(int, Field(description="1-based position within the stream")),
         position=(int, Field(description="global position in the event store")),
         occurred_at=(datetime, ...),
-        owner=(str | None, None),
-        correlation_id=(str | None, None),
-        causation_id=(str | None, None),
+        # Always sent (the key is there, API.md); null only where nothing is known.
+        owner=(
+            str | None,
+            Field(description="user id owning the aggregate when the event was recorded"),
+        ),
+        correlation_id=(str | None, Field(description="the request or command it came from")),
+        causation_id=(str | None, Field(description="the command that caused it")),
         data=(data, ...),
     )
     return model

@@ -23,6 +23,7 @@ import asyncpg
 from bus.config import metrics
 from bus.ids import uuid4
 from domain.events import EventMeta, NewEvent, RecordedEvent, upcast_recorded
+from domain.kernel import owners
 from domain.ports import ConcurrencyError, DuplicateCommand, UnstorableEvent
 from domain.values import nul_at
 
@@ -101,13 +102,13 @@ def _event_rows(p: _Pending) -> list[tuple[object, ...]]:
             ev.type,
             ev.schema_version,
             ev.data,
-            m.owner,
+            owner,
             m.correlation_id,
             m.causation_id,
             m.traceparent,
             m.occurred_at,
         )
-        for i, ev in enumerate(p.events)
+        for i, (ev, owner) in enumerate(zip(p.events, owners(p.events, m.owner), strict=True))
     ]
 
 
@@ -412,6 +413,7 @@ class InMemoryEventStore:
         if not events:
             return []
         texts = (meta.owner, meta.correlation_id, meta.causation_id, meta.traceparent)
+        event_owners = owners(events, meta.owner)
         # What PostgreSQL cannot store, the reference refuses as well.
         if any(nul_at(ev.data) is not None for ev in events) or nul_at(texts) is not None:
             raise UnstorableEvent("text with a NUL character")
@@ -435,7 +437,7 @@ class InMemoryEventStore:
                     schema_version=ev.schema_version,
                     data=ev.data,
                     occurred_at=meta.occurred_at,
-                    owner=meta.owner,
+                    owner=event_owners[i],
                     correlation_id=meta.correlation_id,
                     causation_id=meta.causation_id,
                     traceparent=meta.traceparent,

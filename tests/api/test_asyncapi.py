@@ -113,9 +113,14 @@ def test_each_payload_schema_validates_a_stored_event_on_its_own() -> None:
             "version": 1,
             "position": 1,
             "occurred_at": "2026-01-02T03:04:05+00:00",
+            "owner": "alice",
+            "correlation_id": "c1",
+            "causation_id": None,
             "data": data,
         }
         validator = Draft202012Validator(payload)
+        # Every envelope key is always sent (domain/events.py `envelope`): one missing fails.
+        assert list(validator.iter_errors({k: v for k, v in envelope.items() if k != "owner"}))
         assert list(validator.iter_errors(envelope)) == []
         broken = {**envelope, "data": {**data, "at": 5}}
         assert list(validator.iter_errors(broken)) != []

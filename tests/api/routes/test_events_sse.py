@@ -4,6 +4,7 @@ expiry, and bad input — all through a whole running system."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 import uuid
@@ -182,6 +183,43 @@ async def test_a_bucket_stream_is_a_stream_filter_like_any_other(shared_system: 
         for bad in ("bucket-", "bucket-A_B", "bucket-default"):
             e = assert_error(await c.get(f"/v1/events?stream={bad}"), 400, "invalid_filter")
             assert e["details"]["filter"] == "stream"
+
+
+async def test_a_bucket_name_taken_again_streams_to_its_new_owner_only(
+    shared_system: System,
+) -> None:
+    # A deleted name created again by someone else continues the `bucket-<name>` stream;
+    # its events were recorded with the previous owner, so they were streamed to her and
+    # not to him.
+    alice, bob, name = user(), user(), f"ev-{secrets.token_hex(4)}"
+    async with shared_system.client(alice) as ca, shared_system.client(bob) as cb:
+        assert (await ca.post("/v1/buckets", json={"name": name})).status_code == 201
+        assert (await ca.delete(f"/v1/buckets/{name}")).status_code in (200, 204)
+        r = await cb.post("/v1/buckets", json={"name": name, "description": "bob's"})
+        assert r.status_code == 201, r.text
+        r = await cb.patch(f"/v1/buckets/{name}", json={"description": "still bob's"})
+        assert r.status_code == 200, r.text
+        r = await ca.post("/v1/buckets", json={"name": f"{name}-later"})
+        assert r.status_code == 201, r.text
+    streams = {}
+    for who in (alice, bob):
+        s = await open_sse(
+            shared_system, "/v1/events?aggregate=buckets", who=who, last_event_id="0"
+        )
+        try:
+            async with asyncio.timeout(30):  # events missing from a stream: fail, not hang
+                streams[who] = [m.json() for m in await s.events(3 if who == alice else 2)]
+        finally:
+            await s.close()
+    assert [(e["stream_id"], e["type"], e["owner"]) for e in streams[alice]] == [
+        (f"bucket-{name}", "BucketCreated", alice),
+        (f"bucket-{name}", "BucketDeleted", alice),
+        (f"bucket-{name}-later", "BucketCreated", alice),
+    ]
+    assert [(e["type"], e["data"]["description"], e["owner"]) for e in streams[bob]] == [
+        ("BucketCreated", "bob's", bob),
+        ("BucketUpdated", "still bob's", bob),
+    ]
 
 
 async def test_another_users_stream_is_like_one_that_does_not_exist(

@@ -37,3 +37,17 @@ async def test_every_consumer_takes_the_session_timeout_and_heartbeats_within_a_
     consumer = make_consumer(s, "t", group_id="g")  # not started: nothing connects
     assert consumer._session_timeout_ms == int(session_ms)
     assert consumer._heartbeat_interval_ms == timeouts["heartbeat_interval_ms"]
+
+
+def test_created_topics_take_messages_as_large_as_the_producers_send() -> None:
+    """A real Kafka broker refuses a record batch over `message.max.bytes` (1 MiB by
+    default) and the relay would retry it for ever; a file's manifest of 40,000 pieces is
+    one event of about 4 MB (tests/bus/store/test_relay_sizes.py). So every topic Cairn
+    creates says `max.message.bytes` = the producers' request size."""
+    from bus.kafka.clients import MAX_MESSAGE_BYTES, all_topics, new_topics
+
+    settings = Settings(kafka_bootstrap="127.0.0.1:9092", topic_prefix="t")
+    made = new_topics(settings, all_topics(settings))
+    assert [t.name for t in made] == all_topics(settings)
+    for t in made:
+        assert t.topic_configs["max.message.bytes"] == str(MAX_MESSAGE_BYTES), t.name

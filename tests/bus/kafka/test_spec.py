@@ -27,9 +27,20 @@ def test_one_channel_per_event_type_and_version_on_its_aggregate_topic() -> None
         assert channel["messages"] == {s.type: {"$ref": f"#/components/messages/{s.type}"}}
         payload = doc["components"]["messages"][s.type]["payload"]
         assert payload["properties"]["schema_version"]["const"] == s.version
-        assert {"id", "stream_id", "version", "position", "occurred_at", "data"} <= set(
-            payload["required"]
-        )
+        # Every key of the envelope is always sent (API.md), `owner` and the ids too.
+        assert set(payload["required"]) == {
+            "id",
+            "type",
+            "schema_version",
+            "stream_id",
+            "version",
+            "position",
+            "occurred_at",
+            "owner",
+            "correlation_id",
+            "causation_id",
+            "data",
+        }
     # Every aggregate topic is in the document, also those with no event type yet.
     addresses = {c["address"] for c in doc["channels"].values()}
     assert addresses == {f"spec.{a}" for a in AGGREGATES}
@@ -42,3 +53,29 @@ def test_a_recursive_schema_fails_at_build_time() -> None:
     schemas = {"Node": {"properties": {"next": {"$ref": "#/components/schemas/Node"}}}}
     with pytest.raises(TypeError, match="recursive event schema Node -> Node"):
         _self_contained({"$ref": "#/components/schemas/Node"}, schemas)
+
+
+def test_every_event_type_s_data_schema_names_exactly_its_fields() -> None:
+    """Each event type of the domain's registry is a message whose `data` schema has the
+    properties its data really carries (the dataclass's fields, as `Event.data` writes
+    them), the ones without a default required, and no property it never carries."""
+    import dataclasses
+
+    from domain.registry import EVENTS
+
+    settings = Settings(kafka_bootstrap="127.0.0.1:9092", topic_prefix="spec")
+    doc = orjson.loads(orjson.dumps(asyncapi_document(settings)))
+    messages = doc["components"]["messages"]
+    assert set(messages) == set(EVENTS)
+    for event_type, (aggregate, cls) in EVENTS.items():
+        fields = dataclasses.fields(cls)
+        data = messages[event_type]["payload"]["properties"]["data"]
+        assert set(data["properties"]) == {f.name for f in fields}, event_type
+        required = {
+            f.name
+            for f in fields
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        }
+        assert set(data.get("required", [])) == required, event_type
+        channels = [c for c in doc["channels"].values() if event_type in c["messages"]]
+        assert [c["address"] for c in channels] == [f"spec.{aggregate}"], event_type

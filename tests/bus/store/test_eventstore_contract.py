@@ -28,6 +28,22 @@ async def test_append_and_read_stream(store: EventStore) -> None:
     assert await store.stream_version("upload-none") == 0
 
 
+async def test_an_event_naming_its_owner_is_recorded_as_that_owner_s(store: EventStore) -> None:
+    """A name taken again by someone else (a deleted bucket's, an object key's) continues
+    the stream: the creation names the new owner, and it and what follows in the same
+    append are recorded (published, streamed) as the new owner's, not the previous one's."""
+    await store.append("bucket-x", 0, [NewEvent("BucketCreated", {}, owner="alice")], META)
+    later = await store.append(
+        "bucket-x",
+        1,
+        [ev(1), NewEvent("BucketCreated", {}, owner="bob"), ev(2)],
+        META,
+    )
+    assert [e.owner for e in later] == ["alice", "bob", "bob"]
+    stored = await store.read_stream("bucket-x")
+    assert [e.owner for e in stored] == ["alice", "alice", "bob", "bob"]
+
+
 async def test_wrong_expected_version_is_refused_and_changes_nothing(store: EventStore) -> None:
     await store.append("upload-a", 0, [ev(1)], META)
     with pytest.raises(ConcurrencyError):
