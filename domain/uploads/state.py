@@ -5,6 +5,7 @@ State moves INITIATED -> IN_PROGRESS -> COMPLETED, or to ABORTED / FAILED / EXPI
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -80,11 +81,14 @@ class UploadState:
     offset: int = 0  # stream and final modes: bytes received so far
     pieces: tuple[tuple[str, int], ...] = ()  # stream and final modes, in order
     key: str | None = None  # the object key in `bucket` it becomes (None: a plain file)
+    # chunks mode: the sum of the chunks' sizes, kept as they arrive (summing 40,000 of
+    # them for every chunk's reply made an upload's chunks quadratic).
+    chunk_bytes: int = 0
 
     @property
     def bytes_received(self) -> int:
         if self.mode == "chunks":
-            return sum(c.size for c in self.chunks.values())
+            return self.chunk_bytes
         return self.offset
 
     @property
@@ -94,7 +98,8 @@ class UploadState:
     @property
     def all_received(self) -> bool:
         if self.mode == "chunks":
-            return not self.missing_chunks
+            # Chunk indexes are below total_chunks (decide refuses others).
+            return len(self.chunks) >= self.total_chunks and not self.missing_chunks
         return self.file_size is not None and self.offset == self.file_size
 
     def expected_chunk_size(self, index: int) -> int:
@@ -141,17 +146,12 @@ def evolve(state: UploadState | None, event: Event) -> UploadState | None:
     if state is None:
         return None
     match event:
-        case UploadChunkStored(index=index, offset=offset, size=size, sha256=sha256, at=at):
-            chunks = {**state.chunks, index: Chunk(index, offset, size, sha256)}
-            return replace(state, chunks=chunks, status=_started(state), updated_at=at)
-        case UploadBytesAppended(size=size, pieces=pieces, at=at):
-            return replace(
-                state,
-                pieces=state.pieces + tuple((p.sha256, p.size) for p in pieces),
-                offset=state.offset + size,
-                status=_started(state),
-                updated_at=at,
-            )
+        case UploadChunkStored():
+            chunks = dict(state.chunks)
+            return _chunk_stored(state, chunks, event)
+        case UploadBytesAppended():
+            pieces = list(state.pieces)
+            return replace(_bytes_appended(state, pieces, event), pieces=tuple(pieces))
         case UploadLengthDeclared(file_size=file_size, at=at):
             return replace(state, file_size=file_size, updated_at=at)
         case UploadCompleted(file_id=file_id, sha256=sha256, at=at):
@@ -168,4 +168,56 @@ def evolve(state: UploadState | None, event: Event) -> UploadState | None:
             return replace(state, status=UploadStatus.FAILED, failure=reason, updated_at=at)
         case UploadExpired(at=at):
             return replace(state, status=UploadStatus.EXPIRED, updated_at=at)
+    return state
+
+
+def _chunk_stored(
+    state: UploadState, chunks: dict[int, Chunk], e: UploadChunkStored
+) -> UploadState:
+    """`state` with chunk `e` stored into `chunks`, a map this fold owns (no other state
+    holds it), which becomes the new state's."""
+    old = chunks.get(e.index)
+    chunks[e.index] = Chunk(e.index, e.offset, e.size, e.sha256)
+    received = state.chunk_bytes + e.size - (old.size if old is not None else 0)
+    return replace(
+        state, chunks=chunks, chunk_bytes=received, status=_started(state), updated_at=e.at
+    )
+
+
+def _bytes_appended(
+    state: UploadState, pieces: list[tuple[str, int]], e: UploadBytesAppended
+) -> UploadState:
+    """`state` with `e`'s pieces added to `pieces` (owned by the fold; the caller sets the
+    state's tuple from it)."""
+    pieces.extend((p.sha256, p.size) for p in e.pieces)
+    return replace(state, offset=state.offset + e.size, status=_started(state), updated_at=e.at)
+
+
+def fold(state: UploadState | None, events: Iterable[Event]) -> UploadState | None:
+    """`evolve` over `events`, in time linear in them.
+
+    `evolve` copies the chunk map (or piece tuple) for each event, so folding a stream of
+    40,000 chunk events from the start made n^2/2 copies (10 s of CPU). Here a run of chunk
+    or append events updates one copy this fold owns, made at the run's start; the state it
+    began from is left as it was, so states stay immutable for everyone holding them."""
+    chunks: dict[int, Chunk] | None = None
+    pieces: list[tuple[str, int]] | None = None
+    for event in events:
+        if state is not None and isinstance(event, UploadChunkStored):
+            if chunks is None:
+                chunks = dict(state.chunks)
+            state = _chunk_stored(state, chunks, event)
+            continue
+        if state is not None and isinstance(event, UploadBytesAppended):
+            if pieces is None:
+                pieces = list(state.pieces)
+            state = _bytes_appended(state, pieces, event)
+            continue
+        if pieces is not None and state is not None:
+            state = replace(state, pieces=tuple(pieces))
+        # The run's copies are the state's now: the next run copies again.
+        chunks = pieces = None
+        state = evolve(state, event)
+    if pieces is not None and state is not None:
+        state = replace(state, pieces=tuple(pieces))
     return state
