@@ -1,9 +1,8 @@
 """Folding an upload's stream costs time linear in its events.
 
 An upload may have 40,000 chunks (or tus pieces), each an event. The API folds such a
-stream from the start whenever its state is not cached (bus/store/state_cache.py keeps no
-state heavier than an eighth of its budget, so never one of these), and the actor host
-does when it meets the stream cold. Each chunk event used to copy the whole chunk map (each
+stream from the start whenever its state is not in its cache (bus/store/state_cache.py),
+and the actor host does when it meets the stream cold. Each chunk event used to copy the whole chunk map (each
 append the whole piece tuple), so a fold did n^2/2 copies: 10 s of CPU for 40,000 chunks,
 blocking the API's event loop on every GET of that upload.
 """
