@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections import OrderedDict
+from collections.abc import Collection
 from typing import Any
 
 from bus.aio import GroupFlush
@@ -50,7 +51,8 @@ def weight(state: Any) -> int:
     total = 1
     for f in dataclasses.fields(state):
         value = getattr(state, f.name)
-        if isinstance(value, tuple | list | dict | set | frozenset):
+        # Any collection (an upload's chunks are a ChunkMap), not text.
+        if isinstance(value, Collection) and not isinstance(value, str | bytes):
             total += len(value)
     return total
 

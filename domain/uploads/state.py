@@ -5,7 +5,7 @@ State moves INITIATED -> IN_PROGRESS -> COMPLETED, or to ABORTED / FAILED / EXPI
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -56,6 +56,71 @@ class Chunk:
     sha256: str
 
 
+_BLOCK = 256
+
+
+class ChunkMap(Mapping[int, Chunk]):
+    """An upload's stored chunks by index: an immutable map whose `with_chunk` shares all
+    but one block of 256 entries with the map it came from.
+
+    Each chunk's event adds one entry to a state the actor host then keeps; a dict copied
+    for each made the step linear in the chunks already stored (550 us at 40,000, against
+    25 us at 1,000) and an upload of 40,000 chunks quadratic. Here a step copies the block
+    index (at most 157 entries for 40,000 chunks) and one block."""
+
+    __slots__ = ("_blocks", "_len")
+
+    def __init__(self, chunks: Iterable[Chunk] = ()) -> None:
+        blocks: dict[int, dict[int, Chunk]] = {}
+        for c in chunks:
+            blocks.setdefault(c.index // _BLOCK, {})[c.index] = c
+        self._blocks = blocks
+        self._len = sum(len(b) for b in blocks.values())
+
+    def with_chunk(self, chunk: Chunk) -> ChunkMap:
+        """This map with `chunk` at its index (replacing one stored there); self unchanged."""
+        return self.with_chunks((chunk,))
+
+    def with_chunks(self, chunks: Iterable[Chunk]) -> ChunkMap:
+        """This map with `chunks` stored in order (a later one at an index wins), copying
+        each block they touch once; self unchanged."""
+        blocks = dict(self._blocks)
+        copied: set[int] = set()
+        size = self._len
+        for c in chunks:
+            key = c.index // _BLOCK
+            if key not in copied:
+                blocks[key] = dict(blocks.get(key, ()))
+                copied.add(key)
+            block = blocks[key]
+            if c.index not in block:
+                size += 1
+            block[c.index] = c
+        out = ChunkMap.__new__(ChunkMap)
+        out._blocks = blocks
+        out._len = size
+        return out
+
+    def __getitem__(self, index: int) -> Chunk:
+        return self._blocks[index // _BLOCK][index]
+
+    def __contains__(self, index: object) -> bool:
+        if not isinstance(index, int):
+            return False
+        block = self._blocks.get(index // _BLOCK)
+        return block is not None and index in block
+
+    def __iter__(self) -> Iterator[int]:
+        for key in sorted(self._blocks):
+            yield from sorted(self._blocks[key])
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __repr__(self) -> str:
+        return f"ChunkMap({dict(self)!r})"
+
+
 @dataclass(frozen=True)
 class UploadState:
     id: str
@@ -71,7 +136,7 @@ class UploadState:
     status: UploadStatus
     created_at: datetime
     updated_at: datetime
-    chunks: dict[int, Chunk] = field(default_factory=dict)
+    chunks: ChunkMap = field(default_factory=ChunkMap)
     file_id: str | None = None
     completed_sha256: str | None = None
     failure: str | None = None
@@ -146,12 +211,23 @@ def evolve(state: UploadState | None, event: Event) -> UploadState | None:
     if state is None:
         return None
     match event:
-        case UploadChunkStored():
-            chunks = dict(state.chunks)
-            return _chunk_stored(state, chunks, event)
-        case UploadBytesAppended():
-            pieces = list(state.pieces)
-            return replace(_bytes_appended(state, pieces, event), pieces=tuple(pieces))
+        case UploadChunkStored(index=index, offset=offset, size=size, sha256=sha256, at=at):
+            old = state.chunks.get(index)
+            return replace(
+                state,
+                chunks=state.chunks.with_chunk(Chunk(index, offset, size, sha256)),
+                chunk_bytes=state.chunk_bytes + size - (old.size if old is not None else 0),
+                status=_started(state),
+                updated_at=at,
+            )
+        case UploadBytesAppended(size=size, pieces=pieces, at=at):
+            return replace(
+                state,
+                pieces=state.pieces + tuple((p.sha256, p.size) for p in pieces),
+                offset=state.offset + size,
+                status=_started(state),
+                updated_at=at,
+            )
         case UploadLengthDeclared(file_size=file_size, at=at):
             return replace(state, file_size=file_size, updated_at=at)
         case UploadCompleted(file_id=file_id, sha256=sha256, at=at):
@@ -171,53 +247,59 @@ def evolve(state: UploadState | None, event: Event) -> UploadState | None:
     return state
 
 
-def _chunk_stored(
-    state: UploadState, chunks: dict[int, Chunk], e: UploadChunkStored
-) -> UploadState:
-    """`state` with chunk `e` stored into `chunks`, a map this fold owns (no other state
-    holds it), which becomes the new state's."""
-    old = chunks.get(e.index)
-    chunks[e.index] = Chunk(e.index, e.offset, e.size, e.sha256)
-    received = state.chunk_bytes + e.size - (old.size if old is not None else 0)
-    return replace(
-        state, chunks=chunks, chunk_bytes=received, status=_started(state), updated_at=e.at
-    )
-
-
-def _bytes_appended(
-    state: UploadState, pieces: list[tuple[str, int]], e: UploadBytesAppended
-) -> UploadState:
-    """`state` with `e`'s pieces added to `pieces` (owned by the fold; the caller sets the
-    state's tuple from it)."""
-    pieces.extend((p.sha256, p.size) for p in e.pieces)
-    return replace(state, offset=state.offset + e.size, status=_started(state), updated_at=e.at)
-
-
 def fold(state: UploadState | None, events: Iterable[Event]) -> UploadState | None:
     """`evolve` over `events`, in time linear in them.
 
-    `evolve` copies the chunk map (or piece tuple) for each event, so folding a stream of
-    40,000 chunk events from the start made n^2/2 copies (10 s of CPU). Here a run of chunk
-    or append events updates one copy this fold owns, made at the run's start; the state it
-    began from is left as it was, so states stay immutable for everyone holding them."""
-    chunks: dict[int, Chunk] | None = None
-    pieces: list[tuple[str, int]] | None = None
+    `evolve` copies the piece tuple for each tus append, so folding a stream of 40,000
+    appends from the start made n^2/2 copies (4 s of CPU; chunks did the same, 10 s, before
+    ChunkMap). Here a run of appends or chunks is gathered in a list or dict this fold owns
+    and put into the state once, at the run's end (with the run's byte count and last
+    time); the state it began from is left as it was, so states stay immutable for everyone
+    holding them."""
+    run = _Run()
     for event in events:
-        if state is not None and isinstance(event, UploadChunkStored):
-            if chunks is None:
-                chunks = dict(state.chunks)
-            state = _chunk_stored(state, chunks, event)
-            continue
         if state is not None and isinstance(event, UploadBytesAppended):
-            if pieces is None:
-                pieces = list(state.pieces)
-            state = _bytes_appended(state, pieces, event)
+            if run.pieces is None:
+                run.pieces = list(state.pieces)
+            run.pieces.extend((p.sha256, p.size) for p in event.pieces)
+            run.offset += event.size
+            run.at = event.at
             continue
-        if pieces is not None and state is not None:
-            state = replace(state, pieces=tuple(pieces))
-        # The run's copies are the state's now: the next run copies again.
-        chunks = pieces = None
+        if state is not None and isinstance(event, UploadChunkStored):
+            if run.chunks is None:
+                run.chunks = {}
+            old = run.chunks.get(event.index) or state.chunks.get(event.index)
+            run.chunks[event.index] = Chunk(event.index, event.offset, event.size, event.sha256)
+            run.chunk_bytes += event.size - (old.size if old else 0)
+            run.at = event.at
+            continue
+        state = run.settle(state)
+        run = _Run()
         state = evolve(state, event)
-    if pieces is not None and state is not None:
-        state = replace(state, pieces=tuple(pieces))
-    return state
+    return run.settle(state)
+
+
+@dataclass
+class _Run:
+    """What a run of appends or chunks adds to a state, while `fold` gathers it."""
+
+    pieces: list[tuple[str, int]] | None = None
+    offset: int = 0
+    chunks: dict[int, Chunk] | None = None
+    chunk_bytes: int = 0
+    at: datetime | None = None
+
+    def settle(self, state: UploadState | None) -> UploadState | None:
+        if state is None or self.at is None:
+            return state
+        return replace(
+            state,
+            pieces=state.pieces if self.pieces is None else tuple(self.pieces),
+            offset=state.offset + self.offset,
+            chunks=state.chunks
+            if self.chunks is None
+            else state.chunks.with_chunks(self.chunks.values()),
+            chunk_bytes=state.chunk_bytes + self.chunk_bytes,
+            status=_started(state),
+            updated_at=self.at,
+        )

@@ -286,3 +286,26 @@ async def test_the_default_cache_keeps_a_state_of_the_most_pieces_a_file_may_hav
     again = await cache.load(reads, FILES, f"file-{fid}")  # type: ignore[arg-type]
     assert again is first
     assert reads.from_versions == [1, 2]  # the second load read only what came since
+
+
+def test_an_upload_weighs_its_chunks() -> None:
+    from domain.uploads.state import Chunk, ChunkMap, UploadState, UploadStatus
+
+    chunks = ChunkMap(Chunk(i, i, 1, "0" * 64) for i in range(300))
+    state = UploadState(
+        id="u",
+        owner="alice",
+        file_name="f",
+        file_size=300,
+        chunk_size=1,
+        total_chunks=300,
+        content_type="application/octet-stream",
+        sha256=None,
+        bucket="default",
+        metadata={"k": "v"},
+        status=UploadStatus.IN_PROGRESS,
+        created_at=AT,
+        updated_at=AT,
+        chunks=chunks,
+    )
+    assert weight(state) == 1 + 1 + 300
