@@ -5,10 +5,11 @@ State moves INITIATED -> IN_PROGRESS -> COMPLETED, or to ABORTED / FAILED / EXPI
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
+from typing import Any, overload
 
 from domain.kernel import JSON, Event
 from domain.uploads.events import (
@@ -121,6 +122,66 @@ class ChunkMap(Mapping[int, Chunk]):
         return f"ChunkMap({dict(self)!r})"
 
 
+class PieceSeq(Sequence[tuple[str, int]]):
+    """A stream or final upload's pieces `(sha256, size)` in order: an immutable sequence
+    whose `extended` shares every full block of 256 with the one it came from.
+
+    Each tus append's event adds pieces to the state the actor host keeps; a tuple copied
+    for each made the step linear in the pieces already there (18 us at 1,000, 440 us at
+    40,000). Here a step copies the block index and the last, partial block."""
+
+    __slots__ = ("_blocks", "_len")
+
+    def __init__(self, pieces: Iterable[tuple[str, int]] = ()) -> None:
+        items = tuple(pieces)
+        self._blocks = tuple(items[i : i + _BLOCK] for i in range(0, len(items), _BLOCK))
+        self._len = len(items)
+
+    def extended(self, pieces: Iterable[tuple[str, int]]) -> PieceSeq:
+        """This sequence followed by `pieces`; self unchanged."""
+        new = tuple(pieces)
+        if not new:
+            return self
+        head, tail = self._blocks, new
+        if head and len(head[-1]) < _BLOCK:
+            head, tail = head[:-1], head[-1] + new
+        out = PieceSeq.__new__(PieceSeq)
+        out._blocks = head + tuple(tail[i : i + _BLOCK] for i in range(0, len(tail), _BLOCK))
+        out._len = self._len + len(new)
+        return out
+
+    @overload
+    def __getitem__(self, i: int) -> tuple[str, int]: ...
+    @overload
+    def __getitem__(self, i: slice) -> tuple[tuple[str, int], ...]: ...
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return tuple(self)[i]
+        if i < 0:
+            i += self._len
+        if not 0 <= i < self._len:
+            raise IndexError("piece index out of range")
+        return self._blocks[i // _BLOCK][i % _BLOCK]
+
+    def __iter__(self) -> Iterator[tuple[str, int]]:
+        for block in self._blocks:
+            yield from block
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PieceSeq | tuple | list):
+            return len(self) == len(other) and tuple(self) == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"PieceSeq({tuple(self)!r})"
+
+
 @dataclass(frozen=True)
 class UploadState:
     id: str
@@ -144,7 +205,7 @@ class UploadState:
     partial: bool = False
     parts: tuple[str, ...] = ()
     offset: int = 0  # stream and final modes: bytes received so far
-    pieces: tuple[tuple[str, int], ...] = ()  # stream and final modes, in order
+    pieces: PieceSeq = field(default_factory=PieceSeq)  # stream and final modes, in order
     key: str | None = None  # the object key in `bucket` it becomes (None: a plain file)
     # chunks mode: the sum of the chunks' sizes, kept as they arrive (summing 40,000 of
     # them for every chunk's reply made an upload's chunks quadratic).
@@ -204,7 +265,7 @@ def evolve(state: UploadState | None, event: Event) -> UploadState | None:
             mode=event.mode or "chunks",
             partial=event.partial,
             parts=event.parts,
-            pieces=tuple((p.sha256, p.size) for p in event.manifest),
+            pieces=PieceSeq((p.sha256, p.size) for p in event.manifest),
             offset=sum(p.size for p in event.manifest),
             key=event.key,
         )
@@ -223,7 +284,7 @@ def evolve(state: UploadState | None, event: Event) -> UploadState | None:
         case UploadBytesAppended(size=size, pieces=pieces, at=at):
             return replace(
                 state,
-                pieces=state.pieces + tuple((p.sha256, p.size) for p in pieces),
+                pieces=state.pieces.extended((p.sha256, p.size) for p in pieces),
                 offset=state.offset + size,
                 status=_started(state),
                 updated_at=at,
@@ -250,17 +311,18 @@ def evolve(state: UploadState | None, event: Event) -> UploadState | None:
 def fold(state: UploadState | None, events: Iterable[Event]) -> UploadState | None:
     """`evolve` over `events`, in time linear in them.
 
-    `evolve` copies the piece tuple for each tus append, so folding a stream of 40,000
-    appends from the start made n^2/2 copies (4 s of CPU; chunks did the same, 10 s, before
-    ChunkMap). Here a run of appends or chunks is gathered in a list or dict this fold owns
-    and put into the state once, at the run's end (with the run's byte count and last
-    time); the state it began from is left as it was, so states stay immutable for everyone
-    holding them."""
+    Folding 40,000 chunk events from the start once took 10 s (a dict copied per event;
+    appends did the same with a tuple, 4 s). With ChunkMap and PieceSeq each event costs
+    about the same whatever came before; beyond that, a run of appends or chunks is
+    gathered in a list or dict this fold owns and put into the state once, at the run's
+    end (with the run's byte count and last time), instead of one state per event. The
+    state it began from is left as it was: states stay immutable for everyone holding
+    them."""
     run = _Run()
     for event in events:
         if state is not None and isinstance(event, UploadBytesAppended):
             if run.pieces is None:
-                run.pieces = list(state.pieces)
+                run.pieces = []
             run.pieces.extend((p.sha256, p.size) for p in event.pieces)
             run.offset += event.size
             run.at = event.at
@@ -294,7 +356,7 @@ class _Run:
             return state
         return replace(
             state,
-            pieces=state.pieces if self.pieces is None else tuple(self.pieces),
+            pieces=state.pieces if self.pieces is None else state.pieces.extended(self.pieces),
             offset=state.offset + self.offset,
             chunks=state.chunks
             if self.chunks is None
