@@ -388,3 +388,16 @@ async def test_a_deeply_nested_json_body_is_a_400(shared_system: System, depth: 
             headers={"Content-Type": "application/json"},
         )
         assert r.status_code == 400 and r.json()["error"]["code"] != "json_too_deep", r.text
+
+
+async def test_a_body_of_100000_keys_is_a_short_4xx(
+    shared_system: System,
+) -> None:
+    params = {f"k{i}": i for i in range(100_000)}
+    async with shared_system.client(user()) as c:
+        r = await c.post("/v1/tasks", json={"type": "delete", "params": params})
+        assert 400 <= r.status_code < 500, r.text
+        assert len(r.content) < 64 * 1024  # the answer does not echo the keys
+        r = await c.post("/v1/uploads", json={"file_name": "f", "file_size": 1, "metadata": params})
+        assert 400 <= r.status_code < 500, r.text
+        assert len(r.content) < 64 * 1024
