@@ -224,6 +224,9 @@ class AggregateSpec(Generic[S]):
     state: type[S] | None = None
     decide_typed: Callable[[S | None, Command], list[Event]] | None = None
     evolve: Callable[[S | None, Event], S | None] | None = None
+    # `evolve` over many events at once, for an aggregate whose `evolve` copies a
+    # collection that grows with each event (an upload's chunks): linear, not quadratic.
+    evolve_many: Callable[[S | None, Iterable[Event]], S | None] | None = None
     event_types: Mapping[str, type[Event]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -257,6 +260,9 @@ class AggregateSpec(Generic[S]):
     def fold(self, events: Iterable[StoredEvent], state: S | None = None) -> S | None:
         if self.evolve is None:
             return state
+        if self.evolve_many is not None:
+            decoded = (self.decode(ev) for ev in events)
+            return self.evolve_many(state, (e for e in decoded if e is not None))
         for ev in events:
             typed = self.decode(ev)
             if typed is not None:

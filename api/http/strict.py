@@ -10,7 +10,10 @@ idempotency fingerprint, quota checks) touches a value:
   refused when the Struct forbids them, numeric ranges from its `Meta` constraints); an
   empty body, malformed JSON or invalid UTF-8 is 400 with a message that says which.
   Wrong types and unknown or missing fields are `validation_error`; a value out of its
-  range is `invalid_<field>`; `details.field` names the field either way.
+  range is `invalid_<field>`; `details.field` names the field either way. A body nested
+  deeper than MAX_JSON_DEPTH arrays and objects is 400 `json_too_deep`: free JSON (a
+  task's params) nested past the decoder's or the encoder's recursion limit (about 1,000
+  and 255 levels) raised RecursionError or TypeError, a 500.
 
 Litestar's own conversion still runs afterwards, on input that is now known to be exact.
 """
@@ -34,6 +37,35 @@ _AT = re.compile(r" - at `\$\.?([^`]*)`$")
 _NAMED = re.compile(r"(?:unknown|missing required) field `([^`]*)`")
 # A value of the right type outside its documented range, length or pattern.
 _CONSTRAINT = re.compile(r"^Expected `\w+` (?:>|<|of length|matching)")
+
+
+# No Cairn body needs more than a few levels; 64 stays well under what orjson encodes (255)
+# and what a recursive walk (nul_at) or the decoder (about 1,000) survive.
+MAX_JSON_DEPTH = 64
+
+
+def _too_deep() -> ApiError:
+    return ApiError(
+        400,
+        "json_too_deep",
+        f"the request body nests arrays and objects deeper than {MAX_JSON_DEPTH} levels",
+        {"max_depth": MAX_JSON_DEPTH},
+    )
+
+
+def json_depth_over(value: Any, limit: int) -> bool:
+    """Whether decoded JSON `value` nests arrays and objects deeper than `limit` (no
+    recursion, so any depth the decoder produced is safe to measure)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict):
+            v = list(v.values())
+        if isinstance(v, list):
+            if depth + 1 > limit:
+                return True
+            stack.extend((item, depth + 1) for item in v if isinstance(item, dict | list))
+    return False
 
 
 @cache
@@ -86,6 +118,8 @@ def decode_strict(raw: bytes, struct: type[msgspec.Struct]) -> msgspec.Struct:
         )
     try:
         decoded = msgspec.json.decode(raw, type=struct, strict=True)
+    except RecursionError:
+        raise _too_deep() from None
     except msgspec.ValidationError as e:
         text = str(e)
         field = _field_of(text)
@@ -105,6 +139,11 @@ def decode_strict(raw: bytes, struct: type[msgspec.Struct]) -> msgspec.Struct:
         # ValueError: UnicodeDecodeError for bytes that are not UTF-8.
         what = "is not UTF-8" if isinstance(e, UnicodeDecodeError) else "is not valid JSON"
         raise ApiError(400, "malformed_json", f"the request body {what}", {}) from None
+    # Only a body with that many brackets at all can nest that deep (counting is C-fast).
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and json_depth_over(
+        msgspec.json.decode(raw), MAX_JSON_DEPTH
+    ):
+        raise _too_deep()
     # JSON can carry a NUL only escaped; nothing Cairn stores may hold one (PostgreSQL's
     # text cannot), so it is refused here, naming where it is, before any command.
     if b"\\u0000" in raw and (where := nul_at(msgspec.json.decode(raw))) is not None:

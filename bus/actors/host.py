@@ -75,7 +75,9 @@ RECYCLE_CHECK_EVERY = 0.5
 CACHE_SIZE = 10_000
 
 
-_NOT_IN_REPLIES = frozenset({"chunks", "manifest", "pieces", "segments", "params", "results"})
+_NOT_IN_REPLIES = frozenset(
+    {"chunks", "chunk_bytes", "manifest", "pieces", "segments", "params", "results"}
+)
 
 
 def reply_partition(rec: ConsumerRecord[Any, Any]) -> int | None:

@@ -13,8 +13,10 @@ a file's creation event carries its whole manifest.
 States are immutable (frozen dataclasses whose `evolve` returns new ones), so one object
 is handed to every reader. Bounded by weight, not count: a state weighs one plus the
 lengths of its collection fields (a manifest, an upload's pieces, metadata), so a few big
-manifests cannot hold unbounded memory, and one that would take more than an eighth of
-the budget is not kept at all.
+manifests cannot hold unbounded memory, and one that would take more than half the budget
+is not kept at all. The budget holds two states of the most a stream may have (40,000
+pieces or chunks, api/completion.py): when it kept none heavier than an eighth of a
+smaller one, every GET of a big upload read and folded its 40,000 events again.
 
 Concurrent loads of one stream share reads (a popular file under many readers: one query
 per read instead of one per request; bus/aio.py GroupFlush). A load may only share a read that starts after it
@@ -30,14 +32,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections import OrderedDict
+from collections.abc import Collection
 from typing import Any
 
 from bus.aio import GroupFlush
 from domain.kernel import AggregateSpec
 from domain.ports import EventStore
 
-# A manifest entry (a digest and a size) takes about 200 bytes: about 10 MB at most.
-DEFAULT_WEIGHT = 50_000
+# A manifest entry or chunk (a digest and a size) takes about 250 bytes: about 25 MB at
+# most, two states of 40,000 pieces and the small ones beside them.
+DEFAULT_WEIGHT = 100_000
 
 
 def weight(state: Any) -> int:
@@ -47,7 +51,8 @@ def weight(state: Any) -> int:
     total = 1
     for f in dataclasses.fields(state):
         value = getattr(state, f.name)
-        if isinstance(value, tuple | list | dict | set | frozenset):
+        # Any collection (an upload's chunks are a ChunkMap), not text.
+        if isinstance(value, Collection) and not isinstance(value, str | bytes):
             total += len(value)
     return total
 
@@ -111,7 +116,7 @@ class StateCache:
                 return
             self._drop(stream_id)
         w = weight(state)
-        if w > self.max_weight // 8:
+        if w > self.max_weight // 2:
             return
         self._states[stream_id] = (aggregate, version, state, w)
         self._weight += w

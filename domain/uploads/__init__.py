@@ -19,6 +19,7 @@ from domain.uploads.state import (
     UploadStatus,
     evolve,
     expected_chunk_size,
+    fold,
     total_chunks_for,
 )
 from domain.values import SHA256_RE
@@ -31,6 +32,7 @@ AGGREGATE: AggregateSpec[UploadState] = AggregateSpec(
     state=UploadState,
     decide_typed=decide,
     evolve=evolve,
+    evolve_many=fold,
 )
 
 __all__ = [

@@ -5,9 +5,11 @@ State moves INITIATED -> IN_PROGRESS -> COMPLETED, or to ABORTED / FAILED / EXPI
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
+from typing import Any, overload
 
 from domain.kernel import JSON, Event
 from domain.uploads.events import (
@@ -55,6 +57,131 @@ class Chunk:
     sha256: str
 
 
+_BLOCK = 256
+
+
+class ChunkMap(Mapping[int, Chunk]):
+    """An upload's stored chunks by index: an immutable map whose `with_chunk` shares all
+    but one block of 256 entries with the map it came from.
+
+    Each chunk's event adds one entry to a state the actor host then keeps; a dict copied
+    for each made the step linear in the chunks already stored (550 us at 40,000, against
+    25 us at 1,000) and an upload of 40,000 chunks quadratic. Here a step copies the block
+    index (at most 157 entries for 40,000 chunks) and one block."""
+
+    __slots__ = ("_blocks", "_len")
+
+    def __init__(self, chunks: Iterable[Chunk] = ()) -> None:
+        blocks: dict[int, dict[int, Chunk]] = {}
+        for c in chunks:
+            blocks.setdefault(c.index // _BLOCK, {})[c.index] = c
+        self._blocks = blocks
+        self._len = sum(len(b) for b in blocks.values())
+
+    def with_chunk(self, chunk: Chunk) -> ChunkMap:
+        """This map with `chunk` at its index (replacing one stored there); self unchanged."""
+        return self.with_chunks((chunk,))
+
+    def with_chunks(self, chunks: Iterable[Chunk]) -> ChunkMap:
+        """This map with `chunks` stored in order (a later one at an index wins), copying
+        each block they touch once; self unchanged."""
+        blocks = dict(self._blocks)
+        copied: set[int] = set()
+        size = self._len
+        for c in chunks:
+            key = c.index // _BLOCK
+            if key not in copied:
+                blocks[key] = dict(blocks.get(key, ()))
+                copied.add(key)
+            block = blocks[key]
+            if c.index not in block:
+                size += 1
+            block[c.index] = c
+        out = ChunkMap.__new__(ChunkMap)
+        out._blocks = blocks
+        out._len = size
+        return out
+
+    def __getitem__(self, index: int) -> Chunk:
+        return self._blocks[index // _BLOCK][index]
+
+    def __contains__(self, index: object) -> bool:
+        if not isinstance(index, int):
+            return False
+        block = self._blocks.get(index // _BLOCK)
+        return block is not None and index in block
+
+    def __iter__(self) -> Iterator[int]:
+        for key in sorted(self._blocks):
+            yield from sorted(self._blocks[key])
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __repr__(self) -> str:
+        return f"ChunkMap({dict(self)!r})"
+
+
+class PieceSeq(Sequence[tuple[str, int]]):
+    """A stream or final upload's pieces `(sha256, size)` in order: an immutable sequence
+    whose `extended` shares every full block of 256 with the one it came from.
+
+    Each tus append's event adds pieces to the state the actor host keeps; a tuple copied
+    for each made the step linear in the pieces already there (18 us at 1,000, 440 us at
+    40,000). Here a step copies the block index and the last, partial block."""
+
+    __slots__ = ("_blocks", "_len")
+
+    def __init__(self, pieces: Iterable[tuple[str, int]] = ()) -> None:
+        items = tuple(pieces)
+        self._blocks = tuple(items[i : i + _BLOCK] for i in range(0, len(items), _BLOCK))
+        self._len = len(items)
+
+    def extended(self, pieces: Iterable[tuple[str, int]]) -> PieceSeq:
+        """This sequence followed by `pieces`; self unchanged."""
+        new = tuple(pieces)
+        if not new:
+            return self
+        head, tail = self._blocks, new
+        if head and len(head[-1]) < _BLOCK:
+            head, tail = head[:-1], head[-1] + new
+        out = PieceSeq.__new__(PieceSeq)
+        out._blocks = head + tuple(tail[i : i + _BLOCK] for i in range(0, len(tail), _BLOCK))
+        out._len = self._len + len(new)
+        return out
+
+    @overload
+    def __getitem__(self, i: int) -> tuple[str, int]: ...
+    @overload
+    def __getitem__(self, i: slice) -> tuple[tuple[str, int], ...]: ...
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return tuple(self)[i]
+        if i < 0:
+            i += self._len
+        if not 0 <= i < self._len:
+            raise IndexError("piece index out of range")
+        return self._blocks[i // _BLOCK][i % _BLOCK]
+
+    def __iter__(self) -> Iterator[tuple[str, int]]:
+        for block in self._blocks:
+            yield from block
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PieceSeq | tuple | list):
+            return len(self) == len(other) and tuple(self) == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"PieceSeq({tuple(self)!r})"
+
+
 @dataclass(frozen=True)
 class UploadState:
     id: str
@@ -70,7 +197,7 @@ class UploadState:
     status: UploadStatus
     created_at: datetime
     updated_at: datetime
-    chunks: dict[int, Chunk] = field(default_factory=dict)
+    chunks: ChunkMap = field(default_factory=ChunkMap)
     file_id: str | None = None
     completed_sha256: str | None = None
     failure: str | None = None
@@ -78,13 +205,16 @@ class UploadState:
     partial: bool = False
     parts: tuple[str, ...] = ()
     offset: int = 0  # stream and final modes: bytes received so far
-    pieces: tuple[tuple[str, int], ...] = ()  # stream and final modes, in order
+    pieces: PieceSeq = field(default_factory=PieceSeq)  # stream and final modes, in order
     key: str | None = None  # the object key in `bucket` it becomes (None: a plain file)
+    # chunks mode: the sum of the chunks' sizes, kept as they arrive (summing 40,000 of
+    # them for every chunk's reply made an upload's chunks quadratic).
+    chunk_bytes: int = 0
 
     @property
     def bytes_received(self) -> int:
         if self.mode == "chunks":
-            return sum(c.size for c in self.chunks.values())
+            return self.chunk_bytes
         return self.offset
 
     @property
@@ -94,7 +224,8 @@ class UploadState:
     @property
     def all_received(self) -> bool:
         if self.mode == "chunks":
-            return not self.missing_chunks
+            # Chunk indexes are below total_chunks (decide refuses others).
+            return len(self.chunks) >= self.total_chunks and not self.missing_chunks
         return self.file_size is not None and self.offset == self.file_size
 
     def expected_chunk_size(self, index: int) -> int:
@@ -134,7 +265,7 @@ def evolve(state: UploadState | None, event: Event) -> UploadState | None:
             mode=event.mode or "chunks",
             partial=event.partial,
             parts=event.parts,
-            pieces=tuple((p.sha256, p.size) for p in event.manifest),
+            pieces=PieceSeq((p.sha256, p.size) for p in event.manifest),
             offset=sum(p.size for p in event.manifest),
             key=event.key,
         )
@@ -142,12 +273,18 @@ def evolve(state: UploadState | None, event: Event) -> UploadState | None:
         return None
     match event:
         case UploadChunkStored(index=index, offset=offset, size=size, sha256=sha256, at=at):
-            chunks = {**state.chunks, index: Chunk(index, offset, size, sha256)}
-            return replace(state, chunks=chunks, status=_started(state), updated_at=at)
+            old = state.chunks.get(index)
+            return replace(
+                state,
+                chunks=state.chunks.with_chunk(Chunk(index, offset, size, sha256)),
+                chunk_bytes=state.chunk_bytes + size - (old.size if old is not None else 0),
+                status=_started(state),
+                updated_at=at,
+            )
         case UploadBytesAppended(size=size, pieces=pieces, at=at):
             return replace(
                 state,
-                pieces=state.pieces + tuple((p.sha256, p.size) for p in pieces),
+                pieces=state.pieces.extended((p.sha256, p.size) for p in pieces),
                 offset=state.offset + size,
                 status=_started(state),
                 updated_at=at,
@@ -169,3 +306,62 @@ def evolve(state: UploadState | None, event: Event) -> UploadState | None:
         case UploadExpired(at=at):
             return replace(state, status=UploadStatus.EXPIRED, updated_at=at)
     return state
+
+
+def fold(state: UploadState | None, events: Iterable[Event]) -> UploadState | None:
+    """`evolve` over `events`, in time linear in them.
+
+    Folding 40,000 chunk events from the start once took 10 s (a dict copied per event;
+    appends did the same with a tuple, 4 s). With ChunkMap and PieceSeq each event costs
+    about the same whatever came before; beyond that, a run of appends or chunks is
+    gathered in a list or dict this fold owns and put into the state once, at the run's
+    end (with the run's byte count and last time), instead of one state per event. The
+    state it began from is left as it was: states stay immutable for everyone holding
+    them."""
+    run = _Run()
+    for event in events:
+        if state is not None and isinstance(event, UploadBytesAppended):
+            if run.pieces is None:
+                run.pieces = []
+            run.pieces.extend((p.sha256, p.size) for p in event.pieces)
+            run.offset += event.size
+            run.at = event.at
+            continue
+        if state is not None and isinstance(event, UploadChunkStored):
+            if run.chunks is None:
+                run.chunks = {}
+            old = run.chunks.get(event.index) or state.chunks.get(event.index)
+            run.chunks[event.index] = Chunk(event.index, event.offset, event.size, event.sha256)
+            run.chunk_bytes += event.size - (old.size if old else 0)
+            run.at = event.at
+            continue
+        state = run.settle(state)
+        run = _Run()
+        state = evolve(state, event)
+    return run.settle(state)
+
+
+@dataclass
+class _Run:
+    """What a run of appends or chunks adds to a state, while `fold` gathers it."""
+
+    pieces: list[tuple[str, int]] | None = None
+    offset: int = 0
+    chunks: dict[int, Chunk] | None = None
+    chunk_bytes: int = 0
+    at: datetime | None = None
+
+    def settle(self, state: UploadState | None) -> UploadState | None:
+        if state is None or self.at is None:
+            return state
+        return replace(
+            state,
+            pieces=state.pieces if self.pieces is None else state.pieces.extended(self.pieces),
+            offset=state.offset + self.offset,
+            chunks=state.chunks
+            if self.chunks is None
+            else state.chunks.with_chunks(self.chunks.values()),
+            chunk_bytes=state.chunk_bytes + self.chunk_bytes,
+            status=_started(state),
+            updated_at=self.at,
+        )

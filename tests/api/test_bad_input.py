@@ -355,3 +355,49 @@ async def test_parallel_chunks_to_one_upload_lose_nothing(shared_system: System)
         assert await missing(c, up["id"]) == []
         r = await c.post(f"/v1/uploads/{up['id']}/complete")
         assert (await c.get(f"/v1/files/{r.json()['file_id']}/content")).content == data
+
+
+@pytest.mark.parametrize("depth", [65, 300, 5_000, 100_000])
+async def test_a_deeply_nested_json_body_is_a_400(shared_system: System, depth: int) -> None:
+    # A task's params are free JSON: nested past the decoder's recursion limit (about
+    # 1,000) they raised RecursionError, past orjson's (255) the command's encoding failed:
+    # both 500s. Within a 1 MiB body.
+    nested = b"[" * depth + b"]" * depth
+    async with shared_system.client(user()) as c:
+        for body in (
+            b'{"type": "delete", "params": {"x": ' + nested + b"}}",
+            b'{"type": "delete", "params": {"x": "\\u0000", "y": ' + nested + b"}}",
+        ):
+            r = await c.post(
+                "/v1/tasks", content=body, headers={"Content-Type": "application/json"}
+            )
+            body = assert_error(r, 400, "json_too_deep")
+            assert body["error"]["details"] == {"max_depth": 64}
+        r = await c.post(
+            "/v1/uploads",
+            content=b'{"file_name": "f", "file_size": 1, "metadata": ' + nested + b"}",
+            headers={"Content-Type": "application/json"},
+        )
+        assert r.status_code == 400, r.text
+        # The process still answers; 64 levels are not refused for their depth.
+        assert (await c.get("/v1/tasks")).status_code == 200
+        ok = b"[" * 62 + b"]" * 62  # with the body and params objects: 64 levels
+        r = await c.post(
+            "/v1/tasks",
+            content=b'{"type": "delete", "params": {"x": ' + ok + b"}}",
+            headers={"Content-Type": "application/json"},
+        )
+        assert r.status_code == 400 and r.json()["error"]["code"] != "json_too_deep", r.text
+
+
+async def test_a_body_of_100000_keys_is_a_short_4xx(
+    shared_system: System,
+) -> None:
+    params = {f"k{i}": i for i in range(100_000)}
+    async with shared_system.client(user()) as c:
+        r = await c.post("/v1/tasks", json={"type": "delete", "params": params})
+        assert 400 <= r.status_code < 500, r.text
+        assert len(r.content) < 64 * 1024  # the answer does not echo the keys
+        r = await c.post("/v1/uploads", json={"file_name": "f", "file_size": 1, "metadata": params})
+        assert 400 <= r.status_code < 500, r.text
+        assert len(r.content) < 64 * 1024
