@@ -304,16 +304,29 @@ class TusController(Controller):
                 "the body goes past the upload's length",
                 {"offset": 0, "length": length, "body": body},
             )
+        # Without a length, a body that says its size (Content-Length) past the maximum is
+        # refused here too, before the upload exists (it would be refused at its first byte).
+        if with_body and length is None and body is not None and body > max_size(s):
+            raise ApiError(
+                413,
+                "upload_too_large",
+                "the body exceeds the maximum upload size",
+                {"max_upload_bytes": max_size(s), "body": body},
+                {"Tus-Max-Size": str(max_size(s))},
+            )
         # A body holds an in-flight slot (api/limits.py) from before the upload exists: a
         # 429 leaves nothing behind.
         slot = (
             limiter(request).hold(None, principal.user) if with_body else contextlib.nullcontext()
         )
         # The declared length is reserved until the upload is recorded (api/limits.py); a
-        # deferred one is checked when declared (PATCH).
-        async with quota_reserved(c, principal.user, length or 0) as hold:
+        # deferred one is checked when declared (PATCH). Without a length, the body's own
+        # size when it says it (so a body past the quota is refused before the upload
+        # exists, as PATCH does).
+        sized = body if with_body and length is None and body is not None else 0
+        async with quota_reserved(c, principal.user, length or sized) as hold:
             # Without a length, the body may bring at most what is left of the quota.
-            cap = hold.remaining if length is None else None
+            cap = None if length is not None or hold.remaining is None else hold.remaining + sized
             with slot:
                 return await self._create_stream(
                     request, principal, metadata, length, partial, with_body, checksum, cap
