@@ -81,6 +81,16 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+def api_error(exc: DomainError, headers: dict[str, str] | None = None) -> ApiError:
+    """The answer to a domain refusal (the one mapping), as an ApiError that can carry
+    `headers` too (a tus creation's Location: the upload exists though the request failed)."""
+    if exc.code == "contention":
+        return ApiError(
+            503, exc.code, exc.message, exc.details, {"Retry-After": "1", **(headers or {})}
+        )
+    return ApiError(STATUS_BY_KIND.get(exc.kind, 400), exc.code, exc.message, exc.details, headers)
+
+
 def request_id_of(request: Request[Any, Any, Any]) -> str:
     """The id the middleware assigned; unknown routes never reach route middleware, so the
     error path assigns one itself (the client's, if sane)."""
@@ -114,12 +124,8 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
     if isinstance(exc, ApiError):
         return error_response(request, exc.status, exc.code, exc.message, exc.details, exc.headers)
     if isinstance(exc, DomainError):
-        status = STATUS_BY_KIND.get(exc.kind, 400)
-        if exc.code == "contention":
-            return error_response(
-                request, 503, exc.code, exc.message, exc.details, {"Retry-After": "1"}
-            )
-        return error_response(request, status, exc.code, exc.message, exc.details)
+        err = api_error(exc)
+        return error_response(request, err.status, err.code, err.message, err.details, err.headers)
     if isinstance(exc, BusUnavailable):
         return error_response(
             request, 503, "bus_unavailable", str(exc), {}, {"Retry-After": str(exc.retry_after)}

@@ -10,6 +10,13 @@ makes both steps certain:
 - `UploadCompleted` becomes the same CreateFile command, with the same deterministic
   command id, that the API sends: the actor applies it at most once.
 
+Neither step is taken when the upload's bucket is gone (deleted since the upload began, or
+deleted and made again by another user: names are global), read from the bucket's own
+stream (handlers/destination.py): the API then refuses to complete it too (404
+bucket_not_found), and the upload stays incomplete until its owner makes the bucket again
+and completes it, or it is aborted or expires. Nothing is retried: the event is handled,
+with a warning in the log.
+
 Which uploads complete by themselves, and the commands that complete them and create
 their files, are the domain's rule (domain/policies.py), shared with the API.
 """
@@ -38,6 +45,7 @@ from domain.uploads.events import (
     UploadInitiated,
     UploadLengthDeclared,
 )
+from handlers.destination import bucket_gone
 
 log = get_logger(__name__)
 
@@ -140,6 +148,16 @@ async def _create_file(ev: RecordedEvent, store: EventStore, blobs: BlobStore) -
     )
     if state is None or state.file_id is None:
         return None
+    if await bucket_gone(store, state.bucket, state.owner):
+        # Completed (the API died before the file, or the file's command was refused), and
+        # the bucket went since: the file would land in a bucket that is no more, or in
+        # someone else's of that name.
+        log.warning(
+            "completed upload not made a file: its bucket is gone",
+            upload=state.id,
+            bucket=state.bucket,
+        )
+        return None
     # Detected exactly as the API's completion detects it (same bytes, same name), so the
     # one CreateFile the actor applies carries the same type whoever sent it.
     content_type = await content_type_of(
@@ -166,6 +184,12 @@ async def _complete(ev: RecordedEvent, store: EventStore, blobs: BlobStore) -> C
         # then there is nothing to hash (hashing a big file twice is the expensive part).
         now: UploadState | None = fold(events)
         if now is None or not policies.completes_by_itself(now):
+            return None
+        if await bucket_gone(store, now.bucket, now.owner):
+            # Asked before hashing: a big upload is not hashed for a bucket that is gone.
+            log.warning(
+                "upload not completed: its bucket is gone", upload=upload_id, bucket=now.bucket
+            )
             return None
         unchanged = functools.partial(_at_version, store, ev.stream_id, events[-1].version)
         try:

@@ -27,6 +27,11 @@ native API's `complete` does; the files handler does the same if this process di
 The file's sha256 comes from the running digest of the bytes as they arrived
 (api/running_digests.py) when every byte came through this process in order; otherwise (a PATCH
 served by another process, a restart, a final concatenation) the stored bytes are hashed.
+Its bucket is checked again first: gone since the creation (deleted, or deleted and made
+again by another user), the request answers 404 bucket_not_found and the upload stays
+incomplete with its bytes (a creation: with its Location), as the native `complete`
+leaves it; once its owner makes the bucket again, an empty PATCH at its length (or the
+native `complete`) finishes it.
 """
 
 from __future__ import annotations
@@ -37,13 +42,14 @@ from typing import Any
 
 from litestar import Controller, Request, Response, delete, head, patch, post
 from litestar.di import NamedDependency, Provide
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
 
 from api.auth import Principal, provide_principal
 from api.bucket_access import check_writable
 from api.completion import finish_upload
 from api.context import AppContext, ctx, now, parse_uuid
-from api.errors import ApiError
+from api.errors import ApiError, api_error
 from api.http.digits import ascii_int
 from api.limits import check_quota, limiter, quota_reserved
 from api.openapi import BODY_IN_FLIGHT, SECURED, TOO_LARGE, raw_body
@@ -75,7 +81,7 @@ from bus.config.logs import get_logger
 from bus.ids import uuid4_str
 from domain import policies
 from domain.commands import AbortUpload, DeclareLength, ExpireUpload, InitiateUpload
-from domain.errors import DomainError
+from domain.errors import DomainError, NotFound
 from domain.events import RecordedEvent
 from domain.registry import AGGREGATES
 from domain.uploads import ACTIVE, UploadState, UploadStatus
@@ -115,6 +121,15 @@ async def _initiation(
         key=metadata.get("key") or None,
         **upload,
     )
+
+
+async def _bucket_still_there(c: AppContext, cmd: InitiateUpload) -> bool:
+    """Is the bucket `cmd` names still one its caller may write (see `_finish_if_full`)?"""
+    try:
+        await check_writable(c, cmd.bucket, cmd.caller)
+    except NotFound:
+        return False
+    return True
 
 
 async def _send_initiation(
@@ -187,6 +202,11 @@ async def _finish_if_full(
     state: UploadState | None = known or await c.load("uploads", f"upload-{upload_id}")
     if state is None or state.partial or not state.all_received:
         return state
+    if state.status != UploadStatus.COMPLETED:
+        # Checked at creation, but the bucket may have gone since (deleted, or its name
+        # taken by someone else): then no file is made, as with the native `complete`
+        # (404 bucket_not_found). The upload stays, with its bytes.
+        await check_writable(c, state.bucket, state.owner)
     # The bytes' digest comes from their running digest if they all came through here in
     # order (api/running_digests.py), else from the stored bytes.
     try:
@@ -225,7 +245,16 @@ class TusController(Controller):
         operation_class=raw_body(
             OFFSET_STREAM, "creation-with-upload: the first bytes of the upload", required=False
         ),
-        responses=BODY_IN_FLIGHT | TOO_LARGE,
+        responses=BODY_IN_FLIGHT
+        | TOO_LARGE
+        | {
+            404: ResponseSpec(
+                None,
+                description="bucket_not_found: the `bucket` of Upload-Metadata is not one of"
+                " the caller's; or it went while the upload completed (creation-with-upload,"
+                " a final concatenation): then the upload exists (Location), incomplete",
+            )
+        },
     )
     async def create(
         self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]
@@ -275,16 +304,29 @@ class TusController(Controller):
                 "the body goes past the upload's length",
                 {"offset": 0, "length": length, "body": body},
             )
+        # Without a length, a body that says its size (Content-Length) past the maximum is
+        # refused here too, before the upload exists (it would be refused at its first byte).
+        if with_body and length is None and body is not None and body > max_size(s):
+            raise ApiError(
+                413,
+                "upload_too_large",
+                "the body exceeds the maximum upload size",
+                {"max_upload_bytes": max_size(s), "body": body},
+                {"Tus-Max-Size": str(max_size(s))},
+            )
         # A body holds an in-flight slot (api/limits.py) from before the upload exists: a
         # 429 leaves nothing behind.
         slot = (
             limiter(request).hold(None, principal.user) if with_body else contextlib.nullcontext()
         )
         # The declared length is reserved until the upload is recorded (api/limits.py); a
-        # deferred one is checked when declared (PATCH).
-        async with quota_reserved(c, principal.user, length or 0) as hold:
+        # deferred one is checked when declared (PATCH). Without a length, the body's own
+        # size when it says it (so a body past the quota is refused before the upload
+        # exists, as PATCH does).
+        sized = body if with_body and length is None and body is not None else 0
+        async with quota_reserved(c, principal.user, length or sized) as hold:
             # Without a length, the body may bring at most what is left of the quota.
-            cap = hold.remaining if length is None else None
+            cap = None if length is not None or hold.remaining is None else hold.remaining + sized
             with slot:
                 return await self._create_stream(
                     request, principal, metadata, length, partial, with_body, checksum, cap
@@ -328,7 +370,7 @@ class TusController(Controller):
 
         async def create(pieces: list[dict[str, Any]], digest: str | None, head: bytes) -> None:
             nonlocal created, file_created, recorded
-            if digest is not None and not partial:
+            if digest is not None and not partial and await _bucket_still_there(c, cmd):
                 # Completed by the same command, and (given the type the bytes show) the
                 # file follows in the actor's same step: see domain.policies.follow_ups.
                 # The type comes from the body's first bytes, kept on the way in: these
@@ -338,6 +380,8 @@ class TusController(Controller):
                 )
                 whole_cmd = policies.initiate_complete(cmd, pieces, digest, kind)
             else:
+                # (A bucket gone while the body came: created with its bytes, not completed;
+                # `_finish_if_full` below says why.)
                 whole_cmd = replace(cmd, pieces=pieces)
             done = await _send_initiation(c, request, whole_cmd)
             created = True
@@ -351,11 +395,13 @@ class TusController(Controller):
                 state = await c.load("uploads", f"upload-{upload_id}")
                 await append_body(c, request, principal, state, checksum, quota_cap=quota_cap)
             state = await _finish_if_full(c, request, principal, upload_id, file_created, recorded)
-        except ApiError as e:
-            # The upload exists: say where, so the client can resume it.
-            if created:
-                e.headers = {**e.headers, "Location": location}
-            raise
+        except (ApiError, DomainError) as e:
+            if not created:
+                raise
+            # The upload exists: say where, so the client can resume (or complete) it.
+            err = e if isinstance(e, ApiError) else api_error(e)
+            err.headers = {**err.headers, "Location": location}
+            raise err from None
         assert state is not None
         headers = {"Location": location, **state_headers(state, s.upload_ttl)}
         return empty_answer(201, headers)
@@ -444,9 +490,11 @@ class TusController(Controller):
             try:
                 state = await _finish_if_full(c, request, principal, upload_id)
             except DomainError as e:
-                err = tus_error(e)
-                if isinstance(err, ApiError):
-                    err.headers = {**err.headers, "Location": location}
+                # The final upload exists: say where (a bucket gone meanwhile: complete it
+                # once the bucket is back, or terminate it).
+                refusal = tus_error(e)
+                err = refusal if isinstance(refusal, ApiError) else api_error(refusal)
+                err.headers = {**err.headers, "Location": location}
                 raise err from None
         assert state is not None
         headers = {"Location": location, **state_headers(state, s.upload_ttl)}
@@ -486,7 +534,17 @@ class TusController(Controller):
         request_max_body_size=None,
         summary="Append bytes at Upload-Offset (application/offset+octet-stream)",
         operation_class=raw_body(OFFSET_STREAM, "The bytes to append at Upload-Offset"),
-        responses=BODY_IN_FLIGHT | TOO_LARGE,
+        responses=BODY_IN_FLIGHT
+        | TOO_LARGE
+        | {
+            404: ResponseSpec(
+                None,
+                description="upload_not_found; or bucket_not_found: the bytes completed the"
+                " upload but its bucket is gone since its creation (the bytes are kept, the"
+                " upload stays incomplete: make the bucket again and PATCH no bytes at its"
+                " length, or terminate it)",
+            )
+        },
     )
     async def patch_upload(
         self,

@@ -7,7 +7,7 @@ from typing import Any
 
 from bus.client import counts
 from bus.client.errors import ClientError
-from bus.client.http import json_of, open_client
+from bus.client.http import json_of, next_cursor, open_client
 from bus.client.output import Output, human_bytes
 
 COLUMNS = [
@@ -47,9 +47,10 @@ def cmd_ls(args: argparse.Namespace, out: Output, target: Any) -> int:
             params: dict[str, Any] = {"limit": page_size}
             if cursor:
                 params["cursor"] = cursor
-            page = json_of(client.get("/v1/buckets", params=params))
+            r = client.get("/v1/buckets", params=params)
+            page = json_of(r, items=list)
             items.extend(page["items"])
-            cursor = page["next_cursor"]
+            cursor = next_cursor(page, str(r.request.url), cursor)
             if not cursor:
                 break
     out.table(items, COLUMNS, raw={"items": items})

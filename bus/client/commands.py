@@ -54,7 +54,7 @@ from bus.client.errors import (
     ClientError,
     Interrupted,
 )
-from bus.client.http import json_of, open_client, unreachable
+from bus.client.http import NUMBER, SHAPE_ERRORS, json_of, open_client, unexpected, unreachable
 from bus.client.output import Output, human_bytes, printable, to_the_second
 
 # Chunks of one file in flight (`cairn upload --streams`): enough to overlap each chunk's
@@ -315,7 +315,11 @@ def run(func: Callable[[argparse.Namespace, Output], int], args: argparse.Namesp
     """One line on stderr and an exit code for every failure; never a traceback."""
     out = Output(args.json)
     try:
-        return func(args, out)
+        try:
+            return func(args, out)
+        except SHAPE_ERRORS as e:
+            # An answer of the wrong shape read past what json_of checked: one line too.
+            raise unexpected(e) from None
     except ClientError as e:
         if args.json:
             out.emit(
@@ -375,7 +379,7 @@ def cmd_login(args: argparse.Namespace, out: Output) -> int:
         raise ClientError("no token given", code="no_token", exit_code=USAGE)
     if args.check:
         with open_client(config.Target(target.url, token)) as client:
-            json_of(client.get("/v1/uploads", params={"limit": 1}))
+            json_of(client.get("/v1/uploads", params={"limit": 1}), items=list)
     path = config.save(target.url, token)
     if args.json:
         out.emit({"url": target.url, "config": str(path)})
@@ -526,7 +530,7 @@ def cmd_ls(args: argparse.Namespace, out: Output) -> int:
         if prefix:
             params["prefix"] = prefix
     with open_client(_target(args)) as client:
-        page = json_of(client.get("/v1/files", params=params))
+        page = json_of(client.get("/v1/files", params=params), items=list)
     rows = [{**f, "size": human_bytes(f["size"])} for f in page["items"]]
     out.table(
         rows,
@@ -562,7 +566,13 @@ def cmd_rm(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_stats(args: argparse.Namespace, out: Output) -> int:
     with open_client(_target(args)) as client:
-        stats = json_of(client.get("/v1/uploads/stats"))
+        stats = json_of(
+            client.get("/v1/uploads/stats"),
+            by_status=dict,
+            bytes_completed=NUMBER,
+            bytes_pending=NUMBER,
+            average_progress=(*NUMBER, type(None)),
+        )
     if args.json:
         out.emit(stats)
         return OK

@@ -30,7 +30,7 @@ from rich.progress import TaskID
 from bus.blobs.writeback import start_writeback
 from bus.client.config import Target
 from bus.client.errors import NOT_FOUND, USAGE, VERIFY, ClientError, Interrupted
-from bus.client.http import check, json_of
+from bus.client.http import Kind, check, json_of, shaped
 from bus.client.objects import find_object
 from bus.client.output import printable
 from bus.client.transfer import PIECE, Transfer, progress_bars, sha256_prefix
@@ -45,7 +45,7 @@ def resolve_file(client: httpx.Client, ref: str) -> dict[str, Any]:
     a file id, downloaded like any file), else a file uploaded with that --key as
     metadata, else one of that name."""
     if UUID_RE.match(ref):
-        return dict(json_of(client.get(f"/v1/files/{ref}")))
+        return _file(client, ref)
     bucket, sep, key = ref.partition("/")
     if not sep or not key:
         raise ClientError(
@@ -58,11 +58,10 @@ def resolve_file(client: httpx.Client, ref: str) -> dict[str, Any]:
             raise
         found = None  # no such bucket (or a server without objects): the files' way below
     if found is not None:
-        return dict(json_of(client.get(f"/v1/files/{found['id']}")))
+        return _file(client, found["id"])
     name = key.rsplit("/", 1)[-1]
-    page = json_of(
-        client.get("/v1/files", params={"bucket": bucket, "prefix": name, "limit": 1000})
-    )
+    r = client.get("/v1/files", params={"bucket": bucket, "prefix": name, "limit": 1000})
+    page = json_of(r, items=list)
     matches = [f for f in page["items"] if f.get("metadata", {}).get("key") == key] or [
         f for f in page["items"] if f["name"] == key
     ]
@@ -70,7 +69,16 @@ def resolve_file(client: httpx.Client, ref: str) -> dict[str, Any]:
         raise ClientError(
             f"no object {key!r} in bucket {bucket!r}", code="not_found", exit_code=NOT_FOUND
         )
-    return dict(matches[0])  # the newest: the list is sorted by created_at, newest first
+    # The newest: the list is sorted by created_at, newest first.
+    return dict(shaped(matches[0], str(r.request.url), **FILE_FIELDS))
+
+
+# What a download reads of a file's metadata.
+FILE_FIELDS: dict[str, Kind] = {"id": str, "name": str, "size": int, "sha256": str}
+
+
+def _file(client: httpx.Client, file_id: Any) -> dict[str, Any]:
+    return dict(json_of(client.get(f"/v1/files/{file_id}"), **FILE_FIELDS))
 
 
 def destination(meta: dict[str, Any], output: str | None) -> Path:

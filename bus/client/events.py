@@ -94,14 +94,19 @@ def stream(
 
 
 def _event(sse: ServerSentEvent, response: httpx.Response) -> tuple[dict[str, Any], int | None]:
-    """An event (a JSON object) and its position (the SSE id, a number); anything else
-    from the server stops the command with one line, not a traceback."""
+    """An event (a JSON object with its `type`, and its `data` an object) and its position
+    (the SSE id, a number); anything else from the server stops the command with one
+    line, not a traceback."""
     try:
         event = json.loads(sse.data)
         position = int(sse.id) if sse.id else None
     except ValueError:
         event = None
-    if not isinstance(event, dict):
+    if (
+        not isinstance(event, dict)
+        or not isinstance(event.get("type"), str)
+        or not isinstance(event.get("data", {}), dict)
+    ):
         raise ClientError(
             f"{response.request.url} sent what is not an event: {sse.data[:200]!r} (id {sse.id!r})",
             code="bad_response",

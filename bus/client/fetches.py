@@ -63,7 +63,7 @@ def cmd_fetch(args: argparse.Namespace, out: Output, target: Any) -> int:
     if args.refresh:
         body["refresh"] = True
     with open_client(target) as client:
-        accepted = json_of(client.post("/v1/fetches", json=body))
+        accepted = json_of(client.post("/v1/fetches", json=body), id=str, status=str)
         if args.follow:
             return _follow(client, accepted["id"], out)
     if args.json:
@@ -159,7 +159,7 @@ def cmd_ls(args: argparse.Namespace, out: Output, target: Any) -> int:
 
 def cmd_show(args: argparse.Namespace, out: Output, target: Any) -> int:
     with open_client(target) as client:
-        fetch = json_of(client.get(f"/v1/fetches/{args.id}"))
+        fetch = json_of(client.get(f"/v1/fetches/{args.id}"), id=str, status=str)
         if args.follow and fetch["status"] not in FINISHED.values():
             return _follow(client, fetch["id"], out)
     if args.follow:  # finished before we looked: the same exit code as if we had followed

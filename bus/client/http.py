@@ -62,13 +62,91 @@ def unreachable(url: str, e: Exception) -> ClientError:
     )
 
 
-def json_of(response: httpx.Response) -> Any:
-    """The answer's JSON; an answer that is not (a web server or a proxy at --url, a
-    login page) is said in one line, not a JSONDecodeError traceback."""
+# What a field of an answer may be: a type, or several (NONE among them: null allowed).
+Kind = type | tuple[type, ...]
+NONE = type(None)
+NUMBER = (int, float)
+
+
+def json_of(response: httpx.Response, **fields: Kind) -> Any:
+    """The answer's JSON object, holding at least `fields` of their types (`id=str`,
+    `items=list`, `size=int`, `next_cursor=(str, NONE)`).
+
+    An answer that is not JSON (a web server or a proxy at --url, a login page), not an
+    object, or without a field the command reads (or of another type) is said in one line
+    (bad_response), not a JSONDecodeError, KeyError or TypeError traceback."""
     try:
-        return check(response).json()
+        body = check(response).json()
     except ValueError:
         raise not_cairn(response) from None
+    return shaped(body, str(response.request.url), **fields)
+
+
+def shaped(body: Any, where: str, **fields: Kind) -> dict[str, Any]:
+    """`body` if it is a JSON object with `fields` of their types (see json_of)."""
+    if not isinstance(body, dict):
+        raise bad_shape(where, f"a JSON {_json_kind(body)} where Cairn sends an object")
+    for name, kind in fields.items():
+        value = body.get(name, _MISSING)
+        if value is _MISSING:
+            raise bad_shape(where, f"without {name!r}")
+        if not _is(value, kind):
+            raise bad_shape(where, f"{name!r} as a JSON {_json_kind(value)}")
+    return body
+
+
+_MISSING = object()
+
+
+def _is(value: Any, kind: Kind) -> bool:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool):  # JSON true/false is never a number
+        return bool in kinds
+    return isinstance(value, kinds)
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def bad_shape(where: str, what: str) -> ClientError:
+    """An answer that is JSON, but not shaped as Cairn's (another server, another version)."""
+    return ClientError(
+        f"{where} answered {what}: is --url a Cairn server (of a version this cairn knows)?",
+        code="bad_response",
+    )
+
+
+def unexpected(e: Exception) -> ClientError:
+    """What is left of a wrong-shaped answer once a command read past what json_of
+    checked (a field inside an item, say): one line naming what broke, never a
+    traceback (bus/client/commands.py `run`, and per file in uploads)."""
+    return ClientError(
+        f"an answer is not shaped as Cairn's ({e.__class__.__name__}: {e}): is --url a"
+        " Cairn server (of a version this cairn knows)?",
+        code="bad_response",
+    )
+
+
+# What reading a wrong-shaped answer raises (see `unexpected`).
+SHAPE_ERRORS = (KeyError, IndexError, TypeError, ValueError, AttributeError)
+
+
+def next_cursor(page: dict[str, Any], where: str, before: str | None) -> str | None:
+    """A page's cursor to the next one (None: the last page); the same cursor again would
+    ask for the same page for ever."""
+    cursor = shaped(page, where, next_cursor=(str, NONE))["next_cursor"]
+    if cursor and cursor == before:
+        raise bad_shape(where, "the same next_cursor twice")
+    return cursor or None
 
 
 def not_cairn(response: httpx.Response) -> ClientError:

@@ -42,7 +42,7 @@ def page(target: Any, path: str, args: argparse.Namespace, *filters: str) -> dic
         if getattr(args, name):
             params[name] = getattr(args, name)
     with open_client(target) as client:
-        result: dict[str, Any] = json_of(client.get(path, params=params))
+        result: dict[str, Any] = json_of(client.get(path, params=params), items=list)
     return result
 
 
@@ -87,5 +87,5 @@ def follow(
         path=f"{path}/{job_id}/events",
         until=lambda e: e.get("type") in finished,
     )
-    job: dict[str, Any] = json_of(client.get(f"{path}/{job_id}"))
+    job: dict[str, Any] = json_of(client.get(f"{path}/{job_id}"), id=str, status=str)
     return job

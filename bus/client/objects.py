@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import httpx
 
-from bus.client.http import json_of
+from bus.client.http import json_of, next_cursor, shaped
 from bus.client.output import Output, human_bytes
 
 
@@ -37,10 +37,14 @@ def list_objects(
             params["delimiter"] = "/"
         if cursor:
             params["cursor"] = cursor
-        page = json_of(client.get(f"/v1/buckets/{quote(bucket, safe='')}/objects", params=params))
+        r = client.get(f"/v1/buckets/{quote(bucket, safe='')}/objects", params=params)
+        page = json_of(r, items=list)
+        where = str(r.request.url)
+        if page.get("common_prefixes") is not None:
+            shaped(page, where, common_prefixes=list)
         items.extend(page["items"])
         prefixes.extend(page.get("common_prefixes") or [])
-        cursor = page.get("next_cursor")
+        cursor = next_cursor({"next_cursor": None, **page}, where, cursor)
         if not cursor:
             break
     return {"bucket": bucket, "prefix": prefix, "items": items, "common_prefixes": prefixes}
@@ -51,7 +55,8 @@ def find_object(client: httpx.Client, bucket: str, key: str) -> dict[str, Any] |
     page = json_of(
         client.get(
             f"/v1/buckets/{quote(bucket, safe='')}/objects", params={"prefix": key, "limit": 1}
-        )
+        ),
+        items=list,
     )
     found = [o for o in page["items"] if o["key"] == key]
     return dict(found[0]) if found else None

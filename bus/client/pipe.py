@@ -44,7 +44,7 @@ from rich.text import Text
 
 from bus.client.config import Target
 from bus.client.errors import USAGE, VERIFY, ClientError
-from bus.client.http import error_from, json_of, open_client, retry_after, unreachable
+from bus.client.http import NONE, error_from, json_of, open_client, retry_after, unreachable
 from bus.client.output import human_bytes
 from bus.client.transfer import PIECE, Transfer
 from bus.client.upload import MAX_RETRIES, RETRIED, code_of
@@ -348,11 +348,11 @@ def terminate(client: httpx.Client, url: str) -> None:
 
 def finished_file(client: httpx.Client, upload_id: str) -> tuple[str, str]:
     """The file a completed upload became, and its sha256 as the server computed it."""
-    file_id = json_of(client.get(f"/v1/uploads/{upload_id}"))["file_id"]
+    file_id = json_of(client.get(f"/v1/uploads/{upload_id}"), file_id=(str, NONE))["file_id"]
     if not file_id:
         raise ClientError(
             "the server has every byte but has not made the file yet; it will (see `cairn"
             " ls`), but its sha256 could not be checked",
             code="not_finished",
         )
-    return str(file_id), str(json_of(client.get(f"/v1/files/{file_id}"))["sha256"])
+    return file_id, json_of(client.get(f"/v1/files/{file_id}"), sha256=str)["sha256"]

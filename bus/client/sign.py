@@ -64,7 +64,7 @@ def register(sub: Any, add: Any) -> None:
 def cmd_sign(args: argparse.Namespace, out: Output, target: Any) -> int:
     body = {"method": args.method, "expires_in": args.expires}
     with open_client(target) as client:
-        signed = json_of(client.post(sign_path(args.ref), json=body))
+        signed = json_of(client.post(sign_path(args.ref), json=body), url=str, method=str)
     if args.json:
         out.emit(signed)
     else:

@@ -111,7 +111,9 @@ def cmd_create(args: argparse.Namespace, out: Output, target: Any) -> int:
         body["priority"] = args.priority
     with open_client(target) as client:
         accepted = json_of(
-            client.post("/v1/tasks", json=body, headers={"Idempotency-Key": str(uuid.uuid4())})
+            client.post("/v1/tasks", json=body, headers={"Idempotency-Key": str(uuid.uuid4())}),
+            id=str,
+            status=str,
         )
         if not args.wait:
             if args.json:
@@ -207,7 +209,7 @@ def cmd_ls(args: argparse.Namespace, out: Output, target: Any) -> int:
 
 def cmd_show(args: argparse.Namespace, out: Output, target: Any) -> int:
     with open_client(target) as client:
-        task = json_of(client.get(f"/v1/tasks/{args.id}"))
+        task = json_of(client.get(f"/v1/tasks/{args.id}"), id=str, status=str, progress=dict)
         if args.wait and task["status"] not in FINISHED.values():
             return _wait(client, task["id"], out)
     if args.wait:  # finished before we looked: the same exit code as if we had waited

@@ -29,7 +29,18 @@ import jwt
 
 from bus.client.config import Target
 from bus.client.errors import USAGE, VERIFY, ClientError, Interrupted
-from bus.client.http import check, error_from, json_of, open_client, retry_after, unreachable
+from bus.client.http import (
+    NONE,
+    SHAPE_ERRORS,
+    check,
+    error_from,
+    json_of,
+    open_client,
+    retry_after,
+    shaped,
+    unexpected,
+    unreachable,
+)
 from bus.client.resume import ResumeState, state_key
 from bus.client.transfer import Transfer, progress_bars, read_pieces, sha256_file
 
@@ -203,6 +214,8 @@ def _collect(
         raise KeyboardInterrupt from None
     except ClientError as e:
         failures.append((job, e))
+    except SHAPE_ERRORS as e:  # an answer of the wrong shape: this file fails, not the run
+        failures.append((job, unexpected(e)))
     except OSError as e:
         # The path is already at the head of the line printed for a failed file.
         failures.append((job, ClientError(e.strerror or str(e), code="io_error")))
@@ -258,8 +271,8 @@ def _send(
     upload_id = state.get("upload_id")
     if upload_id:
         r = client.get(f"/v1/uploads/{upload_id}/missing-chunks")
-        if r.status_code == 200 and json_of(r)["status"] in (*ACTIVE, "COMPLETED"):
-            missing, resumed = json_of(r)["missing_chunks"], True
+        if r.status_code == 200 and json_of(r, status=str)["status"] in (*ACTIVE, "COMPLETED"):
+            missing, resumed = json_of(r, missing_chunks=list)["missing_chunks"], True
         elif r.status_code in (200, 404):  # expired, aborted, failed or gone: start again
             state.reset(sha256=sha)
             upload_id = None
@@ -288,11 +301,14 @@ def _send(
             # quota raised), the next run must ask afresh, under a new key.
             state.update(create_key=None)
         created = json_of(r)
+        where = str(r.request.url)
         if created.get("deduplicated"):
+            shaped(created, where, file_id=str)
             transfer.progress.update(task, completed=job.size)
             transfer.skip(job.size)
             state.remove()
             return _result(job, created["file_id"], sha, None, resumed=False, sent=0, dedup=True)
+        shaped(created, where, id=str, chunk_size=int, total_chunks=(int, NONE))
         upload_id = created["id"]
         state.update(upload_id=upload_id, chunk_size=created["chunk_size"])
         missing = list(range(created["total_chunks"] or 0))
@@ -331,7 +347,7 @@ def _send(
                     status=r.status_code,
                     exit_code=VERIFY,
                 )
-            done = json_of(r)
+            done = json_of(r, file_id=str, sha256=str)
             break
         else:
             raise ClientError(f"{job.path}: could not complete the upload", code="incomplete")

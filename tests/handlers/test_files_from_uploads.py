@@ -17,10 +17,12 @@ from bus.blobs import manifests
 from bus.blobs.factory import open_blob_store
 from bus.store.eventstore import PostgresEventStore
 from domain import policies
+from domain.buckets.commands import CreateBucket
 from domain.events import EventMeta, RecordedEvent
 from domain.files import AGGREGATE as FILES
 from domain.files.commands import CreateFile, PutObject
 from domain.files.keys import object_file_id
+from domain.registry import AGGREGATES
 from domain.uploads import AGGREGATE as UPLOADS
 from domain.uploads.commands import AppendBytes, CompleteUpload, InitiateUpload
 from handlers import files_from_uploads
@@ -65,6 +67,11 @@ async def test_a_keyed_upload_becomes_its_object_through_the_handler(
     uid = "6c1d3b64-2222-4333-8444-a55566667777"
     upload = _Upload(event_store, uid)
     run, recorded, env = upload.run, upload.recorded, upload.env
+    # The bucket is ann's (the handler asks, tests/handlers/test_files_from_uploads_bucket.py).
+    made = CreateBucket(aggregate_id="pics", caller="ann", at=AT)
+    await event_store.append(
+        "bucket-pics", 0, AGGREGATES["buckets"].decide(None, made), EventMeta(AT, owner="ann")
+    )
     await upload.initiate("o.txt", size, size, bucket="pics", key="dir/../o.txt")
     await run(AppendBytes(**env, offset=0, pieces=[{"sha256": sha, "size": size}]))
     complete = await files_from_uploads.command_for(recorded[-1], event_store, blobs)

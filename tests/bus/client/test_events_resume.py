@@ -11,7 +11,7 @@ import pytest
 
 from bus.client import events
 
-EVENT = b'id: 8\nevent: BucketCreated\ndata: {"position": 8}\n\n'
+EVENT = b'id: 8\nevent: BucketCreated\ndata: {"type": "BucketCreated", "position": 8}\n\n'
 
 
 def test_a_stream_cut_before_any_event_resumes_from_its_start(
@@ -33,4 +33,4 @@ def test_a_stream_cut_before_any_event_resumes_from_its_start(
     # The first connection asked for new events only; the reconnect resumed after 7, the
     # position the first stream started at (before, it asked for new events again).
     assert asked == [None, "7"]
-    assert n == 1 and got == [{"position": 8}]
+    assert n == 1 and got == [{"type": "BucketCreated", "position": 8}]

@@ -1,0 +1,207 @@
+"""A tus upload whose bucket is gone by the time it completes (deleted since its creation,
+or deleted and made again by another user: bucket names are global) does not become a
+file: every way a tus upload completes (the PATCH bringing it to its length, a whole small
+file in its creation request, a concatenation's final upload) answers 404
+`bucket_not_found` and leaves the upload incomplete, with its bytes, as the native
+`complete` does. Made again by its owner, the same upload completes into it."""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+import api.tus.controller as controller
+from tests.api.documented import assert_documented
+from tests.system import System
+
+TUS = {"Tus-Resumable": "1.0.0"}
+OCTETS = {**TUS, "Content-Type": "application/offset+octet-stream"}
+
+
+def user() -> str:
+    return f"gone-{secrets.token_hex(4)}"
+
+
+def meta(**kv: str) -> str:
+    return ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in kv.items())
+
+
+def upload_id(url: str) -> str:
+    return url.rstrip("/").rsplit("/", 1)[1]
+
+
+def assert_error(r: httpx.Response, status: int, code: str) -> None:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"error", "request_id"} and body["error"]["code"] == code, body
+    assert body["request_id"] == r.headers["x-request-id"]
+
+
+async def assert_not_a_file(c: httpx.AsyncClient, url: str, offset: int) -> None:
+    """The upload is there, incomplete, holding `offset` bytes; no file came of it."""
+    r = await c.head(url, headers=TUS)
+    assert r.status_code == 200 and r.headers["upload-offset"] == str(offset), r.headers
+    view = (await c.get(f"/v1/uploads/{upload_id(url)}")).json()
+    assert view["status"] == "IN_PROGRESS" and view["file_id"] is None, view
+    assert (await c.get("/v1/files")).json()["items"] == []
+
+
+async def make_bucket(c: httpx.AsyncClient, name: str) -> None:
+    assert (await c.post("/v1/buckets", json={"name": name})).status_code == 201
+
+
+async def drop_bucket(c: httpx.AsyncClient, name: str) -> None:
+    assert (await c.delete(f"/v1/buckets/{name}")).status_code == 200
+
+
+async def finishes_after_the_bucket_is_back(
+    c: httpx.AsyncClient, other: httpx.AsyncClient, bucket: str, url: str, data: bytes, taken: bool
+) -> None:
+    """With the name still another user's, completing stays refused; made again by the
+    owner, an empty PATCH at the upload's length completes it into the bucket."""
+    if taken:
+        r = await c.patch(url, headers={**OCTETS, "Upload-Offset": str(len(data))}, content=b"")
+        assert_error(r, 404, "bucket_not_found")
+        assert (await other.get(f"/v1/buckets/{bucket}/objects")).json()["items"] == []
+        await drop_bucket(other, bucket)
+    await make_bucket(c, bucket)
+    r = await c.patch(url, headers={**OCTETS, "Upload-Offset": str(len(data))}, content=b"")
+    assert r.status_code == 204, r.text
+    assert (await c.get(f"/v1/buckets/{bucket}/objects/k/f.bin")).content == data
+
+
+@pytest.mark.parametrize("taken", [False, True], ids=["deleted", "taken-by-another"])
+async def test_the_patch_that_completes_into_a_gone_bucket_is_refused(
+    shared_system: System, taken: bool
+) -> None:
+    data = os.urandom(5000)
+    bucket = f"gone-{secrets.token_hex(4)}"
+    async with shared_system.client(user()) as c, shared_system.client(user()) as other:
+        await make_bucket(c, bucket)
+        r = await c.post(
+            "/v1/tus",
+            headers={
+                **TUS,
+                "Upload-Length": str(len(data)),
+                "Upload-Metadata": meta(filename="f.bin", bucket=bucket, key="k/f.bin"),
+            },
+        )
+        assert r.status_code == 201, r.text
+        url = r.headers["location"]
+        r = await c.patch(url, headers={**OCTETS, "Upload-Offset": "0"}, content=data[:2000])
+        assert r.status_code == 204, r.text
+        await drop_bucket(c, bucket)
+        if taken:
+            await make_bucket(other, bucket)
+        r = await c.patch(url, headers={**OCTETS, "Upload-Offset": "2000"}, content=data[2000:])
+        assert_error(r, 404, "bucket_not_found")
+        await assert_documented(c, "patch", "/v1/tus/{upload_id}", r)
+        await assert_not_a_file(c, url, len(data))
+        await finishes_after_the_bucket_is_back(c, other, bucket, url, data, taken)
+
+
+def bucket_goes_after_its_check(
+    monkeypatch: pytest.MonkeyPatch, then: Callable[[], Awaitable[None]]
+) -> None:
+    """The first time the tus controller checks a bucket (at the upload's creation), the
+    check passes and then `then` runs (the bucket deleted, or taken): the bucket goes
+    between the creation and the upload's last bytes, inside one request."""
+    real = controller.check_writable
+    calls = 0
+
+    async def check_then_go(*args: Any) -> None:
+        nonlocal calls
+        await real(*args)
+        calls += 1
+        if calls == 1:
+            await then()
+
+    monkeypatch.setattr(controller, "check_writable", check_then_go)
+
+
+@pytest.mark.parametrize("taken", [False, True], ids=["deleted", "taken-by-another"])
+async def test_a_whole_small_file_into_a_gone_bucket_is_refused(
+    shared_system: System, monkeypatch: pytest.MonkeyPatch, taken: bool
+) -> None:
+    """Created with all its bytes in one request (one command that would complete it): the
+    bucket went while the body came, so the upload is created with its bytes, incomplete."""
+    data = os.urandom(3000)
+    bucket = f"gone-{secrets.token_hex(4)}"
+    async with shared_system.client(user()) as c, shared_system.client(user()) as other:
+        await make_bucket(c, bucket)
+
+        async def go() -> None:
+            await drop_bucket(c, bucket)
+            if taken:
+                await make_bucket(other, bucket)
+
+        bucket_goes_after_its_check(monkeypatch, go)
+        r = await c.post(
+            "/v1/tus",
+            headers={
+                **OCTETS,
+                "Upload-Length": str(len(data)),
+                "Upload-Metadata": meta(filename="f.bin", bucket=bucket, key="k/f.bin"),
+            },
+            content=data,
+        )
+        assert_error(r, 404, "bucket_not_found")
+        await assert_documented(c, "post", "/v1/tus", r)
+        url = r.headers["location"]  # the upload exists: where to complete or terminate it
+        monkeypatch.undo()
+        await assert_not_a_file(c, url, len(data))
+        await finishes_after_the_bucket_is_back(c, other, bucket, url, data, taken)
+
+
+@pytest.mark.parametrize("taken", [False, True], ids=["deleted", "taken-by-another"])
+async def test_a_concatenation_into_a_gone_bucket_is_refused(
+    shared_system: System, monkeypatch: pytest.MonkeyPatch, taken: bool
+) -> None:
+    parts = [os.urandom(1500), os.urandom(2500)]
+    bucket = f"gone-{secrets.token_hex(4)}"
+    async with shared_system.client(user()) as c, shared_system.client(user()) as other:
+        await make_bucket(c, bucket)
+        urls = []
+        for part in parts:
+            r = await c.post(
+                "/v1/tus",
+                headers={**OCTETS, "Upload-Length": str(len(part)), "Upload-Concat": "partial"},
+                content=part,
+            )
+            assert r.status_code == 201, r.text
+            urls.append(r.headers["location"])
+
+        async def go() -> None:
+            await drop_bucket(c, bucket)
+            if taken:
+                await make_bucket(other, bucket)
+
+        bucket_goes_after_its_check(monkeypatch, go)
+        r = await c.post(
+            "/v1/tus",
+            headers={
+                **TUS,
+                "Upload-Concat": "final;" + " ".join(urls),
+                "Upload-Metadata": meta(filename="f.bin", bucket=bucket, key="k/f.bin"),
+            },
+        )
+        assert_error(r, 404, "bucket_not_found")
+        url = r.headers["location"]
+        monkeypatch.undo()
+        view = (await c.get(f"/v1/uploads/{upload_id(url)}")).json()
+        assert view["status"] == "INITIATED" and view["file_id"] is None, view
+        if taken:
+            assert (await other.get(f"/v1/buckets/{bucket}/objects")).json()["items"] == []
+            await drop_bucket(other, bucket)
+        await make_bucket(c, bucket)
+        # A final upload takes no bytes: the native complete finishes it.
+        r = await c.post(f"/v1/uploads/{upload_id(url)}/complete")
+        assert r.status_code == 200, r.text
+        got = await c.get(f"/v1/buckets/{bucket}/objects/k/f.bin")
+        assert got.content == b"".join(parts)
