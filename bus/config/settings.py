@@ -338,7 +338,9 @@ class Settings:
             gc_grace=sec("CAIRN_GC_GRACE", 3600.0),
             max_ranges=num("CAIRN_MAX_RANGES", 100, minimum=1),
             download_flush_interval=sec("CAIRN_DOWNLOAD_FLUSH_INTERVAL", 10.0, positive=True),
-            task_max_items=num("CAIRN_TASK_MAX_ITEMS", 10_000, minimum=1),
+            task_max_items=num(
+                "CAIRN_TASK_MAX_ITEMS", 10_000, minimum=1, maximum=TASK_MAX_ITEMS_LIMIT
+            ),
             task_retention=sec("CAIRN_TASK_RETENTION", 7 * 24 * 3600.0),
             task_lease_seconds=sec("CAIRN_TASK_LEASE_SECONDS", 15.0, positive=True),
             task_poll_interval=sec("CAIRN_TASK_POLL_INTERVAL", 0.5, positive=True),
@@ -388,6 +390,13 @@ def _database_url(env: Env) -> str | None:
             "CAIRN_DATABASE_URL: not a PostgreSQL URL (postgresql://USER:PASSWORD@HOST:PORT/DB)"
         )
     return url
+
+
+# The most CAIRN_TASK_MAX_ITEMS may be: a task's file ids travel in one command and one
+# TaskCreated event, which must stay under the bus's 4 MiB message limit (a UUID is 39
+# bytes of JSON; 80,000 of them about 3.1 MB, the rest of the task beside them).
+# Past it, the creation of a big task would fail at the producer, as a 503, every time.
+TASK_MAX_ITEMS_LIMIT = 80_000
 
 
 # The shortest CAIRN_JWT_SECRET accepted, in bytes: HS256 wants a key as long as its hash

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import uuid
+from datetime import UTC, datetime
 
+import orjson
 import pytest
 
 from bus.config.env import SettingsError
-from bus.config.settings import ApiKey, Settings
+from bus.config.settings import TASK_MAX_ITEMS_LIMIT, ApiKey, Settings
+from bus.kafka.clients import MAX_MESSAGE_BYTES
+from domain.events import NewEvent
+from domain.tasks.events import TaskCreated
 
 
 def test_an_empty_environment_gives_the_dataclass_defaults() -> None:
@@ -143,3 +149,27 @@ def test_a_presigned_redirect_cannot_outlive_what_sigv4_allows() -> None:
     assert "604800" in str(e.value)
     s = Settings.from_env({"CAIRN_S3_REDIRECT_EXPIRES": str(7 * 24 * 3600)})
     assert s.s3_redirect_expires == 7 * 24 * 3600
+
+
+def test_the_task_item_limit_keeps_a_task_within_one_bus_message() -> None:
+    """A task's file ids travel in one command and one TaskCreated: an item limit past
+    what the bus carries made every big task's creation fail at the producer (a 503,
+    again at each retry). The limit is refused past that; at the limit a task fits."""
+    with pytest.raises(SettingsError) as e:
+        Settings.from_env({"CAIRN_TASK_MAX_ITEMS": str(TASK_MAX_ITEMS_LIMIT + 1)})
+    assert str(e.value).startswith("CAIRN_TASK_MAX_ITEMS"), str(e.value)
+    s = Settings.from_env({"CAIRN_TASK_MAX_ITEMS": str(TASK_MAX_ITEMS_LIMIT)})
+    assert s.task_max_items == TASK_MAX_ITEMS_LIMIT
+    created = TaskCreated(
+        task_id=str(uuid.uuid4()),
+        owner="u" * 255,
+        task_type="compress",
+        params={
+            "files": [str(uuid.uuid4()) for _ in range(TASK_MAX_ITEMS_LIMIT)],
+            "output": {"file_name": "n" * 255, "bucket": "b" * 63},
+        },
+        items_total=TASK_MAX_ITEMS_LIMIT,
+        at=datetime.now(UTC),
+    )
+    message = orjson.dumps({"envelope": "x" * 1024, "data": NewEvent.of(created).data})
+    assert len(message) < MAX_MESSAGE_BYTES - 512 * 1024, len(message)
