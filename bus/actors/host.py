@@ -76,7 +76,7 @@ CACHE_SIZE = 10_000
 
 
 _NOT_IN_REPLIES = frozenset(
-    {"chunks", "chunk_bytes", "manifest", "pieces", "segments", "params", "results"}
+    {"chunks", "chunk_bytes", "manifest", "pieces", "prefix", "segments", "params", "results"}
 )
 
 

@@ -12,9 +12,9 @@ a file's creation event carries its whole manifest.
 
 States are immutable (frozen dataclasses whose `evolve` returns new ones), so one object
 is handed to every reader. Bounded by weight, not count: a state weighs one plus the
-lengths of its collection fields (a manifest, an upload's pieces, metadata), so a few big
-manifests cannot hold unbounded memory, and one that would take more than half the budget
-is not kept at all. The budget holds two states of the most a stream may have (40,000
+lengths of its collection fields (a manifest, an upload's pieces, metadata, a fetch's
+segments' pieces), so a few big manifests cannot hold unbounded memory, and one that
+would take more than half the budget is not kept at all. The budget holds two states of the most a stream may have (40,000
 pieces or chunks, api/completion.py): when it kept none heavier than an eighth of a
 smaller one, every GET of a big upload read and folded its 40,000 events again.
 
@@ -45,7 +45,9 @@ DEFAULT_WEIGHT = 100_000
 
 
 def weight(state: Any) -> int:
-    """One, plus the lengths of a dataclass state's collection fields."""
+    """One, plus the lengths of a dataclass state's collection fields, plus those of the
+    dataclasses a tuple field holds when they have collections of their own (a segmented
+    fetch's pieces are in its segments)."""
     if not dataclasses.is_dataclass(state) or isinstance(state, type):
         return 1
     total = 1
@@ -54,6 +56,9 @@ def weight(state: Any) -> int:
         # Any collection (an upload's chunks are a ChunkMap), not text.
         if isinstance(value, Collection) and not isinstance(value, str | bytes):
             total += len(value)
+            # Looked at by its first item, so a manifest of Pieces costs nothing more.
+            if isinstance(value, tuple) and value and weight(value[0]) > 1:
+                total += sum(weight(v) - 1 for v in value)
     return total
 
 

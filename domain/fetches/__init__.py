@@ -16,7 +16,7 @@ from __future__ import annotations
 from domain.fetches.commands import COMMANDS, FetchCommand
 from domain.fetches.decide import MAX_URL, decide
 from domain.fetches.events import EVENTS
-from domain.fetches.state import ACTIVE, RUNNABLE, FetchState, FetchStatus, evolve
+from domain.fetches.state import ACTIVE, RUNNABLE, FetchState, FetchStatus, evolve, fold
 from domain.kernel import AggregateSpec
 
 AGGREGATE: AggregateSpec[FetchState] = AggregateSpec(
@@ -27,6 +27,7 @@ AGGREGATE: AggregateSpec[FetchState] = AggregateSpec(
     state=FetchState,
     decide_typed=decide,
     evolve=evolve,
+    evolve_many=fold,
 )
 
 __all__ = [

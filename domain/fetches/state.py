@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -22,6 +23,7 @@ from domain.fetches.events import (
     FetchStarted,
 )
 from domain.kernel import JSON, Event
+from domain.sequences import PieceSeq
 
 
 class FetchStatus(StrEnum):
@@ -55,7 +57,7 @@ class Segment:
 
     start: int
     end: int
-    pieces: tuple[tuple[str, int], ...] = ()
+    pieces: PieceSeq = field(default_factory=PieceSeq)
     bytes: int = 0
 
     @property
@@ -90,9 +92,8 @@ class FetchState:
     file_name: str | None = None
     accept_ranges: bool = False
     content_encoding: str | None = None
-    # The body's pieces in order: the durable prefix, or (segmented) every segment's
-    # pieces in segment order, which is the whole body once every segment is done.
-    pieces: tuple[tuple[str, int], ...] = ()
+    # An unsegmented fetch's pieces in order: the durable prefix of the body (`pieces`).
+    prefix: PieceSeq = field(default_factory=PieceSeq)
     # Bytes held: the prefix's length, or the sum over the segments.
     bytes: int = 0
     segments: tuple[Segment, ...] = ()
@@ -109,6 +110,18 @@ class FetchState:
         if self.content_encoding:
             return ENCODED_TYPES.get(self.content_encoding.lower(), "application/octet-stream")
         return (self.content_type or "").split(";")[0].strip()
+
+    @property
+    def pieces(self) -> PieceSeq:
+        """The body's pieces in order: the durable prefix, or (segmented) every segment's
+        pieces in segment order, which is the whole body once every segment is done.
+
+        A segmented fetch's are joined here, where they are read (its completion, a reuse),
+        not on each segment's append: joining all segments per append made folding a fetch
+        of 40,000 pieces quadratic. Not JSON: `list()` it or use `manifest()`."""
+        if not self.segments:
+            return self.prefix
+        return PieceSeq(p for s in self.segments for p in s.pieces)
 
     def manifest(self) -> list[JSON]:
         return [{"sha256": sha, "size": n} for sha, n in self.pieces]
@@ -131,6 +144,10 @@ def evolve(state: FetchState | None, event: Event) -> FetchState | None:
         )
     if state is None:
         return None
+    if isinstance(event, FetchBytesAppended | FetchSegmentBytesAppended):
+        run = _Run()
+        run.add(state, event)
+        return run.settle(state)
     at = getattr(event, "at", None)
     st = replace(state, updated_at=at) if isinstance(at, datetime) else state
     match event:
@@ -148,27 +165,11 @@ def evolve(state: FetchState | None, event: Event) -> FetchState | None:
                 content_encoding=event.content_encoding,
             )
             if event.restart:
-                return replace(st, pieces=(), bytes=0, segments=(), plan=None)
+                return replace(st, prefix=PieceSeq(), bytes=0, segments=(), plan=None)
             return st
         case FetchSegmented(plan=plan, bounds=bounds):
             segments = tuple(Segment(int(a), int(b)) for a, b in bounds)
-            return replace(st, segments=segments, plan=plan, pieces=(), bytes=0)
-        case FetchBytesAppended(pieces=pieces, size=size):
-            added = tuple((p.sha256, p.size) for p in pieces)
-            return replace(st, pieces=st.pieces + added, bytes=st.bytes + size)
-        case FetchSegmentBytesAppended(pieces=pieces, size=size, segment=segment):
-            if not 0 <= segment < len(st.segments):
-                return st
-            added = tuple((p.sha256, p.size) for p in pieces)
-            seg = st.segments[segment]
-            seg = replace(seg, pieces=seg.pieces + added, bytes=seg.bytes + size)
-            segments = (*st.segments[:segment], seg, *st.segments[segment + 1 :])
-            return replace(
-                st,
-                segments=segments,
-                pieces=tuple(p for s in segments for p in s.pieces),
-                bytes=st.bytes + size,
-            )
+            return replace(st, segments=segments, plan=plan, prefix=PieceSeq(), bytes=0)
         case FetchAttemptFailed(error=error):
             return replace(st, last_error=error)
         case FetchCompleted(sha256=sha256, file_id=file_id, size=size):
@@ -193,3 +194,72 @@ def evolve(state: FetchState | None, event: Event) -> FetchState | None:
         case FetchRetried():
             return replace(st, status=FetchStatus.PENDING, attempts=0, last_error=None)
     return st
+
+
+def fold(state: FetchState | None, events: Iterable[Event]) -> FetchState | None:
+    """`evolve` over `events`, in time linear in them.
+
+    A fetch may hold 40,000 pieces, each append an event. Each used to copy the whole piece
+    tuple (a segmented fetch's: join every segment's pieces again), so folding a fetch's
+    stream from the start was quadratic. With PieceSeq an append costs about the same
+    whatever came before; beyond that, a run of appends is gathered in lists this fold
+    owns and put into the state once, at the run's end, instead of one state per event
+    (as domain/uploads/state.py `fold` does). The state it began from is left as it was."""
+    run = _Run()
+    for event in events:
+        if state is not None and isinstance(event, FetchBytesAppended | FetchSegmentBytesAppended):
+            run.add(state, event)
+            continue
+        state = run.settle(state)
+        run = _Run()
+        state = evolve(state, event)
+    return run.settle(state)
+
+
+@dataclass
+class _Run:
+    """What a run of appends adds to a state, while `fold` (or `evolve`) gathers it."""
+
+    prefix: list[tuple[str, int]] | None = None
+    segments: dict[int, list[tuple[str, int]]] = field(default_factory=dict)
+    segment_bytes: dict[int, int] = field(default_factory=dict)
+    bytes: int = 0
+    at: datetime | None = None
+
+    def add(self, state: FetchState, event: FetchBytesAppended | FetchSegmentBytesAppended) -> None:
+        """Gather `event` (an append to `state`, whose segments a run does not change)."""
+        self.at = event.at
+        added = ((p.sha256, p.size) for p in event.pieces)
+        if isinstance(event, FetchBytesAppended):
+            if self.prefix is None:
+                self.prefix = []
+            self.prefix.extend(added)
+            self.bytes += event.size
+            return
+        if not 0 <= event.segment < len(state.segments):
+            return  # a stale segment's pieces: only the time moves, as for any event
+        self.segments.setdefault(event.segment, []).extend(added)
+        self.segment_bytes[event.segment] = self.segment_bytes.get(event.segment, 0) + event.size
+        self.bytes += event.size
+
+    def settle(self, state: FetchState | None) -> FetchState | None:
+        if state is None or self.at is None:
+            return state
+        segments = state.segments
+        if self.segments:
+            changed = list(segments)
+            for i, pieces in self.segments.items():
+                seg = changed[i]
+                changed[i] = replace(
+                    seg,
+                    pieces=seg.pieces.extended(pieces),
+                    bytes=seg.bytes + self.segment_bytes[i],
+                )
+            segments = tuple(changed)
+        return replace(
+            state,
+            prefix=state.prefix if self.prefix is None else state.prefix.extended(self.prefix),
+            segments=segments,
+            bytes=state.bytes + self.bytes,
+            updated_at=self.at,
+        )

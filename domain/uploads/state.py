@@ -5,13 +5,14 @@ State moves INITIATED -> IN_PROGRESS -> COMPLETED, or to ABORTED / FAILED / EXPI
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, overload
 
 from domain.kernel import JSON, Event
+from domain.sequences import BLOCK as _BLOCK
+from domain.sequences import PieceSeq
 from domain.uploads.events import (
     UploadAborted,
     UploadBytesAppended,
@@ -55,9 +56,6 @@ class Chunk:
     offset: int
     size: int
     sha256: str
-
-
-_BLOCK = 256
 
 
 class ChunkMap(Mapping[int, Chunk]):
@@ -120,66 +118,6 @@ class ChunkMap(Mapping[int, Chunk]):
 
     def __repr__(self) -> str:
         return f"ChunkMap({dict(self)!r})"
-
-
-class PieceSeq(Sequence[tuple[str, int]]):
-    """A stream or final upload's pieces `(sha256, size)` in order: an immutable sequence
-    whose `extended` shares every full block of 256 with the one it came from.
-
-    Each tus append's event adds pieces to the state the actor host keeps; a tuple copied
-    for each made the step linear in the pieces already there (18 us at 1,000, 440 us at
-    40,000). Here a step copies the block index and the last, partial block."""
-
-    __slots__ = ("_blocks", "_len")
-
-    def __init__(self, pieces: Iterable[tuple[str, int]] = ()) -> None:
-        items = tuple(pieces)
-        self._blocks = tuple(items[i : i + _BLOCK] for i in range(0, len(items), _BLOCK))
-        self._len = len(items)
-
-    def extended(self, pieces: Iterable[tuple[str, int]]) -> PieceSeq:
-        """This sequence followed by `pieces`; self unchanged."""
-        new = tuple(pieces)
-        if not new:
-            return self
-        head, tail = self._blocks, new
-        if head and len(head[-1]) < _BLOCK:
-            head, tail = head[:-1], head[-1] + new
-        out = PieceSeq.__new__(PieceSeq)
-        out._blocks = head + tuple(tail[i : i + _BLOCK] for i in range(0, len(tail), _BLOCK))
-        out._len = self._len + len(new)
-        return out
-
-    @overload
-    def __getitem__(self, i: int) -> tuple[str, int]: ...
-    @overload
-    def __getitem__(self, i: slice) -> tuple[tuple[str, int], ...]: ...
-    def __getitem__(self, i: int | slice) -> Any:
-        if isinstance(i, slice):
-            return tuple(self)[i]
-        if i < 0:
-            i += self._len
-        if not 0 <= i < self._len:
-            raise IndexError("piece index out of range")
-        return self._blocks[i // _BLOCK][i % _BLOCK]
-
-    def __iter__(self) -> Iterator[tuple[str, int]]:
-        for block in self._blocks:
-            yield from block
-
-    def __len__(self) -> int:
-        return self._len
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, PieceSeq | tuple | list):
-            return len(self) == len(other) and tuple(self) == tuple(other)
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(tuple(self))
-
-    def __repr__(self) -> str:
-        return f"PieceSeq({tuple(self)!r})"
 
 
 @dataclass(frozen=True)

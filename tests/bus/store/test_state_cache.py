@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,9 +17,12 @@ import pytest
 from bus.store.state_cache import StateCache, weight
 from domain.commands import Command, CreateFile, DeleteFile, UpdateFile
 from domain.events import EventMeta, RecordedEvent
+from domain.fetches import FetchState, FetchStatus
+from domain.fetches.state import Segment
 from domain.files import FileState
 from domain.ports import EventStore
 from domain.registry import AGGREGATES
+from domain.sequences import PieceSeq
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 FILES = AGGREGATES["files"]
@@ -309,3 +313,24 @@ def test_an_upload_weighs_its_chunks() -> None:
         chunks=chunks,
     )
     assert weight(state) == 1 + 1 + 300
+
+
+def test_a_segmented_fetch_weighs_its_segments_pieces() -> None:
+    # A segmented fetch keeps its pieces in its segments (joined only where read): its
+    # weight counts them, or the cache would hold many fetches of 40,000 pieces as light.
+    pieces = PieceSeq(("a" * 64, 1) for _ in range(10))
+    state = FetchState(
+        id="f",
+        owner="alice",
+        url="http://x/a",
+        generation=0,
+        bucket="default",
+        key=None,
+        sha256=None,
+        status=FetchStatus.IN_PROGRESS,
+        created_at=AT,
+        updated_at=AT,
+        segments=(Segment(0, 10, pieces, 10), Segment(10, 20, pieces, 10)),
+    )
+    assert weight(state) == 1 + 2 + 10 + 10
+    assert weight(replace(state, segments=(), prefix=pieces)) == 1 + 10
