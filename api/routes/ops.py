@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 import asyncpg
 from litestar import MediaType, Request, Response, get
 from litestar.openapi import ResponseSpec
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from api.context import ctx
@@ -64,8 +64,8 @@ async def ready(
     request: Request[Any, Any, Any],
     scope_: Annotated[
         Literal["process"] | None,
-        Parameter(
-            query="scope",
+        QueryParameter(
+            name="scope",
             description="`process`: this API process's own readiness (postgres,"
             " blob_store, kafka), for a load balancer's or Kubernetes' readiness probe;"
             " without it, the whole system's (a command can be served end to end)",
