@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain.events import NewEvent, RecordedEvent
+from domain.events import RecordedEvent
 from domain.fetches import FetchState
 from domain.fetches import state as fetch_state
 from domain.fetches.events import (
@@ -35,6 +35,7 @@ from domain.fetches.state import evolve
 from domain.kernel import Event
 from domain.registry import AGGREGATES
 from domain.values import Piece
+from tests.domain.recorded import recorded as stream_records
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 SHA = "0" * 64
@@ -48,22 +49,7 @@ def sha(i: int) -> str:
 
 
 def recorded(events: list[Event]) -> list[RecordedEvent]:
-    out = []
-    for i, e in enumerate(events):
-        n = NewEvent.of(e)
-        out.append(
-            RecordedEvent(
-                id=f"e{i}",
-                stream_id="fetch-f1",
-                version=i + 1,
-                position=i + 1,
-                type=n.type,
-                schema_version=n.schema_version,
-                data=n.data,
-                occurred_at=T0,
-            )
-        )
-    return out
+    return stream_records(events, "fetch-f1", T0)
 
 
 def head(total: int) -> list[Event]:

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain.events import NewEvent, RecordedEvent
+from domain.events import RecordedEvent
 from domain.kernel import Event
 from domain.registry import AGGREGATES
 from domain.uploads import UploadState
@@ -32,6 +32,7 @@ from domain.uploads.events import (
 )
 from domain.uploads.state import evolve
 from domain.values import Piece
+from tests.domain.recorded import recorded as stream_records
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 SHA = "0" * 64
@@ -39,22 +40,7 @@ FOLD = AGGREGATES["uploads"].fold
 
 
 def recorded(events: list[Event]) -> list[RecordedEvent]:
-    out = []
-    for i, e in enumerate(events):
-        n = NewEvent.of(e)
-        out.append(
-            RecordedEvent(
-                id=f"e{i}",
-                stream_id="upload-u1",
-                version=i + 1,
-                position=i + 1,
-                type=n.type,
-                schema_version=n.schema_version,
-                data=n.data,
-                occurred_at=T0,
-            )
-        )
-    return out
+    return stream_records(events, "upload-u1", T0)
 
 
 def chunked(n: int) -> list[RecordedEvent]:

@@ -1,0 +1,28 @@
+"""Events as the store would give them back, for tests that fold streams without one."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from domain.events import NewEvent, RecordedEvent
+from domain.kernel import Event
+
+
+def recorded(events: list[Event], stream_id: str, at: datetime) -> list[RecordedEvent]:
+    """`events` as one stream's records, versions and positions from 1, all at `at`."""
+    out = []
+    for i, e in enumerate(events):
+        n = NewEvent.of(e)
+        out.append(
+            RecordedEvent(
+                id=f"e{i}",
+                stream_id=stream_id,
+                version=i + 1,
+                position=i + 1,
+                type=n.type,
+                schema_version=n.schema_version,
+                data=n.data,
+                occurred_at=at,
+            )
+        )
+    return out
