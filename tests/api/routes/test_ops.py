@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 
 from api import readiness
@@ -116,6 +117,15 @@ async def test_metrics_answer_with_the_database_unreachable(
             assert gauge(r.text, "cairn_lag_gauges_age_seconds") > first_age
 
 
+async def until_ready(c: httpx.AsyncClient) -> None:
+    """Wait for the fresh system's /ready to answer 200 (every check up once)."""
+
+    async def ready() -> bool:
+        return (await c.get("/ready")).status_code == 200
+
+    await wait_until(ready, timeout=60, interval=0.3)
+
+
 async def test_process_readiness_stays_up_without_the_actor_host(
     pg_server: EmbeddedPostgres,
     kafka_server: EmbeddedKafka,
@@ -126,11 +136,7 @@ async def test_process_readiness_stays_up_without_the_actor_host(
         isolated_system(pg_server.url, kafka_server.bootstrap) as system,
         system.client(user=None) as c,
     ):
-
-        async def ready() -> bool:
-            return (await c.get("/ready")).status_code == 200
-
-        await wait_until(ready, timeout=60, interval=0.3)
+        await until_ready(c)
         r = await c.get("/ready", params={"scope": "process"})
         assert r.status_code == 200, r.text
         await assert_documented(c, "get", "/ready", r)
@@ -161,11 +167,7 @@ async def test_both_readiness_scopes_fail_with_the_database_unreachable(
         isolated_system(pg_server.url, kafka_server.bootstrap) as system,
         system.client(user=None) as c,
     ):
-
-        async def ready() -> bool:
-            return (await c.get("/ready")).status_code == 200
-
-        await wait_until(ready, timeout=60, interval=0.3)
+        await until_ready(c)
         monkeypatch.setattr(readiness, "OK_FOR", 0.0)
         monkeypatch.setattr(readiness, "FAIL_FOR", 0.0)
         async with database_unreachable(pg_server.url, system):
