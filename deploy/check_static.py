@@ -10,7 +10,8 @@ Run by deploy/check.sh as
 - the Kubernetes manifests: the kustomization lists every file, the rendered output
   validates against the Kubernetes schemas (strict), every ConfigMap / Secret / key / PVC /
   volume / port a Deployment or Job references exists, env names are known settings,
-  probes hit real routes, Service and PDB selectors match the api pods;
+  probes hit real routes, Service and PDB selectors match the api pods; the NetworkPolicies,
+  evaluated as a CNI would for every workload (network_policy_checks);
 - the Dockerfile: base image, non-root numeric USER, ENTRYPOINT/CMD, layer order, every
   COPY source exists and survives Dockerfile.dockerignore;
 - with --build-venv DIR: replays the Dockerfile's build stage (its COPYs and `uv sync`
@@ -42,7 +43,12 @@ K8S = DEPLOY / "k8s"
 # The Secret the manifests expect, as an example the kustomization never applies (an
 # operator creates the real one; secret.yaml, its filled-in copy, is git-ignored).
 SECRET_EXAMPLE = "secret.example.yaml"
-NOT_APPLIED = {SECRET_EXAMPLE, "secret.yaml", "kustomization.yaml"}
+NOT_APPLIED = {
+    SECRET_EXAMPLE,
+    "secret.yaml",
+    "kustomization.yaml",
+    "networkpolicy-datastores.example.yaml",
+}
 K8S_VERSION = "1.30.0"  # the oldest Kubernetes these manifests are meant for
 SOURCE_DIRS = ("domain", "handlers", "projections", "api", "bus", "migrations")
 
@@ -381,6 +387,360 @@ def check_compose() -> None:
             )
 
 
+# ------------------------------------------------------------------ network policies
+
+NETPOL_FILE = "networkpolicy.yaml"
+DATASTORE_POLICIES = "networkpolicy-datastores.example.yaml"
+# Addresses a URL fetch must never reach, whatever Cairn's own check says: the cloud
+# metadata services and the private ranges a cluster's pods, Services, nodes and VPC live in.
+METADATA = "169.254.169.254"
+FORBIDDEN_FOR_FETCHES = (
+    METADATA,
+    "10.0.0.1",
+    "172.16.0.1",
+    "192.168.0.1",
+    "100.64.0.1",
+    "100.100.100.200",
+    "127.0.0.1",
+    "fd00:ec2::254",
+    "fe80::1",
+)
+PUBLIC = ("93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c")  # example.com
+OUTSIDE = "203.0.113.7"  # a client outside the cluster
+DNS = ({"kubernetes.io/metadata.name": "kube-system"}, {"k8s-app": "kube-dns"})
+
+
+def k8s_resources(k8s: Path) -> list[dict[str, Any]]:
+    """The resources the kustomization in `k8s` lists, as kustomize places them (in its
+    namespace), without kubectl; generated ConfigMaps left out."""
+    (kust,) = load_all(k8s / "kustomization.yaml")
+    docs = [d for f in kust.get("resources", []) for d in load_all(k8s / f)]
+    for d in docs:
+        if d["kind"] != "Namespace":
+            d.setdefault("metadata", {})["namespace"] = kust.get("namespace")
+    return docs
+
+
+def selects(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels, matchExpressions) against labels; an empty
+    selector selects everything."""
+    selector = selector or {}
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for e in selector.get("matchExpressions") or []:
+        key, op, values = e["key"], e["operator"], e.get("values") or []
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+class Peer:
+    """One end of a connection: a pod (its namespace and labels, the ports it names) or an
+    address outside any pod."""
+
+    def __init__(
+        self,
+        namespace: str = "",
+        labels: dict[str, str] | None = None,
+        ip: str | None = None,
+        ports: dict[str, int] | None = None,
+    ) -> None:
+        self.namespace = namespace
+        self.labels = labels
+        self.ip = ip
+        self.ports = ports or {}
+
+    @property
+    def namespace_labels(self) -> dict[str, str]:
+        return {"kubernetes.io/metadata.name": self.namespace}
+
+
+def _peer_matches(rule_peer: dict[str, Any], policy_ns: str, peer: Peer) -> bool:
+    block = rule_peer.get("ipBlock")
+    if block is not None:
+        if peer.ip is None:
+            return False  # (pods have addresses too; the checks ask about pods by label)
+        import ipaddress
+
+        address = ipaddress.ip_address(peer.ip)
+        net = ipaddress.ip_network(block["cidr"], strict=False)
+        if address.version != net.version or address not in net:
+            return False
+        return not any(
+            address in ipaddress.ip_network(e, strict=False)
+            for e in block.get("except") or []
+            if ipaddress.ip_network(e, strict=False).version == address.version
+        )
+    if peer.labels is None:
+        return False  # pod and namespace selectors match pods only
+    if "namespaceSelector" in rule_peer:
+        if not selects(rule_peer["namespaceSelector"], peer.namespace_labels):
+            return False
+    elif peer.namespace != policy_ns:
+        return False
+    return selects(rule_peer.get("podSelector"), peer.labels)
+
+
+def _port_matches(
+    rule_ports: list[dict[str, Any]] | None, port: int | None, proto: str, named: dict[str, int]
+) -> bool:
+    if port is None or not rule_ports:
+        return True  # `port=None` asks whether any port at all is open
+    for p in rule_ports:
+        if p.get("protocol", "TCP") != proto:
+            continue
+        if "port" not in p:
+            return True
+        want = p["port"]
+        number = named.get(want) if isinstance(want, str) else want
+        if number is not None and number <= port <= p.get("endPort", number):
+            return True
+    return False
+
+
+def _types(policy: dict[str, Any]) -> set[str]:
+    spec = policy["spec"]
+    if spec.get("policyTypes"):
+        return set(spec["policyTypes"])
+    return {"Ingress"} | ({"Egress"} if "egress" in spec else set())
+
+
+def isolating(policies: list[dict[str, Any]], pod: Peer, direction: str) -> list[dict[str, Any]]:
+    """The policies that select `pod` for `direction` ("Ingress" or "Egress")."""
+    return [
+        p
+        for p in policies
+        if p["metadata"].get("namespace") == pod.namespace
+        and direction in _types(p)
+        and selects(p["spec"].get("podSelector"), pod.labels or {})
+    ]
+
+
+def allowed(
+    policies: list[dict[str, Any]],
+    source: Peer,
+    target: Peer,
+    port: int | None,
+    proto: str = "TCP",
+) -> bool:
+    """Whether the policies let `source` open a connection to `target` on `port` (None:
+    any port): the source's egress and the target's ingress must both allow it, each
+    unrestricted when no policy selects that pod for that direction."""
+    for direction, pod, other, key in (
+        ("Egress", source, target, "to"),
+        ("Ingress", target, source, "from"),
+    ):
+        if pod.labels is None:
+            continue  # an address outside the cluster: no policy of ours governs it
+        chosen = isolating(policies, pod, direction)
+        if not chosen:
+            continue
+        rules_key = "egress" if direction == "Egress" else "ingress"
+        if not any(
+            (
+                not rule.get(key)
+                or any(_peer_matches(r, p["metadata"]["namespace"], other) for r in rule[key])
+            )
+            and _port_matches(rule.get("ports"), port, proto, target.ports)
+            for p in chosen
+            for rule in p["spec"].get(rules_key) or []
+        ):
+            return False
+    return True
+
+
+def _address(url_or_host: str) -> tuple[str, int]:
+    """(namespace, port) of an in-cluster `name.namespace.svc[...]:port` address."""
+    parts = urlsplit(url_or_host if "//" in url_or_host else f"//{url_or_host}")
+    host = parts.hostname or ""
+    labels = host.split(".")
+    namespace = labels[1] if len(labels) > 2 and labels[2] == "svc" else ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return namespace, port
+
+
+def network_policy_checks(
+    k8s: Path, docs: list[dict[str, Any]] | None = None
+) -> list[tuple[bool, str]]:
+    """What the NetworkPolicies of `k8s` (or its rendered `docs`) let through, checked
+    against what each workload needs and must not reach. Returns (ok, what) pairs."""
+    if docs is None:
+        docs = k8s_resources(k8s)
+    out: list[tuple[bool, str]] = []
+
+    def check(ok: bool, what: str) -> None:
+        out.append((ok, what))
+
+    (kust,) = load_all(k8s / "kustomization.yaml")
+    ns = str(kust.get("namespace"))
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    for direction in ("Ingress", "Egress"):
+        check(
+            any(
+                p["metadata"].get("namespace") == ns
+                and p["spec"].get("podSelector") in ({}, None)
+                and direction in _types(p)
+                and not p["spec"].get(direction.lower())
+                for p in policies
+            ),
+            f"a default deny of {direction.lower()} for every pod of {ns!r} (podSelector {{}},"
+            f" policyTypes {direction}, no rules)",
+        )
+
+    config = next(
+        (
+            d.get("data", {})
+            for d in docs
+            if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "cairn-config"
+        ),
+        {},
+    )
+    secret: dict[str, str] = {}
+    if (k8s / SECRET_EXAMPLE).is_file():
+        secret = (load_all(k8s / SECRET_EXAMPLE)[0] or {}).get("stringData") or {}
+    postgres = _address(secret.get("CAIRN_DATABASE_URL", ""))
+    kafka = _address(str(config.get("CAIRN_KAFKA_BOOTSTRAP", "")).split(",")[0])
+    s3 = _address(secret.get("CAIRN_S3_ENDPOINT", "")) if secret.get("CAIRN_S3_ENDPOINT") else None
+
+    workloads = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job")]
+    for w in workloads:
+        wname = f"{w['kind']} {w['metadata']['name']}"
+        template = w["spec"]["template"]
+        labels = template.get("metadata", {}).get("labels") or {}
+        pod_spec = template["spec"]
+        named = {
+            p["name"]: p["containerPort"]
+            for c in pod_spec.get("containers", [])
+            for p in c.get("ports", [])
+            if "name" in p
+        }
+        pod = Peer(ns, labels, ports=named)
+        if w["kind"] in ("Deployment", "StatefulSet", "DaemonSet"):
+            check(
+                any(
+                    p["metadata"].get("namespace") == ns
+                    and selects(p["spec"].get("podSelector"), labels)
+                    for p in policies
+                ),
+                f"{wname}: selected by a NetworkPolicy",
+            )
+        for direction in ("Ingress", "Egress"):
+            check(
+                bool(isolating(policies, pod, direction)),
+                f"{wname}: its {direction.lower()} is restricted (some policy selects it for"
+                f" {direction})",
+            )
+        main = pod_spec.get("containers", [{}])[0]
+        args = main.get("args") or []
+        kind = args[1] if args[:1] == ["run"] and len(args) > 1 else None
+        env_names = {v["name"] for c in pod_spec.get("containers", []) for v in c.get("env", [])}
+
+        # What every pod needs: DNS, PostgreSQL, Kafka; the blob kinds S3.
+        dns = Peer(DNS[0]["kubernetes.io/metadata.name"], DNS[1])
+        check(
+            allowed(policies, pod, dns, 53, "UDP") and allowed(policies, pod, dns, 53, "TCP"),
+            f"{wname}: reaches DNS (kube-dns, 53 UDP and TCP)",
+        )
+        for what, (dest_ns, port) in (("PostgreSQL", postgres), ("Kafka", kafka)):
+            check(
+                allowed(policies, pod, Peer(dest_ns, {}), port),
+                f"{wname}: reaches {what} (namespace {dest_ns!r}, port {port})",
+            )
+            check(
+                not allowed(policies, pod, Peer("elsewhere", {}), port),
+                f"{wname}: reaches no other namespace's port {port} ({what}'s port elsewhere)",
+            )
+        if s3 is not None and "AWS_ACCESS_KEY_ID" in env_names:
+            check(
+                allowed(policies, pod, Peer(s3[0], {}), s3[1]),
+                f"{wname}: reaches the S3 endpoint (namespace {s3[0]!r}, port {s3[1]})",
+            )
+
+        # Ingress: the api's port from anywhere; nothing else from outside the cluster.
+        outside = Peer(ip=OUTSIDE)
+        for port_name, number in named.items():
+            if kind == "api" and port_name == "http":
+                check(
+                    allowed(policies, outside, pod, number)
+                    and allowed(policies, Peer("ingress-nginx", {"app": "proxy"}), pod, number),
+                    f"{wname}: the api port {number} from outside the cluster and its proxies",
+                )
+            elif port_name == "metrics":
+                check(
+                    allowed(policies, Peer("monitoring", {"app": "prometheus"}), pod, number),
+                    f"{wname}: metrics port {number} reachable for Prometheus in the cluster",
+                )
+        if kind != "api":
+            check(
+                not allowed(policies, outside, pod, None),
+                f"{wname}: no port reachable from outside the cluster",
+            )
+
+        # The internet: the fetcher on 80 and 443, never a private or metadata address;
+        # every other pod not at all.
+        if kind == "fetcher":
+            for ip in PUBLIC:
+                for port in (80, 443):
+                    check(
+                        allowed(policies, pod, Peer(ip=ip), port),
+                        f"{wname}: reaches the internet ({ip}) on {port}",
+                    )
+            for ip in FORBIDDEN_FOR_FETCHES:
+                check(
+                    not allowed(policies, pod, Peer(ip=ip), None),
+                    f"{wname}: no port of {ip} reachable"
+                    + (" (the cloud metadata service)" if ip == METADATA else " (private)"),
+                )
+        else:
+            check(
+                not any(allowed(policies, pod, Peer(ip=ip), None) for ip in PUBLIC),
+                f"{wname}: no egress to the internet (only the fetcher fetches URLs)",
+            )
+            check(
+                not allowed(policies, pod, Peer(ip=METADATA), None),
+                f"{wname}: the cloud metadata service {METADATA} out of reach",
+            )
+
+    # PostgreSQL's and Kafka's own namespaces (an example the operator adapts and applies).
+    example = k8s / DATASTORE_POLICIES
+    if example.is_file():
+        datastore = load_all(example)
+        cairn_pods = [
+            Peer(ns, w["spec"]["template"]["metadata"].get("labels") or {}) for w in workloads
+        ]
+        for what, (dest_ns, port) in (("PostgreSQL", postgres), ("Kafka", kafka)):
+            mine = [p for p in datastore if p["metadata"].get("namespace") == dest_ns]
+            check(bool(mine), f"{DATASTORE_POLICIES}: a policy for {what} in {dest_ns!r}")
+            for p in mine:
+                pname = p["metadata"]["name"]
+                server = Peer(
+                    dest_ns, dict(p["spec"].get("podSelector", {}).get("matchLabels") or {})
+                )
+                check(
+                    all(allowed(mine, c, server, port) for c in cairn_pods),
+                    f"{pname}: every Cairn pod reaches {what} on {port}",
+                )
+                strangers = [
+                    Peer(ns, {"app": "debug"}),
+                    Peer("elsewhere", {"app.kubernetes.io/name": "cairn"}),
+                    Peer("elsewhere", {}),
+                ]
+                check(
+                    not any(allowed(mine, s, server, port) for s in strangers),
+                    f"{pname}: {what}'s port {port} closed to pods that are not Cairn's (other"
+                    f" labels in {ns!r}, Cairn's label in another namespace)",
+                )
+    else:
+        check(False, f"{DATASTORE_POLICIES} shows PostgreSQL's and Kafka's policies")
+    return out
+
+
 # ------------------------------------------------------------------ kubernetes
 
 
@@ -470,7 +830,10 @@ def check_k8s() -> None:
     except ImportError:
         R.note("kubernetes-validate is not installed: schema validation skipped")
     else:
-        for d in docs:
+        examples = (
+            load_all(K8S / DATASTORE_POLICIES) if (K8S / DATASTORE_POLICIES).is_file() else []
+        )
+        for d in docs + examples:
             name = f"{d['kind']}/{d['metadata']['name']}"
             try:
                 kubernetes_validate.validate(d, K8S_VERSION, strict=True)
@@ -481,6 +844,11 @@ def check_k8s() -> None:
     by_kind: dict[str, dict[str, dict[str, Any]]] = {}
     for d in docs:
         by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
+
+    # NetworkPolicies: default deny, every workload selected, each reaching what it needs
+    # and nothing else; the fetcher the internet but no private or metadata address.
+    for ok, what in network_policy_checks(K8S, docs):
+        R.check(ok, f"network: {what}")
     configmaps = {
         n: set((d.get("data") or {}) | (d.get("binaryData") or {}))
         for n, d in by_kind.get("ConfigMap", {}).items()
