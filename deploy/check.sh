@@ -3,7 +3,7 @@
 #
 #   1. static checks (deploy/check_static.py): YAML, compose structure and env names, the
 #      Kubernetes manifests rendered by kustomize and validated against the Kubernetes
-#      schemas, references between them, the NetworkPolicies, the Dockerfile and its
+#      schemas, references between them, the NetworkPolicies, the Dockerfile and the root
 #      .dockerignore; then the
 #      Dockerfile's build stage replayed with uv into a temp dir (the image's venv);
 #   2. the compose file against the Compose Specification schema (`docker compose config`

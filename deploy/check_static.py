@@ -13,7 +13,8 @@ Run by deploy/check.sh as
   probes hit real routes, Service and PDB selectors match the api pods; the NetworkPolicies,
   evaluated as a CNI would for every workload (network_policy_checks);
 - the Dockerfile: base image, non-root numeric USER, ENTRYPOINT/CMD, layer order, every
-  COPY source exists and survives Dockerfile.dockerignore;
+  COPY source exists and survives the root .dockerignore, which keeps the developer's
+  environment, caches, tests and secrets out (dockerignore_checks);
 - with --build-venv DIR: replays the Dockerfile's build stage (its COPYs and `uv sync`
   RUNs) into DIR/app and checks the resulting environment (console script, migrations,
   no dev dependencies). check_multiprocess.py then runs the processes from that venv.
@@ -1266,6 +1267,75 @@ def check_k8s() -> None:
             R.note(f"k8s comments mention {name}, which bus/config/settings.py does not read (yet)")
 
 
+# ------------------------------------------------------------------ build context
+
+# Paths that must never reach the build context: the developer's environment and tools,
+# version control, caches, test and bench output, local data, secrets.
+NEVER_IN_CONTEXT = (
+    ".venv/bin/python",
+    ".git/HEAD",
+    ".tools/bin/uv",
+    ".mypy_cache/3.11/cache.db",
+    ".ruff_cache/content",
+    ".pytest_cache/v/cache/nodeids",
+    ".hypothesis/examples/x",
+    ".import_linter_cache/x.json",
+    ".schemathesis/x",
+    ".screenshots/x.png",
+    ".cairn/pg/PG_VERSION",
+    "api/__pycache__/app.cpython-311.pyc",
+    "bus/blobs/s3.pyc",
+    "tests/conftest.py",
+    "tests/bench/results/run.json",
+    "bench/results/run.json",
+    "node_modules/x/index.js",
+    "api/console/vendor-src/node_modules/x/index.js",
+    ".env",
+    "deploy/.env",
+    "bus/.env",
+    "deploy/k8s/secret.yaml",
+    "id_rsa",
+    "server.key",
+    "cert.pem",
+)
+IGNORE_FILES = (".dockerignore", "deploy/Dockerfile.dockerignore")
+
+
+def ignore_patterns(path: Path) -> list[str]:
+    return [
+        line.strip()
+        for line in path.read_text().splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
+
+
+def dockerignore_checks(root: Path) -> list[tuple[bool, str]]:
+    """The repository root's .dockerignore (read by every builder: BuildKit, the legacy
+    builder, kaniko, podman) keeps NEVER_IN_CONTEXT out of the build context; so does
+    deploy/Dockerfile.dockerignore if there is one (BuildKit would read it instead)."""
+    import tempfile
+
+    from docker.utils.build import exclude_paths
+
+    out: list[tuple[bool, str]] = []
+    out.append(((root / ".dockerignore").is_file(), ".dockerignore exists at the repository root"))
+    with tempfile.TemporaryDirectory() as tmp:
+        # A context holding exactly these paths, walked as docker-py sends a context.
+        for probe in NEVER_IN_CONTEXT:
+            (Path(tmp) / probe).parent.mkdir(parents=True, exist_ok=True)
+            (Path(tmp) / probe).touch()
+        for name in IGNORE_FILES:
+            path = root / name
+            if not path.is_file():
+                continue
+            included = set(exclude_paths(tmp, ignore_patterns(path)))
+            for probe in NEVER_IN_CONTEXT:
+                out.append(
+                    (probe not in included, f"{name} keeps {probe} out of the build context")
+                )
+    return out
+
+
 # ------------------------------------------------------------------ Dockerfile
 
 
@@ -1304,12 +1374,19 @@ def dockerfile_stages() -> list[dict[str, Any]]:
 def dockerignore_included() -> set[str]:
     from docker.utils.build import exclude_paths
 
-    patterns = [
-        line.strip()
-        for line in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
-        if line.strip() and not line.strip().startswith("#")
-    ]
-    return set(exclude_paths(str(ROOT), patterns))
+    return set(exclude_paths(str(ROOT), ignore_patterns(ROOT / ".dockerignore")))
+
+
+def tracked_files(directory: Path) -> list[Path]:
+    """The files under `directory` that git tracks (what a clean checkout builds from;
+    untracked build litter such as node_modules may be left out of the context), or every
+    file but bytecode when this is no git checkout."""
+    res = subprocess.run(
+        ["git", "ls-files", "-z", "--", str(directory)], cwd=ROOT, capture_output=True
+    )
+    if res.returncode == 0 and res.stdout:
+        return [ROOT / f for f in res.stdout.decode().split("\0") if f]
+    return [f for f in directory.rglob("*") if f.is_file() and "__pycache__" not in f.parts]
 
 
 def check_dockerfile() -> list[dict[str, Any]]:
@@ -1323,6 +1400,8 @@ def check_dockerfile() -> list[dict[str, Any]]:
         ),
         f"every stage is python:3.11-slim ({[s['from'] for s in stages]})",
     )
+    for ok, what in dockerignore_checks(ROOT):
+        R.check(ok, what)
     build, final = stages[0], stages[-1]
     ins = build["ins"]
     R.check(
@@ -1389,11 +1468,17 @@ def check_dockerfile() -> list[dict[str, Any]]:
             p = ROOT / src
             ok = p.exists()
             if p.is_dir():
-                files = [f for f in p.rglob("*") if f.is_file() and "__pycache__" not in f.parts]
-                ok = ok and all(str(f.relative_to(ROOT)) in included for f in files)
+                files = tracked_files(p)
+                missing = sorted(str(f.relative_to(ROOT)) for f in files if f.is_file())
+                missing = [f for f in missing if f not in included]
+                ok = ok and bool(files) and not missing
             else:
                 ok = ok and src in included
-            R.check(ok, f"COPY {src}: exists and is not excluded by Dockerfile.dockerignore")
+            R.check(
+                ok,
+                f"COPY {src}: exists and is not excluded by .dockerignore"
+                + (f" ({missing[:3]} excluded)" if p.is_dir() and missing else ""),
+            )
     leaked = sorted(
         p
         for p in included
