@@ -12,9 +12,10 @@ Run by deploy/check.sh as
   volume / port a Deployment or Job references exists, env names are known settings,
   probes hit real routes, Service and PDB selectors match the api pods; the NetworkPolicies,
   evaluated as a CNI would for every workload (network_policy_checks);
-- the Dockerfile: base image, non-root numeric USER, ENTRYPOINT/CMD, layer order, every
-  COPY source exists and survives the root .dockerignore, which keeps the developer's
-  environment, caches, tests and secrets out (dockerignore_checks);
+- the Dockerfile: base image pinned by digest (base_image_checks), non-root numeric USER,
+  ENTRYPOINT/CMD, layer order, every COPY source exists and survives the root .dockerignore,
+  which keeps the developer's environment, caches, tests and secrets out
+  (dockerignore_checks);
 - with --build-venv DIR: replays the Dockerfile's build stage (its COPYs and `uv sync`
   RUNs) into DIR/app and checks the resulting environment (console script, migrations,
   no dev dependencies). check_multiprocess.py then runs the processes from that venv.
@@ -248,8 +249,15 @@ def check_compose() -> None:
         set(cairn) == {"migrate", "topics", *KINDS},
         f"Cairn image used by exactly migrate, topics and the kinds ({', '.join(sorted(cairn))})",
     )
+    needed = required_build_args((DEPLOY / "Dockerfile").read_text())
     for name, svc in cairn.items():
         build = svc["build"]
+        missing = sorted(needed - set(build.get("args") or {}))
+        R.check(
+            not missing,
+            f"{name}: build passes the Dockerfile's required build args"
+            + (f" (missing: {missing})" if missing else f" ({', '.join(sorted(needed))})"),
+        )
         dockerfile = (path.parent / build["context"] / build["dockerfile"]).resolve()
         R.check(
             dockerfile == DEPLOY / "Dockerfile"
@@ -1267,7 +1275,110 @@ def check_k8s() -> None:
             R.note(f"k8s comments mention {name}, which bus/config/settings.py does not read (yet)")
 
 
-# ------------------------------------------------------------------ build context
+# ------------------------------------------------------------------ base image, build context
+
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_VAR = re.compile(r"\$\{(\w+)(?::?[?][^}]*)?\}|\$(\w+)")
+
+
+def _instructions(text: str) -> Iterator[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of a Dockerfile, continuation lines joined, comments out."""
+    line = ""
+    for raw in text.splitlines():
+        stripped = raw.strip()
+        if not line and (not stripped or stripped.startswith("#")):
+            continue
+        if line and stripped.startswith("#"):
+            continue  # a comment inside a continued instruction
+        if stripped.endswith("\\"):
+            line += stripped[:-1] + " "
+            continue
+        line += stripped
+        instr, _, rest = line.partition(" ")
+        yield instr.upper(), rest.strip()
+        line = ""
+
+
+def required_build_args(dockerfile: str) -> set[str]:
+    """The ARGs declared before the first FROM without a default that a FROM uses: a build
+    must pass each (--build-arg, compose's build.args)."""
+    declared: dict[str, str] = {}
+    used: set[str] = set()
+    seen_from = False
+    for instr, value in _instructions(dockerfile):
+        if instr == "ARG" and not seen_from:
+            for item in shlex.split(value):
+                name, _, default = item.partition("=")
+                declared[name] = default
+        elif instr == "FROM":
+            seen_from = True
+            used |= {m.group(1) or m.group(2) for m in _VAR.finditer(value)}
+    return {n for n in used if n in declared and not declared[n]}
+
+
+def base_image_checks(dockerfile: str) -> list[tuple[bool, str]]:
+    """Every FROM that names an image (not an earlier stage) pins it by digest: a literal
+    `@sha256:<64 hex>`, or `@${ARG}` where the ARG is declared before the first FROM with a
+    digest as its default, or with none and `${ARG:?message}` so that a build without
+    `--build-arg ARG=sha256:...` stops with that message. A tag alone is a moving target:
+    the same commit would build on whatever the tag names that day."""
+    out: list[tuple[bool, str]] = []
+    global_args: dict[str, str | None] = {}
+    stages: set[str] = set()
+    froms = 0
+    for instr, value in _instructions(dockerfile):
+        if instr == "ARG" and not froms:
+            for item in shlex.split(value):
+                name, eq, default = item.partition("=")
+                global_args[name] = default if eq else None
+            continue
+        if instr != "FROM":
+            continue
+        froms += 1
+        # (words split on blanks outside ${...}: `${D:?set it}` is one word)
+        words = [w for w in re.findall(r"(?:\$\{[^}]*\}|\S)+", value) if not w.startswith("--")]
+        image = words[0] if words else ""
+        if len(words) >= 3 and words[1].upper() == "AS":
+            alias = words[2].lower()
+        else:
+            alias = None
+        if image.lower() in stages or image == "scratch":
+            if alias:
+                stages.add(alias)
+            continue
+        if alias:
+            stages.add(alias)
+        what = f"FROM {image}"
+        _, at, digest = image.partition("@")
+        if not at:
+            out.append((False, f"{what}: pinned by digest (image@sha256:...; a tag moves)"))
+            continue
+        if _DIGEST.fullmatch(digest):
+            out.append((True, f"{what}: pinned by digest"))
+            continue
+        var = _VAR.fullmatch(digest)
+        if var is None:
+            out.append((False, f"{what}: the digest is sha256:<64 hex digits> ({digest!r})"))
+            continue
+        name = var.group(1) or var.group(2)
+        required = "?" in digest  # ${NAME:?message} / ${NAME?message}
+        if name not in global_args:
+            out.append((False, f"{what}: {name} is an ARG declared before the first FROM"))
+        elif global_args[name]:
+            ok = _DIGEST.fullmatch(str(global_args[name])) is not None
+            out.append((ok, f"{what}: ARG {name}'s default is a digest ({global_args[name]!r})"))
+        else:
+            out.append(
+                (
+                    required,
+                    f"{what}: ARG {name} has no default, so it is required"
+                    f" (${{{name}:?...}}: a build without --build-arg {name}=sha256:... stops,"
+                    " never takes the tag alone)",
+                )
+            )
+    out.append((froms > 0, f"the Dockerfile has FROM lines ({froms})"))
+    return out
+
 
 # Paths that must never reach the build context: the developer's environment and tools,
 # version control, caches, test and bench output, local data, secrets.
@@ -1357,11 +1468,14 @@ def dockerfile_stages() -> list[dict[str, Any]]:
                 args[name.strip()] = default.strip()
             continue
         if instr == "FROM":
-            image = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), ""), value.split()[0])
+            words = re.findall(r"(?:\$\{[^}]*\}|\S)+", value)
+            image = re.sub(
+                r"\$\{(\w+)(?::?[-?][^}]*)?\}", lambda m: args.get(m.group(1), ""), words[0]
+            )
             stages.append(
                 {
                     "from": image,
-                    "alias": value.split()[-1] if " AS " in value.upper() else None,
+                    "alias": words[2] if len(words) == 3 and words[1].upper() == "AS" else None,
                     "ins": [],
                     "args": {},
                 }
@@ -1400,6 +1514,13 @@ def check_dockerfile() -> list[dict[str, Any]]:
         ),
         f"every stage is python:3.11-slim ({[s['from'] for s in stages]})",
     )
+    for ok, what in base_image_checks((DEPLOY / "Dockerfile").read_text()):
+        R.check(ok, what)
+    for name in sorted(required_build_args((DEPLOY / "Dockerfile").read_text())):
+        R.note(
+            f"no {name} committed in deploy/Dockerfile: every build passes --build-arg {name}"
+            " (deploy/README.md, The image, says how to look it up)"
+        )
     for ok, what in dockerignore_checks(ROOT):
         R.check(ok, what)
     build, final = stages[0], stages[-1]
