@@ -16,6 +16,9 @@ about the same blobs concurrently (the periodic one skips its turn, the admin ca
    CAIRN_GC_GRACE on disk is deleted unless a live reference or a reference released less
    than the grace ago holds it. The grace on the blob's mtime protects a chunk PUT whose
    bytes are durable but whose StoreChunk is still in flight (nothing references it yet).
+   The store reports "stored at" on Cairn's clock: the S3 store moves LastModified by the
+   skew it measures against S3's Date header, so a server clock that lags cannot make
+   a fresh blob look old (bus/blobs/s3.py `_to_our_clock`).
    Then the store's leftovers of crashed puts older than a day are swept.
 3. Idempotency keys older than 24 hours are deleted.
 """

@@ -34,7 +34,14 @@ completing a response with wrong bytes.
 
 Garbage collection lists with ListObjectsV2 (LastModified is the "stored at" the grace is
 judged on: every put PUTs again, even for bytes already stored, so a re-upload refreshes
-it) and deletes with DeleteObjects, 1000 keys per request. Unlike the local store, S3
+it) and deletes with DeleteObjects, 1000 keys per request. LastModified is a time on S3's
+clock, the collector's cutoff one on Cairn's: every time this store reports is moved onto
+Cairn's clock by the skew measured in the same response (see `_to_our_clock`), so a
+server whose clock is behind cannot make a chunk PUT a moment ago look old. Before each
+DeleteObjects the batch is re-checked with at most one listing page from its first key
+and a HEAD (16 at a time) for each key that page did not reach: sha256 names are
+uniform, so listing from the first wanted key to the last walked nearly the whole
+bucket. Unlike the local store, S3
 offers no atomic "delete only if not rewritten since": a put of the very same bytes that
 lands between the collector's reference check and its DeleteObjects is lost. The
 collector narrows that window to one request, and the chunk-reference grace makes it a
@@ -46,13 +53,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import email.utils
 import functools
 import hashlib
 import io
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,6 +92,9 @@ from bus.blobs.errors import (
 )
 from bus.blobs.local import check_range, is_sha256
 from bus.config import metrics
+from bus.config.logs import get_logger
+
+log = get_logger(__name__)
 
 # Body pieces are gathered into buffers of this size before one thread hop hashes and
 # writes them to the spool file (same reasoning as the local store's WRITE_BUFFER).
@@ -92,6 +103,13 @@ SPOOL_BUFFER = 4 * 1024 * 1024
 READ_PIECE = 1024 * 1024
 # DeleteObjects takes at most 1000 keys per request.
 DELETE_BATCH = 1000
+# The re-check before DeleteObjects: HEADs in flight at once, and when a batch is big
+# enough to try one listing page first (a page is 1000 keys; below this, HEADs only).
+STAT_CONCURRENCY = 16
+STAT_LIST_FROM = 9
+# A skew between S3's clock and Cairn's beyond this is logged (ages are judged on S3's
+# clock either way).
+SKEW_WARN_SECONDS = 30.0
 SPOOL_SUFFIX = ".s3spool"
 
 
@@ -142,6 +160,9 @@ class S3BlobStore:
         self._client: Any = None
         self._client_cm: Any = None
         self._client_lock = asyncio.Lock()
+        # Cairn's clock, which S3 times are moved onto (a seam: tests set it).
+        self.clock: Callable[[], float] = time.time
+        self._skew_warned = False
 
     # -- the client ------------------------------------------------------------------
 
@@ -530,17 +551,19 @@ class S3BlobStore:
                 body.close()
 
     async def iter_blobs(self) -> AsyncIterator[tuple[str, int, float]]:
-        """Every stored chunk as (sha256, size, LastModified in epoch seconds), one
-        ListObjectsV2 page (1000 keys) at a time."""
+        """Every stored chunk as (sha256, size, stored at), one ListObjectsV2 page (1000
+        keys) at a time; "stored at" is LastModified moved onto Cairn's clock
+        (`_to_our_clock`)."""
         client = await self.client()
         prefix = f"{self.prefix}chunks/"
         paginator = client.get_paginator("list_objects_v2")
         try:
             async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                ours = self._to_our_clock(page)
                 for obj in page.get("Contents", ()):
                     name = str(obj["Key"])[len(prefix) :]
                     if is_sha256(name):
-                        yield name, int(obj["Size"]), obj["LastModified"].timestamp()
+                        yield name, int(obj["Size"]), ours(obj["LastModified"].timestamp())
         except (BotoCoreError, ClientError) as e:
             raise self._unavailable(e, "LIST") from e
 
@@ -557,9 +580,10 @@ class S3BlobStore:
             raise self._unavailable(e, "DELETE") from e
 
     async def delete_many(self, shas: Sequence[str], *, stored_before: float) -> dict[str, int]:
-        """DeleteObjects in batches of 1000. Each batch is re-listed first (one HEAD per
-        key would cost as much as the deletes): a key rewritten since `stored_before` is
-        kept. Returns {sha256: size} of what S3 reported deleted."""
+        """DeleteObjects in batches of 1000. Each batch is re-checked first (`_stat_many`:
+        one listing page and HEADs for what it did not reach): a key rewritten since
+        `stored_before` (on Cairn's clock) is kept. Returns {sha256: size} of what S3
+        reported deleted."""
         wanted = sorted({s for s in shas if is_sha256(s)})
         client = await self.client()
         freed: dict[str, int] = {}
@@ -582,41 +606,99 @@ class S3BlobStore:
                     freed[s] = current[s][0]
         return freed
 
+    def _to_our_clock(self, resp: Any) -> Callable[[float], float]:
+        """Moves the S3 times of one response (LastModified) onto Cairn's clock.
+
+        The grace is a difference of two times; LastModified is on S3's clock and the
+        collector's "now" on Cairn's. With S3's clock behind Cairn's by more than the
+        grace, a chunk PUT a moment ago (its StoreChunk still in flight, nothing
+        references it) looked older than the grace and was collected: an acknowledged
+        upload lost its bytes. Refusing to collect past some skew would leave a skewed
+        install with no collection at all, so instead every age is judged on S3's clock:
+        the skew is measured in the very response that carries LastModified, as Cairn's
+        time now minus the response's `Date` (S3's time when it answered), and added.
+        Both errors of that measure make a blob look younger, never older: `Date` is
+        truncated to the second (S3's real "now" is at or after it) and Cairn's time is
+        read after the answer arrived (latency). A response without a usable `Date`
+        gives no S3 "now" at all: its blobs count as stored just now (not collected this
+        run), and that is logged, once."""
+        date = resp.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+        ours = self.clock()
+        try:
+            skew = ours - email.utils.parsedate_to_datetime(str(date)).timestamp()
+        except (TypeError, ValueError):
+            if not self._skew_warned:
+                self._skew_warned = True
+                log.warning(
+                    "S3 answered without a Date header: blob ages cannot be judged, nothing"
+                    " is collected",
+                    endpoint=self.options.endpoint or "AWS S3",
+                )
+            return lambda _at: ours
+        if abs(skew) > SKEW_WARN_SECONDS and not self._skew_warned:
+            self._skew_warned = True
+            log.warning(
+                "S3's clock differs from Cairn's; blob ages are judged on S3's clock",
+                endpoint=self.options.endpoint or "AWS S3",
+                skew_seconds=round(skew, 1),
+            )
+        return lambda at: at + skew
+
     async def _stat_many(self, shas: list[str]) -> dict[str, tuple[int, float]]:
-        """(size, LastModified) of those of the sorted `shas` that exist, by listing from
-        the first: one request per 1000 keys when they are dense, a HEAD each otherwise."""
-        if len(shas) <= 8:
-            out: dict[str, tuple[int, float]] = {}
-            client = await self.client()
-            for s in shas:
+        """(size, stored at on Cairn's clock) of those of the sorted `shas` that exist.
+
+        The work is bounded by the number of keys, never by the bucket: at most one
+        listing page from the first key (which settles every key up to the last one it
+        lists, all of them when the keys are dense), then a HEAD, STAT_CONCURRENCY at a
+        time, for each key past that page. Listing on to the last key instead walked,
+        for sparse keys (sha256 names are uniform), nearly every object in the bucket."""
+        client = await self.client()
+        found: dict[str, tuple[int, float]] = {}
+        rest = shas
+        if len(shas) >= STAT_LIST_FROM:
+            prefix = f"{self.prefix}chunks/"
+            try:
+                page = await client.list_objects_v2(
+                    Bucket=self.bucket,
+                    Prefix=prefix,
+                    StartAfter=self.key_of(shas[0])[:-1],  # just before the first key
+                    MaxKeys=DELETE_BATCH,
+                )
+            except (BotoCoreError, ClientError) as e:
+                raise self._unavailable(e, "LIST") from e
+            ours = self._to_our_clock(page)
+            wanted = set(shas)
+            last = ""
+            for obj in page.get("Contents", ()):
+                last = str(obj["Key"])[len(prefix) :]
+                if last in wanted:
+                    found[last] = (int(obj["Size"]), ours(obj["LastModified"].timestamp()))
+            if not page.get("IsTruncated"):
+                return found  # the listing reached the end: the rest do not exist
+            rest = [s for s in shas if s > last]
+        gate = asyncio.Semaphore(STAT_CONCURRENCY)
+
+        async def head(s: str) -> None:
+            async with gate:
                 try:
                     h = await client.head_object(Bucket=self.bucket, Key=self.key_of(s))
                 except ClientError as e:
                     if _status(e) == 404:
-                        continue
+                        return
                     raise self._unavailable(e, "HEAD") from e
                 except BotoCoreError as e:
                     raise self._unavailable(e, "HEAD") from e
-                out[s] = (int(h["ContentLength"]), h["LastModified"].timestamp())
-            return out
-        wanted = set(shas)
-        found: dict[str, tuple[int, float]] = {}
-        client = await self.client()
-        prefix = f"{self.prefix}chunks/"
-        paginator = client.get_paginator("list_objects_v2")
-        start_after = self.key_of(shas[0])[:-1]  # just before the first key
-        try:
-            async for page in paginator.paginate(
-                Bucket=self.bucket, Prefix=prefix, StartAfter=start_after
-            ):
-                for obj in page.get("Contents", ()):
-                    name = str(obj["Key"])[len(prefix) :]
-                    if name in wanted:
-                        found[name] = (int(obj["Size"]), obj["LastModified"].timestamp())
-                    if name >= shas[-1]:
-                        return found
-        except (BotoCoreError, ClientError) as e:
-            raise self._unavailable(e, "LIST") from e
+                found[s] = (
+                    int(h["ContentLength"]),
+                    self._to_our_clock(h)(h["LastModified"].timestamp()),
+                )
+
+        # Every HEAD ends (each is bounded by the client's timeouts) before a failure is
+        # raised: none is left running unawaited.
+        results = await asyncio.gather(*(head(s) for s in rest), return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
         return found
 
     async def ping(self) -> None:

@@ -316,6 +316,42 @@ async def test_collector_on_s3_deletes_unreferenced_blobs_in_batches(
         await blobs.close()
 
 
+async def test_collector_on_s3_judges_age_on_s3s_own_clock(
+    settings: Settings, pool: asyncpg.Pool, tmp_path: Path, s3_server: S3Server
+) -> None:
+    """S3's clock two hours behind Cairn's (grace a minute): a chunk PUT a moment ago, its
+    StoreChunk not yet appended, had a LastModified two hours before Cairn's `now` and was
+    collected: an acknowledged upload lost its bytes. Age is now judged on S3's clock
+    (LastModified against the Date of the same response), for the listing and for the
+    re-check before DeleteObjects alike. Cairn's clock is injected; no sleeps."""
+    bucket = f"gc{secrets.token_hex(6)}"
+    s3_server.create_bucket(bucket)
+    blobs = S3BlobStore(S3Options(bucket=bucket, endpoint=s3_server.endpoint, spool_dir=tmp_path))
+    skew = 2 * 3600.0
+    blobs.clock = lambda: time.time() + skew  # Cairn's clock, two hours ahead of S3's
+    try:
+
+        async def one() -> AsyncIterator[bytes]:
+            yield b"acknowledged, StoreChunk still in flight"
+
+        digest, _ = await blobs.put_stream(one())
+        s = Settings(**{**settings.__dict__, "gc_grace": 60.0})
+        cairn_now = datetime.fromtimestamp(blobs.clock(), UTC)
+        [(_, _, stored_at)] = [b async for b in blobs.iter_blobs()]
+        assert stored_at > blobs.clock() - 60  # young on Cairn's clock: stored just now
+        assert await cleanup.collect_garbage(s, pool, blobs, cairn_now) == (0, 0)
+        assert await blobs.exists(digest)
+        # The re-check before deleting judges on the same clock.
+        assert await blobs.delete_many([digest], stored_before=blobs.clock() - 60) == {}
+        assert await blobs.exists(digest)
+        # Once old on S3's clock too (Cairn's "now" another hour on), it goes.
+        later = cairn_now + timedelta(hours=1)
+        assert await cleanup.collect_garbage(s, pool, blobs, later) == (1, 40)
+        assert not await blobs.exists(digest)
+    finally:
+        await blobs.close()
+
+
 async def test_old_idempotency_keys_are_deleted_and_one_run_at_a_time(
     settings: Settings, pool: asyncpg.Pool, tmp_path: Path
 ) -> None:

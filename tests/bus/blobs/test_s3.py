@@ -546,3 +546,37 @@ async def test_a_download_whose_reader_stopped_gives_its_connection_back(
         assert len(ranges) == 2 and all(not x.startswith("bytes=0-") for x in ranges), ranges
     finally:
         await store.close()
+
+
+async def test_rechecking_a_few_sparse_keys_does_not_walk_the_bucket(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    """The collector's re-check before DeleteObjects listed from the first wanted key to
+    the last: sha256 names are uniform, so ten keys spanned almost the whole bucket and a
+    batch walked every object in it. Now at most one listing page, then a HEAD for each
+    key that page did not settle."""
+    store = make_store(s3_server, tmp_path)
+    try:
+        client = await store.client()
+        bodies = [f"object {i}".encode() for i in range(2_500)]
+        gate = asyncio.Semaphore(32)
+
+        async def put(body: bytes) -> None:
+            async with gate:
+                await client.put_object(Bucket=store.bucket, Key=store.key_of(sha(body)), Body=body)
+
+        await asyncio.gather(*(put(b) for b in bodies))
+        size = {sha(b): len(b) for b in bodies}
+        digests = sorted(size)
+        sparse = digests[::300]  # nine keys spread over the whole key space
+        absent = sha(b"never stored")
+        rec = await recording(store)
+        freed = await store.delete_many([*sparse, absent], stored_before=time.time() + 3600)
+        assert freed == {d: size[d] for d in sparse}
+        assert len(rec.of("ListObjectsV2")) <= 1  # was 3 pages: 2,400 objects walked
+        assert len(rec.of("HeadObject")) <= len(sparse) + 1
+        assert len(rec.of("DeleteObjects")) == 1
+        assert {s async for s, _, _ in store.iter_blobs()} == set(digests) - set(sparse)
+    finally:
+        await store.close()
+
