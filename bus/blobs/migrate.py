@@ -5,7 +5,9 @@ and the target only ever holds verified blobs (a put is durable and checked when
 returns; the S3 store's PUT carries the sha256, which S3 verifies). So an interrupted run
 is simply started again. Every copied chunk is verified twice: the target's `put_stream`
 hashes what it read from the source and the digest must equal the blob's name (a source
-blob that rotted on disk is reported, not copied), and the target store verifies it.
+blob that rotted on disk is reported, not copied), and the target store verifies it. A
+chunk over S3's 5 GiB single-PUT limit (a local store may hold one) is sent by the S3
+store as a multipart upload, each part verified (bus/blobs/s3.py `_put_multipart`).
 
 Cairn keeps running meanwhile (README "Backup and restore" runs this against a live
 install), so a blob listed may be collected before it is copied: that one is counted as

@@ -25,6 +25,15 @@ we send is the stronger check. Payload signing is off (`UNSIGNED-PAYLOAD`): SigV
 otherwise read the whole file on the event loop to sign it, and the checksum header
 already covers the body.
 
+A chunk larger than one PUT may carry (S3: 5 GiB; `S3Options.multipart_threshold`) goes as
+a multipart upload instead: parts of `multipart_part_bytes` (more if 10,000 would not
+hold it) are read straight from the spool file (never whole into memory), each PUT with
+the sha256 of its own bytes, which S3 verifies; a failure anywhere aborts the upload, so
+neither parts nor an object are left. Only `cairn blobs migrate` meets such chunks (the
+chunk-size settings are capped at 5 GiB with an S3 store): a local store may hold larger
+ones. (A multipart object's LastModified is when the upload began; the grace is far
+beyond what one chunk's upload takes.)
+
 Reading never calls `Body.read()` on a whole object: `open_range` issues ranged GETs of
 `CAIRN_S3_RANGE_BYTES` and yields ~1 MiB pieces; a read timeout or a connection cut while
 streaming resumes from the last byte received (up to `CAIRN_S3_MAX_ATTEMPTS` times).
@@ -93,6 +102,7 @@ from bus.blobs.errors import (
 from bus.blobs.local import check_range, is_sha256
 from bus.config import metrics
 from bus.config.logs import get_logger
+from bus.config.settings import S3_MAX_PUT_BYTES
 
 log = get_logger(__name__)
 
@@ -111,6 +121,10 @@ STAT_LIST_FROM = 9
 # clock either way).
 SKEW_WARN_SECONDS = 30.0
 SPOOL_SUFFIX = ".s3spool"
+# A multipart upload has at most this many parts.
+MAX_PARTS = 10_000
+# Reads of a part's bytes to hash them (the part is then sent from disk again).
+HASH_READ = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -127,6 +141,9 @@ class S3Options:
     max_attempts: int = 4
     range_bytes: int = 8 * 1024 * 1024
     spool_dir: Path = Path(".cairn/s3-spool")
+    # A chunk over this goes as a multipart upload (S3 takes at most 5 GiB in one PUT).
+    multipart_threshold: int = S3_MAX_PUT_BYTES
+    multipart_part_bytes: int = 256 * 1024 * 1024
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -296,18 +313,12 @@ class S3BlobStore:
             raise
 
     async def _put_file(self, hexdigest: str, digest: bytes, f: _SpoolFile, size: int) -> None:
+        if size > self.options.multipart_threshold:
+            await self._put_multipart(hexdigest, f, size)
+            return
         client = await self.client()
-        # botocore sends a file body with `Expect: 100-continue`, and aiohttp waits for the
-        # 100 (and then writes the body) with no timeout: its read timeout only starts once
-        # the whole body is sent. An S3 that accepts the connection but never answers (a
-        # hung server, a black-holed route) held the PUT, the client's request and a pool
-        # connection forever. So a watchdog: the PUT is abandoned once aiohttp has read
-        # nothing from the spool file for CAIRN_S3_READ_TIMEOUT (after the last read, the
-        # wait for S3's answer is aiohttp's own read timeout, the same length).
-        timeout = self.options.read_timeout
-        f.last_read = time.monotonic()
         # botocore rewinds the file itself when it retries (5xx, connection reset).
-        put = asyncio.ensure_future(
+        await self._watched(
             client.put_object(
                 Bucket=self.bucket,
                 Key=self.key_of(hexdigest),
@@ -315,26 +326,110 @@ class S3BlobStore:
                 ContentLength=size,
                 ChecksumAlgorithm="SHA256",
                 ChecksumSHA256=base64.b64encode(digest).decode(),
-            )
+            ),
+            f,
+            "PUT",
         )
+
+    async def _watched(self, request: Any, body: _SpoolFile | _Part, doing: str) -> Any:
+        """Await a request that sends `body`, giving up once it stopped reading from it.
+
+        botocore sends a file body with `Expect: 100-continue`, and aiohttp waits for the
+        100 (and then writes the body) with no timeout: its read timeout only starts once
+        the whole body is sent. An S3 that accepts the connection but never answers (a
+        hung server, a black-holed route) held the PUT, the client's request and a pool
+        connection forever. So a watchdog: the request is abandoned once aiohttp has read
+        nothing from the body for CAIRN_S3_READ_TIMEOUT (after the last read, the wait for
+        S3's answer is aiohttp's own read timeout, the same length)."""
+        timeout = self.options.read_timeout
+        body.last_read = time.monotonic()
+        put = asyncio.ensure_future(request)
         try:
             while not put.done():
-                idle = time.monotonic() - f.last_read
+                idle = time.monotonic() - body.last_read
                 if idle >= timeout:
                     raise BlobStoreUnavailable(
-                        f"S3 PUT at {self.options.endpoint or 'AWS S3'} made no progress for"
-                        f" {timeout:g} s (CAIRN_S3_READ_TIMEOUT): S3 accepted the connection"
-                        " but does not answer"
+                        f"S3 {doing} at {self.options.endpoint or 'AWS S3'} made no progress"
+                        f" for {timeout:g} s (CAIRN_S3_READ_TIMEOUT): S3 accepted the"
+                        " connection but does not answer"
                     )
                 await asyncio.wait({put}, timeout=timeout - idle)
-            put.result()
+            return put.result()
         except (BotoCoreError, ClientError) as e:
-            raise self._unavailable(e, "PUT") from e
+            raise self._unavailable(e, doing) from e
         finally:
             if not put.done():
                 put.cancel()
                 with contextlib.suppress(BaseException):
                     await put
+
+    async def _put_multipart(self, hexdigest: str, f: _SpoolFile, size: int) -> None:
+        """Upload the spool file in parts, each verified by S3 against its own sha256
+        (the whole chunk's digest was computed from the same file as it was spooled).
+        Parts go one at a time, each read from disk in pieces (hashed first in a thread,
+        then streamed by aiohttp): memory stays flat whatever the chunk's size. Any
+        failure, cancellation included, aborts the upload."""
+        client = await self.client()
+        key = self.key_of(hexdigest)
+        part_bytes = max(self.options.multipart_part_bytes, -(-size // MAX_PARTS))
+        try:
+            created = await client.create_multipart_upload(
+                Bucket=self.bucket, Key=key, ChecksumAlgorithm="SHA256"
+            )
+        except (BotoCoreError, ClientError) as e:
+            raise self._unavailable(e, "CreateMultipartUpload") from e
+        upload_id = str(created["UploadId"])
+        parts: list[dict[str, Any]] = []
+        try:
+            for number, start in enumerate(range(0, size, part_bytes), 1):
+                length = min(part_bytes, size - start)
+                part_digest = await asyncio.to_thread(_hash_part, f.fileno(), start, length)
+                checksum = base64.b64encode(part_digest).decode()
+                body = _Part(f.fileno(), start, length)
+                resp = await self._watched(
+                    client.upload_part(
+                        Bucket=self.bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        Body=body,
+                        ContentLength=length,
+                        ChecksumAlgorithm="SHA256",
+                        ChecksumSHA256=checksum,
+                    ),
+                    body,
+                    "UploadPart",
+                )
+                parts.append(
+                    {"PartNumber": number, "ETag": resp["ETag"], "ChecksumSHA256": checksum}
+                )
+            try:
+                await client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                )
+            except (BotoCoreError, ClientError) as e:
+                raise self._unavailable(e, "CompleteMultipartUpload") from e
+        except BaseException:
+            await run_cleanup(self._abort_multipart(key, upload_id))
+            raise
+
+    async def _abort_multipart(self, key: str, upload_id: str) -> None:
+        """Abort an upload (S3 drops its parts). If S3 cannot be told, the parts stay
+        until a bucket lifecycle rule (AbortIncompleteMultipartUpload) removes them: logged."""
+        try:
+            client = await self.client()
+            await client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except Exception as e:
+            log.warning(
+                "S3 multipart upload not aborted: its parts stay until a lifecycle rule"
+                " removes them",
+                key=key,
+                upload_id=upload_id,
+                error=str(e),
+            )
 
     def _open_spool(self) -> tuple[_SpoolFile, Path]:
         # A fresh random name per put: concurrent puts, even of the same bytes, never share
@@ -757,6 +852,57 @@ class _SpoolFile(io.FileIO):
     def readinto(self, buffer: Any) -> int | None:
         self.last_read = time.monotonic()
         return super().readinto(buffer)
+
+
+class _Part(io.RawIOBase):
+    """Bytes [start, start+length) of the spool file as a file of their own, read with
+    pread (the spool file's own position is left alone), stamping when the upload last
+    read from it (the watchdog in `_watched`); seekable, so botocore can rewind it for a
+    retry."""
+
+    last_read = 0.0
+
+    def __init__(self, fd: int, start: int, length: int) -> None:
+        super().__init__()
+        self._fd, self._start, self._length, self._pos = fd, start, length, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._length}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        self.last_read = time.monotonic()
+        want = min(len(buffer), self._length - self._pos)
+        if want <= 0:
+            return 0
+        data = os.pread(self._fd, want, self._start + self._pos)
+        n = len(data)
+        memoryview(buffer).cast("B")[:n] = data
+        self._pos += n
+        return n
+
+
+def _hash_part(fd: int, start: int, length: int) -> bytes:
+    """The sha256 of bytes [start, start+length) of a file, read in HASH_READ pieces."""
+    hasher = hashlib.sha256()
+    pos, end = start, start + length
+    while pos < end:
+        data = os.pread(fd, min(HASH_READ, end - pos), pos)
+        if not data:
+            raise OSError(f"spool file ended at {pos}, before {end}")
+        hasher.update(data)
+        pos += len(data)
+    return hasher.digest()
 
 
 def _write_all(f: Any, data: bytes) -> None:

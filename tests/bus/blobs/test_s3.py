@@ -580,3 +580,48 @@ async def test_rechecking_a_few_sparse_keys_does_not_walk_the_bucket(
     finally:
         await store.close()
 
+
+async def test_a_chunk_over_the_single_put_limit_goes_in_verified_parts_or_not_at_all(
+    faulty: S3Server, tmp_path: Path
+) -> None:
+    """A chunk larger than one PUT may carry (5 GiB on S3; lowered here) is sent as a
+    multipart upload, each part with its own sha256 (which S3 verifies), streamed from the
+    spool file; a part S3 refuses aborts the upload, leaving no parts and no object."""
+    big = os.urandom(13 * MiB + 5)
+    store = make_store(
+        faulty, tmp_path, multipart_threshold=6 * MiB, multipart_part_bytes=5 * MiB, max_attempts=1
+    )
+    try:
+        client = await store.client()
+        rec = await recording(store)
+        faulty.faults(busy_puts=1)  # the first part refused as busy (no retry: 1 attempt)
+        with pytest.raises(BlobStoreUnavailable):
+            await store.put_stream(feed(big, MiB))
+        faulty.faults()
+        assert "AbortMultipartUpload" in [op for op, _ in rec.sent]
+        listed = await client.list_multipart_uploads(Bucket=store.bucket)
+        assert listed.get("Uploads", []) == []
+        assert not await store.exists(sha(big))
+        assert list((tmp_path / "spool").iterdir()) == []
+
+        rec.sent.clear()
+        digest, n = await store.put_stream(feed(big, MiB))
+        assert (digest, n) == (sha(big), len(big))
+        ops = [op for op, _ in rec.sent]
+        assert "PutObject" not in ops
+        assert ops.count("CreateMultipartUpload") == ops.count("CompleteMultipartUpload") == 1
+        parts = rec.of("UploadPart")
+        assert [int(h["content-length"]) for h in parts] == [5 * MiB, 5 * MiB, 3 * MiB + 5]
+        for i, h in enumerate(parts):
+            body = big[i * 5 * MiB : (i + 1) * 5 * MiB]
+            assert (
+                h["x-amz-checksum-sha256"]
+                == base64.b64encode(hashlib.sha256(body).digest()).decode()
+            )
+        head = await client.head_object(Bucket=store.bucket, Key=store.key_of(digest))
+        assert head["ETag"].endswith('-3"')
+        assert b"".join([p async for p in store.open_range(digest)]) == big
+        assert list((tmp_path / "spool").iterdir()) == []
+    finally:
+        faulty.faults()
+        await store.close()
