@@ -625,3 +625,20 @@ async def test_a_chunk_over_the_single_put_limit_goes_in_verified_parts_or_not_a
     finally:
         faulty.faults()
         await store.close()
+
+
+def test_s3_times_are_moved_onto_our_clock_by_the_skew_of_the_same_answer(
+    tmp_path: Path,
+) -> None:
+    """LastModified is moved by (our time - the answer's Date); without a Date there is no
+    S3 "now" to judge by, and a blob counts as stored just now (never collected)."""
+    store = S3BlobStore(S3Options(bucket="b", spool_dir=tmp_path / "spool"))
+    ours = 1_800_000_000.0
+    store.clock = lambda: ours
+    s3_now = ours - 7200  # S3's clock two hours behind
+    date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(s3_now))
+    answer = {"ResponseMetadata": {"HTTPHeaders": {"date": date}}}
+    assert store._to_our_clock(answer)(s3_now - 10) == ours - 10  # ten seconds old
+    for headers in ({}, {"date": "not a date"}):
+        moved = store._to_our_clock({"ResponseMetadata": {"HTTPHeaders": headers}})
+        assert moved(s3_now - 10**6) == ours
