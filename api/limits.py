@@ -12,7 +12,8 @@ counters live in the process (one event loop): taking and returning a slot never
 so no lock is needed.
 
 Quotas. CAIRN_QUOTA_BYTES per owner (0 = unlimited), overridden per user by CAIRN_QUOTAS.
-Usage = bytes of the owner's live files + bytes declared by their active uploads. It is
+Usage = bytes of the owner's live files + bytes declared by their active uploads (not one
+whose bucket was deleted since it began: its completion asks again, api/completion.py). It is
 read from the read models, with two corrections for their lag: uploads initiated so
 recently that the uploads projection has not seen them are taken from the tail of the event
 store, and an upload completed a moment ago counts until its file appears (so bytes are
@@ -161,6 +162,9 @@ class QuotaHold:
         self.file_id: str | None = None  # set by a request that made a file: see release
         # Set by a put to `target` once applied: the object's stream version it left.
         self.version: int | None = None
+        # Set by a completion once recorded: its hold stays, and counts until the read
+        # model has the upload completed (projections.usage.storage_used).
+        self.kept = False
 
     async def resize(self, size: int) -> None:
         """The request's bytes are `size` after all (a body without a length, ended):
@@ -182,18 +186,27 @@ async def quota_reserved(
     exclude_upload: str | None = None,
     parts: Sequence[str] = (),
     target: str | None = None,
+    completing: str | None = None,
 ) -> AsyncIterator[QuotaHold]:
     """Check `requested` more bytes against `owner`'s quota and hold them until the block
     ends (413 quota_exceeded if they would go over); `parts`: a concatenation's, whose
     bytes that count already are not asked again; `target`: the object an object PUT
-    replaces, whose key's bytes are not asked again (`remaining` counts them in). See
+    replaces, whose key's bytes are not asked again (`remaining` counts them in);
+    `completing`: an upload being completed, asked only what of it does not count now. See
     projections.usage.reserve."""
     hold = QuotaHold(c, owner, c.settings.quota_for(owner), target)
     if hold.quota <= 0:
         yield hold
         return
     rid, details, used = await reserve(
-        c.store, owner, hold.quota, requested, exclude_upload, parts=parts, target=target
+        c.store,
+        owner,
+        hold.quota,
+        requested,
+        exclude_upload,
+        parts=parts,
+        target=target,
+        completing=completing,
     )
     if details is not None or rid is None:
         raise ApiError(413, "quota_exceeded", QUOTA_EXCEEDED, dict(details or {}))
@@ -203,7 +216,8 @@ async def quota_reserved(
     finally:
         # Shielded: a request cancelled by its client's going still gives its bytes back
         # (else they would count until the reservation expires).
-        await asyncio.shield(release(c.pool, rid, hold.file_id, hold.version))
+        if not hold.kept:
+            await asyncio.shield(release(c.pool, rid, hold.file_id, hold.version))
 
 
 def quota_checked(kind: Literal["create", "chunk"]) -> Callable[[Handler], Handler]:

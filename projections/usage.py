@@ -43,6 +43,23 @@ PENDING = """(CASE WHEN r.version IS NULL
        ELSE NOT EXISTS (SELECT 1 FROM readmodel.files x
                          WHERE x.id = r.target AND x.last_version >= r.version) END)"""
 
+# An upload (`u`, a row of readmodel.uploads) whose bucket was deleted after the upload
+# began: the bucket it was made for is gone for good (made again, it is another one), so
+# it cannot complete as it is, and its declared size holds nothing while it is active (a
+# tus upload would otherwise hold it until terminated or expired). Judged from the event
+# store (the authority, ahead of the buckets read model), by position: a BucketDeleted
+# recorded after the upload's initiation. Its bytes are kept, not lost: completing it once
+# the owner makes the bucket again asks the quota for them afresh (reserve `completing`,
+# api/completion.py), and the files handler leaves such an upload to that. Nothing is
+# counted twice either: the upload counts here, or, once it went, nowhere until that
+# completion reserves it. A final (concatenation) is left out of this: its parts' bytes
+# are held by it (storage_used's `held`), and stay so.
+WENT = """(u.mode <> 'final' AND u.status = ANY($3::text[]) AND EXISTS (
+    SELECT 1 FROM eventstore.events d
+     WHERE d.stream_id = 'bucket-' || u.bucket AND d.event_type = 'BucketDeleted'
+       AND d.position > (SELECT i.position FROM eventstore.events i
+                          WHERE i.stream_id = 'upload-' || u.id::text AND i.version = 1)))"""
+
 # How far back in the event store to look for uploads the projection has not seen yet.
 UNPROJECTED_TAIL = 1000
 
@@ -84,6 +101,7 @@ async def storage_used(
     reserved = await db.fetchval(
         "SELECT coalesce(sum(bytes), 0) FROM api.quota_reservations"
         " WHERE owner = $1 AND expires_at > now() AND file_id IS NULL AND target IS NULL"
+        " AND completing IS NULL"
         " AND id IS DISTINCT FROM $2",
         owner,
         uuid.UUID(exclude_reservation) if exclude_reservation else None,
@@ -158,7 +176,8 @@ async def storage_used(
               AND (u.status = ANY($3::text[])
                    OR (u.status = 'COMPLETED' AND u.updated_at > now() - interval '1 hour'))
               AND NOT EXISTS (SELECT 1 FROM readmodel.files f WHERE f.upload_id = u.id)
-              AND u.id NOT IN (SELECT id FROM held))
+              AND u.id NOT IN (SELECT id FROM held)
+              AND NOT {WENT})
         + (SELECT coalesce(sum(t.size), 0)
              FROM unnest($4::uuid[], $5::bigint[]) AS t(id, size)
             WHERE NOT EXISTS (SELECT 1 FROM readmodel.uploads u WHERE u.id = t.id)
@@ -169,6 +188,14 @@ async def storage_used(
             WHERE r.owner = $1 AND r.expires_at > now() AND r.file_id IS NOT NULL
               AND r.target IS NULL AND r.id IS DISTINCT FROM $9
               AND NOT EXISTS (SELECT 1 FROM readmodel.files f WHERE f.id = r.file_id))
+        -- A completion's hold (`reserve` completing: an upload whose bucket went, made
+        -- again), read with the upload's row: it counts until that row is completed.
+        + (SELECT coalesce(sum(r.bytes), 0)
+             FROM api.quota_reservations r
+            WHERE r.owner = $1 AND r.expires_at > now() AND r.completing IS NOT NULL
+              AND r.id IS DISTINCT FROM $9
+              AND NOT EXISTS (SELECT 1 FROM readmodel.uploads u
+                               WHERE u.id = r.completing AND NOT u.status = ANY($3::text[])))
         -- Puts on their way to a key (read with the key's row, in this one statement):
         -- what the largest of them adds to what the key holds (counted above as a file).
         + (SELECT coalesce(sum(greatest(0, p.top - coalesce(f.size, 0))), 0)
@@ -234,6 +261,7 @@ async def reserve(
     resize: str | None = None,
     parts: Sequence[str] = (),
     target: str | None = None,
+    completing: str | None = None,
 ) -> tuple[str | None, dict[str, int] | None, int]:
     """Reserve `requested` bytes of `owner`'s quota: (the reservation's id, None, the bytes
     used besides it), or (None, the refusal's details, used) when they would go over. `resize`: an earlier
@@ -244,7 +272,10 @@ async def reserve(
     `target`: the object (file id) an object PUT writes, replacing what its key holds:
     only what it adds to the key is asked (`key_holds`; details then say `replaced`), and
     a put that adds nothing is never refused, so an owner at (or over) the quota may
-    replace an object with one no larger. "Used besides it" leaves the key out then."""
+    replace an object with one no larger. "Used besides it" leaves the key out then.
+    `completing`: an upload about to be completed, of `requested` bytes: only what of them
+    it does not count now is asked (nothing, unless its bucket went since it began: see
+    WENT), and the hold then counts until the uploads read model has it completed."""
     async with store.pool.acquire() as conn, conn.transaction():
         # One owner's reservations are decided one at a time (held to commit); other owners
         # are not held up. The two-key form keeps the key space apart from the event store's.
@@ -260,21 +291,25 @@ async def reserve(
                 store, owner, exclude_upload, conn, held_parts=parts, exclude_reservation=resize
             )
             asked -= used - rest
+        if completing is not None:
+            without = await storage_used(store, owner, completing, conn, exclude_reservation=resize)
+            asked = max(0, requested - (used - without))
         replaced = 0
         if target is not None:
             # Read under the lock too: another put of the key, or one to come, sees this
             # reservation and is judged against it (the largest counts, see storage_used).
             replaced = await key_holds(conn, owner, target, resize)
             asked = max(0, requested - replaced)
-        refusable = asked > 0 or target is None  # a put that adds nothing always fits
+        # A put, or a completion, that adds nothing always fits.
+        refusable = asked > 0 or (target is None and completing is None)
         if refusable and (details := over_quota(quota, used, asked)) is not None:
             if replaced:
                 details["replaced"] = replaced
             return None, details, used - replaced
         rid = uuid.UUID(resize) if resize is not None else uuid.uuid4()
         await conn.execute(
-            "INSERT INTO api.quota_reservations (id, owner, bytes, expires_at, target)"
-            " VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5)"
+            "INSERT INTO api.quota_reservations (id, owner, bytes, expires_at, target,"
+            " completing) VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5, $6)"
             " ON CONFLICT (id) DO UPDATE SET bytes = excluded.bytes",
             rid,
             owner,
@@ -282,6 +317,7 @@ async def reserve(
             requested if target is not None else asked,
             float(RESERVATION_TTL_SECONDS),
             uuid.UUID(target) if target is not None else None,
+            uuid.UUID(completing) if completing is not None else None,
         )
         return str(rid), None, used - replaced
 

@@ -12,7 +12,8 @@ import pytest
 
 from bus.store.eventstore import PostgresEventStore
 from domain import policies
-from domain.commands import AppendBytes, CreateFile, DeleteFile, InitiateUpload
+from domain.buckets.commands import CreateBucket, DeleteBucket
+from domain.commands import AbortUpload, AppendBytes, CreateFile, DeleteFile, InitiateUpload
 from domain.files.keys import object_file_id
 from projections.rebuild import rebuild
 from projections.usage import release, reserve, storage_used
@@ -257,3 +258,57 @@ async def test_a_grown_object_counts_its_new_size_before_the_read_model_has_it(
     assert refused is None and details == {"quota": QUOTA, "used": 90_000, "requested": 10_001}
     await rebuild(event_store.pool, "files")
     assert await storage_used(event_store, "u9") == 90_000
+
+
+async def _upload_into(writer: Writer, owner: str, bucket: str, size: int) -> str:
+    """A tus upload of `size` declared bytes into `bucket`, initiated (the events only)."""
+    uid = str(uuid.uuid4())
+    await writer.run(
+        InitiateUpload(
+            aggregate_id=uid,
+            caller=owner,
+            at=T0,
+            file_name="f",
+            file_size=size,
+            chunk_size=size,
+            mode="stream",
+            bucket=bucket,
+            key="k",
+        )
+    )
+    return uid
+
+
+async def test_an_upload_whose_bucket_went_holds_nothing_until_completed_again(
+    event_store: PostgresEventStore, writer: Writer
+) -> None:
+    """Its bucket deleted after it began, an upload can no longer complete as it is: its
+    declared size stops counting (read from the event store: the buckets read model may
+    lag), and stays so when the bucket is made again (another bucket, for the upload's
+    purposes); completing it then asks for all of it. An upload begun after the bucket was
+    made again counts as any does."""
+    await writer.run(CreateBucket(aggregate_id="went", caller="u10", at=T0))
+    gone = await _upload_into(writer, "u10", "went", 60_000)
+    await rebuild(event_store.pool, "uploads")
+    assert await storage_used(event_store, "u10") == 60_000
+    await writer.run(DeleteBucket(aggregate_id="went", caller="u10", at=T0))
+    assert await storage_used(event_store, "u10") == 0
+    await writer.run(CreateBucket(aggregate_id="went", caller="u10", at=T0))
+    assert await storage_used(event_store, "u10") == 0
+    later = await _upload_into(writer, "u10", "went", 50_000)
+    await rebuild(event_store.pool, "uploads")
+    assert await storage_used(event_store, "u10") == 50_000
+    # Completing the first asks for its bytes afresh: 60,000 do not fit beside 50,000.
+    refused, details, _ = await reserve(event_store, "u10", QUOTA, 60_000, completing=gone)
+    assert refused is None and details == {"quota": QUOTA, "used": 50_000, "requested": 60_000}
+    # Completing one that counts asks for nothing, even at the quota.
+    rid, details, _ = await reserve(event_store, "u10", QUOTA, 50_000, completing=later)
+    assert rid is not None and details is None
+    assert await storage_used(event_store, "u10") == 50_000
+    await release(event_store.pool, rid)
+    await writer.run(AbortUpload(aggregate_id=later, caller="u10", at=T0))
+    await rebuild(event_store.pool, "uploads")
+    rid, details, _ = await reserve(event_store, "u10", QUOTA, 60_000, completing=gone)
+    assert rid is not None and details is None
+    # Held until the read model has it completed (it is still active there).
+    assert await storage_used(event_store, "u10") == 60_000
