@@ -315,9 +315,9 @@ async def test_a_fetch_into_a_bucket_at_quota_stops_once_the_body_passes_it(
     osys: System,
 ) -> None:
     """A body of no announced length into a bucket at its owner's quota: the fetch fails
-    quota_exceeded after at most one piece (CAIRN_FETCH_CHUNK_BYTES, 64 KiB here), not
-    when the body ends (this origin's never does: only the worker's stopping ends it), and
-    nothing of it is kept as a file or an object."""
+    quota_exceeded once it has read one byte more than the quota left it, not when the body
+    ends (this origin's never does: only the worker's stopping ends it), and nothing of it
+    is kept as a file or an object."""
     sent = 0
     gone = asyncio.Event()
 
@@ -347,7 +347,10 @@ async def test_a_fetch_into_a_bucket_at_quota_stops_once_the_body_passes_it(
         assert "quota" in failed["last_error"], failed
         assert failed["bytes"] == 0, failed  # the piece past the quota was never recorded
         events = await PostgresEventStore(osys.pool).read_stream(f"fetch-{f['id']}")
-        assert events[-1].data["details"]["code"] == "quota_exceeded", events[-1].data
+        details = events[-1].data["details"]
+        assert details["code"] == "quota_exceeded", details
+        # Read one byte past what the quota left (none here), not a whole piece.
+        assert (details["used"], details["requested"]) == (QUOTA, 1), details
         await asyncio.wait_for(gone.wait(), 30)  # the worker hung up
         # What the origin got out before the worker hung up: one piece and what the
         # sockets buffer, far from the 200 MB it would have sent to the end.
