@@ -1,4 +1,4 @@
-"""A tus upload whose bucket went (deleted since the upload was created, or its name made
+"""A tus (or native) upload whose bucket went (deleted since the upload was created, or its name made
 again since, by anyone) cannot complete as it is, so its declared size no longer holds the
 quota (projections/usage.py storage_used). Its bytes are kept: completing it once its owner
 makes the bucket again asks the quota for them afresh (api/completion.py), 413 when they no
@@ -15,6 +15,7 @@ import pytest
 import pytest_asyncio
 
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
+from tests.api.documented import assert_documented
 from tests.api.tus.test_bucket_gone import OCTETS, TUS, drop_bucket, make_bucket, meta, upload_id
 from tests.system import System, isolated_system, wait_until
 
@@ -96,3 +97,33 @@ async def test_an_upload_into_a_deleted_bucket_holds_no_quota_until_it_completes
         # Counted once, as the file it became.
         err = error(await tus_create(c, 40_001), 413, "quota_exceeded")
         assert err["details"]["used"] == 60_000, err
+
+
+async def test_a_native_complete_after_the_bucket_is_back_asks_the_quota_again(
+    qsys: System,
+) -> None:
+    data = os.urandom(60_000)
+    bucket = f"gq-{secrets.token_hex(4)}"
+    async with qsys.client(f"gq-{secrets.token_hex(4)}") as c:
+        await make_bucket(c, bucket)
+        r = await c.post(
+            "/v1/uploads",
+            json={"file_name": "f.bin", "file_size": len(data), "chunk_size": 30_000}
+            | {"bucket": bucket, "key": "k"},
+        )
+        assert r.status_code == 201, r.text
+        uid = r.json()["id"]
+        for i in range(2):
+            chunk = data[i * 30_000 : (i + 1) * 30_000]
+            assert (await c.put(f"/v1/uploads/{uid}/chunks/{i}", content=chunk)).status_code == 201
+        await drop_bucket(c, bucket)
+        r = await tus_create(c, 50_000)  # the upload holds nothing now
+        assert r.status_code == 201, r.text
+        await make_bucket(c, bucket)
+        r = await c.post(f"/v1/uploads/{uid}/complete")
+        err = error(r, 413, "quota_exceeded")
+        assert err["details"] == {"quota": QUOTA, "used": 50_000, "requested": 60_000}, err
+        await assert_documented(c, "post", "/v1/uploads/{upload_id}/complete", r)
+        view = (await c.get(f"/v1/uploads/{uid}")).json()
+        assert view["status"] == "IN_PROGRESS" and view["file_id"] is None, view
+        assert (await c.get(f"/v1/buckets/{bucket}/objects/k")).status_code == 404
