@@ -4,6 +4,7 @@ whole size. Real Postgres, broker and API."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import uuid
@@ -79,3 +80,34 @@ async def test_an_overwrite_at_the_quota_is_judged_by_its_net_change(qsys: Syste
         # Nothing is left: a new object or upload still cannot come in.
         assert_error(await c.put(f"{objects}/c", content=b"x"), 413, "quota_exceeded")
         assert_error(await create(c, 1), 413, "quota_exceeded")
+
+
+async def test_concurrent_overwrites_and_a_delete_never_take_the_owner_past_the_quota(
+    qsys: System,
+) -> None:
+    """At the quota, five PUTs of one key (none larger than what it holds), its DELETE and
+    a PUT of a new key, all at once: every overwrite passes (each adds nothing), and
+    whichever order they are applied in, what is stored in the end fits the quota (the
+    new key gets in only if the delete was applied and the puts were gone by then)."""
+    me = f"u-{secrets.token_hex(4)}"
+    bucket = f"q-{secrets.token_hex(4)}"
+    async with qsys.client(me) as c:
+        assert (await c.post("/v1/buckets", json={"name": bucket})).status_code == 201
+        objects = f"/v1/buckets/{bucket}/objects"
+        assert (await c.put(f"{objects}/a", content=os.urandom(60_000))).status_code == 201
+        assert (await c.put(f"{objects}/b", content=os.urandom(40_000))).status_code == 201
+        sizes = [60_000, 50_000, 40_000, 60_000, 30_000]
+        got = await asyncio.gather(
+            *[c.put(f"{objects}/a", content=os.urandom(n)) for n in sizes],
+            c.delete(f"{objects}/a"),
+            c.put(f"{objects}/c", content=os.urandom(60_000)),
+        )
+        assert all(r.status_code in (200, 201) for r in got[: len(sizes)]), [r.text for r in got]
+        assert got[len(sizes)].status_code == 204, got[len(sizes)].text
+        assert got[-1].status_code in (201, 413), got[-1].text
+        stored = 0
+        for key in "abc":
+            r = await c.get(f"{objects}/{key}")
+            assert r.status_code in (200, 404), r.text
+            stored += len(r.content) if r.status_code == 200 else 0
+        assert stored <= QUOTA, stored
