@@ -86,10 +86,11 @@ async def finish_upload(
             done = await c.send(request, complete)
         else:
             # The quota: an upload counts from its creation on, so completing it asks for
-            # nothing, unless its bucket went since it began (then it held nothing: see
-            # projections.usage.WENT) and its owner made the bucket again: then its bytes
-            # are asked afresh (413 quota_exceeded if they no longer fit; the upload stays,
-            # with them), and held until the read model has it completed.
+            # nothing, unless its bucket went since it began (then it holds only what the
+            # read model has it receive: projections.usage.WENT) and its owner made the
+            # bucket again: then what of its bytes does not count yet is asked (413
+            # quota_exceeded if they do not fit; the upload stays, with them), and held
+            # until the read model has it completed.
             async with quota_reserved(
                 c, state.owner, state.bytes_received, completing=upload_id
             ) as hold:

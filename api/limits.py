@@ -12,8 +12,8 @@ counters live in the process (one event loop): taking and returning a slot never
 so no lock is needed.
 
 Quotas. CAIRN_QUOTA_BYTES per owner (0 = unlimited), overridden per user by CAIRN_QUOTAS.
-Usage = bytes of the owner's live files + bytes declared by their active uploads (not one
-whose bucket was deleted since it began: its completion asks again, api/completion.py). It is
+Usage = bytes of the owner's live files + bytes declared by their active uploads (received,
+for one whose bucket was deleted since it began: projections.usage.WENT). It is
 read from the read models, with two corrections for their lag: uploads initiated so
 recently that the uploads projection has not seen them are taken from the tail of the event
 store, and an upload completed a moment ago counts until its file appears (so bytes are

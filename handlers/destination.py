@@ -33,14 +33,3 @@ async def bucket_gone(
     if st.owner == owner:
         return False
     return asked_at is None or st.created_at > asked_at
-
-
-async def bucket_went_since(store: EventStore, bucket: str, position: int) -> bool:
-    """Whether `bucket` was deleted after the event at `position` (an upload's initiation):
-    the bucket it was made for is gone for good, even if made again since (then it is
-    another one). Such an upload holds no quota (projections.usage.WENT), so only the API
-    completes it, asking the quota for its bytes afresh."""
-    if bucket == "default":
-        return False
-    events = await store.read_stream(AGGREGATES["buckets"].stream_id(bucket))
-    return any(e.type == "BucketDeleted" and e.position > position for e in events)

@@ -14,9 +14,7 @@ Neither step is taken when the upload's bucket is gone (deleted since the upload
 deleted and made again by another user: names are global), read from the bucket's own
 stream (handlers/destination.py): the API then refuses to complete it too (404
 bucket_not_found), and the upload stays incomplete until its owner makes the bucket again
-and completes it, or it is aborted or expires. Made again by its owner, the bucket is
-still not this handler's to complete into: such an upload held no quota meanwhile, and
-only the API's completion asks the quota for its bytes again. Nothing is retried: the event is handled,
+and completes it, or it is aborted or expires. Nothing is retried: the event is handled,
 with a warning in the log.
 
 Which uploads complete by themselves, and the commands that complete them and create
@@ -47,7 +45,7 @@ from domain.uploads.events import (
     UploadInitiated,
     UploadLengthDeclared,
 )
-from handlers.destination import bucket_gone, bucket_went_since
+from handlers.destination import bucket_gone
 
 log = get_logger(__name__)
 
@@ -191,17 +189,6 @@ async def _complete(ev: RecordedEvent, store: EventStore, blobs: BlobStore) -> C
             # Asked before hashing: a big upload is not hashed for a bucket that is gone.
             log.warning(
                 "upload not completed: its bucket is gone", upload=upload_id, bucket=now.bucket
-            )
-            return None
-        if await bucket_went_since(store, now.bucket, events[0].position):
-            # Made again by its owner since the upload began: the upload held no quota
-            # meanwhile, so it completes only through the API, which asks the quota for its
-            # bytes again (api/completion.py); completed here, it would skip that.
-            log.warning(
-                "upload not completed: its bucket was deleted since it began; its owner"
-                " completes it",
-                upload=upload_id,
-                bucket=now.bucket,
             )
             return None
         unchanged = functools.partial(_at_version, store, ev.stream_id, events[-1].version)

@@ -45,20 +45,42 @@ PENDING = """(CASE WHEN r.version IS NULL
 
 # An upload (`u`, a row of readmodel.uploads) whose bucket was deleted after the upload
 # began: the bucket it was made for is gone for good (made again, it is another one), so
-# it cannot complete as it is, and its declared size holds nothing while it is active (a
-# tus upload would otherwise hold it until terminated or expired). Judged from the event
-# store (the authority, ahead of the buckets read model), by position: a BucketDeleted
-# recorded after the upload's initiation. Its bytes are kept, not lost: completing it once
-# the owner makes the bucket again asks the quota for them afresh (reserve `completing`,
-# api/completion.py), and the files handler leaves such an upload to that. Nothing is
-# counted twice either: the upload counts here, or, once it went, nowhere until that
-# completion reserves it. A final (concatenation) is left out of this: its parts' bytes
-# are held by it (storage_used's `held`), and stay so.
+# it cannot complete as it is. While active it holds what it received (bytes on disk), not
+# its declared size: the rest is free again (a tus upload held it until terminated or
+# expired). Judged from the event store (the authority, ahead of the buckets read model),
+# by position: a BucketDeleted recorded after the upload's initiation. Nothing lost: its
+# bytes count as long as it keeps them, and more bytes into it are checked against the
+# quota first (its whole size beside everything else: a native chunk always is, a tus
+# PATCH into such an upload too, api/tus/controller.py); completing it, once its owner
+# made the bucket again, asks for what of it does not count yet (reserve `completing`,
+# api/completion.py: the read model may lag behind its last bytes). Nothing doubled: the
+# freed room is handed out once, since every way back to the declared size is checked.
+# A final (concatenation) is left out of this: its parts' bytes are held by it
+# (storage_used's `held`), and stay so.
 WENT = """(u.mode <> 'final' AND u.status = ANY($3::text[]) AND EXISTS (
     SELECT 1 FROM eventstore.events d
      WHERE d.stream_id = 'bucket-' || u.bucket AND d.event_type = 'BucketDeleted'
        AND d.position > (SELECT i.position FROM eventstore.events i
                           WHERE i.stream_id = 'upload-' || u.id::text AND i.version = 1)))"""
+
+
+async def bucket_went(db: asyncpg.Pool, upload_id: str, bucket: str) -> bool:
+    """Whether the upload's bucket was deleted after the upload began (see WENT)."""
+    return bool(
+        await db.fetchval(
+            """
+            SELECT EXISTS (
+              SELECT 1 FROM eventstore.events d
+               WHERE d.stream_id = 'bucket-' || $2::text AND d.event_type = 'BucketDeleted'
+                 AND d.position > (SELECT i.position FROM eventstore.events i
+                                    WHERE i.stream_id = 'upload-' || $1::text
+                                      AND i.version = 1))
+            """,
+            upload_id,
+            bucket,
+        )
+    )
+
 
 # How far back in the event store to look for uploads the projection has not seen yet.
 UNPROJECTED_TAIL = 1000
@@ -170,14 +192,14 @@ async def storage_used(
               -- Not `upload_id IS DISTINCT FROM $2` alone: with no upload left out ($2 null)
               -- that left out every file made without an upload (objects, fetches, copies).
               AND ($2::uuid IS NULL OR upload_id IS DISTINCT FROM $2))
-        + (SELECT coalesce(sum(coalesce(u.file_size, u.bytes_received)), 0)
+        + (SELECT coalesce(sum(CASE WHEN {WENT} THEN u.bytes_received
+                                    ELSE coalesce(u.file_size, u.bytes_received) END), 0)
              FROM readmodel.uploads u
             WHERE u.owner = $1 AND u.id IS DISTINCT FROM $2
               AND (u.status = ANY($3::text[])
                    OR (u.status = 'COMPLETED' AND u.updated_at > now() - interval '1 hour'))
               AND NOT EXISTS (SELECT 1 FROM readmodel.files f WHERE f.upload_id = u.id)
-              AND u.id NOT IN (SELECT id FROM held)
-              AND NOT {WENT})
+              AND u.id NOT IN (SELECT id FROM held))
         + (SELECT coalesce(sum(t.size), 0)
              FROM unnest($4::uuid[], $5::bigint[]) AS t(id, size)
             WHERE NOT EXISTS (SELECT 1 FROM readmodel.uploads u WHERE u.id = t.id)
@@ -274,8 +296,9 @@ async def reserve(
     a put that adds nothing is never refused, so an owner at (or over) the quota may
     replace an object with one no larger. "Used besides it" leaves the key out then.
     `completing`: an upload about to be completed, of `requested` bytes: only what of them
-    it does not count now is asked (nothing, unless its bucket went since it began: see
-    WENT), and the hold then counts until the uploads read model has it completed."""
+    it does not count now is asked (nothing, unless its bucket went since it began and the
+    read model lags behind its bytes: see WENT), and the hold then counts until the uploads
+    read model has it completed."""
     async with store.pool.acquire() as conn, conn.transaction():
         # One owner's reservations are decided one at a time (held to commit); other owners
         # are not held up. The two-key form keeps the key space apart from the event store's.

@@ -429,8 +429,9 @@ class UploadsController(SecuredController):
             413: ResponseSpec(
                 None,
                 description="quota_exceeded ({quota, used, requested}): the upload's bucket"
-                " was deleted since it began (it then held no quota) and made again, and its"
-                " bytes no longer fit the owner's quota; the upload stays, with them",
+                " was deleted since it began (it then holds only what it received) and made"
+                " again, and what of its bytes does not count yet no longer fits the owner's"
+                " quota; the upload stays, with them",
             ),
             422: ResponseSpec(
                 None,

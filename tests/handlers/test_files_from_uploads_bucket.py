@@ -2,13 +2,10 @@
 still its owner's (handlers/destination.py reads the bucket's own stream): a bucket
 deleted between the upload's creation and its last bytes, or deleted and made again by
 another user, gets nothing, and the handler sends nothing (no retry either: the event is
-handled). Made again by the upload's owner, the handler still leaves the upload to its
-owner, whose completion through the API asks the quota again (the upload held none since
-its bucket went); once completed, the handler makes it a file in the bucket."""
+handled). Made again by the upload's owner, the upload completes into it."""
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -92,18 +89,11 @@ async def test_an_upload_whose_bucket_went_is_not_completed(
     assert await files_from_uploads.command_for(full, event_store, _NoHashing()) is None  # type: ignore[arg-type]
     assert await files_from_uploads.command_for(s.recorded[0], event_store, _NoHashing()) is None  # type: ignore[arg-type]
 
-    # The bucket its owner's again: still not the handler's to complete. The upload held
-    # no quota since its bucket went (projections.usage.WENT), and only the API's
-    # completion asks the quota for its bytes again.
+    # The bucket its owner's again: the same event completes the upload, into it.
     if taken:
         await s.bucket_by("bob", make=False)
     await s.bucket_by("ann", make=True)
-    assert await files_from_uploads.command_for(full, event_store, blobs) is None
-    # Completed by its owner through the API: the handler makes it a file, into it.
-    state = UPLOADS.fold(await event_store.read_stream(UPLOADS.stream_id(s.upload_id)))
-    complete = policies.complete(
-        state, hashlib.sha256(b"".join(halves)).hexdigest(), caller="ann", at=AT
-    )
+    complete = await files_from_uploads.command_for(full, event_store, blobs)
     assert isinstance(complete, CompleteUpload)
     await s.upload(complete)
     put = await files_from_uploads.command_for(s.recorded[-1], event_store, blobs)

@@ -279,32 +279,42 @@ async def _upload_into(writer: Writer, owner: str, bucket: str, size: int) -> st
     return uid
 
 
-async def test_an_upload_whose_bucket_went_holds_nothing_until_completed_again(
+async def test_an_upload_whose_bucket_went_holds_only_what_it_received(
     event_store: PostgresEventStore, writer: Writer
 ) -> None:
-    """Its bucket deleted after it began, an upload can no longer complete as it is: its
-    declared size stops counting (read from the event store: the buckets read model may
-    lag), and stays so when the bucket is made again (another bucket, for the upload's
-    purposes); completing it then asks for all of it. An upload begun after the bucket was
-    made again counts as any does."""
+    """Its bucket deleted after it began, an upload can no longer complete as it is: it
+    holds what it received, not its declared size (read from the event store: the buckets
+    read model may lag), and stays so when the bucket is made again (another bucket, for
+    the upload's purposes); completing it then asks for the rest. An upload begun after
+    the bucket was made again counts as any does."""
     await writer.run(CreateBucket(aggregate_id="went", caller="u10", at=T0))
     gone = await _upload_into(writer, "u10", "went", 60_000)
+    await writer.run(
+        AppendBytes(
+            aggregate_id=gone,
+            caller="u10",
+            at=T0,
+            offset=0,
+            pieces=[{"sha256": sha(gone), "size": 20_000}],
+        )
+    )
     await rebuild(event_store.pool, "uploads")
     assert await storage_used(event_store, "u10") == 60_000
     await writer.run(DeleteBucket(aggregate_id="went", caller="u10", at=T0))
-    assert await storage_used(event_store, "u10") == 0
+    assert await storage_used(event_store, "u10") == 20_000
     await writer.run(CreateBucket(aggregate_id="went", caller="u10", at=T0))
-    assert await storage_used(event_store, "u10") == 0
+    assert await storage_used(event_store, "u10") == 20_000
     later = await _upload_into(writer, "u10", "went", 50_000)
     await rebuild(event_store.pool, "uploads")
-    assert await storage_used(event_store, "u10") == 50_000
-    # Completing the first asks for its bytes afresh: 60,000 do not fit beside 50,000.
+    assert await storage_used(event_store, "u10") == 70_000
+    # Completing the first with all its 60,000 bytes asks for the 40,000 it does not
+    # count: they do not fit beside 70,000.
     refused, details, _ = await reserve(event_store, "u10", QUOTA, 60_000, completing=gone)
-    assert refused is None and details == {"quota": QUOTA, "used": 50_000, "requested": 60_000}
+    assert refused is None and details == {"quota": QUOTA, "used": 70_000, "requested": 40_000}
     # Completing one that counts asks for nothing, even at the quota.
     rid, details, _ = await reserve(event_store, "u10", QUOTA, 50_000, completing=later)
     assert rid is not None and details is None
-    assert await storage_used(event_store, "u10") == 50_000
+    assert await storage_used(event_store, "u10") == 70_000
     await release(event_store.pool, rid)
     await writer.run(AbortUpload(aggregate_id=later, caller="u10", at=T0))
     await rebuild(event_store.pool, "uploads")
