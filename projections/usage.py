@@ -303,8 +303,13 @@ async def reserve(
         # One owner's reservations are decided one at a time (held to commit); other owners
         # are not held up. The two-key form keeps the key space apart from the event store's.
         await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", QUOTA_LOCK, owner)
+        # Gone too: puts' holds whose version the files read model has (they count no
+        # more), so that an owner's many PUTs do not leave an hour of rows to every check.
         await conn.execute(
-            "DELETE FROM api.quota_reservations WHERE owner = $1 AND expires_at <= now()", owner
+            "DELETE FROM api.quota_reservations r WHERE r.owner = $1 AND (r.expires_at <= now()"
+            " OR (r.version IS NOT NULL AND EXISTS (SELECT 1 FROM readmodel.files x"
+            " WHERE x.id = r.target AND x.last_version >= r.version)))",
+            owner,
         )
         used = await storage_used(store, owner, exclude_upload, conn, exclude_reservation=resize)
         asked = requested

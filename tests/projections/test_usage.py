@@ -258,6 +258,14 @@ async def test_a_grown_object_counts_its_new_size_before_the_read_model_has_it(
     assert refused is None and details == {"quota": QUOTA, "used": 90_000, "requested": 10_001}
     await rebuild(event_store.pool, "files")
     assert await storage_used(event_store, "u9") == 90_000
+    # Counted by the file now, the hold is dropped by the owner's next check.
+    rid, _, _ = await reserve(event_store, "u9", QUOTA, 0)
+    assert rid is not None
+    await release(event_store.pool, rid)
+    left = await event_store.pool.fetchval(
+        "SELECT count(*) FROM api.quota_reservations WHERE owner = 'u9'"
+    )
+    assert left == 0
 
 
 async def _upload_into(writer: Writer, owner: str, bucket: str, size: int) -> str:
