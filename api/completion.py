@@ -20,6 +20,7 @@ from litestar import Request
 
 from api import running_digests
 from api.context import AppContext, now
+from api.limits import quota_reserved
 from bus.blobs.manifests import hash_manifest
 from bus.blobs.sniff import content_type_of
 from domain import policies
@@ -76,12 +77,25 @@ async def finish_upload(
             digest = await hash_manifest(
                 c.blobs, [(p["sha256"], p["size"]) for p in state.manifest()]
             )
-        done = await c.send(
-            request,
-            policies.complete(
-                state, digest, caller=caller, admin=admin, at=now(), file_content_type=content_type
-            ),
+        complete = policies.complete(
+            state, digest, caller=caller, admin=admin, at=now(), file_content_type=content_type
         )
+        if state.mode == "final":
+            # A concatenation was asked for its bytes beside its parts' when it was made,
+            # and is left out of WENT (projections/usage.py): nothing to ask here.
+            done = await c.send(request, complete)
+        else:
+            # The quota: an upload counts from its creation on, so completing it asks for
+            # nothing, unless its bucket went since it began (then it holds only what the
+            # read model has it receive: projections.usage.WENT) and its owner made the
+            # bucket again: then what of its bytes does not count yet is asked (413
+            # quota_exceeded if they do not fit; the upload stays, with them), and held
+            # until the read model has it completed.
+            async with quota_reserved(
+                c, state.owner, state.bytes_received, completing=upload_id
+            ) as hold:
+                done = await c.send(request, complete)
+                hold.kept = True
         file_created = file_created or done.followed_by(policies.file_command_id(upload_id))
         # Reload to build the file from what was really recorded: a concurrent completion
         # (another request, or the handler) may have won with its own time; then ours was a

@@ -12,14 +12,18 @@ counters live in the process (one event loop): taking and returning a slot never
 so no lock is needed.
 
 Quotas. CAIRN_QUOTA_BYTES per owner (0 = unlimited), overridden per user by CAIRN_QUOTAS.
-Usage = bytes of the owner's live files + bytes declared by their active uploads. It is
+Usage = bytes of the owner's live files + bytes declared by their active uploads (received,
+for one whose bucket was deleted since it began: projections.usage.WENT). It is
 read from the read models, with two corrections for their lag: uploads initiated so
 recently that the uploads projection has not seen them are taken from the tail of the event
 store, and an upload completed a moment ago counts until its file appears (so bytes are
 neither missed nor counted twice around a completion). Every request that adds bytes (a
 native or tus create, an object PUT) reserves them with its check (`quota_reserved`,
 projections.usage.reserve: one owner's checks one at a time, across API processes), so
-concurrent requests of one owner cannot all pass before any is recorded. A body without a
+concurrent requests of one owner cannot all pass before any is recorded. An object PUT
+replaces what its key holds: it asks only for what it adds to the key (its size minus the
+largest of the key's live size and the other puts on their way to it), and one that adds
+nothing always passes. A body without a
 length (an object PUT sent chunked, a tus body before Upload-Length) reads at most what is
 left of the quota (`body_past_quota` past it); an object PUT's size is reserved once its
 body has ended. A create or chunk that would go over is 413 `quota_exceeded` with
@@ -151,18 +155,25 @@ def body_past_quota(allowed: int, **details: int) -> ApiError:
 class QuotaHold:
     """Bytes of an owner's quota reserved for one request (none when there is no quota)."""
 
-    def __init__(self, c: AppContext, owner: str, quota: int) -> None:
-        self.c, self.owner, self.quota = c, owner, quota
+    def __init__(self, c: AppContext, owner: str, quota: int, target: str | None = None) -> None:
+        self.c, self.owner, self.quota, self.target = c, owner, quota, target
         self.id: str | None = None
         self.remaining: int | None = None  # what is left of the quota beside this hold
         self.file_id: str | None = None  # set by a request that made a file: see release
+        # Set by a put to `target` once applied: the object's stream version it left.
+        self.version: int | None = None
+        # Set by a completion once recorded: its hold stays, and counts until the read
+        # model has the upload completed (projections.usage.storage_used).
+        self.kept = False
 
     async def resize(self, size: int) -> None:
         """The request's bytes are `size` after all (a body without a length, ended):
         reserve that instead, or 413 with nothing more reserved."""
         if self.id is None:
             return
-        _, details, _ = await reserve(self.c.store, self.owner, self.quota, size, resize=self.id)
+        _, details, _ = await reserve(
+            self.c.store, self.owner, self.quota, size, resize=self.id, target=self.target
+        )
         if details is not None:
             raise ApiError(413, "quota_exceeded", QUOTA_EXCEEDED, dict(details))
 
@@ -174,16 +185,28 @@ async def quota_reserved(
     requested: int,
     exclude_upload: str | None = None,
     parts: Sequence[str] = (),
+    target: str | None = None,
+    completing: str | None = None,
 ) -> AsyncIterator[QuotaHold]:
     """Check `requested` more bytes against `owner`'s quota and hold them until the block
     ends (413 quota_exceeded if they would go over); `parts`: a concatenation's, whose
-    bytes that count already are not asked again. See projections.usage.reserve."""
-    hold = QuotaHold(c, owner, c.settings.quota_for(owner))
+    bytes that count already are not asked again; `target`: the object an object PUT
+    replaces, whose key's bytes are not asked again (`remaining` counts them in);
+    `completing`: an upload being completed, asked only what of it does not count now. See
+    projections.usage.reserve."""
+    hold = QuotaHold(c, owner, c.settings.quota_for(owner), target)
     if hold.quota <= 0:
         yield hold
         return
     rid, details, used = await reserve(
-        c.store, owner, hold.quota, requested, exclude_upload, parts=parts
+        c.store,
+        owner,
+        hold.quota,
+        requested,
+        exclude_upload,
+        parts=parts,
+        target=target,
+        completing=completing,
     )
     if details is not None or rid is None:
         raise ApiError(413, "quota_exceeded", QUOTA_EXCEEDED, dict(details or {}))
@@ -193,7 +216,8 @@ async def quota_reserved(
     finally:
         # Shielded: a request cancelled by its client's going still gives its bytes back
         # (else they would count until the reservation expires).
-        await asyncio.shield(release(c.pool, rid, hold.file_id))
+        if not hold.kept:
+            await asyncio.shield(release(c.pool, rid, hold.file_id, hold.version))
 
 
 def quota_checked(kind: Literal["create", "chunk"]) -> Callable[[Handler], Handler]:

@@ -96,7 +96,9 @@ TOO_LARGE: dict[int, ResponseSpec] = {
         None,
         description="Past a size limit (object_too_large, upload_too_large, length_exceeded;"
         " details name the limit) or the owner's quota (quota_exceeded: details {quota, used,"
-        " requested}, or `allowed` for a body sent without a length, cut there)",
+        " requested}, or `allowed` for a body sent without a length, cut there; an object"
+        " PUT over a live key asks only what it adds to the key, `replaced` the bytes it"
+        " replaces)",
     ),
     507: ResponseSpec(
         None,

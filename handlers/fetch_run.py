@@ -521,6 +521,11 @@ class FetchRun:
             budget = self.s.fetch_chunk_bytes
             if remaining is not None:
                 budget = min(budget, remaining)
+            if self.quota > 0:
+                # At most one byte past what the quota leaves: a body going over it is cut
+                # off there (_check_quota below), not a whole piece (8 MiB) later.
+                left = self.quota - self.used - self.state.bytes - pending_bytes
+                budget = min(budget, max(0, left) + 1)
             started = time.monotonic()
             while budget > 0:
                 if leftover:
@@ -573,7 +578,8 @@ class FetchRun:
                         "too_many_bytes", f"the origin sent more than its {total} bytes", {}
                     )
                 # A body of no announced length (or one longer than announced) is cut
-                # off once past the quota, not downloaded whole to be refused at the end.
+                # off once past the quota (a byte past it: the piece's budget above), not
+                # downloaded whole to be refused at the end.
                 self._check_quota(self.state.bytes + pending_bytes)
             if pending and (
                 ended or remaining == 0 or time.monotonic() - last_record >= RECORD_EVERY

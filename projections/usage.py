@@ -34,6 +34,54 @@ def over_quota(quota: int, used: int, requested: int) -> dict[str, int] | None:
     return None
 
 
+# A put's reservation (`r`, with a target) that still counts: its write not applied yet
+# (nor a file named for it listed: a reply without a version, see api/routes/objects.py),
+# or applied and the files read model not yet at the version it left.
+PENDING = """(CASE WHEN r.version IS NULL
+       THEN r.file_id IS NULL
+            OR NOT EXISTS (SELECT 1 FROM readmodel.files x WHERE x.id = r.target)
+       ELSE NOT EXISTS (SELECT 1 FROM readmodel.files x
+                         WHERE x.id = r.target AND x.last_version >= r.version) END)"""
+
+# An upload (`u`, a row of readmodel.uploads) whose bucket was deleted after the upload
+# began: the bucket it was made for is gone for good (made again, it is another one), so
+# it cannot complete as it is. While active it holds what it received (bytes on disk), not
+# its declared size: the rest is free again (a tus upload held it until terminated or
+# expired). Judged from the event store (the authority, ahead of the buckets read model),
+# by position: a BucketDeleted recorded after the upload's initiation. Nothing lost: its
+# bytes count as long as it keeps them, and more bytes into it are checked against the
+# quota first (its whole size beside everything else: a native chunk always is, a tus
+# PATCH into such an upload too, api/tus/controller.py); completing it, once its owner
+# made the bucket again, asks for what of it does not count yet (reserve `completing`,
+# api/completion.py: the read model may lag behind its last bytes). Nothing doubled: the
+# freed room is handed out once, since every way back to the declared size is checked.
+# A final (concatenation) is left out of this: its parts' bytes are held by it
+# (storage_used's `held`), and stay so.
+WENT = """(u.mode <> 'final' AND u.status = ANY($3::text[]) AND EXISTS (
+    SELECT 1 FROM eventstore.events d
+     WHERE d.stream_id = 'bucket-' || u.bucket AND d.event_type = 'BucketDeleted'
+       AND d.position > (SELECT i.position FROM eventstore.events i
+                          WHERE i.stream_id = 'upload-' || u.id::text AND i.version = 1)))"""
+
+
+async def bucket_went(db: asyncpg.Pool, upload_id: str, bucket: str) -> bool:
+    """Whether the upload's bucket was deleted after the upload began (see WENT)."""
+    return bool(
+        await db.fetchval(
+            """
+            SELECT EXISTS (
+              SELECT 1 FROM eventstore.events d
+               WHERE d.stream_id = 'bucket-' || $2::text AND d.event_type = 'BucketDeleted'
+                 AND d.position > (SELECT i.position FROM eventstore.events i
+                                    WHERE i.stream_id = 'upload-' || $1::text
+                                      AND i.version = 1))
+            """,
+            upload_id,
+            bucket,
+        )
+    )
+
+
 # How far back in the event store to look for uploads the projection has not seen yet.
 UNPROJECTED_TAIL = 1000
 
@@ -44,10 +92,21 @@ async def storage_used(
     exclude_upload: str | None = None,
     conn: asyncpg.Connection | None = None,
     held_parts: Sequence[str] = (),
+    exclude_reservation: str | None = None,
 ) -> int:
     """Bytes counted against `owner`'s quota, leaving out one upload (and its file); on
     `conn` when given (`reserve`, inside its transaction). `held_parts`: partial uploads
     left out as if a final held them (the parts of a concatenation about to be created).
+    `exclude_reservation`: a reservation left out (one being resized).
+
+    An object PUT replaces what its key holds, so the key counts the largest of its live
+    size and the bytes of the puts on their way to it (reservations naming it as their
+    `target`): the key ends with one of those, whichever write is applied last, so that
+    bounds it whatever order two puts of the key, or a put and a delete, are applied in.
+    A delete applied first drops the live size, not the put's bytes, which go on counting
+    in full (the put will create the key afresh). A put's reservation counts until the
+    files read model has the version its write left (`version`): until then the row may
+    still show the old size.
 
     A tus concatenation (a final upload) is complete at once, its bytes its parts'; the
     parts stay active (reusable in another final) until they expire. Its bytes count once:
@@ -63,8 +122,11 @@ async def storage_used(
     # (`file_id` set) and that file's row are read in one statement: counted exactly once.
     reserved = await db.fetchval(
         "SELECT coalesce(sum(bytes), 0) FROM api.quota_reservations"
-        " WHERE owner = $1 AND expires_at > now() AND file_id IS NULL",
+        " WHERE owner = $1 AND expires_at > now() AND file_id IS NULL AND target IS NULL"
+        " AND completing IS NULL"
+        " AND id IS DISTINCT FROM $2",
         owner,
+        uuid.UUID(exclude_reservation) if exclude_reservation else None,
     )
     # Uploads the projection may not have seen yet: the newest initiations, read through
     # the event store (so through the upcasters, like every other reader of events).
@@ -93,7 +155,7 @@ async def storage_used(
     # initiation the bytes are counted exactly once too (the create's own hold aside,
     # which overlaps as any create's does until it is released).
     used = await db.fetchval(
-        """
+        f"""
         WITH held AS (
           -- Parts of a concatenation about to be created (`reserve`).
           SELECT unnest($8::uuid[]) AS id
@@ -130,7 +192,8 @@ async def storage_used(
               -- Not `upload_id IS DISTINCT FROM $2` alone: with no upload left out ($2 null)
               -- that left out every file made without an upload (objects, fetches, copies).
               AND ($2::uuid IS NULL OR upload_id IS DISTINCT FROM $2))
-        + (SELECT coalesce(sum(coalesce(u.file_size, u.bytes_received)), 0)
+        + (SELECT coalesce(sum(CASE WHEN {WENT} THEN u.bytes_received
+                                    ELSE coalesce(u.file_size, u.bytes_received) END), 0)
              FROM readmodel.uploads u
             WHERE u.owner = $1 AND u.id IS DISTINCT FROM $2
               AND (u.status = ANY($3::text[])
@@ -145,7 +208,28 @@ async def storage_used(
         + (SELECT coalesce(sum(r.bytes), 0)
              FROM api.quota_reservations r
             WHERE r.owner = $1 AND r.expires_at > now() AND r.file_id IS NOT NULL
+              AND r.target IS NULL AND r.id IS DISTINCT FROM $9
               AND NOT EXISTS (SELECT 1 FROM readmodel.files f WHERE f.id = r.file_id))
+        -- A completion's hold (`reserve` completing: an upload whose bucket went, made
+        -- again), read with the upload's row: it counts until that row is completed.
+        + (SELECT coalesce(sum(r.bytes), 0)
+             FROM api.quota_reservations r
+            WHERE r.owner = $1 AND r.expires_at > now() AND r.completing IS NOT NULL
+              AND r.id IS DISTINCT FROM $9
+              AND NOT EXISTS (SELECT 1 FROM readmodel.uploads u
+                               WHERE u.id = r.completing AND NOT u.status = ANY($3::text[])))
+        -- Puts on their way to a key (read with the key's row, in this one statement):
+        -- what the largest of them adds to what the key holds (counted above as a file).
+        + (SELECT coalesce(sum(greatest(0, p.top - coalesce(f.size, 0))), 0)
+             FROM (SELECT r.target, max(r.bytes) AS top
+                     FROM api.quota_reservations r
+                    WHERE r.owner = $1 AND r.expires_at > now() AND r.target IS NOT NULL
+                      AND r.id IS DISTINCT FROM $9
+                      AND {PENDING}
+                    GROUP BY r.target) AS p
+             LEFT JOIN readmodel.files f
+                    ON f.id = p.target AND f.owner = $1 AND f.deleted_at IS NULL
+                   AND ($2::uuid IS NULL OR f.upload_id IS DISTINCT FROM $2))
         """,
         owner,
         excluded,
@@ -155,8 +239,32 @@ async def storage_used(
         [f for f, _ in pairs],
         [p for _, p in pairs],
         [uuid.UUID(p) for p in held_parts],
+        uuid.UUID(exclude_reservation) if exclude_reservation else None,
     )
     return int(used or 0) + int(reserved or 0)
+
+
+async def key_holds(
+    conn: asyncpg.Connection, owner: str, target: str, exclude_reservation: str | None
+) -> int:
+    """What `storage_used` counts for the key of the object `target`: the largest of its
+    live size and the puts on their way to it (leaving out one reservation). A put of N
+    bytes to it adds max(0, N - this)."""
+    got = await conn.fetchval(
+        f"""
+        SELECT greatest(
+          (SELECT coalesce(max(size), 0) FROM readmodel.files
+            WHERE id = $2 AND owner = $1 AND deleted_at IS NULL),
+          (SELECT coalesce(max(r.bytes), 0) FROM api.quota_reservations r
+            WHERE r.owner = $1 AND r.target = $2 AND r.expires_at > now()
+              AND r.id IS DISTINCT FROM $3
+              AND {PENDING}))
+        """,
+        owner,
+        uuid.UUID(target),
+        uuid.UUID(exclude_reservation) if exclude_reservation else None,
+    )
+    return int(got or 0)
 
 
 # The advisory lock class of quota reservations (the key's second half: the owner's hash).
@@ -174,52 +282,88 @@ async def reserve(
     exclude_upload: str | None = None,
     resize: str | None = None,
     parts: Sequence[str] = (),
+    target: str | None = None,
+    completing: str | None = None,
 ) -> tuple[str | None, dict[str, int] | None, int]:
     """Reserve `requested` bytes of `owner`'s quota: (the reservation's id, None, the bytes
     used besides it), or (None, the refusal's details, used) when they would go over. `resize`: an earlier
     reservation of the same request, which becomes `requested` bytes (its own bytes not
     counted against it); refused, it stays as it was. `parts`: the partial uploads of a
     concatenation of `requested` bytes about to be initiated; what of them counts now
-    (no other final holds it) moves to it, so only the rest is reserved (and refused)."""
+    (no other final holds it) moves to it, so only the rest is reserved (and refused).
+    `target`: the object (file id) an object PUT writes, replacing what its key holds:
+    only what it adds to the key is asked (`key_holds`; details then say `replaced`), and
+    a put that adds nothing is never refused, so an owner at (or over) the quota may
+    replace an object with one no larger. "Used besides it" leaves the key out then.
+    `completing`: an upload about to be completed, of `requested` bytes: only what of them
+    it does not count now is asked (nothing, unless its bucket went since it began and the
+    read model lags behind its bytes: see WENT), and the hold then counts until the uploads
+    read model has it completed."""
     async with store.pool.acquire() as conn, conn.transaction():
         # One owner's reservations are decided one at a time (held to commit); other owners
         # are not held up. The two-key form keeps the key space apart from the event store's.
         await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", QUOTA_LOCK, owner)
+        # Gone too: puts' holds whose version the files read model has (they count no
+        # more), so that an owner's many PUTs do not leave an hour of rows to every check.
         await conn.execute(
-            "DELETE FROM api.quota_reservations WHERE owner = $1 AND expires_at <= now()", owner
+            "DELETE FROM api.quota_reservations r WHERE r.owner = $1 AND (r.expires_at <= now()"
+            " OR (r.version IS NOT NULL AND EXISTS (SELECT 1 FROM readmodel.files x"
+            " WHERE x.id = r.target AND x.last_version >= r.version)))",
+            owner,
         )
-        held = 0
-        if resize is not None:
-            held = (
-                await conn.fetchval(
-                    "SELECT bytes FROM api.quota_reservations WHERE id = $1", uuid.UUID(resize)
-                )
-                or 0
-            )
-        used = await storage_used(store, owner, exclude_upload, conn) - held
+        used = await storage_used(store, owner, exclude_upload, conn, exclude_reservation=resize)
+        asked = requested
         if parts:
             # Read under the lock like `used`: no other final of them can come in between.
-            rest = await storage_used(store, owner, exclude_upload, conn, held_parts=parts)
-            requested -= used + held - rest
-        if (details := over_quota(quota, used, requested)) is not None:
-            return None, details, used
+            rest = await storage_used(
+                store, owner, exclude_upload, conn, held_parts=parts, exclude_reservation=resize
+            )
+            asked -= used - rest
+        if completing is not None:
+            without = await storage_used(store, owner, completing, conn, exclude_reservation=resize)
+            asked = max(0, requested - (used - without))
+        replaced = 0
+        if target is not None:
+            # Read under the lock too: another put of the key, or one to come, sees this
+            # reservation and is judged against it (the largest counts, see storage_used).
+            replaced = await key_holds(conn, owner, target, resize)
+            asked = max(0, requested - replaced)
+        # A put, or a completion, that adds nothing always fits.
+        refusable = asked > 0 or (target is None and completing is None)
+        if refusable and (details := over_quota(quota, used, asked)) is not None:
+            if replaced:
+                details["replaced"] = replaced
+            return None, details, used - replaced
         rid = uuid.UUID(resize) if resize is not None else uuid.uuid4()
         await conn.execute(
-            "INSERT INTO api.quota_reservations (id, owner, bytes, expires_at)"
-            " VALUES ($1, $2, $3, now() + make_interval(secs => $4))"
+            "INSERT INTO api.quota_reservations (id, owner, bytes, expires_at, target,"
+            " completing) VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5, $6)"
             " ON CONFLICT (id) DO UPDATE SET bytes = excluded.bytes",
             rid,
             owner,
-            requested,
+            # A target's row holds the put's whole size: the key counts the largest.
+            requested if target is not None else asked,
             float(RESERVATION_TTL_SECONDS),
+            uuid.UUID(target) if target is not None else None,
+            uuid.UUID(completing) if completing is not None else None,
         )
-        return str(rid), None, used
+        return str(rid), None, used - replaced
 
 
-async def release(pool: asyncpg.Pool, reservation: str, file_id: str | None = None) -> None:
+async def release(
+    pool: asyncpg.Pool, reservation: str, file_id: str | None = None, version: int | None = None
+) -> None:
     """The request is over: its reservation goes, or (`file_id`: it made that file, which
-    counts once the files read model has it) stays until then."""
-    if file_id is None:
+    counts once the files read model has it) stays until then; or (`version`: a put to its
+    target was applied, leaving the object's stream at that version) stays until the files
+    read model has that version."""
+    if version is not None:
+        await pool.execute(
+            "UPDATE api.quota_reservations SET version = $2 WHERE id = $1",
+            uuid.UUID(reservation),
+            version,
+        )
+    elif file_id is None:
         await pool.execute(
             "DELETE FROM api.quota_reservations WHERE id = $1", uuid.UUID(reservation)
         )

@@ -375,8 +375,11 @@ class ObjectsController(SecuredController):
         if declared is not None and declared > limit:
             raise ApiError(413, "object_too_large", "the object is too large", {"max": limit})
         # The quota (api/limits.py): a declared size is reserved now; a body without one may
-        # bring what is left of the quota, and its size is reserved once it has ended.
-        async with quota_reserved(c, bucket.owner, declared or 0) as hold:
+        # bring what is left of the quota, and its size is reserved once it has ended. Only
+        # what it adds to the key counts: it replaces what the key holds (`target`).
+        async with quota_reserved(
+            c, bucket.owner, declared or 0, target=object_file_id(bucket.name, key)
+        ) as hold:
             cap = limit
             if declared is None and hold.remaining is not None:
                 cap = min(limit, hold.remaining)
@@ -426,8 +429,12 @@ class ObjectsController(SecuredController):
                 if st is None:  # deleted again in between
                     raise _object_not_found(bucket.name, key)
                 view = object_view(bucket.name, st)
-            # It counts once the files read model has it: the reservation holds until then.
-            hold.file_id = view["id"]
+            # It counts once the files read model has the version this put left: the
+            # reservation holds until then (the row may show the old version meanwhile).
+            if result.version > 0:
+                hold.version = result.version
+            else:  # no version in the reply (an old actor): until the file is listed
+                hold.file_id = view["id"]
         return Response(view, status_code=201 if created else 200, headers={"ETag": view["etag"]})
 
     @route(

@@ -426,6 +426,13 @@ class UploadsController(SecuredController):
                 description="upload_not_found, or bucket_not_found: the upload's bucket was"
                 " deleted since (the upload stays; abort it, or make the bucket again)",
             ),
+            413: ResponseSpec(
+                None,
+                description="quota_exceeded ({quota, used, requested}): the upload's bucket"
+                " was deleted since it began (it then holds only what it received) and made"
+                " again, and what of its bytes does not count yet no longer fits the owner's"
+                " quota; the upload stays, with them",
+            ),
             422: ResponseSpec(
                 None,
                 description="checksum_mismatch: the assembled bytes do not match the declared"

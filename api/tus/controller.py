@@ -85,6 +85,7 @@ from domain.errors import DomainError, NotFound
 from domain.events import RecordedEvent
 from domain.registry import AGGREGATES
 from domain.uploads import ACTIVE, UploadState, UploadStatus
+from projections.usage import bucket_went
 
 log = get_logger(__name__)
 
@@ -615,6 +616,16 @@ class TusController(Controller):
             reloaded = await c.load("uploads", f"upload-{state.id}")
             assert reloaded is not None
             state = reloaded
+        if (
+            state.file_size is not None
+            and c.settings.quota_for(state.owner) > 0
+            and await bucket_went(c.pool, state.id, state.bucket)
+        ):
+            # Its bucket was deleted since it began: it holds only what it received, not
+            # its length (projections.usage.WENT), so more bytes must fit the quota again,
+            # as a native chunk's do: its whole length beside everything else (413 before
+            # a byte of the body is read; what it has is kept).
+            await check_quota(c, state.owner, state.file_size, exclude_upload=state.id)
         # The same in-flight limits as native chunk PUTs (429).
         with limiter(request).hold(state.id, principal.user):
             if state.file_size is None:

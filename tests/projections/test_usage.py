@@ -11,7 +11,10 @@ import uuid
 import pytest
 
 from bus.store.eventstore import PostgresEventStore
-from domain.commands import AppendBytes, CreateFile, InitiateUpload
+from domain import policies
+from domain.buckets.commands import CreateBucket, DeleteBucket
+from domain.commands import AbortUpload, AppendBytes, CreateFile, DeleteFile, InitiateUpload
+from domain.files.keys import object_file_id
 from projections.rebuild import rebuild
 from projections.usage import release, reserve, storage_used
 from tests.projections.conftest import T0, Writer, sha
@@ -162,3 +165,168 @@ async def test_a_concatenation_holds_its_parts_bytes_seen_or_not_by_the_projecti
     assert rid is None and details == {"quota": QUOTA, "used": 50_000, "requested": 60_000}
     await _final(writer, "u5", (a, 30_000))
     assert await storage_used(event_store, "u5") == 80_000
+
+
+async def _object(writer: Writer, owner: str, key: str, size: int) -> tuple[str, int]:
+    """Put the object `key` (bucket "bkt") of `size` bytes, as a PUT's command does: (its file
+    id, the stream version the put left). Not projected: `rebuild` does that."""
+    fid = object_file_id("bkt", key)
+    out = await writer.run(
+        policies.put_object(
+            bucket="bkt",
+            key=key,
+            owner=owner,
+            size=size,
+            sha256=sha(f"{key}{size}"),
+            manifest=[(sha(f"{key}{size}"), size)],
+            content_type="x/y",
+            caller=owner,
+            at=T0,
+        )
+    )
+    return fid, out[-1].version
+
+
+async def test_an_overwrite_asks_only_what_it_adds_to_its_key(
+    event_store: PostgresEventStore, writer: Writer
+) -> None:
+    """An owner at the quota may replace an object with one no larger: the put is judged
+    by what it adds to its key (new size minus what the key holds), not its whole size."""
+    a, _ = await _object(writer, "u7", "a", 60_000)
+    await _object(writer, "u7", "b", 40_000)
+    await rebuild(event_store.pool, "files")
+    assert await storage_used(event_store, "u7") == QUOTA
+    rid, details, _ = await reserve(event_store, "u7", QUOTA, 60_000, target=a)
+    assert rid is not None and details is None
+    smaller, details, _ = await reserve(event_store, "u7", QUOTA, 10_000, target=a)
+    assert smaller is not None and details is None
+    # Two puts of one key in flight: the key ends with one of them, so it counts the
+    # largest of what it holds and what is on its way, not their sum.
+    assert await storage_used(event_store, "u7") == QUOTA
+    refused, details, _ = await reserve(event_store, "u7", QUOTA, 60_001, target=a)
+    assert refused is None
+    assert details == {"quota": QUOTA, "used": QUOTA, "requested": 1, "replaced": 60_000}
+    # A new key has nothing to replace.
+    refused, details, _ = await reserve(
+        event_store, "u7", QUOTA, 1, target=object_file_id("bkt", "c")
+    )
+    assert refused is None and details == {"quota": QUOTA, "used": QUOTA, "requested": 1}
+    for r in (rid, smaller):
+        await release(event_store.pool, r)
+    assert await storage_used(event_store, "u7") == QUOTA
+
+
+async def test_an_overwrite_racing_a_delete_keeps_its_bytes_counted(
+    event_store: PostgresEventStore, writer: Writer
+) -> None:
+    """The key's old version is deleted while the overwrite that counted on it is in
+    flight: the put will create the key afresh, so its bytes go on counting in full, and
+    what the delete freed is not handed out twice."""
+    a, _ = await _object(writer, "u8", "a", 60_000)
+    await _object(writer, "u8", "b", 40_000)
+    await rebuild(event_store.pool, "files")
+    rid, details, _ = await reserve(event_store, "u8", QUOTA, 60_000, target=a)
+    assert rid is not None and details is None
+    await writer.run(DeleteFile(aggregate_id=a, caller="u8", at=T0))
+    await rebuild(event_store.pool, "files")
+    assert await storage_used(event_store, "u8") == QUOTA
+    refused, details, _ = await reserve(
+        event_store, "u8", QUOTA, 1, target=object_file_id("bkt", "c")
+    )
+    assert refused is None and details is not None
+    _, version = await _object(writer, "u8", "a", 60_000)  # the put lands: created afresh
+    await release(event_store.pool, rid, version=version)
+    assert await storage_used(event_store, "u8") == QUOTA  # not projected yet: still held
+    await rebuild(event_store.pool, "files")
+    assert await storage_used(event_store, "u8") == QUOTA  # the file's now, counted once
+
+
+async def test_a_grown_object_counts_its_new_size_before_the_read_model_has_it(
+    event_store: PostgresEventStore, writer: Writer
+) -> None:
+    """A put that grew a key is applied; the files read model still shows the old size.
+    The hold goes on counting the difference until the row has the put's version: before,
+    it stopped at once (the row existed), and the growth went uncounted meanwhile."""
+    a, _ = await _object(writer, "u9", "a", 10_000)
+    await rebuild(event_store.pool, "files")
+    rid, details, used = await reserve(event_store, "u9", QUOTA, 90_000, target=a)
+    assert rid is not None and details is None and used == 0
+    _, version = await _object(writer, "u9", "a", 90_000)
+    await release(event_store.pool, rid, version=version)
+    assert await storage_used(event_store, "u9") == 90_000
+    refused, details, _ = await reserve(event_store, "u9", QUOTA, 10_001)
+    assert refused is None and details == {"quota": QUOTA, "used": 90_000, "requested": 10_001}
+    await rebuild(event_store.pool, "files")
+    assert await storage_used(event_store, "u9") == 90_000
+    # Counted by the file now, the hold is dropped by the owner's next check.
+    rid, _, _ = await reserve(event_store, "u9", QUOTA, 0)
+    assert rid is not None
+    await release(event_store.pool, rid)
+    left = await event_store.pool.fetchval(
+        "SELECT count(*) FROM api.quota_reservations WHERE owner = 'u9'"
+    )
+    assert left == 0
+
+
+async def _upload_into(writer: Writer, owner: str, bucket: str, size: int) -> str:
+    """A tus upload of `size` declared bytes into `bucket`, initiated (the events only)."""
+    uid = str(uuid.uuid4())
+    await writer.run(
+        InitiateUpload(
+            aggregate_id=uid,
+            caller=owner,
+            at=T0,
+            file_name="f",
+            file_size=size,
+            chunk_size=size,
+            mode="stream",
+            bucket=bucket,
+            key="k",
+        )
+    )
+    return uid
+
+
+async def test_an_upload_whose_bucket_went_holds_only_what_it_received(
+    event_store: PostgresEventStore, writer: Writer
+) -> None:
+    """Its bucket deleted after it began, an upload can no longer complete as it is: it
+    holds what it received, not its declared size (read from the event store: the buckets
+    read model may lag), and stays so when the bucket is made again (another bucket, for
+    the upload's purposes); completing it then asks for the rest. An upload begun after
+    the bucket was made again counts as any does."""
+    await writer.run(CreateBucket(aggregate_id="went", caller="u10", at=T0))
+    gone = await _upload_into(writer, "u10", "went", 60_000)
+    await writer.run(
+        AppendBytes(
+            aggregate_id=gone,
+            caller="u10",
+            at=T0,
+            offset=0,
+            pieces=[{"sha256": sha(gone), "size": 20_000}],
+        )
+    )
+    await rebuild(event_store.pool, "uploads")
+    assert await storage_used(event_store, "u10") == 60_000
+    await writer.run(DeleteBucket(aggregate_id="went", caller="u10", at=T0))
+    assert await storage_used(event_store, "u10") == 20_000
+    await writer.run(CreateBucket(aggregate_id="went", caller="u10", at=T0))
+    assert await storage_used(event_store, "u10") == 20_000
+    later = await _upload_into(writer, "u10", "went", 50_000)
+    await rebuild(event_store.pool, "uploads")
+    assert await storage_used(event_store, "u10") == 70_000
+    # Completing the first with all its 60,000 bytes asks for the 40,000 it does not
+    # count: they do not fit beside 70,000.
+    refused, details, _ = await reserve(event_store, "u10", QUOTA, 60_000, completing=gone)
+    assert refused is None and details == {"quota": QUOTA, "used": 70_000, "requested": 40_000}
+    # Completing one that counts asks for nothing, even at the quota.
+    rid, details, _ = await reserve(event_store, "u10", QUOTA, 50_000, completing=later)
+    assert rid is not None and details is None
+    assert await storage_used(event_store, "u10") == 70_000
+    await release(event_store.pool, rid)
+    await writer.run(AbortUpload(aggregate_id=later, caller="u10", at=T0))
+    await rebuild(event_store.pool, "uploads")
+    rid, details, _ = await reserve(event_store, "u10", QUOTA, 60_000, completing=gone)
+    assert rid is not None and details is None
+    # Held until the read model has it completed (it is still active there).
+    assert await storage_used(event_store, "u10") == 60_000

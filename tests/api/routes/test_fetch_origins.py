@@ -51,7 +51,7 @@ async def osys(
         fetch_timeout=1.0,
         fetch_per_owner=50,
         fetch_concurrency=50,
-        quotas=(("o-quota", QUOTA), ("o-quota-race", QUOTA)),
+        quotas=(("o-quota", QUOTA), ("o-quota-race", QUOTA), ("o-quota-full", QUOTA)),
     ) as s:
         yield s
 
@@ -309,6 +309,56 @@ async def test_a_fetch_past_the_owners_quota_fails_and_makes_no_file(osys: Syste
         assert events[-1].data["details"]["code"] == "quota_exceeded"
         files = (await c.get("/v1/files")).json()
         assert files["items"] == [], files
+
+
+async def test_a_fetch_into_a_bucket_at_quota_stops_once_the_body_passes_it(
+    osys: System,
+) -> None:
+    """A body of no announced length into a bucket at its owner's quota: the fetch fails
+    quota_exceeded once it has read one byte more than the quota left it, not when the body
+    ends (this origin's never does: only the worker's stopping ends it), and nothing of it
+    is kept as a file or an object."""
+    sent = 0
+    gone = asyncio.Event()
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        nonlocal sent
+        resp = web.StreamResponse(status=200)
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        block = os.urandom(64 * 1024)
+        try:
+            while sent < 200 * QUOTA:  # a bound for a worker that never stops
+                await resp.write(block)
+                sent += len(block)
+        except (ConnectionError, RuntimeError):
+            pass
+        finally:
+            gone.set()
+        return resp
+
+    async with serve(endless) as base, osys.client("o-quota-full") as c:
+        assert (await c.post("/v1/buckets", json={"name": "o-quota-full"})).status_code == 201
+        r = await c.put("/v1/buckets/o-quota-full/objects/filler", content=b"x" * QUOTA)
+        assert r.status_code == 201, r.text
+        f = await post(c, f"{base}/endless", bucket="o-quota-full", key="big")
+        failed = await until(c, f["id"], "COMPLETED", "FAILED")
+        assert failed["status"] == "FAILED" and failed["file_id"] is None, failed
+        assert "quota" in failed["last_error"], failed
+        assert failed["bytes"] == 0, failed  # the piece past the quota was never recorded
+        events = await PostgresEventStore(osys.pool).read_stream(f"fetch-{f['id']}")
+        details = events[-1].data["details"]
+        assert details["code"] == "quota_exceeded", details
+        # Read one byte past what the quota left (none here), not a whole piece.
+        assert (details["used"], details["requested"]) == (QUOTA, 1), details
+        await asyncio.wait_for(gone.wait(), 30)  # the worker hung up
+        # What the origin got out before the worker hung up: one piece and what the
+        # sockets buffer, far from the 200 MB it would have sent to the end.
+        assert sent < 16 * 1024 * 1024, sent
+        r = await c.get("/v1/buckets/o-quota-full/objects/big")
+        assert r.status_code == 404, r.text
+        keys = [o["key"] for o in (await c.get("/v1/buckets/o-quota-full/objects")).json()["items"]]
+        assert keys == ["filler"], keys
 
 
 async def test_concurrent_fetches_never_pass_the_quota_together(osys: System) -> None:

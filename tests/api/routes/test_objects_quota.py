@@ -1,0 +1,113 @@
+"""Object PUTs against the owner's quota through the whole system: an overwrite is judged
+by what it adds to its key (projections/usage.py `reserve` with a target), not by its
+whole size. Real Postgres, broker and API."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
+from domain.files.keys import object_file_id
+from tests.api.routes.test_uploads_complete import assert_error, chunked, create
+from tests.system import System, isolated_system, wait_until
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+QUOTA = 100_000
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def qsys(
+    pg_server: EmbeddedPostgres, kafka_server: EmbeddedKafka, template_url: str
+) -> AsyncIterator[System]:
+    async with isolated_system(pg_server.url, kafka_server.bootstrap, quota_bytes=QUOTA) as s:
+        yield s
+
+
+async def listed(s: System, bucket: str, key: str, size: int) -> None:
+    """Until the files read model shows the object's version of `size` bytes."""
+
+    async def check() -> bool:
+        got = await s.pool.fetchval(
+            "SELECT size FROM readmodel.files WHERE id = $1 AND deleted_at IS NULL",
+            uuid.UUID(object_file_id(bucket, key)),
+        )
+        return bool(got == size)
+
+    await wait_until(check)
+
+
+async def test_an_overwrite_at_the_quota_is_judged_by_its_net_change(qsys: System) -> None:
+    me = f"u-{secrets.token_hex(4)}"
+    bucket = f"q-{secrets.token_hex(4)}"
+    async with qsys.client(me) as c:
+        assert (await c.post("/v1/buckets", json={"name": bucket})).status_code == 201
+        objects = f"/v1/buckets/{bucket}/objects"
+        assert (await c.put(f"{objects}/a", content=os.urandom(60_000))).status_code == 201
+        assert (await c.put(f"{objects}/b", content=os.urandom(40_000))).status_code == 201
+        # At the quota: the same size again, and a smaller one, add nothing (413 before).
+        r = await c.put(f"{objects}/a", content=os.urandom(60_000))
+        assert r.status_code == 200, r.text
+        small = os.urandom(30_000)
+        r = await c.put(f"{objects}/a", content=small)
+        assert r.status_code == 200, r.text
+        assert (await c.get(f"{objects}/a")).content == small
+        await listed(qsys, bucket, "a", 30_000)
+        # Growing is judged by the growth: 30,000 are free, 30,001 more are not.
+        r = await c.put(f"{objects}/a", content=os.urandom(60_001))
+        err = assert_error(r, 413, "quota_exceeded")
+        assert err["details"] == {
+            "quota": QUOTA,
+            "used": 70_000,
+            "requested": 30_001,
+            "replaced": 30_000,
+        }
+        assert (await c.get(f"{objects}/a")).content == small  # the refused put changed nothing
+        # A body without a length may bring what is left plus what its key holds.
+        data = os.urandom(70_000)
+        r = await c.put(f"{objects}/b", content=chunked(data))
+        assert r.status_code == 200, r.text
+        assert (await c.get(f"{objects}/b")).content == data
+        r = await c.put(f"{objects}/a", content=chunked(os.urandom(30_001)))
+        assert_error(r, 413, "quota_exceeded")
+        # Nothing is left: a new object or upload still cannot come in.
+        assert_error(await c.put(f"{objects}/c", content=b"x"), 413, "quota_exceeded")
+        assert_error(await create(c, 1), 413, "quota_exceeded")
+
+
+async def test_concurrent_overwrites_and_a_delete_never_take_the_owner_past_the_quota(
+    qsys: System,
+) -> None:
+    """At the quota, five PUTs of one key (none larger than what it holds), its DELETE and
+    a PUT of a new key, all at once: every overwrite passes (each adds nothing), and
+    whichever order they are applied in, what is stored in the end fits the quota (the
+    new key gets in only if the delete was applied and the puts were gone by then)."""
+    me = f"u-{secrets.token_hex(4)}"
+    bucket = f"q-{secrets.token_hex(4)}"
+    async with qsys.client(me) as c:
+        assert (await c.post("/v1/buckets", json={"name": bucket})).status_code == 201
+        objects = f"/v1/buckets/{bucket}/objects"
+        assert (await c.put(f"{objects}/a", content=os.urandom(60_000))).status_code == 201
+        assert (await c.put(f"{objects}/b", content=os.urandom(40_000))).status_code == 201
+        sizes = [60_000, 50_000, 40_000, 60_000, 30_000]
+        got = await asyncio.gather(
+            *[c.put(f"{objects}/a", content=os.urandom(n)) for n in sizes],
+            c.delete(f"{objects}/a"),
+            c.put(f"{objects}/c", content=os.urandom(60_000)),
+        )
+        assert all(r.status_code in (200, 201) for r in got[: len(sizes)]), [r.text for r in got]
+        assert got[len(sizes)].status_code == 204, got[len(sizes)].text
+        assert got[-1].status_code in (201, 413), got[-1].text
+        stored = 0
+        for key in "abc":
+            r = await c.get(f"{objects}/{key}")
+            assert r.status_code in (200, 404), r.text
+            stored += len(r.content) if r.status_code == 200 else 0
+        assert stored <= QUOTA, stored
