@@ -94,6 +94,11 @@ class NewerSchema(Unavailable):
         self.event_type = event_type
         self.stored_version = stored_version
         self.known_version = known_version
+        # Which stream, and the owner recorded with the event, when known (set by the
+        # decoding that met it): whoever may not see that stream is answered as for a
+        # missing one, never told that it exists.
+        self.stream_id: str | None = None
+        self.owner: str | None = None
 
 
 _KINDS: dict[str, type[DomainError]] = {

@@ -262,7 +262,13 @@ class AggregateSpec(Generic[S]):
         cls = self.event_types.get(ev.type)
         if cls is None:
             return None
-        _, data = cls.upcast(ev.schema_version, ev.data)
+        try:
+            _, data = cls.upcast(ev.schema_version, ev.data)
+        except NewerSchema as e:
+            stream_id, owner = getattr(ev, "stream_id", None), getattr(ev, "owner", None)
+            e.stream_id = stream_id if isinstance(stream_id, str) else None
+            e.owner = owner if isinstance(owner, str) else None
+            raise
         return cls.decode(data)
 
     def decide(self, state: S | None, cmd: Command) -> list[NewEvent]:

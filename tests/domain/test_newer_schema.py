@@ -136,3 +136,12 @@ def test_an_unknown_type_still_folds_as_skipped() -> None:
     ]
     state = registry.AGGREGATES["uploads"].fold(history)
     assert state is not None and state.file_name == "a.bin"
+
+
+def test_the_refusal_names_the_stream_and_its_recorded_owner() -> None:
+    """So that an adapter can answer someone else's stream as a missing one (404)."""
+    newer = _recorded("UploadChunkStored", UploadChunkStored.schema_version + 1, NEWER_CHUNK)
+    with pytest.raises(NewerSchema) as caught:
+        registry.AGGREGATES["uploads"].fold([newer])
+    assert (caught.value.stream_id, caught.value.owner) == ("upload-u-1", "alice")
+    assert "owner" not in caught.value.details  # never told to the caller
