@@ -19,7 +19,7 @@ import httpx
 from domain.uploads.events import UploadBytesAppended, UploadChunkStored
 from tests.api.tus.test_controller import TUS, upload_id
 from tests.api.tus.test_controller import create as tus_create
-from tests.system import System
+from tests.system import System, wait_until
 
 AT = "2026-01-02T03:04:05+00:00"
 CHUNK = b"x" * 10
@@ -146,3 +146,34 @@ async def test_tus_head_of_an_upload_with_a_newer_event_answers_503(
         assert_upgrade_in_progress(r, "UploadBytesAppended", known)
         r = await dave.head(url, headers=TUS)
         assert r.status_code == 404
+
+
+async def test_ready_names_a_projector_held_at_a_newer_event(shared_system: System) -> None:
+    """The relay publishes the newer event as stored; the projector holds its partition
+    there, and /ready says so (the system's readiness, not a process's own)."""
+    async with shared_system.client("nsv-erin") as erin, shared_system.client(None) as anon:
+        r = await erin.post(
+            "/v1/uploads", json={"file_name": "e.bin", "file_size": 30, "chunk_size": 10}
+        )
+        uid = r.json()["id"]
+        await insert_raw(
+            shared_system.pool,
+            f"upload-{uid}",
+            2,
+            "UploadChunkStored",
+            UploadChunkStored.schema_version + 1,
+            {"index": 0, "offset": 0, "size": 10, "sha256": "ab" * 32, "at": AT},
+            "nsv-erin",
+        )
+
+        async def held() -> dict[str, Any] | None:
+            r = await anon.get("/ready")
+            checks: dict[str, Any] = r.json()["checks"]
+            return checks if "newer schema version" in checks.get("projector", "") else None
+
+        checks = await wait_until(held, timeout=60)
+        assert checks["projector"].startswith("error: held at ")
+        r = await anon.get("/ready")
+        assert r.status_code == 503 and r.headers["Retry-After"].isdigit()
+        # A process's own readiness (what a load balancer probes) is not the projector's.
+        assert (await anon.get("/ready", params={"scope": "process"})).status_code == 200
