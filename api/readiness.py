@@ -46,7 +46,7 @@ OK_FOR = 1.5
 FAIL_FOR = 0.25
 CHECK_TIMEOUT = 5.0
 
-_PG_CHECK = """
+_PG_CHECK = f"""
 SELECT
   EXISTS (SELECT 1 FROM pg_locks
           WHERE locktype = 'advisory' AND classid = $1::int::oid AND objsubid = 2 AND granted
@@ -54,8 +54,8 @@ SELECT
     AS relay,
   EXISTS (SELECT 1 FROM pg_stat_activity
           WHERE application_name = $2 AND datname = current_database()) AS projector,
-  ({held}) AS held
-""".format(held=UNRESOLVED_COUNT)
+  ({UNRESOLVED_COUNT}) AS held
+"""
 
 
 class Readiness:
