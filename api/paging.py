@@ -5,6 +5,7 @@ model refuses (a bad sort or filter value: ValueError) as 400 `invalid_query`.""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from enum import StrEnum
 from typing import Any
 
 from litestar import Response
@@ -27,3 +28,15 @@ async def page_response(
         {"items": items, "total": total, "limit": limit, "offset": offset},
         headers={"X-Total-Count": str(total)},
     )
+
+
+def status_filter(status: str | None, statuses: type[StrEnum]) -> str | None:
+    """A list's `status` query, in any case: the status's name, or 400 `invalid_status`
+    naming the allowed ones (not an empty page: a typo would read as "none")."""
+    if status is None:
+        return None
+    if status.upper() not in statuses.__members__:
+        raise ApiError(
+            400, "invalid_status", "unknown status", {"allowed": list(statuses.__members__)}
+        )
+    return status.upper()

@@ -3,7 +3,8 @@
 #
 #   1. static checks (deploy/check_static.py): YAML, compose structure and env names, the
 #      Kubernetes manifests rendered by kustomize and validated against the Kubernetes
-#      schemas, references between them, the Dockerfile and its .dockerignore; then the
+#      schemas, references between them, the NetworkPolicies, the Dockerfile (base image
+#      pinned by digest) and the root .dockerignore; then the
 #      Dockerfile's build stage replayed with uv into a temp dir (the image's venv);
 #   2. the compose file against the Compose Specification schema (`docker compose config`
 #      when an engine-less compose plugin is there, else dclint from the npm registry);

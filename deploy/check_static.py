@@ -10,9 +10,12 @@ Run by deploy/check.sh as
 - the Kubernetes manifests: the kustomization lists every file, the rendered output
   validates against the Kubernetes schemas (strict), every ConfigMap / Secret / key / PVC /
   volume / port a Deployment or Job references exists, env names are known settings,
-  probes hit real routes, Service and PDB selectors match the api pods;
-- the Dockerfile: base image, non-root numeric USER, ENTRYPOINT/CMD, layer order, every
-  COPY source exists and survives Dockerfile.dockerignore;
+  probes hit real routes, Service and PDB selectors match the api pods; the NetworkPolicies,
+  evaluated as a CNI would for every workload (network_policy_checks);
+- the Dockerfile: base image pinned by digest (base_image_checks), non-root numeric USER,
+  ENTRYPOINT/CMD, layer order, every COPY source exists and survives the root .dockerignore,
+  which keeps the developer's environment, caches, tests and secrets out
+  (dockerignore_checks);
 - with --build-venv DIR: replays the Dockerfile's build stage (its COPYs and `uv sync`
   RUNs) into DIR/app and checks the resulting environment (console script, migrations,
   no dev dependencies). check_multiprocess.py then runs the processes from that venv.
@@ -42,7 +45,12 @@ K8S = DEPLOY / "k8s"
 # The Secret the manifests expect, as an example the kustomization never applies (an
 # operator creates the real one; secret.yaml, its filled-in copy, is git-ignored).
 SECRET_EXAMPLE = "secret.example.yaml"
-NOT_APPLIED = {SECRET_EXAMPLE, "secret.yaml", "kustomization.yaml"}
+NOT_APPLIED = {
+    SECRET_EXAMPLE,
+    "secret.yaml",
+    "kustomization.yaml",
+    "networkpolicy-datastores.example.yaml",
+}
 K8S_VERSION = "1.30.0"  # the oldest Kubernetes these manifests are meant for
 SOURCE_DIRS = ("domain", "handlers", "projections", "api", "bus", "migrations")
 
@@ -241,8 +249,15 @@ def check_compose() -> None:
         set(cairn) == {"migrate", "topics", *KINDS},
         f"Cairn image used by exactly migrate, topics and the kinds ({', '.join(sorted(cairn))})",
     )
+    needed = required_build_args((DEPLOY / "Dockerfile").read_text())
     for name, svc in cairn.items():
         build = svc["build"]
+        missing = sorted(needed - set(build.get("args") or {}))
+        R.check(
+            not missing,
+            f"{name}: build passes the Dockerfile's required build args"
+            + (f" (missing: {missing})" if missing else f" ({', '.join(sorted(needed))})"),
+        )
         dockerfile = (path.parent / build["context"] / build["dockerfile"]).resolve()
         R.check(
             dockerfile == DEPLOY / "Dockerfile"
@@ -381,6 +396,360 @@ def check_compose() -> None:
             )
 
 
+# ------------------------------------------------------------------ network policies
+
+NETPOL_FILE = "networkpolicy.yaml"
+DATASTORE_POLICIES = "networkpolicy-datastores.example.yaml"
+# Addresses a URL fetch must never reach, whatever Cairn's own check says: the cloud
+# metadata services and the private ranges a cluster's pods, Services, nodes and VPC live in.
+METADATA = "169.254.169.254"
+FORBIDDEN_FOR_FETCHES = (
+    METADATA,
+    "10.0.0.1",
+    "172.16.0.1",
+    "192.168.0.1",
+    "100.64.0.1",
+    "100.100.100.200",
+    "127.0.0.1",
+    "fd00:ec2::254",
+    "fe80::1",
+)
+PUBLIC = ("93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c")  # example.com
+OUTSIDE = "203.0.113.7"  # a client outside the cluster
+DNS = ({"kubernetes.io/metadata.name": "kube-system"}, {"k8s-app": "kube-dns"})
+
+
+def k8s_resources(k8s: Path) -> list[dict[str, Any]]:
+    """The resources the kustomization in `k8s` lists, as kustomize places them (in its
+    namespace), without kubectl; generated ConfigMaps left out."""
+    (kust,) = load_all(k8s / "kustomization.yaml")
+    docs = [d for f in kust.get("resources", []) for d in load_all(k8s / f)]
+    for d in docs:
+        if d["kind"] != "Namespace":
+            d.setdefault("metadata", {})["namespace"] = kust.get("namespace")
+    return docs
+
+
+def selects(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels, matchExpressions) against labels; an empty
+    selector selects everything."""
+    selector = selector or {}
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for e in selector.get("matchExpressions") or []:
+        key, op, values = e["key"], e["operator"], e.get("values") or []
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+class Peer:
+    """One end of a connection: a pod (its namespace and labels, the ports it names) or an
+    address outside any pod."""
+
+    def __init__(
+        self,
+        namespace: str = "",
+        labels: dict[str, str] | None = None,
+        ip: str | None = None,
+        ports: dict[str, int] | None = None,
+    ) -> None:
+        self.namespace = namespace
+        self.labels = labels
+        self.ip = ip
+        self.ports = ports or {}
+
+    @property
+    def namespace_labels(self) -> dict[str, str]:
+        return {"kubernetes.io/metadata.name": self.namespace}
+
+
+def _peer_matches(rule_peer: dict[str, Any], policy_ns: str, peer: Peer) -> bool:
+    block = rule_peer.get("ipBlock")
+    if block is not None:
+        if peer.ip is None:
+            return False  # (pods have addresses too; the checks ask about pods by label)
+        import ipaddress
+
+        address = ipaddress.ip_address(peer.ip)
+        net = ipaddress.ip_network(block["cidr"], strict=False)
+        if address.version != net.version or address not in net:
+            return False
+        return not any(
+            address in ipaddress.ip_network(e, strict=False)
+            for e in block.get("except") or []
+            if ipaddress.ip_network(e, strict=False).version == address.version
+        )
+    if peer.labels is None:
+        return False  # pod and namespace selectors match pods only
+    if "namespaceSelector" in rule_peer:
+        if not selects(rule_peer["namespaceSelector"], peer.namespace_labels):
+            return False
+    elif peer.namespace != policy_ns:
+        return False
+    return selects(rule_peer.get("podSelector"), peer.labels)
+
+
+def _port_matches(
+    rule_ports: list[dict[str, Any]] | None, port: int | None, proto: str, named: dict[str, int]
+) -> bool:
+    if port is None or not rule_ports:
+        return True  # `port=None` asks whether any port at all is open
+    for p in rule_ports:
+        if p.get("protocol", "TCP") != proto:
+            continue
+        if "port" not in p:
+            return True
+        want = p["port"]
+        number = named.get(want) if isinstance(want, str) else want
+        if number is not None and number <= port <= p.get("endPort", number):
+            return True
+    return False
+
+
+def _types(policy: dict[str, Any]) -> set[str]:
+    spec = policy["spec"]
+    if spec.get("policyTypes"):
+        return set(spec["policyTypes"])
+    return {"Ingress"} | ({"Egress"} if "egress" in spec else set())
+
+
+def isolating(policies: list[dict[str, Any]], pod: Peer, direction: str) -> list[dict[str, Any]]:
+    """The policies that select `pod` for `direction` ("Ingress" or "Egress")."""
+    return [
+        p
+        for p in policies
+        if p["metadata"].get("namespace") == pod.namespace
+        and direction in _types(p)
+        and selects(p["spec"].get("podSelector"), pod.labels or {})
+    ]
+
+
+def allowed(
+    policies: list[dict[str, Any]],
+    source: Peer,
+    target: Peer,
+    port: int | None,
+    proto: str = "TCP",
+) -> bool:
+    """Whether the policies let `source` open a connection to `target` on `port` (None:
+    any port): the source's egress and the target's ingress must both allow it, each
+    unrestricted when no policy selects that pod for that direction."""
+    for direction, pod, other, key in (
+        ("Egress", source, target, "to"),
+        ("Ingress", target, source, "from"),
+    ):
+        if pod.labels is None:
+            continue  # an address outside the cluster: no policy of ours governs it
+        chosen = isolating(policies, pod, direction)
+        if not chosen:
+            continue
+        rules_key = "egress" if direction == "Egress" else "ingress"
+        if not any(
+            (
+                not rule.get(key)
+                or any(_peer_matches(r, p["metadata"]["namespace"], other) for r in rule[key])
+            )
+            and _port_matches(rule.get("ports"), port, proto, target.ports)
+            for p in chosen
+            for rule in p["spec"].get(rules_key) or []
+        ):
+            return False
+    return True
+
+
+def _address(url_or_host: str) -> tuple[str, int]:
+    """(namespace, port) of an in-cluster `name.namespace.svc[...]:port` address."""
+    parts = urlsplit(url_or_host if "//" in url_or_host else f"//{url_or_host}")
+    host = parts.hostname or ""
+    labels = host.split(".")
+    namespace = labels[1] if len(labels) > 2 and labels[2] == "svc" else ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return namespace, port
+
+
+def network_policy_checks(
+    k8s: Path, docs: list[dict[str, Any]] | None = None
+) -> list[tuple[bool, str]]:
+    """What the NetworkPolicies of `k8s` (or its rendered `docs`) let through, checked
+    against what each workload needs and must not reach. Returns (ok, what) pairs."""
+    if docs is None:
+        docs = k8s_resources(k8s)
+    out: list[tuple[bool, str]] = []
+
+    def check(ok: bool, what: str) -> None:
+        out.append((ok, what))
+
+    (kust,) = load_all(k8s / "kustomization.yaml")
+    ns = str(kust.get("namespace"))
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    for direction in ("Ingress", "Egress"):
+        check(
+            any(
+                p["metadata"].get("namespace") == ns
+                and p["spec"].get("podSelector") in ({}, None)
+                and direction in _types(p)
+                and not p["spec"].get(direction.lower())
+                for p in policies
+            ),
+            f"a default deny of {direction.lower()} for every pod of {ns!r} (podSelector {{}},"
+            f" policyTypes {direction}, no rules)",
+        )
+
+    config = next(
+        (
+            d.get("data", {})
+            for d in docs
+            if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "cairn-config"
+        ),
+        {},
+    )
+    secret: dict[str, str] = {}
+    if (k8s / SECRET_EXAMPLE).is_file():
+        secret = (load_all(k8s / SECRET_EXAMPLE)[0] or {}).get("stringData") or {}
+    postgres = _address(secret.get("CAIRN_DATABASE_URL", ""))
+    kafka = _address(str(config.get("CAIRN_KAFKA_BOOTSTRAP", "")).split(",")[0])
+    s3 = _address(secret.get("CAIRN_S3_ENDPOINT", "")) if secret.get("CAIRN_S3_ENDPOINT") else None
+
+    workloads = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job")]
+    for w in workloads:
+        wname = f"{w['kind']} {w['metadata']['name']}"
+        template = w["spec"]["template"]
+        labels = template.get("metadata", {}).get("labels") or {}
+        pod_spec = template["spec"]
+        named = {
+            p["name"]: p["containerPort"]
+            for c in pod_spec.get("containers", [])
+            for p in c.get("ports", [])
+            if "name" in p
+        }
+        pod = Peer(ns, labels, ports=named)
+        if w["kind"] in ("Deployment", "StatefulSet", "DaemonSet"):
+            check(
+                any(
+                    p["metadata"].get("namespace") == ns
+                    and selects(p["spec"].get("podSelector"), labels)
+                    for p in policies
+                ),
+                f"{wname}: selected by a NetworkPolicy",
+            )
+        for direction in ("Ingress", "Egress"):
+            check(
+                bool(isolating(policies, pod, direction)),
+                f"{wname}: its {direction.lower()} is restricted (some policy selects it for"
+                f" {direction})",
+            )
+        main = pod_spec.get("containers", [{}])[0]
+        args = main.get("args") or []
+        kind = args[1] if args[:1] == ["run"] and len(args) > 1 else None
+        env_names = {v["name"] for c in pod_spec.get("containers", []) for v in c.get("env", [])}
+
+        # What every pod needs: DNS, PostgreSQL, Kafka; the blob kinds S3.
+        dns = Peer(DNS[0]["kubernetes.io/metadata.name"], DNS[1])
+        check(
+            allowed(policies, pod, dns, 53, "UDP") and allowed(policies, pod, dns, 53, "TCP"),
+            f"{wname}: reaches DNS (kube-dns, 53 UDP and TCP)",
+        )
+        for what, (dest_ns, port) in (("PostgreSQL", postgres), ("Kafka", kafka)):
+            check(
+                allowed(policies, pod, Peer(dest_ns, {}), port),
+                f"{wname}: reaches {what} (namespace {dest_ns!r}, port {port})",
+            )
+            check(
+                not allowed(policies, pod, Peer("elsewhere", {}), port),
+                f"{wname}: reaches no other namespace's port {port} ({what}'s port elsewhere)",
+            )
+        if s3 is not None and "AWS_ACCESS_KEY_ID" in env_names:
+            check(
+                allowed(policies, pod, Peer(s3[0], {}), s3[1]),
+                f"{wname}: reaches the S3 endpoint (namespace {s3[0]!r}, port {s3[1]})",
+            )
+
+        # Ingress: the api's port from anywhere; nothing else from outside the cluster.
+        outside = Peer(ip=OUTSIDE)
+        for port_name, number in named.items():
+            if kind == "api" and port_name == "http":
+                check(
+                    allowed(policies, outside, pod, number)
+                    and allowed(policies, Peer("ingress-nginx", {"app": "proxy"}), pod, number),
+                    f"{wname}: the api port {number} from outside the cluster and its proxies",
+                )
+            elif port_name == "metrics":
+                check(
+                    allowed(policies, Peer("monitoring", {"app": "prometheus"}), pod, number),
+                    f"{wname}: metrics port {number} reachable for Prometheus in the cluster",
+                )
+        if kind != "api":
+            check(
+                not allowed(policies, outside, pod, None),
+                f"{wname}: no port reachable from outside the cluster",
+            )
+
+        # The internet: the fetcher on 80 and 443, never a private or metadata address;
+        # every other pod not at all.
+        if kind == "fetcher":
+            for ip in PUBLIC:
+                for port in (80, 443):
+                    check(
+                        allowed(policies, pod, Peer(ip=ip), port),
+                        f"{wname}: reaches the internet ({ip}) on {port}",
+                    )
+            for ip in FORBIDDEN_FOR_FETCHES:
+                check(
+                    not allowed(policies, pod, Peer(ip=ip), None),
+                    f"{wname}: no port of {ip} reachable"
+                    + (" (the cloud metadata service)" if ip == METADATA else " (private)"),
+                )
+        else:
+            check(
+                not any(allowed(policies, pod, Peer(ip=ip), None) for ip in PUBLIC),
+                f"{wname}: no egress to the internet (only the fetcher fetches URLs)",
+            )
+            check(
+                not allowed(policies, pod, Peer(ip=METADATA), None),
+                f"{wname}: the cloud metadata service {METADATA} out of reach",
+            )
+
+    # PostgreSQL's and Kafka's own namespaces (an example the operator adapts and applies).
+    example = k8s / DATASTORE_POLICIES
+    if example.is_file():
+        datastore = load_all(example)
+        cairn_pods = [
+            Peer(ns, w["spec"]["template"]["metadata"].get("labels") or {}) for w in workloads
+        ]
+        for what, (dest_ns, port) in (("PostgreSQL", postgres), ("Kafka", kafka)):
+            mine = [p for p in datastore if p["metadata"].get("namespace") == dest_ns]
+            check(bool(mine), f"{DATASTORE_POLICIES}: a policy for {what} in {dest_ns!r}")
+            for p in mine:
+                pname = p["metadata"]["name"]
+                server = Peer(
+                    dest_ns, dict(p["spec"].get("podSelector", {}).get("matchLabels") or {})
+                )
+                check(
+                    all(allowed(mine, c, server, port) for c in cairn_pods),
+                    f"{pname}: every Cairn pod reaches {what} on {port}",
+                )
+                strangers = [
+                    Peer(ns, {"app": "debug"}),
+                    Peer("elsewhere", {"app.kubernetes.io/name": "cairn"}),
+                    Peer("elsewhere", {}),
+                ]
+                check(
+                    not any(allowed(mine, s, server, port) for s in strangers),
+                    f"{pname}: {what}'s port {port} closed to pods that are not Cairn's (other"
+                    f" labels in {ns!r}, Cairn's label in another namespace)",
+                )
+    else:
+        check(False, f"{DATASTORE_POLICIES} shows PostgreSQL's and Kafka's policies")
+    return out
+
+
 # ------------------------------------------------------------------ kubernetes
 
 
@@ -470,7 +839,10 @@ def check_k8s() -> None:
     except ImportError:
         R.note("kubernetes-validate is not installed: schema validation skipped")
     else:
-        for d in docs:
+        examples = (
+            load_all(K8S / DATASTORE_POLICIES) if (K8S / DATASTORE_POLICIES).is_file() else []
+        )
+        for d in docs + examples:
             name = f"{d['kind']}/{d['metadata']['name']}"
             try:
                 kubernetes_validate.validate(d, K8S_VERSION, strict=True)
@@ -481,6 +853,11 @@ def check_k8s() -> None:
     by_kind: dict[str, dict[str, dict[str, Any]]] = {}
     for d in docs:
         by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
+
+    # NetworkPolicies: default deny, every workload selected, each reaching what it needs
+    # and nothing else; the fetcher the internet but no private or metadata address.
+    for ok, what in network_policy_checks(K8S, docs):
+        R.check(ok, f"network: {what}")
     configmaps = {
         n: set((d.get("data") or {}) | (d.get("binaryData") or {}))
         for n, d in by_kind.get("ConfigMap", {}).items()
@@ -898,6 +1275,178 @@ def check_k8s() -> None:
             R.note(f"k8s comments mention {name}, which bus/config/settings.py does not read (yet)")
 
 
+# ------------------------------------------------------------------ base image, build context
+
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_VAR = re.compile(r"\$\{(\w+)(?::?[?][^}]*)?\}|\$(\w+)")
+
+
+def _instructions(text: str) -> Iterator[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of a Dockerfile, continuation lines joined, comments out."""
+    line = ""
+    for raw in text.splitlines():
+        stripped = raw.strip()
+        if not line and (not stripped or stripped.startswith("#")):
+            continue
+        if line and stripped.startswith("#"):
+            continue  # a comment inside a continued instruction
+        if stripped.endswith("\\"):
+            line += stripped[:-1] + " "
+            continue
+        line += stripped
+        instr, _, rest = line.partition(" ")
+        yield instr.upper(), rest.strip()
+        line = ""
+
+
+def required_build_args(dockerfile: str) -> set[str]:
+    """The ARGs declared before the first FROM without a default that a FROM uses: a build
+    must pass each (--build-arg, compose's build.args)."""
+    declared: dict[str, str] = {}
+    used: set[str] = set()
+    seen_from = False
+    for instr, value in _instructions(dockerfile):
+        if instr == "ARG" and not seen_from:
+            for item in shlex.split(value):
+                name, _, default = item.partition("=")
+                declared[name] = default
+        elif instr == "FROM":
+            seen_from = True
+            used |= {m.group(1) or m.group(2) for m in _VAR.finditer(value)}
+    return {n for n in used if n in declared and not declared[n]}
+
+
+def base_image_checks(dockerfile: str) -> list[tuple[bool, str]]:
+    """Every FROM that names an image (not an earlier stage) pins it by digest: a literal
+    `@sha256:<64 hex>`, or `@${ARG}` where the ARG is declared before the first FROM with a
+    digest as its default, or with none and `${ARG:?message}` so that a build without
+    `--build-arg ARG=sha256:...` stops with that message. A tag alone is a moving target:
+    the same commit would build on whatever the tag names that day."""
+    out: list[tuple[bool, str]] = []
+    global_args: dict[str, str | None] = {}
+    stages: set[str] = set()
+    froms = 0
+    for instr, value in _instructions(dockerfile):
+        if instr == "ARG" and not froms:
+            for item in shlex.split(value):
+                name, eq, default = item.partition("=")
+                global_args[name] = default if eq else None
+            continue
+        if instr != "FROM":
+            continue
+        froms += 1
+        # (words split on blanks outside ${...}: `${D:?set it}` is one word)
+        words = [w for w in re.findall(r"(?:\$\{[^}]*\}|\S)+", value) if not w.startswith("--")]
+        image = words[0] if words else ""
+        if len(words) >= 3 and words[1].upper() == "AS":
+            alias = words[2].lower()
+        else:
+            alias = None
+        if image.lower() in stages or image == "scratch":
+            if alias:
+                stages.add(alias)
+            continue
+        if alias:
+            stages.add(alias)
+        what = f"FROM {image}"
+        _, at, digest = image.partition("@")
+        if not at:
+            out.append((False, f"{what}: pinned by digest (image@sha256:...; a tag moves)"))
+            continue
+        if _DIGEST.fullmatch(digest):
+            out.append((True, f"{what}: pinned by digest"))
+            continue
+        var = _VAR.fullmatch(digest)
+        if var is None:
+            out.append((False, f"{what}: the digest is sha256:<64 hex digits> ({digest!r})"))
+            continue
+        name = var.group(1) or var.group(2)
+        required = "?" in digest  # ${NAME:?message} / ${NAME?message}
+        if name not in global_args:
+            out.append((False, f"{what}: {name} is an ARG declared before the first FROM"))
+        elif global_args[name]:
+            ok = _DIGEST.fullmatch(str(global_args[name])) is not None
+            out.append((ok, f"{what}: ARG {name}'s default is a digest ({global_args[name]!r})"))
+        else:
+            out.append(
+                (
+                    required,
+                    f"{what}: ARG {name} has no default, so it is required"
+                    f" (${{{name}:?...}}: a build without --build-arg {name}=sha256:... stops,"
+                    " never takes the tag alone)",
+                )
+            )
+    out.append((froms > 0, f"the Dockerfile has FROM lines ({froms})"))
+    return out
+
+
+# Paths that must never reach the build context: the developer's environment and tools,
+# version control, caches, test and bench output, local data, secrets.
+NEVER_IN_CONTEXT = (
+    ".venv/bin/python",
+    ".git/HEAD",
+    ".tools/bin/uv",
+    ".mypy_cache/3.11/cache.db",
+    ".ruff_cache/content",
+    ".pytest_cache/v/cache/nodeids",
+    ".hypothesis/examples/x",
+    ".import_linter_cache/x.json",
+    ".schemathesis/x",
+    ".screenshots/x.png",
+    ".cairn/pg/PG_VERSION",
+    "api/__pycache__/app.cpython-311.pyc",
+    "bus/blobs/s3.pyc",
+    "tests/conftest.py",
+    "tests/bench/results/run.json",
+    "bench/results/run.json",
+    "node_modules/x/index.js",
+    "api/console/vendor-src/node_modules/x/index.js",
+    ".env",
+    "deploy/.env",
+    "bus/.env",
+    "deploy/k8s/secret.yaml",
+    "id_rsa",
+    "server.key",
+    "cert.pem",
+)
+IGNORE_FILES = (".dockerignore", "deploy/Dockerfile.dockerignore")
+
+
+def ignore_patterns(path: Path) -> list[str]:
+    return [
+        line.strip()
+        for line in path.read_text().splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
+
+
+def dockerignore_checks(root: Path) -> list[tuple[bool, str]]:
+    """The repository root's .dockerignore (read by every builder: BuildKit, the legacy
+    builder, kaniko, podman) keeps NEVER_IN_CONTEXT out of the build context; so does
+    deploy/Dockerfile.dockerignore if there is one (BuildKit would read it instead)."""
+    import tempfile
+
+    from docker.utils.build import exclude_paths
+
+    out: list[tuple[bool, str]] = []
+    out.append(((root / ".dockerignore").is_file(), ".dockerignore exists at the repository root"))
+    with tempfile.TemporaryDirectory() as tmp:
+        # A context holding exactly these paths, walked as docker-py sends a context.
+        for probe in NEVER_IN_CONTEXT:
+            (Path(tmp) / probe).parent.mkdir(parents=True, exist_ok=True)
+            (Path(tmp) / probe).touch()
+        for name in IGNORE_FILES:
+            path = root / name
+            if not path.is_file():
+                continue
+            included = set(exclude_paths(tmp, ignore_patterns(path)))
+            for probe in NEVER_IN_CONTEXT:
+                out.append(
+                    (probe not in included, f"{name} keeps {probe} out of the build context")
+                )
+    return out
+
+
 # ------------------------------------------------------------------ Dockerfile
 
 
@@ -919,11 +1468,14 @@ def dockerfile_stages() -> list[dict[str, Any]]:
                 args[name.strip()] = default.strip()
             continue
         if instr == "FROM":
-            image = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), ""), value.split()[0])
+            words = re.findall(r"(?:\$\{[^}]*\}|\S)+", value)
+            image = re.sub(
+                r"\$\{(\w+)(?::?[-?][^}]*)?\}", lambda m: args.get(m.group(1), ""), words[0]
+            )
             stages.append(
                 {
                     "from": image,
-                    "alias": value.split()[-1] if " AS " in value.upper() else None,
+                    "alias": words[2] if len(words) == 3 and words[1].upper() == "AS" else None,
                     "ins": [],
                     "args": {},
                 }
@@ -936,12 +1488,19 @@ def dockerfile_stages() -> list[dict[str, Any]]:
 def dockerignore_included() -> set[str]:
     from docker.utils.build import exclude_paths
 
-    patterns = [
-        line.strip()
-        for line in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
-        if line.strip() and not line.strip().startswith("#")
-    ]
-    return set(exclude_paths(str(ROOT), patterns))
+    return set(exclude_paths(str(ROOT), ignore_patterns(ROOT / ".dockerignore")))
+
+
+def tracked_files(directory: Path) -> list[Path]:
+    """The files under `directory` that git tracks (what a clean checkout builds from;
+    untracked build litter such as node_modules may be left out of the context), or every
+    file but bytecode when this is no git checkout."""
+    res = subprocess.run(
+        ["git", "ls-files", "-z", "--", str(directory)], cwd=ROOT, capture_output=True
+    )
+    if res.returncode == 0 and res.stdout:
+        return [ROOT / f for f in res.stdout.decode().split("\0") if f]
+    return [f for f in directory.rglob("*") if f.is_file() and "__pycache__" not in f.parts]
 
 
 def check_dockerfile() -> list[dict[str, Any]]:
@@ -955,6 +1514,15 @@ def check_dockerfile() -> list[dict[str, Any]]:
         ),
         f"every stage is python:3.11-slim ({[s['from'] for s in stages]})",
     )
+    for ok, what in base_image_checks((DEPLOY / "Dockerfile").read_text()):
+        R.check(ok, what)
+    for name in sorted(required_build_args((DEPLOY / "Dockerfile").read_text())):
+        R.note(
+            f"no {name} committed in deploy/Dockerfile: every build passes --build-arg {name}"
+            " (deploy/README.md, The image, says how to look it up)"
+        )
+    for ok, what in dockerignore_checks(ROOT):
+        R.check(ok, what)
     build, final = stages[0], stages[-1]
     ins = build["ins"]
     R.check(
@@ -1021,11 +1589,17 @@ def check_dockerfile() -> list[dict[str, Any]]:
             p = ROOT / src
             ok = p.exists()
             if p.is_dir():
-                files = [f for f in p.rglob("*") if f.is_file() and "__pycache__" not in f.parts]
-                ok = ok and all(str(f.relative_to(ROOT)) in included for f in files)
+                files = tracked_files(p)
+                missing = sorted(str(f.relative_to(ROOT)) for f in files if f.is_file())
+                missing = [f for f in missing if f not in included]
+                ok = ok and bool(files) and not missing
             else:
                 ok = ok and src in included
-            R.check(ok, f"COPY {src}: exists and is not excluded by Dockerfile.dockerignore")
+            R.check(
+                ok,
+                f"COPY {src}: exists and is not excluded by .dockerignore"
+                + (f" ({missing[:3]} excluded)" if p.is_dir() and missing else ""),
+            )
     leaked = sorted(
         p
         for p in included

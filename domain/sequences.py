@@ -1,9 +1,10 @@
-"""Immutable sequences shared by several aggregates' states (pure: no I/O)."""
+"""Immutable sequences shared by several aggregates' states, and the fold that builds
+such a state from a stream in time linear in its events (pure: no I/O)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, overload
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Protocol, TypeVar, overload
 
 BLOCK = 256
 """Entries per block: an append copies the block index and at most one block."""
@@ -71,3 +72,43 @@ class PieceSeq(Sequence[tuple[str, int]]):
 
     def __repr__(self) -> str:
         return f"PieceSeq({tuple(self)!r})"
+
+
+S = TypeVar("S")
+E_contra = TypeVar("E_contra", contravariant=True)
+
+
+class Run(Protocol[S, E_contra]):
+    """What a run of like events (appends, chunks) adds to a state while `fold_in_runs`
+    gathers it: lists or dicts the fold owns, put into the state once, at the run's end."""
+
+    def add(self, state: S, event: E_contra) -> bool:
+        """Gather `event`, the next event after `state` (as settled so far), if it is one
+        a run holds: True if so; False, the run unchanged, if not."""
+        ...
+
+    def settle(self, state: S | None) -> S | None:
+        """`state` with what the run gathered put into it (`state` itself if nothing)."""
+        ...
+
+
+def fold_in_runs(
+    state: S | None,
+    events: Iterable[E_contra],
+    evolve: Callable[[S | None, E_contra], S | None],
+    new_run: Callable[[], Run[S, E_contra]],
+) -> S | None:
+    """`evolve` over `events`, but each run of events that `new_run()` gathers is put
+    into the state once, at the run's end, instead of one state per event: folding
+    40,000 chunks or appends one state each copied what the state held every time.
+
+    Equal to evolving event by event when a run's `settle` is. The state it began from
+    is left as it was: states stay immutable for everyone holding them."""
+    run = new_run()
+    for event in events:
+        if state is not None and run.add(state, event):
+            continue
+        state = run.settle(state)
+        run = new_run()
+        state = evolve(state, event)
+    return run.settle(state)

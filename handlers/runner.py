@@ -24,7 +24,7 @@ from opentelemetry.trace import SpanKind
 
 from bus import maintenance as cleanup
 from bus.actors.commandbus import BusUnavailable, CommandBus
-from bus.actors.wake import PEEK_EVERY_BACKGROUND, IdleGate, Nudger
+from bus.actors.wake import Nudger, gated_while_idle
 from bus.aio import Stopped, sleep_unless_stopped, unless_stopped
 from bus.blobs.errors import BlobStoreUnavailable
 from bus.blobs.factory import open_blob_store
@@ -34,7 +34,6 @@ from bus.config.tracing import current_traceparent, span
 from bus.kafka.broker import (
     BATCH_TIMEOUT_MS,
     current_message,
-    fetch_max_wait_ms,
     long_poll,
     make_broker,
     observe_batch,
@@ -42,8 +41,7 @@ from bus.kafka.broker import (
     subscriber_options,
 )
 from bus.kafka.clients import header
-from bus.store.eventstore import NOTIFY_CHANNEL, PostgresEventStore
-from bus.store.relay import PUBLISHED_CHANNEL
+from bus.store.eventstore import PostgresEventStore
 from domain.errors import DomainError
 from domain.events import RecordedEvent
 from handlers import files_from_fetches, files_from_uploads
@@ -72,28 +70,15 @@ class Handlers:
         cleaner = asyncio.create_task(
             cleanup.run_periodically(self.settings, self.pool, bus, stop, self.blobs)
         )
-        gate: IdleGate | None = None
-        gating: asyncio.Task[None] | None = None
         try:
             with contextlib.suppress(Stopped):
                 await unless_stopped(broker.start(), stop)
-                # Idle: stop fetching until an event is appended or published (bus/actors/wake.py).
-                gate = IdleGate(
-                    subscriber.consumer,
-                    (NOTIFY_CHANNEL, PUBLISHED_CHANNEL),
-                    peek_every=PEEK_EVERY_BACKGROUND,
-                    peek_ms=fetch_max_wait_ms(self.settings, latency_critical=False) + 100,
-                )
-                await gate.listen(self.pool)
-                gating = asyncio.create_task(gate.drive(stop, lambda: self.batches))
-                await stop.wait()
+                # Idle: stop fetching until an event is appended or published.
+                async with gated_while_idle(
+                    subscriber.consumer, self.pool, self.settings, stop, lambda: self.batches
+                ):
+                    await stop.wait()
         finally:
-            if gating is not None:
-                gating.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await gating
-            if gate is not None:
-                await gate.close(self.pool)
             cleaner.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await cleaner

@@ -360,6 +360,18 @@ def counting_usage(update: str, column: str, day: int, delta: int) -> str:
     )
 
 
+async def reset_usage(conn: asyncpg.Connection, *columns: str) -> None:
+    """Zero `columns` of usage_daily (a projection's own, before it is rebuilt: the table is
+    shared by the uploads and files projections), then drop the rows nobody contributes to
+    any more (the incremental path never creates all-zero rows)."""
+    if not columns or not set(columns) <= set(USAGE_COLUMNS):
+        raise ValueError(f"bad usage columns {columns}")
+    await conn.execute(f"UPDATE readmodel.usage_daily SET {', '.join(f'{c} = 0' for c in columns)}")
+    await conn.execute(
+        "DELETE FROM readmodel.usage_daily WHERE " + " AND ".join(f"{c} = 0" for c in USAGE_COLUMNS)
+    )
+
+
 async def bump_usage(conn: asyncpg.Connection, owner: str, day: date, **deltas: int) -> None:
     """Add to the usage_daily counters of (owner, day), creating the row if needed.
 

@@ -13,7 +13,14 @@ import asyncpg
 from domain import files
 from domain.events import RecordedEvent, event_time
 from domain.files.events import FileCreated, FileDeleted, FileReplaced, FileUpdated
-from projections.base import Projection, as_uuid, bump_usage, counting_usage, utc_day
+from projections.base import (
+    Projection,
+    as_uuid,
+    bump_usage,
+    counting_usage,
+    reset_usage,
+    utc_day,
+)
 
 # Also counts the deletion in usage, for the owner the row holds (see counting_usage).
 _DELETED = counting_usage(
@@ -32,14 +39,7 @@ class FilesProjection(Projection):
 
     async def reset(self, conn: asyncpg.Connection) -> None:
         await super().reset(conn)
-        # usage_daily is shared with the uploads projection: zero only our columns, then drop
-        # rows nobody contributes to (the incremental path never creates all-zero rows).
-        await conn.execute("UPDATE readmodel.usage_daily SET files_created = 0, files_deleted = 0")
-        await conn.execute(
-            "DELETE FROM readmodel.usage_daily WHERE uploads_started = 0"
-            " AND uploads_completed = 0 AND bytes_uploaded = 0"
-            " AND files_created = 0 AND files_deleted = 0"
-        )
+        await reset_usage(conn, "files_created", "files_deleted")
 
     async def apply(self, conn: asyncpg.Connection, ev: RecordedEvent) -> None:
         at = event_time(ev)

@@ -41,7 +41,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
 
-from bus.actors.wake import PEEK_EVERY_BACKGROUND, IdleGate
+from bus.actors.wake import gated_while_idle
 from bus.aio import Backoff, Stopped, sleep_unless_stopped, unless_stopped
 from bus.config import metrics
 from bus.config.metrics import PROJECTION_DUPLICATES_SKIPPED as DUPLICATES_SKIPPED
@@ -53,7 +53,6 @@ from bus.config.settings import Settings
 from bus.kafka.broker import (
     BATCH_TIMEOUT_MS,
     current_message,
-    fetch_max_wait_ms,
     long_poll,
     make_broker,
     observe_batch,
@@ -61,8 +60,7 @@ from bus.kafka.broker import (
     subscriber_options,
 )
 from bus.kafka.clients import ensure_topics, header
-from bus.store.eventstore import NOTIFY_CHANNEL, PostgresEventStore
-from bus.store.relay import PUBLISHED_CHANNEL
+from bus.store.eventstore import PostgresEventStore
 from domain.errors import NewerSchema
 from domain.events import RecordedEvent
 from projections import holds
@@ -174,35 +172,26 @@ class Projector:
         broker = make_broker(self.settings, "projector")
         subscriber = self.declare(broker, stop)
         idle = asyncio.create_task(self._zero_lag_while_idle(stop))
-        gate: IdleGate | None = None
-        gating: asyncio.Task[None] | None = None
         try:
             # Joining the consumer group can take seconds: give up at once when stopped.
             await unless_stopped(broker.start(), stop)
             self.consumer = subscriber.consumer
-            # Idle: stop fetching until an event is appended or published (bus/actors/wake.py).
-            # A held partition stays paused when the gate wakes the others.
-            gate = IdleGate(
+            # Idle: stop fetching until an event is appended or published. A held partition
+            # stays paused when the gate wakes the others.
+            async with gated_while_idle(
                 subscriber.consumer,
-                (NOTIFY_CHANNEL, PUBLISHED_CHANNEL),
-                peek_every=PEEK_EVERY_BACKGROUND,
-                peek_ms=fetch_max_wait_ms(self.settings, latency_critical=False) + 100,
+                self.pool,
+                self.settings,
+                stop,
+                lambda: self.batches,
                 keep_paused=self.held.keys,
-            )
-            await gate.listen(self.pool)
-            gating = asyncio.create_task(gate.drive(stop, lambda: self.batches))
-            log.info("projector started", extra={"topics": self.topics, "group": self.group_id})
-            await stop.wait()
+            ):
+                log.info("projector started", extra={"topics": self.topics, "group": self.group_id})
+                await stop.wait()
         except Stopped:
             pass
         finally:
             idle.cancel()
-            if gating is not None:
-                gating.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await gating
-            if gate is not None:
-                await gate.close(self.pool)
             with contextlib.suppress(Exception):
                 await broker.stop()
             self._release(set(self.held))

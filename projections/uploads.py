@@ -25,7 +25,14 @@ from domain.uploads.events import (
     UploadInitiated,
     UploadLengthDeclared,
 )
-from projections.base import Projection, as_uuid, bump_usage, counting_usage, utc_day
+from projections.base import (
+    Projection,
+    as_uuid,
+    bump_usage,
+    counting_usage,
+    reset_usage,
+    utc_day,
+)
 
 # Each also counts its usage, for the owner the row holds (see counting_usage).
 _BYTES_RECEIVED = counting_usage(
@@ -60,17 +67,7 @@ class UploadsProjection(Projection):
 
     async def reset(self, conn: asyncpg.Connection) -> None:
         await super().reset(conn)
-        # usage_daily is shared with the files projection: zero only our columns, then drop
-        # rows nobody contributes to (the incremental path never creates all-zero rows).
-        await conn.execute(
-            "UPDATE readmodel.usage_daily"
-            " SET uploads_started = 0, uploads_completed = 0, bytes_uploaded = 0"
-        )
-        await conn.execute(
-            "DELETE FROM readmodel.usage_daily WHERE uploads_started = 0"
-            " AND uploads_completed = 0 AND bytes_uploaded = 0"
-            " AND files_created = 0 AND files_deleted = 0"
-        )
+        await reset_usage(conn, "uploads_started", "uploads_completed", "bytes_uploaded")
 
     async def apply(self, conn: asyncpg.Connection, ev: RecordedEvent) -> None:
         at = event_time(ev)

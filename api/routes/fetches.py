@@ -23,7 +23,7 @@ from api.bucket_access import NO_BUCKET, check_writable
 from api.commanding import SecuredController, load_owned, parse_id, reply_state, send_as
 from api.context import ctx, now
 from api.errors import ApiError
-from api.paging import page_response
+from api.paging import page_response, status_filter
 from api.schemas import BIGINT_MAX, Fetch, FetchAccepted, FetchPage, Short, ok
 from api.taskparams import check_bucket
 from bus.fetch.ssrf import Network, UnsafeUrl, check_addresses, check_url, lookup
@@ -247,10 +247,7 @@ class FetchesController(SecuredController):
         offset: Annotated[int, QueryParameter(ge=0, le=BIGINT_MAX)] = 0,
     ) -> Response[Any]:
         c = ctx(request)
-        if status is not None and status.upper() not in FetchStatus.__members__:
-            raise ApiError(
-                400, "invalid_status", "unknown status", {"allowed": list(FetchStatus.__members__)}
-            )
+        status = status_filter(status, FetchStatus)
         if url is not None:
             try:
                 url = check_url(url, allow_private=True)  # only normalised, to match
@@ -261,7 +258,7 @@ class FetchesController(SecuredController):
                 c.pool,
                 principal.user,
                 url=url,
-                status=status.upper() if status else None,
+                status=status,
                 sort=sort,
                 order=order,
                 limit=limit,

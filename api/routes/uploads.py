@@ -41,7 +41,7 @@ from api.idempotency import (
 )
 from api.limits import inflight_limited, quota_checked
 from api.openapi import BODY_IN_FLIGHT, TOO_LARGE, UPLOAD_EXPIRED, raw_body
-from api.paging import page_response
+from api.paging import page_response, status_filter
 from api.schemas import (
     BIGINT_MAX,
     ChunkStored,
@@ -497,15 +497,12 @@ class UploadsController(SecuredController):
         offset: Annotated[int, QueryParameter(ge=0, le=BIGINT_MAX)] = 0,
     ) -> Response[Any]:
         c = ctx(request)
-        if status is not None and status.upper() not in UploadStatus.__members__:
-            raise ApiError(
-                400, "invalid_status", "unknown status", {"allowed": list(UploadStatus.__members__)}
-            )
+        status = status_filter(status, UploadStatus)
         return await page_response(
             queries.list_uploads(
                 c.pool,
                 principal.user,
-                status=status.upper() if status else None,
+                status=status,
                 sort=sort,
                 order=order,
                 limit=limit,

@@ -62,7 +62,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bus.aio import sleep_unless_stopped
 from bus.config.logs import get_logger
+from bus.config.settings import Settings
+from bus.kafka.broker import fetch_max_wait_ms
 from bus.store import db
+from bus.store.eventstore import NOTIFY_CHANNEL
+from bus.store.relay import PUBLISHED_CHANNEL
 
 log = get_logger(__name__)
 
@@ -376,3 +380,38 @@ class IdleGate:
             if await sleep_unless_stopped(stop, self.poll_ms / 1000):
                 return
             self.after_poll(activity() != seen)
+
+
+@contextlib.asynccontextmanager
+async def gated_while_idle(
+    consumer: AIOKafkaConsumer,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    stop: asyncio.Event,
+    activity: Callable[[], int],
+    *,
+    keep_paused: Callable[[], Collection[TopicPartition]] | None = None,
+) -> AsyncIterator[IdleGate]:
+    """A background consumer's gate (the projector's, the handlers'), driven while the block
+    runs: it stops fetching when idle, until an event is appended (the event store's
+    NOTIFY) or published (the relay's), and peeks every `PEEK_EVERY_BACKGROUND` seconds for
+    a lost notification. `activity`: as for `IdleGate.drive`; `keep_paused`: as for
+    `IdleGate`. Stopped and closed at the block's end."""
+    gate = IdleGate(
+        consumer,
+        (NOTIFY_CHANNEL, PUBLISHED_CHANNEL),
+        peek_every=PEEK_EVERY_BACKGROUND,
+        peek_ms=fetch_max_wait_ms(settings, latency_critical=False) + 100,
+        keep_paused=keep_paused,
+    )
+    gating: asyncio.Task[None] | None = None
+    try:
+        await gate.listen(pool)
+        gating = asyncio.create_task(gate.drive(stop, activity))
+        yield gate
+    finally:
+        if gating is not None:
+            gating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await gating
+        await gate.close(pool)

@@ -29,9 +29,9 @@ from bus.client.config import Target
 from bus.client.errors import VERIFY, ClientError, exit_code_for_status
 from bus.client.http import open_client, unreachable
 from bus.client.pipe import finished_file
-from bus.client.resume import ResumeState, state_key
-from bus.client.transfer import Transfer, sha256_file
-from bus.client.upload import meta_state
+from bus.client.resume import ResumeState
+from bus.client.transfer import Transfer
+from bus.client.upload import job_sha256, job_state
 
 DEFAULT_CHUNK = 8 << 20  # one PATCH per 8 MiB: progress is durable per chunk
 RETRIES = 5  # a PATCH refused (429 in-flight limit) or cut: tuspy re-reads the offset
@@ -91,27 +91,9 @@ def upload_tus(
     caller: str,
 ) -> dict[str, Any]:
     """One file (a bus.client.upload.Job) through tus; the result row upload.py reports."""
-    state = ResumeState(
-        state_key(
-            job.path,
-            job.size,
-            job.mtime_ns,
-            target.url,
-            caller,
-            bucket,
-            job.key,
-            "tus",
-            chunk_size,
-            *meta_state(job),
-        )
-    )
+    state = job_state(job, target, caller, bucket, chunk_size, "tus")
     task = transfer.add(job.name, total=job.size)
-    sha = state.get("sha256")
-    if not sha:
-        transfer.progress.update(task, description=f"{job.name} (sha256)")
-        sha = sha256_file(job.path, stop=transfer.stop)
-        state.update(sha256=sha)
-        transfer.progress.update(task, description=job.name)
+    sha = job_sha256(job, state, transfer, task)
     metadata = {**dict(job.metadata), "filename": job.name}
     if bucket:
         metadata["bucket"] = bucket

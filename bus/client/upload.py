@@ -70,6 +70,45 @@ def meta_state(job: Job) -> tuple[object, ...]:
     return (repr(job.metadata),) if job.metadata else ()
 
 
+def job_state(
+    job: Job,
+    target: Target,
+    caller: str,
+    bucket: str | None,
+    chunk_size: int | None,
+    *protocol: str,
+) -> ResumeState:
+    """What is kept of sending `job` between runs. Its key is what makes a later run the
+    same upload; `protocol`: "tus" for a tus upload's, nothing for the native one's (as
+    before tus came)."""
+    return ResumeState(
+        state_key(
+            job.path,
+            job.size,
+            job.mtime_ns,
+            target.url,
+            caller,
+            bucket,
+            job.key,
+            *protocol,
+            chunk_size,
+            *meta_state(job),
+        )
+    )
+
+
+def job_sha256(job: Job, state: ResumeState, transfer: Transfer, task: Any) -> str:
+    """The file's sha256: kept in `state`, or hashed now (saying so on `task`'s bar) and
+    kept there for a later run."""
+    sha = state.get("sha256")
+    if not sha:
+        transfer.progress.update(task, description=f"{job.name} (sha256)")
+        sha = sha256_file(job.path, stop=transfer.stop)
+        state.update(sha256=sha)
+        transfer.progress.update(task, description=job.name)
+    return str(sha)
+
+
 def collect(paths: list[str], key: str | None, *, in_bucket: bool = False) -> list[Job]:
     """Files to send; a directory recurses (sorted), its files keyed by relative path.
 
@@ -230,19 +269,7 @@ def _upload_one(
     caller: str,
     streams: int = 1,
 ) -> dict[str, Any]:
-    state = ResumeState(
-        state_key(
-            job.path,
-            job.size,
-            job.mtime_ns,
-            target.url,
-            caller,
-            bucket,
-            job.key,
-            chunk_size,
-            *meta_state(job),
-        )
-    )
+    state = job_state(job, target, caller, bucket, chunk_size)
     try:
         with open_client(target) as client:
             return _send(client, state, job, bucket, chunk_size, transfer, streams)
@@ -260,12 +287,7 @@ def _send(
     streams: int = 1,
 ) -> dict[str, Any]:
     task = transfer.add(job.name, total=job.size)
-    sha = state.get("sha256")
-    if not sha:
-        transfer.progress.update(task, description=f"{job.name} (sha256)")
-        sha = sha256_file(job.path, stop=transfer.stop)
-        state.update(sha256=sha)
-        transfer.progress.update(task, description=job.name)
+    sha = job_sha256(job, state, transfer, task)
     resumed = False
     missing: list[int] | None = None
     upload_id = state.get("upload_id")

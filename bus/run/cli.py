@@ -58,31 +58,11 @@ async def _watch_supervisor(pid: int, stop: asyncio.Event) -> None:
     becomes readable when the process exits, so this waits without polling.
     """
     from bus.config.logs import get_logger
+    from bus.run.pidwait import wait_for_exit
 
-    loop = asyncio.get_running_loop()
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        stop.set()
-        return
-    except (OSError, AttributeError):
-        # No pidfd (old kernel, not Linux): nothing to await, so check for being
-        # re-parented once a second.
-        while os.getppid() == pid:  # noqa: ASYNC110
-            await asyncio.sleep(1.0)
-    else:
-        gone: asyncio.Future[None] = loop.create_future()
-
-        def exited() -> None:
-            if not gone.done():
-                gone.set_result(None)
-
-        loop.add_reader(fd, exited)
-        try:
-            await gone
-        finally:
-            loop.remove_reader(fd)
-            os.close(fd)
+    # Without pidfds (an old kernel, not Linux), the supervisor is gone once this process
+    # is re-parented: a supervisor nobody reaps stays a zombie, which kill(0) passes.
+    await wait_for_exit(pid, alive=lambda: os.getppid() == pid)
     if not stop.is_set():
         get_logger("bus.run.cli").warning("supervisor is gone; stopping", supervisor_pid=pid)
         stop.set()

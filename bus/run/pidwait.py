@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 
 # Where pidfds are missing (non-Linux, old kernels): how often to look instead.
 POLL_INTERVAL = 1.0
@@ -24,8 +25,11 @@ def _exists(pid: int) -> bool:
     return True
 
 
-async def wait_for_exit(pid: int) -> None:
-    """Return once process `pid` has exited (at once if it does not exist)."""
+async def wait_for_exit(pid: int, alive: Callable[[], bool] | None = None) -> None:
+    """Return once process `pid` has exited (at once if it does not exist).
+
+    `alive`: where pidfds are missing, what says the process is still there, asked every
+    POLL_INTERVAL (default: kill(0), which a zombie passes too)."""
     loop = asyncio.get_running_loop()
     try:
         fd = os.pidfd_open(pid)
@@ -33,7 +37,8 @@ async def wait_for_exit(pid: int) -> None:
         return
     except (OSError, AttributeError):
         # Zombies still "exist" for kill(0); acceptable for this fallback's rare use.
-        while _exists(pid):  # noqa: ASYNC110
+        still = alive if alive is not None else lambda: _exists(pid)
+        while still():  # noqa: ASYNC110
             await asyncio.sleep(POLL_INTERVAL)
         return
     gone: asyncio.Future[None] = loop.create_future()

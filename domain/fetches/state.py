@@ -23,7 +23,7 @@ from domain.fetches.events import (
     FetchStarted,
 )
 from domain.kernel import JSON, Event
-from domain.sequences import PieceSeq
+from domain.sequences import PieceSeq, fold_in_runs
 
 
 class FetchStatus(StrEnum):
@@ -144,9 +144,8 @@ def evolve(state: FetchState | None, event: Event) -> FetchState | None:
         )
     if state is None:
         return None
-    if isinstance(event, FetchBytesAppended | FetchSegmentBytesAppended):
-        run = _Run()
-        run.add(state, event)
+    run = _Run()
+    if run.add(state, event):
         return run.settle(state)
     at = getattr(event, "at", None)
     st = replace(state, updated_at=at) if isinstance(at, datetime) else state
@@ -204,16 +203,9 @@ def fold(state: FetchState | None, events: Iterable[Event]) -> FetchState | None
     stream from the start was quadratic. With PieceSeq an append costs about the same
     whatever came before; beyond that, a run of appends is gathered in lists this fold
     owns and put into the state once, at the run's end, instead of one state per event
-    (as domain/uploads/state.py `fold` does). The state it began from is left as it was."""
-    run = _Run()
-    for event in events:
-        if state is not None and isinstance(event, FetchBytesAppended | FetchSegmentBytesAppended):
-            run.add(state, event)
-            continue
-        state = run.settle(state)
-        run = _Run()
-        state = evolve(state, event)
-    return run.settle(state)
+    (`fold_in_runs`, as domain/uploads/state.py `fold` does). The state it began from is
+    left as it was."""
+    return fold_in_runs(state, events, evolve, _Run)
 
 
 @dataclass
@@ -226,8 +218,11 @@ class _Run:
     bytes: int = 0
     at: datetime | None = None
 
-    def add(self, state: FetchState, event: FetchBytesAppended | FetchSegmentBytesAppended) -> None:
-        """Gather `event` (an append to `state`, whose segments a run does not change)."""
+    def add(self, state: FetchState, event: Event) -> bool:
+        """Gather `event` if it is an append to `state`, whose segments a run does not
+        change (see domain.sequences.Run)."""
+        if not isinstance(event, FetchBytesAppended | FetchSegmentBytesAppended):
+            return False
         self.at = event.at
         added = ((p.sha256, p.size) for p in event.pieces)
         if isinstance(event, FetchBytesAppended):
@@ -235,12 +230,14 @@ class _Run:
                 self.prefix = []
             self.prefix.extend(added)
             self.bytes += event.size
-            return
-        if not 0 <= event.segment < len(state.segments):
-            return  # a stale segment's pieces: only the time moves, as for any event
-        self.segments.setdefault(event.segment, []).extend(added)
-        self.segment_bytes[event.segment] = self.segment_bytes.get(event.segment, 0) + event.size
-        self.bytes += event.size
+        elif 0 <= event.segment < len(state.segments):
+            self.segments.setdefault(event.segment, []).extend(added)
+            self.segment_bytes[event.segment] = (
+                self.segment_bytes.get(event.segment, 0) + event.size
+            )
+            self.bytes += event.size
+        # else a stale segment's pieces: only the time moves, as for any event
+        return True
 
     def settle(self, state: FetchState | None) -> FetchState | None:
         if state is None or self.at is None:

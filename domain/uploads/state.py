@@ -12,7 +12,7 @@ from enum import StrEnum
 
 from domain.kernel import JSON, Event
 from domain.sequences import BLOCK as _BLOCK
-from domain.sequences import PieceSeq
+from domain.sequences import PieceSeq, fold_in_runs
 from domain.uploads.events import (
     UploadAborted,
     UploadBytesAppended,
@@ -253,30 +253,9 @@ def fold(state: UploadState | None, events: Iterable[Event]) -> UploadState | No
     appends did the same with a tuple, 4 s). With ChunkMap and PieceSeq each event costs
     about the same whatever came before; beyond that, a run of appends or chunks is
     gathered in a list or dict this fold owns and put into the state once, at the run's
-    end (with the run's byte count and last time), instead of one state per event. The
-    state it began from is left as it was: states stay immutable for everyone holding
-    them."""
-    run = _Run()
-    for event in events:
-        if state is not None and isinstance(event, UploadBytesAppended):
-            if run.pieces is None:
-                run.pieces = []
-            run.pieces.extend((p.sha256, p.size) for p in event.pieces)
-            run.offset += event.size
-            run.at = event.at
-            continue
-        if state is not None and isinstance(event, UploadChunkStored):
-            if run.chunks is None:
-                run.chunks = {}
-            old = run.chunks.get(event.index) or state.chunks.get(event.index)
-            run.chunks[event.index] = Chunk(event.index, event.offset, event.size, event.sha256)
-            run.chunk_bytes += event.size - (old.size if old else 0)
-            run.at = event.at
-            continue
-        state = run.settle(state)
-        run = _Run()
-        state = evolve(state, event)
-    return run.settle(state)
+    end (with the run's byte count and last time), instead of one state per event
+    (`fold_in_runs`). The state it began from is left as it was."""
+    return fold_in_runs(state, events, evolve, _Run)
 
 
 @dataclass
@@ -288,6 +267,24 @@ class _Run:
     chunks: dict[int, Chunk] | None = None
     chunk_bytes: int = 0
     at: datetime | None = None
+
+    def add(self, state: UploadState, event: Event) -> bool:
+        """Gather `event` if it is an append or a chunk (see domain.sequences.Run)."""
+        if isinstance(event, UploadBytesAppended):
+            if self.pieces is None:
+                self.pieces = []
+            self.pieces.extend((p.sha256, p.size) for p in event.pieces)
+            self.offset += event.size
+        elif isinstance(event, UploadChunkStored):
+            if self.chunks is None:
+                self.chunks = {}
+            old = self.chunks.get(event.index) or state.chunks.get(event.index)
+            self.chunks[event.index] = Chunk(event.index, event.offset, event.size, event.sha256)
+            self.chunk_bytes += event.size - (old.size if old else 0)
+        else:
+            return False
+        self.at = event.at
+        return True
 
     def settle(self, state: UploadState | None) -> UploadState | None:
         if state is None or self.at is None:

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.api.documented import assert_documented
-from tests.system import System
+from tests.system import System, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -401,3 +401,35 @@ async def test_a_body_of_100000_keys_is_a_short_4xx(
         r = await c.post("/v1/uploads", json={"file_name": "f", "file_size": 1, "metadata": params})
         assert 400 <= r.status_code < 500, r.text
         assert len(r.content) < 64 * 1024
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        ("/v1/uploads", ["INITIATED", "IN_PROGRESS", "COMPLETED", "FAILED", "ABORTED", "EXPIRED"]),
+        (
+            "/v1/fetches",
+            ["PENDING", "IN_PROGRESS", "PAUSED", "COMPLETED", "FAILED", "CANCELLED"],
+        ),
+    ],
+)
+async def test_a_list_s_unknown_status_is_refused_and_a_known_one_any_case_filters(
+    shared_system: System, path: str, allowed: list[str]
+) -> None:
+    async with shared_system.client(user()) as c:
+        r = await c.get(path, params={"status": "nope"})
+        body = assert_error(r, 400, "invalid_status")
+        assert body["error"]["details"] == {"allowed": allowed}, body
+        await assert_documented(c, "get", path, r)
+        if path == "/v1/uploads":
+            up = await new_upload(c, 10)
+
+            async def listed() -> bool:
+                r = await c.get(path, params={"status": "initiated"})
+                assert r.status_code == 200, r.text
+                return [u["id"] for u in r.json()["items"]] == [up["id"]]
+
+            await wait_until(listed, timeout=20)
+        for status in ("completed", "Completed", "COMPLETED"):
+            r = await c.get(path, params={"status": status})
+            assert r.status_code == 200 and r.json()["items"] == [], r.text

@@ -3,26 +3,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 from bus.config.settings import Settings
-
-PATH = Path(__file__).resolve().parents[2] / "deploy" / "check_static.py"
-
-
-@pytest.fixture(scope="module")
-def check() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("check_static", PATH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["check_static"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_every_secret_generated_per_data_dir_is_found(check: ModuleType, tmp_path: Path) -> None:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from domain.events import NewEvent, RecordedEvent
 from domain.kernel import Event
 
 
-def recorded(events: list[Event], stream_id: str, at: datetime) -> list[RecordedEvent]:
-    """`events` as one stream's records, versions and positions from 1, all at `at`."""
+def recorded(
+    events: Sequence[Event | NewEvent], stream_id: str, at: datetime
+) -> list[RecordedEvent]:
+    """`events` (typed, or as decided: NewEvent) as one stream's records, versions and
+    positions from 1, all at `at`."""
     out = []
     for i, e in enumerate(events):
-        n = NewEvent.of(e)
+        n = e if isinstance(e, NewEvent) else NewEvent.of(e)
         out.append(
             RecordedEvent(
                 id=f"e{i}",

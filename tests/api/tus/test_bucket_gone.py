@@ -10,7 +10,8 @@ from __future__ import annotations
 import base64
 import os
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -60,50 +61,73 @@ async def drop_bucket(c: httpx.AsyncClient, name: str) -> None:
     assert (await c.delete(f"/v1/buckets/{name}")).status_code == 200
 
 
-async def finishes_after_the_bucket_is_back(
-    c: httpx.AsyncClient, other: httpx.AsyncClient, bucket: str, url: str, data: bytes, taken: bool
-) -> None:
+@dataclass
+class Gone:
+    """A bucket `c`'s user made, for an upload into it; `go` takes it away (deleted, and
+    if `taken`, made again by `other`'s user), `back` gives it back to `c`'s user."""
+
+    c: httpx.AsyncClient
+    other: httpx.AsyncClient
+    bucket: str
+    taken: bool
+
+    async def go(self) -> None:
+        await drop_bucket(self.c, self.bucket)
+        if self.taken:
+            await make_bucket(self.other, self.bucket)
+
+    async def back(self) -> None:
+        """Taken: nothing of the upload came into the other user's bucket, which they
+        delete. Then `c`'s user makes the bucket again."""
+        if self.taken:
+            left = await self.other.get(f"/v1/buckets/{self.bucket}/objects")
+            assert left.json()["items"] == [], left.text
+            await drop_bucket(self.other, self.bucket)
+        await make_bucket(self.c, self.bucket)
+
+
+@pytest.fixture(params=[False, True], ids=["deleted", "taken-by-another"])
+async def gone(shared_system: System, request: pytest.FixtureRequest) -> AsyncIterator[Gone]:
+    async with shared_system.client(user()) as c, shared_system.client(user()) as other:
+        scene = Gone(c, other, f"gone-{secrets.token_hex(4)}", request.param)
+        await make_bucket(c, scene.bucket)
+        yield scene
+
+
+async def finishes_after_the_bucket_is_back(gone: Gone, url: str, data: bytes) -> None:
     """With the name still another user's, completing stays refused; made again by the
     owner, an empty PATCH at the upload's length completes it into the bucket."""
-    if taken:
-        r = await c.patch(url, headers={**OCTETS, "Upload-Offset": str(len(data))}, content=b"")
-        assert_error(r, 404, "bucket_not_found")
-        assert (await other.get(f"/v1/buckets/{bucket}/objects")).json()["items"] == []
-        await drop_bucket(other, bucket)
-    await make_bucket(c, bucket)
-    r = await c.patch(url, headers={**OCTETS, "Upload-Offset": str(len(data))}, content=b"")
+    c = gone.c
+    end = {**OCTETS, "Upload-Offset": str(len(data))}
+    if gone.taken:
+        assert_error(await c.patch(url, headers=end, content=b""), 404, "bucket_not_found")
+    await gone.back()
+    r = await c.patch(url, headers=end, content=b"")
     assert r.status_code == 204, r.text
-    assert (await c.get(f"/v1/buckets/{bucket}/objects/k/f.bin")).content == data
+    assert (await c.get(f"/v1/buckets/{gone.bucket}/objects/k/f.bin")).content == data
 
 
-@pytest.mark.parametrize("taken", [False, True], ids=["deleted", "taken-by-another"])
-async def test_the_patch_that_completes_into_a_gone_bucket_is_refused(
-    shared_system: System, taken: bool
-) -> None:
+async def test_the_patch_that_completes_into_a_gone_bucket_is_refused(gone: Gone) -> None:
     data = os.urandom(5000)
-    bucket = f"gone-{secrets.token_hex(4)}"
-    async with shared_system.client(user()) as c, shared_system.client(user()) as other:
-        await make_bucket(c, bucket)
-        r = await c.post(
-            "/v1/tus",
-            headers={
-                **TUS,
-                "Upload-Length": str(len(data)),
-                "Upload-Metadata": meta(filename="f.bin", bucket=bucket, key="k/f.bin"),
-            },
-        )
-        assert r.status_code == 201, r.text
-        url = r.headers["location"]
-        r = await c.patch(url, headers={**OCTETS, "Upload-Offset": "0"}, content=data[:2000])
-        assert r.status_code == 204, r.text
-        await drop_bucket(c, bucket)
-        if taken:
-            await make_bucket(other, bucket)
-        r = await c.patch(url, headers={**OCTETS, "Upload-Offset": "2000"}, content=data[2000:])
-        assert_error(r, 404, "bucket_not_found")
-        await assert_documented(c, "patch", "/v1/tus/{upload_id}", r)
-        await assert_not_a_file(c, url, len(data))
-        await finishes_after_the_bucket_is_back(c, other, bucket, url, data, taken)
+    c = gone.c
+    r = await c.post(
+        "/v1/tus",
+        headers={
+            **TUS,
+            "Upload-Length": str(len(data)),
+            "Upload-Metadata": meta(filename="f.bin", bucket=gone.bucket, key="k/f.bin"),
+        },
+    )
+    assert r.status_code == 201, r.text
+    url = r.headers["location"]
+    r = await c.patch(url, headers={**OCTETS, "Upload-Offset": "0"}, content=data[:2000])
+    assert r.status_code == 204, r.text
+    await gone.go()
+    r = await c.patch(url, headers={**OCTETS, "Upload-Offset": "2000"}, content=data[2000:])
+    assert_error(r, 404, "bucket_not_found")
+    await assert_documented(c, "patch", "/v1/tus/{upload_id}", r)
+    await assert_not_a_file(c, url, len(data))
+    await finishes_after_the_bucket_is_back(gone, url, data)
 
 
 def bucket_goes_after_its_check(
@@ -125,83 +149,62 @@ def bucket_goes_after_its_check(
     monkeypatch.setattr(controller, "check_writable", check_then_go)
 
 
-@pytest.mark.parametrize("taken", [False, True], ids=["deleted", "taken-by-another"])
 async def test_a_whole_small_file_into_a_gone_bucket_is_refused(
-    shared_system: System, monkeypatch: pytest.MonkeyPatch, taken: bool
+    gone: Gone, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Created with all its bytes in one request (one command that would complete it): the
     bucket went while the body came, so the upload is created with its bytes, incomplete."""
     data = os.urandom(3000)
-    bucket = f"gone-{secrets.token_hex(4)}"
-    async with shared_system.client(user()) as c, shared_system.client(user()) as other:
-        await make_bucket(c, bucket)
-
-        async def go() -> None:
-            await drop_bucket(c, bucket)
-            if taken:
-                await make_bucket(other, bucket)
-
-        bucket_goes_after_its_check(monkeypatch, go)
-        r = await c.post(
-            "/v1/tus",
-            headers={
-                **OCTETS,
-                "Upload-Length": str(len(data)),
-                "Upload-Metadata": meta(filename="f.bin", bucket=bucket, key="k/f.bin"),
-            },
-            content=data,
-        )
-        assert_error(r, 404, "bucket_not_found")
-        await assert_documented(c, "post", "/v1/tus", r)
-        url = r.headers["location"]  # the upload exists: where to complete or terminate it
-        monkeypatch.undo()
-        await assert_not_a_file(c, url, len(data))
-        await finishes_after_the_bucket_is_back(c, other, bucket, url, data, taken)
+    c = gone.c
+    bucket_goes_after_its_check(monkeypatch, gone.go)
+    r = await c.post(
+        "/v1/tus",
+        headers={
+            **OCTETS,
+            "Upload-Length": str(len(data)),
+            "Upload-Metadata": meta(filename="f.bin", bucket=gone.bucket, key="k/f.bin"),
+        },
+        content=data,
+    )
+    assert_error(r, 404, "bucket_not_found")
+    await assert_documented(c, "post", "/v1/tus", r)
+    url = r.headers["location"]  # the upload exists: where to complete or terminate it
+    monkeypatch.undo()
+    await assert_not_a_file(c, url, len(data))
+    await finishes_after_the_bucket_is_back(gone, url, data)
 
 
-@pytest.mark.parametrize("taken", [False, True], ids=["deleted", "taken-by-another"])
 async def test_a_concatenation_into_a_gone_bucket_is_refused(
-    shared_system: System, monkeypatch: pytest.MonkeyPatch, taken: bool
+    gone: Gone, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     parts = [os.urandom(1500), os.urandom(2500)]
-    bucket = f"gone-{secrets.token_hex(4)}"
-    async with shared_system.client(user()) as c, shared_system.client(user()) as other:
-        await make_bucket(c, bucket)
-        urls = []
-        for part in parts:
-            r = await c.post(
-                "/v1/tus",
-                headers={**OCTETS, "Upload-Length": str(len(part)), "Upload-Concat": "partial"},
-                content=part,
-            )
-            assert r.status_code == 201, r.text
-            urls.append(r.headers["location"])
-
-        async def go() -> None:
-            await drop_bucket(c, bucket)
-            if taken:
-                await make_bucket(other, bucket)
-
-        bucket_goes_after_its_check(monkeypatch, go)
+    c = gone.c
+    urls = []
+    for part in parts:
         r = await c.post(
             "/v1/tus",
-            headers={
-                **TUS,
-                "Upload-Concat": "final;" + " ".join(urls),
-                "Upload-Metadata": meta(filename="f.bin", bucket=bucket, key="k/f.bin"),
-            },
+            headers={**OCTETS, "Upload-Length": str(len(part)), "Upload-Concat": "partial"},
+            content=part,
         )
-        assert_error(r, 404, "bucket_not_found")
-        url = r.headers["location"]
-        monkeypatch.undo()
-        view = (await c.get(f"/v1/uploads/{upload_id(url)}")).json()
-        assert view["status"] == "INITIATED" and view["file_id"] is None, view
-        if taken:
-            assert (await other.get(f"/v1/buckets/{bucket}/objects")).json()["items"] == []
-            await drop_bucket(other, bucket)
-        await make_bucket(c, bucket)
-        # A final upload takes no bytes: the native complete finishes it.
-        r = await c.post(f"/v1/uploads/{upload_id(url)}/complete")
-        assert r.status_code == 200, r.text
-        got = await c.get(f"/v1/buckets/{bucket}/objects/k/f.bin")
-        assert got.content == b"".join(parts)
+        assert r.status_code == 201, r.text
+        urls.append(r.headers["location"])
+    bucket_goes_after_its_check(monkeypatch, gone.go)
+    r = await c.post(
+        "/v1/tus",
+        headers={
+            **TUS,
+            "Upload-Concat": "final;" + " ".join(urls),
+            "Upload-Metadata": meta(filename="f.bin", bucket=gone.bucket, key="k/f.bin"),
+        },
+    )
+    assert_error(r, 404, "bucket_not_found")
+    url = r.headers["location"]
+    monkeypatch.undo()
+    view = (await c.get(f"/v1/uploads/{upload_id(url)}")).json()
+    assert view["status"] == "INITIATED" and view["file_id"] is None, view
+    await gone.back()
+    # A final upload takes no bytes: the native complete finishes it.
+    r = await c.post(f"/v1/uploads/{upload_id(url)}/complete")
+    assert r.status_code == 200, r.text
+    got = await c.get(f"/v1/buckets/{gone.bucket}/objects/k/f.bin")
+    assert got.content == b"".join(parts)

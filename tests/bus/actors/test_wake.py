@@ -206,6 +206,56 @@ async def test_an_append_wakes_a_gate_on_the_event_channel(
         await consumer.stop()
 
 
+@pytest.mark.parametrize("channel", ["events", "published"])
+async def test_a_background_consumer_s_gate_pauses_idle_and_a_notification_wakes_it(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    topic: str,
+    monkeypatch: pytest.MonkeyPatch,
+    channel: str,
+) -> None:
+    """`gated_while_idle`, the projector's and the handlers' gate: driven beside the
+    consumer's own poll loop (a bare one here, as FastStream's), it pauses the idle consumer;
+    an event appended or published (each NOTIFYs its channel) resumes it; the block's end
+    stops the gate and gives its LISTEN connection back."""
+    from bus.store.eventstore import NOTIFY_CHANNEL
+    from bus.store.relay import PUBLISHED_CHANNEL
+
+    monkeypatch.setattr(wake, "PEEK_EVERY_BACKGROUND", 600.0)  # no peek may wake it instead
+    consumer = make_consumer(settings, topic, group_id=f"{topic}-background-{channel}")
+    await consumer.start()
+    stop = asyncio.Event()
+
+    async def poll() -> None:
+        while not stop.is_set():
+            await consumer.getmany(timeout_ms=50)
+
+    def paused() -> bool:
+        assigned = consumer.assignment()
+        return bool(assigned) and consumer.paused() == assigned
+
+    async def _is_paused() -> bool:
+        return paused()
+
+    async def _is_awake() -> bool:
+        return not paused()
+
+    poller = asyncio.create_task(poll())
+    try:
+        async with wake.gated_while_idle(consumer, pool, settings, stop, lambda: 0) as gate:
+            await wait_until(_is_paused, timeout=20)
+            monkeypatch.setattr(wake, "IDLE_AFTER", 600.0)  # once woken, it stays awake
+            name = NOTIFY_CHANNEL if channel == "events" else PUBLISHED_CHANNEL
+            await pool.execute("SELECT pg_notify($1, '')", name)
+            await wait_until(_is_awake, timeout=20)
+            assert gate._conn is not None
+        assert gate._conn is None and not gate._listening
+    finally:
+        stop.set()
+        await poller
+        await consumer.stop()
+
+
 def test_ring_payloads_round_trip_and_stay_under_notify_limit() -> None:
     owed = {(f"cairn.commands.t{i}", i % 8): 10**12 + i for i in range(400)}
     payloads = wake.ring_payloads(owed)

@@ -8,16 +8,13 @@ segment's append joined every segment's pieces again, so a fold did n^2/2 copies
 
 from __future__ import annotations
 
-import copy
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domain.events import RecordedEvent
-from domain.fetches import FetchState
 from domain.fetches import state as fetch_state
 from domain.fetches.events import (
     FetchAttemptFailed,
@@ -35,6 +32,7 @@ from domain.fetches.state import evolve
 from domain.kernel import Event
 from domain.registry import AGGREGATES
 from domain.values import Piece
+from tests.domain.folding import assert_fold_is_evolving, counting_states, shares_full_blocks
 from tests.domain.recorded import recorded as stream_records
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -89,24 +87,11 @@ def segmented(n: int) -> list[RecordedEvent]:
     return recorded(events)
 
 
-def counting_states(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Count the states (and segments) `evolve` and `fold` derive, each a `replace`."""
-    made: list[int] = []
-    real = fetch_state.replace
-
-    def counted(*args: Any, **kw: Any) -> Any:
-        made.append(1)
-        return real(*args, **kw)
-
-    monkeypatch.setattr(fetch_state, "replace", counted)
-    return made
-
-
 def test_folding_40000_appends_derives_a_few_states_not_one_per_append(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     events = plain(N)
-    made = counting_states(monkeypatch)
+    made = counting_states(monkeypatch, fetch_state)
     state = FOLD(events)
     assert state is not None and state.bytes == N and len(state.pieces) == N
     assert state.pieces[N - 1] == (sha(N - 1), 1)
@@ -118,7 +103,7 @@ def test_folding_40000_segment_appends_derives_a_few_states_not_one_per_append(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     events = segmented(N)
-    made = counting_states(monkeypatch)
+    made = counting_states(monkeypatch, fetch_state)
     state = FOLD(events)
     assert state is not None and state.bytes == N and all(s.done for s in state.segments)
     # The body in segment order, whatever order the segments' pieces came in.
@@ -139,9 +124,8 @@ def test_one_more_append_at_40000_pieces_copies_only_the_last_block() -> None:
     assert after is not None and len(after.pieces) == N and after.bytes == N
     assert len(state.pieces) == N - 1 and state.bytes == N - 1  # left as it was
     assert list(after.pieces)[: N - 1] == list(state.pieces)
-    old, new = state.prefix._blocks, after.prefix._blocks
-    assert len(new) == 157  # 40,000 pieces in blocks of 256
-    assert all(a is b for a, b in zip(old[:-1], new[:-1], strict=True))  # full blocks shared
+    assert len(after.prefix._blocks) == 157  # 40,000 pieces in blocks of 256
+    assert shares_full_blocks(state.prefix, after.prefix)
 
 
 def test_one_more_segment_append_at_40000_shares_every_other_segment_and_full_block() -> None:
@@ -153,9 +137,9 @@ def test_one_more_segment_append_at_40000_shares_every_other_segment_and_full_bl
     assert after is not None and after.bytes == N + SEGMENTS
     assert not state.segments[-1].done and after.segments[-1].done  # state left as it was
     assert all(a is b for a, b in zip(state.segments[:-1], after.segments[:-1], strict=True))
-    old, new = state.segments[-1].pieces._blocks, after.segments[-1].pieces._blocks
-    assert len(new) == 40  # 10,001 pieces in blocks of 256
-    assert all(a is b for a, b in zip(old[:-1], new[:-1], strict=True))
+    old, new = state.segments[-1].pieces, after.segments[-1].pieces
+    assert len(new._blocks) == 40  # 10,001 pieces in blocks of 256
+    assert shares_full_blocks(old, new)
     assert len(after.pieces) == N + SEGMENTS
 
 
@@ -200,18 +184,10 @@ def test_folding_in_one_pass_equals_evolving_event_by_event(
     if split:
         events.append(FetchSegmented(plan="p", bounds=((0, 8), (8, 24)), at=T0))
     events += tail
-    by_hand: FetchState | None = None
-    for e in events:
-        by_hand = evolve(by_hand, e)
-    rec = recorded(events)
-    folded = FOLD(rec)
-    assert folded == by_hand
+    folds = assert_fold_is_evolving(FOLD, evolve, events, recorded(events), cut)
+    folded, by_hand = folds.whole, folds.by_hand
     assert folded is not None and by_hand is not None
     assert folded.pieces == by_hand.pieces and folded.manifest() == by_hand.manifest()
-    # Resumable from any prefix, and the earlier state is left as it was.
-    mid = FOLD(rec[:cut])
-    before = copy.deepcopy(mid)
-    assert FOLD(rec[cut:], mid) == by_hand
-    assert mid == before
-    if mid is not None:
-        assert list(mid.pieces) == list(before.pieces)
+    # The body's pieces (joined from the segments where it has them) are left as they were.
+    if folds.mid is not None:
+        assert list(folds.mid.pieces) == list(folds.before.pieces)

@@ -12,14 +12,16 @@ import pytest
 from domain import files
 from domain.commands import Command, CreateFile, DeleteFile, StoreChunk
 from domain.errors import Conflict, DomainError, InvalidInput, NotFound
-from domain.events import NewEvent, RecordedEvent
+from domain.events import NewEvent
 from domain.files import FileState
 from domain.files.decide import _owned
 from domain.kernel import Event
 from domain.registry import AGGREGATES
+from tests.domain.recorded import recorded
 
 T0 = datetime(2026, 2, 1, 9, 30, tzinfo=UTC)
 FID = "f-123"
+STREAM = f"file-{FID}"
 
 
 def sha(x: object) -> str:
@@ -71,26 +73,10 @@ def refused(state: FileState | None, cmd: Command, kind: type[DomainError]) -> D
     return info.value
 
 
-def recorded(events: list[NewEvent]) -> list[RecordedEvent]:
-    return [
-        RecordedEvent(
-            id=f"e{i}",
-            stream_id=f"file-{FID}",
-            version=i + 1,
-            position=i + 1,
-            type=e.type,
-            schema_version=e.schema_version,
-            data=e.data,
-            occurred_at=T0,
-        )
-        for i, e in enumerate(events)
-    ]
-
-
 def test_create_emits_file_created_and_folds() -> None:
     events = files.decide(None, create(bucket="docs", metadata={"k": "v"}))
     assert [e.type for e in events] == ["FileCreated"]
-    state = AGGREGATES["files"].fold(recorded(events))
+    state = AGGREGATES["files"].fold(recorded(events, STREAM, T0))
     assert state == FileState(
         id=FID,
         owner="alice",
@@ -228,10 +214,10 @@ def test_evolve_ignores_unknown_events_and_events_without_state() -> None:
     state = run(create())
     fold = AGGREGATES["files"].fold
     unknown = NewEvent("SomethingNew", {"at": T0.isoformat()})
-    assert fold(recorded([unknown]), state) is state  # a newer producer's type: skipped
+    assert fold(recorded([unknown], STREAM, T0), state) is state  # a newer producer's type: skipped
     assert files.evolve(state, Event()) is state
-    assert fold(recorded([NewEvent("FileDeleted", {"at": T0.isoformat()})])) is None
-    assert fold(recorded([NewEvent("SomethingNew", {})])) is None
+    assert fold(recorded([NewEvent("FileDeleted", {"at": T0.isoformat()})], STREAM, T0)) is None
+    assert fold(recorded([NewEvent("SomethingNew", {})], STREAM, T0)) is None
 
 
 def test_decide_does_not_mutate_state_and_evolve_returns_new_state() -> None:

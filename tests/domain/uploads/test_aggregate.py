@@ -23,14 +23,16 @@ from domain.commands import (
     StoreChunk,
 )
 from domain.errors import Conflict, DomainError, Gone, InvalidInput, NotFound, Unprocessable
-from domain.events import NewEvent, RecordedEvent
+from domain.events import NewEvent
 from domain.kernel import Event
 from domain.registry import AGGREGATES
 from domain.uploads import UploadState, UploadStatus
 from domain.values import MAX_METADATA_BYTES
+from tests.domain.recorded import recorded
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 UID = "0b7e5b1c-upload"
+STREAM = f"upload-{UID}"
 KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
@@ -97,22 +99,6 @@ def run(*cmds: Command, state: UploadState | None = None) -> UploadState:
     return state
 
 
-def recorded(events: list[NewEvent], stream_id: str = f"upload-{UID}") -> list[RecordedEvent]:
-    return [
-        RecordedEvent(
-            id=f"e{i}",
-            stream_id=stream_id,
-            version=i + 1,
-            position=i + 1,
-            type=e.type,
-            schema_version=e.schema_version,
-            data=e.data,
-            occurred_at=T0,
-        )
-        for i, e in enumerate(events)
-    ]
-
-
 def refused(state: UploadState | None, cmd: Command, kind: type[DomainError]) -> DomainError:
     """decide must refuse with exactly `kind` and leave the state untouched."""
     before = copy.deepcopy(state)
@@ -136,7 +122,7 @@ def test_initiate_emits_initiated_and_folds_to_initiated_state() -> None:
     events = uploads.decide(None, cmd)
     assert [e.type for e in events] == ["UploadInitiated"]
     assert events[0].schema_version == 2
-    state = AGGREGATES["uploads"].fold(recorded(events))
+    state = AGGREGATES["uploads"].fold(recorded(events, STREAM, T0))
     assert state.id == UID
     assert state.owner == "alice"
     assert state.file_name == "report.pdf"
@@ -654,9 +640,9 @@ def test_evolve_ignores_unknown_event_types() -> None:
     state = run(initiate(), store(0, 10))
     fold = AGGREGATES["uploads"].fold
     unknown = NewEvent("SomethingNew", {"at": "2030-01-01T00:00:00+00:00"})
-    assert fold(recorded([unknown]), state) is state  # a newer producer's type: skipped
+    assert fold(recorded([unknown], STREAM, T0), state) is state  # a newer producer's type: skipped
     assert uploads.evolve(state, Event()) is state
-    assert fold(recorded([NewEvent("SomethingNew", {})])) is None
+    assert fold(recorded([NewEvent("SomethingNew", {})], STREAM, T0)) is None
 
 
 def test_evolve_of_non_initiating_events_without_state_stays_none() -> None:
@@ -678,10 +664,10 @@ def test_fold_through_the_registry_equals_folding_by_hand() -> None:
     for cmd in (initiate(), store(2, 5), store(0, 10), store(1, 10), complete()):
         state, events = apply(state, cmd)
         produced += events
-    assert AGGREGATES["uploads"].fold(recorded(produced)) == state
+    assert AGGREGATES["uploads"].fold(recorded(produced, STREAM, T0)) == state
     # Folding is resumable from any prefix.
-    mid = AGGREGATES["uploads"].fold(recorded(produced[:2]))
-    assert AGGREGATES["uploads"].fold(recorded(produced)[2:], mid) == state
+    mid = AGGREGATES["uploads"].fold(recorded(produced[:2], STREAM, T0))
+    assert AGGREGATES["uploads"].fold(recorded(produced, STREAM, T0)[2:], mid) == state
 
 
 # ---- properties -----------------------------------------------------------------------
@@ -792,4 +778,4 @@ def test_decide_is_pure_and_evolve_total_over_random_histories(cmds: list[Comman
             assert state.bytes_received <= state.file_size
             assert set(state.chunks) <= set(range(state.total_chunks))
     if produced:
-        assert AGGREGATES["uploads"].fold(recorded(produced)) == state
+        assert AGGREGATES["uploads"].fold(recorded(produced, STREAM, T0)) == state

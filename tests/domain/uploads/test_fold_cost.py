@@ -9,9 +9,7 @@ blocking the API's event loop on every GET of that upload.
 
 from __future__ import annotations
 
-import copy
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -20,7 +18,6 @@ from hypothesis import strategies as st
 from domain.events import RecordedEvent
 from domain.kernel import Event
 from domain.registry import AGGREGATES
-from domain.uploads import UploadState
 from domain.uploads import state as upload_state
 from domain.uploads.events import (
     UploadAborted,
@@ -32,6 +29,7 @@ from domain.uploads.events import (
 )
 from domain.uploads.state import evolve
 from domain.values import Piece
+from tests.domain.folding import assert_fold_is_evolving, counting_states, shares_full_blocks
 from tests.domain.recorded import recorded as stream_records
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -81,25 +79,12 @@ def appended(n: int) -> list[RecordedEvent]:
     return recorded(events)
 
 
-def counting_states(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Count the states `evolve` and `fold` derive (each a `replace` of the last)."""
-    made: list[int] = []
-    real = upload_state.replace
-
-    def counted(*args: Any, **kw: Any) -> Any:
-        made.append(1)
-        return real(*args, **kw)
-
-    monkeypatch.setattr(upload_state, "replace", counted)
-    return made
-
-
 def test_folding_40000_chunks_derives_one_state_not_one_per_chunk(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The quadratic fold derived a state per chunk event, each copying the whole map.
     events = chunked(40_000)
-    made = counting_states(monkeypatch)
+    made = counting_states(monkeypatch, upload_state)
     state = FOLD(events)
     assert state is not None and len(state.chunks) == 40_000
     assert state.bytes_received == 40_000 and state.all_received
@@ -110,7 +95,7 @@ def test_folding_40000_tus_pieces_derives_one_state_not_one_per_append(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     events = appended(40_000)
-    made = counting_states(monkeypatch)
+    made = counting_states(monkeypatch, upload_state)
     state = FOLD(events)
     assert state is not None and len(state.pieces) == 40_000 and state.offset == 40_000
     assert len(made) == 1
@@ -152,16 +137,7 @@ def test_folding_in_one_pass_equals_evolving_event_by_event(
         at=T0,
     )
     events: list[Event] = [head, *tail]
-    by_hand: UploadState | None = None
-    for e in events:
-        by_hand = evolve(by_hand, e)
-    rec = recorded(events)
-    assert FOLD(rec) == by_hand
-    # Resumable from any prefix, and the earlier state is left as it was.
-    mid = FOLD(rec[:cut])
-    before = copy.deepcopy(mid)
-    assert FOLD(rec[cut:], mid) == by_hand
-    assert mid == before
+    assert_fold_is_evolving(FOLD, evolve, events, recorded(events), cut)
 
 
 def test_one_more_chunk_at_40000_copies_one_block_of_the_map() -> None:
@@ -189,6 +165,5 @@ def test_one_more_tus_append_at_40000_pieces_copies_only_the_last_block() -> Non
     after = FOLD(events[40_000:], state)
     assert after is not None and len(after.pieces) == 40_000
     assert list(after.pieces)[:39_999] == list(state.pieces) and len(state.pieces) == 39_999
-    old, new = state.pieces._blocks, after.pieces._blocks
-    assert len(new) == 157
-    assert all(a is b for a, b in zip(old[:-1], new[:-1], strict=True))  # full blocks shared
+    assert len(after.pieces._blocks) == 157
+    assert shares_full_blocks(state.pieces, after.pieces)
