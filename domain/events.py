@@ -5,8 +5,9 @@ aggregate's package bumps `schema_version` and gains an upcaster from the old ve
 readers only ever see the current version (the event store and `from_envelope` upcast), so
 `evolve` never has to know history existed. An event stored at a version NEWER than this
 code's (a newer deployment wrote it) is left as stored, and reading it typed raises
-`domain.errors.NewerSchema`: never read as if it were the current version. `RecordedEvent.data` is the raw (upcast) JSON;
-`RecordedEvent.payload` is the typed event (see domain.registry).
+`domain.errors.NewerSchema`: never read as if it were the current version.
+`RecordedEvent.data` is the raw (upcast) JSON; `RecordedEvent.payload` is the typed event
+(see domain.registry).
 """
 
 from __future__ import annotations
