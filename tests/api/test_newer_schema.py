@@ -178,6 +178,18 @@ async def test_ready_names_a_projector_held_at_a_newer_event(shared_system: Syst
         # A process's own readiness (what a load balancer probes) is not the projector's.
         assert (await anon.get("/ready", params={"scope": "process"})).status_code == 200
 
+        # And the API's /metrics counts the events held at (from Postgres, so whichever
+        # process holds them).
+        async def counted() -> float | None:
+            text = (await anon.get("/metrics")).text
+            for line in text.splitlines():
+                if line.startswith("cairn_projection_events_held "):
+                    value = float(line.split()[1])
+                    return value if value >= 1 else None
+            return None
+
+        assert await wait_until(counted, timeout=30) >= 1
+
 
 async def test_a_rebuild_by_older_code_is_refused_with_503(shared_system: System) -> None:
     """Rebuilding without the newer events would lose them for the read model: refused,
