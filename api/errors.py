@@ -18,7 +18,7 @@ from bus.blobs.errors import BlobCorrupt, BlobNotFound, BlobStoreFull, BlobStore
 from bus.config.logs import get_logger
 from bus.ids import uuid4_hex
 from bus.store.db import database_down
-from domain.errors import DomainError
+from domain.errors import DomainError, NewerSchema
 
 log = get_logger(__name__)
 
@@ -31,7 +31,13 @@ STATUS_BY_KIND = {
     "unprocessable": 422,
     "gone": 410,
     "precondition": 412,
+    "unavailable": 503,
 }
+
+# How long a client is told to wait when a stream holds an event of a newer schema version
+# than this process reads (NewerSchema): a rolling upgrade replaces processes in seconds to
+# minutes, and the next try may well land on a newer one.
+UPGRADE_RETRY_AFTER = "5"
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -88,6 +94,14 @@ def api_error(exc: DomainError, headers: dict[str, str] | None = None) -> ApiErr
         return ApiError(
             503, exc.code, exc.message, exc.details, {"Retry-After": "1", **(headers or {})}
         )
+    if exc.kind == "unavailable":  # upgrade_in_progress (NewerSchema)
+        return ApiError(
+            503,
+            exc.code,
+            exc.message,
+            exc.details,
+            {"Retry-After": UPGRADE_RETRY_AFTER, **(headers or {})},
+        )
     return ApiError(STATUS_BY_KIND.get(exc.kind, 400), exc.code, exc.message, exc.details, headers)
 
 
@@ -123,6 +137,13 @@ def error_response(
 def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     if isinstance(exc, ApiError):
         return error_response(request, exc.status, exc.code, exc.message, exc.details, exc.headers)
+    if isinstance(exc, NewerSchema) and not _may_know(request, exc):
+        # A stream read directly (a GET folding it) that the caller may not see: the same
+        # 404 as a missing one, never a sign that it exists.
+        prefix, _, aggregate_id = (exc.stream_id or "").partition("-")
+        return error_response(
+            request, 404, f"{prefix}_not_found", f"no such {prefix}", {"id": aggregate_id}
+        )
     if isinstance(exc, DomainError):
         err = api_error(exc)
         return error_response(request, err.status, err.code, err.message, err.details, err.headers)
@@ -175,6 +196,19 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         return error_response(request, exc.status_code, code, str(exc.detail), {}, hdrs)
     _log_server_error(request, exc)
     return error_response(request, 500, "internal_error", "internal server error")
+
+
+def _may_know(request: Request[Any, Any, Any], exc: NewerSchema) -> bool:
+    """Whether the caller may learn that the stream `exc` met exists: its recorded owner or
+    an admin. Anyone else (another user, an anonymous caller, a stream whose owner is not
+    known) is answered as for a missing id."""
+    if exc.stream_id is None:
+        return True  # nothing names a stream: nothing to hide
+    try:
+        who = request.app.state.cairn.auth.authenticate(request.headers)
+    except Exception:
+        return False
+    return bool(who.admin or (exc.owner is not None and who.user == exc.owner))
 
 
 def log_unservable(request: Request[Any, Any, Any], exc: BlobCorrupt | BlobNotFound) -> None:

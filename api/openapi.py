@@ -70,7 +70,9 @@ _STANDARD = {
     401: "Authentication required, or the credentials are not valid",
     404: "No such resource (also the answer for another user's ids)",
     500: "Internal error (logged with the request id)",
-    503: "A dependency is unavailable; retry after Retry-After seconds",
+    503: "A dependency is unavailable, or (upgrade_in_progress) the resource's history holds"
+    " an event written by a newer version of Cairn than this process; retry after"
+    " Retry-After seconds",
     409: "Conflict: the resource's state does not allow this change (finished, not empty,"
     " taken, changed meanwhile), or an Idempotency-Key reused with another request;"
     " error.code says which",

@@ -7,7 +7,9 @@ before the actor host consumed anything). Ready means:
   (`CommandBus.probe`), which also proves Kafka and this process's reply consumer;
 - relay: a relay holds the leader lock (bus/store/relay.py), so new events reach Kafka;
 - projector: a projector process is connected to this database (its connections carry the
-  application_name `cairn-projector`, see bus/run/processes.py), so read models follow;
+  application_name `cairn-projector`, see bus/run/processes.py), so read models follow, and
+  it is not held before an event of a newer schema version than it reads (a rolling
+  upgrade in progress: `readmodel.schema_holds`, projections/holds.py);
 - postgres and the blob store answer.
 
 That is the whole system's readiness (`/ready`). `/ready?scope=process` is this API
@@ -36,6 +38,7 @@ from api.context import AppContext
 from bus.config.logs import get_logger
 from bus.run.processes import application_name
 from bus.store.relay import RELAY_LOCK
+from projections.holds import UNRESOLVED_COUNT
 
 log = get_logger(__name__)
 
@@ -43,14 +46,15 @@ OK_FOR = 1.5
 FAIL_FOR = 0.25
 CHECK_TIMEOUT = 5.0
 
-_PG_CHECK = """
+_PG_CHECK = f"""
 SELECT
   EXISTS (SELECT 1 FROM pg_locks
           WHERE locktype = 'advisory' AND classid = $1::int::oid AND objsubid = 2 AND granted
             AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))
     AS relay,
   EXISTS (SELECT 1 FROM pg_stat_activity
-          WHERE application_name = $2 AND datname = current_database()) AS projector
+          WHERE application_name = $2 AND datname = current_database()) AS projector,
+  ({UNRESOLVED_COUNT}) AS held
 """
 
 
@@ -103,7 +107,14 @@ class Readiness:
         )
         if row is not None:
             checks["relay"] = "ok" if row["relay"] else "error: no relay is publishing"
-            checks["projector"] = "ok" if row["projector"] else "error: no projector is running"
+            checks["projector"] = (
+                "error: no projector is running"
+                if not row["projector"]
+                else f"error: held at {row['held']} event(s) of a newer schema version than"
+                " it reads (upgrade in progress?)"
+                if row["held"]
+                else "ok"
+            )
         return all(v == "ok" for v in checks.values()), checks, errors
 
 

@@ -19,7 +19,10 @@ about the same blobs concurrently (the periodic one skips its turn, the admin ca
    The store reports "stored at" on Cairn's clock: the S3 store moves LastModified by the
    skew it measures against S3's Date header, so a server clock that lags cannot make
    a fresh blob look old (bus/blobs/s3.py `_to_our_clock`).
-   Then the store's leftovers of crashed puts older than a day are swept.
+   Then the store's leftovers of crashed puts older than a day are swept. An event of a
+   newer schema version than this code reads (a rolling upgrade, or a rollback) stops the
+   collection before it deletes anything (it may name chunks), until a process that reads
+   it runs; expiry passes such an upload by.
 3. Idempotency keys older than 24 hours are deleted.
 """
 
@@ -43,7 +46,7 @@ from bus.store.db import keeps_session_state
 from bus.store.eventstore import PostgresEventStore
 from domain import uploads
 from domain.commands import ExpireUpload
-from domain.errors import DomainError
+from domain.errors import DomainError, NewerSchema
 from domain.ports import BlobStore
 from domain.uploads import ACTIVE, UploadState
 
@@ -140,9 +143,15 @@ async def expire_stale_uploads(
 
     async def expire(upload_id: str) -> bool:
         async with gate:
-            state: UploadState | None = uploads.AGGREGATE.fold(
-                await store.read_stream(uploads.AGGREGATE.stream_id(upload_id))
-            )
+            try:
+                state: UploadState | None = uploads.AGGREGATE.fold(
+                    await store.read_stream(uploads.AGGREGATE.stream_id(upload_id))
+                )
+            except NewerSchema as e:
+                # Written by a newer version (an upgrade in progress, or a rollback): its
+                # last activity cannot be read here; left to a process that reads it.
+                log.info("upload not expired: newer schema", upload_id=upload_id, **e.details)
+                return False
             # The event store is the authority on the last activity: the read model may
             # not show a chunk stored a moment ago.
             if state is None or state.status not in ACTIVE or _aware(state.updated_at) >= cutoff:
@@ -179,7 +188,17 @@ async def collect_garbage(
     """Delete unreferenced blobs older than the grace; return (blobs deleted, bytes freed)."""
     # Every reference recorded so far, including what expiry just appended, must be in the
     # table before anything is judged unreferenced.
-    await chunk_refs.catch_up(pool, PostgresEventStore(pool))
+    try:
+        await chunk_refs.catch_up(pool, PostgresEventStore(pool))
+    except NewerSchema as e:
+        # An event this code cannot read may name chunks: judging without it could delete
+        # a live one. Nothing is collected until a process that reads it runs.
+        log.warning(
+            "garbage collection skipped: the event store holds an event of a newer schema"
+            " version than this process reads (upgrade in progress?)",
+            **e.details,
+        )
+        return 0, 0
     grace = timedelta(seconds=settings.gc_grace)
     cutoff = now - grace
     deleted = freed = 0

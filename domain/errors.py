@@ -66,6 +66,50 @@ class PreconditionFailed(DomainError):
     kind = "precondition"
 
 
+class Unavailable(DomainError):
+    """This process cannot serve the request now; the same request later can (503, with
+    Retry-After)."""
+
+    kind = "unavailable"
+
+
+class NewerSchema(Unavailable):
+    """A stored event of a known type has a schema version newer than this code's class:
+    it was written by a newer deployment (a rolling upgrade under way, or a rollback).
+    Reading its fields as the current version could misread them, so typed reading refuses
+    it; a process that knows the version reads it."""
+
+    def __init__(self, event_type: str, stored_version: int, known_version: int) -> None:
+        super().__init__(
+            "upgrade_in_progress",
+            f"this stream holds a {event_type} event of schema version {stored_version},"
+            f" newer than this version of Cairn reads ({known_version}): an upgrade is in"
+            " progress; retry once it has completed",
+            {
+                "event_type": event_type,
+                "stored_version": stored_version,
+                "known_version": known_version,
+            },
+        )
+        self.event_type = event_type
+        self.stored_version = stored_version
+        self.known_version = known_version
+        # Which stream, and the owner recorded with the event, when known (set by the
+        # decoding that met it): whoever may not see that stream is answered as for a
+        # missing one, never told that it exists.
+        self.stream_id: str | None = None
+        self.owner: str | None = None
+
+
 _KINDS: dict[str, type[DomainError]] = {
-    c.kind: c for c in (InvalidInput, NotFound, Conflict, Unprocessable, Gone, PreconditionFailed)
+    c.kind: c
+    for c in (
+        InvalidInput,
+        NotFound,
+        Conflict,
+        Unprocessable,
+        Gone,
+        PreconditionFailed,
+        Unavailable,
+    )
 }

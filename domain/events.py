@@ -3,8 +3,11 @@
 An event is immutable once appended. When an event's shape changes its class in the
 aggregate's package bumps `schema_version` and gains an upcaster from the old version;
 readers only ever see the current version (the event store and `from_envelope` upcast), so
-`evolve` never has to know history existed. `RecordedEvent.data` is the raw (upcast) JSON;
-`RecordedEvent.payload` is the typed event (see domain.registry).
+`evolve` never has to know history existed. An event stored at a version NEWER than this
+code's (a newer deployment wrote it) is left as stored, and reading it typed raises
+`domain.errors.NewerSchema`: never read as if it were the current version.
+`RecordedEvent.data` is the raw (upcast) JSON; `RecordedEvent.payload` is the typed event
+(see domain.registry).
 """
 
 from __future__ import annotations
@@ -13,7 +16,14 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from domain.kernel import JSON, Event, NewEvent
-from domain.registry import STREAM_PREFIXES, aggregate_of, decode, stream_id_for, upcast
+from domain.registry import (
+    STREAM_PREFIXES,
+    aggregate_of,
+    decode,
+    newer_schema,
+    stream_id_for,
+    upcast,
+)
 from domain.values import aware
 
 __all__ = [
@@ -70,7 +80,8 @@ class RecordedEvent:
     @property
     def payload(self) -> Event | None:
         """The typed event; None for an event type this code does not know (written by a
-        newer version): readers skip those."""
+        newer version): readers skip those. Raises NewerSchema for a known type at a newer
+        schema version than this code's (domain.errors)."""
         return decode(self)
 
     @staticmethod
@@ -111,6 +122,11 @@ class RecordedEvent:
 
 
 def upcast_recorded(ev: RecordedEvent) -> RecordedEvent:
+    """`ev` at its current schema version: upcast if older; as stored if newer than this
+    code's (passed on untouched by the event store's reads, so the relay publishes it as
+    written for readers that know it; typed reading refuses it, see `payload`)."""
+    if newer_schema(ev.type, ev.schema_version) is not None:
+        return ev
     version, data = upcast(ev.type, ev.schema_version, ev.data)
     if version == ev.schema_version:
         return ev

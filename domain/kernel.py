@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 import msgspec
 
-from domain.errors import InvalidInput, NotFound
+from domain.errors import InvalidInput, NewerSchema, NotFound
 
 JSON = dict[str, Any]
 Upcaster = Callable[[JSON], JSON]
@@ -73,8 +73,21 @@ class Event:
         return msgspec.convert(data, cls, strict=False)
 
     @classmethod
+    def newer(cls, schema_version: int) -> NewerSchema | None:
+        """The refusal to read `schema_version` if it is newer than this class (written by a
+        newer deployment); None if this code knows it."""
+        if schema_version > cls.schema_version:
+            return NewerSchema(cls.type, schema_version, cls.schema_version)
+        return None
+
+    @classmethod
     def upcast(cls, schema_version: int, data: JSON) -> tuple[int, JSON]:
-        """Walk the chain from a stored version to the current one. Never mutates `data`."""
+        """Walk the chain from a stored version to the current one. Never mutates `data`.
+        Raises NewerSchema for a version newer than this class: its fields may mean
+        something else, and reading them as the current version's would decide on a
+        misread event."""
+        if (newer := cls.newer(schema_version)) is not None:
+            raise newer
         while schema_version < cls.schema_version:
             step = cls.upcasters.get(schema_version)
             if step is None:
@@ -244,11 +257,18 @@ class AggregateSpec(Generic[S]):
 
     def decode(self, ev: StoredEvent) -> Event | None:
         """The typed event of a stored one (upcast first), or None for a type this code
-        does not know (written by a newer version: readers skip it)."""
+        does not know (written by a newer version: readers skip it). Raises NewerSchema for
+        a known type at a schema version newer than this code's (see Event.upcast)."""
         cls = self.event_types.get(ev.type)
         if cls is None:
             return None
-        _, data = cls.upcast(ev.schema_version, ev.data)
+        try:
+            _, data = cls.upcast(ev.schema_version, ev.data)
+        except NewerSchema as e:
+            stream_id, owner = getattr(ev, "stream_id", None), getattr(ev, "owner", None)
+            e.stream_id = stream_id if isinstance(stream_id, str) else None
+            e.owner = owner if isinstance(owner, str) else None
+            raise
         return cls.decode(data)
 
     def decide(self, state: S | None, cmd: Command) -> list[NewEvent]:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from domain import buckets, fetches, files, tasks, uploads
+from domain.errors import NewerSchema
 from domain.kernel import JSON, AggregateSpec, Command, Event, StoredEvent
 
 AGGREGATES: Mapping[str, AggregateSpec[Any]] = {
@@ -54,8 +55,24 @@ def stream_id_for(aggregate: str, aggregate_id: str) -> str:
     return spec.stream_id(aggregate_id)
 
 
+def newer_schema(event_type: str, schema_version: int) -> NewerSchema | None:
+    """The refusal to read an event of a known type stored at a schema version newer than
+    this code's class (see domain.errors.NewerSchema); None when it can be read (a known
+    version, or a type this code does not know at all, which readers skip)."""
+    found = EVENTS.get(event_type)
+    return None if found is None else found[1].newer(schema_version)
+
+
+def require_known(ev: StoredEvent) -> None:
+    """Raise NewerSchema if `ev` cannot be read by this code: for readers that look at an
+    event's `data` without decoding it (a projection reading fields by name)."""
+    if (newer := newer_schema(ev.type, ev.schema_version)) is not None:
+        raise newer
+
+
 def upcast(event_type: str, schema_version: int, data: JSON) -> tuple[int, JSON]:
-    """Bring stored `data` to the current schema version; unknown types pass unchanged."""
+    """Bring stored `data` to the current schema version; unknown types pass unchanged.
+    Raises NewerSchema for a known type stored at a newer version than this code's."""
     found = EVENTS.get(event_type)
     if found is None:
         return schema_version, data
@@ -63,6 +80,7 @@ def upcast(event_type: str, schema_version: int, data: JSON) -> tuple[int, JSON]
 
 
 def decode(ev: StoredEvent) -> Event | None:
-    """The typed event of a stored (upcast) one; None for a type this code does not know."""
+    """The typed event of a stored (upcast) one; None for a type this code does not know;
+    NewerSchema raised for a known type at a newer schema version."""
     found = EVENTS.get(ev.type)
     return None if found is None else AGGREGATES[found[0]].decode(ev)

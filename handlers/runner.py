@@ -25,7 +25,7 @@ from opentelemetry.trace import SpanKind
 from bus import maintenance as cleanup
 from bus.actors.commandbus import BusUnavailable, CommandBus
 from bus.actors.wake import Nudger, gated_while_idle
-from bus.aio import Stopped, sleep_unless_stopped, unless_stopped
+from bus.aio import BoundedLRU, Stopped, sleep_unless_stopped, unless_stopped
 from bus.blobs.errors import BlobStoreUnavailable
 from bus.blobs.factory import open_blob_store
 from bus.config.logs import get_logger
@@ -42,7 +42,7 @@ from bus.kafka.broker import (
 )
 from bus.kafka.clients import header
 from bus.store.eventstore import PostgresEventStore
-from domain.errors import DomainError
+from domain.errors import DomainError, NewerSchema
 from domain.events import RecordedEvent
 from handlers import files_from_fetches, files_from_uploads
 
@@ -58,6 +58,8 @@ class Handlers:
         self.blobs = open_blob_store(settings.blobs_url, settings)
         self.group_id = f"{settings.topic_prefix}-handlers"
         self.batches = 0  # bumped at the start and end of every batch (the idle gate)
+        # Events of a newer schema version already logged (each is retried until read).
+        self._newer_logged: BoundedLRU[str, bool] = BoundedLRU(1000)
 
     async def run(self, stop: asyncio.Event) -> None:
         # The nudge wakes an idle actor host (bus/actors/wake.py).
@@ -151,6 +153,20 @@ class Handlers:
         except BlobStoreUnavailable as e:
             log.warning("blob store unavailable; will retry", error=str(e))
             return False
+        except NewerSchema as e:
+            # Written by a newer version (an upgrade in progress, or a rollback): neither
+            # misread nor dropped; retried (the partition waits here) until a process
+            # that reads it runs. Said once per event.
+            if self._newer_logged.get(ev.id) is None:
+                self._newer_logged[ev.id] = True
+                log.warning(
+                    "follow-up waits: an event of a newer schema version than this process"
+                    " reads (upgrade in progress?); will retry",
+                    stream_id=ev.stream_id,
+                    version=ev.version,
+                    **e.details,
+                )
+            return False
         if cmd is None:
             return True
         try:
@@ -159,6 +175,11 @@ class Handlers:
                     cmd, correlation_id=ev.correlation_id, traceparent=current_traceparent()
                 )
         except DomainError as e:
+            if e.kind == "unavailable":
+                # upgrade_in_progress: the actor host could not read the target stream
+                # yet. Retryable, not a refusal: the follow-up must not be dropped.
+                log.warning("follow-up command deferred; will retry", code=e.code)
+                return False
             log.warning("follow-up command refused", event_type=ev.type, code=e.code)
             return True
         except BusUnavailable as e:

@@ -22,6 +22,7 @@ import asyncpg
 from bus.config.settings import Settings
 from domain.events import RecordedEvent
 from domain.ports import EventStore
+from domain.registry import require_known
 
 # Transaction-scoped advisory lock. The live projector takes it shared in every transaction;
 # a rebuild takes it exclusive, so it never interleaves with live applies (the live
@@ -157,7 +158,8 @@ async def apply_checkpointed(
 
     0 = a duplicate; 1 = the event; more = a gap before it was filled from `event_store`.
     The checkpoint advances only once every effect is written: if one raises (inside a
-    savepoint the caller rolls back), the stream stays where it was."""
+    savepoint the caller rolls back), the stream stays where it was. An event of a schema
+    version newer than this code reads raises NewerSchema before any effect."""
     checkpoint = checkpoints.version(ev.stream_id)
     if ev.version <= checkpoint:
         return 0
@@ -175,6 +177,10 @@ async def apply_checkpointed(
                 f" {ev.version}, the event store has {[e.version for e in missing]}"
             )
         todo = [*missing, ev]
+    for e in todo:
+        # Never applied as if it were the current version, whether the projection decodes
+        # it or reads its fields by name: NewerSchema (the caller holds, or refuses).
+        require_known(e)
     for e in todo:
         await projection.apply(conn, e)
     checkpoints.advance(ev.stream_id, ev.version)

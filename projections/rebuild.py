@@ -17,6 +17,7 @@ import asyncpg
 from bus.config.metrics import PROJECTION_MESSAGES_SKIPPED as MESSAGES_SKIPPED
 from bus.config.settings import Settings
 from bus.store.eventstore import PostgresEventStore
+from domain.errors import NewerSchema
 from domain.events import RecordedEvent
 from domain.registry import AGGREGATES
 from projections.base import (
@@ -71,6 +72,10 @@ def unprojected(projections: Mapping[str, Projection] | None = None) -> list[str
 
 PAGE = 5000
 
+# Raised through, never skipped: a transient failure fails the rebuild (run it again), and
+# so does an event of a newer schema version (run it with the newer version).
+_NOT_SKIPPED: tuple[type[BaseException], ...] = (NewerSchema, *TRANSIENT_ERRORS)
+
 
 @dataclass(frozen=True)
 class Rebuilt:
@@ -93,16 +98,41 @@ async def rebuild_report(
 ) -> Rebuilt:
     """Recompute projection `name` from every event of its aggregates.
 
-    An event the projection cannot apply (a newer producer's schema, bad data) is skipped
+    An event the projection cannot apply (bad data at a version this code knows) is skipped
     exactly as the live projector skips it (runner.py): in a savepoint, logged, counted in
     `cairn_projection_messages_skipped_total{reason="unappliable"}`, its stream's checkpoint
     left before it; so the rebuilt rows are the live ones, and one such event no longer
-    makes every rebuild fail. `settings` lets the projection drop what the live system has
+    makes every rebuild fail.
+
+    An event of a known type at a schema version NEWER than this code reads (a newer
+    deployment wrote it) is not skipped: the rebuilt read model would lack it, and the
+    rest of its stream, for good, where the live projector only waits for the upgrade.
+    The rebuild raises NewerSchema instead (the admin API: 503 upgrade_in_progress) and
+    its transaction rolls back, leaving the read model as it was; run it with the newer
+    version. `settings` lets the projection drop what the live system has
     already dropped (finished tasks past their retention, `Projection.after_rebuild`).
 
     Raises KeyError for an unknown projection name.
     """
     projection = PROJECTIONS[name]
+    try:
+        return await _rebuild(pool, projection, settings)
+    except NewerSchema as e:
+        log.error(
+            "rebuild of %s refused: the event store holds a %s event of schema version %d,"
+            " newer than this code reads (%d); the read model is left as it was. Rebuild"
+            " with the newer version of Cairn",
+            name,
+            e.event_type,
+            e.stored_version,
+            e.known_version,
+        )
+        raise
+
+
+async def _rebuild(
+    pool: asyncpg.Pool, projection: Projection, settings: Settings | None
+) -> Rebuilt:
     store = PostgresEventStore(pool)
     applied = skipped = 0
     async with pool.acquire() as conn, conn.transaction():
@@ -130,7 +160,7 @@ async def rebuild_report(
                         async with pipelined(conn) as via, deferred_usage(via):
                             applied += await apply_events(via, projection, mine, store)
                     last = mine[-1]
-                except TRANSIENT_ERRORS:
+                except _NOT_SKIPPED:
                     raise
                 except Exception:
                     # Some event of the page cannot be applied: redo the page one event
@@ -164,7 +194,7 @@ async def _apply_isolated(
         try:
             async with conn.transaction():  # a savepoint; usage written at once, not tallied
                 n = await apply_checkpointed(conn, projection, ev, store, checkpoints)
-        except TRANSIENT_ERRORS:
+        except _NOT_SKIPPED:
             raise
         except Exception as e:
             skipped += 1

@@ -10,6 +10,15 @@ roll the batch back and retry it with backoff, committing nothing to Kafka, so n
 lost. Deterministic ones (a message that is not an event, an event whose data the
 projection cannot apply) are logged, counted and skipped, so one bad message cannot stall
 the projection forever; the event store still holds the truth for a later rebuild.
+
+One kind is neither: an event of a known type at a schema version NEWER than this code
+reads (written by a newer deployment during a rolling upgrade, or before a rollback).
+Skipping it would lose it for the read model, reading it could misread it. The projector
+holds its partition there instead: what came before it is applied and committed, nothing
+from it on; the partition is paused (the other partitions go on), the hold is logged once,
+counted in `cairn_projection_partitions_held` and recorded in `readmodel.schema_holds`
+(projections/holds.py, for /ready). A process that knows the version (the upgrade done)
+starts that partition from the held event, as committed.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from typing import Any
 import asyncpg
 import orjson
 from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -38,6 +48,7 @@ from bus.config.metrics import PROJECTION_DUPLICATES_SKIPPED as DUPLICATES_SKIPP
 from bus.config.metrics import PROJECTION_EVENTS_APPLIED as EVENTS_APPLIED
 from bus.config.metrics import PROJECTION_LAG_SECONDS as PROJECTION_LAG
 from bus.config.metrics import PROJECTION_MESSAGES_SKIPPED as MESSAGES_SKIPPED
+from bus.config.metrics import PROJECTION_PARTITIONS_HELD as PARTITIONS_HELD
 from bus.config.settings import Settings
 from bus.kafka.broker import (
     BATCH_TIMEOUT_MS,
@@ -50,7 +61,9 @@ from bus.kafka.broker import (
 )
 from bus.kafka.clients import ensure_topics, header
 from bus.store.eventstore import PostgresEventStore
+from domain.errors import NewerSchema
 from domain.events import RecordedEvent
+from projections import holds
 from projections.base import (
     PROJECTION_LOCK,
     TRANSIENT_ERRORS,
@@ -83,6 +96,25 @@ class _Poison(Exception):
     """A deterministic failure while applying a batch without isolation."""
 
 
+class _Held(Exception):
+    """Applying `event` met an event of a newer schema version (itself, or one filling the
+    gap before it): its partition must wait before it."""
+
+    def __init__(self, event: RecordedEvent, error: NewerSchema) -> None:
+        super().__init__(str(error))
+        self.event = event
+        self.error = error
+
+
+@dataclass
+class _Hold:
+    """A partition held before the message at `offset` (see the module docstring)."""
+
+    offset: int
+    event: RecordedEvent
+    error: NewerSchema
+
+
 class Projector:
     """Runs `projections` (default: all registered) off their aggregates' topics."""
 
@@ -109,12 +141,22 @@ class Projector:
         self._progress = asyncio.Condition()
         self._last_batch = 0.0
         self.batches = 0  # bumped at the start and end of every batch (the idle gate)
+        # Partitions held before an event of a newer schema version, and the holds already
+        # logged (a partition taken away and given back meets its event again).
+        self.held: dict[TopicPartition, _Hold] = {}
+        self._logged: set[tuple[str, int, int]] = set()
+        self.consumer: Any = None
 
     # ---- progress --------------------------------------------------------------------
 
     def processed_offset(self, topic: str, partition: int) -> int:
         """The next offset of (topic, partition) not yet applied (0 = nothing yet)."""
         return self._processed.get((topic, partition), 0)
+
+    async def wait_held(self, topic: str, partition: int, timeout: float = 30.0) -> None:
+        """Wait until (topic, partition) is held before an event of a newer schema version."""
+        async with asyncio.timeout(timeout), self._progress:
+            await self._progress.wait_for(lambda: TopicPartition(topic, partition) in self.held)
 
     async def wait_processed(
         self, topic: str, partition: int, offset: int, timeout: float = 30.0
@@ -133,9 +175,16 @@ class Projector:
         try:
             # Joining the consumer group can take seconds: give up at once when stopped.
             await unless_stopped(broker.start(), stop)
-            # Idle: stop fetching until an event is appended or published.
+            self.consumer = subscriber.consumer
+            # Idle: stop fetching until an event is appended or published. A held partition
+            # stays paused when the gate wakes the others.
             async with gated_while_idle(
-                subscriber.consumer, self.pool, self.settings, stop, lambda: self.batches
+                subscriber.consumer,
+                self.pool,
+                self.settings,
+                stop,
+                lambda: self.batches,
+                keep_paused=self.held.keys,
             ):
                 log.info("projector started", extra={"topics": self.topics, "group": self.group_id})
                 await stop.wait()
@@ -145,11 +194,21 @@ class Projector:
             idle.cancel()
             with contextlib.suppress(Exception):
                 await broker.stop()
+            self._release(set(self.held))
             log.info("projector stopped")
 
     def declare(self, broker: KafkaBroker, stop: asyncio.Event) -> Any:
         """Declare the event subscriber on `broker`: one Postgres transaction per poll batch,
         offsets committed only after it. Returns the subscriber."""
+        projector = self
+
+        class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+            async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+                # A held partition taken away is its next owner's to apply or hold.
+                projector._release(set(revoked))
+
+            async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+                pass
 
         subscriber = long_poll(
             broker.subscriber(
@@ -161,6 +220,7 @@ class Projector:
                 max_poll_records=self.max_batch,
                 batch_timeout_ms=BATCH_TIMEOUT_MS,
                 decoder=raw_records,
+                listener=Listener(),
                 title="projector",
                 description="Domain events into the Postgres read models.",
                 **subscriber_options(self.settings),
@@ -189,6 +249,14 @@ class Projector:
             offsets: dict[TopicPartition, int] = {}
             for m in messages:
                 offsets[TopicPartition(m.topic, m.partition)] = m.offset + 1
+            consumer: Any = msg.consumer
+            for tp, hold in self.held.items():
+                if tp in offsets:
+                    # Nothing from the held event on is committed (the commit below takes
+                    # the consumer's positions), nor fetched again by this process.
+                    offsets[tp] = hold.offset
+                    consumer.seek(tp, hold.offset)
+                    consumer.pause(tp)
             try:
                 await msg.ack()
             except KafkaError as e:
@@ -215,7 +283,9 @@ class Projector:
                 self._processed[key] = max(nxt, self._processed.get(key, 0))
             self._progress.notify_all()
 
-    def _parse(self, messages: Sequence[ConsumerRecord]) -> list[RecordedEvent]:
+    def _parse(
+        self, messages: Sequence[ConsumerRecord]
+    ) -> list[tuple[ConsumerRecord, RecordedEvent]]:
         events = []
         for m in messages:
             try:
@@ -224,7 +294,9 @@ class Projector:
                 env = orjson.loads(m.value)
                 if not isinstance(env, dict):
                     raise ValueError("not a JSON object")
-                events.append(RecordedEvent.from_envelope(env, header(m.headers, "traceparent")))
+                events.append(
+                    (m, RecordedEvent.from_envelope(env, header(m.headers, "traceparent")))
+                )
             except Exception as e:
                 MESSAGES_SKIPPED.labels("malformed").inc()
                 log.error(
@@ -239,11 +311,13 @@ class Projector:
     async def _apply_with_retry(
         self, messages: Sequence[ConsumerRecord], stop: asyncio.Event
     ) -> bool:
-        """Apply a batch, retrying transient failures; False if stopped before success."""
-        events = self._parse(messages)
+        """Apply a batch, retrying transient failures; False if stopped before success.
+        Events of a held partition from its hold on are left out (see `_unheld`)."""
+        parsed = self._parse(messages)
         backoff = Backoff(0.1, MAX_BACKOFF, jitter=False)
         isolate = False
         while True:
+            events = self._unheld(parsed)
             # Raced against `stop`: a batch can wait a long time for the projection lock
             # (a rebuild holds it exclusively). Cancelling rolls the transaction back and
             # leaves the offsets uncommitted, so the batch is simply redelivered later.
@@ -252,6 +326,10 @@ class Projector:
                 break
             except Stopped:
                 return False
+            except _Held as held:
+                # Met while applying (a gap filled from the store): hold there, try again.
+                m = next(m for m, ev in parsed if ev is held.event)
+                await self._hold(m, held.event, held.error)
             except _Poison:
                 # Fast path failed on a bad event: redo the batch one savepoint per event,
                 # so only the bad ones are skipped.
@@ -296,7 +374,7 @@ class Projector:
                     async with pipelined(conn) as via, deferred_usage(via):
                         for ev in events:
                             await self._apply_to_all(via, ev, checkpoints, isolate, out)
-                except _Poison:
+                except (_Poison, _Held):
                     raise
                 except TRANSIENT_ERRORS:
                     raise
@@ -343,6 +421,8 @@ class Projector:
                 n = await apply_checkpointed(conn, p, ev, self.event_store, seen)
         except TRANSIENT_ERRORS:
             raise
+        except NewerSchema as e:
+            raise _Held(ev, e) from e
         except Exception as e:
             if not isolate:
                 raise _Poison from e
@@ -363,3 +443,58 @@ class Projector:
                 out.last[p.name] = ev
         else:
             out.duplicates[p.name] = out.duplicates.get(p.name, 0) + 1
+
+    # ---- holds: events of a newer schema version -------------------------------------
+
+    def _unheld(
+        self, parsed: Sequence[tuple[ConsumerRecord, RecordedEvent]]
+    ) -> list[RecordedEvent]:
+        """The events to apply: none of a held partition from its hold on. (A hold starts
+        where applying meets an event of a newer schema version, `_Held`: not before, so
+        an event a newer projector already applied, met again after a rollback, is the
+        duplicate it is and holds nothing.)"""
+        out = []
+        for m, ev in parsed:
+            hold = self.held.get(TopicPartition(m.topic, m.partition))
+            if hold is not None and m.offset >= hold.offset:
+                continue
+            out.append(ev)
+        return out
+
+    async def _hold(self, m: ConsumerRecord, ev: RecordedEvent, error: NewerSchema) -> None:
+        """Hold (m.topic, m.partition) before `m`: logged once, counted, recorded for /ready."""
+        tp = TopicPartition(m.topic, m.partition)
+        current = self.held.get(tp)
+        if current is not None and current.offset <= m.offset:
+            return
+        self.held[tp] = _Hold(m.offset, ev, error)
+        PARTITIONS_HELD.set(len(self.held))
+        key = (m.topic, m.partition, m.offset)
+        if key not in self._logged:
+            self._logged.add(key)
+            log.error(
+                "projection held: %s[%d]@%d is %s v%d of %s, a newer schema version than this"
+                " code reads (v%d); nothing from it on is applied or committed until a"
+                " projector that knows the version runs (upgrade in progress?)",
+                m.topic,
+                m.partition,
+                m.offset,
+                ev.stream_id,
+                ev.version,
+                ev.type,
+                error.known_version,
+                extra={"event_type": ev.type, "schema_version": error.stored_version},
+            )
+        try:
+            await holds.record(self.pool, ev, error)
+        except TRANSIENT_ERRORS as e:
+            # Still held, logged and counted; /ready does not know until the next hold.
+            log.warning("hold not recorded in Postgres: %r", e)
+        async with self._progress:
+            self._progress.notify_all()
+
+    def _release(self, tps: set[TopicPartition]) -> None:
+        """Forget the holds of `tps` (taken away, or the consumer stopped)."""
+        for tp in tps:
+            self.held.pop(tp, None)
+        PARTITIONS_HELD.set(len(self.held))

@@ -26,9 +26,11 @@ from api.readiness import Readiness
 from api.schemas import ReadinessReport, ok
 from bus.config.logs import get_logger
 from bus.config.metrics import EVENT_STORE_POSITION, LAG_GAUGES_AGE, RELAY_LAG
+from bus.config.metrics import PROJECTION_EVENTS_HELD as EVENTS_HELD
 from bus.config.metrics import PROJECTION_LAG_EVENTS as PROJECTION_LAG
 from bus.kafka.spec import asyncapi_document
 from domain.events import stream_id_for
+from projections.holds import UNRESOLVED_COUNT
 from projections.rebuild import PROJECTIONS
 
 log = get_logger(__name__)
@@ -87,7 +89,7 @@ async def ready(
 
 async def query_lag(pool: asyncpg.Pool) -> None:
     """Set the gauges read from Postgres: the newest position, the relay's and each
-    projection's lag. A few statements, one a projection; `LagGauges` bounds how often."""
+    projection's lag, the events the projector is held at (projections/holds.py). A few statements, one a projection; `LagGauges` bounds how often."""
     async with pool.acquire() as conn:
         last = await conn.fetchval("SELECT coalesce(max(position), 0) FROM eventstore.events")
         relay = await conn.fetchval(
@@ -95,6 +97,7 @@ async def query_lag(pool: asyncpg.Pool) -> None:
         )
         EVENT_STORE_POSITION.set(last)
         RELAY_LAG.set(max(0, last - relay))
+        EVENTS_HELD.set(await conn.fetchval(UNRESOLVED_COUNT))
         rows = await conn.fetch("SELECT projection, last_position FROM readmodel.status")
         for r in rows:
             projection = PROJECTIONS.get(r["projection"])

@@ -56,7 +56,7 @@ from bus.kafka.clients import COMMAND_AGGREGATES, ensure_topics, header
 from bus.store.eventstore import PostgresEventStore
 from domain import policies
 from domain.commands import Command, command_from_dict
-from domain.errors import DomainError, InvalidInput
+from domain.errors import DomainError, InvalidInput, NewerSchema, NotFound
 from domain.events import EventMeta
 from domain.kernel import AggregateSpec, NewEvent
 from domain.ports import ConcurrencyError, DuplicateCommand, EventStore, UnstorableEvent
@@ -118,6 +118,8 @@ class Actors:
     def __init__(self, store: EventStore) -> None:
         self.store = store
         self._cache: BoundedLRU[str, tuple[Any, int]] = BoundedLRU(CACHE_SIZE)
+        # (event type, stored version) already logged as newer than this code reads.
+        self._newer_logged: set[tuple[str, int]] = set()
 
     async def _load(self, stream_id: str, aggregate: str, remember: bool = True) -> tuple[Any, int]:
         cached = self._cache.get(stream_id)
@@ -183,7 +185,40 @@ class Actors:
         *,
         remember: bool,
     ) -> tuple[dict[str, Any], Any]:
-        """Decide and append one command: (the reply body, the aggregate's state after)."""
+        """Decide and append one command: (the reply body, the aggregate's state after).
+
+        A stream holding an event of a newer schema version than this code reads (a newer
+        deployment wrote it) is not decided on: its state would be a misread one. The
+        command is refused with NewerSchema (`upgrade_in_progress`, retryable: the API
+        answers 503 with Retry-After) and nothing is appended; the batch is not rewound,
+        so the host goes on serving every other stream, and a newer host serves this one."""
+        try:
+            return await self._decide_and_append(cmd, correlation_id, traceparent, remember)
+        except NewerSchema as e:
+            self.forget(cmd.stream_id)
+            if e.owner != cmd.caller and not cmd.admin:
+                # Someone else's stream (or one whose owner is unknown): as a missing one.
+                p = cmd.stream_prefix
+                return _refusal(
+                    NotFound(f"{p}_not_found", f"no such {p}", {"id": cmd.aggregate_id})
+                ), None
+            if (e.event_type, e.stored_version) not in self._newer_logged:
+                self._newer_logged.add((e.event_type, e.stored_version))
+                log.warning(
+                    "commands refused: a stream holds an event of a newer schema version"
+                    " than this process reads (upgrade in progress?)",
+                    stream_id=cmd.stream_id,
+                    **e.details,
+                )
+            return _refusal(e), None
+
+    async def _decide_and_append(
+        self,
+        cmd: Command,
+        correlation_id: str | None,
+        traceparent: str | None,
+        remember: bool,
+    ) -> tuple[dict[str, Any], Any]:
         agg = AGGREGATES.get(cmd.aggregate)
         if agg is None:
             refusal = InvalidInput("unknown_aggregate", f"no aggregate {cmd.aggregate!r}")

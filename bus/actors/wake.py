@@ -54,11 +54,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Mapping
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bus.aio import sleep_unless_stopped
 from bus.config.logs import get_logger
@@ -235,8 +235,12 @@ class IdleGate:
         handled: Mapping[tuple[str, int], int] | None = None,
         linger: float | None = None,
         awake_ms: int = AWAKE_POLL_MS,
+        keep_paused: Callable[[], Collection[TopicPartition]] | None = None,
     ) -> None:
         self.consumer = consumer
+        # Partitions the owner paused for reasons of its own (the projector's holds): a
+        # wake-up resumes the others only.
+        self._keep_paused = keep_paused
         self.channels = (channel,) if isinstance(channel, str) else channel
         self._peek_every = peek_every
         self._peek_ms = peek_ms
@@ -343,7 +347,8 @@ class IdleGate:
             )
             self._probed.clear()
             async with self._hold:  # (a recycle of a command topic, bus/actors/host.py)
-                self.consumer.resume(*self.consumer.assignment())
+                kept = set(self._keep_paused()) if self._keep_paused is not None else set()
+                self.consumer.resume(*(self.consumer.assignment() - kept))
                 self._paused = False
         if self._nudged.is_set():
             self._nudged.clear()
@@ -384,17 +389,20 @@ async def gated_while_idle(
     settings: Settings,
     stop: asyncio.Event,
     activity: Callable[[], int],
+    *,
+    keep_paused: Callable[[], Collection[TopicPartition]] | None = None,
 ) -> AsyncIterator[IdleGate]:
     """A background consumer's gate (the projector's, the handlers'), driven while the block
     runs: it stops fetching when idle, until an event is appended (the event store's
     NOTIFY) or published (the relay's), and peeks every `PEEK_EVERY_BACKGROUND` seconds for
-    a lost notification. `activity`: as for `IdleGate.drive`. Stopped and closed at the
-    block's end."""
+    a lost notification. `activity`: as for `IdleGate.drive`; `keep_paused`: as for
+    `IdleGate`. Stopped and closed at the block's end."""
     gate = IdleGate(
         consumer,
         (NOTIFY_CHANNEL, PUBLISHED_CHANNEL),
         peek_every=PEEK_EVERY_BACKGROUND,
         peek_ms=fetch_max_wait_ms(settings, latency_critical=False) + 100,
+        keep_paused=keep_paused,
     )
     gating: asyncio.Task[None] | None = None
     try:

@@ -147,6 +147,18 @@ PROJECTION_DUPLICATES_SKIPPED = Counter(
     "Deliveries skipped because the projection had already applied the event.",
     ["projection"],
 )
+PROJECTION_PARTITIONS_HELD = Gauge(
+    "cairn_projection_partitions_held",
+    "Partitions this projector holds before an event of a newer schema version than its"
+    " code reads (a rolling upgrade in progress, or a rollback): nothing from that event on"
+    " is applied until a projector that knows the version runs.",
+)
+PROJECTION_EVENTS_HELD = Gauge(
+    "cairn_projection_events_held",
+    "Events the projector is held at because their schema version is newer than its code"
+    " reads (readmodel.schema_holds; read from Postgres, at most"
+    " cairn_lag_gauges_age_seconds old).",
+)
 PROJECTION_MESSAGES_SKIPPED = Counter(
     "cairn_projection_messages_skipped",
     "Messages skipped without effect: malformed (not an event) or unappliable (poison).",

@@ -419,3 +419,57 @@ async def test_the_handlers_process_expires_stale_uploads_by_itself(
         f"upload-{uid}",
     )
     assert n == 1
+
+
+async def test_a_newer_schema_event_makes_the_collector_wait_and_expiry_pass_it_by(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    event_store: PostgresEventStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An event of a newer schema version than this code reads (a rolling upgrade, or a
+    rollback) may name chunks this code cannot see: the collector deletes nothing until a
+    process that reads it runs (never a live chunk), and says why; expiry leaves that
+    upload to the newer version and the rest of the run goes on."""
+    from domain.events import NewEvent
+    from domain.uploads.events import UploadChunkStored
+    from projections.rebuild import rebuild
+
+    known = UploadChunkStored.schema_version
+    s = Settings(**{**settings.__dict__, "gc_grace": 60.0, "upload_ttl": 60.0})
+    blobs = LocalBlobStore(tmp_path / "gc-newer")
+    referenced = await put(blobs, b"named only by the newer event" * 4, age=7200)
+    stray = await put(blobs, b"nobody names this one" * 4, age=7200)
+    uid, _ = await upload(event_store, [b"c" * 8])
+    await rebuild(pool, "uploads")  # its read-model row: a stale, active upload
+    await event_store.append(
+        f"upload-{uid}",
+        2,
+        [
+            NewEvent(
+                "UploadChunkStored",
+                {
+                    "index": 0,
+                    "offset": 0,
+                    "sha256": referenced,
+                    "size": 116,
+                    "at": LONG_AGO.isoformat(),
+                },
+                schema_version=known + 1,
+            )
+        ],
+        EventMeta(occurred_at=LONG_AGO, owner="alice"),
+    )
+
+    # No upload to expire but the newer one: the bus is never needed.
+    assert await cleanup.expire_stale_uploads(s, pool, None, now()) == 0  # type: ignore[arg-type]
+    assert await cleanup.collect_garbage(s, pool, blobs, now()) == (0, 0)
+    assert blobs.path_of(referenced).exists() and blobs.path_of(stray).exists()
+
+    # Under the newer version, the reference is seen and only the stray blob goes.
+    monkeypatch.setattr(UploadChunkStored, "schema_version", known + 1)
+    monkeypatch.setattr(UploadChunkStored, "upcasters", {known: dict})
+    deleted, _ = await cleanup.collect_garbage(s, pool, blobs, now())
+    assert deleted == 1
+    assert blobs.path_of(referenced).exists() and not blobs.path_of(stray).exists()

@@ -389,3 +389,46 @@ async def test_a_recycled_topic_s_rings_are_forgotten(rung_loop: Loop) -> None:
     assert rung_loop.gate.owes()
     rung_loop.gate.forget(tp.topic)
     assert not rung_loop.gate.owes()
+
+
+async def test_a_wake_up_leaves_the_partitions_the_owner_keeps_paused(
+    settings: Settings, pool: asyncpg.Pool, topic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The projector holds a partition before an event of a newer schema version by pausing
+    it (projections/runner.py); the gate's wake-up must not resume that one."""
+    from bus.store.eventstore import NOTIFY_CHANNEL
+
+    monkeypatch.setattr(wake, "PEEK_EVERY_BACKGROUND", 600.0)
+    consumer = make_consumer(settings, topic, group_id=f"{topic}-kept")
+    await consumer.start()
+    stop = asyncio.Event()
+    kept: set[Any] = set()
+
+    async def poll() -> None:
+        while not stop.is_set():
+            await consumer.getmany(timeout_ms=50)
+
+    async def _all_paused() -> bool:
+        assigned = consumer.assignment()
+        return bool(assigned) and consumer.paused() == assigned
+
+    poller = asyncio.create_task(poll())
+    try:
+        async with wake.gated_while_idle(
+            consumer, pool, settings, stop, lambda: 0, keep_paused=lambda: kept
+        ):
+            await wait_until(_all_paused, timeout=20)
+            held = sorted(consumer.assignment())[0]
+            kept.add(held)
+            monkeypatch.setattr(wake, "IDLE_AFTER", 600.0)
+
+            async def _others_awake() -> bool:
+                return consumer.paused() == {held}
+
+            await pool.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+            await wait_until(_others_awake, timeout=20)
+            assert len(consumer.assignment()) > 1  # there were others to wake
+    finally:
+        stop.set()
+        await poller
+        await consumer.stop()

@@ -28,6 +28,7 @@ from bus.run.embedded import EmbeddedKafka
 from bus.store.eventstore import PostgresEventStore
 from bus.store.relay import PUBLISHED_CHANNEL, Relay, replay
 from domain.events import EventMeta, NewEvent, RecordedEvent
+from domain.uploads.events import UploadChunkStored
 from tests.ports import free_port
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -558,3 +559,37 @@ async def test_unreachable_broker_keeps_the_checkpoint_and_recovers(
             await asyncio.wait_for(running, 20)
         await producer.stop()
         broker.stop()
+
+
+async def test_an_event_of_a_newer_schema_version_is_published_as_stored(
+    settings: Settings, pool: asyncpg.Pool, event_store: PostgresEventStore
+) -> None:
+    """The relay does not interpret events: one a newer deployment stored at a schema
+    version this code does not read goes out exactly as written (its version in the value
+    and the header, its data untouched), for the consumers that read it, and the relay
+    goes on. (Older versions it upcasts: tests/bus/store/test_upcasting.py.)"""
+    await ensure_topics(settings)
+    up = uuid.uuid4()
+    newer_version = UploadChunkStored.schema_version + 1
+    data = {"index": 0, "renamed_size": 10, "at": "2026-01-02T03:04:05+00:00"}
+    stored = await event_store.append(
+        f"upload-{up}",
+        0,
+        [
+            NewEvent("UploadChunkStored", data, schema_version=newer_version),
+            NewEvent("UploadChunkStored", {"index": 1}),
+        ],
+        META,
+    )
+    assert stored[0].schema_version == newer_version and stored[0].data == data
+    relay = Relay(settings, pool)
+    assert await relay.publish_pending() == 2
+    assert await relay.checkpoint() == stored[-1].position
+    msgs = flat(await published(settings, ("uploads",)))
+    by_id = {header(m.headers, "event-id"): m for m in msgs}
+    newer = by_id[stored[0].id]
+    value = orjson.loads(newer.value)
+    assert value["schema_version"] == newer_version
+    assert value["data"] == data
+    assert header(newer.headers, "schema-version") == str(newer_version)
+    assert orjson.loads(by_id[stored[1].id].value)["schema_version"] == 1
