@@ -26,10 +26,13 @@ from bus.actors.commandbus import CommandBus
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from bus.store.eventstore import PostgresEventStore
 from domain.events import EventMeta, NewEvent
+from domain.files import state as file_state
 from domain.files.events import FileCreated
 from domain.files.keys import object_file_id, object_name
+from domain.files.state import FileState
 from domain.tasks import state as task_state
-from handlers.tasks import fileops
+from handlers.tasks import compress, fileops
+from handlers.tasks.archive_thread import SMALL_BATCH_MEMBERS
 from handlers.tasks.run import TaskRun
 from tests.api.tasks_helpers import bucket, finished, start, stop_mid_run, upload, user
 from tests.system import System, isolated_system, wait_until
@@ -161,9 +164,10 @@ def counting(monkeypatch: pytest.MonkeyPatch) -> Iterator[Costs]:
         m.setattr(PostgresEventStore, "read_stream", counted_read)
         m.setattr(task_state, "replace", counted_replace)
         m.setattr(TaskRun, "refresh", counted_refresh)
-        m.setattr(fileops, "load_file", counted_load_file)
-        if load_files is not None:
-            m.setattr(fileops, "load_files", counted_load_files)
+        for module in (fileops, compress):  # compress imports them by name
+            m.setattr(module, "load_file", counted_load_file)
+            if load_files is not None:
+                m.setattr(module, "load_files", counted_load_files, raising=False)
         yield costs
 
 
@@ -266,3 +270,52 @@ async def test_a_big_delete_paused_or_cancelled_mid_run_records_what_it_did_once
         assert await deleted_counts(sys_.pool, ids) == Counter({1: n})
         # The resumed run began where the checkpoint was: no object sent twice.
         assert costs.commands["DeleteFile"] == n, costs.commands
+
+
+async def test_a_compress_of_thousands_of_objects_holds_a_batch_of_their_states(
+    sys_: System, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compress read every member's state (its manifest) before its first byte and held
+    them all for the whole run: at 80,000 tiny files some 70 MB, and 80,000 manifests of
+    whatever length. It lists names and sizes, then reads states as the archive reaches
+    them (archive_thread.Members), a batch at a time, in one query each."""
+    owner = user()
+    alive = [0]  # FileStates in memory
+    peak = 0
+
+    @dataclass(frozen=True)
+    class Counted(FileState):
+        def __post_init__(self) -> None:
+            alive[0] += 1
+
+        def __del__(self) -> None:
+            alive[0] -= 1
+
+    real_bytes = compress._member_bytes
+
+    def sampled(blobs: Any, st: Any, *, progress: Any) -> Any:
+        nonlocal peak
+        peak = max(peak, alive[0])
+        return real_bytes(blobs, st, progress=progress)
+
+    async with sys_.client(owner) as c:
+        b = await bucket(c)
+        await many_objects(sys_.pool, c, owner, b, "zip/", N)
+        with counting(monkeypatch) as costs:
+            monkeypatch.setattr(file_state, "FileState", Counted)
+            monkeypatch.setattr(compress, "_member_bytes", sampled)
+            body = {
+                "type": "compress",
+                "params": {"bucket": b, "prefix": "zip/", "output": {"file_name": "all.zip"}},
+            }
+            t = await finished(c, await start(c, body), timeout=600)
+        assert t["status"] == "COMPLETED", t["error"]
+        assert t["progress"]["items_done"] == N
+        assert {r["result"] for r in t["results"]} == {f"zip/{i:05d}" for i in range(N)}
+        report("compress", N, costs, await task_events(sys_.pool, t["id"]))
+        print(f"compress of {N}: at most {peak} file states alive while archiving")
+        # Was N: every member's state, from before the first byte to the last. Now the
+        # batch being archived and the one read after it, at 3,000 files as at 80,000.
+        assert 0 < peak <= 2 * SMALL_BATCH_MEMBERS < N, peak
+        # Listed 200 files per query and read again a batch (at most 512) per query.
+        assert costs.file_loads <= 2 * (N // 200 + 1) + N // 512 + 2, costs.file_loads
