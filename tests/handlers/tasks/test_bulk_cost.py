@@ -10,6 +10,7 @@ command per item is not needed."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -319,3 +320,41 @@ async def test_a_compress_of_thousands_of_objects_holds_a_batch_of_their_states(
         assert 0 < peak <= 2 * SMALL_BATCH_MEMBERS < N, peak
         # Listed 200 files per query and read again a batch (at most 512) per query.
         assert costs.file_loads <= 2 * (N // 200 + 1) + N // 512 + 2, costs.file_loads
+
+
+async def test_a_task_naming_thousands_of_files_is_checked_in_a_few_queries(
+    sys_: System, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """POST /v1/tasks with `files` loaded each file's stream in turn, in the request: at
+    80,000 ids (a task's most) 80,000 queries before the 202, and as many states pushed
+    through the API's state cache. They are read a thousand per query."""
+    owner = user()
+    async with sys_.client(owner) as c:
+        b = await bucket(c)
+        ids = await many_objects(sys_.pool, c, owner, b, "named/", N)
+        with counting(monkeypatch) as costs:
+            read_streams = PostgresEventStore.read_streams
+
+            async def counted(self: PostgresEventStore, stream_ids: Any) -> Any:
+                costs.reads["file (many)"] += 1
+                return await read_streams(self, stream_ids)
+
+            monkeypatch.setattr(PostgresEventStore, "read_streams", counted)
+            await sys_.stop("tasks")  # only the request is counted
+            try:
+                # A file listed twice counts once; one not the caller's is a 404 naming it.
+                body = {"type": "delete", "params": {"files": [*ids, ids[0]]}}
+                tid = await start(c, body)
+                files = (await c.get(f"/v1/tasks/{tid}")).json()["params"]["files"]
+                assert files == ids
+                posted = dict(costs.reads)
+                other = str(uuid.uuid4())
+                r = await c.post(
+                    "/v1/tasks", json={"type": "delete", "params": {"files": [*ids, other]}}
+                )
+                assert r.status_code == 404 and r.json()["error"]["details"] == {"id": other}
+                assert (await c.post(f"/v1/tasks/{tid}/cancel")).status_code == 200
+            finally:
+                sys_.start("tasks")
+        print(f"\nPOST of a task naming {N} files: {posted}")
+        assert posted.get("file", 0) + posted.get("file (many)", 0) <= N // 1000 + 2, posted
