@@ -358,3 +358,29 @@ async def test_a_task_naming_thousands_of_files_is_checked_in_a_few_queries(
                 sys_.start("tasks")
         print(f"\nPOST of a task naming {N} files: {posted}")
         assert posted.get("file", 0) + posted.get("file (many)", 0) <= N // 1000 + 2, posted
+
+
+async def test_a_copy_by_prefix_costs_one_command_per_object_and_linear_reads(
+    sys_: System, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy still goes one object at a time, each after a forced safe point (its task
+    and its destination bucket read again: the check that stops a copy into a bucket
+    deleted mid-run) and a read of its file: linear, three queries and one command per
+    object, checkpoints of 50. Counted so that a change to it shows."""
+    n = 1000
+    owner = user()
+    async with sys_.client(owner) as c:
+        b, to = await bucket(c), await bucket(c)
+        await many_objects(sys_.pool, c, owner, b, "cp/", n)
+        with counting(monkeypatch) as costs:
+            body = {"type": "copy", "params": {"bucket": b, "prefix": "cp/", "to": {"bucket": to}}}
+            t = await finished(c, await start(c, body), timeout=600)
+        assert t["status"] == "COMPLETED", t["error"]
+        assert [r["index"] for r in t["results"]] == list(range(n))
+        events = await task_events(sys_.pool, t["id"])
+        report("copy", n, costs, events)
+        assert costs.commands["CreateFile"] == n
+        assert costs.refreshes <= n + 2 and costs.file_loads <= n + 2
+        assert costs.reads["bucket"] <= n + 5
+        types, _, largest = events
+        assert types["TaskProgressed"] <= n // 10 and largest < 4 * 1024 * 1024 // 2
