@@ -346,6 +346,22 @@ class PostgresEventStore:
             )
         return [_row_to_event(r) for r in rows]
 
+    async def read_streams(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
+        """Several whole streams in one query (a task's batch of files): stream id -> its
+        events in version order; a stream without events is absent."""
+        out: dict[str, list[RecordedEvent]] = {}
+        if not stream_ids:
+            return out
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_COLUMNS} FROM eventstore.events WHERE stream_id = ANY($1::text[])"
+                " ORDER BY stream_id, version",
+                list(stream_ids),
+            )
+        for r in rows:
+            out.setdefault(r["stream_id"], []).append(_row_to_event(r))
+        return out
+
     async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
@@ -459,6 +475,9 @@ class InMemoryEventStore:
             for e in self._streams.get(stream_id, [])
             if e.version >= from_version
         ]
+
+    async def read_streams(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
+        return {sid: events for sid in stream_ids if (events := await self.read_stream(sid))}
 
     async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         return [upcast_recorded(e) for e in self._all[after_position : after_position + limit]]

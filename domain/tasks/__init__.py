@@ -13,7 +13,7 @@ from domain.kernel import AggregateSpec
 from domain.tasks.commands import COMMANDS, TaskCommand
 from domain.tasks.decide import decide
 from domain.tasks.events import EVENTS
-from domain.tasks.state import FINISHED, RUNNABLE, TYPES, TaskState, TaskStatus, evolve
+from domain.tasks.state import FINISHED, RUNNABLE, TYPES, TaskState, TaskStatus, evolve, fold
 
 AGGREGATE: AggregateSpec[TaskState] = AggregateSpec(
     name=TaskCommand.aggregate,
@@ -23,6 +23,7 @@ AGGREGATE: AggregateSpec[TaskState] = AggregateSpec(
     state=TaskState,
     decide_typed=decide,
     evolve=evolve,
+    evolve_many=fold,
 )
 
 __all__ = [

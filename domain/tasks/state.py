@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from domain.kernel import Event
+from domain.sequences import BlockSeq
 from domain.tasks.events import (
     TaskCancelled,
     TaskCompleted,
@@ -48,7 +50,9 @@ class TaskState:
     updated_at: datetime
     items_done: int = 0
     bytes_done: int = 0
-    results: tuple[dict[str, Any], ...] = ()
+    # Blocks shared from one checkpoint's state to the next (domain/sequences.py): a tuple
+    # copied per checkpoint made folding a task of 80,000 items quadratic.
+    results: BlockSeq[dict[str, Any]] = field(default_factory=BlockSeq)
     result_file_ids: tuple[str, ...] = ()
     error: dict[str, Any] | None = None
     worker: str | None = None
@@ -105,16 +109,7 @@ def evolve(state: TaskState | None, event: Event) -> TaskState | None:
             updated_at=event.at,
         )
     if isinstance(event, TaskProgressed):
-        kept = state.results[: event.first]
-        return replace(
-            state,
-            results=kept + tuple(event.results),
-            items_done=event.first + len(event.results),
-            bytes_done=max(state.bytes_done, event.bytes_done),
-            items_total=state.items_total if event.items_total is None else event.items_total,
-            bytes_total=state.bytes_total if event.bytes_total is None else event.bytes_total,
-            updated_at=event.at,
-        )
+        return _progressed(state, (event,))
     if isinstance(event, TaskCompleted):
         return replace(
             state,
@@ -143,3 +138,48 @@ def evolve(state: TaskState | None, event: Event) -> TaskState | None:
             state, status=TaskStatus.CANCELLED, finished_at=event.at, updated_at=event.at
         )
     return state
+
+
+def fold(state: TaskState | None, events: Iterable[Event]) -> TaskState | None:
+    """`evolve` over `events`, in time linear in them: a run of checkpoints is gathered and
+    put into the state once, at the run's end, instead of one state per checkpoint (a task
+    of 80,000 items has 1,600 of them or more). The state it began from is left as it was."""
+    run: list[TaskProgressed] = []
+    for event in events:
+        if state is not None and isinstance(event, TaskProgressed):
+            run.append(event)
+            continue
+        if run and state is not None:
+            state, run = _progressed(state, run), []
+        state = evolve(state, event)
+    return _progressed(state, run) if run and state is not None else state
+
+
+def _progressed(state: TaskState, events: Iterable[TaskProgressed]) -> TaskState:
+    """Each checkpoint keeps the results before its `first` and adds its own."""
+    results = state.results
+    extra: list[dict[str, Any]] = []  # after `results`, owned by this call
+    items_done, bytes_done = state.items_done, state.bytes_done
+    items_total, bytes_total = state.items_total, state.bytes_total
+    at = state.updated_at
+    for e in events:
+        if e.first < len(results) + len(extra):  # recorded again from an earlier item
+            if e.first >= len(results):
+                del extra[e.first - len(results) :]
+            else:
+                results, extra = results.head(e.first), []
+        extra.extend(e.results)
+        items_done = e.first + len(e.results)
+        bytes_done = max(bytes_done, e.bytes_done)
+        items_total = items_total if e.items_total is None else e.items_total
+        bytes_total = bytes_total if e.bytes_total is None else e.bytes_total
+        at = e.at
+    return replace(
+        state,
+        results=results.extended(extra),
+        items_done=items_done,
+        bytes_done=bytes_done,
+        items_total=items_total,
+        bytes_total=bytes_total,
+        updated_at=at,
+    )

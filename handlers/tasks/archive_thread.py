@@ -10,6 +10,10 @@ gathered into pieces of OUT_BYTES before it is handed to the loop. (stream-zip's
 `async_stream_zip` made one round trip per member and several per member's header and data
 descriptor: 65,536 small members took over two minutes.)
 
+Members' states are taken from `members` a batch at a time too (`Members.take`): a compress
+of 80,000 files reads them from the event store as the archive reaches them instead of
+holding every member's state (its manifest) for the whole run.
+
 `archive(write_all, members, read_member)` runs `write_all(entries, write)` in a thread
 (threads.push_in_thread), where `entries` yields `(name, state, chunks)` in order (chunks:
 a synchronous iterable of the member's bytes) and `write` takes the archive's bytes; it
@@ -21,8 +25,8 @@ the consumer stops early, the thread's next hand-off fails and it ends.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
+from typing import Any, Protocol, TypeVar
 
 from domain.files import FileState
 from handlers.tasks.threads import push_in_thread
@@ -39,10 +43,42 @@ WriteAll = Callable[[Iterator[Entry], Callable[[bytes], None]], None]
 ReadMember = Callable[[FileState], AsyncIterator[bytes]]
 
 
+class Members(Protocol):
+    """The archive's members in order: each one's size known up front, their names and
+    states taken a batch at a time, as the archive reaches them."""
+
+    def __len__(self) -> int: ...
+
+    def size(self, i: int) -> int: ...
+
+    async def take(self, start: int, stop: int) -> list[tuple[str, FileState]]:
+        """Members [start, stop) with their states."""
+        ...
+
+
+class Listed:
+    """Members already in hand (name, state)."""
+
+    def __init__(self, members: Sequence[tuple[str, FileState]]) -> None:
+        self.members = members
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def size(self, i: int) -> int:
+        return self.members[i][1].size
+
+    async def take(self, start: int, stop: int) -> list[tuple[str, FileState]]:
+        return list(self.members[start:stop])
+
+
 def archive(
-    write_all: WriteAll, members: list[tuple[str, FileState]], read_member: ReadMember
+    write_all: WriteAll,
+    members: Members | Sequence[tuple[str, FileState]],
+    read_member: ReadMember,
 ) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
+    source: Members = Listed(members) if isinstance(members, Sequence) else members
     next_member = 0
 
     def call(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -56,22 +92,26 @@ def archive(
         """The next members in order: small ones with their bytes, then at most one larger
         one (None: the thread streams it)."""
         nonlocal next_member
-        batch: list[tuple[str, FileState, bytes | None]] = []
-        held = 0
-        while next_member < len(members) and len(batch) < SMALL_BATCH_MEMBERS:
-            name, st = members[next_member]
-            if st.size > SMALL_MEMBER:
-                if not batch:
-                    batch.append((name, st, None))
+        start, held = next_member, 0
+        while next_member < len(source) and next_member - start < SMALL_BATCH_MEMBERS:
+            size = source.size(next_member)
+            if size > SMALL_MEMBER:
+                if next_member == start:
                     next_member += 1
+                    return [(name, st, None) for name, st in await source.take(start, start + 1)]
                 break
-            if held + st.size > SMALL_BATCH_BYTES:
+            if held + size > SMALL_BATCH_BYTES:
                 break
-            data = await read_whole(st)
-            batch.append((name, st, data))
-            held += len(data)
+            held += size
             next_member += 1
-        return batch
+        if next_member == start:
+            return []
+        # A member whose state changed since it was listed (an object replaced by a big
+        # one) is streamed, not read whole.
+        return [
+            (name, st, await read_whole(st) if st.size <= SMALL_MEMBER else None)
+            for name, st in await source.take(start, next_member)
+        ]
 
     def streamed(st: FileState) -> Iterator[bytes]:
         it = read_member(st).__aiter__()

@@ -6,7 +6,9 @@ for zip, with ZIP64 chosen per member by size and for the archive when it has mo
 65,535 entries; the standard library's `tarfile` in stream mode for tar.gz), in a worker
 thread fed and drained in batches (archive_thread.py), and the output is cut into chunks
 stored one by one (archive_out.py). Nothing holds a whole member (but a small one, up to
-64 KiB, in a bounded batch) or the whole archive.
+64 KiB, in a bounded batch) or the whole archive, nor every member's state: the files are
+listed first (each checked, named; 200 per query), and their states (manifests) read
+again a batch at a time as the archive reaches them.
 
 Restarts. The archive restarts cleanly after a pause or a takeover (chunks already stored
 are content-addressed, so storing them again costs only the writes). Progress meanwhile
@@ -37,14 +39,20 @@ from domain.ports import BlobStore
 from domain.tasks.commands import RecordProgress
 from domain.tasks.ids import item_command_id, result_file_id
 from handlers.tasks.archive_out import ArchiveSink
-from handlers.tasks.archive_thread import Entry, WriteAll, archive
-from handlers.tasks.fileops import check_destination, load_file, quota_for_file
+from handlers.tasks.archive_thread import Entry, Members, WriteAll, archive
+from handlers.tasks.fileops import check_destination, load_file, load_files, quota_for_file
 from handlers.tasks.run import FLUSH_EVERY, TaskFailure, TaskRun, utcnow
 
 CONTENT_TYPES = {"zip": "application/zip", "tar.gz": "application/gzip"}
 ZIP_CHUNK = 65536  # stream-zip's output chunk size (its default)
 MEMBER_BATCH = 1000  # member results per checkpoint command (~100 KiB)
-LOADS_AT_ONCE = 8  # files read from the event store at once before archiving
+# ... and at most about this many bytes of them: a name may be 1,024 characters of up to
+# 4 bytes each, and 1,000 such results made a command and an event of 4.2 MB, at the
+# broker's 4 MiB message limit.
+MEMBER_BATCH_BYTES = 1 << 20
+RESULT_BYTES = 100  # a result's JSON besides its name (index, source id, keys)
+LOADS_AT_ONCE = 8  # queries for the files at once while listing them
+STATES_PER_LOAD = 200  # files read in one query while listing them
 
 
 def member_name(name: str) -> str:
@@ -66,17 +74,28 @@ def unique_names(names: list[str]) -> list[str]:
     object's key is a path: the number goes into its last part (`v1.0/notes (2)`, not
     `v1 (2).0/notes`, which moved it into another directory)."""
     seen: set[str] = set()
+    # The number a name had last: every one below it is taken (`seen` only grows), so the
+    # next copy starts there. Trying from 2 each time made the k-th copy of a name try
+    # k-1 numbers: 80,000 files named image.jpg were 3.2 billion tries.
+    last: dict[str, int] = {}
     out = []
     for name in names:
-        candidate, n = name, 1
-        directory, slash, base = name.rpartition("/")
-        stem, dot, ext = base.rpartition(".")
+        n = last.get(name, 1)
+        candidate = name if n == 1 else numbered(name, n)
         while candidate in seen:
             n += 1
-            candidate = f"{directory}{slash}{stem} ({n}).{ext}" if dot and stem else f"{name} ({n})"
+            candidate = numbered(name, n)
+        last[name] = n
         seen.add(candidate)
         out.append(candidate)
     return out
+
+
+def numbered(name: str, n: int) -> str:
+    """`name` as its `n`th copy in an archive: `notes (2).txt`, `v1.0/notes (2)`."""
+    directory, slash, base = name.rpartition("/")
+    stem, dot, ext = base.rpartition(".")
+    return f"{directory}{slash}{stem} ({n}).{ext}" if dot and stem else f"{name} ({n})"
 
 
 class _Progress:
@@ -183,7 +202,7 @@ def _tar_gz(level: int | None) -> WriteAll:
 def archive_stream(
     fmt: str,
     blobs: BlobStore,
-    members: list[tuple[str, FileState]],
+    members: Members | list[tuple[str, FileState]],
     progress: _Progress,
     level: int | None,
 ) -> AsyncIterator[bytes]:
@@ -203,33 +222,89 @@ async def run_compress(run: TaskRun, settings: Settings, blobs: BlobStore) -> li
     output = params.get("output") or {}
     files = [str(f) for f in params.get("files") or []]
     await check_destination(run, str(output.get("bucket") or "default"))
-    # Read concurrently (a thousand files, one after another, were a second or two of
-    # round trips to the event store before the first byte was archived).
-    states = await map_bounded(functools.partial(load_file, run), files, LOADS_AT_ONCE)
-    sources: list[tuple[int, str, FileState]] = []
-    for index, (file_id, st) in enumerate(zip(files, states, strict=True)):
-        if st is None:
-            raise TaskFailure(
-                "file_not_found", "a file to compress is gone", {"file": file_id, "index": index}
-            )
-        sources.append((index, file_id, st))
-    # An object is archived under its key (its path), a plain file under its name.
-    names = unique_names([member_name(st.key or st.name) for _, _, st in sources])
-    members = [(name, st) for name, (_, _, st) in zip(names, sources, strict=True)]
+    members = await _list(run, files)
     progress = _Progress(run)
     sink = ArchiveSink(blobs, settings.default_chunk_size)
     await sink.drain(archive_stream(fmt, blobs, members, progress, level))
     await run.check(force=True)  # cancelled while the last bytes were stored: no result
     async with quota_for_file(run, settings, sink.size, result_id):
-        await _record(run, names, sources, progress, result_id, output, fmt, sink)
+        await _record(run, members, progress, result_id, output, fmt, sink)
     run.bytes_done = progress.read
     return [result_id]
 
 
+def member_slices(names: list[str]) -> Iterator[tuple[int, int]]:
+    """[first, stop) of each checkpoint of member results: at most MEMBER_BATCH of them
+    and MEMBER_BATCH_BYTES of their JSON (at least one each). Derived from the names
+    alone, so a run after a crash cuts the same slices (their command ids)."""
+    first, size = 0, 0
+    for i, name in enumerate(names):
+        n = len(name.encode("utf-8", "surrogatepass")) + RESULT_BYTES
+        if i > first and (i - first >= MEMBER_BATCH or size + n > MEMBER_BATCH_BYTES):
+            yield first, i
+            first, size = i, 0
+        size += n
+    if first < len(names):
+        yield first, len(names)
+
+
+class _Members:
+    """The files to archive, in order: their ids, archive names and sizes, listed once;
+    their states (manifests) read from the event store a batch at a time as the archive
+    reaches them (archive_thread.Members), so a compress of 80,000 files does not hold
+    80,000 manifests for its whole run."""
+
+    def __init__(self, run: TaskRun, ids: list[str], names: list[str], sizes: list[int]):
+        self.run = run
+        self.ids = ids
+        self.names = names
+        self.sizes = sizes
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def size(self, i: int) -> int:
+        return self.sizes[i]
+
+    async def take(self, start: int, stop: int) -> list[tuple[str, FileState]]:
+        states = await load_files(self.run, self.ids[start:stop])
+        out = []
+        for index, st in enumerate(states, start):
+            if st is None:
+                raise _gone(self.ids[index], index)
+            out.append((self.names[index], st))
+        return out
+
+
+def _gone(file_id: str, index: int) -> TaskFailure:
+    return TaskFailure(
+        "file_not_found", "a file to compress is gone", {"file": file_id, "index": index}
+    )
+
+
+async def _list(run: TaskRun, files: list[str]) -> _Members:
+    """Every file checked (one gone fails the task before anything is archived) and named,
+    STATES_PER_LOAD per query, a few queries at once; only names and sizes are kept."""
+
+    async def listed(first: int) -> list[tuple[str, int]]:
+        states = await load_files(run, files[first : first + STATES_PER_LOAD])
+        out = []
+        for index, st in enumerate(states, first):
+            if st is None:
+                raise _gone(files[index], index)
+            # An object is archived under its key (its path), a plain file under its name.
+            out.append((member_name(st.key or st.name), st.size))
+        return out
+
+    batches = await map_bounded(listed, range(0, len(files), STATES_PER_LOAD), LOADS_AT_ONCE)
+    names = [name for batch in batches for name, _ in batch]
+    sizes = [size for batch in batches for _, size in batch]
+    return _Members(run, files, unique_names(names), sizes)
+
+
 async def _record(
     run: TaskRun,
-    names: list[str],
-    sources: list[tuple[int, str, FileState]],
+    members: _Members,
     progress: _Progress,
     result_id: str,
     output: dict[str, Any],
@@ -237,20 +312,19 @@ async def _record(
     sink: ArchiveSink,
 ) -> None:
     """The members' results, then the archive's file."""
-    results = [
-        {"index": i, "source": fid, "result": name}
-        for name, (i, fid, _) in zip(names, sources, strict=True)
-    ]
     # In slices: one command (and one event on the bus) per MEMBER_BATCH results, so an
     # archive of 65,536+ members is not one message of megabytes (over the broker's limit).
     # Each slice has its own command id and continues from the last: sent again after a
     # crash, the ones recorded already change nothing (domain/tasks/decide.py).
-    for first in range(0, len(results), MEMBER_BATCH):
+    for first, stop in member_slices(members.names):
         await run.send(
             run.command(
                 RecordProgress,
                 first=first,
-                results=results[first : first + MEMBER_BATCH],
+                results=[
+                    {"index": i, "source": members.ids[i], "result": members.names[i]}
+                    for i in range(first, stop)
+                ],
                 bytes_done=progress.read,
                 command_id=f"task-{run.task_id}-members-{first}",
             )

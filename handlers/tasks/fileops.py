@@ -36,6 +36,8 @@ from projections import task_queries
 from projections.usage import QUOTA_EXCEEDED, over_quota, release, reserve, storage_used
 
 MAX_NAMED = 20  # colliding names listed in a target_exists error
+DELETE_BATCH = 50  # a delete's files read in one query, between two safe points
+IN_FLIGHT = 8  # a delete's commands under way at once
 
 
 async def load_file(run: TaskRun, file_id: str) -> FileState | None:
@@ -44,6 +46,17 @@ async def load_file(run: TaskRun, file_id: str) -> FileState | None:
     if st is None or st.deleted or st.owner != run.state.owner:
         return None
     return st
+
+
+async def load_files(run: TaskRun, file_ids: list[str]) -> list[FileState | None]:
+    """`load_file` of each, read in one query."""
+    spec = AGGREGATES["files"]
+    streams = await run.store.read_streams([spec.stream_id(f) for f in file_ids])
+    out: list[FileState | None] = []
+    for file_id in file_ids:
+        st: FileState | None = spec.fold(streams.get(spec.stream_id(file_id), []))
+        out.append(None if st is None or st.deleted or st.owner != run.state.owner else st)
+    return out
 
 
 async def check_destination(run: TaskRun, bucket: str) -> None:
@@ -192,22 +205,64 @@ async def _delete_one(run: TaskRun, index: int, file_id: str) -> None:
     )
 
 
+async def _run_deletes(run: TaskRun, files: list[str]) -> None:
+    """A delete, DELETE_BATCH files at a time: one query reads them, one safe point
+    checks the task, and up to IN_FLIGHT of their commands are under way at once. A delete
+    of 80,000 objects was, per object, a forced safe point (its task read again), a query
+    for its file and a command waited for alone. Results are recorded in item order once
+    the batch is done; a run that stops at the next safe point (pause, cancel) records the
+    whole batch, and one cut short (a crash, the bus gone) sends the batch's commands again
+    on the next run, which their ids make no-ops."""
+    slots = asyncio.Semaphore(IN_FLIGHT)
+
+    async def one(index: int, file_id: str, st: FileState | None) -> dict[str, Any]:
+        # Missing: deleted already (by this task before a crash, or by the owner): done.
+        if st is not None:
+            async with slots:
+                try:
+                    await _delete_one(run, index, file_id)
+                except DomainError as e:
+                    error = {"code": e.code, "message": str(e)}
+                    return {"index": index, "source": file_id, "error": error}
+        return {"index": index, "source": file_id, "result": "deleted"}
+
+    for first in range(run.state.items_done, len(files), DELETE_BATCH):
+        await run.check(force=True)
+        batch = files[first : first + DELETE_BATCH]
+        states = await load_files(run, batch)
+        jobs = [
+            asyncio.ensure_future(one(index, file_id, st))
+            for index, (file_id, st) in enumerate(zip(batch, states, strict=True), first)
+        ]
+        try:
+            results = await asyncio.gather(*jobs)
+        except BaseException:
+            # The bus gone, say: the worker lets go of the task as it is (the error
+            # itself, not a group of them), leaving none of its commands behind.
+            for job in jobs:
+                job.cancel()
+            await asyncio.gather(*jobs, return_exceptions=True)
+            raise
+        for result in results:
+            await run.item_done(result)
+
+
 async def run_file_items(run: TaskRun, settings: Settings) -> list[str]:
     kind = run.state.task_type
     files: list[str] = list(run.state.params.get("files") or [])
-    if kind in ("copy", "move"):
-        to = run.state.params.get("to") or {}
-        await check_destination(run, str(to.get("bucket") or "default"))
-    taken = await _copy_collisions(run, files) if kind in ("copy", "move") else {}
+    if kind == "delete":
+        await _run_deletes(run, files)
+        await run.flush()
+        return []
+    to = run.state.params.get("to") or {}
+    await check_destination(run, str(to.get("bucket") or "default"))
+    taken = await _copy_collisions(run, files)
     for index in range(run.state.items_done, len(files)):
         await run.check(force=True)
         file_id = files[index]
         src = await load_file(run, file_id)
         if src is None:
-            if kind == "delete":
-                # Deleted already (by this task before a crash, or by the owner): done.
-                await run.item_done({"index": index, "source": file_id, "result": "deleted"})
-            elif kind == "move" and await _moved(run, index):
+            if kind == "move" and await _moved(run, index):
                 # Moved by this task before a crash: the copy exists, the source is gone.
                 new_id = item_file_id(run.task_id, index)
                 await run.item_done({"index": index, "source": file_id, "result": new_id})
@@ -215,10 +270,6 @@ async def run_file_items(run: TaskRun, settings: Settings) -> list[str]:
                 await run.item_done(_missing(index, file_id))
             continue
         try:
-            if kind == "delete":
-                await _delete_one(run, index, file_id)
-                await run.item_done({"index": index, "source": file_id, "result": "deleted"})
-                continue
             new_id = await _copy_one(run, settings, index, src)
             replaced = await replace_files(run, index, taken.get(index, []))
             if kind == "move":

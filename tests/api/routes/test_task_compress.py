@@ -7,12 +7,14 @@ import io
 import tarfile
 import zipfile
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import pytest_asyncio
 
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from domain.tasks.ids import result_file_id
+from handlers.tasks import compress
 from handlers.tasks.compress import unique_names
 from tests.api.tasks_helpers import count_events, finished, start, upload, user
 from tests.system import System, isolated_system
@@ -109,4 +111,29 @@ async def test_a_file_gone_before_the_run_fails_the_task_and_leaves_no_result(
         t = await finished(c, tid)
         assert t["status"] == "FAILED" and t["error"]["code"] == "file_not_found", t
         assert t["error"]["details"]["file"] == b
+        assert (await c.get(f"/v1/files/{result_file_id(tid)}")).status_code == 404
+
+
+async def test_a_file_deleted_while_the_archive_is_written_fails_the_task_with_no_result(
+    sys_: System, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The members' states are read again as the archive reaches them (not held from the
+    # start): one deleted meanwhile is not archived from a state read before its delete.
+    async with sys_.client(user()) as c:
+        a = await upload(c, b"a" * 100, "a")
+        b = await upload(c, b"b" * 100, "b")
+        real_take = compress._Members.take
+
+        async def delete_b_first(self: compress._Members, start: int, stop: int) -> Any:
+            if b in self.ids[start:stop]:
+                assert (await c.delete(f"/v1/files/{b}")).status_code == 200
+            return await real_take(self, start, stop)
+
+        monkeypatch.setattr(compress._Members, "take", delete_b_first)
+        tid = await start(
+            c, {"type": "compress", "params": {"files": [a, b], "output": {"file_name": "y.zip"}}}
+        )
+        t = await finished(c, tid)
+        assert t["status"] == "FAILED" and t["error"]["code"] == "file_not_found", t
+        assert t["error"]["details"] == {"file": b, "index": 1}
         assert (await c.get(f"/v1/files/{result_file_id(tid)}")).status_code == 404

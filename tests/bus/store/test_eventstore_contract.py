@@ -28,6 +28,19 @@ async def test_append_and_read_stream(store: EventStore) -> None:
     assert await store.stream_version("upload-none") == 0
 
 
+async def test_read_streams_gives_several_whole_streams_in_one_call(store: EventStore) -> None:
+    # The task worker's and the API's batch read of many files (read_streams is not in the
+    # EventStore protocol: both stores have it, the callers hold a PostgresEventStore).
+    await store.append("file-a", 0, [ev(1), ev(2)], META)
+    await store.append("file-b", 0, [ev(3)], META)
+    await store.append("file-a", 2, [ev(4)], META)
+    got = await store.read_streams(["file-b", "file-none", "file-a"])  # type: ignore[attr-defined]
+    assert set(got) == {"file-a", "file-b"}
+    assert [(e.version, e.data["n"]) for e in got["file-a"]] == [(1, 1), (2, 2), (3, 4)]
+    assert [e.data["n"] for e in got["file-b"]] == [3]
+    assert await store.read_streams([]) == {}  # type: ignore[attr-defined]
+
+
 async def test_an_event_naming_its_owner_is_recorded_as_that_owner_s(store: EventStore) -> None:
     """A name taken again by someone else (a deleted bucket's, an object key's) continues
     the stream: the creation names the new owner, and it and what follows in the same
