@@ -133,10 +133,11 @@ http {{
     default_type application/octet-stream;
     server {{
         listen 127.0.0.1:{port};
-        # Uploads: WebDAV PUT, body spooled to a temp file then renamed into place.
+        # Uploads: WebDAV PUT, body spooled to a temp file then renamed into place; COPY
+        # and DELETE for tasks.prefix (a client copying and deleting file by file).
         location /dav/ {{
             root {prefix};
-            dav_methods PUT;
+            dav_methods PUT DELETE COPY;
             create_full_put_path on;
             dav_access user:rw group:r all:r;
         }}
