@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
 
 from bus.actors.host import Actors
@@ -19,27 +18,7 @@ from domain.commands import (
     StoreChunk,
 )
 from domain.files.commands import UpdateFile
-
-AT = datetime(2026, 1, 1, tzinfo=UTC)
-H = "ab" * 32
-
-
-def initiate(uid: str) -> InitiateUpload:
-    return InitiateUpload(
-        aggregate_id=uid,
-        caller="alice",
-        at=AT,
-        command_id=f"init-{uid}",
-        file_name="f",
-        file_size=30,
-        chunk_size=10,
-    )
-
-
-def chunk(uid: str, i: int, command_id: str) -> StoreChunk:
-    return StoreChunk(
-        aggregate_id=uid, caller="alice", at=AT, command_id=command_id, index=i, size=10, sha256=H
-    )
+from tests.bus.actors.uploads import AT, H, chunk, initiate
 
 
 async def test_redelivered_command_after_a_crash_is_applied_once(

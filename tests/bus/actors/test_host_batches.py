@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import replace
-from datetime import UTC, datetime
 
 import asyncpg
 import orjson
@@ -14,36 +13,11 @@ import orjson
 from bus.actors.host import ActorHost
 from bus.config.settings import Settings
 from bus.kafka.clients import ensure_topics, make_producer
-from domain.commands import Command, InitiateUpload, StoreChunk, command_to_dict
+from domain.commands import Command, command_to_dict
+from tests.bus.actors.uploads import chunk, initiate
 from tests.system import wait_until
 
-AT = datetime(2026, 1, 1, tzinfo=UTC)
-H = "ab" * 32
 UPLOADS = 24
-
-
-def initiate(uid: str) -> InitiateUpload:
-    return InitiateUpload(
-        aggregate_id=uid,
-        caller="alice",
-        at=AT,
-        command_id=f"init-{uid}",
-        file_name="f",
-        file_size=30,
-        chunk_size=10,
-    )
-
-
-def chunk(uid: str, i: int) -> StoreChunk:
-    return StoreChunk(
-        aggregate_id=uid,
-        caller="alice",
-        at=AT,
-        command_id=f"chunk-{uid}-{i}",
-        index=i,
-        size=10,
-        sha256=H,
-    )
 
 
 async def test_one_partition_batch_keeps_aggregate_order_and_shares_commits(

@@ -6,39 +6,19 @@ the newer event inserted as a raw row the way a newer deployment would store it.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 
 import asyncpg
 
 from bus.actors.host import Actors
 from bus.store.eventstore import PostgresEventStore
-from domain.commands import InitiateUpload, StoreChunk
+from domain.commands import StoreChunk
 from domain.uploads.events import UploadChunkStored
+from tests.bus.actors.uploads import AT, H, chunk, initiate
 from tests.bus.store.test_upcasting import insert_raw
 
-AT = datetime(2026, 1, 1, tzinfo=UTC)
-H = "ab" * 32
 NEWER = UploadChunkStored.schema_version + 1
 # A newer deployment's chunk event: field names this code knows, whose meaning may differ.
 NEWER_CHUNK = {"index": 0, "offset": 0, "size": 10, "sha256": H, "at": AT.isoformat()}
-
-
-def initiate(uid: str) -> InitiateUpload:
-    return InitiateUpload(
-        aggregate_id=uid,
-        caller="alice",
-        at=AT,
-        command_id=f"init-{uid}",
-        file_name="f",
-        file_size=30,
-        chunk_size=10,
-    )
-
-
-def chunk(uid: str, i: int, command_id: str) -> StoreChunk:
-    return StoreChunk(
-        aggregate_id=uid, caller="alice", at=AT, command_id=command_id, index=i, size=10, sha256=H
-    )
 
 
 def assert_upgrade_in_progress(reply: dict[str, object]) -> None:
