@@ -85,13 +85,16 @@ def _file(client: httpx.Client, file_id: Any) -> dict[str, Any]:
     return dict(json_of(client.get(f"/v1/files/{file_id}"), **FILE_FIELDS))
 
 
-def destination(meta: dict[str, Any], output: str | None) -> Path:
+def destination(meta: dict[str, Any], output: str | None, *, overwrite: bool = False) -> Path:
     """Where the bytes go, checked before any is asked for: a transfer that could only
     fail at the final rename (the name taken by a directory, a missing folder) would
     leave the whole download behind as a `.part`.
 
     `-o DIR` (or a path ending in `/`, created if missing, as `aws s3 cp` and `mc cp` do)
-    means DIR/<the file's name>."""
+    means DIR/<the file's name>. That name is the server's (or another user's, an object's
+    key): as `curl -J` does, it never replaces what is there already (a file, a link,
+    dangling or not) unless `overwrite`; a path -o names is the user's own choice."""
+    named_by_server = True
     if output is None:
         path = Path(local_name(meta))
     else:
@@ -100,6 +103,8 @@ def destination(meta: dict[str, Any], output: str | None) -> Path:
             path.mkdir(parents=True, exist_ok=True)
         if path.is_dir():
             path = path / local_name(meta)
+        else:
+            named_by_server = False
     if path.is_dir():
         raise ClientError(
             f"{path}: is a directory; name the file to write with -o PATH",
@@ -107,6 +112,11 @@ def destination(meta: dict[str, Any], output: str | None) -> Path:
         )
     if not path.parent.is_dir():
         raise ClientError(f"{path.parent}: no such directory", code="no_such_directory")
+    if named_by_server and not overwrite and os.path.lexists(path):
+        raise ClientError(
+            f"{path}: exists; --overwrite replaces it, or -o PATH names another file",
+            code="file_exists",
+        )
     return path
 
 
