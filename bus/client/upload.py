@@ -93,7 +93,8 @@ def job_state(
             *protocol,
             chunk_size,
             *meta_state(job),
-        )
+        ),
+        target.url,
     )
 
 
