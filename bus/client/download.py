@@ -34,7 +34,7 @@ from rich.progress import TaskID
 from bus.blobs.writeback import start_writeback
 from bus.client.config import Target
 from bus.client.errors import NOT_FOUND, USAGE, VERIFY, ClientError, Interrupted
-from bus.client.http import Kind, check, json_of, shaped
+from bus.client.http import BAD_JSON, Kind, bad_shape, check, json_of, shaped
 from bus.client.objects import find_object
 from bus.client.output import printable
 from bus.client.transfer import PIECE, Transfer, progress_bars
@@ -74,7 +74,7 @@ def resolve_file(client: httpx.Client, ref: str) -> dict[str, Any]:
             f"no object {key!r} in bucket {bucket!r}", code="not_found", exit_code=NOT_FOUND
         )
     # The newest: the list is sorted by created_at, newest first.
-    return dict(shaped(matches[0], str(r.request.url), **FILE_FIELDS))
+    return _checked(dict(shaped(matches[0], str(r.request.url), **FILE_FIELDS)), str(r.request.url))
 
 
 # What a download reads of a file's metadata.
@@ -82,7 +82,19 @@ FILE_FIELDS: dict[str, Kind] = {"id": str, "name": str, "size": int, "sha256": s
 
 
 def _file(client: httpx.Client, file_id: Any) -> dict[str, Any]:
-    return dict(json_of(client.get(f"/v1/files/{file_id}"), **FILE_FIELDS))
+    r = client.get(f"/v1/files/{file_id}")
+    return _checked(dict(json_of(r, **FILE_FIELDS)), str(r.request.url))
+
+
+def _checked(meta: dict[str, Any], where: str) -> dict[str, Any]:
+    """A file's metadata as a download trusts it: a size a file can have (not negative,
+    not beyond what a file system holds) and a sha256 that is one; else what the bytes
+    are checked against is not known (bad_response, before any is asked for)."""
+    if not 0 <= meta["size"] < 1 << 63:
+        raise bad_shape(where, f"a file size of {meta['size']}")
+    if not re.fullmatch(r"[0-9a-f]{64}", meta["sha256"]):
+        raise bad_shape(where, f"a sha256 of {meta['sha256'][:80]!r}")
+    return meta
 
 
 def destination(meta: dict[str, Any], output: str | None, *, overwrite: bool = False) -> Path:
@@ -495,7 +507,7 @@ def _load(path: Path) -> dict[str, Any]:
             if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
                 return {}
             data = json.loads(f.read(1 << 16))
-    except (OSError, ValueError):
+    except (OSError, *BAD_JSON):
         return {}
     return data if isinstance(data, dict) else {}
 

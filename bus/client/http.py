@@ -9,6 +9,10 @@ import httpx
 from bus.client.config import Target
 from bus.client.errors import UNREACHABLE, ClientError, exit_code_for_status
 
+# What parsing JSON that is not JSON raises: ValueError, or RecursionError for arrays or
+# objects nested deeper than the parser goes ("[[[[..." from a broken or hostile server).
+BAD_JSON = (ValueError, RecursionError)
+
 # Connect quickly or say so; reads may be slow (a chunk PUT answers once it is durable).
 TIMEOUT = httpx.Timeout(connect=10.0, read=300.0, write=300.0, pool=300.0)
 
@@ -28,7 +32,7 @@ def error_from(response: httpx.Response) -> ClientError:
         err = body["error"]
         code, message = str(err["code"]), str(err["message"])
         details = err.get("details") if isinstance(err.get("details"), dict) else {}
-    except (ValueError, KeyError, TypeError, httpx.HTTPError):
+    except (*BAD_JSON, KeyError, TypeError, httpx.HTTPError):
         code, message, details = f"http_{response.status_code}", response.reason_phrase, {}
     return ClientError(
         message,
@@ -77,7 +81,7 @@ def json_of(response: httpx.Response, **fields: Kind) -> Any:
     (bad_response), not a JSONDecodeError, KeyError or TypeError traceback."""
     try:
         body = check(response).json()
-    except ValueError:
+    except BAD_JSON:
         raise not_cairn(response) from None
     return shaped(body, str(response.request.url), **fields)
 
@@ -136,8 +140,18 @@ def unexpected(e: Exception) -> ClientError:
     )
 
 
-# What reading a wrong-shaped answer raises (see `unexpected`).
-SHAPE_ERRORS = (KeyError, IndexError, TypeError, ValueError, AttributeError)
+# What reading a wrong-shaped answer raises (see `unexpected`): a number too large for what
+# it is used for (a size of 10**400 bytes shown as KiB) is one too, and so is JSON nested
+# past the parser's depth (RecursionError, where a parse is not BAD_JSON-guarded).
+SHAPE_ERRORS = (
+    KeyError,
+    IndexError,
+    TypeError,
+    ValueError,
+    AttributeError,
+    OverflowError,
+    RecursionError,
+)
 
 
 def next_cursor(page: dict[str, Any], where: str, before: str | None) -> str | None:

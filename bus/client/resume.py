@@ -92,7 +92,7 @@ def _read(path: Path) -> Any:
             raise _unsafe(path, f"is owned by uid {st.st_uid}, not this user")
         try:
             return json.loads(f.read(1 << 20))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return {}
 
 

@@ -27,7 +27,7 @@ from tusclient.uploader.uploader import Uploader
 
 from bus.client.config import Target
 from bus.client.errors import VERIFY, ClientError, exit_code_for_status
-from bus.client.http import open_client, unreachable
+from bus.client.http import BAD_JSON, open_client, unreachable
 from bus.client.pipe import finished_file
 from bus.client.resume import ResumeState
 from bus.client.transfer import Transfer
@@ -71,7 +71,7 @@ def _error(e: TusCommunicationError, target: Target) -> ClientError:
         err = json.loads(raw)["error"]
         code, message = str(err["code"]), str(err["message"])
         details = err.get("details") if isinstance(err.get("details"), dict) else {}
-    except (ValueError, KeyError, TypeError):
+    except (*BAD_JSON, KeyError, TypeError):
         code, message, details = f"http_{status}", str(e), {}
     return ClientError(
         message,
