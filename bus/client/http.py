@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import httpx
@@ -172,10 +173,18 @@ def not_cairn(response: httpx.Response) -> ClientError:
     )
 
 
+# The longest a Retry-After is waited: a server's answer, so it bounds a wait, no more.
+RETRY_AFTER_MAX = 60.0
+
+
 def retry_after(response: httpx.Response) -> float:
     """The seconds a 429 or 503 asks the client to wait (Retry-After; 1 when it is missing
-    or not a number of seconds)."""
+    or not a number of seconds), within 0 and RETRY_AFTER_MAX: `inf` raised OverflowError
+    in Event.wait, and a year's worth held the command for a year."""
     try:
-        return float(response.headers.get("retry-after") or 1)
+        seconds = float(response.headers.get("retry-after") or 1)
     except ValueError:
         return 1.0
+    if math.isnan(seconds):
+        return 1.0
+    return min(max(seconds, 0.0), RETRY_AFTER_MAX)
