@@ -430,9 +430,11 @@ def _unsafe(path: Path, why: str) -> ClientError:
 
 def _open_nofollow(path: Path, flags: int, mode: int = 0o666) -> int:
     """os.open without following a symbolic link at `path` (ELOOP, or EEXIST with
-    O_EXCL on a dangling one): an `unsafe_part` error naming it."""
+    O_EXCL on a dangling one): an `unsafe_part` error naming it. O_NONBLOCK: a FIFO put
+    there is opened at once (then refused as no regular file), never waited on for a
+    writer; a regular file ignores it."""
     try:
-        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode)
     except OSError as e:
         if e.errno == errno.ELOOP or (e.errno == errno.EEXIST and path.is_symlink()):
             raise _unsafe(path, "is a symbolic link") from None

@@ -77,7 +77,8 @@ def _private_dirs(create: bool) -> bool:
 
 def _read(path: Path) -> Any:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        # O_NONBLOCK: a FIFO is opened at once (and refused), never waited on.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         return {}
     except OSError as e:

@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -243,3 +244,35 @@ def test_a_part_of_another_user_is_not_written_into(tmp_path: Path) -> None:
     assert e.value.code == "unsafe_part" and "owned by" in e.value.message
     assert part.read_bytes() == DATA[:7000]
     assert not dest.exists()
+
+
+@pytest.mark.parametrize("name", ["f.bin.part", "f.bin.part.json"])
+def test_a_planted_fifo_neither_hangs_nor_is_used(tmp_path: Path, name: str) -> None:
+    # Opening a FIFO to read waits for a writer: a `f.bin.part.json` FIFO held the
+    # download for ever.
+    dest = tmp_path / "f.bin"
+    os.mkfifo(tmp_path / name)
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            with _server([]) as client:
+                outcome.append(_download(client, dest))
+        except ClientError as e:
+            outcome.append(e)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(10)
+    if worker.is_alive():  # unblock it (a writer for the reader it waits on), then fail
+        os.close(os.open(tmp_path / name, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(30)
+        pytest.fail(f"{name} as a FIFO: the download waited on it")
+    (got,) = outcome
+    if name == "f.bin.part":
+        assert isinstance(got, ClientError) and got.code == "unsafe_part"
+        assert "not a regular file" in got.message
+        assert not dest.exists()
+    else:  # not a part.json to read: replaced by this run's own
+        assert not isinstance(got, ClientError), got
+        assert dest.read_bytes() == DATA

@@ -181,3 +181,12 @@ async def test_a_copied_tus_state_never_sends_the_file_elsewhere(
     assert done.code == 0, done.err
     assert seen == []
     assert json.loads(done.out)["files"][0]["sha256"] != "0" * 64
+
+
+def test_a_state_file_that_is_a_fifo_is_refused_at_once() -> None:
+    # Opened to read, a FIFO waited for a writer: the upload hung before its first byte.
+    state_dir().mkdir(parents=True, mode=0o700)
+    os.mkfifo(state_dir() / f"{KEY}.json")
+    with pytest.raises(ClientError) as e:
+        ResumeState(KEY, SERVER)
+    assert e.value.code == "unsafe_state" and "not a regular file" in e.value.message
