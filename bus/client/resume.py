@@ -29,6 +29,8 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from bus.client.config import cache_dir
 from bus.client.errors import ClientError
 
@@ -127,9 +129,20 @@ class ResumeState:
             "sha256": lambda v: is_str(v) and bool(SHA256.match(v)),
             "create_key": is_str,
             "complete_key": is_str,
-            "tus_url": lambda v: is_str(v) and v.startswith(self.tus_prefix),
+            "tus_url": lambda v: is_str(v) and self.on_server(v),
         }
         return all(_optional(data.get(name), ok) for name, ok in checks.items())
+
+    def on_server(self, url: str) -> bool:
+        """`url` is a tus upload of this server: its origin (scheme, host, port) and
+        under its /v1/tus/ (a default port written out or not, the same)."""
+        try:
+            u, p = httpx.URL(url), httpx.URL(self.tus_prefix)
+        except (httpx.InvalidURL, TypeError):
+            return False
+        return (u.scheme, u.host, u.port) == (p.scheme, p.host, p.port) and u.path.startswith(
+            p.path
+        )
 
     def get(self, name: str) -> Any:
         return self.data.get(name)

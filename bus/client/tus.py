@@ -48,7 +48,15 @@ class _StateStorage(Storage):
         url = self.state.get("tus_url")
         return str(url) if url else None
 
-    def set_item(self, key: str, url: str) -> None:
+    def set_item(self, key: str, url: str | None) -> None:
+        # The file's bytes (and the token) go where this URL says: this server only
+        # (tuspy stores None too, an upload forgotten).
+        if url is not None and not self.state.on_server(url):
+            raise ClientError(
+                f"the server answered an upload at {url}, not under its own /v1/tus/:"
+                " not sending the file there",
+                code="bad_response",
+            )
         self.state.update(tus_url=url)
 
     def remove_item(self, key: str) -> None:

@@ -19,6 +19,7 @@ import pytest
 from bus.client.config import Target
 from bus.client.errors import ClientError
 from bus.client.resume import ResumeState, state_dir, state_key
+from bus.client.tus import _StateStorage
 from bus.client.upload import Job, caller_of, job_state
 from tests.ports import free_port
 from tests.system import System
@@ -101,6 +102,9 @@ def test_a_state_file_of_another_user_is_refused() -> None:
         {"for": KEY, "tus_url": "http://evil.example/v1/tus/x"},
         {"for": KEY, "tus_url": SERVER + ".evil.example/v1/tus/x"},
         {"for": KEY, "create_key": 7},
+        {"for": KEY, "tus_url": "https://cairn.example/v1/tus/x"},  # another scheme
+        {"for": KEY, "tus_url": SERVER + ":81/v1/tus/x"},  # another port
+        {"for": KEY, "tus_url": SERVER + "/v1/files/x"},
     ],
 )
 def test_a_state_not_this_uploads_is_not_used(data: dict[str, Any]) -> None:
@@ -190,3 +194,24 @@ def test_a_state_file_that_is_a_fifo_is_refused_at_once() -> None:
     with pytest.raises(ClientError) as e:
         ResumeState(KEY, SERVER)
     assert e.value.code == "unsafe_state" and "not a regular file" in e.value.message
+
+
+def test_a_default_port_written_out_is_the_same_server() -> None:
+    data = {"for": KEY, "tus_url": "http://cairn.example:80/v1/tus/abc"}
+    _planted(data)
+    assert ResumeState(KEY, SERVER).data == data
+
+
+@pytest.mark.parametrize(
+    "url", ["http://evil.example/v1/tus/abc", SERVER + ":8080/v1/tus/abc", "not a url"]
+)
+def test_a_tus_upload_elsewhere_is_not_kept_nor_used(url: str) -> None:
+    # tuspy resolves the create's Location and stores it: one on another host would get
+    # every PATCH (the file and the token).
+    storage = _StateStorage(ResumeState(KEY, SERVER))
+    with pytest.raises(ClientError) as e:
+        storage.set_item("k", url)
+    assert e.value.code == "bad_response"
+    assert storage.get_item("k") is None
+    storage.set_item("k", SERVER + "/v1/tus/abc")
+    assert storage.get_item("k") == SERVER + "/v1/tus/abc"
