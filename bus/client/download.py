@@ -87,9 +87,11 @@ def _file(client: httpx.Client, file_id: Any) -> dict[str, Any]:
 
 
 def _checked(meta: dict[str, Any], where: str) -> dict[str, Any]:
-    """A file's metadata as a download trusts it: a size a file can have (not negative,
+    """A file's metadata as a download trusts it: an id that is one, a size a file can have (not negative,
     not beyond what a file system holds) and a sha256 that is one; else what the bytes
     are checked against is not known (bad_response, before any is asked for)."""
+    if not UUID_RE.match(meta["id"]):  # a path segment of the content's URL
+        raise bad_shape(where, f"a file id of {meta['id'][:80]!r}")
     if not 0 <= meta["size"] < 1 << 63:
         raise bad_shape(where, f"a file size of {meta['size']}")
     if not re.fullmatch(r"[0-9a-f]{64}", meta["sha256"]):

@@ -42,7 +42,7 @@ from bus.client.http import (
     unexpected,
     unreachable,
 )
-from bus.client.resume import ResumeState, state_key
+from bus.client.resume import UUID, ResumeState, state_key
 from bus.client.transfer import Transfer, progress_bars, read_pieces, sha256_file
 
 ACTIVE = ("INITIATED", "IN_PROGRESS")
@@ -334,6 +334,8 @@ def _send(
             state.remove()
             return _result(job, created["file_id"], sha, None, resumed=False, sent=0, dedup=True)
         shaped(created, where, id=str, chunk_size=int, total_chunks=(int, NONE))
+        if not UUID.match(created["id"]):  # a path segment of every later request
+            raise bad_shape(where, f"an upload id of {created['id'][:80]!r}")
         if not 0 < created["chunk_size"] <= MAX_CHUNK:
             raise bad_shape(where, f"a chunk_size of {created['chunk_size']}")
         total = created["total_chunks"] or 0

@@ -53,13 +53,14 @@ BODIES: dict[str, bytes] = {
         {**_file(created_at="99999-01-01T00:00:00Z"), "items": [_file(created_at=HUGE)]}
     ),
     "bad-sha": _dump(_file(sha256="../../x")),
+    "bad-id": _dump({**_file(id="../../v1/files"), "items": [_file(id="../../v1/files")]}),
 }
 
 # Answers no command can read at all.
 UNREADABLE = {BODIES[k] for k in ("truncated", "deep", "deep-object", "digits")}
 
 # Metadata a download cannot check bytes against: refused before any is asked for.
-NO_FILE = {BODIES[k] for k in ("huge-size", "float-size", "negative-size", "bad-sha")}
+NO_FILE = {BODIES[k] for k in ("huge-size", "float-size", "negative-size", "bad-sha", "bad-id")}
 
 COMMANDS = {
     "download": ["download", FILE_ID, "-o", "out.bin"],

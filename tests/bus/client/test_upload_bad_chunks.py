@@ -47,6 +47,10 @@ class _Fake(BaseHTTPRequestHandler):
         else:
             self._json(201, {"id": UPLOAD_ID, **self.created})
 
+    def do_GET(self) -> None:
+        self.puts.append(self.path)  # (no GET is expected either)
+        self._json(404, {})
+
     def do_PUT(self) -> None:
         self.puts.append(self.path)
         self._json(200, {"received": True})
@@ -64,6 +68,8 @@ CASES: dict[str, tuple[dict[str, Any], Any]] = {
     "missing-past-the-end": ({"chunk_size": 1000, "total_chunks": 3}, [3]),
     "missing-not-a-number": ({"chunk_size": 1000, "total_chunks": 3}, ["0"]),
     "missing-not-a-list": ({"chunk_size": 1000, "total_chunks": 3}, {"0": 1}),
+    # Every later request's path: `../../files/x/chunks/0` is another resource.
+    "id-not-an-id": ({"id": "../../files/x", "chunk_size": 1000, "total_chunks": 3}, []),
 }
 
 
