@@ -230,6 +230,12 @@ def register(sub: Any) -> None:
         " missing); - for stdout (default: the file's name, here)",
     )
     p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a file already there under the server's name of the file (without -o"
+        " PATH naming the file, an existing one is refused)",
+    )
+    p.add_argument(
         "--limit-rate",
         type=size_arg,
         default=None,
@@ -494,7 +500,7 @@ def cmd_download(args: argparse.Namespace, out: Output) -> int:
                 client, meta, sys.stdout.buffer, "-", limit_rate=args.limit_rate, console=out.err
             )
         else:
-            dest = download.destination(meta, args.output)
+            dest = download.destination(meta, args.output, overwrite=args.overwrite)
             if download.is_special(dest):
                 with dest.open("wb") as f:
                     result = download.download_to(

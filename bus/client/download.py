@@ -1,11 +1,14 @@
 """`cairn download`: a file's bytes to disk, resumable, sha256-verified.
 
-Bytes go to `<dest>.part`, next to a small `<dest>.part.json` naming the file and its
-ETag (the content's sha256). A later run asks for the rest with `Range: bytes=N-` and
-`If-Range: <etag>`: a 206 continues the part; a 200 means the content changed (or the
-server ignores ranges), so the part is truncated and the download restarts cleanly. The
-finished part is hashed (the prefix already on disk, then each piece as it arrives) and
-renamed over the destination only when it matches the ETag.
+Bytes go to `<dest>.part`, next to a small `<dest>.part.json` naming the file, the server
+and its ETag (the content's sha256). A later run asks for the rest with `Range: bytes=N-`
+and `If-Range: <etag>` only when the part.json names this very file and version and the
+part is no longer than the file: a 206 that is exactly that rest continues the part; a 200
+means the content changed (or the server ignores ranges), so the part is truncated and the
+download restarts cleanly; any other 206, or a 416, leaves no bytes appended. Both files
+are opened without following symbolic links (a folder others may write to), the part must
+be this user's. The finished part is hashed (the prefix already on disk, then each piece
+as it arrives) and renamed over the destination only when it matches the file's sha256.
 
 `-o -` (stdout) and a destination that is not a regular file (/dev/null, a FIFO) have no
 part to resume: the bytes go straight there, hashed as they pass (download_to).
@@ -13,6 +16,7 @@ part to resume: the bytes go straight there, hashed as they pass (download_to).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -30,10 +34,10 @@ from rich.progress import TaskID
 from bus.blobs.writeback import start_writeback
 from bus.client.config import Target
 from bus.client.errors import NOT_FOUND, USAGE, VERIFY, ClientError, Interrupted
-from bus.client.http import Kind, check, json_of, shaped
+from bus.client.http import BAD_JSON, Kind, bad_shape, check, json_of, shaped
 from bus.client.objects import find_object
 from bus.client.output import printable
-from bus.client.transfer import PIECE, Transfer, progress_bars, sha256_prefix
+from bus.client.transfer import PIECE, Transfer, progress_bars
 
 UUID_RE = re.compile(
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
@@ -70,7 +74,7 @@ def resolve_file(client: httpx.Client, ref: str) -> dict[str, Any]:
             f"no object {key!r} in bucket {bucket!r}", code="not_found", exit_code=NOT_FOUND
         )
     # The newest: the list is sorted by created_at, newest first.
-    return dict(shaped(matches[0], str(r.request.url), **FILE_FIELDS))
+    return _checked(dict(shaped(matches[0], str(r.request.url), **FILE_FIELDS)), str(r.request.url))
 
 
 # What a download reads of a file's metadata.
@@ -78,16 +82,33 @@ FILE_FIELDS: dict[str, Kind] = {"id": str, "name": str, "size": int, "sha256": s
 
 
 def _file(client: httpx.Client, file_id: Any) -> dict[str, Any]:
-    return dict(json_of(client.get(f"/v1/files/{file_id}"), **FILE_FIELDS))
+    r = client.get(f"/v1/files/{file_id}")
+    return _checked(dict(json_of(r, **FILE_FIELDS)), str(r.request.url))
 
 
-def destination(meta: dict[str, Any], output: str | None) -> Path:
+def _checked(meta: dict[str, Any], where: str) -> dict[str, Any]:
+    """A file's metadata as a download trusts it: an id that is one, a size a file can have (not negative,
+    not beyond what a file system holds) and a sha256 that is one; else what the bytes
+    are checked against is not known (bad_response, before any is asked for)."""
+    if not UUID_RE.match(meta["id"]):  # a path segment of the content's URL
+        raise bad_shape(where, f"a file id of {meta['id'][:80]!r}")
+    if not 0 <= meta["size"] < 1 << 63:
+        raise bad_shape(where, f"a file size of {meta['size']}")
+    if not re.fullmatch(r"[0-9a-f]{64}", meta["sha256"]):
+        raise bad_shape(where, f"a sha256 of {meta['sha256'][:80]!r}")
+    return meta
+
+
+def destination(meta: dict[str, Any], output: str | None, *, overwrite: bool = False) -> Path:
     """Where the bytes go, checked before any is asked for: a transfer that could only
     fail at the final rename (the name taken by a directory, a missing folder) would
     leave the whole download behind as a `.part`.
 
     `-o DIR` (or a path ending in `/`, created if missing, as `aws s3 cp` and `mc cp` do)
-    means DIR/<the file's name>."""
+    means DIR/<the file's name>. That name is the server's (or another user's, an object's
+    key): as `curl -J` does, it never replaces what is there already (a file, a link,
+    dangling or not) unless `overwrite`; a path -o names is the user's own choice."""
+    named_by_server = True
     if output is None:
         path = Path(local_name(meta))
     else:
@@ -96,6 +117,8 @@ def destination(meta: dict[str, Any], output: str | None) -> Path:
             path.mkdir(parents=True, exist_ok=True)
         if path.is_dir():
             path = path / local_name(meta)
+        else:
+            named_by_server = False
     if path.is_dir():
         raise ClientError(
             f"{path}: is a directory; name the file to write with -o PATH",
@@ -103,6 +126,11 @@ def destination(meta: dict[str, Any], output: str | None) -> Path:
         )
     if not path.parent.is_dir():
         raise ClientError(f"{path.parent}: no such directory", code="no_such_directory")
+    if named_by_server and not overwrite and os.path.lexists(path):
+        raise ClientError(
+            f"{path}: exists; --overwrite replaces it, or -o PATH names another file",
+            code="file_exists",
+        )
     return path
 
 
@@ -180,66 +208,130 @@ def download(
     limit_rate: int | None,
     console: Any,
 ) -> dict[str, Any]:
+    """`dest` through `<dest>.part`, resumed when `<dest>.part.json` says the part holds
+    a prefix of this very file (its id, this server, its ETag) and is no longer than it.
+
+    Both are opened without following a symbolic link (O_NOFOLLOW; a new part with
+    O_EXCL) and the part must be a regular file of this user with one link: in a folder
+    others may write to, a planted `f.bin.part -> ~/.bashrc` had the download written
+    over the victim's file. What the part.json says only decides whether to ask for the
+    rest: the bytes are checked against the file's own sha256 (its metadata's), never
+    against an ETag read from disk."""
     part = dest.with_name(dest.name + ".part")
     sidecar = dest.with_name(dest.name + ".part.json")
+    size = int(meta["size"])
+    validator = f'"{meta["sha256"]}"'
     saved = _load(sidecar)
-    offset = 0
-    if saved.get("file_id") == meta["id"] and saved.get("url") == target.url and part.exists():
-        offset = part.stat().st_size
-    headers: dict[str, str] = {}
-    if offset and saved.get("etag"):
-        headers = {"Range": f"bytes={offset}-", "If-Range": saved["etag"]}
-    resumed_from = 0
-    with progress_bars(console) as progress:
-        transfer = Transfer(progress, int(meta["size"]), limit_rate)
-        task = transfer.add(meta["name"], total=int(meta["size"]))
-        try:
-            with _content(client, meta, headers) as (r, etag):
-                if r.status_code == 416 and offset:
-                    # The part may hold everything already (cut off before the rename), or
-                    # more than the file: verify below, and restart if it does not match.
-                    etag, mode, body = saved.get("etag", ""), "ab", None
-                else:
-                    check(r)
-                    if r.status_code == 206 and _range_start(r) == offset:
-                        mode, resumed_from = "ab", offset
-                    else:  # 200: a changed file (If-Range failed) or no resume: start over
-                        mode, offset = "wb", 0
-                    body = r
-                _save(sidecar, {"file_id": meta["id"], "url": target.url, "etag": etag})
-                h = sha256_prefix(part, offset) if offset else sha256_prefix_empty()
-                transfer.progress.update(task, completed=offset)
-                transfer.skip(offset)
-                with part.open(mode) as f:
-                    if mode == "ab":
-                        f.truncate(offset)
-                    try:
-                        if body is not None:
-                            _receive(body, f, offset, h, transfer, task, int(meta["size"]))
-                    finally:
-                        f.flush()
-                        os.fsync(f.fileno())
-        except KeyboardInterrupt:
-            raise Interrupted() from None
-    expected = etag.strip('"') or meta["sha256"]
-    got = h.hexdigest()
-    if got != expected or part.stat().st_size != int(meta["size"]):
-        part.unlink(missing_ok=True)
-        sidecar.unlink(missing_ok=True)
-        raise ClientError(
-            f"{dest}: sha256 {got} is not the server's {expected}; the partial file was removed",
-            code="sha256_mismatch",
-            exit_code=VERIFY,
-        )
+    f = _open_part(part)
+    try:
+        held = os.fstat(f.fileno()).st_size
+        offset = 0
+        if (
+            saved.get("file_id") == meta["id"]
+            and saved.get("url") == target.url
+            and saved.get("etag") == validator
+            and 0 < held <= size
+        ):
+            offset = held
+        result = _fill(client, target, meta, f, part, sidecar, offset, limit_rate, console)
+        got, resumed_from = result
+        if got != meta["sha256"] or os.fstat(f.fileno()).st_size != size:
+            part.unlink(missing_ok=True)
+            sidecar.unlink(missing_ok=True)
+            raise ClientError(
+                f"{dest}: sha256 {got} is not the server's {meta['sha256']};"
+                " the partial file was removed",
+                code="sha256_mismatch",
+                exit_code=VERIFY,
+            )
+        _still_ours(part, f)
+    finally:
+        f.close()
     os.replace(part, dest)
     sidecar.unlink(missing_ok=True)
     return {
         "file_id": meta["id"],
         "path": os.fspath(dest),
-        "size": int(meta["size"]),
+        "size": size,
         "sha256": got,
         "resumed_from": resumed_from,
     }
+
+
+def _fill(
+    client: httpx.Client,
+    target: Target,
+    meta: dict[str, Any],
+    f: IO[bytes],
+    part: Path,
+    sidecar: Path,
+    offset: int,
+    limit_rate: int | None,
+    console: Any,
+) -> tuple[str, int]:
+    """The part completed from `offset` (0: from scratch): its sha256, and where the
+    bytes asked for began."""
+    size = int(meta["size"])
+    validator = f'"{meta["sha256"]}"'
+    if offset == size:  # all there already (cut off before the rename): no request
+        h = _hash_prefix(f, offset)
+        if h.hexdigest() == meta["sha256"]:
+            return h.hexdigest(), offset
+        offset = 0
+    headers: dict[str, str] = {}
+    if offset:
+        headers = {"Range": f"bytes={offset}-", "If-Range": validator}
+    with progress_bars(console) as progress:
+        transfer = Transfer(progress, size, limit_rate)
+        task = transfer.add(meta["name"], total=size)
+        try:
+            with _content(client, meta, headers) as (r, etag):
+                if r.status_code == 416 and offset:
+                    # The rest of a file of `size` bytes from `offset` < size cannot be
+                    # unsatisfiable: the file is not the one the part was of.
+                    part.unlink(missing_ok=True)
+                    sidecar.unlink(missing_ok=True)
+                    raise ClientError(
+                        f"{r.request.url} answered 416 to bytes={offset}- of a file of"
+                        f" {size} bytes; the partial file was removed: run again",
+                        code="bad_response",
+                        status=416,
+                    )
+                check(r)
+                if r.status_code == 206:
+                    _check_rest(r, etag, offset, size, validator)
+                    resumed_from = offset
+                else:  # 200: a changed file (If-Range failed) or no resume: start over
+                    offset = resumed_from = 0
+                h = _hash_prefix(f, offset)
+                f.truncate(offset)
+                _save(sidecar, {"file_id": meta["id"], "url": target.url, "etag": validator})
+                transfer.progress.update(task, completed=offset)
+                transfer.skip(offset)
+                try:
+                    _receive(r, f, offset, h, transfer, task, size)
+                finally:
+                    f.flush()
+                    os.fsync(f.fileno())
+        except KeyboardInterrupt:
+            raise Interrupted() from None
+    return h.hexdigest(), resumed_from
+
+
+def _check_rest(r: httpx.Response, etag: str, offset: int, size: int, validator: str) -> None:
+    """A 206 is appended only if it is the rest asked for (`bytes offset-(size-1)/size`)
+    of the same version (the If-Range validator): else it is another range, or a server
+    ignoring If-Range, and the part is left as it was."""
+    want = f"bytes {offset}-{size - 1}/{size}"
+    got = r.headers.get("Content-Range", "")
+    if not offset or got != want or etag != validator:
+        raise ClientError(
+            f"{r.request.url} answered 206 with Content-Range {got or 'none'!r} and ETag"
+            f" {etag or 'none'!r} to bytes={offset}- of {validator}: not the rest asked"
+            " for; nothing was written",
+            code="bad_response",
+            status=206,
+        )
 
 
 @contextmanager
@@ -331,22 +423,106 @@ def _hash(h: Any, batch: list[bytes]) -> None:
         h.update(piece)
 
 
-def sha256_prefix_empty() -> Any:
-    return hashlib.sha256()
+def _unsafe(path: Path, why: str) -> ClientError:
+    return ClientError(
+        f"{path}: {why}; not used: remove it, or download with another -o",
+        code="unsafe_part",
+    )
 
 
-def _range_start(r: httpx.Response) -> int:
-    m = re.match(r"bytes (\d+)-", r.headers.get("Content-Range", ""))
-    return int(m.group(1)) if m else -1
+def _open_nofollow(path: Path, flags: int, mode: int = 0o666) -> int:
+    """os.open without following a symbolic link at `path` (ELOOP, or EEXIST with
+    O_EXCL on a dangling one): an `unsafe_part` error naming it. O_NONBLOCK: a FIFO put
+    there is opened at once (then refused as no regular file), never waited on for a
+    writer; a regular file ignores it."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode)
+    except OSError as e:
+        if e.errno == errno.ELOOP or (e.errno == errno.EEXIST and path.is_symlink()):
+            raise _unsafe(path, "is a symbolic link") from None
+        raise
+
+
+def _owned(path: Path, fd: int) -> os.stat_result:
+    """The open file's stat, if it is a regular file of this user with one link: another
+    user's file (even one writable by all) may change under the download, and a second
+    link makes it someone else's file too."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise _unsafe(path, "is not a regular file")
+    if st.st_uid != os.geteuid():
+        raise _unsafe(path, f"is owned by uid {st.st_uid}, not this user")
+    if st.st_nlink != 1:
+        raise _unsafe(path, f"has {st.st_nlink} links")
+    return st
+
+
+def _open_part(part: Path) -> IO[bytes]:
+    """The part, open for reading and writing: this user's existing one, else a new one
+    (O_EXCL: never a file someone put there meanwhile)."""
+    try:
+        fd = _open_nofollow(part, os.O_RDWR)
+    except FileNotFoundError:
+        fd = _open_nofollow(part, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+    try:
+        _owned(part, fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "r+b")
+
+
+def _still_ours(part: Path, f: IO[bytes]) -> None:
+    """The part's name still names the file written and verified (not swapped since)."""
+    held = os.fstat(f.fileno())
+    try:
+        now = part.lstat()
+    except FileNotFoundError:
+        now = None
+    if now is None or (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino):
+        raise _unsafe(part, "was replaced during the download")
+
+
+def _hash_prefix(f: IO[bytes], n: int) -> Any:
+    """sha256 of the first `n` bytes of `f`, read from the open part (not its name
+    again), `f` then positioned at `n`."""
+    h = hashlib.sha256()
+    f.seek(0)
+    left = n
+    while left > 0:
+        data = f.read(min(PIECE, left))
+        if not data:
+            break
+        h.update(data)
+        left -= len(data)
+    f.seek(n)
+    return h
 
 
 def _load(path: Path) -> dict[str, Any]:
+    """The part.json, if it is this user's regular file: anything else is no resume."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        fd = _open_nofollow(path, os.O_RDONLY)
+    except OSError:
+        return {}
+    try:
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+                return {}
+            data = json.loads(f.read(1 << 16))
+    except (OSError, *BAD_JSON):
         return {}
     return data if isinstance(data, dict) else {}
 
 
 def _save(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data))
+    """A new part.json (the old one unlinked, the new one created O_EXCL, never through
+    a link); one that cannot be replaced (another user's, in a sticky folder) is said."""
+    try:
+        path.unlink(missing_ok=True)
+        fd = _open_nofollow(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    except PermissionError:
+        raise _unsafe(path, "belongs to another user") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(data))

@@ -17,7 +17,7 @@ import httpx
 from httpx_sse import ServerSentEvent, connect_sse
 
 from bus.client.errors import AUTH, ClientError
-from bus.client.http import check, not_cairn, retry_after, unreachable
+from bus.client.http import BAD_JSON, check, not_cairn, retry_after, unreachable
 
 RECONNECT_DELAY = 2.0  # the server's `retry:` hint; a reconnect storm helps nobody
 RESUMABLE_ENDS = ("slow_consumer", "shutting_down")
@@ -100,7 +100,7 @@ def _event(sse: ServerSentEvent, response: httpx.Response) -> tuple[dict[str, An
     try:
         event = json.loads(sse.data)
         position = int(sse.id) if sse.id else None
-    except ValueError:
+    except BAD_JSON:
         event = None
     if (
         not isinstance(event, dict)
@@ -118,6 +118,6 @@ def _end_error(data: str) -> ClientError:
     try:
         err = json.loads(data)["error"]
         code, message = str(err["code"]), str(err["message"])
-    except (ValueError, KeyError, TypeError):
+    except (*BAD_JSON, KeyError, TypeError):
         code, message = "stream_ended", data or "the server ended the stream"
     return ClientError(message, code=code, exit_code=AUTH if code == "token_expired" else 1)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import httpx
 
 from bus.client.config import Target
 from bus.client.errors import UNREACHABLE, ClientError, exit_code_for_status
+
+# What parsing JSON that is not JSON raises: ValueError, or RecursionError for arrays or
+# objects nested deeper than the parser goes ("[[[[..." from a broken or hostile server).
+BAD_JSON = (ValueError, RecursionError)
 
 # Connect quickly or say so; reads may be slow (a chunk PUT answers once it is durable).
 TIMEOUT = httpx.Timeout(connect=10.0, read=300.0, write=300.0, pool=300.0)
@@ -28,7 +33,7 @@ def error_from(response: httpx.Response) -> ClientError:
         err = body["error"]
         code, message = str(err["code"]), str(err["message"])
         details = err.get("details") if isinstance(err.get("details"), dict) else {}
-    except (ValueError, KeyError, TypeError, httpx.HTTPError):
+    except (*BAD_JSON, KeyError, TypeError, httpx.HTTPError):
         code, message, details = f"http_{response.status_code}", response.reason_phrase, {}
     return ClientError(
         message,
@@ -77,7 +82,7 @@ def json_of(response: httpx.Response, **fields: Kind) -> Any:
     (bad_response), not a JSONDecodeError, KeyError or TypeError traceback."""
     try:
         body = check(response).json()
-    except ValueError:
+    except BAD_JSON:
         raise not_cairn(response) from None
     return shaped(body, str(response.request.url), **fields)
 
@@ -136,8 +141,18 @@ def unexpected(e: Exception) -> ClientError:
     )
 
 
-# What reading a wrong-shaped answer raises (see `unexpected`).
-SHAPE_ERRORS = (KeyError, IndexError, TypeError, ValueError, AttributeError)
+# What reading a wrong-shaped answer raises (see `unexpected`): a number too large for what
+# it is used for (a size of 10**400 bytes shown as KiB) is one too, and so is JSON nested
+# past the parser's depth (RecursionError, where a parse is not BAD_JSON-guarded).
+SHAPE_ERRORS = (
+    KeyError,
+    IndexError,
+    TypeError,
+    ValueError,
+    AttributeError,
+    OverflowError,
+    RecursionError,
+)
 
 
 def next_cursor(page: dict[str, Any], where: str, before: str | None) -> str | None:
@@ -158,10 +173,18 @@ def not_cairn(response: httpx.Response) -> ClientError:
     )
 
 
+# The longest a Retry-After is waited: a server's answer, so it bounds a wait, no more.
+RETRY_AFTER_MAX = 60.0
+
+
 def retry_after(response: httpx.Response) -> float:
     """The seconds a 429 or 503 asks the client to wait (Retry-After; 1 when it is missing
-    or not a number of seconds)."""
+    or not a number of seconds), within 0 and RETRY_AFTER_MAX: `inf` raised OverflowError
+    in Event.wait, and a year's worth held the command for a year."""
     try:
-        return float(response.headers.get("retry-after") or 1)
+        seconds = float(response.headers.get("retry-after") or 1)
     except ValueError:
         return 1.0
+    if math.isnan(seconds):
+        return 1.0
+    return min(max(seconds, 0.0), RETRY_AFTER_MAX)

@@ -239,7 +239,16 @@ def _create(
         _wait(r)
     if r.status_code != 201 or not r.headers.get("location"):
         raise error_from(r)
-    return str(r.headers["location"])
+    # Every PATCH carries the token (a client header) and stdin: to this server only,
+    # never to a host a broken or hostile answer names.
+    url = r.url.join(r.headers["location"])
+    if (url.scheme, url.host, url.port) != (r.url.scheme, r.url.host, r.url.port):
+        raise ClientError(
+            f"{r.url} answered an upload at {url}, on another server: not sending"
+            " stdin (and the token) there",
+            code="bad_response",
+        )
+    return str(url)
 
 
 def send_chunk(

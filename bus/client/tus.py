@@ -27,7 +27,7 @@ from tusclient.uploader.uploader import Uploader
 
 from bus.client.config import Target
 from bus.client.errors import VERIFY, ClientError, exit_code_for_status
-from bus.client.http import open_client, unreachable
+from bus.client.http import BAD_JSON, open_client, unreachable
 from bus.client.pipe import finished_file
 from bus.client.resume import ResumeState
 from bus.client.transfer import Transfer
@@ -48,7 +48,15 @@ class _StateStorage(Storage):
         url = self.state.get("tus_url")
         return str(url) if url else None
 
-    def set_item(self, key: str, url: str) -> None:
+    def set_item(self, key: str, url: str | None) -> None:
+        # The file's bytes (and the token) go where this URL says: this server only
+        # (tuspy stores None too, an upload forgotten).
+        if url is not None and not self.state.on_server(url):
+            raise ClientError(
+                f"the server answered an upload at {url}, not under its own /v1/tus/:"
+                " not sending the file there",
+                code="bad_response",
+            )
         self.state.update(tus_url=url)
 
     def remove_item(self, key: str) -> None:
@@ -71,7 +79,7 @@ def _error(e: TusCommunicationError, target: Target) -> ClientError:
         err = json.loads(raw)["error"]
         code, message = str(err["code"]), str(err["message"])
         details = err.get("details") if isinstance(err.get("details"), dict) else {}
-    except (ValueError, KeyError, TypeError):
+    except (*BAD_JSON, KeyError, TypeError):
         code, message, details = f"http_{status}", str(e), {}
     return ClientError(
         message,

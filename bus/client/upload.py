@@ -32,6 +32,7 @@ from bus.client.errors import USAGE, VERIFY, ClientError, Interrupted
 from bus.client.http import (
     NONE,
     SHAPE_ERRORS,
+    bad_shape,
     check,
     error_from,
     json_of,
@@ -41,7 +42,7 @@ from bus.client.http import (
     unexpected,
     unreachable,
 )
-from bus.client.resume import ResumeState, state_key
+from bus.client.resume import UUID, ResumeState, state_key
 from bus.client.transfer import Transfer, progress_bars, read_pieces, sha256_file
 
 ACTIVE = ("INITIATED", "IN_PROGRESS")
@@ -93,7 +94,8 @@ def job_state(
             *protocol,
             chunk_size,
             *meta_state(job),
-        )
+        ),
+        target.url,
     )
 
 
@@ -295,6 +297,7 @@ def _send(
         r = client.get(f"/v1/uploads/{upload_id}/missing-chunks")
         if r.status_code == 200 and json_of(r, status=str)["status"] in (*ACTIVE, "COMPLETED"):
             missing, resumed = json_of(r, missing_chunks=list)["missing_chunks"], True
+            missing = _chunk_indexes(missing, job.size, int(state.get("chunk_size")), str(r.url))
         elif r.status_code in (200, 404):  # expired, aborted, failed or gone: start again
             state.reset(sha256=sha)
             upload_id = None
@@ -331,9 +334,16 @@ def _send(
             state.remove()
             return _result(job, created["file_id"], sha, None, resumed=False, sent=0, dedup=True)
         shaped(created, where, id=str, chunk_size=int, total_chunks=(int, NONE))
+        if not UUID.match(created["id"]):  # a path segment of every later request
+            raise bad_shape(where, f"an upload id of {created['id'][:80]!r}")
+        if not 0 < created["chunk_size"] <= MAX_CHUNK:
+            raise bad_shape(where, f"a chunk_size of {created['chunk_size']}")
+        total = created["total_chunks"] or 0
+        if not 0 <= total <= _chunk_count(job.size, created["chunk_size"]):
+            raise bad_shape(where, f"total_chunks {total} for {job.size} bytes")
         upload_id = created["id"]
         state.update(upload_id=upload_id, chunk_size=created["chunk_size"])
-        missing = list(range(created["total_chunks"] or 0))
+        missing = list(range(total))
     size_of = _chunk_sizes(job.size, int(state.get("chunk_size")))
     already = job.size - sum(size_of(i) for i in missing or [])
     transfer.progress.update(task, completed=already)
@@ -352,6 +362,9 @@ def _send(
                 # Chunks the server lost track of (e.g. a PUT cut off): send them, then a
                 # fresh complete (the refused one is stored under its key and would replay).
                 missing = r.json()["error"]["details"].get("missing_chunks") or []
+                missing = _chunk_indexes(
+                    missing, job.size, int(state.get("chunk_size")), str(r.request.url)
+                )
                 state.update(complete_key=None)
                 continue
             if r.status_code == 422 and code_of(r) == "checksum_mismatch":
@@ -382,6 +395,24 @@ def _send(
         )
     state.remove()
     return _result(job, done["file_id"], sha, upload_id, resumed=resumed, sent=sent, dedup=False)
+
+
+# The largest chunk an answer may set (a chunk is read and sent whole, not held).
+MAX_CHUNK = 1 << 40
+
+
+def _chunk_count(size: int, chunk: int) -> int:
+    """How many chunks a file of `size` bytes has (an empty file: one, or none)."""
+    return max(1, -(-size // chunk))
+
+
+def _chunk_indexes(values: Any, size: int, chunk: int, where: str) -> list[int]:
+    """The server's list of missing chunks, if each is a chunk of this file: -1 seeked
+    before its start (`io_error: Invalid argument`), one past its end sent empty PUTs."""
+    count = _chunk_count(size, chunk)
+    if not isinstance(values, list) or not all(type(i) is int and 0 <= i < count for i in values):
+        raise bad_shape(where, f"missing chunks {str(values)[:80]} of a file of {count}")
+    return values
 
 
 def _chunk_sizes(size: int, chunk: int) -> Any:

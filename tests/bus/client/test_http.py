@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from bus.client import commands
-from bus.client.http import open_client
+from bus.client.http import open_client, retry_after
 from bus.run.cli import main
 
 URL = "http://files.example"
@@ -63,3 +63,25 @@ def test_an_answer_that_is_not_cairns_is_one_line(
     err = capsys.readouterr().err
     assert (code, err) == (1, line + "\n")
     assert len(seen) == 1  # the redirect was not followed
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        (None, 1.0),
+        ("5", 5.0),
+        ("0", 0.0),
+        ("abc", 1.0),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 1.0),  # the date form: not worth a clock read
+        # A broken or hostile server: Event.wait(inf) raised OverflowError (a traceback),
+        # and 99999999 held an upload's chunk for three years, 20 times over.
+        ("inf", 60.0),
+        ("1e400", 60.0),
+        ("99999999", 60.0),
+        ("nan", 1.0),
+        ("-3", 0.0),
+    ],
+)
+def test_retry_after_is_a_bounded_wait(header: str | None, seconds: float) -> None:
+    headers = {"Retry-After": header} if header is not None else {}
+    assert retry_after(httpx.Response(503, headers=headers)) == seconds

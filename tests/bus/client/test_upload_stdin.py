@@ -360,3 +360,26 @@ def test_a_sha256_mismatch_is_exit_6() -> None:
     assert (e.value.code, e.value.exit_code) == ("sha256_mismatch", 6)
     assert hashlib.sha256(b"abc").hexdigest() in e.value.message
     assert seen == ["POST /v1/tus/", "PATCH /v1/tus/u1", "GET /v1/uploads/u1", "GET /v1/files/f1"]
+
+
+@pytest.mark.parametrize(
+    ("location", "kept"),
+    [
+        ("/v1/tus/abc", "http://cairn/v1/tus/abc"),
+        ("http://cairn/v1/tus/abc", "http://cairn/v1/tus/abc"),
+        ("http://evil.example/v1/tus/abc", None),  # stdin and the token: to another host
+        ("https://cairn/v1/tus/abc", None),  # another origin too (scheme)
+        ("//evil.example/x", None),
+    ],
+)
+def test_the_upload_url_stays_on_the_server(location: str, kept: str | None) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(201, headers={"Location": location})
+
+    with httpx.Client(transport=httpx.MockTransport(handler), base_url="http://cairn") as c:
+        if kept is not None:
+            assert pipe._create(c, "f", None, None, {}) == kept
+        else:
+            with pytest.raises(ClientError) as e:
+                pipe._create(c, "f", None, None, {})
+            assert e.value.code == "bad_response" and "another server" in e.value.message
