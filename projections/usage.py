@@ -284,6 +284,7 @@ async def reserve(
     parts: Sequence[str] = (),
     target: str | None = None,
     completing: str | None = None,
+    file_id: str | None = None,
 ) -> tuple[str | None, dict[str, int] | None, int]:
     """Reserve `requested` bytes of `owner`'s quota: (the reservation's id, None, the bytes
     used besides it), or (None, the refusal's details, used) when they would go over. `resize`: an earlier
@@ -298,7 +299,11 @@ async def reserve(
     `completing`: an upload about to be completed, of `requested` bytes: only what of them
     it does not count now is asked (nothing, unless its bucket went since it began and the
     read model lags behind its bytes: see WENT), and the hold then counts until the uploads
-    read model has it completed."""
+    read model has it completed. `file_id`: the file the request is to make, known before
+    it makes it (a task's copy): the hold is its from the start (as `release` with
+    `file_id` makes it), counted in one statement with the files read model, so a file
+    listed before the request is over (its reply waited for) is not counted twice
+    meanwhile: a task's next item asking then was refused for room there was."""
     async with store.pool.acquire() as conn, conn.transaction():
         # One owner's reservations are decided one at a time (held to commit); other owners
         # are not held up. The two-key form keeps the key space apart from the event store's.
@@ -337,7 +342,8 @@ async def reserve(
         rid = uuid.UUID(resize) if resize is not None else uuid.uuid4()
         await conn.execute(
             "INSERT INTO api.quota_reservations (id, owner, bytes, expires_at, target,"
-            " completing) VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5, $6)"
+            " completing, file_id)"
+            " VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5, $6, $7)"
             " ON CONFLICT (id) DO UPDATE SET bytes = excluded.bytes",
             rid,
             owner,
@@ -346,6 +352,7 @@ async def reserve(
             float(RESERVATION_TTL_SECONDS),
             uuid.UUID(target) if target is not None else None,
             uuid.UUID(completing) if completing is not None else None,
+            uuid.UUID(file_id) if file_id is not None else None,
         )
         return str(rid), None, used - replaced
 

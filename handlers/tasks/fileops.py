@@ -37,7 +37,8 @@ from projections.usage import QUOTA_EXCEEDED, over_quota, release, reserve, stor
 
 MAX_NAMED = 20  # colliding names listed in a target_exists error
 DELETE_BATCH = 50  # a delete's files read in one query, between two safe points
-IN_FLIGHT = 8  # a delete's commands under way at once
+COPY_BATCH = 50  # a copy's or move's files (and their copies) read in one query, likewise
+IN_FLIGHT = 8  # a delete's commands, or a copy's items, under way at once
 
 
 async def load_file(run: TaskRun, file_id: str) -> FileState | None:
@@ -86,13 +87,14 @@ async def quota_for_file(
 ) -> AsyncIterator[None]:
     """Check and hold `requested` bytes of the owner's quota for the file `file_id` the
     block makes (projections.usage.reserve: concurrent tasks, uploads and PUTs of one owner
-    are decided one after another). Ended normally, the hold stays until the files read
-    model has the file, which then counts instead; ended by an error, it is given back."""
+    are decided one after another). The hold names the file from the start: it counts
+    until the files read model has the file, which then counts instead (never both, though
+    several items of a task are under way at once); ended by an error, it is given back."""
     quota = settings.quota_for(run.state.owner)
     if quota <= 0 or requested <= 0:
         yield
         return
-    rid, details, _ = await reserve(run.store, run.state.owner, quota, requested)
+    rid, details, _ = await reserve(run.store, run.state.owner, quota, requested, file_id=file_id)
     if details is not None or rid is None:
         raise TaskFailure("quota_exceeded", QUOTA_EXCEEDED, dict(details or {}))
     made: str | None = None
@@ -161,21 +163,10 @@ async def _copy_collisions(run: TaskRun, files: list[str]) -> dict[int, list[str
     return out
 
 
-async def _copy_one(run: TaskRun, settings: Settings, index: int, src: FileState) -> str:
-    to = run.state.params.get("to") or {}
-    new_id = item_file_id(run.task_id, index)
-    # Made already (a resumed task): nothing more to hold.
-    needed = src.size
-    if settings.quota_for(run.state.owner) > 0 and await load_file(run, new_id) is not None:
-        needed = 0
-    async with quota_for_file(run, settings, needed, new_id):
-        await _create_copy(run, index, src, new_id, to)
-    return new_id
-
-
 async def _create_copy(
-    run: TaskRun, index: int, src: FileState, new_id: str, to: dict[str, Any]
+    run: TaskRun, index: int, src: FileState, new_id: str, params: dict[str, Any]
 ) -> None:
+    to = params.get("to") or {}
     await run.send(
         CreateFile(
             aggregate_id=new_id,
@@ -247,6 +238,107 @@ async def _run_deletes(run: TaskRun, files: list[str]) -> None:
             await run.item_done(result)
 
 
+async def _run_copies(
+    run: TaskRun, settings: Settings, files: list[str], taken: dict[int, list[str]]
+) -> None:
+    """A copy or move, COPY_BATCH files at a time, like a delete: one query reads the
+    batch's files and the copies an earlier run of the task may have made of them, one
+    safe point checks the task and the destination bucket (a bucket deleted mid-run stops
+    the run before its next batch: CreateFile itself does not look at the bucket), and up
+    to IN_FLIGHT items are under way at once, each item's steps in order (its CreateFile,
+    then the files it replaces, then a move's DeleteFile). Results are recorded in item
+    order once the batch is done.
+
+    A copy found made already (by a run that stopped before recording it) is not created
+    again: its CreateFile, sent again under the same id, is refused with file_exists (the
+    actor decides it against the stream it made), which recorded a done item as failed.
+    The quota is held item by item in item order, as when items went one at a time: the
+    first item refused fails the task, the items before it are recorded, none after it
+    is begun."""
+    kind = run.state.task_type
+    slots = asyncio.Semaphore(IN_FLIGHT)
+    quota = settings.quota_for(run.state.owner) > 0
+
+    async def one(
+        index: int,
+        file_id: str,
+        src: FileState | None,
+        made: bool,
+        turn: asyncio.Event,
+        after: asyncio.Event,
+        refused: list[TaskFailure],
+    ) -> tuple[dict[str, Any], int] | None:
+        new_id = item_file_id(run.task_id, index)
+        # Items take their quota in item order; one refused, none after it begins.
+        await turn.wait()
+        if refused:
+            after.set()
+            return None
+        if src is None:
+            after.set()
+            if kind == "move" and made:
+                # Moved by this task before: the copy exists, the source is gone.
+                return {"index": index, "source": file_id, "result": new_id}, 0
+            return _missing(index, file_id), 0
+        async with slots:
+            try:
+                needed = 0 if made else src.size  # made already: nothing more to hold
+                try:
+                    async with quota_for_file(run, settings, needed, new_id):
+                        after.set()
+                        if not made:
+                            await _create_copy(run, index, src, new_id, run.state.params)
+                except TaskFailure as e:
+                    refused.append(e)
+                    return None
+                finally:
+                    after.set()
+                replaced = await replace_files(run, index, taken.get(index, []))
+                if kind == "move":
+                    await _delete_one(run, index, file_id)
+            except DomainError as e:
+                error = {"code": e.code, "message": str(e)}
+                return {"index": index, "source": file_id, "error": error}, 0
+        result: dict[str, Any] = {"index": index, "source": file_id, "result": new_id}
+        if replaced:
+            result["replaced"] = replaced
+        return result, src.size
+
+    for first in range(run.state.items_done, len(files), COPY_BATCH):
+        await run.check(force=True)
+        batch = files[first : first + COPY_BATCH]
+        copies = [item_file_id(run.task_id, i) for i in range(first, first + len(batch))]
+        states = await load_files(run, [*batch, *copies])
+        sources, made = states[: len(batch)], [st is not None for st in states[len(batch) :]]
+        turns = [asyncio.Event() for _ in range(len(batch) + 1)]
+        turns[0].set()
+        if not quota:
+            for t in turns:
+                t.set()
+        refused: list[TaskFailure] = []
+        jobs = [
+            asyncio.ensure_future(
+                one(first + k, batch[k], sources[k], made[k], turns[k], turns[k + 1], refused)
+            )
+            for k in range(len(batch))
+        ]
+        try:
+            results = await asyncio.gather(*jobs)
+        except BaseException:
+            # The bus gone, say: the worker lets go of the task as it is (the error
+            # itself, not a group of them), leaving none of its commands behind.
+            for job in jobs:
+                job.cancel()
+            await asyncio.gather(*jobs, return_exceptions=True)
+            raise
+        for done in results:
+            if done is None:
+                break
+            await run.item_done(*done)
+        if refused:
+            raise refused[0]
+
+
 async def run_file_items(run: TaskRun, settings: Settings) -> list[str]:
     kind = run.state.task_type
     files: list[str] = list(run.state.params.get("files") or [])
@@ -257,36 +349,6 @@ async def run_file_items(run: TaskRun, settings: Settings) -> list[str]:
     to = run.state.params.get("to") or {}
     await check_destination(run, str(to.get("bucket") or "default"))
     taken = await _copy_collisions(run, files)
-    for index in range(run.state.items_done, len(files)):
-        await run.check(force=True)
-        file_id = files[index]
-        src = await load_file(run, file_id)
-        if src is None:
-            if kind == "move" and await _moved(run, index):
-                # Moved by this task before a crash: the copy exists, the source is gone.
-                new_id = item_file_id(run.task_id, index)
-                await run.item_done({"index": index, "source": file_id, "result": new_id})
-            else:
-                await run.item_done(_missing(index, file_id))
-            continue
-        try:
-            new_id = await _copy_one(run, settings, index, src)
-            replaced = await replace_files(run, index, taken.get(index, []))
-            if kind == "move":
-                await _delete_one(run, index, file_id)
-        except DomainError as e:
-            await run.item_done(
-                {"index": index, "source": file_id, "error": {"code": e.code, "message": str(e)}}
-            )
-            continue
-        result: dict[str, Any] = {"index": index, "source": file_id, "result": new_id}
-        if replaced:
-            result["replaced"] = replaced
-        await run.item_done(result, src.size)
+    await _run_copies(run, settings, files, taken)
     await run.flush()
     return []
-
-
-async def _moved(run: TaskRun, index: int) -> bool:
-    """A move whose source is gone: done if this task's copy of it exists."""
-    return await load_file(run, item_file_id(run.task_id, index)) is not None

@@ -265,20 +265,22 @@ async def test_a_bucket_deleted_mid_run_stops_the_task_writing_into_it(
     """The destination was checked once, when the run began: a bucket force-deleted while
     a copy ran had the files after the delete copied into a name that was gone (the
     delete had removed only what existed when it listed). The run's safe points ask
-    again: it fails with bucket_not_found, and nothing after the next check is written."""
+    again, one before each batch of files (here a batch of one): it fails with
+    bucket_not_found, and nothing after the next check is written."""
     async with sys_.client(user()) as a:
         name = await bucket(a)
         files = [await upload(a, f"file {i}".encode(), f"f{i}.txt") for i in range(3)]
-        real_load = fileops.load_file
+        real_load = fileops.load_files
         deleted: list[int] = []
 
-        async def delete_at_the_second(run: Any, file_id: str) -> Any:
-            if file_id == files[1] and not deleted:
+        async def delete_at_the_second(run: Any, file_ids: list[str]) -> Any:
+            if files[1] in file_ids and not deleted:
                 r = await a.delete(f"/v1/buckets/{name}", params={"force": "true"})
                 deleted.append(r.status_code)
-            return await real_load(run, file_id)
+            return await real_load(run, file_ids)
 
-        monkeypatch.setattr(fileops, "load_file", delete_at_the_second)
+        monkeypatch.setattr(fileops, "COPY_BATCH", 1)
+        monkeypatch.setattr(fileops, "load_files", delete_at_the_second)
         tid = await start(a, {"type": "copy", "params": {"files": files, "to": {"bucket": name}}})
         t = await finished(a, tid)
         assert deleted == [200]

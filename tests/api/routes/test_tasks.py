@@ -32,6 +32,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 MAX_ITEMS = 500
 QUOTA_USER = "t-quota"
+QUOTA_USER_2 = "t-quota-2"
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -43,7 +44,7 @@ async def sys_(
         kafka_server.bootstrap,
         task_max_items=MAX_ITEMS,
         task_lease_seconds=3.0,
-        quotas=((QUOTA_USER, 100_000),),
+        quotas=((QUOTA_USER, 100_000), (QUOTA_USER_2, 100_000)),
     ) as s:
         yield s
 
@@ -256,7 +257,9 @@ async def test_idempotency_key_gives_the_same_task_once(sys_: System) -> None:
 
 async def test_pause_resume_and_cancel_mid_task(sys_: System) -> None:
     alice = user()
-    n = 100
+    # A copy goes 50 files at a time too, several at once: enough of them that a pause
+    # after the first checkpoint lands mid-task.
+    n = 450
     async with sys_.client(alice) as c:
         seed = await upload(c, b"seed" * 10)
         ids = await clone_files(sys_.pool, c, alice, seed, n, "p/")
@@ -289,7 +292,7 @@ async def test_pause_resume_and_cancel_mid_task(sys_: System) -> None:
 
         # A delete goes 50 files at a time, several at once: enough of them that a cancel
         # after the first checkpoint lands mid-task.
-        ids += await clone_files(sys_.pool, c, alice, seed, 400, "q/")  # 500: the limit here
+        ids += await clone_files(sys_.pool, c, alice, seed, 50, "q/")  # 500: the limit here
         tid = await start(c, {"type": "delete", "params": {"files": ids}})
         t = await stop_mid_run(sys_.pool, c, tid, "cancel")
         assert t["status"] == "CANCELLED" and t["finished_at"], t
@@ -358,6 +361,32 @@ async def test_copy_tasks_stop_at_the_quota(sys_: System) -> None:
         for t in done:
             if t["status"] == "FAILED":
                 assert t["error"]["code"] == "quota_exceeded", t
+
+
+async def test_a_copy_of_many_files_stops_at_the_quota_in_item_order(sys_: System) -> None:
+    """Twelve files of 5 KB copied against 100 KB (60 KB used): the copies go several at
+    once, but the quota is taken in item order, so exactly the first eight are made and
+    recorded, the ninth fails the task, and none after it is begun."""
+    async with sys_.client(QUOTA_USER_2) as c:
+        seeds = [await upload(c, os.urandom(5_000), f"s{i}") for i in range(12)]
+        for seed in seeds:
+            await wait_until(lambda seed=seed: _listed(c, seed))
+        tid = await start(
+            c,
+            {
+                "type": "copy",
+                "params": {"files": seeds, "to": {"bucket": "default", "prefix": "copy-"}},
+            },
+        )
+        t = await finished(c, tid)
+        assert t["status"] == "FAILED" and t["error"]["code"] == "quota_exceeded", t
+        assert [r["index"] for r in t["results"]] == list(range(8)), t["error"]
+        assert all("error" not in r for r in t["results"])
+        made = [
+            await count_events(sys_.pool, "FileCreated", [f"file-{item_file_id(tid, i)}"])
+            for i in range(12)
+        ]
+        assert made == [1] * 8 + [0] * 4, made
 
 
 async def _listed(c: httpx.AsyncClient, file_id: str) -> bool:
