@@ -211,13 +211,22 @@ async def storage_used(
               AND r.target IS NULL AND r.id IS DISTINCT FROM $9
               AND NOT EXISTS (SELECT 1 FROM readmodel.files f WHERE f.id = r.file_id))
         -- A completion's hold (`reserve` completing: an upload whose bucket went, made
-        -- again), read with the upload's row: it counts until that row is completed.
-        + (SELECT coalesce(sum(r.bytes), 0)
+        -- again) holds the upload's whole size; it adds what of it the upload's row does
+        -- not count yet (as the uploads term counts it: its bytes received once its bucket
+        -- went; no row yet, its event counts all of it), read in this one statement with
+        -- that row and the files, and nothing once the row is completed or its file listed
+        -- (the file counts it then): whichever read model is ahead, the bytes count once.
+        + (SELECT coalesce(sum(greatest(0, r.bytes - coalesce(
+                    (SELECT CASE WHEN {WENT} THEN u.bytes_received
+                                 ELSE coalesce(u.file_size, u.bytes_received) END
+                       FROM readmodel.uploads u WHERE u.id = r.completing),
+                    r.bytes))), 0)
              FROM api.quota_reservations r
             WHERE r.owner = $1 AND r.expires_at > now() AND r.completing IS NOT NULL
               AND r.id IS DISTINCT FROM $9
               AND NOT EXISTS (SELECT 1 FROM readmodel.uploads u
-                               WHERE u.id = r.completing AND NOT u.status = ANY($3::text[])))
+                               WHERE u.id = r.completing AND NOT u.status = ANY($3::text[]))
+              AND NOT EXISTS (SELECT 1 FROM readmodel.files f WHERE f.upload_id = r.completing))
         -- Puts on their way to a key (read with the key's row, in this one statement):
         -- what the largest of them adds to what the key holds (counted above as a file).
         + (SELECT coalesce(sum(greatest(0, p.top - coalesce(f.size, 0))), 0)
@@ -347,8 +356,9 @@ async def reserve(
             " ON CONFLICT (id) DO UPDATE SET bytes = excluded.bytes",
             rid,
             owner,
-            # A target's row holds the put's whole size: the key counts the largest.
-            requested if target is not None else asked,
+            # A target's row holds the put's whole size: the key counts the largest. So
+            # does a completion's: storage_used counts what of it its upload does not.
+            requested if target is not None or completing is not None else asked,
             float(RESERVATION_TTL_SECONDS),
             uuid.UUID(target) if target is not None else None,
             uuid.UUID(completing) if completing is not None else None,
