@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, TypeVar
 
 from bus.config.settings import Settings
 from domain.commands import CreateFile, DeleteFile
@@ -34,6 +34,8 @@ from handlers.destination import bucket_gone
 from handlers.tasks.run import TaskFailure, TaskRun, destination_gone, utcnow
 from projections import task_queries
 from projections.usage import QUOTA_EXCEEDED, over_quota, release, reserve, storage_used
+
+T = TypeVar("T")
 
 MAX_NAMED = 20  # colliding names listed in a target_exists error
 DELETE_BATCH = 50  # a delete's files read in one query, between two safe points
@@ -225,15 +227,7 @@ async def _run_deletes(run: TaskRun, files: list[str]) -> None:
             asyncio.ensure_future(one(index, file_id, st))
             for index, (file_id, st) in enumerate(zip(batch, states, strict=True), first)
         ]
-        try:
-            results = await asyncio.gather(*jobs)
-        except BaseException:
-            # The bus gone, say: the worker lets go of the task as it is (the error
-            # itself, not a group of them), leaving none of its commands behind.
-            for job in jobs:
-                job.cancel()
-            await asyncio.gather(*jobs, return_exceptions=True)
-            raise
+        results = await _all_or_none(jobs)
         for result in results:
             await run.item_done(result)
 
@@ -322,15 +316,7 @@ async def _run_copies(
             )
             for k in range(len(batch))
         ]
-        try:
-            results = await asyncio.gather(*jobs)
-        except BaseException:
-            # The bus gone, say: the worker lets go of the task as it is (the error
-            # itself, not a group of them), leaving none of its commands behind.
-            for job in jobs:
-                job.cancel()
-            await asyncio.gather(*jobs, return_exceptions=True)
-            raise
+        results = await _all_or_none(jobs)
         for done in results:
             if done is None:
                 break
@@ -352,3 +338,17 @@ async def run_file_items(run: TaskRun, settings: Settings) -> list[str]:
     await _run_copies(run, settings, files, taken)
     await run.flush()
     return []
+
+
+async def _all_or_none(jobs: Sequence[asyncio.Future[T]]) -> list[T]:
+    """The results of a batch's items run at once, in order; if one fails (the bus gone,
+    say), the others are cancelled and waited for before its error is raised (the error
+    itself, not a group of them), so the worker lets go of the task with none of its
+    commands left behind."""
+    try:
+        return await asyncio.gather(*jobs)
+    except BaseException:
+        for job in jobs:
+            job.cancel()
+        await asyncio.gather(*jobs, return_exceptions=True)
+        raise
