@@ -43,6 +43,7 @@ PENDING = """(CASE WHEN r.version IS NULL
        ELSE NOT EXISTS (SELECT 1 FROM readmodel.files x
                          WHERE x.id = r.target AND x.last_version >= r.version) END)"""
 
+
 # An upload (`u`, a row of readmodel.uploads) whose bucket was deleted after the upload
 # began: the bucket it was made for is gone for good (made again, it is another one), so
 # it cannot complete as it is. While active it holds what it received (bytes on disk), not
@@ -57,29 +58,27 @@ PENDING = """(CASE WHEN r.version IS NULL
 # freed room is handed out once, since every way back to the declared size is checked.
 # A final (concatenation) is left out of this: its parts' bytes are held by it
 # (storage_used's `held`), and stay so.
-WENT = """(u.mode <> 'final' AND u.status = ANY($3::text[]) AND EXISTS (
+def _deleted_since(bucket: str, upload_id: str) -> str:
+    """SQL: whether a BucketDeleted of `bucket` was recorded after `upload_id`'s first
+    event (both SQL text expressions); one definition for WENT and `bucket_went`."""
+    return f"""EXISTS (
     SELECT 1 FROM eventstore.events d
-     WHERE d.stream_id = 'bucket-' || u.bucket AND d.event_type = 'BucketDeleted'
+     WHERE d.stream_id = 'bucket-' || {bucket} AND d.event_type = 'BucketDeleted'
        AND d.position > (SELECT i.position FROM eventstore.events i
-                          WHERE i.stream_id = 'upload-' || u.id::text AND i.version = 1)))"""
+                          WHERE i.stream_id = 'upload-' || {upload_id} AND i.version = 1))"""
+
+
+WENT = (
+    "(u.mode <> 'final' AND u.status = ANY($3::text[]) AND "
+    + _deleted_since("u.bucket", "u.id::text")
+    + ")"
+)
 
 
 async def bucket_went(db: asyncpg.Pool, upload_id: str, bucket: str) -> bool:
     """Whether the upload's bucket was deleted after the upload began (see WENT)."""
-    return bool(
-        await db.fetchval(
-            """
-            SELECT EXISTS (
-              SELECT 1 FROM eventstore.events d
-               WHERE d.stream_id = 'bucket-' || $2::text AND d.event_type = 'BucketDeleted'
-                 AND d.position > (SELECT i.position FROM eventstore.events i
-                                    WHERE i.stream_id = 'upload-' || $1::text
-                                      AND i.version = 1))
-            """,
-            upload_id,
-            bucket,
-        )
-    )
+    sql = f"SELECT {_deleted_since('$2::text', '$1::text')}"
+    return bool(await db.fetchval(sql, upload_id, bucket))
 
 
 # How far back in the event store to look for uploads the projection has not seen yet.
