@@ -8,48 +8,32 @@ The newer event is a raw row, inserted as a newer deployment would store it."""
 
 from __future__ import annotations
 
-import json
-import uuid
-from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
 import httpx
 
 from domain.uploads.events import UploadBytesAppended, UploadChunkStored
 from tests.api.tus.test_controller import TUS, upload_id
 from tests.api.tus.test_controller import create as tus_create
+from tests.bus.store.test_upcasting import insert_raw
 from tests.system import System, wait_until
 
 AT = "2026-01-02T03:04:05+00:00"
 CHUNK = b"x" * 10
 
 
-async def insert_raw(
-    pool: asyncpg.Pool,
-    stream_id: str,
-    version: int,
-    type_: str,
-    schema_version: int,
-    data: dict[str, Any],
-    owner: str,
-) -> None:
-    """Store a row the way a newer deployment would (the upcast tests' `insert_raw`, with
-    the owner the stream's events record)."""
-    async with pool.acquire() as conn:
-        await conn.execute(
-            "INSERT INTO eventstore.events (stream_id, version, position, event_id, event_type,"
-            " schema_version, data, owner, occurred_at) VALUES ($1, $2,"
-            " nextval('eventstore.position_seq'), $3, $4, $5, $6::text::jsonb, $7, $8)",
-            stream_id,
-            version,
-            uuid.uuid4(),
-            type_,
-            schema_version,
-            json.dumps(data),
-            owner,
-            datetime.now(UTC),
-        )
+async def newer_chunk(s: System, uid: str, owner: str) -> None:
+    """Upload `uid`'s second event: a chunk stored by a newer deployment, at a schema
+    version this code does not know."""
+    await insert_raw(
+        s.pool,
+        f"upload-{uid}",
+        2,
+        "UploadChunkStored",
+        UploadChunkStored.schema_version + 1,
+        {"index": 0, "offset": 0, "size": 10, "sha256": "ab" * 32, "at": AT},
+        owner,
+    )
 
 
 def assert_upgrade_in_progress(r: httpx.Response, event_type: str, known: int) -> None:
@@ -79,15 +63,7 @@ async def test_native_upload_with_a_newer_event_answers_503(shared_system: Syste
         )
         assert r.status_code == 201, r.text
         uid = r.json()["id"]
-        await insert_raw(
-            shared_system.pool,
-            f"upload-{uid}",
-            2,
-            "UploadChunkStored",
-            known + 1,
-            {"index": 0, "offset": 0, "size": 10, "sha256": "ab" * 32, "at": AT},
-            "nsv-alice",
-        )
+        await newer_chunk(shared_system, uid, "nsv-alice")
         # Reads that fold the stream.
         for path in (f"/v1/uploads/{uid}", f"/v1/uploads/{uid}/missing-chunks"):
             assert_upgrade_in_progress(await alice.get(path), "UploadChunkStored", known)
@@ -156,15 +132,7 @@ async def test_ready_names_a_projector_held_at_a_newer_event(shared_system: Syst
             "/v1/uploads", json={"file_name": "e.bin", "file_size": 30, "chunk_size": 10}
         )
         uid = r.json()["id"]
-        await insert_raw(
-            shared_system.pool,
-            f"upload-{uid}",
-            2,
-            "UploadChunkStored",
-            UploadChunkStored.schema_version + 1,
-            {"index": 0, "offset": 0, "size": 10, "sha256": "ab" * 32, "at": AT},
-            "nsv-erin",
-        )
+        await newer_chunk(shared_system, uid, "nsv-erin")
 
         async def held() -> dict[str, Any] | None:
             r = await anon.get("/ready")
@@ -202,15 +170,7 @@ async def test_a_rebuild_by_older_code_is_refused_with_503(shared_system: System
             "/v1/uploads", json={"file_name": "f.bin", "file_size": 30, "chunk_size": 10}
         )
         uid = r.json()["id"]
-        await insert_raw(
-            shared_system.pool,
-            f"upload-{uid}",
-            2,
-            "UploadChunkStored",
-            UploadChunkStored.schema_version + 1,
-            {"index": 0, "offset": 0, "size": 10, "sha256": "ab" * 32, "at": AT},
-            "nsv-frank",
-        )
+        await newer_chunk(shared_system, uid, "nsv-frank")
         before = await shared_system.pool.fetchval("SELECT count(*) FROM readmodel.applied")
         r = await root.post("/v1/admin/projections/uploads/rebuild")
         assert_upgrade_in_progress(r, "UploadChunkStored", UploadChunkStored.schema_version)

@@ -57,8 +57,10 @@ async def insert_raw(
     type_: str,
     schema_version: int,
     data: dict[str, Any],
+    owner: str = "alice",
 ) -> int:
-    """Store a row the way an older deployment did; return its position."""
+    """Store a row the way another deployment did (an older one, or a newer one: the
+    newer-schema tests), owned by `owner`; return its position."""
     async with pool.acquire() as conn:
         return int(
             await conn.fetchval(
@@ -75,7 +77,7 @@ async def insert_raw(
                 type_,
                 schema_version,
                 json.dumps(data),
-                "alice",
+                owner,
                 T0 + timedelta(minutes=version),
             )
         )
