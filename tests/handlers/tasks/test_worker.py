@@ -3,6 +3,7 @@ or a transient one (the lease given back, the task claimed again)."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from bus.actors.commandbus import BusUnavailable
 from bus.blobs.errors import BlobStoreUnavailable
 from domain.errors import DomainError, NewerSchema
 from domain.tasks.commands import CompleteTask, FailTask
+from handlers.tasks.fileops import replace_files
 from handlers.tasks.run import TaskFailure
 from handlers.tasks.worker import TaskWorker
 
@@ -103,3 +105,26 @@ async def test_a_completion_refused_for_an_upgrade_keeps_the_results() -> None:
     with pytest.raises(DomainError):
         await TaskWorker._execute(worker, RefusedCompletion())  # type: ignore[arg-type]
     assert worker.discarded == []
+
+
+class RefusingRun:
+    """A run whose commands the actor host refuses with `error`."""
+
+    task_id = "t-1"
+
+    def __init__(self, error: DomainError) -> None:
+        self.error = error
+        self.state = SimpleNamespace(owner="ann")
+
+    async def send(self, command: Any) -> None:
+        raise self.error
+
+
+async def test_a_replaced_file_refused_for_an_upgrade_is_not_taken_for_gone() -> None:
+    # A file gone already is replaced all the same; one whose stream a newer version
+    # wrote is not deleted yet, so the task waits (before: taken for gone, left behind).
+    gone = DomainError.from_dict({"kind": "not_found", "code": "file_not_found", "message": "x"})
+    assert await replace_files(RefusingRun(gone), 0, ["f-1"]) == ["f-1"]  # type: ignore[arg-type]
+    with pytest.raises(DomainError) as raised:
+        await replace_files(RefusingRun(upgrade_refusal()), 0, ["f-1"])  # type: ignore[arg-type]
+    assert raised.value.code == "upgrade_in_progress"
