@@ -21,6 +21,12 @@ so slow origins still make durable progress) and the pieces are recorded at most
 once a second: the recorded pieces are exactly the durable prefix a resume continues from
 (`Range: bytes=N-` with `If-Range`). Pause and cancel are seen within half a second by
 polling the fetch's stream for new events.
+
+A fetch whose stream (or a command's target stream) holds an event of a newer schema
+version than this code reads (a rolling upgrade, or a rollback: `upgrade_in_progress`)
+is given back and not claimed again by this worker for 1 s, then 2, 4... up to 30 s
+(handlers/held.py), until a worker of the new version takes it; logged once per event type
+and version, counted in `cairn_handler_events_held{worker="fetcher"}`.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ from domain.commands import (
 )
 from domain.errors import DomainError
 from handlers.fetch_run import FetchRun, RateLimiter, now
+from handlers.held import Holds, upgrade_in_progress
 
 log = get_logger(__name__)
 
@@ -73,6 +80,8 @@ class Fetcher:
         # Runs of a fetch that crashed in a row, in this worker (see _after_crash).
         self.crashes: BoundedLRU[str, int] = BoundedLRU(4096)
         self.global_rate = RateLimiter(settings.fetch_rate)
+        # Fetches waiting for a newer version of Cairn (not claimed until due).
+        self.holds = Holds("fetcher")
         self.bus: CommandBus | None = None
         self.client: httpx.AsyncClient | None = None
 
@@ -98,6 +107,7 @@ class Fetcher:
                     if time.monotonic() - last_renew >= s.fetch_lease / 3:
                         await self._renew()
                         last_renew = time.monotonic()
+                    self.holds.prune()
                     free = s.fetch_concurrency - len(self.tasks)
                     if free > 0:
                         for fetch_id in await self._claim(free):
@@ -134,12 +144,16 @@ class Fetcher:
 
     async def _claim(self, n: int) -> list[str]:
         s = self.settings
+        # Held for a newer version (see the module's docstring): not claimed until due.
+        waiting = [uuid.UUID(k) for k in self.holds.waiting()]
         # A cheap look first (a partial index): idle workers take no lock and no transaction.
         if not await self.pool.fetchval(
             "SELECT EXISTS (SELECT 1 FROM readmodel.fetches f"
             " LEFT JOIN work.fetch_leases l ON l.fetch_id = f.id"
             " WHERE f.status IN ('PENDING', 'IN_PROGRESS')"
-            "   AND (l.fetch_id IS NULL OR l.lease_until < now()))"
+            "   AND (l.fetch_id IS NULL OR l.lease_until < now())"
+            "   AND f.id <> ALL($1::uuid[]))",
+            waiting,
         ):
             return []
         async with self.pool.acquire() as conn, conn.transaction():
@@ -150,8 +164,10 @@ class Fetcher:
                 " LEFT JOIN work.fetch_leases l ON l.fetch_id = f.id"
                 " WHERE f.status IN ('PENDING', 'IN_PROGRESS')"
                 "   AND (l.fetch_id IS NULL OR l.lease_until < now())"
+                "   AND f.id <> ALL($2::uuid[])"
                 " ORDER BY f.created_at LIMIT $1",
                 max(n, 1) * 4,
+                waiting,
             )
             if not rows:
                 return []
@@ -208,6 +224,7 @@ class Fetcher:
     async def _run(self, fetch_id: str) -> None:
         runner = f"{self.holder}-{uuid.uuid4().hex[:8]}"
         owner: str | None = None  # known once the fetch is read
+        held = False
         try:
             stream_id = f"fetch-{fetch_id}"
             events = await self.store.read_stream(stream_id)
@@ -222,7 +239,20 @@ class Fetcher:
             await run.execute()
             self.crashes.pop(fetch_id)
         except (DomainError, BusUnavailable) as e:
-            log.info("fetch run ended", fetch=fetch_id, reason=str(e))
+            if upgrade_in_progress(e):
+                # Given back, tried again after a back-off (a worker of the new version
+                # may take it meanwhile): logged once per event type and version.
+                assert isinstance(e, DomainError)
+                held = True
+                self.holds.hold(
+                    fetch_id,
+                    e,
+                    "fetch waits: its stream holds an event of a newer schema version than"
+                    " this process reads (upgrade in progress?); will retry",
+                    fetch=fetch_id,
+                )
+            else:
+                log.info("fetch run ended", fetch=fetch_id, reason=str(e))
         except asyncio.CancelledError:
             raise
         except Exception as e:
@@ -232,6 +262,8 @@ class Fetcher:
             except Exception as failed:  # the store or the bus down: the next crash counts
                 log.warning("crashed fetch not failed", fetch=fetch_id, error=repr(failed))
         finally:
+            if not held:
+                self.holds.release(fetch_id)
             self.tasks.pop(fetch_id, None)
             await self._release(fetch_id)
 

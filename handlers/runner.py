@@ -4,7 +4,11 @@ At-least-once: offsets are committed only after every follow-up command of a bat
 accepted by the actors; a redelivered event produces the same command id again, which the
 actors recognise, so the effect happens once. A FastStream batch subscriber with manual
 acknowledgement: a follow-up command that is not confirmed stops its partition at that
-event (rewound, retried after a pause); the events before it are committed.
+event (rewound, retried after a pause); the events before it are committed. An event of a
+newer schema version than this code reads, or whose follow-up the actor host refuses with
+`upgrade_in_progress`, holds its partition the same way, but is tried again only on a
+timer backing off from 1 s to 30 s (handlers/held.py: logged once per event type and
+version, counted in `cairn_handler_events_held{worker="handlers"}`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from opentelemetry.trace import SpanKind
 from bus import maintenance as cleanup
 from bus.actors.commandbus import BusUnavailable, CommandBus
 from bus.actors.wake import Nudger, gated_while_idle
-from bus.aio import BoundedLRU, Stopped, sleep_unless_stopped, unless_stopped
+from bus.aio import Stopped, sleep_unless_stopped, unless_stopped
 from bus.blobs.errors import BlobStoreUnavailable
 from bus.blobs.factory import open_blob_store
 from bus.config.logs import get_logger
@@ -45,6 +49,7 @@ from bus.store.eventstore import PostgresEventStore
 from domain.errors import DomainError, NewerSchema
 from domain.events import RecordedEvent
 from handlers import files_from_fetches, files_from_uploads
+from handlers.held import Holds, upgrade_in_progress
 
 log = get_logger(__name__)
 
@@ -58,8 +63,8 @@ class Handlers:
         self.blobs = open_blob_store(settings.blobs_url, settings)
         self.group_id = f"{settings.topic_prefix}-handlers"
         self.batches = 0  # bumped at the start and end of every batch (the idle gate)
-        # Events of a newer schema version already logged (each is retried until read).
-        self._newer_logged: BoundedLRU[str, bool] = BoundedLRU(1000)
+        # Events held for a newer version of Cairn (each retried until it can be handled).
+        self.holds = Holds("handlers")
 
     async def run(self, stop: asyncio.Event) -> None:
         # The nudge wakes an idle actor host (bus/actors/wake.py).
@@ -124,11 +129,14 @@ class Handlers:
                 (ev for _, ev in events if ev is not None), self.store
             )
             failed: set[tuple[str, int]] = set()
+            self.holds.prune()
             for rec, ev in events:
                 tp = (rec.topic, rec.partition)
                 if tp in failed:
                     continue  # strictly in order: nothing after a failed record yet
-                if ev is not None and not await self._handle(bus, ev, ahead):
+                if ev is not None and (
+                    not self.holds.due(ev.id) or not await self._handle(bus, ev, ahead)
+                ):
                     failed.add(tp)
                     # Rewind this partition to the failed record: the commit below stops
                     # there, and the next poll brings it again.
@@ -155,19 +163,19 @@ class Handlers:
             return False
         except NewerSchema as e:
             # Written by a newer version (an upgrade in progress, or a rollback): neither
-            # misread nor dropped; retried (the partition waits here) until a process
-            # that reads it runs. Said once per event.
-            if self._newer_logged.get(ev.id) is None:
-                self._newer_logged[ev.id] = True
-                log.warning(
-                    "follow-up waits: an event of a newer schema version than this process"
-                    " reads (upgrade in progress?); will retry",
-                    stream_id=ev.stream_id,
-                    version=ev.version,
-                    **e.details,
-                )
+            # misread nor dropped; retried (the partition waits here, backing off) until a
+            # process that reads it runs. Said once per event type and version.
+            self.holds.hold(
+                ev.id,
+                e,
+                "follow-up waits: an event of a newer schema version than this process"
+                " reads (upgrade in progress?); will retry",
+                stream_id=ev.stream_id,
+                version=ev.version,
+            )
             return False
         if cmd is None:
+            self.holds.release(ev.id)
             return True
         try:
             with span(f"handle {ev.type}", ev.traceparent, SpanKind.CONSUMER, event_id=ev.id):
@@ -175,9 +183,22 @@ class Handlers:
                     cmd, correlation_id=ev.correlation_id, traceparent=current_traceparent()
                 )
         except DomainError as e:
+            if upgrade_in_progress(e):
+                # The actor host could not read the target stream yet (it holds an event
+                # of a newer schema version). Retryable, not a refusal: the follow-up must
+                # not be dropped. Held like an event of a newer version (above).
+                self.holds.hold(
+                    ev.id,
+                    e,
+                    "follow-up command deferred: its stream holds an event of a newer schema"
+                    " version than the actor host reads (upgrade in progress?); will retry",
+                    stream_id=ev.stream_id,
+                    version=ev.version,
+                    command=cmd.type,
+                )
+                return False
+            self.holds.release(ev.id)
             if e.kind == "unavailable":
-                # upgrade_in_progress: the actor host could not read the target stream
-                # yet. Retryable, not a refusal: the follow-up must not be dropped.
                 log.warning("follow-up command deferred; will retry", code=e.code)
                 return False
             log.warning("follow-up command refused", event_type=ev.type, code=e.code)
@@ -185,6 +206,7 @@ class Handlers:
         except BusUnavailable as e:
             log.warning("follow-up command not confirmed; will retry", error=str(e))
             return False
+        self.holds.release(ev.id)
         return True
 
 

@@ -159,6 +159,14 @@ PROJECTION_EVENTS_HELD = Gauge(
     " reads (readmodel.schema_holds; read from Postgres, at most"
     " cairn_lag_gauges_age_seconds old).",
 )
+HANDLER_EVENTS_HELD = Gauge(
+    "cairn_handler_events_held",
+    "What a worker holds back because of an event of a newer schema version than its code"
+    " reads (a rolling upgrade in progress, or a rollback), retried with a back-off up to"
+    " 30 s until a process that reads it runs, by worker: handlers (events whose follow-up"
+    " waits), fetcher (fetches), tasks (tasks).",
+    ["worker"],
+)
 PROJECTION_MESSAGES_SKIPPED = Counter(
     "cairn_projection_messages_skipped",
     "Messages skipped without effect: malformed (not an event) or unappliable (poison).",

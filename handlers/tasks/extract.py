@@ -67,6 +67,7 @@ from domain.ports import BlobStore
 from domain.tasks.commands import RecordProgress
 from domain.tasks.ids import item_command_id, item_file_id
 from domain.values import file_name_problem
+from handlers.held import upgrade_in_progress
 from handlers.tasks.archive_out import ArchiveSink
 from handlers.tasks.fileops import (
     check_destination,
@@ -638,7 +639,9 @@ async def _extract_in_order(
         try:
             result = await command
         except BaseException as e:
-            if not isinstance(e, (DomainError, TaskFailure)):
+            # (An upgrade in progress is no refusal of the member: the task waits for
+            # the new version, handlers/tasks/worker.py.)
+            if not isinstance(e, (DomainError, TaskFailure)) or upgrade_in_progress(e):
                 unknown = True
                 raise
             # Refused. Commands sent after it may have been applied: they are recorded

@@ -31,6 +31,7 @@ from domain.files import FileState
 from domain.registry import AGGREGATES
 from domain.tasks.ids import item_command_id, item_file_id
 from handlers.destination import bucket_gone
+from handlers.held import upgrade_in_progress
 from handlers.tasks.run import TaskFailure, TaskRun, destination_gone, utcnow
 from projections import task_queries
 from projections.usage import QUOTA_EXCEEDED, over_quota, release, reserve, storage_used
@@ -127,7 +128,7 @@ def target_exists(bucket: str, taken: list[str]) -> TaskFailure:
 async def replace_files(run: TaskRun, index: int, old: list[str]) -> list[str]:
     """Delete the files item `index`'s new file replaces (overwrite: true)."""
     for fid in old:
-        with contextlib.suppress(DomainError):  # gone already: replaced all the same
+        try:
             await run.send(
                 DeleteFile(
                     aggregate_id=fid,
@@ -136,6 +137,10 @@ async def replace_files(run: TaskRun, index: int, old: list[str]) -> list[str]:
                     command_id=item_command_id(run.task_id, index, f"replace-{fid}"),
                 )
             )
+        except DomainError as e:
+            if upgrade_in_progress(e):
+                raise  # not deleted: the task waits for the new version (worker.py)
+            # gone already: replaced all the same
     return old
 
 
@@ -215,6 +220,8 @@ async def _run_deletes(run: TaskRun, files: list[str]) -> None:
                 try:
                     await _delete_one(run, index, file_id)
                 except DomainError as e:
+                    if upgrade_in_progress(e):
+                        raise  # not the item's failure: the task waits (worker.py)
                     error = {"code": e.code, "message": str(e)}
                     return {"index": index, "source": file_id, "error": error}
         return {"index": index, "source": file_id, "result": "deleted"}
@@ -291,6 +298,8 @@ async def _run_copies(
                 if kind == "move":
                     await _delete_one(run, index, file_id)
             except DomainError as e:
+                if upgrade_in_progress(e):
+                    raise  # not the item's failure: the task waits (worker.py)
                 error = {"code": e.code, "message": str(e)}
                 return {"index": index, "source": file_id, "error": error}, 0
         result: dict[str, Any] = {"index": index, "source": file_id, "result": new_id}

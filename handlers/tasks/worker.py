@@ -10,6 +10,13 @@ checkpoint. A new task is claimed at once: the worker LISTENs for the projector'
 to readmodel.tasks and looks when one arrives, polling every CAIRN_TASK_POLL_INTERVAL
 otherwise (bus/store/pickup.py). The same loop deletes finished tasks older than
 CAIRN_TASK_RETENTION.
+
+A task whose stream (or a command's target stream) holds an event of a newer schema
+version than this code reads (a rolling upgrade, or a rollback: `upgrade_in_progress`)
+stops where it is, as at a pause (its checkpoint kept, nothing failed or discarded), and
+is not claimed again by this worker for 1 s, then 2, 4... up to 30 s (handlers/held.py),
+until a worker of the new version takes it; logged once per event type and version,
+counted in `cairn_handler_events_held{worker="tasks"}`.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from domain.errors import DomainError
 from domain.registry import AGGREGATES
 from domain.tasks import RUNNABLE, TaskState
 from domain.tasks.commands import CompleteTask, FailTask, StartTask
+from handlers.held import Holds, upgrade_in_progress
 from handlers.tasks import leases
 from handlers.tasks.compress import run_compress
 from handlers.tasks.extract import run_extract
@@ -60,6 +68,8 @@ class TaskWorker:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.running: dict[str, asyncio.Task[None]] = {}
         self.skip: dict[str, float] = {}
+        # Tasks waiting for a newer version of Cairn (kept in `skip` until due).
+        self.holds = Holds("tasks")
         self.stopping = asyncio.Event()
         self.bus: CommandBus | None = None
 
@@ -80,6 +90,7 @@ class TaskWorker:
                     del self.running[tid]
                 now = time.monotonic()
                 self.skip = {t: until for t, until in self.skip.items() if until > now}
+                self.holds.prune()
                 claimed = None
                 if len(self.running) < max(1, self.settings.task_concurrency):
                     try:
@@ -123,6 +134,7 @@ class TaskWorker:
 
     async def _run(self, task_id: str) -> None:
         assert self.bus is not None
+        held = False
         try:
             st, version = await self._load(task_id)
             if st is None or st.status not in RUNNABLE:
@@ -152,12 +164,25 @@ class TaskWorker:
             log.warning("task run interrupted; will retry", task=task_id, error=str(e))
             self.skip[task_id] = time.monotonic() + SKIP_FOR
         except DomainError as e:
-            log.info("task not started", task=task_id, code=e.code)
-            self.skip[task_id] = time.monotonic() + SKIP_FOR
+            if upgrade_in_progress(e):
+                held = True
+                delay = self.holds.hold(
+                    task_id,
+                    e,
+                    "task waits: its stream holds an event of a newer schema version than"
+                    " this process reads (upgrade in progress?); will retry",
+                    task=task_id,
+                )
+                self.skip[task_id] = time.monotonic() + delay
+            else:
+                log.info("task not started", task=task_id, code=e.code)
+                self.skip[task_id] = time.monotonic() + SKIP_FOR
         except Exception:
             log.exception("task run crashed", task=task_id)
             self.skip[task_id] = time.monotonic() + SKIP_FOR
         finally:
+            if not held:
+                self.holds.release(task_id)
             with contextlib.suppress(OSError, asyncpg.PostgresError):
                 await leases.release(self.pool, task_id, self.worker_id)
 
@@ -179,6 +204,12 @@ class TaskWorker:
             # the event handlers already took it, was a FAILED internal_error for good).
             raise
         except Exception as e:
+            if upgrade_in_progress(e):
+                # A stream this code cannot read yet (a newer version wrote it): not a
+                # failure of the task; it waits for that version (see _run).
+                with contextlib.suppress(DomainError):
+                    await run.flush()
+                raise
             # A bug or data this code cannot handle: retrying would fail the same way.
             log.exception("task failed unexpectedly", task=run.task_id)
             error = {"code": "internal_error", "message": type(e).__name__, "details": {}}
@@ -194,6 +225,8 @@ class TaskWorker:
                 )
             )
         except DomainError as e:
+            if upgrade_in_progress(e):
+                raise  # the result stays: the completion is sent again (see _run)
             # Cancelled (or failed) while the last step ran: the result is not wanted.
             log.info("task finished otherwise", task=run.task_id, code=e.code)
             await self._discard(run, result_ids)

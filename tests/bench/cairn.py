@@ -27,6 +27,11 @@ REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 45.0  # the supervisor gives each child 10 s, then stops Kafka and Postgres
 EXTERNAL = ("CAIRN_DATABASE_URL", "CAIRN_KAFKA_BOOTSTRAP", "CAIRN_BLOB_STORE", "CAIRN_HOST")
+# The one bench user with a quota (objects.put_4k_quota): far more than any run stores (a
+# full run's PUTs of it come to some 33 MB), so it never refuses; everyone else ("bench")
+# has none, as on a server without CAIRN_QUOTA_BYTES.
+QUOTA_USER = "bench-quota"
+QUOTA_BYTES = 1 << 30
 
 
 class Cairn:
@@ -61,6 +66,7 @@ class Cairn:
             CAIRN_EMBEDDED_KAFKA_PORT=str(self.kafka_port),
             # events.sse_fanout holds 1,000 streams of one user (the default allows 100).
             CAIRN_EVENTS_MAX_STREAMS_PER_USER="2000",
+            CAIRN_QUOTAS=f"{QUOTA_USER}:{QUOTA_BYTES}",
         )
         env.update(self.extra_env)
         return env
@@ -72,6 +78,11 @@ class Cairn:
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
+
+    def headers_for(self, user: str) -> dict[str, str]:
+        """Credentials of another user of the running system (e.g. QUOTA_USER)."""
+        settings = Settings.from_env({"CAIRN_DATA_DIR": str(self.data_dir)})
+        return {"Authorization": f"Bearer {make_token(settings, user)}"}
 
     def settings(self) -> Settings:
         """Settings to reach the running system's Postgres and broker from the bench."""

@@ -10,11 +10,16 @@ target is at least 0.35x of nginx).
 token, anonymously with a signed URL (the HMAC check in place of the JWT), and from nginx's
 static root, the same bytes, the same client and concurrency. The signed/token ratio is
 what signing costs a reader; the nginx ratio is the per-request cost of Cairn's read path.
+
+`objects.put_4k_quota` is objects.put_4k's lean PUTs by a user with a quota against the
+same PUTs by a user without one: what the quota's reservation (an advisory lock and a row
+per PUT, api/limits.py) costs a small PUT.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import statistics
@@ -24,6 +29,7 @@ import httpx
 
 from tests.bench import client as native
 from tests.bench.baselines import Nginx
+from tests.bench.cairn import QUOTA_BYTES, QUOTA_USER
 from tests.bench.core import Result, Row, Scenario, percentile, summarize
 from tests.bench.runner import Bench, add_cpu, cpu_ms_note
 from tests.bench.uploads import _drive
@@ -157,6 +163,99 @@ async def put_4k(bench: Bench, res: Result) -> None:
         res.notes.append(cpu_ms_note(cpu, len(lat), "Cairn PUT"))
 
 
+async def _quota_refuses(base_url: str, headers: dict[str, str], path: str, size: int) -> bool:
+    """Whether a PUT declaring `size` bytes is refused 413 quota_exceeded before its body is
+    sent (only the head goes out, so nothing is stored whatever the answer)."""
+    host, _, port = base_url.removeprefix("http://").partition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        head = [f"PUT {path} HTTP/1.1", f"Host: {host}:{port}", f"Content-Length: {size}"]
+        head += [f"{k}: {v}" for k, v in headers.items()]
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+        await writer.drain()
+        answer = b""
+        async with asyncio.timeout(30):
+            while b"quota_exceeded" not in answer and len(answer) < 65536:
+                more = await reader.read(4096)
+                if not more:
+                    break
+                answer += more
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    return answer.startswith(b"HTTP/1.1 413") and b"quota_exceeded" in answer
+
+
+async def put_4k_quota(bench: Bench, res: Result) -> None:
+    """The lean 4 KiB PUTs of a user with a quota against those of a user without one.
+
+    Under a quota each PUT first reserves its bytes (an advisory lock on its owner, the
+    usage read, a row of api.quota_reservations) and gives them back once applied; without
+    one it does neither. Both users' PUTs go from the same kind of lean clients to the same
+    `cairn up`, alternating run by run (which goes first alternates too), so the ratio is
+    what the quota path costs a small PUT on this machine at this hour."""
+    s = bench.scale
+    assert bench.cairn is not None
+    cairn = bench.cairn
+    quota_headers = cairn.headers_for(QUOTA_USER)
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    lat: dict[bool, list[float]] = {True: [], False: []}
+    async with (
+        LeanClients(cairn.url, cairn.headers) as plain,
+        LeanClients(cairn.url, quota_headers) as quota,
+        native.client(cairn.url, cairn.headers) as c,
+        native.client(cairn.url, quota_headers) as cq,
+    ):
+        buckets: dict[bool, str] = {}
+        for with_quota, who in ((False, c), (True, cq)):
+            buckets[with_quota] = f"bench-{secrets.token_hex(6)}"
+            (await who.post("/v1/buckets", json={"name": buckets[with_quota]})).raise_for_status()
+        # The figure means something only if the quota is there (and never in the way).
+        path = f"/v1/buckets/{buckets[True]}/objects/probe"
+        if not await _quota_refuses(cairn.url, quota_headers, path, QUOTA_BYTES + 1):
+            raise AssertionError(f"{QUOTA_USER} has no quota: the bench's Cairn lacks CAIRN_QUOTAS")
+        clients = {True: quota, False: plain}
+        for i, warmup in bench.iterations(s.small_runs):
+            count = min(s.small_files, 2 * CLIENTS) if warmup else max(s.small_files, 2 * CLIENTS)
+            for with_quota in (True, False) if i % 2 else (False, True):
+                lean, bucket = clients[with_quota], buckets[with_quota]
+
+                async def put(
+                    k: int, i: int = i, lean: LeanClients = lean, b: str = bucket
+                ) -> None:
+                    await lean.put(f"/v1/buckets/{b}/objects/q/{i}/{k}", os.urandom(SIZE))
+
+                await bench.settle()
+                rate, ls = await _drive(put, count, CLIENTS, s.small_seconds)
+                if not warmup:
+                    rates[with_quota].append(rate)
+                    lat[with_quota] += ls
+    res.rows.append(
+        Row(
+            "4 KiB object PUTs under a quota, lean client",
+            "PUTs/s",
+            rates[True],
+            "the same PUTs without a quota",
+            rates[False],
+        )
+    )
+    res.notes.append(
+        f"{SIZE} B objects, {CLIENTS} lean clients (one connection each), every PUT a new key;"
+        f" {QUOTA_USER} has a quota of {QUOTA_BYTES >> 20} MiB (CAIRN_QUOTAS; never reached),"
+        f" the other user none; the two alternate run by run; at most"
+        f" {max(s.small_files, 2 * CLIENTS)} objects or {s.small_seconds:.0f} s per run"
+    )
+    if lat[True] and lat[False]:
+        res.notes.append(
+            "latency per PUT p50 / p99, under a quota: "
+            f"{1000 * statistics.median(lat[True]):.1f} / {1000 * percentile(lat[True], 99):.1f}"
+            " ms, without: "
+            f"{1000 * statistics.median(lat[False]):.1f} / {1000 * percentile(lat[False], 99):.1f}"
+            " ms"
+        )
+
+
 GET_OBJECTS = 64
 
 
@@ -254,6 +353,11 @@ SCENARIOS = [
         "4 KiB object PUTs/s from 32 clients: one PUT = one command, vs nginx WebDAV PUT",
         put_4k,
         needs=frozenset({"nginx"}),
+    ),
+    Scenario(
+        "objects.put_4k_quota",
+        "4 KiB object PUTs/s from 32 lean clients by a user with a quota vs one without",
+        put_4k_quota,
     ),
     Scenario(
         "objects.get_4k",
