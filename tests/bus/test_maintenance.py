@@ -22,6 +22,7 @@ import pytest
 from bus import maintenance as cleanup
 from bus.actors.commandbus import CommandBus
 from bus.blobs import references as chunk_refs
+from bus.blobs.inline import InlineBlobStore
 from bus.blobs.local import LocalBlobStore
 from bus.blobs.s3 import S3BlobStore, S3Options
 from bus.config.settings import Settings
@@ -350,6 +351,45 @@ async def test_collector_on_s3_judges_age_on_s3s_own_clock(
         assert not await blobs.exists(digest)
     finally:
         await blobs.close()
+
+
+async def test_collector_on_the_inline_tier_judges_age_on_the_databases_clock(
+    settings: Settings, pool: asyncpg.Pool, db_url: str, tmp_path: Path
+) -> None:
+    """A writer whose clock runs two hours behind (grace a minute): its inline blob's
+    `stored_at` was its own clock, so a row put a moment ago, its StoreChunk not yet
+    appended, looked two hours old to a collector on another host and was deleted: an
+    acknowledged upload lost its bytes. `stored_at` is now the database's clock, and the
+    collector (whose clock may be off too) judges ages on it, as the S3 store judges on
+    S3's. Both clocks are injected; no sleeps."""
+    skew = 2 * 3600.0
+    writer = InlineBlobStore(LocalBlobStore(tmp_path / "w"), db_url, max_bytes=4096)
+    writer.clock = lambda: time.time() - skew  # the writer's host, two hours behind
+    collector = InlineBlobStore(LocalBlobStore(tmp_path / "c"), db_url, max_bytes=4096)
+    try:
+
+        async def one() -> AsyncIterator[bytes]:
+            yield b"acknowledged, StoreChunk still in flight"
+
+        digest, _ = await writer.put_stream(one())
+        s = Settings(**{**settings.__dict__, "gc_grace": 60.0})
+        for ahead in (0.0, skew):  # the collector's clock right, then two hours ahead
+            collector.clock = lambda ahead=ahead: time.time() + ahead
+            cairn_now = datetime.fromtimestamp(collector.clock(), UTC)
+            [(_, _, stored_at)] = [b async for b in collector.iter_blobs()]
+            assert stored_at > collector.clock() - 60  # young on the collector's clock
+            assert await cleanup.collect_garbage(s, pool, collector, cairn_now) == (0, 0)
+            # The re-check as it deletes judges on the same clock.
+            stored_before = collector.clock() - 60
+            assert await collector.delete_many([digest], stored_before=stored_before) == {}
+            assert await collector.exists(digest)
+        # Once old on the database's clock too (the collector's "now" an hour on), it goes.
+        later = datetime.fromtimestamp(collector.clock() + 3600, UTC)
+        assert await cleanup.collect_garbage(s, pool, collector, later) == (1, 40)
+        assert not await collector.exists(digest)
+    finally:
+        await writer.close()
+        await collector.close()
 
 
 async def test_old_idempotency_keys_are_deleted_and_one_run_at_a_time(
