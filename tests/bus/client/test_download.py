@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from tests.bus.client.planted import plant_part
 from tests.system import System, wait_until
 
 
@@ -78,9 +79,8 @@ async def test_download_restarts_when_the_part_is_of_other_content(
     out = tmp_path / "x.bin"
     # A part left by an earlier version of the content: If-Range with its (other) ETag
     # makes the server answer the whole file, which replaces the stale bytes.
-    (tmp_path / "x.bin.part").write_bytes(b"stale" * 1000)
-    (tmp_path / "x.bin.part.json").write_text(
-        json.dumps({"file_id": file_id, "url": cli.env["CAIRN_URL"], "etag": '"' + "0" * 64 + '"'})
+    plant_part(
+        out, b"stale" * 1000, file_id=file_id, url=cli.env["CAIRN_URL"], etag='"' + "0" * 64 + '"'
     )
     done = await cli("download", file_id, "-o", str(out), "--json")
     assert done.code == 0, done.err

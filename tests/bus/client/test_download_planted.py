@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from tests.bus.client.planted import PART, plant_link
 from tests.system import System
 
 
@@ -26,14 +27,13 @@ async def test_a_planted_part_link_is_refused(system: System, cli_for: Any, tmp_
     shared = tmp_path / "shared"
     shared.mkdir()
     victim = tmp_path / "victim.rc"
-    victim.write_bytes(b"alias ls='ls -F'\n")
-    (shared / "out.bin.part").symlink_to(victim)
+    link = plant_link(shared / "out.bin", PART, victim, b"alias ls='ls -F'\n")
     done = await cli("download", file_id, "-o", str(shared / "out.bin"))
     assert done.code == 1, done.err
     assert "cairn: error: unsafe_part:" in done.err and "symbolic link" in done.err
     assert victim.read_bytes() == b"alias ls='ls -F'\n"
     assert not (shared / "out.bin").exists()
-    (shared / "out.bin.part").unlink()
+    link.unlink()
     again = await cli("download", file_id, "-o", str(shared / "out.bin"))
     assert again.code == 0, again.err
     assert (shared / "out.bin").read_bytes() == data
