@@ -29,7 +29,6 @@ from bus.config.settings import Settings
 from bus.store.eventstore import PostgresEventStore
 from domain.commands import (
     AbortUpload,
-    Command,
     CompleteUpload,
     CreateFile,
     DeleteFile,
@@ -38,7 +37,7 @@ from domain.commands import (
     StoreChunk,
 )
 from domain.events import EventMeta
-from domain.registry import AGGREGATES
+from tests.commands import decide_and_append
 from tests.s3server import S3Server
 from tests.system import start_system, wait_until
 
@@ -53,19 +52,6 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-async def run(store: PostgresEventStore, cmd: Command) -> None:
-    """Decide and append, as an actor would (no bus: the bus is not under test here)."""
-    agg = AGGREGATES[cmd.aggregate]
-    events = await store.read_stream(cmd.stream_id)
-    new = agg.decide(agg.fold(events), cmd)
-    await store.append(
-        cmd.stream_id,
-        events[-1].version if events else 0,
-        new,
-        EventMeta(occurred_at=cmd.at, owner=cmd.caller),
-    )
-
-
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -76,7 +62,7 @@ async def upload(
     """An upload (all chunks stored, not completed); returns its id and manifest."""
     uid = str(uuid.uuid4())
     size = len(chunks[0])
-    await run(
+    await decide_and_append(
         store,
         InitiateUpload(
             aggregate_id=uid,
@@ -88,7 +74,7 @@ async def upload(
         ),
     )
     for i, c in enumerate(chunks):
-        await run(
+        await decide_and_append(
             store,
             StoreChunk(aggregate_id=uid, caller="alice", at=at, index=i, size=size, sha256=sha(c)),
         )
@@ -99,11 +85,11 @@ async def file_from(
     store: PostgresEventStore, uid: str, manifest: list[dict[str, object]], at: datetime = LONG_AGO
 ) -> str:
     fid = str(uuid.uuid4())
-    await run(
+    await decide_and_append(
         store,
         CompleteUpload(aggregate_id=uid, caller="alice", at=at, file_id=fid, sha256="0" * 64),
     )
-    await run(
+    await decide_and_append(
         store,
         CreateFile(
             aggregate_id=fid,
@@ -147,8 +133,10 @@ async def test_chunk_refs_follow_the_event_store(
         (sha(b), f"file-{fid}"): True,
         (sha(c), f"upload-{other}"): True,
     }
-    await run(event_store, DeleteFile(aggregate_id=fid, caller="alice", at=now()))
-    await run(event_store, AbortUpload(aggregate_id=other, caller="alice", at=LONG_AGO))
+    await decide_and_append(event_store, DeleteFile(aggregate_id=fid, caller="alice", at=now()))
+    await decide_and_append(
+        event_store, AbortUpload(aggregate_id=other, caller="alice", at=LONG_AGO)
+    )
     await chunk_refs.catch_up(pool, event_store)
     assert not any((await refs(pool)).values())
     # Released times are the events' own: the deletion is recent, the abort is not.
@@ -187,9 +175,13 @@ async def test_collector_deletes_only_unreferenced_blobs_past_the_grace(
     live, manifest = await upload(event_store, [data["kept"], data["also"]])
     fid = await file_from(event_store, live, manifest)
     expired, _ = await upload(event_store, [data["expired"]])
-    await run(event_store, ExpireUpload(aggregate_id=expired, caller="alice", admin=True, at=now()))
+    await decide_and_append(
+        event_store, ExpireUpload(aggregate_id=expired, caller="alice", admin=True, at=now())
+    )
     aborted, _ = await upload(event_store, [data["aborted"]])
-    await run(event_store, AbortUpload(aggregate_id=aborted, caller="alice", at=LONG_AGO))
+    await decide_and_append(
+        event_store, AbortUpload(aggregate_id=aborted, caller="alice", at=LONG_AGO)
+    )
 
     deleted, freed = await cleanup.collect_garbage(s, pool, blobs, datetime.now(UTC))
     gone = {name for name, digest in old.items() if not blobs.path_of(digest).exists()}
@@ -204,7 +196,7 @@ async def test_collector_deletes_only_unreferenced_blobs_past_the_grace(
     assert f"upload-{aborted}" not in streams and f"upload-{expired}" in streams
 
     # A file deleted long enough ago frees its chunks the same way.
-    await run(event_store, DeleteFile(aggregate_id=fid, caller="alice", at=LONG_AGO))
+    await decide_and_append(event_store, DeleteFile(aggregate_id=fid, caller="alice", at=LONG_AGO))
     deleted, _ = await cleanup.collect_garbage(s, pool, blobs, datetime.now(UTC))
     assert deleted == 2
     assert not blobs.path_of(old["kept"]).exists() and not blobs.path_of(old["also"]).exists()
