@@ -250,8 +250,10 @@ class InlineBlobStore:
         The row's age is judged by the DELETE itself, so a put refreshing `stored_at`
         concurrently either commits first (the row stays) or after (it stores it anew),
         and on the database's clock: a row goes only if older, by the database's now, than
-        `stored_before` is by ours. Our now is read before the statement is sent, so the
-        round trip can only make a row look younger."""
+        `stored_before` is by ours. Our now is read just before the statement is sent: the
+        age asked is off by at most its way to the server (milliseconds), and the
+        collector's cutoff is already older than its grace by the time its listing and
+        reference checks took."""
         wanted = [s for s in shas if is_sha256(s)]
         if not wanted:
             return {}
