@@ -18,7 +18,8 @@ about the same blobs concurrently (the periodic one skips its turn, the admin ca
    bytes are durable but whose StoreChunk is still in flight (nothing references it yet).
    The store reports "stored at" on Cairn's clock: the S3 store moves LastModified by the
    skew it measures against S3's Date header, so a server clock that lags cannot make
-   a fresh blob look old (bus/blobs/s3.py `_to_our_clock`).
+   a fresh blob look old (bus/blobs/s3.py `_to_our_clock`); the inline tier stamps its
+   rows with PostgreSQL's clock and moves them likewise (bus/blobs/inline.py).
    Then the store's leftovers of crashed puts older than a day are swept. An event of a
    newer schema version than this code reads (a rolling upgrade, or a rollback) stops the
    collection before it deletes anything (it may name chunks), until a process that reads

@@ -22,7 +22,15 @@ what is not inline (an inline blob is never in the bucket).
 Dedup and the collector race like the file store's (bus/blobs/local.py `_collect`): a put
 of bytes already stored refreshes `stored_at`, and the collector deletes only rows still
 stored before its cutoff, in one statement, so a put that lands between its listing and its
-delete keeps the blob. `stored_at` is the writer's clock, as a file's mtime is.
+delete keeps the blob.
+
+`stored_at` is the database's clock, set by the INSERT itself (bus/blobs/inline_rows.py),
+and ages are judged on it, as the S3 store judges them on S3's (`_to_our_clock` there).
+It was the writer's clock: the writers and the collector run on different hosts, and a
+writer whose clock ran behind by more than the grace made the row it had just put look
+old, so the collector could delete it before its StoreChunk named it. Now the listing
+reports each time moved onto this process's clock (`clock`) by the skew measured in the
+same query, and the DELETE judges the age asked for against the database's own now.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -86,6 +94,9 @@ class InlineBlobStore:
         self._pool: asyncpg.Pool | None = None
         self._opening: asyncio.Lock | None = None
         self._rows = InlineRowWriter(self._db)
+        # This process's clock, which the times it reports and takes are on (as a cutoff
+        # is): moved to and from the database's (a seam: tests set it).
+        self.clock: Callable[[], float] = time.time
 
     async def _db(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -136,7 +147,7 @@ class InlineBlobStore:
             also_hash.update(data)
         # Committed with the other puts that arrive meanwhile (bus/blobs/inline_rows.py).
         async with _db_faults():
-            await self._rows.put(digest, size, time.time(), data)
+            await self._rows.put(digest, size, data)
         metrics.BLOB_WRITTEN_BYTES.inc(size)
         return digest, size
 
@@ -234,37 +245,49 @@ class InlineBlobStore:
         await self.inner.delete(sha256)
 
     async def delete_many(self, shas: Sequence[str], *, stored_before: float) -> dict[str, int]:
-        """Delete those of `shas` stored before `stored_before` from both tiers.
+        """Delete those of `shas` stored before `stored_before` (on `clock`) from both tiers.
 
         The row's age is judged by the DELETE itself, so a put refreshing `stored_at`
-        concurrently either commits first (the row stays) or after (it stores it anew)."""
+        concurrently either commits first (the row stays) or after (it stores it anew),
+        and on the database's clock: a row goes only if older, by the database's now, than
+        `stored_before` is by ours. Our now is read just before the statement is sent: the
+        age asked is off by at most its way to the server (milliseconds), and the
+        collector's cutoff is already older than its grace by the time its listing and
+        reference checks took."""
         wanted = [s for s in shas if is_sha256(s)]
         if not wanted:
             return {}
         pool = await self._db()
         rows = await pool.fetch(
-            "DELETE FROM blobs.inline WHERE sha256 = ANY($1::text[]) AND stored_at < $2"
+            "DELETE FROM blobs.inline WHERE sha256 = ANY($1::text[])"
+            " AND stored_at < extract(epoch FROM clock_timestamp()) - $2::float8"
             " RETURNING sha256, size",
             wanted,
-            stored_before,
+            self.clock() - stored_before,
         )
         freed = {r["sha256"]: r["size"] for r in rows}
         freed.update(await self.inner.delete_many(wanted, stored_before=stored_before))
         return freed
 
     async def iter_blobs(self) -> AsyncIterator[tuple[str, int, float]]:
-        """The rows, a page at a time in digest order, then the wrapped store's blobs."""
+        """The rows, a page at a time in digest order, then the wrapped store's blobs.
+
+        A row's `stored_at` (the database's clock) is moved onto `clock` by the skew
+        measured with its page: our now when the page arrived minus the database's when
+        it was read, so the round trip can only make a row look younger."""
         pool = await self._db()
         after = ""
         while True:
             rows = await pool.fetch(
-                "SELECT sha256, size, stored_at FROM blobs.inline WHERE sha256 > $1"
-                " ORDER BY sha256 LIMIT $2",
+                "SELECT sha256, size, stored_at,"
+                " extract(epoch FROM clock_timestamp())::float8 AS db_now"
+                " FROM blobs.inline WHERE sha256 > $1 ORDER BY sha256 LIMIT $2",
                 after,
                 LIST_PAGE,
             )
+            ours = self.clock()
             for r in rows:
-                yield r["sha256"], r["size"], r["stored_at"]
+                yield r["sha256"], r["size"], r["stored_at"] + (ours - r["db_now"])
             if len(rows) < LIST_PAGE:
                 break
             after = rows[-1]["sha256"]

@@ -28,13 +28,17 @@ from bus.aio import GroupFlush
 # size (64 KiB rows by default: 16 MiB), whatever the queue holds.
 MAX_ROWS = 256
 
+# `stored_at` is the database's clock, not the writer's: the collector (another host,
+# another clock) judges a row's age on it (bus/blobs/inline.py), so a writer whose clock
+# runs behind cannot make the blob it just put look older than the grace.
 _PUT_MANY = """
 INSERT INTO blobs.inline AS b (sha256, size, stored_at, data)
-SELECT * FROM unnest($1::text[], $2::integer[], $3::double precision[], $4::bytea[])
+SELECT sha256, size, extract(epoch FROM clock_timestamp()), data
+FROM unnest($1::text[], $2::integer[], $3::bytea[]) AS r (sha256, size, data)
 ON CONFLICT (sha256) DO UPDATE SET stored_at = GREATEST(b.stored_at, EXCLUDED.stored_at)
 """
 
-_Row = tuple[str, int, float, bytes]
+_Row = tuple[str, int, bytes]
 
 
 class InlineRowWriter:
@@ -44,25 +48,20 @@ class InlineRowWriter:
         self._pool = pool
         self._rows: GroupFlush[_Row, None] = GroupFlush(self._insert, max_items=MAX_ROWS)
 
-    async def put(self, sha256: str, size: int, stored_at: float, data: bytes) -> None:
-        """Returns once the row is committed; raises what its batch's insert raised."""
+    async def put(self, sha256: str, size: int, data: bytes) -> None:
+        """Returns once the row is committed, stored at the database's time; raises what
+        its batch's insert raised."""
         # Shielded: the flush task owns the future; a cancelled put stops waiting, no more.
-        await asyncio.shield(self._rows.submit((sha256, size, stored_at, data)))
+        await asyncio.shield(self._rows.submit((sha256, size, data)))
 
     async def _insert(self, rows: list[_Row]) -> None:
         # One row per digest: ON CONFLICT DO UPDATE may not touch a row twice in one
         # statement, and two puts of the same bytes in one batch are one blob.
-        latest: dict[str, _Row] = {}
-        for row in rows:
-            seen = latest.get(row[0])
-            if seen is None or row[2] > seen[2]:
-                latest[row[0]] = row
-        unique = list(latest.values())
+        unique = list({row[0]: row for row in rows}.values())
         pool = await self._pool()
         await pool.execute(
             _PUT_MANY,
             [r[0] for r in unique],
             [r[1] for r in unique],
             [r[2] for r in unique],
-            [r[3] for r in unique],
         )

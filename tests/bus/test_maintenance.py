@@ -22,13 +22,13 @@ import pytest
 from bus import maintenance as cleanup
 from bus.actors.commandbus import CommandBus
 from bus.blobs import references as chunk_refs
+from bus.blobs.inline import InlineBlobStore
 from bus.blobs.local import LocalBlobStore
 from bus.blobs.s3 import S3BlobStore, S3Options
 from bus.config.settings import Settings
 from bus.store.eventstore import PostgresEventStore
 from domain.commands import (
     AbortUpload,
-    Command,
     CompleteUpload,
     CreateFile,
     DeleteFile,
@@ -37,7 +37,7 @@ from domain.commands import (
     StoreChunk,
 )
 from domain.events import EventMeta
-from domain.registry import AGGREGATES
+from tests.commands import decide_and_append
 from tests.s3server import S3Server
 from tests.system import start_system, wait_until
 
@@ -52,19 +52,6 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-async def run(store: PostgresEventStore, cmd: Command) -> None:
-    """Decide and append, as an actor would (no bus: the bus is not under test here)."""
-    agg = AGGREGATES[cmd.aggregate]
-    events = await store.read_stream(cmd.stream_id)
-    new = agg.decide(agg.fold(events), cmd)
-    await store.append(
-        cmd.stream_id,
-        events[-1].version if events else 0,
-        new,
-        EventMeta(occurred_at=cmd.at, owner=cmd.caller),
-    )
-
-
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -75,7 +62,7 @@ async def upload(
     """An upload (all chunks stored, not completed); returns its id and manifest."""
     uid = str(uuid.uuid4())
     size = len(chunks[0])
-    await run(
+    await decide_and_append(
         store,
         InitiateUpload(
             aggregate_id=uid,
@@ -87,7 +74,7 @@ async def upload(
         ),
     )
     for i, c in enumerate(chunks):
-        await run(
+        await decide_and_append(
             store,
             StoreChunk(aggregate_id=uid, caller="alice", at=at, index=i, size=size, sha256=sha(c)),
         )
@@ -98,11 +85,11 @@ async def file_from(
     store: PostgresEventStore, uid: str, manifest: list[dict[str, object]], at: datetime = LONG_AGO
 ) -> str:
     fid = str(uuid.uuid4())
-    await run(
+    await decide_and_append(
         store,
         CompleteUpload(aggregate_id=uid, caller="alice", at=at, file_id=fid, sha256="0" * 64),
     )
-    await run(
+    await decide_and_append(
         store,
         CreateFile(
             aggregate_id=fid,
@@ -146,8 +133,10 @@ async def test_chunk_refs_follow_the_event_store(
         (sha(b), f"file-{fid}"): True,
         (sha(c), f"upload-{other}"): True,
     }
-    await run(event_store, DeleteFile(aggregate_id=fid, caller="alice", at=now()))
-    await run(event_store, AbortUpload(aggregate_id=other, caller="alice", at=LONG_AGO))
+    await decide_and_append(event_store, DeleteFile(aggregate_id=fid, caller="alice", at=now()))
+    await decide_and_append(
+        event_store, AbortUpload(aggregate_id=other, caller="alice", at=LONG_AGO)
+    )
     await chunk_refs.catch_up(pool, event_store)
     assert not any((await refs(pool)).values())
     # Released times are the events' own: the deletion is recent, the abort is not.
@@ -186,9 +175,13 @@ async def test_collector_deletes_only_unreferenced_blobs_past_the_grace(
     live, manifest = await upload(event_store, [data["kept"], data["also"]])
     fid = await file_from(event_store, live, manifest)
     expired, _ = await upload(event_store, [data["expired"]])
-    await run(event_store, ExpireUpload(aggregate_id=expired, caller="alice", admin=True, at=now()))
+    await decide_and_append(
+        event_store, ExpireUpload(aggregate_id=expired, caller="alice", admin=True, at=now())
+    )
     aborted, _ = await upload(event_store, [data["aborted"]])
-    await run(event_store, AbortUpload(aggregate_id=aborted, caller="alice", at=LONG_AGO))
+    await decide_and_append(
+        event_store, AbortUpload(aggregate_id=aborted, caller="alice", at=LONG_AGO)
+    )
 
     deleted, freed = await cleanup.collect_garbage(s, pool, blobs, datetime.now(UTC))
     gone = {name for name, digest in old.items() if not blobs.path_of(digest).exists()}
@@ -203,7 +196,7 @@ async def test_collector_deletes_only_unreferenced_blobs_past_the_grace(
     assert f"upload-{aborted}" not in streams and f"upload-{expired}" in streams
 
     # A file deleted long enough ago frees its chunks the same way.
-    await run(event_store, DeleteFile(aggregate_id=fid, caller="alice", at=LONG_AGO))
+    await decide_and_append(event_store, DeleteFile(aggregate_id=fid, caller="alice", at=LONG_AGO))
     deleted, _ = await cleanup.collect_garbage(s, pool, blobs, datetime.now(UTC))
     assert deleted == 2
     assert not blobs.path_of(old["kept"]).exists() and not blobs.path_of(old["also"]).exists()
@@ -350,6 +343,45 @@ async def test_collector_on_s3_judges_age_on_s3s_own_clock(
         assert not await blobs.exists(digest)
     finally:
         await blobs.close()
+
+
+async def test_collector_on_the_inline_tier_judges_age_on_the_databases_clock(
+    settings: Settings, pool: asyncpg.Pool, db_url: str, tmp_path: Path
+) -> None:
+    """A writer whose clock runs two hours behind (grace a minute): its inline blob's
+    `stored_at` was its own clock, so a row put a moment ago, its StoreChunk not yet
+    appended, looked two hours old to a collector on another host and was deleted: an
+    acknowledged upload lost its bytes. `stored_at` is now the database's clock, and the
+    collector (whose clock may be off too) judges ages on it, as the S3 store judges on
+    S3's. Both clocks are injected; no sleeps."""
+    skew = 2 * 3600.0
+    writer = InlineBlobStore(LocalBlobStore(tmp_path / "w"), db_url, max_bytes=4096)
+    writer.clock = lambda: time.time() - skew  # the writer's host, two hours behind
+    collector = InlineBlobStore(LocalBlobStore(tmp_path / "c"), db_url, max_bytes=4096)
+    try:
+
+        async def one() -> AsyncIterator[bytes]:
+            yield b"acknowledged, StoreChunk still in flight"
+
+        digest, _ = await writer.put_stream(one())
+        s = Settings(**{**settings.__dict__, "gc_grace": 60.0})
+        for ahead in (0.0, skew):  # the collector's clock right, then two hours ahead
+            collector.clock = lambda ahead=ahead: time.time() + ahead
+            cairn_now = datetime.fromtimestamp(collector.clock(), UTC)
+            [(_, _, stored_at)] = [b async for b in collector.iter_blobs()]
+            assert stored_at > collector.clock() - 60  # young on the collector's clock
+            assert await cleanup.collect_garbage(s, pool, collector, cairn_now) == (0, 0)
+            # The re-check as it deletes judges on the same clock.
+            stored_before = collector.clock() - 60
+            assert await collector.delete_many([digest], stored_before=stored_before) == {}
+            assert await collector.exists(digest)
+        # Once old on the database's clock too (the collector's "now" an hour on), it goes.
+        later = datetime.fromtimestamp(collector.clock() + 3600, UTC)
+        assert await cleanup.collect_garbage(s, pool, collector, later) == (1, 40)
+        assert not await collector.exists(digest)
+    finally:
+        await writer.close()
+        await collector.close()
 
 
 async def test_old_idempotency_keys_are_deleted_and_one_run_at_a_time(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 
 from bus.config.settings import Settings
@@ -35,6 +36,36 @@ def fetcher_process(settings: Settings, log: Path, **extra: str) -> subprocess.P
     return start_kind("fetcher", env, log)
 
 
+async def started_fetch(c: httpx.AsyncClient, url: str) -> str:
+    """A fetch of `url` accepted: its id."""
+    r = await c.post("/v1/fetches", json={"url": url})
+    assert r.status_code == 202, r.text
+    fid: str = r.json()["id"]
+    return fid
+
+
+async def finished(c: httpx.AsyncClient, fid: str) -> dict[str, Any]:
+    """The fetch once it has COMPLETED or FAILED."""
+
+    async def done() -> dict[str, Any] | None:
+        body = (await c.get(f"/v1/fetches/{fid}")).json()
+        return body if body["status"] in ("COMPLETED", "FAILED") else None
+
+    final: dict[str, Any] = await wait_until(done, timeout=120)
+    return final
+
+
+async def served(c: httpx.AsyncClient, file_id: str) -> bytes:
+    """The file's content, once the read model serves it."""
+
+    async def content() -> bytes | None:
+        r = await c.get(f"/v1/files/{file_id}/content")
+        return r.content if r.status_code == 200 else None
+
+    got: bytes = await wait_until(content)
+    return got
+
+
 @pytest.mark.timeout(240)
 async def test_sigkill_mid_transfer_resumes_from_the_last_durable_byte(
     settings: Settings, pool: asyncpg.Pool, tmp_path: Path
@@ -49,9 +80,7 @@ async def test_sigkill_mid_transfer_resumes_from_the_last_durable_byte(
             origin_server(os.urandom(600_000), slow_piece=4096, slow_tick=0.01) as o,
             system.client("kill") as c,
         ):
-            r = await c.post("/v1/fetches", json={"url": o.url("/slow")})
-            assert r.status_code == 202, r.text
-            fid = r.json()["id"]
+            fid = await started_fetch(c, o.url("/slow"))
 
             async def recorded() -> dict[str, Any] | None:
                 body = (await c.get(f"/v1/fetches/{fid}")).json()
@@ -66,23 +95,14 @@ async def test_sigkill_mid_transfer_resumes_from_the_last_durable_byte(
             o.slow_tick = 0.0
             proc = fetcher_process(system.settings, log)  # the restart
 
-            async def done() -> dict[str, Any] | None:
-                body = (await c.get(f"/v1/fetches/{fid}")).json()
-                return body if body["status"] in ("COMPLETED", "FAILED") else None
-
-            final = await wait_until(done, timeout=120)
+            final = await finished(c, fid)
             assert final["status"] == "COMPLETED", (final, log.read_text()[-3000:])
             assert final["sha256"] == o.sha256 and final["bytes"] == len(o.data)
             # The take-over asked for the rest, from the byte recorded before the kill.
             ranges = [r["range"] for r in o.requests("/slow")]
             assert ranges[0] == "bytes=0-" and ranges[-1] == f"bytes={durable}-", ranges
             assert final["attempts"] == 2  # a second run (the take-over), not a new fetch
-
-            async def content() -> bytes | None:
-                r = await c.get(f"/v1/files/{final['file_id']}/content")
-                return r.content if r.status_code == 200 else None
-
-            assert await wait_until(content) == o.data
+            assert await served(c, final["file_id"]) == o.data
     finally:
         await terminate([proc])
         await system.shutdown()
@@ -105,9 +125,7 @@ async def test_sigkill_mid_segmented_transfer_resumes_every_segment_where_it_sto
             origin_server(os.urandom(size), slow_piece=2048, slow_tick=0.02) as o,
             system.client("kill-seg") as c,
         ):
-            r = await c.post("/v1/fetches", json={"url": o.url("/slow")})
-            assert r.status_code == 202, r.text
-            fid = r.json()["id"]
+            fid = await started_fetch(c, o.url("/slow"))
 
             async def every_segment_holds_bytes() -> dict[str, Any] | None:
                 body = (await c.get(f"/v1/fetches/{fid}")).json()
@@ -123,11 +141,7 @@ async def test_sigkill_mid_segmented_transfer_resumes_every_segment_where_it_sto
             o.slow_tick = 0.0
             proc = fetcher_process(system.settings, log, **segmented)  # the restart
 
-            async def done() -> dict[str, Any] | None:
-                body = (await c.get(f"/v1/fetches/{fid}")).json()
-                return body if body["status"] in ("COMPLETED", "FAILED") else None
-
-            final = await wait_until(done, timeout=120)
+            final = await finished(c, fid)
             assert final["status"] == "COMPLETED", (final, log.read_text()[-3000:])
             assert final["sha256"] == o.sha256 and final["bytes"] == size
             # The take-over asked each segment for the rest of its range only: from the
@@ -136,12 +150,7 @@ async def test_sigkill_mid_segmented_transfer_resumes_every_segment_where_it_sto
             assert resumed == sorted(
                 f"bytes={a + h}-{b - 1}" for (a, b), h in zip(bounds, held, strict=True)
             ), (resumed, held)
-
-            async def content() -> bytes | None:
-                r = await c.get(f"/v1/files/{final['file_id']}/content")
-                return r.content if r.status_code == 200 else None
-
-            assert await wait_until(content) == o.data
+            assert await served(c, final["file_id"]) == o.data
     finally:
         await terminate([proc])
         await system.shutdown()

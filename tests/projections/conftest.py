@@ -27,9 +27,9 @@ from domain.commands import (
     InitiateUpload,
     StoreChunk,
 )
-from domain.events import EventMeta, RecordedEvent
-from domain.registry import AGGREGATES
+from domain.events import RecordedEvent
 from projections.runner import Projector
+from tests.commands import decide_and_append
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 
@@ -45,12 +45,7 @@ class Writer:
     store: PostgresEventStore
 
     async def run(self, cmd: Command) -> list[RecordedEvent]:
-        agg = AGGREGATES[cmd.aggregate]
-        history = await self.store.read_stream(cmd.stream_id)
-        new = agg.decide(agg.fold(history), cmd)
-        return await self.store.append(
-            cmd.stream_id, len(history), new, EventMeta(occurred_at=cmd.at, owner=cmd.caller)
-        )
+        return await decide_and_append(self.store, cmd)
 
     async def upload(
         self,

@@ -6,31 +6,16 @@ issue 9. Another user's bucket answers exactly like a missing one.
 from __future__ import annotations
 
 import base64
-import secrets
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 
+from tests.api.answers import assert_error, bname, user
 from tests.system import System, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-def user() -> str:
-    return f"u-{secrets.token_hex(4)}"
-
-
-def bname() -> str:
-    return f"b-{secrets.token_hex(6)}"
-
-
-def assert_error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert set(body) == {"error", "request_id"} and body["error"]["code"] == code, body
-    return body["error"]  # type: ignore[no-any-return]
 
 
 async def put_file(c: httpx.AsyncClient, bucket: str, data: bytes) -> str:

@@ -22,23 +22,13 @@ from websockets.exceptions import ConnectionClosed
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from bus.store.eventstore import PostgresEventStore
 from domain.events import EventMeta, NewEvent
+from tests.api.answers import assert_error, user
 from tests.api.sse import SSEClient
 from tests.system import System, isolated_system, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 CHUNK = 4 * 1024
-
-
-def user() -> str:
-    return f"u-{secrets.token_hex(4)}"
-
-
-def assert_error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert set(body) == {"error", "request_id"} and body["error"]["code"] == code, body
-    return body["error"]  # type: ignore[no-any-return]
 
 
 async def new_upload(c: httpx.AsyncClient, size: int = 2 * CHUNK) -> str:

@@ -17,24 +17,10 @@ import pytest
 
 from api.routes import objects as objects_route
 from domain.files.keys import object_file_id
+from tests.api.answers import assert_error, bname, user
 from tests.system import System, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-def user() -> str:
-    return f"u-{secrets.token_hex(4)}"
-
-
-def bname() -> str:
-    return f"b-{secrets.token_hex(6)}"
-
-
-def assert_error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert set(body) == {"error", "request_id"} and body["error"]["code"] == code, body
-    return body["error"]  # type: ignore[no-any-return]
 
 
 def opath(bucket: str, key: str) -> str:

@@ -6,31 +6,17 @@ from __future__ import annotations
 import io
 import tarfile
 import zipfile
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
-from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from domain.tasks.ids import result_file_id
 from handlers.tasks import compress
 from handlers.tasks.compress import unique_names
 from tests.api.tasks_helpers import count_events, finished, start, upload, user
-from tests.system import System, isolated_system
+from tests.system import System
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def sys_(
-    pg_server: EmbeddedPostgres, kafka_server: EmbeddedKafka, template_url: str
-) -> AsyncIterator[System]:
-    # Small chunks: the archive spans several stored chunks.
-    async with isolated_system(
-        pg_server.url, kafka_server.bootstrap, default_chunk_size=64 * 1024
-    ) as s:
-        yield s
 
 
 FILES = [
@@ -56,8 +42,10 @@ def test_a_repeated_key_is_numbered_in_its_last_part() -> None:
 
 
 @pytest.mark.parametrize("fmt", ["zip", "tar.gz"])
-async def test_compress_gives_one_archive_with_the_names_and_bytes(sys_: System, fmt: str) -> None:
-    async with sys_.client(user()) as c:
+async def test_compress_gives_one_archive_with_the_names_and_bytes(
+    small_chunks_system: System, fmt: str
+) -> None:
+    async with small_chunks_system.client(user()) as c:
         ids = [await upload(c, data, name) for name, data in FILES]
         tid = await start(
             c,
@@ -90,16 +78,18 @@ async def test_compress_gives_one_archive_with_the_names_and_bytes(sys_: System,
                     assert f is not None
                     got[m.name] = f.read()
         assert got == expected
-        assert await count_events(sys_.pool, "FileCreated", [f"file-{meta['id']}"]) == 1
+        assert (
+            await count_events(small_chunks_system.pool, "FileCreated", [f"file-{meta['id']}"]) == 1
+        )
 
 
 async def test_a_file_gone_before_the_run_fails_the_task_and_leaves_no_result(
-    sys_: System,
+    small_chunks_system: System,
 ) -> None:
-    async with sys_.client(user()) as c:
+    async with small_chunks_system.client(user()) as c:
         a = await upload(c, b"a" * 100, "a")
         b = await upload(c, b"b" * 100, "b")
-        await sys_.stop("tasks")  # hold the queue while the file goes away
+        await small_chunks_system.stop("tasks")  # hold the queue while the file goes away
         try:
             tid = await start(
                 c,
@@ -107,7 +97,7 @@ async def test_a_file_gone_before_the_run_fails_the_task_and_leaves_no_result(
             )
             assert (await c.delete(f"/v1/files/{b}")).status_code == 200
         finally:
-            sys_.start("tasks")
+            small_chunks_system.start("tasks")
         t = await finished(c, tid)
         assert t["status"] == "FAILED" and t["error"]["code"] == "file_not_found", t
         assert t["error"]["details"]["file"] == b
@@ -115,11 +105,11 @@ async def test_a_file_gone_before_the_run_fails_the_task_and_leaves_no_result(
 
 
 async def test_a_file_deleted_while_the_archive_is_written_fails_the_task_with_no_result(
-    sys_: System, monkeypatch: pytest.MonkeyPatch
+    small_chunks_system: System, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The members' states are read again as the archive reaches them (not held from the
     # start): one deleted meanwhile is not archived from a state read before its delete.
-    async with sys_.client(user()) as c:
+    async with small_chunks_system.client(user()) as c:
         a = await upload(c, b"a" * 100, "a")
         b = await upload(c, b"b" * 100, "b")
         real_take = compress._Members.take

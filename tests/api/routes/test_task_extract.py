@@ -9,31 +9,18 @@ import tarfile
 import tempfile
 import warnings
 import zipfile
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import pytest_asyncio
 
-from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from domain.tasks.ids import item_file_id
 from tests.api.tasks_helpers import count_events, finished, start, stop_mid_run, upload, user
 from tests.archives import zip_of
-from tests.system import System, isolated_system, wait_until
+from tests.system import System, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def sys_(
-    pg_server: EmbeddedPostgres, kafka_server: EmbeddedKafka, template_url: str
-) -> AsyncIterator[System]:
-    async with isolated_system(
-        pg_server.url, kafka_server.bootstrap, default_chunk_size=64 * 1024
-    ) as s:
-        yield s
 
 
 CONTENT = {
@@ -79,10 +66,10 @@ def tool_archives(tmp: Path) -> dict[str, bytes]:
 
 
 async def test_archives_made_by_zip_tar_and_zipfile_extract_correctly(
-    sys_: System, tmp_path: Path
+    small_chunks_system: System, tmp_path: Path
 ) -> None:
     archives = {"py.zip": py_zip(), **tool_archives(tmp_path)}
-    async with sys_.client(user()) as c:
+    async with small_chunks_system.client(user()) as c:
         for name, data in archives.items():
             # The same names each time: each extract replaces the last one's files.
             t = await extract(c, data, name, output={"prefix": "x-"}, overwrite=True)
@@ -90,14 +77,14 @@ async def test_archives_made_by_zip_tar_and_zipfile_extract_correctly(
 
 
 async def test_an_extracts_progress_ends_at_its_totals_in_the_task_and_the_listing(
-    sys_: System, tmp_path: Path
+    small_chunks_system: System, tmp_path: Path
 ) -> None:
     """Created knowing only the archive's size, the task learns its members' count and
     bytes once the archive is listed: items_done / bytes_done end at the totals (they
     ended at 3 of 0 items, and at the members' bytes of the archive's), and the read
     model's row says the same as the task."""
     archives = tool_archives(tmp_path)
-    async with sys_.client(user()) as c:
+    async with small_chunks_system.client(user()) as c:
         for name in ("a.zip", "a.tgz", "a.tar"):
             t = await extract(c, archives[name], name, output={"prefix": f"{name}-"})
             assert t["status"] == "COMPLETED", t
@@ -116,9 +103,9 @@ async def test_an_extracts_progress_ends_at_its_totals_in_the_task_and_the_listi
             assert row["progress"] == p
 
 
-async def test_compress_then_extract_round_trips(sys_: System) -> None:
+async def test_compress_then_extract_round_trips(small_chunks_system: System) -> None:
     files = {"résumé — 履歴書.txt": b"r" * 70_000, "b.bin": bytes(range(256)) * 300}
-    async with sys_.client(user()) as c:
+    async with small_chunks_system.client(user()) as c:
         ids = [await upload(c, d, n) for n, d in files.items()]
         for fmt in ("zip", "tar.gz"):
             tid = await start(
@@ -227,19 +214,21 @@ def bomb_zip() -> bytes:
     ],
 )
 async def test_unsafe_archives_are_refused_with_nothing_written(
-    sys_: System, archive: Any, code: str, detail: tuple[str, str] | None
+    small_chunks_system: System, archive: Any, code: str, detail: tuple[str, str] | None
 ) -> None:
-    async with sys_.client(user()) as c:
+    async with small_chunks_system.client(user()) as c:
         t = await extract(c, archive(), "x.zip")
         assert t["status"] == "FAILED" and t["error"]["code"] == code, t
         if detail is not None:
             assert t["error"]["details"][detail[0]] == detail[1], t
         made = [f"file-{item_file_id(t['id'], i)}" for i in range(3)]
-        assert await count_events(sys_.pool, "FileCreated", made) == 0
+        assert await count_events(small_chunks_system.pool, "FileCreated", made) == 0
         assert t["progress"]["items_done"] == 0 and t["results"] == []
 
 
-async def test_a_name_twice_in_a_zip_gives_each_member_its_own_bytes(sys_: System) -> None:
+async def test_a_name_twice_in_a_zip_gives_each_member_its_own_bytes(
+    small_chunks_system: System,
+) -> None:
     """Into `default` a name in the archive twice is two files (into a bucket it is
     refused: test_task_objects.py); each must hold its own member's bytes, not the last
     one's (zipfile's name lookup finds the last entry of a name)."""
@@ -250,7 +239,7 @@ async def test_a_name_twice_in_a_zip_gives_each_member_its_own_bytes(sys_: Syste
             z.writestr("dup.txt", b"first")
             z.writestr("other.txt", b"other")
             z.writestr("dup.txt", b"second, longer")
-    async with sys_.client(user()) as c:
+    async with small_chunks_system.client(user()) as c:
         t = await extract(c, buf.getvalue(), "dup.zip", output={"prefix": "d-"})
         assert t["status"] == "COMPLETED", t
         got = [
@@ -264,7 +253,7 @@ async def test_a_name_twice_in_a_zip_gives_each_member_its_own_bytes(sys_: Syste
         ]
 
 
-async def test_a_corrupt_member_names_the_member_and_offset(sys_: System) -> None:
+async def test_a_corrupt_member_names_the_member_and_offset(small_chunks_system: System) -> None:
     data = bytearray(py_zip())
     # Damage the second member's compressed data (its local header stays readable).
     with zipfile.ZipFile(io.BytesIO(bytes(data))) as z:
@@ -272,33 +261,35 @@ async def test_a_corrupt_member_names_the_member_and_offset(sys_: System) -> Non
     start_of_data = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
     for i in range(start_of_data + 10, start_of_data + 60):
         data[i] ^= 0xFF
-    async with sys_.client(user()) as c:
+    async with small_chunks_system.client(user()) as c:
         t = await extract(c, bytes(data), "bad.zip")
         assert t["status"] == "FAILED" and t["error"]["code"] == "corrupt_archive", t
         assert t["error"]["details"] == {"member": "dir/ünï.bin", "offset": info.header_offset}
 
 
-async def test_pause_mid_extract_keeps_exactly_the_members_recorded(sys_: System) -> None:
+async def test_pause_mid_extract_keeps_exactly_the_members_recorded(
+    small_chunks_system: System,
+) -> None:
     """The next members are stored ahead while one is made a file (handlers/tasks/
     extract.py): a pause must still leave exactly the files the checkpoint records, and
     the resumed run makes each of the rest once."""
     n = 300
     members = {f"m/{i:03d}.txt": f"member {i} ".encode() * (i + 1) for i in range(n)}
-    async with sys_.client(user()) as c:
+    async with small_chunks_system.client(user()) as c:
         fid = await upload(c, zip_of(members), "many.zip")
         tid = await start(c, {"type": "extract", "params": {"file": fid}})
 
-        paused = await stop_mid_run(sys_.pool, c, tid, "pause")
+        paused = await stop_mid_run(small_chunks_system.pool, c, tid, "pause")
         done = paused["progress"]["items_done"]
         assert paused["status"] == "PAUSED" and 0 < done < n, paused
         made = [f"file-{item_file_id(tid, i)}" for i in range(n)]
         # Members stored ahead of the pause were not made files: what is recorded happened.
-        assert await count_events(sys_.pool, "FileCreated", made) == done
+        assert await count_events(small_chunks_system.pool, "FileCreated", made) == done
 
         assert (await c.post(f"/v1/tasks/{tid}/resume")).status_code == 200
         t = await finished(c, tid)
         assert [r["index"] for r in t["results"]] == list(range(n))
-        assert await count_events(sys_.pool, "FileCreated", made) == n
+        assert await count_events(small_chunks_system.pool, "FileCreated", made) == n
         for i in (0, done, n - 1):
             got = await c.get(f"/v1/files/{item_file_id(tid, i)}/content")
             assert got.content == members[f"m/{i:03d}.txt"]

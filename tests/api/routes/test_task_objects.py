@@ -8,20 +8,17 @@ from __future__ import annotations
 import io
 import tarfile
 import zipfile
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-import pytest_asyncio
 
-from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from domain.files.keys import object_file_id
 from domain.tasks.ids import item_file_id
 from handlers.tasks import fileops
 from tests.api.tasks_helpers import bucket, count_events, finished, start, upload, user
 from tests.archives import zip_of
-from tests.system import System, isolated_system, wait_until
+from tests.system import System, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -30,16 +27,6 @@ CONTENT = {
     "dir/ünï.bin": bytes(range(256)) * 700,
     "dir/sub/empty": b"",
 }
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def sys_(
-    pg_server: EmbeddedPostgres, kafka_server: EmbeddedKafka, template_url: str
-) -> AsyncIterator[System]:
-    async with isolated_system(
-        pg_server.url, kafka_server.bootstrap, default_chunk_size=64 * 1024
-    ) as s:
-        yield s
 
 
 def a_zip(content: dict[str, bytes]) -> bytes:
@@ -60,8 +47,10 @@ async def objects(c: httpx.AsyncClient, b: str, keys: list[str]) -> dict[str, by
     return out
 
 
-async def test_extract_into_a_bucket_makes_objects_keyed_by_path(sys_: System) -> None:
-    async with sys_.client(user()) as c:
+async def test_extract_into_a_bucket_makes_objects_keyed_by_path(
+    small_chunks_system: System,
+) -> None:
+    async with small_chunks_system.client(user()) as c:
         b = await bucket(c)
         archive = await upload(c, a_zip(CONTENT), "a.zip")
         t = await extract(c, archive, output={"bucket": b, "prefix": "in/"})
@@ -89,7 +78,7 @@ async def test_extract_into_a_bucket_makes_objects_keyed_by_path(sys_: System) -
         assert t["status"] == "FAILED" and t["error"]["code"] == "target_exists", t
         assert t["error"]["details"]["names"] == sorted(keys)
         streams = [f"file-{object_file_id(b, k)}" for k in keys]
-        assert await count_events(sys_.pool, "FileReplaced", streams) == 0
+        assert await count_events(small_chunks_system.pool, "FileReplaced", streams) == 0
         assert (await objects(c, b, ["in/a.txt"]))["in/a.txt"] == CONTENT["a.txt"]
 
         t = await extract(c, archive2, output={"bucket": b, "prefix": "in/"}, overwrite=True)
@@ -97,10 +86,10 @@ async def test_extract_into_a_bucket_makes_objects_keyed_by_path(sys_: System) -
         assert all(r["replaced"] == [r["result"]] for r in t["results"])
         got = await objects(c, b, keys)
         assert got == {f"in/{p}": b"v2 " + d for p, d in CONTENT.items()}
-        assert await count_events(sys_.pool, "FileReplaced", streams) == 3
+        assert await count_events(small_chunks_system.pool, "FileReplaced", streams) == 3
 
 
-async def test_a_tar_of_dot_keys_its_objects_without_the_dot(sys_: System) -> None:
+async def test_a_tar_of_dot_keys_its_objects_without_the_dot(small_chunks_system: System) -> None:
     """`tar -C dir -czf a.tgz .` names its members `./a.txt`, `./d/b.txt`: their keys are
     `in/a.txt`, `in/d/b.txt` (they were `in/./a.txt`), and `./a.txt` next to `a.txt` is
     one key twice (refused)."""
@@ -113,7 +102,7 @@ async def test_a_tar_of_dot_keys_its_objects_without_the_dot(sys_: System) -> No
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    async with sys_.client(user()) as c:
+    async with small_chunks_system.client(user()) as c:
         b = await bucket(c)
         t = await extract(
             c, await upload(c, buf.getvalue(), "dot.tgz"), output={"bucket": b, "prefix": "in/"}
@@ -132,8 +121,10 @@ async def test_a_tar_of_dot_keys_its_objects_without_the_dot(sys_: System) -> No
         assert t["status"] == "FAILED" and t["error"]["code"] == "duplicate_member", t
 
 
-async def test_compress_objects_by_prefix_then_extract_round_trips_keys(sys_: System) -> None:
-    async with sys_.client(user()) as c:
+async def test_compress_objects_by_prefix_then_extract_round_trips_keys(
+    small_chunks_system: System,
+) -> None:
+    async with small_chunks_system.client(user()) as c:
         b = await bucket(c)
         for path, data in CONTENT.items():
             r = await c.put(f"/v1/buckets/{b}/objects/src/{path}", content=data)
@@ -172,8 +163,10 @@ async def test_compress_objects_by_prefix_then_extract_round_trips_keys(sys_: Sy
             assert got == {f"{fmt}/src/{p}": d for p, d in CONTENT.items()}
 
 
-async def test_bad_output_prefix_and_unsafe_members_into_a_bucket(sys_: System) -> None:
-    async with sys_.client(user()) as c:
+async def test_bad_output_prefix_and_unsafe_members_into_a_bucket(
+    small_chunks_system: System,
+) -> None:
+    async with small_chunks_system.client(user()) as c:
         b = await bucket(c)
         archive = await upload(c, a_zip({"ok.txt": b"x"}), "ok.zip")
         r = await c.post(
@@ -187,11 +180,11 @@ async def test_bad_output_prefix_and_unsafe_members_into_a_bucket(sys_: System) 
         t = await extract(c, slip, output={"bucket": b, "prefix": "p/"})
         assert t["status"] == "FAILED" and t["error"]["code"] == "unsafe_member", t
         made = [f"file-{object_file_id(b, k)}" for k in ("p/ok.txt", "p/../evil.txt")]
-        assert await count_events(sys_.pool, "FileCreated", made) == 0
+        assert await count_events(small_chunks_system.pool, "FileCreated", made) == 0
 
 
 async def test_a_member_twice_in_the_archive_is_refused_before_anything_is_written(
-    sys_: System,
+    small_chunks_system: System,
 ) -> None:
     # Before, the first was written, then the second met it as a taken key: the task
     # failed half-way with target_exists naming its own object.
@@ -203,28 +196,28 @@ async def test_a_member_twice_in_the_archive_is_refused_before_anything_is_writt
         z.writestr("same", b"a")
         with pytest.warns(UserWarning, match="Duplicate name"):
             z.writestr("same", b"b")  # zipfile warns, and writes it
-    async with sys_.client(user()) as c:
+    async with small_chunks_system.client(user()) as c:
         b = await bucket(c)
         archive = await upload(c, buf.getvalue(), "dup.zip")
         t = await extract(c, archive, output={"bucket": b, "prefix": "d/"})
         assert t["status"] == "FAILED" and t["error"]["code"] == "duplicate_member", t
         assert t["error"]["details"]["member"] == "same" and t["results"] == []
         made = [f"file-{object_file_id(b, k)}" for k in ("d/first.txt", "d/same")]
-        assert await count_events(sys_.pool, "FileCreated", made) == 0
+        assert await count_events(small_chunks_system.pool, "FileCreated", made) == 0
 
 
 async def test_a_task_queued_for_a_bucket_does_not_write_into_its_next_owners(
-    sys_: System,
+    small_chunks_system: System,
 ) -> None:
     # Bucket names are global: alice's bucket deleted while her tasks waited, and made
     # again by bob. Before, her extract (overwrite) replaced bob's object with her bytes,
     # and her copy and compress put her files into his bucket.
     alice, bob = user(), user()
-    async with sys_.client(alice) as a, sys_.client(bob) as b:
+    async with small_chunks_system.client(alice) as a, small_chunks_system.client(bob) as b:
         name = await bucket(a)
         archive = await upload(a, a_zip({"a.txt": b"alice"}), "a.zip")
         f = await upload(a, b"alice's file", "f.txt")
-        await sys_.stop("tasks")  # queue up first
+        await small_chunks_system.stop("tasks")  # queue up first
         try:
             tasks = [
                 await start(
@@ -248,7 +241,7 @@ async def test_a_task_queued_for_a_bucket_does_not_write_into_its_next_owners(
             r = await b.put(f"/v1/buckets/{name}/objects/a.txt", content=b"bob")
             assert r.status_code == 201, r.text
         finally:
-            sys_.start("tasks")
+            small_chunks_system.start("tasks")
         for tid in tasks:
             t = await finished(a, tid)
             assert t["status"] == "FAILED", t
@@ -260,14 +253,14 @@ async def test_a_task_queued_for_a_bucket_does_not_write_into_its_next_owners(
 
 
 async def test_a_bucket_deleted_mid_run_stops_the_task_writing_into_it(
-    sys_: System, monkeypatch: pytest.MonkeyPatch
+    small_chunks_system: System, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The destination was checked once, when the run began: a bucket force-deleted while
     a copy ran had the files after the delete copied into a name that was gone (the
     delete had removed only what existed when it listed). The run's safe points ask
     again, one before each batch of files (here a batch of one): it fails with
     bucket_not_found, and nothing after the next check is written."""
-    async with sys_.client(user()) as a:
+    async with small_chunks_system.client(user()) as a:
         name = await bucket(a)
         files = [await upload(a, f"file {i}".encode(), f"f{i}.txt") for i in range(3)]
         real_load = fileops.load_files
@@ -290,11 +283,23 @@ async def test_a_bucket_deleted_mid_run_stops_the_task_writing_into_it(
         }
         # The first copy was made before the delete (and deleted by it); the third, after
         # the next safe point, never.
-        assert await count_events(sys_.pool, "FileCreated", [f"file-{item_file_id(tid, 0)}"]) == 1
-        assert await count_events(sys_.pool, "FileCreated", [f"file-{item_file_id(tid, 2)}"]) == 0
+        assert (
+            await count_events(
+                small_chunks_system.pool, "FileCreated", [f"file-{item_file_id(tid, 0)}"]
+            )
+            == 1
+        )
+        assert (
+            await count_events(
+                small_chunks_system.pool, "FileCreated", [f"file-{item_file_id(tid, 2)}"]
+            )
+            == 0
+        )
 
 
-async def test_keys_that_climb_out_are_archived_under_safe_names(sys_: System) -> None:
+async def test_keys_that_climb_out_are_archived_under_safe_names(
+    small_chunks_system: System,
+) -> None:
     # A key is any string (`..` and `/` are ordinary characters in it). Before, compress
     # wrote `../../evil.txt`, `/abs.txt` and `a\..\..\win.txt` into the archive as they were:
     # a zip-slip for whoever extracted it (Cairn's own extract refused the archive).
@@ -304,7 +309,7 @@ async def test_keys_that_climb_out_are_archived_under_safe_names(sys_: System) -
         "a%5C%2E%2E%5C%2E%2E%5Cwin.txt": "a/win.txt",
         "ok/%2E/fine.txt": "ok/fine.txt",
     }
-    async with sys_.client(user()) as c:
+    async with small_chunks_system.client(user()) as c:
         b = await bucket(c)
         for i, quoted in enumerate(keys):
             r = await c.put(f"/v1/buckets/{b}/objects/{quoted}", content=b"%d" % i)

@@ -28,6 +28,7 @@ from bus.blobs.inline import InlineBlobStore
 from bus.blobs.local import LocalBlobStore
 from bus.config.settings import Settings
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
+from tests.api.answers import assert_error, user
 from tests.api.documented import assert_documented
 from tests.system import System, isolated_system, start_system, wait_until
 
@@ -36,24 +37,12 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 CHUNK = 4 * 1024
 
 
-def user() -> str:
-    return f"u-{secrets.token_hex(4)}"
-
-
 def key() -> str:
     return f"k-{secrets.token_hex(8)}"
 
 
 def pieces(data: bytes, chunk: int = CHUNK) -> list[bytes]:
     return [data[i : i + chunk] for i in range(0, len(data), chunk)]
-
-
-def assert_error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert set(body) == {"error", "request_id"} and body["error"]["code"] == code, body
-    assert body["request_id"] == r.headers["x-request-id"]
-    return body["error"]  # type: ignore[no-any-return]
 
 
 async def create(c: httpx.AsyncClient, size: int, **extra: Any) -> httpx.Response:

@@ -676,33 +676,26 @@ async def test_proxy_headers(shared_system: System, edge: System) -> None:
         url = await create(c, 1, **{k.replace("-", "_"): v for k, v in spoof.items()})
         assert url.startswith("/v1/tus/")  # nothing the client sent ends up in it
     async with edge.client("proxy-alice") as c:
-        r = await c.post(
-            "/v1/tus",
-            headers={
-                **TUS,
-                "Upload-Length": "1",
-                "X-Forwarded-Host": "files.example.com",
-                "X-Forwarded-Proto": "https",
-            },
-        )
-        assert r.headers["location"].startswith("https://files.example.com/v1/tus/")
-        r = await c.post(
-            "/v1/tus",
-            headers={
-                **TUS,
-                "Upload-Length": "1",
-                "X-Forwarded-Host": "ignored.example",
-                "Forwarded": 'for=10.0.0.1;proto=https;host="cdn.example:8443", for=10.0.0.2',
-            },
-        )
-        assert r.headers["location"].startswith("https://cdn.example:8443/v1/tus/")
-        r = await c.post("/v1/tus", headers={**TUS, "Upload-Length": "1"})
-        assert r.headers["location"].startswith(f"{edge.url}/v1/tus/")
-        r = await c.post(
-            "/v1/tus",
-            headers={**TUS, "Upload-Length": "1", "X-Forwarded-Host": "bad host\\x"},
-        )
-        assert r.headers["location"].startswith(f"{edge.url}/v1/tus/")
+        # Behind the edge (which trusts its proxy): the forwarded host and scheme, RFC 7239
+        # `Forwarded` over the X- headers, and the edge's own URL when none is sent or the
+        # host is not a host.
+        for forwarded, base in (
+            (
+                {"X-Forwarded-Host": "files.example.com", "X-Forwarded-Proto": "https"},
+                "https://files.example.com",
+            ),
+            (
+                {
+                    "X-Forwarded-Host": "ignored.example",
+                    "Forwarded": 'for=10.0.0.1;proto=https;host="cdn.example:8443", for=10.0.0.2',
+                },
+                "https://cdn.example:8443",
+            ),
+            ({}, edge.url),
+            ({"X-Forwarded-Host": "bad host\\x"}, edge.url),
+        ):
+            r = await c.post("/v1/tus", headers={**TUS, "Upload-Length": "1", **forwarded})
+            assert r.headers["location"].startswith(f"{base}/v1/tus/"), (forwarded, r.headers)
 
 
 async def test_expiration(shared_system: System, edge: System) -> None:

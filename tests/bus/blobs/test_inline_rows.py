@@ -57,8 +57,14 @@ def writer_on(pool: CountingPool) -> InlineRowWriter:
     return InlineRowWriter(get)
 
 
-def row(data: bytes, at: float = 1.0) -> tuple[str, int, float, bytes]:
-    return hashlib.sha256(data).hexdigest(), len(data), at, data
+def row(data: bytes) -> tuple[str, int, bytes]:
+    return hashlib.sha256(data).hexdigest(), len(data), data
+
+
+async def db_now(pool: CountingPool) -> float:
+    """The database's clock, which `stored_at` is on."""
+    now: float = await pool.pool.fetchval("SELECT extract(epoch FROM clock_timestamp())::float8")
+    return now
 
 
 async def stored(pool: CountingPool, digests: list[str]) -> dict[str, tuple[float, bytes]]:
@@ -86,7 +92,7 @@ async def test_puts_that_arrive_together_share_statements_and_all_commit(
     await asyncio.gather(*puts)
     assert pool.statements == 2  # the first row alone, then the 63 queued behind it
     got = await stored(pool, [r[0] for r in rows])
-    assert {d: data for d, (_, data) in got.items()} == {r[0]: r[3] for r in rows}
+    assert {d: data for d, (_, data) in got.items()} == {r[0]: r[2] for r in rows}
 
 
 async def test_a_queue_longer_than_a_statement_takes_several(pool: CountingPool) -> None:
@@ -102,22 +108,31 @@ async def test_a_queue_longer_than_a_statement_takes_several(pool: CountingPool)
     assert len(await stored(pool, [r[0] for r in rows])) == len(rows)
 
 
-async def test_the_same_bytes_twice_in_one_batch_are_one_row_with_the_later_time(
+async def test_the_same_bytes_twice_in_one_batch_are_one_row_at_the_databases_time(
     pool: CountingPool,
 ) -> None:
     writer = writer_on(pool)
-    first, same_early, same_late = row(b"a" * 100), row(b"b" * 50, 5.0), row(b"b" * 50, 9.0)
+    first, same = row(b"a" * 100), row(b"b" * 50)
+    before = await db_now(pool)
     pool.gate = asyncio.Event()
-    puts = [asyncio.create_task(writer.put(*r)) for r in (first, same_late, same_early)]
+    puts = [asyncio.create_task(writer.put(*r)) for r in (first, same, same)]
     await asyncio.sleep(0)
     pool.gate.set()
     await asyncio.gather(*puts)  # ON CONFLICT touching one row twice would raise here
-    got = await stored(pool, [first[0], same_late[0]])
-    assert got[same_late[0]] == (9.0, b"b" * 50)
-    # And a later put of stored bytes refreshes the time, never moves it back.
-    await writer.put(*row(b"b" * 50, 12.0))
-    await writer.put(*row(b"b" * 50, 3.0))
-    assert (await stored(pool, [same_late[0]]))[same_late[0]][0] == 12.0
+    got = await stored(pool, [first[0], same[0]])
+    assert got[same[0]][1] == b"b" * 50
+    # Stored at the database's time (the writer passes none): between before and after.
+    after = await db_now(pool)
+    assert all(before <= at <= after for at, _ in got.values()), (before, got, after)
+    # A later put of stored bytes refreshes the time...
+    await pool.pool.execute("UPDATE blobs.inline SET stored_at = stored_at - 7200")
+    before = await db_now(pool)
+    await writer.put(*same)
+    assert (await stored(pool, [same[0]]))[same[0]][0] >= before
+    # ...and never moves it back (a row stored by a writer whose clock ran ahead).
+    await pool.pool.execute("UPDATE blobs.inline SET stored_at = $1", after + 3600)
+    await writer.put(*same)
+    assert (await stored(pool, [same[0]]))[same[0]][0] == after + 3600
 
 
 async def test_a_failed_insert_fails_its_batch_and_the_next_put_works(

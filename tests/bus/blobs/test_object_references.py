@@ -15,10 +15,10 @@ from bus.blobs.references import effects
 from bus.store.eventstore import PostgresEventStore
 from domain import policies
 from domain.commands import Command, DeleteFile
-from domain.events import EventMeta, RecordedEvent
+from domain.events import RecordedEvent
 from domain.files.events import FileCreated, FileDeleted, FileReplaced
 from domain.files.keys import object_file_id
-from domain.registry import AGGREGATES
+from tests.commands import decide_and_append
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 A, B, C = "a" * 64, "b" * 64, "c" * 64
@@ -79,18 +79,6 @@ def test_a_key_written_again_after_its_delete_is_live() -> None:
 pytestmark_db = pytest.mark.asyncio(loop_scope="session")
 
 
-async def run(store: PostgresEventStore, cmd: Command) -> None:
-    agg = AGGREGATES[cmd.aggregate]
-    events = await store.read_stream(cmd.stream_id)
-    new = agg.decide(agg.fold(events), cmd)
-    await store.append(
-        cmd.stream_id,
-        events[-1].version if events else 0,
-        new,
-        EventMeta(occurred_at=cmd.at, owner=cmd.caller),
-    )
-
-
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -120,9 +108,11 @@ async def test_object_references_in_the_table(
 
     async with pool.acquire() as conn:
         await chunk_refs.reset(conn)
-    await run(event_store, put(a, b))
-    await run(event_store, put(b, c))  # replaced: a released, b and c live
-    await run(event_store, DeleteFile(aggregate_id=fid, caller="alice", at=datetime.now(UTC)))
-    await run(event_store, put(a))  # written again after its delete: a live again
+    await decide_and_append(event_store, put(a, b))
+    await decide_and_append(event_store, put(b, c))  # replaced: a released, b and c live
+    await decide_and_append(
+        event_store, DeleteFile(aggregate_id=fid, caller="alice", at=datetime.now(UTC))
+    )
+    await decide_and_append(event_store, put(a))  # written again after its delete: a live again
     await chunk_refs.catch_up(pool, event_store, page=page)
     assert await live_refs(pool, f"file-{fid}") == {a: True, b: False, c: False}

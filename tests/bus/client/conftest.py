@@ -4,6 +4,7 @@ subprocess (the way a user does), with its own cache and config dirs."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -86,6 +87,15 @@ class Cli:
     async def interrupt(self, proc: asyncio.subprocess.Process) -> Done:
         proc.send_signal(signal.SIGINT)
         return await self.finish(proc)
+
+    async def uploaded(self, path: Path, size: int) -> tuple[str, bytes]:
+        """`size` random bytes written to `path` and sent with `cairn upload`: the new
+        file's id and its bytes."""
+        data = os.urandom(size)
+        path.write_bytes(data)
+        done = await self("upload", str(path), "--json")
+        assert done.code == 0, done.err
+        return json.loads(done.out)["files"][0]["file_id"], data
 
 
 @pytest.fixture

@@ -5,28 +5,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from tests.bus.client.planted import plant_part
 from tests.system import System, wait_until
-
-
-async def _uploaded(
-    cli: Any, tmp_path: Path, size: int, name: str = "src.bin"
-) -> tuple[str, bytes]:
-    data = os.urandom(size)
-    (tmp_path / name).write_bytes(data)
-    done = await cli("upload", str(tmp_path / name), "--json")
-    assert done.code == 0, done.err
-    return json.loads(done.out)["files"][0]["file_id"], data
 
 
 async def test_download_verified_to_a_path_and_a_directory(
     system: System, cli_for: Any, tmp_path: Path
 ) -> None:
     cli = cli_for("down-plain")
-    file_id, data = await _uploaded(cli, tmp_path, 500_000)
+    file_id, data = await cli.uploaded(tmp_path / "src.bin", 500_000)
     out = tmp_path / "out.bin"
     done = await cli("download", file_id, "-o", str(out), "--json")
     assert done.code == 0, done.err
@@ -45,7 +35,7 @@ async def test_download_verified_to_a_path_and_a_directory(
 
 async def test_download_resumes_after_ctrl_c(system: System, cli_for: Any, tmp_path: Path) -> None:
     cli = cli_for("down-resume")
-    file_id, data = await _uploaded(cli, tmp_path, 4 * 1024 * 1024)
+    file_id, data = await cli.uploaded(tmp_path / "src.bin", 4 * 1024 * 1024)
     out = tmp_path / "back.bin"
     part = tmp_path / "back.bin.part"
     args = ("download", file_id, "-o", str(out), "--json")
@@ -74,13 +64,12 @@ async def test_download_restarts_when_the_part_is_of_other_content(
     system: System, cli_for: Any, tmp_path: Path
 ) -> None:
     cli = cli_for("down-changed")
-    file_id, data = await _uploaded(cli, tmp_path, 300_000)
+    file_id, data = await cli.uploaded(tmp_path / "src.bin", 300_000)
     out = tmp_path / "x.bin"
     # A part left by an earlier version of the content: If-Range with its (other) ETag
     # makes the server answer the whole file, which replaces the stale bytes.
-    (tmp_path / "x.bin.part").write_bytes(b"stale" * 1000)
-    (tmp_path / "x.bin.part.json").write_text(
-        json.dumps({"file_id": file_id, "url": cli.env["CAIRN_URL"], "etag": '"' + "0" * 64 + '"'})
+    plant_part(
+        out, b"stale" * 1000, file_id=file_id, url=cli.env["CAIRN_URL"], etag='"' + "0" * 64 + '"'
     )
     done = await cli("download", file_id, "-o", str(out), "--json")
     assert done.code == 0, done.err
@@ -94,7 +83,7 @@ async def test_download_errors(system: System, cli_for: Any, tmp_path: Path) -> 
     assert missing.code == 3
     assert json.loads(missing.out)["status"] == 404
     assert "cairn: error: file_not_found: no such file" in missing.err
-    other_user_file, _ = await _uploaded(cli_for("down-err-other"), tmp_path, 10)
+    other_user_file, _ = await cli_for("down-err-other").uploaded(tmp_path / "src.bin", 10)
     theirs = await cli("download", other_user_file, "-o", str(tmp_path / "t"))
     assert theirs.code == 3, theirs.err
     bad = await cli("download", "not-an-id")

@@ -4,7 +4,6 @@ before any byte is fetched (never a whole download left as a `.part`)."""
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from pathlib import Path
@@ -19,17 +18,9 @@ from tests.system import System
 FILE_ID = "e5bf2729-5a92-5477-93d7-4c8febdebc52"
 
 
-async def _uploaded(cli: Any, tmp_path: Path, name: str, size: int) -> tuple[str, bytes]:
-    data = os.urandom(size)
-    (tmp_path / name).write_bytes(data)
-    done = await cli("upload", str(tmp_path / name), "--json")
-    assert done.code == 0, done.err
-    return json.loads(done.out)["files"][0]["file_id"], data
-
-
 async def test_dash_is_stdout(system: System, cli_for: Any, tmp_path: Path) -> None:
     cli = cli_for("dest-stdout")
-    file_id, data = await _uploaded(cli, tmp_path, "s.bin", 300_000)
+    file_id, data = await cli.uploaded(tmp_path / "s.bin", 300_000)
     cli.cwd = tmp_path / "here"
     cli.cwd.mkdir()
     proc = await cli.start("download", file_id, "-o", "-")
@@ -45,7 +36,7 @@ async def test_a_fifo_is_written_in_place(system: System, cli_for: Any, tmp_path
     # `-o /dev/null` or `-o /dev/stdout` did `rename(part, dest)`: as root, the device
     # itself was replaced by a regular file. A FIFO shows it without touching /dev.
     cli = cli_for("dest-fifo")
-    file_id, data = await _uploaded(cli, tmp_path, "f.bin", 20_000)  # within a pipe's buffer
+    file_id, data = await cli.uploaded(tmp_path / "f.bin", 20_000)  # within a pipe's buffer
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
@@ -61,7 +52,7 @@ async def test_a_fifo_is_written_in_place(system: System, cli_for: Any, tmp_path
 
 async def test_destinations_checked_first(system: System, cli_for: Any, tmp_path: Path) -> None:
     cli = cli_for("dest-dir")
-    file_id, data = await _uploaded(cli, tmp_path, "d.bin", 100_000)
+    file_id, data = await cli.uploaded(tmp_path / "d.bin", 100_000)
     cli.cwd = tmp_path / "here"
     (cli.cwd / "d.bin").mkdir(parents=True)  # the file's name is taken by a directory
     taken = await cli("download", file_id)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import threading
 from pathlib import Path
@@ -22,6 +21,7 @@ from rich.console import Console
 from bus.client import download
 from bus.client.config import Target
 from bus.client.errors import ClientError
+from tests.bus.client.planted import PART, SIDECAR, beside, plant_link, plant_part
 
 FILE_ID = "e5bf2729-5a92-5477-93d7-4c8febdebc52"
 URL = "http://cairn.example"
@@ -67,23 +67,26 @@ def _download(client: httpx.Client, dest: Path) -> dict[str, Any]:
     )
 
 
-def _sidecar(dest: Path, **over: Any) -> None:
-    state = {"file_id": FILE_ID, "url": URL, "etag": ETAG, **over}
-    dest.with_name(dest.name + ".part.json").write_text(json.dumps(state))
+def _planted(tmp_path: Path, data: bytes, **over: Any) -> Path:
+    """`f.bin.part` of `data` with a resume state for this file, server and ETag (but what
+    `over` changes); returns `f.bin`, the destination."""
+    dest = tmp_path / "f.bin"
+    plant_part(dest, data, **{"file_id": FILE_ID, "url": URL, "etag": ETAG, **over})
+    return dest
 
 
-def test_a_part_that_is_a_symlink_is_not_followed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("suffix", [PART, SIDECAR])
+def test_a_part_or_sidecar_that_is_a_symlink_is_not_followed(tmp_path: Path, suffix: str) -> None:
     # `part.open("wb")` followed it: another local user's `f.bin.part -> ~/.bashrc` in a
     # shared folder had the download written over the victim's file.
-    victim = tmp_path / "victim"
-    victim.write_bytes(b"precious")
     dest = tmp_path / "f.bin"
-    (tmp_path / "f.bin.part").symlink_to(victim)
+    victim = tmp_path / "victim"
+    plant_link(dest, suffix, victim, b"precious")
     seen: list[httpx.Request] = []
     with _server(seen) as client, pytest.raises(ClientError) as e:
         _download(client, dest)
     assert e.value.code == "unsafe_part", e.value.message
-    assert "f.bin.part" in e.value.message and "symbolic link" in e.value.message
+    assert f"f.bin{suffix}" in e.value.message and "symbolic link" in e.value.message
     assert victim.read_bytes() == b"precious"
     assert not dest.exists()
     assert seen == []  # refused before a byte was asked for
@@ -92,23 +95,11 @@ def test_a_part_that_is_a_symlink_is_not_followed(tmp_path: Path) -> None:
 def test_a_dangling_part_symlink_creates_nothing(tmp_path: Path) -> None:
     target = tmp_path / "elsewhere"
     dest = tmp_path / "f.bin"
-    (tmp_path / "f.bin.part").symlink_to(target)
+    plant_link(dest, PART, target)
     with _server([]) as client, pytest.raises(ClientError) as e:
         _download(client, dest)
     assert e.value.code == "unsafe_part"
     assert not target.exists()  # O_CREAT through the link would have made it
-
-
-def test_a_sidecar_that_is_a_symlink_is_not_followed(tmp_path: Path) -> None:
-    victim = tmp_path / "victim"
-    victim.write_bytes(b"precious")
-    dest = tmp_path / "f.bin"
-    (tmp_path / "f.bin.part.json").symlink_to(victim)
-    with _server([]) as client, pytest.raises(ClientError) as e:
-        _download(client, dest)
-    assert e.value.code == "unsafe_part" and "f.bin.part.json" in e.value.message
-    assert victim.read_bytes() == b"precious"
-    assert not dest.exists()
 
 
 def test_a_planted_part_and_sidecar_never_become_the_file(tmp_path: Path) -> None:
@@ -116,9 +107,7 @@ def test_a_planted_part_and_sidecar_never_become_the_file(tmp_path: Path) -> Non
     # sha256: the server answers 416 to `Range: bytes=<size>-` (one that ignores If-Range
     # does), and the 416 branch checked the part against the sidecar's ETag, so the
     # planted bytes were renamed over the destination as "verified".
-    dest = tmp_path / "f.bin"
-    (tmp_path / "f.bin.part").write_bytes(EVIL)
-    _sidecar(dest, etag=f'"{hashlib.sha256(EVIL).hexdigest()}"')
+    dest = _planted(tmp_path, EVIL, etag=f'"{hashlib.sha256(EVIL).hexdigest()}"')
 
     def ignores_if_range(request: httpx.Request) -> httpx.Response | None:
         if request.headers.get("Range"):
@@ -144,9 +133,7 @@ def test_a_planted_part_and_sidecar_never_become_the_file(tmp_path: Path) -> Non
 def test_a_sidecar_of_another_file_server_or_version_is_no_resume(
     tmp_path: Path, over: dict[str, str]
 ) -> None:
-    dest = tmp_path / "f.bin"
-    (tmp_path / "f.bin.part").write_bytes(DATA[:5000])
-    _sidecar(dest, **over)
+    dest = _planted(tmp_path, DATA[:5000], **over)
     seen: list[httpx.Request] = []
     with _server(seen) as client:
         result = _download(client, dest)
@@ -155,9 +142,7 @@ def test_a_sidecar_of_another_file_server_or_version_is_no_resume(
 
 
 def test_a_part_longer_than_the_file_is_no_resume(tmp_path: Path) -> None:
-    dest = tmp_path / "f.bin"
-    (tmp_path / "f.bin.part").write_bytes(DATA + b"more")
-    _sidecar(dest)
+    dest = _planted(tmp_path, DATA + b"more")
     seen: list[httpx.Request] = []
     with _server(seen) as client:
         result = _download(client, dest)
@@ -166,22 +151,18 @@ def test_a_part_longer_than_the_file_is_no_resume(tmp_path: Path) -> None:
 
 
 def test_a_resume_asks_if_range_with_the_files_etag(tmp_path: Path) -> None:
-    dest = tmp_path / "f.bin"
-    (tmp_path / "f.bin.part").write_bytes(DATA[:7000])
-    _sidecar(dest)
+    dest = _planted(tmp_path, DATA[:7000])
     seen: list[httpx.Request] = []
     with _server(seen) as client:
         result = _download(client, dest)
     assert seen[0].headers["Range"] == "bytes=7000-"
     assert seen[0].headers["If-Range"] == ETAG
     assert result["resumed_from"] == 7000 and dest.read_bytes() == DATA
-    assert not (tmp_path / "f.bin.part.json").exists()
+    assert not beside(dest, SIDECAR).exists()
 
 
 def test_a_200_to_a_range_restarts_from_zero(tmp_path: Path) -> None:
-    dest = tmp_path / "f.bin"
-    (tmp_path / "f.bin.part").write_bytes(DATA[:7000])
-    _sidecar(dest)
+    dest = _planted(tmp_path, DATA[:7000])
     with _server([], lambda r: httpx.Response(200, headers={"ETag": ETAG}, content=DATA)) as c:
         result = _download(c, dest)
     assert result["resumed_from"] == 0 and dest.read_bytes() == DATA
@@ -203,10 +184,8 @@ def test_a_206_of_another_range_or_version_is_not_appended(
     # offset 0 (another range) or appended to the old part (another ETag), a download
     # that could only end in a sha256 mismatch; now said as what it is, the part kept
     # only if it still may be resumed (never appended to).
-    dest = tmp_path / "f.bin"
-    part = tmp_path / "f.bin.part"
-    part.write_bytes(DATA[:7000])
-    _sidecar(dest)
+    dest = _planted(tmp_path, DATA[:7000])
+    part = beside(dest, PART)
     with _server([], lambda r: httpx.Response(206, headers=headers, content=DATA[7000:])) as c:
         with pytest.raises(ClientError) as e:
             _download(c, dest)
@@ -216,9 +195,7 @@ def test_a_206_of_another_range_or_version_is_not_appended(
 
 
 def test_a_416_with_a_part_that_does_not_match_leaves_no_file(tmp_path: Path) -> None:
-    dest = tmp_path / "f.bin"
-    (tmp_path / "f.bin.part").write_bytes(EVIL[:-1])
-    _sidecar(dest)
+    dest = _planted(tmp_path, EVIL[:-1])
 
     def always_416(request: httpx.Request) -> httpx.Response:
         return httpx.Response(416, headers={"Content-Range": f"bytes */{len(DATA)}"})
@@ -227,18 +204,16 @@ def test_a_416_with_a_part_that_does_not_match_leaves_no_file(tmp_path: Path) ->
         _download(client, dest)
     assert e.value.exit_code != 0
     assert not dest.exists()
-    assert not (tmp_path / "f.bin.part").exists()
+    assert not beside(dest, PART).exists()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs another uid to own the part")
 def test_a_part_of_another_user_is_not_written_into(tmp_path: Path) -> None:
     # A regular file another user planted (writable to all: they can change it under us).
-    dest = tmp_path / "f.bin"
-    part = tmp_path / "f.bin.part"
-    part.write_bytes(DATA[:7000])
+    dest = _planted(tmp_path, DATA[:7000])
+    part = beside(dest, PART)
     os.chown(part, 12345, 12345)
     part.chmod(0o666)
-    _sidecar(dest)
     with _server([]) as client, pytest.raises(ClientError) as e:
         _download(client, dest)
     assert e.value.code == "unsafe_part" and "owned by" in e.value.message

@@ -4,36 +4,26 @@ replaces a file (or a link) already there unless --overwrite says so."""
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
+from tests.bus.client.planted import PART, plant_link
 from tests.system import System
-
-
-async def _uploaded(cli: Any, tmp_path: Path, name: str, size: int) -> tuple[str, bytes]:
-    data = os.urandom(size)
-    (tmp_path / name).write_bytes(data)
-    done = await cli("upload", str(tmp_path / name), "--json")
-    assert done.code == 0, done.err
-    return json.loads(done.out)["files"][0]["file_id"], data
 
 
 async def test_a_planted_part_link_is_refused(system: System, cli_for: Any, tmp_path: Path) -> None:
     cli = cli_for("planted-part")
-    file_id, data = await _uploaded(cli, tmp_path, "p.bin", 50_000)
+    file_id, data = await cli.uploaded(tmp_path / "p.bin", 50_000)
     shared = tmp_path / "shared"
     shared.mkdir()
     victim = tmp_path / "victim.rc"
-    victim.write_bytes(b"alias ls='ls -F'\n")
-    (shared / "out.bin.part").symlink_to(victim)
+    link = plant_link(shared / "out.bin", PART, victim, b"alias ls='ls -F'\n")
     done = await cli("download", file_id, "-o", str(shared / "out.bin"))
     assert done.code == 1, done.err
     assert "cairn: error: unsafe_part:" in done.err and "symbolic link" in done.err
     assert victim.read_bytes() == b"alias ls='ls -F'\n"
     assert not (shared / "out.bin").exists()
-    (shared / "out.bin.part").unlink()
+    link.unlink()
     again = await cli("download", file_id, "-o", str(shared / "out.bin"))
     assert again.code == 0, again.err
     assert (shared / "out.bin").read_bytes() == data
@@ -45,7 +35,7 @@ async def test_the_servers_name_never_replaces_a_file(
     # The name is the server's (or another user's: an object's key): `cairn download ID`
     # replaced whatever ./<name> was, without a word.
     cli = cli_for("no-clobber")
-    file_id, data = await _uploaded(cli, tmp_path, "notes.txt", 10_000)
+    file_id, data = await cli.uploaded(tmp_path / "notes.txt", 10_000)
     cli.cwd = tmp_path / "here"
     cli.cwd.mkdir()
     mine = cli.cwd / "notes.txt"

@@ -10,6 +10,7 @@ import pytest
 from bus.config.settings import Settings
 from bus.kafka.clients import AGGREGATES
 from bus.kafka.spec import _self_contained, asyncapi_document, event_schemas
+from tests.wire import EVENT_ENVELOPE
 
 
 def test_one_channel_per_event_type_and_version_on_its_aggregate_topic() -> None:
@@ -28,19 +29,7 @@ def test_one_channel_per_event_type_and_version_on_its_aggregate_topic() -> None
         payload = doc["components"]["messages"][s.type]["payload"]
         assert payload["properties"]["schema_version"]["const"] == s.version
         # Every key of the envelope is always sent (API.md), `owner` and the ids too.
-        assert set(payload["required"]) == {
-            "id",
-            "type",
-            "schema_version",
-            "stream_id",
-            "version",
-            "position",
-            "occurred_at",
-            "owner",
-            "correlation_id",
-            "causation_id",
-            "data",
-        }
+        assert set(payload["required"]) == EVENT_ENVELOPE
     # Every aggregate topic is in the document, also those with no event type yet.
     addresses = {c["address"] for c in doc["channels"].values()}
     assert addresses == {f"spec.{a}" for a in AGGREGATES}

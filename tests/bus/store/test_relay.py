@@ -30,6 +30,7 @@ from bus.store.relay import PUBLISHED_CHANNEL, Relay, replay
 from domain.events import EventMeta, NewEvent, RecordedEvent
 from domain.uploads.events import UploadChunkStored
 from tests.ports import free_port
+from tests.wire import EVENT_ENVELOPE
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 META = EventMeta(
@@ -40,19 +41,6 @@ META = EventMeta(
     traceparent=TRACEPARENT,
 )
 META_UNTRACED = EventMeta(occurred_at=datetime(2026, 1, 2, 3, 4, 6, tzinfo=UTC), owner="bob")
-ENVELOPE_FIELDS = {
-    "id",
-    "type",
-    "schema_version",
-    "stream_id",
-    "version",
-    "position",
-    "occurred_at",
-    "owner",
-    "correlation_id",
-    "causation_id",
-    "data",
-}
 
 
 async def eventually(
@@ -171,7 +159,7 @@ async def test_publishes_envelope_headers_topics_and_keys_in_order(
         assert m.topic == f"{settings.topic_prefix}.{aggregate}"
         assert m.key == str(up if aggregate == "uploads" else fi).encode()
         value = orjson.loads(m.value)
-        assert set(value) == ENVELOPE_FIELDS
+        assert set(value) == EVENT_ENVELOPE
         assert value == {
             "id": e.id,
             "type": e.type,

@@ -15,14 +15,15 @@ from typing import Any
 import pytest
 
 from bus.store.state_cache import StateCache, weight
-from domain.commands import Command, CreateFile, DeleteFile, UpdateFile
-from domain.events import EventMeta, RecordedEvent
+from domain.commands import CreateFile, DeleteFile, UpdateFile
+from domain.events import RecordedEvent
 from domain.fetches import FetchState, FetchStatus
 from domain.fetches.state import Segment
 from domain.files import FileState
 from domain.ports import EventStore
 from domain.registry import AGGREGATES
 from domain.sequences import PieceSeq
+from tests.commands import decide_and_append
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 FILES = AGGREGATES["files"]
@@ -38,15 +39,6 @@ class Reads:
     async def read_stream(self, stream_id: str, from_version: int = 1) -> list[RecordedEvent]:
         self.from_versions.append(from_version)
         return await self.store.read_stream(stream_id, from_version)
-
-
-async def run(store: EventStore, cmd: Command) -> None:
-    """Decide against the full fold and append: another writer, as far as the cache knows."""
-    events = await store.read_stream(cmd.stream_id)
-    new = FILES.decide(FILES.fold(events), cmd)
-    await store.append(
-        cmd.stream_id, events[-1].version if events else 0, new, EventMeta(occurred_at=AT)
-    )
 
 
 def create(fid: str, pieces: int = 1) -> CreateFile:
@@ -67,7 +59,7 @@ def create(fid: str, pieces: int = 1) -> CreateFile:
 async def new_file(store: EventStore) -> tuple[str, str]:
     """A file created in `store`: its id and its stream's."""
     fid = str(uuid.uuid4())
-    await run(store, create(fid))
+    await decide_and_append(store, create(fid))
     return fid, f"file-{fid}"
 
 
@@ -78,7 +70,7 @@ async def full_fold(store: EventStore, stream_id: str) -> Any:
 async def test_a_cached_load_reads_only_what_came_since(store: EventStore) -> None:
     fid = str(uuid.uuid4())
     stream = f"file-{fid}"
-    await run(store, create(fid, pieces=3))
+    await decide_and_append(store, create(fid, pieces=3))
     cache = StateCache()
     reads = Reads(store)
     first = await cache.load(reads, FILES, stream)  # type: ignore[arg-type]
@@ -93,16 +85,18 @@ async def test_events_appended_elsewhere_are_seen_on_the_next_load(store: EventS
     stream = f"file-{fid}"
     cache = StateCache()
     assert await cache.load(store, FILES, stream) is None
-    await run(store, create(fid))
+    await decide_and_append(store, create(fid))
     assert (await cache.load(store, FILES, stream)).name == "f.bin"
-    await run(store, UpdateFile(aggregate_id=fid, caller="alice", at=AT, name="g.bin"))
-    await run(
+    await decide_and_append(
+        store, UpdateFile(aggregate_id=fid, caller="alice", at=AT, name="g.bin")
+    )
+    await decide_and_append(
         store, UpdateFile(aggregate_id=fid, caller="alice", at=AT, metadata={"colour": "red"})
     )
     renamed = await cache.load(store, FILES, stream)
     assert renamed == await full_fold(store, stream)
     assert renamed.name == "g.bin" and renamed.metadata == {"colour": "red"}
-    await run(store, DeleteFile(aggregate_id=fid, caller="alice", at=AT))
+    await decide_and_append(store, DeleteFile(aggregate_id=fid, caller="alice", at=AT))
     gone = await cache.load(store, FILES, stream)
     assert gone == await full_fold(store, stream)
     assert gone.deleted
@@ -114,7 +108,9 @@ async def test_an_older_load_finishing_last_does_not_move_the_cache_back(
     fid, stream = await new_file(store)
     cache = StateCache()
     old = await cache.load(store, FILES, stream)
-    await run(store, UpdateFile(aggregate_id=fid, caller="alice", at=AT, name="new.bin"))
+    await decide_and_append(
+        store, UpdateFile(aggregate_id=fid, caller="alice", at=AT, name="new.bin")
+    )
     newer = await cache.load(store, FILES, stream)
     # What a load that read before the update and finished after it would keep:
     cache._keep(stream, "files", 1, old)
@@ -144,7 +140,7 @@ async def test_an_entry_evicted_during_a_load_still_answers_that_load(
 ) -> None:
     cache = StateCache(max_weight=16)
     fid = str(uuid.uuid4())
-    await run(store, create(fid))
+    await decide_and_append(store, create(fid))
     stream = f"file-{fid}"
     state = await cache.load(store, FILES, stream)
     held = HeldReads(store, stream)
@@ -153,7 +149,7 @@ async def test_an_entry_evicted_during_a_load_still_answers_that_load(
     # Meanwhile other loads push the entry out (each state weighs 1 + 1 piece + metadata).
     for _ in range(8):
         fid_n = str(uuid.uuid4())
-        await run(store, create(fid_n))
+        await decide_and_append(store, create(fid_n))
         await cache.load(store, FILES, f"file-{fid_n}")
     assert stream not in cache._states
     held.release.set()
@@ -184,7 +180,7 @@ async def test_the_cache_stays_within_its_weight(store: EventStore) -> None:
     streams = []
     for _ in range(12):
         fid = str(uuid.uuid4())
-        await run(store, create(fid, pieces=20))  # weight 1 + 20 pieces
+        await decide_and_append(store, create(fid, pieces=20))  # weight 1 + 20 pieces
         streams.append(f"file-{fid}")
         state = await cache.load(store, FILES, streams[-1])
         assert weight(state) == 21
@@ -201,7 +197,7 @@ async def test_a_state_heavier_than_half_the_budget_is_not_kept(
 ) -> None:
     cache = StateCache(max_weight=198)
     fid = str(uuid.uuid4())
-    await run(store, create(fid, pieces=100))
+    await decide_and_append(store, create(fid, pieces=100))
     state = await cache.load(store, FILES, f"file-{fid}")
     assert len(state.manifest) == 100
     assert len(cache) == 0 and cache._weight == 0
@@ -239,7 +235,9 @@ async def test_concurrent_loads_share_the_next_read_and_see_what_came_before_the
     first = asyncio.create_task(cache.load(reads, FILES, stream))  # type: ignore[arg-type]
     await reads.reading.wait()
     # Committed after the running read took its snapshot, before the next loads ask.
-    await run(store, UpdateFile(aggregate_id=fid, caller="alice", at=AT, name="later.bin"))
+    await decide_and_append(
+        store, UpdateFile(aggregate_id=fid, caller="alice", at=AT, name="later.bin")
+    )
     later = [
         asyncio.create_task(cache.load(reads, FILES, stream))  # type: ignore[arg-type]
         for _ in range(5)
@@ -283,7 +281,7 @@ async def test_the_default_cache_keeps_a_state_of_the_most_pieces_a_file_may_hav
     # upload, 40,000 events: about half a second of the API's event loop per request).
     cache = StateCache()
     fid = str(uuid.uuid4())
-    await run(store, create(fid, pieces=40_000))
+    await decide_and_append(store, create(fid, pieces=40_000))
     reads = Reads(store)
     first = await cache.load(reads, FILES, f"file-{fid}")  # type: ignore[arg-type]
     assert len(first.manifest) == 40_000

@@ -17,6 +17,7 @@ from domain.files import FileState
 from domain.files.decide import _owned
 from domain.kernel import Event
 from domain.registry import AGGREGATES
+from tests.domain.deciding import refused_by, run_all
 from tests.domain.recorded import recorded
 
 T0 = datetime(2026, 2, 1, 9, 30, tzinfo=UTC)
@@ -57,20 +58,11 @@ def delete(**kw: Any) -> DeleteFile:
 
 
 def run(*cmds: Command, state: FileState | None = None) -> FileState:
-    for cmd in cmds:
-        for e in files.decide(state, cmd):
-            state = files.evolve(state, e)
-    assert state is not None
-    return state
+    return run_all(files.decide, files.evolve, cmds, state)
 
 
 def refused(state: FileState | None, cmd: Command, kind: type[DomainError]) -> DomainError:
-    before = copy.deepcopy(state)
-    with pytest.raises(DomainError) as info:
-        files.decide(state, cmd)
-    assert type(info.value) is kind, info.value.to_dict()
-    assert state == before
-    return info.value
+    return refused_by(files.decide, state, cmd, kind)
 
 
 def test_create_emits_file_created_and_folds() -> None:

@@ -28,6 +28,7 @@ from domain.kernel import Event
 from domain.registry import AGGREGATES
 from domain.uploads import UploadState, UploadStatus
 from domain.values import MAX_METADATA_BYTES
+from tests.domain.deciding import refused_by, run_all
 from tests.domain.recorded import recorded
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -93,20 +94,11 @@ def apply(state: UploadState | None, cmd: Command) -> tuple[UploadState, list[Ne
 
 
 def run(*cmds: Command, state: UploadState | None = None) -> UploadState:
-    for cmd in cmds:
-        state, _ = apply(state, cmd)
-    assert state is not None
-    return state
+    return run_all(uploads.decide, uploads.evolve, cmds, state)
 
 
 def refused(state: UploadState | None, cmd: Command, kind: type[DomainError]) -> DomainError:
-    """decide must refuse with exactly `kind` and leave the state untouched."""
-    before = copy.deepcopy(state)
-    with pytest.raises(DomainError) as info:
-        uploads.decide(state, cmd)
-    assert type(info.value) is kind, info.value.to_dict()
-    assert state == before
-    return info.value
+    return refused_by(uploads.decide, state, cmd, kind)
 
 
 # ---- initiate ---------------------------------------------------------------------------

@@ -6,7 +6,6 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -18,8 +17,9 @@ from domain.commands import (
     InitiateUpload,
     StoreChunk,
 )
-from domain.errors import Conflict, DomainError, InvalidInput
+from domain.errors import Conflict, DomainError, InvalidInput, NotFound
 from domain.uploads import UploadState, UploadStatus, decide, evolve
+from tests.domain.deciding import refused_by, run_all
 
 T = datetime(2026, 5, 1, tzinfo=UTC)
 
@@ -29,11 +29,7 @@ def sha(x: object) -> str:
 
 
 def run(*cmds: Command, state: UploadState | None = None) -> UploadState:
-    for cmd in cmds:
-        for ev in decide(state, cmd):
-            state = evolve(state, ev)
-    assert state is not None
-    return state
+    return run_all(decide, evolve, cmds, state)
 
 
 def init(**kw: Any) -> InitiateUpload:
@@ -63,9 +59,7 @@ def append(offset: int, *sizes: int, **kw: Any) -> AppendBytes:
 
 
 def refused(state: UploadState | None, cmd: Command, kind: type[DomainError]) -> DomainError:
-    with pytest.raises(kind) as info:
-        decide(state, cmd)
-    return info.value
+    return refused_by(decide, state, cmd, kind)
 
 
 def test_appends_advance_the_offset_and_complete_at_the_length() -> None:
@@ -154,7 +148,7 @@ def test_final_upload_is_the_concatenation_and_is_complete_at_once() -> None:
 
 def test_other_users_cannot_append() -> None:
     s = run(init())
-    assert refused(s, append(0, 4, caller="mallory"), DomainError).kind == "not_found"
+    assert refused(s, append(0, 4, caller="mallory"), NotFound).kind == "not_found"
 
 
 @given(st.lists(st.integers(min_value=0, max_value=50), min_size=1, max_size=20))

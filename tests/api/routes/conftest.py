@@ -1,0 +1,22 @@
+"""Fixtures the route tests share."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest_asyncio
+
+from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
+from tests.system import System, isolated_system
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def small_chunks_system(
+    pg_server: EmbeddedPostgres, kafka_server: EmbeddedKafka, template_url: str
+) -> AsyncIterator[System]:
+    """A system for one test module whose uploads default to 64 KiB chunks: a task's
+    archive or extracted file spans several stored chunks."""
+    async with isolated_system(
+        pg_server.url, kafka_server.bootstrap, default_chunk_size=64 * 1024
+    ) as s:
+        yield s
