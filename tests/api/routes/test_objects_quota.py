@@ -8,27 +8,15 @@ import asyncio
 import os
 import secrets
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 
-from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from domain.files.keys import object_file_id
+from tests.api.quota import QUOTA
 from tests.api.routes.test_uploads_complete import assert_error, chunked, create
-from tests.system import System, isolated_system, wait_until
+from tests.system import System, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-QUOTA = 100_000
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def qsys(
-    pg_server: EmbeddedPostgres, kafka_server: EmbeddedKafka, template_url: str
-) -> AsyncIterator[System]:
-    async with isolated_system(pg_server.url, kafka_server.bootstrap, quota_bytes=QUOTA) as s:
-        yield s
 
 
 async def listed(s: System, bucket: str, key: str, size: int) -> None:

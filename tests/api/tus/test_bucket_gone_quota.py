@@ -8,28 +8,16 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-import pytest_asyncio
 
-from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from tests.api.documented import assert_documented
+from tests.api.quota import QUOTA
 from tests.api.tus.test_bucket_gone import OCTETS, TUS, drop_bucket, make_bucket, meta, upload_id
-from tests.system import System, isolated_system, wait_until
+from tests.system import System, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-QUOTA = 100_000
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def qsys(
-    pg_server: EmbeddedPostgres, kafka_server: EmbeddedKafka, template_url: str
-) -> AsyncIterator[System]:
-    async with isolated_system(pg_server.url, kafka_server.bootstrap, quota_bytes=QUOTA) as s:
-        yield s
 
 
 async def tus_create(c: httpx.AsyncClient, size: int, bucket: str | None = None) -> httpx.Response:
