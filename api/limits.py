@@ -18,7 +18,8 @@ read from the read models, with two corrections for their lag: uploads initiated
 recently that the uploads projection has not seen them are taken from the tail of the event
 store, and an upload completed a moment ago counts until its file appears (so bytes are
 neither missed nor counted twice around a completion). Every request that adds bytes (a
-native or tus create, an object PUT) reserves them with its check (`quota_reserved`,
+native or tus create, an object PUT, a tus length declared, bytes into an upload whose
+bucket went: `more_bytes_held`) reserves them with its check (`quota_reserved`,
 projections.usage.reserve: one owner's checks one at a time, across API processes), so
 concurrent requests of one owner cannot all pass before any is recorded. An object PUT
 replaces what its key holds: it asks only for what it adds to the key (its size minus the
@@ -34,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Literal
 
@@ -43,7 +44,15 @@ from litestar import Request
 from api.context import AppContext, ctx, parse_uuid
 from api.errors import ApiError
 from api.idempotency import Handler
-from projections.usage import QUOTA_EXCEEDED, over_quota, release, reserve, storage_used
+from projections.usage import (
+    QUOTA_EXCEEDED,
+    bucket_went,
+    keep,
+    over_quota,
+    release,
+    reserve,
+    storage_used,
+)
 
 RETRY_AFTER = "1"
 
@@ -166,6 +175,17 @@ class QuotaHold:
         # model has the upload completed (projections.usage.storage_used).
         self.kept = False
 
+    async def keep(self, size: int | None = None) -> None:
+        """The bytes now count through an upload's event, which the read model may not have
+        yet (a hold with `completing`): the hold stays, as `size` bytes (None: as it is),
+        and counts only what of them the upload's row does not count yet (nothing once it
+        does: projections.usage.keep)."""
+        if self.id is None:
+            return
+        if size is not None:
+            await asyncio.shield(keep(self.c.pool, self.id, size))
+        self.kept = True
+
     async def resize(self, size: int) -> None:
         """The request's bytes are `size` after all (a body without a length, ended):
         reserve that instead, or 413 with nothing more reserved."""
@@ -220,12 +240,37 @@ async def quota_reserved(
             await asyncio.shield(release(c.pool, rid, hold.file_id, hold.version))
 
 
+@asynccontextmanager
+async def more_bytes_held(
+    c: AppContext, owner: str, upload_id: str, size: int, received: Callable[[], Awaitable[int]]
+) -> AsyncIterator[QuotaHold]:
+    """Bytes into an upload that holds only what it received (its bucket went since it began:
+    projections.usage.WENT): its whole `size` must fit beside everything else (413
+    quota_exceeded before the body, nothing held), and is held while they come, so that
+    two such requests of one owner are judged one after the other, each seeing the
+    other's bytes. After, however the request ends, the hold keeps what the upload then
+    has (`received`, read from its stream) until the uploads read model counts it."""
+    async with quota_reserved(c, owner, size, completing=upload_id) as hold:
+        try:
+            yield hold
+        finally:
+            if hold.id is not None:
+                await asyncio.shield(_keep_received(hold, received))
+
+
+async def _keep_received(hold: QuotaHold, received: Callable[[], Awaitable[int]]) -> None:
+    await hold.keep(await received())
+
+
 def quota_checked(kind: Literal["create", "chunk"]) -> Callable[[Handler], Handler]:
     """Check the quota before the handler runs (for a chunk: before its body is read).
 
-    A create asks for its declared size. A chunk belongs to an upload whose size already
-    counts, so it asks for that upload's size against everything else; it only trips when
-    the quota was lowered, or the owner's usage grew by other ways, since the create."""
+    A create asks for its declared size, held until the upload is initiated. A chunk
+    belongs to an upload whose size already counts, so it asks for that upload's size
+    against everything else; it only trips when the quota was lowered, or the owner's usage
+    grew by other ways, since the create. Unless the upload's bucket went since it began:
+    then it counts only what it received, each chunk adds to that, and the check holds its
+    size (more_bytes_held), or two such chunks of one owner could both pass and go over."""
 
     def decorate(fn: Handler) -> Handler:
         @functools.wraps(fn)
@@ -248,6 +293,17 @@ def quota_checked(kind: Literal["create", "chunk"]) -> Callable[[Handler], Handl
                 else:
                     upload_id = parse_uuid(kwargs["upload_id"], "upload_not_found", "upload")
                     shape = await c.upload_shape(upload_id, principal)
+                    state = await c.load("uploads", f"upload-{upload_id}")
+                    if await bucket_went(c.pool, upload_id, state.bucket):
+                        # Its bytes count as they come: held, see more_bytes_held.
+                        async def received() -> int:
+                            now = await c.load("uploads", f"upload-{upload_id}")
+                            return int(now.bytes_received)
+
+                        async with more_bytes_held(
+                            c, shape.owner, upload_id, shape.file_size, received
+                        ):
+                            return await fn(*args, **kwargs)
                     await check_quota(c, shape.owner, shape.file_size, upload_id)
             return await fn(*args, **kwargs)
 

@@ -50,9 +50,10 @@ PENDING = """(CASE WHEN r.version IS NULL
 # its declared size: the rest is free again (a tus upload held it until terminated or
 # expired). Judged from the event store (the authority, ahead of the buckets read model),
 # by position: a BucketDeleted recorded after the upload's initiation. Nothing lost: its
-# bytes count as long as it keeps them, and more bytes into it are checked against the
-# quota first (its whole size beside everything else: a native chunk always is, a tus
-# PATCH into such an upload too, api/tus/controller.py); completing it, once its owner
+# bytes count as long as it keeps them, and more bytes into it are reserved against the
+# quota first (its whole size beside everything else, a hold with `completing` while
+# they come and then what it received until its row has it: api.limits.more_bytes_held,
+# for a native chunk and a tus PATCH alike); completing it, once its owner
 # made the bucket again, asks for what of it does not count yet (reserve `completing`,
 # api/completion.py: the read model may lag behind its last bytes). Nothing doubled: the
 # freed room is handed out once, since every way back to the declared size is checked.
@@ -215,17 +216,22 @@ async def storage_used(
         -- went; no row yet, its event counts all of it), read in this one statement with
         -- that row and the files, and nothing once the row is completed or its file listed
         -- (the file counts it then): whichever read model is ahead, the bytes count once.
-        + (SELECT coalesce(sum(greatest(0, r.bytes - coalesce(
+        -- Several holds of one upload (a completion's, a PATCH's or chunk's into an upload
+        -- whose bucket went) count as the largest of them: they hold the same bytes. The
+        -- upload left out ($2) is left out with its holds.
+        + (SELECT coalesce(sum(greatest(0, h.top - coalesce(
                     (SELECT CASE WHEN {WENT} THEN u.bytes_received
                                  ELSE coalesce(u.file_size, u.bytes_received) END
-                       FROM readmodel.uploads u WHERE u.id = r.completing),
-                    r.bytes))), 0)
-             FROM api.quota_reservations r
-            WHERE r.owner = $1 AND r.expires_at > now() AND r.completing IS NOT NULL
-              AND r.id IS DISTINCT FROM $9
-              AND NOT EXISTS (SELECT 1 FROM readmodel.uploads u
-                               WHERE u.id = r.completing AND NOT u.status = ANY($3::text[]))
-              AND NOT EXISTS (SELECT 1 FROM readmodel.files f WHERE f.upload_id = r.completing))
+                       FROM readmodel.uploads u WHERE u.id = h.completing),
+                    h.top))), 0)
+             FROM (SELECT r.completing, max(r.bytes) AS top
+                     FROM api.quota_reservations r
+                    WHERE r.owner = $1 AND r.expires_at > now() AND r.completing IS NOT NULL
+                      AND r.id IS DISTINCT FROM $9 AND r.completing IS DISTINCT FROM $2
+                    GROUP BY r.completing) AS h
+            WHERE NOT EXISTS (SELECT 1 FROM readmodel.uploads u
+                               WHERE u.id = h.completing AND NOT u.status = ANY($3::text[]))
+              AND NOT EXISTS (SELECT 1 FROM readmodel.files f WHERE f.upload_id = h.completing))
         -- Puts on their way to a key (read with the key's row, in this one statement):
         -- what the largest of them adds to what the key holds (counted above as a file).
         + (SELECT coalesce(sum(greatest(0, p.top - coalesce(f.size, 0))), 0)
@@ -307,7 +313,9 @@ async def reserve(
     `completing`: an upload about to be completed, of `requested` bytes: only what of them
     it does not count now is asked (nothing, unless its bucket went since it began and the
     read model lags behind its bytes: see WENT), and the hold then counts until the uploads
-    read model has it completed. `file_id`: the file the request is to make, known before
+    read model has it completed. The same for an upload about to grow to `requested`
+    bytes (a tus length declared, bytes into an upload whose bucket went): the hold counts
+    what of them its row does not (yet); an upload's holds count as the largest of them. `file_id`: the file the request is to make, known before
     it makes it (a task's copy): the hold is its from the start (as `release` with
     `file_id` makes it), counted in one statement with the files read model, so a file
     listed before the request is over (its reply waited for) is not counted twice
@@ -364,6 +372,18 @@ async def reserve(
             uuid.UUID(file_id) if file_id is not None else None,
         )
         return str(rid), None, used - replaced
+
+
+async def keep(pool: asyncpg.Pool, reservation: str, size: int) -> None:
+    """The request is over, having brought an upload to `size` bytes (a reservation with
+    `completing`): its reservation stays, as `size` bytes, and counts what of them the
+    uploads read model does not count yet (nothing once it does; see storage_used). Made
+    smaller only, so no check is needed."""
+    await pool.execute(
+        "UPDATE api.quota_reservations SET bytes = least(bytes, $2) WHERE id = $1",
+        uuid.UUID(reservation),
+        size,
+    )
 
 
 async def release(

@@ -51,7 +51,7 @@ from api.completion import finish_upload
 from api.context import AppContext, ctx, now, parse_uuid
 from api.errors import ApiError, api_error
 from api.http.digits import ascii_int
-from api.limits import check_quota, limiter, quota_reserved
+from api.limits import limiter, more_bytes_held, quota_reserved
 from api.openapi import BODY_IN_FLIGHT, SECURED, TOO_LARGE, raw_body
 from api.tus import pieces as piece_sizes
 from api.tus.appender import Fresh, append_body
@@ -582,6 +582,12 @@ class TusController(Controller):
             )
         if length is not None and state.file_size is not None and length != state.file_size:
             raise ApiError(400, "invalid_length", "Upload-Length differs from the upload's length")
+        # Its bucket deleted since it began: it holds only what it received, not its
+        # length (projections.usage.WENT), so more bytes must fit the quota again, as a
+        # native chunk's do.
+        went = c.settings.quota_for(state.owner) > 0 and await bucket_went(
+            c.pool, state.id, state.bucket
+        )
         if length is not None and state.file_size is None:
             body = ascii_int((request.headers.get("content-length") or "").strip())
             # (A length short of the offset is the domain's 400, below.)
@@ -592,55 +598,65 @@ class TusController(Controller):
                     "the body goes past the upload's length",
                     {"offset": state.offset, "length": length, "body": body},
                 )
-            await check_quota(c, principal.user, length, exclude_upload=state.id)
-            if length > max_size(s):
-                raise ApiError(
-                    413,
-                    "upload_too_large",
-                    "Upload-Length exceeds the maximum upload size",
-                    {"max_upload_bytes": max_size(s)},
-                )
-            try:
-                await c.send(
-                    request,
-                    DeclareLength(
-                        aggregate_id=state.id,
-                        caller=principal.user,
-                        admin=principal.admin,
-                        at=now(),
-                        file_size=length,
-                    ),
-                )
-            except DomainError as e:
-                raise tus_error(e) from None
+            # The length is reserved with its check, as a creation's is (what of it does
+            # not count yet, beside everything else: 413 quota_exceeded, nothing declared),
+            # and held until the uploads read model has it: two uploads of one owner
+            # declaring their lengths at once are judged one after the other.
+            async with quota_reserved(c, state.owner, length, completing=state.id) as hold:
+                if length > max_size(s):
+                    raise ApiError(
+                        413,
+                        "upload_too_large",
+                        "Upload-Length exceeds the maximum upload size",
+                        {"max_upload_bytes": max_size(s)},
+                    )
+                try:
+                    await c.send(
+                        request,
+                        DeclareLength(
+                            aggregate_id=state.id,
+                            caller=principal.user,
+                            admin=principal.admin,
+                            at=now(),
+                            file_size=length,
+                        ),
+                    )
+                except DomainError as e:
+                    raise tus_error(e) from None
+                if not went:  # (else its length never counts: held below as it grows)
+                    await hold.keep()
             reloaded = await c.load("uploads", f"upload-{state.id}")
             assert reloaded is not None
             state = reloaded
-        if (
-            state.file_size is not None
-            and c.settings.quota_for(state.owner) > 0
-            and await bucket_went(c.pool, state.id, state.bucket)
-        ):
-            # Its bucket was deleted since it began: it holds only what it received, not
-            # its length (projections.usage.WENT), so more bytes must fit the quota again,
-            # as a native chunk's do: its whole length beside everything else (413 before
-            # a byte of the body is read; what it has is kept).
-            await check_quota(c, state.owner, state.file_size, exclude_upload=state.id)
+
+        async def received() -> int:
+            now_state = await c.load("uploads", f"upload-{state.id}")
+            return int(now_state.bytes_received)
+
+        # Into an upload whose bucket went: its whole length must fit beside everything
+        # else (413 before a byte of the body is read; what it has is kept), and is held
+        # while the body comes, then what it received until the read model has it.
+        more = (
+            more_bytes_held(c, state.owner, state.id, state.file_size, received)
+            if went and state.file_size is not None
+            else contextlib.nullcontext()
+        )
         # The same in-flight limits as native chunk PUTs (429).
-        with limiter(request).hold(state.id, principal.user):
-            if state.file_size is None:
-                # No length yet, so nothing of this upload was checked against the quota:
-                # the body may bring at most what is left of it, held while it comes.
-                declared = ascii_int((request.headers.get("content-length") or "").strip())
-                async with quota_reserved(
-                    c, principal.user, state.offset + (declared or 0), exclude_upload=state.id
-                ) as hold:
-                    cap = None if hold.remaining is None else hold.remaining + (declared or 0)
-                    new_offset = await append_body(
-                        c, request, principal, state, checksum, quota_cap=cap
-                    )
-            else:
-                new_offset = await append_body(c, request, principal, state, checksum)
+        async with more:
+            with limiter(request).hold(state.id, principal.user):
+                if state.file_size is None:
+                    # No length yet, so nothing of this upload was checked against the quota:
+                    # the body may bring at most what is left of it, held while it comes.
+                    declared = ascii_int((request.headers.get("content-length") or "").strip())
+                    async with quota_reserved(
+                        c, principal.user, state.offset + (declared or 0), exclude_upload=state.id
+                    ) as hold:
+                        cap = None if hold.remaining is None else hold.remaining + (declared or 0)
+                        new_offset = await append_body(
+                            c, request, principal, state, checksum, quota_cap=cap
+                        )
+                else:
+                    new_offset = await append_body(c, request, principal, state, checksum)
         final = await _finish_if_full(c, request, principal, state.id)
         headers = {"Upload-Offset": str(new_offset)}
         if final is not None:

@@ -6,8 +6,11 @@ before the body when they do not), so the freed room is never handed out twice."
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import os
 import secrets
+from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
@@ -61,7 +64,9 @@ async def test_an_upload_into_a_deleted_bucket_holds_only_what_it_received(
         await make_bucket(c, bucket)
         r = await c.patch(url, headers={**OCTETS, "Upload-Offset": "20000"}, content=data[20_000:])
         err = error(r, 413, "quota_exceeded")
-        assert err["details"] == {"quota": QUOTA, "used": 50_000, "requested": 60_000}, err
+        # `used` counts its 20,000 bytes, `requested` the rest of its length (as a
+        # completion's refusal says).
+        assert err["details"] == {"quota": QUOTA, "used": 70_000, "requested": 40_000}, err
         await assert_documented(c, "patch", "/v1/tus/{upload_id}", r)
         r = await c.head(url, headers=TUS)
         assert r.headers["upload-offset"] == "20000", r.headers
@@ -109,7 +114,7 @@ async def test_a_native_upload_into_a_deleted_bucket_takes_chunks_only_within_th
         await make_bucket(c, bucket)
         r = await c.put(f"/v1/uploads/{uid}/chunks/1", content=data[30_000:])
         err = error(r, 413, "quota_exceeded")
-        assert err["details"] == {"quota": QUOTA, "used": 70_000, "requested": 60_000}, err
+        assert err["details"] == {"quota": QUOTA, "used": 100_000, "requested": 30_000}, err
         r = await c.post(f"/v1/uploads/{uid}/complete")
         assert r.status_code == 409, r.text  # the chunk it refused is missing
         assert (await c.get(f"/v1/buckets/{bucket}/objects/k")).status_code == 404
@@ -120,3 +125,106 @@ async def _received(s: System, uid: str, n: int) -> bool:
         "SELECT bytes_received FROM readmodel.uploads WHERE id = $1::uuid", uid
     )
     return bool(got == n)
+
+
+async def _went(
+    c: httpx.AsyncClient, bucket: str, n: int, make: Callable[[str], Awaitable[str]]
+) -> list[str]:
+    """`n` uploads (`make` one into the bucket under a key, its id or URL) whose bucket went:
+    made two at a time (two fit the quota), the bucket deleted after each two (they then
+    hold only what they received, nothing) and made again by its owner at the end (more
+    bytes into them must fit the quota again)."""
+    made: list[str] = []
+    while len(made) < n:
+        await make_bucket(c, bucket)
+        made += [await make(f"k{len(made) + i}") for i in range(min(2, n - len(made)))]
+        await drop_bucket(c, bucket)
+        await wait_until(lambda: _nothing_used(c))
+    await make_bucket(c, bucket)
+    return made
+
+
+async def _nothing_used(c: httpx.AsyncClient) -> bool:
+    r = await tus_create(c, QUOTA + 1)
+    return bool(r.status_code == 413 and r.json()["error"]["details"]["used"] == 0)
+
+
+async def test_concurrent_patches_into_uploads_whose_bucket_went_never_pass_the_quota(
+    qsys: System,
+) -> None:
+    """Five tus uploads of 40 KB whose bucket went (holding nothing) take their bytes at
+    once against 100 KB: each fits alone, all do not; at most two pass, the others are 413
+    before their body and keep what they had (nothing); usage ends within the quota."""
+    bucket = f"gq-{secrets.token_hex(4)}"
+    data = os.urandom(40_000)
+    async with qsys.client(f"gq-{secrets.token_hex(4)}") as c:
+
+        async def make(key: str) -> str:
+            r = await c.post(
+                "/v1/tus",
+                headers={
+                    **TUS,
+                    "Upload-Length": str(len(data)),
+                    "Upload-Metadata": meta(filename="f.bin", bucket=bucket, key=key),
+                },
+            )
+            assert r.status_code == 201, r.text
+            return str(r.headers["location"])
+
+        urls = await _went(c, bucket, 5, make)
+        answers = await asyncio.gather(
+            *(c.patch(u, headers={**OCTETS, "Upload-Offset": "0"}, content=data) for u in urls)
+        )
+        passed = [u for u, r in zip(urls, answers, strict=True) if r.status_code == 204]
+        for u, r in zip(urls, answers, strict=True):
+            if r.status_code != 204:
+                error(r, 413, "quota_exceeded")
+                assert (await c.head(u, headers=TUS)).headers["upload-offset"] == "0"
+        assert len(passed) == 2, [r.text for r in answers]
+
+        async def files_listed() -> bool:
+            n = await qsys.pool.fetchval(
+                "SELECT count(*) FROM readmodel.files f JOIN readmodel.uploads u"
+                " ON f.upload_id = u.id WHERE u.id = ANY($1::uuid[])",
+                [upload_id(u) for u in passed],
+            )
+            return bool(n == len(passed))
+
+        await wait_until(files_listed)
+        err = error(await tus_create(c, QUOTA + 1), 413, "quota_exceeded")
+        assert err["details"]["used"] == 80_000, err  # type: ignore[index]
+
+
+async def test_concurrent_chunks_into_native_uploads_whose_bucket_went_never_pass_the_quota(
+    qsys: System,
+) -> None:
+    """The same with native uploads of one 40 KB chunk: at most two chunks are stored, the
+    others 413 before their body; usage ends within the quota."""
+    bucket = f"gq-{secrets.token_hex(4)}"
+    data = os.urandom(40_000)
+    async with qsys.client(f"gq-{secrets.token_hex(4)}") as c:
+
+        async def make(key: str) -> str:
+            r = await c.post(
+                "/v1/uploads",
+                json={"file_name": "f.bin", "file_size": len(data), "chunk_size": len(data)}
+                | {"bucket": bucket, "key": key},
+            )
+            assert r.status_code == 201, r.text
+            return str(r.json()["id"])
+
+        ids = await _went(c, bucket, 5, make)
+        answers = await asyncio.gather(
+            *(c.put(f"/v1/uploads/{uid}/chunks/0", content=data) for uid in ids)
+        )
+        passed = [uid for uid, r in zip(ids, answers, strict=True) if r.status_code == 201]
+        for r in answers:
+            if r.status_code != 201:
+                error(r, 413, "quota_exceeded")
+        assert len(passed) == 2, [r.text for r in answers]
+        for uid in passed:
+            await wait_until(functools.partial(_received, qsys, uid, len(data)))
+        for uid in set(ids) - set(passed):
+            assert await _received(qsys, uid, 0)  # refused: nothing of it stored
+        err = error(await tus_create(c, QUOTA + 1), 413, "quota_exceeded")
+        assert err["details"]["used"] == 80_000, err  # type: ignore[index]

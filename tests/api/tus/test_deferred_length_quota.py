@@ -1,0 +1,78 @@
+"""A tus upload created without a length (creation-defer-length) counts what it received
+until a PATCH declares its Upload-Length; the declaration reserves the rest of it under the
+owner's quota lock, as a creation does, and holds it until the read model has the length:
+concurrent declarations of one owner that each fit but together do not are refused beyond
+the quota, never all passed."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+import httpx
+import pytest
+
+from tests.api.quota import QUOTA
+from tests.api.tus.test_bucket_gone import OCTETS, TUS
+from tests.system import System, wait_until
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+def error(r: httpx.Response, status: int, code: str) -> dict[str, object]:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"error", "request_id"} and body["error"]["code"] == code, body
+    return body["error"]  # type: ignore[no-any-return]
+
+
+async def deferred(c: httpx.AsyncClient) -> str:
+    r = await c.post("/v1/tus", headers={**TUS, "Upload-Defer-Length": "1"})
+    assert r.status_code == 201, r.text
+    return str(r.headers["location"])
+
+
+async def test_concurrent_length_declarations_never_pass_the_quota_together(
+    qsys: System,
+) -> None:
+    """Ten uploads without a length declare 30 KB each at once against 100 KB: three pass,
+    the rest are 413 and stay without a length; the owner's usage ends within the quota."""
+    async with qsys.client(f"dq-{secrets.token_hex(4)}") as c:
+        urls = [await deferred(c) for _ in range(10)]
+        answers = await asyncio.gather(
+            *(
+                c.patch(url, headers={**OCTETS, "Upload-Offset": "0", "Upload-Length": "30000"})
+                for url in urls
+            )
+        )
+        passed = [u for u, r in zip(urls, answers, strict=True) if r.status_code == 204]
+        for r in answers:
+            if r.status_code != 204:
+                error(r, 413, "quota_exceeded")
+        assert len(passed) == 3, [r.text for r in answers]
+        for url in urls:
+            head = await c.head(url, headers=TUS)
+            if url in passed:
+                assert head.headers["upload-length"] == "30000", head.headers
+            else:
+                # Refused: nothing declared, nothing received.
+                assert "upload-length" not in head.headers, head.headers
+                assert head.headers["upload-defer-length"] == "1", head.headers
+                assert head.headers["upload-offset"] == "0", head.headers
+
+        async def lengths_listed() -> bool:
+            n = await qsys.pool.fetchval(
+                "SELECT count(*) FROM readmodel.uploads WHERE id = ANY($1::uuid[])"
+                " AND file_size = 30000",
+                [u.rstrip("/").rsplit("/", 1)[1] for u in passed],
+            )
+            return bool(n == len(passed))
+
+        await wait_until(lengths_listed)
+        # The three lengths count, once each; nothing else is left held.
+        err = error(
+            await c.post("/v1/tus", headers={**TUS, "Upload-Length": str(QUOTA)}),
+            413,
+            "quota_exceeded",
+        )
+        assert err["details"]["used"] == 90_000, err  # type: ignore[index]
