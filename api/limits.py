@@ -175,15 +175,15 @@ class QuotaHold:
         # model has the upload completed (projections.usage.storage_used).
         self.kept = False
 
-    async def keep(self, size: int | None = None) -> None:
+    async def keep(self, size: int | None = None, upload: str | None = None) -> None:
         """The bytes now count through an upload's event, which the read model may not have
-        yet (a hold with `completing`): the hold stays, as `size` bytes (None: as it is),
-        and counts only what of them the upload's row does not count yet (nothing once it
-        does: projections.usage.keep)."""
+        yet (a hold with `completing`, or for `upload`): the hold stays, as `size` bytes
+        (None: as it is), and counts only what of them the upload's row does not count yet
+        (nothing once it does: projections.usage.keep)."""
         if self.id is None:
             return
         if size is not None:
-            await asyncio.shield(keep(self.c.pool, self.id, size))
+            await asyncio.shield(keep(self.c.pool, self.id, size, upload))
         self.kept = True
 
     async def resize(self, size: int) -> None:
@@ -250,16 +250,32 @@ async def more_bytes_held(
     two such requests of one owner are judged one after the other, each seeing the
     other's bytes. After, however the request ends, the hold keeps what the upload then
     has (`received`, read from its stream) until the uploads read model counts it."""
-    async with quota_reserved(c, owner, size, completing=upload_id) as hold:
-        try:
-            yield hold
-        finally:
-            if hold.id is not None:
-                await asyncio.shield(_keep_received(hold, received))
+    async with (
+        quota_reserved(c, owner, size, completing=upload_id) as hold,
+        received_kept(hold, upload_id, received),
+    ):
+        yield hold
 
 
-async def _keep_received(hold: QuotaHold, received: Callable[[], Awaitable[int]]) -> None:
-    await hold.keep(await received())
+@asynccontextmanager
+async def received_kept(
+    hold: QuotaHold, upload_id: str, received: Callable[[], Awaitable[int]]
+) -> AsyncIterator[None]:
+    """However the block ends (bytes appended to the upload in it, or some of them), the
+    hold then keeps what the upload has (`received`, read from its stream) until the
+    uploads read model counts it: released at once, the bytes would count nowhere in the
+    read model's lag, and a request just after could take their room again."""
+    try:
+        yield
+    finally:
+        if hold.id is not None:
+            await asyncio.shield(_keep_received(hold, upload_id, received))
+
+
+async def _keep_received(
+    hold: QuotaHold, upload_id: str, received: Callable[[], Awaitable[int]]
+) -> None:
+    await hold.keep(await received(), upload_id)
 
 
 def quota_checked(kind: Literal["create", "chunk"]) -> Callable[[Handler], Handler]:

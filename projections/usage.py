@@ -213,7 +213,8 @@ async def storage_used(
         -- A completion's hold (`reserve` completing: an upload whose bucket went, made
         -- again) holds the upload's whole size; it adds what of it the upload's row does
         -- not count yet (as the uploads term counts it: its bytes received once its bucket
-        -- went; no row yet, its event counts all of it), read in this one statement with
+        -- went; no row yet, what its event counts, its declared size: none for a deferred
+        -- length, nothing without its event either), read in this one statement with
         -- that row and the files, and nothing once the row is completed or its file listed
         -- (the file counts it then): whichever read model is ahead, the bytes count once.
         -- Several holds of one upload (a completion's, a PATCH's or chunk's into an upload
@@ -223,7 +224,9 @@ async def storage_used(
                     (SELECT CASE WHEN {WENT} THEN u.bytes_received
                                  ELSE coalesce(u.file_size, u.bytes_received) END
                        FROM readmodel.uploads u WHERE u.id = h.completing),
-                    h.top))), 0)
+                    (SELECT t.size FROM unnest($4::uuid[], $5::bigint[]) AS t(id, size)
+                      WHERE t.id = h.completing),
+                    0))), 0)
              FROM (SELECT r.completing, max(r.bytes) AS top
                      FROM api.quota_reservations r
                     WHERE r.owner = $1 AND r.expires_at > now() AND r.completing IS NOT NULL
@@ -374,15 +377,17 @@ async def reserve(
         return str(rid), None, used - replaced
 
 
-async def keep(pool: asyncpg.Pool, reservation: str, size: int) -> None:
-    """The request is over, having brought an upload to `size` bytes (a reservation with
-    `completing`): its reservation stays, as `size` bytes, and counts what of them the
-    uploads read model does not count yet (nothing once it does; see storage_used). Made
-    smaller only, so no check is needed."""
+async def keep(pool: asyncpg.Pool, reservation: str, size: int, upload: str | None = None) -> None:
+    """The request is over, having brought an upload (the reservation's `completing`, or
+    `upload`, which it becomes) to `size` bytes: its reservation stays, as `size` bytes,
+    and counts what of them the uploads read model does not count yet (nothing once it
+    does; see storage_used). Made smaller only, so no check is needed."""
     await pool.execute(
-        "UPDATE api.quota_reservations SET bytes = least(bytes, $2) WHERE id = $1",
+        "UPDATE api.quota_reservations SET bytes = least(bytes, $2),"
+        " completing = coalesce($3, completing) WHERE id = $1",
         uuid.UUID(reservation),
         size,
+        uuid.UUID(upload) if upload is not None else None,
     )
 
 

@@ -51,7 +51,7 @@ from api.completion import finish_upload
 from api.context import AppContext, ctx, now, parse_uuid
 from api.errors import ApiError, api_error
 from api.http.digits import ascii_int
-from api.limits import limiter, more_bytes_held, quota_reserved
+from api.limits import limiter, more_bytes_held, quota_reserved, received_kept
 from api.openapi import BODY_IN_FLIGHT, SECURED, TOO_LARGE, raw_body
 from api.tus import pieces as piece_sizes
 from api.tus.appender import Fresh, append_body
@@ -648,13 +648,15 @@ class TusController(Controller):
                     # No length yet, so nothing of this upload was checked against the quota:
                     # the body may bring at most what is left of it, held while it comes.
                     declared = ascii_int((request.headers.get("content-length") or "").strip())
+                    # What it then has stays held until the read model counts it.
                     async with quota_reserved(
                         c, principal.user, state.offset + (declared or 0), exclude_upload=state.id
                     ) as hold:
                         cap = None if hold.remaining is None else hold.remaining + (declared or 0)
-                        new_offset = await append_body(
-                            c, request, principal, state, checksum, quota_cap=cap
-                        )
+                        async with received_kept(hold, state.id, received):
+                            new_offset = await append_body(
+                                c, request, principal, state, checksum, quota_cap=cap
+                            )
                 else:
                     new_offset = await append_body(c, request, principal, state, checksum)
         final = await _finish_if_full(c, request, principal, state.id)
