@@ -381,9 +381,10 @@ async def keep(pool: asyncpg.Pool, reservation: str, size: int, upload: str | No
     """The request is over, having brought an upload (the reservation's `completing`, or
     `upload`, which it becomes) to `size` bytes: its reservation stays, as `size` bytes,
     and counts what of them the uploads read model does not count yet (nothing once it
-    does; see storage_used). Made smaller only, so no check is needed."""
+    does; see storage_used). No check: `size` bytes are stored, not asked for (a body
+    without a length may have brought more than its hold had)."""
     await pool.execute(
-        "UPDATE api.quota_reservations SET bytes = least(bytes, $2),"
+        "UPDATE api.quota_reservations SET bytes = $2,"
         " completing = coalesce($3, completing) WHERE id = $1",
         uuid.UUID(reservation),
         size,

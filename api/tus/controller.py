@@ -51,7 +51,7 @@ from api.completion import finish_upload
 from api.context import AppContext, ctx, now, parse_uuid
 from api.errors import ApiError, api_error
 from api.http.digits import ascii_int
-from api.limits import limiter, more_bytes_held, quota_reserved, received_kept
+from api.limits import QuotaHold, limiter, more_bytes_held, quota_reserved, received_kept
 from api.openapi import BODY_IN_FLIGHT, SECURED, TOO_LARGE, raw_body
 from api.tus import pieces as piece_sizes
 from api.tus.appender import Fresh, append_body
@@ -330,7 +330,7 @@ class TusController(Controller):
             cap = None if length is not None or hold.remaining is None else hold.remaining + sized
             with slot:
                 return await self._create_stream(
-                    request, principal, metadata, length, partial, with_body, checksum, cap
+                    request, principal, metadata, length, partial, with_body, checksum, cap, hold
                 )
 
     async def _create_stream(
@@ -343,10 +343,12 @@ class TusController(Controller):
         with_body: bool,
         checksum: tuple[str, bytes] | None,
         quota_cap: int | None = None,
+        hold: QuotaHold | None = None,
     ) -> Response[Any]:
         """A stream upload, created; with a body (creation-with-upload) its first bytes
         appended (at most `quota_cap` of them, when given), or all of a small file's bytes
-        created with it."""
+        created with it. `hold`: the creation's quota hold, which keeps the bytes appended
+        without a length until the read model counts them (its event counts no size)."""
         c = ctx(request)
         s = c.settings
         cmd = await _initiation(
@@ -394,7 +396,18 @@ class TusController(Controller):
                 await append_body(c, request, principal, Fresh(upload_id, length), checksum, create)
             elif with_body:
                 state = await c.load("uploads", f"upload-{upload_id}")
-                await append_body(c, request, principal, state, checksum, quota_cap=quota_cap)
+
+                async def received() -> int:
+                    now_state = await c.load("uploads", f"upload-{upload_id}")
+                    return int(now_state.bytes_received)
+
+                kept = (
+                    received_kept(hold, upload_id, received)
+                    if hold is not None and length is None
+                    else contextlib.nullcontext()
+                )
+                async with kept:
+                    await append_body(c, request, principal, state, checksum, quota_cap=quota_cap)
             state = await _finish_if_full(c, request, principal, upload_id, file_created, recorded)
         except (ApiError, DomainError) as e:
             if not created:

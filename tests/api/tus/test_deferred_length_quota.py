@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.api.quota import QUOTA
+from tests.api.routes.test_uploads_complete import chunked
 from tests.api.tus.test_bucket_gone import OCTETS, TUS
 from tests.system import System, wait_until
 
@@ -78,15 +79,56 @@ async def test_concurrent_length_declarations_never_pass_the_quota_together(
         assert err["details"]["used"] == 90_000, err  # type: ignore[index]
 
 
-async def test_bytes_without_a_length_count_at_once_after_their_patch(qsys: System) -> None:
+@pytest.mark.parametrize("sized", [True, False], ids=["content-length", "chunked"])
+async def test_bytes_without_a_length_count_at_once_after_their_patch(
+    qsys: System, sized: bool
+) -> None:
     """The bytes a PATCH brought an upload without a length count from its answer on, not
     only once the read model has them: a create asking for more than is left right after
-    is refused (it passed in the read model's lag, going past the quota)."""
+    is refused (it passed in the read model's lag, going past the quota). A body sent
+    chunked too, whose size was not known (nor held) before it came."""
     async with qsys.client(f"dq-{secrets.token_hex(4)}") as c:
         for _ in range(5):
             url = await deferred(c)
-            r = await c.patch(url, headers={**OCTETS, "Upload-Offset": "0"}, content=b"x" * 60_000)
+            data = b"x" * 60_000
+            r = await c.patch(
+                url,
+                headers={**OCTETS, "Upload-Offset": "0"},
+                content=data if sized else chunked(data),
+            )
             assert r.status_code == 204, r.text
+            r = await c.post("/v1/tus", headers={**TUS, "Upload-Length": "50000"})
+            err = error(r, 413, "quota_exceeded")
+            assert err["details"]["used"] == 60_000, err  # type: ignore[index]
+            assert (await c.delete(url, headers=TUS)).status_code == 204
+            uid = url.rstrip("/").rsplit("/", 1)[1]
+
+            async def aborted(uid: str = uid) -> bool:
+                status = await qsys.pool.fetchval(
+                    "SELECT status FROM readmodel.uploads WHERE id = $1::uuid", uid
+                )
+                return bool(status == "ABORTED")
+
+            await wait_until(aborted)
+
+
+@pytest.mark.parametrize("sized", [True, False], ids=["content-length", "chunked"])
+async def test_bytes_of_a_creation_without_a_length_count_at_once(
+    qsys: System, sized: bool
+) -> None:
+    """The same for the bytes a creation without a length brought (creation-with-upload):
+    they count from its answer on."""
+    async with qsys.client(f"dq-{secrets.token_hex(4)}") as c:
+        for _ in range(5):
+            data = b"x" * 60_000
+            r = await c.post(
+                "/v1/tus",
+                headers={**OCTETS, "Upload-Defer-Length": "1"},
+                content=data if sized else chunked(data),
+            )
+            assert r.status_code == 201, r.text
+            assert r.headers["upload-offset"] == "60000", r.headers
+            url = r.headers["location"]
             r = await c.post("/v1/tus", headers={**TUS, "Upload-Length": "50000"})
             err = error(r, 413, "quota_exceeded")
             assert err["details"]["used"] == 60_000, err  # type: ignore[index]
