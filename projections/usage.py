@@ -156,6 +156,9 @@ async def storage_used(
     # which overlaps as any create's does until it is released).
     used = await db.fetchval(
         f"""
+        -- Each term a named CTE (one row, `n`), summed at the end; all read in one statement
+        -- (one snapshot), which the exactly-once arguments above and below rely on.
+        -- Partial uploads left out of listed_uploads and unlisted_uploads: finals count them.
         WITH held AS (
           -- Parts of a concatenation about to be created (`reserve`).
           SELECT unnest($8::uuid[]) AS id
@@ -169,7 +172,7 @@ async def storage_used(
           UNION
           -- Parts (those that could count, each looked up in the finals by part) of a
           -- final that counts below: as its live file, or, without a file yet, as an
-          -- upload (on the uploads term's own conditions).
+          -- upload (on listed_uploads' own conditions).
           SELECT c.id
             FROM (SELECT id FROM readmodel.uploads
                    WHERE owner = $1 AND partial AND status = ANY($3::text[])
@@ -185,34 +188,46 @@ async def storage_used(
                                     AND f.updated_at > now() - interval '1 hour'))
                                AND NOT EXISTS (SELECT 1 FROM readmodel.files x
                                                 WHERE x.upload_id = f.id))))
-        )
-        SELECT
-          (SELECT coalesce(sum(size), 0) FROM readmodel.files
-            WHERE owner = $1 AND deleted_at IS NULL
-              -- Not `upload_id IS DISTINCT FROM $2` alone: with no upload left out ($2 null)
-              -- that left out every file made without an upload (objects, fetches, copies).
-              AND ($2::uuid IS NULL OR upload_id IS DISTINCT FROM $2))
-        + (SELECT coalesce(sum(CASE WHEN {WENT} THEN u.bytes_received
-                                    ELSE coalesce(u.file_size, u.bytes_received) END), 0)
-             FROM readmodel.uploads u
-            WHERE u.owner = $1 AND u.id IS DISTINCT FROM $2
-              AND (u.status = ANY($3::text[])
-                   OR (u.status = 'COMPLETED' AND u.updated_at > now() - interval '1 hour'))
-              AND NOT EXISTS (SELECT 1 FROM readmodel.files f WHERE f.upload_id = u.id)
-              AND u.id NOT IN (SELECT id FROM held))
-        + (SELECT coalesce(sum(t.size), 0)
-             FROM unnest($4::uuid[], $5::bigint[]) AS t(id, size)
-            WHERE NOT EXISTS (SELECT 1 FROM readmodel.uploads u WHERE u.id = t.id)
-              AND NOT EXISTS (SELECT 1 FROM readmodel.files f WHERE f.upload_id = t.id)
-              AND t.id NOT IN (SELECT id FROM held))
-        + (SELECT coalesce(sum(r.bytes), 0)
-             FROM api.quota_reservations r
-            WHERE r.owner = $1 AND r.expires_at > now() AND r.file_id IS NOT NULL
-              AND r.target IS NULL AND r.id IS DISTINCT FROM $9
-              AND NOT EXISTS (SELECT 1 FROM readmodel.files f WHERE f.id = r.file_id))
+        ),
+        -- Live files (objects, fetched and copied files included), but the upload's left out.
+        live_files AS (
+          SELECT coalesce(sum(size), 0) AS n FROM readmodel.files
+           WHERE owner = $1 AND deleted_at IS NULL
+             -- Not `upload_id IS DISTINCT FROM $2` alone: with no upload left out ($2 null)
+             -- that left out every file made without an upload (objects, fetches, copies).
+             AND ($2::uuid IS NULL OR upload_id IS DISTINCT FROM $2)
+        ),
+        -- Uploads in the read model without a file yet: declared size, or bytes received.
+        listed_uploads AS (
+          SELECT coalesce(sum(CASE WHEN {WENT} THEN u.bytes_received
+                                   ELSE coalesce(u.file_size, u.bytes_received) END), 0) AS n
+            FROM readmodel.uploads u
+           WHERE u.owner = $1 AND u.id IS DISTINCT FROM $2
+             AND (u.status = ANY($3::text[])
+                  OR (u.status = 'COMPLETED' AND u.updated_at > now() - interval '1 hour'))
+             AND NOT EXISTS (SELECT 1 FROM readmodel.files f WHERE f.upload_id = u.id)
+             AND u.id NOT IN (SELECT id FROM held)
+        ),
+        -- Uploads only the event store has yet (`recent`): their declared sizes.
+        unlisted_uploads AS (
+          SELECT coalesce(sum(t.size), 0) AS n
+            FROM unnest($4::uuid[], $5::bigint[]) AS t(id, size)
+           WHERE NOT EXISTS (SELECT 1 FROM readmodel.uploads u WHERE u.id = t.id)
+             AND NOT EXISTS (SELECT 1 FROM readmodel.files f WHERE f.upload_id = t.id)
+             AND t.id NOT IN (SELECT id FROM held)
+        ),
+        -- Holds of requests that made a file (`release` with file_id) not listed yet.
+        file_holds AS (
+          SELECT coalesce(sum(r.bytes), 0) AS n
+            FROM api.quota_reservations r
+           WHERE r.owner = $1 AND r.expires_at > now() AND r.file_id IS NOT NULL
+             AND r.target IS NULL AND r.id IS DISTINCT FROM $9
+             AND NOT EXISTS (SELECT 1 FROM readmodel.files f WHERE f.id = r.file_id)
+        ),
+        -- Holds for an upload (`completing`): what of them its row does not count yet.
         -- A completion's hold (`reserve` completing: an upload whose bucket went, made
         -- again) holds the upload's whole size; it adds what of it the upload's row does
-        -- not count yet (as the uploads term counts it: its bytes received once its bucket
+        -- not count yet (as listed_uploads counts it: its bytes received once its bucket
         -- went; no row yet, what its event counts, its declared size: none for a deferred
         -- length, nothing without its event either), read in this one statement with
         -- that row and the files, and nothing once the row is completed or its file listed
@@ -220,33 +235,40 @@ async def storage_used(
         -- Several holds of one upload (a completion's, a PATCH's or chunk's into an upload
         -- whose bucket went) count as the largest of them: they hold the same bytes. The
         -- upload left out ($2) is left out with its holds.
-        + (SELECT coalesce(sum(greatest(0, h.top - coalesce(
-                    (SELECT CASE WHEN {WENT} THEN u.bytes_received
-                                 ELSE coalesce(u.file_size, u.bytes_received) END
-                       FROM readmodel.uploads u WHERE u.id = h.completing),
-                    (SELECT t.size FROM unnest($4::uuid[], $5::bigint[]) AS t(id, size)
-                      WHERE t.id = h.completing),
-                    0))), 0)
-             FROM (SELECT r.completing, max(r.bytes) AS top
-                     FROM api.quota_reservations r
-                    WHERE r.owner = $1 AND r.expires_at > now() AND r.completing IS NOT NULL
-                      AND r.id IS DISTINCT FROM $9 AND r.completing IS DISTINCT FROM $2
-                    GROUP BY r.completing) AS h
-            WHERE NOT EXISTS (SELECT 1 FROM readmodel.uploads u
-                               WHERE u.id = h.completing AND NOT u.status = ANY($3::text[]))
-              AND NOT EXISTS (SELECT 1 FROM readmodel.files f WHERE f.upload_id = h.completing))
-        -- Puts on their way to a key (read with the key's row, in this one statement):
-        -- what the largest of them adds to what the key holds (counted above as a file).
-        + (SELECT coalesce(sum(greatest(0, p.top - coalesce(f.size, 0))), 0)
-             FROM (SELECT r.target, max(r.bytes) AS top
-                     FROM api.quota_reservations r
-                    WHERE r.owner = $1 AND r.expires_at > now() AND r.target IS NOT NULL
-                      AND r.id IS DISTINCT FROM $9
-                      AND {PENDING}
-                    GROUP BY r.target) AS p
-             LEFT JOIN readmodel.files f
-                    ON f.id = p.target AND f.owner = $1 AND f.deleted_at IS NULL
-                   AND ($2::uuid IS NULL OR f.upload_id IS DISTINCT FROM $2))
+        upload_holds AS (
+          SELECT coalesce(sum(greatest(0, h.top - coalesce(
+                   (SELECT CASE WHEN {WENT} THEN u.bytes_received
+                                ELSE coalesce(u.file_size, u.bytes_received) END
+                      FROM readmodel.uploads u WHERE u.id = h.completing),
+                   (SELECT t.size FROM unnest($4::uuid[], $5::bigint[]) AS t(id, size)
+                     WHERE t.id = h.completing),
+                   0))), 0) AS n
+            FROM (SELECT r.completing, max(r.bytes) AS top
+                    FROM api.quota_reservations r
+                   WHERE r.owner = $1 AND r.expires_at > now() AND r.completing IS NOT NULL
+                     AND r.id IS DISTINCT FROM $9 AND r.completing IS DISTINCT FROM $2
+                   GROUP BY r.completing) AS h
+           WHERE NOT EXISTS (SELECT 1 FROM readmodel.uploads u
+                              WHERE u.id = h.completing AND NOT u.status = ANY($3::text[]))
+             AND NOT EXISTS (SELECT 1 FROM readmodel.files f WHERE f.upload_id = h.completing)
+        ),
+        -- Puts on their way to a key: what the largest adds to the key's live file.
+        -- (Read with the key's row, in this one statement; the file counts in live_files.)
+        put_holds AS (
+          SELECT coalesce(sum(greatest(0, p.top - coalesce(f.size, 0))), 0) AS n
+            FROM (SELECT r.target, max(r.bytes) AS top
+                    FROM api.quota_reservations r
+                   WHERE r.owner = $1 AND r.expires_at > now() AND r.target IS NOT NULL
+                     AND r.id IS DISTINCT FROM $9
+                     AND {PENDING}
+                   GROUP BY r.target) AS p
+            LEFT JOIN readmodel.files f
+                   ON f.id = p.target AND f.owner = $1 AND f.deleted_at IS NULL
+                  AND ($2::uuid IS NULL OR f.upload_id IS DISTINCT FROM $2)
+        )
+        SELECT live_files.n + listed_uploads.n + unlisted_uploads.n
+               + file_holds.n + upload_holds.n + put_holds.n
+          FROM live_files, listed_uploads, unlisted_uploads, file_holds, upload_holds, put_holds
         """,
         owner,
         excluded,
