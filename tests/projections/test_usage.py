@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import pytest
 
@@ -20,6 +21,26 @@ from projections.usage import release, reserve, storage_used
 from tests.projections.conftest import T0, Writer, sha
 
 QUOTA = 100_000
+
+
+async def held(
+    store: PostgresEventStore, owner: str, requested: int, used: int | None = None, **kw: Any
+) -> str:
+    """Reserve `requested` bytes of `owner`'s QUOTA (`kw`: reserve's options), which must be
+    granted (having seen `used` bytes besides, when given): the reservation's id."""
+    rid, details, seen = await reserve(store, owner, QUOTA, requested, **kw)
+    assert rid is not None and details is None, details
+    assert used is None or seen == used, seen
+    return rid
+
+
+async def refused(
+    store: PostgresEventStore, owner: str, requested: int, **kw: Any
+) -> dict[str, int]:
+    """Reserve as `held` does, which must be refused: the refusal's details."""
+    rid, details, _ = await reserve(store, owner, QUOTA, requested, **kw)
+    assert rid is None and details is not None, rid
+    return details
 
 
 async def _file(writer: Writer, owner: str, size: int, file_id: str) -> None:
@@ -61,29 +82,24 @@ async def test_a_hold_for_a_file_counts_until_the_file_is_listed(
     event_store: PostgresEventStore, writer: Writer
 ) -> None:
     pool = event_store.pool
-    rid, details, used = await reserve(event_store, "u2", QUOTA, 60_000)
-    assert rid is not None and details is None and used == 0
+    rid = await held(event_store, "u2", 60_000, used=0)
     fid = str(uuid.uuid4())
     await release(pool, rid, fid)  # the file is made, not listed yet
     assert await storage_used(event_store, "u2") == 60_000
-    rid2, details, _ = await reserve(event_store, "u2", QUOTA, 50_000)
-    assert rid2 is None and details == {"quota": QUOTA, "used": 60_000, "requested": 50_000}
+    details = await refused(event_store, "u2", 50_000)
+    assert details == {"quota": QUOTA, "used": 60_000, "requested": 50_000}
     await _file(writer, "u2", 60_000, fid)  # listed: it counts as a file, once
     assert await storage_used(event_store, "u2") == 60_000
-    rid3, details, _ = await reserve(event_store, "u2", QUOTA, 40_000)
-    assert rid3 is not None and details is None
+    await held(event_store, "u2", 40_000)
 
 
 async def test_resize_counts_the_new_size_once_and_keeps_the_old_when_refused(
     event_store: PostgresEventStore,
 ) -> None:
-    rid, _, _ = await reserve(event_store, "u3", QUOTA, 0)
-    assert rid is not None
-    same, details, _ = await reserve(event_store, "u3", QUOTA, 70_000, resize=rid)
-    assert same == rid and details is None
+    rid = await held(event_store, "u3", 0)
+    assert await held(event_store, "u3", 70_000, resize=rid) == rid
     assert await storage_used(event_store, "u3") == 70_000
-    same, details, _ = await reserve(event_store, "u3", QUOTA, 100_001, resize=rid)
-    assert same is None and details is not None and details["used"] == 0
+    assert (await refused(event_store, "u3", 100_001, resize=rid))["used"] == 0
     assert await storage_used(event_store, "u3") == 70_000
 
 
@@ -151,18 +167,16 @@ async def test_a_concatenation_holds_its_parts_bytes_seen_or_not_by_the_projecti
     await rebuild(event_store.pool, "uploads")
     assert await storage_used(event_store, "u5") == 50_000
     # Reserving for a concatenation of them asks only for what its parts do not hold.
-    rid, details, used = await reserve(event_store, "u5", QUOTA, 50_000, parts=[a, b, a])
-    assert details is None and used == 50_000
+    rid = await held(event_store, "u5", 50_000, used=50_000, parts=[a, b, a])
     assert await storage_used(event_store, "u5") == 50_000
-    assert rid is not None
     await release(event_store.pool, rid)
     await _final(writer, "u5", (a, 30_000), (b, 20_000))  # not projected yet
     assert await storage_used(event_store, "u5") == 50_000
     await rebuild(event_store.pool, "uploads")
     assert await storage_used(event_store, "u5") == 50_000
     # A second final of a part held already: all of it is asked.
-    rid, details, used = await reserve(event_store, "u5", QUOTA, 60_000, parts=[a, a])
-    assert rid is None and details == {"quota": QUOTA, "used": 50_000, "requested": 60_000}
+    details = await refused(event_store, "u5", 60_000, parts=[a, a])
+    assert details == {"quota": QUOTA, "used": 50_000, "requested": 60_000}
     await _final(writer, "u5", (a, 30_000))
     assert await storage_used(event_store, "u5") == 80_000
 
@@ -196,21 +210,16 @@ async def test_an_overwrite_asks_only_what_it_adds_to_its_key(
     await _object(writer, "u7", "b", 40_000)
     await rebuild(event_store.pool, "files")
     assert await storage_used(event_store, "u7") == QUOTA
-    rid, details, _ = await reserve(event_store, "u7", QUOTA, 60_000, target=a)
-    assert rid is not None and details is None
-    smaller, details, _ = await reserve(event_store, "u7", QUOTA, 10_000, target=a)
-    assert smaller is not None and details is None
+    rid = await held(event_store, "u7", 60_000, target=a)
+    smaller = await held(event_store, "u7", 10_000, target=a)
     # Two puts of one key in flight: the key ends with one of them, so it counts the
     # largest of what it holds and what is on its way, not their sum.
     assert await storage_used(event_store, "u7") == QUOTA
-    refused, details, _ = await reserve(event_store, "u7", QUOTA, 60_001, target=a)
-    assert refused is None
+    details = await refused(event_store, "u7", 60_001, target=a)
     assert details == {"quota": QUOTA, "used": QUOTA, "requested": 1, "replaced": 60_000}
     # A new key has nothing to replace.
-    refused, details, _ = await reserve(
-        event_store, "u7", QUOTA, 1, target=object_file_id("bkt", "c")
-    )
-    assert refused is None and details == {"quota": QUOTA, "used": QUOTA, "requested": 1}
+    details = await refused(event_store, "u7", 1, target=object_file_id("bkt", "c"))
+    assert details == {"quota": QUOTA, "used": QUOTA, "requested": 1}
     for r in (rid, smaller):
         await release(event_store.pool, r)
     assert await storage_used(event_store, "u7") == QUOTA
@@ -225,15 +234,11 @@ async def test_an_overwrite_racing_a_delete_keeps_its_bytes_counted(
     a, _ = await _object(writer, "u8", "a", 60_000)
     await _object(writer, "u8", "b", 40_000)
     await rebuild(event_store.pool, "files")
-    rid, details, _ = await reserve(event_store, "u8", QUOTA, 60_000, target=a)
-    assert rid is not None and details is None
+    rid = await held(event_store, "u8", 60_000, target=a)
     await writer.run(DeleteFile(aggregate_id=a, caller="u8", at=T0))
     await rebuild(event_store.pool, "files")
     assert await storage_used(event_store, "u8") == QUOTA
-    refused, details, _ = await reserve(
-        event_store, "u8", QUOTA, 1, target=object_file_id("bkt", "c")
-    )
-    assert refused is None and details is not None
+    await refused(event_store, "u8", 1, target=object_file_id("bkt", "c"))
     _, version = await _object(writer, "u8", "a", 60_000)  # the put lands: created afresh
     await release(event_store.pool, rid, version=version)
     assert await storage_used(event_store, "u8") == QUOTA  # not projected yet: still held
@@ -249,18 +254,16 @@ async def test_a_grown_object_counts_its_new_size_before_the_read_model_has_it(
     it stopped at once (the row existed), and the growth went uncounted meanwhile."""
     a, _ = await _object(writer, "u9", "a", 10_000)
     await rebuild(event_store.pool, "files")
-    rid, details, used = await reserve(event_store, "u9", QUOTA, 90_000, target=a)
-    assert rid is not None and details is None and used == 0
+    rid = await held(event_store, "u9", 90_000, used=0, target=a)
     _, version = await _object(writer, "u9", "a", 90_000)
     await release(event_store.pool, rid, version=version)
     assert await storage_used(event_store, "u9") == 90_000
-    refused, details, _ = await reserve(event_store, "u9", QUOTA, 10_001)
-    assert refused is None and details == {"quota": QUOTA, "used": 90_000, "requested": 10_001}
+    details = await refused(event_store, "u9", 10_001)
+    assert details == {"quota": QUOTA, "used": 90_000, "requested": 10_001}
     await rebuild(event_store.pool, "files")
     assert await storage_used(event_store, "u9") == 90_000
     # Counted by the file now, the hold is dropped by the owner's next check.
-    rid, _, _ = await reserve(event_store, "u9", QUOTA, 0)
-    assert rid is not None
+    rid = await held(event_store, "u9", 0)
     await release(event_store.pool, rid)
     left = await event_store.pool.fetchval(
         "SELECT count(*) FROM api.quota_reservations WHERE owner = 'u9'"
@@ -317,16 +320,14 @@ async def test_an_upload_whose_bucket_went_holds_only_what_it_received(
     assert await storage_used(event_store, "u10") == 70_000
     # Completing the first with all its 60,000 bytes asks for the 40,000 it does not
     # count: they do not fit beside 70,000.
-    refused, details, _ = await reserve(event_store, "u10", QUOTA, 60_000, completing=gone)
-    assert refused is None and details == {"quota": QUOTA, "used": 70_000, "requested": 40_000}
+    details = await refused(event_store, "u10", 60_000, completing=gone)
+    assert details == {"quota": QUOTA, "used": 70_000, "requested": 40_000}
     # Completing one that counts asks for nothing, even at the quota.
-    rid, details, _ = await reserve(event_store, "u10", QUOTA, 50_000, completing=later)
-    assert rid is not None and details is None
+    rid = await held(event_store, "u10", 50_000, completing=later)
     assert await storage_used(event_store, "u10") == 70_000
     await release(event_store.pool, rid)
     await writer.run(AbortUpload(aggregate_id=later, caller="u10", at=T0))
     await rebuild(event_store.pool, "uploads")
-    rid, details, _ = await reserve(event_store, "u10", QUOTA, 60_000, completing=gone)
-    assert rid is not None and details is None
+    rid = await held(event_store, "u10", 60_000, completing=gone)
     # Held until the read model has it completed (it is still active there).
     assert await storage_used(event_store, "u10") == 60_000
