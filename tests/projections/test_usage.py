@@ -17,7 +17,7 @@ from domain.buckets.commands import CreateBucket, DeleteBucket
 from domain.commands import AbortUpload, AppendBytes, CreateFile, DeleteFile, InitiateUpload
 from domain.files.keys import object_file_id
 from projections.rebuild import rebuild
-from projections.usage import release, reserve, storage_used
+from projections.usage import keep, release, reserve, storage_used
 from tests.projections.conftest import T0, Writer, sha
 
 QUOTA = 100_000
@@ -331,3 +331,45 @@ async def test_an_upload_whose_bucket_went_holds_only_what_it_received(
     rid = await held(event_store, "u10", 60_000, completing=gone)
     # Held until the read model has it completed (it is still active there).
     assert await storage_used(event_store, "u10") == 60_000
+
+
+async def test_an_uploads_holds_count_what_its_row_does_not_yet_and_once(
+    event_store: PostgresEventStore, writer: Writer
+) -> None:
+    """Holds for an upload (`completing`: a length declared, bytes into it) count what of
+    them its row does not count yet, none once it does; two of one upload count as the
+    largest, not their sum; and an upload left out is left out with its holds (a second
+    request for it asks nothing more)."""
+    uid = str(uuid.uuid4())
+    await writer.run(
+        InitiateUpload(
+            aggregate_id=uid,
+            caller="u11",
+            at=T0,
+            file_name="f",
+            file_size=None,
+            chunk_size=60_000,
+            mode="stream",
+        )
+    )
+    await rebuild(event_store.pool, "uploads")
+    assert await storage_used(event_store, "u11") == 0  # no length, no bytes
+    rid = await held(event_store, "u11", 60_000, used=0, completing=uid)
+    assert await storage_used(event_store, "u11") == 60_000
+    again = await held(event_store, "u11", 60_000, completing=uid)
+    assert await storage_used(event_store, "u11") == 60_000
+    assert await storage_used(event_store, "u11", exclude_upload=uid) == 0
+    await release(event_store.pool, again)
+    await writer.run(
+        AppendBytes(
+            aggregate_id=uid,
+            caller="u11",
+            at=T0,
+            offset=0,
+            pieces=[{"sha256": sha(uid), "size": 60_000}],
+        )
+    )
+    await keep(event_store.pool, rid, 60_000)  # the request is over: its bytes stored
+    assert await storage_used(event_store, "u11") == 60_000  # the row still has none
+    await rebuild(event_store.pool, "uploads")
+    assert await storage_used(event_store, "u11") == 60_000  # the row's now, once
