@@ -76,6 +76,15 @@ WENT = (
 )
 
 
+# What an upload's row (`u`) counts: its bytes received once its bucket went, else its
+# declared size, or its bytes received without one ($3: the active statuses).
+COUNTED = (
+    f"(CASE WHEN {WENT} THEN u.bytes_received ELSE coalesce(u.file_size, u.bytes_received) END)"
+)
+# The same in a statement whose active statuses are $2.
+COUNTED_2 = COUNTED.replace("$3::text[]", "$2::text[]")
+
+
 async def bucket_went(db: asyncpg.Pool, upload_id: str, bucket: str) -> bool:
     """Whether the upload's bucket was deleted after the upload began (see WENT)."""
     sql = f"SELECT {_deleted_since('$2::text', '$1::text')}"
@@ -199,8 +208,7 @@ async def storage_used(
         ),
         -- Uploads in the read model without a file yet: declared size, or bytes received.
         listed_uploads AS (
-          SELECT coalesce(sum(CASE WHEN {WENT} THEN u.bytes_received
-                                   ELSE coalesce(u.file_size, u.bytes_received) END), 0) AS n
+          SELECT coalesce(sum({COUNTED}), 0) AS n
             FROM readmodel.uploads u
            WHERE u.owner = $1 AND u.id IS DISTINCT FROM $2
              AND (u.status = ANY($3::text[])
@@ -237,9 +245,7 @@ async def storage_used(
         -- upload left out ($2) is left out with its holds.
         upload_holds AS (
           SELECT coalesce(sum(greatest(0, h.top - coalesce(
-                   (SELECT CASE WHEN {WENT} THEN u.bytes_received
-                                ELSE coalesce(u.file_size, u.bytes_received) END
-                      FROM readmodel.uploads u WHERE u.id = h.completing),
+                   (SELECT {COUNTED} FROM readmodel.uploads u WHERE u.id = h.completing),
                    (SELECT t.size FROM unnest($4::uuid[], $5::bigint[]) AS t(id, size)
                      WHERE t.id = h.completing),
                    0))), 0) AS n
@@ -349,13 +355,23 @@ async def reserve(
         # One owner's reservations are decided one at a time (held to commit); other owners
         # are not held up. The two-key form keeps the key space apart from the event store's.
         await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", QUOTA_LOCK, owner)
-        # Gone too: puts' holds whose version the files read model has (they count no
-        # more), so that an owner's many PUTs do not leave an hour of rows to every check.
+        # Gone too: puts' holds whose version the files read model has, and holds for an
+        # upload whose row counts them (their bytes, or the upload ended, or its file
+        # listed): they count no more (the first two never again: a row counts only more,
+        # but for its bucket's going, after which what it did not receive must not count),
+        # so that an owner's many PUTs or PATCHes do not leave an hour of rows to every check.
         await conn.execute(
-            "DELETE FROM api.quota_reservations r WHERE r.owner = $1 AND (r.expires_at <= now()"
-            " OR (r.version IS NOT NULL AND EXISTS (SELECT 1 FROM readmodel.files x"
-            " WHERE x.id = r.target AND x.last_version >= r.version)))",
+            f"""DELETE FROM api.quota_reservations r WHERE r.owner = $1 AND (r.expires_at <= now()
+                 OR (r.version IS NOT NULL AND EXISTS (SELECT 1 FROM readmodel.files x
+                      WHERE x.id = r.target AND x.last_version >= r.version))
+                 OR (r.completing IS NOT NULL
+                     AND (EXISTS (SELECT 1 FROM readmodel.files x WHERE x.upload_id = r.completing)
+                          OR EXISTS (SELECT 1 FROM readmodel.uploads u
+                                      WHERE u.id = r.completing
+                                        AND (NOT u.status = ANY($2::text[])
+                                             OR {COUNTED_2} >= r.bytes)))))""",
             owner,
+            [a.value for a in ACTIVE],
         )
         used = await storage_used(store, owner, exclude_upload, conn, exclude_reservation=resize)
         asked = requested

@@ -373,3 +373,9 @@ async def test_an_uploads_holds_count_what_its_row_does_not_yet_and_once(
     assert await storage_used(event_store, "u11") == 60_000  # the row still has none
     await rebuild(event_store.pool, "uploads")
     assert await storage_used(event_store, "u11") == 60_000  # the row's now, once
+    # Counted by the row, the hold is dropped by the owner's next check.
+    await release(event_store.pool, await held(event_store, "u11", 0))
+    left = await event_store.pool.fetchval(
+        "SELECT count(*) FROM api.quota_reservations WHERE owner = 'u11'"
+    )
+    assert left == 0
