@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 import pytest
 
+from tests.api.answers import assert_error
 from tests.api.documented import assert_documented
 from tests.api.quota import QUOTA
 from tests.api.tus.test_bucket_gone import OCTETS, TUS, drop_bucket, make_bucket, meta, upload_id
@@ -30,13 +31,6 @@ async def tus_create(c: httpx.AsyncClient, size: int, bucket: str | None = None)
     )
 
 
-def error(r: httpx.Response, status: int, code: str) -> dict[str, object]:
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert set(body) == {"error", "request_id"} and body["error"]["code"] == code, body
-    return body["error"]  # type: ignore[no-any-return]
-
-
 async def test_an_upload_into_a_deleted_bucket_holds_only_what_it_received(
     qsys: System,
 ) -> None:
@@ -49,7 +43,7 @@ async def test_an_upload_into_a_deleted_bucket_holds_only_what_it_received(
         url = r.headers["location"]
         r = await c.patch(url, headers={**OCTETS, "Upload-Offset": "0"}, content=data[:20_000])
         assert r.status_code == 204, r.text
-        error(await tus_create(c, 50_000), 413, "quota_exceeded")  # held: 60,000 of 100,000
+        assert_error(await tus_create(c, 50_000), 413, "quota_exceeded")  # held: 60,000 of 100,000
         await drop_bucket(c, bucket)
         await wait_until(lambda: _received(qsys, upload_id(url), 20_000))
         # The upload can no longer complete as it is: it holds the 20,000 bytes it has,
@@ -57,13 +51,13 @@ async def test_an_upload_into_a_deleted_bucket_holds_only_what_it_received(
         r = await tus_create(c, 50_000)
         assert r.status_code == 201, r.text
         other = r.headers["location"]
-        err = error(await tus_create(c, 30_001), 413, "quota_exceeded")
+        err = assert_error(await tus_create(c, 30_001), 413, "quota_exceeded")
         assert err["details"]["used"] == 70_000, err
         # The bucket made again: more bytes into the upload must fit the quota again, all
         # of its length beside everything else. 413 before the body; what it has, kept.
         await make_bucket(c, bucket)
         r = await c.patch(url, headers={**OCTETS, "Upload-Offset": "20000"}, content=data[20_000:])
-        err = error(r, 413, "quota_exceeded")
+        err = assert_error(r, 413, "quota_exceeded")
         # `used` counts its 20,000 bytes, `requested` the rest of its length (as a
         # completion's refusal says).
         assert err["details"] == {"quota": QUOTA, "used": 70_000, "requested": 40_000}, err
@@ -85,7 +79,7 @@ async def test_an_upload_into_a_deleted_bucket_holds_only_what_it_received(
         assert r.status_code == 204, r.text
         assert (await c.get(f"/v1/buckets/{bucket}/objects/k")).content == data
         # Counted once, as the file it became.
-        err = error(await tus_create(c, 40_001), 413, "quota_exceeded")
+        err = assert_error(await tus_create(c, 40_001), 413, "quota_exceeded")
         assert err["details"]["used"] == 60_000, err
 
 
@@ -110,10 +104,10 @@ async def test_a_native_upload_into_a_deleted_bucket_takes_chunks_only_within_th
         await wait_until(lambda: _received(qsys, uid, 30_000))
         r = await tus_create(c, 70_000)  # it holds its 30,000 bytes, no more
         assert r.status_code == 201, r.text
-        error(await tus_create(c, 1), 413, "quota_exceeded")
+        assert_error(await tus_create(c, 1), 413, "quota_exceeded")
         await make_bucket(c, bucket)
         r = await c.put(f"/v1/uploads/{uid}/chunks/1", content=data[30_000:])
-        err = error(r, 413, "quota_exceeded")
+        err = assert_error(r, 413, "quota_exceeded")
         assert err["details"] == {"quota": QUOTA, "used": 100_000, "requested": 30_000}, err
         r = await c.post(f"/v1/uploads/{uid}/complete")
         assert r.status_code == 409, r.text  # the chunk it refused is missing
@@ -178,7 +172,7 @@ async def test_concurrent_patches_into_uploads_whose_bucket_went_never_pass_the_
         passed = [u for u, r in zip(urls, answers, strict=True) if r.status_code == 204]
         for u, r in zip(urls, answers, strict=True):
             if r.status_code != 204:
-                error(r, 413, "quota_exceeded")
+                assert_error(r, 413, "quota_exceeded")
                 assert (await c.head(u, headers=TUS)).headers["upload-offset"] == "0"
         assert len(passed) == 2, [r.text for r in answers]
 
@@ -191,8 +185,8 @@ async def test_concurrent_patches_into_uploads_whose_bucket_went_never_pass_the_
             return bool(n == len(passed))
 
         await wait_until(files_listed)
-        err = error(await tus_create(c, QUOTA + 1), 413, "quota_exceeded")
-        assert err["details"]["used"] == 80_000, err  # type: ignore[index]
+        err = assert_error(await tus_create(c, QUOTA + 1), 413, "quota_exceeded")
+        assert err["details"]["used"] == 80_000, err
 
 
 async def test_concurrent_chunks_into_native_uploads_whose_bucket_went_never_pass_the_quota(
@@ -220,11 +214,11 @@ async def test_concurrent_chunks_into_native_uploads_whose_bucket_went_never_pas
         passed = [uid for uid, r in zip(ids, answers, strict=True) if r.status_code == 201]
         for r in answers:
             if r.status_code != 201:
-                error(r, 413, "quota_exceeded")
+                assert_error(r, 413, "quota_exceeded")
         assert len(passed) == 2, [r.text for r in answers]
         for uid in passed:
             await wait_until(functools.partial(_received, qsys, uid, len(data)))
         for uid in set(ids) - set(passed):
             assert await _received(qsys, uid, 0)  # refused: nothing of it stored
-        err = error(await tus_create(c, QUOTA + 1), 413, "quota_exceeded")
-        assert err["details"]["used"] == 80_000, err  # type: ignore[index]
+        err = assert_error(await tus_create(c, QUOTA + 1), 413, "quota_exceeded")
+        assert err["details"]["used"] == 80_000, err

@@ -12,19 +12,13 @@ import secrets
 import httpx
 import pytest
 
+from tests.api.answers import assert_error
 from tests.api.quota import QUOTA
 from tests.api.routes.test_uploads_complete import chunked
 from tests.api.tus.test_bucket_gone import OCTETS, TUS
 from tests.system import System, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-def error(r: httpx.Response, status: int, code: str) -> dict[str, object]:
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert set(body) == {"error", "request_id"} and body["error"]["code"] == code, body
-    return body["error"]  # type: ignore[no-any-return]
 
 
 async def deferred(c: httpx.AsyncClient) -> str:
@@ -49,7 +43,7 @@ async def test_concurrent_length_declarations_never_pass_the_quota_together(
         passed = [u for u, r in zip(urls, answers, strict=True) if r.status_code == 204]
         for r in answers:
             if r.status_code != 204:
-                error(r, 413, "quota_exceeded")
+                assert_error(r, 413, "quota_exceeded")
         assert len(passed) == 3, [r.text for r in answers]
         for url in urls:
             head = await c.head(url, headers=TUS)
@@ -71,12 +65,12 @@ async def test_concurrent_length_declarations_never_pass_the_quota_together(
 
         await wait_until(lengths_listed)
         # The three lengths count, once each; nothing else is left held.
-        err = error(
+        err = assert_error(
             await c.post("/v1/tus", headers={**TUS, "Upload-Length": str(QUOTA)}),
             413,
             "quota_exceeded",
         )
-        assert err["details"]["used"] == 90_000, err  # type: ignore[index]
+        assert err["details"]["used"] == 90_000, err
 
 
 @pytest.mark.parametrize("sized", [True, False], ids=["content-length", "chunked"])
@@ -98,8 +92,8 @@ async def test_bytes_without_a_length_count_at_once_after_their_patch(
             )
             assert r.status_code == 204, r.text
             r = await c.post("/v1/tus", headers={**TUS, "Upload-Length": "50000"})
-            err = error(r, 413, "quota_exceeded")
-            assert err["details"]["used"] == 60_000, err  # type: ignore[index]
+            err = assert_error(r, 413, "quota_exceeded")
+            assert err["details"]["used"] == 60_000, err
             assert (await c.delete(url, headers=TUS)).status_code == 204
             uid = url.rstrip("/").rsplit("/", 1)[1]
 
@@ -130,8 +124,8 @@ async def test_bytes_of_a_creation_without_a_length_count_at_once(
             assert r.headers["upload-offset"] == "60000", r.headers
             url = r.headers["location"]
             r = await c.post("/v1/tus", headers={**TUS, "Upload-Length": "50000"})
-            err = error(r, 413, "quota_exceeded")
-            assert err["details"]["used"] == 60_000, err  # type: ignore[index]
+            err = assert_error(r, 413, "quota_exceeded")
+            assert err["details"]["used"] == 60_000, err
             assert (await c.delete(url, headers=TUS)).status_code == 204
             uid = url.rstrip("/").rsplit("/", 1)[1]
 
