@@ -373,19 +373,26 @@ class PostgresEventStore:
         return [_row_to_event(r) for r in rows]
 
     async def read_latest(
-        self, event_type: str, limit: int, conn: asyncpg.Connection | None = None
+        self,
+        event_type: str,
+        limit: int,
+        conn: asyncpg.Connection | None = None,
+        owner: str | None = None,
     ) -> list[RecordedEvent]:
         """The newest `limit` events of one type, newest first, upcast like every read (on
-        `conn` when given: a caller inside its own transaction)."""
+        `conn` when given: a caller inside its own transaction). With `owner`, only that
+        owner's among those `limit` (filtered by PostgreSQL, so the others are never sent
+        and decoded: a quota check reads its owner's, under that owner's lock)."""
         query = (
-            f"SELECT {_COLUMNS} FROM eventstore.events WHERE event_type = $1"
-            " ORDER BY position DESC LIMIT $2"
+            f"SELECT {_COLUMNS} FROM (SELECT {_COLUMNS} FROM eventstore.events"
+            " WHERE event_type = $1 ORDER BY position DESC LIMIT $2) AS latest"
+            " WHERE $3::text IS NULL OR owner = $3 ORDER BY position DESC"
         )
         if conn is not None:
-            rows = await conn.fetch(query, event_type, limit)
+            rows = await conn.fetch(query, event_type, limit, owner)
         else:
             async with self.pool.acquire() as own:
-                rows = await own.fetch(query, event_type, limit)
+                rows = await own.fetch(query, event_type, limit, owner)
         return [_row_to_event(r) for r in rows]
 
     async def stream_version(self, stream_id: str) -> int:
