@@ -141,7 +141,7 @@ async def storage_used(
     # the event store (so through the upcasters, like every other reader of events).
     initiated = [
         e
-        for ev in await store.read_latest(UploadInitiated.type, UNPROJECTED_TAIL, conn)
+        for ev in await store.read_latest(UploadInitiated.type, UNPROJECTED_TAIL, conn, owner)
         if ev.owner == owner and isinstance(e := ev.payload, UploadInitiated)
     ]
     recent = {uuid.UUID(e.upload_id): e.file_size or 0 for e in initiated}
@@ -199,12 +199,14 @@ async def storage_used(
                                                 WHERE x.upload_id = f.id))))
         ),
         -- Live files (objects, fetched and copied files included), but the upload's left out.
+        -- The owner's total is kept by a trigger (readmodel.owner_totals, migration 0025):
+        -- one row, where summing the files grew with them (this runs under the owner's
+        -- lock, so its cost bounds the rate of one owner's PUTs). The upload's own file,
+        -- if any, is looked up by its upload id and taken off.
         live_files AS (
-          SELECT coalesce(sum(size), 0) AS n FROM readmodel.files
-           WHERE owner = $1 AND deleted_at IS NULL
-             -- Not `upload_id IS DISTINCT FROM $2` alone: with no upload left out ($2 null)
-             -- that left out every file made without an upload (objects, fetches, copies).
-             AND ($2::uuid IS NULL OR upload_id IS DISTINCT FROM $2)
+          SELECT coalesce((SELECT bytes FROM readmodel.owner_totals WHERE owner = $1), 0)
+               - (SELECT coalesce(sum(size), 0) FROM readmodel.files
+                   WHERE upload_id = $2 AND owner = $1 AND deleted_at IS NULL) AS n
         ),
         -- Uploads in the read model without a file yet: declared size, or bytes received.
         listed_uploads AS (
