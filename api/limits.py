@@ -20,8 +20,10 @@ store, and an upload completed a moment ago counts until its file appears (so by
 neither missed nor counted twice around a completion). Every request that adds bytes (a
 native or tus create, an object PUT, a tus length declared, bytes into an upload whose
 bucket went: `more_bytes_held`) reserves them with its check (`quota_reserved`,
-projections.usage.reserve: one owner's checks one at a time, across API processes), so
-concurrent requests of one owner cannot all pass before any is recorded. An object PUT
+projections.usage.reserve: one owner's checks one at a time, across API processes; the
+creates and object PUTs that arrive meanwhile in one process in batches, as if one by one:
+api/quota_batches.py), so concurrent requests of one owner cannot all pass before any is
+recorded. An object PUT
 replaces what its key holds: it asks only for what it adds to the key (its size minus the
 largest of the key's live size and the other puts on their way to it), and one that adds
 nothing always passes. A body without a
@@ -44,6 +46,7 @@ from litestar import Request
 from api.context import AppContext, ctx, parse_uuid
 from api.errors import ApiError
 from api.idempotency import Handler
+from api.quota_batches import reserve_batched
 from projections.usage import (
     QUOTA_EXCEEDED,
     bucket_went,
@@ -218,16 +221,20 @@ async def quota_reserved(
     if hold.quota <= 0:
         yield hold
         return
-    rid, details, used = await reserve(
-        c.store,
-        owner,
-        hold.quota,
-        requested,
-        exclude_upload,
-        parts=parts,
-        target=target,
-        completing=completing,
-    )
+    if exclude_upload is None and not parts and completing is None:
+        # A create or an object PUT: decided with the owner's others (api/quota_batches.py).
+        rid, details, used = await reserve_batched(c.store, owner, hold.quota, requested, target)
+    else:
+        rid, details, used = await reserve(
+            c.store,
+            owner,
+            hold.quota,
+            requested,
+            exclude_upload,
+            parts=parts,
+            target=target,
+            completing=completing,
+        )
     if details is not None or rid is None:
         raise ApiError(413, "quota_exceeded", QUOTA_EXCEEDED, dict(details or {}))
     hold.id, hold.remaining = rid, max(0, hold.quota - used - requested)
