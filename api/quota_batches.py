@@ -60,6 +60,7 @@ async def reserve_batched(
 async def _drain(
     store: PostgresEventStore, owner: str, quota: int, entry: _Owner, owners: dict[str, _Owner]
 ) -> None:
+    batch: list[tuple[Ask, asyncio.Future[Answer]]] = []
     try:
         while entry.waiting:
             batch, entry.waiting = entry.waiting[:MAX_BATCH], entry.waiting[MAX_BATCH:]
@@ -78,11 +79,11 @@ async def _drain(
                     await asyncio.shield(release(store.pool, answer[0]))
     finally:
         entry.drainer = None
-        if entry.waiting:
-            # Cancelled (the app stopping): whoever still waits fails rather than hangs.
-            for _, fut in entry.waiting:
-                if not fut.done():
-                    fut.cancel()
-            entry.waiting.clear()
+        # Cancelled (the app stopping): whoever still waits, in the batch being decided or
+        # for the next, fails rather than hangs.
+        for _, fut in [*batch, *entry.waiting]:
+            if not fut.done():
+                fut.cancel()
+        entry.waiting.clear()
         if owners.get(owner) is entry:
             del owners[owner]
