@@ -46,6 +46,12 @@ async def refused(
 async def _file(writer: Writer, owner: str, size: int, file_id: str) -> None:
     """A file made without an upload (as an object is), in the files read model (filled by
     `rebuild`, the live projector's apply path)."""
+    await write_file(writer, owner, size, file_id)
+    await rebuild(writer.store.pool, "files")
+
+
+async def write_file(writer: Writer, owner: str, size: int, file_id: str) -> None:
+    """A file made without an upload (as an object is), in the event store only."""
     await writer.run(
         CreateFile(
             aggregate_id=file_id,
@@ -60,7 +66,6 @@ async def _file(writer: Writer, owner: str, size: int, file_id: str) -> None:
             bucket="default",
         )
     )
-    await rebuild(writer.store.pool, "files")
 
 
 async def test_concurrent_reservations_never_pass_together(

@@ -9,10 +9,10 @@ import random
 import uuid
 
 from bus.store.eventstore import PostgresEventStore
-from domain.commands import CreateFile
 from projections.rebuild import rebuild
 from projections.usage import Ask, release, reserve, reserve_many, storage_used
-from tests.projections.conftest import T0, Writer, sha
+from tests.projections.conftest import Writer
+from tests.projections.test_usage import write_file
 
 QUOTA = 100_000
 KEYS = 3
@@ -23,20 +23,7 @@ async def _owner_with_objects(writer: Writer, owner: str, sizes: list[int | None
     ids = [str(uuid.uuid4()) for _ in sizes]
     for file_id, size in zip(ids, sizes, strict=True):
         if size is not None:
-            await writer.run(
-                CreateFile(
-                    aggregate_id=file_id,
-                    caller=owner,
-                    at=T0,
-                    owner=owner,
-                    name="o",
-                    size=size,
-                    content_type="x/y",
-                    sha256=sha(file_id),
-                    manifest=[{"sha256": sha(file_id), "size": size}],
-                    bucket="default",
-                )
-            )
+            await write_file(writer, owner, size, file_id)
     return ids
 
 
