@@ -28,9 +28,14 @@ replaces what its key holds: it asks only for what it adds to the key (its size 
 largest of the key's live size and the other puts on their way to it), and one that adds
 nothing always passes. A body without a
 length (an object PUT sent chunked, a tus body before Upload-Length) reads at most what is
-left of the quota (`body_past_quota` past it); an object PUT's size is reserved once its
-body has ended. A create or chunk that would go over is 413 `quota_exceeded` with
-{quota, used, requested}.
+left of the quota (`body_past_quota` past it), and holds its bytes as they come, before
+they are taken (QuotaHold.cover: its hold grown under the owner's lock, a step ahead), so
+one owner's bodies in flight are judged against each other and not each against what was
+left when it began: those going past what the others hold are 413 (a tus upload keeps
+what was durable; an object PUT leaves nothing). An object PUT's hold becomes its size
+once its body has ended. Whoever writes (an admin too), the bytes count against the
+upload's or bucket's owner, whose quota decides. A create or chunk that would go over is
+413 `quota_exceeded` with {quota, used, requested}.
 """
 
 from __future__ import annotations
@@ -164,12 +169,27 @@ def body_past_quota(allowed: int, **details: int) -> ApiError:
     return ApiError(413, "quota_exceeded", QUOTA_EXCEEDED, {**details, "allowed": allowed})
 
 
+# A body without a length holds what it brings as it comes (QuotaHold.cover), its hold
+# grown ahead of its bytes by this much at least, or an eighth of what it holds: a long
+# body takes its owner's lock a few dozen times, not once per read.
+GROWTH_STEP = 64 * 1024
+
+
 class QuotaHold:
     """Bytes of an owner's quota reserved for one request (none when there is no quota)."""
 
-    def __init__(self, c: AppContext, owner: str, quota: int, target: str | None = None) -> None:
+    def __init__(
+        self,
+        c: AppContext,
+        owner: str,
+        quota: int,
+        target: str | None = None,
+        completing: str | None = None,
+    ) -> None:
         self.c, self.owner, self.quota, self.target = c, owner, quota, target
+        self.completing = completing  # the upload its bytes go to (see reserve)
         self.id: str | None = None
+        self.held = 0  # the bytes its reservation holds
         self.remaining: int | None = None  # what is left of the quota beside this hold
         self.file_id: str | None = None  # set by a request that made a file: see release
         # Set by a put to `target` once applied: the object's stream version it left.
@@ -189,16 +209,45 @@ class QuotaHold:
             await asyncio.shield(keep(self.c.pool, self.id, size, upload))
         self.kept = True
 
-    async def resize(self, size: int) -> None:
-        """The request's bytes are `size` after all (a body without a length, ended):
-        reserve that instead, or 413 with nothing more reserved."""
+    async def resize(
+        self, size: int, at_least: int | None = None, completing: str | None = None
+    ) -> None:
+        """The request's bytes are `size` after all (a body without a length, ended), or
+        may grow to it (`cover`): reserve that instead, or else `at_least` if given, or
+        413 with nothing more reserved. `completing`: the upload they go to from now on (a
+        tus creation's, once it exists): the hold counts what of them its row does not."""
         if self.id is None:
             return
-        _, details, _ = await reserve(
-            self.c.store, self.owner, self.quota, size, resize=self.id, target=self.target
-        )
-        if details is not None:
-            raise ApiError(413, "quota_exceeded", QUOTA_EXCEEDED, dict(details))
+        if completing is not None:
+            self.completing = completing
+        details = None
+        for n in dict.fromkeys((size, size if at_least is None else at_least)):
+            _, details, _ = await reserve(
+                self.c.store,
+                self.owner,
+                self.quota,
+                n,
+                resize=self.id,
+                target=self.target,
+                completing=self.completing,
+            )
+            if details is None:
+                self.held = n
+                return
+        raise ApiError(413, "quota_exceeded", QUOTA_EXCEEDED, dict(details or {}))
+
+    async def cover(self, size: int, most: int, completing: str | None = None) -> None:
+        """A body without a length has brought the request to `size` bytes (what its hold
+        counts: an object PUT's body, a tus upload's offset), at most `most` (its limit,
+        which refuses the body past it): hold them before they are taken, so that one
+        owner's bodies in flight are judged against each other as they come, not each
+        against what was left when it began. Grown ahead (GROWTH_STEP), or by just what
+        came when that does not fit; 413 quota_exceeded when that does not either (the
+        hold stays as it was)."""
+        if self.id is None or size <= self.held or size > most:
+            return
+        ahead = min(most, max(size, self.held + max(GROWTH_STEP, self.held // 8)))
+        await self.resize(ahead, at_least=size, completing=completing)
 
 
 @asynccontextmanager
@@ -217,7 +266,7 @@ async def quota_reserved(
     replaces, whose key's bytes are not asked again (`remaining` counts them in);
     `completing`: an upload being completed, asked only what of it does not count now. See
     projections.usage.reserve."""
-    hold = QuotaHold(c, owner, c.settings.quota_for(owner), target)
+    hold = QuotaHold(c, owner, c.settings.quota_for(owner), target, completing)
     if hold.quota <= 0:
         yield hold
         return
@@ -238,6 +287,7 @@ async def quota_reserved(
     if details is not None or rid is None:
         raise ApiError(413, "quota_exceeded", QUOTA_EXCEEDED, dict(details or {}))
     hold.id, hold.remaining = rid, max(0, hold.quota - used - requested)
+    hold.held = requested
     try:
         yield hold
     finally:
