@@ -52,6 +52,7 @@ from api.context import AppContext, ctx, parse_uuid
 from api.errors import ApiError
 from api.idempotency import Handler
 from api.quota_batches import reserve_batched
+from bus.config.settings import Settings
 from projections.usage import (
     QUOTA_EXCEEDED,
     bucket_went,
@@ -335,6 +336,11 @@ async def _keep_received(
     await hold.keep(await received(), upload_id)
 
 
+def any_quota(s: Settings) -> bool:
+    """Whether some owner may have a quota (else no request needs its owner looked up)."""
+    return s.quota_bytes > 0 or any(limit > 0 for _, limit in s.quotas)
+
+
 def quota_checked(kind: Literal["create", "chunk"]) -> Callable[[Handler], Handler]:
     """Check the quota before the handler runs (for a chunk: before its body is read).
 
@@ -351,7 +357,10 @@ def quota_checked(kind: Literal["create", "chunk"]) -> Callable[[Handler], Handl
             request: Request[Any, Any, Any] = kwargs["request"]
             principal = kwargs["principal"]
             c = ctx(request)
-            if c.settings.quota_for(principal.user) > 0:
+            s = c.settings
+            # The owner's quota decides, not the caller's (an admin writing into another
+            # user's upload): a create's owner is its caller; a chunk's, its upload's.
+            if s.quota_for(principal.user) > 0 or (kind == "chunk" and any_quota(s)):
                 if kind == "create":
                     size = kwargs["data"].file_size
                     # Malformed or over the size limit: the handler's own answer is clearer.
@@ -366,6 +375,8 @@ def quota_checked(kind: Literal["create", "chunk"]) -> Callable[[Handler], Handl
                 else:
                     upload_id = parse_uuid(kwargs["upload_id"], "upload_not_found", "upload")
                     shape = await c.upload_shape(upload_id, principal)
+                    if s.quota_for(shape.owner) <= 0:
+                        return await fn(*args, **kwargs)
                     state = await c.load("uploads", f"upload-{upload_id}")
                     if await bucket_went(c.pool, upload_id, state.bucket):
                         # Its bytes count as they come: held, see more_bytes_held.
