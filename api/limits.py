@@ -28,9 +28,14 @@ replaces what its key holds: it asks only for what it adds to the key (its size 
 largest of the key's live size and the other puts on their way to it), and one that adds
 nothing always passes. A body without a
 length (an object PUT sent chunked, a tus body before Upload-Length) reads at most what is
-left of the quota (`body_past_quota` past it); an object PUT's size is reserved once its
-body has ended. A create or chunk that would go over is 413 `quota_exceeded` with
-{quota, used, requested}.
+left of the quota (`body_past_quota` past it), and holds its bytes as they come, before
+they are taken (QuotaHold.cover: its hold grown under the owner's lock, a step ahead), so
+one owner's bodies in flight are judged against each other and not each against what was
+left when it began: those going past what the others hold are 413 (a tus upload keeps
+what was durable; an object PUT leaves nothing). An object PUT's hold becomes its size
+once its body has ended. Whoever writes (an admin too), the bytes count against the
+upload's or bucket's owner, whose quota decides. A create or chunk that would go over is
+413 `quota_exceeded` with {quota, used, requested}.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from api.context import AppContext, ctx, parse_uuid
 from api.errors import ApiError
 from api.idempotency import Handler
 from api.quota_batches import reserve_batched
+from bus.config.settings import Settings
 from projections.usage import (
     QUOTA_EXCEEDED,
     bucket_went,
@@ -164,12 +170,27 @@ def body_past_quota(allowed: int, **details: int) -> ApiError:
     return ApiError(413, "quota_exceeded", QUOTA_EXCEEDED, {**details, "allowed": allowed})
 
 
+# A body without a length holds what it brings as it comes (QuotaHold.cover), its hold
+# grown ahead of its bytes by this much at least, or an eighth of what it holds: a long
+# body takes its owner's lock a few dozen times, not once per read.
+GROWTH_STEP = 64 * 1024
+
+
 class QuotaHold:
     """Bytes of an owner's quota reserved for one request (none when there is no quota)."""
 
-    def __init__(self, c: AppContext, owner: str, quota: int, target: str | None = None) -> None:
+    def __init__(
+        self,
+        c: AppContext,
+        owner: str,
+        quota: int,
+        target: str | None = None,
+        completing: str | None = None,
+    ) -> None:
         self.c, self.owner, self.quota, self.target = c, owner, quota, target
+        self.completing = completing  # the upload its bytes go to (see reserve)
         self.id: str | None = None
+        self.held = 0  # the bytes its reservation holds
         self.remaining: int | None = None  # what is left of the quota beside this hold
         self.file_id: str | None = None  # set by a request that made a file: see release
         # Set by a put to `target` once applied: the object's stream version it left.
@@ -189,16 +210,45 @@ class QuotaHold:
             await asyncio.shield(keep(self.c.pool, self.id, size, upload))
         self.kept = True
 
-    async def resize(self, size: int) -> None:
-        """The request's bytes are `size` after all (a body without a length, ended):
-        reserve that instead, or 413 with nothing more reserved."""
+    async def resize(
+        self, size: int, at_least: int | None = None, completing: str | None = None
+    ) -> None:
+        """The request's bytes are `size` after all (a body without a length, ended), or
+        may grow to it (`cover`): reserve that instead, or else `at_least` if given, or
+        413 with nothing more reserved. `completing`: the upload they go to from now on (a
+        tus creation's, once it exists): the hold counts what of them its row does not."""
         if self.id is None:
             return
-        _, details, _ = await reserve(
-            self.c.store, self.owner, self.quota, size, resize=self.id, target=self.target
-        )
-        if details is not None:
-            raise ApiError(413, "quota_exceeded", QUOTA_EXCEEDED, dict(details))
+        if completing is not None:
+            self.completing = completing
+        details = None
+        for n in dict.fromkeys((size, size if at_least is None else at_least)):
+            _, details, _ = await reserve(
+                self.c.store,
+                self.owner,
+                self.quota,
+                n,
+                resize=self.id,
+                target=self.target,
+                completing=self.completing,
+            )
+            if details is None:
+                self.held = n
+                return
+        raise ApiError(413, "quota_exceeded", QUOTA_EXCEEDED, dict(details or {}))
+
+    async def cover(self, size: int, most: int, completing: str | None = None) -> None:
+        """A body without a length has brought the request to `size` bytes (what its hold
+        counts: an object PUT's body, a tus upload's offset), at most `most` (its limit,
+        which refuses the body past it): hold them before they are taken, so that one
+        owner's bodies in flight are judged against each other as they come, not each
+        against what was left when it began. Grown ahead (GROWTH_STEP), or by just what
+        came when that does not fit; 413 quota_exceeded when that does not either (the
+        hold stays as it was)."""
+        if self.id is None or size <= self.held or size > most:
+            return
+        ahead = min(most, max(size, self.held + max(GROWTH_STEP, self.held // 8)))
+        await self.resize(ahead, at_least=size, completing=completing)
 
 
 @asynccontextmanager
@@ -217,7 +267,7 @@ async def quota_reserved(
     replaces, whose key's bytes are not asked again (`remaining` counts them in);
     `completing`: an upload being completed, asked only what of it does not count now. See
     projections.usage.reserve."""
-    hold = QuotaHold(c, owner, c.settings.quota_for(owner), target)
+    hold = QuotaHold(c, owner, c.settings.quota_for(owner), target, completing)
     if hold.quota <= 0:
         yield hold
         return
@@ -238,6 +288,7 @@ async def quota_reserved(
     if details is not None or rid is None:
         raise ApiError(413, "quota_exceeded", QUOTA_EXCEEDED, dict(details or {}))
     hold.id, hold.remaining = rid, max(0, hold.quota - used - requested)
+    hold.held = requested
     try:
         yield hold
     finally:
@@ -285,6 +336,11 @@ async def _keep_received(
     await hold.keep(await received(), upload_id)
 
 
+def any_quota(s: Settings) -> bool:
+    """Whether some owner may have a quota (else no request needs its owner looked up)."""
+    return s.quota_bytes > 0 or any(limit > 0 for _, limit in s.quotas)
+
+
 def quota_checked(kind: Literal["create", "chunk"]) -> Callable[[Handler], Handler]:
     """Check the quota before the handler runs (for a chunk: before its body is read).
 
@@ -301,7 +357,10 @@ def quota_checked(kind: Literal["create", "chunk"]) -> Callable[[Handler], Handl
             request: Request[Any, Any, Any] = kwargs["request"]
             principal = kwargs["principal"]
             c = ctx(request)
-            if c.settings.quota_for(principal.user) > 0:
+            s = c.settings
+            # The owner's quota decides, not the caller's (an admin writing into another
+            # user's upload): a create's owner is its caller; a chunk's, its upload's.
+            if s.quota_for(principal.user) > 0 or (kind == "chunk" and any_quota(s)):
                 if kind == "create":
                     size = kwargs["data"].file_size
                     # Malformed or over the size limit: the handler's own answer is clearer.
@@ -316,6 +375,8 @@ def quota_checked(kind: Literal["create", "chunk"]) -> Callable[[Handler], Handl
                 else:
                     upload_id = parse_uuid(kwargs["upload_id"], "upload_not_found", "upload")
                     shape = await c.upload_shape(upload_id, principal)
+                    if s.quota_for(shape.owner) <= 0:
+                        return await fn(*args, **kwargs)
                     state = await c.load("uploads", f"upload-{upload_id}")
                     if await bucket_went(c.pool, upload_id, state.bucket):
                         # Its bytes count as they come: held, see more_bytes_held.

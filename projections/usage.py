@@ -342,7 +342,8 @@ async def reserve(
     `target`: the object (file id) an object PUT writes, replacing what its key holds:
     only what it adds to the key is asked (`key_holds`; details then say `replaced`), and
     a put that adds nothing is never refused, so an owner at (or over) the quota may
-    replace an object with one no larger. "Used besides it" leaves the key out then.
+    replace an object with one no larger. "Used besides it" leaves the key out then, and
+    the upload with `completing` (so `quota - used - requested` is what is left beside it).
     `completing`: an upload about to be completed, of `requested` bytes: only what of them
     it does not count now is asked (nothing, unless its bucket went since it began and the
     read model lags behind its bytes: see WENT), and the hold then counts until the uploads
@@ -366,9 +367,11 @@ async def reserve(
                 store, owner, exclude_upload, conn, held_parts=parts, exclude_reservation=resize
             )
             asked -= used - rest
+        counted = 0  # what of `requested` counts already (an upload being completed, grown)
         if completing is not None:
             without = await storage_used(store, owner, completing, conn, exclude_reservation=resize)
-            asked = max(0, requested - (used - without))
+            counted = used - without
+            asked = max(0, requested - counted)
         replaced = 0
         if target is not None:
             # Read under the lock too: another put of the key, or one to come, sees this
@@ -380,13 +383,16 @@ async def reserve(
         if refusable and (details := over_quota(quota, used, asked)) is not None:
             if replaced:
                 details["replaced"] = replaced
-            return None, details, used - replaced
+            return None, details, used - replaced - counted
         rid = uuid.UUID(resize) if resize is not None else uuid.uuid4()
         await conn.execute(
             "INSERT INTO api.quota_reservations (id, owner, bytes, expires_at, target,"
             " completing, file_id)"
             " VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5, $6, $7)"
-            " ON CONFLICT (id) DO UPDATE SET bytes = excluded.bytes",
+            # A resize may name the upload its bytes go to now (a tus creation's hold,
+            # once the upload exists, api/limits.QuotaHold.cover).
+            " ON CONFLICT (id) DO UPDATE SET bytes = excluded.bytes,"
+            " completing = coalesce(excluded.completing, api.quota_reservations.completing)",
             rid,
             owner,
             # A target's row holds the put's whole size: the key counts the largest. So
@@ -397,7 +403,7 @@ async def reserve(
             uuid.UUID(completing) if completing is not None else None,
             uuid.UUID(file_id) if file_id is not None else None,
         )
-        return str(rid), None, used - replaced
+        return str(rid), None, used - replaced - counted
 
 
 # One request of `reserve_many`: `requested` bytes, for an object PUT to `target` or not.

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from urllib.parse import unquote_to_bytes
 
@@ -50,7 +51,7 @@ from api.http.signed_query import (
     SignedVersion,
 )
 from api.http.signing import NO_VERSION
-from api.limits import body_past_quota, limiter, quota_reserved
+from api.limits import QuotaHold, body_past_quota, limiter, quota_reserved
 from api.openapi import ANONYMOUS, BODY_IN_FLIGHT, TOO_LARGE
 from api.schemas import Object, ObjectPage, SignedUrl, SignObjectUrl, ok
 from api.serving import content_responses, serve
@@ -135,18 +136,39 @@ def _replied_view(bucket: str, key: str, st: dict[str, Any]) -> dict[str, Any] |
     }
 
 
+async def _held_as_it_comes(
+    source: AsyncIterator[bytes], hold: QuotaHold, most: int
+) -> AsyncIterator[bytes]:
+    """`source`, each read held against the owner's quota before it is taken (413
+    quota_exceeded when it does not fit beside what the owner's other requests hold)."""
+    size = 0
+    async for data in source:
+        size += len(data)
+        await hold.cover(size, most)
+        yield data
+
+
 async def _store_body(
-    c: AppContext, request: Request[Any, Any, Any], cap: int, limit: int, quota: int
+    c: AppContext,
+    request: Request[Any, Any, Any],
+    cap: int,
+    limit: int,
+    hold: QuotaHold,
+    sized: bool,
 ) -> Ingested:
     """The PUT's body, stored: at most `cap` bytes, which is `limit` (the object size limit)
-    or, for a body without a length, less when that is what the quota leaves it."""
+    or, for a body without a length (`sized` false), less when that is what the quota
+    leaves it; such a body's bytes are held as they come (`hold`)."""
+    source: AsyncIterator[bytes] = request.stream()
+    if not sized and hold.id is not None:
+        source = _held_as_it_comes(source, hold, cap)
     try:
         return await ingest(
-            c.blobs, request.stream(), piece_at=piece_at, max_bytes=cap, keep_head=SNIFF_BYTES
+            c.blobs, source, piece_at=piece_at, max_bytes=cap, keep_head=SNIFF_BYTES
         )
     except BlobTooLarge:
         if cap < limit:
-            raise body_past_quota(cap, quota=quota) from None
+            raise body_past_quota(cap, quota=hold.quota) from None
         raise ApiError(413, "object_too_large", "the object is too large", {"max": limit}) from None
     except InternalServerException:
         # The client went away mid-body: no command, the old version (if any) stays.
@@ -375,7 +397,8 @@ class ObjectsController(SecuredController):
         if declared is not None and declared > limit:
             raise ApiError(413, "object_too_large", "the object is too large", {"max": limit})
         # The quota (api/limits.py): a declared size is reserved now; a body without one may
-        # bring what is left of the quota, and its size is reserved once it has ended. Only
+        # bring what is left of the quota, held as it comes (so one owner's bodies in flight
+        # are judged against each other), and its size is reserved once it has ended. Only
         # what it adds to the key counts: it replaces what the key holds (`target`).
         async with quota_reserved(
             c, bucket.owner, declared or 0, target=object_file_id(bucket.name, key)
@@ -391,7 +414,7 @@ class ObjectsController(SecuredController):
             # An in-flight slot (api/limits.py) while the body is read: 429 before a byte of
             # it when the caller, or the process, has too many bodies open.
             with limiter(request).hold(None, caller):
-                body = await _store_body(c, request, cap, limit, hold.quota)
+                body = await _store_body(c, request, cap, limit, hold, declared is not None)
             if declared is None:
                 await hold.resize(body.size)  # 413 if others took the rest meanwhile
             # The body may have taken long: a bucket deleted meanwhile (or now someone

@@ -432,10 +432,13 @@ async def append_body(
     checksum: tuple[str, bytes] | None,
     create: Creation | None = None,
     quota_cap: int | None = None,
+    grow: Callable[[int], Awaitable[None]] | None = None,
 ) -> int:
     """Stream the request body onto the upload at its current offset; return the new offset.
     `quota_cap`: the most bytes the owner's quota leaves this body (an upload without a
-    length yet), past which it is 413 quota_exceeded.
+    length yet), past which it is 413 quota_exceeded. `grow`: called with the offset each
+    read would bring the upload to, before it is taken; its ApiError (413 quota_exceeded:
+    api/limits.QuotaHold.cover) ends the body, what was durable kept.
 
     Without an Upload-Checksum header, a `Trailer: Upload-Checksum` announcement makes the
     body wait for its checksum in the trailer (checksum-trailer).
@@ -474,8 +477,16 @@ async def append_body(
         try:
             async with contextlib.aclosing(_body(request)) as body:
                 async for data in body:
+                    if grow is not None:
+                        try:
+                            await grow(state.offset + appender.received + len(data))
+                        except ApiError as e:
+                            raise _Refused(e) from None
                     await appender.feed(data)
             await appender.finish()
+        except _Refused as e:
+            await appender.salvage()
+            raise e.error from None
         except ClientGone:
             # Keep what came. Nobody reads this answer; the next HEAD reports the offset.
             await appender.salvage()
@@ -506,6 +517,14 @@ async def append_body(
     finally:
         await appender.close()
     return appender.offset
+
+
+class _Refused(Exception):
+    """A read refused by `append_body`'s `grow`, with its answer."""
+
+    def __init__(self, error: ApiError) -> None:
+        super().__init__(error.code)
+        self.error = error
 
 
 async def _body(request: Request[Any, Any, Any]) -> AsyncGenerator[bytes, None]:

@@ -406,8 +406,18 @@ class TusController(Controller):
                     if hold is not None and length is None
                     else contextlib.nullcontext()
                 )
+                grow = None
+                if hold is not None and length is None and quota_cap is not None:
+                    # Its bytes held as they come, against the upload from now on.
+                    most = quota_cap
+
+                    async def grow(size: int) -> None:
+                        await hold.cover(size, most, completing=upload_id)
+
                 async with kept:
-                    await append_body(c, request, principal, state, checksum, quota_cap=quota_cap)
+                    await append_body(
+                        c, request, principal, state, checksum, quota_cap=quota_cap, grow=grow
+                    )
             state = await _finish_if_full(c, request, principal, upload_id, file_created, recorded)
         except (ApiError, DomainError) as e:
             if not created:
@@ -659,16 +669,25 @@ class TusController(Controller):
             with limiter(request).hold(state.id, principal.user):
                 if state.file_size is None:
                     # No length yet, so nothing of this upload was checked against the quota:
-                    # the body may bring at most what is left of it, held while it comes.
+                    # the body may bring at most what is left of its owner's (the caller may
+                    # be an admin), held as it comes (its declared size at once), so that
+                    # one owner's bodies in flight are judged against each other.
                     declared = ascii_int((request.headers.get("content-length") or "").strip())
                     # What it then has stays held until the read model counts it.
                     async with quota_reserved(
-                        c, principal.user, state.offset + (declared or 0), exclude_upload=state.id
+                        c, state.owner, state.offset + (declared or 0), completing=state.id
                     ) as hold:
                         cap = None if hold.remaining is None else hold.remaining + (declared or 0)
+                        grow = None
+                        if cap is not None:
+                            most = state.offset + cap
+
+                            async def grow(size: int) -> None:
+                                await hold.cover(size, most)
+
                         async with received_kept(hold, state.id, received):
                             new_offset = await append_body(
-                                c, request, principal, state, checksum, quota_cap=cap
+                                c, request, principal, state, checksum, quota_cap=cap, grow=grow
                             )
                 else:
                     new_offset = await append_body(c, request, principal, state, checksum)

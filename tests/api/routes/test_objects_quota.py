@@ -14,6 +14,7 @@ import pytest
 from domain.files.keys import object_file_id
 from tests.api.quota import QUOTA
 from tests.api.routes.test_uploads_complete import assert_error, chunked, create
+from tests.api.tus.test_deferred_length_quota import all_begun, gated
 from tests.system import System, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -107,3 +108,68 @@ async def test_concurrent_overwrites_and_a_delete_never_take_the_owner_past_the_
             assert r.status_code in (200, 404), r.text
             stored += len(r.content) if r.status_code == 200 else 0
         assert stored <= QUOTA, stored
+
+
+async def test_concurrent_chunked_puts_never_take_the_owner_past_the_quota(qsys: System) -> None:
+    """Six bodies without a length, all begun before any ends, each under what is left of
+    the quota but together over it: those that do not fit beside the others are 413
+    quota_exceeded and leave no object, and what is stored fits the quota."""
+    me = f"u-{secrets.token_hex(4)}"
+    bucket = f"q-{secrets.token_hex(4)}"
+    async with qsys.client(me) as c:
+        assert (await c.post("/v1/buckets", json={"name": bucket})).status_code == 201
+        objects = f"/v1/buckets/{bucket}/objects"
+        assert (await c.put(f"{objects}/base", content=os.urandom(40_000))).status_code == 201
+        keys = [f"k{i}" for i in range(6)]  # 6 x 25,000 against the 60,000 left
+        gate = asyncio.Event()
+        tasks = [
+            asyncio.create_task(
+                c.put(f"{objects}/{k}", content=gated(b"x" * 5_000, b"x" * 20_000, gate))
+            )
+            for k in keys
+        ]
+        await wait_until(lambda: all_begun(qsys, me, tasks))
+        gate.set()
+        got = await asyncio.gather(*tasks)
+        codes = [r.status_code for r in got]
+        assert set(codes) <= {201, 413}, [r.text for r in got]
+        assert 1 <= codes.count(201) <= 2, codes
+        for k, r in zip(keys, got, strict=True):
+            if r.status_code == 413:
+                assert_error(r, 413, "quota_exceeded")
+                assert (await c.get(f"{objects}/{k}")).status_code == 404
+            else:
+                await listed(qsys, bucket, k, 25_000)
+        assert 40_000 + 25_000 * codes.count(201) <= QUOTA
+
+
+async def test_a_chunked_puts_bytes_are_held_as_they_come(qsys: System) -> None:
+    """A body without a length holds what it brought while it still comes: a create that
+    does not fit beside those bytes is refused meanwhile (it passed, and the PUT was then
+    refused at its end having been read whole), and the PUT ends with its object."""
+    me = f"u-{secrets.token_hex(4)}"
+    bucket = f"q-{secrets.token_hex(4)}"
+    async with qsys.client(me) as c:
+        assert (await c.post("/v1/buckets", json={"name": bucket})).status_code == 201
+        objects = f"/v1/buckets/{bucket}/objects"
+        gate = asyncio.Event()
+        data = os.urandom(30_000)
+        put = asyncio.create_task(c.put(f"{objects}/a", content=gated(data, data, gate)))
+
+        async def held() -> bool:
+            most = await qsys.pool.fetchval(
+                "SELECT max(bytes) FROM api.quota_reservations WHERE owner = $1", me
+            )
+            return bool(most is not None and most >= 30_000)
+
+        await wait_until(held, timeout=10)
+        err = assert_error(await create(c, 50_000), 413, "quota_exceeded")
+        assert err["details"]["used"] >= 30_000, err
+        gate.set()
+        r = await put
+        assert r.status_code == 201, r.text
+        assert (await c.get(f"{objects}/a")).content == data + data
+        await listed(qsys, bucket, "a", 60_000)
+        # Held as 60,000 bytes, the object's: 40,000 are left, and no more.
+        assert (await create(c, 40_000)).status_code == 201
+        assert_error(await create(c, 1), 413, "quota_exceeded")

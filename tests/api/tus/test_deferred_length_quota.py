@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -136,3 +138,93 @@ async def test_bytes_of_a_creation_without_a_length_count_at_once(
                 return bool(status == "ABORTED")
 
             await wait_until(aborted)
+
+
+async def offsets(c: httpx.AsyncClient, urls: list[str]) -> list[int]:
+    """Each upload's offset, as HEAD reports it."""
+    got = []
+    for url in urls:
+        head = await c.head(url, headers=TUS)
+        assert head.status_code == 200, head.text
+        got.append(int(head.headers["upload-offset"]))
+    return got
+
+
+async def all_begun(s: System, owner: str, tasks: list[asyncio.Task[Any]]) -> bool:
+    """Whether each of `tasks`' requests holds a quota reservation of `owner`'s or is over,
+    or some body's bytes are held as they come (then a request may be refused before its
+    client sends the rest: it does not wait for the others)."""
+    row = await s.pool.fetchrow(
+        "SELECT count(*) AS n, coalesce(max(bytes), 0) AS most FROM api.quota_reservations"
+        " WHERE owner = $1",
+        owner,
+    )
+    return bool(row["n"] + sum(t.done() for t in tasks) >= len(tasks) or row["most"] > 0)
+
+
+async def gated(first: bytes, rest: bytes, gate: asyncio.Event) -> AsyncIterator[bytes]:
+    """A body without a length: `first`, then `rest` once `gate` is set."""
+    yield first
+    await gate.wait()
+    yield rest
+
+
+@pytest.mark.parametrize("creation", [False, True], ids=["patch", "creation"])
+async def test_concurrent_bodies_without_a_length_never_pass_the_quota_together(
+    qsys: System, creation: bool
+) -> None:
+    """Six chunked bodies of 25 KB into uploads without a length (PATCHes, or creations
+    with their bytes), all begun before any ends, against the 60 KB the quota leaves: each
+    fits what is left, together they do not. What they bring is held as it comes, so those
+    going past what the others hold are 413 quota_exceeded (keeping what was durable), and
+    the bytes the uploads end with fit the quota."""
+    owner = f"dq-{secrets.token_hex(4)}"
+    async with qsys.client(owner) as c:
+        first = await c.post("/v1/tus", headers={**TUS, "Upload-Length": "40000"})
+        assert first.status_code == 201, first.text
+        urls = [] if creation else [await deferred(c) for _ in range(6)]
+        gate = asyncio.Event()
+        bodies = [gated(b"x" * 5_000, b"x" * 20_000, gate) for _ in range(6)]
+        if creation:
+            sent = [
+                c.post("/v1/tus", headers={**OCTETS, "Upload-Defer-Length": "1"}, content=b)
+                for b in bodies
+            ]
+        else:
+            sent = [
+                c.patch(url, headers={**OCTETS, "Upload-Offset": "0"}, content=b)
+                for url, b in zip(urls, bodies, strict=True)
+            ]
+        tasks = [asyncio.create_task(r) for r in sent]
+
+        # Every request has begun (holds a reservation) before any goes on.
+        await wait_until(lambda: all_begun(qsys, owner, tasks))
+        gate.set()
+        answers = await asyncio.gather(*tasks)
+        for r in answers:
+            assert r.status_code in (201, 204, 413), r.text
+        if creation:
+            urls = [str(r.headers["location"]) for r in answers if "location" in r.headers]
+        refused = [r for r in answers if r.status_code == 413]
+        assert refused, [r.status_code for r in answers]
+        for r in refused:
+            assert_error(r, 413, "quota_exceeded")
+        assert 40_000 + sum(await offsets(c, urls)) <= QUOTA
+
+
+async def test_an_admin_writing_into_an_upload_is_held_to_its_owners_quota(qsys: System) -> None:
+    """A PATCH without a length by an admin into another user's upload brings the owner
+    bytes: it may bring what is left of the owner's quota, not of the admin's."""
+    owner = f"dq-{secrets.token_hex(4)}"
+    async with (
+        qsys.client(owner) as c,
+        qsys.client(f"admin-{secrets.token_hex(4)}", admin=True) as admin,
+    ):
+        first = await c.post("/v1/tus", headers={**TUS, "Upload-Length": "90000"})
+        assert first.status_code == 201, first.text
+        url = await deferred(c)
+        for body in (b"x" * 30_000, chunked(b"x" * 30_000)):
+            r = await admin.patch(url, headers={**OCTETS, "Upload-Offset": "0"}, content=body)
+            assert_error(r, 413, "quota_exceeded")
+            # What was durable of the chunked body is kept: within what the quota left.
+            assert (await offsets(c, [url]))[0] <= 10_000
