@@ -75,6 +75,25 @@ async def test_concurrent_length_declarations_never_pass_the_quota_together(
         assert err["details"]["used"] == 90_000, err
 
 
+async def counted_then_ended(qsys: System, c: httpx.AsyncClient, url: str) -> None:
+    """The 60,000 bytes of the upload at `url` count at once: a create of 50,000 more is
+    refused (100 KB quota). Then the upload is terminated and its end awaited in the read
+    model, so that the next round starts from nothing held."""
+    r = await c.post("/v1/tus", headers={**TUS, "Upload-Length": "50000"})
+    err = assert_error(r, 413, "quota_exceeded")
+    assert err["details"]["used"] == 60_000, err
+    assert (await c.delete(url, headers=TUS)).status_code == 204
+    uid = url.rstrip("/").rsplit("/", 1)[1]
+
+    async def aborted() -> bool:
+        status = await qsys.pool.fetchval(
+            "SELECT status FROM readmodel.uploads WHERE id = $1::uuid", uid
+        )
+        return bool(status == "ABORTED")
+
+    await wait_until(aborted)
+
+
 @pytest.mark.parametrize("sized", [True, False], ids=["content-length", "chunked"])
 async def test_bytes_without_a_length_count_at_once_after_their_patch(
     qsys: System, sized: bool
@@ -93,19 +112,7 @@ async def test_bytes_without_a_length_count_at_once_after_their_patch(
                 content=data if sized else chunked(data),
             )
             assert r.status_code == 204, r.text
-            r = await c.post("/v1/tus", headers={**TUS, "Upload-Length": "50000"})
-            err = assert_error(r, 413, "quota_exceeded")
-            assert err["details"]["used"] == 60_000, err
-            assert (await c.delete(url, headers=TUS)).status_code == 204
-            uid = url.rstrip("/").rsplit("/", 1)[1]
-
-            async def aborted(uid: str = uid) -> bool:
-                status = await qsys.pool.fetchval(
-                    "SELECT status FROM readmodel.uploads WHERE id = $1::uuid", uid
-                )
-                return bool(status == "ABORTED")
-
-            await wait_until(aborted)
+            await counted_then_ended(qsys, c, url)
 
 
 @pytest.mark.parametrize("sized", [True, False], ids=["content-length", "chunked"])
@@ -125,19 +132,7 @@ async def test_bytes_of_a_creation_without_a_length_count_at_once(
             assert r.status_code == 201, r.text
             assert r.headers["upload-offset"] == "60000", r.headers
             url = r.headers["location"]
-            r = await c.post("/v1/tus", headers={**TUS, "Upload-Length": "50000"})
-            err = assert_error(r, 413, "quota_exceeded")
-            assert err["details"]["used"] == 60_000, err
-            assert (await c.delete(url, headers=TUS)).status_code == 204
-            uid = url.rstrip("/").rsplit("/", 1)[1]
-
-            async def aborted(uid: str = uid) -> bool:
-                status = await qsys.pool.fetchval(
-                    "SELECT status FROM readmodel.uploads WHERE id = $1::uuid", uid
-                )
-                return bool(status == "ABORTED")
-
-            await wait_until(aborted)
+            await counted_then_ended(qsys, c, url)
 
 
 async def offsets(c: httpx.AsyncClient, urls: list[str]) -> list[int]:
