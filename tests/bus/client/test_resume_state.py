@@ -26,6 +26,7 @@ from tests.system import System
 
 SERVER = "http://cairn.example"
 KEY = state_key("f.bin", 1, 2, SERVER, "ann")
+THIS = {"for": KEY, "upload_id": "0b6c1f8e-29c5-4a0e-8f5e-3c1b2a4d5e6f", "chunk_size": 8}
 
 
 @pytest.fixture(autouse=True)
@@ -108,7 +109,11 @@ def test_a_state_file_of_another_user_is_refused() -> None:
     ],
 )
 def test_a_state_not_this_uploads_is_not_used(data: dict[str, Any]) -> None:
-    _planted(data)
+    # Asserting only "not used" passed as well with no state read at all (or one looked
+    # for under another name): first, a state of this upload in the same file is used.
+    path = _planted(THIS)
+    assert ResumeState(KEY, SERVER).data == THIS
+    path.write_text(json.dumps(data))
     assert ResumeState(KEY, SERVER).data == {}
 
 
