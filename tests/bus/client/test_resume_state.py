@@ -185,11 +185,15 @@ async def test_a_copied_tus_state_never_sends_the_file_elsewhere(
     monkeypatch.setenv("XDG_CACHE_HOME", cli.env["XDG_CACHE_HOME"])
     state = job_state(job, target, caller_of(target), None, None, "tus")
     state.path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
-    state.path.write_text(json.dumps({"tus_url": f"{other}/v1/tus/abc", "sha256": "0" * 64}))
+    # This upload's state ("for" its key) but for the URL: without "for" it was refused
+    # for that alone, and the test passed with no check of the URL at all.
+    planted = {"for": state.key, "tus_url": f"{other}/v1/tus/abc", "sha256": "0" * 64}
+    state.path.write_text(json.dumps(planted))
     done = await cli("upload", str(src), "--tus", "--json")
     assert done.code == 0, done.err
     assert seen == []
     assert json.loads(done.out)["files"][0]["sha256"] != "0" * 64
+    assert not state.path.exists()  # the very state the upload used (and removed when done)
 
 
 def test_a_state_file_that_is_a_fifo_is_refused_at_once() -> None:
