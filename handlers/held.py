@@ -83,6 +83,11 @@ class Holds:
         h = self._held.get(key)
         return h is None or h.due <= self.clock()
 
+    def remaining(self, key: str) -> float:
+        """Seconds until `key` may be tried again (0: now, or not held)."""
+        h = self._held.get(key)
+        return 0.0 if h is None else max(0.0, h.due - self.clock())
+
     def waiting(self) -> list[str]:
         """The keys whose wait is not over."""
         now = self.clock()

@@ -4,11 +4,14 @@ At-least-once: offsets are committed only after every follow-up command of a bat
 accepted by the actors; a redelivered event produces the same command id again, which the
 actors recognise, so the effect happens once. A FastStream batch subscriber with manual
 acknowledgement: a follow-up command that is not confirmed stops its partition at that
-event (rewound, retried after a pause); the events before it are committed. An event of a
-newer schema version than this code reads, or whose follow-up the actor host refuses with
-`upgrade_in_progress`, holds its partition the same way, but is tried again only on a
-timer backing off from 1 s to 30 s (handlers/held.py: logged once per event type and
-version, counted in `cairn_handler_events_held{worker="handlers"}`).
+event (rewound and paused, retried after RETRY_AFTER seconds); the events before it are
+committed. An event of a newer schema version than this code reads, or whose follow-up the
+actor host refuses with `upgrade_in_progress`, holds its partition the same way, but is
+tried again only on a timer backing off from 1 s to 30 s (handlers/held.py: logged once
+per event type and version, counted in `cairn_handler_events_held{worker="handlers"}`).
+Only that partition waits (paused in the consumer, resumed when its wait is over): the
+others go on at once. Before, the whole consumer slept 1 s after every batch that met such
+an event, and while one was held every batch met it again.
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ from opentelemetry.trace import SpanKind
 
 from bus import maintenance as cleanup
 from bus.actors.commandbus import BusUnavailable, CommandBus
-from bus.actors.wake import Nudger, gated_while_idle
-from bus.aio import Stopped, sleep_unless_stopped, unless_stopped
+from bus.actors.wake import IdleGate, Nudger, gated_while_idle
+from bus.aio import Stopped, unless_stopped
 from bus.blobs.errors import BlobStoreUnavailable
 from bus.blobs.factory import open_blob_store
 from bus.config.logs import get_logger
@@ -53,6 +56,10 @@ from handlers.held import Holds, upgrade_in_progress
 
 log = get_logger(__name__)
 
+# Seconds a partition waits after an event whose follow-up could not be confirmed (the bus
+# or the blob store unavailable) before that event is tried again.
+RETRY_AFTER = 1.0
+
 
 class Handlers:
     def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
@@ -65,6 +72,10 @@ class Handlers:
         self.batches = 0  # bumped at the start and end of every batch (the idle gate)
         # Events held for a newer version of Cairn (each retried until it can be handled).
         self.holds = Holds("handlers")
+        # Partitions paused at such an event or a failed one, each with the timer that
+        # resumes it (the idle gate leaves them paused meanwhile).
+        self.waiting: dict[TopicPartition, asyncio.TimerHandle] = {}
+        self.gate: IdleGate | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         # The nudge wakes an idle actor host (bus/actors/wake.py).
@@ -80,12 +91,23 @@ class Handlers:
         try:
             with contextlib.suppress(Stopped):
                 await unless_stopped(broker.start(), stop)
-                # Idle: stop fetching until an event is appended or published.
+                # Idle: stop fetching until an event is appended or published. A partition
+                # waiting at an event stays paused when the gate wakes the others.
                 async with gated_while_idle(
-                    subscriber.consumer, self.pool, self.settings, stop, lambda: self.batches
-                ):
+                    subscriber.consumer,
+                    self.pool,
+                    self.settings,
+                    stop,
+                    lambda: self.batches,
+                    keep_paused=self.waiting.keys,
+                ) as gate:
+                    self.gate = gate
                     await stop.wait()
         finally:
+            self.gate = None
+            for timer in self.waiting.values():
+                timer.cancel()
+            self.waiting.clear()
             cleaner.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await cleaner
@@ -139,16 +161,38 @@ class Handlers:
                 ):
                     failed.add(tp)
                     # Rewind this partition to the failed record: the commit below stops
-                    # there, and the next poll brings it again.
-                    msg.consumer.seek(TopicPartition(*tp), rec.offset)
+                    # there, and it is fetched again once the partition's wait is over
+                    # (a held event's own back-off, else RETRY_AFTER). Other partitions
+                    # are not held up meanwhile.
+                    part = TopicPartition(*tp)
+                    msg.consumer.seek(part, rec.offset)
+                    self._wait(msg.consumer, part, self.holds.remaining(ev.id) or RETRY_AFTER)
             try:
                 await msg.ack()  # every partition up to its position
             except KafkaError as e:
                 log.warning("offset commit failed, events will be redelivered", error=str(e))
-            if failed:
-                await sleep_unless_stopped(stop, 1.0)  # back off before retrying the command
 
         return subscriber
+
+    def _wait(self, consumer: Any, tp: TopicPartition, seconds: float) -> None:
+        """Pause `tp` (rewound to the event it waits at) for `seconds`, then resume it."""
+        consumer.pause(tp)
+        timer = self.waiting.pop(tp, None)
+        if timer is not None:
+            timer.cancel()
+        loop = asyncio.get_running_loop()
+        self.waiting[tp] = loop.call_later(seconds, self._resume, consumer, tp)
+
+    def _resume(self, consumer: Any, tp: TopicPartition) -> None:
+        self.waiting.pop(tp, None)
+        # Taken away meanwhile (a rebalance): its next owner fetches it (aiokafka forgets
+        # the pause with the assignment), and resuming it here would raise.
+        if tp in consumer.assignment():
+            consumer.resume(tp)
+        if self.gate is not None:
+            # An idle gate has every partition paused; an awake one might pause them all
+            # before this one's event is fetched: either way, wake it for the event.
+            self.gate.wake()
 
     async def _handle(
         self, bus: CommandBus, ev: RecordedEvent, ahead: files_from_uploads.Ahead

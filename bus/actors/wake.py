@@ -320,6 +320,12 @@ class IdleGate:
         rung in the old topic would count as unhandled in the new one."""
         self._owed = {key: owed for key, owed in self._owed.items() if key[0] != topic}
 
+    def wake(self) -> None:
+        """Wake the gate as a notification would: the owner has work for it (a partition
+        it paused for reasons of its own may be fetched again, see `keep_paused`), so a
+        paused gate resumes and an awake one stays awake a while."""
+        self._nudged.set()
+
     def _on_lost(self, *_: object) -> None:
         # No more nudges can arrive: stay awake from now on.
         log.warning("consumer lost its LISTEN connection; it will not pause")

@@ -43,7 +43,11 @@ def test_the_back_off_doubles_to_30_s_and_the_log_comes_once_per_type_and_versio
     ]
     assert gauge() == 3
     assert not holds.due("a") and holds.due("x")
+    # What the handlers pause the event's partition for (handlers/runner.py).
+    clock.now = 12.5
+    assert holds.remaining("a") == 17.5 and holds.remaining("x") == 0
     clock.now = 30
+    assert holds.remaining("a") == 0
     assert holds.due("a") and sorted(holds.waiting()) == []
     holds.release("b")
     assert gauge() == 2

@@ -66,8 +66,9 @@ async def test_download_restarts_when_the_part_is_of_other_content(
     cli = cli_for("down-changed")
     file_id, data = await cli.uploaded(tmp_path / "src.bin", 300_000)
     out = tmp_path / "x.bin"
-    # A part left by an earlier version of the content: If-Range with its (other) ETag
-    # makes the server answer the whole file, which replaces the stale bytes.
+    # A part left by an earlier version of the content: its part.json's other ETag is no
+    # resume (the client asks for the whole file, never sends that ETag), and the whole
+    # file replaces the stale bytes. (Appended to them, it would end in a mismatch.)
     plant_part(
         out, b"stale" * 1000, file_id=file_id, url=cli.env["CAIRN_URL"], etag='"' + "0" * 64 + '"'
     )

@@ -30,14 +30,23 @@ SHA = hashlib.sha256(DATA).hexdigest()
 ETAG = f'"{SHA}"'
 META = {"id": FILE_ID, "name": "f.bin", "size": len(DATA), "sha256": SHA}
 EVIL = b"#!/bin/sh\nrm -rf ~\n".ljust(len(DATA), b"#")
+OTHER = DATA[::-1]  # another file's bytes (or another version's), the same size
 
 
-def _server(seen: list[httpx.Request], answer: Any = None) -> httpx.Client:
+def _server(
+    seen: list[httpx.Request], answer: Any = None, served: list[int] | None = None
+) -> httpx.Client:
     """Cairn's content answers (Range + If-Range as api/http serves them), unless
-    `answer(request)` gives another."""
+    `answer(request)` gives another; `served` gets the length of each body sent."""
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
+        response = respond(request)
+        if served is not None:
+            served.append(len(response.content))
+        return response
+
+    def respond(request: httpx.Request) -> httpx.Response:
         assert request.url.path == f"/v1/files/{FILE_ID}/content"
         if answer is not None:
             got = answer(request)
@@ -73,6 +82,22 @@ def _planted(tmp_path: Path, data: bytes, **over: Any) -> Path:
     dest = tmp_path / "f.bin"
     plant_part(dest, data, **{"file_id": FILE_ID, "url": URL, "etag": ETAG, **over})
     return dest
+
+
+def _a_right_state_resumes(folder: Path) -> None:
+    """A part of this file's first 5000 bytes with its resume state (this file, this
+    server, this version), in `folder`, is resumed: the rest asked for and sent, nothing
+    else. What a test of a state that is no resume first shows, so that it cannot pass
+    by there being no resume at all."""
+    folder.mkdir()
+    dest = _planted(folder, DATA[:5000])
+    seen: list[httpx.Request] = []
+    served: list[int] = []
+    with _server(seen, served=served) as client:
+        result = _download(client, dest)
+    assert [r.headers.get("Range") for r in seen] == ["bytes=5000-"]
+    assert served == [len(DATA) - 5000]
+    assert result["resumed_from"] == 5000 and dest.read_bytes() == DATA
 
 
 @pytest.mark.parametrize("suffix", [PART, SIDECAR])
@@ -129,24 +154,40 @@ def test_a_planted_part_and_sidecar_never_become_the_file(tmp_path: Path) -> Non
         {"url": "http://other.example"},
         {"etag": '"' + "a" * 64 + '"'},
     ],
+    ids=["another-file", "another-server", "another-version"],
 )
 def test_a_sidecar_of_another_file_server_or_version_is_no_resume(
     tmp_path: Path, over: dict[str, str]
 ) -> None:
-    dest = _planted(tmp_path, DATA[:5000], **over)
+    # Asserting only "no Range, the right bytes" passed as well with no resume at all
+    # (or a part.json the client never read: another name): first, the same part.json
+    # with that one field right is a resume.
+    _a_right_state_resumes(tmp_path / "right")
+    # Then with it wrong: the part (here of other bytes, as another file's or version's
+    # would be) is not resumed but replaced, the whole file sent from byte 0. Appended
+    # to, it would end in a sha256 mismatch.
+    (tmp_path / "wrong").mkdir()
+    dest = _planted(tmp_path / "wrong", OTHER[:5000], **over)
     seen: list[httpx.Request] = []
-    with _server(seen) as client:
+    served: list[int] = []
+    with _server(seen, served=served) as client:
         result = _download(client, dest)
-    assert "Range" not in seen[0].headers
+    assert [r.headers.get("Range") for r in seen] == [None]
+    assert served == [len(DATA)]
     assert result["resumed_from"] == 0 and dest.read_bytes() == DATA
+    assert not beside(dest, PART).exists() and not beside(dest, SIDECAR).exists()
 
 
 def test_a_part_longer_than_the_file_is_no_resume(tmp_path: Path) -> None:
-    dest = _planted(tmp_path, DATA + b"more")
+    _a_right_state_resumes(tmp_path / "right")  # (else this passes with no resume at all)
+    (tmp_path / "longer").mkdir()
+    dest = _planted(tmp_path / "longer", DATA + b"more")
     seen: list[httpx.Request] = []
-    with _server(seen) as client:
+    served: list[int] = []
+    with _server(seen, served=served) as client:
         result = _download(client, dest)
-    assert "Range" not in seen[0].headers
+    assert [r.headers.get("Range") for r in seen] == [None]
+    assert served == [len(DATA)]
     assert result["resumed_from"] == 0 and dest.read_bytes() == DATA
 
 

@@ -26,6 +26,7 @@ from tests.system import System
 
 SERVER = "http://cairn.example"
 KEY = state_key("f.bin", 1, 2, SERVER, "ann")
+THIS = {"for": KEY, "upload_id": "0b6c1f8e-29c5-4a0e-8f5e-3c1b2a4d5e6f", "chunk_size": 8}
 
 
 @pytest.fixture(autouse=True)
@@ -108,7 +109,11 @@ def test_a_state_file_of_another_user_is_refused() -> None:
     ],
 )
 def test_a_state_not_this_uploads_is_not_used(data: dict[str, Any]) -> None:
-    _planted(data)
+    # Asserting only "not used" passed as well with no state read at all (or one looked
+    # for under another name): first, a state of this upload in the same file is used.
+    path = _planted(THIS)
+    assert ResumeState(KEY, SERVER).data == THIS
+    path.write_text(json.dumps(data))
     assert ResumeState(KEY, SERVER).data == {}
 
 
@@ -180,11 +185,15 @@ async def test_a_copied_tus_state_never_sends_the_file_elsewhere(
     monkeypatch.setenv("XDG_CACHE_HOME", cli.env["XDG_CACHE_HOME"])
     state = job_state(job, target, caller_of(target), None, None, "tus")
     state.path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
-    state.path.write_text(json.dumps({"tus_url": f"{other}/v1/tus/abc", "sha256": "0" * 64}))
+    # This upload's state ("for" its key) but for the URL: without "for" it was refused
+    # for that alone, and the test passed with no check of the URL at all.
+    planted = {"for": state.key, "tus_url": f"{other}/v1/tus/abc", "sha256": "0" * 64}
+    state.path.write_text(json.dumps(planted))
     done = await cli("upload", str(src), "--tus", "--json")
     assert done.code == 0, done.err
     assert seen == []
     assert json.loads(done.out)["files"][0]["sha256"] != "0" * 64
+    assert not state.path.exists()  # the very state the upload used (and removed when done)
 
 
 def test_a_state_file_that_is_a_fifo_is_refused_at_once() -> None:

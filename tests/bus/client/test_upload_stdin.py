@@ -248,11 +248,14 @@ URL = "http://cairn/v1/tus/u1"
 
 
 def _send(
-    answers: list[Callable[[httpx.Request], httpx.Response]], last: bool = False
+    answers: list[Callable[[httpx.Request], httpx.Response]],
+    last: bool = False,
+    requests: list[httpx.Request] | None = None,
 ) -> tuple[int | ClientError, list[httpx.Request]]:
     """send_chunk through answers given in turn (to every request, PATCH or HEAD); what
-    it returned (or raised) and the requests the server got."""
-    requests: list[httpx.Request] = []
+    it returned (or raised as a ClientError) and the requests the server got (also in
+    `requests`, if given, for an error raised otherwise)."""
+    requests = [] if requests is None else requests
 
     def handler(request: httpx.Request) -> httpx.Response:
         request.read()
@@ -326,9 +329,12 @@ def test_an_offset_outside_the_chunk_is_an_error() -> None:
 
 def test_a_server_gone_for_good_is_unreachable() -> None:
     # Every PATCH and every HEAD cut: the connection error itself ends it (exit 7), after
-    # as many tries as a 429 gets.
+    # as many tries as a 429 gets. (Asserting only the error passed as well when the
+    # first cut ended the upload.)
+    requests: list[httpx.Request] = []
     with pytest.raises(httpx.TransportError):
-        _send([_cut] * (2 * MAX_RETRIES))
+        _send([_cut] * (2 * MAX_RETRIES), requests=requests)
+    assert [r.method for r in requests] == ["PATCH", "HEAD"] * MAX_RETRIES
 
 
 def test_any_other_error_ends_the_chunk_at_once() -> None:
