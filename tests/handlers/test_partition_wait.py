@@ -140,7 +140,10 @@ async def test_a_held_event_delays_only_its_own_partition(
             await decisions.wait(ev.id, "handled", timeout=30)
             took.append(time.monotonic() - began)
             others.append(ev)
-        assert max(took) < 0.7, f"events of another partition took {took} s each"
+        # The one bound here in seconds, with room for a loaded machine: the consumer-wide
+        # pause that was cost at least 1 s per event by construction (its sleep); handled
+        # at once, they take a few polls (about 0.1 s each when the machine is quiet).
+        assert sum(took) / len(took) < 0.8, f"events of another partition took {took} s each"
         # Nor is the held event's partition fetched again and again meanwhile (a batch
         # for each of those events, and one or two when the held event's wait is over).
         assert handlers.batches - batches <= 2 * (OTHERS + 2), handlers.batches - batches
