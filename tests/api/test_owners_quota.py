@@ -14,8 +14,8 @@ import pytest_asyncio
 from tests.api.answers import assert_error
 from tests.api.quota import QUOTA
 from tests.api.routes.test_uploads_complete import chunked
-from tests.api.tus.test_bucket_gone import OCTETS, TUS, drop_bucket, make_bucket
-from tests.api.tus.test_bucket_gone_quota import _received, tus_create
+from tests.api.tus.test_bucket_gone import OCTETS, TUS, make_bucket
+from tests.api.tus.test_bucket_gone_quota import _received, half_sent_into_gone_bucket, tus_create
 from tests.system import System, isolated_system, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -43,17 +43,7 @@ async def test_an_admins_chunk_into_an_upload_is_held_to_its_owners_quota(osys: 
     data = os.urandom(60_000)
     bucket = "oq-native"
     async with osys.client(OWNER) as c, osys.client(ADMIN, admin=True) as admin:
-        await make_bucket(c, bucket)
-        r = await c.post(
-            "/v1/uploads",
-            json={"file_name": "f.bin", "file_size": len(data), "chunk_size": 30_000}
-            | {"bucket": bucket, "key": "k"},
-        )
-        assert r.status_code == 201, r.text
-        uid = r.json()["id"]
-        r = await c.put(f"/v1/uploads/{uid}/chunks/0", content=data[:30_000])
-        assert r.status_code == 201, r.text
-        await drop_bucket(c, bucket)
+        uid = await half_sent_into_gone_bucket(c, bucket, data)
         await wait_until(lambda: _received(osys, uid, 30_000))
         big = await tus_create(c, 70_000)  # it holds its 30,000 bytes, no more
         assert big.status_code == 201, big.text

@@ -83,24 +83,30 @@ async def test_an_upload_into_a_deleted_bucket_holds_only_what_it_received(
         assert err["details"]["used"] == 60_000, err
 
 
+async def half_sent_into_gone_bucket(c: httpx.AsyncClient, bucket: str, data: bytes) -> str:
+    """A native upload of `data` (two chunks of 30,000 bytes) into a new `bucket`, its first
+    chunk sent, then the bucket deleted: the upload's id."""
+    await make_bucket(c, bucket)
+    r = await c.post(
+        "/v1/uploads",
+        json={"file_name": "f.bin", "file_size": len(data), "chunk_size": 30_000}
+        | {"bucket": bucket, "key": "k"},
+    )
+    assert r.status_code == 201, r.text
+    uid = str(r.json()["id"])
+    r = await c.put(f"/v1/uploads/{uid}/chunks/0", content=data[:30_000])
+    assert r.status_code == 201, r.text
+    await drop_bucket(c, bucket)
+    return uid
+
+
 async def test_a_native_upload_into_a_deleted_bucket_takes_chunks_only_within_the_quota(
     qsys: System,
 ) -> None:
     data = os.urandom(60_000)
     bucket = f"gq-{secrets.token_hex(4)}"
     async with qsys.client(f"gq-{secrets.token_hex(4)}") as c:
-        await make_bucket(c, bucket)
-        r = await c.post(
-            "/v1/uploads",
-            json={"file_name": "f.bin", "file_size": len(data), "chunk_size": 30_000}
-            | {"bucket": bucket, "key": "k"},
-        )
-        assert r.status_code == 201, r.text
-        uid = r.json()["id"]
-        assert (
-            await c.put(f"/v1/uploads/{uid}/chunks/0", content=data[:30_000])
-        ).status_code == 201
-        await drop_bucket(c, bucket)
+        uid = await half_sent_into_gone_bucket(c, bucket, data)
         await wait_until(lambda: _received(qsys, uid, 30_000))
         r = await tus_create(c, 70_000)  # it holds its 30,000 bytes, no more
         assert r.status_code == 201, r.text
