@@ -51,6 +51,7 @@ class UploadShape:
     chunk_size: int
     total_chunks: int
     mode: str = "chunks"
+    bucket: str = "default"  # set at initiation, never changed
 
     def expected_size(self, index: int) -> int:
         return expected_chunk_size(self.file_size, self.chunk_size, self.total_chunks, index)
@@ -85,7 +86,12 @@ class AppContext:
             if state is None:
                 raise NotFound("upload_not_found", "no such upload", {"id": upload_id})
             shape = UploadShape(
-                state.owner, state.file_size, state.chunk_size, state.total_chunks, state.mode
+                state.owner,
+                state.file_size,
+                state.chunk_size,
+                state.total_chunks,
+                state.mode,
+                state.bucket,
             )
             self.shapes[upload_id] = shape
             while len(self.shapes) > 50_000:

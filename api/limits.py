@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Literal
 
@@ -52,7 +52,6 @@ from api.context import AppContext, ctx, parse_uuid
 from api.errors import ApiError
 from api.idempotency import Handler
 from api.quota_batches import reserve_batched
-from bus.config.settings import Settings
 from projections.usage import (
     QUOTA_EXCEEDED,
     bucket_went,
@@ -300,45 +299,37 @@ async def quota_reserved(
 
 @asynccontextmanager
 async def more_bytes_held(
-    c: AppContext, owner: str, upload_id: str, size: int, received: Callable[[], Awaitable[int]]
+    c: AppContext, owner: str, upload_id: str, size: int
 ) -> AsyncIterator[QuotaHold]:
     """Bytes into an upload that holds only what it received (its bucket went since it began:
     projections.usage.WENT): its whole `size` must fit beside everything else (413
     quota_exceeded before the body, nothing held), and is held while they come, so that
     two such requests of one owner are judged one after the other, each seeing the
     other's bytes. After, however the request ends, the hold keeps what the upload then
-    has (`received`, read from its stream) until the uploads read model counts it."""
+    has until the uploads read model counts it (`received_kept`)."""
     async with (
         quota_reserved(c, owner, size, completing=upload_id) as hold,
-        received_kept(hold, upload_id, received),
+        received_kept(hold, upload_id),
     ):
         yield hold
 
 
 @asynccontextmanager
-async def received_kept(
-    hold: QuotaHold, upload_id: str, received: Callable[[], Awaitable[int]]
-) -> AsyncIterator[None]:
+async def received_kept(hold: QuotaHold, upload_id: str) -> AsyncIterator[None]:
     """However the block ends (bytes appended to the upload in it, or some of them), the
-    hold then keeps what the upload has (`received`, read from its stream) until the
-    uploads read model counts it: released at once, the bytes would count nowhere in the
-    read model's lag, and a request just after could take their room again."""
+    hold then keeps what the upload has (its bytes received, read from its stream) until
+    the uploads read model counts it: released at once, the bytes would count nowhere in
+    the read model's lag, and a request just after could take their room again."""
     try:
         yield
     finally:
         if hold.id is not None:
-            await asyncio.shield(_keep_received(hold, upload_id, received))
+            await asyncio.shield(_keep_received(hold, upload_id))
 
 
-async def _keep_received(
-    hold: QuotaHold, upload_id: str, received: Callable[[], Awaitable[int]]
-) -> None:
-    await hold.keep(await received(), upload_id)
-
-
-def any_quota(s: Settings) -> bool:
-    """Whether some owner may have a quota (else no request needs its owner looked up)."""
-    return s.quota_bytes > 0 or any(limit > 0 for _, limit in s.quotas)
+async def _keep_received(hold: QuotaHold, upload_id: str) -> None:
+    state = await hold.c.load("uploads", f"upload-{upload_id}")
+    await hold.keep(int(state.bytes_received), upload_id)
 
 
 def quota_checked(kind: Literal["create", "chunk"]) -> Callable[[Handler], Handler]:
@@ -360,7 +351,7 @@ def quota_checked(kind: Literal["create", "chunk"]) -> Callable[[Handler], Handl
             s = c.settings
             # The owner's quota decides, not the caller's (an admin writing into another
             # user's upload): a create's owner is its caller; a chunk's, its upload's.
-            if s.quota_for(principal.user) > 0 or (kind == "chunk" and any_quota(s)):
+            if s.quota_for(principal.user) > 0 or (kind == "chunk" and s.any_quota):
                 if kind == "create":
                     size = kwargs["data"].file_size
                     # Malformed or over the size limit: the handler's own answer is clearer.
@@ -377,16 +368,9 @@ def quota_checked(kind: Literal["create", "chunk"]) -> Callable[[Handler], Handl
                     shape = await c.upload_shape(upload_id, principal)
                     if s.quota_for(shape.owner) <= 0:
                         return await fn(*args, **kwargs)
-                    state = await c.load("uploads", f"upload-{upload_id}")
-                    if await bucket_went(c.pool, upload_id, state.bucket):
+                    if await bucket_went(c.pool, upload_id, shape.bucket):
                         # Its bytes count as they come: held, see more_bytes_held.
-                        async def received() -> int:
-                            now = await c.load("uploads", f"upload-{upload_id}")
-                            return int(now.bytes_received)
-
-                        async with more_bytes_held(
-                            c, shape.owner, upload_id, shape.file_size, received
-                        ):
+                        async with more_bytes_held(c, shape.owner, upload_id, shape.file_size):
                             return await fn(*args, **kwargs)
                     await check_quota(c, shape.owner, shape.file_size, upload_id)
             return await fn(*args, **kwargs)

@@ -396,13 +396,8 @@ class TusController(Controller):
                 await append_body(c, request, principal, Fresh(upload_id, length), checksum, create)
             elif with_body:
                 state = await c.load("uploads", f"upload-{upload_id}")
-
-                async def received() -> int:
-                    now_state = await c.load("uploads", f"upload-{upload_id}")
-                    return int(now_state.bytes_received)
-
                 kept = (
-                    received_kept(hold, upload_id, received)
+                    received_kept(hold, upload_id)
                     if hold is not None and length is None
                     else contextlib.nullcontext()
                 )
@@ -652,15 +647,11 @@ class TusController(Controller):
             assert reloaded is not None
             state = reloaded
 
-        async def received() -> int:
-            now_state = await c.load("uploads", f"upload-{state.id}")
-            return int(now_state.bytes_received)
-
         # Into an upload whose bucket went: its whole length must fit beside everything
         # else (413 before a byte of the body is read; what it has is kept), and is held
         # while the body comes, then what it received until the read model has it.
         more = (
-            more_bytes_held(c, state.owner, state.id, state.file_size, received)
+            more_bytes_held(c, state.owner, state.id, state.file_size)
             if went and state.file_size is not None
             else contextlib.nullcontext()
         )
@@ -685,7 +676,7 @@ class TusController(Controller):
                             async def grow(size: int) -> None:
                                 await hold.cover(size, most)
 
-                        async with received_kept(hold, state.id, received):
+                        async with received_kept(hold, state.id):
                             new_offset = await append_body(
                                 c, request, principal, state, checksum, quota_cap=cap, grow=grow
                             )

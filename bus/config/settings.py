@@ -196,6 +196,11 @@ class Settings:
         """Where the S3 store spools bodies while hashing them (local disk, not memory)."""
         return self.s3_spool_dir or self.data_dir / "s3-spool"
 
+    @property
+    def any_quota(self) -> bool:
+        """Whether some user may have a quota (else no request needs its owner looked up)."""
+        return self.quota_bytes > 0 or any(limit > 0 for _, limit in self.quotas)
+
     def quota_for(self, user: str) -> int:
         """Bytes `user` may store (0 = unlimited): a per-user override, else the default."""
         for who, limit in self.quotas:
