@@ -142,7 +142,7 @@ async def storage_used(
     initiated = [
         e
         for ev in await store.read_latest(UploadInitiated.type, UNPROJECTED_TAIL, conn, owner)
-        if ev.owner == owner and isinstance(e := ev.payload, UploadInitiated)
+        if isinstance(e := ev.payload, UploadInitiated)
     ]
     recent = {uuid.UUID(e.upload_id): e.file_size or 0 for e in initiated}
     if excluded is not None:
@@ -292,26 +292,32 @@ async def storage_used(
 
 
 async def key_holds(
-    conn: asyncpg.Connection, owner: str, target: str, exclude_reservation: str | None
-) -> int:
-    """What `storage_used` counts for the key of the object `target`: the largest of its
-    live size and the puts on their way to it (leaving out one reservation). A put of N
-    bytes to it adds max(0, N - this)."""
-    got = await conn.fetchval(
+    conn: asyncpg.Connection,
+    owner: str,
+    targets: Sequence[str],
+    exclude_reservation: str | None = None,
+) -> dict[str, int]:
+    """What `storage_used` counts for the key of each object in `targets`: the largest of
+    its live size and the puts on their way to it (leaving out one reservation). A put of
+    N bytes to it adds max(0, N - this). One statement for them all."""
+    if not targets:
+        return {}
+    rows = await conn.fetch(
         f"""
-        SELECT greatest(
+        SELECT t.id, greatest(
           (SELECT coalesce(max(size), 0) FROM readmodel.files
-            WHERE id = $2 AND owner = $1 AND deleted_at IS NULL),
+            WHERE id = t.id AND owner = $1 AND deleted_at IS NULL),
           (SELECT coalesce(max(r.bytes), 0) FROM api.quota_reservations r
-            WHERE r.owner = $1 AND r.target = $2 AND r.expires_at > now()
+            WHERE r.owner = $1 AND r.target = t.id AND r.expires_at > now()
               AND r.id IS DISTINCT FROM $3
-              AND {PENDING}))
+              AND {PENDING})) AS holds
+          FROM unnest($2::uuid[]) AS t(id)
         """,
         owner,
-        uuid.UUID(target),
+        [uuid.UUID(t) for t in targets],
         uuid.UUID(exclude_reservation) if exclude_reservation else None,
     )
-    return int(got or 0)
+    return {str(r["id"]): int(r["holds"] or 0) for r in rows}
 
 
 # The advisory lock class of quota reservations (the key's second half: the owner's hash).
@@ -334,8 +340,8 @@ async def reserve(
     file_id: str | None = None,
 ) -> tuple[str | None, dict[str, int] | None, int]:
     """Reserve `requested` bytes of `owner`'s quota: (the reservation's id, None, the bytes
-    used besides it), or (None, the refusal's details, used) when they would go over. `resize`: an earlier
-    reservation of the same request, which becomes `requested` bytes (its own bytes not
+    used besides it), or (None, the refusal's details, used) when they would go over.
+    `resize`: an earlier reservation of the same request, which becomes `requested` bytes (its own bytes not
     counted against it); refused, it stays as it was. `parts`: the partial uploads of a
     concatenation of `requested` bytes about to be initiated; what of them counts now
     (no other final holds it) moves to it, so only the rest is reserved (and refused).
@@ -349,16 +355,14 @@ async def reserve(
     read model lags behind its bytes: see WENT), and the hold then counts until the uploads
     read model has it completed. The same for an upload about to grow to `requested`
     bytes (a tus length declared, bytes into an upload whose bucket went): the hold counts
-    what of them its row does not (yet); an upload's holds count as the largest of them. `file_id`: the file the request is to make, known before
-    it makes it (a task's copy): the hold is its from the start (as `release` with
-    `file_id` makes it), counted in one statement with the files read model, so a file
-    listed before the request is over (its reply waited for) is not counted twice
-    meanwhile: a task's next item asking then was refused for room there was."""
+    what of them its row does not (yet); an upload's holds count as the largest of them.
+    `file_id`: the file the request is to make, known before it makes it (a task's copy):
+    the hold is its from the start (as `release` with `file_id` makes it), counted in one
+    statement with the files read model, so a file listed before the request is over (its
+    reply waited for) is not counted twice meanwhile: a task's next item asking then was
+    refused for room there was."""
     async with store.pool.acquire() as conn, conn.transaction():
-        # One owner's reservations are decided one at a time (held to commit); other owners
-        # are not held up. The two-key form keeps the key space apart from the event store's.
-        await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", QUOTA_LOCK, owner)
-        await _drop_spent(conn, owner)
+        await _lock_owner(conn, owner)
         used = await storage_used(store, owner, exclude_upload, conn, exclude_reservation=resize)
         asked = requested
         if parts:
@@ -376,7 +380,7 @@ async def reserve(
         if target is not None:
             # Read under the lock too: another put of the key, or one to come, sees this
             # reservation and is judged against it (the largest counts, see storage_used).
-            replaced = await key_holds(conn, owner, target, resize)
+            replaced = (await key_holds(conn, owner, [target], resize))[target]
             asked = max(0, requested - replaced)
         # A put, or a completion, that adds nothing always fits.
         refusable = asked > 0 or (target is None and completing is None)
@@ -417,7 +421,7 @@ async def reserve_many(
     `completing`, `file_id` or an upload left out), decided in order under one take of
     the owner's lock: each answer is what `reserve` would have answered had they come one
     after the other in this order, from one usage read. Group commit for the quota: while
-    one batch holds the lock, the next gathers (api/limits.py), so one owner's concurrent
+    one batch holds the lock, the next gathers (api/quota_batches.py), so one owner's concurrent
     small PUTs cost a lock, a usage read and an insert per batch, not per PUT.
 
     Why it is the same: a granted request adds to what the owner uses exactly what it was
@@ -427,11 +431,10 @@ async def reserve_many(
     if not asks:
         return []
     async with store.pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", QUOTA_LOCK, owner)
-        await _drop_spent(conn, owner)
+        await _lock_owner(conn, owner)
         used = await storage_used(store, owner, None, conn)
         targets = sorted({t for _, t in asks if t is not None})
-        holds = await _key_holds_many(conn, owner, targets)
+        holds = await key_holds(conn, owner, targets)
         answers: list[tuple[str | None, dict[str, int] | None, int]] = []
         granted: list[tuple[uuid.UUID, int, str | None]] = []
         for requested, target in asks:
@@ -465,26 +468,15 @@ async def reserve_many(
         return answers
 
 
-async def _key_holds_many(
-    conn: asyncpg.Connection, owner: str, targets: Sequence[str]
-) -> dict[str | None, int]:
-    """`key_holds` of several objects in one statement (no reservation left out)."""
-    if not targets:
-        return {}
-    rows = await conn.fetch(
-        f"""
-        SELECT t.id, greatest(
-          (SELECT coalesce(max(size), 0) FROM readmodel.files
-            WHERE id = t.id AND owner = $1 AND deleted_at IS NULL),
-          (SELECT coalesce(max(r.bytes), 0) FROM api.quota_reservations r
-            WHERE r.owner = $1 AND r.target = t.id AND r.expires_at > now()
-              AND {PENDING})) AS holds
-          FROM unnest($2::uuid[]) AS t(id)
-        """,
-        owner,
-        [uuid.UUID(t) for t in targets],
-    )
-    return {str(r["id"]): int(r["holds"] or 0) for r in rows}
+async def _lock_owner(conn: asyncpg.Connection, owner: str) -> None:
+    """Take `owner`'s quota lock for the transaction on `conn`, then drop their spent holds.
+
+    One owner's reservations are decided one at a time (held to commit); other owners are
+    not held up. The two-key form keeps the key space apart from the event store's. The
+    lock is its own statement, before any read: a statement's snapshot is taken when it
+    starts, so one that also waited for the lock would not see what its holder wrote."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", QUOTA_LOCK, owner)
+    await _drop_spent(conn, owner)
 
 
 async def _drop_spent(conn: asyncpg.Connection, owner: str) -> None:
