@@ -77,8 +77,26 @@ async def test_a_newer_completion_is_retried_not_dropped_or_misread(
     assert said[0]["stream_id"] == newer.stream_id and said[0]["event_type"] == "UploadCompleted"
 
 
-def held_gauge() -> float | None:
-    return gauge("handlers")
+def gauge(worker: str) -> float | None:
+    return REGISTRY.get_sample_value("cairn_handler_events_held", {"worker": worker})
+
+
+async def held_after(
+    event_store: PostgresEventStore,
+    stream_id: str,
+    first: NewEvent,
+    newer_type: str,
+    newer_data: dict[str, object],
+    known_version: int,
+) -> None:
+    """`stream_id`: `first`, then an event of `newer_type` one schema version newer than
+    this code reads (`known_version`): where a worker of this version must wait."""
+    await event_store.append(
+        stream_id,
+        0,
+        [first, NewEvent(newer_type, newer_data, schema_version=known_version + 1)],
+        EventMeta(AT, owner="ann"),
+    )
 
 
 async def newer_aborted(event_store: PostgresEventStore) -> RecordedEvent:
@@ -108,16 +126,16 @@ async def test_held_events_are_logged_once_per_type_and_version_and_counted_unti
     first, second = await newer_aborted(event_store), await newer_aborted(event_store)
     handlers = Handlers(settings, pool)
     try:
-        assert held_gauge() == 0
+        assert gauge("handlers") == 0
         with capture_logs() as logs:
             for _ in range(3):
                 assert await handlers._handle(None, first, files_from_uploads.Ahead()) is False  # type: ignore[arg-type]
-            assert held_gauge() == 1
+            assert gauge("handlers") == 1
             # Retried on a timer that backs off, not at every batch.
             assert not handlers.holds.due(first.id)
             # Another event of the same type and version: held too, not said again.
             assert await handlers._handle(None, second, files_from_uploads.Ahead()) is False  # type: ignore[arg-type]
-            assert held_gauge() == 2
+            assert gauge("handlers") == 2
         said = [e for e in logs if "newer schema version" in e["event"]]
         assert len(said) == 1, logs
         assert said[0]["event_type"] == "UploadAborted"
@@ -126,9 +144,9 @@ async def test_held_events_are_logged_once_per_type_and_version_and_counted_unti
         # calls for no follow-up), and nothing is held any more.
         monkeypatch.setattr(UploadAborted, "schema_version", UploadAborted.schema_version + 1)
         assert await handlers._handle(None, first, files_from_uploads.Ahead()) is True  # type: ignore[arg-type]
-        assert held_gauge() == 1
+        assert gauge("handlers") == 1
         assert await handlers._handle(None, second, files_from_uploads.Ahead()) is True  # type: ignore[arg-type]
-        assert held_gauge() == 0
+        assert gauge("handlers") == 0
         assert handlers.holds.due(first.id)
     finally:
         await handlers.blobs.close()
@@ -176,9 +194,9 @@ async def test_a_follow_up_refused_for_an_upgrade_is_held_logged_once_and_counte
         with capture_logs() as logs:
             for _ in range(3):
                 assert await handlers._handle(bus, ev, files_from_uploads.Ahead()) is False  # type: ignore[arg-type]
-                assert held_gauge() == 1
+                assert gauge("handlers") == 1
             assert await handlers._handle(bus, ev, files_from_uploads.Ahead()) is True  # type: ignore[arg-type]
-        assert held_gauge() == 0
+        assert gauge("handlers") == 0
         assert bus.sent == [follow_up] * 4  # never dropped
     finally:
         await handlers.blobs.close()
@@ -196,10 +214,6 @@ class Clock:
         return self.now
 
 
-def gauge(worker: str) -> float | None:
-    return REGISTRY.get_sample_value("cairn_handler_events_held", {"worker": worker})
-
-
 async def test_a_fetch_of_a_newer_version_is_given_back_logged_once_and_claimed_after_a_back_off(
     settings: Settings,
     pool: asyncpg.Pool,
@@ -212,21 +226,15 @@ async def test_a_fetch_of_a_newer_version_is_given_back_logged_once_and_claimed_
     monkeypatch.setattr(fetcher, "log", structlog.get_logger(fetcher.__name__))
     fid = str(uuid.uuid4())
     url = "http://example.com/a"
-    await event_store.append(
+    await held_after(
+        event_store,
         f"fetch-{fid}",
-        0,
-        [
-            NewEvent(
-                "FetchRequested",
-                {"fetch_id": fid, "owner": "ann", "url": url, "at": AT.isoformat()},
-            ),
-            NewEvent(
-                "FetchFailed",
-                {"error": "gone", "at": AT.isoformat()},
-                schema_version=FetchFailed.schema_version + 1,
-            ),
-        ],
-        EventMeta(AT, owner="ann"),
+        NewEvent(
+            "FetchRequested", {"fetch_id": fid, "owner": "ann", "url": url, "at": AT.isoformat()}
+        ),
+        "FetchFailed",
+        {"error": "gone", "at": AT.isoformat()},
+        FetchFailed.schema_version,
     )
     # The read model as the projector leaves it: the request applied, held at the newer
     # failure (so still PENDING, claimable).
@@ -275,18 +283,13 @@ async def test_a_task_of_a_newer_version_waits_logged_once_and_counted(
     monkeypatch.setattr(task_worker, "log", structlog.get_logger(task_worker.__name__))
     tid = str(uuid.uuid4())
     created = {"task_id": tid, "owner": "ann", "task_type": "delete", "at": AT.isoformat()}
-    await event_store.append(
+    await held_after(
+        event_store,
         f"task-{tid}",
-        0,
-        [
-            NewEvent("TaskCreated", created),
-            NewEvent(
-                "TaskFailed",
-                {"error": {"code": "x"}, "at": AT.isoformat()},
-                schema_version=TaskFailed.schema_version + 1,
-            ),
-        ],
-        EventMeta(AT, owner="ann"),
+        NewEvent("TaskCreated", created),
+        "TaskFailed",
+        {"error": {"code": "x"}, "at": AT.isoformat()},
+        TaskFailed.schema_version,
     )
     worker = TaskWorker(settings, pool)
     worker.bus = object()  # type: ignore[assignment]  # (nothing is sent on these paths)
