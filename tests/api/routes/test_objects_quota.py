@@ -8,7 +8,10 @@ import asyncio
 import os
 import secrets
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+import httpx
 import pytest
 
 from domain.files.keys import object_file_id
@@ -18,6 +21,17 @@ from tests.api.tus.test_deferred_length_quota import all_begun, gated
 from tests.system import System, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@asynccontextmanager
+async def owner_with_bucket(s: System) -> AsyncIterator[tuple[str, str, httpx.AsyncClient, str]]:
+    """A new owner and a new bucket of theirs: (owner, bucket, their client, the bucket's
+    objects path)."""
+    me = f"u-{secrets.token_hex(4)}"
+    bucket = f"q-{secrets.token_hex(4)}"
+    async with s.client(me) as c:
+        assert (await c.post("/v1/buckets", json={"name": bucket})).status_code == 201
+        yield me, bucket, c, f"/v1/buckets/{bucket}/objects"
 
 
 async def listed(s: System, bucket: str, key: str, size: int) -> None:
@@ -34,11 +48,7 @@ async def listed(s: System, bucket: str, key: str, size: int) -> None:
 
 
 async def test_an_overwrite_at_the_quota_is_judged_by_its_net_change(qsys: System) -> None:
-    me = f"u-{secrets.token_hex(4)}"
-    bucket = f"q-{secrets.token_hex(4)}"
-    async with qsys.client(me) as c:
-        assert (await c.post("/v1/buckets", json={"name": bucket})).status_code == 201
-        objects = f"/v1/buckets/{bucket}/objects"
+    async with owner_with_bucket(qsys) as (_me, bucket, c, objects):
         assert (await c.put(f"{objects}/a", content=os.urandom(60_000))).status_code == 201
         assert (await c.put(f"{objects}/b", content=os.urandom(40_000))).status_code == 201
         # At the quota: the same size again, and a smaller one, add nothing (413 before).
@@ -80,11 +90,7 @@ async def test_concurrent_overwrites_and_a_delete_never_take_the_owner_past_the_
     afresh), and whichever order they are applied in, what is stored in the end fits the
     quota (the new key gets in only if the delete was applied and the puts were gone by
     then)."""
-    me = f"u-{secrets.token_hex(4)}"
-    bucket = f"q-{secrets.token_hex(4)}"
-    async with qsys.client(me) as c:
-        assert (await c.post("/v1/buckets", json={"name": bucket})).status_code == 201
-        objects = f"/v1/buckets/{bucket}/objects"
+    async with owner_with_bucket(qsys) as (_me, _bucket, c, objects):
         assert (await c.put(f"{objects}/a", content=os.urandom(60_000))).status_code == 201
         assert (await c.put(f"{objects}/b", content=os.urandom(40_000))).status_code == 201
         sizes = [60_000, 50_000, 40_000, 60_000, 30_000]
@@ -114,11 +120,7 @@ async def test_concurrent_chunked_puts_never_take_the_owner_past_the_quota(qsys:
     """Six bodies without a length, all begun before any ends, each under what is left of
     the quota but together over it: those that do not fit beside the others are 413
     quota_exceeded and leave no object, and what is stored fits the quota."""
-    me = f"u-{secrets.token_hex(4)}"
-    bucket = f"q-{secrets.token_hex(4)}"
-    async with qsys.client(me) as c:
-        assert (await c.post("/v1/buckets", json={"name": bucket})).status_code == 201
-        objects = f"/v1/buckets/{bucket}/objects"
+    async with owner_with_bucket(qsys) as (me, bucket, c, objects):
         assert (await c.put(f"{objects}/base", content=os.urandom(40_000))).status_code == 201
         keys = [f"k{i}" for i in range(6)]  # 6 x 25,000 against the 60,000 left
         gate = asyncio.Event()
@@ -147,11 +149,7 @@ async def test_a_chunked_puts_bytes_are_held_as_they_come(qsys: System) -> None:
     """A body without a length holds what it brought while it still comes: a create that
     does not fit beside those bytes is refused meanwhile (it passed, and the PUT was then
     refused at its end having been read whole), and the PUT ends with its object."""
-    me = f"u-{secrets.token_hex(4)}"
-    bucket = f"q-{secrets.token_hex(4)}"
-    async with qsys.client(me) as c:
-        assert (await c.post("/v1/buckets", json={"name": bucket})).status_code == 201
-        objects = f"/v1/buckets/{bucket}/objects"
+    async with owner_with_bucket(qsys) as (me, bucket, c, objects):
         gate = asyncio.Event()
         data = os.urandom(30_000)
         put = asyncio.create_task(c.put(f"{objects}/a", content=gated(data, data, gate)))
