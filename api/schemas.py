@@ -473,9 +473,11 @@ class ReadinessReport(msgspec.Struct):
 
 
 class CleanupDone(msgspec.Struct):
-    """What one cleanup run did: uploads expired, blobs and bytes freed, keys forgotten."""
+    """What one cleanup run did: uploads expired, blobs and bytes freed, keys forgotten,
+    files deleted that were left live in a bucket that is gone."""
 
     expired: int
     blobs_deleted: int
     bytes_freed: int
     idempotency_keys_deleted: int
+    orphans_deleted: int

@@ -1,4 +1,5 @@
-"""Cleanup: expire stale uploads, collect unreferenced chunks, forget old idempotency keys.
+"""Cleanup: expire stale uploads, delete orphaned files, collect unreferenced chunks,
+forget old idempotency keys.
 
 Run every CAIRN_CLEANUP_INTERVAL by the handlers process and on demand by
 `POST /v1/admin/cleanup`. Only one run at a time across all processes: a session-level
@@ -11,7 +12,10 @@ about the same blobs concurrently (the periodic one skips its turn, the admin ca
    model may lag behind a chunk that just arrived) and expired by sending ExpireUpload
    through the command bus with the command id `expire-upload-<id>`, so repeated runs (or a
    run whose reply timed out) expire it once.
-2. Garbage collection. The chunk-reference table is caught up from the event store first
+2. Orphans: files left live in a bucket that is gone (made by a write that raced the
+   bucket's deletion) are deleted, see bus/orphans.py. Before the collection, so the
+   chunks only they held are released (and collected once the grace has passed).
+3. Garbage collection. The chunk-reference table is caught up from the event store first
    (see bus/blobs/references.py for why it is not Kafka-fed), then every blob older than
    CAIRN_GC_GRACE on disk is deleted unless a live reference or a reference released less
    than the grace ago holds it. The grace on the blob's mtime protects a chunk PUT whose
@@ -24,7 +28,7 @@ about the same blobs concurrently (the periodic one skips its turn, the admin ca
    newer schema version than this code reads (a rolling upgrade, or a rollback) stops the
    collection before it deletes anything (it may name chunks), until a process that reads
    it runs; expiry passes such an upload by.
-3. Idempotency keys older than 24 hours are deleted.
+4. Idempotency keys older than 24 hours are deleted.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from bus.blobs import references as chunk_refs
 from bus.blobs.factory import open_blob_store
 from bus.config.logs import get_logger
 from bus.config.settings import Settings
+from bus.orphans import sweep_orphans
 from bus.store import idempotency
 from bus.store.db import keeps_session_state
 from bus.store.eventstore import PostgresEventStore
@@ -69,6 +74,7 @@ class CleanupReport:
     blobs_deleted: int = 0
     bytes_freed: int = 0
     idempotency_keys_deleted: int = 0
+    orphans_deleted: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -113,6 +119,7 @@ async def run_cleanup(
             now = datetime.now(UTC)
             report = CleanupReport()
             report.expired = await expire_stale_uploads(settings, pool, bus, now)
+            report.orphans_deleted = await sweep_orphans(pool, bus, now)
             report.blobs_deleted, report.bytes_freed = await collect_garbage(
                 settings, pool, blobs, now
             )

@@ -17,9 +17,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 
+from domain.buckets.state import BucketState
 from domain.fetches.commands import CompleteFetch
 from domain.fetches.state import FetchState, FetchStatus
-from domain.files.commands import CreateFile, PutObject
+from domain.files.commands import CreateFile, DeleteFile, PutObject
 from domain.files.keys import object_file_id
 from domain.files.state import FileState
 from domain.kernel import JSON, Command
@@ -346,4 +347,47 @@ def object_from_file(
         metadata=file.metadata,
         if_none_match=if_none_match,
         command_id=command_id,
+    )
+
+
+def orphaned(file: FileState | None, bucket: BucketState | None) -> bool:
+    """Is `file` live in a bucket that is gone (`bucket`: that bucket's state, None if it
+    never existed)? Such a file was made by a write that checked its bucket just before
+    the bucket's deletion (nothing orders the two aggregates): it counts against its
+    owner's quota, and no bucket lists it.
+
+    Gone: missing, deleted, or another user's bucket made since the file was written (a
+    name deleted and taken again; its objects are its owner's files, so it does not list
+    this one). Not gone: the owner's bucket, also one deleted and made again by the owner
+    (the file stays in it, as if put there), and another user's bucket that was there
+    before the file was written (an admin may fetch a file of theirs into a user's
+    bucket; `handlers/destination.py` lets it, by the same rule). A file in no bucket
+    (`default`) is never orphaned."""
+    if file is None or file.deleted or file.bucket == "default":
+        return False
+    if bucket is None or bucket.deleted or bucket.name != file.bucket:
+        return True
+    return bucket.owner != file.owner and bucket.created_at > file.created_at
+
+
+def orphan_command_id(file_id: str, version: int) -> str:
+    """The deletion of an orphan as seen at its stream's `version`: the same file seen
+    again at that version (a sweep run twice, or at once in two processes, or retried
+    after a crash) sends the same command, which the event store applies once; the key
+    written again since is another version, and another deletion."""
+    return f"delete-orphan-{file_id}-v{version}"
+
+
+def delete_orphan(file: FileState, version: int, at: datetime) -> DeleteFile:
+    """The deletion of the orphaned `file` (`orphaned`), read at its stream's `version`.
+
+    As its owner (not as an admin: a key taken since by another owner's object is theirs,
+    404, not deleted), and only if its content is still the one judged (`if_match`: a new
+    version written since is not deleted for the old one's sake)."""
+    return DeleteFile(
+        aggregate_id=file.id,
+        caller=file.owner,
+        at=at,
+        command_id=orphan_command_id(file.id, version),
+        if_match=file.sha256,
     )

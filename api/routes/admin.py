@@ -53,7 +53,7 @@ class AdminController(SecuredController):
     @post(
         "/cleanup",
         status_code=200,
-        summary="Expire stale uploads and collect garbage now",
+        summary="Expire stale uploads, delete orphaned files and collect garbage now",
         responses={403: ResponseSpec(None, description="The admin role is required")}
         | ok(200, CleanupDone, "The counts of this run"),
     )

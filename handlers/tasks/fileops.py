@@ -245,8 +245,9 @@ async def _run_copies(
     """A copy or move, COPY_BATCH files at a time, like a delete: one query reads the
     batch's files and the copies an earlier run of the task may have made of them, one
     safe point checks the task and the destination bucket (a bucket deleted mid-run stops
-    the run before its next batch: CreateFile itself does not look at the bucket), and up
-    to IN_FLIGHT items are under way at once, each item's steps in order (its CreateFile,
+    the run before its next batch: CreateFile itself does not look at the bucket, so the
+    copies a batch makes after the deletion are left to the orphan sweep, bus/orphans.py,
+    which deletes them at the next cleanup), and up to IN_FLIGHT items are under way at once, each item's steps in order (its CreateFile,
     then the files it replaces, then a move's DeleteFile). Results are recorded in item
     order once the batch is done.
 

@@ -854,7 +854,13 @@ async def cleanup(c: httpx.AsyncClient) -> dict[str, int]:
     assert r.status_code == 200, r.text
     await assert_documented(c, "post", "/v1/admin/cleanup", r)
     body = r.json()
-    assert set(body) == {"expired", "blobs_deleted", "bytes_freed", "idempotency_keys_deleted"}
+    assert set(body) == {
+        "expired",
+        "blobs_deleted",
+        "bytes_freed",
+        "idempotency_keys_deleted",
+        "orphans_deleted",
+    }
     return body  # type: ignore[no-any-return]
 
 
