@@ -212,6 +212,8 @@ async def test_another_users_bucket_of_the_same_name_shelters_no_orphan(
         await until_row(osys, bobs, live=True)
         listed = (await b.get(f"/v1/buckets/{bucket}/objects")).json()["items"]
         assert [o["key"] for o in listed] == ["bob/own.txt"]
+        # Nor read through it (the key's id is the same: the object's owner is checked).
+        assert (await b.get(f"/v1/buckets/{bucket}/objects/ann/late.bin")).status_code == 404
         assert (await b.get(f"/v1/buckets/{bucket}")).json()["usage"]["objects"] == 1
         assert await usage_bytes(osys, ann) == 1000
 
