@@ -37,11 +37,14 @@ def _owner_only(path: Path) -> None:
     """`path` created, or emptied, as a file only its owner reads (0600), before a byte of
     the dump goes in: pg_dump keeps the mode of a file it writes over, and makes a new one
     by the umask (0644 under the usual 022)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise SupervisorError(f"cannot write the dump to {path}: {e.strerror or e}") from None
 
 
 async def dump(settings: Settings, path: Path) -> None:

@@ -147,3 +147,7 @@ async def test_a_dump_is_readable_by_its_owner_only(
             assert path.read_bytes().startswith(b"PGDMP")
     finally:
         os.umask(old_umask)
+    # A file that cannot be made is one line, never a traceback.
+    code, out, err = await cli(env, "db", "dump", str(tmp_path / "missing" / "x.pgc"))
+    assert code == 1 and err.startswith("cairn: error: cannot write the dump to "), out + err
+    assert len(err.strip().splitlines()) == 1, err
