@@ -18,7 +18,8 @@ import asyncpg
 from litestar import MediaType, Request, Response, get
 from litestar.openapi import ResponseSpec
 from litestar.params import QueryParameter
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import REGISTRY
+from prometheus_client.exposition import choose_encoder
 
 from api.context import ctx
 from api.http.strict import strict_request
@@ -159,7 +160,12 @@ async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     if gauges is None:
         gauges = state["lag_gauges"] = LagGauges()
     await gauges.scrape(ctx(request).pool)
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    # As prometheus_client's own server (the other kinds') answers: the format the scraper's
+    # Accept asks for, typed with its own charset. Given as the header, since Litestar would
+    # append a second `charset` to a text/ media type (a duplicate parameter, which Go's
+    # mime.ParseMediaType, and so Prometheus 3, refuses).
+    encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+    return Response(encoder(REGISTRY), headers={"content-type": content_type})
 
 
 @get("/schema/asyncapi.json", tags=["ops"], summary="AsyncAPI document of the Kafka topics")

@@ -11,6 +11,7 @@ migrate` does). A restore goes into an empty database only, never over a live on
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 from bus.config.settings import Settings
@@ -32,9 +33,27 @@ async def _run(tool: str, *args: str) -> None:
         raise SupervisorError(f"{tool} failed (exit {proc.returncode}): {' / '.join(last)}")
 
 
+def _owner_only(path: Path) -> None:
+    """`path` created, or emptied, as a file only its owner reads (0600), before a byte of
+    the dump goes in: pg_dump keeps the mode of a file it writes over, and makes a new one
+    by the umask (0644 under the usual 022)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise SupervisorError(f"cannot write the dump to {path}: {e.strerror or e}") from None
+
+
 async def dump(settings: Settings, path: Path) -> None:
-    """A custom-format dump (one consistent snapshot) of Cairn's database into `path`."""
+    """A custom-format dump (one consistent snapshot) of Cairn's database into `path`.
+
+    The dump holds every user's names, metadata and small blobs' bytes (`blobs.inline`), so
+    it is readable by its owner only (0600), as the data dir's `blobs/` and secrets are."""
     async with database_for_command(settings) as url:
+        await asyncio.to_thread(_owner_only, path)
         await _run("pg_dump", "--format=custom", "--no-owner", f"--file={path}", f"--dbname={url}")
 
 

@@ -117,6 +117,25 @@ async def test_metrics_answer_with_the_database_unreachable(
             assert gauge(r.text, "cairn_lag_gauges_age_seconds") > first_age
 
 
+async def test_metrics_content_type_is_one_media_type_as_prometheus_client_serves_it(
+    shared_system: System,
+) -> None:
+    """The api's /metrics is typed as the other kinds' (prometheus_client's own server):
+    negotiated from Accept, one `charset` parameter. It was `text/plain; version=1.0.0;
+    charset=utf-8; charset=utf-8` (Litestar appended a second charset), which Go's
+    mime.ParseMediaType, and so a Prometheus 3 scrape, refuses as a duplicate parameter."""
+    async with shared_system.client(user=None) as c:
+        r = await c.get("/metrics")
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+        assert "cairn_eventstore_last_position " in r.text
+        r = await c.get("/metrics", headers={"Accept": "application/openmetrics-text"})
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"].startswith("application/openmetrics-text; version=1.0.0;")
+        assert r.headers["content-type"].count("charset") == 1
+        assert r.text.endswith("# EOF\n")
+
+
 async def until_ready(c: httpx.AsyncClient) -> None:
     """Wait for the fresh system's /ready to answer 200 (every check up once)."""
 

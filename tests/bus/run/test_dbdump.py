@@ -122,3 +122,32 @@ async def test_an_older_database_gets_the_newer_migrations_once_and_dumps_to_an_
     assert code == 0, out + err
     code, out, err = await cli(env, "migrate")
     assert (code, out.strip()) == (0, "database is up to date"), err
+
+
+async def test_a_dump_is_readable_by_its_owner_only(
+    tmp_path: Path, pg_server: EmbeddedPostgres
+) -> None:
+    """A dump holds every user's file names, metadata and the small blobs' bytes
+    (`blobs.inline`), so it is kept like `blobs/` and the secrets: mode 0600, whatever the
+    umask (it was 0644 under the usual 022, readable by every local account), also when
+    it replaces a file that was readable by others."""
+    url = await db.ensure_database(pg_server.url, f"dumpmode_{secrets.token_hex(4)}")
+    await db.migrate(url)
+    env = cairn_env(tmp_path / "data")
+    env["CAIRN_DATABASE_URL"] = url
+    fresh, existing = tmp_path / "fresh.pgc", tmp_path / "existing.pgc"
+    existing.write_bytes(b"an older dump")
+    existing.chmod(0o644)
+    old_umask = os.umask(0o022)  # the usual one, inherited by `cairn`
+    try:
+        for path in (fresh, existing):
+            code, out, err = await cli(env, "db", "dump", str(path))
+            assert code == 0, out + err
+            assert path.stat().st_mode & 0o777 == 0o600, (path, oct(path.stat().st_mode))
+            assert path.read_bytes().startswith(b"PGDMP")
+    finally:
+        os.umask(old_umask)
+    # A file that cannot be made is one line, never a traceback.
+    code, out, err = await cli(env, "db", "dump", str(tmp_path / "missing" / "x.pgc"))
+    assert code == 1 and err.startswith("cairn: error: cannot write the dump to "), out + err
+    assert len(err.strip().splitlines()) == 1, err
