@@ -812,6 +812,7 @@ class Supervisor:
         if "api" in self.kinds:
             rows += [
                 ("API", f"{base}/v1"),
+                ("Console", f"{base}/console"),
                 ("API docs", f"{base}/schema/swagger"),
                 ("OpenAPI", f"{base}/schema/openapi.json"),
                 ("AsyncAPI", f"{base}/schema/asyncapi.json"),

@@ -231,6 +231,11 @@ def test_up_runs_everything_and_stops_cleanly(start: Callable[[], Up], env: dict
         assert f"http://127.0.0.1:{api_port}/schema/openapi.json" in banner
         assert f"CAIRN_DATA_DIR={data_dir}" in banner and "token alice" in banner
         assert httpx.get(f"http://127.0.0.1:{api_port}/health", timeout=5).status_code == 200
+        # The console's address, printed, is where the console answers.
+        console = re.search(r"Console\s+(http://\S+)", banner)
+        assert console is not None, banner
+        assert console.group(1) == f"http://127.0.0.1:{api_port}/console"
+        assert httpx.get(console.group(1), timeout=5).status_code == 200
 
     assert _query(db_url, "SELECT count(*) FROM pg_namespace WHERE nspname = 'eventstore'") == 1
     # The embedded broker's topics have EMBEDDED_PARTITIONS, and the children know it; they
