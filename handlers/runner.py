@@ -184,6 +184,12 @@ class Handlers:
                     # (a held event's own back-off, else RETRY_AFTER). Other partitions
                     # are not held up meanwhile.
                     part = TopicPartition(*tp)
+                    consumer: Any = msg.consumer  # (aiokafka's; the protocol lacks this)
+                    if part not in consumer.assignment():
+                        # Taken away by a rebalance while this batch ran (seek and pause
+                        # would raise, failing the rest of the batch): its new owner starts
+                        # at the group's offset, which is before this event.
+                        continue
                     msg.consumer.seek(part, rec.offset)
                     self._wait(msg.consumer, part, self.holds.remaining(ev.id) or RETRY_AFTER)
             try:

@@ -5,7 +5,8 @@ RETRY_AFTER). Only that partition waits. Events of the other partitions are hand
 once, not after a pause of the whole consumer per batch; the waiting event is retried once
 its wait is over and handled exactly once, in order with what follows it in its partition,
 and committed. A rebalance keeps a wait of a partition that stays with the consumer, and
-forgets (timer and all) the wait of one that goes to another. The real embedded broker and
+forgets (timer and all) the wait of one that goes to another; one taken away in the
+middle of a batch is left to its new owner. The real embedded broker and
 Postgres; only the follow-up decision is watched (a spy around
 files_from_uploads.command_for that calls the real one), and the blob store is the real one
 behind a switch that makes it unavailable (a port, not Postgres or Kafka)."""
@@ -13,6 +14,7 @@ behind a switch that makes it unavailable (a port, not Postgres or Kafka)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections import Counter
@@ -480,3 +482,73 @@ async def test_a_rebalance_keeps_the_waits_of_partitions_that_stay_and_drops_the
             retried_at = decisions.attempts(waiting[tp].id)[1]
             assert retried_at - first_at >= LONG_WAIT - 0.1, (tp, retried_at - first_at)
             assert decisions.count(behind[tp].id, "handled") == 0
+
+
+async def test_a_partition_taken_away_during_a_batch_is_left_to_its_new_owner(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    event_store: PostgresEventStore,
+    producer: AIOKafkaProducer,
+    decisions: Decisions,
+    flaky: tuple[Handlers, Flaky],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A rebalance while a batch is being handled (aiokafka rebalances beside it) may take
+    the partition of an event that then fails: the consumer can neither rewind nor pause a
+    partition it no longer holds (both raise), and need not (its new owner starts at the
+    group's offset, before that event). The batch goes on with the rest: the failed
+    events of the partitions it kept wait there as usual."""
+    handlers, blobs = flaky
+    uploads = settings.topic("uploads")
+    waiting: dict[TopicPartition, RecordedEvent] = {}
+    offsets: dict[TopicPartition, int] = {}
+    for p in range(4):
+        tp = TopicPartition(uploads, p)
+        waiting[tp], offsets[tp] = await completed(event_store, producer, settings, blobs.real, p)
+    # The first decision of the first batch waits until the group has been split.
+    started, split_done = asyncio.Event(), asyncio.Event()
+    decide = files_from_uploads.command_for
+
+    async def command_for(ev: RecordedEvent, *args: Any) -> Any:
+        started.set()
+        await split_done.wait()
+        return await decide(ev, *args)
+
+    monkeypatch.setattr(files_from_uploads, "command_for", command_for)
+    caplog.set_level(logging.ERROR)
+    async with running(handlers):
+        await asyncio.wait_for(started.wait(), 60)
+        gate = await wait_until(lambda: now(handlers.gate))
+        consumer = gate.consumer
+        everything = consumer.assignment()
+        other = make_consumer(
+            settings, uploads, settings.topic("fetches"), group_id=handlers.group_id
+        )
+        await other.start()
+        try:
+
+            async def split() -> bool:
+                theirs = other.assignment()
+                return bool(theirs) and consumer.assignment() == everything - theirs
+
+            await wait_until(split, timeout=60)
+            ours, theirs = consumer.assignment(), other.assignment()
+            went = {tp for tp in waiting if tp in theirs}
+            stayed = {tp for tp in waiting if tp in ours}
+            assert went and stayed
+            split_done.set()
+            # The batch goes on: each event of a partition kept fails and waits there,
+            # retried after RETRY_AFTER.
+            for tp in stayed:
+                await decisions.wait(waiting[tp].id, "failed", times=2, timeout=30)
+                first, second = decisions.attempts(waiting[tp].id)[:2]
+                assert second - first >= runner.RETRY_AFTER - 0.05, (tp, first, second)
+            assert set(handlers.waiting) == stayed
+            # Nor is anything of the partitions that went committed past their events.
+            for tp in went:
+                assert (await other.committed(tp) or 0) <= offsets[tp]
+        finally:
+            await other.stop()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
