@@ -11,18 +11,22 @@ tried again only on a timer backing off from 1 s to 30 s (handlers/held.py: logg
 per event type and version, counted in `cairn_handler_events_held{worker="handlers"}`).
 Only that partition waits (paused in the consumer, resumed when its wait is over): the
 others go on at once. Before, the whole consumer slept 1 s after every batch that met such
-an event, and while one was held every batch met it again.
+an event, and while one was held every batch met it again. A rebalance keeps the wait of a
+partition that stays with this consumer and drops the wait of one that goes (see
+`_park`, `_unpark`): aiokafka forgets a pause with the assignment.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Collection
 from typing import Any
 
 import asyncpg
 import orjson
 from aiokafka import TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -75,6 +79,9 @@ class Handlers:
         # Partitions paused at such an event or a failed one, each with the timer that
         # resumes it (the idle gate leaves them paused meanwhile).
         self.waiting: dict[TopicPartition, asyncio.TimerHandle] = {}
+        # The waits of partitions being revoked, by when each ends (loop time), until the
+        # assignment that follows (see _park).
+        self._parked: dict[TopicPartition, float] = {}
         self.gate: IdleGate | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -108,6 +115,7 @@ class Handlers:
             for timer in self.waiting.values():
                 timer.cancel()
             self.waiting.clear()
+            self._parked.clear()
             cleaner.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await cleaner
@@ -118,6 +126,16 @@ class Handlers:
 
     def declare(self, broker: KafkaBroker, bus: CommandBus, stop: asyncio.Event) -> Any:
         """Declare the upload-event subscriber on `broker`; return it."""
+        handlers = self
+
+        class Waits(ConsumerRebalanceListener):  # type: ignore[misc]
+            # Called by aiokafka between batches or during one (an await in `handle`);
+            # never on the hot path.
+            async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+                handlers._park(revoked)
+
+            async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+                handlers._unpark(subscriber.consumer, assigned)
 
         subscriber = long_poll(
             broker.subscriber(
@@ -127,6 +145,7 @@ class Handlers:
                 group_id=self.group_id,
                 ack_policy=AckPolicy.MANUAL,
                 batch_timeout_ms=BATCH_TIMEOUT_MS,
+                listener=Waits(),
                 decoder=raw_records,
                 title="handlers",
                 description="Upload and fetch events that call for a follow-up command.",
@@ -165,6 +184,12 @@ class Handlers:
                     # (a held event's own back-off, else RETRY_AFTER). Other partitions
                     # are not held up meanwhile.
                     part = TopicPartition(*tp)
+                    consumer: Any = msg.consumer  # (aiokafka's; the protocol lacks this)
+                    if part not in consumer.assignment():
+                        # Taken away by a rebalance while this batch ran (seek and pause
+                        # would raise, failing the rest of the batch): its new owner starts
+                        # at the group's offset, which is before this event.
+                        continue
                     msg.consumer.seek(part, rec.offset)
                     self._wait(msg.consumer, part, self.holds.remaining(ev.id) or RETRY_AFTER)
             try:
@@ -185,14 +210,47 @@ class Handlers:
 
     def _resume(self, consumer: Any, tp: TopicPartition) -> None:
         self.waiting.pop(tp, None)
-        # Taken away meanwhile (a rebalance): its next owner fetches it (aiokafka forgets
-        # the pause with the assignment), and resuming it here would raise.
+        # (A revocation cancels the timer, see _park; this is a guard: resuming a partition
+        # that is not ours would raise.)
         if tp in consumer.assignment():
             consumer.resume(tp)
         if self.gate is not None:
             # An idle gate has every partition paused; an awake one might pause them all
             # before this one's event is fetched: either way, wake it for the event.
             self.gate.wake()
+
+    def _park(self, revoked: Collection[TopicPartition]) -> None:
+        """A rebalance revokes `revoked` (aiokafka revokes every partition, then assigns
+        again, and forgets their pauses): cancel their waits' timers, keeping when each
+        wait ends until the assignment that follows (`_unpark`).
+
+        A timer must not outlive its partition: if the partition comes back later, its new
+        owner may have gone past the event meanwhile, and a stale wait would keep it paused
+        (the idle gate leaves `waiting` paused when it wakes) or resume it while it waits
+        at another event. Order needs nothing more: the group's offset of such a partition
+        is the waiting event's (the commit stopped there), so whoever fetches it next
+        starts with that event and handles nothing behind it first."""
+        for tp in revoked:
+            timer = self.waiting.pop(tp, None)
+            if timer is not None:
+                timer.cancel()
+                self._parked[tp] = timer.when()
+
+    def _unpark(self, consumer: Any, assigned: Collection[TopicPartition]) -> None:
+        """The assignment after a revocation: a partition that waited and is ours again
+        waits on, paused until its wait ends (before its first fetch: aiokafka calls this
+        before it has read the group's offsets). Nobody else held it in between (the group
+        assigns nothing until every member has revoked), so it is still at the event it
+        waited at: fetched now, a failed event would be retried early and a held one
+        fetched only to be paused again (its back-off, and its one log line, are kept by
+        `holds` either way). The waits of partitions that went to another consumer are
+        dropped: its new owner decides."""
+        parked, self._parked = self._parked, {}
+        loop = asyncio.get_running_loop()
+        for tp, until in parked.items():
+            if tp in assigned and until > loop.time():
+                consumer.pause(tp)
+                self.waiting[tp] = loop.call_at(until, self._resume, consumer, tp)
 
     async def _handle(
         self, bus: CommandBus, ev: RecordedEvent, ahead: files_from_uploads.Ahead
