@@ -29,7 +29,10 @@ Name = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
 Short = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 Prefix = Annotated[str, msgspec.Meta(max_length=1024)]
 # Prefixed onto file names, which are names, not paths (domain.values.file_name_problem).
-NamePrefix = Annotated[str, msgspec.Meta(max_length=255, pattern=r"^[^/\\]*$")]
+NAME_PREFIX_PATTERN = r"^[^/\\]*$"
+NamePrefix = Annotated[str, msgspec.Meta(max_length=255, pattern=NAME_PREFIX_PATTERN)]
+# What a pattern asks, in words: msgspec's message quotes the regex itself.
+_PATTERN_WORDS = {NAME_PREFIX_PATTERN: "with no '/' or '\\' (a prefix of file names, not a path)"}
 
 
 class Destination(msgspec.Struct, forbid_unknown_fields=True):
@@ -124,6 +127,8 @@ def decode(task_type: str, params: Any) -> msgspec.Struct:
         unknown = re.search(r"unknown field `([^`]+)`", text)
         if unknown:
             field = f"{field}.{unknown.group(1)}"
+        for pattern, words in _PATTERN_WORDS.items():
+            text = text.replace(f"matching regex {pattern!r}", words)
         raise _bad(field, f"invalid params: {text}") from None
 
 
