@@ -13,13 +13,10 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 import httpx
 import pytest
 
+from tests.api.answers import user
 from tests.system import System
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-def user() -> str:
-    return f"u-{secrets.token_hex(4)}"
 
 
 def opath(bucket: str, key: str) -> str:

@@ -21,6 +21,7 @@ import pytest
 from playwright.async_api import Browser, Page, Route, expect
 
 from api.console.mount import CSP
+from tests.api.answers import user
 from tests.api.console.browser import chromium, shot
 from tests.system import System, wait_until
 
@@ -34,10 +35,6 @@ window.__csp = [];
 document.addEventListener('securitypolicyviolation',
     (e) => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));
 """
-
-
-def user() -> str:
-    return f"console-{uuid.uuid4().hex[:8]}"
 
 
 async def open_console(page: Page, system: System) -> None:

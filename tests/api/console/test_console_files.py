@@ -13,6 +13,7 @@ import httpx
 import pytest
 from playwright.async_api import Page, expect
 
+from tests.api.answers import user
 from tests.api.console.browser import chromium, shot
 from tests.api.console.test_console import (
     OVERFLOW_X,
@@ -27,10 +28,6 @@ from tests.system import System, wait_until
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 HOSTILE = "<img src=x onerror=alert(1)>"
-
-
-def user() -> str:
-    return f"console-f-{uuid.uuid4().hex[:8]}"
 
 
 async def upload(system: System, who: str, name: str, data: bytes, **extra: Any) -> str:

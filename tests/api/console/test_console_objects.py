@@ -15,6 +15,7 @@ import httpx
 import pytest
 from playwright.async_api import Locator, Page, expect
 
+from tests.api.answers import user
 from tests.api.console.browser import chromium, shot
 from tests.api.console.test_console import (
     OVERFLOW_X,
@@ -28,10 +29,6 @@ from tests.api.console.test_console import (
 from tests.system import System
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-def user() -> str:
-    return f"console-o-{uuid.uuid4().hex[:8]}"
 
 
 async def put(system: System, who: str, bucket: str, key: str, data: bytes) -> None:

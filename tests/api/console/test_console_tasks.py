@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Page, expect
 
+from tests.api.answers import user
 from tests.api.console.browser import chromium, shot
 from tests.api.console.test_console import (
     OVERFLOW_X,
@@ -27,10 +28,6 @@ from tests.api.console.test_console import (
 from tests.system import System, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-def user() -> str:
-    return f"console-t-{uuid.uuid4().hex[:8]}"
 
 
 async def select(page: Page, *names: str) -> None:

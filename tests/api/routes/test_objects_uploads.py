@@ -12,12 +12,12 @@ import httpx
 import pytest
 
 from domain.files.keys import object_file_id
+from tests.api.answers import user
 from tests.api.routes.test_objects import (
     assert_error,
     make_bucket,
     object_events,
     opath,
-    user,
 )
 from tests.system import System
 

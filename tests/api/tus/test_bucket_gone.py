@@ -18,15 +18,12 @@ import httpx
 import pytest
 
 import api.tus.controller as controller
+from tests.api.answers import user
 from tests.api.documented import assert_documented
 from tests.system import System
 
 TUS = {"Tus-Resumable": "1.0.0"}
 OCTETS = {**TUS, "Content-Type": "application/offset+octet-stream"}
-
-
-def user() -> str:
-    return f"gone-{secrets.token_hex(4)}"
 
 
 def meta(**kv: str) -> str:
