@@ -100,21 +100,33 @@ async def half_sent_into_gone_bucket(c: httpx.AsyncClient, bucket: str, data: by
     return uid
 
 
+async def chunk_refused_at_the_quota(
+    s: System, c: httpx.AsyncClient, writer: httpx.AsyncClient, bucket: str
+) -> tuple[str, str]:
+    """A native upload of 60,000 bytes by `c`'s owner into a new `bucket`, which went once
+    its first chunk of 30,000 was sent (the upload then holds only those), the rest of the
+    quota taken by a tus upload of 70,000, the bucket made again: `writer`'s second chunk
+    into the upload is 413 before its body (all of the upload's length must fit again).
+    Returns the upload's id and the tus upload's URL."""
+    data = os.urandom(60_000)
+    uid = await half_sent_into_gone_bucket(c, bucket, data)
+    await wait_until(lambda: _received(s, uid, 30_000))
+    big = await tus_create(c, 70_000)  # it holds its 30,000 bytes, no more
+    assert big.status_code == 201, big.text
+    assert_error(await tus_create(c, 1), 413, "quota_exceeded")
+    await make_bucket(c, bucket)
+    r = await writer.put(f"/v1/uploads/{uid}/chunks/1", content=data[30_000:])
+    err = assert_error(r, 413, "quota_exceeded")
+    assert err["details"] == {"quota": QUOTA, "used": 100_000, "requested": 30_000}, err
+    return uid, str(big.headers["location"])
+
+
 async def test_a_native_upload_into_a_deleted_bucket_takes_chunks_only_within_the_quota(
     qsys: System,
 ) -> None:
-    data = os.urandom(60_000)
     bucket = f"gq-{secrets.token_hex(4)}"
     async with qsys.client(f"gq-{secrets.token_hex(4)}") as c:
-        uid = await half_sent_into_gone_bucket(c, bucket, data)
-        await wait_until(lambda: _received(qsys, uid, 30_000))
-        r = await tus_create(c, 70_000)  # it holds its 30,000 bytes, no more
-        assert r.status_code == 201, r.text
-        assert_error(await tus_create(c, 1), 413, "quota_exceeded")
-        await make_bucket(c, bucket)
-        r = await c.put(f"/v1/uploads/{uid}/chunks/1", content=data[30_000:])
-        err = assert_error(r, 413, "quota_exceeded")
-        assert err["details"] == {"quota": QUOTA, "used": 100_000, "requested": 30_000}, err
+        uid, _ = await chunk_refused_at_the_quota(qsys, c, c, bucket)
         r = await c.post(f"/v1/uploads/{uid}/complete")
         assert r.status_code == 409, r.text  # the chunk it refused is missing
         assert (await c.get(f"/v1/buckets/{bucket}/objects/k")).status_code == 404
