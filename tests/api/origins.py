@@ -14,10 +14,24 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
 from tests.ports import free_port
+
+# The settings of a system whose fetches run against these origins (on loopback: private
+# addresses allowed) quickly: a short lease and back-off, few retries, small appends, and
+# room for the many fetches one test module runs at once.
+QUICK_FETCHES: dict[str, Any] = {
+    "fetch_allow_private": True,
+    "fetch_lease": 3.0,
+    "fetch_chunk_bytes": 64 * 1024,
+    "fetch_backoff": 0.05,
+    "fetch_retries": 3,
+    "fetch_per_owner": 50,
+    "fetch_concurrency": 50,
+}
 
 
 @dataclass

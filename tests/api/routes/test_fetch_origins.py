@@ -27,7 +27,7 @@ from cryptography.x509.oid import NameOID
 
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from bus.store.eventstore import PostgresEventStore
-from tests.api.origins import origin_server
+from tests.api.origins import QUICK_FETCHES, origin_server
 from tests.api.routes.test_fetches import content, post, until
 from tests.ports import free_port
 from tests.system import System, isolated_system, wait_until
@@ -43,14 +43,8 @@ async def osys(
     async with isolated_system(
         pg_server.url,
         kafka_server.bootstrap,
-        fetch_allow_private=True,
-        fetch_lease=3.0,
-        fetch_chunk_bytes=64 * 1024,
-        fetch_backoff=0.05,
-        fetch_retries=3,
+        **QUICK_FETCHES,
         fetch_timeout=1.0,
-        fetch_per_owner=50,
-        fetch_concurrency=50,
         quotas=(("o-quota", QUOTA), ("o-quota-race", QUOTA), ("o-quota-full", QUOTA)),
     ) as s:
         yield s

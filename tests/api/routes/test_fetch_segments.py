@@ -16,7 +16,7 @@ from aiohttp import web
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from bus.store.eventstore import PostgresEventStore
 from domain.events import RecordedEvent
-from tests.api.origins import Origin, origin_server
+from tests.api.origins import QUICK_FETCHES, Origin, origin_server
 from tests.api.routes.test_fetch_origins import serve
 from tests.api.routes.test_fetches import content, post, until
 from tests.system import System, isolated_system, wait_until
@@ -33,15 +33,9 @@ async def gsys(
     async with isolated_system(
         pg_server.url,
         kafka_server.bootstrap,
-        fetch_allow_private=True,
+        **(QUICK_FETCHES | {"fetch_chunk_bytes": 32 * 1024}),
         fetch_segments=SEGMENTS,
         fetch_segment_min=SEGMENT_MIN,
-        fetch_lease=3.0,
-        fetch_chunk_bytes=32 * 1024,
-        fetch_backoff=0.05,
-        fetch_retries=3,
-        fetch_per_owner=50,
-        fetch_concurrency=50,
     ) as s:
         yield s
 
