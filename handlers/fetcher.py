@@ -224,7 +224,7 @@ class Fetcher:
     async def _run(self, fetch_id: str) -> None:
         runner = f"{self.holder}-{uuid.uuid4().hex[:8]}"
         owner: str | None = None  # known once the fetch is read
-        held = False
+        attempt = self.holds.attempt(fetch_id, "fetch")
         try:
             stream_id = f"fetch-{fetch_id}"
             events = await self.store.read_stream(stream_id)
@@ -243,14 +243,7 @@ class Fetcher:
                 # Given back, tried again after a back-off (a worker of the new version
                 # may take it meanwhile): logged once per event type and version.
                 assert isinstance(e, DomainError)
-                held = True
-                self.holds.hold(
-                    fetch_id,
-                    e,
-                    "fetch waits: its stream holds an event of a newer schema version than"
-                    " this process reads (upgrade in progress?); will retry",
-                    fetch=fetch_id,
-                )
+                attempt.hold(e)
             else:
                 log.info("fetch run ended", fetch=fetch_id, reason=str(e))
         except asyncio.CancelledError:
@@ -262,8 +255,7 @@ class Fetcher:
             except Exception as failed:  # the store or the bus down: the next crash counts
                 log.warning("crashed fetch not failed", fetch=fetch_id, error=repr(failed))
         finally:
-            if not held:
-                self.holds.release(fetch_id)
+            attempt.end()
             self.tasks.pop(fetch_id, None)
             await self._release(fetch_id)
 

@@ -20,6 +20,7 @@ from typing import Any
 from bus.config.logs import get_logger
 from bus.config.metrics import HANDLER_EVENTS_HELD
 from domain.errors import DomainError
+from domain.events import RecordedEvent
 
 log = get_logger(__name__)
 
@@ -78,6 +79,18 @@ class Holds:
         self._gauge.set(len(self._held))
         return delay
 
+    def hold_event(
+        self, event: RecordedEvent, error: DomainError, message: str, **fields: Any
+    ) -> float:
+        """`hold` keyed by `event`'s id, its stream and version named in the log."""
+        return self.hold(
+            event.id, error, message, stream_id=event.stream_id, version=event.version, **fields
+        )
+
+    def attempt(self, key: str, what: str) -> Attempt:
+        """One run of `key` (a `what`: "fetch", "task"); see `Attempt`."""
+        return Attempt(self, key, what)
+
     def due(self, key: str) -> bool:
         """Whether `key` may be tried now (not held, or its wait is over)."""
         h = self._held.get(key)
@@ -111,3 +124,31 @@ class Holds:
 
     def __len__(self) -> int:
         return len(self._held)
+
+
+class Attempt:
+    """One run of a thing a worker may hold (a fetch, a task): `hold` when its stream holds
+    an event of a newer schema version; `end` (in the run's `finally`) releases the thing
+    unless the run held it, so that a run that went through, or ended otherwise, is no
+    longer counted as held."""
+
+    def __init__(self, holds: Holds, key: str, what: str) -> None:
+        self.holds, self.key, self.what = holds, key, what
+        self.held = False
+
+    def hold(self, error: DomainError) -> float:
+        """The thing waits for a process that reads `error`'s event (logged once per event
+        type and version, with the thing's id under `what`): the seconds until it may be
+        tried again."""
+        self.held = True
+        return self.holds.hold(
+            self.key,
+            error,
+            f"{self.what} waits: its stream holds an event of a newer schema version than"
+            " this process reads (upgrade in progress?); will retry",
+            **{self.what: self.key},
+        )
+
+    def end(self) -> None:
+        if not self.held:
+            self.holds.release(self.key)

@@ -267,13 +267,11 @@ class Handlers:
             # Written by a newer version (an upgrade in progress, or a rollback): neither
             # misread nor dropped; retried (the partition waits here, backing off) until a
             # process that reads it runs. Said once per event type and version.
-            self.holds.hold(
-                ev.id,
+            self.holds.hold_event(
+                ev,
                 e,
                 "follow-up waits: an event of a newer schema version than this process"
                 " reads (upgrade in progress?); will retry",
-                stream_id=ev.stream_id,
-                version=ev.version,
             )
             return False
         if cmd is None:
@@ -289,13 +287,11 @@ class Handlers:
                 # The actor host could not read the target stream yet (it holds an event
                 # of a newer schema version). Retryable, not a refusal: the follow-up must
                 # not be dropped. Held like an event of a newer version (above).
-                self.holds.hold(
-                    ev.id,
+                self.holds.hold_event(
+                    ev,
                     e,
                     "follow-up command deferred: its stream holds an event of a newer schema"
                     " version than the actor host reads (upgrade in progress?); will retry",
-                    stream_id=ev.stream_id,
-                    version=ev.version,
                     command=cmd.type,
                 )
                 return False

@@ -134,7 +134,7 @@ class TaskWorker:
 
     async def _run(self, task_id: str) -> None:
         assert self.bus is not None
-        held = False
+        attempt = self.holds.attempt(task_id, "task")
         try:
             st, version = await self._load(task_id)
             if st is None or st.status not in RUNNABLE:
@@ -165,14 +165,7 @@ class TaskWorker:
             self.skip[task_id] = time.monotonic() + SKIP_FOR
         except DomainError as e:
             if upgrade_in_progress(e):
-                held = True
-                delay = self.holds.hold(
-                    task_id,
-                    e,
-                    "task waits: its stream holds an event of a newer schema version than"
-                    " this process reads (upgrade in progress?); will retry",
-                    task=task_id,
-                )
+                delay = attempt.hold(e)
                 self.skip[task_id] = time.monotonic() + delay
             else:
                 log.info("task not started", task=task_id, code=e.code)
@@ -181,8 +174,7 @@ class TaskWorker:
             log.exception("task run crashed", task=task_id)
             self.skip[task_id] = time.monotonic() + SKIP_FOR
         finally:
-            if not held:
-                self.holds.release(task_id)
+            attempt.end()
             with contextlib.suppress(OSError, asyncpg.PostgresError):
                 await leases.release(self.pool, task_id, self.worker_id)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -17,6 +18,20 @@ def user() -> str:
 def bname() -> str:
     """A bucket name of its own for one test."""
     return f"b-{secrets.token_hex(6)}"
+
+
+def opath(bucket: str, key: str) -> str:
+    """The path of object `key` in `bucket`. Dots percent-encoded: HTTP clients remove `..`
+    segments from a URL before sending it (RFC 3986 §5.2.4), and a key is not a path."""
+    return f"/v1/buckets/{bucket}/objects/{quote(key, safe='/').replace('.', '%2E')}"
+
+
+async def make_bucket(c: httpx.AsyncClient, public: bool = False) -> str:
+    """A bucket of its own (`public` or not) for one test, made by `c`'s user: its name."""
+    name = bname()
+    r = await c.post("/v1/buckets", json={"name": name, "public": public})
+    assert r.status_code == 201, r.text
+    return name
 
 
 def assert_error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:

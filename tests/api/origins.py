@@ -14,10 +14,44 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
+import httpx
 from aiohttp import web
 
 from tests.ports import free_port
+from tests.system import wait_until
+
+# The settings of a system whose fetches run against these origins (on loopback: private
+# addresses allowed) quickly: a short lease and back-off, few retries, small appends, and
+# room for the many fetches one test module runs at once.
+QUICK_FETCHES: dict[str, Any] = {
+    "fetch_allow_private": True,
+    "fetch_lease": 3.0,
+    "fetch_chunk_bytes": 64 * 1024,
+    "fetch_backoff": 0.05,
+    "fetch_retries": 3,
+    "fetch_per_owner": 50,
+    "fetch_concurrency": 50,
+}
+
+
+async def until(
+    c: httpx.AsyncClient, fid: str, *statuses: str, timeout: float = 120
+) -> dict[str, Any]:
+    """The fetch `fid` as GET /v1/fetches/{id} answers it, once its status is one of
+    `statuses` (within `timeout` seconds)."""
+
+    async def check() -> dict[str, Any] | None:
+        body = (await c.get(f"/v1/fetches/{fid}")).json()
+        return body if body["status"] in statuses else None
+
+    return await wait_until(check, timeout=timeout)  # type: ignore[no-any-return]
+
+
+async def ended(c: httpx.AsyncClient, fid: str, timeout: float = 120) -> dict[str, Any]:
+    """The fetch `fid` once it COMPLETED or FAILED (within `timeout` seconds)."""
+    return await until(c, fid, "COMPLETED", "FAILED", timeout=timeout)
 
 
 @dataclass

@@ -18,10 +18,6 @@ from handlers.tasks import leases
 from tests.system import wait_until
 
 
-def user() -> str:
-    return f"u-{secrets.token_hex(4)}"
-
-
 async def upload(c: httpx.AsyncClient, data: bytes, name: str = "f.bin", **extra: Any) -> str:
     r = await c.post(
         "/v1/uploads",

@@ -10,16 +10,13 @@ import secrets
 import httpx
 import pytest
 
+from tests.api.answers import user
 from tests.api.documented import assert_documented
 from tests.system import System, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 CHUNK = 1024
-
-
-def user() -> str:
-    return f"u-{secrets.token_hex(4)}"
 
 
 def assert_error(r: httpx.Response, status: int, code: str | None = None) -> dict:

@@ -5,18 +5,16 @@ through CAIRN_QUOTAS). Real Postgres, broker and API."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
 
-from tests.api.answers import assert_error
 from tests.api.quota import QUOTA
-from tests.api.routes.test_uploads_complete import chunked
-from tests.api.tus.test_bucket_gone import OCTETS, TUS, make_bucket
-from tests.api.tus.test_bucket_gone_quota import _received, half_sent_into_gone_bucket, tus_create
-from tests.system import System, isolated_system, wait_until
+from tests.api.tus.test_bucket_gone import TUS
+from tests.api.tus.test_bucket_gone_quota import chunk_refused_at_the_quota
+from tests.api.tus.test_deferred_length_quota import admin_writes_within_the_owners_quota
+from tests.system import System, isolated_system
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -40,18 +38,9 @@ async def osys(pg_server, kafka_server, template_url) -> AsyncIterator[System]: 
 async def test_an_admins_chunk_into_an_upload_is_held_to_its_owners_quota(osys: System) -> None:
     """A native upload whose bucket went holds only what it received; once the owner used
     the rest, an admin's chunk into it is 413 (it was taken: the admin has no quota)."""
-    data = os.urandom(60_000)
-    bucket = "oq-native"
     async with osys.client(OWNER) as c, osys.client(ADMIN, admin=True) as admin:
-        uid = await half_sent_into_gone_bucket(c, bucket, data)
-        await wait_until(lambda: _received(osys, uid, 30_000))
-        big = await tus_create(c, 70_000)  # it holds its 30,000 bytes, no more
-        assert big.status_code == 201, big.text
-        await make_bucket(c, bucket)
-        r = await admin.put(f"/v1/uploads/{uid}/chunks/1", content=data[30_000:])
-        err = assert_error(r, 413, "quota_exceeded")
-        assert err["details"] == {"quota": QUOTA, "used": 100_000, "requested": 30_000}, err
-        assert (await c.delete(big.headers["location"], headers=TUS)).status_code == 204
+        _, big = await chunk_refused_at_the_quota(osys, c, admin, "oq-native")
+        assert (await c.delete(big, headers=TUS)).status_code == 204
 
 
 async def test_an_admins_patch_without_a_length_is_held_to_its_owners_quota(
@@ -60,23 +49,4 @@ async def test_an_admins_patch_without_a_length_is_held_to_its_owners_quota(
     """A PATCH without a length by an admin into the owner's upload may bring what is left
     of the owner's quota (10,000 bytes here), not of the admin's (unlimited)."""
     async with osys.client(OWNER_2) as c, osys.client(ADMIN, admin=True) as admin:
-        first = await c.post("/v1/tus", headers={**TUS, "Upload-Length": "90000"})
-        assert first.status_code == 201, first.text
-        r = await c.post("/v1/tus", headers={**TUS, "Upload-Defer-Length": "1"})
-        assert r.status_code == 201, r.text
-        url = r.headers["location"]
-        for body in (b"x" * 30_000, chunked(b"x" * 30_000)):
-            r = await admin.patch(url, headers={**OCTETS, "Upload-Offset": "0"}, content=body)
-            assert_error(r, 413, "quota_exceeded")
-        # What was durable of the chunked body is kept: within what the quota left.
-        offset = int((await c.head(url, headers=TUS)).headers["upload-offset"])
-        assert offset <= 10_000, offset
-        # Within what is left, it passes, and the bytes count against the owner.
-        if offset < 10_000:
-            r = await admin.patch(
-                url,
-                headers={**OCTETS, "Upload-Offset": str(offset)},
-                content=chunked(b"x" * (10_000 - offset)),
-            )
-            assert r.status_code == 204, r.text
-        assert_error(await tus_create(c, 1), 413, "quota_exceeded")
+        await admin_writes_within_the_owners_quota(c, admin)

@@ -33,6 +33,7 @@ import pytest_asyncio
 
 from api.bucket_access import file_resource, object_resource
 from api.http.signing import Signer
+from tests.api.answers import user
 from tests.system import System, wait_until
 
 OBJECT_SCOPES = ("public", "private")
@@ -79,10 +80,6 @@ class World:
     buckets: dict[str, str | None]  # scope -> bucket name
     files: dict[str, str]  # scope -> a file id for the non-destructive verbs
     signer: Signer
-
-
-def user() -> str:
-    return f"u-{secrets.token_hex(4)}"
 
 
 async def upload(c: httpx.AsyncClient, bucket: str | None) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -19,16 +18,13 @@ import pytest
 import pytest_asyncio
 
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
+from tests.api.answers import user
 from tests.system import System, isolated_system, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 CHUNK = 4096
 DATA = os.urandom(5 * CHUNK + 123)  # six chunks, the last one short
-
-
-def user() -> str:
-    return f"u-{secrets.token_hex(4)}"
 
 
 async def upload(

@@ -6,24 +6,16 @@ another key, method or bucket owner are 403."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import httpx
 import pytest
 
+from tests.api.answers import make_bucket, opath, user
 from tests.system import System
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-def user() -> str:
-    return f"u-{secrets.token_hex(4)}"
-
-
-def opath(bucket: str, key: str) -> str:
-    return f"/v1/buckets/{bucket}/objects/{quote(key, safe='/').replace('.', '%2E')}"
 
 
 def error_code(r: httpx.Response, status: int) -> str:
@@ -36,13 +28,6 @@ def error_code(r: httpx.Response, status: int) -> str:
 def relative(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.path}?{parts.query}"
-
-
-async def make_bucket(c: httpx.AsyncClient, public: bool = False) -> str:
-    name = f"so-{secrets.token_hex(6)}"
-    r = await c.post("/v1/buckets", json={"name": name, "public": public})
-    assert r.status_code == 201, r.text
-    return name
 
 
 async def sign(c: httpx.AsyncClient, bucket: str, key: str, **body: Any) -> dict[str, Any]:

@@ -19,15 +19,12 @@ import pytest
 from api.bucket_access import file_resource
 from api.http.signing import Signer
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
+from tests.api.answers import user
 from tests.system import System, isolated_system
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 DATA = os.urandom(10_000)
-
-
-def user() -> str:
-    return f"u-{secrets.token_hex(4)}"
 
 
 async def upload(c: httpx.AsyncClient, data: bytes = DATA, bucket: str | None = None) -> str:

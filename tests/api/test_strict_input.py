@@ -14,16 +14,13 @@ import pytest
 from api.auth import Authenticator
 from api.errors import ApiError
 from bus.config.settings import Settings
+from tests.api.answers import user
 from tests.api.test_bad_input import CHUNK, assert_error, new_upload
 from tests.system import System
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 TUS = {"Tus-Resumable": "1.0.0"}
-
-
-def user() -> str:
-    return f"s-{secrets.token_hex(4)}"
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -32,7 +31,7 @@ import httpx
 
 from bus.run.embedded import free_port
 from tests.bench.cairn import REPO
-from tests.bench.procs import Managed, wait_until
+from tests.bench.procs import Managed, run_to_end, wait_until
 
 APT_TIMEOUT = 240.0
 APT_PACKAGES = ("nginx-light", "nginx")
@@ -272,22 +271,9 @@ class CurlError(RuntimeError):
 
 async def run_curl(args: Sequence[str], timeout: float) -> str:
     """Run curl; its stdout (the -w output). Killed on timeout or cancellation."""
-    proc = await asyncio.create_subprocess_exec(
-        "curl",
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-    if proc.returncode != 0:
-        raise CurlError(f"curl exited {proc.returncode}: {err.decode(errors='replace').strip()}")
+    code, out, err = await run_to_end(["curl", *args], timeout)
+    if code != 0:
+        raise CurlError(f"curl exited {code}: {err.decode(errors='replace').strip()}")
     return out.decode()
 
 

@@ -9,6 +9,7 @@ unexpectedly.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import os
@@ -108,3 +109,27 @@ def wait_until(predicate: object, timeout: float, what: str, interval: float = 0
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} not ready after {timeout:.0f} s")
         time.sleep(interval)
+
+
+async def run_to_end(
+    argv: Sequence[str], timeout: float, *, cwd: Path | None = None
+) -> tuple[int, bytes, bytes]:
+    """Run a short-lived program `argv` (no stdin) to its end: its exit code, stdout and
+    stderr. Killed, and waited for, on timeout or cancellation (then TimeoutError or
+    CancelledError), so that none outlives the scenario that ran it."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        cwd=cwd,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, out, err

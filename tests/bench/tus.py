@@ -39,6 +39,7 @@ from tests.bench.core import (
     mb_per_s,
 )
 from tests.bench.memory import label_of
+from tests.bench.procs import run_to_end
 from tests.bench.runner import Bench, add_cpu, cpu_ms_note, cpu_note
 
 TUS_SERVER = "@tus/server + file store (tus-js-client)"
@@ -54,25 +55,12 @@ class TusClientError(RuntimeError):
 
 async def run_client(opts: dict[str, Any], timeout: float) -> dict[str, Any]:
     """Run tus_client.mjs with `opts`; its JSON report. Killed on timeout or cancellation."""
-    proc = await asyncio.create_subprocess_exec(
-        "node",
-        str(CLIENT),
-        json.dumps(opts),
-        cwd=NODE_DIR,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    code, out, err = await run_to_end(
+        ["node", str(CLIENT), json.dumps(opts)], timeout, cwd=NODE_DIR
     )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-    if proc.returncode != 0:
+    if code != 0:
         raise TusClientError(
-            f"tus-js-client against {opts['endpoint']} exited {proc.returncode}: "
+            f"tus-js-client against {opts['endpoint']} exited {code}: "
             + err.decode(errors="replace").strip()[-2000:]
         )
     lines = out.decode().strip().splitlines()

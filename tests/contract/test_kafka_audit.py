@@ -18,7 +18,7 @@ import pytest_asyncio
 from aiokafka import AIOKafkaConsumer
 
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
-from tests.api.origins import origin_server
+from tests.api.origins import ended, origin_server
 from tests.contract import consumer
 from tests.system import System, isolated_system, wait_until
 
@@ -85,12 +85,7 @@ async def test_every_aggregate_s_messages_keep_the_envelope_promises(system: Sys
         r = await c.post("/v1/fetches", json={"url": o.url("/range/notes.txt?v=1")})
         assert r.status_code == 202, r.text
         fid = r.json()["id"]
-
-        async def fetched() -> dict[str, Any] | None:
-            body = (await c.get(f"/v1/fetches/{fid}")).json()
-            return body if body["status"] in ("COMPLETED", "FAILED") else None
-
-        done = await wait_until(fetched, timeout=60)
+        done = await ended(c, fid, timeout=60)
         assert done["status"] == "COMPLETED", done
         r = await c.post(
             "/v1/tasks",

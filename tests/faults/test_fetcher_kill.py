@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from bus.config.settings import Settings
-from tests.api.origins import origin_server
+from tests.api.origins import ended, origin_server
 from tests.faults.proc import kind_env, sigkill, start_kind, terminate
 from tests.system import start_system, wait_until
 
@@ -42,17 +42,6 @@ async def started_fetch(c: httpx.AsyncClient, url: str) -> str:
     assert r.status_code == 202, r.text
     fid: str = r.json()["id"]
     return fid
-
-
-async def finished(c: httpx.AsyncClient, fid: str) -> dict[str, Any]:
-    """The fetch once it has COMPLETED or FAILED."""
-
-    async def done() -> dict[str, Any] | None:
-        body = (await c.get(f"/v1/fetches/{fid}")).json()
-        return body if body["status"] in ("COMPLETED", "FAILED") else None
-
-    final: dict[str, Any] = await wait_until(done, timeout=120)
-    return final
 
 
 async def served(c: httpx.AsyncClient, file_id: str) -> bytes:
@@ -95,7 +84,7 @@ async def test_sigkill_mid_transfer_resumes_from_the_last_durable_byte(
             o.slow_tick = 0.0
             proc = fetcher_process(system.settings, log)  # the restart
 
-            final = await finished(c, fid)
+            final = await ended(c, fid)
             assert final["status"] == "COMPLETED", (final, log.read_text()[-3000:])
             assert final["sha256"] == o.sha256 and final["bytes"] == len(o.data)
             # The take-over asked for the rest, from the byte recorded before the kill.
@@ -141,7 +130,7 @@ async def test_sigkill_mid_segmented_transfer_resumes_every_segment_where_it_sto
             o.slow_tick = 0.0
             proc = fetcher_process(system.settings, log, **segmented)  # the restart
 
-            final = await finished(c, fid)
+            final = await ended(c, fid)
             assert final["status"] == "COMPLETED", (final, log.read_text()[-3000:])
             assert final["sha256"] == o.sha256 and final["bytes"] == size
             # The take-over asked each segment for the rest of its range only: from the

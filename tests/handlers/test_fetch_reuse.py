@@ -16,9 +16,9 @@ from bus.blobs.factory import open_blob_store
 from bus.store.eventstore import PostgresEventStore
 from domain import fetches as f
 from handlers.fetch_reuse import reusable_source
-from tests.api.origins import origin_server
+from tests.api.origins import origin_server, until
 from tests.api.routes import test_fetch_objects
-from tests.api.routes.test_fetches import content, listed_completed, post, until
+from tests.api.routes.test_fetches import content, listed_completed, post
 from tests.system import System
 
 # The fetch-into-a-key system of tests/api/routes/test_fetch_objects.py (one per module), and its

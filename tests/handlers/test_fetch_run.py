@@ -23,10 +23,11 @@ from bus.blobs.errors import BlobStoreFull
 from bus.blobs.inline import InlineBlobStore
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from bus.store.eventstore import PostgresEventStore
+from tests.api.origins import ended
 from tests.api.routes.test_fetch_origins import serve
 from tests.api.routes.test_fetches import content, post
 from tests.ports import free_port
-from tests.system import System, isolated_system, wait_until
+from tests.system import System, isolated_system
 
 LIMIT = 2048  # bytes per second, over 1 s
 TRICKLE = 1000  # bytes per second: below it
@@ -123,12 +124,7 @@ async def trickling(
 async def finished(c: httpx.AsyncClient, fid: str) -> dict[str, Any]:
     """The fetch once it completed or failed; 30 s at most (a trickle retried for ever,
     the bug this guards against, would never get there)."""
-
-    async def check() -> dict[str, Any] | None:
-        body = (await c.get(f"/v1/fetches/{fid}")).json()
-        return body if body["status"] in ("COMPLETED", "FAILED") else None
-
-    return await wait_until(check, timeout=30)  # type: ignore[no-any-return]
+    return await ended(c, fid, timeout=30)
 
 
 async def test_a_trickle_fails_too_slow_once_its_retries_are_spent(limited: System) -> None:

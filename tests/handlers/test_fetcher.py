@@ -17,7 +17,7 @@ from bus.store.eventstore import PostgresEventStore
 from domain import policies
 from domain.files.commands import CreateFile
 from domain.kernel import Command
-from tests.api.origins import origin_server
+from tests.api.origins import ended, origin_server
 from tests.system import start_system, wait_until
 
 # No handlers: nothing creates the file from FetchCompleted after the fact.
@@ -52,12 +52,7 @@ async def test_a_completed_fetchs_file_exists_without_the_worker_sending_it(
             r = await c.post("/v1/fetches", json={"url": o.url("/range/notes.txt")})
             assert r.status_code == 202, r.text
             fid = r.json()["id"]
-
-            async def completed() -> dict[str, Any] | None:
-                body = (await c.get(f"/v1/fetches/{fid}")).json()
-                return body if body["status"] in ("COMPLETED", "FAILED") else None
-
-            done = await wait_until(completed, timeout=60)
+            done = await ended(c, fid, timeout=60)
             assert done["status"] == "COMPLETED", done
             file_id = done["file_id"]
             assert file_id == policies.fetch_file_id(fid)

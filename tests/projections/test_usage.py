@@ -116,20 +116,18 @@ async def test_files_made_without_an_upload_count(
     assert await storage_used(event_store, "u4") == size
 
 
+async def _initiated(writer: Writer, owner: str, **fields: Any) -> str:
+    """An upload of `owner`'s initiated with `fields` (InitiateUpload's; the events only):
+    its id."""
+    uid = str(uuid.uuid4())
+    await writer.run(InitiateUpload(aggregate_id=uid, caller=owner, at=T0, **fields))
+    return uid
+
+
 async def _part(writer: Writer, owner: str, size: int) -> str:
     """A partial tus upload with all its `size` bytes (the events only)."""
-    uid = str(uuid.uuid4())
-    await writer.run(
-        InitiateUpload(
-            aggregate_id=uid,
-            caller=owner,
-            at=T0,
-            file_name="p",
-            file_size=size,
-            chunk_size=size,
-            mode="stream",
-            partial=True,
-        )
+    uid = await _initiated(
+        writer, owner, file_name="p", file_size=size, chunk_size=size, mode="stream", partial=True
     )
     await writer.run(
         AppendBytes(
@@ -145,21 +143,16 @@ async def _part(writer: Writer, owner: str, size: int) -> str:
 
 async def _final(writer: Writer, owner: str, *parts: tuple[str, int]) -> str:
     """A final upload concatenating `parts` (id, size), initiated (the events only)."""
-    uid = str(uuid.uuid4())
-    await writer.run(
-        InitiateUpload(
-            aggregate_id=uid,
-            caller=owner,
-            at=T0,
-            file_name="f",
-            file_size=sum(size for _, size in parts),
-            chunk_size=1,
-            mode="final",
-            parts=[p for p, _ in parts],
-            manifest=[{"sha256": sha(p), "size": size} for p, size in parts],
-        )
+    return await _initiated(
+        writer,
+        owner,
+        file_name="f",
+        file_size=sum(size for _, size in parts),
+        chunk_size=1,
+        mode="final",
+        parts=[p for p, _ in parts],
+        manifest=[{"sha256": sha(p), "size": size} for p, size in parts],
     )
-    return uid
 
 
 async def test_a_concatenation_holds_its_parts_bytes_seen_or_not_by_the_projection(
@@ -278,21 +271,16 @@ async def test_a_grown_object_counts_its_new_size_before_the_read_model_has_it(
 
 async def _upload_into(writer: Writer, owner: str, bucket: str, size: int) -> str:
     """A tus upload of `size` declared bytes into `bucket`, initiated (the events only)."""
-    uid = str(uuid.uuid4())
-    await writer.run(
-        InitiateUpload(
-            aggregate_id=uid,
-            caller=owner,
-            at=T0,
-            file_name="f",
-            file_size=size,
-            chunk_size=size,
-            mode="stream",
-            bucket=bucket,
-            key="k",
-        )
+    return await _initiated(
+        writer,
+        owner,
+        file_name="f",
+        file_size=size,
+        chunk_size=size,
+        mode="stream",
+        bucket=bucket,
+        key="k",
     )
-    return uid
 
 
 async def test_an_upload_whose_bucket_went_holds_only_what_it_received(
@@ -345,17 +333,8 @@ async def test_an_uploads_holds_count_what_its_row_does_not_yet_and_once(
     them its row does not count yet, none once it does; two of one upload count as the
     largest, not their sum; and an upload left out is left out with its holds (a second
     request for it asks nothing more)."""
-    uid = str(uuid.uuid4())
-    await writer.run(
-        InitiateUpload(
-            aggregate_id=uid,
-            caller="u11",
-            at=T0,
-            file_name="f",
-            file_size=None,
-            chunk_size=60_000,
-            mode="stream",
-        )
+    uid = await _initiated(
+        writer, "u11", file_name="f", file_size=None, chunk_size=60_000, mode="stream"
     )
     await rebuild(event_store.pool, "uploads")
     assert await storage_used(event_store, "u11") == 0  # no length, no bytes

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from tests.api.test_serving import user
+from tests.api.answers import user
 from tests.system import System
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

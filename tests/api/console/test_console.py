@@ -21,6 +21,7 @@ import pytest
 from playwright.async_api import Browser, Page, Route, expect
 
 from api.console.mount import CSP
+from tests.api.answers import user
 from tests.api.console.browser import chromium, shot
 from tests.system import System, wait_until
 
@@ -34,10 +35,6 @@ window.__csp = [];
 document.addEventListener('securitypolicyviolation',
     (e) => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));
 """
-
-
-def user() -> str:
-    return f"console-{uuid.uuid4().hex[:8]}"
 
 
 async def open_console(page: Page, system: System) -> None:
@@ -88,13 +85,20 @@ async def signed_in_at(
 
 
 @asynccontextmanager
-async def signed_in(system: System, who: str) -> AsyncIterator[Page]:
+async def signed_in(
+    system: System, who: str, *, clipboard: bool = False, dialogs: bool = False
+) -> AsyncIterator[Page]:
     """A page of a fresh browser at a 1280 x 900 viewport, the console open and `who`
-    signed in (with a token), closed after."""
+    signed in (with a token), closed after. `clipboard`: the page may read and write the
+    clipboard; `dialogs`: every dialog it opens (a confirm()) is accepted."""
     async with chromium() as browser:
         ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
         try:
+            if clipboard:
+                await ctx.grant_permissions(["clipboard-read", "clipboard-write"])
             page = await ctx.new_page()
+            if dialogs:
+                page.on("dialog", lambda d: asyncio.ensure_future(d.accept()))
             await open_console(page, system)
             await sign_in(page, system.token(who))
             yield page
@@ -315,13 +319,7 @@ async def test_buckets_create_open_upload_into_and_delete(
     name = f"con-{uuid.uuid4().hex[:10]}"
     doc = tmp_path / "in-bucket.txt"
     doc.write_text("inside a bucket\n")
-    async with chromium() as browser:
-        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
-        page = await ctx.new_page()
-        page.on("dialog", lambda d: asyncio.ensure_future(d.accept()))
-        await open_console(page, shared_system)
-        await sign_in(page, shared_system.token(me))
-
+    async with signed_in(shared_system, me, dialogs=True) as page:
         # The tabs work from the keyboard: arrow right selects Buckets.
         await page.get_by_role("tab", name="Files").focus()
         await page.keyboard.press("ArrowRight")
@@ -367,7 +365,6 @@ async def test_buckets_create_open_upload_into_and_delete(
 
             await wait_until(emptied)
         await no_csp_violations(page)
-        await ctx.close()
 
 
 async def test_a_token_pasted_as_an_api_key_signs_in(shared_system: System) -> None:

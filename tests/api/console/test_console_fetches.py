@@ -13,8 +13,8 @@ import pytest_asyncio
 from playwright.async_api import expect
 
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
-from tests.api.console.browser import chromium, shot
-from tests.api.console.test_console import no_csp_violations, open_console, sign_in, signed_in
+from tests.api.console.browser import shot
+from tests.api.console.test_console import no_csp_violations, signed_in
 from tests.api.origins import origin_server
 from tests.system import System, isolated_system
 
@@ -34,11 +34,7 @@ async def fsys(
 
 async def test_fetch_a_url_and_watch_it_complete(fsys: System, tmp_path: Path) -> None:
     me = f"console-f-{uuid.uuid4().hex[:8]}"
-    async with origin_server() as origin, chromium() as browser:
-        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
-        page = await ctx.new_page()
-        await open_console(page, fsys)
-        await sign_in(page, fsys.token(me))
+    async with origin_server() as origin, signed_in(fsys, me) as page:
         await page.get_by_role("tab", name="Fetches").click()
 
         await page.get_by_label("URL (http or https)").fill("ftp://example.com/x")
@@ -59,7 +55,6 @@ async def test_fetch_a_url_and_watch_it_complete(fsys: System, tmp_path: Path) -
             await page.get_by_role("button", name="Download model.bin").click()
         assert Path(await (await got.value).path()).read_bytes() == origin.data
         await no_csp_violations(page)
-        await ctx.close()
 
 
 async def test_a_failed_fetch_shows_a_still_progress_bar(fsys: System) -> None:
@@ -67,11 +62,7 @@ async def test_a_failed_fetch_shows_a_still_progress_bar(fsys: System) -> None:
     rest: a <progress> without a value is the moving 'indeterminate' bar of a fetch still
     at work, which it is not."""
     me = f"console-f-{uuid.uuid4().hex[:8]}"
-    async with origin_server() as origin, chromium() as browser:
-        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
-        page = await ctx.new_page()
-        await open_console(page, fsys)
-        await sign_in(page, fsys.token(me))
+    async with origin_server() as origin, signed_in(fsys, me) as page:
         await page.get_by_role("tab", name="Fetches").click()
         await page.get_by_label("URL (http or https)").fill(origin.url("/status/404"))
         await page.get_by_role("button", name="Fetch", exact=True).click()
@@ -82,7 +73,6 @@ async def test_a_failed_fetch_shows_a_still_progress_bar(fsys: System) -> None:
         assert await row.locator("progress").evaluate("p => p.position") == 0
         await expect(row.get_by_role("button", name="Retry")).to_be_visible()
         await no_csp_violations(page)
-        await ctx.close()
 
 
 async def test_a_fetch_being_retried_says_so(fsys: System) -> None:

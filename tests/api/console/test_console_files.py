@@ -13,6 +13,7 @@ import httpx
 import pytest
 from playwright.async_api import Page, expect
 
+from tests.api.answers import user
 from tests.api.console.browser import chromium, shot
 from tests.api.console.test_console import (
     OVERFLOW_X,
@@ -20,6 +21,7 @@ from tests.api.console.test_console import (
     no_csp_violations,
     open_console,
     sign_in,
+    signed_in,
     signed_in_at,
 )
 from tests.system import System, wait_until
@@ -27,10 +29,6 @@ from tests.system import System, wait_until
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 HOSTILE = "<img src=x onerror=alert(1)>"
-
-
-def user() -> str:
-    return f"console-f-{uuid.uuid4().hex[:8]}"
 
 
 async def upload(system: System, who: str, name: str, data: bytes, **extra: Any) -> str:
@@ -250,11 +248,7 @@ async def test_a_name_cannot_disguise_itself_with_bidi_controls(shared_system: S
     me = user()
     fid = await upload(shared_system, me, f"invoice{RLO}gpj.exe", b"MZ\n")
     shown = "invoice⟨U+202E⟩gpj.exe"
-    async with chromium() as browser:
-        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
-        page = await ctx.new_page()
-        await open_console(page, shared_system)
-        await sign_in(page, shared_system.token(me))
+    async with signed_in(shared_system, me) as page:
         link = page.locator(f"#files tbody tr[data-id='{fid}'] a.file-link")
         await expect(link).to_have_text(shown)
         assert await link.get_attribute("title") == shown
@@ -278,7 +272,6 @@ async def test_a_name_cannot_disguise_itself_with_bidi_controls(shared_system: S
         html = await page.evaluate("document.body.innerText + document.body.innerHTML")
         assert RLO not in html
         await no_csp_violations(page)
-        await ctx.close()
 
 
 async def test_a_very_long_name_never_widens_the_page(shared_system: System) -> None:

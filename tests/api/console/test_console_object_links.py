@@ -9,8 +9,10 @@ import httpx
 import pytest
 from playwright.async_api import expect
 
-from tests.api.console.browser import chromium
-from tests.api.console.test_console import no_csp_violations, open_console, sign_in
+from tests.api.console.test_console import (
+    no_csp_violations,
+    signed_in,
+)
 from tests.api.console.test_console_objects import put, signed_link
 from tests.system import System
 
@@ -23,12 +25,7 @@ async def test_copy_a_signed_link_to_an_object(shared_system: System) -> None:
     async with shared_system.client(me) as c:
         assert (await c.post("/v1/buckets", json={"name": bucket})).status_code == 201
     await put(shared_system, me, bucket, "docs/a b.txt", b"a file in docs\n")
-    async with chromium() as browser:
-        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
-        await ctx.grant_permissions(["clipboard-read", "clipboard-write"])
-        page = await ctx.new_page()
-        await open_console(page, shared_system)
-        await sign_in(page, shared_system.token(me))
+    async with signed_in(shared_system, me, clipboard=True) as page:
         await page.get_by_role("tab", name="Buckets").click()
         await page.get_by_role("button", name=f"Browse objects of {bucket}").click()
         await page.get_by_role("button", name="Open folder docs/").click()
@@ -39,4 +36,3 @@ async def test_copy_a_signed_link_to_an_object(shared_system: System) -> None:
         assert r.status_code == 200 and r.content == b"a file in docs\n"
         await page.get_by_role("button", name="Close").click()
         await no_csp_violations(page)
-        await ctx.close()

@@ -5,7 +5,6 @@ makes a signed URL with the chosen expiry that reads the bytes without a credent
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from datetime import datetime
@@ -15,12 +14,11 @@ import httpx
 import pytest
 from playwright.async_api import Locator, Page, expect
 
+from tests.api.answers import user
 from tests.api.console.browser import chromium, shot
 from tests.api.console.test_console import (
     OVERFLOW_X,
     no_csp_violations,
-    open_console,
-    sign_in,
     signed_in,
     signed_in_at,
     tus_upload,
@@ -28,10 +26,6 @@ from tests.api.console.test_console import (
 from tests.system import System
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-def user() -> str:
-    return f"console-o-{uuid.uuid4().hex[:8]}"
 
 
 async def put(system: System, who: str, bucket: str, key: str, data: bytes) -> None:
@@ -57,12 +51,7 @@ async def signed_link(page: Page, label: str, expiry: str) -> str:
 async def test_copy_a_signed_link_to_a_file(shared_system: System, tmp_path: Path) -> None:
     me = user()
     await tus_upload(shared_system, me, "shared.txt", b"shared by link\n")
-    async with chromium() as browser:
-        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
-        await ctx.grant_permissions(["clipboard-read", "clipboard-write"])
-        page = await ctx.new_page()
-        await open_console(page, shared_system)
-        await sign_in(page, shared_system.token(me))
+    async with signed_in(shared_system, me, clipboard=True) as page:
         await expect(page.locator("#files tbody tr")).to_have_count(1)
 
         before = time.time()
@@ -82,7 +71,6 @@ async def test_copy_a_signed_link_to_a_file(shared_system: System, tmp_path: Pat
         await page.get_by_role("button", name="Close").click()
         await expect(page.locator("#share")).not_to_be_visible()
         await no_csp_violations(page)
-        await ctx.close()
 
 
 async def test_objects_folders_live_download_delete(shared_system: System, tmp_path: Path) -> None:
@@ -93,14 +81,7 @@ async def test_objects_folders_live_download_delete(shared_system: System, tmp_p
     await put(shared_system, me, bucket, "top.txt", b"top\n")
     await put(shared_system, me, bucket, "docs/a.txt", b"a file in docs\n")
     await put(shared_system, me, bucket, "docs/sub/b.txt", b"b\n")
-    async with chromium() as browser:
-        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
-        await ctx.grant_permissions(["clipboard-read", "clipboard-write"])
-        page = await ctx.new_page()
-        page.on("dialog", lambda d: asyncio.ensure_future(d.accept()))
-        await open_console(page, shared_system)
-        await sign_in(page, shared_system.token(me))
-
+    async with signed_in(shared_system, me, clipboard=True, dialogs=True) as page:
         await page.get_by_role("tab", name="Buckets").click()
         await page.get_by_role("button", name=f"Browse objects of {bucket}").click()
         await expect(page.locator("#panel-objects")).to_be_visible()
@@ -152,7 +133,6 @@ async def test_objects_folders_live_download_delete(shared_system: System, tmp_p
         await page.get_by_role("button", name=f"Top of {bucket}").click()
         await expect(page.locator("#objects tbody tr[data-key='top.txt']")).to_have_count(1)
         await no_csp_violations(page)
-        await ctx.close()
 
 
 async def test_objects_sort_by_name_size_and_modified(shared_system: System) -> None:
@@ -273,12 +253,7 @@ async def test_objects_empty_states_say_what_is_empty(shared_system: System) -> 
     async with shared_system.client(me) as c:
         assert (await c.post("/v1/buckets", json={"name": bucket})).status_code == 201
     await put(shared_system, me, bucket, "only.txt", b"one\n")
-    async with chromium() as browser:
-        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
-        page = await ctx.new_page()
-        page.on("dialog", lambda d: asyncio.ensure_future(d.accept()))
-        await open_console(page, shared_system)
-        await sign_in(page, shared_system.token(me))
+    async with signed_in(shared_system, me, dialogs=True) as page:
         await page.get_by_role("tab", name="Objects").click()
         empty = page.locator("#objects-empty")
         await expect(empty).to_have_text("Choose a bucket to list its objects.")
@@ -297,7 +272,6 @@ async def test_objects_empty_states_say_what_is_empty(shared_system: System) -> 
         await expect(empty).to_have_text("This bucket is empty.")
         await expect(empty).to_be_visible()
         await no_csp_violations(page)
-        await ctx.close()
 
 
 async def test_an_upload_into_a_bucket_is_one_of_its_objects(

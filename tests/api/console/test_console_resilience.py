@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -20,6 +19,7 @@ import pytest_asyncio
 from playwright.async_api import Route, expect
 
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
+from tests.api.answers import user
 from tests.api.console.browser import chromium, shot
 from tests.api.console.test_console import (
     no_csp_violations,
@@ -46,10 +46,6 @@ async def rsys(
         signed_url_max_expiry=86400,
     ) as s:
         yield s
-
-
-def user() -> str:
-    return f"console-r-{uuid.uuid4().hex[:8]}"
 
 
 async def test_a_refused_upload_says_why_in_words(rsys: System, tmp_path: Path) -> None:

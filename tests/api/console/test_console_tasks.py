@@ -16,21 +16,19 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Page, expect
 
+from tests.api.answers import user
 from tests.api.console.browser import chromium, shot
 from tests.api.console.test_console import (
     OVERFLOW_X,
     no_csp_violations,
     open_console,
     sign_in,
+    signed_in,
     tus_upload,
 )
 from tests.system import System, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-def user() -> str:
-    return f"console-t-{uuid.uuid4().hex[:8]}"
 
 
 async def select(page: Page, *names: str) -> None:
@@ -128,11 +126,7 @@ async def test_upload_checksum_then_rename_and_move(shared_system: System, tmp_p
         assert (await c.post("/v1/buckets", json={"name": dest})).status_code == 201
     doc = tmp_path / "draft.txt"
     doc.write_bytes(b"a draft\n" * 500)
-    async with chromium() as browser:
-        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
-        page = await ctx.new_page()
-        await open_console(page, shared_system)
-        await sign_in(page, shared_system.token(me))
+    async with signed_in(shared_system, me) as page:
         await expect(page.locator(f"#bucket-pick option[value='{dest}']")).to_have_count(1)
 
         # Uploaded with Uppy; the browser's SHA-256 matches the server's.
@@ -176,7 +170,6 @@ async def test_upload_checksum_then_rename_and_move(shared_system: System, tmp_p
 
             assert await wait_until(unchanged)
         await no_csp_violations(page)
-        await ctx.close()
 
 
 async def test_a_very_long_result_name_never_widens_the_page(shared_system: System) -> None:
@@ -191,13 +184,8 @@ async def test_a_very_long_result_name_never_widens_the_page(shared_system: Syst
         params = {"files": [fid], "format": "zip", "output": {"file_name": archive}}
         r = await c.post("/v1/tasks", json={"type": "compress", "params": params})
         assert r.status_code in (200, 201, 202), r.text
-    async with chromium() as browser:
-        ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
-        page = await ctx.new_page()
-        await open_console(page, shared_system)
-        await sign_in(page, shared_system.token(me))
+    async with signed_in(shared_system, me) as page:
         await page.get_by_role("tab", name="Tasks").click()
         result = page.locator("#tasks tbody button.result")
         await expect(result).to_have_text(f"Download {archive}")
         assert await page.evaluate(OVERFLOW_X) <= 0, "the task's row is wider than the page"
-        await ctx.close()

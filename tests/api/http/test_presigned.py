@@ -14,6 +14,7 @@ import secrets
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -28,6 +29,19 @@ from tests.system import isolated_system
 
 CHUNK = 5 * 1024 * 1024
 NOW = datetime(2026, 11, 6, 9, 0, 0, tzinfo=UTC)
+
+
+def redirecting(s3_server: S3Server, bucket: str) -> dict[str, Any]:
+    """The settings of a system whose blobs are in `bucket` on the local S3 server and which
+    redirects full GETs of one-object content of 4096 bytes or more there (presigned URLs
+    valid 120 s)."""
+    return {
+        "blob_store": f"s3://{bucket}/cairn",
+        "s3_endpoint": s3_server.endpoint,
+        "s3_redirect": True,
+        "s3_redirect_min_bytes": 4096,
+        "s3_redirect_expires": 120,
+    }
 
 
 async def _upload(c: httpx.AsyncClient, name: str, data: bytes, chunk: int) -> str:
@@ -63,13 +77,7 @@ async def test_full_get_of_a_one_object_file_redirects_to_s3_and_the_rest_is_ser
     multi = os.urandom(2 * CHUNK + 5)  # three chunks: three objects
     small = os.urandom(1000)  # one chunk, but under the threshold
     async with isolated_system(
-        pg_server.url,
-        kafka_server.bootstrap,
-        blob_store=f"s3://{bucket}/cairn",
-        s3_endpoint=s3_server.endpoint,
-        s3_redirect=True,
-        s3_redirect_min_bytes=4096,
-        s3_redirect_expires=120,
+        pg_server.url, kafka_server.bootstrap, **redirecting(s3_server, bucket)
     ) as system:
         async with system.client() as c:
             one = await _upload(c, "one file.txt", single, len(single))

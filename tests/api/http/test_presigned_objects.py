@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 import httpx
 
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
+from tests.api.http.test_presigned import redirecting
 from tests.s3server import S3Server
 from tests.system import isolated_system
 
@@ -50,13 +51,7 @@ async def test_object_get_redirects_to_s3_only_after_the_access_checks(
     many = os.urandom(3 * 1024 * 1024 + 11)  # several pieces: several S3 objects
     tiny = os.urandom(100)  # one piece, but under the threshold
     async with isolated_system(
-        pg_server.url,
-        kafka_server.bootstrap,
-        blob_store=f"s3://{store}/cairn",
-        s3_endpoint=s3_server.endpoint,
-        s3_redirect=True,
-        s3_redirect_min_bytes=4096,
-        s3_redirect_expires=120,
+        pg_server.url, kafka_server.bootstrap, **redirecting(s3_server, store)
     ) as system:
         private, public = f"pr-{secrets.token_hex(5)}", f"pu-{secrets.token_hex(5)}"
         async with system.client("owner") as c:

@@ -28,6 +28,7 @@ from websockets.exceptions import ConnectionClosed
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from bus.store.eventstore import PostgresEventStore
 from domain.events import EventMeta, NewEvent
+from tests.api.answers import user
 from tests.api.sse import Message, SSEClient
 from tests.system import System, isolated_system, wait_until
 
@@ -54,10 +55,6 @@ async def append(s: System, owner: str, n: int) -> list[int]:
         stream, 0, events, EventMeta(occurred_at=datetime.now(UTC), owner=owner)
     )
     return [e.position for e in recorded]
-
-
-def user() -> str:
-    return f"u-{secrets.token_hex(4)}"
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

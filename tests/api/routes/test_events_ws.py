@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import time
 from typing import Any
 
@@ -17,15 +16,12 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
+from tests.api.answers import user
 from tests.system import System, isolated_system
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 CHUNK = 4 * 1024
-
-
-def user() -> str:
-    return f"u-{secrets.token_hex(4)}"
 
 
 def ws_url(s: System) -> str:

@@ -15,8 +15,8 @@ import pytest_asyncio
 
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from domain.files.keys import object_file_id
-from tests.api.origins import origin_server
-from tests.api.routes.test_fetches import listed_completed, post, until
+from tests.api.origins import origin_server, until
+from tests.api.routes.test_fetches import listed_completed, post
 from tests.system import System, isolated_system, wait_until
 
 

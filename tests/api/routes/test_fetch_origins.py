@@ -27,8 +27,8 @@ from cryptography.x509.oid import NameOID
 
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from bus.store.eventstore import PostgresEventStore
-from tests.api.origins import origin_server
-from tests.api.routes.test_fetches import content, post, until
+from tests.api.origins import QUICK_FETCHES, ended, origin_server, until
+from tests.api.routes.test_fetches import content, post
 from tests.ports import free_port
 from tests.system import System, isolated_system, wait_until
 
@@ -43,14 +43,8 @@ async def osys(
     async with isolated_system(
         pg_server.url,
         kafka_server.bootstrap,
-        fetch_allow_private=True,
-        fetch_lease=3.0,
-        fetch_chunk_bytes=64 * 1024,
-        fetch_backoff=0.05,
-        fetch_retries=3,
+        **QUICK_FETCHES,
         fetch_timeout=1.0,
-        fetch_per_owner=50,
-        fetch_concurrency=50,
         quotas=(("o-quota", QUOTA), ("o-quota-race", QUOTA), ("o-quota-full", QUOTA)),
     ) as s:
         yield s
@@ -527,12 +521,7 @@ async def test_an_origin_dripping_a_few_bytes_per_connection_gives_up(osys: Syst
     # it included (curl --speed-limit, aria2 --lowest-speed-limit measure the same).
     async with origin_server(drop_after=10) as o, osys.client("o-drip") as c:
         f = await post(c, o.url("/capped"))
-
-        async def ended() -> dict[str, object] | None:
-            body = (await c.get(f"/v1/fetches/{f['id']}")).json()
-            return body if body["status"] in ("COMPLETED", "FAILED") else None
-
-        done = await wait_until(ended, timeout=30)
+        done = await ended(c, f["id"], timeout=30)
         assert done["status"] == "FAILED", done
         assert str(done["last_error"]).startswith("gave up after 4 attempts: "), done
         assert 0 < int(str(done["bytes"])) < 100, done  # the drips were kept, for a /retry

@@ -16,9 +16,9 @@ from aiohttp import web
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from bus.store.eventstore import PostgresEventStore
 from domain.events import RecordedEvent
-from tests.api.origins import Origin, origin_server
+from tests.api.origins import QUICK_FETCHES, Origin, ended, origin_server, until
 from tests.api.routes.test_fetch_origins import serve
-from tests.api.routes.test_fetches import content, post, until
+from tests.api.routes.test_fetches import content, post
 from tests.system import System, isolated_system, wait_until
 
 SEGMENTS = 4
@@ -33,15 +33,9 @@ async def gsys(
     async with isolated_system(
         pg_server.url,
         kafka_server.bootstrap,
-        fetch_allow_private=True,
+        **(QUICK_FETCHES | {"fetch_chunk_bytes": 32 * 1024}),
         fetch_segments=SEGMENTS,
         fetch_segment_min=SEGMENT_MIN,
-        fetch_lease=3.0,
-        fetch_chunk_bytes=32 * 1024,
-        fetch_backoff=0.05,
-        fetch_retries=3,
-        fetch_per_owner=50,
-        fetch_concurrency=50,
     ) as s:
         yield s
 
@@ -263,12 +257,7 @@ async def test_segments_whose_every_connection_breaks_after_a_few_bytes_give_up(
     # the low-speed limit's rate since the segment last gained bytes is progress.
     async with origin_server(os.urandom(SIZE), drop_after=10) as o, gsys.client("g-drip") as c:
         f = await post(c, o.url("/capped"))
-
-        async def ended() -> dict[str, Any] | None:
-            body = (await c.get(f"/v1/fetches/{f['id']}")).json()
-            return body if body["status"] in ("COMPLETED", "FAILED") else None
-
-        done = await wait_until(ended, timeout=60)
+        done = await ended(c, f["id"], timeout=60)
         assert done["status"] == "FAILED", done
         assert done["last_error"].startswith("gave up after 4 attempts: "), done
         assert len(done["segments"]) == SEGMENTS and 0 < done["bytes"] < 10_000, done

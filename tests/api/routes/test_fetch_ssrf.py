@@ -13,8 +13,8 @@ import pytest_asyncio
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from bus.store.eventstore import PostgresEventStore
 from domain.events import RecordedEvent
-from tests.api.origins import origin_server
-from tests.api.routes.test_fetches import post, until
+from tests.api.origins import origin_server, until
+from tests.api.routes.test_fetches import post
 from tests.system import System, isolated_system
 
 PUBLIC = "127.0.0.2"  # allowed by CAIRN_FETCH_ALLOW_NETWORKS in this module's system

@@ -19,7 +19,7 @@ from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from bus.store.eventstore import PostgresEventStore
 from domain.commands import AppendFetchBytes, RecordFetchResponse, StartFetch
 from tests.api.documented import assert_documented
-from tests.api.origins import origin_server
+from tests.api.origins import QUICK_FETCHES, origin_server, until
 from tests.system import System, isolated_system, wait_until
 
 MAX_BYTES = 2_000_000
@@ -32,14 +32,8 @@ async def fsys(
     async with isolated_system(
         pg_server.url,
         kafka_server.bootstrap,
-        fetch_allow_private=True,
-        fetch_lease=3.0,
-        fetch_chunk_bytes=64 * 1024,
-        fetch_backoff=0.05,
-        fetch_retries=3,
+        **QUICK_FETCHES,
         fetch_max_bytes=MAX_BYTES,
-        fetch_per_owner=50,
-        fetch_concurrency=50,
     ) as s:
         yield s
 
@@ -48,14 +42,6 @@ async def post(c: httpx.AsyncClient, url: str, **extra: Any) -> dict[str, Any]:
     r = await c.post("/v1/fetches", json={"url": url, **extra})
     assert r.status_code == 202, r.text
     return r.json()
-
-
-async def until(c: httpx.AsyncClient, fid: str, *statuses: str) -> dict[str, Any]:
-    async def check() -> dict[str, Any] | None:
-        body = (await c.get(f"/v1/fetches/{fid}")).json()
-        return body if body["status"] in statuses else None
-
-    return await wait_until(check, timeout=120)  # type: ignore[no-any-return]
 
 
 async def listed_completed(c: httpx.AsyncClient, fetch_id: str) -> None:

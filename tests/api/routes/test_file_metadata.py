@@ -13,7 +13,8 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.api.routes.test_buckets import assert_error, bname, put_file, user
+from tests.api.answers import user
+from tests.api.routes.test_buckets import assert_error, bname, put_file
 from tests.system import System, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -15,7 +15,8 @@ from api.routes import files as files_route
 from domain.buckets.commands import UpdateBucket as UpdateBucketCommand
 from domain.commands import UpdateFile as UpdateFileCommand
 from domain.files.keys import object_file_id
-from tests.api.routes.test_objects import assert_error, make_bucket, object_events, opath, user
+from tests.api.answers import assert_error, make_bucket, opath, user
+from tests.api.routes.test_objects import object_events
 from tests.system import System, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

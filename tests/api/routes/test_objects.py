@@ -9,31 +9,17 @@ import hashlib
 import secrets
 import socket
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import asyncpg
-import httpx
 import pytest
 
 from api.routes import objects as objects_route
 from domain.files.keys import object_file_id
-from tests.api.answers import assert_error, bname, user
+from tests.api.answers import assert_error, bname, make_bucket, opath, user
 from tests.system import System, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-def opath(bucket: str, key: str) -> str:
-    # Dots percent-encoded: HTTP clients remove `..` segments from a URL before sending it
-    # (RFC 3986 §5.2.4), and a key is not a path.
-    return f"/v1/buckets/{bucket}/objects/{quote(key, safe='/').replace('.', '%2E')}"
-
-
-async def make_bucket(c: httpx.AsyncClient, public: bool = False) -> str:
-    name = bname()
-    r = await c.post("/v1/buckets", json={"name": name, "public": public})
-    assert r.status_code == 201, r.text
-    return name
 
 
 async def object_events(pool: asyncpg.Pool, bucket: str, key: str) -> list[str]:

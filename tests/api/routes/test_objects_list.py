@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.routes.test_objects import assert_error, make_bucket, opath, user
+from tests.api.answers import assert_error, make_bucket, opath, user
 from tests.system import System, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from api.routes import objects as objects_route
-from tests.api.routes.test_objects import assert_error, make_bucket, object_events, opath, user
+from tests.api.answers import assert_error, make_bucket, opath, user
+from tests.api.routes.test_objects import object_events
 from tests.api.tasks_helpers import finished, start
 from tests.system import System
 

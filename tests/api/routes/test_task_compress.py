@@ -13,7 +13,8 @@ import pytest
 from domain.tasks.ids import result_file_id
 from handlers.tasks import compress
 from handlers.tasks.compress import unique_names
-from tests.api.tasks_helpers import count_events, finished, start, upload, user
+from tests.api.answers import user
+from tests.api.tasks_helpers import count_events, finished, start, upload
 from tests.system import System
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from domain.tasks.ids import item_file_id
-from tests.api.tasks_helpers import count_events, finished, start, stop_mid_run, upload, user
+from tests.api.answers import user
+from tests.api.tasks_helpers import count_events, finished, start, stop_mid_run, upload
 from tests.archives import zip_of
 from tests.system import System, wait_until
 

@@ -16,7 +16,8 @@ import pytest
 from domain.files.keys import object_file_id
 from domain.tasks.ids import item_file_id
 from handlers.tasks import fileops
-from tests.api.tasks_helpers import bucket, count_events, finished, start, upload, user
+from tests.api.answers import user
+from tests.api.tasks_helpers import bucket, count_events, finished, start, upload
 from tests.archives import zip_of
 from tests.system import System, wait_until
 

@@ -13,7 +13,8 @@ import pytest_asyncio
 
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from domain.tasks.ids import item_file_id
-from tests.api.tasks_helpers import bucket, clone_files, count_events, finished, start, upload, user
+from tests.api.answers import user
+from tests.api.tasks_helpers import bucket, clone_files, count_events, finished, start, upload
 from tests.archives import zip_of
 from tests.system import System, isolated_system, wait_until
 

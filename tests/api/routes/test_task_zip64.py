@@ -26,7 +26,8 @@ from bus.store.eventstore import PostgresEventStore
 from domain.registry import AGGREGATES
 from handlers.tasks.extract import _list_zip
 from handlers.tasks.threads import BlobFile
-from tests.api.tasks_helpers import clone_files, finished, start, upload, user
+from tests.api.answers import user
+from tests.api.tasks_helpers import clone_files, finished, start, upload
 from tests.system import System, isolated_system, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -14,6 +14,7 @@ import pytest_asyncio
 
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from domain.tasks.ids import item_file_id
+from tests.api.answers import user
 from tests.api.documented import assert_documented
 from tests.api.tasks_helpers import (
     bucket,
@@ -24,7 +25,6 @@ from tests.api.tasks_helpers import (
     stop_mid_run,
     task,
     upload,
-    user,
 )
 from tests.system import System, isolated_system, wait_until
 

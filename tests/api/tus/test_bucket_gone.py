@@ -18,15 +18,12 @@ import httpx
 import pytest
 
 import api.tus.controller as controller
+from tests.api.answers import assert_error, user
 from tests.api.documented import assert_documented
 from tests.system import System
 
 TUS = {"Tus-Resumable": "1.0.0"}
 OCTETS = {**TUS, "Content-Type": "application/offset+octet-stream"}
-
-
-def user() -> str:
-    return f"gone-{secrets.token_hex(4)}"
 
 
 def meta(**kv: str) -> str:
@@ -35,13 +32,6 @@ def meta(**kv: str) -> str:
 
 def upload_id(url: str) -> str:
     return url.rstrip("/").rsplit("/", 1)[1]
-
-
-def assert_error(r: httpx.Response, status: int, code: str) -> None:
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert set(body) == {"error", "request_id"} and body["error"]["code"] == code, body
-    assert body["request_id"] == r.headers["x-request-id"]
 
 
 async def assert_not_a_file(c: httpx.AsyncClient, url: str, offset: int) -> None:

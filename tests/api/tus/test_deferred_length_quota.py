@@ -18,6 +18,7 @@ from tests.api.answers import assert_error
 from tests.api.quota import QUOTA
 from tests.api.routes.test_uploads_complete import chunked
 from tests.api.tus.test_bucket_gone import OCTETS, TUS
+from tests.api.tus.test_bucket_gone_quota import tus_create
 from tests.system import System, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -207,6 +208,33 @@ async def test_concurrent_bodies_without_a_length_never_pass_the_quota_together(
         assert 40_000 + sum(await offsets(c, urls)) <= QUOTA
 
 
+async def admin_writes_within_the_owners_quota(
+    c: httpx.AsyncClient, admin: httpx.AsyncClient
+) -> None:
+    """`c`'s owner leaves 10,000 bytes of the quota (an upload of 90,000) and makes an upload
+    without a length; `admin`'s PATCHes of 30,000 bytes into it (with a length, then
+    chunked) are 413, what was durable of the chunked body kept within those 10,000; the
+    rest of them passes, and then the owner's quota is spent."""
+    first = await c.post("/v1/tus", headers={**TUS, "Upload-Length": "90000"})
+    assert first.status_code == 201, first.text
+    url = await deferred(c)
+    for body in (b"x" * 30_000, chunked(b"x" * 30_000)):
+        r = await admin.patch(url, headers={**OCTETS, "Upload-Offset": "0"}, content=body)
+        assert_error(r, 413, "quota_exceeded")
+        # What was durable of the chunked body is kept: within what the quota left.
+        assert (await offsets(c, [url]))[0] <= 10_000
+    # Within what is left, it passes, and the bytes count against the owner.
+    offset = (await offsets(c, [url]))[0]
+    if offset < 10_000:
+        r = await admin.patch(
+            url,
+            headers={**OCTETS, "Upload-Offset": str(offset)},
+            content=chunked(b"x" * (10_000 - offset)),
+        )
+        assert r.status_code == 204, r.text
+    assert_error(await tus_create(c, 1), 413, "quota_exceeded")
+
+
 async def test_an_admin_writing_into_an_upload_is_held_to_its_owners_quota(qsys: System) -> None:
     """A PATCH without a length by an admin into another user's upload brings the owner
     bytes: it may bring what is left of the owner's quota, not of the admin's."""
@@ -215,11 +243,4 @@ async def test_an_admin_writing_into_an_upload_is_held_to_its_owners_quota(qsys:
         qsys.client(owner) as c,
         qsys.client(f"admin-{secrets.token_hex(4)}", admin=True) as admin,
     ):
-        first = await c.post("/v1/tus", headers={**TUS, "Upload-Length": "90000"})
-        assert first.status_code == 201, first.text
-        url = await deferred(c)
-        for body in (b"x" * 30_000, chunked(b"x" * 30_000)):
-            r = await admin.patch(url, headers={**OCTETS, "Upload-Offset": "0"}, content=body)
-            assert_error(r, 413, "quota_exceeded")
-            # What was durable of the chunked body is kept: within what the quota left.
-            assert (await offsets(c, [url]))[0] <= 10_000
+        await admin_writes_within_the_owners_quota(c, admin)

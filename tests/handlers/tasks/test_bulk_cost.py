@@ -36,6 +36,7 @@ from domain.tasks.ids import item_command_id, item_file_id
 from handlers.tasks import compress, fileops
 from handlers.tasks.archive_thread import SMALL_BATCH_MEMBERS
 from handlers.tasks.run import TaskRun
+from tests.api.answers import user
 from tests.api.tasks_helpers import (
     bucket,
     count_events,
@@ -43,7 +44,6 @@ from tests.api.tasks_helpers import (
     start,
     stop_mid_run,
     upload,
-    user,
 )
 from tests.system import System, isolated_system, wait_until
 
