@@ -33,9 +33,11 @@ they are taken (QuotaHold.cover: its hold grown under the owner's lock, a step a
 one owner's bodies in flight are judged against each other and not each against what was
 left when it began: those going past what the others hold are 413 (a tus upload keeps
 what was durable; an object PUT leaves nothing). An object PUT's hold becomes its size
-once its body has ended. Whoever writes (an admin too), the bytes count against the
-upload's or bucket's owner, whose quota decides. A create or chunk that would go over is
-413 `quota_exceeded` with {quota, used, requested}.
+once its body has ended. A tus creation's hold is for its upload once that is recorded
+(QuotaHold.bind), before its body is read, so the body's bytes count once as they come,
+not in the hold and again in the upload. Whoever writes (an admin too), the bytes count
+against the upload's or bucket's owner, whose quota decides. A create or chunk that would
+go over is 413 `quota_exceeded` with {quota, used, requested}.
 """
 
 from __future__ import annotations
@@ -208,6 +210,19 @@ class QuotaHold:
         if size is not None:
             await asyncio.shield(keep(self.c.pool, self.id, size, upload))
         self.kept = True
+
+    async def bind(self, upload: str) -> None:
+        """The upload its bytes go to exists now (a tus creation's, recorded before its body
+        is read): the hold is for it from now on (`completing`), as big as it is, and
+        counts only what of it the upload's row (or event) does not count yet, so that a
+        byte appended to the upload counts there and no more here, at every moment: a
+        declared length at once, a body without one as its bytes come. No check: the hold
+        counts less, never more. (Unlocked: a check reading the holds meanwhile sees it as
+        one or the other, or, between its two reads, both: never neither.)"""
+        if self.id is None:
+            return
+        await asyncio.shield(keep(self.c.pool, self.id, self.held, upload))
+        self.completing = upload
 
     async def resize(
         self, size: int, at_least: int | None = None, completing: str | None = None
