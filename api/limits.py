@@ -35,9 +35,10 @@ left when it began: those going past what the others hold are 413 (a tus upload 
 what was durable; an object PUT leaves nothing). An object PUT's hold becomes its size
 once its body has ended. A tus creation's hold is for its upload once that is recorded
 (QuotaHold.bind), before its body is read, so the body's bytes count once as they come,
-not in the hold and again in the upload. Whoever writes (an admin too), the bytes count
-against the upload's or bucket's owner, whose quota decides. A create or chunk that would
-go over is 413 `quota_exceeded` with {quota, used, requested}.
+not in the hold and again in the upload. A hold of no bytes goes with its request (kept,
+it would count nothing). Whoever writes (an admin too), the bytes count against the
+upload's or bucket's owner, whose quota decides. A create or chunk that would go over is
+413 `quota_exceeded` with {quota, used, requested}.
 """
 
 from __future__ import annotations
@@ -209,6 +210,7 @@ class QuotaHold:
             return
         if size is not None:
             await asyncio.shield(keep(self.c.pool, self.id, size, upload))
+            self.held = size
         self.kept = True
 
     async def bind(self, upload: str) -> None:
@@ -307,8 +309,13 @@ async def quota_reserved(
         yield hold
     finally:
         # Shielded: a request cancelled by its client's going still gives its bytes back
-        # (else they would count until the reservation expires).
-        if not hold.kept:
+        # (else they would count until the reservation expires). A hold of no bytes (a
+        # zero-byte upload, object or length) goes whatever the request did: kept, or
+        # left for a file or a version, it would count nothing, a row every later check
+        # of the owner's passes over until one of them deletes it.
+        if hold.held == 0:
+            await asyncio.shield(release(c.pool, rid))
+        elif not hold.kept:
             await asyncio.shield(release(c.pool, rid, hold.file_id, hold.version))
 
 
