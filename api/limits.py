@@ -33,7 +33,10 @@ they are taken (QuotaHold.cover: its hold grown under the owner's lock, a step a
 one owner's bodies in flight are judged against each other and not each against what was
 left when it began: those going past what the others hold are 413 (a tus upload keeps
 what was durable; an object PUT leaves nothing). An object PUT's hold becomes its size
-once its body has ended. Whoever writes (an admin too), the bytes count against the
+once its body has ended. A tus creation's hold is for its upload once that is recorded
+(QuotaHold.bind), before its body is read, so the body's bytes count once as they come,
+not in the hold and again in the upload. A hold of no bytes goes with its request (kept,
+it would count nothing). Whoever writes (an admin too), the bytes count against the
 upload's or bucket's owner, whose quota decides. A create or chunk that would go over is
 413 `quota_exceeded` with {quota, used, requested}.
 """
@@ -207,7 +210,21 @@ class QuotaHold:
             return
         if size is not None:
             await asyncio.shield(keep(self.c.pool, self.id, size, upload))
+            self.held = size
         self.kept = True
+
+    async def bind(self, upload: str) -> None:
+        """The upload its bytes go to exists now (a tus creation's, recorded before its body
+        is read): the hold is for it from now on (`completing`), as big as it is, and
+        counts only what of it the upload's row (or event) does not count yet, so that a
+        byte appended to the upload counts there and no more here, at every moment: a
+        declared length at once, a body without one as its bytes come. No check: the hold
+        counts less, never more. (Unlocked: a check reading the holds meanwhile sees it as
+        one or the other, or, between its two reads, both: never neither.)"""
+        if self.id is None:
+            return
+        await asyncio.shield(keep(self.c.pool, self.id, self.held, upload))
+        self.completing = upload
 
     async def resize(
         self, size: int, at_least: int | None = None, completing: str | None = None
@@ -292,8 +309,13 @@ async def quota_reserved(
         yield hold
     finally:
         # Shielded: a request cancelled by its client's going still gives its bytes back
-        # (else they would count until the reservation expires).
-        if not hold.kept:
+        # (else they would count until the reservation expires). A hold of no bytes (a
+        # zero-byte upload, object or length) goes whatever the request did: kept, or
+        # left for a file or a version, it would count nothing, a row every later check
+        # of the owner's passes over until one of them deletes it.
+        if hold.held == 0:
+            await asyncio.shield(release(c.pool, rid))
+        elif not hold.kept:
             await asyncio.shield(release(c.pool, rid, hold.file_id, hold.version))
 
 

@@ -367,6 +367,11 @@ class TusController(Controller):
         created = not whole
         if created:
             await _send_initiation(c, request, cmd)
+            if with_body and hold is not None:
+                # From now on the upload counts what it has (its length, or its bytes as
+                # they come): the creation's hold counts only the rest, not the same bytes
+                # again while the body is read.
+                await hold.bind(upload_id)
 
         file_created = False
         recorded: UploadState | None = None
