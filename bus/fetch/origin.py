@@ -147,13 +147,15 @@ def _clean_name(name: str) -> str | None:
 def file_name(response: httpx.Response, url: str) -> str:
     """From Content-Disposition (filename*, then filename), else the URL path's last
     segment, else `download`; never a path. A filename* in a charset Python cannot decode
-    with is passed over (it crashed the fetch worker, so a whole fetch failed on a name)."""
+    it with is passed over (it crashed the fetch worker, so a whole fetch failed on a name)."""
     disposition = response.headers.get("content-disposition") or ""
     m = re.search(r"filename\*\s*=\s*([^']*)'[^']*'([^;]+)", disposition, re.I)
     if m:
         try:
             name = _clean_name(unquote(m.group(2).strip(), encoding=m.group(1) or "utf-8"))
-        except LookupError:  # a charset Python does not know (or no text one): as absent
+        except (LookupError, ValueError):
+            # A charset Python does not know (or no text one), or one that cannot decode
+            # these bytes with `replace` (idna, punycode, undefined: UnicodeError): absent.
             name = None
         if name:
             return name

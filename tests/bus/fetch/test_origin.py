@@ -34,3 +34,19 @@ def test_an_unknown_charset_in_filename_star_is_passed_over(charset: str) -> Non
     assert _named(f"attachment; filename*={charset}''a%41.bin") == "from-url.bin"
     both = f"attachment; filename*={charset}''a%41.bin; filename=\"plain.bin\""
     assert _named(both) == "plain.bin"
+
+
+@pytest.mark.parametrize(
+    ("charset", "value"),
+    [
+        ("idna", "a%41.bin"),  # takes no `replace` error handler: UnicodeError
+        ("undefined", "a%41.bin"),  # refuses every byte: UnicodeError
+        ("punycode", "%FF.bin"),  # ASCII only, strictly: UnicodeDecodeError
+    ],
+)
+def test_a_charset_that_cannot_decode_the_name_is_passed_over(charset: str, value: str) -> None:
+    # Known charsets whose decoding raises (a ValueError, not the LookupError above) were
+    # the same crash of the worker's run on the answer's headers, and `worker_failed`.
+    assert _named(f"attachment; filename*={charset}''{value}") == "from-url.bin"
+    both = f"attachment; filename*={charset}''{value}; filename=\"plain.bin\""
+    assert _named(both) == "plain.bin"
