@@ -14,8 +14,12 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.I)
-_UNSATISFIED = re.compile(r"bytes\s+\*/(\d+)\s*$", re.I)
+# ASCII digits, at most 19 (int64's size; `\d` took any script's digits, and int() of
+# over 4,300 of them raised ValueError, which crashed the worker's run on the answer).
+_CONTENT_RANGE = re.compile(
+    r"bytes\s+([0-9]{1,19})-([0-9]{1,19})/([0-9]{1,19}|\*)\s*$", re.I | re.ASCII
+)
+_UNSATISFIED = re.compile(r"bytes\s+\*/([0-9]{1,19})\s*$", re.I | re.ASCII)
 MAX_NAME = 255
 # What an origin's headers may put into events, the read model and the file: a Content-Type
 # as long as an upload may declare (api/schemas.py), validators far past any real one
@@ -73,7 +77,7 @@ def retry_after(value: str | None, now: datetime | None = None) -> float | None:
     if not value:
         return None
     v = value.strip()
-    if v.isdigit():
+    if v.isascii() and v.isdigit():  # isdigit alone takes `²`, which float() refuses
         return float(v)
     try:
         when = parsedate_to_datetime(v)
