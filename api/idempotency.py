@@ -194,6 +194,14 @@ def idempotent(kind: Kind, status: int) -> Callable[[Handler], Handler]:
             key = kwargs.pop(_PARAM, None)
             if key is None:
                 return await fn(*args, **kwargs)
+            if len(request.headers.getall("idempotency-key", [])) > 1:
+                # The first one was used and the other ignored: which one counts is a guess.
+                raise ApiError(
+                    400,
+                    "invalid_idempotency_key",
+                    "Idempotency-Key was sent more than once",
+                    {"header": "Idempotency-Key"},
+                )
             if not KEY_RE.fullmatch(key):
                 raise ApiError(
                     400,

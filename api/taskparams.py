@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -254,7 +254,12 @@ def parse_older_than(text: str, at: datetime) -> datetime:
         raise _bad("params.older_than", "an older_than timestamp needs a time zone (Z or +hh:mm)")
     if stamp > at:
         raise _bad("params.older_than", "an older_than timestamp is in the future")
-    return stamp
+    try:
+        # In UTC, as the query carries it: early on 0001-01-01 east of UTC is in year 0,
+        # which no datetime holds (the query's OverflowError was a 500).
+        return stamp.astimezone(UTC)
+    except OverflowError:
+        raise _bad("params.older_than", "an older_than timestamp is before year 1 in UTC") from None
 
 
 def _too_many(n: int, limit: int) -> ApiError:

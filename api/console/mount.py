@@ -17,6 +17,8 @@ from litestar import Response, Router
 from litestar.datastructures import CacheControlHeader
 from litestar.static_files import create_static_files_router
 
+from api.http.staticfiles import StaticFileSystem
+
 STATIC = Path(__file__).parent / "static"
 
 CSP = "; ".join(
@@ -61,4 +63,5 @@ def console_router() -> Router:
         # Revalidated every time: a new release's files are picked up on the next load.
         cache_control=CacheControlHeader(no_cache=True),
         include_in_schema=False,
+        file_system=StaticFileSystem(),
     )

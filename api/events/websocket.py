@@ -267,7 +267,9 @@ class EventSocket:
                 ),
             )
             raise Closing(CLOSE_POLICY, f"too_many_subscriptions: limit {self.max_subscriptions}")
-        filters = msg.get("filters") or {}
+        filters = msg.get("filters")
+        if filters is None:  # absent or null: none (an empty list or string is no object)
+            filters = {}
         try:
             if not isinstance(filters, dict):
                 raise ApiError(400, "invalid_filter", "filters must be an object", {})

@@ -20,6 +20,7 @@ from __future__ import annotations
 import enum
 import re
 from datetime import UTC, datetime
+from typing import Any
 
 # entity-tag = [ "W/" ] DQUOTE *etagc DQUOTE ; etagc = %x21 / %x23-7E / obs-text
 _ETAG_RE = re.compile(r'(W/)?"([\x21\x23-\x7e\x80-\xff]*)"')
@@ -65,6 +66,15 @@ def parse_etags(value: str) -> list[tuple[bool, str]] | str | None:
             return None
         tags.append((m.group(1) is not None, m.group(2)))
     return tags or None
+
+
+def field_value(headers: Any, name: str) -> str | None:
+    """A list header's value as one field: its lines joined by ", " (RFC 9110 §5.3, what a
+    proxy may send in their place), None if absent. Reading only the first line, a write
+    with `If-Match: <the live ETag>` and a second If-Match went ahead, while the same
+    conditions as one line were refused."""
+    values = headers.getall(name.lower(), [])
+    return ", ".join(values) if values else None
 
 
 def write_match(value: str) -> str | None:

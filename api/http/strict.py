@@ -13,13 +13,16 @@ idempotency fingerprint, quota checks) touches a value:
   range is `invalid_<field>`; `details.field` names the field either way. A body nested
   deeper than MAX_JSON_DEPTH arrays and objects is 400 `json_too_deep`: free JSON (a
   task's params) nested past the decoder's or the encoder's recursion limit (about 1,000
-  and 255 levels) raised RecursionError or TypeError, a 500.
+  and 255 levels) raised RecursionError or TypeError, a 500. An object that gives a key
+  twice is 400 `duplicate_key` naming it: the decoder kept the last value and dropped the
+  other silently, while another reader of the body (a proxy, a log) may keep the first.
 
 Litestar's own conversion still runs afterwards, on input that is now known to be exact.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from functools import cache
 from typing import Any, get_args, get_origin
@@ -66,6 +69,50 @@ def json_depth_over(value: Any, limit: int) -> bool:
                 return True
             stack.extend((item, depth + 1) for item in v if isinstance(item, dict | list))
     return False
+
+
+class _Twice(dict[str, Any]):
+    """A decoded object that gave `key` more than once."""
+
+    def __init__(self, pairs: list[tuple[str, Any]], key: str) -> None:
+        super().__init__(pairs)
+        self.key = key
+
+
+def duplicate_key_at(raw: bytes) -> str | None:
+    """The path (`a.b[2].k`) of a key given twice in one object of JSON `raw`, or None.
+    `raw` is JSON the strict decoder took, nested at most MAX_JSON_DEPTH levels."""
+    twice = False
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal twice
+        obj = dict(items)
+        if len(obj) == len(items):
+            return obj
+        twice = True
+        seen: set[str] = set()
+        for key, _ in items:
+            if key in seen:
+                return _Twice(items, key)
+            seen.add(key)
+        return obj  # (not reached: a shorter dict has a key twice)
+
+    try:
+        value = json.loads(raw, object_pairs_hook=pairs)
+    except ValueError:  # e.g. an integer past int()'s digits: the strict decoder judged it
+        return None
+    if not twice:
+        return None
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        v, path = stack.pop()
+        if isinstance(v, _Twice):
+            return f"{path}.{v.key}" if path else v.key
+        if isinstance(v, dict):
+            stack.extend((x, f"{path}.{k}" if path else k) for k, x in v.items())
+        elif isinstance(v, list):
+            stack.extend((x, f"{path}[{i}]") for i, x in enumerate(v))
+    return None
 
 
 @cache
@@ -144,6 +191,10 @@ def decode_strict(raw: bytes, struct: type[msgspec.Struct]) -> msgspec.Struct:
         msgspec.json.decode(raw), MAX_JSON_DEPTH
     ):
         raise _too_deep()
+    if (twice := duplicate_key_at(raw)) is not None:
+        raise ApiError(
+            400, "duplicate_key", f"{twice}: a key given twice in one object", {"field": twice}
+        )
     # JSON can carry a NUL only escaped; nothing Cairn stores may hold one (PostgreSQL's
     # text cannot), so it is refused here, naming where it is, before any command.
     if b"\\u0000" in raw and (where := nul_at(msgspec.json.decode(raw))) is not None:

@@ -10,6 +10,7 @@ from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 from swagger_ui_bundle import swagger_ui_path
 
+from api.http.staticfiles import StaticFileSystem
 from api.openapi import ASSETS
 
 
@@ -21,5 +22,8 @@ async def root() -> Redirect:
 
 def docs_assets() -> Router:
     return create_static_files_router(
-        path=ASSETS, directories=[str(swagger_ui_path)], name="docs-assets"
+        path=ASSETS,
+        directories=[str(swagger_ui_path)],
+        name="docs-assets",
+        file_system=StaticFileSystem(),
     )

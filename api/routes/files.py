@@ -25,7 +25,7 @@ from api.bucket_access import (
 from api.commanding import SecuredController, load_owned, parse_id, send_as
 from api.context import ctx
 from api.errors import ApiError
-from api.http.conditionals import write_match
+from api.http.conditionals import field_value, write_match
 from api.http.content import ContentResponse
 from api.http.signed_query import (
     Signature,
@@ -226,6 +226,7 @@ class FilesController(SecuredController):
         file_id = parse_id("files", file_id)
         # An object's file changes with each version: If-Match, checked by the command
         # (atomic with the delete), keeps a delete from removing a version it did not see.
+        if_match = field_value(request.headers, "If-Match")
         match = None if if_match is None else write_match(if_match)
         if if_match is not None and match is None:
             raise ApiError(

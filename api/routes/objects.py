@@ -39,7 +39,14 @@ from api.commanding import SecuredController, reply_state
 from api.context import AppContext, ctx, now
 from api.errors import ApiError
 from api.http import amzmeta
-from api.http.conditionals import ANY, Verdict, evaluate, parse_http_date, write_match
+from api.http.conditionals import (
+    ANY,
+    Verdict,
+    evaluate,
+    field_value,
+    parse_http_date,
+    write_match,
+)
 from api.http.content import ContentResponse
 from api.http.digits import ascii_int
 from api.http.signed_query import (
@@ -367,7 +374,9 @@ class ObjectsController(SecuredController):
     ) -> Response[Any]:
         c = ctx(request)
         key = object_key(request, key)
-        none_match, match = _put_conditions(if_none_match, if_match)
+        none_match, match = _put_conditions(
+            field_value(request.headers, "If-None-Match"), field_value(request.headers, "If-Match")
+        )
         # S3's x-amz-meta-* headers: 400 here, before the body is read or quota held.
         metadata = amzmeta.from_request(request.scope["headers"])
         bucket, grant = await bucket_access.object_bucket(
@@ -528,7 +537,7 @@ class ObjectsController(SecuredController):
     ) -> None:
         c = ctx(request)
         key = object_key(request, key)
-        match = _if_match(if_match, "DELETE")
+        match = _if_match(field_value(request.headers, "If-Match"), "DELETE")
         bucket = await writable_bucket(c, name, principal)
         fid = object_file_id(bucket.name, key)
         st: FileState | None = await c.load("files", f"file-{fid}")

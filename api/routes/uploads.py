@@ -287,6 +287,14 @@ class UploadsController(SecuredController):
         chunk_sha256: Annotated[str | None, HeaderParameter(name="X-Chunk-SHA256")] = None,
     ) -> Response[Any]:
         c = ctx(request)
+        if chunk_sha256 is not None and len(request.headers.getall("x-chunk-sha256", [])) > 1:
+            # The first one was checked and the other ignored: which one counts is a guess.
+            raise ApiError(
+                400,
+                "invalid_sha256",
+                "X-Chunk-SHA256 was sent more than once",
+                {"header": "X-Chunk-SHA256"},
+            )
         upload_id = parse_id("uploads", upload_id)
         n = _chunk_index(index)
         shape = await c.upload_shape(upload_id, principal)

@@ -16,7 +16,7 @@ import binascii
 import hashlib
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
@@ -59,12 +59,42 @@ PATH = "/v1/tus"
 
 _UPLOAD_PATH = re.compile(r".*/v1/tus/([^/]+)/?")
 
+# The protocol's headers, each one value: sent twice, which one counts is a guess (the
+# server read the first, a proxy or a client library may read the other or join them).
+_SINGLE = {
+    name.lower().encode(): name
+    for name in (
+        "Tus-Resumable",
+        "Upload-Offset",
+        "Upload-Length",
+        "Upload-Defer-Length",
+        "Upload-Metadata",
+        "Upload-Checksum",
+        "Upload-Concat",
+        "X-HTTP-Method-Override",
+    )
+}
+
+
+def repeated_header(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The first tus header `headers` holds more than once, else None."""
+    seen: set[bytes] = set()
+    for key, _ in headers:
+        name = key.lower()
+        if name in _SINGLE:
+            if name in seen:
+                return _SINGLE[name]
+            seen.add(name)
+    return None
+
+
 # ---- protocol headers ----------------------------------------------------------------
 
 
 def tus_middleware(app: ASGIApp) -> ASGIApp:
-    """`Tus-Resumable` on every answer, 412 for a request speaking another version, and
-    the OPTIONS (discovery) answer.
+    """`Tus-Resumable` on every answer, 412 for a request speaking another version, 400
+    `invalid_header` for one sending a protocol header twice (nothing is done), and the
+    OPTIONS (discovery) answer.
 
     Runs inside the route's exception handler, so error answers get the header too."""
 
@@ -96,6 +126,14 @@ def tus_middleware(app: ASGIApp) -> ASGIApp:
                 f"this server speaks tus {TUS_VERSION} (send Tus-Resumable: {TUS_VERSION})",
                 {"supported": [TUS_VERSION]},
                 {"Tus-Version": TUS_VERSION},
+            )
+        elif (twice := repeated_header(scope["headers"])) is not None:
+            response = error_response(
+                Request(scope, receive),
+                400,
+                "invalid_header",
+                f"{twice} was sent more than once",
+                {"header": twice},
             )
         else:
             await app(scope, receive, send_tus)

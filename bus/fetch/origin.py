@@ -14,8 +14,12 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.I)
-_UNSATISFIED = re.compile(r"bytes\s+\*/(\d+)\s*$", re.I)
+# ASCII digits, at most 19 (int64's size; `\d` took any script's digits, and int() of
+# over 4,300 of them raised ValueError, which crashed the worker's run on the answer).
+_CONTENT_RANGE = re.compile(
+    r"bytes\s+([0-9]{1,19})-([0-9]{1,19})/([0-9]{1,19}|\*)\s*$", re.I | re.ASCII
+)
+_UNSATISFIED = re.compile(r"bytes\s+\*/([0-9]{1,19})\s*$", re.I | re.ASCII)
 MAX_NAME = 255
 # What an origin's headers may put into events, the read model and the file: a Content-Type
 # as long as an upload may declare (api/schemas.py), validators far past any real one
@@ -73,7 +77,7 @@ def retry_after(value: str | None, now: datetime | None = None) -> float | None:
     if not value:
         return None
     v = value.strip()
-    if v.isdigit():
+    if v.isascii() and v.isdigit():  # isdigit alone takes `²`, which float() refuses
         return float(v)
     try:
         when = parsedate_to_datetime(v)
@@ -147,13 +151,15 @@ def _clean_name(name: str) -> str | None:
 def file_name(response: httpx.Response, url: str) -> str:
     """From Content-Disposition (filename*, then filename), else the URL path's last
     segment, else `download`; never a path. A filename* in a charset Python cannot decode
-    with is passed over (it crashed the fetch worker, so a whole fetch failed on a name)."""
+    it with is passed over (it crashed the fetch worker, so a whole fetch failed on a name)."""
     disposition = response.headers.get("content-disposition") or ""
     m = re.search(r"filename\*\s*=\s*([^']*)'[^']*'([^;]+)", disposition, re.I)
     if m:
         try:
             name = _clean_name(unquote(m.group(2).strip(), encoding=m.group(1) or "utf-8"))
-        except LookupError:  # a charset Python does not know (or no text one): as absent
+        except (LookupError, ValueError):
+            # A charset Python does not know (or no text one), or one that cannot decode
+            # these bytes with `replace` (idna, punycode, undefined: UnicodeError): absent.
             name = None
         if name:
             return name

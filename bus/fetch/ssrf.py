@@ -169,6 +169,10 @@ def check_url(
     if not host:
         raise UnsafeUrl("invalid_url", "url has no host")
     ip = parse_ip_literal(host)
+    if "[" in parts.netloc and not isinstance(ip, ipaddress.IPv6Address):
+        # An IPvFuture literal (`[v1.x]`): urlsplit takes `v1.x` as the host, a name the
+        # URL never gave; no HTTP client connects to one.
+        raise UnsafeUrl("invalid_url", "url's bracketed host is not an IPv6 address")
     if ip is None and (problem := _host_name_problem(host)) is not None:
         raise UnsafeUrl("invalid_url", problem)
     if ip is not None and not allow_private and not _allowed(ip, allow_networks):

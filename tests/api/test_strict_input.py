@@ -78,6 +78,33 @@ async def test_create_refuses_bodies_that_are_not_an_object(
 
 
 @pytest.mark.parametrize(
+    "raw, field",
+    [
+        (b'{"file_name": "a", "file_size": 1, "file_size": 5000}', "file_size"),
+        (b'{"file_name": "a", "file_size": 1, "file_\\u0073ize": 5000}', "file_size"),
+        (b'{"file_name": "a", "file_size": 1, "metadata": {"k": "1", "k": "2"}}', "metadata.k"),
+    ],
+)
+async def test_a_key_twice_in_one_object_is_refused(
+    shared_system: System, raw: bytes, field: str
+) -> None:
+    """The decoder kept the last of a key given twice and dropped the other silently, while
+    another reader of the same body (a proxy, a log, a WAF) may keep the first: the body
+    is ambiguous, so it is refused, naming the key, and nothing is created."""
+    async with shared_system.client(user()) as c:
+        for headers in ({}, {"Idempotency-Key": secrets.token_hex(8)}):
+            r = await c.post(
+                "/v1/uploads", content=raw, headers={"Content-Type": "application/json", **headers}
+            )
+            err = assert_error(r, 400, "duplicate_key")["error"]
+            assert err["details"] == {"field": field}, err
+        assert (await c.get("/v1/uploads")).json()["total"] == 0
+        # The same object with the key once is taken.
+        r = await c.post("/v1/uploads", json={"file_name": "a", "file_size": 1})
+        assert r.status_code == 201, r.text
+
+
+@pytest.mark.parametrize(
     "name",
     ["a/b", "../../etc/passwd", "/abs", "a\\b", "..", ".", "...", "a\nb", "tab\there", "\x7f"],
 )

@@ -219,6 +219,27 @@ async def test_bad_messages(shared_system: System) -> None:
         assert (await c.get("/health")).status_code == 200
 
 
+async def test_filters_that_are_no_object_are_refused_even_when_empty(
+    shared_system: System,
+) -> None:
+    """`filters: []` (or "", 0, false) subscribed with no filter at all, to every event the
+    caller may see, while `filters: "uploads"` was refused: an empty value was read as
+    none. Only an absent or null `filters` means none."""
+    token = shared_system.token(user())
+    protos = ["cairn.events.v1", f"bearer.{token}"]
+    async with connect(ws_url(shared_system), subprotocols=protos) as ws:
+        await recv(ws)
+        for n, filters in enumerate(([], "", 0, False, ["uploads"])):
+            await ws.send(json.dumps({"type": "subscribe", "id": f"s{n}", "filters": filters}))
+            err = await recv(ws)
+            assert err["type"] == "error" and err["id"] == f"s{n}", (filters, err)
+            assert err["error"]["code"] == "invalid_filter", (filters, err)
+        for n, filters in enumerate(({}, None)):
+            await ws.send(json.dumps({"type": "subscribe", "id": f"ok{n}", "filters": filters}))
+            ok = await recv(ws)
+            assert (ok["type"], ok["id"]) == ("subscribed", f"ok{n}"), (filters, ok)
+
+
 async def test_too_many_subscriptions(shared_system: System) -> None:
     limit = shared_system.settings.ws_max_subscriptions
     async with connect(

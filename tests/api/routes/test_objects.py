@@ -200,6 +200,39 @@ async def test_conditional_deletes(shared_system: System) -> None:
         assert r.status_code == 200 and (await c.get(p)).status_code == 404
 
 
+async def test_a_write_condition_sent_twice_is_one_list_and_refused(
+    shared_system: System,
+) -> None:
+    """If-Match or If-None-Match as two header lines is one list (RFC 9110 §5.3: a proxy may
+    join them into `"a", "b"`, which was already 400). Only the first line was read: a PUT
+    or DELETE with the live ETag and then another one went ahead, and `If-None-Match: *`
+    followed by a tag created only if absent while the joined form was refused."""
+    async with shared_system.client(user()) as c:
+        b = await make_bucket(c)
+        p = opath(b, "twice")
+        fid = (await c.put(p, content=b"1")).json()["id"]
+        live = f'"{hashlib.sha256(b"1").hexdigest()}"'
+        other = f'"{"0" * 64}"'
+        twice = [("If-Match", live), ("If-Match", other)]
+        assert_error(await c.put(p, content=b"2", headers=twice), 400, "invalid_if_match")
+        assert_error(
+            await c.put(p, content=b"2", headers=[("If-Match", "*")] * 2), 400, "invalid_if_match"
+        )
+        r = await c.put(p, content=b"2", headers=[("If-None-Match", "*"), ("If-None-Match", other)])
+        assert_error(r, 400, "invalid_if_none_match")
+        r = await c.put(opath(b, "new"), content=b"2", headers=[("If-None-Match", "*")] * 2)
+        assert_error(r, 400, "invalid_if_none_match")
+        assert_error(await c.delete(p, headers=twice), 400, "invalid_if_match")
+        assert_error(await c.delete(f"/v1/files/{fid}", headers=twice), 400, "invalid_if_match")
+        # Nothing above wrote or deleted anything; the same conditions once do.
+        assert (await c.get(p)).content == b"1"
+        assert (await c.get(opath(b, "new"))).status_code == 404
+        r = await c.put(p, content=b"2", headers={"If-Match": live})
+        assert r.status_code == 200, r.text
+        r = await c.put(opath(b, "new"), content=b"2", headers={"If-None-Match": "*"})
+        assert r.status_code == 201, r.text
+
+
 async def test_if_unmodified_since_on_writes(shared_system: System) -> None:
     # RFC 9110 §13.1.4: without If-Match, If-Unmodified-Since is evaluated before a write;
     # it was ignored, so a client's "only if unchanged since I read it" replaced anyway.

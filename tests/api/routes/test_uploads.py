@@ -168,3 +168,28 @@ async def test_completing_an_aborted_upload_with_missing_chunks_is_refused(
         r = await c.post(f"/v1/uploads/{up['id']}/complete")
         assert r.status_code == 409, r.text
         assert r.json()["error"]["code"] == "upload_not_active"
+
+
+async def test_a_chunk_with_two_x_chunk_sha256_is_refused_and_stores_nothing(
+    system: System,
+) -> None:
+    """X-Chunk-SHA256 twice: the first was checked and the second ignored, so a chunk with
+    its right digest first and a wrong one after was stored (and with the wrong one first,
+    refused as a mismatch). Which one counts is a guess: 400, and nothing is stored."""
+    data = os.urandom(1000)
+    right = hashlib.sha256(data).hexdigest()
+    async with system.client("alice") as c:
+        up = await create(c, data, chunk=1000)
+        url = f"/v1/uploads/{up['id']}/chunks/0"
+        for twice in ((right, "0" * 64), ("0" * 64, right), (right, right)):
+            r = await c.put(url, content=data, headers=[("X-Chunk-SHA256", d) for d in twice])
+            assert r.status_code == 400, r.text
+            err = r.json()["error"]
+            assert err["code"] == "invalid_sha256" and err["details"] == {
+                "header": "X-Chunk-SHA256"
+            }, err
+        state = (await c.get(f"/v1/uploads/{up['id']}")).json()
+        assert state["missing_chunks"] == [0] and state["status"] == "INITIATED", state
+        # Once, it is stored.
+        r = await c.put(url, content=data, headers={"X-Chunk-SHA256": right})
+        assert r.status_code == 201, r.text

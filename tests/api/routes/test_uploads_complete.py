@@ -984,3 +984,28 @@ async def test_gc_collects_only_unreferenced_blobs_past_the_grace(expiring: Syst
 
         await wait_until(file_chunks_collected, timeout=30, interval=0.5)
     await blobs.close()
+
+
+async def test_an_idempotency_key_sent_twice_is_refused_and_creates_nothing(
+    shared_system: System,
+) -> None:
+    """Two Idempotency-Keys on one request: the first was used and the second ignored, so a
+    retry sending only the second (or a proxy that kept the other) made a second upload.
+    Which one counts is a guess: the request is refused, before anything is claimed."""
+    me = user()
+    k1, k2 = key(), key()
+    body = {"file_name": "a.bin", "file_size": 3 * CHUNK, "chunk_size": CHUNK}
+    async with shared_system.client(me) as c:
+        r = await c.post(
+            "/v1/uploads", json=body, headers=[("Idempotency-Key", k1), ("Idempotency-Key", k2)]
+        )
+        err = assert_error(r, 400, "invalid_idempotency_key")
+        assert err["details"] == {"header": "Idempotency-Key"}
+        # Neither key was claimed: each one alone makes its upload (so two in all).
+        first = await c.post("/v1/uploads", json=body, headers={"Idempotency-Key": k1})
+        second = await c.post("/v1/uploads", json=body, headers={"Idempotency-Key": k2})
+        assert first.status_code == second.status_code == 201, (first.text, second.text)
+        assert "idempotent-replayed" not in first.headers
+        assert "idempotent-replayed" not in second.headers
+        assert first.json()["id"] != second.json()["id"]
+    assert await count_events(shared_system.pool, "UploadInitiated", owner=me) == 2

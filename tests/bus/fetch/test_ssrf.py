@@ -77,6 +77,10 @@ def test_private_literals_are_refused(url: str) -> None:
         ("http://" + "a" * 64 + ".com/", "invalid_url"),
         ("http://" + ("a" * 60 + ".") * 5 + "com/", "invalid_url"),
         ("http://xn--zz/", "invalid_url"),
+        # An IPvFuture literal (RFC 3986): urlsplit gives `v1.x` as the host, and the URL
+        # was fetched as http://v1.x/, a host name the URL never named.
+        ("http://[v1.x]/", "invalid_url"),
+        ("http://[v7.example.com]:8080/", "invalid_url"),
     ],
 )
 def test_bad_urls(url: str, code: str) -> None:
