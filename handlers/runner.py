@@ -136,6 +136,10 @@ class Handlers:
 
             async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
                 handlers._unpark(subscriber.consumer, assigned)
+                # The rebalance dropped the idle gate's pauses too (a wake-up resumes
+                # those partitions, not the ones waiting at an event).
+                if handlers.gate is not None:
+                    handlers.gate.assigned(assigned)
 
         subscriber = long_poll(
             broker.subscriber(

@@ -41,7 +41,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
 
-from bus.actors.wake import gated_while_idle
+from bus.actors.wake import IdleGate, gated_while_idle
 from bus.aio import Backoff, Stopped, sleep_unless_stopped, unless_stopped
 from bus.config import metrics
 from bus.config.metrics import PROJECTION_DUPLICATES_SKIPPED as DUPLICATES_SKIPPED
@@ -146,6 +146,7 @@ class Projector:
         self.held: dict[TopicPartition, _Hold] = {}
         self._logged: set[tuple[str, int, int]] = set()
         self.consumer: Any = None
+        self.gate: IdleGate | None = None  # while running
 
     # ---- progress --------------------------------------------------------------------
 
@@ -185,12 +186,14 @@ class Projector:
                 stop,
                 lambda: self.batches,
                 keep_paused=self.held.keys,
-            ):
+            ) as gate:
+                self.gate = gate
                 log.info("projector started", extra={"topics": self.topics, "group": self.group_id})
                 await stop.wait()
         except Stopped:
             pass
         finally:
+            self.gate = None
             idle.cancel()
             with contextlib.suppress(Exception):
                 await broker.stop()
@@ -208,7 +211,9 @@ class Projector:
                 projector._release(set(revoked))
 
             async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-                pass
+                # The rebalance dropped the idle gate's pauses with the partitions.
+                if projector.gate is not None:
+                    projector.gate.assigned(assigned)
 
         subscriber = long_poll(
             broker.subscriber(

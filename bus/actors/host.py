@@ -382,6 +382,10 @@ class ActorHost:
 
             async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
                 host.assigned |= set(assigned)
+                # The rebalance dropped the idle gate's pauses with the partitions: made
+                # again before the await below, so no fetch goes out meanwhile.
+                if host.gate is not None:
+                    host.gate.assigned(assigned)
                 consumer = subscriber.consumer
                 if host.settings.kafka_command_recycle_after > 0 and consumer is not None:
                     # A recycle cut off before its commit left the group's offset past the

@@ -13,7 +13,9 @@ heartbeats included, nothing). Instead an `IdleGate` beside each consumer:
   on its way through Kafka, so the first message after an idle spell is not slower;
 - still finds a message nobody announced (a process without a database, a lost
   notification, a relay that took longer than `IDLE_AFTER` to publish): a paused consumer
-  peeks at its partitions every `peek_every` seconds.
+  peeks at its partitions every `peek_every` seconds;
+- stays paused through a rebalance of its consumer group, which makes the consumer forget
+  its pauses (`IdleGate.assigned`, called by the owner's rebalance listener).
 
 Channels:
 
@@ -325,6 +327,25 @@ class IdleGate:
         it paused for reasons of its own may be fetched again, see `keep_paused`), so a
         paused gate resumes and an awake one stays awake a while."""
         self._nudged.set()
+
+    def assigned(self, partitions: Collection[TopicPartition]) -> None:
+        """A rebalance assigned `partitions` to the consumer: each owner's rebalance
+        listener calls this in `on_partitions_assigned`, before its first await.
+
+        aiokafka forgets a partition's pause when it revokes it, and a rebalance revokes
+        every partition before it assigns them again (those the consumer keeps too). So an
+        idle gate's pauses were gone after one: the consumer fetched (long-polled the
+        broker) every partition while the gate, asleep until a wake-up or its next peek
+        (`peek_every`: up to 10 s), believed it fetched nothing; on every gated consumer,
+        and under the actor host's recycle, which relies on a paused gate having no fetch
+        out. Paused again here, before their first fetch (aiokafka calls the listener before
+        it has read the group's offsets), they wait for the next wake-up like the others,
+        which resumes them as usual. An awake gate (fetching, or peeking) has nothing to
+        redo: it pauses whatever is assigned when it next goes idle. Only on a rebalance,
+        so the hot path costs what it did."""
+        if self._paused:
+            # (Only what is still assigned: pausing anything else raises.)
+            self.consumer.pause(*(set(partitions) & self.consumer.assignment()))
 
     def _on_lost(self, *_: object) -> None:
         # No more nudges can arrive: stay awake from now on.

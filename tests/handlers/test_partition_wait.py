@@ -29,6 +29,7 @@ import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaProducer, TopicPartition
 
+from bus.actors import wake
 from bus.actors.host import ActorHost
 from bus.blobs.errors import BlobStoreUnavailable
 from bus.config.settings import Settings
@@ -45,6 +46,7 @@ from domain.uploads.events import UploadAborted, UploadCompleted
 from handlers import files_from_uploads, runner
 from handlers.held import Holds
 from handlers.runner import Handlers
+from tests.rebalance import assert_still_idle, idle, join_and_leave
 from tests.system import wait_until
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
@@ -450,9 +452,9 @@ async def test_a_rebalance_keeps_the_waits_of_partitions_that_stay_and_drops_the
         assert set(handlers.waiting) == stayed
         # Idle: the gate pauses every partition, and an event in a partition that came back
         # wakes it. That partition is fetched at once, not kept paused by a wait it had
-        # before it went away. (The gate may have paused before the rebalance, which
-        # dropped its pauses too: an append wakes it, and it pauses them all again once
-        # idle.)
+        # before it went away. (The append wakes the gate, which pauses them all again
+        # once idle; a gate idle through the rebalance kept its pauses, see the test of
+        # an idle consumer below.)
         await event_store.append(
             f"upload-{uuid.uuid4()}",
             0,
@@ -552,3 +554,30 @@ async def test_a_partition_taken_away_during_a_batch_is_left_to_its_new_owner(
             await other.stop()
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, [r.getMessage() for r in errors]
+
+
+async def test_an_idle_consumer_stays_paused_through_a_rebalance_and_an_event_wakes_it(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    event_store: PostgresEventStore,
+    producer: AIOKafkaProducer,
+    decisions: Decisions,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """aiokafka forgets its pauses when a rebalance revokes and assigns the partitions (as
+    the waits above): the idle gate pauses them again, or the consumer fetches every
+    partition while the gate believes it idle, until its next peek (10 s). An event
+    appended after the rebalance still wakes it at once (no peek can, here)."""
+    monkeypatch.setattr(wake, "IDLE_AFTER", 0.3)
+    monkeypatch.setattr(wake, "PEEK_EVERY_BACKGROUND", 600.0)
+    handlers = Handlers(settings, pool)
+    async with running(handlers):
+        gate = await wait_until(lambda: now(handlers.gate), timeout=60)
+        await wait_until(lambda: idle(gate), timeout=30)
+        await join_and_leave(settings, gate.consumer, handlers.group_id)
+        await assert_still_idle(gate)
+
+        began = time.monotonic()
+        ev, _ = await aborted(event_store, producer, settings, OTHER_PARTITION)
+        await decisions.wait(ev.id, "handled", timeout=30)
+        assert time.monotonic() - began < 5, "the event waited for a peek"

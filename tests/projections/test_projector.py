@@ -9,8 +9,10 @@ from datetime import timedelta
 
 import asyncpg
 import orjson
+import pytest
 from prometheus_client import REGISTRY
 
+from bus.actors import wake
 from bus.config.settings import Settings
 from bus.kafka.clients import ensure_topics
 from bus.store.eventstore import PostgresEventStore
@@ -21,6 +23,8 @@ from projections import queries
 from projections.base import PROJECTION_LOCK
 from projections.runner import Projector
 from tests.projections.conftest import T0, LiveProjector, Publisher, Writer, sha
+from tests.rebalance import assert_still_idle, idle, join_and_leave
+from tests.system import wait_until
 
 
 def metric(name: str, **labels: str) -> float:
@@ -349,3 +353,39 @@ async def test_a_batch_that_changes_fetches_announces_it_and_an_upload_batch_doe
         stop.set()
         await asyncio.wait_for(task, timeout=30)
         await listener.close()
+
+
+async def test_an_idle_projector_stays_paused_through_a_rebalance_and_an_append_wakes_it(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    writer: Writer,
+    publisher: Publisher,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """aiokafka forgets its pauses when a rebalance revokes and assigns the partitions: an
+    idle projector's gate must pause them again, or the consumer fetches every partition
+    (long-polling the broker) while the gate believes it idle, until its next peek. And an
+    event appended after the rebalance still wakes it (no peek can, here)."""
+    monkeypatch.setattr(wake, "IDLE_AFTER", 0.3)
+    monkeypatch.setattr(wake, "PEEK_EVERY_BACKGROUND", 600.0)
+    stop = asyncio.Event()
+    p = Projector(settings, pool)
+    task = asyncio.create_task(p.run(stop))
+    try:
+        gate = await wait_until(lambda: _gate(p), timeout=60)
+        await wait_until(lambda: idle(gate), timeout=30)
+        await join_and_leave(settings, p.consumer, p.group_id)
+        await assert_still_idle(gate)
+
+        _, _, events = await writer.upload("gina", "g.bin", 10, chunks=0, complete=False)
+        [md] = await publisher.send(events)
+        began = time.monotonic()
+        await p.wait_processed(md.topic, md.partition, md.offset, timeout=30)
+        assert time.monotonic() - began < 5, "the event waited for a peek"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+
+
+async def _gate(p: Projector) -> wake.IdleGate | None:
+    return p.gate

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -431,4 +432,87 @@ async def test_a_wake_up_leaves_the_partitions_the_owner_keeps_paused(
     finally:
         stop.set()
         await poller
+        await consumer.stop()
+
+
+async def test_an_idle_actor_host_stays_paused_through_a_rebalance_and_a_command_wakes_it(
+    settings: Settings, pool: asyncpg.Pool
+) -> None:
+    """aiokafka forgets its pauses when a rebalance revokes and assigns the partitions: the
+    idle host's gate pauses them again (else the host fetches every command partition at
+    its 10 ms wait while the gate believes it idle, until its next peek: 3 s). A command
+    sent after the rebalance is still answered at once (no peek can answer it here)."""
+    from bus.actors.commandbus import CommandBus
+    from bus.actors.host import ActorHost
+    from tests.bus.actors.uploads import initiate
+    from tests.rebalance import assert_still_idle, idle, join_and_leave
+
+    await ensure_topics(settings)
+    host = ActorHost(settings, pool)
+    stop = asyncio.Event()
+    task = asyncio.create_task(host.run(stop))
+    bus = CommandBus(settings, pool=pool, nudge=wake.Nudger(pool))
+    try:
+        await bus.start()
+
+        async def gate() -> wake.IdleGate | None:
+            return host.gate
+
+        g = await wait_until(gate, timeout=60)
+        await wait_until(lambda: idle(g), timeout=30)
+        await join_and_leave(settings, host.consumer, host.group_id)
+        await assert_still_idle(g)
+
+        began = asyncio.get_running_loop().time()
+        assert (await bus.send(initiate(str(uuid.uuid4())), timeout=20)).applied
+        assert asyncio.get_running_loop().time() - began < 5
+        await wait_until(lambda: idle(g), timeout=30)  # and idle again
+    finally:
+        await bus.stop()
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def test_a_rebalance_leaves_an_awake_gate_s_consumer_fetching(
+    settings: Settings, pool: asyncpg.Pool, topic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`IdleGate.assigned`, called by the rebalance listener as each owner's does, pauses
+    the new assignment only when the gate is idle: an awake consumer goes on fetching, and
+    a message nobody announces is received (no nudge, no peek here)."""
+    from aiokafka.abc import ConsumerRebalanceListener
+
+    from tests.rebalance import join_and_leave
+
+    monkeypatch.setattr(wake, "IDLE_AFTER", 600.0)  # awake throughout
+    group = f"{topic}-awake"
+    consumer = make_consumer(settings, group_id=group, latency_critical=True)
+    gate = wake.IdleGate(consumer)
+
+    class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+        async def on_partitions_revoked(self, revoked: set[Any]) -> None:
+            pass
+
+        async def on_partitions_assigned(self, assigned: set[Any]) -> None:
+            gate.assigned(assigned)
+
+    consumer.subscribe([topic], listener=Listener())
+    await consumer.start()
+    await gate.listen(pool)
+    lp = Loop(consumer, gate)
+    task = asyncio.create_task(lp.run())
+    try:
+
+        async def assigned() -> bool:
+            return bool(consumer.assignment())
+
+        await wait_until(assigned, timeout=30)
+        await join_and_leave(settings, consumer, group)
+        await send(settings, topic, b"after the rebalance")
+        await until_received(lp, b"after the rebalance")
+        assert not gate.paused and not consumer.paused()
+    finally:
+        lp.stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 10)
+        await gate.close(pool)
         await consumer.stop()

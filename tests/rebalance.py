@@ -1,0 +1,60 @@
+"""Rebalancing a consumer group under a gated consumer (bus/actors/wake.py), against the real
+broker: a second member joins and leaves, and what the first one fetches afterwards.
+
+aiokafka forgets every pause of a partition it revokes and assigns again, so an idle gate's
+pauses must be made again on each assignment (`IdleGate.assigned`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bus.actors.wake import IdleGate
+from bus.config.settings import Settings
+from bus.kafka.clients import make_consumer
+from tests.system import wait_until
+
+
+async def idle(gate: IdleGate) -> bool:
+    """The gate is idle and every partition its consumer holds is paused."""
+    assigned = gate.consumer.assignment()
+    return gate.paused and bool(assigned) and gate.consumer.paused() == assigned
+
+
+async def join_and_leave(settings: Settings, consumer: Any, group_id: str) -> None:
+    """A second member joins `group_id` (a plain consumer of the same topics, which fetches
+    but commits nothing), takes its share of the partitions and leaves: two rebalances, after
+    which `consumer` holds what it held before."""
+    everything = consumer.assignment()
+    other = make_consumer(settings, *consumer.subscription(), group_id=group_id)
+    await other.start()
+    try:
+
+        async def split() -> bool:
+            theirs = other.assignment()
+            return bool(theirs) and consumer.assignment() == everything - theirs
+
+        await wait_until(split, timeout=60)
+    finally:
+        await other.stop()
+
+    async def whole() -> bool:
+        return bool(consumer.assignment() == everything)
+
+    await wait_until(whole, timeout=60)
+
+
+async def assert_still_idle(gate: IdleGate, timeout: float = 10.0) -> None:
+    """The gate still believes it is idle, and its consumer fetches nothing (every partition
+    it holds paused), once the assignment's rebalance listener has run (it runs a moment
+    after the assignment shows). Nothing wakes the gate meanwhile where this is used (no
+    event, no peek), so a consumer fetching behind an idle gate stays so and fails here."""
+    assert gate.paused, "the gate woke up: nothing could show what it fetches while idle"
+    try:
+        await wait_until(lambda: idle(gate), timeout=timeout)
+    except TimeoutError:
+        assigned = gate.consumer.assignment()
+        fetching = sorted(assigned - gate.consumer.paused())
+        raise AssertionError(
+            f"the gate is idle (paused={gate.paused}) yet its consumer fetches"
+            f" {len(fetching)} of its {len(assigned)} partitions: {fetching[:3]}, ..."
+        ) from None
