@@ -2,7 +2,9 @@
 `/v1/fetches`): `{items, total, limit, offset}` with `X-Total-Count`, and a query the read
 model refuses (a bad sort or filter value: ValueError) as 400 `invalid_query`.
 
-One rule for the cursor-paged lists (`/v1/buckets`, a bucket's
+One rule for the lists' enum query parameters (`status`, `type`, `sort`, `order`):
+`enum_query` takes any ASCII case and refuses anything else naming the field and the
+allowed values. And one rule for the cursor-paged lists (`/v1/buckets`, a bucket's
 objects): the cursor is opaque (`encode_cursor`), and `decode_cursor` refuses one the
 listing did not issue (malformed, forged, or another listing's) as 400 `invalid_cursor`."""
 
@@ -11,8 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from enum import StrEnum
-from typing import Any
+from typing import Any, overload
 
 import orjson
 from litestar import Response
@@ -39,16 +40,38 @@ async def page_response(
     )
 
 
-def status_filter(status: str | None, statuses: type[StrEnum]) -> str | None:
-    """A list's `status` query, in any case: the status's name, or 400 `invalid_status`
-    naming the allowed ones (not an empty page: a typo would read as "none")."""
-    if status is None:
+@overload
+def enum_query(name: str, value: str, allowed: Iterable[str], code: str = ...) -> str: ...
+@overload
+def enum_query(
+    name: str, value: str | None, allowed: Iterable[str], code: str = ...
+) -> str | None: ...
+def enum_query(
+    name: str, value: str | None, allowed: Iterable[str], code: str = "invalid_query"
+) -> str | None:
+    """A list's enum query parameter in any ASCII case, as its canonical spelling (None if
+    absent); anything else (empty, unknown, a non-ASCII look-alike such as a dotless i) is
+    400 `code` naming the field and the allowed values: not an empty page, where a typo
+    would read as "none"."""
+    if value is None:
         return None
-    if status.upper() not in statuses.__members__:
-        raise ApiError(
-            400, "invalid_status", "unknown status", {"allowed": list(statuses.__members__)}
-        )
-    return status.upper()
+    values = list(allowed)
+    if value.isascii():
+        folded = value.lower()
+        for canonical in values:
+            if canonical.lower() == folded:
+                return canonical
+    raise ApiError(
+        400,
+        code,
+        f"{name} must be one of {', '.join(values)} (in any case)",
+        {"field": name, "allowed": values},
+    )
+
+
+def status_filter(status: str | None, statuses: Iterable[str]) -> str | None:
+    """A list's `status` query (as `enum_query`), refused as 400 `invalid_status`."""
+    return enum_query("status", status, [str(s) for s in statuses], "invalid_status")
 
 
 def encode_cursor(position: dict[str, str]) -> str:
