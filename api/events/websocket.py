@@ -33,6 +33,7 @@ from api.events.fanout import Dropped, FanOut, Subscription
 from api.events.filters import FILTERS, check_not_beyond, parse_position, selector_for
 from api.events.stream_slots import Slot, StreamSlots
 from api.http.sendwatch import bound_sends
+from api.http.strict import duplicate_key_at
 from bus.config.settings import Settings
 from bus.store import feed
 
@@ -121,6 +122,7 @@ class EventSocket:
         self.subs: dict[str, tuple[Subscription, asyncio.Task[None]]] = {}
         self.send_lock = asyncio.Lock()
         self.closing: Closing | None = None
+        self.twice: str | None = None  # the key the latest message gave twice (receive)
         self.closed = asyncio.Event()
 
     async def send(self, message: dict[str, Any] | bytes) -> None:
@@ -247,12 +249,31 @@ class EventSocket:
             raise Closing(CLOSE_NOT_JSON, "message is not JSON") from None
         if not isinstance(msg, dict):
             raise Closing(CLOSE_NOT_JSON, "message is not a JSON object")
+        # A key given twice: orjson kept the last value, another reader may keep the first
+        # (as HTTP bodies, api/http/strict.py). Refused by `handle`, or, in the auth
+        # message, with the close.
+        self.twice = duplicate_key_at(text.encode())
+        if auth and self.twice is not None:
+            raise Closing(
+                CLOSE_AUTH, f"unauthorized: {self.twice[:32]!r} given twice in the auth message"
+            )
         return msg
 
     # -- messages ------------------------------------------------------------------------------
     async def handle(self, msg: dict[str, Any]) -> None:
         kind = msg.get("type")
         sub_id = msg.get("id")
+        if self.twice is not None:
+            await self.error(
+                sub_id,
+                ApiError(
+                    400,
+                    "duplicate_key",
+                    f"{self.twice[:64]}: a key given twice in one object",
+                    {"field": self.twice[:64]},
+                ),
+            )
+            return
         if not isinstance(kind, str) or kind not in FIELDS or kind == "auth":
             await self.error(
                 sub_id,

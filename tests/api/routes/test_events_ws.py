@@ -313,6 +313,22 @@ async def test_messages_are_as_strict_as_http_bodies(shared_system: System) -> N
             assert err["type"] == "error" and err["id"] == msg["id"], (msg, err)
             assert err["error"]["code"] == code, (msg, err)
             assert err["error"]["details"]["field"] == field, (msg, err)
+        # A key twice in one message (JSON text: a dict cannot say it): orjson kept the
+        # last, so the first of these subscribed with a filter the client may not have
+        # meant, and the second was a ping to the server, a subscribe to a proxy reading
+        # the first value.
+        for text, field in [
+            (
+                '{"type": "subscribe", "id": "t1", "filters": {"stream": "a", "stream": "b"}}',
+                "filters.stream",
+            ),
+            ('{"type": "subscribe", "type": "ping", "id": "t2"}', "type"),
+        ]:
+            await ws.send(text)
+            err = await recv(ws)
+            assert err["type"] == "error", (text, err)
+            assert err["error"]["code"] == "duplicate_key", (text, err)
+            assert err["error"]["details"]["field"] == field, (text, err)
         # Nothing was subscribed by the refused messages, and the socket still works.
         await ws.send(json.dumps({"type": "unsubscribe", "id": "a"}))
         assert (await recv(ws))["error"]["code"] == "unknown_subscription"
@@ -327,3 +343,8 @@ async def test_messages_are_as_strict_as_http_bodies(shared_system: System) -> N
         await ws.send(json.dumps({"type": "auth", "token": token, "remember": True}))
         code, reason = await closed_with(ws)
         assert code == 4401 and reason.startswith("unauthorized") and "remember" in reason
+    async with connect(ws_url(shared_system)) as ws:
+        token = shared_system.token(user())
+        await ws.send(f'{{"type": "auth", "token": "{token}", "token": "x"}}')
+        code, reason = await closed_with(ws)
+        assert code == 4401 and "twice" in reason, (code, reason)
