@@ -25,7 +25,10 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from litestar import Request
+from litestar import Request, Router
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotFoundException
+from litestar.handlers import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
@@ -325,8 +328,23 @@ class CairnSwagger(SwaggerRenderPlugin):
         return super().render(request, cairn_document(openapi_schema))
 
 
+# Litestar's schema router answers any other one-segment path under /schema with its own
+# HTML 404 page (a catch-all route); Cairn's unknown paths are all the JSON 404.
+_CATCH_ALL = "/{path:str}"
+
+
+def _no_html_404(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """Guard of the schema router: the catch-all's request is the JSON 404 (api/errors.py)
+    like any unknown path; the document, the viewer and the assets pass."""
+    if _CATCH_ALL in getattr(handler, "paths", ()):
+        raise NotFoundException()
+
+
 def openapi_config(version: str) -> OpenAPIConfig:
     return OpenAPIConfig(
+        openapi_router=Router(
+            "/schema", route_handlers=[], guards=[_no_html_404], include_in_schema=False
+        ),
         title="Cairn",
         version=version,
         description="A self-hosted file service: resumable chunked and tus uploads, files."

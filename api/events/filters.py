@@ -99,7 +99,7 @@ def parse_position(value: Any, name: str) -> int | None:
             400,
             "invalid_last_event_id",
             f"{name} must be a non-negative integer (an event's position)",
-            {"value": text[:64]},
+            {"field": name, "value": text[:64]},
         )
     return position
 

@@ -5,7 +5,8 @@ Browsers cannot set an Authorization header on a WebSocket, and a token in the U
 in access logs; so the token comes either as a `Sec-WebSocket-Protocol` value
 (`bearer.<jwt>` next to `cairn.events.v1`, which is the one the server selects) or in the
 first message (`{"type": "auth", "token": ...}` or `"api_key"`). README ("Live events")
-shows every message. Every subscription runs as its own task over the shared fan-out;
+shows every message. Messages are strict like HTTP bodies: a field its type does not take
+(`FIELDS`) is an `unknown_field` error, `from` must be a JSON integer. Every subscription runs as its own task over the shared fan-out;
 writes to the socket go through one lock so frames never interleave.
 
 Close codes: 4401 authentication failed / token expired, 1007 a message that is not JSON,
@@ -32,6 +33,7 @@ from api.events.fanout import Dropped, FanOut, Subscription
 from api.events.filters import FILTERS, check_not_beyond, parse_position, selector_for
 from api.events.stream_slots import Slot, StreamSlots
 from api.http.sendwatch import bound_sends
+from api.http.strict import duplicate_key_at
 from bus.config.settings import Settings
 from bus.store import feed
 
@@ -46,6 +48,15 @@ CLOSE_POLICY = 1008
 CLOSE_SLOW = 1013  # also: try again later (the process holds as many streams as it may)
 CLOSE_TOO_MANY = 4429  # the user holds as many live streams as a user may
 CLOSE_GOING_AWAY = 1001
+
+# The fields each client message may hold: anything else is refused (as an HTTP body's
+# unknown field is), not ignored, so a typo (`"form": 0`) never goes unseen.
+FIELDS = {
+    "auth": frozenset({"type", "token", "api_key"}),
+    "subscribe": frozenset({"type", "id", "filters", "from"}),
+    "unsubscribe": frozenset({"type", "id"}),
+    "ping": frozenset({"type", "id"}),
+}
 
 
 class Closing(Exception):
@@ -69,6 +80,27 @@ def offered_credentials(socket: WebSocket[Any, Any, Any]) -> dict[str, str] | No
     return found[0] if found else None
 
 
+def unknown_field(msg: dict[str, Any]) -> str | None:
+    """The first field (in sorted order) a message of its type may not hold, if any."""
+    extra = sorted(set(msg) - FIELDS[str(msg.get("type"))])
+    return extra[0] if extra else None
+
+
+def position_from(value: Any) -> int | None:
+    """A subscribe's `from`: absent or null (new events only), or an event's position as a
+    JSON integer; a string (`"0"`), a boolean or a float is 400 like any other bad value."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return parse_position(str(value), "from")
+    raise ApiError(
+        400,
+        "invalid_last_event_id",
+        "from must be a non-negative integer (an event's position)",
+        {"field": "from", "value": orjson.dumps(value).decode()[:64]},
+    )
+
+
 class EventSocket:
     def __init__(
         self,
@@ -90,6 +122,7 @@ class EventSocket:
         self.subs: dict[str, tuple[Subscription, asyncio.Task[None]]] = {}
         self.send_lock = asyncio.Lock()
         self.closing: Closing | None = None
+        self.twice: str | None = None  # the key the latest message gave twice (receive)
         self.closed = asyncio.Event()
 
     async def send(self, message: dict[str, Any] | bytes) -> None:
@@ -122,6 +155,11 @@ class EventSocket:
                 msg = await self.receive(timeout=AUTH_TIMEOUT, auth=True)
                 if msg.get("type") != "auth":
                     raise Closing(CLOSE_AUTH, "unauthorized: the first message must be auth")
+                if (extra := unknown_field(msg)) is not None:
+                    raise Closing(
+                        CLOSE_AUTH,
+                        f"unauthorized: unknown field {extra[:32]!r} in the auth message",
+                    )
                 if "token" in msg and "api_key" in msg:
                     e = ambiguous_credentials()
                     raise Closing(CLOSE_AUTH, f"{e.code}: {e.message}")
@@ -211,16 +249,32 @@ class EventSocket:
             raise Closing(CLOSE_NOT_JSON, "message is not JSON") from None
         if not isinstance(msg, dict):
             raise Closing(CLOSE_NOT_JSON, "message is not a JSON object")
+        # A key given twice: orjson kept the last value, another reader may keep the first
+        # (as HTTP bodies, api/http/strict.py). Refused by `handle`, or, in the auth
+        # message, with the close.
+        self.twice = duplicate_key_at(text.encode())
+        if auth and self.twice is not None:
+            raise Closing(
+                CLOSE_AUTH, f"unauthorized: {self.twice[:32]!r} given twice in the auth message"
+            )
         return msg
 
     # -- messages ------------------------------------------------------------------------------
     async def handle(self, msg: dict[str, Any]) -> None:
         kind = msg.get("type")
         sub_id = msg.get("id")
-        if kind == "ping":
-            await self.send({"type": "pong", "id": sub_id})
+        if self.twice is not None:
+            await self.error(
+                sub_id,
+                ApiError(
+                    400,
+                    "duplicate_key",
+                    f"{self.twice[:64]}: a key given twice in one object",
+                    {"field": self.twice[:64]},
+                ),
+            )
             return
-        if kind not in ("subscribe", "unsubscribe"):
+        if not isinstance(kind, str) or kind not in FIELDS or kind == "auth":
             await self.error(
                 sub_id,
                 ApiError(
@@ -230,6 +284,20 @@ class EventSocket:
                     {"type": str(kind)[:64]},
                 ),
             )
+            return
+        if (extra := unknown_field(msg)) is not None:
+            await self.error(
+                sub_id,
+                ApiError(
+                    400,
+                    "unknown_field",
+                    f"unknown field {extra[:64]!r} in a {kind} message",
+                    {"field": extra[:64], "allowed": sorted(FIELDS[kind])},
+                ),
+            )
+            return
+        if kind == "ping":
+            await self.send({"type": "pong", "id": sub_id})
             return
         if not isinstance(sub_id, str) or not 0 < len(sub_id) <= 64:
             await self.error(
@@ -282,7 +350,7 @@ class EventSocket:
                     {"filter": unknown[0], "allowed": list(FILTERS)},
                 )
             selector = selector_for(self.who, filters)
-            after = parse_position(msg.get("from"), "from")
+            after = position_from(msg.get("from"))
             if after is not None and after > self.fanout.head:
                 check_not_beyond(after, await feed.head(self.fanout.pool), "from")
             sub = self.fanout.subscribe(selector, after, "ws")

@@ -19,6 +19,7 @@ from api.auth import Principal
 from api.commanding import SecuredController, reply_state, send_as
 from api.context import ctx
 from api.errors import ApiError
+from api.paging import decode_cursor, encode_cursor
 from api.schemas import Bucket, BucketDeleted, BucketPage, CreateBucket, UpdateBucket, ok
 from domain.buckets import BucketState
 from domain.buckets.commands import CreateBucket as CreateBucketCommand
@@ -158,17 +159,18 @@ class BucketsController(SecuredController):
         request: Request[Any, Any, Any],
         principal: NamedDependency[Principal],
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
-        cursor: Annotated[str | None, QueryParameter(max_length=255)] = None,
+        cursor: Annotated[str | None, QueryParameter(max_length=1024)] = None,
     ) -> dict[str, Any]:
-        if cursor is not None and "\x00" in cursor:  # the database takes no NUL: not a name
-            raise ApiError(400, "invalid_cursor", "the cursor is not one this listing returned")
+        # Opaque, like the objects listing's: any other text (a bare name, another
+        # listing's cursor) is 400 invalid_cursor, not a page from somewhere.
+        after = decode_cursor(cursor, ("b",))[1] if cursor is not None else None
         items = await bucket_queries.list_buckets(
             ctx(request).pool,
             None if principal.admin else principal.user,
             limit=limit,
-            after=cursor,
+            after=after,
         )
-        next_cursor = items[-1]["name"] if len(items) == limit else None
+        next_cursor = encode_cursor({"b": items[-1]["name"]}) if len(items) == limit else None
         return {"items": items, "limit": limit, "next_cursor": next_cursor}
 
     @get(

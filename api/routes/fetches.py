@@ -23,7 +23,7 @@ from api.bucket_access import NO_BUCKET, check_writable
 from api.commanding import SecuredController, load_owned, parse_id, reply_state, send_as
 from api.context import ctx, now
 from api.errors import ApiError
-from api.paging import page_response, status_filter
+from api.paging import enum_query, page_response, status_filter
 from api.schemas import BIGINT_MAX, Fetch, FetchAccepted, FetchPage, Short, ok
 from api.taskparams import check_bucket
 from bus.fetch.ssrf import Network, UnsafeUrl, check_addresses, check_url, lookup
@@ -39,6 +39,7 @@ from domain.fetches import FetchState, FetchStatus
 from domain.files.keys import object_key_problem
 from domain.policies import fetch_id
 from projections import fetch_queries
+from projections.queries import ORDERS
 
 MAX_LIMIT = 1000
 _ACTIVE = ("PENDING", "IN_PROGRESS", "PAUSED")
@@ -248,6 +249,8 @@ class FetchesController(SecuredController):
     ) -> Response[Any]:
         c = ctx(request)
         status = status_filter(status, FetchStatus)
+        sort = enum_query("sort", sort, fetch_queries.SORTS)
+        order = enum_query("order", order, ORDERS)
         if url is not None:
             try:
                 url = check_url(url, allow_private=True)  # only normalised, to match

@@ -37,7 +37,7 @@ from api.http.signed_query import (
 )
 from api.object_move import move_object, wants_move
 from api.openapi import ANONYMOUS
-from api.paging import page_response
+from api.paging import enum_query, page_response
 from api.schemas import (
     BIGINT_MAX,
     File,
@@ -257,6 +257,8 @@ class FilesController(SecuredController):
         offset: Annotated[int, QueryParameter(ge=0, le=BIGINT_MAX)] = 0,
     ) -> Response[Any]:
         c = ctx(request)
+        sort = enum_query("sort", sort, queries.FILE_SORTS)
+        order = enum_query("order", order, queries.ORDERS)
         return await page_response(
             queries.list_files(
                 c.pool,

@@ -19,13 +19,10 @@ private bucket and a missing key are 404 (401 for an anonymous caller), never 40
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from urllib.parse import unquote_to_bytes
 
-import orjson
 from litestar import HttpMethod, Request, Response, delete, get, post, put, route
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import InternalServerException
@@ -60,6 +57,7 @@ from api.http.signed_query import (
 from api.http.signing import NO_VERSION
 from api.limits import QuotaHold, body_past_quota, limiter, quota_reserved
 from api.openapi import ANONYMOUS, BODY_IN_FLIGHT, TOO_LARGE
+from api.paging import INVALID_CURSOR, decode_cursor, encode_cursor
 from api.schemas import Object, ObjectPage, SignedUrl, SignObjectUrl, ok
 from api.serving import content_responses, serve
 from api.tus.pieces import piece_at
@@ -226,24 +224,18 @@ def _unmodified_since(value: str | None, current: FileState | None) -> str | Non
     return current.sha256
 
 
-def encode_cursor(bound: Bound) -> str:
-    """Opaque to clients: where the next page starts (after a key, or past a prefix)."""
-    data = {"a": bound.after} if bound.after is not None else {"s": bound.start}
-    return base64.urlsafe_b64encode(orjson.dumps(data)).decode().rstrip("=")
+def encode_bound(bound: Bound) -> str:
+    """The opaque cursor of where the next page starts (after a key, or past a prefix)."""
+    if bound.after is not None:
+        return encode_cursor({"a": bound.after})
+    return encode_cursor({"s": bound.start or ""})
 
 
-def decode_cursor(cursor: str) -> Bound:
-    try:
-        data = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, ValueError):
-        data = None
-    if isinstance(data, dict) and len(data) == 1:
-        after, start = data.get("a"), data.get("s")
-        if isinstance(after, str) and _list_text_ok(after):
-            return Bound(after=after)
-        if isinstance(start, str) and _list_text_ok(start):
-            return Bound(start=start)
-    raise ApiError(400, "invalid_cursor", "the cursor is not one this listing returned")
+def decode_bound(cursor: str) -> Bound:
+    key, text = decode_cursor(cursor, ("a", "s"))
+    if not _list_text_ok(text):
+        raise ApiError(400, "invalid_cursor", INVALID_CURSOR, {"field": "cursor"})
+    return Bound(after=text) if key == "a" else Bound(start=text)
 
 
 def _list_text_ok(value: str) -> bool:
@@ -299,7 +291,7 @@ class ObjectsController(SecuredController):
         delimiter = _list_param("delimiter", delimiter) or None
         start_after = _list_param("start_after", start_after)
         if cursor is not None:
-            bound = decode_cursor(cursor)  # the cursor wins over start_after, as on S3
+            bound = decode_bound(cursor)  # the cursor wins over start_after, as on S3
         else:
             bound = Bound(after=start_after or None)
         page = await list_objects(
@@ -321,7 +313,7 @@ class ObjectsController(SecuredController):
             "common_prefixes": page.common_prefixes,
             "key_count": len(page.objects) + len(page.common_prefixes),
             "is_truncated": page.truncated,
-            "next_cursor": encode_cursor(page.next) if page.truncated and page.next else None,
+            "next_cursor": encode_bound(page.next) if page.truncated and page.next else None,
         }
 
     @put(

@@ -16,9 +16,8 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from api.auth import Principal
 from api.commanding import SecuredController, load_owned, reply_state, send_as
 from api.context import ctx
-from api.errors import ApiError
 from api.idempotency import idempotent, resource_id
-from api.paging import page_response
+from api.paging import enum_query, page_response
 from api.schemas import BIGINT_MAX, CreateTask, Task, TaskAccepted, TaskPage, TaskStats, ok
 from api.taskparams import prepare
 from bus.ids import uuid4_str
@@ -26,6 +25,7 @@ from domain.tasks import TYPES, TaskState
 from domain.tasks.commands import CancelTask, PauseTask, ResumeTask
 from domain.tasks.commands import CreateTask as CreateTaskCommand
 from projections import task_queries
+from projections.queries import ORDERS
 
 
 def task_view(st: TaskState, results: bool = True) -> dict[str, Any]:
@@ -154,27 +154,18 @@ class TasksController(SecuredController):
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 50,
         offset: Annotated[int, QueryParameter(ge=0, le=BIGINT_MAX)] = 0,
     ) -> Response[Any]:
-        if status is not None and status.upper() not in task_queries.STATUSES:
-            raise ApiError(
-                400,
-                "invalid_query",
-                f"status must be one of {', '.join(task_queries.STATUSES)}",
-                {"field": "status"},
-            )
-        if type is not None and type.lower() not in TYPES:
-            # Not an empty 200: a typo would read as "no tasks" (and a NUL was a 500).
-            raise ApiError(
-                400,
-                "invalid_query",
-                f"type must be one of {', '.join(TYPES)}",
-                {"field": "type"},
-            )
+        # Not an empty 200 for an unknown value: a typo would read as "no tasks" (and a
+        # NUL was a 500).
+        status = enum_query("status", status, task_queries.STATUSES)
+        type = enum_query("type", type, TYPES)
+        sort = enum_query("sort", sort, task_queries.TASK_SORTS)
+        order = enum_query("order", order, ORDERS)
         return await page_response(
             task_queries.list_tasks(
                 ctx(request).pool,
                 principal.user,
-                type=type.lower() if type else None,
-                status=status.upper() if status else None,
+                type=type,
+                status=status,
                 sort=sort,
                 order=order,
                 limit=limit,

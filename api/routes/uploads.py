@@ -41,7 +41,7 @@ from api.idempotency import (
 )
 from api.limits import inflight_limited, quota_checked
 from api.openapi import BODY_IN_FLIGHT, TOO_LARGE, UPLOAD_EXPIRED, raw_body
-from api.paging import page_response, status_filter
+from api.paging import enum_query, page_response, status_filter
 from api.schemas import (
     BIGINT_MAX,
     ChunkStored,
@@ -513,6 +513,8 @@ class UploadsController(SecuredController):
     ) -> Response[Any]:
         c = ctx(request)
         status = status_filter(status, UploadStatus)
+        sort = enum_query("sort", sort, queries.UPLOAD_SORTS)
+        order = enum_query("order", order, queries.ORDERS)
         return await page_response(
             queries.list_uploads(
                 c.pool,

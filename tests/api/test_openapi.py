@@ -7,6 +7,7 @@ import re
 import pytest
 from openapi_spec_validator import validate
 
+from tests.api.answers import assert_error
 from tests.api.documented import assert_documented
 from tests.system import System
 
@@ -239,3 +240,21 @@ async def test_real_answers_fit_their_documented_schemas(shared_system: System) 
         r = await c.delete(f"/v1/buckets/{b}/objects/a/b.txt")
         assert r.status_code == 204 and not r.content
         await call("delete", "/v1/buckets/{name}", f"/v1/buckets/{b}")
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/schema/nope", "/schema/swagger/x", "/schema/openapi.yaml", "/schema/nope/deeper"],
+)
+async def test_unknown_schema_paths_are_the_json_404(shared_system: System, path: str) -> None:
+    """Litestar's schema router answered these with its own HTML 404 page; every other
+    unknown path is the JSON 404 in the one error shape, and so are these now."""
+    async with shared_system.client(None, follow_redirects=False) as c:
+        r = await c.get(path)
+        assert_error(r, 404, "not_found")
+        assert r.headers["content-type"].startswith("application/json"), r.headers
+        # What is there is still served.
+        assert (await c.get("/schema/openapi.json")).status_code == 200
+        assert (await c.get("/schema/swagger")).status_code == 200
+        assert (await c.get("/schema/asyncapi.json")).status_code == 200
+        assert (await c.get("/schema/assets/swagger-ui.css")).status_code == 200

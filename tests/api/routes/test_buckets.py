@@ -12,7 +12,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.api.answers import assert_error, bname, user
+from tests.api.answers import assert_error, bname, make_bucket, opath, user
 from tests.system import System, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -266,3 +266,45 @@ async def test_uploads_go_only_into_the_callers_own_buckets(shared_system: Syste
         r = await c.post("/v1/tus", headers={**tus, "Upload-Metadata": meta})
         assert r.status_code == 201, r.text
         assert (await c.get(f"/v1/files/{fid}")).json()["bucket"] == mine
+
+
+async def test_a_cursor_the_listing_did_not_issue_is_400(shared_system: System) -> None:
+    """`?cursor=abc` answered a page as if it were a bucket name (the cursor was the last
+    name, so any text passed), while the objects listing refuses a cursor it did not issue.
+    Every cursor-paged listing now refuses a malformed or foreign cursor alike."""
+    me = user()
+    async with shared_system.client(me) as c:
+        b = await make_bucket(c)
+        await make_bucket(c)
+        r = await c.put(opath(b, "k1"), content=b"1")
+        assert r.status_code == 201, r.text
+        r = await c.put(opath(b, "k2"), content=b"2")
+        assert r.status_code == 201, r.text
+
+        async def objects_cursor() -> str | None:
+            r = await c.get(f"/v1/buckets/{b}/objects", params={"limit": 1})
+            return r.json()["next_cursor"] if r.status_code == 200 else None
+
+        foreign = await wait_until(objects_cursor)  # issued by the objects listing
+
+        async def buckets_cursor() -> str | None:
+            r = await c.get("/v1/buckets", params={"limit": 1})
+            return r.json()["next_cursor"] if r.status_code == 200 else None
+
+        issued = await wait_until(buckets_cursor)
+        assert issued != b  # opaque, not the name
+        for cursor in ("abc", b, foreign, "", "eyJiIjoxfQ", "!!"):
+            assert_error(
+                await c.get("/v1/buckets", params={"cursor": cursor}), 400, "invalid_cursor"
+            )
+        # And the objects listing refuses the buckets listing's cursor.
+        assert_error(
+            await c.get(f"/v1/buckets/{b}/objects", params={"cursor": issued}),
+            400,
+            "invalid_cursor",
+        )
+        # The cursor each listing issued still pages it.
+        r = await c.get("/v1/buckets", params={"limit": 1, "cursor": issued})
+        assert r.status_code == 200 and len(r.json()["items"]) == 1, r.text
+        r = await c.get(f"/v1/buckets/{b}/objects", params={"cursor": foreign})
+        assert r.status_code == 200 and [o["key"] for o in r.json()["items"]] == ["k2"], r.text

@@ -282,3 +282,69 @@ async def test_stopping_the_api_closes_every_socket_with_going_away(
                     assert code == 1001 and reason.startswith("shutting_down"), (code, reason)
             finally:
                 await stopping
+
+
+async def test_messages_are_as_strict_as_http_bodies(shared_system: System) -> None:
+    """An unknown top-level field was ignored (`{"type": "subscribe", "id": "s", "form": 0}`
+    subscribed to new events only, the typo unseen) and `"from": "0"` was read as 0, while
+    an HTTP body with either is 400. Both are now an error message naming the field; the
+    connection stays open, as for every refused message."""
+    protos = ["cairn.events.v1", f"bearer.{shared_system.token(user())}"]
+    async with connect(ws_url(shared_system), subprotocols=protos) as ws:
+        await recv(ws)
+        refused: list[tuple[dict[str, Any], str, str]] = [
+            ({"type": "subscribe", "id": "a", "form": 0}, "unknown_field", "form"),
+            (
+                {"type": "subscribe", "id": "b", "filter": {"stream": "x"}},
+                "unknown_field",
+                "filter",
+            ),
+            ({"type": "unsubscribe", "id": "c", "filters": {}}, "unknown_field", "filters"),
+            ({"type": "ping", "id": "d", "extra": True}, "unknown_field", "extra"),
+            ({"type": "subscribe", "id": "e", "from": "0"}, "invalid_last_event_id", "from"),
+            ({"type": "subscribe", "id": "f", "from": ""}, "invalid_last_event_id", "from"),
+            ({"type": "subscribe", "id": "g", "from": True}, "invalid_last_event_id", "from"),
+            ({"type": "subscribe", "id": "h", "from": 1.0}, "invalid_last_event_id", "from"),
+            ({"type": "subscribe", "id": "i", "from": -1}, "invalid_last_event_id", "from"),
+        ]
+        for msg, code, field in refused:
+            await ws.send(json.dumps(msg))
+            err = await recv(ws)
+            assert err["type"] == "error" and err["id"] == msg["id"], (msg, err)
+            assert err["error"]["code"] == code, (msg, err)
+            assert err["error"]["details"]["field"] == field, (msg, err)
+        # A key twice in one message (JSON text: a dict cannot say it): orjson kept the
+        # last, so the first of these subscribed with a filter the client may not have
+        # meant, and the second was a ping to the server, a subscribe to a proxy reading
+        # the first value.
+        for text, field in [
+            (
+                '{"type": "subscribe", "id": "t1", "filters": {"stream": "a", "stream": "b"}}',
+                "filters.stream",
+            ),
+            ('{"type": "subscribe", "type": "ping", "id": "t2"}', "type"),
+        ]:
+            await ws.send(text)
+            err = await recv(ws)
+            assert err["type"] == "error", (text, err)
+            assert err["error"]["code"] == "duplicate_key", (text, err)
+            assert err["error"]["details"]["field"] == field, (text, err)
+        # Nothing was subscribed by the refused messages, and the socket still works.
+        await ws.send(json.dumps({"type": "unsubscribe", "id": "a"}))
+        assert (await recv(ws))["error"]["code"] == "unknown_subscription"
+        await ws.send(json.dumps({"type": "subscribe", "id": "e", "from": None, "filters": None}))
+        ok = await recv(ws)
+        assert (ok["type"], ok["id"]) == ("subscribed", "e"), ok
+        await ws.send(json.dumps({"type": "ping", "id": "p"}))
+        assert await recv(ws) == {"type": "pong", "id": "p"}
+    # The auth message too: a bad one closes the connection, as it always did.
+    async with connect(ws_url(shared_system)) as ws:
+        token = shared_system.token(user())
+        await ws.send(json.dumps({"type": "auth", "token": token, "remember": True}))
+        code, reason = await closed_with(ws)
+        assert code == 4401 and reason.startswith("unauthorized") and "remember" in reason
+    async with connect(ws_url(shared_system)) as ws:
+        token = shared_system.token(user())
+        await ws.send(f'{{"type": "auth", "token": "{token}", "token": "x"}}')
+        code, reason = await closed_with(ws)
+        assert code == 4401 and "twice" in reason, (code, reason)
