@@ -6,6 +6,8 @@ pauses must be made again on each assignment (`IdleGate.assigned`)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from bus.actors.wake import IdleGate
@@ -20,10 +22,11 @@ async def idle(gate: IdleGate) -> bool:
     return gate.paused and bool(assigned) and gate.consumer.paused() == assigned
 
 
-async def join_and_leave(settings: Settings, consumer: Any, group_id: str) -> None:
-    """A second member joins `group_id` (a plain consumer of the same topics, which fetches
-    but commits nothing), takes its share of the partitions and leaves: two rebalances, after
-    which `consumer` holds what it held before."""
+@asynccontextmanager
+async def joined(settings: Settings, consumer: Any, group_id: str) -> AsyncIterator[Any]:
+    """A second member of `group_id` (a plain consumer of `consumer`'s topics, which fetches
+    but commits nothing unless told), yielded once the group is split between the two
+    (`consumer` holds what it held before, less the other's share); it leaves on exit."""
     everything = consumer.assignment()
     other = make_consumer(settings, *consumer.subscription(), group_id=group_id)
     await other.start()
@@ -34,8 +37,17 @@ async def join_and_leave(settings: Settings, consumer: Any, group_id: str) -> No
             return bool(theirs) and consumer.assignment() == everything - theirs
 
         await wait_until(split, timeout=60)
+        yield other
     finally:
         await other.stop()
+
+
+async def join_and_leave(settings: Settings, consumer: Any, group_id: str) -> None:
+    """A second member joins `group_id` (`joined`), takes its share of the partitions and
+    leaves: two rebalances, after which `consumer` holds what it held before."""
+    everything = consumer.assignment()
+    async with joined(settings, consumer, group_id):
+        pass
 
     async def whole() -> bool:
         return bool(consumer.assignment() == everything)

@@ -46,7 +46,7 @@ from domain.uploads.events import UploadAborted, UploadCompleted
 from handlers import files_from_uploads, runner
 from handlers.held import Holds
 from handlers.runner import Handlers
-from tests.rebalance import assert_still_idle, idle, join_and_leave
+from tests.rebalance import assert_still_idle, idle, join_and_leave, joined
 from tests.system import wait_until
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
@@ -408,17 +408,7 @@ async def test_a_rebalance_keeps_the_waits_of_partitions_that_stay_and_drops_the
         everything = consumer.assignment()
 
         # A second consumer of the group joins: the group is split between the two.
-        other = make_consumer(
-            settings, uploads, settings.topic("fetches"), group_id=handlers.group_id
-        )
-        await other.start()
-        try:
-
-            async def split() -> bool:
-                theirs = other.assignment()
-                return bool(theirs) and consumer.assignment() == everything - theirs
-
-            await wait_until(split, timeout=60)
+        async with joined(settings, consumer, handlers.group_id) as other:
             ours, theirs = consumer.assignment(), other.assignment()
             stayed = {tp for tp in waiting if tp in ours}
             went = {tp for tp in waiting if tp in theirs}
@@ -441,8 +431,6 @@ async def test_a_rebalance_keeps_the_waits_of_partitions_that_stay_and_drops_the
             # The other consumer handles the waiting events of its partitions (as a
             # process of a newer version would) and leaves.
             await other.commit({tp: offsets[tp] + 1 for tp in went})
-        finally:
-            await other.stop()
 
         await wait_until(lambda: now(consumer.assignment() == everything), timeout=60)
         # What came back starts after those events, at once.
@@ -523,18 +511,7 @@ async def test_a_partition_taken_away_during_a_batch_is_left_to_its_new_owner(
         await asyncio.wait_for(started.wait(), 60)
         gate = await wait_until(lambda: now(handlers.gate))
         consumer = gate.consumer
-        everything = consumer.assignment()
-        other = make_consumer(
-            settings, uploads, settings.topic("fetches"), group_id=handlers.group_id
-        )
-        await other.start()
-        try:
-
-            async def split() -> bool:
-                theirs = other.assignment()
-                return bool(theirs) and consumer.assignment() == everything - theirs
-
-            await wait_until(split, timeout=60)
+        async with joined(settings, consumer, handlers.group_id) as other:
             ours, theirs = consumer.assignment(), other.assignment()
             went = {tp for tp in waiting if tp in theirs}
             stayed = {tp for tp in waiting if tp in ours}
@@ -550,8 +527,6 @@ async def test_a_partition_taken_away_during_a_batch_is_left_to_its_new_owner(
             # Nor is anything of the partitions that went committed past their events.
             for tp in went:
                 assert (await other.committed(tp) or 0) <= offsets[tp]
-        finally:
-            await other.stop()
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, [r.getMessage() for r in errors]
 
