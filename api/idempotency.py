@@ -65,6 +65,7 @@ from litestar.serialization import decode_json, encode_json
 
 from api.context import ctx
 from api.errors import ApiError, handle_exception, request_id_of
+from api.http.strict import refuse_repeated
 from bus.config.logs import get_logger
 from bus.store.idempotency import RENEW_EVERY, KeyInProgress, KeyStore
 from domain.errors import DomainError
@@ -194,14 +195,7 @@ def idempotent(kind: Kind, status: int) -> Callable[[Handler], Handler]:
             key = kwargs.pop(_PARAM, None)
             if key is None:
                 return await fn(*args, **kwargs)
-            if len(request.headers.getall("idempotency-key", [])) > 1:
-                # The first one was used and the other ignored: which one counts is a guess.
-                raise ApiError(
-                    400,
-                    "invalid_idempotency_key",
-                    "Idempotency-Key was sent more than once",
-                    {"header": "Idempotency-Key"},
-                )
+            refuse_repeated(request.headers, "Idempotency-Key", "invalid_idempotency_key")
             if not KEY_RE.fullmatch(key):
                 raise ApiError(
                     400,

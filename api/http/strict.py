@@ -115,6 +115,14 @@ def duplicate_key_at(raw: bytes) -> str | None:
     return None
 
 
+def refuse_repeated(headers: Any, name: str, code: str) -> None:
+    """400 `code` (details.header) if the single-valued header `name` came more than once:
+    the handler read one of them and ignored the other, while a proxy or a log may have
+    read the other, so which one counts would be a guess."""
+    if len(headers.getall(name.lower(), [])) > 1:
+        raise ApiError(400, code, f"{name} was sent more than once", {"header": name})
+
+
 @cache
 def _declared_query(handler: Any) -> frozenset[str] | None:
     """The query parameter names `handler` declares (None: it takes the whole query)."""

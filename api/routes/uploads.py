@@ -32,6 +32,7 @@ from api.completion import MAX_MANIFEST_ENTRIES, finish_upload
 from api.context import ctx, now
 from api.errors import ApiError
 from api.http.digits import ascii_int
+from api.http.strict import refuse_repeated
 from api.idempotency import (
     Handler,
     deduplicated,
@@ -287,14 +288,8 @@ class UploadsController(SecuredController):
         chunk_sha256: Annotated[str | None, HeaderParameter(name="X-Chunk-SHA256")] = None,
     ) -> Response[Any]:
         c = ctx(request)
-        if chunk_sha256 is not None and len(request.headers.getall("x-chunk-sha256", [])) > 1:
-            # The first one was checked and the other ignored: which one counts is a guess.
-            raise ApiError(
-                400,
-                "invalid_sha256",
-                "X-Chunk-SHA256 was sent more than once",
-                {"header": "X-Chunk-SHA256"},
-            )
+        if chunk_sha256 is not None:
+            refuse_repeated(request.headers, "X-Chunk-SHA256", "invalid_sha256")
         upload_id = parse_id("uploads", upload_id)
         n = _chunk_index(index)
         shape = await c.upload_shape(upload_id, principal)
