@@ -221,9 +221,9 @@ def request_fields(request: Request[Any, Any, Any]) -> dict[str, str]:
     (RFC 9110 §5.3), which leaves singleton fields such as Range invalid, as they are."""
     out = {}
     for name in _CONDITIONAL_FIELDS:
-        values = request.headers.getall(name, [])
-        if values:
-            out[name] = ", ".join(values)
+        value = conditionals.field_value(request.headers, name)
+        if value is not None:
+            out[name] = value
     return out
 
 
