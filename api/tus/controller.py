@@ -37,6 +37,7 @@ native `complete`) finishes it.
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import replace
 from typing import Any
 
@@ -406,14 +407,12 @@ class TusController(Controller):
                     if hold is not None and length is None
                     else contextlib.nullcontext()
                 )
-                grow = None
-                if hold is not None and length is None and quota_cap is not None:
-                    # Its bytes held as they come, against the upload from now on.
-                    most = quota_cap
-
-                    async def grow(size: int) -> None:
-                        await hold.cover(size, most, completing=upload_id)
-
+                # Its bytes held as they come, against the upload from now on.
+                grow = (
+                    functools.partial(hold.cover, most=quota_cap, completing=upload_id)
+                    if hold is not None and length is None and quota_cap is not None
+                    else None
+                )
                 async with kept:
                     await append_body(
                         c, request, principal, state, checksum, quota_cap=quota_cap, grow=grow
@@ -674,13 +673,11 @@ class TusController(Controller):
                         c, state.owner, state.offset + (declared or 0), completing=state.id
                     ) as hold:
                         cap = None if hold.remaining is None else hold.remaining + (declared or 0)
-                        grow = None
-                        if cap is not None:
-                            most = state.offset + cap
-
-                            async def grow(size: int) -> None:
-                                await hold.cover(size, most)
-
+                        grow = (
+                            functools.partial(hold.cover, most=state.offset + cap)
+                            if cap is not None
+                            else None
+                        )
                         async with received_kept(hold, state.id):
                             new_offset = await append_body(
                                 c, request, principal, state, checksum, quota_cap=cap, grow=grow
