@@ -194,8 +194,8 @@ class Handlers:
                         # would raise, failing the rest of the batch): its new owner starts
                         # at the group's offset, which is before this event.
                         continue
-                    msg.consumer.seek(part, rec.offset)
-                    self._wait(msg.consumer, part, self.holds.remaining(ev.id) or RETRY_AFTER)
+                    consumer.seek(part, rec.offset)
+                    self._wait(consumer, part, self.holds.remaining(ev.id) or RETRY_AFTER)
             try:
                 await msg.ack()  # every partition up to its position
             except KafkaError as e:

@@ -252,10 +252,7 @@ async def test_a_held_event_delays_only_its_own_partition(
     newer, _ = await aborted(
         event_store, producer, settings, HELD_PARTITION, schema_version=KNOWN + 1
     )
-    handlers = Handlers(settings, pool)
-    stop = asyncio.Event()
-    task = asyncio.create_task(handlers.run(stop))
-    try:
+    async with running(Handlers(settings, pool)) as handlers:
         await decisions.wait(newer.id, "held")
         # Meanwhile the other partition's events are handled at once, each as it comes.
         # The consumer used to sleep 1 s after every batch that met the held event (and
@@ -291,9 +288,6 @@ async def test_a_held_event_delays_only_its_own_partition(
         handled = [i for i, outcome in decisions.seen if outcome == "handled"]
         assert handled.index(newer.id) < handled.index(after.id)
         assert not handlers.waiting and handlers.holds.waiting() == []
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 60)
     # Each once: never twice, none lost; nothing held any more.
     assert decisions.count(newer.id, "handled") == 1
     assert decisions.count(after.id, "handled") == 1
