@@ -33,7 +33,7 @@ from api.events.fanout import Dropped, FanOut, Subscription
 from api.events.filters import FILTERS, check_not_beyond, parse_position, selector_for
 from api.events.stream_slots import Slot, StreamSlots
 from api.http.sendwatch import bound_sends
-from api.http.strict import duplicate_key_at
+from api.http.strict import duplicate_key, duplicate_key_at
 from bus.config.settings import Settings
 from bus.store import feed
 
@@ -264,15 +264,7 @@ class EventSocket:
         kind = msg.get("type")
         sub_id = msg.get("id")
         if self.twice is not None:
-            await self.error(
-                sub_id,
-                ApiError(
-                    400,
-                    "duplicate_key",
-                    f"{self.twice[:64]}: a key given twice in one object",
-                    {"field": self.twice[:64]},
-                ),
-            )
+            await self.error(sub_id, duplicate_key(self.twice[:64]))
             return
         if not isinstance(kind, str) or kind not in FIELDS or kind == "auth":
             await self.error(

@@ -123,6 +123,13 @@ def refuse_repeated(headers: Any, name: str, code: str) -> None:
         raise ApiError(400, code, f"{name} was sent more than once", {"header": name})
 
 
+def duplicate_key(path: str) -> ApiError:
+    """The refusal of JSON that gives the key at `path` (`duplicate_key_at`) twice."""
+    return ApiError(
+        400, "duplicate_key", f"{path}: a key given twice in one object", {"field": path}
+    )
+
+
 @cache
 def _declared_query(handler: Any) -> frozenset[str] | None:
     """The query parameter names `handler` declares (None: it takes the whole query)."""
@@ -200,9 +207,7 @@ def decode_strict(raw: bytes, struct: type[msgspec.Struct]) -> msgspec.Struct:
     ):
         raise _too_deep()
     if (twice := duplicate_key_at(raw)) is not None:
-        raise ApiError(
-            400, "duplicate_key", f"{twice}: a key given twice in one object", {"field": twice}
-        )
+        raise duplicate_key(twice)
     # JSON can carry a NUL only escaped; nothing Cairn stores may hold one (PostgreSQL's
     # text cannot), so it is refused here, naming where it is, before any command.
     if b"\\u0000" in raw and (where := nul_at(msgspec.json.decode(raw))) is not None:
