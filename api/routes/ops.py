@@ -153,7 +153,15 @@ class LagGauges:
             self._inflight = None
 
 
-@get("/metrics", tags=["ops"], summary="Prometheus metrics", media_type=MediaType.TEXT)
+@get(
+    "/metrics",
+    tags=["ops"],
+    summary="Prometheus metrics",
+    description="Prometheus text format 0.0.4 (`text/plain; version=0.0.4; charset=utf-8`),"
+    " or OpenMetrics 1.0 (`application/openmetrics-text; version=1.0.0; charset=utf-8`)"
+    " when the scraper's Accept header asks for it.",
+    media_type=MediaType.TEXT,
+)
 async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     state = request.app.state
     gauges = state.get("lag_gauges")
