@@ -17,11 +17,13 @@ import asyncpg
 import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer
+from aiokafka.abc import ConsumerRebalanceListener
 
 from bus.actors import wake
 from bus.aio import Stopped, unless_stopped
 from bus.config.settings import Settings
 from bus.kafka.clients import ensure_topics, make_consumer, make_producer
+from tests.rebalance import join_and_leave
 from tests.system import wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -75,14 +77,37 @@ class Loop:
         return bool(assigned) and self.consumer.paused() == assigned
 
 
+class _Assigned(ConsumerRebalanceListener):  # type: ignore[misc]
+    """A rebalance listener that does what each gated consumer's owner does on assignment."""
+
+    def __init__(self, gate: wake.IdleGate) -> None:
+        self.gate = gate
+
+    async def on_partitions_revoked(self, revoked: set[Any]) -> None:
+        pass
+
+    async def on_partitions_assigned(self, assigned: set[Any]) -> None:
+        self.gate.assigned(assigned)
+
+
 @contextlib.asynccontextmanager
 async def running_loop(
-    settings: Settings, pool: asyncpg.Pool, topic: str, group: str, **gate_options: Any
+    settings: Settings,
+    pool: asyncpg.Pool,
+    topic: str,
+    group: str,
+    *,
+    rebalances: bool = False,
+    **gate_options: Any,
 ) -> AsyncIterator[Loop]:
-    """A consumer of `topic` in `group` behind an IdleGate (`gate_options`), its loop running."""
-    consumer = make_consumer(settings, topic, group_id=group, latency_critical=True)
-    await consumer.start()
+    """A consumer of `topic` in `group` behind an IdleGate (`gate_options`), its loop running;
+    with `rebalances`, its rebalance listener calls `IdleGate.assigned` as the owners' do."""
+    topics = () if rebalances else (topic,)
+    consumer = make_consumer(settings, *topics, group_id=group, latency_critical=True)
     gate = wake.IdleGate(consumer, **gate_options)
+    if rebalances:
+        consumer.subscribe([topic], listener=_Assigned(gate))
+    await consumer.start()
     await gate.listen(pool)
     lp = Loop(consumer, gate)
     task = asyncio.create_task(lp.run())
@@ -479,28 +504,10 @@ async def test_a_rebalance_leaves_an_awake_gate_s_consumer_fetching(
     """`IdleGate.assigned`, called by the rebalance listener as each owner's does, pauses
     the new assignment only when the gate is idle: an awake consumer goes on fetching, and
     a message nobody announces is received (no nudge, no peek here)."""
-    from aiokafka.abc import ConsumerRebalanceListener
-
-    from tests.rebalance import join_and_leave
-
     monkeypatch.setattr(wake, "IDLE_AFTER", 600.0)  # awake throughout
     group = f"{topic}-awake"
-    consumer = make_consumer(settings, group_id=group, latency_critical=True)
-    gate = wake.IdleGate(consumer)
-
-    class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-        async def on_partitions_revoked(self, revoked: set[Any]) -> None:
-            pass
-
-        async def on_partitions_assigned(self, assigned: set[Any]) -> None:
-            gate.assigned(assigned)
-
-    consumer.subscribe([topic], listener=Listener())
-    await consumer.start()
-    await gate.listen(pool)
-    lp = Loop(consumer, gate)
-    task = asyncio.create_task(lp.run())
-    try:
+    async with running_loop(settings, pool, topic, group, rebalances=True) as lp:
+        consumer, gate = lp.consumer, lp.gate
 
         async def assigned() -> bool:
             return bool(consumer.assignment())
@@ -510,9 +517,3 @@ async def test_a_rebalance_leaves_an_awake_gate_s_consumer_fetching(
         await send(settings, topic, b"after the rebalance")
         await until_received(lp, b"after the rebalance")
         assert not gate.paused and not consumer.paused()
-    finally:
-        lp.stop.set()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 10)
-        await gate.close(pool)
-        await consumer.stop()
