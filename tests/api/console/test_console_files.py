@@ -138,6 +138,9 @@ async def test_whole_names_and_a_files_details(shared_system: System) -> None:
         # Escape closes it; the address forgets the file, focus is back on its link.
         await page.keyboard.press("Escape")
         await expect(details).not_to_be_visible()
+        # The dialog's `close` event, which forgets the address, is dispatched a task after
+        # it hides: awaited, not read at once.
+        await page.wait_for_function("location.hash === ''", timeout=10_000)
         assert await page.evaluate("location.hash") == ""
         await expect(plain_link).to_be_focused()
 
@@ -181,6 +184,7 @@ async def test_whole_names_and_a_files_details(shared_system: System) -> None:
         await expect(page.locator("#details-title")).to_have_text("photos/2024/notes.txt")
         await page.go_back()
         await expect(details).not_to_be_visible()
+        await page.wait_for_function("location.hash === ''", timeout=10_000)
         assert await page.evaluate("location.hash") == ""
 
         assert alerts == []
