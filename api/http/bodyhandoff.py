@@ -47,13 +47,23 @@ class _DrainingCycle(RequestResponseCycle):
     disconnect with `http.disconnect` at once, dropping what it still held for the
     application: up to two handed-over messages (2 MiB here) when the application was busy
     elsewhere (a tus body hashing and storing its last piece under load) as the client went.
-    A tus PATCH cut off keeps every byte the server got; those were lost."""
+    A tus PATCH cut off keeps every byte the server got; those were lost.
+
+    Checked again after uvicorn's wait too: one loop step can read the socket's end (the
+    transport schedules its loss), then hand gathered reads over on the timer (waking the
+    application), then run the loss before the application wakes; uvicorn's receive, woken,
+    sees the disconnect first and would drop the message."""
 
     async def receive(self) -> Any:
-        if self.disconnected and self.body and not self.response_complete:
-            body, self.body = bytes(self.body), bytearray()
-            return {"type": "http.request", "body": body, "more_body": True}
-        return await super().receive()
+        if not self._holds_body_past_disconnect():
+            message = await super().receive()
+            if message["type"] != "http.disconnect" or not self._holds_body_past_disconnect():
+                return message
+        body, self.body = bytes(self.body), bytearray()
+        return {"type": "http.request", "body": body, "more_body": True}
+
+    def _holds_body_past_disconnect(self) -> bool:
+        return bool(self.disconnected and self.body and not self.response_complete)
 
 
 class BodyHandoffHttpToolsProtocol(HttpToolsProtocol):
