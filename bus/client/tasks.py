@@ -40,8 +40,30 @@ def register(sub: Any, add: Any) -> None:
     p.add_argument("files", nargs="*", metavar="FILE_ID", help="the files (or --bucket/--prefix)")
     p.add_argument("--bucket", default=None, help="the files of this bucket (with --prefix)")
     p.add_argument("--prefix", default=None, help="... whose names start with this")
-    p.add_argument("--to-bucket", default=None, metavar="B", help="copy/move: target bucket")
-    p.add_argument("--to-prefix", default=None, metavar="P", help="copy/move: name prefix")
+    p.add_argument(
+        "--to-bucket",
+        default=None,
+        metavar="B",
+        help="copy/move: target bucket; compress: the archive's; extract: the members'",
+    )
+    p.add_argument(
+        "--to-prefix",
+        default=None,
+        metavar="P",
+        help="copy/move: name prefix; extract: key or name prefix of the members",
+    )
+    p.add_argument(
+        "--output",
+        default=None,
+        metavar="NAME",
+        help="compress: the archive's file name (a .tar.gz or .tgz name makes a tar.gz)",
+    )
+    p.add_argument(
+        "--format",
+        default=None,
+        choices=("zip", "tar.gz"),
+        help="compress: zip (the default) or tar.gz",
+    )
     p.add_argument(
         "--params", default=None, metavar="JSON", help="more params, merged (e.g. output)"
     )
@@ -75,7 +97,11 @@ def register(sub: Any, add: Any) -> None:
 def _params(args: argparse.Namespace) -> dict[str, Any]:
     params: dict[str, Any] = {}
     to = {k: v for k, v in (("bucket", args.to_bucket), ("prefix", args.to_prefix)) if v}
-    if args.type == "extract":
+    if (args.output is not None or args.format) and args.type != "compress":
+        raise ClientError("--output and --format are for compress", code="usage", exit_code=2)
+    if args.type == "compress":
+        _compress_params(args, params)
+    elif args.type == "extract":
         # One archive (the task's `file`); --to-bucket / --to-prefix say where its members
         # go (its `output`).
         if len(args.files) != 1 or args.bucket or args.prefix is not None:
@@ -86,6 +112,10 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
         if to:
             params["output"] = to
     else:
+        if args.type == "delete" and to:
+            raise ClientError(
+                "delete takes no --to-bucket or --to-prefix", code="usage", exit_code=2
+            )
         if args.files:
             params["files"] = args.files
         if args.bucket:
@@ -102,7 +132,41 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
         if not isinstance(extra, dict):
             raise ClientError("--params must be a JSON object", code="usage", exit_code=2)
         params.update(extra)
+    if args.type == "compress" and "output" not in params:
+        raise ClientError(
+            "compress needs --output NAME, the archive's file name", code="usage", exit_code=2
+        )
     return params
+
+
+def _compress_params(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    """A compress's sources as for copy, and its one archive: `output` {file_name, bucket},
+    its format from --format or else the name's ending (`.tar.gz`, `.tgz`)."""
+    if args.to_prefix is not None:
+        raise ClientError(
+            "compress makes one file: --output names it, --to-prefix does not apply",
+            code="usage",
+            exit_code=2,
+        )
+    if args.files:
+        params["files"] = args.files
+    if args.bucket:
+        params["bucket"] = args.bucket
+    if args.prefix is not None:
+        params["prefix"] = args.prefix
+    if args.output is not None:
+        params["output"] = {"file_name": args.output}
+        if args.to_bucket:
+            params["output"]["bucket"] = args.to_bucket
+    elif args.to_bucket:
+        raise ClientError(
+            "--to-bucket with compress needs --output NAME", code="usage", exit_code=2
+        )
+    fmt = args.format
+    if fmt is None and args.output is not None:
+        fmt = "tar.gz" if args.output.lower().endswith((".tar.gz", ".tgz")) else None
+    if fmt is not None:
+        params["format"] = fmt
 
 
 def cmd_create(args: argparse.Namespace, out: Output, target: Any) -> int:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import secrets
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,48 @@ async def test_copy_task_waited_for_listed_and_refused_once_finished(
     assert paused.code == 5 and "task_finished" in paused.err
     theirs = await cli_for("tasks-other")("tasks", "show", task["id"])
     assert theirs.code == 3
+
+
+async def test_compress_names_its_archive_and_takes_the_format_from_the_name(
+    system: System, cli_for: Any, tmp_path: Path
+) -> None:
+    cli = cli_for("tasks-compress")
+    source, target = f"src-{secrets.token_hex(4)}", f"arc-{secrets.token_hex(4)}"
+    for bucket in (source, target):
+        assert (await cli("buckets", "create", bucket)).code == 0
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    members = {"one.txt": os.urandom(3000), "sub/two.bin": os.urandom(5000)}
+    for key, data in members.items():
+        (tmp_path / "d" / key).write_bytes(data)
+    up = await cli("upload", str(tmp_path / "d"), "--bucket", source)
+    assert up.code == 0, up.err
+
+    done = await cli(
+        "tasks", "create", "compress", "--bucket", source, "--output", "all.tgz",
+        "--to-bucket", target, "--wait", "--json",
+    )  # fmt: skip
+    assert done.code == 0, done.err
+    (archive_id,) = json.loads(done.out)["result_file_ids"]
+    async with system.client("tasks-compress") as c:
+        meta = (await c.get(f"/v1/files/{archive_id}")).json()
+        assert (meta["name"], meta["bucket"]) == ("all.tgz", target)
+        body = (await c.get(f"/v1/files/{archive_id}/content")).content
+    with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tar:
+        got = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
+    assert got == members
+
+    # What the server would refuse, the command line says first (exit 2, nothing started).
+    for args, says in (
+        (("compress", "--bucket", source), "--output"),
+        (("compress", "--bucket", source, "--output", "a.zip", "--to-prefix", "p/"), "--to-prefix"),
+        (("compress", "--bucket", source, "--to-bucket", target), "--output"),
+        (("copy", "--bucket", source, "--output", "a.zip"), "compress"),
+        (("delete", "--bucket", source, "--to-bucket", target), "--to-bucket"),
+    ):
+        refused = await cli("tasks", "create", *args)
+        assert refused.code == 2 and says in refused.err, (args, refused.err)
+    listed = await cli("tasks", "ls", "--json")
+    assert len(json.loads(listed.out)["items"]) == 1
 
 
 async def test_task_errors(system: System, cli_for: Any, tmp_path: Path) -> None:
