@@ -240,6 +240,7 @@ def _print_task(task: dict[str, Any], out: Output) -> None:
         "progress": f"{progress.get('percent', 0):.0f} % ({progress.get('items_done')}/"
         f"{progress.get('items_total')} items, {progress.get('items_failed')} failed)",
         "result_file_ids": ", ".join(task.get("result_file_ids") or []) or None,
+        "results": _results_line(task.get("results") or []),
         "error": (task.get("error") or {}).get("message"),
     }
     out.record(
@@ -250,11 +251,34 @@ def _print_task(task: dict[str, Any], out: Output) -> None:
             ("status", "status"),
             ("progress", "progress"),
             ("result_file_ids", "result files"),
+            ("results", "results"),
             ("error", "error"),
             ("created_at", "created"),
             ("finished_at", "finished"),
         ],
     )
+
+
+SHOWN_RESULTS = 5
+
+
+def _results_line(results: list[dict[str, Any]]) -> str | None:
+    """The first items' outcomes on one line: what each became (its key, else the new
+    file's id; a delete's: deleted) or its error code. A copy or extract names what it made
+    only here: its `result_file_ids` (a compress's archive) are empty."""
+
+    def one(item: dict[str, Any]) -> str:
+        source = str(item.get("source", item.get("index", "?")))
+        if item.get("error"):
+            return f"{source}: {(item['error'] or {}).get('code', 'failed')}"
+        made = item.get("key") or item.get("result")
+        return f"{source} -> {made}" if made else f"{source}: done"
+
+    if not results:
+        return None
+    line = ", ".join(one(r) for r in results[:SHOWN_RESULTS])
+    more = len(results) - SHOWN_RESULTS
+    return f"{line}, ... {more} more (--json lists all)" if more > 0 else line
 
 
 def cmd_ls(args: argparse.Namespace, out: Output, target: Any) -> int:

@@ -50,6 +50,11 @@ async def test_copy_task_waited_for_listed_and_refused_once_finished(
     assert json.loads(shown.out)["id"] == task["id"]
     human = await cli("tasks", "show", task["id"])
     assert "COMPLETED" in human.out
+    # What each item became, on the record's `results` line (a copy's result_file_ids,
+    # a compress's field, are empty).
+    (line,) = [x for x in human.out.splitlines() if x.startswith("results")]
+    for r in task["results"]:
+        assert f"{r['source']} -> {r.get('key') or r['result']}" in line, line
     finished = await cli("tasks", "cancel", task["id"])
     assert finished.code == 5 and "task_finished" in finished.err
     paused = await cli("tasks", "pause", task["id"])
