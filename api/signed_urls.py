@@ -47,9 +47,13 @@ def issue(
     expires = int(time.time()) + expires_in
     params = c.signer.sign(method, resource, expires, max_size, version)
     root = str(request.scope.get("root_path") or "")
-    # Dots percent-encoded too: clients drop `.` and `..` segments from a URL's path
-    # (RFC 3986 §5.2.4) before sending it, and an object key is not a path.
-    encoded = quote(path, safe="/").replace(".", "%2E")
+    # A `.` or `..` segment's dots percent-encoded too: clients drop such segments from
+    # a URL's path (RFC 3986 §5.2.4) before sending it, and an object key is not a path.
+    # Other dots stay as they are (`photo.jpg`), as RFC 3986 §2.3 asks of unreserved ones.
+    encoded = "/".join(
+        segment.replace(".", "%2E") if segment in (".", "..") else segment
+        for segment in quote(path, safe="/").split("/")
+    )
     target = f"{root}{encoded}?{urlencode(params)}"
     base = origin(request, c.settings.trust_proxy)
     out: dict[str, Any] = {

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
 import pytest
@@ -44,9 +44,8 @@ async def test_signed_get_and_head_of_an_object(shared_system: System) -> None:
         assert (await c.put(opath(b, key), content=b"hello object")).status_code == 201
         got = await sign(c, b, key, method="GET", expires_in=300)
         assert got["method"] == "GET" and "max_size" not in got
-        assert urlsplit(got["url"]).path == f"/v1/buckets/{b}/objects/{quote(key)}".replace(
-            ".", "%2E"
-        )
+        # The `..` segment's dots encoded (clients would drop it), the name's dot not.
+        assert urlsplit(got["url"]).path == f"/v1/buckets/{b}/objects/dir/%2E%2E/a%20b%20%C3%BC.txt"
         head_only = await sign(c, b, key, method="HEAD", expires_in=300)
         other_key = await sign(c, b, "other", method="GET", expires_in=300)
     async with s.client(None) as anon:
