@@ -5,7 +5,7 @@
     cairn upload - [--name NAME] [--bucket B] [--key K]   stdin, through tus (pipe.py)
     cairn download ID|BUCKET/KEY [-o PATH]
     cairn ls [BUCKET[/PREFIX]]                  objects and folders; no argument: files
-    cairn rm FILE_ID...
+    cairn rm FILE_ID|BUCKET/KEY...
     cairn stats                                 upload statistics
     cairn events [--follow] [--type T] [--aggregate A] [--since POSITION]
     cairn buckets ls|create|show|rm             (bus/client/buckets.py)
@@ -54,7 +54,15 @@ from bus.client.errors import (
     ClientError,
     Interrupted,
 )
-from bus.client.http import NUMBER, SHAPE_ERRORS, json_of, open_client, unexpected, unreachable
+from bus.client.http import (
+    NUMBER,
+    SHAPE_ERRORS,
+    check,
+    json_of,
+    open_client,
+    unexpected,
+    unreachable,
+)
 from bus.client.output import Output, human_bytes, printable, to_the_second
 
 # Chunks of one file in flight (`cairn upload --streams`): enough to overlap each chunk's
@@ -275,8 +283,13 @@ def register(sub: Any) -> None:
         "--offset", type=counts.not_negative, default=0, metavar="N", help="files: skip the first N"
     )
 
-    p = add("rm", cmd_rm, "delete files")
-    p.add_argument("ids", nargs="+", metavar="FILE_ID", help="the files' ids (`cairn ls`)")
+    p = add("rm", cmd_rm, "delete files and objects")
+    p.add_argument(
+        "ids",
+        nargs="+",
+        metavar="FILE_ID|BUCKET/KEY",
+        help="a file's id (`cairn ls --files`), or an object's bucket and key (`cairn ls BUCKET`)",
+    )
 
     add("stats", cmd_stats, "upload statistics: counts by status, bytes, recent activity")
 
@@ -556,18 +569,34 @@ def cmd_ls(args: argparse.Namespace, out: Output) -> int:
 def cmd_rm(args: argparse.Namespace, out: Output) -> int:
     deleted, first_error = [], None
     with open_client(_target(args)) as client:
-        for file_id in args.ids:
+        for ref in args.ids:
             try:
-                deleted.append(json_of(client.delete(f"/v1/files/{file_id}")))
+                deleted.append(_delete(client, ref))
             except ClientError as e:
-                print(printable(f"cairn: error: {file_id}: {e.code}: {e.message}"), file=sys.stderr)
+                print(printable(f"cairn: error: {ref}: {e.code}: {e.message}"), file=sys.stderr)
                 first_error = first_error or e
     if args.json:
         out.emit({"deleted": deleted})
     else:
         for d in deleted:
-            out.note(f"deleted {d.get('id', d)}")
+            out.note(
+                f"deleted {d['bucket']}/{d['key']}" if "key" in d else f"deleted {d.get('id', d)}"
+            )
     return first_error.exit_code if first_error else OK
+
+
+def _delete(client: httpx.Client, ref: str) -> dict[str, Any]:
+    """Delete a file by its id, or an object by BUCKET/KEY (204: what was deleted is the
+    reference itself)."""
+    if download.UUID_RE.match(ref):
+        return dict(json_of(client.delete(f"/v1/files/{ref}")))
+    bucket, sep, key = ref.partition("/")
+    if not sep or not bucket or not key:
+        raise ClientError(
+            f"{ref!r} is neither a file id nor BUCKET/KEY", code="usage", exit_code=USAGE
+        )
+    check(client.delete(objects.object_path(bucket, key)))
+    return {"bucket": bucket, "key": key}
 
 
 def cmd_stats(args: argparse.Namespace, out: Output) -> int:

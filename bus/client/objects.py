@@ -19,7 +19,13 @@ from bus.client.output import Output, human_bytes
 
 
 def object_path(bucket: str, key: str) -> str:
-    return f"/v1/buckets/{quote(bucket, safe='')}/objects/{quote(key, safe='/')}"
+    """The object's URL path. A `.` or `..` segment of the key has its dots
+    percent-encoded: httpx, like every client, drops such segments from a path before
+    sending it (RFC 3986 §5.2.4), and a key is not a path."""
+    segments = (
+        s.replace(".", "%2E") if s in (".", "..") else s for s in quote(key, safe="/").split("/")
+    )
+    return f"/v1/buckets/{quote(bucket, safe='')}/objects/{'/'.join(segments)}"
 
 
 def list_objects(

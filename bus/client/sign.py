@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import re
 from typing import Any
-from urllib.parse import quote
 
 from bus.client.download import UUID_RE
 from bus.client.errors import USAGE, ClientError
 from bus.client.http import json_of, open_client
+from bus.client.objects import object_path
 from bus.client.output import Output
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -38,7 +38,7 @@ def sign_path(ref: str) -> str:
         raise ClientError(
             f"{ref!r} is neither a file id nor BUCKET/KEY", code="usage", exit_code=USAGE
         )
-    return f"/v1/buckets/{quote(bucket, safe='')}/objects/{quote(key, safe='/')}/signed-url"
+    return f"{object_path(bucket, key)}/signed-url"
 
 
 def register(sub: Any, add: Any) -> None:

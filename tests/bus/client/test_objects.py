@@ -1,4 +1,4 @@
-"""`cairn sign`, `cairn ls BUCKET[/PREFIX]` and `cairn download BUCKET/KEY` as
+"""`cairn sign`, `cairn ls BUCKET[/PREFIX]`, `cairn download BUCKET/KEY` and `cairn rm` as
 subprocesses against a running Cairn with objects and signed URLs."""
 
 from __future__ import annotations
@@ -99,6 +99,42 @@ async def test_ls_objects_with_folders_and_download_by_key(
     assert missing.code == 3, missing.err
     nobucket = await cli("ls", "no-such-bucket")
     assert nobucket.code == 3 and "bucket_not_found" in nobucket.err
+
+
+async def test_rm_deletes_objects_by_bucket_and_key(
+    system: System, cli_for: Any, tmp_path: Path
+) -> None:
+    user = "rm-obj-user"
+    cli = cli_for(user)
+    assert (await cli("buckets", "create", "rm-tree")).code == 0
+    for key in ("keep.txt", "dir/a b.txt", "dir/../odd"):
+        await _put(system, user, "rm-tree", key.replace(" ", "%20").replace(".", "%2E"), b"x")
+    # A `..` in a key is the key's, not a step up: the client keeps it (encoded).
+    fetched = await cli("download", "rm-tree/dir/../odd", "-o", "-")
+    assert fetched.code == 0 and fetched.out == "x", fetched.err
+    signed = await cli("sign", "rm-tree/dir/../odd", "--json")
+    assert signed.code == 0 and "/dir/%2E%2E/odd?" in json.loads(signed.out)["url"], signed.err
+    done = await cli("rm", "rm-tree/dir/a b.txt", "rm-tree/dir/../odd", "--json")
+    assert done.code == 0, done.err
+    assert json.loads(done.out)["deleted"] == [
+        {"bucket": "rm-tree", "key": "dir/a b.txt"},
+        {"bucket": "rm-tree", "key": "dir/../odd"},
+    ]
+    async with system.client(user) as c:
+        for key, status in (("keep.txt", 200), ("dir/a%20b.txt", 404), ("dir/%2E%2E/odd", 404)):
+            assert (await c.head(f"/v1/buckets/rm-tree/objects/{key}")).status_code == status
+    human = await cli("rm", "rm-tree/keep.txt")
+    assert human.code == 0 and "deleted rm-tree/keep.txt" in human.err
+    # Not a file id, not BUCKET/KEY: a usage error; a key or bucket not there, not found;
+    # someone else's bucket, not found either (never "forbidden").
+    assert (await cli("rm", "just-a-name")).code == 2
+    again = await cli("rm", "rm-tree/keep.txt")  # deleting is idempotent on the server
+    assert again.code == 0, again.err
+    never = await cli("rm", "rm-tree/never.txt")
+    assert never.code == 3 and "object_not_found" in never.err
+    assert (await cli("rm", "no-such-bucket-x/k")).code == 3
+    theirs = await cli_for("rm-obj-other")("rm", "rm-tree/dir/x")
+    assert theirs.code == 3, theirs.err
 
 
 async def test_upload_with_a_key_makes_an_object(
