@@ -36,6 +36,7 @@ from api.commanding import SecuredController, reply_state
 from api.context import AppContext, ctx, now
 from api.errors import ApiError
 from api.http import amzmeta
+from api.http.body_digests import DeclaredDigests
 from api.http.conditionals import (
     ANY,
     Verdict,
@@ -160,11 +161,13 @@ async def _store_body(
     limit: int,
     hold: QuotaHold,
     sized: bool,
+    digests: DeclaredDigests,
 ) -> Ingested:
     """The PUT's body, stored: at most `cap` bytes, which is `limit` (the object size limit)
     or, for a body without a length (`sized` false), less when that is what the quota
-    leaves it; such a body's bytes are held as they come (`hold`)."""
-    source: AsyncIterator[bytes] = request.stream()
+    leaves it; such a body's bytes are held as they come (`hold`), and hashed for a
+    declared MD5 (`digests`)."""
+    source: AsyncIterator[bytes] = digests.hashed(request.stream())
     if not sized and hold.id is not None:
         source = _held_as_it_comes(source, hold, cap)
     try:
@@ -357,6 +360,22 @@ class ObjectsController(SecuredController):
         if_unmodified_since: Annotated[
             str | None, HeaderParameter(name="If-Unmodified-Since")
         ] = None,
+        content_md5: Annotated[
+            str | None,
+            HeaderParameter(
+                name="Content-MD5",
+                description="base64 of the body's MD5: a body that does not match is 400"
+                " `checksum_mismatch` and makes no object",
+            ),
+        ] = None,
+        checksum_sha256: Annotated[
+            str | None,
+            HeaderParameter(
+                name="x-amz-checksum-sha256",
+                description="base64 of the body's sha256, checked likewise (another"
+                " x-amz-checksum-* algorithm is 400 `invalid_checksum`)",
+            ),
+        ] = None,
         signed_method: SignedMethod = None,
         expires: SignedExpires = None,
         max_size: SignedMaxSize = None,
@@ -369,8 +388,10 @@ class ObjectsController(SecuredController):
         none_match, match = _put_conditions(
             field_value(request.headers, "If-None-Match"), field_value(request.headers, "If-Match")
         )
-        # S3's x-amz-meta-* headers: 400 here, before the body is read or quota held.
+        # S3's x-amz-meta-* headers, and a declared digest: 400 here, before the body is
+        # read or quota held.
         metadata = amzmeta.from_request(request.scope["headers"])
+        digests = DeclaredDigests.of(request.scope["headers"])
         bucket, grant = await bucket_access.object_bucket(
             c, name, key, principal, "PUT", bucket_access.signature_params(request.query_params)
         )
@@ -415,7 +436,10 @@ class ObjectsController(SecuredController):
             # An in-flight slot (api/limits.py) while the body is read: 429 before a byte of
             # it when the caller, or the process, has too many bodies open.
             with limiter(request).hold(None, caller):
-                body = await _store_body(c, request, cap, limit, hold, declared is not None)
+                body = await _store_body(
+                    c, request, cap, limit, hold, declared is not None, digests
+                )
+            digests.check(body.sha256)
             if declared is None:
                 await hold.resize(body.size)  # 413 if others took the rest meanwhile
             # The body may have taken long: a bucket deleted meanwhile (or now someone
