@@ -12,6 +12,7 @@ are left unreferenced to the blob collector, and the key keeps what it held.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -25,6 +26,7 @@ CONTENT_MD5 = "content-md5"
 AMZ_SHA256 = "x-amz-checksum-sha256"
 _AMZ_CHECKSUM = "x-amz-checksum-"
 _LENGTHS = {CONTENT_MD5: 16, AMZ_SHA256: 32}
+_THREADED_BYTES = 256 * 1024
 # S3's names for the headers that say how a checksum travels, not what it is.
 _NOT_A_CHECKSUM = {"x-amz-checksum-algorithm", "x-amz-checksum-type"}
 
@@ -77,9 +79,21 @@ class DeclaredDigests:
         return self._md5_of(source)
 
     async def _md5_of(self, source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        # A large read is hashed in a worker thread (hashlib lets go of the GIL) while the
+        # store takes it, each after the one before (MD5 is one sequence); a small one at
+        # once, on the loop, where a thread's hop would cost more than the hash.
+        pending: asyncio.Future[None] | None = None
         async for data in source:
-            self._md5.update(data)
+            if pending is not None:
+                await pending
+                pending = None
+            if len(data) < _THREADED_BYTES:
+                self._md5.update(data)
+            else:
+                pending = asyncio.ensure_future(asyncio.to_thread(self._md5.update, data))
             yield data
+        if pending is not None:
+            await pending
 
     def check(self, sha256_hex: str) -> None:
         """400 `checksum_mismatch` if the body read (its sha256, and the MD5 hashed on the

@@ -14,16 +14,24 @@ what signing costs a reader; the nginx ratio is the per-request cost of Cairn's 
 `objects.put_4k_quota` is objects.put_4k's lean PUTs by a user with a quota against the
 same PUTs by a user without one: what the quota's reservation (an advisory lock and a row
 per PUT, api/limits.py) costs a small PUT.
+
+`objects.put_digest` is one large object PUT with a declared `Content-MD5` (an MD5 pass
+over the body on the API's event loop), and with `x-amz-checksum-sha256` (compared with
+the sha256 the store computes anyway), each against the same PUT without a digest.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import os
+import random
 import secrets
 import statistics
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 
@@ -256,6 +264,81 @@ async def put_4k_quota(bench: Bench, res: Result) -> None:
         )
 
 
+DIGEST_BLOCK = 1 << 20
+DIGESTS = ("none", "content-md5", "x-amz-checksum-sha256")
+
+
+def _body(seed: int, size: int) -> AsyncIterator[bytes]:
+    """`size` bytes, the same for one seed (so their digests can be taken first), made a
+    block at a time: never the whole body in memory, and no block like another (the store
+    would deduplicate it)."""
+
+    async def gen() -> AsyncIterator[bytes]:
+        rng = random.Random(seed)
+        left = size
+        while left:
+            n = min(DIGEST_BLOCK, left)
+            yield rng.randbytes(n)
+            left -= n
+
+    return gen()
+
+
+async def _digests(seed: int, size: int) -> dict[str, str]:
+    md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+    async for block in _body(seed, size):
+        md5.update(block)
+        sha.update(block)
+    return {
+        "content-md5": base64.b64encode(md5.digest()).decode(),
+        "x-amz-checksum-sha256": base64.b64encode(sha.digest()).decode(),
+    }
+
+
+async def put_digest(bench: Bench, res: Result) -> None:
+    """One object PUT of `parallel_bytes` with each declared digest, and without one: the
+    three in turn, the order rotating run by run, fresh bytes every PUT."""
+    s = bench.scale
+    size = s.parallel_bytes
+    rates: dict[str, list[float]] = {d: [] for d in DIGESTS}
+    async with bench.cairn_client(conns=2) as c:
+        bucket = f"bench-{secrets.token_hex(6)}"
+        (await c.post("/v1/buckets", json={"name": bucket})).raise_for_status()
+        for i, warmup in bench.iterations():
+            order = DIGESTS[i % 3 :] + DIGESTS[: i % 3]
+            for digest in order:
+                seed = random.getrandbits(64)
+                headers = {"Content-Length": str(size)}
+                if digest != "none":
+                    headers[digest] = (await _digests(seed, size))[digest]
+                await bench.settle()
+                t0 = time.perf_counter()
+                r = await c.put(
+                    f"/v1/buckets/{bucket}/objects/d/{i}/{digest}",
+                    content=_body(seed, size),
+                    headers=headers,
+                )
+                dt = time.perf_counter() - t0
+                if r.status_code != 201:
+                    raise AssertionError(f"PUT with {digest}: {r.status_code} {r.text[:200]}")
+                if not warmup:
+                    rates[digest].append(size / dt / 1e6)
+    for digest in DIGESTS[1:]:
+        res.rows.append(
+            Row(
+                f"{size >> 20} MiB object PUT with {digest}",
+                "MB/s",
+                rates[digest],
+                "the same PUT without a digest",
+                rates["none"],
+            )
+        )
+    res.notes.append(
+        f"one PUT of {size >> 20} MiB at a time from httpx (the body made as it is sent, "
+        "fresh bytes every PUT), the three kinds in turn, the order rotating by run"
+    )
+
+
 GET_OBJECTS = 64
 
 
@@ -358,6 +441,11 @@ SCENARIOS = [
         "objects.put_4k_quota",
         "4 KiB object PUTs/s from 32 lean clients by a user with a quota vs one without",
         put_4k_quota,
+    ),
+    Scenario(
+        "objects.put_digest",
+        "a large object PUT with Content-MD5, with x-amz-checksum-sha256, vs without a digest",
+        put_digest,
     ),
     Scenario(
         "objects.get_4k",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 from collections.abc import AsyncIterator
 
 import pytest
@@ -49,7 +50,7 @@ def test_what_cannot_be_checked_is_refused(pairs: tuple[tuple[str, str], ...]) -
 
 
 async def test_the_md5_is_hashed_on_the_way_and_checked() -> None:
-    body = [b"abc", b"", b"def" * 1000]
+    body = [b"abc", b"", os.urandom(300_000), os.urandom(400_000), b"def" * 1000]  # both paths
     whole = b"".join(body)
 
     async def source() -> AsyncIterator[bytes]:
