@@ -28,7 +28,6 @@ from typing import Any
 import asyncpg
 import orjson
 from aiokafka import TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -37,7 +36,7 @@ from opentelemetry.trace import SpanKind
 
 from bus import maintenance as cleanup
 from bus.actors.commandbus import BusUnavailable, CommandBus
-from bus.actors.wake import IdleGate, Nudger, gated_while_idle
+from bus.actors.wake import GatedListener, IdleGate, Nudger, gated_while_idle
 from bus.aio import Stopped, unless_stopped
 from bus.blobs.errors import BlobStoreUnavailable
 from bus.blobs.factory import open_blob_store
@@ -108,6 +107,7 @@ class Handlers:
                 # waiting at an event stays paused when the gate wakes the others.
                 async with gated_while_idle(
                     subscriber.consumer,
+                    self.listener,
                     self.pool,
                     self.settings,
                     stop,
@@ -135,19 +135,18 @@ class Handlers:
         """Declare the upload-event subscriber on `broker`; return it."""
         handlers = self
 
-        class Waits(ConsumerRebalanceListener):  # type: ignore[misc]
+        class Waits(GatedListener):
             # Called by aiokafka between batches or during one (an await in `handle`);
-            # never on the hot path.
-            async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+            # never on the hot path. (The rebalance dropped the idle gate's pauses too:
+            # made again by the GatedListener; a wake-up resumes those partitions, not the
+            # ones waiting at an event.)
+            async def revoked(self, revoked: set[TopicPartition]) -> None:
                 handlers._park(revoked)
 
-            async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+            async def assigned(self, assigned: set[TopicPartition]) -> None:
                 handlers._unpark(subscriber.consumer, assigned)
-                # The rebalance dropped the idle gate's pauses too (a wake-up resumes
-                # those partitions, not the ones waiting at an event).
-                if handlers.gate is not None:
-                    handlers.gate.assigned(assigned)
 
+        self.listener = Waits()
         subscriber = long_poll(
             broker.subscriber(
                 self.settings.topic("uploads"),
@@ -156,7 +155,7 @@ class Handlers:
                 group_id=self.group_id,
                 ack_policy=AckPolicy.MANUAL,
                 batch_timeout_ms=BATCH_TIMEOUT_MS,
-                listener=Waits(),
+                listener=self.listener,
                 decoder=raw_records,
                 title="handlers",
                 description="Upload and fetch events that call for a follow-up command.",
