@@ -13,7 +13,9 @@ Only that partition waits (paused in the consumer, resumed when its wait is over
 others go on at once. Before, the whole consumer slept 1 s after every batch that met such
 an event, and while one was held every batch met it again. A rebalance keeps the wait of a
 partition that stays with this consumer and drops the wait of one that goes (see
-`_park`, `_unpark`): aiokafka forgets a pause with the assignment.
+`_park`, `_unpark`): aiokafka forgets a pause with the assignment. An event's wait is kept
+with the event too (`_due_in`): met again before it is over, as in a partition given back
+in a later rebalance, it is not tried early; its partition waits out the rest.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from typing import Any
 import asyncpg
 import orjson
 from aiokafka import TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -35,7 +36,7 @@ from opentelemetry.trace import SpanKind
 
 from bus import maintenance as cleanup
 from bus.actors.commandbus import BusUnavailable, CommandBus
-from bus.actors.wake import IdleGate, Nudger, gated_while_idle
+from bus.actors.wake import GatedListener, IdleGate, Nudger, gated_while_idle
 from bus.aio import Stopped, unless_stopped
 from bus.blobs.errors import BlobStoreUnavailable
 from bus.blobs.factory import open_blob_store
@@ -82,6 +83,10 @@ class Handlers:
         # The waits of partitions being revoked, by when each ends (loop time), until the
         # assignment that follows (see _park).
         self._parked: dict[TopicPartition, float] = {}
+        # When each event whose follow-up failed may be tried again (loop time), by event
+        # id, as `holds` keeps a held event's back-off: the wait belongs to the event, so
+        # that it is kept wherever the event is met again (see `_due_in`).
+        self._retry_at: dict[str, float] = {}
         self.gate: IdleGate | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -102,6 +107,7 @@ class Handlers:
                 # waiting at an event stays paused when the gate wakes the others.
                 async with gated_while_idle(
                     subscriber.consumer,
+                    self.listener,
                     self.pool,
                     self.settings,
                     stop,
@@ -116,6 +122,7 @@ class Handlers:
                 timer.cancel()
             self.waiting.clear()
             self._parked.clear()
+            self._retry_at.clear()
             cleaner.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await cleaner
@@ -128,19 +135,18 @@ class Handlers:
         """Declare the upload-event subscriber on `broker`; return it."""
         handlers = self
 
-        class Waits(ConsumerRebalanceListener):  # type: ignore[misc]
+        class Waits(GatedListener):
             # Called by aiokafka between batches or during one (an await in `handle`);
-            # never on the hot path.
-            async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+            # never on the hot path. (The rebalance dropped the idle gate's pauses too:
+            # made again by the GatedListener; a wake-up resumes those partitions, not the
+            # ones waiting at an event.)
+            async def revoked(self, revoked: set[TopicPartition]) -> None:
                 handlers._park(revoked)
 
-            async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+            async def assigned(self, assigned: set[TopicPartition]) -> None:
                 handlers._unpark(subscriber.consumer, assigned)
-                # The rebalance dropped the idle gate's pauses too (a wake-up resumes
-                # those partitions, not the ones waiting at an event).
-                if handlers.gate is not None:
-                    handlers.gate.assigned(assigned)
 
+        self.listener = Waits()
         subscriber = long_poll(
             broker.subscriber(
                 self.settings.topic("uploads"),
@@ -149,7 +155,7 @@ class Handlers:
                 group_id=self.group_id,
                 ack_policy=AckPolicy.MANUAL,
                 batch_timeout_ms=BATCH_TIMEOUT_MS,
-                listener=Waits(),
+                listener=self.listener,
                 decoder=raw_records,
                 title="handlers",
                 description="Upload and fetch events that call for a follow-up command.",
@@ -175,33 +181,69 @@ class Handlers:
             )
             failed: set[tuple[str, int]] = set()
             self.holds.prune()
+            self._prune_retries()
             for rec, ev in events:
                 tp = (rec.topic, rec.partition)
                 if tp in failed:
                     continue  # strictly in order: nothing after a failed record yet
-                if ev is not None and (
-                    not self.holds.due(ev.id) or not await self._handle(bus, ev, ahead)
-                ):
-                    failed.add(tp)
-                    # Rewind this partition to the failed record: the commit below stops
-                    # there, and it is fetched again once the partition's wait is over
-                    # (a held event's own back-off, else RETRY_AFTER). Other partitions
-                    # are not held up meanwhile.
-                    part = TopicPartition(*tp)
-                    consumer: Any = msg.consumer  # (aiokafka's; the protocol lacks this)
-                    if part not in consumer.assignment():
-                        # Taken away by a rebalance while this batch ran (seek and pause
-                        # would raise, failing the rest of the batch): its new owner starts
-                        # at the group's offset, which is before this event.
+                if ev is None:
+                    continue
+                wait = self._due_in(ev.id)
+                if not wait:
+                    self._retry_at.pop(ev.id, None)
+                    if await self._handle(bus, ev, ahead):
                         continue
-                    consumer.seek(part, rec.offset)
-                    self._wait(consumer, part, self.holds.remaining(ev.id) or RETRY_AFTER)
+                    # Held: its back-off; else failed: RETRY_AFTER, kept with the event.
+                    wait = self.holds.remaining(ev.id) or self._retry_later(ev.id)
+                failed.add(tp)
+                # The event waits (held, failed, or met again before its wait is
+                # over): rewind this partition to it, the commit below stops there,
+                # and it is fetched again once the partition's wait is over. Other
+                # partitions are not held up meanwhile.
+                part = TopicPartition(*tp)
+                consumer: Any = msg.consumer  # (aiokafka's; the protocol lacks this)
+                if part not in consumer.assignment():
+                    # Taken away by a rebalance while this batch ran (seek and pause
+                    # would raise, failing the rest of the batch): its new owner starts
+                    # at the group's offset, which is before this event.
+                    continue
+                consumer.seek(part, rec.offset)
+                self._wait(consumer, part, wait)
             try:
                 await msg.ack()  # every partition up to its position
             except KafkaError as e:
                 log.warning("offset commit failed, events will be redelivered", error=str(e))
 
         return subscriber
+
+    def _due_in(self, event_id: str) -> float:
+        """Seconds until the event `event_id` may be tried (0: now): a held event's back-off
+        (`holds`), or what is left of a failed event's RETRY_AFTER.
+
+        Kept by the event, not by its partition's assignment: a partition taken by another
+        consumer and given back in a later rebalance (`_unpark` dropped its wait: in
+        between the other may have gone past the event) is fetched again at once; if it is
+        still at that event, its wait is met here and the partition waits out the rest,
+        instead of the event being retried early. Only this process's waits: another
+        process that gets the partition starts at the event (its first try there is its
+        own; a held event is counted and logged by each process that holds it)."""
+        left = self.holds.remaining(event_id)
+        retry_at = self._retry_at.get(event_id)
+        if retry_at is not None:
+            left = max(left, retry_at - asyncio.get_running_loop().time())
+        return left if left > 0 else 0.0
+
+    def _retry_later(self, event_id: str) -> float:
+        """The follow-up of `event_id` failed: it waits RETRY_AFTER (seconds, returned)."""
+        self._retry_at[event_id] = asyncio.get_running_loop().time() + RETRY_AFTER
+        return RETRY_AFTER
+
+    def _prune_retries(self) -> None:
+        """Forget the failed events whose wait is over (met again or not: handled by another
+        process, say), so that what is kept stays as small as what waits."""
+        if self._retry_at:
+            now = asyncio.get_running_loop().time()
+            self._retry_at = {k: at for k, at in self._retry_at.items() if at > now}
 
     def _wait(self, consumer: Any, tp: TopicPartition, seconds: float) -> None:
         """Pause `tp` (rewound to the event it waits at) for `seconds`, then resume it."""
@@ -248,7 +290,11 @@ class Handlers:
         waited at: fetched now, a failed event would be retried early and a held one
         fetched only to be paused again (its back-off, and its one log line, are kept by
         `holds` either way). The waits of partitions that went to another consumer are
-        dropped: its new owner decides."""
+        dropped: its new owner decides. If one comes back in a later rebalance, it is
+        fetched at once, and if it is still at the event that waited, the event's own
+        wait (`_due_in`) pauses it for the rest: its timer could not be kept for it, as
+        the other consumer may have gone past the event meanwhile, which only what is
+        fetched tells."""
         parked, self._parked = self._parked, {}
         loop = asyncio.get_running_loop()
         for tp, until in parked.items():

@@ -35,13 +35,12 @@ from typing import Any
 import asyncpg
 import orjson
 from aiokafka import ConsumerRecord, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
 
-from bus.actors.wake import IdleGate, gated_while_idle
+from bus.actors.wake import GatedListener, IdleGate, gated_while_idle
 from bus.aio import Backoff, Stopped, sleep_unless_stopped, unless_stopped
 from bus.config import metrics
 from bus.config.metrics import PROJECTION_DUPLICATES_SKIPPED as DUPLICATES_SKIPPED
@@ -181,6 +180,7 @@ class Projector:
             # stays paused when the gate wakes the others.
             async with gated_while_idle(
                 subscriber.consumer,
+                self.listener,
                 self.pool,
                 self.settings,
                 stop,
@@ -205,16 +205,14 @@ class Projector:
         offsets committed only after it. Returns the subscriber."""
         projector = self
 
-        class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-            async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        class Listener(GatedListener):
+            # (The idle gate's pauses, which a rebalance drops, are made again by the
+            # GatedListener on each assignment.)
+            async def revoked(self, revoked: set[TopicPartition]) -> None:
                 # A held partition taken away is its next owner's to apply or hold.
                 projector._release(set(revoked))
 
-            async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-                # The rebalance dropped the idle gate's pauses with the partitions.
-                if projector.gate is not None:
-                    projector.gate.assigned(assigned)
-
+        self.listener = Listener()
         subscriber = long_poll(
             broker.subscriber(
                 *self.topics,
@@ -225,7 +223,7 @@ class Projector:
                 max_poll_records=self.max_batch,
                 batch_timeout_ms=BATCH_TIMEOUT_MS,
                 decoder=raw_records,
-                listener=Listener(),
+                listener=self.listener,
                 title="projector",
                 description="Domain events into the Postgres read models.",
                 **subscriber_options(self.settings),

@@ -2,7 +2,8 @@
 broker: a second member joins and leaves, and what the first one fetches afterwards.
 
 aiokafka forgets every pause of a partition it revokes and assigns again, so an idle gate's
-pauses must be made again on each assignment (`IdleGate.assigned`)."""
+pauses must be made again on each assignment (`IdleGate.assigned`, called by the gate's
+`GatedListener`, which must be the one its consumer calls)."""
 
 from __future__ import annotations
 
@@ -55,11 +56,23 @@ async def join_and_leave(settings: Settings, consumer: Any, group_id: str) -> No
     await wait_until(whole, timeout=60)
 
 
+def installed_listener(consumer: Any) -> Any:
+    """The rebalance listener `consumer` calls (FastStream wraps a subscriber's own in a
+    logging facade, which calls it)."""
+    listener = consumer._subscription.listener
+    return getattr(listener, "listener", listener)
+
+
 async def assert_still_idle(gate: IdleGate, timeout: float = 10.0) -> None:
     """The gate still believes it is idle, and its consumer fetches nothing (every partition
     it holds paused), once the assignment's rebalance listener has run (it runs a moment
     after the assignment shows). Nothing wakes the gate meanwhile where this is used (no
-    event, no peek), so a consumer fetching behind an idle gate stays so and fails here."""
+    event, no peek), so a consumer fetching behind an idle gate stays so and fails here.
+    And the gate's listener is the one its consumer calls (one built for the gate alone
+    would never hear of a rebalance)."""
+    assert installed_listener(gate.consumer) is gate.listener, (
+        f"the consumer calls {installed_listener(gate.consumer)!r}, not its gate's listener"
+    )
     assert gate.paused, "the gate woke up: nothing could show what it fetches while idle"
     try:
         await wait_until(lambda: idle(gate), timeout=timeout)

@@ -26,7 +26,6 @@ import asyncpg
 import orjson
 import structlog
 from aiokafka import ConsumerRecord, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
 from faststream.kafka.publisher.usecase import DefaultPublisher
@@ -36,7 +35,7 @@ from opentelemetry.trace import SpanKind
 from bus.actors import recycle
 from bus.actors.commandbus import PROBE_TYPE, REPLY_PARTITION
 from bus.actors.fastreply import CHANNEL_HEADER, ReplyNotifier
-from bus.actors.wake import RING_AWAKE_MS, RING_LINGER, IdleGate
+from bus.actors.wake import RING_AWAKE_MS, RING_LINGER, GatedListener, IdleGate
 from bus.aio import Backoff, BoundedLRU, Stopped, sleep_unless_stopped, unless_stopped
 from bus.config import metrics
 from bus.config.logs import get_logger
@@ -369,8 +368,8 @@ class ActorHost:
         host = self
         backoff = Backoff(0.1, 5.0)
 
-        class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-            async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        class Listener(GatedListener):
+            async def revoked(self, revoked: set[TopicPartition]) -> None:
                 # What was handled goes to the group before the partitions do, so their next
                 # owner starts after it; and is forgotten, so that a later commit of ours
                 # cannot move the group's offset back (their new owner may go further).
@@ -380,12 +379,10 @@ class ActorHost:
                     host.handled.pop((tp.topic, tp.partition), None)
                 host.assigned -= set(revoked)
 
-            async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+            async def assigned(self, assigned: set[TopicPartition]) -> None:
+                # (The idle gate's pauses, which the rebalance dropped, are made again
+                # before this: GatedListener.)
                 host.assigned |= set(assigned)
-                # The rebalance dropped the idle gate's pauses with the partitions: made
-                # again before the await below, so no fetch goes out meanwhile.
-                if host.gate is not None:
-                    host.gate.assigned(assigned)
                 consumer = subscriber.consumer
                 if host.settings.kafka_command_recycle_after > 0 and consumer is not None:
                     # A recycle cut off before its commit left the group's offset past the
@@ -399,6 +396,7 @@ class ActorHost:
                         log.warning("offset past a recycled topic's end", topic=tp.topic)
                         consumer.seek(tp, 0)
 
+        self.listener = Listener()
         subscriber = long_poll(
             broker.subscriber(
                 *[self.settings.command_topic(a) for a in COMMAND_AGGREGATES],
@@ -407,7 +405,7 @@ class ActorHost:
                 ack_policy=AckPolicy.MANUAL,
                 max_records=500,
                 batch_timeout_ms=BATCH_TIMEOUT_MS,
-                listener=Listener(),
+                listener=self.listener,
                 decoder=raw_records,
                 title="actors",
                 description="Commands for each aggregate, keyed by aggregate id; one writer"
@@ -579,7 +577,11 @@ class ActorHost:
         # Every sender rings once its command is in the broker, so the host may stop
         # fetching as soon as it has handled what it was rung for.
         self.gate = gate = IdleGate(
-            subscriber.consumer, handled=self.handled, linger=RING_LINGER, awake_ms=RING_AWAKE_MS
+            subscriber.consumer,
+            listener=self.listener,
+            handled=self.handled,
+            linger=RING_LINGER,
+            awake_ms=RING_AWAKE_MS,
         )
         await gate.listen(self.pool)
         idle = asyncio.create_task(gate.drive(stop, lambda: self.batches))

@@ -15,7 +15,8 @@ heartbeats included, nothing). Instead an `IdleGate` beside each consumer:
   notification, a relay that took longer than `IDLE_AFTER` to publish): a paused consumer
   peeks at its partitions every `peek_every` seconds;
 - stays paused through a rebalance of its consumer group, which makes the consumer forget
-  its pauses (`IdleGate.assigned`, called by the owner's rebalance listener).
+  its pauses (`IdleGate.assigned`, called by the consumer's rebalance listener: a
+  `GatedListener`, which every gate is built with, so no gated consumer can leave it out).
 
 Channels:
 
@@ -57,10 +58,11 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Mapping
-from typing import Any
+from typing import Any, final
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
 
 from bus.aio import sleep_unless_stopped
 from bus.config.logs import get_logger
@@ -219,12 +221,47 @@ def parse_ring(payload: str) -> dict[tuple[str, int], int]:
     return owed
 
 
+class GatedListener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """The rebalance listener of a consumer behind an `IdleGate`: give it to the consumer's
+    subscription, and to the gate (which takes no other kind).
+
+    A rebalance makes the consumer forget its pauses, so an idle gate must pause what is
+    assigned again (`IdleGate.assigned`) before the consumer's first fetch. That was a rule
+    each gated consumer's own listener had to remember; here it is done by the one
+    `on_partitions_assigned` there is (final: a subclass cannot leave it out), before the
+    owner's own `assigned`. Owners subclass this for their own work on a rebalance
+    (`revoked`, `assigned`)."""
+
+    def __init__(self) -> None:
+        self.gate: IdleGate | None = None  # the gate built with this listener, while open
+
+    @final
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.revoked(revoked)
+
+    @final
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        # Before any await (aiokafka calls this before it reads the group's offsets), so no
+        # fetch goes out meanwhile.
+        if self.gate is not None:
+            self.gate.assigned(assigned)
+        await self.assigned(assigned)
+
+    async def revoked(self, partitions: set[TopicPartition]) -> None:
+        """The owner's work when `partitions` are revoked (nothing by default)."""
+
+    async def assigned(self, partitions: set[TopicPartition]) -> None:
+        """The owner's work when `partitions` are assigned, after the gate has paused them
+        again if it is idle (nothing by default)."""
+
+
 class IdleGate:
     """The consumer's side: pause fetching when idle, resume on a notification or to peek.
 
-    `channel` is the Postgres channel (or channels) to LISTEN on; `peek_every` how often a paused
-    consumer looks anyway (None: `PEEK_EVERY`, read at each pause so tests can shorten it);
-    `peek_ms` how long a peek keeps fetching (a few fetch waits of the consumer).
+    `listener` is the consumer's rebalance listener (see `GatedListener`); `channel` the
+    Postgres channel (or channels) to LISTEN on; `peek_every` how often a paused consumer
+    looks anyway (None: `PEEK_EVERY`, read at each pause so tests can shorten it); `peek_ms`
+    how long a peek keeps fetching (a few fetch waits of the consumer).
     """
 
     def __init__(
@@ -232,6 +269,7 @@ class IdleGate:
         consumer: AIOKafkaConsumer,
         channel: str | tuple[str, ...] = CHANNEL,
         *,
+        listener: GatedListener,
         peek_every: float | None = None,
         peek_ms: int = PEEK_POLL_MS,
         handled: Mapping[tuple[str, int], int] | None = None,
@@ -240,6 +278,8 @@ class IdleGate:
         keep_paused: Callable[[], Collection[TopicPartition]] | None = None,
     ) -> None:
         self.consumer = consumer
+        self.listener = listener
+        listener.gate = self
         # Partitions the owner paused for reasons of its own (the projector's holds): a
         # wake-up resumes the others only.
         self._keep_paused = keep_paused
@@ -288,6 +328,8 @@ class IdleGate:
             log.warning("consumer cannot LISTEN for wake-ups; it will not pause", error=repr(e))
 
     async def close(self, pool: asyncpg.Pool) -> None:
+        if self.listener.gate is self:
+            self.listener.gate = None
         self._listening = False
         conn, self._conn = self._conn, None
         if conn is not None:
@@ -329,8 +371,8 @@ class IdleGate:
         self._nudged.set()
 
     def assigned(self, partitions: Collection[TopicPartition]) -> None:
-        """A rebalance assigned `partitions` to the consumer: each owner's rebalance
-        listener calls this in `on_partitions_assigned`, before its first await.
+        """A rebalance assigned `partitions` to the consumer: its `GatedListener` calls this
+        in `on_partitions_assigned`, before its first await.
 
         aiokafka forgets a partition's pause when it revokes it, and a rebalance revokes
         every partition before it assigns them again (those the consumer keeps too). So an
@@ -412,6 +454,7 @@ class IdleGate:
 @contextlib.asynccontextmanager
 async def gated_while_idle(
     consumer: AIOKafkaConsumer,
+    listener: GatedListener,
     pool: asyncpg.Pool,
     settings: Settings,
     stop: asyncio.Event,
@@ -422,11 +465,13 @@ async def gated_while_idle(
     """A background consumer's gate (the projector's, the handlers'), driven while the block
     runs: it stops fetching when idle, until an event is appended (the event store's
     NOTIFY) or published (the relay's), and peeks every `PEEK_EVERY_BACKGROUND` seconds for
-    a lost notification. `activity`: as for `IdleGate.drive`; `keep_paused`: as for
-    `IdleGate`. Stopped and closed at the block's end."""
+    a lost notification. `listener`: the consumer's rebalance listener; `activity`: as for
+    `IdleGate.drive`; `keep_paused`: as for `IdleGate`. Stopped and closed at the block's
+    end."""
     gate = IdleGate(
         consumer,
         (NOTIFY_CHANNEL, PUBLISHED_CHANNEL),
+        listener=listener,
         peek_every=PEEK_EVERY_BACKGROUND,
         peek_ms=fetch_max_wait_ms(settings, latency_critical=False) + 100,
         keep_paused=keep_paused,

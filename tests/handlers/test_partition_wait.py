@@ -5,8 +5,9 @@ RETRY_AFTER). Only that partition waits. Events of the other partitions are hand
 once, not after a pause of the whole consumer per batch; the waiting event is retried once
 its wait is over and handled exactly once, in order with what follows it in its partition,
 and committed. A rebalance keeps a wait of a partition that stays with the consumer, and
-forgets (timer and all) the wait of one that goes to another; one taken away in the
-middle of a batch is left to its new owner. The real embedded broker and
+forgets (timer and all) the wait of one that goes to another; one given back in a later
+rebalance, still at its event, waits out the rest; one taken away in the middle of a
+batch is left to its new owner. The real embedded broker and
 Postgres; only the follow-up decision is watched (a spy around
 files_from_uploads.command_for that calls the real one), and the blob store is the real one
 behind a switch that makes it unavailable (a port, not Postgres or Kafka)."""
@@ -550,3 +551,68 @@ async def test_an_idle_consumer_stays_paused_through_a_rebalance_and_an_event_wa
         ev, _ = await aborted(event_store, producer, settings, OTHER_PARTITION)
         await decisions.wait(ev.id, "handled", timeout=30)
         assert time.monotonic() - began < 5, "the event waited for a peek"
+
+
+async def test_a_wait_is_kept_when_its_partition_comes_back_in_a_later_rebalance(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    event_store: PostgresEventStore,
+    producer: AIOKafkaProducer,
+    decisions: Decisions,
+    flaky: tuple[Handlers, Flaky],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A partition whose event waits (failed, or held), taken by another consumer of the
+    group and given back to this one in a later rebalance (the other left without
+    handling the event), still waits out the rest of its time there: its event is tried
+    again once that is over, not at once when the partition comes back (nor anything
+    behind it first)."""
+    handlers, blobs = flaky
+    monkeypatch.setattr(runner, "RETRY_AFTER", LONG_WAIT)
+    handlers.holds = Holds("handlers", first=LONG_WAIT, most=LONG_WAIT)
+    uploads = settings.topic("uploads")
+    kinds = {0: "held", 1: "failed", 2: "failed", 3: "held"}  # (see the test above)
+    waiting: dict[TopicPartition, RecordedEvent] = {}
+    behind: dict[TopicPartition, RecordedEvent] = {}
+    for p, kind in kinds.items():
+        tp = TopicPartition(uploads, p)
+        if kind == "held":
+            waiting[tp], _ = await aborted(
+                event_store, producer, settings, p, schema_version=KNOWN + 1
+            )
+        else:
+            waiting[tp], _ = await completed(event_store, producer, settings, blobs.real, p)
+        behind[tp], _ = await aborted(event_store, producer, settings, p)
+
+    async with running(handlers):
+        for tp, ev in waiting.items():
+            await decisions.wait(ev.id, kinds[tp.partition])
+        gate = await wait_until(lambda: now(handlers.gate))
+        consumer = gate.consumer
+        everything = consumer.assignment()
+        # A second consumer joins (the first rebalance: it takes its share, waits and
+        # all) and leaves without committing anything (the second: everything comes
+        # back here, still at the waiting events).
+        async with joined(settings, consumer, handlers.group_id) as other:
+            went = {tp for tp in waiting if tp in other.assignment()}
+            assert {kinds[tp.partition] for tp in went} == {"held", "failed"}, went
+        await wait_until(lambda: now(consumer.assignment() == everything), timeout=60)
+        first = {tp: decisions.attempts(ev.id)[0] for tp, ev in waiting.items()}
+        # (Back well within the wait, or this would show nothing.)
+        assert time.monotonic() - max(first.values()) < LONG_WAIT - 5
+
+        # An event of the fetches topic wakes the gate if it went idle, so the partitions
+        # that came back are fetched (and, were their waits forgotten, tried again) now.
+        beacon_tp = next(tp for tp in everything if tp.topic != uploads)
+        beacon, _ = await aborted(
+            event_store, producer, settings, beacon_tp.partition, topic="fetches"
+        )
+        await decisions.wait(beacon.id, "handled", timeout=30)
+
+        # Each waiting event is tried again when its wait is over, not before; nothing
+        # behind it meanwhile.
+        for tp, ev in waiting.items():
+            await decisions.wait(ev.id, kinds[tp.partition], times=2, timeout=LONG_WAIT + 10)
+            retried = decisions.attempts(ev.id)[1]
+            assert retried - first[tp] >= LONG_WAIT - 0.1, (tp, tp in went, retried - first[tp])
+            assert decisions.count(behind[tp].id, "handled") == 0, tp

@@ -7,17 +7,18 @@ The idle and peek intervals are shortened for the test.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer
-from aiokafka.abc import ConsumerRebalanceListener
 
 from bus.actors import wake
 from bus.aio import Stopped, unless_stopped
@@ -77,36 +78,25 @@ class Loop:
         return bool(assigned) and self.consumer.paused() == assigned
 
 
-class _Assigned(ConsumerRebalanceListener):  # type: ignore[misc]
-    """A rebalance listener that does what each gated consumer's owner does on assignment."""
-
-    def __init__(self, gate: wake.IdleGate) -> None:
-        self.gate = gate
-
-    async def on_partitions_revoked(self, revoked: set[Any]) -> None:
-        pass
-
-    async def on_partitions_assigned(self, assigned: set[Any]) -> None:
-        self.gate.assigned(assigned)
+def gated_consumer(
+    settings: Settings, topic: str, group: str, **options: Any
+) -> tuple[AIOKafkaConsumer, wake.GatedListener]:
+    """A consumer of `topic` in `group` (not started), subscribed with the rebalance listener
+    its IdleGate is to be built with, as every gated consumer's owner does."""
+    consumer = make_consumer(settings, group_id=group, **options)
+    listener = wake.GatedListener()
+    consumer.subscribe([topic], listener=listener)
+    return consumer, listener
 
 
 @contextlib.asynccontextmanager
 async def running_loop(
-    settings: Settings,
-    pool: asyncpg.Pool,
-    topic: str,
-    group: str,
-    *,
-    rebalances: bool = False,
-    **gate_options: Any,
+    settings: Settings, pool: asyncpg.Pool, topic: str, group: str, **gate_options: Any
 ) -> AsyncIterator[Loop]:
-    """A consumer of `topic` in `group` behind an IdleGate (`gate_options`), its loop running;
-    with `rebalances`, its rebalance listener calls `IdleGate.assigned` as the owners' do."""
-    topics = () if rebalances else (topic,)
-    consumer = make_consumer(settings, *topics, group_id=group, latency_critical=True)
-    gate = wake.IdleGate(consumer, **gate_options)
-    if rebalances:
-        consumer.subscribe([topic], listener=_Assigned(gate))
+    """A consumer of `topic` in `group` behind an IdleGate (`gate_options`), its loop
+    running."""
+    consumer, listener = gated_consumer(settings, topic, group, latency_critical=True)
+    gate = wake.IdleGate(consumer, listener=listener, **gate_options)
     await consumer.start()
     await gate.listen(pool)
     lp = Loop(consumer, gate)
@@ -204,9 +194,9 @@ async def test_an_append_wakes_a_gate_on_the_event_channel(
     from bus.store.eventstore import NOTIFY_CHANNEL, PostgresEventStore
     from domain.commands import InitiateUpload
 
-    consumer = make_consumer(settings, topic, group_id=f"{topic}-events")
+    consumer, listener = gated_consumer(settings, topic, f"{topic}-events")
     await consumer.start()
-    gate = wake.IdleGate(consumer, NOTIFY_CHANNEL, peek_every=600.0)
+    gate = wake.IdleGate(consumer, NOTIFY_CHANNEL, listener=listener, peek_every=600.0)
     await gate.listen(pool)
     lp = Loop(consumer, gate)
     task = asyncio.create_task(lp.run())
@@ -248,7 +238,7 @@ async def test_a_background_consumer_s_gate_pauses_idle_and_a_notification_wakes
     from bus.store.relay import PUBLISHED_CHANNEL
 
     monkeypatch.setattr(wake, "PEEK_EVERY_BACKGROUND", 600.0)  # no peek may wake it instead
-    consumer = make_consumer(settings, topic, group_id=f"{topic}-background-{channel}")
+    consumer, listener = gated_consumer(settings, topic, f"{topic}-background-{channel}")
     await consumer.start()
     stop = asyncio.Event()
 
@@ -268,7 +258,9 @@ async def test_a_background_consumer_s_gate_pauses_idle_and_a_notification_wakes
 
     poller = asyncio.create_task(poll())
     try:
-        async with wake.gated_while_idle(consumer, pool, settings, stop, lambda: 0) as gate:
+        async with wake.gated_while_idle(
+            consumer, listener, pool, settings, stop, lambda: 0
+        ) as gate:
             await wait_until(_is_paused, timeout=20)
             monkeypatch.setattr(wake, "IDLE_AFTER", 600.0)  # once woken, it stays awake
             name = NOTIFY_CHANNEL if channel == "events" else PUBLISHED_CHANNEL
@@ -425,7 +417,7 @@ async def test_a_wake_up_leaves_the_partitions_the_owner_keeps_paused(
     from bus.store.eventstore import NOTIFY_CHANNEL
 
     monkeypatch.setattr(wake, "PEEK_EVERY_BACKGROUND", 600.0)
-    consumer = make_consumer(settings, topic, group_id=f"{topic}-kept")
+    consumer, listener = gated_consumer(settings, topic, f"{topic}-kept")
     await consumer.start()
     stop = asyncio.Event()
     kept: set[Any] = set()
@@ -441,7 +433,7 @@ async def test_a_wake_up_leaves_the_partitions_the_owner_keeps_paused(
     poller = asyncio.create_task(poll())
     try:
         async with wake.gated_while_idle(
-            consumer, pool, settings, stop, lambda: 0, keep_paused=lambda: kept
+            consumer, listener, pool, settings, stop, lambda: 0, keep_paused=lambda: kept
         ):
             await wait_until(_all_paused, timeout=20)
             held = sorted(consumer.assignment())[0]
@@ -506,7 +498,7 @@ async def test_a_rebalance_leaves_an_awake_gate_s_consumer_fetching(
     a message nobody announces is received (no nudge, no peek here)."""
     monkeypatch.setattr(wake, "IDLE_AFTER", 600.0)  # awake throughout
     group = f"{topic}-awake"
-    async with running_loop(settings, pool, topic, group, rebalances=True) as lp:
+    async with running_loop(settings, pool, topic, group) as lp:
         consumer, gate = lp.consumer, lp.gate
 
         async def assigned() -> bool:
@@ -517,3 +509,49 @@ async def test_a_rebalance_leaves_an_awake_gate_s_consumer_fetching(
         await send(settings, topic, b"after the rebalance")
         await until_received(lp, b"after the rebalance")
         assert not gate.paused and not consumer.paused()
+
+
+# Every consumer behind an IdleGate, by the module that builds its gate, with the test that
+# rebalances it while idle (tests/rebalance.py: `join_and_leave`, then `assert_still_idle`,
+# which checks that the gate's GatedListener is the one its consumer calls).
+GATED = {
+    "bus/actors/host.py": (
+        "tests/bus/actors/test_wake.py",
+        "test_an_idle_actor_host_stays_paused_through_a_rebalance_and_a_command_wakes_it",
+    ),
+    "handlers/runner.py": (
+        "tests/handlers/test_partition_wait.py",
+        "test_an_idle_consumer_stays_paused_through_a_rebalance_and_an_event_wakes_it",
+    ),
+    "projections/runner.py": (
+        "tests/projections/test_projector.py",
+        "test_an_idle_projector_stays_paused_through_a_rebalance_and_an_append_wakes_it",
+    ),
+}
+
+
+def test_every_gated_consumer_has_a_test_that_rebalances_it_idle() -> None:
+    """A gate is built with a GatedListener, which pauses what a rebalance assigns (no
+    gated consumer can leave that out); what only a running consumer shows is that the
+    listener is the one its consumer was subscribed with. So every module that builds a
+    gate has a test that rebalances its consumer while idle: a new gated consumer fails
+    here until it has one."""
+    root = Path(__file__).resolve().parents[3]
+    builders = set()
+    for package in ("api", "bus", "handlers", "projections"):
+        for path in sorted((root / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if not isinstance(node, ast.Call):
+                    continue
+                func = node.func
+                name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                if name in ("IdleGate", "gated_while_idle"):
+                    builders.add(path.relative_to(root).as_posix())
+    builders.discard("bus/actors/wake.py")  # (gated_while_idle itself)
+    assert builders == set(GATED), (
+        "a gated consumer without a test that rebalances it idle (list it in GATED)"
+    )
+    for test_file, name in GATED.values():
+        source = (root / test_file).read_text()
+        body = source[source.index(f"async def {name}(") :].split("\nasync def ", 1)[0]
+        assert "join_and_leave(" in body and "assert_still_idle(" in body, name
