@@ -54,7 +54,7 @@ from domain import uploads
 from domain.commands import ExpireUpload
 from domain.errors import DomainError, NewerSchema
 from domain.ports import BlobStore
-from domain.uploads import ACTIVE, UploadState
+from domain.uploads import LIVE, UploadState
 
 log = get_logger(__name__)
 
@@ -137,12 +137,13 @@ async def run_cleanup(
 async def expire_stale_uploads(
     settings: Settings, pool: asyncpg.Pool, bus: CommandBus, now: datetime
 ) -> int:
-    """Expire active uploads idle for the TTL; return how many this run expired."""
+    """Expire live uploads (receiving bytes, or partial ones that have them all) idle for
+    the TTL; return how many this run expired."""
     cutoff = now - timedelta(seconds=settings.upload_ttl)
     rows = await pool.fetch(
         "SELECT id FROM readmodel.uploads WHERE status = ANY($1::text[]) AND updated_at < $2"
         " ORDER BY updated_at, id LIMIT $3",
-        [s.value for s in ACTIVE],
+        [s.value for s in LIVE],
         cutoff,
         MAX_EXPIRE_PER_RUN,
     )
@@ -162,7 +163,7 @@ async def expire_stale_uploads(
                 return False
             # The event store is the authority on the last activity: the read model may
             # not show a chunk stored a moment ago.
-            if state is None or state.status not in ACTIVE or _aware(state.updated_at) >= cutoff:
+            if state is None or state.status not in LIVE or _aware(state.updated_at) >= cutoff:
                 return False
             try:
                 result = await bus.send(

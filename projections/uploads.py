@@ -35,12 +35,17 @@ from projections.base import (
 )
 
 # Each also counts its usage, for the owner the row holds (see counting_usage).
+# Bytes move a live upload to IN_PROGRESS, or a partial one (tus concatenation) that now
+# has them all to PARTIAL_COMPLETE, as domain.uploads.state's evolve does.
 _BYTES_RECEIVED = counting_usage(
     """
     UPDATE readmodel.uploads SET
         chunks_received = chunks_received + $5,
         bytes_received = bytes_received + $2,
-        status = CASE WHEN status = 'INITIATED' THEN 'IN_PROGRESS' ELSE status END,
+        status = CASE
+            WHEN status NOT IN ('INITIATED', 'IN_PROGRESS') THEN status
+            WHEN partial AND file_size = bytes_received + $2 THEN 'PARTIAL_COMPLETE'
+            ELSE 'IN_PROGRESS' END,
         updated_at = $3,
         last_version = $4
     WHERE id = $1
@@ -75,13 +80,16 @@ class UploadsProjection(Projection):
 
         match ev.payload:
             case UploadInitiated() as e:
+                # INITIATED, or PARTIAL_COMPLETE for an empty partial upload: the status
+                # the aggregate starts in.
+                first = uploads.evolve(None, e)
                 await conn.execute(
                     """
                     INSERT INTO readmodel.uploads (
                         id, owner, file_name, file_size, chunk_size, total_chunks, content_type,
                         bucket, sha256, status, metadata, created_at, updated_at, last_version,
                         mode, partial, bytes_received, parts)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'INITIATED', $10, $11, $11, $12,
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $17, $10, $11, $11, $12,
                             $13, $14, $15, $16)
                     """,
                     upload_id,
@@ -102,6 +110,7 @@ class UploadsProjection(Projection):
                     sum(p.size for p in e.manifest),
                     # A final's parts: their bytes are its own (the quota counts them once).
                     [as_uuid(p) for p in e.parts],
+                    (first.status if first is not None else UploadStatus.INITIATED).value,
                 )
                 await bump_usage(conn, e.owner, utc_day(at), uploads_started=1)
 
@@ -118,9 +127,13 @@ class UploadsProjection(Projection):
                 )
 
             case UploadLengthDeclared(file_size=file_size):
+                # A partial upload whose length is declared at its offset is finished.
                 await conn.execute(
                     "UPDATE readmodel.uploads SET file_size = $2, updated_at = $3,"
-                    " last_version = $4 WHERE id = $1",
+                    " last_version = $4, status = CASE"
+                    " WHEN partial AND status IN ('INITIATED', 'IN_PROGRESS')"
+                    " AND bytes_received = $2 THEN 'PARTIAL_COMPLETE' ELSE status END"
+                    " WHERE id = $1",
                     upload_id,
                     file_size,
                     at,

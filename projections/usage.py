@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from bus.store.eventstore import PostgresEventStore
-from domain.uploads import ACTIVE
+from domain.uploads import LIVE
 from domain.uploads.events import UploadInitiated
 
 QUOTA_EXCEEDED = "the storage quota would be exceeded"
@@ -154,7 +154,8 @@ async def storage_used(
         if e.mode == "final" and uuid.UUID(e.upload_id) in recent
         for p in e.parts
     ]
-    active = [s.value for s in ACTIVE]
+    # Live: a partial upload with all its bytes (PARTIAL_COMPLETE) counts as before.
+    active = [s.value for s in LIVE]
     # An upload counts until its file exists (whichever read model is ahead), so around a
     # completion the bytes are counted exactly once. A part is held (left out) exactly when
     # one of its finals counts in a term below: the final's live file (files), or, before
@@ -497,7 +498,7 @@ async def _drop_spent(conn: asyncpg.Connection, owner: str) -> None:
                                     AND (NOT u.status = ANY($2::text[])
                                          OR {COUNTED_2} >= r.bytes)))))""",
         owner,
-        [a.value for a in ACTIVE],
+        [a.value for a in LIVE],
     )
 
 

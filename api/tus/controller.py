@@ -85,7 +85,7 @@ from domain.commands import AbortUpload, DeclareLength, ExpireUpload, InitiateUp
 from domain.errors import DomainError, NotFound
 from domain.events import RecordedEvent
 from domain.registry import AGGREGATES
-from domain.uploads import ACTIVE, UploadState, UploadStatus
+from domain.uploads import LIVE, UploadState, UploadStatus
 from projections.usage import bucket_went
 
 log = get_logger(__name__)
@@ -460,7 +460,7 @@ class TusController(Controller):
                     {"part": part_id},
                 )
             exp = expires_at(part, s.upload_ttl)
-            if part.status not in ACTIVE or (exp is not None and now() >= exp):
+            if part.status not in LIVE or (exp is not None and now() >= exp):
                 raise ApiError(
                     400,
                     "invalid_concat_part",

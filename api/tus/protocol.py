@@ -34,7 +34,7 @@ from api.http.trailers import TRAILERS_EXTENSION
 from api.tus.pieces import max_size
 from bus.config.settings import Settings
 from domain.errors import DomainError
-from domain.uploads import ACTIVE, UploadState, UploadStatus
+from domain.uploads import LIVE, UploadState, UploadStatus
 
 TUS_VERSION = "1.0.0"
 _VERSION = TUS_VERSION.encode()
@@ -290,8 +290,9 @@ def _aware(t: datetime) -> datetime:
 
 
 def expires_at(state: UploadState, ttl: float) -> datetime | None:
-    """When an unfinished upload expires: its last activity plus the TTL."""
-    if state.status not in ACTIVE or state.mode == "final":
+    """When an unfinished upload (or a partial one with all its bytes, kept for final
+    concatenations until then) expires: its last activity plus the TTL."""
+    if state.status not in LIVE or state.mode == "final":
         return None
     return _aware(state.updated_at) + timedelta(seconds=ttl)
 

@@ -13,6 +13,7 @@ from domain.uploads.decide import MAX_FILE_NAME, decide
 from domain.uploads.events import EVENTS
 from domain.uploads.state import (
     ACTIVE,
+    LIVE,
     MODES,
     Chunk,
     UploadState,
@@ -38,6 +39,7 @@ AGGREGATE: AggregateSpec[UploadState] = AggregateSpec(
 __all__ = [
     "ACTIVE",
     "AGGREGATE",
+    "LIVE",
     "MAX_FILE_NAME",
     "MODES",
     "SHA256_RE",

@@ -38,6 +38,7 @@ from domain.uploads.events import (
 )
 from domain.uploads.state import (
     ACTIVE,
+    LIVE,
     MODES,
     UploadState,
     UploadStatus,
@@ -57,9 +58,12 @@ from domain.values import (
 
 
 def _active(state: UploadState) -> None:
+    """Refuse unless the upload is live: receiving bytes, or a partial one that has them
+    all (PARTIAL_COMPLETE: a PATCH of no bytes at its length is still a no-op, more bytes
+    go past its length, and it is terminated or expires like any unfinished upload)."""
     if state.status == UploadStatus.EXPIRED:
         raise Gone("upload_expired", "the upload has expired", {"id": state.id})
-    if state.status not in ACTIVE:
+    if state.status not in LIVE:
         raise Conflict(
             "upload_not_active",
             f"the upload is {state.status.value}",

@@ -1,6 +1,9 @@
 """The upload aggregate's state, and `evolve`: how each event changes it.
 
-State moves INITIATED -> IN_PROGRESS -> COMPLETED, or to ABORTED / FAILED / EXPIRED.
+State moves INITIATED -> IN_PROGRESS -> COMPLETED, or to ABORTED / FAILED / EXPIRED. A tus
+partial upload (Upload-Concat: partial) never completes by itself: once its offset reaches
+its length it is PARTIAL_COMPLETE (finished, as tusd has it, with no file of its own), its
+bytes usable in final concatenations until it is terminated or expires.
 """
 
 from __future__ import annotations
@@ -34,9 +37,14 @@ class UploadStatus(StrEnum):
     FAILED = "FAILED"
     ABORTED = "ABORTED"
     EXPIRED = "EXPIRED"
+    # A partial upload (tus concatenation) with all its bytes: finished, no file of its own.
+    PARTIAL_COMPLETE = "PARTIAL_COMPLETE"
 
 
+# Still receiving bytes: what the stats count as active.
 ACTIVE = (UploadStatus.INITIATED, UploadStatus.IN_PROGRESS)
+# Not ended: holding its bytes (counted by the quota), terminable, expiring when idle.
+LIVE = (*ACTIVE, UploadStatus.PARTIAL_COMPLETE)
 
 
 def total_chunks_for(file_size: int, chunk_size: int) -> int:
@@ -179,33 +187,50 @@ class UploadState:
         ]
 
 
-def _started(state: UploadState) -> UploadStatus:
-    return UploadStatus.IN_PROGRESS if state.status == UploadStatus.INITIATED else state.status
+def _received(state: UploadState, offset: int, file_size: int | None) -> UploadStatus:
+    """The status of the upload in `state` once bytes (or its length) arrived, leaving it at
+    `offset` of `file_size`: a partial upload (stream mode) that has them all is finished;
+    any other live one is in progress. Computed before the new state is made, so that a
+    fold's run still makes one state."""
+    if state.status not in ACTIVE:
+        return state.status
+    if state.partial and file_size is not None and offset == file_size:
+        return UploadStatus.PARTIAL_COMPLETE
+    return UploadStatus.IN_PROGRESS
+
+
+def _initial(state: UploadState) -> UploadState:
+    """A new upload: an empty partial one has all its bytes at once."""
+    if state.partial and state.all_received:
+        return replace(state, status=UploadStatus.PARTIAL_COMPLETE)
+    return state
 
 
 def evolve(state: UploadState | None, event: Event) -> UploadState | None:
     """Pure and total: apply one (upcast, decoded) event."""
     if isinstance(event, UploadInitiated):
-        return UploadState(
-            id=event.upload_id,
-            owner=event.owner,
-            file_name=event.file_name,
-            file_size=event.file_size,
-            chunk_size=event.chunk_size,
-            total_chunks=event.total_chunks,
-            content_type=event.content_type or "application/octet-stream",
-            sha256=event.sha256,
-            bucket=event.bucket or "default",
-            metadata=dict(event.metadata),
-            status=UploadStatus.INITIATED,
-            created_at=event.at,
-            updated_at=event.at,
-            mode=event.mode or "chunks",
-            partial=event.partial,
-            parts=event.parts,
-            pieces=PieceSeq((p.sha256, p.size) for p in event.manifest),
-            offset=sum(p.size for p in event.manifest),
-            key=event.key,
+        return _initial(
+            UploadState(
+                id=event.upload_id,
+                owner=event.owner,
+                file_name=event.file_name,
+                file_size=event.file_size,
+                chunk_size=event.chunk_size,
+                total_chunks=event.total_chunks,
+                content_type=event.content_type or "application/octet-stream",
+                sha256=event.sha256,
+                bucket=event.bucket or "default",
+                metadata=dict(event.metadata),
+                status=UploadStatus.INITIATED,
+                created_at=event.at,
+                updated_at=event.at,
+                mode=event.mode or "chunks",
+                partial=event.partial,
+                parts=event.parts,
+                pieces=PieceSeq((p.sha256, p.size) for p in event.manifest),
+                offset=sum(p.size for p in event.manifest),
+                key=event.key,
+            )
         )
     if state is None:
         return None
@@ -216,7 +241,7 @@ def evolve(state: UploadState | None, event: Event) -> UploadState | None:
                 state,
                 chunks=state.chunks.with_chunk(Chunk(index, offset, size, sha256)),
                 chunk_bytes=state.chunk_bytes + size - (old.size if old is not None else 0),
-                status=_started(state),
+                status=_received(state, state.offset, state.file_size),
                 updated_at=at,
             )
         case UploadBytesAppended(size=size, pieces=pieces, at=at):
@@ -224,11 +249,16 @@ def evolve(state: UploadState | None, event: Event) -> UploadState | None:
                 state,
                 pieces=state.pieces.extended((p.sha256, p.size) for p in pieces),
                 offset=state.offset + size,
-                status=_started(state),
+                status=_received(state, state.offset + size, state.file_size),
                 updated_at=at,
             )
         case UploadLengthDeclared(file_size=file_size, at=at):
-            return replace(state, file_size=file_size, updated_at=at)
+            # No bytes came: an upload stays as it was (INITIATED without bytes), but for a
+            # partial one whose length is its offset, which is finished.
+            status = state.status
+            if state.partial and state.offset == file_size:
+                status = _received(state, state.offset, file_size)
+            return replace(state, file_size=file_size, status=status, updated_at=at)
         case UploadCompleted(file_id=file_id, sha256=sha256, at=at):
             return replace(
                 state,
@@ -297,6 +327,6 @@ class _Run:
             if self.chunks is None
             else state.chunks.with_chunks(self.chunks.values()),
             chunk_bytes=state.chunk_bytes + self.chunk_bytes,
-            status=_started(state),
+            status=_received(state, state.offset + self.offset, state.file_size),
             updated_at=self.at,
         )

@@ -218,6 +218,7 @@ async def test_upload_stats_numbers(pool: asyncpg.Pool, writer: Writer) -> None:
         "FAILED": 0,
         "ABORTED": 1,
         "EXPIRED": 0,
+        "PARTIAL_COMPLETE": 0,
     }
     assert s["active"] == 2
     assert s["bytes_received"] == 250 + 100 + 200 + 0 + 100

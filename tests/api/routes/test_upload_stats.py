@@ -36,10 +36,20 @@ async def test_a_concatenation_counts_its_bytes_once(system: System) -> None:
         s = await wait_until(stats)
         assert s["bytes_received"] == 12, s
         assert s["bytes_completed"] == 12
+        # The parts have all their bytes: finished (PARTIAL_COMPLETE), not active. They
+        # were IN_PROGRESS, two "active" uploads until they expired.
+        assert s["by_status"]["PARTIAL_COMPLETE"] == 2 and s["by_status"]["IN_PROGRESS"] == 0
+        assert s["active"] == 0 and s["bytes_pending"] == 0 and s["average_progress"] is None
         view = await system.pool.fetchrow(
-            "SELECT bytes_received, bytes_completed FROM readmodel.upload_stats WHERE owner = 'cat'"
+            "SELECT bytes_received, bytes_completed, in_progress, partial_complete"
+            " FROM readmodel.upload_stats WHERE owner = 'cat'"
         )
-        assert view is not None and dict(view) == {"bytes_received": 12, "bytes_completed": 12}
+        assert view is not None and dict(view) == {
+            "bytes_received": 12,
+            "bytes_completed": 12,
+            "in_progress": 0,
+            "partial_complete": 2,
+        }
 
 
 async def _from_the_log(system: System, owner: str) -> dict[str, Any]:

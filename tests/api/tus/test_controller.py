@@ -628,9 +628,9 @@ async def test_concatenation(shared_system: System) -> None:
         r = await c.post("/v1/tus", headers={**TUS, "Upload-Concat": f"final;{pa} {pb}"})
         assert r.status_code == 400 and r.json()["error"]["code"] == "concat_part_unfinished"
         assert (await patch(c, pb, 0, b)).status_code == 204
-        # A full partial is never a file by itself.
+        # A full partial is never a file by itself: finished, with no file of its own.
         up = (await c.get(f"/v1/uploads/{upload_id(pb)}")).json()
-        assert up["status"] == "IN_PROGRESS" and up["file_id"] is None and up["partial"]
+        assert up["status"] == "PARTIAL_COMPLETE" and up["file_id"] is None and up["partial"]
         # Not someone else's parts.
         r = await bob.post("/v1/tus", headers={**TUS, "Upload-Concat": f"final;{pa} {pb}"})
         assert r.status_code == 400

@@ -73,8 +73,12 @@ def test_an_object_key_completes_into_the_objects_file() -> None:
 def test_bytes_without_completion_leave_the_upload_open() -> None:
     state = fold(None, decide(None, init(file_size=20, pieces=PIECES)))
     assert state.status == UploadStatus.IN_PROGRESS and state.offset == 10
-    # A partial upload takes its bytes but is never completed by itself.
+    # A partial upload takes its bytes but is never completed by itself: with all of them
+    # it is finished (PARTIAL_COMPLETE, no file), short of its length in progress.
     state = fold(None, decide(None, init(partial=True, pieces=PIECES)))
+    assert state.offset == 10 and state.status == UploadStatus.PARTIAL_COMPLETE
+    assert state.file_id is None
+    state = fold(None, decide(None, init(partial=True, file_size=20, pieces=PIECES)))
     assert state.offset == 10 and state.status == UploadStatus.IN_PROGRESS
 
 
