@@ -278,13 +278,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 async def _migrate_blobs(settings: Settings, to: str, source_url: str | None) -> int:
+    from bus.blobs.errors import BlobStoreUnavailable
     from bus.blobs.factory import open_blob_store
     from bus.blobs.migrate import migrate
 
     source = open_blob_store(source_url or settings.blobs_url, settings, inline=False)
     target = open_blob_store(to, settings, inline=False)
     try:
-        await target.ping()
+        try:
+            await target.ping()
+        except BlobStoreUnavailable as e:
+            # The store names its server setting (CAIRN_BLOB_STORE for a missing bucket);
+            # here the target is what --to names.
+            message = str(e).replace(" (CAIRN_BLOB_STORE)", "")
+            raise BlobStoreUnavailable(f"--to {to}: {message}", reason=e.reason) from e
         print(f"copying {source_url or settings.blobs_url} -> {to}", flush=True)
         report = await migrate(source, target, progress=lambda r: print(r.line(), flush=True))
     finally:
