@@ -28,7 +28,7 @@ from api.routes.events import EventsController, events_ws
 from api.routes.fetches import FetchesController
 from api.routes.files import FilesController
 from api.routes.objects import ObjectsController
-from api.routes.ops import asyncapi, health, metrics, ready
+from api.routes.ops import LagGauges, asyncapi, health, metrics, ready
 from api.routes.tasks import TasksController
 from api.routes.uploads import UploadsController
 from api.tus.controller import TusController
@@ -38,6 +38,7 @@ from bus.blobs.errors import BlobStoreUnavailable
 from bus.blobs.factory import open_blob_store
 from bus.config import tracing
 from bus.config.logs import configure, get_logger
+from bus.config.metrics import export_lag_gauges
 from bus.config.settings import Settings
 from bus.run.processes import application_name
 from bus.store.db import create_pool
@@ -115,9 +116,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
         flusher = asyncio.create_task(
             c.downloads.run(pool, settings.download_flush_interval), name="download-counts"
         )
+        # The gauges read from Postgres, exported by the api only; a scrape of this
+        # process's metrics port (several API processes) refreshes them as /metrics does.
+        app.state.lag_gauges = lag_gauges = LagGauges()
+        unexport = export_lag_gauges(
+            lag_gauges.from_other_threads(asyncio.get_running_loop(), pool)
+        )
         try:
             yield
         finally:
+            unexport()
             flusher.cancel()  # flushes what it holds once more before it ends
             await asyncio.gather(flusher, return_exceptions=True)
             await events.stop()

@@ -87,7 +87,7 @@ class Readiness:
         check = _checker(checks, errors)
         await asyncio.gather(
             check("postgres", c.pool.fetchval("SELECT 1")),
-            check("blob_store", c.blobs.ping()),
+            check("blob_store", c.blobs.ping(), _blob_setting(c)),
             check("kafka", c.bus.ping()),
         )
         return all(v == "ok" for v in checks.values()), checks, errors
@@ -103,7 +103,7 @@ class Readiness:
                 c.pool.fetchrow(_PG_CHECK, RELAY_LOCK, application_name("projector")),
             ),
             check("actors", c.bus.probe(CHECK_TIMEOUT)),
-            check("blob_store", c.blobs.ping()),
+            check("blob_store", c.blobs.ping(), _blob_setting(c)),
         )
         if row is not None:
             checks["relay"] = "ok" if row["relay"] else "error: no relay is publishing"
@@ -118,19 +118,35 @@ class Readiness:
         return all(v == "ok" for v in checks.values()), checks, errors
 
 
+def _blob_setting(c: AppContext) -> str:
+    """The setting to check when the blob store does not answer at all."""
+    return "CAIRN_S3_ENDPOINT" if c.settings.blobs_url.startswith("s3://") else "CAIRN_BLOB_STORE"
+
+
 def _checker(checks: dict[str, str], errors: dict[str, str]) -> Any:
     """A check runner recording into `checks` (ok or the cause in a few words) and
     `errors` (the full message, for the log)."""
 
-    async def check(name: str, coro: Any) -> Any:
+    async def check(name: str, coro: Any, setting: str | None = None) -> Any:
+        bound = asyncio.timeout(CHECK_TIMEOUT)
         try:
-            async with asyncio.timeout(CHECK_TIMEOUT):
+            async with bound:
                 result = await coro
             checks[name] = "ok"
             return result
-        except Exception as e:
-            checks[name] = f"error: {getattr(e, 'reason', None) or type(e).__name__}"
-            errors[name] = f"{type(e).__name__}: {e}"[:500]
+        except TimeoutError as e:
+            if not bound.expired():
+                return failed(name, e)
+            # Its own words (a bare TimeoutError said nothing), and the setting to check.
+            why = f"no answer within {CHECK_TIMEOUT:g} s" + (f" ({setting})" if setting else "")
+            checks[name] = f"error: {why}"
+            errors[name] = f"TimeoutError: {why}"
             return None
+        except Exception as e:
+            return failed(name, e)
+
+    def failed(name: str, e: Exception) -> None:
+        checks[name] = f"error: {getattr(e, 'reason', None) or type(e).__name__}"
+        errors[name] = f"{type(e).__name__}: {e}"[:500]
 
     return check

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import asyncpg
@@ -138,6 +139,33 @@ class LagGauges:
             await asyncio.shield(self._inflight)
         refreshed = self._refreshed
         LAG_GAUGES_AGE.set(math.inf if refreshed is None else time.monotonic() - refreshed)
+
+    def from_other_threads(
+        self, loop: asyncio.AbstractEventLoop, pool: asyncpg.Pool
+    ) -> Callable[[], None]:
+        """The hook that refreshes the gauges for a collection in another thread: the
+        metrics port of one of several API processes (prometheus_client's server, a
+        thread: bus/run/cli.py) runs `scrape` on this process's loop and waits for it, as
+        a scrape of /metrics does. Collections on the loop itself (the /metrics route,
+        which awaited `scrape` already) and a loop that does not answer within the
+        refresh's own bound leave the gauges as they are, with their age."""
+
+        def before_collect() -> None:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                pass
+            else:
+                return  # on an event loop: the /metrics route (or a test's), never blocked
+            future = asyncio.run_coroutine_threadsafe(self.scrape(pool), loop)
+            try:
+                future.result(timeout=LAG_QUERY_TIMEOUT + 1)
+            except Exception:  # a loop stopping, or too busy: the last values, and their age
+                future.cancel()
+                refreshed = self._refreshed
+                LAG_GAUGES_AGE.set(math.inf if refreshed is None else time.monotonic() - refreshed)
+
+        return before_collect
 
     async def _refresh(self, pool: asyncpg.Pool) -> None:
         try:

@@ -797,10 +797,23 @@ class S3BlobStore:
         return found
 
     async def ping(self) -> None:
-        """Raise BlobStoreUnavailable (naming the setting) unless the bucket answers."""
+        """Raise BlobStoreUnavailable (naming the setting) unless the bucket answers.
+
+        Within one connect and read timeout in all: the API pings at start, and against an
+        endpoint that accepts connections but never answers, every retry waited its read
+        timeout (with the defaults, over two minutes before the start failed)."""
+        o = self.options
+        bound = o.connect_timeout + o.read_timeout
         try:
-            client = await self.client()
-            await client.head_bucket(Bucket=self.bucket)
+            async with asyncio.timeout(bound):
+                client = await self.client()
+                await client.head_bucket(Bucket=self.bucket)
+        except TimeoutError as e:
+            where = o.endpoint or "AWS S3"
+            raise BlobStoreUnavailable(
+                f"S3 endpoint {where} did not answer within {bound:g} s (CAIRN_S3_ENDPOINT)",
+                reason="S3 endpoint not answering (CAIRN_S3_ENDPOINT)",
+            ) from e
         except (BotoCoreError, ClientError) as e:
             raise self._unavailable(e, "head bucket") from e
 

@@ -7,16 +7,17 @@ modules that process imports. Each process kind exposes its own: the api on its 
 at /metrics, the other kinds on CAIRN_METRICS_PORT (`serve`, below). Gauges that are
 computed from Postgres (relay and projection lag in events, at most once per a few seconds
 per process, api/routes/ops.py) live with the api's /metrics handler's query, but are
-defined here too.
+defined here too, and exported by the api only (`export_lag_gauges`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
 # ---- HTTP (api) ------------------------------------------------------------------------
 
@@ -103,17 +104,20 @@ EVENT_STORE_POSITION = Gauge(
     "cairn_eventstore_last_position",
     "Position of the newest event in the event store (read from Postgres, at most"
     " cairn_lag_gauges_age_seconds old).",
+    registry=None,  # the api exports it: see LagGaugesCollector
 )
 RELAY_LAG = Gauge(
     "cairn_relay_lag_events",
     "Events appended but not yet published to Kafka (read from Postgres, at most"
     " cairn_lag_gauges_age_seconds old).",
+    registry=None,
 )
 LAG_GAUGES_AGE = Gauge(
     "cairn_lag_gauges_age_seconds",
     "Age of the figures read from Postgres (cairn_eventstore_last_position,"
     " cairn_relay_lag_events, cairn_projection_lag_events): under 5 normally; growing while"
     " Postgres does not answer (they keep their last values); +Inf before the first read.",
+    registry=None,
 )
 RELAY_PUBLISHED_POSITION = Gauge(
     "cairn_relay_published_position", "Position of the last event acknowledged by Kafka", ["relay"]
@@ -130,6 +134,7 @@ PROJECTION_LAG_EVENTS = Gauge(
     "Events of a projection's streams not yet applied by it (read from Postgres, at most"
     " cairn_lag_gauges_age_seconds old).",
     ["projection"],
+    registry=None,
 )
 PROJECTION_LAG_SECONDS = Gauge(
     "cairn_projection_lag_seconds",
@@ -158,7 +163,62 @@ PROJECTION_EVENTS_HELD = Gauge(
     "Events the projector is held at because their schema version is newer than its code"
     " reads (readmodel.schema_holds; read from Postgres, at most"
     " cairn_lag_gauges_age_seconds old).",
+    registry=None,
 )
+
+# The five above are the api's: it reads them from Postgres (api/routes/ops.py, LagGauges)
+# and exports them through this collector, registered by its lifespan only. Registered
+# with every other metric, every other kind exported them too, never set (the relay's
+# `cairn_relay_lag_events 0`, `cairn_lag_gauges_age_seconds 0`, ...).
+POSTGRES_GAUGES = (
+    EVENT_STORE_POSITION,
+    RELAY_LAG,
+    LAG_GAUGES_AGE,
+    PROJECTION_LAG_EVENTS,
+    PROJECTION_EVENTS_HELD,
+)
+
+
+class LagGaugesCollector:
+    """Exports POSTGRES_GAUGES, first calling the newest hook given to `export_lag_gauges`
+    (the api's refresh, for a scrape of its metrics port: bus/run/cli.py)."""
+
+    def __init__(self) -> None:
+        self.hooks: list[Callable[[], None]] = []
+        self.registered = False
+
+    def describe(self) -> Iterator[Any]:
+        for g in POSTGRES_GAUGES:
+            yield from g.describe()
+
+    def collect(self) -> Iterator[Any]:
+        hooks = self.hooks
+        if hooks:
+            hooks[-1]()
+        for g in POSTGRES_GAUGES:
+            yield from g.collect()
+
+
+_LAG_COLLECTOR = LagGaugesCollector()
+
+
+def export_lag_gauges(before_collect: Callable[[], None]) -> Callable[[], None]:
+    """Export POSTGRES_GAUGES from this process (the api's), calling `before_collect` at
+    every collection; returns the function that takes the hook back (the gauges stay
+    exported: several apps may run in one process, as in the tests, the newest hook
+    serving)."""
+    if not _LAG_COLLECTOR.registered:
+        REGISTRY.register(_LAG_COLLECTOR)
+        _LAG_COLLECTOR.registered = True
+    _LAG_COLLECTOR.hooks.append(before_collect)
+
+    def release() -> None:
+        with contextlib.suppress(ValueError):
+            _LAG_COLLECTOR.hooks.remove(before_collect)
+
+    return release
+
+
 HANDLER_EVENTS_HELD = Gauge(
     "cairn_handler_events_held",
     "What a worker holds back because of an event of a newer schema version than its code"

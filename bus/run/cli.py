@@ -216,6 +216,17 @@ def cmd_token(args: argparse.Namespace) -> int:
 # -------------------------------------------------------------------- cairn migrate / replay
 
 
+def _operator_settings(command: str) -> Settings:
+    """The settings of a one-shot operator command, with its logs set up as every process's
+    are (JSON on stderr unless a terminal, CAIRN_LOG_LEVEL): unconfigured, structlog wrote
+    them to stdout, in its console format, among the output a script reads."""
+    from bus.config.logs import configure
+
+    settings = Settings.from_env()
+    configure(settings.log_level, settings.log_json, process=command)
+    return settings
+
+
 async def _migrate(settings: Settings) -> int:
     from bus.run.supervisor import database_for_command
     from bus.store import db
@@ -227,7 +238,7 @@ async def _migrate(settings: Settings) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    return _run_async(_migrate(Settings.from_env()))
+    return _run_async(_migrate(_operator_settings("migrate")))
 
 
 async def _replay(settings: Settings, from_position: int) -> int:
@@ -263,17 +274,24 @@ async def _replay(settings: Settings, from_position: int) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    return _run_async(_replay(Settings.from_env(), args.from_position))
+    return _run_async(_replay(_operator_settings("replay"), args.from_position))
 
 
 async def _migrate_blobs(settings: Settings, to: str, source_url: str | None) -> int:
+    from bus.blobs.errors import BlobStoreUnavailable
     from bus.blobs.factory import open_blob_store
     from bus.blobs.migrate import migrate
 
     source = open_blob_store(source_url or settings.blobs_url, settings, inline=False)
     target = open_blob_store(to, settings, inline=False)
     try:
-        await target.ping()
+        try:
+            await target.ping()
+        except BlobStoreUnavailable as e:
+            # The store names its server setting (CAIRN_BLOB_STORE for a missing bucket);
+            # here the target is what --to names.
+            message = str(e).replace(" (CAIRN_BLOB_STORE)", "")
+            raise BlobStoreUnavailable(f"--to {to}: {message}", reason=e.reason) from e
         print(f"copying {source_url or settings.blobs_url} -> {to}", flush=True)
         report = await migrate(source, target, progress=lambda r: print(r.line(), flush=True))
     finally:
@@ -290,7 +308,7 @@ def cmd_blobs_migrate(args: argparse.Namespace) -> int:
     from bus.blobs.errors import BlobStoreUnavailable
 
     try:
-        return _run_async(_migrate_blobs(Settings.from_env(), args.to, args.source))
+        return _run_async(_migrate_blobs(_operator_settings("blobs"), args.to, args.source))
     except BlobStoreUnavailable as e:
         print(f"cairn: error: {e}", file=sys.stderr)
         return 1
@@ -302,11 +320,12 @@ def cmd_db(args: argparse.Namespace) -> int:
     from bus.run import dbdump
 
     path = Path(args.file)
+    settings = _operator_settings("db")
     if args.db_command == "dump":
-        _run_async(dbdump.dump(Settings.from_env(), path))
+        _run_async(dbdump.dump(settings, path))
         print(f"dumped the database to {path}")
     else:
-        _run_async(dbdump.restore(Settings.from_env(), path))
+        _run_async(dbdump.restore(settings, path))
         print(f"restored the database from {path}")
     return 0
 

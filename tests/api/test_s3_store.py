@@ -225,3 +225,49 @@ def test_api_process_exits_when_s3_is_unreachable_at_start(tmp_path: Path) -> No
     out = (proc.stdout + proc.stderr).decode()
     assert proc.returncode != 0, out
     assert "CAIRN_S3_ENDPOINT" in out, out
+
+
+async def test_ready_names_the_setting_when_s3_accepts_but_never_answers(
+    pg_server: EmbeddedPostgres,
+    kafka_server: EmbeddedKafka,
+    template_url: str,
+    own_s3: S3Server,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A hung S3 (it accepts connections, never answers: SIGSTOP here) outlasts /ready's
+    own bound on a check, which answered `"blob_store": "error: TimeoutError"`, and logged
+    "TimeoutError: " and nothing else: no word of S3 or of the setting to check, where a
+    refused connection names CAIRN_S3_ENDPOINT. Now both name it."""
+    import signal
+    import time
+
+    import structlog
+    from structlog.testing import capture_logs
+
+    from api import readiness
+
+    monkeypatch.setattr(readiness, "log", structlog.get_logger(readiness.__name__))
+    monkeypatch.setattr(readiness, "CHECK_TIMEOUT", 2.0)
+    bucket = f"hung{secrets.token_hex(5)}"
+    own_s3.create_bucket(bucket)
+    assert own_s3.proc is not None
+    async with isolated_system(
+        pg_server.url,
+        kafka_server.bootstrap,
+        blob_store=f"s3://{bucket}",
+        s3_endpoint=own_s3.endpoint,
+    ) as system:
+        async with system.client() as c:
+            os.kill(own_s3.proc.pid, signal.SIGSTOP)
+            try:
+                with capture_logs() as logs:
+                    started = time.monotonic()
+                    ready = await c.get("/ready", params={"scope": "process"})
+                    assert time.monotonic() - started < 10
+            finally:
+                os.kill(own_s3.proc.pid, signal.SIGCONT)
+            assert ready.status_code == 503
+            reason = ready.json()["checks"]["blob_store"]
+            assert reason == "error: no answer within 2 s (CAIRN_S3_ENDPOINT)", reason
+    [line] = [e for e in logs if e["event"] == "not ready" and e["check"] == "blob_store"]
+    assert "CAIRN_S3_ENDPOINT" in line["error"], line

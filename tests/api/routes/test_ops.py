@@ -25,9 +25,11 @@ import pytest
 
 from api import readiness
 from api.routes import ops
+from bus.config import metrics
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from bus.run.processes import application_name
 from tests.api.documented import assert_documented
+from tests.ports import free_port
 from tests.system import System, isolated_system, wait_until
 
 
@@ -212,3 +214,34 @@ async def test_ready_refuses_unknown_parameters_and_scopes(
         assert set(body) == {"error", "request_id"}
         assert set(body["error"]) == {"code", "message", "details"}
         await assert_documented(c, "get", "/ready", r)
+
+
+async def test_the_metrics_port_of_an_api_process_serves_the_lag_gauges_fresh(
+    pg_server: EmbeddedPostgres, kafka_server: EmbeddedKafka, template_url: str
+) -> None:
+    """With `CAIRN_API_PROCESSES` above 1 each API process also serves its metrics on a
+    port of its own (prometheus_client's server, a thread: bus/run/cli.py), and the README
+    tells operators to scrape those. The gauges read from Postgres were refreshed only by
+    `GET /metrics` on the API's port, so on the metrics port they stayed at whatever that
+    process had last read (0 on a fresh one), with `cairn_lag_gauges_age_seconds` 0: stale
+    figures that said they were fresh. Now a scrape there refreshes them as one of
+    /metrics does (here nothing has scraped /metrics at all)."""
+    async with (
+        isolated_system(pg_server.url, kafka_server.bootstrap) as system,
+        system.client() as c,
+    ):
+        r = await c.post("/v1/uploads", json={"file_name": "m.bin", "file_size": 5})
+        assert r.status_code == 201, r.text
+        last = await system.pool.fetchval("SELECT max(position) FROM eventstore.events")
+        assert last
+        port = free_port()
+        server = metrics.serve("127.0.0.1", port)
+        try:
+            # From another thread, as Prometheus would: the event loop stays free to run
+            # the refresh the scrape asks for.
+            r = await asyncio.to_thread(httpx.get, f"http://127.0.0.1:{port}/metrics", timeout=10)
+        finally:
+            await asyncio.to_thread(server.shutdown)
+        assert r.status_code == 200
+        assert gauge(r.text, "cairn_eventstore_last_position") == last
+        assert 0 <= gauge(r.text, "cairn_lag_gauges_age_seconds") < ops.LAG_GAUGES_EVERY

@@ -209,4 +209,8 @@ def test_cairn_blobs_migrate_prints_progress(s3_server: S3Server, tmp_path: Path
     bad = [*cmd[:-1], "s3://no-such-bucket-x"]
     proc = subprocess.run(bad, cwd=ROOT, env=env, capture_output=True, timeout=120)
     assert proc.returncode == 1
-    assert "CAIRN_BLOB_STORE" in proc.stderr.decode()
+    # The bucket --to names, not the server's CAIRN_BLOB_STORE (the source here), which the
+    # message told the operator to check.
+    err = proc.stderr.decode()
+    assert "--to s3://no-such-bucket-x" in err and "does not exist" in err, err
+    assert "CAIRN_BLOB_STORE" not in err, err

@@ -647,3 +647,35 @@ def test_s3_times_are_moved_onto_our_clock_by_the_skew_of_the_same_answer(
     for headers in ({}, {"date": "not a date"}):
         moved = store._to_our_clock({"ResponseMetadata": {"HTTPHeaders": headers}})
         assert moved(s3_now - 10**6) == ours
+
+
+async def test_a_ping_of_an_s3_that_accepts_but_never_answers_ends_within_one_try(
+    tmp_path: Path,
+) -> None:
+    """The API pings S3 at start and exits naming the setting if it does not answer. Against
+    a hung endpoint (it accepts connections, never answers) each of CAIRN_S3_MAX_ATTEMPTS
+    tries waited its CAIRN_S3_READ_TIMEOUT, with backoff between: with the defaults a start
+    took over two minutes to say so. Now a ping gives up after one connect and read
+    timeout, naming CAIRN_S3_ENDPOINT."""
+    import asyncio
+    import signal
+
+    from tests.s3server import use_test_credentials
+
+    use_test_credentials()
+    server = S3Server()
+    server.start()
+    store = make_store(server, tmp_path, connect_timeout=1.0, read_timeout=1.0, max_attempts=10)
+    assert server.proc is not None
+    try:
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        async with asyncio.timeout(60):  # a hang fails the test instead of stalling it
+            with pytest.raises(BlobStoreUnavailable, match="CAIRN_S3_ENDPOINT") as e:
+                await store.ping()
+        assert time.monotonic() - started < 5
+        assert "CAIRN_S3_ENDPOINT" in e.value.reason
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+        server.stop()
+        await store.close()

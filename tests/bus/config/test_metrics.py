@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import dataclass
 
 from prometheus_client import REGISTRY
 from prometheus_client.metrics import MetricWrapperBase
 
 from bus.config import metrics
+from bus.run.processes import KINDS
 
 
 def cairn_metrics() -> list[MetricWrapperBase]:
@@ -66,3 +69,33 @@ def test_consumer_lag_is_the_end_minus_the_next_offset_summed_per_topic() -> Non
     assert lag("g-test", "t.b") == 0
     metrics.observe_idle("g-test", ["t.a"])
     assert lag("g-test", "t.a") == 0
+
+
+def test_only_the_api_exports_the_gauges_it_reads_from_postgres() -> None:
+    """The event store's position, the relay's and the projections' lag, the events held
+    and their age are read from Postgres by the api (api/routes/ops.py, LagGauges). Every
+    other kind exported them too, never set: `cairn_relay_lag_events 0`,
+    `cairn_eventstore_last_position 0` and `cairn_lag_gauges_age_seconds 0` ("fresh") on
+    the relay's, the projector's... metrics port, a wrong answer for any query that does
+    not name the api's job. Each kind's code is loaded as `cairn run KIND` loads it."""
+    kinds = [k for k in KINDS if k != "api"]
+    script = (
+        "import sys\n"
+        "from prometheus_client import REGISTRY, generate_latest\n"
+        "from bus.run.processes import load\n"
+        f"for kind in {kinds!r}:\n"
+        "    load(kind)\n"
+        "sys.stdout.write(generate_latest(REGISTRY).decode())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    assert "cairn_blob_written_bytes_total" in out  # the registry is there, with its metrics
+    for name in (
+        "cairn_eventstore_last_position",
+        "cairn_relay_lag_events",
+        "cairn_lag_gauges_age_seconds",
+        "cairn_projection_lag_events",
+        "cairn_projection_events_held",
+    ):
+        assert name not in out, name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import jwt
 import pytest
 
 from bus.run.cli import DEFAULT_TOKEN_TTL, main
+from bus.run.embedded import EmbeddedKafka
 from bus.run.supervisor import DataDirLock
 from tests.ports import free_port
 
@@ -195,3 +197,31 @@ def test_an_unreachable_database_is_one_line_naming_the_variable(
     assert errors == [errors[0]] and f"CAIRN_DATABASE_URL (127.0.0.1:{dead}/cairn)" in errors[0]
     assert "Traceback" not in result.stderr
     assert "s3cret" not in result.stderr  # the password is never printed
+
+
+def test_replay_logs_json_on_stderr_and_prints_only_its_result(
+    db_url: str, kafka_server: EmbeddedKafka, tmp_path: Path
+) -> None:
+    """The operator commands never configured logging: `cairn replay` wrote its
+    `relay.replayed` line in structlog's default console format to stdout, between the
+    output a script reads, where the README promises JSON on stderr (not a terminal)."""
+    env = {k: v for k, v in os.environ.items() if k not in CAIRN_VARS and k != "CAIRN_LOG_JSON"}
+    env.update(
+        CAIRN_DATA_DIR=str(tmp_path / "data"),
+        CAIRN_DATABASE_URL=db_url,
+        CAIRN_KAFKA_BOOTSTRAP=kafka_server.bootstrap,
+        CAIRN_KAFKA_IDEMPOTENCE="false",
+        CAIRN_TOPIC_PREFIX=f"r{os.getpid()}{time.monotonic_ns()}",
+        CAIRN_LOG_LEVEL="info",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "bus.run.cli", "replay", "--from", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "republished 0 events from position 0\n"
+    [line] = [json.loads(x) for x in result.stderr.splitlines() if "relay.replayed" in x]
+    assert line["event"] == "relay.replayed" and line["level"] == "info", line
