@@ -116,12 +116,7 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
             raise ClientError(
                 "delete takes no --to-bucket or --to-prefix", code="usage", exit_code=2
             )
-        if args.files:
-            params["files"] = args.files
-        if args.bucket:
-            params["bucket"] = args.bucket
-        if args.prefix is not None:
-            params["prefix"] = args.prefix
+        _sources(args, params)
         if to:
             params["to"] = to
     if args.params:
@@ -139,6 +134,16 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
     return params
 
 
+def _sources(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    """The files a copy, move, delete or compress reads: FILE_IDs, or --bucket/--prefix."""
+    if args.files:
+        params["files"] = args.files
+    if args.bucket:
+        params["bucket"] = args.bucket
+    if args.prefix is not None:
+        params["prefix"] = args.prefix
+
+
 def _compress_params(args: argparse.Namespace, params: dict[str, Any]) -> None:
     """A compress's sources as for copy, and its one archive: `output` {file_name, bucket},
     its format from --format or else the name's ending (`.tar.gz`, `.tgz`)."""
@@ -148,12 +153,7 @@ def _compress_params(args: argparse.Namespace, params: dict[str, Any]) -> None:
             code="usage",
             exit_code=2,
         )
-    if args.files:
-        params["files"] = args.files
-    if args.bucket:
-        params["bucket"] = args.bucket
-    if args.prefix is not None:
-        params["prefix"] = args.prefix
+    _sources(args, params)
     if args.output is not None:
         params["output"] = {"file_name": args.output}
         if args.to_bucket:

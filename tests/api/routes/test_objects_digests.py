@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from api.routes import objects as objects_route
 from tests.api.answers import assert_error, make_bucket, opath, user
 from tests.api.routes.test_objects import object_events
 from tests.system import System, wait_until
@@ -86,16 +85,9 @@ async def test_a_damaged_body_is_refused_and_the_key_keeps_what_it_held(
 
 
 async def test_a_digest_that_cannot_be_checked_is_400_before_the_body_is_read(
-    shared_system: System, monkeypatch: pytest.MonkeyPatch
+    shared_system: System, object_body_reads: list[object]
 ) -> None:
-    read: list[object] = []
-    ingest = objects_route.ingest
-
-    async def noted_ingest(*args: Any, **kw: Any) -> Any:
-        read.append(args)
-        return await ingest(*args, **kw)
-
-    monkeypatch.setattr(objects_route, "ingest", noted_ingest)
+    read = object_body_reads
     data = b"x" * 300_000
     bad: list[list[tuple[str, str]]] = [
         [("Content-MD5", "not base64!")],

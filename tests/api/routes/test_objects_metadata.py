@@ -14,7 +14,6 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from api.routes import objects as objects_route
 from tests.api.answers import assert_error, make_bucket, opath, user
 from tests.api.routes.test_objects import object_events
 from tests.api.tasks_helpers import finished, start
@@ -94,16 +93,9 @@ async def test_an_overwrite_replaces_the_metadata(shared_system: System) -> None
 
 
 async def test_bad_metadata_is_400_before_the_body_is_read(
-    shared_system: System, monkeypatch: pytest.MonkeyPatch
+    shared_system: System, object_body_reads: list[object]
 ) -> None:
-    read: list[object] = []
-    ingest = objects_route.ingest
-
-    async def noted_ingest(*args: Any, **kw: Any) -> Any:
-        read.append(args)
-        return await ingest(*args, **kw)
-
-    monkeypatch.setattr(objects_route, "ingest", noted_ingest)
+    read = object_body_reads
     me = user()
     bad: list[dict[str, Any]] = [
         # Past 8 KiB of names and values (UTF-8 bytes), in several headers.
