@@ -17,6 +17,7 @@ from api.app import create_app
 from api.http.access import access_log
 from api.http.dates import with_date
 from api.http.drain import Drain
+from api.http.head import HeadForGet
 from api.http.headlimits import HeadLimits, LimitedHttpToolsProtocol
 from api.http.sendwatch import WatchedWebSocketProtocol
 from bus.config.logs import get_logger
@@ -47,7 +48,8 @@ def head_limits(settings: Settings) -> HeadLimits:
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     app = create_app(settings)
-    drain = Drain(app)
+    # HEAD wherever GET is answered (api/http/head.py), inside the drain's count.
+    drain = Drain(HeadForGet(app))
     # The app's routes, schemas and middleware live as long as the process (see bus/run/heap.py).
     settle_again()
     config = uvicorn.Config(
