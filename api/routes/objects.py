@@ -29,7 +29,7 @@ from litestar.exceptions import InternalServerException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
-from api import bucket_access, signed_urls
+from api import bucket_access, object_copy, signed_urls
 from api.auth import Principal, provide_optional_principal
 from api.bucket_access import readable_bucket, writable_bucket
 from api.commanding import SecuredController, reply_state
@@ -67,7 +67,7 @@ from bus.blobs.ingest import Ingested, ingest
 from bus.blobs.sniff import SNIFF_BYTES, type_from_head
 from domain import policies
 from domain.buckets import BucketState
-from domain.commands import DeleteFile
+from domain.commands import DeleteFile, PutObject
 from domain.files import FileState
 from domain.files.keys import MAX_KEY_BYTES, object_file_id, object_key_problem, object_name
 from projections.object_queries import Bound, list_objects
@@ -181,6 +181,77 @@ async def _store_body(
     except InternalServerException:
         # The client went away mid-body: no command, the old version (if any) stays.
         raise ApiError(400, "incomplete_body", "the request body ended early") from None
+
+
+async def _apply_put(
+    c: AppContext,
+    request: Request[Any, Any, Any],
+    hold: QuotaHold,
+    bucket: BucketState,
+    key: str,
+    command: PutObject,
+) -> Response[Any]:
+    """Send a PUT's (or a copy's) one command; its answer, 201 created / 200 replaced."""
+    result = await c.send(request, command)
+    created = any(e.get("type") == "FileCreated" for e in result.events)
+    # The object as this command left it (the actor's reply: no read needed).
+    view = _replied_view(bucket.name, key, reply_state(result))
+    if view is None:  # no state in the reply (an old actor): read it back
+        st = await load_object(c, bucket, key)
+        if st is None:  # deleted again in between
+            raise _object_not_found(bucket.name, key)
+        view = object_view(bucket.name, st)
+    # It counts once the files read model has the version this put left: the reservation
+    # holds until then (the row may show the old version meanwhile).
+    if result.version > 0:
+        hold.version = result.version
+    else:  # no version in the reply (an old actor): until the file is listed
+        hold.file_id = view["id"]
+    return Response(view, status_code=201 if created else 200, headers={"ETag": view["etag"]})
+
+
+async def _copy_object(
+    c: AppContext,
+    request: Request[Any, Any, Any],
+    bucket: BucketState,
+    key: str,
+    principal: Principal,
+    copy: object_copy.CopySource,
+    conditions: tuple[bool, str | None],
+    metadata: dict[str, str],
+    content_type: str,
+) -> Response[Any]:
+    """S3's CopyObject into `bucket`/`key`, already found writable (api/object_copy.py)."""
+    object_copy.onto_itself(copy, bucket.name, key)
+    # Read as a GET reads it: another user's private bucket is not there (404).
+    source = await load_object(c, await readable_bucket(c, copy.bucket, principal), copy.key)
+    if source is None:
+        raise _object_not_found(copy.bucket, copy.key)
+    copy.check(source)
+    none_match, match = conditions
+    async with quota_reserved(
+        c, bucket.owner, source.size, target=object_file_id(bucket.name, key)
+    ) as hold:
+        if none_match and await load_object(c, bucket, key) is not None:
+            raise ApiError(412, "object_exists", "an object with this key exists")
+        command = policies.put_object(
+            bucket=bucket.name,
+            key=key,
+            owner=bucket.owner,
+            size=source.size,
+            sha256=source.sha256,
+            manifest=list(source.manifest),
+            content_type=(content_type or source.content_type)
+            if copy.replace_metadata
+            else source.content_type,
+            caller=principal.user,
+            admin=principal.admin,
+            at=now(),
+            metadata=metadata if copy.replace_metadata else dict(source.metadata),
+            if_none_match=none_match,
+            if_match=match,
+        )
+        return await _apply_put(c, request, hold, bucket, key, command)
 
 
 def _put_conditions(if_none_match: str | None, if_match: str | None) -> tuple[bool, str | None]:
@@ -376,6 +447,18 @@ class ObjectsController(SecuredController):
                 " x-amz-checksum-* algorithm is 400 `invalid_checksum`)",
             ),
         ] = None,
+        copy_source: Annotated[
+            str | None,
+            HeaderParameter(
+                name="x-amz-copy-source",
+                description="S3's CopyObject: `/BUCKET/KEY` (URL-encoded) of an object the"
+                " caller may read; no body. The new object shares its content;"
+                " `x-amz-metadata-directive` COPY (default: its metadata and content type) or"
+                " REPLACE (this request's), `x-amz-copy-source-if-match` /"
+                " `-if-none-match` (412 `precondition_failed`); 400 `invalid_copy_source` for"
+                " what is not supported (a version id, date conditions, a body)",
+            ),
+        ] = None,
         signed_method: SignedMethod = None,
         expires: SignedExpires = None,
         max_size: SignedMaxSize = None,
@@ -392,6 +475,13 @@ class ObjectsController(SecuredController):
         # read or quota held.
         metadata = amzmeta.from_request(request.scope["headers"])
         digests = DeclaredDigests.of(request.scope["headers"])
+        copy = object_copy.requested(
+            request.headers,
+            has_body=bool(ascii_int(request.headers.get("content-length")))
+            or "transfer-encoding" in request.headers,
+            signed=signature is not None,
+            metadata_sent=bool(metadata),
+        )
         bucket, grant = await bucket_access.object_bucket(
             c, name, key, principal, "PUT", bucket_access.signature_params(request.query_params)
         )
@@ -415,6 +505,19 @@ class ObjectsController(SecuredController):
                 match = current.sha256
         if match is None and if_unmodified_since is not None:
             match = _unmodified_since(if_unmodified_since, await load_object(c, bucket, key))
+        if copy is not None:
+            assert principal is not None  # only a signed PUT is anonymous, and never copies
+            return await _copy_object(
+                c,
+                request,
+                bucket,
+                key,
+                principal,
+                copy,
+                (none_match, match),
+                metadata,
+                (content_type or "").strip(),
+            )
         declared = ascii_int(request.headers.get("content-length"))
         if declared is not None and declared > limit:
             raise ApiError(413, "object_too_large", "the object is too large", {"max": limit})
@@ -451,39 +554,22 @@ class ObjectsController(SecuredController):
             stored_type = type_from_head(
                 body.head, body.size, object_name(key), (content_type or "").strip()
             )
-            result = await c.send(
-                request,
-                policies.put_object(
-                    bucket=bucket.name,
-                    key=key,
-                    owner=bucket.owner,
-                    size=body.size,
-                    sha256=body.sha256,
-                    manifest=body.manifest,
-                    content_type=stored_type,
-                    caller=caller,
-                    admin=bool(grant is None and principal and principal.admin),
-                    at=now(),
-                    metadata=metadata,
-                    if_none_match=none_match,
-                    if_match=match,
-                ),
+            command = policies.put_object(
+                bucket=bucket.name,
+                key=key,
+                owner=bucket.owner,
+                size=body.size,
+                sha256=body.sha256,
+                manifest=body.manifest,
+                content_type=stored_type,
+                caller=caller,
+                admin=bool(grant is None and principal and principal.admin),
+                at=now(),
+                metadata=metadata,
+                if_none_match=none_match,
+                if_match=match,
             )
-            created = any(e.get("type") == "FileCreated" for e in result.events)
-            # The object as this command left it (the actor's reply: no read needed).
-            view = _replied_view(bucket.name, key, reply_state(result))
-            if view is None:  # no state in the reply (an old actor): read it back
-                st = await load_object(c, bucket, key)
-                if st is None:  # deleted again in between
-                    raise _object_not_found(bucket.name, key)
-                view = object_view(bucket.name, st)
-            # It counts once the files read model has the version this put left: the
-            # reservation holds until then (the row may show the old version meanwhile).
-            if result.version > 0:
-                hold.version = result.version
-            else:  # no version in the reply (an old actor): until the file is listed
-                hold.file_id = view["id"]
-        return Response(view, status_code=201 if created else 200, headers={"ETag": view["etag"]})
+            return await _apply_put(c, request, hold, bucket, key, command)
 
     @route(
         "/{key:path}",

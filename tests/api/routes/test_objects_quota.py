@@ -81,6 +81,23 @@ async def test_an_overwrite_at_the_quota_is_judged_by_its_net_change(qsys: Syste
         assert_error(await create(c, 1), 413, "quota_exceeded")
 
 
+async def test_a_copy_counts_as_a_put_of_its_sources_size(qsys: System) -> None:
+    async with owner_with_bucket(qsys) as (_me, bucket, c, objects):
+        assert (await c.put(f"{objects}/a", content=os.urandom(60_000))).status_code == 201
+        copy = {"x-amz-copy-source": f"/{bucket}/a"}
+        # 60,000 more do not fit beside 60,000 (the content is shared, but it counts twice,
+        # as two files do), nor onto a key of 30,000: it adds 30,000 to 90,000.
+        err = assert_error(await c.put(f"{objects}/b", headers=copy), 413, "quota_exceeded")
+        assert (err["details"]["used"], err["details"]["requested"]) == (60_000, 60_000)
+        assert (await c.put(f"{objects}/b", content=os.urandom(30_000))).status_code == 201
+        await listed(qsys, bucket, "b", 30_000)
+        err = assert_error(await c.put(f"{objects}/b", headers=copy), 413, "quota_exceeded")
+        assert err["details"]["replaced"] == 30_000
+        # The smaller onto the larger frees what it replaces: at the quota, still fine.
+        r = await c.put(f"{objects}/a", headers={"x-amz-copy-source": f"/{bucket}/b"})
+        assert r.status_code == 200 and r.json()["size"] == 30_000, r.text
+
+
 async def test_concurrent_overwrites_and_a_delete_never_take_the_owner_past_the_quota(
     qsys: System,
 ) -> None:
