@@ -5,6 +5,7 @@
     cairn upload - [--name NAME] [--bucket B] [--key K]   stdin, through tus (pipe.py)
     cairn download ID|BUCKET/KEY [-o PATH]
     cairn ls [BUCKET[/PREFIX]]                  objects and folders; no argument: files
+    cairn cp BUCKET/KEY BUCKET[/KEY]                server-side object copy (S3 CopyObject)
     cairn rm FILE_ID|BUCKET/KEY...
     cairn stats                                 upload statistics
     cairn events [--follow] [--type T] [--aggregate A] [--since POSITION]
@@ -28,6 +29,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -281,6 +283,15 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--offset", type=counts.not_negative, default=0, metavar="N", help="files: skip the first N"
+    )
+
+    p = add("cp", cmd_cp, "copy an object on the server (no bytes go through this machine)")
+    p.add_argument("source", metavar="BUCKET/KEY", help="the object to copy")
+    p.add_argument(
+        "dest",
+        metavar="BUCKET[/KEY]",
+        help="where to: a key, or a bucket or folder (ending in /) that keeps the source's"
+        " last part as the name",
     )
 
     p = add("rm", cmd_rm, "delete files and objects")
@@ -583,6 +594,36 @@ def cmd_rm(args: argparse.Namespace, out: Output) -> int:
                 f"deleted {d['bucket']}/{d['key']}" if "key" in d else f"deleted {d.get('id', d)}"
             )
     return first_error.exit_code if first_error else OK
+
+
+def cmd_cp(args: argparse.Namespace, out: Output) -> int:
+    bucket, _, key = args.source.partition("/")
+    if not bucket or not key or key.endswith("/"):
+        raise _usage(
+            f"{args.source!r} is not BUCKET/KEY (one object; a folder: `tasks create copy`)"
+        )
+    dest_bucket, _, dest_key = args.dest.partition("/")
+    if not dest_bucket:
+        raise _usage(f"{args.dest!r} is not BUCKET[/KEY]")
+    if not dest_key or dest_key.endswith("/"):  # as `aws s3 cp s3://a/k s3://b/` does
+        dest_key += key.rsplit("/", 1)[-1]
+    source = f"/{quote(bucket, safe='')}/{objects.key_path(key)}"
+    with open_client(_target(args)) as client:
+        made = json_of(
+            client.put(
+                objects.object_path(dest_bucket, dest_key),
+                headers={"x-amz-copy-source": source},
+            ),
+            key=str,
+            size=int,
+        )
+    if args.json:
+        out.emit(made)
+    else:
+        out.note(
+            f"copied {bucket}/{key} -> {dest_bucket}/{made['key']} ({human_bytes(made['size'])})"
+        )
+    return OK
 
 
 def _delete(client: httpx.Client, ref: str) -> dict[str, Any]:

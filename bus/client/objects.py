@@ -18,14 +18,19 @@ from bus.client.http import json_of, next_cursor, shaped
 from bus.client.output import Output, human_bytes
 
 
-def object_path(bucket: str, key: str) -> str:
-    """The object's URL path. A `.` or `..` segment of the key has its dots
-    percent-encoded: httpx, like every client, drops such segments from a path before
-    sending it (RFC 3986 §5.2.4), and a key is not a path."""
+def key_path(key: str) -> str:
+    """A key as a URL path: percent-encoded, its `/` kept, and a `.` or `..` segment's dots
+    encoded too: httpx, like every client, drops such segments from a path before sending
+    it (RFC 3986 §5.2.4), and a key is not a path."""
     segments = (
         s.replace(".", "%2E") if s in (".", "..") else s for s in quote(key, safe="/").split("/")
     )
-    return f"/v1/buckets/{quote(bucket, safe='')}/objects/{'/'.join(segments)}"
+    return "/".join(segments)
+
+
+def object_path(bucket: str, key: str) -> str:
+    """The object's URL path."""
+    return f"/v1/buckets/{quote(bucket, safe='')}/objects/{key_path(key)}"
 
 
 def list_objects(

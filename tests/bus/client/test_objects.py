@@ -1,4 +1,4 @@
-"""`cairn sign`, `cairn ls BUCKET[/PREFIX]`, `cairn download BUCKET/KEY` and `cairn rm` as
+"""`cairn sign`, `cairn ls BUCKET[/PREFIX]`, `cairn download BUCKET/KEY`, `cairn cp` and `cairn rm` as
 subprocesses against a running Cairn with objects and signed URLs."""
 
 from __future__ import annotations
@@ -134,6 +134,32 @@ async def test_rm_deletes_objects_by_bucket_and_key(
     assert never.code == 3 and "object_not_found" in never.err
     assert (await cli("rm", "no-such-bucket-x/k")).code == 3
     theirs = await cli_for("rm-obj-other")("rm", "rm-tree/dir/x")
+    assert theirs.code == 3, theirs.err
+
+
+async def test_cp_copies_an_object_on_the_server(
+    system: System, cli_for: Any, tmp_path: Path
+) -> None:
+    user = "cp-user"
+    cli = cli_for(user)
+    for b in ("cp-a", "cp-b"):
+        assert (await cli("buckets", "create", b)).code == 0
+    await _put(system, user, "cp-a", "dir/%2E%2E/x%20y.txt", b"copied bytes")  # dir/../x y.txt
+    to_key = await cli("cp", "cp-a/dir/../x y.txt", "cp-b/new/name.txt", "--json")
+    assert to_key.code == 0, to_key.err
+    assert json.loads(to_key.out)["key"] == "new/name.txt"
+    into_folder = await cli("cp", "cp-a/dir/../x y.txt", "cp-b/folder/")
+    assert into_folder.code == 0 and "-> cp-b/folder/x y.txt" in into_folder.err
+    into_bucket = await cli("cp", "cp-a/dir/../x y.txt", "cp-b")
+    assert into_bucket.code == 0, into_bucket.err
+    async with system.client(user) as c:
+        for key in ("new/name.txt", "folder/x%20y.txt", "x%20y.txt"):
+            got = await c.get(f"/v1/buckets/cp-b/objects/{key}")
+            assert got.status_code == 200 and got.content == b"copied bytes", key
+    missing = await cli("cp", "cp-a/nope", "cp-b/x")
+    assert missing.code == 3 and "object_not_found" in missing.err
+    assert (await cli("cp", "cp-a/dir/", "cp-b/x")).code == 2  # a folder: a task's work
+    theirs = await cli_for("cp-other")("cp", "cp-a/dir/../x y.txt", "cp-b/z")
     assert theirs.code == 3, theirs.err
 
 
