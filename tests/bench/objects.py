@@ -15,6 +15,8 @@ what signing costs a reader; the nginx ratio is the per-request cost of Cairn's 
 same PUTs by a user without one: what the quota's reservation (an advisory lock and a row
 per PUT, api/limits.py) costs a small PUT.
 
+`objects.copy` copies one large object on the server, next to nginx's WebDAV COPY.
+
 `objects.put_digest` is one large object PUT with a declared `Content-MD5` (an MD5 pass
 over the body on the API's event loop), and with `x-amz-checksum-sha256` (compared with
 the sha256 the store computes anyway), each against the same PUT without a digest.
@@ -339,6 +341,70 @@ async def put_digest(bench: Bench, res: Result) -> None:
     )
 
 
+COPIES = 8
+
+
+async def copy(bench: Bench, res: Result) -> None:
+    """One object of `parallel_bytes` (PUT untimed), then copied COPIES times one after
+    another with `x-amz-copy-source` (its chunks shared: one command each), next to nginx
+    COPYing a file of the same size as many times (WebDAV; nginx copies the bytes)."""
+    s = bench.scale
+    size = s.parallel_bytes
+    ours: list[float] = []
+    theirs: list[float] = []
+    async with bench.cairn_client(conns=2) as c:
+        bucket = f"bench-{secrets.token_hex(6)}"
+        (await c.post("/v1/buckets", json={"name": bucket})).raise_for_status()
+        headers = {"Content-Length": str(size)}
+        r = await c.put(
+            f"/v1/buckets/{bucket}/objects/src", content=_body(0, size), headers=headers
+        )
+        r.raise_for_status()
+        nginx_src = None
+        if bench.nginx:
+            nginx_src = bench.nginx.put_url(f"copy-src-{os.getpid()}")
+            (await c.put(nginx_src, content=_body(0, size), headers=headers)).raise_for_status()
+        for i, warmup in bench.iterations():
+            await bench.settle()
+            t0 = time.perf_counter()
+            for k in range(COPIES):
+                r = await c.put(
+                    f"/v1/buckets/{bucket}/objects/copy/{i}/{k}",
+                    headers={"x-amz-copy-source": f"/{bucket}/src"},
+                )
+                if r.status_code != 201 or r.json()["size"] != size:
+                    raise AssertionError(f"copy: {r.status_code} {r.text[:200]}")
+            if not warmup:
+                ours.append(COPIES / (time.perf_counter() - t0))
+            if nginx_src is not None:
+                await bench.settle()
+                t0 = time.perf_counter()
+                for k in range(COPIES):
+                    r = await c.request(
+                        "COPY", nginx_src, headers={"Destination": f"{nginx_src}-{i}-{k}"}
+                    )
+                    if r.status_code >= 300:
+                        raise AssertionError(f"nginx COPY: {r.status_code}")
+                if not warmup:
+                    theirs.append(COPIES / (time.perf_counter() - t0))
+                for k in range(COPIES):  # untimed: the runs do not pile up copies
+                    await c.delete(f"{nginx_src}-{i}-{k}")
+    res.rows.append(
+        Row(
+            f"{size >> 20} MiB object copy (x-amz-copy-source)",
+            "copies/s",
+            ours,
+            "nginx WebDAV COPY",
+            theirs or None,
+            None if bench.nginx else bench.nginx_note,
+        )
+    )
+    res.notes.append(
+        f"{COPIES} copies one after another per run of one {size >> 20} MiB object; Cairn "
+        "shares the chunks (one command per copy), nginx copies the file's bytes"
+    )
+
+
 GET_OBJECTS = 64
 
 
@@ -446,6 +512,12 @@ SCENARIOS = [
         "objects.put_digest",
         "a large object PUT with Content-MD5, with x-amz-checksum-sha256, vs without a digest",
         put_digest,
+    ),
+    Scenario(
+        "objects.copy",
+        "copies/s of one large object (x-amz-copy-source) vs nginx WebDAV COPY of the file",
+        copy,
+        needs=frozenset({"nginx"}),
     ),
     Scenario(
         "objects.get_4k",
