@@ -15,15 +15,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-import pytest
 import pytest_asyncio
 
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from bus.run.processes import RUNNERS
 from tests.contract import consumer
 from tests.system import System, isolated_system, wait_until
-
-pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 CHUNK = 4 * 1024
 CAIRN_PACKAGES = {"domain", "bus", "api", "projections", "handlers", "tests"}

@@ -43,7 +43,9 @@ async def signed_link(page: Page, label: str, expiry: str) -> str:
     field = page.get_by_label("Signed URL")
     await expect(field).not_to_have_value("")
     url = await field.input_value()
-    # Copied to the clipboard as well.
+    # Copied to the clipboard as well. The field is filled before the (asynchronous)
+    # clipboard write, which the status line reports once it is done: awaited, not raced.
+    await expect(page.locator("#status")).to_have_text(f"Link to {label} copied.")
     assert await page.evaluate("navigator.clipboard.readText()") == url
     return url
 

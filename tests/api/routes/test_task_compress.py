@@ -17,9 +17,6 @@ from tests.api.answers import user
 from tests.api.tasks_helpers import count_events, finished, start, upload
 from tests.system import System
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
 FILES = [
     ("résumé — 履歴書.txt", b"unicode name " * 1000),
     ("data.bin", bytes(range(256)) * 1500),

@@ -197,9 +197,11 @@ async def test_the_reply_topic_is_read_only_when_no_notify_came_in_time(
     so published the reply), it reads the reply topic after KAFKA_FALLBACK_AFTER, from
     before the reply, and still gets it."""
     notified = case == "by-notify"
-    # Long enough that no NOTIFY on this machine comes later: the by-notify case must
-    # never read the topic.
-    monkeypatch.setattr(commandbus, "KAFKA_FALLBACK_AFTER", 5.0 if notified else 0.05)
+    # By NOTIFY: longer than each send's own timeout, so the fallback's timer cannot fire
+    # before the send ends; a reply that came any other way than by NOTIFY would leave the
+    # send unanswered (BusUnavailable), not pass. (5 s was "longer than any NOTIFY takes
+    # here", which a loaded machine's round trip outlasted: the timer read the topic.)
+    monkeypatch.setattr(commandbus, "KAFKA_FALLBACK_AFTER", 60.0 if notified else 0.05)
     async with _host_and_sender(settings, pool) as (host, bus), _closed_pool(settings) as closed:
         if case == "no-notify":
             monkeypatch.setattr(host.notifier, "send", lambda *a: None)
