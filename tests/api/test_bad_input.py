@@ -403,7 +403,18 @@ async def test_a_body_of_100000_keys_is_a_short_4xx(
 @pytest.mark.parametrize(
     ("path", "allowed"),
     [
-        ("/v1/uploads", ["INITIATED", "IN_PROGRESS", "COMPLETED", "FAILED", "ABORTED", "EXPIRED"]),
+        (
+            "/v1/uploads",
+            [
+                "INITIATED",
+                "IN_PROGRESS",
+                "COMPLETED",
+                "FAILED",
+                "ABORTED",
+                "EXPIRED",
+                "PARTIAL_COMPLETE",
+            ],
+        ),
         (
             "/v1/fetches",
             ["PENDING", "IN_PROGRESS", "PAUSED", "COMPLETED", "FAILED", "CANCELLED"],
