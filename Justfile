@@ -14,9 +14,9 @@ up *ARGS:
 # The whole test suite, against the real embedded PostgreSQL and Tansu broker, on two
 # pytest-xdist workers (each with its own Postgres and broker; a file's tests stay on one
 # worker, since most files share one system between their tests). `just test -n 0 ...`
-# runs serially.
+# runs serially. The 25 slowest tests are listed at the end: CI must stay under 30 minutes.
 test *ARGS:
-    uv run --locked pytest -n 2 --dist loadfile {{ARGS}}
+    uv run --locked pytest -n 2 --dist loadfile --durations=25 {{ARGS}}
 
 # ruff, mypy (strict on domain/), and the import layering contract (pyproject.toml).
 lint:
