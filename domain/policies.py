@@ -329,10 +329,15 @@ def object_from_file(
     at: datetime,
     admin: bool = False,
     if_none_match: bool = False,
+    if_match: str | None = None,
+    content_type: str | None = None,
+    metadata: dict[str, str] | None = None,
     command_id: str = "",
 ) -> PutObject:
     """Make the existing file `file` (its content: no bytes move, chunks are shared) the
-    object `key` of `bucket` as well. See `put_object` (`if_none_match`: create only)."""
+    object `key` of `bucket` as well, with the file's content type and metadata unless
+    others are given. See `put_object` (`if_none_match`: create only; `if_match`: replace
+    only that version)."""
     return put_object(
         bucket=bucket,
         key=key,
@@ -340,12 +345,13 @@ def object_from_file(
         size=file.size,
         sha256=file.sha256,
         manifest=list(file.manifest),
-        content_type=file.content_type,
+        content_type=file.content_type if content_type is None else content_type,
         caller=caller,
         at=at,
         admin=admin,
-        metadata=file.metadata,
+        metadata=file.metadata if metadata is None else metadata,
         if_none_match=if_none_match,
+        if_match=if_match,
         command_id=command_id,
     )
 

@@ -234,22 +234,19 @@ async def _copy_object(
     ) as hold:
         if none_match and await load_object(c, bucket, key) is not None:
             raise ApiError(412, "object_exists", "an object with this key exists")
-        command = policies.put_object(
-            bucket=bucket.name,
-            key=key,
+        command = policies.object_from_file(
+            source,
+            bucket.name,
+            key,
             owner=bucket.owner,
-            size=source.size,
-            sha256=source.sha256,
-            manifest=list(source.manifest),
-            content_type=(content_type or source.content_type)
-            if copy.replace_metadata
-            else source.content_type,
             caller=principal.user,
             admin=principal.admin,
             at=now(),
-            metadata=metadata if copy.replace_metadata else dict(source.metadata),
             if_none_match=none_match,
             if_match=match,
+            # REPLACE: the request's metadata, and its content type if it sent one.
+            content_type=(content_type or None) if copy.replace_metadata else None,
+            metadata=metadata if copy.replace_metadata else None,
         )
         return await _apply_put(c, request, hold, bucket, key, command)
 
