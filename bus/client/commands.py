@@ -629,13 +629,10 @@ def cmd_cp(args: argparse.Namespace, out: Output) -> int:
 def _delete(client: httpx.Client, ref: str) -> dict[str, Any]:
     """Delete a file by its id, or an object by BUCKET/KEY (204: what was deleted is the
     reference itself)."""
-    if download.UUID_RE.match(ref):
-        return dict(json_of(client.delete(f"/v1/files/{ref}")))
-    bucket, sep, key = ref.partition("/")
-    if not sep or not bucket or not key:
-        raise ClientError(
-            f"{ref!r} is neither a file id nor BUCKET/KEY", code="usage", exit_code=USAGE
-        )
+    named = objects.file_or_object(ref)
+    if isinstance(named, str):
+        return dict(json_of(client.delete(f"/v1/files/{named}")))
+    bucket, key = named
     check(client.delete(objects.object_path(bucket, key)))
     return {"bucket": bucket, "key": key}
 

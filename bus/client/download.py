@@ -33,28 +33,21 @@ from rich.progress import TaskID
 
 from bus.blobs.writeback import start_writeback
 from bus.client.config import Target
-from bus.client.errors import NOT_FOUND, USAGE, VERIFY, ClientError, Interrupted
+from bus.client.errors import NOT_FOUND, VERIFY, ClientError, Interrupted
 from bus.client.http import BAD_JSON, Kind, bad_shape, check, json_of, shaped
-from bus.client.objects import find_object
+from bus.client.objects import UUID_RE, file_or_object, find_object
 from bus.client.output import printable
 from bus.client.transfer import PIECE, Transfer, progress_bars
-
-UUID_RE = re.compile(
-    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-)
 
 
 def resolve_file(client: httpx.Client, ref: str) -> dict[str, Any]:
     """A file id, or BUCKET/KEY: the object with that key (an object is a file: its id is
     a file id, downloaded like any file), else a file uploaded with that --key as
     metadata, else one of that name."""
-    if UUID_RE.match(ref):
-        return _file(client, ref)
-    bucket, sep, key = ref.partition("/")
-    if not sep or not key:
-        raise ClientError(
-            f"{ref!r} is neither a file id nor BUCKET/KEY", code="usage", exit_code=USAGE
-        )
+    named = file_or_object(ref)
+    if isinstance(named, str):
+        return _file(client, named)
+    bucket, key = named
     try:
         found = find_object(client, bucket, key)
     except ClientError as e:

@@ -9,13 +9,32 @@ its cursor until --limit. Keys go into URLs percent-encoded per segment, their `
 from __future__ import annotations
 
 import argparse
+import re
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
+from bus.client.errors import USAGE, ClientError
 from bus.client.http import json_of, next_cursor, shaped
 from bus.client.output import Output, human_bytes
+
+UUID_RE = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+)
+
+
+def file_or_object(ref: str) -> str | tuple[str, str]:
+    """What a FILE_ID|BUCKET/KEY argument names: the file id, or (bucket, key); a usage
+    error (exit 2) for anything else."""
+    if UUID_RE.match(ref):
+        return ref
+    bucket, sep, key = ref.partition("/")
+    if not sep or not bucket or not key:
+        raise ClientError(
+            f"{ref!r} is neither a file id nor BUCKET/KEY", code="usage", exit_code=USAGE
+        )
+    return bucket, key
 
 
 def key_path(key: str) -> str:

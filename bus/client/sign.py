@@ -12,10 +12,8 @@ import argparse
 import re
 from typing import Any
 
-from bus.client.download import UUID_RE
-from bus.client.errors import USAGE, ClientError
 from bus.client.http import json_of, open_client
-from bus.client.objects import object_path
+from bus.client.objects import file_or_object, object_path
 from bus.client.output import Output
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -31,14 +29,10 @@ def duration(value: str) -> int:
 
 def sign_path(ref: str) -> str:
     """The signed-url endpoint of a file id or of BUCKET/KEY (the key's `/`s kept)."""
-    if UUID_RE.match(ref):
-        return f"/v1/files/{ref}/signed-url"
-    bucket, sep, key = ref.partition("/")
-    if not sep or not bucket or not key:
-        raise ClientError(
-            f"{ref!r} is neither a file id nor BUCKET/KEY", code="usage", exit_code=USAGE
-        )
-    return f"{object_path(bucket, key)}/signed-url"
+    named = file_or_object(ref)
+    if isinstance(named, str):
+        return f"/v1/files/{named}/signed-url"
+    return f"{object_path(*named)}/signed-url"
 
 
 def register(sub: Any, add: Any) -> None:
