@@ -349,7 +349,9 @@ def openapi_config(version: str) -> OpenAPIConfig:
         version=version,
         description="A self-hosted file service: resumable chunked and tus uploads, files."
         " Authenticate with `Authorization: Bearer <JWT>` or `X-API-Key`; every error is"
-        ' `{"error": {"code", "message", "details"}, "request_id"}`.',
+        ' `{"error": {"code", "message", "details"}, "request_id"}`. Every path that'
+        " answers GET answers HEAD too (RFC 9110 9.1): the GET's status and headers, no"
+        " body.",
         path="/schema",
         components=Components(
             security_schemes={
