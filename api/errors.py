@@ -8,6 +8,7 @@ error, an unknown route, an unavailable bus, or a bug (500, logged, details hidd
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from litestar import Request, Response
@@ -85,6 +86,41 @@ class ApiError(Exception):
         self.message = message
         self.details = details or {}
         self.headers = headers or {}
+
+
+# A listing's query parameter or an event stream's filter given a value it does not take
+# (an unknown status, sort, order, type or aggregate; a malformed stream id or prefix): one
+# code for every listing and parameter, with the parameter in `details.field`, so that a
+# client handles a typo in any of them once. `invalid_status` (uploads and fetches),
+# `invalid_filter` (events) and `invalid_prefix` and the like (a bucket's objects) were
+# per-listing spellings of the same refusal.
+INVALID_QUERY = "invalid_query"
+
+
+def shown(value: object, limit: int = 64) -> str:
+    """A client's value as an error's details show it: at most `limit` characters, and
+    always encodable (a lone surrogate becomes its escape, never a failed answer)."""
+    return str(value)[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def unknown_value(
+    field: str, value: object, allowed: Sequence[str], *, any_case: bool = False
+) -> ApiError:
+    """400 `invalid_query` for a value outside `allowed`, naming the parameter and the
+    values it takes, in the one shape every listing answers."""
+    values = list(allowed)
+    return ApiError(
+        400,
+        INVALID_QUERY,
+        f"{field} must be one of {', '.join(values)}" + (" (in any case)" if any_case else ""),
+        {"field": field, "value": shown(value), "allowed": values},
+    )
+
+
+def bad_value(field: str, value: object, why: str) -> ApiError:
+    """400 `invalid_query` for a malformed value of a parameter that takes no fixed set
+    (an event stream id, a listing's prefix): the same code and `details.field`."""
+    return ApiError(400, INVALID_QUERY, f"{field}: {why}", {"field": field, "value": shown(value)})
 
 
 def api_error(exc: DomainError, headers: dict[str, str] | None = None) -> ApiError:

@@ -3,8 +3,9 @@
 model refuses (a bad sort or filter value: ValueError) as 400 `invalid_query`.
 
 One rule for the lists' enum query parameters (`status`, `type`, `sort`, `order`):
-`enum_query` takes any ASCII case and refuses anything else naming the field and the
-allowed values. And one rule for the cursor-paged lists (`/v1/buckets`, a bucket's
+`enum_query` takes any ASCII case and refuses anything else as 400 `invalid_query` naming
+the field and the allowed values (api/errors.unknown_value: the answer the event streams'
+filters give too). And one rule for the cursor-paged lists (`/v1/buckets`, a bucket's
 objects): the cursor is opaque (`encode_cursor`), and `decode_cursor` refuses one the
 listing did not issue (malformed, forged, or another listing's) as 400 `invalid_cursor`."""
 
@@ -18,7 +19,7 @@ from typing import Any, overload
 import orjson
 from litestar import Response
 
-from api.errors import ApiError
+from api.errors import INVALID_QUERY, ApiError, unknown_value
 
 INVALID_CURSOR = "the cursor is not one this listing returned"
 
@@ -32,7 +33,7 @@ async def page_response(
     try:
         rows, total = await query
     except ValueError as e:
-        raise ApiError(400, "invalid_query", str(e)) from None
+        raise ApiError(400, INVALID_QUERY, str(e)) from None
     items = [view(r) for r in rows] if view is not None else list(rows)
     return Response(
         {"items": items, "total": total, "limit": limit, "offset": offset},
@@ -41,18 +42,14 @@ async def page_response(
 
 
 @overload
-def enum_query(name: str, value: str, allowed: Iterable[str], code: str = ...) -> str: ...
+def enum_query(name: str, value: str, allowed: Iterable[str]) -> str: ...
 @overload
-def enum_query(
-    name: str, value: str | None, allowed: Iterable[str], code: str = ...
-) -> str | None: ...
-def enum_query(
-    name: str, value: str | None, allowed: Iterable[str], code: str = "invalid_query"
-) -> str | None:
+def enum_query(name: str, value: str | None, allowed: Iterable[str]) -> str | None: ...
+def enum_query(name: str, value: str | None, allowed: Iterable[str]) -> str | None:
     """A list's enum query parameter in any ASCII case, as its canonical spelling (None if
     absent); anything else (empty, unknown, a non-ASCII look-alike such as a dotless i) is
-    400 `code` naming the field and the allowed values: not an empty page, where a typo
-    would read as "none"."""
+    400 `invalid_query` naming the field and the allowed values: not an empty page, where
+    a typo would read as "none"."""
     if value is None:
         return None
     values = list(allowed)
@@ -61,17 +58,12 @@ def enum_query(
         for canonical in values:
             if canonical.lower() == folded:
                 return canonical
-    raise ApiError(
-        400,
-        code,
-        f"{name} must be one of {', '.join(values)} (in any case)",
-        {"field": name, "allowed": values},
-    )
+    raise unknown_value(name, value, values, any_case=True)
 
 
 def status_filter(status: str | None, statuses: Iterable[str]) -> str | None:
-    """A list's `status` query (as `enum_query`), refused as 400 `invalid_status`."""
-    return enum_query("status", status, [str(s) for s in statuses], "invalid_status")
+    """A list's `status` query (as `enum_query`) against a status enum's values."""
+    return enum_query("status", status, [str(s) for s in statuses])
 
 
 def encode_cursor(position: dict[str, str]) -> str:

@@ -1,6 +1,10 @@
 """Event-stream filters (`aggregate`, `type`, `stream`) and resume positions, validated once
 for SSE and WebSocket alike, and turned into a Selector bound to the caller.
 
+A bad value is 400 `invalid_query` naming the filter in `details.field` (with the allowed
+values for `aggregate` and `type`): the same answer a listing's bad query value gets
+(api/errors.unknown_value).
+
 Authorisation lives here too: a non-admin's selector always carries `owner`, so another
 user's stream id simply matches nothing, exactly like an id that does not exist.
 """
@@ -12,7 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from api.auth import Principal
-from api.errors import ApiError
+from api.errors import ApiError, bad_value, unknown_value
 from api.http.digits import ascii_int
 from bus.store.feed import Selector
 from domain.buckets.names import is_bucket_name
@@ -30,18 +34,11 @@ def _values(name: str, raw: Any) -> list[str]:
     out: list[str] = []
     for item in items:
         if not isinstance(item, str):
-            raise invalid(name, item, "must be a string or a list of strings")
+            raise bad_value(name, item, "must be a string or a list of strings")
         out.extend(v.strip() for v in item.split(",") if v.strip())
     if len(out) > MAX_VALUES:
-        raise invalid(name, f"{len(out)} values", f"at most {MAX_VALUES} values")
+        raise bad_value(name, f"{len(out)} values", f"at most {MAX_VALUES} values")
     return out
-
-
-def invalid(name: str, value: Any, why: str, allowed: list[str] | None = None) -> ApiError:
-    details: dict[str, Any] = {"filter": name, "value": str(value)[:200]}
-    if allowed is not None:
-        details["allowed"] = allowed
-    return ApiError(400, "invalid_filter", f"invalid value for filter {name!r}: {why}", details)
 
 
 def _stream_ids(value: str) -> list[str]:
@@ -58,7 +55,7 @@ def _stream_ids(value: str) -> list[str]:
     try:
         aggregate_id = str(uuid.UUID(value))
     except ValueError:
-        raise invalid(
+        raise bad_value(
             "stream",
             value,
             "expected an aggregate id or a stream id like upload-<uuid> or bucket-<name>",
@@ -67,16 +64,16 @@ def _stream_ids(value: str) -> list[str]:
 
 
 def selector_for(who: Principal, filters: dict[str, Any]) -> Selector:
-    """Validate `filters` (400 `invalid_filter` naming the filter) and bind them to `who`."""
+    """Validate `filters` (400 `invalid_query` naming the filter) and bind them to `who`."""
     aggregates = _values("aggregate", filters.get("aggregate"))
     known_aggregates = sorted(set(STREAM_PREFIXES.values()))
     for a in aggregates:
         if a not in known_aggregates:
-            raise invalid("aggregate", a, "unknown aggregate", known_aggregates)
+            raise unknown_value("aggregate", a, known_aggregates)
     types = _values("type", filters.get("type"))
     for t in types:
         if t not in EVENTS:
-            raise invalid("type", t, "unknown event type", sorted(EVENTS))
+            raise unknown_value("type", t, sorted(EVENTS))
     streams: list[str] = []
     for s in _values("stream", filters.get("stream")):
         streams.extend(_stream_ids(s))

@@ -34,7 +34,7 @@ from api.auth import Principal, provide_optional_principal
 from api.bucket_access import readable_bucket, writable_bucket
 from api.commanding import SecuredController, reply_state
 from api.context import AppContext, ctx, now
-from api.errors import ApiError
+from api.errors import ApiError, bad_value
 from api.http import amzmeta
 from api.http.body_digests import DeclaredDigests
 from api.http.conditionals import (
@@ -319,13 +319,10 @@ def _list_text_ok(value: str) -> bool:
 
 
 def _list_param(name: str, value: str | None) -> str | None:
+    """A listing's text parameter (prefix, delimiter, start_after); one that no key could
+    hold is 400 `invalid_query` naming it, as every listing answers a bad query value."""
     if value is not None and not _list_text_ok(value):
-        raise ApiError(
-            400,
-            f"invalid_{name}",
-            f"{name} holds a character no key can hold, or is too long",
-            {"field": name},
-        )
+        raise bad_value(name, value, "holds a character no key can hold, or is too long")
     return value
 
 

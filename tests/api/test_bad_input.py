@@ -426,8 +426,9 @@ async def test_a_list_s_unknown_status_is_refused_and_a_known_one_any_case_filte
 ) -> None:
     async with shared_system.client(user()) as c:
         r = await c.get(path, params={"status": "nope"})
-        body = assert_error(r, 400, "invalid_status")
-        assert body["error"]["details"] == {"field": "status", "allowed": allowed}, body
+        body = assert_error(r, 400, "invalid_query")
+        details = {"field": "status", "value": "nope", "allowed": allowed}
+        assert body["error"]["details"] == details, body
         await assert_documented(c, "get", path, r)
         if path == "/v1/uploads":
             up = await new_upload(c, 10)

@@ -17,6 +17,11 @@ per PUT, api/limits.py) costs a small PUT.
 
 `objects.copy` copies one large object on the server, next to nginx's WebDAV COPY.
 
+`objects.head_4k` HEADs the small objects of `objects.get_4k`'s kind, by key and as their
+files' content (`/v1/files/{id}/content`), next to nginx answering HEAD for the same bytes
+from its static root, with the same client and concurrency; the GET of the same objects
+runs in the same turns, so the note says what a HEAD saves over a GET.
+
 `objects.put_digest` is one large object PUT with a declared `Content-MD5` (an MD5 pass
 over the body on the API's event loop), and with `x-amz-checksum-sha256` (compared with
 the sha256 the store computes anyway), each against the same PUT without a digest.
@@ -34,6 +39,7 @@ import secrets
 import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import httpx
 
@@ -496,6 +502,129 @@ async def get_4k(bench: Bench, res: Result) -> None:
     )
 
 
+HEAD_WAYS = ("object", "file", "nginx", "object GET")
+
+
+def _head_ok(r: httpx.Response, what: str, etag: str | None = None) -> None:
+    """A HEAD's answer: 200 with the GET's Content-Length (and ETag, where given) and no
+    body, or its rate means nothing."""
+    if r.status_code != 200 or r.headers.get("content-length") != str(SIZE) or r.content:
+        raise AssertionError(f"{what}: {r.status_code}, {r.headers.get('content-length')} B")
+    if etag is not None and r.headers.get("etag") != etag:
+        raise AssertionError(f"{what}: ETag {r.headers.get('etag')}, expected {etag}")
+
+
+async def head_4k(bench: Bench, res: Result) -> None:
+    """HEAD of small objects and of their files' content next to nginx's HEAD of the same
+    bytes, from the same client and concurrency as objects.get_4k; the GET of the same
+    objects in the same runs, for what a HEAD saves (or does not)."""
+    s = bench.scale
+    rates: dict[str, list[float]] = {w: [] for w in HEAD_WAYS}
+    lat: dict[str, list[float]] = {w: [] for w in HEAD_WAYS}
+    assert bench.cairn is not None
+    async with (
+        bench.cairn_client(conns=CLIENTS) as c,
+        native.client(conns=CLIENTS) as plain,
+    ):
+        bucket = f"bench-{secrets.token_hex(6)}"
+        r = await c.post("/v1/buckets", json={"name": bucket, "public": False})
+        r.raise_for_status()
+        bodies = [os.urandom(SIZE) for _ in range(GET_OBJECTS)]
+
+        async def put(k: int) -> dict[str, Any]:
+            r = await c.put(f"/v1/buckets/{bucket}/objects/h/{k}", content=bodies[k])
+            r.raise_for_status()
+            return dict(r.json())
+
+        # Set up at the client's concurrency (the pool holds CLIENTS connections).
+        stored = await asyncio.gather(*(put(k) for k in range(GET_OBJECTS)))
+        file_ids = [o["id"] for o in stored]
+        if bench.nginx:
+            for k, body in enumerate(bodies):
+                (bench.nginx.data_dir / f"head-{k}.bin").write_bytes(body)
+        # Every way must answer the stored object's head, or its rate means nothing.
+        etag = stored[0]["etag"]
+        _head_ok(await c.head(f"/v1/buckets/{bucket}/objects/h/0"), "object HEAD", etag)
+        _head_ok(await c.head(f"/v1/files/{file_ids[0]}/content"), "file HEAD", etag)
+        if (await c.get(f"/v1/buckets/{bucket}/objects/h/0")).content != bodies[0]:
+            raise AssertionError("the object GET served other bytes")
+        if bench.nginx:
+            _head_ok(await plain.head(bench.nginx.get_url("head-0.bin")), "nginx HEAD")
+        count = max(s.small_files * 4, 4 * CLIENTS)
+
+        async def head_object(i: int) -> None:
+            r = await c.head(f"/v1/buckets/{bucket}/objects/h/{i % GET_OBJECTS}")
+            if r.status_code != 200:
+                raise AssertionError(f"object HEAD: {r.status_code}")
+
+        async def head_file(i: int) -> None:
+            r = await c.head(f"/v1/files/{file_ids[i % GET_OBJECTS]}/content")
+            if r.status_code != 200:
+                raise AssertionError(f"file HEAD: {r.status_code}")
+
+        async def get_object(i: int) -> None:
+            r = await c.get(f"/v1/buckets/{bucket}/objects/h/{i % GET_OBJECTS}")
+            if r.status_code != 200 or len(r.content) != SIZE:
+                raise AssertionError(f"object GET: {r.status_code}")
+
+        ops: dict[str, Callable[[int], Awaitable[None]]] = {
+            "object": head_object,
+            "file": head_file,
+            "object GET": get_object,
+        }
+        if bench.nginx:
+            nginx = bench.nginx
+
+            async def head_nginx(i: int, nginx: Nginx = nginx) -> None:
+                r = await plain.head(nginx.get_url(f"head-{i % GET_OBJECTS}.bin"))
+                if r.status_code != 200:
+                    raise AssertionError(f"nginx HEAD: {r.status_code}")
+
+            ops["nginx"] = head_nginx
+        # Untimed, whatever the scale: each way opens its client's connections and warms its
+        # path once, so that the way measured first (quick mode has no warm-up run) does
+        # not pay the 32 connections' set-up that the others then reuse.
+        for op in ops.values():
+            await _drive(op, 2 * CLIENTS, CLIENTS, s.small_seconds)
+        for i, warmup in bench.iterations():
+            # The ways take turns going first, so none always meets the warmest caches.
+            order = [w for w in HEAD_WAYS[i % 4 :] + HEAD_WAYS[: i % 4] if w in ops]
+            for way in order:
+                rate, ls = await _drive(ops[way], count, CLIENTS, s.small_seconds)
+                if not warmup:
+                    rates[way].append(rate)
+                    lat[way] += ls
+    note = None if bench.nginx else bench.nginx_note
+    for way, label in (("object", "4 KiB object HEADs"), ("file", "4 KiB file content HEADs")):
+        res.rows.append(
+            Row(
+                f"{label}, owner's token",
+                "HEADs/s",
+                rates[way],
+                "nginx static HEAD",
+                rates["nginx"] or None,
+                note,
+            )
+        )
+    h, g = summarize(rates["object"]), summarize(rates["object GET"])
+    if h and g:
+        res.notes.append(f"object HEAD / GET of the same objects, same run: {h / g:.2f}x")
+    res.notes.append(
+        "latency p50 / p99, ms: "
+        + "; ".join(
+            f"{way} {1000 * percentile(lat[way], 50):.1f} / {1000 * percentile(lat[way], 99):.1f}"
+            for way in HEAD_WAYS
+            if lat[way]
+        )
+    )
+    res.notes.append(
+        f"{SIZE} B objects of a private bucket (HEAD /v1/buckets/.../objects/{{key}} and"
+        f" /v1/files/{{id}}/content of the same objects), {CLIENTS} concurrent clients,"
+        f" keep-alive; at most {count} requests or {s.small_seconds:.0f} s per way and run,"
+        " the ways taking turns to go first"
+    )
+
+
 SCENARIOS = [
     Scenario(
         "objects.put_4k",
@@ -523,6 +652,12 @@ SCENARIOS = [
         "objects.get_4k",
         "4 KiB private-object GETs/s from 32 clients, by token and by signed URL, vs nginx",
         get_4k,
+        needs=frozenset({"nginx"}),
+    ),
+    Scenario(
+        "objects.head_4k",
+        "HEADs/s of 4 KiB objects and of their files' content from 32 clients, vs nginx HEAD",
+        head_4k,
         needs=frozenset({"nginx"}),
     ),
 ]

@@ -151,7 +151,7 @@ async def test_filters_aggregate_type_and_stream(shared_system: System) -> None:
 
 async def test_a_bucket_stream_is_a_stream_filter_like_any_other(shared_system: System) -> None:
     # A bucket's stream id is `bucket-<name>` (its name is its id), as every envelope of it
-    # says; the filter refused it (400 invalid_filter: "expected ... upload-<uuid>").
+    # says; the filter refused it (then 400 invalid_filter: "expected ... upload-<uuid>").
     me, name = user(), f"ev-{secrets.token_hex(4)}"
     async with shared_system.client(me) as c:
         for n in (name, f"{name}-other"):
@@ -171,8 +171,8 @@ async def test_a_bucket_stream_is_a_stream_filter_like_any_other(shared_system: 
             (f"bucket-{name}", "BucketUpdated"),
         ]
         for bad in ("bucket-", "bucket-A_B", "bucket-default"):
-            e = assert_error(await c.get(f"/v1/events?stream={bad}"), 400, "invalid_filter")
-            assert e["details"]["filter"] == "stream"
+            e = assert_error(await c.get(f"/v1/events?stream={bad}"), 400, "invalid_query")
+            assert e["details"]["field"] == "stream"
 
 
 async def test_a_bucket_name_taken_again_streams_to_its_new_owner_only(
@@ -268,12 +268,12 @@ async def test_per_upload_stream_replays_and_follows_one_upload(shared_system: S
 
 async def test_bad_input_is_400_naming_the_problem(shared_system: System) -> None:
     async with shared_system.client(user()) as c:
-        e = assert_error(await c.get("/v1/events?aggregate=nope"), 400, "invalid_filter")
-        assert e["details"]["filter"] == "aggregate" and "uploads" in e["details"]["allowed"]
-        e = assert_error(await c.get("/v1/events?type=UploadExploded"), 400, "invalid_filter")
-        assert e["details"]["filter"] == "type"
-        e = assert_error(await c.get("/v1/events?stream=not-an-id"), 400, "invalid_filter")
-        assert e["details"]["filter"] == "stream"
+        e = assert_error(await c.get("/v1/events?aggregate=nope"), 400, "invalid_query")
+        assert e["details"]["field"] == "aggregate" and "uploads" in e["details"]["allowed"]
+        e = assert_error(await c.get("/v1/events?type=UploadExploded"), 400, "invalid_query")
+        assert e["details"]["field"] == "type"
+        e = assert_error(await c.get("/v1/events?stream=not-an-id"), 400, "invalid_query")
+        assert e["details"]["field"] == "stream"
         e = assert_error(await c.get("/v1/events?colour=red"), 400, "unknown_query_parameter")
         assert e["details"]["unknown"] == ["colour"]
         for bad in ("abc", "-1", "1.5", "9" * 30):

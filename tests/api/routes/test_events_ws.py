@@ -184,8 +184,8 @@ async def test_bad_messages(shared_system: System) -> None:
         err = await recv(ws)
         assert err["type"] == "error" and err["id"] == "a"
         assert (
-            err["error"]["code"] == "invalid_filter"
-            and err["error"]["details"]["filter"] == "aggregate"
+            err["error"]["code"] == "invalid_query"
+            and err["error"]["details"]["field"] == "aggregate"
         )
         await ws.send(json.dumps({"type": "subscribe", "id": "b", "filters": {"colour": 1}}))
         assert (await recv(ws))["error"]["details"]["filter"] == "colour"

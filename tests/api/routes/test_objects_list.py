@@ -112,7 +112,7 @@ async def test_bad_listing_input(shared_system: System) -> None:
         assert_error(
             await c.get(f"/v1/buckets/{b}/objects", params={"prefix": "a\x00"}),
             400,
-            "invalid_prefix",
+            "invalid_query",
         )
         assert_error(
             await c.get(f"/v1/buckets/{b}/objects", params={"bogus": "1"}),
