@@ -70,6 +70,15 @@ class DeclaredDigests:
             found[name] = digest
         return cls(md5=found.get(CONTENT_MD5), sha256=found.get(AMZ_SHA256))
 
+    @property
+    def declared(self) -> list[str]:
+        """The headers that declared a digest (a copy, which has no body, refuses them)."""
+        return [
+            name
+            for name, digest in ((CONTENT_MD5, self.md5), (AMZ_SHA256, self.sha256))
+            if digest is not None
+        ]
+
     def hashed(self, source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """`source`, its bytes also hashed with MD5 when an MD5 was declared (the whole-body
         sha256 is computed anyway, by the store's ingest)."""
