@@ -8,18 +8,25 @@ else 404), at the version found now: `x-amz-copy-source-if-match` /
 `-if-none-match` (an ETag) make that version a condition (412 `precondition_failed`).
 
 What S3 has and Cairn does not is refused rather than ignored (400 `invalid_copy_source`):
-a version id (Cairn keeps no versions), the date conditions, a body beside the copy, a
-signed PUT URL (it grants the upload of a body), and a copy of an object onto itself that
-changes nothing. `x-amz-metadata-directive` is COPY (the default: the source's metadata
-and content type) or REPLACE (the request's `x-amz-meta-*` and Content-Type); metadata
-headers with COPY would be dropped silently by S3, and are 400 here.
+a version id (Cairn keeps no versions, so any `?` in the source), the date conditions, a
+body beside the copy or a digest of one (Content-MD5, x-amz-checksum-sha256: there is no
+body for it to check), a signed PUT URL (it grants the upload of a body), and a copy of an
+object onto itself that changes nothing. `x-amz-metadata-directive` is COPY (the default,
+when the header is absent: the source's metadata and content type) or REPLACE (the
+request's `x-amz-meta-*` and Content-Type), in any case; anything else, an empty value too,
+is 400; metadata headers with COPY would be dropped silently by S3, and are 400 here.
+
+The source is percent-decoded as the object's own path is (to bytes, then strictly UTF-8),
+so `..`, `%2e%2e` and `//` are ordinary characters of a key (`/b/../c/k` is the key
+`../c/k` of bucket `b`, never bucket `c`), and a key sent as raw UTF-8 is the key meant.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote_to_bytes
 
 from api.errors import ApiError
 from api.http.conditionals import ANY, field_value, write_match
@@ -63,8 +70,22 @@ class CopySource:
             )
 
 
-def requested(headers: Any, has_body: bool, signed: bool, metadata_sent: bool) -> CopySource | None:
-    """The copy a PUT asks for, None if it asks none (a plain PUT); 400 as said above."""
+def _decoded(path: str) -> str:
+    """The copy source's path as the object path is read (api/routes/objects.object_key):
+    percent-decoded to bytes, then strictly UTF-8; "" if it is not. The header arrives as
+    latin-1 text (one character per byte): a key sent as raw UTF-8 (`ü` as two bytes) was
+    read as two other characters, and another key copied or 404."""
+    try:
+        return unquote_to_bytes(path.encode("latin-1")).decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return ""  # not UTF-8 once decoded: no key of any bucket
+
+
+def requested(
+    headers: Any, has_body: bool, signed: bool, metadata_sent: bool, digests: Sequence[str] = ()
+) -> CopySource | None:
+    """The copy a PUT asks for, None if it asks none (a plain PUT); 400 as said above.
+    `digests`: the body digest headers the PUT declared (api/http/body_digests.py)."""
     value = field_value(headers, COPY_SOURCE)
     if value is None:
         for name in (DIRECTIVE, IF_MATCH, IF_NONE_MATCH, *_UNSUPPORTED):
@@ -80,16 +101,21 @@ def requested(headers: Any, has_body: bool, signed: bool, metadata_sent: bool) -
         raise _invalid("a signed PUT URL uploads a body; it does not copy")
     if has_body:
         raise _invalid("a copy takes no body", header=COPY_SOURCE)
-    path, _, query = value.strip().partition("?")
-    if query:
-        raise _invalid("Cairn keeps no object versions: a copy reads the live one")
-    try:
-        bucket, _, key = unquote(path, errors="strict").lstrip("/").partition("/")
-    except UnicodeDecodeError:
-        bucket = key = ""  # not UTF-8 once decoded: no key of any bucket
+    if digests:
+        raise _invalid(
+            f"a copy has no body for {digests[0]} to check: its content is the source's",
+            header=digests[0],
+        )
+    path, asks, _ = value.strip().partition("?")
+    if asks:
+        # Even an empty query: `/b/k?` read as `/b/k` would copy k for a client that did
+        # not encode the `?` of the key `k?` (%3F).
+        raise _invalid("Cairn keeps no object versions: a copy reads the live one (`?` is %3F)")
+    bucket, _, key = _decoded(path).lstrip("/").partition("/")
     if not is_bucket_name(bucket) or not key or object_key_problem(key) is not None:
         raise _invalid(f"{COPY_SOURCE} is /BUCKET/KEY, URL-encoded", value=value[:300])
-    directive = (headers.get(DIRECTIVE) or "COPY").strip().upper()
+    raw_directive = headers.get(DIRECTIVE)
+    directive = "COPY" if raw_directive is None else raw_directive.strip().upper()
     if directive not in ("COPY", "REPLACE"):
         raise _invalid(f"{DIRECTIVE} is COPY or REPLACE", header=DIRECTIVE)
     if metadata_sent and directive == "COPY":

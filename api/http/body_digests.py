@@ -3,11 +3,12 @@
 
 S3 refuses a body whose digest is not the one declared (BadDigest), and a client that
 sends one relies on that: it is how it learns that its bytes were damaged on the way. So
-a declared digest that is malformed, sent twice, or of an algorithm Cairn does not
-compute (`x-amz-checksum-crc32`, ...) is refused before the body is read (400
-`invalid_checksum`), never ignored; a body that does not match is refused once it has
-been read (400 `checksum_mismatch`), before any command: its pieces, stored on the way in,
-are left unreferenced to the blob collector, and the key keeps what it held.
+a declared digest that is malformed, sent twice, of an algorithm Cairn does not compute
+(`x-amz-checksum-crc32`, ...), or announced for a trailer (`x-amz-trailer`) is refused
+before the body is read (400 `invalid_checksum`), never ignored; a body that does not
+match is refused once it has been read (400 `checksum_mismatch`), before any command: its
+pieces, stored on the way in, are left unreferenced to the blob collector, and the key
+keeps what it held.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ AMZ_SHA256 = "x-amz-checksum-sha256"
 _AMZ_CHECKSUM = "x-amz-checksum-"
 _LENGTHS = {CONTENT_MD5: 16, AMZ_SHA256: 32}
 _THREADED_BYTES = 256 * 1024
+# S3's header naming a checksum that follows the body, in an aws-chunked trailer (the
+# only trailers S3 defines are checksums): one Cairn would not check.
+_AMZ_TRAILER = "x-amz-trailer"
 # S3's names for the headers that say how a checksum travels, not what it is.
 _NOT_A_CHECKSUM = {"x-amz-checksum-algorithm", "x-amz-checksum-type"}
 
@@ -49,6 +53,12 @@ class DeclaredDigests:
         found: dict[str, bytes] = {}
         for raw_name, raw_value in raw_headers:
             name = raw_name.decode("latin-1").lower()
+            if name == _AMZ_TRAILER:
+                raise _invalid(
+                    name,
+                    "a digest in a trailer is not checked (nor is aws-chunked framing read):"
+                    " send Content-MD5 or x-amz-checksum-sha256 as a header",
+                )
             if name != CONTENT_MD5 and not name.startswith(_AMZ_CHECKSUM):
                 continue
             if name in _NOT_A_CHECKSUM:
@@ -69,6 +79,15 @@ class DeclaredDigests:
                 raise _invalid(name, f"not the base64 of a {_LENGTHS[name]}-byte digest")
             found[name] = digest
         return cls(md5=found.get(CONTENT_MD5), sha256=found.get(AMZ_SHA256))
+
+    @property
+    def declared(self) -> list[str]:
+        """The headers that declared a digest (a copy, which has no body, refuses them)."""
+        return [
+            name
+            for name, digest in ((CONTENT_MD5, self.md5), (AMZ_SHA256, self.sha256))
+            if digest is not None
+        ]
 
     def hashed(self, source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """`source`, its bytes also hashed with MD5 when an MD5 was declared (the whole-body

@@ -450,7 +450,8 @@ class ObjectsController(SecuredController):
                 " `x-amz-metadata-directive` COPY (default: its metadata and content type) or"
                 " REPLACE (this request's), `x-amz-copy-source-if-match` /"
                 " `-if-none-match` (412 `precondition_failed`); 400 `invalid_copy_source` for"
-                " what is not supported (a version id, date conditions, a body)",
+                " what is not supported (a version id, date conditions, a body or a digest of"
+                " one)",
             ),
         ] = None,
         signed_method: SignedMethod = None,
@@ -475,6 +476,7 @@ class ObjectsController(SecuredController):
             or "transfer-encoding" in request.headers,
             signed=signature is not None,
             metadata_sent=bool(metadata),
+            digests=digests.declared,
         )
         bucket, grant = await bucket_access.object_bucket(
             c, name, key, principal, "PUT", bucket_access.signature_params(request.query_params)

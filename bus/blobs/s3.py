@@ -102,6 +102,7 @@ from bus.blobs.errors import (
 from bus.blobs.local import check_range, is_sha256
 from bus.config import metrics
 from bus.config.logs import get_logger
+from bus.config.private import private_dir
 from bus.config.settings import S3_MAX_PUT_BYTES
 
 log = get_logger(__name__)
@@ -173,7 +174,8 @@ class S3BlobStore:
         self.prefix = options.prefix
         self.spool_dir = options.spool_dir
         # Runs once at startup, before the loop serves anything: blocking is fine here.
-        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        # Owner-only: the spool holds request bodies (bus/config/private.py).
+        private_dir(self.spool_dir)
         self._client: Any = None
         self._client_cm: Any = None
         self._client_lock = asyncio.Lock()

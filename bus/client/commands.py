@@ -29,7 +29,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
@@ -62,6 +61,7 @@ from bus.client.http import (
     check,
     json_of,
     open_client,
+    segment,
     unexpected,
     unreachable,
 )
@@ -607,7 +607,7 @@ def cmd_cp(args: argparse.Namespace, out: Output) -> int:
         raise _usage(f"{args.dest!r} is not BUCKET[/KEY]")
     if not dest_key or dest_key.endswith("/"):  # as `aws s3 cp s3://a/k s3://b/` does
         dest_key += key.rsplit("/", 1)[-1]
-    source = f"/{quote(bucket, safe='')}/{objects.key_path(key)}"
+    source = f"/{segment(bucket)}/{objects.key_path(key)}"
     with open_client(_target(args)) as client:
         made = json_of(
             client.put(

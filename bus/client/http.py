@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -16,6 +17,17 @@ BAD_JSON = (ValueError, RecursionError)
 
 # Connect quickly or say so; reads may be slow (a chunk PUT answers once it is durable).
 TIMEOUT = httpx.Timeout(connect=10.0, read=300.0, write=300.0, pool=300.0)
+
+
+def segment(value: str) -> str:
+    """A command's argument (a bucket name, an id, a part of a key) as exactly one URL path
+    segment: percent-encoded, `/`, `?` and `#` included, and a `.` or `..` segment's dots
+    too (httpx, like every client, drops such segments before sending: RFC 3986 §5.2.4).
+    Put into a path as it was typed, an argument made another request than the one named:
+    `cairn buckets rm "b?x"` deleted the bucket `b`, `cairn buckets rm ../files/ID` the
+    file ID, `cairn tasks cancel ../fetches/ID` cancelled a fetch."""
+    encoded = quote(value, safe="")
+    return encoded.replace(".", "%2E") if value in (".", "..") else encoded
 
 
 def open_client(target: Target) -> httpx.Client:

@@ -11,12 +11,11 @@ from __future__ import annotations
 import argparse
 import re
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
 from bus.client.errors import USAGE, ClientError
-from bus.client.http import json_of, next_cursor, shaped
+from bus.client.http import json_of, next_cursor, segment, shaped
 from bus.client.output import Output, human_bytes
 
 UUID_RE = re.compile(
@@ -41,15 +40,12 @@ def key_path(key: str) -> str:
     """A key as a URL path: percent-encoded, its `/` kept, and a `.` or `..` segment's dots
     encoded too: httpx, like every client, drops such segments from a path before sending
     it (RFC 3986 §5.2.4), and a key is not a path."""
-    segments = (
-        s.replace(".", "%2E") if s in (".", "..") else s for s in quote(key, safe="/").split("/")
-    )
-    return "/".join(segments)
+    return "/".join(segment(s) for s in key.split("/"))
 
 
 def object_path(bucket: str, key: str) -> str:
     """The object's URL path."""
-    return f"/v1/buckets/{quote(bucket, safe='')}/objects/{key_path(key)}"
+    return f"/v1/buckets/{segment(bucket)}/objects/{key_path(key)}"
 
 
 def list_objects(
@@ -67,7 +63,7 @@ def list_objects(
             params["delimiter"] = "/"
         if cursor:
             params["cursor"] = cursor
-        r = client.get(f"/v1/buckets/{quote(bucket, safe='')}/objects", params=params)
+        r = client.get(f"/v1/buckets/{segment(bucket)}/objects", params=params)
         page = json_of(r, items=list)
         where = str(r.request.url)
         if page.get("common_prefixes") is not None:
@@ -83,9 +79,7 @@ def list_objects(
 def find_object(client: httpx.Client, bucket: str, key: str) -> dict[str, Any] | None:
     """The object `key` in `bucket` (its listing entry, with the file id), or None."""
     page = json_of(
-        client.get(
-            f"/v1/buckets/{quote(bucket, safe='')}/objects", params={"prefix": key, "limit": 1}
-        ),
+        client.get(f"/v1/buckets/{segment(bucket)}/objects", params={"prefix": key, "limit": 1}),
         items=list,
     )
     found = [o for o in page["items"] if o["key"] == key]

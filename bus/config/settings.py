@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bus.config.env import Env, SettingsError, parse_size
+from bus.config.private import private_dir
 
 # The largest CAIRN_BLOB_INLINE_BYTES honoured: a put gathers that much in memory before it
 # knows which tier takes it, and a row is read whole.
@@ -231,7 +232,7 @@ class Settings:
         """The secret in the data dir's file `name`, generated there (0600) on first use."""
         path = self.data_dir / name
         if not path.exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(self.data_dir)
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
             # Created 0600 from the start: never readable by others, not even for a moment.
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+from bus.config.private import private_dir, private_file
+
 PG_SYSTEM_USER = "cairn_pg"
 # A Unix socket's path must fit sockaddr_un's sun_path: 108 bytes with its NUL.
 SOCKET_PATH_MAX = 107
@@ -142,7 +144,7 @@ class EmbeddedPostgres:
 
     def start(self) -> None:
         run_as = _run_as()
-        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir.parent)  # Cairn's data dir, owner-only
         if run_as:
             _make_traversable(_pg_bin())
             _make_traversable(self.data_dir.parent)
@@ -161,7 +163,8 @@ class EmbeddedPostgres:
             self._run(
                 ["initdb", "-D", str(self.data_dir), "--auth=trust", "-U", self.user, "-E", "UTF8"]
             )
-        self._log.touch(exist_ok=True)
+        # pg_ctl appends to it with the mode it has: owner-only (bus/config/private.py).
+        private_file(self._log)
         if run_as:
             os.chown(self._log, run_as["user"], run_as["group"])
         self._stop_stale()
@@ -244,7 +247,8 @@ class EmbeddedKafka:
         ]
         if self.log_path:
             # The child keeps its own copy of the descriptor; ours is closed right away.
-            with open(self.log_path, "ab") as out:
+            # Owner-only, like every log in the data dir (bus/config/private.py).
+            with open(private_file(self.log_path), "ab") as out:
                 self.proc = subprocess.Popen(
                     cmd, stdout=out, stderr=out, env=env, start_new_session=True
                 )

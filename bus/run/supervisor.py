@@ -33,6 +33,7 @@ import psutil
 
 from bus.aio import Backoff, sleep_unless_stopped
 from bus.config.logs import configure, get_logger
+from bus.config.private import private_dir
 from bus.config.settings import Settings
 from bus.kafka.clients import ensure_topics
 from bus.run import listen
@@ -209,7 +210,7 @@ class DataDirLock:
             os.close(fd)
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)  # the data dir: its first creation on `cairn up`
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

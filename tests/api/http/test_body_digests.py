@@ -40,6 +40,14 @@ def test_only_the_two_digests_are_read_and_in_any_case() -> None:
         (("x-amz-checksum-sha256", base64.b64encode(b"\0" * 31).decode()),),
         (("x-amz-checksum-crc64nvme", "AAAAAAAAAAA="),),
         (("content-md5", "AAAAAAAAAAAAAAAAAAAAAA=="), ("Content-MD5", "AAAAAAAAAAAAAAAAAAAAAA==")),
+        # A digest that would come in an aws-chunked trailer: never checked, so refused.
+        (("X-Amz-Trailer", "x-amz-checksum-sha256"),),
+        (("content-md5", "1B2M2Y8AsgTpgAmY7PhCfg==="),),  # one `=` too many
+        (("content-md5", "1B2M2Y8AsgTpgAmY7PhCfg"),),  # no padding
+        (("content-md5", "1B2M2Y8Asg TpgAmY7PhCfg=="),),  # a space inside
+        (("content-md5", "1B2M2Y8AsgTpgAmY7PhCfg=="[:-2] + "-_"),),  # base64url
+        (("x-amz-checksum-sha256", ""),),
+        (("x-amz-checksum-", "AAAA"),),
     ],
 )
 def test_what_cannot_be_checked_is_refused(pairs: tuple[tuple[str, str], ...]) -> None:

@@ -4,6 +4,7 @@ destination's conditions and the source's, and what is refused rather than ignor
 
 from __future__ import annotations
 
+import asyncio
 import os
 from urllib.parse import quote
 
@@ -147,3 +148,88 @@ async def test_what_a_copy_cannot_do_is_refused_not_ignored(shared_system: Syste
         async with shared_system.client(None) as anon:
             r = await anon.put(url, headers=source(b, "src"))
             assert_error(r, 400, "invalid_copy_source")
+
+
+async def test_no_spelling_of_a_source_reaches_another_users_private_object(
+    shared_system: System,
+) -> None:
+    """`..`, `%2e%2e`, `%2F`, `//` are characters of a key in the bucket named first:
+    nothing spelled in the source reaches a bucket the caller may not read, and every
+    refusal is a 404 (the bucket, or the key in the caller's own) or a 400, never a 403."""
+    async with shared_system.client(user()) as victim, shared_system.client(user()) as me:
+        theirs = await make_bucket(victim)
+        assert (await victim.put(opath(theirs, "secret"), content=b"theirs")).status_code == 201
+        mine = await make_bucket(me)
+        for spelled, status, code in (
+            (f"/{theirs}/secret", 404, "bucket_not_found"),
+            (f"/{mine}/../{theirs}/secret", 404, "object_not_found"),
+            (f"/{mine}/%2e%2e/{theirs}/secret", 404, "object_not_found"),
+            (f"/{mine}%2F..%2F{theirs}/secret", 404, "object_not_found"),
+            (f"/{theirs}%2Fsecret", 404, "bucket_not_found"),
+            (f"//{theirs}//secret", 404, "bucket_not_found"),
+            (f"/{mine}//{theirs}/secret", 404, "object_not_found"),
+            (f"/{theirs.upper()}/secret", 400, "invalid_copy_source"),
+        ):
+            r = await me.put(opath(mine, "got"), headers={"x-amz-copy-source": spelled})
+            assert_error(r, status, code)
+        assert await object_events(shared_system.pool, mine, "got") == []
+        # Only the key `..` of the caller's own bucket is what `/mine/../…` names.
+        assert (
+            await me.put(opath(mine, f"../{theirs}/secret"), content=b"mine")
+        ).status_code == 201
+        r = await me.put(
+            opath(mine, "got"), headers={"x-amz-copy-source": f"/{mine}/%2E%2E/{theirs}/secret"}
+        )
+        assert r.status_code == 201 and (await me.get(opath(mine, "got"))).content == b"mine"
+
+
+async def test_a_digest_on_a_copy_is_refused_and_a_raw_utf8_source_is_the_key_meant(
+    shared_system: System,
+) -> None:
+    async with shared_system.client(user()) as c:
+        b = await make_bucket(c)
+        assert (await c.put(opath(b, "ü/€.txt"), content=b"one")).status_code == 201
+        # A copy has no body: a digest of one cannot be checked, so it is not ignored.
+        for header, value in (
+            ("Content-MD5", "1B2M2Y8AsgTpgAmY7PhCfg=="),  # the MD5 of no bytes
+            ("x-amz-checksum-sha256", "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="),
+        ):
+            r = await c.put(opath(b, "dst"), headers={**source(b, "ü/€.txt"), header: value})
+            err = assert_error(r, 400, "invalid_copy_source")
+            assert err["details"] == {"header": header.lower()}
+        # A source that is not UTF-8 once decoded, and an unencoded `?`: no copy.
+        for raw in (f"/{b}/%FF".encode(), f"/{b}/\u00fc/\u20ac.txt?".encode()):
+            r = await c.put(opath(b, "dst"), headers=[("x-amz-copy-source", raw)])
+            assert_error(r, 400, "invalid_copy_source")
+        assert await object_events(shared_system.pool, b, "dst") == []
+        # The key sent as raw UTF-8 bytes (not percent-encoded) is ü/€.txt, not the
+        # characters its bytes are in latin-1.
+        r = await c.put(opath(b, "dst"), headers=[("x-amz-copy-source", f"/{b}/ü/€.txt".encode())])
+        assert r.status_code == 201, r.text
+        assert (await c.get(opath(b, "dst"))).content == b"one"
+
+
+async def test_a_copy_racing_the_deletion_of_its_source(shared_system: System) -> None:
+    """Either the copy read the source first (201, and the copy keeps the bytes after the
+    source is gone: its chunks are referenced by the copy) or it found none (404): never a
+    500, never an object without its bytes."""
+    data = os.urandom(200_000)
+    async with shared_system.client(user()) as c:
+        b = await make_bucket(c)
+        outcomes = set()
+        for i in range(6):
+            assert (await c.put(opath(b, f"src{i}"), content=data)).status_code in (200, 201)
+            copied, deleted = await asyncio.gather(
+                c.put(opath(b, f"dst{i}"), headers=source(b, f"src{i}")),
+                c.delete(opath(b, f"src{i}")),
+            )
+            assert deleted.status_code == 204, deleted.text
+            if copied.status_code == 201:
+                got = await c.get(opath(b, f"dst{i}"))
+                assert got.status_code == 200 and got.content == data
+            else:
+                assert_error(copied, 404, "object_not_found")
+                assert await object_events(shared_system.pool, b, f"dst{i}") == []
+            outcomes.add(copied.status_code)
+            assert_error(await c.get(opath(b, f"src{i}")), 404, "object_not_found")
+        assert outcomes <= {201, 404}

@@ -5,10 +5,14 @@ that cannot be checked is 400 `invalid_checksum` before a byte of the body is re
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import os
+import socket
+from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -95,6 +99,7 @@ async def test_a_digest_that_cannot_be_checked_is_400_before_the_body_is_read(
         [("Content-MD5", hashlib.md5(data).hexdigest())],  # hex, as S3 does not take it
         [("x-amz-checksum-sha256", md5_of(data))],  # an MD5's length
         [("x-amz-checksum-crc32", "AAAAAA==")],  # an algorithm Cairn does not compute
+        [("x-amz-trailer", "x-amz-checksum-sha256")],  # a digest after the body: unchecked
         [("Content-MD5", md5_of(data)), ("Content-MD5", md5_of(data))],  # twice
     ]
     async with shared_system.client(user()) as c:
@@ -119,3 +124,63 @@ async def test_the_openapi_document_names_the_digest_headers(shared_system: Syst
     headers = {p["name"]: p for p in put["parameters"] if p["in"] == "header"}
     assert "checksum_mismatch" in headers["Content-MD5"]["description"]
     assert "invalid_checksum" in headers["x-amz-checksum-sha256"]["description"]
+
+
+async def test_a_digest_of_an_empty_or_a_chunked_body_and_two_that_disagree(
+    shared_system: System,
+) -> None:
+    data = os.urandom(700_000)  # reads of both sizes: MD5 on the loop and in a thread
+
+    async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: Transfer-Encoding
+        for i in range(0, len(data), 100_000):
+            yield data[i : i + 100_000]
+
+    async with shared_system.client(user()) as c:
+        b = await make_bucket(c)
+        r = await c.put(opath(b, "empty"), content=b"", headers={"Content-MD5": md5_of(b"")})
+        assert r.status_code == 201 and r.json()["size"] == 0, r.text
+        r = await c.put(opath(b, "empty2"), content=b"", headers={"Content-MD5": md5_of(b"x")})
+        assert_error(r, 400, "checksum_mismatch")
+        both = {"content-md5": md5_of(data), "x-amz-checksum-sha256": sha256_of(data)}
+        r = await c.put(opath(b, "chunked"), content=chunked(), headers=both)
+        assert r.status_code == 201, r.text
+        assert (await c.get(opath(b, "chunked"))).content == data
+        # Each header is checked on its own: one right does not excuse the other.
+        for header, wrong in (
+            ("x-amz-checksum-sha256", sha256_of(b"other")),
+            ("content-md5", md5_of(b"other")),
+        ):
+            r = await c.put(opath(b, "bad"), content=chunked(), headers={**both, header: wrong})
+            err = assert_error(r, 400, "checksum_mismatch")
+            assert err["details"]["header"] == header
+        assert await object_events(shared_system.pool, b, "empty2") == []
+        assert await object_events(shared_system.pool, b, "bad") == []
+
+
+async def test_a_body_cut_off_with_a_digest_leaves_nothing(shared_system: System) -> None:
+    """A PUT that declares its MD5 and ends early (the MD5 hashed in a worker thread at the
+    time): no object, the old version served, and nothing of it held against later PUTs."""
+    me = user()
+    old, part = b"old bytes", os.urandom(1024 * 1024)
+    async with shared_system.client(me) as c:
+        b = await make_bucket(c)
+        assert (await c.put(opath(b, "k"), content=old)).status_code == 201
+        token = c.headers["authorization"]
+    url = urlsplit(shared_system.url)
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    writer.write(
+        (
+            f"PUT {opath(b, 'k')} HTTP/1.1\r\nHost: {url.netloc}\r\nAuthorization: {token}\r\n"
+            f"Content-MD5: {md5_of(part * 4)}\r\nContent-Length: {4 * len(part)}\r\n\r\n"
+        ).encode()
+        + part
+    )
+    await writer.drain()
+    writer.transport.get_extra_info("socket").shutdown(socket.SHUT_WR)
+    await reader.read()  # the server answers (or just closes); either way the PUT is over
+    writer.close()
+    async with shared_system.client(me) as c:
+        assert (await c.get(opath(b, "k"))).content == old
+        assert await object_events(shared_system.pool, b, "k") == ["FileCreated"]
+        r = await c.put(opath(b, "k"), content=part, headers={"Content-MD5": md5_of(part)})
+        assert r.status_code == 200, r.text

@@ -13,6 +13,7 @@ import base64
 import hashlib
 import os
 import secrets
+import stat
 import time
 import tracemalloc
 from collections.abc import AsyncIterator, Iterator
@@ -365,6 +366,16 @@ async def test_a_put_to_an_s3_that_accepts_but_never_answers_gives_up(tmp_path: 
         os.kill(server.proc.pid, signal.SIGCONT)
         server.stop()
         await store.close()
+
+
+def test_the_spool_dir_it_creates_is_owner_only(tmp_path: Path) -> None:
+    """The spool holds request bodies on their way to S3: 0700 (its files are 0600)."""
+    old = os.umask(0o022)
+    try:
+        S3BlobStore(S3Options(bucket="b", spool_dir=tmp_path / "data" / "s3-spool"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "data" / "s3-spool").stat().st_mode) == 0o700
 
 
 async def test_sweep_removes_only_old_spool_files(s3_server: S3Server, tmp_path: Path) -> None:

@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from bus.client import commands
-from bus.client.http import open_client, retry_after
+from bus.client import buckets, commands, fetches, jobs, tasks
+from bus.client.http import open_client, retry_after, segment
 from bus.run.cli import main
 
 URL = "http://files.example"
@@ -85,3 +85,78 @@ def test_an_answer_that_is_not_cairns_is_one_line(
 def test_retry_after_is_a_bounded_wait(header: str | None, seconds: float) -> None:
     headers = {"Retry-After": header} if header is not None else {}
     assert retry_after(httpx.Response(503, headers=headers)) == seconds
+
+
+def test_a_segment_is_one_path_segment_whatever_it_holds() -> None:
+    assert segment("media-1") == "media-1"
+    assert segment("a b/ü?x=1#f") == "a%20b%2F%C3%BC%3Fx%3D1%23f"
+    assert (segment("."), segment(".."), segment("..."), segment("a..")) == (
+        "%2E",
+        "%2E%2E",
+        "...",
+        "a..",
+    )
+
+
+FILE = "0b6c1f2e-1111-4222-8333-444455556666"
+
+
+@pytest.mark.parametrize(
+    ("argv", "path"),
+    [
+        # A query in a bucket's name: not the bucket b-1 (which this deleted), nor a query.
+        (["buckets", "rm", "b-1?force=true"], b"/v1/buckets/b-1%3Fforce%3Dtrue"),
+        (["buckets", "show", "b-1?x=1"], b"/v1/buckets/b-1%3Fx%3D1"),
+        # Dot segments: not another resource (this was DELETE /v1/files/FILE).
+        (["buckets", "rm", f"../files/{FILE}"], f"/v1/buckets/..%2Ffiles%2F{FILE}".encode()),
+        (["buckets", "rm", ".."], b"/v1/buckets/%2E%2E"),
+        (["buckets", "show", "."], b"/v1/buckets/%2E"),
+        (["rm", "../x"], b"/v1/buckets/%2E%2E/objects/x"),
+        (["rm", "./../k"], b"/v1/buckets/%2E/objects/%2E%2E/k"),
+        (["rm", "b-1/a b/../ü"], b"/v1/buckets/b-1/objects/a%20b/%2E%2E/%C3%BC"),
+        (["rm", "b-1//k"], b"/v1/buckets/b-1/objects//k"),  # the key `/k`
+        (["rm", "b-1/k?x#y"], b"/v1/buckets/b-1/objects/k%3Fx%23y"),
+        (["cp", "b-1/k", "../x"], b"/v1/buckets/%2E%2E/objects/x"),
+        (["tasks", "show", f"../files/{FILE}"], f"/v1/tasks/..%2Ffiles%2F{FILE}".encode()),
+        (["tasks", "cancel", "x?y=1"], b"/v1/tasks/x%3Fy%3D1/cancel"),
+        (["fetches", "retry", ".."], b"/v1/fetches/%2E%2E/retry"),
+        (["fetches", "show", "a/b"], b"/v1/fetches/a%2Fb"),
+    ],
+)
+def test_an_argument_in_a_path_names_what_it_names(
+    argv: list[str], path: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = _recorded(monkeypatch)
+    assert main([*argv, "--url", URL, "--token", "t"]) == 3  # not found
+    assert [r.url.raw_path for r in seen] == [path]
+
+
+def test_an_object_ref_with_a_leading_slash_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen = _recorded(monkeypatch)
+    for argv in (["rm", "/b-1/k"], ["cp", "/b-1/k", "b-2/"], ["cp", "b-1/k", "/b-2"]):
+        assert main([*argv, "--url", URL, "--token", "t"]) == 2, argv
+    assert seen == []
+
+
+def _recorded(monkeypatch: pytest.MonkeyPatch) -> list[httpx.Request]:
+    """Every request the commands send, answered 404 in Cairn's error shape."""
+    seen: list[httpx.Request] = []
+    answer = httpx.Response(
+        404, json={"error": {"code": "not_found", "message": "no", "details": {}}}
+    )
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return answer
+
+    def client(target: Any) -> httpx.Client:
+        real = open_client(target)
+        return httpx.Client(
+            base_url=real.base_url, headers=real.headers, transport=httpx.MockTransport(handler)
+        )
+
+    for module in (commands, buckets, fetches, jobs, tasks):
+        monkeypatch.setattr(module, "open_client", client)
+    return seen

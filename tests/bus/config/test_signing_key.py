@@ -38,3 +38,9 @@ def test_the_environment_wins_and_old_keys_are_a_list(tmp_path: Path) -> None:
     assert (s.signed_url_max_expiry, s.signed_put_max_bytes) == (3600, 10 << 20)
     d = Settings.from_env({})
     assert (d.signing_key, d.signing_old_keys, d.signed_url_max_expiry) == (None, (), 7 * 86400)
+
+
+def test_the_data_dir_it_creates_is_owner_only(tmp_path: Path) -> None:
+    """It holds the secrets (and the embedded Postgres, the blobs): 0700, not 0755."""
+    Settings(data_dir=tmp_path / "made" / "data").resolved_jwt_secret()
+    assert stat.S_IMODE((tmp_path / "made" / "data").stat().st_mode) == 0o700

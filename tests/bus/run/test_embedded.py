@@ -3,12 +3,14 @@ TCP (bus/run/embedded.py)."""
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import asyncpg
 
-from bus.run.embedded import SOCKET_PATH_MAX, EmbeddedPostgres
+from bus.run.embedded import SOCKET_PATH_MAX, EmbeddedKafka, EmbeddedPostgres
+from tests.ports import free_port
 
 
 def test_the_url_names_the_socket_directory_percent_encoded(tmp_path: Path) -> None:
@@ -50,3 +52,22 @@ async def test_the_server_answers_on_its_socket_and_on_tcp(pg_server: EmbeddedPo
         assert str(await over_tcp.fetchval("SELECT inet_client_addr()")) == "127.0.0.1"
     finally:
         await over_tcp.close()
+
+
+def test_the_postgres_log_is_owner_only(pg_server: EmbeddedPostgres) -> None:
+    """It can hold query text (a statement in an error): 0600, not the umask's 0644."""
+    log = pg_server.data_dir.parent / "postgres.log"
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+
+
+def test_the_broker_log_is_owner_only_even_one_from_before(tmp_path: Path) -> None:
+    log = tmp_path / "tansu.log"
+    log.write_bytes(b"from an earlier start\n")
+    log.chmod(0o644)
+    kafka = EmbeddedKafka(free_port(), log_path=log)
+    kafka.start()
+    try:
+        assert stat.S_IMODE(log.stat().st_mode) == 0o600
+        assert log.read_bytes().startswith(b"from an earlier start\n")  # appended to
+    finally:
+        kafka.stop()

@@ -14,6 +14,7 @@ import importlib.util
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -36,6 +37,7 @@ from bus.run.supervisor import (
     EMBEDDED_RECYCLE_AFTER,
     EMBEDDED_SESSION_TIMEOUT_MS,
     TANSU_PID_FILE,
+    DataDirLock,
     child_names,
     is_cairn_ready,
     port_in_use,
@@ -435,3 +437,17 @@ async def test_waiting_for_cairn_is_not_fooled_by_another_server_on_its_port() -
     port = server.sockets[0].getsockname()[1]
     async with server:
         assert not await wait_for_cairn(f"http://127.0.0.1:{port}/ready", timeout=0.6)
+
+
+def test_the_data_dir_is_created_owner_only(tmp_path: Path) -> None:
+    """`cairn up` creates the data dir through its lock (the first thing it does there):
+    it holds the secrets, the embedded Postgres and the blobs, so 0700, not 0755."""
+    data_dir = tmp_path / "new" / "data"
+    lock = DataDirLock(data_dir)
+    old = os.umask(0o022)
+    try:
+        lock.acquire()
+        assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    finally:
+        os.umask(old)
+        lock.release()
