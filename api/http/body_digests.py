@@ -8,7 +8,9 @@ a declared digest that is malformed, sent twice, of an algorithm Cairn does not 
 before the body is read (400 `invalid_checksum`), never ignored; a body that does not
 match is refused once it has been read (400 `checksum_mismatch`), before any command: its
 pieces, stored on the way in, are left unreferenced to the blob collector, and the key
-keeps what it held.
+keeps what it held. A body in S3's `aws-chunked` content coding (the framing of SigV4
+streaming and of trailing checksums) is refused too, 415 `unsupported_media_type`: Cairn
+does not decode it, and storing it would make the framing part of the object's bytes.
 """
 
 from __future__ import annotations
@@ -35,6 +37,14 @@ _AMZ_TRAILER = "x-amz-trailer"
 _NOT_A_CHECKSUM = {"x-amz-checksum-algorithm", "x-amz-checksum-type"}
 
 
+_AWS_CHUNKED = "aws-chunked"
+
+
+def _codings(raw_value: bytes) -> list[str]:
+    """A Content-Encoding field's codings, lowercased (RFC 9110 §8.4: case-insensitive)."""
+    return [c.strip().lower() for c in raw_value.decode("latin-1").split(",")]
+
+
 def _invalid(header: str, message: str) -> ApiError:
     return ApiError(400, "invalid_checksum", f"{header}: {message}", {"header": header})
 
@@ -53,6 +63,13 @@ class DeclaredDigests:
         found: dict[str, bytes] = {}
         for raw_name, raw_value in raw_headers:
             name = raw_name.decode("latin-1").lower()
+            if name == "content-encoding" and _AWS_CHUNKED in _codings(raw_value):
+                raise ApiError(
+                    415,
+                    "unsupported_media_type",
+                    "Content-Encoding: aws-chunked is not decoded: send the body as it is",
+                    {"header": name},
+                )
             if name == _AMZ_TRAILER:
                 raise _invalid(
                     name,

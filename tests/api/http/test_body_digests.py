@@ -57,6 +57,16 @@ def test_what_cannot_be_checked_is_refused(pairs: tuple[tuple[str, str], ...]) -
     assert e.value.details["header"] == pairs[0][0].lower()
 
 
+@pytest.mark.parametrize("value", ["aws-chunked", "AWS-Chunked", "gzip, aws-chunked"])
+def test_an_aws_chunked_body_is_415(value: str) -> None:
+    with pytest.raises(ApiError) as e:
+        DeclaredDigests.of(lines(("Content-Encoding", value)))
+    assert (e.value.status, e.value.code) == (415, "unsupported_media_type")
+    assert e.value.details == {"header": "content-encoding"}
+    # Another coding is the client's business: its bytes are stored as sent.
+    assert DeclaredDigests.of(lines(("content-encoding", "gzip"))) == DeclaredDigests()
+
+
 async def test_the_md5_is_hashed_on_the_way_and_checked() -> None:
     body = [b"abc", b"", os.urandom(300_000), os.urandom(400_000), b"def" * 1000]  # both paths
     whole = b"".join(body)

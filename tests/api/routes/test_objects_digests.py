@@ -108,6 +108,16 @@ async def test_a_digest_that_cannot_be_checked_is_400_before_the_body_is_read(
             r = await c.put(opath(b, "refused"), content=data, headers=headers)
             err = assert_error(r, 400, "invalid_checksum")
             assert err["details"]["header"] == headers[0][0].lower(), err
+        # S3's aws-chunked framing (SigV4 streaming, trailing checksums) is not decoded:
+        # stored, it would become part of the object's bytes.
+        r = await c.put(
+            opath(b, "refused"),
+            content=data,
+            headers={"Content-Encoding": "aws-chunked", "x-amz-decoded-content-length": "9"},
+        )
+        assert assert_error(r, 415, "unsupported_media_type")["details"] == {
+            "header": "content-encoding"
+        }
         assert read == []  # not a byte of any body was read, so none was stored
         assert await object_events(shared_system.pool, b, "refused") == []
         # S3's word for how a checksum travels is not a checksum: no refusal.
