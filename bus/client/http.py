@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from bus.client.config import Target
-from bus.client.errors import UNREACHABLE, ClientError, exit_code_for_status
+from bus.client.errors import UNREACHABLE, USAGE, ClientError, exit_code_for_status
 
 # What parsing JSON that is not JSON raises: ValueError, or RecursionError for arrays or
 # objects nested deeper than the parser goes ("[[[[..." from a broken or hostile server).
@@ -23,6 +24,18 @@ def open_client(target: Target) -> httpx.Client:
     if target.token:
         headers["Authorization"] = f"Bearer {target.token}"
     return httpx.Client(base_url=target.url, headers=headers, timeout=TIMEOUT)
+
+
+def segment(value: str, what: str) -> str:
+    """One path segment from a command-line argument (a bucket name, a task's or fetch's
+    id): percent-encoded whole, `/` and `?` included, and a `.` or `..` encoded as
+    `objects.key_path` encodes them. Unencoded, `cairn buckets show ../uploads` asked for
+    /v1/uploads and `show ""` for /v1/buckets/ (the listing), and printed an empty record
+    with exit 0. An empty one is a usage error (exit 2)."""
+    if not value:
+        raise ClientError(f"{what} is empty", code="usage", exit_code=USAGE)
+    encoded = quote(value, safe="")
+    return encoded.replace(".", "%2E") if value in (".", "..") else encoded
 
 
 def error_from(response: httpx.Response) -> ClientError:

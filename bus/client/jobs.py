@@ -17,7 +17,7 @@ from collections.abc import Callable, Container, Iterable
 from typing import Any
 
 from bus.client import counts, events
-from bus.client.http import json_of, open_client
+from bus.client.http import json_of, open_client, segment
 from bus.client.output import Output
 
 
@@ -58,7 +58,8 @@ def add_controls(
 def _control(noun: str, path: str, action: str) -> Any:
     def run(args: argparse.Namespace, out: Output, target: Any) -> int:
         with open_client(target) as client:
-            result = json_of(client.post(f"{path}/{args.id}/{action}"))
+            job = segment(args.id, f"{noun.upper()}_ID")
+            result = json_of(client.post(f"{path}/{job}/{action}"))
         if out.as_json:
             out.emit(result)
         else:

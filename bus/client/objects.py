@@ -16,7 +16,7 @@ from urllib.parse import quote
 import httpx
 
 from bus.client.errors import USAGE, ClientError
-from bus.client.http import json_of, next_cursor, shaped
+from bus.client.http import json_of, next_cursor, segment, shaped
 from bus.client.output import Output, human_bytes
 
 UUID_RE = re.compile(
@@ -49,7 +49,7 @@ def key_path(key: str) -> str:
 
 def object_path(bucket: str, key: str) -> str:
     """The object's URL path."""
-    return f"/v1/buckets/{quote(bucket, safe='')}/objects/{key_path(key)}"
+    return f"/v1/buckets/{segment(bucket, 'the bucket name')}/objects/{key_path(key)}"
 
 
 def list_objects(
@@ -67,7 +67,7 @@ def list_objects(
             params["delimiter"] = "/"
         if cursor:
             params["cursor"] = cursor
-        r = client.get(f"/v1/buckets/{quote(bucket, safe='')}/objects", params=params)
+        r = client.get(f"/v1/buckets/{segment(bucket, 'the bucket name')}/objects", params=params)
         page = json_of(r, items=list)
         where = str(r.request.url)
         if page.get("common_prefixes") is not None:
@@ -84,7 +84,8 @@ def find_object(client: httpx.Client, bucket: str, key: str) -> dict[str, Any] |
     """The object `key` in `bucket` (its listing entry, with the file id), or None."""
     page = json_of(
         client.get(
-            f"/v1/buckets/{quote(bucket, safe='')}/objects", params={"prefix": key, "limit": 1}
+            f"/v1/buckets/{segment(bucket, 'the bucket name')}/objects",
+            params={"prefix": key, "limit": 1},
         ),
         items=list,
     )

@@ -17,7 +17,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
 from bus.client import jobs
 from bus.client.errors import ClientError
-from bus.client.http import json_of, open_client
+from bus.client.http import json_of, open_client, segment
 from bus.client.output import Output
 
 TYPES = ("copy", "move", "delete", "compress", "extract")
@@ -297,7 +297,12 @@ def cmd_ls(args: argparse.Namespace, out: Output, target: Any) -> int:
 
 def cmd_show(args: argparse.Namespace, out: Output, target: Any) -> int:
     with open_client(target) as client:
-        task = json_of(client.get(f"/v1/tasks/{args.id}"), id=str, status=str, progress=dict)
+        task = json_of(
+            client.get(f"/v1/tasks/{segment(args.id, 'TASK_ID')}"),
+            id=str,
+            status=str,
+            progress=dict,
+        )
         if args.wait and task["status"] not in FINISHED.values():
             return _wait(client, task["id"], out)
     if args.wait:  # finished before we looked: the same exit code as if we had waited

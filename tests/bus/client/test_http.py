@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from bus.client import commands
-from bus.client.http import open_client, retry_after
+from bus.client.errors import USAGE, ClientError
+from bus.client.http import open_client, retry_after, segment
 from bus.run.cli import main
 
 URL = "http://files.example"
@@ -85,3 +86,24 @@ def test_an_answer_that_is_not_cairns_is_one_line(
 def test_retry_after_is_a_bounded_wait(header: str | None, seconds: float) -> None:
     headers = {"Retry-After": header} if header is not None else {}
     assert retry_after(httpx.Response(503, headers=headers)) == seconds
+
+
+@pytest.mark.parametrize(
+    ("value", "encoded"),
+    [
+        ("media", "media"),
+        ("../uploads", "..%2Fuploads"),
+        ("..", "%2E%2E"),
+        (".", "%2E"),
+        ("a?force=true", "a%3Fforce%3Dtrue"),
+        ("a b#c", "a%20b%23c"),
+    ],
+)
+def test_an_argument_is_one_path_segment(value: str, encoded: str) -> None:
+    assert segment(value, "NAME") == encoded
+
+
+def test_an_empty_argument_is_a_usage_error() -> None:
+    with pytest.raises(ClientError) as e:
+        segment("", "NAME")
+    assert e.value.exit_code == USAGE and e.value.message == "NAME is empty"
