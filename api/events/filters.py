@@ -39,9 +39,14 @@ def _values(name: str, raw: Any) -> list[str]:
 
 def invalid(name: str, value: Any, why: str, allowed: list[str] | None = None) -> ApiError:
     details: dict[str, Any] = {"filter": name, "value": str(value)[:200]}
+    message = f"invalid value for filter {name!r}: {why}"
     if allowed is not None:
         details["allowed"] = allowed
-    return ApiError(400, "invalid_filter", f"invalid value for filter {name!r}: {why}", details)
+        # In the message too, as every enum query parameter's refusal says them: `cairn
+        # events --aggregate upload` printed only "unknown aggregate" (the CLI shows the
+        # message, not the details).
+        message += f"; one of {', '.join(allowed)}"
+    return ApiError(400, "invalid_filter", message, details)
 
 
 def _stream_ids(value: str) -> list[str]:
