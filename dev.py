@@ -4,6 +4,7 @@
     python3 dev.py up              start Cairn (the same as `just up`)
     python3 dev.py test            the whole test suite (the same as `just test`)
     python3 dev.py token alice     any other recipe of the Justfile, with its arguments
+    python3 dev.py --list          the recipes, each with what it does
 
 Why this exists: the distributions' own Pythons (Debian 12, Ubuntu 23.04+, Fedora) refuse
 `pip install` outside a virtual environment (PEP 668), and may not even ship pip or venv.

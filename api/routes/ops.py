@@ -13,7 +13,7 @@ import asyncio
 import math
 import time
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import asyncpg
 from litestar import MediaType, Request, Response, get
@@ -24,6 +24,7 @@ from prometheus_client.exposition import choose_encoder
 
 from api.context import ctx
 from api.http.strict import strict_request
+from api.paging import enum_query
 from api.readiness import Readiness
 from api.schemas import ReadinessReport, ok
 from bus.config.logs import get_logger
@@ -41,6 +42,7 @@ log = get_logger(__name__)
 # own time); a refresh gives up after LAG_QUERY_TIMEOUT, so /metrics answers within it.
 LAG_GAUGES_EVERY = 5.0
 LAG_QUERY_TIMEOUT = 2.0
+SCOPES = ("process",)  # /ready?scope=: the one other readiness there is
 
 
 @get("/health", include_in_schema=True, tags=["ops"], summary="Liveness")
@@ -67,15 +69,20 @@ async def health() -> dict[str, str]:
 async def ready(
     request: Request[Any, Any, Any],
     scope_: Annotated[
-        Literal["process"] | None,
+        str | None,
         QueryParameter(
             name="scope",
             description="`process`: this API process's own readiness (postgres,"
             " blob_store, kafka), for a load balancer's or Kubernetes' readiness probe;"
             " without it, the whole system's (a command can be served end to end)",
+            schema_extra={"enum": [*SCOPES, None]},
         ),
     ] = None,
 ) -> Response[Any]:
+    # Checked here, as every enum query parameter is (api/paging.py): typed as a Literal,
+    # a bad scope was Litestar's `validation_error` naming the parameter `scope_` (this
+    # function's name for it) and not the value it takes.
+    scope_ = enum_query("scope", scope_, SCOPES)
     state = request.app.state
     key = "readiness" if scope_ is None else "readiness_process"
     readiness = state.get(key)

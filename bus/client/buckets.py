@@ -70,7 +70,7 @@ def cmd_create(args: argparse.Namespace, out: Output, target: Any) -> int:
 
 def cmd_show(args: argparse.Namespace, out: Output, target: Any) -> int:
     with open_client(target) as client:
-        bucket = json_of(client.get(f"/v1/buckets/{segment(args.name)}"))
+        bucket = json_of(client.get(f"/v1/buckets/{segment(args.name, 'NAME')}"), name=str)
     if args.json:
         out.emit(bucket)
         return 0
@@ -99,7 +99,9 @@ def cmd_rm(args: argparse.Namespace, out: Output, target: Any) -> int:
     params = {"force": "true"} if args.force else {}
     with open_client(target) as client:
         try:
-            result = json_of(client.delete(f"/v1/buckets/{segment(args.name)}", params=params))
+            result = json_of(
+                client.delete(f"/v1/buckets/{segment(args.name, 'NAME')}", params=params)
+            )
         except ClientError as e:
             if e.code == "bucket_not_empty":
                 # The server's message names its query parameter (force=true); here the

@@ -105,7 +105,8 @@ def _common() -> argparse.ArgumentParser:
     g.add_argument(
         "--url",
         default=None,
-        help=f"server (default: CAIRN_URL, `cairn login`, or {config.DEFAULT_URL})",
+        help="server (default: CAIRN_URL, `cairn login`, or the local `cairn up`:"
+        f" http://127.0.0.1:$CAIRN_PORT, {config.DEFAULT_URL} when unset)",
     )
     g.add_argument(
         "--token", default=None, help="bearer token (default: CAIRN_TOKEN or `cairn login`)"

@@ -1,5 +1,6 @@
 """Where the client finds its server and token: flags, then CAIRN_URL / CAIRN_TOKEN, then
-the config file `cairn login` writes (XDG_CONFIG_HOME/cairn/config.json, mode 0600)."""
+the config file `cairn login` writes (XDG_CONFIG_HOME/cairn/config.json, mode 0600), then
+the local server that `cairn up` starts with the same environment (CAIRN_HOST, CAIRN_PORT)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,26 @@ from urllib.parse import urlsplit
 from bus.client.errors import USAGE, ClientError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+# What `cairn up` listens on when told no other place (bus/config/settings.py).
+_WILDCARDS = ("", "0.0.0.0", "::")
+
+
+def default_url() -> str:
+    """The server `cairn up` runs with this environment: http://CAIRN_HOST:CAIRN_PORT, a
+    wildcard host read as loopback, else DEFAULT_URL.
+
+    The README has a second install on one machine set CAIRN_PORT (and the data dir) for
+    `up` and every later command; a client that ignored it sent the token and the files
+    to whichever Cairn held port 8000 (another user's, on a shared machine), or failed as
+    unreachable with no word of the port it had tried."""
+    host = os.environ.get("CAIRN_HOST", "").strip()
+    port = os.environ.get("CAIRN_PORT", "").strip()
+    if host in _WILDCARDS and not port:
+        return DEFAULT_URL
+    host = "127.0.0.1" if host in _WILDCARDS else host
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address in a URL
+    return f"http://{host}:{port or 8000}"
 
 
 def config_path() -> Path:
@@ -40,7 +61,7 @@ def _load() -> dict[str, str]:
 
 def resolve(url: str | None, token: str | None) -> Target:
     saved = _load()
-    chosen_url = url or os.environ.get("CAIRN_URL") or saved.get("url") or DEFAULT_URL
+    chosen_url = url or os.environ.get("CAIRN_URL") or saved.get("url") or default_url()
     chosen_token = token or os.environ.get("CAIRN_TOKEN") or saved.get("token")
     return Target(chosen_url.rstrip("/"), chosen_token or None)
 
@@ -57,7 +78,8 @@ def checked(target: Target) -> Target:
     if not ok:
         raise ClientError(
             f"{target.url!r} is not a server URL: give http://HOST[:PORT] or https://..."
-            " (--url, CAIRN_URL or `cairn login`)",
+            " (--url, CAIRN_URL or `cairn login`; without them CAIRN_HOST and CAIRN_PORT"
+            " name the local server)",
             code="invalid_url",
             exit_code=USAGE,
         )

@@ -159,7 +159,9 @@ def cmd_ls(args: argparse.Namespace, out: Output, target: Any) -> int:
 
 def cmd_show(args: argparse.Namespace, out: Output, target: Any) -> int:
     with open_client(target) as client:
-        fetch = json_of(client.get(f"/v1/fetches/{segment(args.id)}"), id=str, status=str)
+        fetch = json_of(
+            client.get(f"/v1/fetches/{segment(args.id, 'FETCH_ID')}"), id=str, status=str
+        )
         if args.follow and fetch["status"] not in FINISHED.values():
             return _follow(client, fetch["id"], out)
     if args.follow:  # finished before we looked: the same exit code as if we had followed

@@ -9,7 +9,7 @@ from urllib.parse import quote
 import httpx
 
 from bus.client.config import Target
-from bus.client.errors import UNREACHABLE, ClientError, exit_code_for_status
+from bus.client.errors import UNREACHABLE, USAGE, ClientError, exit_code_for_status
 
 # What parsing JSON that is not JSON raises: ValueError, or RecursionError for arrays or
 # objects nested deeper than the parser goes ("[[[[..." from a broken or hostile server).
@@ -19,22 +19,27 @@ BAD_JSON = (ValueError, RecursionError)
 TIMEOUT = httpx.Timeout(connect=10.0, read=300.0, write=300.0, pool=300.0)
 
 
-def segment(value: str) -> str:
-    """A command's argument (a bucket name, an id, a part of a key) as exactly one URL path
-    segment: percent-encoded, `/`, `?` and `#` included, and a `.` or `..` segment's dots
-    too (httpx, like every client, drops such segments before sending: RFC 3986 §5.2.4).
-    Put into a path as it was typed, an argument made another request than the one named:
-    `cairn buckets rm "b?x"` deleted the bucket `b`, `cairn buckets rm ../files/ID` the
-    file ID, `cairn tasks cancel ../fetches/ID` cancelled a fetch."""
-    encoded = quote(value, safe="")
-    return encoded.replace(".", "%2E") if value in (".", "..") else encoded
-
-
 def open_client(target: Target) -> httpx.Client:
     headers = {"User-Agent": "cairn-cli"}
     if target.token:
         headers["Authorization"] = f"Bearer {target.token}"
     return httpx.Client(base_url=target.url, headers=headers, timeout=TIMEOUT)
+
+
+def segment(value: str, what: str | None = None) -> str:
+    """A command's argument (a bucket name, an id, a part of a key) as exactly one URL path
+    segment: percent-encoded, `/`, `?` and `#` included, and a `.` or `..` segment's dots
+    too (httpx, like every client, drops such segments before sending: RFC 3986 §5.2.4).
+    Put into a path as it was typed, an argument made another request than the one named:
+    `cairn buckets rm "b?x"` deleted the bucket `b`, `cairn buckets rm ../files/ID` the
+    file ID, `cairn tasks cancel ../fetches/ID` cancelled a fetch, and `cairn buckets show
+    ""` asked for the listing and printed an empty record with exit 0. So an argument named
+    `what` (a whole name or id, not a part of a key, which may be empty) that is empty is a
+    usage error (exit 2)."""
+    if what is not None and not value:
+        raise ClientError(f"{what} is empty", code="usage", exit_code=USAGE)
+    encoded = quote(value, safe="")
+    return encoded.replace(".", "%2E") if value in (".", "..") else encoded
 
 
 def error_from(response: httpx.Response) -> ClientError:

@@ -58,7 +58,8 @@ def add_controls(
 def _control(noun: str, path: str, action: str) -> Any:
     def run(args: argparse.Namespace, out: Output, target: Any) -> int:
         with open_client(target) as client:
-            result = json_of(client.post(f"{path}/{segment(args.id)}/{action}"))
+            job = segment(args.id, f"{noun.upper()}_ID")
+            result = json_of(client.post(f"{path}/{job}/{action}"))
         if out.as_json:
             out.emit(result)
         else:

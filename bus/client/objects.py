@@ -45,7 +45,7 @@ def key_path(key: str) -> str:
 
 def object_path(bucket: str, key: str) -> str:
     """The object's URL path."""
-    return f"/v1/buckets/{segment(bucket)}/objects/{key_path(key)}"
+    return f"/v1/buckets/{segment(bucket, 'the bucket name')}/objects/{key_path(key)}"
 
 
 def list_objects(
@@ -63,7 +63,7 @@ def list_objects(
             params["delimiter"] = "/"
         if cursor:
             params["cursor"] = cursor
-        r = client.get(f"/v1/buckets/{segment(bucket)}/objects", params=params)
+        r = client.get(f"/v1/buckets/{segment(bucket, 'the bucket name')}/objects", params=params)
         page = json_of(r, items=list)
         where = str(r.request.url)
         if page.get("common_prefixes") is not None:
@@ -79,7 +79,10 @@ def list_objects(
 def find_object(client: httpx.Client, bucket: str, key: str) -> dict[str, Any] | None:
     """The object `key` in `bucket` (its listing entry, with the file id), or None."""
     page = json_of(
-        client.get(f"/v1/buckets/{segment(bucket)}/objects", params={"prefix": key, "limit": 1}),
+        client.get(
+            f"/v1/buckets/{segment(bucket, 'the bucket name')}/objects",
+            params={"prefix": key, "limit": 1},
+        ),
         items=list,
     )
     found = [o for o in page["items"] if o["key"] == key]

@@ -298,7 +298,10 @@ def cmd_ls(args: argparse.Namespace, out: Output, target: Any) -> int:
 def cmd_show(args: argparse.Namespace, out: Output, target: Any) -> int:
     with open_client(target) as client:
         task = json_of(
-            client.get(f"/v1/tasks/{segment(args.id)}"), id=str, status=str, progress=dict
+            client.get(f"/v1/tasks/{segment(args.id, 'TASK_ID')}"),
+            id=str,
+            status=str,
+            progress=dict,
         )
         if args.wait and task["status"] not in FINISHED.values():
             return _wait(client, task["id"], out)

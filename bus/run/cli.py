@@ -10,7 +10,7 @@
     cairn db dump|restore FILE     the database half of a backup (pg_dump / pg_restore)
 
 and the client commands that talk HTTP to any Cairn server (bus/client/): login, upload,
-download, ls, rm, stats, events, buckets, tasks.
+download, ls, cp, rm, sign, stats, events, buckets, tasks, fetch, fetches.
 
 `cairn token` only mints HS256 tokens (CAIRN_JWT_SECRET, or the secret generated into the
 data dir). With CAIRN_JWT_PUBLIC_KEY (RS256) the tokens come from your identity provider.

@@ -117,10 +117,16 @@ def _missing(index: int, file_id: str) -> dict[str, Any]:
     }
 
 
+MAX_IN_MESSAGE = 3  # of those, named in the message (`cairn tasks` prints it, not details)
+
+
 def target_exists(bucket: str, taken: list[str]) -> TaskFailure:
+    named = ", ".join(repr(n[:100]) for n in taken[:MAX_IN_MESSAGE])
+    more = ", ..." if len(taken) > MAX_IN_MESSAGE else ""
     return TaskFailure(
         "target_exists",
-        f"{len(taken)} name(s) exist in bucket {bucket!r}; set overwrite: true to replace them",
+        f"{len(taken)} name(s) exist in bucket {bucket!r} ({named}{more}); set overwrite: true"
+        " to replace them",
         {"bucket": bucket, "names": taken[:MAX_NAMED], "count": len(taken), "overwrite": False},
     )
 

@@ -270,8 +270,10 @@ async def test_bad_input_is_400_naming_the_problem(shared_system: System) -> Non
     async with shared_system.client(user()) as c:
         e = assert_error(await c.get("/v1/events?aggregate=nope"), 400, "invalid_query")
         assert e["details"]["field"] == "aggregate" and "uploads" in e["details"]["allowed"]
+        # The message names them too: a CLI prints the message, not the details.
+        assert e["message"] == "aggregate must be one of buckets, fetches, files, tasks, uploads"
         e = assert_error(await c.get("/v1/events?type=UploadExploded"), 400, "invalid_query")
-        assert e["details"]["field"] == "type"
+        assert e["details"]["field"] == "type" and "UploadCompleted" in e["message"]
         e = assert_error(await c.get("/v1/events?stream=not-an-id"), 400, "invalid_query")
         assert e["details"]["field"] == "stream"
         e = assert_error(await c.get("/v1/events?colour=red"), 400, "unknown_query_parameter")

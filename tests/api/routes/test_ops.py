@@ -28,6 +28,7 @@ from api.routes import ops
 from bus.config import metrics
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from bus.run.processes import application_name
+from tests.api.answers import assert_error
 from tests.api.documented import assert_documented
 from tests.ports import free_port
 from tests.system import System, isolated_system, wait_until
@@ -214,6 +215,27 @@ async def test_ready_refuses_unknown_parameters_and_scopes(
         assert set(body) == {"error", "request_id"}
         assert set(body["error"]) == {"code", "message", "details"}
         await assert_documented(c, "get", "/ready", r)
+
+
+async def test_a_bad_scope_is_refused_naming_the_parameter_and_what_it_takes(
+    shared_system: System,
+) -> None:
+    # Typed as a Literal, `?scope=nope` was Litestar's validation_error naming `scope_`
+    # (the handler's own name for it) with "Invalid enum value", and no allowed value.
+    async with shared_system.client(user=None) as c:
+        for value in ("nope", "", "processes"):
+            error = assert_error(
+                await c.get("/ready", params={"scope": value}), 400, "invalid_query"
+            )
+            assert error["details"] == {"field": "scope", "allowed": ["process"]}, error
+            assert error["message"] == "scope must be one of process (in any case)"
+        # Any ASCII case names the value, as for every enum query parameter.
+        r = await c.get("/ready", params={"scope": "PROCESS"})
+        assert r.status_code in (200, 503) and set(r.json()["checks"]) == {
+            "postgres",
+            "blob_store",
+            "kafka",
+        }, r.text
 
 
 async def test_the_metrics_port_of_an_api_process_serves_the_lag_gauges_fresh(

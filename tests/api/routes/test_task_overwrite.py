@@ -133,6 +133,8 @@ async def test_copy_and_move_onto_a_taken_name_fail_or_replace(sys_: System) -> 
             assert t["status"] == "FAILED" and t["error"]["code"] == "target_exists", t
             assert t["error"]["details"]["names"] == ["a.txt"]
             assert t["error"]["details"]["bucket"] == dst
+            # The message names them as well: the CLI prints it, not the details.
+            assert f"in bucket {dst!r} ('a.txt'); set overwrite" in t["error"]["message"]
             made = [f"file-{item_file_id(tid, i)}" for i in range(2)]
             assert await count_events(sys_.pool, "FileCreated", made) == 0  # nothing written
         for f in (a, b, taken):

@@ -53,3 +53,20 @@ async def test_bucket_lifecycle(system: System, cli_for: Any, tmp_path: Path) ->
     gone = await cli("buckets", "show", name)
     assert gone.code == 3
     assert (await cli("buckets", "rm", f"{name}-b")).code == 0
+
+
+async def test_a_name_or_id_is_one_path_segment_whatever_it_holds(
+    system: System, cli_for: Any
+) -> None:
+    # Sent unencoded, `show ../uploads` asked for /v1/uploads and `show ""` for the
+    # listing: both printed a record of dashes and exited 0.
+    cli = cli_for("segment-user")
+    for name in ("../uploads", "..", "a?force=true", "x/objects"):
+        shown = await cli("buckets", "show", name)
+        assert shown.code in (1, 3), (name, shown.out, shown.err)  # 404, or 400 for the name
+        assert "bad_response" not in shown.err and shown.out == "", (name, shown.out)
+    empty = await cli("buckets", "show", "")
+    assert empty.code == 2 and "NAME is empty" in empty.err, empty.err
+    for command in (("tasks", "show"), ("fetches", "show"), ("tasks", "cancel")):
+        odd = await cli(*command, "../uploads")
+        assert odd.code in (1, 3) and "bad_response" not in odd.err, (command, odd.err)

@@ -129,7 +129,7 @@ async def test_events_replay_filtered_and_resume_position(
     # The time to the second, in UTC, as in every table: the second column.
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", human.out.split()[1])
     bad = await cli("events", "--type", "NoSuchEvent", "--limit", "1")
-    assert bad.code == 1 and "invalid_query" in bad.err
+    assert bad.code == 1 and "invalid_query" in bad.err and "UploadCompleted" in bad.err
     beyond = await cli("events", "--since", "999999999", "--limit", "1")
     assert beyond.code == 1 and "last_event_id_beyond_head" in beyond.err
 

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from bus.client import buckets, commands, fetches, jobs, tasks
+from bus.client.errors import USAGE, ClientError
 from bus.client.http import open_client, retry_after, segment
 from bus.run.cli import main
 
@@ -160,3 +161,25 @@ def _recorded(monkeypatch: pytest.MonkeyPatch) -> list[httpx.Request]:
     for module in (commands, buckets, fetches, jobs, tasks):
         monkeypatch.setattr(module, "open_client", client)
     return seen
+
+
+@pytest.mark.parametrize(
+    ("value", "encoded"),
+    [
+        ("media", "media"),
+        ("../uploads", "..%2Fuploads"),
+        ("..", "%2E%2E"),
+        (".", "%2E"),
+        ("a?force=true", "a%3Fforce%3Dtrue"),
+        ("a b#c", "a%20b%23c"),
+    ],
+)
+def test_an_argument_is_one_path_segment(value: str, encoded: str) -> None:
+    assert segment(value, "NAME") == encoded
+
+
+def test_an_empty_argument_is_a_usage_error() -> None:
+    with pytest.raises(ClientError) as e:
+        segment("", "NAME")
+    assert e.value.exit_code == USAGE and e.value.message == "NAME is empty"
+    assert segment("") == ""  # a part of a key may be empty (the key `a//b`)
