@@ -227,7 +227,7 @@ async def test_a_bad_scope_is_refused_naming_the_parameter_and_what_it_takes(
             error = assert_error(
                 await c.get("/ready", params={"scope": value}), 400, "invalid_query"
             )
-            assert error["details"] == {"field": "scope", "allowed": ["process"]}, error
+            assert error["details"] == {"field": "scope", "value": value, "allowed": ["process"]}
             assert error["message"] == "scope must be one of process (in any case)"
         # Any ASCII case names the value, as for every enum query parameter.
         r = await c.get("/ready", params={"scope": "PROCESS"})
