@@ -45,7 +45,7 @@ from api.context import AppContext, parse_uuid
 from api.errors import ApiError
 from api.http.signing import NO_VERSION, PARAMS, Grant, SignatureError, carries_signature
 from domain.buckets import BucketState
-from domain.buckets.names import is_bucket_name
+from domain.buckets.names import bucket_not_found, is_bucket_name
 from domain.errors import DomainError, NotFound
 from domain.files import FileState
 
@@ -149,17 +149,13 @@ async def readable_file(
 # ---- buckets and their objects --------------------------------------------------------
 
 
-def _no_bucket(name: str) -> NotFound:
-    return NotFound("bucket_not_found", "no such bucket", {"name": name[:64]})
-
-
 async def readable_bucket(c: AppContext, name: str, principal: Principal | None) -> BucketState:
     """The live bucket `name` if this caller may read its objects (GET, HEAD, list): anyone
     for a public bucket, its owner and admins for a private one."""
     st = await live_bucket(c, name)
     if st is not None and (st.public or _controls(principal, st.owner)):
         return st
-    raise _deny(principal, _no_bucket(name))
+    raise _deny(principal, bucket_not_found(name))
 
 
 async def writable_bucket(c: AppContext, name: str, principal: Principal | None) -> BucketState:
@@ -168,7 +164,7 @@ async def writable_bucket(c: AppContext, name: str, principal: Principal | None)
     st = await live_bucket(c, name)
     if st is not None and _controls(principal, st.owner):
         return st
-    raise _deny(principal, _no_bucket(name))
+    raise _deny(principal, bucket_not_found(name))
 
 
 async def signed_bucket(
@@ -179,7 +175,7 @@ async def signed_bucket(
     st = await live_bucket(c, name)
     grant = check_signature(c, method, object_resource(name, key, st.owner if st else ""), params)
     if st is None:  # (no grant can name a missing bucket's owner; kept for the type)
-        raise _no_bucket(name)
+        raise bucket_not_found(name)
     return st, grant
 
 
@@ -207,7 +203,7 @@ async def check_writable(c: AppContext, bucket: str | None, owner: str) -> None:
         return
     st = await live_bucket(c, bucket)
     if st is None or st.owner != owner:
-        raise _no_bucket(bucket)
+        raise bucket_not_found(bucket)
 
 
 def signature_params(query: Mapping[str, Any]) -> dict[str, str | None]:

@@ -17,9 +17,9 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from api.context import AppContext, now
-from api.errors import ApiError
+from api.errors import ApiError, api_error
 from domain.buckets import BucketState
-from domain.buckets.names import is_bucket_name
+from domain.buckets.names import bucket_not_found, is_bucket_name
 from domain.files import FileState
 from domain.registry import AGGREGATES
 from domain.values import file_name_problem, has_control_characters
@@ -141,7 +141,7 @@ async def check_bucket(c: AppContext, name: str, owner: str, admin: bool) -> Non
     if is_bucket_name(name):
         st = await c.load("buckets", f"bucket-{name}")
     if st is None or st.deleted or (st.owner != owner and not admin):
-        raise ApiError(404, "bucket_not_found", "no such bucket", {"name": name[:64]})
+        raise api_error(bucket_not_found(name))
 
 
 async def _owned_file(c: AppContext, raw: str, owner: str, admin: bool) -> FileState:

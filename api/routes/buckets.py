@@ -25,9 +25,8 @@ from domain.buckets import BucketState
 from domain.buckets.commands import CreateBucket as CreateBucketCommand
 from domain.buckets.commands import DeleteBucket
 from domain.buckets.commands import UpdateBucket as UpdateBucketCommand
-from domain.buckets.names import is_bucket_name
+from domain.buckets.names import bucket_not_found, is_bucket_name
 from domain.commands import DeleteFile
-from domain.errors import NotFound
 from domain.files import FileState
 from domain.files.events import FileCreated, FileUpdated
 from projections import bucket_queries
@@ -53,10 +52,6 @@ def bucket_view(st: BucketState) -> dict[str, Any]:
     }
 
 
-def _not_found(name: str) -> NotFound:
-    return NotFound("bucket_not_found", "no such bucket", {"name": name[:64]})
-
-
 async def load_bucket(request: Request[Any, Any, Any], name: str) -> BucketState | None:
     """The live bucket `name`, or None (missing, deleted, or not a valid name)."""
     if not is_bucket_name(name):
@@ -70,7 +65,7 @@ async def _visible_bucket(
 ) -> BucketState:
     st = await load_bucket(request, name)
     if st is None or not st.visible_to(principal.user, principal.admin):
-        raise _not_found(name)
+        raise bucket_not_found(name)
     return st
 
 
@@ -144,7 +139,7 @@ class BucketsController(SecuredController):
         )
         st = await load_bucket(request, data.name)
         if st is None:  # deleted again in between by its owner
-            raise _not_found(data.name)
+            raise bucket_not_found(data.name)
         return Response(
             bucket_view(st), status_code=201, headers={"Location": f"/v1/buckets/{data.name}"}
         )
@@ -205,7 +200,7 @@ class BucketsController(SecuredController):
         principal: NamedDependency[Principal],
     ) -> dict[str, Any]:
         if not is_bucket_name(name):
-            raise _not_found(name)
+            raise bucket_not_found(name)
         result = await send_as(
             request,
             principal,

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from domain.buckets.commands import MAX_DESCRIPTION, CreateBucket, DeleteBucket, UpdateBucket
 from domain.buckets.events import BucketCreated, BucketDeleted, BucketUpdated
-from domain.buckets.names import RESERVED, bucket_name_problem
+from domain.buckets.names import RESERVED, bucket_name_problem, bucket_not_found
 from domain.buckets.state import BucketState
 from domain.errors import Conflict, InvalidInput, NotFound
 from domain.kernel import Command, Event, Step, by_command
 
 
 def _not_found(cmd: Command) -> NotFound:
-    return NotFound("bucket_not_found", "no such bucket", {"name": cmd.aggregate_id[:64]})
+    return bucket_not_found(cmd.aggregate_id)
 
 
 def _owned(state: BucketState | None, cmd: Command) -> BucketState:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from domain.errors import NotFound
+
 _SHAPE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 # Shaped like an IPv4 address, valid or not (`192.168.01.1`, `1.2.3.999`): S3 and MinIO
 # refuse the shape, not only real addresses.
@@ -42,3 +44,12 @@ def bucket_name_problem(name: str) -> str | None:
 
 def is_bucket_name(name: str) -> bool:
     return bucket_name_problem(name) is None and name not in RESERVED
+
+
+def bucket_not_found(name: str) -> NotFound:
+    """The refusal of a bucket that is missing, deleted or someone else's (all alike, so
+    another user's bucket is never told from a missing one). Its message names what was
+    asked for: a client that prints only the message (`cairn`) said "no such bucket"
+    without saying which."""
+    shown = name[:64].encode("utf-8", "backslashreplace").decode("utf-8")
+    return NotFound("bucket_not_found", f"no such bucket: {shown!r}", {"name": name[:64]})

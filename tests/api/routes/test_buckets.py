@@ -109,10 +109,24 @@ async def test_other_users_see_nothing_admins_see_all(shared_system: System) -> 
         missing = assert_error(await o.get(f"/v1/buckets/{bname()}"), 404, "bucket_not_found")
         theirs = assert_error(await o.get(f"/v1/buckets/{name}"), 404, "bucket_not_found")
         assert set(missing) == set(theirs)
-        assert_error(
+        # The message names what was asked for (a CLI prints only it), and nothing more.
+        assert theirs["message"] == f"no such bucket: {name!r}"
+        assert missing["message"].startswith("no such bucket: '")
+        # The same words from decide (a PATCH is a command), the API and a task's params.
+        patched = assert_error(
             await o.patch(f"/v1/buckets/{name}", json={"public": True}), 404, "bucket_not_found"
         )
+        assert patched["message"] == theirs["message"]
         assert_error(await o.delete(f"/v1/buckets/{name}"), 404, "bucket_not_found")
+        task = assert_error(
+            await o.post(
+                "/v1/tasks",
+                json={"type": "delete", "params": {"bucket": name, "prefix": "x/"}},
+            ),
+            404,
+            "bucket_not_found",
+        )
+        assert task["message"] == theirs["message"]
         assert (await o.get("/v1/buckets")).json()["items"] == []
         # Names are global, like S3's: taken is taken.
         assert_error(await o.post("/v1/buckets", json={"name": name}), 409, "bucket_exists")
