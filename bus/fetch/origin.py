@@ -14,6 +14,8 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
+from bus.fetch.ssrf import UnknownHost
+
 # ASCII digits, at most 19 (int64's size; `\d` took any script's digits, and int() of
 # over 4,300 of them raised ValueError, which crashed the worker's run on the answer).
 _CONTENT_RANGE = re.compile(
@@ -182,14 +184,17 @@ def _untrusted_certificate(error: BaseException) -> ssl.SSLCertVerificationError
 
 
 def classify(error: BaseException) -> BaseException:
-    """A transport error as Retryable (timeouts, resets) or Fatal (a refused address, which
-    GuardedBackend raises as a ConnectError; a certificate that does not verify, which the
-    next attempt would find as untrusted: curl and wget give up at once too); anything
-    else unchanged."""
+    """A transport error as Retryable (timeouts, resets, a lookup that failed for now) or
+    Fatal (a refused address, which GuardedBackend raises as a ConnectError; a host name
+    that does not exist, likewise; a certificate that does not verify, which the next
+    attempt would find as untrusted: curl and wget give up at once too); anything else
+    unchanged."""
     if isinstance(error, httpx.HTTPError):
         text = str(error) or type(error).__name__
         if text.startswith("forbidden address"):
             return Fatal("forbidden_address", f"refused: {text}")
+        if text.startswith(UnknownHost.PREFIX):
+            return Fatal("host_not_found", f"the origin's host does not exist: {text}")
         cert = _untrusted_certificate(error)
         if cert is not None:
             reason = cert.verify_message or cert.reason or "certificate verify failed"

@@ -250,6 +250,10 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         try:
             async with asyncio.timeout(timeout):
                 addresses = await self._resolve(host, port)
+        except socket.gaierror as e:
+            if e.errno in NO_SUCH_NAME:
+                raise UnknownHost(host, e) from e
+            raise httpcore.ConnectError(f"cannot resolve the host: {e}") from e
         except (OSError, TimeoutError) as e:
             raise httpcore.ConnectError(f"cannot resolve the host: {e}") from e
         try:
@@ -305,6 +309,26 @@ async def lookup(host: str, port: int | None) -> list[str]:
 
 async def _system_resolve(host: str, port: int) -> list[str]:
     return await lookup(host, port)
+
+
+# The resolver's answers that a name does not exist, or has no address (an authoritative
+# NXDOMAIN or NODATA): asking again will not change them, as curl and wget know (they give
+# up at once). A lookup that failed for now (EAI_AGAIN: no DNS server answered), or took
+# too long, is retried like any connect failure.
+NO_SUCH_NAME = frozenset(
+    e for e in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None)) if e is not None
+)
+
+
+class UnknownHost(httpcore.ConnectError):
+    """Raised at connect time for a host name that does not exist (a ConnectError so httpx
+    wraps it; the worker recognises it by its message prefix and fails the fetch without
+    retrying, `host_not_found`)."""
+
+    PREFIX = "unknown host"
+
+    def __init__(self, host: str, error: socket.gaierror) -> None:
+        super().__init__(f"{self.PREFIX}: {host[:255]!r} ({error.strerror})")
 
 
 class ForbiddenAddress(httpcore.ConnectError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -205,6 +206,26 @@ async def test_error_statuses(fsys: System) -> None:
         assert r.status_code == 409 and r.json()["error"]["code"] == "fetch_state_conflict"
         r = await c.post(f"/v1/fetches/{done['id']}/pause")
         assert r.status_code == 409
+
+
+async def test_a_host_that_does_not_exist_fails_at_once(fsys: System) -> None:
+    """`.invalid` never resolves (RFC 6761): the resolver's NXDOMAIN is final, so the fetch
+    fails on its first attempt, as curl and wget do, instead of after every retry."""
+    async with fsys.client("f-nxdomain") as c:
+        f = await post(c, "http://no-such-host.invalid/file.bin")
+        failed = await until(c, f["id"], "COMPLETED", "FAILED")
+        assert failed["status"] == "FAILED" and failed["file_id"] is None, failed
+        assert failed["last_error"].startswith("the origin's host does not exist"), failed
+        assert "gave up" not in failed["last_error"]  # not retried
+    events = await fsys.pool.fetch(
+        "SELECT event_type, data FROM eventstore.events WHERE stream_id = $1 ORDER BY version",
+        f"fetch-{f['id']}",
+    )
+    types = [e["event_type"] for e in events]
+    assert "FetchAttemptFailed" not in types and types[-1] == "FetchFailed", types
+    data = events[-1]["data"]
+    data = json.loads(data) if isinstance(data, str) else data
+    assert data["details"]["code"] == "host_not_found", data
 
 
 async def test_twenty_identical_requests_make_one_writer(fsys: System) -> None:

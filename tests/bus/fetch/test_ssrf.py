@@ -11,8 +11,11 @@ import httpcore
 import httpx
 import pytest
 
+from bus.fetch import origin
+from bus.fetch.origin import Fatal, Retryable
 from bus.fetch.ssrf import (
     GuardedBackend,
+    UnknownHost,
     UnsafeUrl,
     address_problem,
     check_addresses,
@@ -282,3 +285,29 @@ async def test_lookups_that_hang_never_hold_the_loops_default_executor(
         assert await asyncio.wait_for(loop.run_in_executor(None, int), 5) == 0
     finally:
         release.set()
+
+
+@pytest.mark.parametrize(
+    ("errno", "fatal"),
+    [(socket.EAI_NONAME, True), (socket.EAI_AGAIN, False), (socket.EAI_FAIL, False)],
+)
+async def test_a_name_that_does_not_exist_is_told_from_a_lookup_that_failed_for_now(
+    errno: int, fatal: bool
+) -> None:
+    """NXDOMAIN is the resolver's final word (curl and wget give up at once): the worker
+    fails such a fetch as host_not_found instead of retrying it for minutes. A lookup that
+    failed for now (no DNS server answered) stays a failure to retry."""
+
+    async def resolve(host: str, port: int) -> list[str]:
+        raise socket.gaierror(errno, "resolver says no")
+
+    backend = GuardedBackend(allow_private=False, resolve=resolve)
+    with pytest.raises(httpcore.ConnectError) as e:
+        await backend.connect_tcp("gone.example", 80, timeout=1)
+    assert isinstance(e.value, UnknownHost) is fatal
+    classified = origin.classify(httpx.ConnectError(str(e.value)))
+    if fatal:
+        assert isinstance(classified, Fatal) and classified.code == "host_not_found"
+        assert "'gone.example'" in classified.message
+    else:
+        assert isinstance(classified, Retryable) and "cannot resolve" in str(classified)
