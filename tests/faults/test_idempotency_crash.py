@@ -10,6 +10,7 @@ when the process is killed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ import httpx
 import pytest
 
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
-from bus.store.idempotency import LEASE
+from bus.store.idempotency import LEASE, RENEW_EVERY
 from tests.faults.proc import kind_env, sigkill, start_kind
 from tests.ports import free_port
 from tests.system import System, isolated_system, wait_until
@@ -39,8 +40,13 @@ def _api_env(system: System, port: int, data_dir: Path) -> dict[str, str]:
     )
 
 
-async def _start_api(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+async def _start_api(
+    env: dict[str, str], log: Path, procs: list[subprocess.Popen[bytes]]
+) -> subprocess.Popen[bytes]:
+    """`cairn run api` with `env`, once it answers /health; kept in `procs` from the start
+    (the test's end SIGKILLs every one of them, also one that never came up)."""
     proc = await asyncio.to_thread(start_kind, "api", env, log, own_group=True)
+    procs.append(proc)
     url = f"http://127.0.0.1:{env['CAIRN_PORT']}/health"
 
     async def healthy() -> bool:
@@ -116,20 +122,31 @@ async def test_a_create_cut_off_by_a_crash_is_retried_with_its_key(
     pg_server: EmbeddedPostgres, kafka_server: EmbeddedKafka, template_url: str, tmp_path: Path
 ) -> None:
     async with isolated_system(pg_server.url, kafka_server.bootstrap) as system:
-        port = free_port()
+        procs: list[subprocess.Popen[bytes]] = []
+        port, port_b = free_port(), free_port()
         env = _api_env(system, port, tmp_path / "api-data")
-        log = tmp_path / "api.log"
-        proc = await _start_api(env, log)
+        # Part 2's two processes listen on a port of their own, so that the first of them
+        # starts while part 1 waits out the dead process's lease (about 2 s of the test): a
+        # starting API process frees the claims of its predecessor at its own host and port
+        # only (api/app.py), never those of part 1's dead process, which must expire.
+        env_b = _api_env(system, port_b, tmp_path / "api-data")
+        log, log_b = tmp_path / "api.log", tmp_path / "api-b.log"
+        starting_b: asyncio.Task[subprocess.Popen[bytes]] | None = None
+        proc = await _start_api(env, log, procs)
         try:
             # 1. Retried through another API process: the dead holder's lease runs out.
             user, key = "crash-a", "key-a"
             await _crash_mid_create(system, proc, port, user, key)
             killed_at = time.monotonic()
+            starting_b = asyncio.create_task(_start_api(env_b, log_b, procs))
             r, waited = await _retry(system.url, system.token(user), key)
             took = time.monotonic() - killed_at
             assert r.status_code == 201, r.text
             upload_id = r.json()["id"]
             print(f"retry through another process: {took:.1f} s after the kill, {waited} x 409")
+            # Once the lease ran out (the claim was killed before its first renewal), not
+            # sooner: nothing else freed it, part 2's process starting meanwhile included.
+            assert took >= LEASE.total_seconds() - RENEW_EVERY, took
 
             # The dead request's command went through once the actors were back, or the
             # retry's did: one upload either way, and it is the one the retry names.
@@ -143,11 +160,11 @@ async def test_a_create_cut_off_by_a_crash_is_retried_with_its_key(
 
             # 2. Retried through the restarted process (same host and port): it frees the
             # claims of the process it replaces as it starts, so the first retry goes ahead.
-            proc = await _start_api(env, log)
+            proc = await starting_b
             user, key = "crash-b", "key-b"
-            await _crash_mid_create(system, proc, port, user, key)
-            proc = await _start_api(env, log)
-            r, waited = await _retry(f"http://127.0.0.1:{port}", system.token(user), key)
+            await _crash_mid_create(system, proc, port_b, user, key)
+            proc = await _start_api(env_b, log_b, procs)
+            r, waited = await _retry(f"http://127.0.0.1:{port_b}", system.token(user), key)
             assert r.status_code == 201, r.text
             assert waited == 0
             assert await wait_until(lambda: _uploads_of(system, user)) == [r.json()["id"]]
@@ -155,4 +172,9 @@ async def test_a_create_cut_off_by_a_crash_is_retried_with_its_key(
             for who in ("crash-a", "crash-b"):
                 assert len(await _uploads_of(system, who)) == 1
         finally:
-            await sigkill(proc, group=True)
+            if starting_b is not None and not starting_b.done():
+                starting_b.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await starting_b
+            for p in procs:
+                await sigkill(p, group=True)

@@ -207,15 +207,20 @@ async def test_oversized_type_and_validators_are_taken_as_absent(osys: System) -
 
 
 async def test_a_stalled_body_times_out_and_fails_never_hangs(osys: System) -> None:
-    hung = asyncio.Event()
+    hung, done = asyncio.Event(), asyncio.Event()
 
     async def handler(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse()
         resp.content_length = 100_000
         await resp.prepare(request)
         await resp.write(b"x" * 1000)
-        await asyncio.sleep(3600)  # headers and a little, then nothing
-        hung.set()
+        # Headers and a little, then nothing for an hour, or until the test has its answer.
+        # Not a bare sleep: aiohttp does not cancel a handler whose client left, and the
+        # runner's cleanup waits up to a minute for the stalled handlers still sleeping.
+        try:
+            await asyncio.wait_for(done.wait(), 3600)
+        except TimeoutError:
+            hung.set()
         return resp
 
     async with serve(handler) as base, osys.client("o-stall") as c:
@@ -224,6 +229,7 @@ async def test_a_stalled_body_times_out_and_fails_never_hangs(osys: System) -> N
         assert failed["status"] == "FAILED", failed
         assert "ReadTimeout" in failed["last_error"] and failed["file_id"] is None
         assert not hung.is_set()
+        done.set()  # the fetch gave up long ago: end the origin's stalled answers
 
 
 async def test_a_bucket_deleted_while_the_bytes_come_gets_nothing(osys: System) -> None:
