@@ -28,16 +28,16 @@ from projections import task_queries
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
 Short = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 Prefix = Annotated[str, msgspec.Meta(max_length=1024)]
-# Prefixed onto file names, which are names, not paths (domain.values.file_name_problem).
-NAME_PREFIX_PATTERN = r"^[^/\\]*$"
-NamePrefix = Annotated[str, msgspec.Meta(max_length=255, pattern=NAME_PREFIX_PATTERN)]
-# What a pattern asks, in words: msgspec's message quotes the regex itself.
-_PATTERN_WORDS = {NAME_PREFIX_PATTERN: "with no '/' or '\\' (a prefix of file names, not a path)"}
+NAME_PREFIX_MAX = 255  # a prefix of file names (a key prefix may be a Prefix, 1024)
 
 
 class Destination(msgspec.Struct, forbid_unknown_fields=True):
+    """Plain files are named prefix + name (no `/` in the prefix); objects copied into a
+    bucket are keyed prefix + relative key (a key prefix may hold `/`: checked in
+    `prepare`, once the sources are known)."""
+
     bucket: Short
-    prefix: NamePrefix = ""
+    prefix: Prefix = ""
 
 
 class CopyParams(msgspec.Struct, forbid_unknown_fields=True):
@@ -116,7 +116,7 @@ def decode(task_type: str, params: Any) -> msgspec.Struct:
             {"field": "type", "allowed": sorted(SHAPES)},
         )
     try:
-        return msgspec.convert(params, shape)
+        p = msgspec.convert(params, shape)
     except msgspec.ValidationError as e:
         text = str(e)
         m = _PATH.search(text)
@@ -127,9 +127,15 @@ def decode(task_type: str, params: Any) -> msgspec.Struct:
         unknown = re.search(r"unknown field `([^`]+)`", text)
         if unknown:
             field = f"{field}.{unknown.group(1)}"
-        for pattern, words in _PATTERN_WORDS.items():
-            text = text.replace(f"matching regex {pattern!r}", words)
         raise _bad(field, f"invalid params: {text}") from None
+    if isinstance(p, CopyParams) and p.to.bucket == "default" and _is_key_prefix(p):
+        raise _bad("params.to.prefix", f"invalid params: {_KEY_PREFIX_ONLY}")
+    if isinstance(p, CopyParams) and not _is_key_prefix(p) and len(p.to.prefix) > NAME_PREFIX_MAX:
+        raise _bad(
+            "params.to.prefix",
+            f"invalid params: a prefix of file names is at most {NAME_PREFIX_MAX} characters",
+        )
+    return p
 
 
 async def check_bucket(c: AppContext, name: str, owner: str, admin: bool) -> None:
@@ -271,6 +277,25 @@ def _too_many(n: int, limit: int) -> ApiError:
     )
 
 
+_KEY_PREFIX_ONLY = (
+    "a prefix with '/' or '\\' is a key prefix: copies of objects into a bucket only"
+    " (plain files are named prefix + name, with no '/' or '\\')"
+)
+
+
+def _is_key_prefix(p: CopyParams) -> bool:
+    return "/" in p.to.prefix or "\\" in p.to.prefix
+
+
+async def _check_key_prefix(c: AppContext, p: CopyParams, owner: str, ids: list[str]) -> None:
+    """A `to.prefix` holding `/` or `\\` is a key prefix (`decode` refused it into
+    `default`): every source must be an object (a plain file's copy is named prefix +
+    name, and a name is not a path; handlers/tasks/object_copies.py)."""
+    keys, _ = await task_queries.file_keys(c.pool, owner, ids)
+    if any(f not in keys for f in ids):
+        raise _bad("params.to.prefix", _KEY_PREFIX_ONLY)
+
+
 async def prepare(
     c: AppContext, task_type: str, raw: Any, owner: str, admin: bool
 ) -> tuple[dict[str, Any], int, int]:
@@ -315,6 +340,8 @@ async def prepare(
             raise _bad("params.older_than", "older_than filters bucket + prefix, not a files list")
         cutoff = parse_older_than(p.older_than, now())
     files = await resolve_files(c, p, owner, admin, cutoff)
+    if isinstance(p, CopyParams) and _is_key_prefix(p):
+        await _check_key_prefix(c, p, owner, [f for f, _ in files])
     params = msgspec.to_builtins(p)
     if cutoff is not None:
         params["cutoff"] = cutoff.isoformat()  # what older_than meant when the task was made

@@ -200,6 +200,21 @@ async def file_names(pool: asyncpg.Pool, ids: list[str]) -> list[str]:
     return [str(r["name"]) for r in rows]
 
 
+async def file_keys(
+    pool: asyncpg.Pool, owner: str, ids: list[str]
+) -> tuple[dict[str, str], set[str]]:
+    """(id -> key of the objects among the owner's files `ids`, the ids the files read model
+    has at all), deleted ones included: a copy or move plans where each object goes."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT id, key FROM readmodel.files WHERE owner = $1 AND id = ANY($2::uuid[])",
+            owner,
+            ids,
+        )
+    keys = {str(r["id"]): str(r["key"]) for r in rows if r["key"] is not None}
+    return keys, {str(r["id"]) for r in rows}
+
+
 async def live_keys(pool: asyncpg.Pool, bucket: str, keys: list[str]) -> dict[str, str]:
     """The live objects of `bucket` at these keys: key -> the task that extracted it
     (metadata `extracted_by`), or "" for one written otherwise."""

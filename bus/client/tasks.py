@@ -50,7 +50,7 @@ def register(sub: Any, add: Any) -> None:
         "--to-prefix",
         default=None,
         metavar="P",
-        help="copy/move: name prefix; extract: key or name prefix of the members",
+        help="copy/move, extract: key prefix of objects into a bucket, else name prefix",
     )
     p.add_argument(
         "--output",

@@ -15,6 +15,11 @@ before it writes anything more. Files this task made itself are not collisions, 
 move's own source. `overwrite` true: each item replaces those files: the new file is
 created, then the ones found at the start are deleted (command ids derived from the item,
 so a takeover deletes each once); the item's result lists them in `replaced`.
+
+Objects into a bucket (handlers/tasks/object_copies.py): a source that is an object,
+copied into a real bucket, becomes an object there (`put_object`, one step: a new key, or
+with `overwrite` a new version of the live one), not a plain file; its collisions are
+decided by key, with the same rule.
 """
 
 from __future__ import annotations
@@ -25,13 +30,16 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, TypeVar
 
 from bus.config.settings import Settings
+from domain import policies
 from domain.commands import CreateFile, DeleteFile
 from domain.errors import DomainError
 from domain.files import FileState
+from domain.files.keys import object_file_id
 from domain.registry import AGGREGATES
 from domain.tasks.ids import item_command_id, item_file_id
 from handlers.destination import bucket_gone
 from handlers.held import upgrade_in_progress
+from handlers.tasks import object_copies
 from handlers.tasks.run import TaskFailure, TaskRun, destination_gone, utcnow
 from projections import task_queries
 from projections.usage import QUOTA_EXCEEDED, over_quota, release, reserve, storage_used
@@ -150,13 +158,16 @@ async def replace_files(run: TaskRun, index: int, old: list[str]) -> list[str]:
     return old
 
 
-async def _copy_collisions(run: TaskRun, files: list[str]) -> dict[int, list[str]]:
-    """item index -> live files in the destination its copy would collide with."""
+async def _copy_collisions(
+    run: TaskRun, files: list[str], objects: dict[int, str]
+) -> dict[int, list[str]]:
+    """item index -> live files in the destination its copy would collide with (plain-file
+    sources; `objects`, the items copied as objects, have their own check)."""
     params = run.state.params
     to = params.get("to") or {}
     bucket = str(to.get("bucket") or "default")
     first = run.state.items_done
-    sources = files[first:]
+    sources = [f for i, f in enumerate(files[first:], start=first) if i not in objects]
     if not sources:
         return {}
     found = await task_queries.copy_collisions(
@@ -166,7 +177,9 @@ async def _copy_collisions(run: TaskRun, files: list[str]) -> dict[int, list[str
     if run.state.task_type == "move":
         own |= set(files)  # a move's source is going away: not in its own way
     out: dict[int, list[str]] = {}
-    for i, fid in enumerate(sources, start=first):
+    for i, fid in enumerate(files[first:], start=first):
+        if i in objects:
+            continue
         hits = [t for t in found.get(fid, []) if t not in own]
         if hits:
             out[i] = hits
@@ -196,6 +209,31 @@ async def _create_copy(
             command_id=item_command_id(run.task_id, index, "copy"),
         )
     )
+
+
+async def _put_copy(run: TaskRun, index: int, src: FileState, bucket: str, key: str) -> None:
+    """The object copy of item `index`: `src`'s content (chunks shared, nothing moves),
+    content type and metadata as the object `key` (no task marker is added: the user's
+    metadata is the source's; the command id is the item's, object_copies.taken_keys)."""
+    overwrite = bool(run.state.params.get("overwrite"))
+    cmd = policies.object_from_file(
+        src,
+        bucket,
+        key,
+        owner=run.state.owner,
+        caller=run.state.owner,
+        at=utcnow(),
+        if_none_match=not overwrite,
+        command_id=object_copies.command_id(run, index),
+    )
+    try:
+        await run.send(cmd)
+    except DomainError as e:
+        if e.code != "object_exists":
+            raise
+        if await run.store.applied_commands([cmd.command_id]):
+            return  # this put itself, sent again (a takeover): done
+        raise target_exists(bucket, [key]) from None  # written by someone since the check
 
 
 async def _delete_one(run: TaskRun, index: int, file_id: str) -> None:
@@ -246,7 +284,12 @@ async def _run_deletes(run: TaskRun, files: list[str]) -> None:
 
 
 async def _run_copies(
-    run: TaskRun, settings: Settings, files: list[str], taken: dict[int, list[str]]
+    run: TaskRun,
+    settings: Settings,
+    files: list[str],
+    taken: dict[int, list[str]],
+    objects: dict[int, str],
+    replacing: set[str],
 ) -> None:
     """A copy or move, COPY_BATCH files at a time, like a delete: one query reads the
     batch's files and the copies an earlier run of the task may have made of them, one
@@ -262,8 +305,14 @@ async def _run_copies(
     actor decides it against the stream it made), which recorded a done item as failed.
     The quota is held item by item in item order, as when items went one at a time: the
     first item refused fails the task, the items before it are recorded, none after it
-    is begun."""
+    is begun.
+
+    An item in `objects` (its source an object, its target that key) is put as an object:
+    made already is its put's command id applied (read per batch, one query); with
+    `overwrite` the put replaces a live object in one step (`replacing`: the keys another
+    writer's object held when the run started, listed in the result's `replaced`)."""
     kind = run.state.task_type
+    bucket = str((run.state.params.get("to") or {}).get("bucket") or "default")
     slots = asyncio.Semaphore(IN_FLIGHT)
     quota = settings.quota_for(run.state.owner) > 0
 
@@ -276,7 +325,8 @@ async def _run_copies(
         after: asyncio.Event,
         refused: list[TaskFailure],
     ) -> tuple[dict[str, Any], int] | None:
-        new_id = item_file_id(run.task_id, index)
+        key = objects.get(index)
+        new_id = item_file_id(run.task_id, index) if key is None else object_file_id(bucket, key)
         # Items take their quota in item order; one refused, none after it begins.
         await turn.wait()
         if refused:
@@ -286,7 +336,8 @@ async def _run_copies(
             after.set()
             if kind == "move" and made:
                 # Moved by this task before: the copy exists, the source is gone.
-                return {"index": index, "source": file_id, "result": new_id}, 0
+                moved = {"index": index, "source": file_id, "result": new_id}
+                return (moved if key is None else {**moved, "key": key}), 0
             return _missing(index, file_id), 0
         async with slots:
             try:
@@ -294,7 +345,11 @@ async def _run_copies(
                 try:
                     async with quota_for_file(run, settings, needed, new_id):
                         after.set()
-                        if not made:
+                        if made:
+                            pass
+                        elif key is not None:
+                            await _put_copy(run, index, src, bucket, key)
+                        else:
                             await _create_copy(run, index, src, new_id, run.state.params)
                 except TaskFailure as e:
                     refused.append(e)
@@ -310,6 +365,10 @@ async def _run_copies(
                 error = {"code": e.code, "message": str(e)}
                 return {"index": index, "source": file_id, "error": error}, 0
         result: dict[str, Any] = {"index": index, "source": file_id, "result": new_id}
+        if key is not None:
+            result["key"] = key
+            if key in replacing:
+                replaced = [new_id]
         if replaced:
             result["replaced"] = replaced
         return result, src.size
@@ -320,6 +379,13 @@ async def _run_copies(
         copies = [item_file_id(run.task_id, i) for i in range(first, first + len(batch))]
         states = await load_files(run, [*batch, *copies])
         sources, made = states[: len(batch)], [st is not None for st in states[len(batch) :]]
+        puts = [object_copies.command_id(run, i) for i in range(first, first + len(batch))]
+        puts = [cid for k, cid in enumerate(puts) if first + k in objects]
+        if puts:  # an object copy made already: its put's command id was applied
+            applied = await run.store.applied_commands(puts)
+            for k in range(len(batch)):
+                if first + k in objects:
+                    made[k] = object_copies.command_id(run, first + k) in applied
         turns = [asyncio.Event() for _ in range(len(batch) + 1)]
         turns[0].set()
         if not quota:
@@ -349,9 +415,14 @@ async def run_file_items(run: TaskRun, settings: Settings) -> list[str]:
         await run.flush()
         return []
     to = run.state.params.get("to") or {}
-    await check_destination(run, str(to.get("bucket") or "default"))
-    taken = await _copy_collisions(run, files)
-    await _run_copies(run, settings, files, taken)
+    bucket = str(to.get("bucket") or "default")
+    await check_destination(run, bucket)
+    objects = await object_copies.plan(run, files, bucket)
+    taken = await _copy_collisions(run, files, objects)
+    replacing = await object_copies.taken_keys(run, bucket, objects)
+    if replacing and not run.state.params.get("overwrite"):
+        raise target_exists(bucket, replacing)
+    await _run_copies(run, settings, files, taken, objects, set(replacing))
     await run.flush()
     return []
 

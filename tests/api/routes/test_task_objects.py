@@ -337,3 +337,183 @@ async def test_keys_that_climb_out_are_archived_under_safe_names(
         back = await bucket(c)
         t = await extract(c, t["result_file_ids"][0], output={"bucket": back})
         assert t["status"] == "COMPLETED", t["error"]
+
+
+async def put_objects(c: httpx.AsyncClient, b: str, content: dict[str, bytes]) -> list[str]:
+    """PUT each key (content type and metadata given), listed by the read model; ids."""
+    for key, data in content.items():
+        r = await c.put(
+            f"/v1/buckets/{b}/objects/{key}",
+            content=data,
+            headers={"Content-Type": "image/jpeg", "X-Amz-Meta-Origin": key},
+        )
+        assert r.status_code in (200, 201), r.text
+
+    async def projected() -> bool:
+        r = await c.get("/v1/files", params={"bucket": b})
+        return bool(r.json()["total"] == len(content))
+
+    await wait_until(projected)
+    return [object_file_id(b, k) for k in content]
+
+
+async def listing(c: httpx.AsyncClient, b: str, prefix: str = "") -> list[str]:
+    r = await c.get(f"/v1/buckets/{b}/objects", params={"prefix": prefix})
+    assert r.status_code == 200, r.text
+    return [i["key"] for i in r.json()["items"]]
+
+
+PHOTOS = {"x/a/1.jpg": b"one a", "x/b/1.jpg": b"one b", "x/c/d/2.jpg": b"two" * 1000}
+
+
+async def test_copy_objects_by_prefix_makes_objects_keyed_by_their_relative_keys(
+    small_chunks_system: System,
+) -> None:
+    """`aws s3 cp --recursive s3://src/x/ s3://dst/p/`: `x/a/1.jpg` -> `p/a/1.jpg`, listed
+    by the destination bucket, with the source's bytes, content type and metadata (no
+    task marker added); `a/1.jpg` and `b/1.jpg` do not collide. Nothing is a plain file."""
+    async with small_chunks_system.client(user()) as c:
+        src, dst = await bucket(c), await bucket(c)
+        await put_objects(c, src, PHOTOS)
+        tid = await start(
+            c,
+            {
+                "type": "copy",
+                "params": {"bucket": src, "prefix": "x/", "to": {"bucket": dst, "prefix": "p/"}},
+            },
+        )
+        t = await finished(c, tid)
+        assert t["status"] == "COMPLETED", t["error"]
+        keys = ["p/a/1.jpg", "p/b/1.jpg", "p/c/d/2.jpg"]
+        assert [r["key"] for r in t["results"]] == keys
+        assert [r["result"] for r in t["results"]] == [object_file_id(dst, k) for k in keys]
+        assert t["progress"]["items_failed"] == 0
+
+        async def all_listed() -> bool:
+            return await listing(c, dst) == keys
+
+        await wait_until(all_listed)
+        assert await objects(c, dst, keys) == dict(zip(keys, PHOTOS.values(), strict=True))
+        for key, source in zip(keys, PHOTOS, strict=True):
+            r = await c.head(f"/v1/buckets/{dst}/objects/{key}")
+            assert r.headers["content-type"] == "image/jpeg"
+            assert r.headers["x-amz-meta-origin"] == source
+            meta = (await c.get(f"/v1/files/{object_file_id(dst, key)}")).json()
+            assert meta["metadata"] == {"origin": source}, meta
+        # The sources are still there (a copy).
+        assert await listing(c, src) == sorted(PHOTOS)
+
+        # A plain file copied into the bucket is still a plain file, named prefix + name.
+        plain = await upload(c, b"plain", "plain.txt")
+        t = await finished(
+            c,
+            await start(
+                c,
+                {
+                    "type": "copy",
+                    "params": {"files": [plain], "to": {"bucket": dst, "prefix": "c-"}},
+                },
+            ),
+        )
+        assert t["status"] == "COMPLETED", t["error"]
+        assert (
+            t["results"][0]["result"] == item_file_id(t["id"], 0) and "key" not in t["results"][0]
+        )
+        meta = (await c.get(f"/v1/files/{item_file_id(t['id'], 0)}")).json()
+        assert meta["name"] == "c-plain.txt" and meta["bucket"] == dst and meta.get("key") is None
+
+
+async def test_copy_objects_onto_taken_keys_fails_with_nothing_written_or_replaces(
+    small_chunks_system: System,
+) -> None:
+    async with small_chunks_system.client(user()) as c:
+        src, dst = await bucket(c), await bucket(c)
+        await put_objects(c, src, PHOTOS)
+        r = await c.put(f"/v1/buckets/{dst}/objects/b/1.jpg", content=b"theirs")
+        assert r.status_code in (200, 201), r.text
+        body = {"bucket": src, "prefix": "x/", "to": {"bucket": dst}}
+        keys = ["a/1.jpg", "b/1.jpg", "c/d/2.jpg"]
+        streams = [f"file-{object_file_id(dst, k)}" for k in keys]
+
+        async def taken_listed() -> bool:
+            return await listing(c, dst) == ["b/1.jpg"]
+
+        await wait_until(taken_listed)
+        t = await finished(c, await start(c, {"type": "copy", "params": body}))
+        assert t["status"] == "FAILED" and t["error"]["code"] == "target_exists", t
+        assert t["error"]["details"]["names"] == ["b/1.jpg"] and t["results"] == []
+        # Nothing written: only the taken key's own PUT.
+        assert await count_events(small_chunks_system.pool, "FileCreated", streams) == 1
+        assert (await objects(c, dst, ["b/1.jpg"]))["b/1.jpg"] == b"theirs"
+
+        t = await finished(
+            c, await start(c, {"type": "copy", "params": {**body, "overwrite": True}})
+        )
+        assert t["status"] == "COMPLETED", t["error"]
+        assert [r.get("replaced") for r in t["results"]] == [
+            None,
+            [object_file_id(dst, "b/1.jpg")],
+            None,
+        ]
+        assert await objects(c, dst, keys) == dict(zip(keys, PHOTOS.values(), strict=True))
+        assert await count_events(small_chunks_system.pool, "FileReplaced", streams) == 1
+
+
+async def test_move_objects_by_files_keys_them_by_their_last_segment(
+    small_chunks_system: System,
+) -> None:
+    """`aws s3 mv s3://src/x/a/1.jpg s3://dst/p/`: named by `files`, a copy is keyed
+    `to.prefix` + the key's last segment; the sources are deleted. Two sources on one key
+    (`x/a/1.jpg`, `x/b/1.jpg`) are refused before anything is written."""
+    async with small_chunks_system.client(user()) as c:
+        src, dst = await bucket(c), await bucket(c)
+        ids = await put_objects(c, src, PHOTOS)
+        to = {"bucket": dst, "prefix": "p/"}
+        t = await finished(c, await start(c, {"type": "move", "params": {"files": ids, "to": to}}))
+        assert t["status"] == "FAILED" and t["error"]["code"] == "duplicate_target", t
+        assert t["error"]["details"]["key"] == "p/1.jpg" and t["results"] == []
+        made = [f"file-{object_file_id(dst, k)}" for k in ("p/1.jpg", "p/2.jpg")]
+        assert await count_events(small_chunks_system.pool, "FileCreated", made) == 0
+
+        moved = [ids[0], ids[2]]
+        t = await finished(
+            c, await start(c, {"type": "move", "params": {"files": moved, "to": to}})
+        )
+        assert t["status"] == "COMPLETED", t["error"]
+        assert [r["key"] for r in t["results"]] == ["p/1.jpg", "p/2.jpg"]
+        assert await objects(c, dst, ["p/1.jpg", "p/2.jpg"]) == {
+            "p/1.jpg": PHOTOS["x/a/1.jpg"],
+            "p/2.jpg": PHOTOS["x/c/d/2.jpg"],
+        }
+        for fid in moved:
+            assert (await c.get(f"/v1/files/{fid}")).status_code == 404
+
+        async def sources_gone() -> bool:
+            return await listing(c, src) == ["x/b/1.jpg"]
+
+        await wait_until(sources_gone)
+
+
+async def test_a_key_prefix_copies_objects_only_and_keys_must_be_keys(
+    small_chunks_system: System,
+) -> None:
+    """A `to.prefix` with `/` is a key prefix: refused into `default` and for a plain-file
+    source (400 naming the field); a relative key that is no key (the prefix selected the
+    object itself: rel is empty) fails the task with nothing written."""
+    async with small_chunks_system.client(user()) as c:
+        src, dst = await bucket(c), await bucket(c)
+        ids = await put_objects(c, src, {"k/only.txt": b"x"})
+        plain = await upload(c, b"plain", "plain.txt")
+        for files, to in (
+            (ids, {"bucket": "default", "prefix": "p/"}),
+            ([ids[0], plain], {"bucket": dst, "prefix": "p/"}),
+        ):
+            r = await c.post(
+                "/v1/tasks", json={"type": "copy", "params": {"files": files, "to": to}}
+            )
+            assert r.status_code == 400, r.text
+            assert r.json()["error"]["details"]["field"] == "params.to.prefix"
+        body = {"bucket": src, "prefix": "k/only.txt", "to": {"bucket": dst}}
+        t = await finished(c, await start(c, {"type": "copy", "params": body}))
+        assert t["status"] == "FAILED" and t["error"]["code"] == "invalid_key", t
+        assert t["results"] == [] and await listing(c, dst) == []

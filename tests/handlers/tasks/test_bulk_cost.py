@@ -39,6 +39,7 @@ from handlers.tasks.run import TaskRun
 from tests.api.answers import user
 from tests.api.tasks_helpers import (
     bucket,
+    clone_files,
     count_events,
     finished,
     start,
@@ -378,7 +379,8 @@ async def test_a_copy_or_move_by_prefix_goes_in_batches_several_commands_at_once
     alone (a move: and its DeleteFile): three queries and one or two round trips per
     object. Now like a delete: its files (and the copies an earlier run may have made) read
     50 per query, the task and the destination checked once per batch, and up to 8 items'
-    commands under way at once; results in item order, checkpoints of 50."""
+    commands under way at once; results in item order, checkpoints of 50. Objects into a
+    bucket, the copies are objects keyed like their sources (one PutObject each)."""
     n = 1000
     owner = user()
     async with sys_.client(owner) as c:
@@ -392,11 +394,16 @@ async def test_a_copy_or_move_by_prefix_goes_in_batches_several_commands_at_once
             t = await finished(c, await start(c, body), timeout=600)
         assert t["status"] == "COMPLETED", t["error"]
         assert [r["index"] for r in t["results"]] == list(range(n))
-        assert [r["result"] for r in t["results"]] == [item_file_id(t["id"], i) for i in range(n)]
+        # Each keyed by its source's key less the prefix (items in creation order, then id).
+        key_of = {fid: f"{i:05d}" for i, fid in enumerate(ids)}
+        assert [r["key"] for r in t["results"]] == [key_of[r["source"]] for r in t["results"]]
+        assert [r["result"] for r in t["results"]] == [
+            object_file_id(to, r["key"]) for r in t["results"]
+        ]
         assert t["progress"]["items_failed"] == 0
         events = await task_events(sys_.pool, t["id"])
         report(kind, n, costs, events)
-        assert costs.commands["CreateFile"] == n
+        assert costs.commands["PutObject"] == n and costs.commands["CreateFile"] == 0
         assert costs.commands["DeleteFile"] == (n if kind == "move" else 0)
         if kind == "move":
             assert await deleted_counts(sys_.pool, ids) == Counter({1: n})
@@ -427,17 +434,18 @@ async def test_a_copy_or_move_paused_mid_run_resumes_making_each_copy_once(
             done = stopped["progress"]["items_done"]
             assert 0 < done < n, done
             assert [r["index"] for r in stopped["results"]] == list(range(done))
-            made = await count_events(
-                sys_.pool, "FileCreated", [f"file-{item_file_id(tid, i)}" for i in range(n)]
-            )
+            # Named by `files`: each copy is keyed by its source key's last segment.
+            targets = [object_file_id(to, f"{i:05d}") for i in range(n)]
+            copies = [f"file-{fid}" for fid in targets]
+            made = await count_events(sys_.pool, "FileCreated", copies)
             assert made == done, (made, done)
             assert (await c.post(f"/v1/tasks/{tid}/resume")).status_code == 200
             t = await finished(c, tid, timeout=600)
         assert t["status"] == "COMPLETED", t["error"]
-        assert [r["result"] for r in t["results"]] == [item_file_id(tid, i) for i in range(n)]
-        copies = [f"file-{item_file_id(tid, i)}" for i in range(n)]
+        assert [r["result"] for r in t["results"]] == targets
         assert await count_events(sys_.pool, "FileCreated", copies) == n
-        assert costs.commands["CreateFile"] == n, costs.commands
+        assert await count_events(sys_.pool, "FileReplaced", copies) == 0
+        assert costs.commands["PutObject"] == n, costs.commands
         if kind == "move":
             assert await deleted_counts(sys_.pool, ids) == Counter({1: n})
             assert costs.commands["DeleteFile"] == n, costs.commands
@@ -451,12 +459,14 @@ async def test_a_copy_or_move_done_again_after_a_crash_finds_its_copies_made(
     copy made and unrecorded; the next run does the item again. Its CreateFile, sent again
     under the same id, was refused (file_exists: the actor decides it against the stream it
     made), so the item was recorded as failed though its copy was there. The run now reads
-    the copies with the sources and sends no CreateFile for one made already."""
+    the copies with the sources and sends no CreateFile for one made already. (Plain
+    files: copies of objects into a bucket are objects, the next test.)"""
     n = 120
     owner = user()
     async with sys_.client(owner) as c:
         b, to = await bucket(c), await bucket(c)
-        ids = await many_objects(sys_.pool, c, owner, b, f"x{kind}/", n)
+        seed = await upload(c, b"tiny\n", "seed.txt")
+        ids = await clone_files(sys_.pool, c, owner, seed, n, f"x{kind}-", bucket=b)
         store = PostgresEventStore(sys_.pool)
         await sys_.stop("tasks")
         try:
@@ -493,5 +503,76 @@ async def test_a_copy_or_move_done_again_after_a_crash_finds_its_copies_made(
         assert [r["result"] for r in t["results"]] == [item_file_id(tid, i) for i in range(n)]
         copies = [f"file-{item_file_id(tid, i)}" for i in range(n)]
         assert await count_events(sys_.pool, "FileCreated", copies) == n
+        if kind == "move":
+            assert await deleted_counts(sys_.pool, ids) == Counter({1: n})
+
+
+@pytest.mark.parametrize("kind", ["copy", "move"])
+async def test_an_object_copy_or_move_done_again_after_a_crash_finds_its_objects_made(
+    sys_: System, kind: str
+) -> None:
+    """The same for objects: a run died after 70 puts (and, for a move, 30 of their
+    sources deleted), none recorded. The objects at those keys are the task's own (their
+    puts' command ids were applied): not a collision (target_exists), and not put again."""
+    n = 120
+    owner = user()
+    async with sys_.client(owner) as c:
+        b, to = await bucket(c), await bucket(c)
+        ids = await many_objects(sys_.pool, c, owner, b, f"o{kind}/", n)
+        keys = [f"{i:05d}" for i in range(n)]
+        targets = [object_file_id(to, k) for k in keys]
+        store = PostgresEventStore(sys_.pool)
+        await sys_.stop("tasks")
+        try:
+            body = {"type": kind, "params": {"files": ids, "to": {"bucket": to}}}
+            tid = await start(c, body)
+            for i in range(70):
+                src = (await store.read_stream(f"file-{ids[i]}"))[0].payload
+                assert isinstance(src, FileCreated)
+                at = datetime.now(UTC)
+                ev = FileCreated(
+                    file_id=targets[i],
+                    owner=owner,
+                    name=object_name(keys[i]),
+                    size=src.size,
+                    content_type=src.content_type,
+                    sha256=src.sha256,
+                    manifest=src.manifest,
+                    bucket=to,
+                    key=keys[i],
+                    at=at,
+                )
+                await store.append(
+                    f"file-{targets[i]}",
+                    0,
+                    [NewEvent.of(ev)],
+                    EventMeta(occurred_at=at, owner=owner),
+                    command_id=item_command_id(tid, i, "copy"),
+                )
+            if kind == "move":
+                for i in range(30):
+                    r = await c.delete(f"/v1/files/{ids[i]}")
+                    assert r.status_code in (200, 204), r.text
+
+            async def projected() -> bool:
+                got = await sys_.pool.fetchval(
+                    "SELECT count(*) FROM readmodel.files WHERE bucket = $1 AND deleted_at IS NULL",
+                    to,
+                )
+                return int(got) == 70
+
+            # The run starts with them live at its target keys.
+            await wait_until(projected)
+        finally:
+            sys_.start("tasks")
+        t = await finished(c, tid, timeout=600)
+        assert t["status"] == "COMPLETED", t["error"]
+        assert t["progress"]["items_failed"] == 0, [r for r in t["results"] if "error" in r]
+        assert [r["result"] for r in t["results"]] == targets
+        assert [r["key"] for r in t["results"]] == keys
+        assert not any("replaced" in r for r in t["results"])
+        copies = [f"file-{fid}" for fid in targets]
+        assert await count_events(sys_.pool, "FileCreated", copies) == n
+        assert await count_events(sys_.pool, "FileReplaced", copies) == 0
         if kind == "move":
             assert await deleted_counts(sys_.pool, ids) == Counter({1: n})
