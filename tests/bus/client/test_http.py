@@ -16,8 +16,10 @@ from bus.run.cli import main
 URL = "http://files.example"
 
 
-def _serving(monkeypatch: pytest.MonkeyPatch, answer: httpx.Response) -> list[httpx.Request]:
-    """Every client the commands open talks to `answer` instead of a server."""
+def _serving(
+    monkeypatch: pytest.MonkeyPatch, answer: httpx.Response, modules: tuple[Any, ...] = (commands,)
+) -> list[httpx.Request]:
+    """Every client the commands (of `modules`) open talks to `answer` instead of a server."""
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -30,7 +32,8 @@ def _serving(monkeypatch: pytest.MonkeyPatch, answer: httpx.Response) -> list[ht
             base_url=real.base_url, headers=real.headers, transport=httpx.MockTransport(handler)
         )
 
-    monkeypatch.setattr(commands, "open_client", client)
+    for module in modules:
+        monkeypatch.setattr(module, "open_client", client)
     return seen
 
 
@@ -143,24 +146,10 @@ def test_an_object_ref_with_a_leading_slash_is_a_usage_error(
 
 def _recorded(monkeypatch: pytest.MonkeyPatch) -> list[httpx.Request]:
     """Every request the commands send, answered 404 in Cairn's error shape."""
-    seen: list[httpx.Request] = []
     answer = httpx.Response(
         404, json={"error": {"code": "not_found", "message": "no", "details": {}}}
     )
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return answer
-
-    def client(target: Any) -> httpx.Client:
-        real = open_client(target)
-        return httpx.Client(
-            base_url=real.base_url, headers=real.headers, transport=httpx.MockTransport(handler)
-        )
-
-    for module in (commands, buckets, fetches, jobs, tasks):
-        monkeypatch.setattr(module, "open_client", client)
-    return seen
+    return _serving(monkeypatch, answer, (commands, buckets, fetches, jobs, tasks))
 
 
 @pytest.mark.parametrize(

@@ -473,28 +473,9 @@ async def test_a_copy_or_move_done_again_after_a_crash_finds_its_copies_made(
             body = {"type": kind, "params": {"files": ids, "to": {"bucket": to}}}
             tid = await start(c, body)
             # What a run that died had done: the first 70 copies made, none recorded.
-            for i in range(70):
-                src = (await store.read_stream(f"file-{ids[i]}"))[0].payload
-                assert isinstance(src, FileCreated)
-                at = datetime.now(UTC)
-                ev = FileCreated(
-                    file_id=item_file_id(tid, i),
-                    owner=owner,
-                    name=src.name,
-                    size=src.size,
-                    content_type=src.content_type,
-                    sha256=src.sha256,
-                    manifest=src.manifest,
-                    bucket=to,
-                    at=at,
-                )
-                await store.append(
-                    f"file-{item_file_id(tid, i)}",
-                    0,
-                    [NewEvent.of(ev)],
-                    EventMeta(occurred_at=at, owner=owner),
-                    command_id=item_command_id(tid, i, "copy"),
-                )
+            await plant_copies(
+                store, tid, owner, to, ids, [(item_file_id(tid, i), None) for i in range(70)]
+            )
         finally:
             sys_.start("tasks")
         t = await finished(c, tid, timeout=600)
@@ -505,6 +486,42 @@ async def test_a_copy_or_move_done_again_after_a_crash_finds_its_copies_made(
         assert await count_events(sys_.pool, "FileCreated", copies) == n
         if kind == "move":
             assert await deleted_counts(sys_.pool, ids) == Counter({1: n})
+
+
+async def plant_copies(
+    store: PostgresEventStore,
+    tid: str,
+    owner: str,
+    to: str,
+    sources: list[str],
+    made: list[tuple[str, str | None]],
+) -> None:
+    """What a copy run that died had done: item i's copy (`made[i]`: its file id, and its
+    key if an object) of `sources[i]` appended under the item's command id, as the actor
+    host would have, and nothing recorded in the task."""
+    for i, (file_id, key) in enumerate(made):
+        src = (await store.read_stream(f"file-{sources[i]}"))[0].payload
+        assert isinstance(src, FileCreated)
+        at = datetime.now(UTC)
+        ev = FileCreated(
+            file_id=file_id,
+            owner=owner,
+            name=src.name if key is None else object_name(key),
+            size=src.size,
+            content_type=src.content_type,
+            sha256=src.sha256,
+            manifest=src.manifest,
+            bucket=to,
+            key=key,
+            at=at,
+        )
+        await store.append(
+            f"file-{file_id}",
+            0,
+            [NewEvent.of(ev)],
+            EventMeta(occurred_at=at, owner=owner),
+            command_id=item_command_id(tid, i, "copy"),
+        )
 
 
 @pytest.mark.parametrize("kind", ["copy", "move"])
@@ -526,29 +543,9 @@ async def test_an_object_copy_or_move_done_again_after_a_crash_finds_its_objects
         try:
             body = {"type": kind, "params": {"files": ids, "to": {"bucket": to}}}
             tid = await start(c, body)
-            for i in range(70):
-                src = (await store.read_stream(f"file-{ids[i]}"))[0].payload
-                assert isinstance(src, FileCreated)
-                at = datetime.now(UTC)
-                ev = FileCreated(
-                    file_id=targets[i],
-                    owner=owner,
-                    name=object_name(keys[i]),
-                    size=src.size,
-                    content_type=src.content_type,
-                    sha256=src.sha256,
-                    manifest=src.manifest,
-                    bucket=to,
-                    key=keys[i],
-                    at=at,
-                )
-                await store.append(
-                    f"file-{targets[i]}",
-                    0,
-                    [NewEvent.of(ev)],
-                    EventMeta(occurred_at=at, owner=owner),
-                    command_id=item_command_id(tid, i, "copy"),
-                )
+            await plant_copies(
+                store, tid, owner, to, ids, [(targets[i], keys[i]) for i in range(70)]
+            )
             if kind == "move":
                 for i in range(30):
                     r = await c.delete(f"/v1/files/{ids[i]}")
