@@ -61,6 +61,25 @@ async def sys_(
         yield s
 
 
+def created_like(
+    src: FileCreated, file_id: str, owner: str, bucket: str, key: str | None, at: datetime
+) -> FileCreated:
+    """A FileCreated for `file_id` with `src`'s content (chunks shared): the object `key`
+    of `bucket`, or with no key a plain file of `src`'s name."""
+    return FileCreated(
+        file_id=file_id,
+        owner=owner,
+        name=src.name if key is None else object_name(key),
+        size=src.size,
+        content_type=src.content_type,
+        sha256=src.sha256,
+        manifest=src.manifest,
+        bucket=bucket,
+        key=key,
+        at=at,
+    )
+
+
 async def many_objects(
     pool: asyncpg.Pool, c: httpx.AsyncClient, owner: str, b: str, prefix: str, n: int
 ) -> list[str]:
@@ -76,18 +95,7 @@ async def many_objects(
 
     async def put(key: str) -> str:
         fid = object_file_id(b, key)
-        ev = FileCreated(
-            file_id=fid,
-            owner=owner,
-            name=object_name(key),
-            size=created.size,
-            content_type=created.content_type,
-            sha256=created.sha256,
-            manifest=created.manifest,
-            bucket=b,
-            key=key,
-            at=at,
-        )
+        ev = created_like(created, fid, owner, b, key, at)
         await store.append(
             f"file-{fid}", 0, [NewEvent.of(ev)], EventMeta(occurred_at=at, owner=owner)
         )
@@ -503,18 +511,7 @@ async def plant_copies(
         src = (await store.read_stream(f"file-{sources[i]}"))[0].payload
         assert isinstance(src, FileCreated)
         at = datetime.now(UTC)
-        ev = FileCreated(
-            file_id=file_id,
-            owner=owner,
-            name=src.name if key is None else object_name(key),
-            size=src.size,
-            content_type=src.content_type,
-            sha256=src.sha256,
-            manifest=src.manifest,
-            bucket=to,
-            key=key,
-            at=at,
-        )
+        ev = created_like(src, file_id, owner, to, key, at)
         await store.append(
             f"file-{file_id}",
             0,
