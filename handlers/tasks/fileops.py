@@ -345,11 +345,9 @@ async def _run_copies(
                 try:
                     async with quota_for_file(run, settings, needed, new_id):
                         after.set()
-                        if made:
-                            pass
-                        elif key is not None:
+                        if not made and key is not None:
                             await _put_copy(run, index, src, bucket, key)
-                        else:
+                        elif not made:
                             await _create_copy(run, index, src, new_id, run.state.params)
                 except TaskFailure as e:
                     refused.append(e)
@@ -379,13 +377,16 @@ async def _run_copies(
         copies = [item_file_id(run.task_id, i) for i in range(first, first + len(batch))]
         states = await load_files(run, [*batch, *copies])
         sources, made = states[: len(batch)], [st is not None for st in states[len(batch) :]]
-        puts = [object_copies.command_id(run, i) for i in range(first, first + len(batch))]
-        puts = [cid for k, cid in enumerate(puts) if first + k in objects]
-        if puts:  # an object copy made already: its put's command id was applied
-            applied = await run.store.applied_commands(puts)
-            for k in range(len(batch)):
-                if first + k in objects:
-                    made[k] = object_copies.command_id(run, first + k) in applied
+        # An object copy made already: its put's command id was applied (one query).
+        puts = {
+            i: object_copies.command_id(run, i)
+            for i in range(first, first + len(batch))
+            if i in objects
+        }
+        if puts:
+            applied = await run.store.applied_commands(list(puts.values()))
+            for i, command_id in puts.items():
+                made[i - first] = command_id in applied
         turns = [asyncio.Event() for _ in range(len(batch) + 1)]
         turns[0].set()
         if not quota:
