@@ -11,9 +11,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from bus.client.errors import USAGE, ClientError
+from bus.config.settings import Settings
 
-DEFAULT_URL = "http://127.0.0.1:8000"
-# What `cairn up` listens on when told no other place (bus/config/settings.py).
+# What `cairn up` listens on when told no other place: the settings' own defaults.
+DEFAULT_URL = f"http://{Settings.host}:{Settings.port}"
+# Hosts that mean every interface (or none set): the client reaches them on loopback.
 _WILDCARDS = ("", "0.0.0.0", "::")
 
 
@@ -29,10 +31,10 @@ def default_url() -> str:
     port = os.environ.get("CAIRN_PORT", "").strip()
     if host in _WILDCARDS and not port:
         return DEFAULT_URL
-    host = "127.0.0.1" if host in _WILDCARDS else host
+    host = Settings.host if host in _WILDCARDS else host
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"  # an IPv6 address in a URL
-    return f"http://{host}:{port or 8000}"
+    return f"http://{host}:{port or Settings.port}"
 
 
 def config_path() -> Path:
