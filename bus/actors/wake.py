@@ -112,6 +112,8 @@ PEEK_POLL_MS = 50
 # A probe's NOTIFY goes out just before its command is published: fetch long enough for
 # the command to land (a probe missed by this window is found by the next peek).
 PROBE_POLL_MS = 250
+# How long a look at a gained partition's backlog may wait for the broker (`IdleGate.gained`).
+LOOK_TIMEOUT = 10.0
 
 
 class Nudger:
@@ -234,6 +236,7 @@ class GatedListener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def __init__(self) -> None:
         self.gate: IdleGate | None = None  # the gate built with this listener, while open
+        self._held: set[TopicPartition] = set()  # what the last assignment gave
 
     @final
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
@@ -246,6 +249,10 @@ class GatedListener(ConsumerRebalanceListener):  # type: ignore[misc]
         if self.gate is not None:
             self.gate.assigned(assigned)
         await self.assigned(assigned)
+        # After the owner's own work, which may seek (the projector to its checkpoints).
+        gained, self._held = set(assigned) - self._held, set(assigned)
+        if self.gate is not None and gained:
+            self.gate.gained(gained)
 
     async def revoked(self, partitions: set[TopicPartition]) -> None:
         """The owner's work when `partitions` are revoked (nothing by default)."""
@@ -303,6 +310,8 @@ class IdleGate:
         self._conn: Any = None
         self._listening = False
         self._hold = asyncio.Lock()
+        self._looks: set[asyncio.Task[None]] = set()  # `gained`'s looks at a backlog
+        self.backlogs_found = 0  # gained partitions that woke the gate (for tests, logs)
 
     @contextlib.asynccontextmanager
     async def held(self) -> AsyncIterator[None]:
@@ -331,6 +340,8 @@ class IdleGate:
         if self.listener.gate is self:
             self.listener.gate = None
         self._listening = False
+        for look in self._looks:
+            look.cancel()
         conn, self._conn = self._conn, None
         if conn is not None:
             await db.unlisten(pool, conn, self.channels, self._on_notify, self._on_lost)
@@ -388,6 +399,45 @@ class IdleGate:
         if self._paused:
             # (Only what is still assigned: pausing anything else raises.)
             self.consumer.pause(*(set(partitions) & self.consumer.assignment()))
+
+    def gained(self, partitions: Collection[TopicPartition]) -> None:
+        """A rebalance gave the consumer `partitions` it did not hold before (another member
+        left: stopped, or killed with what it had not handled yet).
+
+        An idle gate paused them (`assigned`), and nothing announces what already waits in
+        them: the appends and rings that would have woken a gate went to the member that
+        held them. So a backlog there waited for the gate's next peek: up to 10 s for the
+        handlers and the projector, 3 s for the actor host's commands, whose senders wait
+        for replies. Instead the gate compares each gained partition's position (the
+        group's committed offset, or where the owner sought to) with its end, in a task of
+        its own (the listener must not wait on the broker), and wakes if anything waits.
+        Only a hint, like a notification: a failed look leaves it to the next peek."""
+        if not self._paused:
+            return  # an awake gate fetches them anyway
+        task = asyncio.create_task(self._wake_for_backlog(set(partitions)))
+        self._looks.add(task)  # held until done: the loop keeps only weak references
+        task.add_done_callback(self._looks.discard)
+
+    async def _wake_for_backlog(self, partitions: set[TopicPartition]) -> None:
+        consumer = self.consumer
+        try:
+            ends = await asyncio.wait_for(consumer.end_offsets(list(partitions)), LOOK_TIMEOUT)
+            for tp in sorted(partitions):
+                if tp not in consumer.assignment():
+                    continue  # taken away again meanwhile
+                position = await asyncio.wait_for(consumer.position(tp), LOOK_TIMEOUT)
+                if position < ends.get(tp, 0):
+                    log.info(
+                        "consumer.backlog_gained",
+                        topic=tp.topic,
+                        partition=tp.partition,
+                        waiting=ends[tp] - position,
+                    )
+                    self.backlogs_found += 1
+                    self.wake()
+                    return
+        except Exception as e:  # (the broker's answer is only a hint: the peek remains)
+            log.debug("consumer.backlog_look_failed", error=repr(e))
 
     def _on_lost(self, *_: object) -> None:
         # No more nudges can arrive: stay awake from now on.

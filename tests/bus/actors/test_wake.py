@@ -511,6 +511,58 @@ async def test_a_rebalance_leaves_an_awake_gate_s_consumer_fetching(
         assert not gate.paused and not consumer.paused()
 
 
+async def test_a_backlog_in_partitions_gained_from_a_member_that_left_wakes_an_idle_gate(
+    settings: Settings, pool: asyncpg.Pool, topic: str
+) -> None:
+    """A member of the group leaves (stopped, or killed) with messages it never handled in
+    its partitions; the idle member that gets them reads them at once (`IdleGate.gained`),
+    though nothing announces them and no peek comes here (600 s): before, they waited for
+    the gate's next peek (10 s for the handlers and the projector)."""
+    from aiokafka import TopicPartition
+
+    from tests.rebalance import joined
+
+    group = f"{topic}-gained"
+    async with running_loop(settings, pool, topic, group) as lp:
+        consumer, gate = lp.consumer, lp.gate
+        await wait_until(lambda: _paused(lp), timeout=30)
+        async with joined(settings, consumer, group) as other:
+            theirs: set[TopicPartition] = other.assignment()
+            part = min(theirs).partition
+            producer = make_producer(settings)
+            await producer.start()
+            try:
+                await producer.send_and_wait(topic, b"left behind", partition=part)
+            finally:
+                await producer.stop()
+            # The other member leaves without committing it (it never reads).
+            assert gate.paused and b"left behind" not in lp.received
+
+        began = asyncio.get_running_loop().time()
+        await until_received(lp, b"left behind")
+        assert asyncio.get_running_loop().time() - began < 15  # (the peek is 600 s away)
+        assert gate.backlogs_found == 1
+        await wait_until(lambda: _paused(lp), timeout=30)  # and idle again
+
+
+async def test_partitions_gained_without_a_backlog_leave_an_idle_gate_paused(
+    settings: Settings, pool: asyncpg.Pool, topic: str
+) -> None:
+    """The look at gained partitions wakes the gate only for what waits in them: a member
+    joining and leaving an idle group wakes nobody (what was read was committed)."""
+    from tests.rebalance import assert_still_idle, join_and_leave
+
+    group = f"{topic}-gained-empty"
+    async with running_loop(settings, pool, topic, group) as lp:
+        await send(settings, topic, b"read before")
+        await until_received(lp, b"read before")
+        await wait_until(lambda: _paused(lp), timeout=30)
+        await lp.consumer.commit()
+        await join_and_leave(settings, lp.consumer, group)
+        await assert_still_idle(lp.gate)
+        assert lp.gate.backlogs_found == 0
+
+
 # Every consumer behind an IdleGate, by the module that builds its gate, with the test that
 # rebalances it while idle (tests/rebalance.py: `join_and_leave`, then `assert_still_idle`,
 # which checks that the gate's GatedListener is the one its consumer calls).
