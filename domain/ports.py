@@ -64,6 +64,12 @@ class EventStore(Protocol):
         """Those of `command_ids` whose append was made (it appended events)."""
         ...
 
+    async def applied_event_types(self, command_ids: Sequence[str]) -> dict[str, list[str]]:
+        """Those of `command_ids` whose append was made -> the types of the events it
+        appended, in order: what a command did, known again after its reply was lost (a
+        task taken over: did its put replace an object, handlers/tasks/fileops.py)."""
+        ...
+
 
 class BlobWriter(Protocol):
     async def write(self, data: bytes) -> None: ...

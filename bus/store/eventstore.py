@@ -415,6 +415,22 @@ class PostgresEventStore:
             )
         return {r["command_id"] for r in rows}
 
+    async def applied_event_types(self, command_ids: Sequence[str]) -> dict[str, list[str]]:
+        if not command_ids:
+            return {}
+        async with self.pool.acquire() as conn:
+            # The primary key finds each command, the stream's (stream_id, version) key its
+            # events: no scan of either table, however many commands are recorded.
+            rows = await conn.fetch(
+                "SELECT a.command_id, array_agg(e.event_type ORDER BY e.version) AS types"
+                " FROM eventstore.applied_commands a JOIN eventstore.events e"
+                " ON e.stream_id = a.stream_id"
+                " AND e.version BETWEEN a.first_version AND a.last_version"
+                " WHERE a.command_id = ANY($1::text[]) GROUP BY a.command_id",
+                list(command_ids),
+            )
+        return {r["command_id"]: list(r["types"]) for r in rows}
+
 
 class InMemoryEventStore:
     """Same contract as PostgresEventStore, for pure unit tests and as the reference."""
@@ -494,6 +510,14 @@ class InMemoryEventStore:
 
     async def applied_commands(self, command_ids: Sequence[str]) -> set[str]:
         return {c for c in command_ids if c in self._commands}
+
+    async def applied_event_types(self, command_ids: Sequence[str]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for c in command_ids:
+            if c in self._commands:
+                sid, first, last = self._commands[c]
+                out[c] = [e.type for e in self._streams[sid] if first <= e.version <= last]
+        return out
 
 
 def utcnow() -> datetime:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from bus.config.settings import Settings
@@ -34,6 +35,7 @@ from domain import policies
 from domain.commands import CreateFile, DeleteFile
 from domain.errors import DomainError
 from domain.files import FileState
+from domain.files.events import FileReplaced
 from domain.files.keys import object_file_id
 from domain.registry import AGGREGATES
 from domain.tasks.ids import item_command_id, item_file_id
@@ -50,6 +52,7 @@ MAX_NAMED = 20  # colliding names listed in a target_exists error
 DELETE_BATCH = 50  # a delete's files read in one query, between two safe points
 COPY_BATCH = 50  # a copy's or move's files (and their copies) read in one query, likewise
 IN_FLIGHT = 8  # a delete's commands, or a copy's items, under way at once
+REPLACED = FileReplaced.type  # what a put that replaced a live object appended
 
 
 async def load_file(run: TaskRun, file_id: str) -> FileState | None:
@@ -92,29 +95,51 @@ async def check_quota(run: TaskRun, settings: Settings, requested: int) -> None:
         raise TaskFailure("quota_exceeded", QUOTA_EXCEEDED, dict(details))
 
 
+@dataclass
+class Hold:
+    """What the block of `quota_for_file` tells it: the version an object put left."""
+
+    version: int = 0
+
+
 @contextlib.asynccontextmanager
 async def quota_for_file(
-    run: TaskRun, settings: Settings, requested: int, file_id: str
-) -> AsyncIterator[None]:
+    run: TaskRun, settings: Settings, requested: int, file_id: str, *, put: bool = False
+) -> AsyncIterator[Hold]:
     """Check and hold `requested` bytes of the owner's quota for the file `file_id` the
     block makes (projections.usage.reserve: concurrent tasks, uploads and PUTs of one owner
     are decided one after another). The hold names the file from the start: it counts
     until the files read model has the file, which then counts instead (never both, though
-    several items of a task are under way at once); ended by an error, it is given back."""
+    several items of a task are under way at once); ended by an error, it is given back.
+
+    `put`: the block puts the object `file_id`, replacing what its key holds, and is asked
+    only what it adds to the key, as an object PUT is (`reserve` with `target`): a copy
+    overwriting an object of the same size passes at the quota, and the key is not
+    counted twice meanwhile. The block sets `version` (the put's reply): the hold counts
+    until the files read model has that version, as a PUT's does."""
+    hold = Hold()
     quota = settings.quota_for(run.state.owner)
     if quota <= 0 or requested <= 0:
-        yield
+        yield hold
         return
-    rid, details, _ = await reserve(run.store, run.state.owner, quota, requested, file_id=file_id)
+    rid, details, _ = await reserve(
+        run.store,
+        run.state.owner,
+        quota,
+        requested,
+        target=file_id if put else None,
+        file_id=None if put else file_id,
+    )
     if details is not None or rid is None:
         raise TaskFailure("quota_exceeded", QUOTA_EXCEEDED, dict(details or {}))
     made: str | None = None
     try:
-        yield
+        yield hold
         made = file_id
     finally:
         # Shielded: a task paused or cancelled meanwhile still settles its hold.
-        await asyncio.shield(release(run.pool, rid, made))
+        version = hold.version if made is not None and hold.version > 0 else None
+        await asyncio.shield(release(run.pool, rid, made, version))
 
 
 def _missing(index: int, file_id: str) -> dict[str, Any]:
@@ -211,10 +236,14 @@ async def _create_copy(
     )
 
 
-async def _put_copy(run: TaskRun, index: int, src: FileState, bucket: str, key: str) -> None:
+async def _put_copy(
+    run: TaskRun, index: int, src: FileState, bucket: str, key: str, hold: Hold
+) -> bool:
     """The object copy of item `index`: `src`'s content (chunks shared, nothing moves),
     content type and metadata as the object `key` (no task marker is added: the user's
-    metadata is the source's; the command id is the item's, object_copies.taken_keys)."""
+    metadata is the source's; the command id is the item's, object_copies.taken_keys).
+    Whether it replaced a live object (its event a FileReplaced; sent again, the reply is
+    the first one's); `hold` gets the version it left."""
     overwrite = bool(run.state.params.get("overwrite"))
     cmd = policies.object_from_file(
         src,
@@ -227,13 +256,17 @@ async def _put_copy(run: TaskRun, index: int, src: FileState, bucket: str, key: 
         command_id=object_copies.command_id(run, index),
     )
     try:
-        await run.send(cmd)
+        result = await run.send(cmd)
     except DomainError as e:
         if e.code != "object_exists":
             raise
         if await run.store.applied_commands([cmd.command_id]):
-            return  # this put itself, sent again (a takeover): done
+            # This put itself, sent again (a takeover): done. Made with If-None-Match, it
+            # created the key: it replaced nothing.
+            return False
         raise target_exists(bucket, [key]) from None  # written by someone since the check
+    hold.version = result.version
+    return any(e.get("type") == REPLACED for e in result.events)
 
 
 async def _delete_one(run: TaskRun, index: int, file_id: str) -> None:
@@ -289,7 +322,6 @@ async def _run_copies(
     files: list[str],
     taken: dict[int, list[str]],
     objects: dict[int, str],
-    replacing: set[str],
 ) -> None:
     """A copy or move, COPY_BATCH files at a time, like a delete: one query reads the
     batch's files and the copies an earlier run of the task may have made of them, one
@@ -309,8 +341,11 @@ async def _run_copies(
 
     An item in `objects` (its source an object, its target that key) is put as an object:
     made already is its put's command id applied (read per batch, one query); with
-    `overwrite` the put replaces a live object in one step (`replacing`: the keys another
-    writer's object held when the run started, listed in the result's `replaced`)."""
+    `overwrite` the put replaces a live object in one step, and the result's `replaced`
+    names it when the put did replace one (its event a FileReplaced). That is read from
+    what the put appended, not from the keys taken when the run started (a run taking
+    over after the put sees the key held by the task's own object): so an item's result
+    is the same whichever run made it."""
     kind = run.state.task_type
     bucket = str((run.state.params.get("to") or {}).get("bucket") or "default")
     slots = asyncio.Semaphore(IN_FLIGHT)
@@ -321,6 +356,7 @@ async def _run_copies(
         file_id: str,
         src: FileState | None,
         made: bool,
+        overwrote: bool,
         turn: asyncio.Event,
         after: asyncio.Event,
         refused: list[TaskFailure],
@@ -337,16 +373,21 @@ async def _run_copies(
             if kind == "move" and made:
                 # Moved by this task before: the copy exists, the source is gone.
                 moved = {"index": index, "source": file_id, "result": new_id}
-                return (moved if key is None else {**moved, "key": key}), 0
+                if key is not None:
+                    moved["key"] = key
+                    if overwrote:
+                        moved["replaced"] = [new_id]
+                return moved, 0
             return _missing(index, file_id), 0
         async with slots:
             try:
                 needed = 0 if made else src.size  # made already: nothing more to hold
                 try:
-                    async with quota_for_file(run, settings, needed, new_id):
+                    put = key is not None
+                    async with quota_for_file(run, settings, needed, new_id, put=put) as hold:
                         after.set()
                         if not made and key is not None:
-                            await _put_copy(run, index, src, bucket, key)
+                            overwrote = await _put_copy(run, index, src, bucket, key, hold)
                         elif not made:
                             await _create_copy(run, index, src, new_id, run.state.params)
                 except TaskFailure as e:
@@ -365,7 +406,7 @@ async def _run_copies(
         result: dict[str, Any] = {"index": index, "source": file_id, "result": new_id}
         if key is not None:
             result["key"] = key
-            if key in replacing:
+            if overwrote:
                 replaced = [new_id]
         if replaced:
             result["replaced"] = replaced
@@ -377,16 +418,19 @@ async def _run_copies(
         copies = [item_file_id(run.task_id, i) for i in range(first, first + len(batch))]
         states = await load_files(run, [*batch, *copies])
         sources, made = states[: len(batch)], [st is not None for st in states[len(batch) :]]
-        # An object copy made already: its put's command id was applied (one query).
+        # An object copy made already: its put's command id was applied, and it replaced
+        # an object if it appended a FileReplaced (one query).
+        overwrote = [False] * len(batch)
         puts = {
             i: object_copies.command_id(run, i)
             for i in range(first, first + len(batch))
             if i in objects
         }
         if puts:
-            applied = await run.store.applied_commands(list(puts.values()))
+            applied = await run.store.applied_event_types(list(puts.values()))
             for i, command_id in puts.items():
                 made[i - first] = command_id in applied
+                overwrote[i - first] = REPLACED in applied.get(command_id, ())
         turns = [asyncio.Event() for _ in range(len(batch) + 1)]
         turns[0].set()
         if not quota:
@@ -395,7 +439,16 @@ async def _run_copies(
         refused: list[TaskFailure] = []
         jobs = [
             asyncio.ensure_future(
-                one(first + k, batch[k], sources[k], made[k], turns[k], turns[k + 1], refused)
+                one(
+                    first + k,
+                    batch[k],
+                    sources[k],
+                    made[k],
+                    overwrote[k],
+                    turns[k],
+                    turns[k + 1],
+                    refused,
+                )
             )
             for k in range(len(batch))
         ]
@@ -420,10 +473,11 @@ async def run_file_items(run: TaskRun, settings: Settings) -> list[str]:
     await check_destination(run, bucket)
     objects = await object_copies.plan(run, files, bucket)
     taken = await _copy_collisions(run, files, objects)
-    replacing = await object_copies.taken_keys(run, bucket, objects)
-    if replacing and not run.state.params.get("overwrite"):
+    if not run.state.params.get("overwrite") and (
+        replacing := await object_copies.taken_keys(run, bucket, objects)
+    ):
         raise target_exists(bucket, replacing)
-    await _run_copies(run, settings, files, taken, objects, set(replacing))
+    await _run_copies(run, settings, files, taken, objects)
     await run.flush()
     return []
 

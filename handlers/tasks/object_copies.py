@@ -11,7 +11,8 @@ are copied as before (handlers/tasks/fileops.py).
 
 The whole plan is made and checked when a run starts (first time, resume, takeover),
 before anything more is written: a target key that is no key, two sources on one key, or
-an object copied onto itself fail the task; without `overwrite` a live object at a target
+an object copied onto itself or onto another source of the task (`target_is_source`,
+whatever `overwrite` says: see target_keys) fail the task; without `overwrite` a live object at a target
 key fails it with `target_exists`, except one this task wrote itself before a takeover
 (its item's command id is in the event store's applied commands: objects carry no task
 marker, the user's metadata being the source's).
@@ -55,7 +56,7 @@ def target_keys(
     to_prefix: str,
 ) -> dict[int, str]:
     """item index -> the key its source (an object: in `keys`) is copied to; raises the
-    TaskFailure refusing the plan (a bad key, one key twice, an object onto itself)."""
+    TaskFailure refusing the plan (a bad key, one key twice, an object onto a source)."""
     out: dict[int, str] = {}
     first: dict[str, int] = {}
     for index, file_id in enumerate(files):
@@ -78,13 +79,21 @@ def target_keys(
                 key=target,
                 sources=[files[first[target]], file_id],
             )
-        if object_file_id(to_bucket, target) == file_id:
-            # Same bucket, same key: a move would delete what it just wrote.
+        if (there := object_file_id(to_bucket, target)) in keys:
+            # The target is a source of this task: itself (a move would delete what it just
+            # wrote), or another item's (moving `a/` into `a/a/` of one bucket puts `a/1`
+            # onto `a/a/1`, itself moved on to `a/a/a/1`). Items go several at once, so
+            # whether that source were copied before being written over, and whether a
+            # move's delete of it took the source or the copy just put there, would depend
+            # on timing. Refused whatever `overwrite` says: no order-dependent outcome.
+            onto = "itself" if there == file_id else f"the source {keys[there]!r} of this task"
             raise _refuse(
                 "target_is_source",
-                f"the object {key!r} would be copied onto itself",
+                f"the object {key!r} would be copied onto {onto} (key {target!r} in bucket"
+                f" {to_bucket!r}); copy to another prefix",
                 source=file_id,
                 key=target,
+                conflicting_source=there,
             )
         first[target] = index
         out[index] = target

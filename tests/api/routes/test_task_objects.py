@@ -517,3 +517,39 @@ async def test_a_key_prefix_copies_objects_only_and_keys_must_be_keys(
         t = await finished(c, await start(c, {"type": "copy", "params": body}))
         assert t["status"] == "FAILED" and t["error"]["code"] == "invalid_key", t
         assert t["results"] == [] and await listing(c, dst) == []
+
+
+async def test_a_move_onto_another_of_its_sources_is_refused_with_nothing_written(
+    small_chunks_system: System,
+) -> None:
+    """Moving everything under `a/` of a bucket into `a/a/` of itself would put `a/1` onto
+    `a/a/1`, a source still to be moved: without overwrite that was `target_exists` (and
+    its advice, overwrite, let the outcome hang on which item ran first). Refused with
+    `target_is_source` naming both, overwrite or not, before anything is written."""
+    async with small_chunks_system.client(user()) as c:
+        b = await bucket(c)
+        content = {"a/1": b"one", "a/a/1": b"inner"}
+        ids = await put_objects(c, b, content)
+        for overwrite in (False, True):
+            body = {"bucket": b, "prefix": "a/", "to": {"bucket": b, "prefix": "a/a/"}}
+            t = await finished(
+                c, await start(c, {"type": "move", "params": {**body, "overwrite": overwrite}})
+            )
+            assert t["status"] == "FAILED" and t["error"]["code"] == "target_is_source", t
+            assert t["error"]["details"] == {
+                "source": ids[0],
+                "key": "a/a/1",
+                "conflicting_source": ids[1],
+            }
+            assert "'a/a/1'" in t["error"]["message"] and t["results"] == []
+        assert await objects(c, b, list(content)) == content
+        made = [f"file-{object_file_id(b, k)}" for k in ("a/a/1", "a/a/a/1")]
+        assert await count_events(small_chunks_system.pool, "FileReplaced", made) == 0
+        assert await count_events(small_chunks_system.pool, "FileCreated", made) == 1
+        assert await count_events(small_chunks_system.pool, "FileDeleted", made) == 0
+
+        # Into another prefix nothing is a source: moved.
+        body = {"bucket": b, "prefix": "a/", "to": {"bucket": b, "prefix": "z/"}}
+        t = await finished(c, await start(c, {"type": "move", "params": body}))
+        assert t["status"] == "COMPLETED", t["error"]
+        assert await objects(c, b, ["z/1", "z/a/1"]) == {"z/1": b"one", "z/a/1": b"inner"}

@@ -13,6 +13,7 @@ import pytest
 import pytest_asyncio
 
 from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
+from domain.files.keys import object_file_id
 from domain.tasks.ids import item_file_id
 from tests.api.answers import user
 from tests.api.documented import assert_documented
@@ -33,6 +34,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 MAX_ITEMS = 500
 QUOTA_USER = "t-quota"
 QUOTA_USER_2 = "t-quota-2"
+QUOTA_USER_3 = "t-quota-3"
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -44,7 +46,11 @@ async def sys_(
         kafka_server.bootstrap,
         task_max_items=MAX_ITEMS,
         task_lease_seconds=3.0,
-        quotas=((QUOTA_USER, 100_000), (QUOTA_USER_2, 100_000)),
+        quotas=(
+            (QUOTA_USER, 100_000),
+            (QUOTA_USER_2, 100_000),
+            (QUOTA_USER_3, 100_000),
+        ),
     ) as s:
         yield s
 
@@ -387,6 +393,44 @@ async def test_a_copy_of_many_files_stops_at_the_quota_in_item_order(sys_: Syste
             for i in range(12)
         ]
         assert made == [1] * 8 + [0] * 4, made
+
+
+async def test_object_copies_stop_at_the_quota_and_a_same_size_overwrite_passes(
+    sys_: System,
+) -> None:
+    """Objects copied into a bucket take the quota as a plain copy does: three objects of
+    20 KB (60 KB used) copied by prefix against 100 KB make the first two (in item order),
+    the third fails the task with quota_exceeded and leaves nothing at its key. At the
+    quota then, a copy and a move with `overwrite` onto keys holding as many bytes pass,
+    as an object PUT does: a put is asked only what it adds to its key."""
+    async with sys_.client(QUOTA_USER_3) as c:
+        src, dst = await bucket(c), await bucket(c)
+        keys = ["x/1", "x/2", "x/3"]
+        for key in keys:
+            r = await c.put(f"/v1/buckets/{src}/objects/{key}", content=os.urandom(20_000))
+            assert r.status_code in (200, 201), r.text
+        ids = [object_file_id(src, k) for k in keys]
+        for fid in ids:
+            await wait_until(lambda fid=fid: _listed(c, fid))
+        body = {"bucket": src, "prefix": "x/", "to": {"bucket": dst}}
+        t = await finished(c, await start(c, {"type": "copy", "params": body}))
+        assert t["status"] == "FAILED" and t["error"]["code"] == "quota_exceeded", t
+        assert t["error"]["details"]["quota"] == 100_000, t["error"]
+        assert [(r["index"], r["key"]) for r in t["results"]] == [(0, "1"), (1, "2")]
+        made = [f"file-{object_file_id(dst, k)}" for k in ("1", "2", "3")]
+        assert [await count_events(sys_.pool, "FileCreated", [m]) for m in made] == [1, 1, 0]
+        assert (await c.get(f"/v1/buckets/{dst}/objects/3")).status_code == 404
+        for k in ("1", "2"):
+            await wait_until(lambda k=k: _listed(c, object_file_id(dst, k)))
+
+        for kind, source in (("copy", ids[0]), ("move", ids[1])):
+            params = {"files": [source], "to": {"bucket": dst}, "overwrite": True}
+            t = await finished(c, await start(c, {"type": kind, "params": params}))
+            assert t["status"] == "COMPLETED", (kind, t["error"])
+            (item,) = t["results"]
+            assert item["replaced"] == [item["result"]], item
+        assert await count_events(sys_.pool, "FileReplaced", made) == 2
+        assert (await c.get(f"/v1/files/{ids[1]}")).status_code == 404  # moved
 
 
 async def _listed(c: httpx.AsyncClient, file_id: str) -> bool:

@@ -119,6 +119,17 @@ async def test_applied_commands_names_the_commands_that_appended(store: EventSto
     assert await store.applied_commands(["cmd-4", "cmd-1", "cmd-2", "cmd-3"]) == {"cmd-1", "cmd-4"}
 
 
+async def test_applied_event_types_says_what_each_applied_command_appended(
+    store: EventStore,
+) -> None:
+    assert await store.applied_event_types([]) == {}
+    await store.append("upload-a", 0, [ev(1)], META, command_id="cmd-1")
+    await store.append("upload-a", 1, [ev(2), NewEvent("Other", {})], META, command_id="cmd-2")
+    await store.append("upload-b", 0, [ev(3)], META)
+    got = await store.applied_event_types(["cmd-2", "cmd-1", "cmd-never"])
+    assert got == {"cmd-1": [ev(1).type], "cmd-2": [ev(2).type, "Other"]}
+
+
 async def test_empty_append_is_a_no_op(store: EventStore) -> None:
     assert await store.append("upload-a", 0, [], META) == []
     assert await store.stream_version("upload-a") == 0

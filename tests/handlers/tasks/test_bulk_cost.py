@@ -28,7 +28,7 @@ from bus.run.embedded import EmbeddedKafka, EmbeddedPostgres
 from bus.store.eventstore import PostgresEventStore
 from domain.events import EventMeta, NewEvent
 from domain.files import state as file_state
-from domain.files.events import FileCreated
+from domain.files.events import FileCreated, FileReplaced
 from domain.files.keys import object_file_id, object_name
 from domain.files.state import FileState
 from domain.tasks import state as task_state
@@ -568,5 +568,82 @@ async def test_an_object_copy_or_move_done_again_after_a_crash_finds_its_objects
         copies = [f"file-{fid}" for fid in targets]
         assert await count_events(sys_.pool, "FileCreated", copies) == n
         assert await count_events(sys_.pool, "FileReplaced", copies) == 0
+        if kind == "move":
+            assert await deleted_counts(sys_.pool, ids) == Counter({1: n})
+
+
+@pytest.mark.parametrize("kind", ["copy", "move"])
+async def test_an_overwriting_put_made_before_a_takeover_still_lists_what_it_replaced(
+    sys_: System, kind: str
+) -> None:
+    """An object copy with `overwrite` onto keys held by other objects (items 0-3): a run
+    died after the puts of items 0, 1 (replacing) and 4 (a new key), none recorded (for a
+    move, the sources of 0 and 4 deleted too). The next run sees the keys of 0, 1 and 4
+    held by the task's own objects; their results are still what an uninterrupted run
+    gives: `replaced` for items 0-3 (read from what each put appended), none for 4 and 5."""
+    n = 6
+    owner = user()
+    async with sys_.client(owner) as c:
+        b, to = await bucket(c), await bucket(c)
+        ids = await many_objects(sys_.pool, c, owner, b, f"w{kind}/", n)
+        keys = [f"{i:05d}" for i in range(n)]
+        targets = [object_file_id(to, k) for k in keys]
+        for key in keys[:4]:
+            r = await c.put(f"/v1/buckets/{to}/objects/{key}", content=b"theirs")
+            assert r.status_code in (200, 201), r.text
+        store = PostgresEventStore(sys_.pool)
+        await sys_.stop("tasks")
+        try:
+            body = {"type": kind, "params": {"files": ids, "to": {"bucket": to}, "overwrite": True}}
+            tid = await start(c, body)
+            seed = (await store.read_stream(f"file-{ids[0]}"))[0].payload
+            assert isinstance(seed, FileCreated)
+            at = datetime.now(UTC)
+            for i in (0, 1):  # as the actor appends a put onto a live object
+                replaced = FileReplaced(
+                    owner=owner,
+                    name=object_name(keys[i]),
+                    size=seed.size,
+                    content_type=seed.content_type,
+                    sha256=seed.sha256,
+                    manifest=seed.manifest,
+                    at=at,
+                )
+                await store.append(
+                    f"file-{targets[i]}",
+                    await store.stream_version(f"file-{targets[i]}"),
+                    [NewEvent.of(replaced)],
+                    EventMeta(occurred_at=at, owner=owner),
+                    command_id=item_command_id(tid, i, "copy"),
+                )
+            fresh = created_like(seed, targets[4], owner, to, keys[4], at)
+            await store.append(
+                f"file-{targets[4]}",
+                0,
+                [NewEvent.of(fresh)],
+                EventMeta(occurred_at=at, owner=owner),
+                command_id=item_command_id(tid, 4, "copy"),
+            )
+            if kind == "move":
+                for i in (0, 4):
+                    r = await c.delete(f"/v1/files/{ids[i]}")
+                    assert r.status_code in (200, 204), r.text
+        finally:
+            sys_.start("tasks")
+        t = await finished(c, tid, timeout=600)
+        assert t["status"] == "COMPLETED", t["error"]
+        assert t["progress"]["items_failed"] == 0, t["results"]
+        assert [r["result"] for r in t["results"]] == targets
+        assert [r.get("replaced") for r in t["results"]] == [
+            [targets[0]],
+            [targets[1]],
+            [targets[2]],
+            [targets[3]],
+            None,
+            None,
+        ]
+        copies = [f"file-{fid}" for fid in targets]
+        assert await count_events(sys_.pool, "FileReplaced", copies) == 4  # none put twice
+        assert await count_events(sys_.pool, "FileCreated", copies) == n
         if kind == "move":
             assert await deleted_counts(sys_.pool, ids) == Counter({1: n})

@@ -46,3 +46,29 @@ def test_a_bad_plan_is_refused_naming_the_key(
         target_keys(list(by_id), by_id, source_prefix, to_bucket, to_prefix)
     assert e.value.error["code"] == code
     assert "key" in e.value.error["details"]
+
+
+@pytest.mark.parametrize(("source_prefix", "to_prefix"), [("a/", "a/a/"), ("", "x/")])
+def test_a_target_that_is_another_source_is_refused_naming_that_source(
+    source_prefix: str, to_prefix: str
+) -> None:
+    """Moving `a/` into `a/a/` of one bucket puts `a/1` onto `a/a/1`, itself a source (and
+    `""` into `x/` puts `1` onto `x/1`): refused whichever item comes first, so no outcome
+    depends on which of them runs first (overwrite or not: the plan does not look)."""
+    first, second = f"{source_prefix}1", f"{to_prefix}1"
+    by_id = {object_file_id("b", k): k for k in (second, first)}  # the later source first
+    with pytest.raises(TaskFailure) as e:
+        target_keys(list(by_id), by_id, source_prefix, "b", to_prefix)
+    error = e.value.error
+    assert error["code"] == "target_is_source"
+    assert error["details"] == {
+        "source": object_file_id("b", first),
+        "key": second,
+        "conflicting_source": object_file_id("b", second),
+    }
+    assert repr(second) in error["message"] and "source" in error["message"]
+    # Into another bucket, the same keys are no sources: planned.
+    assert target_keys(list(by_id), by_id, source_prefix, "c", to_prefix) == {
+        0: to_prefix + second[len(source_prefix) :],
+        1: second,
+    }
