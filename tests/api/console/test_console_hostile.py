@@ -194,6 +194,17 @@ async def _visit(page: Page, system: System, me: str, bucket: str, seeded: dict[
     await expect(page.locator("#activity li .what").filter(has_text=live).first).to_be_visible()
     await _nothing_ran(page)
 
+    # A link someone sent, its id a payload: whatever the API answers (a 404, or a 400
+    # quoting the id) is said as text.
+    hostile_id = "<img src=x onerror=window.__pwned=15>"
+    await page.evaluate("(id) => { location.hash = '#file/' + encodeURIComponent(id) }", hostile_id)
+    await expect(page.locator("#details")).to_be_visible()
+    await expect(page.locator("#details-body p.error")).to_have_count(1)
+    said = await page.locator("#details-body p.error").text_content()
+    assert said and ("No such file" in said or hostile_id in said), said
+    await _nothing_ran(page)
+    await page.keyboard.press("Escape")
+
 
 async def test_markup_users_chose_is_shown_as_text_and_never_runs(shared_system: System) -> None:
     me = f"hostile-{uuid.uuid4().hex[:8]}"
