@@ -383,7 +383,8 @@ def run(func: Callable[[argparse.Namespace, Output], int], args: argparse.Namesp
         print(err.line(), file=sys.stderr)
         return err.exit_code
     except OSError as e:
-        print(f"cairn: error: io_error: {e}", file=sys.stderr)
+        # The error names a path, which may be a server-chosen name (a download).
+        print(printable(f"cairn: error: io_error: {e}"), file=sys.stderr)
         return 1
 
 

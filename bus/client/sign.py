@@ -14,7 +14,7 @@ from typing import Any
 
 from bus.client.http import json_of, open_client
 from bus.client.objects import file_or_object, object_path
-from bus.client.output import Output
+from bus.client.output import Output, printable
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -62,6 +62,8 @@ def cmd_sign(args: argparse.Namespace, out: Output, target: Any) -> int:
     if args.json:
         out.emit(signed)
     else:
-        print(signed["url"])  # alone on stdout: for $(cairn sign ...)
+        # Alone on stdout: for $(cairn sign ...). A URL holds no control character, so
+        # `printable` leaves a real one exact; a server's ESC is shown, not obeyed.
+        print(printable(signed["url"]))
         out.note(f"{signed['method']} until {signed['expires_at']}")
     return 0

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from bus.client import jobs
 from bus.client.errors import ClientError
 from bus.client.http import json_of, open_client, segment
-from bus.client.output import Output
+from bus.client.output import Output, printable
 
 TYPES = ("copy", "move", "delete", "compress", "extract")
 FINISHED = {"TaskCompleted": "COMPLETED", "TaskFailed": "FAILED", "TaskCancelled": "CANCELLED"}
@@ -197,7 +197,8 @@ def _wait(client: Any, task_id: str, out: Output) -> int:
         console=out.err,
         disable=not out.err.is_terminal,
     ) as progress:
-        bar = progress.add_task(f"task {task_id}", total=100)
+        # The id and event types are the server's: shown, never obeyed (output.printable).
+        bar = progress.add_task(printable(f"task {task_id}"), total=100)
 
         total = 0
 
@@ -211,7 +212,7 @@ def _wait(client: Any, task_id: str, out: Output) -> int:
             if event.get("type") == "TaskProgressed" and total:
                 done = int(data.get("first", 0)) + len(data.get("results") or [])
                 progress.update(bar, completed=100 * done / total)
-            progress.update(bar, description=f"task {task_id} {event.get('type')}")
+            progress.update(bar, description=printable(f"task {task_id} {event.get('type')}"))
 
         task = jobs.follow(client, "/v1/tasks", task_id, on_event, FINISHED)
     return _outcome(task, out)

@@ -55,7 +55,8 @@ class Transfer:
         one bar is the total's, under `description`."""
         self.progress = progress
         self.stop = threading.Event()
-        self.total_task = progress.add_task(description, total=total)
+        # `cairn upload - --name NAME`: a name that came from a script, shown, never obeyed.
+        self.total_task = progress.add_task(printable(description), total=total)
         self.limit_rate = limit_rate
         self._lock = threading.Lock()
         self._started = time.monotonic()

@@ -42,6 +42,7 @@ from bus.client.http import (
     unexpected,
     unreachable,
 )
+from bus.client.output import printable
 from bus.client.resume import UUID, ResumeState, state_key
 from bus.client.transfer import Transfer, progress_bars, read_pieces, sha256_file
 
@@ -168,7 +169,8 @@ def _files_under(root: Path) -> list[Path]:
                 # Nothing to send, but said, as `aws s3 cp --recursive` does: a silent
                 # skip looks like a complete upload.
                 what = "a broken symbolic link" if path.is_symlink() else "not a regular file"
-                print(f"cairn: warning: {path}: {what}, skipped", file=sys.stderr)
+                # A path may hold any byte but `/` and NUL (an unpacked archive's names).
+                print(printable(f"cairn: warning: {path}: {what}, skipped"), file=sys.stderr)
     return sorted(found)
 
 

@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -270,3 +271,41 @@ async def test_upload_meta_sets_the_objects_metadata(
     for bad in ("key=x", "Filename=x", "novalue", "=v"):
         done = await cli("upload", str(tmp_path / "m.bin"), "--bucket", "meta", "--meta", bad)
         assert done.code == 2 and "--meta" in done.err, (bad, done.err)
+
+
+async def test_a_key_holding_terminal_controls_is_shown_escaped_and_exact_in_json(
+    system: System, cli_for: Any
+) -> None:
+    """A key another user could choose (keys may hold any character but NUL, as S3's do):
+    ESC sequences, CR and a bidi override reach the terminal as visible escapes from `ls`
+    and `events`, and exactly as they are in `--json` (output.printable)."""
+    user = "ctl-user"
+    cli = cli_for(user)
+    assert (await cli("buckets", "create", "ctl-keys")).code == 0
+    key = "x\x1b[2J\x1b]0;owned\x07\ry\u202egpj.exe"
+    shown = "x\\x1b[2J\\x1b]0;owned\\x07\\x0dy\\u202egpj.exe"
+    put = await _put(system, user, "ctl-keys", quote(key, safe=""), b"hostile\n")
+
+    async def listed() -> Any:
+        done = await cli("ls", "ctl-keys", "--json")
+        assert done.code == 0, done.err
+        return json.loads(done.out) if json.loads(done.out)["items"] else None
+
+    page = await wait_until(listed)
+    assert [o["key"] for o in page["items"]] == [key]  # --json: the exact key
+
+    table = await cli("ls", "ctl-keys")
+    assert table.code == 0, table.err
+    for c in ("\x1b", "\r", "\x07", "\u202e"):
+        assert c not in table.out, repr(c)
+    assert table.out.splitlines()[1].endswith(shown)
+
+    stream = f"file-{put['id']}"
+    human = await cli("events", "--since", "0", "--stream", stream, "--limit", "1")
+    assert human.code == 0, human.err
+    for c in ("\x1b", "\r", "\x07", "\u202e"):
+        assert c not in human.out, repr(c)
+    assert shown in human.out and len(human.out.splitlines()) == 1
+    exact = await cli("events", "--since", "0", "--stream", stream, "--limit", "1", "--json")
+    assert exact.code == 0, exact.err
+    assert json.loads(exact.out)["data"]["key"] == key

@@ -6,12 +6,13 @@ import errno
 import io
 import json
 import sys
+import unicodedata
 
 import pytest
 from rich.console import Console
 
 from bus.client.errors import ClientError
-from bus.client.output import Output
+from bus.client.output import BIDI, Output, printable
 
 FILE_ID = "e5bf2729-5a92-5477-93d7-4c8febdebc52"
 COLUMNS = [("id", "ID"), ("name", "NAME"), ("content_type", "TYPE"), ("created_at", "CREATED")]
@@ -110,6 +111,14 @@ def test_a_note_is_one_line_on_a_pipe() -> None:
         # An object key another user chose: ESC reached the terminal (a new window title).
         ("a\x1b]0;owned\x07b", "a\\x1b]0;owned\\x07b"),
         ("c\x1b[2J\rd", "c\\x1b[2J\\x0dd"),
+        # Newline and backspace: a second line, or a name that overwrites itself.
+        ("e\nf\bg", "e\\x0af\\x08g"),
+        # Bidi controls are no ESC, but they reorder the rest of the line on a terminal that
+        # does bidi: shown, as the web console shows them (js/util.js).
+        ("invoice\u202egpj.exe", "invoice\\u202egpj.exe"),
+        ("a\u2066b\u2069c\u202ad", "a\\u2066b\\u2069c\\u202ad"),
+        # Other non-ASCII text is text: kept.
+        ("été 東京.txt", "été 東京.txt"),
     ],
 )
 def test_a_cell_is_shown_never_obeyed(name: str, shown: str) -> None:
@@ -123,6 +132,18 @@ def test_a_cell_is_shown_never_obeyed(name: str, shown: str) -> None:
     _, row, record = printed.splitlines()
     assert row.split("  ", 1)[1].strip() == shown
     assert record.endswith(shown)
+
+
+def test_printable_changes_only_controls_and_bidi() -> None:
+    for c in map(chr, range(0x3000)):
+        shown = printable(c)
+        if unicodedata.category(c) == "Cc" or c in BIDI:
+            # An escape of printable ASCII, naming the character.
+            assert shown.startswith("\\") and shown.isascii() and shown.isprintable(), repr(c)
+            assert int(shown[2:], 16) == ord(c)
+        else:
+            assert shown == c, repr(c)
+    assert BIDI == {chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))}
 
 
 def test_an_error_line_from_the_server_is_shown_never_obeyed() -> None:

@@ -72,3 +72,19 @@ async def test_what_is_not_a_file_in_a_tree_is_skipped_with_a_warning(
     assert [f["path"] for f in json.loads(done.out)["files"]] == [str(tree / "a.txt")]
     assert f"cairn: warning: {tree / 'gone'}: a broken symbolic link, skipped\n" in done.err
     assert f"cairn: warning: {tree / 'pipe'}: not a regular file, skipped\n" in done.err
+
+
+async def test_a_warning_shows_a_names_controls_as_escapes(
+    system: System, cli_for: Any, tmp_path: Path
+) -> None:
+    # A tree unpacked from someone else's archive may name a file with ESC and CR in it:
+    # the warning naming it wrote them to the terminal as they were (output.printable).
+    cli = cli_for("tree-controls")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "a.txt").write_bytes(b"a")
+    (tree / "x\x1b[2J\ry").symlink_to(tree / "nowhere")
+    done = await cli("upload", str(tree), "--json")
+    assert done.code == 0, done.err
+    assert "\x1b" not in done.err and "\r" not in done.err
+    assert f"cairn: warning: {tree}/x\\x1b[2J\\x0dy: a broken symbolic link, skipped\n" in done.err
