@@ -421,21 +421,22 @@ class IdleGate:
     async def _wake_for_backlog(self, partitions: set[TopicPartition]) -> None:
         consumer = self.consumer
         try:
-            ends = await asyncio.wait_for(consumer.end_offsets(list(partitions)), LOOK_TIMEOUT)
-            for tp in sorted(partitions):
-                if tp not in consumer.assignment():
-                    continue  # taken away again meanwhile
-                position = await asyncio.wait_for(consumer.position(tp), LOOK_TIMEOUT)
-                if position < ends.get(tp, 0):
-                    log.info(
-                        "consumer.backlog_gained",
-                        topic=tp.topic,
-                        partition=tp.partition,
-                        waiting=ends[tp] - position,
-                    )
-                    self.backlogs_found += 1
-                    self.wake()
-                    return
+            async with asyncio.timeout(LOOK_TIMEOUT):
+                ends = await consumer.end_offsets(list(partitions))
+                for tp in sorted(partitions):
+                    if tp not in consumer.assignment():
+                        continue  # taken away again meanwhile
+                    position = await consumer.position(tp)
+                    if position < ends.get(tp, 0):
+                        log.info(
+                            "consumer.backlog_gained",
+                            topic=tp.topic,
+                            partition=tp.partition,
+                            waiting=ends[tp] - position,
+                        )
+                        self.backlogs_found += 1
+                        self.wake()
+                        return
         except Exception as e:  # (the broker's answer is only a hint: the peek remains)
             log.debug("consumer.backlog_look_failed", error=repr(e))
 
