@@ -2,7 +2,7 @@
 Content-Encoding, Content-Language, Expires) through the whole system: a PUT stores them,
 GET and HEAD answer them as stored (200, 206; Cache-Control and Expires on 304), a gzip
 object's bytes come back as stored (ranges too), an overwrite without them drops them,
-CopyObject COPY keeps the source's and REPLACE takes the request's, bad ones are 400
+CopyObject COPY and a move keep the source's and REPLACE takes the request's, bad ones are 400
 `invalid_header` with nothing stored, and a stored Content-Disposition gives way to
 `?download=1`."""
 
@@ -131,7 +131,9 @@ async def test_a_stored_disposition_gives_way_to_download(shared_system: System)
         assert d.headers["content-disposition"] == 'attachment; filename="report.pdf"'
 
 
-async def test_copy_keeps_them_and_replace_takes_the_request_s(shared_system: System) -> None:
+async def test_copy_and_move_keep_them_and_replace_takes_the_request_s(
+    shared_system: System,
+) -> None:
     async with shared_system.client(user()) as c:
         a, b = await make_bucket(c), await make_bucket(c)
         src = {"x-amz-copy-source": f"/{a}/{quote('src.css')}"}
@@ -141,6 +143,7 @@ async def test_copy_keeps_them_and_replace_takes_the_request_s(shared_system: Sy
         r = await c.put(opath(b, "copied.css"), headers=src)
         assert r.status_code == 201 and r.json()["headers"] == STORED, r.text
         assert served(await c.head(opath(b, "copied.css"))) == STORED
+        copied_id = r.json()["id"]
 
         replace = {**src, "x-amz-metadata-directive": "REPLACE"}
         r = await c.put(opath(b, "replaced.css"), headers={**replace, "Cache-Control": "no-cache"})
@@ -150,6 +153,11 @@ async def test_copy_keeps_them_and_replace_takes_the_request_s(shared_system: Sy
         # REPLACE without any: the copy has none.
         r = await c.put(opath(b, "bare.css"), headers=replace)
         assert r.status_code == 201 and r.json()["headers"] == {}
+
+        # A move (PATCH key) keeps them, as it keeps the metadata.
+        moved = await c.patch(f"/v1/files/{copied_id}", json={"key": "moved.css"})
+        assert moved.status_code == 200, moved.text
+        assert served(await c.head(opath(b, "moved.css"))) == STORED
 
         # With COPY they would be ignored (S3 drops them silently): refused, nothing made.
         bad = await c.put(opath(b, "ignored.css"), headers={**src, "Cache-Control": "no-cache"})
