@@ -13,8 +13,10 @@ body beside the copy or a digest of one (Content-MD5, x-amz-checksum-sha256: the
 body for it to check), a signed PUT URL (it grants the upload of a body), and a copy of an
 object onto itself that changes nothing. `x-amz-metadata-directive` is COPY (the default,
 when the header is absent: the source's metadata and content type) or REPLACE (the
-request's `x-amz-meta-*` and Content-Type), in any case; anything else, an empty value too,
-is 400; metadata headers with COPY would be dropped silently by S3, and are 400 here.
+request's `x-amz-meta-*`, Content-Type and stored headers: Cache-Control,
+Content-Disposition, Content-Encoding, Content-Language, Expires), in any case; anything
+else, an empty value too, is 400; metadata or stored headers with COPY would be dropped
+silently by S3, and are 400 here.
 
 The source is percent-decoded as the object's own path is (to bytes, then strictly UTF-8),
 so `..`, `%2e%2e` and `//` are ordinary characters of a key (`/b/../c/k` is the key
@@ -120,7 +122,9 @@ def requested(
         raise _invalid(f"{DIRECTIVE} is COPY or REPLACE", header=DIRECTIVE)
     if metadata_sent and directive == "COPY":
         raise _invalid(
-            f"x-amz-meta-* headers with {DIRECTIVE} COPY would be ignored: send REPLACE",
+            f"x-amz-meta-* (or Cache-Control, Content-Disposition, Content-Encoding,"
+            f" Content-Language, Expires) headers with {DIRECTIVE} COPY would be ignored:"
+            " send REPLACE",
             header=DIRECTIVE,
         )
     conditions = []

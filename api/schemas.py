@@ -286,6 +286,9 @@ class Object(msgspec.Struct):
     etag: str  # the quoted sha256, as in the ETag header
     content_type: str
     metadata: dict[str, str]
+    # Stored HTTP headers by lower-case name (cache-control, content-disposition,
+    # content-encoding, content-language, expires): what GET and HEAD answer.
+    headers: dict[str, str]
     last_modified: str  # when this version was written
 
 

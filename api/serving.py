@@ -18,6 +18,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from api.bucket_access import signature_params
 from api.context import AppContext, now
 from api.errors import log_cut_off, log_unservable
+from api.http import objheaders
 from api.http.content import ContentResponse, Representation, plan, read_small, request_fields
 from api.http.presigned import redirect_location
 from api.http.signing import carries_signature
@@ -57,7 +58,9 @@ async def serve(
     itself a credential, so it must never be reached before that check.
 
     `described`: more headers about the representation (an object's x-amz-meta-*), sent
-    with what describes it (200, 206 and the 307 redirect), not with 304, 412 or 416."""
+    with what describes it (200, 206 and the 307 redirect), not with 304, 412 or 416.
+    The file's stored headers (an object's Cache-Control, Content-Encoding, ...) go out
+    as api/http/objheaders.py says, on both routes: the same version, the same answer."""
     rep = Representation(
         size=st.size,
         etag=st.sha256,
@@ -73,12 +76,13 @@ async def serve(
         download=download,
         max_ranges=c.settings.max_ranges,
     )
+    objheaders.apply(p.headers, p.status, st.headers, download=download)
     if described and p.status in (200, 206):
         p.headers.update(described)
     if request.method != "GET" or p.status not in (200, 206):
         # HEAD, 304, 412, 416: no body, nothing read, not a download.
         return ContentResponse(b"", status=p.status, headers=p.headers)
-    if p.status == 200:
+    if p.status == 200 and objheaders.redirectable(st.headers):
         location = await redirect_location(
             c.settings,
             c.blobs,

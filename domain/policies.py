@@ -279,6 +279,7 @@ def put_object(
     if_none_match: bool = False,
     if_match: str | None = None,
     command_id: str = "",
+    headers: dict[str, str] | None = None,
 ) -> PutObject:
     """THE way to make content the object `key` of `bucket` (create, or replace atomically).
 
@@ -293,8 +294,9 @@ def put_object(
     asks; checking that the caller may write the bucket is the adapter's job (it reads the
     bucket aggregate; api/bucket_access.py `check_writable`). Give a deterministic
     `command_id` when the same put may be sent twice (a handler re-deriving it from an
-    event): the event store applies a command id once. Refusals: `invalid_key` (400),
-    `object_exists` / `etag_mismatch` (412, from `if_none_match` / `if_match`).
+    event): the event store applies a command id once. `headers`: the version's stored
+    HTTP headers (domain/files/headers.py; none by default). Refusals: `invalid_key` and
+    `invalid_header` (400), `object_exists` / `etag_mismatch` (412, from `if_none_match` / `if_match`).
     """
     pieces: list[JSON] = [
         dict(p) if isinstance(p, dict) else {"sha256": p[0], "size": p[1]} for p in manifest
@@ -316,6 +318,7 @@ def put_object(
         upload_id=upload_id,
         if_none_match=if_none_match,
         if_match=if_match,
+        headers=dict(headers or {}),
     )
 
 
@@ -333,10 +336,11 @@ def object_from_file(
     content_type: str | None = None,
     metadata: dict[str, str] | None = None,
     command_id: str = "",
+    headers: dict[str, str] | None = None,
 ) -> PutObject:
     """Make the existing file `file` (its content: no bytes move, chunks are shared) the
-    object `key` of `bucket` as well, with the file's content type and metadata unless
-    others are given. See `put_object` (`if_none_match`: create only; `if_match`: replace
+    object `key` of `bucket` as well, with the file's content type, metadata and stored
+    headers unless others are given (S3's CopyObject COPY keeps all three). See `put_object` (`if_none_match`: create only; `if_match`: replace
     only that version)."""
     return put_object(
         bucket=bucket,
@@ -353,6 +357,7 @@ def object_from_file(
         if_none_match=if_none_match,
         if_match=if_match,
         command_id=command_id,
+        headers=file.headers if headers is None else headers,
     )
 
 

@@ -11,7 +11,9 @@ answered by Cairn as always, so RFC 9110 behaviour does not depend on the settin
 
 The answer is 307 Temporary Redirect (the method stays GET) to a URL valid for
 `CAIRN_S3_REDIRECT_EXPIRES` seconds, with S3 told to answer with the file's own
-Content-Type and Content-Disposition; `Cache-Control: no-store`, as the URL expires. What
+Content-Type and Content-Disposition; `Cache-Control: no-store`, as the URL expires (an
+object with another stored header, Content-Encoding say, is never handed over:
+api/http/objheaders.redirectable). What
 the client then gets was verified by S3 against the chunk's sha256 when it was stored,
 but Cairn's read-side hash check (a corrupt body fails the response) is not applied.
 """

@@ -35,7 +35,7 @@ from api.bucket_access import readable_bucket, writable_bucket
 from api.commanding import SecuredController, reply_state
 from api.context import AppContext, ctx, now
 from api.errors import ApiError, bad_value
-from api.http import amzmeta
+from api.http import amzmeta, objheaders
 from api.http.body_digests import DeclaredDigests
 from api.http.conditionals import (
     ANY,
@@ -121,6 +121,7 @@ def object_view(bucket: str, st: FileState) -> dict[str, Any]:
         "etag": f'"{st.sha256}"',
         "content_type": st.content_type,
         "metadata": st.metadata,
+        "headers": st.headers,
         "last_modified": st.created_at.isoformat(),
     }
 
@@ -138,6 +139,7 @@ def _replied_view(bucket: str, key: str, st: dict[str, Any]) -> dict[str, Any] |
         "etag": f'"{st["sha256"]}"',
         "content_type": st["content_type"],
         "metadata": st.get("metadata") or {},
+        "headers": st.get("headers") or {},
         "last_modified": st["created_at"],
     }
 
@@ -220,6 +222,7 @@ async def _copy_object(
     conditions: tuple[bool, str | None],
     metadata: dict[str, str],
     content_type: str,
+    headers: dict[str, str],
 ) -> Response[Any]:
     """S3's CopyObject into `bucket`/`key`, already found writable (api/object_copy.py)."""
     object_copy.onto_itself(copy, bucket.name, key)
@@ -244,9 +247,11 @@ async def _copy_object(
             at=now(),
             if_none_match=none_match,
             if_match=match,
-            # REPLACE: the request's metadata, and its content type if it sent one.
+            # REPLACE: the request's metadata and stored headers (none if it sent none), and
+            # its content type if it sent one; COPY: the source's (S3's CopyObject).
             content_type=(content_type or None) if copy.replace_metadata else None,
             metadata=metadata if copy.replace_metadata else None,
+            headers=headers if copy.replace_metadata else None,
         )
         return await _apply_put(c, request, hold, bucket, key, command)
 
@@ -392,7 +397,12 @@ class ObjectsController(SecuredController):
         " header is the entry `<name>` (lowercased) = `<value>` (repeated names joined with"
         ' ","); printable ASCII values, at most 8 KiB of names and values, else 400'
         " `invalid_metadata` before the body is read. The new version has exactly the"
-        " metadata of its PUT (none without such headers).",
+        " metadata of its PUT (none without such headers). `Cache-Control`,"
+        " `Content-Disposition`, `Content-Encoding` (stored as sent: the bytes are never"
+        " decoded; `aws-chunked` is 415), `Content-Language` and `Expires` are stored with"
+        " the version likewise and answered by GET and HEAD; visible ASCII and spaces, at"
+        " most 1024 bytes each (Content-Type: 256), else 400 `invalid_header`"
+        " (`details.header`).",
         status_code=200,
         request_max_body_size=None,
         dependencies=_READ,
@@ -469,13 +479,17 @@ class ObjectsController(SecuredController):
         # S3's x-amz-meta-* headers, and a declared digest: 400 here, before the body is
         # read or quota held.
         metadata = amzmeta.from_request(request.scope["headers"])
-        digests = DeclaredDigests.of(request.scope["headers"])
+        digests = DeclaredDigests.of(request.scope["headers"])  # 415 for aws-chunked first
+        # Cache-Control, Content-Disposition, Content-Encoding, Content-Language, Expires
+        # (stored with the version), and the Content-Type's bound: 400 `invalid_header`.
+        stored_headers = objheaders.from_request(request.scope["headers"])
+        objheaders.check_content_type(request.scope["headers"])
         copy = object_copy.requested(
             request.headers,
             has_body=bool(ascii_int(request.headers.get("content-length")))
             or "transfer-encoding" in request.headers,
             signed=signature is not None,
-            metadata_sent=bool(metadata),
+            metadata_sent=bool(metadata) or bool(stored_headers),
             digests=digests.declared,
         )
         bucket, grant = await bucket_access.object_bucket(
@@ -513,6 +527,7 @@ class ObjectsController(SecuredController):
                 (none_match, match),
                 metadata,
                 (content_type or "").strip(),
+                stored_headers,
             )
         declared = ascii_int(request.headers.get("content-length"))
         if declared is not None and declared > limit:
@@ -564,6 +579,7 @@ class ObjectsController(SecuredController):
                 metadata=metadata,
                 if_none_match=none_match,
                 if_match=match,
+                headers=stored_headers,
             )
             return await _apply_put(c, request, hold, bucket, key, command)
 
@@ -574,7 +590,11 @@ class ObjectsController(SecuredController):
         " without auth for a public bucket, or with a signed URL's parameters",
         description="Each metadata entry is an `x-amz-meta-<name>` response header (200,"
         " 206; not 304); an entry that cannot be a header exactly (set through PATCH"
-        " /v1/files/{id}: not ASCII, controls, a name that is not a token) is left out.",
+        " /v1/files/{id}: not ASCII, controls, a name that is not a token) is left out."
+        " The stored Cache-Control, Content-Disposition (not with `?download=1`),"
+        " Content-Encoding, Content-Language and Expires go out as stored on 200 and 206,"
+        " replacing the defaults; Cache-Control and Expires on 304 too. Ranges and the"
+        " ETag are of the stored bytes, whatever their Content-Encoding.",
         dependencies=_READ,
         security=ANONYMOUS,
         responses=content_responses("object"),

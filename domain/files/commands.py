@@ -63,7 +63,10 @@ class PutObject(FileCommand):
 
     `if_none_match`: only if no live object has the key (HTTP `If-None-Match: *`);
     `if_match`: only if the live object's sha256 is this, or `*`: only if there is a live
-    object (HTTP `If-Match`); otherwise 412."""
+    object (HTTP `If-Match`); otherwise 412.
+
+    `headers`: the version's stored HTTP headers (domain/files/headers.py), by lower-case
+    name; empty for a producer that sets none (an upload, a fetch)."""
 
     type: ClassVar[str] = "PutObject"
 
@@ -78,6 +81,7 @@ class PutObject(FileCommand):
     upload_id: str | None = None
     if_none_match: bool = False
     if_match: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 COMMANDS = (CreateFile, DeleteFile, UpdateFile, PutObject)

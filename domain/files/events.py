@@ -26,6 +26,9 @@ class FileCreated(Event):
     upload_id: str | None = None  # the upload it was completed from, if any
     key: str | None = None  # set for an object (domain/files/keys.py): its key in `bucket`
     at: datetime
+    # An object version's stored HTTP headers (domain/files/headers.py). Last, with a
+    # default: events written before it read as "none" (no schema version bump needed).
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,6 +65,7 @@ class FileReplaced(Event):
     metadata: dict[str, str] = field(default_factory=dict)
     upload_id: str | None = None
     at: datetime
+    headers: dict[str, str] = field(default_factory=dict)  # as on FileCreated
 
 
 EVENTS = (FileCreated, FileDeleted, FileUpdated, FileReplaced)

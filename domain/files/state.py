@@ -25,6 +25,9 @@ class FileState:
     upload_id: str | None = None
     deleted: bool = False
     key: str | None = None  # an object's key in `bucket` (None: a plain file)
+    # The version's stored HTTP headers (domain/files/headers.py); a rename or metadata
+    # change (FileUpdated) keeps them, a new version (FileReplaced) brings its own.
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def evolve(state: FileState | None, event: Event) -> FileState | None:
@@ -43,6 +46,7 @@ def evolve(state: FileState | None, event: Event) -> FileState | None:
             metadata=dict(event.metadata),
             upload_id=event.upload_id,
             key=event.key,
+            headers=dict(event.headers),
             created_at=event.at,
             updated_at=event.at,
         )
@@ -62,6 +66,7 @@ def evolve(state: FileState | None, event: Event) -> FileState | None:
             manifest=tuple((p.sha256, p.size) for p in event.manifest),
             metadata=dict(event.metadata),
             upload_id=event.upload_id,
+            headers=dict(event.headers),
             created_at=event.at,
             updated_at=event.at,
             deleted=False,

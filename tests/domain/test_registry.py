@@ -83,6 +83,7 @@ GOLDEN: dict[str, tuple[int, dict[str, Any]]] = {
             "upload_id": "u1",
             "key": None,
             "at": AT,
+            "headers": {"content-encoding": "gzip", "cache-control": "max-age=60"},
         },
     ),
     "FileReplaced": (
@@ -97,6 +98,7 @@ GOLDEN: dict[str, tuple[int, dict[str, Any]]] = {
             "metadata": {},
             "upload_id": None,
             "at": AT,
+            "headers": {},
         },
     ),
     "FileDeleted": (1, {"at": AT}),
@@ -228,6 +230,13 @@ def test_a_fetch_response_stored_before_content_encoding_decodes_without_one() -
     del old["content_encoding"]
     typed = fetches.AGGREGATE.event_types["FetchResponseReceived"].decode(old)
     assert typed.data == GOLDEN["FetchResponseReceived"][1]
+
+
+@pytest.mark.parametrize("event_type", ["FileCreated", "FileReplaced"])
+def test_a_file_version_stored_before_headers_decodes_without_them(event_type: str) -> None:
+    old = {k: v for k, v in GOLDEN[event_type][1].items() if k != "headers"}
+    typed = files.AGGREGATE.event_types[event_type].decode(old)
+    assert typed.data == old | {"headers": {}}
 
 
 def test_a_checkpoint_stored_before_it_could_carry_totals_leaves_them_unchanged() -> None:

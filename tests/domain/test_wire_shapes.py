@@ -39,9 +39,14 @@ EVENT_SHAPES: dict[str, tuple[int, str]] = {
     "FetchStarted": (1, "runner attempt at"),
     "FileCreated": (
         1,
-        "file_id owner name size content_type sha256 manifest bucket metadata upload_id key at",
+        "file_id owner name size content_type sha256 manifest bucket metadata upload_id key at"
+        " headers",
     ),
     "FileDeleted": (1, "at"),
+    "FileReplaced": (
+        1,
+        "owner name size content_type sha256 manifest metadata upload_id at headers",
+    ),
     "FileUpdated": (1, "name bucket metadata at"),
     "TaskCancelled": (1, "at"),
     "TaskCompleted": (1, "result_file_ids bytes_done at"),
@@ -87,6 +92,8 @@ COMMAND_SHAPES: dict[str, str] = {
     "InitiateUpload": "file_name file_size chunk_size content_type sha256 bucket metadata key mode partial parts manifest",
     "PauseFetch": "",
     "PauseTask": "",
+    "PutObject": "owner bucket key size content_type sha256 manifest metadata upload_id"
+    " if_none_match if_match headers",
     "RecordFetchAttemptError": "runner error retry_in",
     "RecordFetchResponse": "runner restart reason etag last_modified total content_type file_name"
     " accept_ranges content_encoding",

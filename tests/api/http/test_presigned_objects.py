@@ -152,3 +152,46 @@ async def test_object_get_redirects_to_s3_only_after_the_access_checks(
             assert r.status_code == 404, r.text
             r = await other.get(_opath(public, "a/one.bin"), follow_redirects=False)
             assert r.status_code == 307, r.text
+
+
+async def test_stored_headers_s3_cannot_send_keep_the_object_at_cairn(
+    pg_server: EmbeddedPostgres,
+    kafka_server: EmbeddedKafka,
+    template_url: str,
+    s3_server: S3Server,
+) -> None:
+    """A presigned URL carries the type and the disposition only: an object with a stored
+    Content-Disposition is still redirected (S3 answers that disposition), one with a
+    stored Content-Encoding (or Cache-Control, ...) is served by Cairn with it."""
+    store = f"pro{secrets.token_hex(5)}"
+    s3_server.create_bucket(store)
+    one = os.urandom(300_000)  # one piece: one S3 object
+    async with isolated_system(
+        pg_server.url, kafka_server.bootstrap, **redirecting(s3_server, store)
+    ) as system:
+        bucket = f"hd-{secrets.token_hex(5)}"
+        async with system.client("owner") as c:
+            assert (await c.post("/v1/buckets", json={"name": bucket})).status_code == 201
+            named = 'attachment; filename="named.bin"'
+            for key, headers in (
+                ("disposed.bin", {"Content-Disposition": named}),
+                ("encoded.bin", {"Content-Encoding": "br", "Cache-Control": "max-age=9"}),
+            ):
+                r = await c.put(
+                    _opath(bucket, key),
+                    content=one,
+                    headers={"Content-Type": "audio/x-test", **headers},
+                )
+                assert r.status_code == 201, r.text
+
+            r = await c.get(_opath(bucket, "disposed.bin"), follow_redirects=False)
+            assert r.status_code == 307, r.text
+            direct = await _follow(r.headers["Location"], s3_server)
+            assert direct.status_code == 200 and direct.content == one
+            assert direct.headers["Content-Disposition"] == named
+
+            async with c.stream("GET", _opath(bucket, "encoded.bin")) as r:
+                body = b"".join([piece async for piece in r.aiter_raw()])
+            assert r.status_code == 200 and body == one  # never decoded, never redirected
+            assert r.headers["Content-Encoding"] == "br"
+            assert r.headers["Cache-Control"] == "max-age=9"
