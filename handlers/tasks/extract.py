@@ -54,8 +54,8 @@ import struct
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Self
 
 from bus.config.settings import Settings
@@ -608,7 +608,8 @@ async def _record_totals(run: TaskRun, members: list[Member]) -> None:
 @dataclass(frozen=True)
 class _Extraction:
     """What both stages of one run work from: the run, where the archive is, how to read
-    it, and which members were made before a takeover."""
+    it, which members were made before a takeover, and (into a bucket) the object each
+    member is put to (member index -> file id)."""
 
     run: TaskRun
     settings: Settings
@@ -616,6 +617,7 @@ class _Extraction:
     manifest: Sequence[tuple[str, int]]
     fmt: str
     done_already: Callable[[Member], Awaitable[bool]]
+    objects: Mapping[int, str] = field(default_factory=dict)
 
 
 async def _extract_in_order(
@@ -705,7 +707,10 @@ async def _store_ahead(
                 if sink is None and not skip:  # the member's first piece (or its end)
                     skip = await job.done_already(m)
                     if not skip:
-                        await check_quota(run, settings, m.size)
+                        # Before its chunks are stored; the commit holds it (quota_for_file).
+                        # A member put as an object is asked only what it adds to its key,
+                        # as an object PUT is: one overwriting as many bytes passes.
+                        await check_quota(run, settings, m.size, put=job.objects.get(m.index))
                         sink = ArchiveSink(job.blobs, settings.default_chunk_size)
                 if piece is not None:
                     if sink is not None:
@@ -780,8 +785,13 @@ async def _extract_objects(
         key = keys[m.index]
         if sink is not None:
             try:
-                async with quota_for_file(run, settings, sink.size, object_file_id(bucket, key)):
-                    await run.send(
+                # As an object PUT: asked only what the member adds to its key, and held
+                # until the files read model has the version the put left (`hold.version`),
+                # so the key is not counted at its old size meanwhile.
+                async with quota_for_file(
+                    run, settings, sink.size, object_file_id(bucket, key), put=True
+                ) as hold:
+                    put = await run.send(
                         put_object(
                             bucket=bucket,
                             key=key,
@@ -797,6 +807,7 @@ async def _extract_objects(
                             command_id=item_command_id(run.task_id, m.index, "object"),
                         )
                     )
+                    hold.version = put.version
             except DomainError as e:
                 if e.code == "object_exists":  # written by someone else since the check
                     raise target_exists(bucket, [key]) from None
@@ -812,7 +823,8 @@ async def _extract_objects(
         return result
 
     await _record_totals(run, members)
-    job = _Extraction(run, settings, blobs, manifest, fmt, done_already)
+    objects = {m.index: object_file_id(bucket, keys[m.index]) for m in left}
+    job = _Extraction(run, settings, blobs, manifest, fmt, done_already, objects)
     await _extract_in_order(job, left, commit)
     await run.flush()
     return []

@@ -44,7 +44,14 @@ from handlers.held import upgrade_in_progress
 from handlers.tasks import object_copies
 from handlers.tasks.run import TaskFailure, TaskRun, destination_gone, utcnow
 from projections import task_queries
-from projections.usage import QUOTA_EXCEEDED, over_quota, release, reserve, storage_used
+from projections.usage import (
+    QUOTA_EXCEEDED,
+    key_holds,
+    over_quota,
+    release,
+    reserve,
+    storage_used,
+)
 
 T = TypeVar("T")
 
@@ -86,12 +93,27 @@ async def check_destination(run: TaskRun, bucket: str) -> None:
     run.destination = bucket
 
 
-async def check_quota(run: TaskRun, settings: Settings, requested: int) -> None:
+async def check_quota(
+    run: TaskRun, settings: Settings, requested: int, *, put: str | None = None
+) -> None:
+    """Refuse (quota_exceeded) `requested` more bytes past the owner's quota; nothing is
+    held (a check before the work, `quota_for_file` holds when the file is made).
+
+    `put`: the object (file id) the bytes are to be put to, replacing what its key holds:
+    only what they add to the key is asked (`key_holds`, as `reserve` with `target` asks
+    for `quota_for_file(put=True)` and an object PUT), and a put adding nothing passes."""
     quota = settings.quota_for(run.state.owner)
     if quota <= 0 or requested <= 0:
         return
-    used = await storage_used(run.store, run.state.owner)
-    if (details := over_quota(quota, used, requested)) is not None:
+    replaced = 0
+    async with run.pool.acquire() as conn:
+        used = await storage_used(run.store, run.state.owner, conn=conn)
+        if put is not None:
+            replaced = (await key_holds(conn, run.state.owner, [put]))[put]
+    asked = max(0, requested - replaced)
+    if asked > 0 and (details := over_quota(quota, used, asked)) is not None:
+        if replaced:
+            details["replaced"] = replaced
         raise TaskFailure("quota_exceeded", QUOTA_EXCEEDED, dict(details))
 
 

@@ -27,6 +27,7 @@ from tests.api.tasks_helpers import (
     task,
     upload,
 )
+from tests.archives import zip_of
 from tests.system import System, isolated_system, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -35,6 +36,7 @@ MAX_ITEMS = 500
 QUOTA_USER = "t-quota"
 QUOTA_USER_2 = "t-quota-2"
 QUOTA_USER_3 = "t-quota-3"
+QUOTA_USER_4 = "t-quota-4"
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -50,6 +52,7 @@ async def sys_(
             (QUOTA_USER, 100_000),
             (QUOTA_USER_2, 100_000),
             (QUOTA_USER_3, 100_000),
+            (QUOTA_USER_4, 200_000),
         ),
     ) as s:
         yield s
@@ -431,6 +434,58 @@ async def test_object_copies_stop_at_the_quota_and_a_same_size_overwrite_passes(
             assert item["replaced"] == [item["result"]], item
         assert await count_events(sys_.pool, "FileReplaced", made) == 2
         assert (await c.get(f"/v1/files/{ids[1]}")).status_code == 404  # moved
+
+
+async def test_extract_members_overwriting_objects_at_the_quota_pass_as_puts(
+    sys_: System,
+) -> None:
+    """An extract into a bucket asks the quota what each member adds to its key, as an
+    object PUT does. At the quota (200 KB: two archives, the objects they overwrite and a
+    filler), members of 20 KB replacing an object of 20 KB and one of 30 KB with
+    `overwrite` complete (10 KB freed once listed); a member adding 10 KB and one byte
+    to its key is refused with quota_exceeded as before (asked those bytes, `replaced` the
+    key's 20 KB), the object left as it was."""
+    quota = 200_000
+    async with sys_.client(QUOTA_USER_4) as c:
+        b = await bucket(c)
+        same = {"k/1": os.urandom(20_000), "k/2": os.urandom(20_000)}
+        fits = await upload(c, zip_of(same), "same.zip")
+        past = await upload(c, zip_of({"k/1": os.urandom(30_001)}), "past.zip")
+        for key, size in (("k/1", 20_000), ("k/2", 30_000)):
+            r = await c.put(f"/v1/buckets/{b}/objects/{key}", content=os.urandom(size))
+            assert r.status_code == 201, r.text
+        targets = [object_file_id(b, k) for k in same]
+        for fid in (fits, past, *targets):
+            await wait_until(lambda fid=fid: _listed(c, fid))
+        used = sum(f["size"] for f in (await c.get("/v1/files")).json()["items"])
+        await upload(c, os.urandom(quota - used), "filler.bin")
+        r = await c.put(f"/v1/buckets/{b}/objects/one-more", content=b"x")
+        assert r.status_code == 413, r.text  # at the quota: one byte more is refused
+
+        params = {"file": fits, "output": {"bucket": b}, "overwrite": True}
+        t = await finished(c, await start(c, {"type": "extract", "params": params}))
+        assert t["status"] == "COMPLETED", t["error"]
+        assert [(r["key"], r["replaced"]) for r in t["results"]] == [
+            (k, [fid]) for k, fid in zip(same, targets, strict=True)
+        ]
+        for key, data in same.items():
+            assert (await c.get(f"/v1/buckets/{b}/objects/{key}")).content == data
+        await wait_until(lambda: _size(c, targets[1], 20_000))  # k/2 down from 30 KB
+
+        params = {"file": past, "output": {"bucket": b}, "overwrite": True}
+        t = await finished(c, await start(c, {"type": "extract", "params": params}))
+        assert t["status"] == "FAILED" and t["error"]["code"] == "quota_exceeded", t
+        details = t["error"]["details"]
+        assert (details["quota"], details["requested"]) == (quota, 10_001), details
+        assert details["replaced"] == 20_000, details
+        assert (await c.get(f"/v1/buckets/{b}/objects/k/1")).content == same["k/1"]
+        streams = [f"file-{fid}" for fid in targets]
+        assert await count_events(sys_.pool, "FileReplaced", streams) == 2
+
+
+async def _size(c: httpx.AsyncClient, file_id: str, size: int) -> bool:
+    r = await c.get("/v1/files")
+    return any(f["id"] == file_id and f["size"] == size for f in r.json()["items"])
 
 
 async def _listed(c: httpx.AsyncClient, file_id: str) -> bool:
