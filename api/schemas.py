@@ -149,6 +149,10 @@ class File(msgspec.Struct):
     updated_at: str
     # An object's key in `bucket` (PUT /v1/buckets/{bucket}/objects/{key}); null otherwise.
     key: str | None = None
+    # Only on GET and PATCH /v1/files/{id} (read from the file's stream; the listing's read
+    # model has no column for them): the version's stored HTTP headers by lower-case name,
+    # as an Object's `headers` ({} when none, and for a file that is no object).
+    headers: dict[str, str] | msgspec.UnsetType = msgspec.UNSET
     # Only on GET /v1/files/{id}: content GETs answered 200/206 and the bytes they sent, as
     # last flushed by the API processes (CAIRN_DOWNLOAD_FLUSH_INTERVAL).
     downloads: int | msgspec.UnsetType = msgspec.UNSET

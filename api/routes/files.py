@@ -58,6 +58,9 @@ from projections.downloads import downloads_of
 
 
 def file_view(st: FileState) -> dict[str, Any]:
+    """A file's JSON as single-file answers give it (GET, PATCH): read from its stream, so
+    it has what the read model's listing lacks, the version's stored `headers` (an object
+    PUT's Cache-Control etc., as the object's own JSON answers them)."""
     return {
         "id": st.id,
         "name": st.name,
@@ -69,6 +72,7 @@ def file_view(st: FileState) -> dict[str, Any]:
         "upload_id": st.upload_id,
         "chunk_count": len(st.manifest),
         "key": st.key,
+        "headers": st.headers,
         "created_at": st.created_at.isoformat(),
         "updated_at": st.updated_at.isoformat(),
     }

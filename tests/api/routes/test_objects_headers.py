@@ -16,7 +16,9 @@ import httpx
 import pytest
 
 from tests.api.answers import assert_error, make_bucket, opath, user
+from tests.api.documented import assert_documented
 from tests.api.routes.test_objects import object_events
+from tests.api.tasks_helpers import upload
 from tests.system import System
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -115,6 +117,31 @@ async def test_an_overwrite_without_them_drops_them(shared_system: System) -> No
             "cache-control": DEFAULT_CACHE,
             "content-disposition": 'inline; filename="k.txt"',
         }
+
+
+async def test_the_file_json_shows_them_as_the_object_json_does(shared_system: System) -> None:
+    """GET /v1/files/{id} (read from the file's stream) shows the version's stored headers
+    as the object's own answer does; a PATCH of its metadata keeps them (answer and GET),
+    an overwrite without them leaves {}; a plain file has {}. Documented in the schema."""
+    async with shared_system.client(user()) as c:
+        b = await make_bucket(c)
+        r = await c.put(opath(b, "f.css"), content=b"x", headers=SENT)
+        assert r.status_code == 201, r.text
+        fid = r.json()["id"]
+        g = await c.get(f"/v1/files/{fid}")
+        assert g.status_code == 200 and g.json()["headers"] == STORED == r.json()["headers"]
+        await assert_documented(c, "GET", "/v1/files/{file_id}", g)
+
+        pr = await c.patch(f"/v1/files/{fid}", json={"metadata": {"k": "v"}})
+        assert pr.status_code == 200 and pr.json()["headers"] == STORED, pr.text
+        await assert_documented(c, "PATCH", "/v1/files/{file_id}", pr)
+        assert (await c.get(f"/v1/files/{fid}")).json()["headers"] == STORED
+
+        assert (await c.put(opath(b, "f.css"), content=b"y")).status_code == 200
+        assert (await c.get(f"/v1/files/{fid}")).json()["headers"] == {}
+
+        plain = await upload(c, b"plain")
+        assert (await c.get(f"/v1/files/{plain}")).json()["headers"] == {}
 
 
 async def test_a_stored_disposition_gives_way_to_download(shared_system: System) -> None:
