@@ -668,8 +668,20 @@ class Supervisor:
         if name not in self._metrics_ports:
             base = self.settings.metrics_port
             index = self._own_metrics.index(name)
-            self._metrics_ports[name] = base + index if base else free_port()
+            self._metrics_ports[name] = base + index if base else self._free_metrics_port()
         return self._metrics_ports[name]
+
+    def _free_metrics_port(self) -> int:
+        """A free port that none of the system's own listeners is to take. Free now is not
+        enough: the API, the embedded broker and PostgreSQL bind theirs later, and where
+        they were given ephemeral ports (tests, the bench) the kernel may hand out the same
+        one again here; a child's metrics server that took the API's port left the API
+        unable to bind, and its port answering /ready with metrics (seen in `just bench`)."""
+        s = self.settings
+        taken = {s.port, s.embedded_pg_port, s.embedded_kafka_port, *self._metrics_ports.values()}
+        while (port := free_port()) in taken:
+            pass
+        return port
 
     def _child_env(self, name: str = "") -> dict[str, str]:
         s = self.settings

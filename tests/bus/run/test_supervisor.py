@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import importlib.util
 import os
 import re
@@ -451,3 +452,29 @@ def test_the_data_dir_is_created_owner_only(tmp_path: Path) -> None:
     finally:
         os.umask(old)
         lock.release()
+
+
+def test_a_free_metrics_port_is_never_one_of_the_systems_own_listeners(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child's metrics port is picked free before the API, the broker and PostgreSQL bind
+    theirs; where those are ephemeral ports too (tests, the bench) the kernel may hand one
+    out again. The supervisor skips them (and the other children's): in `just bench` a
+    child's metrics server once took the API's port, so POST /v1/uploads met it (405)."""
+    from bus.run import supervisor as sup
+
+    settings = dataclasses.replace(
+        Settings.from_env({}),
+        data_dir=tmp_path,
+        port=40001,
+        embedded_pg_port=40002,
+        embedded_kafka_port=40003,
+        metrics_port=0,
+    )
+    offered = iter([40001, 40002, 40003, 40010, 40010, 40001, 40011])
+    monkeypatch.setattr(sup, "free_port", lambda: next(offered))
+    s = sup.Supervisor(settings)
+    first, second = s._own_metrics[:2]
+    assert s._metrics_port(first) == 40010
+    assert s._metrics_port(second) == 40011  # not the API's, not the first child's
+    assert s._metrics_port(first) == 40010  # kept
