@@ -39,9 +39,13 @@ class Cairn:
         """`env` adds settings on top of the default (e.g. an S3 blob store)."""
         self.extra_env = env or {}
         self.data_dir = work / name
-        self.port = free_port()
-        self.pg_port = free_port()
-        self.kafka_port = free_port()
+        # Three different ports (each is free when picked, but released at once, so the
+        # kernel may hand the same one out twice).
+        ports: list[int] = []
+        while len(ports) < 3:
+            if (port := free_port()) not in ports:
+                ports.append(port)
+        self.port, self.pg_port, self.kafka_port = ports
         self.url = f"http://127.0.0.1:{self.port}"
         self.database_url = ""
         self.kafka_bootstrap = ""
