@@ -373,6 +373,17 @@ async def _run_copies(
     slots = asyncio.Semaphore(IN_FLIGHT)
     quota = settings.quota_for(run.state.owner) > 0
 
+    def finished_item(
+        index: int, file_id: str, new_id: str, key: str | None, replaced: list[str]
+    ) -> dict[str, Any]:
+        """A done item's result: the copy, its key if an object, what it replaced."""
+        result: dict[str, Any] = {"index": index, "source": file_id, "result": new_id}
+        if key is not None:
+            result["key"] = key
+        if replaced:
+            result["replaced"] = replaced
+        return result
+
     async def one(
         index: int,
         file_id: str,
@@ -394,12 +405,7 @@ async def _run_copies(
             after.set()
             if kind == "move" and made:
                 # Moved by this task before: the copy exists, the source is gone.
-                moved = {"index": index, "source": file_id, "result": new_id}
-                if key is not None:
-                    moved["key"] = key
-                    if overwrote:
-                        moved["replaced"] = [new_id]
-                return moved, 0
+                return finished_item(index, file_id, new_id, key, [new_id] if overwrote else []), 0
             return _missing(index, file_id), 0
         async with slots:
             try:
@@ -425,14 +431,9 @@ async def _run_copies(
                     raise  # not the item's failure: the task waits (worker.py)
                 error = {"code": e.code, "message": str(e)}
                 return {"index": index, "source": file_id, "error": error}, 0
-        result: dict[str, Any] = {"index": index, "source": file_id, "result": new_id}
-        if key is not None:
-            result["key"] = key
-            if overwrote:
-                replaced = [new_id]
-        if replaced:
-            result["replaced"] = replaced
-        return result, src.size
+        if key is not None and overwrote:
+            replaced = [new_id]  # (an object put replaces in place: no files were found)
+        return finished_item(index, file_id, new_id, key, replaced), src.size
 
     for first in range(run.state.items_done, len(files), COPY_BATCH):
         await run.check(force=True)
