@@ -21,6 +21,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -32,10 +33,16 @@ PG_SYSTEM_USER = "cairn_pg"
 SOCKET_PATH_MAX = 107
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+def free_port(host: str = "127.0.0.1", avoid: Collection[int] = ()) -> int:
+    """A port free now on `host`, none of `avoid`. Free now only: it is released at once,
+    so the kernel may hand it out again before its user binds it; `avoid` holds the ports
+    already given to listeners that have not bound theirs yet."""
+    while True:
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+        if port not in avoid:
+            return port
 
 
 def wait_for_port(host: str, port: int, timeout: float = 30.0) -> None:

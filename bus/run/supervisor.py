@@ -679,9 +679,7 @@ class Supervisor:
         unable to bind, and its port answering /ready with metrics (seen in `just bench`)."""
         s = self.settings
         taken = {s.port, s.embedded_pg_port, s.embedded_kafka_port, *self._metrics_ports.values()}
-        while (port := free_port()) in taken:
-            pass
-        return port
+        return free_port(avoid=taken)
 
     def _child_env(self, name: str = "") -> dict[str, str]:
         s = self.settings

@@ -39,13 +39,10 @@ class Cairn:
         """`env` adds settings on top of the default (e.g. an S3 blob store)."""
         self.extra_env = env or {}
         self.data_dir = work / name
-        # Three different ports (each is free when picked, but released at once, so the
-        # kernel may hand the same one out twice).
-        ports: list[int] = []
-        while len(ports) < 3:
-            if (port := free_port()) not in ports:
-                ports.append(port)
-        self.port, self.pg_port, self.kafka_port = ports
+        # Three different ports (each is free when picked, but released at once).
+        self.port = free_port()
+        self.pg_port = free_port(avoid={self.port})
+        self.kafka_port = free_port(avoid={self.port, self.pg_port})
         self.url = f"http://127.0.0.1:{self.port}"
         self.database_url = ""
         self.kafka_bootstrap = ""

@@ -461,6 +461,7 @@ def test_a_free_metrics_port_is_never_one_of_the_systems_own_listeners(
     theirs; where those are ephemeral ports too (tests, the bench) the kernel may hand one
     out again. The supervisor skips them (and the other children's): in `just bench` a
     child's metrics server once took the API's port, so POST /v1/uploads met it (405)."""
+    from bus.run import embedded
     from bus.run import supervisor as sup
 
     settings = dataclasses.replace(
@@ -472,7 +473,22 @@ def test_a_free_metrics_port_is_never_one_of_the_systems_own_listeners(
         metrics_port=0,
     )
     offered = iter([40001, 40002, 40003, 40010, 40010, 40001, 40011])
-    monkeypatch.setattr(sup, "free_port", lambda: next(offered))
+
+    class Kernel:  # what the kernel offers for port 0, in turn
+        def __init__(self) -> None:
+            self.port = next(offered)
+
+        def __enter__(self) -> Kernel:
+            return self
+
+        def __exit__(self, *_: object) -> None: ...
+
+        def bind(self, _address: object) -> None: ...
+
+        def getsockname(self) -> tuple[str, int]:
+            return ("127.0.0.1", self.port)
+
+    monkeypatch.setattr(embedded.socket, "socket", Kernel)
     s = sup.Supervisor(settings)
     first, second = s._own_metrics[:2]
     assert s._metrics_port(first) == 40010
