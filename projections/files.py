@@ -1,5 +1,9 @@
 """The files read model: one row per file (deleted ones kept, marked), plus file usage per day.
 
+A row describes the file's current version, including its stored HTTP headers (`headers`,
+set only by FileCreated and FileReplaced, as `metadata` is set by those and FileUpdated),
+so the listings show what the file's own answer shows without loading each aggregate.
+
 Listing, filtering and the "known sha256" lookup read from here; the manifest itself is not
 copied (only its length): serving loads the file aggregate, which is the authority.
 """
@@ -53,12 +57,13 @@ class FilesProjection(Projection):
                     """
                     INSERT INTO readmodel.files (
                         id, owner, name, size, content_type, sha256, bucket, metadata, upload_id,
-                        chunk_count, created_at, updated_at, last_version, key)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13)
+                        chunk_count, created_at, updated_at, last_version, key, headers)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14)
                     ON CONFLICT (id) DO UPDATE SET
                         owner = EXCLUDED.owner, name = EXCLUDED.name, size = EXCLUDED.size,
                         content_type = EXCLUDED.content_type, sha256 = EXCLUDED.sha256,
                         bucket = EXCLUDED.bucket, metadata = EXCLUDED.metadata,
+                        headers = EXCLUDED.headers,
                         upload_id = EXCLUDED.upload_id, chunk_count = EXCLUDED.chunk_count,
                         created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at,
                         last_version = EXCLUDED.last_version, key = EXCLUDED.key,
@@ -77,6 +82,7 @@ class FilesProjection(Projection):
                     at,
                     ev.version,
                     e.key,
+                    dict(e.headers),
                 )
                 await bump_usage(conn, e.owner, utc_day(at), files_created=1)
 
@@ -86,7 +92,7 @@ class FilesProjection(Projection):
                     "UPDATE readmodel.files SET owner = $2, name = $3, size = $4,"
                     " content_type = $5, sha256 = $6, metadata = $7, upload_id = $8,"
                     " chunk_count = $9, created_at = $10, updated_at = $10, last_version = $11,"
-                    " deleted_at = NULL WHERE id = $1",
+                    " headers = $12, deleted_at = NULL WHERE id = $1",
                     file_id,
                     e.owner,
                     e.name,
@@ -98,6 +104,7 @@ class FilesProjection(Projection):
                     len(e.manifest),
                     at,
                     ev.version,
+                    dict(e.headers),  # the new version's: none if its PUT sent none
                 )
 
             case FileDeleted():
@@ -111,6 +118,7 @@ class FilesProjection(Projection):
                 )
 
             case FileUpdated() as e:
+                # A rename, move or metadata change: the version's stored headers stay.
                 await conn.execute(
                     "UPDATE readmodel.files SET name = $2, bucket = $3, metadata = $4,"
                     " updated_at = $5, last_version = $6 WHERE id = $1",

@@ -58,12 +58,13 @@ def _object(r: asyncpg.Record) -> dict[str, Any]:
         "sha256": r["sha256"],
         "etag": f'"{r["sha256"]}"',
         "content_type": r["content_type"],
+        "headers": r["headers"],  # stored HTTP headers, as the object's own JSON has them
         "last_modified": r["created_at"].isoformat(),
     }
 
 
 _PAGE_SQL = (
-    "SELECT key, id, size, sha256, content_type, created_at FROM readmodel.files"
+    "SELECT key, id, size, sha256, content_type, headers, created_at FROM readmodel.files"
     " WHERE bucket = $1 AND owner = $2 AND key IS NOT NULL AND deleted_at IS NULL"
     " AND ($3::text IS NULL OR key > $3) AND ($4::text IS NULL OR key >= $4)"
     " AND key >= $5 AND ($6::text IS NULL OR key < $6)"

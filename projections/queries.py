@@ -29,7 +29,7 @@ _UPLOAD_COLUMNS = (
 )
 _FILE_COLUMNS = (
     "id, owner, name, size, content_type, sha256, bucket, metadata, upload_id, chunk_count,"
-    " created_at, updated_at, key"
+    " created_at, updated_at, key, headers"
 )
 
 
@@ -101,6 +101,9 @@ def _file_dict(r: asyncpg.Record) -> dict[str, Any]:
         "created_at": _iso(r["created_at"]),
         "updated_at": _iso(r["updated_at"]),
         "key": r["key"],
+        # The version's stored HTTP headers by lower-case name ({} when none): what the
+        # file's own answer (GET /v1/files/{id}, an object's JSON) shows.
+        "headers": r["headers"],
     }
 
 
