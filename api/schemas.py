@@ -143,16 +143,16 @@ class File(msgspec.Struct):
     sha256: str
     bucket: str
     metadata: dict[str, str]
+    # The version's stored HTTP headers by lower-case name, as an Object's `headers` ({} when
+    # none, and for a file that is no object): single-file answers read them from the
+    # file's stream, the listing from the read model (readmodel.files.headers).
+    headers: dict[str, str]
     upload_id: str | None
     chunk_count: int
     created_at: str
     updated_at: str
     # An object's key in `bucket` (PUT /v1/buckets/{bucket}/objects/{key}); null otherwise.
     key: str | None = None
-    # Only on GET and PATCH /v1/files/{id} (read from the file's stream; the listing's read
-    # model has no column for them): the version's stored HTTP headers by lower-case name,
-    # as an Object's `headers` ({} when none, and for a file that is no object).
-    headers: dict[str, str] | msgspec.UnsetType = msgspec.UNSET
     # Only on GET /v1/files/{id}: content GETs answered 200/206 and the bytes they sent, as
     # last flushed by the API processes (CAIRN_DOWNLOAD_FLUSH_INTERVAL).
     downloads: int | msgspec.UnsetType = msgspec.UNSET
@@ -303,6 +303,8 @@ class ObjectSummary(msgspec.Struct):
     sha256: str
     etag: str
     content_type: str
+    # Stored HTTP headers by lower-case name, as the Object's own `headers` ({} when none).
+    headers: dict[str, str]
     last_modified: str
 
 

@@ -58,9 +58,9 @@ from projections.downloads import downloads_of
 
 
 def file_view(st: FileState) -> dict[str, Any]:
-    """A file's JSON as single-file answers give it (GET, PATCH): read from its stream, so
-    it has what the read model's listing lacks, the version's stored `headers` (an object
-    PUT's Cache-Control etc., as the object's own JSON answers them)."""
+    """A file's JSON as single-file answers give it (GET, PATCH): read from its stream (the
+    authority; the listing reads the same fields, `headers` included, from the read
+    model)."""
     return {
         "id": st.id,
         "name": st.name,

@@ -3,8 +3,8 @@ Content-Encoding, Content-Language, Expires) through the whole system: a PUT sto
 GET and HEAD answer them as stored (200, 206; Cache-Control and Expires on 304), a gzip
 object's bytes come back as stored (ranges too), an overwrite without them drops them,
 CopyObject COPY and a move keep the source's and REPLACE takes the request's, bad ones are 400
-`invalid_header` with nothing stored, and a stored Content-Disposition gives way to
-`?download=1`."""
+`invalid_header` with nothing stored, a stored Content-Disposition gives way to
+`?download=1`, and the listings (files and objects) show them."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from tests.api.answers import assert_error, make_bucket, opath, user
 from tests.api.documented import assert_documented
 from tests.api.routes.test_objects import object_events
 from tests.api.tasks_helpers import upload
-from tests.system import System
+from tests.system import System, wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -244,3 +244,46 @@ async def test_raw_control_bytes_never_become_a_stored_header(shared_system: Sys
         writer.close()
         assert answer.startswith(b"HTTP/1.1 400"), (line, answer[:300])
         assert await object_events(shared_system.pool, b, key) == [], line
+
+
+async def test_the_listings_show_them_replace_copies_too_and_a_rebuild_keeps_them(
+    shared_system: System,
+) -> None:
+    """GET /v1/files and ListObjectsV2 items have `headers` (read from readmodel.files, so
+    after the projector's bounded lag), as the object's own answer does; a REPLACE copy's
+    items have the request's; a rebuild of the files projection gives the same. Both
+    answers match their documented shapes."""
+    sent = {"Cache-Control": "public, max-age=600", "Content-Encoding": "gzip"}
+    stored = {k.lower(): v for k, v in sent.items()}
+    async with (
+        shared_system.client(user()) as c,
+        shared_system.client("lh-root", admin=True) as admin,
+    ):
+        b = await make_bucket(c)
+        r = await c.put(opath(b, "app.js"), content=gzip.compress(b"x"), headers=sent)
+        assert r.status_code == 201 and r.json()["headers"] == stored, r.text
+        assert (await c.put(opath(b, "plain.txt"), content=b"p")).status_code == 201
+        replace = {
+            "x-amz-copy-source": f"/{b}/app.js",
+            "x-amz-metadata-directive": "REPLACE",
+            "Cache-Control": "no-store",
+        }
+        r = await c.put(opath(b, "copy.js"), headers=replace)
+        assert r.status_code == 201 and r.json()["headers"] == {"cache-control": "no-store"}
+        want = {"app.js": stored, "copy.js": {"cache-control": "no-store"}, "plain.txt": {}}
+
+        async def listed() -> tuple[httpx.Response, httpx.Response] | None:
+            objs = await c.get(f"/v1/buckets/{b}/objects")
+            fs = await c.get("/v1/files", params={"bucket": b})
+            assert objs.status_code == fs.status_code == 200, (objs.text, fs.text)
+            by_key = {i["key"]: i.get("headers") for i in objs.json()["items"]}
+            by_file = {i["key"]: i.get("headers") for i in fs.json()["items"]}
+            return (objs, fs) if by_key == by_file == want else None
+
+        objs, fs = await wait_until(listed)
+        await assert_documented(c, "GET", "/v1/buckets/{name}/objects", objs)
+        await assert_documented(c, "GET", "/v1/files", fs)
+
+        rb = await admin.post("/v1/admin/projections/files/rebuild")
+        assert rb.status_code == 200 and rb.json()["events_skipped"] == 0, rb.text
+        assert await listed() is not None  # committed by the rebuild: no lag to wait out
