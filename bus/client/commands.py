@@ -65,7 +65,8 @@ from bus.client.http import (
     unexpected,
     unreachable,
 )
-from bus.client.output import Output, human_bytes, printable, to_the_second
+from bus.client.output import Output, human_bytes, to_the_second
+from bus.terminal import printable
 
 # Chunks of one file in flight (`cairn upload --streams`): enough to overlap each chunk's
 # store and command round trip on the server with the next chunk's bytes.
