@@ -306,9 +306,16 @@ def register(sub: Any) -> None:
 
     add("stats", cmd_stats, "upload statistics: counts by status, bytes, recent activity")
 
-    p = add("events", cmd_events, "print live events (Server-Sent Events), resumable")
+    p = add(
+        "events",
+        cmd_events,
+        "print the events after --since (none without it) and stop; with -f, live from there",
+    )
     p.add_argument(
-        "--follow", "-f", action="store_true", help="keep going: reconnect and resume after a drop"
+        "--follow",
+        "-f",
+        action="store_true",
+        help="keep going: print new events as they come, reconnect and resume after a drop",
     )
     p.add_argument(
         "--type",
@@ -701,6 +708,12 @@ def cmd_events(args: argparse.Namespace, out: Output) -> int:
 
     with open_client(_target(args)) as client:
         events.stream(
-            client, params=params, since=args.since, follow=args.follow, limit=args.limit, emit=emit
+            client,
+            params=params,
+            since=args.since,
+            follow=args.follow,
+            limit=args.limit,
+            emit=emit,
+            caught_up=not args.follow,
         )
     return OK
