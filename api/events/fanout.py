@@ -19,6 +19,12 @@ position up to which the reader has already handed events out. When it has caugh
 (`cursor >= head`), it attaches in the same synchronous step, so every later event reaches
 its queue; anything at or below its cursor that still arrives (its history read may have
 run ahead of the reader) is skipped by position.
+
+Caught up: a subscription may be given `until`, the store's head when its request came
+(a resume position was given). Its history read goes at least that far, even where the
+reader has not read so far yet, and `caught_up` says when everything up to it has been
+handed out (an SSE stream says so, for clients that print what is there and stop). Without
+`until`, a subscription starts at `head` and is caught up from the start.
 """
 
 from __future__ import annotations
@@ -58,11 +64,19 @@ class Subscription:
     """One stream's view of the feed: history from the store, then live from the fan-out."""
 
     def __init__(
-        self, fanout: FanOut, selector: Selector, after: int, transport: str, queue_size: int
+        self,
+        fanout: FanOut,
+        selector: Selector,
+        after: int,
+        transport: str,
+        queue_size: int,
+        until: int | None = None,
     ) -> None:
         self.fanout = fanout
         self.selector = selector
         self.cursor = after  # last position handed to the client (or skipped as not matching)
+        # The store's head when the stream was asked for: up to it is "what is there".
+        self.until = after if until is None else max(after, until)
         self.transport = transport
         self.queue_size = queue_size
         self.queue: deque[FeedEvent] = deque()
@@ -103,16 +117,21 @@ class Subscription:
         while not self.attached:
             if self.dropped is not None:
                 raise self.dropped
-            head = self.fanout.head
+            # Up to `until` too when the reader is not there yet: the events after the
+            # reader's head that arrive once attached are skipped by position as above.
+            head = max(self.fanout.head, self.until)
             if self.cursor >= head:
                 self.fanout.attach(self)  # no await between the check and the attach
                 break
+            behind = not self.caught_up
             page = await feed.read_after(
                 self.fanout.pool, self.cursor, head, self.selector, limit=PAGE
             )
             # Everything up to `head` has been scanned unless the page was full.
             self.cursor = page[-1].position if len(page) == PAGE else head
-            if page:
+            # Returned even when empty on reaching `until`: the stream says it is caught up
+            # now, not after the next live event or heartbeat.
+            if page or (behind and self.caught_up):
                 self.live = False
                 return page
         if not self.queue and self.dropped is None:
@@ -128,6 +147,11 @@ class Subscription:
                 out.append(ev)
                 self.cursor = ev.position
         return out
+
+    @property
+    def caught_up(self) -> bool:
+        """Every event up to `until` has been handed out (or skipped as not matching)."""
+        return self.cursor >= self.until
 
     def delivered(self, events: list[FeedEvent]) -> None:
         """Record the append-to-delivery latency of live events just written to the client
@@ -198,12 +222,20 @@ class FanOut:
             for sub in list(subs):
                 sub.drop("shutting_down", "the server is shutting down; reconnect to resume")
 
-    def subscribe(self, selector: Selector, after: int | None, transport: str) -> Subscription:
-        """A subscription resuming after position `after` (None: live from now)."""
+    def subscribe(
+        self, selector: Selector, after: int | None, transport: str, until: int | None = None
+    ) -> Subscription:
+        """A subscription resuming after position `after` (None: live from now), caught up
+        once it has handed out everything up to `until` (the store's head when asked)."""
         if self.closing:
             raise Dropped("shutting_down", "the server is shutting down")
         return Subscription(
-            self, selector, self.head if after is None else after, transport, self.queue_size
+            self,
+            selector,
+            self.head if after is None else after,
+            transport,
+            self.queue_size,
+            until=None if after is None else until,
         )
 
     def attach(self, sub: Subscription) -> None:

@@ -7,6 +7,12 @@ so proxies keep idle streams open. When the server ends a stream (slow consumer,
 expired, shutdown) its last message is `event: end` with the one error shape as data and no
 `id`, so the client's resume position stays on the last real event. The first message
 is `id: <start position>` with no data: it sets a client's resume position before any event.
+
+Once the stream has sent every event up to the store's head as it was when the stream was
+asked for (at once without a resume position), it sends `event: caught_up` with no data and
+no id, once: a client that prints what is there and stops (`cairn events` without
+`--follow`) stops there. A message without data is dispatched by no EventSource (WHATWG
+SSE) and sets no last event id, so every other client reads the stream as before.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from api.auth import Principal
 from api.events.fanout import Dropped, Subscription
 
 RETRY_MS = 2000  # EventSource's reconnect delay after the server ends a stream
+CAUGHT_UP = b"event: caught_up\n\n"
 
 
 def end_message(code: str, message: str, request_id: str) -> bytes:
@@ -46,7 +53,11 @@ async def sse_stream(
             sub.cursor,
             sub.cursor,
         )
+        told = False
         while True:
+            if not told and sub.caught_up:
+                told = True
+                yield CAUGHT_UP
             wait = heartbeat
             if who.expires_at is not None:
                 left = who.expires_at - time.time()
@@ -60,6 +71,8 @@ async def sse_stream(
                 yield end_message(d.code, d.message, request_id)
                 return
             if not events:
+                if not told and sub.caught_up:
+                    continue  # it just caught up: the loop's top says so, no keepalive
                 yield b": keepalive\n\n"
                 continue
             yield b"".join(ev.sse() for ev in events)

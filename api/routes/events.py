@@ -45,19 +45,25 @@ def _query(request: Request[Any, Any, Any], allowed: tuple[str, ...]) -> dict[st
     return {name: params.getall(name) for name in params}
 
 
-async def _resume_position(request: Request[Any, Any, Any], query: dict[str, Any]) -> int | None:
+async def _resume_position(
+    request: Request[Any, Any, Any], query: dict[str, Any]
+) -> tuple[int | None, int | None]:
     """`Last-Event-ID` (the header EventSource sends on reconnect, or the query parameter
-    `last_event_id` for the first connection); beyond the store's head is 400."""
+    `last_event_id` for the first connection), and the store's head now, up to which the
+    stream is "what is there" (its `caught_up` message); beyond the head is 400. The head
+    is the store's, not the fan-out's (which may not have read the newest commits yet),
+    so that `caught_up` comes after every event committed before the request."""
     header = request.headers.get("last-event-id")
     name = "Last-Event-ID"
     raw: Any = header
     if header is None and query.get("last_event_id"):
         raw, name = query["last_event_id"][-1], "last_event_id"
     after = parse_position(raw, name)
-    fanout = _fanout(request)
-    if after is not None and after > fanout.head:
-        check_not_beyond(after, await feed.head(ctx(request).pool), name)
-    return after
+    if after is None:
+        return None, None
+    head = await feed.head(ctx(request).pool)
+    check_not_beyond(after, head, name)
+    return after, head
 
 
 def _fanout(request: Request[Any, Any, Any]) -> FanOut:
@@ -65,12 +71,17 @@ def _fanout(request: Request[Any, Any, Any]) -> FanOut:
 
 
 def _stream(
-    request: Request[Any, Any, Any], who: Principal, filters: dict[str, Any], after: int | None
+    request: Request[Any, Any, Any],
+    who: Principal,
+    filters: dict[str, Any],
+    position: tuple[int | None, int | None],
 ) -> Stream:
+    """`position` is (resume after, the store's head then): see _resume_position."""
     selector = selector_for(who, filters)
     slot = _slots(request).take(who.user)  # 429 / 503 before anything is held
+    after, until = position
     try:
-        sub = _fanout(request).subscribe(selector, after, "sse")
+        sub = _fanout(request).subscribe(selector, after, "sse", until)
     except Dropped as d:
         slot.release()
         raise ApiError(503, d.code, d.message, {}, {"Retry-After": "1"}) from None
@@ -131,7 +142,9 @@ class EventsController(Controller):
             " (event type), `stream` (an aggregate id or stream id). `id:` is the event's"
             " global position, `event:` its type, `data:` the envelope. Without"
             " `Last-Event-ID` (header, or `last_event_id` query parameter) the stream starts"
-            " at the newest event; `0` replays everything you may see."
+            " at the newest event; `0` replays everything you may see. Once every event up to"
+            " the newest one when asked for has been sent, a message `event: caught_up` with"
+            " no data and no `id` (which EventSource does not dispatch) says so, once."
         ),
     )
     async def events(

@@ -65,7 +65,8 @@ from bus.client.http import (
     unexpected,
     unreachable,
 )
-from bus.client.output import Output, human_bytes, printable, to_the_second
+from bus.client.output import Output, human_bytes, to_the_second
+from bus.terminal import printable
 
 # Chunks of one file in flight (`cairn upload --streams`): enough to overlap each chunk's
 # store and command round trip on the server with the next chunk's bytes.
@@ -305,9 +306,16 @@ def register(sub: Any) -> None:
 
     add("stats", cmd_stats, "upload statistics: counts by status, bytes, recent activity")
 
-    p = add("events", cmd_events, "print live events (Server-Sent Events), resumable")
+    p = add(
+        "events",
+        cmd_events,
+        "print the events after --since (none without it) and stop; with -f, live from there",
+    )
     p.add_argument(
-        "--follow", "-f", action="store_true", help="keep going: reconnect and resume after a drop"
+        "--follow",
+        "-f",
+        action="store_true",
+        help="keep going: print new events as they come, reconnect and resume after a drop",
     )
     p.add_argument(
         "--type",
@@ -700,6 +708,12 @@ def cmd_events(args: argparse.Namespace, out: Output) -> int:
 
     with open_client(_target(args)) as client:
         events.stream(
-            client, params=params, since=args.since, follow=args.follow, limit=args.limit, emit=emit
+            client,
+            params=params,
+            since=args.since,
+            follow=args.follow,
+            limit=args.limit,
+            emit=emit,
+            caught_up=not args.follow,
         )
     return OK

@@ -36,8 +36,8 @@ from bus.client.config import Target
 from bus.client.errors import NOT_FOUND, VERIFY, ClientError, Interrupted
 from bus.client.http import BAD_JSON, Kind, bad_shape, check, json_of, shaped
 from bus.client.objects import UUID_RE, file_or_object, find_object
-from bus.client.output import printable
 from bus.client.transfer import PIECE, Transfer, progress_bars
+from bus.terminal import printable
 
 
 def resolve_file(client: httpx.Client, ref: str) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bus.client.output import printable
+from bus.terminal import printable
 
 OK = 0
 FAILED = 1  # the server refused or failed (any other 4xx/5xx), or a local I/O error
@@ -69,7 +69,7 @@ class ClientError(Exception):
 
     def line(self) -> str:
         where = f" (HTTP {self.status})" if self.status else ""
-        # The code and message may be the server's: shown, never obeyed (output.printable).
+        # The code and message may be the server's: shown, never obeyed (bus/terminal.py printable).
         return printable(f"cairn: error: {self.code}: {self.message}{where}")
 
 

@@ -4,6 +4,12 @@ With `--follow` the client reconnects by itself after a dropped connection or a 
 the server ended (slow_consumer, shutting_down), sending the last position it printed as
 `Last-Event-ID`: the server replays from its event store, so nothing is missed or shown
 twice.
+
+Without it, `cairn events` prints what is there and stops, as `tail` without `-f`: the
+server sends `event: caught_up` once it has sent every event up to its newest one when
+the stream was asked for (everything after `--since`; nothing without it). That is exact,
+not a guess from a quiet moment. A server older than that message never sends it: there
+the command runs until the server ends the stream.
 """
 
 from __future__ import annotations
@@ -34,10 +40,12 @@ def stream(
     emit: Callable[[dict[str, Any]], None],
     path: str = "/v1/events",
     until: Callable[[dict[str, Any]], bool] | None = None,
+    caught_up: bool = False,
 ) -> int:
-    """Hand events to `emit` until `limit`, `until(event)` is true, the server ends the
-    stream (without `follow`) or Ctrl-C; returns how many were handed over. `path` is
-    /v1/events or one resource's stream (/v1/tasks/{id}/events)."""
+    """Hand events to `emit` until `limit`, `until(event)` is true, the server says it has
+    sent everything there was when asked (with `caught_up`), the server ends the stream
+    (without `follow`) or Ctrl-C; returns how many were handed over. `path` is /v1/events
+    or one resource's stream (/v1/tasks/{id}/events)."""
     last = since
     count = 0
     delay = 0.0
@@ -70,6 +78,10 @@ def stream(
                         if follow and err.code in RESUMABLE_ENDS:
                             break
                         raise err
+                    if sse.event == "caught_up":
+                        if caught_up:
+                            return count
+                        continue
                     if not sse.data:
                         # The first message, no data, carries the position the stream
                         # starts at: a stream cut before its first event resumes from

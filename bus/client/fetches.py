@@ -14,8 +14,9 @@ from typing import Any
 from bus.client import jobs
 from bus.client.errors import ClientError
 from bus.client.http import json_of, open_client, segment
-from bus.client.output import Output, human_bytes, printable
+from bus.client.output import Output, human_bytes
 from bus.client.transfer import progress_bars
+from bus.terminal import printable
 
 FINISHED = {"FetchCompleted": "COMPLETED", "FetchFailed": "FAILED", "FetchCancelled": "CANCELLED"}
 COLUMNS = [

@@ -8,11 +8,9 @@ otherwise assume 80 columns), is whole. A row wider than the terminal wraps ther
 
 What the server sends (names, keys, messages, event data) is shown as it is, never read as
 Rich markup (`report [draft].pdf` keeps its brackets), and its control characters are
-shown as escapes (`printable`): a key another user chose, holding ESC, could otherwise
-retitle the terminal, recolour it or rewrite what is on screen. Bidi embedding, override
-and isolate characters are shown as escapes too (`\u202e`), as the web console shows them
-(`invoice` + U+202E + `gpj.exe` must not read as `invoiceexe.jpg` in a terminal that
-reorders). Every line printed for people goes through `printable`; `--json` is exact."""
+shown as escapes, as are bidi controls (`printable`, bus/terminal.py, which says why; the
+operator commands in bus/run/ use the same one). Every line printed for people goes
+through `printable`; `--json` is exact."""
 
 from __future__ import annotations
 
@@ -20,7 +18,6 @@ import errno
 import io
 import json
 import sys
-import unicodedata
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +26,8 @@ from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+
+from bus.terminal import printable
 
 # Fields that hold an RFC 3339 time (shown as 2026-12-06T07:00:22Z): these and every
 # `..._at`.
@@ -125,27 +124,6 @@ class Output:
         # soft_wrap: a message (a path) on one line, not folded at Rich's 80 columns
         # when stderr is a file or a pipe.
         self.err.print(printable(message), highlight=False, markup=False, soft_wrap=True)
-
-
-# Bidi embeddings, overrides and isolates (the "Trojan Source" set, the same as the web
-# console's: api/console/static/js/util.js): not controls (Unicode category Cf), but they
-# reorder what follows them on screen.
-BIDI = frozenset(chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A)))
-
-
-def _escape(c: str) -> str:
-    if unicodedata.category(c) == "Cc":
-        return f"\\x{ord(c):02x}"
-    if c in BIDI:
-        return f"\\u{ord(c):04x}"
-    return c
-
-
-def printable(text: str) -> str:
-    """`text` with each control character (C0, DEL, C1: ESC, CR, backspace...) written as
-    an escape (`\\x1b`), and each bidi control as one (`\\u202e`), so that what the server
-    sent is shown, never obeyed."""
-    return "".join(map(_escape, text))
 
 
 def _cell(value: Any) -> str:

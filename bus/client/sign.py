@@ -14,7 +14,8 @@ from typing import Any
 
 from bus.client.http import json_of, open_client
 from bus.client.objects import file_or_object, object_path
-from bus.client.output import Output, printable
+from bus.client.output import Output
+from bus.terminal import printable
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 

@@ -18,7 +18,8 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from bus.client import jobs
 from bus.client.errors import ClientError
 from bus.client.http import json_of, open_client, segment
-from bus.client.output import Output, printable
+from bus.client.output import Output
+from bus.terminal import printable
 
 TYPES = ("copy", "move", "delete", "compress", "extract")
 FINISHED = {"TaskCompleted": "COMPLETED", "TaskFailed": "FAILED", "TaskCancelled": "CANCELLED"}
@@ -197,8 +198,7 @@ def _wait(client: Any, task_id: str, out: Output) -> int:
         console=out.err,
         disable=not out.err.is_terminal,
     ) as progress:
-        # The id and event types are the server's: shown, never obeyed (output.printable).
-        bar = progress.add_task(printable(f"task {task_id}"), total=100)
+        bar = progress.add_task(_bar_text(task_id, {}), total=100)
 
         total = 0
 
@@ -212,10 +212,22 @@ def _wait(client: Any, task_id: str, out: Output) -> int:
             if event.get("type") == "TaskProgressed" and total:
                 done = int(data.get("first", 0)) + len(data.get("results") or [])
                 progress.update(bar, completed=100 * done / total)
-            progress.update(bar, description=printable(f"task {task_id} {event.get('type')}"))
+            progress.update(bar, description=_bar_text(task_id, event))
 
         task = jobs.follow(client, "/v1/tasks", task_id, on_event, FINISHED)
     return _outcome(task, out)
+
+
+def _bar_text(task_id: str, event: dict[str, Any]) -> str:
+    """The bar's words: the task, its last event's type and, once items are done, the
+    last of them (its source, as the server names it: a key or a file name). All of it is
+    the server's, and a name is anyone's choice: shown, never obeyed (bus/terminal.py)."""
+    text = f"task {task_id} {event.get('type', '')}".rstrip()
+    results = (event.get("data") or {}).get("results") or []
+    last = results[-1] if isinstance(results, list) and results else None
+    if isinstance(last, dict) and last.get("source") is not None:
+        text += f" {last['source']}"
+    return printable(text)
 
 
 def _outcome(task: dict[str, Any], out: Output) -> int:

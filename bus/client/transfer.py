@@ -23,7 +23,7 @@ from rich.progress import (
 )
 
 from bus.client.errors import Interrupted
-from bus.client.output import printable
+from bus.terminal import printable
 
 PIECE = 1 << 20  # read and send 1 MiB at a time
 

@@ -42,9 +42,9 @@ from bus.client.http import (
     unexpected,
     unreachable,
 )
-from bus.client.output import printable
 from bus.client.resume import UUID, ResumeState, state_key
 from bus.client.transfer import Transfer, progress_bars, read_pieces, sha256_file
+from bus.terminal import printable
 
 ACTIVE = ("INITIATED", "IN_PROGRESS")
 MAX_RETRIES = 20  # 429s and 503s (see RETRIED), and chunks_missing rounds

@@ -25,12 +25,13 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 from bus.config.env import SettingsError
 from bus.config.settings import Settings
 from bus.run import heap, malloc
 from bus.run.processes import RUNNERS, load
+from bus.terminal import printable
 
 DEFAULT_TOKEN_TTL = 30 * 24 * 3600
 T = TypeVar("T")
@@ -45,6 +46,15 @@ def _run_async(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(coro)
+
+
+def say(text: str, file: TextIO | None = None) -> None:
+    """One line for people. What it names came from elsewhere (a path or URL from the
+    environment, a migration's file name, a blob's name in a store, a database's or a
+    store's error message): its control and bidi characters are shown as escapes, never
+    obeyed by the terminal, as the client commands show the server's text (bus/terminal.py).
+    Flushed, so that progress lines appear as they happen."""
+    print(printable(text), file=file or sys.stdout, flush=True)
 
 
 # -------------------------------------------------------------------- cairn run
@@ -196,20 +206,20 @@ def make_token(
 def cmd_token(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     if settings.jwt_public_key:
-        print(
+        say(
             "cairn: warning: CAIRN_JWT_PUBLIC_KEY is set, so the API expects RS256 tokens from "
             "your identity provider; this is an HS256 token for the shared secret",
-            file=sys.stderr,
+            sys.stderr,
         )
     elif not settings.jwt_secret and not (settings.data_dir / "jwt-secret").exists():
         # The first use of this data dir: the secret is generated now, so only a server on
         # this same data dir will accept the token. Say so, it is the usual mix-up.
-        print(
+        say(
             f"cairn: note: no JWT secret in data dir {settings.data_dir.resolve()} yet; "
             "generating one. Only a server started on this data dir accepts this token.",
-            file=sys.stderr,
+            sys.stderr,
         )
-    print(make_token(settings, args.subject, admin=args.admin, ttl=args.ttl))
+    say(make_token(settings, args.subject, admin=args.admin, ttl=args.ttl))
     return 0
 
 
@@ -233,7 +243,7 @@ async def _migrate(settings: Settings) -> int:
 
     async with database_for_command(settings) as url:
         applied = await db.migrate(url)
-    print("applied: " + ", ".join(applied) if applied else "database is up to date")
+    say("applied: " + ", ".join(applied) if applied else "database is up to date")
     return 0
 
 
@@ -269,7 +279,7 @@ async def _replay(settings: Settings, from_position: int) -> int:
             )
         finally:
             await pool.close()
-    print(f"republished {result} events from position {from_position}")
+    say(f"republished {result} events from position {from_position}")
     return 0
 
 
@@ -292,15 +302,13 @@ async def _migrate_blobs(settings: Settings, to: str, source_url: str | None) ->
             # here the target is what --to names.
             message = str(e).replace(" (CAIRN_BLOB_STORE)", "")
             raise BlobStoreUnavailable(f"--to {to}: {message}", reason=e.reason) from e
-        print(f"copying {source_url or settings.blobs_url} -> {to}", flush=True)
-        report = await migrate(source, target, progress=lambda r: print(r.line(), flush=True))
+        say(f"copying {source_url or settings.blobs_url} -> {to}")
+        report = await migrate(source, target, progress=lambda r: say(r.line()))
     finally:
         await source.close()
         await target.close()
     for sha in report.failed:
-        print(
-            f"cairn: blob {sha} does not match its name in the source: not copied", file=sys.stderr
-        )
+        say(f"cairn: blob {sha} does not match its name in the source: not copied", sys.stderr)
     return 1 if report.failed else 0
 
 
@@ -310,7 +318,7 @@ def cmd_blobs_migrate(args: argparse.Namespace) -> int:
     try:
         return _run_async(_migrate_blobs(_operator_settings("blobs"), args.to, args.source))
     except BlobStoreUnavailable as e:
-        print(f"cairn: error: {e}", file=sys.stderr)
+        say(f"cairn: error: {e}", sys.stderr)
         return 1
 
 
@@ -323,10 +331,10 @@ def cmd_db(args: argparse.Namespace) -> int:
     settings = _operator_settings("db")
     if args.db_command == "dump":
         _run_async(dbdump.dump(settings, path))
-        print(f"dumped the database to {path}")
+        say(f"dumped the database to {path}")
     else:
         _run_async(dbdump.restore(settings, path))
-        print(f"restored the database from {path}")
+        say(f"restored the database from {path}")
     return 0
 
 
@@ -427,7 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Only reachable before a command installed its own handlers (e.g. during imports).
         return EXIT_FORCED
     except SettingsError as e:
-        print(f"cairn: error: {e}", file=sys.stderr)
+        say(f"cairn: error: {e}", sys.stderr)
         return 2
     except Exception as e:
         # Imported only here: the supervisor pulls in Postgres and Kafka clients, which the
@@ -436,7 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bus.store.db import DatabaseUnreachable
 
         if isinstance(e, SupervisorError | DatabaseUnreachable):
-            print(f"cairn: error: {e}", file=sys.stderr)
+            say(f"cairn: error: {e}", sys.stderr)
             return 1
         raise
 

@@ -42,6 +42,7 @@ from bus.run.pidwait import wait_for_exit
 from bus.run.processes import RUNNERS
 from bus.store import db
 from bus.store.relay import EMBEDDED_LINGER_FROM, EMBEDDED_LINGER_MS, rewind_all
+from bus.terminal import printable
 
 log = get_logger("bus.run.supervisor")
 
@@ -854,4 +855,6 @@ class Supervisor:
         if "api" in self.kinds:
             lines.append(f"Get a token:  {token_command(s.data_dir)}   (add --admin for an admin)")
         lines.append("Press Ctrl-C to stop.")
-        print("\n".join(lines), file=self.out, flush=True)
+        # The data dir, the URLs and the broker's address come from the environment: shown
+        # with their control and bidi characters as escapes, never obeyed (bus/terminal.py).
+        print("\n".join(map(printable, lines)), file=self.out, flush=True)

@@ -36,6 +36,12 @@ class SSEClient:
         self.body = b""  # an error answer's body
         self._buf = b""
         self._done = False
+        # The stream's `caught_up` message (api/events/sse.py) is not returned by next():
+        # it sets `caught_up_after` to the last id that came before it (the first
+        # message's included).
+        self.caught_up_after: str | None = None
+        self.caught_up = False
+        self._last_id: str | None = None
 
     @classmethod
     async def open(
@@ -88,7 +94,32 @@ class SSEClient:
         return out
 
     async def next(self) -> Message | None:
-        """The next message (comments-only messages included); None at the stream's end."""
+        """The next message (comments-only messages included, `caught_up` set aside);
+        None at the stream's end."""
+        while (msg := await self._read()) is not None and msg.event == "caught_up":
+            pass
+        return msg
+
+    async def until_caught_up(self) -> list[Message]:
+        """The messages before the stream's `caught_up` (read, not returned)."""
+        out = []
+        while (msg := await self._read()) is not None:
+            if msg.event == "caught_up":
+                return out
+            out.append(msg)
+        raise AssertionError(f"the stream ended before caught_up, after {out}")
+
+    async def _read(self) -> Message | None:
+        msg = await self._next()
+        if msg is not None and msg.event == "caught_up":
+            assert not self.caught_up, "caught_up came twice"
+            assert msg.id is None and msg.data is None, msg
+            self.caught_up, self.caught_up_after = True, self._last_id
+        elif msg is not None and msg.id is not None:
+            self._last_id = msg.id
+        return msg
+
+    async def _next(self) -> Message | None:
         while True:
             if b"\n\n" in self._buf:
                 raw, _, self._buf = self._buf.partition(b"\n\n")

@@ -22,6 +22,11 @@ files' content (`/v1/files/{id}/content`), next to nginx answering HEAD for the 
 from its static root, with the same client and concurrency; the GET of the same objects
 runs in the same turns, so the note says what a HEAD saves over a GET.
 
+`objects.get_headers` is the owner's 4 KiB object GETs of objects stored with S3's five
+stored headers (Cache-Control, Content-Disposition, Content-Encoding, Content-Language,
+Expires) against the same GETs of objects stored without them, in the same runs, taking
+turns to go first: what keeping and answering them costs a read (the goal: ~1.0x).
+
 `objects.put_digest` is one large object PUT with a declared `Content-MD5` (an MD5 pass
 over the body on the API's event loop), and with `x-amz-checksum-sha256` (compared with
 the sha256 the store computes anyway), each against the same PUT without a digest.
@@ -625,6 +630,106 @@ async def head_4k(bench: Bench, res: Result) -> None:
     )
 
 
+# S3's five stored headers (README, Objects), as `aws s3 cp --content-encoding gzip ...`
+# would send them; each is answered on every GET of the object.
+STORED_HEADERS = {
+    "Cache-Control": "public, max-age=3600",
+    "Content-Disposition": 'attachment; filename="report.bin"',
+    "Content-Encoding": "gzip",
+    "Content-Language": "en-GB",
+    "Expires": "Wed, 21 Oct 2026 07:28:00 GMT",
+}
+HEADER_WAYS = ("with", "without")
+
+
+async def get_headers(bench: Bench, res: Result) -> None:
+    """4 KiB object GETs of objects with the five stored headers against the same GETs of
+    objects without them, from the same client and concurrency as objects.get_4k, in the
+    same runs (the two take turns to go first, so neither always meets the warmest
+    caches). The bodies are read raw: the stored `Content-Encoding: gzip` is not the
+    bytes' (Cairn never decodes them), and httpx would try to inflate them."""
+    s = bench.scale
+    rates: dict[str, list[float]] = {w: [] for w in HEADER_WAYS}
+    lat: dict[str, list[float]] = {w: [] for w in HEADER_WAYS}
+    assert bench.cairn is not None
+    async with bench.cairn_client(conns=CLIENTS) as c:
+        bucket = f"bench-{secrets.token_hex(6)}"
+        r = await c.post("/v1/buckets", json={"name": bucket, "public": False})
+        r.raise_for_status()
+        bodies = [os.urandom(SIZE) for _ in range(GET_OBJECTS)]
+
+        async def put(way: str, k: int) -> None:
+            headers = STORED_HEADERS if way == "with" else {}
+            url = f"/v1/buckets/{bucket}/objects/{way}/{k}"
+            (await c.put(url, content=bodies[k], headers=headers)).raise_for_status()
+
+        # Set up at the client's concurrency (the pool holds CLIENTS connections).
+        await asyncio.gather(*(put(w, k) for w in HEADER_WAYS for k in range(GET_OBJECTS)))
+
+        async def get(way: str, i: int) -> tuple[httpx.Headers, bytes]:
+            async with c.stream("GET", f"/v1/buckets/{bucket}/objects/{way}/{i}") as r:
+                body = b"".join([piece async for piece in r.aiter_raw()])
+            if r.status_code != 200 or len(body) != SIZE:
+                raise AssertionError(f"GET {way} headers: {r.status_code}, {len(body)} B")
+            return r.headers, body
+
+        # Both ways must serve the stored bytes, and only one the stored headers, or the
+        # ratio means nothing.
+        with_headers, body = await get("with", 0)
+        if body != bodies[0] or (await get("without", 0))[1] != bodies[0]:
+            raise AssertionError("a GET served other bytes")
+        for name, value in STORED_HEADERS.items():
+            if with_headers.get(name) != value:
+                raise AssertionError(f"the stored {name} came back as {with_headers.get(name)}")
+        without, _ = await get("without", 0)
+        if any(without.get(n) == v for n, v in STORED_HEADERS.items()):
+            raise AssertionError(f"an object stored without headers answered some: {without}")
+        count = max(s.small_files * 4, 4 * CLIENTS)
+
+        async def with_them(i: int) -> None:
+            await get("with", i % GET_OBJECTS)
+
+        async def without_them(i: int) -> None:
+            await get("without", i % GET_OBJECTS)
+
+        ops = {"with": with_them, "without": without_them}
+        # Untimed, whatever the scale: the client's 32 connections opened and both paths
+        # warmed once, so the way measured first does not pay for them (quick mode has no
+        # warm-up run).
+        for op in ops.values():
+            await _drive(op, 2 * CLIENTS, CLIENTS, s.small_seconds)
+        for i, warmup in bench.iterations():
+            for way in HEADER_WAYS if i % 2 == 0 else HEADER_WAYS[::-1]:
+                rate, ls = await _drive(ops[way], count, CLIENTS, s.small_seconds)
+                if not warmup:
+                    rates[way].append(rate)
+                    lat[way] += ls
+    res.rows.append(
+        Row(
+            "4 KiB object GETs with the five stored headers, owner's token",
+            "GETs/s",
+            rates["with"],
+            "the same GETs without stored headers",
+            rates["without"],
+        )
+    )
+    if lat["with"] and lat["without"]:
+        res.notes.append(
+            "latency p50 / p99, ms: "
+            + "; ".join(
+                f"{way} {1000 * percentile(lat[way], 50):.1f} /"
+                f" {1000 * percentile(lat[way], 99):.1f}"
+                for way in HEADER_WAYS
+            )
+        )
+    res.notes.append(
+        f"{SIZE} B objects of a private bucket, {GET_OBJECTS} stored with"
+        f" {', '.join(STORED_HEADERS)} and {GET_OBJECTS} without; {CLIENTS} concurrent clients,"
+        f" keep-alive; at most {count} GETs or {s.small_seconds:.0f} s per way and run, the two"
+        " taking turns to go first"
+    )
+
+
 SCENARIOS = [
     Scenario(
         "objects.put_4k",
@@ -653,6 +758,11 @@ SCENARIOS = [
         "4 KiB private-object GETs/s from 32 clients, by token and by signed URL, vs nginx",
         get_4k,
         needs=frozenset({"nginx"}),
+    ),
+    Scenario(
+        "objects.get_headers",
+        "4 KiB object GETs/s of objects with the five stored headers vs the same without them",
+        get_headers,
     ),
     Scenario(
         "objects.head_4k",

@@ -405,6 +405,33 @@ async def test_a_stream_cut_before_its_first_event_resumes_where_it_started(
         await again.close()
 
 
+async def test_caught_up_comes_once_what_was_there_has_been_sent(quick_system: System) -> None:
+    """`event: caught_up` (no data, no id: EventSource dispatches nothing) follows the last
+    event up to the store's head when the stream was asked for, before any live one; at
+    once without a resume position, and at once (before any heartbeat) when nothing up
+    to the head matches."""
+    me = user()
+    old = await append(quick_system, me, 3)
+    await append(quick_system, user(), 2)  # the head is past my last event
+    s = await open_sse(quick_system, who=me, last_event_id=str(old[0] - 1))
+    try:
+        before = await s.until_caught_up()
+        assert [int(m.id or 0) for m in before] == old  # no keepalive, nothing else
+        assert s.caught_up_after == str(old[-1])
+        new = await append(quick_system, me, 1)
+        assert [int(m.id or 0) for m in await s.events(1)] == new  # and then live
+    finally:
+        await s.close()
+
+    for last_event_id in (None, "0"):  # nothing new; nothing of this user's in the store
+        s = await open_sse(quick_system, who=user(), last_event_id=last_event_id)
+        try:
+            assert await s.until_caught_up() == []  # before any keepalive (0.2 s here)
+            assert s.caught_up
+        finally:
+            await s.close()
+
+
 async def latency_count(s: System) -> float:
     async with s.client(None) as c:
         text = (await c.get("/metrics")).text

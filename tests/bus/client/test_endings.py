@@ -44,8 +44,8 @@ async def test_a_reader_gone_is_quiet_and_141(cli_for: Any, json: bool) -> None:
     cli = cli_for(f"pipe-{int(json)}")
     assert (await cli("buckets", "create", f"pipe-{int(json)}")).code == 0
     flags = ["--json"] if json else []
-    # A listing (one write, then the end) and a following stream of events (its writes
-    # come as events do: the one the bucket made is the first).
+    # A listing (one write, then the end) and a stream of events (its writes come as
+    # events do: the one the bucket made is the first).
     for args in (["buckets", "ls", *flags], ["events", "--since", "0", *flags]):
         code, err = await _with_reader_gone(cli, *args)
         assert (code, err) == (141, ""), args
@@ -54,7 +54,8 @@ async def test_a_reader_gone_is_quiet_and_141(cli_for: Any, json: bool) -> None:
 async def test_ctrl_c_on_events_says_interrupted_without_a_resume_hint(cli_for: Any) -> None:
     cli = cli_for("ctrl-c-events")
     assert (await cli("buckets", "create", "ctrl-c-events")).code == 0
-    proc = await cli.start("events", "--since", "0")
+    # --follow: without it the command stops once caught up, maybe before the Ctrl-C.
+    proc = await cli.start("events", "--since", "0", "--follow")
     assert proc.stdout is not None
     first = await asyncio.wait_for(proc.stdout.readline(), 60)  # it runs: an event came
     assert b"BucketCreated" in first

@@ -1,9 +1,13 @@
-"""`cairn events` against a stream that is not Cairn's (bus/client/events.py): garbage
-events, a page that is no stream. One line and exit 1, never a traceback, and never a
-`--follow` that reconnects forever to something that will never stream."""
+"""`cairn events` (bus/client/events.py): against a stream that is not Cairn's (garbage
+events, a page that is no stream: one line and exit 1, never a traceback, and never a
+`--follow` that reconnects forever to something that will never stream), and against a
+real server: without `--follow` it prints what is there and stops."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import secrets
 from typing import Any
 
 import httpx
@@ -86,3 +90,39 @@ def test_without_follow_a_503_is_the_error() -> None:
     with pytest.raises(ClientError) as e:
         events.stream(client, params={}, since=None, follow=False, limit=None, emit=print)
     assert (e.value.code, e.value.status) == ("events_busy", 503)
+
+
+async def test_without_follow_it_prints_what_is_there_and_stops(cli_for: Any) -> None:
+    """Like `tail` without `-f`: the server's `caught_up` ends it, on a live server that
+    would stream for ever; `--follow` goes on with what comes next."""
+    cli = cli_for(f"tail-{secrets.token_hex(4)}")
+    names = [f"tail-{secrets.token_hex(4)}" for _ in range(3)]
+    for name in names[:2]:
+        assert (await cli("buckets", "create", name)).code == 0
+
+    async def events(*args: str) -> list[dict[str, Any]]:
+        done = await asyncio.wait_for(cli("events", "--json", "--type", "BucketCreated", *args), 60)
+        assert done.code == 0, done.err
+        return [json.loads(line) for line in done.out.splitlines()]
+
+    everything = await events("--since", "0")
+    assert [e["stream_id"] for e in everything] == [f"bucket-{n}" for n in names[:2]]
+    last = str(everything[-1]["position"])
+    assert await events() == []  # nothing new
+    assert await events("--since", last) == []
+    assert [e["stream_id"] for e in await events("--since", "0", "--limit", "1")] == [
+        f"bucket-{names[0]}"
+    ]
+
+    follow = await cli.start(
+        "events", "--follow", "--json", "--type", "BucketCreated", "--since", last
+    )
+    try:
+        assert (await cli("buckets", "create", names[2])).code == 0
+        assert follow.stdout is not None
+        line = await asyncio.wait_for(follow.stdout.readline(), 60)
+        assert json.loads(line)["stream_id"] == f"bucket-{names[2]}"
+        assert follow.returncode is None  # still following
+    finally:
+        done = await cli.interrupt(follow)
+    assert done.code == 130, done.err

@@ -6,13 +6,12 @@ import errno
 import io
 import json
 import sys
-import unicodedata
 
 import pytest
 from rich.console import Console
 
 from bus.client.errors import ClientError
-from bus.client.output import BIDI, Output, printable
+from bus.client.output import Output
 
 FILE_ID = "e5bf2729-5a92-5477-93d7-4c8febdebc52"
 COLUMNS = [("id", "ID"), ("name", "NAME"), ("content_type", "TYPE"), ("created_at", "CREATED")]
@@ -132,18 +131,6 @@ def test_a_cell_is_shown_never_obeyed(name: str, shown: str) -> None:
     _, row, record = printed.splitlines()
     assert row.split("  ", 1)[1].strip() == shown
     assert record.endswith(shown)
-
-
-def test_printable_changes_only_controls_and_bidi() -> None:
-    for c in map(chr, range(0x3000)):
-        shown = printable(c)
-        if unicodedata.category(c) == "Cc" or c in BIDI:
-            # An escape of printable ASCII, naming the character.
-            assert shown.startswith("\\") and shown.isascii() and shown.isprintable(), repr(c)
-            assert int(shown[2:], 16) == ord(c)
-        else:
-            assert shown == c, repr(c)
-    assert BIDI == {chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))}
 
 
 def test_an_error_line_from_the_server_is_shown_never_obeyed() -> None:

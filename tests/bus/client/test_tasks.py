@@ -138,3 +138,35 @@ async def test_show_wait_on_a_failed_task_exits_as_waiting_would(
     assert again.code == 1 and "not_an_archive" in again.err and "FAILED" in again.out
     plain = await cli("tasks", "show", task["id"])
     assert plain.code == 0 and "FAILED" in plain.out
+
+
+def test_the_progress_bar_shows_item_names_escaped(monkeypatch: Any) -> None:
+    """`--wait`'s bar names the task, its last event and the last item done, all the
+    server's (a name is anyone's): ESC[2J, CR, the one-byte CSI and a right-to-left
+    override in them are shown as escapes, on the bar and in the finished task."""
+    import httpx
+    from rich.console import Console
+
+    from bus.client import jobs, tasks
+    from bus.client.output import Output
+
+    nasty = "x\x1b[2J\r\x9b2J\u202egpj.exe"
+    shown = "x\\x1b[2J\\x0d\\x9b2J\\u202egpj.exe"
+    results = [{"index": 0, "source": nasty, "key": nasty}]
+
+    def follow(client: Any, path: str, job_id: str, emit: Any, finished: Any) -> dict[str, Any]:
+        emit({"type": "TaskCreated", "data": {"items_total": 2}})
+        emit({"type": "TaskProgressed", "data": {"first": 0, "results": results}})
+        return {"id": job_id, "type": "copy", "status": "COMPLETED", "results": results}
+
+    monkeypatch.setattr(jobs, "follow", follow)
+    out = Output(as_json=False)
+    err, printed = io.StringIO(), io.StringIO()
+    out.err = Console(file=err, width=200, force_terminal=True, color_system=None)
+    out.out = Console(file=printed, width=200, force_terminal=True, color_system=None)
+    assert tasks._wait(httpx.Client(), "t-1", out) == 0
+    bar, task = err.getvalue(), printed.getvalue()
+    assert f"task t-1 TaskProgressed {shown}" in bar, repr(bar)
+    assert f"{shown} -> {shown}" in task, repr(task)
+    for raw in ("\x1b[2J", "\r\x9b", "\x9b2J", "\u202e"):
+        assert raw not in bar and raw not in task, repr(raw)

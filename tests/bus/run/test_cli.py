@@ -225,3 +225,25 @@ def test_replay_logs_json_on_stderr_and_prints_only_its_result(
     assert result.stdout == "republished 0 events from position 0\n"
     [line] = [json.loads(x) for x in result.stderr.splitlines() if "relay.replayed" in x]
     assert line["event"] == "relay.replayed" and line["level"] == "info", line
+
+
+# ESC[2J (clear the screen), CR (back to the line's start), the one-byte CSI and a
+# right-to-left override, each in a name an operator command prints.
+NASTY = "x\x1b[2J\r\x9b2J\u202egpj.exe"
+SHOWN = "x\\x1b[2J\\x0d\\x9b2J\\u202egpj.exe"
+
+
+def test_token_shows_a_data_dir_holding_terminal_controls_escaped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in CAIRN_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CAIRN_DATA_DIR", str(tmp_path / NASTY))
+    token = _token(capsys, "alice")
+    assert main(["token", "bob"]) == 0 and token  # the secret exists now: no note
+    monkeypatch.setenv("CAIRN_DATA_DIR", str(tmp_path / NASTY / "fresh"))
+    assert main(["token", "carol"]) == 0
+    err = capsys.readouterr().err
+    assert f"{SHOWN}/fresh yet" in err, err
+    for raw in ("\x1b", "\r", "\x9b", "\u202e"):
+        assert raw not in err, repr(err)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import importlib.util
+import io
 import os
 import re
 import signal
@@ -39,6 +40,7 @@ from bus.run.supervisor import (
     EMBEDDED_SESSION_TIMEOUT_MS,
     TANSU_PID_FILE,
     DataDirLock,
+    Supervisor,
     child_names,
     is_cairn_ready,
     port_in_use,
@@ -494,3 +496,19 @@ def test_a_free_metrics_port_is_never_one_of_the_systems_own_listeners(
     assert s._metrics_port(first) == 40010
     assert s._metrics_port(second) == 40011  # not the API's, not the first child's
     assert s._metrics_port(first) == 40010  # kept
+
+
+def test_the_banner_shows_names_holding_terminal_controls_escaped(tmp_path: Path) -> None:
+    """The data dir and the broker's address come from the environment: ESC[2J, CR, the
+    one-byte CSI and a right-to-left override in them are shown, not obeyed."""
+    nasty = "x\x1b[2J\r\x9b2J\u202egpj.exe"
+    settings = dataclasses.replace(
+        Settings.from_env(), data_dir=tmp_path / nasty, kafka_bootstrap=f"{nasty}:9092"
+    )
+    out = io.StringIO()
+    Supervisor(settings, ["api"], out=out)._print_banner("http://127.0.0.1:1", healthy=True)
+    banner = out.getvalue()
+    assert "x\\x1b[2J\\x0d\\x9b2J\\u202egpj.exe:9092" in banner, banner
+    assert f"{tmp_path}/x\\x1b[2J" in banner, banner
+    for raw in ("\x1b", "\r", "\x9b", "\u202e"):
+        assert raw not in banner, repr(banner)
