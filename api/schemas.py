@@ -34,6 +34,10 @@ class CreateUpload(msgspec.Struct, forbid_unknown_fields=True):
     metadata: dict[Short, Annotated[str, msgspec.Meta(max_length=4096)]] | None = None
     # With `bucket`: the object key the completed upload becomes (created or replaced).
     key: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)] | None = None
+    # With `key`: the object's stored headers (Cache-Control, Content-Disposition,
+    # Content-Encoding, Content-Language, Expires; names case-insensitive), as an object
+    # PUT's. Checked by the handler (400 invalid_header), so left unbounded here.
+    headers: dict[str, str] | None = None
 
 
 class ErrorInfo(msgspec.Struct):

@@ -160,6 +160,7 @@ def file_from_upload(
             metadata=state.metadata,
             upload_id=state.id,
             command_id=file_command_id(state.id),
+            headers=state.headers,
         )
     return CreateFile(
         aggregate_id=state.file_id,

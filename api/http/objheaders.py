@@ -4,7 +4,9 @@ S3 keeps `Cache-Control`, `Content-Disposition`, `Content-Encoding`, `Content-La
 and `Expires` with an object version (domain/files/headers.py holds the rule and the
 names). `from_request` takes them from a PUT's raw header list (400 `invalid_header`
 naming the header, before the body is read); `check_content_type` gives the PUT's
-Content-Type the same character rule and its own bound. `apply` puts them on an answer
+Content-Type the same character rule and its own bound. `from_fields` and
+`split_tus_metadata` take them from an upload's creation (the native API's `headers`
+object, tus's Upload-Metadata) by the same rule, for the object the upload becomes. `apply` puts them on an answer
 that `api/http/content.plan` made, exactly as stored:
 
 - 200 and 206: all of them. A stored Content-Disposition replaces the one computed from the
@@ -83,6 +85,36 @@ def from_request(raw_headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
         if len(value) > MAX_HEADER_BYTES:  # the joined value of a repeated list field
             raise _invalid(name, f"{name} is over {MAX_HEADER_BYTES} bytes")
     return out
+
+
+def from_fields(fields: Mapping[str, str]) -> dict[str, str]:
+    """The stored headers an upload's creation names, by lower-case name (names are
+    case-insensitive, as HTTP's): 400 `invalid_header` for a name outside the five, one
+    named twice (in two cases), or a value the rule refuses; an empty value is not stored,
+    as on a PUT."""
+    out: dict[str, str] = {}
+    seen: set[str] = set()
+    for raw_name, raw_value in fields.items():
+        name = raw_name.lower()
+        if name not in STORED_HEADERS:
+            raise _invalid(raw_name[:64], f"an object stores only {', '.join(STORED_HEADERS)}")
+        if name in seen:
+            raise _invalid(name, f"{name} named more than once")
+        seen.add(name)
+        if (problem := header_value_problem(name, raw_value)) is not None:
+            raise _invalid(name, problem)
+        if raw_value:
+            out[name] = raw_value
+    return out
+
+
+def split_tus_metadata(metadata: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """(stored headers, user metadata) of a tus Upload-Metadata: its keys that name one of
+    the five (case-insensitively: `cache-control`, `Content-Encoding`, ...) are the object's
+    stored headers, checked by `from_fields`; the others stay the upload's metadata."""
+    headers = {k: v for k, v in metadata.items() if k.lower() in STORED_HEADERS}
+    rest = {k: v for k, v in metadata.items() if k.lower() not in STORED_HEADERS}
+    return from_fields(headers), rest
 
 
 def check_content_type(raw_headers: Iterable[tuple[bytes, bytes]]) -> None:

@@ -31,6 +31,7 @@ from api.commanding import SecuredController, load_owned, parse_id, reply_state,
 from api.completion import MAX_MANIFEST_ENTRIES, finish_upload
 from api.context import ctx, now
 from api.errors import ApiError
+from api.http import objheaders
 from api.http.digits import ascii_int
 from api.http.strict import refuse_repeated
 from api.idempotency import (
@@ -131,6 +132,7 @@ def _initiate(
         bucket=data.bucket or "default",
         metadata=dict(data.metadata or {}),
         key=data.key,
+        headers=objheaders.from_fields(data.headers or {}),
     )
 
 

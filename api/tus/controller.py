@@ -51,6 +51,7 @@ from api.bucket_access import check_writable
 from api.completion import finish_upload
 from api.context import AppContext, ctx, now, parse_uuid
 from api.errors import ApiError, api_error
+from api.http import objheaders
 from api.http.digits import ascii_int
 from api.limits import QuotaHold, limiter, more_bytes_held, quota_reserved, received_kept
 from api.openapi import BODY_IN_FLIGHT, SECURED, TOO_LARGE, raw_body
@@ -108,8 +109,11 @@ async def _initiation(
     c: AppContext, principal: Principal, metadata: dict[str, str], **upload: Any
 ) -> InitiateUpload:
     """The command creating a stream or final upload named by its tus metadata, under a new
-    id (after checking the caller may write to its bucket)."""
+    id (after checking the caller may write to its bucket). Metadata keys naming one of an
+    object's stored headers (`cache-control`, `content-encoding`, ...) are those headers,
+    not user metadata (objheaders.split_tus_metadata; 400 invalid_header as a PUT's)."""
     upload_id = uuid4_str()
+    headers, metadata = objheaders.split_tus_metadata(metadata)
     await check_writable(c, metadata.get("bucket") or None, principal.user)
     return InitiateUpload(
         aggregate_id=upload_id,
@@ -121,6 +125,7 @@ async def _initiation(
         bucket=metadata.get("bucket") or "default",
         metadata=metadata,
         key=metadata.get("key") or None,
+        headers=headers,
         **upload,
     )
 
@@ -542,8 +547,9 @@ class TusController(Controller):
             headers["Upload-Defer-Length"] = "1"
         else:
             headers["Upload-Length"] = str(state.file_size)
-        if state.metadata:
-            headers["Upload-Metadata"] = encode_metadata(state.metadata)
+        if state.metadata or state.headers:
+            # What the creation sent: its stored headers were keys of its metadata too.
+            headers["Upload-Metadata"] = encode_metadata({**state.metadata, **state.headers})
         if state.partial:
             headers["Upload-Concat"] = "partial"
         elif state.mode == "final":

@@ -1,7 +1,8 @@
 """The client half of the `cairn` command: subcommands that talk HTTP to a Cairn server.
 
     cairn login --url URL [--token TOKEN]       save the server and token (config file)
-    cairn upload PATH... [--bucket B] [--key K] [--meta N=V]... [--parallel N] [--tus]
+    cairn upload PATH... [--bucket B] [--key K] [--meta N=V]... [--header 'N: V']...
+                 [--parallel N] [--tus]
     cairn upload - [--name NAME] [--bucket B] [--key K]   stdin, through tus (pipe.py)
     cairn download ID|BUCKET/KEY [-o PATH]
     cairn ls [BUCKET[/PREFIX]]                  objects and folders; no argument: files
@@ -86,6 +87,18 @@ def size_arg(value: str) -> int:
 
 # Upload metadata the client itself sets (tus: the file's name, type, bucket and key).
 _RESERVED_META = ("filename", "filetype", "bucket", "key")
+# The headers an object stores, and their bound: the server's (domain/files/headers.py),
+# part of its public API. Copied, not imported: importing the domain package costs every
+# `cairn` command's start-up most of 0.1 s (tests/bus/client/test_upload_headers.py pins
+# the copy to the original).
+STORED_HEADERS = (
+    "cache-control",
+    "content-disposition",
+    "content-encoding",
+    "content-language",
+    "expires",
+)
+MAX_HEADER_BYTES = 1024
 
 
 def meta_arg(value: str) -> tuple[str, str]:
@@ -97,6 +110,27 @@ def meta_arg(value: str) -> tuple[str, str]:
         raise argparse.ArgumentTypeError(
             f"{name!r} is set by cairn upload itself (--name, --bucket, --key)"
         )
+    if name.lower() in STORED_HEADERS:  # tus would take it for the stored header
+        raise argparse.ArgumentTypeError(f"{name!r} is a stored header: use --header")
+    return name, text
+
+
+def header_arg(value: str) -> tuple[str, str]:
+    """`--header 'NAME: VALUE'`: one of the object's stored headers (domain/files/headers.py),
+    by lower-case name. Checked here by the server's rule, so a bad one is a usage error
+    before any byte is hashed or sent."""
+    name, colon, text = value.partition(":")
+    name, text = name.strip().lower(), text.strip()
+    if not colon or not name:
+        raise argparse.ArgumentTypeError(f"{value!r} is not 'NAME: VALUE'")
+    if name not in STORED_HEADERS:
+        raise argparse.ArgumentTypeError(
+            f"{name!r} is not a header an object stores (only {', '.join(STORED_HEADERS)})"
+        )
+    if not all(" " <= ch <= "~" for ch in text):
+        raise argparse.ArgumentTypeError(f"{name} may hold visible ASCII and spaces only")
+    if len(text) > MAX_HEADER_BYTES:  # ASCII: characters are bytes
+        raise argparse.ArgumentTypeError(f"{name} is over {MAX_HEADER_BYTES} bytes")
     return name, text
 
 
@@ -188,7 +222,18 @@ def register(sub: Any) -> None:
         metavar="NAME=VALUE",
         help="user metadata of each file or object (repeatable; an object's are answered"
         " as x-amz-meta-NAME headers when printable ASCII; not `filename`, `filetype`,"
-        " `bucket`, `key`)",
+        " `bucket`, `key`, nor a stored header's name: see --header)",
+    )
+    p.add_argument(
+        "--header",
+        type=header_arg,
+        action="append",
+        default=[],
+        dest="headers",
+        metavar="'NAME: VALUE'",
+        help="a stored header of each object, answered by its GET and HEAD: Cache-Control,"
+        " Content-Disposition, Content-Encoding, Content-Language or Expires (repeatable;"
+        " a name twice: the last wins; needs --bucket, as a plain file keeps none)",
     )
     # (Defaults applied in cmd_upload: None tells that an option was not given, which
     # `-` needs to refuse one that cannot apply.)
@@ -462,12 +507,16 @@ def _upload_stdin(args: argparse.Namespace, out: Output) -> tuple[list[dict[str,
         chunk_size=args.chunk_size,
         limit_rate=args.limit_rate,
         console=out.err,
-        metadata=dict(args.meta),
+        # tus: the stored headers are Upload-Metadata keys of their lower-case names.
+        metadata={**dict(args.meta), **dict(args.headers)},
     )
     return [result], []
 
 
 def cmd_upload(args: argparse.Namespace, out: Output) -> int:
+    if args.headers and not args.bucket:
+        # The server refuses them on a plain file (it keeps none): say so before any byte.
+        raise _usage("--header sets an object's stored headers: give --bucket too")
     if "-" in args.paths:
         results, failures = _upload_stdin(args, out)
     else:
@@ -478,6 +527,9 @@ def cmd_upload(args: argparse.Namespace, out: Output) -> int:
         if args.meta:
             meta = tuple(dict(args.meta).items())  # a name given twice: the last wins
             jobs = [dataclasses.replace(job, metadata=meta) for job in jobs]
+        if args.headers:
+            stored = tuple(dict(args.headers).items())  # a name given twice: the last wins
+            jobs = [dataclasses.replace(job, headers=stored) for job in jobs]
         results, failures = upload.upload(
             target,
             jobs,

@@ -107,6 +107,8 @@ def upload_tus(
         metadata["bucket"] = bucket
     if job.key:
         metadata["key"] = job.key
+    # The stored headers: Upload-Metadata keys of their lower-case names (api/tus/).
+    metadata.update(job.headers)
     headers = {"User-Agent": "cairn-cli"}
     if target.token:
         headers["Authorization"] = f"Bearer {target.token}"

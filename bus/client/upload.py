@@ -64,12 +64,16 @@ class Job:
     key: str | None
     # `--meta NAME=VALUE`: the user metadata the file or object is created with.
     metadata: tuple[tuple[str, str], ...] = ()
+    # `--header 'NAME: VALUE'`: the object's stored headers, by lower-case name.
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 def meta_state(job: Job) -> tuple[object, ...]:
-    """What `--meta` adds to a resume state's key (nothing without it, so the states of
-    uploads started before `--meta` existed still match): other metadata, another upload."""
-    return (repr(job.metadata),) if job.metadata else ()
+    """What `--meta` and `--header` add to a resume state's key (nothing without them, so
+    the states of uploads started before they existed still match): other metadata or
+    other stored headers, another upload (the server refuses a create replayed with others)."""
+    meta = (repr(job.metadata),) if job.metadata else ()
+    return (*meta, "headers", repr(job.headers)) if job.headers else meta
 
 
 def job_state(
@@ -321,6 +325,8 @@ def _send(
         if job.key:
             if bucket:  # in a bucket, the key names the object the upload becomes
                 body["key"] = job.key
+        if job.headers:
+            body["headers"] = dict(job.headers)
         r = client.post("/v1/uploads", json=body, headers={"Idempotency-Key": create_key})
         if _refused(r):
             # A refused create changed nothing, but its answer is stored under its key and

@@ -45,6 +45,9 @@ class InitiateUpload(UploadCommand):
     # The type the adapter detected from the bytes, for the file: given with a completion,
     # the file follows in the same step (domain.policies.follow_ups).
     file_content_type: str | None = None
+    # S3's stored headers the object gets (domain/files/headers.py; lower-case names): only
+    # with a key, as a plain file keeps none (decide refuses them without one).
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -14,6 +14,7 @@ from typing import Any
 
 from domain.buckets.names import is_bucket_name
 from domain.errors import Conflict, Gone, InvalidInput, Unprocessable
+from domain.files.headers import MAX_HEADER_BYTES, headers_problem
 from domain.files.keys import object_key_problem
 from domain.kernel import JSON, Command, Event, owned
 from domain.uploads.commands import (
@@ -102,6 +103,19 @@ def _validate_initiate(cmd: InitiateUpload) -> tuple[Piece, ...]:
         # The same bound as a file's (its metadata becomes the file's), and what keeps the
         # upload's events far below the bus's message size limit.
         raise InvalidInput("invalid_metadata", problem, {"max_bytes": MAX_METADATA_BYTES})
+    if (bad := headers_problem(cmd.headers)) is not None:
+        # The object PUT's rule and error (the headers become the object's, by PutObject).
+        raise InvalidInput(
+            "invalid_header", bad[1], {"header": bad[0], "max_bytes": MAX_HEADER_BYTES}
+        )
+    if cmd.headers and cmd.key is None:
+        # As S3: stored headers belong to an object version. A plain file keeps none (its
+        # CreateFile has no field for them), so dropping them would lose what was asked.
+        raise InvalidInput(
+            "invalid_header",
+            "stored headers need an object key: only an upload into a bucket key keeps them",
+            {"header": sorted(cmd.headers)[0], "max_bytes": MAX_HEADER_BYTES},
+        )
     if cmd.mode not in MODES:
         raise InvalidInput("invalid_mode", f"mode must be one of {', '.join(MODES)}")
     deferred = cmd.file_size is None and cmd.mode == "stream"
@@ -135,6 +149,7 @@ def _same_request(state: UploadState, cmd: InitiateUpload) -> bool:
         and state.partial == cmd.partial
         and state.parts == tuple(cmd.parts)
         and state.key == cmd.key
+        and state.headers == dict(cmd.headers)
     )
 
 
@@ -165,6 +180,7 @@ def _initiate(state: UploadState | None, cmd: InitiateUpload) -> list[Event]:
         metadata=dict(cmd.metadata),
         key=cmd.key,
         at=cmd.at,
+        headers=dict(cmd.headers),
     )
     if not cmd.pieces and cmd.complete_file_id is None:
         return [initiated]

@@ -41,6 +41,9 @@ class UploadInitiated(Event):
     metadata: dict[str, str] = field(default_factory=dict)
     key: str | None = None  # the object key in `bucket` it becomes, if any
     at: datetime
+    # The stored HTTP headers the object gets (domain/files/headers.py). Last, with a
+    # default: events written before it read as "none" (no schema version bump needed).
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -156,6 +156,8 @@ class UploadState:
     # chunks mode: the sum of the chunks' sizes, kept as they arrive (summing 40,000 of
     # them for every chunk's reply made an upload's chunks quadratic).
     chunk_bytes: int = 0
+    # The stored HTTP headers the object (`key`) gets: domain/files/headers.py.
+    headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def bytes_received(self) -> int:
@@ -230,6 +232,7 @@ def evolve(state: UploadState | None, event: Event) -> UploadState | None:
                 pieces=PieceSeq((p.sha256, p.size) for p in event.manifest),
                 offset=sum(p.size for p in event.manifest),
                 key=event.key,
+                headers=dict(event.headers),
             )
         )
     if state is None:

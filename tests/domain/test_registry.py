@@ -40,8 +40,9 @@ GOLDEN: dict[str, tuple[int, dict[str, Any]]] = {
             "sha256": None,
             "bucket": "default",
             "metadata": {"k": "v"},
-            "key": None,
+            "key": "k",
             "at": AT,
+            "headers": {"content-encoding": "gzip"},
         },
     ),
     "UploadChunkStored": (1, {"index": 0, "offset": 0, "size": 10, "sha256": A, "at": AT}),
@@ -230,6 +231,12 @@ def test_a_fetch_response_stored_before_content_encoding_decodes_without_one() -
     del old["content_encoding"]
     typed = fetches.AGGREGATE.event_types["FetchResponseReceived"].decode(old)
     assert typed.data == GOLDEN["FetchResponseReceived"][1]
+
+
+def test_an_upload_stored_before_headers_decodes_without_them() -> None:
+    old = {k: v for k, v in GOLDEN["UploadInitiated"][1].items() if k != "headers"}
+    typed = uploads.AGGREGATE.event_types["UploadInitiated"].decode(old)
+    assert typed.data == old | {"headers": {}}
 
 
 @pytest.mark.parametrize("event_type", ["FileCreated", "FileReplaced"])

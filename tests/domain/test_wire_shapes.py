@@ -64,7 +64,8 @@ EVENT_SHAPES: dict[str, tuple[int, str]] = {
     "UploadFailed": (1, "reason at"),
     "UploadInitiated": (
         2,
-        "upload_id owner file_name file_size chunk_size total_chunks mode partial parts manifest content_type sha256 bucket metadata key at",
+        "upload_id owner file_name file_size chunk_size total_chunks mode partial parts manifest content_type sha256 bucket metadata key at"
+        " headers",
     ),
     "UploadLengthDeclared": (1, "file_size at"),
 }
@@ -89,7 +90,8 @@ COMMAND_SHAPES: dict[str, str] = {
     "FailFetch": "runner error details",
     "FailTask": "error",
     "FailUpload": "reason",
-    "InitiateUpload": "file_name file_size chunk_size content_type sha256 bucket metadata key mode partial parts manifest",
+    "InitiateUpload": "file_name file_size chunk_size content_type sha256 bucket metadata key mode partial parts manifest"
+    " headers",
     "PauseFetch": "",
     "PauseTask": "",
     "PutObject": "owner bucket key size content_type sha256 manifest metadata upload_id"

@@ -72,7 +72,8 @@ async def test_a_keyed_upload_becomes_its_object_through_the_handler(
     await event_store.append(
         "bucket-pics", 0, AGGREGATES["buckets"].decide(None, made), EventMeta(AT, owner="ann")
     )
-    await upload.initiate("o.txt", size, size, bucket="pics", key="dir/../o.txt")
+    stored = {"cache-control": "max-age=60", "content-language": "en"}
+    await upload.initiate("o.txt", size, size, bucket="pics", key="dir/../o.txt", headers=stored)
     await run(AppendBytes(**env, offset=0, pieces=[{"sha256": sha, "size": size}]))
     complete = await files_from_uploads.command_for(recorded[-1], event_store, blobs)
     assert isinstance(complete, CompleteUpload)
@@ -83,6 +84,7 @@ async def test_a_keyed_upload_becomes_its_object_through_the_handler(
     assert put.command_id == policies.file_command_id(uid)
     assert (put.bucket, put.key, put.size, put.upload_id) == ("pics", "dir/../o.txt", size, uid)
     assert put.content_type.startswith("text/plain")  # detected from the bytes, as the API does
+    assert put.headers == stored  # the upload's stored headers: the object keeps them
     assert put == policies.file_from_upload(UPLOADS.fold(recorded), put.content_type)
 
 

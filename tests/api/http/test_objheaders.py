@@ -127,3 +127,29 @@ def test_only_a_disposition_can_travel_with_a_redirect() -> None:
     assert objheaders.redirectable({"content-disposition": "inline"})
     assert not objheaders.redirectable({"content-encoding": "gzip"})
     assert not objheaders.redirectable({"cache-control": "max-age=1"})
+
+
+def test_an_uploads_fields_are_read_by_the_same_rule() -> None:
+    """POST /v1/uploads `headers`: names in any case, lower-case stored, empty not stored."""
+    got = objheaders.from_fields(
+        {"Cache-Control": "max-age=60", "EXPIRES": "0", "content-language": ""}
+    )
+    assert got == {"cache-control": "max-age=60", "expires": "0"}
+    for fields, at_fault in (
+        ({"Pragma": "no-cache"}, "Pragma"),  # not one an object keeps
+        ({"Cache-Control": "a", "cache-control": "b"}, "cache-control"),  # named twice
+        ({"Content-Encoding": "gzip\r\nX: 1"}, "content-encoding"),
+    ):
+        with pytest.raises(ApiError) as e:
+            objheaders.from_fields(fields)
+        assert e.value.status == 400 and e.value.code == "invalid_header"
+        assert e.value.details == {"header": at_fault, "max_bytes": objheaders.MAX_HEADER_BYTES}
+
+
+def test_tus_metadata_keys_naming_the_five_are_stored_headers_not_metadata() -> None:
+    headers, rest = objheaders.split_tus_metadata(
+        {"filename": "a.js", "key": "k", "Cache-Control": "no-cache", "content-encoding": "br"}
+    )
+    assert headers == {"cache-control": "no-cache", "content-encoding": "br"}
+    assert rest == {"filename": "a.js", "key": "k"}
+    assert objheaders.split_tus_metadata({"filename": "a"}) == ({}, {"filename": "a"})

@@ -90,6 +90,20 @@ REFUSALS = {
         400,
         "key_needs_bucket",
     ),
+    # A stored header (api/http/objheaders.py) the rule refuses, or one without a key.
+    "bad-stored-header": (
+        {
+            "Upload-Length": "100",
+            "Upload-Metadata": _meta(filename="a", bucket="b", key="k", expires="x" * 1025),
+        },
+        400,
+        "invalid_header",
+    ),
+    "stored-header-without-key": (
+        {"Upload-Length": "100", "Upload-Metadata": _meta(**{"Content-Encoding": "gzip"})},
+        400,
+        "invalid_header",
+    ),
     "bad-checksum-header": (
         {"Upload-Length": "100", "Upload-Checksum": "crc32 AAAA"},
         400,
