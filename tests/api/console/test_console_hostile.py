@@ -1,6 +1,6 @@
 """The console against markup in everything users choose, in headless Chromium against a
-whole running Cairn: a file's name, content type and metadata, an object's key and
-X-Amz-Meta values, a tus upload's filename, a task's archive name, a fetch's URL and the
+whole running Cairn: a file's name, content type and metadata, an object's key,
+X-Amz-Meta values and stored headers, a tus upload's filename, a task's archive name, a fetch's URL and the
 error that names it, and the live events that carry them. Each payload, had it become
 markup, would set `window.__pwned` or leave an element with an event handler: the page must
 show every one as literal text and run none of them.
@@ -35,6 +35,8 @@ META = {
 }
 KEY = "<svg onload=window.__pwned=7>.txt"
 AMZ_META = '"><img src=x onerror=window.__pwned=8>'
+# A stored header's value is visible ASCII and spaces: markup is storable, and answered back.
+STORED = '"><img src=x onerror=window.__pwned=16>'
 TUS_NAME = "<iframe onload=window.__pwned=9>.txt"
 ARCHIVE = "<img src=x onerror=window.__pwned=10>.zip"
 # A host that cannot exist (RFC 6761): the fetch is accepted and then fails, with an error.
@@ -70,7 +72,11 @@ async def _seed(system: System, me: str, bucket: str) -> dict[str, Any]:
         put = await c.put(
             f"/v1/buckets/{bucket}/objects/{quote(KEY, safe='')}",
             content=b"object\n",
-            headers={"Content-Type": "text/plain", "X-Amz-Meta-Note": AMZ_META},
+            headers={
+                "Content-Type": "text/plain",
+                "X-Amz-Meta-Note": AMZ_META,
+                "Content-Language": STORED,
+            },
         )
         assert put.status_code in (200, 201), put.text
         object_id = put.json()["id"]
@@ -165,6 +171,12 @@ async def _visit(page: Page, system: System, me: str, bucket: str, seeded: dict[
     await row.locator("a.file-link").click()
     await expect(page.locator("#details-title")).to_have_text(KEY)
     await expect(details.locator("table.meta")).to_contain_text(AMZ_META)
+    # Its stored header, in the table and in the owner's form (an input's value).
+    await expect(details.locator("table.stored-headers tbody td")).to_have_text(
+        ["Content-Language", STORED]
+    )
+    await details.get_by_role("button", name="Edit headers").click()
+    await expect(details.get_by_label("Content-Language")).to_have_value(STORED)
     await _nothing_ran(page)
     await page.keyboard.press("Escape")
     await expect(details).not_to_be_visible()

@@ -42,8 +42,11 @@ async function errorOf (resp) {
 }
 
 // A fetch with the credential; a non-2xx answer throws ApiError. 401 tells the app the
-// credential is no longer good (expired token, revoked key).
-export async function request (path, { method = 'GET', headers = {}, body, signal, cred } = {}) {
+// credential is no longer good (expired token, revoked key). `cache`: the fetch cache mode,
+// 'no-store' (nothing is cached) unless a request must send its own headers unchanged:
+// under 'no-store' the browser adds `Cache-Control: no-cache` to a request that has none,
+// which an object PUT would store as the object's Cache-Control (headers.js).
+export async function request (path, { method = 'GET', headers = {}, body, signal, cred, cache = 'no-store' } = {}) {
   const h = { ...authHeaders(cred), ...headers }
   if (body !== undefined && !(body instanceof Blob) && typeof body !== 'string') {
     h['Content-Type'] = 'application/json'
@@ -51,7 +54,7 @@ export async function request (path, { method = 'GET', headers = {}, body, signa
   }
   let resp
   try {
-    resp = await fetch(path, { method, headers: h, body, signal, cache: 'no-store' })
+    resp = await fetch(path, { method, headers: h, body, signal, cache })
   } catch (e) {
     if (e.name === 'AbortError') throw e
     // fetch() says only "Failed to fetch": the server is down, restarting or unreachable.

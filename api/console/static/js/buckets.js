@@ -40,6 +40,12 @@ export async function loadBuckets () {
 
 export const reloadBuckets = debounce(loadBuckets, 150)
 
+// Whether `name` is a bucket the list shows (GET /v1/buckets: yours, everyone's for an
+// admin), that is one whose objects you may write: the details view offers an object's
+// owner-only edits by it (details.js), as the Objects tab, which browses these buckets only,
+// offers rename and delete.
+export const listedBucket = (name) => names.includes(name)
+
 function fillPicker (notify = true) {
   const pick = document.getElementById('bucket-pick')
   const chosen = pick.value

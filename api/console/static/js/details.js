@@ -1,6 +1,7 @@
 // A file's details, as an object browser shows them: whole name, bucket and key, id, size
 // (human and exact), content type, SHA-256, times, status, downloads and the metadata a
-// client sent, with download, copy link and preview. One GET /v1/files/{id} when it opens
+// client sent, an object's stored headers (headers.js: the owner edits them there), with
+// download, copy link and preview. One GET /v1/files/{id} when it opens
 // (the list already has most of this, but the view has its own address, #file/<id>, that
 // may be typed, bookmarked or reloaded; and that read folds the file's own events, so it is
 // never behind the list's read model). Another user's file is a 404 from the API, shown
@@ -13,6 +14,8 @@ import { fullName, nameNodes, remember } from './names.js'
 import { download } from './files.js'
 import { openShare } from './share.js'
 import { openPreview, previewKind } from './preview.js'
+import { headersTable, headersEditor, editsOf } from './headers.js'
+import { listedBucket } from './buckets.js'
 
 const ROUTE = /^#file\/(.+)$/
 const enc = (s) => encodeURIComponent(s)
@@ -92,19 +95,29 @@ function render (f) {
         el('td', { 'data-label': 'Key', text: k }), el('td', { 'data-label': 'Value', text: String(v) })))))
     : el('p', { class: 'help', text: 'No metadata.' })
 
+  // An object's stored headers may be edited by whoever may rename or delete it: as on the
+  // Objects tab, an object of a bucket the console lists (GET /v1/buckets: yours, everyone's
+  // for an admin), not one of someone else's public bucket, which is only readable.
+  const editor = f.key && listedBucket(f.bucket) ? headersEditor(f, () => openDetails(f.id)) : null
+
   const actions = el('div', { class: 'row actions', id: 'details-actions' },
     el('button', { type: 'button', onclick: () => download(f), text: 'Download' }),
     el('button', { type: 'button', onclick: (ev) => openShare(full, `/v1/files/${enc(f.id)}/signed-url`, ev.currentTarget), text: 'Copy link' }),
-    previewKind(f) ? el('button', { type: 'button', onclick: (ev) => openPreview({ ...f, name: full }, ev.currentTarget), text: 'Preview' }) : null)
+    previewKind(f) ? el('button', { type: 'button', onclick: (ev) => openPreview({ ...f, name: full }, ev.currentTarget), text: 'Preview' }) : null,
+    editor ? editor.button : null)
 
-  // Focus stays where it was across a re-render (a live update), by the control's label.
+  // Focus stays where it was across a re-render (a live update), by the control's label;
+  // an open headers form keeps what was typed in it.
   const body = document.getElementById('details-body')
   const focused = body.contains(document.activeElement) ? document.activeElement.getAttribute('aria-label') || document.activeElement.textContent : null
-  body.replaceChildren(props, el('h3', { id: 'details-meta-title', class: 'sub', text: 'Metadata' }), meta, actions)
+  const edits = editsOf(body)
+  body.replaceChildren(props, el('h3', { id: 'details-meta-title', class: 'sub', text: 'Metadata' }), meta,
+    ...headersTable(f), actions, ...(editor ? [editor.form || editor.note] : []))
   if (focused) {
     const again = [...body.querySelectorAll('button, input')].find(x => (x.getAttribute('aria-label') || x.textContent) === focused)
     if (again) again.focus()
   }
+  if (edits && editor && editor.keep) editor.keep(edits)
 }
 
 // An id, a key or a digest: a read-only field that selects itself whole, and a Copy button.
@@ -139,6 +152,7 @@ export function detailsEvent (type, envelope) {
     const status = document.getElementById('details-status')
     if (status) { status.textContent = 'deleted'; status.className = 'badge s-failed' }
     document.getElementById('details-actions')?.remove()
+    document.getElementById('details-headers-form')?.remove()
     note('This file was deleted.')
     return
   }
