@@ -7,9 +7,11 @@ in access logs; so the token comes either as a `Sec-WebSocket-Protocol` value
 first message (`{"type": "auth", "token": ...}` or `"api_key"`). README ("Live events")
 shows every message. Each subscription says `caught_up` once, when it has sent every event
 up to the store's head at its subscribe (right after `subscribed` without `from`): a client
-replaying history learns where it meets the live edge (the fan-out decides, as for SSE). Messages are strict like HTTP bodies: a field its type does not take
-(`FIELDS`) is an `unknown_field` error, `from` must be a JSON integer. Every subscription runs as its own task over the shared fan-out;
-writes to the socket go through one lock so frames never interleave.
+replaying history learns where it meets the live edge (the fan-out decides, as for SSE).
+Messages are strict like HTTP bodies: a field its type does not take (`FIELDS`) is an
+`unknown_field` error, `from` must be a JSON integer. Every subscription runs as its own
+task over the shared fan-out; writes to the socket go through one lock so frames never
+interleave.
 
 Close codes: 4401 authentication failed / token expired, 1007 a message that is not JSON,
 1003 a binary message, 1009 a message over the size limit, 1008 too many subscriptions,
