@@ -23,8 +23,11 @@ run ahead of the reader) is skipped by position.
 Caught up: a subscription may be given `until`, the store's head when its request came
 (a resume position was given). Its history read goes at least that far, even where the
 reader has not read so far yet, and `caught_up` says when everything up to it has been
-handed out (an SSE stream says so, for clients that print what is there and stop). Without
-`until`, a subscription starts at `head` and is caught up from the start.
+handed out, and `announce_caught_up` says it once per subscription: the SSE stream
+(`event: caught_up`) and the WebSocket (`{"type": "caught_up", ...}`) both tell their
+client then, for clients that print what is there and stop or want to know where history
+ends and live begins. Without `until`, a subscription starts at `head` and is caught up
+from the start.
 """
 
 from __future__ import annotations
@@ -85,6 +88,7 @@ class Subscription:
         self.dropped: Dropped | None = None
         self.counted = False  # in the open-subscriptions gauge (from the first read on)
         self.live = False  # the last batch came from the fan-out (not from history)
+        self.told_caught_up = False  # announce_caught_up has said so (it says it once)
         self._latency = DELIVERY_LATENCY.labels(transport)
 
     # -- called by the fan-out's reader (synchronously, one event at a time) ---------------
@@ -152,6 +156,15 @@ class Subscription:
     def caught_up(self) -> bool:
         """Every event up to `until` has been handed out (or skipped as not matching)."""
         return self.cursor >= self.until
+
+    def announce_caught_up(self) -> bool:
+        """True the first time it is asked once the subscription is caught up, then never:
+        the stream tells its client then. Asked after writing each batch (and before the
+        first), so the message follows the last event up to `until`, never precedes it."""
+        if self.told_caught_up or not self.caught_up:
+            return False
+        self.told_caught_up = True
+        return True
 
     def delivered(self, events: list[FeedEvent]) -> None:
         """Record the append-to-delivery latency of live events just written to the client

@@ -15,9 +15,12 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+import asyncpg
+
 from api.auth import Principal
 from api.errors import ApiError, bad_value, unknown_value
 from api.http.digits import ascii_int
+from bus.store import feed
 from bus.store.feed import Selector
 from domain.buckets.names import is_bucket_name
 from domain.registry import EVENTS, STREAM_PREFIXES
@@ -111,3 +114,17 @@ def check_not_beyond(position: int | None, head: int, name: str) -> None:
             f"{name} {position} is beyond the newest event; start without it",
             {"value": position, "head": head},
         )
+
+
+async def caught_up_at(pool: asyncpg.Pool, after: int | None, name: str) -> int | None:
+    """The store's head now, for a stream resuming after `after`: up to it is "what is
+    there", and the stream says `caught_up` once it has sent that far (SSE and WebSocket
+    alike). The store's, not the fan-out's (whose reader may not have read the newest
+    commits yet), so `caught_up` comes after every event committed before the request.
+    A position beyond it is 400 (check_not_beyond); None without a resume position (live
+    from now: caught up at once)."""
+    if after is None:
+        return None
+    head = await feed.head(pool)
+    check_not_beyond(after, head, name)
+    return head

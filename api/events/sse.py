@@ -53,10 +53,8 @@ async def sse_stream(
             sub.cursor,
             sub.cursor,
         )
-        told = False
         while True:
-            if not told and sub.caught_up:
-                told = True
+            if sub.announce_caught_up():
                 yield CAUGHT_UP
             wait = heartbeat
             if who.expires_at is not None:
@@ -71,9 +69,9 @@ async def sse_stream(
                 yield end_message(d.code, d.message, request_id)
                 return
             if not events:
-                if not told and sub.caught_up:
-                    continue  # it just caught up: the loop's top says so, no keepalive
-                yield b": keepalive\n\n"
+                # It may just have caught up (the history read returns [] on reaching
+                # `until`): say so now, in place of the keepalive.
+                yield CAUGHT_UP if sub.announce_caught_up() else b": keepalive\n\n"
                 continue
             yield b"".join(ev.sse() for ev in events)
             sub.delivered(events)

@@ -5,9 +5,13 @@ Browsers cannot set an Authorization header on a WebSocket, and a token in the U
 in access logs; so the token comes either as a `Sec-WebSocket-Protocol` value
 (`bearer.<jwt>` next to `cairn.events.v1`, which is the one the server selects) or in the
 first message (`{"type": "auth", "token": ...}` or `"api_key"`). README ("Live events")
-shows every message. Messages are strict like HTTP bodies: a field its type does not take
-(`FIELDS`) is an `unknown_field` error, `from` must be a JSON integer. Every subscription runs as its own task over the shared fan-out;
-writes to the socket go through one lock so frames never interleave.
+shows every message. Each subscription says `caught_up` once, when it has sent every event
+up to the store's head at its subscribe (right after `subscribed` without `from`): a client
+replaying history learns where it meets the live edge (the fan-out decides, as for SSE).
+Messages are strict like HTTP bodies: a field its type does not take (`FIELDS`) is an
+`unknown_field` error, `from` must be a JSON integer. Every subscription runs as its own
+task over the shared fan-out; writes to the socket go through one lock so frames never
+interleave.
 
 Close codes: 4401 authentication failed / token expired, 1007 a message that is not JSON,
 1003 a binary message, 1009 a message over the size limit, 1008 too many subscriptions,
@@ -30,12 +34,11 @@ from litestar.exceptions import WebSocketDisconnect
 from api.auth import Authenticator, Principal, ambiguous_credentials
 from api.errors import ApiError
 from api.events.fanout import Dropped, FanOut, Subscription
-from api.events.filters import FILTERS, check_not_beyond, parse_position, selector_for
+from api.events.filters import FILTERS, caught_up_at, parse_position, selector_for
 from api.events.stream_slots import Slot, StreamSlots
 from api.http.sendwatch import bound_sends
 from api.http.strict import duplicate_key, duplicate_key_at
 from bus.config.settings import Settings
-from bus.store import feed
 
 SUBPROTOCOL = "cairn.events.v1"
 AUTH_TIMEOUT = 10.0  # seconds a connection may stay unauthenticated
@@ -343,16 +346,26 @@ class EventSocket:
                 )
             selector = selector_for(self.who, filters)
             after = position_from(msg.get("from"))
-            if after is not None and after > self.fanout.head:
-                check_not_beyond(after, await feed.head(self.fanout.pool), "from")
-            sub = self.fanout.subscribe(selector, after, "ws")
+            until = await caught_up_at(self.fanout.pool, after, "from")
+            sub = self.fanout.subscribe(selector, after, "ws", until)
         except ApiError as e:
             await self.error(sub_id, e)
             return
         except Dropped as d:
             raise Closing(CLOSE_GOING_AWAY, f"{d.code}: {d.message}") from None
         await self.send({"type": "subscribed", "id": sub_id, "from": sub.cursor})
+        # Caught up already (no `from`, or `from` at the head): said here rather than by
+        # the pump, so it comes right after `subscribed`, before the answer to whatever
+        # the client sends next.
+        await self.tell_caught_up(sub_id, sub)
         self.subs[sub_id] = (sub, asyncio.create_task(self.pump(sub_id, sub)))
+
+    async def tell_caught_up(self, sub_id: str, sub: Subscription) -> None:
+        """`caught_up`, once per subscription, when the fan-out says it is so: `position`
+        is the subscription's cursor, up to which every event matching its filters has
+        been sent (resuming from it misses nothing)."""
+        if sub.announce_caught_up():
+            await self.send({"type": "caught_up", "id": sub_id, "position": sub.cursor})
 
     async def pump(self, sub_id: str, sub: Subscription) -> None:
         prefix = b'{"type":"event","subscription":' + orjson.dumps(sub_id) + b',"event":'
@@ -362,6 +375,10 @@ class EventSocket:
                 for ev in events:
                     await self.send(prefix + ev.json() + b"}")
                 sub.delivered(events)
+                # After the batch it was sent with: never before the last replayed event.
+                # (The history read returns [] on reaching the head, so this is not held
+                # back until the next live event.)
+                await self.tell_caught_up(sub_id, sub)
         except Dropped as d:
             if d.code == "closed":
                 return

@@ -20,7 +20,7 @@ from api.auth import Principal, provide_principal
 from api.context import ctx, parse_uuid
 from api.errors import ApiError, request_id_of
 from api.events.fanout import Dropped, FanOut
-from api.events.filters import FILTERS, check_not_beyond, parse_position, selector_for
+from api.events.filters import FILTERS, caught_up_at, parse_position, selector_for
 from api.events.sse import sse_stream
 from api.events.stream_slots import StreamSlots
 from api.events.websocket import EventSocket
@@ -50,20 +50,14 @@ async def _resume_position(
 ) -> tuple[int | None, int | None]:
     """`Last-Event-ID` (the header EventSource sends on reconnect, or the query parameter
     `last_event_id` for the first connection), and the store's head now, up to which the
-    stream is "what is there" (its `caught_up` message); beyond the head is 400. The head
-    is the store's, not the fan-out's (which may not have read the newest commits yet),
-    so that `caught_up` comes after every event committed before the request."""
+    stream is "what is there" (its `caught_up` message; filters.caught_up_at)."""
     header = request.headers.get("last-event-id")
     name = "Last-Event-ID"
     raw: Any = header
     if header is None and query.get("last_event_id"):
         raw, name = query["last_event_id"][-1], "last_event_id"
     after = parse_position(raw, name)
-    if after is None:
-        return None, None
-    head = await feed.head(ctx(request).pool)
-    check_not_beyond(after, head, name)
-    return after, head
+    return after, await caught_up_at(ctx(request).pool, after, name)
 
 
 def _fanout(request: Request[Any, Any, Any]) -> FanOut:

@@ -55,9 +55,11 @@ async def test_caught_up_reads_the_store_up_to_the_head_the_reader_has_not_reach
     head = await feed.head(system.pool)
     sub = fan.subscribe(Selector(owner=me), mine[0] - 1, "sse", until=head)
     try:
-        assert not sub.caught_up
+        assert not sub.caught_up and not sub.announce_caught_up()
         got = await sub.next(5.0)
         assert [e.position for e in got] == mine and sub.caught_up
+        # Said once per subscription (the SSE and WebSocket streams both ask after each batch).
+        assert sub.announce_caught_up() and not sub.announce_caught_up()
         # When the reader gets there, what it offers again is skipped by position.
         assert await sub.next(0.01) == [] and sub.attached
         fan._publish(await feed.read_after(system.pool, 0, limit=1000))
@@ -76,5 +78,5 @@ async def test_caught_up_reads_the_store_up_to_the_head_the_reader_has_not_reach
     # Without a resume position a stream starts at the reader's head: caught up from the
     # start, whatever `until` says.
     live = fan.subscribe(Selector(owner=me), None, "sse", until=head)
-    assert live.caught_up
+    assert live.caught_up and live.announce_caught_up() and not live.announce_caught_up()
     live.close()

@@ -158,6 +158,7 @@ async def test_a_websocket_client_that_stops_reading_is_cut_and_its_slot_given_b
     assert (await recv(slow))["type"] == "authenticated"
     await slow.send(json.dumps({"type": "subscribe", "id": "all"}))
     assert (await recv(slow))["type"] == "subscribed"
+    assert (await recv(slow))["type"] == "caught_up"  # no `from`: at once
     appended: list[int] = []
 
     async def admitted() -> ClientConnection | None:
@@ -188,6 +189,7 @@ async def test_a_websocket_client_that_stops_reading_is_cut_and_its_slot_given_b
         assert got == appended[: len(got)] and len(got) < len(appended)
         await again.send(json.dumps({"type": "subscribe", "id": "new"}))
         assert (await recv(again))["type"] == "subscribed"
+        assert (await recv(again))["type"] == "caught_up"
         (position,) = await append(s, me, 1)
         event = await recv(again)
         assert event["type"] == "event" and event["event"]["position"] == position

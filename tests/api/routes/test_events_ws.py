@@ -1,6 +1,6 @@
 """Live events over WebSocket: auth by subprotocol or first message, subscribe / ack / event /
-unsubscribe, resume from a position, and every close with its reason, with the `websockets`
-client against a whole running system."""
+caught_up / unsubscribe, resume from a position, and every close with its reason, with the
+`websockets` client against a whole running system."""
 
 from __future__ import annotations
 
@@ -22,6 +22,19 @@ from tests.system import System, isolated_system
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 CHUNK = 4 * 1024
+
+
+class _AnyInt:
+    """Equal to any int (not a bool): a position whose value the test cannot know."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, int) and not isinstance(other, bool)
+
+    def __repr__(self) -> str:
+        return "ANY_INT"
+
+
+ANY_INT: Any = _AnyInt()
 
 
 def ws_url(s: System) -> str:
@@ -66,12 +79,15 @@ async def test_auth_by_subprotocol_subscribe_event_unsubscribe(shared_system: Sy
         await ws.send(json.dumps({"type": "subscribe", "id": "mine", "filters": {}}))
         ack = await recv(ws)
         assert ack["type"] == "subscribed" and ack["id"] == "mine" and ack["from"] >= 0
+        # Without `from` there is no history: caught up at once, right after the ack.
+        assert await recv(ws) == {"type": "caught_up", "id": "mine", "position": ack["from"]}
         await ws.send(
             json.dumps(
                 {"type": "subscribe", "id": "chunks", "filters": {"type": "UploadChunkStored"}}
             )
         )
         assert (await recv(ws))["type"] == "subscribed"
+        assert (await recv(ws))["type"] == "caught_up"
         async with shared_system.client(me) as c:
             uid = await new_upload(c)
             await put_chunk(c, uid, 0)
@@ -107,6 +123,7 @@ async def test_auth_by_first_message_and_resume_from_a_position(shared_system: S
         assert await recv(ws) == {"type": "subscribed", "id": "s", "from": 0}
         events = [(await recv(ws))["event"] for _ in range(3)]
         assert [e["version"] for e in events] == [1, 2, 3]
+        assert (await recv(ws))["type"] == "caught_up"
         # Resume after the second: only the third again.
         await ws.send(
             json.dumps(
@@ -123,6 +140,98 @@ async def test_auth_by_first_message_and_resume_from_a_position(shared_system: S
         assert m["subscription"] == "again" and m["event"]["id"] == events[2]["id"]
 
 
+async def recv_within(ws: ClientConnection, seconds: float = 30.0) -> dict[str, Any]:
+    """The next message, failing the test (not hanging it) if none comes."""
+    return await asyncio.wait_for(recv(ws), seconds)
+
+
+async def test_caught_up_follows_the_last_replayed_event_then_live_ones(
+    shared_system: System,
+) -> None:
+    """A replay ends with `caught_up` right after its last event (never before it), even
+    when the newest events in the store match no filter of the subscription (no live event
+    or wait is needed for it); live events follow it; a new subscription with a resume
+    position says it again, once its own replay is done."""
+    me = user()
+    async with shared_system.client(me) as c:
+        uid = await new_upload(c)
+        await put_chunk(c, uid, 0)  # the stream's events: v1 initiated, v2 chunk 0
+        later = await new_upload(c)  # newer events of the same user, on another stream
+        await put_chunk(c, later, 0)
+        protos = ["cairn.events.v1", f"bearer.{shared_system.token(me)}"]
+        async with connect(ws_url(shared_system), subprotocols=protos) as ws:
+            assert (await recv(ws))["type"] == "authenticated"
+            # The other stream first: its positions say where the store's head was.
+            await ws.send(
+                json.dumps(
+                    {"type": "subscribe", "id": "later", "filters": {"stream": later}, "from": 0}
+                )
+            )
+            assert (await recv_within(ws))["type"] == "subscribed"
+            noise = [await recv_within(ws) for _ in range(2)]
+            assert [m["type"] for m in noise] == ["event", "event"], noise
+            done = await recv_within(ws)
+            assert done == {"type": "caught_up", "id": "later", "position": ANY_INT}, done
+            assert done["position"] >= noise[-1]["event"]["position"]
+            await ws.send(json.dumps({"type": "unsubscribe", "id": "later"}))
+            assert await recv_within(ws) == {"type": "unsubscribed", "id": "later"}
+
+            await ws.send(
+                json.dumps({"type": "subscribe", "id": "s", "filters": {"stream": uid}, "from": 0})
+            )
+            assert await recv_within(ws) == {"type": "subscribed", "id": "s", "from": 0}
+            replay = [await recv_within(ws) for _ in range(3)]
+            assert [m["type"] for m in replay] == ["event", "event", "caught_up"], replay
+            assert [m["event"]["version"] for m in replay[:2]] == [1, 2]
+            # Past this stream's last event: the other stream's events (newer, not matching
+            # the filter) were scanned too, so resuming from it misses nothing.
+            assert replay[2] == {"type": "caught_up", "id": "s", "position": ANY_INT}
+            assert replay[2]["position"] >= noise[-1]["event"]["position"]
+
+            # A type filter: the events it leaves out do not hold caught_up back either.
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "subscribe",
+                        "id": "chunks",
+                        "filters": {"stream": uid, "type": "UploadChunkStored"},
+                        "from": 0,
+                    }
+                )
+            )
+            assert (await recv_within(ws))["type"] == "subscribed"
+            got = [await recv_within(ws) for _ in range(2)]
+            assert [m["type"] for m in got] == ["event", "caught_up"], got
+            assert got[0]["event"]["version"] == 2 and got[1]["id"] == "chunks"
+
+            # Live events come after it, and no second caught_up.
+            await put_chunk(c, uid, 1)
+            live = [await recv_within(ws) for _ in range(2)]
+            assert sorted((m["type"], m["subscription"]) for m in live) == [
+                ("event", "chunks"),
+                ("event", "s"),
+            ], live
+            assert {m["event"]["version"] for m in live} == {3}
+            await ws.send(json.dumps({"type": "ping", "id": "p"}))
+            assert await recv_within(ws) == {"type": "pong", "id": "p"}
+
+            # Subscribed again, resuming after the first event: its own replay, its own
+            # caught_up after the last event of it.
+            await ws.send(json.dumps({"type": "unsubscribe", "id": "s"}))
+            assert await recv_within(ws) == {"type": "unsubscribed", "id": "s"}
+            first = replay[0]["event"]["position"]
+            await ws.send(
+                json.dumps(
+                    {"type": "subscribe", "id": "s", "filters": {"stream": uid}, "from": first}
+                )
+            )
+            assert await recv_within(ws) == {"type": "subscribed", "id": "s", "from": first}
+            again = [await recv_within(ws) for _ in range(3)]
+            assert [m["type"] for m in again] == ["event", "event", "caught_up"], again
+            assert [m["event"]["version"] for m in again[:2]] == [2, 3]
+            assert again[2]["position"] >= live[0]["event"]["position"]
+
+
 async def test_another_users_stream_gives_nothing(shared_system: System) -> None:
     alice, bob = user(), user()
     async with shared_system.client(alice) as c:
@@ -134,8 +243,11 @@ async def test_another_users_stream_gives_nothing(shared_system: System) -> None
             json.dumps({"type": "subscribe", "id": "x", "filters": {"stream": ua}, "from": 0})
         )
         assert (await recv(ws))["type"] == "subscribed"  # same ack as for an unknown id
+        # Alice's events are no history of bob's: caught up with no event before it.
+        assert (await recv(ws))["type"] == "caught_up"
         await ws.send(json.dumps({"type": "subscribe", "id": "all", "filters": {}, "from": 0}))
         assert (await recv(ws))["type"] == "subscribed"
+        assert (await recv(ws))["type"] == "caught_up"  # bob has no events yet
         async with shared_system.client(bob) as c:
             ub = await new_upload(c)
         m = await recv(ws)  # bob's own event comes; alice's replay never did
@@ -199,6 +311,7 @@ async def test_bad_messages(shared_system: System) -> None:
         assert (await recv(ws))["error"]["code"] == "unknown_message_type"
         await ws.send(json.dumps({"type": "subscribe", "id": "e"}))
         assert (await recv(ws))["type"] == "subscribed"
+        assert (await recv(ws))["type"] == "caught_up"
         await ws.send(json.dumps({"type": "subscribe", "id": "e"}))
         assert (await recv(ws))["error"]["code"] == "subscription_exists"
         await ws.send("this is not json")
@@ -238,6 +351,7 @@ async def test_filters_that_are_no_object_are_refused_even_when_empty(
             await ws.send(json.dumps({"type": "subscribe", "id": f"ok{n}", "filters": filters}))
             ok = await recv(ws)
             assert (ok["type"], ok["id"]) == ("subscribed", f"ok{n}"), (filters, ok)
+            assert (await recv(ws))["type"] == "caught_up"
 
 
 async def test_too_many_subscriptions(shared_system: System) -> None:
@@ -249,8 +363,11 @@ async def test_too_many_subscriptions(shared_system: System) -> None:
         await recv(ws)
         for i in range(limit):
             await ws.send(json.dumps({"type": "subscribe", "id": f"s{i}"}))
-        for _ in range(limit):
-            assert (await recv(ws))["type"] == "subscribed"
+        for i in range(limit):  # each ack followed by its caught_up (no `from`)
+            assert [await recv(ws) for _ in range(2)] == [
+                {"type": "subscribed", "id": f"s{i}", "from": ANY_INT},
+                {"type": "caught_up", "id": f"s{i}", "position": ANY_INT},
+            ]
         await ws.send(json.dumps({"type": "subscribe", "id": "one-too-many"}))
         err = await recv(ws)
         assert err["error"]["code"] == "too_many_subscriptions"
@@ -335,6 +452,7 @@ async def test_messages_are_as_strict_as_http_bodies(shared_system: System) -> N
         await ws.send(json.dumps({"type": "subscribe", "id": "e", "from": None, "filters": None}))
         ok = await recv(ws)
         assert (ok["type"], ok["id"]) == ("subscribed", "e"), ok
+        assert (await recv(ws))["type"] == "caught_up"
         await ws.send(json.dumps({"type": "ping", "id": "p"}))
         assert await recv(ws) == {"type": "pong", "id": "p"}
     # The auth message too: a bad one closes the connection, as it always did.
