@@ -3,7 +3,8 @@
 - nginx: the system's package (installed with apt-get when missing and we are root, unless
   --no-install); a WebDAV `PUT` location for uploads and a `sendfile` location serving the
   very bytes Cairn serves, for downloads. Runs as its own master in a temp prefix on a free
-  port; none of the system's nginx configuration is used.
+  port; none of the system's nginx configuration is used. The same directory is listed as
+  JSON (`autoindex_format json`) for objects.list.
 - bare: `bare_app.py` under uvicorn, the least a Python streaming upload endpoint does.
 - curl: the client for nginx uploads and for every download (Cairn's included), so that a
   download compares servers, not clients.
@@ -150,6 +151,13 @@ http {{
             alias {data}/;
             max_ranges 0;
         }}
+        # Directory listings of the same tree as JSON (objects.list: a bucket's listing
+        # against nginx's). Its own location: /data/ still answers 403 for a directory.
+        location /list/ {{
+            alias {data}/;
+            autoindex on;
+            autoindex_format json;
+        }}
     }}
 }}
 """
@@ -187,6 +195,10 @@ class Nginx:
     def whole_url(self, name: str) -> str:
         """`get_url` with byte ranges off (a 200 to every Range)."""
         return f"http://127.0.0.1:{self.port}/whole/{name}"
+
+    def list_url(self, directory: str) -> str:
+        """The JSON autoindex of `directory` under the data dir (a trailing `/` added)."""
+        return f"http://127.0.0.1:{self.port}/list/{directory.strip('/')}/"
 
     def start(self) -> None:
         out = subprocess.run(

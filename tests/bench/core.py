@@ -52,6 +52,10 @@ class Scale:
     projection_events: int  # bus.append_to_projection: events per run
     growth_small: int  # memory.growth: the two sizes compared
     growth_large: int
+    list_objects: int  # objects.list: objects in the listed bucket (files in nginx's dirs)
+    # objects.list: seconds per way and run, the ways taking turns listing (nginx lists a
+    # quick run's 1,000 names in a few milliseconds: one listing alone is too short).
+    list_seconds: float
     scenario_timeout: float  # seconds; a scenario over it is an error
 
 
@@ -75,6 +79,8 @@ QUICK = Scale(
     projection_events=200,
     growth_small=4 * MiB,
     growth_large=48 * MiB,
+    list_objects=1000,
+    list_seconds=1.0,
     scenario_timeout=60.0,
 )
 
@@ -96,6 +102,8 @@ FULL = Scale(
     projection_events=5000,
     growth_small=64 * MiB,
     growth_large=1 * GiB,
+    list_objects=10_000,
+    list_seconds=3.0,
     scenario_timeout=900.0,
 )
 
