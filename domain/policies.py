@@ -31,6 +31,21 @@ from domain.uploads.state import ACTIVE, UploadState, UploadStatus
 _FILE_IDS = uuid.UUID("6f9b7a52-2b1e-4c51-9a36-0d4c1f3e8a71")
 
 
+# Upload metadata entries that name the upload rather than describe the file: tus clients
+# send them (`filename`, `filetype`, and Cairn's `bucket` and `key`), and `cairn upload`
+# keeps a directory file's relative path in `key`. An object holds each itself (its key,
+# its bucket, its content type), so as user metadata they would only come back as
+# `x-amz-meta-filename` and the like, which no S3 PUT of the same object gives; a plain
+# file keeps them (its metadata is the only place the path of `cairn upload DIR` lives).
+NAMING_ENTRIES = frozenset({"filename", "filetype", "bucket", "key"})
+
+
+def object_metadata(upload_metadata: dict[str, str]) -> dict[str, str]:
+    """The user metadata of the object an upload into a key becomes: its own, without the
+    entries that named the upload (NAMING_ENTRIES)."""
+    return {k: v for k, v in upload_metadata.items() if k not in NAMING_ENTRIES}
+
+
 def file_command_id(upload_id: str) -> str:
     return f"file-from-upload-{upload_id}"
 
@@ -157,7 +172,7 @@ def file_from_upload(
             content_type=content_type or state.content_type,
             caller=state.owner,
             at=state.updated_at,
-            metadata=state.metadata,
+            metadata=object_metadata(state.metadata),
             upload_id=state.id,
             command_id=file_command_id(state.id),
             headers=state.headers,

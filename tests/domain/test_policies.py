@@ -127,6 +127,23 @@ def test_an_upload_naming_a_key_becomes_that_object() -> None:
     assert files.decide(state, put) == []
 
 
+def test_an_object_from_an_upload_keeps_user_metadata_not_the_naming_entries() -> None:
+    from domain.files.commands import CreateFile, PutObject
+
+    named = {"filename": "b.bin", "filetype": "text/plain", "bucket": "pics", "key": "b.bin"}
+    meta = {**named, "author": "ann", "Key-Note": "kept"}
+    for key, kept in (("b.bin", {"author": "ann", "Key-Note": "kept"}), (None, meta)):
+        bucket = {"bucket": "pics", "key": key} if key else {}
+        received = run(initiate(metadata=meta, **bucket), append())
+        assert received is not None and received.metadata == meta  # the upload keeps all
+        cmd = policies.complete(received, A, caller="alice", at=T0)
+        made = policies.file_from_upload(run(initiate(metadata=meta, **bucket), append(), cmd))
+        # An object holds its name, type, bucket and key itself; a plain file keeps them
+        # as metadata (the relative path of `cairn upload DIR` lives there).
+        assert isinstance(made, PutObject if key else CreateFile)
+        assert made.metadata == kept
+
+
 def test_a_key_needs_a_bucket_and_s3_rules() -> None:
     import pytest
 

@@ -93,7 +93,9 @@ async def test_a_tus_upload_becomes_the_object(shared_system: System) -> None:
             headers={
                 **TUS,
                 "Upload-Length": str(len(data)),
-                "Upload-Metadata": md(filename="x.txt", bucket=b, key=key),
+                "Upload-Metadata": md(
+                    filename="x.txt", filetype="text/plain", bucket=b, key=key, author="ann"
+                ),
                 "Content-Type": "application/offset+octet-stream",
             },
             content=data,
@@ -104,3 +106,14 @@ async def test_a_tus_upload_becomes_the_object(shared_system: System) -> None:
         assert g.status_code == 200 and g.content == data
         f = await c.get(f"/v1/files/{object_file_id(b, key)}")
         assert (f.json()["bucket"], f.json()["key"]) == (b, key)
+        # The entries that named the upload are the object's key, bucket and type, not
+        # its user metadata (an S3 PUT of the same object has no x-amz-meta-filename).
+        assert f.json()["metadata"] == {"author": "ann"}
+        amz = {k: v for k, v in g.headers.items() if k.startswith("x-amz-meta-")}
+        assert amz == {"x-amz-meta-author": "ann"}
+        assert g.headers["content-type"].startswith("text/plain")
+        # tus HEAD still echoes every entry the upload was created with.
+        head = await c.head(f"/v1/tus/{r.headers['location'].rsplit('/', 1)[-1]}", headers=TUS)
+        assert head.status_code == 200, head.text
+        assert "filename " in head.headers["upload-metadata"]
+        assert "author " in head.headers["upload-metadata"]
