@@ -17,6 +17,11 @@ from typing import Any
 import asyncpg
 
 _BATCH = 1000
+# Rows asked for right after a jump past a common prefix. Folders tend to sit next to
+# folders: at the root of a bucket of ten folders of 1,000 keys, asking _BATCH after each
+# jump read 10,000 rows to use ten (74 ms against nginx's autoindex at 2.2 ms, `just bench
+# objects.list`). A scan that keeps finding objects grows back to _BATCH (x4 per query).
+_AFTER_JUMP = 8
 
 
 def successor(prefix: str) -> str | None:
@@ -88,10 +93,14 @@ async def list_objects(
     upper = successor(prefix)  # the prefix as an index range [prefix, upper)
     bound = bound or Bound()
     last: Bound | None = None
+    batch = _BATCH
     async with pool.acquire() as conn:
         while True:
+            # Never more rows than the page can still take, plus the one that tells whether
+            # more follow.
+            want = min(batch, limit - len(out.objects) - len(out.common_prefixes) + 1)
             rows = await conn.fetch(
-                _PAGE_SQL, bucket, owner, bound.after, bound.start, prefix, upper, _BATCH
+                _PAGE_SQL, bucket, owner, bound.after, bound.start, prefix, upper, want
             )
             for r in rows:
                 key: str = r["key"]
@@ -110,12 +119,14 @@ async def list_objects(
                 if jump is None:
                     return out  # nothing sorts after it
                 last = Bound(start=jump)
+                batch = _AFTER_JUMP
                 break  # scan again from past everything under the common prefix
             else:
-                if len(rows) < _BATCH:
+                if len(rows) < want:
                     return out
                 last_key = rows[-1]["key"]
                 bound = Bound(after=last_key)
+                batch = min(_BATCH, batch * 4)
                 continue
             assert last is not None and last.start is not None
             bound = last
