@@ -68,13 +68,31 @@ def _object(r: asyncpg.Record) -> dict[str, Any]:
     }
 
 
-_PAGE_SQL = (
-    "SELECT key, id, size, sha256, content_type, headers, created_at FROM readmodel.files"
-    " WHERE bucket = $1 AND owner = $2 AND key IS NOT NULL AND deleted_at IS NULL"
-    " AND ($3::text IS NULL OR key > $3) AND ($4::text IS NULL OR key >= $4)"
-    " AND key >= $5 AND ($6::text IS NULL OR key < $6)"
-    " ORDER BY key LIMIT $7"
+# One lower bound and, within a prefix, one upper: plain range conditions the index
+# (bucket, owner, key) scans from, whatever the parameters. asyncpg prepares statements,
+# and PostgreSQL runs a prepared one with a generic plan after a few executions; with
+# `($3 IS NULL OR key > $3)`-style bounds that plan could not start the index scan at the
+# bound and read the bucket's keys from the prefix on, filtering, for every page and
+# every jump past a common prefix.
+_COLUMNS = "key, id, size, sha256, content_type, headers, created_at"
+_WHERE = "WHERE bucket = $1 AND owner = $2 AND key IS NOT NULL AND deleted_at IS NULL AND key >= $3"
+_PAGE_SQL = f"SELECT {_COLUMNS} FROM readmodel.files {_WHERE} ORDER BY key LIMIT $4"
+_PAGE_IN_PREFIX_SQL = (
+    f"SELECT {_COLUMNS} FROM readmodel.files {_WHERE} AND key < $5 ORDER BY key LIMIT $4"
 )
+
+
+def lower_bound(prefix: str, bound: Bound) -> str:
+    """The smallest key a page may start at: at or after `prefix` and `bound.start`, and
+    after `bound.after`. A key holds no NUL (domain/files/keys.py, and PostgreSQL text
+    cannot), so the keys after `after` are exactly those at or after `after` + U+0001;
+    Python compares strings by code point, the order of the COLLATE "C" column."""
+    low = prefix
+    if bound.start is not None:
+        low = max(low, bound.start)
+    if bound.after is not None:
+        low = max(low, bound.after + "\x01")
+    return low
 
 
 async def list_objects(
@@ -99,9 +117,11 @@ async def list_objects(
             # Never more rows than the page can still take, plus the one that tells whether
             # more follow.
             want = min(batch, limit - len(out.objects) - len(out.common_prefixes) + 1)
-            rows = await conn.fetch(
-                _PAGE_SQL, bucket, owner, bound.after, bound.start, prefix, upper, want
-            )
+            low = lower_bound(prefix, bound)
+            if upper is None:
+                rows = await conn.fetch(_PAGE_SQL, bucket, owner, low, want)
+            else:
+                rows = await conn.fetch(_PAGE_IN_PREFIX_SQL, bucket, owner, low, want, upper)
             for r in rows:
                 key: str = r["key"]
                 if len(out.objects) + len(out.common_prefixes) == limit:

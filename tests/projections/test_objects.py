@@ -15,7 +15,7 @@ from domain.commands import DeleteFile
 from domain.files.keys import object_file_id
 from projections.base import apply_event
 from projections.files import FilesProjection
-from projections.object_queries import Bound, list_objects, successor
+from projections.object_queries import Bound, list_objects, lower_bound, successor
 from projections.rebuild import rebuild
 from tests.projections.conftest import T0, Writer, sha
 
@@ -68,6 +68,12 @@ async def test_listing_bounds_and_successor(pool: asyncpg.Pool, writer: Writer) 
     assert successor("a/") == "a0" and successor("") is None
     assert successor("\U0010ffff") is None and successor("a\U0010ffff") == "b"
     assert successor("\ud7ff") == "\ue000"
+    # One lower bound for the index scan: the keys after `after` are those at or after
+    # `after` + U+0001 (a key holds no NUL); never before the prefix.
+    assert lower_bound("a/", Bound()) == "a/"
+    assert lower_bound("a/", Bound(after="a/b")) == "a/b\x01"
+    assert lower_bound("b/", Bound(after="a/z")) == "b/"
+    assert lower_bound("", Bound(start="c")) == "c" and lower_bound("d", Bound(start="c")) == "d"
     p = FilesProjection()
     keys = ["a", "a/1", "a/2", "a0", "b/x/y", "b/z"]
     async with pool.acquire() as conn, conn.transaction():
