@@ -6,6 +6,7 @@ act on that object, or not at all; never on the object the resolved path names."
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -47,6 +48,11 @@ async def test_delete_and_link_act_on_the_dotted_key_not_another(shared_system: 
         )
         assert fetched == [200, DOTS.decode()]
         await page.get_by_role("button", name="Close").click()
+
+        # Download goes by the file id: this object's bytes.
+        async with page.expect_download() as got:
+            await page.get_by_role("button", name="Download a/../b", exact=True).click()
+        assert Path(await (await got.value).path()).read_bytes() == DOTS
 
         # Its stored headers cannot be saved by a PUT to its path: the form says so.
         await row.locator("a.file-link").click()
