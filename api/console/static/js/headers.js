@@ -11,6 +11,7 @@
 
 import { request } from './api.js'
 import { el, visible } from './util.js'
+import { objectUrl, copySource } from './keys.js'
 
 // The stored names (lower-case, as the API has them) and how they are written, in the
 // order the server answers them (domain/files/headers.py).
@@ -30,8 +31,6 @@ const STORABLE = /^[\x20-\x7e]*$/
 const META_NAME = /^[!#$%&'*+.^_`|~0-9a-z-]+$/
 const META_VALUE = /^(?:[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?)?$/
 
-const enc = (s) => encodeURIComponent(s)
-const keyPath = (key) => key.split('/').map(enc).join('/')
 const rank = (name) => { const i = ORDER.indexOf(name); return i < 0 ? ORDER.length : i }
 
 // The "Stored headers" heading and table, or nothing when the object has none.
@@ -51,8 +50,9 @@ export function headersTable (f) {
 
 // Why the headers of `f` cannot be edited here, or null if they can.
 function unsaveable (f) {
-  // The browser resolves `.` and `..` segments of a URL: the PUT would reach another key.
-  if (f.key.split('/').some(s => s === '.' || s === '..')) return 'its key has a "." or ".." segment, which a browser cannot address'
+  // The browser resolves `.` and `..` segments of a URL (keys.js): the PUT would reach
+  // another key, and no file-id route does a CopyObject.
+  if (objectUrl(f.bucket, f.key) === null) return 'its key has a "." or ".." segment, which a browser cannot address'
   const meta = Object.entries(f.metadata || {})
   if (meta.some(([k, v]) => !META_NAME.test(k) || !META_VALUE.test(v))) {
     return 'its metadata has an entry that would not come back unchanged as an X-Amz-Meta-* header (set through the API, not a PUT)'
@@ -108,13 +108,13 @@ export function headersEditor (f, saved) {
     const same = HEADERS.every(([name, label]) => (sent[label] || '') === (before[name] || ''))
     if (same) { show(false); button.focus(); return }
     try {
-      await request(`/v1/buckets/${enc(f.bucket)}/objects/${keyPath(f.key)}`, {
+      await request(objectUrl(f.bucket, f.key), {
         method: 'PUT',
         // The browser may not add a Cache-Control of its own (api.js): it would be stored.
         cache: 'default',
         headers: {
           ...sent,
-          'x-amz-copy-source': `/${enc(f.bucket)}/${keyPath(f.key)}`,
+          'x-amz-copy-source': copySource(f.bucket, f.key),
           'x-amz-metadata-directive': 'REPLACE',
           // Only over the version shown: one written meanwhile is 412, not copied over.
           'x-amz-copy-source-if-match': `"${f.sha256}"`,

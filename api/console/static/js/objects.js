@@ -3,7 +3,8 @@
 // extends the prefix); pages follow the server's cursor ("More"). The column headers sort
 // by name, size or modified time: in the browser, over the rows loaded so far, as the API
 // lists in key order only (folders stay first). Each object: download,
-// copy a signed URL, rename/move (a new key and/or bucket), delete. The listing is a read model: an object event from the stream
+// copy a signed URL, rename/move (a new key and/or bucket), delete; every request but the
+// signed URL of an ordinary key addresses the object by its file id (keys.js says why). The listing is a read model: an object event from the stream
 // re-reads the folder shown.
 
 import { json, request } from './api.js'
@@ -13,6 +14,7 @@ import { openShare } from './share.js'
 import { openPreview, previewKind } from './preview.js'
 import { CatchUp } from './catchup.js'
 import { remember, detailsHref } from './names.js'
+import { objectUrl } from './keys.js'
 
 const PAGE = 100
 const state = { bucket: '', prefix: '', filter: '', cursor: null }
@@ -20,7 +22,6 @@ const state = { bucket: '', prefix: '', filter: '', cursor: null }
 const loaded = { prefixes: [], items: [] }
 const sort = { by: 'name', dir: 1 }
 const enc = (s) => encodeURIComponent(s)
-const keyPath = (key) => key.split('/').map(enc).join('/')
 // The listing is a read model: catch up with what the stream (or our delete) said.
 const awaited = new CatchUp(() => loadObjects(false))
 
@@ -121,7 +122,7 @@ function objectRow (o) {
     el('td', { class: 'actions' },
       previewKind(o) ? el('button', { type: 'button', 'aria-label': `Preview ${o.key}`, onclick: (ev) => openPreview({ id: o.id, name: o.key, size: o.size, content_type: o.content_type }, ev.currentTarget), text: 'Preview' }) : null,
       el('button', { type: 'button', 'aria-label': `Download ${o.key}`, onclick: () => download({ id: o.id, name: leaf }), text: 'Download' }),
-      el('button', { type: 'button', 'aria-label': `Copy link to ${o.key}`, onclick: (ev) => openShare(o.key, `/v1/buckets/${enc(state.bucket)}/objects/${keyPath(o.key)}/signed-url`, ev.currentTarget), text: 'Copy link' }),
+      el('button', { type: 'button', 'aria-label': `Copy link to ${o.key}`, onclick: (ev) => openShare(o.key, signer(o), ev.currentTarget), text: 'Copy link' }),
       el('button', { type: 'button', 'aria-label': `Rename or move ${o.key}`, onclick: (ev) => openMove(o, ev.currentTarget), text: 'Rename/move' }),
       el('button', { type: 'button', class: 'danger', 'aria-label': `Delete ${o.key}`, onclick: () => remove(o), text: 'Delete' })))
 }
@@ -153,10 +154,22 @@ function go (prefix) {
   })
 }
 
+// Where "Copy link" asks for a signed URL: the object's own (a link naming bucket and key,
+// as S3's presigned URLs do, answering its X-Amz-Meta-* headers too); for a key a browser
+// cannot address by its path (keys.js), the file's (/v1/files/{id}/content: the same
+// object, the id being the key's, its current version, without the X-Amz-Meta-* headers).
+// The server's object link for such a key would not work in a browser either.
+const signer = (o) => objectUrl(state.bucket, o.key, '/signed-url') || `/v1/files/${enc(o.id)}/signed-url`
+
+// Deleted by its file id (DELETE /v1/files/{id}), for every key: the id is the key's
+// (derived from bucket and key, the one the listing gave), so this is the object DELETE's
+// command and event (DeleteFile, FileDeleted; an object already gone is no error either),
+// and its URL holds nothing a browser rewrites. By the key's path, a key with a `..`
+// segment (`a/../b`) would have deleted another object (`b`).
 async function remove (o) {
   if (!window.confirm(visible(`Delete ${o.key}? This cannot be undone.`))) return
   try {
-    await request(`/v1/buckets/${enc(state.bucket)}/objects/${keyPath(o.key)}`, { method: 'DELETE' })
+    await request(`/v1/files/${enc(o.id)}`, { method: 'DELETE' })
   } catch (e) {
     say(`Delete failed: ${e.message}`, true)
     return
