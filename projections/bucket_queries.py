@@ -74,12 +74,15 @@ async def object_ids(
     pool: asyncpg.Pool, name: str, owner: str, limit: int, after: str | None = None
 ) -> list[str]:
     """Ids of live objects of bucket `name`, in id order after `after` (keyset paging)."""
-    rows = await pool.fetch(
+    # Two statements, not `($4 IS NULL OR id > $4)`: the generic plan PostgreSQL settles
+    # on for a prepared statement cannot start an index scan at such a bound, so every page
+    # of a large bucket's force delete would read from the first id again.
+    query = (
         "SELECT id FROM readmodel.files WHERE bucket = $1 AND owner = $2"
-        " AND deleted_at IS NULL AND ($4::uuid IS NULL OR id > $4) ORDER BY id LIMIT $3",
-        name,
-        owner,
-        limit,
-        after,
+        " AND deleted_at IS NULL {} ORDER BY id LIMIT $3"
     )
+    if after is None:
+        rows = await pool.fetch(query.format(""), name, owner, limit)
+    else:
+        rows = await pool.fetch(query.format("AND id > $4"), name, owner, limit, after)
     return [str(r["id"]) for r in rows]
