@@ -46,14 +46,15 @@ def _api_process(bench: Bench) -> psutil.Process:
     raise RuntimeError("no api process under the supervisor")
 
 
-async def _histogram(c: httpx.AsyncClient) -> tuple[float, float]:
-    """(sum, count) of the SSE delivery-latency histogram from /metrics."""
+async def _histogram(c: httpx.AsyncClient, transport: str = "sse") -> tuple[float, float]:
+    """(sum, count) of one transport's delivery-latency histogram from /metrics."""
     text = (await c.get("/metrics")).text
     total = count = 0.0
+    label = f'{{transport="{transport}"}}'
     for line in text.splitlines():
-        if line.startswith('cairn_event_delivery_latency_seconds_sum{transport="sse"}'):
+        if line.startswith(f"cairn_event_delivery_latency_seconds_sum{label}"):
             total = float(line.split()[-1])
-        elif line.startswith('cairn_event_delivery_latency_seconds_count{transport="sse"}'):
+        elif line.startswith(f"cairn_event_delivery_latency_seconds_count{label}"):
             count = float(line.split()[-1])
     return total, count
 
