@@ -10,7 +10,8 @@ Modules: `core` (scales, results, statistics, output), `cairn` (the system under
 `baselines` (nginx, the bare endpoint, curl, @tus/server), `memory` (RSS/CPU sampling of
 every Cairn process), `client` (the native upload protocol over httpx), and one module per
 scenario group: `uploads`, `tus` (the upload.tus_* scenarios), `downloads`, `bus`,
-`growth`, `fetches` (fetch.url_cache), `listing` (objects.list), `pending`. The Node side of tus: `package.json` and `package-lock.json`
+`growth`, `fetches` (fetch.url_cache), `listing` (objects.list), `events` (SSE),
+`events_ws` (the WebSocket stream against SSE), `pending`. The Node side of tus: `package.json` and `package-lock.json`
 (installed into node_modules with `npm ci`), `tus_server.mjs` (the reference server) and
 `tus_client.mjs` (tus-js-client, the one client). None of the file names start with
 `test_`, so pytest never collects them.
