@@ -89,6 +89,8 @@ class Upload(msgspec.Struct):
     content_type: str
     bucket: str
     metadata: dict[str, str]
+    # The stored HTTP headers (lower-case names) the object it becomes gets; {} when none.
+    headers: dict[str, str]
     sha256: str | None
     file_id: str | None
     created_at: str

@@ -207,6 +207,7 @@ def _state_view(st: UploadState) -> dict[str, Any]:
             "content_type": st.content_type,
             "bucket": st.bucket,
             "metadata": st.metadata,
+            "headers": st.headers,
             "sha256": st.sha256,
             "file_id": st.file_id,
             "failure_reason": st.failure if st.status == UploadStatus.FAILED else None,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 
+import httpx
 import pytest
 
 from domain.files.headers import MAX_HEADER_BYTES
@@ -43,12 +44,64 @@ async def test_a_native_upload_into_a_key_serves_its_stored_headers(
             "cache-control": "public, max-age=60",
             "content-encoding": "gzip",
         }
+        # The upload's own JSON shows them too, {} for one without: the single upload and
+        # the listing (the read model, once projected).
+        await uploads_show(
+            c,
+            r.json()["upload_id"],
+            {"cache-control": "public, max-age=60", "content-encoding": "gzip"},
+        )
         # Another upload into the key without them: the new version has none (as a PUT).
         r = await native_upload(c, b"plain", bucket=b, key=key)
         assert r.status_code == 200, r.text
         got, raw = await raw_get(c, opath(b, key))
         assert raw == b"plain" and "content-encoding" not in got.headers
         assert got.headers["cache-control"] != "public, max-age=60"
+
+
+async def uploads_show(c: httpx.AsyncClient, uid: str, headers: dict[str, str]) -> None:
+    """GET /v1/uploads/{id} shows `headers`, and so does its item of GET /v1/uploads once
+    the read model has it (the single upload answers from the read model from then on)."""
+    one = await c.get(f"/v1/uploads/{uid}")
+    assert one.status_code == 200 and one.json()["headers"] == headers, one.text
+
+    async def listed() -> bool:
+        items = (await c.get("/v1/uploads")).json()["items"]
+        return any(i["id"] == uid and i["status"] == "COMPLETED" for i in items)
+
+    await wait_until(listed)
+    items = (await c.get("/v1/uploads")).json()["items"]
+    assert [i["headers"] for i in items if i["id"] == uid] == [headers]
+    one = await c.get(f"/v1/uploads/{uid}")
+    assert one.status_code == 200 and one.json()["headers"] == headers, one.text
+
+
+async def test_an_uploads_json_shows_its_headers_before_its_bytes(
+    shared_system: System,
+) -> None:
+    """Right after the create, before any bytes: the single upload (from the read model,
+    or the event stream while that lags) and then the listing show the normalised
+    headers; an upload without any shows {}."""
+    async with shared_system.client(user()) as c:
+        b = await make_bucket(c)
+        sent = {"Cache-Control": "no-store", "Content-Disposition": "inline"}
+        body = {"file_name": "f", "file_size": 3, "bucket": b, "key": "k", "headers": sent}
+        r = await c.post("/v1/uploads", json=body)
+        assert r.status_code == 201, r.text
+        uid = r.json()["id"]
+        want = {"cache-control": "no-store", "content-disposition": "inline"}
+        one = await c.get(f"/v1/uploads/{uid}")
+        assert one.status_code == 200 and one.json()["headers"] == want, one.text
+        r = await c.post("/v1/uploads", json={"file_name": "g", "file_size": 3})
+        plain = r.json()["id"]
+        assert (await c.get(f"/v1/uploads/{plain}")).json()["headers"] == {}
+
+        async def listed() -> bool:
+            return (await c.get("/v1/uploads")).json()["total"] == 2
+
+        await wait_until(listed)
+        items = (await c.get("/v1/uploads")).json()["items"]
+        assert {i["id"]: i["headers"] for i in items} == {uid: want, plain: {}}
 
 
 @pytest.mark.parametrize(

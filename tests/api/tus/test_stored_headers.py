@@ -16,6 +16,7 @@ import pytest
 from domain.files.keys import object_file_id
 from tests.api.answers import make_bucket, opath, user
 from tests.api.routes.test_objects_headers import raw_get
+from tests.api.routes.test_uploads_headers import uploads_show
 from tests.system import System
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -76,6 +77,9 @@ async def test_creation_with_upload_into_a_key_serves_them(shared_system: System
         )
         assert r.status_code == 201, r.text
         await served_as_stored(c, b, "js/app.js")
+        # The upload's own JSON shows them (normalised), single and listed.
+        uid = r.headers["location"].rstrip("/").rsplit("/", 1)[-1]
+        await uploads_show(c, uid, STORED)
 
 
 async def test_bytes_by_patch_serve_them_and_head_answers_them(shared_system: System) -> None:

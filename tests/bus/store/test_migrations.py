@@ -122,3 +122,41 @@ async def test_0028_gives_the_files_recorded_before_it_their_stored_headers(
         assert viewed == {replaced: lang, renamed: gzip, before: {}, behind: gzip}
     finally:
         await conn.close()
+
+
+async def test_0029_gives_the_uploads_recorded_before_it_their_stored_headers(
+    tmp_path: Path, pg_server: EmbeddedPostgres
+) -> None:
+    """readmodel.uploads.headers: filled for the rows already there from their
+    UploadInitiated events; {} for an upload whose event has none (none sent, or written
+    before the field existed)."""
+    older = tmp_path / "older"
+    older.mkdir()
+    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        if path.name < "0029":
+            shutil.copy2(path, older / path.name)
+    url = await db.ensure_database(pg_server.url, f"upheaders_{secrets.token_hex(4)}")
+    await db.migrate(url, older)
+    gzip = {"cache-control": "max-age=60", "content-encoding": "gzip"}
+    keyed, empty, before = (uuid.uuid4() for _ in range(3))
+    conn = await asyncpg.connect(url)
+    try:
+        for pos, (uid, data) in enumerate(
+            [
+                (keyed, {"key": "k", "headers": gzip}),
+                (empty, {"key": "k2", "headers": {}}),
+                (before, {}),  # no `headers`: an event from before them
+            ],
+            start=1,
+        ):
+            await conn.execute(_UPLOAD, uid, "INITIATED", "chunks", False)
+            await conn.execute(
+                _INITIATED, f"upload-{uid}", pos, uuid.uuid4(), orjson.dumps(data).decode()
+            )
+        assert "0029_upload_headers.sql" in await db.migrate(url)
+        # A bare connection: jsonb comes back as its text.
+        rows = await conn.fetch("SELECT id, headers FROM readmodel.uploads")
+        headers = {r["id"]: orjson.loads(r["headers"]) for r in rows}
+        assert headers == {keyed: gzip, empty: {}, before: {}}
+    finally:
+        await conn.close()
