@@ -88,6 +88,8 @@ class Upload(msgspec.Struct):
     partial: bool
     content_type: str
     bucket: str
+    # The object key in `bucket` the completed upload becomes; null for a plain file.
+    key: str | None
     metadata: dict[str, str]
     # The stored HTTP headers (lower-case names) the object it becomes gets; {} when none.
     headers: dict[str, str]

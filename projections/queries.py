@@ -25,7 +25,7 @@ ORDERS = ("asc", "desc")
 _UPLOAD_COLUMNS = (
     "id, owner, file_name, file_size, chunk_size, total_chunks, chunks_received,"
     " bytes_received, content_type, bucket, sha256, status, file_id, metadata, failure_reason,"
-    " created_at, updated_at, completed_at, mode, partial, headers"
+    " created_at, updated_at, completed_at, mode, partial, headers, key"
 )
 _FILE_COLUMNS = (
     "id, owner, name, size, content_type, sha256, bucket, metadata, upload_id, chunk_count,"
@@ -76,6 +76,7 @@ def _upload_dict(r: asyncpg.Record) -> dict[str, Any]:
         "partial": r["partial"],
         "content_type": r["content_type"],
         "bucket": r["bucket"],
+        "key": r["key"],
         "sha256": r["sha256"],
         "metadata": r["metadata"],
         "headers": r["headers"],

@@ -88,9 +88,9 @@ class UploadsProjection(Projection):
                     INSERT INTO readmodel.uploads (
                         id, owner, file_name, file_size, chunk_size, total_chunks, content_type,
                         bucket, sha256, status, metadata, created_at, updated_at, last_version,
-                        mode, partial, bytes_received, parts, headers)
+                        mode, partial, bytes_received, parts, headers, key)
                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $17, $10, $11, $11, $12,
-                            $13, $14, $15, $16, $18)
+                            $13, $14, $15, $16, $18, $19)
                     """,
                     upload_id,
                     e.owner,
@@ -113,6 +113,8 @@ class UploadsProjection(Projection):
                     (first.status if first is not None else UploadStatus.INITIATED).value,
                     # The object's stored headers (into a key); only this event sets them.
                     dict(e.headers),
+                    # The object key it becomes (None: a plain file); only this event sets it.
+                    e.key,
                 )
                 await bump_usage(conn, e.owner, utc_day(at), uploads_started=1)
 

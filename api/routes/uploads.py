@@ -206,6 +206,7 @@ def _state_view(st: UploadState) -> dict[str, Any]:
             "partial": st.partial,
             "content_type": st.content_type,
             "bucket": st.bucket,
+            "key": st.key,
             "metadata": st.metadata,
             "headers": st.headers,
             "sha256": st.sha256,

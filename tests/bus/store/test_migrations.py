@@ -160,3 +160,39 @@ async def test_0029_gives_the_uploads_recorded_before_it_their_stored_headers(
         assert headers == {keyed: gzip, empty: {}, before: {}}
     finally:
         await conn.close()
+
+
+async def test_0030_gives_the_uploads_recorded_before_it_their_key(
+    tmp_path: Path, pg_server: EmbeddedPostgres
+) -> None:
+    """readmodel.uploads.key: filled for the rows already there from their UploadInitiated
+    events; null for an upload whose event names no key (absent, or null)."""
+    older = tmp_path / "older"
+    older.mkdir()
+    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        if path.name < "0030":
+            shutil.copy2(path, older / path.name)
+    url = await db.ensure_database(pg_server.url, f"upkey_{secrets.token_hex(4)}")
+    await db.migrate(url, older)
+    keyed, odd, null, before = (uuid.uuid4() for _ in range(4))
+    conn = await asyncpg.connect(url)
+    try:
+        for pos, (uid, data) in enumerate(
+            [
+                (keyed, {"bucket": "site", "key": "css/app.css"}),
+                (odd, {"bucket": "site", "key": "dir/ü 名.bin"}),
+                (null, {"bucket": "site", "key": None}),  # a plain upload
+                (before, {}),  # no `key` at all
+            ],
+            start=1,
+        ):
+            await conn.execute(_UPLOAD, uid, "INITIATED", "chunks", False)
+            await conn.execute(
+                _INITIATED, f"upload-{uid}", pos, uuid.uuid4(), orjson.dumps(data).decode()
+            )
+        assert "0030_upload_key.sql" in await db.migrate(url)
+        rows = await conn.fetch("SELECT id, key FROM readmodel.uploads")
+        keys = {r["id"]: r["key"] for r in rows}
+        assert keys == {keyed: "css/app.css", odd: "dir/ü 名.bin", null: None, before: None}
+    finally:
+        await conn.close()
