@@ -50,12 +50,27 @@ async def _resume_position(
 ) -> tuple[int | None, int | None]:
     """`Last-Event-ID` (the header EventSource sends on reconnect, or the query parameter
     `last_event_id` for the first connection), and the store's head now, up to which the
-    stream is "what is there" (its `caught_up` message; filters.caught_up_at)."""
-    header = request.headers.get("last-event-id")
+    stream is "what is there" (its `caught_up` message; filters.caught_up_at).
+
+    Either given twice is 400: the header's first value, the parameter's last one was
+    used, and the other ignored (`?last_event_id=5&last_event_id=` streamed live from now,
+    skipping what the client asked to resume), while a proxy or a log may read the other.
+    Both the header and the parameter is fine: EventSource keeps the first connection's URL
+    and adds the header on reconnect, which is the newer position."""
+    headers = request.headers.getall("last-event-id", [])
+    params = query.get("last_event_id") or []
+    for given, name in ((headers, "Last-Event-ID"), (params, "last_event_id")):
+        if len(given) > 1:
+            raise ApiError(
+                400,
+                "invalid_last_event_id",
+                f"{name} was given more than once",
+                {"field": name, "value": ", ".join(given)[:64]},
+            )
     name = "Last-Event-ID"
-    raw: Any = header
-    if header is None and query.get("last_event_id"):
-        raw, name = query["last_event_id"][-1], "last_event_id"
+    raw: Any = headers[0] if headers else None
+    if raw is None and params:
+        raw, name = params[0], "last_event_id"
     after = parse_position(raw, name)
     return after, await caught_up_at(ctx(request).pool, after, name)
 

@@ -112,6 +112,10 @@ def meta_arg(value: str) -> tuple[str, str]:
         )
     if name.lower() in STORED_HEADERS:  # tus would take it for the stored header
         raise argparse.ArgumentTypeError(f"{name!r} is a stored header: use --header")
+    try:  # an argument's bytes that are not UTF-8 reach Python as lone surrogates
+        value.encode()
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not UTF-8 text") from None
     return name, text
 
 

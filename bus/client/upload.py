@@ -179,8 +179,27 @@ def _files_under(root: Path) -> list[Path]:
 
 
 def _job(path: Path, key: str | None) -> Job:
+    _utf8_or_refused(path, path.name, key)
     st = path.stat()
     return Job(path.resolve(), st.st_size, st.st_mtime_ns, path.name, key)
+
+
+def _utf8_or_refused(path: Path, *texts: str | None) -> None:
+    """A name or key that is not UTF-8 text stops the command, naming the file. A path
+    may hold any byte (an archive's Latin-1 names: `caf\\xe9.txt`), which Python reads as
+    lone surrogates; sent as they were, encoding the request's JSON failed, and the
+    command blamed the server (`bad_response: an answer is not shaped as Cairn's`)."""
+    for text in texts:
+        if text is None:
+            continue
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            raise ClientError(
+                f"{path}: its name is not UTF-8 text, which a file name or key must be:"
+                " rename it, or upload it from stdin with --name",
+                code="invalid_file_name",
+            ) from None
 
 
 def caller_of(target: Target) -> str:

@@ -304,6 +304,37 @@ async def test_bad_input_is_400_naming_the_problem(shared_system: System) -> Non
         assert_error(r, 401, "invalid_token")
 
 
+async def test_a_resume_position_given_twice_is_400(shared_system: System) -> None:
+    """Which of two would count is a guess: the parameter's last one was used, so
+    `?last_event_id=1&last_event_id=` streamed live from now, skipping the resume; the
+    header's first one, the second ignored. Header and parameter together: the header."""
+    async with shared_system.client(user()) as c:
+
+        async def answer(url: str, headers: Any = None) -> httpx.Response:
+            # Streamed: a stream accepted (the bug) must fail the test, not hang it.
+            async with c.stream("GET", url, headers=headers) as r:
+                assert r.status_code != 200, f"a stream was accepted for {url} {headers}"
+                await r.aread()
+                return r
+
+        for query in ("last_event_id=0&last_event_id=", "last_event_id=x&last_event_id=0"):
+            r = await answer(f"/v1/events?{query}")
+            e = assert_error(r, 400, "invalid_last_event_id")
+            assert e["details"]["field"] == "last_event_id"
+        twice = [("Last-Event-ID", "0"), ("Last-Event-ID", "x")]
+        e = assert_error(await answer("/v1/events", twice), 400, "invalid_last_event_id")
+        assert e["details"]["field"] == "Last-Event-ID"
+    # The header (an EventSource's reconnect) wins over the first connection's parameter,
+    # which is not even read (were it, "stale" would be 400).
+    s = await open_sse(
+        shared_system, path="/v1/events?last_event_id=stale", who=user(), last_event_id="0"
+    )
+    try:
+        assert await s.until_caught_up() == [] and s.caught_up  # a new user: nothing yet
+    finally:
+        await s.close()
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def quick_system(
     pg_server: EmbeddedPostgres, kafka_server: EmbeddedKafka, template_url: str
