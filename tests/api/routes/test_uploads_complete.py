@@ -885,6 +885,7 @@ async def test_expiry_is_judged_on_last_activity(expiring: System) -> None:
         await let_time_pass_until(last_stale_activity + TTL * 0.85)
         # Both were created almost a TTL ago; only `busy` does something now, which gives
         # it most of a TTL for the two cleanups below.
+        busy_active = time.monotonic()  # its activity below is no earlier than this
         assert (await c.put(f"/v1/uploads/{busy}/chunks/1", content=parts[1])).status_code == 201
         await wait_until(lambda: in_read_model(expiring.pool, "uploads", busy, chunks_received=2))
         await let_time_pass_until(last_stale_activity + TTL + 0.3)
@@ -895,8 +896,11 @@ async def test_expiry_is_judged_on_last_activity(expiring: System) -> None:
         assert (await c.get(f"/v1/uploads/{busy}")).json()["status"] == "IN_PROGRESS"
         # Again at once: nothing more (the stale one expired once; `busy` is inside its
         # TTL, which the requests below, the OpenAPI document's build among them, would
-        # eat into on a loaded machine).
-        assert (await cleanup(admin))["expired"] == 0
+        # eat into on a loaded machine). Judged only while `busy` is surely inside it: on a
+        # machine so loaded that its TTL ran out meanwhile, expiring it is right too.
+        again = (await cleanup(admin))["expired"]
+        busy_in_ttl = time.monotonic() < busy_active + TTL
+        assert again == 0 if busy_in_ttl else again <= 1
         for method, path, url in [
             ("put", "/v1/uploads/{upload_id}/chunks/{index}", f"/v1/uploads/{stale}/chunks/1"),
             ("post", "/v1/uploads/{upload_id}/complete", f"/v1/uploads/{stale}/complete"),
@@ -907,7 +911,8 @@ async def test_expiry_is_judged_on_last_activity(expiring: System) -> None:
             await assert_documented(c, method, path, r)
     pool = expiring.pool
     assert await count_events(pool, "UploadExpired", stream_id=f"upload-{stale}") == 1
-    assert await count_events(pool, "UploadExpired", stream_id=f"upload-{busy}") == 0
+    if busy_in_ttl:
+        assert await count_events(pool, "UploadExpired", stream_id=f"upload-{busy}") == 0
 
 
 async def test_gc_collects_only_unreferenced_blobs_past_the_grace(expiring: System) -> None:
