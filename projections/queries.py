@@ -153,24 +153,18 @@ async def _page(
     limit: int,
     offset: int,
 ) -> tuple[list[asyncpg.Record], int]:
-    """A page and the total matching, from one statement: one snapshot by construction, so
-    they agree with each other without a transaction (which cost BEGIN and COMMIT, two of
-    the four round trips). The count is the outer side of a LEFT JOIN, so a page past the
-    end still gives one row, all NULL but the total; the outer ORDER BY restores the
-    page's order (a join promises none), over its 1,000 rows at most."""
     n = len(where.args)
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        # One snapshot for page and total, so they agree with each other.
         rows = await conn.fetch(
-            f"SELECT t._total, p.* FROM (SELECT count(*) AS _total FROM {table} {where.sql()}) t"
-            f" LEFT JOIN LATERAL (SELECT {columns} FROM {table} {where.sql()} {order_by}"
-            f" LIMIT ${n + 1} OFFSET ${n + 2}) p ON true {order_by}",
+            f"SELECT {columns} FROM {table} {where.sql()} {order_by}"
+            f" LIMIT ${n + 1} OFFSET ${n + 2}",
             *where.args,
             limit,
             offset,
         )
-    total = int(rows[0]["_total"])
-    # `id` is never NULL in a row of the page: the only row without one is the bare total.
-    return [r for r in rows if r["id"] is not None], total
+        total = await conn.fetchval(f"SELECT count(*) FROM {table} {where.sql()}", *where.args)
+    return list(rows), int(total)
 
 
 # ---- uploads ---------------------------------------------------------------------------
