@@ -81,6 +81,40 @@ _PAGE_IN_PREFIX_SQL = (
     f"SELECT {_COLUMNS} FROM readmodel.files {_WHERE} AND key < $5 ORDER BY key LIMIT $4"
 )
 
+# The jumps past common prefixes, done in PostgreSQL (a "loose index scan"): one index
+# probe per step for the first key at or after the bound; while that key rolls up into a
+# common prefix (its rest after the prefix, from character $4 on, holds the delimiter $5),
+# the next probe starts at the prefix's successor: the key up to the delimiter's first
+# occurrence, then $6, the delimiter's successor (see `successor`; the delimiter's last
+# character is below U+10FFFF, so nothing carries). The walk stops at the first key that
+# is an object, at the end of the range, or after $7 steps (what the page can still take,
+# plus one). The root of a bucket of ten folders was one round trip per folder (6.8 ms
+# against nginx's 1.6 ms, `just bench objects.list`); this is one for them all. strpos,
+# left and substr count characters, as Python's str does, and find the first occurrence,
+# as `str.find` does; the caller recomputes each common prefix from the key in Python.
+_WALK_STEP = (
+    "SELECT key FROM readmodel.files WHERE bucket = $1 AND owner = $2 AND key IS NOT NULL"
+    " AND deleted_at IS NULL AND key >= {low}{upper} ORDER BY key LIMIT 1"
+)
+
+
+def _walk_sql(upper: str) -> str:
+    first = _WALK_STEP.format(low="$3", upper=upper)
+    step = _WALK_STEP.format(low="left(w.key, $4 + w.cut - 2) || $6", upper=upper)
+    return (
+        "WITH RECURSIVE walk(n, key, cut) AS ("
+        f" SELECT 1, f.key, strpos(substr(f.key, $4), $5) FROM ({first}) f"
+        " UNION ALL"
+        " SELECT w.n + 1, f.key, strpos(substr(f.key, $4), $5)"
+        f" FROM walk w CROSS JOIN LATERAL ({step}) f"
+        " WHERE w.cut > 0 AND w.n < $7"
+        ") SELECT key FROM walk ORDER BY n"
+    )
+
+
+_WALK_SQL = _walk_sql("")
+_WALK_IN_PREFIX_SQL = _walk_sql(" AND key < $8")
+
 
 def lower_bound(prefix: str, bound: Bound) -> str:
     """The smallest key a page may start at: at or after `prefix` and `bound.start`, and
@@ -93,6 +127,13 @@ def lower_bound(prefix: str, bound: Bound) -> str:
     if bound.after is not None:
         low = max(low, bound.after + "\x01")
     return low
+
+
+def _common(prefix: str, delimiter: str | None, key: str) -> str | None:
+    """The common prefix `key` rolls up into, or None when it is an object of the listing."""
+    rest = key[len(prefix) :]
+    cut = rest.find(delimiter) if delimiter else -1
+    return None if cut < 0 else prefix + rest[: cut + len(delimiter or "")]
 
 
 async def list_objects(
@@ -112,28 +153,62 @@ async def list_objects(
     bound = bound or Bound()
     last: Bound | None = None
     batch = _BATCH
+    # The jumps run in PostgreSQL (_WALK_SQL) unless the delimiter ends in U+10FFFF, whose
+    # successor carries into the characters before it: then one query per common prefix.
+    walkable = delimiter is not None and delimiter[-1:] not in ("", "\U0010ffff")
+    # A delimiter listing starts with a walk: its first key may as well be a folder's.
+    walk = walkable
     async with pool.acquire() as conn:
         while True:
+            room = limit - len(out.objects) - len(out.common_prefixes)
+            low = lower_bound(prefix, bound)
+            if walk:
+                assert delimiter is not None
+                walk = False
+                # Never more steps than the page can still take, plus the one that tells
+                # whether more follow.
+                args = (bucket, owner, low, len(prefix) + 1, delimiter, successor(delimiter))
+                if upper is None:
+                    found = await conn.fetch(_WALK_SQL, *args, room + 1)
+                else:
+                    found = await conn.fetch(_WALK_IN_PREFIX_SQL, *args, room + 1, upper)
+                for r in found:
+                    key: str = r["key"]
+                    common = _common(prefix, delimiter, key)
+                    if common is None:
+                        bound = Bound(start=key)  # an object: the range scan goes on from it
+                        break
+                    if len(out.common_prefixes) + len(out.objects) == limit:
+                        out.truncated, out.next = True, last  # one more entry exists
+                        return out
+                    out.common_prefixes.append(common)
+                    last = Bound(start=successor(common))
+                    # Folders tend to sit next to folders: few rows after the walk.
+                    batch = _AFTER_JUMP
+                else:
+                    return out  # no key is left in the range
+                continue
             # Never more rows than the page can still take, plus the one that tells whether
             # more follow.
-            want = min(batch, limit - len(out.objects) - len(out.common_prefixes) + 1)
-            low = lower_bound(prefix, bound)
+            want = min(batch, room + 1)
             if upper is None:
                 rows = await conn.fetch(_PAGE_SQL, bucket, owner, low, want)
             else:
                 rows = await conn.fetch(_PAGE_IN_PREFIX_SQL, bucket, owner, low, want, upper)
             for r in rows:
-                key: str = r["key"]
+                key = r["key"]
                 if len(out.objects) + len(out.common_prefixes) == limit:
                     out.truncated, out.next = True, last  # one more entry exists
                     return out
-                rest = key[len(prefix) :]
-                cut = rest.find(delimiter) if delimiter else -1
-                if cut < 0:
+                common = _common(prefix, delimiter, key)
+                if common is None:
                     out.objects.append(_object(r))
                     last = Bound(after=key)
                     continue
-                common = prefix + rest[: cut + len(delimiter or "")]
+                if walkable:
+                    # The walk starts at this key, emits its common prefix and jumps on.
+                    bound, walk = Bound(start=key), True
+                    break
                 out.common_prefixes.append(common)
                 jump = successor(common)
                 if jump is None:
@@ -147,6 +222,8 @@ async def list_objects(
                 last_key = rows[-1]["key"]
                 bound = Bound(after=last_key)
                 batch = min(_BATCH, batch * 4)
+                continue
+            if walk:
                 continue
             assert last is not None and last.start is not None
             bound = last

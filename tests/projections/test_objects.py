@@ -150,3 +150,40 @@ async def test_paging_with_runs_of_folders_and_objects(pool: asyncpg.Pool, write
                 assert page.next is not None
                 bound = page.next
             assert seen == want, (prefix, delimiter, limit)
+
+
+async def test_paging_with_awkward_delimiters(pool: asyncpg.Pool, writer: Writer) -> None:
+    # The jumps past common prefixes run in PostgreSQL for most delimiters: keys holding
+    # the delimiter several times (and overlapping with itself), delimiters of several
+    # characters, outside the BMP, at the surrogate gap (U+D7FF's successor is U+E000),
+    # and ending in U+10FFFF (no successor without a carry: the listing jumps in Python).
+    keys = ["a/b/c", "a//", "a/", "aa", "ab", "a-+-x", "a-+-", "a-+-+-y", "a--", "x"]
+    keys += ["p\ud7ffq", "p\ud7ff\ud7ffr", "p\ue000", "p\U0001f600/1", "p\U0001f600\U0001f600"]
+    keys += ["q\U0010ffff1", "q\U0010ffff\U0010ffff2", "q\U0010ffff", "r\U0010ffff"]
+    keys += ["s\U0010ffff/", "s\U0010ffff0"]
+    p = FilesProjection()
+    async with pool.acquire() as conn, conn.transaction():
+        for i, k in enumerate(keys):
+            for ev in await writer.run(put(k, k, i)):
+                await p.apply(conn, ev)
+    cases = [("", d) for d in ("/", "//", "-+-", "a", "\ud7ff", "\U0001f600", "\U0010ffff")]
+    cases += [("a", "/"), ("a-", "+-"), ("p", "\ud7ff"), ("q", "\U0010ffff"), ("s\U0010ffff", "/")]
+    cases += [("", "+-\U0010ffff"), ("a/", "/")]
+    for prefix, delimiter in cases:
+        want = _reference(keys, prefix, delimiter)
+        for limit in (1, 2, 3, 1000):
+            seen: list[str] = []
+            bound = None
+            while True:
+                page = await list_objects(
+                    pool, "pics", "alice", prefix=prefix, delimiter=delimiter, bound=bound,
+                    limit=limit,
+                )  # fmt: skip
+                entries = sorted([o["key"] for o in page.objects] + page.common_prefixes)
+                assert 0 < len(entries) <= limit or (not entries and not seen)
+                seen += entries
+                if not page.truncated:
+                    break
+                assert page.next is not None
+                bound = page.next
+            assert seen == want, (prefix, delimiter, limit)

@@ -321,3 +321,31 @@ async def test_a_fetch_of_an_empty_body_lists_the_progress_its_own_view_shows(
     )
     assert total == 1 and items[0]["total"] == 0 and items[0]["status"] == "IN_PROGRESS"
     assert items[0]["progress"] == 0.0
+
+
+async def test_a_page_and_its_total_come_together(pool: asyncpg.Pool, writer: Writer) -> None:
+    # The page and X-Total-Count come from one statement: every page, including one past
+    # the end and one of nothing, carries the total of what matches (not of the page).
+    for name in ("c.txt", "a.txt", "b.txt"):
+        await writer.upload("alice", name, 100)
+    await writer.upload("alice", "d.txt", 100, complete=False)
+    await writer.upload("bob", "z.txt", 100)
+    await rebuild_all(pool)
+
+    async def files(**kw: object) -> tuple[list[str], int]:
+        page, total = await queries.list_files(pool, "alice", sort="name", order="asc", **kw)  # type: ignore[arg-type]
+        return [f["name"] for f in page], total
+
+    assert await files(limit=2) == (["a.txt", "b.txt"], 3)
+    assert await files(limit=2, offset=2) == (["c.txt"], 3)
+    assert await files(limit=2, offset=3) == ([], 3)
+    assert await files(limit=2, offset=50) == ([], 3)
+    assert await files(name_prefix="q") == ([], 0)
+    page, total = await queries.list_uploads(
+        pool, "alice", sort="file_name", order="desc", limit=1, offset=9
+    )
+    assert (page, total) == ([], 4)
+    page, total = await queries.list_uploads(
+        pool, "alice", sort="file_name", order="desc", limit=3, offset=1
+    )
+    assert [u["file_name"] for u in page] == ["c.txt", "b.txt", "a.txt"] and total == 4
