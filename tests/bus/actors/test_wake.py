@@ -555,6 +555,10 @@ async def test_partitions_gained_without_a_backlog_leave_an_idle_gate_paused(
     group = f"{topic}-gained-empty"
     async with running_loop(settings, pool, topic, group) as lp:
         await send(settings, topic, b"read before")
+        # Woken as an append's notification would (a bare produce notifies nobody: the
+        # gate may have gone idle before it, and then it waited for a peek, 10 s away,
+        # which a loaded machine could make miss the 20 s below).
+        lp.gate.wake()
         await until_received(lp, b"read before")
         await wait_until(lambda: _paused(lp), timeout=30)
         await lp.consumer.commit()
