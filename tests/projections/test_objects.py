@@ -122,6 +122,26 @@ def _reference(keys: list[str], prefix: str, delimiter: str | None) -> list[str]
     return out
 
 
+async def _page_through(
+    pool: asyncpg.Pool, prefix: str, delimiter: str | None, limit: int
+) -> list[str]:
+    """Every entry of a listing, page by page (`limit` each) along its cursor; each page
+    holds at most `limit` entries and only the last may be empty (an empty listing)."""
+    seen: list[str] = []
+    bound = None
+    while True:
+        page = await list_objects(
+            pool, "pics", "alice", prefix=prefix, delimiter=delimiter, bound=bound, limit=limit
+        )
+        entries = sorted([o["key"] for o in page.objects] + page.common_prefixes)
+        assert 0 < len(entries) <= limit or (not entries and not seen)
+        seen += entries
+        if not page.truncated:
+            return seen
+        assert page.next is not None
+        bound = page.next
+
+
 async def test_paging_with_runs_of_folders_and_objects(pool: asyncpg.Pool, writer: Writer) -> None:
     # Runs of objects longer than the few rows read after a jump past a folder (the read
     # then grows), folders next to folders, and pages of every size across both.
@@ -135,20 +155,7 @@ async def test_paging_with_runs_of_folders_and_objects(pool: asyncpg.Pool, write
     for prefix, delimiter in (("", "/"), ("", None), ("k/", "/"), ("b", "/")):
         want = _reference(keys, prefix, delimiter)
         for limit in (1, 2, 3, 7, 8, 9, 33, 1000):
-            seen: list[str] = []
-            bound = None
-            while True:
-                page = await list_objects(
-                    pool, "pics", "alice", prefix=prefix, delimiter=delimiter, bound=bound,
-                    limit=limit,
-                )  # fmt: skip
-                entries = sorted([o["key"] for o in page.objects] + page.common_prefixes)
-                assert 0 < len(entries) <= limit or (not entries and not seen)
-                seen += entries
-                if not page.truncated:
-                    break
-                assert page.next is not None
-                bound = page.next
+            seen = await _page_through(pool, prefix, delimiter, limit)
             assert seen == want, (prefix, delimiter, limit)
 
 
@@ -172,18 +179,5 @@ async def test_paging_with_awkward_delimiters(pool: asyncpg.Pool, writer: Writer
     for prefix, delimiter in cases:
         want = _reference(keys, prefix, delimiter)
         for limit in (1, 2, 3, 1000):
-            seen: list[str] = []
-            bound = None
-            while True:
-                page = await list_objects(
-                    pool, "pics", "alice", prefix=prefix, delimiter=delimiter, bound=bound,
-                    limit=limit,
-                )  # fmt: skip
-                entries = sorted([o["key"] for o in page.objects] + page.common_prefixes)
-                assert 0 < len(entries) <= limit or (not entries and not seen)
-                seen += entries
-                if not page.truncated:
-                    break
-                assert page.next is not None
-                bound = page.next
+            seen = await _page_through(pool, prefix, delimiter, limit)
             assert seen == want, (prefix, delimiter, limit)
