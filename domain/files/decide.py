@@ -8,7 +8,7 @@ from domain.buckets.names import is_bucket_name
 from domain.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
 from domain.files.commands import CreateFile, DeleteFile, PutObject, UpdateFile
 from domain.files.events import FileCreated, FileDeleted, FileReplaced, FileUpdated
-from domain.files.headers import MAX_HEADER_BYTES, headers_problem
+from domain.files.headers import check_headers
 from domain.files.keys import object_file_id, object_key_problem, object_name
 from domain.files.state import FileState
 from domain.kernel import Command, Event, Step, by_command
@@ -42,10 +42,7 @@ def _put_object(state: FileState | None, cmd: PutObject) -> list[Event]:
     _check_manifest(cmd.manifest, cmd.size)
     if (problem := metadata_problem(cmd.metadata)) is not None:
         raise InvalidInput("invalid_metadata", problem, {"max_bytes": MAX_METADATA_BYTES})
-    if (bad := headers_problem(cmd.headers)) is not None:
-        raise InvalidInput(
-            "invalid_header", bad[1], {"header": bad[0], "max_bytes": MAX_HEADER_BYTES}
-        )
+    check_headers(cmd.headers)
     live = state is not None and not state.deleted
     # A live object of another owner is one the bucket's previous owner left behind (the
     # name deleted within the read model's lag, then taken again; the id is the key's, so

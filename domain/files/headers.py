@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from domain.errors import InvalidInput
+
 CACHE_CONTROL = "cache-control"
 CONTENT_DISPOSITION = "content-disposition"
 CONTENT_ENCODING = "content-encoding"
@@ -59,3 +61,12 @@ def headers_problem(headers: object) -> tuple[str, str] | None:
         if (problem := header_value_problem(name, value)) is not None:
             return name, problem
     return None
+
+
+def check_headers(headers: object) -> None:
+    """Refuse what `headers_problem` finds, as every command carrying stored headers does
+    (PutObject, InitiateUpload): 400 `invalid_header` with `{header, max_bytes}`."""
+    if (bad := headers_problem(headers)) is not None:
+        raise InvalidInput(
+            "invalid_header", bad[1], {"header": bad[0], "max_bytes": MAX_HEADER_BYTES}
+        )

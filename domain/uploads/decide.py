@@ -14,7 +14,7 @@ from typing import Any
 
 from domain.buckets.names import is_bucket_name
 from domain.errors import Conflict, Gone, InvalidInput, Unprocessable
-from domain.files.headers import MAX_HEADER_BYTES, headers_problem
+from domain.files.headers import MAX_HEADER_BYTES, check_headers
 from domain.files.keys import object_key_problem
 from domain.kernel import JSON, Command, Event, owned
 from domain.uploads.commands import (
@@ -103,11 +103,8 @@ def _validate_initiate(cmd: InitiateUpload) -> tuple[Piece, ...]:
         # The same bound as a file's (its metadata becomes the file's), and what keeps the
         # upload's events far below the bus's message size limit.
         raise InvalidInput("invalid_metadata", problem, {"max_bytes": MAX_METADATA_BYTES})
-    if (bad := headers_problem(cmd.headers)) is not None:
-        # The object PUT's rule and error (the headers become the object's, by PutObject).
-        raise InvalidInput(
-            "invalid_header", bad[1], {"header": bad[0], "max_bytes": MAX_HEADER_BYTES}
-        )
+    # The object PUT's rule and error (the headers become the object's, by PutObject).
+    check_headers(cmd.headers)
     if cmd.headers and cmd.key is None:
         # As S3: stored headers belong to an object version. A plain file keeps none (its
         # CreateFile has no field for them), so dropping them would lose what was asked.
